@@ -1,0 +1,273 @@
+//! The catalog's data model: what a node, a service instance and a check are,
+//! and the commands that change them.
+//!
+//! These types travel through the Raft log and snapshots (postcard, so no
+//! `skip_serializing_if` here) and are converted to Consul's JSON shapes by the
+//! HTTP layer. Field names follow Rust; `http/` owns Consul's spelling.
+
+use std::collections::BTreeMap;
+
+use serde::{Deserialize, Serialize};
+
+/// A Raft log index; Consul calls it `CreateIndex`, `ModifyIndex`, `X-Consul-Index`.
+pub type Index = u64;
+
+/// Key/value metadata as Consul stores it (`Meta`, `NodeMeta`).
+pub type Meta = BTreeMap<String, String>;
+
+/// The health of one check, ordered from best to worst so that the worst of a
+/// set is its `max()`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+pub enum HealthStatus {
+    /// The check succeeds.
+    Passing,
+    /// The check reports a problem that should not remove the instance.
+    Warning,
+    /// The check fails: the instance (or the whole node) leaves DNS.
+    Critical,
+}
+
+impl HealthStatus {
+    /// Consul's spelling: `passing`, `warning`, `critical`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Passing => "passing",
+            Self::Warning => "warning",
+            Self::Critical => "critical",
+        }
+    }
+
+    /// Parses Consul's spelling, case-insensitively. `None` for anything else.
+    pub fn parse(s: &str) -> Option<Self> {
+        match s.to_ascii_lowercase().as_str() {
+            "passing" => Some(Self::Passing),
+            "warning" => Some(Self::Warning),
+            "critical" => Some(Self::Critical),
+            _ => None,
+        }
+    }
+}
+
+/// A machine in the catalog.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Node {
+    /// The node's name, unique in the datacenter (`Node`).
+    pub name: String,
+    /// The node's UUID (`ID`); may be empty for externally registered nodes.
+    pub id: String,
+    /// The address DNS answers with for the node and, by default, its services.
+    pub address: String,
+    /// The datacenter the node belongs to.
+    pub datacenter: String,
+    /// Extra addresses by kind (`lan`, `wan`, `lan_ipv4`, ...).
+    pub tagged_addresses: BTreeMap<String, String>,
+    /// Node metadata; served as TXT records.
+    pub meta: Meta,
+    /// Log index that created the node.
+    pub create_index: Index,
+    /// Log index of the last change to the node itself.
+    pub modify_index: Index,
+}
+
+/// An address and port for a service's tagged address.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ServiceAddress {
+    /// IP address or host name.
+    pub address: String,
+    /// Port number.
+    pub port: u16,
+}
+
+/// SRV weights by health, as Consul's `Weights`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Weights {
+    /// Weight while every check passes.
+    pub passing: u32,
+    /// Weight while some check warns.
+    pub warning: u32,
+}
+
+impl Default for Weights {
+    fn default() -> Self {
+        Self {
+            passing: 1,
+            warning: 1,
+        }
+    }
+}
+
+/// One service instance on one node.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Service {
+    /// Instance ID, unique on its node (`ID`); defaults to the service name.
+    pub id: String,
+    /// The service name (`Service`), what DNS looks up.
+    pub service: String,
+    /// Tags, in registration order.
+    pub tags: Vec<String>,
+    /// The instance's address; empty means "the node's address".
+    pub address: String,
+    /// Extra addresses by kind.
+    pub tagged_addresses: BTreeMap<String, ServiceAddress>,
+    /// Service metadata.
+    pub meta: Meta,
+    /// The port SRV answers carry.
+    pub port: u16,
+    /// SRV weights by health.
+    pub weights: Weights,
+    /// Whether anti-entropy leaves tags changed in the catalog alone.
+    pub enable_tag_override: bool,
+    /// Log index that created the instance.
+    pub create_index: Index,
+    /// Log index of the last change to the instance.
+    pub modify_index: Index,
+}
+
+/// A health check on a node, or on one service instance of it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Check {
+    /// The node the check belongs to.
+    pub node: String,
+    /// Check ID, unique on its node (`CheckID`).
+    pub check_id: String,
+    /// Human-readable name.
+    pub name: String,
+    /// Current status as the writer reported it.
+    pub status: HealthStatus,
+    /// Operator notes.
+    pub notes: String,
+    /// Output of the last run.
+    pub output: String,
+    /// The service instance this check covers; empty for a node check.
+    pub service_id: String,
+    /// That instance's service name (denormalized as Consul does).
+    pub service_name: String,
+    /// That instance's tags (denormalized as Consul does).
+    pub service_tags: Vec<String>,
+    /// Kind of check (`http`, `tcp`, `ttl`, `script`, `serf`, or empty).
+    pub kind: String,
+    /// Log index that created the check.
+    pub create_index: Index,
+    /// Log index of the last change to the check.
+    pub modify_index: Index,
+}
+
+/// The service part of a registration.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ServiceRegistration {
+    /// Instance ID; empty means "use the service name".
+    pub id: String,
+    /// Service name; required.
+    pub service: String,
+    /// Tags.
+    pub tags: Vec<String>,
+    /// Address; empty means the node's.
+    pub address: String,
+    /// Tagged addresses.
+    pub tagged_addresses: BTreeMap<String, ServiceAddress>,
+    /// Metadata.
+    pub meta: Meta,
+    /// Port.
+    pub port: u16,
+    /// SRV weights; `None` keeps Consul's default (1/1).
+    pub weights: Option<Weights>,
+    /// Tag override flag.
+    pub enable_tag_override: bool,
+}
+
+/// The check part of a registration.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CheckRegistration {
+    /// Check ID; empty means "use the name".
+    pub check_id: String,
+    /// Name; required.
+    pub name: String,
+    /// Status to record.
+    pub status: HealthStatus,
+    /// Notes.
+    pub notes: String,
+    /// Output.
+    pub output: String,
+    /// Service instance on the same node this check covers; empty for a node check.
+    pub service_id: String,
+    /// Kind of check.
+    pub kind: String,
+}
+
+/// Consul's catalog register: upsert a node and, optionally, one service and
+/// some checks on it, atomically.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Registration {
+    /// Node name; required.
+    pub node: String,
+    /// Node UUID.
+    pub id: String,
+    /// Node address; required unless `skip_node_update` and the node exists.
+    pub address: String,
+    /// Datacenter.
+    pub datacenter: String,
+    /// Node tagged addresses.
+    pub tagged_addresses: BTreeMap<String, String>,
+    /// Node metadata.
+    pub node_meta: Meta,
+    /// Leave the node's own fields alone if it already exists.
+    pub skip_node_update: bool,
+    /// A service instance to upsert on the node.
+    pub service: Option<ServiceRegistration>,
+    /// Checks to upsert on the node.
+    pub checks: Vec<CheckRegistration>,
+}
+
+/// Consul's catalog deregister: remove a node (with everything on it), or one
+/// service instance (with its checks), or one check.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Deregistration {
+    /// Node name; required.
+    pub node: String,
+    /// Service instance to remove; empty for none.
+    pub service_id: String,
+    /// Check to remove; empty for none.
+    pub check_id: String,
+}
+
+/// A change to the catalog. This is the Raft log's payload: it must be
+/// deterministic to apply, so anything time- or randomness-dependent is
+/// decided by the proposer and carried here as data.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Command {
+    /// Upsert a node, a service and checks.
+    Register(Registration),
+    /// Remove a node, a service or a check.
+    Deregister(Deregistration),
+}
+
+/// Why the state machine refused a command. Refusals are replicated results:
+/// every server refuses the same command the same way and changes nothing.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error, Serialize, Deserialize)]
+pub enum CatalogError {
+    /// A required field is empty.
+    #[error("missing {0}")]
+    Missing(String),
+    /// A check names a service instance the node does not have.
+    #[error("unknown service ID {service_id:?} for check {check_id:?}")]
+    UnknownServiceForCheck {
+        /// The check being registered.
+        check_id: String,
+        /// The service it named.
+        service_id: String,
+    },
+    /// `skip_node_update` on a node that does not exist and no address given.
+    #[error("node {0:?} does not exist and no address was given")]
+    NoNodeAddress(String),
+}
+
+/// What applying one log entry produced; returned to the writer.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Outcome {
+    /// A membership or blank entry: nothing for the catalog.
+    Noop,
+    /// The command was applied at the given index.
+    Applied(Index),
+    /// The command was refused and changed nothing.
+    Refused(CatalogError),
+}

@@ -1,0 +1,4 @@
+//! trellis: DNS-first service discovery.
+#![allow(missing_docs)]
+pub mod catalog;
+pub mod consensus;
