@@ -88,6 +88,12 @@ impl Consensus {
         Vec::new()
     }
 
+    /// Confirms this server still leads and has applied everything committed
+    /// before the call (openraft's read-index), for `?consistent` reads.
+    pub async fn linearizable_read(&self) -> Result<(), WriteError> {
+        Ok(())
+    }
+
     /// Waits until a leader is known (used at start-up before self-registration).
     pub async fn wait_for_leader(&self, _timeout: Duration) -> Result<(), WriteError> {
         Ok(())
