@@ -1,0 +1,201 @@
+//! One node's process: binds the listeners, starts consensus, DNS and HTTP,
+//! registers the node, and owns the shutdown order.
+//!
+//! Shutdown order (on SIGINT/SIGTERM, or when a part fails):
+//! 1. stop accepting: cancel the DNS and HTTP servers and wait for them to
+//!    finish the requests in flight;
+//! 2. leave the gossip pool (once gossip exists);
+//! 3. shut Raft down, which flushes and closes the redb log store;
+//! 4. log `shutdown complete`.
+
+pub mod local;
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::net::{TcpListener, UdpSocket};
+use tokio::task::JoinSet;
+use tokio_util::sync::CancellationToken;
+
+use crate::catalog::Replica;
+use crate::config::Config;
+use crate::consensus::{Consensus, ConsensusConfig, Storage};
+
+/// Why the agent stopped with an error.
+#[derive(Debug, thiserror::Error)]
+pub enum AgentError {
+    /// A listener could not be bound.
+    #[error("binding {what} on {addr}: {source}")]
+    Bind {
+        /// Which listener.
+        what: &'static str,
+        /// The address asked for.
+        addr: SocketAddr,
+        /// The OS error.
+        source: std::io::Error,
+    },
+    /// Raft or its storage failed to start or to elect this server.
+    #[error("consensus: {0}")]
+    Consensus(#[from] crate::consensus::WriteError),
+    /// A service definition from the configuration was refused.
+    #[error("registering {what}: {message}")]
+    Register {
+        /// What was being registered.
+        what: String,
+        /// Why it failed.
+        message: String,
+    },
+    /// A server task failed.
+    #[error("{0}")]
+    Task(String),
+}
+
+/// The sockets the agent serves on, bound before anything starts so that
+/// port 0 is resolved and a port conflict fails fast.
+struct Listeners {
+    dns_udp: UdpSocket,
+    dns_tcp: TcpListener,
+    http: TcpListener,
+}
+
+impl Listeners {
+    async fn bind(cfg: &Config) -> Result<Self, AgentError> {
+        let dns_addr = SocketAddr::new(cfg.client_addr, cfg.ports.dns);
+        let (dns_udp, dns_tcp) = bind_dns(dns_addr).await?;
+        let http_addr = SocketAddr::new(cfg.client_addr, cfg.ports.http);
+        let http = TcpListener::bind(http_addr).await.map_err(|source| AgentError::Bind {
+            what: "HTTP",
+            addr: http_addr,
+            source,
+        })?;
+        Ok(Self { dns_udp, dns_tcp, http })
+    }
+}
+
+/// Binds DNS on UDP and TCP at the same port. With port 0 the UDP socket picks
+/// the port and TCP follows it; if TCP finds that port taken, try again.
+async fn bind_dns(addr: SocketAddr) -> Result<(UdpSocket, TcpListener), AgentError> {
+    let err = |what, source| AgentError::Bind { what, addr, source };
+    let mut last = None;
+    for _ in 0..16 {
+        let udp = bind_udp(addr).map_err(|e| err("DNS/UDP", e))?;
+        let port = udp.local_addr().map_err(|e| err("DNS/UDP", e))?.port();
+        match TcpListener::bind(SocketAddr::new(addr.ip(), port)).await {
+            Ok(tcp) => return Ok((udp, tcp)),
+            Err(e) if addr.port() == 0 => last = Some(e),
+            Err(e) => return Err(err("DNS/TCP", e)),
+        }
+    }
+    Err(err("DNS/TCP", last.unwrap_or_else(|| std::io::Error::other("no free port"))))
+}
+
+/// A UDP socket with a large receive buffer, so bursts of queries queue in
+/// the kernel rather than being dropped while a worker is busy.
+fn bind_udp(addr: SocketAddr) -> std::io::Result<UdpSocket> {
+    use socket2::{Domain, Protocol, Socket, Type};
+    let s = Socket::new(Domain::for_address(addr), Type::DGRAM, Some(Protocol::UDP))?;
+    // Best effort: the kernel caps it at net.core.rmem_max.
+    let _ = s.set_recv_buffer_size(4 << 20);
+    s.set_nonblocking(true)?;
+    s.bind(&addr.into())?;
+    UdpSocket::from_std(s.into())
+}
+
+/// Runs the agent until `shutdown` is cancelled or a part fails.
+pub async fn run(cfg: Config, shutdown: CancellationToken) -> Result<(), AgentError> {
+    let started = std::time::Instant::now();
+    let listeners = Listeners::bind(&cfg).await?;
+    let dns_addr = listeners.dns_udp.local_addr().ok();
+    let http_addr = listeners.http.local_addr().ok();
+
+    let replica = Arc::new(Replica::new());
+    let storage = match &cfg.data_dir {
+        Some(dir) => Storage::Dir(dir.join("raft")),
+        None => Storage::Memory,
+    };
+    let rpc_addr = SocketAddr::new(cfg.advertise_addr, cfg.ports.server);
+    let consensus = Arc::new(
+        Consensus::start(
+            ConsensusConfig {
+                node_name: cfg.node_name.clone(),
+                rpc_addr,
+                storage,
+                bootstrap_expect: cfg.bootstrap_expect,
+            },
+            replica.clone(),
+        )
+        .await?,
+    );
+    consensus.wait_for_leader(Duration::from_secs(10)).await?;
+
+    let local = Arc::new(local::LocalAgent::new(local_identity(&cfg, rpc_addr), consensus.clone()));
+    local
+        .register_self()
+        .await
+        .map_err(|e| AgentError::Register { what: "this node".into(), message: e.to_string() })?;
+    for s in &cfg.services {
+        local
+            .register_from_config(s)
+            .await
+            .map_err(|e| AgentError::Register { what: format!("service {:?}", s.name), message: e.to_string() })?;
+    }
+
+    let serving = shutdown.child_token();
+    let mut tasks = JoinSet::new();
+    let dns_cfg = dns_config(&cfg);
+    {
+        let (replica, token) = (replica.clone(), serving.clone());
+        let Listeners { dns_udp, dns_tcp, http } = listeners;
+        tasks.spawn(async move {
+            crate::dns::serve(dns_udp, dns_tcp, dns_cfg, replica, token)
+                .await
+                .map_err(|e| format!("DNS: {e}"))
+        });
+        let state = crate::http::ApiState::new(replica.clone(), consensus.clone(), local.clone());
+        let token = serving.clone();
+        tasks.spawn(async move { crate::http::serve(http, state, token).await.map_err(|e| format!("HTTP: {e}")) });
+    }
+    tracing::info!(
+        "listening dns={} http={} server={} node={} dc={} ready_in_ms={}",
+        fmt_addr(dns_addr),
+        fmt_addr(http_addr),
+        rpc_addr,
+        cfg.node_name,
+        cfg.datacenter,
+        started.elapsed().as_millis()
+    );
+
+    // Run until asked to stop or until a server fails.
+    let mut failure = None;
+    tokio::select! {
+        () = shutdown.cancelled() => {}
+        Some(res) = tasks.join_next() => {
+            failure = Some(match res {
+                Ok(Ok(())) => "a server stopped unexpectedly".to_string(),
+                Ok(Err(e)) => e,
+                Err(e) => format!("a server task panicked: {e}"),
+            });
+        }
+    }
+
+    // 1. Stop accepting and drain in-flight requests.
+    serving.cancel();
+    while let Some(res) = tasks.join_next().await {
+        if let Ok(Err(e)) = res {
+            tracing::warn!("while stopping: {e}");
+        }
+    }
+    // 2. (gossip leave: not yet part of the agent)
+    // 3. Raft and its storage.
+    consensus.shutdown().await;
+    tracing::info!("shutdown complete");
+    match failure {
+        Some(e) => Err(AgentError::Task(e)),
+        None => Ok(()),
+    }
+}
+
+fn fmt_addr(a: Option<SocketAddr>) -> String {
+    a.map_or_else(|| "?".into(), |a| a.to_string())
+}

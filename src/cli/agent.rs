@@ -1,0 +1,52 @@
+//! `trellis agent`: load the configuration, install logging, run until a
+//! signal.
+
+use clap::Args;
+use tokio_util::sync::CancellationToken;
+
+use crate::config::{AgentFlags, Config};
+
+#[derive(Debug, Args)]
+pub(crate) struct AgentCmd {
+    #[command(flatten)]
+    flags: AgentFlags,
+}
+
+impl AgentCmd {
+    pub(crate) fn run(self) -> anyhow::Result<()> {
+        let config = Config::load(&self.flags)?;
+        init_tracing(&config.log_level, config.log_json);
+        let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
+        rt.block_on(async {
+            let shutdown = CancellationToken::new();
+            tokio::spawn(on_signal(shutdown.clone()));
+            crate::agent::run(config, shutdown).await
+        })?;
+        Ok(())
+    }
+}
+
+/// Cancels `shutdown` on the first SIGINT or SIGTERM.
+async fn on_signal(shutdown: CancellationToken) {
+    use tokio::signal::unix::{SignalKind, signal};
+    let (Ok(mut int), Ok(mut term)) = (signal(SignalKind::interrupt()), signal(SignalKind::terminate())) else {
+        tracing::error!("cannot install signal handlers; stop the agent with SIGKILL");
+        return;
+    };
+    tokio::select! {
+        _ = int.recv() => tracing::info!("SIGINT: shutting down"),
+        _ = term.recv() => tracing::info!("SIGTERM: shutting down"),
+    }
+    shutdown.cancel();
+}
+
+fn init_tracing(level: &str, json: bool) {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(format!("{level},openraft=warn")));
+    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
+    if json {
+        builder.json().init();
+    } else {
+        builder.init();
+    }
+}

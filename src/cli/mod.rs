@@ -1,0 +1,51 @@
+//! The command line: one file per subcommand. Every subcommand but `agent`
+//! and `validate` talks to a running agent over its HTTP API.
+
+mod agent;
+mod catalog;
+mod client;
+mod services;
+mod validate;
+
+use clap::{Parser, Subcommand};
+
+/// trellis: DNS-first service discovery, a Consul-compatible agent.
+///
+/// Run `trellis agent --dev` for a single in-memory server answering DNS on
+/// 127.0.0.1:8600 and HTTP on 127.0.0.1:8500, then try
+/// `dig @127.0.0.1 -p 8600 consul.service.consul SRV`.
+#[derive(Debug, Parser)]
+#[command(name = "trellis", version, propagate_version = true)]
+pub struct Cli {
+    /// What to do.
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Run an agent: a server (--server, --dev) keeping the catalog in Raft,
+    /// answering DNS and the HTTP API.
+    Agent(agent::AgentCmd),
+    /// Check configuration files (TOML or JSON, or directories of them) and
+    /// exit: 0 when valid, 1 with the offending key and file otherwise.
+    Validate(validate::ValidateCmd),
+    /// Read the catalog of a running agent.
+    #[command(subcommand)]
+    Catalog(catalog::CatalogCmd),
+    /// Register or deregister services with a running agent.
+    #[command(subcommand)]
+    Services(services::ServicesCmd),
+}
+
+impl Cli {
+    /// Runs the chosen subcommand to completion.
+    pub fn run(self) -> anyhow::Result<()> {
+        match self.command {
+            Command::Agent(cmd) => cmd.run(),
+            Command::Validate(cmd) => cmd.run(),
+            Command::Catalog(cmd) => cmd.run(),
+            Command::Services(cmd) => cmd.run(),
+        }
+    }
+}

@@ -1,0 +1,219 @@
+//! The on-disk configuration format: TOML or JSON with Consul's key names.
+//!
+//! Every struct denies unknown keys, and parse errors carry the dotted path of
+//! the offending key and the file, so `trellis validate` can say exactly what
+//! is wrong and where.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+
+use serde::Deserialize;
+
+use super::ConfigError;
+
+/// One configuration file. Every field is optional: files are merged in
+/// order (later wins), then flags override them.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FileConfig {
+    /// This agent's node name.
+    pub node_name: Option<String>,
+    /// The datacenter.
+    pub datacenter: Option<String>,
+    /// Where durable state lives.
+    pub data_dir: Option<PathBuf>,
+    /// Run as a server (member of the Raft cluster).
+    pub server: Option<bool>,
+    /// Servers to wait for before bootstrapping.
+    pub bootstrap_expect: Option<usize>,
+    /// Address for cluster traffic (gossip, server RPC).
+    pub bind_addr: Option<String>,
+    /// Address advertised to other agents.
+    pub advertise_addr: Option<String>,
+    /// Address for client interfaces (DNS, HTTP).
+    pub client_addr: Option<String>,
+    /// Addresses of agents to join at start-up, retried.
+    pub retry_join: Option<Vec<String>>,
+    /// Upstream DNS servers for names outside the domain.
+    pub recursors: Option<Vec<String>>,
+    /// The DNS domain (default `consul`).
+    pub domain: Option<String>,
+    /// Log level: trace, debug, info, warn, error.
+    pub log_level: Option<String>,
+    /// Log as JSON lines.
+    pub log_json: Option<bool>,
+    /// Extra directories of static zone files.
+    pub zone_dirs: Option<Vec<PathBuf>>,
+    /// Port numbers.
+    pub ports: Option<PortsFile>,
+    /// DNS tuning.
+    pub dns_config: Option<DnsConfigFile>,
+    /// One service definition.
+    pub service: Option<ServiceFile>,
+    /// Several service definitions.
+    pub services: Option<Vec<ServiceFile>>,
+}
+
+/// `ports { ... }`.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PortsFile {
+    /// DNS port (8600).
+    pub dns: Option<u16>,
+    /// HTTP API port (8500).
+    pub http: Option<u16>,
+    /// LAN gossip port (8301).
+    pub serf_lan: Option<u16>,
+    /// WAN gossip port (8302).
+    pub serf_wan: Option<u16>,
+    /// Server RPC port (8300).
+    pub server: Option<u16>,
+}
+
+/// `dns_config { ... }`, Consul's names.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DnsConfigFile {
+    /// TTL of node answers, e.g. "10s".
+    pub node_ttl: Option<String>,
+    /// TTL of service answers by service name; `*` is the default.
+    pub service_ttl: Option<BTreeMap<String, String>>,
+    /// Leave out instances with warning checks too.
+    pub only_passing: Option<bool>,
+    /// How many A/AAAA records a UDP answer carries at most.
+    pub udp_answer_limit: Option<usize>,
+    /// Set TC when an answer had to be cut.
+    pub enable_truncate: Option<bool>,
+    /// How long to wait for a recursor.
+    pub recursor_timeout: Option<String>,
+    /// Serve stale answers (always true for us; accepted for compatibility).
+    pub allow_stale: Option<bool>,
+}
+
+/// A service definition as Consul's config files write it.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ServiceFile {
+    /// Instance ID (defaults to the name).
+    pub id: Option<String>,
+    /// Service name.
+    pub name: String,
+    /// Tags.
+    #[serde(default)]
+    pub tags: Vec<String>,
+    /// Address (defaults to the node's).
+    pub address: Option<String>,
+    /// Port.
+    pub port: Option<u16>,
+    /// Metadata.
+    #[serde(default)]
+    pub meta: BTreeMap<String, String>,
+    /// SRV weights.
+    pub weights: Option<WeightsFile>,
+    /// Extra addresses by kind.
+    #[serde(default)]
+    pub tagged_addresses: BTreeMap<String, TaggedAddressFile>,
+    /// Keep tags changed in the catalog.
+    #[serde(default)]
+    pub enable_tag_override: bool,
+    /// One check.
+    pub check: Option<CheckFile>,
+    /// Several checks.
+    #[serde(default)]
+    pub checks: Vec<CheckFile>,
+}
+
+/// `weights { passing, warning }`.
+#[derive(Debug, Clone, Copy, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct WeightsFile {
+    /// Weight while passing.
+    pub passing: u32,
+    /// Weight while warning.
+    pub warning: u32,
+}
+
+/// `tagged_addresses.<kind> { address, port }`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TaggedAddressFile {
+    /// Address.
+    pub address: String,
+    /// Port.
+    pub port: u16,
+}
+
+/// A check definition inside a service definition. Running checks belongs to
+/// the health-check runners; here the definition is carried as written.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CheckFile {
+    /// Check ID.
+    pub id: Option<String>,
+    /// Check name.
+    pub name: Option<String>,
+    /// Initial status: passing, warning or critical (default critical).
+    pub status: Option<String>,
+    /// Notes.
+    pub notes: Option<String>,
+    /// HTTP URL to probe.
+    pub http: Option<String>,
+    /// HTTP method.
+    pub method: Option<String>,
+    /// HTTP headers.
+    pub header: Option<BTreeMap<String, Vec<String>>>,
+    /// HTTP body.
+    pub body: Option<String>,
+    /// Skip TLS verification.
+    pub tls_skip_verify: Option<bool>,
+    /// host:port to connect to.
+    pub tcp: Option<String>,
+    /// Command to run, without a shell.
+    pub args: Option<Vec<String>>,
+    /// TTL for a TTL check.
+    pub ttl: Option<String>,
+    /// How often to run.
+    pub interval: Option<String>,
+    /// How long one run may take.
+    pub timeout: Option<String>,
+    /// Remove the service after its check stayed critical this long.
+    pub deregister_critical_service_after: Option<String>,
+    /// Consecutive successes before passing.
+    pub success_before_passing: Option<u32>,
+    /// Consecutive failures before warning.
+    pub failures_before_warning: Option<u32>,
+    /// Consecutive failures before critical.
+    pub failures_before_critical: Option<u32>,
+}
+
+/// Reads and parses one file, TOML or JSON by extension (`.toml`, `.json`;
+/// anything else is tried as TOML then reported as such).
+pub fn load(path: &Path) -> Result<FileConfig, ConfigError> {
+    let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+        file: path.to_path_buf(),
+        source,
+    })?;
+    parse(path, &text)
+}
+
+/// Parses file contents; `path` only names the format and the error.
+pub fn parse(path: &Path, text: &str) -> Result<FileConfig, ConfigError> {
+    let bad = |key: String, message: String| ConfigError::File {
+        file: path.to_path_buf(),
+        key,
+        message,
+    };
+    if path.extension().is_some_and(|e| e == "json") {
+        let de = &mut serde_json::Deserializer::from_str(text);
+        serde_path_to_error::deserialize(de).map_err(|e| {
+            let key = e.path().to_string();
+            bad(key, e.into_inner().to_string())
+        })
+    } else {
+        let de = toml::Deserializer::parse(text).map_err(|e| bad(".".into(), e.to_string()))?;
+        serde_path_to_error::deserialize(de).map_err(|e| {
+            let key = e.path().to_string();
+            bad(key, e.into_inner().to_string())
+        })
+    }
+}

@@ -1,0 +1,105 @@
+//! The agent's command-line flags. Each overrides the same setting from the
+//! configuration files.
+
+use std::path::PathBuf;
+
+use clap::Args;
+
+/// Flags of `trellis agent`.
+#[derive(Debug, Clone, Default, Args)]
+pub struct AgentFlags {
+    /// Development mode: a one-node server, in memory, on 127.0.0.1. Nothing is
+    /// persisted. Ready in well under a second.
+    #[arg(long)]
+    pub dev: bool,
+
+    /// Run as a server: keep a replica of the catalog in the Raft log.
+    #[arg(long)]
+    pub server: bool,
+
+    /// Number of servers to wait for before bootstrapping the Raft cluster
+    /// (1 bootstraps alone at once). Servers only.
+    #[arg(long, value_name = "N")]
+    pub bootstrap_expect: Option<usize>,
+
+    /// This agent's node name, unique in the datacenter [default: host name].
+    #[arg(long, value_name = "NAME")]
+    pub node: Option<String>,
+
+    /// Datacenter this agent belongs to [default: dc1].
+    #[arg(long, value_name = "DC")]
+    pub datacenter: Option<String>,
+
+    /// Directory for durable state (Raft log, snapshots). Required unless --dev.
+    #[arg(long, value_name = "DIR")]
+    pub data_dir: Option<PathBuf>,
+
+    /// Address to bind cluster traffic (gossip, server RPC) to [default: 0.0.0.0;
+    /// 127.0.0.1 with --dev].
+    #[arg(long, value_name = "IP")]
+    pub bind: Option<String>,
+
+    /// Address advertised to other agents [default: --bind, or the first
+    /// non-loopback IPv4 address when --bind is 0.0.0.0].
+    #[arg(long, value_name = "IP")]
+    pub advertise: Option<String>,
+
+    /// Address the client interfaces (DNS, HTTP) listen on [default: 127.0.0.1].
+    #[arg(long, value_name = "IP")]
+    pub client: Option<String>,
+
+    /// Agent address to join at start-up, retried until it succeeds. Repeatable.
+    #[arg(long, value_name = "ADDR")]
+    pub retry_join: Vec<String>,
+
+    /// Upstream DNS server for names outside the domain (IP or IP:port).
+    /// Repeatable. Without one, such names are REFUSED.
+    #[arg(long, value_name = "ADDR")]
+    pub recursor: Vec<String>,
+
+    /// DNS domain served [default: consul].
+    #[arg(long, value_name = "DOMAIN")]
+    pub domain: Option<String>,
+
+    /// DNS port, UDP and TCP; 0 picks a free one [default: 8600].
+    #[arg(long, value_name = "PORT")]
+    pub dns_port: Option<u16>,
+
+    /// HTTP API port; 0 picks a free one [default: 8500].
+    #[arg(long, value_name = "PORT")]
+    pub http_port: Option<u16>,
+
+    /// LAN gossip port; 0 picks a free one [default: 8301].
+    #[arg(long, value_name = "PORT")]
+    pub serf_lan_port: Option<u16>,
+
+    /// WAN gossip port; 0 picks a free one [default: 8302].
+    #[arg(long, value_name = "PORT")]
+    pub serf_wan_port: Option<u16>,
+
+    /// Server RPC port; 0 picks a free one [default: 8300].
+    #[arg(long, value_name = "PORT")]
+    pub server_port: Option<u16>,
+
+    /// A configuration file (TOML or JSON). Repeatable; later files win.
+    #[arg(long, value_name = "FILE")]
+    pub config_file: Vec<PathBuf>,
+
+    /// A directory whose *.toml and *.json files are loaded in name order.
+    /// Repeatable.
+    #[arg(long, value_name = "DIR")]
+    pub config_dir: Vec<PathBuf>,
+
+    /// Directory of static zone files served authoritatively. Repeatable;
+    /// ./zones is used when it exists and none is given.
+    #[arg(long, value_name = "DIR")]
+    pub zone_dir: Vec<PathBuf>,
+
+    /// Log level: trace, debug, info, warn or error [default: info].
+    #[arg(long, value_name = "LEVEL")]
+    pub log_level: Option<String>,
+
+    /// Log JSON lines instead of text.
+    #[arg(long)]
+    pub log_json: bool,
+}

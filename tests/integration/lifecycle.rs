@@ -1,0 +1,33 @@
+//! Start-up and shutdown of the process.
+
+use std::process::Command;
+
+use crate::harness::TestAgent;
+
+#[test]
+fn sigterm_shuts_down_cleanly() {
+    let mut agent = TestAgent::dev();
+    let status = agent.terminate();
+    assert!(status.success(), "exit status {status:?}; log:\n{}", agent.log());
+    let log = agent.log();
+    assert!(log.contains("shutdown complete"), "{log}");
+}
+
+#[test]
+fn bad_flags_are_refused_with_the_flag_named() {
+    let out = Command::new(env!("CARGO_BIN_EXE_trellis"))
+        .args(["agent", "--server", "--bootstrap-expect", "1"])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.starts_with("Error: "), "{err}");
+    assert!(err.contains("data_dir"), "{err}");
+
+    let out = Command::new(env!("CARGO_BIN_EXE_trellis"))
+        .args(["agent", "--dev", "--bind", "not-an-ip"])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("bind_addr"));
+}

@@ -1,0 +1,10 @@
+//! Integration tests: each starts real `trellis` processes on loopback and
+//! talks to them with real DNS and HTTP clients.
+
+mod harness;
+
+mod config_files;
+mod dns_answers;
+mod durability;
+mod http_api;
+mod lifecycle;
