@@ -194,8 +194,17 @@ impl Catalog {
                 modify_index: index,
             },
         };
+        // Checks carry the node's name as registered; a respelling must reach them.
+        let name = next.name.clone();
         self.nodes.insert(node_key.clone(), next);
         self.nodes_index = index;
+        for c in node_checks_mut(&mut self.checks, &node_key) {
+            if c.node != name {
+                c.node = name.clone();
+                c.modify_index = index;
+                self.checks_index = index;
+            }
+        }
         self.touch_node(&node_key, changes);
     }
 
@@ -206,7 +215,11 @@ impl Catalog {
         s: &ServiceRegistration,
         changes: &mut Changes,
     ) {
-        let id = if s.id.is_empty() { s.service.clone() } else { s.id.clone() };
+        let id = if s.id.is_empty() {
+            s.service.clone()
+        } else {
+            s.id.clone()
+        };
         let k = (node_key.to_string(), id.clone());
         let mut next = Service {
             id,
@@ -234,14 +247,14 @@ impl Catalog {
         }
         changes.services.insert(key(&next.service));
         // Checks carry the instance's name and tags; keep them current.
-        for c in self.checks.values_mut() {
-            if c.node.eq_ignore_ascii_case(node_key) && c.service_id == next.id {
-                if c.service_name != next.service || c.service_tags != next.tags {
-                    c.service_name = next.service.clone();
-                    c.service_tags = next.tags.clone();
-                    c.modify_index = index;
-                    self.checks_index = index;
-                }
+        for c in node_checks_mut(&mut self.checks, node_key) {
+            if c.service_id == next.id
+                && (c.service_name != next.service || c.service_tags != next.tags)
+            {
+                c.service_name = next.service.clone();
+                c.service_tags = next.tags.clone();
+                c.modify_index = index;
+                self.checks_index = index;
             }
         }
         self.services.insert(k, next);
@@ -262,7 +275,10 @@ impl Catalog {
             (String::new(), Vec::new())
         } else {
             // Validated in `register`: the instance exists by now.
-            match self.services.get(&(node_key.to_string(), c.service_id.clone())) {
+            match self
+                .services
+                .get(&(node_key.to_string(), c.service_id.clone()))
+            {
                 Some(s) => (s.service.clone(), s.tags.clone()),
                 None => (String::new(), Vec::new()),
             }
@@ -274,7 +290,11 @@ impl Catalog {
         let mut next = Check {
             node,
             check_id: id,
-            name: if c.name.is_empty() { c.check_id.clone() } else { c.name.clone() },
+            name: if c.name.is_empty() {
+                c.check_id.clone()
+            } else {
+                c.name.clone()
+            },
             status: c.status,
             notes: c.notes.clone(),
             output: c.output.clone(),
@@ -340,10 +360,13 @@ impl Catalog {
             if let Some(s) = self.services.remove(&k) {
                 changes.services.insert(key(&s.service));
                 self.services_index = index;
-                let before = self.checks.len();
-                self.checks
-                    .retain(|(n, _), c| !(*n == node_key && c.service_id == d.service_id));
-                if self.checks.len() != before {
+                let doomed: Vec<_> = self
+                    .node_checks_by_key(&node_key)
+                    .filter(|c| c.service_id == d.service_id)
+                    .map(|c| (node_key.clone(), c.check_id.clone()))
+                    .collect();
+                for k in &doomed {
+                    self.checks.remove(k);
                     self.checks_index = index;
                 }
             }
@@ -359,14 +382,20 @@ impl Catalog {
             self.touch_node(&node_key, changes);
             self.nodes.remove(&node_key);
             self.nodes_index = index;
-            let before = self.services.len();
-            self.services.retain(|(n, _), _| *n != node_key);
-            if self.services.len() != before {
+            let services: Vec<_> = self
+                .node_services_by_key(&node_key)
+                .map(|s| (node_key.clone(), s.id.clone()))
+                .collect();
+            for k in &services {
+                self.services.remove(k);
                 self.services_index = index;
             }
-            let before = self.checks.len();
-            self.checks.retain(|(n, _), _| *n != node_key);
-            if self.checks.len() != before {
+            let checks: Vec<_> = self
+                .node_checks_by_key(&node_key)
+                .map(|c| (node_key.clone(), c.check_id.clone()))
+                .collect();
+            for k in &checks {
+                self.checks.remove(k);
                 self.checks_index = index;
             }
         }
@@ -431,8 +460,12 @@ impl Catalog {
 
     /// The checks on a node (node-level and service-level), ordered by ID.
     pub fn node_checks(&self, name: &str) -> impl Iterator<Item = &Check> {
-        let node_key = key(name);
-        let start = (node_key.clone(), String::new());
+        self.node_checks_by_key(&key(name))
+    }
+
+    fn node_checks_by_key(&self, node_key: &str) -> impl Iterator<Item = &Check> + use<'_> {
+        let start = (node_key.to_string(), String::new());
+        let node_key = node_key.to_string();
         self.checks
             .range(start..)
             .take_while(move |((n, _), _)| *n == node_key)
@@ -478,9 +511,14 @@ impl Catalog {
     ) -> Vec<HealthEntry<'a>> {
         self.service_instances(service, tags)
             .map(|i| {
+                let node_key = key(&i.node.name);
                 let checks = self
-                    .node_checks(&i.node.name)
-                    .filter(|c| c.service_id.is_empty() || c.service_id == i.service.id)
+                    .node_checks_by_key(&node_key)
+                    .filter(|c| c.service_id.is_empty())
+                    .chain(
+                        self.node_checks_by_key(&node_key)
+                            .filter(|c| c.service_id == i.service.id),
+                    )
                     .collect();
                 HealthEntry {
                     node: i.node,
@@ -494,9 +532,9 @@ impl Catalog {
 
     /// Checks of every instance of a service.
     pub fn service_checks<'a>(&'a self, service: &'a str) -> impl Iterator<Item = &'a Check> + 'a {
-        self.checks
-            .values()
-            .filter(move |c| !c.service_id.is_empty() && c.service_name.eq_ignore_ascii_case(service))
+        self.checks.values().filter(move |c| {
+            !c.service_id.is_empty() && c.service_name.eq_ignore_ascii_case(service)
+        })
     }
 
     /// Every check, or those in one state.
@@ -516,8 +554,26 @@ impl Catalog {
     }
 }
 
+/// The checks of one node, mutably; a free function so that the caller can
+/// still update the catalog's other fields while iterating.
+fn node_checks_mut<'a>(
+    checks: &'a mut BTreeMap<(String, String), Check>,
+    node_key: &str,
+) -> impl Iterator<Item = &'a mut Check> + use<'a> {
+    let start = (node_key.to_string(), String::new());
+    let node_key = node_key.to_string();
+    checks
+        .range_mut(start..)
+        .take_while(move |((n, _), _)| *n == node_key)
+        .map(|(_, c)| c)
+}
+
 fn check_id(c: &CheckRegistration) -> &str {
-    if c.check_id.is_empty() { &c.name } else { &c.check_id }
+    if c.check_id.is_empty() {
+        &c.name
+    } else {
+        &c.check_id
+    }
 }
 
 fn has_tags(s: &Service, tags: &[String]) -> bool {
