@@ -68,7 +68,7 @@ impl InstanceView {
 /// The answerable instances of one service name.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ServiceView {
-    /// The service name as first registered.
+    /// The service name as its first instance (by node, then ID) spells it.
     pub name: String,
     /// Instances without a critical check, ordered by node then ID.
     pub instances: Vec<InstanceView>,
