@@ -7,8 +7,10 @@ use serde::{Deserialize, Serialize};
 use super::types::*;
 
 /// Nodes, services and checks, keyed case-insensitively by node name as Consul
-/// does. Everything here is serializable: a snapshot is this struct.
+/// does. A snapshot is this struct serialized; derived lookup indexes are left
+/// out of it and rebuilt when it is read back.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(from = "Tables")]
 pub struct Catalog {
     /// Nodes by lowercased name.
     nodes: BTreeMap<String, Node>,
@@ -28,6 +30,50 @@ pub struct Catalog {
     service_indexes: BTreeMap<String, Index>,
     /// Index of the last applied entry, including refused commands and no-ops.
     last_index: Index,
+    /// Keys of `services` by lowercased service name, so that a service's
+    /// instances are found without scanning every instance (DNS rebuilds a
+    /// service's view entry on every write that touches it). Derived from
+    /// `services`; must stay the last field (see [`Tables`]).
+    #[serde(skip)]
+    by_service: BTreeMap<String, BTreeSet<(String, String)>>,
+}
+
+/// The persisted fields of [`Catalog`], in the same order, for reading a
+/// snapshot back: postcard is positional, so the order must match the
+/// derived `Serialize` of `Catalog` (a round-trip test guards it).
+#[derive(Deserialize)]
+struct Tables {
+    nodes: BTreeMap<String, Node>,
+    services: BTreeMap<(String, String), Service>,
+    checks: BTreeMap<(String, String), Check>,
+    nodes_index: Index,
+    services_index: Index,
+    checks_index: Index,
+    service_indexes: BTreeMap<String, Index>,
+    last_index: Index,
+}
+
+impl From<Tables> for Catalog {
+    fn from(t: Tables) -> Self {
+        let mut by_service: BTreeMap<String, BTreeSet<(String, String)>> = BTreeMap::new();
+        for (k, s) in &t.services {
+            by_service
+                .entry(key(&s.service))
+                .or_default()
+                .insert(k.clone());
+        }
+        Self {
+            nodes: t.nodes,
+            services: t.services,
+            checks: t.checks,
+            nodes_index: t.nodes_index,
+            services_index: t.services_index,
+            checks_index: t.checks_index,
+            service_indexes: t.service_indexes,
+            last_index: t.last_index,
+            by_service,
+        }
+    }
 }
 
 /// What one `apply` touched, so the DNS view can be rebuilt for just that.
@@ -257,7 +303,7 @@ impl Catalog {
                 self.checks_index = index;
             }
         }
-        self.services.insert(k, next);
+        self.put_service(k, next);
         self.services_index = index;
     }
 
@@ -357,7 +403,7 @@ impl Catalog {
         }
         if !d.service_id.is_empty() {
             let k = (node_key.clone(), d.service_id.clone());
-            if let Some(s) = self.services.remove(&k) {
+            if let Some(s) = self.take_service(&k) {
                 changes.services.insert(key(&s.service));
                 self.services_index = index;
                 let doomed: Vec<_> = self
@@ -387,7 +433,7 @@ impl Catalog {
                 .map(|s| (node_key.clone(), s.id.clone()))
                 .collect();
             for k in &services {
-                self.services.remove(k);
+                self.take_service(k);
                 self.services_index = index;
             }
             let checks: Vec<_> = self
@@ -400,6 +446,50 @@ impl Catalog {
             }
         }
         Ok(())
+    }
+
+    /// Inserts or replaces an instance, keeping `by_service` in step.
+    fn put_service(&mut self, k: (String, String), s: Service) {
+        let name = key(&s.service);
+        if let Some(old) = self.services.insert(k.clone(), s) {
+            let old_name = key(&old.service);
+            if old_name != name {
+                self.unindex_service(&old_name, &k);
+            }
+        }
+        self.by_service.entry(name).or_default().insert(k);
+    }
+
+    /// Removes an instance, keeping `by_service` in step.
+    fn take_service(&mut self, k: &(String, String)) -> Option<Service> {
+        let old = self.services.remove(k)?;
+        self.unindex_service(&key(&old.service), k);
+        Some(old)
+    }
+
+    fn unindex_service(&mut self, name: &str, k: &(String, String)) {
+        if let Some(keys) = self.by_service.get_mut(name) {
+            keys.remove(k);
+            if keys.is_empty() {
+                self.by_service.remove(name);
+            }
+        }
+    }
+
+    /// Panics unless the derived indexes agree with the tables they index.
+    #[cfg(test)]
+    pub(super) fn assert_derived_indexes(&self) {
+        let mut expected: BTreeMap<String, BTreeSet<(String, String)>> = BTreeMap::new();
+        for (k, s) in &self.services {
+            expected
+                .entry(key(&s.service))
+                .or_default()
+                .insert(k.clone());
+        }
+        assert_eq!(
+            self.by_service, expected,
+            "by_service out of step with services"
+        );
     }
 
     // ---- reads ----
@@ -493,11 +583,14 @@ impl Catalog {
         service: &'a str,
         tags: &'a [String],
     ) -> impl Iterator<Item = Instance<'a>> + 'a {
-        self.services
-            .iter()
-            .filter(move |(_, s)| s.service.eq_ignore_ascii_case(service) && has_tags(s, tags))
-            .filter_map(move |((n, _), s)| {
-                self.nodes.get(n).map(|node| Instance { node, service: s })
+        self.by_service
+            .get(&key(service))
+            .into_iter()
+            .flatten()
+            .filter_map(move |k| {
+                let s = self.services.get(k)?;
+                let node = self.nodes.get(&k.0)?;
+                has_tags(s, tags).then_some(Instance { node, service: s })
             })
     }
 

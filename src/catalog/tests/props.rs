@@ -176,6 +176,7 @@ proptest! {
             let (twin_outcome, _) = twin.apply(index, cmd);
             let accepted = model.apply(cmd);
             let after = replica.snapshot();
+            after.assert_derived_indexes();
 
             // (a) determinism
             prop_assert_eq!(&outcome, &twin_outcome);
