@@ -162,12 +162,13 @@ impl Catalog {
         }
         let node_key = key(&r.node);
         let exists = self.nodes.contains_key(&node_key);
-        if !exists && r.address.is_empty() {
-            return Err(if r.skip_node_update {
-                CatalogError::NoNodeAddress(r.node.clone())
-            } else {
-                CatalogError::Missing("Address".into())
-            });
+        // As Consul: an address is required unless the node's own fields are
+        // left alone, and that needs a node to leave alone.
+        if r.address.is_empty() && !r.skip_node_update {
+            return Err(CatalogError::Missing("Address".into()));
+        }
+        if r.address.is_empty() && !exists {
+            return Err(CatalogError::NoNodeAddress(r.node.clone()));
         }
         if let Some(s) = &r.service
             && s.service.is_empty()

@@ -50,7 +50,7 @@ impl Model {
     fn register(&mut self, r: &Registration) -> bool {
         let nk = r.node.to_lowercase();
         let exists = self.nodes.contains_key(&nk);
-        if r.node.is_empty() || (!exists && r.address.is_empty()) {
+        if r.node.is_empty() || (r.address.is_empty() && !(exists && r.skip_node_update)) {
             return false;
         }
         if r.service.as_ref().is_some_and(|s| s.service.is_empty()) {
@@ -74,15 +74,11 @@ impl Model {
             }
         }
         if !(exists && r.skip_node_update) {
-            let address = match self.nodes.get(&nk) {
-                Some(n) if r.address.is_empty() => n.address.clone(),
-                _ => r.address.clone(),
-            };
             self.nodes.insert(
                 nk.clone(),
                 MNode {
                     name: r.node.clone(),
-                    address,
+                    address: r.address.clone(),
                     meta: r.node_meta.clone(),
                 },
             );

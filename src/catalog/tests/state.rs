@@ -83,10 +83,18 @@ fn skip_node_update_leaves_existing_node_alone_but_adds_service() {
 }
 
 #[test]
-fn register_of_existing_node_without_address_keeps_address() {
+fn register_of_existing_node_without_address_is_refused_unless_skipping_node_update() {
     let mut c = Catalog::new();
     ok(&mut c, 1, reg(node("n1", "10.0.0.1")));
-    ok(&mut c, 2, reg(with_svc(node("n1", ""), svc("web"))));
+    refused(
+        &mut c,
+        2,
+        reg(with_svc(node("n1", ""), svc("web"))),
+        CatalogError::Missing("Address".into()),
+    );
+    let mut r = with_svc(node("n1", ""), svc("web"));
+    r.skip_node_update = true;
+    ok(&mut c, 3, reg(r));
     assert_eq!(c.node("n1").unwrap().address, "10.0.0.1");
 }
 
