@@ -84,21 +84,22 @@ pub struct ServiceView {
 pub struct View {
     /// The catalog index this view reflects.
     pub index: Index,
-    /// Nodes by lowercased name.
-    nodes: HashMap<String, Arc<NodeView>>,
+    /// Nodes by lowercased name. Keys are shared so that copying the map for
+    /// the next view copies pointers rather than allocating every name again.
+    nodes: HashMap<Arc<str>, Arc<NodeView>>,
     /// Services by lowercased name; only names with at least one instance.
-    services: HashMap<String, Arc<ServiceView>>,
+    services: HashMap<Arc<str>, Arc<ServiceView>>,
 }
 
 impl View {
     /// A node by name, case-insensitively.
     pub fn node(&self, name: &str) -> Option<&Arc<NodeView>> {
-        self.nodes.get(&name.to_ascii_lowercase())
+        self.nodes.get(name.to_ascii_lowercase().as_str())
     }
 
     /// A service by name, case-insensitively.
     pub fn service(&self, name: &str) -> Option<&Arc<ServiceView>> {
-        self.services.get(&name.to_ascii_lowercase())
+        self.services.get(name.to_ascii_lowercase().as_str())
     }
 
     /// Every node, in no particular order.
@@ -158,20 +159,20 @@ impl View {
                         meta: n.meta.clone(),
                         health: catalog.node_health(&n.name),
                     });
-                    self.nodes.insert(key.clone(), view);
+                    self.nodes.insert(Arc::from(key.as_str()), view);
                 }
                 None => {
-                    self.nodes.remove(key);
+                    self.nodes.remove(key.as_str());
                 }
             }
         }
         for key in services {
             match self.build_service(catalog, key) {
                 Some(s) => {
-                    self.services.insert(key.clone(), Arc::new(s));
+                    self.services.insert(Arc::from(key.as_str()), Arc::new(s));
                 }
                 None => {
-                    self.services.remove(key);
+                    self.services.remove(key.as_str());
                 }
             }
         }
@@ -188,7 +189,10 @@ impl View {
             .iter()
             .filter(|e| e.status() != HealthStatus::Critical)
             .filter_map(|e| {
-                let node = self.nodes.get(&e.node.name.to_ascii_lowercase())?.clone();
+                let node = self
+                    .nodes
+                    .get(e.node.name.to_ascii_lowercase().as_str())?
+                    .clone();
                 let address = if e.service.address.is_empty() {
                     e.node.address.clone()
                 } else {
