@@ -90,6 +90,45 @@ fn health_answer(c: &Catalog, service: &str) -> String {
     format!("{:?}", c.health_service(service, &[], false))
 }
 
+/// The nodes, services and checks tables as a blocking list query sees them.
+fn tables(c: &Catalog) -> [String; 3] {
+    let services: Vec<_> = c.nodes().flat_map(|n| c.node_services(&n.name)).collect();
+    [
+        format!("{:?}", c.nodes().collect::<Vec<_>>()),
+        format!("{services:?}"),
+        format!("{:?}", c.checks_in_state(None).collect::<Vec<_>>()),
+    ]
+}
+
+/// Every record's indexes lie between its creation and the table's index.
+fn assert_index_bounds(c: &Catalog) {
+    for n in c.nodes() {
+        assert!(
+            n.create_index <= n.modify_index && n.modify_index <= c.nodes_index(),
+            "{n:?}"
+        );
+        for s in c.node_services(&n.name) {
+            assert!(
+                s.create_index <= s.modify_index && s.modify_index <= c.services_index(),
+                "{s:?}"
+            );
+            assert!(s.modify_index <= c.service_index(&s.service), "{s:?}");
+        }
+    }
+    for k in c.checks_in_state(None) {
+        assert!(
+            k.create_index <= k.modify_index && k.modify_index <= c.checks_index(),
+            "{k:?}"
+        );
+    }
+    assert!(
+        c.nodes_index()
+            .max(c.services_index())
+            .max(c.checks_index())
+            <= c.last_index()
+    );
+}
+
 fn assert_matches_model(c: &Catalog, m: &Model) {
     let nodes: Vec<_> = c
         .nodes()
@@ -171,12 +210,14 @@ proptest! {
             let index = i as Index + 1;
             let before = replica.snapshot();
             let answers_before: Vec<_> = SERVICE_NAMES.iter().map(|n| health_answer(&before, n)).collect();
+            let tables_before = tables(&before);
 
             let outcome = replica.apply(index, cmd);
             let (twin_outcome, _) = twin.apply(index, cmd);
             let accepted = model.apply(cmd);
             let after = replica.snapshot();
             after.assert_derived_indexes();
+            assert_index_bounds(&after);
 
             // (a) determinism
             prop_assert_eq!(&outcome, &twin_outcome);
@@ -198,6 +239,16 @@ proptest! {
                     prop_assert_eq!(after.service_index(name), index, "{} after {:?}", name, cmd);
                 }
                 prop_assert!(after.service_index(name) <= index);
+            }
+            let table_indexes = [after.nodes_index(), after.services_index(), after.checks_index()];
+            for ((old, new), (table, moved)) in tables_before
+                .iter()
+                .zip(tables(&after))
+                .zip(["nodes", "services", "checks"].into_iter().zip(table_indexes))
+            {
+                if *old != new {
+                    prop_assert_eq!(moved, index, "{} table after {:?}", table, cmd);
+                }
             }
         }
         // (a) the snapshot format round-trips
