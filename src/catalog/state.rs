@@ -624,11 +624,21 @@ impl Catalog {
             .collect()
     }
 
-    /// Checks of every instance of a service.
+    /// Checks of every instance of a service, ordered by node then check ID.
     pub fn service_checks<'a>(&'a self, service: &'a str) -> impl Iterator<Item = &'a Check> + 'a {
-        self.checks.values().filter(move |c| {
-            !c.service_id.is_empty() && c.service_name.eq_ignore_ascii_case(service)
-        })
+        let mut out = Vec::new();
+        // Instance keys come grouped by node: scan each such node's checks once.
+        let mut last_node: Option<&str> = None;
+        for (node_key, _) in self.by_service.get(&key(service)).into_iter().flatten() {
+            if last_node == Some(node_key.as_str()) {
+                continue;
+            }
+            last_node = Some(node_key);
+            out.extend(self.node_checks_by_key(node_key).filter(|c| {
+                !c.service_id.is_empty() && c.service_name.eq_ignore_ascii_case(service)
+            }));
+        }
+        out.into_iter()
     }
 
     /// Every check, or those in one state.

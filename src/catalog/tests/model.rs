@@ -217,6 +217,21 @@ impl Model {
             .collect()
     }
 
+    /// (node name, check ID) of the checks of every instance of a service.
+    pub(super) fn service_checks(&self, service: &str) -> Vec<(String, String)> {
+        self.checks
+            .iter()
+            .filter(|((n, _), c)| {
+                self.services
+                    .get(&(n.clone(), c.service_id.clone()))
+                    .is_some_and(|s| {
+                        !c.service_id.is_empty() && s.name.to_lowercase() == service.to_lowercase()
+                    })
+            })
+            .map(|((n, id), _)| (self.nodes[n].name.clone(), id.clone()))
+            .collect()
+    }
+
     /// Service names with the union of their tags.
     pub(super) fn services(&self) -> BTreeMap<String, Vec<String>> {
         let mut out: BTreeMap<String, BTreeSet<String>> = BTreeMap::new();

@@ -187,6 +187,13 @@ fn assert_matches_model(c: &Catalog, m: &Model) {
         }
     }
     assert_eq!(c.services(), m.services(), "services");
+    for name in SERVICE_NAMES {
+        let got: Vec<_> = c
+            .service_checks(name)
+            .map(|k| (k.node.clone(), k.check_id.clone()))
+            .collect();
+        assert_eq!(got, m.service_checks(name), "checks of service {name}");
+    }
     for st in [
         HealthStatus::Passing,
         HealthStatus::Warning,
