@@ -264,3 +264,35 @@ proptest! {
         prop_assert_eq!(back, twin);
     }
 }
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 256, ..ProptestConfig::default() })]
+
+    /// A follower that installs a snapshot midway and applies the rest of the
+    /// log ends where the leader ends, tables and view alike.
+    #[test]
+    fn snapshot_install_midway_converges(
+        cmds in prop::collection::vec(command(), 1..40),
+        cut in any::<prop::sample::Index>(),
+    ) {
+        let cut = cut.index(cmds.len());
+        let leader = Replica::new();
+        let follower = Replica::new();
+        for (i, cmd) in cmds.iter().enumerate() {
+            let index = i as Index + 1;
+            let bytes = postcard::to_allocvec(cmd).expect("a command always serializes");
+            let decoded: Command = postcard::from_bytes(&bytes).expect("what we wrote reads back");
+            prop_assert_eq!(&decoded, cmd);
+            leader.apply(index, cmd);
+            if i == cut {
+                let bytes = postcard::to_allocvec(&leader.snapshot()).expect("a catalog always serializes");
+                follower.install(postcard::from_bytes(&bytes).expect("what we wrote reads back"));
+            } else if i > cut {
+                follower.apply(index, &decoded);
+            }
+        }
+        prop_assert_eq!(&*follower.read(), &*leader.read());
+        prop_assert_eq!(&*follower.view(), &*leader.view());
+        prop_assert_eq!(follower.applied_index(), leader.applied_index());
+    }
+}
