@@ -133,12 +133,12 @@ impl RaftLogStorage<TypeConfig> for LogStore {
         let Some(log_id) = committed else {
             return Ok(());
         };
-        // Not waited for: losing it in a crash only means re-learning the
-        // commit index from the leader, and the queue keeps it ordered.
+        // Lazy: losing it in a crash only means re-learning the commit index
+        // from the leader, so it must not cost an fsync of its own.
         let bytes = store::encode(&log_id).map_err(write_err)?;
         self.mirror().committed = committed;
         self.writer
-            .submit(Op::Put(keys::COMMITTED, bytes), None)
+            .submit(Op::PutLazy(keys::COMMITTED, bytes), None)
             .await
             .map_err(write_err)
     }

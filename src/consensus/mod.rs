@@ -15,6 +15,7 @@
 
 mod log_store;
 mod network;
+mod proposer;
 mod state_machine;
 pub mod types;
 
@@ -24,7 +25,7 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use openraft::error::{ClientWriteError, InitializeError, RaftError};
+use openraft::error::{InitializeError, RaftError};
 use openraft::metrics::WaitError;
 use openraft::{BasicNode, Config, RaftMetrics, ServerState, SnapshotPolicy};
 use tokio::sync::watch;
@@ -33,6 +34,7 @@ use crate::catalog::{Command, Outcome, Replica};
 use crate::store::{self, Op, StoreError, Writer, WriterStats, keys};
 use log_store::LogStore;
 use network::Network;
+use proposer::Proposer;
 use state_machine::StateMachine;
 use types::{Node, NodeId, Raft};
 
@@ -75,6 +77,10 @@ pub struct Tuning {
     pub request_timeout: Duration,
     /// Capacity of the storage writer's queue, in operations.
     pub writer_queue: usize,
+    /// Writes waiting to be proposed; beyond this, writers wait (and time out).
+    pub write_queue: usize,
+    /// Most commands carried by one log entry.
+    pub max_batch: usize,
 }
 
 impl Default for Tuning {
@@ -86,12 +92,14 @@ impl Default for Tuning {
             keep_after_snapshot: 1000,
             request_timeout: Duration::from_secs(5),
             writer_queue: 1024,
+            write_queue: 4096,
+            max_batch: 512,
         }
     }
 }
 
 /// Why a write did not commit.
-#[derive(Debug, thiserror::Error)]
+#[derive(Debug, Clone, thiserror::Error)]
 pub enum WriteError {
     /// No leader is known (election in progress, or quorum lost). Retryable.
     #[error("No cluster leader")]
@@ -114,6 +122,8 @@ impl From<StoreError> for WriteError {
 pub struct Consensus {
     /// The openraft handle.
     raft: Raft,
+    /// Batches writes into log entries.
+    proposer: Proposer,
     /// This server's Raft id.
     node_id: NodeId,
     /// openraft's metrics, borrowed for the cheap leadership questions.
@@ -205,8 +215,15 @@ impl Consensus {
             }
         }
         let metrics = raft.metrics();
+        let proposer = Proposer::spawn(
+            raft.clone(),
+            tuning.write_queue,
+            tuning.max_batch,
+            tuning.request_timeout,
+        );
         Ok(Self {
             raft,
+            proposer,
             node_id,
             metrics,
             writer,
@@ -216,20 +233,11 @@ impl Consensus {
     }
 
     /// Proposes a command and waits until it is committed and applied here.
+    /// Concurrent writes share log entries (see `proposer`).
     pub async fn write(&self, cmd: Command) -> Result<Outcome, WriteError> {
-        let result = tokio::time::timeout(self.request_timeout, self.raft.client_write(cmd))
+        tokio::time::timeout(self.request_timeout, self.proposer.propose(cmd))
             .await
-            .map_err(|_| WriteError::Timeout)?;
-        match result {
-            Ok(response) => Ok(response.data),
-            Err(RaftError::APIError(ClientWriteError::ForwardToLeader(_))) => {
-                Err(WriteError::NoLeader)
-            }
-            Err(RaftError::APIError(ClientWriteError::ChangeMembershipError(e))) => {
-                Err(WriteError::Fatal(e.to_string()))
-            }
-            Err(RaftError::Fatal(e)) => Err(WriteError::Fatal(e.to_string())),
-        }
+            .map_err(|_| WriteError::Timeout)?
     }
 
     /// This server's Raft node id.
@@ -301,6 +309,7 @@ impl Consensus {
 
     /// Stops Raft and closes storage. Called last in the shutdown order.
     pub async fn shutdown(&self) {
+        self.proposer.stop().await;
         if let Err(e) = self.raft.shutdown().await {
             tracing::warn!(error = %e, "raft core ended abnormally");
         }
@@ -331,3 +340,6 @@ fn node_addr(metrics: &RaftMetrics<NodeId, Node>, id: NodeId) -> Option<SocketAd
         .get_node(&id)
         .and_then(|node| node.addr.parse().ok())
 }
+
+#[cfg(test)]
+mod tests;

@@ -13,10 +13,11 @@ use openraft::storage::RaftStateMachine;
 use openraft::{AnyError, EntryPayload, RaftSnapshotBuilder, StorageIOError};
 use serde::{Deserialize, Serialize};
 
+use super::types::Outcomes;
 use super::types::{
     Entry, LogId, Snapshot, SnapshotMeta, StoredMembership, TypeConfig, typ::StorageError,
 };
-use crate::catalog::{Catalog, Outcome, Replica};
+use crate::catalog::{Catalog, Replica};
 use crate::store::{self, Contents, Op, StoreError, Writer, keys};
 
 /// A snapshot as stored in redb: openraft's metadata and the encoded catalog.
@@ -160,7 +161,7 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
         Ok((applied.last_applied, applied.membership.clone()))
     }
 
-    async fn apply<I>(&mut self, entries: I) -> Result<Vec<Outcome>, StorageError>
+    async fn apply<I>(&mut self, entries: I) -> Result<Vec<Outcomes>, StorageError>
     where
         I: IntoIterator<Item = Entry> + Send,
         I::IntoIter: Send,
@@ -171,15 +172,24 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
         for entry in entries {
             let index = entry.log_id.index;
             let outcome = match entry.payload {
-                EntryPayload::Normal(cmd) => self.replica.apply(index, &cmd),
+                // An empty batch never reaches the log, but would still
+                // have to advance the applied index.
+                EntryPayload::Normal(batch) if batch.is_empty() => {
+                    self.replica.apply_noop(index);
+                    Vec::new()
+                }
+                EntryPayload::Normal(batch) => batch
+                    .iter()
+                    .map(|cmd| self.replica.apply(index, cmd))
+                    .collect(),
                 EntryPayload::Blank => {
                     self.replica.apply_noop(index);
-                    Outcome::Noop
+                    Vec::new()
                 }
                 EntryPayload::Membership(membership) => {
                     applied.membership = StoredMembership::new(Some(entry.log_id), membership);
                     self.replica.apply_noop(index);
-                    Outcome::Noop
+                    Vec::new()
                 }
             };
             applied.last_applied = Some(entry.log_id);

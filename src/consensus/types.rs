@@ -5,13 +5,25 @@ use std::io::Cursor;
 
 use crate::catalog::{Command, Outcome};
 
+/// What one log entry carries: the commands proposed together while the
+/// previous entry was being committed.
+///
+/// openraft 0.9 appends one entry at a time on the leader and waits for it
+/// to be flushed before appending the next, so group commit has to happen
+/// before Raft: one entry, one fsync, many commands. The commands apply in
+/// order at the entry's index.
+pub type Batch = Vec<Command>;
+
+/// What applying a [`Batch`] produced: one [`Outcome`] per command, in order.
+pub type Outcomes = Vec<Outcome>;
+
 openraft::declare_raft_types!(
-    /// Raft over the catalog: entries carry [`Command`]s, applying one yields
-    /// an [`Outcome`], servers are `u64` ids whose node record is the server
-    /// RPC address.
+    /// Raft over the catalog: entries carry [`Batch`]es of commands, applying
+    /// one yields their [`Outcomes`], servers are `u64` ids whose node record
+    /// is the server RPC address.
     pub TypeConfig:
-        D = Command,
-        R = Outcome,
+        D = Batch,
+        R = Outcomes,
         NodeId = NodeId,
         Node = Node,
         Entry = openraft::Entry<TypeConfig>,

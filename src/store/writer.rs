@@ -31,6 +31,10 @@ pub enum Op {
     PurgeUpTo(u64),
     /// Set a [`META`] value.
     Put(&'static str, Vec<u8>),
+    /// Set a [`META`] value whose loss in a crash is harmless, without a
+    /// commit of its own: it rides along with the next transaction that
+    /// writes something else, or with [`Op::Stop`]. Its callback runs at once.
+    PutLazy(&'static str, Vec<u8>),
     /// Writes nothing; its callback runs once everything before it is durable.
     Barrier,
     /// Commits what is queued before it and ends the thread.
@@ -38,8 +42,12 @@ pub enum Op {
 }
 
 impl Op {
+    /// Whether the operation needs a transaction of its own.
     fn writes(&self) -> bool {
-        !matches!(self, Self::Barrier | Self::Stop)
+        matches!(
+            self,
+            Self::Append(_) | Self::TruncateFrom(_) | Self::PurgeUpTo(_) | Self::Put(..)
+        )
     }
 }
 
@@ -154,6 +162,8 @@ fn run(db: Database, mut rx: mpsc::Receiver<Queued>, stats: Arc<WriterStats>) {
     // After a failed commit the callers' in-memory state is ahead of the
     // disk; refuse everything so that nothing is acknowledged out of order.
     let mut failed: Option<String> = None;
+    // Lazy values not yet committed, latest per key.
+    let mut lazy: Vec<(&'static str, Vec<u8>)> = Vec::new();
     while let Some(first) = rx.blocking_recv() {
         batch.push(first);
         while batch.len() < MAX_BATCH {
@@ -165,7 +175,7 @@ fn run(db: Database, mut rx: mpsc::Receiver<Queued>, stats: Arc<WriterStats>) {
         let stop = batch.iter().any(|(op, _)| matches!(op, Op::Stop));
         let result = match &failed {
             Some(msg) => Err(msg.clone()),
-            None => commit(&db, &batch, &stats).map_err(|e| e.to_string()),
+            None => commit(&db, &batch, &mut lazy, &stats).map_err(|e| e.to_string()),
         };
         if let Err(msg) = &result
             && failed.is_none()
@@ -187,8 +197,22 @@ fn run(db: Database, mut rx: mpsc::Receiver<Queued>, stats: Arc<WriterStats>) {
     stats.exited.store(true, Ordering::Release);
 }
 
-fn commit(db: &Database, batch: &[Queued], stats: &WriterStats) -> Result<(), StoreError> {
-    if !batch.iter().any(|(op, _)| op.writes()) {
+fn commit(
+    db: &Database,
+    batch: &[Queued],
+    lazy: &mut Vec<(&'static str, Vec<u8>)>,
+    stats: &WriterStats,
+) -> Result<(), StoreError> {
+    for (op, _) in batch {
+        if let Op::PutLazy(key, bytes) = op {
+            lazy.retain(|(k, _)| k != key);
+            lazy.push((key, bytes.clone()));
+        }
+    }
+    let stop = batch.iter().any(|(op, _)| matches!(op, Op::Stop));
+    let writes = batch.iter().any(|(op, _)| op.writes());
+    let flush_lazy = stop && !lazy.is_empty();
+    if !writes && !flush_lazy {
         return Ok(());
     }
     let mut txn = db.begin_write().map_err(redb_err)?;
@@ -198,6 +222,11 @@ fn commit(db: &Database, batch: &[Queued], stats: &WriterStats) -> Result<(), St
     {
         let mut log = txn.open_table(LOG).map_err(redb_err)?;
         let mut meta = txn.open_table(META).map_err(redb_err)?;
+        // Lazy values first: any eager write to the same key in this batch
+        // came later and wins.
+        for (key, bytes) in lazy.drain(..) {
+            meta.insert(key, bytes.as_slice()).map_err(redb_err)?;
+        }
         for (op, _) in batch {
             match op {
                 Op::Append(items) => {
@@ -215,7 +244,7 @@ fn commit(db: &Database, batch: &[Queued], stats: &WriterStats) -> Result<(), St
                 Op::Put(key, bytes) => {
                     meta.insert(*key, bytes.as_slice()).map_err(redb_err)?;
                 }
-                Op::Barrier | Op::Stop => {}
+                Op::PutLazy(..) | Op::Barrier | Op::Stop => {}
             }
         }
     }
