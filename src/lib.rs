@@ -2,3 +2,4 @@
 #![allow(missing_docs)]
 pub mod catalog;
 pub mod consensus;
+pub mod dns;

@@ -1,0 +1,1 @@
+//! Socket tests: `serve` on loopback, queried over real UDP and TCP.
