@@ -313,13 +313,13 @@ impl Authority {
 
     /// One SRV record for `inst` and, the first time a target appears, its
     /// address records for the additional section.
-    fn push_srv<'v>(
+    fn push_srv(
         &self,
         answers: &mut Vec<Record>,
         additionals: &mut Vec<Record>,
         targets: &mut HashSet<Name>,
         qname: &Name,
-        inst: &'v InstanceView,
+        inst: &InstanceView,
         ttl: u32,
     ) {
         // Consul names the node when the instance lives at the node's

@@ -28,6 +28,8 @@ mod shuffle;
 mod zones;
 
 #[cfg(test)]
+mod fixture;
+#[cfg(test)]
 mod tests;
 
 use std::path::PathBuf;
