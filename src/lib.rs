@@ -24,4 +24,5 @@
 pub mod catalog;
 pub mod config;
 pub mod consensus;
+pub mod dns;
 pub mod store;
