@@ -172,7 +172,9 @@ pub enum LocalError {
     #[error("{0}")]
     Invalid(String),
     /// No local service has that ID.
-    #[error("Unknown service ID {0:?}")]
+    #[error(
+        "Unknown service ID {0:?}. Ensure that the service ID is passed, not the service name."
+    )]
     UnknownService(String),
     /// The catalog refused the command.
     #[error("{0}")]

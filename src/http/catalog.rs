@@ -7,7 +7,7 @@ use axum::extract::{Path, State};
 use axum::response::{IntoResponse, Response};
 
 use super::json::{CatalogServiceJson, NodeJson, NodeServicesJson, ServiceJson};
-use super::query::{Params, read};
+use super::query::{Params, check_datacenter, read};
 use super::{ApiError, ApiState, JsonBody, decode, json_true};
 use crate::catalog::{Command, Node, Outcome};
 
@@ -29,8 +29,10 @@ async fn write(state: &ApiState, cmd: Command) -> Result<Response, ApiError> {
 /// `PUT /v1/catalog/register`.
 pub(super) async fn register(
     State(state): State<ApiState>,
+    params: Params,
     JsonBody(body): JsonBody,
 ) -> Result<Response, ApiError> {
+    check_datacenter(&state, &params)?;
     let mut reg = decode::registration(&body)?;
     if reg.node.is_empty() {
         return Err(ApiError::BadRequest("Missing node name".into()));
@@ -48,8 +50,11 @@ pub(super) async fn register(
     {
         return Err(ApiError::BadRequest("Missing check name".into()));
     }
+    let local_dc = &state.local.identity().datacenter;
     if reg.datacenter.is_empty() {
-        reg.datacenter = state.local.identity().datacenter.clone();
+        reg.datacenter = local_dc.clone();
+    } else if reg.datacenter != *local_dc {
+        return Err(ApiError::Internal("No path to datacenter".into()));
     }
     write(&state, Command::Register(reg)).await
 }
@@ -57,8 +62,10 @@ pub(super) async fn register(
 /// `PUT /v1/catalog/deregister`.
 pub(super) async fn deregister(
     State(state): State<ApiState>,
+    params: Params,
     JsonBody(body): JsonBody,
 ) -> Result<Response, ApiError> {
+    check_datacenter(&state, &params)?;
     let dereg = decode::deregistration(&body)?;
     if dereg.node.is_empty() {
         return Err(ApiError::BadRequest("Missing node name".into()));

@@ -77,13 +77,17 @@ impl ApiState {
 
 /// All routes, with the body limit and the shedding layers.
 pub fn router(state: ApiState) -> Router {
+    build(state, MAX_IN_FLIGHT)
+}
+
+fn build(state: ApiState, max_in_flight: usize) -> Router {
     let shed = ServiceBuilder::new()
         .layer(HandleErrorLayer::new(|_: tower::BoxError| async {
             ApiError::Overloaded
         }))
         .load_shed()
         // Global, not per route: `Router::layer` builds one service per route.
-        .layer(GlobalConcurrencyLimitLayer::new(MAX_IN_FLIGHT));
+        .layer(GlobalConcurrencyLimitLayer::new(max_in_flight));
     Router::new()
         .route("/v1/agent/self", get(agent::agent_self))
         .route("/v1/agent/services", get(agent::services))
@@ -123,7 +127,15 @@ pub async fn serve(
     state: ApiState,
     shutdown: CancellationToken,
 ) -> std::io::Result<()> {
-    axum::serve(listener, router(state))
+    serve_router(listener, router(state), shutdown).await
+}
+
+async fn serve_router(
+    listener: tokio::net::TcpListener,
+    router: Router,
+    shutdown: CancellationToken,
+) -> std::io::Result<()> {
+    axum::serve(listener, router)
         .with_graceful_shutdown(async move { shutdown.cancelled().await })
         .await
 }

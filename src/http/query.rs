@@ -149,6 +149,17 @@ impl ReadOptions {
     }
 }
 
+/// Refuses `?dc=` naming another datacenter: there is no WAN path yet, and
+/// answering from ours would be wrong. Consul's status and wording.
+pub fn check_datacenter(state: &ApiState, params: &Params) -> Result<(), ApiError> {
+    match params.get("dc") {
+        Some(dc) if !dc.is_empty() && dc != state.local.identity().datacenter => {
+            Err(ApiError::Internal("No path to datacenter".into()))
+        }
+        _ => Ok(()),
+    }
+}
+
 /// Runs a catalog read with the request's consistency and blocking options
 /// and answers with its JSON and Consul's headers.
 pub async fn read<T, F>(state: &ApiState, params: &Params, query: F) -> Result<Response, ApiError>
@@ -157,6 +168,7 @@ where
     F: Fn(&Catalog) -> (Index, T),
 {
     let opts = ReadOptions::parse(params)?;
+    check_datacenter(state, params)?;
     match opts.consistency {
         Consistency::Stale => {}
         Consistency::Default => {

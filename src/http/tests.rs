@@ -9,7 +9,7 @@ use reqwest::StatusCode;
 use serde_json::{Value, json};
 use tokio_util::sync::CancellationToken;
 
-use super::{ApiState, serve};
+use super::{ApiState, MAX_IN_FLIGHT, build, serve_router};
 use crate::agent::local::{LocalAgent, NodeIdentity};
 use crate::catalog::Replica;
 use crate::consensus::{Consensus, ConsensusConfig, Storage};
@@ -29,6 +29,10 @@ impl Drop for TestApi {
 
 impl TestApi {
     async fn start() -> Self {
+        Self::start_with_limit(MAX_IN_FLIGHT).await
+    }
+
+    async fn start_with_limit(max_in_flight: usize) -> Self {
         let replica = Arc::new(Replica::new());
         let consensus = Arc::new(
             Consensus::start(
@@ -69,7 +73,11 @@ impl TestApi {
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let base = format!("http://{}", listener.local_addr().unwrap());
         let shutdown = CancellationToken::new();
-        tokio::spawn(serve(listener, state, shutdown.clone()));
+        tokio::spawn(serve_router(
+            listener,
+            build(state, max_in_flight),
+            shutdown.clone(),
+        ));
         Self {
             base,
             client: reqwest::Client::new(),
@@ -661,4 +669,52 @@ async fn agent_self_and_status() {
     assert!(leader.is_string(), "{leader}");
     let (peers, _) = api.get("/v1/status/peers").await;
     assert!(peers.is_array(), "{peers}");
+}
+
+#[tokio::test]
+async fn overload_sheds_instead_of_queueing() {
+    let api = Arc::new(TestApi::start_with_limit(1).await);
+    let (_, index) = api.get("/v1/catalog/nodes").await;
+    // A blocking query holds the only slot.
+    let holder = {
+        let api = api.clone();
+        tokio::spawn(async move {
+            api.get_raw(&format!("/v1/catalog/nodes?index={index}&wait=60s"))
+                .await
+        })
+    };
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    loop {
+        let r = api.get_raw("/v1/status/leader").await;
+        if r.status() == StatusCode::SERVICE_UNAVAILABLE {
+            assert_eq!(r.text().await.unwrap(), "Too many requests in flight");
+            break;
+        }
+        assert!(tokio::time::Instant::now() < deadline, "never shed");
+        tokio::task::yield_now().await;
+    }
+    // Dropping the client's request frees the slot.
+    holder.abort();
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    while api.get_raw("/v1/status/leader").await.status() != StatusCode::OK {
+        assert!(tokio::time::Instant::now() < deadline, "slot never freed");
+        tokio::task::yield_now().await;
+    }
+}
+
+#[tokio::test]
+async fn other_datacenters_have_no_path() {
+    let api = TestApi::start().await;
+    let r = api.get_raw("/v1/catalog/nodes?dc=dc2").await;
+    assert_eq!(r.status(), StatusCode::INTERNAL_SERVER_ERROR);
+    assert_eq!(r.text().await.unwrap(), "No path to datacenter");
+    let (nodes, _) = api.get("/v1/catalog/nodes?dc=dc1").await;
+    assert_eq!(nodes.as_array().unwrap().len(), 1);
+    let (status, _) = api
+        .put(
+            "/v1/catalog/register",
+            json!({"Node": "x", "Address": "1.1.1.1", "Datacenter": "dc2"}),
+        )
+        .await;
+    assert_eq!(status, StatusCode::INTERNAL_SERVER_ERROR);
 }
