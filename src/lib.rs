@@ -21,8 +21,11 @@
 //! [`cli`] is the command line, whose subcommands other than `agent` talk to a
 //! running agent over HTTP.
 
+pub mod agent;
 pub mod catalog;
+pub mod cli;
 pub mod config;
 pub mod consensus;
 pub mod dns;
+pub mod http;
 pub mod store;
