@@ -16,7 +16,9 @@ impl AgentCmd {
     pub(crate) fn run(self) -> anyhow::Result<()> {
         let config = Config::load(&self.flags)?;
         init_tracing(&config.log_level, config.log_json);
-        let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
+        let rt = tokio::runtime::Builder::new_multi_thread()
+            .enable_all()
+            .build()?;
         rt.block_on(async {
             let shutdown = CancellationToken::new();
             tokio::spawn(on_signal(shutdown.clone()));
@@ -29,7 +31,10 @@ impl AgentCmd {
 /// Cancels `shutdown` on the first SIGINT or SIGTERM.
 async fn on_signal(shutdown: CancellationToken) {
     use tokio::signal::unix::{SignalKind, signal};
-    let (Ok(mut int), Ok(mut term)) = (signal(SignalKind::interrupt()), signal(SignalKind::terminate())) else {
+    let (Ok(mut int), Ok(mut term)) = (
+        signal(SignalKind::interrupt()),
+        signal(SignalKind::terminate()),
+    ) else {
         tracing::error!("cannot install signal handlers; stop the agent with SIGKILL");
         return;
     };
@@ -41,9 +46,14 @@ async fn on_signal(shutdown: CancellationToken) {
 }
 
 fn init_tracing(level: &str, json: bool) {
-    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(format!("{level},openraft=warn")));
-    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| {
+        tracing_subscriber::EnvFilter::new(format!("{level},openraft=warn,hickory_server=warn"))
+    });
+    let ansi = std::io::IsTerminal::is_terminal(&std::io::stderr());
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_ansi(ansi)
+        .with_writer(std::io::stderr);
     if json {
         builder.json().init();
     } else {
