@@ -21,7 +21,10 @@ impl AgentCmd {
             .build()?;
         rt.block_on(async {
             let shutdown = CancellationToken::new();
-            tokio::spawn(on_signal(shutdown.clone()));
+            // Install the handlers before anything starts, so a signal that
+            // arrives right after the listeners are up is not lost.
+            let signals = Signals::install()?;
+            tokio::spawn(signals.cancel_on_first(shutdown.clone()));
             crate::agent::run(config, shutdown).await
         })?;
         Ok(())
