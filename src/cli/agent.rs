@@ -31,21 +31,29 @@ impl AgentCmd {
     }
 }
 
-/// Cancels `shutdown` on the first SIGINT or SIGTERM.
-async fn on_signal(shutdown: CancellationToken) {
-    use tokio::signal::unix::{SignalKind, signal};
-    let (Ok(mut int), Ok(mut term)) = (
-        signal(SignalKind::interrupt()),
-        signal(SignalKind::terminate()),
-    ) else {
-        tracing::error!("cannot install signal handlers; stop the agent with SIGKILL");
-        return;
-    };
-    tokio::select! {
-        _ = int.recv() => tracing::info!("SIGINT: shutting down"),
-        _ = term.recv() => tracing::info!("SIGTERM: shutting down"),
+/// SIGINT and SIGTERM, registered with the runtime.
+struct Signals {
+    int: tokio::signal::unix::Signal,
+    term: tokio::signal::unix::Signal,
+}
+
+impl Signals {
+    fn install() -> std::io::Result<Self> {
+        use tokio::signal::unix::{SignalKind, signal};
+        Ok(Self {
+            int: signal(SignalKind::interrupt())?,
+            term: signal(SignalKind::terminate())?,
+        })
     }
-    shutdown.cancel();
+
+    /// Cancels `shutdown` on the first SIGINT or SIGTERM.
+    async fn cancel_on_first(mut self, shutdown: CancellationToken) {
+        tokio::select! {
+            _ = self.int.recv() => tracing::info!("SIGINT: shutting down"),
+            _ = self.term.recv() => tracing::info!("SIGTERM: shutting down"),
+        }
+        shutdown.cancel();
+    }
 }
 
 fn init_tracing(level: &str, json: bool) {
