@@ -25,9 +25,9 @@ impl AgentCmd {
             // arrives right after the listeners are up is not lost.
             let signals = Signals::install()?;
             tokio::spawn(signals.cancel_on_first(shutdown.clone()));
-            crate::agent::run(config, shutdown).await
-        })?;
-        Ok(())
+            crate::agent::run(config, shutdown).await?;
+            anyhow::Ok(())
+        })
     }
 }
 
