@@ -109,18 +109,15 @@ impl TestAgent {
                 l.push('\n');
             }
         });
-        let (dns, http) = match rx.recv_timeout(Duration::from_secs(30)) {
-            Ok(a) => a,
-            Err(_) => {
-                let _ = child.kill();
-                let status = child.wait();
-                // Give the reader a moment to drain what the child printed.
-                std::thread::sleep(Duration::from_millis(50));
-                panic!(
-                    "agent {args:?} did not report its listeners (exit: {status:?}); log:\n{}",
-                    log.lock().unwrap_or_else(|e| e.into_inner())
-                );
-            }
+        let Ok((dns, http)) = rx.recv_timeout(Duration::from_secs(30)) else {
+            let _ = child.kill();
+            let status = child.wait();
+            // Give the reader a moment to drain what the child printed.
+            std::thread::sleep(Duration::from_millis(50));
+            panic!(
+                "agent {args:?} did not report its listeners (exit: {status:?}); log:\n{}",
+                log.lock().unwrap_or_else(|e| e.into_inner())
+            );
         };
         Self {
             child,
