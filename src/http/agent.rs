@@ -6,7 +6,7 @@ use axum::response::{IntoResponse, Response};
 use serde_json::json;
 
 use super::json::AgentServiceJson;
-use super::query::Params;
+use super::query::{Params, parse_bool};
 use super::{ApiError, ApiState, JsonBody, decode};
 use crate::agent::local::LocalError;
 
@@ -82,6 +82,9 @@ pub(super) async fn register(
 ) -> Result<Response, ApiError> {
     let replace = params.flag("replace-existing-checks")?;
     let def = decode::service_definition(&body)?;
+    if is_unspecified(&def.address) {
+        return Err(ApiError::BadRequest("Invalid service address".into()));
+    }
     state.local.register_service(def, replace).await?;
     Ok(().into_response())
 }
@@ -101,19 +104,19 @@ pub(super) async fn maintenance(
     Path(id): Path<String>,
     params: Params,
 ) -> Result<Response, ApiError> {
-    let enable = match params.get("enable") {
-        None | Some("") => return Err(ApiError::BadRequest("Missing value for enable".into())),
-        Some(v) => match v {
-            "true" => true,
-            "false" => false,
-            other => {
-                return Err(ApiError::BadRequest(format!(
-                    "Invalid value for enable: {other:?}"
-                )));
-            }
-        },
-    };
+    let raw = params
+        .get("enable")
+        .ok_or_else(|| ApiError::BadRequest("Missing value for enable".into()))?;
+    let enable = parse_bool(raw)
+        .ok_or_else(|| ApiError::BadRequest(format!("Invalid value for enable: {raw:?}")))?;
     let reason = params.get("reason").map(str::to_string);
     state.local.set_maintenance(&id, enable, reason).await?;
     Ok(().into_response())
+}
+
+/// `0.0.0.0` and `::` are not addresses anyone can reach; Consul refuses them.
+fn is_unspecified(address: &str) -> bool {
+    address
+        .parse::<std::net::IpAddr>()
+        .is_ok_and(|ip| ip.is_unspecified())
 }

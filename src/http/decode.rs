@@ -7,7 +7,7 @@
 //! every type error names the field by its path (`Service.Port`,
 //! `Checks[1].TTL`). Unknown fields are ignored and `null` is "absent", as in Go.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 use std::time::Duration;
 
 use serde_json::{Map, Value};
@@ -83,9 +83,14 @@ fn fold(key: &str) -> String {
 }
 
 /// A JSON object read field by field, remembering its path for errors.
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone)]
 pub struct Fields<'a> {
+    /// The object as sent, for exact-key lookups.
     map: &'a Map<String, Value>,
+    /// Non-null values by folded key, first occurrence wins; built once so a
+    /// body with many keys costs one pass, not one pass per field.
+    folded: HashMap<String, &'a Value>,
+    /// Path of this object in the body ("" at the top).
     path: &'a str,
 }
 
@@ -96,7 +101,13 @@ impl<'a> Fields<'a> {
     /// Wraps an object; `path` prefixes field names in errors ("" at the top).
     pub fn new(value: &'a Value, path: &'a str) -> Result<Self> {
         match value {
-            Value::Object(map) => Ok(Self { map, path }),
+            Value::Object(map) => {
+                let mut folded = HashMap::with_capacity(map.len());
+                for (k, v) in map.iter().filter(|(_, v)| !v.is_null()) {
+                    folded.entry(fold(k)).or_insert(v);
+                }
+                Ok(Self { map, folded, path })
+            }
             other => Err(type_error(
                 if path.is_empty() { "body" } else { path },
                 "object",
@@ -122,11 +133,10 @@ impl<'a> Fields<'a> {
                 return Some((canonical, v));
             }
         }
-        let folded: Vec<String> = names.iter().map(|n| fold(n)).collect();
-        self.map
+        names
             .iter()
-            .find(|(k, v)| !v.is_null() && folded.contains(&fold(k)))
-            .map(|(_, v)| (canonical, v))
+            .find_map(|n| self.folded.get(&fold(n)))
+            .map(|v| (canonical, *v))
     }
 
     /// A string field; empty when absent.
@@ -350,12 +360,12 @@ pub fn service_definition(v: &Value) -> Result<ServiceDefinition> {
         checks.push(check_definition(c, &p)?);
     }
     Ok(ServiceDefinition {
-        id: f.string(&["ID", "ServiceID"])?,
-        name: f.string(&["Name", "Service"])?,
+        id: f.string(&["ID"])?,
+        name: f.string(&["Name"])?,
         tags: f.strings(&["Tags"])?,
         address: f.string(&["Address"])?,
         tagged_addresses: tagged_service_addresses(&f)?,
-        meta: f.string_map(&["Meta", "ServiceMeta"])?,
+        meta: f.string_map(&["Meta"])?,
         port: f.port(&["Port"])?,
         weights: weights(&f)?,
         enable_tag_override: f.bool(&["EnableTagOverride"])?,

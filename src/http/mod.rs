@@ -18,6 +18,7 @@ mod status;
 mod tests;
 
 use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
 
 use axum::Router;
 use axum::body::Bytes;
@@ -53,9 +54,30 @@ pub struct ApiState {
     pub consensus: Arc<Consensus>,
     /// This node's identity and services.
     pub local: Arc<LocalAgent>,
+    /// Cancelled when the server stops, so parked blocking queries answer at
+    /// once instead of holding graceful shutdown for up to their `wait`.
+    closing: CancellationToken,
+    /// Blocking queries parked right now, for metrics and tests.
+    parked: Arc<AtomicUsize>,
 }
 
 impl ApiState {
+    /// The state for a server over these parts.
+    pub fn new(replica: Arc<Replica>, consensus: Arc<Consensus>, local: Arc<LocalAgent>) -> Self {
+        Self {
+            replica,
+            consensus,
+            local,
+            closing: CancellationToken::new(),
+            parked: Arc::new(AtomicUsize::new(0)),
+        }
+    }
+
+    /// How many blocking queries are waiting for a change right now.
+    pub fn parked_queries(&self) -> usize {
+        self.parked.load(Ordering::Relaxed)
+    }
+
     /// Whether a leader is known, for `X-Consul-KnownLeader` and default reads.
     fn known_leader(&self) -> bool {
         self.consensus.is_leader() || self.consensus.leader().is_some()
@@ -121,12 +143,13 @@ fn build(state: ApiState, max_in_flight: usize) -> Router {
 }
 
 /// Serves the API on an already-bound listener until `shutdown` is cancelled,
-/// then lets in-flight requests finish.
+/// then lets in-flight requests finish (blocking queries answer at once).
 pub async fn serve(
     listener: tokio::net::TcpListener,
-    state: ApiState,
+    mut state: ApiState,
     shutdown: CancellationToken,
 ) -> std::io::Result<()> {
+    state.closing = shutdown.clone();
     serve_router(listener, router(state), shutdown).await
 }
 

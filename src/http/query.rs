@@ -8,6 +8,7 @@
 //! As in Consul, an `index` ahead of ours just waits out the timeout: clients
 //! are expected to reset to 0 when the index goes backwards.
 
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
 use axum::Json;
@@ -60,8 +61,9 @@ impl Params {
     pub fn flag(&self, name: &str) -> Result<bool, ApiError> {
         match self.get(name) {
             None => Ok(false),
+            Some("") => Ok(true),
             Some(v) => parse_bool(v)
-                .ok_or_else(|| ApiError::BadRequest(format!("Invalid value for ?{name}: {v:?}"))),
+                .ok_or_else(|| ApiError::BadRequest(format!("Invalid value for ?{name}"))),
         }
     }
 
@@ -77,9 +79,10 @@ impl Params {
     }
 }
 
-fn parse_bool(v: &str) -> Option<bool> {
+/// Go's `strconv.ParseBool`.
+pub fn parse_bool(v: &str) -> Option<bool> {
     match v {
-        "" | "1" | "t" | "T" | "true" | "TRUE" | "True" => Some(true),
+        "1" | "t" | "T" | "true" | "TRUE" | "True" => Some(true),
         "0" | "f" | "F" | "false" | "FALSE" | "False" => Some(false),
         _ => None,
     }
@@ -192,10 +195,17 @@ where
         if opts.min_index == 0 || index > opts.min_index {
             break (index, body);
         }
-        match tokio::time::timeout_at(deadline, applied.changed()).await {
-            Ok(Ok(())) => continue,
-            // Timed out, or the replica is gone: answer with what we have.
-            Ok(Err(_)) | Err(_) => break (index, body),
+        let _parked = Parked::new(&state.parked);
+        let woke = tokio::select! {
+            changed = tokio::time::timeout_at(deadline, applied.changed()) => {
+                matches!(changed, Ok(Ok(())))
+            }
+            () = state.closing.cancelled() => false,
+        };
+        if !woke {
+            // Timed out, shutting down, or the replica is gone: answer with
+            // what we have, as a timed-out blocking query does.
+            break (index, body);
         }
     };
     let mut response = Json(body).into_response();
@@ -206,4 +216,21 @@ where
     );
     state.meta_headers(headers);
     Ok(response)
+}
+
+/// Counts a parked blocking query for as long as it lives, including when
+/// the client goes away and the handler future is dropped.
+struct Parked<'a>(&'a AtomicUsize);
+
+impl<'a> Parked<'a> {
+    fn new(count: &'a AtomicUsize) -> Self {
+        count.fetch_add(1, Ordering::Relaxed);
+        Self(count)
+    }
+}
+
+impl Drop for Parked<'_> {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::Relaxed);
+    }
 }
