@@ -79,24 +79,28 @@ pub(super) async fn services(
     params: Params,
 ) -> Result<Response, ApiError> {
     let filters = params.node_meta();
-    read(&state, &params, |c| {
-        let out = if filters.is_empty() {
-            c.services()
-        } else {
-            let mut out: BTreeMap<String, BTreeSet<String>> = BTreeMap::new();
-            for node in c.nodes().filter(|n| node_matches(n, &filters)) {
-                for s in c.node_services(&node.name) {
-                    out.entry(s.service.clone())
-                        .or_default()
-                        .extend(s.tags.iter().cloned());
+    read(
+        &state,
+        &params,
+        |c| c.services_index(),
+        |c| {
+            if filters.is_empty() {
+                c.services()
+            } else {
+                let mut out: BTreeMap<String, BTreeSet<String>> = BTreeMap::new();
+                for node in c.nodes().filter(|n| node_matches(n, &filters)) {
+                    for s in c.node_services(&node.name) {
+                        out.entry(s.service.clone())
+                            .or_default()
+                            .extend(s.tags.iter().cloned());
+                    }
                 }
+                out.into_iter()
+                    .map(|(k, v)| (k, v.into_iter().collect::<Vec<_>>()))
+                    .collect()
             }
-            out.into_iter()
-                .map(|(k, v)| (k, v.into_iter().collect::<Vec<_>>()))
-                .collect()
-        };
-        (c.services_index(), out)
-    })
+        },
+    )
     .await
 }
 
@@ -108,14 +112,17 @@ pub(super) async fn service(
 ) -> Result<Response, ApiError> {
     let tags = params.all("tag");
     let filters = params.node_meta();
-    read(&state, &params, |c| {
-        let out: Vec<CatalogServiceJson> = c
-            .service_instances(&name, &tags)
-            .filter(|i| node_matches(i.node, &filters))
-            .map(|i| CatalogServiceJson::new(i.node, i.service))
-            .collect();
-        (c.service_index(&name), out)
-    })
+    read(
+        &state,
+        &params,
+        |c| c.service_index(&name),
+        |c| {
+            c.service_instances(&name, &tags)
+                .filter(|i| node_matches(i.node, &filters))
+                .map(|i| CatalogServiceJson::new(i.node, i.service))
+                .collect::<Vec<CatalogServiceJson>>()
+        },
+    )
     .await
 }
 
@@ -125,14 +132,17 @@ pub(super) async fn nodes(
     params: Params,
 ) -> Result<Response, ApiError> {
     let filters = params.node_meta();
-    read(&state, &params, |c| {
-        let out: Vec<NodeJson> = c
-            .nodes()
-            .filter(|n| node_matches(n, &filters))
-            .map(NodeJson::from)
-            .collect();
-        (c.nodes_index(), out)
-    })
+    read(
+        &state,
+        &params,
+        |c| c.nodes_index(),
+        |c| {
+            c.nodes()
+                .filter(|n| node_matches(n, &filters))
+                .map(NodeJson::from)
+                .collect::<Vec<NodeJson>>()
+        },
+    )
     .await
 }
 
@@ -142,16 +152,20 @@ pub(super) async fn node(
     Path(node): Path<String>,
     params: Params,
 ) -> Result<Response, ApiError> {
-    read(&state, &params, |c| {
-        let out = c.node(&node).map(|n| NodeServicesJson {
-            node: n.into(),
-            services: c
-                .node_services(&node)
-                .map(|s| (s.id.clone(), ServiceJson::from(s)))
-                .collect(),
-        });
-        (c.nodes_index().max(c.services_index()), out)
-    })
+    read(
+        &state,
+        &params,
+        |c| c.nodes_index().max(c.services_index()),
+        |c| {
+            c.node(&node).map(|n| NodeServicesJson {
+                node: n.into(),
+                services: c
+                    .node_services(&node)
+                    .map(|s| (s.id.clone(), ServiceJson::from(s)))
+                    .collect(),
+            })
+        },
+    )
     .await
 }
 

@@ -18,19 +18,22 @@ pub(super) async fn service(
     let passing = params.flag("passing")?;
     let tags = params.all("tag");
     let filters = params.node_meta();
-    read(&state, &params, |c| {
-        let out: Vec<HealthServiceJson> = c
-            .health_service(&name, &tags, passing)
-            .into_iter()
-            .filter(|e| node_matches(e.node, &filters))
-            .map(|e| HealthServiceJson {
-                node: e.node.into(),
-                service: e.service.into(),
-                checks: e.checks.iter().map(|ch| CheckJson::from(*ch)).collect(),
-            })
-            .collect();
-        (c.service_index(&name), out)
-    })
+    read(
+        &state,
+        &params,
+        |c| c.service_index(&name),
+        |c| {
+            c.health_service(&name, &tags, passing)
+                .into_iter()
+                .filter(|e| node_matches(e.node, &filters))
+                .map(|e| HealthServiceJson {
+                    node: e.node.into(),
+                    service: e.service.into(),
+                    checks: e.checks.iter().map(|ch| CheckJson::from(*ch)).collect(),
+                })
+                .collect::<Vec<HealthServiceJson>>()
+        },
+    )
     .await
 }
 
@@ -40,10 +43,16 @@ pub(super) async fn checks(
     Path(name): Path<String>,
     params: Params,
 ) -> Result<Response, ApiError> {
-    read(&state, &params, |c| {
-        let out: Vec<CheckJson> = c.service_checks(&name).map(CheckJson::from).collect();
-        (c.service_index(&name), out)
-    })
+    read(
+        &state,
+        &params,
+        |c| c.service_index(&name),
+        |c| {
+            c.service_checks(&name)
+                .map(CheckJson::from)
+                .collect::<Vec<CheckJson>>()
+        },
+    )
     .await
 }
 
@@ -53,10 +62,16 @@ pub(super) async fn node(
     Path(node): Path<String>,
     params: Params,
 ) -> Result<Response, ApiError> {
-    read(&state, &params, |c| {
-        let out: Vec<CheckJson> = c.node_checks(&node).map(CheckJson::from).collect();
-        (c.checks_index(), out)
-    })
+    read(
+        &state,
+        &params,
+        |c| c.checks_index(),
+        |c| {
+            c.node_checks(&node)
+                .map(CheckJson::from)
+                .collect::<Vec<CheckJson>>()
+        },
+    )
     .await
 }
 
@@ -74,9 +89,15 @@ pub(super) async fn state(
                 .ok_or_else(|| ApiError::BadRequest("Invalid state".into()))?,
         ),
     };
-    read(&state, &params, |c| {
-        let out: Vec<CheckJson> = c.checks_in_state(filter).map(CheckJson::from).collect();
-        (c.checks_index(), out)
-    })
+    read(
+        &state,
+        &params,
+        |c| c.checks_index(),
+        |c| {
+            c.checks_in_state(filter)
+                .map(CheckJson::from)
+                .collect::<Vec<CheckJson>>()
+        },
+    )
     .await
 }

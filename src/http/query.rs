@@ -164,11 +164,19 @@ pub fn check_datacenter(state: &ApiState, params: &Params) -> Result<(), ApiErro
 }
 
 /// Runs a catalog read with the request's consistency and blocking options
-/// and answers with its JSON and Consul's headers.
-pub async fn read<T, F>(state: &ApiState, params: &Params, query: F) -> Result<Response, ApiError>
+/// and answers with its JSON and Consul's headers. `index` is the index the
+/// result depends on and must be cheap: a parked query re-checks it on every
+/// applied write and builds the `body` only once it has moved.
+pub async fn read<T, I, B>(
+    state: &ApiState,
+    params: &Params,
+    index: I,
+    body: B,
+) -> Result<Response, ApiError>
 where
     T: Serialize,
-    F: Fn(&Catalog) -> (Index, T),
+    I: Fn(&Catalog) -> Index,
+    B: Fn(&Catalog) -> T,
 {
     let opts = ReadOptions::parse(params)?;
     check_datacenter(state, params)?;
@@ -185,15 +193,15 @@ where
     // Subscribe before the first query so no change between the two is missed.
     let mut applied = state.replica.subscribe();
     let deadline = Instant::now() + opts.wait_with_jitter();
+    let mut give_up = false;
     let (index, body) = loop {
-        let (index, body) = {
+        {
             let catalog = state.replica.read();
-            query(&catalog)
-        };
-        // Consul never reports index 0: clients treat it as "no blocking".
-        let index = index.max(1);
-        if opts.min_index == 0 || index > opts.min_index {
-            break (index, body);
+            // Consul never reports index 0: clients treat it as "no blocking".
+            let index = index(&catalog).max(1);
+            if opts.min_index == 0 || index > opts.min_index || give_up {
+                break (index, body(&catalog));
+            }
         }
         let _parked = Parked::new(&state.parked);
         let woke = tokio::select! {
@@ -202,11 +210,9 @@ where
             }
             () = state.closing.cancelled() => false,
         };
-        if !woke {
-            // Timed out, shutting down, or the replica is gone: answer with
-            // what we have, as a timed-out blocking query does.
-            break (index, body);
-        }
+        // Timed out, shutting down, or the replica is gone: answer with what
+        // there is, as a timed-out blocking query does.
+        give_up = !woke;
     };
     let mut response = Json(body).into_response();
     let headers = response.headers_mut();

@@ -678,6 +678,8 @@ async fn bad_input_is_refused_and_changes_nothing() {
 
     let r = api.get_raw("/v1/catalog/register").await;
     assert_eq!(r.status(), StatusCode::METHOD_NOT_ALLOWED);
+    assert_eq!(r.headers()["allow"], "PUT");
+    assert_eq!(r.text().await.unwrap(), "method GET not allowed");
     let (status, _) = api.put("/v1/catalog/services", json!({})).await;
     assert_eq!(status, StatusCode::METHOD_NOT_ALLOWED);
     assert_eq!(
