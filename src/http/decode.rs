@@ -127,16 +127,18 @@ impl<'a> Fields<'a> {
     /// The first non-null value under any of `names` (the first is canonical
     /// and used in errors). An exact key wins over a folded match.
     fn get(&self, names: &[&str]) -> Option<Found<'a>> {
-        let canonical = self.path_of(names[0]);
-        for name in names {
-            if let Some(v) = self.map.get(*name).filter(|v| !v.is_null()) {
-                return Some((canonical, v));
-            }
-        }
-        names
+        let exact = names
             .iter()
-            .find_map(|n| self.folded.get(&fold(n)))
-            .map(|v| (canonical, *v))
+            .find_map(|n| self.map.get(*n).filter(|v| !v.is_null()));
+        let value = exact.or_else(|| {
+            names
+                .iter()
+                .find_map(|n| self.folded.get(&fold(n)).copied())
+        })?;
+        Some((
+            self.path_of(names.first().copied().unwrap_or_default()),
+            value,
+        ))
     }
 
     /// A string field; empty when absent.
@@ -293,7 +295,7 @@ impl<'a> Fields<'a> {
         HealthStatus::parse(&s)
             .map(Some)
             .ok_or_else(|| DecodeError::Value {
-                field: self.path_of(names[0]),
+                field: self.path_of(names.first().copied().unwrap_or_default()),
                 reason: format!("invalid check status {s:?}"),
             })
     }
@@ -664,5 +666,61 @@ mod tests {
         let e =
             registration(&json!({"Node": "a", "Check": {"Node": "b", "Name": "x"}})).unwrap_err();
         assert!(e.to_string().contains("Check.Node"), "{e}");
+    }
+
+    fn json_value() -> impl proptest::strategy::Strategy<Value = Value> {
+        use proptest::prelude::*;
+        let key = prop::sample::select(vec![
+            "Name",
+            "name",
+            "ID",
+            "Port",
+            "port",
+            "Tags",
+            "Meta",
+            "Check",
+            "checks",
+            "TTL",
+            "interval",
+            "Status",
+            "Weights",
+            "Passing",
+            "TaggedAddresses",
+            "Address",
+            "Node",
+            "Service",
+            "Header",
+            "args",
+            "x",
+        ])
+        .prop_map(String::from);
+        let leaf = prop_oneof![
+            Just(Value::Null),
+            any::<bool>().prop_map(Value::Bool),
+            any::<i64>().prop_map(|n| json!(n)),
+            any::<f64>().prop_map(|n| json!(n)),
+            "[0-9a-zµ.]{0,8}".prop_map(Value::String),
+        ];
+        leaf.prop_recursive(4, 64, 8, move |inner| {
+            prop_oneof![
+                prop::collection::vec(inner.clone(), 0..4).prop_map(Value::Array),
+                prop::collection::btree_map(key.clone(), inner, 0..6)
+                    .prop_map(|m| Value::Object(m.into_iter().collect())),
+            ]
+        })
+    }
+
+    proptest::proptest! {
+        #[test]
+        fn arbitrary_json_never_panics(v in json_value()) {
+            let _ = service_definition(&v);
+            let _ = registration(&v);
+            let _ = deregistration(&v);
+        }
+
+        #[test]
+        fn arbitrary_duration_strings_never_panic(s in "\\PC{0,16}") {
+            let _ = parse_go_duration(&s);
+        }
     }
 }

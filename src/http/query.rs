@@ -214,14 +214,36 @@ where
         // there is, as a timed-out blocking query does.
         give_up = !woke;
     };
-    let mut response = Json(body).into_response();
+    let mut response = if params.has("pretty") {
+        pretty(&body)?
+    } else {
+        Json(body).into_response()
+    };
     let headers = response.headers_mut();
+    headers.insert(
+        HeaderName::from_static("x-consul-effective-consistency"),
+        HeaderValue::from_static(match opts.consistency {
+            Consistency::Default => "leader",
+            Consistency::Stale => "stale",
+            Consistency::Consistent => "consistent",
+        }),
+    );
     headers.insert(
         HeaderName::from_static("x-consul-index"),
         HeaderValue::from(index),
     );
     state.meta_headers(headers);
     Ok(response)
+}
+
+/// `?pretty`: indented JSON, as Consul answers it.
+fn pretty<T: Serialize>(body: &T) -> Result<Response, ApiError> {
+    let text = serde_json::to_string_pretty(body).map_err(|e| ApiError::Internal(e.to_string()))?;
+    Ok((
+        [(axum::http::header::CONTENT_TYPE, "application/json")],
+        text,
+    )
+        .into_response())
 }
 
 /// Counts a parked blocking query for as long as it lives, including when

@@ -580,6 +580,19 @@ async fn consistency_and_query_parameter_errors() {
     assert!(index > 0);
     let (_, stale) = api.get("/v1/catalog/services?stale").await;
     assert_eq!(stale, index);
+    for (q, mode) in [
+        ("", "leader"),
+        ("?stale", "stale"),
+        ("?consistent", "consistent"),
+    ] {
+        let r = api.get_raw(&format!("/v1/catalog/nodes{q}")).await;
+        assert_eq!(r.headers()["X-Consul-Effective-Consistency"], mode);
+    }
+    let r = api.get_raw("/v1/catalog/datacenters?pretty").await;
+    assert_eq!(r.text().await.unwrap(), "[\"dc1\"]");
+    let r = api.get_raw("/v1/catalog/nodes?pretty").await;
+    let text = r.text().await.unwrap();
+    assert!(text.starts_with("[\n  {"), "{text}");
     for (path, msg) in [
         (
             "/v1/catalog/services?stale&consistent",
