@@ -7,12 +7,12 @@ use serde_json::json;
 
 use super::json::AgentServiceJson;
 use super::query::{Params, parse_bool};
-use super::{ApiError, ApiState, JsonBody, decode};
+use super::{ApiError, Ctx, JsonBody, decode};
 use crate::agent::local::LocalError;
 
 /// `GET /v1/agent/self`: the subset of Consul's `Config`, `Member` and `Meta`
 /// that clients read.
-pub(super) async fn agent_self(State(state): State<ApiState>) -> Response {
+pub(super) async fn agent_self(State(state): State<Ctx>) -> Response {
     let id = state.local.identity();
     let role = if id.server { "consul" } else { "node" };
     let mut tags = serde_json::Map::new();
@@ -47,7 +47,7 @@ pub(super) async fn agent_self(State(state): State<ApiState>) -> Response {
 }
 
 /// `GET /v1/agent/services`: local services by ID.
-pub(super) async fn services(State(state): State<ApiState>) -> Response {
+pub(super) async fn services(State(state): State<Ctx>) -> Response {
     let dc = &state.local.identity().datacenter;
     let out: std::collections::BTreeMap<_, _> = state
         .local
@@ -60,7 +60,7 @@ pub(super) async fn services(State(state): State<ApiState>) -> Response {
 
 /// `GET /v1/agent/service/:id`.
 pub(super) async fn service(
-    State(state): State<ApiState>,
+    State(state): State<Ctx>,
     Path(id): Path<String>,
 ) -> Result<Response, ApiError> {
     let s = state
@@ -76,7 +76,7 @@ pub(super) async fn service(
 
 /// `PUT /v1/agent/service/register[?replace-existing-checks]`.
 pub(super) async fn register(
-    State(state): State<ApiState>,
+    State(state): State<Ctx>,
     params: Params,
     JsonBody(body): JsonBody,
 ) -> Result<Response, ApiError> {
@@ -91,7 +91,7 @@ pub(super) async fn register(
 
 /// `PUT /v1/agent/service/deregister/:id`.
 pub(super) async fn deregister(
-    State(state): State<ApiState>,
+    State(state): State<Ctx>,
     Path(id): Path<String>,
 ) -> Result<Response, ApiError> {
     state.local.deregister_service(&id).await?;
@@ -100,7 +100,7 @@ pub(super) async fn deregister(
 
 /// `PUT /v1/agent/service/maintenance/:id?enable=true|false[&reason=...]`.
 pub(super) async fn maintenance(
-    State(state): State<ApiState>,
+    State(state): State<Ctx>,
     Path(id): Path<String>,
     params: Params,
 ) -> Result<Response, ApiError> {

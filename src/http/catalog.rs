@@ -8,7 +8,7 @@ use axum::response::{IntoResponse, Response};
 
 use super::json::{CatalogServiceJson, NodeJson, NodeServicesJson, ServiceJson};
 use super::query::{Params, check_datacenter, read};
-use super::{ApiError, ApiState, JsonBody, decode, json_true};
+use super::{ApiError, Ctx, JsonBody, decode, json_true};
 use crate::catalog::{Command, Node, Outcome};
 
 /// Whether a node carries every `?node-meta` pair.
@@ -19,7 +19,7 @@ pub(super) fn node_matches(node: &Node, filters: &[(String, String)]) -> bool {
 }
 
 /// Writes a catalog command and answers Consul's `true`.
-async fn write(state: &ApiState, cmd: Command) -> Result<Response, ApiError> {
+async fn write(state: &Ctx, cmd: Command) -> Result<Response, ApiError> {
     match state.consensus.write(cmd).await? {
         Outcome::Refused(e) => Err(ApiError::BadRequest(e.to_string())),
         Outcome::Applied(_) | Outcome::Noop => Ok(json_true()),
@@ -28,7 +28,7 @@ async fn write(state: &ApiState, cmd: Command) -> Result<Response, ApiError> {
 
 /// `PUT /v1/catalog/register`.
 pub(super) async fn register(
-    State(state): State<ApiState>,
+    State(state): State<Ctx>,
     params: Params,
     JsonBody(body): JsonBody,
 ) -> Result<Response, ApiError> {
@@ -61,7 +61,7 @@ pub(super) async fn register(
 
 /// `PUT /v1/catalog/deregister`.
 pub(super) async fn deregister(
-    State(state): State<ApiState>,
+    State(state): State<Ctx>,
     params: Params,
     JsonBody(body): JsonBody,
 ) -> Result<Response, ApiError> {
@@ -75,7 +75,7 @@ pub(super) async fn deregister(
 
 /// `GET /v1/catalog/services[?node-meta=k:v]`: service name → tags.
 pub(super) async fn services(
-    State(state): State<ApiState>,
+    State(state): State<Ctx>,
     params: Params,
 ) -> Result<Response, ApiError> {
     let filters = params.node_meta();
@@ -106,7 +106,7 @@ pub(super) async fn services(
 
 /// `GET /v1/catalog/service/:name[?tag=..][&node-meta=k:v]`.
 pub(super) async fn service(
-    State(state): State<ApiState>,
+    State(state): State<Ctx>,
     Path(name): Path<String>,
     params: Params,
 ) -> Result<Response, ApiError> {
@@ -127,10 +127,7 @@ pub(super) async fn service(
 }
 
 /// `GET /v1/catalog/nodes[?node-meta=k:v]`.
-pub(super) async fn nodes(
-    State(state): State<ApiState>,
-    params: Params,
-) -> Result<Response, ApiError> {
+pub(super) async fn nodes(State(state): State<Ctx>, params: Params) -> Result<Response, ApiError> {
     let filters = params.node_meta();
     read(
         &state,
@@ -148,7 +145,7 @@ pub(super) async fn nodes(
 
 /// `GET /v1/catalog/node/:node`: the node and its services, or `null`.
 pub(super) async fn node(
-    State(state): State<ApiState>,
+    State(state): State<Ctx>,
     Path(node): Path<String>,
     params: Params,
 ) -> Result<Response, ApiError> {
@@ -170,6 +167,6 @@ pub(super) async fn node(
 }
 
 /// `GET /v1/catalog/datacenters`: only ours until WAN federation exists.
-pub(super) async fn datacenters(State(state): State<ApiState>) -> Response {
+pub(super) async fn datacenters(State(state): State<Ctx>) -> Response {
     Json(vec![state.local.identity().datacenter.clone()]).into_response()
 }

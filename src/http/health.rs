@@ -6,12 +6,12 @@ use axum::response::Response;
 use super::catalog::node_matches;
 use super::json::{CheckJson, HealthServiceJson};
 use super::query::{Params, read};
-use super::{ApiError, ApiState};
+use super::{ApiError, Ctx};
 use crate::catalog::HealthStatus;
 
 /// `GET /v1/health/service/:name[?passing][&tag=..][&node-meta=k:v]`.
 pub(super) async fn service(
-    State(state): State<ApiState>,
+    State(state): State<Ctx>,
     Path(name): Path<String>,
     params: Params,
 ) -> Result<Response, ApiError> {
@@ -39,7 +39,7 @@ pub(super) async fn service(
 
 /// `GET /v1/health/checks/:service`: the checks of every instance.
 pub(super) async fn checks(
-    State(state): State<ApiState>,
+    State(state): State<Ctx>,
     Path(name): Path<String>,
     params: Params,
 ) -> Result<Response, ApiError> {
@@ -58,7 +58,7 @@ pub(super) async fn checks(
 
 /// `GET /v1/health/node/:node`: every check on the node.
 pub(super) async fn node(
-    State(state): State<ApiState>,
+    State(state): State<Ctx>,
     Path(node): Path<String>,
     params: Params,
 ) -> Result<Response, ApiError> {
@@ -77,7 +77,7 @@ pub(super) async fn node(
 
 /// `GET /v1/health/state/:state` with `any`, `passing`, `warning` or `critical`.
 pub(super) async fn state(
-    State(state): State<ApiState>,
+    State(state): State<Ctx>,
     Path(which): Path<String>,
     params: Params,
 ) -> Result<Response, ApiError> {

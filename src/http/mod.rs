@@ -18,7 +18,7 @@ mod status;
 mod tests;
 
 use std::sync::Arc;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::AtomicUsize;
 
 use axum::Router;
 use axum::body::Bytes;
@@ -54,30 +54,40 @@ pub struct ApiState {
     pub consensus: Arc<Consensus>,
     /// This node's identity and services.
     pub local: Arc<LocalAgent>,
+}
+
+/// The handlers' state: the parts the caller gives plus what one running
+/// server owns.
+#[derive(Debug, Clone)]
+struct Ctx {
+    /// The caller's parts.
+    api: ApiState,
     /// Cancelled when the server stops, so parked blocking queries answer at
     /// once instead of holding graceful shutdown for up to their `wait`.
     closing: CancellationToken,
-    /// Blocking queries parked right now, for metrics and tests.
+    /// Blocking queries parked right now (a gauge for metrics and tests).
     parked: Arc<AtomicUsize>,
 }
 
-impl ApiState {
-    /// The state for a server over these parts.
-    pub fn new(replica: Arc<Replica>, consensus: Arc<Consensus>, local: Arc<LocalAgent>) -> Self {
+impl Ctx {
+    fn new(api: ApiState, closing: CancellationToken) -> Self {
         Self {
-            replica,
-            consensus,
-            local,
-            closing: CancellationToken::new(),
+            api,
+            closing,
             parked: Arc::new(AtomicUsize::new(0)),
         }
     }
+}
 
-    /// How many blocking queries are waiting for a change right now.
-    pub fn parked_queries(&self) -> usize {
-        self.parked.load(Ordering::Relaxed)
+impl std::ops::Deref for Ctx {
+    type Target = ApiState;
+
+    fn deref(&self) -> &ApiState {
+        &self.api
     }
+}
 
+impl ApiState {
     /// Whether a leader is known, for `X-Consul-KnownLeader` and default reads.
     fn known_leader(&self) -> bool {
         self.consensus.is_leader() || self.consensus.leader().is_some()
@@ -97,12 +107,14 @@ impl ApiState {
     }
 }
 
-/// All routes, with the body limit and the shedding layers.
+/// All routes, with the body limit and the shedding layers. Blocking queries
+/// of a router made here end only by their `wait`; [`serve`] also ends them
+/// on shutdown.
 pub fn router(state: ApiState) -> Router {
-    build(state, MAX_IN_FLIGHT)
+    build(Ctx::new(state, CancellationToken::new()), MAX_IN_FLIGHT)
 }
 
-fn build(state: ApiState, max_in_flight: usize) -> Router {
+fn build(state: Ctx, max_in_flight: usize) -> Router {
     let shed = ServiceBuilder::new()
         .layer(HandleErrorLayer::new(|_: tower::BoxError| async {
             ApiError::Overloaded
@@ -146,11 +158,11 @@ fn build(state: ApiState, max_in_flight: usize) -> Router {
 /// then lets in-flight requests finish (blocking queries answer at once).
 pub async fn serve(
     listener: tokio::net::TcpListener,
-    mut state: ApiState,
+    state: ApiState,
     shutdown: CancellationToken,
 ) -> std::io::Result<()> {
-    state.closing = shutdown.clone();
-    serve_router(listener, router(state), shutdown).await
+    let ctx = Ctx::new(state, shutdown.clone());
+    serve_router(listener, build(ctx, MAX_IN_FLIGHT), shutdown).await
 }
 
 async fn serve_router(

@@ -17,7 +17,7 @@ use axum::response::{IntoResponse, Response};
 use serde::Serialize;
 use tokio::time::Instant;
 
-use super::ApiState;
+use super::Ctx;
 use super::decode::parse_go_duration;
 use super::error::ApiError;
 use crate::catalog::{Catalog, Index};
@@ -154,7 +154,7 @@ impl ReadOptions {
 
 /// Refuses `?dc=` naming another datacenter: there is no WAN path yet, and
 /// answering from ours would be wrong. Consul's status and wording.
-pub fn check_datacenter(state: &ApiState, params: &Params) -> Result<(), ApiError> {
+pub(super) fn check_datacenter(state: &Ctx, params: &Params) -> Result<(), ApiError> {
     match params.get("dc") {
         Some(dc) if !dc.is_empty() && dc != state.local.identity().datacenter => {
             Err(ApiError::Internal("No path to datacenter".into()))
@@ -167,8 +167,8 @@ pub fn check_datacenter(state: &ApiState, params: &Params) -> Result<(), ApiErro
 /// and answers with its JSON and Consul's headers. `index` is the index the
 /// result depends on and must be cheap: a parked query re-checks it on every
 /// applied write and builds the `body` only once it has moved.
-pub async fn read<T, I, B>(
-    state: &ApiState,
+pub(super) async fn read<T, I, B>(
+    state: &Ctx,
     params: &Params,
     index: I,
     body: B,

@@ -9,7 +9,9 @@ use reqwest::StatusCode;
 use serde_json::{Value, json};
 use tokio_util::sync::CancellationToken;
 
-use super::{ApiState, MAX_IN_FLIGHT, build, serve, serve_router};
+use std::sync::atomic::Ordering;
+
+use super::{ApiState, Ctx, MAX_IN_FLIGHT, build, serve_router};
 use crate::agent::local::{LocalAgent, NodeIdentity};
 use crate::catalog::Replica;
 use crate::consensus::{Consensus, ConsensusConfig, Storage};
@@ -20,13 +22,13 @@ struct TestApi {
     client: reqwest::Client,
     shutdown: CancellationToken,
     server: Option<tokio::task::JoinHandle<std::io::Result<()>>>,
-    state: ApiState,
+    ctx: Ctx,
 }
 
 /// Waits until `n` blocking queries are parked.
-async fn wait_parked(state: &ApiState, n: usize) {
+async fn wait_parked(ctx: &Ctx, n: usize) {
     let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
-    while state.parked_queries() != n {
+    while ctx.parked.load(Ordering::Relaxed) != n {
         assert!(tokio::time::Instant::now() < deadline, "never {n} parked");
         tokio::time::sleep(Duration::from_millis(5)).await;
     }
@@ -76,27 +78,27 @@ impl TestApi {
         };
         let local = Arc::new(LocalAgent::new(identity, consensus.clone()));
         local.register_self().await.unwrap();
-        let state = ApiState::new(replica, consensus, local);
-        let handle = state.clone();
+        let state = ApiState {
+            replica,
+            consensus,
+            local,
+        };
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let base = format!("http://{}", listener.local_addr().unwrap());
         let shutdown = CancellationToken::new();
-        let server = if max_in_flight == MAX_IN_FLIGHT {
-            tokio::spawn(serve(listener, state, shutdown.clone()))
-        } else {
-            // `build` skips `serve`'s shutdown link, which this path does not test.
-            tokio::spawn(serve_router(
-                listener,
-                build(state, max_in_flight),
-                shutdown.clone(),
-            ))
-        };
+        // What `serve` does, keeping the context to watch parked queries.
+        let ctx = Ctx::new(state, shutdown.clone());
+        let server = tokio::spawn(serve_router(
+            listener,
+            build(ctx.clone(), max_in_flight),
+            shutdown.clone(),
+        ));
         Self {
             base,
             client: reqwest::Client::new(),
             shutdown,
             server: Some(server),
-            state: handle,
+            ctx,
         }
     }
 
@@ -530,7 +532,7 @@ async fn blocking_query_wakes_on_a_write() {
                 .await
         })
     };
-    wait_parked(&api.state, 1).await;
+    wait_parked(&api.ctx, 1).await;
     // An unrelated write does not answer the query with unchanged content.
     assert_eq!(
         api.put(
@@ -736,13 +738,13 @@ async fn overload_sheds_instead_of_queueing() {
                 .await
         })
     };
-    wait_parked(&api.state, 1).await;
+    wait_parked(&api.ctx, 1).await;
     let r = api.get_raw("/v1/status/leader").await;
     assert_eq!(r.status(), StatusCode::SERVICE_UNAVAILABLE);
     assert_eq!(r.text().await.unwrap(), "Too many requests in flight");
     // Dropping the client's request frees the slot.
     holder.abort();
-    wait_parked(&api.state, 0).await;
+    wait_parked(&api.ctx, 0).await;
     let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
     while api.get_raw("/v1/status/leader").await.status() != StatusCode::OK {
         assert!(tokio::time::Instant::now() < deadline, "slot never freed");
@@ -776,7 +778,7 @@ async fn shutdown_answers_parked_blocking_queries_and_stops() {
         let url = format!("{}/v1/catalog/nodes?index={index}&wait=10m", api.base);
         tokio::spawn(async move { client.get(url).send().await })
     };
-    wait_parked(&api.state, 1).await;
+    wait_parked(&api.ctx, 1).await;
     api.shutdown.cancel();
     let answered = tokio::time::timeout(Duration::from_secs(10), parked)
         .await
