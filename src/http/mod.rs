@@ -151,6 +151,8 @@ fn build(state: Ctx, max_in_flight: usize) -> Router {
         })
         .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))
         .layer(shed)
+        // Outermost, so shed requests are traced too (spans at DEBUG).
+        .layer(tower_http::trace::TraceLayer::new_for_http())
         .with_state(state)
 }
 
