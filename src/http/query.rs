@@ -1,12 +1,12 @@
 //! Query parameters, consistency modes and blocking queries for reads.
 //!
-//! A read runs a pure query against the catalog under its read lock and gets
-//! back the index that query depends on. With `?index=N` it waits, without
-//! holding the lock, until the applied index moves and the query's own index
-//! passes N, or until `wait` (default 5m, at most 10m, plus up to 1/16 random
-//! jitter as Consul adds) runs out; then it answers with whatever is current.
-//! As in Consul, an `index` ahead of ours just waits out the timeout: clients
-//! are expected to reset to 0 when the index goes backwards.
+//! A read first computes, under the catalog's read lock, the index its result
+//! depends on. With `?index=N` it waits, without holding the lock, until an
+//! applied write moves that index past N, or until `wait` (default 5m, at most
+//! 10m, plus up to 1/16 random jitter as Consul adds) runs out or the server
+//! stops; only then does it build the body. As in Consul, an `index` ahead of
+//! ours just waits out `wait`: clients are expected to reset to 0 when the
+//! index goes backwards.
 
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
