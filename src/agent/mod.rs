@@ -205,6 +205,9 @@ pub async fn run(cfg: Config, shutdown: CancellationToken) -> Result<(), AgentEr
     // Run until asked to stop or until a server fails.
     let mut failure = None;
     tokio::select! {
+        // The servers stop on their own when `shutdown` (their parent token)
+        // fires; checking it first keeps that from reading as a failure.
+        biased;
         () = shutdown.cancelled() => {}
         Some(res) = tasks.join_next() => {
             failure = Some(match res {
