@@ -293,4 +293,25 @@ mod tests {
         assert_eq!(writer.stats().commits(), 0);
         writer.stop().await;
     }
+
+    /// Raw cost of one small durable commit; run with `--ignored --nocapture`
+    /// and `TRELLIS_BENCH_DIR` pointing at the filesystem to measure.
+    #[tokio::test]
+    #[ignore]
+    async fn durable_commit_latency() {
+        let base = std::env::var("TRELLIS_BENCH_DIR").unwrap_or_else(|_| "/tmp".into());
+        let dir = tempfile::tempdir_in(base).expect("tempdir");
+        let writer = Writer::spawn(open(Some(dir.path())).expect("open"), 16).expect("spawn");
+        const N: u64 = 300;
+        let started = std::time::Instant::now();
+        for i in 0..N {
+            writer
+                .write(Op::Append(vec![(i, vec![0u8; 200])]))
+                .await
+                .expect("append");
+        }
+        let per = started.elapsed() / N as u32;
+        eprintln!("durable redb commit in {:?}: {per:?}", dir.path());
+        writer.stop().await;
+    }
 }
