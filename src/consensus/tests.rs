@@ -253,6 +253,7 @@ fn dev_mode_runs_in_memory() {
     let rt = tokio::runtime::Runtime::new().expect("runtime");
     rt.block_on(async {
         let replica = Arc::new(Replica::new());
+        let started = Instant::now();
         let consensus = Consensus::start(config(Storage::Memory), replica.clone())
             .await
             .expect("start");
@@ -260,6 +261,7 @@ fn dev_mode_runs_in_memory() {
             .wait_for_leader(Duration::from_secs(10))
             .await
             .expect("leader");
+        eprintln!("dev mode: leader {:?} after start", started.elapsed());
         write_ok(&consensus, 1).await;
         consensus.linearizable_read().await.expect("read");
         assert_eq!(instances(&replica), 1);
