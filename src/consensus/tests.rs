@@ -293,3 +293,33 @@ fn single_client_write_latency() {
         consensus.shutdown().await;
     });
 }
+
+#[test]
+fn without_a_bootstrapped_cluster_writes_find_no_leader() {
+    let rt = tokio::runtime::Runtime::new().expect("runtime");
+    rt.block_on(async {
+        let cfg = ConsensusConfig {
+            bootstrap_expect: 3,
+            ..config(Storage::Memory)
+        };
+        let consensus = Consensus::start(cfg, Arc::new(Replica::new()))
+            .await
+            .expect("start");
+        assert!(matches!(
+            consensus.wait_for_leader(Duration::from_millis(50)).await,
+            Err(WriteError::NoLeader)
+        ));
+        assert!(!consensus.is_leader());
+        assert_eq!(consensus.leader(), None);
+        assert!(consensus.peers().is_empty());
+        assert!(matches!(
+            consensus.write(register(1)).await,
+            Err(WriteError::NoLeader)
+        ));
+        assert!(matches!(
+            consensus.linearizable_read().await,
+            Err(WriteError::NoLeader)
+        ));
+        consensus.shutdown().await;
+    });
+}
