@@ -100,9 +100,9 @@ fn register(i: usize) -> Command {
     })
 }
 
-async fn write_ok(consensus: &Consensus, i: usize) {
+async fn write_ok(consensus: &Consensus, i: usize) -> crate::catalog::Index {
     match consensus.write(register(i)).await {
-        Ok(Outcome::Applied(_)) => {}
+        Ok(Outcome::Applied(index)) => index,
         other => panic!("write {i}: {other:?}"),
     }
 }
@@ -225,14 +225,22 @@ fn concurrent_writes_share_commits() {
         for t in 0..TASKS {
             let consensus = consensus.clone();
             tasks.spawn(async move {
+                let mut indexes = Vec::with_capacity(PER_TASK);
                 for k in 0..PER_TASK {
-                    write_ok(&consensus, t * PER_TASK + k).await;
+                    indexes.push(write_ok(&consensus, t * PER_TASK + k).await);
                 }
+                indexes
             });
         }
+        let mut indexes = std::collections::BTreeSet::new();
         while let Some(done) = tasks.join_next().await {
-            done.expect("writer task");
+            indexes.extend(done.expect("writer task"));
         }
+        assert_eq!(
+            indexes.len(),
+            TASKS * PER_TASK,
+            "every write has its own index"
+        );
         let commits = stats.commits() - commits0;
         let entries = stats.entries() - entries0;
         let writes = (TASKS * PER_TASK) as u64;
@@ -322,4 +330,15 @@ fn without_a_bootstrapped_cluster_writes_find_no_leader() {
         ));
         consensus.shutdown().await;
     });
+}
+
+#[test]
+fn commands_in_one_entry_get_increasing_indexes() {
+    use super::types::{INDEX_STRIDE, catalog_index};
+    assert_eq!(catalog_index(0, 0), 0);
+    assert_eq!(catalog_index(3, 0), 3 * INDEX_STRIDE);
+    assert!(catalog_index(3, 1) > catalog_index(3, 0));
+    assert!(catalog_index(4, 0) > catalog_index(3, INDEX_STRIDE as usize - 1));
+    // Out-of-range positions stay inside their entry's span.
+    assert_eq!(catalog_index(3, 5000), 4 * INDEX_STRIDE - 1);
 }
