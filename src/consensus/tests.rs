@@ -221,6 +221,7 @@ fn concurrent_writes_share_commits() {
         let consensus = Arc::new(start(dir.path(), Tuning::default(), replica.clone()).await);
         let stats = consensus.storage_stats();
         let (commits0, entries0) = (stats.commits(), stats.entries());
+        let started = Instant::now();
         let mut tasks = tokio::task::JoinSet::new();
         for t in 0..TASKS {
             let consensus = consensus.clone();
@@ -246,8 +247,9 @@ fn concurrent_writes_share_commits() {
         let writes = (TASKS * PER_TASK) as u64;
         eprintln!(
             "group commit: {writes} writes in {entries} log entries and {commits} commits \
-             ({:.1} writes/commit)",
-            writes as f64 / commits as f64
+             ({:.1} writes/commit) in {:?}",
+            writes as f64 / commits as f64,
+            started.elapsed()
         );
         assert!(commits < writes, "{commits} commits for {writes} writes");
         assert!(entries < writes, "{entries} entries for {writes} writes");
