@@ -206,7 +206,11 @@ impl Catalog {
         s: &ServiceRegistration,
         changes: &mut Changes,
     ) {
-        let id = if s.id.is_empty() { s.service.clone() } else { s.id.clone() };
+        let id = if s.id.is_empty() {
+            s.service.clone()
+        } else {
+            s.id.clone()
+        };
         let k = (node_key.to_string(), id.clone());
         let mut next = Service {
             id,
@@ -262,7 +266,10 @@ impl Catalog {
             (String::new(), Vec::new())
         } else {
             // Validated in `register`: the instance exists by now.
-            match self.services.get(&(node_key.to_string(), c.service_id.clone())) {
+            match self
+                .services
+                .get(&(node_key.to_string(), c.service_id.clone()))
+            {
                 Some(s) => (s.service.clone(), s.tags.clone()),
                 None => (String::new(), Vec::new()),
             }
@@ -274,7 +281,11 @@ impl Catalog {
         let mut next = Check {
             node,
             check_id: id,
-            name: if c.name.is_empty() { c.check_id.clone() } else { c.name.clone() },
+            name: if c.name.is_empty() {
+                c.check_id.clone()
+            } else {
+                c.name.clone()
+            },
             status: c.status,
             notes: c.notes.clone(),
             output: c.output.clone(),
@@ -494,9 +505,9 @@ impl Catalog {
 
     /// Checks of every instance of a service.
     pub fn service_checks<'a>(&'a self, service: &'a str) -> impl Iterator<Item = &'a Check> + 'a {
-        self.checks
-            .values()
-            .filter(move |c| !c.service_id.is_empty() && c.service_name.eq_ignore_ascii_case(service))
+        self.checks.values().filter(move |c| {
+            !c.service_id.is_empty() && c.service_name.eq_ignore_ascii_case(service)
+        })
     }
 
     /// Every check, or those in one state.
@@ -517,7 +528,11 @@ impl Catalog {
 }
 
 fn check_id(c: &CheckRegistration) -> &str {
-    if c.check_id.is_empty() { &c.name } else { &c.check_id }
+    if c.check_id.is_empty() {
+        &c.name
+    } else {
+        &c.check_id
+    }
 }
 
 fn has_tags(s: &Service, tags: &[String]) -> bool {

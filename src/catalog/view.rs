@@ -113,7 +113,10 @@ impl View {
     /// Builds the whole view from a catalog (start-up, snapshot install).
     pub fn build(catalog: &Catalog) -> Self {
         let mut v = Self::default();
-        let nodes: Vec<String> = catalog.nodes().map(|n| n.name.to_ascii_lowercase()).collect();
+        let nodes: Vec<String> = catalog
+            .nodes()
+            .map(|n| n.name.to_ascii_lowercase())
+            .collect();
         let services: Vec<String> = catalog
             .services()
             .keys()
@@ -196,7 +199,12 @@ impl View {
                     ip: address.parse().ok(),
                     address,
                     port: e.service.port,
-                    tags: e.service.tags.iter().map(|t| t.to_ascii_lowercase()).collect(),
+                    tags: e
+                        .service
+                        .tags
+                        .iter()
+                        .map(|t| t.to_ascii_lowercase())
+                        .collect(),
                     weights: e.service.weights,
                     health: e.status(),
                 })
