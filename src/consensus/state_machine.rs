@@ -1,6 +1,9 @@
 //! The Raft state machine: applies committed entries to the shared
 //! [`Replica`], and builds, stores and installs snapshots of it.
 //!
+//! Commands are applied at catalog indexes derived from their log index
+//! (see [`catalog_index`]), one per command.
+//!
 //! Applying is not made durable entry by entry; the latest snapshot is. On
 //! start the stored snapshot is installed into the replica and openraft
 //! re-applies the log after it, so the replica always ends where the log does.
@@ -13,10 +16,10 @@ use openraft::storage::RaftStateMachine;
 use openraft::{AnyError, EntryPayload, RaftSnapshotBuilder, StorageIOError};
 use serde::{Deserialize, Serialize};
 
-use super::types::Outcomes;
 use super::types::{
     Entry, LogId, Snapshot, SnapshotMeta, StoredMembership, TypeConfig, typ::StorageError,
 };
+use super::types::{Outcomes, catalog_index};
 use crate::catalog::{Catalog, Replica};
 use crate::store::{self, Contents, Op, StoreError, Writer, keys};
 
@@ -170,7 +173,7 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
         let mut outcomes = Vec::with_capacity(entries.size_hint().0);
         let mut applied = self.applied.lock().unwrap_or_else(|e| e.into_inner());
         for entry in entries {
-            let index = entry.log_id.index;
+            let index = catalog_index(entry.log_id.index, 0);
             let outcome = match entry.payload {
                 // An empty batch never reaches the log, but would still
                 // have to advance the applied index.
@@ -180,7 +183,11 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
                 }
                 EntryPayload::Normal(batch) => batch
                     .iter()
-                    .map(|cmd| self.replica.apply(index, cmd))
+                    .enumerate()
+                    .map(|(pos, cmd)| {
+                        self.replica
+                            .apply(catalog_index(entry.log_id.index, pos), cmd)
+                    })
                     .collect(),
                 EntryPayload::Blank => {
                     self.replica.apply_noop(index);
