@@ -1,5 +1,31 @@
-//! trellis: DNS-first service discovery.
-#![allow(missing_docs)]
+//! trellis: DNS-first service discovery, a Consul-compatible agent.
+//!
+//! A write takes this road through the modules. A service registers with its
+//! local agent over the HTTP API ([`http`]); the agent's own record of its
+//! services ([`agent::local`]) is the source of truth for them and turns the
+//! registration into a catalog [`catalog::Command`]. [`consensus`] proposes the
+//! command to openraft, whose log lives in redb ([`store`]) and is acknowledged
+//! only once durably committed; when the entry commits, the state-machine
+//! adapter applies it to this server's [`catalog::Replica`]. The catalog itself
+//! is a pure, deterministic state machine ([`catalog::Catalog`]) that also
+//! republishes the health-filtered [`catalog::view::View`] for every service the
+//! write touched.
+//!
+//! A read takes the shortest road. DNS ([`dns`]) loads the current view through
+//! an `ArcSwap`, shuffles and encodes: it never waits for Raft, storage or a
+//! writer. The HTTP API reads the catalog under a brief read lock and, for
+//! blocking queries, waits on the replica's applied-index watch.
+//!
+//! Around them: [`config`] merges defaults, files and flags and validates them;
+//! [`agent`] binds the listeners, starts the parts and owns the shutdown order;
+//! [`cli`] is the command line, whose subcommands other than `agent` talk to a
+//! running agent over HTTP.
+
+pub mod agent;
 pub mod catalog;
-pub mod consensus;
+pub mod cli;
 pub mod config;
+pub mod consensus;
+pub mod dns;
+pub mod http;
+pub mod store;

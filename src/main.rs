@@ -1,2 +1,11 @@
-//! The `trellis` binary (wired up once the agent lands).
-fn main() {}
+//! The `trellis` binary: parse the command line and hand over to the library.
+
+use clap::Parser;
+
+fn main() {
+    let cli = trellis::cli::Cli::parse();
+    if let Err(e) = cli.run() {
+        eprintln!("Error: {e:#}");
+        std::process::exit(1);
+    }
+}

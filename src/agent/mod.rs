@@ -129,30 +129,43 @@ pub async fn run(cfg: Config, shutdown: CancellationToken) -> Result<(), AgentEr
     );
     consensus.wait_for_leader(Duration::from_secs(10)).await?;
 
-    let local = Arc::new(local::LocalAgent::new(local_identity(&cfg, rpc_addr), consensus.clone()));
+    let node_id = node_id(&cfg).map_err(|e| AgentError::Register {
+        what: "the node ID file".into(),
+        message: e.to_string(),
+    })?;
+    let local = Arc::new(local::LocalAgent::new(local_identity(&cfg, rpc_addr, node_id), consensus.clone()));
     local
         .register_self()
         .await
         .map_err(|e| AgentError::Register { what: "this node".into(), message: e.to_string() })?;
     for s in &cfg.services {
+        let err = |message: String| AgentError::Register {
+            what: format!("service {:?} from the configuration", s.name),
+            message,
+        };
+        let def = service_from_config(s).map_err(err)?;
         local
-            .register_from_config(s)
+            .register_service(def, false)
             .await
-            .map_err(|e| AgentError::Register { what: format!("service {:?}", s.name), message: e.to_string() })?;
+            .map_err(|e| err(e.to_string()))?;
     }
 
     let serving = shutdown.child_token();
     let mut tasks = JoinSet::new();
     let dns_cfg = dns_config(&cfg);
     {
-        let (replica, token) = (replica.clone(), serving.clone());
         let Listeners { dns_udp, dns_tcp, http } = listeners;
+        let (dns_replica, token) = (replica.clone(), serving.clone());
         tasks.spawn(async move {
-            crate::dns::serve(dns_udp, dns_tcp, dns_cfg, replica, token)
+            crate::dns::serve(dns_udp, dns_tcp, dns_cfg, dns_replica, token)
                 .await
                 .map_err(|e| format!("DNS: {e}"))
         });
-        let state = crate::http::ApiState::new(replica.clone(), consensus.clone(), local.clone());
+        let state = crate::http::ApiState {
+            replica: replica.clone(),
+            consensus: consensus.clone(),
+            local: local.clone(),
+        };
         let token = serving.clone();
         tasks.spawn(async move { crate::http::serve(http, state, token).await.map_err(|e| format!("HTTP: {e}")) });
     }
@@ -194,6 +207,137 @@ pub async fn run(cfg: Config, shutdown: CancellationToken) -> Result<(), AgentEr
         Some(e) => Err(AgentError::Task(e)),
         None => Ok(()),
     }
+}
+
+/// This agent's identity for its node registration and `/v1/agent/self`.
+fn local_identity(cfg: &Config, rpc_addr: SocketAddr, node_id: String) -> local::NodeIdentity {
+    local::NodeIdentity {
+        node_name: cfg.node_name.clone(),
+        node_id,
+        datacenter: cfg.datacenter.clone(),
+        advertise_addr: cfg.advertise_addr.to_string(),
+        server: cfg.server,
+        version: env!("CARGO_PKG_VERSION").to_string(),
+        tagged_addresses: [
+            ("lan".to_string(), cfg.advertise_addr.to_string()),
+            ("wan".to_string(), cfg.advertise_addr.to_string()),
+        ]
+        .into_iter()
+        .collect(),
+        meta: Default::default(),
+        server_port: rpc_addr.port(),
+        serf_lan_port: cfg.ports.serf_lan,
+    }
+}
+
+/// The DNS server's settings from the agent's.
+fn dns_config(cfg: &Config) -> crate::dns::DnsConfig {
+    let d = &cfg.dns;
+    let mut service_ttl: std::collections::HashMap<String, Duration> =
+        d.service_ttl.iter().map(|(k, v)| (k.clone(), *v)).collect();
+    service_ttl.entry("*".into()).or_insert(Duration::ZERO);
+    crate::dns::DnsConfig {
+        domain: d.domain.clone(),
+        datacenter: cfg.datacenter.clone(),
+        node_ttl: d.node_ttl,
+        service_ttl,
+        only_passing: d.only_passing,
+        recursors: d.recursors.clone(),
+        recursor_timeout: d.recursor_timeout,
+        zone_dirs: d.zone_dirs.clone(),
+        udp_answer_limit: d.udp_answer_limit,
+        enable_truncate: d.enable_truncate,
+        ..crate::dns::DnsConfig::default()
+    }
+}
+
+/// A service definition from a configuration file in the agent's terms.
+/// Durations were validated when the configuration loaded.
+fn service_from_config(s: &crate::config::ServiceFile) -> Result<local::ServiceDefinition, String> {
+    use crate::catalog::{HealthStatus, ServiceAddress, Weights};
+    use crate::config::parse_duration;
+    let dur = |v: &Option<String>| v.as_deref().map(parse_duration).transpose();
+    let mut checks = Vec::new();
+    for c in s.check.iter().chain(&s.checks) {
+        checks.push(local::CheckDefinition {
+            id: c.id.clone().unwrap_or_default(),
+            name: c.name.clone().unwrap_or_default(),
+            status: c.status.as_deref().and_then(HealthStatus::parse),
+            notes: c.notes.clone().unwrap_or_default(),
+            ttl: dur(&c.ttl)?,
+            interval: dur(&c.interval)?,
+            timeout: dur(&c.timeout)?,
+            http: c.http.clone().unwrap_or_default(),
+            method: c.method.clone().unwrap_or_default(),
+            header: c.header.clone().unwrap_or_default(),
+            tls_skip_verify: c.tls_skip_verify.unwrap_or(false),
+            tcp: c.tcp.clone().unwrap_or_default(),
+            args: c.args.clone().unwrap_or_default(),
+            deregister_critical_service_after: dur(&c.deregister_critical_service_after)?,
+        });
+    }
+    Ok(local::ServiceDefinition {
+        id: s.id.clone().unwrap_or_default(),
+        name: s.name.clone(),
+        tags: s.tags.clone(),
+        address: s.address.clone().unwrap_or_default(),
+        tagged_addresses: s
+            .tagged_addresses
+            .iter()
+            .map(|(k, v)| {
+                (
+                    k.clone(),
+                    ServiceAddress {
+                        address: v.address.clone(),
+                        port: v.port,
+                    },
+                )
+            })
+            .collect(),
+        meta: s.meta.clone(),
+        port: s.port.unwrap_or(0),
+        weights: s.weights.map(|w| Weights {
+            passing: w.passing,
+            warning: w.warning,
+        }),
+        enable_tag_override: s.enable_tag_override,
+        checks,
+    })
+}
+
+/// This node's UUID: kept in the data directory so it survives restarts;
+/// fresh for a dev agent.
+fn node_id(cfg: &Config) -> std::io::Result<String> {
+    let fresh = || {
+        let b: [u8; 16] = rand::random();
+        format!(
+            "{:08x}-{:04x}-4{:03x}-{:04x}-{:012x}",
+            u32::from_be_bytes([b[0], b[1], b[2], b[3]]),
+            u16::from_be_bytes([b[4], b[5]]),
+            u16::from_be_bytes([b[6], b[7]]) & 0x0fff,
+            (u16::from_be_bytes([b[8], b[9]]) & 0x3fff) | 0x8000,
+            u64::from_be_bytes([0, 0, b[10], b[11], b[12], b[13], b[14], b[15]])
+        )
+    };
+    let Some(dir) = &cfg.data_dir else {
+        return Ok(fresh());
+    };
+    std::fs::create_dir_all(dir)?;
+    let path = dir.join("node-id");
+    match std::fs::read_to_string(&path) {
+        Ok(id) if !id.trim().is_empty() => Ok(id.trim().to_string()),
+        Ok(_) => write_node_id(&path, &fresh()),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => write_node_id(&path, &fresh()),
+        Err(e) => Err(e),
+    }
+}
+
+fn write_node_id(path: &std::path::Path, id: &str) -> std::io::Result<String> {
+    let tmp = path.with_extension("tmp");
+    std::fs::write(&tmp, id)?;
+    std::fs::File::open(&tmp)?.sync_all()?;
+    std::fs::rename(&tmp, path)?;
+    Ok(id.to_string())
 }
 
 fn fmt_addr(a: Option<SocketAddr>) -> String {

@@ -15,6 +15,9 @@ mod state;
 mod types;
 pub mod view;
 
+#[cfg(test)]
+mod tests;
+
 pub use replica::Replica;
 pub use state::{Catalog, Changes, HealthEntry, Instance};
 pub use types::*;

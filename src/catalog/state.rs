@@ -7,8 +7,10 @@ use serde::{Deserialize, Serialize};
 use super::types::*;
 
 /// Nodes, services and checks, keyed case-insensitively by node name as Consul
-/// does. Everything here is serializable: a snapshot is this struct.
+/// does. A snapshot is this struct serialized; derived lookup indexes are left
+/// out of it and rebuilt when it is read back.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(from = "Tables")]
 pub struct Catalog {
     /// Nodes by lowercased name.
     nodes: BTreeMap<String, Node>,
@@ -28,6 +30,50 @@ pub struct Catalog {
     service_indexes: BTreeMap<String, Index>,
     /// Index of the last applied entry, including refused commands and no-ops.
     last_index: Index,
+    /// Keys of `services` by lowercased service name, so that a service's
+    /// instances are found without scanning every instance (DNS rebuilds a
+    /// service's view entry on every write that touches it). Derived from
+    /// `services`; must stay the last field (see [`Tables`]).
+    #[serde(skip)]
+    by_service: BTreeMap<String, BTreeSet<(String, String)>>,
+}
+
+/// The persisted fields of [`Catalog`], in the same order, for reading a
+/// snapshot back: postcard is positional, so the order must match the
+/// derived `Serialize` of `Catalog` (a round-trip test guards it).
+#[derive(Deserialize)]
+struct Tables {
+    nodes: BTreeMap<String, Node>,
+    services: BTreeMap<(String, String), Service>,
+    checks: BTreeMap<(String, String), Check>,
+    nodes_index: Index,
+    services_index: Index,
+    checks_index: Index,
+    service_indexes: BTreeMap<String, Index>,
+    last_index: Index,
+}
+
+impl From<Tables> for Catalog {
+    fn from(t: Tables) -> Self {
+        let mut by_service: BTreeMap<String, BTreeSet<(String, String)>> = BTreeMap::new();
+        for (k, s) in &t.services {
+            by_service
+                .entry(key(&s.service))
+                .or_default()
+                .insert(k.clone());
+        }
+        Self {
+            nodes: t.nodes,
+            services: t.services,
+            checks: t.checks,
+            nodes_index: t.nodes_index,
+            services_index: t.services_index,
+            checks_index: t.checks_index,
+            service_indexes: t.service_indexes,
+            last_index: t.last_index,
+            by_service,
+        }
+    }
 }
 
 /// What one `apply` touched, so the DNS view can be rebuilt for just that.
@@ -116,12 +162,13 @@ impl Catalog {
         }
         let node_key = key(&r.node);
         let exists = self.nodes.contains_key(&node_key);
-        if !exists && r.address.is_empty() {
-            return Err(if r.skip_node_update {
-                CatalogError::NoNodeAddress(r.node.clone())
-            } else {
-                CatalogError::Missing("Address".into())
-            });
+        // As Consul: an address is required unless the node's own fields are
+        // left alone, and that needs a node to leave alone.
+        if r.address.is_empty() && !r.skip_node_update {
+            return Err(CatalogError::Missing("Address".into()));
+        }
+        if r.address.is_empty() && !exists {
+            return Err(CatalogError::NoNodeAddress(r.node.clone()));
         }
         if let Some(s) = &r.service
             && s.service.is_empty()
@@ -194,8 +241,17 @@ impl Catalog {
                 modify_index: index,
             },
         };
+        // Checks carry the node's name as registered; a respelling must reach them.
+        let name = next.name.clone();
         self.nodes.insert(node_key.clone(), next);
         self.nodes_index = index;
+        for c in node_checks_mut(&mut self.checks, &node_key) {
+            if c.node != name {
+                c.node = name.clone();
+                c.modify_index = index;
+                self.checks_index = index;
+            }
+        }
         self.touch_node(&node_key, changes);
     }
 
@@ -206,7 +262,11 @@ impl Catalog {
         s: &ServiceRegistration,
         changes: &mut Changes,
     ) {
-        let id = if s.id.is_empty() { s.service.clone() } else { s.id.clone() };
+        let id = if s.id.is_empty() {
+            s.service.clone()
+        } else {
+            s.id.clone()
+        };
         let k = (node_key.to_string(), id.clone());
         let mut next = Service {
             id,
@@ -234,17 +294,17 @@ impl Catalog {
         }
         changes.services.insert(key(&next.service));
         // Checks carry the instance's name and tags; keep them current.
-        for c in self.checks.values_mut() {
-            if c.node.eq_ignore_ascii_case(node_key) && c.service_id == next.id {
-                if c.service_name != next.service || c.service_tags != next.tags {
-                    c.service_name = next.service.clone();
-                    c.service_tags = next.tags.clone();
-                    c.modify_index = index;
-                    self.checks_index = index;
-                }
+        for c in node_checks_mut(&mut self.checks, node_key) {
+            if c.service_id == next.id
+                && (c.service_name != next.service || c.service_tags != next.tags)
+            {
+                c.service_name = next.service.clone();
+                c.service_tags = next.tags.clone();
+                c.modify_index = index;
+                self.checks_index = index;
             }
         }
-        self.services.insert(k, next);
+        self.put_service(k, next);
         self.services_index = index;
     }
 
@@ -262,7 +322,10 @@ impl Catalog {
             (String::new(), Vec::new())
         } else {
             // Validated in `register`: the instance exists by now.
-            match self.services.get(&(node_key.to_string(), c.service_id.clone())) {
+            match self
+                .services
+                .get(&(node_key.to_string(), c.service_id.clone()))
+            {
                 Some(s) => (s.service.clone(), s.tags.clone()),
                 None => (String::new(), Vec::new()),
             }
@@ -274,7 +337,11 @@ impl Catalog {
         let mut next = Check {
             node,
             check_id: id,
-            name: if c.name.is_empty() { c.check_id.clone() } else { c.name.clone() },
+            name: if c.name.is_empty() {
+                c.check_id.clone()
+            } else {
+                c.name.clone()
+            },
             status: c.status,
             notes: c.notes.clone(),
             output: c.output.clone(),
@@ -337,13 +404,16 @@ impl Catalog {
         }
         if !d.service_id.is_empty() {
             let k = (node_key.clone(), d.service_id.clone());
-            if let Some(s) = self.services.remove(&k) {
+            if let Some(s) = self.take_service(&k) {
                 changes.services.insert(key(&s.service));
                 self.services_index = index;
-                let before = self.checks.len();
-                self.checks
-                    .retain(|(n, _), c| !(*n == node_key && c.service_id == d.service_id));
-                if self.checks.len() != before {
+                let doomed: Vec<_> = self
+                    .node_checks_by_key(&node_key)
+                    .filter(|c| c.service_id == d.service_id)
+                    .map(|c| (node_key.clone(), c.check_id.clone()))
+                    .collect();
+                for k in &doomed {
+                    self.checks.remove(k);
                     self.checks_index = index;
                 }
             }
@@ -359,18 +429,68 @@ impl Catalog {
             self.touch_node(&node_key, changes);
             self.nodes.remove(&node_key);
             self.nodes_index = index;
-            let before = self.services.len();
-            self.services.retain(|(n, _), _| *n != node_key);
-            if self.services.len() != before {
+            let services: Vec<_> = self
+                .node_services_by_key(&node_key)
+                .map(|s| (node_key.clone(), s.id.clone()))
+                .collect();
+            for k in &services {
+                self.take_service(k);
                 self.services_index = index;
             }
-            let before = self.checks.len();
-            self.checks.retain(|(n, _), _| *n != node_key);
-            if self.checks.len() != before {
+            let checks: Vec<_> = self
+                .node_checks_by_key(&node_key)
+                .map(|c| (node_key.clone(), c.check_id.clone()))
+                .collect();
+            for k in &checks {
+                self.checks.remove(k);
                 self.checks_index = index;
             }
         }
         Ok(())
+    }
+
+    /// Inserts or replaces an instance, keeping `by_service` in step.
+    fn put_service(&mut self, k: (String, String), s: Service) {
+        let name = key(&s.service);
+        if let Some(old) = self.services.insert(k.clone(), s) {
+            let old_name = key(&old.service);
+            if old_name != name {
+                self.unindex_service(&old_name, &k);
+            }
+        }
+        self.by_service.entry(name).or_default().insert(k);
+    }
+
+    /// Removes an instance, keeping `by_service` in step.
+    fn take_service(&mut self, k: &(String, String)) -> Option<Service> {
+        let old = self.services.remove(k)?;
+        self.unindex_service(&key(&old.service), k);
+        Some(old)
+    }
+
+    fn unindex_service(&mut self, name: &str, k: &(String, String)) {
+        if let Some(keys) = self.by_service.get_mut(name) {
+            keys.remove(k);
+            if keys.is_empty() {
+                self.by_service.remove(name);
+            }
+        }
+    }
+
+    /// Panics unless the derived indexes agree with the tables they index.
+    #[cfg(test)]
+    pub(super) fn assert_derived_indexes(&self) {
+        let mut expected: BTreeMap<String, BTreeSet<(String, String)>> = BTreeMap::new();
+        for (k, s) in &self.services {
+            expected
+                .entry(key(&s.service))
+                .or_default()
+                .insert(k.clone());
+        }
+        assert_eq!(
+            self.by_service, expected,
+            "by_service out of step with services"
+        );
     }
 
     // ---- reads ----
@@ -431,8 +551,12 @@ impl Catalog {
 
     /// The checks on a node (node-level and service-level), ordered by ID.
     pub fn node_checks(&self, name: &str) -> impl Iterator<Item = &Check> {
-        let node_key = key(name);
-        let start = (node_key.clone(), String::new());
+        self.node_checks_by_key(&key(name))
+    }
+
+    fn node_checks_by_key(&self, node_key: &str) -> impl Iterator<Item = &Check> + use<'_> {
+        let start = (node_key.to_string(), String::new());
+        let node_key = node_key.to_string();
         self.checks
             .range(start..)
             .take_while(move |((n, _), _)| *n == node_key)
@@ -460,11 +584,14 @@ impl Catalog {
         service: &'a str,
         tags: &'a [String],
     ) -> impl Iterator<Item = Instance<'a>> + 'a {
-        self.services
-            .iter()
-            .filter(move |(_, s)| s.service.eq_ignore_ascii_case(service) && has_tags(s, tags))
-            .filter_map(move |((n, _), s)| {
-                self.nodes.get(n).map(|node| Instance { node, service: s })
+        self.by_service
+            .get(&key(service))
+            .into_iter()
+            .flatten()
+            .filter_map(move |k| {
+                let s = self.services.get(k)?;
+                let node = self.nodes.get(&k.0)?;
+                has_tags(s, tags).then_some(Instance { node, service: s })
             })
     }
 
@@ -478,9 +605,14 @@ impl Catalog {
     ) -> Vec<HealthEntry<'a>> {
         self.service_instances(service, tags)
             .map(|i| {
+                let node_key = key(&i.node.name);
                 let checks = self
-                    .node_checks(&i.node.name)
-                    .filter(|c| c.service_id.is_empty() || c.service_id == i.service.id)
+                    .node_checks_by_key(&node_key)
+                    .filter(|c| c.service_id.is_empty())
+                    .chain(
+                        self.node_checks_by_key(&node_key)
+                            .filter(|c| c.service_id == i.service.id),
+                    )
                     .collect();
                 HealthEntry {
                     node: i.node,
@@ -492,11 +624,21 @@ impl Catalog {
             .collect()
     }
 
-    /// Checks of every instance of a service.
+    /// Checks of every instance of a service, ordered by node then check ID.
     pub fn service_checks<'a>(&'a self, service: &'a str) -> impl Iterator<Item = &'a Check> + 'a {
-        self.checks
-            .values()
-            .filter(move |c| !c.service_id.is_empty() && c.service_name.eq_ignore_ascii_case(service))
+        let mut out = Vec::new();
+        // Instance keys come grouped by node: scan each such node's checks once.
+        let mut last_node: Option<&str> = None;
+        for (node_key, _) in self.by_service.get(&key(service)).into_iter().flatten() {
+            if last_node == Some(node_key.as_str()) {
+                continue;
+            }
+            last_node = Some(node_key);
+            out.extend(self.node_checks_by_key(node_key).filter(|c| {
+                !c.service_id.is_empty() && c.service_name.eq_ignore_ascii_case(service)
+            }));
+        }
+        out.into_iter()
     }
 
     /// Every check, or those in one state.
@@ -516,8 +658,26 @@ impl Catalog {
     }
 }
 
+/// The checks of one node, mutably; a free function so that the caller can
+/// still update the catalog's other fields while iterating.
+fn node_checks_mut<'a>(
+    checks: &'a mut BTreeMap<(String, String), Check>,
+    node_key: &str,
+) -> impl Iterator<Item = &'a mut Check> + use<'a> {
+    let start = (node_key.to_string(), String::new());
+    let node_key = node_key.to_string();
+    checks
+        .range_mut(start..)
+        .take_while(move |((n, _), _)| *n == node_key)
+        .map(|(_, c)| c)
+}
+
 fn check_id(c: &CheckRegistration) -> &str {
-    if c.check_id.is_empty() { &c.name } else { &c.check_id }
+    if c.check_id.is_empty() {
+        &c.name
+    } else {
+        &c.check_id
+    }
 }
 
 fn has_tags(s: &Service, tags: &[String]) -> bool {

@@ -68,7 +68,7 @@ impl InstanceView {
 /// The answerable instances of one service name.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ServiceView {
-    /// The service name as first registered.
+    /// The service name as its first instance (by node, then ID) spells it.
     pub name: String,
     /// Instances without a critical check, ordered by node then ID.
     pub instances: Vec<InstanceView>,
@@ -78,26 +78,28 @@ pub struct ServiceView {
     pub registered: usize,
 }
 
-/// An immutable snapshot of everything DNS answers from.
-#[derive(Debug, Clone, Default)]
+/// An immutable snapshot of everything DNS answers from. Two views are equal
+/// when they answer every query the same (instance order included).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct View {
     /// The catalog index this view reflects.
     pub index: Index,
-    /// Nodes by lowercased name.
-    nodes: HashMap<String, Arc<NodeView>>,
+    /// Nodes by lowercased name. Keys are shared so that copying the map for
+    /// the next view copies pointers rather than allocating every name again.
+    nodes: HashMap<Arc<str>, Arc<NodeView>>,
     /// Services by lowercased name; only names with at least one instance.
-    services: HashMap<String, Arc<ServiceView>>,
+    services: HashMap<Arc<str>, Arc<ServiceView>>,
 }
 
 impl View {
     /// A node by name, case-insensitively.
     pub fn node(&self, name: &str) -> Option<&Arc<NodeView>> {
-        self.nodes.get(&name.to_ascii_lowercase())
+        self.nodes.get(name.to_ascii_lowercase().as_str())
     }
 
     /// A service by name, case-insensitively.
     pub fn service(&self, name: &str) -> Option<&Arc<ServiceView>> {
-        self.services.get(&name.to_ascii_lowercase())
+        self.services.get(name.to_ascii_lowercase().as_str())
     }
 
     /// Every node, in no particular order.
@@ -113,7 +115,10 @@ impl View {
     /// Builds the whole view from a catalog (start-up, snapshot install).
     pub fn build(catalog: &Catalog) -> Self {
         let mut v = Self::default();
-        let nodes: Vec<String> = catalog.nodes().map(|n| n.name.to_ascii_lowercase()).collect();
+        let nodes: Vec<String> = catalog
+            .nodes()
+            .map(|n| n.name.to_ascii_lowercase())
+            .collect();
         let services: Vec<String> = catalog
             .services()
             .keys()
@@ -154,20 +159,20 @@ impl View {
                         meta: n.meta.clone(),
                         health: catalog.node_health(&n.name),
                     });
-                    self.nodes.insert(key.clone(), view);
+                    self.nodes.insert(Arc::from(key.as_str()), view);
                 }
                 None => {
-                    self.nodes.remove(key);
+                    self.nodes.remove(key.as_str());
                 }
             }
         }
         for key in services {
             match self.build_service(catalog, key) {
                 Some(s) => {
-                    self.services.insert(key.clone(), Arc::new(s));
+                    self.services.insert(Arc::from(key.as_str()), Arc::new(s));
                 }
                 None => {
-                    self.services.remove(key);
+                    self.services.remove(key.as_str());
                 }
             }
         }
@@ -184,7 +189,10 @@ impl View {
             .iter()
             .filter(|e| e.status() != HealthStatus::Critical)
             .filter_map(|e| {
-                let node = self.nodes.get(&e.node.name.to_ascii_lowercase())?.clone();
+                let node = self
+                    .nodes
+                    .get(e.node.name.to_ascii_lowercase().as_str())?
+                    .clone();
                 let address = if e.service.address.is_empty() {
                     e.node.address.clone()
                 } else {
@@ -196,7 +204,12 @@ impl View {
                     ip: address.parse().ok(),
                     address,
                     port: e.service.port,
-                    tags: e.service.tags.iter().map(|t| t.to_ascii_lowercase()).collect(),
+                    tags: e
+                        .service
+                        .tags
+                        .iter()
+                        .map(|t| t.to_ascii_lowercase())
+                        .collect(),
                     weights: e.service.weights,
                     health: e.status(),
                 })

@@ -19,21 +19,21 @@ use hickory_proto::rr::{Name, RecordType};
 static NEXT_HOST: AtomicU8 = AtomicU8::new(2);
 
 /// A fresh loopback address, 127.0.0.2 and up.
-pub fn next_loopback() -> IpAddr {
+pub(crate) fn next_loopback() -> IpAddr {
     let n = NEXT_HOST.fetch_add(1, Ordering::Relaxed);
     assert!(n < 250, "ran out of loopback addresses for test agents");
     IpAddr::V4(Ipv4Addr::new(127, 0, 0, n))
 }
 
 /// One running agent process.
-pub struct TestAgent {
+pub(crate) struct TestAgent {
     child: Child,
     /// The loopback address the agent binds everything to.
-    pub ip: IpAddr,
+    pub(crate) ip: IpAddr,
     /// Bound DNS address (UDP and TCP).
-    pub dns: SocketAddr,
+    pub(crate) dns: SocketAddr,
     /// Bound HTTP API address.
-    pub http: SocketAddr,
+    pub(crate) http: SocketAddr,
     /// Everything the agent logged, for failure messages.
     log: Arc<Mutex<String>>,
     /// The arguments it was started with, for restarts.
@@ -42,12 +42,12 @@ pub struct TestAgent {
 
 impl TestAgent {
     /// `trellis agent --dev` on a fresh loopback address.
-    pub fn dev() -> Self {
+    pub(crate) fn dev() -> Self {
         Self::start(&["--dev"], next_loopback())
     }
 
     /// A durable single server with its state in `dir`.
-    pub fn server(dir: &Path, ip: IpAddr) -> Self {
+    pub(crate) fn server(dir: &Path, ip: IpAddr) -> Self {
         let d = dir.display().to_string();
         Self::start(
             &["--server", "--bootstrap-expect", "1", "--node", "s1", "--data-dir", &d],
@@ -57,7 +57,7 @@ impl TestAgent {
 
     /// Starts the binary with `args` plus loopback address and port-0 flags,
     /// and waits until it reports its listeners.
-    pub fn start(args: &[&str], ip: IpAddr) -> Self {
+    pub(crate) fn start(args: &[&str], ip: IpAddr) -> Self {
         let mut all: Vec<String> = args.iter().map(|s| s.to_string()).collect();
         let ip_s = ip.to_string();
         for (flag, v) in [
@@ -125,49 +125,49 @@ impl TestAgent {
     }
 
     /// The agent's log so far.
-    pub fn log(&self) -> String {
+    pub(crate) fn log(&self) -> String {
         self.log.lock().unwrap_or_else(|e| e.into_inner()).clone()
     }
 
     /// SIGKILL and reap: the crash case.
-    pub fn kill(&mut self) {
+    pub(crate) fn kill(&mut self) {
         let _ = self.child.kill();
         let _ = self.child.wait();
     }
 
     /// SIGTERM and wait for the exit status.
-    pub fn terminate(&mut self) -> ExitStatus {
+    pub(crate) fn terminate(&mut self) -> ExitStatus {
         signal(&self.child, libc::SIGTERM);
         self.child.wait().expect("wait for agent")
     }
 
     /// Starts a new process with the same arguments (and so the same data dir)
     /// after this one was killed or terminated. Ports are new.
-    pub fn restart(&mut self) {
+    pub(crate) fn restart(&mut self) {
         self.kill();
         let args = self.args.clone();
         *self = Self::spawn(args, self.ip);
     }
 
     /// `http://<http addr><path>`.
-    pub fn url(&self, path: &str) -> String {
+    pub(crate) fn url(&self, path: &str) -> String {
         format!("http://{}{}", self.http, path)
     }
 
     /// Sends one DNS query over UDP and returns the parsed response.
-    pub fn query_udp(&self, name: &str, rtype: RecordType) -> Message {
+    pub(crate) fn query_udp(&self, name: &str, rtype: RecordType) -> Message {
         let q = query_message(name, rtype, None);
         udp_exchange(self.dns, &q.to_vec().expect("encode query"))
     }
 
     /// Sends one DNS query over TCP and returns the parsed response.
-    pub fn query_tcp(&self, name: &str, rtype: RecordType) -> Message {
+    pub(crate) fn query_tcp(&self, name: &str, rtype: RecordType) -> Message {
         let q = query_message(name, rtype, None);
         tcp_exchange(self.dns, &q.to_vec().expect("encode query"))
     }
 
     /// Runs `dig` against the agent with extra arguments; returns stdout.
-    pub fn dig(&self, args: &[&str]) -> String {
+    pub(crate) fn dig(&self, args: &[&str]) -> String {
         let out = Command::new("dig")
             .arg(format!("@{}", self.dns.ip()))
             .arg("-p")
@@ -209,7 +209,7 @@ fn parse_listening(line: &str) -> Option<(SocketAddr, SocketAddr)> {
 }
 
 /// A recursion-desired query with a random ID, optionally with EDNS.
-pub fn query_message(name: &str, rtype: RecordType, edns_size: Option<u16>) -> Message {
+pub(crate) fn query_message(name: &str, rtype: RecordType, edns_size: Option<u16>) -> Message {
     let mut m = Message::new(rand_id(), MessageType::Query, OpCode::Query);
     m.metadata.recursion_desired = true;
     m.add_query(Query::query(Name::from_ascii(name).expect("query name"), rtype));
@@ -231,7 +231,7 @@ fn rand_id() -> u16 {
 }
 
 /// One UDP exchange with a 5 s deadline.
-pub fn udp_exchange(server: SocketAddr, bytes: &[u8]) -> Message {
+pub(crate) fn udp_exchange(server: SocketAddr, bytes: &[u8]) -> Message {
     let sock = std::net::UdpSocket::bind((server.ip(), 0)).expect("bind udp");
     sock.set_read_timeout(Some(Duration::from_secs(5))).expect("timeout");
     sock.send_to(bytes, server).expect("send");
@@ -241,7 +241,7 @@ pub fn udp_exchange(server: SocketAddr, bytes: &[u8]) -> Message {
 }
 
 /// One TCP exchange (2-byte length prefix) with a 5 s deadline.
-pub fn tcp_exchange(server: SocketAddr, bytes: &[u8]) -> Message {
+pub(crate) fn tcp_exchange(server: SocketAddr, bytes: &[u8]) -> Message {
     use std::io::{Read, Write};
     let mut s = std::net::TcpStream::connect_timeout(&server, Duration::from_secs(5)).expect("connect tcp");
     s.set_read_timeout(Some(Duration::from_secs(5))).expect("timeout");
@@ -256,10 +256,10 @@ pub fn tcp_exchange(server: SocketAddr, bytes: &[u8]) -> Message {
 }
 
 /// Polls `f` until it returns `Some` or `timeout` passes; panics with `what`.
-pub async fn wait_for<T, F, Fut>(what: &str, timeout: Duration, mut f: F) -> T
+pub(crate) async fn wait_for<T, F, Fut>(what: &str, timeout: Duration, mut f: F) -> T
 where
     F: FnMut() -> Fut,
-    Fut: std::future::Future<Output = Option<T>>,
+    Fut: Future<Output = Option<T>>,
 {
     let deadline = Instant::now() + timeout;
     loop {
@@ -272,11 +272,11 @@ where
 }
 
 /// A temporary directory that is removed on drop.
-pub fn temp_dir() -> tempfile::TempDir {
+pub(crate) fn temp_dir() -> tempfile::TempDir {
     tempfile::tempdir().expect("tempdir")
 }
 
 /// The repository root, for `zones/` and example configs.
-pub fn repo_root() -> PathBuf {
+pub(crate) fn repo_root() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR"))
 }

@@ -7,7 +7,7 @@ use serde_json::{Value, json};
 use crate::harness::TestAgent;
 
 /// PUTs JSON and returns (status, body).
-pub async fn put(agent: &TestAgent, path: &str, body: Value) -> (u16, String) {
+pub(crate) async fn put(agent: &TestAgent, path: &str, body: Value) -> (u16, String) {
     let resp = reqwest::Client::new()
         .put(agent.url(path))
         .json(&body)
@@ -18,7 +18,7 @@ pub async fn put(agent: &TestAgent, path: &str, body: Value) -> (u16, String) {
 }
 
 /// GETs and parses JSON, returning the response headers too.
-pub async fn get(agent: &TestAgent, path: &str) -> (u16, reqwest::header::HeaderMap, Value) {
+pub(crate) async fn get(agent: &TestAgent, path: &str) -> (u16, reqwest::header::HeaderMap, Value) {
     let resp = reqwest::get(agent.url(path)).await.expect("GET");
     let status = resp.status().as_u16();
     let headers = resp.headers().clone();
@@ -27,7 +27,7 @@ pub async fn get(agent: &TestAgent, path: &str) -> (u16, reqwest::header::Header
 }
 
 /// Registers `name` with the agent at `address:port` with optional tags.
-pub async fn register(agent: &TestAgent, id: &str, name: &str, address: &str, port: u16, tags: &[&str]) {
+pub(crate) async fn register(agent: &TestAgent, id: &str, name: &str, address: &str, port: u16, tags: &[&str]) {
     let (status, body) = put(
         agent,
         "/v1/agent/service/register",

@@ -1,0 +1,16 @@
+#!/usr/bin/env bash
+# Runs every test trellis has. Installs what the tests need beyond the Rust
+# toolchain (dig from dnsutils) when it is missing. Usage: scripts/test.sh
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+need=()
+command -v dig >/dev/null 2>&1 || need+=(dnsutils)
+if ((${#need[@]})); then
+    echo "installing: ${need[*]}"
+    if [ "$(id -u)" -ne 0 ]; then sudo=sudo; else sudo=; fi
+    $sudo apt-get update -qq
+    DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq "${need[@]}" >/dev/null
+fi
+
+cargo test --all-targets --locked

@@ -1,0 +1,87 @@
+//! Tests of the catalog: state-machine semantics, the DNS view, and
+//! property tests against a simple model.
+//!
+//! The helpers here build commands with Consul's defaults so each test states
+//! only what it is about.
+
+mod model;
+mod props;
+mod state;
+mod view;
+
+use super::types::*;
+
+/// A registration of just a node.
+fn node(name: &str, address: &str) -> Registration {
+    Registration {
+        node: name.into(),
+        id: String::new(),
+        address: address.into(),
+        datacenter: "dc1".into(),
+        tagged_addresses: Default::default(),
+        node_meta: Default::default(),
+        skip_node_update: false,
+        service: None,
+        checks: Vec::new(),
+    }
+}
+
+/// A service registration with an empty ID (so it defaults to the name).
+fn svc(name: &str) -> ServiceRegistration {
+    ServiceRegistration {
+        id: String::new(),
+        service: name.into(),
+        tags: Vec::new(),
+        address: String::new(),
+        tagged_addresses: Default::default(),
+        meta: Default::default(),
+        port: 8080,
+        weights: None,
+        enable_tag_override: false,
+    }
+}
+
+/// A node-level check with an empty ID (so it defaults to the name).
+fn chk(name: &str, status: HealthStatus) -> CheckRegistration {
+    CheckRegistration {
+        check_id: String::new(),
+        name: name.into(),
+        status,
+        notes: String::new(),
+        output: String::new(),
+        service_id: String::new(),
+        kind: String::new(),
+    }
+}
+
+/// A service-level check.
+fn svc_chk(name: &str, service_id: &str, status: HealthStatus) -> CheckRegistration {
+    CheckRegistration {
+        service_id: service_id.into(),
+        ..chk(name, status)
+    }
+}
+
+/// A node registration carrying one service.
+fn with_svc(mut r: Registration, s: ServiceRegistration) -> Registration {
+    r.service = Some(s);
+    r
+}
+
+/// A node registration carrying checks.
+fn with_checks(mut r: Registration, checks: Vec<CheckRegistration>) -> Registration {
+    r.checks = checks;
+    r
+}
+
+fn reg(r: Registration) -> Command {
+    Command::Register(r)
+}
+
+fn dereg(node: &str, service_id: &str, check_id: &str) -> Command {
+    Command::Deregister(Deregistration {
+        node: node.into(),
+        service_id: service_id.into(),
+        check_id: check_id.into(),
+    })
+}

@@ -1,0 +1,816 @@
+//! Consul's catalog semantics, one behaviour per test.
+
+use super::*;
+use crate::catalog::state::{Catalog, Changes};
+
+/// Applies `cmd` at `index` and insists it was accepted.
+fn ok(c: &mut Catalog, index: Index, cmd: Command) -> Changes {
+    let (outcome, changes) = c.apply(index, &cmd);
+    assert_eq!(outcome, Outcome::Applied(index), "{cmd:?}");
+    changes
+}
+
+/// Applies `cmd` at `index`, insists it was refused with `err`, and that the
+/// catalog is exactly as before apart from the last applied index.
+fn refused(c: &mut Catalog, index: Index, cmd: Command, err: CatalogError) {
+    let mut expected = c.clone();
+    expected.apply_noop(index);
+    let (outcome, changes) = c.apply(index, &cmd);
+    assert_eq!(outcome, Outcome::Refused(err));
+    assert_eq!(changes, Changes::default());
+    assert_eq!(*c, expected);
+}
+
+fn web_on(node_name: &str, address: &str) -> Command {
+    reg(with_svc(node(node_name, address), svc("web")))
+}
+
+#[test]
+fn register_creates_node_with_create_and_modify_index() {
+    let mut c = Catalog::new();
+    let ch = ok(&mut c, 3, reg(node("n1", "10.0.0.1")));
+    let n = c.node("n1").unwrap();
+    assert_eq!((n.name.as_str(), n.address.as_str()), ("n1", "10.0.0.1"));
+    assert_eq!((n.create_index, n.modify_index), (3, 3));
+    assert_eq!((c.nodes_index(), c.last_index()), (3, 3));
+    assert!(ch.nodes.contains("n1"));
+}
+
+#[test]
+fn register_without_node_name_is_refused() {
+    let mut c = Catalog::new();
+    refused(
+        &mut c,
+        1,
+        reg(node("", "10.0.0.1")),
+        CatalogError::Missing("Node".into()),
+    );
+}
+
+#[test]
+fn register_of_new_node_without_address_is_refused() {
+    let mut c = Catalog::new();
+    refused(
+        &mut c,
+        1,
+        reg(node("n1", "")),
+        CatalogError::Missing("Address".into()),
+    );
+}
+
+#[test]
+fn skip_node_update_on_missing_node_without_address_is_refused() {
+    let mut c = Catalog::new();
+    let mut r = node("n1", "");
+    r.skip_node_update = true;
+    refused(&mut c, 1, reg(r), CatalogError::NoNodeAddress("n1".into()));
+}
+
+#[test]
+fn skip_node_update_leaves_existing_node_alone_but_adds_service() {
+    let mut c = Catalog::new();
+    ok(&mut c, 1, reg(node("n1", "10.0.0.1")));
+    let mut r = with_svc(node("n1", "10.9.9.9"), svc("web"));
+    r.node_meta.insert("k".into(), "v".into());
+    r.skip_node_update = true;
+    ok(&mut c, 2, reg(r));
+    let n = c.node("n1").unwrap();
+    assert_eq!(n.address, "10.0.0.1");
+    assert!(n.meta.is_empty());
+    assert_eq!(n.modify_index, 1);
+    assert_eq!(c.nodes_index(), 1);
+    assert_eq!(c.node_services("n1").count(), 1);
+}
+
+#[test]
+fn register_of_existing_node_without_address_is_refused_unless_skipping_node_update() {
+    let mut c = Catalog::new();
+    ok(&mut c, 1, reg(node("n1", "10.0.0.1")));
+    refused(
+        &mut c,
+        2,
+        reg(with_svc(node("n1", ""), svc("web"))),
+        CatalogError::Missing("Address".into()),
+    );
+    let mut r = with_svc(node("n1", ""), svc("web"));
+    r.skip_node_update = true;
+    ok(&mut c, 3, reg(r));
+    assert_eq!(c.node("n1").unwrap().address, "10.0.0.1");
+}
+
+#[test]
+fn register_of_service_without_name_is_refused() {
+    let mut c = Catalog::new();
+    ok(&mut c, 1, reg(node("n1", "10.0.0.1")));
+    refused(
+        &mut c,
+        2,
+        reg(with_svc(node("n1", "10.0.0.1"), svc(""))),
+        CatalogError::Missing("Service.Service".into()),
+    );
+}
+
+#[test]
+fn service_id_defaults_to_service_name() {
+    let mut c = Catalog::new();
+    ok(&mut c, 1, web_on("n1", "10.0.0.1"));
+    let s = c.node_services("n1").next().unwrap();
+    assert_eq!((s.id.as_str(), s.service.as_str()), ("web", "web"));
+    assert_eq!((s.create_index, s.modify_index), (1, 1));
+    assert_eq!(s.weights, Weights::default());
+}
+
+#[test]
+fn check_id_defaults_to_check_name_and_name_to_id() {
+    let mut c = Catalog::new();
+    let mut by_id = chk("", HealthStatus::Passing);
+    by_id.check_id = "only-id".into();
+    ok(
+        &mut c,
+        1,
+        reg(with_checks(
+            node("n1", "10.0.0.1"),
+            vec![chk("mem", HealthStatus::Passing), by_id],
+        )),
+    );
+    let ids: Vec<_> = c
+        .node_checks("n1")
+        .map(|c| (c.check_id.as_str(), c.name.as_str(), c.node.as_str()))
+        .collect();
+    assert_eq!(ids, [("mem", "mem", "n1"), ("only-id", "only-id", "n1")]);
+}
+
+#[test]
+fn check_without_name_or_id_is_refused() {
+    let mut c = Catalog::new();
+    refused(
+        &mut c,
+        1,
+        reg(with_checks(
+            node("n1", "10.0.0.1"),
+            vec![chk("", HealthStatus::Passing)],
+        )),
+        CatalogError::Missing("Check.Name".into()),
+    );
+}
+
+#[test]
+fn check_naming_unknown_service_is_refused_and_changes_nothing() {
+    let mut c = Catalog::new();
+    ok(&mut c, 1, web_on("n1", "10.0.0.1"));
+    // Everything in the command would change something if applied.
+    let r = with_checks(
+        with_svc(node("n1", "10.0.0.2"), svc("db")),
+        vec![
+            chk("mem", HealthStatus::Critical),
+            svc_chk("db-alive", "db", HealthStatus::Passing),
+            svc_chk("ghost-alive", "ghost", HealthStatus::Passing),
+        ],
+    );
+    refused(
+        &mut c,
+        2,
+        reg(r),
+        CatalogError::UnknownServiceForCheck {
+            check_id: "ghost-alive".into(),
+            service_id: "ghost".into(),
+        },
+    );
+}
+
+#[test]
+fn check_naming_service_on_another_node_is_refused() {
+    let mut c = Catalog::new();
+    ok(&mut c, 1, web_on("n1", "10.0.0.1"));
+    ok(&mut c, 2, reg(node("n2", "10.0.0.2")));
+    refused(
+        &mut c,
+        3,
+        reg(with_checks(
+            node("n2", "10.0.0.2"),
+            vec![svc_chk("alive", "web", HealthStatus::Passing)],
+        )),
+        CatalogError::UnknownServiceForCheck {
+            check_id: "alive".into(),
+            service_id: "web".into(),
+        },
+    );
+}
+
+#[test]
+fn check_naming_service_of_same_registration_is_accepted_and_denormalized() {
+    let mut c = Catalog::new();
+    let mut s = svc("web");
+    s.tags = vec!["primary".into()];
+    ok(
+        &mut c,
+        1,
+        reg(with_checks(
+            with_svc(node("n1", "10.0.0.1"), s),
+            vec![svc_chk("alive", "web", HealthStatus::Passing)],
+        )),
+    );
+    let ch = c.node_checks("n1").next().unwrap();
+    assert_eq!(ch.service_name, "web");
+    assert_eq!(ch.service_tags, ["primary"]);
+}
+
+#[test]
+fn reregistering_identical_data_changes_no_index() {
+    let mut c = Catalog::new();
+    let cmd = reg(with_checks(
+        with_svc(node("n1", "10.0.0.1"), svc("web")),
+        vec![
+            chk("mem", HealthStatus::Passing),
+            svc_chk("alive", "web", HealthStatus::Warning),
+        ],
+    ));
+    ok(&mut c, 1, cmd.clone());
+    let mut expected = c.clone();
+    expected.apply_noop(2);
+    let ch = ok(&mut c, 2, cmd);
+    assert_eq!(ch, Changes::default());
+    assert_eq!(c, expected);
+    assert_eq!(c.service_index("web"), 1);
+}
+
+#[test]
+fn update_keeps_create_index_and_moves_modify_index() {
+    let mut c = Catalog::new();
+    ok(
+        &mut c,
+        1,
+        reg(with_checks(
+            with_svc(node("n1", "10.0.0.1"), svc("web")),
+            vec![svc_chk("alive", "web", HealthStatus::Passing)],
+        )),
+    );
+    let mut s = svc("web");
+    s.port = 9090;
+    ok(
+        &mut c,
+        5,
+        reg(with_checks(
+            with_svc(node("n1", "10.0.0.2"), s),
+            vec![svc_chk("alive", "web", HealthStatus::Critical)],
+        )),
+    );
+    let n = c.node("n1").unwrap();
+    assert_eq!((n.create_index, n.modify_index), (1, 5));
+    let s = c.node_services("n1").next().unwrap();
+    assert_eq!((s.create_index, s.modify_index, s.port), (1, 5, 9090));
+    let k = c.node_checks("n1").next().unwrap();
+    assert_eq!((k.create_index, k.modify_index), (1, 5));
+    assert_eq!(k.status, HealthStatus::Critical);
+    assert_eq!(
+        (c.nodes_index(), c.services_index(), c.checks_index()),
+        (5, 5, 5)
+    );
+}
+
+#[test]
+fn deregister_node_removes_its_services_and_checks() {
+    let mut c = Catalog::new();
+    ok(
+        &mut c,
+        1,
+        reg(with_checks(
+            with_svc(node("n1", "10.0.0.1"), svc("web")),
+            vec![
+                chk("mem", HealthStatus::Passing),
+                svc_chk("alive", "web", HealthStatus::Passing),
+            ],
+        )),
+    );
+    ok(&mut c, 2, web_on("n2", "10.0.0.2"));
+    let ch = ok(&mut c, 3, dereg("N1", "", ""));
+    assert!(ch.nodes.contains("n1") && ch.services.contains("web"));
+    assert!(c.node("n1").is_none());
+    assert_eq!(c.node_services("n1").count(), 0);
+    assert_eq!(c.node_checks("n1").count(), 0);
+    assert_eq!(c.checks_in_state(None).count(), 0);
+    assert_eq!(c.service_instances("web", &[]).count(), 1);
+    assert_eq!(
+        (c.nodes_index(), c.services_index(), c.checks_index()),
+        (3, 3, 3)
+    );
+    assert_eq!(c.service_index("web"), 3);
+}
+
+#[test]
+fn deregister_service_removes_it_and_only_its_checks() {
+    let mut c = Catalog::new();
+    let mut db = svc("db");
+    db.id = "db1".into();
+    ok(
+        &mut c,
+        1,
+        reg(with_checks(
+            with_svc(node("n1", "10.0.0.1"), svc("web")),
+            vec![
+                chk("mem", HealthStatus::Passing),
+                svc_chk("alive", "web", HealthStatus::Passing),
+            ],
+        )),
+    );
+    ok(
+        &mut c,
+        2,
+        reg(with_checks(
+            with_svc(node("n1", "10.0.0.1"), db),
+            vec![svc_chk("db-alive", "db1", HealthStatus::Passing)],
+        )),
+    );
+    let ch = ok(&mut c, 3, dereg("n1", "web", ""));
+    assert_eq!(ch.services.iter().collect::<Vec<_>>(), ["web"]);
+    let services: Vec<_> = c.node_services("n1").map(|s| s.id.as_str()).collect();
+    assert_eq!(services, ["db1"]);
+    let checks: Vec<_> = c.node_checks("n1").map(|c| c.check_id.as_str()).collect();
+    assert_eq!(checks, ["db-alive", "mem"]);
+    assert_eq!(c.node("n1").unwrap().modify_index, 1);
+    assert_eq!(
+        (c.services_index(), c.checks_index(), c.service_index("web")),
+        (3, 3, 3)
+    );
+    assert_eq!(c.service_index("db"), 2);
+}
+
+#[test]
+fn deregister_check_removes_only_that_check() {
+    let mut c = Catalog::new();
+    ok(
+        &mut c,
+        1,
+        reg(with_checks(
+            with_svc(node("n1", "10.0.0.1"), svc("web")),
+            vec![
+                chk("mem", HealthStatus::Passing),
+                svc_chk("alive", "web", HealthStatus::Passing),
+            ],
+        )),
+    );
+    let ch = ok(&mut c, 2, dereg("n1", "", "alive"));
+    assert_eq!(ch.services.iter().collect::<Vec<_>>(), ["web"]);
+    assert!(ch.nodes.is_empty());
+    let checks: Vec<_> = c.node_checks("n1").map(|c| c.check_id.as_str()).collect();
+    assert_eq!(checks, ["mem"]);
+    assert_eq!(c.node_services("n1").count(), 1);
+    assert_eq!((c.checks_index(), c.services_index()), (2, 1));
+}
+
+#[test]
+fn deregister_of_missing_things_succeeds_and_changes_nothing() {
+    let mut c = Catalog::new();
+    ok(&mut c, 1, web_on("n1", "10.0.0.1"));
+    for (i, cmd) in [
+        dereg("ghost", "", ""),
+        dereg("ghost", "web", ""),
+        dereg("n1", "ghost", ""),
+        dereg("n1", "", "ghost"),
+        dereg("n1", "ghost", "ghost"),
+    ]
+    .into_iter()
+    .enumerate()
+    {
+        let index = 2 + i as Index;
+        let mut expected = c.clone();
+        expected.apply_noop(index);
+        assert_eq!(ok(&mut c, index, cmd), Changes::default());
+        assert_eq!(c, expected);
+    }
+}
+
+#[test]
+fn deregister_without_node_is_refused() {
+    let mut c = Catalog::new();
+    ok(&mut c, 1, web_on("n1", "10.0.0.1"));
+    refused(
+        &mut c,
+        2,
+        dereg("", "web", ""),
+        CatalogError::Missing("Node".into()),
+    );
+}
+
+#[test]
+fn node_check_change_moves_service_index_of_every_service_on_the_node() {
+    let mut c = Catalog::new();
+    ok(&mut c, 1, web_on("n1", "10.0.0.1"));
+    ok(&mut c, 2, reg(with_svc(node("n1", "10.0.0.1"), svc("db"))));
+    ok(&mut c, 3, web_on("n2", "10.0.0.2"));
+    ok(
+        &mut c,
+        4,
+        reg(with_svc(node("n2", "10.0.0.2"), svc("cache"))),
+    );
+    let ch = ok(
+        &mut c,
+        5,
+        reg(with_checks(
+            node("n1", "10.0.0.1"),
+            vec![chk("serfHealth", HealthStatus::Critical)],
+        )),
+    );
+    assert!(ch.nodes.contains("n1"));
+    assert_eq!((c.service_index("web"), c.service_index("db")), (5, 5));
+    assert_eq!(c.service_index("cache"), 4);
+    // The node record itself changing also moves them.
+    ok(&mut c, 6, reg(node("n1", "10.0.0.9")));
+    assert_eq!((c.service_index("web"), c.service_index("db")), (6, 6));
+    assert_eq!(c.service_index("cache"), 4);
+}
+
+#[test]
+fn service_check_change_moves_only_that_service_index() {
+    let mut c = Catalog::new();
+    ok(&mut c, 1, web_on("n1", "10.0.0.1"));
+    ok(&mut c, 2, reg(with_svc(node("n1", "10.0.0.1"), svc("db"))));
+    ok(
+        &mut c,
+        3,
+        reg(with_checks(
+            node("n1", "10.0.0.1"),
+            vec![svc_chk("alive", "db", HealthStatus::Warning)],
+        )),
+    );
+    assert_eq!((c.service_index("web"), c.service_index("db")), (1, 3));
+}
+
+#[test]
+fn service_index_is_kept_after_last_instance_leaves() {
+    let mut c = Catalog::new();
+    ok(&mut c, 1, web_on("n1", "10.0.0.1"));
+    ok(&mut c, 2, reg(with_svc(node("n1", "10.0.0.1"), svc("db"))));
+    ok(&mut c, 3, dereg("n1", "web", ""));
+    ok(
+        &mut c,
+        4,
+        reg(with_svc(node("n1", "10.0.0.1"), svc("cache"))),
+    );
+    assert_eq!(c.service_index("web"), 3);
+    assert_eq!(c.service_index("WEB"), 3);
+}
+
+#[test]
+fn service_index_of_unknown_name_is_services_table_index() {
+    let mut c = Catalog::new();
+    assert_eq!(
+        c.service_index("ghost"),
+        1,
+        "never zero: a blocking query would not block"
+    );
+    ok(&mut c, 7, web_on("n1", "10.0.0.1"));
+    ok(
+        &mut c,
+        8,
+        reg(with_checks(
+            node("n1", "10.0.0.1"),
+            vec![chk("mem", HealthStatus::Passing)],
+        )),
+    );
+    assert_eq!(c.service_index("ghost"), 7);
+}
+
+#[test]
+fn service_rename_under_same_id_moves_both_names_and_its_checks() {
+    let mut c = Catalog::new();
+    let mut s = svc("web");
+    s.id = "app".into();
+    ok(
+        &mut c,
+        1,
+        reg(with_checks(
+            with_svc(node("N1", "10.0.0.1"), s.clone()),
+            vec![svc_chk("alive", "app", HealthStatus::Passing)],
+        )),
+    );
+    s.service = "api".into();
+    s.tags = vec!["v2".into()];
+    let ch = ok(&mut c, 2, reg(with_svc(node("N1", "10.0.0.1"), s)));
+    assert!(ch.services.contains("web") && ch.services.contains("api"));
+    assert_eq!(c.service_instances("web", &[]).count(), 0);
+    assert_eq!(c.service_instances("api", &[]).count(), 1);
+    let k = c.node_checks("n1").next().unwrap();
+    assert_eq!(
+        (k.service_name.as_str(), k.service_tags.as_slice()),
+        ("api", &["v2".to_string()][..])
+    );
+    assert_eq!(k.modify_index, 2);
+    assert_eq!((c.service_index("web"), c.service_index("api")), (2, 2));
+    assert_eq!(c.service_checks("api").count(), 1);
+    assert_eq!(c.service_checks("web").count(), 0);
+}
+
+#[test]
+fn check_moving_between_services_moves_both_service_indexes() {
+    let mut c = Catalog::new();
+    ok(&mut c, 1, web_on("n1", "10.0.0.1"));
+    ok(&mut c, 2, reg(with_svc(node("n1", "10.0.0.1"), svc("db"))));
+    ok(
+        &mut c,
+        3,
+        reg(with_checks(
+            node("n1", "10.0.0.1"),
+            vec![svc_chk("alive", "web", HealthStatus::Critical)],
+        )),
+    );
+    ok(
+        &mut c,
+        4,
+        reg(with_checks(
+            node("n1", "10.0.0.1"),
+            vec![svc_chk("alive", "db", HealthStatus::Critical)],
+        )),
+    );
+    assert_eq!((c.service_index("web"), c.service_index("db")), (4, 4));
+    assert_eq!(c.health_service("web", &[], true).len(), 1);
+    assert_eq!(c.health_service("db", &[], true).len(), 0);
+}
+
+#[test]
+fn health_service_passing_only_drops_warning_and_critical() {
+    let mut c = Catalog::new();
+    for (i, (n, status)) in [
+        ("n1", HealthStatus::Passing),
+        ("n2", HealthStatus::Warning),
+        ("n3", HealthStatus::Critical),
+    ]
+    .into_iter()
+    .enumerate()
+    {
+        ok(
+            &mut c,
+            1 + i as Index,
+            reg(with_checks(
+                with_svc(node(n, "10.0.0.1"), svc("web")),
+                vec![svc_chk("alive", "web", status)],
+            )),
+        );
+    }
+    let all: Vec<_> = c
+        .health_service("web", &[], false)
+        .iter()
+        .map(|e| (e.node.name.clone(), e.status()))
+        .collect();
+    assert_eq!(
+        all,
+        [
+            ("n1".to_string(), HealthStatus::Passing),
+            ("n2".to_string(), HealthStatus::Warning),
+            ("n3".to_string(), HealthStatus::Critical)
+        ]
+    );
+    let passing: Vec<_> = c
+        .health_service("WEB", &[], true)
+        .iter()
+        .map(|e| e.node.name.clone())
+        .collect();
+    assert_eq!(passing, ["n1"]);
+}
+
+#[test]
+fn health_service_node_critical_check_makes_instance_not_passing() {
+    let mut c = Catalog::new();
+    ok(&mut c, 1, web_on("n1", "10.0.0.1"));
+    ok(
+        &mut c,
+        2,
+        reg(with_checks(
+            node("n1", "10.0.0.1"),
+            vec![chk("serfHealth", HealthStatus::Critical)],
+        )),
+    );
+    assert!(c.health_service("web", &[], true).is_empty());
+    assert_eq!(
+        c.health_service("web", &[], false)[0].status(),
+        HealthStatus::Critical
+    );
+}
+
+#[test]
+fn health_service_lists_node_checks_before_instance_checks() {
+    let mut c = Catalog::new();
+    let mut other = svc("db");
+    other.id = "db".into();
+    ok(
+        &mut c,
+        1,
+        reg(with_checks(
+            with_svc(node("n1", "10.0.0.1"), svc("web")),
+            vec![
+                svc_chk("a-alive", "web", HealthStatus::Passing),
+                chk("z-mem", HealthStatus::Passing),
+            ],
+        )),
+    );
+    ok(
+        &mut c,
+        2,
+        reg(with_checks(
+            with_svc(node("n1", "10.0.0.1"), other),
+            vec![svc_chk("b-db", "db", HealthStatus::Critical)],
+        )),
+    );
+    let e = &c.health_service("web", &[], false)[0];
+    let ids: Vec<_> = e.checks.iter().map(|c| c.check_id.as_str()).collect();
+    assert_eq!(
+        ids,
+        ["z-mem", "a-alive"],
+        "node checks first, and no other instance's"
+    );
+    assert_eq!(e.status(), HealthStatus::Passing);
+}
+
+#[test]
+fn health_service_filters_by_every_tag_case_insensitively() {
+    let mut c = Catalog::new();
+    for (i, (n, tags)) in [
+        ("n1", vec!["Primary", "v1"]),
+        ("n2", vec!["v1"]),
+        ("n3", vec![]),
+    ]
+    .into_iter()
+    .enumerate()
+    {
+        let mut s = svc("web");
+        s.tags = tags.into_iter().map(String::from).collect();
+        ok(
+            &mut c,
+            1 + i as Index,
+            reg(with_svc(node(n, "10.0.0.1"), s)),
+        );
+    }
+    let names = |tags: &[&str]| -> Vec<String> {
+        let tags: Vec<String> = tags.iter().map(|t| t.to_string()).collect();
+        c.health_service("web", &tags, false)
+            .iter()
+            .map(|e| e.node.name.clone())
+            .collect()
+    };
+    assert_eq!(names(&[]), ["n1", "n2", "n3"]);
+    assert_eq!(names(&["V1"]), ["n1", "n2"]);
+    assert_eq!(names(&["primary", "v1"]), ["n1"]);
+    assert!(names(&["primary", "v2"]).is_empty());
+}
+
+#[test]
+fn checks_in_state_filters_by_status() {
+    let mut c = Catalog::new();
+    ok(
+        &mut c,
+        1,
+        reg(with_checks(
+            with_svc(node("n1", "10.0.0.1"), svc("web")),
+            vec![
+                chk("mem", HealthStatus::Warning),
+                chk("disk", HealthStatus::Critical),
+                svc_chk("alive", "web", HealthStatus::Critical),
+            ],
+        )),
+    );
+    let ids = |s| -> Vec<String> { c.checks_in_state(s).map(|c| c.check_id.clone()).collect() };
+    assert_eq!(ids(None), ["alive", "disk", "mem"]);
+    assert_eq!(ids(Some(HealthStatus::Critical)), ["alive", "disk"]);
+    assert_eq!(ids(Some(HealthStatus::Warning)), ["mem"]);
+    assert!(ids(Some(HealthStatus::Passing)).is_empty());
+}
+
+#[test]
+fn node_health_is_worst_node_level_check_ignoring_service_checks() {
+    let mut c = Catalog::new();
+    ok(&mut c, 1, web_on("n1", "10.0.0.1"));
+    assert_eq!(c.node_health("n1"), HealthStatus::Passing);
+    ok(
+        &mut c,
+        2,
+        reg(with_checks(
+            node("n1", "10.0.0.1"),
+            vec![
+                chk("mem", HealthStatus::Passing),
+                chk("disk", HealthStatus::Warning),
+                svc_chk("alive", "web", HealthStatus::Critical),
+            ],
+        )),
+    );
+    assert_eq!(c.node_health("N1"), HealthStatus::Warning);
+    assert_eq!(c.node_health("ghost"), HealthStatus::Passing);
+}
+
+#[test]
+fn services_returns_union_of_tags_sorted_and_deduplicated() {
+    let mut c = Catalog::new();
+    let mut a = svc("web");
+    a.tags = vec!["v2".into(), "primary".into()];
+    let mut b = svc("web");
+    b.tags = vec!["v1".into(), "primary".into()];
+    ok(&mut c, 1, reg(with_svc(node("n1", "10.0.0.1"), a)));
+    ok(&mut c, 2, reg(with_svc(node("n2", "10.0.0.2"), b)));
+    ok(&mut c, 3, reg(with_svc(node("n2", "10.0.0.2"), svc("db"))));
+    let got = c.services();
+    assert_eq!(got.len(), 2);
+    assert_eq!(got["web"], ["primary", "v1", "v2"]);
+    assert!(got["db"].is_empty());
+}
+
+#[test]
+fn node_and_service_names_are_case_insensitive() {
+    let mut c = Catalog::new();
+    ok(&mut c, 1, web_on("Node-1", "10.0.0.1"));
+    assert_eq!(c.node("NODE-1").unwrap().name, "Node-1");
+    assert_eq!(c.node_services("node-1").count(), 1);
+    assert_eq!(c.service_instances("WEB", &[]).count(), 1);
+    // The same node under another spelling is the same node.
+    ok(
+        &mut c,
+        2,
+        reg(with_svc(node("node-1", "10.0.0.1"), svc("db"))),
+    );
+    assert_eq!(c.nodes().count(), 1);
+    assert_eq!(c.node("Node-1").unwrap().name, "node-1");
+    assert_eq!(c.node_services("NODE-1").count(), 2);
+}
+
+#[test]
+fn instance_checks_follow_reregistration_on_mixed_case_node() {
+    let mut c = Catalog::new();
+    ok(
+        &mut c,
+        1,
+        reg(with_checks(
+            with_svc(node("Web-Node", "10.0.0.1"), svc("web")),
+            vec![svc_chk("alive", "web", HealthStatus::Passing)],
+        )),
+    );
+    // A node whose name sorts inside the first one's key range must not be touched.
+    ok(
+        &mut c,
+        2,
+        reg(with_checks(
+            with_svc(node("web-node-2", "10.0.0.2"), svc("web")),
+            vec![svc_chk("alive", "web", HealthStatus::Passing)],
+        )),
+    );
+    let mut s = svc("web");
+    s.tags = vec!["v2".into()];
+    ok(&mut c, 3, reg(with_svc(node("WEB-NODE", "10.0.0.1"), s)));
+    let tags = |n: &str| c.node_checks(n).next().unwrap().service_tags.clone();
+    assert_eq!(tags("web-node"), ["v2"]);
+    assert!(tags("web-node-2").is_empty());
+    assert_eq!(c.node_checks("web-node-2").next().unwrap().modify_index, 2);
+}
+
+#[test]
+fn node_name_respelling_updates_its_checks() {
+    let mut c = Catalog::new();
+    ok(
+        &mut c,
+        1,
+        reg(with_checks(
+            with_svc(node("Node-1", "10.0.0.1"), svc("web")),
+            vec![
+                chk("mem", HealthStatus::Passing),
+                svc_chk("alive", "web", HealthStatus::Passing),
+            ],
+        )),
+    );
+    ok(&mut c, 2, reg(node("node-1", "10.0.0.1")));
+    for k in c.node_checks("NODE-1") {
+        assert_eq!(k.node, "node-1", "{k:?}");
+    }
+}
+
+#[test]
+fn refused_command_still_advances_last_index_only() {
+    let mut c = Catalog::new();
+    ok(&mut c, 1, web_on("n1", "10.0.0.1"));
+    refused(
+        &mut c,
+        2,
+        reg(node("n2", "")),
+        CatalogError::Missing("Address".into()),
+    );
+    assert_eq!(
+        (c.last_index(), c.nodes_index(), c.service_index("web")),
+        (2, 1, 1)
+    );
+}
+
+#[test]
+fn snapshot_round_trips_through_postcard() {
+    let mut c = Catalog::new();
+    ok(
+        &mut c,
+        1,
+        reg(with_checks(
+            with_svc(node("N1", "10.0.0.1"), svc("web")),
+            vec![
+                chk("mem", HealthStatus::Warning),
+                svc_chk("alive", "web", HealthStatus::Passing),
+            ],
+        )),
+    );
+    ok(&mut c, 2, dereg("n1", "", "mem"));
+    let bytes = postcard::to_allocvec(&c).unwrap();
+    let back: Catalog = postcard::from_bytes(&bytes).unwrap();
+    assert_eq!(back, c);
+}

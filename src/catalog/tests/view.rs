@@ -1,0 +1,273 @@
+//! The DNS view: health filtering, and the incremental update through
+//! `Replica::apply` agreeing with a full `View::build`.
+
+use std::sync::Arc;
+
+use super::*;
+use crate::catalog::Replica;
+use crate::catalog::view::View;
+
+/// Applies `cmd` and insists that the incrementally updated view equals one
+/// built from scratch from the resulting catalog.
+fn apply(r: &Replica, index: Index, cmd: Command) -> Outcome {
+    let outcome = r.apply(index, &cmd);
+    let full = View::build(&r.read());
+    assert_eq!(*r.view(), full, "incremental view diverged after {cmd:?}");
+    outcome
+}
+
+/// (node name, instance ID, health) of a service's answerable instances.
+fn answers(r: &Replica, service: &str) -> Vec<(String, String, HealthStatus)> {
+    r.view().service(service).map_or_else(Vec::new, |s| {
+        s.instances
+            .iter()
+            .map(|i| (i.node.name.clone(), i.id.clone(), i.health))
+            .collect()
+    })
+}
+
+fn a(node: &str, id: &str, h: HealthStatus) -> (String, String, HealthStatus) {
+    (node.into(), id.into(), h)
+}
+
+use HealthStatus::{Critical, Passing, Warning};
+
+#[test]
+fn critical_instance_is_excluded_and_warning_included() {
+    let r = Replica::new();
+    for (i, (n, status)) in [("n1", Passing), ("n2", Warning), ("n3", Critical)]
+        .into_iter()
+        .enumerate()
+    {
+        let mut s = svc("web");
+        s.weights = Some(Weights {
+            passing: 10,
+            warning: 3,
+        });
+        apply(
+            &r,
+            1 + i as Index,
+            reg(with_checks(
+                with_svc(node(n, "10.0.0.1"), s),
+                vec![svc_chk("alive", "web", status)],
+            )),
+        );
+    }
+    assert_eq!(
+        answers(&r, "web"),
+        [a("n1", "web", Passing), a("n2", "web", Warning)]
+    );
+    let v = r.view();
+    let s = v.service("WEB").unwrap();
+    assert_eq!(s.registered, 3);
+    assert_eq!(s.instances[0].weight(), 10);
+    assert_eq!(s.instances[1].weight(), 3);
+}
+
+#[test]
+fn service_with_only_critical_instances_stays_listed_without_answers() {
+    let r = Replica::new();
+    apply(
+        &r,
+        1,
+        reg(with_checks(
+            with_svc(node("n1", "10.0.0.1"), svc("web")),
+            vec![svc_chk("alive", "web", Critical)],
+        )),
+    );
+    let v = r.view();
+    let s = v.service("web").unwrap();
+    assert_eq!((s.registered, s.instances.len()), (1, 0));
+}
+
+#[test]
+fn node_critical_check_removes_all_its_instances_and_removing_it_restores_them() {
+    let r = Replica::new();
+    apply(&r, 1, reg(with_svc(node("n1", "10.0.0.1"), svc("web"))));
+    apply(&r, 2, reg(with_svc(node("n1", "10.0.0.1"), svc("db"))));
+    apply(&r, 3, reg(with_svc(node("n2", "10.0.0.2"), svc("web"))));
+    apply(
+        &r,
+        4,
+        reg(with_checks(
+            node("n1", "10.0.0.1"),
+            vec![chk("serfHealth", Critical)],
+        )),
+    );
+    assert_eq!(answers(&r, "web"), [a("n2", "web", Passing)]);
+    assert!(answers(&r, "db").is_empty());
+    // Node lookups answer regardless of health, with the health recorded.
+    assert_eq!(r.view().node("N1").unwrap().health, Critical);
+
+    apply(&r, 5, dereg("n1", "", "serfHealth"));
+    assert_eq!(
+        answers(&r, "web"),
+        [a("n1", "web", Passing), a("n2", "web", Passing)]
+    );
+    assert_eq!(answers(&r, "db"), [a("n1", "db", Passing)]);
+    assert_eq!(r.view().node("n1").unwrap().health, Passing);
+}
+
+#[test]
+fn node_warning_check_marks_instances_warning() {
+    let r = Replica::new();
+    apply(&r, 1, reg(with_svc(node("n1", "10.0.0.1"), svc("web"))));
+    apply(
+        &r,
+        2,
+        reg(with_checks(
+            node("n1", "10.0.0.1"),
+            vec![chk("mem", Warning)],
+        )),
+    );
+    assert_eq!(answers(&r, "web"), [a("n1", "web", Warning)]);
+}
+
+#[test]
+fn service_rename_under_same_id_leaves_the_old_name() {
+    let r = Replica::new();
+    let mut s = svc("web");
+    s.id = "app".into();
+    apply(&r, 1, reg(with_svc(node("n1", "10.0.0.1"), s.clone())));
+    s.service = "api".into();
+    apply(&r, 2, reg(with_svc(node("n1", "10.0.0.1"), s)));
+    assert!(r.view().service("web").is_none());
+    assert_eq!(answers(&r, "api"), [a("n1", "app", Passing)]);
+}
+
+#[test]
+fn instance_address_falls_back_to_node_address_and_follows_it() {
+    let r = Replica::new();
+    let mut own = svc("db");
+    own.address = "10.1.1.1".into();
+    apply(&r, 1, reg(with_svc(node("n1", "10.0.0.1"), svc("web"))));
+    apply(&r, 2, reg(with_svc(node("n1", "10.0.0.1"), own)));
+    apply(&r, 3, reg(node("n1", "10.0.0.9")));
+    let v = r.view();
+    let web = &v.service("web").unwrap().instances[0];
+    assert_eq!(web.address, "10.0.0.9");
+    assert_eq!(web.ip, Some("10.0.0.9".parse().unwrap()));
+    assert_eq!(web.node.address, "10.0.0.9");
+    let db = &v.service("db").unwrap().instances[0];
+    assert_eq!(db.address, "10.1.1.1");
+    assert_eq!(db.node.address, "10.0.0.9");
+}
+
+#[test]
+fn host_name_address_has_no_ip() {
+    let r = Replica::new();
+    apply(
+        &r,
+        1,
+        reg(with_svc(node("n1", "db.example.com"), svc("web"))),
+    );
+    let v = r.view();
+    assert_eq!(v.node("n1").unwrap().ip, None);
+    assert_eq!(v.service("web").unwrap().instances[0].ip, None);
+}
+
+#[test]
+fn tags_are_lowercased_for_matching() {
+    let r = Replica::new();
+    let mut s = svc("web");
+    s.tags = vec!["Primary".into()];
+    apply(&r, 1, reg(with_svc(node("n1", "10.0.0.1"), s)));
+    let v = r.view();
+    let i = &v.service("web").unwrap().instances[0];
+    assert_eq!(i.tags, ["primary"]);
+    assert!(i.has_tag("PRIMARY"));
+    assert!(!i.has_tag("secondary"));
+}
+
+#[test]
+fn deregistering_node_removes_it_and_its_instances() {
+    let r = Replica::new();
+    apply(&r, 1, reg(with_svc(node("n1", "10.0.0.1"), svc("web"))));
+    apply(&r, 2, reg(with_svc(node("n2", "10.0.0.2"), svc("web"))));
+    apply(&r, 3, reg(with_svc(node("n1", "10.0.0.1"), svc("db"))));
+    apply(&r, 4, dereg("N1", "", ""));
+    let v = r.view();
+    assert!(v.node("n1").is_none());
+    assert!(v.service("db").is_none());
+    assert_eq!(answers(&r, "web"), [a("n2", "web", Passing)]);
+}
+
+#[test]
+fn check_moving_from_node_to_instance_updates_both() {
+    let r = Replica::new();
+    apply(&r, 1, reg(with_svc(node("n1", "10.0.0.1"), svc("web"))));
+    apply(&r, 2, reg(with_svc(node("n1", "10.0.0.1"), svc("db"))));
+    apply(
+        &r,
+        3,
+        reg(with_checks(
+            node("n1", "10.0.0.1"),
+            vec![chk("c", Critical)],
+        )),
+    );
+    apply(
+        &r,
+        4,
+        reg(with_checks(
+            node("n1", "10.0.0.1"),
+            vec![svc_chk("c", "db", Critical)],
+        )),
+    );
+    assert_eq!(answers(&r, "web"), [a("n1", "web", Passing)]);
+    assert!(answers(&r, "db").is_empty());
+    assert_eq!(r.view().node("n1").unwrap().health, Passing);
+}
+
+#[test]
+fn refused_command_leaves_view_answers_alone() {
+    let r = Replica::new();
+    apply(&r, 1, reg(with_svc(node("n1", "10.0.0.1"), svc("web"))));
+    let before = r.view();
+    let outcome = apply(&r, 2, reg(node("n2", "")));
+    assert!(matches!(outcome, Outcome::Refused(_)));
+    assert_eq!(answers(&r, "web"), [a("n1", "web", Passing)]);
+    assert!(Arc::ptr_eq(
+        before.service("web").unwrap(),
+        r.view().service("web").unwrap()
+    ));
+}
+
+#[test]
+fn install_replaces_state_and_view() {
+    let source = Replica::new();
+    apply(
+        &source,
+        1,
+        reg(with_svc(node("n1", "10.0.0.1"), svc("web"))),
+    );
+    apply(&source, 2, reg(with_svc(node("n2", "10.0.0.2"), svc("db"))));
+    let target = Replica::new();
+    apply(
+        &target,
+        1,
+        reg(with_svc(node("old", "10.9.9.9"), svc("stale"))),
+    );
+    target.install(source.snapshot());
+    assert_eq!(*target.view(), *source.view());
+    assert_eq!(*target.read(), *source.read());
+    assert_eq!(target.applied_index(), 2);
+    assert!(target.view().service("stale").is_none());
+}
+
+#[test]
+fn applied_index_wakes_subscribers() {
+    let r = Replica::new();
+    let mut rx = r.subscribe();
+    apply(&r, 1, reg(node("n1", "10.0.0.1")));
+    assert!(rx.has_changed().unwrap());
+    assert_eq!(*rx.borrow_and_update(), 1);
+    r.apply_noop(2);
+    assert_eq!(
+        (
+            *rx.borrow_and_update(),
+            r.applied_index(),
+            r.read().last_index()
+        ),
+        (2, 2, 2)
+    );
+}

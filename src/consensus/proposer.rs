@@ -1,0 +1,141 @@
+//! Group commit in front of Raft: writes that arrive while an entry is being
+//! committed travel together in the next entry.
+//!
+//! openraft 0.9 appends one entry at a time on the leader and waits for its
+//! flush before appending the next, so batching in the storage writer alone
+//! would still cost one fsync per write. Here a single task proposes one
+//! [`Batch`] at a time, made of everything queued while the previous one was
+//! in flight: under load one entry, and one fsync, carries many commands;
+//! alone, a write goes straight through.
+
+use std::sync::Mutex;
+use std::time::Duration;
+
+use openraft::error::{ClientWriteError, RaftError};
+use tokio::sync::{mpsc, oneshot};
+use tokio::task::JoinHandle;
+use tokio_util::sync::CancellationToken;
+
+use super::WriteError;
+use super::types::{Batch, Raft};
+use crate::catalog::{Command, Outcome};
+
+type Reply = oneshot::Sender<Result<Outcome, WriteError>>;
+
+/// Handle to the proposing task.
+#[derive(Debug)]
+pub(crate) struct Proposer {
+    /// Bounded: when Raft falls behind, writers wait here (and time out)
+    /// rather than queue without limit.
+    tx: mpsc::Sender<(Command, Reply)>,
+    /// Stops the task on shutdown.
+    cancel: CancellationToken,
+    /// Joined on shutdown.
+    task: Mutex<Option<JoinHandle<()>>>,
+}
+
+impl Proposer {
+    /// Starts the task. `queue` bounds waiting writes, `max_batch` the
+    /// commands per entry, and `timeout` how long one entry may take.
+    pub(crate) fn spawn(raft: Raft, queue: usize, max_batch: usize, timeout: Duration) -> Self {
+        let (tx, rx) = mpsc::channel(queue.max(1));
+        let cancel = CancellationToken::new();
+        let task = tokio::spawn(run(raft, rx, cancel.clone(), max_batch.max(1), timeout));
+        Self {
+            tx,
+            cancel,
+            task: Mutex::new(Some(task)),
+        }
+    }
+
+    /// Queues `cmd` for the next entry and waits for its outcome.
+    pub(crate) async fn propose(&self, cmd: Command) -> Result<Outcome, WriteError> {
+        let (reply, outcome) = oneshot::channel();
+        self.tx.send((cmd, reply)).await.map_err(|_| stopped())?;
+        outcome.await.map_err(|_| stopped())?
+    }
+
+    /// Stops proposing; queued writes fail with [`WriteError::Fatal`].
+    pub(crate) async fn stop(&self) {
+        self.cancel.cancel();
+        let task = self.task.lock().unwrap_or_else(|e| e.into_inner()).take();
+        if let Some(task) = task {
+            // The task only ends by returning; a panic in it is a bug we
+            // would rather see in the logs than at shutdown.
+            if let Err(e) = task.await {
+                tracing::error!(error = %e, "proposer task failed");
+            }
+        }
+    }
+}
+
+fn stopped() -> WriteError {
+    WriteError::Fatal("consensus is shut down".into())
+}
+
+async fn run(
+    raft: Raft,
+    mut rx: mpsc::Receiver<(Command, Reply)>,
+    cancel: CancellationToken,
+    max_batch: usize,
+    timeout: Duration,
+) {
+    let mut queued = Vec::with_capacity(max_batch);
+    loop {
+        let first = tokio::select! {
+            _ = cancel.cancelled() => break,
+            next = rx.recv() => match next {
+                Some(next) => next,
+                None => break,
+            },
+        };
+        queued.push(first);
+        while queued.len() < max_batch {
+            match rx.try_recv() {
+                Ok(next) => queued.push(next),
+                Err(_) => break,
+            }
+        }
+        let (batch, replies): (Batch, Vec<Reply>) = queued.drain(..).unzip();
+        let result = tokio::select! {
+            _ = cancel.cancelled() => Err(stopped()),
+            r = tokio::time::timeout(timeout, raft.client_write(batch)) => match r {
+                Err(_) => Err(WriteError::Timeout),
+                Ok(r) => r.map(|response| response.data).map_err(write_error),
+            },
+        };
+        match result {
+            Ok(outcomes) if outcomes.len() == replies.len() => {
+                for (reply, outcome) in replies.into_iter().zip(outcomes) {
+                    // The writer may have given up waiting; nothing to do.
+                    let _ = reply.send(Ok(outcome));
+                }
+            }
+            Ok(outcomes) => {
+                let e = WriteError::Fatal(format!(
+                    "state machine returned {} outcomes for {} commands",
+                    outcomes.len(),
+                    replies.len()
+                ));
+                for reply in replies {
+                    let _ = reply.send(Err(e.clone()));
+                }
+            }
+            Err(e) => {
+                for reply in replies {
+                    let _ = reply.send(Err(e.clone()));
+                }
+            }
+        }
+    }
+}
+
+fn write_error(e: RaftError<u64, ClientWriteError<u64, openraft::BasicNode>>) -> WriteError {
+    match e {
+        RaftError::APIError(ClientWriteError::ForwardToLeader(_)) => WriteError::NoLeader,
+        RaftError::APIError(ClientWriteError::ChangeMembershipError(e)) => {
+            WriteError::Fatal(e.to_string())
+        }
+        RaftError::Fatal(e) => WriteError::Fatal(e.to_string()),
+    }
+}

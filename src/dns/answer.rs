@@ -1,0 +1,431 @@
+//! Answers for names in our domain and for reverse names of catalog
+//! addresses, built from one [`View`] snapshot.
+//!
+//! Everything here is pure: the same view, name and type give the same
+//! records, up to the shuffle of instance order. Nothing waits on anything.
+
+use std::collections::HashSet;
+use std::net::IpAddr;
+
+use hickory_proto::op::ResponseCode;
+use hickory_proto::rr::rdata::{A, AAAA, CNAME, NS, PTR, SOA, SRV, TXT};
+use hickory_proto::rr::{Name, RData, Record, RecordType};
+
+use super::DnsError;
+use super::config::DnsConfig;
+use super::name::{self, Target};
+use super::shuffle::shuffle;
+use crate::catalog::HealthStatus;
+use crate::catalog::view::{InstanceView, NodeView, View};
+
+/// The sections and code of a response, before it is fitted to a packet.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub(crate) struct Answer {
+    /// NOERROR, NXDOMAIN, ...
+    pub(crate) rcode: ResponseCode,
+    /// The answer section.
+    pub(crate) answers: Vec<Record>,
+    /// The authority section (SOA for negative answers, NS for SOA queries).
+    pub(crate) authorities: Vec<Record>,
+    /// The additional section (addresses of SRV and NS targets).
+    pub(crate) additionals: Vec<Record>,
+}
+
+impl Answer {
+    fn negative(rcode: ResponseCode, soa: Record) -> Self {
+        Self {
+            rcode,
+            authorities: vec![soa],
+            ..Self::default()
+        }
+    }
+}
+
+/// Answers for our domain, from settings fixed at start-up.
+#[derive(Debug, Clone)]
+pub(crate) struct Authority {
+    /// The domain, lowercase, fully qualified.
+    domain: Name,
+    /// Our datacenter, lowercase, as a label.
+    dc: String,
+    /// `ns.<domain>`, the SOA's primary server.
+    mname: Name,
+    /// `hostmaster.<domain>`, the SOA's mailbox.
+    rname: Name,
+    /// The rest of the settings (TTLs, SOA timers, only_passing).
+    cfg: DnsConfig,
+}
+
+impl Authority {
+    /// Validates the domain and datacenter of `cfg`.
+    pub(crate) fn new(cfg: &DnsConfig) -> Result<Self, DnsError> {
+        let bad_domain = |_| DnsError::Domain(cfg.domain.clone());
+        let mut domain = Name::from_ascii(&cfg.domain)
+            .map_err(bad_domain)?
+            .to_lowercase();
+        domain.set_fqdn(true);
+        if domain.is_root() {
+            return Err(DnsError::Domain(cfg.domain.clone()));
+        }
+        let dc = cfg.datacenter.to_ascii_lowercase();
+        if dc.is_empty()
+            || Name::from_ascii(&dc)
+                .map(|n| n.num_labels() != 1)
+                .unwrap_or(true)
+        {
+            return Err(DnsError::Datacenter(cfg.datacenter.clone()));
+        }
+        let mname = Name::from_ascii("ns")
+            .and_then(|n| n.append_domain(&domain))
+            .map_err(bad_domain)?;
+        let rname = Name::from_ascii("hostmaster")
+            .and_then(|n| n.append_domain(&domain))
+            .map_err(bad_domain)?;
+        Ok(Self {
+            domain,
+            dc,
+            mname,
+            rname,
+            cfg: cfg.clone(),
+        })
+    }
+
+    /// The SOA of our domain; its serial follows the catalog index.
+    pub(crate) fn soa(&self, view: &View) -> Record {
+        // The serial only needs to move when the data does; the index wraps
+        // after 2^32 writes, which RFC 1982 arithmetic tolerates.
+        let serial = view.index as u32;
+        let rdata = SOA::new(
+            self.mname.clone(),
+            self.rname.clone(),
+            serial,
+            clamp_i32(self.cfg.soa_refresh),
+            clamp_i32(self.cfg.soa_retry),
+            clamp_i32(self.cfg.soa_expire),
+            self.cfg.soa_min_ttl,
+        );
+        Record::from_rdata(self.domain.clone(), self.cfg.soa_min_ttl, RData::SOA(rdata))
+    }
+
+    /// Answers `qname` if it is at or below our domain; `None` otherwise.
+    pub(crate) fn lookup(&self, view: &View, qname: &Name, qtype: RecordType) -> Option<Answer> {
+        let target = name::parse(qname, &self.domain)?;
+        let answer = match target {
+            Target::Apex => self.apex(view, qtype),
+            Target::Service { name, tag, dc } if self.our_dc(dc) => {
+                self.service(view, qname, qtype, name, tag.as_deref())
+            }
+            Target::Node { name, dc } if self.our_dc(dc) => self.node(view, qname, qtype, &name),
+            Target::Addr { ip, dc } if self.our_dc(dc) => {
+                let mut records = Vec::new();
+                push_address(
+                    &mut records,
+                    qname,
+                    Some(ip),
+                    "",
+                    qtype,
+                    self.cfg.node_ttl_secs(),
+                );
+                self.positive_or_nodata(view, records)
+            }
+            // Other datacenters need WAN federation; until then they do not exist.
+            _ => Answer::negative(ResponseCode::NXDomain, self.soa(view)),
+        };
+        Some(answer)
+    }
+
+    /// Answers a reverse name for `ip` if some node or service instance has
+    /// that address; `None` otherwise.
+    pub(crate) fn reverse(
+        &self,
+        view: &View,
+        qname: &Name,
+        qtype: RecordType,
+        ip: IpAddr,
+    ) -> Option<Answer> {
+        let mut targets: Vec<Name> = Vec::new();
+        for node in view.nodes().filter(|n| n.ip == Some(ip)) {
+            if let Some(fqdn) = self.node_fqdn(&node.name) {
+                targets.push(fqdn);
+            }
+        }
+        for svc in view.services() {
+            // Instances at their node's address are already named by the node.
+            let hit = svc
+                .instances
+                .iter()
+                .any(|i| i.ip == Some(ip) && i.address != i.node.address);
+            if hit && let Some(fqdn) = self.scoped_fqdn(&svc.name, "service") {
+                targets.push(fqdn);
+            }
+        }
+        if targets.is_empty() {
+            return None;
+        }
+        let mut seen = HashSet::new();
+        targets.retain(|t| seen.insert(t.clone()));
+        let records = match qtype {
+            RecordType::PTR | RecordType::ANY => targets
+                .into_iter()
+                .map(|t| {
+                    Record::from_rdata(qname.clone(), self.cfg.node_ttl_secs(), RData::PTR(PTR(t)))
+                })
+                .collect(),
+            _ => Vec::new(),
+        };
+        Some(self.positive_or_nodata(view, records))
+    }
+
+    /// A negative answer for a name of ours that does not exist.
+    pub(crate) fn nxdomain(&self, view: &View) -> Answer {
+        Answer::negative(ResponseCode::NXDomain, self.soa(view))
+    }
+
+    fn our_dc(&self, dc: Option<&str>) -> bool {
+        dc.is_none_or(|d| d.eq_ignore_ascii_case(&self.dc))
+    }
+
+    fn positive_or_nodata(&self, view: &View, answers: Vec<Record>) -> Answer {
+        if answers.is_empty() {
+            Answer::negative(ResponseCode::NoError, self.soa(view))
+        } else {
+            Answer {
+                answers,
+                ..Answer::default()
+            }
+        }
+    }
+
+    fn apex(&self, view: &View, qtype: RecordType) -> Answer {
+        let (ns, extra) = self.nameservers(view);
+        match qtype {
+            RecordType::SOA => Answer {
+                answers: vec![self.soa(view)],
+                authorities: ns,
+                additionals: extra,
+                ..Answer::default()
+            },
+            RecordType::NS if !ns.is_empty() => Answer {
+                answers: ns,
+                additionals: extra,
+                ..Answer::default()
+            },
+            RecordType::ANY => {
+                let mut answers = vec![self.soa(view)];
+                answers.extend(ns);
+                Answer {
+                    answers,
+                    additionals: extra,
+                    ..Answer::default()
+                }
+            }
+            _ => Answer::negative(ResponseCode::NoError, self.soa(view)),
+        }
+    }
+
+    /// NS records naming the nodes that run the `consul` service (the
+    /// servers), with their addresses for the additional section.
+    fn nameservers(&self, view: &View) -> (Vec<Record>, Vec<Record>) {
+        let mut ns = Vec::new();
+        let mut extra = Vec::new();
+        let Some(servers) = view.service("consul") else {
+            return (ns, extra);
+        };
+        let mut seen = HashSet::new();
+        let ttl = self.cfg.node_ttl_secs();
+        for inst in &servers.instances {
+            if !seen.insert(inst.node.name.as_str()) {
+                continue;
+            }
+            let Some(fqdn) = self.node_fqdn(&inst.node.name) else {
+                continue;
+            };
+            push_address(
+                &mut extra,
+                &fqdn,
+                inst.node.ip,
+                &inst.node.address,
+                RecordType::ANY,
+                ttl,
+            );
+            ns.push(Record::from_rdata(
+                self.domain.clone(),
+                ttl,
+                RData::NS(NS(fqdn)),
+            ));
+        }
+        shuffle(&mut ns);
+        (ns, extra)
+    }
+
+    fn service(
+        &self,
+        view: &View,
+        qname: &Name,
+        qtype: RecordType,
+        service: &str,
+        tag: Option<&str>,
+    ) -> Answer {
+        let Some(svc) = view.service(service) else {
+            return self.nxdomain(view);
+        };
+        let mut picked: Vec<&InstanceView> = svc
+            .instances
+            .iter()
+            .filter(|i| !self.cfg.only_passing || i.health == HealthStatus::Passing)
+            .filter(|i| tag.is_none_or(|t| i.has_tag(t)))
+            .collect();
+        if picked.is_empty() {
+            return self.nxdomain(view);
+        }
+        shuffle(&mut picked);
+        let ttl = self.cfg.service_ttl_secs(&svc.name);
+        let mut answers = Vec::with_capacity(picked.len());
+        let mut additionals = Vec::new();
+        match qtype {
+            RecordType::SRV => {
+                let mut targets = HashSet::new();
+                for inst in picked {
+                    self.push_srv(
+                        &mut answers,
+                        &mut additionals,
+                        &mut targets,
+                        qname,
+                        inst,
+                        ttl,
+                    );
+                }
+            }
+            RecordType::A | RecordType::AAAA | RecordType::ANY | RecordType::CNAME => {
+                let mut seen = HashSet::new();
+                for inst in picked {
+                    if seen.insert(inst.address.as_str()) {
+                        push_address(&mut answers, qname, inst.ip, &inst.address, qtype, ttl);
+                    }
+                }
+            }
+            _ => {}
+        }
+        let mut answer = self.positive_or_nodata(view, answers);
+        answer.additionals = additionals;
+        answer
+    }
+
+    /// One SRV record for `inst` and, the first time a target appears, its
+    /// address records for the additional section.
+    fn push_srv(
+        &self,
+        answers: &mut Vec<Record>,
+        additionals: &mut Vec<Record>,
+        targets: &mut HashSet<Name>,
+        qname: &Name,
+        inst: &InstanceView,
+        ttl: u32,
+    ) {
+        // Consul names the node when the instance lives at the node's
+        // address, an `addr` name for another IP, the host name otherwise.
+        let (target, ip, address) = if inst.address == inst.node.address {
+            (
+                self.node_fqdn(&inst.node.name),
+                inst.node.ip,
+                inst.node.address.as_str(),
+            )
+        } else if let Some(ip) = inst.ip {
+            (
+                self.scoped_fqdn(&name::encode_hex_addr(ip), "addr"),
+                Some(ip),
+                "",
+            )
+        } else {
+            (host_fqdn(&inst.address), None, "")
+        };
+        let Some(target) = target else {
+            return;
+        };
+        let weight = u16::try_from(inst.weight()).unwrap_or(u16::MAX);
+        let srv = SRV::new(1, weight, inst.port, target.clone());
+        answers.push(Record::from_rdata(qname.clone(), ttl, RData::SRV(srv)));
+        if (ip.is_some() || !address.is_empty()) && targets.insert(target.clone()) {
+            push_address(additionals, &target, ip, address, RecordType::ANY, ttl);
+        }
+    }
+
+    fn node(&self, view: &View, qname: &Name, qtype: RecordType, node: &str) -> Answer {
+        let Some(node) = view.node(node) else {
+            return self.nxdomain(view);
+        };
+        let ttl = self.cfg.node_ttl_secs();
+        let mut answers = Vec::new();
+        push_address(&mut answers, qname, node.ip, &node.address, qtype, ttl);
+        if matches!(qtype, RecordType::TXT | RecordType::ANY) {
+            push_meta(&mut answers, qname, node, ttl);
+        }
+        self.positive_or_nodata(view, answers)
+    }
+
+    /// `<node>.node.<dc>.<domain>`; `None` for a node name that is not a
+    /// valid DNS name (Consul leaves those out too).
+    fn node_fqdn(&self, node: &str) -> Option<Name> {
+        self.scoped_fqdn(node, "node")
+    }
+
+    /// `<name>.<kind>.<dc>.<domain>`.
+    fn scoped_fqdn(&self, name: &str, kind: &str) -> Option<Name> {
+        Name::from_ascii(name)
+            .and_then(|n| n.append_label(kind))
+            .and_then(|n| n.append_label(self.dc.as_str()))
+            .and_then(|n| n.append_domain(&self.domain))
+            .ok()
+    }
+}
+
+/// Address records of `qtype` for an IP, or a CNAME when the address is a
+/// host name. `address` may be empty when only `ip` is known.
+fn push_address(
+    out: &mut Vec<Record>,
+    owner: &Name,
+    ip: Option<IpAddr>,
+    address: &str,
+    qtype: RecordType,
+    ttl: u32,
+) {
+    let any = qtype == RecordType::ANY;
+    let rdata = match ip {
+        Some(IpAddr::V4(v4)) if any || qtype == RecordType::A => RData::A(A(v4)),
+        Some(IpAddr::V6(v6)) if any || qtype == RecordType::AAAA => RData::AAAA(AAAA(v6)),
+        Some(_) => return,
+        None => {
+            let cname_type = matches!(
+                qtype,
+                RecordType::A | RecordType::AAAA | RecordType::ANY | RecordType::CNAME
+            );
+            match host_fqdn(address) {
+                Some(host) if cname_type => RData::CNAME(CNAME(host)),
+                _ => return,
+            }
+        }
+    };
+    out.push(Record::from_rdata(owner.clone(), ttl, rdata));
+}
+
+/// One TXT record per node meta pair, `key=value`, as Consul does.
+fn push_meta(out: &mut Vec<Record>, owner: &Name, node: &NodeView, ttl: u32) {
+    for (k, v) in &node.meta {
+        let txt = TXT::new(vec![format!("{k}={v}")]);
+        out.push(Record::from_rdata(owner.clone(), ttl, RData::TXT(txt)));
+    }
+}
+
+/// A registered host name as an absolute DNS name.
+fn host_fqdn(address: &str) -> Option<Name> {
+    if address.is_empty() {
+        return None;
+    }
+    let mut name = Name::from_ascii(address).ok()?;
+    name.set_fqdn(true);
+    Some(name)
+}
+
+fn clamp_i32(v: u32) -> i32 {
+    i32::try_from(v).unwrap_or(i32::MAX)
+}

@@ -1,0 +1,221 @@
+//! Fitting a response into the packet size the client can take.
+//!
+//! Whole records are dropped, never parts of one: first answers from the end
+//! (the order is already shuffled), together with additional records that
+//! only the dropped answers referred to; then, if even an empty answer does
+//! not fit, the additional and authority sections. Any drop sets TC so the
+//! client can retry over TCP.
+
+use std::collections::HashSet;
+
+use hickory_proto::op::Message;
+use hickory_proto::rr::{Name, RData, Record};
+use hickory_proto::serialize::binary::{BinEncodable, BinEncoder};
+
+/// The smallest size every DNS client accepts (RFC 1035).
+pub(crate) const MIN_UDP: usize = 512;
+/// The largest UDP payload we send even if the client offers more.
+pub(crate) const MAX_UDP: usize = 4096;
+/// A TCP message's length prefix is 16 bits.
+pub(crate) const MAX_TCP: usize = u16::MAX as usize;
+
+/// The encoded size of `msg` (with name compression), or `None` when it does
+/// not encode at all.
+pub(crate) fn encoded_len(msg: &Message) -> Option<usize> {
+    encode(msg).map(|b| b.len())
+}
+
+/// Encodes `msg` without a size limit.
+pub(crate) fn encode(msg: &Message) -> Option<Vec<u8>> {
+    let mut buf = Vec::with_capacity(512);
+    let mut encoder = BinEncoder::new(&mut buf);
+    msg.emit(&mut encoder).ok()?;
+    Some(buf)
+}
+
+/// A cheap upper bound of the encoded size: every name written in full.
+/// When it is within the limit the exact size need not be computed.
+fn upper_bound(msg: &Message) -> usize {
+    let mut size = 12;
+    for q in &msg.queries {
+        size += q.name.len() + 1 + 4;
+    }
+    for r in msg.all_sections() {
+        size += r.name.len() + 1 + 10 + rdata_bound(&r.data);
+    }
+    if msg.edns.is_some() {
+        // A bare OPT record; we never add options.
+        size += 11;
+    }
+    size
+}
+
+fn rdata_bound(data: &RData) -> usize {
+    match data {
+        RData::A(_) => 4,
+        RData::AAAA(_) => 16,
+        RData::SRV(srv) => 6 + srv.target.len() + 1,
+        RData::CNAME(n) => n.0.len() + 1,
+        RData::NS(n) => n.0.len() + 1,
+        RData::PTR(n) => n.0.len() + 1,
+        RData::SOA(soa) => soa.mname.len() + soa.rname.len() + 2 + 20,
+        // Anything else (zone data): no cheap bound, force an exact check.
+        _ => MAX_TCP,
+    }
+}
+
+/// Makes `msg` fit in `limit` bytes. `answer_limit` first caps the answer
+/// count (Consul's `udp_answer_limit`); cutting there sets TC only when
+/// `tc_on_limit`. Returns whether anything was dropped.
+pub(crate) fn fit(
+    msg: &mut Message,
+    limit: usize,
+    answer_limit: Option<usize>,
+    tc_on_limit: bool,
+) -> bool {
+    let mut dropped = false;
+    if let Some(max) = answer_limit
+        && max > 0
+        && msg.answers.len() > max
+    {
+        msg.answers.truncate(max);
+        sync_additionals(msg);
+        msg.metadata.truncation |= tc_on_limit;
+        dropped = true;
+    }
+    if upper_bound(msg) <= limit || encoded_len(msg).is_some_and(|n| n <= limit) {
+        return dropped;
+    }
+    msg.metadata.truncation = true;
+    let answers = std::mem::take(&mut msg.answers);
+    let additionals = msg.additionals.clone();
+    // Largest prefix of answers that fits; sizes grow with the prefix.
+    let fits = |msg: &mut Message, k: usize| {
+        msg.answers = answers[..k].to_vec();
+        msg.additionals = additionals.clone();
+        sync_additionals(msg);
+        encoded_len(msg).is_some_and(|n| n <= limit)
+    };
+    let (mut lo, mut hi) = (0, answers.len());
+    if !fits(msg, 0) {
+        msg.answers.clear();
+        msg.additionals.clear();
+        if encoded_len(msg).is_none_or(|n| n > limit) {
+            msg.authorities.clear();
+        }
+        return true;
+    }
+    while lo < hi {
+        let mid = lo + (hi - lo).div_ceil(2);
+        if fits(msg, mid) {
+            lo = mid;
+        } else {
+            hi = mid - 1;
+        }
+    }
+    fits(msg, lo);
+    true
+}
+
+/// Keeps only the additional records whose owner some answer points at.
+fn sync_additionals(msg: &mut Message) {
+    if msg.additionals.is_empty() {
+        return;
+    }
+    let wanted: HashSet<&Name> = msg
+        .answers
+        .iter()
+        .chain(msg.authorities.iter())
+        .filter_map(referenced_name)
+        .collect();
+    let keep: Vec<Record> = msg
+        .additionals
+        .iter()
+        .filter(|r| wanted.contains(&r.name))
+        .cloned()
+        .collect();
+    msg.additionals = keep;
+}
+
+fn referenced_name(r: &Record) -> Option<&Name> {
+    match &r.data {
+        RData::SRV(srv) => Some(&srv.target),
+        RData::NS(ns) => Some(&ns.0),
+        RData::CNAME(c) => Some(&c.0),
+        RData::MX(mx) => Some(&mx.exchange),
+        _ => None,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use hickory_proto::op::{Edns, MessageType, OpCode, Query};
+    use hickory_proto::rr::RecordType;
+    use hickory_proto::rr::rdata::{A, SRV};
+    use std::net::Ipv4Addr;
+
+    fn srv_message(n: usize) -> Message {
+        let qname = Name::from_ascii("web.service.consul.").unwrap();
+        let mut m = Message::new(1, MessageType::Response, OpCode::Query);
+        m.add_query(Query::query(qname.clone(), RecordType::SRV));
+        for i in 0..n {
+            let target = Name::from_ascii(format!("node-{i}.node.dc1.consul.")).unwrap();
+            let srv = SRV::new(1, 1, 8000 + i as u16, target.clone());
+            m.add_answer(Record::from_rdata(qname.clone(), 0, RData::SRV(srv)));
+            let a = A(Ipv4Addr::new(10, 0, (i / 256) as u8, (i % 256) as u8));
+            m.add_additional(Record::from_rdata(target, 0, RData::A(a)));
+        }
+        m
+    }
+
+    #[test]
+    fn small_answer_untouched() {
+        let mut m = srv_message(2);
+        assert!(!fit(&mut m, MIN_UDP, None, false));
+        assert_eq!(m.answers.len(), 2);
+        assert!(!m.metadata.truncation);
+    }
+
+    #[test]
+    fn large_answer_cut_to_size_with_tc() {
+        let mut m = srv_message(50);
+        assert!(fit(&mut m, MIN_UDP, None, false));
+        let len = encoded_len(&m).unwrap();
+        assert!(len <= MIN_UDP, "{len}");
+        assert!(m.metadata.truncation);
+        assert!(!m.answers.is_empty());
+        // Every remaining additional belongs to a remaining answer.
+        assert_eq!(m.additionals.len(), m.answers.len());
+        // And it is the largest such prefix: one more answer would not fit.
+        let mut bigger = srv_message(50);
+        bigger.answers.truncate(m.answers.len() + 1);
+        sync_additionals(&mut bigger);
+        assert!(encoded_len(&bigger).unwrap() > MIN_UDP);
+    }
+
+    #[test]
+    fn answer_limit_sets_tc_only_when_asked() {
+        let mut m = srv_message(5);
+        assert!(fit(&mut m, MAX_UDP, Some(3), false));
+        assert_eq!(m.answers.len(), 3);
+        assert_eq!(m.additionals.len(), 3);
+        assert!(!m.metadata.truncation);
+        let mut m = srv_message(5);
+        fit(&mut m, MAX_UDP, Some(3), true);
+        assert!(m.metadata.truncation);
+    }
+
+    #[test]
+    fn opt_record_counts_toward_the_size() {
+        let mut m = srv_message(50);
+        let mut edns = Edns::new();
+        edns.set_max_payload(1232);
+        m.set_edns(edns);
+        fit(&mut m, 1232, None, false);
+        assert!(encoded_len(&m).unwrap() <= 1232);
+        let bytes = encode(&m).unwrap();
+        let back = Message::from_vec(&bytes).unwrap();
+        assert!(back.edns.is_some());
+    }
+}

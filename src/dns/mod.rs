@@ -1,0 +1,71 @@
+//! DNS: Consul's name forms answered from the catalog's lock-free view,
+//! static zones answered from files, everything else forwarded.
+//!
+//! The pieces, in the order a query meets them:
+//! - [`server`]: the sockets. UDP goes through hickory's `Server`, TCP
+//!   through a connection-capped accept loop; both hand raw bytes to
+//! - [`Responder`] (`respond.rs`): the pure decision for one request. It
+//!   validates the message (FORMERR, NOTIMP, BADVERS), then asks, in turn,
+//! - `answer.rs` for names under our domain and reverse names of catalog
+//!   addresses, using `name.rs` to classify the name and `shuffle.rs` to
+//!   reorder instances,
+//! - `zones.rs` for names in the static zone files,
+//! - and otherwise returns [`Reply::Forward`], which the server resolves with
+//!   `forward.rs` (UDP, TCP on truncation, each recursor in turn).
+//!
+//! Every response is fitted to the client's packet size by `fit.rs`.
+//! Nothing on the path for our own names awaits anything: the view is an
+//! `Arc` loaded from an `ArcSwap`.
+
+mod answer;
+mod config;
+mod fit;
+mod forward;
+mod name;
+mod respond;
+mod server;
+mod shuffle;
+mod zones;
+
+#[cfg(test)]
+mod fixture;
+#[cfg(test)]
+mod tests;
+
+use std::path::PathBuf;
+
+pub use config::DnsConfig;
+pub use respond::{Reply, Responder, Transport};
+pub use server::serve;
+
+/// Why the DNS server could not start or stopped.
+#[derive(Debug, thiserror::Error)]
+pub enum DnsError {
+    /// The configured domain is not a valid DNS name.
+    #[error("invalid DNS domain {0:?}")]
+    Domain(String),
+    /// The configured datacenter is not a single DNS label.
+    #[error("invalid datacenter name {0:?} for DNS")]
+    Datacenter(String),
+    /// A zone directory or file could not be read.
+    #[error("reading zones from {}: {source}", path.display())]
+    ZoneDir {
+        /// The directory or file.
+        path: PathBuf,
+        /// The I/O error.
+        source: std::io::Error,
+    },
+    /// A zone file is invalid; `line` is 0 when the problem is the whole file.
+    #[error("zone file {}:{line}: {message}", path.display())]
+    Zone {
+        /// The file.
+        path: PathBuf,
+        /// The first line of the offending entry (1-based).
+        line: usize,
+        /// What is wrong.
+        message: String,
+    },
+    /// A socket task failed.
+    #[error("DNS server: {0}")]
+    Server(String),
+}

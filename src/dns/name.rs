@@ -1,0 +1,389 @@
+//! What a query name asks for, decided from its labels alone.
+//!
+//! Consul's grammar, below the configured domain (`consul.`):
+//!
+//! | form | meaning |
+//! |---|---|
+//! | (nothing) | the apex: SOA, NS |
+//! | `[tag.]svc.service[.dc]` | instances of `svc`, optionally with `tag` |
+//! | `_svc._tag.service[.dc]` | RFC 2782 form; `_tcp`/`_udp` mean "no tag" |
+//! | `node.node[.dc]` | a node |
+//! | `hex.addr[.dc]` | an IP spelled as 8 or 32 hex digits |
+//!
+//! The keyword nearest the domain wins, as Consul reads names right to left,
+//! so `web.service.node.consul` is the node `web.service`. Reverse names
+//! (`in-addr.arpa.`, `ip6.arpa.`) are recognised separately because they live
+//! outside the domain. Parsing borrows from the query name and allocates only
+//! when a node name or tag spans several labels.
+
+use std::borrow::Cow;
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
+
+use hickory_proto::rr::Name;
+
+/// A query name below the domain, classified.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) enum Target<'a> {
+    /// The domain itself.
+    Apex,
+    /// A service lookup.
+    Service {
+        /// Service name as asked (any case).
+        name: &'a str,
+        /// Tag filter, if any.
+        tag: Option<Cow<'a, str>>,
+        /// Datacenter label, if any.
+        dc: Option<&'a str>,
+    },
+    /// A node lookup.
+    Node {
+        /// Node name as asked (any case); may contain dots.
+        name: Cow<'a, str>,
+        /// Datacenter label, if any.
+        dc: Option<&'a str>,
+    },
+    /// An address spelled in hex.
+    Addr {
+        /// The decoded address.
+        ip: IpAddr,
+        /// Datacenter label, if any.
+        dc: Option<&'a str>,
+    },
+    /// Below the domain but not a name we can ever answer: NXDOMAIN.
+    Unknown,
+}
+
+/// Classifies `qname` relative to `domain` (a lowercase FQDN). `None` when
+/// the name is not at or below the domain.
+pub(crate) fn parse<'a>(qname: &'a Name, domain: &Name) -> Option<Target<'a>> {
+    if !domain.zone_of(qname) {
+        return None;
+    }
+    let own = usize::from(qname.num_labels()) - usize::from(domain.num_labels());
+    // Labels are raw bytes; a name we serve is always ASCII, so anything else
+    // cannot match and is simply unknown.
+    let mut labels: Vec<&'a str> = Vec::with_capacity(own);
+    for label in qname.iter().take(own) {
+        match std::str::from_utf8(label) {
+            Ok(s) => labels.push(s),
+            Err(_) => return Some(Target::Unknown),
+        }
+    }
+    Some(classify(&labels))
+}
+
+/// Classifies the labels of a name below the domain, leftmost first.
+pub(crate) fn classify<'a>(labels: &[&'a str]) -> Target<'a> {
+    let n = labels.len();
+    if n == 0 {
+        return Target::Apex;
+    }
+    // The keyword is the last label (no datacenter) or the one before it.
+    let (kind, before, dc) = if is_keyword(labels[n - 1]) {
+        (labels[n - 1], &labels[..n - 1], None)
+    } else if n >= 2 && is_keyword(labels[n - 2]) {
+        (labels[n - 2], &labels[..n - 2], Some(labels[n - 1]))
+    } else {
+        return Target::Unknown;
+    };
+    if before.is_empty() {
+        return Target::Unknown;
+    }
+    if kind.eq_ignore_ascii_case("service") {
+        service(before, dc)
+    } else if kind.eq_ignore_ascii_case("node") {
+        Target::Node {
+            name: join(before),
+            dc,
+        }
+    } else {
+        match (before, decode_hex_addr(before[0])) {
+            ([_], Some(ip)) => Target::Addr { ip, dc },
+            _ => Target::Unknown,
+        }
+    }
+}
+
+fn is_keyword(label: &str) -> bool {
+    ["service", "node", "addr"]
+        .iter()
+        .any(|k| label.eq_ignore_ascii_case(k))
+}
+
+fn service<'a>(before: &[&'a str], dc: Option<&'a str>) -> Target<'a> {
+    if let [svc, tag] = before
+        && let (Some(svc), Some(tag)) = (svc.strip_prefix('_'), tag.strip_prefix('_'))
+    {
+        if svc.is_empty() {
+            return Target::Unknown;
+        }
+        let tag = if tag.eq_ignore_ascii_case("tcp") || tag.eq_ignore_ascii_case("udp") {
+            None
+        } else {
+            Some(Cow::Borrowed(tag))
+        };
+        return Target::Service { name: svc, tag, dc };
+    }
+    let (name, tags) = before.split_last().unwrap_or((&"", &[]));
+    let tag = match tags {
+        [] => None,
+        tags => Some(join(tags)),
+    };
+    Target::Service { name, tag, dc }
+}
+
+fn join<'a>(labels: &[&'a str]) -> Cow<'a, str> {
+    match labels {
+        [one] => Cow::Borrowed(one),
+        many => Cow::Owned(many.join(".")),
+    }
+}
+
+/// Decodes Consul's `addr` label: 8 hex digits for IPv4, 32 for IPv6.
+pub(crate) fn decode_hex_addr(label: &str) -> Option<IpAddr> {
+    if !label.bytes().all(|b| b.is_ascii_hexdigit()) {
+        return None;
+    }
+    match label.len() {
+        8 => u32::from_str_radix(label, 16)
+            .ok()
+            .map(|v| IpAddr::V4(Ipv4Addr::from(v))),
+        32 => u128::from_str_radix(label, 16)
+            .ok()
+            .map(|v| IpAddr::V6(Ipv6Addr::from(v))),
+        _ => None,
+    }
+}
+
+/// Encodes an IP as Consul's `addr` label, the inverse of [`decode_hex_addr`].
+pub(crate) fn encode_hex_addr(ip: IpAddr) -> String {
+    match ip {
+        IpAddr::V4(v4) => format!("{:08x}", u32::from(v4)),
+        IpAddr::V6(v6) => format!("{:032x}", u128::from(v6)),
+    }
+}
+
+/// Decodes a full reverse name (`4.3.2.1.in-addr.arpa.`, or 32 nibbles
+/// under `ip6.arpa.`). Partial names (a /24's zone) are `None`.
+pub(crate) fn parse_reverse(qname: &Name) -> Option<IpAddr> {
+    let labels: Vec<&[u8]> = qname.iter().collect();
+    let (last, rest) = labels.split_last()?;
+    if !last.eq_ignore_ascii_case(b"arpa") {
+        return None;
+    }
+    let (kind, digits) = rest.split_last()?;
+    if kind.eq_ignore_ascii_case(b"in-addr") {
+        if digits.len() != 4 {
+            return None;
+        }
+        let mut octets = [0u8; 4];
+        // Reverse names list the least significant octet first.
+        for (octet, label) in octets.iter_mut().zip(digits.iter().rev()) {
+            let s = std::str::from_utf8(label).ok()?;
+            if s.is_empty() || s.len() > 3 || !s.bytes().all(|b| b.is_ascii_digit()) {
+                return None;
+            }
+            *octet = s.parse().ok()?;
+        }
+        Some(IpAddr::V4(Ipv4Addr::from(octets)))
+    } else if kind.eq_ignore_ascii_case(b"ip6") {
+        if digits.len() != 32 {
+            return None;
+        }
+        let mut value: u128 = 0;
+        for label in digits.iter().rev() {
+            let [nibble] = label else { return None };
+            let digit = char::from(*nibble).to_digit(16)?;
+            value = (value << 4) | u128::from(digit);
+        }
+        Some(IpAddr::V6(Ipv6Addr::from(value)))
+    } else {
+        None
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn name(s: &str) -> Name {
+        Name::from_ascii(s).expect("test names are valid")
+    }
+
+    fn target(q: &str) -> Option<Target<'static>> {
+        let domain = name("consul.");
+        // Leak so the borrowed target can outlive the helper; tests only.
+        let q: &'static Name = Box::leak(Box::new(name(q)));
+        parse(q, &domain)
+    }
+
+    fn svc(
+        name: &'static str,
+        tag: Option<&'static str>,
+        dc: Option<&'static str>,
+    ) -> Target<'static> {
+        Target::Service {
+            name,
+            tag: tag.map(Cow::Borrowed),
+            dc,
+        }
+    }
+
+    #[test]
+    fn apex_and_outside() {
+        assert_eq!(target("consul."), Some(Target::Apex));
+        assert_eq!(target("CONSUL."), Some(Target::Apex));
+        assert_eq!(target("example.com."), None);
+        assert_eq!(target("consul.example.com."), None);
+        assert_eq!(target("notconsul."), None);
+    }
+
+    #[test]
+    fn service_forms() {
+        assert_eq!(target("web.service.consul."), Some(svc("web", None, None)));
+        assert_eq!(target("Web.SERVICE.Consul."), Some(svc("Web", None, None)));
+        assert_eq!(
+            target("primary.web.service.consul."),
+            Some(svc("web", Some("primary"), None))
+        );
+        assert_eq!(
+            target("web.service.dc1.consul."),
+            Some(svc("web", None, Some("dc1")))
+        );
+        assert_eq!(
+            target("v1.primary.web.service.dc2.consul."),
+            Some(Target::Service {
+                name: "web",
+                tag: Some(Cow::Owned("v1.primary".into())),
+                dc: Some("dc2"),
+            })
+        );
+    }
+
+    #[test]
+    fn rfc2782_forms() {
+        assert_eq!(
+            target("_web._tcp.service.consul."),
+            Some(svc("web", None, None))
+        );
+        assert_eq!(
+            target("_web._UDP.service.dc1.consul."),
+            Some(svc("web", None, Some("dc1")))
+        );
+        assert_eq!(
+            target("_web._primary.service.consul."),
+            Some(svc("web", Some("primary"), None))
+        );
+        // Only one underscore: an ordinary tag named "_x".
+        assert_eq!(
+            target("_x.web.service.consul."),
+            Some(svc("web", Some("_x"), None))
+        );
+        assert_eq!(target("_._tcp.service.consul."), Some(Target::Unknown));
+    }
+
+    #[test]
+    fn node_forms() {
+        assert_eq!(
+            target("db1.node.consul."),
+            Some(Target::Node {
+                name: Cow::Borrowed("db1"),
+                dc: None
+            })
+        );
+        assert_eq!(
+            target("db1.NODE.dc1.consul."),
+            Some(Target::Node {
+                name: Cow::Borrowed("db1"),
+                dc: Some("dc1")
+            })
+        );
+        assert_eq!(
+            target("a.b.node.consul."),
+            Some(Target::Node {
+                name: Cow::Owned("a.b".into()),
+                dc: None
+            })
+        );
+        // The keyword nearest the domain wins.
+        assert_eq!(
+            target("web.service.node.consul."),
+            Some(Target::Node {
+                name: Cow::Owned("web.service".into()),
+                dc: None
+            })
+        );
+    }
+
+    #[test]
+    fn addr_forms() {
+        assert_eq!(
+            target("7f000001.addr.consul."),
+            Some(Target::Addr {
+                ip: "127.0.0.1".parse().unwrap(),
+                dc: None
+            })
+        );
+        assert_eq!(
+            target("20010db8000000000000000000000001.addr.dc1.consul."),
+            Some(Target::Addr {
+                ip: "2001:db8::1".parse().unwrap(),
+                dc: Some("dc1")
+            })
+        );
+        assert_eq!(target("7f00001.addr.consul."), Some(Target::Unknown));
+        assert_eq!(target("7f00000g.addr.consul."), Some(Target::Unknown));
+        assert_eq!(target("a.7f000001.addr.consul."), Some(Target::Unknown));
+    }
+
+    #[test]
+    fn unknown_forms() {
+        assert_eq!(target("service.consul."), Some(Target::Unknown));
+        assert_eq!(target("node.dc1.consul."), Some(Target::Unknown));
+        assert_eq!(target("web.consul."), Some(Target::Unknown));
+        assert_eq!(
+            target("web.service.dc1.extra.consul."),
+            Some(Target::Unknown)
+        );
+        assert_eq!(target("x.query.consul."), Some(Target::Unknown));
+    }
+
+    #[test]
+    fn non_utf8_label_is_unknown() {
+        let domain = name("consul.");
+        let q = Name::from_labels(vec![&b"\xff"[..], b"service", b"consul"]).unwrap();
+        assert_eq!(parse(&q, &domain), Some(Target::Unknown));
+    }
+
+    #[test]
+    fn hex_round_trip() {
+        for ip in ["10.1.2.3", "0.0.0.0", "2001:db8::42", "::1"] {
+            let ip: IpAddr = ip.parse().unwrap();
+            assert_eq!(decode_hex_addr(&encode_hex_addr(ip)), Some(ip));
+        }
+    }
+
+    #[test]
+    fn reverse_names() {
+        assert_eq!(
+            parse_reverse(&name("4.3.2.10.in-addr.arpa.")),
+            Some("10.2.3.4".parse().unwrap())
+        );
+        assert_eq!(
+            parse_reverse(&name("4.3.2.10.IN-ADDR.ARPA.")),
+            Some("10.2.3.4".parse().unwrap())
+        );
+        assert_eq!(parse_reverse(&name("3.2.10.in-addr.arpa.")), None);
+        assert_eq!(parse_reverse(&name("256.3.2.10.in-addr.arpa.")), None);
+        let plus =
+            Name::from_labels(vec![&b"+4"[..], b"3", b"2", b"10", b"in-addr", b"arpa"]).unwrap();
+        assert_eq!(parse_reverse(&plus), None);
+        let v6 = "1.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.8.b.d.0.1.0.0.2.ip6.arpa.";
+        assert_eq!(
+            parse_reverse(&name(v6)),
+            Some("2001:db8::1".parse().unwrap())
+        );
+        assert_eq!(parse_reverse(&name("8.b.d.0.1.0.0.2.ip6.arpa.")), None);
+        assert_eq!(parse_reverse(&name("example.com.")), None);
+    }
+}

@@ -1,0 +1,701 @@
+//! The whole decision for one request, as a pure function.
+//!
+//! [`Responder::respond`] takes the current [`View`], the raw request, the
+//! transport and the peer, and says what to send back: a finished response
+//! (already fitted to the client's packet size), a request to forward to the
+//! recursors, or nothing at all. The socket code, the fuzzer and the tests all
+//! call it; it never awaits and never panics on any input.
+
+use std::net::SocketAddr;
+
+use hickory_proto::op::{Edns, Header, Message, MessageType, OpCode, Query, ResponseCode};
+use hickory_proto::rr::DNSClass;
+use hickory_proto::serialize::binary::{BinDecodable, BinDecoder};
+
+use super::DnsError;
+use super::answer::{Answer, Authority};
+use super::config::DnsConfig;
+use super::fit::{self, MAX_TCP, MAX_UDP, MIN_UDP};
+use super::name::parse_reverse;
+use super::zones::Zones;
+use crate::catalog::view::View;
+
+/// The transport a request arrived on; it decides the response size limit.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Transport {
+    /// UDP: 512 bytes, or the client's EDNS size up to 4096.
+    Udp,
+    /// TCP: up to 65535 bytes.
+    Tcp,
+}
+
+/// What to do with one request.
+#[derive(Debug)]
+pub enum Reply {
+    /// Send this response (already fitted to the transport).
+    Respond(Message),
+    /// The name is not ours: ask the recursors, then [`Responder::relay`]
+    /// their answer. Holds the parsed request.
+    Forward(Message),
+    /// Send nothing: the bytes are not a DNS query we can answer.
+    Drop,
+}
+
+/// Everything needed to answer, fixed at start-up: settings and zones.
+#[derive(Debug, Clone)]
+pub struct Responder {
+    /// Our domain's answers.
+    authority: Authority,
+    /// Static zones.
+    zones: Zones,
+    /// Whether forwarding is possible; without recursors foreign names are REFUSED.
+    has_recursors: bool,
+    /// Consul's `udp_answer_limit`.
+    udp_answer_limit: usize,
+    /// Consul's `enable_truncate`.
+    enable_truncate: bool,
+}
+
+impl Responder {
+    /// Validates `cfg` and loads the zone files it names.
+    pub fn new(cfg: &DnsConfig) -> Result<Self, DnsError> {
+        Self::with_zones(cfg, Zones::load(&cfg.zone_dirs)?)
+    }
+
+    pub(crate) fn with_zones(cfg: &DnsConfig, zones: Zones) -> Result<Self, DnsError> {
+        Ok(Self {
+            authority: Authority::new(cfg)?,
+            zones,
+            has_recursors: !cfg.recursors.is_empty(),
+            udp_answer_limit: cfg.udp_answer_limit,
+            enable_truncate: cfg.enable_truncate,
+        })
+    }
+
+    /// Decides the reply to the raw request `bytes` from `peer`.
+    pub fn respond(
+        &self,
+        view: &View,
+        bytes: &[u8],
+        transport: Transport,
+        peer: SocketAddr,
+    ) -> Reply {
+        let mut decoder = BinDecoder::new(bytes);
+        let Ok(header) = Header::read(&mut decoder) else {
+            return Reply::Drop;
+        };
+        // Answering responses would let anyone bounce traffic off us.
+        if header.metadata.message_type == MessageType::Response {
+            return Reply::Drop;
+        }
+        let request = match Message::from_vec(bytes) {
+            Ok(m) => m,
+            Err(error) => {
+                tracing::debug!(%peer, %error, "malformed DNS request");
+                let mut m = Message::error_msg(
+                    header.metadata.id,
+                    header.metadata.op_code,
+                    ResponseCode::FormErr,
+                );
+                m.metadata.recursion_desired = header.metadata.recursion_desired;
+                return Reply::Respond(m);
+            }
+        };
+        self.respond_to(view, request, transport)
+    }
+
+    /// [`Self::respond`] for an already parsed request.
+    pub fn respond_to(&self, view: &View, request: Message, transport: Transport) -> Reply {
+        if request.metadata.message_type == MessageType::Response {
+            return Reply::Drop;
+        }
+        if request.metadata.op_code != OpCode::Query {
+            return Reply::Respond(self.error(&request, ResponseCode::NotImp, transport));
+        }
+        if request.queries.len() != 1 {
+            return Reply::Respond(self.error(&request, ResponseCode::FormErr, transport));
+        }
+        if request.edns.as_ref().is_some_and(|e| e.version() > 0) {
+            return Reply::Respond(self.error(&request, ResponseCode::BADVERS, transport));
+        }
+        let query = &request.queries[0];
+        if !matches!(query.query_class(), DNSClass::IN | DNSClass::ANY) {
+            return Reply::Respond(self.error(&request, ResponseCode::Refused, transport));
+        }
+        match self.lookup(view, query) {
+            Some((answer, catalog)) => {
+                Reply::Respond(self.finish(&request, answer, true, catalog, transport))
+            }
+            None if self.has_recursors => Reply::Forward(request),
+            None if parse_reverse(&query.name).is_some() => {
+                // Consul answers unknown reverse names itself when it cannot recurse.
+                let answer = self.authority.nxdomain(view);
+                Reply::Respond(self.finish(&request, answer, true, true, transport))
+            }
+            None => Reply::Respond(self.error(&request, ResponseCode::Refused, transport)),
+        }
+    }
+
+    /// Our own answer for `query`, and whether it comes from the catalog;
+    /// `None` when it belongs to the recursors.
+    fn lookup(&self, view: &View, query: &Query) -> Option<(Answer, bool)> {
+        let (qname, qtype) = (&query.name, query.query_type);
+        if let Some(answer) = self.authority.lookup(view, qname, qtype) {
+            return Some((answer, true));
+        }
+        if let Some(ip) = parse_reverse(qname)
+            && let Some(answer) = self.authority.reverse(view, qname, qtype, ip)
+        {
+            return Some((answer, true));
+        }
+        self.zones.lookup(qname, qtype).map(|a| (a, false))
+    }
+
+    /// Adapts a recursor's `upstream` response to `request`'s client: its ID,
+    /// its EDNS, its transport's size. `None` (upstream failed) is SERVFAIL.
+    pub fn relay(
+        &self,
+        request: &Message,
+        upstream: Option<Message>,
+        transport: Transport,
+    ) -> Message {
+        let Some(upstream) = upstream else {
+            return self.error(request, ResponseCode::ServFail, transport);
+        };
+        let answer = Answer {
+            rcode: upstream.metadata.response_code,
+            answers: upstream.answers,
+            authorities: upstream.authorities,
+            additionals: upstream.additionals,
+        };
+        let mut m = self.finish(request, answer, false, false, transport);
+        m.metadata.recursion_available = true;
+        m.metadata.authentic_data = upstream.metadata.authentic_data;
+        m
+    }
+
+    fn error(&self, request: &Message, rcode: ResponseCode, transport: Transport) -> Message {
+        let answer = Answer {
+            rcode,
+            ..Answer::default()
+        };
+        self.finish(request, answer, false, false, transport)
+    }
+
+    /// Wraps `answer` into a response to `request` and fits it to the
+    /// transport. `authoritative` sets AA; Consul's UDP answer limit applies
+    /// to `catalog` answers only (zone data and recursion keep whole sets).
+    fn finish(
+        &self,
+        request: &Message,
+        answer: Answer,
+        authoritative: bool,
+        catalog: bool,
+        transport: Transport,
+    ) -> Message {
+        let mut m = Message::response(request.metadata.id, request.metadata.op_code);
+        m.metadata.recursion_desired = request.metadata.recursion_desired;
+        m.metadata.checking_disabled = request.metadata.checking_disabled;
+        m.metadata.authoritative = authoritative;
+        m.metadata.response_code = answer.rcode;
+        m.queries = request.queries.clone();
+        m.answers = answer.answers;
+        m.authorities = answer.authorities;
+        m.additionals = answer.additionals;
+        let limit = match transport {
+            Transport::Tcp => MAX_TCP,
+            Transport::Udp => {
+                let offered = request.edns.as_ref().map_or(MIN_UDP, |e| {
+                    usize::from(e.max_payload()).clamp(MIN_UDP, MAX_UDP)
+                });
+                // hickory's UDP path re-encodes our sections behind the
+                // client's raw question, which it registers for compression
+                // only as a whole name; each suffix of the query name may
+                // then be spelled out once more than in our encoding. Keeping
+                // that much room makes its packet fit where ours did.
+                let margin = request.queries.first().map_or(0, |q| q.name.len() + 1);
+                offered - margin
+            }
+        };
+        if request.edns.is_some() {
+            let mut edns = Edns::new();
+            edns.set_max_payload(MAX_UDP as u16);
+            m.set_edns(edns);
+        }
+        // Consul's answer limit applies to plain (non-EDNS) UDP only.
+        let answer_limit = (catalog && transport == Transport::Udp && request.edns.is_none())
+            .then_some(self.udp_answer_limit);
+        fit::fit(&mut m, limit, answer_limit, self.enable_truncate);
+        m
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::HashSet;
+    use std::net::IpAddr;
+
+    use hickory_proto::rr::rdata::SRV;
+    use hickory_proto::rr::{Name, RData, Record, RecordType};
+
+    use super::*;
+    use crate::dns::fixture;
+
+    fn responder(cfg: &DnsConfig) -> Responder {
+        Responder::with_zones(cfg, Zones::default()).unwrap()
+    }
+
+    fn query(name: &str, qtype: RecordType, edns: Option<u16>) -> Message {
+        let mut m = Message::query();
+        m.metadata.id = 4242;
+        m.metadata.recursion_desired = true;
+        m.add_query(Query::query(Name::from_ascii(name).unwrap(), qtype));
+        if let Some(size) = edns {
+            let mut e = Edns::new();
+            e.set_max_payload(size);
+            m.set_edns(e);
+        }
+        m
+    }
+
+    fn ask_with(
+        cfg: &DnsConfig,
+        name: &str,
+        qtype: RecordType,
+        transport: Transport,
+        edns: Option<u16>,
+    ) -> Message {
+        let replica = fixture::replica();
+        let view = replica.view();
+        match responder(cfg).respond_to(&view, query(name, qtype, edns), transport) {
+            Reply::Respond(m) => {
+                // Whatever we answer must encode and parse back.
+                let bytes = fit::encode(&m).expect("response encodes");
+                Message::from_vec(&bytes).expect("response parses")
+            }
+            other => panic!("expected a response for {name}, got {other:?}"),
+        }
+    }
+
+    fn ask(name: &str, qtype: RecordType) -> Message {
+        ask_with(&DnsConfig::default(), name, qtype, Transport::Tcp, None)
+    }
+
+    fn ips(m: &Message) -> HashSet<IpAddr> {
+        m.answers.iter().filter_map(|r| r.data.ip_addr()).collect()
+    }
+
+    fn ip(s: &str) -> IpAddr {
+        s.parse().unwrap()
+    }
+
+    fn assert_negative(m: &Message, rcode: ResponseCode) {
+        assert_eq!(m.metadata.response_code, rcode);
+        assert!(m.answers.is_empty(), "{:?}", m.answers);
+        assert_eq!(m.authorities.len(), 1);
+        assert_eq!(m.authorities[0].record_type(), RecordType::SOA);
+        assert!(m.metadata.authoritative);
+    }
+
+    #[test]
+    fn service_a_excludes_critical_instances() {
+        let m = ask("web.service.consul.", RecordType::A);
+        assert_eq!(m.metadata.response_code, ResponseCode::NoError);
+        assert!(m.metadata.authoritative);
+        assert_eq!(m.metadata.id, 4242);
+        assert_eq!(ips(&m), HashSet::from([ip("10.0.0.1"), ip("10.0.0.2")]));
+    }
+
+    #[test]
+    fn only_passing_drops_warning_instances() {
+        let cfg = DnsConfig {
+            only_passing: true,
+            ..DnsConfig::default()
+        };
+        let m = ask_with(
+            &cfg,
+            "web.service.consul.",
+            RecordType::A,
+            Transport::Tcp,
+            None,
+        );
+        assert_eq!(ips(&m), HashSet::from([ip("10.0.0.1")]));
+    }
+
+    #[test]
+    fn tag_filters_in_both_forms() {
+        for name in [
+            "primary.web.service.consul.",
+            "_web._primary.service.consul.",
+            "PRIMARY.WEB.service.dc1.consul.",
+        ] {
+            let m = ask(name, RecordType::A);
+            assert_eq!(ips(&m), HashSet::from([ip("10.0.0.1")]), "{name}");
+        }
+        let m = ask("_web._tcp.service.consul.", RecordType::A);
+        assert_eq!(ips(&m).len(), 2);
+        // Only the critical instance has this tag combination: nothing healthy.
+        assert_negative(
+            &ask("v2.web.service.consul.", RecordType::A),
+            ResponseCode::NXDomain,
+        );
+    }
+
+    #[test]
+    fn srv_names_nodes_with_addresses_in_additional() {
+        let m = ask("_web._tcp.service.consul.", RecordType::SRV);
+        assert_eq!(m.answers.len(), 2);
+        let mut targets = HashSet::new();
+        for r in &m.answers {
+            let RData::SRV(srv) = &r.data else {
+                panic!("not SRV: {r:?}")
+            };
+            assert_eq!(srv.priority, 1);
+            assert_eq!(srv.weight, 1);
+            targets.insert(srv.target.to_ascii());
+        }
+        assert_eq!(
+            targets,
+            HashSet::from([
+                "n1.node.dc1.consul.".to_owned(),
+                "n2.node.dc1.consul.".to_owned()
+            ])
+        );
+        assert_eq!(m.additionals.len(), 2);
+        for r in &m.additionals {
+            assert!(targets.contains(&r.name.to_ascii()));
+            assert_eq!(r.record_type(), RecordType::A);
+        }
+    }
+
+    #[test]
+    fn srv_for_own_address_and_host_name() {
+        let m = ask("alt.service.consul.", RecordType::SRV);
+        let srv = srv_of(&m.answers[0]);
+        assert_eq!(srv.target.to_ascii(), "0a090909.addr.dc1.consul.");
+        assert_eq!(srv.port, 7000);
+        assert_eq!(m.additionals[0].data.ip_addr(), Some(ip("10.9.9.9")));
+        let m = ask("ext.service.consul.", RecordType::SRV);
+        assert_eq!(srv_of(&m.answers[0]).target.to_ascii(), "db.example.com.");
+        assert!(m.additionals.is_empty());
+    }
+
+    fn srv_of(r: &Record) -> &SRV {
+        match &r.data {
+            RData::SRV(srv) => srv,
+            other => panic!("not SRV: {other:?}"),
+        }
+    }
+
+    #[test]
+    fn host_name_service_is_a_cname() {
+        let m = ask("ext.service.consul.", RecordType::A);
+        assert_eq!(m.answers.len(), 1);
+        assert_eq!(m.answers[0].record_type(), RecordType::CNAME);
+    }
+
+    #[test]
+    fn nodata_when_the_type_is_missing() {
+        assert_negative(
+            &ask("web.service.consul.", RecordType::AAAA),
+            ResponseCode::NoError,
+        );
+        assert_negative(
+            &ask("v6only.service.consul.", RecordType::A),
+            ResponseCode::NoError,
+        );
+        let m = ask("v6only.service.consul.", RecordType::AAAA);
+        assert_eq!(ips(&m), HashSet::from([ip("2001:db8::4")]));
+        assert_negative(
+            &ask("n2.node.consul.", RecordType::TXT),
+            ResponseCode::NoError,
+        );
+    }
+
+    #[test]
+    fn nxdomain_for_unknown_names_and_other_datacenters() {
+        assert_negative(
+            &ask("nope.service.consul.", RecordType::A),
+            ResponseCode::NXDomain,
+        );
+        assert_negative(
+            &ask("nope.node.consul.", RecordType::A),
+            ResponseCode::NXDomain,
+        );
+        assert_negative(
+            &ask("web.service.dc2.consul.", RecordType::A),
+            ResponseCode::NXDomain,
+        );
+        assert_negative(&ask("what.consul.", RecordType::A), ResponseCode::NXDomain);
+    }
+
+    #[test]
+    fn node_lookups() {
+        let m = ask("N1.node.consul.", RecordType::A);
+        assert_eq!(ips(&m), HashSet::from([ip("10.0.0.1")]));
+        // The answer echoes the name as asked.
+        assert_eq!(m.answers[0].name.to_ascii(), "N1.node.consul.");
+        let m = ask("n1.node.dc1.consul.", RecordType::TXT);
+        let txt: HashSet<String> = m.answers.iter().map(|r| r.data.to_string()).collect();
+        assert_eq!(txt.len(), 2);
+        assert!(txt.iter().any(|t| t.contains("rack=r1")), "{txt:?}");
+        let m = ask("n1.node.consul.", RecordType::ANY);
+        assert_eq!(m.answers.len(), 3);
+    }
+
+    #[test]
+    fn addr_lookups() {
+        let m = ask("0a000001.addr.consul.", RecordType::A);
+        assert_eq!(ips(&m), HashSet::from([ip("10.0.0.1")]));
+        let m = ask(
+            "20010db8000000000000000000000004.addr.dc1.consul.",
+            RecordType::AAAA,
+        );
+        assert_eq!(ips(&m), HashSet::from([ip("2001:db8::4")]));
+        assert_negative(
+            &ask("0a000001.addr.consul.", RecordType::AAAA),
+            ResponseCode::NoError,
+        );
+    }
+
+    #[test]
+    fn reverse_lookups() {
+        let m = ask("1.0.0.10.in-addr.arpa.", RecordType::PTR);
+        assert_eq!(m.answers.len(), 1);
+        assert_eq!(m.answers[0].data.to_string(), "n1.node.dc1.consul.");
+        let m = ask("9.9.9.10.in-addr.arpa.", RecordType::PTR);
+        assert_eq!(m.answers[0].data.to_string(), "alt.service.dc1.consul.");
+        // Unknown address without recursors: NXDOMAIN with our SOA.
+        assert_negative(
+            &ask("9.9.9.9.in-addr.arpa.", RecordType::PTR),
+            ResponseCode::NXDomain,
+        );
+    }
+
+    #[test]
+    fn apex_soa_and_ns() {
+        let m = ask("consul.", RecordType::SOA);
+        assert_eq!(m.answers.len(), 1);
+        let RData::SOA(soa) = &m.answers[0].data else {
+            panic!("not SOA")
+        };
+        assert_eq!(soa.mname.to_ascii(), "ns.consul.");
+        assert_eq!(soa.rname.to_ascii(), "hostmaster.consul.");
+        assert_eq!(
+            (soa.refresh, soa.retry, soa.expire, soa.minimum),
+            (3600, 600, 86400, 0)
+        );
+        assert_eq!(m.authorities.len(), 1, "the server's NS");
+        let m = ask("consul.", RecordType::NS);
+        assert_eq!(m.answers.len(), 1);
+        assert_eq!(m.answers[0].data.to_string(), "n1.node.dc1.consul.");
+        assert_eq!(m.additionals[0].data.ip_addr(), Some(ip("10.0.0.1")));
+        assert_negative(&ask("consul.", RecordType::A), ResponseCode::NoError);
+    }
+
+    #[test]
+    fn ttls_come_from_config() {
+        let cfg = DnsConfig {
+            node_ttl: std::time::Duration::from_secs(7),
+            service_ttl: [("web".to_owned(), std::time::Duration::from_secs(30))].into(),
+            ..DnsConfig::default()
+        };
+        let m = ask_with(
+            &cfg,
+            "web.service.consul.",
+            RecordType::A,
+            Transport::Tcp,
+            None,
+        );
+        assert!(m.answers.iter().all(|r| r.ttl == 30));
+        let m = ask_with(&cfg, "n1.node.consul.", RecordType::A, Transport::Tcp, None);
+        assert_eq!(m.answers[0].ttl, 7);
+    }
+
+    #[test]
+    fn answers_are_shuffled() {
+        let orders: HashSet<Vec<IpAddr>> = (0..20)
+            .map(|_| {
+                let m = ask("big.service.consul.", RecordType::A);
+                m.answers.iter().filter_map(|r| r.data.ip_addr()).collect()
+            })
+            .collect();
+        assert!(orders.len() > 1);
+    }
+
+    #[test]
+    fn udp_limits() {
+        let cfg = DnsConfig::default();
+        // Plain UDP: Consul's answer limit (3), TC only with enable_truncate.
+        let m = ask_with(
+            &cfg,
+            "big.service.consul.",
+            RecordType::A,
+            Transport::Udp,
+            None,
+        );
+        assert_eq!(m.answers.len(), 3);
+        assert!(!m.metadata.truncation);
+        let truncating = DnsConfig {
+            enable_truncate: true,
+            ..DnsConfig::default()
+        };
+        let m = ask_with(
+            &truncating,
+            "big.service.consul.",
+            RecordType::A,
+            Transport::Udp,
+            None,
+        );
+        assert!(m.metadata.truncation);
+        // EDNS lifts the answer limit; 50 SRV in 512 bytes are cut by size.
+        let m = ask_with(
+            &cfg,
+            "big.service.consul.",
+            RecordType::SRV,
+            Transport::Udp,
+            Some(512),
+        );
+        assert!(m.metadata.truncation);
+        assert!(fit::encoded_len(&m).unwrap() <= 512);
+        assert!(m.edns.is_some(), "OPT echoed");
+        let small = m.answers.len();
+        let m = ask_with(
+            &cfg,
+            "big.service.consul.",
+            RecordType::SRV,
+            Transport::Udp,
+            Some(1232),
+        );
+        assert!(m.answers.len() > small);
+        assert!(fit::encoded_len(&m).unwrap() <= 1232);
+        // EDNS sizes below 512 count as 512, above 4096 as 4096.
+        let m = ask_with(
+            &cfg,
+            "big.service.consul.",
+            RecordType::SRV,
+            Transport::Udp,
+            Some(100),
+        );
+        assert_eq!(m.answers.len(), small);
+        let m = ask_with(
+            &cfg,
+            "big.service.consul.",
+            RecordType::SRV,
+            Transport::Udp,
+            Some(65000),
+        );
+        assert!(fit::encoded_len(&m).unwrap() <= 4096);
+        // TCP carries everything.
+        let m = ask("big.service.consul.", RecordType::SRV);
+        assert_eq!(m.answers.len(), 50);
+        assert_eq!(m.additionals.len(), 50);
+        assert!(!m.metadata.truncation);
+    }
+
+    #[test]
+    fn protocol_errors() {
+        let r = responder(&DnsConfig::default());
+        let replica = fixture::replica();
+        let view = replica.view();
+        let code = |m: Message| match r.respond_to(&view, m, Transport::Udp) {
+            Reply::Respond(m) => m.metadata.response_code,
+            other => panic!("{other:?}"),
+        };
+        let mut two = query("web.service.consul.", RecordType::A, None);
+        two.add_query(Query::query(
+            Name::from_ascii("x.consul.").unwrap(),
+            RecordType::A,
+        ));
+        assert_eq!(code(two), ResponseCode::FormErr);
+        let mut none = query("web.service.consul.", RecordType::A, None);
+        none.queries.clear();
+        assert_eq!(code(none), ResponseCode::FormErr);
+        let mut notify = query("web.service.consul.", RecordType::A, None);
+        notify.metadata.op_code = OpCode::Notify;
+        assert_eq!(code(notify), ResponseCode::NotImp);
+        let mut v1 = query("web.service.consul.", RecordType::A, Some(1232));
+        v1.edns.as_mut().unwrap().set_version(1);
+        assert_eq!(code(v1), ResponseCode::BADVERS);
+        let mut chaos = query("version.bind.", RecordType::TXT, None);
+        chaos.queries[0].set_query_class(DNSClass::CH);
+        assert_eq!(code(chaos), ResponseCode::Refused);
+        // Foreign names without recursors are refused.
+        assert_eq!(
+            code(query("example.com.", RecordType::A, None)),
+            ResponseCode::Refused
+        );
+        // With recursors they are handed back for forwarding.
+        let cfg = DnsConfig {
+            recursors: vec!["127.0.0.1:53".parse().unwrap()],
+            ..DnsConfig::default()
+        };
+        let fwd = responder(&cfg).respond_to(
+            &view,
+            query("example.com.", RecordType::A, None),
+            Transport::Udp,
+        );
+        assert!(matches!(fwd, Reply::Forward(_)));
+    }
+
+    #[test]
+    fn garbage_bytes() {
+        let r = responder(&DnsConfig::default());
+        let replica = fixture::replica();
+        let view = replica.view();
+        let peer: SocketAddr = "127.0.0.1:5353".parse().unwrap();
+        assert!(matches!(
+            r.respond(&view, b"", Transport::Udp, peer),
+            Reply::Drop
+        ));
+        assert!(matches!(
+            r.respond(&view, b"short", Transport::Udp, peer),
+            Reply::Drop
+        ));
+        // A header claiming one question that is not there: FORMERR.
+        let header = [0x12, 0x34, 0x01, 0x00, 0, 1, 0, 0, 0, 0, 0, 0, 0xff];
+        match r.respond(&view, &header, Transport::Udp, peer) {
+            Reply::Respond(m) => {
+                assert_eq!(m.metadata.response_code, ResponseCode::FormErr);
+                assert_eq!(m.metadata.id, 0x1234);
+            }
+            other => panic!("{other:?}"),
+        }
+        // A response is never answered.
+        let mut resp = query("web.service.consul.", RecordType::A, None);
+        resp.metadata.message_type = MessageType::Response;
+        let bytes = fit::encode(&resp).unwrap();
+        assert!(matches!(
+            r.respond(&view, &bytes, Transport::Udp, peer),
+            Reply::Drop
+        ));
+    }
+
+    #[test]
+    fn relay_adapts_upstream_answers() {
+        let r = responder(&DnsConfig::default());
+        let request = query("example.com.", RecordType::A, None);
+        let m = r.relay(&request, None, Transport::Udp);
+        assert_eq!(m.metadata.response_code, ResponseCode::ServFail);
+        let mut upstream = Message::response(999, OpCode::Query);
+        upstream.queries = request.queries.clone();
+        for i in 0..100u8 {
+            let a = hickory_proto::rr::rdata::A::new(192, 0, 2, i);
+            upstream.add_answer(Record::from_rdata(
+                Name::from_ascii("example.com.").unwrap(),
+                60,
+                RData::A(a),
+            ));
+        }
+        let m = r.relay(&request, Some(upstream), Transport::Udp);
+        assert_eq!(m.metadata.id, 4242);
+        assert!(m.metadata.recursion_available);
+        assert!(!m.metadata.authoritative);
+        assert!(m.metadata.truncation);
+        assert!(fit::encoded_len(&m).unwrap() <= 512);
+        assert!(
+            m.answers.len() > 3,
+            "the answer limit is for our own answers"
+        );
+    }
+}

@@ -1,0 +1,487 @@
+//! Socket tests: `serve` on loopback, queried over real UDP and TCP.
+
+use std::net::SocketAddr;
+use std::path::Path;
+use std::sync::Arc;
+use std::time::Duration;
+
+use hickory_proto::op::{Edns, Message, Query, ResponseCode};
+use hickory_proto::rr::{Name, RecordType};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::{TcpListener, TcpStream, UdpSocket};
+use tokio::task::JoinHandle;
+use tokio::time::timeout;
+use tokio_util::sync::CancellationToken;
+
+use super::{DnsConfig, DnsError, fit, fixture, serve};
+use crate::catalog::Replica;
+
+/// Long enough for a loaded CI machine, short enough to fail fast.
+const DEADLINE: Duration = Duration::from_secs(10);
+
+struct TestServer {
+    udp: SocketAddr,
+    tcp: SocketAddr,
+    shutdown: CancellationToken,
+    task: JoinHandle<Result<(), DnsError>>,
+}
+
+impl TestServer {
+    async fn start(cfg: DnsConfig, replica: Arc<Replica>) -> Self {
+        // The same port for both, as a recursor has: the forwarder's TCP
+        // retry goes to the port it asked over UDP.
+        let (udp, tcp) = loop {
+            let tcp = TcpListener::bind("127.0.0.1:0").await.unwrap();
+            if let Ok(udp) = UdpSocket::bind(tcp.local_addr().unwrap()).await {
+                break (udp, tcp);
+            }
+        };
+        let (udp_addr, tcp_addr) = (udp.local_addr().unwrap(), tcp.local_addr().unwrap());
+        let shutdown = CancellationToken::new();
+        let task = tokio::spawn(serve(udp, tcp, cfg, replica, shutdown.clone()));
+        Self {
+            udp: udp_addr,
+            tcp: tcp_addr,
+            shutdown,
+            task,
+        }
+    }
+
+    async fn stop(self) {
+        self.shutdown.cancel();
+        let result = timeout(DEADLINE, self.task).await.expect("serve stops");
+        result.unwrap().expect("serve ends cleanly");
+    }
+}
+
+fn query(name: &str, qtype: RecordType, edns: Option<u16>) -> Message {
+    let mut m = Message::query();
+    m.metadata.id = 777;
+    m.metadata.recursion_desired = true;
+    m.add_query(Query::query(Name::from_ascii(name).unwrap(), qtype));
+    if let Some(size) = edns {
+        let mut e = Edns::new();
+        e.set_max_payload(size);
+        m.set_edns(e);
+    }
+    m
+}
+
+/// Sends raw bytes over UDP; `None` if nothing comes back within `wait`.
+async fn udp_raw(server: SocketAddr, bytes: &[u8], wait: Duration) -> Option<Vec<u8>> {
+    let socket = UdpSocket::bind("127.0.0.1:0").await.unwrap();
+    socket.send_to(bytes, server).await.unwrap();
+    let mut buf = vec![0u8; 65535];
+    let (n, _) = timeout(wait, socket.recv_from(&mut buf))
+        .await
+        .ok()?
+        .unwrap();
+    buf.truncate(n);
+    Some(buf)
+}
+
+async fn udp(server: SocketAddr, m: &Message) -> (Message, usize) {
+    let bytes = udp_raw(server, &fit::encode(m).unwrap(), DEADLINE)
+        .await
+        .expect("a UDP answer");
+    (
+        Message::from_vec(&bytes).expect("answer parses"),
+        bytes.len(),
+    )
+}
+
+async fn tcp(server: SocketAddr, m: &Message) -> Message {
+    let mut stream = TcpStream::connect(server).await.unwrap();
+    let bytes = fit::encode(m).unwrap();
+    stream
+        .write_all(&u16::try_from(bytes.len()).unwrap().to_be_bytes())
+        .await
+        .unwrap();
+    stream.write_all(&bytes).await.unwrap();
+    let read = async {
+        let len = stream.read_u16().await.unwrap();
+        let mut buf = vec![0u8; usize::from(len)];
+        stream.read_exact(&mut buf).await.unwrap();
+        buf
+    };
+    let buf = timeout(DEADLINE, read).await.expect("a TCP answer");
+    Message::from_vec(&buf).expect("answer parses")
+}
+
+#[tokio::test]
+async fn every_name_form_over_udp_and_tcp() {
+    let server = TestServer::start(DnsConfig::default(), fixture::replica()).await;
+    let cases: &[(&str, RecordType, ResponseCode, usize)] = &[
+        (
+            "web.service.consul.",
+            RecordType::A,
+            ResponseCode::NoError,
+            2,
+        ),
+        (
+            "primary.web.service.consul.",
+            RecordType::A,
+            ResponseCode::NoError,
+            1,
+        ),
+        (
+            "web.service.dc1.consul.",
+            RecordType::A,
+            ResponseCode::NoError,
+            2,
+        ),
+        (
+            "_web._tcp.service.consul.",
+            RecordType::SRV,
+            ResponseCode::NoError,
+            2,
+        ),
+        (
+            "_web._secondary.service.dc1.consul.",
+            RecordType::SRV,
+            ResponseCode::NoError,
+            1,
+        ),
+        (
+            "v6only.service.consul.",
+            RecordType::AAAA,
+            ResponseCode::NoError,
+            1,
+        ),
+        ("n1.node.consul.", RecordType::A, ResponseCode::NoError, 1),
+        (
+            "n1.node.dc1.consul.",
+            RecordType::TXT,
+            ResponseCode::NoError,
+            2,
+        ),
+        (
+            "0a000002.addr.consul.",
+            RecordType::A,
+            ResponseCode::NoError,
+            1,
+        ),
+        (
+            "2.0.0.10.in-addr.arpa.",
+            RecordType::PTR,
+            ResponseCode::NoError,
+            1,
+        ),
+        ("consul.", RecordType::SOA, ResponseCode::NoError, 1),
+        ("consul.", RecordType::NS, ResponseCode::NoError, 1),
+        (
+            "WEB.Service.CONSUL.",
+            RecordType::A,
+            ResponseCode::NoError,
+            2,
+        ),
+        (
+            "nope.service.consul.",
+            RecordType::A,
+            ResponseCode::NXDomain,
+            0,
+        ),
+        (
+            "web.service.dc9.consul.",
+            RecordType::A,
+            ResponseCode::NXDomain,
+            0,
+        ),
+        (
+            "web.service.consul.",
+            RecordType::AAAA,
+            ResponseCode::NoError,
+            0,
+        ),
+    ];
+    for &(name, qtype, rcode, count) in cases {
+        let q = query(name, qtype, None);
+        let (by_udp, _) = udp(server.udp, &q).await;
+        let by_tcp = tcp(server.tcp, &q).await;
+        for (m, how) in [(by_udp, "udp"), (by_tcp, "tcp")] {
+            assert_eq!(m.metadata.response_code, rcode, "{name} {qtype} over {how}");
+            assert_eq!(m.answers.len(), count, "{name} {qtype} over {how}");
+            assert!(m.metadata.authoritative, "{name} {qtype} over {how}");
+            assert_eq!(m.metadata.id, 777);
+            if count == 0 {
+                assert_eq!(m.authorities.len(), 1, "SOA with {name} {qtype}");
+                assert_eq!(m.authorities[0].record_type(), RecordType::SOA);
+            }
+        }
+    }
+    server.stop().await;
+}
+
+#[tokio::test]
+async fn truncation_over_udp_full_answer_over_tcp() {
+    let cfg = DnsConfig {
+        enable_truncate: true,
+        ..DnsConfig::default()
+    };
+    let server = TestServer::start(cfg, fixture::replica()).await;
+    // Plain UDP: the answer limit, flagged because enable_truncate is on.
+    let (m, len) = udp(
+        server.udp,
+        &query("big.service.consul.", RecordType::A, None),
+    )
+    .await;
+    assert!(m.metadata.truncation);
+    assert_eq!(m.answers.len(), 3);
+    assert!(len <= 512);
+    // SRV with EDNS: cut by size, whole records only, OPT echoed.
+    let mut cut = 0;
+    for size in [512u16, 1232] {
+        let q = query("big.service.consul.", RecordType::SRV, Some(size));
+        let (m, len) = udp(server.udp, &q).await;
+        assert!(len <= usize::from(size), "{len} > {size}");
+        assert!(m.metadata.truncation, "50 SRV do not fit {size}");
+        assert!(m.edns.is_some());
+        assert_eq!(m.additionals.len(), m.answers.len());
+        assert!(m.answers.len() > cut, "a larger buffer carries more");
+        cut = m.answers.len();
+    }
+    // With compression, all 50 fit in 4096 bytes.
+    let q = query("big.service.consul.", RecordType::SRV, Some(4096));
+    let (m, len) = udp(server.udp, &q).await;
+    assert!(len <= 4096);
+    assert!(!m.metadata.truncation);
+    assert_eq!(m.answers.len(), 50);
+    let m = tcp(
+        server.tcp,
+        &query("big.service.consul.", RecordType::SRV, None),
+    )
+    .await;
+    assert!(!m.metadata.truncation);
+    assert_eq!(m.answers.len(), 50);
+    assert_eq!(m.additionals.len(), 50);
+    server.stop().await;
+}
+
+#[tokio::test]
+async fn refused_without_recursors() {
+    let server = TestServer::start(DnsConfig::default(), fixture::replica()).await;
+    let q = query("example.com.", RecordType::A, None);
+    assert_eq!(
+        udp(server.udp, &q).await.0.metadata.response_code,
+        ResponseCode::Refused
+    );
+    assert_eq!(
+        tcp(server.tcp, &q).await.metadata.response_code,
+        ResponseCode::Refused
+    );
+    server.stop().await;
+}
+
+#[tokio::test]
+async fn servfail_when_the_recursor_never_answers() {
+    // Bound, so datagrams are accepted, but never read: every attempt times out.
+    let silent = UdpSocket::bind("127.0.0.1:0").await.unwrap();
+    let cfg = DnsConfig {
+        recursors: vec![silent.local_addr().unwrap()],
+        recursor_timeout: Duration::from_millis(200),
+        ..DnsConfig::default()
+    };
+    let server = TestServer::start(cfg, fixture::replica()).await;
+    let (m, _) = udp(server.udp, &query("example.com.", RecordType::A, None)).await;
+    assert_eq!(m.metadata.response_code, ResponseCode::ServFail);
+    // Our own names still answer while recursion fails.
+    let (m, _) = udp(
+        server.udp,
+        &query("web.service.consul.", RecordType::A, None),
+    )
+    .await;
+    assert_eq!(m.answers.len(), 2);
+    server.stop().await;
+}
+
+fn zone_dir(text: &str) -> tempfile::TempDir {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("example.internal.zone"), text).unwrap();
+    dir
+}
+
+#[tokio::test]
+async fn forwards_to_a_recursor_serving_a_zone() {
+    let mut text = std::fs::read_to_string(
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("zones/example.internal.zone"),
+    )
+    .unwrap();
+    // Enough addresses that the upstream's UDP answer truncates, forcing TCP.
+    for i in 0..100 {
+        text.push_str(&format!("many IN A 10.3.0.{i}\n"));
+    }
+    let dir = zone_dir(&text);
+    let upstream_cfg = DnsConfig {
+        zone_dirs: vec![dir.path().to_owned()],
+        ..DnsConfig::default()
+    };
+    let upstream = TestServer::start(upstream_cfg, Arc::new(Replica::new())).await;
+    // The upstream serves the zone authoritatively itself.
+    let m = tcp(
+        upstream.tcp,
+        &query("www.example.internal.", RecordType::A, None),
+    )
+    .await;
+    assert!(m.metadata.authoritative);
+    assert_eq!(m.answers.len(), 1);
+
+    let cfg = DnsConfig {
+        recursors: vec![upstream.udp],
+        ..DnsConfig::default()
+    };
+    let server = TestServer::start(cfg, fixture::replica()).await;
+    let (m, _) = udp(
+        server.udp,
+        &query("www.example.internal.", RecordType::A, None),
+    )
+    .await;
+    assert_eq!(m.metadata.response_code, ResponseCode::NoError);
+    assert!(m.metadata.recursion_available);
+    assert!(!m.metadata.authoritative);
+    assert_eq!(m.metadata.id, 777);
+    assert_eq!(
+        m.answers[0].data.ip_addr(),
+        Some("10.0.0.80".parse().unwrap())
+    );
+    let (m, _) = udp(
+        server.udp,
+        &query("nope.example.internal.", RecordType::A, None),
+    )
+    .await;
+    assert_eq!(m.metadata.response_code, ResponseCode::NXDomain);
+    assert_eq!(m.authorities[0].record_type(), RecordType::SOA);
+    // Upstream truncates over UDP; we retry over TCP and relay all of it.
+    let m = tcp(
+        server.tcp,
+        &query("many.example.internal.", RecordType::A, None),
+    )
+    .await;
+    assert_eq!(m.answers.len(), 100);
+    assert!(!m.metadata.truncation);
+    // To a UDP client the same answer is cut to fit and flagged.
+    let (m, len) = udp(
+        server.udp,
+        &query("many.example.internal.", RecordType::A, None),
+    )
+    .await;
+    assert!(m.metadata.truncation);
+    assert!(len <= 512);
+    server.stop().await;
+    upstream.stop().await;
+}
+
+#[tokio::test]
+async fn garbage_is_answered_or_dropped_and_service_continues() {
+    let server = TestServer::start(DnsConfig::default(), fixture::replica()).await;
+    let quiet = Duration::from_millis(300);
+    // Too short for a header: dropped.
+    assert!(udp_raw(server.udp, b"\x01\x02\x03", quiet).await.is_none());
+    // A header promising a question that is not there: FORMERR.
+    let bytes = udp_raw(
+        server.udp,
+        &[0xab, 0xcd, 1, 0, 0, 1, 0, 0, 0, 0, 0, 0, 0xff],
+        DEADLINE,
+    )
+    .await
+    .expect("FORMERR");
+    let m = Message::from_vec(&bytes).unwrap();
+    assert_eq!(m.metadata.response_code, ResponseCode::FormErr);
+    assert_eq!(m.metadata.id, 0xabcd);
+    // Random junk of many lengths: whatever comes back must parse.
+    let mut seed = 0x1234_5678_9abc_def0u64;
+    for len in [12usize, 13, 40, 100, 511, 512, 1500] {
+        let junk: Vec<u8> = (0..len)
+            .map(|_| {
+                seed ^= seed << 13;
+                seed ^= seed >> 7;
+                seed ^= seed << 17;
+                seed as u8
+            })
+            .collect();
+        if let Some(bytes) = udp_raw(server.udp, &junk, Duration::from_millis(100)).await {
+            Message::from_vec(&bytes).expect("any answer parses");
+        }
+    }
+    // TCP garbage closes that connection only.
+    let mut stream = TcpStream::connect(server.tcp).await.unwrap();
+    stream.write_all(&[0, 3, 1, 2, 3]).await.unwrap();
+    let mut rest = Vec::new();
+    timeout(DEADLINE, stream.read_to_end(&mut rest))
+        .await
+        .expect("closed")
+        .ok();
+    // Still serving on both transports.
+    let q = query("web.service.consul.", RecordType::A, None);
+    assert_eq!(udp(server.udp, &q).await.0.answers.len(), 2);
+    assert_eq!(tcp(server.tcp, &q).await.answers.len(), 2);
+    server.stop().await;
+}
+
+#[tokio::test]
+async fn tcp_carries_several_queries_per_connection() {
+    let server = TestServer::start(DnsConfig::default(), fixture::replica()).await;
+    let mut stream = TcpStream::connect(server.tcp).await.unwrap();
+    for _ in 0..3 {
+        let bytes = fit::encode(&query("n1.node.consul.", RecordType::A, None)).unwrap();
+        stream
+            .write_all(&u16::try_from(bytes.len()).unwrap().to_be_bytes())
+            .await
+            .unwrap();
+        stream.write_all(&bytes).await.unwrap();
+        let len = timeout(DEADLINE, stream.read_u16()).await.unwrap().unwrap();
+        let mut buf = vec![0u8; usize::from(len)];
+        stream.read_exact(&mut buf).await.unwrap();
+        assert_eq!(Message::from_vec(&buf).unwrap().answers.len(), 1);
+    }
+    server.stop().await;
+}
+
+#[tokio::test]
+async fn answers_follow_catalog_changes() {
+    let replica = fixture::replica();
+    let server = TestServer::start(DnsConfig::default(), replica.clone()).await;
+    let q = query("late.service.consul.", RecordType::A, None);
+    assert_eq!(
+        udp(server.udp, &q).await.0.metadata.response_code,
+        ResponseCode::NXDomain
+    );
+    fixture::register(
+        &replica,
+        1000,
+        fixture::Reg {
+            node: "n9",
+            address: "10.0.0.9",
+            service: Some(("late", "late", 1)),
+            ..fixture::Reg::default()
+        },
+    );
+    assert_eq!(udp(server.udp, &q).await.0.answers.len(), 1);
+    server.stop().await;
+}
+
+#[tokio::test]
+async fn a_bad_zone_file_stops_start_up() {
+    let dir = zone_dir("$TTL 60\n@ IN SOA ns hm 1 2 3 4 5\n\nbad IN A 300.1.1.1\n");
+    let cfg = DnsConfig {
+        zone_dirs: vec![dir.path().to_owned()],
+        ..DnsConfig::default()
+    };
+    let udp = UdpSocket::bind("127.0.0.1:0").await.unwrap();
+    let tcp = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let err = serve(
+        udp,
+        tcp,
+        cfg,
+        Arc::new(Replica::new()),
+        CancellationToken::new(),
+    )
+    .await
+    .unwrap_err();
+    match err {
+        DnsError::Zone { path, line, .. } => {
+            assert!(path.ends_with("example.internal.zone"));
+            assert_eq!(line, 4);
+        }
+        other => panic!("expected a zone error, got {other}"),
+    }
+}

@@ -1,0 +1,161 @@
+//! `/v1/catalog/*`: registering and listing nodes and service instances.
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use axum::Json;
+use axum::extract::{Path, State};
+use axum::response::{IntoResponse, Response};
+
+use super::json::{CatalogServiceJson, NodeJson, NodeServicesJson, ServiceJson};
+use super::query::{Params, check_datacenter, read};
+use super::{ApiError, ApiState, JsonBody, decode, json_true};
+use crate::catalog::{Command, Node, Outcome};
+
+/// Whether a node carries every `?node-meta` pair.
+pub(super) fn node_matches(node: &Node, filters: &[(String, String)]) -> bool {
+    filters
+        .iter()
+        .all(|(k, v)| node.meta.get(k).is_some_and(|x| x == v))
+}
+
+/// Writes a catalog command and answers Consul's `true`.
+async fn write(state: &ApiState, cmd: Command) -> Result<Response, ApiError> {
+    match state.consensus.write(cmd).await? {
+        Outcome::Refused(e) => Err(ApiError::BadRequest(e.to_string())),
+        Outcome::Applied(_) | Outcome::Noop => Ok(json_true()),
+    }
+}
+
+/// `PUT /v1/catalog/register`.
+pub(super) async fn register(
+    State(state): State<ApiState>,
+    params: Params,
+    JsonBody(body): JsonBody,
+) -> Result<Response, ApiError> {
+    check_datacenter(&state, &params)?;
+    let mut reg = decode::registration(&body)?;
+    if reg.node.is_empty() {
+        return Err(ApiError::BadRequest("Missing node name".into()));
+    }
+    if reg.address.is_empty() && !reg.skip_node_update {
+        return Err(ApiError::BadRequest("Missing node address".into()));
+    }
+    if reg.service.as_ref().is_some_and(|s| s.service.is_empty()) {
+        return Err(ApiError::BadRequest("Missing service name".into()));
+    }
+    if reg
+        .checks
+        .iter()
+        .any(|c| c.name.is_empty() && c.check_id.is_empty())
+    {
+        return Err(ApiError::BadRequest("Missing check name".into()));
+    }
+    let local_dc = &state.local.identity().datacenter;
+    if reg.datacenter.is_empty() {
+        reg.datacenter = local_dc.clone();
+    } else if reg.datacenter != *local_dc {
+        return Err(ApiError::Internal("No path to datacenter".into()));
+    }
+    write(&state, Command::Register(reg)).await
+}
+
+/// `PUT /v1/catalog/deregister`.
+pub(super) async fn deregister(
+    State(state): State<ApiState>,
+    params: Params,
+    JsonBody(body): JsonBody,
+) -> Result<Response, ApiError> {
+    check_datacenter(&state, &params)?;
+    let dereg = decode::deregistration(&body)?;
+    if dereg.node.is_empty() {
+        return Err(ApiError::BadRequest("Missing node name".into()));
+    }
+    write(&state, Command::Deregister(dereg)).await
+}
+
+/// `GET /v1/catalog/services[?node-meta=k:v]`: service name → tags.
+pub(super) async fn services(
+    State(state): State<ApiState>,
+    params: Params,
+) -> Result<Response, ApiError> {
+    let filters = params.node_meta();
+    read(&state, &params, |c| {
+        let out = if filters.is_empty() {
+            c.services()
+        } else {
+            let mut out: BTreeMap<String, BTreeSet<String>> = BTreeMap::new();
+            for node in c.nodes().filter(|n| node_matches(n, &filters)) {
+                for s in c.node_services(&node.name) {
+                    out.entry(s.service.clone())
+                        .or_default()
+                        .extend(s.tags.iter().cloned());
+                }
+            }
+            out.into_iter()
+                .map(|(k, v)| (k, v.into_iter().collect::<Vec<_>>()))
+                .collect()
+        };
+        (c.services_index(), out)
+    })
+    .await
+}
+
+/// `GET /v1/catalog/service/:name[?tag=..][&node-meta=k:v]`.
+pub(super) async fn service(
+    State(state): State<ApiState>,
+    Path(name): Path<String>,
+    params: Params,
+) -> Result<Response, ApiError> {
+    let tags = params.all("tag");
+    let filters = params.node_meta();
+    read(&state, &params, |c| {
+        let out: Vec<CatalogServiceJson> = c
+            .service_instances(&name, &tags)
+            .filter(|i| node_matches(i.node, &filters))
+            .map(|i| CatalogServiceJson::new(i.node, i.service))
+            .collect();
+        (c.service_index(&name), out)
+    })
+    .await
+}
+
+/// `GET /v1/catalog/nodes[?node-meta=k:v]`.
+pub(super) async fn nodes(
+    State(state): State<ApiState>,
+    params: Params,
+) -> Result<Response, ApiError> {
+    let filters = params.node_meta();
+    read(&state, &params, |c| {
+        let out: Vec<NodeJson> = c
+            .nodes()
+            .filter(|n| node_matches(n, &filters))
+            .map(NodeJson::from)
+            .collect();
+        (c.nodes_index(), out)
+    })
+    .await
+}
+
+/// `GET /v1/catalog/node/:node`: the node and its services, or `null`.
+pub(super) async fn node(
+    State(state): State<ApiState>,
+    Path(node): Path<String>,
+    params: Params,
+) -> Result<Response, ApiError> {
+    read(&state, &params, |c| {
+        let out = c.node(&node).map(|n| NodeServicesJson {
+            node: n.into(),
+            services: c
+                .node_services(&node)
+                .map(|s| (s.id.clone(), ServiceJson::from(s)))
+                .collect(),
+        });
+        (c.nodes_index().max(c.services_index()), out)
+    })
+    .await
+}
+
+/// `GET /v1/catalog/datacenters`: only ours until WAN federation exists.
+pub(super) async fn datacenters(State(state): State<ApiState>) -> Response {
+    Json(vec![state.local.identity().datacenter.clone()]).into_response()
+}

@@ -1,0 +1,81 @@
+//! The one error type every handler returns, with Consul's status codes and
+//! plain-text bodies.
+
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+
+use super::decode::DecodeError;
+use crate::agent::local::LocalError;
+use crate::consensus::WriteError;
+
+/// Why a request failed; the variant decides the status, the text is the body.
+#[derive(Debug, thiserror::Error)]
+pub enum ApiError {
+    /// Invalid input: bad JSON, wrong types, missing fields, bad parameters (400).
+    #[error("{0}")]
+    BadRequest(String),
+    /// The thing named in the path does not exist (404).
+    #[error("{0}")]
+    NotFound(String),
+    /// The path exists but not for this method (405).
+    #[error("method {0} not allowed")]
+    MethodNotAllowed(String),
+    /// The body is larger than the limit (413).
+    #[error("Request body too large")]
+    PayloadTooLarge,
+    /// No leader is known, so writes and default reads cannot proceed (500).
+    #[error("No cluster leader")]
+    NoLeader,
+    /// Anything else that failed on our side (500).
+    #[error("{0}")]
+    Internal(String),
+    /// Too much in flight: the request was shed without being run (503).
+    #[error("Too many requests in flight")]
+    Overloaded,
+}
+
+impl ApiError {
+    /// The status Consul answers with for this kind of error.
+    pub fn status(&self) -> StatusCode {
+        match self {
+            Self::BadRequest(_) => StatusCode::BAD_REQUEST,
+            Self::NotFound(_) => StatusCode::NOT_FOUND,
+            Self::MethodNotAllowed(_) => StatusCode::METHOD_NOT_ALLOWED,
+            Self::PayloadTooLarge => StatusCode::PAYLOAD_TOO_LARGE,
+            Self::NoLeader | Self::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
+            Self::Overloaded => StatusCode::SERVICE_UNAVAILABLE,
+        }
+    }
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        (self.status(), self.to_string()).into_response()
+    }
+}
+
+impl From<DecodeError> for ApiError {
+    fn from(e: DecodeError) -> Self {
+        Self::BadRequest(e.to_string())
+    }
+}
+
+impl From<WriteError> for ApiError {
+    fn from(e: WriteError) -> Self {
+        match e {
+            WriteError::NoLeader => Self::NoLeader,
+            other => Self::Internal(other.to_string()),
+        }
+    }
+}
+
+impl From<LocalError> for ApiError {
+    fn from(e: LocalError) -> Self {
+        match e {
+            LocalError::Invalid(m) => Self::BadRequest(m),
+            LocalError::Refused(r) => Self::BadRequest(r.to_string()),
+            LocalError::UnknownService(_) => Self::NotFound(e.to_string()),
+            LocalError::Write(w) => w.into(),
+        }
+    }
+}

@@ -1,0 +1,179 @@
+//! Consul's HTTP API on axum: the agent, catalog, health and status endpoints.
+//!
+//! Reads come from this process's [`Replica`] (see [`query`] for consistency
+//! modes and blocking queries); catalog writes go through [`Consensus::write`];
+//! agent service changes go through the [`LocalAgent`]. Every route shares one
+//! concurrency limit and sheds load (503) rather than queueing, and bodies are
+//! capped at 1 MiB (413).
+
+mod agent;
+mod catalog;
+pub mod decode;
+mod error;
+mod health;
+pub mod json;
+pub mod query;
+mod status;
+#[cfg(test)]
+mod tests;
+
+use std::sync::Arc;
+
+use axum::Router;
+use axum::body::Bytes;
+use axum::error_handling::HandleErrorLayer;
+use axum::extract::{DefaultBodyLimit, FromRequest, FromRequestParts, Request};
+use axum::http::request::Parts;
+use axum::http::{HeaderMap, HeaderName, HeaderValue, Method};
+use axum::response::IntoResponse;
+use axum::routing::{get, put};
+use serde_json::Value;
+use tokio_util::sync::CancellationToken;
+use tower::ServiceBuilder;
+use tower::limit::GlobalConcurrencyLimitLayer;
+
+use crate::agent::local::LocalAgent;
+use crate::catalog::Replica;
+use crate::consensus::Consensus;
+pub use error::ApiError;
+use query::Params;
+
+/// Largest accepted request body, as Consul's default.
+pub const MAX_BODY_BYTES: usize = 1 << 20;
+/// Requests in flight at once (blocking queries included: each costs only a
+/// parked task); beyond this, requests are shed with 503.
+pub const MAX_IN_FLIGHT: usize = 4096;
+
+/// What every handler needs. Cheap to clone.
+#[derive(Debug, Clone)]
+pub struct ApiState {
+    /// The applied catalog that reads come from.
+    pub replica: Arc<Replica>,
+    /// Where catalog writes go, and who leads.
+    pub consensus: Arc<Consensus>,
+    /// This node's identity and services.
+    pub local: Arc<LocalAgent>,
+}
+
+impl ApiState {
+    /// Whether a leader is known, for `X-Consul-KnownLeader` and default reads.
+    fn known_leader(&self) -> bool {
+        self.consensus.is_leader() || self.consensus.leader().is_some()
+    }
+
+    /// Adds `X-Consul-KnownLeader` and `X-Consul-LastContact`.
+    fn meta_headers(&self, headers: &mut HeaderMap) {
+        headers.insert(
+            HeaderName::from_static("x-consul-knownleader"),
+            HeaderValue::from_static(if self.known_leader() { "true" } else { "false" }),
+        );
+        let ms = u64::try_from(self.consensus.last_contact().as_millis()).unwrap_or(u64::MAX);
+        headers.insert(
+            HeaderName::from_static("x-consul-lastcontact"),
+            HeaderValue::from(ms),
+        );
+    }
+}
+
+/// All routes, with the body limit and the shedding layers.
+pub fn router(state: ApiState) -> Router {
+    build(state, MAX_IN_FLIGHT)
+}
+
+fn build(state: ApiState, max_in_flight: usize) -> Router {
+    let shed = ServiceBuilder::new()
+        .layer(HandleErrorLayer::new(|_: tower::BoxError| async {
+            ApiError::Overloaded
+        }))
+        .load_shed()
+        // Global, not per route: `Router::layer` builds one service per route.
+        .layer(GlobalConcurrencyLimitLayer::new(max_in_flight));
+    Router::new()
+        .route("/v1/agent/self", get(agent::agent_self))
+        .route("/v1/agent/services", get(agent::services))
+        .route("/v1/agent/service/register", put(agent::register))
+        .route("/v1/agent/service/deregister/{id}", put(agent::deregister))
+        .route(
+            "/v1/agent/service/maintenance/{id}",
+            put(agent::maintenance),
+        )
+        .route("/v1/agent/service/{id}", get(agent::service))
+        .route("/v1/catalog/register", put(catalog::register))
+        .route("/v1/catalog/deregister", put(catalog::deregister))
+        .route("/v1/catalog/services", get(catalog::services))
+        .route("/v1/catalog/service/{name}", get(catalog::service))
+        .route("/v1/catalog/nodes", get(catalog::nodes))
+        .route("/v1/catalog/node/{node}", get(catalog::node))
+        .route("/v1/catalog/datacenters", get(catalog::datacenters))
+        .route("/v1/health/service/{name}", get(health::service))
+        .route("/v1/health/checks/{name}", get(health::checks))
+        .route("/v1/health/node/{node}", get(health::node))
+        .route("/v1/health/state/{state}", get(health::state))
+        .route("/v1/status/leader", get(status::leader))
+        .route("/v1/status/peers", get(status::peers))
+        .fallback(|| async { ApiError::NotFound("404 page not found".into()) })
+        .method_not_allowed_fallback(|method: Method| async move {
+            ApiError::MethodNotAllowed(method.to_string())
+        })
+        .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))
+        .layer(shed)
+        .with_state(state)
+}
+
+/// Serves the API on an already-bound listener until `shutdown` is cancelled,
+/// then lets in-flight requests finish.
+pub async fn serve(
+    listener: tokio::net::TcpListener,
+    state: ApiState,
+    shutdown: CancellationToken,
+) -> std::io::Result<()> {
+    serve_router(listener, router(state), shutdown).await
+}
+
+async fn serve_router(
+    listener: tokio::net::TcpListener,
+    router: Router,
+    shutdown: CancellationToken,
+) -> std::io::Result<()> {
+    axum::serve(listener, router)
+        .with_graceful_shutdown(async move { shutdown.cancelled().await })
+        .await
+}
+
+/// The query string as pairs; a malformed one is a 400.
+impl<S: Send + Sync> FromRequestParts<S> for Params {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, _: &S) -> Result<Self, ApiError> {
+        let axum::extract::Query(pairs) =
+            axum::extract::Query::<Vec<(String, String)>>::from_request_parts(parts, &())
+                .await
+                .map_err(|e| ApiError::BadRequest(e.body_text()))?;
+        Ok(Self(pairs))
+    }
+}
+
+/// A JSON object body, read under the size limit. Too large is 413, not
+/// JSON or not an object is 400.
+#[derive(Debug)]
+struct JsonBody(Value);
+
+impl<S: Send + Sync> FromRequest<S> for JsonBody {
+    type Rejection = ApiError;
+
+    async fn from_request(req: Request, state: &S) -> Result<Self, ApiError> {
+        let bytes = Bytes::from_request(req, state).await.map_err(|e| {
+            if e.status() == axum::http::StatusCode::PAYLOAD_TOO_LARGE {
+                ApiError::PayloadTooLarge
+            } else {
+                ApiError::BadRequest(e.body_text())
+            }
+        })?;
+        Ok(Self(decode::parse_object(&bytes)?))
+    }
+}
+
+/// Consul answers writes with a bare JSON `true`.
+fn json_true() -> axum::response::Response {
+    axum::Json(true).into_response()
+}

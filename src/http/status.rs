@@ -1,0 +1,28 @@
+//! `/v1/status/*`: who leads and who votes.
+
+use axum::Json;
+use axum::extract::State;
+use axum::response::{IntoResponse, Response};
+
+use super::ApiState;
+
+/// `GET /v1/status/leader`: `"ip:port"` of the leader, `""` when none is known.
+pub(super) async fn leader(State(state): State<ApiState>) -> Response {
+    let leader = state
+        .consensus
+        .leader()
+        .map(|a| a.to_string())
+        .unwrap_or_default();
+    Json(leader).into_response()
+}
+
+/// `GET /v1/status/peers`: the voters' RPC addresses.
+pub(super) async fn peers(State(state): State<ApiState>) -> Response {
+    let peers: Vec<String> = state
+        .consensus
+        .peers()
+        .iter()
+        .map(ToString::to_string)
+        .collect();
+    Json(peers).into_response()
+}

@@ -1,0 +1,148 @@
+//! The on-disk layout of a server's Raft state: redb table definitions, their
+//! encoding, and the single writer thread that commits to them.
+//!
+//! Everything durable that consensus keeps lives in one redb database
+//! (`<data-dir>/raft.redb`, or an in-memory backend for `--dev`, so both modes
+//! run the same code):
+//!
+//! - [`LOG`]: Raft log entries by index, postcard-encoded.
+//! - [`META`]: small named values (see [`keys`]): the vote, the last purged and
+//!   committed log ids, this server's node id and the latest snapshot.
+//!
+//! Reads happen once, at start-up, before the [`Writer`] takes the database;
+//! afterwards consensus serves reads from memory and sends every change
+//! through the writer, which batches them into group commits.
+
+mod writer;
+
+use std::path::Path;
+
+use redb::backends::InMemoryBackend;
+use redb::{Database, ReadableDatabase, ReadableTable, TableDefinition};
+use serde::Serialize;
+use serde::de::DeserializeOwned;
+
+pub use writer::{Done, Op, Writer, WriterStats};
+
+/// Raft log entries, keyed by log index.
+pub const LOG: TableDefinition<'static, u64, &[u8]> = TableDefinition::new("raft_log");
+
+/// Named single values; the names are in [`keys`].
+pub const META: TableDefinition<'static, &str, &[u8]> = TableDefinition::new("raft_meta");
+
+/// The keys of [`META`], each with the type stored under it.
+pub mod keys {
+    /// `openraft::Vote`: the last vote this server cast or accepted.
+    pub const VOTE: &str = "vote";
+    /// `openraft::LogId`: the last log id removed from the head of the log.
+    pub const PURGED: &str = "purged";
+    /// `openraft::LogId`: the last log id known committed (an optimisation for restarts).
+    pub const COMMITTED: &str = "committed";
+    /// `u64`: this server's Raft node id, chosen at random on first start.
+    pub const NODE_ID: &str = "node_id";
+    /// The latest snapshot: its metadata and the encoded catalog.
+    pub const SNAPSHOT: &str = "snapshot";
+}
+
+/// The file name of the database inside the data directory.
+pub const FILE_NAME: &str = "raft.redb";
+
+/// Why storage failed. Any of these is fatal for the Raft member that hit it.
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    /// The data directory could not be created.
+    #[error("creating data directory {path}: {source}")]
+    CreateDir {
+        /// The directory.
+        path: String,
+        /// What the OS said.
+        source: std::io::Error,
+    },
+    /// redb refused an operation (I/O error, corruption, lock held by another process).
+    #[error("redb: {0}")]
+    Redb(#[from] redb::Error),
+    /// A stored value did not decode, or a value did not encode.
+    #[error("encoding: {0}")]
+    Codec(#[from] postcard::Error),
+    /// The writer thread has stopped (shut down, or an earlier commit failed).
+    #[error("storage writer has stopped")]
+    Closed,
+    /// An earlier commit failed; the batch this operation belonged to was not written.
+    #[error("storage write failed: {0}")]
+    WriteFailed(String),
+}
+
+/// Converts any of redb's narrow errors into [`StoreError::Redb`].
+pub(crate) fn redb_err(e: impl Into<redb::Error>) -> StoreError {
+    StoreError::Redb(e.into())
+}
+
+/// Opens (creating if needed) the database: in memory when `dir` is `None`,
+/// else `dir/raft.redb`, creating `dir`.
+pub fn open(dir: Option<&Path>) -> Result<Database, StoreError> {
+    let db = match dir {
+        None => Database::builder()
+            .create_with_backend(InMemoryBackend::new())
+            .map_err(redb_err)?,
+        Some(dir) => {
+            std::fs::create_dir_all(dir).map_err(|source| StoreError::CreateDir {
+                path: dir.display().to_string(),
+                source,
+            })?;
+            Database::create(dir.join(FILE_NAME)).map_err(redb_err)?
+        }
+    };
+    // Create the tables up front so that read transactions never meet a
+    // missing table.
+    let txn = db.begin_write().map_err(redb_err)?;
+    txn.open_table(LOG).map_err(redb_err)?;
+    txn.open_table(META).map_err(redb_err)?;
+    txn.commit().map_err(redb_err)?;
+    Ok(db)
+}
+
+/// Everything stored, read in one transaction at start-up.
+#[derive(Debug, Default)]
+pub struct Contents {
+    /// Log entries in index order, still encoded.
+    pub log: Vec<(u64, Vec<u8>)>,
+    /// The [`META`] values by key, still encoded.
+    pub meta: std::collections::BTreeMap<String, Vec<u8>>,
+}
+
+impl Contents {
+    /// Decodes the value stored under `key`, if any.
+    pub fn meta<T: DeserializeOwned>(&self, key: &str) -> Result<Option<T>, StoreError> {
+        self.meta.get(key).map(|v| decode(v)).transpose()
+    }
+}
+
+/// Reads the whole database. The log is bounded by snapshot compaction, so
+/// this is at most a few thousand entries.
+pub fn load(db: &Database) -> Result<Contents, StoreError> {
+    let txn = db.begin_read().map_err(redb_err)?;
+    let mut contents = Contents::default();
+    let log = txn.open_table(LOG).map_err(redb_err)?;
+    for row in log.iter().map_err(redb_err)? {
+        let (k, v) = row.map_err(redb_err)?;
+        contents.log.push((k.value(), v.value().to_vec()));
+    }
+    let meta = txn.open_table(META).map_err(redb_err)?;
+    for row in meta.iter().map_err(redb_err)? {
+        let (k, v) = row.map_err(redb_err)?;
+        contents
+            .meta
+            .insert(k.value().to_owned(), v.value().to_vec());
+    }
+    Ok(contents)
+}
+
+/// Encodes a value for storage.
+pub fn encode<T: Serialize + ?Sized>(value: &T) -> Result<Vec<u8>, StoreError> {
+    Ok(postcard::to_stdvec(value)?)
+}
+
+/// Decodes a stored value.
+pub fn decode<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, StoreError> {
+    Ok(postcard::from_bytes(bytes)?)
+}

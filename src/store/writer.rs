@@ -1,0 +1,296 @@
+//! The one thread that writes to redb, committing queued changes in groups.
+//!
+//! redb is synchronous and allows one write transaction at a time, and every
+//! commit with [`Durability::Immediate`] costs an fsync. So all changes go
+//! through a bounded queue to this thread, which takes everything that queued
+//! up while its previous commit was in flight and commits it in one
+//! transaction: under load one fsync carries many log entries. An operation's
+//! [`Done`] callback runs only after the transaction holding it committed.
+
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::thread::JoinHandle;
+
+use redb::{Database, Durability};
+use tokio::sync::{mpsc, oneshot};
+
+use super::{LOG, META, StoreError, redb_err};
+
+/// The most operations one transaction takes, so that a flood of writes
+/// still gets acknowledged in steady steps.
+const MAX_BATCH: usize = 4096;
+
+/// One change to the database. Operations commit in the order submitted.
+#[derive(Debug)]
+pub enum Op {
+    /// Insert encoded log entries by index.
+    Append(Vec<(u64, Vec<u8>)>),
+    /// Delete log entries with index `>=` this.
+    TruncateFrom(u64),
+    /// Delete log entries with index `<=` this.
+    PurgeUpTo(u64),
+    /// Set a [`META`] value.
+    Put(&'static str, Vec<u8>),
+    /// Set a [`META`] value whose loss in a crash is harmless, without a
+    /// commit of its own: it rides along with the next transaction that
+    /// writes something else, or with [`Op::Stop`]. Its callback runs at once.
+    PutLazy(&'static str, Vec<u8>),
+    /// Writes nothing; its callback runs once everything before it is durable.
+    Barrier,
+    /// Commits what is queued before it and ends the thread.
+    Stop,
+}
+
+impl Op {
+    /// Whether the operation needs a transaction of its own.
+    fn writes(&self) -> bool {
+        matches!(
+            self,
+            Self::Append(_) | Self::TruncateFrom(_) | Self::PurgeUpTo(_) | Self::Put(..)
+        )
+    }
+}
+
+/// Called once the operation is durable, or with the error that stopped it.
+pub type Done = Box<dyn FnOnce(Result<(), StoreError>) + Send>;
+
+/// Counters for tests and metrics.
+#[derive(Debug, Default)]
+pub struct WriterStats {
+    /// Write transactions committed.
+    commits: AtomicU64,
+    /// Log entries those transactions carried.
+    entries: AtomicU64,
+    /// Set when the thread has ended and closed the database.
+    exited: AtomicBool,
+}
+
+impl WriterStats {
+    /// Write transactions committed so far.
+    pub fn commits(&self) -> u64 {
+        self.commits.load(Ordering::Relaxed)
+    }
+
+    /// Log entries committed so far.
+    pub fn entries(&self) -> u64 {
+        self.entries.load(Ordering::Relaxed)
+    }
+
+    /// Whether the writer thread has ended and released the database file.
+    pub fn exited(&self) -> bool {
+        self.exited.load(Ordering::Acquire)
+    }
+}
+
+type Queued = (Op, Option<Done>);
+
+/// A handle to the writer thread. Clones share the thread; it ends when
+/// [`Writer::stop`] is called or every handle is dropped.
+#[derive(Debug, Clone)]
+pub struct Writer {
+    /// The bounded queue into the thread; a full queue makes submitters wait.
+    tx: mpsc::Sender<Queued>,
+    /// Shared with the thread.
+    stats: Arc<WriterStats>,
+    /// Taken by the first `stop` to join the thread.
+    thread: Arc<Mutex<Option<JoinHandle<()>>>>,
+}
+
+impl Writer {
+    /// Moves `db` into a new writer thread with a queue of `capacity` operations.
+    pub fn spawn(db: Database, capacity: usize) -> Result<Self, StoreError> {
+        let (tx, rx) = mpsc::channel(capacity.max(1));
+        let stats = Arc::new(WriterStats::default());
+        let thread_stats = stats.clone();
+        let thread = std::thread::Builder::new()
+            .name("trellis-redb".into())
+            .spawn(move || run(db, rx, thread_stats))
+            .map_err(|e| StoreError::WriteFailed(format!("spawning writer thread: {e}")))?;
+        Ok(Self {
+            tx,
+            stats,
+            thread: Arc::new(Mutex::new(Some(thread))),
+        })
+    }
+
+    /// Queues `op`; `done` runs once it is durable. Waits only for queue
+    /// space. If the thread is gone, `done` is called with the error too.
+    pub async fn submit(&self, op: Op, done: Option<Done>) -> Result<(), StoreError> {
+        match self.tx.send((op, done)).await {
+            Ok(()) => Ok(()),
+            Err(mpsc::error::SendError((_, done))) => {
+                if let Some(done) = done {
+                    done(Err(StoreError::Closed));
+                }
+                Err(StoreError::Closed)
+            }
+        }
+    }
+
+    /// Queues `op` and waits until it is durable.
+    pub async fn write(&self, op: Op) -> Result<(), StoreError> {
+        let (tx, rx) = oneshot::channel();
+        let done: Done = Box::new(move |r| {
+            // The waiter may have been cancelled; then nobody needs the answer.
+            let _ = tx.send(r);
+        });
+        self.submit(op, Some(done)).await?;
+        rx.await.map_err(|_| StoreError::Closed)?
+    }
+
+    /// Commits everything queued, ends the thread and waits until it has
+    /// closed the database. Later operations fail with [`StoreError::Closed`].
+    pub async fn stop(&self) {
+        // Closed already is fine: the thread is ending or gone.
+        let _ = self.write(Op::Stop).await;
+        let handle = self.thread.lock().unwrap_or_else(|e| e.into_inner()).take();
+        if let Some(handle) = handle {
+            // The thread ends right after acknowledging Stop; joining only
+            // waits for it to drop the database.
+            let _ = tokio::task::spawn_blocking(move || handle.join()).await;
+        }
+    }
+
+    /// The commit counters.
+    pub fn stats(&self) -> Arc<WriterStats> {
+        self.stats.clone()
+    }
+}
+
+fn run(db: Database, mut rx: mpsc::Receiver<Queued>, stats: Arc<WriterStats>) {
+    let mut batch: Vec<Queued> = Vec::new();
+    // After a failed commit the callers' in-memory state is ahead of the
+    // disk; refuse everything so that nothing is acknowledged out of order.
+    let mut failed: Option<String> = None;
+    // Lazy values not yet committed, latest per key.
+    let mut lazy: Vec<(&'static str, Vec<u8>)> = Vec::new();
+    while let Some(first) = rx.blocking_recv() {
+        batch.push(first);
+        while batch.len() < MAX_BATCH {
+            match rx.try_recv() {
+                Ok(queued) => batch.push(queued),
+                Err(_) => break,
+            }
+        }
+        let stop = batch.iter().any(|(op, _)| matches!(op, Op::Stop));
+        let result = match &failed {
+            Some(msg) => Err(msg.clone()),
+            None => commit(&db, &batch, &mut lazy, &stats).map_err(|e| e.to_string()),
+        };
+        if let Err(msg) = &result
+            && failed.is_none()
+        {
+            tracing::error!(error = %msg, "raft storage commit failed; refusing further writes");
+            failed = Some(msg.clone());
+        }
+        for (_, done) in batch.drain(..) {
+            if let Some(done) = done {
+                done(result.clone().map_err(StoreError::WriteFailed));
+            }
+        }
+        if stop {
+            break;
+        }
+    }
+    drop(rx);
+    drop(db);
+    stats.exited.store(true, Ordering::Release);
+}
+
+fn commit(
+    db: &Database,
+    batch: &[Queued],
+    lazy: &mut Vec<(&'static str, Vec<u8>)>,
+    stats: &WriterStats,
+) -> Result<(), StoreError> {
+    for (op, _) in batch {
+        if let Op::PutLazy(key, bytes) = op {
+            lazy.retain(|(k, _)| k != key);
+            lazy.push((key, bytes.clone()));
+        }
+    }
+    let stop = batch.iter().any(|(op, _)| matches!(op, Op::Stop));
+    let writes = batch.iter().any(|(op, _)| op.writes());
+    let flush_lazy = stop && !lazy.is_empty();
+    if !writes && !flush_lazy {
+        return Ok(());
+    }
+    let mut txn = db.begin_write().map_err(redb_err)?;
+    txn.set_durability(Durability::Immediate)
+        .map_err(redb_err)?;
+    let mut entries = 0u64;
+    {
+        let mut log = txn.open_table(LOG).map_err(redb_err)?;
+        let mut meta = txn.open_table(META).map_err(redb_err)?;
+        // Lazy values first: any eager write to the same key in this batch
+        // came later and wins.
+        for (key, bytes) in lazy.drain(..) {
+            meta.insert(key, bytes.as_slice()).map_err(redb_err)?;
+        }
+        for (op, _) in batch {
+            match op {
+                Op::Append(items) => {
+                    for (index, bytes) in items {
+                        log.insert(*index, bytes.as_slice()).map_err(redb_err)?;
+                    }
+                    entries += items.len() as u64;
+                }
+                Op::TruncateFrom(from) => {
+                    log.retain_in(*from.., |_, _| false).map_err(redb_err)?;
+                }
+                Op::PurgeUpTo(upto) => {
+                    log.retain_in(..=*upto, |_, _| false).map_err(redb_err)?;
+                }
+                Op::Put(key, bytes) => {
+                    meta.insert(*key, bytes.as_slice()).map_err(redb_err)?;
+                }
+                Op::PutLazy(..) | Op::Barrier | Op::Stop => {}
+            }
+        }
+    }
+    txn.commit().map_err(redb_err)?;
+    stats.commits.fetch_add(1, Ordering::Relaxed);
+    stats.entries.fetch_add(entries, Ordering::Relaxed);
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::store::{decode, encode, keys, load, open};
+
+    #[tokio::test]
+    async fn ops_commit_in_order_and_survive_reopen() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let db = open(Some(dir.path())).expect("open");
+        let writer = Writer::spawn(db, 16).expect("spawn");
+        let entries = (1..=10u64).map(|i| (i, vec![i as u8])).collect();
+        writer.write(Op::Append(entries)).await.expect("append");
+        writer.write(Op::TruncateFrom(8)).await.expect("truncate");
+        writer.write(Op::PurgeUpTo(3)).await.expect("purge");
+        let vote = encode(&7u64).expect("encode");
+        writer.write(Op::Put(keys::VOTE, vote)).await.expect("put");
+        let stats = writer.stats();
+        writer.stop().await;
+        assert!(stats.exited());
+        assert!(matches!(
+            writer.write(Op::Barrier).await,
+            Err(StoreError::Closed)
+        ));
+
+        let db = open(Some(dir.path())).expect("reopen");
+        let contents = load(&db).expect("load");
+        let indexes: Vec<u64> = contents.log.iter().map(|(i, _)| *i).collect();
+        assert_eq!(indexes, vec![4, 5, 6, 7]);
+        let vote: u64 = decode(&contents.meta[keys::VOTE]).expect("decode");
+        assert_eq!(vote, 7);
+    }
+
+    #[tokio::test]
+    async fn a_barrier_alone_commits_nothing() {
+        let writer = Writer::spawn(open(None).expect("open"), 4).expect("spawn");
+        writer.write(Op::Barrier).await.expect("barrier");
+        assert_eq!(writer.stats().commits(), 0);
+        writer.stop().await;
+    }
+}
