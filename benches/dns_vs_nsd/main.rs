@@ -31,6 +31,7 @@ mod procs;
 mod workload;
 
 use std::net::{Ipv4Addr, SocketAddr};
+use std::path::Path;
 use std::process::ExitCode;
 use std::time::{Duration, Instant};
 
@@ -144,22 +145,21 @@ async fn run() -> anyhow::Result<()> {
     check_tools()?;
     print_header(&settings);
 
-    let idle = match settings.nsd_only {
-        true => None,
-        false => Some(idle_memory().await?),
-    };
-
     let dir = tempfile::Builder::new()
         .prefix("trellis-bench-")
         .tempdir()
         .context("creating a temp dir")?;
+    let idle = match settings.nsd_only {
+        true => None,
+        false => Some(idle_memory(dir.path()).await?),
+    };
     let queries = dir.path().join("queries.txt");
     std::fs::write(&queries, workload::query_file()).context("writing the query file")?;
     let catalog = workload::catalog();
 
     let mut trellis = match settings.nsd_only {
         true => None,
-        false => Some(start_loaded(&settings, &catalog).await?),
+        false => Some(start_loaded(&settings, dir.path(), &catalog).await?),
     };
 
     let nsd_dir = dir.path().join("nsd");
@@ -180,20 +180,34 @@ async fn run() -> anyhow::Result<()> {
         settings.seconds, settings.client_cpu
     );
     let mut rows = Vec::new();
+    let mut memories = None;
     if let Some((t, loaded)) = &mut trellis {
+        let perf = profile(t)?;
         let (stats, _) =
             dnsperf::run(settings.client_cpu, t.dns, &queries, settings.seconds).await?;
-        t.alive()?;
-        let after = memory(t)?;
-        rows.push(("trellis", stats));
-        if let Some(idle) = idle {
-            print_memory(idle, *loaded, after);
+        if let Some(p) = perf {
+            // perf writes out its samples on SIGTERM, which takes a while.
+            p.stop_within(Duration::from_secs(120));
         }
+        t.alive()?;
+        let logged = t.log_bytes();
+        if logged > 1_000_000 {
+            println!(
+                "trellis logged {:.0} MB to stderr by the end of its run ({:.0} bytes per query)",
+                logged as f64 / 1e6,
+                logged as f64 / stats.sent.max(1) as f64
+            );
+        }
+        memories = idle.map(|idle| (idle, *loaded, memory(t)));
+        rows.push(("trellis", stats));
     }
     let (stats, _) =
         dnsperf::run(settings.client_cpu, nsd.addr, &queries, settings.seconds).await?;
     rows.push(("nsd", stats));
     print_table(&rows);
+    if let Some((idle, loaded, after)) = memories {
+        print_memory(idle, loaded, after?);
+    }
 
     nsd.proc.stop();
     if let Some((t, _)) = trellis {
@@ -214,9 +228,10 @@ async fn run() -> anyhow::Result<()> {
 /// Returns it with its memory once loaded.
 async fn start_loaded(
     settings: &Settings,
+    dir: &Path,
     catalog: &[workload::Instance],
 ) -> anyhow::Result<(Trellis, Memory)> {
-    let t = Trellis::start(settings.server_cpu, TRELLIS_IP).await?;
+    let t = Trellis::start(settings.server_cpu, TRELLIS_IP, dir.join("trellis.log")).await?;
     let loaded_in = match load(&t, catalog).await {
         Ok(d) => d,
         Err(e) => {
@@ -283,9 +298,39 @@ fn print_header(s: &Settings) {
     );
 }
 
+/// With `BENCH_PERF=FILE`, samples trellis's stacks into FILE while dnsperf
+/// loads it (`perf report -i FILE` afterwards). CPU-clock sampling, which
+/// works in VMs without hardware counters; DWARF unwinding because release
+/// builds keep no frame pointers.
+fn profile(t: &Trellis) -> anyhow::Result<Option<procs::Proc>> {
+    let Some(out) = std::env::var_os("BENCH_PERF") else {
+        return Ok(None);
+    };
+    let pid = t.proc.pid().context("trellis has exited")?;
+    let mut cmd = tokio::process::Command::new("perf");
+    cmd.args([
+        "record",
+        "-e",
+        "cpu-clock",
+        "-F",
+        "499",
+        "--call-graph",
+        "dwarf,16384",
+        "-q",
+    ])
+    .arg("-o")
+    .arg(&out)
+    .args(["-p", &pid.to_string()])
+    .stdin(std::process::Stdio::null())
+    .stdout(std::process::Stdio::null());
+    let p = procs::Proc::spawn("perf", &mut cmd)?;
+    println!("perf: recording trellis into {}", Path::new(&out).display());
+    Ok(Some(p))
+}
+
 /// The memory of a fresh, unloaded dev agent once it has settled.
-async fn idle_memory() -> anyhow::Result<Memory> {
-    let mut t = Trellis::start(None, TRELLIS_IP).await?;
+async fn idle_memory(dir: &Path) -> anyhow::Result<Memory> {
+    let mut t = Trellis::start(None, TRELLIS_IP, dir.join("trellis-idle.log")).await?;
     // Let start-up allocations (the first election, self-registration) finish.
     tokio::time::sleep(Duration::from_secs(1)).await;
     t.alive()?;

@@ -1,16 +1,14 @@
 //! Child processes the benchmark starts: a guard that stops them on every
 //! exit path, CPU pinning, memory readings, and starting a trellis agent.
 
-use std::collections::VecDeque;
+use std::io::{Read as _, Seek as _, SeekFrom};
 use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
 use std::process::Stdio;
-use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use anyhow::{Context as _, anyhow, bail};
-use tokio::io::{AsyncBufReadExt as _, BufReader};
 use tokio::process::{Child, Command};
-use tokio::sync::oneshot;
 
 /// A running child that is stopped when the guard is dropped, whether the
 /// benchmark finished, failed or was interrupted: SIGTERM, a grace period,
@@ -46,11 +44,16 @@ impl Proc {
     }
 
     /// Stops the process now (what `Drop` does, but at a chosen point).
-    pub(crate) fn stop(mut self) {
-        self.terminate();
+    pub(crate) fn stop(self) {
+        self.stop_within(Duration::from_secs(3));
     }
 
-    fn terminate(&mut self) {
+    /// Stops the process, giving it `grace` to exit after SIGTERM.
+    pub(crate) fn stop_within(mut self, grace: Duration) {
+        self.terminate(grace);
+    }
+
+    fn terminate(&mut self, grace: Duration) {
         if matches!(self.child.try_wait(), Ok(Some(_))) {
             return;
         }
@@ -61,7 +64,7 @@ impl Proc {
                 libc::kill(pid, libc::SIGTERM);
             }
         }
-        if self.reaped_within(Duration::from_secs(3)) {
+        if self.reaped_within(grace) {
             return;
         }
         eprintln!("{} ignored SIGTERM; killing it", self.name);
@@ -86,7 +89,7 @@ impl Proc {
 
 impl Drop for Proc {
     fn drop(&mut self) {
-        self.terminate();
+        self.terminate(Duration::from_secs(3));
     }
 }
 
@@ -143,66 +146,57 @@ pub(crate) struct Trellis {
     pub(crate) dns: SocketAddr,
     /// HTTP API.
     pub(crate) http: SocketAddr,
-    /// The last lines it wrote to stderr, for error messages.
-    log: Arc<Mutex<VecDeque<String>>>,
+    /// Where its stderr goes. A file rather than a pipe, so that however
+    /// much the agent logs, the benchmark spends no CPU reading it and the
+    /// agent never waits on a full pipe: like logging to a file in
+    /// production.
+    log: PathBuf,
 }
 
 impl Trellis {
     /// Starts a dev agent whose client interfaces listen on `client`, with
-    /// every port picked by the kernel, and waits for its `listening` line.
-    pub(crate) async fn start(cpu: Option<usize>, client: &str) -> anyhow::Result<Self> {
+    /// every port picked by the kernel, logging to `log`, and waits for its
+    /// `listening` line. The log level is the agent's default unless
+    /// `RUST_LOG` is set.
+    pub(crate) async fn start(
+        cpu: Option<usize>,
+        client: &str,
+        log: PathBuf,
+    ) -> anyhow::Result<Self> {
+        let file =
+            std::fs::File::create(&log).with_context(|| format!("creating {}", log.display()))?;
         let mut cmd = pinned(cpu, TRELLIS);
         cmd.args(["agent", "--dev", "--client", client, "--bind", client])
             .args(["--dns-port", "0", "--http-port", "0", "--server-port", "0"])
             .env("NO_COLOR", "1")
-            .env("RUST_LOG", "info")
             .stdin(Stdio::null())
             .stdout(Stdio::null())
-            .stderr(Stdio::piped());
+            .stderr(file);
         let mut proc = Proc::spawn("trellis", &mut cmd)?;
-        let stderr = proc
-            .child
-            .stderr
-            .take()
-            .ok_or_else(|| anyhow!("trellis stderr not piped"))?;
 
-        // Keep draining stderr for the agent's whole life so it never blocks
-        // on a full pipe; hand the `listening` line over once.
-        let log = Arc::new(Mutex::new(VecDeque::new()));
-        let (tx, rx) = oneshot::channel();
-        let tail = log.clone();
-        tokio::spawn(async move {
-            let mut tx = Some(tx);
-            let mut lines = BufReader::new(stderr).lines();
-            while let Ok(Some(line)) = lines.next_line().await {
-                let line = strip_ansi(&line);
-                if line.contains("listening dns=")
-                    && let Some(tx) = tx.take()
-                {
-                    let _ = tx.send(line.clone());
-                }
-                if let Ok(mut t) = tail.lock() {
-                    if t.len() == 40 {
-                        t.pop_front();
-                    }
-                    t.push_back(line);
-                }
+        let deadline = Instant::now() + Duration::from_secs(20);
+        let line = loop {
+            let text = std::fs::read_to_string(&log).unwrap_or_default();
+            if let Some(line) = text
+                .lines()
+                .map(strip_ansi)
+                .find(|l| l.contains("listening dns="))
+            {
+                break line;
             }
-        });
-
-        let line = match tokio::time::timeout(Duration::from_secs(20), rx).await {
-            Ok(Ok(line)) => line,
-            Ok(Err(_)) => {
-                let status = proc.child.wait().await?;
+            if let Some(status) = proc.child.try_wait()? {
                 bail!(
                     "trellis exited ({status}) before listening:\n{}",
-                    tail_of(&log)
+                    tail(&log)
                 );
             }
-            Err(_) => bail!(
-                "trellis did not report `listening` within 20 s:\n{}",
-                tail_of(&log)
-            ),
+            if Instant::now() > deadline {
+                bail!(
+                    "trellis did not report `listening` within 20 s:\n{}",
+                    tail(&log)
+                );
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
         };
         let (dns, http) = parse_listening(&line)?;
         Ok(Self {
@@ -215,7 +209,12 @@ impl Trellis {
 
     /// The last lines of the agent's log.
     pub(crate) fn log_tail(&self) -> String {
-        tail_of(&self.log)
+        tail(&self.log)
+    }
+
+    /// How many bytes the agent has logged so far.
+    pub(crate) fn log_bytes(&self) -> u64 {
+        std::fs::metadata(&self.log).map_or(0, |m| m.len())
     }
 
     /// Fails, with the end of its log, if the agent has exited.
@@ -226,10 +225,24 @@ impl Trellis {
     }
 }
 
-fn tail_of(log: &Mutex<VecDeque<String>>) -> String {
-    log.lock()
-        .map(|t| t.iter().cloned().collect::<Vec<_>>().join("\n"))
-        .unwrap_or_default()
+/// The last 30 lines of the log file at `path` (reading at most 8 KiB: the
+/// log can be large).
+fn tail(path: &Path) -> String {
+    let read = || -> std::io::Result<String> {
+        let mut f = std::fs::File::open(path)?;
+        let len = f.metadata()?.len();
+        f.seek(SeekFrom::Start(len.saturating_sub(8192)))?;
+        let mut buf = Vec::new();
+        f.read_to_end(&mut buf)?;
+        Ok(String::from_utf8_lossy(&buf).into_owned())
+    };
+    match read() {
+        Ok(text) => {
+            let lines: Vec<&str> = text.lines().collect();
+            lines[lines.len().saturating_sub(30)..].join("\n")
+        }
+        Err(e) => format!("(cannot read {}: {e})", path.display()),
+    }
 }
 
 /// Reads `dns=` and `http=` from the agent's `listening dns=IP:PORT http=…` line.
