@@ -73,6 +73,7 @@ fn main() -> ExitCode {
         );
         return ExitCode::SUCCESS;
     }
+    with_sbin_on_path();
     let rt = match tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()
@@ -97,6 +98,23 @@ fn main() -> ExitCode {
             eprintln!("Error: {e:#}");
             ExitCode::FAILURE
         }
+    }
+}
+
+/// Makes sure `/usr/sbin`, where Debian puts `nsd`, is searched even when a
+/// non-root user's PATH lacks it.
+fn with_sbin_on_path() {
+    let path = std::env::var_os("PATH").unwrap_or_default();
+    let mut dirs: Vec<_> = std::env::split_paths(&path).collect();
+    for extra in ["/usr/sbin", "/sbin"] {
+        if !dirs.iter().any(|d| d == Path::new(extra)) {
+            dirs.push(extra.into());
+        }
+    }
+    if let Ok(joined) = std::env::join_paths(dirs) {
+        // SAFETY: called from `main` before the runtime or any other thread
+        // exists, so nothing can read the environment concurrently.
+        unsafe { std::env::set_var("PATH", joined) };
     }
 }
 
