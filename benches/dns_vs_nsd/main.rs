@@ -201,8 +201,8 @@ async fn run() -> anyhow::Result<()> {
     let mut memories = None;
     if let Some((t, loaded)) = &mut trellis {
         let perf = profile(t)?;
-        let (stats, _) =
-            dnsperf::run(settings.client_cpu, t.dns, &queries, settings.seconds).await?;
+        let pid = t.proc.pid().context("trellis has exited")?;
+        let row = measure("trellis", pid, t.dns, &settings, &queries).await?;
         if let Some(p) = perf {
             // perf writes out its samples on SIGTERM, which takes a while.
             p.stop_within(Duration::from_secs(120));
@@ -213,15 +213,14 @@ async fn run() -> anyhow::Result<()> {
             println!(
                 "trellis logged {:.0} MB to stderr by the end of its run ({:.0} bytes per query)",
                 logged as f64 / 1e6,
-                logged as f64 / stats.sent.max(1) as f64
+                logged as f64 / row.stats.sent.max(1) as f64
             );
         }
         memories = idle.map(|idle| (idle, *loaded, memory(t)));
-        rows.push(("trellis", stats));
+        rows.push(row);
     }
-    let (stats, _) =
-        dnsperf::run(settings.client_cpu, nsd.addr, &queries, settings.seconds).await?;
-    rows.push(("nsd", stats));
+    let pid = nsd.proc.pid().context("nsd has exited")?;
+    rows.push(measure("nsd", pid, nsd.addr, &settings, &queries).await?);
     print_table(&rows);
     if let Some((idle, loaded, after)) = memories {
         print_memory(idle, loaded, after?);
@@ -234,7 +233,12 @@ async fn run() -> anyhow::Result<()> {
 
     let wrong: Vec<String> = rows
         .iter()
-        .filter_map(|(name, stats)| stats.check_rcodes().err().map(|e| format!("{name}: {e}")))
+        .filter_map(|r| {
+            r.stats
+                .check_rcodes()
+                .err()
+                .map(|e| format!("{}: {e}", r.name))
+        })
         .collect();
     if !wrong.is_empty() {
         bail!("wrong answers under load:\n  {}", wrong.join("\n  "));
@@ -440,20 +444,65 @@ async fn compare(trellis: SocketAddr, nsd: SocketAddr) -> anyhow::Result<()> {
     Ok(())
 }
 
-fn print_table(rows: &[(&str, Stats)]) {
+/// One server's result.
+struct Row {
+    /// The server.
+    name: &'static str,
+    /// What dnsperf saw.
+    stats: Stats,
+    /// The server's CPU use during the run, % of one core: near 100 means
+    /// the server, not dnsperf, was the limit.
+    cpu_pct: f64,
+}
+
+/// Loads the server at `addr` (process `pid`) with dnsperf and measures the
+/// CPU it used meanwhile.
+async fn measure(
+    name: &'static str,
+    pid: u32,
+    addr: SocketAddr,
+    settings: &Settings,
+    queries: &Path,
+) -> anyhow::Result<Row> {
+    let (cpu0, t0) = (procs::cpu_seconds(pid), Instant::now());
+    let (stats, _) = dnsperf::run(settings.client_cpu, addr, queries, settings.seconds).await?;
+    let cpu_pct = 100.0 * (procs::cpu_seconds(pid) - cpu0) / t0.elapsed().as_secs_f64();
+    Ok(Row {
+        name,
+        stats,
+        cpu_pct,
+    })
+}
+
+fn print_table(rows: &[Row]) {
     println!();
     println!(
-        "{:<8} {:>10} {:>7} {:>10} {:>9} {:>6} {:>10} {:>10} {:>9}",
-        "server", "qps", "lost %", "NOERROR", "NXDOMAIN", "other", "avg lat", "max lat", "resp B"
+        "{:<8} {:>10} {:>6} {:>7} {:>10} {:>9} {:>6} {:>10} {:>10} {:>7}",
+        "server",
+        "qps",
+        "cpu %",
+        "lost %",
+        "NOERROR",
+        "NXDOMAIN",
+        "other",
+        "avg lat",
+        "max lat",
+        "resp B"
     );
-    for (name, s) in rows {
+    for Row {
+        name,
+        stats: s,
+        cpu_pct,
+    } in rows
+    {
         let other = s
             .completed
             .saturating_sub(s.count("NOERROR") + s.count("NXDOMAIN"));
         println!(
-            "{:<8} {:>10.0} {:>7.2} {:>10} {:>9} {:>6} {:>8.0}µs {:>8.0}µs {:>9}",
+            "{:<8} {:>10.0} {:>6.0} {:>7.2} {:>10} {:>9} {:>6} {:>8.0}µs {:>8.0}µs {:>7}",
             name,
             s.qps,
+            cpu_pct,
             s.lost_pct(),
             s.count("NOERROR"),
             s.count("NXDOMAIN"),
@@ -463,14 +512,18 @@ fn print_table(rows: &[(&str, Stats)]) {
             s.response_bytes
         );
     }
-    if let [(a, sa), (b, sb)] = rows
-        && sb.qps > 0.0
+    if let [a, b] = rows
+        && b.stats.qps > 0.0
     {
-        println!("ratio {a}/{b} qps: {:.2}", sa.qps / sb.qps);
+        println!(
+            "ratio {}/{} qps: {:.2}",
+            a.name,
+            b.name,
+            a.stats.qps / b.stats.qps
+        );
     }
-    println!(
-        "(nsd's responses also carry the zone's NS record and its glue, hence the larger size)"
-    );
+    println!("(cpu % = the server's CPU time over the run, of one core; nsd's responses");
+    println!(" also carry the zone's NS record and its glue, hence the larger size)");
 }
 
 fn print_memory(idle: Memory, loaded: Memory, after: Memory) {

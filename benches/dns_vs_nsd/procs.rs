@@ -135,6 +135,38 @@ impl Memory {
     }
 }
 
+/// CPU time, user and system, that process `pid` and its direct children
+/// have used so far, in seconds. NSD answers from a child process, so the
+/// children count.
+pub(crate) fn cpu_seconds(pid: u32) -> f64 {
+    // Fields after the `(comm)`: state ppid ... utime(12th) stime(13th).
+    let stat = |path: &Path| -> Option<(u32, u64)> {
+        let text = std::fs::read_to_string(path).ok()?;
+        let rest = &text[text.rfind(')')? + 1..];
+        let f: Vec<&str> = rest.split_whitespace().collect();
+        let ppid = f.get(1)?.parse().ok()?;
+        let ticks = f.get(11)?.parse::<u64>().ok()? + f.get(12)?.parse::<u64>().ok()?;
+        Some((ppid, ticks))
+    };
+    let mut ticks = stat(Path::new(&format!("/proc/{pid}/stat"))).map_or(0, |(_, t)| t);
+    if let Ok(entries) = std::fs::read_dir("/proc") {
+        for e in entries.flatten() {
+            if e.file_name()
+                .to_string_lossy()
+                .bytes()
+                .all(|b| b.is_ascii_digit())
+                && let Some((ppid, t)) = stat(&e.path().join("stat"))
+                && ppid == pid
+            {
+                ticks += t;
+            }
+        }
+    }
+    // SAFETY: sysconf only reads a constant of the system.
+    let hz = unsafe { libc::sysconf(libc::_SC_CLK_TCK) };
+    ticks as f64 / if hz > 0 { hz as f64 } else { 100.0 }
+}
+
 /// The trellis binary cargo built for this benchmark (release profile).
 pub(crate) const TRELLIS: &str = env!("CARGO_BIN_EXE_trellis");
 
@@ -294,4 +326,6 @@ pub(crate) fn self_check() {
     );
     let me = Memory::of(std::process::id()).expect("our own status is readable");
     assert!(me.rss_kib > 0 && me.hwm_kib >= me.rss_kib);
+    let spent = cpu_seconds(std::process::id());
+    assert!((0.0..1e6).contains(&spent));
 }
