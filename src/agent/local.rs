@@ -340,6 +340,18 @@ impl LocalAgent {
             self.registration(Some(service_registration(&def)), regs),
         ))
         .await?;
+        let maintenance = old.and_then(|o| o.maintenance);
+        let id = def.id.clone();
+        self.services_mut().insert(
+            id,
+            LocalService {
+                definition: def,
+                checks,
+                maintenance,
+            },
+        );
+        // The service is registered and recorded; a check left behind by a
+        // failure here is one the map no longer has, for anti-entropy to remove.
         for check_id in stale {
             self.write(Command::Deregister(Deregistration {
                 node: self.identity.node_name.clone(),
@@ -348,15 +360,6 @@ impl LocalAgent {
             }))
             .await?;
         }
-        let maintenance = old.and_then(|o| o.maintenance);
-        self.services_mut().insert(
-            def.id.clone(),
-            LocalService {
-                definition: def,
-                checks,
-                maintenance,
-            },
-        );
         Ok(())
     }
 
@@ -489,5 +492,164 @@ fn service_registration(def: &ServiceDefinition) -> ServiceRegistration {
         port: def.port,
         weights: def.weights,
         enable_tag_override: def.enable_tag_override,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::catalog::Replica;
+    use crate::consensus::{ConsensusConfig, Storage};
+
+    async fn agent(server: bool) -> (Arc<Replica>, LocalAgent) {
+        let replica = Arc::new(Replica::new());
+        let consensus = Consensus::start(
+            ConsensusConfig {
+                node_name: "n1".into(),
+                rpc_addr: "127.0.0.1:0".parse().unwrap(),
+                storage: Storage::Memory,
+                bootstrap_expect: 1,
+            },
+            replica.clone(),
+        )
+        .await
+        .unwrap();
+        consensus
+            .wait_for_leader(Duration::from_secs(10))
+            .await
+            .unwrap();
+        let identity = NodeIdentity {
+            node_name: "n1".into(),
+            node_id: "id".into(),
+            datacenter: "dc1".into(),
+            advertise_addr: "10.0.0.1".into(),
+            server,
+            version: "0.1.0".into(),
+            tagged_addresses: BTreeMap::new(),
+            meta: BTreeMap::new(),
+            server_port: 8300,
+            serf_lan_port: 8301,
+        };
+        (
+            replica.clone(),
+            LocalAgent::new(identity, Arc::new(consensus)),
+        )
+    }
+
+    fn ttl_check(status: Option<HealthStatus>) -> CheckDefinition {
+        CheckDefinition {
+            ttl: Some(Duration::from_secs(10)),
+            status,
+            ..CheckDefinition::default()
+        }
+    }
+
+    #[tokio::test]
+    async fn clients_register_their_node_without_the_consul_service() {
+        let (replica, client) = agent(false).await;
+        client.register_self().await.unwrap();
+        {
+            let c = replica.read();
+            assert_eq!(c.node("n1").unwrap().address, "10.0.0.1");
+            assert_eq!(c.node_services("n1").count(), 0);
+            let serf: Vec<_> = c.node_checks("n1").collect();
+            assert_eq!(serf[0].check_id, SERF_CHECK_ID);
+            assert_eq!(serf[0].status, HealthStatus::Passing);
+        }
+
+        let (replica, server) = agent(true).await;
+        server.register_self().await.unwrap();
+        let c = replica.read();
+        let consul: Vec<_> = c.node_services("n1").collect();
+        assert_eq!(
+            (consul[0].id.as_str(), consul[0].port),
+            (CONSUL_SERVICE, 8300)
+        );
+        // The consul service is not one of the agent's own registrations.
+        assert!(server.services().is_empty());
+    }
+
+    #[tokio::test]
+    async fn invalid_definitions_change_nothing() {
+        let (replica, a) = agent(false).await;
+        let before = replica.snapshot();
+        let nameless = ServiceDefinition::default();
+        assert!(matches!(
+            a.register_service(nameless, false).await,
+            Err(LocalError::Invalid(m)) if m == "Missing service name"
+        ));
+        let bad_check = ServiceDefinition {
+            name: "web".into(),
+            checks: vec![CheckDefinition::default()],
+            ..ServiceDefinition::default()
+        };
+        assert!(matches!(
+            a.register_service(bad_check, false).await,
+            Err(LocalError::Invalid(m)) if m.contains("TTL must be > 0")
+        ));
+        let dup = ServiceDefinition {
+            name: "web".into(),
+            checks: vec![
+                CheckDefinition {
+                    id: "c".into(),
+                    ..ttl_check(None)
+                },
+                CheckDefinition {
+                    id: "c".into(),
+                    ..ttl_check(None)
+                },
+            ],
+            ..ServiceDefinition::default()
+        };
+        assert!(matches!(
+            a.register_service(dup, false).await,
+            Err(LocalError::Invalid(_))
+        ));
+        assert!(matches!(
+            a.deregister_service("ghost").await,
+            Err(LocalError::UnknownService(_))
+        ));
+        assert!(matches!(
+            a.set_maintenance("ghost", true, None).await,
+            Err(LocalError::UnknownService(_))
+        ));
+        assert_eq!(replica.snapshot(), before);
+        assert!(a.services().is_empty());
+    }
+
+    #[tokio::test]
+    async fn maintenance_is_idempotent_and_survives_reregistration() {
+        let (replica, a) = agent(false).await;
+        let def = ServiceDefinition {
+            name: "web".into(),
+            checks: vec![ttl_check(Some(HealthStatus::Passing))],
+            ..ServiceDefinition::default()
+        };
+        a.register_service(def.clone(), false).await.unwrap();
+        a.set_maintenance("web", true, Some("first".into()))
+            .await
+            .unwrap();
+        a.set_maintenance("web", true, Some("second".into()))
+            .await
+            .unwrap();
+        a.register_service(def, false).await.unwrap();
+        assert_eq!(
+            a.service("web").unwrap().maintenance.as_deref(),
+            Some("first")
+        );
+        {
+            let c = replica.read();
+            let maint: Vec<_> = c
+                .node_checks("n1")
+                .filter(|ch| ch.check_id == "_service_maintenance:web")
+                .collect();
+            assert_eq!(maint.len(), 1);
+            assert_eq!(maint[0].notes, "first");
+            assert!(c.health_service("web", &[], true).is_empty());
+        }
+        a.set_maintenance("web", false, None).await.unwrap();
+        a.set_maintenance("web", false, None).await.unwrap();
+        assert_eq!(a.service("web").unwrap().maintenance, None);
+        assert_eq!(replica.read().health_service("web", &[], true).len(), 1);
     }
 }

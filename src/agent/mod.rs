@@ -64,12 +64,18 @@ impl Listeners {
         let dns_addr = SocketAddr::new(cfg.client_addr, cfg.ports.dns);
         let (dns_udp, dns_tcp) = bind_dns(dns_addr).await?;
         let http_addr = SocketAddr::new(cfg.client_addr, cfg.ports.http);
-        let http = TcpListener::bind(http_addr).await.map_err(|source| AgentError::Bind {
-            what: "HTTP",
-            addr: http_addr,
-            source,
-        })?;
-        Ok(Self { dns_udp, dns_tcp, http })
+        let http = TcpListener::bind(http_addr)
+            .await
+            .map_err(|source| AgentError::Bind {
+                what: "HTTP",
+                addr: http_addr,
+                source,
+            })?;
+        Ok(Self {
+            dns_udp,
+            dns_tcp,
+            http,
+        })
     }
 }
 
@@ -87,7 +93,10 @@ async fn bind_dns(addr: SocketAddr) -> Result<(UdpSocket, TcpListener), AgentErr
             Err(e) => return Err(err("DNS/TCP", e)),
         }
     }
-    Err(err("DNS/TCP", last.unwrap_or_else(|| std::io::Error::other("no free port"))))
+    Err(err(
+        "DNS/TCP",
+        last.unwrap_or_else(|| std::io::Error::other("no free port")),
+    ))
 }
 
 /// A UDP socket with a large receive buffer, so bursts of queries queue in
@@ -133,11 +142,17 @@ pub async fn run(cfg: Config, shutdown: CancellationToken) -> Result<(), AgentEr
         what: "the node ID file".into(),
         message: e.to_string(),
     })?;
-    let local = Arc::new(local::LocalAgent::new(local_identity(&cfg, rpc_addr, node_id), consensus.clone()));
+    let local = Arc::new(local::LocalAgent::new(
+        local_identity(&cfg, rpc_addr, node_id),
+        consensus.clone(),
+    ));
     local
         .register_self()
         .await
-        .map_err(|e| AgentError::Register { what: "this node".into(), message: e.to_string() })?;
+        .map_err(|e| AgentError::Register {
+            what: "this node".into(),
+            message: e.to_string(),
+        })?;
     for s in &cfg.services {
         let err = |message: String| AgentError::Register {
             what: format!("service {:?} from the configuration", s.name),
@@ -154,7 +169,11 @@ pub async fn run(cfg: Config, shutdown: CancellationToken) -> Result<(), AgentEr
     let mut tasks = JoinSet::new();
     let dns_cfg = dns_config(&cfg);
     {
-        let Listeners { dns_udp, dns_tcp, http } = listeners;
+        let Listeners {
+            dns_udp,
+            dns_tcp,
+            http,
+        } = listeners;
         let (dns_replica, token) = (replica.clone(), serving.clone());
         tasks.spawn(async move {
             crate::dns::serve(dns_udp, dns_tcp, dns_cfg, dns_replica, token)
@@ -167,7 +186,11 @@ pub async fn run(cfg: Config, shutdown: CancellationToken) -> Result<(), AgentEr
             local: local.clone(),
         };
         let token = serving.clone();
-        tasks.spawn(async move { crate::http::serve(http, state, token).await.map_err(|e| format!("HTTP: {e}")) });
+        tasks.spawn(async move {
+            crate::http::serve(http, state, token)
+                .await
+                .map_err(|e| format!("HTTP: {e}"))
+        });
     }
     tracing::info!(
         "listening dns={} http={} server={} node={} dc={} ready_in_ms={}",
@@ -182,6 +205,9 @@ pub async fn run(cfg: Config, shutdown: CancellationToken) -> Result<(), AgentEr
     // Run until asked to stop or until a server fails.
     let mut failure = None;
     tokio::select! {
+        // The servers stop on their own when `shutdown` (their parent token)
+        // fires; checking it first keeps that from reading as a failure.
+        biased;
         () = shutdown.cancelled() => {}
         Some(res) = tasks.join_next() => {
             failure = Some(match res {

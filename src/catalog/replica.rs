@@ -5,7 +5,7 @@ use std::sync::{Arc, RwLock, RwLockReadGuard};
 use arc_swap::ArcSwap;
 use tokio::sync::watch;
 
-use super::state::Catalog;
+use super::state::{Catalog, Changes};
 use super::types::{Command, Index, Outcome};
 use super::view::View;
 
@@ -42,16 +42,36 @@ impl Replica {
     /// Applies one committed command at `index` and republishes the view
     /// entries it touched.
     pub fn apply(&self, index: Index, cmd: &Command) -> Outcome {
+        self.apply_batch(index, std::slice::from_ref(cmd))
+            .pop()
+            .unwrap_or(Outcome::Noop)
+    }
+
+    /// Applies the commands of one log entry, all at the entry's `index`,
+    /// under one lock, and publishes the view and the index once. Readers see
+    /// the entry whole or not at all, so a blocking query woken at `index`
+    /// never misses a later command of the same entry.
+    pub fn apply_batch(&self, index: Index, cmds: &[Command]) -> Vec<Outcome> {
         let mut state = self.write();
-        let (outcome, changes) = state.apply(index, cmd);
+        let mut touched = Changes::default();
+        let mut outcomes = Vec::with_capacity(cmds.len());
+        for cmd in cmds {
+            let (outcome, changes) = state.apply(index, cmd);
+            touched.nodes.extend(changes.nodes);
+            touched.services.extend(changes.services);
+            outcomes.push(outcome);
+        }
+        if cmds.is_empty() {
+            state.apply_noop(index);
+        }
         let view = self
             .view
             .load()
-            .updated(&state, changes.nodes.iter(), changes.services.iter());
+            .updated(&state, touched.nodes.iter(), touched.services.iter());
         self.view.store(Arc::new(view));
         drop(state);
         self.applied.send_replace(index);
-        outcome
+        outcomes
     }
 
     /// Records a log entry that carries no command (blank, membership).

@@ -16,34 +16,55 @@ impl AgentCmd {
     pub(crate) fn run(self) -> anyhow::Result<()> {
         let config = Config::load(&self.flags)?;
         init_tracing(&config.log_level, config.log_json);
-        let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
+        let rt = tokio::runtime::Builder::new_multi_thread()
+            .enable_all()
+            .build()?;
         rt.block_on(async {
             let shutdown = CancellationToken::new();
-            tokio::spawn(on_signal(shutdown.clone()));
-            crate::agent::run(config, shutdown).await
-        })?;
-        Ok(())
+            // Install the handlers before anything starts, so a signal that
+            // arrives right after the listeners are up is not lost.
+            let signals = Signals::install()?;
+            tokio::spawn(signals.cancel_on_first(shutdown.clone()));
+            crate::agent::run(config, shutdown).await?;
+            anyhow::Ok(())
+        })
     }
 }
 
-/// Cancels `shutdown` on the first SIGINT or SIGTERM.
-async fn on_signal(shutdown: CancellationToken) {
-    use tokio::signal::unix::{SignalKind, signal};
-    let (Ok(mut int), Ok(mut term)) = (signal(SignalKind::interrupt()), signal(SignalKind::terminate())) else {
-        tracing::error!("cannot install signal handlers; stop the agent with SIGKILL");
-        return;
-    };
-    tokio::select! {
-        _ = int.recv() => tracing::info!("SIGINT: shutting down"),
-        _ = term.recv() => tracing::info!("SIGTERM: shutting down"),
+/// SIGINT and SIGTERM, registered with the runtime.
+struct Signals {
+    int: tokio::signal::unix::Signal,
+    term: tokio::signal::unix::Signal,
+}
+
+impl Signals {
+    fn install() -> std::io::Result<Self> {
+        use tokio::signal::unix::{SignalKind, signal};
+        Ok(Self {
+            int: signal(SignalKind::interrupt())?,
+            term: signal(SignalKind::terminate())?,
+        })
     }
-    shutdown.cancel();
+
+    /// Cancels `shutdown` on the first SIGINT or SIGTERM.
+    async fn cancel_on_first(mut self, shutdown: CancellationToken) {
+        tokio::select! {
+            _ = self.int.recv() => tracing::info!("SIGINT: shutting down"),
+            _ = self.term.recv() => tracing::info!("SIGTERM: shutting down"),
+        }
+        shutdown.cancel();
+    }
 }
 
 fn init_tracing(level: &str, json: bool) {
-    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(format!("{level},openraft=warn")));
-    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| {
+        tracing_subscriber::EnvFilter::new(format!("{level},openraft=warn,hickory_server=warn"))
+    });
+    let ansi = std::io::IsTerminal::is_terminal(&std::io::stderr());
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_ansi(ansi)
+        .with_writer(std::io::stderr);
     if json {
         builder.json().init();
     } else {

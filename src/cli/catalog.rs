@@ -29,7 +29,8 @@ impl CatalogCmd {
         match self {
             Self::Services { addr, tags } => {
                 let body = addr.get("/v1/catalog/services")?;
-                let services: std::collections::BTreeMap<String, Vec<String>> = serde_json::from_str(&body)?;
+                let services: std::collections::BTreeMap<String, Vec<String>> =
+                    serde_json::from_str(&body)?;
                 for (name, t) in services {
                     if tags && !t.is_empty() {
                         writeln!(out, "{name}\t{}", t.join(","))?;

@@ -7,7 +7,12 @@ use clap::Args;
 #[derive(Debug, Clone, Args)]
 pub(crate) struct HttpAddr {
     /// The agent's HTTP API address.
-    #[arg(long, env = "TRELLIS_HTTP_ADDR", default_value = "127.0.0.1:8500", value_name = "ADDR")]
+    #[arg(
+        long,
+        env = "TRELLIS_HTTP_ADDR",
+        default_value = "127.0.0.1:8500",
+        value_name = "ADDR"
+    )]
     http_addr: String,
 }
 
@@ -23,9 +28,15 @@ impl HttpAddr {
 
     /// Runs one request on a fresh single-threaded runtime; the CLI does one
     /// thing and exits.
-    fn send(&self, req: impl FnOnce(&reqwest::Client, String) -> reqwest::RequestBuilder, path: &str) -> anyhow::Result<String> {
+    fn send(
+        &self,
+        req: impl FnOnce(&reqwest::Client, String) -> reqwest::RequestBuilder,
+        path: &str,
+    ) -> anyhow::Result<String> {
         let url = self.url(path);
-        let rt = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()?;
         rt.block_on(async {
             let client = reqwest::Client::new();
             let resp = req(&client, url.clone())

@@ -26,7 +26,7 @@ pub struct Cli {
 enum Command {
     /// Run an agent: a server (--server, --dev) keeping the catalog in Raft,
     /// answering DNS and the HTTP API.
-    Agent(agent::AgentCmd),
+    Agent(Box<agent::AgentCmd>),
     /// Check configuration files (TOML or JSON, or directories of them) and
     /// exit: 0 when valid, 1 with the offending key and file otherwise.
     Validate(validate::ValidateCmd),

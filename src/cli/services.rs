@@ -32,12 +32,17 @@ impl ServicesCmd {
     pub(crate) fn run(self) -> anyhow::Result<()> {
         match self {
             Self::Register { addr, file } => {
-                let text = std::fs::read_to_string(&file).with_context(|| format!("reading {}", file.display()))?;
-                let v: serde_json::Value =
-                    serde_json::from_str(&text).with_context(|| format!("{} is not JSON", file.display()))?;
+                let text = std::fs::read_to_string(&file)
+                    .with_context(|| format!("reading {}", file.display()))?;
+                let v: serde_json::Value = serde_json::from_str(&text)
+                    .with_context(|| format!("{} is not JSON", file.display()))?;
                 let defs = match &v {
                     serde_json::Value::Object(m) => {
-                        let get = |k: &str| m.iter().find(|(key, _)| key.eq_ignore_ascii_case(k)).map(|(_, v)| v);
+                        let get = |k: &str| {
+                            m.iter()
+                                .find(|(key, _)| key.eq_ignore_ascii_case(k))
+                                .map(|(_, v)| v)
+                        };
                         match (get("services"), get("service")) {
                             (Some(serde_json::Value::Array(list)), _) => list.clone(),
                             (_, Some(one @ serde_json::Value::Object(_))) => vec![one.clone()],

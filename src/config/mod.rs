@@ -149,6 +149,17 @@ pub struct Config {
     pub services: Vec<ServiceFile>,
 }
 
+/// What the configuration is resolved for: a file checked on its own lacks
+/// what flags supply at run time (a data dir, the server role), so those
+/// run-time requirements are not enforced for it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Purpose {
+    /// `trellis agent`.
+    Run,
+    /// `trellis validate`.
+    Validate,
+}
+
 /// Values gathered from files before flags and validation.
 #[derive(Default)]
 struct Layered {
@@ -167,7 +178,7 @@ impl Config {
         for path in files(&flags.config_file, &flags.config_dir)? {
             layered.merge(&path, file::load(&path)?);
         }
-        Self::resolve(flags, layered)
+        Self::resolve(flags, layered, Purpose::Run)
     }
 
     /// Checks configuration files on their own (`trellis validate`): parses
@@ -186,20 +197,10 @@ impl Config {
         for path in files(&files_, &dirs)? {
             layered.merge(&path, file::load(&path)?);
         }
-        // Validation of a config file alone must not demand a data dir that a
-        // flag would give at run time.
-        let flags = AgentFlags {
-            data_dir: layered
-                .file
-                .data_dir
-                .clone()
-                .or_else(|| Some(PathBuf::from("/nonexistent-validate-only"))),
-            ..AgentFlags::default()
-        };
-        Self::resolve(&flags, layered)
+        Self::resolve(&AgentFlags::default(), layered, Purpose::Validate)
     }
 
-    fn resolve(flags: &AgentFlags, l: Layered) -> Result<Self, ConfigError> {
+    fn resolve(flags: &AgentFlags, l: Layered, purpose: Purpose) -> Result<Self, ConfigError> {
         let f = &l.file;
         let src = |key: &'static str, flag: &'static str, from_flag: bool| -> String {
             if from_flag {
@@ -220,25 +221,33 @@ impl Config {
         if bootstrap_expect > 0 && !server {
             return Err(ConfigError::Invalid {
                 key: "bootstrap_expect",
-                source_name: src("bootstrap_expect", "--bootstrap-expect", flags.bootstrap_expect.is_some()),
+                source_name: src(
+                    "bootstrap_expect",
+                    "--bootstrap-expect",
+                    flags.bootstrap_expect.is_some(),
+                ),
                 message: "only servers bootstrap the Raft cluster; add --server".into(),
             });
         }
         if dev && bootstrap_expect != 1 {
             return Err(ConfigError::Invalid {
                 key: "bootstrap_expect",
-                source_name: src("bootstrap_expect", "--bootstrap-expect", flags.bootstrap_expect.is_some()),
+                source_name: src(
+                    "bootstrap_expect",
+                    "--bootstrap-expect",
+                    flags.bootstrap_expect.is_some(),
+                ),
                 message: "--dev is a single server; bootstrap_expect must be 1".into(),
             });
         }
-        if server && bootstrap_expect == 0 {
+        if server && bootstrap_expect == 0 && purpose == Purpose::Run {
             return Err(ConfigError::Invalid {
                 key: "bootstrap_expect",
                 source_name: "--bootstrap-expect".into(),
                 message: "a server needs --bootstrap-expect N (joining an existing cluster is not supported yet)".into(),
             });
         }
-        if !server {
+        if !server && purpose == Purpose::Run {
             return Err(ConfigError::Invalid {
                 key: "server",
                 source_name: src("server", "--server", flags.server),
@@ -251,17 +260,25 @@ impl Config {
             .clone()
             .or_else(|| f.node_name.clone())
             .unwrap_or_else(hostname);
-        check_label("node_name", &src("node_name", "--node", flags.node.is_some()), &node_name)?;
+        check_label(
+            "node_name",
+            &src("node_name", "--node", flags.node.is_some()),
+            &node_name,
+        )?;
         let datacenter = flags
             .datacenter
             .clone()
             .or_else(|| f.datacenter.clone())
             .unwrap_or_else(|| "dc1".into())
             .to_ascii_lowercase();
-        check_label("datacenter", &src("datacenter", "--datacenter", flags.datacenter.is_some()), &datacenter)?;
+        check_label(
+            "datacenter",
+            &src("datacenter", "--datacenter", flags.datacenter.is_some()),
+            &datacenter,
+        )?;
 
         let data_dir = flags.data_dir.clone().or_else(|| f.data_dir.clone());
-        if !dev && data_dir.is_none() {
+        if !dev && data_dir.is_none() && purpose == Purpose::Run {
             return Err(ConfigError::Invalid {
                 key: "data_dir",
                 source_name: "--data-dir".into(),
@@ -271,7 +288,11 @@ impl Config {
         let data_dir = if dev { None } else { data_dir };
 
         let loopback = IpAddr::V4(Ipv4Addr::LOCALHOST);
-        let default_bind = if dev { loopback } else { IpAddr::V4(Ipv4Addr::UNSPECIFIED) };
+        let default_bind = if dev {
+            loopback
+        } else {
+            IpAddr::V4(Ipv4Addr::UNSPECIFIED)
+        };
         let bind_addr = parse_ip(
             "bind_addr",
             &src("bind_addr", "--bind", flags.bind.is_some()),
@@ -366,8 +387,21 @@ impl Layered {
             )*};
         }
         take!(
-            node_name, datacenter, data_dir, server, bootstrap_expect, bind_addr, advertise_addr,
-            client_addr, retry_join, recursors, domain, log_level, log_json, zone_dirs, ports,
+            node_name,
+            datacenter,
+            data_dir,
+            server,
+            bootstrap_expect,
+            bind_addr,
+            advertise_addr,
+            client_addr,
+            retry_join,
+            recursors,
+            domain,
+            log_level,
+            log_json,
+            zone_dirs,
+            ports,
             dns_config
         );
         if let Some(s) = f.service {
@@ -389,7 +423,10 @@ fn resolve_dns(
     let f = &l.file;
     let dc = f.dns_config.clone().unwrap_or_default();
     let dns_src = || src("dns_config", "", false);
-    let dur = |key: &'static str, v: &Option<String>, default: Duration| -> Result<Duration, ConfigError> {
+    let dur = |key: &'static str,
+               v: &Option<String>,
+               default: Duration|
+     -> Result<Duration, ConfigError> {
         match v {
             None => Ok(default),
             Some(s) => parse_duration(s).map_err(|message| ConfigError::Invalid {
@@ -415,7 +452,11 @@ fn resolve_dns(
         domain.push('.');
     }
     for label in domain.trim_end_matches('.').split('.') {
-        check_label("domain", &src("domain", "--domain", flags.domain.is_some()), label)?;
+        check_label(
+            "domain",
+            &src("domain", "--domain", flags.domain.is_some()),
+            label,
+        )?;
     }
     let recursor_src = src("recursors", "--recursor", !flags.recursor.is_empty());
     let recursor_list = if flags.recursor.is_empty() {
@@ -445,7 +486,11 @@ fn resolve_dns(
         udp_answer_limit: dc.udp_answer_limit.unwrap_or(defaults.udp_answer_limit),
         enable_truncate: dc.enable_truncate.unwrap_or(defaults.enable_truncate),
         recursors,
-        recursor_timeout: dur("dns_config.recursor_timeout", &dc.recursor_timeout, defaults.recursor_timeout)?,
+        recursor_timeout: dur(
+            "dns_config.recursor_timeout",
+            &dc.recursor_timeout,
+            defaults.recursor_timeout,
+        )?,
         zone_dirs,
     })
 }
@@ -477,7 +522,10 @@ fn validate_service(s: &ServiceFile, l: &Layered) -> Result<(), ConfigError> {
             ("service.check.interval", &c.interval),
             ("service.check.timeout", &c.timeout),
             ("service.check.ttl", &c.ttl),
-            ("service.check.deregister_critical_service_after", &c.deregister_critical_service_after),
+            (
+                "service.check.deregister_critical_service_after",
+                &c.deregister_critical_service_after,
+            ),
         ] {
             if let Some(v) = v {
                 parse_duration(v).map_err(|m| bad(key, m))?;
@@ -493,7 +541,8 @@ pub fn parse_duration(s: &str) -> Result<Duration, String> {
     if t == "0" {
         return Ok(Duration::ZERO);
     }
-    humantime::parse_duration(t).map_err(|e| format!("{s:?} is not a duration like \"10s\" or \"1m30s\": {e}"))
+    humantime::parse_duration(t)
+        .map_err(|e| format!("{s:?} is not a duration like \"10s\" or \"1m30s\": {e}"))
 }
 
 /// Parses `IP` or `IP:port` (IPv6 as `[::1]:53`), with `default_port`.
@@ -507,7 +556,12 @@ pub fn parse_socket(s: &str, default_port: u16) -> Result<SocketAddr, String> {
     Err(format!("{s:?} is not an IP address or IP:port"))
 }
 
-fn parse_ip(key: &'static str, source_name: &str, v: Option<&str>, default: IpAddr) -> Result<IpAddr, ConfigError> {
+fn parse_ip(
+    key: &'static str,
+    source_name: &str,
+    v: Option<&str>,
+    default: IpAddr,
+) -> Result<IpAddr, ConfigError> {
     match v {
         None => Ok(default),
         Some(s) => s.parse().map_err(|_| ConfigError::Invalid {
@@ -523,7 +577,8 @@ fn parse_ip(key: &'static str, source_name: &str, v: Option<&str>, default: IpAd
 fn check_label(key: &'static str, source_name: &str, v: &str) -> Result<(), ConfigError> {
     let ok = !v.is_empty()
         && v.len() <= 63
-        && v.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+        && v.bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
         && !v.starts_with('-')
         && !v.ends_with('-');
     if ok {
@@ -532,7 +587,9 @@ fn check_label(key: &'static str, source_name: &str, v: &str) -> Result<(), Conf
         Err(ConfigError::Invalid {
             key,
             source_name: source_name.to_string(),
-            message: format!("{v:?} is not a valid DNS label (letters, digits, '-', '_'; at most 63)"),
+            message: format!(
+                "{v:?} is not a valid DNS label (letters, digits, '-', '_'; at most 63)"
+            ),
         })
     }
 }
@@ -572,7 +629,11 @@ fn hostname() -> String {
     };
     // A host name may be an FQDN; the node name is its first label.
     let first = name.split('.').next().unwrap_or("").to_string();
-    if first.is_empty() { "trellis".into() } else { first }
+    if first.is_empty() {
+        "trellis".into()
+    } else {
+        first
+    }
 }
 
 /// The address a default route would leave from, found without sending

@@ -204,3 +204,65 @@ impl RaftLogStorage<TypeConfig> for LogStore {
             .map_err(write_err)
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use openraft::{CommittedLeaderId, EntryPayload};
+
+    use super::*;
+
+    fn log_id(index: u64) -> LogId {
+        LogId::new(CommittedLeaderId::new(1, 0), index)
+    }
+
+    fn blank(index: u64) -> (u64, Vec<u8>) {
+        let entry = Entry {
+            log_id: log_id(index),
+            payload: EntryPayload::Blank,
+        };
+        (index, store::encode(&entry).expect("encode"))
+    }
+
+    /// A crash between recording a purge and deleting the entries leaves
+    /// them on disk; they are not part of the log any more.
+    #[tokio::test]
+    async fn entries_up_to_the_purge_point_are_ignored_on_open() {
+        let mut contents = Contents {
+            log: (1..=4).map(blank).collect(),
+            ..Contents::default()
+        };
+        contents.meta.insert(
+            keys::PURGED.into(),
+            store::encode(&log_id(2)).expect("encode"),
+        );
+        let writer = Writer::spawn(store::open(None).expect("open"), 4).expect("writer");
+        let mut log = LogStore::open(&contents, writer.clone()).expect("log store");
+
+        let state = log.get_log_state().await.expect("state");
+        assert_eq!(state.last_purged_log_id, Some(log_id(2)));
+        assert_eq!(state.last_log_id, Some(log_id(4)));
+        let indexes: Vec<u64> = log
+            .try_get_log_entries(..)
+            .await
+            .expect("read")
+            .iter()
+            .map(|e| e.log_id.index)
+            .collect();
+        assert_eq!(indexes, vec![3, 4]);
+        writer.stop().await;
+    }
+
+    #[tokio::test]
+    async fn an_undecodable_entry_fails_open() {
+        let contents = Contents {
+            log: vec![(1, vec![0xff, 0xff, 0xff])],
+            ..Contents::default()
+        };
+        let writer = Writer::spawn(store::open(None).expect("open"), 4).expect("writer");
+        assert!(matches!(
+            LogStore::open(&contents, writer.clone()),
+            Err(StoreError::Codec(_))
+        ));
+        writer.stop().await;
+    }
+}

@@ -161,10 +161,9 @@ impl Consensus {
     ) -> Result<Self, WriteError> {
         let dir = match &cfg.storage {
             Storage::Memory => None,
-            Storage::Dir(dir) => Some(dir.as_path()),
+            Storage::Dir(dir) => Some(dir.clone()),
         };
         // Opening and reading block on the disk; do it off the runtime.
-        let dir = dir.map(PathBuf::from);
         let (db, contents) = tokio::task::spawn_blocking(move || {
             let db = store::open(dir.as_deref())?;
             let contents = store::load(&db)?;
@@ -211,7 +210,11 @@ impl Consensus {
                 }
                 // Restarting on storage that already holds a cluster.
                 Err(RaftError::APIError(InitializeError::NotAllowed(_))) => {}
-                Err(e) => return Err(WriteError::Fatal(e.to_string())),
+                Err(e) => {
+                    let _ = raft.shutdown().await;
+                    writer.stop().await;
+                    return Err(WriteError::Fatal(e.to_string()));
+                }
             }
         }
         let metrics = raft.metrics();

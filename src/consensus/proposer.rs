@@ -40,7 +40,8 @@ impl Proposer {
     pub(crate) fn spawn(raft: Raft, queue: usize, max_batch: usize, timeout: Duration) -> Self {
         let (tx, rx) = mpsc::channel(queue.max(1));
         let cancel = CancellationToken::new();
-        let task = tokio::spawn(run(raft, rx, cancel.clone(), max_batch.max(1), timeout));
+        let max_batch = max_batch.max(1);
+        let task = tokio::spawn(run(raft, rx, cancel.clone(), max_batch, timeout));
         Self {
             tx,
             cancel,

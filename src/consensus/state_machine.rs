@@ -1,6 +1,10 @@
 //! The Raft state machine: applies committed entries to the shared
 //! [`Replica`], and builds, stores and installs snapshots of it.
 //!
+//! The commands of one entry are applied together at the entry's log index
+//! ([`Replica::apply_batch`]), so catalog indexes are Raft indexes as in
+//! Consul, and readers never see half an entry.
+//!
 //! Applying is not made durable entry by entry; the latest snapshot is. On
 //! start the stored snapshot is installed into the replica and openraft
 //! re-applies the log after it, so the replica always ends where the log does.
@@ -170,18 +174,10 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
         let mut outcomes = Vec::with_capacity(entries.size_hint().0);
         let mut applied = self.applied.lock().unwrap_or_else(|e| e.into_inner());
         for entry in entries {
+            // The catalog's indexes are the Raft log's, as Consul's are.
             let index = entry.log_id.index;
             let outcome = match entry.payload {
-                // An empty batch never reaches the log, but would still
-                // have to advance the applied index.
-                EntryPayload::Normal(batch) if batch.is_empty() => {
-                    self.replica.apply_noop(index);
-                    Vec::new()
-                }
-                EntryPayload::Normal(batch) => batch
-                    .iter()
-                    .map(|cmd| self.replica.apply(index, cmd))
-                    .collect(),
+                EntryPayload::Normal(batch) => self.replica.apply_batch(index, &batch),
                 EntryPayload::Blank => {
                     self.replica.apply_noop(index);
                     Vec::new()

@@ -100,9 +100,9 @@ fn register(i: usize) -> Command {
     })
 }
 
-async fn write_ok(consensus: &Consensus, i: usize) {
+async fn write_ok(consensus: &Consensus, i: usize) -> crate::catalog::Index {
     match consensus.write(register(i)).await {
-        Ok(Outcome::Applied(_)) => {}
+        Ok(Outcome::Applied(index)) => index,
         other => panic!("write {i}: {other:?}"),
     }
 }
@@ -221,25 +221,36 @@ fn concurrent_writes_share_commits() {
         let consensus = Arc::new(start(dir.path(), Tuning::default(), replica.clone()).await);
         let stats = consensus.storage_stats();
         let (commits0, entries0) = (stats.commits(), stats.entries());
+        let started = Instant::now();
         let mut tasks = tokio::task::JoinSet::new();
         for t in 0..TASKS {
             let consensus = consensus.clone();
             tasks.spawn(async move {
+                let mut indexes = Vec::with_capacity(PER_TASK);
                 for k in 0..PER_TASK {
-                    write_ok(&consensus, t * PER_TASK + k).await;
+                    indexes.push(write_ok(&consensus, t * PER_TASK + k).await);
                 }
+                indexes
             });
         }
+        let mut indexes = std::collections::BTreeSet::new();
         while let Some(done) = tasks.join_next().await {
-            done.expect("writer task");
+            indexes.extend(done.expect("writer task"));
         }
         let commits = stats.commits() - commits0;
         let entries = stats.entries() - entries0;
+        // Commands carried by one entry share its index, as in Consul.
+        assert!(
+            indexes.len() as u64 <= entries,
+            "{} distinct indexes from {entries} entries",
+            indexes.len()
+        );
         let writes = (TASKS * PER_TASK) as u64;
         eprintln!(
             "group commit: {writes} writes in {entries} log entries and {commits} commits \
-             ({:.1} writes/commit)",
-            writes as f64 / commits as f64
+             ({:.1} writes/commit) in {:?}",
+            writes as f64 / commits as f64,
+            started.elapsed()
         );
         assert!(commits < writes, "{commits} commits for {writes} writes");
         assert!(entries < writes, "{entries} entries for {writes} writes");
@@ -253,6 +264,7 @@ fn dev_mode_runs_in_memory() {
     let rt = tokio::runtime::Runtime::new().expect("runtime");
     rt.block_on(async {
         let replica = Arc::new(Replica::new());
+        let started = Instant::now();
         let consensus = Consensus::start(config(Storage::Memory), replica.clone())
             .await
             .expect("start");
@@ -260,6 +272,7 @@ fn dev_mode_runs_in_memory() {
             .wait_for_leader(Duration::from_secs(10))
             .await
             .expect("leader");
+        eprintln!("dev mode: leader {:?} after start", started.elapsed());
         write_ok(&consensus, 1).await;
         consensus.linearizable_read().await.expect("read");
         assert_eq!(instances(&replica), 1);
@@ -288,6 +301,36 @@ fn single_client_write_latency() {
         }
         let per = started.elapsed() / N as u32;
         eprintln!("single-client write latency in {:?}: {per:?}", dir.path());
+        consensus.shutdown().await;
+    });
+}
+
+#[test]
+fn without_a_bootstrapped_cluster_writes_find_no_leader() {
+    let rt = tokio::runtime::Runtime::new().expect("runtime");
+    rt.block_on(async {
+        let cfg = ConsensusConfig {
+            bootstrap_expect: 3,
+            ..config(Storage::Memory)
+        };
+        let consensus = Consensus::start(cfg, Arc::new(Replica::new()))
+            .await
+            .expect("start");
+        assert!(matches!(
+            consensus.wait_for_leader(Duration::from_millis(50)).await,
+            Err(WriteError::NoLeader)
+        ));
+        assert!(!consensus.is_leader());
+        assert_eq!(consensus.leader(), None);
+        assert!(consensus.peers().is_empty());
+        assert!(matches!(
+            consensus.write(register(1)).await,
+            Err(WriteError::NoLeader)
+        ));
+        assert!(matches!(
+            consensus.linearizable_read().await,
+            Err(WriteError::NoLeader)
+        ));
         consensus.shutdown().await;
     });
 }

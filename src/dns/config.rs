@@ -44,6 +44,9 @@ pub struct DnsConfig {
     pub max_tcp_connections: usize,
     /// A TCP connection idle for this long is closed.
     pub tcp_idle_timeout: Duration,
+    /// Forwarded queries in flight at once; more get SERVFAIL at once
+    /// rather than queueing behind slow recursors.
+    pub max_concurrent_forwards: usize,
 }
 
 impl Default for DnsConfig {
@@ -65,6 +68,7 @@ impl Default for DnsConfig {
             soa_min_ttl: 0,
             max_tcp_connections: 1024,
             tcp_idle_timeout: Duration::from_secs(10),
+            max_concurrent_forwards: 512,
         }
     }
 }

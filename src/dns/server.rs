@@ -33,6 +33,9 @@ struct Shared {
     responder: Responder,
     /// Where foreign names go.
     forwarder: Forwarder,
+    /// Caps forwards in flight: each holds a task and a socket for up to
+    /// `recursor_timeout` per recursor, and hickory spawns a task per datagram.
+    forward_slots: Semaphore,
     /// The catalog whose view we answer from.
     replica: Arc<Replica>,
 }
@@ -51,7 +54,13 @@ impl Shared {
             Reply::Forward(request) => {
                 // Release the snapshot before awaiting the network.
                 drop(view);
-                let upstream = self.forwarder.forward(&request).await;
+                let upstream = match self.forward_slots.try_acquire() {
+                    Ok(_slot) => self.forwarder.forward(&request).await,
+                    Err(_) => {
+                        tracing::debug!(%peer, "too many forwarded queries in flight, shedding");
+                        None
+                    }
+                };
                 Some(self.responder.relay(&request, upstream, transport))
             }
             Reply::Drop => None,
@@ -71,6 +80,7 @@ pub async fn serve(
     let shared = Arc::new(Shared {
         responder: Responder::new(&cfg)?,
         forwarder: Forwarder::new(cfg.recursors.clone(), cfg.recursor_timeout),
+        forward_slots: Semaphore::new(cfg.max_concurrent_forwards.max(1)),
         replica,
     });
     let mut server = Server::new(UdpHandler(shared.clone()));

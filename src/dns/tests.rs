@@ -485,3 +485,35 @@ async fn a_bad_zone_file_stops_start_up() {
         other => panic!("expected a zone error, got {other}"),
     }
 }
+
+#[tokio::test]
+async fn forwards_beyond_the_cap_are_shed_at_once() {
+    let silent = UdpSocket::bind("127.0.0.1:0").await.unwrap();
+    let timeout_per_try = Duration::from_secs(30);
+    let cfg = DnsConfig {
+        recursors: vec![silent.local_addr().unwrap()],
+        recursor_timeout: timeout_per_try,
+        max_concurrent_forwards: 1,
+        ..DnsConfig::default()
+    };
+    let server = TestServer::start(cfg, fixture::replica()).await;
+    let bytes = fit::encode(&query("example.com.", RecordType::A, None)).unwrap();
+    let (a, b) = (
+        UdpSocket::bind("127.0.0.1:0").await.unwrap(),
+        UdpSocket::bind("127.0.0.1:0").await.unwrap(),
+    );
+    a.send_to(&bytes, server.udp).await.unwrap();
+    b.send_to(&bytes, server.udp).await.unwrap();
+    // One of the two holds the only slot for 30 s; the other is shed now.
+    let started = std::time::Instant::now();
+    let (mut ba, mut bb) = (vec![0u8; 512], vec![0u8; 512]);
+    let n = tokio::select! {
+        r = a.recv(&mut ba) => { let n = r.unwrap(); ba.truncate(n); ba }
+        r = b.recv(&mut bb) => { let n = r.unwrap(); bb.truncate(n); bb }
+        () = tokio::time::sleep(DEADLINE) => panic!("nothing was shed"),
+    };
+    assert!(started.elapsed() < timeout_per_try);
+    let m = Message::from_vec(&n).unwrap();
+    assert_eq!(m.metadata.response_code, ResponseCode::ServFail);
+    server.stop().await;
+}

@@ -8,7 +8,7 @@ use axum::response::{IntoResponse, Response};
 
 use super::json::{CatalogServiceJson, NodeJson, NodeServicesJson, ServiceJson};
 use super::query::{Params, check_datacenter, read};
-use super::{ApiError, ApiState, JsonBody, decode, json_true};
+use super::{ApiError, Ctx, JsonBody, decode, json_true};
 use crate::catalog::{Command, Node, Outcome};
 
 /// Whether a node carries every `?node-meta` pair.
@@ -19,7 +19,7 @@ pub(super) fn node_matches(node: &Node, filters: &[(String, String)]) -> bool {
 }
 
 /// Writes a catalog command and answers Consul's `true`.
-async fn write(state: &ApiState, cmd: Command) -> Result<Response, ApiError> {
+async fn write(state: &Ctx, cmd: Command) -> Result<Response, ApiError> {
     match state.consensus.write(cmd).await? {
         Outcome::Refused(e) => Err(ApiError::BadRequest(e.to_string())),
         Outcome::Applied(_) | Outcome::Noop => Ok(json_true()),
@@ -28,7 +28,7 @@ async fn write(state: &ApiState, cmd: Command) -> Result<Response, ApiError> {
 
 /// `PUT /v1/catalog/register`.
 pub(super) async fn register(
-    State(state): State<ApiState>,
+    State(state): State<Ctx>,
     params: Params,
     JsonBody(body): JsonBody,
 ) -> Result<Response, ApiError> {
@@ -61,7 +61,7 @@ pub(super) async fn register(
 
 /// `PUT /v1/catalog/deregister`.
 pub(super) async fn deregister(
-    State(state): State<ApiState>,
+    State(state): State<Ctx>,
     params: Params,
     JsonBody(body): JsonBody,
 ) -> Result<Response, ApiError> {
@@ -75,87 +75,98 @@ pub(super) async fn deregister(
 
 /// `GET /v1/catalog/services[?node-meta=k:v]`: service name → tags.
 pub(super) async fn services(
-    State(state): State<ApiState>,
+    State(state): State<Ctx>,
     params: Params,
 ) -> Result<Response, ApiError> {
     let filters = params.node_meta();
-    read(&state, &params, |c| {
-        let out = if filters.is_empty() {
-            c.services()
-        } else {
-            let mut out: BTreeMap<String, BTreeSet<String>> = BTreeMap::new();
-            for node in c.nodes().filter(|n| node_matches(n, &filters)) {
-                for s in c.node_services(&node.name) {
-                    out.entry(s.service.clone())
-                        .or_default()
-                        .extend(s.tags.iter().cloned());
+    read(
+        &state,
+        &params,
+        |c| c.services_index(),
+        |c| {
+            if filters.is_empty() {
+                c.services()
+            } else {
+                let mut out: BTreeMap<String, BTreeSet<String>> = BTreeMap::new();
+                for node in c.nodes().filter(|n| node_matches(n, &filters)) {
+                    for s in c.node_services(&node.name) {
+                        out.entry(s.service.clone())
+                            .or_default()
+                            .extend(s.tags.iter().cloned());
+                    }
                 }
+                out.into_iter()
+                    .map(|(k, v)| (k, v.into_iter().collect::<Vec<_>>()))
+                    .collect()
             }
-            out.into_iter()
-                .map(|(k, v)| (k, v.into_iter().collect::<Vec<_>>()))
-                .collect()
-        };
-        (c.services_index(), out)
-    })
+        },
+    )
     .await
 }
 
 /// `GET /v1/catalog/service/:name[?tag=..][&node-meta=k:v]`.
 pub(super) async fn service(
-    State(state): State<ApiState>,
+    State(state): State<Ctx>,
     Path(name): Path<String>,
     params: Params,
 ) -> Result<Response, ApiError> {
     let tags = params.all("tag");
     let filters = params.node_meta();
-    read(&state, &params, |c| {
-        let out: Vec<CatalogServiceJson> = c
-            .service_instances(&name, &tags)
-            .filter(|i| node_matches(i.node, &filters))
-            .map(|i| CatalogServiceJson::new(i.node, i.service))
-            .collect();
-        (c.service_index(&name), out)
-    })
+    read(
+        &state,
+        &params,
+        |c| c.service_index(&name),
+        |c| {
+            c.service_instances(&name, &tags)
+                .filter(|i| node_matches(i.node, &filters))
+                .map(|i| CatalogServiceJson::new(i.node, i.service))
+                .collect::<Vec<CatalogServiceJson>>()
+        },
+    )
     .await
 }
 
 /// `GET /v1/catalog/nodes[?node-meta=k:v]`.
-pub(super) async fn nodes(
-    State(state): State<ApiState>,
-    params: Params,
-) -> Result<Response, ApiError> {
+pub(super) async fn nodes(State(state): State<Ctx>, params: Params) -> Result<Response, ApiError> {
     let filters = params.node_meta();
-    read(&state, &params, |c| {
-        let out: Vec<NodeJson> = c
-            .nodes()
-            .filter(|n| node_matches(n, &filters))
-            .map(NodeJson::from)
-            .collect();
-        (c.nodes_index(), out)
-    })
+    read(
+        &state,
+        &params,
+        |c| c.nodes_index(),
+        |c| {
+            c.nodes()
+                .filter(|n| node_matches(n, &filters))
+                .map(NodeJson::from)
+                .collect::<Vec<NodeJson>>()
+        },
+    )
     .await
 }
 
 /// `GET /v1/catalog/node/:node`: the node and its services, or `null`.
 pub(super) async fn node(
-    State(state): State<ApiState>,
+    State(state): State<Ctx>,
     Path(node): Path<String>,
     params: Params,
 ) -> Result<Response, ApiError> {
-    read(&state, &params, |c| {
-        let out = c.node(&node).map(|n| NodeServicesJson {
-            node: n.into(),
-            services: c
-                .node_services(&node)
-                .map(|s| (s.id.clone(), ServiceJson::from(s)))
-                .collect(),
-        });
-        (c.nodes_index().max(c.services_index()), out)
-    })
+    read(
+        &state,
+        &params,
+        |c| c.nodes_index().max(c.services_index()),
+        |c| {
+            c.node(&node).map(|n| NodeServicesJson {
+                node: n.into(),
+                services: c
+                    .node_services(&node)
+                    .map(|s| (s.id.clone(), ServiceJson::from(s)))
+                    .collect(),
+            })
+        },
+    )
     .await
 }
 
 /// `GET /v1/catalog/datacenters`: only ours until WAN federation exists.
-pub(super) async fn datacenters(State(state): State<ApiState>) -> Response {
+pub(super) async fn datacenters(State(state): State<Ctx>) -> Response {
     Json(vec![state.local.identity().datacenter.clone()]).into_response()
 }

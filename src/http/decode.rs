@@ -7,7 +7,7 @@
 //! every type error names the field by its path (`Service.Port`,
 //! `Checks[1].TTL`). Unknown fields are ignored and `null` is "absent", as in Go.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 use std::time::Duration;
 
 use serde_json::{Map, Value};
@@ -83,9 +83,14 @@ fn fold(key: &str) -> String {
 }
 
 /// A JSON object read field by field, remembering its path for errors.
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone)]
 pub struct Fields<'a> {
+    /// The object as sent, for exact-key lookups.
     map: &'a Map<String, Value>,
+    /// Non-null values by folded key, first occurrence wins; built once so a
+    /// body with many keys costs one pass, not one pass per field.
+    folded: HashMap<String, &'a Value>,
+    /// Path of this object in the body ("" at the top).
     path: &'a str,
 }
 
@@ -96,7 +101,13 @@ impl<'a> Fields<'a> {
     /// Wraps an object; `path` prefixes field names in errors ("" at the top).
     pub fn new(value: &'a Value, path: &'a str) -> Result<Self> {
         match value {
-            Value::Object(map) => Ok(Self { map, path }),
+            Value::Object(map) => {
+                let mut folded = HashMap::with_capacity(map.len());
+                for (k, v) in map.iter().filter(|(_, v)| !v.is_null()) {
+                    folded.entry(fold(k)).or_insert(v);
+                }
+                Ok(Self { map, folded, path })
+            }
             other => Err(type_error(
                 if path.is_empty() { "body" } else { path },
                 "object",
@@ -116,17 +127,18 @@ impl<'a> Fields<'a> {
     /// The first non-null value under any of `names` (the first is canonical
     /// and used in errors). An exact key wins over a folded match.
     fn get(&self, names: &[&str]) -> Option<Found<'a>> {
-        let canonical = self.path_of(names[0]);
-        for name in names {
-            if let Some(v) = self.map.get(*name).filter(|v| !v.is_null()) {
-                return Some((canonical, v));
-            }
-        }
-        let folded: Vec<String> = names.iter().map(|n| fold(n)).collect();
-        self.map
+        let exact = names
             .iter()
-            .find(|(k, v)| !v.is_null() && folded.contains(&fold(k)))
-            .map(|(_, v)| (canonical, v))
+            .find_map(|n| self.map.get(*n).filter(|v| !v.is_null()));
+        let value = exact.or_else(|| {
+            names
+                .iter()
+                .find_map(|n| self.folded.get(&fold(n)).copied())
+        })?;
+        Some((
+            self.path_of(names.first().copied().unwrap_or_default()),
+            value,
+        ))
     }
 
     /// A string field; empty when absent.
@@ -283,7 +295,7 @@ impl<'a> Fields<'a> {
         HealthStatus::parse(&s)
             .map(Some)
             .ok_or_else(|| DecodeError::Value {
-                field: self.path_of(names[0]),
+                field: self.path_of(names.first().copied().unwrap_or_default()),
                 reason: format!("invalid check status {s:?}"),
             })
     }
@@ -350,12 +362,12 @@ pub fn service_definition(v: &Value) -> Result<ServiceDefinition> {
         checks.push(check_definition(c, &p)?);
     }
     Ok(ServiceDefinition {
-        id: f.string(&["ID", "ServiceID"])?,
-        name: f.string(&["Name", "Service"])?,
+        id: f.string(&["ID"])?,
+        name: f.string(&["Name"])?,
         tags: f.strings(&["Tags"])?,
         address: f.string(&["Address"])?,
         tagged_addresses: tagged_service_addresses(&f)?,
-        meta: f.string_map(&["Meta", "ServiceMeta"])?,
+        meta: f.string_map(&["Meta"])?,
         port: f.port(&["Port"])?,
         weights: weights(&f)?,
         enable_tag_override: f.bool(&["EnableTagOverride"])?,
@@ -654,5 +666,61 @@ mod tests {
         let e =
             registration(&json!({"Node": "a", "Check": {"Node": "b", "Name": "x"}})).unwrap_err();
         assert!(e.to_string().contains("Check.Node"), "{e}");
+    }
+
+    fn json_value() -> impl proptest::strategy::Strategy<Value = Value> {
+        use proptest::prelude::*;
+        let key = prop::sample::select(vec![
+            "Name",
+            "name",
+            "ID",
+            "Port",
+            "port",
+            "Tags",
+            "Meta",
+            "Check",
+            "checks",
+            "TTL",
+            "interval",
+            "Status",
+            "Weights",
+            "Passing",
+            "TaggedAddresses",
+            "Address",
+            "Node",
+            "Service",
+            "Header",
+            "args",
+            "x",
+        ])
+        .prop_map(String::from);
+        let leaf = prop_oneof![
+            Just(Value::Null),
+            any::<bool>().prop_map(Value::Bool),
+            any::<i64>().prop_map(|n| json!(n)),
+            any::<f64>().prop_map(|n| json!(n)),
+            "[0-9a-zµ.]{0,8}".prop_map(Value::String),
+        ];
+        leaf.prop_recursive(4, 64, 8, move |inner| {
+            prop_oneof![
+                prop::collection::vec(inner.clone(), 0..4).prop_map(Value::Array),
+                prop::collection::btree_map(key.clone(), inner, 0..6)
+                    .prop_map(|m| Value::Object(m.into_iter().collect())),
+            ]
+        })
+    }
+
+    proptest::proptest! {
+        #[test]
+        fn arbitrary_json_never_panics(v in json_value()) {
+            let _ = service_definition(&v);
+            let _ = registration(&v);
+            let _ = deregistration(&v);
+        }
+
+        #[test]
+        fn arbitrary_duration_strings_never_panic(s in "\\PC{0,16}") {
+            let _ = parse_go_duration(&s);
+        }
     }
 }

@@ -79,3 +79,44 @@ impl From<LocalError> for ApiError {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::catalog::CatalogError;
+
+    fn answer(e: impl Into<ApiError>) -> (StatusCode, String) {
+        let e = e.into();
+        (e.status(), e.to_string())
+    }
+
+    #[test]
+    fn write_and_local_errors_map_to_consul_codes() {
+        assert_eq!(
+            answer(WriteError::NoLeader),
+            (
+                StatusCode::INTERNAL_SERVER_ERROR,
+                "No cluster leader".into()
+            )
+        );
+        assert_eq!(
+            answer(LocalError::Write(WriteError::NoLeader)),
+            (
+                StatusCode::INTERNAL_SERVER_ERROR,
+                "No cluster leader".into()
+            )
+        );
+        assert_eq!(
+            answer(LocalError::Refused(CatalogError::Missing("Node".into()))),
+            (StatusCode::BAD_REQUEST, "missing Node".into())
+        );
+        assert_eq!(
+            answer(LocalError::UnknownService("x".into())).0,
+            StatusCode::NOT_FOUND
+        );
+        assert_eq!(
+            answer(LocalError::Invalid("bad".into())).0,
+            StatusCode::BAD_REQUEST
+        );
+    }
+}

@@ -18,6 +18,7 @@ mod status;
 mod tests;
 
 use std::sync::Arc;
+use std::sync::atomic::AtomicUsize;
 
 use axum::Router;
 use axum::body::Bytes;
@@ -55,6 +56,37 @@ pub struct ApiState {
     pub local: Arc<LocalAgent>,
 }
 
+/// The handlers' state: the parts the caller gives plus what one running
+/// server owns.
+#[derive(Debug, Clone)]
+struct Ctx {
+    /// The caller's parts.
+    api: ApiState,
+    /// Cancelled when the server stops, so parked blocking queries answer at
+    /// once instead of holding graceful shutdown for up to their `wait`.
+    closing: CancellationToken,
+    /// Blocking queries parked right now (a gauge for metrics and tests).
+    parked: Arc<AtomicUsize>,
+}
+
+impl Ctx {
+    fn new(api: ApiState, closing: CancellationToken) -> Self {
+        Self {
+            api,
+            closing,
+            parked: Arc::new(AtomicUsize::new(0)),
+        }
+    }
+}
+
+impl std::ops::Deref for Ctx {
+    type Target = ApiState;
+
+    fn deref(&self) -> &ApiState {
+        &self.api
+    }
+}
+
 impl ApiState {
     /// Whether a leader is known, for `X-Consul-KnownLeader` and default reads.
     fn known_leader(&self) -> bool {
@@ -75,12 +107,14 @@ impl ApiState {
     }
 }
 
-/// All routes, with the body limit and the shedding layers.
+/// All routes, with the body limit and the shedding layers. Blocking queries
+/// of a router made here end only by their `wait`; [`serve`] also ends them
+/// on shutdown.
 pub fn router(state: ApiState) -> Router {
-    build(state, MAX_IN_FLIGHT)
+    build(Ctx::new(state, CancellationToken::new()), MAX_IN_FLIGHT)
 }
 
-fn build(state: ApiState, max_in_flight: usize) -> Router {
+fn build(state: Ctx, max_in_flight: usize) -> Router {
     let shed = ServiceBuilder::new()
         .layer(HandleErrorLayer::new(|_: tower::BoxError| async {
             ApiError::Overloaded
@@ -117,17 +151,20 @@ fn build(state: ApiState, max_in_flight: usize) -> Router {
         })
         .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))
         .layer(shed)
+        // Outermost, so shed requests are traced too (spans at DEBUG).
+        .layer(tower_http::trace::TraceLayer::new_for_http())
         .with_state(state)
 }
 
 /// Serves the API on an already-bound listener until `shutdown` is cancelled,
-/// then lets in-flight requests finish.
+/// then lets in-flight requests finish (blocking queries answer at once).
 pub async fn serve(
     listener: tokio::net::TcpListener,
     state: ApiState,
     shutdown: CancellationToken,
 ) -> std::io::Result<()> {
-    serve_router(listener, router(state), shutdown).await
+    let ctx = Ctx::new(state, shutdown.clone());
+    serve_router(listener, build(ctx, MAX_IN_FLIGHT), shutdown).await
 }
 
 async fn serve_router(

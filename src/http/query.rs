@@ -1,13 +1,14 @@
 //! Query parameters, consistency modes and blocking queries for reads.
 //!
-//! A read runs a pure query against the catalog under its read lock and gets
-//! back the index that query depends on. With `?index=N` it waits, without
-//! holding the lock, until the applied index moves and the query's own index
-//! passes N, or until `wait` (default 5m, at most 10m, plus up to 1/16 random
-//! jitter as Consul adds) runs out; then it answers with whatever is current.
-//! As in Consul, an `index` ahead of ours just waits out the timeout: clients
-//! are expected to reset to 0 when the index goes backwards.
+//! A read first computes, under the catalog's read lock, the index its result
+//! depends on. With `?index=N` it waits, without holding the lock, until an
+//! applied write moves that index past N, or until `wait` (default 5m, at most
+//! 10m, plus up to 1/16 random jitter as Consul adds) runs out or the server
+//! stops; only then does it build the body. As in Consul, an `index` ahead of
+//! ours just waits out `wait`: clients are expected to reset to 0 when the
+//! index goes backwards.
 
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
 use axum::Json;
@@ -16,7 +17,7 @@ use axum::response::{IntoResponse, Response};
 use serde::Serialize;
 use tokio::time::Instant;
 
-use super::ApiState;
+use super::Ctx;
 use super::decode::parse_go_duration;
 use super::error::ApiError;
 use crate::catalog::{Catalog, Index};
@@ -60,8 +61,9 @@ impl Params {
     pub fn flag(&self, name: &str) -> Result<bool, ApiError> {
         match self.get(name) {
             None => Ok(false),
+            Some("") => Ok(true),
             Some(v) => parse_bool(v)
-                .ok_or_else(|| ApiError::BadRequest(format!("Invalid value for ?{name}: {v:?}"))),
+                .ok_or_else(|| ApiError::BadRequest(format!("Invalid value for ?{name}"))),
         }
     }
 
@@ -77,9 +79,10 @@ impl Params {
     }
 }
 
-fn parse_bool(v: &str) -> Option<bool> {
+/// Go's `strconv.ParseBool`.
+pub fn parse_bool(v: &str) -> Option<bool> {
     match v {
-        "" | "1" | "t" | "T" | "true" | "TRUE" | "True" => Some(true),
+        "1" | "t" | "T" | "true" | "TRUE" | "True" => Some(true),
         "0" | "f" | "F" | "false" | "FALSE" | "False" => Some(false),
         _ => None,
     }
@@ -151,7 +154,7 @@ impl ReadOptions {
 
 /// Refuses `?dc=` naming another datacenter: there is no WAN path yet, and
 /// answering from ours would be wrong. Consul's status and wording.
-pub fn check_datacenter(state: &ApiState, params: &Params) -> Result<(), ApiError> {
+pub(super) fn check_datacenter(state: &Ctx, params: &Params) -> Result<(), ApiError> {
     match params.get("dc") {
         Some(dc) if !dc.is_empty() && dc != state.local.identity().datacenter => {
             Err(ApiError::Internal("No path to datacenter".into()))
@@ -161,11 +164,19 @@ pub fn check_datacenter(state: &ApiState, params: &Params) -> Result<(), ApiErro
 }
 
 /// Runs a catalog read with the request's consistency and blocking options
-/// and answers with its JSON and Consul's headers.
-pub async fn read<T, F>(state: &ApiState, params: &Params, query: F) -> Result<Response, ApiError>
+/// and answers with its JSON and Consul's headers. `index` is the index the
+/// result depends on and must be cheap: a parked query re-checks it on every
+/// applied write and builds the `body` only once it has moved.
+pub(super) async fn read<T, I, B>(
+    state: &Ctx,
+    params: &Params,
+    index: I,
+    body: B,
+) -> Result<Response, ApiError>
 where
     T: Serialize,
-    F: Fn(&Catalog) -> (Index, T),
+    I: Fn(&Catalog) -> Index,
+    B: Fn(&Catalog) -> T,
 {
     let opts = ReadOptions::parse(params)?;
     check_datacenter(state, params)?;
@@ -182,28 +193,72 @@ where
     // Subscribe before the first query so no change between the two is missed.
     let mut applied = state.replica.subscribe();
     let deadline = Instant::now() + opts.wait_with_jitter();
+    let mut give_up = false;
     let (index, body) = loop {
-        let (index, body) = {
+        {
             let catalog = state.replica.read();
-            query(&catalog)
+            // Consul never reports index 0: clients treat it as "no blocking".
+            let index = index(&catalog).max(1);
+            if opts.min_index == 0 || index > opts.min_index || give_up {
+                break (index, body(&catalog));
+            }
+        }
+        let _parked = Parked::new(&state.parked);
+        let woke = tokio::select! {
+            changed = tokio::time::timeout_at(deadline, applied.changed()) => {
+                matches!(changed, Ok(Ok(())))
+            }
+            () = state.closing.cancelled() => false,
         };
-        // Consul never reports index 0: clients treat it as "no blocking".
-        let index = index.max(1);
-        if opts.min_index == 0 || index > opts.min_index {
-            break (index, body);
-        }
-        match tokio::time::timeout_at(deadline, applied.changed()).await {
-            Ok(Ok(())) => continue,
-            // Timed out, or the replica is gone: answer with what we have.
-            Ok(Err(_)) | Err(_) => break (index, body),
-        }
+        // Timed out, shutting down, or the replica is gone: answer with what
+        // there is, as a timed-out blocking query does.
+        give_up = !woke;
     };
-    let mut response = Json(body).into_response();
+    let mut response = if params.has("pretty") {
+        pretty(&body)?
+    } else {
+        Json(body).into_response()
+    };
     let headers = response.headers_mut();
+    headers.insert(
+        HeaderName::from_static("x-consul-effective-consistency"),
+        HeaderValue::from_static(match opts.consistency {
+            Consistency::Default => "leader",
+            Consistency::Stale => "stale",
+            Consistency::Consistent => "consistent",
+        }),
+    );
     headers.insert(
         HeaderName::from_static("x-consul-index"),
         HeaderValue::from(index),
     );
     state.meta_headers(headers);
     Ok(response)
+}
+
+/// `?pretty`: indented JSON, as Consul answers it.
+fn pretty<T: Serialize>(body: &T) -> Result<Response, ApiError> {
+    let text = serde_json::to_string_pretty(body).map_err(|e| ApiError::Internal(e.to_string()))?;
+    Ok((
+        [(axum::http::header::CONTENT_TYPE, "application/json")],
+        text,
+    )
+        .into_response())
+}
+
+/// Counts a parked blocking query for as long as it lives, including when
+/// the client goes away and the handler future is dropped.
+struct Parked<'a>(&'a AtomicUsize);
+
+impl<'a> Parked<'a> {
+    fn new(count: &'a AtomicUsize) -> Self {
+        count.fetch_add(1, Ordering::Relaxed);
+        Self(count)
+    }
+}
+
+impl Drop for Parked<'_> {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::Relaxed);
+    }
 }

@@ -4,10 +4,10 @@ use axum::Json;
 use axum::extract::State;
 use axum::response::{IntoResponse, Response};
 
-use super::ApiState;
+use super::Ctx;
 
 /// `GET /v1/status/leader`: `"ip:port"` of the leader, `""` when none is known.
-pub(super) async fn leader(State(state): State<ApiState>) -> Response {
+pub(super) async fn leader(State(state): State<Ctx>) -> Response {
     let leader = state
         .consensus
         .leader()
@@ -17,7 +17,7 @@ pub(super) async fn leader(State(state): State<ApiState>) -> Response {
 }
 
 /// `GET /v1/status/peers`: the voters' RPC addresses.
-pub(super) async fn peers(State(state): State<ApiState>) -> Response {
+pub(super) async fn peers(State(state): State<Ctx>) -> Response {
     let peers: Vec<String> = state
         .consensus
         .peers()

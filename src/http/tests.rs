@@ -9,7 +9,9 @@ use reqwest::StatusCode;
 use serde_json::{Value, json};
 use tokio_util::sync::CancellationToken;
 
-use super::{ApiState, MAX_IN_FLIGHT, build, serve_router};
+use std::sync::atomic::Ordering;
+
+use super::{ApiState, Ctx, MAX_IN_FLIGHT, build, serve_router};
 use crate::agent::local::{LocalAgent, NodeIdentity};
 use crate::catalog::Replica;
 use crate::consensus::{Consensus, ConsensusConfig, Storage};
@@ -19,6 +21,17 @@ struct TestApi {
     base: String,
     client: reqwest::Client,
     shutdown: CancellationToken,
+    server: Option<tokio::task::JoinHandle<std::io::Result<()>>>,
+    ctx: Ctx,
+}
+
+/// Waits until `n` blocking queries are parked.
+async fn wait_parked(ctx: &Ctx, n: usize) {
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    while ctx.parked.load(Ordering::Relaxed) != n {
+        assert!(tokio::time::Instant::now() < deadline, "never {n} parked");
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
 }
 
 impl Drop for TestApi {
@@ -73,15 +86,19 @@ impl TestApi {
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let base = format!("http://{}", listener.local_addr().unwrap());
         let shutdown = CancellationToken::new();
-        tokio::spawn(serve_router(
+        // What `serve` does, keeping the context to watch parked queries.
+        let ctx = Ctx::new(state, shutdown.clone());
+        let server = tokio::spawn(serve_router(
             listener,
-            build(state, max_in_flight),
+            build(ctx.clone(), max_in_flight),
             shutdown.clone(),
         ));
         Self {
             base,
             client: reqwest::Client::new(),
             shutdown,
+            server: Some(server),
+            ctx,
         }
     }
 
@@ -470,10 +487,27 @@ async fn maintenance_takes_a_service_out_and_back() {
         (status, body.as_str()),
         (StatusCode::BAD_REQUEST, "Missing value for enable")
     );
-    let (status, _) = api
+    let (status, body) = api
         .put("/v1/agent/service/maintenance/web?enable=yes", json!({}))
         .await;
+    assert_eq!(
+        (status, body.as_str()),
+        (
+            StatusCode::BAD_REQUEST,
+            r#"Invalid value for enable: "yes""#
+        )
+    );
+    let (status, _) = api
+        .put("/v1/agent/service/maintenance/web?enable=", json!({}))
+        .await;
     assert_eq!(status, StatusCode::BAD_REQUEST);
+    // Go's boolean spellings work.
+    let (status, _) = api
+        .put("/v1/agent/service/maintenance/web?enable=0", json!({}))
+        .await;
+    assert_eq!(status, StatusCode::OK);
+    let (passing, _) = api.get("/v1/health/service/web?passing").await;
+    assert_eq!(passing.as_array().unwrap().len(), 1);
     let (status, _) = api
         .put("/v1/agent/service/maintenance/ghost?enable=true", json!({}))
         .await;
@@ -498,6 +532,7 @@ async fn blocking_query_wakes_on_a_write() {
                 .await
         })
     };
+    wait_parked(&api.ctx, 1).await;
     // An unrelated write does not answer the query with unchanged content.
     assert_eq!(
         api.put(
@@ -547,6 +582,19 @@ async fn consistency_and_query_parameter_errors() {
     assert!(index > 0);
     let (_, stale) = api.get("/v1/catalog/services?stale").await;
     assert_eq!(stale, index);
+    for (q, mode) in [
+        ("", "leader"),
+        ("?stale", "stale"),
+        ("?consistent", "consistent"),
+    ] {
+        let r = api.get_raw(&format!("/v1/catalog/nodes{q}")).await;
+        assert_eq!(r.headers()["X-Consul-Effective-Consistency"], mode);
+    }
+    let r = api.get_raw("/v1/catalog/datacenters?pretty").await;
+    assert_eq!(r.text().await.unwrap(), "[\"dc1\"]");
+    let r = api.get_raw("/v1/catalog/nodes?pretty").await;
+    let text = r.text().await.unwrap();
+    assert!(text.starts_with("[\n  {"), "{text}");
     for (path, msg) in [
         (
             "/v1/catalog/services?stale&consistent",
@@ -599,6 +647,11 @@ async fn bad_input_is_refused_and_changes_nothing() {
         ),
         (
             "/v1/agent/service/register",
+            br#"{"Name":"w","Address":"0.0.0.0"}"#.to_vec(),
+            "Invalid service address",
+        ),
+        (
+            "/v1/agent/service/register",
             br#"{"Name":"w","Check":{"TTL":"soon"}}"#.to_vec(),
             "Check.TTL",
         ),
@@ -640,6 +693,8 @@ async fn bad_input_is_refused_and_changes_nothing() {
 
     let r = api.get_raw("/v1/catalog/register").await;
     assert_eq!(r.status(), StatusCode::METHOD_NOT_ALLOWED);
+    assert_eq!(r.headers()["allow"], "PUT");
+    assert_eq!(r.text().await.unwrap(), "method GET not allowed");
     let (status, _) = api.put("/v1/catalog/services", json!({})).await;
     assert_eq!(status, StatusCode::METHOD_NOT_ALLOWED);
     assert_eq!(
@@ -683,22 +738,17 @@ async fn overload_sheds_instead_of_queueing() {
                 .await
         })
     };
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
-    loop {
-        let r = api.get_raw("/v1/status/leader").await;
-        if r.status() == StatusCode::SERVICE_UNAVAILABLE {
-            assert_eq!(r.text().await.unwrap(), "Too many requests in flight");
-            break;
-        }
-        assert!(tokio::time::Instant::now() < deadline, "never shed");
-        tokio::task::yield_now().await;
-    }
+    wait_parked(&api.ctx, 1).await;
+    let r = api.get_raw("/v1/status/leader").await;
+    assert_eq!(r.status(), StatusCode::SERVICE_UNAVAILABLE);
+    assert_eq!(r.text().await.unwrap(), "Too many requests in flight");
     // Dropping the client's request frees the slot.
     holder.abort();
+    wait_parked(&api.ctx, 0).await;
     let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
     while api.get_raw("/v1/status/leader").await.status() != StatusCode::OK {
         assert!(tokio::time::Instant::now() < deadline, "slot never freed");
-        tokio::task::yield_now().await;
+        tokio::time::sleep(Duration::from_millis(5)).await;
     }
 }
 
@@ -717,4 +767,30 @@ async fn other_datacenters_have_no_path() {
         )
         .await;
     assert_eq!(status, StatusCode::INTERNAL_SERVER_ERROR);
+}
+
+#[tokio::test]
+async fn shutdown_answers_parked_blocking_queries_and_stops() {
+    let mut api = TestApi::start().await;
+    let (rows, index) = api.get("/v1/catalog/nodes").await;
+    let parked = {
+        let client = api.client.clone();
+        let url = format!("{}/v1/catalog/nodes?index={index}&wait=10m", api.base);
+        tokio::spawn(async move { client.get(url).send().await })
+    };
+    wait_parked(&api.ctx, 1).await;
+    api.shutdown.cancel();
+    let answered = tokio::time::timeout(Duration::from_secs(10), parked)
+        .await
+        .expect("parked query answered on shutdown")
+        .unwrap();
+    let r = answered.unwrap();
+    assert_eq!(r.status(), StatusCode::OK);
+    assert_eq!(r.json::<Value>().await.unwrap(), rows);
+    let server = api.server.take().unwrap();
+    tokio::time::timeout(Duration::from_secs(10), server)
+        .await
+        .expect("server stopped")
+        .unwrap()
+        .unwrap();
 }

@@ -293,4 +293,61 @@ mod tests {
         assert_eq!(writer.stats().commits(), 0);
         writer.stop().await;
     }
+
+    /// While one commit is in flight (held open here by its callback),
+    /// everything queued behind it goes into a single next commit.
+    #[tokio::test]
+    async fn ops_queued_during_a_commit_share_the_next_one() {
+        let writer = Writer::spawn(open(None).expect("open"), 256).expect("spawn");
+        let (release, held) = std::sync::mpsc::channel::<()>();
+        let hold: Done = Box::new(move |r| {
+            r.expect("first commit");
+            let _ = held.recv();
+        });
+        writer
+            .submit(Op::Append(vec![(0, vec![0])]), Some(hold))
+            .await
+            .expect("submit");
+        let mut acks = Vec::new();
+        for i in 1..=100u64 {
+            let (tx, rx) = oneshot::channel();
+            let done: Done = Box::new(move |r| {
+                let _ = tx.send(r);
+            });
+            writer
+                .submit(Op::Append(vec![(i, vec![0])]), Some(done))
+                .await
+                .expect("submit");
+            acks.push(rx);
+        }
+        release.send(()).expect("release");
+        for ack in acks {
+            ack.await.expect("ack").expect("commit");
+        }
+        let stats = writer.stats();
+        assert_eq!(stats.entries(), 101);
+        assert!(stats.commits() <= 2, "{} commits", stats.commits());
+        writer.stop().await;
+    }
+
+    /// Raw cost of one small durable commit; run with `--ignored --nocapture`
+    /// and `TRELLIS_BENCH_DIR` pointing at the filesystem to measure.
+    #[tokio::test]
+    #[ignore]
+    async fn durable_commit_latency() {
+        let base = std::env::var("TRELLIS_BENCH_DIR").unwrap_or_else(|_| "/tmp".into());
+        let dir = tempfile::tempdir_in(base).expect("tempdir");
+        let writer = Writer::spawn(open(Some(dir.path())).expect("open"), 16).expect("spawn");
+        const N: u64 = 300;
+        let started = std::time::Instant::now();
+        for i in 0..N {
+            writer
+                .write(Op::Append(vec![(i, vec![0u8; 200])]))
+                .await
+                .expect("append");
+        }
+        let per = started.elapsed() / N as u32;
+        eprintln!("durable redb commit in {:?}: {per:?}", dir.path());
+        writer.stop().await;
+    }
 }

@@ -21,7 +21,12 @@ fn every_example_config_validates() {
         let p = e.unwrap().path();
         if p.extension().is_some_and(|x| x == "toml" || x == "json") {
             let out = validate(&p);
-            assert!(out.status.success(), "{}: {}", p.display(), String::from_utf8_lossy(&out.stderr));
+            assert!(
+                out.status.success(),
+                "{}: {}",
+                p.display(),
+                String::from_utf8_lossy(&out.stderr)
+            );
             n += 1;
         }
     }
@@ -32,18 +37,28 @@ fn every_example_config_validates() {
 fn unknown_keys_are_refused_naming_key_and_file() {
     let dir = temp_dir();
     let toml = dir.path().join("bad.toml");
-    std::fs::write(&toml, "node_name = \"a\"\n[dns_config]\nnode_tll = \"1s\"\n").unwrap();
+    std::fs::write(
+        &toml,
+        "node_name = \"a\"\n[dns_config]\nnode_tll = \"1s\"\n",
+    )
+    .unwrap();
     let out = validate(&toml);
     assert_eq!(out.status.code(), Some(1));
     let err = String::from_utf8_lossy(&out.stderr);
-    assert!(err.contains("bad.toml") && err.contains("node_tll"), "{err}");
+    assert!(
+        err.contains("bad.toml") && err.contains("node_tll"),
+        "{err}"
+    );
 
     let json = dir.path().join("bad.json");
     std::fs::write(&json, r#"{"service": {"name": "web", "prot": 80}}"#).unwrap();
     let out = validate(&json);
     assert_eq!(out.status.code(), Some(1));
     let err = String::from_utf8_lossy(&out.stderr);
-    assert!(err.contains("bad.json") && err.contains("service") && err.contains("prot"), "{err}");
+    assert!(
+        err.contains("bad.json") && err.contains("service") && err.contains("prot"),
+        "{err}"
+    );
 }
 
 #[test]
@@ -55,7 +70,10 @@ fn services_from_a_config_file_are_answered() {
         r#"{"service": {"name": "web", "port": 8080, "address": "10.7.0.1", "tags": ["v2"]}}"#,
     )
     .unwrap();
-    let agent = TestAgent::start(&["--dev", "--config-file", cfg.to_str().unwrap()], next_loopback());
+    let agent = TestAgent::start(
+        &["--dev", "--config-file", cfg.to_str().unwrap()],
+        next_loopback(),
+    );
     let m = agent.query_udp("v2.web.service.consul.", hickory_proto::rr::RecordType::A);
     assert_eq!(m.answers.len(), 1, "{m:?}\n{}", agent.log());
 }
@@ -63,9 +81,16 @@ fn services_from_a_config_file_are_answered() {
 #[test]
 fn zone_files_are_served_authoritatively() {
     let zones = repo_root().join("zones");
-    let agent = TestAgent::start(&["--dev", "--zone-dir", zones.to_str().unwrap()], next_loopback());
+    let agent = TestAgent::start(
+        &["--dev", "--zone-dir", zones.to_str().unwrap()],
+        next_loopback(),
+    );
     let m = agent.query_udp("www.example.internal.", hickory_proto::rr::RecordType::A);
-    assert_eq!(m.metadata.response_code, hickory_proto::op::ResponseCode::NoError, "{m:?}");
+    assert_eq!(
+        m.metadata.response_code,
+        hickory_proto::op::ResponseCode::NoError,
+        "{m:?}"
+    );
     assert!(m.metadata.authoritative);
     assert!(!m.answers.is_empty(), "{m:?}");
 }

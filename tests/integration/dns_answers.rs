@@ -32,7 +32,9 @@ async fn the_server_answers_for_itself() {
     assert!(srv.metadata.authoritative);
     assert_eq!(srv.answers.len(), 1, "{srv:?}");
     assert!(
-        srv.additionals.iter().any(|r| r.record_type() == RecordType::A),
+        srv.additionals
+            .iter()
+            .any(|r| r.record_type() == RecordType::A),
         "SRV carries the node's A in additional: {srv:?}"
     );
     // The same through dig, as the README promises.
@@ -48,10 +50,19 @@ async fn service_forms_answer_and_critical_instances_leave() {
     register(&agent, "db-2", "mysql", "10.2.0.2", 3306, &["replica"]).await;
 
     let all = agent.query_udp("mysql.service.consul.", RecordType::A);
-    assert_eq!(a_records(&all), vec!["10.2.0.1".parse::<IpAddr>().unwrap(), "10.2.0.2".parse().unwrap()]);
+    assert_eq!(
+        a_records(&all),
+        vec![
+            "10.2.0.1".parse::<IpAddr>().unwrap(),
+            "10.2.0.2".parse().unwrap()
+        ]
+    );
 
     let tagged = agent.query_udp("primary.mysql.service.dc1.consul.", RecordType::A);
-    assert_eq!(a_records(&tagged), vec!["10.2.0.1".parse::<IpAddr>().unwrap()]);
+    assert_eq!(
+        a_records(&tagged),
+        vec!["10.2.0.1".parse::<IpAddr>().unwrap()]
+    );
 
     let rfc = agent.query_udp("_mysql._replica.service.consul.", RecordType::SRV);
     assert_eq!(rfc.answers.len(), 1, "{rfc:?}");
@@ -71,10 +82,17 @@ async fn service_forms_answer_and_critical_instances_leave() {
     .await;
     assert_eq!(status, 200, "{body}");
     let after = agent.query_udp("mysql.service.consul.", RecordType::A);
-    assert_eq!(a_records(&after), vec!["10.2.0.2".parse::<IpAddr>().unwrap()]);
+    assert_eq!(
+        a_records(&after),
+        vec!["10.2.0.2".parse::<IpAddr>().unwrap()]
+    );
     let gone = agent.query_udp("primary.mysql.service.consul.", RecordType::A);
     assert_eq!(gone.metadata.response_code, ResponseCode::NXDomain);
-    assert!(gone.authorities.iter().any(|r| r.record_type() == RecordType::SOA));
+    assert!(
+        gone.authorities
+            .iter()
+            .any(|r| r.record_type() == RecordType::SOA)
+    );
 }
 
 #[tokio::test]
@@ -84,12 +102,21 @@ async fn nxdomain_nodata_and_other_names() {
 
     let nx = agent.query_udp("nope.service.consul.", RecordType::A);
     assert_eq!(nx.metadata.response_code, ResponseCode::NXDomain);
-    assert!(nx.authorities.iter().any(|r| r.record_type() == RecordType::SOA));
+    assert!(
+        nx.authorities
+            .iter()
+            .any(|r| r.record_type() == RecordType::SOA)
+    );
 
     let nodata = agent.query_udp("web.service.consul.", RecordType::AAAA);
     assert_eq!(nodata.metadata.response_code, ResponseCode::NoError);
     assert!(nodata.answers.is_empty());
-    assert!(nodata.authorities.iter().any(|r| r.record_type() == RecordType::SOA));
+    assert!(
+        nodata
+            .authorities
+            .iter()
+            .any(|r| r.record_type() == RecordType::SOA)
+    );
 
     let outside = agent.query_udp("example.com.", RecordType::A);
     assert_eq!(outside.metadata.response_code, ResponseCode::Refused);
@@ -114,11 +141,26 @@ async fn node_txt_hex_and_ptr() {
     let a = agent.query_udp("web1.node.consul.", RecordType::A);
     assert_eq!(a_records(&a), vec!["10.4.0.9".parse::<IpAddr>().unwrap()]);
     let a_dc = agent.query_udp("web1.node.dc1.consul.", RecordType::A);
-    assert_eq!(a_records(&a_dc), vec!["10.4.0.9".parse::<IpAddr>().unwrap()]);
+    assert_eq!(
+        a_records(&a_dc),
+        vec!["10.4.0.9".parse::<IpAddr>().unwrap()]
+    );
 
     let txt = agent.query_udp("web1.node.consul.", RecordType::TXT);
-    let text = format!("{:?}", txt.answers);
-    assert!(text.contains("rack=r1"), "{text}");
+    let strings: Vec<String> = txt
+        .answers
+        .iter()
+        .filter_map(|r| match &r.data {
+            RData::TXT(t) => Some(
+                t.txt_data
+                    .iter()
+                    .map(|b| String::from_utf8_lossy(b).into_owned())
+                    .collect::<String>(),
+            ),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(strings, vec!["rack=r1".to_string()]);
 
     let hex = agent.query_udp("0a040009.addr.consul.", RecordType::A);
     assert_eq!(a_records(&hex), vec!["10.4.0.9".parse::<IpAddr>().unwrap()]);
@@ -142,16 +184,28 @@ async fn large_answers_truncate_over_udp_and_fit_over_tcp() {
         assert_eq!(status, 200, "{body}");
     }
     let udp = agent.query_udp("big.service.consul.", RecordType::SRV);
-    assert!(udp.metadata.truncation, "SRV for 50 instances does not fit 512 bytes");
+    assert!(
+        udp.metadata.truncation,
+        "SRV for 50 instances does not fit 512 bytes"
+    );
     let bytes = udp.to_vec().unwrap();
-    assert!(bytes.len() <= 512, "UDP answer without EDNS is {} bytes", bytes.len());
+    assert!(
+        bytes.len() <= 512,
+        "UDP answer without EDNS is {} bytes",
+        bytes.len()
+    );
 
     let edns = udp_exchange(
         agent.dns,
-        &query_message("big.service.consul.", RecordType::SRV, Some(4096)).to_vec().unwrap(),
+        &query_message("big.service.consul.", RecordType::SRV, Some(4096))
+            .to_vec()
+            .unwrap(),
     );
     assert!(edns.to_vec().unwrap().len() <= 4096);
-    assert!(edns.answers.len() > udp.answers.len(), "EDNS buffer lets more through");
+    assert!(
+        edns.answers.len() > udp.answers.len(),
+        "EDNS buffer lets more through"
+    );
 
     let tcp = agent.query_tcp("big.service.consul.", RecordType::SRV);
     assert!(!tcp.metadata.truncation);
@@ -159,14 +213,23 @@ async fn large_answers_truncate_over_udp_and_fit_over_tcp() {
 
     // dig retries over TCP on TC and shows all 50.
     let out = agent.dig(&["big.service.consul", "SRV", "+noall", "+answer"]);
-    assert_eq!(out.lines().filter(|l| l.contains("SRV")).count(), 50, "{out}");
+    assert_eq!(
+        out.lines().filter(|l| l.contains("SRV")).count(),
+        50,
+        "{out}"
+    );
 }
 
 #[tokio::test]
 async fn garbage_datagrams_do_not_stop_the_server() {
     let agent = TestAgent::dev();
     let sock = std::net::UdpSocket::bind((agent.ip, 0)).unwrap();
-    for junk in [&b""[..], b"\x00", b"\xff\xff\xff\xff\xff\xff\xff\xff\xff\xff\xff\xff\xff", &[0u8; 600]] {
+    for junk in [
+        &b""[..],
+        b"\x00",
+        b"\xff\xff\xff\xff\xff\xff\xff\xff\xff\xff\xff\xff\xff",
+        &[0u8; 600],
+    ] {
         sock.send_to(junk, agent.dns).unwrap();
     }
     let ok = agent.query_udp("consul.service.consul.", RecordType::SRV);

@@ -13,7 +13,11 @@ async fn registered_ids(agent: &TestAgent) -> BTreeSet<String> {
     let (status, _, body) = get(agent, "/v1/catalog/service/load").await;
     assert_eq!(status, 200);
     body.as_array()
-        .map(|a| a.iter().filter_map(|e| e["ServiceID"].as_str().map(String::from)).collect())
+        .map(|a| {
+            a.iter()
+                .filter_map(|e| e["ServiceID"].as_str().map(String::from))
+                .collect()
+        })
         .unwrap_or_default()
 }
 

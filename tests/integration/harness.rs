@@ -50,7 +50,15 @@ impl TestAgent {
     pub(crate) fn server(dir: &Path, ip: IpAddr) -> Self {
         let d = dir.display().to_string();
         Self::start(
-            &["--server", "--bootstrap-expect", "1", "--node", "s1", "--data-dir", &d],
+            &[
+                "--server",
+                "--bootstrap-expect",
+                "1",
+                "--node",
+                "s1",
+                "--data-dir",
+                &d,
+            ],
             ip,
         )
     }
@@ -81,7 +89,7 @@ impl TestAgent {
         let mut child = Command::new(env!("CARGO_BIN_EXE_trellis"))
             .arg("agent")
             .args(&args)
-            .env("RUST_LOG", "info,openraft=warn")
+            .env("RUST_LOG", "info,openraft=warn,hickory_server=warn")
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(Stdio::piped())
@@ -101,18 +109,15 @@ impl TestAgent {
                 l.push('\n');
             }
         });
-        let (dns, http) = match rx.recv_timeout(Duration::from_secs(30)) {
-            Ok(a) => a,
-            Err(_) => {
-                let _ = child.kill();
-                let status = child.wait();
-                // Give the reader a moment to drain what the child printed.
-                std::thread::sleep(Duration::from_millis(50));
-                panic!(
-                    "agent {args:?} did not report its listeners (exit: {status:?}); log:\n{}",
-                    log.lock().unwrap_or_else(|e| e.into_inner())
-                );
-            }
+        let Ok((dns, http)) = rx.recv_timeout(Duration::from_secs(30)) else {
+            let _ = child.kill();
+            let status = child.wait();
+            // Give the reader a moment to drain what the child printed.
+            std::thread::sleep(Duration::from_millis(50));
+            panic!(
+                "agent {args:?} did not report its listeners (exit: {status:?}); log:\n{}",
+                log.lock().unwrap_or_else(|e| e.into_inner())
+            );
         };
         Self {
             child,
@@ -212,7 +217,10 @@ fn parse_listening(line: &str) -> Option<(SocketAddr, SocketAddr)> {
 pub(crate) fn query_message(name: &str, rtype: RecordType, edns_size: Option<u16>) -> Message {
     let mut m = Message::new(rand_id(), MessageType::Query, OpCode::Query);
     m.metadata.recursion_desired = true;
-    m.add_query(Query::query(Name::from_ascii(name).expect("query name"), rtype));
+    m.add_query(Query::query(
+        Name::from_ascii(name).expect("query name"),
+        rtype,
+    ));
     if let Some(size) = edns_size {
         let mut e = hickory_proto::op::Edns::new();
         e.set_max_payload(size);
@@ -233,7 +241,8 @@ fn rand_id() -> u16 {
 /// One UDP exchange with a 5 s deadline.
 pub(crate) fn udp_exchange(server: SocketAddr, bytes: &[u8]) -> Message {
     let sock = std::net::UdpSocket::bind((server.ip(), 0)).expect("bind udp");
-    sock.set_read_timeout(Some(Duration::from_secs(5))).expect("timeout");
+    sock.set_read_timeout(Some(Duration::from_secs(5)))
+        .expect("timeout");
     sock.send_to(bytes, server).expect("send");
     let mut buf = [0u8; 65535];
     let (n, _) = sock.recv_from(&mut buf).expect("dns answer over udp");
@@ -243,8 +252,10 @@ pub(crate) fn udp_exchange(server: SocketAddr, bytes: &[u8]) -> Message {
 /// One TCP exchange (2-byte length prefix) with a 5 s deadline.
 pub(crate) fn tcp_exchange(server: SocketAddr, bytes: &[u8]) -> Message {
     use std::io::{Read, Write};
-    let mut s = std::net::TcpStream::connect_timeout(&server, Duration::from_secs(5)).expect("connect tcp");
-    s.set_read_timeout(Some(Duration::from_secs(5))).expect("timeout");
+    let mut s =
+        std::net::TcpStream::connect_timeout(&server, Duration::from_secs(5)).expect("connect tcp");
+    s.set_read_timeout(Some(Duration::from_secs(5)))
+        .expect("timeout");
     let mut framed = (bytes.len() as u16).to_be_bytes().to_vec();
     framed.extend_from_slice(bytes);
     s.write_all(&framed).expect("write");

@@ -8,7 +8,11 @@ use crate::harness::TestAgent;
 fn sigterm_shuts_down_cleanly() {
     let mut agent = TestAgent::dev();
     let status = agent.terminate();
-    assert!(status.success(), "exit status {status:?}; log:\n{}", agent.log());
+    assert!(
+        status.success(),
+        "exit status {status:?}; log:\n{}",
+        agent.log()
+    );
     let log = agent.log();
     assert!(log.contains("shutdown complete"), "{log}");
 }
