@@ -27,13 +27,16 @@ const MAX_KEY: usize = 512;
 /// Most entries kept before the memo is emptied, bounding its memory.
 const MAX_ENTRIES: usize = 16_384;
 
+/// The shuffled encodings of one question's response; never empty.
+type Shuffles = Box<[Box<[u8]>]>;
+
 /// Encoded responses by normalized request, for one view.
 pub(super) struct AnswerCache {
     /// The view the entries were computed from (its address; the `Arc` keeps
     /// it alive so the address is not reused while we compare against it).
     view: Option<Arc<View>>,
     /// Shuffled encodings by normalized request.
-    entries: HashMap<Box<[u8]>, Box<[Box<[u8]>]>>,
+    entries: HashMap<Box<[u8]>, Shuffles>,
     /// xorshift state for picking a shuffle.
     rng: u64,
     /// Scratch space for building keys without allocating.
