@@ -27,6 +27,9 @@ use super::respond::{Reply, Responder, Transport};
 use super::{DnsConfig, DnsError};
 use crate::catalog::Replica;
 
+/// Pause after a failed accept (out of file descriptors, say).
+const ACCEPT_BACKOFF: std::time::Duration = std::time::Duration::from_millis(50);
+
 /// What every request needs; shared by all tasks.
 struct Shared {
     /// The pure decision.
@@ -174,9 +177,13 @@ async fn serve_tcp(
         let (stream, peer) = match accepted {
             Ok(a) => a,
             Err(error) => {
-                // Usually EMFILE or a reset before accept: keep serving.
+                // Usually EMFILE or a reset before accept: keep serving, but
+                // pause so a persistent error does not spin the loop.
                 tracing::debug!(%error, "TCP accept failed");
-                continue;
+                tokio::select! {
+                    () = shutdown.cancelled() => break,
+                    () = tokio::time::sleep(ACCEPT_BACKOFF) => continue,
+                }
             }
         };
         let Ok(permit) = slots.clone().try_acquire_owned() else {
