@@ -517,3 +517,45 @@ async fn forwards_beyond_the_cap_are_shed_at_once() {
     assert_eq!(m.metadata.response_code, ResponseCode::ServFail);
     server.stop().await;
 }
+
+#[tokio::test]
+async fn tcp_connections_beyond_the_cap_are_closed() {
+    let cfg = DnsConfig {
+        max_tcp_connections: 1,
+        ..DnsConfig::default()
+    };
+    let server = TestServer::start(cfg, fixture::replica()).await;
+    let q = fit::encode(&query("n1.node.consul.", RecordType::A, None)).unwrap();
+    let framed: Vec<u8> = u16::try_from(q.len())
+        .unwrap()
+        .to_be_bytes()
+        .into_iter()
+        .chain(q.iter().copied())
+        .collect();
+    // The first connection is served, proving it holds the only slot.
+    let mut first = TcpStream::connect(server.tcp).await.unwrap();
+    first.write_all(&framed).await.unwrap();
+    timeout(DEADLINE, first.read_u16()).await.unwrap().unwrap();
+    let mut rest = vec![0u8; 1024];
+    let _ = first.read(&mut rest).await.unwrap();
+    // The second is closed without an answer.
+    let mut second = TcpStream::connect(server.tcp).await.unwrap();
+    let _ = second.write_all(&framed).await;
+    let mut buf = Vec::new();
+    let read = timeout(DEADLINE, second.read_to_end(&mut buf))
+        .await
+        .unwrap();
+    assert!(read.is_err() || buf.is_empty(), "got {} bytes", buf.len());
+    // Once the first goes away its slot is free again.
+    drop(first);
+    let deadline = tokio::time::Instant::now() + DEADLINE;
+    loop {
+        let mut third = TcpStream::connect(server.tcp).await.unwrap();
+        let _ = third.write_all(&framed).await;
+        if let Ok(Ok(_)) = timeout(Duration::from_secs(1), third.read_u16()).await {
+            break;
+        }
+        assert!(tokio::time::Instant::now() < deadline, "slot never freed");
+    }
+    server.stop().await;
+}
