@@ -2,7 +2,7 @@
 //! static zones answered from files, everything else forwarded.
 //!
 //! The pieces, in the order a query meets them:
-//! - [`server`]: the sockets. UDP goes through hickory's `Server`, TCP
+//! - `server.rs` ([`serve`]): the sockets. UDP goes through hickory's `Server`, TCP
 //!   through a connection-capped accept loop; both hand raw bytes to
 //! - [`Responder`] (`respond.rs`): the pure decision for one request. It
 //!   validates the message (FORMERR, NOTIMP, BADVERS), then asks, in turn,
