@@ -18,6 +18,7 @@
 //! `Arc` loaded from an `ArcSwap`.
 
 mod answer;
+mod cache;
 mod config;
 mod fit;
 mod forward;
@@ -25,6 +26,7 @@ mod name;
 mod respond;
 mod server;
 mod shuffle;
+mod udp;
 mod zones;
 
 #[cfg(test)]

@@ -1,5 +1,5 @@
-//! The sockets: UDP through hickory's [`Server`], TCP through our own accept
-//! loop, both thin adapters over [`Responder`].
+//! The sockets: UDP through the worker threads of `udp.rs`, TCP through a
+//! connection-capped accept loop, both thin adapters over [`Responder`].
 //!
 //! TCP is ours because hickory's listener has no cap on concurrent
 //! connections; here a semaphore sheds connections beyond
@@ -8,13 +8,7 @@
 use std::net::SocketAddr;
 use std::sync::Arc;
 
-use hickory_proto::op::{
-    Header, HeaderCounts, Message, MessageType, Metadata, OpCode, ResponseCode,
-};
-use hickory_server::Server;
-use hickory_server::net::runtime::Time;
-use hickory_server::server::{Request, RequestHandler, ResponseHandler, ResponseInfo};
-use hickory_server::zone_handler::MessageResponseBuilder;
+use hickory_proto::op::Message;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream, UdpSocket};
 use tokio::sync::Semaphore;
@@ -24,20 +18,21 @@ use tokio_util::sync::CancellationToken;
 use super::fit;
 use super::forward::Forwarder;
 use super::respond::{Reply, Responder, Transport};
+use super::udp::UdpWorkers;
 use super::{DnsConfig, DnsError};
 use crate::catalog::Replica;
 
-/// What every request needs; shared by all tasks.
-struct Shared {
+/// What every request needs; shared by all tasks and UDP workers.
+pub(super) struct Shared {
     /// The pure decision.
-    responder: Responder,
+    pub(super) responder: Responder,
     /// Where foreign names go.
-    forwarder: Forwarder,
+    pub(super) forwarder: Forwarder,
     /// Caps forwards in flight: each holds a task and a socket for up to
     /// `recursor_timeout` per recursor, and hickory spawns a task per datagram.
-    forward_slots: Semaphore,
+    pub(super) forward_slots: Arc<Semaphore>,
     /// The catalog whose view we answer from.
-    replica: Arc<Replica>,
+    pub(super) replica: Arc<Replica>,
 }
 
 impl Shared {
@@ -80,81 +75,28 @@ pub async fn serve(
     let shared = Arc::new(Shared {
         responder: Responder::new(&cfg)?,
         forwarder: Forwarder::new(cfg.recursors.clone(), cfg.recursor_timeout),
-        forward_slots: Semaphore::new(cfg.max_concurrent_forwards.max(1)),
+        forward_slots: Arc::new(Semaphore::new(cfg.max_concurrent_forwards.max(1))),
         replica,
     });
-    let mut server = Server::new(UdpHandler(shared.clone()));
-    server.register_socket(udp);
-    let server_token = server.shutdown_token().clone();
+    let failed = CancellationToken::new();
+    let workers = std::thread::available_parallelism().map_or(2, usize::from);
+    let udp = udp
+        .into_std()
+        .map_err(|e| DnsError::Server(format!("UDP socket: {e}")))?;
+    let udp_workers = UdpWorkers::spawn(udp, shared.clone(), workers, failed.clone())
+        .map_err(|e| DnsError::Server(format!("starting UDP workers: {e}")))?;
     let tcp_token = shutdown.child_token();
     let tcp_task = tokio::spawn(serve_tcp(tcp, shared, cfg, tcp_token.clone()));
     let result = tokio::select! {
-        () = shutdown.cancelled() => {
-            server_token.cancel();
-            server.block_until_done().await.map_err(|e| DnsError::Server(e.to_string()))
-        }
-        r = server.block_until_done() => {
-            r.map_err(|e| DnsError::Server(e.to_string()))
-                .and(Err(DnsError::Server("UDP server stopped".into())))
-        }
+        () = shutdown.cancelled() => Ok(()),
+        () = failed.cancelled() => Err(DnsError::Server("the UDP socket failed".into())),
     };
+    udp_workers.stop().await;
     tcp_token.cancel();
     let tcp_result = tcp_task
         .await
         .map_err(|e| DnsError::Server(format!("TCP task: {e}")))?;
     result.and(tcp_result)
-}
-
-/// hickory's UDP path calls this for every datagram whose header parses.
-struct UdpHandler(Arc<Shared>);
-
-#[async_trait::async_trait]
-impl RequestHandler for UdpHandler {
-    async fn handle_request<R: ResponseHandler, T: Time>(
-        &self,
-        request: &Request,
-        mut response_handle: R,
-    ) -> ResponseInfo {
-        let transport = match request.protocol() {
-            hickory_server::net::xfer::Protocol::Udp => Transport::Udp,
-            _ => Transport::Tcp,
-        };
-        let Some(msg) = self
-            .0
-            .answer(request.as_slice(), transport, request.src())
-            .await
-        else {
-            return silent(request.metadata);
-        };
-        let mut builder = MessageResponseBuilder::new(&request.queries, None);
-        if let Some(edns) = &msg.edns {
-            builder.edns(edns);
-        }
-        let response = builder.build(
-            msg.metadata,
-            msg.answers.iter(),
-            msg.authorities.iter(),
-            std::iter::empty(),
-            msg.additionals.iter(),
-        );
-        match response_handle.send_response(response).await {
-            Ok(info) => info,
-            Err(error) => {
-                tracing::debug!(%error, "sending a DNS response failed");
-                silent(request.metadata)
-            }
-        }
-    }
-}
-
-/// The info hickory wants back when nothing was sent.
-fn silent(request: Metadata) -> ResponseInfo {
-    let mut metadata = Metadata::new(request.id, MessageType::Response, OpCode::Query);
-    metadata.response_code = ResponseCode::ServFail;
-    ResponseInfo::from(Header {
-        metadata,
-        counts: HeaderCounts::default(),
-    })
 }
 
 async fn serve_tcp(

@@ -89,7 +89,7 @@ impl TestAgent {
         let mut child = Command::new(env!("CARGO_BIN_EXE_trellis"))
             .arg("agent")
             .args(&args)
-            .env("RUST_LOG", "info,openraft=warn,hickory_server=warn")
+            .env("RUST_LOG", "info,openraft=warn")
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(Stdio::piped())

@@ -1,0 +1,201 @@
+//! The UDP answer loop: a few OS threads, each blocking in `recv_from` on the
+//! shared socket, answering from its own [`AnswerCache`] or the
+//! [`Responder`], and sending straight back.
+//!
+//! This replaces hickory-server's UDP loop, which spawns an unbounded task
+//! per datagram and hands each response through a channel: it had no
+//! backpressure (a flood grew the task set without limit) and spent most of
+//! its time on that machinery. Here the kernel's socket buffer is the only
+//! queue; when it is full, the kernel drops, which is the right place to shed
+//! UDP load. Wire format is still hickory-proto's: the responder parses and
+//! encodes, the cache only copies what it encoded.
+//!
+//! Names for the recursors leave the thread: the parsed request goes to a
+//! tokio task, capped by a semaphore; beyond the cap the query gets SERVFAIL
+//! at once.
+
+use std::net::{SocketAddr, UdpSocket};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::thread::JoinHandle;
+use std::time::Duration;
+
+use hickory_proto::op::Message;
+use tokio::runtime::Handle;
+use tokio_util::sync::CancellationToken;
+
+use super::cache::{AnswerCache, SHUFFLES};
+use super::fit;
+use super::respond::{Reply, Transport};
+use super::server::Shared;
+
+/// How often a blocked worker looks up to see whether it should stop.
+const STOP_POLL: Duration = Duration::from_millis(100);
+
+/// Largest datagram read. EDNS clients send at most their own buffer size;
+/// anything longer is not a query we answer.
+const MAX_DATAGRAM: usize = 4096;
+
+/// The running UDP workers.
+pub(super) struct UdpWorkers {
+    /// Set to make the workers return.
+    stop: Arc<AtomicBool>,
+    /// Joined on shutdown.
+    threads: Vec<JoinHandle<()>>,
+}
+
+impl UdpWorkers {
+    /// Starts `count` workers on `socket`. `failed` is cancelled if the socket
+    /// breaks for good, so the server can stop instead of going silently deaf.
+    pub(super) fn spawn(
+        socket: UdpSocket,
+        shared: Arc<Shared>,
+        count: usize,
+        failed: CancellationToken,
+    ) -> std::io::Result<Self> {
+        socket.set_nonblocking(false)?;
+        socket.set_read_timeout(Some(STOP_POLL))?;
+        let stop = Arc::new(AtomicBool::new(false));
+        let runtime = Handle::current();
+        let mut threads = Vec::with_capacity(count);
+        for n in 0..count.max(1) {
+            let worker = Worker {
+                socket: socket.try_clone()?,
+                shared: shared.clone(),
+                runtime: runtime.clone(),
+                stop: stop.clone(),
+                failed: failed.clone(),
+            };
+            threads.push(
+                std::thread::Builder::new()
+                    .name(format!("dns-udp-{n}"))
+                    .spawn(move || worker.run(n as u64))?,
+            );
+        }
+        Ok(Self { stop, threads })
+    }
+
+    /// Stops the workers and waits for them (at most one poll interval).
+    pub(super) async fn stop(self) {
+        self.stop.store(true, Ordering::Relaxed);
+        let threads = self.threads;
+        let joined = tokio::task::spawn_blocking(move || {
+            for t in threads {
+                if t.join().is_err() {
+                    tracing::error!("a DNS UDP worker panicked");
+                }
+            }
+        })
+        .await;
+        if let Err(e) = joined {
+            tracing::error!(error = %e, "joining the DNS UDP workers failed");
+        }
+    }
+}
+
+/// One worker thread's state.
+struct Worker {
+    socket: UdpSocket,
+    shared: Arc<Shared>,
+    runtime: Handle,
+    stop: Arc<AtomicBool>,
+    failed: CancellationToken,
+}
+
+impl Worker {
+    fn run(self, seed: u64) {
+        let mut buf = vec![0u8; MAX_DATAGRAM];
+        let mut out = Vec::with_capacity(MAX_DATAGRAM);
+        let mut cache = AnswerCache::new(0x9e37_79b9_7f4a_7c15 ^ seed);
+        while !self.stop.load(Ordering::Relaxed) {
+            let (len, peer) = match self.socket.recv_from(&mut buf) {
+                Ok(r) => r,
+                Err(e)
+                    if matches!(
+                        e.kind(),
+                        std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
+                    ) =>
+                {
+                    continue;
+                }
+                // ICMP errors from earlier sends and signals: keep serving.
+                Err(e)
+                    if matches!(
+                        e.kind(),
+                        std::io::ErrorKind::ConnectionRefused
+                            | std::io::ErrorKind::ConnectionReset
+                            | std::io::ErrorKind::Interrupted
+                    ) =>
+                {
+                    continue;
+                }
+                Err(e) => {
+                    tracing::error!(error = %e, "DNS UDP socket failed; stopping");
+                    self.failed.cancel();
+                    return;
+                }
+            };
+            let request = &buf[..len];
+            let view = self.shared.replica.view();
+            if cache.lookup(&view, request, &mut out) {
+                self.send(&out, peer);
+                continue;
+            }
+            let respond = || {
+                self.shared
+                    .responder
+                    .respond(&view, request, Transport::Udp, peer)
+            };
+            match respond() {
+                Reply::Respond(m) => {
+                    let Some(first) = fit::encode(&m) else {
+                        continue;
+                    };
+                    self.send(&first, peer);
+                    let mut shuffles = vec![first];
+                    if m.answers.len() > 1 {
+                        shuffles.extend((1..SHUFFLES).filter_map(|_| match respond() {
+                            Reply::Respond(m) => fit::encode(&m),
+                            _ => None,
+                        }));
+                    }
+                    cache.insert(&view, request, shuffles);
+                }
+                Reply::Forward(request) => self.forward(request, peer),
+                Reply::Drop => {}
+            }
+        }
+    }
+
+    fn send(&self, bytes: &[u8], peer: SocketAddr) {
+        if let Err(e) = self.socket.send_to(bytes, peer) {
+            tracing::debug!(%peer, error = %e, "sending a DNS response failed");
+        }
+    }
+
+    /// Hands a request for the recursors to the runtime, within the cap.
+    fn forward(&self, request: Message, peer: SocketAddr) {
+        let shared = self.shared.clone();
+        let Ok(socket) = self.socket.try_clone() else {
+            return;
+        };
+        let Ok(slot) = shared.forward_slots.clone().try_acquire_owned() else {
+            tracing::debug!(%peer, "too many forwarded queries in flight, shedding");
+            let m = shared.responder.relay(&request, None, Transport::Udp);
+            if let Some(bytes) = fit::encode(&m) {
+                self.send(&bytes, peer);
+            }
+            return;
+        };
+        self.runtime.spawn(async move {
+            let _slot = slot;
+            let upstream = shared.forwarder.forward(&request).await;
+            let m = shared.responder.relay(&request, upstream, Transport::Udp);
+            if let Some(bytes) = fit::encode(&m)
+                && let Err(e) = socket.send_to(&bytes, peer)
+            {
+                tracing::debug!(%peer, error = %e, "sending a forwarded DNS response failed");
+            }
+        });
+    }
+}
