@@ -428,17 +428,21 @@ async fn compare(trellis: SocketAddr, nsd: SocketAddr) -> anyhow::Result<()> {
         ("svc999.service.consul.", "SRV"),
         ("missing3.service.consul.", "A"),
     ];
-    for (name, qtype) in samples {
-        let t = dig::query(trellis, name, qtype).await?;
-        let n = dig::query(nsd, name, qtype).await?;
-        if let Err(e) = dig::same(&t, &n) {
-            bail!(
-                "trellis and nsd disagree on {name} {qtype}: {e}\n  trellis: {t:?}\n  nsd:     {n:?}"
-            );
+    for edns in [true, false] {
+        for (name, qtype) in samples {
+            let t = dig::query(trellis, name, qtype, edns).await?;
+            let n = dig::query(nsd, name, qtype, edns).await?;
+            if let Err(e) = dig::same(&t, &n) {
+                bail!(
+                    "trellis and nsd disagree on {name} {qtype} (EDNS: {edns}): {e}\n  \
+                     trellis: {t:?}\n  nsd:     {n:?}"
+                );
+            }
         }
     }
     println!(
-        "dig: trellis and nsd answer {} sample questions identically (order and TTL aside)",
+        "dig: trellis and nsd answer {} sample questions identically, with and without EDNS \
+         (order and TTL aside)",
         samples.len()
     );
     Ok(())
