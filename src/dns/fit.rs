@@ -83,38 +83,55 @@ pub(crate) fn fit(
         msg.metadata.truncation |= tc_on_limit;
         dropped = true;
     }
-    if upper_bound(msg) <= limit || encoded_len(msg).is_some_and(|n| n <= limit) {
+    if upper_bound(msg) <= limit {
         return dropped;
     }
+    let full = match encoded_len(msg) {
+        Some(n) if n <= limit => return dropped,
+        Some(n) => n,
+        None => upper_bound(msg),
+    };
     msg.metadata.truncation = true;
     let answers = std::mem::take(&mut msg.answers);
-    let additionals = msg.additionals.clone();
-    // Largest prefix of answers that fits; sizes grow with the prefix.
-    let fits = |msg: &mut Message, k: usize| {
-        msg.answers = answers[..k].to_vec();
-        msg.additionals = additionals.clone();
-        sync_additionals(msg);
-        encoded_len(msg).is_some_and(|n| n <= limit)
+    let additionals = std::mem::take(&mut msg.additionals);
+    let size_with = |msg: &mut Message, k: usize| {
+        keep(msg, &answers, &additionals, k);
+        encoded_len(msg).unwrap_or(usize::MAX)
     };
-    let (mut lo, mut hi) = (0, answers.len());
-    if !fits(msg, 0) {
-        msg.answers.clear();
-        msg.additionals.clear();
-        if encoded_len(msg).is_none_or(|n| n > limit) {
+    let empty = match encoded_len(msg) {
+        Some(n) if n <= limit => n,
+        _ => {
+            // Not even the question and authority fit: keep the question.
             msg.authorities.clear();
+            return true;
         }
-        return true;
+    };
+    // Each encode of a big answer costs tens of microseconds (hickory's name
+    // compression is quadratic), so rather than bisect we scale the count by
+    // the measured bytes per answer until it fits (a secant step from above,
+    // usually once or twice), then try one more. The result may leave room
+    // for an answer or two; TC is set either way.
+    let n = answers.len();
+    let (mut k, mut size) = (n, full);
+    while size > limit && k > 0 {
+        let scaled = (k as u128 * (limit - empty) as u128 / (size - empty).max(1) as u128) as usize;
+        k = scaled.min(k - 1);
+        size = size_with(msg, k);
     }
-    while lo < hi {
-        let mid = lo + (hi - lo).div_ceil(2);
-        if fits(msg, mid) {
-            lo = mid;
-        } else {
-            hi = mid - 1;
-        }
+    if k + 1 < n && size_with(msg, k + 1) <= limit {
+        k += 1;
     }
-    fits(msg, lo);
+    keep(msg, &answers, &additionals, k);
     true
+}
+
+/// Sets `msg` to the first `k` answers and the additionals they refer to.
+fn keep(msg: &mut Message, answers: &[Record], additionals: &[Record], k: usize) {
+    msg.answers.clear();
+    msg.answers.extend_from_slice(&answers[..k]);
+    msg.additionals.clear();
+    msg.additionals.extend_from_slice(additionals);
+    sync_additionals(msg);
 }
 
 /// Keeps only the additional records whose owner some answer points at.
@@ -187,11 +204,21 @@ mod tests {
         assert!(!m.answers.is_empty());
         // Every remaining additional belongs to a remaining answer.
         assert_eq!(m.additionals.len(), m.answers.len());
-        // And it is the largest such prefix: one more answer would not fit.
-        let mut bigger = srv_message(50);
-        bigger.answers.truncate(m.answers.len() + 1);
-        sync_additionals(&mut bigger);
-        assert!(encoded_len(&bigger).unwrap() > MIN_UDP);
+        // And close to the largest such prefix.
+        let largest = (0..=50)
+            .rev()
+            .find(|&k| {
+                let mut m = srv_message(50);
+                m.answers.truncate(k);
+                sync_additionals(&mut m);
+                encoded_len(&m).unwrap() <= MIN_UDP
+            })
+            .unwrap();
+        assert!(
+            m.answers.len() + 2 >= largest,
+            "{} of {largest}",
+            m.answers.len()
+        );
     }
 
     #[test]

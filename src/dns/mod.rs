@@ -2,8 +2,10 @@
 //! static zones answered from files, everything else forwarded.
 //!
 //! The pieces, in the order a query meets them:
-//! - [`server`]: the sockets. UDP goes through hickory's `Server`, TCP
-//!   through a connection-capped accept loop; both hand raw bytes to
+//! - `server.rs` ([`serve`]): the sockets. UDP goes through the worker
+//!   threads of `udp.rs`, which answer repeated questions from a per-thread
+//!   memo (`cache.rs`), TCP through a connection-capped accept loop; both
+//!   hand raw bytes to
 //! - [`Responder`] (`respond.rs`): the pure decision for one request. It
 //!   validates the message (FORMERR, NOTIMP, BADVERS), then asks, in turn,
 //! - `answer.rs` for names under our domain and reverse names of catalog

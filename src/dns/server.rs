@@ -22,6 +22,9 @@ use super::udp::UdpWorkers;
 use super::{DnsConfig, DnsError};
 use crate::catalog::Replica;
 
+/// Pause after a failed accept (out of file descriptors, say).
+const ACCEPT_BACKOFF: std::time::Duration = std::time::Duration::from_millis(50);
+
 /// What every request needs; shared by all tasks and UDP workers.
 pub(super) struct Shared {
     /// The pure decision.
@@ -29,7 +32,7 @@ pub(super) struct Shared {
     /// Where foreign names go.
     pub(super) forwarder: Forwarder,
     /// Caps forwards in flight: each holds a task and a socket for up to
-    /// `recursor_timeout` per recursor, and hickory spawns a task per datagram.
+    /// `recursor_timeout` per recursor.
     pub(super) forward_slots: Arc<Semaphore>,
     /// The catalog whose view we answer from.
     pub(super) replica: Arc<Replica>,
@@ -116,9 +119,13 @@ async fn serve_tcp(
         let (stream, peer) = match accepted {
             Ok(a) => a,
             Err(error) => {
-                // Usually EMFILE or a reset before accept: keep serving.
+                // Usually EMFILE or a reset before accept: keep serving, but
+                // pause so a persistent error does not spin the loop.
                 tracing::debug!(%error, "TCP accept failed");
-                continue;
+                tokio::select! {
+                    () = shutdown.cancelled() => break,
+                    () = tokio::time::sleep(ACCEPT_BACKOFF) => continue,
+                }
             }
         };
         let Ok(permit) = slots.clone().try_acquire_owned() else {

@@ -517,3 +517,120 @@ async fn forwards_beyond_the_cap_are_shed_at_once() {
     assert_eq!(m.metadata.response_code, ResponseCode::ServFail);
     server.stop().await;
 }
+
+#[tokio::test]
+async fn tcp_connections_beyond_the_cap_are_closed() {
+    let cfg = DnsConfig {
+        max_tcp_connections: 1,
+        ..DnsConfig::default()
+    };
+    let server = TestServer::start(cfg, fixture::replica()).await;
+    let q = fit::encode(&query("n1.node.consul.", RecordType::A, None)).unwrap();
+    let framed: Vec<u8> = u16::try_from(q.len())
+        .unwrap()
+        .to_be_bytes()
+        .into_iter()
+        .chain(q.iter().copied())
+        .collect();
+    // The first connection is served, proving it holds the only slot.
+    let mut first = TcpStream::connect(server.tcp).await.unwrap();
+    first.write_all(&framed).await.unwrap();
+    timeout(DEADLINE, first.read_u16()).await.unwrap().unwrap();
+    let mut rest = vec![0u8; 1024];
+    let _ = first.read(&mut rest).await.unwrap();
+    // The second is closed without an answer.
+    let mut second = TcpStream::connect(server.tcp).await.unwrap();
+    let _ = second.write_all(&framed).await;
+    let mut buf = Vec::new();
+    let read = timeout(DEADLINE, second.read_to_end(&mut buf))
+        .await
+        .unwrap();
+    assert!(read.is_err() || buf.is_empty(), "got {} bytes", buf.len());
+    // Once the first goes away its slot is free again.
+    drop(first);
+    let deadline = tokio::time::Instant::now() + DEADLINE;
+    loop {
+        let mut third = TcpStream::connect(server.tcp).await.unwrap();
+        let _ = third.write_all(&framed).await;
+        if let Ok(Ok(_)) = timeout(Duration::from_secs(1), third.read_u16()).await {
+            break;
+        }
+        assert!(tokio::time::Instant::now() < deadline, "slot never freed");
+    }
+    server.stop().await;
+}
+
+/// End-to-end UDP throughput with 64 queries in flight, for a rough number.
+/// Run with `cargo test --release --lib udp_throughput -- --ignored --nocapture`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "a measurement, not a check"]
+async fn udp_throughput() {
+    let server = TestServer::start(DnsConfig::default(), fixture::replica()).await;
+    let client = UdpSocket::bind("127.0.0.1:0").await.unwrap();
+    client.connect(server.udp).await.unwrap();
+    let bytes = fit::encode(&query("web.service.consul.", RecordType::A, None)).unwrap();
+    for _ in 0..64 {
+        client.send(&bytes).await.unwrap();
+    }
+    let mut buf = vec![0u8; 4096];
+    let (mut answered, run) = (0u64, Duration::from_secs(3));
+    let started = std::time::Instant::now();
+    while started.elapsed() < run {
+        // A lost datagram times out; either way another goes in flight.
+        if let Ok(Ok(_)) = timeout(Duration::from_millis(200), client.recv(&mut buf)).await {
+            answered += 1;
+        }
+        client.send(&bytes).await.unwrap();
+    }
+    let qps = answered as f64 / started.elapsed().as_secs_f64();
+    eprintln!("UDP web A: {qps:.0} answers/s with 64 in flight");
+    server.stop().await;
+}
+
+/// The same load against a plain recv/respond/send loop over the same pure
+/// responder, to separate hickory's per-datagram cost from ours.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "a measurement, not a check"]
+async fn udp_throughput_plain_loop() {
+    let responder = super::Responder::new(&DnsConfig::default()).unwrap();
+    let replica = fixture::replica();
+    let socket = UdpSocket::bind("127.0.0.1:0").await.unwrap();
+    let addr = socket.local_addr().unwrap();
+    let stop = CancellationToken::new();
+    let token = stop.clone();
+    let serving = tokio::spawn(async move {
+        let mut buf = vec![0u8; 4096];
+        loop {
+            let (n, peer) = tokio::select! {
+                () = token.cancelled() => return,
+                r = socket.recv_from(&mut buf) => r.unwrap(),
+            };
+            let view = replica.view();
+            if let super::Reply::Respond(m) =
+                responder.respond(&view, &buf[..n], super::Transport::Udp, peer)
+            {
+                let out = fit::encode(&m).unwrap();
+                let _ = socket.send_to(&out, peer).await;
+            }
+        }
+    });
+    let client = UdpSocket::bind("127.0.0.1:0").await.unwrap();
+    client.connect(addr).await.unwrap();
+    let bytes = fit::encode(&query("web.service.consul.", RecordType::A, None)).unwrap();
+    for _ in 0..64 {
+        client.send(&bytes).await.unwrap();
+    }
+    let mut buf = vec![0u8; 4096];
+    let (mut answered, run) = (0u64, Duration::from_secs(3));
+    let started = std::time::Instant::now();
+    while started.elapsed() < run {
+        if let Ok(Ok(_)) = timeout(Duration::from_millis(200), client.recv(&mut buf)).await {
+            answered += 1;
+        }
+        client.send(&bytes).await.unwrap();
+    }
+    let qps = answered as f64 / started.elapsed().as_secs_f64();
+    eprintln!("plain loop web A: {qps:.0} answers/s with 64 in flight");
+    stop.cancel();
+    serving.await.unwrap();
+}
