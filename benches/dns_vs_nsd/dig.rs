@@ -32,12 +32,19 @@ pub(crate) struct Response {
     pub(crate) additional: Vec<Rr>,
 }
 
-/// Asks `server` for `name`/`qtype` over UDP, one try.
-pub(crate) async fn query(server: SocketAddr, name: &str, qtype: &str) -> anyhow::Result<Response> {
+/// Asks `server` for `name`/`qtype` over UDP, one try, with or without an
+/// EDNS OPT record (dnsperf sends none, resolvers usually do).
+pub(crate) async fn query(
+    server: SocketAddr,
+    name: &str,
+    qtype: &str,
+    edns: bool,
+) -> anyhow::Result<Response> {
     let out = Command::new("dig")
         .arg(format!("@{}", server.ip()))
         .args(["-p", &server.port().to_string()])
         .args(["+norecurse", "+time=1", "+tries=1", "+noall", "+comments"])
+        .arg(if edns { "+edns=0" } else { "+noedns" })
         .args(["+answer", "+authority", "+additional", name, qtype])
         .kill_on_drop(true)
         .output();

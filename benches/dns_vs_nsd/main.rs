@@ -428,20 +428,33 @@ async fn compare(trellis: SocketAddr, nsd: SocketAddr) -> anyhow::Result<()> {
         ("svc999.service.consul.", "SRV"),
         ("missing3.service.consul.", "A"),
     ];
-    for (name, qtype) in samples {
-        let t = dig::query(trellis, name, qtype).await?;
-        let n = dig::query(nsd, name, qtype).await?;
-        if let Err(e) = dig::same(&t, &n) {
-            bail!(
-                "trellis and nsd disagree on {name} {qtype}: {e}\n  trellis: {t:?}\n  nsd:     {n:?}"
-            );
+    for edns in [true, false] {
+        for (name, qtype) in samples {
+            let t = dig::query(trellis, name, qtype, edns).await?;
+            let n = dig::query(nsd, name, qtype, edns).await?;
+            if let Err(e) = dig::same(&t, &n) {
+                bail!(
+                    "trellis and nsd disagree on {name} {qtype} (EDNS: {edns}): {e}\n  \
+                     trellis: {t:?}\n  nsd:     {n:?}"
+                );
+            }
         }
     }
     println!(
-        "dig: trellis and nsd answer {} sample questions identically (order and TTL aside)",
+        "dig: trellis and nsd answer {} sample questions identically, with and without EDNS \
+         (order and TTL aside)",
         samples.len()
     );
     Ok(())
+}
+
+/// Queries answered per second of the server's own CPU time.
+fn per_core(s: &Stats, cpu_pct: f64) -> f64 {
+    if cpu_pct > 0.0 {
+        s.qps * 100.0 / cpu_pct
+    } else {
+        0.0
+    }
 }
 
 /// One server's result.
@@ -477,10 +490,11 @@ async fn measure(
 fn print_table(rows: &[Row]) {
     println!();
     println!(
-        "{:<8} {:>10} {:>6} {:>7} {:>10} {:>9} {:>6} {:>10} {:>10} {:>7}",
+        "{:<8} {:>10} {:>6} {:>9} {:>7} {:>10} {:>9} {:>6} {:>10} {:>10} {:>7}",
         "server",
         "qps",
         "cpu %",
+        "qps/core",
         "lost %",
         "NOERROR",
         "NXDOMAIN",
@@ -499,10 +513,11 @@ fn print_table(rows: &[Row]) {
             .completed
             .saturating_sub(s.count("NOERROR") + s.count("NXDOMAIN"));
         println!(
-            "{:<8} {:>10.0} {:>6.0} {:>7.2} {:>10} {:>9} {:>6} {:>8.0}µs {:>8.0}µs {:>7}",
+            "{:<8} {:>10.0} {:>6.0} {:>9.0} {:>7.2} {:>10} {:>9} {:>6} {:>8.0}µs {:>8.0}µs {:>7}",
             name,
             s.qps,
             cpu_pct,
+            per_core(s, *cpu_pct),
             s.lost_pct(),
             s.count("NOERROR"),
             s.count("NXDOMAIN"),
@@ -521,9 +536,20 @@ fn print_table(rows: &[Row]) {
             b.name,
             a.stats.qps / b.stats.qps
         );
+        let (pa, pb) = (per_core(&a.stats, a.cpu_pct), per_core(&b.stats, b.cpu_pct));
+        if pb > 0.0 {
+            println!(
+                "ratio {}/{} qps per CPU-second: {:.2}",
+                a.name,
+                b.name,
+                pa / pb
+            );
+        }
     }
-    println!("(cpu % = the server's CPU time over the run, of one core; nsd's responses");
-    println!(" also carry the zone's NS record and its glue, hence the larger size)");
+    println!("(cpu % = the server's CPU time over the run, % of one core; below ~95 the");
+    println!(" server was not the limit (dnsperf, or other load on its CPU, was), and");
+    println!(" qps/core = qps per second of server CPU is the fairer comparison.");
+    println!(" nsd's responses also carry the zone's NS record and glue: larger size.)");
 }
 
 fn print_memory(idle: Memory, loaded: Memory, after: Memory) {

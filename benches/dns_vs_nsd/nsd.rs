@@ -87,7 +87,7 @@ impl Nsd {
             if let Err(e) = proc.check_running() {
                 bail!("{e}; nsd.log:\n{}", log(dir));
             }
-            if let Ok(r) = dig::query(addr, "consul.", "SOA").await
+            if let Ok(r) = dig::query(addr, "consul.", "SOA", true).await
                 && r.rcode == "NOERROR"
                 && !r.answer.is_empty()
             {

@@ -135,9 +135,10 @@ impl Memory {
     }
 }
 
-/// CPU time, user and system, that process `pid` and its direct children
-/// have used so far, in seconds. NSD answers from a child process, so the
-/// children count.
+/// CPU time, user and system, that process `pid` and all its descendants
+/// have used so far, in seconds. NSD answers from a grandchild (its first
+/// process becomes xfrd and forks the server parent, which forks the
+/// server), so descendants count.
 pub(crate) fn cpu_seconds(pid: u32) -> f64 {
     // Fields after the `(comm)`: state ppid ... utime(12th) stime(13th).
     let stat = |path: &Path| -> Option<(u32, u64)> {
@@ -148,19 +149,31 @@ pub(crate) fn cpu_seconds(pid: u32) -> f64 {
         let ticks = f.get(11)?.parse::<u64>().ok()? + f.get(12)?.parse::<u64>().ok()?;
         Some((ppid, ticks))
     };
-    let mut ticks = stat(Path::new(&format!("/proc/{pid}/stat"))).map_or(0, |(_, t)| t);
+    // (pid, ppid, ticks) of every process.
+    let mut procs = Vec::new();
     if let Ok(entries) = std::fs::read_dir("/proc") {
         for e in entries.flatten() {
-            if e.file_name()
-                .to_string_lossy()
-                .bytes()
-                .all(|b| b.is_ascii_digit())
-                && let Some((ppid, t)) = stat(&e.path().join("stat"))
-                && ppid == pid
-            {
-                ticks += t;
+            let Ok(p) = e.file_name().to_string_lossy().parse::<u32>() else {
+                continue;
+            };
+            if let Some((ppid, t)) = stat(&e.path().join("stat")) {
+                procs.push((p, ppid, t));
             }
         }
+    }
+    let mut tree = vec![pid];
+    let mut ticks = 0;
+    let mut i = 0;
+    while let Some(&p) = tree.get(i) {
+        for &(child, ppid, t) in &procs {
+            if child == p {
+                ticks += t;
+            }
+            if ppid == p && !tree.contains(&child) {
+                tree.push(child);
+            }
+        }
+        i += 1;
     }
     // SAFETY: sysconf only reads a constant of the system.
     let hz = unsafe { libc::sysconf(libc::_SC_CLK_TCK) };
