@@ -247,6 +247,19 @@ impl Config {
                 message: "a server needs --bootstrap-expect N (joining an existing cluster is not supported yet)".into(),
             });
         }
+        if bootstrap_expect > 1 && purpose == Purpose::Run {
+            return Err(ConfigError::Invalid {
+                key: "bootstrap_expect",
+                source_name: src(
+                    "bootstrap_expect",
+                    "--bootstrap-expect",
+                    flags.bootstrap_expect.is_some(),
+                ),
+                message: "multi-server clusters are not supported yet (server RPC is not \
+                          implemented); use --bootstrap-expect 1"
+                    .into(),
+            });
+        }
         if !server && purpose == Purpose::Run {
             return Err(ConfigError::Invalid {
                 key: "server",
