@@ -48,6 +48,12 @@ pub struct FileConfig {
     pub ports: Option<PortsFile>,
     /// DNS tuning.
     pub dns_config: Option<DnsConfigFile>,
+    /// Allow script checks from the HTTP API and files.
+    pub enable_script_checks: Option<bool>,
+    /// Allow script checks from configuration files only.
+    pub enable_local_script_checks: Option<bool>,
+    /// At most one output-only write per check per this interval ("5m").
+    pub check_update_interval: Option<String>,
     /// One service definition.
     pub service: Option<ServiceFile>,
     /// Several service definitions.

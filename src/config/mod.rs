@@ -147,6 +147,12 @@ pub struct Config {
     pub log_json: bool,
     /// Services defined in configuration files.
     pub services: Vec<ServiceFile>,
+    /// Script checks allowed from the HTTP API too.
+    pub enable_script_checks: bool,
+    /// Script checks allowed from configuration files.
+    pub enable_local_script_checks: bool,
+    /// At most one output-only check write per check per this interval.
+    pub check_update_interval: Duration,
 }
 
 /// What the configuration is resolved for: a file checked on its own lacks
@@ -352,6 +358,14 @@ impl Config {
         for s in &l.services {
             validate_service(s, &l)?;
         }
+        let check_update_interval = match &f.check_update_interval {
+            None => crate::agent::checks::DEFAULT_UPDATE_INTERVAL,
+            Some(v) => parse_duration(v).map_err(|message| ConfigError::Invalid {
+                key: "check_update_interval",
+                source_name: src("check_update_interval", "", false),
+                message,
+            })?,
+        };
         Ok(Self {
             dev,
             server,
@@ -372,6 +386,11 @@ impl Config {
             log_level,
             log_json: flags.log_json || f.log_json.unwrap_or(false),
             services: l.services,
+            enable_script_checks: flags.enable_script_checks
+                || f.enable_script_checks.unwrap_or(false),
+            enable_local_script_checks: flags.enable_local_script_checks
+                || f.enable_local_script_checks.unwrap_or(false),
+            check_update_interval,
         })
     }
 }
@@ -402,7 +421,10 @@ impl Layered {
             log_json,
             zone_dirs,
             ports,
-            dns_config
+            dns_config,
+            enable_script_checks,
+            enable_local_script_checks,
+            check_update_interval
         );
         if let Some(s) = f.service {
             self.origin.insert("service", path.to_path_buf());
