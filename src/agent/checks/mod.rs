@@ -15,6 +15,8 @@ pub mod runner;
 mod script;
 pub mod state;
 mod tcp;
+#[cfg(test)]
+mod tests;
 pub mod ttl;
 
 use std::collections::HashMap;
