@@ -23,7 +23,7 @@ use tokio::sync::watch;
 use tokio::time::Instant;
 
 use super::checks::state::{Decision, decide};
-use super::checks::ttl::TtlTouch;
+use super::checks::ttl::{SavedTtl, TtlTouch};
 use super::checks::{CheckSettings, MIN_DEREGISTER_AFTER, MIN_INTERVAL, Origin, Recorded};
 
 use crate::catalog::{
@@ -38,6 +38,10 @@ pub const SERF_CHECK_ID: &str = "serfHealth";
 pub const CONSUL_SERVICE: &str = "consul";
 /// Prefix of the critical check that puts a service into maintenance.
 pub const SERVICE_MAINTENANCE_PREFIX: &str = "_service_maintenance:";
+/// The check ID of the node's maintenance check, as Consul names it.
+pub const NODE_MAINTENANCE_CHECK: &str = "_node_maintenance";
+/// Notes of a node maintenance check enabled without a reason.
+pub const DEFAULT_NODE_MAINTENANCE_REASON: &str = "Maintenance mode is enabled for this node, but no reason was provided. This is a default message.";
 /// Notes of a maintenance check enabled without a reason (Consul's wording).
 pub const DEFAULT_MAINTENANCE_REASON: &str = "Maintenance mode is enabled for this service, but no reason was provided. This is a default message.";
 
@@ -294,6 +298,11 @@ pub struct LocalAgent {
     settings: CheckSettings,
     /// Per TTL check: the last update, for its runner's timer.
     ttl_touches: Mutex<HashMap<String, watch::Sender<TtlTouch>>>,
+    /// TTL check states saved by the previous run, taken when the check is
+    /// registered again.
+    saved_ttls: Mutex<HashMap<String, SavedTtl>>,
+    /// Serializes saving TTL states, so the file always holds the newest.
+    saving: tokio::sync::Mutex<()>,
 }
 
 /// What the agent holds: its services and its node-level checks.
@@ -303,6 +312,8 @@ struct LocalState {
     services: BTreeMap<String, LocalService>,
     /// Checks not bound to a service, by check ID.
     node_checks: BTreeMap<String, LocalCheck>,
+    /// The node maintenance reason while the node is in maintenance.
+    node_maintenance: Option<String>,
 }
 
 impl LocalState {
@@ -354,14 +365,67 @@ impl LocalAgent {
             changes: watch::channel(0).0,
             settings: CheckSettings::default(),
             ttl_touches: Mutex::new(HashMap::new()),
+            saved_ttls: Mutex::new(HashMap::new()),
+            saving: tokio::sync::Mutex::new(()),
         }
     }
 
-    /// The same agent with these check settings.
+    /// The same agent with these check settings; TTL states saved in their
+    /// state directory are restored as their checks are registered.
     #[must_use]
     pub fn with_check_settings(mut self, settings: CheckSettings) -> Self {
+        if let Some(dir) = &settings.state_dir {
+            let saved = super::checks::ttl::load_states(dir);
+            self.saved_ttls = Mutex::new(saved.into_iter().filter(|(_, s)| s.fresh()).collect());
+        }
         self.settings = settings;
         self
+    }
+
+    /// The status and output a new check starts with: given, kept from its
+    /// previous registration, saved by the previous run (TTL checks), or
+    /// critical.
+    fn initial_state(
+        &self,
+        c: &CheckDefinition,
+        previous: Option<&LocalCheck>,
+    ) -> (HealthStatus, String) {
+        if let Some(p) = previous {
+            return (c.status.unwrap_or(p.status), p.output.clone());
+        }
+        if c.kind() == "ttl"
+            && let Some(saved) = self
+                .saved_ttls
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .remove(&c.id)
+        {
+            return (saved.status, saved.output);
+        }
+        (c.status.unwrap_or(HealthStatus::Critical), String::new())
+    }
+
+    /// Saves every TTL check's state to the state directory, if there is one.
+    async fn save_ttls(&self) {
+        let Some(dir) = &self.settings.state_dir else {
+            return;
+        };
+        let _one_at_a_time = self.saving.lock().await;
+        let states: HashMap<String, SavedTtl> = self
+            .read()
+            .all_checks()
+            .filter(|(_, c)| c.definition.kind() == "ttl")
+            .map(|(_, c)| {
+                let ttl = c.definition.ttl.unwrap_or_default();
+                (
+                    c.definition.id.clone(),
+                    SavedTtl::new(c.status, c.output.clone(), ttl),
+                )
+            })
+            .collect();
+        if let Err(e) = super::checks::ttl::save_states(dir, &states).await {
+            tracing::warn!(dir = %dir.display(), "saving TTL check states failed: {e}");
+        }
     }
 
     /// The check settings.
@@ -518,11 +582,7 @@ impl LocalAgent {
         let mut checks = BTreeMap::new();
         for c in new_checks {
             let previous = old.as_ref().and_then(|o| o.checks.get(&c.id));
-            let status = c
-                .status
-                .or(previous.map(|p| p.status))
-                .unwrap_or(HealthStatus::Critical);
-            let output = previous.map(|p| p.output.clone()).unwrap_or_default();
+            let (status, output) = self.initial_state(&c, previous);
             checks.insert(
                 c.id.clone(),
                 LocalCheck {
@@ -658,13 +718,10 @@ impl LocalAgent {
         if def.name.is_empty() {
             def.name = def.id.clone();
         }
-        let status = def
-            .status
-            .or(previous.as_ref().map(|p| p.status))
-            .unwrap_or(HealthStatus::Critical);
+        let (status, output) = self.initial_state(&def, previous.as_ref());
         let check = LocalCheck {
             status,
-            output: previous.map(|p| p.output).unwrap_or_default(),
+            output,
             written_at: Some(Instant::now()),
             dirty: false,
             definition: def,
@@ -799,11 +856,19 @@ impl LocalAgent {
             reg
         };
         self.write(Command::Register(reg)).await?;
-        if let Some(c) = self.state_mut().check_mut(service_id, check_id) {
+        let ttl = {
+            let mut state = self.state_mut();
+            let Some(c) = state.check_mut(service_id, check_id) else {
+                return Ok(());
+            };
             c.status = status;
             c.output = output;
             c.written_at = Some(now);
             c.dirty = false;
+            c.definition.kind() == "ttl"
+        };
+        if ttl {
+            self.save_ttls().await;
         }
         Ok(())
     }
@@ -919,6 +984,53 @@ impl LocalAgent {
                 }))
                 .await?;
                 self.set_maintenance_flag(id, None);
+            }
+            _ => {}
+        }
+        Ok(())
+    }
+
+    /// The node maintenance reason, while the node is in maintenance.
+    pub fn node_maintenance(&self) -> Option<String> {
+        self.read().node_maintenance.clone()
+    }
+
+    /// Puts the whole node into maintenance (a critical node check that
+    /// removes every service of the node from DNS) or takes it out.
+    /// Enabling twice keeps the first reason.
+    pub async fn set_node_maintenance(
+        &self,
+        enable: bool,
+        reason: Option<String>,
+    ) -> Result<(), LocalError> {
+        let _serial = self.writes.write().await;
+        match (enable, self.node_maintenance().is_some()) {
+            (true, false) => {
+                let notes = reason
+                    .filter(|r| !r.is_empty())
+                    .unwrap_or_else(|| DEFAULT_NODE_MAINTENANCE_REASON.into());
+                let check = CheckRegistration {
+                    check_id: NODE_MAINTENANCE_CHECK.into(),
+                    name: "Node Maintenance Mode".into(),
+                    status: HealthStatus::Critical,
+                    notes: notes.clone(),
+                    output: String::new(),
+                    service_id: String::new(),
+                    kind: "maintenance".into(),
+                };
+                let mut reg = self.registration(None, vec![check]);
+                reg.skip_node_update = true;
+                self.write(Command::Register(reg)).await?;
+                self.state_mut().node_maintenance = Some(notes);
+            }
+            (false, true) => {
+                self.write(Command::Deregister(Deregistration {
+                    node: self.identity.node_name.clone(),
+                    service_id: String::new(),
+                    check_id: NODE_MAINTENANCE_CHECK.into(),
+                }))
+                .await?;
+                self.state_mut().node_maintenance = None;
             }
             _ => {}
         }

@@ -150,6 +150,7 @@ pub async fn run(cfg: Config, shutdown: CancellationToken) -> Result<(), AgentEr
                 update_interval: cfg.check_update_interval,
                 enable_script_checks: cfg.enable_script_checks,
                 enable_local_script_checks: cfg.enable_local_script_checks,
+                state_dir: cfg.data_dir.as_ref().map(|d| d.join("checks")),
             }),
     );
     local

@@ -230,7 +230,7 @@ fn aggregate(local: &LocalAgent, s: &LocalService) -> (StatusCode, &'static str,
         .chain(&node_checks)
         .map(|c| check_json(local, Some(s), c))
         .collect();
-    if s.maintenance.is_some() {
+    if s.maintenance.is_some() || local.node_maintenance().is_some() {
         return (StatusCode::SERVICE_UNAVAILABLE, "maintenance", checks);
     }
     let worst = s
@@ -315,6 +315,21 @@ fn rank(code: StatusCode) -> u8 {
         StatusCode::TOO_MANY_REQUESTS => 1,
         _ => 2,
     }
+}
+
+/// `PUT /v1/agent/maintenance?enable=true|false[&reason=...]`: the whole node.
+pub(super) async fn node_maintenance(
+    State(state): State<Ctx>,
+    params: Params,
+) -> Result<Response, ApiError> {
+    let raw = params
+        .get("enable")
+        .ok_or_else(|| ApiError::BadRequest("Missing value for enable".into()))?;
+    let enable = parse_bool(raw)
+        .ok_or_else(|| ApiError::BadRequest(format!("Invalid value for enable: {raw:?}")))?;
+    let reason = params.get("reason").map(str::to_string);
+    state.local.set_node_maintenance(enable, reason).await?;
+    Ok(().into_response())
 }
 
 /// `0.0.0.0` and `::` are not addresses anyone can reach; Consul refuses them.

@@ -133,6 +133,7 @@ fn build(state: Ctx, max_in_flight: usize) -> Router {
         )
         .route("/v1/agent/service/{id}", get(agent::service))
         .route("/v1/agent/checks", get(agent::checks))
+        .route("/v1/agent/maintenance", put(agent::node_maintenance))
         .route("/v1/agent/check/register", put(agent::check_register))
         .route(
             "/v1/agent/check/deregister/{id}",

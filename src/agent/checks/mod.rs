@@ -62,6 +62,8 @@ pub struct CheckSettings {
     /// Script checks allowed from configuration files
     /// (`--enable-local-script-checks`).
     pub enable_local_script_checks: bool,
+    /// Where TTL check states survive restarts; `None` keeps nothing (dev).
+    pub state_dir: Option<std::path::PathBuf>,
 }
 
 impl Default for CheckSettings {
@@ -70,6 +72,7 @@ impl Default for CheckSettings {
             update_interval: DEFAULT_UPDATE_INTERVAL,
             enable_script_checks: false,
             enable_local_script_checks: false,
+            state_dir: None,
         }
     }
 }

@@ -111,6 +111,14 @@ impl Env {
         )
     }
 
+    /// How many instances of `service` DNS answers with.
+    fn answered(&self, service: &str) -> usize {
+        self.replica
+            .view()
+            .service(service)
+            .map_or(0, |s| s.instances.len())
+    }
+
     /// The catalog status of a check, if it is there.
     fn catalog_status(&self, check_id: &str) -> Option<HealthStatus> {
         self.replica
@@ -187,7 +195,7 @@ async fn an_http_check_follows_its_target_into_the_catalog() {
             .starts_with(&format!("HTTP GET {url}: 200 OK Output: code 200")),
         "{health}"
     );
-    assert_eq!(env.replica.read().health_service("web", &[], true).len(), 1);
+    assert_eq!(env.answered("web"), 1);
 
     code.store(429, Ordering::SeqCst);
     env.wait_status("service:web", HealthStatus::Warning).await;
@@ -196,12 +204,7 @@ async fn an_http_check_follows_its_target_into_the_catalog() {
 
     code.store(503, Ordering::SeqCst);
     env.wait_status("service:web", HealthStatus::Critical).await;
-    assert!(
-        env.replica
-            .read()
-            .health_service("web", &[], true)
-            .is_empty()
-    );
+    assert!(env.answered("web") == 0);
     let (c, body) = env
         .get("/v1/agent/health/service/name/web?format=text")
         .await;
@@ -422,10 +425,7 @@ async fn script_checks_follow_their_exit_code_when_enabled_locally() {
     // `test` exits 1 when the file is gone: a warning, still answered.
     std::fs::remove_file(&flag).unwrap();
     env.wait_status("service:job", HealthStatus::Warning).await;
-    assert_eq!(
-        env.replica.read().health_service("job", &[], false).len(),
-        1
-    );
+    assert_eq!(env.answered("job"), 1);
     env.stop().await;
 }
 
@@ -454,5 +454,102 @@ async fn removing_a_check_stops_its_runner() {
         index,
         "no writes after removal"
     );
+    env.stop().await;
+}
+
+#[tokio::test]
+async fn a_ttl_checks_last_status_survives_a_restart() {
+    let dir = tempfile::tempdir().unwrap();
+    let settings = CheckSettings {
+        state_dir: Some(dir.path().to_path_buf()),
+        ..CheckSettings::default()
+    };
+    let def = json!({"Name": "app", "Check": {"CheckID": "app-ttl", "TTL": "1h"},
+                     "Checks": []});
+    let first = Env::start(settings.clone()).await;
+    let (s, b) = first.put("/v1/agent/service/register", def.clone()).await;
+    assert_eq!(s, StatusCode::OK, "{b}");
+    let (s, _) = first
+        .put("/v1/agent/check/warn/app-ttl?note=slow+disk", Value::Null)
+        .await;
+    assert_eq!(s, StatusCode::OK);
+    first.stop().await;
+
+    // A new process registers the same check: it starts where it was.
+    let second = Env::start(settings.clone()).await;
+    let (s, _) = second.put("/v1/agent/service/register", def.clone()).await;
+    assert_eq!(s, StatusCode::OK);
+    assert_eq!(
+        second.catalog_status("app-ttl"),
+        Some(HealthStatus::Warning)
+    );
+    assert_eq!(second.local.check("app-ttl").unwrap().output, "slow disk");
+    second.stop().await;
+
+    // A state older than its TTL is not restored.
+    let mut saved = super::ttl::load_states(dir.path());
+    saved.get_mut("app-ttl").unwrap().expires_unix_ms = 1;
+    super::ttl::save_states(dir.path(), &saved).await.unwrap();
+    let third = Env::start(settings).await;
+    let (s, _) = third.put("/v1/agent/service/register", def).await;
+    assert_eq!(s, StatusCode::OK);
+    assert_eq!(
+        third.catalog_status("app-ttl"),
+        Some(HealthStatus::Critical)
+    );
+    third.stop().await;
+}
+
+#[tokio::test]
+async fn deregister_critical_service_after_is_raised_to_a_minute() {
+    let env = Env::start(CheckSettings::default()).await;
+    let (s, b) = env
+        .put(
+            "/v1/agent/service/register",
+            json!({"Name": "w", "Check": {"TTL": "10s", "DeregisterCriticalServiceAfter": "5s"}}),
+        )
+        .await;
+    assert_eq!(s, StatusCode::OK, "{b}");
+    let c = env.local.check("service:w").unwrap();
+    assert_eq!(
+        c.definition.deregister_critical_service_after,
+        Some(super::MIN_DEREGISTER_AFTER)
+    );
+    env.stop().await;
+}
+
+#[tokio::test]
+async fn node_maintenance_removes_every_service_of_the_node() {
+    let env = Env::start(CheckSettings::default()).await;
+    let (s, _) = env
+        .put(
+            "/v1/agent/service/register",
+            json!({"Name": "web", "Check": {"TTL": "1h", "Status": "passing"}}),
+        )
+        .await;
+    assert_eq!(s, StatusCode::OK);
+    let (s, _) = env
+        .put(
+            "/v1/agent/maintenance?enable=true&reason=patching",
+            Value::Null,
+        )
+        .await;
+    assert_eq!(s, StatusCode::OK);
+    assert_eq!(
+        env.catalog_status("_node_maintenance"),
+        Some(HealthStatus::Critical)
+    );
+    assert!(env.answered("web") == 0);
+    let (code, body) = env.get("/v1/agent/health/service/id/web").await;
+    assert_eq!(code, StatusCode::SERVICE_UNAVAILABLE);
+    assert_eq!(body["AggregatedStatus"], "maintenance");
+    let (s, _) = env
+        .put("/v1/agent/maintenance?enable=false", Value::Null)
+        .await;
+    assert_eq!(s, StatusCode::OK);
+    assert_eq!(env.catalog_status("_node_maintenance"), None);
+    assert_eq!(env.answered("web"), 1);
+    let (s, _) = env.put("/v1/agent/maintenance", Value::Null).await;
+    assert_eq!(s, StatusCode::BAD_REQUEST);
     env.stop().await;
 }
