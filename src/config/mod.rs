@@ -553,6 +553,19 @@ fn validate_service(s: &ServiceFile, l: &Layered) -> Result<(), ConfigError> {
                 parse_duration(v).map_err(|m| bad(key, m))?;
             }
         }
+        if let Some(v) = &c.interval
+            && let Ok(d) = parse_duration(v)
+            && !d.is_zero()
+            && d < crate::agent::checks::MIN_INTERVAL
+        {
+            return Err(bad(
+                "service.check.interval",
+                format!(
+                    "{v:?} is below the minimum of {:?}",
+                    crate::agent::checks::MIN_INTERVAL
+                ),
+            ));
+        }
     }
     Ok(())
 }

@@ -205,3 +205,23 @@ async fn script_checks_are_refused_over_http_unless_enabled() {
     let (status, body) = put(&open, "/v1/agent/check/register", script).await;
     assert_eq!(status, 200, "{body}");
 }
+
+#[test]
+fn validate_refuses_check_intervals_below_the_floor() {
+    let dir = temp_dir();
+    let cfg = dir.path().join("fast.toml");
+    std::fs::write(
+        &cfg,
+        "check_update_interval = \"1m\"\nenable_local_script_checks = true\n\
+         [service]\nname = \"w\"\n[service.check]\nhttp = \"http://127.0.0.1/\"\ninterval = \"50ms\"\n",
+    )
+    .unwrap();
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_trellis"))
+        .arg("validate")
+        .arg(&cfg)
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{err}");
+    assert!(err.contains("service.check.interval"), "{err}");
+}
