@@ -16,6 +16,9 @@
 //!    1 s and reads the agent's CPU time from `/proc/PID/stat` over
 //!    `CPU_SECS` (default 10) seconds.
 //!
+//! With `DURABLE=1` the agent is a one-server cluster with its Raft log in
+//! redb in a temporary directory (fsync on every commit) instead of `--dev`.
+//!
 //! Run: `cargo bench --bench check_latency` (env vars above tune it).
 
 #![allow(clippy::print_stdout, missing_docs)]
@@ -73,28 +76,44 @@ struct Agent {
     dns: SocketAddr,
     /// Bound HTTP address.
     http: SocketAddr,
+    /// The data directory of a durable agent, removed on drop.
+    dir: Option<std::path::PathBuf>,
 }
 
 impl Drop for Agent {
     fn drop(&mut self) {
         let _ = self.child.kill();
         let _ = self.child.wait();
+        if let Some(d) = &self.dir {
+            let _ = std::fs::remove_dir_all(d);
+        }
     }
 }
 
 fn start_agent() -> Agent {
     let bin = std::env::var("TRELLIS_BIN").unwrap_or_else(|_| env!("CARGO_BIN_EXE_trellis").into());
+    let mut data_dir = None;
+    let mode: Vec<String> = if env_num("DURABLE", 0) == 1 {
+        let dir = std::env::temp_dir().join(format!(
+            "check-latency-{}-{}",
+            std::process::id(),
+            rand_suffix()
+        ));
+        data_dir = Some(dir.clone());
+        vec![
+            "--server".into(),
+            "--bootstrap-expect".into(),
+            "1".into(),
+            "--data-dir".into(),
+            dir.display().to_string(),
+        ]
+    } else {
+        vec!["--dev".into()]
+    };
     let mut child = Command::new(bin)
-        .args([
-            "agent",
-            "--dev",
-            "--dns-port",
-            "0",
-            "--http-port",
-            "0",
-            "--server-port",
-            "0",
-        ])
+        .arg("agent")
+        .args(&mode)
+        .args(["--dns-port", "0", "--http-port", "0", "--server-port", "0"])
         .args(["--serf-lan-port", "0", "--serf-wan-port", "0"])
         .env("RUST_LOG", "info,openraft=warn,hickory_server=warn")
         .stdin(Stdio::null())
@@ -125,7 +144,18 @@ fn start_agent() -> Agent {
     let (dns, http) = rx
         .recv_timeout(Duration::from_secs(30))
         .expect("agent reported its listeners");
-    Agent { child, dns, http }
+    Agent {
+        child,
+        dns,
+        http,
+        dir: data_dir,
+    }
+}
+
+fn rand_suffix() -> u128 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_nanos())
 }
 
 fn query(id: u16, name: &str) -> Vec<u8> {
