@@ -322,8 +322,13 @@ async fn run() {
     tokio::spawn(async move { axum::serve(listener, app).await });
 
     let client = reqwest::Client::new();
+    let mode = if env_num("DURABLE", 0) == 1 {
+        "durable (redb, fsync per commit)"
+    } else {
+        "--dev (in memory)"
+    };
     println!(
-        "check_latency: N={n} interval={interval_ms}ms; CPU: {cpu_checks} HTTP checks at 1s over {cpu_secs}s"
+        "check_latency: {mode}; N={n} interval={interval_ms}ms; CPU: {cpu_checks} HTTP checks at 1s over {cpu_secs}s"
     );
 
     // --- Latency: failing checks leave DNS, recovered ones return.
