@@ -225,3 +225,56 @@ fn validate_refuses_check_intervals_below_the_floor() {
     assert_eq!(out.status.code(), Some(1), "{err}");
     assert!(err.contains("service.check.interval"), "{err}");
 }
+
+#[tokio::test]
+async fn a_ttl_checks_status_survives_an_agent_restart() {
+    let dir = temp_dir();
+    let cfg = dir.path().join("app.json");
+    std::fs::write(
+        &cfg,
+        json!({"service": {"name": "app", "address": "10.9.1.1",
+               "check": {"id": "app-ttl", "ttl": "1h"}}})
+        .to_string(),
+    )
+    .unwrap();
+    let data = dir.path().join("data");
+    let (data_s, cfg_s) = (data.display().to_string(), cfg.display().to_string());
+    let mut agent = TestAgent::start(
+        &[
+            "--server",
+            "--bootstrap-expect",
+            "1",
+            "--node",
+            "s1",
+            "--data-dir",
+            &data_s,
+            "--config-file",
+            &cfg_s,
+        ],
+        next_loopback(),
+    );
+    // A TTL check starts critical.
+    assert_eq!(
+        addresses(&agent, "app.service.consul."),
+        Vec::<IpAddr>::new()
+    );
+    let (s, b) = put(
+        &agent,
+        "/v1/agent/check/pass/app-ttl?note=ready",
+        Value::Null,
+    )
+    .await;
+    assert_eq!(s, 200, "{b}");
+    wait_answers(&agent, "app.service.consul.", &["10.9.1.1"]).await;
+
+    agent.restart();
+    // Answered again at once: the check came back passing, not critical.
+    let resp = reqwest::get(agent.url("/v1/agent/checks")).await.unwrap();
+    let checks: Value = resp.json().await.unwrap();
+    assert_eq!(checks["app-ttl"]["Status"], "passing", "{checks}");
+    assert_eq!(checks["app-ttl"]["Output"], "ready", "{checks}");
+    assert_eq!(
+        addresses(&agent, "app.service.consul."),
+        vec!["10.9.1.1".parse::<IpAddr>().unwrap()]
+    );
+}
