@@ -201,6 +201,17 @@ impl CheckDefinition {
                 {
                     return Err(format!("Method: invalid HTTP method {:?}", self.method));
                 }
+                for (name, values) in &self.header {
+                    if reqwest::header::HeaderName::from_bytes(name.as_bytes()).is_err() {
+                        return Err(format!("Header: invalid header name {name:?}"));
+                    }
+                    if values
+                        .iter()
+                        .any(|v| reqwest::header::HeaderValue::from_str(v).is_err())
+                    {
+                        return Err(format!("Header: invalid value for {name:?}"));
+                    }
+                }
             }
             "tcp" => {
                 let port = self

@@ -265,6 +265,15 @@ async fn bad_check_definitions_are_refused_naming_the_field() {
             "HTTP",
         ),
         (
+            json!({"Name": "c", "HTTP": "http://127.0.0.1:1/", "Interval": "10s",
+                   "Header": {"Bad Name": ["x"]}}),
+            "Header",
+        ),
+        (
+            json!({"Name": "c", "HTTP": "https://127.0.0.1:1/", "Interval": "10s"}),
+            "HTTP: scheme",
+        ),
+        (
             json!({"Name": "c", "Args": ["/bin/true"], "Interval": "10s"}),
             "enable-script-checks",
         ),
