@@ -171,6 +171,20 @@ pub async fn run(cfg: Config, shutdown: CancellationToken) -> Result<(), AgentEr
             .await
             .map_err(|e| err(e.to_string()))?;
     }
+    for c in &cfg.checks {
+        let err = |message: String| AgentError::Register {
+            what: format!(
+                "check {:?} from the configuration",
+                c.id.as_deref().or(c.name.as_deref()).unwrap_or_default()
+            ),
+            message,
+        };
+        let def = check_from_config(c).map_err(err)?;
+        local
+            .register_check(def, checks::Origin::Config)
+            .await
+            .map_err(|e| err(e.to_string()))?;
+    }
     let checks = checks::CheckRunner::start(local.clone());
 
     let serving = shutdown.child_token();
@@ -287,36 +301,45 @@ fn dns_config(cfg: &Config) -> crate::dns::DnsConfig {
     }
 }
 
+/// A check definition from a configuration file in the agent's terms.
+/// Durations were validated when the configuration loaded.
+fn check_from_config(c: &crate::config::CheckFile) -> Result<local::CheckDefinition, String> {
+    use crate::catalog::HealthStatus;
+    use crate::config::parse_duration;
+    let dur = |v: &Option<String>| v.as_deref().map(parse_duration).transpose();
+    Ok(local::CheckDefinition {
+        id: c.id.clone().unwrap_or_default(),
+        name: c.name.clone().unwrap_or_default(),
+        status: c.status.as_deref().and_then(HealthStatus::parse),
+        notes: c.notes.clone().unwrap_or_default(),
+        ttl: dur(&c.ttl)?,
+        interval: dur(&c.interval)?,
+        timeout: dur(&c.timeout)?,
+        http: c.http.clone().unwrap_or_default(),
+        method: c.method.clone().unwrap_or_default(),
+        header: c.header.clone().unwrap_or_default(),
+        tls_skip_verify: c.tls_skip_verify.unwrap_or(false),
+        tcp: c.tcp.clone().unwrap_or_default(),
+        args: c.args.clone().unwrap_or_default(),
+        deregister_critical_service_after: dur(&c.deregister_critical_service_after)?,
+        service_id: c.service_id.clone().unwrap_or_default(),
+        body: c.body.clone().unwrap_or_default(),
+        success_before_passing: c.success_before_passing.unwrap_or(0),
+        failures_before_warning: c.failures_before_warning.unwrap_or(0),
+        failures_before_critical: c.failures_before_critical.unwrap_or(0),
+    })
+}
+
 /// A service definition from a configuration file in the agent's terms.
 /// Durations were validated when the configuration loaded.
 fn service_from_config(s: &crate::config::ServiceFile) -> Result<local::ServiceDefinition, String> {
-    use crate::catalog::{HealthStatus, ServiceAddress, Weights};
-    use crate::config::parse_duration;
-    let dur = |v: &Option<String>| v.as_deref().map(parse_duration).transpose();
-    let mut checks = Vec::new();
-    for c in s.check.iter().chain(&s.checks) {
-        checks.push(local::CheckDefinition {
-            id: c.id.clone().unwrap_or_default(),
-            name: c.name.clone().unwrap_or_default(),
-            status: c.status.as_deref().and_then(HealthStatus::parse),
-            notes: c.notes.clone().unwrap_or_default(),
-            ttl: dur(&c.ttl)?,
-            interval: dur(&c.interval)?,
-            timeout: dur(&c.timeout)?,
-            http: c.http.clone().unwrap_or_default(),
-            method: c.method.clone().unwrap_or_default(),
-            header: c.header.clone().unwrap_or_default(),
-            tls_skip_verify: c.tls_skip_verify.unwrap_or(false),
-            tcp: c.tcp.clone().unwrap_or_default(),
-            args: c.args.clone().unwrap_or_default(),
-            deregister_critical_service_after: dur(&c.deregister_critical_service_after)?,
-            service_id: String::new(),
-            body: c.body.clone().unwrap_or_default(),
-            success_before_passing: c.success_before_passing.unwrap_or(0),
-            failures_before_warning: c.failures_before_warning.unwrap_or(0),
-            failures_before_critical: c.failures_before_critical.unwrap_or(0),
-        });
-    }
+    use crate::catalog::{ServiceAddress, Weights};
+    let checks = s
+        .check
+        .iter()
+        .chain(&s.checks)
+        .map(check_from_config)
+        .collect::<Result<Vec<_>, _>>()?;
     Ok(local::ServiceDefinition {
         id: s.id.clone().unwrap_or_default(),
         name: s.name.clone(),

@@ -278,3 +278,63 @@ async fn a_ttl_checks_status_survives_an_agent_restart() {
         vec!["10.9.1.1".parse::<IpAddr>().unwrap()]
     );
 }
+
+#[tokio::test]
+async fn top_level_checks_in_config_files_guard_the_node_and_services() {
+    let dir = temp_dir();
+    let cfg = dir.path().join("node.json");
+    std::fs::write(
+        &cfg,
+        json!({
+            "service": {"name": "api", "id": "api-1", "address": "10.9.3.1"},
+            "checks": [
+                {"id": "node-ok", "name": "node ok", "ttl": "1h", "status": "passing"},
+                {"id": "api-ok", "service_id": "api-1", "ttl": "1h", "status": "passing"}
+            ]
+        })
+        .to_string(),
+    )
+    .unwrap();
+    let agent = TestAgent::start(
+        &["--dev", "--config-file", cfg.to_str().unwrap()],
+        next_loopback(),
+    );
+    wait_answers(&agent, "api.service.consul.", &["10.9.3.1"]).await;
+    let checks: Value = reqwest::get(agent.url("/v1/agent/checks"))
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(checks["node-ok"]["ServiceID"], "", "{checks}");
+    assert_eq!(checks["api-ok"]["ServiceID"], "api-1", "{checks}");
+    assert_eq!(checks["api-ok"]["ServiceName"], "api", "{checks}");
+
+    // A failing node check takes every service of the node out of DNS.
+    let (s, _) = put(&agent, "/v1/agent/check/fail/node-ok", Value::Null).await;
+    assert_eq!(s, 200);
+    wait_answers(&agent, "api.service.consul.", &[]).await;
+    let (s, _) = put(&agent, "/v1/agent/check/pass/node-ok", Value::Null).await;
+    assert_eq!(s, 200);
+    wait_answers(&agent, "api.service.consul.", &["10.9.3.1"]).await;
+    // The service's own check does the same for the service.
+    let (s, _) = put(&agent, "/v1/agent/check/fail/api-ok", Value::Null).await;
+    assert_eq!(s, 200);
+    wait_answers(&agent, "api.service.consul.", &[]).await;
+
+    // validate names the top-level key.
+    let bad = dir.path().join("bad.json");
+    std::fs::write(
+        &bad,
+        json!({"check": {"tcp": "127.0.0.1:1", "interval": "10ms"}}).to_string(),
+    )
+    .unwrap();
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_trellis"))
+        .arg("validate")
+        .arg(&bad)
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{err}");
+    assert!(err.contains("check.interval"), "{err}");
+}
