@@ -14,7 +14,10 @@ use super::json::{AgentServiceJson, CheckJson};
 use super::query::{Params, parse_bool};
 use super::{ApiError, Ctx, JsonBody, decode};
 use crate::agent::checks::{Origin, cap_output};
-use crate::agent::local::{LocalAgent, LocalCheck, LocalError, LocalService};
+use crate::agent::local::{
+    CheckDefinition, LocalAgent, LocalCheck, LocalError, LocalService, NODE_MAINTENANCE_CHECK,
+    SERVICE_MAINTENANCE_PREFIX,
+};
 use crate::catalog::HealthStatus;
 
 /// `GET /v1/agent/self`: the subset of Consul's `Config`, `Member` and `Meta`
@@ -144,7 +147,7 @@ pub(super) async fn check_deregister(
 /// output (which may be newer than the catalog's, see output batching).
 pub(super) async fn checks(State(state): State<Ctx>) -> Response {
     let services = state.local.services();
-    let out: BTreeMap<String, CheckJson> = state
+    let mut out: BTreeMap<String, CheckJson> = state
         .local
         .checks()
         .into_iter()
@@ -153,6 +156,38 @@ pub(super) async fn checks(State(state): State<Ctx>) -> Response {
             (id, check_json(&state.local, svc, &c))
         })
         .collect();
+    // The maintenance checks are the agent's too, as in Consul.
+    let maintenance = |id: String, name: &str, notes: String, svc: Option<&LocalService>| {
+        let def = CheckDefinition {
+            id,
+            name: name.into(),
+            notes,
+            service_id: svc.map(|s| s.definition.id.clone()).unwrap_or_default(),
+            ..CheckDefinition::default()
+        };
+        let c = LocalCheck {
+            definition: def,
+            status: HealthStatus::Critical,
+            output: String::new(),
+            written_at: None,
+            dirty: false,
+        };
+        let mut j = check_json(&state.local, svc, &c);
+        j.kind = "maintenance".into();
+        (c.definition.id, j)
+    };
+    for s in services.values() {
+        if let Some(reason) = &s.maintenance {
+            let id = format!("{SERVICE_MAINTENANCE_PREFIX}{}", s.definition.id);
+            let (k, v) = maintenance(id, "Service Maintenance Mode", reason.clone(), Some(s));
+            out.insert(k, v);
+        }
+    }
+    if let Some(reason) = state.local.node_maintenance() {
+        let id = NODE_MAINTENANCE_CHECK.to_string();
+        let (k, v) = maintenance(id, "Node Maintenance Mode", reason, None);
+        out.insert(k, v);
+    }
     Json(out).into_response()
 }
 

@@ -552,6 +552,10 @@ async fn node_maintenance_removes_every_service_of_the_node() {
     let (code, body) = env.get("/v1/agent/health/service/id/web").await;
     assert_eq!(code, StatusCode::SERVICE_UNAVAILABLE);
     assert_eq!(body["AggregatedStatus"], "maintenance");
+    let (_, all) = env.get("/v1/agent/checks").await;
+    assert_eq!(all["_node_maintenance"]["Notes"], "patching", "{all}");
+    assert_eq!(all["_node_maintenance"]["Type"], "maintenance", "{all}");
+    assert_eq!(all["_node_maintenance"]["Status"], "critical", "{all}");
     let (s, _) = env
         .put("/v1/agent/maintenance?enable=false", Value::Null)
         .await;
