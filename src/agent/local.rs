@@ -4,12 +4,27 @@
 //! Every change is validated first, then written through [`Consensus::write`]
 //! as a catalog command on behalf of this node, and recorded in the local map
 //! only once the write was applied: a refused or failed write leaves both the
-//! map and the catalog as they were. Check runners and anti-entropy (later)
-//! read and update the same map.
+//! map and the catalog as they were. The check runners (`agent::checks`)
+//! follow the map through [`LocalAgent::subscribe`] and report results back
+//! through [`LocalAgent::record`], which writes status changes at once and
+//! batches output-only changes (see `checks::state::decide`).
+//!
+//! Registrations and removals hold the write side of one lock; check results
+//! hold its read side plus a lock for their check, so results of different
+//! checks go to Raft concurrently (and share group commits) while a result
+//! never interleaves with a registration that replaces its check.
 
-use std::collections::{BTreeMap, BTreeSet};
-use std::sync::{Arc, RwLock};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::hash::{Hash, Hasher};
+use std::sync::{Arc, Mutex, RwLock};
 use std::time::Duration;
+
+use tokio::sync::watch;
+use tokio::time::Instant;
+
+use super::checks::state::{Decision, decide};
+use super::checks::ttl::{SavedTtl, TtlTouch};
+use super::checks::{CheckSettings, MIN_DEREGISTER_AFTER, MIN_INTERVAL, Origin, Recorded};
 
 use crate::catalog::{
     CatalogError, CheckRegistration, Command, Deregistration, HealthStatus, Meta, Outcome,
@@ -23,6 +38,10 @@ pub const SERF_CHECK_ID: &str = "serfHealth";
 pub const CONSUL_SERVICE: &str = "consul";
 /// Prefix of the critical check that puts a service into maintenance.
 pub const SERVICE_MAINTENANCE_PREFIX: &str = "_service_maintenance:";
+/// The check ID of the node's maintenance check, as Consul names it.
+pub const NODE_MAINTENANCE_CHECK: &str = "_node_maintenance";
+/// Notes of a node maintenance check enabled without a reason.
+pub const DEFAULT_NODE_MAINTENANCE_REASON: &str = "Maintenance mode is enabled for this node, but no reason was provided. This is a default message.";
 /// Notes of a maintenance check enabled without a reason (Consul's wording).
 pub const DEFAULT_MAINTENANCE_REASON: &str = "Maintenance mode is enabled for this service, but no reason was provided. This is a default message.";
 
@@ -108,6 +127,19 @@ pub struct CheckDefinition {
     pub args: Vec<String>,
     /// Deregister the service when the check stays critical this long.
     pub deregister_critical_service_after: Option<Duration>,
+    /// The service this check belongs to; empty for a node check. Only
+    /// `/v1/agent/check/register` sets it; a service's own checks get the
+    /// service's ID.
+    pub service_id: String,
+    /// Request body for an HTTP check.
+    pub body: String,
+    /// Consecutive passing results before the status turns passing.
+    pub success_before_passing: u32,
+    /// Consecutive failures before the status turns warning; 0 means the
+    /// same as `failures_before_critical`.
+    pub failures_before_warning: u32,
+    /// Consecutive failures before the status turns critical.
+    pub failures_before_critical: u32,
 }
 
 impl CheckDefinition {
@@ -124,19 +156,76 @@ impl CheckDefinition {
         }
     }
 
-    /// Consul's rules for a check type, with its wording.
+    /// Consul's rules for a check type, with its wording, plus what a runner
+    /// needs to run it (a floor on the interval, a usable target). Every
+    /// message names the field at fault.
     pub fn validate(&self) -> Result<(), String> {
-        let interval_check = self.kind() != "ttl";
+        let has_target = !self.http.is_empty() || !self.tcp.is_empty() || !self.args.is_empty();
         let has_interval = self.interval.is_some_and(|d| !d.is_zero());
         let has_ttl = self.ttl.is_some_and(|d| !d.is_zero());
         if has_interval && has_ttl {
             return Err("Interval and TTL cannot both be specified".into());
         }
-        if interval_check && !has_interval {
+        if has_interval && !has_target {
+            return Err("Interval needs a target: one of HTTP, TCP or Args".into());
+        }
+        if has_target && !has_interval {
             return Err("Interval must be > 0 for Script, HTTP, or TCP checks".into());
         }
-        if !interval_check && !has_ttl {
+        if !has_target && !has_ttl {
             return Err("TTL must be > 0 for TTL checks".into());
+        }
+        if let Some(i) = self.interval
+            && has_interval
+            && i < MIN_INTERVAL
+        {
+            return Err(format!(
+                "Interval must be at least {MIN_INTERVAL:?} (got {i:?})"
+            ));
+        }
+        if self.timeout.is_some_and(|t| t.is_zero()) {
+            return Err("Timeout must be > 0".into());
+        }
+        match self.kind() {
+            "http" => {
+                let url = reqwest::Url::parse(&self.http)
+                    .map_err(|e| format!("HTTP: invalid URL {:?}: {e}", self.http))?;
+                if url.scheme() != "http" {
+                    return Err(format!(
+                        "HTTP: scheme {:?} is not supported (only http; this build has no TLS)",
+                        url.scheme()
+                    ));
+                }
+                if !self.method.is_empty()
+                    && reqwest::Method::from_bytes(self.method.as_bytes()).is_err()
+                {
+                    return Err(format!("Method: invalid HTTP method {:?}", self.method));
+                }
+                for (name, values) in &self.header {
+                    if reqwest::header::HeaderName::from_bytes(name.as_bytes()).is_err() {
+                        return Err(format!("Header: invalid header name {name:?}"));
+                    }
+                    if values
+                        .iter()
+                        .any(|v| reqwest::header::HeaderValue::from_str(v).is_err())
+                    {
+                        return Err(format!("Header: invalid value for {name:?}"));
+                    }
+                }
+            }
+            "tcp" => {
+                let port = self
+                    .tcp
+                    .rsplit_once(':')
+                    .map(|(h, p)| (h, p.parse::<u16>()));
+                if !matches!(port, Some((h, Ok(p))) if !h.is_empty() && p != 0) {
+                    return Err(format!("TCP: {:?} is not host:port", self.tcp));
+                }
+            }
+            "script" if self.args[0].is_empty() => {
+                return Err("Args: the command (first element) is empty".into());
+            }
+            _ => {}
         }
         Ok(())
     }
@@ -149,8 +238,14 @@ pub struct LocalCheck {
     pub definition: CheckDefinition,
     /// Current status.
     pub status: HealthStatus,
-    /// Output of the last run.
+    /// Output of the last run, which may be newer than the catalog's copy
+    /// (see `dirty`).
     pub output: String,
+    /// When this check was last written to the catalog; `None` before the
+    /// first write.
+    pub written_at: Option<Instant>,
+    /// The output here is newer than the catalog's, waiting for its batch.
+    pub dirty: bool,
 }
 
 /// One service of this agent, as recorded here.
@@ -176,6 +271,14 @@ pub enum LocalError {
         "Unknown service ID {0:?}. Ensure that the service ID is passed, not the service name."
     )]
     UnknownService(String),
+    /// No local check has that ID.
+    #[error("Unknown check ID {0:?}")]
+    UnknownCheck(String),
+    /// A script check from a source that may not register one.
+    #[error(
+        "Scripts are disabled on this agent; script checks are refused from the HTTP API unless the agent runs with --enable-script-checks (--enable-local-script-checks allows them from configuration files only), because a script check registered over the API runs any command on this machine"
+    )]
+    ScriptsDisabled,
     /// The catalog refused the command.
     #[error("{0}")]
     Refused(CatalogError),
@@ -191,21 +294,164 @@ pub struct LocalAgent {
     identity: NodeIdentity,
     /// Where writes go.
     consensus: Arc<Consensus>,
-    /// Services by ID: the source of truth for this node's registrations.
-    services: RwLock<BTreeMap<String, LocalService>>,
-    /// Serializes changes so the catalog sees them in the order the map does.
-    writes: tokio::sync::Mutex<()>,
+    /// Services by ID and node checks: the source of truth for this node's
+    /// registrations.
+    state: RwLock<LocalState>,
+    /// Registrations take the write side, check results the read side, so
+    /// the catalog sees registrations in the order the map does.
+    writes: tokio::sync::RwLock<()>,
+    /// Per-check ordering of results (a check hashes to one stripe), so two
+    /// results of one check cannot reach the catalog out of order.
+    stripes: Box<[tokio::sync::Mutex<()>]>,
+    /// Bumped whenever a check definition may have changed; runners follow it.
+    changes: watch::Sender<u64>,
+    /// Check runner settings (script permissions, output batching).
+    settings: CheckSettings,
+    /// Per TTL check: the last update, for its runner's timer.
+    ttl_touches: Mutex<HashMap<String, watch::Sender<TtlTouch>>>,
+    /// TTL check states saved by the previous run, taken when the check is
+    /// registered again.
+    saved_ttls: Mutex<HashMap<String, SavedTtl>>,
+    /// Serializes saving TTL states, so the file always holds the newest.
+    saving: tokio::sync::Mutex<()>,
 }
 
+/// What the agent holds: its services and its node-level checks.
+#[derive(Debug, Default)]
+struct LocalState {
+    /// Services by ID.
+    services: BTreeMap<String, LocalService>,
+    /// Checks not bound to a service, by check ID.
+    node_checks: BTreeMap<String, LocalCheck>,
+    /// The node maintenance reason while the node is in maintenance.
+    node_maintenance: Option<String>,
+}
+
+impl LocalState {
+    fn check(&self, service_id: &str, check_id: &str) -> Option<&LocalCheck> {
+        if service_id.is_empty() {
+            self.node_checks.get(check_id)
+        } else {
+            self.services.get(service_id)?.checks.get(check_id)
+        }
+    }
+
+    fn check_mut(&mut self, service_id: &str, check_id: &str) -> Option<&mut LocalCheck> {
+        if service_id.is_empty() {
+            self.node_checks.get_mut(check_id)
+        } else {
+            self.services.get_mut(service_id)?.checks.get_mut(check_id)
+        }
+    }
+
+    /// Every check with the ID of the service it belongs to ("" for node checks).
+    fn all_checks(&self) -> impl Iterator<Item = (&str, &LocalCheck)> {
+        self.node_checks.values().map(|c| ("", c)).chain(
+            self.services
+                .iter()
+                .flat_map(|(id, s)| s.checks.values().map(move |c| (id.as_str(), c))),
+        )
+    }
+
+    /// The service that owns a check ID ("" for a node check).
+    fn owner(&self, check_id: &str) -> Option<&str> {
+        self.all_checks()
+            .find(|(_, c)| c.definition.id == check_id)
+            .map(|(s, _)| s)
+    }
+}
+
+/// Number of per-check lock stripes.
+const STRIPES: usize = 256;
+
 impl LocalAgent {
-    /// An agent with no services yet.
+    /// An agent with no services yet and default check settings.
     pub fn new(identity: NodeIdentity, consensus: Arc<Consensus>) -> Self {
         Self {
             identity,
             consensus,
-            services: RwLock::new(BTreeMap::new()),
-            writes: tokio::sync::Mutex::new(()),
+            state: RwLock::new(LocalState::default()),
+            writes: tokio::sync::RwLock::new(()),
+            stripes: (0..STRIPES).map(|_| tokio::sync::Mutex::new(())).collect(),
+            changes: watch::channel(0).0,
+            settings: CheckSettings::default(),
+            ttl_touches: Mutex::new(HashMap::new()),
+            saved_ttls: Mutex::new(HashMap::new()),
+            saving: tokio::sync::Mutex::new(()),
         }
+    }
+
+    /// The same agent with these check settings; TTL states saved in their
+    /// state directory are restored as their checks are registered.
+    #[must_use]
+    pub fn with_check_settings(mut self, settings: CheckSettings) -> Self {
+        if let Some(dir) = &settings.state_dir {
+            let saved = super::checks::ttl::load_states(dir);
+            self.saved_ttls = Mutex::new(saved.into_iter().filter(|(_, s)| s.fresh()).collect());
+        }
+        self.settings = settings;
+        self
+    }
+
+    /// The status and output a new check starts with: given, kept from its
+    /// previous registration, saved by the previous run (TTL checks), or
+    /// critical.
+    fn initial_state(
+        &self,
+        c: &CheckDefinition,
+        previous: Option<&LocalCheck>,
+    ) -> (HealthStatus, String) {
+        if let Some(p) = previous {
+            return (c.status.unwrap_or(p.status), p.output.clone());
+        }
+        if c.kind() == "ttl"
+            && let Some(saved) = self
+                .saved_ttls
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .remove(&c.id)
+        {
+            return (saved.status, saved.output);
+        }
+        (c.status.unwrap_or(HealthStatus::Critical), String::new())
+    }
+
+    /// Saves every TTL check's state to the state directory, if there is one.
+    async fn save_ttls(&self) {
+        let Some(dir) = &self.settings.state_dir else {
+            return;
+        };
+        let _one_at_a_time = self.saving.lock().await;
+        let states: HashMap<String, SavedTtl> = self
+            .read()
+            .all_checks()
+            .filter(|(_, c)| c.definition.kind() == "ttl")
+            .map(|(_, c)| {
+                let ttl = c.definition.ttl.unwrap_or_default();
+                (
+                    c.definition.id.clone(),
+                    SavedTtl::new(c.status, c.output.clone(), ttl),
+                )
+            })
+            .collect();
+        if let Err(e) = super::checks::ttl::save_states(dir, &states).await {
+            tracing::warn!(dir = %dir.display(), "saving TTL check states failed: {e}");
+        }
+    }
+
+    /// The check settings.
+    pub fn check_settings(&self) -> &CheckSettings {
+        &self.settings
+    }
+
+    /// A receiver that changes whenever a check may have been added, changed
+    /// or removed.
+    pub fn subscribe(&self) -> watch::Receiver<u64> {
+        self.changes.subscribe()
+    }
+
+    fn changed(&self) {
+        self.changes.send_modify(|v| *v = v.wrapping_add(1));
     }
 
     /// This node's identity.
@@ -215,18 +461,33 @@ impl LocalAgent {
 
     /// A copy of every local service, by ID.
     pub fn services(&self) -> BTreeMap<String, LocalService> {
-        self.read().clone()
+        self.read().services.clone()
     }
 
     /// A copy of one local service.
     pub fn service(&self, id: &str) -> Option<LocalService> {
-        self.read().get(id).cloned()
+        self.read().services.get(id).cloned()
+    }
+
+    /// A copy of every local check (service and node checks), by check ID.
+    pub fn checks(&self) -> BTreeMap<String, LocalCheck> {
+        self.read()
+            .all_checks()
+            .map(|(_, c)| (c.definition.id.clone(), c.clone()))
+            .collect()
+    }
+
+    /// A copy of one check, by check ID.
+    pub fn check(&self, check_id: &str) -> Option<LocalCheck> {
+        let state = self.read();
+        let owner = state.owner(check_id)?;
+        state.check(owner, check_id).cloned()
     }
 
     /// Registers the node with a passing `serfHealth` check and, on a server,
     /// the `consul` service. Called once the cluster has a leader.
     pub async fn register_self(&self) -> Result<(), LocalError> {
-        let _serial = self.writes.lock().await;
+        let _serial = self.writes.write().await;
         let service = self.identity.server.then(|| ServiceRegistration {
             id: CONSUL_SERVICE.into(),
             service: CONSUL_SERVICE.into(),
@@ -251,13 +512,25 @@ impl LocalAgent {
             .await
     }
 
-    /// Registers (or replaces) a service and its checks. Checks of an earlier
-    /// registration that the new one does not name are kept, as Consul does,
-    /// unless `replace_existing_checks`.
+    /// Registers (or replaces) a service and its checks, as the HTTP API
+    /// asks. Checks of an earlier registration that the new one does not
+    /// name are kept, as Consul does, unless `replace_existing_checks`.
     pub async fn register_service(
+        &self,
+        def: ServiceDefinition,
+        replace_existing_checks: bool,
+    ) -> Result<(), LocalError> {
+        self.register_service_from(def, replace_existing_checks, Origin::Api)
+            .await
+    }
+
+    /// [`Self::register_service`] for a definition from `origin`, which
+    /// decides whether script checks are allowed.
+    pub async fn register_service_from(
         &self,
         mut def: ServiceDefinition,
         replace_existing_checks: bool,
+        origin: Origin,
     ) -> Result<(), LocalError> {
         if def.name.is_empty() {
             return Err(LocalError::Invalid("Missing service name".into()));
@@ -275,8 +548,8 @@ impl LocalAgent {
         let mut ids = BTreeSet::new();
         let mut new_checks = Vec::with_capacity(checks.len());
         for (i, mut c) in checks.into_iter().enumerate() {
-            c.validate()
-                .map_err(|e| LocalError::Invalid(format!("Invalid check: {e}")))?;
+            self.admit(&mut c, origin)?;
+            c.service_id = def.id.clone();
             if c.id.is_empty() {
                 c.id = if numbered {
                     format!("service:{}:{}", def.id, i + 1)
@@ -296,22 +569,39 @@ impl LocalAgent {
             new_checks.push(c);
         }
 
-        let _serial = self.writes.lock().await;
+        let _serial = self.writes.write().await;
+        {
+            let state = self.read();
+            for id in &ids {
+                match state.owner(id) {
+                    Some(owner) if owner != def.id => {
+                        return Err(LocalError::Invalid(format!(
+                            "Check ID {id:?} is already used by {}",
+                            if owner.is_empty() {
+                                "a node check".to_string()
+                            } else {
+                                format!("service {owner:?}")
+                            }
+                        )));
+                    }
+                    _ => {}
+                }
+            }
+        }
         let old = self.service(&def.id);
+        let now = Instant::now();
         let mut checks = BTreeMap::new();
         for c in new_checks {
             let previous = old.as_ref().and_then(|o| o.checks.get(&c.id));
-            let status = c
-                .status
-                .or(previous.map(|p| p.status))
-                .unwrap_or(HealthStatus::Critical);
-            let output = previous.map(|p| p.output.clone()).unwrap_or_default();
+            let (status, output) = self.initial_state(&c, previous);
             checks.insert(
                 c.id.clone(),
                 LocalCheck {
                     definition: c,
                     status,
                     output,
+                    written_at: Some(now),
+                    dirty: false,
                 },
             );
         }
@@ -342,7 +632,7 @@ impl LocalAgent {
         .await?;
         let maintenance = old.and_then(|o| o.maintenance);
         let id = def.id.clone();
-        self.services_mut().insert(
+        self.state_mut().services.insert(
             id,
             LocalService {
                 definition: def,
@@ -350,6 +640,7 @@ impl LocalAgent {
                 maintenance,
             },
         );
+        self.changed();
         // The service is registered and recorded; a check left behind by a
         // failure here is one the map no longer has, for anti-entropy to remove.
         for check_id in stale {
@@ -365,7 +656,7 @@ impl LocalAgent {
 
     /// Removes a service and its checks.
     pub async fn deregister_service(&self, id: &str) -> Result<(), LocalError> {
-        let _serial = self.writes.lock().await;
+        let _serial = self.writes.write().await;
         if self.service(id).is_none() {
             return Err(LocalError::UnknownService(id.into()));
         }
@@ -375,8 +666,293 @@ impl LocalAgent {
             check_id: String::new(),
         }))
         .await?;
-        self.services_mut().remove(id);
+        if let Some(s) = self.state_mut().services.remove(id) {
+            self.forget_touches(s.checks.keys());
+        }
+        self.changed();
         Ok(())
+    }
+
+    /// Checks a definition a caller gives and fills in what it may leave out.
+    fn admit(&self, c: &mut CheckDefinition, origin: Origin) -> Result<(), LocalError> {
+        c.validate()
+            .map_err(|e| LocalError::Invalid(format!("Invalid check: {e}")))?;
+        if c.kind() == "script" && !self.settings.scripts_allowed(origin) {
+            return Err(LocalError::ScriptsDisabled);
+        }
+        // Consul's reaper runs every 30 s; below a minute the setting cannot
+        // be honoured, so it is raised to the minimum as Consul does.
+        if let Some(d) = c.deregister_critical_service_after.as_mut()
+            && *d < MIN_DEREGISTER_AFTER
+        {
+            *d = MIN_DEREGISTER_AFTER;
+        }
+        Ok(())
+    }
+
+    /// Registers (or replaces) one check (`/v1/agent/check/register`). A
+    /// check with a `service_id` belongs to that local service; otherwise it
+    /// is a node check. A replaced check keeps its status unless `Status` is
+    /// given.
+    pub async fn register_check(
+        &self,
+        mut def: CheckDefinition,
+        origin: Origin,
+    ) -> Result<(), LocalError> {
+        self.admit(&mut def, origin)?;
+        if def.id.is_empty() {
+            def.id = def.name.clone();
+        }
+        if def.id.is_empty() {
+            return Err(LocalError::Invalid("Missing check name".into()));
+        }
+        let _serial = self.writes.write().await;
+        let previous = {
+            let state = self.read();
+            if !def.service_id.is_empty() && !state.services.contains_key(&def.service_id) {
+                return Err(LocalError::Invalid(format!(
+                    "ServiceID {:?} does not exist",
+                    def.service_id
+                )));
+            }
+            match state.owner(&def.id) {
+                Some(owner) if owner != def.service_id => {
+                    return Err(LocalError::Invalid(format!(
+                        "Check ID {:?} is already used by another service or node check",
+                        def.id
+                    )));
+                }
+                Some(owner) => state.check(owner, &def.id).cloned(),
+                None => None,
+            }
+        };
+        if def.name.is_empty() {
+            def.name = def.id.clone();
+        }
+        let (status, output) = self.initial_state(&def, previous.as_ref());
+        let check = LocalCheck {
+            status,
+            output,
+            written_at: Some(Instant::now()),
+            dirty: false,
+            definition: def,
+        };
+        let mut reg = self.registration(
+            None,
+            vec![self.check_registration(&check.definition.service_id, &check)],
+        );
+        reg.skip_node_update = true;
+        self.write(Command::Register(reg)).await?;
+        {
+            let mut state = self.state_mut();
+            let service_id = check.definition.service_id.clone();
+            let id = check.definition.id.clone();
+            if service_id.is_empty() {
+                state.node_checks.insert(id, check);
+            } else if let Some(s) = state.services.get_mut(&service_id) {
+                s.checks.insert(id, check);
+            }
+        }
+        self.changed();
+        Ok(())
+    }
+
+    /// Removes one check (`/v1/agent/check/deregister/:id`).
+    pub async fn deregister_check(&self, check_id: &str) -> Result<(), LocalError> {
+        let _serial = self.writes.write().await;
+        let owner = self
+            .read()
+            .owner(check_id)
+            .map(str::to_string)
+            .ok_or_else(|| LocalError::UnknownCheck(check_id.into()))?;
+        self.write(Command::Deregister(Deregistration {
+            node: self.identity.node_name.clone(),
+            service_id: String::new(),
+            check_id: check_id.into(),
+        }))
+        .await?;
+        {
+            let mut state = self.state_mut();
+            if owner.is_empty() {
+                state.node_checks.remove(check_id);
+            } else if let Some(s) = state.services.get_mut(&owner) {
+                s.checks.remove(check_id);
+            }
+        }
+        self.forget_touches([check_id]);
+        self.changed();
+        Ok(())
+    }
+
+    /// Records a check's result: a status change is written at once; an
+    /// output-only change is kept here and written at most once per
+    /// `check_update_interval` (the caller flushes it at the returned time).
+    pub async fn record(
+        &self,
+        service_id: &str,
+        check_id: &str,
+        status: HealthStatus,
+        output: String,
+    ) -> Result<Recorded, LocalError> {
+        let _shared = self.writes.read().await;
+        let _ordered = self.stripe(check_id).lock().await;
+        let now = Instant::now();
+        let decision = {
+            let mut state = self.state_mut();
+            let Some(c) = state.check_mut(service_id, check_id) else {
+                return Ok(Recorded::Gone);
+            };
+            let d = decide(
+                c.status,
+                &c.output,
+                status,
+                &output,
+                c.written_at,
+                now,
+                self.settings.update_interval,
+            );
+            if let Decision::Defer(_) = d {
+                c.output = output.clone();
+                c.dirty = true;
+            }
+            d
+        };
+        match decision {
+            Decision::Nothing => Ok(Recorded::Unchanged),
+            Decision::Defer(at) => Ok(Recorded::Deferred(at)),
+            Decision::Write => {
+                self.write_check(service_id, check_id, status, output, now)
+                    .await?;
+                Ok(Recorded::Written)
+            }
+        }
+    }
+
+    /// Writes a check's batched output if it is still waiting.
+    pub async fn flush(&self, service_id: &str, check_id: &str) -> Result<(), LocalError> {
+        let _shared = self.writes.read().await;
+        let _ordered = self.stripe(check_id).lock().await;
+        let pending = self
+            .read()
+            .check(service_id, check_id)
+            .filter(|c| c.dirty)
+            .map(|c| (c.status, c.output.clone()));
+        if let Some((status, output)) = pending {
+            self.write_check(service_id, check_id, status, output, Instant::now())
+                .await?;
+        }
+        Ok(())
+    }
+
+    /// Writes one check's status and output (node left alone), then records
+    /// them here.
+    async fn write_check(
+        &self,
+        service_id: &str,
+        check_id: &str,
+        status: HealthStatus,
+        output: String,
+        now: Instant,
+    ) -> Result<(), LocalError> {
+        let reg = {
+            let state = self.read();
+            let Some(c) = state.check(service_id, check_id) else {
+                return Ok(());
+            };
+            let mut c = c.clone();
+            c.status = status;
+            c.output = output.clone();
+            let mut reg = self.registration(None, vec![self.check_registration(service_id, &c)]);
+            reg.skip_node_update = true;
+            reg
+        };
+        self.write(Command::Register(reg)).await?;
+        let ttl = {
+            let mut state = self.state_mut();
+            let Some(c) = state.check_mut(service_id, check_id) else {
+                return Ok(());
+            };
+            c.status = status;
+            c.output = output;
+            c.written_at = Some(now);
+            c.dirty = false;
+            c.definition.kind() == "ttl"
+        };
+        if ttl {
+            self.save_ttls().await;
+        }
+        Ok(())
+    }
+
+    /// A TTL check's update from its application (`/v1/agent/check/pass` and
+    /// friends): recorded like any result, then the check's timer restarts.
+    pub async fn ttl_update(
+        &self,
+        check_id: &str,
+        status: HealthStatus,
+        output: String,
+    ) -> Result<(), LocalError> {
+        let (owner, kind) = {
+            let state = self.read();
+            let owner = state
+                .owner(check_id)
+                .ok_or_else(|| LocalError::UnknownCheck(check_id.into()))?;
+            let kind = state
+                .check(owner, check_id)
+                .map_or("", |c| c.definition.kind());
+            (owner.to_string(), kind)
+        };
+        if kind != "ttl" {
+            return Err(LocalError::Invalid(format!(
+                "CheckID {check_id:?} does not have an associated TTL"
+            )));
+        }
+        let recorded = self.record(&owner, check_id, status, output).await?;
+        let flush_at = match recorded {
+            Recorded::Deferred(at) => Some(at),
+            _ => None,
+        };
+        let touch = TtlTouch {
+            at: Instant::now(),
+            status,
+            flush_at,
+        };
+        self.ttl_sender(check_id).send_replace(touch);
+        Ok(())
+    }
+
+    /// The channel a TTL check's runner watches for updates.
+    pub fn ttl_watch(&self, check_id: &str) -> watch::Receiver<TtlTouch> {
+        self.ttl_sender(check_id).subscribe()
+    }
+
+    fn ttl_sender(&self, check_id: &str) -> watch::Sender<TtlTouch> {
+        let mut touches = self.ttl_touches.lock().unwrap_or_else(|e| e.into_inner());
+        touches
+            .entry(check_id.to_string())
+            .or_insert_with(|| {
+                watch::channel(TtlTouch {
+                    at: Instant::now(),
+                    status: HealthStatus::Critical,
+                    flush_at: None,
+                })
+                .0
+            })
+            .clone()
+    }
+
+    fn forget_touches<S: AsRef<str>>(&self, ids: impl IntoIterator<Item = S>) {
+        let mut touches = self.ttl_touches.lock().unwrap_or_else(|e| e.into_inner());
+        for id in ids {
+            touches.remove(id.as_ref());
+        }
+    }
+
+    fn stripe(&self, check_id: &str) -> &tokio::sync::Mutex<()> {
+        let mut h = std::collections::hash_map::DefaultHasher::new();
+        check_id.hash(&mut h);
+        // The modulo keeps the index below the stripe count.
+        &self.stripes[(h.finish() % self.stripes.len() as u64) as usize]
     }
 
     /// Puts a service into maintenance (a critical check that removes it from
@@ -387,7 +963,7 @@ impl LocalAgent {
         enable: bool,
         reason: Option<String>,
     ) -> Result<(), LocalError> {
-        let _serial = self.writes.lock().await;
+        let _serial = self.writes.write().await;
         let service = self
             .service(id)
             .ok_or_else(|| LocalError::UnknownService(id.into()))?;
@@ -425,8 +1001,55 @@ impl LocalAgent {
         Ok(())
     }
 
+    /// The node maintenance reason, while the node is in maintenance.
+    pub fn node_maintenance(&self) -> Option<String> {
+        self.read().node_maintenance.clone()
+    }
+
+    /// Puts the whole node into maintenance (a critical node check that
+    /// removes every service of the node from DNS) or takes it out.
+    /// Enabling twice keeps the first reason.
+    pub async fn set_node_maintenance(
+        &self,
+        enable: bool,
+        reason: Option<String>,
+    ) -> Result<(), LocalError> {
+        let _serial = self.writes.write().await;
+        match (enable, self.node_maintenance().is_some()) {
+            (true, false) => {
+                let notes = reason
+                    .filter(|r| !r.is_empty())
+                    .unwrap_or_else(|| DEFAULT_NODE_MAINTENANCE_REASON.into());
+                let check = CheckRegistration {
+                    check_id: NODE_MAINTENANCE_CHECK.into(),
+                    name: "Node Maintenance Mode".into(),
+                    status: HealthStatus::Critical,
+                    notes: notes.clone(),
+                    output: String::new(),
+                    service_id: String::new(),
+                    kind: "maintenance".into(),
+                };
+                let mut reg = self.registration(None, vec![check]);
+                reg.skip_node_update = true;
+                self.write(Command::Register(reg)).await?;
+                self.state_mut().node_maintenance = Some(notes);
+            }
+            (false, true) => {
+                self.write(Command::Deregister(Deregistration {
+                    node: self.identity.node_name.clone(),
+                    service_id: String::new(),
+                    check_id: NODE_MAINTENANCE_CHECK.into(),
+                }))
+                .await?;
+                self.state_mut().node_maintenance = None;
+            }
+            _ => {}
+        }
+        Ok(())
+    }
+
     fn set_maintenance_flag(&self, id: &str, reason: Option<String>) {
-        if let Some(s) = self.services_mut().get_mut(id) {
+        if let Some(s) = self.state_mut().services.get_mut(id) {
             s.maintenance = reason;
         }
     }
@@ -470,14 +1093,14 @@ impl LocalAgent {
         }
     }
 
-    fn read(&self) -> std::sync::RwLockReadGuard<'_, BTreeMap<String, LocalService>> {
-        // The map is only replaced whole-entry, so a panic elsewhere cannot
-        // leave an entry half-written.
-        self.services.read().unwrap_or_else(|e| e.into_inner())
+    fn read(&self) -> std::sync::RwLockReadGuard<'_, LocalState> {
+        // Entries are replaced whole or have plain fields set, so a panic
+        // elsewhere cannot leave an entry half-written.
+        self.state.read().unwrap_or_else(|e| e.into_inner())
     }
 
-    fn services_mut(&self) -> std::sync::RwLockWriteGuard<'_, BTreeMap<String, LocalService>> {
-        self.services.write().unwrap_or_else(|e| e.into_inner())
+    fn state_mut(&self) -> std::sync::RwLockWriteGuard<'_, LocalState> {
+        self.state.write().unwrap_or_else(|e| e.into_inner())
     }
 }
 

@@ -4,10 +4,12 @@
 //! Shutdown order (on SIGINT/SIGTERM, or when a part fails):
 //! 1. stop accepting: cancel the DNS and HTTP servers and wait for them to
 //!    finish the requests in flight;
-//! 2. leave the gossip pool (once gossip exists);
-//! 3. shut Raft down, which flushes and closes the redb log store;
-//! 4. log `shutdown complete`.
+//! 2. stop the health checks (no more writes from them);
+//! 3. leave the gossip pool (once gossip exists);
+//! 4. shut Raft down, which flushes and closes the redb log store;
+//! 5. log `shutdown complete`.
 
+pub mod checks;
 pub mod local;
 
 use std::net::SocketAddr;
@@ -142,10 +144,15 @@ pub async fn run(cfg: Config, shutdown: CancellationToken) -> Result<(), AgentEr
         what: "the node ID file".into(),
         message: e.to_string(),
     })?;
-    let local = Arc::new(local::LocalAgent::new(
-        local_identity(&cfg, rpc_addr, node_id),
-        consensus.clone(),
-    ));
+    let local = Arc::new(
+        local::LocalAgent::new(local_identity(&cfg, rpc_addr, node_id), consensus.clone())
+            .with_check_settings(checks::CheckSettings {
+                update_interval: cfg.check_update_interval,
+                enable_script_checks: cfg.enable_script_checks,
+                enable_local_script_checks: cfg.enable_local_script_checks,
+                state_dir: cfg.data_dir.as_ref().map(|d| d.join("checks")),
+            }),
+    );
     local
         .register_self()
         .await
@@ -160,10 +167,25 @@ pub async fn run(cfg: Config, shutdown: CancellationToken) -> Result<(), AgentEr
         };
         let def = service_from_config(s).map_err(err)?;
         local
-            .register_service(def, false)
+            .register_service_from(def, false, checks::Origin::Config)
             .await
             .map_err(|e| err(e.to_string()))?;
     }
+    for c in &cfg.checks {
+        let err = |message: String| AgentError::Register {
+            what: format!(
+                "check {:?} from the configuration",
+                c.id.as_deref().or(c.name.as_deref()).unwrap_or_default()
+            ),
+            message,
+        };
+        let def = check_from_config(c).map_err(err)?;
+        local
+            .register_check(def, checks::Origin::Config)
+            .await
+            .map_err(|e| err(e.to_string()))?;
+    }
+    let checks = checks::CheckRunner::start(local.clone());
 
     let serving = shutdown.child_token();
     let mut tasks = JoinSet::new();
@@ -225,8 +247,10 @@ pub async fn run(cfg: Config, shutdown: CancellationToken) -> Result<(), AgentEr
             tracing::warn!("while stopping: {e}");
         }
     }
-    // 2. (gossip leave: not yet part of the agent)
-    // 3. Raft and its storage.
+    // 2. Health checks: their writes need Raft, so they stop before it.
+    checks.stop().await;
+    // 3. (gossip leave: not yet part of the agent)
+    // 4. Raft and its storage.
     consensus.shutdown().await;
     tracing::info!("shutdown complete");
     match failure {
@@ -277,31 +301,45 @@ fn dns_config(cfg: &Config) -> crate::dns::DnsConfig {
     }
 }
 
+/// A check definition from a configuration file in the agent's terms.
+/// Durations were validated when the configuration loaded.
+fn check_from_config(c: &crate::config::CheckFile) -> Result<local::CheckDefinition, String> {
+    use crate::catalog::HealthStatus;
+    use crate::config::parse_duration;
+    let dur = |v: &Option<String>| v.as_deref().map(parse_duration).transpose();
+    Ok(local::CheckDefinition {
+        id: c.id.clone().unwrap_or_default(),
+        name: c.name.clone().unwrap_or_default(),
+        status: c.status.as_deref().and_then(HealthStatus::parse),
+        notes: c.notes.clone().unwrap_or_default(),
+        ttl: dur(&c.ttl)?,
+        interval: dur(&c.interval)?,
+        timeout: dur(&c.timeout)?,
+        http: c.http.clone().unwrap_or_default(),
+        method: c.method.clone().unwrap_or_default(),
+        header: c.header.clone().unwrap_or_default(),
+        tls_skip_verify: c.tls_skip_verify.unwrap_or(false),
+        tcp: c.tcp.clone().unwrap_or_default(),
+        args: c.args.clone().unwrap_or_default(),
+        deregister_critical_service_after: dur(&c.deregister_critical_service_after)?,
+        service_id: c.service_id.clone().unwrap_or_default(),
+        body: c.body.clone().unwrap_or_default(),
+        success_before_passing: c.success_before_passing.unwrap_or(0),
+        failures_before_warning: c.failures_before_warning.unwrap_or(0),
+        failures_before_critical: c.failures_before_critical.unwrap_or(0),
+    })
+}
+
 /// A service definition from a configuration file in the agent's terms.
 /// Durations were validated when the configuration loaded.
 fn service_from_config(s: &crate::config::ServiceFile) -> Result<local::ServiceDefinition, String> {
-    use crate::catalog::{HealthStatus, ServiceAddress, Weights};
-    use crate::config::parse_duration;
-    let dur = |v: &Option<String>| v.as_deref().map(parse_duration).transpose();
-    let mut checks = Vec::new();
-    for c in s.check.iter().chain(&s.checks) {
-        checks.push(local::CheckDefinition {
-            id: c.id.clone().unwrap_or_default(),
-            name: c.name.clone().unwrap_or_default(),
-            status: c.status.as_deref().and_then(HealthStatus::parse),
-            notes: c.notes.clone().unwrap_or_default(),
-            ttl: dur(&c.ttl)?,
-            interval: dur(&c.interval)?,
-            timeout: dur(&c.timeout)?,
-            http: c.http.clone().unwrap_or_default(),
-            method: c.method.clone().unwrap_or_default(),
-            header: c.header.clone().unwrap_or_default(),
-            tls_skip_verify: c.tls_skip_verify.unwrap_or(false),
-            tcp: c.tcp.clone().unwrap_or_default(),
-            args: c.args.clone().unwrap_or_default(),
-            deregister_critical_service_after: dur(&c.deregister_critical_service_after)?,
-        });
-    }
+    use crate::catalog::{ServiceAddress, Weights};
+    let checks = s
+        .check
+        .iter()
+        .chain(&s.checks)
+        .map(check_from_config)
+        .collect::<Result<Vec<_>, _>>()?;
     Ok(local::ServiceDefinition {
         id: s.id.clone().unwrap_or_default(),
         name: s.name.clone(),

@@ -48,6 +48,16 @@ pub struct FileConfig {
     pub ports: Option<PortsFile>,
     /// DNS tuning.
     pub dns_config: Option<DnsConfigFile>,
+    /// Allow script checks from the HTTP API and files.
+    pub enable_script_checks: Option<bool>,
+    /// Allow script checks from configuration files only.
+    pub enable_local_script_checks: Option<bool>,
+    /// At most one output-only write per check per this interval ("5m").
+    pub check_update_interval: Option<String>,
+    /// One check: a node check, or a service's with `service_id`.
+    pub check: Option<CheckFile>,
+    /// Several checks.
+    pub checks: Option<Vec<CheckFile>>,
     /// One service definition.
     pub service: Option<ServiceFile>,
     /// Several service definitions.
@@ -152,6 +162,8 @@ pub struct CheckFile {
     pub id: Option<String>,
     /// Check name.
     pub name: Option<String>,
+    /// The service a top-level check belongs to (ignored inside a service).
+    pub service_id: Option<String>,
     /// Initial status: passing, warning or critical (default critical).
     pub status: Option<String>,
     /// Notes.

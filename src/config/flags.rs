@@ -102,4 +102,13 @@ pub struct AgentFlags {
     /// Log JSON lines instead of text.
     #[arg(long)]
     pub log_json: bool,
+
+    /// Allow script checks from the HTTP API as well as configuration files.
+    /// Anyone who can reach the API can then run commands on this machine.
+    #[arg(long)]
+    pub enable_script_checks: bool,
+
+    /// Allow script checks from configuration files only.
+    #[arg(long)]
+    pub enable_local_script_checks: bool,
 }

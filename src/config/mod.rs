@@ -147,6 +147,15 @@ pub struct Config {
     pub log_json: bool,
     /// Services defined in configuration files.
     pub services: Vec<ServiceFile>,
+    /// Top-level checks defined in configuration files (node checks, or
+    /// checks naming a service by `service_id`).
+    pub checks: Vec<CheckFile>,
+    /// Script checks allowed from the HTTP API too.
+    pub enable_script_checks: bool,
+    /// Script checks allowed from configuration files.
+    pub enable_local_script_checks: bool,
+    /// At most one output-only check write per check per this interval.
+    pub check_update_interval: Duration,
 }
 
 /// What the configuration is resolved for: a file checked on its own lacks
@@ -169,6 +178,8 @@ struct Layered {
     origin: BTreeMap<&'static str, PathBuf>,
     /// Services from every file, in load order.
     services: Vec<ServiceFile>,
+    /// Top-level checks from every file, in load order.
+    checks: Vec<CheckFile>,
 }
 
 impl Config {
@@ -365,6 +376,22 @@ impl Config {
         for s in &l.services {
             validate_service(s, &l)?;
         }
+        let check_source = l
+            .origin
+            .get("checks")
+            .or_else(|| l.origin.get("check"))
+            .map_or_else(String::new, |p| p.display().to_string());
+        for c in &l.checks {
+            validate_check(c, &NODE_CHECK_KEYS, &check_source)?;
+        }
+        let check_update_interval = match &f.check_update_interval {
+            None => crate::agent::checks::DEFAULT_UPDATE_INTERVAL,
+            Some(v) => parse_duration(v).map_err(|message| ConfigError::Invalid {
+                key: "check_update_interval",
+                source_name: src("check_update_interval", "", false),
+                message,
+            })?,
+        };
         Ok(Self {
             dev,
             server,
@@ -385,6 +412,12 @@ impl Config {
             log_level,
             log_json: flags.log_json || f.log_json.unwrap_or(false),
             services: l.services,
+            checks: l.checks,
+            enable_script_checks: flags.enable_script_checks
+                || f.enable_script_checks.unwrap_or(false),
+            enable_local_script_checks: flags.enable_local_script_checks
+                || f.enable_local_script_checks.unwrap_or(false),
+            check_update_interval,
         })
     }
 }
@@ -415,7 +448,10 @@ impl Layered {
             log_json,
             zone_dirs,
             ports,
-            dns_config
+            dns_config,
+            enable_script_checks,
+            enable_local_script_checks,
+            check_update_interval
         );
         if let Some(s) = f.service {
             self.origin.insert("service", path.to_path_buf());
@@ -424,6 +460,14 @@ impl Layered {
         if let Some(list) = f.services {
             self.origin.insert("services", path.to_path_buf());
             self.services.extend(list);
+        }
+        if let Some(c) = f.check {
+            self.origin.insert("check", path.to_path_buf());
+            self.checks.push(c);
+        }
+        if let Some(list) = f.checks {
+            self.origin.insert("checks", path.to_path_buf());
+            self.checks.extend(list);
         }
     }
 }
@@ -523,27 +567,75 @@ fn validate_service(s: &ServiceFile, l: &Layered) -> Result<(), ConfigError> {
         return Err(bad("service.name", "must not be empty".into()));
     }
     for c in s.check.iter().chain(&s.checks) {
-        if let Some(st) = &c.status
-            && crate::catalog::HealthStatus::parse(st).is_none()
-        {
-            return Err(bad(
-                "service.check.status",
-                format!("{st:?} is not one of passing, warning, critical"),
-            ));
+        validate_check(c, &SERVICE_CHECK_KEYS, &source_name)?;
+    }
+    Ok(())
+}
+
+/// The keys a check's errors name, by where the check is written.
+struct CheckKeys {
+    status: &'static str,
+    interval: &'static str,
+    timeout: &'static str,
+    ttl: &'static str,
+    deregister_critical_service_after: &'static str,
+}
+
+const SERVICE_CHECK_KEYS: CheckKeys = CheckKeys {
+    status: "service.check.status",
+    interval: "service.check.interval",
+    timeout: "service.check.timeout",
+    ttl: "service.check.ttl",
+    deregister_critical_service_after: "service.check.deregister_critical_service_after",
+};
+
+const NODE_CHECK_KEYS: CheckKeys = CheckKeys {
+    status: "check.status",
+    interval: "check.interval",
+    timeout: "check.timeout",
+    ttl: "check.ttl",
+    deregister_critical_service_after: "check.deregister_critical_service_after",
+};
+
+fn validate_check(c: &CheckFile, keys: &CheckKeys, source_name: &str) -> Result<(), ConfigError> {
+    let bad = |key: &'static str, message: String| ConfigError::Invalid {
+        key,
+        source_name: source_name.to_string(),
+        message,
+    };
+    if let Some(st) = &c.status
+        && crate::catalog::HealthStatus::parse(st).is_none()
+    {
+        return Err(bad(
+            keys.status,
+            format!("{st:?} is not one of passing, warning, critical"),
+        ));
+    }
+    for (key, v) in [
+        (keys.interval, &c.interval),
+        (keys.timeout, &c.timeout),
+        (keys.ttl, &c.ttl),
+        (
+            keys.deregister_critical_service_after,
+            &c.deregister_critical_service_after,
+        ),
+    ] {
+        if let Some(v) = v {
+            parse_duration(v).map_err(|m| bad(key, m))?;
         }
-        for (key, v) in [
-            ("service.check.interval", &c.interval),
-            ("service.check.timeout", &c.timeout),
-            ("service.check.ttl", &c.ttl),
-            (
-                "service.check.deregister_critical_service_after",
-                &c.deregister_critical_service_after,
+    }
+    if let Some(v) = &c.interval
+        && let Ok(d) = parse_duration(v)
+        && !d.is_zero()
+        && d < crate::agent::checks::MIN_INTERVAL
+    {
+        return Err(bad(
+            keys.interval,
+            format!(
+                "{v:?} is below the minimum of {:?}",
+                crate::agent::checks::MIN_INTERVAL
             ),
-        ] {
-            if let Some(v) = v {
-                parse_duration(v).map_err(|m| bad(key, m))?;
-            }
-        }
+        ));
     }
     Ok(())
 }

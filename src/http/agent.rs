@@ -1,14 +1,24 @@
-//! `/v1/agent/*`: this agent's identity and its own services.
+//! `/v1/agent/*`: this agent's identity, its own services and checks, and
+//! the TTL and health endpoints that applications and load balancers call.
 
 use axum::Json;
 use axum::extract::{Path, State};
 use axum::response::{IntoResponse, Response};
 use serde_json::json;
 
-use super::json::AgentServiceJson;
+use std::collections::BTreeMap;
+
+use axum::http::StatusCode;
+
+use super::json::{AgentServiceJson, CheckJson};
 use super::query::{Params, parse_bool};
 use super::{ApiError, Ctx, JsonBody, decode};
-use crate::agent::local::LocalError;
+use crate::agent::checks::{Origin, cap_output};
+use crate::agent::local::{
+    CheckDefinition, LocalAgent, LocalCheck, LocalError, LocalService, NODE_MAINTENANCE_CHECK,
+    SERVICE_MAINTENANCE_PREFIX,
+};
+use crate::catalog::HealthStatus;
 
 /// `GET /v1/agent/self`: the subset of Consul's `Config`, `Member` and `Meta`
 /// that clients read.
@@ -49,7 +59,7 @@ pub(super) async fn agent_self(State(state): State<Ctx>) -> Response {
 /// `GET /v1/agent/services`: local services by ID.
 pub(super) async fn services(State(state): State<Ctx>) -> Response {
     let dc = &state.local.identity().datacenter;
-    let out: std::collections::BTreeMap<_, _> = state
+    let out: BTreeMap<_, _> = state
         .local
         .services()
         .iter()
@@ -111,6 +121,249 @@ pub(super) async fn maintenance(
         .ok_or_else(|| ApiError::BadRequest(format!("Invalid value for enable: {raw:?}")))?;
     let reason = params.get("reason").map(str::to_string);
     state.local.set_maintenance(&id, enable, reason).await?;
+    Ok(().into_response())
+}
+
+/// `PUT /v1/agent/check/register`.
+pub(super) async fn check_register(
+    State(state): State<Ctx>,
+    JsonBody(body): JsonBody,
+) -> Result<Response, ApiError> {
+    let def = decode::check_registration(&body)?;
+    state.local.register_check(def, Origin::Api).await?;
+    Ok(().into_response())
+}
+
+/// `PUT /v1/agent/check/deregister/:id`.
+pub(super) async fn check_deregister(
+    State(state): State<Ctx>,
+    Path(id): Path<String>,
+) -> Result<Response, ApiError> {
+    state.local.deregister_check(&id).await?;
+    Ok(().into_response())
+}
+
+/// `GET /v1/agent/checks`: this agent's checks by ID, with their latest
+/// output (which may be newer than the catalog's, see output batching).
+pub(super) async fn checks(State(state): State<Ctx>) -> Response {
+    let services = state.local.services();
+    let mut out: BTreeMap<String, CheckJson> = state
+        .local
+        .checks()
+        .into_iter()
+        .map(|(id, c)| {
+            let svc = services.get(&c.definition.service_id);
+            (id, check_json(&state.local, svc, &c))
+        })
+        .collect();
+    // The maintenance checks are the agent's too, as in Consul.
+    let maintenance = |id: String, name: &str, notes: String, svc: Option<&LocalService>| {
+        let def = CheckDefinition {
+            id,
+            name: name.into(),
+            notes,
+            service_id: svc.map(|s| s.definition.id.clone()).unwrap_or_default(),
+            ..CheckDefinition::default()
+        };
+        let c = LocalCheck {
+            definition: def,
+            status: HealthStatus::Critical,
+            output: String::new(),
+            written_at: None,
+            dirty: false,
+        };
+        let mut j = check_json(&state.local, svc, &c);
+        j.kind = "maintenance".into();
+        (c.definition.id, j)
+    };
+    for s in services.values() {
+        if let Some(reason) = &s.maintenance {
+            let id = format!("{SERVICE_MAINTENANCE_PREFIX}{}", s.definition.id);
+            let (k, v) = maintenance(id, "Service Maintenance Mode", reason.clone(), Some(s));
+            out.insert(k, v);
+        }
+    }
+    if let Some(reason) = state.local.node_maintenance() {
+        let id = NODE_MAINTENANCE_CHECK.to_string();
+        let (k, v) = maintenance(id, "Node Maintenance Mode", reason, None);
+        out.insert(k, v);
+    }
+    Json(out).into_response()
+}
+
+fn check_json(local: &LocalAgent, service: Option<&LocalService>, c: &LocalCheck) -> CheckJson {
+    CheckJson {
+        node: local.identity().node_name.clone(),
+        check_id: c.definition.id.clone(),
+        name: c.definition.name.clone(),
+        status: c.status.as_str(),
+        notes: c.definition.notes.clone(),
+        output: c.output.clone(),
+        service_id: c.definition.service_id.clone(),
+        service_name: service
+            .map(|s| s.definition.name.clone())
+            .unwrap_or_default(),
+        service_tags: service
+            .map(|s| s.definition.tags.clone())
+            .unwrap_or_default(),
+        kind: c.definition.kind().into(),
+        definition: BTreeMap::new(),
+        create_index: 0,
+        modify_index: 0,
+    }
+}
+
+/// `PUT /v1/agent/check/pass|warn|fail/:id?note=`: a TTL check's
+/// application reports in.
+pub(super) async fn check_ttl(
+    State(state): State<Ctx>,
+    Path((verb, id)): Path<(String, String)>,
+    params: Params,
+) -> Result<Response, ApiError> {
+    let status = match verb.as_str() {
+        "pass" => HealthStatus::Passing,
+        "warn" => HealthStatus::Warning,
+        "fail" => HealthStatus::Critical,
+        _ => return Err(ApiError::NotFound("404 page not found".into())),
+    };
+    let note = params.get("note").unwrap_or_default().to_string();
+    state
+        .local
+        .ttl_update(&id, status, cap_output(note))
+        .await?;
+    Ok(().into_response())
+}
+
+/// `PUT /v1/agent/check/update/:id` with `{"Status": .., "Output": ..}`.
+pub(super) async fn check_update(
+    State(state): State<Ctx>,
+    Path(id): Path<String>,
+    JsonBody(body): JsonBody,
+) -> Result<Response, ApiError> {
+    let f = decode::Fields::new(&body, "")?;
+    let status = f.status(&["Status"])?.ok_or_else(|| {
+        ApiError::BadRequest("Status: required (passing, warning or critical)".into())
+    })?;
+    let output = f.string(&["Output"])?;
+    state
+        .local
+        .ttl_update(&id, status, cap_output(output))
+        .await?;
+    Ok(().into_response())
+}
+
+/// A service's health as the agent sees it, with Consul's status code.
+fn aggregate(local: &LocalAgent, s: &LocalService) -> (StatusCode, &'static str, Vec<CheckJson>) {
+    let node_checks: Vec<LocalCheck> = local
+        .checks()
+        .into_values()
+        .filter(|c| c.definition.service_id.is_empty())
+        .collect();
+    let checks: Vec<CheckJson> = s
+        .checks
+        .values()
+        .chain(&node_checks)
+        .map(|c| check_json(local, Some(s), c))
+        .collect();
+    if s.maintenance.is_some() || local.node_maintenance().is_some() {
+        return (StatusCode::SERVICE_UNAVAILABLE, "maintenance", checks);
+    }
+    let worst = s
+        .checks
+        .values()
+        .chain(&node_checks)
+        .map(|c| c.status)
+        .max()
+        .unwrap_or(HealthStatus::Passing);
+    let code = match worst {
+        HealthStatus::Passing => StatusCode::OK,
+        HealthStatus::Warning => StatusCode::TOO_MANY_REQUESTS,
+        HealthStatus::Critical => StatusCode::SERVICE_UNAVAILABLE,
+    };
+    (code, worst.as_str(), checks)
+}
+
+fn health_json(
+    state: &Ctx,
+    s: &LocalService,
+    status: &str,
+    checks: Vec<CheckJson>,
+) -> serde_json::Value {
+    json!({
+        "AggregatedStatus": status,
+        "Service": AgentServiceJson::new(s, &state.local.identity().datacenter),
+        "Checks": checks,
+    })
+}
+
+/// `GET /v1/agent/health/service/id/:id[?format=text]`: 200 passing, 429
+/// warning, 503 critical or in maintenance, 404 unknown.
+pub(super) async fn health_by_id(
+    State(state): State<Ctx>,
+    Path(id): Path<String>,
+    params: Params,
+) -> Result<Response, ApiError> {
+    let Some(s) = state.local.service(&id) else {
+        return Err(ApiError::NotFound(format!("ServiceId {id} not found")));
+    };
+    let (code, status, checks) = aggregate(&state.local, &s);
+    if params.get("format") == Some("text") {
+        return Ok((code, status).into_response());
+    }
+    Ok((code, Json(health_json(&state, &s, status, checks))).into_response())
+}
+
+/// `GET /v1/agent/health/service/name/:name[?format=text]`: every local
+/// instance of the service; the code is the worst instance's.
+pub(super) async fn health_by_name(
+    State(state): State<Ctx>,
+    Path(name): Path<String>,
+    params: Params,
+) -> Result<Response, ApiError> {
+    let instances: Vec<LocalService> = state
+        .local
+        .services()
+        .into_values()
+        .filter(|s| s.definition.name == name)
+        .collect();
+    if instances.is_empty() {
+        return Err(ApiError::NotFound(format!("ServiceName {name} Not Found")));
+    }
+    let mut worst = (StatusCode::OK, "passing");
+    let mut out = Vec::new();
+    for s in &instances {
+        let (code, status, checks) = aggregate(&state.local, s);
+        if rank(code) > rank(worst.0) {
+            worst = (code, status);
+        }
+        out.push(health_json(&state, s, status, checks));
+    }
+    if params.get("format") == Some("text") {
+        return Ok((worst.0, worst.1).into_response());
+    }
+    Ok((worst.0, Json(out)).into_response())
+}
+
+fn rank(code: StatusCode) -> u8 {
+    match code {
+        StatusCode::OK => 0,
+        StatusCode::TOO_MANY_REQUESTS => 1,
+        _ => 2,
+    }
+}
+
+/// `PUT /v1/agent/maintenance?enable=true|false[&reason=...]`: the whole node.
+pub(super) async fn node_maintenance(
+    State(state): State<Ctx>,
+    params: Params,
+) -> Result<Response, ApiError> {
+    let raw = params
+        .get("enable")
+        .ok_or_else(|| ApiError::BadRequest("Missing value for enable".into()))?;
+    let enable = parse_bool(raw)
+        .ok_or_else(|| ApiError::BadRequest(format!("Invalid value for enable: {raw:?}")))?;
+    let reason = params.get("reason").map(str::to_string);
+    state.local.set_node_maintenance(enable, reason).await?;
     Ok(().into_response())
 }
 

@@ -392,7 +392,24 @@ fn check_definition(v: &Value, path: &str) -> Result<CheckDefinition> {
         tcp: f.string(&["TCP"])?,
         args: f.strings(&["Args", "ScriptArgs"])?,
         deregister_critical_service_after: f.duration(&["DeregisterCriticalServiceAfter"])?,
+        service_id: f.string(&["ServiceID"])?,
+        body: f.string(&["Body"])?,
+        success_before_passing: counter(&f, "SuccessBeforePassing")?,
+        failures_before_warning: counter(&f, "FailuresBeforeWarning")?,
+        failures_before_critical: counter(&f, "FailuresBeforeCritical")?,
     })
+}
+
+fn counter(f: &Fields<'_>, name: &str) -> Result<u32> {
+    // Bounded by u32::MAX, so the conversion cannot truncate.
+    Ok(f.uint(&[name], u64::from(u32::MAX))?
+        .map_or(0, |n| n as u32))
+}
+
+/// `PUT /v1/agent/check/register`: one check, with `ServiceID` naming its
+/// service (empty for a node check).
+pub fn check_registration(v: &Value) -> Result<CheckDefinition> {
+    check_definition(v, "")
 }
 
 fn weights(f: &Fields<'_>) -> Result<Option<Weights>> {

@@ -73,6 +73,8 @@ impl From<LocalError> for ApiError {
     fn from(e: LocalError) -> Self {
         match e {
             LocalError::Invalid(m) => Self::BadRequest(m),
+            LocalError::ScriptsDisabled => Self::BadRequest(e.to_string()),
+            LocalError::UnknownCheck(_) => Self::NotFound(e.to_string()),
             LocalError::Refused(r) => Self::BadRequest(r.to_string()),
             LocalError::UnknownService(_) => Self::NotFound(e.to_string()),
             LocalError::Write(w) => w.into(),

@@ -132,6 +132,20 @@ fn build(state: Ctx, max_in_flight: usize) -> Router {
             put(agent::maintenance),
         )
         .route("/v1/agent/service/{id}", get(agent::service))
+        .route("/v1/agent/checks", get(agent::checks))
+        .route("/v1/agent/maintenance", put(agent::node_maintenance))
+        .route("/v1/agent/check/register", put(agent::check_register))
+        .route(
+            "/v1/agent/check/deregister/{id}",
+            put(agent::check_deregister),
+        )
+        .route("/v1/agent/check/update/{id}", put(agent::check_update))
+        .route("/v1/agent/check/{verb}/{id}", put(agent::check_ttl))
+        .route("/v1/agent/health/service/id/{id}", get(agent::health_by_id))
+        .route(
+            "/v1/agent/health/service/name/{name}",
+            get(agent::health_by_name),
+        )
         .route("/v1/catalog/register", put(catalog::register))
         .route("/v1/catalog/deregister", put(catalog::deregister))
         .route("/v1/catalog/services", get(catalog::services))

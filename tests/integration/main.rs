@@ -3,6 +3,7 @@
 
 mod harness;
 
+mod checks;
 mod config_files;
 mod dns_answers;
 mod durability;
