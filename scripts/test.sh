@@ -1,11 +1,13 @@
 #!/usr/bin/env bash
 # Runs every test trellis has. Installs what the tests need beyond the Rust
-# toolchain (dig from dnsutils) when it is missing. Usage: scripts/test.sh
+# toolchain (dig from dnsutils, openssl for a TLS test server) when they are
+# missing. Usage: scripts/test.sh
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
 need=()
 command -v dig >/dev/null 2>&1 || need+=(dnsutils)
+command -v openssl >/dev/null 2>&1 || need+=(openssl)
 if ((${#need[@]})); then
     echo "installing: ${need[*]}"
     if [ "$(id -u)" -ne 0 ]; then sudo=sudo; else sudo=; fi

@@ -190,9 +190,9 @@ impl CheckDefinition {
             "http" => {
                 let url = reqwest::Url::parse(&self.http)
                     .map_err(|e| format!("HTTP: invalid URL {:?}: {e}", self.http))?;
-                if url.scheme() != "http" {
+                if url.scheme() != "http" && url.scheme() != "https" {
                     return Err(format!(
-                        "HTTP: scheme {:?} is not supported (only http; this build has no TLS)",
+                        "HTTP: scheme {:?} is not supported (http or https)",
                         url.scheme()
                     ));
                 }

@@ -30,15 +30,51 @@ pub(crate) struct HttpProbe {
     timeout: Duration,
 }
 
-/// The client every HTTP check of the agent shares.
-pub(crate) fn client() -> reqwest::Client {
-    reqwest::Client::builder()
+/// The clients every HTTP check of the agent shares: one that verifies TLS
+/// certificates against the system's roots, and one for checks that set
+/// `TLSSkipVerify`.
+#[derive(Debug, Clone)]
+pub(crate) struct Clients {
+    /// For checks that verify certificates (the default).
+    verifying: reqwest::Client,
+    /// For checks with `TLSSkipVerify`.
+    insecure: reqwest::Client,
+}
+
+impl Clients {
+    /// Builds both clients.
+    pub(crate) fn new() -> Self {
+        Self {
+            verifying: build(false),
+            insecure: build(true),
+        }
+    }
+
+    /// The client for a check's `TLSSkipVerify`.
+    pub(crate) fn for_check(&self, def: &CheckDefinition) -> reqwest::Client {
+        if def.tls_skip_verify {
+            self.insecure.clone()
+        } else {
+            self.verifying.clone()
+        }
+    }
+}
+
+fn build(skip_verify: bool) -> reqwest::Client {
+    let builder = reqwest::Client::builder()
         .user_agent(concat!("trellis-health-check/", env!("CARGO_PKG_VERSION")))
         .pool_idle_timeout(Duration::from_secs(30))
-        .build()
-        // Building only fails when a TLS backend cannot initialize; this
-        // build has none, and the default client is the same.
-        .unwrap_or_default()
+        .danger_accept_invalid_certs(skip_verify);
+    match builder.build() {
+        Ok(c) => c,
+        Err(e) => {
+            // Only a TLS backend that cannot initialize (no usable system
+            // roots, say) fails here; plain-HTTP checks still work with the
+            // default client, and HTTPS checks then report the TLS error.
+            tracing::warn!(error = %e, "HTTP check client without TLS settings");
+            reqwest::Client::default()
+        }
+    }
 }
 
 impl HttpProbe {
@@ -207,7 +243,7 @@ mod tests {
             body: "ping".into(),
             ..CheckDefinition::default()
         };
-        HttpProbe::new(client(), &def, timeout).unwrap()
+        HttpProbe::new(Clients::new().for_check(&def), &def, timeout).unwrap()
     }
 
     #[tokio::test]
@@ -261,5 +297,92 @@ mod tests {
         assert_eq!(r.status, HealthStatus::Critical);
         assert!(took >= Duration::from_millis(300), "{took:?}");
         assert!(took < Duration::from_secs(3), "{took:?}");
+    }
+
+    /// A real HTTPS server: `openssl s_server -www` with a self-signed
+    /// certificate made for the test. Killed on drop.
+    struct TlsServer {
+        child: std::process::Child,
+        url: String,
+        _dir: tempfile::TempDir,
+    }
+
+    impl TlsServer {
+        fn start() -> Self {
+            use std::io::BufRead;
+            use std::process::{Command, Stdio};
+            let dir = tempfile::tempdir().unwrap();
+            let (key, cert) = (dir.path().join("key.pem"), dir.path().join("cert.pem"));
+            let made = Command::new("openssl")
+                .args([
+                    "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1",
+                ])
+                .args(["-subj", "/CN=localhost", "-keyout"])
+                .arg(&key)
+                .arg("-out")
+                .arg(&cert)
+                .stderr(Stdio::null())
+                .status()
+                .expect("openssl (apt-get install openssl)");
+            assert!(made.success(), "openssl req failed");
+            let mut child = Command::new("openssl")
+                .args(["s_server", "-accept", "127.0.0.1:0", "-www", "-cert"])
+                .arg(&cert)
+                .arg("-key")
+                .arg(&key)
+                .stdin(Stdio::null())
+                .stdout(Stdio::piped())
+                .stderr(Stdio::null())
+                .spawn()
+                .expect("openssl s_server");
+            let stdout = child.stdout.take().expect("piped stdout");
+            // s_server prints `ACCEPT 127.0.0.1:PORT` once it listens.
+            let addr = std::io::BufReader::new(stdout)
+                .lines()
+                .map_while(Result::ok)
+                .find_map(|l| l.strip_prefix("ACCEPT ").map(str::to_owned))
+                .expect("s_server reports its address");
+            Self {
+                child,
+                url: format!("https://{addr}/"),
+                _dir: dir,
+            }
+        }
+    }
+
+    impl Drop for TlsServer {
+        fn drop(&mut self) {
+            let _ = self.child.kill();
+            let _ = self.child.wait();
+        }
+    }
+
+    #[tokio::test]
+    async fn https_checks_verify_certificates_unless_told_to_skip() {
+        let server = TlsServer::start();
+        let clients = Clients::new();
+        let check = |skip: bool| CheckDefinition {
+            http: server.url.clone(),
+            tls_skip_verify: skip,
+            ..CheckDefinition::default()
+        };
+        let timeout = Duration::from_secs(5);
+
+        let trusting = check(true);
+        let probe = HttpProbe::new(clients.for_check(&trusting), &trusting, timeout).unwrap();
+        let r = probe.run().await;
+        assert_eq!(r.status, HealthStatus::Passing, "{}", r.output);
+        assert!(r.output.contains("200"), "{}", r.output);
+
+        // The self-signed certificate is not trusted by the system's roots.
+        let verifying = check(false);
+        let probe = HttpProbe::new(clients.for_check(&verifying), &verifying, timeout).unwrap();
+        let r = probe.run().await;
+        assert_eq!(r.status, HealthStatus::Critical, "{}", r.output);
+        assert!(
+            r.output.to_lowercase().contains("certificate"),
+            "{}",
+            r.output
+        );
     }
 }

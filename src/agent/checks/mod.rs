@@ -159,7 +159,7 @@ struct Running {
 
 async fn reconcile(local: Arc<LocalAgent>, stop: CancellationToken) {
     let mut changes = local.subscribe();
-    let client = http::client();
+    let clients = http::Clients::new();
     let mut running: HashMap<String, Running> = HashMap::new();
     let mut ids: HashMap<tokio::task::Id, String> = HashMap::new();
     let mut tasks = JoinSet::new();
@@ -177,7 +177,7 @@ async fn reconcile(local: Arc<LocalAgent>, stop: CancellationToken) {
             if running.contains_key(&id) {
                 continue;
             }
-            let abort = spawn(&mut tasks, &local, &client, &check);
+            let abort = spawn(&mut tasks, &local, &clients, &check);
             ids.insert(abort.id(), id.clone());
             running.insert(
                 id,
@@ -215,7 +215,7 @@ async fn reconcile(local: Arc<LocalAgent>, stop: CancellationToken) {
 fn spawn(
     tasks: &mut JoinSet<()>,
     local: &Arc<LocalAgent>,
-    client: &reqwest::Client,
+    clients: &http::Clients,
     check: &LocalCheck,
 ) -> AbortHandle {
     let def = &check.definition;
@@ -244,7 +244,11 @@ fn spawn(
     let timeout = def.timeout;
     match def.kind() {
         "http" => {
-            match http::HttpProbe::new(client.clone(), def, timeout.unwrap_or(DEFAULT_TIMEOUT)) {
+            match http::HttpProbe::new(
+                clients.for_check(def),
+                def,
+                timeout.unwrap_or(DEFAULT_TIMEOUT),
+            ) {
                 Ok(probe) => tasks.spawn(runner::run_interval(sink, probe, plan)),
                 Err(e) => {
                     // Validation accepted it, so this is a header the client

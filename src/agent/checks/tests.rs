@@ -270,7 +270,7 @@ async fn bad_check_definitions_are_refused_naming_the_field() {
             "Header",
         ),
         (
-            json!({"Name": "c", "HTTP": "https://127.0.0.1:1/", "Interval": "10s"}),
+            json!({"Name": "c", "HTTP": "ftp://127.0.0.1:1/", "Interval": "10s"}),
             "HTTP: scheme",
         ),
         (
