@@ -70,6 +70,25 @@ pub struct NodeIdentity {
     pub serf_lan_port: u16,
 }
 
+#[cfg(test)]
+impl NodeIdentity {
+    /// An identity with the defaults tests do not care about.
+    pub(crate) fn for_tests(node_name: &str, advertise_addr: &str, server: bool) -> Self {
+        Self {
+            node_name: node_name.into(),
+            node_id: "00000000-0000-4000-8000-000000000001".into(),
+            datacenter: "dc1".into(),
+            advertise_addr: advertise_addr.into(),
+            server,
+            version: "0.1.0".into(),
+            tagged_addresses: BTreeMap::new(),
+            meta: BTreeMap::new(),
+            server_port: 8300,
+            serf_lan_port: 8301,
+        }
+    }
+}
+
 /// A service as an agent receives it (HTTP register or a config file).
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
 pub struct ServiceDefinition {
@@ -1122,41 +1141,12 @@ fn service_registration(def: &ServiceDefinition) -> ServiceRegistration {
 mod tests {
     use super::*;
     use crate::catalog::Replica;
-    use crate::consensus::{ConsensusConfig, Storage};
 
     async fn agent(server: bool) -> (Arc<Replica>, LocalAgent) {
         let replica = Arc::new(Replica::new());
-        let consensus = Consensus::start(
-            ConsensusConfig {
-                node_name: "n1".into(),
-                rpc_addr: "127.0.0.1:0".parse().unwrap(),
-                storage: Storage::Memory,
-                bootstrap_expect: 1,
-            },
-            replica.clone(),
-        )
-        .await
-        .unwrap();
-        consensus
-            .wait_for_leader(Duration::from_secs(10))
-            .await
-            .unwrap();
-        let identity = NodeIdentity {
-            node_name: "n1".into(),
-            node_id: "id".into(),
-            datacenter: "dc1".into(),
-            advertise_addr: "10.0.0.1".into(),
-            server,
-            version: "0.1.0".into(),
-            tagged_addresses: BTreeMap::new(),
-            meta: BTreeMap::new(),
-            server_port: 8300,
-            serf_lan_port: 8301,
-        };
-        (
-            replica.clone(),
-            LocalAgent::new(identity, Arc::new(consensus)),
-        )
+        let consensus = Consensus::single_in_memory("n1", replica.clone()).await;
+        let identity = NodeIdentity::for_tests("n1", "10.0.0.1", server);
+        (replica, LocalAgent::new(identity, consensus))
     }
 
     fn ttl_check(status: Option<HealthStatus>) -> CheckDefinition {

@@ -146,6 +146,28 @@ impl std::fmt::Debug for Consensus {
 }
 
 impl Consensus {
+    /// A one-server, in-memory cluster that already has its leader: what
+    /// tests across the crate write through.
+    #[cfg(test)]
+    pub(crate) async fn single_in_memory(node_name: &str, replica: Arc<Replica>) -> Arc<Self> {
+        let consensus = Self::start(
+            ConsensusConfig {
+                node_name: node_name.into(),
+                rpc_addr: SocketAddr::from(([127, 0, 0, 1], 8300)),
+                storage: Storage::Memory,
+                bootstrap_expect: 1,
+            },
+            replica,
+        )
+        .await
+        .expect("in-memory consensus starts");
+        consensus
+            .wait_for_leader(Duration::from_secs(10))
+            .await
+            .expect("a one-server cluster elects itself");
+        Arc::new(consensus)
+    }
+
     /// Opens storage, restores the last snapshot and log into `replica`, and
     /// starts Raft (bootstrapping a single-node cluster when `bootstrap_expect == 1`
     /// and storage is empty).

@@ -14,7 +14,7 @@ use std::sync::atomic::Ordering;
 use super::{ApiState, Ctx, MAX_IN_FLIGHT, build, serve_router};
 use crate::agent::local::{LocalAgent, NodeIdentity};
 use crate::catalog::Replica;
-use crate::consensus::{Consensus, ConsensusConfig, Storage};
+use crate::consensus::Consensus;
 
 /// One API server on 127.0.0.1:0; stops when dropped.
 struct TestApi {
@@ -47,34 +47,12 @@ impl TestApi {
 
     async fn start_with_limit(max_in_flight: usize) -> Self {
         let replica = Arc::new(Replica::new());
-        let consensus = Arc::new(
-            Consensus::start(
-                ConsensusConfig {
-                    node_name: "node1".into(),
-                    rpc_addr: "127.0.0.1:0".parse().unwrap(),
-                    storage: Storage::Memory,
-                    bootstrap_expect: 1,
-                },
-                replica.clone(),
-            )
-            .await
-            .unwrap(),
-        );
-        consensus
-            .wait_for_leader(Duration::from_secs(10))
-            .await
-            .unwrap();
+        let consensus = Consensus::single_in_memory("node1", replica.clone()).await;
         let identity = NodeIdentity {
-            node_name: "node1".into(),
             node_id: "11111111-2222-3333-4444-555555555555".into(),
-            datacenter: "dc1".into(),
-            advertise_addr: "127.0.0.1".into(),
-            server: true,
-            version: "0.1.0".into(),
             tagged_addresses: [("lan".to_string(), "127.0.0.1".to_string())].into(),
             meta: [("rack".to_string(), "r1".to_string())].into(),
-            server_port: 8300,
-            serf_lan_port: 8301,
+            ..NodeIdentity::for_tests("node1", "127.0.0.1", true)
         };
         let local = Arc::new(LocalAgent::new(identity, consensus.clone()));
         local.register_self().await.unwrap();

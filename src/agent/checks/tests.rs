@@ -17,7 +17,7 @@ use crate::agent::local::{
     CheckDefinition, LocalAgent, LocalError, NodeIdentity, ServiceDefinition,
 };
 use crate::catalog::{HealthStatus, Replica};
-use crate::consensus::{Consensus, ConsensusConfig, Storage};
+use crate::consensus::Consensus;
 use crate::http::ApiState;
 
 /// One agent: consensus, local agent, runner and API.
@@ -33,35 +33,8 @@ struct Env {
 impl Env {
     async fn start(settings: CheckSettings) -> Self {
         let replica = Arc::new(Replica::new());
-        let consensus = Arc::new(
-            Consensus::start(
-                ConsensusConfig {
-                    node_name: "n1".into(),
-                    rpc_addr: "127.0.0.1:0".parse().unwrap(),
-                    storage: Storage::Memory,
-                    bootstrap_expect: 1,
-                },
-                replica.clone(),
-            )
-            .await
-            .unwrap(),
-        );
-        consensus
-            .wait_for_leader(Duration::from_secs(10))
-            .await
-            .unwrap();
-        let identity = NodeIdentity {
-            node_name: "n1".into(),
-            node_id: "00000000-0000-4000-8000-000000000001".into(),
-            datacenter: "dc1".into(),
-            advertise_addr: "127.0.0.1".into(),
-            server: true,
-            version: "0.1.0".into(),
-            tagged_addresses: Default::default(),
-            meta: Default::default(),
-            server_port: 8300,
-            serf_lan_port: 8301,
-        };
+        let consensus = Consensus::single_in_memory("n1", replica.clone()).await;
+        let identity = NodeIdentity::for_tests("n1", "127.0.0.1", true);
         let local =
             Arc::new(LocalAgent::new(identity, consensus.clone()).with_check_settings(settings));
         local.register_self().await.unwrap();
