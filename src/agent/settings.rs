@@ -1,0 +1,162 @@
+//! What the agent's parts are given, derived from its [`Config`]: the node's
+//! identity and UUID, the DNS server's settings, and the agent's terms for the
+//! service and check definitions of configuration files.
+
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use super::local;
+use crate::config::Config;
+
+/// This agent's identity for its node registration and `/v1/agent/self`.
+pub(super) fn local_identity(
+    cfg: &Config,
+    rpc_addr: SocketAddr,
+    node_id: String,
+) -> local::NodeIdentity {
+    local::NodeIdentity {
+        node_name: cfg.node_name.clone(),
+        node_id,
+        datacenter: cfg.datacenter.clone(),
+        advertise_addr: cfg.advertise_addr.to_string(),
+        server: cfg.server,
+        version: env!("CARGO_PKG_VERSION").to_string(),
+        tagged_addresses: [
+            ("lan".to_string(), cfg.advertise_addr.to_string()),
+            ("wan".to_string(), cfg.advertise_addr.to_string()),
+        ]
+        .into_iter()
+        .collect(),
+        meta: Default::default(),
+        server_port: rpc_addr.port(),
+        serf_lan_port: cfg.ports.serf_lan,
+    }
+}
+
+/// The DNS server's settings from the agent's.
+pub(super) fn dns_config(cfg: &Config) -> crate::dns::DnsConfig {
+    let d = &cfg.dns;
+    let mut service_ttl: std::collections::HashMap<String, Duration> =
+        d.service_ttl.iter().map(|(k, v)| (k.clone(), *v)).collect();
+    service_ttl.entry("*".into()).or_insert(Duration::ZERO);
+    crate::dns::DnsConfig {
+        domain: d.domain.clone(),
+        datacenter: cfg.datacenter.clone(),
+        node_ttl: d.node_ttl,
+        service_ttl,
+        only_passing: d.only_passing,
+        recursors: d.recursors.clone(),
+        recursor_timeout: d.recursor_timeout,
+        zone_dirs: d.zone_dirs.clone(),
+        udp_answer_limit: d.udp_answer_limit,
+        enable_truncate: d.enable_truncate,
+        ..crate::dns::DnsConfig::default()
+    }
+}
+
+/// A check definition from a configuration file in the agent's terms.
+/// Durations were validated when the configuration loaded.
+pub(super) fn check_from_config(
+    c: &crate::config::CheckFile,
+) -> Result<local::CheckDefinition, String> {
+    use crate::catalog::HealthStatus;
+    use crate::config::parse_duration;
+    let dur = |v: &Option<String>| v.as_deref().map(parse_duration).transpose();
+    Ok(local::CheckDefinition {
+        id: c.id.clone().unwrap_or_default(),
+        name: c.name.clone().unwrap_or_default(),
+        status: c.status.as_deref().and_then(HealthStatus::parse),
+        notes: c.notes.clone().unwrap_or_default(),
+        ttl: dur(&c.ttl)?,
+        interval: dur(&c.interval)?,
+        timeout: dur(&c.timeout)?,
+        http: c.http.clone().unwrap_or_default(),
+        method: c.method.clone().unwrap_or_default(),
+        header: c.header.clone().unwrap_or_default(),
+        tls_skip_verify: c.tls_skip_verify.unwrap_or(false),
+        tcp: c.tcp.clone().unwrap_or_default(),
+        args: c.args.clone().unwrap_or_default(),
+        deregister_critical_service_after: dur(&c.deregister_critical_service_after)?,
+        service_id: c.service_id.clone().unwrap_or_default(),
+        body: c.body.clone().unwrap_or_default(),
+        success_before_passing: c.success_before_passing.unwrap_or(0),
+        failures_before_warning: c.failures_before_warning.unwrap_or(0),
+        failures_before_critical: c.failures_before_critical.unwrap_or(0),
+    })
+}
+
+/// A service definition from a configuration file in the agent's terms.
+/// Durations were validated when the configuration loaded.
+pub(super) fn service_from_config(
+    s: &crate::config::ServiceFile,
+) -> Result<local::ServiceDefinition, String> {
+    use crate::catalog::{ServiceAddress, Weights};
+    let checks = s
+        .check
+        .iter()
+        .chain(&s.checks)
+        .map(check_from_config)
+        .collect::<Result<Vec<_>, _>>()?;
+    Ok(local::ServiceDefinition {
+        id: s.id.clone().unwrap_or_default(),
+        name: s.name.clone(),
+        tags: s.tags.clone(),
+        address: s.address.clone().unwrap_or_default(),
+        tagged_addresses: s
+            .tagged_addresses
+            .iter()
+            .map(|(k, v)| {
+                (
+                    k.clone(),
+                    ServiceAddress {
+                        address: v.address.clone(),
+                        port: v.port,
+                    },
+                )
+            })
+            .collect(),
+        meta: s.meta.clone(),
+        port: s.port.unwrap_or(0),
+        weights: s.weights.map(|w| Weights {
+            passing: w.passing,
+            warning: w.warning,
+        }),
+        enable_tag_override: s.enable_tag_override,
+        checks,
+    })
+}
+
+/// This node's UUID: kept in the data directory so it survives restarts;
+/// fresh for a dev agent.
+pub(super) fn node_id(cfg: &Config) -> std::io::Result<String> {
+    let fresh = || {
+        let b: [u8; 16] = rand::random();
+        format!(
+            "{:08x}-{:04x}-4{:03x}-{:04x}-{:012x}",
+            u32::from_be_bytes([b[0], b[1], b[2], b[3]]),
+            u16::from_be_bytes([b[4], b[5]]),
+            u16::from_be_bytes([b[6], b[7]]) & 0x0fff,
+            (u16::from_be_bytes([b[8], b[9]]) & 0x3fff) | 0x8000,
+            u64::from_be_bytes([0, 0, b[10], b[11], b[12], b[13], b[14], b[15]])
+        )
+    };
+    let Some(dir) = &cfg.data_dir else {
+        return Ok(fresh());
+    };
+    std::fs::create_dir_all(dir)?;
+    let path = dir.join("node-id");
+    match std::fs::read_to_string(&path) {
+        Ok(id) if !id.trim().is_empty() => Ok(id.trim().to_string()),
+        Ok(_) => write_node_id(&path, &fresh()),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => write_node_id(&path, &fresh()),
+        Err(e) => Err(e),
+    }
+}
+
+fn write_node_id(path: &std::path::Path, id: &str) -> std::io::Result<String> {
+    let tmp = path.with_extension("tmp");
+    std::fs::write(&tmp, id)?;
+    std::fs::File::open(&tmp)?.sync_all()?;
+    std::fs::rename(&tmp, path)?;
+    Ok(id.to_string())
+}
