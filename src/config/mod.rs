@@ -271,6 +271,20 @@ impl Config {
                     .into(),
             });
         }
+        let retry_join = if flags.retry_join.is_empty() {
+            f.retry_join.clone().unwrap_or_default()
+        } else {
+            flags.retry_join.clone()
+        };
+        if !retry_join.is_empty() && purpose == Purpose::Run {
+            return Err(ConfigError::Invalid {
+                key: "retry_join",
+                source_name: src("retry_join", "--retry-join", !flags.retry_join.is_empty()),
+                message: "joining other agents is not supported yet (it arrives with gossip \
+                          membership); a single server needs no join"
+                    .into(),
+            });
+        }
         if !server && purpose == Purpose::Run {
             return Err(ConfigError::Invalid {
                 key: "server",
@@ -403,11 +417,7 @@ impl Config {
             advertise_addr,
             client_addr,
             ports,
-            retry_join: if flags.retry_join.is_empty() {
-                f.retry_join.clone().unwrap_or_default()
-            } else {
-                flags.retry_join.clone()
-            },
+            retry_join,
             dns,
             log_level,
             log_json: flags.log_json || f.log_json.unwrap_or(false),
