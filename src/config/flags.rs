@@ -49,6 +49,7 @@ pub struct AgentFlags {
     pub client: Option<String>,
 
     /// Agent address to join at start-up, retried until it succeeds. Repeatable.
+    /// Not supported yet: joining arrives with gossip membership.
     #[arg(long, value_name = "ADDR")]
     pub retry_join: Vec<String>,
 
