@@ -223,11 +223,208 @@ part_pyconsul() {
     if [ "$rc" != 0 ]; then fail "py-consul script exited $rc" "$out"; fi
 }
 
+# ---------------------------------------------------------------- namespaces
+
+# make_ns NAME: a network namespace with loopback up and its own resolv.conf
+# (ip netns exec bind-mounts /etc/netns/NAME/resolv.conf over /etc/resolv.conf).
+make_ns() {
+    ip netns add "$1"
+    ip -n "$1" link set lo up
+    mkdir -p "/etc/netns/$1"
+    printf 'nameserver 127.0.0.1\noptions timeout:1 attempts:2\n' >"/etc/netns/$1/resolv.conf"
+}
+
+# ns_agent VAR NETNS IP DNSPORT ARGS...: a dev agent inside NETNS.
+ns_agent() {
+    local var="$1" netns="$2" ip="$3" dport="$4"
+    shift 4
+    start_agent "$var" "$WORK/$var.log" "$netns" --dev --node "${var,,}" --bind "$ip" --client "$ip" \
+        --dns-port "$dport" --http-port 0 --server-port 0 --serf-lan-port 0 --serf-wan-port 0 "$@"
+}
+
+# ns_put NETNS HTTP PATH JSON
+ns_put() {
+    ip netns exec "$1" curl -fsS -X PUT --data "$4" "http://$2$3"
+}
+
+# A static zone for the upstream resolver: names outside .consul.
+write_zone() {
+    mkdir -p "$WORK/zones"
+    cat >"$WORK/zones/interop.test.zone" <<'ZONE'
+$TTL 60
+@       IN  SOA  ns1 hostmaster ( 1 3600 600 86400 60 )
+        IN  NS   ns1
+ns1     IN  A    127.0.0.2
+www     IN  A    192.0.2.80
+ZONE
+}
+
+# mariadb_start N: MariaDB server N on 127.0.0.1N:3306 inside $NS, server_id N.
+mariadb_start() {
+    local n="$1" dir="$WORK/db$1"
+    if [ ! -d "$dir/mysql" ]; then
+        mariadb-install-db --no-defaults --datadir="$dir" --user=root \
+            --auth-root-authentication-method=normal --skip-test-db >"$WORK/db$n-install.log" 2>&1
+    fi
+    ip netns exec "$NS" mariadbd --no-defaults --datadir="$dir" --user=root \
+        --bind-address="127.0.0.1$n" --port=3306 --socket="$WORK/db$n.sock" \
+        --pid-file="$WORK/db$n.pid" --server-id="$n" --skip-grant-tables --skip-name-resolve \
+        --innodb-buffer-pool-size=16M --skip-log-bin --log-error="$WORK/db$n.err" \
+        >>"$WORK/db$n.stderr" 2>&1 &
+    local pid=$!
+    PIDS+=("$pid")
+    printf -v "DB${n}_PID" '%s' "$pid"
+    wait_for 60 ip netns exec "$NS" mariadb --no-defaults -h "127.0.0.1$n" -P 3306 -u root -N -B -e 'select 1'
+}
+
+mariadb_stop() {
+    local var="DB${1}_PID"
+    kill "${!var}"
+    wait "${!var}" 2>/dev/null || true
+}
+
+# by_name: which server a new connection by hostname reaches (its server_id).
+by_name() {
+    ip netns exec "$NS" mariadb --no-defaults -h mysql.service.consul -P 3306 -u root \
+        --connect-timeout=2 -N -B -e 'select @@server_id' 2>&1
+}
+
+# all_reach N COUNT: COUNT consecutive connections by hostname all reach server N.
+all_reach() {
+    local i
+    for i in $(seq 1 "$2"); do
+        [ "$(by_name)" = "$1" ] || return 1
+    done
+}
+
+# ---------------------------------------------------------------- parts 3 and 4: glibc and MariaDB in a namespace
+
+part_netns() {
+    log "part 4: the system resolver (glibc) in a namespace, trellis on port 53"
+    make_ns "$NS"
+    write_zone
+    ns_agent UP4 "$NS" 127.0.0.2 53 --zone-dir "$WORK/zones" || return 0
+    ns_agent NS4 "$NS" 127.0.0.1 53 --recursor 127.0.0.2:53 || return 0
+
+    local out
+    if ! mariadb_start 1 || ! mariadb_start 2; then
+        fail "MariaDB servers started" "$(cat "$WORK"/db*.err 2>/dev/null | tail -20)"
+        return 0
+    fi
+    local n
+    for n in 1 2; do
+        ns_put "$NS" "$NS4_HTTP" /v1/agent/service/register \
+            "{\"ID\":\"mysql$n\",\"Name\":\"mysql\",\"Address\":\"127.0.0.1$n\",\"Port\":3306,
+              \"Check\":{\"TCP\":\"127.0.0.1$n:3306\",\"Interval\":\"1s\",\"Timeout\":\"1s\"}}" >/dev/null
+    done
+    both_listed() {
+        local a
+        a="$(ip netns exec "$NS" getent ahosts mysql.service.consul)" &&
+            grep -q '127\.0\.0\.11' <<<"$a" && grep -q '127\.0\.0\.12' <<<"$a"
+    }
+    wait_for 10 both_listed || true
+
+    out="$(ip netns exec "$NS" getent hosts mysql.service.consul 2>&1)" || true
+    check "getent hosts mysql.service.consul" "$out" '^127\.0\.0\.1[12][[:space:]]+mysql\.service\.consul'
+    out="$(ip netns exec "$NS" getent ahosts mysql.service.consul 2>&1)" || true
+    check "getent ahosts lists server 1" "$out" '^127\.0\.0\.11[[:space:]]+STREAM'
+    check "getent ahosts lists server 2" "$out" '^127\.0\.0\.12[[:space:]]+STREAM'
+    out="$(ip netns exec "$NS" getent hosts ns4.node.consul 2>&1)" || true
+    check "getent hosts ns4.node.consul" "$out" '^127\.0\.0\.1[[:space:]]'
+    out="$(ip netns exec "$NS" getent hosts www.interop.test 2>&1)" || true
+    check "getent hosts www.interop.test through the recursor" "$out" '^192\.0\.2\.80[[:space:]]+www\.interop\.test'
+    if ip netns exec "$NS" getent hosts nosuch.service.consul >/dev/null 2>&1; then
+        fail "getent hosts nosuch.service.consul fails"
+    else
+        pass "getent hosts nosuch.service.consul fails"
+    fi
+
+    log "part 3: MariaDB by hostname follows the healthy server"
+    local seen1=0 seen2=0 i
+    for i in $(seq 1 30); do
+        case "$(by_name)" in 1) seen1=1 ;; 2) seen2=1 ;; esac
+        [ "$seen1$seen2" = 11 ] && break
+    done
+    check "connections by hostname reach both servers" "$seen1$seen2" '^11$'
+
+    mariadb_stop 2
+    local t0=$SECONDS
+    # Check interval 1s plus a margin of 4s: by then ten connections in a row
+    # all reach the survivor...
+    if wait_for 5 all_reach 1 10; then
+        pass "within interval+margin every connection reaches server 1 ($((SECONDS - t0))s)"
+    else
+        fail "within interval+margin every connection reaches server 1" "$(by_name)"
+    fi
+    # The client alone may fall back to the next address; the answers must
+    # also have dropped the dead server.
+    only_1() {
+        local a
+        a="$(ip netns exec "$NS" getent ahosts mysql.service.consul)" &&
+            grep -q '127\.0\.0\.11' <<<"$a" && ! grep -q '127\.0\.0\.12' <<<"$a"
+    }
+    if wait_for 5 only_1; then
+        pass "the stopped server leaves the DNS answers within interval+margin ($((SECONDS - t0))s)"
+    else
+        fail "the stopped server leaves the DNS answers" "$(ip netns exec "$NS" getent ahosts mysql.service.consul)"
+    fi
+    # ...and none fails afterwards.
+    local bad=0 got
+    for i in $(seq 1 30); do
+        got="$(by_name)"
+        [ "$got" = 1 ] || { bad=$((bad + 1)); printf '    | attempt %s: %s\n' "$i" "$got"; }
+    done
+    check "30 further connections all reach server 1 ($bad failed)" "$bad" '^0$'
+
+    mariadb_start 2 || fail "MariaDB server 2 restarted" "$(tail -20 "$WORK/db2.err")"
+    reaches_2() {
+        local i
+        for i in 1 2 3 4 5 6 7 8 9 10; do [ "$(by_name)" = 2 ] && return 0; done
+        return 1
+    }
+    if wait_for 15 reaches_2; then
+        pass "restarted server 2 returns to the answers"
+    else
+        fail "restarted server 2 returns to the answers" "$(ip netns exec "$NS" getent ahosts mysql.service.consul)"
+    fi
+}
+
+# ---------------------------------------------------------------- part 5: dnsmasq forwarding .consul
+
+part_dnsmasq() {
+    log "part 5: dnsmasq on port 53 forwarding consul to trellis"
+    make_ns "$NS2"
+    write_zone
+    ns_agent UP5 "$NS2" 127.0.0.2 53 --zone-dir "$WORK/zones" || return 0
+    ns_agent DM5 "$NS2" 127.0.0.3 8600 || return 0
+    ip netns exec "$NS2" dnsmasq -k --conf-file=/dev/null --user=root --listen-address=127.0.0.1 \
+        --bind-interfaces --port=53 --no-resolv --no-hosts --cache-size=0 \
+        --server=/consul/127.0.0.3#8600 --server=127.0.0.2#53 --pid-file="$WORK/dnsmasq.pid" \
+        >"$WORK/dnsmasq.log" 2>&1 &
+    PIDS+=("$!")
+    ns_put "$NS2" "$DM5_HTTP" /v1/agent/service/register \
+        '{"ID":"web1","Name":"web","Address":"127.0.0.21","Port":80}' >/dev/null
+    local out
+    wait_for 10 ip netns exec "$NS2" getent hosts web.service.consul || true
+    out="$(ip netns exec "$NS2" getent hosts web.service.consul 2>&1)" || true
+    check "dnsmasq: getent hosts web.service.consul" "$out" '^127\.0\.0\.21[[:space:]]+web\.service\.consul'
+    out="$(ip netns exec "$NS2" getent ahosts web.service.consul 2>&1)" || true
+    check "dnsmasq: getent ahosts web.service.consul" "$out" '^127\.0\.0\.21[[:space:]]+STREAM'
+    out="$(ip netns exec "$NS2" getent hosts dm5.node.consul 2>&1)" || true
+    check "dnsmasq: getent hosts dm5.node.consul" "$out" '^127\.0\.0\.3[[:space:]]'
+    out="$(ip netns exec "$NS2" getent hosts www.interop.test 2>&1)" || true
+    check "dnsmasq: getent hosts www.interop.test from the other upstream" "$out" '^192\.0\.2\.80[[:space:]]'
+    out="$(ip netns exec "$NS2" dig +short @127.0.0.1 _web._tcp.service.consul SRV 2>&1)" || true
+    check "dnsmasq: SRV passes through" "$out" '^1 1 80 '
+}
+
 main() {
     install_tools
     build
     part_dig
     part_pyconsul
+    part_netns
+    part_dnsmasq
     printf '%s passed, %s failed\n' "$PASSED" "$FAILED"
     [ "$FAILED" = 0 ]
 }
