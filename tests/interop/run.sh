@@ -205,6 +205,23 @@ part_dig() {
     check "kdig +tcp gets all 50 SRV ($n)" "$n" '^50$'
     out="$(kdig "@$h" -p "$p" +tcp +time=2 +retry=0 +short big.service.consul A 2>&1 | sort -u | wc -l)" || true
     check "kdig +tcp big.service.consul A has 50 addresses ($out)" "$out" '^50$'
+
+    run_py dnspython dnspy.py "$h" "$p" dig
+}
+
+# run_py LABEL SCRIPT ARGS...: runs a Python part with the venv, counting its
+# `PASS name` / `FAIL name: why` lines.
+run_py() {
+    local label="$1" script="$2" out rc=0 line
+    shift 2
+    out="$("$VENV/bin/python" "$HERE/$script" "$@" 2>&1)" || rc=$?
+    while IFS= read -r line; do
+        case "$line" in
+            PASS\ *) pass "$label: ${line#PASS }" ;;
+            FAIL\ *) fail "$label: ${line#FAIL }" ;;
+        esac
+    done <<<"$out"
+    if [ "$rc" != 0 ]; then fail "$label: $script exited $rc" "$(tail -20 <<<"$out")"; fi
 }
 
 # ---------------------------------------------------------------- part 2: py-consul
@@ -212,16 +229,7 @@ part_dig() {
 part_pyconsul() {
     log "part 2: py-consul"
     dev_agent PYC 127.0.0.3 || return 0
-    local out rc=0
-    out="$("$VENV/bin/python" "$HERE/pyconsul.py" "${PYC_HTTP%:*}" "${PYC_HTTP##*:}" 2>&1)" || rc=$?
-    local line
-    while IFS= read -r line; do
-        case "$line" in
-            PASS\ *) pass "py-consul: ${line#PASS }" ;;
-            FAIL\ *) fail "py-consul: ${line#FAIL }" ;;
-        esac
-    done <<<"$out"
-    if [ "$rc" != 0 ]; then fail "py-consul script exited $rc" "$out"; fi
+    run_py py-consul pyconsul.py "${PYC_HTTP%:*}" "${PYC_HTTP##*:}"
 }
 
 # ---------------------------------------------------------------- namespaces
