@@ -98,7 +98,8 @@ build() {
     (cd "$ROOT" && cargo build --locked -q)
 }
 
-# start_agent VAR LOG [NETNS] -- ARGS...: starts trellis, waits for its
+# start_agent VAR LOG NETNS ARGS...: starts trellis (in NETNS unless it is
+# empty), waits for its
 # `listening dns=… http=…` line and sets VAR_DNS (IP:PORT), VAR_HTTP, VAR_PID.
 start_agent() {
     local var="$1" logf="$2" netns="$3"
@@ -548,6 +549,11 @@ YAML
 }
 
 main() {
+    if [ "$(id -u)" != 0 ]; then
+        fail "the interop suite runs as root (apt-get, ip netns, port 53)"
+        printf '%s passed, %s failed\n' "$PASSED" "$FAILED"
+        return 1
+    fi
     install_tools
     build
     # Called in a condition, a part keeps going past a failed command; its
