@@ -5,6 +5,7 @@ line per assertion; exits non-zero if any failed.
 """
 
 import sys
+import threading
 import time
 
 import consul
@@ -167,6 +168,47 @@ def main():
     ok("catalog.deregister returns True", r is True, repr(r))
     _, cnodes = c.catalog.nodes()
     ok("ext1 gone from catalog.nodes", not any(n["Node"] == "ext1" for n in cnodes), repr(cnodes))
+
+    # HTTP and TCP checks built with py-consul's Check helpers, run by the
+    # agent against a server this script owns.
+    import http.server
+    class Ok(http.server.BaseHTTPRequestHandler):
+        def do_GET(self):  # noqa: N802 - the stdlib's name
+            self.send_response(200)
+            self.end_headers()
+            self.wfile.write(b"ok")
+
+        def log_message(self, *args):
+            pass
+
+    srv = http.server.ThreadingHTTPServer((sys.argv[1], 0), Ok)
+    threading.Thread(target=srv.serve_forever, daemon=True).start()
+    hport = srv.server_address[1]
+    step("register with Check.http", lambda: c.agent.service.register(
+        "web", service_id="web1", port=hport, address=sys.argv[1],
+        check=consul.Check.http(f"http://{sys.argv[1]}:{hport}/", interval="1s", timeout="1s")))
+    step("register with Check.tcp", lambda: c.agent.service.register(
+        "tcpsvc", service_id="tcp1", port=hport, address=sys.argv[1],
+        check=consul.Check.tcp(sys.argv[1], hport, "1s", timeout="1s")))
+
+    def passing_both():
+        return (len(c.health.service("web", passing=True)[1]) == 1
+                and len(c.health.service("tcpsvc", passing=True)[1]) == 1)
+
+    ok("Check.http and Check.tcp turn passing", until(10, passing_both), repr(c.agent.checks()))
+    srv.shutdown()
+    srv.server_close()
+
+    def critical_both():
+        return (c.health.service("web", passing=True)[1] == []
+                and c.health.service("tcpsvc", passing=True)[1] == [])
+
+    ok("Check.http and Check.tcp turn critical when the server stops", until(10, critical_both),
+       repr(c.agent.checks()))
+    ok("critical check has output", all(ch["Output"] for ch in c.agent.checks().values()
+                                        if ch["ServiceID"] in ("web1", "tcp1")), repr(c.agent.checks()))
+    step("deregister web1", lambda: c.agent.service.deregister("web1"))
+    step("deregister tcp1", lambda: c.agent.service.deregister("tcp1"))
 
     sys.exit(1 if failed else 0)
 
