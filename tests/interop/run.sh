@@ -72,7 +72,7 @@ install_tools() {
     command -v mariadb >/dev/null || missing+=(mariadb-client)
     command -v prometheus >/dev/null || missing+=(prometheus)
     command -v ip >/dev/null || missing+=(iproute2)
-    python3 -c 'import ensurepip' 2>/dev/null || missing+=(python3-venv)
+    dpkg -s python3-venv >/dev/null 2>&1 || missing+=(python3-venv)
     if [ "${#missing[@]}" -gt 0 ]; then
         log "installing ${missing[*]}"
         # Keep the packages' own services from starting and binding default ports.
