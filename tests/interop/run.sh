@@ -89,7 +89,7 @@ install_tools() {
     if [ ! -x "$VENV/bin/python" ] || ! "$VENV/bin/python" -c 'import consul, dns.resolver' 2>/dev/null; then
         log "creating python venv in $VENV"
         python3 -m venv "$VENV"
-        "$VENV/bin/pip" install -q py-consul dnspython
+        "$VENV/bin/pip" install -q py-consul==1.8.0 dnspython==2.9.2
     fi
 }
 
