@@ -3,7 +3,7 @@
 //! and stop.
 
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU16, Ordering};
+use std::sync::atomic::{AtomicU16, AtomicUsize, Ordering};
 use std::time::Duration;
 
 use axum::Router;
@@ -127,11 +127,22 @@ impl Env {
 
 /// An HTTP target answering `/health` with the code in `code`.
 async fn target(code: Arc<AtomicU16>) -> (String, tokio::task::JoinHandle<()>) {
+    let (url, handle, _) = counting_target(code).await;
+    (url, handle)
+}
+
+/// [`target`], also counting the requests it answers.
+async fn counting_target(
+    code: Arc<AtomicU16>,
+) -> (String, tokio::task::JoinHandle<()>, Arc<AtomicUsize>) {
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
+    let hits = Arc::new(AtomicUsize::new(0));
+    let counter = hits.clone();
     let app = Router::new().route(
         "/health",
         get(move || {
+            counter.fetch_add(1, Ordering::SeqCst);
             let c = code.load(Ordering::SeqCst);
             async move { (StatusCode::from_u16(c).unwrap(), format!("code {c}")) }
         }),
@@ -139,7 +150,7 @@ async fn target(code: Arc<AtomicU16>) -> (String, tokio::task::JoinHandle<()>) {
     let h = tokio::spawn(async move {
         axum::serve(listener, app).await.unwrap();
     });
-    (format!("http://{addr}/health"), h)
+    (format!("http://{addr}/health"), h, hits)
 }
 
 #[tokio::test]
@@ -415,7 +426,7 @@ async fn script_checks_follow_their_exit_code_when_enabled_locally() {
 async fn removing_a_check_stops_its_runner() {
     let env = Env::start(CheckSettings::default()).await;
     let code = Arc::new(AtomicU16::new(200));
-    let (url, _server) = target(code.clone()).await;
+    let (url, _server, hits) = counting_target(code.clone()).await;
     let (s, _) = env
         .put(
             "/v1/agent/check/register",
@@ -428,14 +439,30 @@ async fn removing_a_check_stops_its_runner() {
     assert_eq!(s, StatusCode::OK);
     // A result in flight may not resurrect it: it stays gone.
     code.store(503, Ordering::SeqCst);
-    let index = env.replica.applied_index();
-    tokio::time::sleep(Duration::from_millis(400)).await;
+    let before = hits.load(Ordering::SeqCst);
+
+    // A sentinel check on the same interval: once it has run three times,
+    // a still-running `h` would have run at least twice more.
+    let (sentinel_url, _sentinel, sentinel_hits) =
+        counting_target(Arc::new(AtomicU16::new(200))).await;
+    let (s, _) = env
+        .put(
+            "/v1/agent/check/register",
+            json!({"Name": "sentinel", "HTTP": sentinel_url, "Interval": "100ms"}),
+        )
+        .await;
+    assert_eq!(s, StatusCode::OK);
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    while sentinel_hits.load(Ordering::SeqCst) < 3 {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the sentinel never ran"
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    // At most the one request already in flight at removal.
+    assert!(hits.load(Ordering::SeqCst) <= before + 1, "h kept running");
     assert_eq!(env.catalog_status("h"), None);
-    assert_eq!(
-        env.replica.applied_index(),
-        index,
-        "no writes after removal"
-    );
     env.stop().await;
 }
 
