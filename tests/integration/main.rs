@@ -4,6 +4,7 @@
 mod harness;
 
 mod checks;
+mod cli;
 mod config_files;
 mod dns_answers;
 mod durability;
