@@ -113,4 +113,9 @@ pub struct AgentFlags {
     /// Allow script checks from configuration files only.
     #[arg(long)]
     pub enable_local_script_checks: bool,
+
+    /// Raft: snapshot the catalog after this many log entries since the last
+    /// snapshot, which bounds the log [default: 5000].
+    #[arg(long, value_name = "N")]
+    pub raft_snapshot_threshold: Option<u64>,
 }
