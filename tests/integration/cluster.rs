@@ -1,0 +1,448 @@
+//! Three- and five-server clusters of real processes on loopback: bootstrap,
+//! forwarding, DNS agreement, failover under load, durability when every
+//! server dies, rejoining with a wiped disk, quorum loss and a hung leader.
+
+use std::collections::BTreeSet;
+use std::net::IpAddr;
+
+use hickory_proto::op::Message;
+use hickory_proto::rr::{RData, RecordType};
+use serde_json::json;
+
+use crate::cluster_harness::{Cluster, FORM_DEADLINE, Load, SETTLE_DEADLINE, ServiceView};
+
+/// A records of an answer, sorted.
+fn a_records(m: &Message) -> Vec<IpAddr> {
+    let mut v: Vec<IpAddr> = m
+        .answers
+        .iter()
+        .filter_map(|r| match &r.data {
+            RData::A(a) => Some(IpAddr::V4(a.0)),
+            _ => None,
+        })
+        .collect();
+    v.sort();
+    v
+}
+
+/// SRV ports of an answer, sorted.
+fn srv_ports(m: &Message) -> Vec<u16> {
+    let mut v: Vec<u16> = m
+        .answers
+        .iter()
+        .filter_map(|r| match &r.data {
+            RData::SRV(s) => Some(s.port),
+            _ => None,
+        })
+        .collect();
+    v.sort();
+    v
+}
+
+/// Panics listing the acknowledged writes missing from `view`.
+fn assert_has_all(acked: &BTreeSet<String>, view: &ServiceView, on: &str) {
+    let missing: Vec<&String> = acked.difference(&view.ids).collect();
+    assert!(
+        missing.is_empty(),
+        "{} of {} acknowledged writes missing on {on} (index {}): {:?}",
+        missing.len(),
+        acked.len(),
+        view.index,
+        &missing[..missing.len().min(20)]
+    );
+}
+
+/// A `?consistent` read of `service` on member `i`, retried only while the
+/// read itself fails (e.g. during an election); the content is the caller's
+/// to judge.
+async fn consistent_read(c: &Cluster, i: usize, service: &str) -> ServiceView {
+    c.wait_until(
+        &format!("a ?consistent read of {service} on s{}", i + 1),
+        SETTLE_DEADLINE,
+        || c.service(i, service, "consistent"),
+    )
+    .await
+}
+
+/// Registers through member `i` until one write is acknowledged (unique IDs
+/// per attempt, so an unacknowledged attempt is never confused with it).
+async fn write_until_acked(c: &Cluster, i: usize, service: &str, tag: &str) -> String {
+    let mut attempt = 0;
+    c.wait_until(
+        &format!("a write through s{} to be acknowledged", i + 1),
+        SETTLE_DEADLINE,
+        || {
+            attempt += 1;
+            let id = format!("{service}-{tag}-{attempt}");
+            async move {
+                let r = c.register(i, service, &id, "10.201.0.1", 2).await?;
+                if r.ok() {
+                    Ok(id)
+                } else {
+                    Err(format!("{} {}", r.status, r.text))
+                }
+            }
+        },
+    )
+    .await
+}
+
+async fn bootstraps(n: usize) {
+    let c = Cluster::start(n).await;
+    let leader = c.leader().await;
+    let all: BTreeSet<String> = (0..n).map(|i| c.rpc(i).to_string()).collect();
+    for i in 0..n {
+        // Every member has the same view of the configuration: the n servers,
+        // all voters, one leader.
+        let servers = c.raft_servers(i).await.expect("raft configuration");
+        assert_eq!(servers.len(), n, "s{}: {servers:?}", i + 1);
+        let voters: BTreeSet<String> = servers
+            .iter()
+            .filter(|s| s["Voter"] == json!(true))
+            .filter_map(|s| s["Address"].as_str().map(String::from))
+            .collect();
+        assert_eq!(voters, all, "s{}: {servers:?}", i + 1);
+        let leaders: Vec<&str> = servers
+            .iter()
+            .filter(|s| s["Leader"] == json!(true))
+            .filter_map(|s| s["Address"].as_str())
+            .collect();
+        assert_eq!(
+            leaders,
+            vec![c.rpc(leader).to_string()],
+            "s{}: {servers:?}",
+            i + 1
+        );
+        let ids: BTreeSet<&str> = servers.iter().filter_map(|s| s["ID"].as_str()).collect();
+        assert_eq!(ids.len(), n, "distinct IDs on s{}: {servers:?}", i + 1);
+        let nodes: BTreeSet<&str> = servers.iter().filter_map(|s| s["Node"].as_str()).collect();
+        let want: BTreeSet<String> = (1..=n).map(|k| format!("s{k}")).collect();
+        assert_eq!(
+            nodes,
+            want.iter().map(String::as_str).collect(),
+            "node names on s{}",
+            i + 1
+        );
+
+        let peers = c.get(i, "/v1/status/peers").await.expect("peers").json();
+        let peers: BTreeSet<String> = peers
+            .as_array()
+            .expect("peers is an array")
+            .iter()
+            .filter_map(|p| p.as_str().map(String::from))
+            .collect();
+        assert_eq!(peers, all, "/v1/status/peers on s{}", i + 1);
+    }
+}
+
+#[tokio::test]
+async fn three_servers_bootstrap_with_one_leader_and_three_voters() {
+    bootstraps(3).await;
+}
+
+#[tokio::test]
+async fn five_servers_bootstrap_with_one_leader_and_five_voters() {
+    bootstraps(5).await;
+}
+
+#[tokio::test]
+async fn writes_through_followers_reach_every_servers_dns() {
+    let c = Cluster::start(3).await;
+    let leader = c.leader().await;
+    let followers = c.followers(leader);
+    let mut want_ips = Vec::new();
+    let mut want_ports = Vec::new();
+    let mut want_ids = BTreeSet::new();
+    for k in 0..4u8 {
+        // Alternate between the two followers: each forwards to the leader.
+        let via = followers[usize::from(k) % followers.len()];
+        let (id, ip, port) = (
+            format!("web-{k}"),
+            format!("10.3.0.{}", k + 1),
+            8000 + u16::from(k),
+        );
+        let r = c
+            .register(via, "web", &id, &ip, port)
+            .await
+            .expect("answer");
+        assert!(r.ok(), "register {id} through s{}: {r:?}", via + 1);
+        want_ips.push(ip.parse::<IpAddr>().expect("ip"));
+        want_ports.push(port);
+        want_ids.insert(id);
+    }
+    for i in 0..c.len() {
+        let view = c.service(i, "web", "consistent").await.expect("read");
+        assert_eq!(view.ids, want_ids, "?consistent read on s{}", i + 1);
+        // After that read, this server's DNS must already answer the same.
+        let a = c.agent(i).query_udp("web.service.consul.", RecordType::A);
+        assert_eq!(a_records(&a), want_ips, "A on s{}: {a:?}", i + 1);
+        let srv = c.agent(i).query_tcp("web.service.consul.", RecordType::SRV);
+        assert_eq!(srv_ports(&srv), want_ports, "SRV on s{}: {srv:?}", i + 1);
+    }
+    // And every server holds the write at the same index.
+    let view = c.wait_converged(&[0, 1, 2], "web", SETTLE_DEADLINE).await;
+    assert_eq!(view.ids, want_ids);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn leader_sigkill_under_write_load_loses_no_acknowledged_write() {
+    let mut c = Cluster::start(3).await;
+    let old = c.leader().await;
+    let load = Load::start(&c, &[0, 1, 2], 6, "load");
+    load.wait_acked(&c, 150, SETTLE_DEADLINE).await;
+
+    c.kill(old);
+    let survivors = c.running();
+    let new = c.wait_leader_among(&survivors, SETTLE_DEADLINE).await;
+    assert_ne!(new, old, "a killed server cannot lead");
+    // Writes succeed again through every survivor, and the load resumes.
+    let mut extra = BTreeSet::new();
+    for &s in &survivors {
+        extra.insert(write_until_acked(&c, s, "load", "after-kill").await);
+    }
+    let resumed = load.acked() + 50;
+    load.wait_acked(&c, resumed, SETTLE_DEADLINE).await;
+    let mut acked = load.finish().await;
+    acked.extend(extra);
+
+    for &s in &survivors {
+        let view = consistent_read(&c, s, "load").await;
+        assert_has_all(&acked, &view, &format!("survivor s{}", s + 1));
+    }
+
+    // The old leader comes back as a follower and catches up.
+    c.restart(old);
+    let leader = c.wait_leader_among(&[0, 1, 2], SETTLE_DEADLINE).await;
+    assert_ne!(leader, old, "the restarted server's log is behind");
+    let view = c.wait_converged(&[0, 1, 2], "load", SETTLE_DEADLINE).await;
+    assert_has_all(&acked, &view, "every server after the restart");
+    c.wait_voters(leader, SETTLE_DEADLINE).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigkill_of_every_server_under_write_load_loses_no_acknowledged_write() {
+    let mut c = Cluster::start(3).await;
+    let load = Load::start(&c, &[0, 1, 2], 6, "load");
+    load.wait_acked(&c, 200, SETTLE_DEADLINE).await;
+    for i in 0..c.len() {
+        c.kill(i);
+    }
+    let acked = load.finish().await;
+
+    for i in 0..c.len() {
+        c.restart(i);
+    }
+    c.wait_formed().await;
+    for i in 0..c.len() {
+        let view = consistent_read(&c, i, "load").await;
+        assert_has_all(&acked, &view, &format!("s{} after restarting all", i + 1));
+    }
+    // The restarted cluster accepts writes again.
+    let leader = c.leader().await;
+    let r = c
+        .register(c.followers(leader)[0], "after", "after-1", "10.4.0.1", 1)
+        .await
+        .expect("answer");
+    assert!(r.ok(), "{r:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_server_with_a_wiped_data_dir_rejoins_and_converges() {
+    let mut c = Cluster::start(3).await;
+    let leader = c.leader().await;
+    let load = Load::start(&c, &[0, 1, 2], 4, "load");
+    load.wait_acked(&c, 300, SETTLE_DEADLINE).await;
+    let acked = load.finish().await;
+
+    let f = c.followers(leader)[0];
+    let addr = c.rpc(f).to_string();
+    let id_of = |servers: &[serde_json::Value]| {
+        servers
+            .iter()
+            .find(|s| s["Address"] == json!(addr))
+            .and_then(|s| s["ID"].as_str().map(String::from))
+    };
+    let old_id = id_of(&c.raft_servers(leader).await.expect("configuration"))
+        .expect("the follower is in the configuration");
+
+    c.wipe_and_restart(f);
+    // Its new identity replaces the old entry: still three voters, the
+    // wiped server's address under a new ID.
+    let all: BTreeSet<String> = (0..c.len()).map(|i| c.rpc(i).to_string()).collect();
+    let leader = c.leader().await;
+    c.wait_until(
+        "the wiped server's new ID to replace its old one",
+        FORM_DEADLINE,
+        || async {
+            let servers = c.raft_servers(leader).await?;
+            let voters: BTreeSet<String> = servers
+                .iter()
+                .filter(|s| s["Voter"] == json!(true))
+                .filter_map(|s| s["Address"].as_str().map(String::from))
+                .collect();
+            let new_id = id_of(&servers);
+            if servers.len() == 3
+                && voters == all
+                && new_id.is_some()
+                && new_id != Some(old_id.clone())
+            {
+                Ok(())
+            } else {
+                Err(format!("configuration (old ID {old_id}): {servers:?}"))
+            }
+        },
+    )
+    .await;
+    let view = c.wait_converged(&[0, 1, 2], "load", FORM_DEADLINE).await;
+    assert_has_all(&acked, &view, "every server after the wipe");
+
+    // The rejoined server takes part in writes like any other.
+    let id = write_until_acked(&c, f, "load", "after-wipe").await;
+    let view = c.wait_converged(&[0, 1, 2], "load", SETTLE_DEADLINE).await;
+    assert!(view.ids.contains(&id));
+}
+
+/// Member `s` alone: its writes fail promptly with Consul's error, while
+/// stale reads and DNS answer `base`, the last state it applied.
+async fn assert_alone(c: &Cluster, s: usize, base: &ServiceView, ips: &[IpAddr]) {
+    // Every write returns within the client's timeout; once the server knows
+    // it has no quorum, the answer is 500 "No cluster leader".
+    let mut attempt = 0;
+    c.wait_until(
+        &format!("s{} to refuse writes with No cluster leader", s + 1),
+        SETTLE_DEADLINE,
+        || {
+            attempt += 1;
+            let id = format!("alone-{s}-{attempt}");
+            async move {
+                let r = c.register(s, "alone", &id, "10.5.0.1", 1).await;
+                match r {
+                    Ok(r) if r.status == 500 && r.text.contains("No cluster leader") => Ok(()),
+                    Ok(r) => Err(format!("{} {}", r.status, r.text)),
+                    Err(e) => panic!("a write to s{} without quorum did not return: {e}", s + 1),
+                }
+            }
+        },
+    )
+    .await;
+    for k in 0..3 {
+        let r = c
+            .register(s, "alone", &format!("alone-{s}-final-{k}"), "10.5.0.1", 1)
+            .await
+            .unwrap_or_else(|e| panic!("a write to s{} without quorum did not return: {e}", s + 1));
+        assert_eq!(r.status, 500, "{r:?}");
+        assert!(r.text.contains("No cluster leader"), "{r:?}");
+    }
+    assert_eq!(c.leader_seen_by(s).await.as_deref(), Some(""));
+
+    let stale = c
+        .get(s, "/v1/catalog/service/keep?stale")
+        .await
+        .expect("stale read");
+    assert_eq!(stale.status, 200, "{stale:?}");
+    assert_eq!(stale.known_leader, Some(false), "{stale:?}");
+    let view = c.service(s, "keep", "stale").await.expect("stale read");
+    assert_eq!(&view, base, "s{} answers its last state", s + 1);
+    let a = c.agent(s).query_udp("keep.service.consul.", RecordType::A);
+    assert_eq!(
+        a_records(&a),
+        ips,
+        "DNS on s{} without quorum: {a:?}",
+        s + 1
+    );
+}
+
+#[tokio::test]
+async fn two_of_three_down_refuse_writes_promptly_and_keep_answering_reads() {
+    let mut c = Cluster::start(3).await;
+    let all = [0, 1, 2];
+    let mut ips = Vec::new();
+    for k in 0..3u8 {
+        let ip = format!("10.6.0.{}", k + 1);
+        let r = c
+            .register(k.into(), "keep", &format!("keep-{k}"), &ip, 80)
+            .await
+            .expect("answer");
+        assert!(r.ok(), "{r:?}");
+        ips.push(ip.parse::<IpAddr>().expect("ip"));
+    }
+    let base = c.wait_converged(&all, "keep", SETTLE_DEADLINE).await;
+
+    // The leader survives alone: it must notice it lost its quorum.
+    let leader = c.leader().await;
+    for f in c.followers(leader) {
+        c.kill(f);
+    }
+    assert_alone(&c, leader, &base, &ips).await;
+
+    // Quorum back: the cluster takes writes again.
+    for i in all {
+        if i != leader {
+            c.restart(i);
+        }
+    }
+    c.wait_formed().await;
+    let r = c
+        .register(leader, "keep", "keep-3", "10.6.0.4", 80)
+        .await
+        .expect("answer");
+    assert!(r.ok(), "a write after quorum returned: {r:?}");
+    ips.push("10.6.0.4".parse().expect("ip"));
+    let base = c.wait_converged(&all, "keep", SETTLE_DEADLINE).await;
+
+    // A follower survives alone.
+    let leader = c.leader().await;
+    let followers = c.followers(leader);
+    let survivor = followers[0];
+    c.kill(leader);
+    c.kill(followers[1]);
+    assert_alone(&c, survivor, &base, &ips).await;
+}
+
+#[tokio::test]
+async fn a_paused_leader_is_replaced_and_steps_down_when_resumed() {
+    let mut c = Cluster::start(3).await;
+    let old = c.leader().await;
+    let before = write_until_acked(&c, old, "paused", "before").await;
+
+    c.pause(old);
+    let rest = c.running();
+    let new = c.wait_leader_among(&rest, SETTLE_DEADLINE).await;
+    assert_ne!(new, old, "a paused server cannot lead");
+    let mut written = BTreeSet::from([before]);
+    for &s in &rest {
+        written.insert(write_until_acked(&c, s, "paused", "during").await);
+    }
+
+    c.resume(old);
+    let leader = c.wait_leader_among(&[0, 1, 2], SETTLE_DEADLINE).await;
+    assert_ne!(leader, old, "the resumed server's log is behind");
+    // One leader in everyone's configuration, and it is the same one.
+    c.wait_until(
+        "one leader in every configuration",
+        SETTLE_DEADLINE,
+        || async {
+            let mut seen = Vec::new();
+            for i in 0..3 {
+                let servers = c.raft_servers(i).await?;
+                let leaders: Vec<String> = servers
+                    .iter()
+                    .filter(|s| s["Leader"] == json!(true))
+                    .filter_map(|s| s["Address"].as_str().map(String::from))
+                    .collect();
+                seen.push(leaders);
+            }
+            let want = vec![c.rpc(leader).to_string()];
+            if seen.iter().all(|l| *l == want) {
+                Ok(())
+            } else {
+                Err(format!("leaders per server: {seen:?}"))
+            }
+        },
+    )
+    .await;
+    let view = c
+        .wait_converged(&[0, 1, 2], "paused", SETTLE_DEADLINE)
+        .await;
+    assert_has_all(&written, &view, "every server after the resume");
+}
