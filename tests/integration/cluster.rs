@@ -342,7 +342,10 @@ async fn assert_alone(c: &Cluster, s: usize, base: &ServiceView, ips: &[IpAddr])
     assert_eq!(stale.status, 200, "{stale:?}");
     assert_eq!(stale.known_leader, Some(false), "{stale:?}");
     let view = c.service(s, "keep", "stale").await.expect("stale read");
-    assert_eq!(&view, base, "s{} answers its last state", s + 1);
+    // The same instances; the index may have moved with the server's own
+    // bookkeeping writes before the quorum went.
+    assert_eq!(view.ids, base.ids, "s{} answers its last state", s + 1);
+    assert!(view.index >= base.index, "{view:?} vs {base:?}");
     let a = c.agent(s).query_udp("keep.service.consul.", RecordType::A);
     assert_eq!(
         a_records(&a),
