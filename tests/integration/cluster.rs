@@ -87,52 +87,67 @@ async fn write_until_acked(c: &Cluster, i: usize, service: &str, tag: &str) -> S
     .await
 }
 
-async fn bootstraps(n: usize) {
-    let c = Cluster::start(n).await;
-    let leader = c.leader().await;
+/// Whether every member of `c` agrees on one bootstrapped configuration: all
+/// members as voters at their addresses, distinct IDs, their node names, and
+/// the one leader that every member names.
+async fn agreed_configuration(c: &Cluster) -> Result<(), String> {
+    let n = c.len();
     let all: BTreeSet<String> = (0..n).map(|i| c.rpc(i).to_string()).collect();
+    let nodes: BTreeSet<String> = (1..=n).map(|k| format!("s{k}")).collect();
+    let mut leaders = BTreeSet::new();
     for i in 0..n {
-        // Every member has the same view of the configuration: the n servers,
-        // all voters, one leader.
-        let servers = c.raft_servers(i).await.expect("raft configuration");
-        assert_eq!(servers.len(), n, "s{}: {servers:?}", i + 1);
-        let voters: BTreeSet<String> = servers
-            .iter()
-            .filter(|s| s["Voter"] == json!(true))
-            .filter_map(|s| s["Address"].as_str().map(String::from))
-            .collect();
-        assert_eq!(voters, all, "s{}: {servers:?}", i + 1);
-        let leaders: Vec<&str> = servers
+        let on = format!("s{}", i + 1);
+        leaders.insert(c.leader_seen_by(i).await.unwrap_or_default());
+        let servers = c.raft_servers(i).await?;
+        let strings = |key: &str, only_voters: bool| -> BTreeSet<String> {
+            servers
+                .iter()
+                .filter(|s| !only_voters || s["Voter"] == json!(true))
+                .filter_map(|s| s[key].as_str().map(String::from))
+                .collect()
+        };
+        let flagged: Vec<String> = servers
             .iter()
             .filter(|s| s["Leader"] == json!(true))
-            .filter_map(|s| s["Address"].as_str())
+            .filter_map(|s| s["Address"].as_str().map(String::from))
             .collect();
-        assert_eq!(
-            leaders,
-            vec![c.rpc(leader).to_string()],
-            "s{}: {servers:?}",
-            i + 1
-        );
-        let ids: BTreeSet<&str> = servers.iter().filter_map(|s| s["ID"].as_str()).collect();
-        assert_eq!(ids.len(), n, "distinct IDs on s{}: {servers:?}", i + 1);
-        let nodes: BTreeSet<&str> = servers.iter().filter_map(|s| s["Node"].as_str()).collect();
-        let want: BTreeSet<String> = (1..=n).map(|k| format!("s{k}")).collect();
-        assert_eq!(
-            nodes,
-            want.iter().map(String::as_str).collect(),
-            "node names on s{}",
-            i + 1
-        );
-
-        let peers = c.get(i, "/v1/status/peers").await.expect("peers").json();
+        if servers.len() != n
+            || strings("Address", true) != all
+            || strings("ID", false).len() != n
+            || strings("Node", false) != nodes
+            || flagged.len() != 1
+        {
+            return Err(format!("configuration on {on}: {servers:?}"));
+        }
+        leaders.insert(flagged[0].clone());
+        let peers = c.get(i, "/v1/status/peers").await?.json();
         let peers: BTreeSet<String> = peers
             .as_array()
-            .expect("peers is an array")
-            .iter()
-            .filter_map(|p| p.as_str().map(String::from))
-            .collect();
-        assert_eq!(peers, all, "/v1/status/peers on s{}", i + 1);
+            .map(|a| {
+                a.iter()
+                    .filter_map(|p| p.as_str().map(String::from))
+                    .collect()
+            })
+            .unwrap_or_default();
+        if peers != all {
+            return Err(format!("/v1/status/peers on {on}: {peers:?}"));
+        }
     }
+    // Every status/leader answer and every configuration's Leader flag name
+    // the same server.
+    if leaders.len() == 1 && leaders.iter().all(|l| all.contains(l)) {
+        Ok(())
+    } else {
+        Err(format!("leaders named: {leaders:?}"))
+    }
+}
+
+async fn bootstraps(n: usize) {
+    let c = Cluster::start(n).await;
+    c.wait_until("one agreed configuration", FORM_DEADLINE, || {
+        agreed_configuration(&c)
+    })
+    .await;
 }
 
 #[tokio::test]
@@ -161,11 +176,7 @@ async fn writes_through_followers_reach_every_servers_dns() {
             format!("10.3.0.{}", k + 1),
             8000 + u16::from(k),
         );
-        let r = c
-            .register(via, "web", &id, &ip, port)
-            .await
-            .expect("answer");
-        assert!(r.ok(), "register {id} through s{}: {r:?}", via + 1);
+        c.register_acked(via, "web", &id, &ip, port).await;
         want_ips.push(ip.parse::<IpAddr>().expect("ip"));
         want_ports.push(port);
         want_ids.insert(id);
@@ -239,11 +250,8 @@ async fn sigkill_of_every_server_under_write_load_loses_no_acknowledged_write() 
     }
     // The restarted cluster accepts writes again.
     let leader = c.leader().await;
-    let r = c
-        .register(c.followers(leader)[0], "after", "after-1", "10.4.0.1", 1)
-        .await
-        .expect("answer");
-    assert!(r.ok(), "{r:?}");
+    c.register_acked(c.followers(leader)[0], "after", "after-1", "10.4.0.1", 1)
+        .await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -362,11 +370,8 @@ async fn two_of_three_down_refuse_writes_promptly_and_keep_answering_reads() {
     let mut ips = Vec::new();
     for k in 0..3u8 {
         let ip = format!("10.6.0.{}", k + 1);
-        let r = c
-            .register(k.into(), "keep", &format!("keep-{k}"), &ip, 80)
-            .await
-            .expect("answer");
-        assert!(r.ok(), "{r:?}");
+        c.register_acked(k.into(), "keep", &format!("keep-{k}"), &ip, 80)
+            .await;
         ips.push(ip.parse::<IpAddr>().expect("ip"));
     }
     let base = c.wait_converged(&all, "keep", SETTLE_DEADLINE).await;
@@ -385,11 +390,8 @@ async fn two_of_three_down_refuse_writes_promptly_and_keep_answering_reads() {
         }
     }
     c.wait_formed().await;
-    let r = c
-        .register(leader, "keep", "keep-3", "10.6.0.4", 80)
-        .await
-        .expect("answer");
-    assert!(r.ok(), "a write after quorum returned: {r:?}");
+    c.register_acked(leader, "keep", "keep-3", "10.6.0.4", 80)
+        .await;
     ips.push("10.6.0.4".parse().expect("ip"));
     let base = c.wait_converged(&all, "keep", SETTLE_DEADLINE).await;
 

@@ -331,6 +331,33 @@ impl Cluster {
         .await
     }
 
+    /// Registers like [`Self::register`] and asserts it is acknowledged,
+    /// repeating the same (idempotent) registration while the answer is
+    /// "No cluster leader": an election a slow machine provoked is not what
+    /// the callers test. Any other failure, or no answer, fails at once.
+    pub(crate) async fn register_acked(
+        &self,
+        i: usize,
+        service: &str,
+        id: &str,
+        addr: &str,
+        port: u16,
+    ) {
+        let what = format!("registration of {id} through s{}", i + 1);
+        self.wait_until(&what, SETTLE_DEADLINE, || async {
+            let r = self
+                .register(i, service, id, addr, port)
+                .await
+                .unwrap_or_else(|e| panic!("{what}: no answer: {e}"));
+            match r.status {
+                s if (200..300).contains(&s) => Ok(()),
+                500 if r.text.contains("No cluster leader") => Err(r.text),
+                _ => panic!("{what}: {r:?}"),
+            }
+        })
+        .await;
+    }
+
     /// Who member `i` says leads: `Some("")` when it knows none, `None` when
     /// it did not answer.
     pub(crate) async fn leader_seen_by(&self, i: usize) -> Option<String> {
