@@ -757,7 +757,15 @@ impl Load {
         for t in self.tasks {
             let _ = t.await;
         }
-        self.acked.lock().unwrap_or_else(|e| e.into_inner()).clone()
+        let acked = self.acked.lock().unwrap_or_else(|e| e.into_inner()).clone();
+        // Shown with --nocapture or when the test fails: how the cluster
+        // answered the writes it did not acknowledge.
+        eprintln!(
+            "load: {} acknowledged; failed attempts by kind: {:?}",
+            acked.len(),
+            self.failures.lock().unwrap_or_else(|e| e.into_inner())
+        );
+        acked
     }
 }
 
