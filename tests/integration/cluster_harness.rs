@@ -559,6 +559,14 @@ impl Drop for Cluster {
                 m.life,
                 tail.len()
             );
+            // A panic inside a server scrolls out of the tail under the
+            // errors it causes; show it (and its message line) first.
+            for (k, l) in lines.iter().enumerate() {
+                if l.contains("panicked at") {
+                    let msg = lines.get(k + 1).copied().unwrap_or_default();
+                    let _ = writeln!(out, "PANIC in s{}: {l}\n  {msg}", i + 1);
+                }
+            }
             for l in tail {
                 let _ = writeln!(out, "{l}");
             }

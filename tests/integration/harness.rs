@@ -97,14 +97,18 @@ impl TestAgent {
     }
 
     fn spawn(prefix: Vec<String>, args: Vec<String>, ip: IpAddr) -> Self {
-        let bin = env!("CARGO_BIN_EXE_trellis");
+        // TRELLIS_TEST_BIN runs another build of the binary: in a target dir
+        // shared by several worktrees, `target/debug/trellis` is whichever
+        // was built last, while `deps/trellis-<hash>` is this worktree's.
+        let bin = std::env::var("TRELLIS_TEST_BIN")
+            .unwrap_or_else(|_| env!("CARGO_BIN_EXE_trellis").to_string());
         let mut cmd = match prefix.split_first() {
             Some((first, rest)) => {
                 let mut c = Command::new(first);
-                c.args(rest).arg(bin);
+                c.args(rest).arg(&bin);
                 c
             }
-            None => Command::new(bin),
+            None => Command::new(&bin),
         };
         // TRELLIS_TEST_LOG raises the agents' log level when chasing a failure.
         let filter =
