@@ -151,6 +151,7 @@ async fn bootstraps(n: usize) {
         agreed_configuration(&c)
     })
     .await;
+    c.assert_no_server_panicked();
 }
 
 #[tokio::test]
@@ -197,6 +198,7 @@ async fn writes_through_followers_reach_every_servers_dns() {
     // And every server holds the write at the same index.
     let view = c.wait_converged(&[0, 1, 2], "web", SETTLE_DEADLINE).await;
     assert_eq!(view.ids, want_ids);
+    c.assert_no_server_panicked();
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -232,6 +234,7 @@ async fn leader_sigkill_under_write_load_loses_no_acknowledged_write() {
     let view = c.wait_converged(&[0, 1, 2], "load", SETTLE_DEADLINE).await;
     assert_has_all(&acked, &view, "every server after the restart");
     c.wait_voters(leader, SETTLE_DEADLINE).await;
+    c.assert_no_server_panicked();
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -256,6 +259,7 @@ async fn sigkill_of_every_server_under_write_load_loses_no_acknowledged_write() 
     let leader = c.leader().await;
     c.register_acked(c.followers(leader)[0], "after", "after-1", "10.4.0.1", 1)
         .await;
+    c.assert_no_server_panicked();
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -312,6 +316,7 @@ async fn a_server_with_a_wiped_data_dir_rejoins_and_converges() {
     let id = write_until_acked(&c, f, "load", "after-wipe").await;
     let view = c.wait_converged(&[0, 1, 2], "load", SETTLE_DEADLINE).await;
     assert!(view.ids.contains(&id));
+    c.assert_no_server_panicked();
 }
 
 /// Member `s` alone: its writes fail with Consul's error, while stale reads
@@ -421,6 +426,7 @@ async fn two_of_three_down_refuse_writes_promptly_and_keep_answering_reads() {
         hung.is_empty(),
         "writes without quorum unanswered after {CLIENT_TIMEOUT:?}: {hung:?}"
     );
+    c.assert_no_server_panicked();
 }
 
 #[tokio::test]
@@ -469,4 +475,5 @@ async fn a_paused_leader_is_replaced_and_steps_down_when_resumed() {
         .wait_converged(&[0, 1, 2], "paused", SETTLE_DEADLINE)
         .await;
     assert_has_all(&written, &view, "every server after the resume");
+    c.assert_no_server_panicked();
 }

@@ -229,6 +229,23 @@ impl Cluster {
         (0..self.len()).find(|&i| self.rpc(i).to_string() == addr)
     }
 
+    /// Panics if any member's log (across restarts) shows a panic: a server
+    /// that panicked inside is broken even when the cluster recovered.
+    pub(crate) fn assert_no_server_panicked(&self) {
+        for (i, m) in self.members.iter().enumerate() {
+            let log = m.agent.log();
+            let lines: Vec<&str> = log.lines().collect();
+            if let Some(k) = lines.iter().position(|l| l.contains("panicked at")) {
+                panic!(
+                    "s{} panicked: {}\n  {}",
+                    i + 1,
+                    lines[k],
+                    lines.get(k + 1).copied().unwrap_or_default()
+                );
+            }
+        }
+    }
+
     // ---- process control ----
 
     /// SIGKILL member `i`.

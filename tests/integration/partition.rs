@@ -276,4 +276,5 @@ async fn a_partitioned_leader_stops_taking_writes_and_rejoins_without_divergence
         hung.is_empty(),
         "writes to the cut-off leader unanswered after {CLIENT_TIMEOUT:?}: {hung:?}"
     );
+    c.assert_no_server_panicked();
 }
