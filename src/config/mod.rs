@@ -426,7 +426,7 @@ impl Config {
                 || f.enable_local_script_checks.unwrap_or(false),
             check_update_interval,
             raft_snapshot_threshold,
-            raft_trailing_logs: f.raft_trailing_logs,
+            raft_trailing_logs: flags.raft_trailing_logs.or(f.raft_trailing_logs),
         })
     }
 }

@@ -101,7 +101,10 @@ async fn three_servers_bootstrap_replicate_and_fail_over() {
 
     // Garbage on the RPC port: the server drops that connection (an
     // oversized length prefix, then an undecodable frame) and carries on.
-    for garbage in [&[0xff, 0xff, 0xff, 0xff, 1, 2, 3][..], &[0, 0, 0, 3, 0xff, 0xff, 0xff]] {
+    for garbage in [
+        &[0xff, 0xff, 0xff, 0xff, 1, 2, 3][..],
+        &[0, 0, 0, 3, 0xff, 0xff, 0xff],
+    ] {
         use tokio::io::{AsyncReadExt, AsyncWriteExt};
         let mut conn = tokio::net::TcpStream::connect(servers[0].consensus.me.addr)
             .await

@@ -111,13 +111,13 @@ pub struct Tuning {
 impl Default for Tuning {
     fn default() -> Self {
         Self {
-            // A follower elects after hearing nothing for openraft's leader
-            // lease (the longest election timeout) plus its own election
-            // timeout: 230–280 ms of silence here, about five missed
-            // heartbeats, so a dead leader is replaced in ~250 ms while a
-            // briefly slow one is not.
+            // A follower elects at its first tick (every 1.5 heartbeats)
+            // after hearing nothing for openraft's leader lease (the longest
+            // election timeout) plus its own election timeout: 170–200 ms of
+            // silence, 3–4 missed heartbeats, then up to 75 ms more. A dead
+            // leader is replaced in ~250 ms; a briefly slow one is not.
             heartbeat: Duration::from_millis(50),
-            election_timeout: (Duration::from_millis(90), Duration::from_millis(140)),
+            election_timeout: (Duration::from_millis(70), Duration::from_millis(100)),
             snapshot_every: 5000,
             keep_after_snapshot: 1000,
             request_timeout: Duration::from_secs(5),

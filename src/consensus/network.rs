@@ -121,7 +121,16 @@ impl RaftNetwork<TypeConfig> for Peer {
         rpc: AppendEntriesRequest<TypeConfig>,
         option: RPCOption,
     ) -> Result<AppendEntriesResponse<NodeId>, RPCError<NodeId, Node, RaftError<NodeId>>> {
-        match self.call(Request::AppendEntries { to: self.target, rpc }, &option).await? {
+        match self
+            .call(
+                Request::AppendEntries {
+                    to: self.target,
+                    rpc,
+                },
+                &option,
+            )
+            .await?
+        {
             Response::AppendEntries(Ok(r)) => {
                 if !matches!(r, AppendEntriesResponse::HigherVote(_)) {
                     self.contact.acked_by(self.target);
@@ -141,7 +150,16 @@ impl RaftNetwork<TypeConfig> for Peer {
         InstallSnapshotResponse<NodeId>,
         RPCError<NodeId, Node, RaftError<NodeId, InstallSnapshotError>>,
     > {
-        match self.call(Request::InstallSnapshot { to: self.target, rpc }, &option).await? {
+        match self
+            .call(
+                Request::InstallSnapshot {
+                    to: self.target,
+                    rpc,
+                },
+                &option,
+            )
+            .await?
+        {
             Response::InstallSnapshot(Ok(r)) => {
                 self.contact.acked_by(self.target);
                 Ok(r)
@@ -165,7 +183,16 @@ impl RaftNetwork<TypeConfig> for Peer {
         rpc: VoteRequest<NodeId>,
         option: RPCOption,
     ) -> Result<VoteResponse<NodeId>, RPCError<NodeId, Node, RaftError<NodeId>>> {
-        match self.call(Request::Vote { to: self.target, rpc }, &option).await? {
+        match self
+            .call(
+                Request::Vote {
+                    to: self.target,
+                    rpc,
+                },
+                &option,
+            )
+            .await?
+        {
             Response::Vote(Ok(r)) => Ok(r),
             Response::Vote(Err(e)) => Err(remote(self.target, &self.node, e)),
             _ => Err(self.wrong("vote")),

@@ -264,7 +264,19 @@ async fn sigkill_of_every_server_under_write_load_loses_no_acknowledged_write() 
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_server_with_a_wiped_data_dir_rejoins_and_converges() {
-    let mut c = Cluster::start(3).await;
+    // Snapshots every 20 entries, keeping 5 behind: the 300 writes below
+    // leave a log that starts long after the beginning, so the wiped server
+    // can only catch up by installing a snapshot.
+    let mut c = Cluster::start_with(
+        3,
+        &[
+            "--raft-snapshot-threshold",
+            "20",
+            "--raft-trailing-logs",
+            "5",
+        ],
+    )
+    .await;
     let leader = c.leader().await;
     let load = Load::start(&c, &[0, 1, 2], 4, "load");
     load.wait_acked(&c, 300, SETTLE_DEADLINE).await;
@@ -311,6 +323,12 @@ async fn a_server_with_a_wiped_data_dir_rejoins_and_converges() {
     .await;
     let view = c.wait_converged(&[0, 1, 2], "load", FORM_DEADLINE).await;
     assert_has_all(&acked, &view, "every server after the wipe");
+    assert!(
+        c.agent(f)
+            .log()
+            .contains("installed a snapshot from the leader"),
+        "the wiped server caught up by snapshot"
+    );
 
     // The rejoined server takes part in writes like any other.
     let id = write_until_acked(&c, f, "load", "after-wipe").await;

@@ -139,13 +139,23 @@ impl Cluster {
     /// Starts `n` servers on loopback and waits until they elected a leader
     /// that all of them know, with all `n` as voters.
     pub(crate) async fn start(n: usize) -> Self {
-        let c = Self::launch((0..n).map(|_| Placement::loopback()).collect());
+        Self::start_with(n, &[]).await
+    }
+
+    /// [`Cluster::start`] with extra agent flags for every member.
+    pub(crate) async fn start_with(n: usize, extra: &[&str]) -> Self {
+        let c = Self::launch_with((0..n).map(|_| Placement::loopback()).collect(), extra);
         c.wait_formed().await;
         c
     }
 
     /// Starts one server per placement, without waiting for a leader.
     pub(crate) fn launch(places: Vec<Placement>) -> Self {
+        Self::launch_with(places, &[])
+    }
+
+    /// [`Cluster::launch`] with extra agent flags for every member.
+    pub(crate) fn launch_with(places: Vec<Placement>, extra: &[&str]) -> Self {
         let dir = temp_dir();
         let n = places.len();
         let members = places
@@ -169,6 +179,7 @@ impl Cluster {
                     "--server-port",
                     &port,
                 ];
+                args.extend_from_slice(extra);
                 let joins = join_addrs(&places, i);
                 for j in &joins {
                     args.extend(["--retry-join", j.as_str()]);
