@@ -30,5 +30,6 @@ pub mod config;
 pub mod consensus;
 pub mod dns;
 pub mod http;
+pub mod reconcile;
 pub mod rpc;
 pub mod store;
