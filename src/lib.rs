@@ -27,5 +27,6 @@ pub mod cli;
 pub mod config;
 pub mod consensus;
 pub mod dns;
+pub mod gossip;
 pub mod http;
 pub mod store;
