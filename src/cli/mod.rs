@@ -4,6 +4,7 @@
 mod agent;
 mod catalog;
 mod client;
+mod keygen;
 mod services;
 mod validate;
 
@@ -36,6 +37,9 @@ enum Command {
     /// Register or deregister services with a running agent.
     #[command(subcommand)]
     Services(services::ServicesCmd),
+    /// Print a new gossip encryption key (base64 of 32 random bytes) for
+    /// `--encrypt`.
+    Keygen(keygen::KeygenCmd),
 }
 
 impl Cli {
@@ -46,6 +50,7 @@ impl Cli {
             Command::Validate(cmd) => cmd.run(),
             Command::Catalog(cmd) => cmd.run(),
             Command::Services(cmd) => cmd.run(),
+            Command::Keygen(cmd) => cmd.run(),
         }
     }
 }

@@ -113,6 +113,10 @@ pub struct Profile {
     pub leave_rounds: u32,
     /// The pause between those rounds.
     pub leave_round_interval: Duration,
+    /// Outgoing datagrams dropped on purpose, per thousand: a stand-in for a
+    /// lossy network in soak tests, where no netem is at hand. 0 in every
+    /// real profile.
+    pub simulated_loss_per_mille: u16,
 }
 
 impl Default for Profile {
@@ -128,9 +132,9 @@ impl Profile {
             probe_period: Duration::from_millis(200),
             probe_rtt: Duration::from_millis(80),
             indirect_probes: 3,
-            suspicion_timeout: Duration::from_millis(400),
-            notice_interval: Duration::from_millis(100),
-            notice_attempts: 4,
+            suspicion_timeout: Duration::from_millis(300),
+            notice_interval: Duration::from_millis(50),
+            notice_attempts: 6,
             max_transmissions: 6,
             gossip_interval: Duration::from_millis(200),
             gossip_fanout: 3,
@@ -143,6 +147,7 @@ impl Profile {
             join_retry: Duration::from_millis(200),
             leave_rounds: 3,
             leave_round_interval: Duration::from_millis(50),
+            simulated_loss_per_mille: 0,
         }
     }
 

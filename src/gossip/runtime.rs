@@ -388,8 +388,15 @@ impl Driver {
             self.probe_started = false;
             self.suspicion_raised = false;
         }
+        let suspect = match &timer {
+            Timer::ChangeSuspectToDown { member_id, .. } => Some(member_id.clone()),
+            _ => None,
+        };
         if let Err(error) = self.foca.handle_timer(timer, &mut self.rt) {
             tracing::warn!(%error, "foca timer failed");
+        }
+        if let Some(suspect) = suspect {
+            self.drop_courtesy_to_refuted(&suspect);
         }
         self.drain();
         if kind == ProbeTimer::Probe {
@@ -400,6 +407,28 @@ impl Driver {
                 self.pacer.probe_succeeded();
             }
             self.probe_in_flight = self.probe_started;
+        }
+    }
+
+    /// foca 2.0.0 sends its "you are down" courtesy message (`TurnUndead`,
+    /// with `notify_down_members`) when a suspicion timer fires even if the
+    /// suspect refuted in time and stays alive; the suspect then believes
+    /// itself down and rejoins under a new generation, which looks like a
+    /// failure to everyone. When the suspect is not down, the only packet
+    /// that timer produced is that message: drop it.
+    fn drop_courtesy_to_refuted(&mut self, suspect: &NodeId) {
+        let declared_down = self
+            .foca
+            .iter_membership_state()
+            .any(|m| m.id() == suspect && m.state() == State::Down);
+        if declared_down {
+            return;
+        }
+        while let Some((to, data)) = self.rt.to_send() {
+            if to != *suspect {
+                wire::encode_foca(&data, &mut self.frame_buf);
+                self.send_frame(to.addr());
+            }
         }
     }
 
@@ -489,6 +518,10 @@ impl Driver {
     /// Frames are in `frame_buf`; seals them if needed and sends.
     fn send_frame(&mut self, to: SocketAddr) {
         if self.frame_buf.is_empty() {
+            return;
+        }
+        let loss = self.profile.simulated_loss_per_mille;
+        if loss > 0 && rand::random_range(0..1000) < loss {
             return;
         }
         let datagram = match &self.cipher {
