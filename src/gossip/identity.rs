@@ -159,6 +159,11 @@ impl NodeId {
         }
     }
 
+    /// The same identity under another generation.
+    pub(crate) fn with_generation_of(self, generation: u64) -> Self {
+        Self { generation, ..self }
+    }
+
     /// The gossip address.
     pub fn addr(&self) -> SocketAddr {
         self.addr

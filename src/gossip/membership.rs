@@ -169,9 +169,8 @@ impl BroadcastHandler<NodeId> for DepartureHandler {
         data: &[u8],
         _sender: Option<&NodeId>,
     ) -> Result<Option<DepartureKey>, MalformedNotice> {
-        let notice = match postcard::take_from_bytes::<LeaveNotice>(data) {
-            Ok((notice, [])) => notice,
-            _ => return Err(MalformedNotice),
+        let Ok((notice, [])) = postcard::take_from_bytes::<LeaveNotice>(data) else {
+            return Err(MalformedNotice);
         };
         Ok(self.0.record(notice).then_some(DepartureKey(notice.addr)))
     }

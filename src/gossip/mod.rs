@@ -8,6 +8,8 @@
 //!   datagram; anything that fails to open is counted and dropped.
 //! - [`wire`]: the framing inside a datagram: a foca packet, or a suspicion
 //!   notice sent straight to a member we suspect so it can refute in time.
+//! - [`codec`]: foca's packets on the wire, naming sender and receiver by
+//!   (address, generation) once the peer is known to have the full identity.
 //! - [`identity`]: the identity foca gossips (address, name, generation,
 //!   role, datacenter, RPC address), bounded on decode.
 //! - `runtime`: the single task that owns foca, drains its output after
@@ -22,6 +24,7 @@
 //! [`Gossip`] is the handle: start it on a socket the caller bound, join,
 //! watch the membership, leave. It is not yet wired into the agent.
 
+pub mod codec;
 pub mod crypto;
 pub mod health;
 pub mod identity;

@@ -17,13 +17,14 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
-use foca::{AccumulatingRuntime, Foca, OwnedNotification, PostcardCodec, State, Timer};
+use foca::{AccumulatingRuntime, Foca, OwnedNotification, State, Timer};
 use foca_rand::SeedableRng as _;
 use foca_rand::rngs::SmallRng;
 use tokio::net::UdpSocket;
 use tokio::sync::{mpsc, oneshot, watch};
 
 use super::GossipError;
+use super::codec::CompactCodec;
 use super::crypto::{self, Cipher};
 use super::health::{Decision, Pacer, ProbeTimer};
 use super::identity::NodeId;
@@ -33,7 +34,7 @@ use super::timers::TimerQueue;
 use super::wire::{self, Frame, SuspicionNotice};
 
 /// foca as this crate instantiates it.
-type Swim = Foca<NodeId, PostcardCodec, SmallRng, DepartureHandler>;
+type Swim = Foca<NodeId, CompactCodec, SmallRng, DepartureHandler>;
 
 /// The membership as published to subscribers.
 pub(crate) type Snapshot = Arc<Vec<Member>>;
@@ -183,10 +184,10 @@ impl Driver {
     ) -> Self {
         let departures = Departures::default();
         let foca = Foca::with_custom_broadcast(
-            identity,
+            identity.clone(),
             profile.foca_config(),
             SmallRng::seed_from_u64(rand::random()),
-            PostcardCodec,
+            CompactCodec::new(identity),
             DepartureHandler(departures.clone()),
         );
         let overhead = if cipher.is_some() {
@@ -306,7 +307,7 @@ impl Driver {
                     }
                     self.drain();
                 }
-                Ok(Frame::Notice(notice)) => self.on_notice(notice),
+                Ok(Frame::Notice(notice)) => self.on_notice(*notice),
                 Err(error) => {
                     tracing::trace!(%from, %error, "dropped gossip packet");
                     bump(&self.counters.dropped_undecodable, 1);

@@ -33,8 +33,8 @@ pub struct SuspicionNotice {
 pub enum Frame<'a> {
     /// Bytes for `Foca::handle_data`.
     Foca(&'a [u8]),
-    /// See [`SuspicionNotice`].
-    Notice(SuspicionNotice),
+    /// See [`SuspicionNotice`]; boxed, as it is rare and large.
+    Notice(Box<SuspicionNotice>),
 }
 
 /// Why a datagram's plaintext was not understood.
@@ -79,7 +79,7 @@ impl<'a> Frame<'a> {
         match kind {
             KIND_FOCA => Ok(Self::Foca(body)),
             KIND_NOTICE => match postcard::take_from_bytes::<SuspicionNotice>(body) {
-                Ok((notice, [])) => Ok(Self::Notice(notice)),
+                Ok((notice, [])) => Ok(Self::Notice(Box::new(notice))),
                 _ => Err(WireError::Notice),
             },
             other => Err(WireError::Kind(other)),
@@ -122,7 +122,7 @@ mod tests {
         let notice = notice();
         let mut out = Vec::new();
         encode_notice(&notice, &mut out);
-        assert_eq!(Frame::decode(&out), Ok(Frame::Notice(notice)));
+        assert_eq!(Frame::decode(&out), Ok(Frame::Notice(Box::new(notice))));
     }
 
     #[test]
