@@ -13,3 +13,16 @@ impl KeygenCmd {
         Ok(())
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use clap::Parser;
+
+    use crate::cli::Cli;
+
+    #[test]
+    fn keygen_takes_no_arguments() {
+        assert!(Cli::try_parse_from(["trellis", "keygen"]).is_ok());
+        assert!(Cli::try_parse_from(["trellis", "keygen", "extra"]).is_err());
+    }
+}
