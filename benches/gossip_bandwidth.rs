@@ -66,6 +66,7 @@ async fn start(host: u8, key: Option<Key>, profile: Profile) -> Gossip {
         role: Role::Client,
         dc: "dc1".to_owned(),
         rpc_addr: None,
+        generation_floor: 0,
         key,
         profile,
     })

@@ -102,6 +102,11 @@ pub struct GossipConfig {
     pub dc: String,
     /// Where this server answers RPC; `None` for clients.
     pub rpc_addr: Option<SocketAddr>,
+    /// The generation of this node's previous life, if the caller kept it
+    /// (0 if not). The new generation is larger, so a restart wins over the
+    /// previous life even when the clock stepped back in between; without
+    /// it, the wall clock in milliseconds orders restarts.
+    pub generation_floor: u64,
     /// The pool's encryption key; `None` gossips in the clear.
     pub key: Option<Key>,
     /// The timing profile.
@@ -149,8 +154,9 @@ impl Gossip {
     /// runtime.
     pub fn start(config: GossipConfig) -> Result<Self, GossipError> {
         let local_addr = config.socket.local_addr().map_err(GossipError::Socket)?;
-        let identity = NodeId::new(
+        let identity = NodeId::with_generation(
             local_addr,
+            identity::next_generation(config.generation_floor),
             config.name,
             config.role,
             config.dc,
@@ -176,6 +182,17 @@ impl Gossip {
             local_addr,
             task,
         })
+    }
+
+    /// This member's generation as last published (it changes if the pool
+    /// declared this member down and it rejoined): what a caller keeps to
+    /// pass as [`GossipConfig::generation_floor`] next time.
+    pub fn generation(&self) -> u64 {
+        self.members
+            .borrow()
+            .iter()
+            .find(|m| m.addr == self.local_addr)
+            .map_or(0, |m| m.generation)
     }
 
     /// The gossip socket's address.

@@ -20,6 +20,7 @@ async fn start_at(addr: SocketAddr, name: &str, key: Option<Key>) -> Gossip {
         role: Role::Client,
         dc: "dc1".to_owned(),
         rpc_addr: None,
+        generation_floor: 0,
         key,
         profile: Profile::lan(),
     })
@@ -172,12 +173,8 @@ async fn a_restarted_member_rejoins_alive_with_a_new_generation() {
     let mut nodes = pool(3, Some(key.clone())).await;
     let old = nodes.remove(2);
     let addr = old.local_addr();
-    let old_generation = old
-        .members()
-        .into_iter()
-        .find(|m| m.addr == addr)
-        .map(|m| m.generation)
-        .unwrap_or_default();
+    let old_generation = old.generation();
+    assert!(old_generation > 0);
     old.shutdown().await;
     // Restart on the same address at once, before the others notice.
     let new = start_at(addr, "node2", Some(key)).await;
@@ -228,4 +225,51 @@ async fn joining_ones_own_address_is_refused() {
         Err(GossipError::JoinSelf(_))
     ));
     node.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_member_declared_failed_comes_back_alive_after_a_restart() {
+    let mut nodes = pool(3, None).await;
+    let old = nodes.remove(1);
+    let addr = old.local_addr();
+    let old_generation = old.generation();
+    old.shutdown().await;
+    for node in &nodes {
+        assert!(
+            wait_for(node, PATIENCE, |ms| status_of(ms, addr)
+                == Some(MemberStatus::Failed))
+            .await
+        );
+    }
+    let socket = UdpSocket::bind(addr).await.expect("rebind");
+    let new = Gossip::start(GossipConfig {
+        socket,
+        name: "node1".to_owned(),
+        role: Role::Server,
+        dc: "dc1".to_owned(),
+        rpc_addr: Some(SocketAddr::from(([127, 0, 1, 2], 8300))),
+        // As if the caller had kept the last generation and the clock had
+        // stepped back: the floor still puts the new life ahead.
+        generation_floor: old_generation + 1_000_000,
+        key: None,
+        profile: Profile::lan(),
+    })
+    .expect("restart");
+    assert!(new.generation() > old_generation + 1_000_000);
+    new.join(nodes[0].local_addr()).await.expect("rejoin");
+    for node in &nodes {
+        assert!(
+            wait_for(node, PATIENCE, |ms| ms.iter().any(|m| m.addr == addr
+                && m.status == MemberStatus::Alive
+                && m.role == Role::Server
+                && m.rpc_addr.is_some()))
+            .await,
+            "{:?}",
+            node.members()
+        );
+    }
+    new.shutdown().await;
+    for node in nodes {
+        node.shutdown().await;
+    }
 }
