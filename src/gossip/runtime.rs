@@ -43,6 +43,10 @@ pub(crate) type Snapshot = Arc<Vec<Member>>;
 /// timers, so a flood cannot starve them.
 const READ_BATCH: usize = 256;
 
+/// How many joins may wait for an answer at once; more are refused as
+/// busy rather than queued.
+const MAX_PENDING_JOINS: usize = 64;
+
 /// What the handle asks of the driver.
 #[derive(Debug)]
 pub(crate) enum Command {
@@ -149,6 +153,8 @@ pub(crate) struct Driver {
     probe_started: bool,
     /// Set while draining when foca raised a suspicion (our probe failed).
     suspicion_raised: bool,
+    /// The incarnation of the last suspicion notice about us.
+    last_notice: Option<u16>,
     /// Reused buffers: the framed plaintext, the sealed datagram and the
     /// opened one.
     frame_buf: Vec<u8>,
@@ -222,6 +228,7 @@ impl Driver {
             probe_in_flight: false,
             probe_started: false,
             suspicion_raised: false,
+            last_notice: None,
             frame_buf: Vec::with_capacity(MAX_PACKET_SIZE + 1),
             seal_buf: Vec::with_capacity(MAX_PACKET_SIZE + 1 + crypto::OVERHEAD),
             open_buf: Vec::with_capacity(MAX_PACKET_SIZE + 1),
@@ -337,7 +344,12 @@ impl Driver {
         if self.left || notice.suspect != *self.foca.identity() {
             return;
         }
-        self.pacer.suspected();
+        // One suspicion counts once against our health, however many of
+        // its notices get through.
+        if self.last_notice != Some(notice.incarnation) {
+            self.last_notice = Some(notice.incarnation);
+            self.pacer.suspected();
+        }
         let me = self.foca.identity().clone();
         let suspicion = foca::Member::new(me.clone(), notice.incarnation, State::Suspect);
         if let Err(error) = self
@@ -589,6 +601,10 @@ impl Driver {
         }
         if self.knows_active(addr) {
             let _ = reply.send(Ok(()));
+            return;
+        }
+        if self.joins.len() >= MAX_PENDING_JOINS {
+            let _ = reply.send(Err(GossipError::Busy));
             return;
         }
         let now = now();
