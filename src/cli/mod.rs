@@ -4,6 +4,7 @@
 mod agent;
 mod catalog;
 mod client;
+mod keygen;
 mod leave;
 mod operator;
 mod services;
@@ -44,6 +45,9 @@ enum Command {
     /// Make the agent leave gracefully and shut down (a server leaves the
     /// Raft configuration first).
     Leave(leave::LeaveCmd),
+    /// Print a new gossip encryption key (base64 of 32 random bytes) for
+    /// `--encrypt`.
+    Keygen(keygen::KeygenCmd),
 }
 
 impl Cli {
@@ -56,6 +60,7 @@ impl Cli {
             Command::Services(cmd) => cmd.run(),
             Command::Operator(cmd) => cmd.run(),
             Command::Leave(cmd) => cmd.run(),
+            Command::Keygen(cmd) => cmd.run(),
         }
     }
 }
