@@ -12,11 +12,21 @@
 //! since when each member has been failed.
 
 use std::collections::{BTreeMap, BTreeSet};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use tokio::sync::watch;
+use tokio_util::sync::CancellationToken;
+
 use crate::catalog::{
-    Catalog, CheckRegistration, Command, Deregistration, HealthStatus, Registration,
+    Catalog, CheckRegistration, Command, Deregistration, HealthStatus, Registration, Replica,
 };
+use crate::consensus::Consensus;
+use crate::gossip::{Member, MemberStatus};
+
+/// How often the leader reconciles even when membership did not change: a
+/// new leader takes office, a write failed, the catalog drifted.
+const RECONCILE_EVERY: Duration = Duration::from_secs(1);
 
 /// The check through which membership shows in the catalog.
 pub const SERF_CHECK_ID: &str = "serfHealth";
@@ -158,6 +168,55 @@ impl Reaper {
             .filter(|(_, since)| now.duration_since(**since) >= self.after)
             .map(|(name, _)| name.clone())
             .collect()
+    }
+}
+
+/// The members of `datacenter` as the reconciler sees them.
+pub fn observe(members: &[Member], datacenter: &str) -> Vec<Observed> {
+    members
+        .iter()
+        .filter(|m| m.dc == datacenter)
+        .map(|m| Observed {
+            name: m.name.clone(),
+            address: m.addr.ip().to_string(),
+            liveness: match m.status {
+                MemberStatus::Alive | MemberStatus::Suspect => Liveness::Alive,
+                MemberStatus::Failed => Liveness::Failed,
+                MemberStatus::Left => Liveness::Left,
+            },
+        })
+        .collect()
+}
+
+/// Runs on every server; acts while this server leads: after every change of
+/// membership, and every [`RECONCILE_EVERY`]. Ends with `stop`.
+pub async fn run(
+    mut members: watch::Receiver<Arc<Vec<Member>>>,
+    consensus: Arc<Consensus>,
+    replica: Arc<Replica>,
+    datacenter: String,
+    reap_after: Duration,
+    stop: CancellationToken,
+) {
+    let mut reaper = Reaper::new(reap_after);
+    loop {
+        let observed = observe(&members.borrow_and_update(), &datacenter);
+        let due = reaper.due(&observed, Instant::now());
+        if consensus.is_leader() {
+            let commands = plan(&observed, &replica.read(), &datacenter, &due);
+            for cmd in commands {
+                if let Err(e) = consensus.write(cmd).await {
+                    // The next round retries; a lost leadership ends them.
+                    tracing::debug!(error = %e, "reconcile write failed");
+                    break;
+                }
+            }
+        }
+        tokio::select! {
+            () = stop.cancelled() => return,
+            changed = members.changed() => if changed.is_err() { return },
+            () = tokio::time::sleep(RECONCILE_EVERY) => {}
+        }
     }
 }
 

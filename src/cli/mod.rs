@@ -4,8 +4,10 @@
 mod agent;
 mod catalog;
 mod client;
+mod join;
 mod keygen;
 mod leave;
+mod members;
 mod operator;
 mod services;
 mod validate;
@@ -39,6 +41,10 @@ enum Command {
     /// Register or deregister services with a running agent.
     #[command(subcommand)]
     Services(services::ServicesCmd),
+    /// List the members of the LAN gossip pool and their state.
+    Members(members::MembersCmd),
+    /// Make the agent join the gossip pool of another agent.
+    Join(join::JoinCmd),
     /// Operate the cluster: the servers' Raft configuration.
     #[command(subcommand)]
     Operator(operator::OperatorCmd),
@@ -58,6 +64,8 @@ impl Cli {
             Command::Validate(cmd) => cmd.run(),
             Command::Catalog(cmd) => cmd.run(),
             Command::Services(cmd) => cmd.run(),
+            Command::Members(cmd) => cmd.run(),
+            Command::Join(cmd) => cmd.run(),
             Command::Operator(cmd) => cmd.run(),
             Command::Leave(cmd) => cmd.run(),
             Command::Keygen(cmd) => cmd.run(),
