@@ -80,6 +80,9 @@ pub(crate) trait Cluster {
     /// How to write to it.
     fn api(&self) -> Api;
 
+    /// The process IDs of the running members.
+    fn pids(&self) -> Vec<u32>;
+
     /// How many members it has.
     fn members(&self) -> usize {
         self.api().members()

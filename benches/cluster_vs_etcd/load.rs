@@ -27,12 +27,19 @@ pub(crate) struct StepResult {
     pub(crate) p99: Duration,
     /// The slowest.
     pub(crate) max: Duration,
+    /// CPU seconds the servers used in the window.
+    pub(crate) cpu: f64,
 }
 
 impl StepResult {
     /// Accepted writes per second.
     pub(crate) fn rate(&self) -> f64 {
         self.ok as f64 / self.window.as_secs_f64()
+    }
+
+    /// Server CPU time per accepted write, in microseconds.
+    pub(crate) fn cpu_per_write_us(&self) -> f64 {
+        self.cpu * 1e6 / (self.ok.max(1) as f64)
     }
 }
 
@@ -47,9 +54,11 @@ struct ClientResult {
 
 /// Runs `clients` writers against `api` for `warmup` then `window`; client
 /// `c` writes to member `(first + c) % members`. Writes are tagged with
-/// `label` so that no two writes of the run register the same node.
+/// `label` so that no two writes of the run register the same node. The
+/// servers' CPU time in the window is read with `cpu`.
 pub(crate) async fn step(
     api: &Api,
+    cpu: impl Fn() -> f64,
     first: usize,
     clients: usize,
     warmup: Duration,
@@ -103,6 +112,10 @@ pub(crate) async fn step(
             r
         });
     }
+    tokio::time::sleep_until(counted_from.into()).await;
+    let cpu_before = cpu();
+    tokio::time::sleep_until(end.into()).await;
+    let cpu_used = cpu() - cpu_before;
     let mut latencies = Vec::new();
     let mut errors = 0;
     let mut first_error = None;
@@ -124,6 +137,7 @@ pub(crate) async fn step(
         p50: us(percentile(&latencies, 0.50)),
         p99: us(percentile(&latencies, 0.99)),
         max: us(latencies.last().copied().unwrap_or(0)),
+        cpu: cpu_used,
     })
 }
 

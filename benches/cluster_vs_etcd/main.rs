@@ -291,16 +291,29 @@ async fn step<C: Cluster>(
 ) -> anyhow::Result<StepResult> {
     let leader = cluster.wait_healthy(http, FORM_WITHIN).await?;
     let label = format!("{}c", clients);
-    let r = load::step(&cluster.api(), leader, clients, s.warmup, s.window, &label).await?;
+    let pids = cluster.pids();
+    let cpu = || procs::cpu_seconds(&pids);
+    let r = load::step(
+        &cluster.api(),
+        cpu,
+        leader,
+        clients,
+        s.warmup,
+        s.window,
+        &label,
+    )
+    .await?;
     cluster.check_running()?;
     eprintln!(
-        "  {:>7} {:>3} clients: {:>8.0} writes/s  p50 {:>6.2} ms  p99 {:>6.2} ms  errors {}",
+        "  {:>7} {:>3} clients: {:>8.0} writes/s  p50 {:>6.2} ms  p99 {:>6.2} ms  errors {}  server CPU {:.0} %, {:.0} µs/write",
         cluster.name(),
         clients,
         r.rate(),
         ms(r.p50),
         ms(r.p99),
-        r.errors
+        r.errors,
+        r.cpu * 100.0 / r.window.as_secs_f64(),
+        r.cpu_per_write_us()
     );
     Ok(r)
 }
@@ -369,9 +382,10 @@ fn print_header(s: &Settings, etcd_version: Option<&str>) {
 fn print_throughput(rows: &[Row]) {
     println!(
         "\n| clients | etcd writes/s | trellis writes/s | ratio | etcd p50 ms | trellis p50 ms \
-         | etcd p99 ms | trellis p99 ms | p99 ratio | errors etcd/trellis |"
+         | etcd p99 ms | trellis p99 ms | p99 ratio | errors etcd/trellis \
+         | CPU µs/write etcd/trellis |"
     );
-    println!("|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|");
+    println!("|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|");
     let cell = |r: &Option<StepResult>, f: &dyn Fn(&StepResult) -> String| {
         r.as_ref().map_or_else(|| "–".to_string(), f)
     };
@@ -381,7 +395,7 @@ fn print_throughput(rows: &[Row]) {
             _ => "–".into(),
         };
         println!(
-            "| {c} | {} | {} | {} | {} | {} | {} | {} | {} | {}/{} |",
+            "| {c} | {} | {} | {} | {} | {} | {} | {} | {} | {}/{} | {}/{} |",
             cell(e, &|r| format!("{:.0}", r.rate())),
             cell(t, &|r| format!("{:.0}", r.rate())),
             ratio(&StepResult::rate),
@@ -392,11 +406,14 @@ fn print_throughput(rows: &[Row]) {
             ratio(&|r| ms(r.p99)),
             cell(e, &|r| r.errors.to_string()),
             cell(t, &|r| r.errors.to_string()),
+            cell(e, &|r| format!("{:.0}", r.cpu_per_write_us())),
+            cell(t, &|r| format!("{:.0}", r.cpu_per_write_us())),
         );
     }
     println!(
         "ratio = trellis/etcd writes/s (above 1: trellis faster); p99 ratio = trellis/etcd p99 \
-         (below 1: trellis faster)"
+         (below 1: trellis faster); CPU µs/write = user + system time of \
+         all three servers per accepted write"
     );
     let reference: Vec<String> = ETCD_REFERENCE
         .iter()

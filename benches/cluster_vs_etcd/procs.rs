@@ -58,6 +58,11 @@ impl Proc {
         })
     }
 
+    /// The process ID, while it runs.
+    pub(crate) fn pid(&self) -> Option<u32> {
+        self.child.id()
+    }
+
     /// SIGKILLs the process now and reaps it.
     pub(crate) fn kill(&mut self) {
         if matches!(self.child.try_wait(), Ok(Some(_))) {
@@ -136,6 +141,22 @@ pub(crate) fn tail(path: &Path) -> String {
         }
         Err(e) => format!("(cannot read {}: {e})", path.display()),
     }
+}
+
+/// CPU time, user and system, that the processes `pids` have used so far,
+/// in seconds (0 for any that is gone).
+pub(crate) fn cpu_seconds(pids: &[u32]) -> f64 {
+    // Fields after the `(comm)`: state ppid ... utime (12th) stime (13th).
+    let ticks = |pid: u32| -> Option<u64> {
+        let text = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+        let rest = &text[text.rfind(')')? + 1..];
+        let f: Vec<&str> = rest.split_whitespace().collect();
+        Some(f.get(11)?.parse::<u64>().ok()? + f.get(12)?.parse::<u64>().ok()?)
+    };
+    let total: u64 = pids.iter().filter_map(|&p| ticks(p)).sum();
+    // SAFETY: sysconf only reads a constant of the system.
+    let hz = unsafe { libc::sysconf(libc::_SC_CLK_TCK) };
+    total as f64 / if hz > 0 { hz as f64 } else { 100.0 }
 }
 
 /// Whether `program` is on the PATH.

@@ -267,6 +267,13 @@ impl Cluster for Trellis {
         Ok(leader)
     }
 
+    fn pids(&self) -> Vec<u32> {
+        self.members
+            .iter()
+            .filter_map(|m| m.proc.as_ref().and_then(Proc::pid))
+            .collect()
+    }
+
     fn kill(&mut self, member: usize) {
         if let Some(mut p) = self.members[member].proc.take() {
             p.kill();
