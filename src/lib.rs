@@ -4,8 +4,10 @@
 //! local agent over the HTTP API ([`http`]); the agent's own record of its
 //! services ([`agent::local`]) is the source of truth for them and turns the
 //! registration into a catalog [`catalog::Command`]. [`consensus`] proposes the
-//! command to openraft, whose log lives in redb ([`store`]) and is acknowledged
-//! only once durably committed; when the entry commits, the state-machine
+//! command to openraft (forwarding it over server RPC, [`rpc`], when another
+//! server leads), whose log lives in redb ([`store`]) and is acknowledged
+//! only once durably committed on a quorum; when the entry commits, every
+//! server's state-machine
 //! adapter applies it to this server's [`catalog::Replica`]. The catalog itself
 //! is a pure, deterministic state machine ([`catalog::Catalog`]) that also
 //! republishes the health-filtered [`catalog::view::View`] for every service the
@@ -28,4 +30,5 @@ pub mod config;
 pub mod consensus;
 pub mod dns;
 pub mod http;
+pub mod rpc;
 pub mod store;

@@ -61,6 +61,8 @@ struct Listeners {
     dns_udp: UdpSocket,
     dns_tcp: TcpListener,
     http: TcpListener,
+    /// Server RPC, on the cluster (bind) address.
+    rpc: TcpListener,
 }
 
 impl Listeners {
@@ -75,10 +77,19 @@ impl Listeners {
                 addr: http_addr,
                 source,
             })?;
+        let rpc_addr = SocketAddr::new(cfg.bind_addr, cfg.ports.server);
+        let rpc = TcpListener::bind(rpc_addr)
+            .await
+            .map_err(|source| AgentError::Bind {
+                what: "server RPC",
+                addr: rpc_addr,
+                source,
+            })?;
         Ok(Self {
             dns_udp,
             dns_tcp,
             http,
+            rpc,
         })
     }
 }
@@ -121,26 +132,39 @@ pub async fn run(cfg: Config, shutdown: CancellationToken) -> Result<(), AgentEr
     let listeners = Listeners::bind(&cfg).await?;
     let dns_addr = listeners.dns_udp.local_addr().ok();
     let http_addr = listeners.http.local_addr().ok();
+    // Other servers reach this one at the advertised address and the port
+    // actually bound (port 0 picks one).
+    let rpc_port = listeners
+        .rpc
+        .local_addr()
+        .map_or(cfg.ports.server, |a| a.port());
+    let rpc_addr = SocketAddr::new(cfg.advertise_addr, rpc_port);
 
     let replica = Arc::new(Replica::new());
     let storage = match &cfg.data_dir {
         Some(dir) => Storage::Dir(dir.join("raft")),
         None => Storage::Memory,
     };
-    let rpc_addr = SocketAddr::new(cfg.advertise_addr, cfg.ports.server);
-    let consensus = Arc::new(
-        Consensus::start(
-            ConsensusConfig {
-                node_name: cfg.node_name.clone(),
-                rpc_addr,
-                storage,
-                bootstrap_expect: cfg.bootstrap_expect,
-            },
-            replica.clone(),
-        )
-        .await?,
-    );
-    consensus.wait_for_leader(Duration::from_secs(10)).await?;
+    let consensus = Consensus::start(
+        ConsensusConfig {
+            node_name: cfg.node_name.clone(),
+            datacenter: cfg.datacenter.clone(),
+            rpc_addr,
+            storage,
+            bootstrap_expect: cfg.bootstrap_expect,
+            retry_join: cfg.retry_join.clone(),
+        },
+        replica.clone(),
+    )
+    .await?;
+    // Raft needs server RPC from the start (votes, the bootstrap), and until
+    // it has shut down: it gets its own token, cancelled last.
+    let rpc_stop = CancellationToken::new();
+    let rpc_task = tokio::spawn(crate::rpc::server::serve(
+        listeners.rpc,
+        consensus.clone(),
+        rpc_stop.clone(),
+    ));
 
     let node_id = node_id(&cfg).map_err(|e| AgentError::Register {
         what: "the node ID file".into(),
@@ -155,48 +179,46 @@ pub async fn run(cfg: Config, shutdown: CancellationToken) -> Result<(), AgentEr
                 state_dir: cfg.data_dir.as_ref().map(|d| d.join("checks")),
             }),
     );
-    local
-        .register_self()
-        .await
-        .map_err(|e| AgentError::Register {
-            what: "this node".into(),
-            message: e.to_string(),
-        })?;
-    for s in &cfg.services {
-        let err = |message: String| AgentError::Register {
-            what: format!("service {:?} from the configuration", s.name),
-            message,
-        };
-        let def = service_from_config(s).map_err(err)?;
-        local
-            .register_service_from(def, false, checks::Origin::Config)
-            .await
-            .map_err(|e| err(e.to_string()))?;
-    }
-    for c in &cfg.checks {
-        let err = |message: String| AgentError::Register {
-            what: format!(
-                "check {:?} from the configuration",
-                c.id.as_deref().or(c.name.as_deref()).unwrap_or_default()
-            ),
-            message,
-        };
-        let def = check_from_config(c).map_err(err)?;
-        local
-            .register_check(def, checks::Origin::Config)
-            .await
-            .map_err(|e| err(e.to_string()))?;
+    let definitions = Definitions::from_config(&cfg)?;
+    let serving = shutdown.child_token();
+    let mut tasks = JoinSet::new();
+    if cfg.bootstrap_expect == 1 {
+        // A lone server leads at once: register before serving, so the
+        // first answer already includes this node and its services.
+        consensus.wait_for_leader(Duration::from_secs(10)).await?;
+        definitions.register(&local).await?;
+    } else {
+        // A cluster member serves its local state at once and registers once
+        // the cluster has a leader, retrying until it does.
+        let (local, token) = (local.clone(), serving.clone());
+        // Not one of `tasks`: its ending is success, not a server stopping.
+        tokio::spawn(async move {
+            let mut logged = false;
+            loop {
+                match definitions.register(&local).await {
+                    Ok(()) => return,
+                    Err(e) if !logged => {
+                        tracing::info!("registering this node once the cluster has a leader ({e})");
+                        logged = true;
+                    }
+                    Err(_) => {}
+                }
+                tokio::select! {
+                    () = token.cancelled() => return,
+                    () = tokio::time::sleep(Duration::from_millis(250)) => {}
+                }
+            }
+        });
     }
     let checks = checks::CheckRunner::start(local.clone());
 
-    let serving = shutdown.child_token();
-    let mut tasks = JoinSet::new();
     let dns_cfg = dns_config(&cfg);
     {
         let Listeners {
             dns_udp,
             dns_tcp,
             http,
+            ..
         } = listeners;
         let (dns_replica, token) = (replica.clone(), serving.clone());
         tasks.spawn(async move {
@@ -208,6 +230,7 @@ pub async fn run(cfg: Config, shutdown: CancellationToken) -> Result<(), AgentEr
             replica: replica.clone(),
             consensus: consensus.clone(),
             local: local.clone(),
+            shutdown: shutdown.clone(),
         };
         let token = serving.clone();
         tasks.spawn(async move {
@@ -252,12 +275,75 @@ pub async fn run(cfg: Config, shutdown: CancellationToken) -> Result<(), AgentEr
     // 2. Health checks: their writes need Raft, so they stop before it.
     checks.stop().await;
     // 3. (gossip leave: not yet part of the agent)
-    // 4. Raft and its storage.
+    // 4. Raft and its storage, then the server RPC it talked through.
     consensus.shutdown().await;
+    rpc_stop.cancel();
+    if let Ok(Err(e)) = rpc_task.await {
+        tracing::warn!("while stopping server RPC: {e}");
+    }
     tracing::info!("shutdown complete");
     match failure {
         Some(e) => Err(AgentError::Task(e)),
         None => Ok(()),
+    }
+}
+
+/// The services and checks of the configuration files, validated before
+/// anything is registered.
+struct Definitions {
+    services: Vec<(String, local::ServiceDefinition)>,
+    checks: Vec<(String, local::CheckDefinition)>,
+}
+
+impl Definitions {
+    fn from_config(cfg: &Config) -> Result<Self, AgentError> {
+        let mut services = Vec::new();
+        for s in &cfg.services {
+            let what = format!("service {:?} from the configuration", s.name);
+            let def = service_from_config(s).map_err(|message| AgentError::Register {
+                what: what.clone(),
+                message,
+            })?;
+            services.push((what, def));
+        }
+        let mut checks = Vec::new();
+        for c in &cfg.checks {
+            let what = format!(
+                "check {:?} from the configuration",
+                c.id.as_deref().or(c.name.as_deref()).unwrap_or_default()
+            );
+            let def = check_from_config(c).map_err(|message| AgentError::Register {
+                what: what.clone(),
+                message,
+            })?;
+            checks.push((what, def));
+        }
+        Ok(Self { services, checks })
+    }
+
+    /// Registers this node, then the configured services and checks.
+    async fn register(&self, local: &local::LocalAgent) -> Result<(), AgentError> {
+        let err = |what: &str, e: local::LocalError| AgentError::Register {
+            what: what.to_string(),
+            message: e.to_string(),
+        };
+        local
+            .register_self()
+            .await
+            .map_err(|e| err("this node", e))?;
+        for (what, def) in &self.services {
+            local
+                .register_service_from(def.clone(), false, checks::Origin::Config)
+                .await
+                .map_err(|e| err(what, e))?;
+        }
+        for (what, def) in &self.checks {
+            local
+                .register_check(def.clone(), checks::Origin::Config)
+                .await
+                .map_err(|e| err(what, e))?;
+        }
+        Ok(())
     }
 }
 

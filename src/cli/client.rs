@@ -57,6 +57,11 @@ impl HttpAddr {
         self.send(|c, u| c.get(u), path)
     }
 
+    /// DELETE a path, returning the response body.
+    pub(crate) fn delete(&self, path: &str) -> anyhow::Result<String> {
+        self.send(|c, u| c.delete(u), path)
+    }
+
     /// PUT a path with a body, returning the response body.
     pub(crate) fn put(&self, path: &str, body: String) -> anyhow::Result<String> {
         self.send(|c, u| c.put(u).body(body), path)

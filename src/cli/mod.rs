@@ -4,6 +4,8 @@
 mod agent;
 mod catalog;
 mod client;
+mod leave;
+mod operator;
 mod services;
 mod validate;
 
@@ -36,6 +38,12 @@ enum Command {
     /// Register or deregister services with a running agent.
     #[command(subcommand)]
     Services(services::ServicesCmd),
+    /// Operate the cluster: the servers' Raft configuration.
+    #[command(subcommand)]
+    Operator(operator::OperatorCmd),
+    /// Make the agent leave gracefully and shut down (a server leaves the
+    /// Raft configuration first).
+    Leave(leave::LeaveCmd),
 }
 
 impl Cli {
@@ -46,6 +54,8 @@ impl Cli {
             Command::Validate(cmd) => cmd.run(),
             Command::Catalog(cmd) => cmd.run(),
             Command::Services(cmd) => cmd.run(),
+            Command::Operator(cmd) => cmd.run(),
+            Command::Leave(cmd) => cmd.run(),
         }
     }
 }

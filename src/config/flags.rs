@@ -48,8 +48,9 @@ pub struct AgentFlags {
     #[arg(long, value_name = "IP")]
     pub client: Option<String>,
 
-    /// Agent address to join at start-up, retried until it succeeds. Repeatable.
-    /// Not supported yet: joining arrives with gossip membership.
+    /// Another server to find the cluster through (`host[:port]`), retried
+    /// until it answers. Repeatable. Until the gossip pool exists this is the
+    /// server's RPC address (port 8300 when omitted).
     #[arg(long, value_name = "ADDR")]
     pub retry_join: Vec<String>,
 

@@ -251,37 +251,17 @@ impl Config {
                 message: "--dev is a single server; bootstrap_expect must be 1".into(),
             });
         }
-        if server && bootstrap_expect == 0 && purpose == Purpose::Run {
-            return Err(ConfigError::Invalid {
-                key: "bootstrap_expect",
-                source_name: "--bootstrap-expect".into(),
-                message: "a server needs --bootstrap-expect N (joining an existing cluster is not supported yet)".into(),
-            });
-        }
-        if bootstrap_expect > 1 && purpose == Purpose::Run {
-            return Err(ConfigError::Invalid {
-                key: "bootstrap_expect",
-                source_name: src(
-                    "bootstrap_expect",
-                    "--bootstrap-expect",
-                    flags.bootstrap_expect.is_some(),
-                ),
-                message: "multi-server clusters are not supported yet (server RPC is not \
-                          implemented); use --bootstrap-expect 1"
-                    .into(),
-            });
-        }
         let retry_join = if flags.retry_join.is_empty() {
             f.retry_join.clone().unwrap_or_default()
         } else {
             flags.retry_join.clone()
         };
-        if !retry_join.is_empty() && purpose == Purpose::Run {
+        if server && bootstrap_expect == 0 && retry_join.is_empty() && purpose == Purpose::Run {
             return Err(ConfigError::Invalid {
-                key: "retry_join",
-                source_name: src("retry_join", "--retry-join", !flags.retry_join.is_empty()),
-                message: "joining other agents is not supported yet (it arrives with gossip \
-                          membership); a single server needs no join"
+                key: "bootstrap_expect",
+                source_name: "--bootstrap-expect".into(),
+                message: "a server needs --bootstrap-expect N to form a cluster, or \
+                          --retry-join ADDR to join one"
                     .into(),
             });
         }

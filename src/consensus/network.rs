@@ -1,46 +1,35 @@
-//! The seam where Raft talks to other servers.
-//!
-//! Server RPC (TCP on port 8300) arrives with multi-server clusters. Until
-//! then every call reports the target unreachable. A one-voter cluster never
-//! calls these: a lone leader has nobody to replicate to or ask for votes.
+//! Raft's view of the other servers: each openraft call becomes one server
+//! RPC call (see `rpc`) on the pooled connection to the target. Successful
+//! replication calls are recorded in [`Contact`], from which the leader knows
+//! it still has a quorum.
 
-use openraft::error::{InstallSnapshotError, RPCError, RaftError, Unreachable};
+use std::sync::Arc;
+
+use openraft::error::{InstallSnapshotError, NetworkError, RPCError, RaftError, Unreachable};
 use openraft::network::{RPCOption, RaftNetwork, RaftNetworkFactory};
 use openraft::raft::{
     AppendEntriesRequest, AppendEntriesResponse, InstallSnapshotRequest, InstallSnapshotResponse,
     VoteRequest, VoteResponse,
 };
 
+use super::contact::Contact;
 use super::types::{Node, NodeId, TypeConfig};
-
-/// Why a call to another server failed.
-#[derive(Debug, thiserror::Error)]
-#[error("server RPC not available yet (cannot reach node {target} at {addr})")]
-pub(crate) struct RpcUnavailable {
-    /// The server Raft wanted to reach.
-    target: NodeId,
-    /// Its RPC address.
-    addr: String,
-}
+use crate::rpc::{Pool, Request, Response, RpcError};
 
 /// Creates a [`Peer`] per target server.
-#[derive(Debug, Clone, Default)]
-pub(crate) struct Network;
+#[derive(Debug, Clone)]
+pub(crate) struct Network {
+    pub(crate) pool: Arc<Pool>,
+    pub(crate) contact: Arc<Contact>,
+}
 
 /// A client for one other server.
 #[derive(Debug, Clone)]
 pub(crate) struct Peer {
     target: NodeId,
-    addr: String,
-}
-
-impl Peer {
-    fn unreachable<E: std::error::Error>(&self) -> RPCError<NodeId, Node, E> {
-        RPCError::Unreachable(Unreachable::new(&RpcUnavailable {
-            target: self.target,
-            addr: self.addr.clone(),
-        }))
-    }
+    node: Node,
+    pool: Arc<Pool>,
+    contact: Arc<Contact>,
 }
 
 impl RaftNetworkFactory<TypeConfig> for Network {
@@ -49,36 +38,113 @@ impl RaftNetworkFactory<TypeConfig> for Network {
     async fn new_client(&mut self, target: NodeId, node: &Node) -> Peer {
         Peer {
             target,
-            addr: node.addr.clone(),
+            node: node.clone(),
+            pool: self.pool.clone(),
+            contact: self.contact.clone(),
         }
     }
+}
+
+/// The reply was not the one the request calls for.
+#[derive(Debug, thiserror::Error)]
+#[error("{peer} answered a {asked} request with something else")]
+struct WrongAnswer {
+    peer: Node,
+    asked: &'static str,
+}
+
+impl Peer {
+    async fn call<E: std::error::Error>(
+        &self,
+        req: Request,
+        option: &RPCOption,
+    ) -> Result<Response, RPCError<NodeId, Node, E>> {
+        let kind = req.kind();
+        let answer = self
+            .pool
+            .call(self.node.addr, &req, option.hard_ttl())
+            .await;
+        let failure = match answer {
+            Ok(Response::Malformed(message)) => RpcError::Refused {
+                addr: self.node.addr,
+                message,
+            },
+            Ok(r) => return Ok(r),
+            Err(e) => e,
+        };
+        tracing::trace!(peer = %self.node, kind, error = %failure, "raft rpc failed");
+        Err(match failure {
+            // Nothing listens there (yet): openraft backs off.
+            RpcError::Connect { .. } => RPCError::Unreachable(Unreachable::new(&failure)),
+            _ => RPCError::Network(NetworkError::new(&failure)),
+        })
+    }
+
+    fn wrong<E: std::error::Error>(&self, asked: &'static str) -> RPCError<NodeId, Node, E> {
+        RPCError::Network(NetworkError::new(&WrongAnswer {
+            peer: self.node.clone(),
+            asked,
+        }))
+    }
+}
+
+fn remote<E: std::error::Error>(
+    target: NodeId,
+    node: &Node,
+    e: RaftError<NodeId, E>,
+) -> RPCError<NodeId, Node, RaftError<NodeId, E>> {
+    RPCError::RemoteError(openraft::error::RemoteError::new_with_node(
+        target,
+        node.clone(),
+        e,
+    ))
 }
 
 impl RaftNetwork<TypeConfig> for Peer {
     async fn append_entries(
         &mut self,
-        _rpc: AppendEntriesRequest<TypeConfig>,
-        _option: RPCOption,
+        rpc: AppendEntriesRequest<TypeConfig>,
+        option: RPCOption,
     ) -> Result<AppendEntriesResponse<NodeId>, RPCError<NodeId, Node, RaftError<NodeId>>> {
-        Err(self.unreachable())
+        match self.call(Request::AppendEntries(rpc), &option).await? {
+            Response::AppendEntries(Ok(r)) => {
+                if !matches!(r, AppendEntriesResponse::HigherVote(_)) {
+                    self.contact.acked_by(self.target);
+                }
+                Ok(r)
+            }
+            Response::AppendEntries(Err(e)) => Err(remote(self.target, &self.node, e)),
+            _ => Err(self.wrong("append-entries")),
+        }
     }
 
     async fn install_snapshot(
         &mut self,
-        _rpc: InstallSnapshotRequest<TypeConfig>,
-        _option: RPCOption,
+        rpc: InstallSnapshotRequest<TypeConfig>,
+        option: RPCOption,
     ) -> Result<
         InstallSnapshotResponse<NodeId>,
         RPCError<NodeId, Node, RaftError<NodeId, InstallSnapshotError>>,
     > {
-        Err(self.unreachable())
+        match self.call(Request::InstallSnapshot(rpc), &option).await? {
+            Response::InstallSnapshot(Ok(r)) => {
+                self.contact.acked_by(self.target);
+                Ok(r)
+            }
+            Response::InstallSnapshot(Err(e)) => Err(remote(self.target, &self.node, e)),
+            _ => Err(self.wrong("install-snapshot")),
+        }
     }
 
     async fn vote(
         &mut self,
-        _rpc: VoteRequest<NodeId>,
-        _option: RPCOption,
+        rpc: VoteRequest<NodeId>,
+        option: RPCOption,
     ) -> Result<VoteResponse<NodeId>, RPCError<NodeId, Node, RaftError<NodeId>>> {
-        Err(self.unreachable())
+        match self.call(Request::Vote(rpc), &option).await? {
+            Response::Vote(Ok(r)) => Ok(r),
+            Response::Vote(Err(e)) => Err(remote(self.target, &self.node, e)),
+            _ => Err(self.wrong("vote")),
+        }
     }
 }

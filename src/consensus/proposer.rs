@@ -17,7 +17,7 @@ use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
 use super::WriteError;
-use super::types::{Batch, Raft};
+use super::types::{Batch, Node, NodeId, Raft};
 use crate::catalog::{Command, Outcome};
 
 type Reply = oneshot::Sender<Result<Outcome, WriteError>>;
@@ -131,7 +131,7 @@ async fn run(
     }
 }
 
-fn write_error(e: RaftError<u64, ClientWriteError<u64, openraft::BasicNode>>) -> WriteError {
+fn write_error(e: RaftError<NodeId, ClientWriteError<NodeId, Node>>) -> WriteError {
     match e {
         RaftError::APIError(ClientWriteError::ForwardToLeader(_)) => WriteError::NoLeader,
         RaftError::APIError(ClientWriteError::ChangeMembershipError(e)) => {

@@ -58,13 +58,15 @@ fn openraft_storage_suite_on_disk() {
 fn config(storage: Storage) -> ConsensusConfig {
     ConsensusConfig {
         node_name: "s1".into(),
+        datacenter: "dc1".into(),
         rpc_addr: SocketAddr::from(([127, 0, 0, 1], 8300)),
         storage,
         bootstrap_expect: 1,
+        retry_join: Vec::new(),
     }
 }
 
-async fn start(dir: &Path, tuning: Tuning, replica: Arc<Replica>) -> Consensus {
+async fn start(dir: &Path, tuning: Tuning, replica: Arc<Replica>) -> Arc<Consensus> {
     let consensus = Consensus::start_tuned(config(Storage::Dir(dir.into())), tuning, replica)
         .await
         .expect("start");

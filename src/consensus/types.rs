@@ -34,8 +34,41 @@ openraft::declare_raft_types!(
 /// A server's Raft id: random, chosen at first start and kept in storage.
 pub type NodeId = u64;
 
-/// What Raft knows about a server: its RPC address (`host:port`) as a string.
-pub type Node = openraft::BasicNode;
+/// What Raft knows about a server, kept in the membership configuration so
+/// that every server can name its peers and reach them.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct Node {
+    /// The server's node name (`--node`).
+    pub name: String,
+    /// Its server RPC address.
+    pub addr: std::net::SocketAddr,
+}
+
+/// openraft asks for a default node; it is never a real server's.
+impl Default for Node {
+    fn default() -> Self {
+        Self {
+            name: String::new(),
+            addr: std::net::SocketAddr::from(([0, 0, 0, 0], 0)),
+        }
+    }
+}
+
+impl Node {
+    /// A server named `name` reachable at `addr`.
+    pub fn new(name: impl Into<String>, addr: std::net::SocketAddr) -> Self {
+        Self {
+            name: name.into(),
+            addr,
+        }
+    }
+}
+
+impl std::fmt::Display for Node {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}@{}", self.name, self.addr)
+    }
+}
 
 /// The Raft handle.
 pub type Raft = openraft::Raft<TypeConfig>;

@@ -1,4 +1,5 @@
-//! Consul's HTTP API on axum: the agent, catalog, health and status endpoints.
+//! Consul's HTTP API on axum: the agent, catalog, health, status and
+//! operator endpoints.
 //!
 //! Reads come from this process's [`Replica`] (see [`query`] for consistency
 //! modes and blocking queries); catalog writes go through [`Consensus::write`];
@@ -12,6 +13,7 @@ pub mod decode;
 mod error;
 mod health;
 pub mod json;
+mod operator;
 pub mod query;
 mod status;
 #[cfg(test)]
@@ -27,7 +29,7 @@ use axum::extract::{DefaultBodyLimit, FromRequest, FromRequestParts, Request};
 use axum::http::request::Parts;
 use axum::http::{HeaderMap, HeaderName, HeaderValue, Method};
 use axum::response::IntoResponse;
-use axum::routing::{get, put};
+use axum::routing::{delete, get, put};
 use serde_json::Value;
 use tokio_util::sync::CancellationToken;
 use tower::ServiceBuilder;
@@ -54,6 +56,8 @@ pub struct ApiState {
     pub consensus: Arc<Consensus>,
     /// This node's identity and services.
     pub local: Arc<LocalAgent>,
+    /// The agent's own stop signal: `PUT /v1/agent/leave` ends the agent.
+    pub shutdown: CancellationToken,
 }
 
 /// The handlers' state: the parts the caller gives plus what one running
@@ -90,7 +94,7 @@ impl std::ops::Deref for Ctx {
 impl ApiState {
     /// Whether a leader is known, for `X-Consul-KnownLeader` and default reads.
     fn known_leader(&self) -> bool {
-        self.consensus.is_leader() || self.consensus.leader().is_some()
+        self.consensus.leader_live()
     }
 
     /// Adds `X-Consul-KnownLeader` and `X-Consul-LastContact`.
@@ -159,6 +163,12 @@ fn build(state: Ctx, max_in_flight: usize) -> Router {
         .route("/v1/health/state/{state}", get(health::state))
         .route("/v1/status/leader", get(status::leader))
         .route("/v1/status/peers", get(status::peers))
+        .route("/v1/agent/leave", put(operator::leave))
+        .route(
+            "/v1/operator/raft/configuration",
+            get(operator::configuration),
+        )
+        .route("/v1/operator/raft/peer", delete(operator::remove_peer))
         .fallback(|| async { ApiError::NotFound("404 page not found".into()) })
         .method_not_allowed_fallback(|method: Method| async move {
             ApiError::MethodNotAllowed(method.to_string())

@@ -57,6 +57,7 @@ impl TestApi {
         let local = Arc::new(LocalAgent::new(identity, consensus.clone()));
         local.register_self().await.unwrap();
         let state = ApiState {
+            shutdown: CancellationToken::new(),
             replica,
             consensus,
             local,

@@ -43,6 +43,7 @@ impl Env {
         let base = format!("http://{}", listener.local_addr().unwrap());
         let stop_http = CancellationToken::new();
         let state = ApiState {
+            shutdown: CancellationToken::new(),
             replica: replica.clone(),
             consensus,
             local: local.clone(),

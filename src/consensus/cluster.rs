@@ -1,0 +1,461 @@
+//! How servers find each other and change the Raft configuration.
+//!
+//! Discovery runs in the background on every server. While a server belongs
+//! to no cluster it says [`Hello`] to its `retry_join` addresses and to every
+//! server it has heard of, learning their views transitively. Then:
+//! - if some peer already belongs to a cluster, it asks to join it (any
+//!   server forwards a join to the leader);
+//! - otherwise, once `bootstrap_expect` servers know each other, exactly one
+//!   of them (the one with the lowest Raft id) bootstraps the cluster with
+//!   all of them as voters; the others receive it from the new leader.
+//!
+//! A server in a cluster whose configuration entry is missing or out of date
+//! (a new address, a wiped data dir and so a new id) asks the leader to fix
+//! it. The leader handles joins one at a time: a new server first becomes a
+//! learner and catches up (by snapshot if need be), then is promoted to
+//! voter in the same change that drops any stale entry with its name or
+//! address.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::net::{IpAddr, SocketAddr};
+use std::sync::atomic::Ordering;
+use std::sync::{Mutex, Weak};
+use std::time::Duration;
+
+use openraft::ChangeMembers;
+use openraft::error::{ClientWriteError, RaftError};
+use tokio_util::sync::CancellationToken;
+
+use super::types::{Node, NodeId};
+use super::{Consensus, Route, WriteError};
+use crate::rpc::{Hello, Member, Request, Response};
+
+/// The server RPC port a join address without one is assumed to use.
+const DEFAULT_RPC_PORT: u16 = 8300;
+/// How often a server looks for its cluster until it is settled in it.
+const SEEK_PERIOD: Duration = Duration::from_millis(200);
+/// How often a settled server checks that its entry is still right.
+const SETTLED_PERIOD: Duration = Duration::from_secs(2);
+/// How long a hello may take.
+const HELLO_TIMEOUT: Duration = Duration::from_millis(500);
+/// How long a join may take: a learner catching up by snapshot included.
+const JOIN_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// Discovery state and the lock that serializes membership changes.
+#[derive(Debug)]
+pub(super) struct Cluster {
+    bootstrap_expect: usize,
+    retry_join: Vec<String>,
+    /// Servers heard of (this one included once discovery starts).
+    known: Mutex<BTreeMap<NodeId, Node>>,
+    /// One membership change at a time on the leader.
+    changes: tokio::sync::Mutex<()>,
+    /// Set once this server left: it no longer asks to be put back.
+    left: std::sync::atomic::AtomicBool,
+}
+
+impl Cluster {
+    pub(super) fn new(bootstrap_expect: usize, retry_join: Vec<String>) -> Self {
+        Self {
+            bootstrap_expect,
+            retry_join,
+            known: Mutex::new(BTreeMap::new()),
+            changes: tokio::sync::Mutex::new(()),
+            left: std::sync::atomic::AtomicBool::new(false),
+        }
+    }
+
+    fn known(&self) -> std::sync::MutexGuard<'_, BTreeMap<NodeId, Node>> {
+        self.known.lock().unwrap_or_else(|e| e.into_inner())
+    }
+}
+
+/// The Raft configuration as `/v1/operator/raft/configuration` shows it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Configuration {
+    /// Every server in the configuration, voters and learners.
+    pub servers: Vec<ServerEntry>,
+    /// The log index of the configuration.
+    pub index: u64,
+}
+
+/// One server of the configuration.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ServerEntry {
+    /// Raft node id.
+    pub id: NodeId,
+    /// Node name.
+    pub name: String,
+    /// Server RPC address.
+    pub addr: SocketAddr,
+    /// Whether it is the current leader.
+    pub leader: bool,
+    /// Whether it votes (a learner does not).
+    pub voter: bool,
+}
+
+/// Resolves a join address: `host[:port]`, port 8300 when absent.
+async fn resolve(addr: &str) -> Vec<SocketAddr> {
+    if let Ok(a) = addr.parse::<SocketAddr>() {
+        return vec![a];
+    }
+    if let Ok(ip) = addr.parse::<IpAddr>() {
+        return vec![SocketAddr::new(ip, DEFAULT_RPC_PORT)];
+    }
+    let with_port = if addr.contains(':') {
+        addr.to_string()
+    } else {
+        format!("{addr}:{DEFAULT_RPC_PORT}")
+    };
+    match tokio::net::lookup_host(with_port).await {
+        Ok(addrs) => addrs.collect(),
+        Err(e) => {
+            tracing::debug!(addr, error = %e, "cannot resolve join address");
+            Vec::new()
+        }
+    }
+}
+
+/// The background discovery loop; ends with `stop` or when the server goes.
+pub(super) async fn discover(consensus: Weak<Consensus>, stop: CancellationToken) {
+    loop {
+        let settled = match consensus.upgrade() {
+            Some(c) => c.discovery_round().await,
+            None => return,
+        };
+        let period = if settled { SETTLED_PERIOD } else { SEEK_PERIOD };
+        tokio::select! {
+            () = stop.cancelled() => return,
+            () = tokio::time::sleep(period) => {}
+        }
+    }
+}
+
+fn change_error(e: RaftError<NodeId, ClientWriteError<NodeId, Node>>) -> WriteError {
+    match e {
+        RaftError::APIError(ClientWriteError::ForwardToLeader(_)) => WriteError::NoLeader,
+        RaftError::APIError(ClientWriteError::ChangeMembershipError(e)) => {
+            WriteError::Refused(e.to_string())
+        }
+        RaftError::Fatal(e) => WriteError::Fatal(e.to_string()),
+    }
+}
+
+impl Consensus {
+    fn member(&self) -> Member {
+        Member {
+            id: self.node_id,
+            node: self.me.clone(),
+        }
+    }
+
+    /// Whether this server's log holds a cluster configuration.
+    fn in_cluster(&self) -> bool {
+        self.metrics
+            .borrow()
+            .membership_config
+            .membership()
+            .nodes()
+            .next()
+            .is_some()
+    }
+
+    fn my_hello(&self) -> Hello {
+        let mut known = self.cluster.known().clone();
+        known.insert(self.node_id, self.me.clone());
+        Hello {
+            from: self.member(),
+            datacenter: self.datacenter.clone(),
+            in_cluster: self.in_cluster(),
+            leader: self.leader(),
+            known: known
+                .into_iter()
+                .map(|(id, node)| Member { id, node })
+                .collect(),
+        }
+    }
+
+    fn learn(&self, hello: &Hello) {
+        if hello.datacenter != self.datacenter {
+            return;
+        }
+        let mut known = self.cluster.known();
+        for m in &hello.known {
+            // A server that was wiped comes back with a new id at the same
+            // address: the newest word about an address wins.
+            if m.id != self.node_id {
+                known.retain(|id, n| *id == m.id || n.addr != m.node.addr);
+            }
+            known.insert(m.id, m.node.clone());
+        }
+    }
+
+    /// Answers another server's [`Hello`] and learns from it.
+    pub fn hello(&self, hello: Hello) -> Hello {
+        if hello.datacenter != self.datacenter {
+            tracing::warn!(
+                peer = %hello.from.node,
+                theirs = %hello.datacenter,
+                ours = %self.datacenter,
+                "ignoring a server of another datacenter"
+            );
+        }
+        self.learn(&hello);
+        self.my_hello()
+    }
+
+    /// One round of discovery; returns whether this server is settled (in a
+    /// cluster, with its entry right, and a leader known).
+    async fn discovery_round(&self) -> bool {
+        if self.cluster.left.load(Ordering::Acquire) {
+            return true;
+        }
+        let entry_right = {
+            let m = self.metrics.borrow();
+            let membership = m.membership_config.membership();
+            membership.get_node(&self.node_id) == Some(&self.me)
+                && membership.voter_ids().any(|id| id == self.node_id)
+        };
+        if self.in_cluster() {
+            if entry_right {
+                return self.leader().is_some();
+            }
+            // Our entry is missing or stale: ask the leader (or anyone who
+            // knows it) to fix it.
+            if let Err(e) = self.join(self.member()).await {
+                tracing::debug!(error = %e, "asking to be added to the configuration");
+            }
+            return false;
+        }
+
+        let mut targets: BTreeSet<SocketAddr> = BTreeSet::new();
+        for a in &self.cluster.retry_join {
+            targets.extend(resolve(a).await);
+        }
+        targets.extend(self.cluster.known().values().map(|n| n.addr));
+        targets.remove(&self.me.addr);
+        let mut calls = tokio::task::JoinSet::new();
+        for addr in targets {
+            let (pool, hello) = (self.pool.clone(), Request::Hello(self.my_hello()));
+            calls.spawn(async move { (addr, pool.call(addr, &hello, HELLO_TIMEOUT).await) });
+        }
+        let mut in_cluster = Vec::new();
+        while let Some(done) = calls.join_next().await {
+            let Ok((addr, answer)) = done else { continue };
+            match answer {
+                Ok(Response::Hello(h)) => {
+                    self.learn(&h);
+                    if h.in_cluster && h.datacenter == self.datacenter {
+                        in_cluster.push(addr);
+                    }
+                }
+                Ok(_) => tracing::debug!(%addr, "unexpected answer to hello"),
+                Err(e) => tracing::debug!(%addr, error = %e, "hello failed"),
+            }
+        }
+
+        if let Some(&peer) = in_cluster.first() {
+            match self
+                .pool
+                .call(peer, &Request::Join(self.member()), JOIN_TIMEOUT)
+                .await
+            {
+                Ok(Response::Done(Ok(()))) => {
+                    tracing::info!(via = %peer, "joined the cluster")
+                }
+                Ok(Response::Done(Err(e))) => {
+                    tracing::info!(via = %peer, error = %e, "join refused; will retry")
+                }
+                Ok(_) => tracing::debug!(via = %peer, "unexpected answer to join"),
+                Err(e) => tracing::debug!(via = %peer, error = %e, "join failed; will retry"),
+            }
+            return false;
+        }
+
+        let expect = self.cluster.bootstrap_expect;
+        if expect > 1 {
+            let mut members = self.cluster.known().clone();
+            members.insert(self.node_id, self.me.clone());
+            if members.len() >= expect && members.keys().next() == Some(&self.node_id) {
+                tracing::info!(
+                    servers = members.len(),
+                    "found the expected servers; bootstrapping the cluster"
+                );
+                match self.raft.initialize(members).await {
+                    Ok(()) => {}
+                    Err(e) => tracing::warn!(error = %e, "bootstrap failed"),
+                }
+            }
+        }
+        false
+    }
+
+    /// Sends `req` to the leader (or handles it here when this server
+    /// leads), waiting out an election for [`super::Tuning::leader_wait`].
+    async fn to_leader(&self, req: Request) -> Result<(), WriteError> {
+        let started = tokio::time::Instant::now();
+        loop {
+            let attempt = match self.route() {
+                Route::Local => match req {
+                    Request::Join(ref m) => self.join_as_leader(m.clone()).await,
+                    Request::Remove(id) => self.remove_as_leader(id).await,
+                    _ => Err(WriteError::Fatal("not a membership request".into())),
+                },
+                Route::Remote(_, addr) => {
+                    let deadline = tokio::time::Instant::now() + JOIN_TIMEOUT;
+                    match self.forward(addr, req.clone(), deadline).await {
+                        Ok(Response::Done(r)) => r,
+                        Ok(_) => Err(WriteError::Fatal(
+                            "unexpected answer from the leader".into(),
+                        )),
+                        Err(e) => Err(e),
+                    }
+                }
+                Route::Nowhere => Err(WriteError::NoLeader),
+            };
+            match attempt {
+                Err(WriteError::NoLeader) if started.elapsed() < self.tuning.leader_wait => {
+                    self.leader_change(None).await;
+                }
+                other => return other,
+            }
+        }
+    }
+
+    /// Adds `member` to the configuration (or updates its entry). Any server
+    /// accepts this and hands it to the leader.
+    pub async fn join(&self, member: Member) -> Result<(), WriteError> {
+        self.to_leader(Request::Join(member)).await
+    }
+
+    /// Removes server `id` from the configuration, via the leader.
+    pub async fn remove_server(&self, id: NodeId) -> Result<(), WriteError> {
+        self.to_leader(Request::Remove(id)).await
+    }
+
+    /// Removes the server at RPC address `addr`, via the leader.
+    pub async fn remove_address(&self, addr: SocketAddr) -> Result<(), WriteError> {
+        let id = self
+            .configuration()
+            .servers
+            .into_iter()
+            .find(|s| s.addr == addr)
+            .map(|s| s.id)
+            .ok_or_else(|| {
+                WriteError::Refused(format!(
+                    "address {addr:?} was not found in the Raft configuration"
+                ))
+            })?;
+        self.remove_server(id).await
+    }
+
+    /// Takes this server out of the configuration, for a graceful leave.
+    /// A leader removing itself steps down once the change commits.
+    pub async fn leave(&self) -> Result<(), WriteError> {
+        if !self.in_cluster() {
+            return Ok(());
+        }
+        self.cluster.left.store(true, Ordering::Release);
+        self.remove_server(self.node_id).await
+    }
+
+    async fn join_as_leader(&self, m: Member) -> Result<(), WriteError> {
+        let _one_at_a_time = self.cluster.changes.lock().await;
+        let membership = self.metrics.borrow().membership_config.membership().clone();
+        let voters: BTreeSet<NodeId> = membership.voter_ids().collect();
+        let current = membership.get_node(&m.id).cloned();
+        if voters.contains(&m.id) {
+            if current.as_ref() != Some(&m.node) {
+                tracing::info!(id = m.id, node = %m.node, "updating a server's address");
+                self.raft
+                    .change_membership(
+                        ChangeMembers::SetNodes(BTreeMap::from([(m.id, m.node.clone())])),
+                        true,
+                    )
+                    .await
+                    .map_err(change_error)?;
+            }
+            return Ok(());
+        }
+        if current.is_none() {
+            tracing::info!(id = m.id, node = %m.node, "adding a server as a learner");
+            tokio::time::timeout(
+                JOIN_TIMEOUT,
+                self.raft.add_learner(m.id, m.node.clone(), true),
+            )
+            .await
+            .map_err(|_| WriteError::Timeout)?
+            .map_err(change_error)?;
+        } else if current.as_ref() != Some(&m.node) {
+            self.raft
+                .change_membership(
+                    ChangeMembers::SetNodes(BTreeMap::from([(m.id, m.node.clone())])),
+                    true,
+                )
+                .await
+                .map_err(change_error)?;
+        }
+        // The same name or address under another id is the same machine
+        // with a wiped data dir: its old entry goes in the same change.
+        let stale: BTreeSet<NodeId> = membership
+            .nodes()
+            .filter(|(id, n)| **id != m.id && (n.addr == m.node.addr || n.name == m.node.name))
+            .map(|(id, _)| *id)
+            .collect();
+        let mut new_voters: BTreeSet<NodeId> = voters.difference(&stale).copied().collect();
+        new_voters.insert(m.id);
+        tracing::info!(id = m.id, node = %m.node, replaced = ?stale, "promoting a server to voter");
+        self.raft
+            .change_membership(ChangeMembers::ReplaceAllVoters(new_voters), false)
+            .await
+            .map_err(change_error)?;
+        Ok(())
+    }
+
+    async fn remove_as_leader(&self, id: NodeId) -> Result<(), WriteError> {
+        let _one_at_a_time = self.cluster.changes.lock().await;
+        let membership = self.metrics.borrow().membership_config.membership().clone();
+        let voters: BTreeSet<NodeId> = membership.voter_ids().collect();
+        let change = if voters.contains(&id) {
+            if voters.len() == 1 {
+                return Err(WriteError::Refused(
+                    "cannot remove the last server of the cluster".into(),
+                ));
+            }
+            ChangeMembers::RemoveVoters(BTreeSet::from([id]))
+        } else if membership.get_node(&id).is_some() {
+            ChangeMembers::RemoveNodes(BTreeSet::from([id]))
+        } else {
+            return Err(WriteError::Refused(format!(
+                "id {id:016x} was not found in the Raft configuration"
+            )));
+        };
+        tracing::info!(id, "removing a server from the configuration");
+        self.raft
+            .change_membership(change, false)
+            .await
+            .map_err(change_error)?;
+        Ok(())
+    }
+
+    /// The current configuration, as this server knows it.
+    pub fn configuration(&self) -> Configuration {
+        let m = self.metrics.borrow();
+        let stored = &m.membership_config;
+        let membership = stored.membership();
+        let voters: BTreeSet<NodeId> = membership.voter_ids().collect();
+        Configuration {
+            servers: membership
+                .nodes()
+                .map(|(id, node)| ServerEntry {
+                    id: *id,
+                    name: node.name.clone(),
+                    addr: node.addr,
+                    leader: m.current_leader == Some(*id),
+                    voter: voters.contains(id),
+                })
+                .collect(),
+            index: stored.log_id().map_or(0, |l| l.index),
+        }
+    }
+}

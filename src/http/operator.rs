@@ -1,0 +1,105 @@
+//! The Raft configuration (`/v1/operator/raft/*`) and leaving the cluster
+//! (`/v1/agent/leave`).
+
+use axum::Json;
+use axum::extract::State;
+use axum::response::{IntoResponse, Response};
+use serde::Serialize;
+
+use super::error::ApiError;
+use super::query::Params;
+use super::{Ctx, json_true};
+
+/// One server as Consul's `RaftServer` shows it.
+#[derive(Debug, Serialize)]
+#[serde(rename_all = "PascalCase")]
+struct RaftServer {
+    #[serde(rename = "ID")]
+    id: String,
+    node: String,
+    address: String,
+    leader: bool,
+    voter: bool,
+    protocol_version: &'static str,
+}
+
+/// Consul's `RaftConfigurationResponse`.
+#[derive(Debug, Serialize)]
+#[serde(rename_all = "PascalCase")]
+struct RaftConfiguration {
+    servers: Vec<RaftServer>,
+    index: u64,
+}
+
+/// The Raft id as operators see and type it.
+pub(crate) fn format_id(id: u64) -> String {
+    format!("{id:016x}")
+}
+
+/// `GET /v1/operator/raft/configuration`: every server, voter or learner,
+/// and which one leads, as this server's log has it.
+pub(super) async fn configuration(
+    State(state): State<Ctx>,
+    params: Params,
+) -> Result<Response, ApiError> {
+    if !params.has("stale") && !state.known_leader() {
+        return Err(ApiError::NoLeader);
+    }
+    let config = state.consensus.configuration();
+    let body = RaftConfiguration {
+        servers: config
+            .servers
+            .into_iter()
+            .map(|s| RaftServer {
+                id: format_id(s.id),
+                node: s.name,
+                address: s.addr.to_string(),
+                leader: s.leader,
+                voter: s.voter,
+                protocol_version: "3",
+            })
+            .collect(),
+        index: config.index,
+    };
+    Ok(Json(body).into_response())
+}
+
+/// `DELETE /v1/operator/raft/peer?id=ID` or `?address=IP:PORT`.
+pub(super) async fn remove_peer(
+    State(state): State<Ctx>,
+    params: Params,
+) -> Result<Response, ApiError> {
+    match (params.get("id"), params.get("address")) {
+        (Some(id), _) if !id.is_empty() => {
+            let id = u64::from_str_radix(id.trim_start_matches("0x"), 16).map_err(|_| {
+                ApiError::BadRequest(format!(
+                    "invalid id {id:?}: expected the hex ID that list-peers shows"
+                ))
+            })?;
+            state.consensus.remove_server(id).await?;
+        }
+        (_, Some(addr)) if !addr.is_empty() => {
+            let addr = addr.parse().map_err(|_| {
+                ApiError::BadRequest(format!("invalid address {addr:?}: expected IP:port"))
+            })?;
+            state.consensus.remove_address(addr).await?;
+        }
+        _ => {
+            return Err(ApiError::BadRequest(
+                "Must specify either ?id with the server's ID or ?address with IP:port of peer to remove".into(),
+            ));
+        }
+    }
+    Ok(json_true())
+}
+
+/// `PUT /v1/agent/leave`: a server leaves the Raft configuration, then the
+/// agent shuts down (once this answer is on its way).
+pub(super) async fn leave(State(state): State<Ctx>) -> Result<Response, ApiError> {
+    if state.local.identity().server {
+        state.consensus.leave().await?;
+    }
+    tracing::info!("leaving: the agent will shut down");
+    state.shutdown.cancel();
+    Ok(json_true())
+}

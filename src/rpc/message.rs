@@ -1,0 +1,115 @@
+//! What travels over server RPC. Every frame is an [`Envelope`]: a call id
+//! chosen by the caller and the body. Calls on one connection are pipelined
+//! and may be answered in any order; the id pairs each [`Response`] with its
+//! [`Request`].
+
+use std::net::SocketAddr;
+
+use openraft::error::{InstallSnapshotError, RaftError};
+use openraft::raft::{
+    AppendEntriesRequest, AppendEntriesResponse, InstallSnapshotRequest, InstallSnapshotResponse,
+    VoteRequest, VoteResponse,
+};
+use serde::{Deserialize, Serialize};
+
+use crate::catalog::{Command, Outcome};
+use crate::consensus::WriteError;
+use crate::consensus::types::{Node, NodeId, TypeConfig};
+
+/// One frame's content.
+#[derive(Debug, Serialize, Deserialize)]
+pub struct Envelope<T> {
+    /// The caller's id for this call, echoed in the answer.
+    pub id: u64,
+    /// The request or response.
+    pub body: T,
+}
+
+/// A server's Raft id and its node record.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Member {
+    /// Raft node id.
+    pub id: NodeId,
+    /// Name and RPC address.
+    pub node: Node,
+}
+
+/// What servers tell each other while finding their cluster.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Hello {
+    /// The sender.
+    pub from: Member,
+    /// The sender's datacenter: servers of different datacenters never
+    /// form one cluster.
+    pub datacenter: String,
+    /// Whether the sender already belongs to a cluster (its log holds a
+    /// membership configuration).
+    pub in_cluster: bool,
+    /// The leader the sender knows, if any.
+    pub leader: Option<SocketAddr>,
+    /// Every server the sender has heard of, itself included, so discovery
+    /// spreads transitively from one join address.
+    pub known: Vec<Member>,
+}
+
+/// A call from one server to another.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub enum Request {
+    /// Raft: replicate entries, or a heartbeat.
+    AppendEntries(AppendEntriesRequest<TypeConfig>),
+    /// Raft: one chunk of a snapshot.
+    InstallSnapshot(InstallSnapshotRequest<TypeConfig>),
+    /// Raft: a vote request.
+    Vote(VoteRequest<NodeId>),
+    /// A client write forwarded to the leader.
+    Write(Command),
+    /// Asks the leader to confirm its leadership and name the index a
+    /// linearizable read must wait for (`?consistent` on a follower).
+    ReadIndex,
+    /// Discovery: introduce yourself and learn the peer's view.
+    Hello(Hello),
+    /// Add this server to the cluster (as a learner, then a voter), or
+    /// update its address. Any server forwards it to the leader.
+    Join(Member),
+    /// Remove this server from the configuration. Forwarded to the leader.
+    Remove(NodeId),
+}
+
+/// The answer to a [`Request`], variant for variant.
+#[derive(Debug, Serialize, Deserialize)]
+pub enum Response {
+    /// To [`Request::AppendEntries`].
+    AppendEntries(Result<AppendEntriesResponse<NodeId>, RaftError<NodeId>>),
+    /// To [`Request::InstallSnapshot`].
+    InstallSnapshot(
+        Result<InstallSnapshotResponse<NodeId>, RaftError<NodeId, InstallSnapshotError>>,
+    ),
+    /// To [`Request::Vote`].
+    Vote(Result<VoteResponse<NodeId>, RaftError<NodeId>>),
+    /// To [`Request::Write`].
+    Write(Result<Outcome, WriteError>),
+    /// To [`Request::ReadIndex`]: the log index to have applied.
+    ReadIndex(Result<u64, WriteError>),
+    /// To [`Request::Hello`].
+    Hello(Hello),
+    /// To [`Request::Join`] and [`Request::Remove`].
+    Done(Result<(), WriteError>),
+    /// The request could not be decoded; the text says why.
+    Malformed(String),
+}
+
+impl Request {
+    /// The request's kind, for logs and errors.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            Self::AppendEntries(_) => "append-entries",
+            Self::InstallSnapshot(_) => "install-snapshot",
+            Self::Vote(_) => "vote",
+            Self::Write(_) => "write",
+            Self::ReadIndex => "read-index",
+            Self::Hello(_) => "hello",
+            Self::Join(_) => "join",
+            Self::Remove(_) => "remove",
+        }
+    }
+}

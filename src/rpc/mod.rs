@@ -1,0 +1,18 @@
+//! Server RPC (port 8300, TCP): Raft traffic between servers, and requests
+//! forwarded to the leader (writes, read-index for `?consistent`, joins and
+//! removals), over persistent connections carrying length-prefixed postcard
+//! frames. Not HTTP per message: a heartbeat is a few dozen bytes on a
+//! connection that is already open.
+//!
+//! - `frame`: the wire format and its size limits;
+//! - `message`: what travels, tagged with call ids so calls pipeline;
+//! - `client`: the [`Pool`] of connections to other servers;
+//! - `server`: the accept loop and the dispatch to consensus.
+
+pub mod client;
+pub mod frame;
+pub mod message;
+pub mod server;
+
+pub use client::{Pool, RpcError};
+pub use message::{Hello, Member, Request, Response};
