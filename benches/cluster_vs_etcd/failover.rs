@@ -15,7 +15,7 @@
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::time::{Duration, Instant};
+use std::time::{Duration, Instant, SystemTime};
 
 use anyhow::{Context as _, anyhow, bail};
 use tokio::sync::mpsc;
@@ -37,6 +37,8 @@ const HEAL_WITHIN: Duration = Duration::from_secs(60);
 pub(crate) struct Trial {
     /// The member killed (it led).
     pub(crate) killed: usize,
+    /// When it was killed, by the wall clock (to read the logs by).
+    pub(crate) killed_wall: SystemTime,
     /// The member written to.
     pub(crate) target: usize,
     /// Kill to the writer's first successful write.
@@ -124,10 +126,12 @@ async fn measure<C: Cluster>(
             cluster.name()
         );
     }
+    let killed_wall = SystemTime::now();
     let killed_at = Instant::now();
     cluster.kill(leader);
     let mut t = Trial {
         killed: leader,
+        killed_wall,
         target: 0,
         writer: Duration::ZERO,
         earliest: Duration::ZERO,

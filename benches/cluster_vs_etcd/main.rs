@@ -128,6 +128,8 @@ struct Settings {
     failover: bool,
     /// `BENCH_DIR`: where the temp dir goes (default: the system's).
     dir: Option<PathBuf>,
+    /// `BENCH_KEEP=1`: leave the temp dir (data and logs) behind.
+    keep: bool,
 }
 
 impl Settings {
@@ -175,6 +177,7 @@ impl Settings {
             throughput: t || !f,
             failover: f || !t,
             dir: std::env::var_os("BENCH_DIR").map(PathBuf::from),
+            keep: std::env::var("BENCH_KEEP").is_ok_and(|v| v == "1"),
         })
     }
 }
@@ -194,19 +197,30 @@ async fn run(args: &[String]) -> anyhow::Result<()> {
         None => builder.tempdir(),
     }
     .context("creating a temp dir")?;
+    if s.keep {
+        // Every server is still killed on the way out; only files stay.
+        let kept = dir.keep();
+        println!("data and logs kept in {} (BENCH_KEEP=1)", kept.display());
+        return run_in(&s, &kept).await;
+    }
+    run_in(&s, dir.path()).await
+}
+
+/// The benchmark proper, with its files under `dir`.
+async fn run_in(s: &Settings, dir: &Path) -> anyhow::Result<()> {
     let http = reqwest::Client::builder()
         .timeout(Duration::from_secs(2))
         .build()?;
 
     let mut etcd = None;
     if s.only != Only::Trellis {
-        let e = etcd.insert(Etcd::start(&dir.path().join("etcd")).await?);
+        let e = etcd.insert(Etcd::start(&dir.join("etcd")).await?);
         let l = e.wait_healthy(&http, FORM_WITHIN).await?;
         println!("etcd: 3 members on 127.0.3.1-3, leader e{}", l + 1);
     }
     let mut trellis = None;
     if s.only != Only::Etcd {
-        let t = trellis.insert(Trellis::start(&dir.path().join("trellis"), s.dev).await?);
+        let t = trellis.insert(Trellis::start(&dir.join("trellis"), s.dev).await?);
         let formed = t.wait_healthy(&http, FORM_WITHIN).await;
         match formed {
             Ok(_) if s.dev => println!("trellis: one dev agent on 127.0.3.11 (BENCH_TRELLIS=dev)"),
@@ -216,7 +230,7 @@ async fn run(args: &[String]) -> anyhow::Result<()> {
     }
 
     if s.throughput {
-        let rows = throughput(&s, etcd.as_mut(), trellis.as_mut(), &http).await;
+        let rows = throughput(s, etcd.as_mut(), trellis.as_mut(), &http).await;
         let rows = match rows {
             Ok(r) => r,
             Err(e) => return Err(with_all_logs(e, etcd.as_ref(), trellis.as_ref())),
@@ -233,7 +247,7 @@ async fn run(args: &[String]) -> anyhow::Result<()> {
             s.write_timeout.as_millis()
         );
         if let Some(e) = etcd.as_mut() {
-            etcd_trials = trials(e, &s, &http)
+            etcd_trials = trials(e, s, &http)
                 .await
                 .map_err(|err| with_logs(err, &e.logs()))?;
         }
@@ -241,7 +255,7 @@ async fn run(args: &[String]) -> anyhow::Result<()> {
             if t.is_dev() {
                 println!("trellis: a dev agent has no failover; skipped");
             } else {
-                trellis_trials = trials(t, &s, &http)
+                trellis_trials = trials(t, s, &http)
                     .await
                     .map_err(|err| with_logs(err, &t.logs()))?;
             }
@@ -327,11 +341,12 @@ async fn trials<C: Cluster>(
     for n in 0..s.trials {
         let t = failover::trial(cluster, http, n, s.write_timeout).await?;
         eprintln!(
-            "  {:>7} trial {:>2}: killed member {} writing to {}: writer {:>7.1} ms, earliest \
+            "  {:>7} trial {:>2}: killed member {} at {} UTC writing to {}: writer {:>7.1} ms, earliest \
              {:>7.1} ms, {} failed writes, longest request {:.1} ms, healed in {:.1} s{}",
             cluster.name(),
             n + 1,
             t.killed + 1,
+            utc_time(t.killed_wall),
             t.target + 1,
             ms(t.writer),
             ms(t.earliest),
@@ -346,6 +361,19 @@ async fn trials<C: Cluster>(
         out.push(t);
     }
     Ok(out)
+}
+
+/// `HH:MM:SS.mmm` of `t`, in UTC, to find the moment in the servers' logs.
+fn utc_time(t: std::time::SystemTime) -> String {
+    let since = t.duration_since(std::time::UNIX_EPOCH).unwrap_or_default();
+    let s = since.as_secs() % 86_400;
+    format!(
+        "{:02}:{:02}:{:02}.{:03}",
+        s / 3600,
+        s / 60 % 60,
+        s % 60,
+        since.subsec_millis()
+    )
 }
 
 fn ms(d: Duration) -> f64 {
