@@ -13,6 +13,7 @@
 //!   successful write sent after the kill, which is when the cluster took
 //!   writes again whatever a client's timeout.
 
+use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant, SystemTime};
@@ -47,8 +48,9 @@ pub(crate) struct Trial {
     pub(crate) earliest: Duration,
     /// Writes the writer saw fail after the kill.
     pub(crate) failed: u32,
-    /// The first such failure.
-    pub(crate) first_error: Option<String>,
+    /// The failures of writes sent after the kill, writer's and probes',
+    /// by message (URLs left out), with their counts.
+    pub(crate) errors: BTreeMap<String, u32>,
     /// The longest of the writer's requests sent after the kill.
     pub(crate) longest: Duration,
     /// How long the restarted member took to be a healthy voter again.
@@ -88,6 +90,11 @@ pub(crate) async fn trial<C: Cluster>(
     let probes = prober.await.context("the prober task")?;
     let (killed_at, mut t) = result?;
 
+    for (sent, _, r) in &probes {
+        if let (true, Err(e)) = (*sent >= killed_at, r) {
+            *t.errors.entry(error_kind(e)).or_default() += 1;
+        }
+    }
     if let Some(p) = probes
         .iter()
         .filter(|(sent, _, r)| *sent >= killed_at && r.is_ok())
@@ -136,7 +143,7 @@ async fn measure<C: Cluster>(
         writer: Duration::ZERO,
         earliest: Duration::ZERO,
         failed: 0,
-        first_error: None,
+        errors: BTreeMap::new(),
         longest: Duration::ZERO,
         heal: Duration::ZERO,
     };
@@ -146,11 +153,11 @@ async fn measure<C: Cluster>(
         let (sent, done, r) = next
             .map_err(|_| {
                 anyhow!(
-                    "{}: no write succeeded within {} s of killing the leader ({} failed; first: {})",
+                    "{}: no write succeeded within {} s of killing the leader ({} failed: {:?})",
                     cluster.name(),
                     RECOVER_WITHIN.as_secs(),
                     t.failed,
-                    t.first_error.as_deref().unwrap_or("none")
+                    t.errors
                 )
             })?
             .ok_or_else(|| anyhow!("the writer stopped"))?;
@@ -166,7 +173,7 @@ async fn measure<C: Cluster>(
             }
             Err(e) => {
                 t.failed += 1;
-                t.first_error.get_or_insert(e);
+                *t.errors.entry(error_kind(&e)).or_default() += 1;
             }
         }
     }
@@ -245,6 +252,19 @@ fn client(timeout: Duration) -> reqwest::Result<reqwest::Client> {
         .build()
 }
 
+/// An error message without the URL reqwest puts in it, so that the same
+/// failure on different members counts as one kind.
+fn error_kind(e: &str) -> String {
+    const URL: &str = " for url (";
+    match e.find(URL) {
+        Some(i) => match e[i..].find(')') {
+            Some(j) => format!("{}{}", &e[..i], &e[i + j + 1..]),
+            None => e[..i].to_string(),
+        },
+        None => e.to_string(),
+    }
+}
+
 /// The median and maximum of `v`; zeros when empty.
 pub(crate) fn median_max(v: &[Duration]) -> (Duration, Duration) {
     let mut s = v.to_vec();
@@ -259,6 +279,14 @@ pub(crate) fn median_max(v: &[Duration]) -> (Duration, Duration) {
 /// Checks the summary arithmetic; run without `--bench`.
 pub(crate) fn self_check() {
     let ms = Duration::from_millis;
+    assert_eq!(
+        error_kind("error sending request for url (http://1.2.3.4:5/v3/kv/put): timed out"),
+        "error sending request: timed out"
+    );
+    assert_eq!(
+        error_kind("HTTP 500: No cluster leader"),
+        "HTTP 500: No cluster leader"
+    );
     assert_eq!(median_max(&[]), (ms(0), ms(0)));
     assert_eq!(median_max(&[ms(3), ms(1), ms(2)]), (ms(2), ms(3)));
     assert_eq!(

@@ -353,10 +353,16 @@ async fn trials<C: Cluster>(
             t.failed,
             ms(t.longest),
             t.heal.as_secs_f64(),
-            t.first_error
-                .as_deref()
-                .map(|e| format!("; first error: {}", shorten(e)))
-                .unwrap_or_default()
+            if t.errors.is_empty() {
+                String::new()
+            } else {
+                let kinds: Vec<String> = t
+                    .errors
+                    .iter()
+                    .map(|(e, n)| format!("{n}× {}", shorten(e)))
+                    .collect();
+                format!("; failures: {}", kinds.join("; "))
+            }
         );
         out.push(t);
     }
