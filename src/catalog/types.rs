@@ -246,6 +246,17 @@ pub enum Command {
     Deregister(Deregistration),
 }
 
+impl Command {
+    /// Whether applying the command twice leaves the same state as once, so
+    /// a write whose answer was lost with its leader can be sent again.
+    /// Registrations are upserts and deregistrations removals: both are.
+    pub fn idempotent(&self) -> bool {
+        match self {
+            Self::Register(_) | Self::Deregister(_) => true,
+        }
+    }
+}
+
 /// Why the state machine refused a command. Refusals are replicated results:
 /// every server refuses the same command the same way and changes nothing.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error, Serialize, Deserialize)]

@@ -111,8 +111,13 @@ pub struct Tuning {
 impl Default for Tuning {
     fn default() -> Self {
         Self {
+            // A follower elects after hearing nothing for openraft's leader
+            // lease (the longest election timeout) plus its own election
+            // timeout: 230–280 ms of silence here, about five missed
+            // heartbeats, so a dead leader is replaced in ~250 ms while a
+            // briefly slow one is not.
             heartbeat: Duration::from_millis(50),
-            election_timeout: (Duration::from_millis(150), Duration::from_millis(300)),
+            election_timeout: (Duration::from_millis(90), Duration::from_millis(140)),
             snapshot_every: 5000,
             keep_after_snapshot: 1000,
             request_timeout: Duration::from_secs(5),
@@ -288,6 +293,9 @@ impl Consensus {
             // limit; snapshots travel in 1 MiB chunks.
             max_payload_entries: 16,
             snapshot_max_chunk_size: 1 << 20,
+            // Per chunk; the last one also installs the snapshot, which
+            // rebuilds the catalog and takes longer than a network hop.
+            install_snapshot_timeout: 5000,
             ..Config::default()
         }
         .validate()
@@ -432,15 +440,17 @@ impl Consensus {
                 Route::Nowhere => (Err(WriteError::NoLeader), None),
             };
             match attempt {
-                Err(WriteError::NoLeader) => {
-                    let since = *leaderless_since.get_or_insert_with(Instant::now);
-                    if since.elapsed() >= self.tuning.leader_wait || Instant::now() >= deadline {
-                        return Err(WriteError::NoLeader);
-                    }
-                    self.leader_change(leader).await;
-                }
+                Err(WriteError::NoLeader) => {}
+                // The leader died with the write in flight: sending it again
+                // is safe only when applying it twice changes nothing.
+                Err(WriteError::Interrupted) if cmd.idempotent() => {}
                 other => return other,
             }
+            let since = *leaderless_since.get_or_insert_with(Instant::now);
+            if since.elapsed() >= self.tuning.leader_wait || Instant::now() >= deadline {
+                return Err(attempt.err().unwrap_or(WriteError::NoLeader));
+            }
+            self.leader_change(leader).await;
         }
     }
 
@@ -663,5 +673,7 @@ fn millis(d: Duration) -> u64 {
     u64::try_from(d.as_millis()).unwrap_or(u64::MAX)
 }
 
+#[cfg(test)]
+mod cluster_tests;
 #[cfg(test)]
 mod tests;

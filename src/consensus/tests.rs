@@ -78,7 +78,7 @@ async fn start(dir: &Path, tuning: Tuning, replica: Arc<Replica>) -> Arc<Consens
 }
 
 /// Registers service instance `svc-{i}` on node `n1`.
-fn register(i: usize) -> Command {
+pub(super) fn register(i: usize) -> Command {
     Command::Register(Registration {
         node: "n1".into(),
         id: String::new(),
@@ -109,7 +109,7 @@ async fn write_ok(consensus: &Consensus, i: usize) -> crate::catalog::Index {
     }
 }
 
-fn instances(replica: &Replica) -> usize {
+pub(super) fn instances(replica: &Replica) -> usize {
     replica.read().node_services("n1").count()
 }
 

@@ -1,0 +1,160 @@
+//! Three servers in one process, talking real server RPC over loopback TCP:
+//! discovery and bootstrap, writes through a follower, `?consistent` reads
+//! on followers, and a new leader after the old one stops. (Real processes,
+//! SIGKILL and partitions are the integration tests' part.)
+
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::net::TcpListener;
+use tokio_util::sync::CancellationToken;
+
+use super::tests::{instances, register};
+use super::*;
+
+struct Server {
+    consensus: Arc<Consensus>,
+    replica: Arc<Replica>,
+    rpc_stop: CancellationToken,
+}
+
+impl Server {
+    async fn stop(&self) {
+        self.consensus.shutdown().await;
+        self.rpc_stop.cancel();
+    }
+}
+
+/// Binds three RPC listeners on 127.0.2.`base`+i, then starts a server on
+/// each, every one told about the others.
+async fn three(base: u8) -> Vec<Server> {
+    let mut listeners = Vec::new();
+    for i in 0..3u8 {
+        let ip = IpAddr::V4(Ipv4Addr::new(127, 0, 2, base + i));
+        listeners.push(
+            TcpListener::bind(SocketAddr::new(ip, 0))
+                .await
+                .expect("bind"),
+        );
+    }
+    let addrs: Vec<SocketAddr> = listeners
+        .iter()
+        .map(|l| l.local_addr().expect("addr"))
+        .collect();
+    let mut servers = Vec::new();
+    for (i, listener) in listeners.into_iter().enumerate() {
+        let replica = Arc::new(Replica::new());
+        let cfg = ConsensusConfig {
+            node_name: format!("s{i}"),
+            datacenter: "dc1".into(),
+            rpc_addr: addrs[i],
+            storage: Storage::Memory,
+            bootstrap_expect: 3,
+            retry_join: addrs
+                .iter()
+                .filter(|a| **a != addrs[i])
+                .map(ToString::to_string)
+                .collect(),
+        };
+        let consensus = Consensus::start(cfg, replica.clone()).await.expect("start");
+        let rpc_stop = CancellationToken::new();
+        tokio::spawn(crate::rpc::server::serve(
+            listener,
+            consensus.clone(),
+            rpc_stop.clone(),
+        ));
+        servers.push(Server {
+            consensus,
+            replica,
+            rpc_stop,
+        });
+    }
+    servers
+}
+
+async fn until(limit: Duration, what: &str, mut cond: impl FnMut() -> bool) {
+    let deadline = Instant::now() + limit;
+    while !cond() {
+        assert!(Instant::now() < deadline, "timed out waiting for {what}");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+}
+
+fn leader_index(servers: &[Server]) -> Option<usize> {
+    servers.iter().position(|s| s.consensus.is_leader())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn three_servers_bootstrap_replicate_and_fail_over() {
+    let servers = three(10).await;
+    until(Duration::from_secs(20), "one leader known to all", || {
+        let leaders: Vec<_> = servers.iter().map(|s| s.consensus.leader()).collect();
+        leaders[0].is_some() && leaders.iter().all(|l| *l == leaders[0])
+    })
+    .await;
+    let first = leader_index(&servers).expect("a leader");
+    let config = servers[first].consensus.configuration();
+    assert_eq!(config.servers.len(), 3, "{config:?}");
+    assert!(config.servers.iter().all(|s| s.voter));
+    assert_eq!(config.servers.iter().filter(|s| s.leader).count(), 1);
+
+    // Writes through a follower are forwarded and acknowledged after commit.
+    let follower = (first + 1) % 3;
+    for i in 0..20 {
+        match servers[follower].consensus.write(register(i)).await {
+            Ok(Outcome::Applied(_)) => {}
+            other => panic!("write {i} through a follower: {other:?}"),
+        }
+    }
+    // A linearizable read on each server sees every acknowledged write.
+    for s in &servers {
+        s.consensus
+            .linearizable_read()
+            .await
+            .expect("consistent read");
+        assert_eq!(instances(&s.replica), 20);
+    }
+
+    // The leader stops; the other two elect one of themselves and accept
+    // writes again, including through the server that is not leading.
+    servers[first].stop().await;
+    let rest: Vec<&Server> = servers
+        .iter()
+        .enumerate()
+        .filter(|(i, _)| *i != first)
+        .map(|(_, s)| s)
+        .collect();
+    until(Duration::from_secs(20), "a new leader", || {
+        rest.iter().any(|s| s.consensus.is_leader())
+    })
+    .await;
+    for s in &rest {
+        match s.consensus.write(register(100)).await {
+            Ok(Outcome::Applied(_)) => {}
+            other => panic!("write after failover: {other:?}"),
+        }
+    }
+    for s in &rest {
+        s.consensus
+            .linearizable_read()
+            .await
+            .expect("consistent read");
+        assert_eq!(instances(&s.replica), 21);
+    }
+
+    // One of three left: no quorum, so writes fail with NoLeader instead of
+    // hanging, and the survivor keeps its state for stale reads.
+    let second = rest
+        .iter()
+        .position(|s| s.consensus.is_leader())
+        .expect("leader");
+    rest[second].stop().await;
+    let last = rest[1 - second];
+    // NoLeader, not Timeout: it gave up looking for a leader rather than
+    // waiting out the request timeout.
+    let refused = last.consensus.write(register(200)).await;
+    assert!(matches!(refused, Err(WriteError::NoLeader)), "{refused:?}");
+    assert_eq!(instances(&last.replica), 21);
+    last.stop().await;
+}
