@@ -65,7 +65,7 @@ pub(crate) fn registration(tag: &str) -> String {
         .bytes()
         .fold(0u32, |h, b| h.wrapping_mul(31).wrapping_add(u32::from(b)));
     format!(
-        r#"{{"Node":"n-{tag}","Address":"10.{}.{}.{}","Service":{{"ID":"svc-{tag}","Service":"bench","Port":8080,"Tags":["bench"]}}}}"#,
+        r#"{{"Node":"n-{tag}","Address":"10.{}.{}.{}","Service":{{"ID":"svc-{tag}","Service":"svc-{tag}","Port":8080,"Tags":["bench"]}}}}"#,
         (h >> 16) & 0xff,
         (h >> 8) & 0xff,
         h & 0xff
