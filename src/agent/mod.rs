@@ -24,7 +24,7 @@ use tokio_util::sync::CancellationToken;
 use self::settings::{check_from_config, dns_config, local_identity, node_id, service_from_config};
 use crate::catalog::Replica;
 use crate::config::Config;
-use crate::consensus::{Consensus, ConsensusConfig, Storage};
+use crate::consensus::{Consensus, ConsensusConfig, Storage, Tuning};
 
 /// Why the agent stopped with an error.
 #[derive(Debug, thiserror::Error)]
@@ -145,7 +145,14 @@ pub async fn run(cfg: Config, shutdown: CancellationToken) -> Result<(), AgentEr
         Some(dir) => Storage::Dir(dir.join("raft")),
         None => Storage::Memory,
     };
-    let consensus = Consensus::start(
+    let mut tuning = Tuning::default();
+    if let Some(n) = cfg.raft_snapshot_threshold {
+        tuning.snapshot_every = n;
+    }
+    if let Some(n) = cfg.raft_trailing_logs {
+        tuning.keep_after_snapshot = n;
+    }
+    let consensus = Consensus::start_tuned(
         ConsensusConfig {
             node_name: cfg.node_name.clone(),
             datacenter: cfg.datacenter.clone(),
@@ -154,6 +161,7 @@ pub async fn run(cfg: Config, shutdown: CancellationToken) -> Result<(), AgentEr
             bootstrap_expect: cfg.bootstrap_expect,
             retry_join: cfg.retry_join.clone(),
         },
+        tuning,
         replica.clone(),
     )
     .await?;
@@ -211,6 +219,18 @@ pub async fn run(cfg: Config, shutdown: CancellationToken) -> Result<(), AgentEr
         });
     }
     let checks = checks::CheckRunner::start(local.clone());
+    {
+        // A server whose Raft stopped (storage failure, a bug) must not go
+        // on answering from a state that no longer moves: exit, so that a
+        // supervisor restarts it.
+        let (consensus, token) = (consensus.clone(), serving.clone());
+        tasks.spawn(async move {
+            tokio::select! {
+                () = token.cancelled() => Ok(()),
+                reason = consensus.failed() => Err(format!("raft stopped: {reason}")),
+            }
+        });
+    }
 
     let dns_cfg = dns_config(&cfg);
     {

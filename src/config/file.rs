@@ -54,6 +54,10 @@ pub struct FileConfig {
     pub enable_local_script_checks: Option<bool>,
     /// At most one output-only write per check per this interval ("5m").
     pub check_update_interval: Option<String>,
+    /// Raft: snapshot after this many log entries since the last snapshot.
+    pub raft_snapshot_threshold: Option<u64>,
+    /// Raft: log entries kept behind a snapshot for lagging followers.
+    pub raft_trailing_logs: Option<u64>,
     /// One check: a node check, or a service's with `service_id`.
     pub check: Option<CheckFile>,
     /// Several checks.

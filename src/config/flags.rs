@@ -113,4 +113,15 @@ pub struct AgentFlags {
     /// Allow script checks from configuration files only.
     #[arg(long)]
     pub enable_local_script_checks: bool,
+
+    /// Raft: snapshot the catalog after this many log entries since the last
+    /// snapshot, which bounds the log [default: 5000].
+    #[arg(long, value_name = "N")]
+    pub raft_snapshot_threshold: Option<u64>,
+
+    /// Raft: log entries kept behind a snapshot, so a follower that lags by
+    /// fewer catches up from the log instead of a whole snapshot
+    /// [default: 1000].
+    #[arg(long, value_name = "N")]
+    pub raft_trailing_logs: Option<u64>,
 }

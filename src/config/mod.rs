@@ -156,6 +156,11 @@ pub struct Config {
     pub enable_local_script_checks: bool,
     /// At most one output-only check write per check per this interval.
     pub check_update_interval: Duration,
+    /// Raft snapshot threshold (entries since the last snapshot); None keeps
+    /// the default.
+    pub raft_snapshot_threshold: Option<u64>,
+    /// Raft entries kept behind a snapshot; None keeps the default.
+    pub raft_trailing_logs: Option<u64>,
 }
 
 /// What the configuration is resolved for: a file checked on its own lacks
@@ -386,6 +391,18 @@ impl Config {
                 message,
             })?,
         };
+        let raft_snapshot_threshold = flags.raft_snapshot_threshold.or(f.raft_snapshot_threshold);
+        if raft_snapshot_threshold == Some(0) {
+            return Err(ConfigError::Invalid {
+                key: "raft_snapshot_threshold",
+                source_name: src(
+                    "raft_snapshot_threshold",
+                    "--raft-snapshot-threshold",
+                    flags.raft_snapshot_threshold.is_some(),
+                ),
+                message: "must be at least 1".into(),
+            });
+        }
         Ok(Self {
             dev,
             server,
@@ -408,6 +425,8 @@ impl Config {
             enable_local_script_checks: flags.enable_local_script_checks
                 || f.enable_local_script_checks.unwrap_or(false),
             check_update_interval,
+            raft_snapshot_threshold,
+            raft_trailing_logs: flags.raft_trailing_logs.or(f.raft_trailing_logs),
         })
     }
 }
@@ -441,7 +460,9 @@ impl Layered {
             dns_config,
             enable_script_checks,
             enable_local_script_checks,
-            check_update_interval
+            check_update_interval,
+            raft_snapshot_threshold,
+            raft_trailing_logs
         );
         if let Some(s) = f.service {
             self.origin.insert("service", path.to_path_buf());

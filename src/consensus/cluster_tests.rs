@@ -99,6 +99,24 @@ async fn three_servers_bootstrap_replicate_and_fail_over() {
     assert!(config.servers.iter().all(|s| s.voter));
     assert_eq!(config.servers.iter().filter(|s| s.leader).count(), 1);
 
+    // Garbage on the RPC port: the server drops that connection (an
+    // oversized length prefix, then an undecodable frame) and carries on.
+    for garbage in [
+        &[0xff, 0xff, 0xff, 0xff, 1, 2, 3][..],
+        &[0, 0, 0, 3, 0xff, 0xff, 0xff],
+    ] {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let mut conn = tokio::net::TcpStream::connect(servers[0].consensus.me.addr)
+            .await
+            .expect("connect");
+        conn.write_all(garbage).await.expect("send");
+        let mut buf = [0u8; 16];
+        let read = tokio::time::timeout(Duration::from_secs(10), conn.read(&mut buf))
+            .await
+            .expect("the server closes the connection");
+        assert!(matches!(read, Ok(0) | Err(_)), "{read:?}");
+    }
+
     // Writes through a follower are forwarded and acknowledged after commit.
     let follower = (first + 1) % 3;
     for i in 0..20 {

@@ -111,20 +111,24 @@ pub struct Tuning {
 impl Default for Tuning {
     fn default() -> Self {
         Self {
-            // A follower elects after hearing nothing for openraft's leader
-            // lease (the longest election timeout) plus its own election
-            // timeout: 230–280 ms of silence here, about five missed
-            // heartbeats, so a dead leader is replaced in ~250 ms while a
-            // briefly slow one is not.
+            // A follower elects at its first tick (every 1.5 heartbeats)
+            // after hearing nothing for openraft's leader lease (the longest
+            // election timeout) plus its own election timeout: 170–200 ms of
+            // silence, 3–4 missed heartbeats, then up to 75 ms more. A dead
+            // leader is replaced in ~250 ms; a briefly slow one is not.
             heartbeat: Duration::from_millis(50),
-            election_timeout: (Duration::from_millis(90), Duration::from_millis(140)),
+            election_timeout: (Duration::from_millis(70), Duration::from_millis(100)),
             snapshot_every: 5000,
             keep_after_snapshot: 1000,
             request_timeout: Duration::from_secs(5),
-            // Two of the longest election timeouts: a follower notices a dead
-            // leader within one and elects within the next.
+            // Several elections' worth (each ~250 ms after the leader went
+            // quiet), yet well under the request timeout: without a quorum a
+            // write fails in about a second instead of hanging.
             leader_wait: Duration::from_millis(1000),
-            lease: Duration::from_millis(600),
+            // Six heartbeats: a leader that heard from no quorum for this
+            // long (the majority has elected another by then) stops taking
+            // writes, and a follower stops serving default reads.
+            lease: Duration::from_millis(300),
             writer_queue: 1024,
             write_queue: 4096,
             max_batch: 512,
@@ -305,6 +309,7 @@ impl Consensus {
         let network = Network {
             pool: pool.clone(),
             contact: contact.clone(),
+            retry: tuning.heartbeat,
         };
         let raft = Raft::new(node_id, Arc::new(config), network, log_store, state_machine)
             .await
@@ -420,7 +425,7 @@ impl Consensus {
         loop {
             let (attempt, leader) = match self.route() {
                 Route::Local => (
-                    self.propose(cmd.clone(), deadline).await,
+                    self.propose_while_leading(cmd.clone(), deadline).await,
                     Some(self.node_id),
                 ),
                 Route::Remote(id, addr) => {
@@ -470,11 +475,40 @@ impl Consensus {
         }
     }
 
-    /// Proposes on this server, which leads.
-    async fn propose(&self, cmd: Command, deadline: Instant) -> Result<Outcome, WriteError> {
-        tokio::time::timeout_at(deadline, self.proposer.propose(cmd))
-            .await
-            .map_err(|_| WriteError::Timeout)?
+    /// Proposes on this server, which leads, until the write commits or the
+    /// deadline passes, or until this server no longer leads with a quorum:
+    /// then the write is [`WriteError::Interrupted`] (it may still commit if
+    /// the quorum returns) rather than left hanging until the deadline.
+    async fn propose_while_leading(
+        &self,
+        cmd: Command,
+        deadline: Instant,
+    ) -> Result<Outcome, WriteError> {
+        let lost = async {
+            loop {
+                tokio::time::sleep(self.tuning.heartbeat).await;
+                if !matches!(self.route(), Route::Local) {
+                    return;
+                }
+            }
+        };
+        tokio::select! {
+            r = tokio::time::timeout_at(deadline, self.proposer.propose(cmd)) => {
+                r.map_err(|_| WriteError::Timeout)?
+            }
+            () = lost => Err(WriteError::Interrupted),
+        }
+    }
+
+    /// Resolves with the reason if Raft stops on a fatal error (storage
+    /// failure, a panic in its core); never on a healthy server.
+    pub async fn failed(&self) -> String {
+        let mut metrics = self.metrics.clone();
+        let reason = match metrics.wait_for(|m| m.running_state.is_err()).await {
+            Ok(m) => m.running_state.as_ref().err().map(ToString::to_string),
+            Err(_) => Some("raft metrics closed".to_string()),
+        };
+        reason.unwrap_or_default()
     }
 
     /// Sends a request to the leader at `addr`, mapping transport failures:
@@ -502,7 +536,7 @@ impl Consensus {
     pub async fn write_as_leader(&self, cmd: Command) -> Result<Outcome, WriteError> {
         match self.route() {
             Route::Local => {
-                self.propose(cmd, Instant::now() + self.tuning.request_timeout)
+                self.propose_while_leading(cmd, Instant::now() + self.tuning.request_timeout)
                     .await
             }
             _ => Err(WriteError::NoLeader),

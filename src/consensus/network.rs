@@ -4,6 +4,7 @@
 //! it still has a quorum.
 
 use std::sync::Arc;
+use std::time::Duration;
 
 use openraft::error::{InstallSnapshotError, NetworkError, RPCError, RaftError, Unreachable};
 use openraft::network::{RPCOption, RaftNetwork, RaftNetworkFactory};
@@ -21,6 +22,8 @@ use crate::rpc::{Pool, Request, Response, RpcError};
 pub(crate) struct Network {
     pub(crate) pool: Arc<Pool>,
     pub(crate) contact: Arc<Contact>,
+    /// How long to wait before calling an unreachable peer again.
+    pub(crate) retry: Duration,
 }
 
 /// A client for one other server.
@@ -30,6 +33,7 @@ pub(crate) struct Peer {
     node: Node,
     pool: Arc<Pool>,
     contact: Arc<Contact>,
+    retry: Duration,
 }
 
 impl RaftNetworkFactory<TypeConfig> for Network {
@@ -41,6 +45,7 @@ impl RaftNetworkFactory<TypeConfig> for Network {
             node: node.clone(),
             pool: self.pool.clone(),
             contact: self.contact.clone(),
+            retry: self.retry,
         }
     }
 }
@@ -69,6 +74,16 @@ impl Peer {
                 addr: self.node.addr,
                 message,
             },
+            // Another server lives at that address now (a wiped data dir):
+            // the one Raft means is unreachable, and the join that replaces
+            // it is on its way.
+            Ok(Response::NotHere { is }) => {
+                let e = RpcError::Refused {
+                    addr: self.node.addr,
+                    message: format!("server {is:016x} is there, not {:016x}", self.target),
+                };
+                return Err(RPCError::Unreachable(Unreachable::new(&e)));
+            }
             Ok(r) => return Ok(r),
             Err(e) => e,
         };
@@ -106,7 +121,16 @@ impl RaftNetwork<TypeConfig> for Peer {
         rpc: AppendEntriesRequest<TypeConfig>,
         option: RPCOption,
     ) -> Result<AppendEntriesResponse<NodeId>, RPCError<NodeId, Node, RaftError<NodeId>>> {
-        match self.call(Request::AppendEntries(rpc), &option).await? {
+        match self
+            .call(
+                Request::AppendEntries {
+                    to: self.target,
+                    rpc,
+                },
+                &option,
+            )
+            .await?
+        {
             Response::AppendEntries(Ok(r)) => {
                 if !matches!(r, AppendEntriesResponse::HigherVote(_)) {
                     self.contact.acked_by(self.target);
@@ -126,7 +150,16 @@ impl RaftNetwork<TypeConfig> for Peer {
         InstallSnapshotResponse<NodeId>,
         RPCError<NodeId, Node, RaftError<NodeId, InstallSnapshotError>>,
     > {
-        match self.call(Request::InstallSnapshot(rpc), &option).await? {
+        match self
+            .call(
+                Request::InstallSnapshot {
+                    to: self.target,
+                    rpc,
+                },
+                &option,
+            )
+            .await?
+        {
             Response::InstallSnapshot(Ok(r)) => {
                 self.contact.acked_by(self.target);
                 Ok(r)
@@ -136,12 +169,30 @@ impl RaftNetwork<TypeConfig> for Peer {
         }
     }
 
+    /// After an unreachable peer, openraft waits this long before trying
+    /// again. Its default (500 ms) would leave a restarted server without
+    /// heartbeats for longer than its election timeout, so it would start
+    /// elections it cannot win; one heartbeat interval is cheap on a LAN
+    /// (a refused connection costs one SYN).
+    fn backoff(&self) -> openraft::network::Backoff {
+        openraft::network::Backoff::new(std::iter::repeat(self.retry))
+    }
+
     async fn vote(
         &mut self,
         rpc: VoteRequest<NodeId>,
         option: RPCOption,
     ) -> Result<VoteResponse<NodeId>, RPCError<NodeId, Node, RaftError<NodeId>>> {
-        match self.call(Request::Vote(rpc), &option).await? {
+        match self
+            .call(
+                Request::Vote {
+                    to: self.target,
+                    rpc,
+                },
+                &option,
+            )
+            .await?
+        {
             Response::Vote(Ok(r)) => Ok(r),
             Response::Vote(Err(e)) => Err(remote(self.target, &self.node, e)),
             _ => Err(self.wrong("vote")),

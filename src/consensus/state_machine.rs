@@ -234,6 +234,11 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
         self.replica.install(catalog);
         applied.last_applied = meta.last_log_id;
         applied.membership = meta.last_membership.clone();
+        tracing::info!(
+            snapshot = %meta.snapshot_id,
+            last_log = ?meta.last_log_id.map(|l| l.index),
+            "installed a snapshot from the leader"
+        );
         Ok(())
     }
 

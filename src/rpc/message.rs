@@ -55,12 +55,29 @@ pub struct Hello {
 /// A call from one server to another.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub enum Request {
-    /// Raft: replicate entries, or a heartbeat.
-    AppendEntries(AppendEntriesRequest<TypeConfig>),
-    /// Raft: one chunk of a snapshot.
-    InstallSnapshot(InstallSnapshotRequest<TypeConfig>),
-    /// Raft: a vote request.
-    Vote(VoteRequest<NodeId>),
+    /// Raft: replicate entries, or a heartbeat, to server `to`.
+    AppendEntries {
+        /// The Raft id the sender means: a server whose data dir was wiped
+        /// comes back at the same address with a new id, and must not
+        /// answer for the old one.
+        to: NodeId,
+        /// The request.
+        rpc: AppendEntriesRequest<TypeConfig>,
+    },
+    /// Raft: one chunk of a snapshot, to server `to`.
+    InstallSnapshot {
+        /// The Raft id the sender means.
+        to: NodeId,
+        /// The request.
+        rpc: InstallSnapshotRequest<TypeConfig>,
+    },
+    /// Raft: a vote request, to server `to`.
+    Vote {
+        /// The Raft id the sender means.
+        to: NodeId,
+        /// The request.
+        rpc: VoteRequest<NodeId>,
+    },
     /// A client write forwarded to the leader.
     Write(Command),
     /// Asks the leader to confirm its leadership and name the index a
@@ -94,6 +111,12 @@ pub enum Response {
     Hello(Hello),
     /// To [`Request::Join`] and [`Request::Remove`].
     Done(Result<(), WriteError>),
+    /// A Raft request for another id than this server's: the server the
+    /// sender means is no longer at this address.
+    NotHere {
+        /// This server's id.
+        is: NodeId,
+    },
     /// The request could not be decoded; the text says why.
     Malformed(String),
 }
@@ -102,9 +125,9 @@ impl Request {
     /// The request's kind, for logs and errors.
     pub fn kind(&self) -> &'static str {
         match self {
-            Self::AppendEntries(_) => "append-entries",
-            Self::InstallSnapshot(_) => "install-snapshot",
-            Self::Vote(_) => "vote",
+            Self::AppendEntries { .. } => "append-entries",
+            Self::InstallSnapshot { .. } => "install-snapshot",
+            Self::Vote { .. } => "vote",
             Self::Write(_) => "write",
             Self::ReadIndex => "read-index",
             Self::Hello(_) => "hello",

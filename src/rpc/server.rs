@@ -143,8 +143,16 @@ async fn send(answers: &mpsc::Sender<Vec<u8>>, id: u64, body: &Response) {
 
 /// Carries out one request.
 async fn handle(consensus: &Consensus, req: Request) -> Response {
+    let me = consensus.node_id();
     match req {
-        Request::AppendEntries(rpc) => {
+        Request::AppendEntries { to, .. }
+        | Request::InstallSnapshot { to, .. }
+        | Request::Vote { to, .. }
+            if to != me =>
+        {
+            Response::NotHere { is: me }
+        }
+        Request::AppendEntries { rpc, .. } => {
             let leader = rpc.vote.leader_id().voted_for();
             let result = consensus.raft().append_entries(rpc).await;
             if let (Ok(r), Some(leader)) = (&result, leader)
@@ -154,10 +162,10 @@ async fn handle(consensus: &Consensus, req: Request) -> Response {
             }
             Response::AppendEntries(result)
         }
-        Request::InstallSnapshot(rpc) => {
+        Request::InstallSnapshot { rpc, .. } => {
             Response::InstallSnapshot(consensus.raft().install_snapshot(rpc).await)
         }
-        Request::Vote(rpc) => Response::Vote(consensus.raft().vote(rpc).await),
+        Request::Vote { rpc, .. } => Response::Vote(consensus.raft().vote(rpc).await),
         Request::Write(cmd) => Response::Write(consensus.write_as_leader(cmd).await),
         Request::ReadIndex => Response::ReadIndex(consensus.read_index_as_leader().await),
         Request::Hello(hello) => Response::Hello(consensus.hello(hello)),

@@ -2,7 +2,8 @@
 //!
 //! Each agent gets its own 127.0.0.x address and port 0 for every listener;
 //! the bound addresses are read back from the agent's fixed-form
-//! `listening dns=… http=…` log line. Agents are killed on drop.
+//! `listening dns=… http=… server=…` log line. Agents are killed on drop.
+//! A command prefix (such as `ip netns exec NS`) runs an agent elsewhere.
 
 use std::io::{BufRead, BufReader};
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
@@ -34,10 +35,14 @@ pub(crate) struct TestAgent {
     pub(crate) dns: SocketAddr,
     /// Bound HTTP API address.
     pub(crate) http: SocketAddr,
+    /// Bound server RPC address; `None` when the agent runs no server.
+    pub(crate) server: Option<SocketAddr>,
     /// Everything the agent logged, for failure messages.
     log: Arc<Mutex<String>>,
     /// The arguments it was started with, for restarts.
     args: Vec<String>,
+    /// Words run before the binary (e.g. `ip netns exec NS`), kept for restarts.
+    prefix: Vec<String>,
 }
 
 impl TestAgent {
@@ -66,6 +71,12 @@ impl TestAgent {
     /// Starts the binary with `args` plus loopback address and port-0 flags,
     /// and waits until it reports its listeners.
     pub(crate) fn start(args: &[&str], ip: IpAddr) -> Self {
+        Self::start_in(&[], args, ip)
+    }
+
+    /// [`Self::start`] with the binary run through `prefix`, a command that
+    /// execs its arguments in place (so signals reach the agent itself).
+    pub(crate) fn start_in(prefix: &[String], args: &[&str], ip: IpAddr) -> Self {
         let mut all: Vec<String> = args.iter().map(|s| s.to_string()).collect();
         let ip_s = ip.to_string();
         for (flag, v) in [
@@ -82,14 +93,30 @@ impl TestAgent {
                 all.push(v.into());
             }
         }
-        Self::spawn(all, ip)
+        Self::spawn(prefix.to_vec(), all, ip)
     }
 
-    fn spawn(args: Vec<String>, ip: IpAddr) -> Self {
-        let mut child = Command::new(env!("CARGO_BIN_EXE_trellis"))
+    fn spawn(prefix: Vec<String>, args: Vec<String>, ip: IpAddr) -> Self {
+        // TRELLIS_TEST_BIN runs another build of the binary: in a target dir
+        // shared by several worktrees, `target/debug/trellis` is whichever
+        // was built last, while `deps/trellis-<hash>` is this worktree's.
+        let bin = std::env::var("TRELLIS_TEST_BIN")
+            .unwrap_or_else(|_| env!("CARGO_BIN_EXE_trellis").to_string());
+        let mut cmd = match prefix.split_first() {
+            Some((first, rest)) => {
+                let mut c = Command::new(first);
+                c.args(rest).arg(&bin);
+                c
+            }
+            None => Command::new(&bin),
+        };
+        // TRELLIS_TEST_LOG raises the agents' log level when chasing a failure.
+        let filter =
+            std::env::var("TRELLIS_TEST_LOG").unwrap_or_else(|_| "info,openraft=warn".into());
+        let mut child = cmd
             .arg("agent")
             .args(&args)
-            .env("RUST_LOG", "info,openraft=warn")
+            .env("RUST_LOG", filter)
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(Stdio::piped())
@@ -109,7 +136,7 @@ impl TestAgent {
                 l.push('\n');
             }
         });
-        let Ok((dns, http)) = rx.recv_timeout(Duration::from_secs(30)) else {
+        let Ok((dns, http, server)) = rx.recv_timeout(Duration::from_secs(30)) else {
             let _ = child.kill();
             let status = child.wait();
             // Give the reader a moment to drain what the child printed.
@@ -124,8 +151,10 @@ impl TestAgent {
             ip,
             dns,
             http,
+            server,
             log,
             args,
+            prefix,
         }
     }
 
@@ -146,12 +175,27 @@ impl TestAgent {
         self.child.wait().expect("wait for agent")
     }
 
+    /// SIGSTOP: the process stays, silent, as if its machine hung.
+    pub(crate) fn pause(&self) {
+        signal(&self.child, libc::SIGSTOP);
+    }
+
+    /// SIGCONT after [`Self::pause`].
+    pub(crate) fn resume(&self) {
+        signal(&self.child, libc::SIGCONT);
+    }
+
     /// Starts a new process with the same arguments (and so the same data dir)
-    /// after this one was killed or terminated. Ports are new.
+    /// after this one was killed or terminated. Ports given as 0 are new.
     pub(crate) fn restart(&mut self) {
         self.kill();
-        let args = self.args.clone();
-        *self = Self::spawn(args, self.ip);
+        let (prefix, args) = (self.prefix.clone(), self.args.clone());
+        // Keep the old log: a failure after a restart is often explained by
+        // what the previous incarnation did.
+        let old = self.log();
+        *self = Self::spawn(prefix, args, self.ip);
+        let mut l = self.log.lock().unwrap_or_else(|e| e.into_inner());
+        *l = format!("{old}---- restarted ----\n{l}");
     }
 
     /// `http://<http addr><path>`.
@@ -199,8 +243,9 @@ fn signal(child: &Child, sig: i32) {
     }
 }
 
-/// Parses `... listening dns=IP:PORT http=IP:PORT ...`.
-fn parse_listening(line: &str) -> Option<(SocketAddr, SocketAddr)> {
+/// Parses `... listening dns=IP:PORT http=IP:PORT server=IP:PORT ...`; the
+/// server address is optional.
+fn parse_listening(line: &str) -> Option<(SocketAddr, SocketAddr, Option<SocketAddr>)> {
     let rest = &line[line.find("listening dns=")?..];
     let field = |key: &str| -> Option<SocketAddr> {
         let start = rest.find(key)? + key.len();
@@ -210,7 +255,7 @@ fn parse_listening(line: &str) -> Option<(SocketAddr, SocketAddr)> {
             .collect();
         v.parse().ok()
     };
-    Some((field("dns=")?, field("http=")?))
+    Some((field("dns=")?, field("http=")?, field("server=")))
 }
 
 /// A recursion-desired query with a random ID, optionally with EDNS.

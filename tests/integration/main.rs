@@ -1,12 +1,15 @@
 //! Integration tests: each starts real `trellis` processes on loopback and
 //! talks to them with real DNS and HTTP clients.
 
+mod cluster_harness;
 mod harness;
 
 mod checks;
 mod cli;
+mod cluster;
 mod config_files;
 mod dns_answers;
 mod durability;
 mod http_api;
 mod lifecycle;
+mod partition;

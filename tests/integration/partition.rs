@@ -1,0 +1,280 @@
+//! A network partition between real servers, each in its own network
+//! namespace: veth pairs into a bridge in a switch namespace the test
+//! creates (and removes on drop, failure or not). Cutting a server's veth
+//! isolates it. Needs root and iproute2; without them the test says SKIPPED.
+
+use std::collections::BTreeSet;
+use std::io::Write as _;
+use std::net::{IpAddr, Ipv4Addr};
+use std::process::Command;
+use std::time::Instant;
+
+use crate::cluster_harness::{
+    CLIENT_TIMEOUT, Cluster, FORM_DEADLINE, Placement, SETTLE_DEADLINE, ServiceView,
+};
+
+/// Runs `ip ARGS`; `Err` with its stderr when it fails.
+fn ip(args: &[&str]) -> Result<(), String> {
+    let out = Command::new("ip")
+        .args(args)
+        .output()
+        .map_err(|e| format!("run ip: {e}"))?;
+    if out.status.success() {
+        Ok(())
+    } else {
+        Err(format!(
+            "ip {}: {}",
+            args.join(" "),
+            String::from_utf8_lossy(&out.stderr).trim()
+        ))
+    }
+}
+
+/// Names this run's namespaces start with; the pid keeps runs apart.
+const PREFIX: &str = "trellis-test-";
+
+/// A switch namespace with a bridge and one namespace per host, each host
+/// wired to the bridge by a veth pair (`eth0` in the host, `pK` on the switch).
+struct Net {
+    switch: String,
+    hosts: Vec<String>,
+}
+
+impl Net {
+    /// Creates the namespaces and links. `Err` only when namespaces cannot be
+    /// made at all (not root, no iproute2): the test is skipped then. Any
+    /// later failure panics.
+    fn create(n: usize) -> Result<Self, String> {
+        remove_stale();
+        let pid = std::process::id();
+        let switch = format!("{PREFIX}{pid}-sw");
+        ip(&["netns", "add", &switch])?;
+        // From here on, Drop removes whatever was made.
+        let mut net = Self {
+            switch,
+            hosts: Vec::new(),
+        };
+        let sw = net.switch.clone();
+        let must = |args: &[&str]| ip(args).unwrap_or_else(|e| panic!("network setup: {e}"));
+        must(&["-n", &sw, "link", "set", "lo", "up"]);
+        must(&["-n", &sw, "link", "add", "br0", "type", "bridge"]);
+        must(&["-n", &sw, "link", "set", "br0", "up"]);
+        for k in 0..n {
+            let host = format!("{PREFIX}{pid}-s{}", k + 1);
+            must(&["netns", "add", &host]);
+            net.hosts.push(host.clone());
+            let port = format!("p{}", k + 1);
+            let addr = format!("{}/24", Self::ip_of(k));
+            must(&[
+                "-n", &sw, "link", "add", &port, "type", "veth", "peer", "name", "eth0", "netns",
+                &host,
+            ]);
+            must(&["-n", &sw, "link", "set", &port, "master", "br0"]);
+            must(&["-n", &sw, "link", "set", &port, "up"]);
+            must(&["-n", &host, "link", "set", "lo", "up"]);
+            must(&["-n", &host, "addr", "add", &addr, "dev", "eth0"]);
+            must(&["-n", &host, "link", "set", "eth0", "up"]);
+        }
+        Ok(net)
+    }
+
+    /// Host `k`'s address.
+    fn ip_of(k: usize) -> IpAddr {
+        IpAddr::V4(Ipv4Addr::new(
+            10,
+            77,
+            0,
+            u8::try_from(k + 1).expect("few hosts"),
+        ))
+    }
+
+    /// Where member `k` runs: its own namespace, the default server port
+    /// (nothing else uses that namespace).
+    fn placements(&self) -> Vec<Placement> {
+        self.hosts
+            .iter()
+            .enumerate()
+            .map(|(k, ns)| Placement {
+                ip: Self::ip_of(k),
+                server_port: 8300,
+                netns: Some(ns.clone()),
+            })
+            .collect()
+    }
+
+    /// Takes host `k`'s switch port down: it reaches no one and no one it.
+    fn cut(&self, k: usize) {
+        ip(&[
+            "-n",
+            &self.switch,
+            "link",
+            "set",
+            &format!("p{}", k + 1),
+            "down",
+        ])
+        .unwrap_or_else(|e| panic!("cut: {e}"));
+    }
+
+    /// Brings host `k`'s switch port back.
+    fn heal(&self, k: usize) {
+        ip(&[
+            "-n",
+            &self.switch,
+            "link",
+            "set",
+            &format!("p{}", k + 1),
+            "up",
+        ])
+        .unwrap_or_else(|e| panic!("heal: {e}"));
+    }
+}
+
+impl Drop for Net {
+    fn drop(&mut self) {
+        // Deleting a namespace also deletes the veth ends inside it.
+        for ns in self.hosts.iter().chain([&self.switch]) {
+            if let Err(e) = ip(&["netns", "del", ns]) {
+                eprintln!("cleanup: {e}");
+            }
+        }
+    }
+}
+
+/// Removes namespaces left by earlier runs of this test whose process is gone
+/// (killed before its Drop ran). Only names this test makes are touched.
+fn remove_stale() {
+    let Ok(out) = Command::new("ip").args(["netns", "list"]).output() else {
+        return;
+    };
+    for line in String::from_utf8_lossy(&out.stdout).lines() {
+        let Some(name) = line.split_whitespace().next() else {
+            continue;
+        };
+        let Some(pid) = name
+            .strip_prefix(PREFIX)
+            .and_then(|rest| rest.split('-').next())
+            .and_then(|p| p.parse::<u32>().ok())
+        else {
+            continue;
+        };
+        if pid != std::process::id() && !std::path::Path::new(&format!("/proc/{pid}")).exists() {
+            let _ = ip(&["netns", "del", name]);
+        }
+    }
+}
+
+/// Says loudly that the test did not run. Written to the process's stderr
+/// directly, past the test harness's capture, so it shows in a passing run.
+fn skip(why: &str) {
+    let _ = writeln!(
+        std::io::stderr(),
+        "SKIPPED partition test (not run, not passed): {why}"
+    );
+}
+
+#[tokio::test]
+async fn a_partitioned_leader_stops_taking_writes_and_rejoins_without_divergence() {
+    if Command::new("curl").arg("--version").output().is_err() {
+        skip("curl is not installed");
+        return;
+    }
+    let net = match Net::create(3) {
+        Ok(net) => net,
+        Err(e) => {
+            skip(&format!("network namespaces unavailable (needs root): {e}"));
+            return;
+        }
+    };
+    // Declared after `net`, so dropped (processes killed) before it.
+    let c = Cluster::launch(net.placements());
+    c.wait_formed().await;
+    let all = [0, 1, 2];
+    let old = c.leader().await;
+    let mut acked = BTreeSet::new();
+    for k in 0..3 {
+        let id = format!("part-before-{k}");
+        c.register_acked(k, "part", &id, "10.8.0.1", 1).await;
+        acked.insert(id);
+    }
+    c.wait_converged(&all, "part", SETTLE_DEADLINE).await;
+
+    net.cut(old);
+    let majority: Vec<usize> = all.iter().copied().filter(|&i| i != old).collect();
+
+    // The minority: writes stop being accepted, promptly and with Consul's
+    // error. What it answers before noticing is recorded: an acknowledged
+    // write must survive, any other must not appear.
+    let mut refused = BTreeSet::new();
+    let mut minority_acked = BTreeSet::new();
+    let mut attempts = Vec::new();
+    // Writes that got no answer within the client's timeout: asserted on at
+    // the end, so that the rest of the scenario is checked too.
+    let mut hung = Vec::new();
+    let end = Instant::now() + SETTLE_DEADLINE;
+    for attempt in 1.. {
+        let id = format!("part-minority-{attempt}");
+        match c.register(old, "part", &id, "10.8.0.2", 1).await {
+            Ok(r) => {
+                attempts.push((id.clone(), r.status, r.text.clone()));
+                if r.ok() {
+                    minority_acked.insert(id);
+                } else {
+                    refused.insert(id);
+                    if r.status == 500 && r.text.contains("No cluster leader") {
+                        break;
+                    }
+                }
+            }
+            Err(e) => {
+                hung.push(format!("{id}: {e}"));
+                refused.insert(id);
+            }
+        }
+        assert!(
+            Instant::now() < end,
+            "the cut-off leader never answered No cluster leader: {attempts:?}, unanswered {hung:?}"
+        );
+    }
+    // Once it knows, it keeps refusing.
+    for k in 0..3 {
+        let id = format!("part-minority-final-{k}");
+        match c.register(old, "part", &id, "10.8.0.2", 1).await {
+            Ok(r) => assert_eq!(
+                (r.status, r.text.contains("No cluster leader")),
+                (500, true),
+                "{r:?}"
+            ),
+            Err(e) => hung.push(format!("{id}: {e}")),
+        }
+        refused.insert(id);
+    }
+
+    // The majority elects a new leader and keeps taking writes, through both.
+    let new = c.wait_leader_among(&majority, SETTLE_DEADLINE).await;
+    assert_ne!(new, old);
+    for &m in &majority {
+        let id = format!("part-majority-{m}");
+        c.register_acked(m, "part", &id, "10.8.0.3", 1).await;
+        acked.insert(id);
+    }
+
+    net.heal(old);
+    let leader = c.wait_leader_among(&all, FORM_DEADLINE).await;
+    assert_ne!(leader, old, "the healed server's log is behind");
+    let view: ServiceView = c.wait_converged(&all, "part", FORM_DEADLINE).await;
+    acked.extend(minority_acked.iter().cloned());
+    let missing: Vec<&String> = acked.difference(&view.ids).collect();
+    assert!(missing.is_empty(), "acknowledged writes lost: {missing:?}");
+    let divergent: Vec<&String> = refused.intersection(&view.ids).collect();
+    assert!(
+        divergent.is_empty(),
+        "writes refused by the minority appear after healing: {divergent:?}; attempts {attempts:?}"
+    );
+    // And nothing else: exactly what was acknowledged.
+    assert_eq!(view.ids, acked, "catalog after healing");
+    assert!(
+        hung.is_empty(),
+        "writes to the cut-off leader unanswered after {CLIENT_TIMEOUT:?}: {hung:?}"
+    );
+    c.assert_no_server_panicked();
+}
