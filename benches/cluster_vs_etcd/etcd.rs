@@ -221,13 +221,25 @@ impl Cluster for Etcd {
         }
         // A 3-member cluster whose members all follow one leader has three
         // voters: etcd 3.4 has no learners unless asked for.
+        let leader = leader.ok_or_else(|| anyhow!("no members"))?;
         let api = self.api();
         for i in 0..self.members.len() {
             send(api.write(http, i, &format!("health-{i}")))
                 .await
                 .map_err(|e| anyhow!("write through {}: {e}", self.members[i].name))?;
         }
-        leader.ok_or_else(|| anyhow!("no members"))
+        // Caught up: every member has applied what the leader had committed.
+        let want = self.status(http, leader).await?.committed;
+        for i in 0..self.members.len() {
+            let have = self.status(http, i).await?.applied;
+            if have < want {
+                bail!(
+                    "{} has applied up to {have}, the leader committed {want}",
+                    self.members[i].name
+                );
+            }
+        }
+        Ok(leader)
     }
 
     fn pids(&self) -> Vec<u32> {
@@ -267,6 +279,10 @@ struct Status {
     member: String,
     /// The leader's ID; "0" when none.
     leader: String,
+    /// The Raft index it knows committed.
+    committed: u64,
+    /// The Raft index it has applied.
+    applied: u64,
 }
 
 impl Status {
@@ -274,10 +290,17 @@ impl Status {
         let v: serde_json::Value =
             serde_json::from_str(text).with_context(|| format!("status {text:?}"))?;
         let field = |v: &serde_json::Value| v.as_str().map(str::to_string);
+        let index = |key: &str| -> anyhow::Result<u64> {
+            field(&v[key])
+                .and_then(|s| s.parse().ok())
+                .ok_or_else(|| anyhow!("no {key} in {text:?}"))
+        };
         Ok(Self {
             member: field(&v["header"]["member_id"])
                 .ok_or_else(|| anyhow!("no header.member_id in {text:?}"))?,
             leader: field(&v["leader"]).unwrap_or_else(|| "0".into()),
+            committed: index("raftIndex")?,
+            applied: index("raftAppliedIndex")?,
         })
     }
 }
@@ -314,14 +337,16 @@ pub(crate) fn self_check() {
     assert_eq!(base64(&[0xff, 0xfe, 0xfd]), "//79");
     let s = Status::parse(
         r#"{"header":{"cluster_id":"4","member_id":"1086","revision":"1","raft_term":"2"},
-            "version":"3.4.23","leader":"1007","raftIndex":"8"}"#,
+            "version":"3.4.23","leader":"1007","raftIndex":"8","raftAppliedIndex":"7"}"#,
     )
     .expect("a status parses");
     assert_eq!(
         s,
         Status {
             member: "1086".into(),
-            leader: "1007".into()
+            leader: "1007".into(),
+            committed: 8,
+            applied: 7,
         }
     );
     assert!(Status::parse("{}").is_err());

@@ -210,6 +210,23 @@ impl Trellis {
         Ok(servers.iter().filter(|s| s["Voter"] == true).count())
     }
 
+    /// The catalog index member `i` has applied: `X-Consul-Index` of a
+    /// `?stale` read, which that server answers from its own state.
+    async fn applied_index(&self, http: &reqwest::Client, i: usize) -> anyhow::Result<u64> {
+        let url = format!(
+            "http://{}/v1/catalog/node/n-health-0?stale",
+            self.members[i].http
+        );
+        let resp = http.get(url).send().await?.error_for_status()?;
+        let index = resp
+            .headers()
+            .get("x-consul-index")
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.parse().ok())
+            .ok_or_else(|| anyhow!("no X-Consul-Index from {}", self.members[i].node))?;
+        Ok(index)
+    }
+
     /// The log files, for the report.
     pub(crate) fn logs(&self) -> Vec<&Path> {
         self.members.iter().map(|m| m.log.as_path()).collect()
@@ -263,6 +280,19 @@ impl Cluster for Trellis {
             send(api.write(http, i, &format!("health-{i}")))
                 .await
                 .map_err(|e| anyhow!("write through {}: {e}", self.members[i].node))?;
+        }
+        // Caught up: every server has applied what the leader had, so a
+        // trial never starts with a lagging server that cannot win an
+        // election.
+        let want = self.applied_index(http, leader).await?;
+        for i in 0..self.members.len() {
+            let have = self.applied_index(http, i).await?;
+            if have < want {
+                bail!(
+                    "{} has applied up to {have}, the leader {want}",
+                    self.members[i].node
+                );
+            }
         }
         Ok(leader)
     }
