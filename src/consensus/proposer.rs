@@ -22,6 +22,18 @@ use crate::catalog::{Command, Outcome};
 
 type Reply = oneshot::Sender<Result<Outcome, WriteError>>;
 
+/// Stop adding commands to an entry once it holds this many encoded bytes.
+/// With openraft's `max_payload_entries` (16) an AppendEntries message stays
+/// under 16 × (1 MiB + one 1 MiB command), well below the 64 MiB RPC frame
+/// limit.
+const MAX_BATCH_BYTES: usize = 1 << 20;
+
+fn encoded_size(cmd: &Command) -> usize {
+    // Encoding a command cannot fail (no maps with non-string keys, no
+    // unsupported types); count it as large if it ever does.
+    postcard::experimental::serialized_size(cmd).unwrap_or(MAX_BATCH_BYTES)
+}
+
 /// Handle to the proposing task.
 #[derive(Debug)]
 pub(crate) struct Proposer {
@@ -90,10 +102,18 @@ async fn run(
                 None => break,
             },
         };
+        let mut bytes = encoded_size(&first.0);
         queued.push(first);
-        while queued.len() < max_batch {
+        // Bounded in commands and in bytes, so that an AppendEntries message
+        // of `max_payload_entries` entries stays far below the RPC frame
+        // limit even when clients send large bodies. A command that does
+        // not fit waits for the next entry.
+        while queued.len() < max_batch && bytes < MAX_BATCH_BYTES {
             match rx.try_recv() {
-                Ok(next) => queued.push(next),
+                Ok(next) => {
+                    bytes += encoded_size(&next.0);
+                    queued.push(next);
+                }
                 Err(_) => break,
             }
         }

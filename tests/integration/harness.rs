@@ -175,6 +175,20 @@ impl TestAgent {
         self.child.wait().expect("wait for agent")
     }
 
+    /// Waits up to `timeout` for the process to exit on its own.
+    pub(crate) fn wait_exit(&mut self, timeout: Duration) -> Option<ExitStatus> {
+        let deadline = Instant::now() + timeout;
+        loop {
+            if let Ok(Some(status)) = self.child.try_wait() {
+                return Some(status);
+            }
+            if Instant::now() >= deadline {
+                return None;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
     /// SIGSTOP: the process stays, silent, as if its machine hung.
     pub(crate) fn pause(&self) {
         signal(&self.child, libc::SIGSTOP);

@@ -7,6 +7,7 @@ mod harness;
 mod checks;
 mod cli;
 mod cluster;
+mod cluster_membership;
 mod config_files;
 mod dns_answers;
 mod durability;
