@@ -18,6 +18,11 @@
 //! writer. The HTTP API reads the catalog under a brief read lock and, for
 //! blocking queries, waits on the replica's applied-index watch.
 //!
+//! Membership comes from gossip ([`gossip`]): every agent joins a LAN pool
+//! run by foca over UDP, which finds dead members within about a second and
+//! tells servers from clients; it is built and tested on its own, not yet
+//! wired into the agent.
+//!
 //! Around them: [`config`] merges defaults, files and flags and validates them;
 //! [`agent`] binds the listeners, starts the parts and owns the shutdown order;
 //! [`cli`] is the command line, whose subcommands other than `agent` talk to a
@@ -29,6 +34,8 @@ pub mod cli;
 pub mod config;
 pub mod consensus;
 pub mod dns;
+pub mod gossip;
 pub mod http;
+pub mod reconcile;
 pub mod rpc;
 pub mod store;

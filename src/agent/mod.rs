@@ -5,12 +5,13 @@
 //! 1. stop accepting: cancel the DNS and HTTP servers and wait for them to
 //!    finish the requests in flight;
 //! 2. stop the health checks (no more writes from them);
-//! 3. leave the gossip pool (once gossip exists);
+//! 3. leave the gossip pool (or just stop gossiping; `leave_on_terminate`);
 //! 4. shut Raft down, which flushes and closes the redb log store;
 //! 5. log `shutdown complete`.
 
 pub mod checks;
 pub mod local;
+pub(crate) mod pool;
 mod settings;
 
 use std::net::SocketAddr;
@@ -25,6 +26,7 @@ use self::settings::{check_from_config, dns_config, local_identity, node_id, ser
 use crate::catalog::Replica;
 use crate::config::Config;
 use crate::consensus::{Consensus, ConsensusConfig, Storage, Tuning};
+use crate::gossip::{Gossip, GossipConfig, Profile, Role};
 
 /// Why the agent stopped with an error.
 #[derive(Debug, thiserror::Error)]
@@ -63,6 +65,8 @@ struct Listeners {
     http: TcpListener,
     /// Server RPC, on the cluster (bind) address.
     rpc: TcpListener,
+    /// LAN gossip.
+    serf_lan: UdpSocket,
 }
 
 impl Listeners {
@@ -85,11 +89,28 @@ impl Listeners {
                 addr: rpc_addr,
                 source,
             })?;
+        // Gossip tells every member where this one is from the socket's own
+        // address, so it must be a concrete one: with a wildcard bind, bind
+        // the advertised address instead.
+        let gossip_ip = if cfg.bind_addr.is_unspecified() {
+            cfg.advertise_addr
+        } else {
+            cfg.bind_addr
+        };
+        let serf_addr = SocketAddr::new(gossip_ip, cfg.ports.serf_lan);
+        let serf_lan = UdpSocket::bind(serf_addr)
+            .await
+            .map_err(|source| AgentError::Bind {
+                what: "gossip (LAN)",
+                addr: serf_addr,
+                source,
+            })?;
         Ok(Self {
             dns_udp,
             dns_tcp,
             http,
             rpc,
+            serf_lan,
         })
     }
 }
@@ -126,6 +147,11 @@ fn bind_udp(addr: SocketAddr) -> std::io::Result<UdpSocket> {
     UdpSocket::from_std(s.into())
 }
 
+/// Resolves a gossip join address: `host[:port]`, port 8301 when absent.
+pub async fn resolve_join_address(addr: &str) -> Vec<SocketAddr> {
+    pool::resolve(addr).await
+}
+
 /// Runs the agent until `shutdown` is cancelled or a part fails.
 pub async fn run(cfg: Config, shutdown: CancellationToken) -> Result<(), AgentError> {
     let started = std::time::Instant::now();
@@ -159,7 +185,9 @@ pub async fn run(cfg: Config, shutdown: CancellationToken) -> Result<(), AgentEr
             rpc_addr,
             storage,
             bootstrap_expect: cfg.bootstrap_expect,
-            retry_join: cfg.retry_join.clone(),
+            // Join addresses are gossip addresses; the servers among the
+            // pool's members are handed to consensus as they appear.
+            retry_join: Vec::new(),
         },
         tuning,
         replica.clone(),
@@ -172,6 +200,46 @@ pub async fn run(cfg: Config, shutdown: CancellationToken) -> Result<(), AgentEr
         listeners.rpc,
         consensus.clone(),
         rpc_stop.clone(),
+    ));
+
+    let serf_addr = listeners.serf_lan.local_addr().ok();
+    let gossip = Arc::new(
+        Gossip::start(GossipConfig {
+            socket: listeners.serf_lan,
+            name: cfg.node_name.clone(),
+            role: if cfg.server {
+                Role::Server
+            } else {
+                Role::Client
+            },
+            dc: cfg.datacenter.clone(),
+            rpc_addr: cfg.server.then_some(rpc_addr),
+            generation_floor: 0,
+            key: cfg.encrypt.clone(),
+            profile: Profile::lan(),
+        })
+        .map_err(|e| AgentError::Task(format!("gossip: {e}")))?,
+    );
+    let background = CancellationToken::new();
+    let mut helpers = JoinSet::new();
+    helpers.spawn(pool::retry_join(
+        gossip.clone(),
+        cfg.retry_join.clone(),
+        background.clone(),
+    ));
+    helpers.spawn(pool::feed_servers(
+        gossip.clone(),
+        consensus.clone(),
+        cfg.datacenter.clone(),
+        background.clone(),
+    ));
+    helpers.spawn(crate::reconcile::run(
+        gossip.subscribe(),
+        consensus.clone(),
+        replica.clone(),
+        cfg.datacenter.clone(),
+        cfg.reconnect_timeout,
+        background.clone(),
     ));
 
     let node_id = node_id(&cfg).map_err(|e| AgentError::Register {
@@ -250,6 +318,7 @@ pub async fn run(cfg: Config, shutdown: CancellationToken) -> Result<(), AgentEr
             replica: replica.clone(),
             consensus: consensus.clone(),
             local: local.clone(),
+            gossip: gossip.clone(),
             shutdown: shutdown.clone(),
         };
         let token = serving.clone();
@@ -260,10 +329,11 @@ pub async fn run(cfg: Config, shutdown: CancellationToken) -> Result<(), AgentEr
         });
     }
     tracing::info!(
-        "listening dns={} http={} server={} node={} dc={} ready_in_ms={}",
+        "listening dns={} http={} server={} serf_lan={} node={} dc={} ready_in_ms={}",
         fmt_addr(dns_addr),
         fmt_addr(http_addr),
         rpc_addr,
+        fmt_addr(serf_addr),
         cfg.node_name,
         cfg.datacenter,
         started.elapsed().as_millis()
@@ -294,7 +364,21 @@ pub async fn run(cfg: Config, shutdown: CancellationToken) -> Result<(), AgentEr
     }
     // 2. Health checks: their writes need Raft, so they stop before it.
     checks.stop().await;
-    // 3. (gossip leave: not yet part of the agent)
+    // 3. The gossip pool: leave gracefully (others see Left and deregister
+    //    this node) or just stop (others declare it failed), as configured.
+    background.cancel();
+    while helpers.join_next().await.is_some() {}
+    if cfg.leave_on_terminate {
+        match tokio::time::timeout(Duration::from_secs(5), gossip.leave()).await {
+            Ok(Ok(())) => tracing::info!("left the LAN pool"),
+            Ok(Err(e)) => tracing::debug!(error = %e, "leaving the LAN pool"),
+            Err(_) => tracing::warn!("leaving the LAN pool timed out"),
+        }
+    }
+    match Arc::try_unwrap(gossip) {
+        Ok(gossip) => gossip.shutdown().await,
+        Err(_) => tracing::warn!("gossip still in use at shutdown; dropping it"),
+    }
     // 4. Raft and its storage, then the server RPC it talked through.
     consensus.shutdown().await;
     rpc_stop.cancel();

@@ -4,7 +4,10 @@
 mod agent;
 mod catalog;
 mod client;
+mod join;
+mod keygen;
 mod leave;
+mod members;
 mod operator;
 mod services;
 mod validate;
@@ -38,12 +41,19 @@ enum Command {
     /// Register or deregister services with a running agent.
     #[command(subcommand)]
     Services(services::ServicesCmd),
+    /// List the members of the LAN gossip pool and their state.
+    Members(members::MembersCmd),
+    /// Make the agent join the gossip pool of another agent.
+    Join(join::JoinCmd),
     /// Operate the cluster: the servers' Raft configuration.
     #[command(subcommand)]
     Operator(operator::OperatorCmd),
     /// Make the agent leave gracefully and shut down (a server leaves the
     /// Raft configuration first).
     Leave(leave::LeaveCmd),
+    /// Print a new gossip encryption key (base64 of 32 random bytes) for
+    /// `--encrypt`.
+    Keygen(keygen::KeygenCmd),
 }
 
 impl Cli {
@@ -54,8 +64,11 @@ impl Cli {
             Command::Validate(cmd) => cmd.run(),
             Command::Catalog(cmd) => cmd.run(),
             Command::Services(cmd) => cmd.run(),
+            Command::Members(cmd) => cmd.run(),
+            Command::Join(cmd) => cmd.run(),
             Command::Operator(cmd) => cmd.run(),
             Command::Leave(cmd) => cmd.run(),
+            Command::Keygen(cmd) => cmd.run(),
         }
     }
 }

@@ -54,6 +54,14 @@ pub struct FileConfig {
     pub enable_local_script_checks: Option<bool>,
     /// At most one output-only write per check per this interval ("5m").
     pub check_update_interval: Option<String>,
+    /// The gossip encryption key (base64 of 32 bytes, `trellis keygen`).
+    pub encrypt: Option<String>,
+    /// Leave the gossip pool gracefully on SIGTERM (default: clients yes,
+    /// servers no, as Consul).
+    pub leave_on_terminate: Option<bool>,
+    /// How long a failed node keeps its catalog entry before it is reaped
+    /// ("72h").
+    pub reconnect_timeout: Option<String>,
     /// Raft: snapshot after this many log entries since the last snapshot.
     pub raft_snapshot_threshold: Option<u64>,
     /// Raft: log entries kept behind a snapshot for lagging followers.

@@ -114,6 +114,11 @@ pub struct AgentFlags {
     #[arg(long)]
     pub enable_local_script_checks: bool,
 
+    /// Gossip encryption key: base64 of 32 bytes (`trellis keygen` makes
+    /// one). Every agent of the pool needs the same key.
+    #[arg(long, value_name = "KEY")]
+    pub encrypt: Option<String>,
+
     /// Raft: snapshot the catalog after this many log entries since the last
     /// snapshot, which bounds the log [default: 5000].
     #[arg(long, value_name = "N")]

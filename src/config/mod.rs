@@ -156,6 +156,12 @@ pub struct Config {
     pub enable_local_script_checks: bool,
     /// At most one output-only check write per check per this interval.
     pub check_update_interval: Duration,
+    /// The gossip pool's encryption key, if any.
+    pub encrypt: Option<crate::gossip::Key>,
+    /// Leave the gossip pool gracefully on SIGTERM.
+    pub leave_on_terminate: bool,
+    /// How long a failed node keeps its catalog entry.
+    pub reconnect_timeout: Duration,
     /// Raft snapshot threshold (entries since the last snapshot); None keeps
     /// the default.
     pub raft_snapshot_threshold: Option<u64>,
@@ -403,6 +409,25 @@ impl Config {
                 message: "must be at least 1".into(),
             });
         }
+        let encrypt =
+            match flags.encrypt.as_deref().or(f.encrypt.as_deref()) {
+                None => None,
+                Some(text) => Some(crate::gossip::Key::from_base64(text).map_err(|e| {
+                    ConfigError::Invalid {
+                        key: "encrypt",
+                        source_name: src("encrypt", "--encrypt", flags.encrypt.is_some()),
+                        message: e.to_string(),
+                    }
+                })?),
+            };
+        let reconnect_timeout = match &f.reconnect_timeout {
+            None => crate::reconcile::DEFAULT_REAP_AFTER,
+            Some(v) => parse_duration(v).map_err(|message| ConfigError::Invalid {
+                key: "reconnect_timeout",
+                source_name: src("reconnect_timeout", "", false),
+                message,
+            })?,
+        };
         Ok(Self {
             dev,
             server,
@@ -425,6 +450,9 @@ impl Config {
             enable_local_script_checks: flags.enable_local_script_checks
                 || f.enable_local_script_checks.unwrap_or(false),
             check_update_interval,
+            encrypt,
+            leave_on_terminate: f.leave_on_terminate.unwrap_or(!server),
+            reconnect_timeout,
             raft_snapshot_threshold,
             raft_trailing_logs: flags.raft_trailing_logs.or(f.raft_trailing_logs),
         })
@@ -462,7 +490,10 @@ impl Layered {
             enable_local_script_checks,
             check_update_interval,
             raft_snapshot_threshold,
-            raft_trailing_logs
+            raft_trailing_logs,
+            encrypt,
+            leave_on_terminate,
+            reconnect_timeout
         );
         if let Some(s) = f.service {
             self.origin.insert("service", path.to_path_buf());

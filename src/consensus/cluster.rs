@@ -1,8 +1,9 @@
 //! How servers find each other and change the Raft configuration.
 //!
 //! Discovery runs in the background on every server. While a server belongs
-//! to no cluster it says [`Hello`] to its `retry_join` addresses and to every
-//! server it has heard of, learning their views transitively. Then:
+//! to no cluster it says [`Hello`] to the servers the gossip pool shows (and
+//! any RPC join addresses it was given) and to every server it has heard of,
+//! learning their views transitively. Then:
 //! - if some peer already belongs to a cluster, it asks to join it (any
 //!   server forwards a join to the leader);
 //! - otherwise, once `bootstrap_expect` servers know each other, exactly one
@@ -48,6 +49,8 @@ pub(super) struct Cluster {
     retry_join: Vec<String>,
     /// Servers heard of (this one included once discovery starts).
     known: Mutex<BTreeMap<NodeId, Node>>,
+    /// Server RPC addresses learned from outside Raft (the gossip pool).
+    peers: Mutex<BTreeSet<SocketAddr>>,
     /// One membership change at a time on the leader.
     changes: tokio::sync::Mutex<()>,
     /// Set once this server left: it no longer asks to be put back.
@@ -60,6 +63,7 @@ impl Cluster {
             bootstrap_expect,
             retry_join,
             known: Mutex::new(BTreeMap::new()),
+            peers: Mutex::new(BTreeSet::new()),
             changes: tokio::sync::Mutex::new(()),
             left: std::sync::atomic::AtomicBool::new(false),
         }
@@ -190,6 +194,12 @@ impl Consensus {
         }
     }
 
+    /// Tells discovery where the other servers of this datacenter answer
+    /// RPC, as the gossip pool sees them.
+    pub fn set_peer_addrs(&self, addrs: BTreeSet<SocketAddr>) {
+        *self.cluster.peers.lock().unwrap_or_else(|e| e.into_inner()) = addrs;
+    }
+
     /// Answers another server's [`Hello`] and learns from it.
     pub fn hello(&self, hello: Hello) -> Hello {
         if hello.datacenter != self.datacenter {
@@ -233,6 +243,14 @@ impl Consensus {
             targets.extend(resolve(a).await);
         }
         targets.extend(self.cluster.known().values().map(|n| n.addr));
+        targets.extend(
+            self.cluster
+                .peers
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .iter()
+                .copied(),
+        );
         targets.remove(&self.me.addr);
         let mut calls = tokio::task::JoinSet::new();
         for addr in targets {

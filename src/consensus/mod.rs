@@ -75,7 +75,8 @@ pub struct ConsensusConfig {
     /// at once; 0: never bootstrap, only join an existing cluster).
     pub bootstrap_expect: usize,
     /// Other servers' RPC addresses (`host[:port]`, port 8300 by default) to
-    /// find the cluster through.
+    /// find the cluster through, beyond those the gossip pool reports
+    /// ([`Consensus::set_peer_addrs`]).
     pub retry_join: Vec<String>,
 }
 

@@ -13,6 +13,7 @@ pub mod decode;
 mod error;
 mod health;
 pub mod json;
+mod members;
 mod operator;
 pub mod query;
 mod status;
@@ -56,6 +57,8 @@ pub struct ApiState {
     pub consensus: Arc<Consensus>,
     /// This node's identity and services.
     pub local: Arc<LocalAgent>,
+    /// This agent's membership in the LAN gossip pool.
+    pub gossip: Arc<crate::gossip::Gossip>,
     /// The agent's own stop signal: `PUT /v1/agent/leave` ends the agent.
     pub shutdown: CancellationToken,
 }
@@ -164,6 +167,8 @@ fn build(state: Ctx, max_in_flight: usize) -> Router {
         .route("/v1/status/leader", get(status::leader))
         .route("/v1/status/peers", get(status::peers))
         .route("/v1/agent/leave", put(operator::leave))
+        .route("/v1/agent/members", get(members::members))
+        .route("/v1/agent/join/{addr}", put(members::join))
         .route(
             "/v1/operator/raft/configuration",
             get(operator::configuration),

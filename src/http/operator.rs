@@ -1,5 +1,6 @@
 //! The Raft configuration (`/v1/operator/raft/*`) and leaving the cluster
-//! (`/v1/agent/leave`).
+//! (`/v1/agent/leave`: the Raft configuration for a server, then the gossip
+//! pool).
 
 use axum::Json;
 use axum::extract::State;
@@ -98,6 +99,9 @@ pub(super) async fn remove_peer(
 pub(super) async fn leave(State(state): State<Ctx>) -> Result<Response, ApiError> {
     if state.local.identity().server {
         state.consensus.leave().await?;
+    }
+    if let Err(e) = state.gossip.leave().await {
+        tracing::warn!(error = %e, "leaving the LAN pool");
     }
     tracing::info!("leaving: the agent will shut down");
     state.shutdown.cancel();

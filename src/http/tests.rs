@@ -58,6 +58,7 @@ impl TestApi {
         local.register_self().await.unwrap();
         let state = ApiState {
             shutdown: CancellationToken::new(),
+            gossip: crate::agent::pool::lone_gossip("n1").await,
             replica,
             consensus,
             local,

@@ -44,6 +44,7 @@ impl Env {
         let stop_http = CancellationToken::new();
         let state = ApiState {
             shutdown: CancellationToken::new(),
+            gossip: crate::agent::pool::lone_gossip("n1").await,
             replica: replica.clone(),
             consensus,
             local: local.clone(),

@@ -1,0 +1,119 @@
+//! This agent in the LAN gossip pool: joining it at start (retrying until
+//! one join address answers), and telling consensus where the other
+//! servers of the datacenter answer RPC as members come and go.
+
+use std::collections::BTreeSet;
+use std::net::{IpAddr, SocketAddr};
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio_util::sync::CancellationToken;
+
+use crate::consensus::Consensus;
+use crate::gossip::{Gossip, MemberStatus, Role};
+
+/// The LAN gossip port a join address without one is assumed to use.
+const DEFAULT_SERF_LAN_PORT: u16 = 8301;
+/// Pause between rounds of join attempts.
+const RETRY_JOIN_EVERY: Duration = Duration::from_secs(1);
+
+/// Resolves a join address: `host[:port]`, port 8301 when absent.
+pub(crate) async fn resolve(addr: &str) -> Vec<SocketAddr> {
+    if let Ok(a) = addr.parse::<SocketAddr>() {
+        return vec![a];
+    }
+    if let Ok(ip) = addr.parse::<IpAddr>() {
+        return vec![SocketAddr::new(ip, DEFAULT_SERF_LAN_PORT)];
+    }
+    let with_port = if addr.contains(':') {
+        addr.to_string()
+    } else {
+        format!("{addr}:{DEFAULT_SERF_LAN_PORT}")
+    };
+    match tokio::net::lookup_host(with_port).await {
+        Ok(addrs) => addrs.collect(),
+        Err(e) => {
+            tracing::warn!(addr, error = %e, "cannot resolve join address");
+            Vec::new()
+        }
+    }
+}
+
+/// Joins the pool through the first of `addrs` that answers, retrying every
+/// second until one does or `stop` fires (Consul's `retry_join`).
+pub(crate) async fn retry_join(gossip: Arc<Gossip>, addrs: Vec<String>, stop: CancellationToken) {
+    if addrs.is_empty() {
+        return;
+    }
+    let mut attempts = 0u32;
+    loop {
+        for a in &addrs {
+            for target in resolve(a).await {
+                if target == gossip.local_addr() {
+                    continue;
+                }
+                match gossip.join(target).await {
+                    Ok(()) => {
+                        tracing::info!(via = %target, "joined the LAN pool");
+                        return;
+                    }
+                    Err(e) if attempts == 0 => {
+                        tracing::info!(via = %target, error = %e, "join failed; retrying")
+                    }
+                    Err(e) => tracing::debug!(via = %target, error = %e, "join failed"),
+                }
+            }
+        }
+        attempts += 1;
+        tokio::select! {
+            () = stop.cancelled() => return,
+            () = tokio::time::sleep(RETRY_JOIN_EVERY) => {}
+        }
+    }
+}
+
+/// Keeps consensus told of the live servers of `datacenter` in the pool.
+pub(crate) async fn feed_servers(
+    gossip: Arc<Gossip>,
+    consensus: Arc<Consensus>,
+    datacenter: String,
+    stop: CancellationToken,
+) {
+    let mut members = gossip.subscribe();
+    loop {
+        let servers: BTreeSet<SocketAddr> = members
+            .borrow_and_update()
+            .iter()
+            .filter(|m| m.role == Role::Server && m.dc == datacenter)
+            .filter(|m| matches!(m.status, MemberStatus::Alive | MemberStatus::Suspect))
+            .filter_map(|m| m.rpc_addr)
+            .collect();
+        consensus.set_peer_addrs(servers);
+        tokio::select! {
+            () = stop.cancelled() => return,
+            changed = members.changed() => if changed.is_err() { return },
+        }
+    }
+}
+
+/// A gossip member alone on a fresh loopback port, for tests that need an
+/// agent's parts without a pool.
+#[cfg(test)]
+pub(crate) async fn lone_gossip(name: &str) -> Arc<Gossip> {
+    let socket = tokio::net::UdpSocket::bind("127.0.0.1:0")
+        .await
+        .expect("bind a gossip socket");
+    Arc::new(
+        Gossip::start(crate::gossip::GossipConfig {
+            socket,
+            name: name.into(),
+            role: Role::Server,
+            dc: "dc1".into(),
+            rpc_addr: None,
+            generation_floor: 0,
+            key: None,
+            profile: crate::gossip::Profile::lan(),
+        })
+        .expect("start gossip"),
+    )
+}

@@ -1,0 +1,52 @@
+//! `trellis members`: the LAN gossip pool as the agent sees it.
+
+use std::io::Write;
+
+use clap::Args;
+use serde::Deserialize;
+
+use super::client::HttpAddr;
+
+#[derive(Debug, Args)]
+pub(crate) struct MembersCmd {
+    #[command(flatten)]
+    addr: HttpAddr,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(rename_all = "PascalCase")]
+struct Member {
+    name: String,
+    addr: String,
+    port: u16,
+    status: u8,
+    tags: std::collections::BTreeMap<String, String>,
+}
+
+impl MembersCmd {
+    pub(crate) fn run(self) -> anyhow::Result<()> {
+        let members: Vec<Member> = serde_json::from_str(&self.addr.get("/v1/agent/members")?)?;
+        let mut out = std::io::stdout().lock();
+        writeln!(out, "Node\tAddress\tStatus\tType\tDC")?;
+        for m in members {
+            let status = match m.status {
+                1 => "alive",
+                2 => "leaving",
+                3 => "left",
+                4 => "failed",
+                _ => "unknown",
+            };
+            let kind = match m.tags.get("role").map(String::as_str) {
+                Some("consul") => "server",
+                _ => "client",
+            };
+            let dc = m.tags.get("dc").map_or("", String::as_str);
+            writeln!(
+                out,
+                "{}\t{}:{}\t{status}\t{kind}\t{dc}",
+                m.name, m.addr, m.port
+            )?;
+        }
+        Ok(())
+    }
+}

@@ -1,0 +1,275 @@
+//! Pools of real members on loopback UDP sockets (127.0.1.x, port 0), in
+//! one process. Every wait is for a condition, with a generous deadline;
+//! the times printed are information, not assertions.
+
+use std::net::{Ipv4Addr, SocketAddr};
+use std::time::{Duration, Instant};
+
+use tokio::net::UdpSocket;
+
+use super::*;
+
+/// Deadline for anything that should take about a second.
+const PATIENCE: Duration = Duration::from_secs(20);
+
+async fn start_at(addr: SocketAddr, name: &str, key: Option<Key>) -> Gossip {
+    let socket = UdpSocket::bind(addr).await.expect("bind loopback");
+    Gossip::start(GossipConfig {
+        socket,
+        name: name.to_owned(),
+        role: Role::Client,
+        dc: "dc1".to_owned(),
+        rpc_addr: None,
+        generation_floor: 0,
+        key,
+        profile: Profile::lan(),
+    })
+    .expect("start gossip")
+}
+
+async fn start(host: u8, name: &str, key: Option<Key>) -> Gossip {
+    start_at(
+        SocketAddr::from((Ipv4Addr::new(127, 0, 1, host), 0)),
+        name,
+        key,
+    )
+    .await
+}
+
+/// Starts `n` members and joins each to the first.
+async fn pool(n: u8, key: Option<Key>) -> Vec<Gossip> {
+    let mut nodes = Vec::new();
+    for i in 0..n {
+        nodes.push(start(i + 1, &format!("node{i}"), key.clone()).await);
+    }
+    let seed = nodes[0].local_addr();
+    for node in &nodes[1..] {
+        node.join(seed).await.expect("join the seed");
+    }
+    for node in &nodes {
+        assert!(
+            wait_for(node, PATIENCE, |ms| ms.len() == usize::from(n)
+                && ms.iter().all(|m| m.status == MemberStatus::Alive))
+            .await,
+            "{} never saw the whole pool alive: {:?}",
+            node.local_addr(),
+            node.members()
+        );
+    }
+    nodes
+}
+
+/// Waits until `pred` holds for `node`'s membership; false on timeout.
+async fn wait_for(node: &Gossip, deadline: Duration, pred: impl Fn(&[Member]) -> bool) -> bool {
+    let mut rx = node.subscribe();
+    let waiting = async {
+        loop {
+            let holds = pred(rx.borrow_and_update().as_slice());
+            if holds {
+                return;
+            }
+            if rx.changed().await.is_err() {
+                std::future::pending::<()>().await;
+            }
+        }
+    };
+    tokio::time::timeout(deadline, waiting).await.is_ok()
+}
+
+fn status_of(members: &[Member], addr: SocketAddr) -> Option<MemberStatus> {
+    members.iter().find(|m| m.addr == addr).map(|m| m.status)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn five_members_converge() {
+    let nodes = pool(5, None).await;
+    let names: Vec<_> = nodes[4].members().into_iter().map(|m| m.name).collect();
+    assert_eq!(names, ["node0", "node1", "node2", "node3", "node4"]);
+    for node in nodes {
+        node.shutdown().await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_member_dropped_without_leaving_is_declared_failed() {
+    let mut nodes = pool(5, None).await;
+    let victim = nodes.remove(2);
+    let gone = victim.local_addr();
+    let killed = Instant::now();
+    victim.shutdown().await;
+    let mut times = Vec::new();
+    for node in &nodes {
+        assert!(
+            wait_for(node, PATIENCE, |ms| status_of(ms, gone)
+                == Some(MemberStatus::Failed))
+            .await,
+            "{} never saw {gone} fail: {:?}",
+            node.local_addr(),
+            node.members()
+        );
+        times.push(killed.elapsed());
+    }
+    eprintln!("failure seen by the others after {times:?}");
+    for node in nodes {
+        node.shutdown().await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_graceful_leave_is_seen_as_left() {
+    let mut nodes = pool(4, None).await;
+    let leaver = nodes.remove(1);
+    let gone = leaver.local_addr();
+    leaver.leave().await.expect("leave");
+    assert_eq!(status_of(&leaver.members(), gone), Some(MemberStatus::Left));
+    for node in &nodes {
+        assert!(
+            wait_for(node, PATIENCE, |ms| status_of(ms, gone)
+                == Some(MemberStatus::Left))
+            .await,
+            "{} never saw {gone} leave: {:?}",
+            node.local_addr(),
+            node.members()
+        );
+    }
+    // Once left, the member refuses to do more.
+    assert!(matches!(
+        leaver.join(nodes[0].local_addr()).await,
+        Err(GossipError::Stopped)
+    ));
+    for node in nodes {
+        node.shutdown().await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_member_with_the_wrong_key_cannot_join() {
+    let key = Key::generate();
+    let nodes = pool(2, Some(key)).await;
+    let intruder = start(9, "intruder", Some(Key::generate())).await;
+    let result = intruder.join(nodes[0].local_addr()).await;
+    assert!(
+        matches!(result, Err(GossipError::JoinTimeout { .. })),
+        "{result:?}"
+    );
+    assert!(nodes[0].stats().dropped_bad_key > 0);
+    assert_eq!(intruder.members().len(), 1);
+    for node in &nodes {
+        assert_eq!(status_of(&node.members(), intruder.local_addr()), None);
+    }
+    // A member in the clear is kept out the same way.
+    let plain = start(10, "plain", None).await;
+    assert!(plain.join(nodes[0].local_addr()).await.is_err());
+    intruder.shutdown().await;
+    plain.shutdown().await;
+    for node in nodes {
+        node.shutdown().await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_restarted_member_rejoins_alive_with_a_new_generation() {
+    let key = Key::generate();
+    let mut nodes = pool(3, Some(key.clone())).await;
+    let old = nodes.remove(2);
+    let addr = old.local_addr();
+    let old_generation = old.generation();
+    assert!(old_generation > 0);
+    old.shutdown().await;
+    // Restart on the same address at once, before the others notice.
+    let new = start_at(addr, "node2", Some(key)).await;
+    new.join(nodes[0].local_addr()).await.expect("rejoin");
+    for node in &nodes {
+        assert!(
+            wait_for(node, PATIENCE, |ms| ms.iter().any(|m| m.addr == addr
+                && m.status == MemberStatus::Alive
+                && m.generation > old_generation))
+            .await,
+            "{} never saw the restarted member: {:?}",
+            node.local_addr(),
+            node.members()
+        );
+        // One entry per address: the new generation replaced the old.
+        assert_eq!(node.members().iter().filter(|m| m.addr == addr).count(), 1);
+    }
+    new.shutdown().await;
+    for node in nodes {
+        node.shutdown().await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn junk_datagrams_are_counted_and_dropped() {
+    let node = start(11, "target", Some(Key::generate())).await;
+    let sender = UdpSocket::bind((Ipv4Addr::new(127, 0, 1, 12), 0))
+        .await
+        .unwrap();
+    let to = node.local_addr();
+    sender.send_to(&[1, 2, 3], to).await.unwrap();
+    sender.send_to(&vec![0u8; 4000], to).await.unwrap();
+    let deadline = Instant::now() + PATIENCE;
+    while node.stats().dropped_bad_key < 1 || node.stats().dropped_oversize < 1 {
+        assert!(Instant::now() < deadline, "{:?}", node.stats());
+        tokio::task::yield_now().await;
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    assert_eq!(node.stats().packets_received, 2);
+    node.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn joining_ones_own_address_is_refused() {
+    let node = start(13, "alone", None).await;
+    assert!(matches!(
+        node.join(node.local_addr()).await,
+        Err(GossipError::JoinSelf(_))
+    ));
+    node.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_member_declared_failed_comes_back_alive_after_a_restart() {
+    let mut nodes = pool(3, None).await;
+    let old = nodes.remove(1);
+    let addr = old.local_addr();
+    let old_generation = old.generation();
+    old.shutdown().await;
+    for node in &nodes {
+        assert!(
+            wait_for(node, PATIENCE, |ms| status_of(ms, addr)
+                == Some(MemberStatus::Failed))
+            .await
+        );
+    }
+    let socket = UdpSocket::bind(addr).await.expect("rebind");
+    let new = Gossip::start(GossipConfig {
+        socket,
+        name: "node1".to_owned(),
+        role: Role::Server,
+        dc: "dc1".to_owned(),
+        rpc_addr: Some(SocketAddr::from(([127, 0, 1, 2], 8300))),
+        // As if the caller had kept the last generation and the clock had
+        // stepped back: the floor still puts the new life ahead.
+        generation_floor: old_generation + 1_000_000,
+        key: None,
+        profile: Profile::lan(),
+    })
+    .expect("restart");
+    assert!(new.generation() > old_generation + 1_000_000);
+    new.join(nodes[0].local_addr()).await.expect("rejoin");
+    for node in &nodes {
+        assert!(
+            wait_for(node, PATIENCE, |ms| ms.iter().any(|m| m.addr == addr
+                && m.status == MemberStatus::Alive
+                && m.role == Role::Server
+                && m.rpc_addr.is_some()))
+            .await,
+            "{:?}",
+            node.members()
+        );
+    }
+    new.shutdown().await;
+    for node in nodes {
+        node.shutdown().await;
+    }
+}

@@ -1,0 +1,111 @@
+//! The LAN gossip pool: `/v1/agent/members` and `/v1/agent/join/:addr`.
+
+use std::collections::BTreeMap;
+
+use axum::Json;
+use axum::extract::{Path, State};
+use axum::response::{IntoResponse, Response};
+use serde::Serialize;
+
+use super::error::ApiError;
+use super::query::Params;
+use super::{Ctx, json_true};
+use crate::gossip::{MemberStatus, Role};
+
+/// One member as Consul's `/v1/agent/members` shows a Serf member.
+#[derive(Debug, Serialize)]
+#[serde(rename_all = "PascalCase")]
+struct AgentMember {
+    name: String,
+    addr: String,
+    port: u16,
+    tags: BTreeMap<&'static str, String>,
+    /// Serf's status codes: 1 alive, 3 left, 4 failed.
+    status: u8,
+    protocol_min: u8,
+    protocol_max: u8,
+    protocol_cur: u8,
+    delegate_min: u8,
+    delegate_max: u8,
+    delegate_cur: u8,
+}
+
+fn status_code(s: MemberStatus) -> u8 {
+    match s {
+        // Serf reports a suspect as alive until it is declared failed.
+        MemberStatus::Alive | MemberStatus::Suspect => 1,
+        MemberStatus::Left => 3,
+        MemberStatus::Failed => 4,
+    }
+}
+
+/// `GET /v1/agent/members`: the LAN pool as this agent sees it.
+pub(super) async fn members(
+    State(state): State<Ctx>,
+    params: Params,
+) -> Result<Response, ApiError> {
+    if params.flag("wan")? {
+        return Err(ApiError::BadRequest(
+            "the WAN pool is not part of this agent yet; only LAN members can be listed".into(),
+        ));
+    }
+    let list: Vec<AgentMember> = state
+        .gossip
+        .members()
+        .into_iter()
+        .map(|m| {
+            let mut tags = BTreeMap::from([
+                ("dc", m.dc.clone()),
+                (
+                    "role",
+                    match m.role {
+                        Role::Server => "consul".to_string(),
+                        Role::Client => "node".to_string(),
+                    },
+                ),
+            ]);
+            if let Some(rpc) = m.rpc_addr {
+                tags.insert("port", rpc.port().to_string());
+            }
+            AgentMember {
+                name: m.name,
+                addr: m.addr.ip().to_string(),
+                port: m.addr.port(),
+                tags,
+                status: status_code(m.status),
+                protocol_min: 1,
+                protocol_max: 5,
+                protocol_cur: 2,
+                delegate_min: 2,
+                delegate_max: 5,
+                delegate_cur: 4,
+            }
+        })
+        .collect();
+    Ok(Json(list).into_response())
+}
+
+/// `PUT /v1/agent/join/:addr`: joins the pool of the agent at `addr`
+/// (`host[:port]`, port 8301 by default).
+pub(super) async fn join(
+    State(state): State<Ctx>,
+    Path(addr): Path<String>,
+) -> Result<Response, ApiError> {
+    let targets = crate::agent::resolve_join_address(&addr).await;
+    if targets.is_empty() {
+        return Err(ApiError::BadRequest(format!(
+            "cannot resolve join address {addr:?}"
+        )));
+    }
+    let mut last = None;
+    for target in targets {
+        match state.gossip.join(target).await {
+            Ok(()) => return Ok(json_true()),
+            Err(e) => last = Some(e),
+        }
+    }
+    Err(ApiError::Internal(format!(
+        "joining {addr}: {}",
+        last.map(|e| e.to_string()).unwrap_or_default()
+    )))
+}
