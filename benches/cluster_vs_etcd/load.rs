@@ -1,0 +1,162 @@
+//! The write load, the same for both systems: N clients, each sending one
+//! write at a time over its own keep-alive HTTP/1.1 connection (no
+//! pipelining, no batching), spread round-robin over the members; a
+//! warm-up, then a measured window in which only completed writes count.
+
+use std::time::{Duration, Instant};
+
+use anyhow::Context as _;
+use tokio::task::JoinSet;
+
+use crate::cluster::{Api, send};
+
+/// What one step measured.
+#[derive(Debug, Clone)]
+pub(crate) struct StepResult {
+    /// Accepted (2xx) writes that completed in the window.
+    pub(crate) ok: u64,
+    /// Writes that failed (non-2xx or transport error) in the window.
+    pub(crate) errors: u64,
+    /// The first error seen, to show what went wrong.
+    pub(crate) first_error: Option<String>,
+    /// The window's length.
+    pub(crate) window: Duration,
+    /// Latency percentiles of the accepted writes.
+    pub(crate) p50: Duration,
+    /// 99th percentile.
+    pub(crate) p99: Duration,
+    /// The slowest.
+    pub(crate) max: Duration,
+    /// CPU seconds the servers used in the window.
+    pub(crate) cpu: f64,
+}
+
+impl StepResult {
+    /// Accepted writes per second.
+    pub(crate) fn rate(&self) -> f64 {
+        self.ok as f64 / self.window.as_secs_f64()
+    }
+
+    /// Server CPU time per accepted write, in microseconds.
+    pub(crate) fn cpu_per_write_us(&self) -> f64 {
+        self.cpu * 1e6 / (self.ok.max(1) as f64)
+    }
+}
+
+/// What one client saw in the window.
+#[derive(Default)]
+struct ClientResult {
+    /// Latencies of accepted writes, in microseconds.
+    latencies: Vec<u32>,
+    errors: u64,
+    first_error: Option<String>,
+}
+
+/// Runs `clients` writers against `api` for `warmup` then `window`; client
+/// `c` writes to member `(first + c) % members`. Writes are tagged with
+/// `label` so that no two writes of the run register the same node. The
+/// servers' CPU time in the window is read with `cpu`.
+pub(crate) async fn step(
+    api: &Api,
+    cpu: impl Fn() -> f64,
+    first: usize,
+    clients: usize,
+    warmup: Duration,
+    window: Duration,
+    label: &str,
+) -> anyhow::Result<StepResult> {
+    let begin = Instant::now() + Duration::from_millis(50);
+    let counted_from = begin + warmup;
+    let end = counted_from + window;
+    let mut tasks = JoinSet::new();
+    for c in 0..clients {
+        // One client per task, so one connection per task: the pool keeps
+        // the single idle connection alive between its sequential requests.
+        let http = reqwest::Client::builder()
+            .http1_only()
+            .tcp_nodelay(true)
+            .pool_max_idle_per_host(1)
+            .timeout(Duration::from_secs(10))
+            .build()
+            .context("building an HTTP client")?;
+        let api = api.clone();
+        let member = (first + c) % api.members();
+        let prefix = format!("{label}-{c}");
+        tasks.spawn(async move {
+            tokio::time::sleep_until(begin.into()).await;
+            let mut r = ClientResult::default();
+            let mut seq = 0u64;
+            while Instant::now() < end {
+                seq += 1;
+                let req = api.write(&http, member, &format!("{prefix}-{seq}"));
+                let sent = Instant::now();
+                let outcome = send(req).await;
+                let done = Instant::now();
+                let counted = done >= counted_from && done <= end;
+                match outcome {
+                    Ok(()) if counted => {
+                        let us = (done - sent).as_micros();
+                        r.latencies.push(u32::try_from(us).unwrap_or(u32::MAX));
+                    }
+                    Ok(()) => {}
+                    Err(e) => {
+                        if counted {
+                            r.errors += 1;
+                            r.first_error.get_or_insert(e);
+                        }
+                        // Do not spin on a refused connection.
+                        tokio::time::sleep(Duration::from_millis(1)).await;
+                    }
+                }
+            }
+            r
+        });
+    }
+    tokio::time::sleep_until(counted_from.into()).await;
+    let cpu_before = cpu();
+    tokio::time::sleep_until(end.into()).await;
+    let cpu_used = cpu() - cpu_before;
+    let mut latencies = Vec::new();
+    let mut errors = 0;
+    let mut first_error = None;
+    while let Some(r) = tasks.join_next().await {
+        let r = r.context("a client task failed")?;
+        latencies.extend(r.latencies);
+        errors += r.errors;
+        if first_error.is_none() {
+            first_error = r.first_error;
+        }
+    }
+    latencies.sort_unstable();
+    let us = |v: u32| Duration::from_micros(u64::from(v));
+    Ok(StepResult {
+        ok: latencies.len() as u64,
+        errors,
+        first_error,
+        window,
+        p50: us(percentile(&latencies, 0.50)),
+        p99: us(percentile(&latencies, 0.99)),
+        max: us(latencies.last().copied().unwrap_or(0)),
+        cpu: cpu_used,
+    })
+}
+
+/// The nearest-rank percentile `p` (0 to 1) of `sorted`; 0 when empty.
+pub(crate) fn percentile(sorted: &[u32], p: f64) -> u32 {
+    if sorted.is_empty() {
+        return 0;
+    }
+    let rank = (p * sorted.len() as f64).ceil() as usize;
+    sorted[rank.clamp(1, sorted.len()) - 1]
+}
+
+/// Checks the percentile arithmetic; run without `--bench`.
+pub(crate) fn self_check() {
+    assert_eq!(percentile(&[], 0.5), 0);
+    assert_eq!(percentile(&[7], 0.99), 7);
+    let v: Vec<u32> = (1..=100).collect();
+    assert_eq!(percentile(&v, 0.50), 50);
+    assert_eq!(percentile(&v, 0.99), 99);
+    assert_eq!(percentile(&v, 1.0), 100);
+    assert_eq!(percentile(&v, 0.0), 1);
+}
