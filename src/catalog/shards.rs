@@ -1,26 +1,36 @@
 //! A copy-on-write map split into shards, for the DNS view: copying it for
-//! the next view costs one pointer per shard, and an update copies only the
-//! shards it touches. With one plain map, every applied log entry cloned
-//! every name in the catalog (O(catalog) per write on every server).
+//! the next view costs a few dozen pointers, and an update copies only the
+//! path to the shard it touches. With one plain map, every applied log entry
+//! cloned every name in the catalog (O(catalog) per write on every server).
+//!
+//! Shards sit two levels deep (64 groups of 64), so an update copies one
+//! group's 64 pointers and one shard of about `n / 4096` entries: about 80
+//! pointer copies for a catalog of 30,000 names, where one level of 256
+//! shards copied about 240 (measured: the view copy was ~40 % of a
+//! server's CPU under write load with 256 flat shards).
 
 use std::collections::HashMap;
 use std::sync::Arc;
 
-/// How many shards: enough that a shard of a 100,000-name catalog holds a
-/// few hundred names, few enough that copying the shard table is trivial.
-const SHARDS: usize = 256;
+/// Groups at the top level, and shards per group.
+const FANOUT: usize = 64;
+/// Shards in all.
+const SHARDS: usize = FANOUT * FANOUT;
+
+type Shard<V> = Arc<HashMap<Arc<str>, V>>;
 
 /// A map from lowercased names to `V`, sharded by a hash of the name.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub(crate) struct ShardedMap<V> {
-    shards: Vec<Arc<HashMap<Arc<str>, V>>>,
+    groups: Vec<Arc<Vec<Shard<V>>>>,
 }
 
 impl<V> Default for ShardedMap<V> {
     fn default() -> Self {
-        let empty = Arc::new(HashMap::new());
+        let empty: Shard<V> = Arc::new(HashMap::new());
+        let group = Arc::new(vec![empty; FANOUT]);
         Self {
-            shards: vec![empty; SHARDS],
+            groups: vec![group; FANOUT],
         }
     }
 }
@@ -37,28 +47,41 @@ fn shard_of(key: &str) -> usize {
     (h % SHARDS as u64) as usize
 }
 
+fn place(key: &str) -> (usize, usize) {
+    let i = shard_of(key);
+    (i / FANOUT, i % FANOUT)
+}
+
 impl<V: Clone> ShardedMap<V> {
     /// The value for `key`.
     pub(crate) fn get(&self, key: &str) -> Option<&V> {
-        self.shards[shard_of(key)].get(key)
+        let (g, s) = place(key);
+        self.groups[g][s].get(key)
     }
 
-    /// Inserts or replaces; copies the shard first if another map shares it.
+    /// Inserts or replaces; copies the group and the shard first if another
+    /// map shares them.
     pub(crate) fn insert(&mut self, key: Arc<str>, value: V) {
-        Arc::make_mut(&mut self.shards[shard_of(&key)]).insert(key, value);
+        let (g, s) = place(&key);
+        let group = Arc::make_mut(&mut self.groups[g]);
+        Arc::make_mut(&mut group[s]).insert(key, value);
     }
 
-    /// Removes `key`, copying its shard only if it is there.
+    /// Removes `key`, copying its group and shard only if it is there.
     pub(crate) fn remove(&mut self, key: &str) {
-        let shard = &mut self.shards[shard_of(key)];
-        if shard.contains_key(key) {
-            Arc::make_mut(shard).remove(key);
+        let (g, s) = place(key);
+        if self.groups[g][s].contains_key(key) {
+            let group = Arc::make_mut(&mut self.groups[g]);
+            Arc::make_mut(&mut group[s]).remove(key);
         }
     }
 
     /// Every value, in no particular order.
     pub(crate) fn values(&self) -> impl Iterator<Item = &V> {
-        self.shards.iter().flat_map(|s| s.values())
+        self.groups
+            .iter()
+            .flat_map(|g| g.iter())
+            .flat_map(|s| s.values())
     }
 }
 
@@ -81,12 +104,12 @@ mod tests {
         assert_eq!(a.get("name-8"), Some(&8));
         assert_eq!(b.get("name-8"), None);
         let shared = a
-            .shards
+            .groups
             .iter()
-            .zip(&b.shards)
+            .zip(&b.groups)
             .filter(|(x, y)| Arc::ptr_eq(x, y))
             .count();
-        assert!(shared >= SHARDS - 2, "only the written shards were copied");
+        assert!(shared >= FANOUT - 2, "only the written groups were copied");
         assert_eq!(a.values().count(), 1000);
         assert_eq!(b.values().count(), 999);
         assert_ne!(a, b);
