@@ -333,6 +333,11 @@ pub struct LocalAgent {
     saved_ttls: Mutex<HashMap<String, SavedTtl>>,
     /// Serializes saving TTL states, so the file always holds the newest.
     saving: tokio::sync::Mutex<()>,
+    /// Whether this agent writes its own `serfHealth` check. Not when the
+    /// leader derives it from gossip (`reconcile`): an agent restarting
+    /// after a failure would otherwise mark itself passing while the
+    /// leader's pool still says failed, and the two would flap.
+    writes_serf_health: bool,
 }
 
 /// What the agent holds: its services and its node-level checks.
@@ -397,12 +402,20 @@ impl LocalAgent {
             ttl_touches: Mutex::new(HashMap::new()),
             saved_ttls: Mutex::new(HashMap::new()),
             saving: tokio::sync::Mutex::new(()),
+            writes_serf_health: true,
         }
     }
 
     /// The same agent with these check settings; TTL states saved in their
     /// state directory are restored as their checks are registered.
     #[must_use]
+    /// Leaves the node's `serfHealth` check to the leader's reconciler.
+    pub fn with_serf_health_from_gossip(mut self) -> Self {
+        self.writes_serf_health = false;
+        self
+    }
+
+    /// Check runner settings.
     pub fn with_check_settings(mut self, settings: CheckSettings) -> Self {
         if let Some(dir) = &settings.state_dir {
             let saved = super::checks::ttl::load_states(dir);
@@ -503,8 +516,9 @@ impl LocalAgent {
         state.check(owner, check_id).cloned()
     }
 
-    /// Registers the node with a passing `serfHealth` check and, on a server,
-    /// the `consul` service. Called once the cluster has a leader.
+    /// Registers the node (with a passing `serfHealth` check unless the
+    /// leader owns it) and, on a server, the `consul` service. Called once
+    /// the cluster has a leader.
     pub async fn register_self(&self) -> Result<(), LocalError> {
         let _serial = self.writes.write().await;
         let service = self.identity.server.then(|| ServiceRegistration {
@@ -527,7 +541,12 @@ impl LocalAgent {
             service_id: String::new(),
             kind: String::new(),
         };
-        self.write(Command::Register(self.registration(service, vec![check])))
+        let checks = if self.writes_serf_health {
+            vec![check]
+        } else {
+            Vec::new()
+        };
+        self.write(Command::Register(self.registration(service, checks)))
             .await
     }
 

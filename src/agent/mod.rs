@@ -258,6 +258,7 @@ pub async fn run(cfg: Config, shutdown: CancellationToken) -> Result<(), AgentEr
     })?;
     let local = Arc::new(
         local::LocalAgent::new(local_identity(&cfg, rpc_addr, node_id), consensus.clone())
+            .with_serf_health_from_gossip()
             .with_check_settings(checks::CheckSettings {
                 update_interval: cfg.check_update_interval,
                 enable_script_checks: cfg.enable_script_checks,

@@ -117,19 +117,19 @@ async fn a_dead_machine_leaves_every_answer_and_a_wrong_key_stays_out() {
 
     // It comes back: alive again, answered again.
     c.restart(dead);
-    c.wait_until("the restarted node back in DNS", DEADLINE, || {
-        let (c, all) = (&c, all.clone());
+    c.wait_until("the restarted node alive and back in DNS", DEADLINE, || {
+        let (c, all, name) = (&c, all.clone(), dead_name.clone());
         async move {
             let got = db_addrs(c, leader);
-            if got == all {
+            let status = status_of(&members(c, leader).await, &name);
+            if got == all && status == Some(1) {
                 Ok(())
             } else {
-                Err(format!("{got:?}"))
+                Err(format!("{got:?}, status {status:?}"))
             }
         }
     })
     .await;
-    assert_eq!(status_of(&members(&c, leader).await, &dead_name), Some(1));
 
     // An agent with another key never gets in.
     let dir = temp_dir();
