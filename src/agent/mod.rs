@@ -256,16 +256,21 @@ pub async fn run(cfg: Config, shutdown: CancellationToken) -> Result<(), AgentEr
         what: "the node ID file".into(),
         message: e.to_string(),
     })?;
-    let local = Arc::new(
+    let mut local =
         local::LocalAgent::new(local_identity(&cfg, rpc_addr, node_id), consensus.clone())
-            .with_serf_health_from_gossip()
             .with_check_settings(checks::CheckSettings {
                 update_interval: cfg.check_update_interval,
                 enable_script_checks: cfg.enable_script_checks,
                 enable_local_script_checks: cfg.enable_local_script_checks,
                 state_dir: cfg.data_dir.as_ref().map(|d| d.join("checks")),
-            }),
-    );
+            });
+    if cfg.bootstrap_expect != 1 {
+        // In a cluster the leader, which may be another server, owns this
+        // node's serfHealth. A lone server leads and sees itself alive, so
+        // it writes the same check itself, before it first answers.
+        local = local.with_serf_health_from_gossip();
+    }
+    let local = Arc::new(local);
     let definitions = Definitions::from_config(&cfg)?;
     let serving = shutdown.child_token();
     let mut tasks = JoinSet::new();
