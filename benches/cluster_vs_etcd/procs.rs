@@ -115,6 +115,13 @@ pub(crate) fn free_port(ip: Ipv4Addr) -> anyhow::Result<u16> {
     Ok(l.local_addr()?.port())
 }
 
+/// A UDP port on `ip` that was free a moment ago (see `free_port`).
+pub(crate) fn free_udp_port(ip: Ipv4Addr) -> anyhow::Result<u16> {
+    let s = std::net::UdpSocket::bind(SocketAddr::from((ip, 0)))
+        .with_context(|| format!("binding UDP {ip}:0"))?;
+    Ok(s.local_addr()?.port())
+}
+
 /// How many lines of the log at `path` contain `needle`.
 pub(crate) fn count_lines(path: &Path, needle: &str) -> usize {
     std::fs::read_to_string(path)

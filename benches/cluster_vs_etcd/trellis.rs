@@ -10,7 +10,7 @@ use anyhow::{Context as _, anyhow, bail};
 use tokio::process::Command;
 
 use crate::cluster::{Api, Cluster, send};
-use crate::procs::{Proc, count_lines, free_port};
+use crate::procs::{Proc, count_lines, free_port, free_udp_port};
 
 /// The trellis binary cargo built for this benchmark (release profile).
 pub(crate) const TRELLIS: &str = env!("CARGO_BIN_EXE_trellis");
@@ -37,6 +37,8 @@ struct Member {
     http: SocketAddr,
     /// Server RPC address, fixed likewise (the Raft peers know it).
     server: SocketAddr,
+    /// LAN gossip address (UDP), fixed likewise: the others join through it.
+    serf_lan: SocketAddr,
     /// `--data-dir`, kept across restarts.
     data_dir: PathBuf,
     /// Its log, appended across restarts.
@@ -54,11 +56,10 @@ pub(crate) struct Trellis {
     dev: bool,
 }
 
-/// The address a server gives in `--retry-join` to reach `server`. Until
-/// the gossip pool exists a join address is another server's RPC address;
-/// with gossip it becomes the LAN gossip address, in this one place.
+/// The address a server gives in `--retry-join` to reach `server`: its LAN
+/// gossip address, through which the servers also find each other for Raft.
 fn join_addr(server: &Member) -> String {
-    server.server.to_string()
+    server.serf_lan.to_string()
 }
 
 impl Trellis {
@@ -73,6 +74,7 @@ impl Trellis {
             members.push(Member {
                 http: SocketAddr::from((*ip, free_port(*ip)?)),
                 server: SocketAddr::from((*ip, free_port(*ip)?)),
+                serf_lan: SocketAddr::from((*ip, free_udp_port(*ip)?)),
                 data_dir: dir.join(&node),
                 log: dir.join(format!("{node}.log")),
                 node,
@@ -114,14 +116,9 @@ impl Trellis {
             .arg(m.http.port().to_string())
             .arg("--server-port")
             .arg(m.server.port().to_string())
-            .args([
-                "--dns-port",
-                "0",
-                "--serf-lan-port",
-                "0",
-                "--serf-wan-port",
-                "0",
-            ])
+            .arg("--serf-lan-port")
+            .arg(m.serf_lan.port().to_string())
+            .args(["--dns-port", "0", "--serf-wan-port", "0"])
             .env("NO_COLOR", "1");
         let proc = Proc::spawn(&format!("trellis {}", m.node), &mut cmd, &m.log)?;
         self.members[i].proc = Some(proc);
