@@ -11,6 +11,7 @@
 //! a watch channel of the applied index for blocking queries.
 
 mod replica;
+mod shards;
 mod state;
 mod types;
 pub mod view;

@@ -5,9 +5,10 @@
 //! only the entries the write touched, then publishes it through an `ArcSwap`.
 //! A DNS query loads the current `Arc<View>` and never waits for a writer.
 
-use std::collections::HashMap;
 use std::net::IpAddr;
 use std::sync::Arc;
+
+use super::shards::ShardedMap;
 
 use super::state::Catalog;
 use super::types::{HealthStatus, Index, Meta, Weights};
@@ -84,11 +85,11 @@ pub struct ServiceView {
 pub struct View {
     /// The catalog index this view reflects.
     pub index: Index,
-    /// Nodes by lowercased name. Keys are shared so that copying the map for
-    /// the next view copies pointers rather than allocating every name again.
-    nodes: HashMap<Arc<str>, Arc<NodeView>>,
+    /// Nodes by lowercased name, sharded so that the next view copies only
+    /// the shards a write touched.
+    nodes: ShardedMap<Arc<NodeView>>,
     /// Services by lowercased name; only names with at least one instance.
-    services: HashMap<Arc<str>, Arc<ServiceView>>,
+    services: ShardedMap<Arc<ServiceView>>,
 }
 
 impl View {

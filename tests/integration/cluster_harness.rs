@@ -40,6 +40,8 @@ pub(crate) struct Placement {
     pub(crate) ip: IpAddr,
     /// Its server RPC port, fixed for the member's life.
     pub(crate) server_port: u16,
+    /// Its LAN gossip port, fixed for the member's life.
+    pub(crate) serf_port: u16,
     /// The network namespace it runs in; `None` for the test's own.
     pub(crate) netns: Option<String>,
 }
@@ -51,9 +53,12 @@ impl Placement {
         // Bind port 0 to learn a free port, then let it go for the server.
         let l = TcpListener::bind((ip, 0)).expect("bind a probe socket");
         let server_port = l.local_addr().expect("probe address").port();
+        let u = std::net::UdpSocket::bind((ip, 0)).expect("bind a probe socket");
+        let serf_port = u.local_addr().expect("probe address").port();
         Self {
             ip,
             server_port,
+            serf_port,
             netns: None,
         }
     }
@@ -61,6 +66,11 @@ impl Placement {
     /// The member's server RPC address.
     pub(crate) fn rpc(&self) -> SocketAddr {
         SocketAddr::new(self.ip, self.server_port)
+    }
+
+    /// The member's LAN gossip address.
+    pub(crate) fn serf(&self) -> SocketAddr {
+        SocketAddr::new(self.ip, self.serf_port)
     }
 }
 
@@ -123,15 +133,14 @@ pub(crate) struct Cluster {
     _dir: tempfile::TempDir,
 }
 
-/// The `--retry-join` addresses one member uses: every other member's server
-/// RPC address. With gossip (issue 5) these become LAN gossip addresses; this
-/// is the one place to change.
+/// The `--retry-join` addresses one member uses: every other member's LAN
+/// gossip address.
 fn join_addrs(places: &[Placement], me: usize) -> Vec<String> {
     places
         .iter()
         .enumerate()
         .filter(|(i, _)| *i != me)
-        .map(|(_, p)| p.rpc().to_string())
+        .map(|(_, p)| p.serf().to_string())
         .collect()
 }
 
@@ -167,6 +176,7 @@ impl Cluster {
                 let node = format!("s{}", i + 1);
                 let expect = n.to_string();
                 let port = place.server_port.to_string();
+                let serf_port = place.serf_port.to_string();
                 let data_s = data.display().to_string();
                 let mut args: Vec<&str> = vec![
                     "--server",
@@ -178,6 +188,8 @@ impl Cluster {
                     &data_s,
                     "--server-port",
                     &port,
+                    "--serf-lan-port",
+                    &serf_port,
                 ];
                 args.extend_from_slice(extra);
                 let joins = join_addrs(&places, i);
@@ -221,6 +233,11 @@ impl Cluster {
     /// The member's agent (its addresses).
     pub(crate) fn agent(&self, i: usize) -> &TestAgent {
         &self.members[i].agent
+    }
+
+    /// Member `i`'s LAN gossip address, which others join through.
+    pub(crate) fn serf(&self, i: usize) -> SocketAddr {
+        self.members[i].place.serf()
     }
 
     /// Member `i`'s server RPC address, which is what the cluster calls it.

@@ -40,7 +40,8 @@ async fn servers_join_later_leave_and_are_removed() {
     let dir = temp_dir();
     let data = dir.path().display().to_string();
     let port = place.server_port.to_string();
-    let join = c.rpc(0).to_string();
+    let serf_port = place.serf_port.to_string();
+    let join = c.serf(0).to_string();
     let mut s4 = TestAgent::start(
         &[
             "--server",
@@ -50,6 +51,8 @@ async fn servers_join_later_leave_and_are_removed() {
             &data,
             "--server-port",
             &port,
+            "--serf-lan-port",
+            &serf_port,
             "--retry-join",
             &join,
         ],

@@ -13,4 +13,5 @@ mod dns_answers;
 mod durability;
 mod http_api;
 mod lifecycle;
+mod membership;
 mod partition;

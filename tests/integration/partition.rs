@@ -97,6 +97,7 @@ impl Net {
             .map(|(k, ns)| Placement {
                 ip: Self::ip_of(k),
                 server_port: 8300,
+                serf_port: 8301,
                 netns: Some(ns.clone()),
             })
             .collect()
