@@ -69,6 +69,13 @@ fn main() -> ExitCode {
         );
         return ExitCode::SUCCESS;
     }
+    let _lock = match procs::RunLock::acquire() {
+        Ok(l) => l,
+        Err(e) => {
+            eprintln!("Error: {e:#}");
+            return ExitCode::FAILURE;
+        }
+    };
     let rt = match tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()
