@@ -203,6 +203,7 @@ pub async fn run(cfg: Config, shutdown: CancellationToken) -> Result<(), AgentEr
     ));
 
     let serf_addr = listeners.serf_lan.local_addr().ok();
+    let generation_file = cfg.data_dir.as_ref().map(|d| d.join("gossip_generation"));
     let gossip = Arc::new(
         Gossip::start(GossipConfig {
             socket: listeners.serf_lan,
@@ -214,7 +215,9 @@ pub async fn run(cfg: Config, shutdown: CancellationToken) -> Result<(), AgentEr
             },
             dc: cfg.datacenter.clone(),
             rpc_addr: cfg.server.then_some(rpc_addr),
-            generation_floor: 0,
+            generation_floor: generation_file
+                .as_deref()
+                .map_or(0, pool::stored_generation),
             key: cfg.encrypt.clone(),
             profile: Profile::lan(),
         })
@@ -227,6 +230,13 @@ pub async fn run(cfg: Config, shutdown: CancellationToken) -> Result<(), AgentEr
         cfg.retry_join.clone(),
         background.clone(),
     ));
+    if let Some(path) = generation_file {
+        helpers.spawn(pool::remember_generation(
+            gossip.clone(),
+            path,
+            background.clone(),
+        ));
+    }
     helpers.spawn(pool::feed_servers(
         gossip.clone(),
         consensus.clone(),

@@ -72,6 +72,42 @@ pub(crate) async fn retry_join(gossip: Arc<Gossip>, addrs: Vec<String>, stop: Ca
     }
 }
 
+/// The generation this agent last gossiped under, kept in the data dir so a
+/// restart gossips a larger one even if the clock stepped back (0 if none).
+pub(crate) fn stored_generation(path: &std::path::Path) -> u64 {
+    std::fs::read_to_string(path)
+        .ok()
+        .and_then(|s| s.trim().parse().ok())
+        .unwrap_or(0)
+}
+
+/// Writes this agent's generation to `path` whenever it changes (at start,
+/// and when the pool declared it down and it rejoined under a new one).
+pub(crate) async fn remember_generation(
+    gossip: Arc<Gossip>,
+    path: std::path::PathBuf,
+    stop: CancellationToken,
+) {
+    let mut members = gossip.subscribe();
+    let mut written = 0;
+    loop {
+        members.borrow_and_update();
+        let generation = gossip.generation();
+        if generation != 0 && generation != written {
+            match std::fs::write(&path, generation.to_string()) {
+                Ok(()) => written = generation,
+                Err(e) => {
+                    tracing::warn!(path = %path.display(), error = %e, "saving the gossip generation")
+                }
+            }
+        }
+        tokio::select! {
+            () = stop.cancelled() => return,
+            changed = members.changed() => if changed.is_err() { return },
+        }
+    }
+}
+
 /// Keeps consensus told of the live servers of `datacenter` in the pool.
 pub(crate) async fn feed_servers(
     gossip: Arc<Gossip>,
