@@ -10,7 +10,7 @@ use tokio::task::JoinSet;
 
 use crate::cluster::{Api, send};
 
-/// What one step measured.
+/// What one step measured, or several rounds of the same step pooled.
 #[derive(Debug, Clone)]
 pub(crate) struct StepResult {
     /// Accepted (2xx) writes that completed in the window.
@@ -19,22 +19,50 @@ pub(crate) struct StepResult {
     pub(crate) errors: u64,
     /// The first error seen, to show what went wrong.
     pub(crate) first_error: Option<String>,
-    /// The window's length.
+    /// The window's length (summed over rounds).
     pub(crate) window: Duration,
-    /// Latency percentiles of the accepted writes.
-    pub(crate) p50: Duration,
-    /// 99th percentile.
-    pub(crate) p99: Duration,
-    /// The slowest.
-    pub(crate) max: Duration,
+    /// Latencies of the accepted writes, microseconds, sorted.
+    samples: Vec<u32>,
     /// CPU seconds the servers used in the window.
     pub(crate) cpu: f64,
+    /// Accepted writes per second of each round, in order.
+    pub(crate) rounds: Vec<f64>,
 }
 
 impl StepResult {
     /// Accepted writes per second.
     pub(crate) fn rate(&self) -> f64 {
         self.ok as f64 / self.window.as_secs_f64()
+    }
+
+    /// Median latency of accepted writes.
+    pub(crate) fn p50(&self) -> Duration {
+        micros(percentile(&self.samples, 0.50))
+    }
+
+    /// 99th percentile latency of accepted writes.
+    pub(crate) fn p99(&self) -> Duration {
+        micros(percentile(&self.samples, 0.99))
+    }
+
+    /// The slowest accepted write.
+    pub(crate) fn max(&self) -> Duration {
+        micros(self.samples.last().copied().unwrap_or(0))
+    }
+
+    /// Pools `other`, another round of the same step, into `self`: counts,
+    /// windows and CPU add up, latencies are merged.
+    pub(crate) fn pool(&mut self, other: Self) {
+        self.ok += other.ok;
+        self.errors += other.errors;
+        if self.first_error.is_none() {
+            self.first_error = other.first_error;
+        }
+        self.window += other.window;
+        self.samples.extend(other.samples);
+        self.samples.sort_unstable();
+        self.cpu += other.cpu;
+        self.rounds.extend(other.rounds);
     }
 
     /// Server CPU time per accepted write, in microseconds.
@@ -128,17 +156,20 @@ pub(crate) async fn step(
         }
     }
     latencies.sort_unstable();
-    let us = |v: u32| Duration::from_micros(u64::from(v));
+    let ok = latencies.len() as u64;
     Ok(StepResult {
-        ok: latencies.len() as u64,
+        ok,
         errors,
         first_error,
         window,
-        p50: us(percentile(&latencies, 0.50)),
-        p99: us(percentile(&latencies, 0.99)),
-        max: us(latencies.last().copied().unwrap_or(0)),
+        samples: latencies,
         cpu: cpu_used,
+        rounds: vec![ok as f64 / window.as_secs_f64()],
     })
+}
+
+fn micros(v: u32) -> Duration {
+    Duration::from_micros(u64::from(v))
 }
 
 /// The nearest-rank percentile `p` (0 to 1) of `sorted`; 0 when empty.
@@ -159,4 +190,21 @@ pub(crate) fn self_check() {
     assert_eq!(percentile(&v, 0.99), 99);
     assert_eq!(percentile(&v, 1.0), 100);
     assert_eq!(percentile(&v, 0.0), 1);
+
+    let round = |lat: Vec<u32>| StepResult {
+        ok: lat.len() as u64,
+        errors: 0,
+        first_error: None,
+        window: Duration::from_secs(1),
+        rounds: vec![lat.len() as f64],
+        samples: lat,
+        cpu: 0.5,
+    };
+    let mut a = round(vec![1, 3]);
+    a.pool(round(vec![2, 4, 5, 6]));
+    assert_eq!(a.rate(), 3.0);
+    assert_eq!(a.rounds, vec![2.0, 4.0]);
+    assert_eq!(a.p50(), Duration::from_micros(3));
+    assert_eq!(a.max(), Duration::from_micros(6));
+    assert_eq!(a.cpu_per_write_us(), 1e6 / 6.0);
 }

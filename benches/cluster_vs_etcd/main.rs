@@ -69,6 +69,13 @@ fn main() -> ExitCode {
         );
         return ExitCode::SUCCESS;
     }
+    let _lock = match procs::RunLock::acquire() {
+        Ok(l) => l,
+        Err(e) => {
+            eprintln!("Error: {e:#}");
+            return ExitCode::FAILURE;
+        }
+    };
     let rt = match tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()
@@ -112,6 +119,8 @@ struct Settings {
     warmup: Duration,
     /// `BENCH_CLIENTS`: the concurrency steps.
     clients: Vec<usize>,
+    /// `BENCH_ROUNDS`: how many times the sweep runs; rounds are pooled.
+    rounds: usize,
     /// `BENCH_TRIALS`: failover trials per system.
     trials: usize,
     /// `BENCH_WRITE_TIMEOUT_MS`: the failover writer's client timeout.
@@ -170,6 +179,7 @@ impl Settings {
             window: Duration::from_secs_f64(num("BENCH_SECONDS", 5.0)?),
             warmup: Duration::from_secs_f64(num("BENCH_WARMUP", 1.0)?),
             clients,
+            rounds: num("BENCH_ROUNDS", 3)?.max(1),
             trials: num("BENCH_TRIALS", 10)?,
             write_timeout: Duration::from_millis(num("BENCH_WRITE_TIMEOUT_MS", 1000)?),
             only,
@@ -275,36 +285,55 @@ async fn throughput(
     http: &reqwest::Client,
 ) -> anyhow::Result<Vec<Row>> {
     println!(
-        "\nwrites: {:.0} s warm-up + {:.0} s measured per step; each client one write at a time \
-         on its own keep-alive connection; clients round-robin over the members from the leader",
+        "\nwrites: {} rounds of {:.0} s warm-up + {:.0} s measured per step, pooled; each client \
+         one write at a time on its own keep-alive connection; clients round-robin over the \
+         members from the leader",
+        s.rounds,
         s.warmup.as_secs_f64(),
         s.window.as_secs_f64()
     );
-    let mut rows = Vec::new();
-    for &c in &s.clients {
-        // Alternating keeps slow drift of the shared machine's load from
-        // favouring one system.
-        let e = match etcd.as_deref_mut() {
-            Some(e) => Some(step(e, s, c, http).await?),
-            None => None,
-        };
-        let t = match trellis.as_deref_mut() {
-            Some(t) => Some(step(t, s, c, http).await?),
-            None => None,
-        };
-        rows.push((c, e, t));
+    let mut rows: Vec<Row> = s.clients.iter().map(|&c| (c, None, None)).collect();
+    for round in 0..s.rounds {
+        for (c, e_row, t_row) in &mut rows {
+            // Alternating, and swapping who goes first every round, keeps
+            // drift in the shared machine's load from favouring one system.
+            let etcd_first = round % 2 == 0;
+            let mut e = None;
+            let mut t = None;
+            for turn in 0..2 {
+                if (turn == 0) == etcd_first {
+                    if let Some(cluster) = etcd.as_deref_mut() {
+                        e = Some(step(cluster, s, *c, round, http).await?);
+                    }
+                } else if let Some(cluster) = trellis.as_deref_mut() {
+                    t = Some(step(cluster, s, *c, round, http).await?);
+                }
+            }
+            pool_into(e_row, e);
+            pool_into(t_row, t);
+        }
     }
     Ok(rows)
+}
+
+/// Adds one round's result to the pooled one.
+fn pool_into(pooled: &mut Option<StepResult>, round: Option<StepResult>) {
+    match (pooled.as_mut(), round) {
+        (Some(p), Some(r)) => p.pool(r),
+        (None, r) => *pooled = r,
+        (Some(_), None) => {}
+    }
 }
 
 async fn step<C: Cluster>(
     cluster: &mut C,
     s: &Settings,
     clients: usize,
+    round: usize,
     http: &reqwest::Client,
 ) -> anyhow::Result<StepResult> {
     let leader = cluster.wait_healthy(http, FORM_WITHIN).await?;
-    let label = format!("{}c", clients);
+    let label = format!("r{round}-{clients}c");
     let pids = cluster.pids();
     let cpu = || procs::cpu_seconds(&pids);
     let r = load::step(
@@ -319,12 +348,13 @@ async fn step<C: Cluster>(
     .await?;
     cluster.check_running()?;
     eprintln!(
-        "  {:>7} {:>3} clients: {:>8.0} writes/s  p50 {:>6.2} ms  p99 {:>6.2} ms  errors {}  server CPU {:.0} %, {:.0} µs/write",
+        "  round {} {:>7} {:>3} clients: {:>8.0} writes/s  p50 {:>6.2} ms  p99 {:>6.2} ms  errors {}  server CPU {:.0} %, {:.0} µs/write",
+        round + 1,
         cluster.name(),
         clients,
         r.rate(),
-        ms(r.p50),
-        ms(r.p99),
+        ms(r.p50()),
+        ms(r.p99()),
         r.errors,
         r.cpu * 100.0 / r.window.as_secs_f64(),
         r.cpu_per_write_us()
@@ -433,11 +463,11 @@ fn print_throughput(rows: &[Row]) {
             cell(e, &|r| format!("{:.0}", r.rate())),
             cell(t, &|r| format!("{:.0}", r.rate())),
             ratio(&StepResult::rate),
-            cell(e, &|r| format!("{:.2}", ms(r.p50))),
-            cell(t, &|r| format!("{:.2}", ms(r.p50))),
-            cell(e, &|r| format!("{:.2}", ms(r.p99))),
-            cell(t, &|r| format!("{:.2}", ms(r.p99))),
-            ratio(&|r| ms(r.p99)),
+            cell(e, &|r| format!("{:.2}", ms(r.p50()))),
+            cell(t, &|r| format!("{:.2}", ms(r.p50()))),
+            cell(e, &|r| format!("{:.2}", ms(r.p99()))),
+            cell(t, &|r| format!("{:.2}", ms(r.p99()))),
+            ratio(&|r| ms(r.p99())),
             cell(e, &|r| r.errors.to_string()),
             cell(t, &|r| r.errors.to_string()),
             cell(e, &|r| format!("{:.0}", r.cpu_per_write_us())),
@@ -465,11 +495,14 @@ fn print_throughput(rows: &[Row]) {
         }
         for (name, r) in [("etcd", e), ("trellis", t)] {
             if let Some(r) = r {
+                let rounds: Vec<String> = r.rounds.iter().map(|w| format!("{w:.0}")).collect();
                 println!(
-                    "{name} at {c} clients: {} writes in {:.1} s, slowest {:.1} ms",
+                    "{name} at {c} clients: {} writes in {:.1} s, slowest {:.1} ms; \
+                     writes/s by round: {}",
                     r.ok,
                     r.window.as_secs_f64(),
-                    ms(r.max)
+                    ms(r.max()),
+                    rounds.join(", ")
                 );
             }
         }

@@ -115,10 +115,10 @@ pub(crate) fn free_port(ip: Ipv4Addr) -> anyhow::Result<u16> {
     Ok(l.local_addr()?.port())
 }
 
-/// A UDP port on `ip` that was free a moment ago.
+/// A UDP port on `ip` that was free a moment ago (see `free_port`).
 pub(crate) fn free_udp_port(ip: Ipv4Addr) -> anyhow::Result<u16> {
     let s = std::net::UdpSocket::bind(SocketAddr::from((ip, 0)))
-        .with_context(|| format!("binding {ip}:0/udp"))?;
+        .with_context(|| format!("binding UDP {ip}:0"))?;
     Ok(s.local_addr()?.port())
 }
 
@@ -164,6 +164,43 @@ pub(crate) fn cpu_seconds(pids: &[u32]) -> f64 {
     // SAFETY: sysconf only reads a constant of the system.
     let hz = unsafe { libc::sysconf(libc::_SC_CLK_TCK) };
     total as f64 / if hz > 0 { hz as f64 } else { 100.0 }
+}
+
+/// Holds an exclusive lock on a file in the temp dir for as long as the
+/// benchmark runs, so that two runs on one machine (they use the same
+/// loopback addresses and would skew each other's figures) take turns. The
+/// kernel releases it when the process exits, however it exits.
+pub(crate) struct RunLock {
+    /// The locked file; closing it unlocks.
+    _file: std::fs::File,
+}
+
+impl RunLock {
+    /// Takes the lock, waiting (and saying so) while another run holds it.
+    pub(crate) fn acquire() -> anyhow::Result<Self> {
+        use std::os::fd::AsRawFd as _;
+        let path = std::env::temp_dir().join("trellis-cluster-vs-etcd.lock");
+        let file = std::fs::OpenOptions::new()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .open(&path)
+            .with_context(|| format!("opening {}", path.display()))?;
+        let fd = file.as_raw_fd();
+        // SAFETY: flock(2) on a descriptor we own; no memory is shared.
+        if unsafe { libc::flock(fd, libc::LOCK_EX | libc::LOCK_NB) } != 0 {
+            eprintln!(
+                "another cluster_vs_etcd run holds {}; waiting for it to finish",
+                path.display()
+            );
+            // SAFETY: as above, blocking this time.
+            if unsafe { libc::flock(fd, libc::LOCK_EX) } != 0 {
+                return Err(std::io::Error::last_os_error())
+                    .with_context(|| format!("locking {}", path.display()));
+            }
+        }
+        Ok(Self { _file: file })
+    }
 }
 
 /// Whether `program` is on the PATH.

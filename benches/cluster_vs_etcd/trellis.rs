@@ -37,8 +37,8 @@ struct Member {
     http: SocketAddr,
     /// Server RPC address, fixed likewise (the Raft peers know it).
     server: SocketAddr,
-    /// LAN gossip address, fixed likewise (the others join through it).
-    serf: SocketAddr,
+    /// LAN gossip address (UDP), fixed likewise: the others join through it.
+    serf_lan: SocketAddr,
     /// `--data-dir`, kept across restarts.
     data_dir: PathBuf,
     /// Its log, appended across restarts.
@@ -57,9 +57,9 @@ pub(crate) struct Trellis {
 }
 
 /// The address a server gives in `--retry-join` to reach `server`: its LAN
-/// gossip address.
+/// gossip address, through which the servers also find each other for Raft.
 fn join_addr(server: &Member) -> String {
-    server.serf.to_string()
+    server.serf_lan.to_string()
 }
 
 impl Trellis {
@@ -74,7 +74,7 @@ impl Trellis {
             members.push(Member {
                 http: SocketAddr::from((*ip, free_port(*ip)?)),
                 server: SocketAddr::from((*ip, free_port(*ip)?)),
-                serf: SocketAddr::from((*ip, free_udp_port(*ip)?)),
+                serf_lan: SocketAddr::from((*ip, free_udp_port(*ip)?)),
                 data_dir: dir.join(&node),
                 log: dir.join(format!("{node}.log")),
                 node,
@@ -117,7 +117,7 @@ impl Trellis {
             .arg("--server-port")
             .arg(m.server.port().to_string())
             .arg("--serf-lan-port")
-            .arg(m.serf.port().to_string())
+            .arg(m.serf_lan.port().to_string())
             .args(["--dns-port", "0", "--serf-wan-port", "0"])
             .env("NO_COLOR", "1");
         let proc = Proc::spawn(&format!("trellis {}", m.node), &mut cmd, &m.log)?;
