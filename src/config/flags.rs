@@ -120,13 +120,13 @@ pub struct AgentFlags {
     pub encrypt: Option<String>,
 
     /// Raft: snapshot the catalog after this many log entries since the last
-    /// snapshot, which bounds the log [default: 5000].
+    /// snapshot, which bounds the log [default: 16384].
     #[arg(long, value_name = "N")]
     pub raft_snapshot_threshold: Option<u64>,
 
     /// Raft: log entries kept behind a snapshot, so a follower that lags by
     /// fewer catches up from the log instead of a whole snapshot
-    /// [default: 1000].
+    /// [default: 10240].
     #[arg(long, value_name = "N")]
     pub raft_trailing_logs: Option<u64>,
 }

@@ -113,7 +113,14 @@ async fn store_snapshot(
     {
         return Ok(());
     }
-    let bytes = store::encode(&snapshot).map_err(|e| snapshot_write_err(&snapshot.meta, e))?;
+    // Off the runtime's worker threads, like the catalog's encoding.
+    let (snapshot, bytes) = tokio::task::spawn_blocking(move || {
+        let bytes = store::encode(&snapshot);
+        (snapshot, bytes)
+    })
+    .await
+    .map_err(|e| StorageError::from(StorageIOError::read_state_machine(AnyError::new(&e))))?;
+    let bytes = bytes.map_err(|e| snapshot_write_err(&snapshot.meta, e))?;
     writer
         .write(Op::Put(keys::SNAPSHOT, bytes))
         .await
@@ -136,9 +143,15 @@ pub(crate) struct SnapshotBuilder {
 
 impl RaftSnapshotBuilder<TypeConfig> for SnapshotBuilder {
     async fn build_snapshot(&mut self) -> Result<Snapshot, StorageError> {
-        let data = store::encode(&self.catalog).map_err(|e| {
-            StorageError::from(StorageIOError::read_state_machine(AnyError::new(&e)))
-        })?;
+        // Encoding a large catalog takes a while: keep it off the runtime's
+        // worker threads, which serve DNS-over-TCP, HTTP and Raft.
+        let catalog = std::mem::take(&mut self.catalog);
+        let data = tokio::task::spawn_blocking(move || store::encode(&catalog))
+            .await
+            .map_err(|e| StorageError::from(StorageIOError::read_state_machine(AnyError::new(&e))))?
+            .map_err(|e| {
+                StorageError::from(StorageIOError::read_state_machine(AnyError::new(&e)))
+            })?;
         let snapshot_id = match self.last_applied {
             Some(id) => format!("{}-{}-{}", id.leader_id, id.index, self.seq),
             None => format!("none-{}", self.seq),
