@@ -3,7 +3,7 @@
 //! servers of the datacenter answer RPC as members come and go.
 
 use std::collections::BTreeSet;
-use std::net::{IpAddr, SocketAddr};
+use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -17,26 +17,9 @@ const DEFAULT_SERF_LAN_PORT: u16 = 8301;
 /// Pause between rounds of join attempts.
 const RETRY_JOIN_EVERY: Duration = Duration::from_secs(1);
 
-/// Resolves a join address: `host[:port]`, port 8301 when absent.
+/// Resolves a gossip join address: `host[:port]`, port 8301 when absent.
 pub(crate) async fn resolve(addr: &str) -> Vec<SocketAddr> {
-    if let Ok(a) = addr.parse::<SocketAddr>() {
-        return vec![a];
-    }
-    if let Ok(ip) = addr.parse::<IpAddr>() {
-        return vec![SocketAddr::new(ip, DEFAULT_SERF_LAN_PORT)];
-    }
-    let with_port = if addr.contains(':') {
-        addr.to_string()
-    } else {
-        format!("{addr}:{DEFAULT_SERF_LAN_PORT}")
-    };
-    match tokio::net::lookup_host(with_port).await {
-        Ok(addrs) => addrs.collect(),
-        Err(e) => {
-            tracing::warn!(addr, error = %e, "cannot resolve join address");
-            Vec::new()
-        }
-    }
+    crate::config::join::resolve(addr, DEFAULT_SERF_LAN_PORT).await
 }
 
 /// Joins the pool through the first of `addrs` that answers, retrying every

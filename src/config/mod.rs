@@ -6,6 +6,7 @@
 
 pub mod file;
 mod flags;
+pub mod join;
 
 use std::collections::BTreeMap;
 use std::net::{IpAddr, Ipv4Addr, SocketAddr, UdpSocket};

@@ -18,13 +18,12 @@
 //! address.
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::net::{IpAddr, SocketAddr};
+use std::net::SocketAddr;
 use std::sync::atomic::Ordering;
 use std::sync::{Mutex, Weak};
 use std::time::Duration;
 
 use openraft::ChangeMembers;
-use openraft::error::{ClientWriteError, RaftError};
 use tokio_util::sync::CancellationToken;
 
 use super::types::{Node, NodeId};
@@ -98,28 +97,6 @@ pub struct ServerEntry {
     pub voter: bool,
 }
 
-/// Resolves a join address: `host[:port]`, port 8300 when absent.
-async fn resolve(addr: &str) -> Vec<SocketAddr> {
-    if let Ok(a) = addr.parse::<SocketAddr>() {
-        return vec![a];
-    }
-    if let Ok(ip) = addr.parse::<IpAddr>() {
-        return vec![SocketAddr::new(ip, DEFAULT_RPC_PORT)];
-    }
-    let with_port = if addr.contains(':') {
-        addr.to_string()
-    } else {
-        format!("{addr}:{DEFAULT_RPC_PORT}")
-    };
-    match tokio::net::lookup_host(with_port).await {
-        Ok(addrs) => addrs.collect(),
-        Err(e) => {
-            tracing::debug!(addr, error = %e, "cannot resolve join address");
-            Vec::new()
-        }
-    }
-}
-
 /// The background discovery loop; ends with `stop` or when the server goes.
 pub(super) async fn discover(consensus: Weak<Consensus>, stop: CancellationToken) {
     loop {
@@ -132,16 +109,6 @@ pub(super) async fn discover(consensus: Weak<Consensus>, stop: CancellationToken
             () = stop.cancelled() => return,
             () = tokio::time::sleep(period) => {}
         }
-    }
-}
-
-fn change_error(e: RaftError<NodeId, ClientWriteError<NodeId, Node>>) -> WriteError {
-    match e {
-        RaftError::APIError(ClientWriteError::ForwardToLeader(_)) => WriteError::NoLeader,
-        RaftError::APIError(ClientWriteError::ChangeMembershipError(e)) => {
-            WriteError::Refused(e.to_string())
-        }
-        RaftError::Fatal(e) => WriteError::Fatal(e.to_string()),
     }
 }
 
@@ -240,7 +207,7 @@ impl Consensus {
 
         let mut targets: BTreeSet<SocketAddr> = BTreeSet::new();
         for a in &self.cluster.retry_join {
-            targets.extend(resolve(a).await);
+            targets.extend(crate::config::join::resolve(a, DEFAULT_RPC_PORT).await);
         }
         targets.extend(self.cluster.known().values().map(|n| n.addr));
         targets.extend(
@@ -385,13 +352,7 @@ impl Consensus {
         if voters.contains(&m.id) {
             if current.as_ref() != Some(&m.node) {
                 tracing::info!(id = m.id, node = %m.node, "updating a server's address");
-                self.raft
-                    .change_membership(
-                        ChangeMembers::SetNodes(BTreeMap::from([(m.id, m.node.clone())])),
-                        true,
-                    )
-                    .await
-                    .map_err(change_error)?;
+                self.set_node(&m).await?;
             }
             return Ok(());
         }
@@ -403,15 +364,9 @@ impl Consensus {
             )
             .await
             .map_err(|_| WriteError::Timeout)?
-            .map_err(change_error)?;
+            .map_err(WriteError::from)?;
         } else if current.as_ref() != Some(&m.node) {
-            self.raft
-                .change_membership(
-                    ChangeMembers::SetNodes(BTreeMap::from([(m.id, m.node.clone())])),
-                    true,
-                )
-                .await
-                .map_err(change_error)?;
+            self.set_node(&m).await?;
         }
         // The same name or address under another id is the same machine
         // with a wiped data dir: its old entry goes in the same change.
@@ -426,7 +381,20 @@ impl Consensus {
         self.raft
             .change_membership(ChangeMembers::ReplaceAllVoters(new_voters), false)
             .await
-            .map_err(change_error)?;
+            .map_err(WriteError::from)?;
+        Ok(())
+    }
+
+    /// Replaces a member's node record (a new address or name), keeping
+    /// its role.
+    async fn set_node(&self, m: &Member) -> Result<(), WriteError> {
+        self.raft
+            .change_membership(
+                ChangeMembers::SetNodes(BTreeMap::from([(m.id, m.node.clone())])),
+                true,
+            )
+            .await
+            .map_err(WriteError::from)?;
         Ok(())
     }
 
@@ -452,7 +420,7 @@ impl Consensus {
         self.raft
             .change_membership(change, false)
             .await
-            .map_err(change_error)?;
+            .map_err(WriteError::from)?;
         Ok(())
     }
 

@@ -168,6 +168,21 @@ impl From<StoreError> for WriteError {
     }
 }
 
+/// How openraft refuses a write or a membership change.
+impl From<RaftError<NodeId, openraft::error::ClientWriteError<NodeId, Node>>> for WriteError {
+    fn from(e: RaftError<NodeId, openraft::error::ClientWriteError<NodeId, Node>>) -> Self {
+        use openraft::error::ClientWriteError;
+        match e {
+            RaftError::APIError(ClientWriteError::ForwardToLeader(_)) => Self::NoLeader,
+            // Only membership changes can be refused this way.
+            RaftError::APIError(ClientWriteError::ChangeMembershipError(e)) => {
+                Self::Refused(e.to_string())
+            }
+            RaftError::Fatal(e) => Self::Fatal(e.to_string()),
+        }
+    }
+}
+
 /// Where a request for the leader goes.
 enum Route {
     /// This server leads and has a quorum.

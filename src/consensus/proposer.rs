@@ -11,13 +11,12 @@
 use std::sync::Mutex;
 use std::time::Duration;
 
-use openraft::error::{ClientWriteError, RaftError};
 use tokio::sync::{mpsc, oneshot};
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
 use super::WriteError;
-use super::types::{Batch, Node, NodeId, Raft};
+use super::types::{Batch, Raft};
 use crate::catalog::{Command, Outcome};
 
 type Reply = oneshot::Sender<Result<Outcome, WriteError>>;
@@ -122,7 +121,7 @@ async fn run(
             _ = cancel.cancelled() => Err(stopped()),
             r = tokio::time::timeout(timeout, raft.client_write(batch)) => match r {
                 Err(_) => Err(WriteError::Timeout),
-                Ok(r) => r.map(|response| response.data).map_err(write_error),
+                Ok(r) => r.map(|response| response.data).map_err(WriteError::from),
             },
         };
         match result {
@@ -148,15 +147,5 @@ async fn run(
                 }
             }
         }
-    }
-}
-
-fn write_error(e: RaftError<NodeId, ClientWriteError<NodeId, Node>>) -> WriteError {
-    match e {
-        RaftError::APIError(ClientWriteError::ForwardToLeader(_)) => WriteError::NoLeader,
-        RaftError::APIError(ClientWriteError::ChangeMembershipError(e)) => {
-            WriteError::Fatal(e.to_string())
-        }
-        RaftError::Fatal(e) => WriteError::Fatal(e.to_string()),
     }
 }

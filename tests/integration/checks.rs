@@ -11,27 +11,19 @@ use axum::Router;
 use axum::http::StatusCode;
 use axum::routing::get;
 use hickory_proto::op::ResponseCode;
-use hickory_proto::rr::{RData, RecordType};
+use hickory_proto::rr::RecordType;
 use serde_json::{Value, json};
 
-use crate::harness::{TestAgent, next_loopback, temp_dir, wait_for};
+use crate::harness::{TestAgent, a_records, next_loopback, temp_dir, wait_for};
 use crate::http_api::put;
 
 /// The A records of `name`, sorted; empty for NXDOMAIN.
 fn addresses(agent: &TestAgent, name: &str) -> Vec<IpAddr> {
     let m = agent.query_udp(name, RecordType::A);
-    let mut v: Vec<IpAddr> = m
-        .answers
-        .iter()
-        .filter_map(|r| match &r.data {
-            RData::A(a) => Some(IpAddr::V4(a.0)),
-            _ => None,
-        })
-        .collect();
+    let v = a_records(&m);
     if v.is_empty() {
         assert_eq!(m.metadata.response_code, ResponseCode::NXDomain, "{m:?}");
     }
-    v.sort();
     v
 }
 

@@ -13,20 +13,7 @@ use serde_json::json;
 use crate::cluster_harness::{
     CLIENT_TIMEOUT, Cluster, FORM_DEADLINE, Load, SETTLE_DEADLINE, ServiceView,
 };
-
-/// A records of an answer, sorted.
-fn a_records(m: &Message) -> Vec<IpAddr> {
-    let mut v: Vec<IpAddr> = m
-        .answers
-        .iter()
-        .filter_map(|r| match &r.data {
-            RData::A(a) => Some(IpAddr::V4(a.0)),
-            _ => None,
-        })
-        .collect();
-    v.sort();
-    v
-}
+use crate::harness::a_records;
 
 /// SRV ports of an answer, sorted.
 fn srv_ports(m: &Message) -> Vec<u16> {

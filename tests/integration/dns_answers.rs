@@ -7,22 +7,8 @@ use hickory_proto::op::ResponseCode;
 use hickory_proto::rr::{RData, RecordType};
 use serde_json::json;
 
-use crate::harness::{TestAgent, query_message, udp_exchange};
+use crate::harness::{TestAgent, a_records, query_message, udp_exchange};
 use crate::http_api::{put, register};
-
-fn a_records(m: &hickory_proto::op::Message) -> Vec<IpAddr> {
-    let mut v: Vec<IpAddr> = m
-        .answers
-        .iter()
-        .filter_map(|r| match &r.data {
-            RData::A(a) => Some(IpAddr::V4(a.0)),
-            RData::AAAA(a) => Some(IpAddr::V6(a.0)),
-            _ => None,
-        })
-        .collect();
-    v.sort();
-    v
-}
 
 #[tokio::test]
 async fn the_server_answers_for_itself() {

@@ -19,6 +19,21 @@ use hickory_proto::rr::{Name, RecordType};
 /// The next loopback host number; every agent in this test binary gets its own.
 static NEXT_HOST: AtomicU8 = AtomicU8::new(2);
 
+/// The addresses (A and AAAA) of an answer, sorted.
+pub(crate) fn a_records(m: &Message) -> Vec<IpAddr> {
+    let mut v: Vec<IpAddr> = m
+        .answers
+        .iter()
+        .filter_map(|r| match &r.data {
+            hickory_proto::rr::RData::A(a) => Some(IpAddr::V4(a.0)),
+            hickory_proto::rr::RData::AAAA(a) => Some(IpAddr::V6(a.0)),
+            _ => None,
+        })
+        .collect();
+    v.sort();
+    v
+}
+
 /// A fresh loopback address, 127.0.0.2 and up.
 pub(crate) fn next_loopback() -> IpAddr {
     let n = NEXT_HOST.fetch_add(1, Ordering::Relaxed);

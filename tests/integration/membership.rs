@@ -5,11 +5,11 @@
 use std::net::IpAddr;
 use std::time::{Duration, Instant};
 
-use hickory_proto::rr::{RData, RecordType};
+use hickory_proto::rr::RecordType;
 use serde_json::{Value, json};
 
 use crate::cluster_harness::Cluster;
-use crate::harness::{TestAgent, temp_dir};
+use crate::harness::{TestAgent, a_records, temp_dir};
 
 const DEADLINE: Duration = Duration::from_secs(30);
 const KEY: &str = "pUqJrVyVRj5jsiYEkM/tFQYfWyJIv4s3XkvDwy7Cu5s=";
@@ -18,17 +18,7 @@ const OTHER_KEY: &str = "Ym9ndXMga2V5IGJvZ3VzIGtleSBib2d1cyBrZXkgISE=";
 /// The addresses `db.service.consul` resolves to on member `i` (over TCP,
 /// so no truncation hides one).
 fn db_addrs(c: &Cluster, i: usize) -> Vec<IpAddr> {
-    let m = c.agent(i).query_tcp("db.service.consul.", RecordType::A);
-    let mut v: Vec<IpAddr> = m
-        .answers
-        .iter()
-        .filter_map(|r| match &r.data {
-            RData::A(a) => Some(IpAddr::V4(a.0)),
-            _ => None,
-        })
-        .collect();
-    v.sort();
-    v
+    a_records(&c.agent(i).query_tcp("db.service.consul.", RecordType::A))
 }
 
 async fn members(c: &Cluster, i: usize) -> Vec<Value> {
