@@ -335,9 +335,15 @@ impl Consensus {
     }
 
     /// Takes this server out of the configuration, for a graceful leave.
-    /// A leader removing itself steps down once the change commits.
+    /// A leader removing itself steps down once the change commits. A lone
+    /// server has nobody to hand the configuration to: it just goes.
     pub async fn leave(&self) -> Result<(), WriteError> {
-        if !self.in_cluster() {
+        let alone = {
+            let m = self.metrics.borrow();
+            let mut voters = m.membership_config.membership().voter_ids();
+            voters.all(|id| id == self.node_id)
+        };
+        if !self.in_cluster() || alone {
             return Ok(());
         }
         self.cluster.left.store(true, Ordering::Release);

@@ -5,6 +5,21 @@ use std::process::Command;
 use crate::harness::TestAgent;
 
 #[test]
+fn leave_on_a_lone_server_shuts_it_down_cleanly() {
+    let mut agent = TestAgent::dev();
+    let out = Command::new(env!("CARGO_BIN_EXE_trellis"))
+        .args(["leave", "--http-addr", &agent.http.to_string()])
+        .output()
+        .expect("run trellis leave");
+    assert!(out.status.success(), "{out:?}\n{}", agent.log());
+    let status = agent
+        .wait_exit(std::time::Duration::from_secs(30))
+        .expect("the agent exits after leaving");
+    assert!(status.success(), "{status:?}\n{}", agent.log());
+    assert!(agent.log().contains("shutdown complete"));
+}
+
+#[test]
 fn sigterm_shuts_down_cleanly() {
     let mut agent = TestAgent::dev();
     let status = agent.terminate();
