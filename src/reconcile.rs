@@ -59,7 +59,14 @@ pub struct Observed {
     pub liveness: Liveness,
 }
 
-fn serf_check(status: HealthStatus, output: &str) -> CheckRegistration {
+/// The `serfHealth` check for a member that is alive or failed.
+pub fn serf_check(liveness: Liveness) -> CheckRegistration {
+    let (status, output) = match liveness {
+        Liveness::Alive => (HealthStatus::Passing, "Agent alive and reachable"),
+        Liveness::Failed | Liveness::Left => {
+            (HealthStatus::Critical, "Agent not live or unreachable")
+        }
+    };
     CheckRegistration {
         check_id: SERF_CHECK_ID.into(),
         name: SERF_CHECK_NAME.into(),
@@ -86,22 +93,16 @@ pub fn plan(
             .node_checks(&m.name)
             .find(|c| c.check_id == SERF_CHECK_ID)
             .map(|c| c.status);
-        let (status, output) = match m.liveness {
-            Liveness::Left => {
-                if node.is_some() {
-                    out.push(deregister(&m.name));
-                }
-                continue;
+        let gone = m.liveness == Liveness::Left
+            || (m.liveness == Liveness::Failed && reap.contains(&m.name));
+        if gone {
+            if node.is_some() {
+                out.push(deregister(&m.name));
             }
-            Liveness::Failed if reap.contains(&m.name) => {
-                if node.is_some() {
-                    out.push(deregister(&m.name));
-                }
-                continue;
-            }
-            Liveness::Alive => (HealthStatus::Passing, "Agent alive and reachable"),
-            Liveness::Failed => (HealthStatus::Critical, "Agent not live or unreachable"),
-        };
+            continue;
+        }
+        let check = serf_check(m.liveness);
+        let status = check.status;
         let address_ok = node.is_some_and(|n| n.address == m.address);
         if address_ok && serf == Some(status) {
             continue;
@@ -121,7 +122,7 @@ pub fn plan(
             // when the node is new.
             skip_node_update: address_ok,
             service: None,
-            checks: vec![serf_check(status, output)],
+            checks: vec![check],
         }));
     }
     out

@@ -32,8 +32,7 @@ use crate::catalog::{
 };
 use crate::consensus::{Consensus, WriteError};
 
-/// The check ID of the agent's own liveness check, as Consul names it.
-pub const SERF_CHECK_ID: &str = "serfHealth";
+pub use crate::reconcile::SERF_CHECK_ID;
 /// The service ID and name servers register themselves under.
 pub const CONSUL_SERVICE: &str = "consul";
 /// Prefix of the critical check that puts a service into maintenance.
@@ -532,17 +531,10 @@ impl LocalAgent {
             weights: None,
             enable_tag_override: false,
         });
-        let check = CheckRegistration {
-            check_id: SERF_CHECK_ID.into(),
-            name: "Serf Health Status".into(),
-            status: HealthStatus::Passing,
-            notes: String::new(),
-            output: "Agent alive and reachable".into(),
-            service_id: String::new(),
-            kind: String::new(),
-        };
         let checks = if self.writes_serf_health {
-            vec![check]
+            vec![crate::reconcile::serf_check(
+                crate::reconcile::Liveness::Alive,
+            )]
         } else {
             Vec::new()
         };
