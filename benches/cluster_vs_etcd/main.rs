@@ -35,6 +35,8 @@ mod cluster;
 mod etcd;
 mod failover;
 mod load;
+#[path = "../common/logs.rs"]
+mod logs;
 mod procs;
 mod trellis;
 
@@ -550,7 +552,7 @@ fn with_logs(e: anyhow::Error, logs: &[&Path]) -> anyhow::Error {
         text.push_str(&format!(
             "\n--- {} (last lines) ---\n{}",
             log.display(),
-            procs::tail(log)
+            logs::tail(log)
         ));
     }
     anyhow::anyhow!("{e:#}{text}")

@@ -1,7 +1,6 @@
 //! The server processes the benchmark starts: a guard that kills them on
 //! every exit path, log files, and loopback ports picked up front.
 
-use std::io::{Read as _, Seek as _, SeekFrom};
 use std::net::{Ipv4Addr, SocketAddr, TcpListener};
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
@@ -9,6 +8,8 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context as _, bail};
 use tokio::process::{Child, Command};
+
+use crate::logs::tail;
 
 /// A running server process, SIGKILLed and reaped when the guard is dropped
 /// (the benchmark finished, failed, or was interrupted). SIGKILL rather than
@@ -129,25 +130,6 @@ pub(crate) fn count_lines(path: &Path, needle: &str) -> usize {
         .lines()
         .filter(|l| l.contains(needle))
         .count()
-}
-
-/// The last 30 lines of the log file at `path` (reading at most 8 KiB).
-pub(crate) fn tail(path: &Path) -> String {
-    let read = || -> std::io::Result<String> {
-        let mut f = std::fs::File::open(path)?;
-        let len = f.metadata()?.len();
-        f.seek(SeekFrom::Start(len.saturating_sub(8192)))?;
-        let mut buf = Vec::new();
-        f.read_to_end(&mut buf)?;
-        Ok(String::from_utf8_lossy(&buf).into_owned())
-    };
-    match read() {
-        Ok(text) => {
-            let lines: Vec<&str> = text.lines().collect();
-            lines[lines.len().saturating_sub(30)..].join("\n")
-        }
-        Err(e) => format!("(cannot read {}: {e})", path.display()),
-    }
 }
 
 /// CPU time, user and system, that the processes `pids` have used so far,

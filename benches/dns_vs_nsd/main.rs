@@ -26,6 +26,8 @@
 
 mod dig;
 mod dnsperf;
+#[path = "../common/logs.rs"]
+mod logs;
 mod nsd;
 mod procs;
 mod workload;

@@ -1,7 +1,6 @@
 //! Child processes the benchmark starts: a guard that stops them on every
 //! exit path, CPU pinning, memory readings, and starting a trellis agent.
 
-use std::io::{Read as _, Seek as _, SeekFrom};
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
@@ -9,6 +8,8 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context as _, anyhow, bail};
 use tokio::process::{Child, Command};
+
+use crate::logs::tail;
 
 /// A running child that is stopped when the guard is dropped, whether the
 /// benchmark finished, failed or was interrupted: SIGTERM, a grace period,
@@ -267,26 +268,6 @@ impl Trellis {
         self.proc
             .check_running()
             .map_err(|e| anyhow!("{e:#}\ntrellis log (last lines):\n{}", self.log_tail()))
-    }
-}
-
-/// The last 30 lines of the log file at `path` (reading at most 8 KiB: the
-/// log can be large).
-fn tail(path: &Path) -> String {
-    let read = || -> std::io::Result<String> {
-        let mut f = std::fs::File::open(path)?;
-        let len = f.metadata()?.len();
-        f.seek(SeekFrom::Start(len.saturating_sub(8192)))?;
-        let mut buf = Vec::new();
-        f.read_to_end(&mut buf)?;
-        Ok(String::from_utf8_lossy(&buf).into_owned())
-    };
-    match read() {
-        Ok(text) => {
-            let lines: Vec<&str> = text.lines().collect();
-            lines[lines.len().saturating_sub(30)..].join("\n")
-        }
-        Err(e) => format!("(cannot read {}: {e})", path.display()),
     }
 }
 
