@@ -1,7 +1,7 @@
 //! This node's identity and its own services and checks: the source of truth
 //! for what the agent registers in the catalog.
 //!
-//! Every change is validated first, then written through [`Consensus::write`]
+//! Every change is validated first, then written through [`Delegate::write`]
 //! as a catalog command on behalf of this node, and recorded in the local map
 //! only once the write was applied: a refused or failed write leaves both the
 //! map and the catalog as they were. The check runners (`agent::checks`)
@@ -16,7 +16,7 @@
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::hash::{Hash, Hasher};
-use std::sync::{Arc, Mutex, RwLock};
+use std::sync::{Mutex, RwLock};
 use std::time::Duration;
 
 use tokio::sync::watch;
@@ -26,11 +26,12 @@ use super::checks::state::{Decision, decide};
 use super::checks::ttl::{SavedTtl, TtlTouch};
 use super::checks::{CheckSettings, MIN_DEREGISTER_AFTER, MIN_INTERVAL, Origin, Recorded};
 
+use super::Delegate;
 use crate::catalog::{
     CatalogError, CheckRegistration, Command, Deregistration, HealthStatus, Meta, Outcome,
     Registration, ServiceAddress, ServiceRegistration, Weights,
 };
-use crate::consensus::{Consensus, WriteError};
+use crate::consensus::WriteError;
 
 pub use crate::reconcile::SERF_CHECK_ID;
 /// The service ID and name servers register themselves under.
@@ -311,7 +312,7 @@ pub struct LocalAgent {
     /// Who this node is; fixed for the life of the process.
     identity: NodeIdentity,
     /// Where writes go.
-    consensus: Arc<Consensus>,
+    delegate: Delegate,
     /// Services by ID and node checks: the source of truth for this node's
     /// registrations.
     state: RwLock<LocalState>,
@@ -389,10 +390,10 @@ const STRIPES: usize = 256;
 
 impl LocalAgent {
     /// An agent with no services yet and default check settings.
-    pub fn new(identity: NodeIdentity, consensus: Arc<Consensus>) -> Self {
+    pub fn new(identity: NodeIdentity, delegate: Delegate) -> Self {
         Self {
             identity,
-            consensus,
+            delegate,
             state: RwLock::new(LocalState::default()),
             writes: tokio::sync::RwLock::new(()),
             stripes: (0..STRIPES).map(|_| tokio::sync::Mutex::new(())).collect(),
@@ -1117,7 +1118,7 @@ impl LocalAgent {
     }
 
     async fn write(&self, cmd: Command) -> Result<(), LocalError> {
-        match self.consensus.write(cmd).await? {
+        match self.delegate.write(cmd).await? {
             Outcome::Refused(e) => Err(LocalError::Refused(e)),
             Outcome::Applied(_) | Outcome::Noop => Ok(()),
         }
@@ -1152,12 +1153,17 @@ fn service_registration(def: &ServiceDefinition) -> ServiceRegistration {
 mod tests {
     use super::*;
     use crate::catalog::Replica;
+    use crate::consensus::Consensus;
+    use std::sync::Arc;
 
     async fn agent(server: bool) -> (Arc<Replica>, LocalAgent) {
         let replica = Arc::new(Replica::new());
         let consensus = Consensus::single_in_memory("n1", replica.clone()).await;
         let identity = NodeIdentity::for_tests("n1", "10.0.0.1", server);
-        (replica, LocalAgent::new(identity, consensus))
+        (
+            replica,
+            LocalAgent::new(identity, Delegate::Server(consensus)),
+        )
     }
 
     fn ttl_check(status: Option<HealthStatus>) -> CheckDefinition {

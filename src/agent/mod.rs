@@ -10,6 +10,8 @@
 //! 5. log `shutdown complete`.
 
 pub mod checks;
+mod delegate;
+pub use delegate::Delegate;
 pub mod local;
 pub(crate) mod pool;
 mod settings;
@@ -26,6 +28,10 @@ use self::settings::{check_from_config, dns_config, local_identity, node_id, ser
 use crate::catalog::Replica;
 use crate::config::Config;
 use crate::consensus::{Consensus, ConsensusConfig, Storage, Tuning};
+
+/// Commands a server keeps in its replica's history for following clients;
+/// a client further behind is sent the whole catalog.
+const FOLLOW_HISTORY: usize = 8192;
 use crate::gossip::{Gossip, GossipConfig, Profile, Role};
 
 /// Why the agent stopped with an error.
@@ -63,8 +69,8 @@ struct Listeners {
     dns_udp: UdpSocket,
     dns_tcp: TcpListener,
     http: TcpListener,
-    /// Server RPC, on the cluster (bind) address.
-    rpc: TcpListener,
+    /// Server RPC, on the cluster (bind) address; servers only.
+    rpc: Option<TcpListener>,
     /// LAN gossip.
     serf_lan: UdpSocket,
 }
@@ -81,14 +87,20 @@ impl Listeners {
                 addr: http_addr,
                 source,
             })?;
-        let rpc_addr = SocketAddr::new(cfg.bind_addr, cfg.ports.server);
-        let rpc = TcpListener::bind(rpc_addr)
-            .await
-            .map_err(|source| AgentError::Bind {
-                what: "server RPC",
-                addr: rpc_addr,
-                source,
-            })?;
+        let rpc = match cfg.server {
+            true => {
+                let rpc_addr = SocketAddr::new(cfg.bind_addr, cfg.ports.server);
+                let rpc = TcpListener::bind(rpc_addr)
+                    .await
+                    .map_err(|source| AgentError::Bind {
+                        what: "server RPC",
+                        addr: rpc_addr,
+                        source,
+                    })?;
+                Some(rpc)
+            }
+            false => None,
+        };
         // Gossip tells every member where this one is from the socket's own
         // address, so it must be a concrete one: with a wildcard bind, bind
         // the advertised address instead.
@@ -162,45 +174,26 @@ pub async fn run(cfg: Config, shutdown: CancellationToken) -> Result<(), AgentEr
     // actually bound (port 0 picks one).
     let rpc_port = listeners
         .rpc
-        .local_addr()
+        .as_ref()
+        .and_then(|l| l.local_addr().ok())
         .map_or(cfg.ports.server, |a| a.port());
     let rpc_addr = SocketAddr::new(cfg.advertise_addr, rpc_port);
 
-    let replica = Arc::new(Replica::new());
-    let storage = match &cfg.data_dir {
-        Some(dir) => Storage::Dir(dir.join("raft")),
-        None => Storage::Memory,
+    let (replica, delegate, server) = match listeners.rpc {
+        Some(rpc) => {
+            let server = ServerParts::start(&cfg, rpc_addr, rpc).await?;
+            (
+                server.consensus.replica().clone(),
+                Delegate::Server(server.consensus.clone()),
+                Some(server),
+            )
+        }
+        None => {
+            let replica = Arc::new(Replica::new());
+            let link = Arc::new(crate::rpc::ServerLink::new(replica.clone()));
+            (replica, Delegate::Client(link), None)
+        }
     };
-    let mut tuning = Tuning::default();
-    if let Some(n) = cfg.raft_snapshot_threshold {
-        tuning.snapshot_every = n;
-    }
-    if let Some(n) = cfg.raft_trailing_logs {
-        tuning.keep_after_snapshot = n;
-    }
-    let consensus = Consensus::start_tuned(
-        ConsensusConfig {
-            node_name: cfg.node_name.clone(),
-            datacenter: cfg.datacenter.clone(),
-            rpc_addr,
-            storage,
-            bootstrap_expect: cfg.bootstrap_expect,
-            // Join addresses are gossip addresses; the servers among the
-            // pool's members are handed to consensus as they appear.
-            retry_join: Vec::new(),
-        },
-        tuning,
-        replica.clone(),
-    )
-    .await?;
-    // Raft needs server RPC from the start (votes, the bootstrap), and until
-    // it has shut down: it gets its own token, cancelled last.
-    let rpc_stop = CancellationToken::new();
-    let rpc_task = tokio::spawn(crate::rpc::server::serve(
-        listeners.rpc,
-        consensus.clone(),
-        rpc_stop.clone(),
-    ));
 
     let serf_addr = listeners.serf_lan.local_addr().ok();
     let generation_file = cfg.data_dir.as_ref().map(|d| d.join("gossip_generation"));
@@ -239,25 +232,32 @@ pub async fn run(cfg: Config, shutdown: CancellationToken) -> Result<(), AgentEr
     }
     helpers.spawn(pool::feed_servers(
         gossip.clone(),
-        consensus.clone(),
+        delegate.clone(),
         cfg.datacenter.clone(),
         background.clone(),
     ));
-    helpers.spawn(crate::reconcile::run(
-        gossip.subscribe(),
-        consensus.clone(),
-        replica.clone(),
-        cfg.datacenter.clone(),
-        cfg.reconnect_timeout,
-        background.clone(),
-    ));
+    match &delegate {
+        Delegate::Server(consensus) => {
+            helpers.spawn(crate::reconcile::run(
+                gossip.subscribe(),
+                consensus.clone(),
+                replica.clone(),
+                cfg.datacenter.clone(),
+                cfg.reconnect_timeout,
+                background.clone(),
+            ));
+        }
+        Delegate::Client(link) => {
+            helpers.spawn(link.clone().follow(background.clone()));
+        }
+    }
 
     let node_id = node_id(&cfg).map_err(|e| AgentError::Register {
         what: "the node ID file".into(),
         message: e.to_string(),
     })?;
     let mut local =
-        local::LocalAgent::new(local_identity(&cfg, rpc_addr, node_id), consensus.clone())
+        local::LocalAgent::new(local_identity(&cfg, rpc_addr, node_id), delegate.clone())
             .with_check_settings(checks::CheckSettings {
                 update_interval: cfg.check_update_interval,
                 enable_script_checks: cfg.enable_script_checks,
@@ -274,14 +274,17 @@ pub async fn run(cfg: Config, shutdown: CancellationToken) -> Result<(), AgentEr
     let definitions = Definitions::from_config(&cfg)?;
     let serving = shutdown.child_token();
     let mut tasks = JoinSet::new();
-    if cfg.bootstrap_expect == 1 {
+    if let Some(server) = server.as_ref().filter(|_| cfg.bootstrap_expect == 1) {
         // A lone server leads at once: register before serving, so the
         // first answer already includes this node and its services.
-        consensus.wait_for_leader(Duration::from_secs(10)).await?;
+        server
+            .consensus
+            .wait_for_leader(Duration::from_secs(10))
+            .await?;
         definitions.register(&local).await?;
     } else {
-        // A cluster member serves its local state at once and registers once
-        // the cluster has a leader, retrying until it does.
+        // A cluster member (or a client) serves its local state at once and
+        // registers once the cluster has a leader, retrying until it does.
         let (local, token) = (local.clone(), serving.clone());
         // Not one of `tasks`: its ending is success, not a server stopping.
         tokio::spawn(async move {
@@ -303,11 +306,11 @@ pub async fn run(cfg: Config, shutdown: CancellationToken) -> Result<(), AgentEr
         });
     }
     let checks = checks::CheckRunner::start(local.clone());
-    {
+    if let Some(server) = &server {
         // A server whose Raft stopped (storage failure, a bug) must not go
         // on answering from a state that no longer moves: exit, so that a
         // supervisor restarts it.
-        let (consensus, token) = (consensus.clone(), serving.clone());
+        let (consensus, token) = (server.consensus.clone(), serving.clone());
         tasks.spawn(async move {
             tokio::select! {
                 () = token.cancelled() => Ok(()),
@@ -332,7 +335,7 @@ pub async fn run(cfg: Config, shutdown: CancellationToken) -> Result<(), AgentEr
         });
         let state = crate::http::ApiState {
             replica: replica.clone(),
-            consensus: consensus.clone(),
+            delegate: delegate.clone(),
             local: local.clone(),
             gossip: gossip.clone(),
             shutdown: shutdown.clone(),
@@ -348,7 +351,7 @@ pub async fn run(cfg: Config, shutdown: CancellationToken) -> Result<(), AgentEr
         "listening dns={} http={} server={} serf_lan={} node={} dc={} ready_in_ms={}",
         fmt_addr(dns_addr),
         fmt_addr(http_addr),
-        rpc_addr,
+        fmt_addr(server.as_ref().map(|_| rpc_addr)),
         fmt_addr(serf_addr),
         cfg.node_name,
         cfg.datacenter,
@@ -396,15 +399,82 @@ pub async fn run(cfg: Config, shutdown: CancellationToken) -> Result<(), AgentEr
         Err(_) => tracing::warn!("gossip still in use at shutdown; dropping it"),
     }
     // 4. Raft and its storage, then the server RPC it talked through.
-    consensus.shutdown().await;
-    rpc_stop.cancel();
-    if let Ok(Err(e)) = rpc_task.await {
-        tracing::warn!("while stopping server RPC: {e}");
+    drop((local, delegate));
+    if let Some(server) = server {
+        server.shutdown().await;
     }
     tracing::info!("shutdown complete");
     match failure {
         Some(e) => Err(AgentError::Task(e)),
         None => Ok(()),
+    }
+}
+
+/// What only a server runs: its Raft member and the server RPC it talks
+/// through.
+struct ServerParts {
+    consensus: Arc<Consensus>,
+    /// Stops server RPC; cancelled after Raft has shut down.
+    rpc_stop: CancellationToken,
+    rpc_task: tokio::task::JoinHandle<std::io::Result<()>>,
+}
+
+impl ServerParts {
+    /// Opens the Raft storage, starts Raft, and serves RPC on `listener`.
+    async fn start(
+        cfg: &Config,
+        rpc_addr: SocketAddr,
+        listener: TcpListener,
+    ) -> Result<Self, AgentError> {
+        let replica = Arc::new(Replica::with_history(FOLLOW_HISTORY));
+        let storage = match &cfg.data_dir {
+            Some(dir) => Storage::Dir(dir.join("raft")),
+            None => Storage::Memory,
+        };
+        let mut tuning = Tuning::default();
+        if let Some(n) = cfg.raft_snapshot_threshold {
+            tuning.snapshot_every = n;
+        }
+        if let Some(n) = cfg.raft_trailing_logs {
+            tuning.keep_after_snapshot = n;
+        }
+        let consensus = Consensus::start_tuned(
+            ConsensusConfig {
+                node_name: cfg.node_name.clone(),
+                datacenter: cfg.datacenter.clone(),
+                rpc_addr,
+                storage,
+                bootstrap_expect: cfg.bootstrap_expect,
+                // Join addresses are gossip addresses; the servers among the
+                // pool's members are handed to consensus as they appear.
+                retry_join: Vec::new(),
+            },
+            tuning,
+            replica,
+        )
+        .await?;
+        // Raft needs server RPC from the start (votes, the bootstrap), and
+        // until it has shut down: it gets its own token, cancelled last.
+        let rpc_stop = CancellationToken::new();
+        let rpc_task = tokio::spawn(crate::rpc::server::serve(
+            listener,
+            consensus.clone(),
+            rpc_stop.clone(),
+        ));
+        Ok(Self {
+            consensus,
+            rpc_stop,
+            rpc_task,
+        })
+    }
+
+    /// Shuts Raft down, then the server RPC it talked through.
+    async fn shutdown(self) {
+        self.consensus.shutdown().await;
+        self.rpc_stop.cancel();
+        if let Ok(Err(e)) = self.rpc_task.await {
+            tracing::warn!("while stopping server RPC: {e}");
+        }
     }
 }
 

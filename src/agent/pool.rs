@@ -1,6 +1,7 @@
 //! This agent in the LAN gossip pool: joining it at start (retrying until
-//! one join address answers), and telling consensus where the other
-//! servers of the datacenter answer RPC as members come and go.
+//! one join address answers), and telling consensus (on a server) or the
+//! server link (on a client) where the servers of the datacenter answer RPC
+//! as members come and go.
 
 use std::collections::BTreeSet;
 use std::net::SocketAddr;
@@ -9,7 +10,7 @@ use std::time::Duration;
 
 use tokio_util::sync::CancellationToken;
 
-use crate::consensus::Consensus;
+use super::Delegate;
 use crate::gossip::{Gossip, MemberStatus, Role};
 
 /// The LAN gossip port a join address without one is assumed to use.
@@ -91,23 +92,35 @@ pub(crate) async fn remember_generation(
     }
 }
 
-/// Keeps consensus told of the live servers of `datacenter` in the pool.
+/// Keeps the agent told of the servers of `datacenter` in the pool: a
+/// server's Raft discovery hears of every one not known gone (a suspect
+/// server may still vote), a client's link of the alive ones (it should not
+/// pick a suspect to talk to).
 pub(crate) async fn feed_servers(
     gossip: Arc<Gossip>,
-    consensus: Arc<Consensus>,
+    delegate: Delegate,
     datacenter: String,
     stop: CancellationToken,
 ) {
     let mut members = gossip.subscribe();
     loop {
-        let servers: BTreeSet<SocketAddr> = members
-            .borrow_and_update()
-            .iter()
-            .filter(|m| m.role == Role::Server && m.dc == datacenter)
-            .filter(|m| matches!(m.status, MemberStatus::Alive | MemberStatus::Suspect))
-            .filter_map(|m| m.rpc_addr)
-            .collect();
-        consensus.set_peer_addrs(servers);
+        let current = members.borrow_and_update().clone();
+        let servers = |suspect_too: bool| -> BTreeSet<SocketAddr> {
+            current
+                .iter()
+                .filter(|m| m.role == Role::Server && m.dc == datacenter)
+                .filter(|m| match m.status {
+                    MemberStatus::Alive => true,
+                    MemberStatus::Suspect => suspect_too,
+                    _ => false,
+                })
+                .filter_map(|m| m.rpc_addr)
+                .collect()
+        };
+        match &delegate {
+            Delegate::Server(consensus) => consensus.set_peer_addrs(servers(true)),
+            Delegate::Client(link) => link.set_servers(servers(false).into_iter().collect()),
+        }
         tokio::select! {
             () = stop.cancelled() => return,
             changed = members.changed() => if changed.is_err() { return },

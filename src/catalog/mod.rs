@@ -19,6 +19,6 @@ pub mod view;
 #[cfg(test)]
 mod tests;
 
-pub use replica::Replica;
+pub use replica::{Replica, Since};
 pub use state::{Catalog, Changes, HealthEntry, Instance};
 pub use types::*;

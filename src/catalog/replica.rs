@@ -1,6 +1,9 @@
-//! One process's applied copy of the catalog.
+//! One process's applied copy of the catalog, and on servers the recent
+//! history of what was applied, which client agents follow to keep their own
+//! copies current.
 
-use std::sync::{Arc, RwLock, RwLockReadGuard};
+use std::collections::VecDeque;
+use std::sync::{Arc, Mutex, RwLock, RwLockReadGuard};
 
 use arc_swap::ArcSwap;
 use tokio::sync::watch;
@@ -20,6 +23,57 @@ pub struct Replica {
     view: ArcSwap<View>,
     /// The last applied index, for blocking queries to wait on.
     applied: watch::Sender<Index>,
+    /// The entries applied most recently, for followers (empty when the
+    /// replica keeps no history).
+    history: Mutex<History>,
+}
+
+/// Applied entries, oldest first, bounded by their number of commands.
+#[derive(Debug, Default)]
+struct History {
+    /// `(index, commands)` per entry; an entry without commands (blank,
+    /// membership) is kept with none, so followers' indexes match.
+    entries: VecDeque<(Index, Arc<[Command]>)>,
+    /// Commands held in `entries`.
+    commands: usize,
+    /// Most commands to hold; 0 keeps no history.
+    capacity: usize,
+    /// Every entry after this index is in `entries` (the snapshot or the
+    /// last entry evicted).
+    floor: Index,
+}
+
+impl History {
+    fn push(&mut self, index: Index, cmds: &[Command]) {
+        if self.capacity == 0 {
+            self.floor = index;
+            return;
+        }
+        self.commands += cmds.len();
+        self.entries.push_back((index, cmds.into()));
+        while self.commands > self.capacity {
+            let Some((index, cmds)) = self.entries.pop_front() else {
+                break;
+            };
+            self.commands -= cmds.len();
+            self.floor = index;
+        }
+    }
+
+    fn reset(&mut self, index: Index) {
+        self.entries.clear();
+        self.commands = 0;
+        self.floor = index;
+    }
+}
+
+/// What a follower at some index needs next.
+#[derive(Debug, PartialEq)]
+pub enum Since {
+    /// The entries after its index, in order (none when it is current).
+    Entries(Vec<(Index, Arc<[Command]>)>),
+    /// Its index is older than the history: it needs the whole state.
+    TooOld,
 }
 
 impl Default for Replica {
@@ -36,7 +90,16 @@ impl Replica {
             state: RwLock::new(Catalog::new()),
             view: ArcSwap::from_pointee(View::default()),
             applied,
+            history: Mutex::new(History::default()),
         }
+    }
+
+    /// An empty replica that keeps its last `commands` applied commands (and
+    /// the entries around them) for followers: what a server runs with.
+    pub fn with_history(commands: usize) -> Self {
+        let replica = Self::new();
+        replica.history().capacity = commands;
+        replica
     }
 
     /// Applies one committed command at `index` and republishes the view
@@ -64,6 +127,7 @@ impl Replica {
         if cmds.is_empty() {
             state.apply_noop(index);
         }
+        self.history().push(index, cmds);
         let view = self
             .view
             .load()
@@ -76,7 +140,10 @@ impl Replica {
 
     /// Records a log entry that carries no command (blank, membership).
     pub fn apply_noop(&self, index: Index) {
-        self.write().apply_noop(index);
+        let mut state = self.write();
+        state.apply_noop(index);
+        self.history().push(index, &[]);
+        drop(state);
         self.applied.send_replace(index);
     }
 
@@ -84,9 +151,34 @@ impl Replica {
     pub fn install(&self, catalog: Catalog) {
         let index = catalog.last_index();
         let view = View::build(&catalog);
-        *self.write() = catalog;
+        let mut state = self.write();
+        *state = catalog;
+        self.history().reset(index);
         self.view.store(Arc::new(view));
+        drop(state);
         self.applied.send_replace(index);
+    }
+
+    /// The entries applied after `index`, at most about `max_commands`
+    /// commands of them (always at least one entry when there is one).
+    pub fn since(&self, index: Index, max_commands: usize) -> Since {
+        let history = self.history();
+        if index < history.floor {
+            return Since::TooOld;
+        }
+        let start = history.entries.partition_point(|(i, _)| *i <= index);
+        let mut commands = 0;
+        let entries = history
+            .entries
+            .range(start..)
+            .take_while(|(_, cmds)| {
+                let first = commands == 0;
+                commands += cmds.len().max(1);
+                first || commands <= max_commands
+            })
+            .cloned()
+            .collect();
+        Since::Entries(entries)
     }
 
     /// A copy of the whole state, for a snapshot.
@@ -99,6 +191,10 @@ impl Replica {
         // A writer that panicked mid-apply leaves a poisoned lock; the state is
         // still the last fully applied one because apply validates first.
         self.state.read().unwrap_or_else(|e| e.into_inner())
+    }
+
+    fn history(&self) -> std::sync::MutexGuard<'_, History> {
+        self.history.lock().unwrap_or_else(|e| e.into_inner())
     }
 
     fn write(&self) -> std::sync::RwLockWriteGuard<'_, Catalog> {

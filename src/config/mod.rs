@@ -277,13 +277,6 @@ impl Config {
                     .into(),
             });
         }
-        if !server && purpose == Purpose::Run {
-            return Err(ConfigError::Invalid {
-                key: "server",
-                source_name: src("server", "--server", flags.server),
-                message: "client agents are not supported yet; run with --server or --dev".into(),
-            });
-        }
 
         let node_name = flags
             .node

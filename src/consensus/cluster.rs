@@ -74,7 +74,7 @@ impl Cluster {
 }
 
 /// The Raft configuration as `/v1/operator/raft/configuration` shows it.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct Configuration {
     /// Every server in the configuration, voters and learners.
     pub servers: Vec<ServerEntry>,
@@ -82,8 +82,23 @@ pub struct Configuration {
     pub index: u64,
 }
 
+impl Configuration {
+    /// The id of the server at RPC address `addr`.
+    pub fn id_at(&self, addr: SocketAddr) -> Result<NodeId, WriteError> {
+        self.servers
+            .iter()
+            .find(|s| s.addr == addr)
+            .map(|s| s.id)
+            .ok_or_else(|| {
+                WriteError::Refused(format!(
+                    "address {addr:?} was not found in the Raft configuration"
+                ))
+            })
+    }
+}
+
 /// One server of the configuration.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct ServerEntry {
     /// Raft node id.
     pub id: NodeId,
@@ -320,17 +335,7 @@ impl Consensus {
 
     /// Removes the server at RPC address `addr`, via the leader.
     pub async fn remove_address(&self, addr: SocketAddr) -> Result<(), WriteError> {
-        let id = self
-            .configuration()
-            .servers
-            .into_iter()
-            .find(|s| s.addr == addr)
-            .map(|s| s.id)
-            .ok_or_else(|| {
-                WriteError::Refused(format!(
-                    "address {addr:?} was not found in the Raft configuration"
-                ))
-            })?;
+        let id = self.configuration().id_at(addr)?;
         self.remove_server(id).await
     }
 

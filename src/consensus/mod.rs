@@ -160,6 +160,10 @@ pub enum WriteError {
     /// Raft or storage failed; the server is shutting down or broken.
     #[error("raft: {0}")]
     Fatal(String),
+    /// A client agent knows no server to send the request to, or none
+    /// answered. Retryable.
+    #[error("No known Consul servers")]
+    NoServers,
 }
 
 impl From<StoreError> for WriteError {
@@ -622,6 +626,11 @@ impl Consensus {
             Ok(Err(_)) => Err(WriteError::Fatal("the replica is gone".into())),
             Err(_) => Err(WriteError::Timeout),
         }
+    }
+
+    /// The applied catalog this server's state machine writes.
+    pub fn replica(&self) -> &Arc<Replica> {
+        &self.replica
     }
 
     /// This server's Raft node id.

@@ -20,7 +20,7 @@ pub(super) fn node_matches(node: &Node, filters: &[(String, String)]) -> bool {
 
 /// Writes a catalog command and answers Consul's `true`.
 async fn write(state: &Ctx, cmd: Command) -> Result<Response, ApiError> {
-    match state.consensus.write(cmd).await? {
+    match state.delegate.write(cmd).await? {
         Outcome::Refused(e) => Err(ApiError::BadRequest(e.to_string())),
         Outcome::Applied(_) | Outcome::Noop => Ok(json_true()),
     }

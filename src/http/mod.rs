@@ -36,9 +36,9 @@ use tokio_util::sync::CancellationToken;
 use tower::ServiceBuilder;
 use tower::limit::GlobalConcurrencyLimitLayer;
 
+use crate::agent::Delegate;
 use crate::agent::local::LocalAgent;
 use crate::catalog::Replica;
-use crate::consensus::Consensus;
 pub use error::ApiError;
 use query::Params;
 
@@ -54,7 +54,7 @@ pub struct ApiState {
     /// The applied catalog that reads come from.
     pub replica: Arc<Replica>,
     /// Where catalog writes go, and who leads.
-    pub consensus: Arc<Consensus>,
+    pub delegate: Delegate,
     /// This node's identity and services.
     pub local: Arc<LocalAgent>,
     /// This agent's membership in the LAN gossip pool.
@@ -97,7 +97,7 @@ impl std::ops::Deref for Ctx {
 impl ApiState {
     /// Whether a leader is known, for `X-Consul-KnownLeader` and default reads.
     fn known_leader(&self) -> bool {
-        self.consensus.leader_live()
+        self.delegate.leader_live()
     }
 
     /// Adds `X-Consul-KnownLeader` and `X-Consul-LastContact`.
@@ -106,7 +106,7 @@ impl ApiState {
             HeaderName::from_static("x-consul-knownleader"),
             HeaderValue::from_static(if self.known_leader() { "true" } else { "false" }),
         );
-        let ms = u64::try_from(self.consensus.last_contact().as_millis()).unwrap_or(u64::MAX);
+        let ms = u64::try_from(self.delegate.last_contact().as_millis()).unwrap_or(u64::MAX);
         headers.insert(
             HeaderName::from_static("x-consul-lastcontact"),
             HeaderValue::from(ms),

@@ -46,7 +46,7 @@ pub(super) async fn configuration(
     if !params.has("stale") && !state.known_leader() {
         return Err(ApiError::NoLeader);
     }
-    let config = state.consensus.configuration();
+    let config = state.delegate.configuration().await?;
     let body = RaftConfiguration {
         servers: config
             .servers
@@ -77,13 +77,13 @@ pub(super) async fn remove_peer(
                     "invalid id {id:?}: expected the hex ID that list-peers shows"
                 ))
             })?;
-            state.consensus.remove_server(id).await?;
+            state.delegate.remove_server(id).await?;
         }
         (_, Some(addr)) if !addr.is_empty() => {
             let addr = addr.parse().map_err(|_| {
                 ApiError::BadRequest(format!("invalid address {addr:?}: expected IP:port"))
             })?;
-            state.consensus.remove_address(addr).await?;
+            state.delegate.remove_address(addr).await?;
         }
         _ => {
             return Err(ApiError::BadRequest(
@@ -97,9 +97,7 @@ pub(super) async fn remove_peer(
 /// `PUT /v1/agent/leave`: a server leaves the Raft configuration, then the
 /// agent shuts down (once this answer is on its way).
 pub(super) async fn leave(State(state): State<Ctx>) -> Result<Response, ApiError> {
-    if state.local.identity().server {
-        state.consensus.leave().await?;
-    }
+    state.delegate.leave().await?;
     if let Err(e) = state.gossip.leave().await {
         tracing::warn!(error = %e, "leaving the LAN pool");
     }

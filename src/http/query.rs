@@ -187,7 +187,7 @@ where
                 return Err(ApiError::NoLeader);
             }
         }
-        Consistency::Consistent => state.consensus.linearizable_read().await?,
+        Consistency::Consistent => state.delegate.linearizable_read().await?,
     }
 
     // Subscribe before the first query so no change between the two is missed.

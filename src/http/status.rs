@@ -9,7 +9,7 @@ use super::Ctx;
 /// `GET /v1/status/leader`: `"ip:port"` of the leader, `""` when none is known.
 pub(super) async fn leader(State(state): State<Ctx>) -> Response {
     let leader = state
-        .consensus
+        .delegate
         .leader()
         .map(|a| a.to_string())
         .unwrap_or_default();
@@ -19,7 +19,7 @@ pub(super) async fn leader(State(state): State<Ctx>) -> Response {
 /// `GET /v1/status/peers`: the voters' RPC addresses.
 pub(super) async fn peers(State(state): State<Ctx>) -> Response {
     let peers: Vec<String> = state
-        .consensus
+        .delegate
         .peers()
         .iter()
         .map(ToString::to_string)

@@ -12,6 +12,7 @@ use tokio_util::sync::CancellationToken;
 use std::sync::atomic::Ordering;
 
 use super::{ApiState, Ctx, MAX_IN_FLIGHT, build, serve_router};
+use crate::agent::Delegate;
 use crate::agent::local::{LocalAgent, NodeIdentity};
 use crate::catalog::Replica;
 use crate::consensus::Consensus;
@@ -54,13 +55,14 @@ impl TestApi {
             meta: [("rack".to_string(), "r1".to_string())].into(),
             ..NodeIdentity::for_tests("node1", "127.0.0.1", true)
         };
-        let local = Arc::new(LocalAgent::new(identity, consensus.clone()));
+        let delegate = Delegate::Server(consensus);
+        let local = Arc::new(LocalAgent::new(identity, delegate.clone()));
         local.register_self().await.unwrap();
         let state = ApiState {
             shutdown: CancellationToken::new(),
             gossip: crate::agent::pool::lone_gossip("n1").await,
             replica,
-            consensus,
+            delegate,
             local,
         };
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();

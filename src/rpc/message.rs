@@ -2,8 +2,13 @@
 //! chosen by the caller and the body. Calls on one connection are pipelined
 //! and may be answered in any order; the id pairs each [`Response`] with its
 //! [`Request`].
+//!
+//! Servers call each other with every request; client agents use the ones
+//! marked as theirs: forwarded writes, consistent reads, the change stream
+//! ([`Request::Follow`]) and the Raft configuration.
 
 use std::net::SocketAddr;
+use std::sync::Arc;
 
 use openraft::error::{InstallSnapshotError, RaftError};
 use openraft::raft::{
@@ -12,9 +17,9 @@ use openraft::raft::{
 };
 use serde::{Deserialize, Serialize};
 
-use crate::catalog::{Command, Outcome};
-use crate::consensus::WriteError;
+use crate::catalog::{Catalog, Command, Index, Outcome};
 use crate::consensus::types::{Node, NodeId, TypeConfig};
+use crate::consensus::{Configuration, WriteError};
 
 /// One frame's content.
 #[derive(Debug, Serialize, Deserialize)]
@@ -90,6 +95,54 @@ pub enum Request {
     Join(Member),
     /// Remove this server from the configuration. Forwarded to the leader.
     Remove(NodeId),
+    /// From a client agent: a write for the server to route to the leader.
+    Forward(Command),
+    /// From a client agent: the index a `?consistent` read must wait for.
+    /// The server confirms a leader and applies that index before answering.
+    ConsistentIndex,
+    /// From a client agent: what was applied after `after`, once there is
+    /// something, or nothing after `wait_ms` (a long poll).
+    Follow {
+        /// The last index the client applied.
+        after: Index,
+        /// How long to wait for a change, in milliseconds.
+        wait_ms: u32,
+    },
+    /// From a client agent: the Raft configuration as this server has it.
+    Configuration,
+}
+
+/// A server's answer to [`Request::Follow`].
+#[derive(Debug, Serialize, Deserialize)]
+pub struct Follow {
+    /// What to apply.
+    pub changes: Changes,
+    /// The server's view of the cluster when it answered.
+    pub status: ServerStatus,
+}
+
+/// What a following client applies to catch up.
+#[derive(Debug, Serialize, Deserialize)]
+pub enum Changes {
+    /// The applied entries after the client's index, in order; empty when
+    /// nothing changed before the poll ended.
+    Entries(Vec<(Index, Arc<[Command]>)>),
+    /// The client is behind the server's history: the whole state.
+    Snapshot(Catalog),
+}
+
+/// What a server knows of its cluster, for a client's headers and
+/// `/v1/status/*`.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ServerStatus {
+    /// The leader's RPC address, if one is known and live.
+    pub leader: Option<SocketAddr>,
+    /// Whether the server may serve default-consistency reads.
+    pub leader_live: bool,
+    /// Milliseconds since the server last heard from its leader.
+    pub last_contact_ms: u64,
+    /// The voters' RPC addresses.
+    pub peers: Vec<SocketAddr>,
 }
 
 /// The answer to a [`Request`], variant for variant.
@@ -103,9 +156,10 @@ pub enum Response {
     ),
     /// To [`Request::Vote`].
     Vote(Result<VoteResponse<NodeId>, RaftError<NodeId>>),
-    /// To [`Request::Write`].
+    /// To [`Request::Write`] and [`Request::Forward`].
     Write(Result<Outcome, WriteError>),
-    /// To [`Request::ReadIndex`]: the log index to have applied.
+    /// To [`Request::ReadIndex`] and [`Request::ConsistentIndex`]: the log
+    /// index to have applied.
     ReadIndex(Result<u64, WriteError>),
     /// To [`Request::Hello`].
     Hello(Hello),
@@ -117,6 +171,10 @@ pub enum Response {
         /// This server's id.
         is: NodeId,
     },
+    /// To [`Request::Follow`].
+    Follow(Follow),
+    /// To [`Request::Configuration`].
+    Configuration(Configuration),
     /// The request could not be decoded; the text says why.
     Malformed(String),
 }
@@ -133,6 +191,10 @@ impl Request {
             Self::Hello(_) => "hello",
             Self::Join(_) => "join",
             Self::Remove(_) => "remove",
+            Self::Forward(_) => "forward",
+            Self::ConsistentIndex => "consistent-index",
+            Self::Follow { .. } => "follow",
+            Self::Configuration => "configuration",
         }
     }
 }

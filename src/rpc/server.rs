@@ -6,6 +6,7 @@
 //! back on the peer through TCP) and answered as they finish.
 
 use std::sync::Arc;
+use std::time::Duration;
 
 use tokio::io::{AsyncWriteExt, BufReader, BufWriter};
 use tokio::net::{TcpListener, TcpStream};
@@ -14,13 +15,19 @@ use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 
 use super::frame::{self, FrameError};
-use super::message::{Envelope, Request, Response};
+use super::message::{Changes, Envelope, Follow, Request, Response, ServerStatus};
+use crate::catalog::{Index, Since};
 use crate::consensus::Consensus;
 
 /// Connections served at once; more wait in the listen backlog.
 const MAX_CONNECTIONS: usize = 512;
 /// Requests handled at once on one connection.
 const IN_FLIGHT_PER_CONN: usize = 256;
+/// Longest a client's follow poll is held open.
+pub const MAX_FOLLOW_WAIT: Duration = Duration::from_secs(10);
+/// Commands in one follow answer, so frames stay small; a client behind by
+/// more asks again at once.
+const FOLLOW_COMMANDS: usize = 4096;
 
 /// Serves `listener` until `shutdown` is cancelled.
 pub async fn serve(
@@ -171,5 +178,39 @@ async fn handle(consensus: &Consensus, req: Request) -> Response {
         Request::Hello(hello) => Response::Hello(consensus.hello(hello)),
         Request::Join(member) => Response::Done(consensus.join(member).await),
         Request::Remove(id) => Response::Done(consensus.remove_server(id).await),
+        Request::Forward(cmd) => Response::Write(consensus.write(cmd).await),
+        Request::ConsistentIndex => Response::ReadIndex(
+            consensus
+                .linearizable_read()
+                .await
+                .map(|()| consensus.replica().applied_index()),
+        ),
+        Request::Follow { after, wait_ms } => follow(consensus, after, wait_ms).await,
+        Request::Configuration => Response::Configuration(consensus.configuration()),
     }
+}
+
+/// Answers a client's follow poll: waits until this server has applied past
+/// `after` (or `wait_ms` passes), then sends what follows `after`, or the
+/// whole state when `after` is older than the history.
+async fn follow(consensus: &Consensus, after: Index, wait_ms: u32) -> Response {
+    let replica = consensus.replica();
+    let mut applied = replica.subscribe();
+    let wait = Duration::from_millis(wait_ms.into()).min(MAX_FOLLOW_WAIT);
+    // Timing out is an answer too: nothing changed.
+    let _ = tokio::time::timeout(wait, applied.wait_for(|&i| i > after)).await;
+    let changes = match replica.since(after, FOLLOW_COMMANDS) {
+        Since::Entries(entries) => Changes::Entries(entries),
+        Since::TooOld => Changes::Snapshot(replica.snapshot()),
+    };
+    Response::Follow(Follow {
+        changes,
+        status: ServerStatus {
+            leader: consensus.leader(),
+            leader_live: consensus.leader_live(),
+            last_contact_ms: u64::try_from(consensus.last_contact().as_millis())
+                .unwrap_or(u64::MAX),
+            peers: consensus.peers(),
+        },
+    })
 }

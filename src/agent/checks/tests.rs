@@ -13,6 +13,7 @@ use serde_json::{Value, json};
 use tokio_util::sync::CancellationToken;
 
 use super::{CheckRunner, CheckSettings, Origin};
+use crate::agent::Delegate;
 use crate::agent::local::{
     CheckDefinition, LocalAgent, LocalError, NodeIdentity, ServiceDefinition,
 };
@@ -33,10 +34,10 @@ struct Env {
 impl Env {
     async fn start(settings: CheckSettings) -> Self {
         let replica = Arc::new(Replica::new());
-        let consensus = Consensus::single_in_memory("n1", replica.clone()).await;
+        let delegate = Delegate::Server(Consensus::single_in_memory("n1", replica.clone()).await);
         let identity = NodeIdentity::for_tests("n1", "127.0.0.1", true);
         let local =
-            Arc::new(LocalAgent::new(identity, consensus.clone()).with_check_settings(settings));
+            Arc::new(LocalAgent::new(identity, delegate.clone()).with_check_settings(settings));
         local.register_self().await.unwrap();
         let runner = CheckRunner::start(local.clone());
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
@@ -46,7 +47,7 @@ impl Env {
             shutdown: CancellationToken::new(),
             gossip: crate::agent::pool::lone_gossip("n1").await,
             replica: replica.clone(),
-            consensus,
+            delegate,
             local: local.clone(),
         };
         tokio::spawn(crate::http::serve(listener, state, stop_http.clone()));

@@ -6,6 +6,7 @@
 
 mod model;
 mod props;
+mod replica;
 mod state;
 mod view;
 

@@ -1,0 +1,94 @@
+//! The replica's history, which followers read to stay current: a follower
+//! that replays what `since` gives it ends with the leader's state, and one
+//! that fell behind the history is told so instead of getting a gap.
+
+use std::sync::Arc;
+
+use super::{node, svc};
+use crate::catalog::{Catalog, Command, Replica, Since};
+
+fn register(name: &str, n: usize) -> Command {
+    let mut reg = node(&format!("{name}{n}"), &format!("10.0.0.{}", n % 250 + 1));
+    reg.service = Some(svc(name));
+    Command::Register(reg)
+}
+
+/// Replays what `since` answers onto `follower` until it is current.
+fn catch_up(leader: &Replica, follower: &Replica, max: usize) -> bool {
+    loop {
+        match leader.since(follower.applied_index(), max) {
+            Since::TooOld => return false,
+            Since::Entries(entries) if entries.is_empty() => return true,
+            Since::Entries(entries) => {
+                for (index, cmds) in entries {
+                    follower.apply_batch(index, &cmds);
+                }
+            }
+        }
+    }
+}
+
+#[test]
+fn a_follower_replaying_the_history_ends_with_the_same_state() {
+    let leader = Replica::with_history(1000);
+    let follower = Replica::new();
+    for i in 1..=40u64 {
+        let cmds: Vec<Command> = (0..(i as usize % 4))
+            .map(|n| register("web", n + i as usize))
+            .collect();
+        leader.apply_batch(i, &cmds);
+        if i % 7 == 0 {
+            assert!(catch_up(&leader, &follower, 5));
+        }
+    }
+    leader.apply_noop(41);
+    assert!(catch_up(&leader, &follower, 3));
+    assert_eq!(follower.applied_index(), 41);
+    assert_eq!(*follower.read(), *leader.read());
+}
+
+#[test]
+fn a_follower_behind_the_history_is_told_it_is_too_old() {
+    let leader = Replica::with_history(4);
+    for i in 1..=10u64 {
+        leader.apply_batch(i, &[register("db", i as usize)]);
+    }
+    // Only the last four entries are kept.
+    assert_eq!(leader.since(5, 100), Since::TooOld);
+    let Since::Entries(entries) = leader.since(6, 100) else {
+        panic!("index 6 is the floor: entries 7..=10 follow it");
+    };
+    assert_eq!(
+        entries.iter().map(|(i, _)| *i).collect::<Vec<_>>(),
+        [7, 8, 9, 10]
+    );
+
+    // The whole state brings a follower back, and the history goes on from there.
+    let follower = Replica::new();
+    follower.install(leader.snapshot());
+    leader.apply_batch(11, &[register("db", 11)]);
+    assert!(catch_up(&leader, &follower, 100));
+    assert_eq!(*follower.read(), *leader.read());
+}
+
+#[test]
+fn a_replica_without_history_sends_everyone_to_the_snapshot() {
+    let replica = Replica::new();
+    replica.apply_batch(1, &[register("db", 1)]);
+    assert_eq!(replica.since(0, 10), Since::TooOld);
+    assert_eq!(replica.since(1, 10), Since::Entries(Vec::new()));
+}
+
+#[test]
+fn installing_a_snapshot_restarts_the_history_at_its_index() {
+    let leader = Replica::with_history(100);
+    leader.apply_batch(1, &[register("db", 1)]);
+    let mut catalog: Catalog = leader.snapshot();
+    catalog.apply_noop(50);
+    leader.install(catalog);
+    assert_eq!(leader.since(1, 10), Since::TooOld);
+    assert_eq!(leader.since(50, 10), Since::Entries(Vec::new()));
+    let cmds: Arc<[Command]> = vec![register("db", 2)].into();
+    leader.apply_batch(51, &cmds);
+    assert_eq!(leader.since(50, 10), Since::Entries(vec![(51, cmds)]));
+}

@@ -1,0 +1,371 @@
+//! A client agent's link to the servers of its datacenter: which server it
+//! talks to, the writes and `?consistent` reads it sends there, and the
+//! change stream that keeps the agent's own replica current.
+//!
+//! A client holds a full replica of the catalog, as servers do, so its DNS
+//! and HTTP reads never wait for the network. The replica follows one server
+//! by long polls ([`Request::Follow`]): each answer carries the entries that
+//! server applied since the client's index (or, when the client fell behind
+//! the server's history, the whole state), and the server's view of its
+//! leader, which is what the client reports in `X-Consul-KnownLeader` and
+//! `X-Consul-LastContact`.
+//!
+//! The servers come from the gossip pool. The client sticks to one while it
+//! answers and is in the pool, and moves to another, chosen at random, when a
+//! call fails or the pool no longer lists it, as Consul's client does.
+
+use std::net::SocketAddr;
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::Duration;
+
+use rand::seq::IndexedRandom;
+use tokio::sync::watch;
+use tokio::time::Instant;
+use tokio_util::sync::CancellationToken;
+
+use super::client::Pool;
+use super::message::{Changes, Follow, Request, Response, ServerStatus};
+use crate::catalog::{Command, Outcome, Replica};
+use crate::consensus::types::NodeId;
+use crate::consensus::{Configuration, WriteError};
+
+/// How long a server holds a follow poll open when nothing changes. Short
+/// enough that the server's leader status reaches the client every couple
+/// of seconds when idle.
+const FOLLOW_WAIT: Duration = Duration::from_secs(2);
+/// Time allowed beyond the poll's wait for its answer to arrive.
+const CALL_MARGIN: Duration = Duration::from_secs(1);
+/// How long connecting to a server may take.
+const CONNECT_TIMEOUT: Duration = Duration::from_millis(500);
+/// A write's whole budget: the server's own (5 s) and the way there.
+const WRITE_TIMEOUT: Duration = Duration::from_secs(7);
+/// A call other than a write.
+const CALL_TIMEOUT: Duration = Duration::from_secs(7);
+/// Pause after a failed poll before the next, so a client without a
+/// reachable server does not spin.
+const RETRY_PAUSE: Duration = Duration::from_millis(100);
+
+/// The link. One per client agent, shared by its HTTP API, its local
+/// state's writes and the follow task.
+#[derive(Debug)]
+pub struct ServerLink {
+    /// Connections to servers.
+    pool: Pool,
+    /// The replica the follow task keeps current.
+    replica: Arc<Replica>,
+    /// Live servers of the datacenter, as the pool reports them.
+    servers: watch::Sender<Vec<SocketAddr>>,
+    /// The server calls go to, while it answers.
+    current: Mutex<Option<SocketAddr>>,
+    /// What the followed server last said, and when.
+    heard: Mutex<Heard>,
+}
+
+/// The last follow answer's status.
+#[derive(Debug)]
+struct Heard {
+    /// The server's view of its cluster.
+    status: ServerStatus,
+    /// When it arrived; `None` before the first answer.
+    at: Option<Instant>,
+}
+
+impl ServerLink {
+    /// A link that keeps `replica` current once it knows servers.
+    pub fn new(replica: Arc<Replica>) -> Self {
+        Self {
+            pool: Pool::new(CONNECT_TIMEOUT),
+            replica,
+            servers: watch::channel(Vec::new()).0,
+            current: Mutex::new(None),
+            heard: Mutex::new(Heard {
+                status: ServerStatus::default(),
+                at: None,
+            }),
+        }
+    }
+
+    /// Replaces the known live servers. A current server no longer among
+    /// them is dropped at once (the follow poll to it is abandoned).
+    pub fn set_servers(&self, servers: Vec<SocketAddr>) {
+        {
+            let mut current = self.current();
+            if current.is_some_and(|c| !servers.contains(&c)) {
+                *current = None;
+            }
+        }
+        self.servers.send_if_modified(|known| {
+            let changed = *known != servers;
+            *known = servers;
+            changed
+        });
+    }
+
+    /// The server to call: the current one, or a random live one.
+    fn pick(&self) -> Option<SocketAddr> {
+        let mut current = self.current();
+        if current.is_none() {
+            *current = self.servers.borrow().choose(&mut rand::rng()).copied();
+        }
+        *current
+    }
+
+    /// `addr` failed a call: the next call goes to another server when
+    /// there is one.
+    fn failed(&self, addr: SocketAddr) {
+        self.pool.forget(addr);
+        let mut current = self.current();
+        if *current == Some(addr) {
+            let servers = self.servers.borrow();
+            let others: Vec<_> = servers.iter().filter(|s| **s != addr).collect();
+            *current = others.choose(&mut rand::rng()).map(|s| **s);
+        }
+    }
+
+    fn current(&self) -> MutexGuard<'_, Option<SocketAddr>> {
+        self.current.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    fn heard(&self) -> MutexGuard<'_, Heard> {
+        self.heard.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Sends `req` to a server, moving to another when one cannot be
+    /// reached. A request that may have been carried out is sent again
+    /// only if `resend` (it is idempotent); otherwise the loss is
+    /// [`WriteError::Interrupted`].
+    async fn call(
+        &self,
+        req: &Request,
+        timeout: Duration,
+        resend: bool,
+    ) -> Result<Response, WriteError> {
+        let deadline = Instant::now() + timeout;
+        // Each live server once, and once more for the one that was current.
+        let attempts = self.servers.borrow().len() + 1;
+        let mut last = WriteError::NoServers;
+        for _ in 0..attempts {
+            let Some(addr) = self.pick() else { break };
+            let left = deadline.saturating_duration_since(Instant::now());
+            if left.is_zero() {
+                return Err(WriteError::Timeout);
+            }
+            match self.pool.call(addr, req, left).await {
+                Ok(Response::Malformed(why)) => {
+                    return Err(WriteError::Fatal(format!(
+                        "{addr} refused the request: {why}"
+                    )));
+                }
+                Ok(response) => return Ok(response),
+                Err(e) => {
+                    tracing::debug!(server = %addr, error = %e, kind = req.kind(), "server call failed");
+                    self.failed(addr);
+                    if !e.not_sent() && !resend {
+                        return Err(WriteError::Interrupted);
+                    }
+                    last = if e.not_sent() {
+                        WriteError::NoServers
+                    } else {
+                        WriteError::Timeout
+                    };
+                }
+            }
+        }
+        Err(last)
+    }
+
+    /// Sends a catalog write to a server, which routes it to the leader.
+    pub async fn write(&self, cmd: Command) -> Result<Outcome, WriteError> {
+        let resend = cmd.idempotent();
+        match self
+            .call(&Request::Forward(cmd), WRITE_TIMEOUT, resend)
+            .await?
+        {
+            Response::Write(result) => result,
+            other => Err(unexpected("write", &other)),
+        }
+    }
+
+    /// For a `?consistent` read: has a server confirm the leader and name
+    /// the index the leader had committed, then waits until this replica has
+    /// applied it.
+    pub async fn linearizable_read(&self) -> Result<(), WriteError> {
+        let deadline = Instant::now() + CALL_TIMEOUT;
+        let index = match self
+            .call(&Request::ConsistentIndex, CALL_TIMEOUT, true)
+            .await?
+        {
+            Response::ReadIndex(result) => result?,
+            other => return Err(unexpected("consistent read", &other)),
+        };
+        let mut applied = self.replica.subscribe();
+        match tokio::time::timeout_at(deadline, applied.wait_for(|&i| i >= index)).await {
+            Ok(Ok(_)) => Ok(()),
+            Ok(Err(_)) => Err(WriteError::Fatal("the replica is gone".into())),
+            Err(_) => Err(WriteError::Timeout),
+        }
+    }
+
+    /// The Raft configuration, as a server has it.
+    pub async fn configuration(&self) -> Result<Configuration, WriteError> {
+        match self
+            .call(&Request::Configuration, CALL_TIMEOUT, true)
+            .await?
+        {
+            Response::Configuration(config) => Ok(config),
+            other => Err(unexpected("configuration", &other)),
+        }
+    }
+
+    /// Asks the servers to remove server `id` from the configuration.
+    pub async fn remove_server(&self, id: NodeId) -> Result<(), WriteError> {
+        match self.call(&Request::Remove(id), CALL_TIMEOUT, true).await? {
+            Response::Done(result) => result,
+            other => Err(unexpected("remove", &other)),
+        }
+    }
+
+    /// The leader's RPC address, as the followed server last reported it.
+    pub fn leader(&self) -> Option<SocketAddr> {
+        self.fresh().and_then(|s| s.leader)
+    }
+
+    /// The voters' RPC addresses, as the followed server last reported them.
+    pub fn peers(&self) -> Vec<SocketAddr> {
+        self.heard().status.peers.clone()
+    }
+
+    /// Whether the followed server answered lately and had a live leader:
+    /// then this replica is as current as that server's.
+    pub fn leader_live(&self) -> bool {
+        self.fresh().is_some_and(|s| s.leader_live)
+    }
+
+    /// How stale this replica may be: the followed server's own staleness
+    /// while its polls keep answering, otherwise the time since its last
+    /// answer (the whole uptime before the first).
+    pub fn last_contact(&self) -> Duration {
+        let heard = self.heard();
+        match heard.at {
+            Some(at) if at.elapsed() <= FOLLOW_WAIT + CALL_MARGIN => {
+                Duration::from_millis(heard.status.last_contact_ms)
+            }
+            Some(at) => at.elapsed() + Duration::from_millis(heard.status.last_contact_ms),
+            None => Duration::MAX,
+        }
+    }
+
+    /// The last status, if it arrived recently enough to speak for now.
+    fn fresh(&self) -> Option<ServerStatus> {
+        let heard = self.heard();
+        heard
+            .at
+            .filter(|at| at.elapsed() <= FOLLOW_WAIT + CALL_MARGIN)
+            .map(|_| heard.status.clone())
+    }
+
+    /// Keeps the replica current until `stop`: polls the current server for
+    /// what it applied after the replica's index and applies it.
+    pub async fn follow(self: Arc<Self>, stop: CancellationToken) {
+        let mut servers = self.servers.subscribe();
+        loop {
+            let Some(addr) = self.pick() else {
+                // No server known yet: wait for the pool to report one.
+                tokio::select! {
+                    () = stop.cancelled() => return,
+                    changed = servers.changed() => if changed.is_err() { return },
+                }
+                continue;
+            };
+            let req = Request::Follow {
+                after: self.replica.applied_index(),
+                wait_ms: u32::try_from(FOLLOW_WAIT.as_millis()).unwrap_or(u32::MAX),
+            };
+            let answer = tokio::select! {
+                () = stop.cancelled() => return,
+                // The pool dropped this server (it failed or left): do not
+                // wait out a poll it will never answer.
+                () = dropped(&mut servers, addr) => continue,
+                r = self.pool.call(addr, &req, FOLLOW_WAIT + CALL_MARGIN) => r,
+            };
+            match answer {
+                Ok(Response::Follow(follow)) => {
+                    self.apply(follow);
+                    continue;
+                }
+                Ok(other) => {
+                    tracing::warn!(server = %addr, "follow answered with {}", describe(&other));
+                    self.failed(addr);
+                }
+                Err(e) => {
+                    tracing::debug!(server = %addr, error = %e, "follow poll failed");
+                    self.failed(addr);
+                }
+            }
+            tokio::select! {
+                () = stop.cancelled() => return,
+                () = tokio::time::sleep(RETRY_PAUSE) => {}
+            }
+        }
+    }
+
+    /// Applies one follow answer to the replica and records its status.
+    fn apply(&self, follow: Follow) {
+        match follow.changes {
+            Changes::Entries(entries) => {
+                for (index, cmds) in entries {
+                    // A server switch may repeat what the replica has.
+                    if index <= self.replica.applied_index() {
+                        continue;
+                    }
+                    if cmds.is_empty() {
+                        self.replica.apply_noop(index);
+                    } else {
+                        self.replica.apply_batch(index, &cmds);
+                    }
+                }
+            }
+            Changes::Snapshot(catalog) => {
+                tracing::info!(
+                    index = catalog.last_index(),
+                    "installed the catalog from a server"
+                );
+                self.replica.install(catalog);
+            }
+        }
+        *self.heard() = Heard {
+            status: follow.status,
+            at: Some(Instant::now()),
+        };
+    }
+}
+
+/// Resolves once `addr` is no longer among the live servers.
+async fn dropped(servers: &mut watch::Receiver<Vec<SocketAddr>>, addr: SocketAddr) {
+    if servers.wait_for(|s| !s.contains(&addr)).await.is_err() {
+        std::future::pending::<()>().await;
+    }
+}
+
+fn unexpected(what: &str, response: &Response) -> WriteError {
+    WriteError::Fatal(format!(
+        "server answered a {what} request with {}",
+        describe(response)
+    ))
+}
+
+fn describe(response: &Response) -> &'static str {
+    match response {
+        Response::AppendEntries(_) => "append-entries",
+        Response::InstallSnapshot(_) => "install-snapshot",
+        Response::Vote(_) => "vote",
+        Response::Write(_) => "a write result",
+        Response::ReadIndex(_) => "a read index",
+        Response::Hello(_) => "hello",
+        Response::Done(_) => "done",
+        Response::NotHere { .. } => "not-here",
+        Response::Follow(_) => "changes",
+        Response::Configuration(_) => "a configuration",
+        Response::Malformed(_) => "malformed",
+    }
+}
