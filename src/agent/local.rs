@@ -16,9 +16,11 @@
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::hash::{Hash, Hasher};
+use std::path::{Path, PathBuf};
 use std::sync::{Mutex, RwLock};
 use std::time::Duration;
 
+use serde::{Deserialize, Serialize};
 use tokio::sync::watch;
 use tokio::time::Instant;
 
@@ -33,7 +35,10 @@ use crate::catalog::{
 };
 use crate::consensus::WriteError;
 
+mod anti_entropy;
+
 pub use crate::reconcile::SERF_CHECK_ID;
+pub use anti_entropy::{DEFAULT_AE_INTERVAL, run as run_anti_entropy};
 /// The service ID and name servers register themselves under.
 pub const CONSUL_SERVICE: &str = "consul";
 /// Prefix of the critical check that puts a service into maintenance.
@@ -90,7 +95,7 @@ impl NodeIdentity {
 }
 
 /// A service as an agent receives it (HTTP register or a config file).
-#[derive(Debug, Clone, PartialEq, Eq, Default)]
+#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
 pub struct ServiceDefinition {
     /// Instance ID; empty means "the name".
     pub id: String,
@@ -116,7 +121,7 @@ pub struct ServiceDefinition {
 
 /// A check as an agent receives it. The runner fields are kept for the check
 /// runners; only the identity and status reach the catalog.
-#[derive(Debug, Clone, PartialEq, Eq, Default)]
+#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
 pub struct CheckDefinition {
     /// Check ID; empty means a default derived from the service ID.
     pub id: String,
@@ -265,6 +270,8 @@ pub struct LocalCheck {
     pub written_at: Option<Instant>,
     /// The output here is newer than the catalog's, waiting for its batch.
     pub dirty: bool,
+    /// Where the check was registered from.
+    pub origin: Origin,
 }
 
 /// One service of this agent, as recorded here.
@@ -276,6 +283,33 @@ pub struct LocalService {
     pub checks: BTreeMap<String, LocalCheck>,
     /// The maintenance reason while the service is in maintenance.
     pub maintenance: Option<String>,
+    /// Where the service was registered from: API registrations are saved
+    /// in the data dir and restored on restart, configured ones come from
+    /// the configuration again.
+    pub origin: Origin,
+}
+
+/// What [`LocalAgent::with_definitions_file`] saves: the services (with
+/// their checks) and the checks registered over the API.
+#[derive(Debug, Default, Serialize, Deserialize)]
+pub struct SavedDefinitions {
+    /// Services, each with its checks' definitions in `checks`.
+    pub services: Vec<ServiceDefinition>,
+    /// Checks registered on their own: node checks, and checks added to a
+    /// configured service.
+    pub checks: Vec<CheckDefinition>,
+}
+
+/// Reads what an earlier run saved in `path`; nothing if there is no file.
+/// An unreadable file is an error naming it, not an empty state: starting
+/// without its services would deregister them.
+pub fn saved_definitions(path: &Path) -> Result<SavedDefinitions, String> {
+    match std::fs::read(path) {
+        Ok(bytes) => serde_json::from_slice(&bytes)
+            .map_err(|e| format!("{}: unreadable saved registrations: {e}", path.display())),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(SavedDefinitions::default()),
+        Err(e) => Err(format!("{}: {e}", path.display())),
+    }
 }
 
 /// Why a local change was not made. Every variant leaves the map and the
@@ -331,8 +365,15 @@ pub struct LocalAgent {
     /// TTL check states saved by the previous run, taken when the check is
     /// registered again.
     saved_ttls: Mutex<HashMap<String, SavedTtl>>,
-    /// Serializes saving TTL states, so the file always holds the newest.
+    /// Serializes saving TTL states and definitions, so each file always
+    /// holds the newest.
     saving: tokio::sync::Mutex<()>,
+    /// Where services and checks registered over the API are saved, so a
+    /// restarted agent has them again (none in dev mode).
+    definitions_file: Option<PathBuf>,
+    /// Whether the saved registrations have been registered again; until
+    /// then saving would overwrite them with a partial list.
+    restored: std::sync::atomic::AtomicBool,
     /// Whether this agent writes its own `serfHealth` check. Not when the
     /// leader derives it from gossip (`reconcile`): an agent restarting
     /// after a failure would otherwise mark itself passing while the
@@ -402,6 +443,8 @@ impl LocalAgent {
             ttl_touches: Mutex::new(HashMap::new()),
             saved_ttls: Mutex::new(HashMap::new()),
             saving: tokio::sync::Mutex::new(()),
+            definitions_file: None,
+            restored: std::sync::atomic::AtomicBool::new(true),
             writes_serf_health: true,
         }
     }
@@ -413,6 +456,24 @@ impl LocalAgent {
     pub fn with_serf_health_from_gossip(mut self) -> Self {
         self.writes_serf_health = false;
         self
+    }
+
+    /// Saves the services and checks registered over the API in `path`
+    /// after every change (read back with [`saved_definitions`]).
+    /// Saving starts once [`Self::restored`] says the registrations saved
+    /// by the previous run are back.
+    pub fn with_definitions_file(mut self, path: PathBuf) -> Self {
+        self.definitions_file = Some(path);
+        self.restored = false.into();
+        self
+    }
+
+    /// The registrations saved by the previous run are registered again:
+    /// from now on every change is saved.
+    pub async fn restored(&self) {
+        self.restored
+            .store(true, std::sync::atomic::Ordering::Release);
+        self.save_definitions().await;
     }
 
     /// Check runner settings.
@@ -471,6 +532,52 @@ impl LocalAgent {
         }
     }
 
+    /// Saves the services and checks registered over the API, if there is a
+    /// file for them. A failure is logged: the registration itself stands.
+    async fn save_definitions(&self) {
+        let Some(path) = &self.definitions_file else {
+            return;
+        };
+        if !self.restored.load(std::sync::atomic::Ordering::Acquire) {
+            return;
+        }
+        let _one_at_a_time = self.saving.lock().await;
+        let saved = {
+            let state = self.read();
+            SavedDefinitions {
+                services: state
+                    .services
+                    .values()
+                    .filter(|s| s.origin == Origin::Api)
+                    .map(|s| ServiceDefinition {
+                        checks: s.checks.values().map(|c| c.definition.clone()).collect(),
+                        ..s.definition.clone()
+                    })
+                    .collect(),
+                checks: state
+                    .node_checks
+                    .values()
+                    .chain(
+                        state
+                            .services
+                            .values()
+                            .filter(|s| s.origin != Origin::Api)
+                            .flat_map(|s| s.checks.values()),
+                    )
+                    .filter(|c| c.origin == Origin::Api)
+                    .map(|c| c.definition.clone())
+                    .collect(),
+            }
+        };
+        let write = async {
+            let bytes = serde_json::to_vec(&saved).map_err(std::io::Error::other)?;
+            super::persist::write_atomic(path, bytes).await
+        };
+        if let Err(e) = write.await {
+            tracing::warn!(file = %path.display(), "saving the registered services failed: {e}");
+        }
+    }
+
     /// The check settings.
     pub fn check_settings(&self) -> &CheckSettings {
         &self.settings
@@ -521,17 +628,7 @@ impl LocalAgent {
     /// the cluster has a leader.
     pub async fn register_self(&self) -> Result<(), LocalError> {
         let _serial = self.writes.write().await;
-        let service = self.identity.server.then(|| ServiceRegistration {
-            id: CONSUL_SERVICE.into(),
-            service: CONSUL_SERVICE.into(),
-            tags: Vec::new(),
-            address: String::new(),
-            tagged_addresses: BTreeMap::new(),
-            meta: BTreeMap::from([("version".to_string(), self.identity.version.clone())]),
-            port: self.identity.server_port,
-            weights: None,
-            enable_tag_override: false,
-        });
+        let service = self.consul_service();
         let checks = if self.writes_serf_health {
             vec![crate::reconcile::serf_check(
                 crate::reconcile::Liveness::Alive,
@@ -541,6 +638,21 @@ impl LocalAgent {
         };
         self.write(Command::Register(self.registration(service, checks)))
             .await
+    }
+
+    /// The `consul` service a server registers on its node; none on a client.
+    fn consul_service(&self) -> Option<ServiceRegistration> {
+        self.identity.server.then(|| ServiceRegistration {
+            id: CONSUL_SERVICE.into(),
+            service: CONSUL_SERVICE.into(),
+            tags: Vec::new(),
+            address: String::new(),
+            tagged_addresses: BTreeMap::new(),
+            meta: BTreeMap::from([("version".to_string(), self.identity.version.clone())]),
+            port: self.identity.server_port,
+            weights: None,
+            enable_tag_override: false,
+        })
     }
 
     /// Registers (or replaces) a service and its checks, as the HTTP API
@@ -633,6 +745,7 @@ impl LocalAgent {
                     output,
                     written_at: Some(now),
                     dirty: false,
+                    origin,
                 },
             );
         }
@@ -669,9 +782,11 @@ impl LocalAgent {
                 definition: def,
                 checks,
                 maintenance,
+                origin,
             },
         );
         self.changed();
+        self.save_definitions().await;
         // The service is registered and recorded; a check left behind by a
         // failure here is one the map no longer has, for anti-entropy to remove.
         for check_id in stale {
@@ -701,6 +816,7 @@ impl LocalAgent {
             self.forget_touches(s.checks.keys());
         }
         self.changed();
+        self.save_definitions().await;
         Ok(())
     }
 
@@ -767,6 +883,7 @@ impl LocalAgent {
             written_at: Some(Instant::now()),
             dirty: false,
             definition: def,
+            origin,
         };
         let mut reg = self.registration(
             None,
@@ -785,6 +902,7 @@ impl LocalAgent {
             }
         }
         self.changed();
+        self.save_definitions().await;
         Ok(())
     }
 
@@ -812,6 +930,7 @@ impl LocalAgent {
         }
         self.forget_touches([check_id]);
         self.changed();
+        self.save_definitions().await;
         Ok(())
     }
 
@@ -998,21 +1117,12 @@ impl LocalAgent {
         let service = self
             .service(id)
             .ok_or_else(|| LocalError::UnknownService(id.into()))?;
-        let check_id = format!("{SERVICE_MAINTENANCE_PREFIX}{id}");
         match (enable, service.maintenance.is_some()) {
             (true, false) => {
                 let notes = reason
                     .filter(|r| !r.is_empty())
                     .unwrap_or_else(|| DEFAULT_MAINTENANCE_REASON.into());
-                let check = CheckRegistration {
-                    check_id,
-                    name: "Service Maintenance Mode".into(),
-                    status: HealthStatus::Critical,
-                    notes: notes.clone(),
-                    output: String::new(),
-                    service_id: id.into(),
-                    kind: "maintenance".into(),
-                };
+                let check = service_maintenance_check(id, notes.clone());
                 let mut reg = self.registration(None, vec![check]);
                 reg.skip_node_update = true;
                 self.write(Command::Register(reg)).await?;
@@ -1022,7 +1132,7 @@ impl LocalAgent {
                 self.write(Command::Deregister(Deregistration {
                     node: self.identity.node_name.clone(),
                     service_id: String::new(),
-                    check_id,
+                    check_id: format!("{SERVICE_MAINTENANCE_PREFIX}{id}"),
                 }))
                 .await?;
                 self.set_maintenance_flag(id, None);
@@ -1051,15 +1161,7 @@ impl LocalAgent {
                 let notes = reason
                     .filter(|r| !r.is_empty())
                     .unwrap_or_else(|| DEFAULT_NODE_MAINTENANCE_REASON.into());
-                let check = CheckRegistration {
-                    check_id: NODE_MAINTENANCE_CHECK.into(),
-                    name: "Node Maintenance Mode".into(),
-                    status: HealthStatus::Critical,
-                    notes: notes.clone(),
-                    output: String::new(),
-                    service_id: String::new(),
-                    kind: "maintenance".into(),
-                };
+                let check = node_maintenance_check(notes.clone());
                 let mut reg = self.registration(None, vec![check]);
                 reg.skip_node_update = true;
                 self.write(Command::Register(reg)).await?;
@@ -1135,6 +1237,32 @@ impl LocalAgent {
     }
 }
 
+/// The critical check that keeps service `id` in maintenance.
+fn service_maintenance_check(id: &str, notes: String) -> CheckRegistration {
+    CheckRegistration {
+        check_id: format!("{SERVICE_MAINTENANCE_PREFIX}{id}"),
+        name: "Service Maintenance Mode".into(),
+        status: HealthStatus::Critical,
+        notes,
+        output: String::new(),
+        service_id: id.into(),
+        kind: "maintenance".into(),
+    }
+}
+
+/// The critical check that keeps the whole node in maintenance.
+fn node_maintenance_check(notes: String) -> CheckRegistration {
+    CheckRegistration {
+        check_id: NODE_MAINTENANCE_CHECK.into(),
+        name: "Node Maintenance Mode".into(),
+        status: HealthStatus::Critical,
+        notes,
+        output: String::new(),
+        service_id: String::new(),
+        kind: "maintenance".into(),
+    }
+}
+
 fn service_registration(def: &ServiceDefinition) -> ServiceRegistration {
     ServiceRegistration {
         id: def.id.clone(),
@@ -1172,6 +1300,46 @@ mod tests {
             status,
             ..CheckDefinition::default()
         }
+    }
+
+    #[tokio::test]
+    async fn api_registrations_are_saved_once_the_saved_ones_are_back() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("local").join("definitions.json");
+        let replica = Arc::new(Replica::new());
+        let consensus = Consensus::single_in_memory("n1", replica.clone()).await;
+        let identity = NodeIdentity::for_tests("n1", "10.0.0.1", false);
+        let local = LocalAgent::new(identity, Delegate::Server(consensus))
+            .with_definitions_file(path.clone());
+        let def = |name: &str| ServiceDefinition {
+            name: name.into(),
+            port: 80,
+            checks: vec![ttl_check(None)],
+            ..ServiceDefinition::default()
+        };
+        // Before the restore nothing is written: it would drop what the
+        // previous run saved.
+        local.register_service(def("web"), false).await.unwrap();
+        assert!(!path.exists());
+        local.restored().await;
+        local
+            .register_service_from(def("configured"), false, Origin::Config)
+            .await
+            .unwrap();
+        let saved = saved_definitions(&path).unwrap();
+        let names: Vec<_> = saved.services.iter().map(|s| s.name.as_str()).collect();
+        assert_eq!(
+            names,
+            ["web"],
+            "configured services come from the configuration"
+        );
+        assert_eq!(saved.services[0].checks.len(), 1);
+        local.deregister_service("web").await.unwrap();
+        assert!(saved_definitions(&path).unwrap().services.is_empty());
+
+        std::fs::write(&path, b"{not json").unwrap();
+        let e = saved_definitions(&path).unwrap_err();
+        assert!(e.contains("definitions.json"), "{e}");
     }
 
     #[tokio::test]

@@ -4,7 +4,7 @@
 //! Shutdown order (on SIGINT/SIGTERM, or when a part fails):
 //! 1. stop accepting: cancel the DNS and HTTP servers and wait for them to
 //!    finish the requests in flight;
-//! 2. stop the health checks (no more writes from them);
+//! 2. stop the health checks and anti-entropy (no more writes from them);
 //! 3. leave the gossip pool (or just stop gossiping; `leave_on_terminate`);
 //! 4. shut Raft down, which flushes and closes the redb log store;
 //! 5. log `shutdown complete`.
@@ -13,6 +13,7 @@ pub mod checks;
 mod delegate;
 pub use delegate::Delegate;
 pub mod local;
+mod persist;
 pub(crate) mod pool;
 mod settings;
 
@@ -270,11 +271,19 @@ pub async fn run(cfg: Config, shutdown: CancellationToken) -> Result<(), AgentEr
         // it writes the same check itself, before it first answers.
         local = local.with_serf_health_from_gossip();
     }
+    let saved = cfg
+        .data_dir
+        .as_ref()
+        .map(|d| d.join("local").join("definitions.json"));
+    if let Some(path) = &saved {
+        local = local.with_definitions_file(path.clone());
+    }
     let local = Arc::new(local);
-    let definitions = Definitions::from_config(&cfg)?;
+    let definitions = Definitions::load(&cfg, saved.as_deref())?;
     let serving = shutdown.child_token();
     let mut tasks = JoinSet::new();
-    if let Some(server) = server.as_ref().filter(|_| cfg.bootstrap_expect == 1) {
+    let lone = server.is_some() && cfg.bootstrap_expect == 1;
+    if let Some(server) = server.as_ref().filter(|_| lone) {
         // A lone server leads at once: register before serving, so the
         // first answer already includes this node and its services.
         server
@@ -282,29 +291,39 @@ pub async fn run(cfg: Config, shutdown: CancellationToken) -> Result<(), AgentEr
             .wait_for_leader(Duration::from_secs(10))
             .await?;
         definitions.register(&local).await?;
-    } else {
-        // A cluster member (or a client) serves its local state at once and
-        // registers once the cluster has a leader, retrying until it does.
-        let (local, token) = (local.clone(), serving.clone());
-        // Not one of `tasks`: its ending is success, not a server stopping.
-        tokio::spawn(async move {
-            let mut logged = false;
-            loop {
-                match definitions.register(&local).await {
-                    Ok(()) => return,
-                    Err(e) if !logged => {
-                        tracing::info!("registering this node once the cluster has a leader ({e})");
-                        logged = true;
-                    }
-                    Err(_) => {}
-                }
-                tokio::select! {
-                    () = token.cancelled() => return,
-                    () = tokio::time::sleep(Duration::from_millis(250)) => {}
-                }
-            }
-        });
+        local.restored().await;
     }
+    // Registering (a cluster member or a client serves its local state at
+    // once and registers once the cluster has a leader, retrying until it
+    // does), then anti-entropy. Not one of `tasks`: its ending is not a
+    // server stopping.
+    let upkeep = {
+        let (local, replica, token) = (local.clone(), replica.clone(), serving.clone());
+        let every = cfg.ae_interval;
+        tokio::spawn(async move {
+            if !lone {
+                let mut logged = false;
+                loop {
+                    match definitions.register(&local).await {
+                        Ok(()) => break,
+                        Err(e) if !logged => {
+                            tracing::info!(
+                                "registering this node once the cluster has a leader ({e})"
+                            );
+                            logged = true;
+                        }
+                        Err(_) => {}
+                    }
+                    tokio::select! {
+                        () = token.cancelled() => return,
+                        () = tokio::time::sleep(Duration::from_millis(250)) => {}
+                    }
+                }
+                local.restored().await;
+            }
+            local::run_anti_entropy(local, replica, every, token).await;
+        })
+    };
     let checks = checks::CheckRunner::start(local.clone());
     if let Some(server) = &server {
         // A server whose Raft stopped (storage failure, a bug) must not go
@@ -383,6 +402,7 @@ pub async fn run(cfg: Config, shutdown: CancellationToken) -> Result<(), AgentEr
     }
     // 2. Health checks: their writes need Raft, so they stop before it.
     checks.stop().await;
+    let _ = upkeep.await;
     // 3. The gossip pool: leave gracefully (others see Left and deregister
     //    this node) or just stop (others declare it failed), as configured.
     background.cancel();
@@ -478,15 +498,16 @@ impl ServerParts {
     }
 }
 
-/// The services and checks of the configuration files, validated before
-/// anything is registered.
+/// The services and checks to register at start: those of the configuration
+/// files, validated before anything is registered, then those registered
+/// over the API in an earlier run. Each with what it is called in errors.
 struct Definitions {
-    services: Vec<(String, local::ServiceDefinition)>,
-    checks: Vec<(String, local::CheckDefinition)>,
+    services: Vec<(String, local::ServiceDefinition, checks::Origin)>,
+    checks: Vec<(String, local::CheckDefinition, checks::Origin)>,
 }
 
 impl Definitions {
-    fn from_config(cfg: &Config) -> Result<Self, AgentError> {
+    fn load(cfg: &Config, saved: Option<&std::path::Path>) -> Result<Self, AgentError> {
         let mut services = Vec::new();
         for s in &cfg.services {
             let what = format!("service {:?} from the configuration", s.name);
@@ -494,7 +515,7 @@ impl Definitions {
                 what: what.clone(),
                 message,
             })?;
-            services.push((what, def));
+            services.push((what, def, checks::Origin::Config));
         }
         let mut checks = Vec::new();
         for c in &cfg.checks {
@@ -506,7 +527,21 @@ impl Definitions {
                 what: what.clone(),
                 message,
             })?;
-            checks.push((what, def));
+            checks.push((what, def, checks::Origin::Config));
+        }
+        if let Some(path) = saved {
+            let saved = local::saved_definitions(path).map_err(|message| AgentError::Register {
+                what: "the saved registrations".into(),
+                message,
+            })?;
+            for def in saved.services {
+                let what = format!("saved service {:?}", def.id);
+                services.push((what, def, checks::Origin::Api));
+            }
+            for def in saved.checks {
+                let what = format!("saved check {:?}", def.id);
+                checks.push((what, def, checks::Origin::Api));
+            }
         }
         Ok(Self { services, checks })
     }
@@ -521,17 +556,26 @@ impl Definitions {
             .register_self()
             .await
             .map_err(|e| err("this node", e))?;
-        for (what, def) in &self.services {
-            local
-                .register_service_from(def.clone(), false, checks::Origin::Config)
-                .await
-                .map_err(|e| err(what, e))?;
+        // A saved registration this run no longer accepts (script checks
+        // now disabled) is dropped with a warning; a configured one stops
+        // the agent, as at first start. Failed writes are retried.
+        let judge = |what: &str, origin: checks::Origin, r: Result<(), local::LocalError>| match r {
+            Err(e @ local::LocalError::Write(_)) => Err(err(what, e)),
+            Err(e) if origin == checks::Origin::Api => {
+                tracing::warn!("{what} is not registered again: {e}");
+                Ok(())
+            }
+            other => other.map_err(|e| err(what, e)),
+        };
+        for (what, def, origin) in &self.services {
+            let r = local
+                .register_service_from(def.clone(), false, *origin)
+                .await;
+            judge(what, *origin, r)?;
         }
-        for (what, def) in &self.checks {
-            local
-                .register_check(def.clone(), checks::Origin::Config)
-                .await
-                .map_err(|e| err(what, e))?;
+        for (what, def, origin) in &self.checks {
+            let r = local.register_check(def.clone(), *origin).await;
+            judge(what, *origin, r)?;
         }
         Ok(())
     }

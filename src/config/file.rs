@@ -62,6 +62,9 @@ pub struct FileConfig {
     /// How long a failed node keeps its catalog entry before it is reaped
     /// ("72h").
     pub reconnect_timeout: Option<String>,
+    /// Anti-entropy: how often the agent repairs its entries in the catalog
+    /// ("1m").
+    pub ae_interval: Option<String>,
     /// Raft: snapshot after this many log entries since the last snapshot.
     pub raft_snapshot_threshold: Option<u64>,
     /// Raft: log entries kept behind a snapshot for lagging followers.

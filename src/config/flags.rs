@@ -129,4 +129,8 @@ pub struct AgentFlags {
     /// [default: 10240].
     #[arg(long, value_name = "N")]
     pub raft_trailing_logs: Option<u64>,
+    /// How often the agent compares its services and checks with the
+    /// catalog and repairs what drifted ("30s") [default: 1m].
+    #[arg(long, value_name = "DURATION")]
+    pub ae_interval: Option<String>,
 }

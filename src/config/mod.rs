@@ -163,6 +163,8 @@ pub struct Config {
     pub leave_on_terminate: bool,
     /// How long a failed node keeps its catalog entry.
     pub reconnect_timeout: Duration,
+    /// How often anti-entropy compares the local state with the catalog.
+    pub ae_interval: Duration,
     /// Raft snapshot threshold (entries since the last snapshot); None keeps
     /// the default.
     pub raft_snapshot_threshold: Option<u64>,
@@ -391,6 +393,22 @@ impl Config {
                 message,
             })?,
         };
+        let ae_interval = match flags.ae_interval.as_ref().or(f.ae_interval.as_ref()) {
+            None => crate::agent::local::DEFAULT_AE_INTERVAL,
+            Some(v) => parse_duration(v)
+                .and_then(|d| {
+                    if d < Duration::from_secs(1) {
+                        Err(format!("{v:?} is below the 1s minimum"))
+                    } else {
+                        Ok(d)
+                    }
+                })
+                .map_err(|message| ConfigError::Invalid {
+                    key: "ae_interval",
+                    source_name: src("ae_interval", "--ae-interval", flags.ae_interval.is_some()),
+                    message,
+                })?,
+        };
         let raft_snapshot_threshold = flags.raft_snapshot_threshold.or(f.raft_snapshot_threshold);
         if raft_snapshot_threshold == Some(0) {
             return Err(ConfigError::Invalid {
@@ -447,6 +465,7 @@ impl Config {
             encrypt,
             leave_on_terminate: f.leave_on_terminate.unwrap_or(!server),
             reconnect_timeout,
+            ae_interval,
             raft_snapshot_threshold,
             raft_trailing_logs: flags.raft_trailing_logs.or(f.raft_trailing_logs),
         })
@@ -487,7 +506,8 @@ impl Layered {
             raft_trailing_logs,
             encrypt,
             leave_on_terminate,
-            reconnect_timeout
+            reconnect_timeout,
+            ae_interval
         );
         if let Some(s) = f.service {
             self.origin.insert("service", path.to_path_buf());

@@ -171,6 +171,7 @@ pub(super) async fn checks(State(state): State<Ctx>) -> Response {
             output: String::new(),
             written_at: None,
             dirty: false,
+            origin: Origin::Api,
         };
         let mut j = check_json(&state.local, svc, &c);
         j.kind = "maintenance".into();

@@ -99,16 +99,7 @@ pub fn load_states(dir: &Path) -> HashMap<String, SavedTtl> {
 /// Replaces the saved TTL states, atomically (write, sync, rename).
 pub async fn save_states(dir: &Path, states: &HashMap<String, SavedTtl>) -> std::io::Result<()> {
     let bytes = serde_json::to_vec(states).map_err(std::io::Error::other)?;
-    let dir = dir.to_path_buf();
-    tokio::task::spawn_blocking(move || {
-        std::fs::create_dir_all(&dir)?;
-        let tmp = dir.join(format!("{STATE_FILE}.tmp"));
-        std::fs::write(&tmp, &bytes)?;
-        std::fs::File::open(&tmp)?.sync_all()?;
-        std::fs::rename(&tmp, dir.join(STATE_FILE))
-    })
-    .await
-    .map_err(std::io::Error::other)?
+    crate::agent::persist::write_atomic(&dir.join(STATE_FILE), bytes).await
 }
 
 /// Runs a TTL check until it is removed (its touch channel closes or the
