@@ -4,6 +4,7 @@
 mod agent;
 mod catalog;
 mod client;
+mod force_leave;
 mod join;
 mod keygen;
 mod leave;
@@ -45,6 +46,8 @@ enum Command {
     Members(members::MembersCmd),
     /// Make the agent join the gossip pool of another agent.
     Join(join::JoinCmd),
+    /// Mark a failed node as left, so it is deregistered now.
+    ForceLeave(force_leave::ForceLeaveCmd),
     /// Operate the cluster: the servers' Raft configuration.
     #[command(subcommand)]
     Operator(operator::OperatorCmd),
@@ -66,6 +69,7 @@ impl Cli {
             Command::Services(cmd) => cmd.run(),
             Command::Members(cmd) => cmd.run(),
             Command::Join(cmd) => cmd.run(),
+            Command::ForceLeave(cmd) => cmd.run(),
             Command::Operator(cmd) => cmd.run(),
             Command::Leave(cmd) => cmd.run(),
             Command::Keygen(cmd) => cmd.run(),

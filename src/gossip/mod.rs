@@ -87,6 +87,12 @@ pub enum GossipError {
     /// The gossip task has stopped (left, shut down, or failed).
     #[error("gossip has stopped")]
     Stopped,
+    /// No member of the pool has that name.
+    #[error("No node found with name {0:?}")]
+    UnknownMember(String),
+    /// Only a failed member can be forced out; this one is alive or suspect.
+    #[error("node {0:?} is not failed; only a failed node can be forced to leave")]
+    NotFailed(String),
 }
 
 /// What a member needs to start gossiping.
@@ -249,6 +255,18 @@ impl Gossip {
         let (reply, answer) = oneshot::channel();
         self.send(Command::Leave { reply })?;
         answer.await.map_err(|_| GossipError::Stopped)
+    }
+
+    /// Marks the failed member `name` as having left, as if it had left
+    /// gracefully: the departure is gossiped for it, and the leader
+    /// deregisters its node instead of waiting for `reconnect_timeout`.
+    pub async fn force_leave(&self, name: &str) -> Result<(), GossipError> {
+        let (reply, answer) = oneshot::channel();
+        self.send(Command::ForceLeave {
+            name: name.to_owned(),
+            reply,
+        })?;
+        answer.await.map_err(|_| GossipError::Stopped)?
     }
 
     /// Stops without leaving (others will declare this member Failed) and

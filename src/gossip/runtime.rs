@@ -62,6 +62,13 @@ pub(crate) enum Command {
         /// Told once the departure has been gossiped.
         reply: oneshot::Sender<()>,
     },
+    /// Gossip a departure on behalf of the failed member `name`.
+    ForceLeave {
+        /// The member's name.
+        name: String,
+        /// Told whether there was such a failed member.
+        reply: oneshot::Sender<Result<(), GossipError>>,
+    },
     /// Stop without leaving.
     Shutdown,
 }
@@ -269,6 +276,9 @@ impl Driver {
         match command {
             Command::Join { addr, reply } => self.start_join(addr, reply),
             Command::Leave { reply } => self.start_leave(reply),
+            Command::ForceLeave { name, reply } => {
+                let _ = reply.send(self.force_leave(&name));
+            }
             Command::Shutdown => self.stop = true,
         }
     }
@@ -665,6 +675,38 @@ impl Driver {
         }
         self.leave_reply = Some(reply);
         self.leave_round(1, now());
+    }
+
+    /// Spreads a departure notice for the failed member `name` (every
+    /// process of it that foca knows down), as its own graceful leave would.
+    fn force_leave(&mut self, name: &str) -> Result<(), GossipError> {
+        let mut down = Vec::new();
+        let mut known = false;
+        for m in self.foca.iter_membership_state() {
+            if m.id().name() == name {
+                known = true;
+                if m.state() == State::Down {
+                    down.push(LeaveNotice::of(m.id()));
+                }
+            }
+        }
+        if down.is_empty() {
+            return Err(if known || self.foca.identity().name() == name {
+                GossipError::NotFailed(name.to_owned())
+            } else {
+                GossipError::UnknownMember(name.to_owned())
+            });
+        }
+        for notice in down {
+            // foca hands the notice to our broadcast handler, which records
+            // it here too; only then is it news worth spreading.
+            if let Err(error) = self.foca.add_broadcast(&notice.encode()) {
+                tracing::warn!(%error, "could not queue the departure notice");
+            }
+        }
+        tracing::info!(member = name, "forced to leave");
+        self.publish();
+        Ok(())
     }
 
     /// Gossips the departure again (foca's `leave_cluster` reaches only a

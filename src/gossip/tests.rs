@@ -116,6 +116,53 @@ async fn a_member_dropped_without_leaving_is_declared_failed() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_failed_member_forced_to_leave_is_seen_as_left_by_all() {
+    let mut nodes = pool(4, None).await;
+    let victim = nodes.remove(3);
+    let (gone, name) = (victim.local_addr(), "node3".to_string());
+    assert_eq!(
+        nodes[0]
+            .members()
+            .iter()
+            .find(|m| m.addr == gone)
+            .map(|m| m.name.clone()),
+        Some(name.clone())
+    );
+    // Alive: refused, and nothing changes.
+    assert!(matches!(
+        nodes[0].force_leave(&name).await,
+        Err(GossipError::NotFailed(_))
+    ));
+    assert!(matches!(
+        nodes[0].force_leave("nobody").await,
+        Err(GossipError::UnknownMember(_))
+    ));
+    victim.shutdown().await;
+    assert!(
+        wait_for(&nodes[0], PATIENCE, |ms| status_of(ms, gone)
+            == Some(MemberStatus::Failed))
+        .await
+    );
+    nodes[0]
+        .force_leave(&name)
+        .await
+        .expect("force-leave a failed member");
+    for node in &nodes {
+        assert!(
+            wait_for(node, PATIENCE, |ms| status_of(ms, gone)
+                == Some(MemberStatus::Left))
+            .await,
+            "{} never saw {gone} forced out: {:?}",
+            node.local_addr(),
+            node.members()
+        );
+    }
+    for node in nodes {
+        node.shutdown().await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_graceful_leave_is_seen_as_left() {
     let mut nodes = pool(4, None).await;
     let leaver = nodes.remove(1);

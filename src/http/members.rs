@@ -1,4 +1,5 @@
-//! The LAN gossip pool: `/v1/agent/members` and `/v1/agent/join/:addr`.
+//! The LAN gossip pool: `/v1/agent/members`, `/v1/agent/join/:addr` and
+//! `/v1/agent/force-leave/:node`.
 
 use std::collections::BTreeMap;
 
@@ -10,7 +11,7 @@ use serde::Serialize;
 use super::error::ApiError;
 use super::query::Params;
 use super::{Ctx, json_true};
-use crate::gossip::{MemberStatus, Role};
+use crate::gossip::{GossipError, MemberStatus, Role};
 
 /// One member as Consul's `/v1/agent/members` shows a Serf member.
 #[derive(Debug, Serialize)]
@@ -83,6 +84,20 @@ pub(super) async fn members(
         })
         .collect();
     Ok(Json(list).into_response())
+}
+
+/// `PUT /v1/agent/force-leave/:node`: a failed node is marked left, so the
+/// leader deregisters it now instead of after `reconnect_timeout`.
+pub(super) async fn force_leave(
+    State(state): State<Ctx>,
+    Path(node): Path<String>,
+) -> Result<Response, ApiError> {
+    match state.gossip.force_leave(&node).await {
+        Ok(()) => Ok(json_true()),
+        Err(e @ GossipError::UnknownMember(_)) => Err(ApiError::NotFound(e.to_string())),
+        Err(e @ GossipError::NotFailed(_)) => Err(ApiError::BadRequest(e.to_string())),
+        Err(e) => Err(ApiError::Internal(e.to_string())),
+    }
 }
 
 /// `PUT /v1/agent/join/:addr`: joins the pool of the agent at `addr`

@@ -169,6 +169,7 @@ fn build(state: Ctx, max_in_flight: usize) -> Router {
         .route("/v1/agent/leave", put(operator::leave))
         .route("/v1/agent/members", get(members::members))
         .route("/v1/agent/join/{addr}", put(members::join))
+        .route("/v1/agent/force-leave/{node}", put(members::force_leave))
         .route(
             "/v1/operator/raft/configuration",
             get(operator::configuration),
