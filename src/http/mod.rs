@@ -2,7 +2,7 @@
 //! operator endpoints.
 //!
 //! Reads come from this process's [`Replica`] (see [`query`] for consistency
-//! modes and blocking queries); catalog writes go through [`Consensus::write`];
+//! modes and blocking queries); catalog writes go through [`Delegate::write`];
 //! agent service changes go through the [`LocalAgent`]. Every route shares one
 //! concurrency limit and sheds load (503) rather than queueing, and bodies are
 //! capped at 1 MiB (413).
