@@ -44,7 +44,9 @@ async fn three(base: u8) -> Vec<Server> {
         .collect();
     let mut servers = Vec::new();
     for (i, listener) in listeners.into_iter().enumerate() {
-        let replica = Arc::new(Replica::new());
+        // A short history, so a client that falls behind is sent the whole
+        // catalog (see the client link test).
+        let replica = Arc::new(Replica::with_history(CLIENT_HISTORY));
         let cfg = ConsensusConfig {
             node_name: format!("s{i}"),
             datacenter: "dc1".into(),
@@ -72,6 +74,9 @@ async fn three(base: u8) -> Vec<Server> {
     }
     servers
 }
+
+/// Commands each server keeps for following clients.
+const CLIENT_HISTORY: usize = 64;
 
 async fn until(limit: Duration, what: &str, mut cond: impl FnMut() -> bool) {
     let deadline = Instant::now() + limit;
@@ -175,4 +180,87 @@ async fn three_servers_bootstrap_replicate_and_fail_over() {
     assert!(matches!(refused, Err(WriteError::NoLeader)), "{refused:?}");
     assert_eq!(instances(&last.replica), 21);
     last.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_client_link_writes_follows_and_moves_when_its_server_goes() {
+    use crate::rpc::ServerLink;
+    let servers = three(40).await;
+    let addrs: Vec<SocketAddr> = servers.iter().map(|s| s.consensus.me.addr).collect();
+    until(Duration::from_secs(20), "a leader", || {
+        leader_index(&servers).is_some()
+    })
+    .await;
+    let stop = CancellationToken::new();
+    let follow = |link: &Arc<ServerLink>| tokio::spawn(link.clone().follow(stop.clone()));
+    let client = Arc::new(Replica::new());
+    let link = Arc::new(ServerLink::new(client.clone()));
+    link.set_servers(addrs.clone());
+    follow(&link);
+
+    // Writes go through whichever server the link picked, and come back
+    // to the client's replica through the change stream.
+    for n in 0..40 {
+        match link.write(register(n)).await {
+            Ok(Outcome::Applied(_)) => {}
+            other => panic!("write through the link: {other:?}"),
+        }
+    }
+    link.linearizable_read().await.expect("consistent read");
+    let first = leader_index(&servers).expect("a leader");
+    assert_eq!(*client.read(), *servers[first].replica.read());
+    assert!(link.leader_live());
+    assert_eq!(link.leader(), Some(addrs[first]));
+
+    // A client that starts later is past the servers' short history: it is
+    // sent the whole catalog, then follows entries again.
+    for n in 40..(40 + CLIENT_HISTORY) {
+        link.write(register(n)).await.expect("write");
+    }
+    let late = Arc::new(Replica::new());
+    let late_link = Arc::new(ServerLink::new(late.clone()));
+    late_link.set_servers(addrs.clone());
+    follow(&late_link);
+    late_link.write(register(500)).await.expect("write");
+    late_link
+        .linearizable_read()
+        .await
+        .expect("consistent read");
+    assert_eq!(instances(&late), 40 + CLIENT_HISTORY + 1);
+
+    // The leader goes, and the pool stops listing it: the links move on,
+    // keep writing, and stay current.
+    servers[first].stop().await;
+    let rest: Vec<SocketAddr> = addrs
+        .iter()
+        .copied()
+        .filter(|a| *a != addrs[first])
+        .collect();
+    link.set_servers(rest.clone());
+    late_link.set_servers(rest);
+    link.write(register(600))
+        .await
+        .expect("write after the leader died");
+    for l in [&link, &late_link] {
+        l.linearizable_read()
+            .await
+            .expect("consistent read after failover");
+    }
+    let survivor = servers
+        .iter()
+        .position(|s| s.consensus.is_leader())
+        .expect("new leader");
+    assert_eq!(*client.read(), *servers[survivor].replica.read());
+    assert_eq!(*late.read(), *servers[survivor].replica.read());
+
+    // No server at all: a clear error, not a hang.
+    link.set_servers(Vec::new());
+    assert!(matches!(
+        link.write(register(700)).await,
+        Err(WriteError::NoServers)
+    ));
+    stop.cancel();
+    for s in &servers {
+        s.stop().await;
+    }
 }

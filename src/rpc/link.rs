@@ -114,6 +114,12 @@ impl ServerLink {
     /// there is one.
     fn failed(&self, addr: SocketAddr) {
         self.pool.forget(addr);
+        self.move_from(addr);
+    }
+
+    /// The next call goes to another server than `addr` when there is one
+    /// (`addr` answers, but has no leader).
+    fn move_from(&self, addr: SocketAddr) {
         let mut current = self.current();
         if *current == Some(addr) {
             let servers = self.servers.borrow();
@@ -175,15 +181,24 @@ impl ServerLink {
     }
 
     /// Sends a catalog write to a server, which routes it to the leader.
+    /// A server that knows no leader (it may be cut off from the others)
+    /// has waited for one already; the write then tries one other server.
     pub async fn write(&self, cmd: Command) -> Result<Outcome, WriteError> {
         let resend = cmd.idempotent();
-        match self
-            .call(&Request::Forward(cmd), WRITE_TIMEOUT, resend)
-            .await?
-        {
-            Response::Write(result) => result,
-            other => Err(unexpected("write", &other)),
+        let req = Request::Forward(cmd);
+        let mut result = Err(WriteError::NoServers);
+        for _ in 0..2 {
+            let server = self.pick();
+            result = match self.call(&req, WRITE_TIMEOUT, resend).await? {
+                Response::Write(result) => result,
+                other => return Err(unexpected("write", &other)),
+            };
+            match (&result, server) {
+                (Err(WriteError::NoLeader), Some(server)) => self.move_from(server),
+                _ => break,
+            }
         }
+        result
     }
 
     /// For a `?consistent` read: has a server confirm the leader and name
@@ -290,8 +305,14 @@ impl ServerLink {
             };
             match answer {
                 Ok(Response::Follow(follow)) => {
+                    let leader_live = follow.status.leader_live;
                     self.apply(follow);
-                    continue;
+                    if leader_live {
+                        continue;
+                    }
+                    // A server without a leader may be cut off from the
+                    // others, and its copy stale: follow another one.
+                    self.move_from(addr);
                 }
                 Ok(other) => {
                     tracing::warn!(server = %addr, "follow answered with {}", describe(&other));
