@@ -159,9 +159,10 @@ impl Replica {
         self.applied.send_replace(index);
     }
 
-    /// The entries applied after `index`, at most about `max_commands`
-    /// commands of them (always at least one entry when there is one).
-    pub fn since(&self, index: Index, max_commands: usize) -> Since {
+    /// The entries applied after `index`: at most `max_entries` of them
+    /// and about `max_commands` commands (always at least one entry when
+    /// there is one).
+    pub fn since(&self, index: Index, max_entries: usize, max_commands: usize) -> Since {
         let history = self.history();
         if index < history.floor {
             return Since::TooOld;
@@ -171,6 +172,7 @@ impl Replica {
         let entries = history
             .entries
             .range(start..)
+            .take(max_entries.max(1))
             .take_while(|(_, cmds)| {
                 let first = commands == 0;
                 commands += cmds.len().max(1);

@@ -28,6 +28,10 @@ pub const MAX_FOLLOW_WAIT: Duration = Duration::from_secs(10);
 /// Commands in one follow answer, so frames stay small; a client behind by
 /// more asks again at once.
 const FOLLOW_COMMANDS: usize = 4096;
+/// Entries in one follow answer. The proposer keeps an entry under 2 MiB
+/// (1 MiB of batch plus the command that crossed it), so an answer stays
+/// under 32 MiB, well within the 64 MiB frame limit, as AppendEntries does.
+const FOLLOW_ENTRIES: usize = 16;
 
 /// Serves `listener` until `shutdown` is cancelled.
 pub async fn serve(
@@ -199,7 +203,7 @@ async fn follow(consensus: &Consensus, after: Index, wait_ms: u32) -> Response {
     let wait = Duration::from_millis(wait_ms.into()).min(MAX_FOLLOW_WAIT);
     // Timing out is an answer too: nothing changed.
     let _ = tokio::time::timeout(wait, applied.wait_for(|&i| i > after)).await;
-    let changes = match replica.since(after, FOLLOW_COMMANDS) {
+    let changes = match replica.since(after, FOLLOW_ENTRIES, FOLLOW_COMMANDS) {
         Since::Entries(entries) => Changes::Entries(entries),
         Since::TooOld => Changes::Snapshot(replica.snapshot()),
     };

@@ -16,7 +16,7 @@ fn register(name: &str, n: usize) -> Command {
 /// Replays what `since` answers onto `follower` until it is current.
 fn catch_up(leader: &Replica, follower: &Replica, max: usize) -> bool {
     loop {
-        match leader.since(follower.applied_index(), max) {
+        match leader.since(follower.applied_index(), 4, max) {
             Since::TooOld => return false,
             Since::Entries(entries) if entries.is_empty() => return true,
             Since::Entries(entries) => {
@@ -54,8 +54,8 @@ fn a_follower_behind_the_history_is_told_it_is_too_old() {
         leader.apply_batch(i, &[register("db", i as usize)]);
     }
     // Only the last four entries are kept.
-    assert_eq!(leader.since(5, 100), Since::TooOld);
-    let Since::Entries(entries) = leader.since(6, 100) else {
+    assert_eq!(leader.since(5, 100, 100), Since::TooOld);
+    let Since::Entries(entries) = leader.since(6, 100, 100) else {
         panic!("index 6 is the floor: entries 7..=10 follow it");
     };
     assert_eq!(
@@ -75,8 +75,8 @@ fn a_follower_behind_the_history_is_told_it_is_too_old() {
 fn a_replica_without_history_sends_everyone_to_the_snapshot() {
     let replica = Replica::new();
     replica.apply_batch(1, &[register("db", 1)]);
-    assert_eq!(replica.since(0, 10), Since::TooOld);
-    assert_eq!(replica.since(1, 10), Since::Entries(Vec::new()));
+    assert_eq!(replica.since(0, 100, 10), Since::TooOld);
+    assert_eq!(replica.since(1, 100, 10), Since::Entries(Vec::new()));
 }
 
 #[test]
@@ -86,9 +86,9 @@ fn installing_a_snapshot_restarts_the_history_at_its_index() {
     let mut catalog: Catalog = leader.snapshot();
     catalog.apply_noop(50);
     leader.install(catalog);
-    assert_eq!(leader.since(1, 10), Since::TooOld);
-    assert_eq!(leader.since(50, 10), Since::Entries(Vec::new()));
+    assert_eq!(leader.since(1, 100, 10), Since::TooOld);
+    assert_eq!(leader.since(50, 100, 10), Since::Entries(Vec::new()));
     let cmds: Arc<[Command]> = vec![register("db", 2)].into();
     leader.apply_batch(51, &cmds);
-    assert_eq!(leader.since(50, 10), Since::Entries(vec![(51, cmds)]));
+    assert_eq!(leader.since(50, 100, 10), Since::Entries(vec![(51, cmds)]));
 }
