@@ -197,7 +197,10 @@ fn status(state: State, id: &NodeId, departures: &Departures) -> MemberStatus {
     }
 }
 
-/// The members, this one included, sorted by name then address.
+/// The members, this one included, one per name, sorted by name. A node
+/// restarted on another address is in foca's list twice for a while (the
+/// old process down, the new one alive); the process with the larger
+/// generation, the newer one, speaks for the node.
 pub fn view<'a>(
     sources: Sources<'a, impl Iterator<Item = &'a foca::Member<NodeId>>>,
 ) -> Vec<Member> {
@@ -213,7 +216,9 @@ pub fn view<'a>(
                 .map(|m| Member::new(m.id(), status(m.state(), m.id(), sources.departures))),
         )
         .collect();
-    all.sort_by(|a, b| (&a.name, a.addr).cmp(&(&b.name, b.addr)));
+    // Newest first within a name, so the dedup keeps it.
+    all.sort_by(|a, b| (&a.name, b.generation).cmp(&(&b.name, a.generation)));
+    all.dedup_by(|later, kept| later.name == kept.name);
     all
 }
 
@@ -293,6 +298,32 @@ mod tests {
         assert!(departures.record(LeaveNotice::of(&gone)));
         let v = view(sources(&local, &members, &departures));
         assert_eq!(v[1].status, MemberStatus::Left);
+    }
+
+    #[test]
+    fn a_node_back_on_another_address_is_its_newest_process() {
+        let local = id(1, "a", 1);
+        let old = foca::Member::new(id(2, "b", 5), 0, State::Down);
+        let new = foca::Member::new(
+            NodeId::with_generation(
+                SocketAddr::from(([127, 0, 1, 2], 9301)),
+                9,
+                "b".into(),
+                Role::Client,
+                "dc1".into(),
+                None,
+            )
+            .unwrap(),
+            0,
+            State::Alive,
+        );
+        let departures = Departures::default();
+        for members in [[old.clone(), new.clone()], [new, old]] {
+            let v = view(sources(&local, &members, &departures));
+            let b: Vec<_> = v.iter().filter(|m| m.name == "b").collect();
+            assert_eq!(b.len(), 1, "{v:?}");
+            assert_eq!((b[0].addr.port(), b[0].status), (9301, MemberStatus::Alive));
+        }
     }
 
     #[test]
