@@ -37,6 +37,7 @@ mod failover;
 mod load;
 #[path = "../common/logs.rs"]
 mod logs;
+#[path = "../common/procs.rs"]
 mod procs;
 mod trellis;
 

@@ -261,15 +261,8 @@ impl Cluster {
     /// that panicked inside is broken even when the cluster recovered.
     pub(crate) fn assert_no_server_panicked(&self) {
         for (i, m) in self.members.iter().enumerate() {
-            let log = m.agent.log();
-            let lines: Vec<&str> = log.lines().collect();
-            if let Some(k) = lines.iter().position(|l| l.contains("panicked at")) {
-                panic!(
-                    "s{} panicked: {}\n  {}",
-                    i + 1,
-                    lines[k],
-                    lines.get(k + 1).copied().unwrap_or_default()
-                );
+            if let Some(p) = first_panic(&m.agent) {
+                panic!("s{} panicked: {p}", i + 1);
             }
         }
     }
@@ -326,25 +319,7 @@ impl Cluster {
         let m = &self.members[i];
         match &m.place.netns {
             Some(ns) => curl_in(ns, m.agent.http, method, path, body).await,
-            None => {
-                let url = m.agent.url(path);
-                let method = reqwest::Method::from_bytes(method.as_bytes()).expect("method");
-                let mut req = self.client.request(method, url);
-                if let Some(b) = body {
-                    req = req.json(b);
-                }
-                let r = req.send().await.map_err(|e| format!("{e:?}"))?;
-                let status = r.status().as_u16();
-                let index = header(r.headers(), "x-consul-index").and_then(|v| v.parse().ok());
-                let known_leader = header(r.headers(), "x-consul-knownleader").map(|v| v == "true");
-                let text = r.text().await.map_err(|e| format!("{e:?}"))?;
-                Ok(Resp {
-                    status,
-                    index,
-                    known_leader,
-                    text,
-                })
-            }
+            None => request(&self.client, &m.agent, method, path, body).await,
         }
     }
 
@@ -593,31 +568,293 @@ impl Drop for Cluster {
         // cause is usually on another member than the one asserted about.
         let mut out = String::new();
         for (i, m) in self.members.iter().enumerate() {
-            let log = m.agent.log();
-            let lines: Vec<&str> = log.lines().collect();
-            let tail = &lines[lines.len().saturating_sub(150)..];
-            let _ = writeln!(
-                out,
-                "==== s{} ({}, {:?}) last {} log lines ====",
-                i + 1,
-                m.place.rpc(),
-                m.life,
-                tail.len()
-            );
-            // A panic inside a server scrolls out of the tail under the
-            // errors it causes; show it (and its message line) first.
-            for (k, l) in lines.iter().enumerate() {
-                if l.contains("panicked at") {
-                    let msg = lines.get(k + 1).copied().unwrap_or_default();
-                    let _ = writeln!(out, "PANIC in s{}: {l}\n  {msg}", i + 1);
-                }
-            }
-            for l in tail {
-                let _ = writeln!(out, "{l}");
-            }
+            let label = format!("s{} ({}, {:?})", i + 1, m.place.rpc(), m.life);
+            write_tail(&mut out, &label, &m.agent);
         }
         eprintln!("{out}");
     }
+}
+
+/// One client agent of [`Clients`].
+struct ClientMember {
+    agent: TestAgent,
+    /// Its node name.
+    name: String,
+    life: Life,
+}
+
+/// Client agents (no `--server`) in a [`Cluster`]'s LAN gossip pool, each
+/// on its own loopback address with its own data dir. Its gossip port is
+/// fixed for its life, as on a real machine, unless moved on purpose
+/// ([`Clients::restart_moved`]); DNS and HTTP ports are 0, so a restarted
+/// client answers on new ones. A client finds the servers through the pool
+/// and serves DNS and HTTP from its own replica of the catalog; it has no
+/// server RPC listener.
+pub(crate) struct Clients {
+    members: Vec<ClientMember>,
+    client: reqwest::Client,
+    /// Holds every client's data dir; removed when dropped.
+    dir: tempfile::TempDir,
+}
+
+impl Clients {
+    /// No clients yet.
+    pub(crate) fn new() -> Self {
+        let client = reqwest::Client::builder()
+            .timeout(CLIENT_TIMEOUT)
+            .build()
+            .expect("http client");
+        Self {
+            members: Vec::new(),
+            client,
+            dir: temp_dir(),
+        }
+    }
+
+    /// Starts clients `c1` to `cn` in `servers`' pool, each with `extra`
+    /// flags, and waits until each reported its listeners (not until it
+    /// joined: see [`Self::wait_in_pool`]).
+    pub(crate) fn start(servers: &Cluster, n: usize, extra: &[&str]) -> Self {
+        let mut c = Self::new();
+        for k in 1..=n {
+            c.add(servers, &format!("c{k}"), extra);
+        }
+        c
+    }
+
+    /// Starts client `name` with `extra` flags, told every server's gossip
+    /// address (a different one first for each client, so that they do
+    /// not all join through the same server); returns its index.
+    pub(crate) fn add(&mut self, servers: &Cluster, name: &str, extra: &[&str]) -> usize {
+        let i = self.members.len();
+        let data = self.dir.path().join(name);
+        std::fs::create_dir_all(&data).expect("create data dir");
+        let data = data.display().to_string();
+        let joins: Vec<String> = (0..servers.len())
+            .map(|k| servers.serf((i + k) % servers.len()).to_string())
+            .collect();
+        let place = Placement::loopback();
+        let serf_port = place.serf_port.to_string();
+        let mut args: Vec<&str> = vec![
+            "--node",
+            name,
+            "--data-dir",
+            &data,
+            "--serf-lan-port",
+            &serf_port,
+        ];
+        args.extend_from_slice(extra);
+        for j in &joins {
+            args.extend(["--retry-join", j.as_str()]);
+        }
+        let agent = TestAgent::start(&args, place.ip);
+        assert_eq!(agent.server, None, "client {name} runs no server RPC");
+        self.members.push(ClientMember {
+            agent,
+            name: name.to_string(),
+            life: Life::Running,
+        });
+        i
+    }
+
+    /// Number of clients, whatever their state.
+    pub(crate) fn len(&self) -> usize {
+        self.members.len()
+    }
+
+    /// Client `i`'s agent (its addresses).
+    pub(crate) fn agent(&self, i: usize) -> &TestAgent {
+        &self.members[i].agent
+    }
+
+    /// Client `i`'s node name.
+    pub(crate) fn name(&self, i: usize) -> &str {
+        &self.members[i].name
+    }
+
+    /// Client `i`'s address, which its services are registered at.
+    pub(crate) fn ip(&self, i: usize) -> IpAddr {
+        self.members[i].agent.ip
+    }
+
+    /// Panics if any client's log (across restarts) shows a panic.
+    pub(crate) fn assert_no_client_panicked(&self) {
+        for m in &self.members {
+            if let Some(p) = first_panic(&m.agent) {
+                panic!("client {} panicked: {p}", m.name);
+            }
+        }
+    }
+
+    // ---- process control ----
+
+    /// SIGKILL client `i`: its machine died.
+    pub(crate) fn kill(&mut self, i: usize) {
+        self.members[i].agent.kill();
+        self.members[i].life = Life::Dead;
+    }
+
+    /// SIGSTOP client `i`: its machine hangs.
+    pub(crate) fn pause(&mut self, i: usize) {
+        self.members[i].agent.pause();
+        self.members[i].life = Life::Paused;
+    }
+
+    /// SIGCONT client `i` after [`Self::pause`].
+    pub(crate) fn resume(&mut self, i: usize) {
+        self.members[i].agent.resume();
+        self.members[i].life = Life::Running;
+    }
+
+    /// SIGTERM client `i` and wait for its exit status.
+    pub(crate) fn terminate(&mut self, i: usize) -> std::process::ExitStatus {
+        let status = self.members[i].agent.terminate();
+        self.members[i].life = Life::Dead;
+        status
+    }
+
+    /// Waits up to `timeout` for client `i` to exit on its own.
+    pub(crate) fn wait_exit(
+        &mut self,
+        i: usize,
+        timeout: Duration,
+    ) -> Option<std::process::ExitStatus> {
+        let status = self.members[i].agent.wait_exit(timeout);
+        if status.is_some() {
+            self.members[i].life = Life::Dead;
+        }
+        status
+    }
+
+    /// Restarts client `i` (killing it first if it runs) with the same
+    /// arguments, address and data dir.
+    pub(crate) fn restart(&mut self, i: usize) {
+        self.members[i].agent.restart();
+        self.members[i].life = Life::Running;
+        assert_eq!(self.members[i].agent.server, None);
+    }
+
+    /// Restarts client `i` like [`Self::restart`], but gossiping from another
+    /// port: the same node at a new gossip address.
+    pub(crate) fn restart_moved(&mut self, i: usize) {
+        let ip = self.ip(i);
+        let port = std::net::UdpSocket::bind((ip, 0))
+            .and_then(|u| u.local_addr())
+            .expect("probe a free gossip port")
+            .port();
+        self.members[i]
+            .agent
+            .restart_with("--serf-lan-port", &port.to_string());
+        self.members[i].life = Life::Running;
+        assert_eq!(self.members[i].agent.server, None);
+    }
+
+    // ---- HTTP ----
+
+    /// One HTTP request to client `i`; `Err` when no answer came.
+    pub(crate) async fn http(
+        &self,
+        i: usize,
+        method: &str,
+        path: &str,
+        body: Option<&Value>,
+    ) -> Result<Resp, String> {
+        request(&self.client, &self.members[i].agent, method, path, body).await
+    }
+
+    /// GET on client `i`.
+    pub(crate) async fn get(&self, i: usize, path: &str) -> Result<Resp, String> {
+        self.http(i, "GET", path, None).await
+    }
+
+    /// PUT JSON on client `i`.
+    pub(crate) async fn put(&self, i: usize, path: &str, body: &Value) -> Result<Resp, String> {
+        self.http(i, "PUT", path, Some(body)).await
+    }
+
+    /// Registers service `name` (ID = name) on client `i`'s own node through
+    /// its agent API, at the client's address.
+    pub(crate) async fn register_service(
+        &self,
+        i: usize,
+        name: &str,
+        port: u16,
+    ) -> Result<Resp, String> {
+        let body = json!({"Name": name, "ID": name, "Port": port});
+        self.put(i, "/v1/agent/service/register", &body).await
+    }
+}
+
+impl Drop for Clients {
+    fn drop(&mut self) {
+        if !std::thread::panicking() {
+            return;
+        }
+        let mut out = String::new();
+        for m in &self.members {
+            let label = format!("client {} ({}, {:?})", m.name, m.agent.ip, m.life);
+            write_tail(&mut out, &label, &m.agent);
+        }
+        eprintln!("{out}");
+    }
+}
+
+/// Appends the last 150 lines of `agent`'s log to `out` under a header
+/// naming it `label`, after any panic it logged.
+fn write_tail(out: &mut String, label: &str, agent: &TestAgent) {
+    let log = agent.log();
+    let lines: Vec<&str> = log.lines().collect();
+    let tail = &lines[lines.len().saturating_sub(150)..];
+    let _ = writeln!(out, "==== {label} last {} log lines ====", tail.len());
+    // A panic inside an agent scrolls out of the tail under the errors it
+    // causes; show it (and its message line) first.
+    for (k, l) in lines.iter().enumerate() {
+        if l.contains("panicked at") {
+            let msg = lines.get(k + 1).copied().unwrap_or_default();
+            let _ = writeln!(out, "PANIC in {label}: {l}\n  {msg}");
+        }
+    }
+    for l in tail {
+        let _ = writeln!(out, "{l}");
+    }
+}
+
+/// The first panic `agent` logged (across restarts), with its message line.
+fn first_panic(agent: &TestAgent) -> Option<String> {
+    let log = agent.log();
+    let lines: Vec<&str> = log.lines().collect();
+    let k = lines.iter().position(|l| l.contains("panicked at"))?;
+    Some(format!(
+        "{}\n  {}",
+        lines[k],
+        lines.get(k + 1).copied().unwrap_or_default()
+    ))
+}
+
+/// One HTTP request to `agent` over loopback with `client`.
+async fn request(
+    client: &reqwest::Client,
+    agent: &TestAgent,
+    method: &str,
+    path: &str,
+    body: Option<&Value>,
+) -> Result<Resp, String> {
+    let method = reqwest::Method::from_bytes(method.as_bytes()).expect("method");
+    let mut req = client.request(method, agent.url(path));
+    if let Some(b) = body {
+        req = req.json(b);
+    }
+    let r = req.send().await.map_err(|e| format!("{e:?}"))?;
+    let status = r.status().as_u16();
+    let index = header(r.headers(), "x-consul-index").and_then(|v| v.parse().ok());
+    let known_leader = header(r.headers(), "x-consul-knownleader").map(|v| v == "true");
+    let text = r.text().await.map_err(|e| format!("{e:?}"))?;
+    Ok(Resp {
+        status,
+        index,
+        known_leader,
+        text,
+    })
 }
 
 fn header(h: &reqwest::header::HeaderMap, name: &str) -> Option<String> {

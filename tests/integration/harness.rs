@@ -227,6 +227,16 @@ impl TestAgent {
         *l = format!("{old}---- restarted ----\n{l}");
     }
 
+    /// [`Self::restart`] with the value of `flag` replaced by `value` (added
+    /// when absent): the same machine, reconfigured.
+    pub(crate) fn restart_with(&mut self, flag: &str, value: &str) {
+        match self.args.iter().position(|a| a == flag) {
+            Some(k) if k + 1 < self.args.len() => self.args[k + 1] = value.to_string(),
+            _ => self.args.extend([flag.to_string(), value.to_string()]),
+        }
+        self.restart();
+    }
+
     /// `http://<http addr><path>`.
     pub(crate) fn url(&self, path: &str) -> String {
         format!("http://{}{}", self.http, path)

@@ -6,6 +6,7 @@ mod harness;
 
 mod checks;
 mod cli;
+mod clients;
 mod cluster;
 mod cluster_membership;
 mod config_files;

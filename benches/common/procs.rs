@@ -1,5 +1,7 @@
-//! The server processes the benchmark starts: a guard that kills them on
-//! every exit path, log files, and loopback ports picked up front.
+//! The agent processes a benchmark starts: a guard that kills them on every
+//! exit path, log files, and loopback ports picked up front. Shared by the
+//! benchmark programs that run clusters on loopback (each includes this
+//! file with `#[path]`, next to `logs.rs`).
 
 use std::net::{Ipv4Addr, SocketAddr, TcpListener};
 use std::path::{Path, PathBuf};
@@ -149,9 +151,10 @@ pub(crate) fn cpu_seconds(pids: &[u32]) -> f64 {
 }
 
 /// Holds an exclusive lock on a file in the temp dir for as long as the
-/// benchmark runs, so that two runs on one machine (they use the same
-/// loopback addresses and would skew each other's figures) take turns. The
-/// kernel releases it when the process exits, however it exits.
+/// benchmark runs, so that two runs of the cluster benchmarks on one
+/// machine (a run's loopback addresses are fixed, and any two would skew
+/// each other's figures) take turns. The kernel releases it when the
+/// process exits, however it exits.
 pub(crate) struct RunLock {
     /// The locked file; closing it unlocks.
     _file: std::fs::File,
@@ -161,7 +164,7 @@ impl RunLock {
     /// Takes the lock, waiting (and saying so) while another run holds it.
     pub(crate) fn acquire() -> anyhow::Result<Self> {
         use std::os::fd::AsRawFd as _;
-        let path = std::env::temp_dir().join("trellis-cluster-vs-etcd.lock");
+        let path = std::env::temp_dir().join("trellis-loopback-bench.lock");
         let file = std::fs::OpenOptions::new()
             .create(true)
             .truncate(false)
@@ -172,7 +175,7 @@ impl RunLock {
         // SAFETY: flock(2) on a descriptor we own; no memory is shared.
         if unsafe { libc::flock(fd, libc::LOCK_EX | libc::LOCK_NB) } != 0 {
             eprintln!(
-                "another cluster_vs_etcd run holds {}; waiting for it to finish",
+                "another benchmark run holds {}; waiting for it to finish",
                 path.display()
             );
             // SAFETY: as above, blocking this time.
