@@ -2,7 +2,8 @@
 //! client registers is answered by every agent's DNS; a client whose machine
 //! dies or hangs leaves the answers and comes back with it; a client that
 //! leaves is deregistered; a client with the wrong gossip key stays out and
-//! cannot write; and clients keep answering and writing when the leader dies.
+//! cannot write; clients keep answering and writing when the leader dies;
+//! and anti-entropy repairs what changed in the catalog behind a client.
 
 use std::net::IpAddr;
 use std::time::{Duration, Instant};
@@ -283,6 +284,93 @@ async fn a_killed_client_leaves_every_answer_and_returns_on_restart() {
         "restarted client answered everywhere after {:?}",
         restarted.elapsed()
     );
+    // The restarted agent has its API registration back from its data dir,
+    // so its first full sync keeps the service instead of removing it.
+    servers
+        .wait_until("web restored on the restarted client", DEADLINE, || async {
+            let own = clients.get(dead, "/v1/agent/services").await?;
+            match own.json().get("web") {
+                Some(_) => Ok(()),
+                None => Err(format!("its services: {}", own.text)),
+            }
+        })
+        .await;
+    servers.assert_no_server_panicked();
+    clients.assert_no_client_panicked();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn anti_entropy_repairs_what_changed_behind_a_clients_back() {
+    let (servers, clients) = start(&["--ae-interval", "1s"]).await;
+    register_on_each(&clients, "web").await;
+    let everyone: (&[usize], &[usize]) = (&[0, 1, 2], &[0, 1, 2]);
+    let all = ips(&clients, &[0, 1, 2]);
+    wait_answered(&servers, &clients, everyone, "web.service.consul.", &all).await;
+    let name = clients.name(0).to_string();
+    let nodes_of = |service: &'static str| {
+        let servers = &servers;
+        async move {
+            let r = servers
+                .get(0, &format!("/v1/catalog/service/{service}?consistent"))
+                .await?;
+            let list = r.json();
+            let nodes: Vec<String> = list
+                .as_array()
+                .ok_or_else(|| format!("not a list: {r:?}"))?
+                .iter()
+                .filter_map(|e| e["Node"].as_str().map(str::to_string))
+                .collect();
+            Ok::<_, String>(nodes)
+        }
+    };
+
+    // Removed from the catalog behind the agent's back: the next sync puts
+    // it back.
+    let r = servers
+        .put(
+            1,
+            "/v1/catalog/deregister",
+            &json!({"Node": name, "ServiceID": "web"}),
+        )
+        .await
+        .expect("catalog deregister");
+    assert_eq!(r.status, 200, "{r:?}");
+    assert!(!nodes_of("web").await.unwrap().contains(&name));
+    servers
+        .wait_until("web back on the client's node", DEADLINE, || async {
+            let nodes = nodes_of("web").await?;
+            if nodes.contains(&name) {
+                Ok(())
+            } else {
+                Err(format!("web on {nodes:?}"))
+            }
+        })
+        .await;
+
+    // A service the agent does not have, put on its node through the
+    // catalog: the next sync removes it.
+    let body = json!({
+        "Node": name,
+        "Address": clients.ip(0).to_string(),
+        "Service": {"Service": "ghost", "Port": 1},
+    });
+    let r = servers
+        .put(2, "/v1/catalog/register", &body)
+        .await
+        .expect("catalog register");
+    assert_eq!(r.status, 200, "{r:?}");
+    assert_eq!(nodes_of("ghost").await.unwrap(), [name.clone()]);
+    servers
+        .wait_until("ghost gone from the client's node", DEADLINE, || async {
+            let nodes = nodes_of("ghost").await?;
+            if nodes.is_empty() {
+                Ok(())
+            } else {
+                Err(format!("ghost on {nodes:?}"))
+            }
+        })
+        .await;
+    wait_answered(&servers, &clients, everyone, "web.service.consul.", &all).await;
     servers.assert_no_server_panicked();
     clients.assert_no_client_panicked();
 }
