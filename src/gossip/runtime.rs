@@ -160,6 +160,12 @@ pub(crate) struct Driver {
     probe_started: bool,
     /// Set while draining when foca raised a suspicion (our probe failed).
     suspicion_raised: bool,
+    /// Set while foca handles our probe timer: a suspicion raised then is
+    /// our own probe failing. foca schedules the same suspicion timer in
+    /// every member that merely hears of a suspicion, and those must not
+    /// count against this member's health, or one dead member would slow
+    /// the whole pool's probing (and so the next detection).
+    judging_own_probe: bool,
     /// The incarnation of the last suspicion notice about us.
     last_notice: Option<u16>,
     /// Reused buffers: the framed plaintext, the sealed datagram and the
@@ -235,6 +241,7 @@ impl Driver {
             probe_in_flight: false,
             probe_started: false,
             suspicion_raised: false,
+            judging_own_probe: false,
             last_notice: None,
             frame_buf: Vec::with_capacity(MAX_PACKET_SIZE + 1),
             seal_buf: Vec::with_capacity(MAX_PACKET_SIZE + 1 + crypto::OVERHEAD),
@@ -415,6 +422,7 @@ impl Driver {
             Timer::ChangeSuspectToDown { member_id, .. } => Some(member_id.clone()),
             _ => None,
         };
+        self.judging_own_probe = kind == ProbeTimer::Probe;
         if let Err(error) = self.foca.handle_timer(timer, &mut self.rt) {
             tracing::warn!(%error, "foca timer failed");
         }
@@ -422,6 +430,7 @@ impl Driver {
             self.drop_courtesy_to_refuted(&suspect);
         }
         self.drain();
+        self.judging_own_probe = false;
         if kind == ProbeTimer::Probe {
             // A suspicion raised while handling the probe timer is the
             // previous probe failing (counted when it was scheduled);
@@ -485,9 +494,10 @@ impl Driver {
                 incarnation,
                 ..
             } => {
-                // Only a probe of ours that failed makes foca ask for this.
-                self.suspicion_raised = true;
-                self.pacer.probe_failed();
+                if self.judging_own_probe {
+                    self.suspicion_raised = true;
+                    self.pacer.probe_failed();
+                }
                 let (suspect, incarnation) = (member_id.clone(), *incarnation);
                 tracing::debug!(suspect = suspect.name(), incarnation, "suspecting member");
                 self.send_notice(&suspect, incarnation);

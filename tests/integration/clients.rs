@@ -359,7 +359,10 @@ async fn anti_entropy_repairs_what_changed_behind_a_clients_back() {
         .await
         .expect("catalog register");
     assert_eq!(r.status, 200, "{r:?}");
-    assert_eq!(nodes_of("ghost").await.unwrap(), std::slice::from_ref(&name));
+    assert_eq!(
+        nodes_of("ghost").await.unwrap(),
+        std::slice::from_ref(&name)
+    );
     servers
         .wait_until("ghost gone from the client's node", DEADLINE, || async {
             let nodes = nodes_of("ghost").await?;
