@@ -98,38 +98,7 @@ fn main() -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    let _lock = match procs::RunLock::acquire() {
-        Ok(l) => l,
-        Err(e) => {
-            eprintln!("Error: {e:#}");
-            return ExitCode::FAILURE;
-        }
-    };
-    let rt = match tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-    {
-        Ok(rt) => rt,
-        Err(e) => {
-            eprintln!("Error: starting the runtime: {e}");
-            return ExitCode::FAILURE;
-        }
-    };
-    // Ctrl-C drops `run`, and with it every agent and the temp dir.
-    let result = rt.block_on(async {
-        tokio::select! {
-            r = run(&settings) => r,
-            _ = tokio::signal::ctrl_c() => Err(anyhow!("interrupted")),
-        }
-    });
-    match result {
-        Ok(()) => ExitCode::SUCCESS,
-        Err(e) => {
-            eprintln!("Error: {e:#}");
-            ExitCode::FAILURE
-        }
-    }
+    procs::run_locked(run(&settings))
 }
 
 /// What to measure.

@@ -72,38 +72,7 @@ fn main() -> ExitCode {
         );
         return ExitCode::SUCCESS;
     }
-    let _lock = match procs::RunLock::acquire() {
-        Ok(l) => l,
-        Err(e) => {
-            eprintln!("Error: {e:#}");
-            return ExitCode::FAILURE;
-        }
-    };
-    let rt = match tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-    {
-        Ok(rt) => rt,
-        Err(e) => {
-            eprintln!("Error: starting the runtime: {e}");
-            return ExitCode::FAILURE;
-        }
-    };
-    // Ctrl-C drops `run`, and with it every child process and the temp dir.
-    let result = rt.block_on(async {
-        tokio::select! {
-            r = run(&args) => r,
-            _ = tokio::signal::ctrl_c() => Err(anyhow::anyhow!("interrupted")),
-        }
-    });
-    match result {
-        Ok(()) => ExitCode::SUCCESS,
-        Err(e) => {
-            eprintln!("Error: {e:#}");
-            ExitCode::FAILURE
-        }
-    }
+    procs::run_locked(run(&args))
 }
 
 /// Which systems to run.

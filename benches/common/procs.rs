@@ -188,6 +188,35 @@ impl RunLock {
     }
 }
 
+/// Runs a loopback benchmark: takes the run lock, then drives `run` on a
+/// two-thread runtime until it ends or Ctrl-C (which drops it, and with it
+/// every child process and temp dir). Errors are printed as `Error: …`.
+pub(crate) fn run_locked<F>(run: F) -> std::process::ExitCode
+where
+    F: Future<Output = anyhow::Result<()>>,
+{
+    let result = RunLock::acquire().and_then(|_lock| {
+        let rt = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(2)
+            .enable_all()
+            .build()
+            .context("starting the runtime")?;
+        rt.block_on(async {
+            tokio::select! {
+                r = run => r,
+                _ = tokio::signal::ctrl_c() => Err(anyhow::anyhow!("interrupted")),
+            }
+        })
+    });
+    match result {
+        Ok(()) => std::process::ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("Error: {e:#}");
+            std::process::ExitCode::FAILURE
+        }
+    }
+}
+
 /// Whether `program` is on the PATH.
 pub(crate) fn on_path(program: &str) -> bool {
     std::env::var_os("PATH").is_some_and(|p| {

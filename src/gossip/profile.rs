@@ -64,7 +64,11 @@
 //! wait by (1 + score), so it probes less and waits longer before accusing;
 //! each successful probe lowers the score again. The suspicion timeout is
 //! not stretched: a truly dead member's failed probe raises the score too,
-//! and detection must not slow down for it.
+//! and detection must not slow down for it. Only the member whose own probe
+//! failed counts it: the others hear of the suspicion too (foca schedules
+//! the same timer in each), and when they counted it every failure slowed
+//! the whole pool's probing, which pushed the next detection in real
+//! processes past 1.5 s.
 //!
 //! Bandwidth: P = 200 ms is five probes a second where memberlist sends one,
 //! so a member sends and receives about 20 datagrams a second. The compact

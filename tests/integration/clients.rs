@@ -35,6 +35,19 @@ async fn start(extra: &[&str]) -> (Cluster, Clients) {
     (servers, clients)
 }
 
+/// The DNS of every agent: all servers and all clients.
+const EVERYONE: (&[usize], &[usize]) = (&[0, 1, 2], &[0, 1, 2]);
+
+/// [`start`], then `web` registered through every client and answered by
+/// every agent.
+async fn start_with_web(extra: &[&str]) -> (Cluster, Clients) {
+    let (servers, clients) = start(extra).await;
+    register_on_each(&clients, "web").await;
+    let all = ips(&clients, &[0, 1, 2]);
+    wait_answered(&servers, &clients, EVERYONE, "web.service.consul.", &all).await;
+    (servers, clients)
+}
+
 /// Waits until `which` clients are alive in every running server's pool
 /// and each names the leader the servers name.
 async fn wait_clients_ready(servers: &Cluster, clients: &Clients, which: &[usize]) {
@@ -189,7 +202,6 @@ async fn register_on_each(clients: &Clients, name: &str) {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn what_clients_register_every_agent_answers() {
     let (servers, clients) = start(&[]).await;
-    let everyone: (&[usize], &[usize]) = (&[0, 1, 2], &[0, 1, 2]);
     for c in 0..3 {
         let name = clients.name(c).to_string();
         let r = clients
@@ -215,7 +227,7 @@ async fn what_clients_register_every_agent_answers() {
         );
     }
     let all = ips(&clients, &[0, 1, 2]);
-    wait_answered(&servers, &clients, everyone, "web.service.consul.", &all).await;
+    wait_answered(&servers, &clients, EVERYONE, "web.service.consul.", &all).await;
 
     // Every server sees all six agents alive, the clients as role "node".
     for s in 0..3 {
@@ -238,17 +250,7 @@ async fn what_clients_register_every_agent_answers() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_killed_client_leaves_every_answer_and_returns_on_restart() {
-    let (servers, mut clients) = start(&[]).await;
-    register_on_each(&clients, "web").await;
-    let everyone: (&[usize], &[usize]) = (&[0, 1, 2], &[0, 1, 2]);
-    wait_answered(
-        &servers,
-        &clients,
-        everyone,
-        "web.service.consul.",
-        &ips(&clients, &[0, 1, 2]),
-    )
-    .await;
+    let (servers, mut clients) = start_with_web(&[]).await;
 
     let dead = 1;
     let name = clients.name(dead).to_string();
@@ -275,7 +277,7 @@ async fn a_killed_client_leaves_every_answer_and_returns_on_restart() {
     wait_answered(
         &servers,
         &clients,
-        everyone,
+        EVERYONE,
         "web.service.consul.",
         &ips(&clients, &[0, 1, 2]),
     )
@@ -301,11 +303,8 @@ async fn a_killed_client_leaves_every_answer_and_returns_on_restart() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn anti_entropy_repairs_what_changed_behind_a_clients_back() {
-    let (servers, clients) = start(&["--ae-interval", "1s"]).await;
-    register_on_each(&clients, "web").await;
-    let everyone: (&[usize], &[usize]) = (&[0, 1, 2], &[0, 1, 2]);
+    let (servers, clients) = start_with_web(&["--ae-interval", "1s"]).await;
     let all = ips(&clients, &[0, 1, 2]);
-    wait_answered(&servers, &clients, everyone, "web.service.consul.", &all).await;
     let name = clients.name(0).to_string();
     let nodes_of = |service: &'static str| {
         let servers = &servers;
@@ -373,18 +372,15 @@ async fn anti_entropy_repairs_what_changed_behind_a_clients_back() {
             }
         })
         .await;
-    wait_answered(&servers, &clients, everyone, "web.service.consul.", &all).await;
+    wait_answered(&servers, &clients, EVERYONE, "web.service.consul.", &all).await;
     servers.assert_no_server_panicked();
     clients.assert_no_client_panicked();
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_client_back_on_another_gossip_port_is_one_healthy_member() {
-    let (servers, mut clients) = start(&[]).await;
-    register_on_each(&clients, "web").await;
-    let everyone: (&[usize], &[usize]) = (&[0, 1, 2], &[0, 1, 2]);
+    let (servers, mut clients) = start_with_web(&[]).await;
     let all = ips(&clients, &[0, 1, 2]);
-    wait_answered(&servers, &clients, everyone, "web.service.consul.", &all).await;
 
     // The machine dies and its agent comes back gossiping from another
     // port: the same node, at a new gossip address.
@@ -412,7 +408,7 @@ async fn a_client_back_on_another_gossip_port_is_one_healthy_member() {
             Ok(())
         })
         .await;
-    wait_answered(&servers, &clients, everyone, "web.service.consul.", &all).await;
+    wait_answered(&servers, &clients, EVERYONE, "web.service.consul.", &all).await;
 
     // And it stays healthy: every change the leader's catalog goes through
     // next (blocking reads wake on each) leaves its serfHealth passing.
@@ -446,17 +442,7 @@ async fn a_client_back_on_another_gossip_port_is_one_healthy_member() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_hung_client_leaves_the_answers_until_it_resumes() {
-    let (servers, mut clients) = start(&[]).await;
-    register_on_each(&clients, "web").await;
-    let everyone: (&[usize], &[usize]) = (&[0, 1, 2], &[0, 1, 2]);
-    wait_answered(
-        &servers,
-        &clients,
-        everyone,
-        "web.service.consul.",
-        &ips(&clients, &[0, 1, 2]),
-    )
-    .await;
+    let (servers, mut clients) = start_with_web(&[]).await;
 
     let hung = 2;
     let stopped = Instant::now();
@@ -479,7 +465,7 @@ async fn a_hung_client_leaves_the_answers_until_it_resumes() {
     wait_answered(
         &servers,
         &clients,
-        everyone,
+        EVERYONE,
         "web.service.consul.",
         &ips(&clients, &[0, 1, 2]),
     )
@@ -494,17 +480,7 @@ async fn a_hung_client_leaves_the_answers_until_it_resumes() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_client_that_leaves_is_deregistered() {
-    let (servers, mut clients) = start(&[]).await;
-    register_on_each(&clients, "web").await;
-    let everyone: (&[usize], &[usize]) = (&[0, 1, 2], &[0, 1, 2]);
-    wait_answered(
-        &servers,
-        &clients,
-        everyone,
-        "web.service.consul.",
-        &ips(&clients, &[0, 1, 2]),
-    )
-    .await;
+    let (servers, mut clients) = start_with_web(&[]).await;
 
     // SIGTERM: a client leaves the pool on terminate by default.
     let terminated = 2;
