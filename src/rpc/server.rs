@@ -19,8 +19,13 @@ use super::message::{Changes, Envelope, Follow, Request, Response, ServerStatus}
 use crate::catalog::{Index, Since};
 use crate::consensus::Consensus;
 
-/// Connections served at once; more wait in the listen backlog.
-const MAX_CONNECTIONS: usize = 512;
+/// Connections served at once; more wait in the listen backlog. Every
+/// client agent holds one (its change stream), so this is the number of
+/// clients a server can serve, beside its peers.
+const MAX_CONNECTIONS: usize = 4096;
+/// Each connection's read and write buffers. Large frames (snapshots,
+/// batches of entries) bypass them; small ones (heartbeats, polls) fit.
+const CONN_BUFFER: usize = 16 << 10;
 /// Requests handled at once on one connection.
 const IN_FLIGHT_PER_CONN: usize = 256;
 /// Longest a client's follow poll is held open.
@@ -84,7 +89,7 @@ async fn connection(
     let (read, write) = stream.into_split();
     let (answers, mut queue) = mpsc::channel::<Vec<u8>>(IN_FLIGHT_PER_CONN);
     let writer = tokio::spawn(async move {
-        let mut out = BufWriter::with_capacity(64 << 10, write);
+        let mut out = BufWriter::with_capacity(CONN_BUFFER, write);
         while let Some(bytes) = queue.recv().await {
             out.write_all(&bytes).await?;
             if queue.is_empty() {
@@ -94,7 +99,7 @@ async fn connection(
         Ok::<_, std::io::Error>(())
     });
     let in_flight = Arc::new(Semaphore::new(IN_FLIGHT_PER_CONN));
-    let mut input = BufReader::with_capacity(64 << 10, read);
+    let mut input = BufReader::with_capacity(CONN_BUFFER, read);
     let mut buf = Vec::new();
     let mut handlers = JoinSet::new();
     let result = loop {
