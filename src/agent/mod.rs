@@ -304,7 +304,11 @@ pub async fn run(cfg: Config, shutdown: CancellationToken) -> Result<(), AgentEr
             if !lone {
                 let mut logged = false;
                 loop {
-                    match definitions.register(&local).await {
+                    let registered = tokio::select! {
+                        () = token.cancelled() => return,
+                        r = definitions.register(&local) => r,
+                    };
+                    match registered {
                         Ok(()) => break,
                         Err(e) if !logged => {
                             tracing::info!(
