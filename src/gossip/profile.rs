@@ -156,7 +156,10 @@ impl Profile {
             gossip_interval: Duration::from_millis(200),
             gossip_fanout: 3,
             announce_interval: Duration::from_secs(30),
-            announce_to_down_interval: Duration::from_secs(65),
+            // Serf retries a failed member every 30 s; a partition that
+            // heals should be over in seconds. An announce to a member that
+            // is really dead costs one small datagram.
+            announce_to_down_interval: Duration::from_secs(5),
             remove_down_after: Duration::from_secs(72 * 3600),
             max_health_score: 8,
             late_timer: Duration::from_millis(40),

@@ -580,6 +580,8 @@ struct ClientMember {
     agent: TestAgent,
     /// Its node name.
     name: String,
+    /// The network namespace it runs in; `None` for the test's own.
+    netns: Option<String>,
     life: Life,
 }
 
@@ -626,6 +628,17 @@ impl Clients {
     /// address (a different one first for each client, so that they do
     /// not all join through the same server); returns its index.
     pub(crate) fn add(&mut self, servers: &Cluster, name: &str, extra: &[&str]) -> usize {
+        self.add_at(servers, name, Placement::loopback(), extra)
+    }
+
+    /// [`Self::add`] at `place` (its address, gossip port and namespace).
+    pub(crate) fn add_at(
+        &mut self,
+        servers: &Cluster,
+        name: &str,
+        place: Placement,
+        extra: &[&str],
+    ) -> usize {
         let i = self.members.len();
         let data = self.dir.path().join(name);
         std::fs::create_dir_all(&data).expect("create data dir");
@@ -633,7 +646,6 @@ impl Clients {
         let joins: Vec<String> = (0..servers.len())
             .map(|k| servers.serf((i + k) % servers.len()).to_string())
             .collect();
-        let place = Placement::loopback();
         let serf_port = place.serf_port.to_string();
         let mut args: Vec<&str> = vec![
             "--node",
@@ -647,11 +659,16 @@ impl Clients {
         for j in &joins {
             args.extend(["--retry-join", j.as_str()]);
         }
-        let agent = TestAgent::start(&args, place.ip);
+        let prefix: Vec<String> = match &place.netns {
+            Some(ns) => vec!["ip".into(), "netns".into(), "exec".into(), ns.clone()],
+            None => Vec::new(),
+        };
+        let agent = TestAgent::start_in(&prefix, &args, place.ip);
         assert_eq!(agent.server, None, "client {name} runs no server RPC");
         self.members.push(ClientMember {
             agent,
             name: name.to_string(),
+            netns: place.netns,
             life: Life::Running,
         });
         i
@@ -759,7 +776,11 @@ impl Clients {
         path: &str,
         body: Option<&Value>,
     ) -> Result<Resp, String> {
-        request(&self.client, &self.members[i].agent, method, path, body).await
+        let m = &self.members[i];
+        match &m.netns {
+            Some(ns) => curl_in(ns, m.agent.http, method, path, body).await,
+            None => request(&self.client, &m.agent, method, path, body).await,
+        }
     }
 
     /// GET on client `i`.

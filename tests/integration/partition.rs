@@ -1,7 +1,8 @@
-//! A network partition between real servers, each in its own network
+//! Network partitions between real agents, each in its own network
 //! namespace: veth pairs into a bridge in a switch namespace the test
-//! creates (and removes on drop, failure or not). Cutting a server's veth
-//! isolates it. Needs root and iproute2; without them the test says SKIPPED.
+//! creates (and removes on drop, failure or not). Cutting an agent's veth
+//! isolates it: a server (the leader), or a client agent. Needs root and
+//! iproute2; without them the tests say SKIPPED.
 
 use std::collections::BTreeSet;
 use std::io::Write as _;
@@ -10,7 +11,7 @@ use std::process::Command;
 use std::time::Instant;
 
 use crate::cluster_harness::{
-    CLIENT_TIMEOUT, Cluster, FORM_DEADLINE, Placement, SETTLE_DEADLINE, ServiceView,
+    CLIENT_TIMEOUT, Clients, Cluster, FORM_DEADLINE, Placement, SETTLE_DEADLINE, ServiceView,
 };
 
 /// Runs `ip ARGS`; `Err` with its stderr when it fails.
@@ -44,10 +45,11 @@ impl Net {
     /// Creates the namespaces and links. `Err` only when namespaces cannot be
     /// made at all (not root, no iproute2): the test is skipped then. Any
     /// later failure panics.
-    fn create(n: usize) -> Result<Self, String> {
+    /// `tag` keeps the namespaces of tests running at once apart.
+    fn create(tag: &str, n: usize) -> Result<Self, String> {
         remove_stale();
         let pid = std::process::id();
-        let switch = format!("{PREFIX}{pid}-sw");
+        let switch = format!("{PREFIX}{pid}-{tag}-sw");
         ip(&["netns", "add", &switch])?;
         // From here on, Drop removes whatever was made.
         let mut net = Self {
@@ -60,7 +62,7 @@ impl Net {
         must(&["-n", &sw, "link", "add", "br0", "type", "bridge"]);
         must(&["-n", &sw, "link", "set", "br0", "up"]);
         for k in 0..n {
-            let host = format!("{PREFIX}{pid}-s{}", k + 1);
+            let host = format!("{PREFIX}{pid}-{tag}-{}", k + 1);
             must(&["netns", "add", &host]);
             net.hosts.push(host.clone());
             let port = format!("p{}", k + 1);
@@ -185,7 +187,7 @@ async fn a_partitioned_leader_stops_taking_writes_and_rejoins_without_divergence
         skip("curl is not installed");
         return;
     }
-    let net = match Net::create(3) {
+    let net = match Net::create("leader", 3) {
         Ok(net) => net,
         Err(e) => {
             skip(&format!("network namespaces unavailable (needs root): {e}"));
@@ -284,4 +286,119 @@ async fn a_partitioned_leader_stops_taking_writes_and_rejoins_without_divergence
         "writes to the cut-off leader unanswered after {CLIENT_TIMEOUT:?}: {hung:?}"
     );
     c.assert_no_server_panicked();
+}
+
+/// How many instances of `service` member `i` of `servers` counts as
+/// passing, from its own copy of the catalog.
+async fn passing_on(servers: &Cluster, i: usize, service: &str) -> Result<usize, String> {
+    let r = servers
+        .get(i, &format!("/v1/health/service/{service}?passing&stale"))
+        .await?;
+    r.json()
+        .as_array()
+        .map(Vec::len)
+        .ok_or_else(|| format!("s{}: {r:?}", i + 1))
+}
+
+/// Waits until every server counts `want` passing instances of `service`.
+async fn wait_passing(servers: &Cluster, service: &str, want: usize) {
+    let what = format!("{want} passing {service} on every server");
+    servers
+        .wait_until(&what, FORM_DEADLINE, || async {
+            for i in 0..servers.len() {
+                let n = passing_on(servers, i, service).await?;
+                if n != want {
+                    return Err(format!("s{}: {n}", i + 1));
+                }
+            }
+            Ok(())
+        })
+        .await;
+}
+
+#[tokio::test]
+async fn a_cut_off_client_leaves_the_answers_keeps_its_copy_and_catches_up() {
+    if Command::new("curl").arg("--version").output().is_err() {
+        skip("curl is not installed");
+        return;
+    }
+    let net = match Net::create("client", 4) {
+        Ok(net) => net,
+        Err(e) => {
+            skip(&format!("network namespaces unavailable (needs root): {e}"));
+            return;
+        }
+    };
+    let mut places = net.placements();
+    let client_place = places.pop().expect("four hosts");
+    // Declared after `net`, so dropped (processes killed) before it.
+    let servers = Cluster::launch(places);
+    servers.wait_formed().await;
+    let mut clients = Clients::new();
+    let c = clients.add_at(&servers, "c1", client_place, &[]);
+    servers
+        .wait_until(
+            "web registered through the client",
+            FORM_DEADLINE,
+            || async {
+                let r = clients.register_service(c, "web", 80).await?;
+                if r.ok() {
+                    Ok(())
+                } else {
+                    Err(format!("{r:?}"))
+                }
+            },
+        )
+        .await;
+    wait_passing(&servers, "web", 1).await;
+
+    // Cut off: the servers declare the machine failed and stop answering
+    // for its service.
+    net.cut(3);
+    wait_passing(&servers, "web", 0).await;
+    // The client keeps answering from its own copy, which it cannot
+    // refresh, and refuses writes with a clear error.
+    let own = clients
+        .get(c, "/v1/catalog/service/web?stale")
+        .await
+        .expect("the cut-off client answers");
+    assert_eq!(own.json().as_array().map(Vec::len), Some(1), "{own:?}");
+    servers
+        .wait_until(
+            "a write on the cut-off client refused",
+            FORM_DEADLINE,
+            || async {
+                let r = clients.register_service(c, "other", 81).await?;
+                if r.status == 500 {
+                    Ok(())
+                } else {
+                    Err(format!("{r:?}"))
+                }
+            },
+        )
+        .await;
+    // The rest of the cluster moves on meanwhile.
+    servers
+        .register_acked(0, "during", "during-1", "10.8.0.9", 1)
+        .await;
+
+    // Healed: the machine is alive again for the servers, and the client's
+    // copy catches up with what it missed.
+    net.heal(3);
+    wait_passing(&servers, "web", 1).await;
+    servers
+        .wait_until(
+            "the client's copy has what it missed",
+            FORM_DEADLINE,
+            || async {
+                let r = clients.get(c, "/v1/catalog/service/during?stale").await?;
+                match r.json().as_array().map(Vec::len) {
+                    Some(1) => Ok(()),
+                    _ => Err(format!("{r:?}")),
+                }
+            },
+        )
+        .await;
+    servers.assert_no_server_panicked();
+    clients.assert_no_client_panicked();
 }
