@@ -317,10 +317,15 @@ impl Cluster {
         body: Option<&Value>,
     ) -> Result<Resp, String> {
         let m = &self.members[i];
-        match &m.place.netns {
-            Some(ns) => curl_in(ns, m.agent.http, method, path, body).await,
-            None => request(&self.client, &m.agent, method, path, body).await,
-        }
+        http_to(
+            &self.client,
+            &m.agent,
+            m.place.netns.as_deref(),
+            method,
+            path,
+            body,
+        )
+        .await
     }
 
     /// GET on member `i`.
@@ -777,10 +782,15 @@ impl Clients {
         body: Option<&Value>,
     ) -> Result<Resp, String> {
         let m = &self.members[i];
-        match &m.netns {
-            Some(ns) => curl_in(ns, m.agent.http, method, path, body).await,
-            None => request(&self.client, &m.agent, method, path, body).await,
-        }
+        http_to(
+            &self.client,
+            &m.agent,
+            m.netns.as_deref(),
+            method,
+            path,
+            body,
+        )
+        .await
     }
 
     /// GET on client `i`.
@@ -892,6 +902,22 @@ pub(crate) fn register_body(service: &str, id: &str, addr: &str, port: u16) -> V
 }
 
 /// One HTTP request through `curl` inside network namespace `ns`.
+/// One HTTP request to `agent`: through curl inside its network namespace
+/// when it runs in one (the test's own sockets cannot reach it there).
+async fn http_to(
+    client: &reqwest::Client,
+    agent: &TestAgent,
+    netns: Option<&str>,
+    method: &str,
+    path: &str,
+    body: Option<&Value>,
+) -> Result<Resp, String> {
+    match netns {
+        Some(ns) => curl_in(ns, agent.http, method, path, body).await,
+        None => request(client, agent, method, path, body).await,
+    }
+}
+
 async fn curl_in(
     ns: &str,
     http: SocketAddr,
