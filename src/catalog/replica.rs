@@ -44,13 +44,13 @@ struct History {
 }
 
 impl History {
-    fn push(&mut self, index: Index, cmds: &[Command]) {
+    fn push(&mut self, index: Index, cmds: Arc<[Command]>) {
         if self.capacity == 0 {
             self.floor = index;
             return;
         }
         self.commands += cmds.len();
-        self.entries.push_back((index, cmds.into()));
+        self.entries.push_back((index, cmds));
         while self.commands > self.capacity {
             let Some((index, cmds)) = self.entries.pop_front() else {
                 break;
@@ -113,12 +113,14 @@ impl Replica {
     /// Applies the commands of one log entry, all at the entry's `index`,
     /// under one lock, and publishes the view and the index once. Readers see
     /// the entry whole or not at all, so a blocking query woken at `index`
-    /// never misses a later command of the same entry.
-    pub fn apply_batch(&self, index: Index, cmds: &[Command]) -> Vec<Outcome> {
+    /// never misses a later command of the same entry. The commands are
+    /// kept, not copied, in the history followers read.
+    pub fn apply_batch(&self, index: Index, cmds: impl Into<Arc<[Command]>>) -> Vec<Outcome> {
+        let cmds: Arc<[Command]> = cmds.into();
         let mut state = self.write();
         let mut touched = Changes::default();
         let mut outcomes = Vec::with_capacity(cmds.len());
-        for cmd in cmds {
+        for cmd in cmds.iter() {
             let (outcome, changes) = state.apply(index, cmd);
             touched.nodes.extend(changes.nodes);
             touched.services.extend(changes.services);
@@ -142,7 +144,7 @@ impl Replica {
     pub fn apply_noop(&self, index: Index) {
         let mut state = self.write();
         state.apply_noop(index);
-        self.history().push(index, &[]);
+        self.history().push(index, Arc::new([]));
         drop(state);
         self.applied.send_replace(index);
     }

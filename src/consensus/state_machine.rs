@@ -190,7 +190,7 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
             // The catalog's indexes are the Raft log's, as Consul's are.
             let index = entry.log_id.index;
             let outcome = match entry.payload {
-                EntryPayload::Normal(batch) => self.replica.apply_batch(index, &batch),
+                EntryPayload::Normal(batch) => self.replica.apply_batch(index, batch),
                 EntryPayload::Blank => {
                     self.replica.apply_noop(index);
                     Vec::new()

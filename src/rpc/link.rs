@@ -342,7 +342,7 @@ impl ServerLink {
                     if cmds.is_empty() {
                         self.replica.apply_noop(index);
                     } else {
-                        self.replica.apply_batch(index, &cmds);
+                        self.replica.apply_batch(index, cmds);
                     }
                 }
             }
