@@ -500,18 +500,7 @@ impl Driver {
                 }
                 let (suspect, incarnation) = (member_id.clone(), *incarnation);
                 tracing::debug!(suspect = suspect.name(), incarnation, "suspecting member");
-                self.send_notice(&suspect, incarnation);
-                if self.profile.notice_attempts > 1 {
-                    self.timers.schedule(
-                        now,
-                        self.profile.notice_interval,
-                        Event::Notice {
-                            suspect,
-                            incarnation,
-                            remaining: self.profile.notice_attempts - 1,
-                        },
-                    );
-                }
+                self.notice_round(suspect, incarnation, self.profile.notice_attempts, now);
             }
             _ => {}
         }
@@ -592,6 +581,12 @@ impl Driver {
         if !still_suspect || self.left {
             return;
         }
+        self.notice_round(suspect, incarnation, remaining, now);
+    }
+
+    /// Sends one suspicion notice and schedules the next while `remaining`
+    /// (this one included) allows.
+    fn notice_round(&mut self, suspect: NodeId, incarnation: u16, remaining: u32, now: Instant) {
         self.send_notice(&suspect, incarnation);
         if remaining > 1 {
             self.timers.schedule(

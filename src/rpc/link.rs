@@ -315,7 +315,7 @@ impl ServerLink {
                     self.move_from(addr);
                 }
                 Ok(other) => {
-                    tracing::warn!(server = %addr, "follow answered with {}", describe(&other));
+                    tracing::warn!(server = %addr, "follow answered with {}", other.kind());
                     self.failed(addr);
                 }
                 Err(e) => {
@@ -371,22 +371,6 @@ async fn dropped(servers: &mut watch::Receiver<Vec<SocketAddr>>, addr: SocketAdd
 fn unexpected(what: &str, response: &Response) -> WriteError {
     WriteError::Fatal(format!(
         "server answered a {what} request with {}",
-        describe(response)
+        response.kind()
     ))
-}
-
-fn describe(response: &Response) -> &'static str {
-    match response {
-        Response::AppendEntries(_) => "append-entries",
-        Response::InstallSnapshot(_) => "install-snapshot",
-        Response::Vote(_) => "vote",
-        Response::Write(_) => "a write result",
-        Response::ReadIndex(_) => "a read index",
-        Response::Hello(_) => "hello",
-        Response::Done(_) => "done",
-        Response::NotHere { .. } => "not-here",
-        Response::Follow(_) => "changes",
-        Response::Configuration(_) => "a configuration",
-        Response::Malformed(_) => "malformed",
-    }
 }

@@ -198,3 +198,22 @@ impl Request {
         }
     }
 }
+
+impl Response {
+    /// The response's kind, for logs and errors.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            Self::AppendEntries(_) => "append-entries",
+            Self::InstallSnapshot(_) => "install-snapshot",
+            Self::Vote(_) => "vote",
+            Self::Write(_) => "a write result",
+            Self::ReadIndex(_) => "a read index",
+            Self::Hello(_) => "hello",
+            Self::Done(_) => "done",
+            Self::NotHere { .. } => "not-here",
+            Self::Follow(_) => "changes",
+            Self::Configuration(_) => "a configuration",
+            Self::Malformed(_) => "malformed",
+        }
+    }
+}
