@@ -111,7 +111,7 @@ pub fn plan(
         if node.is_none() && m.liveness == Liveness::Failed {
             continue;
         }
-        out.push(Command::Register(Registration {
+        out.push(Command::register(Registration {
             node: m.name.clone(),
             id: String::new(),
             address: m.address.clone(),
@@ -129,7 +129,7 @@ pub fn plan(
 }
 
 fn deregister(node: &str) -> Command {
-    Command::Deregister(Deregistration {
+    Command::deregister(Deregistration {
         node: node.into(),
         service_id: String::new(),
         check_id: String::new(),

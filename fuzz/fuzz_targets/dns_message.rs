@@ -36,7 +36,7 @@ static FIXTURE: LazyLock<Fixture> = LazyLock::new(|| {
         ("n1", "10.0.0.1", "consul", "", HealthStatus::Passing),
     ];
     for (i, (node, address, service, service_address, status)) in instances.into_iter().enumerate() {
-        let cmd = Command::Register(Registration {
+        let cmd = Command::register(Registration {
             node: node.into(),
             id: String::new(),
             address: address.into(),
@@ -68,7 +68,7 @@ static FIXTURE: LazyLock<Fixture> = LazyLock::new(|| {
         replica.apply(i as u64 + 1, &cmd);
     }
     for i in 0..40u64 {
-        let cmd = Command::Register(Registration {
+        let cmd = Command::register(Registration {
             node: format!("big-{i}"),
             id: String::new(),
             address: format!("10.1.0.{i}"),

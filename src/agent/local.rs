@@ -636,7 +636,7 @@ impl LocalAgent {
         } else {
             Vec::new()
         };
-        self.write(Command::Register(self.registration(service, checks)))
+        self.write(Command::register(self.registration(service, checks)))
             .await
     }
 
@@ -770,7 +770,7 @@ impl LocalAgent {
             .values()
             .map(|c| self.check_registration(&def.id, c))
             .collect();
-        self.write(Command::Register(
+        self.write(Command::register(
             self.registration(Some(service_registration(&def)), regs),
         ))
         .await?;
@@ -790,7 +790,7 @@ impl LocalAgent {
         // The service is registered and recorded; a check left behind by a
         // failure here is one the map no longer has, for anti-entropy to remove.
         for check_id in stale {
-            self.write(Command::Deregister(Deregistration {
+            self.write(Command::deregister(Deregistration {
                 node: self.identity.node_name.clone(),
                 service_id: String::new(),
                 check_id,
@@ -806,7 +806,7 @@ impl LocalAgent {
         if self.service(id).is_none() {
             return Err(LocalError::UnknownService(id.into()));
         }
-        self.write(Command::Deregister(Deregistration {
+        self.write(Command::deregister(Deregistration {
             node: self.identity.node_name.clone(),
             service_id: id.into(),
             check_id: String::new(),
@@ -890,7 +890,7 @@ impl LocalAgent {
             vec![self.check_registration(&check.definition.service_id, &check)],
         );
         reg.skip_node_update = true;
-        self.write(Command::Register(reg)).await?;
+        self.write(Command::register(reg)).await?;
         {
             let mut state = self.state_mut();
             let service_id = check.definition.service_id.clone();
@@ -914,7 +914,7 @@ impl LocalAgent {
             .owner(check_id)
             .map(str::to_string)
             .ok_or_else(|| LocalError::UnknownCheck(check_id.into()))?;
-        self.write(Command::Deregister(Deregistration {
+        self.write(Command::deregister(Deregistration {
             node: self.identity.node_name.clone(),
             service_id: String::new(),
             check_id: check_id.into(),
@@ -1016,7 +1016,7 @@ impl LocalAgent {
             reg.skip_node_update = true;
             reg
         };
-        self.write(Command::Register(reg)).await?;
+        self.write(Command::register(reg)).await?;
         let ttl = {
             let mut state = self.state_mut();
             let Some(c) = state.check_mut(service_id, check_id) else {
@@ -1125,11 +1125,11 @@ impl LocalAgent {
                 let check = service_maintenance_check(id, notes.clone());
                 let mut reg = self.registration(None, vec![check]);
                 reg.skip_node_update = true;
-                self.write(Command::Register(reg)).await?;
+                self.write(Command::register(reg)).await?;
                 self.set_maintenance_flag(id, Some(notes));
             }
             (false, true) => {
-                self.write(Command::Deregister(Deregistration {
+                self.write(Command::deregister(Deregistration {
                     node: self.identity.node_name.clone(),
                     service_id: String::new(),
                     check_id: format!("{SERVICE_MAINTENANCE_PREFIX}{id}"),
@@ -1164,11 +1164,11 @@ impl LocalAgent {
                 let check = node_maintenance_check(notes.clone());
                 let mut reg = self.registration(None, vec![check]);
                 reg.skip_node_update = true;
-                self.write(Command::Register(reg)).await?;
+                self.write(Command::register(reg)).await?;
                 self.state_mut().node_maintenance = Some(notes);
             }
             (false, true) => {
-                self.write(Command::Deregister(Deregistration {
+                self.write(Command::deregister(Deregistration {
                     node: self.identity.node_name.clone(),
                     service_id: String::new(),
                     check_id: NODE_MAINTENANCE_CHECK.into(),

@@ -10,6 +10,7 @@
 //! HTTP API, the health-filtered [`view::View`] behind an `ArcSwap` for DNS, and
 //! a watch channel of the applied index for blocking queries.
 
+mod command;
 mod replica;
 mod shards;
 mod state;
@@ -19,6 +20,7 @@ pub mod view;
 #[cfg(test)]
 mod tests;
 
+pub use command::{CatalogError, CatalogOp, Command, Outcome};
 pub use replica::{Replica, Since};
 pub use state::{Catalog, Changes, HealthEntry, Instance};
 pub use types::*;

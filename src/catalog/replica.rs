@@ -9,7 +9,8 @@ use arc_swap::ArcSwap;
 use tokio::sync::watch;
 
 use super::state::{Catalog, Changes};
-use super::types::{Command, Index, Outcome};
+use super::command::{Command, Outcome};
+use super::types::Index;
 use super::view::View;
 
 /// The catalog as applied so far, shared by the Raft state machine (the only

@@ -4,6 +4,7 @@ use std::collections::{BTreeMap, BTreeSet};
 
 use serde::{Deserialize, Serialize};
 
+use super::command::{CatalogError, CatalogOp, Command, Outcome};
 use super::types::*;
 
 /// Nodes, services and checks, keyed case-insensitively by node name as Consul
@@ -133,8 +134,8 @@ impl Catalog {
         let mut changes = Changes::default();
         self.last_index = self.last_index.max(index);
         let result = match cmd {
-            Command::Register(r) => self.register(index, r, &mut changes),
-            Command::Deregister(d) => self.deregister(index, d, &mut changes),
+            Command::Catalog(CatalogOp::Register(r)) => self.register(index, r, &mut changes),
+            Command::Catalog(CatalogOp::Deregister(d)) => self.deregister(index, d, &mut changes),
         };
         for name in &changes.services {
             self.service_indexes.insert(name.clone(), index);

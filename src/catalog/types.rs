@@ -1,5 +1,5 @@
 //! The catalog's data model: what a node, a service instance and a check are,
-//! and the commands that change them.
+//! and what a registration and a deregistration carry.
 //!
 //! These types travel through the Raft log and snapshots (postcard, so no
 //! `skip_serializing_if` here) and are converted to Consul's JSON shapes by the
@@ -228,62 +228,4 @@ pub struct Deregistration {
     pub service_id: String,
     /// Check to remove; empty for none.
     pub check_id: String,
-}
-
-/// A change to the catalog. This is the Raft log's payload: it must be
-/// deterministic to apply, so anything time- or randomness-dependent is
-/// decided by the proposer and carried here as data.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-#[expect(
-    clippy::large_enum_variant,
-    reason = "a command is built once per write and moved, never stored in bulk; \
-              boxing would change the constructor every caller uses"
-)]
-pub enum Command {
-    /// Upsert a node, a service and checks.
-    Register(Registration),
-    /// Remove a node, a service or a check.
-    Deregister(Deregistration),
-}
-
-impl Command {
-    /// Whether applying the command twice leaves the same state as once, so
-    /// a write whose answer was lost with its leader can be sent again.
-    /// Registrations are upserts and deregistrations removals: both are.
-    pub fn idempotent(&self) -> bool {
-        match self {
-            Self::Register(_) | Self::Deregister(_) => true,
-        }
-    }
-}
-
-/// Why the state machine refused a command. Refusals are replicated results:
-/// every server refuses the same command the same way and changes nothing.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error, Serialize, Deserialize)]
-pub enum CatalogError {
-    /// A required field is empty.
-    #[error("missing {0}")]
-    Missing(String),
-    /// A check names a service instance the node does not have.
-    #[error("unknown service ID {service_id:?} for check {check_id:?}")]
-    UnknownServiceForCheck {
-        /// The check being registered.
-        check_id: String,
-        /// The service it named.
-        service_id: String,
-    },
-    /// `skip_node_update` on a node that does not exist and no address given.
-    #[error("node {0:?} does not exist and no address was given")]
-    NoNodeAddress(String),
-}
-
-/// What applying one log entry produced; returned to the writer.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub enum Outcome {
-    /// A membership or blank entry: nothing for the catalog.
-    Noop,
-    /// The command was applied at the given index.
-    Applied(Index),
-    /// The command was refused and changed nothing.
-    Refused(CatalogError),
 }

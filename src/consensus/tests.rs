@@ -79,7 +79,7 @@ async fn start(dir: &Path, tuning: Tuning, replica: Arc<Replica>) -> Arc<Consens
 
 /// Registers service instance `svc-{i}` on node `n1`.
 pub(super) fn register(i: usize) -> Command {
-    Command::Register(Registration {
+    Command::register(Registration {
         node: "n1".into(),
         id: String::new(),
         address: "10.0.0.1".into(),

@@ -56,7 +56,7 @@ pub(crate) fn register(replica: &Replica, index: u64, r: Reg<'_>) {
         }],
         None => Vec::new(),
     };
-    let cmd = Command::Register(Registration {
+    let cmd = Command::register(Registration {
         node: r.node.into(),
         id: String::new(),
         address: r.address.into(),

@@ -56,7 +56,7 @@ pub(super) async fn register(
     } else if reg.datacenter != *local_dc {
         return Err(ApiError::Internal("No path to datacenter".into()));
     }
-    write(&state, Command::Register(reg)).await
+    write(&state, Command::register(reg)).await
 }
 
 /// `PUT /v1/catalog/deregister`.
@@ -70,7 +70,7 @@ pub(super) async fn deregister(
     if dereg.node.is_empty() {
         return Err(ApiError::BadRequest("Missing node name".into()));
     }
-    write(&state, Command::Deregister(dereg)).await
+    write(&state, Command::deregister(dereg)).await
 }
 
 /// `GET /v1/catalog/services[?node-meta=k:v]`: service name → tags.

@@ -49,7 +49,7 @@ pub(crate) fn plan(desired: &Desired, catalog: &Catalog) -> Vec<Command> {
             && n.meta == desired.node.node_meta
     });
     if !node_ok {
-        cmds.push(Command::Register(desired.node.clone()));
+        cmds.push(Command::register(desired.node.clone()));
     }
 
     let present: BTreeMap<&str, _> = catalog
@@ -77,7 +77,7 @@ pub(crate) fn plan(desired: &Desired, catalog: &Catalog) -> Vec<Command> {
                 .filter(|c| c.service_id == *id)
                 .cloned()
                 .collect();
-            cmds.push(Command::Register(Registration {
+            cmds.push(Command::register(Registration {
                 service: Some(want.clone()),
                 checks,
                 skip_node_update: true,
@@ -89,7 +89,7 @@ pub(crate) fn plan(desired: &Desired, catalog: &Catalog) -> Vec<Command> {
     for id in present.keys() {
         if !desired.services.contains_key(*id) {
             removed.insert(*id);
-            cmds.push(Command::Deregister(Deregistration {
+            cmds.push(Command::deregister(Deregistration {
                 node: name.into(),
                 service_id: (*id).into(),
                 check_id: String::new(),
@@ -118,7 +118,7 @@ pub(crate) fn plan(desired: &Desired, catalog: &Catalog) -> Vec<Command> {
         .cloned()
         .collect();
     if !stale.is_empty() {
-        cmds.push(Command::Register(Registration {
+        cmds.push(Command::register(Registration {
             checks: stale,
             skip_node_update: true,
             ..desired.node.clone()
@@ -127,7 +127,7 @@ pub(crate) fn plan(desired: &Desired, catalog: &Catalog) -> Vec<Command> {
     for (id, have) in &have_checks {
         let owned_elsewhere = *id == SERF_CHECK_ID || removed.contains(have.service_id.as_str());
         if !owned_elsewhere && !desired.checks.contains_key(*id) {
-            cmds.push(Command::Deregister(Deregistration {
+            cmds.push(Command::deregister(Deregistration {
                 node: name.into(),
                 service_id: String::new(),
                 check_id: (*id).into(),
@@ -266,7 +266,7 @@ mod tests {
     }
 
     fn deregister(service_id: &str, check_id: &str) -> Command {
-        Command::Deregister(Deregistration {
+        Command::deregister(Deregistration {
             node: "n1".into(),
             service_id: service_id.into(),
             check_id: check_id.into(),
@@ -330,7 +330,7 @@ mod tests {
             }],
         );
         foreign.address = "10.9.9.9".into();
-        delegate.write(Command::Register(foreign)).await.unwrap();
+        delegate.write(Command::register(foreign)).await.unwrap();
         let mut flipped = local.registration(None, Vec::new());
         flipped.skip_node_update = true;
         flipped.checks = vec![CheckRegistration {
@@ -342,7 +342,7 @@ mod tests {
             service_id: String::new(),
             kind: "ttl".into(),
         }];
-        delegate.write(Command::Register(flipped)).await.unwrap();
+        delegate.write(Command::register(flipped)).await.unwrap();
 
         // Node, the ghost service (its check goes with it... it has none),
         // the stray check, and the disk check's status.
@@ -367,7 +367,7 @@ mod tests {
             crate::reconcile::Liveness::Failed,
         )];
         serf.skip_node_update = true;
-        delegate.write(Command::Register(serf)).await.unwrap();
+        delegate.write(Command::register(serf)).await.unwrap();
         // The agent's own serfHealth (passing, as a lone server writes it)
         // is not in its desired set: the leader's word stands.
         let cmds = plan(&local.desired(), &replica.read());

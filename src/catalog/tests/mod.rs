@@ -10,6 +10,7 @@ mod replica;
 mod state;
 mod view;
 
+pub(super) use super::command::*;
 use super::types::*;
 
 /// A registration of just a node.
@@ -76,11 +77,11 @@ fn with_checks(mut r: Registration, checks: Vec<CheckRegistration>) -> Registrat
 }
 
 fn reg(r: Registration) -> Command {
-    Command::Register(r)
+    Command::register(r)
 }
 
 fn dereg(node: &str, service_id: &str, check_id: &str) -> Command {
-    Command::Deregister(Deregistration {
+    Command::deregister(Deregistration {
         node: node.into(),
         service_id: service_id.into(),
         check_id: check_id.into(),

@@ -42,8 +42,8 @@ impl Model {
     /// Applies a command; `false` when Consul would refuse it.
     pub(super) fn apply(&mut self, cmd: &Command) -> bool {
         match cmd {
-            Command::Register(r) => self.register(r),
-            Command::Deregister(d) => self.deregister(d),
+            Command::Catalog(CatalogOp::Register(r)) => self.register(r),
+            Command::Catalog(CatalogOp::Deregister(d)) => self.deregister(d),
         }
     }
 

@@ -74,7 +74,7 @@ fn command() -> impl Strategy<Value = Command> {
             }
             r.service = service;
             r.checks = checks;
-            Command::Register(r)
+            Command::register(r)
         });
     let deregister = (
         s(NODES),

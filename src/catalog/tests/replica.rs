@@ -10,7 +10,7 @@ use crate::catalog::{Catalog, Command, Replica, Since};
 fn register(name: &str, n: usize) -> Command {
     let mut reg = node(&format!("{name}{n}"), &format!("10.0.0.{}", n % 250 + 1));
     reg.service = Some(svc(name));
-    Command::Register(reg)
+    Command::register(reg)
 }
 
 /// Replays what `since` answers onto `follower` until it is current.

@@ -280,7 +280,7 @@ fn a_batch_applies_at_one_index_and_publishes_once() {
     first.service = Some(svc("web"));
     let mut second = node("n2", "10.0.0.2");
     second.service = Some(svc("web"));
-    let outcomes = r.apply_batch(7, vec![Command::Register(first), Command::Register(second)]);
+    let outcomes = r.apply_batch(7, vec![Command::register(first), Command::register(second)]);
     assert_eq!(outcomes, vec![Outcome::Applied(7), Outcome::Applied(7)]);
     assert_eq!(r.applied_index(), 7);
     assert!(rx.has_changed().unwrap_or(false));
