@@ -12,7 +12,7 @@
 //! commits, every server's state-machine adapter applies it to that server's
 //! [`catalog::Replica`], and every client's link applies it to the client's
 //! replica from the change stream its server sends. The catalog itself is a
-//! pure, deterministic state machine ([`catalog::Catalog`]) that also
+//! pure, deterministic state machine ([`catalog::State`]) that also
 //! republishes the health-filtered [`catalog::view::View`] for every service
 //! the write touched. Anti-entropy (in [`agent::local`]) repairs whatever of
 //! the agent's own entries drifted since.

@@ -19,7 +19,7 @@ use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
 
 use crate::catalog::{
-    Catalog, CheckRegistration, Command, Deregistration, HealthStatus, Registration, Replica,
+    CheckRegistration, Command, Deregistration, HealthStatus, Registration, Replica, State,
 };
 use crate::consensus::Consensus;
 use crate::gossip::{Member, MemberStatus};
@@ -82,7 +82,7 @@ pub fn serf_check(liveness: Liveness) -> CheckRegistration {
 /// failed members whose reap time has come.
 pub fn plan(
     members: &[Observed],
-    catalog: &Catalog,
+    catalog: &State,
     datacenter: &str,
     reap: &BTreeSet<String>,
 ) -> Vec<Command> {
@@ -234,19 +234,19 @@ mod tests {
         }
     }
 
-    fn step(catalog: &mut Catalog, index: &mut u64, members: &[Observed], reap: &BTreeSet<String>) {
+    fn step(catalog: &mut State, index: &mut u64, members: &[Observed], reap: &BTreeSet<String>) {
         let cmds = plan(members, catalog, "dc1", reap);
         apply(catalog, index, &cmds);
     }
 
-    fn apply(catalog: &mut Catalog, index: &mut u64, cmds: &[Command]) {
+    fn apply(catalog: &mut State, index: &mut u64, cmds: &[Command]) {
         for c in cmds {
             *index += 1;
             catalog.apply(*index, c);
         }
     }
 
-    fn serf(catalog: &Catalog, node: &str) -> Option<HealthStatus> {
+    fn serf(catalog: &State, node: &str) -> Option<HealthStatus> {
         catalog
             .node_checks(node)
             .find(|c| c.check_id == SERF_CHECK_ID)
@@ -255,7 +255,7 @@ mod tests {
 
     #[test]
     fn membership_becomes_catalog_state_and_then_nothing_to_do() {
-        let (mut catalog, mut index) = (Catalog::new(), 0);
+        let (mut catalog, mut index) = (State::new(), 0);
         let none = BTreeSet::new();
         let members = vec![
             observed("web1", Liveness::Alive),
@@ -303,7 +303,7 @@ mod tests {
 
     #[test]
     fn a_new_address_is_written_and_unknown_failed_members_are_ignored() {
-        let (mut catalog, mut index) = (Catalog::new(), 0);
+        let (mut catalog, mut index) = (State::new(), 0);
         let none = BTreeSet::new();
         let mut m = observed("web1", Liveness::Alive);
         step(&mut catalog, &mut index, &[m.clone()], &none);

@@ -1,19 +1,53 @@
-//! The replicated data model as a pure state machine.
+//! The replicated data model: a pure state machine of tables.
 //!
-//! [`Catalog`] holds nodes, service instances and checks, and changes only
-//! through [`Catalog::apply`], which is deterministic: no clock, no randomness,
-//! no I/O. Every server applies the same Raft log to its own `Catalog` and ends
-//! in the same state. Read queries return borrowed data plus the index a
-//! blocking query should wait on.
+//! Every server applies the same Raft log to its own [`State`] and ends in
+//! the same state, because applying is deterministic: no clock, no
+//! randomness, no I/O (whatever depends on time is decided by the proposer
+//! and carried in the command). The layout, in the order a write goes:
 //!
-//! [`Replica`] is one process's applied copy: the catalog behind a lock for the
-//! HTTP API, the health-filtered [`view::View`] behind an `ArcSwap` for DNS, and
-//! a watch channel of the applied index for blocking queries.
+//! - `command.rs`: what the log carries. A [`Command`] has one variant per
+//!   domain, each with its own ops ([`CatalogOp`] for nodes, services and
+//!   checks), and [`Outcome`] is what applying one produced.
+//! - `state.rs`: the state store [`State`], every table plus the last
+//!   applied index, and [`State::apply`], the one place a command is
+//!   dispatched to its domain.
+//! - `rules.rs`: the rules that span tables (register and deregister over
+//!   nodes, services and checks; a node's removal takes its services and
+//!   checks; a check names an instance on its node) and [`Touched`], what a
+//!   change touched for the DNS view.
+//! - `tables/`: one file per table (`nodes.rs`, `services.rs`, `checks.rs`),
+//!   each owning its rows, its derived lookups and the index of its last
+//!   change, with the write rules that concern it alone.
+//! - `query.rs`: the reads, joined across tables, and the index each answer
+//!   last changed at (what a blocking query waits on).
+//! - `snapshot.rs`: [`StateSnapshot`], the persisted form of the state that
+//!   Raft stores and servers send to peers and clients that are behind.
+//! - `replica.rs`: [`Replica`], one process's applied copy: the state behind
+//!   a lock for the HTTP API, the health-filtered [`view::View`] (`view.rs`,
+//!   over the copy-on-write maps of `shards.rs`) behind an `ArcSwap` for DNS,
+//!   a watch channel of the applied index for blocking queries, and on
+//!   servers the recent history that client agents follow.
+//! - `types.rs`: the records (node, service instance, check) and what a
+//!   registration and a deregistration carry.
+//!
+//! Where the coming domains go: KV, sessions, tombstones (the KV deletions a
+//! blocking query must still see), prepared queries and ACLs are each a file
+//! in `tables/` and a field in `tables::Tables` and in [`StateSnapshot`];
+//! each writing domain is a [`Command`] variant with its own ops and one arm
+//! in [`State::apply`] (a transaction is a variant holding a list of the
+//! others' ops); their reads join `query.rs` (or a `query/` folder once it
+//! grows); and their cross-table rules (a session invalidated when its node
+//! is deregistered or a check of it turns critical, its KV locks released)
+//! go to `rules.rs`.
 
 mod command;
+mod query;
 mod replica;
+mod rules;
 mod shards;
+mod snapshot;
 mod state;
+mod tables;
 mod types;
 pub mod view;
 
@@ -21,6 +55,9 @@ pub mod view;
 mod tests;
 
 pub use command::{CatalogError, CatalogOp, Command, Outcome};
+pub use query::{HealthEntry, Instance};
 pub use replica::{Replica, Since};
-pub use state::{Catalog, Changes, HealthEntry, Instance};
+pub use rules::Touched;
+pub use snapshot::StateSnapshot;
+pub use state::State;
 pub use types::*;

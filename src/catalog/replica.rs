@@ -1,4 +1,4 @@
-//! One process's applied copy of the catalog, and on servers the recent
+//! One process's applied copy of the state, and on servers the recent
 //! history of what was applied, which client agents follow to keep their own
 //! copies current.
 
@@ -8,18 +8,20 @@ use std::sync::{Arc, Mutex, RwLock, RwLockReadGuard};
 use arc_swap::ArcSwap;
 use tokio::sync::watch;
 
-use super::state::{Catalog, Changes};
 use super::command::{Command, Outcome};
+use super::rules::Touched;
+use super::snapshot::StateSnapshot;
+use super::state::State;
 use super::types::Index;
 use super::view::View;
 
-/// The catalog as applied so far, shared by the Raft state machine (the only
+/// The state as applied so far, shared by the Raft state machine (the only
 /// writer), the HTTP API (readers under a short read lock) and DNS (readers of
 /// the lock-free [`View`]).
 #[derive(Debug)]
 pub struct Replica {
     /// The tables. Writers hold the lock only for one `apply`.
-    state: RwLock<Catalog>,
+    state: RwLock<State>,
     /// The health-filtered view, republished after every change.
     view: ArcSwap<View>,
     /// The last applied index, for blocking queries to wait on.
@@ -88,7 +90,7 @@ impl Replica {
     pub fn new() -> Self {
         let (applied, _) = watch::channel(0);
         Self {
-            state: RwLock::new(Catalog::new()),
+            state: RwLock::new(State::new()),
             view: ArcSwap::from_pointee(View::default()),
             applied,
             history: Mutex::new(History::default()),
@@ -119,12 +121,11 @@ impl Replica {
     pub fn apply_batch(&self, index: Index, cmds: impl Into<Arc<[Command]>>) -> Vec<Outcome> {
         let cmds: Arc<[Command]> = cmds.into();
         let mut state = self.write();
-        let mut touched = Changes::default();
+        let mut touched = Touched::default();
         let mut outcomes = Vec::with_capacity(cmds.len());
         for cmd in cmds.iter() {
-            let (outcome, changes) = state.apply(index, cmd);
-            touched.nodes.extend(changes.nodes);
-            touched.services.extend(changes.services);
+            let (outcome, t) = state.apply(index, cmd);
+            touched.extend(t);
             outcomes.push(outcome);
         }
         if cmds.is_empty() {
@@ -150,12 +151,13 @@ impl Replica {
         self.applied.send_replace(index);
     }
 
-    /// Replaces the whole state (installing a snapshot) and rebuilds the view.
-    pub fn install(&self, catalog: Catalog) {
-        let index = catalog.last_index();
-        let view = View::build(&catalog);
+    /// Replaces the whole state with a snapshot's and rebuilds the view.
+    pub fn install(&self, snapshot: StateSnapshot) {
+        let next = State::from_snapshot(snapshot);
+        let index = next.last_index();
+        let view = View::build(&next);
         let mut state = self.write();
-        *state = catalog;
+        *state = next;
         self.history().reset(index);
         self.view.store(Arc::new(view));
         drop(state);
@@ -187,12 +189,12 @@ impl Replica {
     }
 
     /// A copy of the whole state, for a snapshot.
-    pub fn snapshot(&self) -> Catalog {
-        self.read().clone()
+    pub fn snapshot(&self) -> StateSnapshot {
+        self.read().to_snapshot()
     }
 
     /// Read access to the tables. Hold it briefly: the state machine waits.
-    pub fn read(&self) -> RwLockReadGuard<'_, Catalog> {
+    pub fn read(&self) -> RwLockReadGuard<'_, State> {
         // A writer that panicked mid-apply leaves a poisoned lock; the state is
         // still the last fully applied one because apply validates first.
         self.state.read().unwrap_or_else(|e| e.into_inner())
@@ -202,7 +204,7 @@ impl Replica {
         self.history.lock().unwrap_or_else(|e| e.into_inner())
     }
 
-    fn write(&self) -> std::sync::RwLockWriteGuard<'_, Catalog> {
+    fn write(&self) -> std::sync::RwLockWriteGuard<'_, State> {
         self.state.write().unwrap_or_else(|e| e.into_inner())
     }
 

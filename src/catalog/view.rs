@@ -10,7 +10,7 @@ use std::sync::Arc;
 
 use super::shards::ShardedMap;
 
-use super::state::Catalog;
+use super::state::State;
 use super::types::{HealthStatus, Index, Meta, Weights};
 
 /// A node as DNS sees it. Node lookups answer regardless of health, as Consul's do.
@@ -83,7 +83,7 @@ pub struct ServiceView {
 /// when they answer every query the same (instance order included).
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct View {
-    /// The catalog index this view reflects.
+    /// The applied index this view reflects.
     pub index: Index,
     /// Nodes by lowercased name, sharded so that the next view copies only
     /// the shards a write touched.
@@ -113,44 +113,41 @@ impl View {
         self.services.values()
     }
 
-    /// Builds the whole view from a catalog (start-up, snapshot install).
-    pub fn build(catalog: &Catalog) -> Self {
+    /// Builds the whole view from the state (start-up, snapshot install).
+    pub fn build(state: &State) -> Self {
         let mut v = Self::default();
-        let nodes: Vec<String> = catalog
-            .nodes()
-            .map(|n| n.name.to_ascii_lowercase())
-            .collect();
-        let services: Vec<String> = catalog
+        let nodes: Vec<String> = state.nodes().map(|n| n.name.to_ascii_lowercase()).collect();
+        let services: Vec<String> = state
             .services()
             .keys()
             .map(|s| s.to_ascii_lowercase())
             .collect();
-        v.refresh(catalog, nodes.iter(), services.iter());
+        v.refresh(state, nodes.iter(), services.iter());
         v
     }
 
-    /// Returns a copy with the given nodes and services rebuilt from `catalog`.
+    /// Returns a copy with the given nodes and services rebuilt from `state`.
     /// Untouched entries are shared with `self`.
     pub fn updated<'a>(
         &self,
-        catalog: &Catalog,
+        state: &State,
         nodes: impl Iterator<Item = &'a String>,
         services: impl Iterator<Item = &'a String>,
     ) -> Self {
         let mut v = self.clone();
-        v.refresh(catalog, nodes, services);
+        v.refresh(state, nodes, services);
         v
     }
 
     fn refresh<'a>(
         &mut self,
-        catalog: &Catalog,
+        state: &State,
         nodes: impl Iterator<Item = &'a String>,
         services: impl Iterator<Item = &'a String>,
     ) {
-        self.index = catalog.last_index();
+        self.index = state.last_index();
         for key in nodes {
-            match catalog.node(key) {
+            match state.node(key) {
                 Some(n) => {
                     let view = Arc::new(NodeView {
                         name: n.name.clone(),
@@ -158,7 +155,7 @@ impl View {
                         ip: n.address.parse().ok(),
                         datacenter: n.datacenter.clone(),
                         meta: n.meta.clone(),
-                        health: catalog.node_health(&n.name),
+                        health: state.node_health(&n.name),
                     });
                     self.nodes.insert(Arc::from(key.as_str()), view);
                 }
@@ -168,7 +165,7 @@ impl View {
             }
         }
         for key in services {
-            match self.build_service(catalog, key) {
+            match self.build_service(state, key) {
                 Some(s) => {
                     self.services.insert(Arc::from(key.as_str()), Arc::new(s));
                 }
@@ -181,8 +178,8 @@ impl View {
 
     /// Builds one service's entry; reuses this view's node entries, which
     /// `refresh` updates before services.
-    fn build_service(&self, catalog: &Catalog, key: &str) -> Option<ServiceView> {
-        let entries = catalog.health_service(key, &[], false);
+    fn build_service(&self, state: &State, key: &str) -> Option<ServiceView> {
+        let entries = state.health_service(key, &[], false);
         let first = entries.first()?;
         let name = first.service.service.clone();
         let registered = entries.len();

@@ -21,14 +21,14 @@ use super::types::Outcomes;
 use super::types::{
     Entry, LogId, Snapshot, SnapshotMeta, StoredMembership, TypeConfig, typ::StorageError,
 };
-use crate::catalog::{Catalog, Replica};
+use crate::catalog::{Replica, StateSnapshot};
 use crate::store::{self, Contents, Op, StoreError, Writer, keys};
 
 /// A snapshot as stored in redb: openraft's metadata and the encoded catalog.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 struct StoredSnapshot {
     meta: SnapshotMeta,
-    /// postcard of [`Catalog`].
+    /// postcard of [`StateSnapshot`].
     data: Vec<u8>,
 }
 
@@ -82,7 +82,7 @@ impl StateMachine {
         let stored: Option<StoredSnapshot> = contents.meta(keys::SNAPSHOT)?;
         let mut applied = Applied::default();
         if let Some(snapshot) = &stored {
-            let catalog: Catalog = store::decode(&snapshot.data)?;
+            let catalog: StateSnapshot = store::decode(&snapshot.data)?;
             replica.install(catalog);
             applied.last_applied = snapshot.meta.last_log_id;
             applied.membership = snapshot.meta.last_membership.clone();
@@ -133,7 +133,7 @@ async fn store_snapshot(
 /// while applying continues.
 #[derive(Debug)]
 pub(crate) struct SnapshotBuilder {
-    catalog: Catalog,
+    catalog: StateSnapshot,
     last_applied: Option<LogId>,
     membership: StoredMembership,
     seq: u64,
@@ -231,7 +231,7 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
         snapshot: Box<Cursor<Vec<u8>>>,
     ) -> Result<(), StorageError> {
         let data = snapshot.into_inner();
-        let catalog: Catalog = store::decode(&data).map_err(|e| {
+        let catalog: StateSnapshot = store::decode(&data).map_err(|e| {
             StorageError::from(StorageIOError::read_snapshot(
                 Some(meta.signature()),
                 AnyError::new(&e),

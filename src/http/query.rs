@@ -20,7 +20,7 @@ use tokio::time::Instant;
 use super::Ctx;
 use super::decode::parse_go_duration;
 use super::error::ApiError;
-use crate::catalog::{Catalog, Index};
+use crate::catalog::{Index, State};
 
 /// Default blocking wait, as Consul's.
 const DEFAULT_WAIT: Duration = Duration::from_secs(5 * 60);
@@ -175,8 +175,8 @@ pub(super) async fn read<T, I, B>(
 ) -> Result<Response, ApiError>
 where
     T: Serialize,
-    I: Fn(&Catalog) -> Index,
-    B: Fn(&Catalog) -> T,
+    I: Fn(&State) -> Index,
+    B: Fn(&State) -> T,
 {
     let opts = ReadOptions::parse(params)?;
     check_datacenter(state, params)?;

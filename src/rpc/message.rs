@@ -17,7 +17,7 @@ use openraft::raft::{
 };
 use serde::{Deserialize, Serialize};
 
-use crate::catalog::{Catalog, Command, Index, Outcome};
+use crate::catalog::{Command, Index, Outcome, StateSnapshot};
 use crate::consensus::types::{Node, NodeId, TypeConfig};
 use crate::consensus::{Configuration, WriteError};
 
@@ -128,7 +128,7 @@ pub enum Changes {
     /// nothing changed before the poll ended.
     Entries(Vec<(Index, Arc<[Command]>)>),
     /// The client is behind the server's history: the whole state.
-    Snapshot(Catalog),
+    Snapshot(StateSnapshot),
 }
 
 /// What a server knows of its cluster, for a client's headers and

@@ -19,7 +19,7 @@ use tokio_util::sync::CancellationToken;
 
 use super::{LocalAgent, LocalError, service_registration};
 use crate::catalog::{
-    Catalog, CheckRegistration, Command, Deregistration, Registration, Replica, ServiceRegistration,
+    CheckRegistration, Command, Deregistration, Registration, Replica, ServiceRegistration, State,
 };
 use crate::reconcile::SERF_CHECK_ID;
 
@@ -39,7 +39,7 @@ pub(crate) struct Desired {
 }
 
 /// The commands that bring `catalog` to `desired` for the node.
-pub(crate) fn plan(desired: &Desired, catalog: &Catalog) -> Vec<Command> {
+pub(crate) fn plan(desired: &Desired, catalog: &State) -> Vec<Command> {
     let name = desired.node.node.as_str();
     let mut cmds = Vec::new();
     let node_ok = catalog.node(name).is_some_and(|n| {
@@ -288,7 +288,7 @@ mod tests {
         delegate.write(deregister("", "disk")).await.unwrap();
         assert_eq!(local.sync(&replica).await.unwrap(), 2);
         let after = replica.read().clone();
-        let ids = |c: &Catalog| -> Vec<String> {
+        let ids = |c: &State| -> Vec<String> {
             c.node_checks("n1").map(|c| c.check_id.clone()).collect()
         };
         assert_eq!(ids(&after), ids(&before));

@@ -8,8 +8,8 @@ use proptest::sample::select;
 use super::model::Model;
 use super::*;
 use crate::catalog::Replica;
-use crate::catalog::state::Catalog;
 use crate::catalog::view::View;
+use crate::catalog::{State, StateSnapshot};
 
 const NODES: &[&str] = &["alpha", "Alpha", "beta"];
 const ADDRESSES: &[&str] = &["", "10.0.0.1", "10.0.0.2"];
@@ -86,12 +86,12 @@ fn command() -> impl Strategy<Value = Command> {
 }
 
 /// Everything a blocking query on `/v1/health/service/<name>` would see.
-fn health_answer(c: &Catalog, service: &str) -> String {
+fn health_answer(c: &State, service: &str) -> String {
     format!("{:?}", c.health_service(service, &[], false))
 }
 
 /// The nodes, services and checks tables as a blocking list query sees them.
-fn tables(c: &Catalog) -> [String; 3] {
+fn tables(c: &State) -> [String; 3] {
     let services: Vec<_> = c.nodes().flat_map(|n| c.node_services(&n.name)).collect();
     [
         format!("{:?}", c.nodes().collect::<Vec<_>>()),
@@ -101,7 +101,7 @@ fn tables(c: &Catalog) -> [String; 3] {
 }
 
 /// Every record's indexes lie between its creation and the table's index.
-fn assert_index_bounds(c: &Catalog) {
+fn assert_index_bounds(c: &State) {
     for n in c.nodes() {
         assert!(
             n.create_index <= n.modify_index && n.modify_index <= c.nodes_index(),
@@ -129,7 +129,7 @@ fn assert_index_bounds(c: &Catalog) {
     );
 }
 
-fn assert_matches_model(c: &Catalog, m: &Model) {
+fn assert_matches_model(c: &State, m: &Model) {
     let nodes: Vec<_> = c
         .nodes()
         .map(|n| (n.name.clone(), n.address.clone()))
@@ -211,18 +211,18 @@ proptest! {
     #[test]
     fn catalog_agrees_with_model_view_and_itself(cmds in prop::collection::vec(command(), 1..40)) {
         let replica = Replica::new();
-        let mut twin = Catalog::new();
+        let mut twin = State::new();
         let mut model = Model::default();
         for (i, cmd) in cmds.iter().enumerate() {
             let index = i as Index + 1;
-            let before = replica.snapshot();
+            let before = replica.read().clone();
             let answers_before: Vec<_> = SERVICE_NAMES.iter().map(|n| health_answer(&before, n)).collect();
             let tables_before = tables(&before);
 
             let outcome = replica.apply(index, cmd);
             let (twin_outcome, _) = twin.apply(index, cmd);
             let accepted = model.apply(cmd);
-            let after = replica.snapshot();
+            let after = replica.read().clone();
             after.assert_derived_indexes();
             assert_index_bounds(&after);
 
@@ -259,9 +259,9 @@ proptest! {
             }
         }
         // (a) the snapshot format round-trips
-        let bytes = postcard::to_allocvec(&twin).expect("a catalog always serializes");
-        let back: Catalog = postcard::from_bytes(&bytes).expect("what we wrote reads back");
-        prop_assert_eq!(back, twin);
+        let bytes = postcard::to_allocvec(&twin.to_snapshot()).expect("a snapshot always serializes");
+        let back: StateSnapshot = postcard::from_bytes(&bytes).expect("what we wrote reads back");
+        prop_assert_eq!(State::from_snapshot(back), twin);
     }
 }
 
@@ -285,7 +285,7 @@ proptest! {
             prop_assert_eq!(&decoded, cmd);
             leader.apply(index, cmd);
             if i == cut {
-                let bytes = postcard::to_allocvec(&leader.snapshot()).expect("a catalog always serializes");
+                let bytes = postcard::to_allocvec(&leader.snapshot()).expect("a snapshot always serializes");
                 follower.install(postcard::from_bytes(&bytes).expect("what we wrote reads back"));
             } else if i > cut {
                 follower.apply(index, &decoded);

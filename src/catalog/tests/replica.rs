@@ -5,7 +5,7 @@
 use std::sync::Arc;
 
 use super::{node, svc};
-use crate::catalog::{Catalog, Command, Replica, Since};
+use crate::catalog::{Command, Replica, Since, State};
 
 fn register(name: &str, n: usize) -> Command {
     let mut reg = node(&format!("{name}{n}"), &format!("10.0.0.{}", n % 250 + 1));
@@ -83,9 +83,9 @@ fn a_replica_without_history_sends_everyone_to_the_snapshot() {
 fn installing_a_snapshot_restarts_the_history_at_its_index() {
     let leader = Replica::with_history(100);
     leader.apply_batch(1, vec![register("db", 1)]);
-    let mut catalog: Catalog = leader.snapshot();
-    catalog.apply_noop(50);
-    leader.install(catalog);
+    let mut state = State::from_snapshot(leader.snapshot());
+    state.apply_noop(50);
+    leader.install(state.to_snapshot());
     assert_eq!(leader.since(1, 100, 10), Since::TooOld);
     assert_eq!(leader.since(50, 100, 10), Since::Entries(Vec::new()));
     let cmds: Arc<[Command]> = vec![register("db", 2)].into();

@@ -1,23 +1,23 @@
 //! Consul's catalog semantics, one behaviour per test.
 
 use super::*;
-use crate::catalog::state::{Catalog, Changes};
+use crate::catalog::{State, StateSnapshot, Touched};
 
 /// Applies `cmd` at `index` and insists it was accepted.
-fn ok(c: &mut Catalog, index: Index, cmd: Command) -> Changes {
-    let (outcome, changes) = c.apply(index, &cmd);
+fn ok(c: &mut State, index: Index, cmd: Command) -> Touched {
+    let (outcome, touched) = c.apply(index, &cmd);
     assert_eq!(outcome, Outcome::Applied(index), "{cmd:?}");
-    changes
+    touched
 }
 
 /// Applies `cmd` at `index`, insists it was refused with `err`, and that the
 /// catalog is exactly as before apart from the last applied index.
-fn refused(c: &mut Catalog, index: Index, cmd: Command, err: CatalogError) {
+fn refused(c: &mut State, index: Index, cmd: Command, err: CatalogError) {
     let mut expected = c.clone();
     expected.apply_noop(index);
-    let (outcome, changes) = c.apply(index, &cmd);
+    let (outcome, touched) = c.apply(index, &cmd);
     assert_eq!(outcome, Outcome::Refused(err));
-    assert_eq!(changes, Changes::default());
+    assert_eq!(touched, Touched::default());
     assert_eq!(*c, expected);
 }
 
@@ -27,7 +27,7 @@ fn web_on(node_name: &str, address: &str) -> Command {
 
 #[test]
 fn register_creates_node_with_create_and_modify_index() {
-    let mut c = Catalog::new();
+    let mut c = State::new();
     let ch = ok(&mut c, 3, reg(node("n1", "10.0.0.1")));
     let n = c.node("n1").unwrap();
     assert_eq!((n.name.as_str(), n.address.as_str()), ("n1", "10.0.0.1"));
@@ -38,7 +38,7 @@ fn register_creates_node_with_create_and_modify_index() {
 
 #[test]
 fn register_without_node_name_is_refused() {
-    let mut c = Catalog::new();
+    let mut c = State::new();
     refused(
         &mut c,
         1,
@@ -49,7 +49,7 @@ fn register_without_node_name_is_refused() {
 
 #[test]
 fn register_of_new_node_without_address_is_refused() {
-    let mut c = Catalog::new();
+    let mut c = State::new();
     refused(
         &mut c,
         1,
@@ -60,7 +60,7 @@ fn register_of_new_node_without_address_is_refused() {
 
 #[test]
 fn skip_node_update_on_missing_node_without_address_is_refused() {
-    let mut c = Catalog::new();
+    let mut c = State::new();
     let mut r = node("n1", "");
     r.skip_node_update = true;
     refused(&mut c, 1, reg(r), CatalogError::NoNodeAddress("n1".into()));
@@ -68,7 +68,7 @@ fn skip_node_update_on_missing_node_without_address_is_refused() {
 
 #[test]
 fn skip_node_update_leaves_existing_node_alone_but_adds_service() {
-    let mut c = Catalog::new();
+    let mut c = State::new();
     ok(&mut c, 1, reg(node("n1", "10.0.0.1")));
     let mut r = with_svc(node("n1", "10.9.9.9"), svc("web"));
     r.node_meta.insert("k".into(), "v".into());
@@ -84,7 +84,7 @@ fn skip_node_update_leaves_existing_node_alone_but_adds_service() {
 
 #[test]
 fn register_of_existing_node_without_address_is_refused_unless_skipping_node_update() {
-    let mut c = Catalog::new();
+    let mut c = State::new();
     ok(&mut c, 1, reg(node("n1", "10.0.0.1")));
     refused(
         &mut c,
@@ -100,7 +100,7 @@ fn register_of_existing_node_without_address_is_refused_unless_skipping_node_upd
 
 #[test]
 fn register_of_service_without_name_is_refused() {
-    let mut c = Catalog::new();
+    let mut c = State::new();
     ok(&mut c, 1, reg(node("n1", "10.0.0.1")));
     refused(
         &mut c,
@@ -112,7 +112,7 @@ fn register_of_service_without_name_is_refused() {
 
 #[test]
 fn service_id_defaults_to_service_name() {
-    let mut c = Catalog::new();
+    let mut c = State::new();
     ok(&mut c, 1, web_on("n1", "10.0.0.1"));
     let s = c.node_services("n1").next().unwrap();
     assert_eq!((s.id.as_str(), s.service.as_str()), ("web", "web"));
@@ -122,7 +122,7 @@ fn service_id_defaults_to_service_name() {
 
 #[test]
 fn check_id_defaults_to_check_name_and_name_to_id() {
-    let mut c = Catalog::new();
+    let mut c = State::new();
     let mut by_id = chk("", HealthStatus::Passing);
     by_id.check_id = "only-id".into();
     ok(
@@ -142,7 +142,7 @@ fn check_id_defaults_to_check_name_and_name_to_id() {
 
 #[test]
 fn check_without_name_or_id_is_refused() {
-    let mut c = Catalog::new();
+    let mut c = State::new();
     refused(
         &mut c,
         1,
@@ -156,7 +156,7 @@ fn check_without_name_or_id_is_refused() {
 
 #[test]
 fn check_naming_unknown_service_is_refused_and_changes_nothing() {
-    let mut c = Catalog::new();
+    let mut c = State::new();
     ok(&mut c, 1, web_on("n1", "10.0.0.1"));
     // Everything in the command would change something if applied.
     let r = with_checks(
@@ -180,7 +180,7 @@ fn check_naming_unknown_service_is_refused_and_changes_nothing() {
 
 #[test]
 fn check_naming_service_on_another_node_is_refused() {
-    let mut c = Catalog::new();
+    let mut c = State::new();
     ok(&mut c, 1, web_on("n1", "10.0.0.1"));
     ok(&mut c, 2, reg(node("n2", "10.0.0.2")));
     refused(
@@ -199,7 +199,7 @@ fn check_naming_service_on_another_node_is_refused() {
 
 #[test]
 fn check_naming_service_of_same_registration_is_accepted_and_denormalized() {
-    let mut c = Catalog::new();
+    let mut c = State::new();
     let mut s = svc("web");
     s.tags = vec!["primary".into()];
     ok(
@@ -217,7 +217,7 @@ fn check_naming_service_of_same_registration_is_accepted_and_denormalized() {
 
 #[test]
 fn reregistering_identical_data_changes_no_index() {
-    let mut c = Catalog::new();
+    let mut c = State::new();
     let cmd = reg(with_checks(
         with_svc(node("n1", "10.0.0.1"), svc("web")),
         vec![
@@ -229,14 +229,14 @@ fn reregistering_identical_data_changes_no_index() {
     let mut expected = c.clone();
     expected.apply_noop(2);
     let ch = ok(&mut c, 2, cmd);
-    assert_eq!(ch, Changes::default());
+    assert_eq!(ch, Touched::default());
     assert_eq!(c, expected);
     assert_eq!(c.service_index("web"), 1);
 }
 
 #[test]
 fn update_keeps_create_index_and_moves_modify_index() {
-    let mut c = Catalog::new();
+    let mut c = State::new();
     ok(
         &mut c,
         1,
@@ -270,7 +270,7 @@ fn update_keeps_create_index_and_moves_modify_index() {
 
 #[test]
 fn deregister_node_removes_its_services_and_checks() {
-    let mut c = Catalog::new();
+    let mut c = State::new();
     ok(
         &mut c,
         1,
@@ -299,7 +299,7 @@ fn deregister_node_removes_its_services_and_checks() {
 
 #[test]
 fn deregister_service_removes_it_and_only_its_checks() {
-    let mut c = Catalog::new();
+    let mut c = State::new();
     let mut db = svc("db");
     db.id = "db1".into();
     ok(
@@ -337,7 +337,7 @@ fn deregister_service_removes_it_and_only_its_checks() {
 
 #[test]
 fn deregister_check_removes_only_that_check() {
-    let mut c = Catalog::new();
+    let mut c = State::new();
     ok(
         &mut c,
         1,
@@ -360,7 +360,7 @@ fn deregister_check_removes_only_that_check() {
 
 #[test]
 fn deregister_of_missing_things_succeeds_and_changes_nothing() {
-    let mut c = Catalog::new();
+    let mut c = State::new();
     ok(&mut c, 1, web_on("n1", "10.0.0.1"));
     for (i, cmd) in [
         dereg("ghost", "", ""),
@@ -375,14 +375,14 @@ fn deregister_of_missing_things_succeeds_and_changes_nothing() {
         let index = 2 + i as Index;
         let mut expected = c.clone();
         expected.apply_noop(index);
-        assert_eq!(ok(&mut c, index, cmd), Changes::default());
+        assert_eq!(ok(&mut c, index, cmd), Touched::default());
         assert_eq!(c, expected);
     }
 }
 
 #[test]
 fn deregister_without_node_is_refused() {
-    let mut c = Catalog::new();
+    let mut c = State::new();
     ok(&mut c, 1, web_on("n1", "10.0.0.1"));
     refused(
         &mut c,
@@ -394,7 +394,7 @@ fn deregister_without_node_is_refused() {
 
 #[test]
 fn node_check_change_moves_service_index_of_every_service_on_the_node() {
-    let mut c = Catalog::new();
+    let mut c = State::new();
     ok(&mut c, 1, web_on("n1", "10.0.0.1"));
     ok(&mut c, 2, reg(with_svc(node("n1", "10.0.0.1"), svc("db"))));
     ok(&mut c, 3, web_on("n2", "10.0.0.2"));
@@ -422,7 +422,7 @@ fn node_check_change_moves_service_index_of_every_service_on_the_node() {
 
 #[test]
 fn service_check_change_moves_only_that_service_index() {
-    let mut c = Catalog::new();
+    let mut c = State::new();
     ok(&mut c, 1, web_on("n1", "10.0.0.1"));
     ok(&mut c, 2, reg(with_svc(node("n1", "10.0.0.1"), svc("db"))));
     ok(
@@ -438,7 +438,7 @@ fn service_check_change_moves_only_that_service_index() {
 
 #[test]
 fn service_index_is_kept_after_last_instance_leaves() {
-    let mut c = Catalog::new();
+    let mut c = State::new();
     ok(&mut c, 1, web_on("n1", "10.0.0.1"));
     ok(&mut c, 2, reg(with_svc(node("n1", "10.0.0.1"), svc("db"))));
     ok(&mut c, 3, dereg("n1", "web", ""));
@@ -453,7 +453,7 @@ fn service_index_is_kept_after_last_instance_leaves() {
 
 #[test]
 fn service_index_of_unknown_name_is_services_table_index() {
-    let mut c = Catalog::new();
+    let mut c = State::new();
     assert_eq!(
         c.service_index("ghost"),
         1,
@@ -473,7 +473,7 @@ fn service_index_of_unknown_name_is_services_table_index() {
 
 #[test]
 fn service_rename_under_same_id_moves_both_names_and_its_checks() {
-    let mut c = Catalog::new();
+    let mut c = State::new();
     let mut s = svc("web");
     s.id = "app".into();
     ok(
@@ -503,7 +503,7 @@ fn service_rename_under_same_id_moves_both_names_and_its_checks() {
 
 #[test]
 fn check_moving_between_services_moves_both_service_indexes() {
-    let mut c = Catalog::new();
+    let mut c = State::new();
     ok(&mut c, 1, web_on("n1", "10.0.0.1"));
     ok(&mut c, 2, reg(with_svc(node("n1", "10.0.0.1"), svc("db"))));
     ok(
@@ -529,7 +529,7 @@ fn check_moving_between_services_moves_both_service_indexes() {
 
 #[test]
 fn health_service_passing_only_drops_warning_and_critical() {
-    let mut c = Catalog::new();
+    let mut c = State::new();
     for (i, (n, status)) in [
         ("n1", HealthStatus::Passing),
         ("n2", HealthStatus::Warning),
@@ -570,7 +570,7 @@ fn health_service_passing_only_drops_warning_and_critical() {
 
 #[test]
 fn health_service_node_critical_check_makes_instance_not_passing() {
-    let mut c = Catalog::new();
+    let mut c = State::new();
     ok(&mut c, 1, web_on("n1", "10.0.0.1"));
     ok(
         &mut c,
@@ -589,7 +589,7 @@ fn health_service_node_critical_check_makes_instance_not_passing() {
 
 #[test]
 fn health_service_lists_node_checks_before_instance_checks() {
-    let mut c = Catalog::new();
+    let mut c = State::new();
     let mut other = svc("db");
     other.id = "db".into();
     ok(
@@ -623,7 +623,7 @@ fn health_service_lists_node_checks_before_instance_checks() {
 
 #[test]
 fn health_service_filters_by_every_tag_case_insensitively() {
-    let mut c = Catalog::new();
+    let mut c = State::new();
     for (i, (n, tags)) in [
         ("n1", vec!["Primary", "v1"]),
         ("n2", vec!["v1"]),
@@ -655,7 +655,7 @@ fn health_service_filters_by_every_tag_case_insensitively() {
 
 #[test]
 fn checks_in_state_filters_by_status() {
-    let mut c = Catalog::new();
+    let mut c = State::new();
     ok(
         &mut c,
         1,
@@ -677,7 +677,7 @@ fn checks_in_state_filters_by_status() {
 
 #[test]
 fn node_health_is_worst_node_level_check_ignoring_service_checks() {
-    let mut c = Catalog::new();
+    let mut c = State::new();
     ok(&mut c, 1, web_on("n1", "10.0.0.1"));
     assert_eq!(c.node_health("n1"), HealthStatus::Passing);
     ok(
@@ -698,7 +698,7 @@ fn node_health_is_worst_node_level_check_ignoring_service_checks() {
 
 #[test]
 fn services_returns_union_of_tags_sorted_and_deduplicated() {
-    let mut c = Catalog::new();
+    let mut c = State::new();
     let mut a = svc("web");
     a.tags = vec!["v2".into(), "primary".into()];
     let mut b = svc("web");
@@ -714,7 +714,7 @@ fn services_returns_union_of_tags_sorted_and_deduplicated() {
 
 #[test]
 fn node_and_service_names_are_case_insensitive() {
-    let mut c = Catalog::new();
+    let mut c = State::new();
     ok(&mut c, 1, web_on("Node-1", "10.0.0.1"));
     assert_eq!(c.node("NODE-1").unwrap().name, "Node-1");
     assert_eq!(c.node_services("node-1").count(), 1);
@@ -732,7 +732,7 @@ fn node_and_service_names_are_case_insensitive() {
 
 #[test]
 fn instance_checks_follow_reregistration_on_mixed_case_node() {
-    let mut c = Catalog::new();
+    let mut c = State::new();
     ok(
         &mut c,
         1,
@@ -761,7 +761,7 @@ fn instance_checks_follow_reregistration_on_mixed_case_node() {
 
 #[test]
 fn node_name_respelling_updates_its_checks() {
-    let mut c = Catalog::new();
+    let mut c = State::new();
     ok(
         &mut c,
         1,
@@ -781,7 +781,7 @@ fn node_name_respelling_updates_its_checks() {
 
 #[test]
 fn refused_command_still_advances_last_index_only() {
-    let mut c = Catalog::new();
+    let mut c = State::new();
     ok(&mut c, 1, web_on("n1", "10.0.0.1"));
     refused(
         &mut c,
@@ -797,7 +797,7 @@ fn refused_command_still_advances_last_index_only() {
 
 #[test]
 fn snapshot_round_trips_through_postcard() {
-    let mut c = Catalog::new();
+    let mut c = State::new();
     ok(
         &mut c,
         1,
@@ -810,7 +810,7 @@ fn snapshot_round_trips_through_postcard() {
         )),
     );
     ok(&mut c, 2, dereg("n1", "", "mem"));
-    let bytes = postcard::to_allocvec(&c).unwrap();
-    let back: Catalog = postcard::from_bytes(&bytes).unwrap();
-    assert_eq!(back, c);
+    let bytes = postcard::to_allocvec(&c.to_snapshot()).unwrap();
+    let back: StateSnapshot = postcard::from_bytes(&bytes).unwrap();
+    assert_eq!(State::from_snapshot(back), c);
 }

@@ -1,0 +1,161 @@
+//! The checks table: health checks keyed by (lowercased node name, check
+//! ID). A check carries its node's name and its instance's service name and
+//! tags as Consul denormalizes them; the rules keep those copies current.
+
+use std::collections::BTreeMap;
+
+use super::{RowKey, on_node, on_node_mut};
+use crate::catalog::types::{Check, CheckRegistration, Index, Service};
+
+/// Checks, and the index of the last change to any of them.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub(crate) struct Checks {
+    /// Checks by (lowercased node name, check ID).
+    rows: BTreeMap<RowKey, Check>,
+    /// Index of the last change to any check.
+    index: Index,
+}
+
+/// What an upsert changed, for the caller to mark what it touches.
+#[derive(Debug)]
+pub(crate) struct CheckChange {
+    /// The service name the check covers now; empty for a node check.
+    pub(crate) covers: String,
+    /// The service name it covered before, when it moved to another
+    /// instance (empty when it was a node check).
+    pub(crate) left: Option<String>,
+}
+
+/// The check ID a registration upserts: its ID, else its name.
+pub(crate) fn check_id(c: &CheckRegistration) -> &str {
+    if c.check_id.is_empty() {
+        &c.name
+    } else {
+        &c.check_id
+    }
+}
+
+impl Checks {
+    /// The table as a snapshot held it.
+    pub(crate) fn from_rows(rows: BTreeMap<RowKey, Check>, index: Index) -> Self {
+        Self { rows, index }
+    }
+
+    /// The rows, for a snapshot.
+    pub(crate) fn rows(&self) -> &BTreeMap<RowKey, Check> {
+        &self.rows
+    }
+
+    /// Index of the last change to any check.
+    pub(crate) fn index(&self) -> Index {
+        self.index
+    }
+
+    /// Every check, ordered by node then ID.
+    pub(crate) fn iter(&self) -> impl Iterator<Item = &Check> {
+        self.rows.values()
+    }
+
+    /// The checks on one node (node-level and service-level), ordered by ID.
+    pub(crate) fn on_node(&self, node_key: &str) -> impl Iterator<Item = &Check> + use<'_> {
+        on_node(&self.rows, node_key)
+    }
+
+    /// Creates or replaces the check `c` registers on the node keyed
+    /// `node_key`, named `node` there, covering `service` (looked up by the
+    /// caller from `c.service_id`); `None` when the row is as it was.
+    pub(crate) fn upsert(
+        &mut self,
+        index: Index,
+        node_key: &str,
+        node: &str,
+        c: &CheckRegistration,
+        service: Option<&Service>,
+    ) -> Option<CheckChange> {
+        let id = check_id(c).to_string();
+        let k = (node_key.to_string(), id.clone());
+        let (service_name, service_tags) =
+            service.map_or_else(Default::default, |s| (s.service.clone(), s.tags.clone()));
+        let mut next = Check {
+            node: node.to_string(),
+            check_id: id,
+            name: if c.name.is_empty() {
+                c.check_id.clone()
+            } else {
+                c.name.clone()
+            },
+            status: c.status,
+            notes: c.notes.clone(),
+            output: c.output.clone(),
+            service_id: c.service_id.clone(),
+            service_name,
+            service_tags,
+            kind: c.kind.clone(),
+            create_index: index,
+            modify_index: index,
+        };
+        let mut left = None;
+        if let Some(old) = self.rows.get(&k) {
+            next.create_index = old.create_index;
+            next.modify_index = old.modify_index;
+            if next == *old {
+                return None;
+            }
+            next.modify_index = index;
+            if old.service_id != next.service_id {
+                left = Some(old.service_name.clone());
+            }
+        }
+        let covers = next.service_name.clone();
+        self.rows.insert(k, next);
+        self.index = index;
+        Some(CheckChange { covers, left })
+    }
+
+    /// Gives every check on a node the node's name as now registered.
+    pub(crate) fn rename_node(&mut self, index: Index, node_key: &str, name: &str) {
+        for c in on_node_mut(&mut self.rows, node_key) {
+            if c.node != name {
+                c.node = name.to_string();
+                c.modify_index = index;
+                self.index = index;
+            }
+        }
+    }
+
+    /// Gives the checks of an instance its service name and tags as now registered.
+    pub(crate) fn follow_service(&mut self, index: Index, node_key: &str, s: &Service) {
+        for c in on_node_mut(&mut self.rows, node_key) {
+            if c.service_id == s.id && (c.service_name != s.service || c.service_tags != s.tags) {
+                c.service_name = s.service.clone();
+                c.service_tags = s.tags.clone();
+                c.modify_index = index;
+                self.index = index;
+            }
+        }
+    }
+
+    /// Removes one check.
+    pub(crate) fn remove(&mut self, index: Index, k: &RowKey) -> Option<Check> {
+        let old = self.rows.remove(k)?;
+        self.index = index;
+        Some(old)
+    }
+
+    /// Removes the checks on a node that `doomed` selects.
+    pub(crate) fn remove_on_node(
+        &mut self,
+        index: Index,
+        node_key: &str,
+        doomed: impl Fn(&Check) -> bool,
+    ) {
+        let keys: Vec<RowKey> = self
+            .on_node(node_key)
+            .filter(|c| doomed(c))
+            .map(|c| (node_key.to_string(), c.check_id.clone()))
+            .collect();
+        for k in &keys {
+            self.remove(index, k);
+        }
+    }
+}

@@ -1,0 +1,69 @@
+//! The tables of the state store, one file per table.
+//!
+//! A table owns its rows, the lookup indexes derived from them, and the
+//! index of its last change (what a blocking list query waits on). Its
+//! write methods apply the rules that concern that table alone (how a row is
+//! built from a registration, when an upsert is no change at all) and say
+//! what they changed; the rules that span tables (a node's removal takes its
+//! services and checks, a check names an instance on its node, what a change
+//! touches for the DNS view) are in [`super::rules`], and the read queries
+//! in [`super::query`].
+//!
+//! Rows of one node are keyed `(lowercased node name, ID)`, so that a node's
+//! services and checks are a range of their table (Consul keys them the same
+//! way). A new domain (KV, sessions, tombstones, prepared queries, ACLs) is a
+//! new file here, a field in [`Tables`], and its part of the snapshot.
+
+mod checks;
+mod nodes;
+mod services;
+
+use std::collections::BTreeMap;
+
+pub(crate) use checks::{Checks, check_id};
+pub(crate) use nodes::Nodes;
+pub(crate) use services::{Services, instance_id};
+
+/// Every table of the state store.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub(crate) struct Tables {
+    /// Nodes by lowercased name.
+    pub(crate) nodes: Nodes,
+    /// Service instances by (lowercased node name, instance ID).
+    pub(crate) services: Services,
+    /// Checks by (lowercased node name, check ID).
+    pub(crate) checks: Checks,
+}
+
+/// The key of a row that belongs to a node: (lowercased node name, ID).
+pub(crate) type RowKey = (String, String);
+
+/// The key of a node or a service name: names compare case-insensitively,
+/// as Consul's do.
+pub(crate) fn key(name: &str) -> String {
+    name.to_ascii_lowercase()
+}
+
+/// The rows of one node, in ID order.
+fn on_node<'a, V>(
+    rows: &'a BTreeMap<RowKey, V>,
+    node_key: &str,
+) -> impl Iterator<Item = &'a V> + use<'a, V> {
+    let start = (node_key.to_string(), String::new());
+    let node_key = node_key.to_string();
+    rows.range(start..)
+        .take_while(move |((n, _), _)| *n == node_key)
+        .map(|(_, v)| v)
+}
+
+/// The rows of one node, mutably, in ID order.
+fn on_node_mut<'a, V>(
+    rows: &'a mut BTreeMap<RowKey, V>,
+    node_key: &str,
+) -> impl Iterator<Item = &'a mut V> + use<'a, V> {
+    let start = (node_key.to_string(), String::new());
+    let node_key = node_key.to_string();
+    rows.range_mut(start..)
+        .take_while(move |((n, _), _)| *n == node_key)
+        .map(|(_, v)| v)
+}

@@ -1,0 +1,202 @@
+//! The services table: service instances keyed by (lowercased node name,
+//! instance ID), with a lookup by service name and the index each service
+//! name's answers last changed at.
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use super::{RowKey, key, on_node};
+use crate::catalog::types::{Index, Service, ServiceRegistration};
+
+/// Service instances, their lookup by name, and their indexes.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub(crate) struct Services {
+    /// Instances by (lowercased node name, instance ID).
+    rows: BTreeMap<RowKey, Service>,
+    /// Index of the last change to any instance.
+    index: Index,
+    /// Index of the last change that affects a service name's answers
+    /// (instances, their checks, their nodes), by lowercased service name.
+    /// Kept after the last instance goes so blocking queries see the removal.
+    name_indexes: BTreeMap<String, Index>,
+    /// Keys of `rows` by lowercased service name, so that a service's
+    /// instances are found without scanning every instance (DNS rebuilds a
+    /// service's view entry on every write that touches it). Derived from
+    /// `rows`, so a snapshot leaves it out.
+    by_name: BTreeMap<String, BTreeSet<RowKey>>,
+}
+
+/// What an upsert changed: the row, and the name it had if that was another.
+#[derive(Debug)]
+pub(crate) struct ServiceChange<'a> {
+    /// The instance as it now is.
+    pub(crate) row: &'a Service,
+    /// Its former service name, when the update renamed it.
+    pub(crate) renamed_from: Option<String>,
+}
+
+/// The instance ID a registration upserts: its ID, else its service name.
+pub(crate) fn instance_id(s: &ServiceRegistration) -> &str {
+    if s.id.is_empty() { &s.service } else { &s.id }
+}
+
+impl Services {
+    /// The table as a snapshot held it, with its lookup by name rebuilt.
+    pub(crate) fn from_rows(
+        rows: BTreeMap<RowKey, Service>,
+        index: Index,
+        name_indexes: BTreeMap<String, Index>,
+    ) -> Self {
+        let by_name = index_by_name(&rows);
+        Self {
+            rows,
+            index,
+            name_indexes,
+            by_name,
+        }
+    }
+
+    /// The rows, for a snapshot.
+    pub(crate) fn rows(&self) -> &BTreeMap<RowKey, Service> {
+        &self.rows
+    }
+
+    /// The per-name indexes, for a snapshot.
+    pub(crate) fn name_indexes(&self) -> &BTreeMap<String, Index> {
+        &self.name_indexes
+    }
+
+    /// Index of the last change to any instance.
+    pub(crate) fn index(&self) -> Index {
+        self.index
+    }
+
+    /// Index of the last change to a service name's answers, if it ever had any.
+    pub(crate) fn name_index(&self, name_key: &str) -> Option<Index> {
+        self.name_indexes.get(name_key).copied()
+    }
+
+    /// Records that `name_key`'s answers changed at `index`.
+    pub(crate) fn mark_changed(&mut self, name_key: &str, index: Index) {
+        self.name_indexes.insert(name_key.to_string(), index);
+    }
+
+    /// One instance.
+    pub(crate) fn get(&self, k: &RowKey) -> Option<&Service> {
+        self.rows.get(k)
+    }
+
+    /// Every instance, ordered by node then ID.
+    pub(crate) fn iter(&self) -> impl Iterator<Item = &Service> {
+        self.rows.values()
+    }
+
+    /// The instances on one node, ordered by ID.
+    pub(crate) fn on_node(&self, node_key: &str) -> impl Iterator<Item = &Service> + use<'_> {
+        on_node(&self.rows, node_key)
+    }
+
+    /// The keys of a service name's instances, ordered by node then ID.
+    pub(crate) fn keys_named(&self, name_key: &str) -> impl Iterator<Item = &RowKey> + use<'_> {
+        self.by_name.get(name_key).into_iter().flatten()
+    }
+
+    /// Creates or replaces the instance `s` registers on the node keyed
+    /// `node_key`; says what changed, or `None` when the row is as it was
+    /// (its indexes do not move then).
+    pub(crate) fn upsert(
+        &mut self,
+        index: Index,
+        node_key: &str,
+        s: &ServiceRegistration,
+    ) -> Option<ServiceChange<'_>> {
+        let id = instance_id(s).to_string();
+        let k = (node_key.to_string(), id.clone());
+        let mut next = Service {
+            id,
+            service: s.service.clone(),
+            tags: s.tags.clone(),
+            address: s.address.clone(),
+            tagged_addresses: s.tagged_addresses.clone(),
+            meta: s.meta.clone(),
+            port: s.port,
+            weights: s.weights.unwrap_or_default(),
+            enable_tag_override: s.enable_tag_override,
+            create_index: index,
+            modify_index: index,
+        };
+        let mut renamed_from = None;
+        if let Some(old) = self.rows.get(&k) {
+            next.create_index = old.create_index;
+            next.modify_index = old.modify_index;
+            if next == *old {
+                return None;
+            }
+            next.modify_index = index;
+            if !old.service.eq_ignore_ascii_case(&next.service) {
+                renamed_from = Some(old.service.clone());
+            }
+        }
+        let name = key(&next.service);
+        if let Some(old) = self.rows.insert(k.clone(), next) {
+            let old_name = key(&old.service);
+            if old_name != name {
+                self.unindex(&old_name, &k);
+            }
+        }
+        self.by_name.entry(name).or_default().insert(k.clone());
+        self.index = index;
+        // Just inserted: the lookup finds it.
+        let row = self.rows.get(&k)?;
+        Some(ServiceChange { row, renamed_from })
+    }
+
+    /// Removes one instance.
+    pub(crate) fn remove(&mut self, index: Index, k: &RowKey) -> Option<Service> {
+        let old = self.rows.remove(k)?;
+        self.unindex(&key(&old.service), k);
+        self.index = index;
+        Some(old)
+    }
+
+    /// Removes every instance on a node.
+    pub(crate) fn remove_on_node(&mut self, index: Index, node_key: &str) {
+        let doomed: Vec<RowKey> = self
+            .on_node(node_key)
+            .map(|s| (node_key.to_string(), s.id.clone()))
+            .collect();
+        for k in &doomed {
+            self.remove(index, k);
+        }
+    }
+
+    fn unindex(&mut self, name: &str, k: &RowKey) {
+        if let Some(keys) = self.by_name.get_mut(name) {
+            keys.remove(k);
+            if keys.is_empty() {
+                self.by_name.remove(name);
+            }
+        }
+    }
+
+    /// Panics unless the lookup by name agrees with the rows.
+    #[cfg(test)]
+    pub(crate) fn assert_derived_indexes(&self) {
+        assert_eq!(
+            self.by_name,
+            index_by_name(&self.rows),
+            "by_name out of step with the rows"
+        );
+    }
+}
+
+/// The keys of `rows` by lowercased service name.
+fn index_by_name(rows: &BTreeMap<RowKey, Service>) -> BTreeMap<String, BTreeSet<RowKey>> {
+    let mut by_name: BTreeMap<String, BTreeSet<RowKey>> = BTreeMap::new();
+    for (k, s) in rows {
+        by_name
+            .entry(key(&s.service))
+            .or_default()
+            .insert(k.clone());
+    }
+    by_name
+}
