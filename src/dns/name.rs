@@ -53,6 +53,16 @@ pub(crate) enum Target<'a> {
     Unknown,
 }
 
+impl Target<'_> {
+    /// The datacenter label the name carries, if any.
+    pub(crate) fn datacenter(&self) -> Option<&str> {
+        match self {
+            Self::Service { dc, .. } | Self::Node { dc, .. } | Self::Addr { dc, .. } => *dc,
+            Self::Apex | Self::Unknown => None,
+        }
+    }
+}
+
 /// Classifies `qname` relative to `domain` (a lowercase FQDN). `None` when
 /// the name is not at or below the domain.
 pub(crate) fn parse<'a>(qname: &'a Name, domain: &Name) -> Option<Target<'a>> {
