@@ -13,7 +13,7 @@ use hickory_proto::rr::{Name, RData, Record, RecordType};
 
 use super::DnsError;
 use super::config::DnsConfig;
-use super::name::{self, Target};
+use super::name::{self, NameForm};
 use super::shuffle::shuffle;
 use crate::catalog::HealthStatus;
 use crate::catalog::view::{InstanceView, NodeView, View};
@@ -120,17 +120,17 @@ impl Authority {
     /// Answers `qname` if it is at or below our domain, or names the other
     /// datacenter it belongs to; `None` when it is not ours.
     pub(crate) fn lookup(&self, view: &View, qname: &Name, qtype: RecordType) -> Option<Found> {
-        let target = name::parse(qname, &self.domain)?;
-        if let Some(dc) = target.datacenter().filter(|dc| !self.our_dc(dc)) {
+        let form = name::parse(qname, &self.domain)?;
+        if let Some(dc) = form.datacenter().filter(|dc| !self.our_dc(dc)) {
             return Some(Found::OtherDatacenter(dc.to_string()));
         }
-        let answer = match target {
-            Target::Apex => self.apex(view, qtype),
-            Target::Service { name, tag, .. } => {
+        let answer = match form {
+            NameForm::Apex => self.apex(view, qtype),
+            NameForm::Service { name, tag, .. } => {
                 self.service(view, qname, qtype, name, tag.as_deref())
             }
-            Target::Node { name, .. } => self.node(view, qname, qtype, &name),
-            Target::Addr { ip, .. } => {
+            NameForm::Node { name, .. } => self.node(view, qname, qtype, &name),
+            NameForm::Addr { ip, .. } => {
                 let mut records = Vec::new();
                 push_address(
                     &mut records,
@@ -142,7 +142,7 @@ impl Authority {
                 );
                 self.positive_or_nodata(view, records)
             }
-            Target::Unknown => self.nxdomain(view),
+            NameForm::Unknown => self.nxdomain(view),
         };
         Some(Found::Answer(answer))
     }

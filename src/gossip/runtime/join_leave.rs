@@ -9,7 +9,7 @@ use tokio::sync::oneshot;
 
 use super::{Driver, Event, now};
 use crate::gossip::GossipError;
-use crate::gossip::identity::NodeId;
+use crate::gossip::identity::MemberId;
 use crate::gossip::membership::LeaveNotice;
 
 /// How many joins may wait for an answer at once; more are refused as
@@ -66,7 +66,10 @@ impl Driver {
     }
 
     fn announce_to(&mut self, addr: SocketAddr) {
-        if let Err(error) = self.foca.announce(NodeId::placeholder(addr), &mut self.rt) {
+        if let Err(error) = self
+            .foca
+            .announce(MemberId::placeholder(addr), &mut self.rt)
+        {
             tracing::warn!(%addr, %error, "could not announce");
         }
         self.drain();

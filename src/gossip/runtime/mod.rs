@@ -35,7 +35,7 @@ use super::GossipError;
 use super::codec::CompactCodec;
 use super::crypto::{self, Cipher};
 use super::health::{Decision, Pacer, ProbeTimer};
-use super::identity::NodeId;
+use super::identity::MemberId;
 use super::membership::{self, DepartureHandler, Departures, Member, Sources};
 use super::profile::{MAX_PACKET_SIZE, Profile};
 use super::timers::TimerQueue;
@@ -44,14 +44,14 @@ pub(crate) use io::Counters;
 use join_leave::PendingJoin;
 
 /// foca as this crate instantiates it.
-type Swim = Foca<NodeId, CompactCodec, SmallRng, DepartureHandler>;
+type Swim = Foca<MemberId, CompactCodec, SmallRng, DepartureHandler>;
 
 /// The membership as published to subscribers.
-pub(crate) type Snapshot = Arc<Vec<Member>>;
+pub(crate) type MemberList = Arc<Vec<Member>>;
 
-/// What the handle asks of the driver.
+/// What the handle asks of the driver (join, leave, force-leave, stop).
 #[derive(Debug)]
-pub(crate) enum Command {
+pub(crate) enum Control {
     /// Announce to `addr` until a member there answers.
     Join {
         /// The address to announce to.
@@ -79,12 +79,12 @@ pub(crate) enum Command {
 #[derive(Debug)]
 enum Event {
     /// One of foca's timers.
-    Foca(Timer<NodeId>),
+    Foca(Timer<MemberId>),
     /// Re-announce for the pending join with this id.
     JoinRetry(u64),
     /// Resend a suspicion notice while the suspicion stands.
     Notice {
-        suspect: NodeId,
+        suspect: MemberId,
         incarnation: u16,
         remaining: u32,
     },
@@ -97,7 +97,7 @@ pub(crate) struct Driver {
     /// The SWIM state machine.
     foca: Swim,
     /// Where foca leaves its output between calls.
-    rt: AccumulatingRuntime<NodeId>,
+    rt: AccumulatingRuntime<MemberId>,
     /// Timers and the driver's own deferred work.
     timers: TimerQueue<Event>,
     /// Local health and probe pacing.
@@ -115,7 +115,7 @@ pub(crate) struct Driver {
     /// Departure notices heard, shared with foca's broadcast handler.
     departures: Departures,
     /// Where the membership is published.
-    members_tx: watch::Sender<Snapshot>,
+    members_tx: watch::Sender<MemberList>,
     /// The digest of the last published membership.
     digest: u64,
     /// The tuning.
@@ -153,7 +153,7 @@ pub(crate) struct Driver {
 }
 
 /// The foca timer kinds the pacer cares about.
-fn probe_timer(timer: &Timer<NodeId>) -> ProbeTimer {
+fn probe_timer(timer: &Timer<MemberId>) -> ProbeTimer {
     match timer {
         Timer::ProbeRandomMember(_) => ProbeTimer::Probe,
         Timer::SendIndirectProbe { .. } => ProbeTimer::Indirect,
@@ -170,13 +170,13 @@ fn now() -> Instant {
 impl Driver {
     /// Builds the driver; nothing runs until [`Driver::run`].
     pub(crate) fn new(
-        identity: NodeId,
+        identity: MemberId,
         socket: UdpSocket,
         local_addr: SocketAddr,
         cipher: Option<Cipher>,
         profile: Profile,
         counters: Arc<Counters>,
-        members_tx: watch::Sender<Snapshot>,
+        members_tx: watch::Sender<MemberList>,
     ) -> Self {
         let departures = Departures::default();
         let foca = Foca::with_custom_broadcast(
@@ -229,7 +229,7 @@ impl Driver {
     }
 
     /// Runs until shut down, left, or every handle is gone.
-    pub(crate) async fn run(mut self, mut commands: mpsc::Receiver<Command>) {
+    pub(crate) async fn run(mut self, mut controls: mpsc::Receiver<Control>) {
         let mut buf = vec![0u8; self.max_datagram + 1];
         while !self.stop {
             let wake_at = self
@@ -238,8 +238,8 @@ impl Driver {
                 .map(tokio::time::Instant::from_std);
             tokio::select! {
                 biased;
-                command = commands.recv() => match command {
-                    Some(command) => self.on_command(command),
+                control = controls.recv() => match control {
+                    Some(control) => self.on_control(control),
                     None => break,
                 },
                 ready = self.socket.readable() => {
@@ -256,14 +256,14 @@ impl Driver {
         tracing::debug!(addr = %self.local_addr, "gossip driver stopped");
     }
 
-    fn on_command(&mut self, command: Command) {
-        match command {
-            Command::Join { addr, reply } => self.start_join(addr, reply),
-            Command::Leave { reply } => self.start_leave(reply),
-            Command::ForceLeave { name, reply } => {
+    fn on_control(&mut self, control: Control) {
+        match control {
+            Control::Join { addr, reply } => self.start_join(addr, reply),
+            Control::Leave { reply } => self.start_leave(reply),
+            Control::ForceLeave { name, reply } => {
                 let _ = reply.send(self.force_leave(&name));
             }
-            Command::Shutdown => self.stop = true,
+            Control::Shutdown => self.stop = true,
         }
     }
 
@@ -293,7 +293,7 @@ impl Driver {
         }
     }
 
-    fn deliver(&mut self, timer: Timer<NodeId>, kind: ProbeTimer) {
+    fn deliver(&mut self, timer: Timer<MemberId>, kind: ProbeTimer) {
         let had_probe = self.probe_in_flight;
         if kind == ProbeTimer::Probe {
             self.probe_started = false;
@@ -329,7 +329,7 @@ impl Driver {
     /// itself down and rejoins under a new generation, which looks like a
     /// failure to everyone. When the suspect is not down, the only packet
     /// that timer produced is that message: drop it.
-    fn drop_courtesy_to_refuted(&mut self, suspect: &NodeId) {
+    fn drop_courtesy_to_refuted(&mut self, suspect: &MemberId) {
         let declared_down = self
             .foca
             .iter_membership_state()
@@ -366,7 +366,7 @@ impl Driver {
         self.publish();
     }
 
-    fn schedule_foca(&mut self, now: Instant, after: Duration, timer: Timer<NodeId>) {
+    fn schedule_foca(&mut self, now: Instant, after: Duration, timer: Timer<MemberId>) {
         let kind = probe_timer(&timer);
         match &timer {
             Timer::SendIndirectProbe { .. } => self.probe_started = true,
@@ -389,7 +389,7 @@ impl Driver {
         self.timers.schedule(now, delay, Event::Foca(timer));
     }
 
-    fn on_notification(&mut self, notification: OwnedNotification<NodeId>) {
+    fn on_notification(&mut self, notification: OwnedNotification<MemberId>) {
         match notification {
             OwnedNotification::MemberDown(id) => {
                 tracing::info!(member = id.name(), addr = %id.addr(), "gossip member down");

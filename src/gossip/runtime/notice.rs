@@ -7,7 +7,7 @@ use std::time::Instant;
 use foca::State;
 
 use super::{Driver, Event};
-use crate::gossip::identity::NodeId;
+use crate::gossip::identity::MemberId;
 use crate::gossip::wire::{self, SuspicionNotice};
 
 impl Driver {
@@ -41,7 +41,7 @@ impl Driver {
         }
     }
 
-    fn send_notice(&mut self, suspect: &NodeId, incarnation: u16) {
+    fn send_notice(&mut self, suspect: &MemberId, incarnation: u16) {
         let notice = SuspicionNotice {
             suspect: suspect.clone(),
             incarnation,
@@ -53,7 +53,7 @@ impl Driver {
 
     pub(super) fn resend_notice(
         &mut self,
-        suspect: NodeId,
+        suspect: MemberId,
         incarnation: u16,
         remaining: u32,
         now: Instant,
@@ -71,7 +71,7 @@ impl Driver {
     /// (this one included) allows.
     pub(super) fn notice_round(
         &mut self,
-        suspect: NodeId,
+        suspect: MemberId,
         incarnation: u16,
         remaining: u32,
         now: Instant,
