@@ -29,7 +29,7 @@ async fn write(writer: &Writer<'_>, cmd: Command) -> Result<Response, ApiError> 
 /// `PUT /v1/catalog/register`.
 pub(super) async fn register(route: Route, JsonBody(body): JsonBody) -> Result<Response, ApiError> {
     // `?dc` first: another datacenter's rules are not ours to check.
-    route.writer()?;
+    let writer = route.writer()?;
     let mut reg = decode::registration(&body)?;
     if reg.node.is_empty() {
         return Err(ApiError::BadRequest("Missing node name".into()));
@@ -47,10 +47,13 @@ pub(super) async fn register(route: Route, JsonBody(body): JsonBody) -> Result<R
     {
         return Err(ApiError::BadRequest("Missing check name".into()));
     }
-    let writer = route.writer_in(&reg.datacenter)?;
-    if reg.datacenter.is_empty() {
+    // A registration may name its datacenter too; empty means the request's.
+    let writer = if reg.datacenter.is_empty() {
         reg.datacenter = route.local_datacenter().to_string();
-    }
+        writer
+    } else {
+        route.writer_in(&reg.datacenter)?
+    };
     write(&writer, Command::register(reg)).await
 }
 

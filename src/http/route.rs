@@ -108,7 +108,7 @@ impl Route {
         Ok(Writer(&self.reach(&self.datacenter)?.delegate))
     }
 
-    /// The writer for a datacenter a request body names (empty: ours).
+    /// The writer for the datacenter a request body names.
     pub(super) fn writer_in(&self, name: &str) -> Result<Writer<'_>, ApiError> {
         Ok(Writer(&self.reach(&datacenter(&self.ctx, name))?.delegate))
     }
