@@ -32,10 +32,17 @@ static FIXTURE: LazyLock<Fixture> = LazyLock::new(|| {
         ("n2", "10.0.0.2", "web", "", HealthStatus::Warning),
         ("n3", "10.0.0.3", "web", "", HealthStatus::Critical),
         ("n4", "2001:db8::4", "v6", "", HealthStatus::Passing),
-        ("n5", "10.0.0.5", "ext", "db.example.com", HealthStatus::Passing),
+        (
+            "n5",
+            "10.0.0.5",
+            "ext",
+            "db.example.com",
+            HealthStatus::Passing,
+        ),
         ("n1", "10.0.0.1", "consul", "", HealthStatus::Passing),
     ];
-    for (i, (node, address, service, service_address, status)) in instances.into_iter().enumerate() {
+    for (i, (node, address, service, service_address, status)) in instances.into_iter().enumerate()
+    {
         let cmd = Command::register(Registration {
             node: node.into(),
             id: String::new(),
@@ -103,7 +110,11 @@ fn check(response: &Message, transport: Transport) {
         Transport::Udp => 4096,
         Transport::Tcp => 65535,
     };
-    assert!(bytes.len() <= limit, "{} bytes over {transport:?}", bytes.len());
+    assert!(
+        bytes.len() <= limit,
+        "{} bytes over {transport:?}",
+        bytes.len()
+    );
     let back = Message::from_vec(&bytes).expect("a response always parses back");
     assert_eq!(back.metadata.id, response.metadata.id);
     assert_eq!(back.answers.len(), response.answers.len());
@@ -120,7 +131,16 @@ fuzz_target!(|data: &[u8]| {
                 // The request itself as an upstream answer: arbitrary records.
                 let mut upstream = request.clone();
                 upstream.metadata.message_type = hickory_proto::op::MessageType::Response;
-                check(&f.responder.relay(&request, Some(upstream), transport), transport);
+                check(
+                    &f.responder.relay(&request, Some(upstream), transport),
+                    transport,
+                );
+            }
+            Reply::OtherDatacenter { request, .. } => {
+                check(
+                    &f.responder.no_path(&f.view, &request, transport),
+                    transport,
+                );
             }
             Reply::Drop => {}
         }

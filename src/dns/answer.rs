@@ -13,7 +13,7 @@ use hickory_proto::rr::{Name, RData, Record, RecordType};
 
 use super::DnsError;
 use super::config::DnsConfig;
-use super::name::{self, Target};
+use super::name::{self, NameForm};
 use super::shuffle::shuffle;
 use crate::catalog::HealthStatus;
 use crate::catalog::view::{InstanceView, NodeView, View};
@@ -39,6 +39,16 @@ impl Answer {
             ..Self::default()
         }
     }
+}
+
+/// What our domain has for a name: an answer of ours, or the name of the
+/// datacenter whose servers hold it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) enum Found {
+    /// Ours to answer.
+    Answer(Answer),
+    /// A service, node or address name of another datacenter (`dc` as asked).
+    OtherDatacenter(String),
 }
 
 /// Answers for our domain, from settings fixed at start-up.
@@ -107,16 +117,20 @@ impl Authority {
         Record::from_rdata(self.domain.clone(), self.cfg.soa_min_ttl, RData::SOA(rdata))
     }
 
-    /// Answers `qname` if it is at or below our domain; `None` otherwise.
-    pub(crate) fn lookup(&self, view: &View, qname: &Name, qtype: RecordType) -> Option<Answer> {
-        let target = name::parse(qname, &self.domain)?;
-        let answer = match target {
-            Target::Apex => self.apex(view, qtype),
-            Target::Service { name, tag, dc } if self.our_dc(dc) => {
+    /// Answers `qname` if it is at or below our domain, or names the other
+    /// datacenter it belongs to; `None` when it is not ours.
+    pub(crate) fn lookup(&self, view: &View, qname: &Name, qtype: RecordType) -> Option<Found> {
+        let form = name::parse(qname, &self.domain)?;
+        if let Some(dc) = form.datacenter().filter(|dc| !self.our_dc(dc)) {
+            return Some(Found::OtherDatacenter(dc.to_string()));
+        }
+        let answer = match form {
+            NameForm::Apex => self.apex(view, qtype),
+            NameForm::Service { name, tag, .. } => {
                 self.service(view, qname, qtype, name, tag.as_deref())
             }
-            Target::Node { name, dc } if self.our_dc(dc) => self.node(view, qname, qtype, &name),
-            Target::Addr { ip, dc } if self.our_dc(dc) => {
+            NameForm::Node { name, .. } => self.node(view, qname, qtype, &name),
+            NameForm::Addr { ip, .. } => {
                 let mut records = Vec::new();
                 push_address(
                     &mut records,
@@ -128,10 +142,9 @@ impl Authority {
                 );
                 self.positive_or_nodata(view, records)
             }
-            // Other datacenters need WAN federation; until then they do not exist.
-            _ => Answer::negative(ResponseCode::NXDomain, self.soa(view)),
+            NameForm::Unknown => self.nxdomain(view),
         };
-        Some(answer)
+        Some(Found::Answer(answer))
     }
 
     /// Answers a reverse name for `ip` if some node or service instance has
@@ -181,8 +194,8 @@ impl Authority {
         Answer::negative(ResponseCode::NXDomain, self.soa(view))
     }
 
-    fn our_dc(&self, dc: Option<&str>) -> bool {
-        dc.is_none_or(|d| d.eq_ignore_ascii_case(&self.dc))
+    fn our_dc(&self, dc: &str) -> bool {
+        dc.eq_ignore_ascii_case(&self.dc)
     }
 
     fn positive_or_nodata(&self, view: &View, answers: Vec<Record>) -> Answer {

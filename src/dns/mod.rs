@@ -2,10 +2,10 @@
 //! static zones answered from files, everything else forwarded.
 //!
 //! The pieces, in the order a query meets them:
-//! - `server.rs` ([`serve`]): the sockets. UDP goes through the worker
-//!   threads of `udp.rs`, which answer repeated questions from a per-thread
-//!   memo (`cache.rs`), TCP through a connection-capped accept loop; both
-//!   hand raw bytes to
+//! - `server/` ([`serve`]): the sockets. UDP goes through the worker
+//!   threads of `server/udp.rs`, which answer repeated questions from a
+//!   per-thread memo (`cache.rs`), TCP through the connection-capped accept
+//!   loop of `server/tcp.rs`; both hand raw bytes to
 //! - [`Responder`] (`respond.rs`): the pure decision for one request. It
 //!   validates the message (FORMERR, NOTIMP, BADVERS), then asks, in turn,
 //! - `answer.rs` for names under our domain and reverse names of catalog
@@ -14,6 +14,11 @@
 //! - `zones.rs` for names in the static zone files,
 //! - and otherwise returns [`Reply::Forward`], which the server resolves with
 //!   `forward.rs` (UDP, TCP on truncation, each recursor in turn).
+//!
+//! A name of another datacenter (`web.service.dc2.consul`) is
+//! [`Reply::OtherDatacenter`]: the server answers it in one place, today
+//! with [`Responder::no_path`] (NXDOMAIN with our SOA, as before there was
+//! such a reply), tomorrow by asking that datacenter's servers.
 //!
 //! Every response is fitted to the client's packet size by `fit.rs`.
 //! Nothing on the path for our own names awaits anything: the view is an
@@ -28,7 +33,6 @@ mod name;
 mod respond;
 mod server;
 mod shuffle;
-mod udp;
 mod zones;
 
 #[cfg(test)]

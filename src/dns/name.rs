@@ -21,9 +21,9 @@ use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 
 use hickory_proto::rr::Name;
 
-/// A query name below the domain, classified.
+/// Which of Consul's name forms a query name below the domain is.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub(crate) enum Target<'a> {
+pub(crate) enum NameForm<'a> {
     /// The domain itself.
     Apex,
     /// A service lookup.
@@ -53,9 +53,19 @@ pub(crate) enum Target<'a> {
     Unknown,
 }
 
+impl NameForm<'_> {
+    /// The datacenter label the name carries, if any.
+    pub(crate) fn datacenter(&self) -> Option<&str> {
+        match self {
+            Self::Service { dc, .. } | Self::Node { dc, .. } | Self::Addr { dc, .. } => *dc,
+            Self::Apex | Self::Unknown => None,
+        }
+    }
+}
+
 /// Classifies `qname` relative to `domain` (a lowercase FQDN). `None` when
 /// the name is not at or below the domain.
-pub(crate) fn parse<'a>(qname: &'a Name, domain: &Name) -> Option<Target<'a>> {
+pub(crate) fn parse<'a>(qname: &'a Name, domain: &Name) -> Option<NameForm<'a>> {
     if !domain.zone_of(qname) {
         return None;
     }
@@ -66,17 +76,17 @@ pub(crate) fn parse<'a>(qname: &'a Name, domain: &Name) -> Option<Target<'a>> {
     for label in qname.iter().take(own) {
         match std::str::from_utf8(label) {
             Ok(s) => labels.push(s),
-            Err(_) => return Some(Target::Unknown),
+            Err(_) => return Some(NameForm::Unknown),
         }
     }
     Some(classify(&labels))
 }
 
 /// Classifies the labels of a name below the domain, leftmost first.
-pub(crate) fn classify<'a>(labels: &[&'a str]) -> Target<'a> {
+pub(crate) fn classify<'a>(labels: &[&'a str]) -> NameForm<'a> {
     let n = labels.len();
     if n == 0 {
-        return Target::Apex;
+        return NameForm::Apex;
     }
     // The keyword is the last label (no datacenter) or the one before it.
     let (kind, before, dc) = if is_keyword(labels[n - 1]) {
@@ -84,22 +94,22 @@ pub(crate) fn classify<'a>(labels: &[&'a str]) -> Target<'a> {
     } else if n >= 2 && is_keyword(labels[n - 2]) {
         (labels[n - 2], &labels[..n - 2], Some(labels[n - 1]))
     } else {
-        return Target::Unknown;
+        return NameForm::Unknown;
     };
     if before.is_empty() {
-        return Target::Unknown;
+        return NameForm::Unknown;
     }
     if kind.eq_ignore_ascii_case("service") {
         service(before, dc)
     } else if kind.eq_ignore_ascii_case("node") {
-        Target::Node {
+        NameForm::Node {
             name: join(before),
             dc,
         }
     } else {
         match (before, decode_hex_addr(before[0])) {
-            ([_], Some(ip)) => Target::Addr { ip, dc },
-            _ => Target::Unknown,
+            ([_], Some(ip)) => NameForm::Addr { ip, dc },
+            _ => NameForm::Unknown,
         }
     }
 }
@@ -110,26 +120,26 @@ fn is_keyword(label: &str) -> bool {
         .any(|k| label.eq_ignore_ascii_case(k))
 }
 
-fn service<'a>(before: &[&'a str], dc: Option<&'a str>) -> Target<'a> {
+fn service<'a>(before: &[&'a str], dc: Option<&'a str>) -> NameForm<'a> {
     if let [svc, tag] = before
         && let (Some(svc), Some(tag)) = (svc.strip_prefix('_'), tag.strip_prefix('_'))
     {
         if svc.is_empty() {
-            return Target::Unknown;
+            return NameForm::Unknown;
         }
         let tag = if tag.eq_ignore_ascii_case("tcp") || tag.eq_ignore_ascii_case("udp") {
             None
         } else {
             Some(Cow::Borrowed(tag))
         };
-        return Target::Service { name: svc, tag, dc };
+        return NameForm::Service { name: svc, tag, dc };
     }
     let (name, tags) = before.split_last().unwrap_or((&"", &[]));
     let tag = match tags {
         [] => None,
         tags => Some(join(tags)),
     };
-    Target::Service { name, tag, dc }
+    NameForm::Service { name, tag, dc }
 }
 
 fn join<'a>(labels: &[&'a str]) -> Cow<'a, str> {
@@ -210,9 +220,9 @@ mod tests {
         Name::from_ascii(s).expect("test names are valid")
     }
 
-    fn target(q: &str) -> Option<Target<'static>> {
+    fn form(q: &str) -> Option<NameForm<'static>> {
         let domain = name("consul.");
-        // Leak so the borrowed target can outlive the helper; tests only.
+        // Leak so the borrowed form can outlive the helper; tests only.
         let q: &'static Name = Box::leak(Box::new(name(q)));
         parse(q, &domain)
     }
@@ -221,8 +231,8 @@ mod tests {
         name: &'static str,
         tag: Option<&'static str>,
         dc: Option<&'static str>,
-    ) -> Target<'static> {
-        Target::Service {
+    ) -> NameForm<'static> {
+        NameForm::Service {
             name,
             tag: tag.map(Cow::Borrowed),
             dc,
@@ -231,28 +241,28 @@ mod tests {
 
     #[test]
     fn apex_and_outside() {
-        assert_eq!(target("consul."), Some(Target::Apex));
-        assert_eq!(target("CONSUL."), Some(Target::Apex));
-        assert_eq!(target("example.com."), None);
-        assert_eq!(target("consul.example.com."), None);
-        assert_eq!(target("notconsul."), None);
+        assert_eq!(form("consul."), Some(NameForm::Apex));
+        assert_eq!(form("CONSUL."), Some(NameForm::Apex));
+        assert_eq!(form("example.com."), None);
+        assert_eq!(form("consul.example.com."), None);
+        assert_eq!(form("notconsul."), None);
     }
 
     #[test]
     fn service_forms() {
-        assert_eq!(target("web.service.consul."), Some(svc("web", None, None)));
-        assert_eq!(target("Web.SERVICE.Consul."), Some(svc("Web", None, None)));
+        assert_eq!(form("web.service.consul."), Some(svc("web", None, None)));
+        assert_eq!(form("Web.SERVICE.Consul."), Some(svc("Web", None, None)));
         assert_eq!(
-            target("primary.web.service.consul."),
+            form("primary.web.service.consul."),
             Some(svc("web", Some("primary"), None))
         );
         assert_eq!(
-            target("web.service.dc1.consul."),
+            form("web.service.dc1.consul."),
             Some(svc("web", None, Some("dc1")))
         );
         assert_eq!(
-            target("v1.primary.web.service.dc2.consul."),
-            Some(Target::Service {
+            form("v1.primary.web.service.dc2.consul."),
+            Some(NameForm::Service {
                 name: "web",
                 tag: Some(Cow::Owned("v1.primary".into())),
                 dc: Some("dc2"),
@@ -263,52 +273,52 @@ mod tests {
     #[test]
     fn rfc2782_forms() {
         assert_eq!(
-            target("_web._tcp.service.consul."),
+            form("_web._tcp.service.consul."),
             Some(svc("web", None, None))
         );
         assert_eq!(
-            target("_web._UDP.service.dc1.consul."),
+            form("_web._UDP.service.dc1.consul."),
             Some(svc("web", None, Some("dc1")))
         );
         assert_eq!(
-            target("_web._primary.service.consul."),
+            form("_web._primary.service.consul."),
             Some(svc("web", Some("primary"), None))
         );
         // Only one underscore: an ordinary tag named "_x".
         assert_eq!(
-            target("_x.web.service.consul."),
+            form("_x.web.service.consul."),
             Some(svc("web", Some("_x"), None))
         );
-        assert_eq!(target("_._tcp.service.consul."), Some(Target::Unknown));
+        assert_eq!(form("_._tcp.service.consul."), Some(NameForm::Unknown));
     }
 
     #[test]
     fn node_forms() {
         assert_eq!(
-            target("db1.node.consul."),
-            Some(Target::Node {
+            form("db1.node.consul."),
+            Some(NameForm::Node {
                 name: Cow::Borrowed("db1"),
                 dc: None
             })
         );
         assert_eq!(
-            target("db1.NODE.dc1.consul."),
-            Some(Target::Node {
+            form("db1.NODE.dc1.consul."),
+            Some(NameForm::Node {
                 name: Cow::Borrowed("db1"),
                 dc: Some("dc1")
             })
         );
         assert_eq!(
-            target("a.b.node.consul."),
-            Some(Target::Node {
+            form("a.b.node.consul."),
+            Some(NameForm::Node {
                 name: Cow::Owned("a.b".into()),
                 dc: None
             })
         );
         // The keyword nearest the domain wins.
         assert_eq!(
-            target("web.service.node.consul."),
-            Some(Target::Node {
+            form("web.service.node.consul."),
+            Some(NameForm::Node {
                 name: Cow::Owned("web.service".into()),
                 dc: None
             })
@@ -318,41 +328,41 @@ mod tests {
     #[test]
     fn addr_forms() {
         assert_eq!(
-            target("7f000001.addr.consul."),
-            Some(Target::Addr {
+            form("7f000001.addr.consul."),
+            Some(NameForm::Addr {
                 ip: "127.0.0.1".parse().unwrap(),
                 dc: None
             })
         );
         assert_eq!(
-            target("20010db8000000000000000000000001.addr.dc1.consul."),
-            Some(Target::Addr {
+            form("20010db8000000000000000000000001.addr.dc1.consul."),
+            Some(NameForm::Addr {
                 ip: "2001:db8::1".parse().unwrap(),
                 dc: Some("dc1")
             })
         );
-        assert_eq!(target("7f00001.addr.consul."), Some(Target::Unknown));
-        assert_eq!(target("7f00000g.addr.consul."), Some(Target::Unknown));
-        assert_eq!(target("a.7f000001.addr.consul."), Some(Target::Unknown));
+        assert_eq!(form("7f00001.addr.consul."), Some(NameForm::Unknown));
+        assert_eq!(form("7f00000g.addr.consul."), Some(NameForm::Unknown));
+        assert_eq!(form("a.7f000001.addr.consul."), Some(NameForm::Unknown));
     }
 
     #[test]
     fn unknown_forms() {
-        assert_eq!(target("service.consul."), Some(Target::Unknown));
-        assert_eq!(target("node.dc1.consul."), Some(Target::Unknown));
-        assert_eq!(target("web.consul."), Some(Target::Unknown));
+        assert_eq!(form("service.consul."), Some(NameForm::Unknown));
+        assert_eq!(form("node.dc1.consul."), Some(NameForm::Unknown));
+        assert_eq!(form("web.consul."), Some(NameForm::Unknown));
         assert_eq!(
-            target("web.service.dc1.extra.consul."),
-            Some(Target::Unknown)
+            form("web.service.dc1.extra.consul."),
+            Some(NameForm::Unknown)
         );
-        assert_eq!(target("x.query.consul."), Some(Target::Unknown));
+        assert_eq!(form("x.query.consul."), Some(NameForm::Unknown));
     }
 
     #[test]
     fn non_utf8_label_is_unknown() {
         let domain = name("consul.");
         let q = Name::from_labels(vec![&b"\xff"[..], b"service", b"consul"]).unwrap();
-        assert_eq!(parse(&q, &domain), Some(Target::Unknown));
+        assert_eq!(parse(&q, &domain), Some(NameForm::Unknown));
     }
 
     #[test]

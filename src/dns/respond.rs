@@ -3,7 +3,7 @@
 //! [`Responder::respond`] takes the current [`View`], the raw request, the
 //! transport and the peer, and says what to send back: a finished response
 //! (already fitted to the client's packet size), a request to forward to the
-//! recursors, or nothing at all. The socket code, the fuzzer and the tests all
+//! recursors, a request for another datacenter's servers, or nothing at all. The socket code, the fuzzer and the tests all
 //! call it; it never awaits and never panics on any input.
 
 use std::net::SocketAddr;
@@ -13,7 +13,7 @@ use hickory_proto::rr::DNSClass;
 use hickory_proto::serialize::binary::{BinDecodable, BinDecoder};
 
 use super::DnsError;
-use super::answer::{Answer, Authority};
+use super::answer::{Answer, Authority, Found};
 use super::config::DnsConfig;
 use super::fit::{self, MAX_TCP, MAX_UDP, MIN_UDP};
 use super::name::parse_reverse;
@@ -37,8 +37,26 @@ pub enum Reply {
     /// The name is not ours: ask the recursors, then [`Responder::relay`]
     /// their answer. Holds the parsed request.
     Forward(Message),
+    /// The name belongs to datacenter `dc` (as asked): that datacenter's
+    /// servers answer it. Holds the parsed request; the server answers it
+    /// with [`Responder::no_path`] until there is a WAN path.
+    OtherDatacenter {
+        /// The datacenter label of the name.
+        dc: String,
+        /// The parsed request.
+        request: Message,
+    },
     /// Send nothing: the bytes are not a DNS query we can answer.
     Drop,
+}
+
+/// What [`Responder::lookup`] found among our own names.
+enum Own {
+    /// An answer, and whether it comes from the catalog (for the UDP answer
+    /// limit) rather than a zone file.
+    Answer(Answer, bool),
+    /// A name of another datacenter.
+    OtherDatacenter(String),
 }
 
 /// Everything needed to answer, fixed at start-up: settings and zones.
@@ -123,9 +141,10 @@ impl Responder {
             return Reply::Respond(self.error(&request, ResponseCode::Refused, transport));
         }
         match self.lookup(view, query) {
-            Some((answer, catalog)) => {
+            Some(Own::Answer(answer, catalog)) => {
                 Reply::Respond(self.finish(&request, answer, true, catalog, transport))
             }
+            Some(Own::OtherDatacenter(dc)) => Reply::OtherDatacenter { dc, request },
             None if self.has_recursors => Reply::Forward(request),
             None if parse_reverse(&query.name).is_some() => {
                 // Consul answers unknown reverse names itself when it cannot recurse.
@@ -136,19 +155,36 @@ impl Responder {
         }
     }
 
-    /// Our own answer for `query`, and whether it comes from the catalog;
+    /// Our own answer for `query` (or the other datacenter it names);
     /// `None` when it belongs to the recursors.
-    fn lookup(&self, view: &View, query: &Query) -> Option<(Answer, bool)> {
+    fn lookup(&self, view: &View, query: &Query) -> Option<Own> {
         let (qname, qtype) = (&query.name, query.query_type);
-        if let Some(answer) = self.authority.lookup(view, qname, qtype) {
-            return Some((answer, true));
+        match self.authority.lookup(view, qname, qtype) {
+            Some(Found::Answer(answer)) => return Some(Own::Answer(answer, true)),
+            Some(Found::OtherDatacenter(dc)) => return Some(Own::OtherDatacenter(dc)),
+            None => {}
         }
         if let Some(ip) = parse_reverse(qname)
             && let Some(answer) = self.authority.reverse(view, qname, qtype, ip)
         {
-            return Some((answer, true));
+            return Some(Own::Answer(answer, true));
         }
-        self.zones.lookup(qname, qtype).map(|a| (a, false))
+        self.zones
+            .lookup(qname, qtype)
+            .map(|a| Own::Answer(a, false))
+    }
+
+    /// The answer for a name of another datacenter while there is no path
+    /// to it: the name does not exist (NXDOMAIN with our SOA), as Consul
+    /// answers when it cannot reach the datacenter.
+    pub fn no_path(&self, view: &View, request: &Message, transport: Transport) -> Message {
+        self.finish(
+            request,
+            self.authority.nxdomain(view),
+            true,
+            true,
+            transport,
+        )
     }
 
     /// Adapts a recursor's `upstream` response to `request`'s client: its ID,
@@ -258,7 +294,15 @@ mod tests {
     ) -> Message {
         let replica = fixture::replica();
         let view = replica.view();
-        match responder(cfg).respond_to(&view, query(name, qtype, edns), transport) {
+        let responder = responder(cfg);
+        let reply = match responder.respond_to(&view, query(name, qtype, edns), transport) {
+            // What the server answers for another datacenter's names.
+            Reply::OtherDatacenter { request, .. } => {
+                Reply::Respond(responder.no_path(&view, &request, transport))
+            }
+            other => other,
+        };
+        match reply {
             Reply::Respond(m) => {
                 // Whatever we answer must encode and parse back.
                 let bytes = fit::encode(&m).expect("response encodes");
@@ -418,6 +462,36 @@ mod tests {
             ResponseCode::NXDomain,
         );
         assert_negative(&ask("what.consul.", RecordType::A), ResponseCode::NXDomain);
+    }
+
+    #[test]
+    fn names_of_other_datacenters_are_their_own_reply_even_with_recursors() {
+        let replica = fixture::replica();
+        let view = replica.view();
+        let cfg = DnsConfig {
+            recursors: vec!["127.0.0.1:53".parse().unwrap()],
+            ..DnsConfig::default()
+        };
+        for name in [
+            "web.service.DC2.consul.",
+            "_web._tcp.service.dc2.consul.",
+            "n1.node.dc2.consul.",
+            "7f000001.addr.dc2.consul.",
+        ] {
+            let reply =
+                responder(&cfg).respond_to(&view, query(name, RecordType::A, None), Transport::Udp);
+            assert!(
+                matches!(&reply, Reply::OtherDatacenter { dc, .. } if dc == "DC2" || dc == "dc2"),
+                "{name}: {reply:?}"
+            );
+        }
+        // Our own datacenter, named or not, is answered here.
+        let ours = responder(&cfg).respond_to(
+            &view,
+            query("web.service.dc1.consul.", RecordType::A, None),
+            Transport::Udp,
+        );
+        assert!(matches!(ours, Reply::Respond(_)));
     }
 
     #[test]

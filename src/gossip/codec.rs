@@ -30,7 +30,7 @@ use bytes::{Buf, BufMut};
 use foca::{Codec, Header, Member, Message};
 use serde::{Deserialize, Serialize};
 
-use super::identity::NodeId;
+use super::identity::MemberId;
 
 /// How many identities (and how many peers that know us) are remembered.
 const TABLE_LIMIT: usize = 4096;
@@ -48,7 +48,7 @@ struct ShortId {
 }
 
 impl ShortId {
-    fn of(id: &NodeId) -> Self {
+    fn of(id: &MemberId) -> Self {
         Self {
             addr: id.addr(),
             generation: id.generation(),
@@ -78,9 +78,9 @@ pub enum CodecError {
 pub struct CompactCodec {
     /// Our current identity, as last seen as a sender (foca changes it on
     /// rejoin, and every packet it sends carries it).
-    me: NodeId,
+    me: MemberId,
     /// Identities decoded in full, with the tick they were last used.
-    known: HashMap<ShortId, (NodeId, u64)>,
+    known: HashMap<ShortId, (MemberId, u64)>,
     /// Peers that addressed a packet to our current identity.
     knows_me: HashSet<ShortId>,
     /// A counter for least-recently-used eviction.
@@ -91,7 +91,7 @@ pub struct CompactCodec {
 
 impl CompactCodec {
     /// A codec for a member whose identity is `me`.
-    pub fn new(me: NodeId) -> Self {
+    pub fn new(me: MemberId) -> Self {
         Self {
             me,
             known: HashMap::new(),
@@ -101,7 +101,7 @@ impl CompactCodec {
         }
     }
 
-    fn remember(&mut self, id: &NodeId) {
+    fn remember(&mut self, id: &MemberId) {
         self.tick += 1;
         let key = ShortId::of(id);
         if let Some(entry) = self.known.get_mut(&key) {
@@ -121,7 +121,7 @@ impl CompactCodec {
         self.known.insert(key, (id.clone(), self.tick));
     }
 
-    fn resolve(&mut self, short: ShortId) -> Option<NodeId> {
+    fn resolve(&mut self, short: ShortId) -> Option<MemberId> {
         if short == ShortId::of(&self.me) {
             return Some(self.me.clone());
         }
@@ -145,12 +145,12 @@ fn take<'a, T: Deserialize<'a>>(bytes: &'a [u8]) -> Result<(T, &'a [u8]), CodecE
     Ok(postcard::take_from_bytes(bytes)?)
 }
 
-impl Codec<NodeId> for CompactCodec {
+impl Codec<MemberId> for CompactCodec {
     type Error = CodecError;
 
     fn encode_header(
         &mut self,
-        header: &Header<NodeId>,
+        header: &Header<MemberId>,
         buf: impl BufMut,
     ) -> Result<(), CodecError> {
         if header.src != self.me {
@@ -177,14 +177,14 @@ impl Codec<NodeId> for CompactCodec {
         self.put(buf)
     }
 
-    fn decode_header(&mut self, mut buf: impl Buf) -> Result<Header<NodeId>, CodecError> {
+    fn decode_header(&mut self, mut buf: impl Buf) -> Result<Header<MemberId>, CodecError> {
         // foca hands the whole packet in one contiguous chunk.
         let bytes = buf.chunk();
         let total = bytes.len();
         let (tag, rest): (u8, _) = take(bytes)?;
         let (src, rest) = match tag {
             FULL => {
-                let (src, rest): (NodeId, _) = take(rest)?;
+                let (src, rest): (MemberId, _) = take(rest)?;
                 self.remember(&src);
                 (src, rest)
             }
@@ -199,7 +199,7 @@ impl Codec<NodeId> for CompactCodec {
         };
         let (src_incarnation, rest) = take(rest)?;
         let (dst, rest): (ShortId, _) = take(rest)?;
-        let (message, rest): (Message<NodeId>, _) = take(rest)?;
+        let (message, rest): (Message<MemberId>, _) = take(rest)?;
         let consumed = total - rest.len();
         let dst = if dst == ShortId::of(&self.me) {
             if self.knows_me.len() >= TABLE_LIMIT {
@@ -221,7 +221,7 @@ impl Codec<NodeId> for CompactCodec {
 
     fn encode_member(
         &mut self,
-        member: &Member<NodeId>,
+        member: &Member<MemberId>,
         buf: impl BufMut,
     ) -> Result<(), CodecError> {
         self.scratch.clear();
@@ -230,10 +230,10 @@ impl Codec<NodeId> for CompactCodec {
         self.put(buf)
     }
 
-    fn decode_member(&mut self, mut buf: impl Buf) -> Result<Member<NodeId>, CodecError> {
+    fn decode_member(&mut self, mut buf: impl Buf) -> Result<Member<MemberId>, CodecError> {
         let bytes = buf.chunk();
         let total = bytes.len();
-        let (member, rest): (Member<NodeId>, _) = take(bytes)?;
+        let (member, rest): (Member<MemberId>, _) = take(bytes)?;
         let consumed = total - rest.len();
         buf.advance(consumed);
         self.remember(member.id());
@@ -243,8 +243,8 @@ impl Codec<NodeId> for CompactCodec {
 
 /// The identity a short receiver other than us decodes to: it matches no
 /// live identity, and matches our address for foca's join check.
-fn stand_in(short: ShortId) -> NodeId {
-    NodeId::placeholder(short.addr).with_generation_of(short.generation)
+fn stand_in(short: ShortId) -> MemberId {
+    MemberId::placeholder(short.addr).with_generation_of(short.generation)
 }
 
 #[cfg(test)]
@@ -253,8 +253,8 @@ mod tests {
     use crate::gossip::identity::Role;
     use foca::State;
 
-    fn id(last: u8, name: &str) -> NodeId {
-        NodeId::new(
+    fn id(last: u8, name: &str) -> MemberId {
+        MemberId::new(
             SocketAddr::from(([127, 0, 1, last], 8301)),
             name,
             Role::Server,
@@ -264,7 +264,7 @@ mod tests {
         .unwrap()
     }
 
-    fn header(src: &NodeId, dst: &NodeId) -> Header<NodeId> {
+    fn header(src: &MemberId, dst: &MemberId) -> Header<MemberId> {
         Header {
             src: src.clone(),
             src_incarnation: 3,
@@ -273,7 +273,7 @@ mod tests {
         }
     }
 
-    fn encode(codec: &mut CompactCodec, h: &Header<NodeId>) -> Vec<u8> {
+    fn encode(codec: &mut CompactCodec, h: &Header<MemberId>) -> Vec<u8> {
         let mut out = Vec::new();
         codec.encode_header(h, &mut out).unwrap();
         out

@@ -42,8 +42,8 @@ pub enum Role {
 /// Two identities with the same gossip address are the same member; the one
 /// with the larger generation is the newer process (see the module doc).
 #[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
-#[serde(try_from = "WireNodeId")]
-pub struct NodeId {
+#[serde(try_from = "WireMemberId")]
+pub struct MemberId {
     /// Where the member's gossip socket listens: foca's `Addr`, unique per
     /// member.
     addr: SocketAddr,
@@ -60,10 +60,10 @@ pub struct NodeId {
     rpc_addr: Option<SocketAddr>,
 }
 
-/// The same fields as [`NodeId`] without the checks: what serde decodes
-/// before [`NodeId::try_from`] validates it.
+/// The same fields as [`MemberId`] without the checks: what serde decodes
+/// before [`MemberId::try_from`] validates it.
 #[derive(Deserialize)]
-struct WireNodeId {
+struct WireMemberId {
     addr: SocketAddr,
     generation: u64,
     name: String,
@@ -83,10 +83,10 @@ pub enum IdentityError {
     DcTooLong(usize),
 }
 
-impl TryFrom<WireNodeId> for NodeId {
+impl TryFrom<WireMemberId> for MemberId {
     type Error = IdentityError;
 
-    fn try_from(wire: WireNodeId) -> Result<Self, Self::Error> {
+    fn try_from(wire: WireMemberId) -> Result<Self, Self::Error> {
         Self::with_generation(
             wire.addr,
             wire.generation,
@@ -98,7 +98,7 @@ impl TryFrom<WireNodeId> for NodeId {
     }
 }
 
-impl NodeId {
+impl MemberId {
     /// A fresh identity for a process starting now: its generation is larger
     /// than that of any identity this process made before, and (clocks
     /// permitting) than that of any earlier process on this address.
@@ -208,7 +208,7 @@ impl NodeId {
     }
 }
 
-impl Identity for NodeId {
+impl Identity for MemberId {
     type Addr = SocketAddr;
 
     fn renew(&self) -> Option<Self> {
@@ -259,8 +259,8 @@ pub fn next_generation(after: u64) -> u64 {
 mod tests {
     use super::*;
 
-    fn id(name: &str) -> NodeId {
-        NodeId::new(
+    fn id(name: &str) -> MemberId {
+        MemberId::new(
             "127.0.0.1:8301".parse().unwrap(),
             name,
             Role::Server,
@@ -274,7 +274,7 @@ mod tests {
     fn codec_round_trip_keeps_every_field() {
         let original = id("web1");
         let bytes = postcard::to_stdvec(&original).unwrap();
-        let decoded: NodeId = postcard::from_bytes(&bytes).unwrap();
+        let decoded: MemberId = postcard::from_bytes(&bytes).unwrap();
         assert_eq!(decoded, original);
         assert_eq!(decoded.name(), "web1");
         assert_eq!(decoded.dc(), "dc1");
@@ -286,7 +286,7 @@ mod tests {
         let v6: SocketAddr = "[ffff:ffff:ffff:ffff:ffff:ffff:ffff:ffff]:65535"
             .parse()
             .unwrap();
-        let big = NodeId::with_generation(
+        let big = MemberId::with_generation(
             v6,
             u64::MAX,
             "n".repeat(MAX_NAME_LEN),
@@ -320,21 +320,21 @@ mod tests {
             rpc_addr: None,
         };
         let bytes = postcard::to_stdvec(&raw).unwrap();
-        assert!(postcard::from_bytes::<NodeId>(&bytes).is_err());
+        assert!(postcard::from_bytes::<MemberId>(&bytes).is_err());
         let raw = Raw {
             name: "ok".into(),
             dc: "d".repeat(MAX_DC_LEN + 1),
             ..raw
         };
         let bytes = postcard::to_stdvec(&raw).unwrap();
-        assert!(postcard::from_bytes::<NodeId>(&bytes).is_err());
+        assert!(postcard::from_bytes::<MemberId>(&bytes).is_err());
     }
 
     #[test]
     fn decoding_garbage_and_truncations_never_panics() {
         let bytes = postcard::to_stdvec(&id("web1")).unwrap();
         for cut in 0..bytes.len() {
-            assert!(postcard::from_bytes::<NodeId>(&bytes[..cut]).is_err());
+            assert!(postcard::from_bytes::<MemberId>(&bytes[..cut]).is_err());
         }
         // A deterministic spread of junk: every byte value in every position
         // of a short buffer, and a length prefix promising far more than is
@@ -343,10 +343,10 @@ mod tests {
             for value in 0..=u8::MAX {
                 let mut junk = bytes.clone();
                 junk[pos] = value;
-                let _ = postcard::from_bytes::<NodeId>(&junk);
+                let _ = postcard::from_bytes::<MemberId>(&junk);
             }
         }
-        let _ = postcard::from_bytes::<NodeId>(&[0, 127, 0, 0, 1, 1, 1, 0xff, 0xff, 0xff, 0x0f]);
+        let _ = postcard::from_bytes::<MemberId>(&[0, 127, 0, 0, 1, 1, 1, 0xff, 0xff, 0xff, 0x0f]);
     }
 
     #[test]
@@ -369,7 +369,7 @@ mod tests {
 
     #[test]
     fn equal_generations_still_resolve_one_way() {
-        let a = NodeId::with_generation(
+        let a = MemberId::with_generation(
             "127.0.0.1:1".parse().unwrap(),
             7,
             "a".into(),
@@ -378,7 +378,7 @@ mod tests {
             None,
         )
         .unwrap();
-        let b = NodeId::with_generation(
+        let b = MemberId::with_generation(
             "127.0.0.1:1".parse().unwrap(),
             7,
             "b".into(),
@@ -394,11 +394,11 @@ mod tests {
     fn constructor_refuses_overlong_names() {
         let addr = "127.0.0.1:1".parse().unwrap();
         assert_eq!(
-            NodeId::new(addr, "x".repeat(200), Role::Client, "dc1", None),
+            MemberId::new(addr, "x".repeat(200), Role::Client, "dc1", None),
             Err(IdentityError::NameTooLong(200))
         );
         assert_eq!(
-            NodeId::new(addr, "x", Role::Client, "d".repeat(65), None),
+            MemberId::new(addr, "x", Role::Client, "d".repeat(65), None),
             Err(IdentityError::DcTooLong(65))
         );
     }

@@ -20,7 +20,7 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use foca::{BroadcastHandler, Invalidates, State};
 use serde::{Deserialize, Serialize};
 
-use super::identity::{NodeId, Role};
+use super::identity::{MemberId, Role};
 
 /// How a member is doing, as far as this member knows.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -55,7 +55,7 @@ pub struct Member {
 }
 
 impl Member {
-    fn new(id: &NodeId, status: MemberStatus) -> Self {
+    fn new(id: &MemberId, status: MemberStatus) -> Self {
         Self {
             name: id.name().to_owned(),
             addr: id.addr(),
@@ -83,7 +83,7 @@ pub struct LeaveNotice {
 
 impl LeaveNotice {
     /// The notice for `id`.
-    pub fn of(id: &NodeId) -> Self {
+    pub fn of(id: &MemberId) -> Self {
         Self {
             addr: id.addr(),
             generation: id.generation(),
@@ -132,7 +132,7 @@ impl Departures {
     }
 
     /// Whether `id`'s process (or a later one on its address) left.
-    pub fn has_left(&self, id: &NodeId) -> bool {
+    pub fn has_left(&self, id: &MemberId) -> bool {
         self.lock()
             .get(&id.addr())
             .is_some_and(|g| *g >= id.generation())
@@ -160,14 +160,14 @@ pub struct MalformedNotice;
 #[derive(Debug, Clone, Default)]
 pub struct DepartureHandler(pub Departures);
 
-impl BroadcastHandler<NodeId> for DepartureHandler {
+impl BroadcastHandler<MemberId> for DepartureHandler {
     type Key = DepartureKey;
     type Error = MalformedNotice;
 
     fn receive_item(
         &mut self,
         data: &[u8],
-        _sender: Option<&NodeId>,
+        _sender: Option<&MemberId>,
     ) -> Result<Option<DepartureKey>, MalformedNotice> {
         let Ok((notice, [])) = postcard::take_from_bytes::<LeaveNotice>(data) else {
             return Err(MalformedNotice);
@@ -179,7 +179,7 @@ impl BroadcastHandler<NodeId> for DepartureHandler {
 /// Everything a membership view is made from.
 pub struct Sources<'a, I> {
     /// This member's identity.
-    pub local: &'a NodeId,
+    pub local: &'a MemberId,
     /// Whether this member has left.
     pub local_left: bool,
     /// foca's full membership state, down members included.
@@ -188,7 +188,7 @@ pub struct Sources<'a, I> {
     pub departures: &'a Departures,
 }
 
-fn status(state: State, id: &NodeId, departures: &Departures) -> MemberStatus {
+fn status(state: State, id: &MemberId, departures: &Departures) -> MemberStatus {
     match state {
         State::Alive => MemberStatus::Alive,
         State::Suspect => MemberStatus::Suspect,
@@ -202,7 +202,7 @@ fn status(state: State, id: &NodeId, departures: &Departures) -> MemberStatus {
 /// old process down, the new one alive); the process with the larger
 /// generation, the newer one, speaks for the node.
 pub fn view<'a>(
-    sources: Sources<'a, impl Iterator<Item = &'a foca::Member<NodeId>>>,
+    sources: Sources<'a, impl Iterator<Item = &'a foca::Member<MemberId>>>,
 ) -> Vec<Member> {
     let local_status = if sources.local_left {
         MemberStatus::Left
@@ -225,8 +225,8 @@ pub fn view<'a>(
 /// A digest of what [`view`] would return, computed without allocating, so
 /// the driver can rebuild the view only when it changed. Independent of
 /// the order foca iterates in (it shuffles its list).
-pub fn digest<'a>(sources: Sources<'a, impl Iterator<Item = &'a foca::Member<NodeId>>>) -> u64 {
-    let hash_one = |id: &NodeId, status: MemberStatus| {
+pub fn digest<'a>(sources: Sources<'a, impl Iterator<Item = &'a foca::Member<MemberId>>>) -> u64 {
+    let hash_one = |id: &MemberId, status: MemberStatus| {
         let mut h = DefaultHasher::new();
         id.hash(&mut h);
         status.hash(&mut h);
@@ -251,8 +251,8 @@ pub fn digest<'a>(sources: Sources<'a, impl Iterator<Item = &'a foca::Member<Nod
 mod tests {
     use super::*;
 
-    fn id(last: u8, name: &str, generation: u64) -> NodeId {
-        NodeId::with_generation(
+    fn id(last: u8, name: &str, generation: u64) -> MemberId {
+        MemberId::with_generation(
             SocketAddr::from(([127, 0, 1, last], 8301)),
             generation,
             name.into(),
@@ -264,10 +264,10 @@ mod tests {
     }
 
     fn sources<'a>(
-        local: &'a NodeId,
-        members: &'a [foca::Member<NodeId>],
+        local: &'a MemberId,
+        members: &'a [foca::Member<MemberId>],
         departures: &'a Departures,
-    ) -> Sources<'a, std::slice::Iter<'a, foca::Member<NodeId>>> {
+    ) -> Sources<'a, std::slice::Iter<'a, foca::Member<MemberId>>> {
         Sources {
             local,
             local_left: false,
@@ -305,7 +305,7 @@ mod tests {
         let local = id(1, "a", 1);
         let old = foca::Member::new(id(2, "b", 5), 0, State::Down);
         let new = foca::Member::new(
-            NodeId::with_generation(
+            MemberId::with_generation(
                 SocketAddr::from(([127, 0, 1, 2], 9301)),
                 9,
                 "b".into(),

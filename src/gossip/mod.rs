@@ -47,15 +47,15 @@ use tokio::sync::{mpsc, oneshot, watch};
 use tokio::task::JoinHandle;
 
 pub use crypto::{Key, KeyError, keygen};
-pub use identity::{IdentityError, NodeId, Role};
+pub use identity::{IdentityError, MemberId, Role};
 pub use membership::{Member, MemberStatus};
 pub use profile::Profile;
 
-use runtime::{Command, Counters, Driver};
+use runtime::{Control, Counters, Driver};
 
-/// How many commands may wait for the driver; commands are rare (join,
+/// How many requests may wait for the driver; they are rare (join,
 /// leave), so a caller that finds the queue full is told to retry.
-const COMMAND_QUEUE: usize = 16;
+const CONTROL_QUEUE: usize = 16;
 
 /// Everything gossip fails with.
 #[derive(Debug, thiserror::Error)]
@@ -81,7 +81,7 @@ pub enum GossipError {
     /// Asked to join our own address.
     #[error("{0} is this agent's own gossip address")]
     JoinSelf(SocketAddr),
-    /// The command queue is full.
+    /// The control queue is full.
     #[error("gossip is busy; try again")]
     Busy,
     /// The gossip task has stopped (left, shut down, or failed).
@@ -142,8 +142,8 @@ pub struct GossipStats {
 /// The handle to a running gossip member.
 #[derive(Debug)]
 pub struct Gossip {
-    /// Commands to the driver task.
-    commands: mpsc::Sender<Command>,
+    /// Requests to the driver task.
+    controls: mpsc::Sender<Control>,
     /// The published membership.
     members: watch::Receiver<Arc<Vec<Member>>>,
     /// Traffic counters, written by the driver.
@@ -160,7 +160,7 @@ impl Gossip {
     /// runtime.
     pub fn start(config: GossipConfig) -> Result<Self, GossipError> {
         let local_addr = config.socket.local_addr().map_err(GossipError::Socket)?;
-        let identity = NodeId::with_generation(
+        let identity = MemberId::with_generation(
             local_addr,
             identity::next_generation(config.generation_floor),
             config.name,
@@ -170,7 +170,7 @@ impl Gossip {
         )?;
         let counters = Arc::new(Counters::default());
         let (members_tx, members) = watch::channel(Arc::new(Vec::new()));
-        let (commands, command_rx) = mpsc::channel(COMMAND_QUEUE);
+        let (controls, control_rx) = mpsc::channel(CONTROL_QUEUE);
         let driver = Driver::new(
             identity,
             config.socket,
@@ -180,9 +180,9 @@ impl Gossip {
             Arc::clone(&counters),
             members_tx,
         );
-        let task = tokio::spawn(driver.run(command_rx));
+        let task = tokio::spawn(driver.run(control_rx));
         Ok(Self {
-            commands,
+            controls,
             members,
             counters,
             local_addr,
@@ -234,8 +234,8 @@ impl Gossip {
         }
     }
 
-    fn send(&self, command: Command) -> Result<(), GossipError> {
-        self.commands.try_send(command).map_err(|e| match e {
+    fn send(&self, control: Control) -> Result<(), GossipError> {
+        self.controls.try_send(control).map_err(|e| match e {
             mpsc::error::TrySendError::Full(_) => GossipError::Busy,
             mpsc::error::TrySendError::Closed(_) => GossipError::Stopped,
         })
@@ -245,7 +245,7 @@ impl Gossip {
     /// answers, or until the profile's join timeout.
     pub async fn join(&self, addr: SocketAddr) -> Result<(), GossipError> {
         let (reply, answer) = oneshot::channel();
-        self.send(Command::Join { addr, reply })?;
+        self.send(Control::Join { addr, reply })?;
         answer.await.map_err(|_| GossipError::Stopped)?
     }
 
@@ -253,7 +253,7 @@ impl Gossip {
     /// this member as Left, not Failed), then the member stops.
     pub async fn leave(&self) -> Result<(), GossipError> {
         let (reply, answer) = oneshot::channel();
-        self.send(Command::Leave { reply })?;
+        self.send(Control::Leave { reply })?;
         answer.await.map_err(|_| GossipError::Stopped)
     }
 
@@ -262,7 +262,7 @@ impl Gossip {
     /// deregisters its node instead of waiting for `reconnect_timeout`.
     pub async fn force_leave(&self, name: &str) -> Result<(), GossipError> {
         let (reply, answer) = oneshot::channel();
-        self.send(Command::ForceLeave {
+        self.send(Control::ForceLeave {
             name: name.to_owned(),
             reply,
         })?;
@@ -272,8 +272,8 @@ impl Gossip {
     /// Stops without leaving (others will declare this member Failed) and
     /// waits for the task to end.
     pub async fn shutdown(self) {
-        let _ = self.commands.try_send(Command::Shutdown);
-        drop(self.commands);
+        let _ = self.controls.try_send(Control::Shutdown);
+        drop(self.controls);
         if let Err(error) = self.task.await {
             tracing::warn!(%error, "gossip task ended abnormally");
         }

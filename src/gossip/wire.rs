@@ -10,7 +10,7 @@
 
 use serde::{Deserialize, Serialize};
 
-use super::identity::NodeId;
+use super::identity::MemberId;
 
 /// The kind byte of a foca packet.
 const KIND_FOCA: u8 = 0;
@@ -21,11 +21,11 @@ const KIND_NOTICE: u8 = 1;
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct SuspicionNotice {
     /// The member under suspicion (the receiver, if it is current).
-    pub suspect: NodeId,
+    pub suspect: MemberId,
     /// The incarnation the suspicion is about: refuting needs a larger one.
     pub incarnation: u16,
     /// Who suspects: the refutation is announced to it directly.
-    pub from: NodeId,
+    pub from: MemberId,
 }
 
 /// One decoded datagram.
@@ -63,7 +63,7 @@ pub fn encode_notice(notice: &SuspicionNotice, out: &mut Vec<u8>) {
     out.clear();
     out.push(KIND_NOTICE);
     // Serializing into a Vec fails only on a custom serializer error, which
-    // NodeId and u16 never raise; an empty frame would be dropped by the
+    // MemberId and u16 never raise; an empty frame would be dropped by the
     // receiver as undecodable rather than misread.
     if let Ok(body) = postcard::to_stdvec(notice) {
         out.extend_from_slice(&body);
@@ -94,7 +94,7 @@ mod tests {
 
     fn notice() -> SuspicionNotice {
         let id = |port, name: &str| {
-            NodeId::new(
+            MemberId::new(
                 std::net::SocketAddr::from(([127, 0, 1, 1], port)),
                 name,
                 Role::Client,

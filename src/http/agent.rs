@@ -2,7 +2,7 @@
 //! the TTL and health endpoints that applications and load balancers call.
 
 use axum::Json;
-use axum::extract::{Path, State};
+use axum::extract::Path;
 use axum::response::{IntoResponse, Response};
 use serde_json::json;
 
@@ -11,8 +11,9 @@ use std::collections::BTreeMap;
 use axum::http::StatusCode;
 
 use super::json::{AgentServiceJson, CheckJson};
-use super::query::{Params, parse_bool};
-use super::{ApiError, Ctx, JsonBody, decode};
+use super::query::parse_bool;
+use super::route::Route;
+use super::{ApiError, JsonBody, decode};
 use crate::agent::checks::{Origin, cap_output};
 use crate::agent::local::{
     CheckDefinition, LocalAgent, LocalCheck, LocalError, LocalService, NODE_MAINTENANCE_CHECK,
@@ -22,8 +23,8 @@ use crate::catalog::HealthStatus;
 
 /// `GET /v1/agent/self`: the subset of Consul's `Config`, `Member` and `Meta`
 /// that clients read.
-pub(super) async fn agent_self(State(state): State<Ctx>) -> Response {
-    let id = state.local.identity();
+pub(super) async fn agent_self(route: Route) -> Response {
+    let id = route.agent().identity();
     let role = if id.server { "consul" } else { "node" };
     let mut tags = serde_json::Map::new();
     tags.insert("dc".into(), json!(id.datacenter));
@@ -57,10 +58,10 @@ pub(super) async fn agent_self(State(state): State<Ctx>) -> Response {
 }
 
 /// `GET /v1/agent/services`: local services by ID.
-pub(super) async fn services(State(state): State<Ctx>) -> Response {
-    let dc = &state.local.identity().datacenter;
-    let out: BTreeMap<_, _> = state
-        .local
+pub(super) async fn services(route: Route) -> Response {
+    let dc = &route.agent().identity().datacenter;
+    let out: BTreeMap<_, _> = route
+        .agent()
         .services()
         .iter()
         .map(|(id, s)| (id.clone(), AgentServiceJson::new(s, dc)))
@@ -69,91 +70,81 @@ pub(super) async fn services(State(state): State<Ctx>) -> Response {
 }
 
 /// `GET /v1/agent/service/:id`.
-pub(super) async fn service(
-    State(state): State<Ctx>,
-    Path(id): Path<String>,
-) -> Result<Response, ApiError> {
-    let s = state
-        .local
+pub(super) async fn service(Path(id): Path<String>, route: Route) -> Result<Response, ApiError> {
+    let s = route
+        .agent()
         .service(&id)
         .ok_or_else(|| ApiError::from(LocalError::UnknownService(id)))?;
     Ok(Json(AgentServiceJson::new(
         &s,
-        &state.local.identity().datacenter,
+        &route.agent().identity().datacenter,
     ))
     .into_response())
 }
 
 /// `PUT /v1/agent/service/register[?replace-existing-checks]`.
-pub(super) async fn register(
-    State(state): State<Ctx>,
-    params: Params,
-    JsonBody(body): JsonBody,
-) -> Result<Response, ApiError> {
-    let replace = params.flag("replace-existing-checks")?;
+pub(super) async fn register(route: Route, JsonBody(body): JsonBody) -> Result<Response, ApiError> {
+    let replace = route.params().flag("replace-existing-checks")?;
     let def = decode::service_definition(&body)?;
     if is_unspecified(&def.address) {
         return Err(ApiError::BadRequest("Invalid service address".into()));
     }
-    state.local.register_service(def, replace).await?;
+    route.agent().register_service(def, replace).await?;
     Ok(().into_response())
 }
 
 /// `PUT /v1/agent/service/deregister/:id`.
-pub(super) async fn deregister(
-    State(state): State<Ctx>,
-    Path(id): Path<String>,
-) -> Result<Response, ApiError> {
-    state.local.deregister_service(&id).await?;
+pub(super) async fn deregister(Path(id): Path<String>, route: Route) -> Result<Response, ApiError> {
+    route.agent().deregister_service(&id).await?;
     Ok(().into_response())
 }
 
 /// `PUT /v1/agent/service/maintenance/:id?enable=true|false[&reason=...]`.
 pub(super) async fn maintenance(
-    State(state): State<Ctx>,
     Path(id): Path<String>,
-    params: Params,
+    route: Route,
 ) -> Result<Response, ApiError> {
-    let raw = params
+    let raw = route
+        .params()
         .get("enable")
         .ok_or_else(|| ApiError::BadRequest("Missing value for enable".into()))?;
     let enable = parse_bool(raw)
         .ok_or_else(|| ApiError::BadRequest(format!("Invalid value for enable: {raw:?}")))?;
-    let reason = params.get("reason").map(str::to_string);
-    state.local.set_maintenance(&id, enable, reason).await?;
+    let reason = route.params().get("reason").map(str::to_string);
+    route.agent().set_maintenance(&id, enable, reason).await?;
     Ok(().into_response())
 }
 
 /// `PUT /v1/agent/check/register`.
 pub(super) async fn check_register(
-    State(state): State<Ctx>,
+    route: Route,
     JsonBody(body): JsonBody,
 ) -> Result<Response, ApiError> {
     let def = decode::check_registration(&body)?;
-    state.local.register_check(def, Origin::Api).await?;
+    route.agent().register_check(def, Origin::Api).await?;
     Ok(().into_response())
 }
 
 /// `PUT /v1/agent/check/deregister/:id`.
 pub(super) async fn check_deregister(
-    State(state): State<Ctx>,
     Path(id): Path<String>,
+    route: Route,
 ) -> Result<Response, ApiError> {
-    state.local.deregister_check(&id).await?;
+    route.agent().deregister_check(&id).await?;
     Ok(().into_response())
 }
 
 /// `GET /v1/agent/checks`: this agent's checks by ID, with their latest
 /// output (which may be newer than the catalog's, see output batching).
-pub(super) async fn checks(State(state): State<Ctx>) -> Response {
-    let services = state.local.services();
-    let mut out: BTreeMap<String, CheckJson> = state
-        .local
+pub(super) async fn checks(route: Route) -> Response {
+    let services = route.agent().services();
+    let mut out: BTreeMap<String, CheckJson> = route
+        .agent()
         .checks()
         .into_iter()
         .map(|(id, c)| {
             let svc = services.get(&c.definition.service_id);
-            (id, check_json(&state.local, svc, &c))
+            (id, check_json(route.agent(), svc, &c))
         })
         .collect();
     // The maintenance checks are the agent's too, as in Consul.
@@ -173,7 +164,7 @@ pub(super) async fn checks(State(state): State<Ctx>) -> Response {
             dirty: false,
             origin: Origin::Api,
         };
-        let mut j = check_json(&state.local, svc, &c);
+        let mut j = check_json(route.agent(), svc, &c);
         j.kind = "maintenance".into();
         (c.definition.id, j)
     };
@@ -184,7 +175,7 @@ pub(super) async fn checks(State(state): State<Ctx>) -> Response {
             out.insert(k, v);
         }
     }
-    if let Some(reason) = state.local.node_maintenance() {
+    if let Some(reason) = route.agent().node_maintenance() {
         let id = NODE_MAINTENANCE_CHECK.to_string();
         let (k, v) = maintenance(id, "Node Maintenance Mode", reason, None);
         out.insert(k, v);
@@ -217,9 +208,8 @@ fn check_json(local: &LocalAgent, service: Option<&LocalService>, c: &LocalCheck
 /// `PUT /v1/agent/check/pass|warn|fail/:id?note=`: a TTL check's
 /// application reports in.
 pub(super) async fn check_ttl(
-    State(state): State<Ctx>,
     Path((verb, id)): Path<(String, String)>,
-    params: Params,
+    route: Route,
 ) -> Result<Response, ApiError> {
     let status = match verb.as_str() {
         "pass" => HealthStatus::Passing,
@@ -227,9 +217,9 @@ pub(super) async fn check_ttl(
         "fail" => HealthStatus::Critical,
         _ => return Err(ApiError::NotFound("404 page not found".into())),
     };
-    let note = params.get("note").unwrap_or_default().to_string();
-    state
-        .local
+    let note = route.params().get("note").unwrap_or_default().to_string();
+    route
+        .agent()
         .ttl_update(&id, status, cap_output(note))
         .await?;
     Ok(().into_response())
@@ -237,8 +227,8 @@ pub(super) async fn check_ttl(
 
 /// `PUT /v1/agent/check/update/:id` with `{"Status": .., "Output": ..}`.
 pub(super) async fn check_update(
-    State(state): State<Ctx>,
     Path(id): Path<String>,
+    route: Route,
     JsonBody(body): JsonBody,
 ) -> Result<Response, ApiError> {
     let f = decode::Fields::new(&body, "")?;
@@ -246,8 +236,8 @@ pub(super) async fn check_update(
         ApiError::BadRequest("Status: required (passing, warning or critical)".into())
     })?;
     let output = f.string(&["Output"])?;
-    state
-        .local
+    route
+        .agent()
         .ttl_update(&id, status, cap_output(output))
         .await?;
     Ok(().into_response())
@@ -285,14 +275,14 @@ fn aggregate(local: &LocalAgent, s: &LocalService) -> (StatusCode, &'static str,
 }
 
 fn health_json(
-    state: &Ctx,
+    route: &Route,
     s: &LocalService,
     status: &str,
     checks: Vec<CheckJson>,
 ) -> serde_json::Value {
     json!({
         "AggregatedStatus": status,
-        "Service": AgentServiceJson::new(s, &state.local.identity().datacenter),
+        "Service": AgentServiceJson::new(s, &route.agent().identity().datacenter),
         "Checks": checks,
     })
 }
@@ -300,29 +290,27 @@ fn health_json(
 /// `GET /v1/agent/health/service/id/:id[?format=text]`: 200 passing, 429
 /// warning, 503 critical or in maintenance, 404 unknown.
 pub(super) async fn health_by_id(
-    State(state): State<Ctx>,
     Path(id): Path<String>,
-    params: Params,
+    route: Route,
 ) -> Result<Response, ApiError> {
-    let Some(s) = state.local.service(&id) else {
+    let Some(s) = route.agent().service(&id) else {
         return Err(ApiError::NotFound(format!("ServiceId {id} not found")));
     };
-    let (code, status, checks) = aggregate(&state.local, &s);
-    if params.get("format") == Some("text") {
+    let (code, status, checks) = aggregate(route.agent(), &s);
+    if route.params().get("format") == Some("text") {
         return Ok((code, status).into_response());
     }
-    Ok((code, Json(health_json(&state, &s, status, checks))).into_response())
+    Ok((code, Json(health_json(&route, &s, status, checks))).into_response())
 }
 
 /// `GET /v1/agent/health/service/name/:name[?format=text]`: every local
 /// instance of the service; the code is the worst instance's.
 pub(super) async fn health_by_name(
-    State(state): State<Ctx>,
     Path(name): Path<String>,
-    params: Params,
+    route: Route,
 ) -> Result<Response, ApiError> {
-    let instances: Vec<LocalService> = state
-        .local
+    let instances: Vec<LocalService> = route
+        .agent()
         .services()
         .into_values()
         .filter(|s| s.definition.name == name)
@@ -333,13 +321,13 @@ pub(super) async fn health_by_name(
     let mut worst = (StatusCode::OK, "passing");
     let mut out = Vec::new();
     for s in &instances {
-        let (code, status, checks) = aggregate(&state.local, s);
+        let (code, status, checks) = aggregate(route.agent(), s);
         if rank(code) > rank(worst.0) {
             worst = (code, status);
         }
-        out.push(health_json(&state, s, status, checks));
+        out.push(health_json(&route, s, status, checks));
     }
-    if params.get("format") == Some("text") {
+    if route.params().get("format") == Some("text") {
         return Ok((worst.0, worst.1).into_response());
     }
     Ok((worst.0, Json(out)).into_response())
@@ -354,17 +342,15 @@ fn rank(code: StatusCode) -> u8 {
 }
 
 /// `PUT /v1/agent/maintenance?enable=true|false[&reason=...]`: the whole node.
-pub(super) async fn node_maintenance(
-    State(state): State<Ctx>,
-    params: Params,
-) -> Result<Response, ApiError> {
-    let raw = params
+pub(super) async fn node_maintenance(route: Route) -> Result<Response, ApiError> {
+    let raw = route
+        .params()
         .get("enable")
         .ok_or_else(|| ApiError::BadRequest("Missing value for enable".into()))?;
     let enable = parse_bool(raw)
         .ok_or_else(|| ApiError::BadRequest(format!("Invalid value for enable: {raw:?}")))?;
-    let reason = params.get("reason").map(str::to_string);
-    state.local.set_node_maintenance(enable, reason).await?;
+    let reason = route.params().get("reason").map(str::to_string);
+    route.agent().set_node_maintenance(enable, reason).await?;
     Ok(().into_response())
 }
 

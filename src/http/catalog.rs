@@ -3,12 +3,12 @@
 use std::collections::{BTreeMap, BTreeSet};
 
 use axum::Json;
-use axum::extract::{Path, State};
+use axum::extract::Path;
 use axum::response::{IntoResponse, Response};
 
 use super::json::{CatalogServiceJson, NodeJson, NodeServicesJson, ServiceJson};
-use super::query::{Params, check_datacenter, read};
-use super::{ApiError, Ctx, JsonBody, decode, json_true};
+use super::route::{Route, Writer};
+use super::{ApiError, JsonBody, decode, json_true};
 use crate::catalog::{Command, Node, Outcome};
 
 /// Whether a node carries every `?node-meta` pair.
@@ -19,20 +19,17 @@ pub(super) fn node_matches(node: &Node, filters: &[(String, String)]) -> bool {
 }
 
 /// Writes a catalog command and answers Consul's `true`.
-async fn write(state: &Ctx, cmd: Command) -> Result<Response, ApiError> {
-    match state.delegate.write(cmd).await? {
+async fn write(writer: &Writer<'_>, cmd: Command) -> Result<Response, ApiError> {
+    match writer.write(cmd).await? {
         Outcome::Refused(e) => Err(ApiError::BadRequest(e.to_string())),
         Outcome::Applied(_) | Outcome::Noop => Ok(json_true()),
     }
 }
 
 /// `PUT /v1/catalog/register`.
-pub(super) async fn register(
-    State(state): State<Ctx>,
-    params: Params,
-    JsonBody(body): JsonBody,
-) -> Result<Response, ApiError> {
-    check_datacenter(&state, &params)?;
+pub(super) async fn register(route: Route, JsonBody(body): JsonBody) -> Result<Response, ApiError> {
+    // `?dc` first: another datacenter's rules are not ours to check.
+    let writer = route.writer()?;
     let mut reg = decode::registration(&body)?;
     if reg.node.is_empty() {
         return Err(ApiError::BadRequest("Missing node name".into()));
@@ -50,123 +47,108 @@ pub(super) async fn register(
     {
         return Err(ApiError::BadRequest("Missing check name".into()));
     }
-    let local_dc = &state.local.identity().datacenter;
-    if reg.datacenter.is_empty() {
-        reg.datacenter = local_dc.clone();
-    } else if reg.datacenter != *local_dc {
-        return Err(ApiError::Internal("No path to datacenter".into()));
-    }
-    write(&state, Command::register(reg)).await
+    // A registration may name its datacenter too; empty means the request's.
+    let writer = if reg.datacenter.is_empty() {
+        reg.datacenter = route.local_datacenter().to_string();
+        writer
+    } else {
+        route.writer_in(&reg.datacenter)?
+    };
+    write(&writer, Command::register(reg)).await
 }
 
 /// `PUT /v1/catalog/deregister`.
 pub(super) async fn deregister(
-    State(state): State<Ctx>,
-    params: Params,
+    route: Route,
     JsonBody(body): JsonBody,
 ) -> Result<Response, ApiError> {
-    check_datacenter(&state, &params)?;
+    let writer = route.writer()?;
     let dereg = decode::deregistration(&body)?;
     if dereg.node.is_empty() {
         return Err(ApiError::BadRequest("Missing node name".into()));
     }
-    write(&state, Command::deregister(dereg)).await
+    write(&writer, Command::deregister(dereg)).await
 }
 
 /// `GET /v1/catalog/services[?node-meta=k:v]`: service name → tags.
-pub(super) async fn services(
-    State(state): State<Ctx>,
-    params: Params,
-) -> Result<Response, ApiError> {
-    let filters = params.node_meta();
-    read(
-        &state,
-        &params,
-        |c| c.services_index(),
-        |c| {
-            if filters.is_empty() {
-                c.services()
-            } else {
-                let mut out: BTreeMap<String, BTreeSet<String>> = BTreeMap::new();
-                for node in c.nodes().filter(|n| node_matches(n, &filters)) {
-                    for s in c.node_services(&node.name) {
-                        out.entry(s.service.clone())
-                            .or_default()
-                            .extend(s.tags.iter().cloned());
+pub(super) async fn services(route: Route) -> Result<Response, ApiError> {
+    let filters = route.params().node_meta();
+    route
+        .read(
+            |c| c.services_index(),
+            |c| {
+                if filters.is_empty() {
+                    c.services()
+                } else {
+                    let mut out: BTreeMap<String, BTreeSet<String>> = BTreeMap::new();
+                    for node in c.nodes().filter(|n| node_matches(n, &filters)) {
+                        for s in c.node_services(&node.name) {
+                            out.entry(s.service.clone())
+                                .or_default()
+                                .extend(s.tags.iter().cloned());
+                        }
                     }
+                    out.into_iter()
+                        .map(|(k, v)| (k, v.into_iter().collect::<Vec<_>>()))
+                        .collect()
                 }
-                out.into_iter()
-                    .map(|(k, v)| (k, v.into_iter().collect::<Vec<_>>()))
-                    .collect()
-            }
-        },
-    )
-    .await
+            },
+        )
+        .await
 }
 
 /// `GET /v1/catalog/service/:name[?tag=..][&node-meta=k:v]`.
-pub(super) async fn service(
-    State(state): State<Ctx>,
-    Path(name): Path<String>,
-    params: Params,
-) -> Result<Response, ApiError> {
-    let tags = params.all("tag");
-    let filters = params.node_meta();
-    read(
-        &state,
-        &params,
-        |c| c.service_index(&name),
-        |c| {
-            c.service_instances(&name, &tags)
-                .filter(|i| node_matches(i.node, &filters))
-                .map(|i| CatalogServiceJson::new(i.node, i.service))
-                .collect::<Vec<CatalogServiceJson>>()
-        },
-    )
-    .await
+pub(super) async fn service(Path(name): Path<String>, route: Route) -> Result<Response, ApiError> {
+    let tags = route.params().all("tag");
+    let filters = route.params().node_meta();
+    route
+        .read(
+            |c| c.service_index(&name),
+            |c| {
+                c.service_instances(&name, &tags)
+                    .filter(|i| node_matches(i.node, &filters))
+                    .map(|i| CatalogServiceJson::new(i.node, i.service))
+                    .collect::<Vec<CatalogServiceJson>>()
+            },
+        )
+        .await
 }
 
 /// `GET /v1/catalog/nodes[?node-meta=k:v]`.
-pub(super) async fn nodes(State(state): State<Ctx>, params: Params) -> Result<Response, ApiError> {
-    let filters = params.node_meta();
-    read(
-        &state,
-        &params,
-        |c| c.nodes_index(),
-        |c| {
-            c.nodes()
-                .filter(|n| node_matches(n, &filters))
-                .map(NodeJson::from)
-                .collect::<Vec<NodeJson>>()
-        },
-    )
-    .await
+pub(super) async fn nodes(route: Route) -> Result<Response, ApiError> {
+    let filters = route.params().node_meta();
+    route
+        .read(
+            |c| c.nodes_index(),
+            |c| {
+                c.nodes()
+                    .filter(|n| node_matches(n, &filters))
+                    .map(NodeJson::from)
+                    .collect::<Vec<NodeJson>>()
+            },
+        )
+        .await
 }
 
 /// `GET /v1/catalog/node/:node`: the node and its services, or `null`.
-pub(super) async fn node(
-    State(state): State<Ctx>,
-    Path(node): Path<String>,
-    params: Params,
-) -> Result<Response, ApiError> {
-    read(
-        &state,
-        &params,
-        |c| c.nodes_index().max(c.services_index()),
-        |c| {
-            c.node(&node).map(|n| NodeServicesJson {
-                node: n.into(),
-                services: c
-                    .node_services(&node)
-                    .map(|s| (s.id.clone(), ServiceJson::from(s)))
-                    .collect(),
-            })
-        },
-    )
-    .await
+pub(super) async fn node(Path(node): Path<String>, route: Route) -> Result<Response, ApiError> {
+    route
+        .read(
+            |c| c.nodes_index().max(c.services_index()),
+            |c| {
+                c.node(&node).map(|n| NodeServicesJson {
+                    node: n.into(),
+                    services: c
+                        .node_services(&node)
+                        .map(|s| (s.id.clone(), ServiceJson::from(s)))
+                        .collect(),
+                })
+            },
+        )
+        .await
 }
 
 /// `GET /v1/catalog/datacenters`: only ours until WAN federation exists.
-pub(super) async fn datacenters(State(state): State<Ctx>) -> Response {
-    Json(vec![state.local.identity().datacenter.clone()]).into_response()
+pub(super) async fn datacenters(route: Route) -> Response {
+    Json(vec![route.local_datacenter().to_string()]).into_response()
 }

@@ -4,13 +4,13 @@
 use std::collections::BTreeMap;
 
 use axum::Json;
-use axum::extract::{Path, State};
+use axum::extract::Path;
 use axum::response::{IntoResponse, Response};
 use serde::Serialize;
 
 use super::error::ApiError;
-use super::query::Params;
-use super::{Ctx, json_true};
+use super::json_true;
+use super::route::Route;
 use crate::gossip::{GossipError, MemberStatus, Role};
 
 /// One member as Consul's `/v1/agent/members` shows a Serf member.
@@ -41,17 +41,14 @@ fn status_code(s: MemberStatus) -> u8 {
 }
 
 /// `GET /v1/agent/members`: the LAN pool as this agent sees it.
-pub(super) async fn members(
-    State(state): State<Ctx>,
-    params: Params,
-) -> Result<Response, ApiError> {
-    if params.flag("wan")? {
+pub(super) async fn members(route: Route) -> Result<Response, ApiError> {
+    if route.params().flag("wan")? {
         return Err(ApiError::BadRequest(
             "the WAN pool is not part of this agent yet; only LAN members can be listed".into(),
         ));
     }
-    let list: Vec<AgentMember> = state
-        .gossip
+    let list: Vec<AgentMember> = route
+        .gossip()
         .members()
         .into_iter()
         .map(|m| {
@@ -89,10 +86,10 @@ pub(super) async fn members(
 /// `PUT /v1/agent/force-leave/:node`: a failed node is marked left, so the
 /// leader deregisters it now instead of after `reconnect_timeout`.
 pub(super) async fn force_leave(
-    State(state): State<Ctx>,
     Path(node): Path<String>,
+    route: Route,
 ) -> Result<Response, ApiError> {
-    match state.gossip.force_leave(&node).await {
+    match route.gossip().force_leave(&node).await {
         Ok(()) => Ok(json_true()),
         Err(e @ GossipError::UnknownMember(_)) => Err(ApiError::NotFound(e.to_string())),
         Err(e @ GossipError::NotFailed(_)) => Err(ApiError::BadRequest(e.to_string())),
@@ -102,10 +99,7 @@ pub(super) async fn force_leave(
 
 /// `PUT /v1/agent/join/:addr`: joins the pool of the agent at `addr`
 /// (`host[:port]`, port 8301 by default).
-pub(super) async fn join(
-    State(state): State<Ctx>,
-    Path(addr): Path<String>,
-) -> Result<Response, ApiError> {
+pub(super) async fn join(Path(addr): Path<String>, route: Route) -> Result<Response, ApiError> {
     let targets = crate::agent::resolve_join_address(&addr).await;
     if targets.is_empty() {
         return Err(ApiError::BadRequest(format!(
@@ -114,7 +108,7 @@ pub(super) async fn join(
     }
     let mut last = None;
     for target in targets {
-        match state.gossip.join(target).await {
+        match route.gossip().join(target).await {
             Ok(()) => return Ok(json_true()),
             Err(e) => last = Some(e),
         }

@@ -1,11 +1,13 @@
 //! Consul's HTTP API on axum: the agent, catalog, health, status and
 //! operator endpoints.
 //!
-//! Reads come from this process's [`Replica`] (see [`query`] for consistency
-//! modes and blocking queries); catalog writes go through [`Delegate::write`];
-//! agent service changes go through the [`LocalAgent`]. Every route shares one
-//! concurrency limit and sheds load (503) rather than queueing, and bodies are
-//! capped at 1 MiB (413).
+//! Every handler reaches data through one extractor, `Route` (`route.rs`),
+//! which knows the request's datacenter: catalog reads come from this
+//! process's [`Replica`] (see [`query`] for consistency modes and blocking
+//! queries), catalog writes go through [`Delegate::write`], agent service
+//! changes through the [`LocalAgent`]. Every route shares one concurrency
+//! limit and sheds load (503) rather than queueing, and bodies are capped at
+//! 1 MiB (413).
 
 mod agent;
 mod catalog;
@@ -16,6 +18,7 @@ pub mod json;
 mod members;
 mod operator;
 pub mod query;
+mod route;
 mod status;
 #[cfg(test)]
 mod tests;
@@ -27,8 +30,8 @@ use axum::Router;
 use axum::body::Bytes;
 use axum::error_handling::HandleErrorLayer;
 use axum::extract::{DefaultBodyLimit, FromRequest, FromRequestParts, Request};
+use axum::http::Method;
 use axum::http::request::Parts;
-use axum::http::{HeaderMap, HeaderName, HeaderValue, Method};
 use axum::response::IntoResponse;
 use axum::routing::{delete, get, put};
 use serde_json::Value;
@@ -48,7 +51,8 @@ pub const MAX_BODY_BYTES: usize = 1 << 20;
 /// parked task); beyond this, requests are shed with 503.
 pub const MAX_IN_FLIGHT: usize = 4096;
 
-/// What every handler needs. Cheap to clone.
+/// The parts the API serves from, as the agent hands them over. Cheap to
+/// clone. Handlers reach them only through `Route`.
 #[derive(Debug, Clone)]
 pub struct ApiState {
     /// The applied catalog that reads come from.
@@ -83,34 +87,6 @@ impl Ctx {
             closing,
             parked: Arc::new(AtomicUsize::new(0)),
         }
-    }
-}
-
-impl std::ops::Deref for Ctx {
-    type Target = ApiState;
-
-    fn deref(&self) -> &ApiState {
-        &self.api
-    }
-}
-
-impl ApiState {
-    /// Whether a leader is known, for `X-Consul-KnownLeader` and default reads.
-    fn known_leader(&self) -> bool {
-        self.delegate.leader_live()
-    }
-
-    /// Adds `X-Consul-KnownLeader` and `X-Consul-LastContact`.
-    fn meta_headers(&self, headers: &mut HeaderMap) {
-        headers.insert(
-            HeaderName::from_static("x-consul-knownleader"),
-            HeaderValue::from_static(if self.known_leader() { "true" } else { "false" }),
-        );
-        let ms = u64::try_from(self.delegate.last_contact().as_millis()).unwrap_or(u64::MAX);
-        headers.insert(
-            HeaderName::from_static("x-consul-lastcontact"),
-            HeaderValue::from(ms),
-        );
     }
 }
 

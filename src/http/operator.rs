@@ -3,13 +3,12 @@
 //! pool).
 
 use axum::Json;
-use axum::extract::State;
 use axum::response::{IntoResponse, Response};
 use serde::Serialize;
 
 use super::error::ApiError;
-use super::query::Params;
-use super::{Ctx, json_true};
+use super::json_true;
+use super::route::Route;
 
 /// One server as Consul's `RaftServer` shows it.
 #[derive(Debug, Serialize)]
@@ -39,14 +38,11 @@ pub(crate) fn format_id(id: u64) -> String {
 
 /// `GET /v1/operator/raft/configuration`: every server, voter or learner,
 /// and which one leads, as this server's log has it.
-pub(super) async fn configuration(
-    State(state): State<Ctx>,
-    params: Params,
-) -> Result<Response, ApiError> {
-    if !params.has("stale") && !state.known_leader() {
+pub(super) async fn configuration(route: Route) -> Result<Response, ApiError> {
+    if !route.params().has("stale") && !route.servers().leader_live() {
         return Err(ApiError::NoLeader);
     }
-    let config = state.delegate.configuration().await?;
+    let config = route.servers().configuration().await?;
     let body = RaftConfiguration {
         servers: config
             .servers
@@ -66,24 +62,21 @@ pub(super) async fn configuration(
 }
 
 /// `DELETE /v1/operator/raft/peer?id=ID` or `?address=IP:PORT`.
-pub(super) async fn remove_peer(
-    State(state): State<Ctx>,
-    params: Params,
-) -> Result<Response, ApiError> {
-    match (params.get("id"), params.get("address")) {
+pub(super) async fn remove_peer(route: Route) -> Result<Response, ApiError> {
+    match (route.params().get("id"), route.params().get("address")) {
         (Some(id), _) if !id.is_empty() => {
             let id = u64::from_str_radix(id.trim_start_matches("0x"), 16).map_err(|_| {
                 ApiError::BadRequest(format!(
                     "invalid id {id:?}: expected the hex ID that list-peers shows"
                 ))
             })?;
-            state.delegate.remove_server(id).await?;
+            route.servers().remove_server(id).await?;
         }
         (_, Some(addr)) if !addr.is_empty() => {
             let addr = addr.parse().map_err(|_| {
                 ApiError::BadRequest(format!("invalid address {addr:?}: expected IP:port"))
             })?;
-            state.delegate.remove_address(addr).await?;
+            route.servers().remove_address(addr).await?;
         }
         _ => {
             return Err(ApiError::BadRequest(
@@ -96,12 +89,12 @@ pub(super) async fn remove_peer(
 
 /// `PUT /v1/agent/leave`: a server leaves the Raft configuration, then the
 /// agent shuts down (once this answer is on its way).
-pub(super) async fn leave(State(state): State<Ctx>) -> Result<Response, ApiError> {
-    state.delegate.leave().await?;
-    if let Err(e) = state.gossip.leave().await {
+pub(super) async fn leave(route: Route) -> Result<Response, ApiError> {
+    route.servers().leave().await?;
+    if let Err(e) = route.gossip().leave().await {
         tracing::warn!(error = %e, "leaving the LAN pool");
     }
     tracing::info!("leaving: the agent will shut down");
-    state.shutdown.cancel();
+    route.shut_down();
     Ok(json_true())
 }

@@ -11,16 +11,12 @@
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
-use axum::Json;
-use axum::http::{HeaderName, HeaderValue};
-use axum::response::{IntoResponse, Response};
-use serde::Serialize;
 use tokio::time::Instant;
+use tokio_util::sync::CancellationToken;
 
-use super::Ctx;
 use super::decode::parse_go_duration;
 use super::error::ApiError;
-use crate::catalog::{Index, State};
+use crate::catalog::{Index, Replica, State};
 
 /// Default blocking wait, as Consul's.
 const DEFAULT_WAIT: Duration = Duration::from_secs(5 * 60);
@@ -152,98 +148,46 @@ impl ReadOptions {
     }
 }
 
-/// Refuses `?dc=` naming another datacenter: there is no WAN path yet, and
-/// answering from ours would be wrong. Consul's status and wording.
-pub(super) fn check_datacenter(state: &Ctx, params: &Params) -> Result<(), ApiError> {
-    match params.get("dc") {
-        Some(dc) if !dc.is_empty() && dc != state.local.identity().datacenter => {
-            Err(ApiError::Internal("No path to datacenter".into()))
-        }
-        _ => Ok(()),
-    }
-}
-
-/// Runs a catalog read with the request's consistency and blocking options
-/// and answers with its JSON and Consul's headers. `index` is the index the
-/// result depends on and must be cheap: a parked query re-checks it on every
-/// applied write and builds the `body` only once it has moved.
-pub(super) async fn read<T, I, B>(
-    state: &Ctx,
-    params: &Params,
+/// Waits, as a blocking query does, until the index `index` computes passes
+/// `opts.min_index`, `opts.wait` runs out or `closing` fires, then builds the
+/// body under the same read lock. Answers with the index (never 0: clients
+/// treat 0 as "no blocking") and the body. `parked` counts the time spent
+/// waiting.
+pub(super) async fn block<T, I, B>(
+    replica: &Replica,
+    opts: &ReadOptions,
+    closing: &CancellationToken,
+    parked: &AtomicUsize,
     index: I,
     body: B,
-) -> Result<Response, ApiError>
+) -> (Index, T)
 where
-    T: Serialize,
     I: Fn(&State) -> Index,
     B: Fn(&State) -> T,
 {
-    let opts = ReadOptions::parse(params)?;
-    check_datacenter(state, params)?;
-    match opts.consistency {
-        Consistency::Stale => {}
-        Consistency::Default => {
-            if !state.known_leader() {
-                return Err(ApiError::NoLeader);
-            }
-        }
-        Consistency::Consistent => state.delegate.linearizable_read().await?,
-    }
-
     // Subscribe before the first query so no change between the two is missed.
-    let mut applied = state.replica.subscribe();
+    let mut applied = replica.subscribe();
     let deadline = Instant::now() + opts.wait_with_jitter();
     let mut give_up = false;
-    let (index, body) = loop {
+    loop {
         {
-            let catalog = state.replica.read();
-            // Consul never reports index 0: clients treat it as "no blocking".
+            let catalog = replica.read();
             let index = index(&catalog).max(1);
             if opts.min_index == 0 || index > opts.min_index || give_up {
-                break (index, body(&catalog));
+                return (index, body(&catalog));
             }
         }
-        let _parked = Parked::new(&state.parked);
+        let _parked = Parked::new(parked);
         let woke = tokio::select! {
             changed = tokio::time::timeout_at(deadline, applied.changed()) => {
                 matches!(changed, Ok(Ok(())))
             }
-            () = state.closing.cancelled() => false,
+            () = closing.cancelled() => false,
         };
         // Timed out, shutting down, or the replica is gone: answer with what
         // there is, as a timed-out blocking query does.
         give_up = !woke;
-    };
-    let mut response = if params.has("pretty") {
-        pretty(&body)?
-    } else {
-        Json(body).into_response()
-    };
-    let headers = response.headers_mut();
-    headers.insert(
-        HeaderName::from_static("x-consul-effective-consistency"),
-        HeaderValue::from_static(match opts.consistency {
-            Consistency::Default => "leader",
-            Consistency::Stale => "stale",
-            Consistency::Consistent => "consistent",
-        }),
-    );
-    headers.insert(
-        HeaderName::from_static("x-consul-index"),
-        HeaderValue::from(index),
-    );
-    state.meta_headers(headers);
-    Ok(response)
-}
-
-/// `?pretty`: indented JSON, as Consul answers it.
-fn pretty<T: Serialize>(body: &T) -> Result<Response, ApiError> {
-    let text = serde_json::to_string_pretty(body).map_err(|e| ApiError::Internal(e.to_string()))?;
-    Ok((
-        [(axum::http::header::CONTENT_TYPE, "application/json")],
-        text,
-    )
-        .into_response())
+    }
 }
 
 /// Counts a parked blocking query for as long as it lives, including when

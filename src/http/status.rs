@@ -1,15 +1,14 @@
 //! `/v1/status/*`: who leads and who votes.
 
 use axum::Json;
-use axum::extract::State;
 use axum::response::{IntoResponse, Response};
 
-use super::Ctx;
+use super::route::Route;
 
 /// `GET /v1/status/leader`: `"ip:port"` of the leader, `""` when none is known.
-pub(super) async fn leader(State(state): State<Ctx>) -> Response {
-    let leader = state
-        .delegate
+pub(super) async fn leader(route: Route) -> Response {
+    let leader = route
+        .servers()
         .leader()
         .map(|a| a.to_string())
         .unwrap_or_default();
@@ -17,9 +16,9 @@ pub(super) async fn leader(State(state): State<Ctx>) -> Response {
 }
 
 /// `GET /v1/status/peers`: the voters' RPC addresses.
-pub(super) async fn peers(State(state): State<Ctx>) -> Response {
-    let peers: Vec<String> = state
-        .delegate
+pub(super) async fn peers(route: Route) -> Response {
+    let peers: Vec<String> = route
+        .servers()
         .peers()
         .iter()
         .map(ToString::to_string)

@@ -1,5 +1,5 @@
-//! The sockets: UDP through the worker threads of `udp.rs`, TCP through a
-//! connection-capped accept loop, both thin adapters over [`Responder`].
+//! DNS over TCP: a connection-capped accept loop and one task per
+//! connection answering length-prefixed requests in order.
 //!
 //! TCP is ours because hickory's listener has no cap on concurrent
 //! connections; here a semaphore sheds connections beyond
@@ -8,101 +8,22 @@
 use std::net::SocketAddr;
 use std::sync::Arc;
 
-use hickory_proto::op::Message;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::{TcpListener, TcpStream, UdpSocket};
+use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::Semaphore;
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 
-use super::fit;
-use super::forward::Forwarder;
-use super::respond::{Reply, Responder, Transport};
-use super::udp::UdpWorkers;
-use super::{DnsConfig, DnsError};
-use crate::catalog::Replica;
+use super::Shared;
+use crate::dns::fit;
+use crate::dns::respond::Transport;
+use crate::dns::{DnsConfig, DnsError};
 
 /// Pause after a failed accept (out of file descriptors, say).
 const ACCEPT_BACKOFF: std::time::Duration = std::time::Duration::from_millis(50);
 
-/// What every request needs; shared by all tasks and UDP workers.
-pub(super) struct Shared {
-    /// The pure decision.
-    pub(super) responder: Responder,
-    /// Where foreign names go.
-    pub(super) forwarder: Forwarder,
-    /// Caps forwards in flight: each holds a task and a socket for up to
-    /// `recursor_timeout` per recursor.
-    pub(super) forward_slots: Arc<Semaphore>,
-    /// The catalog whose view we answer from.
-    pub(super) replica: Arc<Replica>,
-}
-
-impl Shared {
-    /// The response to one raw request, forwarding if needed; `None` to stay silent.
-    async fn answer(
-        &self,
-        bytes: &[u8],
-        transport: Transport,
-        peer: SocketAddr,
-    ) -> Option<Message> {
-        let view = self.replica.view();
-        match self.responder.respond(&view, bytes, transport, peer) {
-            Reply::Respond(m) => Some(m),
-            Reply::Forward(request) => {
-                // Release the snapshot before awaiting the network.
-                drop(view);
-                let upstream = match self.forward_slots.try_acquire() {
-                    Ok(_slot) => self.forwarder.forward(&request).await,
-                    Err(_) => {
-                        tracing::debug!(%peer, "too many forwarded queries in flight, shedding");
-                        None
-                    }
-                };
-                Some(self.responder.relay(&request, upstream, transport))
-            }
-            Reply::Drop => None,
-        }
-    }
-}
-
-/// Serves DNS on the given sockets until `shutdown` fires. Zone files are
-/// loaded first; a bad one is an error before anything is served.
-pub async fn serve(
-    udp: UdpSocket,
-    tcp: TcpListener,
-    cfg: DnsConfig,
-    replica: Arc<Replica>,
-    shutdown: CancellationToken,
-) -> Result<(), DnsError> {
-    let shared = Arc::new(Shared {
-        responder: Responder::new(&cfg)?,
-        forwarder: Forwarder::new(cfg.recursors.clone(), cfg.recursor_timeout),
-        forward_slots: Arc::new(Semaphore::new(cfg.max_concurrent_forwards.max(1))),
-        replica,
-    });
-    let failed = CancellationToken::new();
-    let workers = std::thread::available_parallelism().map_or(2, usize::from);
-    let udp = udp
-        .into_std()
-        .map_err(|e| DnsError::Server(format!("UDP socket: {e}")))?;
-    let udp_workers = UdpWorkers::spawn(udp, shared.clone(), workers, failed.clone())
-        .map_err(|e| DnsError::Server(format!("starting UDP workers: {e}")))?;
-    let tcp_token = shutdown.child_token();
-    let tcp_task = tokio::spawn(serve_tcp(tcp, shared, cfg, tcp_token.clone()));
-    let result = tokio::select! {
-        () = shutdown.cancelled() => Ok(()),
-        () = failed.cancelled() => Err(DnsError::Server("the UDP socket failed".into())),
-    };
-    udp_workers.stop().await;
-    tcp_token.cancel();
-    let tcp_result = tcp_task
-        .await
-        .map_err(|e| DnsError::Server(format!("TCP task: {e}")))?;
-    result.and(tcp_result)
-}
-
-async fn serve_tcp(
+/// Accepts connections until `shutdown`, then ends them all.
+pub(super) async fn serve(
     listener: TcpListener,
     shared: Arc<Shared>,
     cfg: DnsConfig,

@@ -24,10 +24,10 @@ use hickory_proto::op::Message;
 use tokio::runtime::Handle;
 use tokio_util::sync::CancellationToken;
 
-use super::cache::{AnswerCache, SHUFFLES};
-use super::fit;
-use super::respond::{Reply, Transport};
-use super::server::Shared;
+use super::Shared;
+use crate::dns::cache::{AnswerCache, SHUFFLES};
+use crate::dns::fit;
+use crate::dns::respond::{Reply, Transport};
 
 /// How often a blocked worker looks up to see whether it should stop.
 const STOP_POLL: Duration = Duration::from_millis(100);
@@ -146,24 +146,32 @@ impl Worker {
                     .responder
                     .respond(&view, request, Transport::Udp, peer)
             };
-            match respond() {
-                Reply::Respond(m) => {
-                    let Some(first) = fit::encode(&m) else {
-                        continue;
-                    };
-                    self.send(&first, peer);
-                    let mut shuffles = vec![first];
-                    if m.answers.len() > 1 {
-                        shuffles.extend((1..SHUFFLES).filter_map(|_| match respond() {
-                            Reply::Respond(m) => fit::encode(&m),
-                            _ => None,
-                        }));
-                    }
-                    cache.insert(&view, request, shuffles);
+            let m = match respond() {
+                Reply::Respond(m) => m,
+                Reply::OtherDatacenter {
+                    dc,
+                    request: parsed,
+                } => self
+                    .shared
+                    .other_datacenter(&view, &dc, &parsed, Transport::Udp),
+                Reply::Forward(parsed) => {
+                    self.forward(parsed, peer);
+                    continue;
                 }
-                Reply::Forward(request) => self.forward(request, peer),
-                Reply::Drop => {}
+                Reply::Drop => continue,
+            };
+            let Some(first) = fit::encode(&m) else {
+                continue;
+            };
+            self.send(&first, peer);
+            let mut shuffles = vec![first];
+            if m.answers.len() > 1 {
+                shuffles.extend((1..SHUFFLES).filter_map(|_| match respond() {
+                    Reply::Respond(m) => fit::encode(&m),
+                    _ => None,
+                }));
             }
+            cache.insert(&view, request, shuffles);
         }
     }
 

@@ -11,10 +11,18 @@
 //! then fires the timers that are due. The order matters to a member that
 //! was starved of CPU: the acks that arrived while it was stalled are seen
 //! before the probe timers that would otherwise call their senders dead.
+//!
+//! This file is the loop: the driver's state, its wake-ups, the timer
+//! schedule, draining foca and publishing the membership. Beside it:
+//! `io.rs` (datagrams in and out, the counters), `notice.rs` (suspicion
+//! notices) and `join_leave.rs` (join, leave and force-leave).
+
+mod io;
+mod join_leave;
+mod notice;
 
 use std::net::SocketAddr;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use foca::{AccumulatingRuntime, Foca, OwnedNotification, State, Timer};
@@ -27,29 +35,23 @@ use super::GossipError;
 use super::codec::CompactCodec;
 use super::crypto::{self, Cipher};
 use super::health::{Decision, Pacer, ProbeTimer};
-use super::identity::NodeId;
-use super::membership::{self, DepartureHandler, Departures, LeaveNotice, Member, Sources};
+use super::identity::MemberId;
+use super::membership::{self, DepartureHandler, Departures, Member, Sources};
 use super::profile::{MAX_PACKET_SIZE, Profile};
 use super::timers::TimerQueue;
-use super::wire::{self, Frame, SuspicionNotice};
+use super::wire;
+pub(crate) use io::Counters;
+use join_leave::PendingJoin;
 
 /// foca as this crate instantiates it.
-type Swim = Foca<NodeId, CompactCodec, SmallRng, DepartureHandler>;
+type Swim = Foca<MemberId, CompactCodec, SmallRng, DepartureHandler>;
 
 /// The membership as published to subscribers.
-pub(crate) type Snapshot = Arc<Vec<Member>>;
+pub(crate) type MemberList = Arc<Vec<Member>>;
 
-/// How many datagrams one wake-up reads at most before it turns to the
-/// timers, so a flood cannot starve them.
-const READ_BATCH: usize = 256;
-
-/// How many joins may wait for an answer at once; more are refused as
-/// busy rather than queued.
-const MAX_PENDING_JOINS: usize = 64;
-
-/// What the handle asks of the driver.
+/// What the handle asks of the driver (join, leave, force-leave, stop).
 #[derive(Debug)]
-pub(crate) enum Command {
+pub(crate) enum Control {
     /// Announce to `addr` until a member there answers.
     Join {
         /// The address to announce to.
@@ -73,32 +75,16 @@ pub(crate) enum Command {
     Shutdown,
 }
 
-/// Counters shared with the handle.
-#[derive(Debug, Default)]
-pub(crate) struct Counters {
-    pub(crate) bytes_sent: AtomicU64,
-    pub(crate) packets_sent: AtomicU64,
-    pub(crate) bytes_received: AtomicU64,
-    pub(crate) packets_received: AtomicU64,
-    pub(crate) dropped_bad_key: AtomicU64,
-    pub(crate) dropped_oversize: AtomicU64,
-    pub(crate) dropped_undecodable: AtomicU64,
-}
-
-fn bump(counter: &AtomicU64, by: usize) {
-    counter.fetch_add(by as u64, Ordering::Relaxed);
-}
-
 /// What the schedule holds.
 #[derive(Debug)]
 enum Event {
     /// One of foca's timers.
-    Foca(Timer<NodeId>),
+    Foca(Timer<MemberId>),
     /// Re-announce for the pending join with this id.
     JoinRetry(u64),
     /// Resend a suspicion notice while the suspicion stands.
     Notice {
-        suspect: NodeId,
+        suspect: MemberId,
         incarnation: u16,
         remaining: u32,
     },
@@ -106,21 +92,12 @@ enum Event {
     LeaveRound(u32),
 }
 
-/// A join waiting for an answer.
-#[derive(Debug)]
-struct PendingJoin {
-    id: u64,
-    addr: SocketAddr,
-    deadline: Instant,
-    reply: oneshot::Sender<Result<(), GossipError>>,
-}
-
 /// Everything the driver task owns.
 pub(crate) struct Driver {
     /// The SWIM state machine.
     foca: Swim,
     /// Where foca leaves its output between calls.
-    rt: AccumulatingRuntime<NodeId>,
+    rt: AccumulatingRuntime<MemberId>,
     /// Timers and the driver's own deferred work.
     timers: TimerQueue<Event>,
     /// Local health and probe pacing.
@@ -138,7 +115,7 @@ pub(crate) struct Driver {
     /// Departure notices heard, shared with foca's broadcast handler.
     departures: Departures,
     /// Where the membership is published.
-    members_tx: watch::Sender<Snapshot>,
+    members_tx: watch::Sender<MemberList>,
     /// The digest of the last published membership.
     digest: u64,
     /// The tuning.
@@ -176,7 +153,7 @@ pub(crate) struct Driver {
 }
 
 /// The foca timer kinds the pacer cares about.
-fn probe_timer(timer: &Timer<NodeId>) -> ProbeTimer {
+fn probe_timer(timer: &Timer<MemberId>) -> ProbeTimer {
     match timer {
         Timer::ProbeRandomMember(_) => ProbeTimer::Probe,
         Timer::SendIndirectProbe { .. } => ProbeTimer::Indirect,
@@ -193,13 +170,13 @@ fn now() -> Instant {
 impl Driver {
     /// Builds the driver; nothing runs until [`Driver::run`].
     pub(crate) fn new(
-        identity: NodeId,
+        identity: MemberId,
         socket: UdpSocket,
         local_addr: SocketAddr,
         cipher: Option<Cipher>,
         profile: Profile,
         counters: Arc<Counters>,
-        members_tx: watch::Sender<Snapshot>,
+        members_tx: watch::Sender<MemberList>,
     ) -> Self {
         let departures = Departures::default();
         let foca = Foca::with_custom_broadcast(
@@ -252,7 +229,7 @@ impl Driver {
     }
 
     /// Runs until shut down, left, or every handle is gone.
-    pub(crate) async fn run(mut self, mut commands: mpsc::Receiver<Command>) {
+    pub(crate) async fn run(mut self, mut controls: mpsc::Receiver<Control>) {
         let mut buf = vec![0u8; self.max_datagram + 1];
         while !self.stop {
             let wake_at = self
@@ -261,8 +238,8 @@ impl Driver {
                 .map(tokio::time::Instant::from_std);
             tokio::select! {
                 biased;
-                command = commands.recv() => match command {
-                    Some(command) => self.on_command(command),
+                control = controls.recv() => match control {
+                    Some(control) => self.on_control(control),
                     None => break,
                 },
                 ready = self.socket.readable() => {
@@ -279,110 +256,14 @@ impl Driver {
         tracing::debug!(addr = %self.local_addr, "gossip driver stopped");
     }
 
-    fn on_command(&mut self, command: Command) {
-        match command {
-            Command::Join { addr, reply } => self.start_join(addr, reply),
-            Command::Leave { reply } => self.start_leave(reply),
-            Command::ForceLeave { name, reply } => {
+    fn on_control(&mut self, control: Control) {
+        match control {
+            Control::Join { addr, reply } => self.start_join(addr, reply),
+            Control::Leave { reply } => self.start_leave(reply),
+            Control::ForceLeave { name, reply } => {
                 let _ = reply.send(self.force_leave(&name));
             }
-            Command::Shutdown => self.stop = true,
-        }
-    }
-
-    /// Reads every datagram already waiting (up to a batch).
-    fn read_ready(&mut self, buf: &mut [u8]) {
-        for _ in 0..READ_BATCH {
-            match self.socket.try_recv_from(buf) {
-                Ok((len, from)) => self.on_datagram(&buf[..len], from),
-                Err(error) if error.kind() == std::io::ErrorKind::WouldBlock => return,
-                // ICMP errors surface here on some systems; they say nothing
-                // about the next datagram.
-                Err(error) => tracing::debug!(%error, "gossip receive failed"),
-            }
-        }
-    }
-
-    fn on_datagram(&mut self, datagram: &[u8], from: SocketAddr) {
-        bump(&self.counters.packets_received, 1);
-        bump(&self.counters.bytes_received, datagram.len());
-        if datagram.len() > self.max_datagram {
-            bump(&self.counters.dropped_oversize, 1);
-            return;
-        }
-        let mut open_buf = std::mem::take(&mut self.open_buf);
-        let plaintext = match &self.cipher {
-            Some(cipher) => match cipher.open(datagram, &mut open_buf) {
-                Ok(plaintext) => Some(plaintext),
-                Err(error) => {
-                    tracing::trace!(%from, %error, "dropped gossip packet");
-                    bump(&self.counters.dropped_bad_key, 1);
-                    None
-                }
-            },
-            None => Some(datagram),
-        };
-        if let Some(plaintext) = plaintext {
-            match Frame::decode(plaintext) {
-                Ok(Frame::Foca(packet)) => {
-                    let result = self.foca.handle_data(packet, &mut self.rt);
-                    if let Err(error) = result {
-                        self.count_foca_error(&error, from);
-                    }
-                    self.drain();
-                }
-                Ok(Frame::Notice(notice)) => self.on_notice(*notice),
-                Err(error) => {
-                    tracing::trace!(%from, %error, "dropped gossip packet");
-                    bump(&self.counters.dropped_undecodable, 1);
-                }
-            }
-        }
-        self.open_buf = open_buf;
-    }
-
-    fn count_foca_error(&self, error: &foca::Error, from: SocketAddr) {
-        match error {
-            foca::Error::DataTooBig => bump(&self.counters.dropped_oversize, 1),
-            foca::Error::Decode(_)
-            | foca::Error::MalformedPacket
-            | foca::Error::CustomBroadcast(_)
-            | foca::Error::DataFromOurselves
-            | foca::Error::IndirectForOurselves => {
-                tracing::trace!(%from, %error, "dropped gossip packet");
-                bump(&self.counters.dropped_undecodable, 1);
-            }
-            other => tracing::warn!(%from, error = %other, "foca refused a packet"),
-        }
-    }
-
-    /// Someone suspects us: refute at once, and tell the suspecter directly.
-    fn on_notice(&mut self, notice: SuspicionNotice) {
-        if self.left || notice.suspect != *self.foca.identity() {
-            return;
-        }
-        // One suspicion counts once against our health, however many of
-        // its notices get through.
-        if self.last_notice != Some(notice.incarnation) {
-            self.last_notice = Some(notice.incarnation);
-            self.pacer.suspected();
-        }
-        let me = self.foca.identity().clone();
-        let suspicion = foca::Member::new(me.clone(), notice.incarnation, State::Suspect);
-        if let Err(error) = self
-            .foca
-            .apply_many(std::iter::once(suspicion), true, &mut self.rt)
-        {
-            tracing::warn!(%error, "could not refute a suspicion");
-        }
-        self.drain();
-        if notice.from.addr() != me.addr() && *self.foca.identity() == me {
-            // An announcement carries our new incarnation in its header,
-            // which is all the suspecter needs to drop the suspicion.
-            if let Err(error) = self.foca.announce(notice.from, &mut self.rt) {
-                tracing::warn!(%error, "could not answer a suspicion notice");
-            }
-            self.drain();
+            Control::Shutdown => self.stop = true,
         }
     }
 
@@ -412,7 +293,7 @@ impl Driver {
         }
     }
 
-    fn deliver(&mut self, timer: Timer<NodeId>, kind: ProbeTimer) {
+    fn deliver(&mut self, timer: Timer<MemberId>, kind: ProbeTimer) {
         let had_probe = self.probe_in_flight;
         if kind == ProbeTimer::Probe {
             self.probe_started = false;
@@ -448,7 +329,7 @@ impl Driver {
     /// itself down and rejoins under a new generation, which looks like a
     /// failure to everyone. When the suspect is not down, the only packet
     /// that timer produced is that message: drop it.
-    fn drop_courtesy_to_refuted(&mut self, suspect: &NodeId) {
+    fn drop_courtesy_to_refuted(&mut self, suspect: &MemberId) {
         let declared_down = self
             .foca
             .iter_membership_state()
@@ -485,7 +366,7 @@ impl Driver {
         self.publish();
     }
 
-    fn schedule_foca(&mut self, now: Instant, after: Duration, timer: Timer<NodeId>) {
+    fn schedule_foca(&mut self, now: Instant, after: Duration, timer: Timer<MemberId>) {
         let kind = probe_timer(&timer);
         match &timer {
             Timer::SendIndirectProbe { .. } => self.probe_started = true,
@@ -508,7 +389,7 @@ impl Driver {
         self.timers.schedule(now, delay, Event::Foca(timer));
     }
 
-    fn on_notification(&mut self, notification: OwnedNotification<NodeId>) {
+    fn on_notification(&mut self, notification: OwnedNotification<MemberId>) {
         match notification {
             OwnedNotification::MemberDown(id) => {
                 tracing::info!(member = id.name(), addr = %id.addr(), "gossip member down");
@@ -537,216 +418,10 @@ impl Driver {
         }
     }
 
-    /// Frames are in `frame_buf`; seals them if needed and sends.
-    fn send_frame(&mut self, to: SocketAddr) {
-        if self.frame_buf.is_empty() {
-            return;
-        }
-        let loss = self.profile.simulated_loss_per_mille;
-        if loss > 0 && rand::random_range(0..1000) < loss {
-            return;
-        }
-        let datagram = match &self.cipher {
-            Some(cipher) => {
-                cipher.seal(&self.frame_buf, &mut self.seal_buf);
-                &self.seal_buf
-            }
-            None => &self.frame_buf,
-        };
-        match self.socket.try_send_to(datagram, to) {
-            Ok(sent) => {
-                bump(&self.counters.packets_sent, 1);
-                bump(&self.counters.bytes_sent, sent);
-            }
-            // A full send buffer or an unreachable peer is packet loss, which
-            // SWIM is built to tolerate.
-            Err(error) => tracing::debug!(%to, %error, "gossip send failed"),
-        }
-    }
-
-    fn send_notice(&mut self, suspect: &NodeId, incarnation: u16) {
-        let notice = SuspicionNotice {
-            suspect: suspect.clone(),
-            incarnation,
-            from: self.foca.identity().clone(),
-        };
-        wire::encode_notice(&notice, &mut self.frame_buf);
-        self.send_frame(suspect.addr());
-    }
-
-    fn resend_notice(&mut self, suspect: NodeId, incarnation: u16, remaining: u32, now: Instant) {
-        let still_suspect = self.foca.iter_membership_state().any(|m| {
-            m.id() == &suspect && m.state() == State::Suspect && m.incarnation() == incarnation
-        });
-        if !still_suspect || self.left {
-            return;
-        }
-        self.notice_round(suspect, incarnation, remaining, now);
-    }
-
-    /// Sends one suspicion notice and schedules the next while `remaining`
-    /// (this one included) allows.
-    fn notice_round(&mut self, suspect: NodeId, incarnation: u16, remaining: u32, now: Instant) {
-        self.send_notice(&suspect, incarnation);
-        if remaining > 1 {
-            self.timers.schedule(
-                now,
-                self.profile.notice_interval,
-                Event::Notice {
-                    suspect,
-                    incarnation,
-                    remaining: remaining - 1,
-                },
-            );
-        }
-    }
-
-    fn knows_active(&self, addr: SocketAddr) -> bool {
-        self.foca.iter_members().any(|m| m.id().addr() == addr)
-    }
-
-    fn start_join(&mut self, addr: SocketAddr, reply: oneshot::Sender<Result<(), GossipError>>) {
-        if self.left {
-            let _ = reply.send(Err(GossipError::Stopped));
-            return;
-        }
-        if addr == self.local_addr {
-            let _ = reply.send(Err(GossipError::JoinSelf(addr)));
-            return;
-        }
-        if self.knows_active(addr) {
-            let _ = reply.send(Ok(()));
-            return;
-        }
-        if self.joins.len() >= MAX_PENDING_JOINS {
-            let _ = reply.send(Err(GossipError::Busy));
-            return;
-        }
-        let now = now();
-        let id = self.next_join;
-        self.next_join += 1;
-        self.joins.push(PendingJoin {
-            id,
-            addr,
-            deadline: now + self.profile.join_timeout,
-            reply,
-        });
-        self.announce_to(addr);
-        self.timers
-            .schedule(now, self.profile.join_retry, Event::JoinRetry(id));
-    }
-
-    fn announce_to(&mut self, addr: SocketAddr) {
-        if let Err(error) = self.foca.announce(NodeId::placeholder(addr), &mut self.rt) {
-            tracing::warn!(%addr, %error, "could not announce");
-        }
-        self.drain();
-    }
-
-    fn retry_join(&mut self, id: u64, now: Instant) {
-        let Some(index) = self.joins.iter().position(|j| j.id == id) else {
-            return; // answered already
-        };
-        if now >= self.joins[index].deadline {
-            let join = self.joins.swap_remove(index);
-            let _ = join.reply.send(Err(GossipError::JoinTimeout {
-                addr: join.addr,
-                waited: self.profile.join_timeout,
-            }));
-            return;
-        }
-        let addr = self.joins[index].addr;
-        self.announce_to(addr);
-        self.timers
-            .schedule(now, self.profile.join_retry, Event::JoinRetry(id));
-    }
-
-    fn start_leave(&mut self, reply: oneshot::Sender<()>) {
-        if self.left {
-            let _ = reply.send(());
-            return;
-        }
-        let me = self.foca.identity().clone();
-        if let Err(error) = self.foca.add_broadcast(&LeaveNotice::of(&me).encode()) {
-            tracing::warn!(%error, "could not queue the departure notice");
-        }
-        if let Err(error) = self.foca.leave_cluster(&mut self.rt) {
-            tracing::warn!(%error, "could not announce the departure");
-        }
-        self.left = true;
-        self.drain();
-        for join in self.joins.drain(..) {
-            let _ = join.reply.send(Err(GossipError::Stopped));
-        }
-        self.leave_reply = Some(reply);
-        self.leave_round(1, now());
-    }
-
-    /// Spreads a departure notice for the failed member `name` (every
-    /// process of it that foca knows down), as its own graceful leave would.
-    fn force_leave(&mut self, name: &str) -> Result<(), GossipError> {
-        let mut down = Vec::new();
-        let mut known = false;
-        for m in self.foca.iter_membership_state() {
-            if m.id().name() == name {
-                known = true;
-                if m.state() == State::Down {
-                    down.push(LeaveNotice::of(m.id()));
-                }
-            }
-        }
-        if down.is_empty() {
-            return Err(if known || self.foca.identity().name() == name {
-                GossipError::NotFailed(name.to_owned())
-            } else {
-                GossipError::UnknownMember(name.to_owned())
-            });
-        }
-        for notice in down {
-            // foca hands the notice to our broadcast handler, which records
-            // it here too; only then is it news worth spreading.
-            if let Err(error) = self.foca.add_broadcast(&notice.encode()) {
-                tracing::warn!(%error, "could not queue the departure notice");
-            }
-        }
-        tracing::info!(member = name, "forced to leave");
-        self.publish();
-        Ok(())
-    }
-
-    /// Gossips the departure again (foca's `leave_cluster` reaches only a
-    /// few members, and packets get lost), then stops.
-    fn leave_round(&mut self, round: u32, now: Instant) {
-        if round >= self.profile.leave_rounds || self.foca.num_members() == 0 {
-            if let Some(reply) = self.leave_reply.take() {
-                let _ = reply.send(());
-            }
-            self.stop = true;
-            return;
-        }
-        if let Err(error) = self.foca.gossip(&mut self.rt) {
-            tracing::warn!(%error, "could not gossip the departure");
-        }
-        self.drain();
-        self.timers.schedule(
-            now,
-            self.profile.leave_round_interval,
-            Event::LeaveRound(round + 1),
-        );
-    }
-
     /// Publishes the membership if it changed, and answers the joins it
     /// satisfies.
     fn publish(&mut self) {
-        let mut index = 0;
-        while index < self.joins.len() {
-            if self.knows_active(self.joins[index].addr) {
-                let join = self.joins.swap_remove(index);
-                let _ = join.reply.send(Ok(()));
-            } else {
-                index += 1;
-            }
-        }
+        self.answer_joins();
         let digest = membership::digest(Sources {
             local: self.foca.identity(),
             local_left: self.left,

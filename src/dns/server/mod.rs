@@ -1,0 +1,118 @@
+//! The sockets: UDP through the worker threads of `udp.rs`, TCP through the
+//! connection-capped accept loop of `tcp.rs`, both thin adapters over
+//! [`Responder`]. What they share, and what a [`Reply`] other than a ready
+//! response turns into, lives here: the transports are children of this
+//! module and never name each other.
+
+mod tcp;
+mod udp;
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use hickory_proto::op::Message;
+use tokio::net::{TcpListener, UdpSocket};
+use tokio::sync::Semaphore;
+use tokio_util::sync::CancellationToken;
+
+use super::forward::Forwarder;
+use super::respond::{Reply, Responder, Transport};
+use super::{DnsConfig, DnsError};
+use crate::catalog::Replica;
+use crate::catalog::view::View;
+use udp::UdpWorkers;
+
+/// What every request needs; shared by all tasks and UDP workers.
+pub(super) struct Shared {
+    /// The pure decision.
+    pub(super) responder: Responder,
+    /// Where foreign names go.
+    pub(super) forwarder: Forwarder,
+    /// Caps forwards in flight: each holds a task and a socket for up to
+    /// `recursor_timeout` per recursor.
+    pub(super) forward_slots: Arc<Semaphore>,
+    /// The catalog whose view we answer from.
+    pub(super) replica: Arc<Replica>,
+}
+
+impl Shared {
+    /// The response to one raw request, forwarding if needed; `None` to stay silent.
+    async fn answer(
+        &self,
+        bytes: &[u8],
+        transport: Transport,
+        peer: SocketAddr,
+    ) -> Option<Message> {
+        let view = self.replica.view();
+        match self.responder.respond(&view, bytes, transport, peer) {
+            Reply::Respond(m) => Some(m),
+            Reply::Forward(request) => {
+                // Release the snapshot before awaiting the network.
+                drop(view);
+                let upstream = match self.forward_slots.try_acquire() {
+                    Ok(_slot) => self.forwarder.forward(&request).await,
+                    Err(_) => {
+                        tracing::debug!(%peer, "too many forwarded queries in flight, shedding");
+                        None
+                    }
+                };
+                Some(self.responder.relay(&request, upstream, transport))
+            }
+            Reply::OtherDatacenter { dc, request } => {
+                Some(self.other_datacenter(&view, &dc, &request, transport))
+            }
+            Reply::Drop => None,
+        }
+    }
+
+    /// The answer to `request`, a name of datacenter `dc`. There is no WAN
+    /// path yet, so it is the responder's answer for an unreachable
+    /// datacenter; asking `dc`'s servers (like a forward, off the worker
+    /// threads) goes here.
+    fn other_datacenter(
+        &self,
+        view: &View,
+        dc: &str,
+        request: &Message,
+        transport: Transport,
+    ) -> Message {
+        tracing::trace!(dc, "no path to datacenter");
+        self.responder.no_path(view, request, transport)
+    }
+}
+
+/// Serves DNS on the given sockets until `shutdown` fires. Zone files are
+/// loaded first; a bad one is an error before anything is served.
+pub async fn serve(
+    udp: UdpSocket,
+    tcp: TcpListener,
+    cfg: DnsConfig,
+    replica: Arc<Replica>,
+    shutdown: CancellationToken,
+) -> Result<(), DnsError> {
+    let shared = Arc::new(Shared {
+        responder: Responder::new(&cfg)?,
+        forwarder: Forwarder::new(cfg.recursors.clone(), cfg.recursor_timeout),
+        forward_slots: Arc::new(Semaphore::new(cfg.max_concurrent_forwards.max(1))),
+        replica,
+    });
+    let failed = CancellationToken::new();
+    let workers = std::thread::available_parallelism().map_or(2, usize::from);
+    let udp = udp
+        .into_std()
+        .map_err(|e| DnsError::Server(format!("UDP socket: {e}")))?;
+    let udp_workers = UdpWorkers::spawn(udp, shared.clone(), workers, failed.clone())
+        .map_err(|e| DnsError::Server(format!("starting UDP workers: {e}")))?;
+    let tcp_token = shutdown.child_token();
+    let tcp_task = tokio::spawn(tcp::serve(tcp, shared, cfg, tcp_token.clone()));
+    let result = tokio::select! {
+        () = shutdown.cancelled() => Ok(()),
+        () = failed.cancelled() => Err(DnsError::Server("the UDP socket failed".into())),
+    };
+    udp_workers.stop().await;
+    tcp_token.cancel();
+    let tcp_result = tcp_task
+        .await
+        .map_err(|e| DnsError::Server(format!("TCP task: {e}")))?;
+    result.and(tcp_result)
+}

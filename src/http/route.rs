@@ -1,0 +1,218 @@
+//! The routing seam: [`Route`], the one extractor through which every
+//! handler reaches data.
+//!
+//! A route knows which datacenter the request is for (`?dc=`, ours when
+//! absent) and its query string; from those it hands out the catalog for
+//! reads (after the consistency mode and the blocking wait, see [`query`])
+//! and a [`Writer`] for writes. Whether the request is ours or another
+//! datacenter's is decided in one place, [`Route::reach`]: forwarding to
+//! another datacenter is a change to that one arm, not to every handler.
+//! The agent, gossip and Raft endpoints answer for this agent whatever
+//! `?dc=` says, as Consul's do; they reach their parts through the route too.
+//!
+//! [`query`]: super::query
+
+use axum::Json;
+use axum::extract::FromRequestParts;
+use axum::http::request::Parts;
+use axum::http::{HeaderMap, HeaderName, HeaderValue};
+use axum::response::{IntoResponse, Response};
+use serde::Serialize;
+
+use super::query::{self, Consistency, Params, ReadOptions};
+use super::{ApiError, ApiState, Ctx};
+use crate::agent::Delegate;
+use crate::agent::local::LocalAgent;
+use crate::catalog::{Command, Index, Outcome, State};
+use crate::gossip::Gossip;
+
+/// Which datacenter a request is for.
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum Datacenter {
+    /// Ours: no `?dc`, an empty one, or our own name.
+    Local,
+    /// Another one, by the name the request gave.
+    Other(String),
+}
+
+/// A request's datacenter and query string, and the only way its handler
+/// reaches the catalog, the writes, this agent and its pools.
+#[derive(Debug, Clone)]
+pub(super) struct Route {
+    /// The server's parts.
+    ctx: Ctx,
+    /// The query string.
+    params: Params,
+    /// What `?dc=` named.
+    datacenter: Datacenter,
+}
+
+/// Reads the query string (a malformed one is a 400) and `?dc=`.
+impl FromRequestParts<Ctx> for Route {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, ctx: &Ctx) -> Result<Self, ApiError> {
+        let params = Params::from_request_parts(parts, ctx).await?;
+        let datacenter = datacenter(ctx, params.get("dc").unwrap_or_default());
+        Ok(Self {
+            ctx: ctx.clone(),
+            params,
+            datacenter,
+        })
+    }
+}
+
+/// `name` as a datacenter: empty or ours is [`Datacenter::Local`].
+fn datacenter(ctx: &Ctx, name: &str) -> Datacenter {
+    if name.is_empty() || name == ctx.api.local.identity().datacenter {
+        Datacenter::Local
+    } else {
+        Datacenter::Other(name.to_string())
+    }
+}
+
+/// Where a catalog write goes: today always this datacenter's delegate.
+#[derive(Debug)]
+pub(super) struct Writer<'a>(&'a Delegate);
+
+impl Writer<'_> {
+    /// Writes `cmd` to the replicated catalog.
+    pub(super) async fn write(&self, cmd: Command) -> Result<Outcome, ApiError> {
+        Ok(self.0.write(cmd).await?)
+    }
+}
+
+impl Route {
+    /// The query string.
+    pub(super) fn params(&self) -> &Params {
+        &self.params
+    }
+
+    /// This agent's datacenter.
+    pub(super) fn local_datacenter(&self) -> &str {
+        &self.ctx.api.local.identity().datacenter
+    }
+
+    /// The one place a request for another datacenter is decided; every
+    /// catalog read and write passes here. There is no WAN path yet, and
+    /// answering from ours would be wrong: Consul's status and wording.
+    fn reach(&self, datacenter: &Datacenter) -> Result<&ApiState, ApiError> {
+        match datacenter {
+            Datacenter::Local => Ok(&self.ctx.api),
+            Datacenter::Other(_) => Err(ApiError::Internal("No path to datacenter".into())),
+        }
+    }
+
+    /// The writer for the request's datacenter.
+    pub(super) fn writer(&self) -> Result<Writer<'_>, ApiError> {
+        Ok(Writer(&self.reach(&self.datacenter)?.delegate))
+    }
+
+    /// The writer for the datacenter a request body names.
+    pub(super) fn writer_in(&self, name: &str) -> Result<Writer<'_>, ApiError> {
+        Ok(Writer(&self.reach(&datacenter(&self.ctx, name))?.delegate))
+    }
+
+    /// Runs a catalog read with the request's consistency and blocking
+    /// options and answers with its JSON and Consul's headers. `index` is
+    /// the index the result depends on and must be cheap: a parked query
+    /// re-checks it on every applied write and builds the `body` only once
+    /// it has moved.
+    pub(super) async fn read<T, I, B>(&self, index: I, body: B) -> Result<Response, ApiError>
+    where
+        T: Serialize,
+        I: Fn(&State) -> Index,
+        B: Fn(&State) -> T,
+    {
+        let opts = ReadOptions::parse(&self.params)?;
+        let api = self.reach(&self.datacenter)?;
+        match opts.consistency {
+            Consistency::Stale => {}
+            Consistency::Default => {
+                if !api.delegate.leader_live() {
+                    return Err(ApiError::NoLeader);
+                }
+            }
+            Consistency::Consistent => api.delegate.linearizable_read().await?,
+        }
+        let (index, body) = query::block(
+            &api.replica,
+            &opts,
+            &self.ctx.closing,
+            &self.ctx.parked,
+            index,
+            body,
+        )
+        .await;
+        let mut response = if self.params.has("pretty") {
+            pretty(&body)?
+        } else {
+            Json(body).into_response()
+        };
+        let headers = response.headers_mut();
+        headers.insert(
+            HeaderName::from_static("x-consul-effective-consistency"),
+            HeaderValue::from_static(match opts.consistency {
+                Consistency::Default => "leader",
+                Consistency::Stale => "stale",
+                Consistency::Consistent => "consistent",
+            }),
+        );
+        headers.insert(
+            HeaderName::from_static("x-consul-index"),
+            HeaderValue::from(index),
+        );
+        meta_headers(&api.delegate, headers);
+        Ok(response)
+    }
+
+    /// This agent's own services, checks and identity: the agent endpoints
+    /// answer for this agent whatever `?dc=` says, as Consul's do.
+    pub(super) fn agent(&self) -> &LocalAgent {
+        &self.ctx.api.local
+    }
+
+    /// This agent's LAN gossip pool.
+    pub(super) fn gossip(&self) -> &Gossip {
+        &self.ctx.api.gossip
+    }
+
+    /// This agent's view of its datacenter's Raft servers, for the status
+    /// and operator endpoints (not for catalog reads and writes: those go
+    /// through [`Self::read`] and [`Self::writer`]).
+    pub(super) fn servers(&self) -> &Delegate {
+        &self.ctx.api.delegate
+    }
+
+    /// Stops this agent (`PUT /v1/agent/leave`).
+    pub(super) fn shut_down(&self) {
+        self.ctx.api.shutdown.cancel();
+    }
+}
+
+/// Adds `X-Consul-KnownLeader` and `X-Consul-LastContact`.
+fn meta_headers(delegate: &Delegate, headers: &mut HeaderMap) {
+    headers.insert(
+        HeaderName::from_static("x-consul-knownleader"),
+        HeaderValue::from_static(if delegate.leader_live() {
+            "true"
+        } else {
+            "false"
+        }),
+    );
+    let ms = u64::try_from(delegate.last_contact().as_millis()).unwrap_or(u64::MAX);
+    headers.insert(
+        HeaderName::from_static("x-consul-lastcontact"),
+        HeaderValue::from(ms),
+    );
+}
+
+/// `?pretty`: indented JSON, as Consul answers it.
+fn pretty<T: Serialize>(body: &T) -> Result<Response, ApiError> {
+    let text = serde_json::to_string_pretty(body).map_err(|e| ApiError::Internal(e.to_string()))?;
+    Ok((
+        [(axum::http::header::CONTENT_TYPE, "application/json")],
+        text,
+    )
+        .into_response())
+}
