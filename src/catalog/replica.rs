@@ -8,8 +8,8 @@ use std::sync::{Arc, Mutex, RwLock, RwLockReadGuard};
 use arc_swap::ArcSwap;
 use tokio::sync::watch;
 
-use super::state::{Catalog, Changes};
 use super::command::{Command, Outcome};
+use super::state::{Catalog, Changes};
 use super::types::Index;
 use super::view::View;
 
