@@ -1,7 +1,7 @@
-//! One node's process, in two steps: [`Agent::setup`] binds the listeners,
-//! opens storage and builds each part from its own settings; [`Agent::run`]
+//! One node's process, in two steps: `Agent::setup` binds the listeners,
+//! opens storage and builds each part from its own settings; `Agent::run`
 //! registers the node, serves DNS and HTTP until shutdown, then stops the
-//! parts in the order below ([`Running::stop`] is that order in code).
+//! parts in the order below (`Running::stop` is that order in code).
 //!
 //! Shutdown order (on SIGINT/SIGTERM, or when a part fails):
 //! 1. stop accepting: cancel the DNS and HTTP servers and wait for them to

@@ -101,13 +101,11 @@ pub(super) fn consensus_config(
         Some(dir) => Storage::Dir(dir.join("raft")),
         None => Storage::Memory,
     };
-    let mut tuning = Tuning::default();
-    if let Some(n) = raft.snapshot_threshold {
-        tuning.snapshot_every = n;
-    }
-    if let Some(n) = raft.trailing_logs {
-        tuning.keep_after_snapshot = n;
-    }
+    let tuning = Tuning {
+        snapshot_every: raft.snapshot_threshold,
+        keep_after_snapshot: raft.trailing_logs,
+        ..Tuning::default()
+    };
     let config = ConsensusConfig {
         node_name: node.name.clone(),
         datacenter: node.datacenter.clone(),

@@ -64,6 +64,15 @@ pub const AE_INTERVAL_MIN: Duration = Duration::from_secs(1);
 /// `reconcile_reap_interval` default, 72h).
 pub const RECONNECT_TIMEOUT: Duration = Duration::from_secs(72 * 3600);
 
+/// Raft: snapshot after this many entries since the last snapshot (Consul's
+/// default). A snapshot copies, encodes and commits the whole catalog, and
+/// log appends wait behind its commit, so taking one less often keeps that
+/// pause rare.
+pub const RAFT_SNAPSHOT_THRESHOLD: u64 = 16384;
+/// Raft: entries kept behind a snapshot, so a follower that lags by fewer
+/// catches up from the log instead of a whole snapshot (Consul's default).
+pub const RAFT_TRAILING_LOGS: u64 = 10240;
+
 /// `bootstrap_expect` of a dev agent: it bootstraps alone at once.
 pub const DEV_BOOTSTRAP_EXPECT: usize = 1;
 

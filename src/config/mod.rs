@@ -7,7 +7,7 @@
 //! every error names the key and the file (or the flag) so the operator can
 //! fix it without guessing.
 //!
-//! The layout: [`file`] is the on-disk format and [`flags`](AgentFlags) the
+//! The layout: [`file`](mod@file) is the on-disk format and [`flags`](AgentFlags) the
 //! command line; `merge` stacks the files; `resolve` turns the layers into
 //! [`settings`], checking values with `validate` and the definitions of
 //! services and checks with `definitions`. This module is a leaf: it

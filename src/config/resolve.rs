@@ -368,8 +368,11 @@ impl Resolver<'_> {
         Ok(RaftSettings {
             server: role.server,
             bootstrap_expect: role.bootstrap_expect,
-            snapshot_threshold,
-            trailing_logs: flags.raft_trailing_logs.or(f.raft_trailing_logs),
+            snapshot_threshold: snapshot_threshold.unwrap_or(defaults::RAFT_SNAPSHOT_THRESHOLD),
+            trailing_logs: flags
+                .raft_trailing_logs
+                .or(f.raft_trailing_logs)
+                .unwrap_or(defaults::RAFT_TRAILING_LOGS),
         })
     }
 

@@ -119,11 +119,10 @@ pub struct RaftSettings {
     /// Servers to wait for before bootstrapping (1: alone, at once; 0: only
     /// join an existing cluster).
     pub bootstrap_expect: usize,
-    /// Snapshot after this many entries since the last snapshot; `None`
-    /// keeps consensus's own default.
-    pub snapshot_threshold: Option<u64>,
-    /// Entries kept behind a snapshot; `None` keeps consensus's own default.
-    pub trailing_logs: Option<u64>,
+    /// Snapshot after this many entries since the last snapshot (at least 1).
+    pub snapshot_threshold: u64,
+    /// Entries kept behind a snapshot, for followers that lag a little.
+    pub trailing_logs: u64,
 }
 
 /// A gossip encryption key: the 32 bytes `trellis keygen` writes in base64,

@@ -83,7 +83,7 @@ fn assert_from_layer(cfg: &Config, n: u16) {
     assert_eq!(cfg.node.datacenter, format!("dc{n}"), "node");
     assert_eq!(cfg.network.ports.http, 9000 + n, "network");
     assert_eq!(cfg.dns.domain, format!("d{n}."), "dns");
-    assert_eq!(cfg.raft.snapshot_threshold, Some(u64::from(n)), "raft");
+    assert_eq!(cfg.raft.snapshot_threshold, u64::from(n), "raft");
     assert_eq!(cfg.gossip.retry_join, vec![format!("10.0.0.{n}")], "gossip");
     assert_eq!(
         cfg.gossip.reconnect_timeout,
@@ -129,8 +129,8 @@ fn defaults_fill_every_subsystem_when_nothing_is_set() {
         RaftSettings {
             server: false,
             bootstrap_expect: 0,
-            snapshot_threshold: None,
-            trailing_logs: None,
+            snapshot_threshold: 16384,
+            trailing_logs: 10240,
         }
     );
     assert_eq!(
@@ -239,7 +239,7 @@ fn a_json_file_in_a_config_dir_is_a_layer_like_a_toml_one() {
     assert_eq!(cfg.dns.domain, "d1.");
     // ...but a table it sets replaces the earlier one whole.
     assert_eq!(cfg.network.ports.http, defaults::HTTP_PORT);
-    assert_eq!(cfg.raft.trailing_logs, Some(7));
+    assert_eq!(cfg.raft.trailing_logs, 7);
 }
 
 #[test]
