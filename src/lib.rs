@@ -29,8 +29,10 @@
 //! a failed machine's `serfHealth` check goes critical and its services leave
 //! every answer.
 //!
-//! Around them: [`config`] merges defaults, files and flags and validates them;
-//! [`agent`] binds the listeners, starts the parts and owns the shutdown order;
+//! Around them: [`config`] merges defaults, files and flags into one settings
+//! struct per subsystem, a leaf that imports none of the parts; [`agent`]
+//! sets the parts up from their settings (binds the listeners, opens
+//! storage), runs them, and owns the shutdown order;
 //! [`cli`] is the command line, whose subcommands other than `agent` talk to a
 //! running agent over HTTP.
 

@@ -33,9 +33,6 @@ const RECONCILE_EVERY: Duration = Duration::from_millis(250);
 pub const SERF_CHECK_ID: &str = "serfHealth";
 /// Its name, as Consul shows it.
 pub const SERF_CHECK_NAME: &str = "Serf Health Status";
-/// How long a failed member keeps its node before it is reaped (Consul's
-/// `reconcile_reap_interval` default, 72h).
-pub const DEFAULT_REAP_AFTER: Duration = Duration::from_secs(72 * 3600);
 
 /// A member's state as the reconciler needs it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

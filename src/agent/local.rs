@@ -38,7 +38,7 @@ use crate::consensus::WriteError;
 mod anti_entropy;
 
 pub use crate::reconcile::SERF_CHECK_ID;
-pub use anti_entropy::{DEFAULT_AE_INTERVAL, run as run_anti_entropy};
+pub use anti_entropy::run as run_anti_entropy;
 /// The service ID and name servers register themselves under.
 pub const CONSUL_SERVICE: &str = "consul";
 /// Prefix of the critical check that puts a service into maintenance.

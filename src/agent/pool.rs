@@ -13,14 +13,13 @@ use tokio_util::sync::CancellationToken;
 use super::Delegate;
 use crate::gossip::{Gossip, MemberStatus, Role};
 
-/// The LAN gossip port a join address without one is assumed to use.
-const DEFAULT_SERF_LAN_PORT: u16 = 8301;
 /// Pause between rounds of join attempts.
 const RETRY_JOIN_EVERY: Duration = Duration::from_secs(1);
 
 /// Resolves a gossip join address: `host[:port]`, port 8301 when absent.
 pub(crate) async fn resolve(addr: &str) -> Vec<SocketAddr> {
-    crate::config::join::resolve(addr, DEFAULT_SERF_LAN_PORT).await
+    // A join address without a port is assumed to use the default one.
+    crate::config::join::resolve(addr, crate::config::defaults::SERF_LAN_PORT).await
 }
 
 /// Joins the pool through the first of `addrs` that answers, retrying every

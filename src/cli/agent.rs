@@ -4,7 +4,7 @@
 use clap::Args;
 use tokio_util::sync::CancellationToken;
 
-use crate::config::{AgentFlags, Config};
+use crate::config::{AgentFlags, Config, LogSettings};
 
 #[derive(Debug, Args)]
 pub(crate) struct AgentCmd {
@@ -15,7 +15,7 @@ pub(crate) struct AgentCmd {
 impl AgentCmd {
     pub(crate) fn run(self) -> anyhow::Result<()> {
         let config = Config::load(&self.flags)?;
-        init_tracing(&config.log_level, config.log_json);
+        init_tracing(&config.log);
         let rt = tokio::runtime::Builder::new_multi_thread()
             .enable_all()
             .build()?;
@@ -56,7 +56,8 @@ impl Signals {
     }
 }
 
-fn init_tracing(level: &str, json: bool) {
+fn init_tracing(log: &LogSettings) {
+    let level = &log.level;
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(format!("{level},openraft=warn")));
     let ansi = std::io::IsTerminal::is_terminal(&std::io::stderr());
@@ -64,7 +65,7 @@ fn init_tracing(level: &str, json: bool) {
         .with_env_filter(filter)
         .with_ansi(ansi)
         .with_writer(std::io::stderr);
-    if json {
+    if log.json {
         builder.json().init();
     } else {
         builder.init();

@@ -20,9 +20,9 @@ impl ValidateCmd {
         writeln!(
             std::io::stdout(),
             "Configuration is valid! node={} datacenter={} services={}",
-            cfg.node_name,
-            cfg.datacenter,
-            cfg.services.len()
+            cfg.node.name,
+            cfg.node.datacenter,
+            cfg.services.services.len()
         )?;
         Ok(())
     }

@@ -31,7 +31,7 @@ use super::{Consensus, Route, WriteError};
 use crate::rpc::{Hello, Member, Request, Response};
 
 /// The server RPC port a join address without one is assumed to use.
-const DEFAULT_RPC_PORT: u16 = 8300;
+const DEFAULT_RPC_PORT: u16 = crate::config::defaults::SERVER_PORT;
 /// How often a server looks for its cluster until it is settled in it.
 const SEEK_PERIOD: Duration = Duration::from_millis(200);
 /// How often a settled server checks that its entry is still right.

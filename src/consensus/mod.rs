@@ -119,11 +119,8 @@ impl Default for Tuning {
             // leader is replaced in ~250 ms; a briefly slow one is not.
             heartbeat: Duration::from_millis(50),
             election_timeout: (Duration::from_millis(70), Duration::from_millis(100)),
-            // Consul's defaults. A snapshot copies, encodes and commits the
-            // whole catalog, and log appends wait behind its commit, so
-            // taking one less often keeps that pause rare.
-            snapshot_every: 16384,
-            keep_after_snapshot: 10240,
+            snapshot_every: crate::config::defaults::RAFT_SNAPSHOT_THRESHOLD,
+            keep_after_snapshot: crate::config::defaults::RAFT_TRAILING_LOGS,
             request_timeout: Duration::from_secs(5),
             // Several elections' worth (each ~250 ms after the leader went
             // quiet), yet well under the request timeout: without a quorum a

@@ -68,6 +68,11 @@ impl Key {
         Ok(Self(array))
     }
 
+    /// A key from its bytes, as the configuration decoded and checked them.
+    pub fn from_bytes(bytes: [u8; KEY_LEN]) -> Self {
+        Self(bytes)
+    }
+
     /// The key in the form [`Key::from_base64`] reads.
     pub fn to_base64(&self) -> String {
         STANDARD.encode(self.0)

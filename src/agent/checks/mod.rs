@@ -40,8 +40,6 @@ pub const MAX_OUTPUT: usize = 4096;
 pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(10);
 /// Default timeout of script checks.
 pub const DEFAULT_SCRIPT_TIMEOUT: Duration = Duration::from_secs(30);
-/// Default `check_update_interval`.
-pub const DEFAULT_UPDATE_INTERVAL: Duration = Duration::from_secs(300);
 
 /// Where a check definition came from; decides whether scripts may run.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -69,7 +67,7 @@ pub struct CheckSettings {
 impl Default for CheckSettings {
     fn default() -> Self {
         Self {
-            update_interval: DEFAULT_UPDATE_INTERVAL,
+            update_interval: crate::config::defaults::CHECK_UPDATE_INTERVAL,
             enable_script_checks: false,
             enable_local_script_checks: false,
             state_dir: None,

@@ -23,10 +23,6 @@ use crate::catalog::{
 };
 use crate::reconcile::SERF_CHECK_ID;
 
-/// How often a full sync runs unless configured (`ae_interval`): Consul's
-/// minimum, which it keeps for clusters of up to 128 nodes.
-pub const DEFAULT_AE_INTERVAL: Duration = Duration::from_secs(60);
-
 /// What this node should look like in the catalog.
 #[derive(Debug, Clone)]
 pub(crate) struct Desired {

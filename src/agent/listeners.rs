@@ -1,0 +1,108 @@
+//! The sockets the agent serves on, bound before anything starts so that
+//! port 0 is resolved and a port conflict fails fast.
+
+use std::net::SocketAddr;
+
+use tokio::net::{TcpListener, UdpSocket};
+
+use super::AgentError;
+use crate::config::NetworkSettings;
+
+/// Every listener of one agent.
+pub(super) struct Listeners {
+    /// DNS over UDP, on the client address.
+    pub(super) dns_udp: UdpSocket,
+    /// DNS over TCP, on the same port as UDP.
+    pub(super) dns_tcp: TcpListener,
+    /// The HTTP API, on the client address.
+    pub(super) http: TcpListener,
+    /// Server RPC, on the cluster (bind) address; servers only.
+    pub(super) rpc: Option<TcpListener>,
+    /// LAN gossip.
+    pub(super) serf_lan: UdpSocket,
+}
+
+impl Listeners {
+    /// Binds every listener `net` names; server RPC only for a `server`.
+    pub(super) async fn bind(net: &NetworkSettings, server: bool) -> Result<Self, AgentError> {
+        let dns_addr = SocketAddr::new(net.client_addr, net.ports.dns);
+        let (dns_udp, dns_tcp) = bind_dns(dns_addr).await?;
+        let http_addr = SocketAddr::new(net.client_addr, net.ports.http);
+        let http = TcpListener::bind(http_addr)
+            .await
+            .map_err(|source| AgentError::Bind {
+                what: "HTTP",
+                addr: http_addr,
+                source,
+            })?;
+        let rpc = match server {
+            true => {
+                let rpc_addr = SocketAddr::new(net.bind_addr, net.ports.server);
+                let rpc = TcpListener::bind(rpc_addr)
+                    .await
+                    .map_err(|source| AgentError::Bind {
+                        what: "server RPC",
+                        addr: rpc_addr,
+                        source,
+                    })?;
+                Some(rpc)
+            }
+            false => None,
+        };
+        // Gossip tells every member where this one is from the socket's own
+        // address, so it must be a concrete one: with a wildcard bind, bind
+        // the advertised address instead.
+        let gossip_ip = if net.bind_addr.is_unspecified() {
+            net.advertise_addr
+        } else {
+            net.bind_addr
+        };
+        let serf_addr = SocketAddr::new(gossip_ip, net.ports.serf_lan);
+        let serf_lan = UdpSocket::bind(serf_addr)
+            .await
+            .map_err(|source| AgentError::Bind {
+                what: "gossip (LAN)",
+                addr: serf_addr,
+                source,
+            })?;
+        Ok(Self {
+            dns_udp,
+            dns_tcp,
+            http,
+            rpc,
+            serf_lan,
+        })
+    }
+}
+
+/// Binds DNS on UDP and TCP at the same port. With port 0 the UDP socket picks
+/// the port and TCP follows it; if TCP finds that port taken, try again.
+async fn bind_dns(addr: SocketAddr) -> Result<(UdpSocket, TcpListener), AgentError> {
+    let err = |what, source| AgentError::Bind { what, addr, source };
+    let mut last = None;
+    for _ in 0..16 {
+        let udp = bind_udp(addr).map_err(|e| err("DNS/UDP", e))?;
+        let port = udp.local_addr().map_err(|e| err("DNS/UDP", e))?.port();
+        match TcpListener::bind(SocketAddr::new(addr.ip(), port)).await {
+            Ok(tcp) => return Ok((udp, tcp)),
+            Err(e) if addr.port() == 0 => last = Some(e),
+            Err(e) => return Err(err("DNS/TCP", e)),
+        }
+    }
+    Err(err(
+        "DNS/TCP",
+        last.unwrap_or_else(|| std::io::Error::other("no free port")),
+    ))
+}
+
+/// A UDP socket with a large receive buffer, so bursts of queries queue in
+/// the kernel rather than being dropped while a worker is busy.
+fn bind_udp(addr: SocketAddr) -> std::io::Result<UdpSocket> {
+    use socket2::{Domain, Protocol, Socket, Type};
+    let s = Socket::new(Domain::for_address(addr), Type::DGRAM, Some(Protocol::UDP))?;
+    // Best effort: the kernel caps it at net.core.rmem_max.
+    let _ = s.set_recv_buffer_size(4 << 20);
+    s.set_nonblocking(true)?;
+    s.bind(&addr.into())?;
+    UdpSocket::from_std(s.into())
+}

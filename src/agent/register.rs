@@ -1,0 +1,139 @@
+//! Registering at start: the services and checks of the configuration
+//! files and those saved from the API, then anti-entropy for as long as
+//! the agent serves.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::task::JoinHandle;
+use tokio_util::sync::CancellationToken;
+
+use super::settings::{check_from_config, service_from_config};
+use super::{AgentError, checks, local};
+use crate::catalog::Replica;
+use crate::config::ServiceSettings;
+
+/// Registering (a cluster member or a client serves its local state at
+/// once and registers once the cluster has a leader, retrying until it
+/// does), then anti-entropy. Not one of the serving tasks: its ending is
+/// not a server stopping.
+pub(super) fn upkeep(
+    definitions: Definitions,
+    local: Arc<local::LocalAgent>,
+    replica: Arc<Replica>,
+    lone: bool,
+    every: Duration,
+    token: CancellationToken,
+) -> JoinHandle<()> {
+    tokio::spawn(async move {
+        if !lone {
+            let mut logged = false;
+            loop {
+                let registered = tokio::select! {
+                    () = token.cancelled() => return,
+                    r = definitions.register(&local) => r,
+                };
+                match registered {
+                    Ok(()) => break,
+                    Err(e) if !logged => {
+                        tracing::info!("registering this node once the cluster has a leader ({e})");
+                        logged = true;
+                    }
+                    Err(_) => {}
+                }
+                tokio::select! {
+                    () = token.cancelled() => return,
+                    () = tokio::time::sleep(Duration::from_millis(250)) => {}
+                }
+            }
+            local.restored().await;
+        }
+        local::run_anti_entropy(local, replica, every, token).await;
+    })
+}
+
+/// The services and checks to register at start: those of the configuration
+/// files, validated before anything is registered, then those registered
+/// over the API in an earlier run. Each with what it is called in errors.
+pub(super) struct Definitions {
+    services: Vec<(String, local::ServiceDefinition, checks::Origin)>,
+    checks: Vec<(String, local::CheckDefinition, checks::Origin)>,
+}
+
+impl Definitions {
+    pub(super) fn load(
+        settings: &ServiceSettings,
+        saved: Option<&std::path::Path>,
+    ) -> Result<Self, AgentError> {
+        let mut services = Vec::new();
+        for s in &settings.services {
+            let what = format!("service {:?} from the configuration", s.name);
+            let def = service_from_config(s).map_err(|message| AgentError::Register {
+                what: what.clone(),
+                message,
+            })?;
+            services.push((what, def, checks::Origin::Config));
+        }
+        let mut checks = Vec::new();
+        for c in &settings.checks {
+            let what = format!(
+                "check {:?} from the configuration",
+                c.id.as_deref().or(c.name.as_deref()).unwrap_or_default()
+            );
+            let def = check_from_config(c).map_err(|message| AgentError::Register {
+                what: what.clone(),
+                message,
+            })?;
+            checks.push((what, def, checks::Origin::Config));
+        }
+        if let Some(path) = saved {
+            let saved = local::saved_definitions(path).map_err(|message| AgentError::Register {
+                what: "the saved registrations".into(),
+                message,
+            })?;
+            for def in saved.services {
+                let what = format!("saved service {:?}", def.id);
+                services.push((what, def, checks::Origin::Api));
+            }
+            for def in saved.checks {
+                let what = format!("saved check {:?}", def.id);
+                checks.push((what, def, checks::Origin::Api));
+            }
+        }
+        Ok(Self { services, checks })
+    }
+
+    /// Registers this node, then the configured services and checks.
+    pub(super) async fn register(&self, local: &local::LocalAgent) -> Result<(), AgentError> {
+        let err = |what: &str, e: local::LocalError| AgentError::Register {
+            what: what.to_string(),
+            message: e.to_string(),
+        };
+        local
+            .register_self()
+            .await
+            .map_err(|e| err("this node", e))?;
+        // A saved registration this run no longer accepts (script checks
+        // now disabled) is dropped with a warning; a configured one stops
+        // the agent, as at first start. Failed writes are retried.
+        let judge = |what: &str, origin: checks::Origin, r: Result<(), local::LocalError>| match r {
+            Err(e @ local::LocalError::Write(_)) => Err(err(what, e)),
+            Err(e) if origin == checks::Origin::Api => {
+                tracing::warn!("{what} is not registered again: {e}");
+                Ok(())
+            }
+            other => other.map_err(|e| err(what, e)),
+        };
+        for (what, def, origin) in &self.services {
+            let r = local
+                .register_service_from(def.clone(), false, *origin)
+                .await;
+            judge(what, *origin, r)?;
+        }
+        for (what, def, origin) in &self.checks {
+            let r = local.register_check(def.clone(), *origin).await;
+            judge(what, *origin, r)?;
+        }
+        Ok(())
+    }
+}

@@ -1,0 +1,119 @@
+//! Every default of the agent's settings, in one place: the resolver fills
+//! an unset setting from here, and the parts that keep a default of their
+//! own (a `Default` impl for tests) read it from here too.
+//!
+//! Consul's defaults unless a comment says otherwise, so an existing
+//! client or script finds the agent where it expects it.
+
+use std::net::{IpAddr, Ipv4Addr, UdpSocket};
+use std::time::Duration;
+
+/// DNS, UDP and TCP.
+pub const DNS_PORT: u16 = 8600;
+/// HTTP API.
+pub const HTTP_PORT: u16 = 8500;
+/// LAN gossip.
+pub const SERF_LAN_PORT: u16 = 8301;
+/// WAN gossip.
+pub const SERF_WAN_PORT: u16 = 8302;
+/// Server RPC.
+pub const SERVER_PORT: u16 = 8300;
+
+/// The datacenter of an agent that names none.
+pub const DATACENTER: &str = "dc1";
+/// The node name when the host has none.
+pub const NODE_NAME: &str = "trellis";
+/// Where DNS and HTTP listen: loopback, so nothing is exposed by accident.
+pub const CLIENT_ADDR: IpAddr = IpAddr::V4(Ipv4Addr::LOCALHOST);
+/// Where cluster traffic binds: every interface, or loopback with `--dev`.
+pub const BIND_ADDR: IpAddr = IpAddr::V4(Ipv4Addr::UNSPECIFIED);
+/// Where a dev agent binds its cluster traffic.
+pub const DEV_BIND_ADDR: IpAddr = IpAddr::V4(Ipv4Addr::LOCALHOST);
+
+/// The DNS domain, without its trailing dot.
+pub const DOMAIN: &str = "consul";
+/// TTL of node answers: 0, so a dead node leaves caches at once.
+pub const DNS_NODE_TTL: Duration = Duration::ZERO;
+/// Most A/AAAA records in one UDP answer.
+pub const DNS_UDP_ANSWER_LIMIT: usize = 3;
+/// Set TC when `udp_answer_limit` cut an answer.
+pub const DNS_ENABLE_TRUNCATE: bool = true;
+/// How long one recursor gets before the next is tried.
+pub const DNS_RECURSOR_TIMEOUT: Duration = Duration::from_secs(2);
+/// The directory of static zone files used when none is given and it exists
+/// (relative to the working directory).
+pub const ZONE_DIR: &str = "zones";
+/// The port of a recursor given without one.
+pub const RECURSOR_PORT: u16 = 53;
+
+/// Log level.
+pub const LOG_LEVEL: &str = "info";
+/// The log levels there are, in the order the error message lists them.
+pub const LOG_LEVELS: [&str; 5] = ["trace", "debug", "info", "warn", "error"];
+
+/// At most one output-only check write per check per this interval
+/// (`check_update_interval`).
+pub const CHECK_UPDATE_INTERVAL: Duration = Duration::from_secs(300);
+/// How often a full anti-entropy sync runs (`ae_interval`): Consul's
+/// minimum, which it keeps for clusters of up to 128 nodes.
+pub const AE_INTERVAL: Duration = Duration::from_secs(60);
+/// The shortest `ae_interval` accepted: shorter would write to the servers
+/// more often than they gain from it.
+pub const AE_INTERVAL_MIN: Duration = Duration::from_secs(1);
+/// How long a failed member keeps its node before it is reaped (Consul's
+/// `reconcile_reap_interval` default, 72h).
+pub const RECONNECT_TIMEOUT: Duration = Duration::from_secs(72 * 3600);
+
+/// Raft: snapshot after this many entries since the last snapshot (Consul's
+/// default). A snapshot copies, encodes and commits the whole catalog, and
+/// log appends wait behind its commit, so taking one less often keeps that
+/// pause rare.
+pub const RAFT_SNAPSHOT_THRESHOLD: u64 = 16384;
+/// Raft: entries kept behind a snapshot, so a follower that lags by fewer
+/// catches up from the log instead of a whole snapshot (Consul's default).
+pub const RAFT_TRAILING_LOGS: u64 = 10240;
+
+/// `bootstrap_expect` of a dev agent: it bootstraps alone at once.
+pub const DEV_BOOTSTRAP_EXPECT: usize = 1;
+
+/// Whether to leave the gossip pool on SIGTERM: clients leave (their node
+/// goes away cleanly), servers stay (a restart must not shrink the quorum),
+/// as Consul.
+pub const fn leave_on_terminate(server: bool) -> bool {
+    !server
+}
+
+/// The host's name, first label only: the node name when none is given.
+pub fn node_name() -> String {
+    let mut buf = [0u8; 256];
+    // SAFETY: the buffer is valid for its length; gethostname NUL-terminates
+    // or truncates within it.
+    let rc = unsafe { libc::gethostname(buf.as_mut_ptr().cast(), buf.len()) };
+    let name = if rc == 0 {
+        let end = buf.iter().position(|&b| b == 0).unwrap_or(buf.len());
+        String::from_utf8_lossy(&buf[..end]).into_owned()
+    } else {
+        String::new()
+    };
+    // A host name may be an FQDN; the node name is its first label.
+    let first = name.split('.').next().unwrap_or("").to_string();
+    if first.is_empty() {
+        NODE_NAME.into()
+    } else {
+        first
+    }
+}
+
+/// The address to advertise when bound to every interface: the one a
+/// default route would leave from, found without sending anything
+/// (connecting a UDP socket only selects a route); loopback without one.
+pub fn advertise_addr() -> IpAddr {
+    primary_ipv4().unwrap_or(IpAddr::V4(Ipv4Addr::LOCALHOST))
+}
+
+fn primary_ipv4() -> Option<IpAddr> {
+    let s = UdpSocket::bind("0.0.0.0:0").ok()?;
+    s.connect("192.0.2.1:9").ok()?;
+    let ip = s.local_addr().ok()?.ip();
+    (!ip.is_unspecified()).then_some(ip)
+}

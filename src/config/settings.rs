@@ -1,0 +1,188 @@
+//! The resolved settings, one struct per subsystem. Each part of the agent
+//! is handed its own struct (see [`Config`](super::Config) for who takes
+//! which), so a new setting is one field here, one in the file format and
+//! one line in the resolver.
+
+use std::collections::BTreeMap;
+use std::net::{IpAddr, SocketAddr};
+use std::path::PathBuf;
+use std::time::Duration;
+
+use super::defaults;
+use super::file::{CheckFile, ServiceFile};
+
+/// Who this node is.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NodeSettings {
+    /// Node name, a DNS label; unique in the datacenter.
+    pub name: String,
+    /// Datacenter, lowercased.
+    pub datacenter: String,
+    /// Durable state directory; `None` only in dev mode, where nothing
+    /// survives the process.
+    pub data_dir: Option<PathBuf>,
+}
+
+impl NodeSettings {
+    /// Where the node's UUID is kept so it survives restarts; `None` (dev)
+    /// makes a fresh one each start.
+    pub fn node_id_file(&self) -> Option<PathBuf> {
+        self.data_dir.as_ref().map(|d| d.join("node-id"))
+    }
+}
+
+/// Port numbers; 0 asks the OS for a free port.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Ports {
+    /// DNS, UDP and TCP.
+    pub dns: u16,
+    /// HTTP API.
+    pub http: u16,
+    /// LAN gossip.
+    pub serf_lan: u16,
+    /// WAN gossip.
+    pub serf_wan: u16,
+    /// Server RPC.
+    pub server: u16,
+}
+
+impl Default for Ports {
+    fn default() -> Self {
+        Self {
+            dns: defaults::DNS_PORT,
+            http: defaults::HTTP_PORT,
+            serf_lan: defaults::SERF_LAN_PORT,
+            serf_wan: defaults::SERF_WAN_PORT,
+            server: defaults::SERVER_PORT,
+        }
+    }
+}
+
+/// Where the agent listens and how others reach it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct NetworkSettings {
+    /// Address cluster traffic (gossip, server RPC) binds to.
+    pub bind_addr: IpAddr,
+    /// Address other agents reach this one at.
+    pub advertise_addr: IpAddr,
+    /// Address DNS and HTTP listen on.
+    pub client_addr: IpAddr,
+    /// Ports.
+    pub ports: Ports,
+}
+
+/// DNS behaviour settings.
+#[derive(Debug, Clone, PartialEq)]
+pub struct DnsSettings {
+    /// The domain, lowercased, with a trailing dot (`consul.`).
+    pub domain: String,
+    /// TTL of node answers.
+    pub node_ttl: Duration,
+    /// TTL of service answers by lowercased service name; `*` is the default.
+    pub service_ttl: BTreeMap<String, Duration>,
+    /// Leave out warning instances too.
+    pub only_passing: bool,
+    /// Most A/AAAA records in one UDP answer.
+    pub udp_answer_limit: usize,
+    /// Set TC when an answer is cut.
+    pub enable_truncate: bool,
+    /// Upstream servers for other names.
+    pub recursors: Vec<SocketAddr>,
+    /// How long to wait for an upstream.
+    pub recursor_timeout: Duration,
+    /// Directories of static zone files.
+    pub zone_dirs: Vec<PathBuf>,
+}
+
+impl Default for DnsSettings {
+    fn default() -> Self {
+        Self {
+            domain: format!("{}.", defaults::DOMAIN),
+            node_ttl: defaults::DNS_NODE_TTL,
+            service_ttl: BTreeMap::new(),
+            only_passing: false,
+            udp_answer_limit: defaults::DNS_UDP_ANSWER_LIMIT,
+            enable_truncate: defaults::DNS_ENABLE_TRUNCATE,
+            recursors: Vec::new(),
+            recursor_timeout: defaults::DNS_RECURSOR_TIMEOUT,
+            zone_dirs: Vec::new(),
+        }
+    }
+}
+
+/// This node's part in the Raft cluster.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RaftSettings {
+    /// Whether this agent is a server: keeps a replica of the log, votes,
+    /// serves RPC. Every other part asks this field for the node's role.
+    pub server: bool,
+    /// Servers to wait for before bootstrapping (1: alone, at once; 0: only
+    /// join an existing cluster).
+    pub bootstrap_expect: usize,
+    /// Snapshot after this many entries since the last snapshot (at least 1).
+    pub snapshot_threshold: u64,
+    /// Entries kept behind a snapshot, for followers that lag a little.
+    pub trailing_logs: u64,
+}
+
+/// A gossip encryption key: the 32 bytes `trellis keygen` writes in base64,
+/// checked when the configuration loads. Gossip turns it into its cipher.
+#[derive(Clone, PartialEq, Eq)]
+pub struct EncryptKey(pub [u8; ENCRYPT_KEY_LEN]);
+
+/// Bytes in a gossip encryption key (AES-256).
+pub const ENCRYPT_KEY_LEN: usize = 32;
+
+impl std::fmt::Debug for EncryptKey {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        // A key in a log line is a key given away.
+        f.write_str("EncryptKey(<redacted>)")
+    }
+}
+
+/// The LAN gossip pool and what follows from membership.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct GossipSettings {
+    /// Agents to join at start-up (`host[:port]`), retried until one answers.
+    pub retry_join: Vec<String>,
+    /// The pool's encryption key, if any.
+    pub encrypt: Option<EncryptKey>,
+    /// Leave the pool gracefully on SIGTERM.
+    pub leave_on_terminate: bool,
+    /// How long a failed node keeps its catalog entry (the leader's
+    /// reconciler reaps it after).
+    pub reconnect_timeout: Duration,
+}
+
+/// How the agent's health checks behave.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct CheckSettings {
+    /// Script checks allowed from the HTTP API too.
+    pub enable_script_checks: bool,
+    /// Script checks allowed from configuration files.
+    pub enable_local_script_checks: bool,
+    /// At most one output-only check write per check per this interval.
+    pub update_interval: Duration,
+}
+
+/// What this node registers from its configuration files, and how often
+/// anti-entropy makes the catalog agree with it.
+#[derive(Debug, Clone)]
+pub struct ServiceSettings {
+    /// Service definitions, in load order.
+    pub services: Vec<ServiceFile>,
+    /// Top-level check definitions (node checks, or checks naming a service
+    /// by `service_id`), in load order.
+    pub checks: Vec<CheckFile>,
+    /// How often anti-entropy compares the local state with the catalog.
+    pub ae_interval: Duration,
+}
+
+/// Logging.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LogSettings {
+    /// Level: trace, debug, info, warn or error.
+    pub level: String,
+    /// Log JSON lines instead of text.
+    pub json: bool,
+}
