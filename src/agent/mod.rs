@@ -9,11 +9,6 @@
 //! 4. shut Raft down, which flushes and closes the redb log store;
 //! 5. log `shutdown complete`.
 
-pub mod checks;
-mod delegate;
-pub use delegate::Delegate;
-pub mod local;
-mod persist;
 pub(crate) mod pool;
 mod settings;
 
@@ -25,10 +20,13 @@ use tokio::net::{TcpListener, UdpSocket};
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 
-use self::settings::{check_from_config, dns_config, local_identity, node_id, service_from_config};
+use self::settings::{dns_config, local_identity, node_id};
 use crate::catalog::Replica;
 use crate::config::Config;
 use crate::consensus::{Consensus, ConsensusConfig, Storage, Tuning};
+use crate::definition::{CheckDefinition, Origin, ServiceDefinition};
+use crate::delegate::Delegate;
+use crate::local::{self, checks};
 
 /// Commands a server keeps in its replica's history for following clients;
 /// a client further behind is sent the whole catalog.
@@ -158,11 +156,6 @@ fn bind_udp(addr: SocketAddr) -> std::io::Result<UdpSocket> {
     s.set_nonblocking(true)?;
     s.bind(&addr.into())?;
     UdpSocket::from_std(s.into())
-}
-
-/// Resolves a gossip join address: `host[:port]`, port 8301 when absent.
-pub async fn resolve_join_address(addr: &str) -> Vec<SocketAddr> {
-    pool::resolve(addr).await
 }
 
 /// Runs the agent until `shutdown` is cancelled or a part fails.
@@ -506,32 +499,26 @@ impl ServerParts {
 /// files, validated before anything is registered, then those registered
 /// over the API in an earlier run. Each with what it is called in errors.
 struct Definitions {
-    services: Vec<(String, local::ServiceDefinition, checks::Origin)>,
-    checks: Vec<(String, local::CheckDefinition, checks::Origin)>,
+    services: Vec<(String, ServiceDefinition, Origin)>,
+    checks: Vec<(String, CheckDefinition, Origin)>,
 }
 
 impl Definitions {
     fn load(cfg: &Config, saved: Option<&std::path::Path>) -> Result<Self, AgentError> {
         let mut services = Vec::new();
-        for s in &cfg.services {
-            let what = format!("service {:?} from the configuration", s.name);
-            let def = service_from_config(s).map_err(|message| AgentError::Register {
-                what: what.clone(),
-                message,
-            })?;
-            services.push((what, def, checks::Origin::Config));
+        for def in &cfg.services {
+            let what = format!("service {:?} from the configuration", def.name);
+            services.push((what, def.clone(), Origin::Config));
         }
         let mut checks = Vec::new();
-        for c in &cfg.checks {
-            let what = format!(
-                "check {:?} from the configuration",
-                c.id.as_deref().or(c.name.as_deref()).unwrap_or_default()
-            );
-            let def = check_from_config(c).map_err(|message| AgentError::Register {
-                what: what.clone(),
-                message,
-            })?;
-            checks.push((what, def, checks::Origin::Config));
+        for def in &cfg.checks {
+            let name = if def.id.is_empty() {
+                &def.name
+            } else {
+                &def.id
+            };
+            let what = format!("check {name:?} from the configuration");
+            checks.push((what, def.clone(), Origin::Config));
         }
         if let Some(path) = saved {
             let saved = local::saved_definitions(path).map_err(|message| AgentError::Register {
@@ -540,11 +527,11 @@ impl Definitions {
             })?;
             for def in saved.services {
                 let what = format!("saved service {:?}", def.id);
-                services.push((what, def, checks::Origin::Api));
+                services.push((what, def, Origin::Api));
             }
             for def in saved.checks {
                 let what = format!("saved check {:?}", def.id);
-                checks.push((what, def, checks::Origin::Api));
+                checks.push((what, def, Origin::Api));
             }
         }
         Ok(Self { services, checks })
@@ -563,9 +550,9 @@ impl Definitions {
         // A saved registration this run no longer accepts (script checks
         // now disabled) is dropped with a warning; a configured one stops
         // the agent, as at first start. Failed writes are retried.
-        let judge = |what: &str, origin: checks::Origin, r: Result<(), local::LocalError>| match r {
+        let judge = |what: &str, origin: Origin, r: Result<(), local::LocalError>| match r {
             Err(e @ local::LocalError::Write(_)) => Err(err(what, e)),
-            Err(e) if origin == checks::Origin::Api => {
+            Err(e) if origin == Origin::Api => {
                 tracing::warn!("{what} is not registered again: {e}");
                 Ok(())
             }

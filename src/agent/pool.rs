@@ -10,7 +10,7 @@ use std::time::Duration;
 
 use tokio_util::sync::CancellationToken;
 
-use super::Delegate;
+use crate::delegate::Delegate;
 use crate::gossip::{Gossip, MemberStatus, Role};
 
 /// The LAN gossip port a join address without one is assumed to use.

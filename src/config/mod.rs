@@ -4,6 +4,7 @@
 //! Files use Consul's key names and reject unknown keys; every error names the
 //! key and the file (or the flag) so the operator can fix it without guessing.
 
+mod definitions;
 pub mod file;
 mod flags;
 pub mod join;
@@ -14,7 +15,13 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 pub use file::{CheckFile, FileConfig, ServiceFile};
+
+use crate::definition::{CheckDefinition, ServiceDefinition, parse_duration};
 pub use flags::AgentFlags;
+
+/// How often anti-entropy runs unless configured (`ae_interval`): Consul's
+/// minimum, which it keeps for clusters of up to 128 nodes.
+const DEFAULT_AE_INTERVAL: Duration = Duration::from_secs(60);
 
 /// Why the configuration cannot be used.
 #[derive(Debug, thiserror::Error)]
@@ -146,11 +153,11 @@ pub struct Config {
     pub log_level: String,
     /// Log as JSON.
     pub log_json: bool,
-    /// Services defined in configuration files.
-    pub services: Vec<ServiceFile>,
+    /// Services defined in configuration files, validated.
+    pub services: Vec<ServiceDefinition>,
     /// Top-level checks defined in configuration files (node checks, or
-    /// checks naming a service by `service_id`).
-    pub checks: Vec<CheckFile>,
+    /// checks naming a service by `service_id`), validated.
+    pub checks: Vec<CheckDefinition>,
     /// Script checks allowed from the HTTP API too.
     pub enable_script_checks: bool,
     /// Script checks allowed from configuration files.
@@ -374,19 +381,28 @@ impl Config {
                 message: format!("{log_level:?} is not one of trace, debug, info, warn, error"),
             });
         }
-        for s in &l.services {
-            validate_service(s, &l)?;
-        }
+        let service_source = l
+            .origin
+            .get("services")
+            .or_else(|| l.origin.get("service"))
+            .map_or_else(String::new, |p| p.display().to_string());
+        let services = l
+            .services
+            .iter()
+            .map(|s| definitions::service(s, &service_source))
+            .collect::<Result<Vec<_>, _>>()?;
         let check_source = l
             .origin
             .get("checks")
             .or_else(|| l.origin.get("check"))
             .map_or_else(String::new, |p| p.display().to_string());
-        for c in &l.checks {
-            validate_check(c, &NODE_CHECK_KEYS, &check_source)?;
-        }
+        let checks = l
+            .checks
+            .iter()
+            .map(|c| definitions::check(c, &check_source))
+            .collect::<Result<Vec<_>, _>>()?;
         let check_update_interval = match &f.check_update_interval {
-            None => crate::agent::checks::DEFAULT_UPDATE_INTERVAL,
+            None => crate::definition::DEFAULT_UPDATE_INTERVAL,
             Some(v) => parse_duration(v).map_err(|message| ConfigError::Invalid {
                 key: "check_update_interval",
                 source_name: src("check_update_interval", "", false),
@@ -394,7 +410,7 @@ impl Config {
             })?,
         };
         let ae_interval = match flags.ae_interval.as_ref().or(f.ae_interval.as_ref()) {
-            None => crate::agent::local::DEFAULT_AE_INTERVAL,
+            None => DEFAULT_AE_INTERVAL,
             Some(v) => parse_duration(v)
                 .and_then(|d| {
                     if d < Duration::from_secs(1) {
@@ -455,8 +471,8 @@ impl Config {
             dns,
             log_level,
             log_json: flags.log_json || f.log_json.unwrap_or(false),
-            services: l.services,
-            checks: l.checks,
+            services,
+            checks,
             enable_script_checks: flags.enable_script_checks
                 || f.enable_script_checks.unwrap_or(false),
             enable_local_script_checks: flags.enable_local_script_checks
@@ -606,104 +622,6 @@ fn resolve_dns(
         )?,
         zone_dirs,
     })
-}
-
-fn validate_service(s: &ServiceFile, l: &Layered) -> Result<(), ConfigError> {
-    let source_name = l
-        .origin
-        .get("services")
-        .or_else(|| l.origin.get("service"))
-        .map_or_else(String::new, |p| p.display().to_string());
-    let bad = |key: &'static str, message: String| ConfigError::Invalid {
-        key,
-        source_name: source_name.clone(),
-        message,
-    };
-    if s.name.is_empty() {
-        return Err(bad("service.name", "must not be empty".into()));
-    }
-    for c in s.check.iter().chain(&s.checks) {
-        validate_check(c, &SERVICE_CHECK_KEYS, &source_name)?;
-    }
-    Ok(())
-}
-
-/// The keys a check's errors name, by where the check is written.
-struct CheckKeys {
-    status: &'static str,
-    interval: &'static str,
-    timeout: &'static str,
-    ttl: &'static str,
-    deregister_critical_service_after: &'static str,
-}
-
-const SERVICE_CHECK_KEYS: CheckKeys = CheckKeys {
-    status: "service.check.status",
-    interval: "service.check.interval",
-    timeout: "service.check.timeout",
-    ttl: "service.check.ttl",
-    deregister_critical_service_after: "service.check.deregister_critical_service_after",
-};
-
-const NODE_CHECK_KEYS: CheckKeys = CheckKeys {
-    status: "check.status",
-    interval: "check.interval",
-    timeout: "check.timeout",
-    ttl: "check.ttl",
-    deregister_critical_service_after: "check.deregister_critical_service_after",
-};
-
-fn validate_check(c: &CheckFile, keys: &CheckKeys, source_name: &str) -> Result<(), ConfigError> {
-    let bad = |key: &'static str, message: String| ConfigError::Invalid {
-        key,
-        source_name: source_name.to_string(),
-        message,
-    };
-    if let Some(st) = &c.status
-        && crate::catalog::HealthStatus::parse(st).is_none()
-    {
-        return Err(bad(
-            keys.status,
-            format!("{st:?} is not one of passing, warning, critical"),
-        ));
-    }
-    for (key, v) in [
-        (keys.interval, &c.interval),
-        (keys.timeout, &c.timeout),
-        (keys.ttl, &c.ttl),
-        (
-            keys.deregister_critical_service_after,
-            &c.deregister_critical_service_after,
-        ),
-    ] {
-        if let Some(v) = v {
-            parse_duration(v).map_err(|m| bad(key, m))?;
-        }
-    }
-    if let Some(v) = &c.interval
-        && let Ok(d) = parse_duration(v)
-        && !d.is_zero()
-        && d < crate::agent::checks::MIN_INTERVAL
-    {
-        return Err(bad(
-            keys.interval,
-            format!(
-                "{v:?} is below the minimum of {:?}",
-                crate::agent::checks::MIN_INTERVAL
-            ),
-        ));
-    }
-    Ok(())
-}
-
-/// Parses a Go-style duration (`10s`, `1m30s`, `250ms`); a bare `0` is zero.
-pub fn parse_duration(s: &str) -> Result<Duration, String> {
-    let t = s.trim();
-    if t == "0" {
-        return Ok(Duration::ZERO);
-    }
-    humantime::parse_duration(t)
-        .map_err(|e| format!("{s:?} is not a duration like \"10s\" or \"1m30s\": {e}"))
 }
 
 /// Parses `IP` or `IP:port` (IPv6 as `[::1]:53`), with `default_port`.

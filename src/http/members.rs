@@ -106,7 +106,8 @@ pub(super) async fn join(
     State(state): State<Ctx>,
     Path(addr): Path<String>,
 ) -> Result<Response, ApiError> {
-    let targets = crate::agent::resolve_join_address(&addr).await;
+    let targets =
+        crate::config::join::resolve(&addr, crate::config::Ports::default().serf_lan).await;
     if targets.is_empty() {
         return Err(ApiError::BadRequest(format!(
             "cannot resolve join address {addr:?}"

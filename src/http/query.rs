@@ -18,9 +18,9 @@ use serde::Serialize;
 use tokio::time::Instant;
 
 use super::Ctx;
-use super::decode::parse_go_duration;
 use super::error::ApiError;
 use crate::catalog::{Catalog, Index};
+use crate::definition::parse_duration;
 
 /// Default blocking wait, as Consul's.
 const DEFAULT_WAIT: Duration = Duration::from_secs(5 * 60);
@@ -131,8 +131,9 @@ impl ReadOptions {
         };
         let wait = match p.get("wait") {
             None | Some("") => DEFAULT_WAIT,
-            Some(v) => parse_go_duration(v)
-                .map_err(|_| ApiError::BadRequest("Invalid wait time".into()))?,
+            Some(v) => {
+                parse_duration(v).map_err(|_| ApiError::BadRequest("Invalid wait time".into()))?
+            }
         };
         Ok(Self {
             consistency,
