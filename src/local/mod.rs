@@ -1,26 +1,27 @@
 //! This node's identity and its own services and checks: the source of truth
 //! for what the agent registers in the catalog.
 //!
-//! Every change is validated first (by [`crate::definition`]), then written
-//! through [`Delegate::write`] as a catalog command on behalf of this node,
-//! and recorded in the local map only once the write was applied: a refused
-//! or failed write leaves both the map and the catalog as they were. The
-//! check runners ([`checks`]) follow the map through [`LocalAgent::subscribe`]
-//! and report results back through [`LocalAgent::record`], which writes
-//! status changes at once and batches output-only changes (see
-//! `checks::state::decide`).
+//! Every change is validated first (by [`crate::definition`], the rules
+//! configuration files pass too), then written through [`Delegate::write`]
+//! as a catalog command on behalf of this node, and recorded in the local
+//! map only once the write was applied: a refused or failed write leaves
+//! both the map and the catalog as they were. The check runners ([`checks`])
+//! follow the map through the [`checks::CheckSource`] the registry
+//! implements for them, and report results back through
+//! [`LocalAgent::record`], which writes status changes at once and batches
+//! output-only changes (see `checks::state::decide`).
 //!
 //! Registrations and removals hold the write side of one lock; check results
 //! hold its read side plus a lock for their check, so results of different
 //! checks go to Raft concurrently (and share group commits) while a result
 //! never interleaves with a registration that replaces its check.
 //!
-//! The parts, by idea: [`registry`] (the map and its write-through),
-//! [`maintenance`] (service and node maintenance), [`ttl`] (TTL checks'
-//! updates and their saved state), [`saved`] (the registrations saved in
-//! the data dir), [`anti_entropy`] (repairing the catalog from the map), and
-//! [`checks`] (the runners, which report through a trait of their own and
-//! know nothing of the map).
+//! The parts, by idea: `registry` (the map and its write-through),
+//! `maintenance` (service and node maintenance), `ttl` (TTL checks' updates
+//! and their saved state), `saved` (the registrations saved in the data
+//! dir and the atomic writer), `anti_entropy` (repairing the catalog from
+//! the map), [`checks`] (the runners, which see the map only through the
+//! traits they define), and `testing` (an agent in the test process).
 
 mod anti_entropy;
 pub mod checks;
@@ -145,6 +146,7 @@ pub struct LocalAgent {
     /// leader's pool still says failed, and the two would flap.
     writes_serf_health: bool,
 }
+
 /// Number of per-check lock stripes.
 const STRIPES: usize = 256;
 
@@ -205,12 +207,6 @@ impl LocalAgent {
     /// The check settings.
     pub fn check_settings(&self) -> &CheckSettings {
         &self.settings
-    }
-
-    /// A receiver that changes whenever a check may have been added, changed
-    /// or removed.
-    pub fn subscribe(&self) -> watch::Receiver<u64> {
-        self.changes.subscribe()
     }
 
     fn changed(&self) {

@@ -550,7 +550,7 @@ impl Sink for LocalAgent {
 /// updates.
 impl CheckSource for LocalAgent {
     fn subscribe(&self) -> watch::Receiver<u64> {
-        Self::subscribe(self)
+        self.changes.subscribe()
     }
 
     fn wanted(&self) -> BTreeMap<String, WantedCheck> {
@@ -569,7 +569,7 @@ impl CheckSource for LocalAgent {
     }
 
     fn ttl_watch(&self, check_id: &str) -> watch::Receiver<TtlTouch> {
-        Self::ttl_watch(self, check_id)
+        self.ttl.watch(check_id)
     }
 }
 

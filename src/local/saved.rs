@@ -169,4 +169,22 @@ mod tests {
         let e = saved_definitions(&path).unwrap_err();
         assert!(e.contains("definitions.json"), "{e}");
     }
+
+    #[test]
+    fn definitions_saved_by_a_v1_data_dir_read_back_byte_for_byte() {
+        let path = Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("tests/fixtures/datadir-v1/local/definitions.json");
+        let saved = saved_definitions(&path).unwrap();
+        let ids: Vec<_> = saved.services.iter().map(|s| s.id.as_str()).collect();
+        assert_eq!(ids, ["cache-1", "db-1", "web-1", "web-2"]);
+        let ttl = &saved.services[1].checks[0];
+        assert_eq!(ttl.kind(), crate::definition::CheckKind::Ttl);
+        assert_eq!(ttl.ttl, Some(Duration::from_secs(600)));
+        // The definition types are the file's format: written again, the
+        // file is the same bytes.
+        assert_eq!(
+            serde_json::to_vec(&saved).unwrap(),
+            std::fs::read(&path).unwrap()
+        );
+    }
 }

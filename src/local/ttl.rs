@@ -67,6 +67,11 @@ impl TtlState {
             .clone()
     }
 
+    /// The channel a TTL check's runner watches for updates.
+    pub(super) fn watch(&self, check_id: &str) -> watch::Receiver<TtlTouch> {
+        self.sender(check_id).subscribe()
+    }
+
     /// Drops the channels of removed checks.
     pub(super) fn forget<S: AsRef<str>>(&self, ids: impl IntoIterator<Item = S>) {
         let mut touches = self.touches.lock().unwrap_or_else(|e| e.into_inner());
@@ -110,11 +115,6 @@ impl LocalAgent {
         };
         self.ttl.sender(check_id).send_replace(touch);
         Ok(())
-    }
-
-    /// The channel a TTL check's runner watches for updates.
-    pub fn ttl_watch(&self, check_id: &str) -> watch::Receiver<TtlTouch> {
-        self.ttl.sender(check_id).subscribe()
     }
 
     /// Saves every TTL check's state to the state directory, if there is one.
