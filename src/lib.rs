@@ -2,11 +2,12 @@
 //!
 //! A write takes this road through the modules. A service registers with its
 //! local agent over the HTTP API ([`http`]); the agent's own record of its
-//! services ([`agent::local`]) is the source of truth for them and turns the
-//! registration into a catalog [`catalog::Command`]. On a server,
+//! services ([`local`]) is the source of truth for them, checks the
+//! definition by Consul's rules ([`definition`], the same rules configuration
+//! files pass) and turns the registration into a catalog [`catalog::Command`]. On a server,
 //! [`consensus`] proposes the command to openraft (forwarding it over server
 //! RPC, [`rpc`], when another server leads); a client agent sends it to a
-//! server first ([`rpc::ServerLink`]), and [`agent::Delegate`] hides which
+//! server first ([`rpc::ServerLink`]), and [`delegate::Delegate`] hides which
 //! road a given agent takes. The log lives in redb ([`store`]) and is
 //! acknowledged only once durably committed on a quorum; when the entry
 //! commits, every server's state-machine adapter applies it to that server's
@@ -14,7 +15,7 @@
 //! replica from the change stream its server sends. The catalog itself is a
 //! pure, deterministic state machine ([`catalog::State`]) that also
 //! republishes the health-filtered [`catalog::view::View`] for every service
-//! the write touched. Anti-entropy (in [`agent::local`]) repairs whatever of
+//! the write touched. Anti-entropy (in [`local`]) repairs whatever of
 //! the agent's own entries drifted since.
 //!
 //! A read takes the shortest road. DNS ([`dns`]) loads the current view through
@@ -41,9 +42,12 @@ pub mod catalog;
 pub mod cli;
 pub mod config;
 pub mod consensus;
+pub mod definition;
+pub mod delegate;
 pub mod dns;
 pub mod gossip;
 pub mod http;
+pub mod local;
 pub mod reconcile;
 pub mod rpc;
 pub mod store;

@@ -11,12 +11,7 @@
 //! 4. shut Raft down, which flushes and closes the redb log store;
 //! 5. log `shutdown complete`.
 
-pub mod checks;
-mod delegate;
-pub use delegate::Delegate;
 mod listeners;
-pub mod local;
-mod persist;
 pub(crate) mod pool;
 mod register;
 mod server;
@@ -39,7 +34,9 @@ use self::settings::{
 };
 use crate::catalog::Replica;
 use crate::config::{Config, NodeSettings};
+use crate::delegate::Delegate;
 use crate::gossip::{Gossip, GossipConfig, Profile, Role};
+use crate::local::{self, checks};
 
 /// Why the agent stopped with an error.
 #[derive(Debug, thiserror::Error)]
@@ -68,11 +65,6 @@ pub enum AgentError {
     /// A server task failed.
     #[error("{0}")]
     Task(String),
-}
-
-/// Resolves a gossip join address: `host[:port]`, port 8301 when absent.
-pub async fn resolve_join_address(addr: &str) -> Vec<SocketAddr> {
-    pool::resolve(addr).await
 }
 
 /// Runs the agent until `shutdown` is cancelled or a part fails.

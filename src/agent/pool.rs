@@ -10,7 +10,7 @@ use std::time::Duration;
 
 use tokio_util::sync::CancellationToken;
 
-use super::Delegate;
+use crate::delegate::Delegate;
 use crate::gossip::{Gossip, MemberStatus, Role};
 
 /// Pause between rounds of join attempts.

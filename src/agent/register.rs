@@ -8,10 +8,11 @@ use std::time::Duration;
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
-use super::settings::{check_from_config, service_from_config};
-use super::{AgentError, checks, local};
+use super::AgentError;
 use crate::catalog::Replica;
 use crate::config::ServiceSettings;
+use crate::definition::{CheckDefinition, Origin, ServiceDefinition};
+use crate::local;
 
 /// Registering (a cluster member or a client serves its local state at
 /// once and registers once the cluster has a leader, retrying until it
@@ -56,8 +57,8 @@ pub(super) fn upkeep(
 /// files, validated before anything is registered, then those registered
 /// over the API in an earlier run. Each with what it is called in errors.
 pub(super) struct Definitions {
-    services: Vec<(String, local::ServiceDefinition, checks::Origin)>,
-    checks: Vec<(String, local::CheckDefinition, checks::Origin)>,
+    services: Vec<(String, ServiceDefinition, Origin)>,
+    checks: Vec<(String, CheckDefinition, Origin)>,
 }
 
 impl Definitions {
@@ -66,25 +67,19 @@ impl Definitions {
         saved: Option<&std::path::Path>,
     ) -> Result<Self, AgentError> {
         let mut services = Vec::new();
-        for s in &settings.services {
-            let what = format!("service {:?} from the configuration", s.name);
-            let def = service_from_config(s).map_err(|message| AgentError::Register {
-                what: what.clone(),
-                message,
-            })?;
-            services.push((what, def, checks::Origin::Config));
+        for def in &settings.services {
+            let what = format!("service {:?} from the configuration", def.name);
+            services.push((what, def.clone(), Origin::Config));
         }
         let mut checks = Vec::new();
-        for c in &settings.checks {
-            let what = format!(
-                "check {:?} from the configuration",
-                c.id.as_deref().or(c.name.as_deref()).unwrap_or_default()
-            );
-            let def = check_from_config(c).map_err(|message| AgentError::Register {
-                what: what.clone(),
-                message,
-            })?;
-            checks.push((what, def, checks::Origin::Config));
+        for def in &settings.checks {
+            let name = if def.id.is_empty() {
+                &def.name
+            } else {
+                &def.id
+            };
+            let what = format!("check {name:?} from the configuration");
+            checks.push((what, def.clone(), Origin::Config));
         }
         if let Some(path) = saved {
             let saved = local::saved_definitions(path).map_err(|message| AgentError::Register {
@@ -93,11 +88,11 @@ impl Definitions {
             })?;
             for def in saved.services {
                 let what = format!("saved service {:?}", def.id);
-                services.push((what, def, checks::Origin::Api));
+                services.push((what, def, Origin::Api));
             }
             for def in saved.checks {
                 let what = format!("saved check {:?}", def.id);
-                checks.push((what, def, checks::Origin::Api));
+                checks.push((what, def, Origin::Api));
             }
         }
         Ok(Self { services, checks })
@@ -116,9 +111,9 @@ impl Definitions {
         // A saved registration this run no longer accepts (script checks
         // now disabled) is dropped with a warning; a configured one stops
         // the agent, as at first start. Failed writes are retried.
-        let judge = |what: &str, origin: checks::Origin, r: Result<(), local::LocalError>| match r {
+        let judge = |what: &str, origin: Origin, r: Result<(), local::LocalError>| match r {
             Err(e @ local::LocalError::Write(_)) => Err(err(what, e)),
-            Err(e) if origin == checks::Origin::Api => {
+            Err(e) if origin == Origin::Api => {
                 tracing::warn!("{what} is not registered again: {e}");
                 Ok(())
             }

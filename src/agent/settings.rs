@@ -1,17 +1,15 @@
 //! What the agent's parts are given, derived from the configuration's
 //! per-subsystem settings: the node's identity and UUID, the settings of
-//! DNS, gossip, Raft and the check runners in each part's own terms, and
-//! the agent's terms for the service and check definitions of
-//! configuration files.
+//! DNS, gossip, Raft and the check runners in each part's own terms.
 
 use std::net::SocketAddr;
 use std::time::Duration;
 
-use super::{checks, local};
 use crate::config::{
     CheckSettings, DnsSettings, GossipSettings, NetworkSettings, NodeSettings, RaftSettings,
 };
 use crate::consensus::{ConsensusConfig, Storage, Tuning};
+use crate::local::{self, checks};
 
 /// This agent's identity for its node registration and `/v1/agent/self`.
 pub(super) fn local_identity(
@@ -117,78 +115,6 @@ pub(super) fn consensus_config(
         retry_join: Vec::new(),
     };
     (config, tuning)
-}
-
-/// A check definition from a configuration file in the agent's terms.
-/// Durations were validated when the configuration loaded.
-pub(super) fn check_from_config(
-    c: &crate::config::CheckFile,
-) -> Result<local::CheckDefinition, String> {
-    use crate::catalog::HealthStatus;
-    use crate::config::parse_duration;
-    let dur = |v: &Option<String>| v.as_deref().map(parse_duration).transpose();
-    Ok(local::CheckDefinition {
-        id: c.id.clone().unwrap_or_default(),
-        name: c.name.clone().unwrap_or_default(),
-        status: c.status.as_deref().and_then(HealthStatus::parse),
-        notes: c.notes.clone().unwrap_or_default(),
-        ttl: dur(&c.ttl)?,
-        interval: dur(&c.interval)?,
-        timeout: dur(&c.timeout)?,
-        http: c.http.clone().unwrap_or_default(),
-        method: c.method.clone().unwrap_or_default(),
-        header: c.header.clone().unwrap_or_default(),
-        tls_skip_verify: c.tls_skip_verify.unwrap_or(false),
-        tcp: c.tcp.clone().unwrap_or_default(),
-        args: c.args.clone().unwrap_or_default(),
-        deregister_critical_service_after: dur(&c.deregister_critical_service_after)?,
-        service_id: c.service_id.clone().unwrap_or_default(),
-        body: c.body.clone().unwrap_or_default(),
-        success_before_passing: c.success_before_passing.unwrap_or(0),
-        failures_before_warning: c.failures_before_warning.unwrap_or(0),
-        failures_before_critical: c.failures_before_critical.unwrap_or(0),
-    })
-}
-
-/// A service definition from a configuration file in the agent's terms.
-/// Durations were validated when the configuration loaded.
-pub(super) fn service_from_config(
-    s: &crate::config::ServiceFile,
-) -> Result<local::ServiceDefinition, String> {
-    use crate::catalog::{ServiceAddress, Weights};
-    let checks = s
-        .check
-        .iter()
-        .chain(&s.checks)
-        .map(check_from_config)
-        .collect::<Result<Vec<_>, _>>()?;
-    Ok(local::ServiceDefinition {
-        id: s.id.clone().unwrap_or_default(),
-        name: s.name.clone(),
-        tags: s.tags.clone(),
-        address: s.address.clone().unwrap_or_default(),
-        tagged_addresses: s
-            .tagged_addresses
-            .iter()
-            .map(|(k, v)| {
-                (
-                    k.clone(),
-                    ServiceAddress {
-                        address: v.address.clone(),
-                        port: v.port,
-                    },
-                )
-            })
-            .collect(),
-        meta: s.meta.clone(),
-        port: s.port.unwrap_or(0),
-        weights: s.weights.map(|w| Weights {
-            passing: w.passing,
-            warning: w.warning,
-        }),
-        enable_tag_override: s.enable_tag_override,
-        checks,
-    })
 }
 
 /// This node's UUID: kept in the data directory so it survives restarts;

@@ -35,7 +35,7 @@ pub use settings::{
     CheckSettings, DnsSettings, EncryptKey, GossipSettings, LogSettings, NetworkSettings,
     NodeSettings, Ports, RaftSettings, ServiceSettings,
 };
-pub use validate::{parse_duration, parse_socket};
+pub use validate::parse_socket;
 
 use merge::Layered;
 

@@ -13,8 +13,9 @@ use super::settings::{
     CheckSettings, DnsSettings, GossipSettings, LogSettings, NetworkSettings, NodeSettings, Ports,
     RaftSettings, ServiceSettings,
 };
-use super::validate::{duration, encrypt_key, ip, label, parse_duration, parse_socket};
+use super::validate::{duration, encrypt_key, ip, label, parse_socket};
 use super::{Config, ConfigError, Purpose, defaults, definitions};
+use crate::definition::{CheckDefinition, ServiceDefinition, parse_duration};
 
 /// What one resolution reads.
 pub(super) struct Resolver<'a> {
@@ -287,17 +288,26 @@ impl Resolver<'_> {
         })
     }
 
-    /// Checks every service and check definition of the files.
-    pub(super) fn definitions(&self) -> Result<(), ConfigError> {
+    /// Every service and check definition of the files, converted into the
+    /// agent's definitions and validated by their one set of rules.
+    pub(super) fn definitions(
+        &self,
+    ) -> Result<(Vec<ServiceDefinition>, Vec<CheckDefinition>), ConfigError> {
         let services_file = self.layers.file_of(["services", "service"]);
-        for s in &self.layers.services {
-            definitions::validate_service(s, &services_file)?;
-        }
+        let services = self
+            .layers
+            .services
+            .iter()
+            .map(|s| definitions::service(s, &services_file))
+            .collect::<Result<Vec<_>, _>>()?;
         let checks_file = self.layers.file_of(["checks", "check"]);
-        for c in &self.layers.checks {
-            definitions::validate_node_check(c, &checks_file)?;
-        }
-        Ok(())
+        let checks = self
+            .layers
+            .checks
+            .iter()
+            .map(|c| definitions::check(c, &checks_file))
+            .collect::<Result<Vec<_>, _>>()?;
+        Ok((services, checks))
     }
 
     /// How health checks behave.
@@ -318,7 +328,10 @@ impl Resolver<'_> {
     }
 
     /// The definitions to register and the anti-entropy period.
-    pub(super) fn services(&self) -> Result<ServiceSettings, ConfigError> {
+    pub(super) fn services(
+        &self,
+        (services, checks): (Vec<ServiceDefinition>, Vec<CheckDefinition>),
+    ) -> Result<ServiceSettings, ConfigError> {
         let (flags, f) = (self.flags, &self.layers.file);
         let ae_interval = match flags.ae_interval.as_ref().or(f.ae_interval.as_ref()) {
             None => defaults::AE_INTERVAL,
@@ -344,8 +357,8 @@ impl Resolver<'_> {
                 })?,
         };
         Ok(ServiceSettings {
-            services: self.layers.services.clone(),
-            checks: self.layers.checks.clone(),
+            services,
+            checks,
             ae_interval,
         })
     }
@@ -426,9 +439,9 @@ impl Config {
         let network = r.network()?;
         let dns = r.dns()?;
         let log = r.log()?;
-        r.definitions()?;
+        let definitions = r.definitions()?;
         let checks = r.checks()?;
-        let services = r.services()?;
+        let services = r.services(definitions)?;
         let raft = r.raft(role)?;
         let gossip = r.gossip(role, retry_join)?;
         Ok(Self {

@@ -9,7 +9,7 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use super::defaults;
-use super::file::{CheckFile, ServiceFile};
+use crate::definition::{CheckDefinition, ServiceDefinition};
 
 /// Who this node is.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -170,10 +170,10 @@ pub struct CheckSettings {
 #[derive(Debug, Clone)]
 pub struct ServiceSettings {
     /// Service definitions, in load order.
-    pub services: Vec<ServiceFile>,
+    pub services: Vec<ServiceDefinition>,
     /// Top-level check definitions (node checks, or checks naming a service
     /// by `service_id`), in load order.
-    pub checks: Vec<CheckFile>,
+    pub checks: Vec<CheckDefinition>,
     /// How often anti-entropy compares the local state with the catalog.
     pub ae_interval: Duration,
 }

@@ -301,7 +301,7 @@ fn definitions_from_every_file_add_up_in_load_order() {
     let names: Vec<_> = cfg.services.services.iter().map(|s| &s.name).collect();
     assert_eq!(names, ["web", "db", "cache"]);
     let checks: Vec<_> = cfg.services.checks.iter().map(|c| c.name.clone()).collect();
-    assert_eq!(checks, [Some("disk".into()), Some("mem".into())]);
+    assert_eq!(checks, ["disk", "mem"]);
 }
 
 #[test]

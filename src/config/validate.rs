@@ -10,16 +10,7 @@ use base64::engine::general_purpose::STANDARD;
 
 use super::ConfigError;
 use super::settings::{ENCRYPT_KEY_LEN, EncryptKey};
-
-/// Parses a Go-style duration (`10s`, `1m30s`, `250ms`); a bare `0` is zero.
-pub fn parse_duration(s: &str) -> Result<Duration, String> {
-    let t = s.trim();
-    if t == "0" {
-        return Ok(Duration::ZERO);
-    }
-    humantime::parse_duration(t)
-        .map_err(|e| format!("{s:?} is not a duration like \"10s\" or \"1m30s\": {e}"))
-}
+use crate::definition::parse_duration;
 
 /// Parses `IP` or `IP:port` (IPv6 as `[::1]:53`), with `default_port`.
 pub fn parse_socket(s: &str, default_port: u16) -> Result<SocketAddr, String> {

@@ -14,12 +14,12 @@ use super::json::{AgentServiceJson, CheckJson};
 use super::query::parse_bool;
 use super::route::Route;
 use super::{ApiError, JsonBody, decode};
-use crate::agent::checks::{Origin, cap_output};
-use crate::agent::local::{
-    CheckDefinition, LocalAgent, LocalCheck, LocalError, LocalService, NODE_MAINTENANCE_CHECK,
+use crate::catalog::HealthStatus;
+use crate::definition::{CheckDefinition, Origin, cap_output};
+use crate::local::{
+    LocalAgent, LocalCheck, LocalError, LocalService, NODE_MAINTENANCE_CHECK,
     SERVICE_MAINTENANCE_PREFIX,
 };
-use crate::catalog::HealthStatus;
 
 /// `GET /v1/agent/self`: the subset of Consul's `Config`, `Member` and `Meta`
 /// that clients read.
@@ -198,7 +198,7 @@ fn check_json(local: &LocalAgent, service: Option<&LocalService>, c: &LocalCheck
         service_tags: service
             .map(|s| s.definition.tags.clone())
             .unwrap_or_default(),
-        kind: c.definition.kind().into(),
+        kind: c.definition.kind().as_str().into(),
         definition: BTreeMap::new(),
         create_index: 0,
         modify_index: 0,

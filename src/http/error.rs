@@ -5,8 +5,8 @@ use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 
 use super::decode::DecodeError;
-use crate::agent::local::LocalError;
 use crate::consensus::WriteError;
+use crate::local::LocalError;
 
 /// Why a request failed; the variant decides the status, the text is the body.
 #[derive(Debug, thiserror::Error)]

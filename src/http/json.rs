@@ -7,8 +7,8 @@ use std::collections::BTreeMap;
 
 use serde::Serialize;
 
-use crate::agent::local::LocalService;
 use crate::catalog::{Check, Index, Meta, Node, Service, ServiceAddress, Weights};
+use crate::local::LocalService;
 
 /// `Weights`.
 #[derive(Debug, Clone, Serialize)]

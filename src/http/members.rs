@@ -100,7 +100,7 @@ pub(super) async fn force_leave(
 /// `PUT /v1/agent/join/:addr`: joins the pool of the agent at `addr`
 /// (`host[:port]`, port 8301 by default).
 pub(super) async fn join(Path(addr): Path<String>, route: Route) -> Result<Response, ApiError> {
-    let targets = crate::agent::resolve_join_address(&addr).await;
+    let targets = crate::config::join::resolve(&addr, crate::config::defaults::SERF_LAN_PORT).await;
     if targets.is_empty() {
         return Err(ApiError::BadRequest(format!(
             "cannot resolve join address {addr:?}"

@@ -39,9 +39,9 @@ use tokio_util::sync::CancellationToken;
 use tower::ServiceBuilder;
 use tower::limit::GlobalConcurrencyLimitLayer;
 
-use crate::agent::Delegate;
-use crate::agent::local::LocalAgent;
 use crate::catalog::Replica;
+use crate::delegate::Delegate;
+use crate::local::LocalAgent;
 pub use error::ApiError;
 use query::Params;
 

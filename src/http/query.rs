@@ -14,9 +14,9 @@ use std::time::Duration;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
-use super::decode::parse_go_duration;
 use super::error::ApiError;
 use crate::catalog::{Index, Replica, State};
+use crate::definition::parse_duration;
 
 /// Default blocking wait, as Consul's.
 const DEFAULT_WAIT: Duration = Duration::from_secs(5 * 60);
@@ -127,8 +127,9 @@ impl ReadOptions {
         };
         let wait = match p.get("wait") {
             None | Some("") => DEFAULT_WAIT,
-            Some(v) => parse_go_duration(v)
-                .map_err(|_| ApiError::BadRequest("Invalid wait time".into()))?,
+            Some(v) => {
+                parse_duration(v).map_err(|_| ApiError::BadRequest("Invalid wait time".into()))?
+            }
         };
         Ok(Self {
             consistency,

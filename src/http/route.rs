@@ -21,10 +21,10 @@ use serde::Serialize;
 
 use super::query::{self, Consistency, Params, ReadOptions};
 use super::{ApiError, ApiState, Ctx};
-use crate::agent::Delegate;
-use crate::agent::local::LocalAgent;
 use crate::catalog::{Command, Index, Outcome, State};
+use crate::delegate::Delegate;
 use crate::gossip::Gossip;
+use crate::local::LocalAgent;
 
 /// Which datacenter a request is for.
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -12,10 +12,8 @@ use tokio_util::sync::CancellationToken;
 use std::sync::atomic::Ordering;
 
 use super::{ApiState, Ctx, MAX_IN_FLIGHT, build, serve_router};
-use crate::agent::Delegate;
-use crate::agent::local::{LocalAgent, NodeIdentity};
-use crate::catalog::Replica;
-use crate::consensus::Consensus;
+use crate::local::NodeIdentity;
+use crate::local::testing::InProcess;
 
 /// One API server on 127.0.0.1:0; stops when dropped.
 struct TestApi {
@@ -47,16 +45,17 @@ impl TestApi {
     }
 
     async fn start_with_limit(max_in_flight: usize) -> Self {
-        let replica = Arc::new(Replica::new());
-        let consensus = Consensus::single_in_memory("node1", replica.clone()).await;
         let identity = NodeIdentity {
             node_id: "11111111-2222-3333-4444-555555555555".into(),
             tagged_addresses: [("lan".to_string(), "127.0.0.1".to_string())].into(),
             meta: [("rack".to_string(), "r1".to_string())].into(),
             ..NodeIdentity::for_tests("node1", "127.0.0.1", true)
         };
-        let delegate = Delegate::Server(consensus);
-        let local = Arc::new(LocalAgent::new(identity, delegate.clone()));
+        let InProcess {
+            replica,
+            delegate,
+            local,
+        } = InProcess::start(identity, |l| l).await;
         local.register_self().await.unwrap();
         let state = ApiState {
             shutdown: CancellationToken::new(),

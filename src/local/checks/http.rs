@@ -7,9 +7,8 @@ use std::time::Duration;
 use reqwest::header::{HeaderMap, HeaderName, HeaderValue};
 
 use super::runner::{CheckResult, Probe};
-use super::{MAX_OUTPUT, cap_output};
-use crate::agent::local::CheckDefinition;
 use crate::catalog::HealthStatus;
+use crate::definition::{CheckDefinition, MAX_OUTPUT, cap_output};
 
 /// One HTTP check's request, built once when the check starts.
 #[derive(Debug, Clone)]

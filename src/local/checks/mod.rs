@@ -1,14 +1,16 @@
 //! The health checks this agent runs for its own services and node: HTTP,
 //! TCP, script and TTL, one task per check.
 //!
-//! [`CheckRunner`] follows the [`LocalAgent`]'s checks (it wakes on every
-//! change through [`LocalAgent::subscribe`]) and keeps one task per check
-//! running with the check's current definition: a new check gets a task, a
-//! changed one a fresh task, a removed one loses its task. Tasks report
-//! through [`LocalAgent::record`], which writes status changes through Raft at
-//! once and batches output-only changes. The decisions themselves are pure
-//! ([`state`]) and the loops ([`runner`], [`ttl`]) are tested on tokio's
-//! paused clock.
+//! [`CheckRunner`] follows a [`CheckSource`] (the agent's
+//! [`LocalAgent`](super::LocalAgent), which implements it in its registry):
+//! it wakes on every change and keeps one task per check running with the
+//! check's current definition: a new check gets a task, a changed one a
+//! fresh task, a removed one loses its task. Tasks report through the
+//! [`Sink`] half of the source, which writes status changes through Raft at
+//! once and batches output-only changes. The runners know the source only
+//! by these two traits, defined here, never the map behind them. The
+//! decisions themselves are pure ([`state`]) and the loops ([`runner`],
+//! [`ttl`]) are tested on tokio's paused clock.
 
 mod http;
 pub mod runner;
@@ -19,36 +21,24 @@ mod tcp;
 mod tests;
 pub mod ttl;
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
 use std::time::Duration;
 
+use tokio::sync::watch;
 use tokio::task::{AbortHandle, JoinSet};
 use tokio_util::sync::CancellationToken;
 
-use crate::agent::local::{CheckDefinition, LocalAgent, LocalCheck};
-use runner::Plan;
+use crate::catalog::HealthStatus;
+use crate::definition::{CheckDefinition, CheckKind, MAX_OUTPUT, Origin};
+use runner::{Plan, Sink};
 use state::Thresholds;
+use ttl::TtlTouch;
 
-/// The shortest interval a check may run at; below it, a check is refused.
-pub const MIN_INTERVAL: Duration = Duration::from_millis(100);
-/// The shortest `DeregisterCriticalServiceAfter`; shorter values are raised.
-pub const MIN_DEREGISTER_AFTER: Duration = Duration::from_secs(60);
-/// Most bytes of output a check keeps.
-pub const MAX_OUTPUT: usize = 4096;
 /// Default timeout of HTTP and TCP checks.
 pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(10);
 /// Default timeout of script checks.
 pub const DEFAULT_SCRIPT_TIMEOUT: Duration = Duration::from_secs(30);
-
-/// Where a check definition came from; decides whether scripts may run.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Origin {
-    /// The HTTP API (anyone who can reach it).
-    Api,
-    /// A configuration file (whoever runs the agent).
-    Config,
-}
 
 /// How the agent's checks behave.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -95,19 +85,6 @@ pub enum Recorded {
     Gone,
 }
 
-/// Cuts output to [`MAX_OUTPUT`] bytes, keeping the start (on a character
-/// boundary).
-pub fn cap_output(mut s: String) -> String {
-    if s.len() > MAX_OUTPUT {
-        let mut end = MAX_OUTPUT;
-        while !s.is_char_boundary(end) {
-            end -= 1;
-        }
-        s.truncate(end);
-    }
-    s
-}
-
 /// Cuts output to [`MAX_OUTPUT`] bytes (plus a short header the caller
 /// added), keeping the end: a script's last lines say why it failed.
 pub fn cap_output_tail(s: String) -> String {
@@ -122,6 +99,29 @@ pub fn cap_output_tail(s: String) -> String {
     s[start..].to_string()
 }
 
+/// A check the runners should be running, as its source has it now.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct WantedCheck {
+    /// Its definition (with ID, name and service filled in).
+    pub definition: CheckDefinition,
+    /// Its status now, where its loop starts from.
+    pub status: HealthStatus,
+}
+
+/// What the runners follow: which checks there are and, for TTL checks,
+/// their applications' updates. Results go back through the [`Sink`] half.
+pub trait CheckSource: Sink {
+    /// A receiver that changes whenever a check may have been added,
+    /// changed or removed.
+    fn subscribe(&self) -> watch::Receiver<u64>;
+
+    /// Every check to run, by check ID.
+    fn wanted(&self) -> BTreeMap<String, WantedCheck>;
+
+    /// The channel a TTL check's runner watches for updates.
+    fn ttl_watch(&self, check_id: &str) -> watch::Receiver<TtlTouch>;
+}
+
 /// The running checks of one agent; stops them all on [`Self::stop`].
 #[derive(Debug)]
 pub struct CheckRunner {
@@ -132,10 +132,10 @@ pub struct CheckRunner {
 }
 
 impl CheckRunner {
-    /// Starts running `local`'s checks, now and as they change.
-    pub fn start(local: Arc<LocalAgent>) -> Self {
+    /// Starts running `source`'s checks, now and as they change.
+    pub fn start<S: CheckSource>(source: Arc<S>) -> Self {
         let stop = CancellationToken::new();
-        let task = tokio::spawn(reconcile(local, stop.clone()));
+        let task = tokio::spawn(reconcile(source, stop.clone()));
         Self { stop, task }
     }
 
@@ -155,7 +155,7 @@ struct Running {
     abort: AbortHandle,
 }
 
-async fn reconcile(local: Arc<LocalAgent>, stop: CancellationToken) {
+async fn reconcile<S: CheckSource>(local: Arc<S>, stop: CancellationToken) {
     let mut changes = local.subscribe();
     let clients = http::Clients::new();
     let mut running: HashMap<String, Running> = HashMap::new();
@@ -163,7 +163,7 @@ async fn reconcile(local: Arc<LocalAgent>, stop: CancellationToken) {
     let mut tasks = JoinSet::new();
     loop {
         changes.borrow_and_update();
-        let wanted = local.checks();
+        let wanted = local.wanted();
         running.retain(|id, r| {
             let keep = wanted.get(id).is_some_and(|c| c.definition == r.definition);
             if !keep {
@@ -210,11 +210,11 @@ async fn reconcile(local: Arc<LocalAgent>, stop: CancellationToken) {
 }
 
 /// Starts the task for one check.
-fn spawn(
+fn spawn<S: CheckSource>(
     tasks: &mut JoinSet<()>,
-    local: &Arc<LocalAgent>,
+    local: &Arc<S>,
     clients: &http::Clients,
-    check: &LocalCheck,
+    check: &WantedCheck,
 ) -> AbortHandle {
     let def = &check.definition;
     let interval = def.interval.unwrap_or(Duration::ZERO);
@@ -241,7 +241,7 @@ fn spawn(
     let sink = local.clone();
     let timeout = def.timeout;
     match def.kind() {
-        "http" => {
+        CheckKind::Http => {
             match http::HttpProbe::new(
                 clients.for_check(def),
                 def,
@@ -256,17 +256,17 @@ fn spawn(
                 }
             }
         }
-        "tcp" => tasks.spawn(runner::run_interval(
+        CheckKind::Tcp => tasks.spawn(runner::run_interval(
             sink,
             tcp::TcpProbe::new(&def.tcp, timeout.unwrap_or(DEFAULT_TIMEOUT)),
             plan,
         )),
-        "script" => tasks.spawn(runner::run_interval(
+        CheckKind::Script => tasks.spawn(runner::run_interval(
             sink,
             script::ScriptProbe::new(def.args.clone(), timeout.unwrap_or(DEFAULT_SCRIPT_TIMEOUT)),
             plan,
         )),
-        _ => {
+        CheckKind::Ttl => {
             let ttl = def.ttl.unwrap_or(Duration::ZERO);
             let touches = local.ttl_watch(&def.id);
             tasks.spawn(ttl::run_ttl(sink, plan, ttl, touches))

@@ -17,7 +17,8 @@ use std::time::Duration;
 
 use tokio_util::sync::CancellationToken;
 
-use super::{LocalAgent, LocalError, service_registration};
+use super::maintenance::{node_maintenance_check, service_maintenance_check};
+use super::{LocalAgent, LocalError};
 use crate::catalog::{
     CheckRegistration, Command, Deregistration, Registration, Replica, ServiceRegistration, State,
 };
@@ -140,7 +141,7 @@ impl LocalAgent {
         let mut services: BTreeMap<String, ServiceRegistration> = state
             .services
             .values()
-            .map(|s| (s.definition.id.clone(), service_registration(&s.definition)))
+            .map(|s| (s.definition.id.clone(), s.definition.registration()))
             .collect();
         if let Some(consul) = self.consul_service() {
             services.insert(consul.id.clone(), consul);
@@ -156,12 +157,12 @@ impl LocalAgent {
             .collect();
         for (id, s) in &state.services {
             if let Some(reason) = &s.maintenance {
-                let c = super::service_maintenance_check(id, reason.clone());
+                let c = service_maintenance_check(id, reason.clone());
                 checks.insert(c.check_id.clone(), c);
             }
         }
         if let Some(reason) = &state.node_maintenance {
-            let c = super::node_maintenance_check(reason.clone());
+            let c = node_maintenance_check(reason.clone());
             checks.insert(c.check_id.clone(), c);
         }
         Desired {
@@ -224,20 +225,20 @@ pub async fn run(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::agent::Delegate;
-    use crate::agent::checks::Origin;
-    use crate::agent::local::{CheckDefinition, NodeIdentity, ServiceDefinition};
     use crate::catalog::HealthStatus;
-    use crate::consensus::Consensus;
+    use crate::definition::{CheckDefinition, Origin, ServiceDefinition};
+    use crate::delegate::Delegate;
+    use crate::local::testing::InProcess;
 
     /// A server agent over an in-memory one-server cluster, with one
     /// service (`web`, with a TTL check), one node check and `web` in
     /// maintenance.
-    async fn agent() -> (Arc<Replica>, Delegate, LocalAgent) {
-        let replica = Arc::new(Replica::new());
-        let delegate = Delegate::Server(Consensus::single_in_memory("n1", replica.clone()).await);
-        let identity = NodeIdentity::for_tests("n1", "10.0.0.1", true);
-        let local = LocalAgent::new(identity, delegate.clone());
+    async fn agent() -> (Arc<Replica>, Delegate, Arc<LocalAgent>) {
+        let InProcess {
+            replica,
+            delegate,
+            local,
+        } = InProcess::node(true).await;
         local.register_self().await.unwrap();
         let ttl = |id: &str| CheckDefinition {
             id: id.into(),
@@ -309,11 +310,12 @@ mod tests {
         let mut foreign = local.registration(
             Some(ServiceRegistration {
                 port: 9,
-                ..service_registration(&ServiceDefinition {
+                ..ServiceDefinition {
                     name: "ghost".into(),
                     id: "ghost".into(),
                     ..ServiceDefinition::default()
-                })
+                }
+                .registration()
             }),
             vec![CheckRegistration {
                 check_id: "stray".into(),

@@ -13,15 +13,15 @@ use tokio::time::{Instant, sleep_until};
 
 use super::Recorded;
 use super::state::{CriticalClock, Thresholds};
-use crate::agent::local::{LocalAgent, LocalError};
 use crate::catalog::HealthStatus;
+use crate::local::LocalError;
 
 /// One probe's result.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct CheckResult {
     /// What the probe found.
     pub status: HealthStatus,
-    /// What it said, capped at [`super::MAX_OUTPUT`].
+    /// What it said, capped at [`MAX_OUTPUT`](crate::definition::MAX_OUTPUT).
     pub output: String,
 }
 
@@ -31,10 +31,11 @@ pub(crate) trait Probe: Send + Sync + 'static {
     fn run(&self) -> impl Future<Output = CheckResult> + Send;
 }
 
-/// Where a check's results go; the [`LocalAgent`] in the agent, a recorder
-/// in tests.
-pub(crate) trait Sink: Send + Sync + 'static {
-    /// See [`LocalAgent::record`].
+/// Where a check's results go; the agent's
+/// [`LocalAgent`](crate::local::LocalAgent) (its registry implements this),
+/// a recorder in tests.
+pub trait Sink: Send + Sync + 'static {
+    /// Records one result (see [`LocalAgent::record`](crate::local::LocalAgent::record)).
     fn record(
         &self,
         service_id: &str,
@@ -43,45 +44,18 @@ pub(crate) trait Sink: Send + Sync + 'static {
         output: String,
     ) -> impl Future<Output = Result<Recorded, LocalError>> + Send;
 
-    /// See [`LocalAgent::flush`].
+    /// Writes batched output now (see [`LocalAgent::flush`](crate::local::LocalAgent::flush)).
     fn flush(
         &self,
         service_id: &str,
         check_id: &str,
     ) -> impl Future<Output = Result<(), LocalError>> + Send;
 
-    /// See [`LocalAgent::deregister_service`].
+    /// Removes the check's service (`DeregisterCriticalServiceAfter`).
     fn deregister_service(
         &self,
         service_id: &str,
     ) -> impl Future<Output = Result<(), LocalError>> + Send;
-}
-
-impl Sink for LocalAgent {
-    fn record(
-        &self,
-        service_id: &str,
-        check_id: &str,
-        status: HealthStatus,
-        output: String,
-    ) -> impl Future<Output = Result<Recorded, LocalError>> + Send {
-        Self::record(self, service_id, check_id, status, output)
-    }
-
-    fn flush(
-        &self,
-        service_id: &str,
-        check_id: &str,
-    ) -> impl Future<Output = Result<(), LocalError>> + Send {
-        Self::flush(self, service_id, check_id)
-    }
-
-    fn deregister_service(
-        &self,
-        service_id: &str,
-    ) -> impl Future<Output = Result<(), LocalError>> + Send {
-        Self::deregister_service(self, service_id)
-    }
 }
 
 /// What a check's loop needs to know besides its probe.
@@ -244,7 +218,7 @@ pub(crate) mod tests {
     use std::sync::Mutex;
 
     use super::*;
-    use crate::agent::checks::state::{Decision, decide};
+    use crate::local::checks::state::{Decision, decide};
     use HealthStatus::{Critical, Passing};
 
     /// What a [`RecordingSink`] was asked to do, with the (paused) time.

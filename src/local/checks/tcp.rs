@@ -3,9 +3,9 @@
 
 use std::time::Duration;
 
-use super::cap_output;
 use super::runner::{CheckResult, Probe};
 use crate::catalog::HealthStatus;
+use crate::definition::cap_output;
 
 /// One TCP check's target.
 #[derive(Debug, Clone)]

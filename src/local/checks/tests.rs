@@ -12,14 +12,12 @@ use axum::routing::get;
 use serde_json::{Value, json};
 use tokio_util::sync::CancellationToken;
 
-use super::{CheckRunner, CheckSettings, Origin};
-use crate::agent::Delegate;
-use crate::agent::local::{
-    CheckDefinition, LocalAgent, LocalError, NodeIdentity, ServiceDefinition,
-};
+use super::{CheckRunner, CheckSettings};
 use crate::catalog::{HealthStatus, Replica};
-use crate::consensus::Consensus;
+use crate::definition::{CheckDefinition, Origin, ServiceDefinition};
 use crate::http::ApiState;
+use crate::local::testing::InProcess;
+use crate::local::{LocalAgent, LocalError, NodeIdentity};
 
 /// One agent: consensus, local agent, runner and API.
 struct Env {
@@ -33,11 +31,12 @@ struct Env {
 
 impl Env {
     async fn start(settings: CheckSettings) -> Self {
-        let replica = Arc::new(Replica::new());
-        let delegate = Delegate::Server(Consensus::single_in_memory("n1", replica.clone()).await);
         let identity = NodeIdentity::for_tests("n1", "127.0.0.1", true);
-        let local =
-            Arc::new(LocalAgent::new(identity, delegate.clone()).with_check_settings(settings));
+        let InProcess {
+            replica,
+            delegate,
+            local,
+        } = InProcess::start(identity, |l| l.with_check_settings(settings)).await;
         local.register_self().await.unwrap();
         let runner = CheckRunner::start(local.clone());
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
@@ -499,9 +498,11 @@ async fn a_ttl_checks_last_status_survives_a_restart() {
     second.stop().await;
 
     // A state older than its TTL is not restored.
-    let mut saved = super::ttl::load_states(dir.path());
+    let mut saved = crate::local::ttl::load_states(dir.path());
     saved.get_mut("app-ttl").unwrap().expires_unix_ms = 1;
-    super::ttl::save_states(dir.path(), &saved).await.unwrap();
+    crate::local::ttl::save_states(dir.path(), &saved)
+        .await
+        .unwrap();
     let third = Env::start(settings).await;
     let (s, _) = third.put("/v1/agent/service/register", def).await;
     assert_eq!(s, StatusCode::OK);
@@ -525,7 +526,7 @@ async fn deregister_critical_service_after_is_raised_to_a_minute() {
     let c = env.local.check("service:w").unwrap();
     assert_eq!(
         c.definition.deregister_critical_service_after,
-        Some(super::MIN_DEREGISTER_AFTER)
+        Some(crate::definition::MIN_DEREGISTER_AFTER)
     );
     env.stop().await;
 }

@@ -3,16 +3,12 @@
 //! longer than the TTL, the check turns critical.
 //!
 //! Updates are recorded by the HTTP handler through
-//! [`LocalAgent::ttl_update`](crate::agent::local::LocalAgent::ttl_update),
-//! which then "touches" the check: the loop here watches the touches and
-//! restarts its timer on each one.
+//! [`LocalAgent::ttl_update`](crate::local::LocalAgent::ttl_update),
+//! which then "touches" the check through a [`TtlTouch`] channel, defined
+//! here: the loop watches the touches and restarts its timer on each one.
 
-use std::collections::HashMap;
-use std::path::Path;
 use std::sync::Arc;
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
-
-use serde::{Deserialize, Serialize};
+use std::time::Duration;
 
 use tokio::sync::watch;
 use tokio::time::{Instant, sleep_until};
@@ -37,69 +33,6 @@ pub fn expired_output(ttl: Duration) -> String {
         "TTL expired: no update in {}",
         humantime::format_duration(ttl)
     )
-}
-
-/// A TTL check's last status as kept in the data directory, so an agent
-/// restart does not turn a healthy application critical until its next
-/// update. Kept only as long as the TTL would have kept it alive.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct SavedTtl {
-    /// The status.
-    #[serde(rename = "Status")]
-    pub status: HealthStatus,
-    /// The output.
-    #[serde(rename = "Output")]
-    pub output: String,
-    /// Wall-clock milliseconds since the epoch after which the state is stale.
-    #[serde(rename = "ExpiresUnixMs")]
-    pub expires_unix_ms: u64,
-}
-
-/// The file TTL states are kept in, under the checks state directory.
-pub const STATE_FILE: &str = "ttl-state.json";
-
-fn unix_ms(t: SystemTime) -> u64 {
-    t.duration_since(UNIX_EPOCH)
-        .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
-}
-
-impl SavedTtl {
-    /// A state saved now for a check with this TTL.
-    pub fn new(status: HealthStatus, output: String, ttl: Duration) -> Self {
-        Self {
-            status,
-            output,
-            expires_unix_ms: unix_ms(SystemTime::now() + ttl),
-        }
-    }
-
-    /// Whether the state is still within its TTL.
-    pub fn fresh(&self) -> bool {
-        unix_ms(SystemTime::now()) < self.expires_unix_ms
-    }
-}
-
-/// Reads saved TTL states; a missing or unreadable file is no state (with a
-/// warning for the latter: the agent still starts).
-pub fn load_states(dir: &Path) -> HashMap<String, SavedTtl> {
-    let path = dir.join(STATE_FILE);
-    match std::fs::read(&path) {
-        Ok(bytes) => serde_json::from_slice(&bytes).unwrap_or_else(|e| {
-            tracing::warn!(file = %path.display(), "ignoring unreadable TTL check state: {e}");
-            HashMap::new()
-        }),
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => HashMap::new(),
-        Err(e) => {
-            tracing::warn!(file = %path.display(), "ignoring unreadable TTL check state: {e}");
-            HashMap::new()
-        }
-    }
-}
-
-/// Replaces the saved TTL states, atomically (write, sync, rename).
-pub async fn save_states(dir: &Path, states: &HashMap<String, SavedTtl>) -> std::io::Result<()> {
-    let bytes = serde_json::to_vec(states).map_err(std::io::Error::other)?;
-    crate::agent::persist::write_atomic(&dir.join(STATE_FILE), bytes).await
 }
 
 /// Runs a TTL check until it is removed (its touch channel closes or the
@@ -150,8 +83,8 @@ pub(crate) async fn run_ttl<S: Sink>(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::agent::checks::runner::tests::{Event, RecordingSink};
-    use crate::agent::checks::state::Thresholds;
+    use crate::local::checks::runner::tests::{Event, RecordingSink};
+    use crate::local::checks::state::Thresholds;
     use HealthStatus::{Critical, Passing};
 
     fn secs(n: u64) -> Duration {
@@ -183,7 +116,7 @@ mod tests {
             .await
             .unwrap();
         let flush_at = match r {
-            crate::agent::checks::Recorded::Deferred(at) => Some(at),
+            crate::local::checks::Recorded::Deferred(at) => Some(at),
             _ => None,
         };
         tx.send_replace(TtlTouch {

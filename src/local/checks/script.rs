@@ -13,9 +13,9 @@ use std::time::Duration;
 
 use tokio::io::AsyncReadExt;
 
-use super::MAX_OUTPUT;
 use super::runner::{CheckResult, Probe};
 use crate::catalog::HealthStatus;
+use crate::definition::MAX_OUTPUT;
 
 /// One script check's command.
 #[derive(Debug, Clone)]
