@@ -428,8 +428,7 @@ fn a_bad_value_in_a_file_names_the_key_and_the_file() {
     );
     assert_eq!(
         file_error("a.toml", "reconnect_timeout = \"soon\"\n"),
-        "reconnect_timeout (FILE): \"soon\" is not a duration like \"10s\" or \"1m30s\": \
-         expected number at 0"
+        "reconnect_timeout (FILE): invalid duration \"soon\""
     );
 }
 
@@ -542,19 +541,15 @@ fn a_missing_data_dir_is_refused_unless_dev() {
 fn bad_dns_settings_name_the_key_and_the_file() {
     assert_eq!(
         file_error("a.toml", "[dns_config]\nnode_ttl = \"ten\"\n"),
-        "dns_config.node_ttl (FILE): \"ten\" is not a duration like \"10s\" or \"1m30s\": \
-         expected number at 0"
+        "dns_config.node_ttl (FILE): invalid duration \"ten\""
     );
     assert_eq!(
         file_error("a.toml", "[dns_config.service_ttl]\nweb = \"1x\"\n"),
-        "dns_config.service_ttl (FILE): \"1x\" is not a duration like \"10s\" or \"1m30s\": \
-         unknown time unit \"x\", supported units: ns, us/µs, ms, sec, min, hours, days, weeks, \
-         months, years (and few variations)"
+        "dns_config.service_ttl (FILE): unknown unit \"x\" in duration \"1x\""
     );
     assert_eq!(
         file_error("a.toml", "[dns_config]\nrecursor_timeout = \"x\"\n"),
-        "dns_config.recursor_timeout (FILE): \"x\" is not a duration like \"10s\" or \"1m30s\": \
-         expected number at 0"
+        "dns_config.recursor_timeout (FILE): invalid duration \"x\""
     );
 }
 
@@ -562,8 +557,7 @@ fn bad_dns_settings_name_the_key_and_the_file() {
 fn bad_check_settings_name_the_key_and_the_file() {
     assert_eq!(
         file_error("a.toml", "check_update_interval = \"often\"\n"),
-        "check_update_interval (FILE): \"often\" is not a duration like \"10s\" or \"1m30s\": \
-         expected number at 0"
+        "check_update_interval (FILE): invalid duration \"often\""
     );
 }
 
@@ -571,34 +565,32 @@ fn bad_check_settings_name_the_key_and_the_file() {
 fn bad_definitions_name_the_key_and_the_file() {
     assert_eq!(
         file_error("a.json", r#"{"service": {"name": ""}}"#),
-        "service.name (FILE): must not be empty"
+        "service.name (FILE): Missing service name"
     );
     assert_eq!(
         file_error(
             "a.json",
             r#"{"service": {"name": "web", "check": {"ttl": "10s", "status": "ok"}}}"#
         ),
-        "service.check.status (FILE): \"ok\" is not one of passing, warning, critical"
+        "service.check.status (FILE): invalid check status \"ok\""
     );
     assert_eq!(
         file_error(
             "a.json",
             r#"{"services": [{"name": "web", "checks": [{"tcp": "x:1", "interval": "10ms"}]}]}"#
         ),
-        "service.check.interval (FILE): \"10ms\" is below the minimum of 100ms"
+        "service.check.interval (FILE): Invalid check: Interval must be at least 100ms (got 10ms)"
     );
     assert_eq!(
         file_error("a.toml", "[check]\nttl = \"forever\"\n"),
-        "check.ttl (FILE): \"forever\" is not a duration like \"10s\" or \"1m30s\": expected \
-         number at 0"
+        "check.ttl (FILE): invalid duration \"forever\""
     );
     assert_eq!(
         file_error(
             "a.toml",
             "[[checks]]\nttl = \"30s\"\nderegister_critical_service_after = \"1\"\n"
         ),
-        "check.deregister_critical_service_after (FILE): \"1\" is not a duration like \"10s\" \
-         or \"1m30s\": time unit needed, for example 1sec or 1ms"
+        "check.deregister_critical_service_after (FILE): missing unit in duration \"1\""
     );
     // Any case, as the catalog reads a status.
     let dir = tempfile::tempdir().unwrap();
@@ -606,11 +598,12 @@ fn bad_definitions_name_the_key_and_the_file() {
         config_file: vec![write(
             dir.path(),
             "ok.toml",
-            "[check]\nttl = \"30s\"\nstatus = \"Passing\"\n",
+            "[check]\nname = \"ok\"\nttl = \"30s\"\nstatus = \"Passing\"\n",
         )],
         ..client()
     };
-    assert!(Config::load(&flags).is_ok());
+    let loaded = Config::load(&flags);
+    assert!(loaded.is_ok(), "{loaded:?}");
 }
 
 #[test]
