@@ -16,10 +16,11 @@
 //! Opening a data dir ([`super::open`]): an empty one is stamped with
 //! [`CURRENT`]; one without a version but with content was written before
 //! versioning and is version 1; one newer than [`CURRENT`] is refused with
-//! [`FormatError::Newer`]. [`upgrade`] then rewrites an older one in place, in
-//! one write transaction: every log entry and the snapshot re-encoded by
-//! functions consensus supplies (it knows the types; the frozen types of
-//! version 1 are in [`super::v1`]), and the version stamped.
+//! [`FormatError::Newer`], its contents untouched. [`upgrade`] then rewrites
+//! an older one in place, in one write transaction: every log entry and the
+//! snapshot re-encoded by functions consensus supplies (it knows the types;
+//! the frozen types of version 1 are in [`super::v1`]), and the version
+//! stamped.
 //!
 //! Changing any encoded type (the commands, the catalog's tables, the stored
 //! snapshot, openraft's entry and metadata) is a new version: bump
@@ -50,7 +51,8 @@ pub const UNVERSIONED: Version = 1;
 /// Why stored or received bytes are in a format this build cannot take.
 #[derive(Debug, thiserror::Error)]
 pub enum FormatError {
-    /// The data dir was written by a newer trellis. Nothing was changed.
+    /// The data dir was written by a newer trellis. Its contents were left as
+    /// they were.
     #[error(
         "{file} is in data format version {found}, newer than this trellis reads \
          (version {ours}); run a trellis that reads version {found}"

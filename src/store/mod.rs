@@ -92,8 +92,8 @@ pub(crate) fn redb_err(e: impl Into<redb::Error>) -> StoreError {
 
 /// Opens (creating if needed) the database: in memory when `dir` is `None`,
 /// else `dir/raft.redb`, creating `dir`. A new database is stamped with the
-/// current format version; one in a newer version is refused, unchanged. One
-/// in an older version opens, for [`format::upgrade`].
+/// current format version; one in a newer version is refused, its contents
+/// untouched. One in an older version opens, for [`format::upgrade`].
 pub fn open(dir: Option<&Path>) -> Result<Database, StoreError> {
     let file = dir.map_or_else(
         || "the in-memory database".to_owned(),
@@ -117,7 +117,7 @@ pub fn open(dir: Option<&Path>) -> Result<Database, StoreError> {
     txn.open_table(LOG).map_err(redb_err)?;
     txn.open_table(META).map_err(redb_err)?;
     if let Err(e) = format::check_on_open(&txn, &file) {
-        // Leave a newer data dir exactly as it was.
+        // Leave the contents of a newer data dir as they were.
         txn.abort().map_err(redb_err)?;
         return Err(e);
     }
