@@ -284,6 +284,11 @@ impl Consensus {
         // Opening and reading block on the disk; do it off the runtime.
         let (db, contents) = tokio::task::spawn_blocking(move || {
             let db = store::open(dir.as_deref())?;
+            store::format::upgrade(
+                &db,
+                log_store::upgrade_entry,
+                state_machine::upgrade_snapshot,
+            )?;
             let contents = store::load(&db)?;
             Ok::<_, StoreError>((db, contents))
         })

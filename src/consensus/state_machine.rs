@@ -8,6 +8,10 @@
 //! Applying is not made durable entry by entry; the latest snapshot is. On
 //! start the stored snapshot is installed into the replica and openraft
 //! re-applies the log after it, so the replica always ends where the log does.
+//!
+//! A snapshot's body, stored and shipped in InstallSnapshot alike, is
+//! `[format version][postcard of the catalog]` ([`encode_catalog`]), decoded
+//! by its version; the catalog itself is encoded through its serde impl.
 
 use std::io::Cursor;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -17,19 +21,60 @@ use openraft::storage::RaftStateMachine;
 use openraft::{AnyError, EntryPayload, RaftSnapshotBuilder, StorageIOError};
 use serde::{Deserialize, Serialize};
 
+use super::log_store::membership_from_v1;
 use super::types::Outcomes;
 use super::types::{
     Entry, LogId, Snapshot, SnapshotMeta, StoredMembership, TypeConfig, typ::StorageError,
 };
 use crate::catalog::{Replica, StateSnapshot};
-use crate::store::{self, Contents, Op, StoreError, Writer, keys};
+use crate::store::format::{self, FormatError, Version};
+use crate::store::{self, Contents, Op, StoreError, Writer, keys, v1};
 
-/// A snapshot as stored in redb: openraft's metadata and the encoded catalog.
+/// A snapshot as stored in redb: openraft's metadata and the snapshot body.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 struct StoredSnapshot {
     meta: SnapshotMeta,
-    /// postcard of [`StateSnapshot`].
+    /// The body: [`encode_catalog`] of the catalog.
     data: Vec<u8>,
+}
+
+/// A snapshot body: the format version, then postcard of the catalog.
+fn encode_catalog(catalog: &StateSnapshot) -> Result<Vec<u8>, StoreError> {
+    format::prefixed(catalog)
+}
+
+/// Reads a snapshot body by the version it carries.
+fn decode_catalog(body: &[u8]) -> Result<StateSnapshot, StoreError> {
+    match format::split(body)? {
+        (format::CURRENT, catalog) => store::decode(catalog),
+        (found, _) => Err(FormatError::unreadable("a snapshot", found).into()),
+    }
+}
+
+/// Re-encodes the `snapshot` value of a data dir in format `from` into the
+/// current format, for [`format::upgrade`].
+pub(crate) fn upgrade_snapshot(from: Version, bytes: &[u8]) -> Result<Vec<u8>, StoreError> {
+    if from != format::UNVERSIONED {
+        return Err(FormatError::unreadable("a stored snapshot", from).into());
+    }
+    let old: v1::StoredSnapshot = store::decode(bytes)?;
+    // Version 2 left the catalog's tables as they were: the body, read by
+    // the frozen v1 tables, is what the catalog's own serde impl reads. (When
+    // the tables change, this step yields the frozen v2 tables instead.)
+    let tables: v1::Tables = store::decode(&old.data)?;
+    let catalog: StateSnapshot = store::decode(&store::encode(&tables)?)?;
+    let meta = SnapshotMeta {
+        last_log_id: old.meta.last_log_id,
+        last_membership: StoredMembership::new(
+            old.meta.last_membership.log_id,
+            membership_from_v1(old.meta.last_membership.membership),
+        ),
+        snapshot_id: old.meta.snapshot_id,
+    };
+    store::encode(&StoredSnapshot {
+        meta,
+        data: encode_catalog(&catalog)?,
+    })
 }
 
 impl StoredSnapshot {
@@ -82,7 +127,7 @@ impl StateMachine {
         let stored: Option<StoredSnapshot> = contents.meta(keys::SNAPSHOT)?;
         let mut applied = Applied::default();
         if let Some(snapshot) = &stored {
-            let catalog: StateSnapshot = store::decode(&snapshot.data)?;
+            let catalog = decode_catalog(&snapshot.data)?;
             replica.install(catalog);
             applied.last_applied = snapshot.meta.last_log_id;
             applied.membership = snapshot.meta.last_membership.clone();
@@ -146,7 +191,7 @@ impl RaftSnapshotBuilder<TypeConfig> for SnapshotBuilder {
         // Encoding a large catalog takes a while: keep it off the runtime's
         // worker threads, which serve DNS-over-TCP, HTTP and Raft.
         let catalog = std::mem::take(&mut self.catalog);
-        let data = tokio::task::spawn_blocking(move || store::encode(&catalog))
+        let data = tokio::task::spawn_blocking(move || encode_catalog(&catalog))
             .await
             .map_err(|e| StorageError::from(StorageIOError::read_state_machine(AnyError::new(&e))))?
             .map_err(|e| {
@@ -231,7 +276,7 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
         snapshot: Box<Cursor<Vec<u8>>>,
     ) -> Result<(), StorageError> {
         let data = snapshot.into_inner();
-        let catalog: StateSnapshot = store::decode(&data).map_err(|e| {
+        let catalog = decode_catalog(&data).map_err(|e| {
             StorageError::from(StorageIOError::read_snapshot(
                 Some(meta.signature()),
                 AnyError::new(&e),
@@ -262,5 +307,187 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
             .await
             .as_ref()
             .map(StoredSnapshot::to_snapshot))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::{BTreeMap, BTreeSet};
+    use std::path::Path;
+
+    use openraft::{CommittedLeaderId, Membership, RaftLogReader};
+
+    use super::*;
+    use crate::catalog::{
+        CheckRegistration, Command, Deregistration, HealthStatus, Registration,
+        ServiceRegistration, State,
+    };
+    use crate::consensus::log_store::{LogStore, upgrade_entry};
+    use crate::consensus::types::Node;
+    use crate::store::format::{Upgraded, assert_golden};
+
+    /// A catalog of one node with one service and two checks, one removed.
+    fn small_catalog() -> StateSnapshot {
+        let replica = Replica::new();
+        let register = Command::register(Registration {
+            node: "n1".into(),
+            id: String::new(),
+            address: "10.0.0.1".into(),
+            datacenter: "dc1".into(),
+            tagged_addresses: BTreeMap::new(),
+            node_meta: BTreeMap::from([("rack".into(), "r1".into())]),
+            skip_node_update: false,
+            service: Some(ServiceRegistration {
+                id: "web-1".into(),
+                service: "web".into(),
+                tags: vec!["v1".into()],
+                address: String::new(),
+                tagged_addresses: BTreeMap::new(),
+                meta: BTreeMap::new(),
+                port: 80,
+                weights: None,
+                enable_tag_override: false,
+            }),
+            checks: ["alive", "mem"]
+                .into_iter()
+                .map(|name| CheckRegistration {
+                    check_id: name.into(),
+                    name: name.into(),
+                    status: HealthStatus::Passing,
+                    notes: String::new(),
+                    output: String::new(),
+                    service_id: String::new(),
+                    kind: String::new(),
+                })
+                .collect(),
+        });
+        let deregister = Command::deregister(Deregistration {
+            node: "n1".into(),
+            service_id: String::new(),
+            check_id: "mem".into(),
+        });
+        replica.apply(1, &register);
+        replica.apply(2, &deregister);
+        replica.snapshot()
+    }
+
+    fn log_id(index: u64) -> LogId {
+        LogId::new(CommittedLeaderId::new(3, 7), index)
+    }
+
+    #[test]
+    fn a_snapshot_body_is_its_version_then_the_catalog() {
+        let catalog = small_catalog();
+        let body = encode_catalog(&catalog).expect("encode");
+        assert_golden(
+            "a snapshot body",
+            &body,
+            "0201026e31026e31000831302e302e302e31036463310001047261636b027231010101026e31057765622d31057765622d31037765620102763100000050010100010101026e3105616c697665026e3105616c69766505616c69766500000000000000010101010201037765620202",
+        );
+        assert_eq!(decode_catalog(&body).expect("decode"), catalog);
+    }
+
+    #[test]
+    fn a_stored_snapshot_encodes_as_format_2() {
+        let node = Node::new("s1", ([127, 0, 0, 1], 8300).into());
+        let membership = Membership::new(vec![BTreeSet::from([7])], BTreeMap::from([(7, node)]));
+        let stored = StoredSnapshot {
+            meta: SnapshotMeta {
+                last_log_id: Some(log_id(9)),
+                last_membership: StoredMembership::new(Some(log_id(1)), membership),
+                snapshot_id: "s-9".into(),
+            },
+            data: vec![CURRENT_BYTE, 0xaa],
+        };
+        let bytes = store::encode(&stored).expect("encode");
+        assert_golden(
+            "the snapshot META value",
+            &bytes,
+            "01030709010307010101070107027331007f000001ec4003732d390202aa",
+        );
+    }
+
+    /// The version as it leads a body (postcard's varint of a small number).
+    const CURRENT_BYTE: u8 = format::CURRENT as u8;
+
+    #[test]
+    fn a_snapshot_body_of_another_version_is_refused() {
+        let body = store::encode(&small_catalog()).expect("encode");
+        for version in [format::CURRENT + 1, format::UNVERSIONED] {
+            let mut bytes = store::encode(&version).expect("encode");
+            bytes.extend_from_slice(&body);
+            assert!(matches!(
+                decode_catalog(&bytes),
+                Err(StoreError::Format(FormatError::Unreadable { found, .. })) if found == version
+            ));
+        }
+    }
+
+    /// The data dir the main wrote before versioning (a durable single
+    /// server `fixture1`): a snapshot at index 7 and the log from 6 to 14.
+    fn copy_of_the_v1_fixture() -> tempfile::TempDir {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let fixture = Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("tests/fixtures/datadir-v1/raft")
+            .join(store::FILE_NAME);
+        std::fs::copy(fixture, dir.path().join(store::FILE_NAME)).expect("copy fixture");
+        dir
+    }
+
+    /// Opens, upgrades and replays the copy as a server's start would, and
+    /// returns the catalog it ends with.
+    async fn open_and_replay(dir: &Path) -> (Option<Upgraded>, State) {
+        let db = store::open(Some(dir)).expect("open");
+        let upgraded = format::upgrade(&db, upgrade_entry, upgrade_snapshot).expect("upgrade");
+        let contents = store::load(&db).expect("load");
+        let writer = Writer::spawn(db, 16).expect("writer");
+        let replica = Arc::new(Replica::new());
+        let mut sm = StateMachine::open(&contents, replica.clone(), writer.clone()).expect("sm");
+        let mut log = LogStore::open(&contents, writer.clone()).expect("log");
+        let (applied, _) = sm.applied_state().await.expect("applied");
+        let from = applied.map_or(0, |id| id.index + 1);
+        let entries = log.try_get_log_entries(from..).await.expect("entries");
+        sm.apply(entries).await.expect("apply");
+        writer.stop().await;
+        (upgraded, State::from_snapshot(replica.snapshot()))
+    }
+
+    #[tokio::test]
+    async fn the_v1_fixture_upgrades_in_place_and_holds_the_catalog_the_old_main_served() {
+        let dir = copy_of_the_v1_fixture();
+        let (upgraded, catalog) = open_and_replay(dir.path()).await;
+        assert_eq!(
+            upgraded,
+            Some(Upgraded {
+                from: 1,
+                log_entries: 9,
+                snapshot: true
+            })
+        );
+        let tags = |t: &[&str]| t.iter().map(|s| s.to_string()).collect::<Vec<_>>();
+        let services: BTreeMap<String, Vec<String>> = [
+            ("cache", tags(&[])),
+            ("consul", tags(&[])),
+            ("db", tags(&[])),
+            ("ext", tags(&["t1", "t2", "t3", "t4", "t6"])),
+            ("web", tags(&["primary", "v1", "v2"])),
+        ]
+        .into_iter()
+        .map(|(k, v)| (k.to_owned(), v))
+        .collect();
+        assert_eq!(catalog.services(), services);
+        let passing: Vec<&str> = catalog
+            .health_service("ext", &[], true)
+            .iter()
+            .map(|e| e.service.id.as_str())
+            .collect();
+        assert_eq!(passing, ["ext-1", "ext-2", "ext-3", "ext-4", "ext-6"]);
+        let rack = catalog.node("ext3").map(|n| n.meta["rack"].as_str());
+        assert_eq!(rack, Some("r3"));
+
+        // Upgraded once: the next start reads it as it is.
+        let (again, same) = open_and_replay(dir.path()).await;
+        assert_eq!(again, None);
+        assert_eq!(same, catalog);
     }
 }

@@ -1,9 +1,17 @@
 //! openraft's type configuration for trellis, and short names for the
 //! openraft types and errors the rest of consensus spells out often.
 
+use std::borrow::Cow;
+use std::fmt;
 use std::io::Cursor;
+use std::sync::Arc;
+
+use serde::de::{self, SeqAccess, Visitor};
+use serde::ser::{self, SerializeTuple};
+use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
 use crate::catalog::{Command, Outcome};
+use crate::store::format::{CURRENT, FormatError, Version};
 
 /// What one log entry carries: the commands proposed together while the
 /// previous entry was being committed.
@@ -12,7 +20,169 @@ use crate::catalog::{Command, Outcome};
 /// to be flushed before appending the next, so group commit has to happen
 /// before Raft: one entry, one fsync, many commands. The commands apply in
 /// order at the entry's index.
-pub type Batch = Vec<Command>;
+///
+/// Its serde form says its format: `(version, postcard bytes of the
+/// commands)`, so an entry on disk or in AppendEntries is decoded by the
+/// version it was written in, and one from a newer build is refused rather
+/// than misread (`store::format`).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Batch(Vec<Command>);
+
+impl Batch {
+    /// The commands, in the order they apply.
+    pub fn commands(&self) -> &[Command] {
+        &self.0
+    }
+
+    /// How many commands the entry carries.
+    pub fn len(&self) -> usize {
+        self.0.len()
+    }
+
+    /// Whether it carries none.
+    pub fn is_empty(&self) -> bool {
+        self.0.is_empty()
+    }
+
+    /// Decodes the commands of a batch written in format `version`.
+    fn decode(version: Version, body: &[u8]) -> Result<Self, String> {
+        match version {
+            CURRENT => postcard::from_bytes(body)
+                .map(Self)
+                .map_err(|e| format!("log entry commands: {e}")),
+            found => Err(FormatError::unreadable("a log entry batch", found).to_string()),
+        }
+    }
+}
+
+impl From<Vec<Command>> for Batch {
+    fn from(commands: Vec<Command>) -> Self {
+        Self(commands)
+    }
+}
+
+impl FromIterator<Command> for Batch {
+    fn from_iter<I: IntoIterator<Item = Command>>(iter: I) -> Self {
+        Self(iter.into_iter().collect())
+    }
+}
+
+impl Extend<Command> for Batch {
+    fn extend<I: IntoIterator<Item = Command>>(&mut self, iter: I) {
+        self.0.extend(iter);
+    }
+}
+
+impl IntoIterator for Batch {
+    type Item = Command;
+    type IntoIter = std::vec::IntoIter<Command>;
+
+    fn into_iter(self) -> Self::IntoIter {
+        self.0.into_iter()
+    }
+}
+
+impl<'a> IntoIterator for &'a Batch {
+    type Item = &'a Command;
+    type IntoIter = std::slice::Iter<'a, Command>;
+
+    fn into_iter(self) -> Self::IntoIter {
+        self.0.iter()
+    }
+}
+
+/// The replica keeps an applied batch's commands as they are, unshared.
+impl From<Batch> for Arc<[Command]> {
+    fn from(batch: Batch) -> Self {
+        batch.0.into()
+    }
+}
+
+/// The body of a batch as bytes, so formats that have them store it as such.
+struct Body<'a>(&'a [u8]);
+
+impl Serialize for Body<'_> {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_bytes(self.0)
+    }
+}
+
+impl Serialize for Batch {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        let body = postcard::to_stdvec(&self.0).map_err(ser::Error::custom)?;
+        let mut t = s.serialize_tuple(2)?;
+        t.serialize_element(&CURRENT)?;
+        t.serialize_element(&Body(&body))?;
+        t.end()
+    }
+}
+
+impl<'de> Deserialize<'de> for Batch {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        d.deserialize_tuple(2, BatchVisitor)
+    }
+}
+
+struct BatchVisitor;
+
+impl<'de> Visitor<'de> for BatchVisitor {
+    type Value = Batch;
+
+    fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("a format version and the encoded commands")
+    }
+
+    fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Batch, A::Error> {
+        let version: Version = seq
+            .next_element()?
+            .ok_or_else(|| de::Error::invalid_length(0, &self))?;
+        let body: BodyBuf = seq
+            .next_element()?
+            .ok_or_else(|| de::Error::invalid_length(1, &self))?;
+        Batch::decode(version, &body.0).map_err(de::Error::custom)
+    }
+}
+
+/// A batch's body read back: borrowed where the format lends its bytes
+/// (postcard does), so the commands decode without a copy.
+struct BodyBuf<'de>(Cow<'de, [u8]>);
+
+impl<'de> Deserialize<'de> for BodyBuf<'de> {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        d.deserialize_bytes(BytesVisitor)
+    }
+}
+
+struct BytesVisitor;
+
+impl<'de> Visitor<'de> for BytesVisitor {
+    type Value = BodyBuf<'de>;
+
+    fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("bytes")
+    }
+
+    fn visit_borrowed_bytes<E: de::Error>(self, v: &'de [u8]) -> Result<Self::Value, E> {
+        Ok(BodyBuf(Cow::Borrowed(v)))
+    }
+
+    fn visit_bytes<E: de::Error>(self, v: &[u8]) -> Result<Self::Value, E> {
+        Ok(BodyBuf(Cow::Owned(v.to_vec())))
+    }
+
+    fn visit_byte_buf<E: de::Error>(self, v: Vec<u8>) -> Result<Self::Value, E> {
+        Ok(BodyBuf(Cow::Owned(v)))
+    }
+
+    /// Formats without a bytes type (JSON) write a sequence of numbers.
+    fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Self::Value, A::Error> {
+        let mut v = Vec::new();
+        while let Some(b) = seq.next_element()? {
+            v.push(b);
+        }
+        Ok(BodyBuf(Cow::Owned(v)))
+    }
+}
 
 /// What applying a [`Batch`] produced: one [`Outcome`] per command, in order.
 pub type Outcomes = Vec<Outcome>;
@@ -64,8 +234,8 @@ impl Node {
     }
 }
 
-impl std::fmt::Display for Node {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+impl fmt::Display for Node {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(f, "{}@{}", self.name, self.addr)
     }
 }
@@ -114,4 +284,181 @@ pub mod typ {
     pub type InstallSnapshotError = openraft::error::InstallSnapshotError;
     /// The reply to a committed client write.
     pub type ClientWriteResponse = openraft::raft::ClientWriteResponse<super::TypeConfig>;
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::{BTreeMap, BTreeSet};
+
+    use openraft::{CommittedLeaderId, EntryPayload, Membership};
+
+    use super::*;
+    use crate::catalog::{
+        CheckRegistration, Deregistration, HealthStatus, Registration, ServiceAddress,
+        ServiceRegistration, Weights,
+    };
+    use crate::store::format::assert_golden;
+
+    fn strings<const N: usize>(pairs: [(&str, &str); N]) -> BTreeMap<String, String> {
+        pairs
+            .into_iter()
+            .map(|(k, v)| (k.to_owned(), v.to_owned()))
+            .collect()
+    }
+
+    /// A registration with every part set: node, a service with tags, meta,
+    /// tagged addresses and weights, and a check.
+    fn register() -> Command {
+        Command::register(Registration {
+            node: "n1".into(),
+            id: "id-1".into(),
+            address: "10.0.0.1".into(),
+            datacenter: "dc1".into(),
+            tagged_addresses: strings([("lan", "10.0.0.1")]),
+            node_meta: strings([("rack", "r1")]),
+            skip_node_update: false,
+            service: Some(ServiceRegistration {
+                id: "web-1".into(),
+                service: "web".into(),
+                tags: vec!["v1".into(), "primary".into()],
+                address: "10.0.0.2".into(),
+                tagged_addresses: [(
+                    "lan".to_owned(),
+                    ServiceAddress {
+                        address: "10.0.0.2".into(),
+                        port: 80,
+                    },
+                )]
+                .into(),
+                meta: strings([("version", "1.2")]),
+                port: 8080,
+                weights: Some(Weights {
+                    passing: 5,
+                    warning: 1,
+                }),
+                enable_tag_override: true,
+            }),
+            checks: vec![CheckRegistration {
+                check_id: "web-alive".into(),
+                name: "alive".into(),
+                status: HealthStatus::Warning,
+                notes: "n".into(),
+                output: "o".into(),
+                service_id: "web-1".into(),
+                kind: "ttl".into(),
+            }],
+        })
+    }
+
+    fn deregister() -> Command {
+        Command::deregister(Deregistration {
+            node: "n1".into(),
+            service_id: "web-1".into(),
+            check_id: String::new(),
+        })
+    }
+
+    fn encode<T: Serialize>(value: &T) -> Vec<u8> {
+        postcard::to_stdvec(value).expect("encode")
+    }
+
+    fn log_id(index: u64) -> LogId {
+        LogId::new(CommittedLeaderId::new(3, 7), index)
+    }
+
+    #[test]
+    fn a_registration_encodes_as_format_2() {
+        assert_golden(
+            "Command::Catalog(CatalogOp::Register(..))",
+            &encode(&register()),
+            "0000026e310469642d310831302e302e302e310364633101036c616e0831302e302e302e3101047261636b0272310001057765622d310377656202027631077072696d6172790831302e302e302e3201036c616e0831302e302e302e3250010776657273696f6e03312e32903f0105010101097765622d616c69766505616c69766501016e016f057765622d310374746c",
+        );
+    }
+
+    #[test]
+    fn a_deregistration_encodes_as_format_2() {
+        assert_golden(
+            "Command::Catalog(CatalogOp::Deregister(..))",
+            &encode(&deregister()),
+            "0001026e31057765622d3100",
+        );
+    }
+
+    #[test]
+    fn a_batch_encodes_its_version_then_its_commands_as_bytes() {
+        let batch = Batch::from(vec![register(), deregister()]);
+        let bytes = encode(&batch);
+        assert_golden(
+            "Batch",
+            &bytes,
+            "029e01020000026e310469642d310831302e302e302e310364633101036c616e0831302e302e302e3101047261636b0272310001057765622d310377656202027631077072696d6172790831302e302e302e3201036c616e0831302e302e302e3250010776657273696f6e03312e32903f0105010101097765622d616c69766505616c69766501016e016f057765622d310374746c0001026e31057765622d3100",
+        );
+        // The version first, then the commands' own encoding as a byte string.
+        let commands = encode(&vec![register(), deregister()]);
+        let (version, rest): (Version, &[u8]) = postcard::take_from_bytes(&bytes).expect("version");
+        assert_eq!(version, CURRENT);
+        let (body, rest): (&[u8], &[u8]) = postcard::take_from_bytes(rest).expect("body");
+        assert_eq!((body, rest), (commands.as_slice(), &[][..]));
+    }
+
+    #[test]
+    fn log_entries_encode_as_format_2() {
+        let normal = Entry {
+            log_id: log_id(10),
+            payload: EntryPayload::Normal(Batch::from(vec![deregister()])),
+        };
+        assert_golden(
+            "a normal entry",
+            &encode(&normal),
+            "03070a01020d010001026e31057765622d3100",
+        );
+        let blank = Entry {
+            log_id: log_id(11),
+            payload: EntryPayload::Blank,
+        };
+        assert_golden("a blank entry", &encode(&blank), "03070b00");
+        let node = Node::new("s1", std::net::SocketAddr::from(([127, 0, 0, 1], 8300)));
+        let membership = Entry {
+            log_id: log_id(12),
+            payload: EntryPayload::Membership(Membership::new(
+                vec![BTreeSet::from([7])],
+                BTreeMap::from([(7, node)]),
+            )),
+        };
+        assert_golden(
+            "a membership entry",
+            &encode(&membership),
+            "03070c020101070107027331007f000001ec40",
+        );
+    }
+
+    #[test]
+    fn a_batch_round_trips_in_postcard_and_json() {
+        let batch: Batch = [register(), deregister()].into_iter().collect();
+        let back: Batch = postcard::from_bytes(&encode(&batch)).expect("postcard");
+        assert_eq!(back, batch);
+        let json = serde_json::to_string(&batch).expect("json");
+        let back: Batch = serde_json::from_str(&json).expect("json back");
+        assert_eq!(back, batch);
+        assert_eq!((&back).into_iter().count(), 2);
+        let owned: Vec<Command> = back.into_iter().collect();
+        assert_eq!(owned, vec![register(), deregister()]);
+    }
+
+    #[test]
+    fn a_batch_in_another_format_version_is_refused() {
+        let commands = encode(&vec![deregister()]);
+        for version in [CURRENT + 1, 1] {
+            let bytes = encode(&(version, commands.as_slice()));
+            assert!(postcard::from_bytes::<Batch>(&bytes).is_err());
+            let json = serde_json::to_string(&(version, commands.as_slice())).expect("json");
+            let err = serde_json::from_str::<Batch>(&json).expect_err("refused");
+            let text = err.to_string();
+            assert!(
+                text.contains(&format!("format version {version}"))
+                    && text.contains(&format!("reads version {CURRENT}")),
+                "{text}"
+            );
+        }
+    }
 }

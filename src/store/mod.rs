@@ -6,13 +6,19 @@
 //! run the same code):
 //!
 //! - [`LOG`]: Raft log entries by index, postcard-encoded.
-//! - [`META`]: small named values (see [`keys`]): the vote, the last purged and
-//!   committed log ids, this server's node id and the latest snapshot.
+//! - [`META`]: small named values (see [`keys`]): the data dir's format
+//!   version, the vote, the last purged and committed log ids, this server's
+//!   node id and the latest snapshot.
+//!
+//! The encodings are versioned as a whole ([`format`]): opening checks the
+//! data dir's version, and [`format::upgrade`] rewrites an older one in place.
 //!
 //! Reads happen once, at start-up, before the [`Writer`] takes the database;
 //! afterwards consensus serves reads from memory and sends every change
 //! through the writer, which batches them into group commits.
 
+pub mod format;
+pub mod v1;
 mod writer;
 
 use std::path::Path;
@@ -40,8 +46,12 @@ pub mod keys {
     pub const COMMITTED: &str = "committed";
     /// `u64`: this server's Raft node id, chosen at random on first start.
     pub const NODE_ID: &str = "node_id";
-    /// The latest snapshot: its metadata and the encoded catalog.
+    /// The latest snapshot: its metadata and the snapshot body (the format
+    /// version, then the encoded catalog).
     pub const SNAPSHOT: &str = "snapshot";
+    /// [`super::format::Version`]: the format everything here is encoded in.
+    /// Absent in data dirs written before versioning (version 1).
+    pub const FORMAT: &str = "format";
 }
 
 /// The file name of the database inside the data directory.
@@ -64,6 +74,9 @@ pub enum StoreError {
     /// A stored value did not decode, or a value did not encode.
     #[error("encoding: {0}")]
     Codec(#[from] postcard::Error),
+    /// The data dir or a value is in a format version this build cannot take.
+    #[error(transparent)]
+    Format(#[from] format::FormatError),
     /// The writer thread has stopped (shut down, or an earlier commit failed).
     #[error("storage writer has stopped")]
     Closed,
@@ -78,8 +91,14 @@ pub(crate) fn redb_err(e: impl Into<redb::Error>) -> StoreError {
 }
 
 /// Opens (creating if needed) the database: in memory when `dir` is `None`,
-/// else `dir/raft.redb`, creating `dir`.
+/// else `dir/raft.redb`, creating `dir`. A new database is stamped with the
+/// current format version; one in a newer version is refused, its contents
+/// untouched. One in an older version opens, for [`format::upgrade`].
 pub fn open(dir: Option<&Path>) -> Result<Database, StoreError> {
+    let file = dir.map_or_else(
+        || "the in-memory database".to_owned(),
+        |d| d.join(FILE_NAME).display().to_string(),
+    );
     let db = match dir {
         None => Database::builder()
             .create_with_backend(InMemoryBackend::new())
@@ -97,6 +116,11 @@ pub fn open(dir: Option<&Path>) -> Result<Database, StoreError> {
     let txn = db.begin_write().map_err(redb_err)?;
     txn.open_table(LOG).map_err(redb_err)?;
     txn.open_table(META).map_err(redb_err)?;
+    if let Err(e) = format::check_on_open(&txn, &file) {
+        // Leave the contents of a newer data dir as they were.
+        txn.abort().map_err(redb_err)?;
+        return Err(e);
+    }
     txn.commit().map_err(redb_err)?;
     Ok(db)
 }
@@ -117,8 +141,9 @@ impl Contents {
     }
 }
 
-/// Reads the whole database. The log is bounded by snapshot compaction, so
-/// this is at most a few thousand entries.
+/// Reads the whole database, which must be in the current format (see
+/// [`format::upgrade`]). The log is bounded by snapshot compaction, so this
+/// is at most a few thousand entries.
 pub fn load(db: &Database) -> Result<Contents, StoreError> {
     let txn = db.begin_read().map_err(redb_err)?;
     let mut contents = Contents::default();
@@ -134,6 +159,7 @@ pub fn load(db: &Database) -> Result<Contents, StoreError> {
             .meta
             .insert(k.value().to_owned(), v.value().to_vec());
     }
+    format::check_current(contents.meta.get(keys::FORMAT).map(Vec::as_slice))?;
     Ok(contents)
 }
 

@@ -16,3 +16,4 @@ mod http_api;
 mod lifecycle;
 mod membership;
 mod partition;
+mod upgrade;

@@ -1,0 +1,176 @@
+//! The upgrade a user takes: a data dir written by the main before formats
+//! were versioned (`tests/fixtures/datadir-v1`, never regenerated) opens in
+//! the current binary, which upgrades it in place and serves its catalog.
+//!
+//! The fixture is a durable single server `fixture1` in dc1: agent services
+//! web-1, web-2, db-1 (with a TTL check) and cache-1, and catalog nodes
+//! ext1..ext6 with service ext, ext-5 deregistered. Its raft data is a
+//! snapshot at index 7 and the log from 6 to 14.
+
+use std::collections::BTreeSet;
+use std::net::IpAddr;
+use std::path::Path;
+use std::time::Duration;
+
+use hickory_proto::rr::{RData, RecordType};
+use serde_json::{Value, json};
+
+use crate::harness::{TestAgent, a_records, next_loopback, temp_dir, wait_for};
+
+const UPGRADED: &str = "upgraded the raft data to the current format";
+
+/// Copies the fixture into a fresh directory, so the committed one is never
+/// written to.
+fn copy_of_fixture() -> tempfile::TempDir {
+    fn copy(from: &Path, to: &Path) {
+        std::fs::create_dir_all(to).expect("mkdir");
+        for entry in std::fs::read_dir(from).expect("read fixture") {
+            let entry = entry.expect("fixture entry");
+            let target = to.join(entry.file_name());
+            if entry.file_type().expect("file type").is_dir() {
+                copy(&entry.path(), &target);
+            } else {
+                std::fs::copy(entry.path(), target).expect("copy fixture file");
+            }
+        }
+    }
+    let dir = temp_dir();
+    let fixture = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/datadir-v1");
+    copy(&fixture, dir.path());
+    dir
+}
+
+async fn get_json(agent: &TestAgent, path: &str) -> Option<Value> {
+    let resp = reqwest::get(agent.url(path)).await.ok()?;
+    if !resp.status().is_success() {
+        return None;
+    }
+    resp.json().await.ok()
+}
+
+/// The instance IDs `/v1/health/service/ext?passing` returns.
+async fn passing_ext(agent: &TestAgent) -> Option<Vec<String>> {
+    let body = get_json(agent, "/v1/health/service/ext?passing").await?;
+    let mut ids: Vec<String> = body
+        .as_array()?
+        .iter()
+        .filter_map(|e| e["Service"]["ID"].as_str().map(String::from))
+        .collect();
+    ids.sort();
+    Some(ids)
+}
+
+fn ids(names: &[&str]) -> Vec<String> {
+    names.iter().map(|s| s.to_string()).collect()
+}
+
+/// The SRV targets' ports of `name`, sorted.
+fn srv_ports(agent: &TestAgent, name: &str) -> Vec<u16> {
+    let answer = agent.query_tcp(name, RecordType::SRV);
+    let mut ports: Vec<u16> = answer
+        .answers
+        .iter()
+        .filter_map(|r| match &r.data {
+            RData::SRV(s) => Some(s.port),
+            _ => None,
+        })
+        .collect();
+    ports.sort();
+    ports
+}
+
+/// Waits until the agent serves the fixture's catalog over HTTP and DNS.
+async fn assert_serves_the_fixture(agent: &TestAgent) {
+    // What the old main served at `/v1/catalog/services`.
+    let expected = json!({
+        "cache": [], "consul": [], "db": [],
+        "ext": ["t1", "t2", "t3", "t4", "t6"],
+        "web": ["primary", "v1", "v2"],
+    });
+    wait_for(
+        "the fixture's services",
+        Duration::from_secs(30),
+        || async {
+            get_json(agent, "/v1/catalog/services")
+                .await
+                .filter(|v| *v == expected)
+        },
+    )
+    .await;
+    let ext3 = get_json(agent, "/v1/catalog/node/ext3")
+        .await
+        .expect("ext3");
+    assert_eq!(ext3["Node"]["Meta"]["rack"], "r3", "{ext3}");
+    assert_eq!(ext3["Services"]["ext-3"]["Port"], 9003, "{ext3}");
+    let passing = passing_ext(agent).await.expect("health");
+    assert_eq!(passing, ids(&["ext-1", "ext-2", "ext-3", "ext-4", "ext-6"]));
+
+    assert_eq!(srv_ports(agent, "web.service.consul."), vec![8080, 8081]);
+    // Over TCP: UDP answers stop at three records, as Consul's do.
+    let ext = agent.query_tcp("ext.service.consul.", RecordType::A);
+    let want: Vec<IpAddr> = [1, 2, 3, 4, 6]
+        .iter()
+        .map(|n| IpAddr::from([127, 0, 1, *n]))
+        .collect();
+    assert_eq!(a_records(&ext), want);
+}
+
+#[tokio::test]
+async fn a_data_dir_from_before_versioning_is_upgraded_serves_its_catalog_and_takes_writes() {
+    let dir = copy_of_fixture();
+    let data_dir = dir.path().display().to_string();
+    let mut agent = TestAgent::start(
+        &[
+            "--server",
+            "--bootstrap-expect",
+            "1",
+            "--node",
+            "fixture1",
+            "--datacenter",
+            "dc1",
+            "--data-dir",
+            &data_dir,
+        ],
+        next_loopback(),
+    );
+    assert_serves_the_fixture(&agent).await;
+    assert_eq!(agent.log().matches(UPGRADED).count(), 1, "{}", agent.log());
+
+    // A write: ext6's service turns critical and leaves the passing answers.
+    let check = json!({
+        "Node": "ext6",
+        "Address": "127.0.1.6",
+        "NodeMeta": {"rack": "r6"},
+        "Check": {"CheckID": "ext6-down", "Name": "ext6 down", "Status": "critical",
+                  "ServiceID": "ext-6"},
+    });
+    let resp = reqwest::Client::new()
+        .put(agent.url("/v1/catalog/register"))
+        .json(&check)
+        .send()
+        .await
+        .expect("register");
+    assert!(resp.status().is_success(), "{:?}", resp.text().await);
+    let passing = passing_ext(&agent).await.expect("health");
+    assert_eq!(passing, ids(&["ext-1", "ext-2", "ext-3", "ext-4"]));
+
+    // Restarted, the upgraded dir opens as it is, with the write in it.
+    agent.restart();
+    wait_for("ext-6 still critical", Duration::from_secs(30), || async {
+        passing_ext(&agent)
+            .await
+            .filter(|p| *p == ids(&["ext-1", "ext-2", "ext-3", "ext-4"]))
+    })
+    .await;
+    let ext = agent.query_tcp("ext.service.consul.", RecordType::A);
+    let addrs: BTreeSet<IpAddr> = a_records(&ext).into_iter().collect();
+    assert!(!addrs.contains(&IpAddr::from([127, 0, 1, 6])), "{addrs:?}");
+    assert_eq!(addrs.len(), 4, "{addrs:?}");
+    assert_eq!(srv_ports(&agent, "web.service.consul."), vec![8080, 8081]);
+    let log = agent.log();
+    let restarted = log
+        .split("---- restarted ----")
+        .nth(1)
+        .expect("restart log");
+    assert!(!restarted.contains(UPGRADED), "upgraded twice:\n{log}");
+}
