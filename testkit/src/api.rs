@@ -2,11 +2,11 @@
 //! who leads, the Raft configuration, reading and registering a service.
 
 use std::collections::BTreeSet;
-use std::time::Duration;
 
 use serde_json::{Value, json};
 
 use crate::agent::Agent;
+use crate::cluster::SETTLE_DEADLINE;
 use crate::http::Resp;
 use crate::wait::wait_until_async;
 
@@ -120,16 +120,9 @@ impl Agent {
     /// repeating the same (idempotent) registration while the answer is
     /// "No cluster leader": an election a slow machine provoked is not what
     /// the callers test. Any other failure, or no answer, fails at once.
-    pub async fn register_acked(
-        &self,
-        service: &str,
-        id: &str,
-        addr: &str,
-        port: u16,
-        deadline: Duration,
-    ) {
+    pub async fn register_acked(&self, service: &str, id: &str, addr: &str, port: u16) {
         let what = format!("registration of {id} through {}", self.name());
-        wait_until_async(&what, deadline, || async {
+        wait_until_async(&what, SETTLE_DEADLINE, || async {
             let r = self
                 .register(service, id, addr, port)
                 .await
@@ -141,6 +134,20 @@ impl Agent {
             }
         })
         .await;
+    }
+
+    /// Registers instance `id` of service `name` at `address:port` with
+    /// `tags` through its agent API.
+    pub async fn register_instance(
+        &self,
+        id: &str,
+        name: &str,
+        address: &str,
+        port: u16,
+        tags: &[&str],
+    ) -> Result<Resp, String> {
+        let body = json!({"ID": id, "Name": name, "Address": address, "Port": port, "Tags": tags});
+        self.put("/v1/agent/service/register", &body).await
     }
 
     /// Registers service `name` (ID = name) on its own node through its
