@@ -6,9 +6,8 @@ use std::collections::BTreeSet;
 use serde_json::{Value, json};
 
 use crate::agent::Agent;
-use crate::cluster::SETTLE_DEADLINE;
 use crate::http::Resp;
-use crate::wait::wait_until_async;
+use crate::wait::{SETTLE_DEADLINE, wait_until_async};
 
 /// What a catalog read of one service returned: the instance IDs and the
 /// index.

@@ -20,18 +20,7 @@ use crate::agent::{Agent, AgentBuilder, Role, Trellis};
 use crate::api::{Consistency, ServiceView};
 use crate::net::Placement;
 use crate::process::Life;
-use crate::wait::wait_until_async;
-
-/// How long a member's HTTP answer may take. Servers answer writes that
-/// cannot commit within their own 5 s request timeout, and "No cluster
-/// leader" at once; a request that takes longer than this is a hang.
-pub const CLIENT_TIMEOUT: Duration = Duration::from_secs(3);
-
-/// Bootstrap of a fresh cluster, and a restarted cluster's first election.
-pub const FORM_DEADLINE: Duration = Duration::from_secs(30);
-
-/// An election after a failure, or a member catching up.
-pub const SETTLE_DEADLINE: Duration = Duration::from_secs(20);
+use crate::wait::{CLIENT_TIMEOUT, FORM_DEADLINE, SETTLE_DEADLINE, wait_until_async};
 
 /// A change applied to how every member is launched.
 type Change = Arc<dyn Fn(AgentBuilder) -> AgentBuilder + Send + Sync>;

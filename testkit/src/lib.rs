@@ -28,11 +28,14 @@ pub mod wait;
 
 pub use agent::{Agent, AgentBuilder, Role, Trellis};
 pub use api::{Consistency, ServiceView, register_body};
-pub use cluster::{CLIENT_TIMEOUT, Cluster, ClusterBuilder, FORM_DEADLINE, SETTLE_DEADLINE};
+pub use cluster::{Cluster, ClusterBuilder};
 pub use http::Resp;
 pub use listening::Listening;
 pub use load::Load;
 pub use log::Log;
 pub use net::{Placement, next_loopback};
 pub use process::{Life, OnDrop, Process};
-pub use wait::{Timeout, try_wait_until, try_wait_until_async, wait_until, wait_until_async};
+pub use wait::{
+    CLIENT_TIMEOUT, FORM_DEADLINE, SETTLE_DEADLINE, Timeout, try_wait_until, try_wait_until_async,
+    wait_until, wait_until_async,
+};

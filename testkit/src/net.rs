@@ -21,14 +21,16 @@ pub fn next_loopback() -> IpAddr {
 /// before the agent binds it, so a restarted agent can be given the same
 /// address; the small race with other programs is acceptable on loopback
 /// addresses nothing else uses.
-pub fn free_tcp_port(ip: IpAddr) -> anyhow::Result<u16> {
+pub fn free_tcp_port(ip: impl Into<IpAddr>) -> anyhow::Result<u16> {
+    let ip = ip.into();
     let l = TcpListener::bind(SocketAddr::new(ip, 0))
         .with_context(|| format!("binding {ip}:0 (is the 127.0.0.0/8 loopback route there?)"))?;
     Ok(l.local_addr()?.port())
 }
 
 /// A UDP port on `ip` that was free a moment ago (see [`free_tcp_port`]).
-pub fn free_udp_port(ip: IpAddr) -> anyhow::Result<u16> {
+pub fn free_udp_port(ip: impl Into<IpAddr>) -> anyhow::Result<u16> {
+    let ip = ip.into();
     let s =
         UdpSocket::bind(SocketAddr::new(ip, 0)).with_context(|| format!("binding UDP {ip}:0"))?;
     Ok(s.local_addr()?.port())
@@ -36,7 +38,8 @@ pub fn free_udp_port(ip: IpAddr) -> anyhow::Result<u16> {
 
 /// A port free on `ip` for both UDP and TCP a moment ago: DNS serves both
 /// on one port.
-pub fn free_dns_port(ip: IpAddr) -> anyhow::Result<u16> {
+pub fn free_dns_port(ip: impl Into<IpAddr>) -> anyhow::Result<u16> {
+    let ip = ip.into();
     for _ in 0..32 {
         let port = free_udp_port(ip)?;
         if TcpListener::bind((ip, port)).is_ok() {

@@ -1,9 +1,21 @@
 //! Waiting for a condition with a deadline, instead of sleeping and hoping.
 //! A condition answers `Ok(value)` when met and `Err(what it saw)` when not;
 //! a wait that runs out names what it waited for and the last thing seen.
+//! The deadlines the cluster tests wait by live here too.
 
 use std::fmt;
 use std::time::{Duration, Instant};
+
+/// How long a member's HTTP answer may take. Servers answer writes that
+/// cannot commit within their own 5 s request timeout, and "No cluster
+/// leader" at once; a request that takes longer than this is a hang.
+pub const CLIENT_TIMEOUT: Duration = Duration::from_secs(3);
+
+/// Bootstrap of a fresh cluster, and a restarted cluster's first election.
+pub const FORM_DEADLINE: Duration = Duration::from_secs(30);
+
+/// An election after a failure, or a member catching up.
+pub const SETTLE_DEADLINE: Duration = Duration::from_secs(20);
 
 /// How often a condition is asked again.
 const POLL: Duration = Duration::from_millis(25);
