@@ -1,5 +1,5 @@
 //! A cluster of real agents with named members: servers `s1`..`sN` forming
-//! one Raft cluster, client agents `c1`..`cM` (or named by the test) in
+//! one Raft cluster, and client agents the test adds by name (`c1`) in
 //! their LAN gossip pool. A test says `cluster.node("s2").pause()`, never
 //! "member 1".
 //!
@@ -29,7 +29,6 @@ type Change = Arc<dyn Fn(AgentBuilder) -> AgentBuilder + Send + Sync>;
 pub struct ClusterBuilder {
     trellis: Trellis,
     servers: Vec<Placement>,
-    clients: Vec<(String, Placement)>,
     each: Vec<Change>,
 }
 
@@ -39,7 +38,6 @@ impl Trellis {
         ClusterBuilder {
             trellis: self.clone(),
             servers: Vec::new(),
-            clients: Vec::new(),
             each: Vec::new(),
         }
     }
@@ -57,21 +55,6 @@ impl ClusterBuilder {
         self
     }
 
-    /// `n` client agents on loopback, named `c1` and up.
-    pub fn clients(mut self, n: usize) -> Self {
-        for _ in 0..n {
-            let name = format!("c{}", self.clients.len() + 1);
-            self.clients.push((name, Placement::loopback()));
-        }
-        self
-    }
-
-    /// Client agent `name` at `place`.
-    pub fn client_at(mut self, name: &str, place: Placement) -> Self {
-        self.clients.push((name.to_string(), place));
-        self
-    }
-
     /// Applies `change` to every member, including clients added later.
     pub fn each(
         mut self,
@@ -81,8 +64,8 @@ impl ClusterBuilder {
         self
     }
 
-    /// Starts every member and waits for each one's `listening` line, not
-    /// for a leader.
+    /// Starts every server and waits for each one's `listening` line, not
+    /// for a leader. Client agents join with [`Cluster::add_client`].
     pub fn launch(self) -> Cluster {
         let dir = tempfile::tempdir().expect("a temporary directory");
         let n = self.servers.len();
@@ -112,9 +95,6 @@ impl ClusterBuilder {
                 "server {name} reports its RPC address"
             );
             c.members.push(agent);
-        }
-        for (name, place) in self.clients {
-            c.add_client_at(&name, place, |b| b);
         }
         c
     }

@@ -42,11 +42,6 @@ impl Trellis {
         Self::new(std::env::var_os(var).map_or_else(|| PathBuf::from(bin), PathBuf::from))
     }
 
-    /// Its path.
-    pub fn path(&self) -> &Path {
-        &self.bin
-    }
-
     /// A command running the binary, for its CLI subcommands.
     pub fn command(&self) -> Command {
         Command::new(&self.bin)
