@@ -24,19 +24,19 @@
 
 #![allow(clippy::print_stdout, missing_docs)]
 
-use std::io::{BufRead, BufReader};
 use std::net::SocketAddr;
-use std::process::{Child, Command, Stdio};
+use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::{Arc, mpsc};
 use std::time::{Duration, Instant};
 
 use axum::Router;
 use axum::extract::{Path, State};
 use axum::http::StatusCode;
 use axum::routing::get;
-use hickory_proto::op::{Message, MessageType, OpCode, Query, ResponseCode};
-use hickory_proto::rr::{Name, RecordType};
+use hickory_proto::op::{Message, ResponseCode};
+use hickory_proto::rr::RecordType;
+use trellis_testkit::dns::query_message;
+use trellis_testkit::{Agent, Trellis};
 
 fn env_num(name: &str, default: u64) -> u64 {
     std::env::var(name)
@@ -71,100 +71,22 @@ async fn health(State(t): State<Arc<Target>>, Path(i): Path<usize>) -> (StatusCo
     }
 }
 
-struct Agent {
-    child: Child,
-    /// Bound DNS address.
-    dns: SocketAddr,
-    /// Bound HTTP address.
-    http: SocketAddr,
-    /// The data directory of a durable agent, removed on drop.
-    dir: Option<std::path::PathBuf>,
-}
-
-impl Drop for Agent {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-        if let Some(d) = &self.dir {
-            let _ = std::fs::remove_dir_all(d);
-        }
-    }
-}
-
+/// An agent for this bench: `--dev`, or with `DURABLE=1` a one-server
+/// cluster with its data in a temporary directory (removed with it).
 fn start_agent() -> Agent {
-    let bin = std::env::var("TRELLIS_BIN").unwrap_or_else(|_| env!("CARGO_BIN_EXE_trellis").into());
-    let mut data_dir = None;
-    let mode: Vec<String> = if env_num("DURABLE", 0) == 1 {
-        let dir = std::env::temp_dir().join(format!(
-            "check-latency-{}-{}",
-            std::process::id(),
-            rand_suffix()
-        ));
-        data_dir = Some(dir.clone());
-        vec![
-            "--server".into(),
-            "--bootstrap-expect".into(),
-            "1".into(),
-            "--data-dir".into(),
-            dir.display().to_string(),
-        ]
+    let bin = Trellis::from_env_or("TRELLIS_BIN", env!("CARGO_BIN_EXE_trellis"));
+    let b = if env_num("DURABLE", 0) == 1 {
+        bin.server().bootstrap_expect(1)
     } else {
-        vec!["--dev".into()]
+        bin.dev()
     };
-    let mut child = Command::new(bin)
-        .arg("agent")
-        .args(&mode)
-        .args(["--dns-port", "0", "--http-port", "0", "--server-port", "0"])
-        .args(["--serf-lan-port", "0", "--serf-wan-port", "0"])
-        .env("RUST_LOG", "info,openraft=warn,hickory_server=warn")
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("spawn trellis");
-    let stderr = child.stderr.take().expect("stderr");
-    let (tx, rx) = mpsc::channel();
-    std::thread::spawn(move || {
-        for line in BufReader::new(stderr).lines().map_while(Result::ok) {
-            if let Some(i) = line.find("listening dns=") {
-                let rest = &line[i..];
-                let field = |k: &str| -> Option<SocketAddr> {
-                    let s = rest.find(k)? + k.len();
-                    rest[s..]
-                        .split(|c: char| c.is_whitespace() || c == '"' || c == ',')
-                        .next()?
-                        .parse()
-                        .ok()
-                };
-                if let (Some(d), Some(h)) = (field("dns="), field("http=")) {
-                    let _ = tx.send((d, h));
-                }
-            }
-        }
-    });
-    let (dns, http) = rx
-        .recv_timeout(Duration::from_secs(30))
-        .expect("agent reported its listeners");
-    Agent {
-        child,
-        dns,
-        http,
-        dir: data_dir,
-    }
-}
-
-fn rand_suffix() -> u128 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| d.as_nanos())
+    b.log_filter(Some("info,openraft=warn,hickory_server=warn"))
+        .start()
 }
 
 fn query(id: u16, name: &str) -> Vec<u8> {
-    let mut m = Message::new(id, MessageType::Query, OpCode::Query);
-    m.add_query(Query::query(
-        Name::from_ascii(name).expect("name"),
-        RecordType::A,
-    ));
+    let mut m = query_message(name, RecordType::A, None);
+    m.metadata.id = id;
     m.to_vec().expect("encode")
 }
 
@@ -340,11 +262,18 @@ async fn run() {
     {
         let agent = start_agent();
         for i in 0..n {
-            register(&client, agent.http, i, target_addr, interval_ms).await;
+            register(&client, agent.addrs().http, i, target_addr, interval_ms).await;
         }
         let names: Vec<String> = (0..n).map(|i| format!("svc{i}.service.consul.")).collect();
         let epoch = target.epoch;
-        wait_all(agent.dns, &names, true, epoch, Duration::from_secs(30)).await;
+        wait_all(
+            agent.addrs().dns,
+            &names,
+            true,
+            epoch,
+            Duration::from_secs(30),
+        )
+        .await;
 
         for (phase, failing, want_present) in [("fail", true, false), ("recover", false, true)] {
             for s in target.first_fail.iter().chain(&target.first_ok) {
@@ -353,7 +282,7 @@ async fn run() {
             let flip_ms = epoch.elapsed().as_secs_f64() * 1000.0;
             target.failing.store(failing, Ordering::SeqCst);
             let seen = wait_all(
-                agent.dns,
+                agent.addrs().dns,
                 &names,
                 want_present,
                 epoch,
@@ -386,13 +315,13 @@ async fn run() {
     {
         target.failing.store(false, Ordering::SeqCst);
         let agent = start_agent();
-        let pid = agent.child.id();
+        let pid = agent.pid();
         let started = Instant::now();
         let sem = Arc::new(tokio::sync::Semaphore::new(16));
         let mut set = tokio::task::JoinSet::new();
         for i in 0..cpu_checks {
             let (client, sem) = (client.clone(), sem.clone());
-            let http = agent.http;
+            let http = agent.addrs().http;
             set.spawn(async move {
                 let _p = sem.acquire().await;
                 register(&client, http, i, target_addr, 1000).await;

@@ -27,28 +27,26 @@
 // The report on stdout is this program's output.
 #![allow(clippy::print_stdout)]
 
-#[path = "common/logs.rs"]
-mod logs;
 // Shared with cluster_vs_etcd, which uses the helpers this program does not.
 #[allow(dead_code)]
 #[path = "common/procs.rs"]
 mod procs;
 
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::ExitCode;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 use anyhow::{Context as _, anyhow, bail};
-use hickory_proto::op::{Message, MessageType, OpCode, Query, ResponseCode};
-use hickory_proto::rr::{Name, RData, RecordType};
+use hickory_proto::op::{Message, ResponseCode};
+use hickory_proto::rr::RecordType;
 use serde_json::{Value, json};
 use tokio::net::UdpSocket;
-use tokio::process::Command;
-
-use crate::procs::{Proc, count_lines, free_port, free_udp_port};
+use trellis_testkit::dns::{a_records, query_message};
+use trellis_testkit::net::{free_dns_port, free_tcp_port, free_udp_port};
+use trellis_testkit::{Agent, AgentBuilder, Trellis, try_wait_until_async};
 
 /// The binary under test.
 const TRELLIS: &str = env!("CARGO_BIN_EXE_trellis");
@@ -75,8 +73,6 @@ const DNS_TIMEOUT: Duration = Duration::from_millis(200);
 const SOAK_POLL_EVERY: Duration = Duration::from_millis(200);
 /// A condition that is not met in this time is a failure, not a slow trial.
 const DEADLINE: Duration = Duration::from_secs(30);
-/// What an agent prints once it serves.
-const LISTENING: &str = "listening dns=";
 /// The service every client runs; the name asked for.
 const SERVICE: &str = "db";
 const QUESTION: &str = "db.service.consul.";
@@ -188,22 +184,8 @@ async fn run(s: &Settings) -> anyhow::Result<()> {
 
 // ---- the agents ----
 
-/// One agent and how to start it again as the same machine.
-struct Agent {
-    /// `s1`..`s3`, `c1`..`c3`.
-    node: String,
-    ip: Ipv4Addr,
-    http: SocketAddr,
-    dns: SocketAddr,
-    /// Every flag after `agent`.
-    args: Vec<String>,
-    log: PathBuf,
-    proc: Option<Proc>,
-}
-
-/// The six agents.
+/// The six agents, killed when dropped.
 struct Agents {
-    bin: String,
     servers: Vec<Agent>,
     clients: Vec<Agent>,
 }
@@ -212,62 +194,45 @@ impl Agents {
     /// Picks every address, starts all six agents and waits until each
     /// prints its `listening` line.
     async fn start(bin: &str, dir: &Path) -> anyhow::Result<Self> {
+        let trellis = Trellis::new(bin);
         let serf: Vec<SocketAddr> = SERVER_IPS
             .iter()
             .map(|ip| Ok(SocketAddr::from((*ip, free_udp_port(*ip)?))))
             .collect::<anyhow::Result<_>>()?;
         let mut servers = Vec::new();
         for (i, ip) in SERVER_IPS.iter().enumerate() {
-            let mut extra = vec![
-                "--server".to_string(),
-                "--bootstrap-expect".into(),
-                "3".into(),
-                "--server-port".into(),
-                free_port(*ip)?.to_string(),
-                "--serf-lan-port".into(),
-                serf[i].port().to_string(),
-            ];
+            let mut b = trellis
+                .server()
+                .bootstrap_expect(SERVER_IPS.len())
+                .server_port(free_tcp_port(*ip)?)
+                .serf_lan_port(serf[i].port());
             for (j, s) in serf.iter().enumerate() {
                 if j != i {
-                    extra.extend(["--retry-join".into(), s.to_string()]);
+                    b = b.retry_join(*s);
                 }
             }
-            servers.push(Agent::new(&format!("s{}", i + 1), *ip, dir, extra)?);
+            servers.push(machine(b, &format!("s{}", i + 1), *ip, dir)?);
         }
         let mut clients = Vec::new();
         for (i, ip) in CLIENT_IPS.iter().enumerate() {
-            let mut extra = vec![
-                "--serf-lan-port".to_string(),
-                free_udp_port(*ip)?.to_string(),
-                "--server-port".into(),
-                "0".into(),
-            ];
+            let mut b = trellis.client().serf_lan_port(free_udp_port(*ip)?);
             // Every server, a different one first for each client.
             for k in 0..serf.len() {
-                extra.extend([
-                    "--retry-join".into(),
-                    serf[(i + k) % serf.len()].to_string(),
-                ]);
+                b = b.retry_join(serf[(i + k) % serf.len()]);
             }
-            clients.push(Agent::new(&format!("c{}", i + 1), *ip, dir, extra)?);
+            clients.push(machine(b, &format!("c{}", i + 1), *ip, dir)?);
         }
         let mut agents = Self {
-            bin: bin.to_string(),
-            servers,
-            clients,
+            servers: Vec::new(),
+            clients: Vec::new(),
         };
-        for a in agents.all_mut() {
-            let bin = bin.to_string();
-            a.spawn(&bin)?;
+        for b in servers {
+            agents.servers.push(b.start_async().await?);
         }
-        for a in agents.all_mut() {
-            a.wait_listening(0).await?;
+        for b in clients {
+            agents.clients.push(b.start_async().await?);
         }
         Ok(agents)
-    }
-
-    fn all_mut(&mut self) -> impl Iterator<Item = &mut Agent> {
-        self.servers.iter_mut().chain(self.clients.iter_mut())
     }
 
     fn all(&self) -> impl Iterator<Item = &Agent> {
@@ -275,31 +240,29 @@ impl Agents {
     }
 
     fn server_dns(&self) -> Vec<SocketAddr> {
-        self.servers.iter().map(|s| s.dns).collect()
+        self.servers.iter().map(|s| s.addrs().dns).collect()
     }
 
     fn client_ips(&self) -> Vec<IpAddr> {
-        self.clients.iter().map(|c| IpAddr::V4(c.ip)).collect()
+        self.clients.iter().map(Agent::ip).collect()
     }
 
     /// Waits for one leader known to every server, registers `db` on every
     /// client, and waits until every server's DNS answers all three.
     async fn form(&mut self, http: &reqwest::Client) -> anyhow::Result<()> {
         let started = Instant::now();
-        let end = started + DEADLINE;
-        loop {
+        try_wait_until_async("a leader known to all servers", DEADLINE, || async {
             let mut leaders = Vec::new();
             for s in &self.servers {
-                leaders.push(leader_of(http, s.http).await.unwrap_or_default());
+                leaders.push(leader_of(http, s.addrs().http).await.unwrap_or_default());
             }
             if !leaders[0].is_empty() && leaders.iter().all(|l| *l == leaders[0]) {
-                break;
+                Ok(())
+            } else {
+                Err(format!("leaders {leaders:?}"))
             }
-            if Instant::now() > end {
-                bail!("no leader known to all servers in {DEADLINE:?}: {leaders:?}");
-            }
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
+        })
+        .await?;
         for c in 0..self.clients.len() {
             self.register(http, c).await?;
         }
@@ -318,162 +281,63 @@ impl Agents {
     /// client knows no server yet (a fresh or restarted client).
     async fn register(&self, http: &reqwest::Client, c: usize) -> anyhow::Result<()> {
         let client = &self.clients[c];
-        let url = format!("http://{}/v1/agent/service/register", client.http);
+        let url = client.url("/v1/agent/service/register");
         let body = json!({"Name": SERVICE, "ID": SERVICE, "Port": 5432});
-        let end = Instant::now() + DEADLINE;
-        loop {
-            let last = match http.put(&url).json(&body).send().await {
-                Ok(r) if r.status().is_success() => return Ok(()),
-                Ok(r) => format!("{} {}", r.status(), r.text().await.unwrap_or_default()),
-                Err(e) => e.to_string(),
-            };
-            if Instant::now() > end {
-                bail!("registering {SERVICE} on {}: {last}", client.node);
+        let what = format!("registering {SERVICE} on {}", client.name());
+        try_wait_until_async(&what, DEADLINE, || async {
+            match http.put(&url).json(&body).send().await {
+                Ok(r) if r.status().is_success() => Ok(()),
+                Ok(r) => Err(format!(
+                    "{} {}",
+                    r.status(),
+                    r.text().await.unwrap_or_default()
+                )),
+                Err(e) => Err(e.to_string()),
             }
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
-    }
-
-    fn signal(&self, c: usize, sig: i32) -> anyhow::Result<()> {
-        let pid = self.clients[c]
-            .proc
-            .as_ref()
-            .and_then(Proc::pid)
-            .ok_or_else(|| anyhow!("{} is not running", self.clients[c].node))?;
-        // SAFETY: kill(2) on a child of ours that has not been reaped (the
-        // `Proc` still holds it), so the pid is still its own.
-        if unsafe { libc::kill(pid as i32, sig) } != 0 {
-            return Err(std::io::Error::last_os_error())
-                .with_context(|| format!("signal {sig} to {}", self.clients[c].node));
-        }
+        })
+        .await?;
         Ok(())
     }
 
-    /// Starts client `c` again after a kill, with the same flags and data.
-    async fn restart(&mut self, c: usize) -> anyhow::Result<()> {
-        let bin = self.bin.clone();
-        let a = &mut self.clients[c];
-        a.proc = None;
-        let before = count_lines(&a.log, LISTENING);
-        a.spawn(&bin)?;
-        a.wait_listening(before).await
-    }
-
-    /// Fails if any agent that should run has exited.
-    fn check_running(&mut self) -> anyhow::Result<()> {
-        for a in self.all_mut() {
-            if let Some(p) = a.proc.as_mut() {
-                p.check_running()?;
-            }
+    /// Fails if any agent has exited.
+    fn check_running(&self) -> anyhow::Result<()> {
+        for a in self.all() {
+            a.check_running()?;
         }
         Ok(())
     }
 
     fn pids(&self) -> Vec<u32> {
-        self.all()
-            .filter_map(|a| a.proc.as_ref().and_then(Proc::pid))
-            .collect()
+        self.all().map(Agent::pid).collect()
     }
 
     /// `e` with the end of every agent's log.
     fn with_logs(&self, e: anyhow::Error) -> anyhow::Error {
         let mut text = String::new();
         for a in self.all() {
+            let path = a.log_handle().path().map(Path::display);
             text.push_str(&format!(
                 "\n==== {} ({}) ====\n{}",
-                a.node,
-                a.log.display(),
-                logs::tail(&a.log)
+                a.name(),
+                path.map(|p| p.to_string()).unwrap_or_default(),
+                a.log_handle().tail(30)
             ));
         }
         e.context(format!("agents' logs:{text}"))
     }
 }
 
-impl Agent {
-    fn new(node: &str, ip: Ipv4Addr, dir: &Path, extra: Vec<String>) -> anyhow::Result<Self> {
-        let data = dir.join(node);
-        std::fs::create_dir_all(&data).with_context(|| format!("creating {}", data.display()))?;
-        let http = SocketAddr::from((ip, free_port(ip)?));
+/// `b` as machine `node` on `ip`: its data dir and log in `dir`, its HTTP
+/// and DNS ports fixed (a restarted agent is the same machine at the same
+/// address).
+fn machine(b: AgentBuilder, node: &str, ip: Ipv4Addr, dir: &Path) -> anyhow::Result<AgentBuilder> {
+    Ok(b.node(node)
+        .data_dir(dir.join(node))
+        .ip(ip.into())
+        .http_port(free_tcp_port(ip)?)
         // DNS serves UDP and TCP on one port: take one free for both.
-        let dns = SocketAddr::from((ip, free_dns_port(ip)?));
-        let mut args: Vec<String> = [
-            "--node",
-            node,
-            "--data-dir",
-            &data.display().to_string(),
-            "--bind",
-            &ip.to_string(),
-            "--client",
-            &ip.to_string(),
-            "--http-port",
-            &http.port().to_string(),
-            "--dns-port",
-            &dns.port().to_string(),
-            "--serf-wan-port",
-            "0",
-        ]
-        .iter()
-        .map(|s| s.to_string())
-        .collect();
-        args.extend(extra);
-        Ok(Self {
-            node: node.to_string(),
-            ip,
-            http,
-            dns,
-            args,
-            log: dir.join(format!("{node}.log")),
-            proc: None,
-        })
-    }
-
-    fn spawn(&mut self, bin: &str) -> anyhow::Result<()> {
-        let mut cmd = Command::new(bin);
-        cmd.arg("agent")
-            .args(&self.args)
-            .env("NO_COLOR", "1")
-            .env("RUST_LOG", "info,openraft=warn");
-        self.proc = Some(Proc::spawn(
-            &format!("trellis {}", self.node),
-            &mut cmd,
-            &self.log,
-        )?);
-        Ok(())
-    }
-
-    /// Waits until the log holds more than `before` `listening` lines.
-    async fn wait_listening(&mut self, before: usize) -> anyhow::Result<()> {
-        let end = Instant::now() + DEADLINE;
-        while count_lines(&self.log, LISTENING) <= before {
-            let proc = self
-                .proc
-                .as_mut()
-                .ok_or_else(|| anyhow!("{} is not running", self.node))?;
-            proc.check_running()?;
-            if Instant::now() > end {
-                bail!(
-                    "{} did not report `listening` in {DEADLINE:?}; log:\n{}",
-                    self.node,
-                    proc.log_tail()
-                );
-            }
-            tokio::time::sleep(Duration::from_millis(10)).await;
-        }
-        Ok(())
-    }
-}
-
-/// A port free on `ip` for both UDP and TCP a moment ago.
-fn free_dns_port(ip: Ipv4Addr) -> anyhow::Result<u16> {
-    for _ in 0..32 {
-        let udp = std::net::UdpSocket::bind((ip, 0)).context("binding a probe socket")?;
-        let port = udp.local_addr()?.port();
-        if std::net::TcpListener::bind((ip, port)).is_ok() {
-            return Ok(port);
-        }
-    }
-    bail!("no port free on {ip} for both UDP and TCP")
+        .dns_port(free_dns_port(ip)?)
+        .log_file(dir.join(format!("{node}.log"))))
 }
 
 /// `GET /v1/status/leader`: the leader's address, `""` when none.
@@ -531,7 +395,7 @@ impl Prober {
                 continue;
             }
             return match m.metadata.response_code {
-                ResponseCode::NoError | ResponseCode::NXDomain => Some(addresses(&m).contains(&ip)),
+                ResponseCode::NoError | ResponseCode::NXDomain => Some(a_records(&m).contains(&ip)),
                 _ => None,
             };
         }
@@ -572,24 +436,11 @@ impl Prober {
     }
 }
 
-/// The question for `db.service.consul A`.
+/// The question for `db.service.consul A`, with ID `id`.
 fn question(id: u16) -> anyhow::Result<Vec<u8>> {
-    let mut m = Message::new(id, MessageType::Query, OpCode::Query);
-    m.metadata.recursion_desired = true;
-    m.add_query(Query::query(Name::from_ascii(QUESTION)?, RecordType::A));
+    let mut m = query_message(QUESTION, RecordType::A, None);
+    m.metadata.id = id;
     Ok(m.to_vec()?)
-}
-
-/// The A and AAAA addresses of an answer.
-fn addresses(m: &Message) -> Vec<IpAddr> {
-    m.answers
-        .iter()
-        .filter_map(|r| match &r.data {
-            RData::A(a) => Some(IpAddr::V4(a.0)),
-            RData::AAAA(a) => Some(IpAddr::V6(a.0)),
-            _ => None,
-        })
-        .collect()
 }
 
 // ---- kill and stop trials ----
@@ -648,18 +499,18 @@ async fn trials(agents: &mut Agents, http: &reqwest::Client, s: &Settings) -> an
         }
         let failed_at = Instant::now();
         if stop {
-            agents.signal(c, libc::SIGSTOP)?;
-        } else if let Some(mut p) = agents.clients[c].proc.take() {
-            p.kill();
+            agents.clients[c].pause();
+        } else {
+            agents.clients[c].kill();
         }
         let absent = prober.wait(ip, false, failed_at).await?;
         let back = if stop {
             let resumed = Instant::now();
-            agents.signal(c, libc::SIGCONT)?;
+            agents.clients[c].resume();
             prober.wait(ip, true, resumed).await?
         } else {
             let restarted = Instant::now();
-            agents.restart(c).await?;
+            agents.clients[c].restart_async().await?;
             // Whether or not the restarted agent kept its registration, it
             // runs `db`: register again (idempotent) as its operator would.
             agents.register(http, c).await?;
@@ -667,7 +518,7 @@ async fn trials(agents: &mut Agents, http: &reqwest::Client, s: &Settings) -> an
         };
         agents.check_running()?;
         let trial = Trial {
-            client: agents.clients[c].node.clone(),
+            client: agents.clients[c].name().to_string(),
             absent,
             back,
         };
@@ -822,7 +673,7 @@ async fn soak_polls(
     let urls: Vec<String> = agents
         .servers
         .iter()
-        .map(|s| format!("http://{}/v1/agent/members", s.http))
+        .map(|s| s.url("/v1/agent/members"))
         .collect();
     let expected = agents.servers.len() + agents.clients.len();
     let mut count = SoakCount::default();

@@ -7,11 +7,14 @@ use std::net::{Ipv4Addr, SocketAddr};
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
+use std::process::Command;
+
 use anyhow::{Context as _, anyhow, bail};
-use tokio::process::Command;
+use trellis_testkit::net::free_tcp_port;
+use trellis_testkit::{Log, Process};
 
 use crate::cluster::{Api, Cluster, send};
-use crate::procs::{Proc, free_port, on_path};
+use crate::procs::on_path;
 
 /// The members' addresses: 127.0.3.1 to .3, clear of the tests' 127.0.0.x.
 const IPS: [Ipv4Addr; 3] = [
@@ -37,7 +40,7 @@ struct Member {
     /// from its first status answer; stable across restarts.
     id: Option<String>,
     /// The process, while it runs.
-    proc: Option<Proc>,
+    proc: Option<Process>,
 }
 
 /// The running cluster.
@@ -57,7 +60,7 @@ pub(crate) fn version() -> anyhow::Result<String> {
              benchmark does not use), or run benches/cluster_vs_etcd/run.sh, which installs it"
         );
     }
-    let out = std::process::Command::new("etcd")
+    let out = Command::new("etcd")
         .arg("--version")
         .output()
         .context("running etcd --version")?;
@@ -77,8 +80,8 @@ impl Etcd {
         let mut members = Vec::new();
         for (i, ip) in IPS.iter().enumerate() {
             let name = format!("e{}", i + 1);
-            let peer = SocketAddr::from((*ip, free_port(*ip)?));
-            let client = SocketAddr::from((*ip, free_port(*ip)?));
+            let peer = SocketAddr::from((*ip, free_tcp_port(*ip)?));
+            let client = SocketAddr::from((*ip, free_tcp_port(*ip)?));
             peers.push(format!("{name}=http://{peer}"));
             let data_dir = dir.join(&name);
             members.push((
@@ -135,7 +138,7 @@ impl Etcd {
             // Ignored once the data dir exists, as on a restart.
             .arg("--initial-cluster-state=new")
             .arg("--initial-cluster-token=trellis-bench");
-        let proc = Proc::spawn(&format!("etcd {}", m.name), &mut cmd, &m.log)?;
+        let proc = Process::spawn(&format!("etcd {}", m.name), &mut cmd, &Log::file(&m.log))?;
         self.members[i].proc = Some(proc);
         Ok(())
     }
@@ -155,7 +158,7 @@ impl Etcd {
                 return Ok(());
             }
             if Instant::now() > deadline {
-                let log = self.members[i].proc.as_ref().map(Proc::log_tail);
+                let log = self.members[i].proc.as_ref().map(|p| p.log().tail(30));
                 bail!(
                     "etcd {} does not answer on {} after {} s; log:\n{}",
                     self.members[i].name,
@@ -245,7 +248,7 @@ impl Cluster for Etcd {
     fn pids(&self) -> Vec<u32> {
         self.members
             .iter()
-            .filter_map(|m| m.proc.as_ref().and_then(Proc::pid))
+            .filter_map(|m| m.proc.as_ref().map(Process::pid))
             .collect()
     }
 

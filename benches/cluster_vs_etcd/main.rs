@@ -23,7 +23,7 @@
 //! 4. prints both tables with the trellis/etcd ratios.
 //!
 //! Every process it starts is SIGKILLed and the temp dir removed on every
-//! exit path, Ctrl-C included (`procs::Proc`, `tempfile::TempDir`).
+//! exit path, Ctrl-C included (the test kit's `Process`, `tempfile::TempDir`).
 //!
 //! Run without `--bench` (as `cargo test --benches` does) it only checks its
 //! own helpers, in milliseconds.
@@ -35,8 +35,6 @@ mod cluster;
 mod etcd;
 mod failover;
 mod load;
-#[path = "../common/logs.rs"]
-mod logs;
 #[path = "../common/procs.rs"]
 mod procs;
 mod trellis;
@@ -46,6 +44,7 @@ use std::process::ExitCode;
 use std::time::Duration;
 
 use anyhow::{Context as _, bail};
+use trellis_testkit::Log;
 
 use crate::cluster::Cluster;
 use crate::etcd::Etcd;
@@ -522,7 +521,7 @@ fn with_logs(e: anyhow::Error, logs: &[&Path]) -> anyhow::Error {
         text.push_str(&format!(
             "\n--- {} (last lines) ---\n{}",
             log.display(),
-            logs::tail(log)
+            Log::file(*log).tail(30)
         ));
     }
     anyhow::anyhow!("{e:#}{text}")

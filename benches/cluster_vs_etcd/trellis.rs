@@ -4,13 +4,12 @@
 
 use std::net::{Ipv4Addr, SocketAddr};
 use std::path::{Path, PathBuf};
-use std::time::{Duration, Instant};
 
 use anyhow::{Context as _, anyhow, bail};
-use tokio::process::Command;
+use trellis_testkit::net::{free_tcp_port, free_udp_port};
+use trellis_testkit::{Agent, AgentBuilder};
 
 use crate::cluster::{Api, Cluster, send};
-use crate::procs::{Proc, count_lines, free_port, free_udp_port};
 
 /// The trellis binary cargo built for this benchmark (release profile).
 pub(crate) const TRELLIS: &str = env!("CARGO_BIN_EXE_trellis");
@@ -23,12 +22,6 @@ const IPS: [Ipv4Addr; 3] = [
     Ipv4Addr::new(127, 0, 3, 13),
 ];
 
-/// How long a server may take to print its `listening` line.
-const START_WITHIN: Duration = Duration::from_secs(20);
-
-/// What the agent prints once its listeners serve.
-const LISTENING: &str = "listening dns=";
-
 /// One server and how to start it again with the same identity.
 struct Member {
     /// `--node`: `s1`, `s2`, `s3`.
@@ -37,14 +30,14 @@ struct Member {
     http: SocketAddr,
     /// Server RPC address, fixed likewise (the Raft peers know it).
     server: SocketAddr,
-    /// LAN gossip address (UDP), fixed likewise: the others join through it.
-    serf_lan: SocketAddr,
-    /// `--data-dir`, kept across restarts.
-    data_dir: PathBuf,
+    /// How it is launched; every address above is fixed in it.
+    spec: AgentBuilder,
     /// Its log, appended across restarts.
     log: PathBuf,
-    /// The process, while it runs.
-    proc: Option<Proc>,
+    /// The agent, once started.
+    agent: Option<Agent>,
+    /// Killed by the benchmark and not restarted since: not expected to run.
+    killed: bool,
 }
 
 /// The running servers.
@@ -56,110 +49,66 @@ pub(crate) struct Trellis {
     dev: bool,
 }
 
-/// The address a server gives in `--retry-join` to reach `server`: its LAN
-/// gossip address, through which the servers also find each other for Raft.
-fn join_addr(server: &Member) -> String {
-    server.serf_lan.to_string()
-}
-
 impl Trellis {
     /// Starts three servers (or one dev agent) with data under `dir` and
     /// waits for each one's `listening` line (not for a leader: see
     /// `wait_healthy`).
     pub(crate) async fn start(dir: &Path, dev: bool) -> anyhow::Result<Self> {
+        let trellis = trellis_testkit::Trellis::new(TRELLIS);
         let n = if dev { 1 } else { IPS.len() };
+        // Every address first: each server joins through the others'.
+        let mut places = Vec::new();
+        for ip in IPS.iter().take(n) {
+            places.push((
+                *ip,
+                free_tcp_port(*ip)?,
+                free_tcp_port(*ip)?,
+                SocketAddr::from((*ip, free_udp_port(*ip)?)),
+            ));
+        }
         let mut members = Vec::new();
-        for (i, ip) in IPS.iter().take(n).enumerate() {
+        for (i, &(ip, http, server, serf_lan)) in places.iter().enumerate() {
             let node = format!("s{}", i + 1);
+            let mut spec = if dev {
+                trellis.dev()
+            } else {
+                let mut b = trellis
+                    .server()
+                    .bootstrap_expect(n)
+                    .data_dir(dir.join(&node));
+                for (j, other) in places.iter().enumerate() {
+                    if j != i {
+                        b = b.retry_join(other.3);
+                    }
+                }
+                b
+            };
+            let log = dir.join(format!("{node}.log"));
+            spec = spec
+                .node(&node)
+                .ip(ip.into())
+                .http_port(http)
+                .server_port(server)
+                .serf_lan_port(serf_lan.port())
+                .log_file(&log)
+                .log_filter(None);
             members.push(Member {
-                http: SocketAddr::from((*ip, free_port(*ip)?)),
-                server: SocketAddr::from((*ip, free_port(*ip)?)),
-                serf_lan: SocketAddr::from((*ip, free_udp_port(*ip)?)),
-                data_dir: dir.join(&node),
-                log: dir.join(format!("{node}.log")),
+                http: SocketAddr::from((ip, http)),
+                server: SocketAddr::from((ip, server)),
                 node,
-                proc: None,
+                spec,
+                log,
+                agent: None,
+                killed: false,
             });
         }
         let mut t = Self { members, dev };
-        for i in 0..n {
-            t.spawn(i)?;
-        }
-        for i in 0..n {
-            t.wait_listening(i, 0).await?;
+        for m in &mut t.members {
+            let agent = m.spec.clone().start_async().await?;
+            check_http(m, &agent)?;
+            m.agent = Some(agent);
         }
         Ok(t)
-    }
-
-    fn spawn(&mut self, i: usize) -> anyhow::Result<()> {
-        let m = &self.members[i];
-        let ip = m.http.ip().to_string();
-        let mut cmd = Command::new(TRELLIS);
-        cmd.arg("agent");
-        if self.dev {
-            cmd.arg("--dev");
-        } else {
-            std::fs::create_dir_all(&m.data_dir)
-                .with_context(|| format!("creating {}", m.data_dir.display()))?;
-            cmd.args(["--server", "--bootstrap-expect"])
-                .arg(self.members.len().to_string())
-                .arg("--data-dir")
-                .arg(&m.data_dir);
-            for (j, other) in self.members.iter().enumerate() {
-                if j != i {
-                    cmd.arg("--retry-join").arg(join_addr(other));
-                }
-            }
-        }
-        cmd.args(["--node", &m.node, "--bind", &ip, "--client", &ip])
-            .arg("--http-port")
-            .arg(m.http.port().to_string())
-            .arg("--server-port")
-            .arg(m.server.port().to_string())
-            .arg("--serf-lan-port")
-            .arg(m.serf_lan.port().to_string())
-            .args(["--dns-port", "0", "--serf-wan-port", "0"])
-            .env("NO_COLOR", "1");
-        let proc = Proc::spawn(&format!("trellis {}", m.node), &mut cmd, &m.log)?;
-        self.members[i].proc = Some(proc);
-        Ok(())
-    }
-
-    /// Waits until member `i`'s log holds more than `before` `listening`
-    /// lines, and checks the line names the HTTP address it was given.
-    async fn wait_listening(&mut self, i: usize, before: usize) -> anyhow::Result<()> {
-        let deadline = Instant::now() + START_WITHIN;
-        let m = &mut self.members[i];
-        let proc = m
-            .proc
-            .as_mut()
-            .ok_or_else(|| anyhow!("{} is not running", m.node))?;
-        while count_lines(&m.log, LISTENING) <= before {
-            proc.check_running()?;
-            if Instant::now() > deadline {
-                bail!(
-                    "trellis {} did not report `listening` within {} s; log:\n{}",
-                    m.node,
-                    START_WITHIN.as_secs(),
-                    proc.log_tail()
-                );
-            }
-            tokio::time::sleep(Duration::from_millis(10)).await;
-        }
-        let text = std::fs::read_to_string(proc.log_path()).unwrap_or_default();
-        let want = format!("http={}", m.http);
-        if !text
-            .lines()
-            .rfind(|l| l.contains(LISTENING))
-            .is_some_and(|l| l.contains(&want))
-        {
-            bail!(
-                "trellis {} listens elsewhere than {want}; log:\n{}",
-                m.node,
-                proc.log_tail()
-            );
-        }
-        Ok(())
     }
 
     /// `GET /v1/status/leader` on member `i`: the leader's RPC address, or
@@ -297,29 +246,51 @@ impl Cluster for Trellis {
     fn pids(&self) -> Vec<u32> {
         self.members
             .iter()
-            .filter_map(|m| m.proc.as_ref().and_then(Proc::pid))
+            .filter(|m| !m.killed)
+            .filter_map(|m| m.agent.as_ref().map(Agent::pid))
             .collect()
     }
 
     fn kill(&mut self, member: usize) {
-        if let Some(mut p) = self.members[member].proc.take() {
-            p.kill();
+        let m = &mut self.members[member];
+        if let Some(a) = &m.agent {
+            a.kill();
+            m.killed = true;
         }
     }
 
     async fn restart(&mut self, member: usize) -> anyhow::Result<()> {
-        self.kill(member);
-        let before = count_lines(&self.members[member].log, LISTENING);
-        self.spawn(member)?;
-        self.wait_listening(member, before).await
+        let m = &self.members[member];
+        let agent = m
+            .agent
+            .as_ref()
+            .ok_or_else(|| anyhow!("{} never started", m.node))?;
+        agent.restart_async().await?;
+        check_http(m, agent)?;
+        self.members[member].killed = false;
+        Ok(())
     }
 
     fn check_running(&mut self) -> anyhow::Result<()> {
-        for m in &mut self.members {
-            if let Some(p) = m.proc.as_mut() {
-                p.check_running()?;
+        for m in self.members.iter().filter(|m| !m.killed) {
+            if let Some(a) = &m.agent {
+                a.check_running()?;
             }
         }
         Ok(())
     }
+}
+
+/// Fails unless `agent` listens on the HTTP address `m` gave it.
+fn check_http(m: &Member, agent: &Agent) -> anyhow::Result<()> {
+    let http = agent.addrs().http;
+    if http != m.http {
+        bail!(
+            "trellis {} listens on {http}, not on {}; log:\n{}",
+            m.node,
+            m.http,
+            agent.log_handle().tail(30)
+        );
+    }
+    Ok(())
 }

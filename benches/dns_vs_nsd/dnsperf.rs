@@ -87,7 +87,7 @@ pub(crate) async fn run(
     queries: &Path,
     seconds: u64,
 ) -> anyhow::Result<(Stats, String)> {
-    let mut cmd = pinned(cpu, "dnsperf");
+    let mut cmd = tokio::process::Command::from(pinned(cpu, "dnsperf"));
     cmd.args([
         "-s",
         &server.ip().to_string(),

@@ -16,7 +16,7 @@
 //!    codes or different data.
 //!
 //! Every process it starts is stopped and every file removed on the way out,
-//! including on errors and Ctrl-C (`procs::Proc`, `tempfile::TempDir`).
+//! including on errors and Ctrl-C (the test kit's `Process`, `tempfile::TempDir`).
 //!
 //! Run without `--bench` (as `cargo test --benches` does) it only checks its
 //! own parsers and generators, in milliseconds.
@@ -26,8 +26,6 @@
 
 mod dig;
 mod dnsperf;
-#[path = "../common/logs.rs"]
-mod logs;
 mod nsd;
 mod procs;
 mod workload;
@@ -39,6 +37,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context as _, bail};
 use futures::{StreamExt as _, TryStreamExt as _};
+use trellis_testkit::{Log, OnDrop, Process};
 
 use crate::dnsperf::Stats;
 use crate::nsd::Nsd;
@@ -185,7 +184,7 @@ async fn run() -> anyhow::Result<()> {
     let nsd_dir = dir.path().join("nsd");
     std::fs::create_dir(&nsd_dir)?;
     let zone = workload::zone(&catalog, NSD_IP);
-    let nsd = Nsd::start(settings.server_cpu, &nsd_dir, NSD_IP, &zone).await?;
+    let mut nsd = Nsd::start(settings.server_cpu, &nsd_dir, NSD_IP, &zone).await?;
     println!(
         "nsd: serving the same {} records from a static zone",
         catalog.len() * 2 + workload::NODES
@@ -203,11 +202,11 @@ async fn run() -> anyhow::Result<()> {
     let mut memories = None;
     if let Some((t, loaded)) = &mut trellis {
         let perf = profile(t)?;
-        let pid = t.proc.pid().context("trellis has exited")?;
+        let pid = t.pid();
         let row = measure("trellis", pid, t.dns, &settings, &queries).await?;
-        if let Some(p) = perf {
+        if let Some(mut p) = perf {
             // perf writes out its samples on SIGTERM, which takes a while.
-            p.stop_within(Duration::from_secs(120));
+            p.stop(Duration::from_secs(120));
         }
         t.alive()?;
         let logged = t.log_bytes();
@@ -221,16 +220,16 @@ async fn run() -> anyhow::Result<()> {
         memories = idle.map(|idle| (idle, *loaded, memory(t)));
         rows.push(row);
     }
-    let pid = nsd.proc.pid().context("nsd has exited")?;
+    let pid = nsd.proc.pid();
     rows.push(measure("nsd", pid, nsd.addr, &settings, &queries).await?);
     print_table(&rows);
     if let Some((idle, loaded, after)) = memories {
         print_memory(idle, loaded, after?);
     }
 
-    nsd.proc.stop();
+    nsd.proc.stop(Duration::from_secs(3));
     if let Some((t, _)) = trellis {
-        t.proc.stop();
+        t.stop();
     }
 
     let wrong: Vec<String> = rows
@@ -326,12 +325,12 @@ fn print_header(s: &Settings) {
 /// loads it (`perf report -i FILE` afterwards). CPU-clock sampling, which
 /// works in VMs without hardware counters; DWARF unwinding because release
 /// builds keep no frame pointers.
-fn profile(t: &Trellis) -> anyhow::Result<Option<procs::Proc>> {
+fn profile(t: &Trellis) -> anyhow::Result<Option<Process>> {
     let Some(out) = std::env::var_os("BENCH_PERF") else {
         return Ok(None);
     };
-    let pid = t.proc.pid().context("trellis has exited")?;
-    let mut cmd = tokio::process::Command::new("perf");
+    let pid = t.pid();
+    let mut cmd = std::process::Command::new("perf");
     cmd.args([
         "record",
         "-e",
@@ -344,28 +343,26 @@ fn profile(t: &Trellis) -> anyhow::Result<Option<procs::Proc>> {
     ])
     .arg("-o")
     .arg(&out)
-    .args(["-p", &pid.to_string()])
-    .stdin(std::process::Stdio::null())
-    .stdout(std::process::Stdio::null());
-    let p = procs::Proc::spawn("perf", &mut cmd)?;
+    .args(["-p", &pid.to_string()]);
+    let p = Process::spawn("perf", &mut cmd, &Log::captured())?
+        .on_drop(OnDrop::Terminate(Duration::from_secs(3)));
     println!("perf: recording trellis into {}", Path::new(&out).display());
     Ok(Some(p))
 }
 
 /// The memory of a fresh, unloaded dev agent once it has settled.
 async fn idle_memory(dir: &Path) -> anyhow::Result<Memory> {
-    let mut t = Trellis::start(None, TRELLIS_IP, dir.join("trellis-idle.log")).await?;
+    let t = Trellis::start(None, TRELLIS_IP, dir.join("trellis-idle.log")).await?;
     // Let start-up allocations (the first election, self-registration) finish.
     tokio::time::sleep(Duration::from_secs(1)).await;
     t.alive()?;
     let m = memory(&t)?;
-    t.proc.stop();
+    t.stop();
     Ok(m)
 }
 
 fn memory(t: &Trellis) -> anyhow::Result<Memory> {
-    let pid = t.proc.pid().context("trellis has exited")?;
-    Memory::of(pid)
+    Memory::of(t.pid())
 }
 
 /// Registers `catalog` through the HTTP API and waits until the catalog

@@ -4,19 +4,20 @@
 
 use std::net::{Ipv4Addr, SocketAddr, TcpListener, UdpSocket};
 use std::path::Path;
-use std::process::Stdio;
 use std::time::{Duration, Instant};
 
 use anyhow::{Context as _, bail};
 
 use crate::dig;
-use crate::procs::{Proc, pinned};
+use trellis_testkit::{Log, OnDrop, Process};
+
+use crate::procs::pinned;
 
 /// A running NSD.
 pub(crate) struct Nsd {
     /// The process (NSD forks its server and xfrd children, and stops them
     /// when it gets SIGTERM).
-    pub(crate) proc: Proc,
+    pub(crate) proc: Process,
     /// Where it answers, UDP and TCP.
     pub(crate) addr: SocketAddr,
 }
@@ -74,13 +75,10 @@ impl Nsd {
         std::fs::write(&conf, config(dir, addr)).context("writing nsd.conf")?;
 
         let mut cmd = pinned(cpu, "nsd");
-        cmd.arg("-d")
-            .arg("-c")
-            .arg(&conf)
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::null());
-        let mut proc = Proc::spawn("nsd", &mut cmd)?;
+        cmd.arg("-d").arg("-c").arg(&conf);
+        // SIGTERM on drop: NSD stops the server processes it forked.
+        let mut proc = Process::spawn("nsd", &mut cmd, &Log::captured())?
+            .on_drop(OnDrop::Terminate(Duration::from_secs(3)));
 
         let deadline = Instant::now() + Duration::from_secs(15);
         loop {

@@ -1,98 +1,13 @@
-//! Child processes the benchmark starts: a guard that stops them on every
-//! exit path, CPU pinning, memory readings, and starting a trellis agent.
+//! Child processes the benchmark starts (through the test kit, which stops
+//! them on every exit path): CPU pinning, memory and CPU readings, and the
+//! trellis agent under test.
 
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::path::{Path, PathBuf};
-use std::process::Stdio;
-use std::time::{Duration, Instant};
+use std::process::Command;
 
-use anyhow::{Context as _, anyhow, bail};
-use tokio::process::{Child, Command};
-
-use crate::logs::tail;
-
-/// A running child that is stopped when the guard is dropped, whether the
-/// benchmark finished, failed or was interrupted: SIGTERM, a grace period,
-/// then SIGKILL, and always reaped.
-pub(crate) struct Proc {
-    /// Shown in messages.
-    name: String,
-    /// The process; `taskset` execs the program, so this is its PID too.
-    child: Child,
-}
-
-impl Proc {
-    /// Spawns `cmd`, naming it `name` in messages.
-    pub(crate) fn spawn(name: &str, cmd: &mut Command) -> anyhow::Result<Self> {
-        let child = cmd.spawn().with_context(|| format!("starting {name}"))?;
-        Ok(Self {
-            name: name.to_string(),
-            child,
-        })
-    }
-
-    /// The process ID, while it runs.
-    pub(crate) fn pid(&self) -> Option<u32> {
-        self.child.id()
-    }
-
-    /// Fails if the process has already exited.
-    pub(crate) fn check_running(&mut self) -> anyhow::Result<()> {
-        match self.child.try_wait()? {
-            Some(status) => bail!("{} exited early: {status}", self.name),
-            None => Ok(()),
-        }
-    }
-
-    /// Stops the process now (what `Drop` does, but at a chosen point).
-    pub(crate) fn stop(self) {
-        self.stop_within(Duration::from_secs(3));
-    }
-
-    /// Stops the process, giving it `grace` to exit after SIGTERM.
-    pub(crate) fn stop_within(mut self, grace: Duration) {
-        self.terminate(grace);
-    }
-
-    fn terminate(&mut self, grace: Duration) {
-        if matches!(self.child.try_wait(), Ok(Some(_))) {
-            return;
-        }
-        if let Some(pid) = self.child.id().and_then(|p| i32::try_from(p).ok()) {
-            // SAFETY: kill(2) has no memory effects; the PID is our own
-            // unreaped child, so it cannot have been recycled.
-            unsafe {
-                libc::kill(pid, libc::SIGTERM);
-            }
-        }
-        if self.reaped_within(grace) {
-            return;
-        }
-        eprintln!("{} ignored SIGTERM; killing it", self.name);
-        let _ = self.child.start_kill();
-        let _ = self.reaped_within(Duration::from_secs(3));
-    }
-
-    /// Polls for exit until `limit`: `Drop` cannot await.
-    fn reaped_within(&mut self, limit: Duration) -> bool {
-        let deadline = Instant::now() + limit;
-        loop {
-            match self.child.try_wait() {
-                Ok(Some(_)) => return true,
-                Ok(None) if Instant::now() < deadline => {
-                    std::thread::sleep(Duration::from_millis(10))
-                }
-                _ => return false,
-            }
-        }
-    }
-}
-
-impl Drop for Proc {
-    fn drop(&mut self) {
-        self.terminate(Duration::from_secs(3));
-    }
-}
+use anyhow::{Context as _, anyhow};
+use trellis_testkit::Agent;
 
 /// A command that runs `program` on one CPU, via `taskset`, when the machine
 /// has that CPU; otherwise unpinned (the figures then mean less).
@@ -186,13 +101,13 @@ pub(crate) const TRELLIS: &str = env!("CARGO_BIN_EXE_trellis");
 
 /// A running `trellis agent --dev` and the addresses it reported.
 pub(crate) struct Trellis {
-    /// The process.
-    pub(crate) proc: Proc,
+    /// The agent.
+    agent: Agent,
     /// DNS, UDP and TCP.
     pub(crate) dns: SocketAddr,
     /// HTTP API.
     pub(crate) http: SocketAddr,
-    /// Where its stderr goes. A file rather than a pipe, so that however
+    /// Where its output goes. A file rather than a pipe, so that however
     /// much the agent logs, the benchmark spends no CPU reading it and the
     /// agent never waits on a full pipe: like logging to a file in
     /// production.
@@ -209,53 +124,35 @@ impl Trellis {
         client: &str,
         log: PathBuf,
     ) -> anyhow::Result<Self> {
-        let file =
-            std::fs::File::create(&log).with_context(|| format!("creating {}", log.display()))?;
-        let mut cmd = pinned(cpu, TRELLIS);
-        cmd.args(["agent", "--dev", "--client", client, "--bind", client])
-            .args(["--dns-port", "0", "--http-port", "0", "--server-port", "0"])
-            .env("NO_COLOR", "1")
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(file);
-        let mut proc = Proc::spawn("trellis", &mut cmd)?;
-
-        let deadline = Instant::now() + Duration::from_secs(20);
-        let line = loop {
-            let text = std::fs::read_to_string(&log).unwrap_or_default();
-            if let Some(line) = text
-                .lines()
-                .map(strip_ansi)
-                .find(|l| l.contains("listening dns="))
-            {
-                break line;
-            }
-            if let Some(status) = proc.child.try_wait()? {
-                bail!(
-                    "trellis exited ({status}) before listening:\n{}",
-                    tail(&log)
-                );
-            }
-            if Instant::now() > deadline {
-                bail!(
-                    "trellis did not report `listening` within 20 s:\n{}",
-                    tail(&log)
-                );
-            }
-            tokio::time::sleep(Duration::from_millis(10)).await;
-        };
-        let (dns, http) = parse_listening(&line)?;
+        let ip: IpAddr = client
+            .parse()
+            .with_context(|| format!("address {client:?}"))?;
+        let mut b = trellis_testkit::Trellis::new(TRELLIS)
+            .dev()
+            .ip(ip)
+            .log_file(&log)
+            .log_filter(None);
+        if let Some(cpu) = cpu {
+            b = b.run_via(&["taskset", "-c", &cpu.to_string()]);
+        }
+        let agent = b.start_async().await?;
+        let at = agent.addrs();
         Ok(Self {
-            proc,
-            dns,
-            http,
+            agent,
+            dns: at.dns,
+            http: at.http,
             log,
         })
     }
 
+    /// Its process ID (`taskset` execs the agent, so this is the agent's).
+    pub(crate) fn pid(&self) -> u32 {
+        self.agent.pid()
+    }
+
     /// The last lines of the agent's log.
     pub(crate) fn log_tail(&self) -> String {
-        tail(&self.log)
+        self.agent.log_handle().tail(30)
     }
 
     /// How many bytes the agent has logged so far.
@@ -264,60 +161,20 @@ impl Trellis {
     }
 
     /// Fails, with the end of its log, if the agent has exited.
-    pub(crate) fn alive(&mut self) -> anyhow::Result<()> {
-        self.proc
+    pub(crate) fn alive(&self) -> anyhow::Result<()> {
+        self.agent
             .check_running()
             .map_err(|e| anyhow!("{e:#}\ntrellis log (last lines):\n{}", self.log_tail()))
     }
-}
 
-/// Reads `dns=` and `http=` from the agent's `listening dns=IP:PORT http=…` line.
-pub(crate) fn parse_listening(line: &str) -> anyhow::Result<(SocketAddr, SocketAddr)> {
-    let rest = line
-        .split_once("listening ")
-        .map(|(_, r)| r)
-        .ok_or_else(|| anyhow!("not a listening line: {line:?}"))?;
-    let field = |key: &str| -> anyhow::Result<SocketAddr> {
-        let v = rest
-            .split_whitespace()
-            .find_map(|kv| kv.strip_prefix(key))
-            .ok_or_else(|| anyhow!("no {key} in {line:?}"))?;
-        v.parse().with_context(|| format!("{key}{v:?}"))
-    };
-    Ok((field("dns=")?, field("http=")?))
-}
-
-/// Drops terminal colour sequences, in case the logger colours anyway.
-fn strip_ansi(s: &str) -> String {
-    let mut out = String::with_capacity(s.len());
-    let mut chars = s.chars();
-    while let Some(c) = chars.next() {
-        if c == '\u{1b}' {
-            // CSI: ESC [ params final-byte(@..~)
-            for c in chars.by_ref() {
-                if ('@'..='~').contains(&c) && c != '[' {
-                    break;
-                }
-            }
-        } else {
-            out.push(c);
-        }
+    /// Stops the agent now (SIGTERM, and its exit awaited).
+    pub(crate) fn stop(self) {
+        self.agent.terminate();
     }
-    out
 }
 
-/// Checks the parsers; run by `cargo test --bench dns_vs_nsd`.
+/// Checks the readers; run by `cargo test --bench dns_vs_nsd`.
 pub(crate) fn self_check() {
-    let line = "2026-11-26T15:00:00Z  INFO trellis::agent: listening dns=127.0.0.2:40000 \
-                http=127.0.0.2:40001 server=127.0.0.2:40002 node=n dc=dc1 ready_in_ms=12";
-    let (dns, http) = parse_listening(line).expect("a well-formed line parses");
-    assert_eq!(dns.to_string(), "127.0.0.2:40000");
-    assert_eq!(http.to_string(), "127.0.0.2:40001");
-    assert!(parse_listening("listening http=1.2.3.4:5").is_err());
-    assert_eq!(
-        strip_ansi("\u{1b}[2m2026\u{1b}[0m \u{1b}[32m INFO\u{1b}[0m listening dns=1"),
-        "2026  INFO listening dns=1"
-    );
     let me = Memory::of(std::process::id()).expect("our own status is readable");
     assert!(me.rss_kib > 0 && me.hwm_kib >= me.rss_kib);
     let spent = cpu_seconds(std::process::id());

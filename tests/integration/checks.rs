@@ -14,11 +14,19 @@ use hickory_proto::op::ResponseCode;
 use hickory_proto::rr::RecordType;
 use serde_json::{Value, json};
 
-use crate::harness::{TestAgent, a_records, next_loopback, temp_dir, wait_for};
-use crate::http_api::put;
+use trellis_testkit::dns::a_records;
+use trellis_testkit::{Agent, wait_until_async};
+
+use crate::harness::{temp_dir, trellis};
+
+/// PUTs `body` as JSON; returns (status, body).
+async fn put(agent: &Agent, path: &str, body: Value) -> (u16, String) {
+    let r = agent.put(path, &body).await.expect("PUT");
+    (r.status, r.text)
+}
 
 /// The A records of `name`, sorted; empty for NXDOMAIN.
-fn addresses(agent: &TestAgent, name: &str) -> Vec<IpAddr> {
+fn addresses(agent: &Agent, name: &str) -> Vec<IpAddr> {
     let m = agent.query_udp(name, RecordType::A);
     let v = a_records(&m);
     if v.is_empty() {
@@ -28,14 +36,19 @@ fn addresses(agent: &TestAgent, name: &str) -> Vec<IpAddr> {
 }
 
 /// Waits until `name` answers exactly `want`.
-async fn wait_answers(agent: &TestAgent, name: &str, want: &[&str]) {
+async fn wait_answers(agent: &Agent, name: &str, want: &[&str]) {
     let want: Vec<IpAddr> = want.iter().map(|a| a.parse().unwrap()).collect();
-    wait_for(
+    wait_until_async(
         &format!("{name} to answer {want:?}"),
         Duration::from_secs(15),
         || {
-            let hit = addresses(agent, name) == want;
-            async move { hit.then_some(()) }
+            let got = addresses(agent, name);
+            let hit = if got == want {
+                Ok(())
+            } else {
+                Err(format!("answers {got:?}"))
+            };
+            async move { hit }
         },
     )
     .await;
@@ -60,7 +73,7 @@ async fn target(code: Arc<AtomicU16>) -> (String, tokio::task::JoinHandle<()>) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn failing_http_checks_leave_dns_and_recovered_ones_return() {
-    let agent = TestAgent::dev();
+    let agent = trellis().dev().start();
     let code = Arc::new(AtomicU16::new(200));
     let (url, server) = target(code.clone()).await;
     for (id, addr, check) in [
@@ -126,7 +139,7 @@ async fn failing_http_checks_leave_dns_and_recovered_ones_return() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn tcp_and_ttl_checks_move_instances_in_and_out_of_dns() {
-    let agent = TestAgent::dev();
+    let agent = trellis().dev().start();
     let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
     let tcp = listener.local_addr().unwrap().to_string();
     for (id, addr, check) in [
@@ -162,7 +175,7 @@ async fn tcp_and_ttl_checks_move_instances_in_and_out_of_dns() {
 
 #[tokio::test]
 async fn script_checks_are_refused_over_http_unless_enabled() {
-    let agent = TestAgent::dev();
+    let agent = trellis().dev().start();
     let script = json!({"Name": "s", "Args": ["/bin/true"], "Interval": "1s"});
     let (status, body) = put(&agent, "/v1/agent/check/register", script.clone()).await;
     assert_eq!(status, 400, "{body}");
@@ -179,21 +192,17 @@ async fn script_checks_are_refused_over_http_unless_enabled() {
         .to_string(),
     )
     .unwrap();
-    let local = TestAgent::start(
-        &[
-            "--dev",
-            "--enable-local-script-checks",
-            "--config-file",
-            cfg.to_str().unwrap(),
-        ],
-        next_loopback(),
-    );
+    let local = trellis()
+        .dev()
+        .flag("--enable-local-script-checks")
+        .config_file(&cfg)
+        .start();
     wait_answers(&local, "job.service.consul.", &["10.9.0.1"]).await;
     let (status, _) = put(&local, "/v1/agent/check/register", script.clone()).await;
     assert_eq!(status, 400);
 
     // --enable-script-checks allows them from anywhere.
-    let open = TestAgent::start(&["--dev", "--enable-script-checks"], next_loopback());
+    let open = trellis().dev().flag("--enable-script-checks").start();
     let (status, body) = put(&open, "/v1/agent/check/register", script).await;
     assert_eq!(status, 200, "{body}");
 }
@@ -208,7 +217,8 @@ fn validate_refuses_check_intervals_below_the_floor() {
          [service]\nname = \"w\"\n[service.check]\nhttp = \"http://127.0.0.1/\"\ninterval = \"50ms\"\n",
     )
     .unwrap();
-    let out = std::process::Command::new(env!("CARGO_BIN_EXE_trellis"))
+    let out = trellis()
+        .command()
         .arg("validate")
         .arg(&cfg)
         .output()
@@ -229,22 +239,13 @@ async fn a_ttl_checks_status_survives_an_agent_restart() {
         .to_string(),
     )
     .unwrap();
-    let data = dir.path().join("data");
-    let (data_s, cfg_s) = (data.display().to_string(), cfg.display().to_string());
-    let mut agent = TestAgent::start(
-        &[
-            "--server",
-            "--bootstrap-expect",
-            "1",
-            "--node",
-            "s1",
-            "--data-dir",
-            &data_s,
-            "--config-file",
-            &cfg_s,
-        ],
-        next_loopback(),
-    );
+    let agent = trellis()
+        .server()
+        .bootstrap_expect(1)
+        .node("s1")
+        .data_dir(dir.path().join("data"))
+        .config_file(&cfg)
+        .start();
     // A TTL check starts critical.
     assert_eq!(
         addresses(&agent, "app.service.consul."),
@@ -287,10 +288,7 @@ async fn top_level_checks_in_config_files_guard_the_node_and_services() {
         .to_string(),
     )
     .unwrap();
-    let agent = TestAgent::start(
-        &["--dev", "--config-file", cfg.to_str().unwrap()],
-        next_loopback(),
-    );
+    let agent = trellis().dev().config_file(&cfg).start();
     wait_answers(&agent, "api.service.consul.", &["10.9.3.1"]).await;
     let checks: Value = reqwest::get(agent.url("/v1/agent/checks"))
         .await
@@ -321,7 +319,8 @@ async fn top_level_checks_in_config_files_guard_the_node_and_services() {
         json!({"check": {"tcp": "127.0.0.1:1", "interval": "10ms"}}).to_string(),
     )
     .unwrap();
-    let out = std::process::Command::new(env!("CARGO_BIN_EXE_trellis"))
+    let out = trellis()
+        .command()
         .arg("validate")
         .arg(&bad)
         .output()

@@ -1,20 +1,21 @@
 //! The CLI subcommands that talk to a running agent over HTTP.
 
-use std::process::Command;
+use trellis_testkit::Agent;
 
-use crate::harness::{TestAgent, temp_dir};
+use crate::harness::{temp_dir, trellis};
 
-fn trellis(agent: &TestAgent, args: &[&str]) -> std::process::Output {
-    Command::new(env!("CARGO_BIN_EXE_trellis"))
+fn run(agent: &Agent, args: &[&str]) -> std::process::Output {
+    trellis()
+        .command()
         .args(args)
-        .env("TRELLIS_HTTP_ADDR", agent.http.to_string())
+        .env("TRELLIS_HTTP_ADDR", agent.addrs().http.to_string())
         .output()
         .expect("run trellis")
 }
 
 #[test]
 fn services_register_then_catalog_lists_them_and_deregister_removes_them() {
-    let agent = TestAgent::dev();
+    let agent = trellis().dev().start();
     let dir = temp_dir();
     let file = dir.path().join("web.json");
     std::fs::write(
@@ -22,29 +23,29 @@ fn services_register_then_catalog_lists_them_and_deregister_removes_them() {
         r#"{"Service": {"ID": "web-1", "Name": "web", "Port": 8080, "Tags": ["v1"]}}"#,
     )
     .unwrap();
-    let out = trellis(&agent, &["services", "register", file.to_str().unwrap()]);
+    let out = run(&agent, &["services", "register", file.to_str().unwrap()]);
     assert!(
         out.status.success(),
         "{}",
         String::from_utf8_lossy(&out.stderr)
     );
 
-    let out = trellis(&agent, &["catalog", "services", "--tags"]);
+    let out = run(&agent, &["catalog", "services", "--tags"]);
     let listed = String::from_utf8_lossy(&out.stdout).into_owned();
     assert!(listed.lines().any(|l| l == "web\tv1"), "{listed}");
     assert!(listed.lines().any(|l| l == "consul"), "{listed}");
 
-    let out = trellis(&agent, &["catalog", "nodes"]);
+    let out = run(&agent, &["catalog", "nodes"]);
     let nodes = String::from_utf8_lossy(&out.stdout).into_owned();
-    assert!(nodes.contains(&agent.ip.to_string()), "{nodes}");
+    assert!(nodes.contains(&agent.ip().to_string()), "{nodes}");
 
-    let out = trellis(&agent, &["services", "deregister", "web-1"]);
+    let out = run(&agent, &["services", "deregister", "web-1"]);
     assert!(
         out.status.success(),
         "{}",
         String::from_utf8_lossy(&out.stderr)
     );
-    let out = trellis(&agent, &["catalog", "services"]);
+    let out = run(&agent, &["catalog", "services"]);
     assert!(
         !String::from_utf8_lossy(&out.stdout)
             .lines()
@@ -54,10 +55,7 @@ fn services_register_then_catalog_lists_them_and_deregister_removes_them() {
 
 #[test]
 fn an_unreachable_agent_is_a_clear_error() {
-    let out = Command::new(env!("CARGO_BIN_EXE_trellis"))
-        .args(["catalog", "services", "--http-addr", "127.0.0.1:1"])
-        .output()
-        .unwrap();
+    let out = trellis().run(&["catalog", "services", "--http-addr", "127.0.0.1:1"]);
     assert_eq!(out.status.code(), Some(1));
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(
@@ -68,11 +66,11 @@ fn an_unreachable_agent_is_a_clear_error() {
 
 #[test]
 fn a_refused_registration_reports_the_agents_reason() {
-    let agent = TestAgent::dev();
+    let agent = trellis().dev().start();
     let dir = temp_dir();
     let file = dir.path().join("bad.json");
     std::fs::write(&file, r#"{"Name": "web", "Port": "eighty"}"#).unwrap();
-    let out = trellis(&agent, &["services", "register", file.to_str().unwrap()]);
+    let out = run(&agent, &["services", "register", file.to_str().unwrap()]);
     assert_eq!(out.status.code(), Some(1));
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(

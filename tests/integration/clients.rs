@@ -10,9 +10,12 @@ use std::time::{Duration, Instant};
 
 use hickory_proto::rr::RecordType;
 use serde_json::{Value, json};
+use trellis_testkit::dns::a_records;
+use trellis_testkit::{
+    Agent, AgentBuilder, Cluster, FORM_DEADLINE, SETTLE_DEADLINE, wait_until_async,
+};
 
-use crate::cluster_harness::{Clients, Cluster, FORM_DEADLINE, SETTLE_DEADLINE};
-use crate::harness::{TestAgent, a_records};
+use crate::harness::trellis;
 
 /// Failure detection, an election, or a restarted agent rejoining.
 const DEADLINE: Duration = Duration::from_secs(30);
@@ -24,69 +27,71 @@ const ALIVE: u64 = 1;
 const LEFT: u64 = 3;
 const FAILED: u64 = 4;
 
-/// Three servers and three clients (`c1`..`c3`), all with `extra` flags,
-/// once every client is alive in every server's pool and follows a server
-/// that knows the leader.
-async fn start(extra: &[&str]) -> (Cluster, Clients) {
-    let servers = Cluster::start_with(3, extra).await;
-    let clients = Clients::start(&servers, 3, extra);
-    let all: Vec<usize> = (0..clients.len()).collect();
-    wait_clients_ready(&servers, &clients, &all).await;
-    (servers, clients)
+/// Three servers, formed, then `n` clients (`c1`..), all launched with
+/// `each`.
+async fn launch(
+    n: usize,
+    each: impl Fn(AgentBuilder) -> AgentBuilder + Send + Sync + 'static,
+) -> Cluster {
+    let mut c = trellis().cluster().servers(3).each(each).start().await;
+    for k in 1..=n {
+        c.add_client(&format!("c{k}"), |b| b);
+    }
+    c
 }
 
-/// The DNS of every agent: all servers and all clients.
-const EVERYONE: (&[usize], &[usize]) = (&[0, 1, 2], &[0, 1, 2]);
+/// Three servers and three clients (`c1`..`c3`), all launched with `each`,
+/// once every client is alive in every server's pool and follows a server
+/// that knows the leader.
+async fn start(each: impl Fn(AgentBuilder) -> AgentBuilder + Send + Sync + 'static) -> Cluster {
+    let c = launch(3, each).await;
+    let clients: Vec<&Agent> = c.clients().collect();
+    wait_clients_ready(&c, &clients).await;
+    c
+}
 
 /// [`start`], then `web` registered through every client and answered by
 /// every agent.
-async fn start_with_web(extra: &[&str]) -> (Cluster, Clients) {
-    let (servers, clients) = start(extra).await;
-    register_on_each(&clients, "web").await;
-    let all = ips(&clients, &[0, 1, 2]);
-    wait_answered(&servers, &clients, EVERYONE, "web.service.consul.", &all).await;
-    (servers, clients)
+async fn start_with_web(
+    each: impl Fn(AgentBuilder) -> AgentBuilder + Send + Sync + 'static,
+) -> Cluster {
+    let c = start(each).await;
+    register_on_each(&c, "web").await;
+    let everyone: Vec<&Agent> = c.members().collect();
+    let all = ips(&c.clients().collect::<Vec<_>>());
+    wait_answered(&everyone, "web.service.consul.", &all).await;
+    c
 }
 
 /// Waits until `which` clients are alive in every running server's pool
 /// and each names the leader the servers name.
-async fn wait_clients_ready(servers: &Cluster, clients: &Clients, which: &[usize]) {
-    let leader = servers.leader().await;
-    let leader_rpc = servers.rpc(leader).to_string();
+async fn wait_clients_ready(c: &Cluster, which: &[&Agent]) {
+    let leader_rpc = c.leader().await.rpc().to_string();
     let what = "clients alive in the pool and following the leader";
-    servers
-        .wait_until(what, FORM_DEADLINE, || {
-            clients_ready(servers, clients, which, &leader_rpc)
-        })
-        .await;
+    wait_until_async(what, FORM_DEADLINE, || clients_ready(c, which, &leader_rpc)).await;
 }
 
-async fn clients_ready(
-    servers: &Cluster,
-    clients: &Clients,
-    which: &[usize],
-    leader_rpc: &str,
-) -> Result<(), String> {
-    for s in servers.running() {
-        let m = members(servers, s).await?;
-        for &c in which {
-            let st = status_of(&m, clients.name(c));
+async fn clients_ready(c: &Cluster, which: &[&Agent], leader_rpc: &str) -> Result<(), String> {
+    for s in c.running_servers() {
+        let m = members(s).await?;
+        for client in which {
+            let st = status_of(&m, client.name());
             if st != Some(ALIVE) {
                 // The client's own view tells a hung client from one the
                 // pool gave up on wrongly.
-                let own = clients.get(c, "/v1/agent/members").await;
+                let own = client.get("/v1/agent/members").await;
                 return Err(format!(
-                    "{} on s{}: {st:?}; its own view: {own:?}",
-                    clients.name(c),
-                    s + 1
+                    "{} on {}: {st:?}; its own view: {own:?}",
+                    client.name(),
+                    s.name()
                 ));
             }
         }
     }
-    for &c in which {
-        let r = clients.get(c, "/v1/status/leader").await?;
+    for client in which {
+        let r = client.get("/v1/status/leader").await?;
         if r.json().as_str() != Some(leader_rpc) {
-            return Err(format!("{} names leader {}", clients.name(c), r.text));
+            return Err(format!("{} names leader {}", client.name(), r.text));
         }
     }
     Ok(())
@@ -94,55 +99,42 @@ async fn clients_ready(
 
 /// The addresses `name` resolves to on `agent`'s DNS (over TCP, so no
 /// truncation hides one).
-fn answers(agent: &TestAgent, name: &str) -> Vec<IpAddr> {
+fn answers(agent: &Agent, name: &str) -> Vec<IpAddr> {
     a_records(&agent.query_tcp(name, RecordType::A))
 }
 
-/// Sorted addresses of clients `which`.
-fn ips(clients: &Clients, which: &[usize]) -> Vec<IpAddr> {
-    let mut v: Vec<IpAddr> = which.iter().map(|&i| clients.ip(i)).collect();
+/// Sorted addresses of `clients`.
+fn ips(clients: &[&Agent]) -> Vec<IpAddr> {
+    let mut v: Vec<IpAddr> = clients.iter().map(|a| a.ip()).collect();
     v.sort();
     v
 }
 
-/// Waits until `name` resolves to exactly `want` on the DNS of servers `on_servers`
-/// and of clients `on_clients`.
-async fn wait_answered(
-    servers: &Cluster,
-    clients: &Clients,
-    (on_servers, on_clients): (&[usize], &[usize]),
-    name: &str,
-    want: &[IpAddr],
-) {
-    let what = format!(
-        "{name} = {want:?} on servers {on_servers:?} and clients {:?}",
-        on_clients
-            .iter()
-            .map(|&c| clients.name(c))
-            .collect::<Vec<_>>()
-    );
-    servers
-        .wait_until(&what, DEADLINE, || async {
-            for &s in on_servers {
-                let got = answers(servers.agent(s), name);
-                if got != want {
-                    return Err(format!("s{}: {got:?}", s + 1));
-                }
-            }
-            for &c in on_clients {
-                let got = answers(clients.agent(c), name);
-                if got != want {
-                    return Err(format!("{}: {got:?}", clients.name(c)));
-                }
-            }
-            Ok(())
-        })
-        .await;
+/// The members of `c` named `names`.
+fn named<'a>(c: &'a Cluster, names: &[&str]) -> Vec<&'a Agent> {
+    names.iter().map(|n| c.node(n)).collect()
 }
 
-/// Server `i`'s `/v1/agent/members`.
-async fn members(servers: &Cluster, i: usize) -> Result<Vec<Value>, String> {
-    let r = servers.get(i, "/v1/agent/members").await?;
+/// Waits until `name` resolves to exactly `want` on the DNS of every agent
+/// in `on`.
+async fn wait_answered(on: &[&Agent], name: &str, want: &[IpAddr]) {
+    let names: Vec<&str> = on.iter().map(|a| a.name()).collect();
+    let what = format!("{name} = {want:?} on {names:?}");
+    wait_until_async(&what, DEADLINE, || async {
+        for a in on {
+            let got = answers(a, name);
+            if got != want {
+                return Err(format!("{}: {got:?}", a.name()));
+            }
+        }
+        Ok(())
+    })
+    .await;
+}
+
+/// Server `s`'s `/v1/agent/members`.
+async fn members(s: &Agent) -> Result<Vec<Value>, String> {
+    let r = s.get("/v1/agent/members").await?;
     serde_json::from_str(&r.text).map_err(|e| format!("members {}: {e}", r.text))
 }
 
@@ -154,24 +146,24 @@ fn status_of(members: &[Value], name: &str) -> Option<u64> {
 }
 
 /// Waits until every server in `on` reports member `name` with `status`.
-async fn wait_status(servers: &Cluster, on: &[usize], name: &str, status: u64) {
-    let what = format!("{name} with status {status} on servers {on:?}");
-    servers
-        .wait_until(&what, DEADLINE, || async {
-            for &s in on {
-                let got = status_of(&members(servers, s).await?, name);
-                if got != Some(status) {
-                    return Err(format!("s{}: {got:?}", s + 1));
-                }
+async fn wait_status(on: &[&Agent], name: &str, status: u64) {
+    let names: Vec<&str> = on.iter().map(|a| a.name()).collect();
+    let what = format!("{name} with status {status} on servers {names:?}");
+    wait_until_async(&what, DEADLINE, || async {
+        for s in on {
+            let got = status_of(&members(s).await?, name);
+            if got != Some(status) {
+                return Err(format!("{}: {got:?}", s.name()));
             }
-            Ok(())
-        })
-        .await;
+        }
+        Ok(())
+    })
+    .await;
 }
 
-/// Node names in server `i`'s `/v1/catalog/nodes`.
-async fn catalog_nodes(servers: &Cluster, i: usize) -> Result<Vec<String>, String> {
-    let r = servers.get(i, "/v1/catalog/nodes").await?;
+/// Node names in server `s`'s `/v1/catalog/nodes`.
+async fn catalog_nodes(s: &Agent) -> Result<Vec<String>, String> {
+    let r = s.get("/v1/catalog/nodes").await?;
     let nodes = r.json();
     let nodes = nodes
         .as_array()
@@ -184,34 +176,29 @@ async fn catalog_nodes(servers: &Cluster, i: usize) -> Result<Vec<String>, Strin
 
 /// Registers `name` on each client through its own agent API; all must be
 /// acknowledged.
-async fn register_on_each(clients: &Clients, name: &str) {
-    for c in 0..clients.len() {
-        let r = clients
-            .register_service(c, name, 8080)
+async fn register_on_each(c: &Cluster, name: &str) {
+    for client in c.clients() {
+        let r = client
+            .register_service(name, 8080)
             .await
-            .unwrap_or_else(|e| panic!("register {name} on {}: {e}", clients.name(c)));
-        assert_eq!(
-            r.status,
-            200,
-            "register {name} on {}: {r:?}",
-            clients.name(c)
-        );
+            .unwrap_or_else(|e| panic!("register {name} on {}: {e}", client.name()));
+        assert_eq!(r.status, 200, "register {name} on {}: {r:?}", client.name());
     }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn what_clients_register_every_agent_answers() {
-    let (servers, clients) = start(&[]).await;
-    for c in 0..3 {
-        let name = clients.name(c).to_string();
-        let r = clients
-            .register_service(c, "web", 8080)
+    let c = start(|b| b).await;
+    for client in c.clients() {
+        let name = client.name().to_string();
+        let r = client
+            .register_service("web", 8080)
             .await
             .expect("register web");
         assert_eq!(r.status, 200, "register on {name}: {r:?}");
         // Read-your-write through the client that took the write.
-        let read = clients
-            .get(c, "/v1/catalog/service/web?consistent")
+        let read = client
+            .get("/v1/catalog/service/web?consistent")
             .await
             .expect("consistent read");
         assert_eq!(read.status, 200, "{read:?}");
@@ -226,60 +213,58 @@ async fn what_clients_register_every_agent_answers() {
             read.text
         );
     }
-    let all = ips(&clients, &[0, 1, 2]);
-    wait_answered(&servers, &clients, EVERYONE, "web.service.consul.", &all).await;
+    let everyone: Vec<&Agent> = c.members().collect();
+    let all = ips(&c.clients().collect::<Vec<_>>());
+    wait_answered(&everyone, "web.service.consul.", &all).await;
 
     // Every server sees all six agents alive, the clients as role "node".
-    for s in 0..3 {
-        let m = members(&servers, s).await.expect("members");
-        assert_eq!(m.len(), 6, "s{}: {m:?}", s + 1);
+    for s in c.servers() {
+        let m = members(s).await.expect("members");
+        assert_eq!(m.len(), 6, "{}: {m:?}", s.name());
         for e in &m {
-            assert_eq!(e["Status"], json!(ALIVE), "s{}: {e}", s + 1);
+            assert_eq!(e["Status"], json!(ALIVE), "{}: {e}", s.name());
             let name = e["Name"].as_str().unwrap_or_default();
             let role = if name.starts_with('c') {
                 "node"
             } else {
                 "consul"
             };
-            assert_eq!(e["Tags"]["role"], json!(role), "s{}: {e}", s + 1);
+            assert_eq!(e["Tags"]["role"], json!(role), "{}: {e}", s.name());
         }
     }
-    servers.assert_no_server_panicked();
-    clients.assert_no_client_panicked();
+    c.assert_no_panics();
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_killed_client_leaves_every_answer_and_returns_on_restart() {
-    let (servers, mut clients) = start_with_web(&[]).await;
+    let c = start_with_web(|b| b).await;
+    let servers: Vec<&Agent> = c.servers().collect();
+    let everyone: Vec<&Agent> = c.members().collect();
 
-    let dead = 1;
-    let name = clients.name(dead).to_string();
+    let dead = c.node("c2");
+    let name = dead.name().to_string();
     let killed = Instant::now();
-    clients.kill(dead);
+    dead.kill();
     wait_answered(
-        &servers,
-        &clients,
-        (&[0, 1, 2], &[0, 2]),
+        &named(&c, &["s1", "s2", "s3", "c1", "c3"]),
         "web.service.consul.",
-        &ips(&clients, &[0, 2]),
+        &ips(&named(&c, &["c1", "c3"])),
     )
     .await;
     eprintln!(
         "killed client left every answer after {:?}",
         killed.elapsed()
     );
-    wait_status(&servers, &[0, 1, 2], &name, FAILED).await;
+    wait_status(&servers, &name, FAILED).await;
 
     // The same machine comes back with its data dir.
     let restarted = Instant::now();
-    clients.restart(dead);
-    wait_status(&servers, &[0, 1, 2], &name, ALIVE).await;
+    dead.restart();
+    wait_status(&servers, &name, ALIVE).await;
     wait_answered(
-        &servers,
-        &clients,
-        EVERYONE,
+        &everyone,
         "web.service.consul.",
-        &ips(&clients, &[0, 1, 2]),
+        &ips(&named(&c, &["c1", "c2", "c3"])),
     )
     .await;
     eprintln!(
@@ -288,29 +273,29 @@ async fn a_killed_client_leaves_every_answer_and_returns_on_restart() {
     );
     // The restarted agent has its API registration back from its data dir,
     // so its first full sync keeps the service instead of removing it.
-    servers
-        .wait_until("web restored on the restarted client", DEADLINE, || async {
-            let own = clients.get(dead, "/v1/agent/services").await?;
-            match own.json().get("web") {
-                Some(_) => Ok(()),
-                None => Err(format!("its services: {}", own.text)),
-            }
-        })
-        .await;
-    servers.assert_no_server_panicked();
-    clients.assert_no_client_panicked();
+    wait_until_async("web restored on the restarted client", DEADLINE, || async {
+        let own = dead.get("/v1/agent/services").await?;
+        match own.json().get("web") {
+            Some(_) => Ok(()),
+            None => Err(format!("its services: {}", own.text)),
+        }
+    })
+    .await;
+    c.assert_no_panics();
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn anti_entropy_repairs_what_changed_behind_a_clients_back() {
-    let (servers, clients) = start_with_web(&["--ae-interval", "1s"]).await;
-    let all = ips(&clients, &[0, 1, 2]);
-    let name = clients.name(0).to_string();
+    let c = start_with_web(|b| b.arg("--ae-interval", "1s")).await;
+    let everyone: Vec<&Agent> = c.members().collect();
+    let all = ips(&c.clients().collect::<Vec<_>>());
+    let client = c.node("c1");
+    let name = client.name().to_string();
     let nodes_of = |service: &'static str| {
-        let servers = &servers;
+        let s1 = c.node("s1");
         async move {
-            let r = servers
-                .get(0, &format!("/v1/catalog/service/{service}?consistent"))
+            let r = s1
+                .get(&format!("/v1/catalog/service/{service}?consistent"))
                 .await?;
             let list = r.json();
             let nodes: Vec<String> = list
@@ -325,9 +310,9 @@ async fn anti_entropy_repairs_what_changed_behind_a_clients_back() {
 
     // Removed from the catalog behind the agent's back: the next sync puts
     // it back.
-    let r = servers
+    let r = c
+        .node("s2")
         .put(
-            1,
             "/v1/catalog/deregister",
             &json!({"Node": name, "ServiceID": "web"}),
         )
@@ -335,26 +320,26 @@ async fn anti_entropy_repairs_what_changed_behind_a_clients_back() {
         .expect("catalog deregister");
     assert_eq!(r.status, 200, "{r:?}");
     assert!(!nodes_of("web").await.unwrap().contains(&name));
-    servers
-        .wait_until("web back on the client's node", DEADLINE, || async {
-            let nodes = nodes_of("web").await?;
-            if nodes.contains(&name) {
-                Ok(())
-            } else {
-                Err(format!("web on {nodes:?}"))
-            }
-        })
-        .await;
+    wait_until_async("web back on the client's node", DEADLINE, || async {
+        let nodes = nodes_of("web").await?;
+        if nodes.contains(&name) {
+            Ok(())
+        } else {
+            Err(format!("web on {nodes:?}"))
+        }
+    })
+    .await;
 
     // A service the agent does not have, put on its node through the
     // catalog: the next sync removes it.
     let body = json!({
         "Node": name,
-        "Address": clients.ip(0).to_string(),
+        "Address": client.ip().to_string(),
         "Service": {"Service": "ghost", "Port": 1},
     });
-    let r = servers
-        .put(2, "/v1/catalog/register", &body)
+    let r = c
+        .node("s3")
+        .put("/v1/catalog/register", &body)
         .await
         .expect("catalog register");
     assert_eq!(r.status, 200, "{r:?}");
@@ -362,61 +347,61 @@ async fn anti_entropy_repairs_what_changed_behind_a_clients_back() {
         nodes_of("ghost").await.unwrap(),
         std::slice::from_ref(&name)
     );
-    servers
-        .wait_until("ghost gone from the client's node", DEADLINE, || async {
-            let nodes = nodes_of("ghost").await?;
-            if nodes.is_empty() {
-                Ok(())
-            } else {
-                Err(format!("ghost on {nodes:?}"))
-            }
-        })
-        .await;
-    wait_answered(&servers, &clients, EVERYONE, "web.service.consul.", &all).await;
-    servers.assert_no_server_panicked();
-    clients.assert_no_client_panicked();
+    wait_until_async("ghost gone from the client's node", DEADLINE, || async {
+        let nodes = nodes_of("ghost").await?;
+        if nodes.is_empty() {
+            Ok(())
+        } else {
+            Err(format!("ghost on {nodes:?}"))
+        }
+    })
+    .await;
+    wait_answered(&everyone, "web.service.consul.", &all).await;
+    c.assert_no_panics();
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_client_back_on_another_gossip_port_is_one_healthy_member() {
-    let (servers, mut clients) = start_with_web(&[]).await;
-    let all = ips(&clients, &[0, 1, 2]);
+    let c = start_with_web(|b| b).await;
+    let servers: Vec<&Agent> = c.servers().collect();
+    let everyone: Vec<&Agent> = c.members().collect();
+    let all = ips(&c.clients().collect::<Vec<_>>());
 
     // The machine dies and its agent comes back gossiping from another
     // port: the same node, at a new gossip address.
-    let moved = 0;
-    let name = clients.name(moved).to_string();
-    clients.kill(moved);
-    wait_status(&servers, &[0, 1, 2], &name, FAILED).await;
-    clients.restart_moved(moved);
+    let moved = c.node("c1");
+    let name = moved.name().to_string();
+    moved.kill();
+    wait_status(&servers, &name, FAILED).await;
+    let port = trellis_testkit::net::free_udp_port(moved.ip()).expect("a free gossip port");
+    moved.restart_with(|b| b.serf_lan_port(port));
     // As in Consul, members are keyed by name: the new process replaces the
     // failed one rather than standing beside it.
     let what = format!("one member {name}, alive, on every server");
-    servers
-        .wait_until(&what, DEADLINE, || async {
-            for s in 0..3 {
-                let m = members(&servers, s).await?;
-                let entries: Vec<(Value, Value)> = m
-                    .iter()
-                    .filter(|e| e["Name"] == json!(name))
-                    .map(|e| (e["Port"].clone(), e["Status"].clone()))
-                    .collect();
-                if entries.len() != 1 || entries[0].1 != json!(ALIVE) {
-                    return Err(format!("s{} lists (port, status): {entries:?}", s + 1));
-                }
+    wait_until_async(&what, DEADLINE, || async {
+        for s in &servers {
+            let m = members(s).await?;
+            let entries: Vec<(Value, Value)> = m
+                .iter()
+                .filter(|e| e["Name"] == json!(name))
+                .map(|e| (e["Port"].clone(), e["Status"].clone()))
+                .collect();
+            if entries.len() != 1 || entries[0].1 != json!(ALIVE) {
+                return Err(format!("{} lists (port, status): {entries:?}", s.name()));
             }
-            Ok(())
-        })
-        .await;
-    wait_answered(&servers, &clients, EVERYONE, "web.service.consul.", &all).await;
+        }
+        Ok(())
+    })
+    .await;
+    wait_answered(&everyone, "web.service.consul.", &all).await;
 
     // And it stays healthy: every change the leader's catalog goes through
     // next (blocking reads wake on each) leaves its serfHealth passing.
-    let leader = servers.leader().await;
+    let leader = c.leader().await;
     let mut index = 0;
     for _ in 0..3 {
         let path = format!("/v1/health/node/{name}?index={index}&wait=1s");
-        let r = servers.get(leader, &path).await.expect("node health");
+        let r = leader.get(&path).await.expect("node health");
         let serf: Vec<Value> = r
             .json()
             .as_array()
@@ -436,23 +421,21 @@ async fn a_client_back_on_another_gossip_port_is_one_healthy_member() {
         );
         index = r.index.unwrap_or(0);
     }
-    servers.assert_no_server_panicked();
-    clients.assert_no_client_panicked();
+    c.assert_no_panics();
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_hung_client_leaves_the_answers_until_it_resumes() {
-    let (servers, mut clients) = start_with_web(&[]).await;
+    let c = start_with_web(|b| b).await;
+    let everyone: Vec<&Agent> = c.members().collect();
 
-    let hung = 2;
+    let hung = c.node("c3");
     let stopped = Instant::now();
-    clients.pause(hung);
+    hung.pause();
     wait_answered(
-        &servers,
-        &clients,
-        (&[0, 1, 2], &[0, 1]),
+        &named(&c, &["s1", "s2", "s3", "c1", "c2"]),
         "web.service.consul.",
-        &ips(&clients, &[0, 1]),
+        &ips(&named(&c, &["c1", "c2"])),
     )
     .await;
     eprintln!(
@@ -461,153 +444,129 @@ async fn a_hung_client_leaves_the_answers_until_it_resumes() {
     );
 
     let resumed = Instant::now();
-    clients.resume(hung);
+    hung.resume();
     wait_answered(
-        &servers,
-        &clients,
-        EVERYONE,
+        &everyone,
         "web.service.consul.",
-        &ips(&clients, &[0, 1, 2]),
+        &ips(&named(&c, &["c1", "c2", "c3"])),
     )
     .await;
     eprintln!(
         "resumed client answered everywhere after {:?}",
         resumed.elapsed()
     );
-    servers.assert_no_server_panicked();
-    clients.assert_no_client_panicked();
+    c.assert_no_panics();
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_client_that_leaves_is_deregistered() {
-    let (servers, mut clients) = start_with_web(&[]).await;
+    let c = start_with_web(|b| b).await;
 
     // SIGTERM: a client leaves the pool on terminate by default.
-    let terminated = 2;
-    let status = clients.terminate(terminated);
-    assert!(
-        status.success(),
-        "{status:?}\n{}",
-        clients.agent(terminated).log()
-    );
-    wait_left(&servers, clients.name(terminated)).await;
+    let terminated = c.node("c3");
+    let status = terminated.terminate();
+    assert!(status.success(), "{status:?}\n{}", terminated.log());
+    wait_left(&c, terminated.name()).await;
 
     // `PUT /v1/agent/leave`: answered, then the agent leaves and exits.
-    let asked = 1;
-    let r = clients
-        .put(asked, "/v1/agent/leave", &json!({}))
+    let asked = c.node("c2");
+    let r = asked
+        .put("/v1/agent/leave", &json!({}))
         .await
         .expect("leave");
     assert_eq!(r.status, 200, "{r:?}");
-    let status = clients
-        .wait_exit(asked, DEADLINE)
+    let status = asked
+        .wait_exit(DEADLINE)
         .expect("the client exits after leaving");
-    assert!(
-        status.success(),
-        "{status:?}\n{}",
-        clients.agent(asked).log()
-    );
-    wait_left(&servers, clients.name(asked)).await;
+    assert!(status.success(), "{status:?}\n{}", asked.log());
+    wait_left(&c, asked.name()).await;
 
     wait_answered(
-        &servers,
-        &clients,
-        (&[0, 1, 2], &[0]),
+        &named(&c, &["s1", "s2", "s3", "c1"]),
         "web.service.consul.",
-        &ips(&clients, &[0]),
+        &ips(&named(&c, &["c1"])),
     )
     .await;
-    servers.assert_no_server_panicked();
-    clients.assert_no_client_panicked();
+    c.assert_no_panics();
 }
 
 /// Waits until every server shows `name` as Left and its catalog no longer
 /// has the node.
-async fn wait_left(servers: &Cluster, name: &str) {
-    wait_status(servers, &[0, 1, 2], name, LEFT).await;
+async fn wait_left(c: &Cluster, name: &str) {
+    let servers: Vec<&Agent> = c.servers().collect();
+    wait_status(&servers, name, LEFT).await;
     let what = format!("{name} deregistered on every server");
-    servers
-        .wait_until(&what, DEADLINE, || async {
-            for s in 0..3 {
-                let nodes = catalog_nodes(servers, s).await?;
-                if nodes.iter().any(|n| n == name) {
-                    return Err(format!("s{}: {nodes:?}", s + 1));
-                }
+    wait_until_async(&what, DEADLINE, || async {
+        for s in &servers {
+            let nodes = catalog_nodes(s).await?;
+            if nodes.iter().any(|n| n == name) {
+                return Err(format!("{}: {nodes:?}", s.name()));
             }
-            Ok(())
-        })
-        .await;
+        }
+        Ok(())
+    })
+    .await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_client_with_the_wrong_key_stays_out_and_cannot_write() {
-    let encrypt = ["--encrypt", KEY];
-    let servers = Cluster::start_with(3, &encrypt).await;
-    let mut clients = Clients::start(&servers, 2, &encrypt);
-    let outsider = clients.add(&servers, "outsider", &["--encrypt", OTHER_KEY]);
-    wait_clients_ready(&servers, &clients, &[0, 1]).await;
-    servers
-        .wait_until("the outsider's join to fail", DEADLINE, || async {
-            let log = clients.agent(outsider).log();
-            if log.contains("join failed") {
-                Ok(())
-            } else {
-                Err("no failed join logged yet".to_string())
-            }
-        })
-        .await;
+    let mut c = launch(2, |b| b.encrypt(KEY)).await;
+    c.add_client("outsider", |b| b.encrypt(OTHER_KEY));
+    wait_clients_ready(&c, &named(&c, &["c1", "c2"])).await;
+    let outsider = c.node("outsider");
+    wait_until_async("the outsider's join to fail", DEADLINE, || async {
+        let log = outsider.log();
+        if log.contains("join failed") {
+            Ok(())
+        } else {
+            Err("no failed join logged yet".to_string())
+        }
+    })
+    .await;
 
     // It knows no server, so a write through it has nowhere to go.
-    let r = clients
-        .register_service(outsider, "web", 8080)
+    let r = outsider
+        .register_service("web", 8080)
         .await
         .expect("an answer from the outsider");
     assert_eq!(r.status, 500, "{r:?}");
     assert!(r.text.contains("No known Consul servers"), "{r:?}");
 
     // The clients with the right key work as if it were not there.
-    for c in 0..2 {
-        let r = clients
-            .register_service(c, "web", 8080)
+    for client in named(&c, &["c1", "c2"]) {
+        let r = client
+            .register_service("web", 8080)
             .await
             .expect("register web");
         assert_eq!(r.status, 200, "{r:?}");
     }
     wait_answered(
-        &servers,
-        &clients,
-        (&[0, 1, 2], &[0, 1]),
+        &named(&c, &["s1", "s2", "s3", "c1", "c2"]),
         "web.service.consul.",
-        &ips(&clients, &[0, 1]),
+        &ips(&named(&c, &["c1", "c2"])),
     )
     .await;
-    for s in 0..3 {
-        let m = members(&servers, s).await.expect("members");
-        assert_eq!(status_of(&m, "outsider"), None, "s{}: {m:?}", s + 1);
-        assert_eq!(m.len(), 5, "s{}: {m:?}", s + 1);
+    for s in c.servers() {
+        let m = members(s).await.expect("members");
+        assert_eq!(status_of(&m, "outsider"), None, "{}: {m:?}", s.name());
+        assert_eq!(m.len(), 5, "{}: {m:?}", s.name());
     }
-    servers.assert_no_server_panicked();
-    clients.assert_no_client_panicked();
+    c.assert_no_panics();
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn clients_answer_and_write_through_a_leader_failure() {
-    let (mut servers, clients) = start(&[]).await;
-    register_on_each(&clients, "web").await;
-    let web = ips(&clients, &[0, 1, 2]);
-    wait_answered(
-        &servers,
-        &clients,
-        (&[0, 1, 2], &[0, 1, 2]),
-        "web.service.consul.",
-        &web,
-    )
-    .await;
+    let c = start(|b| b).await;
+    register_on_each(&c, "web").await;
+    let clients: Vec<&Agent> = c.clients().collect();
+    let everyone: Vec<&Agent> = c.members().collect();
+    let web = ips(&clients);
+    wait_answered(&everyone, "web.service.consul.", &web).await;
 
-    let leader = servers.leader().await;
-    let survivors = servers.followers(leader);
+    let leader = c.leader().await;
+    let survivors = c.followers(leader);
     let killed = Instant::now();
-    servers.kill(leader);
+    leader.kill();
 
     // Until each client's new registration is acknowledged, every client
     // keeps answering for what was registered before.
@@ -615,20 +574,20 @@ async fn clients_answer_and_write_through_a_leader_failure() {
     let mut refusals: Vec<String> = Vec::new();
     let end = Instant::now() + SETTLE_DEADLINE;
     while acked.iter().any(|a| !a) {
-        for c in 0..3 {
-            let got = answers(clients.agent(c), "web.service.consul.");
-            assert_eq!(got, web, "{} during the failover", clients.name(c));
+        for client in &clients {
+            let got = answers(client, "web.service.consul.");
+            assert_eq!(got, web, "{} during the failover", client.name());
         }
-        for (c, done) in acked.iter_mut().enumerate() {
+        for (client, done) in clients.iter().zip(acked.iter_mut()) {
             if *done {
                 continue;
             }
-            match clients.register_service(c, "api", 9090).await {
+            match client.register_service("api", 9090).await {
                 Ok(r) if r.status == 200 => *done = true,
                 // An election in progress: "No cluster leader", or a write
                 // interrupted with the leader. Anything but a 5xx is a bug.
                 Ok(r) if r.status >= 500 => refusals.push(format!("{} {}", r.status, r.text)),
-                Ok(r) => panic!("register api on {}: {r:?}", clients.name(c)),
+                Ok(r) => panic!("register api on {}: {r:?}", client.name()),
                 Err(e) => refusals.push(e),
             }
         }
@@ -644,14 +603,8 @@ async fn clients_answer_and_write_through_a_leader_failure() {
         killed.elapsed(),
         refusals.len()
     );
-    wait_answered(
-        &servers,
-        &clients,
-        (&survivors, &[0, 1, 2]),
-        "api.service.consul.",
-        &web,
-    )
-    .await;
-    servers.assert_no_server_panicked();
-    clients.assert_no_client_panicked();
+    let mut on = survivors;
+    on.extend(&clients);
+    wait_answered(&on, "api.service.consul.", &web).await;
+    c.assert_no_panics();
 }

@@ -1,12 +1,11 @@
 //! Every shipped zone file and example config parses; bad configs are refused
 //! with the key and the file named.
 
-use std::process::Command;
-
-use crate::harness::{TestAgent, next_loopback, repo_root, temp_dir};
+use crate::harness::{repo_root, temp_dir, trellis};
 
 fn validate(path: &std::path::Path) -> std::process::Output {
-    Command::new(env!("CARGO_BIN_EXE_trellis"))
+    trellis()
+        .command()
         .arg("validate")
         .arg(path)
         .output()
@@ -70,10 +69,7 @@ fn services_from_a_config_file_are_answered() {
         r#"{"service": {"name": "web", "port": 8080, "address": "10.7.0.1", "tags": ["v2"]}}"#,
     )
     .unwrap();
-    let agent = TestAgent::start(
-        &["--dev", "--config-file", cfg.to_str().unwrap()],
-        next_loopback(),
-    );
+    let agent = trellis().dev().config_file(&cfg).start();
     let m = agent.query_udp("v2.web.service.consul.", hickory_proto::rr::RecordType::A);
     assert_eq!(m.answers.len(), 1, "{m:?}\n{}", agent.log());
 }
@@ -81,10 +77,7 @@ fn services_from_a_config_file_are_answered() {
 #[test]
 fn zone_files_are_served_authoritatively() {
     let zones = repo_root().join("zones");
-    let agent = TestAgent::start(
-        &["--dev", "--zone-dir", zones.to_str().unwrap()],
-        next_loopback(),
-    );
+    let agent = trellis().dev().arg("--zone-dir", &zones).start();
     let m = agent.query_udp("www.example.internal.", hickory_proto::rr::RecordType::A);
     assert_eq!(
         m.metadata.response_code,

@@ -7,12 +7,14 @@ use hickory_proto::op::ResponseCode;
 use hickory_proto::rr::{RData, RecordType};
 use serde_json::json;
 
-use crate::harness::{TestAgent, a_records, query_message, udp_exchange};
-use crate::http_api::{put, register};
+use trellis_testkit::dns::{a_records, query_message, udp_exchange};
+
+use crate::harness::trellis;
+use crate::http_api::register;
 
 #[tokio::test]
 async fn the_server_answers_for_itself() {
-    let agent = TestAgent::dev();
+    let agent = trellis().dev().start();
     let srv = agent.query_udp("consul.service.consul.", RecordType::SRV);
     assert_eq!(srv.metadata.response_code, ResponseCode::NoError);
     assert!(srv.metadata.authoritative);
@@ -31,7 +33,7 @@ async fn the_server_answers_for_itself() {
 
 #[tokio::test]
 async fn service_forms_answer_and_critical_instances_leave() {
-    let agent = TestAgent::dev();
+    let agent = trellis().dev().start();
     register(&agent, "db-1", "mysql", "10.2.0.1", 3306, &["primary"]).await;
     register(&agent, "db-2", "mysql", "10.2.0.2", 3306, &["replica"]).await;
 
@@ -60,13 +62,14 @@ async fn service_forms_answer_and_critical_instances_leave() {
     assert_eq!(tcp.answers.len(), 2);
 
     // A critical check removes db-1 from every answer.
-    let (status, body) = put(
-        &agent,
-        "/v1/agent/service/maintenance/db-1?enable=true&reason=test",
-        serde_json::Value::Null,
-    )
-    .await;
-    assert_eq!(status, 200, "{body}");
+    let r = agent
+        .put(
+            "/v1/agent/service/maintenance/db-1?enable=true&reason=test",
+            &serde_json::Value::Null,
+        )
+        .await
+        .expect("PUT");
+    assert_eq!(r.status, 200, "{}", r.text);
     let after = agent.query_udp("mysql.service.consul.", RecordType::A);
     assert_eq!(
         a_records(&after),
@@ -83,7 +86,7 @@ async fn service_forms_answer_and_critical_instances_leave() {
 
 #[tokio::test]
 async fn nxdomain_nodata_and_other_names() {
-    let agent = TestAgent::dev();
+    let agent = trellis().dev().start();
     register(&agent, "web-1", "web", "10.3.0.1", 80, &[]).await;
 
     let nx = agent.query_udp("nope.service.consul.", RecordType::A);
@@ -114,15 +117,16 @@ async fn nxdomain_nodata_and_other_names() {
 
 #[tokio::test]
 async fn node_txt_hex_and_ptr() {
-    let agent = TestAgent::dev();
-    let (status, body) = put(
-        &agent,
-        "/v1/catalog/register",
-        json!({"Node": "web1", "Address": "10.4.0.9", "NodeMeta": {"rack": "r1"},
-               "Service": {"Service": "web", "Port": 80}}),
-    )
-    .await;
-    assert_eq!(status, 200, "{body}");
+    let agent = trellis().dev().start();
+    let r = agent
+        .put(
+            "/v1/catalog/register",
+            &json!({"Node": "web1", "Address": "10.4.0.9", "NodeMeta": {"rack": "r1"},
+                    "Service": {"Service": "web", "Port": 80}}),
+        )
+        .await
+        .expect("PUT");
+    assert_eq!(r.status, 200, "{}", r.text);
 
     let a = agent.query_udp("web1.node.consul.", RecordType::A);
     assert_eq!(a_records(&a), vec!["10.4.0.9".parse::<IpAddr>().unwrap()]);
@@ -158,16 +162,17 @@ async fn node_txt_hex_and_ptr() {
 
 #[tokio::test]
 async fn large_answers_truncate_over_udp_and_fit_over_tcp() {
-    let agent = TestAgent::dev();
+    let agent = trellis().dev().start();
     for i in 0..50u16 {
-        let (status, body) = put(
-            &agent,
-            "/v1/catalog/register",
-            json!({"Node": format!("n{i}"), "Address": format!("10.5.{}.{}", i / 250, i % 250 + 1),
-                   "Service": {"ID": format!("big-{i}"), "Service": "big", "Port": 9000 + i}}),
-        )
-        .await;
-        assert_eq!(status, 200, "{body}");
+        let r = agent
+            .put(
+                "/v1/catalog/register",
+                &json!({"Node": format!("n{i}"), "Address": format!("10.5.{}.{}", i / 250, i % 250 + 1),
+                        "Service": {"ID": format!("big-{i}"), "Service": "big", "Port": 9000 + i}}),
+            )
+            .await
+            .expect("PUT");
+        assert_eq!(r.status, 200, "{}", r.text);
     }
     let udp = agent.query_udp("big.service.consul.", RecordType::SRV);
     assert!(
@@ -182,7 +187,7 @@ async fn large_answers_truncate_over_udp_and_fit_over_tcp() {
     );
 
     let edns = udp_exchange(
-        agent.dns,
+        agent.addrs().dns,
         &query_message("big.service.consul.", RecordType::SRV, Some(4096))
             .to_vec()
             .unwrap(),
@@ -208,15 +213,15 @@ async fn large_answers_truncate_over_udp_and_fit_over_tcp() {
 
 #[tokio::test]
 async fn garbage_datagrams_do_not_stop_the_server() {
-    let agent = TestAgent::dev();
-    let sock = std::net::UdpSocket::bind((agent.ip, 0)).unwrap();
+    let agent = trellis().dev().start();
+    let sock = std::net::UdpSocket::bind((agent.ip(), 0)).unwrap();
     for junk in [
         &b""[..],
         b"\x00",
         b"\xff\xff\xff\xff\xff\xff\xff\xff\xff\xff\xff\xff\xff",
         &[0u8; 600],
     ] {
-        sock.send_to(junk, agent.dns).unwrap();
+        sock.send_to(junk, agent.addrs().dns).unwrap();
     }
     let ok = agent.query_udp("consul.service.consul.", RecordType::SRV);
     assert_eq!(ok.metadata.response_code, ResponseCode::NoError);

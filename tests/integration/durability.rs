@@ -6,13 +6,15 @@ use std::time::Duration;
 
 use serde_json::{Value, json};
 
-use crate::harness::{TestAgent, next_loopback, temp_dir, wait_for};
-use crate::http_api::get;
+use trellis_testkit::{Agent, wait_until_async};
 
-async fn registered_ids(agent: &TestAgent) -> BTreeSet<String> {
-    let (status, _, body) = get(agent, "/v1/catalog/service/load").await;
-    assert_eq!(status, 200);
-    body.as_array()
+use crate::harness::{single_server, temp_dir};
+
+async fn registered_ids(agent: &Agent) -> BTreeSet<String> {
+    let r = agent.get("/v1/catalog/service/load").await.expect("GET");
+    assert_eq!(r.status, 200);
+    r.json()
+        .as_array()
         .map(|a| {
             a.iter()
                 .filter_map(|e| e["ServiceID"].as_str().map(String::from))
@@ -24,7 +26,7 @@ async fn registered_ids(agent: &TestAgent) -> BTreeSet<String> {
 #[tokio::test]
 async fn sigkill_under_write_load_loses_no_acknowledged_registration() {
     let dir = temp_dir();
-    let mut agent = TestAgent::server(dir.path(), next_loopback());
+    let agent = single_server(dir.path());
     let acked = Arc::new(Mutex::new(BTreeSet::new()));
 
     // 8 writers register distinct instances as fast as they can.
@@ -49,9 +51,15 @@ async fn sigkill_under_write_load_loses_no_acknowledged_registration() {
         }));
     }
     // Kill once a good number of writes were acknowledged, mid-stream.
-    wait_for("200 acknowledged writes", Duration::from_secs(60), || {
+    wait_until_async("200 acknowledged writes", Duration::from_secs(60), || {
         let n = acked.lock().unwrap().len();
-        async move { (n >= 200).then_some(()) }
+        async move {
+            if n >= 200 {
+                Ok(())
+            } else {
+                Err(format!("{n} acknowledged"))
+            }
+        }
     })
     .await;
     agent.kill();
@@ -61,26 +69,39 @@ async fn sigkill_under_write_load_loses_no_acknowledged_registration() {
     let acked = acked.lock().unwrap().clone();
 
     agent.restart();
-    let found = wait_for("catalog restored", Duration::from_secs(30), || {
+    let found = wait_until_async("catalog restored", Duration::from_secs(30), || {
         let agent = &agent;
         let acked = &acked;
         async move {
             let ids = registered_ids(agent).await;
-            acked.is_subset(&ids).then_some(ids)
+            if acked.is_subset(&ids) {
+                Ok(ids)
+            } else {
+                Err(format!(
+                    "{} of {} acknowledged writes missing",
+                    acked.difference(&ids).count(),
+                    acked.len()
+                ))
+            }
         }
     })
     .await;
     assert!(found.len() >= acked.len());
 
     // And the restarted server keeps accepting writes.
-    let (status, _) = crate::http_api::put(
-        &agent,
-        "/v1/catalog/register",
-        json!({"Node": "n2", "Address": "10.9.0.2", "Service": {"Service": "after", "Port": 2}}),
-    )
-    .await;
-    assert_eq!(status, 200);
-    let (_, _, v) = get(&agent, "/v1/catalog/service/after").await;
+    let r = agent
+        .put(
+            "/v1/catalog/register",
+            &json!({"Node": "n2", "Address": "10.9.0.2", "Service": {"Service": "after", "Port": 2}}),
+        )
+        .await
+        .expect("PUT");
+    assert_eq!(r.status, 200);
+    let v = agent
+        .get("/v1/catalog/service/after")
+        .await
+        .expect("GET")
+        .json();
     assert_eq!(v.as_array().map(Vec::len), Some(1), "{v}");
     let _: Value = v;
 }

@@ -1,16 +1,11 @@
 //! Start-up and shutdown of the process.
 
-use std::process::Command;
-
-use crate::harness::TestAgent;
+use crate::harness::trellis;
 
 #[test]
 fn leave_on_a_lone_server_shuts_it_down_cleanly() {
-    let mut agent = TestAgent::dev();
-    let out = Command::new(env!("CARGO_BIN_EXE_trellis"))
-        .args(["leave", "--http-addr", &agent.http.to_string()])
-        .output()
-        .expect("run trellis leave");
+    let agent = trellis().dev().start();
+    let out = trellis().run(&["leave", "--http-addr", &agent.addrs().http.to_string()]);
     assert!(out.status.success(), "{out:?}\n{}", agent.log());
     let status = agent
         .wait_exit(std::time::Duration::from_secs(30))
@@ -21,7 +16,7 @@ fn leave_on_a_lone_server_shuts_it_down_cleanly() {
 
 #[test]
 fn sigterm_shuts_down_cleanly() {
-    let mut agent = TestAgent::dev();
+    let agent = trellis().dev().start();
     let status = agent.terminate();
     assert!(
         status.success(),
@@ -34,19 +29,13 @@ fn sigterm_shuts_down_cleanly() {
 
 #[test]
 fn bad_flags_are_refused_with_the_flag_named() {
-    let out = Command::new(env!("CARGO_BIN_EXE_trellis"))
-        .args(["agent", "--server", "--bootstrap-expect", "1"])
-        .output()
-        .unwrap();
+    let out = trellis().run(&["agent", "--server", "--bootstrap-expect", "1"]);
     assert_eq!(out.status.code(), Some(1));
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.starts_with("Error: "), "{err}");
     assert!(err.contains("data_dir"), "{err}");
 
-    let out = Command::new(env!("CARGO_BIN_EXE_trellis"))
-        .args(["agent", "--dev", "--bind", "not-an-ip"])
-        .output()
-        .unwrap();
+    let out = trellis().run(&["agent", "--dev", "--bind", "not-an-ip"]);
     assert_eq!(out.status.code(), Some(1));
     assert!(String::from_utf8_lossy(&out.stderr).contains("bind_addr"));
 }

@@ -1,7 +1,6 @@
 //! Integration tests: each starts real `trellis` processes on loopback and
 //! talks to them with real DNS and HTTP clients.
 
-mod cluster_harness;
 mod harness;
 
 mod checks;

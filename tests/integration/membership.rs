@@ -7,22 +7,23 @@ use std::time::{Duration, Instant};
 
 use hickory_proto::rr::RecordType;
 use serde_json::{Value, json};
+use trellis_testkit::dns::a_records;
+use trellis_testkit::{Agent, wait_until_async};
 
-use crate::cluster_harness::Cluster;
-use crate::harness::{TestAgent, a_records, temp_dir};
+use crate::harness::trellis;
 
 const DEADLINE: Duration = Duration::from_secs(30);
 const KEY: &str = "pUqJrVyVRj5jsiYEkM/tFQYfWyJIv4s3XkvDwy7Cu5s=";
 const OTHER_KEY: &str = "Ym9ndXMga2V5IGJvZ3VzIGtleSBib2d1cyBrZXkgISE=";
 
-/// The addresses `db.service.consul` resolves to on member `i` (over TCP,
-/// so no truncation hides one).
-fn db_addrs(c: &Cluster, i: usize) -> Vec<IpAddr> {
-    a_records(&c.agent(i).query_tcp("db.service.consul.", RecordType::A))
+/// The addresses `db.service.consul` resolves to on `s` (over TCP, so no
+/// truncation hides one).
+fn db_addrs(s: &Agent) -> Vec<IpAddr> {
+    a_records(&s.query_tcp("db.service.consul.", RecordType::A))
 }
 
-async fn members(c: &Cluster, i: usize) -> Vec<Value> {
-    let r = c.get(i, "/v1/agent/members").await.expect("members");
+async fn members(s: &Agent) -> Vec<Value> {
+    let r = s.get("/v1/agent/members").await.expect("members");
     serde_json::from_str(&r.text).expect("members JSON")
 }
 
@@ -35,29 +36,34 @@ fn status_of(members: &[Value], name: &str) -> Option<u64> {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_dead_machine_leaves_every_answer_and_a_wrong_key_stays_out() {
-    let mut c = Cluster::start_with(3, &["--encrypt", KEY]).await;
+    let c = trellis()
+        .cluster()
+        .servers(3)
+        .each(|b| b.encrypt(KEY))
+        .start()
+        .await;
+    let servers: Vec<&Agent> = c.servers().collect();
     // Every server runs a `db` instance on its own node.
-    for i in 0..3 {
+    for s in &servers {
         let body = json!({"Name": "db", "ID": "db", "Port": 3306});
-        let r = c
-            .put(i, "/v1/agent/service/register", &body)
+        let r = s
+            .put("/v1/agent/service/register", &body)
             .await
             .expect("register db");
         assert_eq!(r.status, 200, "{r:?}");
     }
     let all: Vec<IpAddr> = {
-        let mut v: Vec<IpAddr> = (0..3).map(|i| c.rpc(i).ip()).collect();
+        let mut v: Vec<IpAddr> = servers.iter().map(|s| s.rpc().ip()).collect();
         v.sort();
         v
     };
-    c.wait_until("db on every node, in every server's DNS", DEADLINE, || {
-        let c = &c;
-        let all = all.clone();
+    wait_until_async("db on every node, in every server's DNS", DEADLINE, || {
+        let (servers, all) = (&servers, all.clone());
         async move {
-            for i in 0..3 {
-                let got = db_addrs(c, i);
+            for s in servers {
+                let got = db_addrs(s);
                 if got != all {
-                    return Err(format!("s{}: {got:?}", i + 1));
+                    return Err(format!("{}: {got:?}", s.name()));
                 }
             }
             Ok(())
@@ -68,21 +74,21 @@ async fn a_dead_machine_leaves_every_answer_and_a_wrong_key_stays_out() {
     // SIGKILL a follower's machine: it leaves the answers of both others.
     let leader = c.leader().await;
     let dead = c.followers(leader)[0];
-    let dead_ip = c.rpc(dead).ip();
-    let dead_name = format!("s{}", dead + 1);
-    let survivors: Vec<usize> = (0..3).filter(|&i| i != dead).collect();
+    let dead_ip = dead.rpc().ip();
+    let dead_name = dead.name().to_string();
+    let survivors: Vec<&Agent> = servers.iter().copied().filter(|s| *s != dead).collect();
     let killed = Instant::now();
-    c.kill(dead);
-    c.wait_until(
+    dead.kill();
+    wait_until_async(
         "the dead node out of every survivor's DNS",
         DEADLINE,
         || {
-            let (c, survivors) = (&c, survivors.clone());
+            let survivors = &survivors;
             async move {
-                for &i in &survivors {
-                    let got = db_addrs(c, i);
+                for s in survivors {
+                    let got = db_addrs(s);
                     if got.contains(&dead_ip) || got.len() != 2 {
-                        return Err(format!("s{}: {got:?}", i + 1));
+                        return Err(format!("{}: {got:?}", s.name()));
                     }
                 }
                 Ok(())
@@ -91,10 +97,10 @@ async fn a_dead_machine_leaves_every_answer_and_a_wrong_key_stays_out() {
     )
     .await;
     eprintln!("killed node left DNS after {:?}", killed.elapsed());
-    let m = members(&c, leader).await;
+    let m = members(leader).await;
     assert_eq!(status_of(&m, &dead_name), Some(4), "failed: {m:?}");
-    let checks = c
-        .get(leader, &format!("/v1/health/node/{dead_name}"))
+    let checks = leader
+        .get(&format!("/v1/health/node/{dead_name}"))
         .await
         .expect("node health");
     let checks: Vec<Value> = serde_json::from_str(&checks.text).expect("checks JSON");
@@ -106,12 +112,12 @@ async fn a_dead_machine_leaves_every_answer_and_a_wrong_key_stays_out() {
     );
 
     // It comes back: alive again, answered again.
-    c.restart(dead);
-    c.wait_until("the restarted node alive and back in DNS", DEADLINE, || {
-        let (c, all, name) = (&c, all.clone(), dead_name.clone());
+    dead.restart();
+    wait_until_async("the restarted node alive and back in DNS", DEADLINE, || {
+        let (all, name) = (all.clone(), dead_name.clone());
         async move {
-            let got = db_addrs(c, leader);
-            let status = status_of(&members(c, leader).await, &name);
+            let got = db_addrs(leader);
+            let status = status_of(&members(leader).await, &name);
             if got == all && status == Some(1) {
                 Ok(())
             } else {
@@ -122,47 +128,42 @@ async fn a_dead_machine_leaves_every_answer_and_a_wrong_key_stays_out() {
     .await;
 
     // An agent with another key never gets in.
-    let dir = temp_dir();
-    let data = dir.path().display().to_string();
-    let join = c.serf(leader).to_string();
-    let outsider = TestAgent::start(
-        &[
-            "--server",
-            "--node",
-            "outsider",
-            "--data-dir",
-            &data,
-            "--encrypt",
-            OTHER_KEY,
-            "--retry-join",
-            &join,
-        ],
-        crate::harness::next_loopback(),
-    );
-    crate::harness::wait_for("the outsider's join to fail", DEADLINE, || {
+    let outsider = trellis()
+        .server()
+        .node("outsider")
+        .encrypt(OTHER_KEY)
+        .retry_join(leader.serf())
+        .start();
+    wait_until_async("the outsider's join to fail", DEADLINE, || {
         let log = outsider.log();
-        async move { log.contains("join failed").then_some(()) }
+        async move {
+            if log.contains("join failed") {
+                Ok(())
+            } else {
+                Err("no failed join logged yet".to_string())
+            }
+        }
     })
     .await;
-    let m = members(&c, leader).await;
+    let m = members(leader).await;
     assert_eq!(status_of(&m, "outsider"), None, "{m:?}");
 
     // A graceful leave: Left in the pool, deregistered from the catalog.
     let leaving = survivors
         .into_iter()
-        .find(|&i| i != leader)
+        .find(|s| *s != leader)
         .expect("a follower");
-    let leaving_name = format!("s{}", leaving + 1);
-    let r = c
-        .put(leaving, "/v1/agent/leave", &json!({}))
+    let leaving_name = leaving.name().to_string();
+    let r = leaving
+        .put("/v1/agent/leave", &json!({}))
         .await
         .expect("leave");
     assert_eq!(r.status, 200, "{r:?}");
-    c.wait_until("the leaver deregistered and Left", DEADLINE, || {
-        let (c, name) = (&c, leaving_name.clone());
+    wait_until_async("the leaver deregistered and Left", DEADLINE, || {
+        let name = leaving_name.clone();
         async move {
-            let nodes = c.get(leader, "/v1/catalog/nodes").await?;
-            let m = members(c, leader).await;
+            let nodes = leader.get("/v1/catalog/nodes").await?;
+            let m = members(leader).await;
             let status = status_of(&m, &name);
             if !nodes.text.contains(&format!("\"{name}\"")) && status == Some(3) {
                 Ok(())
@@ -172,5 +173,5 @@ async fn a_dead_machine_leaves_every_answer_and_a_wrong_key_stays_out() {
         }
     })
     .await;
-    c.assert_no_server_panicked();
+    c.assert_no_panics();
 }

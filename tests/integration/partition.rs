@@ -10,9 +10,12 @@ use std::net::{IpAddr, Ipv4Addr};
 use std::process::Command;
 use std::time::Instant;
 
-use crate::cluster_harness::{
-    CLIENT_TIMEOUT, Clients, Cluster, FORM_DEADLINE, Placement, SETTLE_DEADLINE, ServiceView,
+use trellis_testkit::{
+    Agent, CLIENT_TIMEOUT, Cluster, FORM_DEADLINE, Placement, SETTLE_DEADLINE, ServiceView,
+    wait_until_async,
 };
+
+use crate::harness::trellis;
 
 /// Runs `ip ARGS`; `Err` with its stderr when it fails.
 fn ip(args: &[&str]) -> Result<(), String> {
@@ -105,8 +108,17 @@ impl Net {
             .collect()
     }
 
-    /// Takes host `k`'s switch port down: it reaches no one and no one it.
-    fn cut(&self, k: usize) {
+    /// Host `k`'s index among the placements, from the address `agent`
+    /// binds (the test names agents, the wiring numbers hosts).
+    fn host_of(agent: &Agent) -> usize {
+        (0..u8::MAX as usize)
+            .find(|&k| Self::ip_of(k) == agent.ip())
+            .unwrap_or_else(|| panic!("{} is not on a test host", agent.name()))
+    }
+
+    /// Takes `agent`'s switch port down: it reaches no one and no one it.
+    fn cut(&self, agent: &Agent) {
+        let k = Self::host_of(agent);
         ip(&[
             "-n",
             &self.switch,
@@ -118,8 +130,9 @@ impl Net {
         .unwrap_or_else(|e| panic!("cut: {e}"));
     }
 
-    /// Brings host `k`'s switch port back.
-    fn heal(&self, k: usize) {
+    /// Brings `agent`'s switch port back.
+    fn heal(&self, agent: &Agent) {
+        let k = Self::host_of(agent);
         ip(&[
             "-n",
             &self.switch,
@@ -195,20 +208,20 @@ async fn a_partitioned_leader_stops_taking_writes_and_rejoins_without_divergence
         }
     };
     // Declared after `net`, so dropped (processes killed) before it.
-    let c = Cluster::launch(net.placements());
+    let c = trellis().cluster().servers_at(net.placements()).launch();
     c.wait_formed().await;
-    let all = [0, 1, 2];
+    let all: Vec<&Agent> = c.servers().collect();
     let old = c.leader().await;
     let mut acked = BTreeSet::new();
-    for k in 0..3 {
+    for (k, s) in all.iter().enumerate() {
         let id = format!("part-before-{k}");
-        c.register_acked(k, "part", &id, "10.8.0.1", 1).await;
+        s.register_acked("part", &id, "10.8.0.1", 1).await;
         acked.insert(id);
     }
     c.wait_converged(&all, "part", SETTLE_DEADLINE).await;
 
     net.cut(old);
-    let majority: Vec<usize> = all.iter().copied().filter(|&i| i != old).collect();
+    let majority: Vec<&Agent> = all.iter().copied().filter(|&s| s != old).collect();
 
     // The minority: writes stop being accepted, promptly and with Consul's
     // error. What it answers before noticing is recorded: an acknowledged
@@ -222,7 +235,7 @@ async fn a_partitioned_leader_stops_taking_writes_and_rejoins_without_divergence
     let end = Instant::now() + SETTLE_DEADLINE;
     for attempt in 1.. {
         let id = format!("part-minority-{attempt}");
-        match c.register(old, "part", &id, "10.8.0.2", 1).await {
+        match old.register("part", &id, "10.8.0.2", 1).await {
             Ok(r) => {
                 attempts.push((id.clone(), r.status, r.text.clone()));
                 if r.ok() {
@@ -247,7 +260,7 @@ async fn a_partitioned_leader_stops_taking_writes_and_rejoins_without_divergence
     // Once it knows, it keeps refusing.
     for k in 0..3 {
         let id = format!("part-minority-final-{k}");
-        match c.register(old, "part", &id, "10.8.0.2", 1).await {
+        match old.register("part", &id, "10.8.0.2", 1).await {
             Ok(r) => assert_eq!(
                 (r.status, r.text.contains("No cluster leader")),
                 (500, true),
@@ -260,16 +273,20 @@ async fn a_partitioned_leader_stops_taking_writes_and_rejoins_without_divergence
 
     // The majority elects a new leader and keeps taking writes, through both.
     let new = c.wait_leader_among(&majority, SETTLE_DEADLINE).await;
-    assert_ne!(new, old);
-    for &m in &majority {
-        let id = format!("part-majority-{m}");
-        c.register_acked(m, "part", &id, "10.8.0.3", 1).await;
+    assert_ne!(new.name(), old.name());
+    for m in &majority {
+        let id = format!("part-majority-{}", m.name());
+        m.register_acked("part", &id, "10.8.0.3", 1).await;
         acked.insert(id);
     }
 
     net.heal(old);
     let leader = c.wait_leader_among(&all, FORM_DEADLINE).await;
-    assert_ne!(leader, old, "the healed server's log is behind");
+    assert_ne!(
+        leader.name(),
+        old.name(),
+        "the healed server's log is behind"
+    );
     let view: ServiceView = c.wait_converged(&all, "part", FORM_DEADLINE).await;
     acked.extend(minority_acked.iter().cloned());
     let missing: Vec<&String> = acked.difference(&view.ids).collect();
@@ -285,35 +302,34 @@ async fn a_partitioned_leader_stops_taking_writes_and_rejoins_without_divergence
         hung.is_empty(),
         "writes to the cut-off leader unanswered after {CLIENT_TIMEOUT:?}: {hung:?}"
     );
-    c.assert_no_server_panicked();
+    c.assert_no_panics();
 }
 
-/// How many instances of `service` member `i` of `servers` counts as
-/// passing, from its own copy of the catalog.
-async fn passing_on(servers: &Cluster, i: usize, service: &str) -> Result<usize, String> {
-    let r = servers
-        .get(i, &format!("/v1/health/service/{service}?passing&stale"))
+/// How many instances of `service` server `s` counts as passing, from its
+/// own copy of the catalog.
+async fn passing_on(s: &Agent, service: &str) -> Result<usize, String> {
+    let r = s
+        .get(&format!("/v1/health/service/{service}?passing&stale"))
         .await?;
     r.json()
         .as_array()
         .map(Vec::len)
-        .ok_or_else(|| format!("s{}: {r:?}", i + 1))
+        .ok_or_else(|| format!("{}: {r:?}", s.name()))
 }
 
 /// Waits until every server counts `want` passing instances of `service`.
-async fn wait_passing(servers: &Cluster, service: &str, want: usize) {
+async fn wait_passing(c: &Cluster, service: &str, want: usize) {
     let what = format!("{want} passing {service} on every server");
-    servers
-        .wait_until(&what, FORM_DEADLINE, || async {
-            for i in 0..servers.len() {
-                let n = passing_on(servers, i, service).await?;
-                if n != want {
-                    return Err(format!("s{}: {n}", i + 1));
-                }
+    wait_until_async(&what, FORM_DEADLINE, || async {
+        for s in c.servers() {
+            let n = passing_on(s, service).await?;
+            if n != want {
+                return Err(format!("{}: {n}", s.name()));
             }
-            Ok(())
-        })
-        .await;
+        }
+        Ok(())
+    })
+    .await;
 }
 
 #[tokio::test]
@@ -332,73 +348,69 @@ async fn a_cut_off_client_leaves_the_answers_keeps_its_copy_and_catches_up() {
     let mut places = net.placements();
     let client_place = places.pop().expect("four hosts");
     // Declared after `net`, so dropped (processes killed) before it.
-    let servers = Cluster::launch(places);
-    servers.wait_formed().await;
-    let mut clients = Clients::new();
-    let c = clients.add_at(&servers, "c1", client_place, &[]);
-    servers
-        .wait_until(
-            "web registered through the client",
-            FORM_DEADLINE,
-            || async {
-                let r = clients.register_service(c, "web", 80).await?;
-                if r.ok() {
-                    Ok(())
-                } else {
-                    Err(format!("{r:?}"))
-                }
-            },
-        )
-        .await;
-    wait_passing(&servers, "web", 1).await;
+    let mut c = trellis().cluster().servers_at(places).launch();
+    c.wait_formed().await;
+    c.add_client_at("c1", client_place, |b| b);
+    let client = c.node("c1");
+    wait_until_async(
+        "web registered through the client",
+        FORM_DEADLINE,
+        || async {
+            let r = client.register_service("web", 80).await?;
+            if r.ok() {
+                Ok(())
+            } else {
+                Err(format!("{r:?}"))
+            }
+        },
+    )
+    .await;
+    wait_passing(&c, "web", 1).await;
 
     // Cut off: the servers declare the machine failed and stop answering
     // for its service.
-    net.cut(3);
-    wait_passing(&servers, "web", 0).await;
+    net.cut(client);
+    wait_passing(&c, "web", 0).await;
     // The client keeps answering from its own copy, which it cannot
     // refresh, and refuses writes with a clear error.
-    let own = clients
-        .get(c, "/v1/catalog/service/web?stale")
+    let own = client
+        .get("/v1/catalog/service/web?stale")
         .await
         .expect("the cut-off client answers");
     assert_eq!(own.json().as_array().map(Vec::len), Some(1), "{own:?}");
-    servers
-        .wait_until(
-            "a write on the cut-off client refused",
-            FORM_DEADLINE,
-            || async {
-                let r = clients.register_service(c, "other", 81).await?;
-                if r.status == 500 {
-                    Ok(())
-                } else {
-                    Err(format!("{r:?}"))
-                }
-            },
-        )
-        .await;
+    wait_until_async(
+        "a write on the cut-off client refused",
+        FORM_DEADLINE,
+        || async {
+            let r = client.register_service("other", 81).await?;
+            if r.status == 500 {
+                Ok(())
+            } else {
+                Err(format!("{r:?}"))
+            }
+        },
+    )
+    .await;
     // The rest of the cluster moves on meanwhile.
-    servers
-        .register_acked(0, "during", "during-1", "10.8.0.9", 1)
+    c.node("s1")
+        .register_acked("during", "during-1", "10.8.0.9", 1)
         .await;
 
     // Healed: the machine is alive again for the servers, and the client's
     // copy catches up with what it missed.
-    net.heal(3);
-    wait_passing(&servers, "web", 1).await;
-    servers
-        .wait_until(
-            "the client's copy has what it missed",
-            FORM_DEADLINE,
-            || async {
-                let r = clients.get(c, "/v1/catalog/service/during?stale").await?;
-                match r.json().as_array().map(Vec::len) {
-                    Some(1) => Ok(()),
-                    _ => Err(format!("{r:?}")),
-                }
-            },
-        )
-        .await;
-    servers.assert_no_server_panicked();
-    clients.assert_no_client_panicked();
+    net.heal(client);
+    wait_passing(&c, "web", 1).await;
+    wait_until_async(
+        "the client's copy has what it missed",
+        FORM_DEADLINE,
+        || async {
+            let r = client.get("/v1/catalog/service/during?stale").await?;
+            match r.json().as_array().map(Vec::len) {
+                Some(1) => Ok(()),
+                _ => Err(format!("{r:?}")),
+            }
+        },
+    )
+    .await;
+    c.assert_no_panics();
 }
