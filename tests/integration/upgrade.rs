@@ -15,7 +15,11 @@ use std::time::Duration;
 use hickory_proto::rr::{RData, RecordType};
 use serde_json::{Value, json};
 
-use crate::harness::{TestAgent, a_records, next_loopback, temp_dir, wait_for};
+use trellis_testkit::Agent;
+use trellis_testkit::dns::a_records;
+use trellis_testkit::wait::wait_until_async;
+
+use crate::harness::{temp_dir, trellis};
 
 const UPGRADED: &str = "upgraded the raft data to the current format";
 
@@ -40,7 +44,7 @@ fn copy_of_fixture() -> tempfile::TempDir {
     dir
 }
 
-async fn get_json(agent: &TestAgent, path: &str) -> Option<Value> {
+async fn get_json(agent: &Agent, path: &str) -> Option<Value> {
     let resp = reqwest::get(agent.url(path)).await.ok()?;
     if !resp.status().is_success() {
         return None;
@@ -49,7 +53,7 @@ async fn get_json(agent: &TestAgent, path: &str) -> Option<Value> {
 }
 
 /// The instance IDs `/v1/health/service/ext?passing` returns.
-async fn passing_ext(agent: &TestAgent) -> Option<Vec<String>> {
+async fn passing_ext(agent: &Agent) -> Option<Vec<String>> {
     let body = get_json(agent, "/v1/health/service/ext?passing").await?;
     let mut ids: Vec<String> = body
         .as_array()?
@@ -65,7 +69,7 @@ fn ids(names: &[&str]) -> Vec<String> {
 }
 
 /// The SRV targets' ports of `name`, sorted.
-fn srv_ports(agent: &TestAgent, name: &str) -> Vec<u16> {
+fn srv_ports(agent: &Agent, name: &str) -> Vec<u16> {
     let answer = agent.query_tcp(name, RecordType::SRV);
     let mut ports: Vec<u16> = answer
         .answers
@@ -80,20 +84,21 @@ fn srv_ports(agent: &TestAgent, name: &str) -> Vec<u16> {
 }
 
 /// Waits until the agent serves the fixture's catalog over HTTP and DNS.
-async fn assert_serves_the_fixture(agent: &TestAgent) {
+async fn assert_serves_the_fixture(agent: &Agent) {
     // What the old main served at `/v1/catalog/services`.
     let expected = json!({
         "cache": [], "consul": [], "db": [],
         "ext": ["t1", "t2", "t3", "t4", "t6"],
         "web": ["primary", "v1", "v2"],
     });
-    wait_for(
+    wait_until_async(
         "the fixture's services",
         Duration::from_secs(30),
         || async {
-            get_json(agent, "/v1/catalog/services")
-                .await
-                .filter(|v| *v == expected)
+            match get_json(agent, "/v1/catalog/services").await {
+                Some(v) if v == expected => Ok(v),
+                other => Err(format!("{other:?}")),
+            }
         },
     )
     .await;
@@ -118,21 +123,12 @@ async fn assert_serves_the_fixture(agent: &TestAgent) {
 #[tokio::test]
 async fn a_data_dir_from_before_versioning_is_upgraded_serves_its_catalog_and_takes_writes() {
     let dir = copy_of_fixture();
-    let data_dir = dir.path().display().to_string();
-    let mut agent = TestAgent::start(
-        &[
-            "--server",
-            "--bootstrap-expect",
-            "1",
-            "--node",
-            "fixture1",
-            "--datacenter",
-            "dc1",
-            "--data-dir",
-            &data_dir,
-        ],
-        next_loopback(),
-    );
+    let agent = trellis()
+        .server()
+        .node("fixture1")
+        .bootstrap_expect(1)
+        .data_dir(dir.path())
+        .start();
     assert_serves_the_fixture(&agent).await;
     assert_eq!(agent.log().matches(UPGRADED).count(), 1, "{}", agent.log());
 
@@ -156,10 +152,11 @@ async fn a_data_dir_from_before_versioning_is_upgraded_serves_its_catalog_and_ta
 
     // Restarted, the upgraded dir opens as it is, with the write in it.
     agent.restart();
-    wait_for("ext-6 still critical", Duration::from_secs(30), || async {
-        passing_ext(&agent)
-            .await
-            .filter(|p| *p == ids(&["ext-1", "ext-2", "ext-3", "ext-4"]))
+    wait_until_async("ext-6 still critical", Duration::from_secs(30), || async {
+        match passing_ext(&agent).await {
+            Some(p) if p == ids(&["ext-1", "ext-2", "ext-3", "ext-4"]) => Ok(p),
+            other => Err(format!("{other:?}")),
+        }
     })
     .await;
     let ext = agent.query_tcp("ext.service.consul.", RecordType::A);
