@@ -8,9 +8,9 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use crate::catalog::{Command, Outcome};
-use crate::consensus::types::NodeId;
 use crate::consensus::{Configuration, Consensus, WriteError};
 use crate::rpc::ServerLink;
+use crate::rpc::types::NodeId;
 
 /// The agent's way to the catalog's consensus. Cheap to clone.
 #[derive(Debug, Clone)]

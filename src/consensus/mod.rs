@@ -24,7 +24,6 @@ mod log_store;
 mod network;
 mod proposer;
 mod state_machine;
-pub mod types;
 
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
@@ -40,6 +39,7 @@ use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
 use crate::catalog::{Command, Outcome, Replica};
+use crate::rpc::types;
 use crate::rpc::{Pool, Request, Response, RpcError};
 use crate::store::{self, Op, StoreError, Writer, WriterStats, keys};
 pub use cluster::{Configuration, ServerEntry};

@@ -25,8 +25,8 @@ use tokio_util::sync::CancellationToken;
 
 use super::client::Pool;
 use super::message::{Changes, Follow, Request, Response, ServerStatus};
+use super::types::NodeId;
 use crate::catalog::{Command, Outcome, Replica};
-use crate::consensus::types::NodeId;
 use crate::consensus::{Configuration, WriteError};
 
 /// How long a server holds a follow poll open when nothing changes. Short

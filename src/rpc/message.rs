@@ -17,8 +17,8 @@ use openraft::raft::{
 };
 use serde::{Deserialize, Serialize};
 
+use super::types::{Node, NodeId, TypeConfig};
 use crate::catalog::{Catalog, Command, Index, Outcome};
-use crate::consensus::types::{Node, NodeId, TypeConfig};
 use crate::consensus::{Configuration, WriteError};
 
 /// One frame's content.

@@ -17,6 +17,7 @@ pub mod frame;
 pub mod link;
 pub mod message;
 pub mod server;
+pub mod types;
 
 pub use client::{Pool, RpcError};
 pub use link::ServerLink;
