@@ -33,7 +33,7 @@ use crate::catalog::{
     CatalogError, CheckRegistration, Command, Deregistration, HealthStatus, Meta, Outcome,
     Registration, ServiceAddress, ServiceRegistration, Weights,
 };
-use crate::consensus::WriteError;
+use crate::rpc::{ReadError, WriteError};
 
 mod anti_entropy;
 
@@ -338,6 +338,9 @@ pub enum LocalError {
     /// The write did not commit.
     #[error(transparent)]
     Write(#[from] WriteError),
+    /// The consistent read before a sync could not be confirmed.
+    #[error(transparent)]
+    Read(#[from] ReadError),
 }
 
 /// This agent's node and services.

@@ -6,7 +6,7 @@ use axum::response::{IntoResponse, Response};
 
 use super::decode::DecodeError;
 use crate::agent::local::LocalError;
-use crate::consensus::WriteError;
+use crate::rpc::{MembershipError, ReadError, WriteError};
 
 /// Why a request failed; the variant decides the status, the text is the body.
 #[derive(Debug, thiserror::Error)]
@@ -69,6 +69,24 @@ impl From<WriteError> for ApiError {
     }
 }
 
+impl From<ReadError> for ApiError {
+    fn from(e: ReadError) -> Self {
+        match e {
+            ReadError::NoLeader => Self::NoLeader,
+            other => Self::Internal(other.to_string()),
+        }
+    }
+}
+
+impl From<MembershipError> for ApiError {
+    fn from(e: MembershipError) -> Self {
+        match e {
+            MembershipError::NoLeader => Self::NoLeader,
+            other => Self::Internal(other.to_string()),
+        }
+    }
+}
+
 impl From<LocalError> for ApiError {
     fn from(e: LocalError) -> Self {
         match e {
@@ -78,6 +96,7 @@ impl From<LocalError> for ApiError {
             LocalError::Refused(r) => Self::BadRequest(r.to_string()),
             LocalError::UnknownService(_) => Self::NotFound(e.to_string()),
             LocalError::Write(w) => w.into(),
+            LocalError::Read(r) => r.into(),
         }
     }
 }
