@@ -1,4 +1,4 @@
-//! How servers find each other, change the Raft configuration and list it.
+//! How servers find each other, and what they remember of each other.
 //!
 //! Discovery runs in the background on every server. While a server belongs
 //! to no cluster it says [`Hello`] to the servers the gossip pool shows (and
@@ -12,10 +12,7 @@
 //!
 //! A server in a cluster whose configuration entry is missing or out of date
 //! (a new address, a wiped data dir and so a new id) asks the leader to fix
-//! it. The leader handles joins one at a time: a new server first becomes a
-//! learner and catches up (by snapshot if need be), then is promoted to
-//! voter in the same change that drops any stale entry with its name or
-//! address.
+//! it (`membership`).
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::net::SocketAddr;
@@ -23,16 +20,13 @@ use std::sync::atomic::Ordering;
 use std::sync::{Mutex, Weak};
 use std::time::Duration;
 
-use openraft::ChangeMembers;
-use openraft::error::{ClientWriteError, RaftError};
 use tokio_util::sync::CancellationToken;
 
-use super::{Consensus, Route};
+use super::Consensus;
+use super::membership::JOIN_TIMEOUT;
 use crate::rpc::cluster::{ClusterRequest, ClusterResponse};
 use crate::rpc::types::{RaftId, RaftMember};
-use crate::rpc::{
-    Configuration, Hello, MembershipError, RaftServer, Request, Response, RpcError, ServerEntry,
-};
+use crate::rpc::{Hello, RaftServer, Request, Response};
 
 /// The server RPC port a join address without one is assumed to use.
 const DEFAULT_RPC_PORT: u16 = 8300;
@@ -42,8 +36,6 @@ const SEEK_PERIOD: Duration = Duration::from_millis(200);
 const SETTLED_PERIOD: Duration = Duration::from_secs(2);
 /// How long a hello may take.
 const HELLO_TIMEOUT: Duration = Duration::from_millis(500);
-/// How long a join may take: a learner catching up by snapshot included.
-const JOIN_TIMEOUT: Duration = Duration::from_secs(30);
 
 /// Discovery state and the lock that serializes membership changes.
 #[derive(Debug)]
@@ -55,9 +47,9 @@ pub(super) struct Cluster {
     /// Server RPC addresses learned from outside Raft (the gossip pool).
     peers: Mutex<BTreeSet<SocketAddr>>,
     /// One membership change at a time on the leader.
-    changes: tokio::sync::Mutex<()>,
+    pub(super) changes: tokio::sync::Mutex<()>,
     /// Set once this server left: it no longer asks to be put back.
-    left: std::sync::atomic::AtomicBool,
+    pub(super) left: std::sync::atomic::AtomicBool,
 }
 
 impl Cluster {
@@ -75,14 +67,6 @@ impl Cluster {
     fn known(&self) -> std::sync::MutexGuard<'_, BTreeMap<RaftId, RaftMember>> {
         self.known.lock().unwrap_or_else(|e| e.into_inner())
     }
-}
-
-/// A membership change, made by the leader.
-enum Change {
-    /// Add this server (or update its entry).
-    Join(RaftServer),
-    /// Remove the server with this id.
-    Remove(RaftId),
 }
 
 /// The background discovery loop; ends with `stop` or when the server goes.
@@ -109,7 +93,7 @@ impl Consensus {
     }
 
     /// Whether this server's log holds a cluster configuration.
-    fn in_cluster(&self) -> bool {
+    pub(super) fn in_cluster(&self) -> bool {
         self.metrics
             .borrow()
             .membership_config
@@ -266,199 +250,5 @@ impl Consensus {
             }
         }
         false
-    }
-
-    /// Makes `change` on the leader: here when this server leads, or sent
-    /// to it, waiting out an election for [`super::Tuning::leader_wait`].
-    async fn to_leader(&self, change: Change) -> Result<(), MembershipError> {
-        let started = tokio::time::Instant::now();
-        loop {
-            let attempt = match self.route() {
-                Route::Local => match &change {
-                    Change::Join(server) => self.join_as_leader(server.clone()).await,
-                    Change::Remove(id) => self.remove_as_leader(*id).await,
-                },
-                Route::Remote(_, addr) => {
-                    let deadline = tokio::time::Instant::now() + JOIN_TIMEOUT;
-                    let req = Request::Cluster(match &change {
-                        Change::Join(server) => ClusterRequest::Join(server.clone()),
-                        Change::Remove(id) => ClusterRequest::Remove(*id),
-                    });
-                    match self.forward(addr, req, deadline).await {
-                        Ok(Response::Cluster(ClusterResponse::Done(r))) => r,
-                        Ok(_) => Err(MembershipError::Fatal(
-                            "unexpected answer from the leader".into(),
-                        )),
-                        Err(e) => Err(forward_failed(e)),
-                    }
-                }
-                Route::Nowhere => Err(MembershipError::NoLeader),
-            };
-            match attempt {
-                Err(MembershipError::NoLeader) if started.elapsed() < self.tuning.leader_wait => {
-                    self.leader_change(None).await;
-                }
-                other => return other,
-            }
-        }
-    }
-
-    /// Adds `server` to the configuration (or updates its entry). Any
-    /// server accepts this and hands it to the leader.
-    pub async fn join(&self, server: RaftServer) -> Result<(), MembershipError> {
-        self.to_leader(Change::Join(server)).await
-    }
-
-    /// Removes server `id` from the configuration, via the leader.
-    pub async fn remove_server(&self, id: RaftId) -> Result<(), MembershipError> {
-        self.to_leader(Change::Remove(id)).await
-    }
-
-    /// Removes the server at RPC address `addr`, via the leader.
-    pub async fn remove_address(&self, addr: SocketAddr) -> Result<(), MembershipError> {
-        let id = self.configuration().id_at(addr)?;
-        self.remove_server(id).await
-    }
-
-    /// Takes this server out of the configuration, for a graceful leave.
-    /// A leader removing itself steps down once the change commits. A lone
-    /// server has nobody to hand the configuration to: it just goes.
-    pub async fn leave(&self) -> Result<(), MembershipError> {
-        let alone = {
-            let m = self.metrics.borrow();
-            let mut voters = m.membership_config.membership().voter_ids();
-            voters.all(|id| id == self.raft_id)
-        };
-        if !self.in_cluster() || alone {
-            return Ok(());
-        }
-        self.cluster.left.store(true, Ordering::Release);
-        self.remove_server(self.raft_id).await
-    }
-
-    async fn join_as_leader(&self, m: RaftServer) -> Result<(), MembershipError> {
-        let _one_at_a_time = self.cluster.changes.lock().await;
-        let membership = self.metrics.borrow().membership_config.membership().clone();
-        let voters: BTreeSet<RaftId> = membership.voter_ids().collect();
-        let current = membership.get_node(&m.id).cloned();
-        if voters.contains(&m.id) {
-            if current.as_ref() != Some(&m.member) {
-                tracing::info!(id = m.id, node = %m.member, "updating a server's address");
-                self.set_member(&m).await?;
-            }
-            return Ok(());
-        }
-        if current.is_none() {
-            tracing::info!(id = m.id, node = %m.member, "adding a server as a learner");
-            tokio::time::timeout(
-                JOIN_TIMEOUT,
-                self.raft.add_learner(m.id, m.member.clone(), true),
-            )
-            .await
-            .map_err(|_| MembershipError::Timeout)?
-            .map_err(membership_refused)?;
-        } else if current.as_ref() != Some(&m.member) {
-            self.set_member(&m).await?;
-        }
-        // The same name or address under another id is the same machine
-        // with a wiped data dir: its old entry goes in the same change.
-        let stale: BTreeSet<RaftId> = membership
-            .nodes()
-            .filter(|(id, n)| **id != m.id && (n.addr == m.member.addr || n.name == m.member.name))
-            .map(|(id, _)| *id)
-            .collect();
-        let mut new_voters: BTreeSet<RaftId> = voters.difference(&stale).copied().collect();
-        new_voters.insert(m.id);
-        tracing::info!(id = m.id, node = %m.member, replaced = ?stale, "promoting a server to voter");
-        self.raft
-            .change_membership(ChangeMembers::ReplaceAllVoters(new_voters), false)
-            .await
-            .map_err(membership_refused)?;
-        Ok(())
-    }
-
-    /// Replaces a server's membership record (a new address or name),
-    /// keeping its role.
-    async fn set_member(&self, m: &RaftServer) -> Result<(), MembershipError> {
-        self.raft
-            .change_membership(
-                ChangeMembers::SetNodes(BTreeMap::from([(m.id, m.member.clone())])),
-                true,
-            )
-            .await
-            .map_err(membership_refused)?;
-        Ok(())
-    }
-
-    async fn remove_as_leader(&self, id: RaftId) -> Result<(), MembershipError> {
-        let _one_at_a_time = self.cluster.changes.lock().await;
-        let membership = self.metrics.borrow().membership_config.membership().clone();
-        let voters: BTreeSet<RaftId> = membership.voter_ids().collect();
-        let change = if voters.contains(&id) {
-            if voters.len() == 1 {
-                return Err(MembershipError::Refused(
-                    "cannot remove the last server of the cluster".into(),
-                ));
-            }
-            ChangeMembers::RemoveVoters(BTreeSet::from([id]))
-        } else if membership.get_node(&id).is_some() {
-            ChangeMembers::RemoveNodes(BTreeSet::from([id]))
-        } else {
-            return Err(MembershipError::Refused(format!(
-                "id {id:016x} was not found in the Raft configuration"
-            )));
-        };
-        tracing::info!(id, "removing a server from the configuration");
-        self.raft
-            .change_membership(change, false)
-            .await
-            .map_err(membership_refused)?;
-        Ok(())
-    }
-
-    /// The current configuration, as this server knows it.
-    pub fn configuration(&self) -> Configuration {
-        let m = self.metrics.borrow();
-        let stored = &m.membership_config;
-        let membership = stored.membership();
-        let voters: BTreeSet<RaftId> = membership.voter_ids().collect();
-        Configuration {
-            servers: membership
-                .nodes()
-                .map(|(id, node)| ServerEntry {
-                    id: *id,
-                    name: node.name.clone(),
-                    addr: node.addr,
-                    leader: m.current_leader == Some(*id),
-                    voter: voters.contains(id),
-                })
-                .collect(),
-            index: stored.log_id().map_or(0, |l| l.index),
-        }
-    }
-}
-
-/// How a membership change sent to the leader failed on the way: one that
-/// never left may be retried elsewhere (`NoLeader`), one that was lost in
-/// flight may have been made (`Interrupted`).
-fn forward_failed(e: RpcError) -> MembershipError {
-    match e {
-        e if e.not_sent() => MembershipError::NoLeader,
-        RpcError::Timeout(_) => MembershipError::Timeout,
-        RpcError::Lost(_) => MembershipError::Interrupted,
-        e => MembershipError::Fatal(e.to_string()),
-    }
-}
-
-/// How openraft refuses a membership change.
-fn membership_refused(
-    e: RaftError<RaftId, ClientWriteError<RaftId, RaftMember>>,
-) -> MembershipError {
-    match e {
-        RaftError::APIError(ClientWriteError::ForwardToLeader(_)) => MembershipError::NoLeader,
-        RaftError::APIError(ClientWriteError::ChangeMembershipError(e)) => {
-            MembershipError::Refused(e.to_string())
-        }
-        RaftError::Fatal(e) => MembershipError::Fatal(e.to_string()),
     }
 }

@@ -13,8 +13,9 @@
 //! - `network`: Raft's calls to other servers, over server RPC (`rpc`);
 //! - `proposer`: group commit in front of Raft;
 //! - `contact`: when the leader and the followers were last heard from;
-//! - `cluster`: finding the other servers, bootstrapping, joins, removals,
-//!   the configuration as `/v1/operator/raft/configuration` lists it.
+//! - `cluster`: finding the other servers and bootstrapping;
+//! - `membership`: joins, removals and leaves through the leader, and the
+//!   configuration as `/v1/operator/raft/configuration` lists it.
 //!
 //! Writes go to the leader (`write`): [`Consensus::write`] proposes locally
 //! when this server leads and forwards over server RPC otherwise, retrying
@@ -27,6 +28,7 @@
 mod cluster;
 mod contact;
 mod log_store;
+mod membership;
 mod network;
 mod open;
 mod proposer;

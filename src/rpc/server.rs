@@ -71,12 +71,15 @@ pub async fn serve<H: Handler>(
         conns.spawn(async move {
             match connection(stream, handler, token).await {
                 Ok(()) => {}
+                // A peer that spoke, but not our protocol: worth a warning.
+                Err(Ended::Refused(
+                    e @ (PrefaceError::Mismatch { .. } | PrefaceError::Missing),
+                )) if refusals.warn_now() => {
+                    tracing::warn!(%peer, "refused a server RPC connection: {e}");
+                }
+                // Or one that hung up or stayed silent (a port probe).
                 Err(Ended::Refused(e)) => {
-                    if refusals.warn_now() {
-                        tracing::warn!(%peer, "refused a server RPC connection: {e}");
-                    } else {
-                        tracing::debug!(%peer, "refused a server RPC connection: {e}");
-                    }
+                    tracing::debug!(%peer, "refused a server RPC connection: {e}");
                 }
                 Err(Ended::Frame(e)) => {
                     tracing::debug!(%peer, error = %e, "server RPC connection ended");
