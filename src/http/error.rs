@@ -127,6 +127,21 @@ mod tests {
                 "No cluster leader".into()
             )
         );
+        // Reads and membership changes fail as writes always did.
+        assert_eq!(
+            answer(ReadError::NoLeader),
+            (
+                StatusCode::INTERNAL_SERVER_ERROR,
+                "No cluster leader".into()
+            )
+        );
+        assert_eq!(
+            answer(MembershipError::NoServers),
+            (
+                StatusCode::INTERNAL_SERVER_ERROR,
+                "No known Consul servers".into()
+            )
+        );
         assert_eq!(
             answer(LocalError::Refused(CatalogError::Missing("Node".into()))),
             (StatusCode::BAD_REQUEST, "missing Node".into())

@@ -4,10 +4,10 @@
 //!
 //! A client holds a full replica of the catalog, as servers do, so its DNS
 //! and HTTP reads never wait for the network. The replica follows one server
-//! by long polls ([`ClientRequest::Follow`]): each answer carries the entries that
-//! server applied since the client's index (or, when the client fell behind
-//! the server's history, the whole state), and the server's view of its
-//! leader, which is what the client reports in `X-Consul-KnownLeader` and
+//! by long polls ([`ClientRequest::Follow`]): each answer carries the entries
+//! that server applied since the client's index (or, when the client fell
+//! behind the server's history, the whole state), and the server's view of
+//! its leader, which is what the client reports in `X-Consul-KnownLeader` and
 //! `X-Consul-LastContact`.
 //!
 //! The servers come from the gossip pool. The client sticks to one while it

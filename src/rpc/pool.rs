@@ -1,8 +1,8 @@
 //! Calling servers: one persistent TCP connection per peer, opened with the
-//! protocol preface and shared by every caller. Calls are pipelined: each is written as soon as it is made
-//! and its answer is matched by id, so a slow snapshot chunk does not hold up
-//! a vote. A broken connection fails the calls waiting on it and is replaced
-//! on the next call.
+//! protocol preface and shared by every caller. Calls are pipelined: each is
+//! written as soon as it is made and its answer is matched by id, so a slow
+//! snapshot chunk does not hold up a vote. A broken connection fails the
+//! calls waiting on it and is replaced on the next call.
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
