@@ -8,9 +8,9 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use crate::catalog::{Command, Outcome};
-use crate::consensus::types::NodeId;
-use crate::consensus::{Configuration, Consensus, WriteError};
-use crate::rpc::ServerLink;
+use crate::consensus::Consensus;
+use crate::rpc::types::RaftId;
+use crate::rpc::{Configuration, MembershipError, ReadError, ServerLink, WriteError};
 
 /// The agent's way to the catalog's consensus. Cheap to clone.
 #[derive(Debug, Clone)]
@@ -33,7 +33,7 @@ impl Delegate {
 
     /// Waits until this agent's replica holds everything committed before
     /// the call (`?consistent`).
-    pub async fn linearizable_read(&self) -> Result<(), WriteError> {
+    pub async fn linearizable_read(&self) -> Result<(), ReadError> {
         match self {
             Self::Server(c) => c.linearizable_read().await,
             Self::Client(l) => l.linearizable_read().await,
@@ -73,7 +73,7 @@ impl Delegate {
     }
 
     /// The Raft configuration.
-    pub async fn configuration(&self) -> Result<Configuration, WriteError> {
+    pub async fn configuration(&self) -> Result<Configuration, MembershipError> {
         match self {
             Self::Server(c) => Ok(c.configuration()),
             Self::Client(l) => l.configuration().await,
@@ -81,7 +81,7 @@ impl Delegate {
     }
 
     /// Removes server `id` from the Raft configuration.
-    pub async fn remove_server(&self, id: NodeId) -> Result<(), WriteError> {
+    pub async fn remove_server(&self, id: RaftId) -> Result<(), MembershipError> {
         match self {
             Self::Server(c) => c.remove_server(id).await,
             Self::Client(l) => l.remove_server(id).await,
@@ -89,14 +89,14 @@ impl Delegate {
     }
 
     /// Removes the server at RPC address `addr` from the Raft configuration.
-    pub async fn remove_address(&self, addr: SocketAddr) -> Result<(), WriteError> {
+    pub async fn remove_address(&self, addr: SocketAddr) -> Result<(), MembershipError> {
         let id = self.configuration().await?.id_at(addr)?;
         self.remove_server(id).await
     }
 
     /// Takes a server out of the Raft configuration for a graceful leave;
     /// a client has no part in it.
-    pub async fn leave(&self) -> Result<(), WriteError> {
+    pub async fn leave(&self) -> Result<(), MembershipError> {
         match self {
             Self::Server(c) => c.leave().await,
             Self::Client(_) => Ok(()),

@@ -53,7 +53,7 @@ pub enum AgentError {
     },
     /// Raft or its storage failed to start or to elect this server.
     #[error("consensus: {0}")]
-    Consensus(#[from] crate::consensus::WriteError),
+    Consensus(#[from] crate::consensus::StartError),
     /// A service definition from the configuration was refused.
     #[error("registering {what}: {message}")]
     Register {

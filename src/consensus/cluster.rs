@@ -1,4 +1,4 @@
-//! How servers find each other and change the Raft configuration.
+//! How servers find each other, and what they remember of each other.
 //!
 //! Discovery runs in the background on every server. While a server belongs
 //! to no cluster it says [`Hello`] to the servers the gossip pool shows (and
@@ -12,10 +12,7 @@
 //!
 //! A server in a cluster whose configuration entry is missing or out of date
 //! (a new address, a wiped data dir and so a new id) asks the leader to fix
-//! it. The leader handles joins one at a time: a new server first becomes a
-//! learner and catches up (by snapshot if need be), then is promoted to
-//! voter in the same change that drops any stale entry with its name or
-//! address.
+//! it (`membership`).
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::net::SocketAddr;
@@ -23,12 +20,13 @@ use std::sync::atomic::Ordering;
 use std::sync::{Mutex, Weak};
 use std::time::Duration;
 
-use openraft::ChangeMembers;
 use tokio_util::sync::CancellationToken;
 
-use super::types::{Node, NodeId};
-use super::{Consensus, Route, WriteError};
-use crate::rpc::{Hello, Member, Request, Response};
+use super::Consensus;
+use super::membership::JOIN_TIMEOUT;
+use crate::rpc::cluster::{ClusterRequest, ClusterResponse};
+use crate::rpc::types::{RaftId, RaftMember};
+use crate::rpc::{Hello, RaftServer, Request, Response};
 
 /// The server RPC port a join address without one is assumed to use.
 const DEFAULT_RPC_PORT: u16 = crate::config::defaults::SERVER_PORT;
@@ -38,8 +36,6 @@ const SEEK_PERIOD: Duration = Duration::from_millis(200);
 const SETTLED_PERIOD: Duration = Duration::from_secs(2);
 /// How long a hello may take.
 const HELLO_TIMEOUT: Duration = Duration::from_millis(500);
-/// How long a join may take: a learner catching up by snapshot included.
-const JOIN_TIMEOUT: Duration = Duration::from_secs(30);
 
 /// Discovery state and the lock that serializes membership changes.
 #[derive(Debug)]
@@ -47,13 +43,13 @@ pub(super) struct Cluster {
     bootstrap_expect: usize,
     retry_join: Vec<String>,
     /// Servers heard of (this one included once discovery starts).
-    known: Mutex<BTreeMap<NodeId, Node>>,
+    known: Mutex<BTreeMap<RaftId, RaftMember>>,
     /// Server RPC addresses learned from outside Raft (the gossip pool).
     peers: Mutex<BTreeSet<SocketAddr>>,
     /// One membership change at a time on the leader.
-    changes: tokio::sync::Mutex<()>,
+    pub(super) changes: tokio::sync::Mutex<()>,
     /// Set once this server left: it no longer asks to be put back.
-    left: std::sync::atomic::AtomicBool,
+    pub(super) left: std::sync::atomic::AtomicBool,
 }
 
 impl Cluster {
@@ -68,48 +64,9 @@ impl Cluster {
         }
     }
 
-    fn known(&self) -> std::sync::MutexGuard<'_, BTreeMap<NodeId, Node>> {
+    fn known(&self) -> std::sync::MutexGuard<'_, BTreeMap<RaftId, RaftMember>> {
         self.known.lock().unwrap_or_else(|e| e.into_inner())
     }
-}
-
-/// The Raft configuration as `/v1/operator/raft/configuration` shows it.
-#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
-pub struct Configuration {
-    /// Every server in the configuration, voters and learners.
-    pub servers: Vec<ServerEntry>,
-    /// The log index of the configuration.
-    pub index: u64,
-}
-
-impl Configuration {
-    /// The id of the server at RPC address `addr`.
-    pub fn id_at(&self, addr: SocketAddr) -> Result<NodeId, WriteError> {
-        self.servers
-            .iter()
-            .find(|s| s.addr == addr)
-            .map(|s| s.id)
-            .ok_or_else(|| {
-                WriteError::Refused(format!(
-                    "address {addr:?} was not found in the Raft configuration"
-                ))
-            })
-    }
-}
-
-/// One server of the configuration.
-#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
-pub struct ServerEntry {
-    /// Raft node id.
-    pub id: NodeId,
-    /// Node name.
-    pub name: String,
-    /// Server RPC address.
-    pub addr: SocketAddr,
-    /// Whether it is the current leader.
-    pub leader: bool,
-    /// Whether it votes (a learner does not).
-    pub voter: bool,
 }
 
 /// The background discovery loop; ends with `stop` or when the server goes.
@@ -128,15 +85,15 @@ pub(super) async fn discover(consensus: Weak<Consensus>, stop: CancellationToken
 }
 
 impl Consensus {
-    fn member(&self) -> Member {
-        Member {
-            id: self.node_id,
-            node: self.me.clone(),
+    fn as_raft_server(&self) -> RaftServer {
+        RaftServer {
+            id: self.raft_id,
+            member: self.me.clone(),
         }
     }
 
     /// Whether this server's log holds a cluster configuration.
-    fn in_cluster(&self) -> bool {
+    pub(super) fn in_cluster(&self) -> bool {
         self.metrics
             .borrow()
             .membership_config
@@ -148,15 +105,15 @@ impl Consensus {
 
     fn my_hello(&self) -> Hello {
         let mut known = self.cluster.known().clone();
-        known.insert(self.node_id, self.me.clone());
+        known.insert(self.raft_id, self.me.clone());
         Hello {
-            from: self.member(),
+            from: self.as_raft_server(),
             datacenter: self.datacenter.clone(),
             in_cluster: self.in_cluster(),
             leader: self.leader(),
             known: known
                 .into_iter()
-                .map(|(id, node)| Member { id, node })
+                .map(|(id, member)| RaftServer { id, member })
                 .collect(),
         }
     }
@@ -169,10 +126,10 @@ impl Consensus {
         for m in &hello.known {
             // A server that was wiped comes back with a new id at the same
             // address: the newest word about an address wins.
-            if m.id != self.node_id {
-                known.retain(|id, n| *id == m.id || n.addr != m.node.addr);
+            if m.id != self.raft_id {
+                known.retain(|id, n| *id == m.id || n.addr != m.member.addr);
             }
-            known.insert(m.id, m.node.clone());
+            known.insert(m.id, m.member.clone());
         }
     }
 
@@ -186,7 +143,7 @@ impl Consensus {
     pub fn hello(&self, hello: Hello) -> Hello {
         if hello.datacenter != self.datacenter {
             tracing::warn!(
-                peer = %hello.from.node,
+                peer = %hello.from.member,
                 theirs = %hello.datacenter,
                 ours = %self.datacenter,
                 "ignoring a server of another datacenter"
@@ -205,8 +162,8 @@ impl Consensus {
         let entry_right = {
             let m = self.metrics.borrow();
             let membership = m.membership_config.membership();
-            membership.get_node(&self.node_id) == Some(&self.me)
-                && membership.voter_ids().any(|id| id == self.node_id)
+            membership.get_node(&self.raft_id) == Some(&self.me)
+                && membership.voter_ids().any(|id| id == self.raft_id)
         };
         if self.in_cluster() {
             if entry_right {
@@ -214,7 +171,7 @@ impl Consensus {
             }
             // Our entry is missing or stale: ask the leader (or anyone who
             // knows it) to fix it.
-            if let Err(e) = self.join(self.member()).await {
+            if let Err(e) = self.join(self.as_raft_server()).await {
                 tracing::debug!(error = %e, "asking to be added to the configuration");
             }
             return false;
@@ -236,14 +193,15 @@ impl Consensus {
         targets.remove(&self.me.addr);
         let mut calls = tokio::task::JoinSet::new();
         for addr in targets {
-            let (pool, hello) = (self.pool.clone(), Request::Hello(self.my_hello()));
+            let hello = Request::Cluster(ClusterRequest::Hello(self.my_hello()));
+            let pool = self.pool.clone();
             calls.spawn(async move { (addr, pool.call(addr, &hello, HELLO_TIMEOUT).await) });
         }
         let mut in_cluster = Vec::new();
         while let Some(done) = calls.join_next().await {
             let Ok((addr, answer)) = done else { continue };
             match answer {
-                Ok(Response::Hello(h)) => {
+                Ok(Response::Cluster(ClusterResponse::Hello(h))) => {
                     self.learn(&h);
                     if h.in_cluster && h.datacenter == self.datacenter {
                         in_cluster.push(addr);
@@ -257,13 +215,17 @@ impl Consensus {
         if let Some(&peer) = in_cluster.first() {
             match self
                 .pool
-                .call(peer, &Request::Join(self.member()), JOIN_TIMEOUT)
+                .call(
+                    peer,
+                    &Request::Cluster(ClusterRequest::Join(self.as_raft_server())),
+                    JOIN_TIMEOUT,
+                )
                 .await
             {
-                Ok(Response::Done(Ok(()))) => {
+                Ok(Response::Cluster(ClusterResponse::Done(Ok(())))) => {
                     tracing::info!(via = %peer, "joined the cluster")
                 }
-                Ok(Response::Done(Err(e))) => {
+                Ok(Response::Cluster(ClusterResponse::Done(Err(e)))) => {
                     tracing::info!(via = %peer, error = %e, "join refused; will retry")
                 }
                 Ok(_) => tracing::debug!(via = %peer, "unexpected answer to join"),
@@ -275,8 +237,8 @@ impl Consensus {
         let expect = self.cluster.bootstrap_expect;
         if expect > 1 {
             let mut members = self.cluster.known().clone();
-            members.insert(self.node_id, self.me.clone());
-            if members.len() >= expect && members.keys().next() == Some(&self.node_id) {
+            members.insert(self.raft_id, self.me.clone());
+            if members.len() >= expect && members.keys().next() == Some(&self.raft_id) {
                 tracing::info!(
                     servers = members.len(),
                     "found the expected servers; bootstrapping the cluster"
@@ -288,171 +250,5 @@ impl Consensus {
             }
         }
         false
-    }
-
-    /// Sends `req` to the leader (or handles it here when this server
-    /// leads), waiting out an election for [`super::Tuning::leader_wait`].
-    async fn to_leader(&self, req: Request) -> Result<(), WriteError> {
-        let started = tokio::time::Instant::now();
-        loop {
-            let attempt = match self.route() {
-                Route::Local => match req {
-                    Request::Join(ref m) => self.join_as_leader(m.clone()).await,
-                    Request::Remove(id) => self.remove_as_leader(id).await,
-                    _ => Err(WriteError::Fatal("not a membership request".into())),
-                },
-                Route::Remote(_, addr) => {
-                    let deadline = tokio::time::Instant::now() + JOIN_TIMEOUT;
-                    match self.forward(addr, req.clone(), deadline).await {
-                        Ok(Response::Done(r)) => r,
-                        Ok(_) => Err(WriteError::Fatal(
-                            "unexpected answer from the leader".into(),
-                        )),
-                        Err(e) => Err(e),
-                    }
-                }
-                Route::Nowhere => Err(WriteError::NoLeader),
-            };
-            match attempt {
-                Err(WriteError::NoLeader) if started.elapsed() < self.tuning.leader_wait => {
-                    self.leader_change(None).await;
-                }
-                other => return other,
-            }
-        }
-    }
-
-    /// Adds `member` to the configuration (or updates its entry). Any server
-    /// accepts this and hands it to the leader.
-    pub async fn join(&self, member: Member) -> Result<(), WriteError> {
-        self.to_leader(Request::Join(member)).await
-    }
-
-    /// Removes server `id` from the configuration, via the leader.
-    pub async fn remove_server(&self, id: NodeId) -> Result<(), WriteError> {
-        self.to_leader(Request::Remove(id)).await
-    }
-
-    /// Removes the server at RPC address `addr`, via the leader.
-    pub async fn remove_address(&self, addr: SocketAddr) -> Result<(), WriteError> {
-        let id = self.configuration().id_at(addr)?;
-        self.remove_server(id).await
-    }
-
-    /// Takes this server out of the configuration, for a graceful leave.
-    /// A leader removing itself steps down once the change commits. A lone
-    /// server has nobody to hand the configuration to: it just goes.
-    pub async fn leave(&self) -> Result<(), WriteError> {
-        let alone = {
-            let m = self.metrics.borrow();
-            let mut voters = m.membership_config.membership().voter_ids();
-            voters.all(|id| id == self.node_id)
-        };
-        if !self.in_cluster() || alone {
-            return Ok(());
-        }
-        self.cluster.left.store(true, Ordering::Release);
-        self.remove_server(self.node_id).await
-    }
-
-    async fn join_as_leader(&self, m: Member) -> Result<(), WriteError> {
-        let _one_at_a_time = self.cluster.changes.lock().await;
-        let membership = self.metrics.borrow().membership_config.membership().clone();
-        let voters: BTreeSet<NodeId> = membership.voter_ids().collect();
-        let current = membership.get_node(&m.id).cloned();
-        if voters.contains(&m.id) {
-            if current.as_ref() != Some(&m.node) {
-                tracing::info!(id = m.id, node = %m.node, "updating a server's address");
-                self.set_node(&m).await?;
-            }
-            return Ok(());
-        }
-        if current.is_none() {
-            tracing::info!(id = m.id, node = %m.node, "adding a server as a learner");
-            tokio::time::timeout(
-                JOIN_TIMEOUT,
-                self.raft.add_learner(m.id, m.node.clone(), true),
-            )
-            .await
-            .map_err(|_| WriteError::Timeout)?
-            .map_err(WriteError::from)?;
-        } else if current.as_ref() != Some(&m.node) {
-            self.set_node(&m).await?;
-        }
-        // The same name or address under another id is the same machine
-        // with a wiped data dir: its old entry goes in the same change.
-        let stale: BTreeSet<NodeId> = membership
-            .nodes()
-            .filter(|(id, n)| **id != m.id && (n.addr == m.node.addr || n.name == m.node.name))
-            .map(|(id, _)| *id)
-            .collect();
-        let mut new_voters: BTreeSet<NodeId> = voters.difference(&stale).copied().collect();
-        new_voters.insert(m.id);
-        tracing::info!(id = m.id, node = %m.node, replaced = ?stale, "promoting a server to voter");
-        self.raft
-            .change_membership(ChangeMembers::ReplaceAllVoters(new_voters), false)
-            .await
-            .map_err(WriteError::from)?;
-        Ok(())
-    }
-
-    /// Replaces a member's node record (a new address or name), keeping
-    /// its role.
-    async fn set_node(&self, m: &Member) -> Result<(), WriteError> {
-        self.raft
-            .change_membership(
-                ChangeMembers::SetNodes(BTreeMap::from([(m.id, m.node.clone())])),
-                true,
-            )
-            .await
-            .map_err(WriteError::from)?;
-        Ok(())
-    }
-
-    async fn remove_as_leader(&self, id: NodeId) -> Result<(), WriteError> {
-        let _one_at_a_time = self.cluster.changes.lock().await;
-        let membership = self.metrics.borrow().membership_config.membership().clone();
-        let voters: BTreeSet<NodeId> = membership.voter_ids().collect();
-        let change = if voters.contains(&id) {
-            if voters.len() == 1 {
-                return Err(WriteError::Refused(
-                    "cannot remove the last server of the cluster".into(),
-                ));
-            }
-            ChangeMembers::RemoveVoters(BTreeSet::from([id]))
-        } else if membership.get_node(&id).is_some() {
-            ChangeMembers::RemoveNodes(BTreeSet::from([id]))
-        } else {
-            return Err(WriteError::Refused(format!(
-                "id {id:016x} was not found in the Raft configuration"
-            )));
-        };
-        tracing::info!(id, "removing a server from the configuration");
-        self.raft
-            .change_membership(change, false)
-            .await
-            .map_err(WriteError::from)?;
-        Ok(())
-    }
-
-    /// The current configuration, as this server knows it.
-    pub fn configuration(&self) -> Configuration {
-        let m = self.metrics.borrow();
-        let stored = &m.membership_config;
-        let membership = stored.membership();
-        let voters: BTreeSet<NodeId> = membership.voter_ids().collect();
-        Configuration {
-            servers: membership
-                .nodes()
-                .map(|(id, node)| ServerEntry {
-                    id: *id,
-                    name: node.name.clone(),
-                    addr: node.addr,
-                    leader: m.current_leader == Some(*id),
-                    voter: voters.contains(id),
-                })
-                .collect(),
-            index: stored.log_id().map_or(0, |l| l.index),
-        }
     }
 }

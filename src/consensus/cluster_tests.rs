@@ -1,7 +1,8 @@
 //! Three servers in one process, talking real server RPC over loopback TCP:
 //! discovery and bootstrap, writes through a follower, `?consistent` reads
-//! on followers, and a new leader after the old one stops. (Real processes,
-//! SIGKILL and partitions are the integration tests' part.)
+//! on followers, and a new leader after the old one stops; and a server
+//! refusing a peer of another protocol version. (Real processes, SIGKILL and
+//! partitions are the integration tests' part.)
 
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::sync::Arc;
@@ -12,6 +13,8 @@ use tokio_util::sync::CancellationToken;
 
 use super::tests::{instances, register};
 use super::*;
+use crate::catalog::Outcome;
+use crate::rpc::WriteError;
 
 struct Server {
     consensus: Arc<Consensus>,
@@ -263,4 +266,116 @@ async fn a_client_link_writes_follows_and_moves_when_its_server_goes() {
     for s in &servers {
         s.stop().await;
     }
+}
+
+/// Log lines, collected for a test to read.
+#[derive(Clone, Default)]
+struct Logs(Arc<Mutex<Vec<u8>>>);
+
+impl std::io::Write for Logs {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        self.0
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .extend_from_slice(buf);
+        Ok(buf.len())
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+impl Logs {
+    fn text(&self) -> String {
+        String::from_utf8_lossy(&self.0.lock().unwrap_or_else(|e| e.into_inner())).into_owned()
+    }
+}
+
+/// The server closes `conn`: reading it ends (or fails) instead of hanging.
+async fn closed(conn: &mut tokio::net::TcpStream) {
+    use tokio::io::AsyncReadExt;
+    let mut buf = [0u8; 16];
+    let read = tokio::time::timeout(Duration::from_secs(10), conn.read(&mut buf))
+        .await
+        .expect("the server closes the connection");
+    assert!(matches!(read, Ok(0) | Err(_)), "{read:?}");
+}
+
+// A current-thread runtime, so the server's tasks log on this thread, into
+// the subscriber set for the test.
+#[tokio::test]
+async fn a_peer_of_another_protocol_version_is_refused_naming_both_versions() {
+    use crate::rpc::client::{ClientRequest, ClientResponse};
+    use crate::rpc::preface::{self, PROTOCOL_VERSION};
+    use crate::rpc::{Pool, Request, Response};
+    use tokio::io::AsyncWriteExt;
+
+    let logs = Logs::default();
+    let writer = logs.clone();
+    let _subscriber = tracing::subscriber::set_default(
+        tracing_subscriber::fmt()
+            .with_writer(move || writer.clone())
+            .with_ansi(false)
+            .finish(),
+    );
+    let consensus = Consensus::single_in_memory("s1", Arc::new(Replica::new())).await;
+    let listener = TcpListener::bind(SocketAddr::from(([127, 0, 0, 1], 0)))
+        .await
+        .expect("bind");
+    let addr = listener.local_addr().expect("addr");
+    let stop = CancellationToken::new();
+    tokio::spawn(crate::rpc::server::serve(
+        listener,
+        consensus.clone(),
+        stop.clone(),
+    ));
+
+    // A peer of the next version: refused, and it learns ours.
+    let theirs = PROTOCOL_VERSION + 1;
+    let mut conn = tokio::net::TcpStream::connect(addr).await.expect("connect");
+    let refused = preface::offer(&mut conn, theirs)
+        .await
+        .expect_err("the connecting side refuses");
+    assert_eq!(
+        refused.to_string(),
+        format!(
+            "server RPC protocol mismatch: this agent speaks {theirs}, the peer speaks {PROTOCOL_VERSION}"
+        )
+    );
+    closed(&mut conn).await;
+    let logged = format!(
+        "refused a server RPC connection: server RPC protocol mismatch: this agent speaks {PROTOCOL_VERSION}, the peer speaks {theirs}"
+    );
+    until(
+        Duration::from_secs(10),
+        "the server to log the refusal",
+        || logs.text().contains(&logged),
+    )
+    .await;
+
+    // A trellis from before protocol versions sends a frame at once.
+    let mut conn = tokio::net::TcpStream::connect(addr).await.expect("connect");
+    conn.write_all(&[0, 0, 0, 3, 0, 1, 2]).await.expect("send");
+    closed(&mut conn).await;
+
+    // A peer of this version is served.
+    let pool = Pool::new(Duration::from_secs(1));
+    let answer = pool
+        .call(
+            addr,
+            &Request::Client(ClientRequest::Configuration),
+            Duration::from_secs(5),
+        )
+        .await
+        .expect("served");
+    assert!(
+        matches!(
+            answer,
+            Response::Client(ClientResponse::Configuration(ref c)) if c.servers.len() == 1
+        ),
+        "{answer:?}"
+    );
+    stop.cancel();
+    consensus.shutdown().await;
 }

@@ -8,7 +8,7 @@ use std::collections::HashMap;
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
-use super::types::NodeId;
+use super::types::RaftId;
 
 /// Contact times, shared by the RPC server and Raft's network.
 #[derive(Debug)]
@@ -20,9 +20,9 @@ pub(crate) struct Contact {
 #[derive(Debug, Default)]
 struct State {
     /// The leader this follower last accepted entries from, and when.
-    leader: Option<(NodeId, Instant)>,
+    leader: Option<(RaftId, Instant)>,
     /// When each follower last accepted this leader's entries.
-    acks: HashMap<NodeId, Instant>,
+    acks: HashMap<RaftId, Instant>,
 }
 
 impl Contact {
@@ -38,18 +38,18 @@ impl Contact {
     }
 
     /// A leader's entries (or heartbeat) were accepted here.
-    pub(crate) fn heard_from(&self, leader: NodeId) {
+    pub(crate) fn heard_from(&self, leader: RaftId) {
         self.lock().leader = Some((leader, Instant::now()));
     }
 
     /// A follower accepted our entries.
-    pub(crate) fn acked_by(&self, follower: NodeId) {
+    pub(crate) fn acked_by(&self, follower: RaftId) {
         self.lock().acks.insert(follower, Instant::now());
     }
 
     /// Time since `leader` was last heard from here; the whole uptime if
     /// never (or if another leader was).
-    pub(crate) fn since_leader(&self, leader: NodeId) -> Duration {
+    pub(crate) fn since_leader(&self, leader: RaftId) -> Duration {
         match self.lock().leader {
             Some((id, at)) if id == leader => at.elapsed(),
             _ => self.started.elapsed(),
@@ -60,8 +60,8 @@ impl Contact {
     /// this leader within `lease`.
     pub(crate) fn has_quorum(
         &self,
-        me: NodeId,
-        voters: impl IntoIterator<Item = NodeId>,
+        me: RaftId,
+        voters: impl IntoIterator<Item = RaftId>,
         lease: Duration,
     ) -> bool {
         let state = self.lock();

@@ -24,7 +24,7 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use openraft::storage::{LogFlushed, RaftLogStorage};
 use openraft::{AnyError, EntryPayload, LogState, Membership, RaftLogReader, StorageIOError};
 
-use super::types::{Entry, LogId, Node, TypeConfig, Vote, typ::StorageError};
+use super::types::{Entry, LogId, RaftMember, TypeConfig, Vote, typ::StorageError};
 use crate::catalog::{
     CheckRegistration, Command, Deregistration, HealthStatus, Registration, ServiceAddress,
     ServiceRegistration, Weights,
@@ -234,11 +234,11 @@ pub(crate) fn upgrade_entry(from: Version, bytes: &[u8]) -> Result<Vec<u8>, Stor
 }
 
 /// Raft's membership as version 1 stored it; its shape has not changed.
-pub(crate) fn membership_from_v1(m: v1::Membership) -> Membership<u64, Node> {
-    let nodes: BTreeMap<u64, Node> = m
+pub(crate) fn membership_from_v1(m: v1::Membership) -> Membership<u64, RaftMember> {
+    let nodes: BTreeMap<u64, RaftMember> = m
         .nodes
         .into_iter()
-        .map(|(id, n)| (id, Node::new(n.name, n.addr)))
+        .map(|(id, n)| (id, RaftMember::new(n.name, n.addr)))
         .collect();
     Membership::new(m.configs, nodes)
 }
@@ -513,7 +513,7 @@ mod tests {
             EntryPayload::Blank,
             EntryPayload::Membership(Membership::new(
                 vec![[7].into()],
-                BTreeMap::from([(7, Node::new("s1", ([127, 0, 0, 1], 8300).into()))]),
+                BTreeMap::from([(7, RaftMember::new("s1", ([127, 0, 0, 1], 8300).into()))]),
             )),
         ];
         for (index, (old, want)) in (1..).zip(v1_entries.into_iter().zip(expected)) {

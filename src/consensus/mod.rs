@@ -1,54 +1,59 @@
-//! openraft glue: the type configuration, the redb-backed log store, the
-//! state-machine adapter that applies entries to the [`Replica`], snapshots,
-//! the network to other servers, and membership changes; plus the handle the
-//! rest of the agent uses to write, read consistently and ask who leads.
+//! openraft glue: the state-machine adapter that applies entries to the
+//! [`Replica`], the redb-backed log store, snapshots, the network to other
+//! servers, and membership changes; plus the handle the rest of the agent
+//! uses to write, read consistently and ask who leads. openraft's type
+//! configuration and the errors answers carry live in `rpc` (`rpc::types`,
+//! `rpc::errors`), which this module builds on and never the other way.
 //!
-//! [`Consensus::start`] opens the server's redb database (`store`), restores
-//! the latest snapshot into the replica, and starts openraft over:
+//! [`Consensus::start`] (`open`) opens the server's redb database (`store`),
+//! restores the latest snapshot into the replica, and starts openraft over:
 //! - `log_store`: the log and vote, durable through group commits;
 //! - `state_machine`: applies entries to the replica, builds and installs
 //!   snapshots, which also bound the log through compaction;
 //! - `network`: Raft's calls to other servers, over server RPC (`rpc`);
 //! - `proposer`: group commit in front of Raft;
 //! - `contact`: when the leader and the followers were last heard from;
-//! - `cluster`: finding the other servers, bootstrapping, joins, removals.
+//! - `cluster`: finding the other servers and bootstrapping;
+//! - `membership`: joins, removals and leaves through the leader, and the
+//!   configuration as `/v1/operator/raft/configuration` lists it.
 //!
-//! Writes go to the leader: [`Consensus::write`] proposes locally when this
-//! server leads and forwards over server RPC otherwise, retrying across an
-//! election for a bounded time. Leadership questions are answered from
-//! openraft's metrics and [`contact`] without waiting on Raft.
+//! Writes go to the leader (`write`): [`Consensus::write`] proposes locally
+//! when this server leads and forwards over server RPC otherwise, retrying
+//! across an election for a bounded time. `?consistent` reads confirm the
+//! leader through its read index (`read`). Leadership questions are answered
+//! from openraft's metrics and [`contact`] without waiting on Raft. `serve`
+//! answers other servers and client agents: it implements server RPC's
+//! handlers.
 
 mod cluster;
 mod contact;
 mod log_store;
+mod membership;
 mod network;
+mod open;
 mod proposer;
+mod read;
+mod serve;
 mod state_machine;
-pub mod types;
+mod write;
 
-use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use openraft::error::{InitializeError, RaftError};
-use openraft::metrics::WaitError;
-use openraft::{Config, RaftMetrics, ServerState, SnapshotPolicy};
+use openraft::{RaftMetrics, ServerState};
 use tokio::sync::watch;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
-use crate::catalog::{Command, Outcome, Replica};
+use crate::catalog::Replica;
+use crate::rpc::types::{self, Raft, RaftId, RaftMember};
 use crate::rpc::{Pool, Request, Response, RpcError};
-use crate::store::{self, Op, StoreError, Writer, WriterStats, keys};
-pub use cluster::{Configuration, ServerEntry};
+use crate::store::{Writer, WriterStats};
 use contact::Contact;
-use log_store::LogStore;
-use network::Network;
+pub use open::StartError;
 use proposer::Proposer;
-use state_machine::StateMachine;
-use types::{Node, NodeId, Raft};
 
 /// Where the Raft log and snapshots live.
 #[derive(Debug, Clone)]
@@ -137,59 +142,12 @@ impl Default for Tuning {
     }
 }
 
-/// Why a write did not commit.
-#[derive(Debug, Clone, thiserror::Error, serde::Serialize, serde::Deserialize)]
-pub enum WriteError {
-    /// No leader is known (election in progress, or quorum lost). Retryable.
-    #[error("No cluster leader")]
-    NoLeader,
-    /// The write did not commit in time. It may still commit later.
-    #[error("timed out waiting for the write to commit")]
-    Timeout,
-    /// The leader was lost after the write reached it: it may or may not
-    /// have committed. Retryable for idempotent writes.
-    #[error("leader lost before answering; the write may or may not have been applied")]
-    Interrupted,
-    /// The cluster refused a membership change (unknown server, the last
-    /// voter); the text says why.
-    #[error("{0}")]
-    Refused(String),
-    /// Raft or storage failed; the server is shutting down or broken.
-    #[error("raft: {0}")]
-    Fatal(String),
-    /// A client agent knows no server to send the request to, or none
-    /// answered. Retryable.
-    #[error("No known Consul servers")]
-    NoServers,
-}
-
-impl From<StoreError> for WriteError {
-    fn from(e: StoreError) -> Self {
-        Self::Fatal(e.to_string())
-    }
-}
-
-/// How openraft refuses a write or a membership change.
-impl From<RaftError<NodeId, openraft::error::ClientWriteError<NodeId, Node>>> for WriteError {
-    fn from(e: RaftError<NodeId, openraft::error::ClientWriteError<NodeId, Node>>) -> Self {
-        use openraft::error::ClientWriteError;
-        match e {
-            RaftError::APIError(ClientWriteError::ForwardToLeader(_)) => Self::NoLeader,
-            // Only membership changes can be refused this way.
-            RaftError::APIError(ClientWriteError::ChangeMembershipError(e)) => {
-                Self::Refused(e.to_string())
-            }
-            RaftError::Fatal(e) => Self::Fatal(e.to_string()),
-        }
-    }
-}
-
 /// Where a request for the leader goes.
 enum Route {
     /// This server leads and has a quorum.
     Local,
     /// Another server leads.
-    Remote(NodeId, SocketAddr),
+    Remote(RaftId, SocketAddr),
     /// Nobody, as far as this server knows.
     Nowhere,
 }
@@ -201,13 +159,13 @@ pub struct Consensus {
     /// Batches writes into log entries (used while leading).
     proposer: Proposer,
     /// This server's Raft id.
-    node_id: NodeId,
+    raft_id: RaftId,
     /// This server's name and RPC address.
-    me: Node,
+    me: RaftMember,
     /// Its datacenter.
     datacenter: String,
     /// openraft's metrics, borrowed for the cheap leadership questions.
-    metrics: watch::Receiver<RaftMetrics<NodeId, Node>>,
+    metrics: watch::Receiver<RaftMetrics<RaftId, RaftMember>>,
     /// Connections to the other servers.
     pool: Arc<Pool>,
     /// When the leader and followers were last heard from.
@@ -229,177 +187,22 @@ pub struct Consensus {
 impl std::fmt::Debug for Consensus {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Consensus")
-            .field("node_id", &self.node_id)
+            .field("raft_id", &self.raft_id)
             .field("me", &self.me)
             .finish_non_exhaustive()
     }
 }
 
 impl Consensus {
-    /// A one-server, in-memory cluster that already has its leader: what
-    /// tests across the crate write through.
-    #[cfg(test)]
-    pub(crate) async fn single_in_memory(node_name: &str, replica: Arc<Replica>) -> Arc<Self> {
-        let consensus = Self::start(
-            ConsensusConfig {
-                node_name: node_name.into(),
-                datacenter: "dc1".into(),
-                rpc_addr: SocketAddr::from(([127, 0, 0, 1], 8300)),
-                storage: Storage::Memory,
-                bootstrap_expect: 1,
-                retry_join: Vec::new(),
-            },
-            replica,
-        )
-        .await
-        .expect("in-memory consensus starts");
-        consensus
-            .wait_for_leader(Duration::from_secs(10))
-            .await
-            .expect("a one-server cluster elects itself");
-        consensus
-    }
-
-    /// Opens storage, restores the last snapshot and log into `replica`, and
-    /// starts Raft: bootstrapping a single-node cluster at once when
-    /// `bootstrap_expect == 1` and storage is empty, and otherwise looking
-    /// for the other servers in the background (see `cluster`).
-    pub async fn start(
-        cfg: ConsensusConfig,
-        replica: Arc<Replica>,
-    ) -> Result<Arc<Self>, WriteError> {
-        Self::start_tuned(cfg, Tuning::default(), replica).await
-    }
-
-    /// [`Consensus::start`] with explicit tuning.
-    pub async fn start_tuned(
-        cfg: ConsensusConfig,
-        tuning: Tuning,
-        replica: Arc<Replica>,
-    ) -> Result<Arc<Self>, WriteError> {
-        let dir = match &cfg.storage {
-            Storage::Memory => None,
-            Storage::Dir(dir) => Some(dir.clone()),
-        };
-        // Opening and reading block on the disk; do it off the runtime.
-        let (db, contents) = tokio::task::spawn_blocking(move || {
-            let db = store::open(dir.as_deref())?;
-            store::format::upgrade(
-                &db,
-                log_store::upgrade_entry,
-                state_machine::upgrade_snapshot,
-            )?;
-            let contents = store::load(&db)?;
-            Ok::<_, StoreError>((db, contents))
-        })
-        .await
-        .map_err(|e| WriteError::Fatal(format!("opening storage: {e}")))??;
-        let writer = Writer::spawn(db, tuning.writer_queue)?;
-
-        let node_id = match contents.meta::<NodeId>(keys::NODE_ID)? {
-            Some(id) => id,
-            None => {
-                let id = rand::random::<NodeId>();
-                writer
-                    .write(Op::Put(keys::NODE_ID, store::encode(&id)?))
-                    .await?;
-                id
-            }
-        };
-        let log_store = LogStore::open(&contents, writer.clone())?;
-        let state_machine = StateMachine::open(&contents, replica.clone(), writer.clone())?;
-        drop(contents);
-
-        let config = Config {
-            cluster_name: "trellis".into(),
-            heartbeat_interval: millis(tuning.heartbeat),
-            election_timeout_min: millis(tuning.election_timeout.0),
-            election_timeout_max: millis(tuning.election_timeout.1),
-            snapshot_policy: SnapshotPolicy::LogsSinceLast(tuning.snapshot_every),
-            max_in_snapshot_log_to_keep: tuning.keep_after_snapshot,
-            // Bounded frames: entries are batches of up to `max_batch`
-            // commands, so a handful per message keeps far below the frame
-            // limit; snapshots travel in 1 MiB chunks.
-            max_payload_entries: 16,
-            snapshot_max_chunk_size: 1 << 20,
-            // Per chunk; the last one also installs the snapshot, which
-            // rebuilds the catalog and takes longer than a network hop.
-            install_snapshot_timeout: 5000,
-            ..Config::default()
-        }
-        .validate()
-        .map_err(|e| WriteError::Fatal(format!("raft config: {e}")))?;
-        let pool = Arc::new(Pool::new(tuning.election_timeout.0));
-        let contact = Arc::new(Contact::new());
-        let network = Network {
-            pool: pool.clone(),
-            contact: contact.clone(),
-            retry: tuning.heartbeat,
-        };
-        let raft = Raft::new(node_id, Arc::new(config), network, log_store, state_machine)
-            .await
-            .map_err(|e| WriteError::Fatal(e.to_string()))?;
-
-        let me = Node::new(cfg.node_name.clone(), cfg.rpc_addr);
-        if cfg.bootstrap_expect == 1 {
-            let members = BTreeMap::from([(node_id, me.clone())]);
-            match raft.initialize(members).await {
-                Ok(()) => {
-                    tracing::info!(node_id, node = %cfg.node_name, "bootstrapped a one-server cluster")
-                }
-                // Restarting on storage that already holds a cluster.
-                Err(RaftError::APIError(InitializeError::NotAllowed(_))) => {}
-                Err(e) => {
-                    let _ = raft.shutdown().await;
-                    writer.stop().await;
-                    return Err(WriteError::Fatal(e.to_string()));
-                }
-            }
-        }
-        let metrics = raft.metrics();
-        let proposer = Proposer::spawn(
-            raft.clone(),
-            tuning.write_queue,
-            tuning.max_batch,
-            tuning.request_timeout,
-        );
-        let consensus = Arc::new(Self {
-            raft,
-            proposer,
-            node_id,
-            me,
-            datacenter: cfg.datacenter.clone(),
-            metrics,
-            pool,
-            contact,
-            replica,
-            cluster: cluster::Cluster::new(cfg.bootstrap_expect, cfg.retry_join.clone()),
-            writer,
-            tuning,
-            stop: CancellationToken::new(),
-            tasks: Mutex::new(Vec::new()),
-        });
-        let task = tokio::spawn(cluster::discover(
-            Arc::downgrade(&consensus),
-            consensus.stop.clone(),
-        ));
-        consensus
-            .tasks
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .push(task);
-        Ok(consensus)
-    }
-
     /// Where a request for the leader should go now.
     fn route(&self) -> Route {
         let (leader, voters) = {
             let m = self.metrics.borrow();
-            let voters: Vec<NodeId> = m.membership_config.membership().voter_ids().collect();
+            let voters: Vec<RaftId> = m.membership_config.membership().voter_ids().collect();
             (m.current_leader, voters)
         };
         match leader {
-            Some(id) if id == self.node_id => {
+            Some(id) if id == self.raft_id => {
                 let leading = self.metrics.borrow().state == ServerState::Leader;
                 if leading && self.contact.has_quorum(id, voters, self.tuning.lease) {
                     Route::Local
@@ -407,16 +210,16 @@ impl Consensus {
                     Route::Nowhere
                 }
             }
-            Some(id) => match self.node(id) {
-                Some(node) => Route::Remote(id, node.addr),
+            Some(id) => match self.member(id) {
+                Some(member) => Route::Remote(id, member.addr),
                 None => Route::Nowhere,
             },
             None => Route::Nowhere,
         }
     }
 
-    /// The node record of `id` in the current membership.
-    fn node(&self, id: NodeId) -> Option<Node> {
+    /// The membership record of `id` in the current configuration.
+    fn member(&self, id: RaftId) -> Option<RaftMember> {
         self.metrics
             .borrow()
             .membership_config
@@ -427,7 +230,7 @@ impl Consensus {
 
     /// Waits until the known leader changes (or a little while passes), so
     /// a retry goes where the cluster now points.
-    async fn leader_change(&self, from: Option<NodeId>) {
+    async fn leader_change(&self, from: Option<RaftId>) {
         let mut metrics = self.metrics.clone();
         let _ = tokio::time::timeout(
             self.tuning.heartbeat,
@@ -436,93 +239,15 @@ impl Consensus {
         .await;
     }
 
-    /// Proposes a command and waits until it is committed and applied on
-    /// the leader. Concurrent writes share log entries (see `proposer`).
-    /// On a follower the write is forwarded to the leader; while no leader is
-    /// known it retries for [`Tuning::leader_wait`], then fails with
-    /// [`WriteError::NoLeader`].
-    pub async fn write(&self, cmd: Command) -> Result<Outcome, WriteError> {
-        if self.stop.is_cancelled() {
-            return Err(WriteError::Fatal("consensus is shut down".into()));
-        }
-        let deadline = Instant::now() + self.tuning.request_timeout;
-        let mut leaderless_since: Option<Instant> = None;
-        loop {
-            let (attempt, leader) = match self.route() {
-                Route::Local => (
-                    self.propose_while_leading(cmd.clone(), deadline).await,
-                    Some(self.node_id),
-                ),
-                Route::Remote(id, addr) => {
-                    let call = self.forward(addr, Request::Write(cmd.clone()), deadline);
-                    let answer = tokio::select! {
-                        r = call => match r {
-                            Ok(Response::Write(r)) => r,
-                            Ok(_) => Err(WriteError::Fatal("leader answered a write with something else".into())),
-                            Err(e) => Err(e),
-                        },
-                        // The leader changed while we waited: it can no
-                        // longer commit; go to the new one.
-                        () = self.leader_moved_from(id) => Err(WriteError::NoLeader),
-                    };
-                    (answer, Some(id))
-                }
-                Route::Nowhere => (Err(WriteError::NoLeader), None),
-            };
-            match attempt {
-                Err(WriteError::NoLeader) => {}
-                // The leader died with the write in flight: sending it again
-                // is safe only when applying it twice changes nothing.
-                Err(WriteError::Interrupted) if cmd.idempotent() => {}
-                other => return other,
-            }
-            let since = *leaderless_since.get_or_insert_with(Instant::now);
-            if since.elapsed() >= self.tuning.leader_wait || Instant::now() >= deadline {
-                return Err(attempt.err().unwrap_or(WriteError::NoLeader));
-            }
-            self.leader_change(leader).await;
-        }
-    }
-
-    /// Resolves when the metrics name a leader other than `id`.
-    async fn leader_moved_from(&self, id: NodeId) {
-        let mut metrics = self.metrics.clone();
-        let moved = metrics
-            .wait_for(|m| match m.current_leader {
-                Some(leader) => leader != id,
-                None => m.state == ServerState::Candidate,
-            })
-            .await
-            .is_ok();
-        if !moved {
-            // Raft stopped: never resolve; the call's own deadline ends the wait.
-            std::future::pending::<()>().await;
-        }
-    }
-
-    /// Proposes on this server, which leads, until the write commits or the
-    /// deadline passes, or until this server no longer leads with a quorum:
-    /// then the write is [`WriteError::Interrupted`] (it may still commit if
-    /// the quorum returns) rather than left hanging until the deadline.
-    async fn propose_while_leading(
+    /// Sends a request to the leader at `addr` within `deadline`.
+    async fn forward(
         &self,
-        cmd: Command,
+        addr: SocketAddr,
+        req: Request,
         deadline: Instant,
-    ) -> Result<Outcome, WriteError> {
-        let lost = async {
-            loop {
-                tokio::time::sleep(self.tuning.heartbeat).await;
-                if !matches!(self.route(), Route::Local) {
-                    return;
-                }
-            }
-        };
-        tokio::select! {
-            r = tokio::time::timeout_at(deadline, self.proposer.propose(cmd)) => {
-                r.map_err(|_| WriteError::Timeout)?
-            }
-            () = lost => Err(WriteError::Interrupted),
-        }
+    ) -> Result<Response, RpcError> {
+        let timeout = deadline.saturating_duration_since(Instant::now());
+        self.pool.call(addr, &req, timeout).await
     }
 
     /// Resolves with the reason if Raft stops on a fatal error (storage
@@ -536,108 +261,14 @@ impl Consensus {
         reason.unwrap_or_default()
     }
 
-    /// Sends a request to the leader at `addr`, mapping transport failures:
-    /// a request that never left may be retried elsewhere (`NoLeader`), one
-    /// that was lost in flight may have been carried out (`Interrupted`).
-    async fn forward(
-        &self,
-        addr: SocketAddr,
-        req: Request,
-        deadline: Instant,
-    ) -> Result<Response, WriteError> {
-        let timeout = deadline.saturating_duration_since(Instant::now());
-        match self.pool.call(addr, &req, timeout).await {
-            Ok(r) => Ok(r),
-            Err(e) if e.not_sent() => Err(WriteError::NoLeader),
-            Err(RpcError::Timeout(_)) => Err(WriteError::Timeout),
-            Err(RpcError::Lost(_)) => Err(WriteError::Interrupted),
-            Err(e) => Err(WriteError::Fatal(e.to_string())),
-        }
-    }
-
-    /// A write forwarded by another server: carried out only while this
-    /// server leads with a quorum, never forwarded again (the sender retries
-    /// where its own view of the leader points).
-    pub async fn write_as_leader(&self, cmd: Command) -> Result<Outcome, WriteError> {
-        match self.route() {
-            Route::Local => {
-                self.propose_while_leading(cmd, Instant::now() + self.tuning.request_timeout)
-                    .await
-            }
-            _ => Err(WriteError::NoLeader),
-        }
-    }
-
-    /// For a follower's `?consistent` read: confirms leadership with a
-    /// quorum (openraft's read-index) and returns the index the reader must
-    /// have applied.
-    pub async fn read_index_as_leader(&self) -> Result<u64, WriteError> {
-        match self.route() {
-            Route::Local => {}
-            _ => return Err(WriteError::NoLeader),
-        }
-        let result =
-            tokio::time::timeout(self.tuning.request_timeout, self.raft.ensure_linearizable())
-                .await
-                .map_err(|_| WriteError::Timeout)?;
-        match result {
-            Ok(log_id) => Ok(log_id.map_or(0, |l| l.index)),
-            Err(RaftError::APIError(_)) => Err(WriteError::NoLeader),
-            Err(RaftError::Fatal(e)) => Err(WriteError::Fatal(e.to_string())),
-        }
-    }
-
-    /// Confirms that a leader still leads and that this server has applied
-    /// everything committed before the call, for `?consistent` reads: on the
-    /// leader through openraft's read-index, on a follower by asking the
-    /// leader for that index and waiting to apply it.
-    pub async fn linearizable_read(&self) -> Result<(), WriteError> {
-        let deadline = Instant::now() + self.tuning.request_timeout;
-        let mut leaderless_since: Option<Instant> = None;
-        let index = loop {
-            let (attempt, leader) = match self.route() {
-                Route::Local => (self.read_index_as_leader().await, Some(self.node_id)),
-                Route::Remote(id, addr) => {
-                    let answer = match self.forward(addr, Request::ReadIndex, deadline).await {
-                        Ok(Response::ReadIndex(r)) => r,
-                        Ok(_) => Err(WriteError::Fatal(
-                            "leader answered a read-index request with something else".into(),
-                        )),
-                        Err(WriteError::Interrupted) => Err(WriteError::NoLeader),
-                        Err(e) => Err(e),
-                    };
-                    (answer, Some(id))
-                }
-                Route::Nowhere => (Err(WriteError::NoLeader), None),
-            };
-            match attempt {
-                Ok(index) => break index,
-                Err(WriteError::NoLeader) => {
-                    let since = *leaderless_since.get_or_insert_with(Instant::now);
-                    if since.elapsed() >= self.tuning.leader_wait || Instant::now() >= deadline {
-                        return Err(WriteError::NoLeader);
-                    }
-                    self.leader_change(leader).await;
-                }
-                Err(e) => return Err(e),
-            }
-        };
-        let mut applied = self.replica.subscribe();
-        match tokio::time::timeout_at(deadline, applied.wait_for(|&i| i >= index)).await {
-            Ok(Ok(_)) => Ok(()),
-            Ok(Err(_)) => Err(WriteError::Fatal("the replica is gone".into())),
-            Err(_) => Err(WriteError::Timeout),
-        }
-    }
-
     /// The applied catalog this server's state machine writes.
     pub fn replica(&self) -> &Arc<Replica> {
         &self.replica
     }
 
-    /// This server's Raft node id.
-    pub fn node_id(&self) -> NodeId {
-        self.node_id
+    /// This server's Raft id.
+    pub fn raft_id(&self) -> RaftId {
+        self.raft_id
     }
 
     /// The leader's RPC address, if one is known and live: a leader that has
@@ -665,19 +296,14 @@ impl Consensus {
         }
     }
 
-    /// This server heard from `leader` (its entries were accepted).
-    pub fn heard_from_leader(&self, leader: NodeId) {
-        self.contact.heard_from(leader);
-    }
-
     /// Time since this server last heard from the leader; zero on the leader,
     /// the whole uptime when it never has.
     pub fn last_contact(&self) -> Duration {
         let leader = self.metrics.borrow().current_leader;
         match leader {
-            Some(id) if id == self.node_id => Duration::ZERO,
+            Some(id) if id == self.raft_id => Duration::ZERO,
             Some(id) => self.contact.since_leader(id),
-            None => self.contact.since_leader(self.node_id),
+            None => self.contact.since_leader(self.raft_id),
         }
     }
 
@@ -689,20 +315,6 @@ impl Consensus {
             .voter_ids()
             .filter_map(|id| membership.get_node(&id).map(|n| n.addr))
             .collect()
-    }
-
-    /// Waits until a leader is known.
-    pub async fn wait_for_leader(&self, timeout: Duration) -> Result<(), WriteError> {
-        match self
-            .raft
-            .wait(Some(timeout))
-            .metrics(|m| m.current_leader.is_some(), "a leader is known")
-            .await
-        {
-            Ok(_) => Ok(()),
-            Err(WaitError::Timeout(..)) => Err(WriteError::NoLeader),
-            Err(WaitError::ShuttingDown) => Err(WriteError::Fatal("raft is shutting down".into())),
-        }
     }
 
     /// Stops discovery and Raft and closes storage. Called last in the
@@ -731,10 +343,6 @@ impl Consensus {
     pub fn raft(&self) -> &Raft {
         &self.raft
     }
-}
-
-fn millis(d: Duration) -> u64 {
-    u64::try_from(d.as_millis()).unwrap_or(u64::MAX)
 }
 
 #[cfg(test)]

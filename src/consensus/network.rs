@@ -14,7 +14,8 @@ use openraft::raft::{
 };
 
 use super::contact::Contact;
-use super::types::{Node, NodeId, TypeConfig};
+use crate::rpc::raft::{RaftRequest, RaftResponse};
+use crate::rpc::types::{RaftId, RaftMember, TypeConfig};
 use crate::rpc::{Pool, Request, Response, RpcError};
 
 /// Creates a [`Peer`] per target server.
@@ -29,8 +30,8 @@ pub(crate) struct Network {
 /// A client for one other server.
 #[derive(Debug, Clone)]
 pub(crate) struct Peer {
-    target: NodeId,
-    node: Node,
+    target: RaftId,
+    member: RaftMember,
     pool: Arc<Pool>,
     contact: Arc<Contact>,
     retry: Duration,
@@ -39,10 +40,10 @@ pub(crate) struct Peer {
 impl RaftNetworkFactory<TypeConfig> for Network {
     type Network = Peer;
 
-    async fn new_client(&mut self, target: NodeId, node: &Node) -> Peer {
+    async fn new_client(&mut self, target: RaftId, member: &RaftMember) -> Peer {
         Peer {
             target,
-            node: node.clone(),
+            member: member.clone(),
             pool: self.pool.clone(),
             contact: self.contact.clone(),
             retry: self.retry,
@@ -54,63 +55,67 @@ impl RaftNetworkFactory<TypeConfig> for Network {
 #[derive(Debug, thiserror::Error)]
 #[error("{peer} answered a {asked} request with something else")]
 struct WrongAnswer {
-    peer: Node,
+    peer: RaftMember,
     asked: &'static str,
 }
 
 impl Peer {
     async fn call<E: std::error::Error>(
         &self,
-        req: Request,
+        req: RaftRequest,
         option: &RPCOption,
-    ) -> Result<Response, RPCError<NodeId, Node, E>> {
+    ) -> Result<RaftResponse, RPCError<RaftId, RaftMember, E>> {
         let kind = req.kind();
         let answer = self
             .pool
-            .call(self.node.addr, &req, option.hard_ttl())
+            .call(self.member.addr, &Request::Raft(req), option.hard_ttl())
             .await;
         let failure = match answer {
             Ok(Response::Malformed(message)) => RpcError::Refused {
-                addr: self.node.addr,
+                addr: self.member.addr,
                 message,
             },
             // Another server lives at that address now (a wiped data dir):
             // the one Raft means is unreachable, and the join that replaces
             // it is on its way.
-            Ok(Response::NotHere { is }) => {
+            Ok(Response::Raft(RaftResponse::NotHere { is })) => {
                 let e = RpcError::Refused {
-                    addr: self.node.addr,
+                    addr: self.member.addr,
                     message: format!("server {is:016x} is there, not {:016x}", self.target),
                 };
                 return Err(RPCError::Unreachable(Unreachable::new(&e)));
             }
-            Ok(r) => return Ok(r),
+            Ok(Response::Raft(r)) => return Ok(r),
+            Ok(_) => return Err(self.wrong(kind)),
             Err(e) => e,
         };
-        tracing::trace!(peer = %self.node, kind, error = %failure, "raft rpc failed");
+        tracing::trace!(peer = %self.member, kind, error = %failure, "raft rpc failed");
         Err(match failure {
             // Nothing listens there (yet): openraft backs off.
-            RpcError::Connect { .. } => RPCError::Unreachable(Unreachable::new(&failure)),
+            // Or it speaks another protocol version: no use calling sooner.
+            RpcError::Connect { .. } | RpcError::Preface { .. } => {
+                RPCError::Unreachable(Unreachable::new(&failure))
+            }
             _ => RPCError::Network(NetworkError::new(&failure)),
         })
     }
 
-    fn wrong<E: std::error::Error>(&self, asked: &'static str) -> RPCError<NodeId, Node, E> {
+    fn wrong<E: std::error::Error>(&self, asked: &'static str) -> RPCError<RaftId, RaftMember, E> {
         RPCError::Network(NetworkError::new(&WrongAnswer {
-            peer: self.node.clone(),
+            peer: self.member.clone(),
             asked,
         }))
     }
 }
 
 fn remote<E: std::error::Error>(
-    target: NodeId,
-    node: &Node,
-    e: RaftError<NodeId, E>,
-) -> RPCError<NodeId, Node, RaftError<NodeId, E>> {
+    target: RaftId,
+    member: &RaftMember,
+    e: RaftError<RaftId, E>,
+) -> RPCError<RaftId, RaftMember, RaftError<RaftId, E>> {
     RPCError::RemoteError(openraft::error::RemoteError::new_with_node(
         target,
-        node.clone(),
+        member.clone(),
         e,
     ))
 }
@@ -120,10 +125,11 @@ impl RaftNetwork<TypeConfig> for Peer {
         &mut self,
         rpc: AppendEntriesRequest<TypeConfig>,
         option: RPCOption,
-    ) -> Result<AppendEntriesResponse<NodeId>, RPCError<NodeId, Node, RaftError<NodeId>>> {
+    ) -> Result<AppendEntriesResponse<RaftId>, RPCError<RaftId, RaftMember, RaftError<RaftId>>>
+    {
         match self
             .call(
-                Request::AppendEntries {
+                RaftRequest::AppendEntries {
                     to: self.target,
                     rpc,
                 },
@@ -131,13 +137,13 @@ impl RaftNetwork<TypeConfig> for Peer {
             )
             .await?
         {
-            Response::AppendEntries(Ok(r)) => {
+            RaftResponse::AppendEntries(Ok(r)) => {
                 if !matches!(r, AppendEntriesResponse::HigherVote(_)) {
                     self.contact.acked_by(self.target);
                 }
                 Ok(r)
             }
-            Response::AppendEntries(Err(e)) => Err(remote(self.target, &self.node, e)),
+            RaftResponse::AppendEntries(Err(e)) => Err(remote(self.target, &self.member, e)),
             _ => Err(self.wrong("append-entries")),
         }
     }
@@ -147,12 +153,12 @@ impl RaftNetwork<TypeConfig> for Peer {
         rpc: InstallSnapshotRequest<TypeConfig>,
         option: RPCOption,
     ) -> Result<
-        InstallSnapshotResponse<NodeId>,
-        RPCError<NodeId, Node, RaftError<NodeId, InstallSnapshotError>>,
+        InstallSnapshotResponse<RaftId>,
+        RPCError<RaftId, RaftMember, RaftError<RaftId, InstallSnapshotError>>,
     > {
         match self
             .call(
-                Request::InstallSnapshot {
+                RaftRequest::InstallSnapshot {
                     to: self.target,
                     rpc,
                 },
@@ -160,11 +166,11 @@ impl RaftNetwork<TypeConfig> for Peer {
             )
             .await?
         {
-            Response::InstallSnapshot(Ok(r)) => {
+            RaftResponse::InstallSnapshot(Ok(r)) => {
                 self.contact.acked_by(self.target);
                 Ok(r)
             }
-            Response::InstallSnapshot(Err(e)) => Err(remote(self.target, &self.node, e)),
+            RaftResponse::InstallSnapshot(Err(e)) => Err(remote(self.target, &self.member, e)),
             _ => Err(self.wrong("install-snapshot")),
         }
     }
@@ -180,12 +186,12 @@ impl RaftNetwork<TypeConfig> for Peer {
 
     async fn vote(
         &mut self,
-        rpc: VoteRequest<NodeId>,
+        rpc: VoteRequest<RaftId>,
         option: RPCOption,
-    ) -> Result<VoteResponse<NodeId>, RPCError<NodeId, Node, RaftError<NodeId>>> {
+    ) -> Result<VoteResponse<RaftId>, RPCError<RaftId, RaftMember, RaftError<RaftId>>> {
         match self
             .call(
-                Request::Vote {
+                RaftRequest::Vote {
                     to: self.target,
                     rpc,
                 },
@@ -193,8 +199,8 @@ impl RaftNetwork<TypeConfig> for Peer {
             )
             .await?
         {
-            Response::Vote(Ok(r)) => Ok(r),
-            Response::Vote(Err(e)) => Err(remote(self.target, &self.node, e)),
+            RaftResponse::Vote(Ok(r)) => Ok(r),
+            RaftResponse::Vote(Err(e)) => Err(remote(self.target, &self.member, e)),
             _ => Err(self.wrong("vote")),
         }
     }

@@ -15,9 +15,10 @@ use tokio::sync::{mpsc, oneshot};
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
-use super::WriteError;
 use super::types::{Batch, Raft};
+use super::write::write_refused;
 use crate::catalog::{Command, Outcome};
+use crate::rpc::WriteError;
 
 type Reply = oneshot::Sender<Result<Outcome, WriteError>>;
 
@@ -121,7 +122,7 @@ async fn run(
             _ = cancel.cancelled() => Err(stopped()),
             r = tokio::time::timeout(timeout, raft.client_write(batch)) => match r {
                 Err(_) => Err(WriteError::Timeout),
-                Ok(r) => r.map(|response| response.data).map_err(WriteError::from),
+                Ok(r) => r.map(|response| response.data).map_err(write_refused),
             },
         };
         match result {

@@ -323,7 +323,7 @@ mod tests {
         ServiceRegistration, State,
     };
     use crate::consensus::log_store::{LogStore, upgrade_entry};
-    use crate::consensus::types::Node;
+    use crate::rpc::types::RaftMember;
     use crate::store::format::{Upgraded, assert_golden};
 
     /// A catalog of one node with one service and two checks, one removed.
@@ -389,7 +389,7 @@ mod tests {
 
     #[test]
     fn a_stored_snapshot_encodes_as_format_2() {
-        let node = Node::new("s1", ([127, 0, 0, 1], 8300).into());
+        let node = RaftMember::new("s1", ([127, 0, 0, 1], 8300).into());
         let membership = Membership::new(vec![BTreeSet::from([7])], BTreeMap::from([(7, node)]));
         let stored = StoredSnapshot {
             meta: SnapshotMeta {

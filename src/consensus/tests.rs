@@ -14,8 +14,9 @@ use super::log_store::LogStore;
 use super::state_machine::StateMachine;
 use super::types::{TypeConfig, typ::StorageError};
 use super::*;
-use crate::catalog::{Registration, ServiceRegistration};
-use crate::store::{Contents, StoreError};
+use crate::catalog::{Command, Outcome, Registration, Replica, ServiceRegistration};
+use crate::rpc::{ReadError, WriteError};
+use crate::store::{self, Contents, StoreError, Writer, keys};
 
 /// Builds a fresh log store and state machine per suite case, in memory or in
 /// a temporary directory (the guard keeps the directory alive).
@@ -135,7 +136,7 @@ fn run_then_crash<T>(f: impl Future<Output = T>) -> T {
 fn acknowledged_writes_survive_a_crash() {
     const N: usize = 100;
     let dir = tempfile::tempdir().expect("tempdir");
-    let (stats, node_id) = run_then_crash(async {
+    let (stats, raft_id) = run_then_crash(async {
         let consensus = start(dir.path(), Tuning::default(), Arc::new(Replica::new())).await;
         assert!(consensus.is_leader());
         assert_eq!(
@@ -146,7 +147,7 @@ fn acknowledged_writes_survive_a_crash() {
         for i in 0..N {
             write_ok(&consensus, i).await;
         }
-        (consensus.storage_stats(), consensus.node_id())
+        (consensus.storage_stats(), consensus.raft_id())
     });
     // The writer thread holds the database file until every handle is gone.
     wait_until(Duration::from_secs(10), "the writer to exit", || {
@@ -156,7 +157,11 @@ fn acknowledged_writes_survive_a_crash() {
     let replica = Arc::new(Replica::new());
     run_then_crash(async {
         let consensus = start(dir.path(), Tuning::default(), replica.clone()).await;
-        assert_eq!(consensus.node_id(), node_id, "node id is kept in storage");
+        assert_eq!(
+            consensus.raft_id(),
+            raft_id,
+            "the Raft id is kept in storage"
+        );
         write_ok(&consensus, N).await;
         assert_eq!(instances(&replica), N + 1);
         consensus.shutdown().await;
@@ -320,7 +325,7 @@ fn without_a_bootstrapped_cluster_writes_find_no_leader() {
             .expect("start");
         assert!(matches!(
             consensus.wait_for_leader(Duration::from_millis(50)).await,
-            Err(WriteError::NoLeader)
+            Err(StartError::NoLeader)
         ));
         assert!(!consensus.is_leader());
         assert_eq!(consensus.leader(), None);
@@ -331,7 +336,7 @@ fn without_a_bootstrapped_cluster_writes_find_no_leader() {
         ));
         assert!(matches!(
             consensus.linearizable_read().await,
-            Err(WriteError::NoLeader)
+            Err(ReadError::NoLeader)
         ));
         consensus.shutdown().await;
     });

@@ -5,8 +5,8 @@ use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 
 use super::decode::DecodeError;
-use crate::consensus::WriteError;
 use crate::local::LocalError;
+use crate::rpc::{MembershipError, ReadError, WriteError};
 
 /// Why a request failed; the variant decides the status, the text is the body.
 #[derive(Debug, thiserror::Error)]
@@ -69,6 +69,24 @@ impl From<WriteError> for ApiError {
     }
 }
 
+impl From<ReadError> for ApiError {
+    fn from(e: ReadError) -> Self {
+        match e {
+            ReadError::NoLeader => Self::NoLeader,
+            other => Self::Internal(other.to_string()),
+        }
+    }
+}
+
+impl From<MembershipError> for ApiError {
+    fn from(e: MembershipError) -> Self {
+        match e {
+            MembershipError::NoLeader => Self::NoLeader,
+            other => Self::Internal(other.to_string()),
+        }
+    }
+}
+
 impl From<LocalError> for ApiError {
     fn from(e: LocalError) -> Self {
         match e {
@@ -78,6 +96,7 @@ impl From<LocalError> for ApiError {
             LocalError::Refused(r) => Self::BadRequest(r.to_string()),
             LocalError::UnknownService(_) => Self::NotFound(e.to_string()),
             LocalError::Write(w) => w.into(),
+            LocalError::Read(r) => r.into(),
         }
     }
 }
@@ -106,6 +125,21 @@ mod tests {
             (
                 StatusCode::INTERNAL_SERVER_ERROR,
                 "No cluster leader".into()
+            )
+        );
+        // Reads and membership changes fail as writes always did.
+        assert_eq!(
+            answer(ReadError::NoLeader),
+            (
+                StatusCode::INTERNAL_SERVER_ERROR,
+                "No cluster leader".into()
+            )
+        );
+        assert_eq!(
+            answer(MembershipError::NoServers),
+            (
+                StatusCode::INTERNAL_SERVER_ERROR,
+                "No known Consul servers".into()
             )
         );
         assert_eq!(

@@ -42,9 +42,9 @@ use tokio::sync::watch;
 use crate::catalog::{
     CatalogError, CheckRegistration, Command, Meta, Outcome, Registration, ServiceRegistration,
 };
-use crate::consensus::WriteError;
 use crate::definition::Invalid;
 use crate::delegate::Delegate;
+use crate::rpc::{ReadError, WriteError};
 use checks::CheckSettings;
 use registry::LocalState;
 
@@ -107,6 +107,9 @@ pub enum LocalError {
     /// The write did not commit.
     #[error(transparent)]
     Write(#[from] WriteError),
+    /// The consistent read before a sync could not be confirmed.
+    #[error(transparent)]
+    Read(#[from] ReadError),
 }
 
 /// This agent's node and services.

@@ -1,275 +1,172 @@
-//! Calling other servers: one persistent TCP connection per peer, shared by
-//! every caller. Calls are pipelined: each is written as soon as it is made
-//! and its answer is matched by id, so a slow snapshot chunk does not hold up
-//! a vote. A broken connection fails the calls waiting on it and is replaced
-//! on the next call.
+//! The client family: what a client agent asks a server. Its writes (the
+//! server routes them to the leader), the index a `?consistent` read must
+//! wait for, the change stream that keeps its replica current
+//! ([`ClientRequest::Follow`]), and the Raft configuration. `link` is the
+//! client agent's side of these calls; the server's side is here.
 
-use std::collections::HashMap;
+use std::future::Future;
 use std::net::SocketAddr;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::Duration;
 
-use tokio::io::{AsyncWriteExt, BufReader, BufWriter};
-use tokio::net::TcpStream;
-use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
-use tokio::sync::{mpsc, oneshot};
+use serde::{Deserialize, Serialize};
 
-use super::frame::{self, FrameError};
-use super::message::{Envelope, Request, Response};
+use super::cluster::Configuration;
+use super::errors::{ReadError, WriteError};
+use crate::catalog::{Command, Index, Outcome, Replica, Since, StateSnapshot};
 
-/// Frames waiting to be written on one connection; callers wait beyond it.
-const SEND_QUEUE: usize = 256;
+/// Longest a client's follow poll is held open.
+pub const MAX_FOLLOW_WAIT: Duration = Duration::from_secs(10);
+/// Commands in one follow answer, so frames stay small; a client behind by
+/// more asks again at once.
+const FOLLOW_COMMANDS: usize = 4096;
+/// Entries in one follow answer. The proposer keeps an entry under 2 MiB
+/// (1 MiB of batch plus the command that crossed it), so an answer stays
+/// under 32 MiB, well within the 64 MiB frame limit, as AppendEntries does.
+const FOLLOW_ENTRIES: usize = 16;
 
-/// Why a call got no answer.
-#[derive(Debug, thiserror::Error)]
-pub enum RpcError {
-    /// No connection could be made: the request was never sent.
-    #[error("connecting to {addr}: {source}")]
-    Connect {
-        /// The peer.
-        addr: SocketAddr,
-        /// The OS error.
-        source: std::io::Error,
+/// A call from a client agent to a server.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub enum ClientRequest {
+    /// A write for the server to route to the leader. Boxed: a command
+    /// is large beside the other requests.
+    Write(Box<Command>),
+    /// The index a `?consistent` read must wait for. The server confirms a
+    /// leader and applies that index before answering.
+    ConsistentIndex,
+    /// What was applied after `after`, once there is something, or nothing
+    /// after `wait_ms` (a long poll).
+    Follow {
+        /// The last index the client applied.
+        after: Index,
+        /// How long to wait for a change, in milliseconds.
+        wait_ms: u32,
     },
-    /// The connection broke after the request was sent: it may or may not
-    /// have been carried out.
-    #[error("connection to {0} lost before it answered")]
-    Lost(SocketAddr),
-    /// No answer within the deadline; the request may still be carried out.
-    #[error("no answer from {0} in time")]
-    Timeout(SocketAddr),
-    /// The request could not be encoded (too large).
-    #[error("request: {0}")]
-    Encode(#[from] FrameError),
-    /// The peer could not decode the request.
-    #[error("{addr} refused the request: {message}")]
-    Refused {
-        /// The peer.
-        addr: SocketAddr,
-        /// What it said.
-        message: String,
-    },
+    /// The Raft configuration as this server has it.
+    Configuration,
 }
 
-impl RpcError {
-    /// Whether the request certainly never reached the peer, so it is safe
-    /// to send it elsewhere.
-    pub fn not_sent(&self) -> bool {
-        matches!(self, Self::Connect { .. } | Self::Encode(_))
-    }
+/// The answer to a [`ClientRequest`], variant for variant.
+#[derive(Debug, Serialize, Deserialize)]
+pub enum ClientResponse {
+    /// To [`ClientRequest::Write`].
+    Write(Result<Outcome, WriteError>),
+    /// To [`ClientRequest::ConsistentIndex`]: the log index to have applied.
+    ConsistentIndex(Result<u64, ReadError>),
+    /// To [`ClientRequest::Follow`].
+    Follow(FollowAnswer),
+    /// To [`ClientRequest::Configuration`].
+    Configuration(Configuration),
 }
 
-/// A peer's connection slot; its lock is held while connecting.
-type Slot = Arc<tokio::sync::Mutex<Option<Arc<Conn>>>>;
-
-/// Connections to other servers, by address.
-#[derive(Debug)]
-pub struct Pool {
-    /// One slot per peer; the slot's lock is held while connecting, so a
-    /// peer that does not answer delays only the callers of that peer.
-    peers: Mutex<HashMap<SocketAddr, Slot>>,
-    /// How long to wait for a connection.
-    connect_timeout: Duration,
-}
-
-impl Pool {
-    /// An empty pool whose connection attempts give up after `connect_timeout`.
-    pub fn new(connect_timeout: Duration) -> Self {
-        Self {
-            peers: Mutex::new(HashMap::new()),
-            connect_timeout,
-        }
-    }
-
-    /// Sends `req` to `addr` and waits up to `timeout` (connecting included)
-    /// for its answer.
-    pub async fn call(
-        &self,
-        addr: SocketAddr,
-        req: &Request,
-        timeout: Duration,
-    ) -> Result<Response, RpcError> {
-        let deadline = tokio::time::Instant::now() + timeout;
-        let conn = tokio::time::timeout_at(deadline, self.conn(addr))
-            .await
-            .map_err(|_| RpcError::Connect {
-                addr,
-                source: std::io::ErrorKind::TimedOut.into(),
-            })??;
-        match tokio::time::timeout_at(deadline, conn.call(req)).await {
-            Ok(r) => r,
-            Err(_) => Err(RpcError::Timeout(addr)),
-        }
-    }
-
-    /// Drops the connection to `addr`, if any (a peer that was removed).
-    pub fn forget(&self, addr: SocketAddr) {
-        self.lock().remove(&addr);
-    }
-
-    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<SocketAddr, Slot>> {
-        self.peers.lock().unwrap_or_else(|e| e.into_inner())
-    }
-
-    async fn conn(&self, addr: SocketAddr) -> Result<Arc<Conn>, RpcError> {
-        let slot = self.lock().entry(addr).or_default().clone();
-        let mut slot = slot.lock().await;
-        if let Some(conn) = slot.as_ref().filter(|c| !c.closed.load(Ordering::Acquire)) {
-            return Ok(conn.clone());
-        }
-        let connect = TcpStream::connect(addr);
-        let stream = match tokio::time::timeout(self.connect_timeout, connect).await {
-            Ok(Ok(s)) => s,
-            Ok(Err(source)) => return Err(RpcError::Connect { addr, source }),
-            Err(_) => {
-                return Err(RpcError::Connect {
-                    addr,
-                    source: std::io::ErrorKind::TimedOut.into(),
-                });
-            }
-        };
-        // Raft messages are small and latency-bound.
-        let _ = stream.set_nodelay(true);
-        let conn = Conn::start(addr, stream);
-        *slot = Some(conn.clone());
-        Ok(conn)
-    }
-}
-
-type Waiters = Mutex<HashMap<u64, oneshot::Sender<Response>>>;
-
-/// One live connection: a writer task fed by a bounded queue, a reader task
-/// that hands each answer to the caller waiting for its id.
-#[derive(Debug)]
-struct Conn {
-    addr: SocketAddr,
-    frames: mpsc::Sender<Vec<u8>>,
-    waiting: Arc<Waiters>,
-    next_id: AtomicU64,
-    closed: Arc<AtomicBool>,
-}
-
-impl Conn {
-    fn start(addr: SocketAddr, stream: TcpStream) -> Arc<Self> {
-        let (read, write) = stream.into_split();
-        let (frames, queue) = mpsc::channel(SEND_QUEUE);
-        let waiting = Arc::new(Waiters::default());
-        let closed = Arc::new(AtomicBool::new(false));
-        tokio::spawn(write_frames(write, queue, closed.clone()));
-        tokio::spawn(read_answers(addr, read, waiting.clone(), closed.clone()));
-        Arc::new(Self {
-            addr,
-            frames,
-            waiting,
-            next_id: AtomicU64::new(1),
-            closed,
-        })
-    }
-
-    async fn call(&self, req: &Request) -> Result<Response, RpcError> {
-        let id = self.next_id.fetch_add(1, Ordering::Relaxed);
-        let bytes = frame::encode(&Envelope { id, body: req })?;
-        let (tx, rx) = oneshot::channel();
-        self.waiting
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .insert(id, tx);
-        // Removes the waiter if the caller gives up (timeout, cancellation).
-        let _forget = Forget {
-            waiting: &self.waiting,
-            id,
-        };
-        // The reader marks the connection closed before failing the waiters,
-        // so a waiter added after that is caught here instead of hanging.
-        if self.closed.load(Ordering::Acquire) {
-            return Err(RpcError::Connect {
-                addr: self.addr,
-                source: std::io::ErrorKind::ConnectionReset.into(),
-            });
-        }
-        if self.frames.send(bytes).await.is_err() {
-            return Err(RpcError::Connect {
-                addr: self.addr,
-                source: std::io::ErrorKind::BrokenPipe.into(),
-            });
-        }
-        match rx.await {
-            Ok(Response::Malformed(message)) => Err(RpcError::Refused {
-                addr: self.addr,
-                message,
-            }),
-            Ok(r) => Ok(r),
-            Err(_) => Err(RpcError::Lost(self.addr)),
+impl ClientRequest {
+    /// The request's kind, for logs and errors.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            Self::Write(_) => "forward",
+            Self::ConsistentIndex => "consistent-index",
+            Self::Follow { .. } => "follow",
+            Self::Configuration => "configuration",
         }
     }
 }
 
-struct Forget<'a> {
-    waiting: &'a Waiters,
-    id: u64,
+impl ClientResponse {
+    /// The response's kind, for logs and errors.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            Self::Write(_) => "a write result",
+            Self::ConsistentIndex(_) => "a read index",
+            Self::Follow(_) => "changes",
+            Self::Configuration(_) => "a configuration",
+        }
+    }
 }
 
-impl Drop for Forget<'_> {
-    fn drop(&mut self) {
-        self.waiting
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .remove(&self.id);
+/// A server's answer to [`ClientRequest::Follow`].
+#[derive(Debug, Serialize, Deserialize)]
+pub struct FollowAnswer {
+    /// What to apply.
+    pub catch_up: CatchUp,
+    /// The server's view of the cluster when it answered.
+    pub status: ServerStatus,
+}
+
+/// What a following client applies to catch up.
+#[derive(Debug, Serialize, Deserialize)]
+pub enum CatchUp {
+    /// The applied entries after the client's index, in order; empty when
+    /// nothing changed before the poll ended.
+    Entries(Vec<(Index, Arc<[Command]>)>),
+    /// The client is behind the server's history: the whole state.
+    Snapshot(StateSnapshot),
+}
+
+/// What a server knows of its cluster, for a client's headers and
+/// `/v1/status/*`.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ServerStatus {
+    /// The leader's RPC address, if one is known and live.
+    pub leader: Option<SocketAddr>,
+    /// Whether the server may serve default-consistency reads.
+    pub leader_live: bool,
+    /// Milliseconds since the server last heard from its leader.
+    pub last_contact_ms: u64,
+    /// The voters' RPC addresses.
+    pub peers: Vec<SocketAddr>,
+}
+
+/// What a server answers client agents with (consensus implements it).
+pub trait ClientHandler: Send + Sync {
+    /// Commits a write, through the leader.
+    fn write(&self, cmd: Command) -> impl Future<Output = Result<Outcome, WriteError>> + Send;
+
+    /// Confirms a leader and waits until this server applied everything
+    /// committed before the call.
+    fn linearizable_read(&self) -> impl Future<Output = Result<(), ReadError>> + Send;
+
+    /// The catalog this server applies, which clients follow.
+    fn replica(&self) -> &Arc<Replica>;
+
+    /// This server's view of its cluster.
+    fn status(&self) -> ServerStatus;
+
+    /// The Raft configuration as this server has it.
+    fn configuration(&self) -> Configuration;
+}
+
+/// Carries out one client call.
+pub(super) async fn handle(handler: &impl ClientHandler, req: ClientRequest) -> ClientResponse {
+    match req {
+        ClientRequest::Write(cmd) => ClientResponse::Write(handler.write(*cmd).await),
+        ClientRequest::ConsistentIndex => ClientResponse::ConsistentIndex(
+            handler
+                .linearizable_read()
+                .await
+                .map(|()| handler.replica().applied_index()),
+        ),
+        ClientRequest::Follow { after, wait_ms } => {
+            ClientResponse::Follow(follow(handler, after, wait_ms).await)
+        }
+        ClientRequest::Configuration => ClientResponse::Configuration(handler.configuration()),
     }
 }
 
-/// Writes queued frames, flushing whenever the queue runs dry so that
-/// pipelined calls share syscalls.
-async fn write_frames(
-    write: OwnedWriteHalf,
-    mut queue: mpsc::Receiver<Vec<u8>>,
-    closed: Arc<AtomicBool>,
-) {
-    let mut out = BufWriter::with_capacity(64 << 10, write);
-    while let Some(bytes) = queue.recv().await {
-        if out.write_all(&bytes).await.is_err() {
-            break;
-        }
-        if queue.is_empty() && out.flush().await.is_err() {
-            break;
-        }
+/// Answers a client's follow poll: waits until this server has applied past
+/// `after` (or `wait_ms` passes), then sends what follows `after`, or the
+/// whole state when `after` is older than the history.
+async fn follow(handler: &impl ClientHandler, after: Index, wait_ms: u32) -> FollowAnswer {
+    let replica = handler.replica();
+    let mut applied = replica.subscribe();
+    let wait = Duration::from_millis(wait_ms.into()).min(MAX_FOLLOW_WAIT);
+    // Timing out is an answer too: nothing changed.
+    let _ = tokio::time::timeout(wait, applied.wait_for(|&i| i > after)).await;
+    let catch_up = match replica.since(after, FOLLOW_ENTRIES, FOLLOW_COMMANDS) {
+        Since::Entries(entries) => CatchUp::Entries(entries),
+        Since::TooOld => CatchUp::Snapshot(replica.snapshot()),
+    };
+    FollowAnswer {
+        catch_up,
+        status: handler.status(),
     }
-    closed.store(true, Ordering::Release);
-}
-
-/// Reads answers until the connection ends, then fails every waiting call.
-async fn read_answers(
-    addr: SocketAddr,
-    read: OwnedReadHalf,
-    waiting: Arc<Waiters>,
-    closed: Arc<AtomicBool>,
-) {
-    let mut input = BufReader::with_capacity(64 << 10, read);
-    let mut buf = Vec::new();
-    loop {
-        let answer = match frame::read(&mut input, &mut buf).await {
-            Ok(()) => frame::decode::<Envelope<Response>>(&buf),
-            Err(e) => Err(e),
-        };
-        match answer {
-            Ok(Envelope { id, body }) => {
-                let waiter = waiting
-                    .lock()
-                    .unwrap_or_else(|e| e.into_inner())
-                    .remove(&id);
-                if let Some(waiter) = waiter {
-                    let _ = waiter.send(body);
-                }
-            }
-            Err(FrameError::Closed) => break,
-            Err(e) => {
-                tracing::debug!(peer = %addr, error = %e, "server RPC connection failed");
-                break;
-            }
-        }
-    }
-    closed.store(true, Ordering::Release);
-    // Dropping the senders wakes every caller with `Lost`.
-    waiting.lock().unwrap_or_else(|e| e.into_inner()).clear();
 }

@@ -4,10 +4,10 @@
 //!
 //! A client holds a full replica of the catalog, as servers do, so its DNS
 //! and HTTP reads never wait for the network. The replica follows one server
-//! by long polls ([`Request::Follow`]): each answer carries the entries that
-//! server applied since the client's index (or, when the client fell behind
-//! the server's history, the whole state), and the server's view of its
-//! leader, which is what the client reports in `X-Consul-KnownLeader` and
+//! by long polls ([`ClientRequest::Follow`]): each answer carries the entries
+//! that server applied since the client's index (or, when the client fell
+//! behind the server's history, the whole state), and the server's view of
+//! its leader, which is what the client reports in `X-Consul-KnownLeader` and
 //! `X-Consul-LastContact`.
 //!
 //! The servers come from the gossip pool. The client sticks to one while it
@@ -23,11 +23,13 @@ use tokio::sync::watch;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
-use super::client::Pool;
-use super::message::{Changes, Follow, Request, Response, ServerStatus};
+use super::client::{CatchUp, ClientRequest, ClientResponse, FollowAnswer, ServerStatus};
+use super::cluster::{ClusterRequest, ClusterResponse, Configuration};
+use super::errors::{MembershipError, ReadError, WriteError};
+use super::message::{Request, Response};
+use super::pool::Pool;
+use super::types::RaftId;
 use crate::catalog::{Command, Outcome, Replica};
-use crate::consensus::types::NodeId;
-use crate::consensus::{Configuration, WriteError};
 
 /// How long a server holds a follow poll open when nothing changes. Short
 /// enough that the server's leader status reaches the client every couple
@@ -59,6 +61,56 @@ pub struct ServerLink {
     current: Mutex<Option<SocketAddr>>,
     /// What the followed server last said, and when.
     heard: Mutex<Heard>,
+}
+
+/// Why a call to the servers got no usable answer.
+#[derive(Debug)]
+enum CallError {
+    /// No server is known, or none could be reached: the request was not
+    /// sent.
+    NoServers,
+    /// Sent, and no answer in time (or the time ran out before sending).
+    Timeout,
+    /// Lost after it was sent, and not sent again because it must not be
+    /// carried out twice: it may or may not have been.
+    Interrupted,
+    /// A server refused the request or answered it with something else.
+    Fatal(String),
+}
+
+impl From<CallError> for WriteError {
+    fn from(e: CallError) -> Self {
+        match e {
+            CallError::NoServers => Self::NoServers,
+            CallError::Timeout => Self::Timeout,
+            CallError::Interrupted => Self::Interrupted,
+            CallError::Fatal(why) => Self::Fatal(why),
+        }
+    }
+}
+
+impl From<CallError> for ReadError {
+    fn from(e: CallError) -> Self {
+        match e {
+            CallError::NoServers => Self::NoServers,
+            // Reads are sent again (`resend`), so `call` reports a lost one
+            // as a timeout once the servers are tried; this arm only keeps
+            // the mapping total.
+            CallError::Timeout | CallError::Interrupted => Self::Timeout,
+            CallError::Fatal(why) => Self::Fatal(why),
+        }
+    }
+}
+
+impl From<CallError> for MembershipError {
+    fn from(e: CallError) -> Self {
+        match e {
+            CallError::NoServers => Self::NoServers,
+            CallError::Timeout => Self::Timeout,
+            CallError::Interrupted => Self::Interrupted,
+            CallError::Fatal(why) => Self::Fatal(why),
+        }
+    }
 }
 
 /// The last follow answer's status.
@@ -139,26 +191,26 @@ impl ServerLink {
     /// Sends `req` to a server, moving to another when one cannot be
     /// reached. A request that may have been carried out is sent again
     /// only if `resend` (it is idempotent); otherwise the loss is
-    /// [`WriteError::Interrupted`].
+    /// [`CallError::Interrupted`].
     async fn call(
         &self,
         req: &Request,
         timeout: Duration,
         resend: bool,
-    ) -> Result<Response, WriteError> {
+    ) -> Result<Response, CallError> {
         let deadline = Instant::now() + timeout;
         // Each live server once, and once more for the one that was current.
         let attempts = self.servers.borrow().len() + 1;
-        let mut last = WriteError::NoServers;
+        let mut last = CallError::NoServers;
         for _ in 0..attempts {
             let Some(addr) = self.pick() else { break };
             let left = deadline.saturating_duration_since(Instant::now());
             if left.is_zero() {
-                return Err(WriteError::Timeout);
+                return Err(CallError::Timeout);
             }
             match self.pool.call(addr, req, left).await {
                 Ok(Response::Malformed(why)) => {
-                    return Err(WriteError::Fatal(format!(
+                    return Err(CallError::Fatal(format!(
                         "{addr} refused the request: {why}"
                     )));
                 }
@@ -167,12 +219,12 @@ impl ServerLink {
                     tracing::debug!(server = %addr, error = %e, kind = req.kind(), "server call failed");
                     self.failed(addr);
                     if !e.not_sent() && !resend {
-                        return Err(WriteError::Interrupted);
+                        return Err(CallError::Interrupted);
                     }
                     last = if e.not_sent() {
-                        WriteError::NoServers
+                        CallError::NoServers
                     } else {
-                        WriteError::Timeout
+                        CallError::Timeout
                     };
                 }
             }
@@ -185,13 +237,13 @@ impl ServerLink {
     /// has waited for one already; the write then tries one other server.
     pub async fn write(&self, cmd: Command) -> Result<Outcome, WriteError> {
         let resend = cmd.idempotent();
-        let req = Request::Forward(cmd);
+        let req = Request::Client(ClientRequest::Write(Box::new(cmd)));
         let mut result = Err(WriteError::NoServers);
         for _ in 0..2 {
             let server = self.pick();
             result = match self.call(&req, WRITE_TIMEOUT, resend).await? {
-                Response::Write(result) => result,
-                other => return Err(unexpected("write", &other)),
+                Response::Client(ClientResponse::Write(result)) => result,
+                other => return Err(unexpected("write", &other).into()),
             };
             match (&result, server) {
                 (Err(WriteError::NoLeader), Some(server)) => self.move_from(server),
@@ -204,39 +256,36 @@ impl ServerLink {
     /// For a `?consistent` read: has a server confirm the leader and name
     /// the index the leader had committed, then waits until this replica has
     /// applied it.
-    pub async fn linearizable_read(&self) -> Result<(), WriteError> {
+    pub async fn linearizable_read(&self) -> Result<(), ReadError> {
         let deadline = Instant::now() + CALL_TIMEOUT;
-        let index = match self
-            .call(&Request::ConsistentIndex, CALL_TIMEOUT, true)
-            .await?
-        {
-            Response::ReadIndex(result) => result?,
-            other => return Err(unexpected("consistent read", &other)),
+        let req = Request::Client(ClientRequest::ConsistentIndex);
+        let index = match self.call(&req, CALL_TIMEOUT, true).await? {
+            Response::Client(ClientResponse::ConsistentIndex(result)) => result?,
+            other => return Err(unexpected("consistent read", &other).into()),
         };
         let mut applied = self.replica.subscribe();
         match tokio::time::timeout_at(deadline, applied.wait_for(|&i| i >= index)).await {
             Ok(Ok(_)) => Ok(()),
-            Ok(Err(_)) => Err(WriteError::Fatal("the replica is gone".into())),
-            Err(_) => Err(WriteError::Timeout),
+            Ok(Err(_)) => Err(ReadError::Fatal("the replica is gone".into())),
+            Err(_) => Err(ReadError::Timeout),
         }
     }
 
     /// The Raft configuration, as a server has it.
-    pub async fn configuration(&self) -> Result<Configuration, WriteError> {
-        match self
-            .call(&Request::Configuration, CALL_TIMEOUT, true)
-            .await?
-        {
-            Response::Configuration(config) => Ok(config),
-            other => Err(unexpected("configuration", &other)),
+    pub async fn configuration(&self) -> Result<Configuration, MembershipError> {
+        let req = Request::Client(ClientRequest::Configuration);
+        match self.call(&req, CALL_TIMEOUT, true).await? {
+            Response::Client(ClientResponse::Configuration(config)) => Ok(config),
+            other => Err(unexpected("configuration", &other).into()),
         }
     }
 
     /// Asks the servers to remove server `id` from the configuration.
-    pub async fn remove_server(&self, id: NodeId) -> Result<(), WriteError> {
-        match self.call(&Request::Remove(id), CALL_TIMEOUT, true).await? {
-            Response::Done(result) => result,
-            other => Err(unexpected("remove", &other)),
+    pub async fn remove_server(&self, id: RaftId) -> Result<(), MembershipError> {
+        let req = Request::Cluster(ClusterRequest::Remove(id));
+        match self.call(&req, CALL_TIMEOUT, true).await? {
+            Response::Cluster(ClusterResponse::Done(result)) => result,
+            other => Err(unexpected("remove", &other).into()),
         }
     }
 
@@ -292,10 +341,10 @@ impl ServerLink {
                 }
                 continue;
             };
-            let req = Request::Follow {
+            let req = Request::Client(ClientRequest::Follow {
                 after: self.replica.applied_index(),
                 wait_ms: u32::try_from(FOLLOW_WAIT.as_millis()).unwrap_or(u32::MAX),
-            };
+            });
             let answer = tokio::select! {
                 () = stop.cancelled() => return,
                 // The pool dropped this server (it failed or left): do not
@@ -304,9 +353,9 @@ impl ServerLink {
                 r = self.pool.call(addr, &req, FOLLOW_WAIT + CALL_MARGIN) => r,
             };
             match answer {
-                Ok(Response::Follow(follow)) => {
-                    let leader_live = follow.status.leader_live;
-                    self.apply(follow);
+                Ok(Response::Client(ClientResponse::Follow(answer))) => {
+                    let leader_live = answer.status.leader_live;
+                    self.apply(answer);
                     if leader_live {
                         continue;
                     }
@@ -331,9 +380,9 @@ impl ServerLink {
     }
 
     /// Applies one follow answer to the replica and records its status.
-    fn apply(&self, follow: Follow) {
-        match follow.changes {
-            Changes::Entries(entries) => {
+    fn apply(&self, answer: FollowAnswer) {
+        match answer.catch_up {
+            CatchUp::Entries(entries) => {
                 for (index, cmds) in entries {
                     // A server switch may repeat what the replica has.
                     if index <= self.replica.applied_index() {
@@ -346,7 +395,7 @@ impl ServerLink {
                     }
                 }
             }
-            Changes::Snapshot(catalog) => {
+            CatchUp::Snapshot(catalog) => {
                 tracing::info!(
                     index = catalog.last_index(),
                     "installed the catalog from a server"
@@ -355,7 +404,7 @@ impl ServerLink {
             }
         }
         *self.heard() = Heard {
-            status: follow.status,
+            status: answer.status,
             at: Some(Instant::now()),
         };
     }
@@ -368,8 +417,8 @@ async fn dropped(servers: &mut watch::Receiver<Vec<SocketAddr>>, addr: SocketAdd
     }
 }
 
-fn unexpected(what: &str, response: &Response) -> WriteError {
-    WriteError::Fatal(format!(
+fn unexpected(what: &str, response: &Response) -> CallError {
+    CallError::Fatal(format!(
         "server answered a {what} request with {}",
         response.kind()
     ))

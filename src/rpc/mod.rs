@@ -1,23 +1,43 @@
-//! Server RPC (port 8300, TCP): Raft traffic between servers, requests
-//! forwarded to the leader (writes, read-index for `?consistent`, joins and
-//! removals), and client agents' calls (their writes, consistent reads and
-//! the change stream their replicas follow), over persistent connections carrying length-prefixed postcard
-//! frames. Not HTTP per message: a heartbeat is a few dozen bytes on a
-//! connection that is already open.
+//! Server RPC (port 8300, TCP) by audience: Raft traffic between servers,
+//! running the cluster (discovery, joins and removals, and the writes and
+//! read-index calls a follower forwards to its leader), and client agents'
+//! calls (their writes, consistent reads and the change stream their
+//! replicas follow). Persistent connections open with a versioned preface,
+//! then carry length-prefixed postcard frames. Not HTTP per message: a
+//! heartbeat is a few dozen bytes on a connection that is already open.
 //!
+//! - `preface`: the magic and protocol version each side sends first; a
+//!   peer of another version is refused;
 //! - `frame`: the wire format and its size limits;
-//! - `message`: what travels, tagged with call ids so calls pipeline;
-//! - `client`: the [`Pool`] of connections to other servers;
-//! - `server`: the accept loop and the dispatch to consensus;
+//! - `message`: what travels, by family, tagged with call ids so calls
+//!   pipeline;
+//! - `raft`, `cluster`, `client`: each family's requests, answers and the
+//!   handler trait a server answers them with (consensus implements them);
+//! - `types`: openraft's type configuration, which Raft's messages carry;
+//! - `errors`: why a write, a consistent read or a membership change failed,
+//!   as answers carry it;
+//! - `pool`: the [`Pool`] of connections to servers;
+//! - `server`: the accept loop and the dispatch to the handlers;
 //! - `link`: a client agent's side: its server, its writes and reads, and
 //!   the change stream that keeps its replica current.
+//!
+//! Nothing here depends on consensus: it builds on these types and
+//! implements the handlers.
 
 pub mod client;
+pub mod cluster;
+pub mod errors;
 pub mod frame;
 pub mod link;
 pub mod message;
+pub mod pool;
+pub mod preface;
+pub mod raft;
 pub mod server;
+pub mod types;
 
-pub use client::{Pool, RpcError};
+pub use cluster::{Configuration, Hello, RaftServer, ServerEntry};
+pub use errors::{MembershipError, ReadError, WriteError};
 pub use link::ServerLink;
-pub use message::{Hello, Member, Request, Response};
+pub use message::{Request, Response};
+pub use pool::{Pool, RpcError};

@@ -1,12 +1,12 @@
-//! Serving server RPC: the accept loop, one reader and one writer per
-//! connection, and the dispatch of each request to consensus.
+//! Serving server RPC: the accept loop, the preface that opens each
+//! connection, one reader and one writer per connection, and the dispatch of
+//! each request to the [`Handler`] of its family.
 //!
 //! Requests on a connection are handled concurrently (up to
 //! [`IN_FLIGHT_PER_CONN`]; beyond that the reader stops reading, which pushes
 //! back on the peer through TCP) and answered as they finish.
 
 use std::sync::Arc;
-use std::time::Duration;
 
 use tokio::io::{AsyncWriteExt, BufReader, BufWriter};
 use tokio::net::{TcpListener, TcpStream};
@@ -14,10 +14,12 @@ use tokio::sync::{Semaphore, mpsc};
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 
+use super::client::{self, ClientHandler};
+use super::cluster::{self, ClusterHandler};
 use super::frame::{self, FrameError};
-use super::message::{Changes, Envelope, Follow, Request, Response, ServerStatus};
-use crate::catalog::{Index, Since};
-use crate::consensus::Consensus;
+use super::message::{Envelope, Request, Response};
+use super::preface::{self, PREFACE_TIMEOUT, PROTOCOL_VERSION, PrefaceError, Refusals};
+use super::raft::{self, RaftHandler};
 
 /// Connections served at once; more wait in the listen backlog. Every
 /// client agent holds one (its change stream), so this is the number of
@@ -28,23 +30,21 @@ const MAX_CONNECTIONS: usize = 4096;
 const CONN_BUFFER: usize = 16 << 10;
 /// Requests handled at once on one connection.
 const IN_FLIGHT_PER_CONN: usize = 256;
-/// Longest a client's follow poll is held open.
-pub const MAX_FOLLOW_WAIT: Duration = Duration::from_secs(10);
-/// Commands in one follow answer, so frames stay small; a client behind by
-/// more asks again at once.
-const FOLLOW_COMMANDS: usize = 4096;
-/// Entries in one follow answer. The proposer keeps an entry under 2 MiB
-/// (1 MiB of batch plus the command that crossed it), so an answer stays
-/// under 32 MiB, well within the 64 MiB frame limit, as AppendEntries does.
-const FOLLOW_ENTRIES: usize = 16;
 
-/// Serves `listener` until `shutdown` is cancelled.
-pub async fn serve(
+/// What a server answers every family with: consensus implements the
+/// handler of each.
+pub trait Handler: RaftHandler + ClusterHandler + ClientHandler + 'static {}
+
+impl<T: RaftHandler + ClusterHandler + ClientHandler + 'static> Handler for T {}
+
+/// Serves `listener` with `handler` until `shutdown` is cancelled.
+pub async fn serve<H: Handler>(
     listener: TcpListener,
-    consensus: Arc<Consensus>,
+    handler: Arc<H>,
     shutdown: CancellationToken,
 ) -> std::io::Result<()> {
     let slots = Arc::new(Semaphore::new(MAX_CONNECTIONS));
+    let refusals = Arc::new(Refusals::new());
     let mut conns = JoinSet::new();
     loop {
         let permit = tokio::select! {
@@ -67,10 +67,23 @@ pub async fn serve(
             },
         };
         let _ = stream.set_nodelay(true);
-        let (consensus, token) = (consensus.clone(), shutdown.clone());
+        let (handler, token, refusals) = (handler.clone(), shutdown.clone(), refusals.clone());
         conns.spawn(async move {
-            if let Err(e) = connection(stream, consensus, token).await {
-                tracing::debug!(%peer, error = %e, "server RPC connection ended");
+            match connection(stream, handler, token).await {
+                Ok(()) => {}
+                // A peer that spoke, but not our protocol: worth a warning.
+                Err(Ended::Refused(
+                    e @ (PrefaceError::Mismatch { .. } | PrefaceError::Missing),
+                )) if refusals.warn_now() => {
+                    tracing::warn!(%peer, "refused a server RPC connection: {e}");
+                }
+                // Or one that hung up or stayed silent (a port probe).
+                Err(Ended::Refused(e)) => {
+                    tracing::debug!(%peer, "refused a server RPC connection: {e}");
+                }
+                Err(Ended::Frame(e)) => {
+                    tracing::debug!(%peer, error = %e, "server RPC connection ended");
+                }
             }
             drop(permit);
         });
@@ -81,11 +94,31 @@ pub async fn serve(
     Ok(())
 }
 
-async fn connection(
-    stream: TcpStream,
-    consensus: Arc<Consensus>,
+/// Why a connection ended early.
+#[derive(Debug, thiserror::Error)]
+enum Ended {
+    /// Refused at its preface.
+    #[error(transparent)]
+    Refused(PrefaceError),
+    /// A frame could not be read.
+    #[error(transparent)]
+    Frame(#[from] FrameError),
+}
+
+async fn connection<H: Handler>(
+    mut stream: TcpStream,
+    handler: Arc<H>,
     shutdown: CancellationToken,
-) -> Result<(), FrameError> {
+) -> Result<(), Ended> {
+    let accepted = tokio::select! {
+        () = shutdown.cancelled() => return Ok(()),
+        r = tokio::time::timeout(PREFACE_TIMEOUT, preface::accept(&mut stream, PROTOCOL_VERSION)) => r,
+    };
+    match accepted {
+        Ok(Ok(())) => {}
+        Ok(Err(e)) => return Err(Ended::Refused(e)),
+        Err(_) => return Err(Ended::Refused(PrefaceError::Timeout(PREFACE_TIMEOUT))),
+    }
     let (read, write) = stream.into_split();
     let (answers, mut queue) = mpsc::channel::<Vec<u8>>(IN_FLIGHT_PER_CONN);
     let writer = tokio::spawn(async move {
@@ -115,11 +148,11 @@ async fn connection(
         let Ok(permit) = in_flight.clone().acquire_owned().await else {
             break Ok(());
         };
-        let (consensus, answers) = (consensus.clone(), answers.clone());
+        let (handler, answers) = (handler.clone(), answers.clone());
         match frame::decode::<Envelope<Request>>(&buf) {
             Ok(Envelope { id, body }) => {
                 handlers.spawn(async move {
-                    let body = handle(&consensus, body).await;
+                    let body = handle(&*handler, body).await;
                     send(&answers, id, &body).await;
                     drop(permit);
                 });
@@ -136,7 +169,7 @@ async fn connection(
     handlers.shutdown().await;
     drop(answers);
     let _ = writer.await;
-    result
+    Ok(result?)
 }
 
 async fn send(answers: &mpsc::Sender<Vec<u8>>, id: u64, body: &Response) {
@@ -157,69 +190,11 @@ async fn send(answers: &mpsc::Sender<Vec<u8>>, id: u64, body: &Response) {
     let _ = answers.send(bytes).await;
 }
 
-/// Carries out one request.
-async fn handle(consensus: &Consensus, req: Request) -> Response {
-    let me = consensus.node_id();
+/// Hands one request to the handler of its family.
+async fn handle<H: Handler>(handler: &H, req: Request) -> Response {
     match req {
-        Request::AppendEntries { to, .. }
-        | Request::InstallSnapshot { to, .. }
-        | Request::Vote { to, .. }
-            if to != me =>
-        {
-            Response::NotHere { is: me }
-        }
-        Request::AppendEntries { rpc, .. } => {
-            let leader = rpc.vote.leader_id().voted_for();
-            let result = consensus.raft().append_entries(rpc).await;
-            if let (Ok(r), Some(leader)) = (&result, leader)
-                && !matches!(r, openraft::raft::AppendEntriesResponse::HigherVote(_))
-            {
-                consensus.heard_from_leader(leader);
-            }
-            Response::AppendEntries(result)
-        }
-        Request::InstallSnapshot { rpc, .. } => {
-            Response::InstallSnapshot(consensus.raft().install_snapshot(rpc).await)
-        }
-        Request::Vote { rpc, .. } => Response::Vote(consensus.raft().vote(rpc).await),
-        Request::Write(cmd) => Response::Write(consensus.write_as_leader(cmd).await),
-        Request::ReadIndex => Response::ReadIndex(consensus.read_index_as_leader().await),
-        Request::Hello(hello) => Response::Hello(consensus.hello(hello)),
-        Request::Join(member) => Response::Done(consensus.join(member).await),
-        Request::Remove(id) => Response::Done(consensus.remove_server(id).await),
-        Request::Forward(cmd) => Response::Write(consensus.write(cmd).await),
-        Request::ConsistentIndex => Response::ReadIndex(
-            consensus
-                .linearizable_read()
-                .await
-                .map(|()| consensus.replica().applied_index()),
-        ),
-        Request::Follow { after, wait_ms } => follow(consensus, after, wait_ms).await,
-        Request::Configuration => Response::Configuration(consensus.configuration()),
+        Request::Raft(r) => Response::Raft(raft::handle(handler, r).await),
+        Request::Cluster(r) => Response::Cluster(cluster::handle(handler, r).await),
+        Request::Client(r) => Response::Client(client::handle(handler, r).await),
     }
-}
-
-/// Answers a client's follow poll: waits until this server has applied past
-/// `after` (or `wait_ms` passes), then sends what follows `after`, or the
-/// whole state when `after` is older than the history.
-async fn follow(consensus: &Consensus, after: Index, wait_ms: u32) -> Response {
-    let replica = consensus.replica();
-    let mut applied = replica.subscribe();
-    let wait = Duration::from_millis(wait_ms.into()).min(MAX_FOLLOW_WAIT);
-    // Timing out is an answer too: nothing changed.
-    let _ = tokio::time::timeout(wait, applied.wait_for(|&i| i > after)).await;
-    let changes = match replica.since(after, FOLLOW_ENTRIES, FOLLOW_COMMANDS) {
-        Since::Entries(entries) => Changes::Entries(entries),
-        Since::TooOld => Changes::Snapshot(replica.snapshot()),
-    };
-    Response::Follow(Follow {
-        changes,
-        status: ServerStatus {
-            leader: consensus.leader(),
-            leader_live: consensus.leader_live(),
-            last_contact_ms: u64::try_from(consensus.last_contact().as_millis())
-                .unwrap_or(u64::MAX),
-            peers: consensus.peers(),
-        },
-    })
 }

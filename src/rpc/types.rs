@@ -1,5 +1,8 @@
-//! openraft's type configuration for trellis, and short names for the
-//! openraft types and errors the rest of consensus spells out often.
+//! openraft's type configuration for trellis: what a log entry carries, how
+//! a server is named in Raft, and short names for the openraft types and
+//! errors that consensus and the Raft request family spell out often. It
+//! lives with the wire types because Raft's messages carry it: consensus
+//! builds on it, and server RPC needs nothing from consensus to encode it.
 
 use std::borrow::Cow;
 use std::fmt;
@@ -194,20 +197,21 @@ openraft::declare_raft_types!(
     pub TypeConfig:
         D = Batch,
         R = Outcomes,
-        NodeId = NodeId,
-        Node = Node,
+        NodeId = RaftId,
+        Node = RaftMember,
         Entry = openraft::Entry<TypeConfig>,
         SnapshotData = Cursor<Vec<u8>>,
         AsyncRuntime = openraft::TokioRuntime,
 );
 
 /// A server's Raft id: random, chosen at first start and kept in storage.
-pub type NodeId = u64;
+pub type RaftId = u64;
 
-/// What Raft knows about a server, kept in the membership configuration so
-/// that every server can name its peers and reach them.
+/// What Raft knows about a server (openraft's node record), kept in the
+/// membership configuration so that every server can name its peers and
+/// reach them.
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
-pub struct Node {
+pub struct RaftMember {
     /// The server's node name (`--node`).
     pub name: String,
     /// Its server RPC address.
@@ -215,7 +219,7 @@ pub struct Node {
 }
 
 /// openraft asks for a default node; it is never a real server's.
-impl Default for Node {
+impl Default for RaftMember {
     fn default() -> Self {
         Self {
             name: String::new(),
@@ -224,7 +228,7 @@ impl Default for Node {
     }
 }
 
-impl Node {
+impl RaftMember {
     /// A server named `name` reachable at `addr`.
     pub fn new(name: impl Into<String>, addr: std::net::SocketAddr) -> Self {
         Self {
@@ -234,7 +238,7 @@ impl Node {
     }
 }
 
-impl fmt::Display for Node {
+impl fmt::Display for RaftMember {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(f, "{}@{}", self.name, self.addr)
     }
@@ -247,39 +251,39 @@ pub type Raft = openraft::Raft<TypeConfig>;
 pub type Entry = openraft::Entry<TypeConfig>;
 
 /// A log id (term, leader, index).
-pub type LogId = openraft::LogId<NodeId>;
+pub type LogId = openraft::LogId<RaftId>;
 
 /// A vote.
-pub type Vote = openraft::Vote<NodeId>;
+pub type Vote = openraft::Vote<RaftId>;
 
 /// Snapshot metadata.
-pub type SnapshotMeta = openraft::SnapshotMeta<NodeId, Node>;
+pub type SnapshotMeta = openraft::SnapshotMeta<RaftId, RaftMember>;
 
 /// A snapshot with its data.
 pub type Snapshot = openraft::Snapshot<TypeConfig>;
 
 /// The membership config last applied, with the log id that carried it.
-pub type StoredMembership = openraft::StoredMembership<NodeId, Node>;
+pub type StoredMembership = openraft::StoredMembership<RaftId, RaftMember>;
 
 /// openraft's error types instantiated for [`TypeConfig`].
 pub mod typ {
-    use super::{Node, NodeId};
+    use super::{RaftId, RaftMember};
 
     /// A storage failure as openraft reports it.
-    pub type StorageError = openraft::StorageError<NodeId>;
+    pub type StorageError = openraft::StorageError<RaftId>;
     /// A failed Raft API call carrying `E`.
-    pub type RaftError<E = openraft::error::Infallible> = openraft::error::RaftError<NodeId, E>;
+    pub type RaftError<E = openraft::error::Infallible> = openraft::error::RaftError<RaftId, E>;
     /// A failed RPC to another server.
     pub type RPCError<E = openraft::error::Infallible> =
-        openraft::error::RPCError<NodeId, Node, RaftError<E>>;
+        openraft::error::RPCError<RaftId, RaftMember, RaftError<E>>;
     /// Why a client write was refused.
-    pub type ClientWriteError = openraft::error::ClientWriteError<NodeId, Node>;
+    pub type ClientWriteError = openraft::error::ClientWriteError<RaftId, RaftMember>;
     /// Why a linearizable read could not be confirmed.
-    pub type CheckIsLeaderError = openraft::error::CheckIsLeaderError<NodeId, Node>;
+    pub type CheckIsLeaderError = openraft::error::CheckIsLeaderError<RaftId, RaftMember>;
     /// Why initialization was refused.
-    pub type InitializeError = openraft::error::InitializeError<NodeId, Node>;
+    pub type InitializeError = openraft::error::InitializeError<RaftId, RaftMember>;
     /// Where a write or read should go instead.
-    pub type ForwardToLeader = openraft::error::ForwardToLeader<NodeId, Node>;
+    pub type ForwardToLeader = openraft::error::ForwardToLeader<RaftId, RaftMember>;
     /// Why a snapshot install failed.
     pub type InstallSnapshotError = openraft::error::InstallSnapshotError;
     /// The reply to a committed client write.
@@ -417,7 +421,7 @@ mod tests {
             payload: EntryPayload::Blank,
         };
         assert_golden("a blank entry", &encode(&blank), "03070b00");
-        let node = Node::new("s1", std::net::SocketAddr::from(([127, 0, 0, 1], 8300)));
+        let node = RaftMember::new("s1", std::net::SocketAddr::from(([127, 0, 0, 1], 8300)));
         let membership = Entry {
             log_id: log_id(12),
             payload: EntryPayload::Membership(Membership::new(

@@ -1,0 +1,221 @@
+//! Starting a server's Raft member: opening storage, restoring the last
+//! snapshot and log into the replica, starting openraft and the proposer,
+//! bootstrapping a lone server, and waiting for a first leader.
+
+use std::collections::BTreeMap;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use openraft::error::{InitializeError, RaftError};
+use openraft::metrics::WaitError;
+use openraft::{Config, SnapshotPolicy};
+use tokio_util::sync::CancellationToken;
+
+use super::contact::Contact;
+use super::log_store::{self, LogStore};
+use super::network::Network;
+use super::proposer::Proposer;
+use super::state_machine::{self, StateMachine};
+use super::{Consensus, ConsensusConfig, Storage, Tuning, cluster};
+use crate::catalog::Replica;
+use crate::rpc::Pool;
+use crate::rpc::types::{Raft, RaftId, RaftMember};
+use crate::store::{self, Op, StoreError, Writer, keys};
+
+/// Why this server's Raft member did not start, or found no leader.
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    /// The database could not be opened or read, or its id not stored.
+    #[error("raft: {0}")]
+    Storage(#[from] StoreError),
+    /// The blocking task that opens the database failed.
+    #[error("raft: opening storage: {0}")]
+    Open(String),
+    /// openraft refused its configuration.
+    #[error("raft: raft config: {0}")]
+    Config(String),
+    /// openraft failed to start or to bootstrap the one-server cluster.
+    #[error("raft: {0}")]
+    Raft(String),
+    /// No leader was elected in the time allowed.
+    #[error("No cluster leader")]
+    NoLeader,
+    /// Raft is shutting down.
+    #[error("raft: raft is shutting down")]
+    ShuttingDown,
+}
+
+impl Consensus {
+    /// A one-server, in-memory cluster that already has its leader: what
+    /// tests across the crate write through.
+    #[cfg(test)]
+    pub(crate) async fn single_in_memory(node_name: &str, replica: Arc<Replica>) -> Arc<Self> {
+        let consensus = Self::start(
+            ConsensusConfig {
+                node_name: node_name.into(),
+                datacenter: "dc1".into(),
+                rpc_addr: std::net::SocketAddr::from(([127, 0, 0, 1], 8300)),
+                storage: Storage::Memory,
+                bootstrap_expect: 1,
+                retry_join: Vec::new(),
+            },
+            replica,
+        )
+        .await
+        .expect("in-memory consensus starts");
+        consensus
+            .wait_for_leader(Duration::from_secs(10))
+            .await
+            .expect("a one-server cluster elects itself");
+        consensus
+    }
+
+    /// Opens storage, restores the last snapshot and log into `replica`, and
+    /// starts Raft: bootstrapping a single-node cluster at once when
+    /// `bootstrap_expect == 1` and storage is empty, and otherwise looking
+    /// for the other servers in the background (see `cluster`).
+    pub async fn start(
+        cfg: ConsensusConfig,
+        replica: Arc<Replica>,
+    ) -> Result<Arc<Self>, StartError> {
+        Self::start_tuned(cfg, Tuning::default(), replica).await
+    }
+
+    /// [`Consensus::start`] with explicit tuning.
+    pub async fn start_tuned(
+        cfg: ConsensusConfig,
+        tuning: Tuning,
+        replica: Arc<Replica>,
+    ) -> Result<Arc<Self>, StartError> {
+        let dir = match &cfg.storage {
+            Storage::Memory => None,
+            Storage::Dir(dir) => Some(dir.clone()),
+        };
+        // Opening and reading block on the disk; do it off the runtime.
+        let (db, contents) = tokio::task::spawn_blocking(move || {
+            let db = store::open(dir.as_deref())?;
+            store::format::upgrade(
+                &db,
+                log_store::upgrade_entry,
+                state_machine::upgrade_snapshot,
+            )?;
+            let contents = store::load(&db)?;
+            Ok::<_, StoreError>((db, contents))
+        })
+        .await
+        .map_err(|e| StartError::Open(e.to_string()))??;
+        let writer = Writer::spawn(db, tuning.writer_queue)?;
+
+        let raft_id = match contents.meta::<RaftId>(keys::NODE_ID)? {
+            Some(id) => id,
+            None => {
+                let id = rand::random::<RaftId>();
+                writer
+                    .write(Op::Put(keys::NODE_ID, store::encode(&id)?))
+                    .await?;
+                id
+            }
+        };
+        let log_store = LogStore::open(&contents, writer.clone())?;
+        let state_machine = StateMachine::open(&contents, replica.clone(), writer.clone())?;
+        drop(contents);
+
+        let config = Config {
+            cluster_name: "trellis".into(),
+            heartbeat_interval: millis(tuning.heartbeat),
+            election_timeout_min: millis(tuning.election_timeout.0),
+            election_timeout_max: millis(tuning.election_timeout.1),
+            snapshot_policy: SnapshotPolicy::LogsSinceLast(tuning.snapshot_every),
+            max_in_snapshot_log_to_keep: tuning.keep_after_snapshot,
+            // Bounded frames: entries are batches of up to `max_batch`
+            // commands, so a handful per message keeps far below the frame
+            // limit; snapshots travel in 1 MiB chunks.
+            max_payload_entries: 16,
+            snapshot_max_chunk_size: 1 << 20,
+            // Per chunk; the last one also installs the snapshot, which
+            // rebuilds the catalog and takes longer than a network hop.
+            install_snapshot_timeout: 5000,
+            ..Config::default()
+        }
+        .validate()
+        .map_err(|e| StartError::Config(e.to_string()))?;
+        let pool = Arc::new(Pool::new(tuning.election_timeout.0));
+        let contact = Arc::new(Contact::new());
+        let network = Network {
+            pool: pool.clone(),
+            contact: contact.clone(),
+            retry: tuning.heartbeat,
+        };
+        let raft = Raft::new(raft_id, Arc::new(config), network, log_store, state_machine)
+            .await
+            .map_err(|e| StartError::Raft(e.to_string()))?;
+
+        let me = RaftMember::new(cfg.node_name.clone(), cfg.rpc_addr);
+        if cfg.bootstrap_expect == 1 {
+            let members = BTreeMap::from([(raft_id, me.clone())]);
+            match raft.initialize(members).await {
+                Ok(()) => {
+                    tracing::info!(node_id = raft_id, node = %cfg.node_name, "bootstrapped a one-server cluster")
+                }
+                // Restarting on storage that already holds a cluster.
+                Err(RaftError::APIError(InitializeError::NotAllowed(_))) => {}
+                Err(e) => {
+                    let _ = raft.shutdown().await;
+                    writer.stop().await;
+                    return Err(StartError::Raft(e.to_string()));
+                }
+            }
+        }
+        let metrics = raft.metrics();
+        let proposer = Proposer::spawn(
+            raft.clone(),
+            tuning.write_queue,
+            tuning.max_batch,
+            tuning.request_timeout,
+        );
+        let consensus = Arc::new(Self {
+            raft,
+            proposer,
+            raft_id,
+            me,
+            datacenter: cfg.datacenter.clone(),
+            metrics,
+            pool,
+            contact,
+            replica,
+            cluster: cluster::Cluster::new(cfg.bootstrap_expect, cfg.retry_join.clone()),
+            writer,
+            tuning,
+            stop: CancellationToken::new(),
+            tasks: Mutex::new(Vec::new()),
+        });
+        let task = tokio::spawn(cluster::discover(
+            Arc::downgrade(&consensus),
+            consensus.stop.clone(),
+        ));
+        consensus
+            .tasks
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .push(task);
+        Ok(consensus)
+    }
+
+    /// Waits until a leader is known.
+    pub async fn wait_for_leader(&self, timeout: Duration) -> Result<(), StartError> {
+        match self
+            .raft
+            .wait(Some(timeout))
+            .metrics(|m| m.current_leader.is_some(), "a leader is known")
+            .await
+        {
+            Ok(_) => Ok(()),
+            Err(WaitError::Timeout(..)) => Err(StartError::NoLeader),
+            Err(WaitError::ShuttingDown) => Err(StartError::ShuttingDown),
+        }
+    }
+}
+
+fn millis(d: Duration) -> u64 {
+    u64::try_from(d.as_millis()).unwrap_or(u64::MAX)
+}

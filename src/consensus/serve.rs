@@ -1,0 +1,110 @@
+//! What this server answers over server RPC: the handler of each request
+//! family (`rpc::raft`, `rpc::cluster`, `rpc::client`), implemented on
+//! [`Consensus`] by handing each call to the method that carries it out.
+
+use std::future::Future;
+use std::sync::Arc;
+
+use openraft::error::{InstallSnapshotError, RaftError};
+use openraft::raft::{
+    AppendEntriesRequest, AppendEntriesResponse, InstallSnapshotRequest, InstallSnapshotResponse,
+    VoteRequest, VoteResponse,
+};
+
+use super::Consensus;
+use crate::catalog::{Command, Outcome, Replica};
+use crate::rpc::client::{ClientHandler, ServerStatus};
+use crate::rpc::cluster::{ClusterHandler, Configuration, Hello, RaftServer};
+use crate::rpc::raft::RaftHandler;
+use crate::rpc::types::{RaftId, TypeConfig};
+use crate::rpc::{MembershipError, ReadError, WriteError};
+
+impl RaftHandler for Consensus {
+    fn raft_id(&self) -> RaftId {
+        self.raft_id
+    }
+
+    async fn append_entries(
+        &self,
+        rpc: AppendEntriesRequest<TypeConfig>,
+    ) -> Result<AppendEntriesResponse<RaftId>, RaftError<RaftId>> {
+        let leader = rpc.vote.leader_id().voted_for();
+        let result = self.raft.append_entries(rpc).await;
+        // Entries accepted from a leader: it is live, as far as this
+        // follower's reads and `X-Consul-LastContact` are concerned.
+        if let (Ok(r), Some(leader)) = (&result, leader)
+            && !matches!(r, AppendEntriesResponse::HigherVote(_))
+        {
+            self.contact.heard_from(leader);
+        }
+        result
+    }
+
+    fn install_snapshot(
+        &self,
+        rpc: InstallSnapshotRequest<TypeConfig>,
+    ) -> impl Future<
+        Output = Result<InstallSnapshotResponse<RaftId>, RaftError<RaftId, InstallSnapshotError>>,
+    > + Send {
+        self.raft.install_snapshot(rpc)
+    }
+
+    fn vote(
+        &self,
+        rpc: VoteRequest<RaftId>,
+    ) -> impl Future<Output = Result<VoteResponse<RaftId>, RaftError<RaftId>>> + Send {
+        self.raft.vote(rpc)
+    }
+}
+
+impl ClusterHandler for Consensus {
+    fn hello(&self, hello: Hello) -> Hello {
+        Self::hello(self, hello)
+    }
+
+    fn join(&self, server: RaftServer) -> impl Future<Output = Result<(), MembershipError>> + Send {
+        Self::join(self, server)
+    }
+
+    fn remove(&self, id: RaftId) -> impl Future<Output = Result<(), MembershipError>> + Send {
+        self.remove_server(id)
+    }
+
+    fn write_as_leader(
+        &self,
+        cmd: Command,
+    ) -> impl Future<Output = Result<Outcome, WriteError>> + Send {
+        Self::write_as_leader(self, cmd)
+    }
+
+    fn read_index_as_leader(&self) -> impl Future<Output = Result<u64, ReadError>> + Send {
+        Self::read_index_as_leader(self)
+    }
+}
+
+impl ClientHandler for Consensus {
+    fn write(&self, cmd: Command) -> impl Future<Output = Result<Outcome, WriteError>> + Send {
+        Self::write(self, cmd)
+    }
+
+    fn linearizable_read(&self) -> impl Future<Output = Result<(), ReadError>> + Send {
+        Self::linearizable_read(self)
+    }
+
+    fn replica(&self) -> &Arc<Replica> {
+        &self.replica
+    }
+
+    fn status(&self) -> ServerStatus {
+        ServerStatus {
+            leader: self.leader(),
+            leader_live: self.leader_live(),
+            last_contact_ms: u64::try_from(self.last_contact().as_millis()).unwrap_or(u64::MAX),
+            peers: self.peers(),
+        }
+    }
+
+    fn configuration(&self) -> Configuration {
+        Self::configuration(self)
+    }
+}
