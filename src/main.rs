@@ -5,7 +5,7 @@ use clap::Parser;
 fn main() {
     let cli = trellis::cli::Cli::parse();
     if let Err(e) = cli.run() {
-        eprintln!("Error: {e:#}");
+        eprintln!("Error: {}", trellis::cli::error_chain(e.as_ref()));
         std::process::exit(1);
     }
 }

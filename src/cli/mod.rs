@@ -25,11 +25,12 @@ use clap::{Parser, Subcommand};
 pub struct Cli {
     /// What to do.
     #[command(subcommand)]
-    command: Command,
+    command: Verb,
 }
 
+/// The subcommands.
 #[derive(Debug, Subcommand)]
-enum Command {
+enum Verb {
     /// Run an agent: a server (--server, --dev) keeping the catalog in Raft,
     /// answering DNS and the HTTP API.
     Agent(Box<agent::AgentCmd>),
@@ -63,16 +64,59 @@ impl Cli {
     /// Runs the chosen subcommand to completion.
     pub fn run(self) -> anyhow::Result<()> {
         match self.command {
-            Command::Agent(cmd) => cmd.run(),
-            Command::Validate(cmd) => cmd.run(),
-            Command::Catalog(cmd) => cmd.run(),
-            Command::Services(cmd) => cmd.run(),
-            Command::Members(cmd) => cmd.run(),
-            Command::Join(cmd) => cmd.run(),
-            Command::ForceLeave(cmd) => cmd.run(),
-            Command::Operator(cmd) => cmd.run(),
-            Command::Leave(cmd) => cmd.run(),
-            Command::Keygen(cmd) => cmd.run(),
+            Verb::Agent(cmd) => cmd.run(),
+            Verb::Validate(cmd) => cmd.run(),
+            Verb::Catalog(cmd) => cmd.run(),
+            Verb::Services(cmd) => cmd.run(),
+            Verb::Members(cmd) => cmd.run(),
+            Verb::Join(cmd) => cmd.run(),
+            Verb::ForceLeave(cmd) => cmd.run(),
+            Verb::Operator(cmd) => cmd.run(),
+            Verb::Leave(cmd) => cmd.run(),
+            Verb::Keygen(cmd) => cmd.run(),
         }
+    }
+}
+
+/// An error with its causes, as `Error: …` prints it: each cause after a
+/// colon, unless the text before already says it (most of our errors
+/// include their source's text in their own, as their `Display` is also
+/// what HTTP clients and logs read).
+pub fn error_chain(e: &(dyn std::error::Error + 'static)) -> String {
+    let mut text = e.to_string();
+    let mut cause = e.source();
+    while let Some(c) = cause {
+        let t = c.to_string();
+        if !text.contains(&t) {
+            text.push_str(": ");
+            text.push_str(&t);
+        }
+        cause = c.source();
+    }
+    text
+}
+
+#[cfg(test)]
+mod tests {
+    use super::error_chain;
+
+    #[derive(Debug, thiserror::Error)]
+    #[error("outer: {0}")]
+    struct Repeats(#[from] Inner);
+
+    #[derive(Debug, thiserror::Error)]
+    #[error("outer")]
+    struct Adds(#[source] Inner);
+
+    #[derive(Debug, thiserror::Error)]
+    #[error("inner")]
+    struct Inner;
+
+    #[test]
+    fn a_cause_is_printed_once() {
+        assert_eq!(error_chain(&Repeats(Inner)), "outer: inner");
+        assert_eq!(error_chain(&Adds(Inner)), "outer: inner");
+        let wrapped = anyhow::Error::new(Repeats(Inner)).context("starting");
+        assert_eq!(error_chain(wrapped.as_ref()), "starting: outer: inner");
     }
 }

@@ -37,9 +37,8 @@ pub enum ReadError {
     #[error("No cluster leader")]
     NoLeader,
     /// The leader did not confirm in time, or this agent did not apply the
-    /// confirmed index in time. (The text is the one writes use, as it
-    /// always was.)
-    #[error("timed out waiting for the write to commit")]
+    /// confirmed index in time.
+    #[error("timed out waiting for a consistent read to be confirmed")]
     Timeout,
     /// Raft or storage failed; the server is shutting down or broken.
     #[error("raft: {0}")]
@@ -57,11 +56,11 @@ pub enum MembershipError {
     #[error("No cluster leader")]
     NoLeader,
     /// The change did not commit in time. It may still commit later.
-    #[error("timed out waiting for the write to commit")]
+    #[error("timed out waiting for the configuration change to commit")]
     Timeout,
     /// The leader was lost after the change reached it: it may or may not
     /// have been made.
-    #[error("leader lost before answering; the write may or may not have been applied")]
+    #[error("leader lost before answering; the change may or may not have been made")]
     Interrupted,
     /// The cluster refused the change (an unknown server, the last voter);
     /// the text says why.
