@@ -11,6 +11,7 @@
 Test code is left out of both: tests name what they test.
 
 Usage: scripts/check_layout.py [SRC_DIR]
+       scripts/check_layout.py --self-test   (the checker on small trees of its own)
 """
 
 import os
@@ -171,8 +172,7 @@ def sccs(nodes, edges):
     return out
 
 
-def main():
-    src = sys.argv[1] if len(sys.argv) > 1 else "src"
+def main(src):
     modules = {}
     for root, _, files in os.walk(src):
         for f in files:
@@ -188,7 +188,7 @@ def main():
         if is_test_module(mod):
             continue
         text = production_text(open(path, encoding="utf-8").read())
-        lines = len([l for l in text.split("\n")])
+        lines = len(text.rstrip("\n").split("\n"))
         if lines > MAX_LINES:
             failures.append(f"{path}: {lines} lines of non-test code (at most {MAX_LINES})")
         for target in referenced(mod, strip_comments(text)):
@@ -228,5 +228,71 @@ def main():
     return 0
 
 
+def self_test():
+    """Runs the checker on trees that break each rule and on one that keeps
+    them, so a checker that cannot fail is noticed."""
+    import contextlib
+    import io
+    import tempfile
+
+    def check(files):
+        with tempfile.TemporaryDirectory() as root:
+            for path, text in files.items():
+                full = os.path.join(root, path)
+                os.makedirs(os.path.dirname(full), exist_ok=True)
+                with open(full, "w", encoding="utf-8") as f:
+                    f.write(text)
+            out = io.StringIO()
+            with contextlib.redirect_stdout(out):
+                code = main(root)
+            return code, out.getvalue()
+
+    cases = [
+        ("a clean tree passes", {
+            "lib.rs": "mod a;\nmod b;\n",
+            "a.rs": "use crate::b::X;\n",
+            "b.rs": "pub const X: u8 = 1;\n",
+        }, 0, "no import cycle"),
+        ("a cycle through use and a path is found", {
+            "lib.rs": "mod a;\nmod b;\n",
+            "a.rs": "use crate::b::{X, Y};\n",
+            "b/mod.rs": "mod c;\n",
+            "b/c.rs": "fn f() { super::super::a::g() }\n",
+        }, 1, "import cycle among the children of crate: a <-> b"),
+        ("a cycle between siblings through super is found", {
+            "lib.rs": "mod d;\n",
+            "d/mod.rs": "mod s;\nmod u;\n",
+            "d/s.rs": "use super::u::Q;\n",
+            "d/u.rs": "use crate::d::s::P;\n",
+        }, 1, "children of crate::d: s <-> u"),
+        ("text in strings and comments is not an import", {
+            "lib.rs": "mod a;\nmod b;\n",
+            "a.rs": "use crate::b::X;\n",
+            "b.rs": "// crate::a::y\nconst S: &str = \"crate::a::z\";\nconst C: char = '\"';\n",
+        }, 0, "no import cycle"),
+        ("a long file is found, its tests are not counted", {
+            "lib.rs": "mod long;\nmod short;\n",
+            "long.rs": "fn f() {}\n" * (MAX_LINES + 1),
+            "short.rs": "fn f() {}\n#[cfg(test)]\nmod tests {\n" + "fn t() {}\n" * MAX_LINES + "}\n",
+        }, 1, f"long.rs: {MAX_LINES + 1} lines"),
+        ("tests may import what they test", {
+            "lib.rs": "mod a;\nmod b;\n",
+            "a.rs": "use crate::b::X;\n#[cfg(test)]\nmod tests;\n",
+            "a/tests.rs": "use crate::b::Y;\n",
+            "b.rs": "#[cfg(test)]\nmod tests {\n    use crate::a::Z;\n}\n",
+        }, 0, "no import cycle"),
+    ]
+    failed = 0
+    for name, files, want_code, want_text in cases:
+        code, out = check(files)
+        if code != want_code or want_text not in out:
+            failed += 1
+            print(f"FAILED: {name}: exit {code}, output:\n{out}")
+    print(f"{len(cases) - failed} passed, {failed} failed")
+    return 1 if failed else 0
+
+
 if __name__ == "__main__":
-    sys.exit(main())
+    if sys.argv[1:] == ["--self-test"]:
+        sys.exit(self_test())
+    sys.exit(main(sys.argv[1] if len(sys.argv) > 1 else "src"))
