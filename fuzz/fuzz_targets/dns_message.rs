@@ -13,7 +13,9 @@ use trellis::catalog::view::View;
 use trellis::catalog::{
     CheckRegistration, Command, HealthStatus, Registration, Replica, ServiceRegistration,
 };
-use trellis::dns::{DnsConfig, Reply, Responder, Transport};
+use trellis::config::DnsSettings;
+use trellis::config::defaults::DATACENTER;
+use trellis::dns::{Reply, Responder, Transport};
 
 struct Fixture {
     responder: Responder,
@@ -21,10 +23,11 @@ struct Fixture {
 }
 
 static FIXTURE: LazyLock<Fixture> = LazyLock::new(|| {
-    let cfg = DnsConfig {
-        // Never contacted: the pure responder only says "forward".
+    // The agent's defaults, with a recursor that is never contacted: the
+    // pure responder only says "forward".
+    let cfg = DnsSettings {
         recursors: vec!["127.0.0.1:53".parse().expect("literal address")],
-        ..DnsConfig::default()
+        ..DnsSettings::default()
     };
     let replica = Replica::new();
     let instances = [
@@ -99,7 +102,7 @@ static FIXTURE: LazyLock<Fixture> = LazyLock::new(|| {
         replica.apply(100 + i, &cmd);
     }
     Fixture {
-        responder: Responder::new(&cfg).expect("the default config is valid"),
+        responder: Responder::new(&cfg, DATACENTER).expect("the default config is valid"),
         view: replica.view(),
     }
 });

@@ -29,11 +29,10 @@ use self::listeners::Listeners;
 use self::register::{Definitions, upkeep};
 use self::server::ServerParts;
 use self::settings::{
-    check_settings, definitions_file, dns_config, generation_file, gossip_key, local_identity,
-    node_id,
+    check_state_dir, definitions_file, generation_file, gossip_key, local_identity, node_id,
 };
 use crate::catalog::Replica;
-use crate::config::{Config, NodeSettings};
+use crate::config::{Config, DnsSettings, NodeSettings};
 use crate::delegate::Delegate;
 use crate::gossip::{Gossip, GossipConfig, Profile, Role};
 use crate::local::{self, checks};
@@ -86,8 +85,8 @@ struct Agent {
     /// A server that bootstraps alone: it leads at once, so it registers
     /// before it serves.
     lone: bool,
-    /// The DNS server's settings.
-    dns: crate::dns::DnsConfig,
+    /// The DNS server's settings (it answers for `node.datacenter`).
+    dns: DnsSettings,
     /// DNS over UDP, not yet served.
     dns_udp: UdpSocket,
     /// DNS over TCP, not yet served.
@@ -237,7 +236,10 @@ impl Agent {
             local_identity(&node, &network, &raft, rpc_addr, node_id),
             delegate.clone(),
         )
-        .with_check_settings(check_settings(&checks, &node));
+        .with_check_settings(checks);
+        if let Some(dir) = check_state_dir(&node) {
+            local = local.with_check_state_dir(dir);
+        }
         if raft.bootstrap_expect != 1 {
             // In a cluster the leader, which may be another server, owns this
             // node's serfHealth. A lone server leads and sees itself alive, so
@@ -251,7 +253,7 @@ impl Agent {
         let definitions = Definitions::load(&services, saved.as_deref())?;
         Ok(Self {
             started,
-            dns: dns_config(&dns, &node),
+            dns,
             node,
             ae_interval: services.ae_interval,
             leave_on_terminate: gossip.leave_on_terminate,
@@ -326,9 +328,9 @@ impl Agent {
             });
         }
 
-        let (dns_replica, token) = (replica.clone(), serving.clone());
+        let (dns_replica, dc, token) = (replica.clone(), node.datacenter.clone(), serving.clone());
         tasks.spawn(async move {
-            crate::dns::serve(dns_udp, dns_tcp, dns, dns_replica, token)
+            crate::dns::serve(dns_udp, dns_tcp, dns, dc, dns_replica, token)
                 .await
                 .map_err(|e| format!("DNS: {e}"))
         });

@@ -36,8 +36,7 @@ impl ServerParts {
         listener: TcpListener,
     ) -> Result<Self, AgentError> {
         let replica = Arc::new(Replica::with_history(FOLLOW_HISTORY));
-        let (config, tuning) = consensus_config(node, raft, rpc_addr);
-        let consensus = Consensus::start_tuned(config, tuning, replica).await?;
+        let consensus = Consensus::start(consensus_config(node, raft, rpc_addr), replica).await?;
         // Raft needs server RPC from the start (votes, the bootstrap), and
         // until it has shut down: it gets its own token, cancelled last.
         let rpc_stop = CancellationToken::new();

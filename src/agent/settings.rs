@@ -1,15 +1,13 @@
-//! What the agent's parts are given, derived from the configuration's
-//! per-subsystem settings: the node's identity and UUID, the settings of
-//! DNS, gossip, Raft and the check runners in each part's own terms.
+//! What the agent derives from the configuration's per-subsystem settings
+//! beyond the settings themselves, which each part takes as they are: the
+//! node's identity and UUID, the files and directories each part keeps in
+//! the data directory, Raft's start-up record and the gossip cipher.
 
 use std::net::SocketAddr;
-use std::time::Duration;
 
-use crate::config::{
-    CheckSettings, DnsSettings, GossipSettings, NetworkSettings, NodeSettings, RaftSettings,
-};
-use crate::consensus::{ConsensusConfig, Storage, Tuning};
-use crate::local::{self, checks};
+use crate::config::{GossipSettings, NetworkSettings, NodeSettings, RaftSettings};
+use crate::consensus::{ConsensusConfig, Storage};
+use crate::local;
 
 /// This agent's identity for its node registration and `/v1/agent/self`.
 pub(super) fn local_identity(
@@ -38,35 +36,10 @@ pub(super) fn local_identity(
     }
 }
 
-/// The DNS server's settings from the agent's.
-pub(super) fn dns_config(d: &DnsSettings, node: &NodeSettings) -> crate::dns::DnsConfig {
-    let mut service_ttl: std::collections::HashMap<String, Duration> =
-        d.service_ttl.iter().map(|(k, v)| (k.clone(), *v)).collect();
-    service_ttl.entry("*".into()).or_insert(Duration::ZERO);
-    crate::dns::DnsConfig {
-        domain: d.domain.clone(),
-        datacenter: node.datacenter.clone(),
-        node_ttl: d.node_ttl,
-        service_ttl,
-        only_passing: d.only_passing,
-        recursors: d.recursors.clone(),
-        recursor_timeout: d.recursor_timeout,
-        zone_dirs: d.zone_dirs.clone(),
-        udp_answer_limit: d.udp_answer_limit,
-        enable_truncate: d.enable_truncate,
-        ..crate::dns::DnsConfig::default()
-    }
-}
-
-/// The check runners' settings: the configured ones, and where TTL check
-/// states survive restarts.
-pub(super) fn check_settings(c: &CheckSettings, node: &NodeSettings) -> checks::CheckSettings {
-    checks::CheckSettings {
-        update_interval: c.update_interval,
-        enable_script_checks: c.enable_script_checks,
-        enable_local_script_checks: c.enable_local_script_checks,
-        state_dir: node.data_dir.as_ref().map(|d| d.join("checks")),
-    }
+/// Where the check runners keep TTL check states across restarts; `None`
+/// (dev) keeps nothing.
+pub(super) fn check_state_dir(node: &NodeSettings) -> Option<std::path::PathBuf> {
+    node.data_dir.as_ref().map(|d| d.join("checks"))
 }
 
 /// The gossip pool's key, from the bytes the configuration checked.
@@ -89,32 +62,27 @@ pub(super) fn definitions_file(node: &NodeSettings) -> Option<std::path::PathBuf
         .map(|d| d.join("local").join("definitions.json"))
 }
 
-/// Raft's settings from the node's and the configured tuning.
+/// What Raft starts with: the node's name and datacenter, where its log
+/// lives in the data directory, and the Raft settings as configured.
 pub(super) fn consensus_config(
     node: &NodeSettings,
     raft: &RaftSettings,
     rpc_addr: SocketAddr,
-) -> (ConsensusConfig, Tuning) {
+) -> ConsensusConfig {
     let storage = match &node.data_dir {
         Some(dir) => Storage::Dir(dir.join("raft")),
         None => Storage::Memory,
     };
-    let tuning = Tuning {
-        snapshot_every: raft.snapshot_threshold,
-        keep_after_snapshot: raft.trailing_logs,
-        ..Tuning::default()
-    };
-    let config = ConsensusConfig {
+    ConsensusConfig {
         node_name: node.name.clone(),
         datacenter: node.datacenter.clone(),
         rpc_addr,
         storage,
-        bootstrap_expect: raft.bootstrap_expect,
+        raft: *raft,
         // Join addresses are gossip addresses; the servers among the
         // pool's members are handed to consensus as they appear.
         retry_join: Vec::new(),
-    };
-    (config, tuning)
+    }
 }
 
 /// This node's UUID: kept in the data directory so it survives restarts;

@@ -34,6 +34,9 @@ pub const DEV_BIND_ADDR: IpAddr = IpAddr::V4(Ipv4Addr::LOCALHOST);
 pub const DOMAIN: &str = "consul";
 /// TTL of node answers: 0, so a dead node leaves caches at once.
 pub const DNS_NODE_TTL: Duration = Duration::ZERO;
+/// Leave out instances whose checks warn: no, only critical ones (Consul's
+/// `only_passing` default).
+pub const DNS_ONLY_PASSING: bool = false;
 /// Most A/AAAA records in one UDP answer.
 pub const DNS_UDP_ANSWER_LIMIT: usize = 3;
 /// Set TC when `udp_answer_limit` cut an answer.
@@ -51,6 +54,11 @@ pub const LOG_LEVEL: &str = "info";
 /// The log levels there are, in the order the error message lists them.
 pub const LOG_LEVELS: [&str; 5] = ["trace", "debug", "info", "warn", "error"];
 
+/// Script checks from the HTTP API: off, since anyone who can reach the
+/// API could run a command on this host.
+pub const ENABLE_SCRIPT_CHECKS: bool = false;
+/// Script checks from configuration files: off unless the operator says.
+pub const ENABLE_LOCAL_SCRIPT_CHECKS: bool = false;
 /// At most one output-only check write per check per this interval
 /// (`check_update_interval`).
 pub const CHECK_UPDATE_INTERVAL: Duration = Duration::from_secs(300);
@@ -73,6 +81,11 @@ pub const RAFT_SNAPSHOT_THRESHOLD: u64 = 16384;
 /// catches up from the log instead of a whole snapshot (Consul's default).
 pub const RAFT_TRAILING_LOGS: u64 = 10240;
 
+/// An agent is a client unless told to be a server.
+pub const SERVER: bool = false;
+/// `bootstrap_expect` of an agent that names none: it never bootstraps,
+/// only joins an existing cluster.
+pub const BOOTSTRAP_EXPECT: usize = 0;
 /// `bootstrap_expect` of a dev agent: it bootstraps alone at once.
 pub const DEV_BOOTSTRAP_EXPECT: usize = 1;
 

@@ -51,11 +51,11 @@ impl Resolver<'_> {
     pub(super) fn role(&self, retry_join: &[String]) -> Result<Role, ConfigError> {
         let (flags, f) = (self.flags, &self.layers.file);
         let dev = flags.dev;
-        let server = dev || flags.server || f.server.unwrap_or(false);
+        let server = dev || flags.server || f.server.unwrap_or(defaults::SERVER);
         let bootstrap_expect = match flags.bootstrap_expect.or(f.bootstrap_expect) {
             Some(n) => n,
             None if dev => defaults::DEV_BOOTSTRAP_EXPECT,
-            None => 0,
+            None => defaults::BOOTSTRAP_EXPECT,
         };
         let bootstrap_src = || {
             self.src(
@@ -315,9 +315,11 @@ impl Resolver<'_> {
         let (flags, f) = (self.flags, &self.layers.file);
         Ok(CheckSettings {
             enable_script_checks: flags.enable_script_checks
-                || f.enable_script_checks.unwrap_or(false),
+                || f.enable_script_checks
+                    .unwrap_or(defaults::ENABLE_SCRIPT_CHECKS),
             enable_local_script_checks: flags.enable_local_script_checks
-                || f.enable_local_script_checks.unwrap_or(false),
+                || f.enable_local_script_checks
+                    .unwrap_or(defaults::ENABLE_LOCAL_SCRIPT_CHECKS),
             update_interval: duration(
                 "check_update_interval",
                 || self.src("check_update_interval", "", false),

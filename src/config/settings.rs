@@ -100,7 +100,7 @@ impl Default for DnsSettings {
             domain: format!("{}.", defaults::DOMAIN),
             node_ttl: defaults::DNS_NODE_TTL,
             service_ttl: BTreeMap::new(),
-            only_passing: false,
+            only_passing: defaults::DNS_ONLY_PASSING,
             udp_answer_limit: defaults::DNS_UDP_ANSWER_LIMIT,
             enable_truncate: defaults::DNS_ENABLE_TRUNCATE,
             recursors: Vec::new(),
@@ -123,6 +123,19 @@ pub struct RaftSettings {
     pub snapshot_threshold: u64,
     /// Entries kept behind a snapshot, for followers that lag a little.
     pub trailing_logs: u64,
+}
+
+impl Default for RaftSettings {
+    /// As an agent resolves with no files and no flags: a client, which
+    /// does not bootstrap; tests of consensus start from it.
+    fn default() -> Self {
+        Self {
+            server: defaults::SERVER,
+            bootstrap_expect: defaults::BOOTSTRAP_EXPECT,
+            snapshot_threshold: defaults::RAFT_SNAPSHOT_THRESHOLD,
+            trailing_logs: defaults::RAFT_TRAILING_LOGS,
+        }
+    }
 }
 
 /// A gossip encryption key: the 32 bytes `trellis keygen` writes in base64,
@@ -163,6 +176,16 @@ pub struct CheckSettings {
     pub enable_local_script_checks: bool,
     /// At most one output-only check write per check per this interval.
     pub update_interval: Duration,
+}
+
+impl Default for CheckSettings {
+    fn default() -> Self {
+        Self {
+            enable_script_checks: defaults::ENABLE_SCRIPT_CHECKS,
+            enable_local_script_checks: defaults::ENABLE_LOCAL_SCRIPT_CHECKS,
+            update_interval: defaults::CHECK_UPDATE_INTERVAL,
+        }
+    }
 }
 
 /// What this node registers from its configuration files, and how often

@@ -55,7 +55,11 @@ async fn three(base: u8) -> Vec<Server> {
             datacenter: "dc1".into(),
             rpc_addr: addrs[i],
             storage: Storage::Memory,
-            bootstrap_expect: 3,
+            raft: RaftSettings {
+                server: true,
+                bootstrap_expect: 3,
+                ..RaftSettings::default()
+            },
             retry_join: addrs
                 .iter()
                 .filter(|a| **a != addrs[i])

@@ -48,6 +48,7 @@ use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
 use crate::catalog::Replica;
+use crate::config::RaftSettings;
 use crate::rpc::types::{self, Raft, RaftId, RaftMember};
 use crate::rpc::{Pool, Request, Response, RpcError};
 use crate::store::{Writer, WriterStats};
@@ -76,27 +77,28 @@ pub struct ConsensusConfig {
     pub rpc_addr: SocketAddr,
     /// Where to keep the log.
     pub storage: Storage,
-    /// How many servers to wait for before bootstrapping (1: bootstrap alone
-    /// at once; 0: never bootstrap, only join an existing cluster).
-    pub bootstrap_expect: usize,
+    /// The user's Raft settings, as the configuration resolved them:
+    /// `bootstrap_expect` (1: bootstrap alone at once; 0: never bootstrap,
+    /// only join an existing cluster), and the snapshot threshold and
+    /// trailing logs that openraft's snapshot policy is built from.
+    pub raft: RaftSettings,
     /// Other servers' RPC addresses (`host[:port]`, port 8300 by default) to
     /// find the cluster through, beyond those the gossip pool reports
     /// ([`Consensus::set_peer_addrs`]).
     pub retry_join: Vec<String>,
 }
 
-/// Knobs with good defaults for a LAN; tests lower the snapshot threshold.
+/// Raft's timing and queue sizes. Not user settings, so they are not in
+/// [`RaftSettings`] and have no defaults in the configuration: they are
+/// fixed for a LAN and chosen together with openraft's behaviour (its
+/// leader lease, its election tick), which is why they are this module's
+/// own type; tests change them to reach a timeout sooner.
 #[derive(Debug, Clone)]
 pub struct Tuning {
     /// Leader heartbeat interval.
     pub heartbeat: Duration,
     /// A follower starts an election after a random timeout in this range.
     pub election_timeout: (Duration, Duration),
-    /// Build a snapshot after this many entries since the last one.
-    pub snapshot_every: u64,
-    /// Entries kept in the log behind a snapshot, so slightly lagging
-    /// followers catch up from the log rather than a whole snapshot.
-    pub keep_after_snapshot: u64,
     /// How long [`Consensus::write`] and [`Consensus::linearizable_read`] wait.
     pub request_timeout: Duration,
     /// How long a write keeps looking for a leader before failing with
@@ -124,8 +126,6 @@ impl Default for Tuning {
             // leader is replaced in ~250 ms; a briefly slow one is not.
             heartbeat: Duration::from_millis(50),
             election_timeout: (Duration::from_millis(70), Duration::from_millis(100)),
-            snapshot_every: crate::config::defaults::RAFT_SNAPSHOT_THRESHOLD,
-            keep_after_snapshot: crate::config::defaults::RAFT_TRAILING_LOGS,
             request_timeout: Duration::from_secs(5),
             // Several elections' worth (each ~250 ms after the leader went
             // quiet), yet well under the request timeout: without a quorum a

@@ -18,6 +18,8 @@ use super::proposer::Proposer;
 use super::state_machine::{self, StateMachine};
 use super::{Consensus, ConsensusConfig, Storage, Tuning, cluster};
 use crate::catalog::Replica;
+#[cfg(test)]
+use crate::config::RaftSettings;
 use crate::rpc::Pool;
 use crate::rpc::types::{Raft, RaftId, RaftMember};
 use crate::store::{self, Op, StoreError, Writer, keys};
@@ -56,7 +58,11 @@ impl Consensus {
                 datacenter: "dc1".into(),
                 rpc_addr: std::net::SocketAddr::from(([127, 0, 0, 1], 8300)),
                 storage: Storage::Memory,
-                bootstrap_expect: 1,
+                raft: RaftSettings {
+                    server: true,
+                    bootstrap_expect: 1,
+                    ..RaftSettings::default()
+                },
                 retry_join: Vec::new(),
             },
             replica,
@@ -72,7 +78,7 @@ impl Consensus {
 
     /// Opens storage, restores the last snapshot and log into `replica`, and
     /// starts Raft: bootstrapping a single-node cluster at once when
-    /// `bootstrap_expect == 1` and storage is empty, and otherwise looking
+    /// `raft.bootstrap_expect == 1` and storage is empty, and otherwise looking
     /// for the other servers in the background (see `cluster`).
     pub async fn start(
         cfg: ConsensusConfig,
@@ -125,8 +131,8 @@ impl Consensus {
             heartbeat_interval: millis(tuning.heartbeat),
             election_timeout_min: millis(tuning.election_timeout.0),
             election_timeout_max: millis(tuning.election_timeout.1),
-            snapshot_policy: SnapshotPolicy::LogsSinceLast(tuning.snapshot_every),
-            max_in_snapshot_log_to_keep: tuning.keep_after_snapshot,
+            snapshot_policy: SnapshotPolicy::LogsSinceLast(cfg.raft.snapshot_threshold),
+            max_in_snapshot_log_to_keep: cfg.raft.trailing_logs,
             // Bounded frames: entries are batches of up to `max_batch`
             // commands, so a handful per message keeps far below the frame
             // limit; snapshots travel in 1 MiB chunks.
@@ -151,7 +157,7 @@ impl Consensus {
             .map_err(|e| StartError::Raft(e.to_string()))?;
 
         let me = RaftMember::new(cfg.node_name.clone(), cfg.rpc_addr);
-        if cfg.bootstrap_expect == 1 {
+        if cfg.raft.bootstrap_expect == 1 {
             let members = BTreeMap::from([(raft_id, me.clone())]);
             match raft.initialize(members).await {
                 Ok(()) => {
@@ -183,7 +189,7 @@ impl Consensus {
             pool,
             contact,
             replica,
-            cluster: cluster::Cluster::new(cfg.bootstrap_expect, cfg.retry_join.clone()),
+            cluster: cluster::Cluster::new(cfg.raft.bootstrap_expect, cfg.retry_join.clone()),
             writer,
             tuning,
             stop: CancellationToken::new(),

@@ -62,13 +62,21 @@ fn config(storage: Storage) -> ConsensusConfig {
         datacenter: "dc1".into(),
         rpc_addr: SocketAddr::from(([127, 0, 0, 1], 8300)),
         storage,
-        bootstrap_expect: 1,
+        raft: RaftSettings {
+            server: true,
+            bootstrap_expect: 1,
+            ..RaftSettings::default()
+        },
         retry_join: Vec::new(),
     }
 }
 
 async fn start(dir: &Path, tuning: Tuning, replica: Arc<Replica>) -> Arc<Consensus> {
-    let consensus = Consensus::start_tuned(config(Storage::Dir(dir.into())), tuning, replica)
+    start_with(config(Storage::Dir(dir.into())), tuning, replica).await
+}
+
+async fn start_with(cfg: ConsensusConfig, tuning: Tuning, replica: Arc<Replica>) -> Arc<Consensus> {
+    let consensus = Consensus::start_tuned(cfg, tuning, replica)
         .await
         .expect("start");
     consensus
@@ -171,15 +179,19 @@ fn acknowledged_writes_survive_a_crash() {
 #[test]
 fn snapshots_compact_the_log_and_restore_on_restart() {
     const N: usize = 230;
-    let tuning = Tuning {
-        snapshot_every: 50,
-        keep_after_snapshot: 10,
-        ..Tuning::default()
-    };
     let dir = tempfile::tempdir().expect("tempdir");
+    let base = config(Storage::Dir(dir.path().into()));
+    let cfg = ConsensusConfig {
+        raft: RaftSettings {
+            snapshot_threshold: 50,
+            trailing_logs: 10,
+            ..base.raft
+        },
+        ..base
+    };
     let rt = tokio::runtime::Runtime::new().expect("runtime");
     rt.block_on(async {
-        let consensus = start(dir.path(), tuning.clone(), Arc::new(Replica::new())).await;
+        let consensus = start_with(cfg.clone(), Tuning::default(), Arc::new(Replica::new())).await;
         for i in 0..N {
             write_ok(&consensus, i).await;
         }
@@ -194,7 +206,7 @@ fn snapshots_compact_the_log_and_restore_on_restart() {
             .expect("compaction");
         let purged = metrics.purged.expect("purged").index;
         let snapshot = metrics.snapshot.expect("snapshot").index;
-        assert!(purged + tuning.keep_after_snapshot <= snapshot);
+        assert!(purged + cfg.raft.trailing_logs <= snapshot);
         consensus.shutdown().await;
     });
 
@@ -210,7 +222,7 @@ fn snapshots_compact_the_log_and_restore_on_restart() {
 
     let replica = Arc::new(Replica::new());
     rt.block_on(async {
-        let consensus = start(dir.path(), tuning.clone(), replica.clone()).await;
+        let consensus = start_with(cfg.clone(), Tuning::default(), replica.clone()).await;
         write_ok(&consensus, N).await;
         assert_eq!(instances(&replica), N + 1);
         consensus.shutdown().await;
@@ -316,9 +328,13 @@ fn single_client_write_latency() {
 fn without_a_bootstrapped_cluster_writes_find_no_leader() {
     let rt = tokio::runtime::Runtime::new().expect("runtime");
     rt.block_on(async {
+        let base = config(Storage::Memory);
         let cfg = ConsensusConfig {
-            bootstrap_expect: 3,
-            ..config(Storage::Memory)
+            raft: RaftSettings {
+                bootstrap_expect: 3,
+                ..base.raft
+            },
+            ..base
         };
         let consensus = Consensus::start(cfg, Arc::new(Replica::new()))
             .await

@@ -12,11 +12,12 @@ use hickory_proto::rr::rdata::{A, AAAA, CNAME, NS, PTR, SOA, SRV, TXT};
 use hickory_proto::rr::{Name, RData, Record, RecordType};
 
 use super::DnsError;
-use super::config::DnsConfig;
+use super::config::{self, SOA_EXPIRE, SOA_MIN_TTL, SOA_REFRESH, SOA_RETRY};
 use super::name::{self, NameForm};
 use super::shuffle::shuffle;
 use crate::catalog::HealthStatus;
 use crate::catalog::view::{InstanceView, NodeView, View};
+use crate::config::DnsSettings;
 
 /// The sections and code of a response, before it is fitted to a packet.
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
@@ -62,28 +63,28 @@ pub(crate) struct Authority {
     mname: Name,
     /// `hostmaster.<domain>`, the SOA's mailbox.
     rname: Name,
-    /// The rest of the settings (TTLs, SOA timers, only_passing).
-    cfg: DnsConfig,
+    /// The rest of the settings (TTLs, only_passing).
+    settings: DnsSettings,
 }
 
 impl Authority {
-    /// Validates the domain and datacenter of `cfg`.
-    pub(crate) fn new(cfg: &DnsConfig) -> Result<Self, DnsError> {
-        let bad_domain = |_| DnsError::Domain(cfg.domain.clone());
-        let mut domain = Name::from_ascii(&cfg.domain)
+    /// Validates the domain of `settings` and the `datacenter`.
+    pub(crate) fn new(settings: &DnsSettings, datacenter: &str) -> Result<Self, DnsError> {
+        let bad_domain = |_| DnsError::Domain(settings.domain.clone());
+        let mut domain = Name::from_ascii(&settings.domain)
             .map_err(bad_domain)?
             .to_lowercase();
         domain.set_fqdn(true);
         if domain.is_root() {
-            return Err(DnsError::Domain(cfg.domain.clone()));
+            return Err(DnsError::Domain(settings.domain.clone()));
         }
-        let dc = cfg.datacenter.to_ascii_lowercase();
+        let dc = datacenter.to_ascii_lowercase();
         if dc.is_empty()
             || Name::from_ascii(&dc)
                 .map(|n| n.num_labels() != 1)
                 .unwrap_or(true)
         {
-            return Err(DnsError::Datacenter(cfg.datacenter.clone()));
+            return Err(DnsError::Datacenter(datacenter.to_owned()));
         }
         let mname = Name::from_ascii("ns")
             .and_then(|n| n.append_domain(&domain))
@@ -96,7 +97,7 @@ impl Authority {
             dc,
             mname,
             rname,
-            cfg: cfg.clone(),
+            settings: settings.clone(),
         })
     }
 
@@ -109,12 +110,12 @@ impl Authority {
             self.mname.clone(),
             self.rname.clone(),
             serial,
-            clamp_i32(self.cfg.soa_refresh),
-            clamp_i32(self.cfg.soa_retry),
-            clamp_i32(self.cfg.soa_expire),
-            self.cfg.soa_min_ttl,
+            clamp_i32(SOA_REFRESH),
+            clamp_i32(SOA_RETRY),
+            clamp_i32(SOA_EXPIRE),
+            SOA_MIN_TTL,
         );
-        Record::from_rdata(self.domain.clone(), self.cfg.soa_min_ttl, RData::SOA(rdata))
+        Record::from_rdata(self.domain.clone(), SOA_MIN_TTL, RData::SOA(rdata))
     }
 
     /// Answers `qname` if it is at or below our domain, or names the other
@@ -138,7 +139,7 @@ impl Authority {
                     Some(ip),
                     "",
                     qtype,
-                    self.cfg.node_ttl_secs(),
+                    config::node_ttl_secs(&self.settings),
                 );
                 self.positive_or_nodata(view, records)
             }
@@ -181,7 +182,11 @@ impl Authority {
             RecordType::PTR | RecordType::ANY => targets
                 .into_iter()
                 .map(|t| {
-                    Record::from_rdata(qname.clone(), self.cfg.node_ttl_secs(), RData::PTR(PTR(t)))
+                    Record::from_rdata(
+                        qname.clone(),
+                        config::node_ttl_secs(&self.settings),
+                        RData::PTR(PTR(t)),
+                    )
                 })
                 .collect(),
             _ => Vec::new(),
@@ -245,7 +250,7 @@ impl Authority {
             return (ns, extra);
         };
         let mut seen = HashSet::new();
-        let ttl = self.cfg.node_ttl_secs();
+        let ttl = config::node_ttl_secs(&self.settings);
         for inst in &servers.instances {
             if !seen.insert(inst.node.name.as_str()) {
                 continue;
@@ -285,14 +290,14 @@ impl Authority {
         let mut picked: Vec<&InstanceView> = svc
             .instances
             .iter()
-            .filter(|i| !self.cfg.only_passing || i.health == HealthStatus::Passing)
+            .filter(|i| !self.settings.only_passing || i.health == HealthStatus::Passing)
             .filter(|i| tag.is_none_or(|t| i.has_tag(t)))
             .collect();
         if picked.is_empty() {
             return self.nxdomain(view);
         }
         shuffle(&mut picked);
-        let ttl = self.cfg.service_ttl_secs(&svc.name);
+        let ttl = config::service_ttl_secs(&self.settings, &svc.name);
         let mut answers = Vec::with_capacity(picked.len());
         let mut additionals = Vec::new();
         match qtype {
@@ -367,7 +372,7 @@ impl Authority {
         let Some(node) = view.node(node) else {
             return self.nxdomain(view);
         };
-        let ttl = self.cfg.node_ttl_secs();
+        let ttl = config::node_ttl_secs(&self.settings);
         let mut answers = Vec::new();
         push_address(&mut answers, qname, node.ip, &node.address, qtype, ttl);
         if matches!(qtype, RecordType::TXT | RecordType::ANY) {

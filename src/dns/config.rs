@@ -1,71 +1,37 @@
-//! The DNS server's settings, with Consul's defaults.
+//! What the DNS server is built from besides the catalog: the user's
+//! [`DnsSettings`] and the datacenter, both from the configuration (which
+//! holds every default), plus what is not a user setting: the SOA timers
+//! and the limits on work in flight, kept here as named constants.
 
-use std::collections::HashMap;
-use std::net::SocketAddr;
-use std::path::PathBuf;
 use std::time::Duration;
 
-/// Everything the DNS server needs to know besides the catalog. Plain data:
-/// the agent's configuration layer fills it in.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct DnsConfig {
-    /// The domain we are authoritative for (`consul.`); a trailing dot is optional.
-    pub domain: String,
-    /// This agent's datacenter: names may carry it, any other is NXDOMAIN.
-    pub datacenter: String,
-    /// TTL of node lookups (`node.node.consul`, `addr`, PTR).
-    pub node_ttl: Duration,
-    /// TTL of service lookups by service name; `*` is the fallback and a key
-    /// ending in `*` matches by prefix, as Consul's `service_ttl`.
-    pub service_ttl: HashMap<String, Duration>,
-    /// Leave out instances whose checks warn (critical ones are always out).
-    pub only_passing: bool,
-    /// Upstream servers for names outside our domain and zones, tried in order.
-    pub recursors: Vec<SocketAddr>,
-    /// How long one recursor gets before the next is tried.
-    pub recursor_timeout: Duration,
-    /// Directories whose `*.zone` files are served authoritatively.
-    pub zone_dirs: Vec<PathBuf>,
-    /// Answer records in a UDP response to a query without EDNS (Consul's
-    /// `udp_answer_limit`); 0 means no limit beyond the 512-byte size.
-    pub udp_answer_limit: usize,
-    /// Also set TC when `udp_answer_limit` cut the answer (Consul's
-    /// `enable_truncate`). Records dropped to fit the packet size always set TC.
-    pub enable_truncate: bool,
-    /// SOA refresh, seconds.
-    pub soa_refresh: u32,
-    /// SOA retry, seconds.
-    pub soa_retry: u32,
-    /// SOA expire, seconds.
-    pub soa_expire: u32,
-    /// SOA minimum TTL, seconds: the negative-caching TTL of NXDOMAIN/NODATA.
-    pub soa_min_ttl: u32,
+use crate::config::DnsSettings;
+
+/// SOA refresh, seconds.
+pub(super) const SOA_REFRESH: u32 = 3600;
+/// SOA retry, seconds.
+pub(super) const SOA_RETRY: u32 = 600;
+/// SOA expire, seconds.
+pub(super) const SOA_EXPIRE: u32 = 86400;
+/// SOA minimum TTL, seconds: the negative-caching TTL of NXDOMAIN/NODATA.
+pub(super) const SOA_MIN_TTL: u32 = 0;
+
+/// How much work the server takes on at once. Not user settings: fixed in
+/// the agent, lowered by tests to reach the caps.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct Limits {
     /// TCP connections served at once; more are closed on accept (load shed).
-    pub max_tcp_connections: usize,
+    pub(crate) max_tcp_connections: usize,
     /// A TCP connection idle for this long is closed.
-    pub tcp_idle_timeout: Duration,
+    pub(crate) tcp_idle_timeout: Duration,
     /// Forwarded queries in flight at once; more get SERVFAIL at once
     /// rather than queueing behind slow recursors.
-    pub max_concurrent_forwards: usize,
+    pub(crate) max_concurrent_forwards: usize,
 }
 
-impl Default for DnsConfig {
+impl Default for Limits {
     fn default() -> Self {
         Self {
-            domain: "consul.".into(),
-            datacenter: "dc1".into(),
-            node_ttl: Duration::ZERO,
-            service_ttl: HashMap::from([("*".to_owned(), Duration::ZERO)]),
-            only_passing: false,
-            recursors: Vec::new(),
-            recursor_timeout: Duration::from_secs(2),
-            zone_dirs: Vec::new(),
-            udp_answer_limit: 3,
-            enable_truncate: false,
-            soa_refresh: 3600,
-            soa_retry: 600,
-            soa_expire: 86400,
-            soa_min_ttl: 0,
             max_tcp_connections: 1024,
             tcp_idle_timeout: Duration::from_secs(10),
             max_concurrent_forwards: 512,
@@ -73,37 +39,31 @@ impl Default for DnsConfig {
     }
 }
 
-impl DnsConfig {
-    /// The TTL for answers about `service` (any case), in seconds.
-    pub fn service_ttl_secs(&self, service: &str) -> u32 {
-        if self.service_ttl.is_empty() {
-            return 0;
-        }
-        let exact = self
-            .service_ttl
-            .iter()
-            .find(|(k, _)| k.eq_ignore_ascii_case(service));
-        // The longest matching prefix pattern wins; "*" is the empty prefix.
-        let ttl = exact.map(|(_, v)| *v).or_else(|| {
-            self.service_ttl
-                .iter()
-                .filter_map(|(k, v)| {
-                    let prefix = k.strip_suffix('*')?;
-                    let hit = service.len() >= prefix.len()
-                        && service.as_bytes()[..prefix.len()]
-                            .eq_ignore_ascii_case(prefix.as_bytes());
-                    hit.then_some((prefix.len(), *v))
-                })
-                .max_by_key(|(len, _)| *len)
-                .map(|(_, v)| v)
-        });
-        secs(ttl.unwrap_or(Duration::ZERO))
-    }
+/// The TTL for answers about `service` (any case), in seconds: an exact
+/// key of `service_ttl` first, then the longest key ending in `*` that is
+/// a prefix of the name (`*` alone is the fallback), as Consul's
+/// `service_ttl`; 0 when none matches.
+pub(super) fn service_ttl_secs(settings: &DnsSettings, service: &str) -> u32 {
+    let ttls = &settings.service_ttl;
+    let exact = ttls.iter().find(|(k, _)| k.eq_ignore_ascii_case(service));
+    // The longest matching prefix pattern wins; "*" is the empty prefix.
+    let ttl = exact.map(|(_, v)| *v).or_else(|| {
+        ttls.iter()
+            .filter_map(|(k, v)| {
+                let prefix = k.strip_suffix('*')?;
+                let hit = service.len() >= prefix.len()
+                    && service.as_bytes()[..prefix.len()].eq_ignore_ascii_case(prefix.as_bytes());
+                hit.then_some((prefix.len(), *v))
+            })
+            .max_by_key(|(len, _)| *len)
+            .map(|(_, v)| v)
+    });
+    secs(ttl.unwrap_or(Duration::ZERO))
+}
 
-    /// The TTL for node answers, in seconds.
-    pub fn node_ttl_secs(&self) -> u32 {
-        secs(self.node_ttl)
-    }
+/// The TTL for node answers, in seconds.
+pub(super) fn node_ttl_secs(settings: &DnsSettings) -> u32 {
+    secs(settings.node_ttl)
 }
 
 fn secs(d: Duration) -> u32 {
@@ -112,21 +72,23 @@ fn secs(d: Duration) -> u32 {
 
 #[cfg(test)]
 mod tests {
+    use std::collections::BTreeMap;
+
     use super::*;
 
     #[test]
     fn service_ttl_lookup() {
-        let mut cfg = DnsConfig::default();
-        assert_eq!(cfg.service_ttl_secs("web"), 0);
-        cfg.service_ttl = HashMap::from([
+        let mut cfg = DnsSettings::default();
+        assert_eq!(service_ttl_secs(&cfg, "web"), 0);
+        cfg.service_ttl = BTreeMap::from([
             ("*".to_owned(), Duration::from_secs(5)),
             ("web*".to_owned(), Duration::from_secs(10)),
             ("web-api".to_owned(), Duration::from_secs(30)),
         ]);
-        assert_eq!(cfg.service_ttl_secs("db"), 5);
-        assert_eq!(cfg.service_ttl_secs("WEB-frontend"), 10);
-        assert_eq!(cfg.service_ttl_secs("web-API"), 30);
+        assert_eq!(service_ttl_secs(&cfg, "db"), 5);
+        assert_eq!(service_ttl_secs(&cfg, "WEB-frontend"), 10);
+        assert_eq!(service_ttl_secs(&cfg, "web-API"), 30);
         cfg.service_ttl.clear();
-        assert_eq!(cfg.service_ttl_secs("web"), 0);
+        assert_eq!(service_ttl_secs(&cfg, "web"), 0);
     }
 }

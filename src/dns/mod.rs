@@ -42,7 +42,6 @@ mod tests;
 
 use std::path::PathBuf;
 
-pub use config::DnsConfig;
 pub use respond::{Reply, Responder, Transport};
 pub use server::serve;
 

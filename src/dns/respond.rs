@@ -14,11 +14,11 @@ use hickory_proto::serialize::binary::{BinDecodable, BinDecoder};
 
 use super::DnsError;
 use super::answer::{Answer, Authority, Found};
-use super::config::DnsConfig;
 use super::fit::{self, MAX_TCP, MAX_UDP, MIN_UDP};
 use super::name::parse_reverse;
 use super::zones::Zones;
 use crate::catalog::view::View;
+use crate::config::DnsSettings;
 
 /// The transport a request arrived on; it decides the response size limit.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -75,18 +75,24 @@ pub struct Responder {
 }
 
 impl Responder {
-    /// Validates `cfg` and loads the zone files it names.
-    pub fn new(cfg: &DnsConfig) -> Result<Self, DnsError> {
-        Self::with_zones(cfg, Zones::load(&cfg.zone_dirs)?)
+    /// Validates `settings` and the `datacenter` (this agent's: names may
+    /// carry it, any other is another datacenter's) and loads the zone
+    /// files the settings name.
+    pub fn new(settings: &DnsSettings, datacenter: &str) -> Result<Self, DnsError> {
+        Self::with_zones(settings, datacenter, Zones::load(&settings.zone_dirs)?)
     }
 
-    pub(crate) fn with_zones(cfg: &DnsConfig, zones: Zones) -> Result<Self, DnsError> {
+    pub(crate) fn with_zones(
+        settings: &DnsSettings,
+        datacenter: &str,
+        zones: Zones,
+    ) -> Result<Self, DnsError> {
         Ok(Self {
-            authority: Authority::new(cfg)?,
+            authority: Authority::new(settings, datacenter)?,
             zones,
-            has_recursors: !cfg.recursors.is_empty(),
-            udp_answer_limit: cfg.udp_answer_limit,
-            enable_truncate: cfg.enable_truncate,
+            has_recursors: !settings.recursors.is_empty(),
+            udp_answer_limit: settings.udp_answer_limit,
+            enable_truncate: settings.enable_truncate,
         })
     }
 
@@ -266,10 +272,11 @@ mod tests {
     use hickory_proto::rr::{Name, RData, Record, RecordType};
 
     use super::*;
+    use crate::config::defaults::DATACENTER;
     use crate::dns::fixture;
 
-    fn responder(cfg: &DnsConfig) -> Responder {
-        Responder::with_zones(cfg, Zones::default()).unwrap()
+    fn responder(cfg: &DnsSettings) -> Responder {
+        Responder::with_zones(cfg, DATACENTER, Zones::default()).unwrap()
     }
 
     fn query(name: &str, qtype: RecordType, edns: Option<u16>) -> Message {
@@ -286,7 +293,7 @@ mod tests {
     }
 
     fn ask_with(
-        cfg: &DnsConfig,
+        cfg: &DnsSettings,
         name: &str,
         qtype: RecordType,
         transport: Transport,
@@ -313,7 +320,7 @@ mod tests {
     }
 
     fn ask(name: &str, qtype: RecordType) -> Message {
-        ask_with(&DnsConfig::default(), name, qtype, Transport::Tcp, None)
+        ask_with(&DnsSettings::default(), name, qtype, Transport::Tcp, None)
     }
 
     fn ips(m: &Message) -> HashSet<IpAddr> {
@@ -343,9 +350,9 @@ mod tests {
 
     #[test]
     fn only_passing_drops_warning_instances() {
-        let cfg = DnsConfig {
+        let cfg = DnsSettings {
             only_passing: true,
-            ..DnsConfig::default()
+            ..DnsSettings::default()
         };
         let m = ask_with(
             &cfg,
@@ -468,9 +475,9 @@ mod tests {
     fn names_of_other_datacenters_are_their_own_reply_even_with_recursors() {
         let replica = fixture::replica();
         let view = replica.view();
-        let cfg = DnsConfig {
+        let cfg = DnsSettings {
             recursors: vec!["127.0.0.1:53".parse().unwrap()],
-            ..DnsConfig::default()
+            ..DnsSettings::default()
         };
         for name in [
             "web.service.DC2.consul.",
@@ -560,10 +567,10 @@ mod tests {
 
     #[test]
     fn ttls_come_from_config() {
-        let cfg = DnsConfig {
+        let cfg = DnsSettings {
             node_ttl: std::time::Duration::from_secs(7),
             service_ttl: [("web".to_owned(), std::time::Duration::from_secs(30))].into(),
-            ..DnsConfig::default()
+            ..DnsSettings::default()
         };
         let m = ask_with(
             &cfg,
@@ -590,7 +597,10 @@ mod tests {
 
     #[test]
     fn udp_limits() {
-        let cfg = DnsConfig::default();
+        let cfg = DnsSettings {
+            enable_truncate: false,
+            ..DnsSettings::default()
+        };
         // Plain UDP: Consul's answer limit (3), TC only with enable_truncate.
         let m = ask_with(
             &cfg,
@@ -601,9 +611,9 @@ mod tests {
         );
         assert_eq!(m.answers.len(), 3);
         assert!(!m.metadata.truncation);
-        let truncating = DnsConfig {
+        let truncating = DnsSettings {
             enable_truncate: true,
-            ..DnsConfig::default()
+            ..DnsSettings::default()
         };
         let m = ask_with(
             &truncating,
@@ -660,7 +670,7 @@ mod tests {
 
     #[test]
     fn protocol_errors() {
-        let r = responder(&DnsConfig::default());
+        let r = responder(&DnsSettings::default());
         let replica = fixture::replica();
         let view = replica.view();
         let code = |m: Message| match r.respond_to(&view, m, Transport::Udp) {
@@ -691,9 +701,9 @@ mod tests {
             ResponseCode::Refused
         );
         // With recursors they are handed back for forwarding.
-        let cfg = DnsConfig {
+        let cfg = DnsSettings {
             recursors: vec!["127.0.0.1:53".parse().unwrap()],
-            ..DnsConfig::default()
+            ..DnsSettings::default()
         };
         let fwd = responder(&cfg).respond_to(
             &view,
@@ -705,7 +715,7 @@ mod tests {
 
     #[test]
     fn garbage_bytes() {
-        let r = responder(&DnsConfig::default());
+        let r = responder(&DnsSettings::default());
         let replica = fixture::replica();
         let view = replica.view();
         let peer: SocketAddr = "127.0.0.1:5353".parse().unwrap();
@@ -738,7 +748,7 @@ mod tests {
 
     #[test]
     fn relay_adapts_upstream_answers() {
-        let r = responder(&DnsConfig::default());
+        let r = responder(&DnsSettings::default());
         let request = query("example.com.", RecordType::A, None);
         let m = r.relay(&request, None, Transport::Udp);
         assert_eq!(m.metadata.response_code, ResponseCode::ServFail);
@@ -769,7 +779,7 @@ mod tests {
     #[test]
     #[ignore = "a measurement, not a check"]
     fn throughput() {
-        let r = responder(&DnsConfig::default());
+        let r = responder(&DnsSettings::default());
         let replica = fixture::replica();
         let view = replica.view();
         let peer: SocketAddr = "127.0.0.1:5353".parse().unwrap();

@@ -13,8 +13,12 @@ use tokio::task::JoinHandle;
 use tokio::time::timeout;
 use tokio_util::sync::CancellationToken;
 
-use super::{DnsConfig, DnsError, fit, fixture, serve};
+use super::config::Limits;
+use super::server::serve_limited;
+use super::{DnsError, Responder, fit, fixture, serve};
 use crate::catalog::Replica;
+use crate::config::DnsSettings;
+use crate::config::defaults::DATACENTER;
 
 /// Long enough for a loaded CI machine, short enough to fail fast.
 const DEADLINE: Duration = Duration::from_secs(10);
@@ -27,7 +31,11 @@ struct TestServer {
 }
 
 impl TestServer {
-    async fn start(cfg: DnsConfig, replica: Arc<Replica>) -> Self {
+    async fn start(cfg: DnsSettings, replica: Arc<Replica>) -> Self {
+        Self::start_limited(cfg, Limits::default(), replica).await
+    }
+
+    async fn start_limited(cfg: DnsSettings, limits: Limits, replica: Arc<Replica>) -> Self {
         // The same port for both, as a recursor has: the forwarder's TCP
         // retry goes to the port it asked over UDP.
         let (udp, tcp) = loop {
@@ -38,7 +46,11 @@ impl TestServer {
         };
         let (udp_addr, tcp_addr) = (udp.local_addr().unwrap(), tcp.local_addr().unwrap());
         let shutdown = CancellationToken::new();
-        let task = tokio::spawn(serve(udp, tcp, cfg, replica, shutdown.clone()));
+        let responder = Responder::new(&cfg, DATACENTER).unwrap();
+        let token = shutdown.clone();
+        let task = tokio::spawn(async move {
+            serve_limited(udp, tcp, responder, &cfg, limits, replica, token).await
+        });
         Self {
             udp: udp_addr,
             tcp: tcp_addr,
@@ -110,7 +122,7 @@ async fn tcp(server: SocketAddr, m: &Message) -> Message {
 
 #[tokio::test]
 async fn every_name_form_over_udp_and_tcp() {
-    let server = TestServer::start(DnsConfig::default(), fixture::replica()).await;
+    let server = TestServer::start(DnsSettings::default(), fixture::replica()).await;
     let cases: &[(&str, RecordType, ResponseCode, usize)] = &[
         (
             "web.service.consul.",
@@ -214,9 +226,9 @@ async fn every_name_form_over_udp_and_tcp() {
 
 #[tokio::test]
 async fn truncation_over_udp_full_answer_over_tcp() {
-    let cfg = DnsConfig {
+    let cfg = DnsSettings {
         enable_truncate: true,
-        ..DnsConfig::default()
+        ..DnsSettings::default()
     };
     let server = TestServer::start(cfg, fixture::replica()).await;
     // Plain UDP: the answer limit, flagged because enable_truncate is on.
@@ -259,7 +271,7 @@ async fn truncation_over_udp_full_answer_over_tcp() {
 
 #[tokio::test]
 async fn refused_without_recursors() {
-    let server = TestServer::start(DnsConfig::default(), fixture::replica()).await;
+    let server = TestServer::start(DnsSettings::default(), fixture::replica()).await;
     let q = query("example.com.", RecordType::A, None);
     assert_eq!(
         udp(server.udp, &q).await.0.metadata.response_code,
@@ -276,10 +288,10 @@ async fn refused_without_recursors() {
 async fn servfail_when_the_recursor_never_answers() {
     // Bound, so datagrams are accepted, but never read: every attempt times out.
     let silent = UdpSocket::bind("127.0.0.1:0").await.unwrap();
-    let cfg = DnsConfig {
+    let cfg = DnsSettings {
         recursors: vec![silent.local_addr().unwrap()],
         recursor_timeout: Duration::from_millis(200),
-        ..DnsConfig::default()
+        ..DnsSettings::default()
     };
     let server = TestServer::start(cfg, fixture::replica()).await;
     let (m, _) = udp(server.udp, &query("example.com.", RecordType::A, None)).await;
@@ -311,9 +323,9 @@ async fn forwards_to_a_recursor_serving_a_zone() {
         text.push_str(&format!("many IN A 10.3.0.{i}\n"));
     }
     let dir = zone_dir(&text);
-    let upstream_cfg = DnsConfig {
+    let upstream_cfg = DnsSettings {
         zone_dirs: vec![dir.path().to_owned()],
-        ..DnsConfig::default()
+        ..DnsSettings::default()
     };
     let upstream = TestServer::start(upstream_cfg, Arc::new(Replica::new())).await;
     // The upstream serves the zone authoritatively itself.
@@ -325,9 +337,9 @@ async fn forwards_to_a_recursor_serving_a_zone() {
     assert!(m.metadata.authoritative);
     assert_eq!(m.answers.len(), 1);
 
-    let cfg = DnsConfig {
+    let cfg = DnsSettings {
         recursors: vec![upstream.udp],
-        ..DnsConfig::default()
+        ..DnsSettings::default()
     };
     let server = TestServer::start(cfg, fixture::replica()).await;
     let (m, _) = udp(
@@ -372,7 +384,7 @@ async fn forwards_to_a_recursor_serving_a_zone() {
 
 #[tokio::test]
 async fn garbage_is_answered_or_dropped_and_service_continues() {
-    let server = TestServer::start(DnsConfig::default(), fixture::replica()).await;
+    let server = TestServer::start(DnsSettings::default(), fixture::replica()).await;
     let quiet = Duration::from_millis(300);
     // Too short for a header: dropped.
     assert!(udp_raw(server.udp, b"\x01\x02\x03", quiet).await.is_none());
@@ -419,7 +431,7 @@ async fn garbage_is_answered_or_dropped_and_service_continues() {
 
 #[tokio::test]
 async fn tcp_carries_several_queries_per_connection() {
-    let server = TestServer::start(DnsConfig::default(), fixture::replica()).await;
+    let server = TestServer::start(DnsSettings::default(), fixture::replica()).await;
     let mut stream = TcpStream::connect(server.tcp).await.unwrap();
     for _ in 0..3 {
         let bytes = fit::encode(&query("n1.node.consul.", RecordType::A, None)).unwrap();
@@ -439,7 +451,7 @@ async fn tcp_carries_several_queries_per_connection() {
 #[tokio::test]
 async fn answers_follow_catalog_changes() {
     let replica = fixture::replica();
-    let server = TestServer::start(DnsConfig::default(), replica.clone()).await;
+    let server = TestServer::start(DnsSettings::default(), replica.clone()).await;
     let q = query("late.service.consul.", RecordType::A, None);
     assert_eq!(
         udp(server.udp, &q).await.0.metadata.response_code,
@@ -462,9 +474,9 @@ async fn answers_follow_catalog_changes() {
 #[tokio::test]
 async fn a_bad_zone_file_stops_start_up() {
     let dir = zone_dir("$TTL 60\n@ IN SOA ns hm 1 2 3 4 5\n\nbad IN A 300.1.1.1\n");
-    let cfg = DnsConfig {
+    let cfg = DnsSettings {
         zone_dirs: vec![dir.path().to_owned()],
-        ..DnsConfig::default()
+        ..DnsSettings::default()
     };
     let udp = UdpSocket::bind("127.0.0.1:0").await.unwrap();
     let tcp = TcpListener::bind("127.0.0.1:0").await.unwrap();
@@ -472,6 +484,7 @@ async fn a_bad_zone_file_stops_start_up() {
         udp,
         tcp,
         cfg,
+        DATACENTER.into(),
         Arc::new(Replica::new()),
         CancellationToken::new(),
     )
@@ -490,13 +503,16 @@ async fn a_bad_zone_file_stops_start_up() {
 async fn forwards_beyond_the_cap_are_shed_at_once() {
     let silent = UdpSocket::bind("127.0.0.1:0").await.unwrap();
     let timeout_per_try = Duration::from_secs(30);
-    let cfg = DnsConfig {
+    let cfg = DnsSettings {
         recursors: vec![silent.local_addr().unwrap()],
         recursor_timeout: timeout_per_try,
-        max_concurrent_forwards: 1,
-        ..DnsConfig::default()
+        ..DnsSettings::default()
     };
-    let server = TestServer::start(cfg, fixture::replica()).await;
+    let limits = Limits {
+        max_concurrent_forwards: 1,
+        ..Limits::default()
+    };
+    let server = TestServer::start_limited(cfg, limits, fixture::replica()).await;
     let bytes = fit::encode(&query("example.com.", RecordType::A, None)).unwrap();
     let (a, b) = (
         UdpSocket::bind("127.0.0.1:0").await.unwrap(),
@@ -520,11 +536,12 @@ async fn forwards_beyond_the_cap_are_shed_at_once() {
 
 #[tokio::test]
 async fn tcp_connections_beyond_the_cap_are_closed() {
-    let cfg = DnsConfig {
+    let limits = Limits {
         max_tcp_connections: 1,
-        ..DnsConfig::default()
+        ..Limits::default()
     };
-    let server = TestServer::start(cfg, fixture::replica()).await;
+    let server =
+        TestServer::start_limited(DnsSettings::default(), limits, fixture::replica()).await;
     let q = fit::encode(&query("n1.node.consul.", RecordType::A, None)).unwrap();
     let framed: Vec<u8> = u16::try_from(q.len())
         .unwrap()
@@ -565,7 +582,7 @@ async fn tcp_connections_beyond_the_cap_are_closed() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 #[ignore = "a measurement, not a check"]
 async fn udp_throughput() {
-    let server = TestServer::start(DnsConfig::default(), fixture::replica()).await;
+    let server = TestServer::start(DnsSettings::default(), fixture::replica()).await;
     let client = UdpSocket::bind("127.0.0.1:0").await.unwrap();
     client.connect(server.udp).await.unwrap();
     let bytes = fit::encode(&query("web.service.consul.", RecordType::A, None)).unwrap();
@@ -592,7 +609,7 @@ async fn udp_throughput() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 #[ignore = "a measurement, not a check"]
 async fn udp_throughput_plain_loop() {
-    let responder = super::Responder::new(&DnsConfig::default()).unwrap();
+    let responder = Responder::new(&DnsSettings::default(), DATACENTER).unwrap();
     let replica = fixture::replica();
     let socket = UdpSocket::bind("127.0.0.1:0").await.unwrap();
     let addr = socket.local_addr().unwrap();

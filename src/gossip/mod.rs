@@ -95,7 +95,11 @@ pub enum GossipError {
     NotFailed(String),
 }
 
-/// What a member needs to start gossiping.
+/// What a member needs to start gossiping: facts about this node and its
+/// socket, not user settings. The user's gossip settings
+/// (`config::GossipSettings`) are read by the agent, which joins, leaves
+/// and reaps; of them gossip itself takes only the encryption key, as its
+/// own [`Key`] (the cipher's key, which benches and tests generate).
 #[derive(Debug)]
 pub struct GossipConfig {
     /// The gossip socket, already bound by the caller (port 0 is fine).

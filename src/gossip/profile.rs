@@ -87,6 +87,11 @@ use foca::{Config, PeriodicParams};
 pub const MAX_PACKET_SIZE: usize = 1400;
 
 /// The numbers that tune the gossip layer. Build one with [`Profile::lan`].
+///
+/// Gossip's own type, not a part of the configuration's `GossipSettings`:
+/// none of these is a user setting (Consul exposes no such knobs either),
+/// and they only make sense together, derived as the module doc shows;
+/// benches and soak tests build other profiles.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Profile {
     /// How often each member probes one other (P).

@@ -42,10 +42,10 @@ use tokio::sync::watch;
 use crate::catalog::{
     CatalogError, CheckRegistration, Command, Meta, Outcome, Registration, ServiceRegistration,
 };
+use crate::config::CheckSettings;
 use crate::definition::Invalid;
 use crate::delegate::Delegate;
 use crate::rpc::{ReadError, WriteError};
-use checks::CheckSettings;
 use registry::LocalState;
 
 pub use anti_entropy::run as run_anti_entropy;
@@ -132,6 +132,8 @@ pub struct LocalAgent {
     changes: watch::Sender<u64>,
     /// Check runner settings (script permissions, output batching).
     settings: CheckSettings,
+    /// Where TTL check states survive restarts; `None` keeps nothing (dev).
+    check_state_dir: Option<PathBuf>,
     /// TTL checks' update channels and the states the previous run saved.
     ttl: ttl::TtlState,
     /// Serializes saving TTL states and definitions, so each file always
@@ -170,6 +172,7 @@ impl LocalAgent {
             stripes: (0..STRIPES).map(|_| tokio::sync::Mutex::new(())).collect(),
             changes: watch::channel(0).0,
             settings: CheckSettings::default(),
+            check_state_dir: None,
             ttl: ttl::TtlState::default(),
             saving: tokio::sync::Mutex::new(()),
             definitions_file: None,
@@ -196,14 +199,20 @@ impl LocalAgent {
         self
     }
 
-    /// The same agent with these check settings; TTL states saved in their
-    /// state directory are restored as their checks are registered.
+    /// The same agent with these check settings.
     #[must_use]
     pub fn with_check_settings(mut self, settings: CheckSettings) -> Self {
-        if let Some(dir) = &settings.state_dir {
-            self.ttl = ttl::TtlState::restore(dir);
-        }
         self.settings = settings;
+        self
+    }
+
+    /// Keeps TTL check states in `dir` so they survive restarts: the states
+    /// the previous run saved there are restored as their checks are
+    /// registered.
+    #[must_use]
+    pub fn with_check_state_dir(mut self, dir: PathBuf) -> Self {
+        self.ttl = ttl::TtlState::restore(&dir);
+        self.check_state_dir = Some(dir);
         self
     }
 

@@ -13,7 +13,7 @@ use tokio::time::Instant;
 use super::checks::runner::Sink;
 use super::checks::state::{Decision, decide};
 use super::checks::ttl::TtlTouch;
-use super::checks::{CheckSource, Recorded, WantedCheck};
+use super::checks::{self, CheckSource, Recorded, WantedCheck};
 use super::{LocalAgent, LocalError};
 use crate::catalog::{Command, Deregistration, HealthStatus, ServiceRegistration};
 use crate::definition::{CheckDefinition, CheckKind, Origin, ServiceDefinition};
@@ -301,7 +301,7 @@ impl LocalAgent {
     /// Whether a valid check from `origin` may run here: a script check
     /// only where the settings allow scripts from its origin.
     fn permit(&self, c: &CheckDefinition, origin: Origin) -> Result<(), LocalError> {
-        if c.kind() == CheckKind::Script && !self.settings.scripts_allowed(origin) {
+        if c.kind() == CheckKind::Script && !checks::scripts_allowed(&self.settings, origin) {
             return Err(LocalError::ScriptsDisabled);
         }
         Ok(())

@@ -119,7 +119,7 @@ impl LocalAgent {
 
     /// Saves every TTL check's state to the state directory, if there is one.
     pub(super) async fn save_ttls(&self) {
-        let Some(dir) = &self.settings.state_dir else {
+        let Some(dir) = &self.check_state_dir else {
             return;
         };
         let _one_at_a_time = self.saving.lock().await;

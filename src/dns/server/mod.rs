@@ -15,11 +15,13 @@ use tokio::net::{TcpListener, UdpSocket};
 use tokio::sync::Semaphore;
 use tokio_util::sync::CancellationToken;
 
+use super::DnsError;
+use super::config::Limits;
 use super::forward::Forwarder;
 use super::respond::{Reply, Responder, Transport};
-use super::{DnsConfig, DnsError};
 use crate::catalog::Replica;
 use crate::catalog::view::View;
+use crate::config::DnsSettings;
 use udp::UdpWorkers;
 
 /// What every request needs; shared by all tasks and UDP workers.
@@ -81,19 +83,45 @@ impl Shared {
     }
 }
 
-/// Serves DNS on the given sockets until `shutdown` fires. Zone files are
-/// loaded first; a bad one is an error before anything is served.
+/// Serves DNS on the given sockets until `shutdown` fires, answering for
+/// `datacenter` (this agent's) as `settings` say. Zone files are loaded
+/// first; a bad one is an error before anything is served.
 pub async fn serve(
     udp: UdpSocket,
     tcp: TcpListener,
-    cfg: DnsConfig,
+    settings: DnsSettings,
+    datacenter: String,
+    replica: Arc<Replica>,
+    shutdown: CancellationToken,
+) -> Result<(), DnsError> {
+    let responder = Responder::new(&settings, &datacenter)?;
+    serve_limited(
+        udp,
+        tcp,
+        responder,
+        &settings,
+        Limits::default(),
+        replica,
+        shutdown,
+    )
+    .await
+}
+
+/// [`serve`] with a responder already built and these limits (tests lower
+/// them to reach the caps).
+pub(super) async fn serve_limited(
+    udp: UdpSocket,
+    tcp: TcpListener,
+    responder: Responder,
+    settings: &DnsSettings,
+    limits: Limits,
     replica: Arc<Replica>,
     shutdown: CancellationToken,
 ) -> Result<(), DnsError> {
     let shared = Arc::new(Shared {
-        responder: Responder::new(&cfg)?,
-        forwarder: Forwarder::new(cfg.recursors.clone(), cfg.recursor_timeout),
-        forward_slots: Arc::new(Semaphore::new(cfg.max_concurrent_forwards.max(1))),
+        responder,
+        forwarder: Forwarder::new(settings.recursors.clone(), settings.recursor_timeout),
+        forward_slots: Arc::new(Semaphore::new(limits.max_concurrent_forwards.max(1))),
         replica,
     });
     let failed = CancellationToken::new();
@@ -104,7 +132,7 @@ pub async fn serve(
     let udp_workers = UdpWorkers::spawn(udp, shared.clone(), workers, failed.clone())
         .map_err(|e| DnsError::Server(format!("starting UDP workers: {e}")))?;
     let tcp_token = shutdown.child_token();
-    let tcp_task = tokio::spawn(tcp::serve(tcp, shared, cfg, tcp_token.clone()));
+    let tcp_task = tokio::spawn(tcp::serve(tcp, shared, limits, tcp_token.clone()));
     let result = tokio::select! {
         () = shutdown.cancelled() => Ok(()),
         () = failed.cancelled() => Err(DnsError::Server("the UDP socket failed".into())),

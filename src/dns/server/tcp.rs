@@ -15,9 +15,10 @@ use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 
 use super::Shared;
+use crate::dns::DnsError;
+use crate::dns::config::Limits;
 use crate::dns::fit;
 use crate::dns::respond::Transport;
-use crate::dns::{DnsConfig, DnsError};
 
 /// Pause after a failed accept (out of file descriptors, say).
 const ACCEPT_BACKOFF: std::time::Duration = std::time::Duration::from_millis(50);
@@ -26,10 +27,10 @@ const ACCEPT_BACKOFF: std::time::Duration = std::time::Duration::from_millis(50)
 pub(super) async fn serve(
     listener: TcpListener,
     shared: Arc<Shared>,
-    cfg: DnsConfig,
+    limits: Limits,
     shutdown: CancellationToken,
 ) -> Result<(), DnsError> {
-    let slots = Arc::new(Semaphore::new(cfg.max_tcp_connections.max(1)));
+    let slots = Arc::new(Semaphore::new(limits.max_tcp_connections.max(1)));
     let mut conns = JoinSet::new();
     loop {
         let accepted = tokio::select! {
@@ -53,10 +54,12 @@ pub(super) async fn serve(
             tracing::debug!(%peer, "too many DNS TCP connections, closing");
             continue;
         };
-        let (shared, cfg, token) = (shared.clone(), cfg.clone(), shutdown.clone());
+        let (shared, token) = (shared.clone(), shutdown.clone());
         conns.spawn(async move {
             let _permit = permit;
-            if let Err(error) = connection(stream, peer, &shared, &cfg, token).await {
+            if let Err(error) =
+                connection(stream, peer, &shared, limits.tcp_idle_timeout, token).await
+            {
                 tracing::debug!(%peer, %error, "DNS TCP connection ended");
             }
         });
@@ -71,21 +74,21 @@ async fn connection(
     mut stream: TcpStream,
     peer: SocketAddr,
     shared: &Shared,
-    cfg: &DnsConfig,
+    idle_timeout: std::time::Duration,
     shutdown: CancellationToken,
 ) -> std::io::Result<()> {
     let mut buf = Vec::new();
     loop {
         let len = tokio::select! {
             () = shutdown.cancelled() => return Ok(()),
-            r = tokio::time::timeout(cfg.tcp_idle_timeout, stream.read_u16()) => match r {
+            r = tokio::time::timeout(idle_timeout, stream.read_u16()) => match r {
                 Err(_) => return Ok(()),
                 Ok(Err(e)) if e.kind() == std::io::ErrorKind::UnexpectedEof => return Ok(()),
                 Ok(r) => usize::from(r?),
             },
         };
         buf.resize(len, 0);
-        tokio::time::timeout(cfg.tcp_idle_timeout, stream.read_exact(&mut buf))
+        tokio::time::timeout(idle_timeout, stream.read_exact(&mut buf))
             .await
             .map_err(|_| std::io::Error::new(std::io::ErrorKind::TimedOut, "slow request"))??;
         let Some(msg) = shared.answer(&buf, Transport::Tcp, peer).await else {

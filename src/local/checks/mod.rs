@@ -30,6 +30,7 @@ use tokio::task::{AbortHandle, JoinSet};
 use tokio_util::sync::CancellationToken;
 
 use crate::catalog::HealthStatus;
+use crate::config::CheckSettings;
 use crate::definition::{CheckDefinition, CheckKind, MAX_OUTPUT, Origin};
 use runner::{Plan, Sink};
 use state::Thresholds;
@@ -40,36 +41,12 @@ pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(10);
 /// Default timeout of script checks.
 pub const DEFAULT_SCRIPT_TIMEOUT: Duration = Duration::from_secs(30);
 
-/// How the agent's checks behave.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct CheckSettings {
-    /// At most one output-only write per check per this interval.
-    pub update_interval: Duration,
-    /// Script checks allowed from anywhere (`--enable-script-checks`).
-    pub enable_script_checks: bool,
-    /// Script checks allowed from configuration files
-    /// (`--enable-local-script-checks`).
-    pub enable_local_script_checks: bool,
-    /// Where TTL check states survive restarts; `None` keeps nothing (dev).
-    pub state_dir: Option<std::path::PathBuf>,
-}
-
-impl Default for CheckSettings {
-    fn default() -> Self {
-        Self {
-            update_interval: crate::config::defaults::CHECK_UPDATE_INTERVAL,
-            enable_script_checks: false,
-            enable_local_script_checks: false,
-            state_dir: None,
-        }
-    }
-}
-
-impl CheckSettings {
-    /// Whether a script check from `origin` may be registered.
-    pub fn scripts_allowed(&self, origin: Origin) -> bool {
-        self.enable_script_checks || (origin == Origin::Config && self.enable_local_script_checks)
-    }
+/// Whether a script check from `origin` may be registered under
+/// `settings`: from anywhere with `enable_script_checks`, from
+/// configuration files also with `enable_local_script_checks`.
+pub fn scripts_allowed(settings: &CheckSettings, origin: Origin) -> bool {
+    settings.enable_script_checks
+        || (origin == Origin::Config && settings.enable_local_script_checks)
 }
 
 /// What recording a check result did.

@@ -12,8 +12,9 @@ use axum::routing::get;
 use serde_json::{Value, json};
 use tokio_util::sync::CancellationToken;
 
-use super::{CheckRunner, CheckSettings};
+use super::CheckRunner;
 use crate::catalog::{HealthStatus, Replica};
+use crate::config::CheckSettings;
 use crate::definition::{CheckDefinition, Origin, ServiceDefinition};
 use crate::http::ApiState;
 use crate::local::testing::InProcess;
@@ -31,12 +32,17 @@ struct Env {
 
 impl Env {
     async fn start(settings: CheckSettings) -> Self {
+        Self::start_with(|l| l.with_check_settings(settings)).await
+    }
+
+    /// An agent with its local state as `configure` leaves it.
+    async fn start_with(configure: impl FnOnce(LocalAgent) -> LocalAgent) -> Self {
         let identity = NodeIdentity::for_tests("n1", "127.0.0.1", true);
         let InProcess {
             replica,
             delegate,
             local,
-        } = InProcess::start(identity, |l| l.with_check_settings(settings)).await;
+        } = InProcess::start(identity, configure).await;
         local.register_self().await.unwrap();
         let runner = CheckRunner::start(local.clone());
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
@@ -471,13 +477,10 @@ async fn removing_a_check_stops_its_runner() {
 #[tokio::test]
 async fn a_ttl_checks_last_status_survives_a_restart() {
     let dir = tempfile::tempdir().unwrap();
-    let settings = CheckSettings {
-        state_dir: Some(dir.path().to_path_buf()),
-        ..CheckSettings::default()
-    };
+    let saving = |l: LocalAgent| l.with_check_state_dir(dir.path().to_path_buf());
     let def = json!({"Name": "app", "Check": {"CheckID": "app-ttl", "TTL": "1h"},
                      "Checks": []});
-    let first = Env::start(settings.clone()).await;
+    let first = Env::start_with(saving).await;
     let (s, b) = first.put("/v1/agent/service/register", def.clone()).await;
     assert_eq!(s, StatusCode::OK, "{b}");
     let (s, _) = first
@@ -487,7 +490,7 @@ async fn a_ttl_checks_last_status_survives_a_restart() {
     first.stop().await;
 
     // A new process registers the same check: it starts where it was.
-    let second = Env::start(settings.clone()).await;
+    let second = Env::start_with(saving).await;
     let (s, _) = second.put("/v1/agent/service/register", def.clone()).await;
     assert_eq!(s, StatusCode::OK);
     assert_eq!(
@@ -503,7 +506,7 @@ async fn a_ttl_checks_last_status_survives_a_restart() {
     crate::local::ttl::save_states(dir.path(), &saved)
         .await
         .unwrap();
-    let third = Env::start(settings).await;
+    let third = Env::start_with(saving).await;
     let (s, _) = third.put("/v1/agent/service/register", def).await;
     assert_eq!(s, StatusCode::OK);
     assert_eq!(
