@@ -21,7 +21,7 @@
 //! when this server leads and forwards over server RPC otherwise, retrying
 //! across an election for a bounded time. `?consistent` reads confirm the
 //! leader through its read index (`read`). Leadership questions are answered
-//! from openraft's metrics and [`contact`] without waiting on Raft. `serve`
+//! from openraft's metrics and `contact` without waiting on Raft. `serve`
 //! answers other servers and client agents: it implements server RPC's
 //! handlers.
 
@@ -100,7 +100,7 @@ pub struct Tuning {
     /// How long [`Consensus::write`] and [`Consensus::linearizable_read`] wait.
     pub request_timeout: Duration,
     /// How long a write keeps looking for a leader before failing with
-    /// [`WriteError::NoLeader`]: long enough to ride out one election.
+    /// [`WriteError::NoLeader`](crate::rpc::WriteError::NoLeader): long enough to ride out one election.
     pub leader_wait: Duration,
     /// A leader that has not heard from a quorum for this long stops
     /// accepting writes; a follower that has not heard from its leader for

@@ -6,7 +6,7 @@
 //! the encoding as a whole has one version number, [`CURRENT`], and it is
 //! written down wherever the bytes may outlive the build that wrote them:
 //!
-//! - the data dir: [`keys::FORMAT`](super::keys::FORMAT) in `META`, checked on
+//! - the data dir: [`keys::FORMAT`] in `META`, checked on
 //!   every open;
 //! - every log entry's batch of commands (on disk and in AppendEntries), as
 //!   `(version, postcard bytes of the commands)`;

@@ -10,7 +10,7 @@
 //!   version, the vote, the last purged and committed log ids, this server's
 //!   node id and the latest snapshot.
 //!
-//! The encodings are versioned as a whole ([`format`]): opening checks the
+//! The encodings are versioned as a whole ([`format`](mod@format)): opening checks the
 //! data dir's version, and [`format::upgrade`] rewrites an older one in place.
 //!
 //! Reads happen once, at start-up, before the [`Writer`] takes the database;
