@@ -106,12 +106,12 @@ impl Consensus {
         .map_err(|e| StartError::Open(e.to_string()))??;
         let writer = Writer::spawn(db, tuning.writer_queue)?;
 
-        let raft_id = match contents.meta::<RaftId>(keys::NODE_ID)? {
+        let raft_id = match contents.meta::<RaftId>(keys::RAFT_ID)? {
             Some(id) => id,
             None => {
                 let id = rand::random::<RaftId>();
                 writer
-                    .write(Op::Put(keys::NODE_ID, store::encode(&id)?))
+                    .write(Op::Put(keys::RAFT_ID, store::encode(&id)?))
                     .await?;
                 id
             }

@@ -22,7 +22,9 @@
 //! - [`profile`]: the timing numbers and the arithmetic behind them.
 //!
 //! [`Gossip`] is the handle: start it on a socket the caller bound, join,
-//! watch the membership, leave. It is not yet wired into the agent.
+//! watch the membership, leave. The agent starts one per process; servers
+//! find each other through it, client agents find servers, and the leader
+//! reconciles it into the catalog (`reconcile`).
 
 pub mod codec;
 pub mod crypto;
