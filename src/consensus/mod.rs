@@ -50,7 +50,7 @@ use tokio_util::sync::CancellationToken;
 use crate::catalog::Replica;
 use crate::rpc::types::{self, Raft, RaftId, RaftMember};
 use crate::rpc::{Pool, Request, Response, RpcError};
-use crate::store::{Writer, WriterStats};
+use crate::store::Writer;
 use contact::Contact;
 pub use open::StartError;
 use proposer::Proposer;
@@ -334,13 +334,15 @@ impl Consensus {
         self.writer.stop().await;
     }
 
-    /// The storage writer's commit counters.
-    pub fn storage_stats(&self) -> Arc<WriterStats> {
+    /// The storage writer's commit counters, for the group-commit tests.
+    #[cfg(test)]
+    pub(crate) fn storage_stats(&self) -> Arc<crate::store::WriterStats> {
         self.writer.stats()
     }
 
-    /// The openraft handle, for tests and the RPC server.
-    pub fn raft(&self) -> &Raft {
+    /// The openraft handle, for tests that drive Raft directly.
+    #[cfg(test)]
+    pub(crate) fn raft(&self) -> &Raft {
         &self.raft
     }
 }

@@ -12,9 +12,9 @@ pub const SERVICE_MAINTENANCE_PREFIX: &str = "_service_maintenance:";
 /// The check ID of the node's maintenance check, as Consul names it.
 pub const NODE_MAINTENANCE_CHECK: &str = "_node_maintenance";
 /// Notes of a node maintenance check enabled without a reason.
-pub const DEFAULT_NODE_MAINTENANCE_REASON: &str = "Maintenance mode is enabled for this node, but no reason was provided. This is a default message.";
+const DEFAULT_NODE_MAINTENANCE_REASON: &str = "Maintenance mode is enabled for this node, but no reason was provided. This is a default message.";
 /// Notes of a maintenance check enabled without a reason (Consul's wording).
-pub const DEFAULT_MAINTENANCE_REASON: &str = "Maintenance mode is enabled for this service, but no reason was provided. This is a default message.";
+const DEFAULT_MAINTENANCE_REASON: &str = "Maintenance mode is enabled for this service, but no reason was provided. This is a default message.";
 
 impl LocalAgent {
     /// Puts a service into maintenance (a critical check that removes it from

@@ -19,7 +19,7 @@ use crate::catalog::{Command, Deregistration, HealthStatus, ServiceRegistration}
 use crate::definition::{CheckDefinition, CheckKind, Origin, ServiceDefinition};
 
 /// The service ID and name servers register themselves under.
-pub const CONSUL_SERVICE: &str = "consul";
+const CONSUL_SERVICE: &str = "consul";
 
 /// One check of a local service, with its current state.
 #[derive(Debug, Clone, PartialEq, Eq)]
