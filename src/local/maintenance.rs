@@ -128,26 +128,9 @@ pub(super) fn node_maintenance_check(notes: String) -> CheckRegistration {
 
 #[cfg(test)]
 mod tests {
-    use std::sync::Arc;
-    use std::time::Duration;
-
     use super::*;
-    use crate::catalog::Replica;
-    use crate::definition::{CheckDefinition, ServiceDefinition};
-    use crate::local::testing::InProcess;
-
-    async fn agent(server: bool) -> (Arc<Replica>, Arc<LocalAgent>) {
-        let InProcess { replica, local, .. } = InProcess::node(server).await;
-        (replica, local)
-    }
-
-    fn ttl_check(status: Option<HealthStatus>) -> CheckDefinition {
-        CheckDefinition {
-            ttl: Some(Duration::from_secs(10)),
-            status,
-            ..CheckDefinition::default()
-        }
-    }
+    use crate::definition::ServiceDefinition;
+    use crate::local::testing::{agent, ttl_check};
 
     #[tokio::test]
     async fn maintenance_is_idempotent_and_survives_reregistration() {

@@ -575,26 +575,9 @@ impl CheckSource for LocalAgent {
 
 #[cfg(test)]
 mod tests {
-    use std::sync::Arc;
-    use std::time::Duration;
-
     use super::*;
-    use crate::catalog::Replica;
-    use crate::local::testing::InProcess;
+    use crate::local::testing::{agent, ttl_check};
     use crate::reconcile::SERF_CHECK_ID;
-
-    async fn agent(server: bool) -> (Arc<Replica>, Arc<LocalAgent>) {
-        let InProcess { replica, local, .. } = InProcess::node(server).await;
-        (replica, local)
-    }
-
-    fn ttl_check(status: Option<HealthStatus>) -> CheckDefinition {
-        CheckDefinition {
-            ttl: Some(Duration::from_secs(10)),
-            status,
-            ..CheckDefinition::default()
-        }
-    }
 
     #[tokio::test]
     async fn clients_register_their_node_without_the_consul_service() {
