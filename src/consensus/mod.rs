@@ -266,8 +266,9 @@ impl Consensus {
         &self.replica
     }
 
-    /// This server's Raft id.
-    pub fn raft_id(&self) -> RaftId {
+    /// This server's Raft id (the RPC server asks through `RaftHandler`).
+    #[cfg(test)]
+    pub(crate) fn raft_id(&self) -> RaftId {
         self.raft_id
     }
 

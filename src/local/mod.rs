@@ -204,11 +204,6 @@ impl LocalAgent {
         self
     }
 
-    /// The check settings.
-    pub fn check_settings(&self) -> &CheckSettings {
-        &self.settings
-    }
-
     fn changed(&self) {
         self.changes.send_modify(|v| *v = v.wrapping_add(1));
     }

@@ -124,7 +124,8 @@ impl LocalAgent {
     }
 
     /// A copy of one check, by check ID.
-    pub fn check(&self, check_id: &str) -> Option<LocalCheck> {
+    #[cfg(test)]
+    pub(crate) fn check(&self, check_id: &str) -> Option<LocalCheck> {
         let state = self.read();
         let owner = state.owner(check_id)?;
         state.check(owner, check_id).cloned()
