@@ -5,7 +5,7 @@
 //! configuration and the errors answers carry live in `rpc` (`rpc::types`,
 //! `rpc::errors`), which this module builds on and never the other way.
 //!
-//! [`Consensus::start`] (`open`) opens the server's redb database (`store`),
+//! [`Consensus::start_tuned`] (`open`) opens the server's redb database (`store`),
 //! restores the latest snapshot into the replica, and starts openraft over:
 //! - `log_store`: the log and vote, durable through group commits;
 //! - `state_machine`: applies entries to the replica, builds and installs

@@ -70,18 +70,19 @@ impl Consensus {
         consensus
     }
 
-    /// Opens storage, restores the last snapshot and log into `replica`, and
-    /// starts Raft: bootstrapping a single-node cluster at once when
-    /// `bootstrap_expect == 1` and storage is empty, and otherwise looking
-    /// for the other servers in the background (see `cluster`).
-    pub async fn start(
+    /// [`Self::start_tuned`] with the default tuning, for tests.
+    #[cfg(test)]
+    pub(crate) async fn start(
         cfg: ConsensusConfig,
         replica: Arc<Replica>,
     ) -> Result<Arc<Self>, StartError> {
         Self::start_tuned(cfg, Tuning::default(), replica).await
     }
 
-    /// [`Consensus::start`] with explicit tuning.
+    /// Opens storage, restores the last snapshot and log into `replica`, and
+    /// starts Raft with `tuning`: bootstrapping a single-node cluster at once
+    /// when `bootstrap_expect == 1` and storage is empty, and otherwise
+    /// looking for the other servers in the background (see `cluster`).
     pub async fn start_tuned(
         cfg: ConsensusConfig,
         tuning: Tuning,
