@@ -9,12 +9,11 @@
 //! [`catalog::Replica`], which republishes the health-filtered
 //! [`catalog::view::View`] of every service a write touched.
 //!
-//! The road of a write, from the log inwards: [`consensus`] is openraft's
-//! glue on a server. It batches commands into log entries, has a quorum
+//! How a write reaches it: [`consensus`] is openraft's glue on a server. It batches commands into log entries, has a quorum
 //! commit them, and applies each committed entry to the server's replica;
 //! a server that does not lead forwards the write to the one that does. The
 //! log and snapshots live in redb through [`store`], in versioned formats,
-//! and an entry is acknowledged only once durably committed. [`rpc`] is
+//! and an entry is acknowledged only once redb committed it durably. [`rpc`] is
 //! server RPC by audience, on a versioned connection preface: Raft between
 //! servers, running the cluster (discovery, joins, a follower's calls to its
 //! leader), and client agents, whose [`rpc::ServerLink`] sends their writes
