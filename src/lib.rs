@@ -9,18 +9,19 @@
 //! [`catalog::Replica`], which republishes the health-filtered
 //! [`catalog::view::View`] of every service a write touched.
 //!
-//! How a write reaches it: [`consensus`] is openraft's glue on a server. It batches commands into log entries, has a quorum
-//! commit them, and applies each committed entry to the server's replica;
-//! a server that does not lead forwards the write to the one that does. The
-//! log and snapshots live in redb through [`store`], in versioned formats,
-//! and an entry is acknowledged only once redb committed it durably. [`rpc`] is
-//! server RPC by audience, on a versioned connection preface: Raft between
-//! servers, running the cluster (discovery, joins, a follower's calls to its
-//! leader), and client agents, whose [`rpc::ServerLink`] sends their writes
-//! to a server and follows its change stream ([`rpc::client::FollowAnswer`])
-//! to keep their own replica current. openraft's type configuration
-//! ([`rpc::types`]) and the errors answers carry live there too, so
-//! consensus builds on rpc and never the other way.
+//! How a write reaches it: [`consensus`] is openraft's glue on a server. It
+//! batches commands into log entries, has a quorum commit them, and applies
+//! each committed entry to the server's replica; a server that does not lead
+//! forwards the write to the one that does. The log and snapshots live in
+//! redb through [`store`], in versioned formats, and an entry is acknowledged
+//! only once redb committed it durably. [`rpc`] is server RPC by audience, on
+//! a versioned connection preface: Raft between servers, running the cluster
+//! (discovery, joins, a follower's calls to its leader), and client agents,
+//! whose [`rpc::ServerLink`] sends their writes to a server and follows its
+//! change stream ([`rpc::client::FollowAnswer`]) to keep their own replica
+//! current. openraft's type configuration ([`rpc::types`]) and the errors
+//! answers carry live there too, so consensus builds on rpc and never the
+//! other way.
 //!
 //! Where writes come from: [`local`] is this agent's own services and checks,
 //! the source of truth for them. It runs their health checks
