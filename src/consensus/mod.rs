@@ -5,8 +5,9 @@
 //! configuration and the errors answers carry live in `rpc` (`rpc::types`,
 //! `rpc::errors`), which this module builds on and never the other way.
 //!
-//! [`Consensus::start_tuned`] (`open`) opens the server's redb database (`store`),
-//! restores the latest snapshot into the replica, and starts openraft over:
+//! [`Consensus::start_tuned`] (`open`) opens the server's redb database
+//! (`store`), restores the latest snapshot into the replica, and starts
+//! openraft over:
 //! - `log_store`: the log and vote, durable through group commits;
 //! - `state_machine`: applies entries to the replica, builds and installs
 //!   snapshots, which also bound the log through compaction;
@@ -100,7 +101,8 @@ pub struct Tuning {
     /// How long [`Consensus::write`] and [`Consensus::linearizable_read`] wait.
     pub request_timeout: Duration,
     /// How long a write keeps looking for a leader before failing with
-    /// [`WriteError::NoLeader`](crate::rpc::WriteError::NoLeader): long enough to ride out one election.
+    /// [`WriteError::NoLeader`](crate::rpc::WriteError::NoLeader): long
+    /// enough to ride out one election.
     pub leader_wait: Duration,
     /// A leader that has not heard from a quorum for this long stops
     /// accepting writes; a follower that has not heard from its leader for

@@ -10,8 +10,9 @@
 //!   version, the vote, the last purged and committed log ids, this server's
 //!   Raft id and the latest snapshot.
 //!
-//! The encodings are versioned as a whole ([`format`](mod@format)): opening checks the
-//! data dir's version, and [`format::upgrade`] rewrites an older one in place.
+//! The encodings are versioned as a whole ([`format`](mod@format)): opening
+//! checks the data dir's version, and [`format::upgrade`] rewrites an older
+//! one in place.
 //!
 //! Reads happen once, at start-up, before the [`Writer`] takes the database;
 //! afterwards consensus serves reads from memory and sends every change
