@@ -1,41 +1,59 @@
 //! trellis: DNS-first service discovery, a Consul-compatible agent.
 //!
-//! A write takes this road through the modules. A service registers with its
-//! local agent over the HTTP API ([`http`]); the agent's own record of its
-//! services ([`local`]) is the source of truth for them, checks the
-//! definition by Consul's rules ([`definition`], the same rules configuration
-//! files pass) and turns the registration into a catalog [`catalog::Command`]. On a server,
-//! [`consensus`] proposes the command to openraft (forwarding it over server
-//! RPC, [`rpc`], when another server leads); a client agent sends it to a
-//! server first ([`rpc::ServerLink`]), and [`delegate::Delegate`] hides which
-//! road a given agent takes. The log lives in redb ([`store`]) and is
-//! acknowledged only once durably committed on a quorum; when the entry
-//! commits, every server's state-machine adapter applies it to that server's
-//! [`catalog::Replica`], and every client's link applies it to the client's
-//! replica from the change stream its server sends. The catalog itself is a
-//! pure, deterministic state machine ([`catalog::State`]) that also
-//! republishes the health-filtered [`catalog::view::View`] for every service
-//! the write touched. Anti-entropy (in [`local`]) repairs whatever of
-//! the agent's own entries drifted since.
+//! The modules, in the order data flows through them.
 //!
-//! A read takes the shortest road. DNS ([`dns`]) loads the current view through
-//! an `ArcSwap`, shuffles and encodes: it never waits for Raft, storage, a
-//! writer or the network. The HTTP API reads the catalog under a brief read
-//! lock and, for blocking queries, waits on the replica's applied-index watch.
+//! The data: [`catalog`] is the replicated data model, a pure and
+//! deterministic state machine of tables ([`catalog::State`]) that applies
+//! one [`catalog::Command`] at a time and says what it touched
+//! ([`catalog::Touched`]). Each process keeps its applied copy in a
+//! [`catalog::Replica`], which republishes the health-filtered
+//! [`catalog::view::View`] of every service a write touched.
 //!
-//! Membership comes from gossip ([`gossip`]): every agent joins a LAN pool
-//! run by foca over UDP, which finds dead members within about a second and
-//! tells servers from clients. Servers find each other through it, clients
-//! find servers, and the leader turns it into catalog state ([`reconcile`]):
-//! a failed machine's `serfHealth` check goes critical and its services leave
+//! How a write reaches it: [`consensus`] is openraft's glue on a server. It
+//! batches commands into log entries, has a quorum commit them, and applies
+//! each committed entry to the server's replica; a server that does not lead
+//! forwards the write to the one that does. The log and snapshots live in
+//! redb through [`store`], in versioned formats, and an entry is acknowledged
+//! only once redb committed it durably. [`rpc`] is server RPC by audience, on
+//! a versioned connection preface: Raft between servers, running the cluster
+//! (discovery, joins, a follower's calls to its leader), and client agents,
+//! whose [`rpc::ServerLink`] sends their writes to a server and follows its
+//! change stream ([`rpc::client::FollowAnswer`]) to keep their own replica
+//! current. openraft's type configuration ([`rpc::types`]) and the errors
+//! answers carry live there too, so consensus builds on rpc and never the
+//! other way.
+//!
+//! Where writes come from: [`local`] is this agent's own services and checks,
+//! the source of truth for them. It runs their health checks
+//! ([`local::checks`]), validates every definition by Consul's rules in
+//! [`definition`] (the same rules configuration files pass, with one
+//! duration grammar), writes each change through as a catalog command, and
+//! repairs drift by anti-entropy. [`delegate::Delegate`] is the one way to
+//! the cluster that the local state and the HTTP API take: a server's own
+//! consensus, or a client agent's link to a server.
+//!
+//! The process: [`agent`] sets the parts up from their settings (binds the
+//! listeners, opens storage), runs them, and owns the shutdown order;
+//! [`config`] merges defaults, files and flags into one settings struct per
+//! subsystem, a leaf that imports none of the parts it configures.
+//!
+//! The reads: the HTTP API ([`http`]) reaches data through one extractor
+//! that knows the request's datacenter and consistency mode; it reads the
+//! catalog under a brief read lock and, for blocking queries, waits on the
+//! replica's applied-index watch. DNS ([`dns`]) takes the shortest road: it
+//! loads the current view through an `ArcSwap`, shuffles and encodes, and
+//! never waits for Raft, storage, a writer or the network.
+//!
+//! Membership: every agent joins a LAN pool run by foca over UDP
+//! ([`gossip`]), which finds dead members within about a second and tells
+//! servers from clients. Servers find each other through it, clients find
+//! servers, and the leader turns it into catalog state ([`reconcile`]): a
+//! failed machine's `serfHealth` check goes critical and its services leave
 //! every answer.
 //!
-//! Around them: [`config`] merges defaults, files and flags into one settings
-//! struct per subsystem, a leaf that imports none of the parts; [`agent`]
-//! sets the parts up from their settings (binds the listeners, opens
-//! storage), runs them, and owns the shutdown order;
-//! [`cli`] is the command line, whose subcommands other than `agent` talk to a
-//! running agent over HTTP.
+//! Last, [`cli`] is the command line: `agent` runs one, `validate` and
+//! `keygen` work alone, and the other subcommands talk to a running agent
+//! over HTTP.
 
 pub mod agent;
 pub mod catalog;

@@ -188,7 +188,7 @@ pub fn observe(members: &[Member], datacenter: &str) -> Vec<Observed> {
 }
 
 /// Runs on every server; acts while this server leads: after every change of
-/// membership, and every [`RECONCILE_EVERY`]. Ends with `stop`.
+/// membership, and every `RECONCILE_EVERY`. Ends with `stop`.
 pub async fn run(
     mut members: watch::Receiver<Arc<Vec<Member>>>,
     consensus: Arc<Consensus>,

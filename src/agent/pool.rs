@@ -126,25 +126,3 @@ pub(crate) async fn feed_servers(
         }
     }
 }
-
-/// A gossip member alone on a fresh loopback port, for tests that need an
-/// agent's parts without a pool.
-#[cfg(test)]
-pub(crate) async fn lone_gossip(name: &str) -> Arc<Gossip> {
-    let socket = tokio::net::UdpSocket::bind("127.0.0.1:0")
-        .await
-        .expect("bind a gossip socket");
-    Arc::new(
-        Gossip::start(crate::gossip::GossipConfig {
-            socket,
-            name: name.into(),
-            role: Role::Server,
-            dc: "dc1".into(),
-            rpc_addr: None,
-            generation_floor: 0,
-            key: None,
-            profile: crate::gossip::Profile::lan(),
-        })
-        .expect("start gossip"),
-    )
-}

@@ -9,7 +9,8 @@
 //!
 //! These types are encoded into the log by position (postcard); the encoding
 //! is versioned as a whole in `store::format`, and a change to any type here
-//! is a new format version (the golden-bytes tests there fail until it is).
+//! is a new format version (the golden-bytes tests of the log's encoding,
+//! beside `rpc::types`, fail until it is).
 
 use serde::{Deserialize, Serialize};
 

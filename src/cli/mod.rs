@@ -1,5 +1,5 @@
-//! The command line: one file per subcommand. Every subcommand but `agent`
-//! and `validate` talks to a running agent over its HTTP API.
+//! The command line: one file per subcommand. Every subcommand but `agent`,
+//! `validate` and `keygen` talks to a running agent over its HTTP API.
 
 mod agent;
 mod catalog;

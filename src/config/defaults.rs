@@ -69,7 +69,7 @@ pub const AE_INTERVAL: Duration = Duration::from_secs(60);
 /// more often than they gain from it.
 pub const AE_INTERVAL_MIN: Duration = Duration::from_secs(1);
 /// How long a failed member keeps its node before it is reaped (Consul's
-/// `reconcile_reap_interval` default, 72h).
+/// `reconnect_timeout` default, 72h).
 pub const RECONNECT_TIMEOUT: Duration = Duration::from_secs(72 * 3600);
 
 /// Raft: snapshot after this many entries since the last snapshot (Consul's

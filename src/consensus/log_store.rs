@@ -311,7 +311,7 @@ mod tests {
     use openraft::CommittedLeaderId;
 
     use super::*;
-    use crate::consensus::types::Batch;
+    use crate::rpc::types::Batch;
 
     fn log_id(index: u64) -> LogId {
         LogId::new(CommittedLeaderId::new(1, 0), index)

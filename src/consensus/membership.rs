@@ -9,7 +9,6 @@
 //! once the change commits.
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::net::SocketAddr;
 use std::sync::atomic::Ordering;
 use std::time::Duration;
 
@@ -79,12 +78,6 @@ impl Consensus {
     /// Removes server `id` from the configuration, via the leader.
     pub async fn remove_server(&self, id: RaftId) -> Result<(), MembershipError> {
         self.to_leader(Change::Remove(id)).await
-    }
-
-    /// Removes the server at RPC address `addr`, via the leader.
-    pub async fn remove_address(&self, addr: SocketAddr) -> Result<(), MembershipError> {
-        let id = self.configuration().id_at(addr)?;
-        self.remove_server(id).await
     }
 
     /// Takes this server out of the configuration, for a graceful leave.

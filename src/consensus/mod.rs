@@ -5,8 +5,9 @@
 //! configuration and the errors answers carry live in `rpc` (`rpc::types`,
 //! `rpc::errors`), which this module builds on and never the other way.
 //!
-//! [`Consensus::start`] (`open`) opens the server's redb database (`store`),
-//! restores the latest snapshot into the replica, and starts openraft over:
+//! [`Consensus::start`] (`open`) opens the server's redb database
+//! (`store`), restores the latest snapshot into the replica, and starts
+//! openraft over:
 //! - `log_store`: the log and vote, durable through group commits;
 //! - `state_machine`: applies entries to the replica, builds and installs
 //!   snapshots, which also bound the log through compaction;
@@ -21,7 +22,7 @@
 //! when this server leads and forwards over server RPC otherwise, retrying
 //! across an election for a bounded time. `?consistent` reads confirm the
 //! leader through its read index (`read`). Leadership questions are answered
-//! from openraft's metrics and [`contact`] without waiting on Raft. `serve`
+//! from openraft's metrics and `contact` without waiting on Raft. `serve`
 //! answers other servers and client agents: it implements server RPC's
 //! handlers.
 
@@ -51,7 +52,7 @@ use crate::catalog::Replica;
 use crate::config::RaftSettings;
 use crate::rpc::types::{self, Raft, RaftId, RaftMember};
 use crate::rpc::{Pool, Request, Response, RpcError};
-use crate::store::{Writer, WriterStats};
+use crate::store::Writer;
 use contact::Contact;
 pub use open::StartError;
 use proposer::Proposer;
@@ -102,7 +103,8 @@ pub struct Tuning {
     /// How long [`Consensus::write`] and [`Consensus::linearizable_read`] wait.
     pub request_timeout: Duration,
     /// How long a write keeps looking for a leader before failing with
-    /// [`WriteError::NoLeader`]: long enough to ride out one election.
+    /// [`WriteError::NoLeader`](crate::rpc::WriteError::NoLeader): long
+    /// enough to ride out one election.
     pub leader_wait: Duration,
     /// A leader that has not heard from a quorum for this long stops
     /// accepting writes; a follower that has not heard from its leader for
@@ -266,8 +268,9 @@ impl Consensus {
         &self.replica
     }
 
-    /// This server's Raft id.
-    pub fn raft_id(&self) -> RaftId {
+    /// This server's Raft id (the RPC server asks through `RaftHandler`).
+    #[cfg(test)]
+    pub(crate) fn raft_id(&self) -> RaftId {
         self.raft_id
     }
 
@@ -334,13 +337,15 @@ impl Consensus {
         self.writer.stop().await;
     }
 
-    /// The storage writer's commit counters.
-    pub fn storage_stats(&self) -> Arc<WriterStats> {
+    /// The storage writer's commit counters, for the group-commit tests.
+    #[cfg(test)]
+    pub(crate) fn storage_stats(&self) -> Arc<crate::store::WriterStats> {
         self.writer.stats()
     }
 
-    /// The openraft handle, for tests and the RPC server.
-    pub fn raft(&self) -> &Raft {
+    /// The openraft handle, for tests that drive Raft directly.
+    #[cfg(test)]
+    pub(crate) fn raft(&self) -> &Raft {
         &self.raft
     }
 }

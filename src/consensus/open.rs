@@ -76,10 +76,7 @@ impl Consensus {
         consensus
     }
 
-    /// Opens storage, restores the last snapshot and log into `replica`, and
-    /// starts Raft: bootstrapping a single-node cluster at once when
-    /// `raft.bootstrap_expect == 1` and storage is empty, and otherwise looking
-    /// for the other servers in the background (see `cluster`).
+    /// [`Self::start_tuned`] with the default tuning: what the agent runs.
     pub async fn start(
         cfg: ConsensusConfig,
         replica: Arc<Replica>,
@@ -87,7 +84,10 @@ impl Consensus {
         Self::start_tuned(cfg, Tuning::default(), replica).await
     }
 
-    /// [`Consensus::start`] with explicit tuning.
+    /// Opens storage, restores the last snapshot and log into `replica`, and
+    /// starts Raft with `tuning`: bootstrapping a single-node cluster at once
+    /// when `raft.bootstrap_expect == 1` and storage is empty, and otherwise
+    /// looking for the other servers in the background (see `cluster`).
     pub async fn start_tuned(
         cfg: ConsensusConfig,
         tuning: Tuning,
@@ -112,12 +112,12 @@ impl Consensus {
         .map_err(|e| StartError::Open(e.to_string()))??;
         let writer = Writer::spawn(db, tuning.writer_queue)?;
 
-        let raft_id = match contents.meta::<RaftId>(keys::NODE_ID)? {
+        let raft_id = match contents.meta::<RaftId>(keys::RAFT_ID)? {
             Some(id) => id,
             None => {
                 let id = rand::random::<RaftId>();
                 writer
-                    .write(Op::Put(keys::NODE_ID, store::encode(&id)?))
+                    .write(Op::Put(keys::RAFT_ID, store::encode(&id)?))
                     .await?;
                 id
             }

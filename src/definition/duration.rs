@@ -6,16 +6,20 @@ use std::time::Duration;
 
 /// Parses a Go duration string: an optional `+`, then one or more decimal
 /// numbers (with optional fraction) each followed by a unit (`ns`, `us`, `µs`,
-/// `ms`, `s`, `m`, `h`); "0" alone is zero. Negative durations are refused,
+/// `ms`, `s`, `m`, `h`); "0" alone (or signed) is zero. Negative durations are refused,
 /// and so are forms Go refuses (`3d`, `2 hours`, `10`).
 pub fn parse_duration(s: &str) -> Result<Duration, String> {
     let bad = || format!("invalid duration {s:?}");
-    let rest = s.strip_prefix('+').unwrap_or(s);
-    if rest.starts_with('-') {
-        return Err(format!("negative duration {s:?}"));
-    }
+    let (negative, rest) = match s.strip_prefix('-') {
+        Some(rest) => (true, rest),
+        None => (false, s.strip_prefix('+').unwrap_or(s)),
+    };
+    // As Go: a signed zero is zero.
     if rest == "0" {
         return Ok(Duration::ZERO);
+    }
+    if negative {
+        return Err(format!("negative duration {s:?}"));
     }
     if rest.is_empty() {
         return Err(bad());
@@ -74,6 +78,8 @@ mod tests {
         assert_eq!(ok("2µs"), Duration::from_micros(2));
         assert_eq!(ok("7ns"), Duration::from_nanos(7));
         assert_eq!(ok("0"), Duration::ZERO);
+        assert_eq!(ok("-0"), Duration::ZERO);
+        assert_eq!(ok("+0"), Duration::ZERO);
         assert_eq!(ok("+5s"), Duration::from_secs(5));
         for bad in [
             "",

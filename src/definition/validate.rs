@@ -147,6 +147,7 @@ impl CheckDefinition {
                     ));
                 }
             }
+            // `kind()` is `Script` only when `args` is not empty.
             CheckKind::Script if self.args[0].is_empty() => {
                 return Err(Invalid::check(
                     Field::Args,

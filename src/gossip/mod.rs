@@ -22,7 +22,9 @@
 //! - [`profile`]: the timing numbers and the arithmetic behind them.
 //!
 //! [`Gossip`] is the handle: start it on a socket the caller bound, join,
-//! watch the membership, leave. It is not yet wired into the agent.
+//! watch the membership, leave. The agent starts one per process; servers
+//! find each other through it, client agents find servers, and the leader
+//! reconciles it into the catalog (`reconcile`).
 
 pub mod codec;
 pub mod crypto;
@@ -159,6 +161,28 @@ pub struct Gossip {
 }
 
 impl Gossip {
+    /// A member alone on a fresh loopback port, for tests that need an
+    /// agent's parts without a pool.
+    #[cfg(test)]
+    pub(crate) async fn alone(name: &str) -> Arc<Self> {
+        let socket = UdpSocket::bind("127.0.0.1:0")
+            .await
+            .expect("bind a gossip socket");
+        Arc::new(
+            Self::start(GossipConfig {
+                socket,
+                name: name.into(),
+                role: Role::Server,
+                dc: "dc1".into(),
+                rpc_addr: None,
+                generation_floor: 0,
+                key: None,
+                profile: Profile::lan(),
+            })
+            .expect("start gossip"),
+        )
+    }
+
     /// Starts gossiping on `config.socket`. The member is alone until it
     /// joins another (or another joins it). Must be called inside a tokio
     /// runtime.

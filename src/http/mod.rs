@@ -90,13 +90,6 @@ impl Ctx {
     }
 }
 
-/// All routes, with the body limit and the shedding layers. Blocking queries
-/// of a router made here end only by their `wait`; [`serve`] also ends them
-/// on shutdown.
-pub fn router(state: ApiState) -> Router {
-    build(Ctx::new(state, CancellationToken::new()), MAX_IN_FLIGHT)
-}
-
 fn build(state: Ctx, max_in_flight: usize) -> Router {
     let shed = ServiceBuilder::new()
         .layer(HandleErrorLayer::new(|_: tower::BoxError| async {

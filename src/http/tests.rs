@@ -59,7 +59,7 @@ impl TestApi {
         local.register_self().await.unwrap();
         let state = ApiState {
             shutdown: CancellationToken::new(),
-            gossip: crate::agent::pool::lone_gossip("n1").await,
+            gossip: crate::gossip::Gossip::alone("n1").await,
             replica,
             delegate,
             local,

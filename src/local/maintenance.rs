@@ -12,9 +12,9 @@ pub const SERVICE_MAINTENANCE_PREFIX: &str = "_service_maintenance:";
 /// The check ID of the node's maintenance check, as Consul names it.
 pub const NODE_MAINTENANCE_CHECK: &str = "_node_maintenance";
 /// Notes of a node maintenance check enabled without a reason.
-pub const DEFAULT_NODE_MAINTENANCE_REASON: &str = "Maintenance mode is enabled for this node, but no reason was provided. This is a default message.";
+const DEFAULT_NODE_MAINTENANCE_REASON: &str = "Maintenance mode is enabled for this node, but no reason was provided. This is a default message.";
 /// Notes of a maintenance check enabled without a reason (Consul's wording).
-pub const DEFAULT_MAINTENANCE_REASON: &str = "Maintenance mode is enabled for this service, but no reason was provided. This is a default message.";
+const DEFAULT_MAINTENANCE_REASON: &str = "Maintenance mode is enabled for this service, but no reason was provided. This is a default message.";
 
 impl LocalAgent {
     /// Puts a service into maintenance (a critical check that removes it from
@@ -128,26 +128,9 @@ pub(super) fn node_maintenance_check(notes: String) -> CheckRegistration {
 
 #[cfg(test)]
 mod tests {
-    use std::sync::Arc;
-    use std::time::Duration;
-
     use super::*;
-    use crate::catalog::Replica;
-    use crate::definition::{CheckDefinition, ServiceDefinition};
-    use crate::local::testing::InProcess;
-
-    async fn agent(server: bool) -> (Arc<Replica>, Arc<LocalAgent>) {
-        let InProcess { replica, local, .. } = InProcess::node(server).await;
-        (replica, local)
-    }
-
-    fn ttl_check(status: Option<HealthStatus>) -> CheckDefinition {
-        CheckDefinition {
-            ttl: Some(Duration::from_secs(10)),
-            status,
-            ..CheckDefinition::default()
-        }
-    }
+    use crate::definition::ServiceDefinition;
+    use crate::local::testing::{agent, ttl_check};
 
     #[tokio::test]
     async fn maintenance_is_idempotent_and_survives_reregistration() {

@@ -49,11 +49,8 @@ use crate::rpc::{ReadError, WriteError};
 use registry::LocalState;
 
 pub use anti_entropy::run as run_anti_entropy;
-pub use maintenance::{
-    DEFAULT_MAINTENANCE_REASON, DEFAULT_NODE_MAINTENANCE_REASON, NODE_MAINTENANCE_CHECK,
-    SERVICE_MAINTENANCE_PREFIX,
-};
-pub use registry::{CONSUL_SERVICE, LocalCheck, LocalService};
+pub use maintenance::{NODE_MAINTENANCE_CHECK, SERVICE_MAINTENANCE_PREFIX};
+pub use registry::{LocalCheck, LocalService};
 pub use saved::{SavedDefinitions, saved_definitions};
 
 /// Who this agent is: what it registers its node with and reports in `/v1/agent/self`.

@@ -19,7 +19,7 @@ use crate::catalog::{Command, Deregistration, HealthStatus, ServiceRegistration}
 use crate::definition::{CheckDefinition, CheckKind, Origin, ServiceDefinition};
 
 /// The service ID and name servers register themselves under.
-pub const CONSUL_SERVICE: &str = "consul";
+const CONSUL_SERVICE: &str = "consul";
 
 /// One check of a local service, with its current state.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -124,7 +124,8 @@ impl LocalAgent {
     }
 
     /// A copy of one check, by check ID.
-    pub fn check(&self, check_id: &str) -> Option<LocalCheck> {
+    #[cfg(test)]
+    pub(crate) fn check(&self, check_id: &str) -> Option<LocalCheck> {
         let state = self.read();
         let owner = state.owner(check_id)?;
         state.check(owner, check_id).cloned()
@@ -575,26 +576,9 @@ impl CheckSource for LocalAgent {
 
 #[cfg(test)]
 mod tests {
-    use std::sync::Arc;
-    use std::time::Duration;
-
     use super::*;
-    use crate::catalog::Replica;
-    use crate::local::testing::InProcess;
+    use crate::local::testing::{agent, ttl_check};
     use crate::reconcile::SERF_CHECK_ID;
-
-    async fn agent(server: bool) -> (Arc<Replica>, Arc<LocalAgent>) {
-        let InProcess { replica, local, .. } = InProcess::node(server).await;
-        (replica, local)
-    }
-
-    fn ttl_check(status: Option<HealthStatus>) -> CheckDefinition {
-        CheckDefinition {
-            ttl: Some(Duration::from_secs(10)),
-            status,
-            ..CheckDefinition::default()
-        }
-    }
 
     #[tokio::test]
     async fn clients_register_their_node_without_the_consul_service() {

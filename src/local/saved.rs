@@ -119,18 +119,9 @@ mod tests {
     use std::time::Duration;
 
     use super::*;
-    use crate::catalog::HealthStatus;
     use crate::definition::Origin;
     use crate::local::NodeIdentity;
-    use crate::local::testing::InProcess;
-
-    fn ttl_check(status: Option<HealthStatus>) -> CheckDefinition {
-        CheckDefinition {
-            ttl: Some(Duration::from_secs(10)),
-            status,
-            ..CheckDefinition::default()
-        }
-    }
+    use crate::local::testing::{InProcess, ttl_check};
 
     #[tokio::test]
     async fn api_registrations_are_saved_once_the_saved_ones_are_back() {

@@ -5,10 +5,12 @@
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
+use std::time::Duration;
 
 use super::{LocalAgent, NodeIdentity};
-use crate::catalog::Replica;
+use crate::catalog::{HealthStatus, Replica};
 use crate::consensus::Consensus;
+use crate::definition::CheckDefinition;
 use crate::delegate::Delegate;
 
 impl NodeIdentity {
@@ -63,5 +65,20 @@ impl InProcess {
     /// the local agent as it comes.
     pub(crate) async fn node(server: bool) -> Self {
         Self::start(NodeIdentity::for_tests("n1", "10.0.0.1", server), |l| l).await
+    }
+}
+
+/// [`InProcess::node`], as the replica and the local agent.
+pub(crate) async fn agent(server: bool) -> (Arc<Replica>, Arc<LocalAgent>) {
+    let InProcess { replica, local, .. } = InProcess::node(server).await;
+    (replica, local)
+}
+
+/// A TTL check of 10 s, starting in `status` (Consul's default when `None`).
+pub(crate) fn ttl_check(status: Option<HealthStatus>) -> CheckDefinition {
+    CheckDefinition {
+        ttl: Some(Duration::from_secs(10)),
+        status,
+        ..CheckDefinition::default()
     }
 }

@@ -21,7 +21,7 @@
 //! - `link`: a client agent's side: its server, its writes and reads, and
 //!   the change stream that keeps its replica current.
 //!
-//! Nothing here depends on consensus: it builds on these types and
+//! Nothing here depends on consensus: consensus builds on these types and
 //! implements the handlers.
 
 pub mod client;

@@ -3,7 +3,7 @@
 //! each request to the [`Handler`] of its family.
 //!
 //! Requests on a connection are handled concurrently (up to
-//! [`IN_FLIGHT_PER_CONN`]; beyond that the reader stops reading, which pushes
+//! `IN_FLIGHT_PER_CONN`; beyond that the reader stops reading, which pushes
 //! back on the peer through TCP) and answered as they finish.
 
 use std::sync::Arc;

@@ -1,6 +1,6 @@
 //! openraft's type configuration for trellis: what a log entry carries, how
-//! a server is named in Raft, and short names for the openraft types and
-//! errors that consensus and the Raft request family spell out often. It
+//! a server is named in Raft, and short names for the openraft types that
+//! consensus and the Raft request family use. It
 //! lives with the wire types because Raft's messages carry it: consensus
 //! builds on it, and server RPC needs nothing from consensus to encode it.
 
@@ -32,21 +32,6 @@ use crate::store::format::{CURRENT, FormatError, Version};
 pub struct Batch(Vec<Command>);
 
 impl Batch {
-    /// The commands, in the order they apply.
-    pub fn commands(&self) -> &[Command] {
-        &self.0
-    }
-
-    /// How many commands the entry carries.
-    pub fn len(&self) -> usize {
-        self.0.len()
-    }
-
-    /// Whether it carries none.
-    pub fn is_empty(&self) -> bool {
-        self.0.is_empty()
-    }
-
     /// Decodes the commands of a batch written in format `version`.
     fn decode(version: Version, body: &[u8]) -> Result<Self, String> {
         match version {
@@ -265,29 +250,13 @@ pub type Snapshot = openraft::Snapshot<TypeConfig>;
 /// The membership config last applied, with the log id that carried it.
 pub type StoredMembership = openraft::StoredMembership<RaftId, RaftMember>;
 
-/// openraft's error types instantiated for [`TypeConfig`].
+/// openraft's error types instantiated for [`TypeConfig`]: the one its
+/// storage traits return.
 pub mod typ {
-    use super::{RaftId, RaftMember};
+    use super::RaftId;
 
     /// A storage failure as openraft reports it.
     pub type StorageError = openraft::StorageError<RaftId>;
-    /// A failed Raft API call carrying `E`.
-    pub type RaftError<E = openraft::error::Infallible> = openraft::error::RaftError<RaftId, E>;
-    /// A failed RPC to another server.
-    pub type RPCError<E = openraft::error::Infallible> =
-        openraft::error::RPCError<RaftId, RaftMember, RaftError<E>>;
-    /// Why a client write was refused.
-    pub type ClientWriteError = openraft::error::ClientWriteError<RaftId, RaftMember>;
-    /// Why a linearizable read could not be confirmed.
-    pub type CheckIsLeaderError = openraft::error::CheckIsLeaderError<RaftId, RaftMember>;
-    /// Why initialization was refused.
-    pub type InitializeError = openraft::error::InitializeError<RaftId, RaftMember>;
-    /// Where a write or read should go instead.
-    pub type ForwardToLeader = openraft::error::ForwardToLeader<RaftId, RaftMember>;
-    /// Why a snapshot install failed.
-    pub type InstallSnapshotError = openraft::error::InstallSnapshotError;
-    /// The reply to a committed client write.
-    pub type ClientWriteResponse = openraft::raft::ClientWriteResponse<super::TypeConfig>;
 }
 
 #[cfg(test)]

@@ -6,7 +6,7 @@
 //! the encoding as a whole has one version number, [`CURRENT`], and it is
 //! written down wherever the bytes may outlive the build that wrote them:
 //!
-//! - the data dir: [`keys::FORMAT`](super::keys::FORMAT) in `META`, checked on
+//! - the data dir: [`keys::FORMAT`] in `META`, checked on
 //!   every open;
 //! - every log entry's batch of commands (on disk and in AppendEntries), as
 //!   `(version, postcard bytes of the commands)`;
@@ -164,7 +164,7 @@ pub struct Upgraded {
 /// Rewrites a data dir of an older format into [`CURRENT`] in one durable
 /// write transaction: every log entry through `log_entry`, the snapshot
 /// through `snapshot`, then the version. The other `META` values (vote, log
-/// ids, node id) are openraft's and ours, unchanged since version 1. A crash
+/// ids, Raft id) are openraft's and ours, unchanged since version 1. A crash
 /// part-way leaves the old data dir whole. `None` when it was current.
 pub fn upgrade(
     db: &Database,
@@ -300,7 +300,7 @@ mod tests {
     }
 
     /// The `META` values other than the snapshot (whose golden bytes are
-    /// beside its type in consensus): openraft's vote and log id, our node id.
+    /// beside its type in consensus): openraft's vote and log id, our Raft id.
     #[test]
     fn meta_values_encode_as_format_2() {
         let leader = openraft::CommittedLeaderId::new(3, 7);

@@ -8,10 +8,11 @@
 //! - [`LOG`]: Raft log entries by index, postcard-encoded.
 //! - [`META`]: small named values (see [`keys`]): the data dir's format
 //!   version, the vote, the last purged and committed log ids, this server's
-//!   node id and the latest snapshot.
+//!   Raft id and the latest snapshot.
 //!
-//! The encodings are versioned as a whole ([`format`]): opening checks the
-//! data dir's version, and [`format::upgrade`] rewrites an older one in place.
+//! The encodings are versioned as a whole ([`format`](mod@format)): opening
+//! checks the data dir's version, and [`format::upgrade`] rewrites an older
+//! one in place.
 //!
 //! Reads happen once, at start-up, before the [`Writer`] takes the database;
 //! afterwards consensus serves reads from memory and sends every change
@@ -44,8 +45,9 @@ pub mod keys {
     pub const PURGED: &str = "purged";
     /// `openraft::LogId`: the last log id known committed (an optimisation for restarts).
     pub const COMMITTED: &str = "committed";
-    /// `u64`: this server's Raft node id, chosen at random on first start.
-    pub const NODE_ID: &str = "node_id";
+    /// `u64` ([`RaftId`](crate::rpc::types::RaftId)): this server's Raft id,
+    /// chosen at random on first start. The key keeps its version 1 name.
+    pub const RAFT_ID: &str = "node_id";
     /// The latest snapshot: its metadata and the snapshot body (the format
     /// version, then the encoded catalog).
     pub const SNAPSHOT: &str = "snapshot";

@@ -52,7 +52,7 @@ pub struct Membership {
     pub nodes: BTreeMap<u64, RaftNode>,
 }
 
-/// A server as Raft's membership knew it (`consensus::types::Node`).
+/// A server as Raft's membership knew it (`rpc::types::RaftMember` today).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct RaftNode {
     pub name: String,

@@ -12,11 +12,11 @@ use std::net::IpAddr;
 use std::path::Path;
 use std::time::Duration;
 
-use hickory_proto::rr::{RData, RecordType};
+use hickory_proto::rr::RecordType;
 use serde_json::{Value, json};
 
 use trellis_testkit::Agent;
-use trellis_testkit::dns::a_records;
+use trellis_testkit::dns::{self, a_records};
 use trellis_testkit::wait::wait_until_async;
 
 use crate::harness::{temp_dir, trellis};
@@ -70,17 +70,7 @@ fn ids(names: &[&str]) -> Vec<String> {
 
 /// The SRV targets' ports of `name`, sorted.
 fn srv_ports(agent: &Agent, name: &str) -> Vec<u16> {
-    let answer = agent.query_tcp(name, RecordType::SRV);
-    let mut ports: Vec<u16> = answer
-        .answers
-        .iter()
-        .filter_map(|r| match &r.data {
-            RData::SRV(s) => Some(s.port),
-            _ => None,
-        })
-        .collect();
-    ports.sort();
-    ports
+    dns::srv_ports(&agent.query_tcp(name, RecordType::SRV))
 }
 
 /// Waits until the agent serves the fixture's catalog over HTTP and DNS.

@@ -1,6 +1,6 @@
 //! The UDP answer loop: a few OS threads, each blocking in `recv_from` on the
 //! shared socket, answering from its own [`AnswerCache`] or the
-//! [`Responder`], and sending straight back.
+//! [`Responder`](crate::dns::Responder), and sending straight back.
 //!
 //! This replaces hickory-server's UDP loop, which spawns an unbounded task
 //! per datagram and hands each response through a channel: it had no

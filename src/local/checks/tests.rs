@@ -50,7 +50,7 @@ impl Env {
         let stop_http = CancellationToken::new();
         let state = ApiState {
             shutdown: CancellationToken::new(),
-            gossip: crate::agent::pool::lone_gossip("n1").await,
+            gossip: crate::gossip::Gossip::alone("n1").await,
             replica: replica.clone(),
             delegate,
             local: local.clone(),
