@@ -65,7 +65,7 @@ impl Driver {
             .schedule(now, self.profile.join_retry, Event::JoinRetry(id));
     }
 
-    fn announce_to(&mut self, addr: SocketAddr) {
+    pub(super) fn announce_to(&mut self, addr: SocketAddr) {
         if let Err(error) = self
             .foca
             .announce(MemberId::placeholder(addr), &mut self.rt)

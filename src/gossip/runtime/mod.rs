@@ -15,11 +15,13 @@
 //! This file is the loop: the driver's state, its wake-ups, the timer
 //! schedule, draining foca and publishing the membership. Beside it:
 //! `io.rs` (datagrams in and out, the counters), `notice.rs` (suspicion
-//! notices) and `join_leave.rs` (join, leave and force-leave).
+//! notices), `join_leave.rs` (join, leave and force-leave) and
+//! `reconnect.rs` (announcing while foca is not connected).
 
 mod io;
 mod join_leave;
 mod notice;
+mod reconnect;
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -90,6 +92,9 @@ enum Event {
     },
     /// Gossip the departure once more.
     LeaveRound(u32),
+    /// Announce to a few known members while foca is not connected; the
+    /// number tells a round of the current spell from a stale one.
+    Reconnect(u64),
 }
 
 /// Everything the driver task owns.
@@ -130,6 +135,12 @@ pub(crate) struct Driver {
     leave_reply: Option<oneshot::Sender<()>>,
     /// Set to end the task.
     stop: bool,
+    /// While foca is not connected (every member it knows is down, or it
+    /// just rejoined): the wait before the next announce round after the
+    /// one scheduled. `None` while connected.
+    reconnect_interval: Option<Duration>,
+    /// Counts the spells without connection, to drop stale rounds.
+    reconnect_spell: u64,
     /// Whether a probe of ours is in flight (foca started one and has not
     /// ended it yet), to tell a probe that succeeded from no probe at all.
     probe_in_flight: bool,
@@ -215,6 +226,8 @@ impl Driver {
             left: false,
             leave_reply: None,
             stop: false,
+            reconnect_interval: None,
+            reconnect_spell: 0,
             probe_in_flight: false,
             probe_started: false,
             suspicion_raised: false,
@@ -286,6 +299,7 @@ impl Driver {
                     remaining,
                 } => self.resend_notice(suspect, incarnation, remaining, now),
                 Event::LeaveRound(round) => self.leave_round(round, now),
+                Event::Reconnect(spell) => self.reconnect_round(spell, now),
             }
             if self.stop {
                 return;
@@ -410,6 +424,15 @@ impl Driver {
                     generation = id.generation(),
                     "declared down; rejoined with a new generation"
                 );
+                self.start_reconnect(now());
+            }
+            OwnedNotification::Active => {
+                tracing::debug!("gossip connected");
+                self.reconnected();
+            }
+            OwnedNotification::Idle => {
+                tracing::debug!("every known member is down; gossip not connected");
+                self.start_reconnect(now());
             }
             OwnedNotification::Defunct => {
                 tracing::warn!("declared down by the pool and unable to rejoin");
