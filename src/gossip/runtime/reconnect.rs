@@ -20,11 +20,16 @@
 
 use std::collections::HashSet;
 use std::net::SocketAddr;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use rand::seq::IteratorRandom as _;
 
 use super::{Driver, Event};
+
+/// Known addresses announced to per round: a few, so that one dead or
+/// renewed-away address does not stall the round, and few enough that a
+/// member alone for long sends next to nothing.
+const ANNOUNCE_TARGETS: usize = 3;
 
 impl Driver {
     /// foca stopped its timers: start announcing, unless already at it.
@@ -34,11 +39,8 @@ impl Driver {
         }
         self.reconnect_interval = Some(self.profile.join_retry);
         self.reconnect_spell += 1;
-        self.timers.schedule(
-            now,
-            std::time::Duration::ZERO,
-            Event::Reconnect(self.reconnect_spell),
-        );
+        self.timers
+            .schedule(now, Duration::ZERO, Event::Reconnect(self.reconnect_spell));
     }
 
     /// foca is connected again.
@@ -66,7 +68,7 @@ impl Driver {
             .collect();
         let chosen = addrs
             .into_iter()
-            .choose_multiple(&mut rand::rng(), self.profile.indirect_probes.max(1));
+            .choose_multiple(&mut rand::rng(), ANNOUNCE_TARGETS);
         tracing::debug!(targets = chosen.len(), "not connected; announcing");
         for addr in chosen {
             self.announce_to(addr);
