@@ -65,6 +65,8 @@ pub struct ApiState {
     pub gossip: Arc<crate::gossip::Gossip>,
     /// The agent's own stop signal: `PUT /v1/agent/leave` ends the agent.
     pub shutdown: CancellationToken,
+    /// The KV store's and sessions' settings (`session_ttl_min`).
+    pub kv: crate::config::KvSettings,
 }
 
 /// The handlers' state: the parts the caller gives plus what one running
