@@ -55,7 +55,7 @@ const MAX_RETRY: Duration = Duration::from_secs(2);
 /// and, when none is, the earliest deadline to wait for.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum SessionTimer {
-    /// Propose the expiry of these sessions now.
+    /// Propose the expiry of these sessions now (never empty).
     Expire(Vec<String>),
     /// Nothing is due; the earliest deadline, if any session has a TTL.
     Wait(Option<Time>),
@@ -129,13 +129,18 @@ pub async fn run(
         match sessions {
             SessionTimer::Expire(ids) => {
                 tracing::debug!(count = ids.len(), "expiring sessions");
+                let first = ids.first().cloned().unwrap_or_default();
                 let cmd = Command::Session(SessionOp::Expire { ids });
                 match consensus.write_as_leader(cmd).await {
-                    // Look again at once: more may be due.
-                    Ok(_) => {
+                    // Look again at once: more may be due. Unless nothing
+                    // went: the entry was dated before the deadline (the
+                    // clock stepped back) or a renewal came first; then
+                    // pause rather than fill the log with the same entry.
+                    Ok(_) if replica.read().session(&first).is_none() => {
                         retry = FIRST_RETRY;
                         continue;
                     }
+                    Ok(_) => failed = true,
                     Err(e) => {
                         tracing::debug!(error = %e, "session expiry failed; retrying");
                         failed = true;
