@@ -329,8 +329,8 @@ mod tests {
 
     use super::*;
     use crate::catalog::{
-        CheckRegistration, Command, Deregistration, HealthStatus, Registration,
-        ServiceRegistration, State,
+        Behavior, CheckRegistration, Command, Deregistration, HealthStatus, KvOp, KvVerb, Outcome,
+        Registration, ServiceRegistration, Session, SessionOp, State,
     };
     use crate::consensus::log_store::{LogStore, upgrade_entry};
     use crate::rpc::types::RaftMember;
@@ -385,36 +385,112 @@ mod tests {
         LogId::new(CommittedLeaderId::new(3, 7), index)
     }
 
+    /// [`small_catalog`] with a session holding a key, at the leader's
+    /// time 1000.
+    fn small_catalog_with_kv() -> StateSnapshot {
+        let replica = Replica::new();
+        replica.install(small_catalog());
+        let session = Session {
+            id: "s-1".into(),
+            name: String::new(),
+            node: "n1".into(),
+            node_checks: vec!["alive".into()],
+            service_checks: Vec::new(),
+            lock_delay_ns: 0,
+            behavior: Behavior::Release,
+            ttl: "10s".into(),
+            ttl_ms: 10_000,
+            expires: None,
+            create_index: 0,
+            modify_index: 0,
+        };
+        let lock = KvOp {
+            value: b"v".to_vec(),
+            session: "s-1".into(),
+            ..KvOp::new(KvVerb::Lock, "k")
+        };
+        let created = replica.apply_at(3, 1_000, &Command::Session(SessionOp::Create(session)));
+        assert_eq!(created, Outcome::Applied(3));
+        let locked = replica.apply_at(4, 1_000, &Command::Kv(lock));
+        assert!(
+            matches!(locked, Outcome::Txn { index: 4, .. }),
+            "{locked:?}"
+        );
+        replica.snapshot()
+    }
+
     #[test]
     fn a_snapshot_body_is_its_version_then_the_catalog() {
-        let catalog = small_catalog();
+        let catalog = small_catalog_with_kv();
         let body = encode_catalog(&catalog).expect("encode");
         assert_golden(
             "a snapshot body",
             &body,
-            "0201026e31026e31000831302e302e302e31036463310001047261636b027231010101026e31057765622d31057765622d31037765620102763100000050010100010101026e3105616c697665026e3105616c69766505616c69766500000000000000010101010201037765620202",
+            "0301026e31026e31000831302e302e302e31036463310001047261636b027231010101026e31057765622d31057765622d31037765620102763100000050010100010101026e3105616c697665026e3105616c69766505616c6976650000000000000001010101020103776562020401016b016b0176000103732d31010404000004000103732d3103732d3100026e310105616c69766500000003313073904e0188a401030303",
         );
         assert_eq!(decode_catalog(&body).expect("decode"), catalog);
     }
 
+    /// [`small_catalog`]'s body as format 2 wrote it.
+    const V2_BODY: &str = "0201026e31026e31000831302e302e302e31036463310001047261636b027231010101026e31057765622d31057765622d31037765620102763100000050010100010101026e3105616c697665026e3105616c69766505616c69766500000000000000010101010201037765620202";
+
+    fn unhex(hex: &str) -> Vec<u8> {
+        (0..hex.len())
+            .step_by(2)
+            .map(|i| u8::from_str_radix(&hex[i..i + 2], 16).expect("hex"))
+            .collect()
+    }
+
     #[test]
-    fn a_stored_snapshot_encodes_as_format_2() {
+    fn a_format_2_snapshot_body_reads_as_its_catalog_without_kv() {
+        let catalog = decode_catalog(&unhex(V2_BODY)).expect("decode");
+        assert_eq!(catalog, small_catalog());
+        let state = State::from_snapshot(catalog);
+        assert_eq!(state.kv_len(), 0);
+        assert_eq!(state.sessions().count(), 0);
+        assert_eq!(state.last_index(), 2);
+    }
+
+    fn stored_snapshot(data: Vec<u8>) -> StoredSnapshot {
         let node = RaftMember::new("s1", ([127, 0, 0, 1], 8300).into());
         let membership = Membership::new(vec![BTreeSet::from([7])], BTreeMap::from([(7, node)]));
-        let stored = StoredSnapshot {
+        StoredSnapshot {
             meta: SnapshotMeta {
                 last_log_id: Some(log_id(9)),
                 last_membership: StoredMembership::new(Some(log_id(1)), membership),
                 snapshot_id: "s-9".into(),
             },
-            data: vec![CURRENT_BYTE, 0xaa],
-        };
+            data,
+        }
+    }
+
+    #[test]
+    fn a_stored_snapshot_encodes_as_format_3() {
+        let stored = stored_snapshot(vec![CURRENT_BYTE, 0xaa]);
         let bytes = store::encode(&stored).expect("encode");
         assert_golden(
             "the snapshot META value",
             &bytes,
-            "01030709010307010101070107027331007f000001ec4003732d390202aa",
+            "01030709010307010101070107027331007f000001ec4003732d390203aa",
         );
+    }
+
+    #[test]
+    fn a_format_2_stored_snapshot_upgrades_keeping_its_meta_and_catalog() {
+        // The META value as format 2 wrote it: its shape, a format 2 body.
+        let mut v2 = unhex("01030709010307010101070107027331007f000001ec4003732d39");
+        v2.extend(store::encode(&unhex(V2_BODY)).expect("encode"));
+        let bytes = upgrade_snapshot(2, &v2).expect("upgrade");
+        let stored: StoredSnapshot = store::decode(&bytes).expect("decode");
+        let want = stored_snapshot(Vec::new());
+        assert_eq!(stored.meta, want.meta);
+        assert_eq!(
+            format::split(&stored.data).expect("split").0,
+            format::CURRENT
+        );
+        assert_eq!(decode_catalog(&stored.data).expect("body"), small_catalog());
+        // Upgrading is for older formats only.
+        assert!(upgrade_snapshot(format::CURRENT, &bytes).is_err());
     }
 
     /// The version as it leads a body (postcard's varint of a small number).
