@@ -509,12 +509,17 @@ mod tests {
         }
     }
 
-    /// The data dir the main wrote before versioning (a durable single
-    /// server `fixture1`): a snapshot at index 7 and the log from 6 to 14.
-    fn copy_of_the_v1_fixture() -> tempfile::TempDir {
+    /// The raft data of a committed data dir fixture: `datadir-v1`, written
+    /// by the main before versioning (a durable single server `fixture1`, a
+    /// snapshot at index 7 and the log from 6 to 14), or `datadir-v2`, by
+    /// format 2's main at ed8621b (`fixture2`, a snapshot at index 9 and
+    /// the log from 8 to 13).
+    fn copy_of_fixture(name: &str) -> tempfile::TempDir {
         let dir = tempfile::tempdir().expect("tempdir");
         let fixture = Path::new(env!("CARGO_MANIFEST_DIR"))
-            .join("tests/fixtures/datadir-v1/raft")
+            .join("tests/fixtures")
+            .join(name)
+            .join("raft")
             .join(store::FILE_NAME);
         std::fs::copy(fixture, dir.path().join(store::FILE_NAME)).expect("copy fixture");
         dir
@@ -540,7 +545,7 @@ mod tests {
 
     #[tokio::test]
     async fn the_v1_fixture_upgrades_in_place_and_holds_the_catalog_the_old_main_served() {
-        let dir = copy_of_the_v1_fixture();
+        let dir = copy_of_fixture("datadir-v1");
         let (upgraded, catalog) = open_and_replay(dir.path()).await;
         assert_eq!(
             upgraded,
@@ -570,6 +575,47 @@ mod tests {
         assert_eq!(passing, ["ext-1", "ext-2", "ext-3", "ext-4", "ext-6"]);
         let rack = catalog.node("ext3").map(|n| n.meta["rack"].as_str());
         assert_eq!(rack, Some("r3"));
+
+        // Upgraded once: the next start reads it as it is.
+        let (again, same) = open_and_replay(dir.path()).await;
+        assert_eq!(again, None);
+        assert_eq!(same, catalog);
+    }
+
+    #[tokio::test]
+    async fn the_v2_fixture_upgrades_in_place_and_holds_the_catalog_the_format_2_main_served() {
+        let dir = copy_of_fixture("datadir-v2");
+        let (upgraded, catalog) = open_and_replay(dir.path()).await;
+        assert_eq!(
+            upgraded,
+            Some(Upgraded {
+                from: 2,
+                log_entries: 6,
+                snapshot: true
+            })
+        );
+        let tags = |t: &[&str]| t.iter().map(|s| s.to_string()).collect::<Vec<_>>();
+        let services: BTreeMap<String, Vec<String>> = [
+            ("api", tags(&["blue", "green", "v2"])),
+            ("consul", tags(&[])),
+            ("cron", tags(&[])),
+            ("edge", tags(&["x", "y"])),
+            ("queue", tags(&["fast", "slow", "v3"])),
+        ]
+        .into_iter()
+        .map(|(k, v)| (k.to_owned(), v))
+        .collect();
+        assert_eq!(catalog.services(), services);
+        let passing: Vec<&str> = catalog
+            .health_service("queue", &[], true)
+            .iter()
+            .map(|e| e.service.id.as_str())
+            .collect();
+        assert_eq!(passing, ["queue-1", "queue-2"]);
+        let zone = catalog.node("far5").map(|n| n.meta["rack"].as_str());
+        assert_eq!(zone, Some("r5"));
+        assert_eq!(catalog.last_index(), 13);
+        assert_eq!(catalog.kv_len(), 0);
 
         // Upgraded once: the next start reads it as it is.
         let (again, same) = open_and_replay(dir.path()).await;
