@@ -254,7 +254,7 @@ fn step(
             .collect()),
         KvVerb::GetTree => Ok(overlay.under(key).into_iter().map(TxnResult::Kv).collect()),
         KvVerb::CheckIndex => match overlay.get(key) {
-            None => Err(KvError::Missing(key.clone())),
+            None => Err(KvError::CheckIndexMissing(key.clone())),
             Some(e) if e.modify_index != op.index => Err(KvError::IndexCheck {
                 key: key.clone(),
                 current: e.modify_index,
@@ -263,7 +263,7 @@ fn step(
             Some(e) => Ok(vec![without_value(e)]),
         },
         KvVerb::CheckSession => match overlay.get(key) {
-            None => Err(KvError::Missing(key.clone())),
+            None => Err(KvError::CheckSessionMissing(key.clone())),
             Some(e) if e.session.as_deref().unwrap_or("") != op.session => {
                 Err(KvError::SessionCheck {
                     key: key.clone(),
