@@ -247,11 +247,20 @@ fn step(
             Some(e) => Ok(vec![TxnResult::Kv(e.clone())]),
             None => Err(KvError::Missing(key.clone())),
         },
-        KvVerb::GetOrEmpty => Ok(overlay
-            .get(key)
-            .map(|e| TxnResult::Kv(e.clone()))
-            .into_iter()
-            .collect()),
+        // As Consul's txnKVS: a missing key answers with the op itself as
+        // an entry, without a value.
+        KvVerb::GetOrEmpty => Ok(vec![TxnResult::Kv(match overlay.get(key) {
+            Some(e) => e.clone(),
+            None => KvEntry {
+                key: key.clone(),
+                value: Vec::new(),
+                flags: op.flags,
+                session: (!op.session.is_empty()).then(|| op.session.clone()),
+                lock_index: 0,
+                create_index: 0,
+                modify_index: op.index,
+            },
+        })]),
         KvVerb::GetTree => Ok(overlay.under(key).into_iter().map(TxnResult::Kv).collect()),
         KvVerb::CheckIndex => match overlay.get(key) {
             None => Err(KvError::CheckIndexMissing(key.clone())),
