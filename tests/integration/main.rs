@@ -15,4 +15,5 @@ mod http_api;
 mod lifecycle;
 mod membership;
 mod partition;
+mod sessions;
 mod upgrade;
