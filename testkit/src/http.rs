@@ -20,19 +20,35 @@ pub struct Resp {
     pub known_leader: Option<bool>,
     /// Every header, by lower-case name.
     pub headers: BTreeMap<String, String>,
-    /// The body as text.
+    /// The body as text (invalid UTF-8 replaced).
     pub text: String,
+    /// The body as it came, for binary values.
+    pub bytes: Vec<u8>,
 }
 
 impl Resp {
-    fn new(status: u16, headers: BTreeMap<String, String>, text: String) -> Self {
+    fn new(status: u16, headers: BTreeMap<String, String>, bytes: Vec<u8>) -> Self {
         Self {
             status,
             index: headers.get("x-consul-index").and_then(|v| v.parse().ok()),
             known_leader: headers.get("x-consul-knownleader").map(|v| v == "true"),
             headers,
-            text,
+            text: String::from_utf8_lossy(&bytes).into_owned(),
+            bytes,
         }
+    }
+
+    /// Reads a reqwest answer whole, for a request the caller built itself
+    /// (a raw body, its own headers or timeout).
+    pub async fn read(r: reqwest::Response) -> Result<Self, String> {
+        let status = r.status().as_u16();
+        let headers = r
+            .headers()
+            .iter()
+            .filter_map(|(k, v)| Some((k.as_str().to_string(), v.to_str().ok()?.to_string())))
+            .collect();
+        let bytes = r.bytes().await.map_err(|e| format!("{e:?}"))?;
+        Ok(Self::new(status, headers, bytes.to_vec()))
     }
 
     /// The body as JSON (`Null` when it is not JSON).
@@ -96,14 +112,7 @@ impl Http {
             req = req.json(b);
         }
         let r = req.send().await.map_err(|e| format!("{e:?}"))?;
-        let status = r.status().as_u16();
-        let headers = r
-            .headers()
-            .iter()
-            .filter_map(|(k, v)| Some((k.as_str().to_string(), v.to_str().ok()?.to_string())))
-            .collect();
-        let text = r.text().await.map_err(|e| format!("{e:?}"))?;
-        Ok(Resp::new(status, headers, text))
+        Resp::read(r).await
     }
 
     async fn curl_in(
@@ -155,7 +164,7 @@ fn parse_http(raw: &str) -> Result<Resp, String> {
         .filter_map(|l| l.split_once(':'))
         .map(|(k, v)| (k.trim().to_ascii_lowercase(), v.trim().to_string()))
         .collect();
-    Ok(Resp::new(status, headers, body.to_string()))
+    Ok(Resp::new(status, headers, body.as_bytes().to_vec()))
 }
 
 #[cfg(test)]
