@@ -10,7 +10,7 @@ use std::time::Duration;
 use serde_json::Value;
 
 /// One HTTP answer.
-#[derive(Debug, Clone)]
+#[derive(Clone)]
 pub struct Resp {
     /// The status code.
     pub status: u16,
@@ -24,6 +24,19 @@ pub struct Resp {
     pub text: String,
     /// The body as it came, for binary values.
     pub bytes: Vec<u8>,
+}
+
+/// The body once, as text: a failure message is read, not a byte list.
+impl std::fmt::Debug for Resp {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Resp")
+            .field("status", &self.status)
+            .field("index", &self.index)
+            .field("known_leader", &self.known_leader)
+            .field("headers", &self.headers)
+            .field("text", &self.text)
+            .finish_non_exhaustive()
+    }
 }
 
 impl Resp {

@@ -627,3 +627,174 @@ async fn a_blocking_listing_wakes_on_a_delete_and_its_index_never_goes_back() {
     let r = get(&agent, "/v1/kv/p/?keys").await;
     assert_eq!((r.status, r.index), (404, Some(emptied)), "{r:?}");
 }
+
+// ---- locks ----
+
+/// Creates a session on the agent's own node with `body`; returns its ID.
+/// The dev agent registers its node and serfHealth check on its own after
+/// start, so a create refused for their absence is asked again.
+pub(crate) async fn session(agent: &Agent, body: Value) -> String {
+    let what = format!("a session {body}");
+    wait_until_async(&what, Duration::from_secs(30), || async {
+        let r = call(
+            agent,
+            "PUT",
+            "/v1/session/create",
+            body.to_string().as_bytes(),
+        )
+        .await;
+        match r.status {
+            200 => Ok(r.json()["ID"]
+                .as_str()
+                .unwrap_or_else(|| panic!("no ID: {r:?}"))
+                .to_string()),
+            500 if r.text.contains("registration") || r.text.contains("critical") => Err(r.text),
+            _ => panic!("{what}: {r:?}"),
+        }
+    })
+    .await
+}
+
+/// A KV write Consul answers `false`; `X-Trellis-Refused` must say `why`.
+async fn refused(agent: &Agent, key_and_query: &str, value: &[u8], why: &str) {
+    let r = call(agent, "PUT", &format!("/v1/kv/{key_and_query}"), value).await;
+    assert_eq!(
+        (r.status, r.text.as_str()),
+        (200, "false"),
+        "{key_and_query}: {r:?}"
+    );
+    let reason = r.headers.get("x-trellis-refused").map(String::as_str);
+    assert!(
+        reason.is_some_and(|v| v.contains(why)),
+        "{key_and_query}: refused for {why:?}, said {reason:?}"
+    );
+}
+
+/// LockIndex, Session (`None` when absent) and the value of `key`.
+async fn lock_state(agent: &Agent, key: &str) -> (u64, Option<String>, Vec<u8>) {
+    let e = read(agent, key).await;
+    let value = raw(agent, key).await.expect("the key exists");
+    (
+        e["LockIndex"].as_u64().expect("LockIndex"),
+        e.get("Session")
+            .map(|s| s.as_str().expect("Session is a string").to_string()),
+        value,
+    )
+}
+
+#[tokio::test]
+async fn locks_are_taken_refused_and_released_as_consuls() {
+    let agent = dev().await;
+    let s1 = session(&agent, json!({"Name": "one"})).await;
+    let s2 = session(&agent, json!({"Name": "two", "LockDelay": "15s"})).await;
+    let key = "service/leader";
+
+    put_ok(&agent, &format!("{key}?acquire={s1}"), b"one").await;
+    assert_eq!(
+        lock_state(&agent, key).await,
+        (1, Some(s1.clone()), b"one".to_vec())
+    );
+    // The holder again: LockIndex stays, the value changes.
+    put_ok(&agent, &format!("{key}?acquire={s1}"), b"one again").await;
+    assert_eq!(
+        lock_state(&agent, key).await,
+        (1, Some(s1.clone()), b"one again".to_vec())
+    );
+
+    refused(
+        &agent,
+        &format!("{key}?acquire={s2}"),
+        b"two",
+        "lock is already held",
+    )
+    .await;
+    refused(
+        &agent,
+        &format!("{key}?release={s2}"),
+        b"two",
+        "held by another session",
+    )
+    .await;
+    assert_eq!(
+        lock_state(&agent, key).await,
+        (1, Some(s1.clone()), b"one again".to_vec())
+    );
+
+    // Advisory: a plain write succeeds and keeps the holder.
+    put_ok(&agent, key, b"plain").await;
+    assert_eq!(
+        lock_state(&agent, key).await,
+        (1, Some(s1.clone()), b"plain".to_vec())
+    );
+
+    // Release clears the holder, keeps LockIndex and writes the body.
+    let released = put_ok(&agent, &format!("{key}?release={s1}"), b"released").await;
+    assert_eq!(
+        lock_state(&agent, key).await,
+        (1, None, b"released".to_vec())
+    );
+    assert_eq!(read(&agent, key).await["ModifyIndex"], json!(released));
+    refused(
+        &agent,
+        &format!("{key}?release={s1}"),
+        b"x",
+        "lock isn't held",
+    )
+    .await;
+    refused(
+        &agent,
+        &format!("nothing?release={s1}"),
+        b"x",
+        "lock isn't held",
+    )
+    .await;
+    assert_eq!(raw(&agent, "nothing").await, None);
+
+    // A release sets no lock-delay: the next holder takes it at once.
+    put_ok(&agent, &format!("{key}?acquire={s2}"), b"two").await;
+    assert_eq!(
+        lock_state(&agent, key).await,
+        (2, Some(s2.clone()), b"two".to_vec())
+    );
+
+    // Unknown and empty sessions are Consul's 500s, and change nothing.
+    let unknown = "0f0e0d0c-0b0a-0908-0706-050403020100";
+    let r = call(
+        &agent,
+        "PUT",
+        &format!("/v1/kv/{key}?acquire={unknown}"),
+        b"x",
+    )
+    .await;
+    assert_eq!(
+        (r.status, r.text.clone()),
+        (500, format!("invalid session \"{unknown}\""))
+    );
+    let r = call(
+        &agent,
+        "PUT",
+        &format!("/v1/kv/other?acquire={unknown}"),
+        b"x",
+    )
+    .await;
+    assert_eq!(r.status, 500, "{r:?}");
+    assert_eq!(raw(&agent, "other").await, None);
+    let r = call(&agent, "PUT", &format!("/v1/kv/{key}?acquire="), b"x").await;
+    assert_eq!((r.status, r.text.as_str()), (500, "missing session"));
+    assert_eq!(
+        lock_state(&agent, key).await,
+        (2, Some(s2.clone()), b"two".to_vec())
+    );
+
+    // Destroying the holder releases the key and starts its lock-delay.
+    let r = call(&agent, "PUT", &format!("/v1/session/destroy/{s2}"), b"").await;
+    assert_eq!(r.text, "true", "{r:?}");
+    assert_eq!(lock_state(&agent, key).await, (2, None, b"two".to_vec()));
+    refused(&agent, &format!("{key}?acquire={s1}"), b"one", "lock delay").await;
+
+    // A held key can be deleted: locks are advisory.
+    put_ok(&agent, &format!("mine?acquire={s1}"), b"x").await;
+    let r = call(&agent, "DELETE", "/v1/kv/mine", b"").await;
+    assert_eq!(r.text, "true", "{r:?}");
+    assert_eq!(raw(&agent, "mine").await, None);
+}
