@@ -13,6 +13,7 @@
 //! 4. shut Raft down, which flushes and closes the redb log store;
 //! 5. log `shutdown complete`.
 
+mod fd_limit;
 mod listeners;
 pub(crate) mod pool;
 mod register;
@@ -149,6 +150,8 @@ impl Agent {
             kv,
             log: _,
         } = cfg;
+        let open_files = fd_limit::raise();
+        tracing::debug!(open_files, "open-file limit");
         let listeners = Listeners::bind(&network, raft.server).await?;
         // Other servers reach this one at the advertised address and the
         // port actually bound (port 0 picks one).
