@@ -35,8 +35,6 @@ use crate::config::defaults::SESSION_TTL_MAX;
 const SERF_CHECK: &str = "serfHealth";
 /// A session's lock-delay unless told otherwise, in ns (Consul's 15 s).
 const DEFAULT_LOCK_DELAY_NS: u64 = 15_000_000_000;
-/// The longest lock-delay honoured, in ns (Consul's `MaxLockDelay`).
-const MAX_LOCK_DELAY_NS: u64 = 60_000_000_000;
 /// A lock-delay number (or duration) below this many ns is taken as seconds:
 /// clients send `15` meaning 15 s (Consul's `lockDelayMinThreshold`).
 const LOCK_DELAY_SECONDS_BELOW: u64 = 1000;
@@ -332,7 +330,8 @@ fn checks(body: &Value, f: &Fields<'_>) -> Result<Vec<String>, DecodeError> {
 }
 
 /// `LockDelay` in ns: a Go duration string or a number of ns, either taken
-/// as seconds when below 1000, capped at 60 s; 15 s when absent.
+/// as seconds when below 1000; 15 s when absent. Kept as given, as Consul
+/// keeps it: the state machine holds keys for at most 60 s of it.
 fn lock_delay(v: Option<&Value>) -> Result<u64, DecodeError> {
     let bad = |reason: String| DecodeError::Value {
         field: "LockDelay".into(),
@@ -362,12 +361,11 @@ fn lock_delay(v: Option<&Value>) -> Result<u64, DecodeError> {
             });
         }
     };
-    let ns = if ns < LOCK_DELAY_SECONDS_BELOW {
+    Ok(if ns < LOCK_DELAY_SECONDS_BELOW {
         ns * 1_000_000_000
     } else {
         ns
-    };
-    Ok(ns.min(MAX_LOCK_DELAY_NS))
+    })
 }
 
 /// A session's TTL in ms, 0 for none: empty or zero means none; otherwise
