@@ -23,7 +23,7 @@ use serde::Serialize;
 use serde_json::Value;
 
 use super::decode::{self, DecodeError, Fields};
-use super::route::Route;
+use super::route::{Route, Writer};
 use super::{ApiError, json_true};
 use crate::catalog::{
     Behavior, CatalogError, Command, Index, Outcome, ServiceCheck, Session, SessionError, SessionOp,
@@ -55,7 +55,7 @@ pub(super) async fn create(route: Route, MaybeJson(body): MaybeJson) -> Result<R
         {
             Outcome::Applied(index) => {
                 let body = Json(serde_json::json!({ "ID": session.id })).into_response();
-                return Ok(with_index(body, index));
+                return Ok(written(&writer, body, index));
             }
             Outcome::Refused(CatalogError::Session(SessionError::Duplicate(_))) => {}
             other => return Err(refused(other)),
@@ -71,7 +71,7 @@ pub(super) async fn destroy(Path(id): Path<String>, route: Route) -> Result<Resp
         .write(Command::Session(SessionOp::Destroy { id }))
         .await?
     {
-        Outcome::Applied(index) => Ok(with_index(json_true(), index)),
+        Outcome::Applied(index) => Ok(written(&writer, json_true(), index)),
         other => Err(refused(other)),
     }
 }
@@ -92,7 +92,7 @@ pub(super) async fn renew(Path(id): Path<String>, route: Route) -> Result<Respon
                 // Invalidated between the renewal and this read.
                 None => not_found(&id),
             };
-            Ok(with_index(body, index))
+            Ok(written(&writer, body, index))
         }
         Outcome::Refused(CatalogError::Session(SessionError::NotFound(_))) => Ok(not_found(&id)),
         other => Err(refused(other)),
@@ -166,12 +166,15 @@ fn refused(outcome: Outcome) -> ApiError {
     }
 }
 
-/// Adds the write's index, which Consul leaves out.
-fn with_index(mut response: Response, index: Index) -> Response {
-    response.headers_mut().insert(
+/// A write's answer with its index, which Consul leaves out, and the
+/// leader headers, as every write here answers.
+fn written(writer: &Writer<'_>, mut response: Response, index: Index) -> Response {
+    let headers = response.headers_mut();
+    headers.insert(
         HeaderName::from_static("x-consul-index"),
         HeaderValue::from(index),
     );
+    writer.meta_headers(headers);
     response
 }
 

@@ -55,6 +55,7 @@ async fn create(agent: &Agent, body: Option<Value>) -> String {
         r.text
     );
     assert!(r.index.is_some_and(|i| i > 0), "a create has its index");
+    assert_eq!(r.known_leader, Some(true), "{:?}", r.headers);
     let v = r.json();
     assert_eq!(
         v.as_object().map(|o| o.len()),
