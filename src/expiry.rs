@@ -80,19 +80,21 @@ pub enum ReapTimer {
     Wait(Time),
 }
 
-/// Whether a tombstone is older than `ttl` at `now`; if none is, when to
-/// look again: not before [`REAP_EVERY`] from now, nor before the oldest
-/// tombstone comes due (every newer one comes due later).
+/// Whether a tombstone is older than `ttl` at `now` (the reap takes those
+/// dated strictly before `now - ttl`); if none is, when to look again: not
+/// before [`REAP_EVERY`] from now, nor before the oldest tombstone comes
+/// due (every newer one comes due later).
 pub fn reap_due(state: &State, now: Time, ttl: Duration) -> ReapTimer {
     let ttl = millis(ttl);
     let oldest = state.kv_oldest_tombstone();
     if let Some(t) = oldest
-        && t.saturating_add(ttl) <= now
+        && t.saturating_add(ttl) < now
     {
         return ReapTimer::Reap(now.saturating_sub(ttl));
     }
     let round = now.saturating_add(millis(REAP_EVERY));
-    ReapTimer::Wait(round.max(oldest.unwrap_or(now).saturating_add(ttl)))
+    let due = oldest.unwrap_or(now).saturating_add(ttl).saturating_add(1);
+    ReapTimer::Wait(round.max(due))
 }
 
 fn millis(d: Duration) -> u64 {
