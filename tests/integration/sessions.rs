@@ -345,6 +345,15 @@ async fn a_nodes_sessions_end_when_its_agent_fails_gossip() {
     let client = c.node("c1");
     let id = create(client, Some(json!({"Name": "on-c1", "LockDelay": "0s"}))).await;
     assert_eq!(info(server, &id).await[0]["Node"], "c1");
+    // A client agent answers a renewal from its own replica once it has
+    // the write, and stale reads from it too.
+    let r = put(client, &format!("/v1/session/renew/{id}"), None).await;
+    assert_eq!(
+        (r.status, r.json()[0]["ID"].as_str()),
+        (200, Some(id.as_str()))
+    );
+    let r = get(client, "/v1/session/node/c1?stale").await;
+    assert_eq!(r.json()[0]["ID"], id.as_str(), "{}", r.text);
     put_ok(client, &format!("app/leader?acquire={id}"), b"c1").await;
     let kept = create(server, None).await;
     client.kill();
