@@ -21,6 +21,11 @@ use crate::harness::trellis;
 /// gives up first.
 const LONG: Duration = Duration::from_secs(40);
 
+/// How soon a parked read must answer once its key changed: far below its
+/// 10 s wait (so a timeout is never mistaken for a wake), with room for a
+/// loaded two-core machine. Unloaded it takes milliseconds.
+const WOKE_WITHIN: Duration = Duration::from_secs(3);
+
 /// Consul's `kv_max_value_size`.
 pub(crate) const MAX_VALUE: usize = 512 * 1024;
 
@@ -399,14 +404,13 @@ async fn writes_report_their_index_and_honour_flags_and_cas() {
     assert_eq!(r.text, "false", "cas on a missing key: {r:?}");
     assert_eq!(raw(&agent, "missing").await, None);
 
-    for (q, sent) in [
-        ("cas=1&acquire=abc", "cas=1&acquire=abc"),
-        ("acquire=abc&release=abc", "acquire=abc&release=abc"),
-    ] {
+    for q in ["cas=1&acquire=abc", "acquire=abc&release=abc"] {
         let r = call(&agent, "PUT", &format!("/v1/kv/k?{q}"), b"x").await;
         assert_eq!(r.status, 400, "{q}: {r:?}");
         assert!(r.text.starts_with("Conflicting flags: "), "{q}: {}", r.text);
-        assert!(r.text.contains(sent), "{q} named: {}", r.text);
+        for sent in q.split('&') {
+            assert!(r.text.contains(sent), "{q}: names {sent}: {}", r.text);
+        }
     }
     let r = call(&agent, "DELETE", "/v1/kv/k?recurse&cas=1", b"").await;
     assert_eq!(r.status, 400, "{r:?}");
@@ -523,6 +527,49 @@ async fn keys_with_a_leading_slash_traversal_or_surrounding_spaces_are_refused()
     let mut want = vec!["a b", "emoji/🔑", "v1..2", "x/.hidden", "配置/ключ"];
     want.sort_unstable();
     assert_eq!(r.json(), json!(want), "nothing refused was stored");
+}
+
+#[tokio::test]
+async fn read_options_are_checked_and_honoured_as_consuls() {
+    let agent = dev().await;
+    let i = put_ok(&agent, "opt", b"v").await;
+    for (q, mode) in [
+        ("", "leader"),
+        ("?stale", "stale"),
+        ("?consistent", "consistent"),
+    ] {
+        let r = get(&agent, &format!("/v1/kv/opt{q}")).await;
+        assert_eq!((r.status, r.index), (200, Some(i)), "{q}: {r:?}");
+        assert_eq!(r.headers["x-consul-effective-consistency"], mode, "{q}");
+    }
+    for (q, says) in [
+        (
+            "stale&consistent",
+            "Cannot specify ?stale with ?consistent, conflicting semantics.",
+        ),
+        ("index=abc", "Invalid index"),
+        ("index=1&wait=soon", "Invalid wait time"),
+    ] {
+        let r = get(&agent, &format!("/v1/kv/opt?{q}")).await;
+        assert_eq!((r.status, r.text.as_str()), (400, says), "?{q}");
+    }
+    let r = get(&agent, "/v1/kv/opt?dc=elsewhere").await;
+    assert_eq!((r.status, r.text.as_str()), (500, "No path to datacenter"));
+    let r = get(&agent, &format!("/v1/kv/opt?dc=dc1&index={i}&wait=1ms")).await;
+    assert_eq!(r.status, 200, "our own datacenter by name: {r:?}");
+
+    // Go's duration forms: a blocking read with nothing changing waits them
+    // out and answers the same index.
+    for wait in ["250ms", "0.25s", "0.250s"] {
+        let at = Instant::now();
+        let r = get(&agent, &format!("/v1/kv/opt?index={i}&wait={wait}")).await;
+        let took = at.elapsed();
+        assert_eq!((r.status, r.index), (200, Some(i)), "wait={wait}: {r:?}");
+        assert!(
+            took >= Duration::from_millis(250) && took < Duration::from_secs(5),
+            "wait={wait} took {took:?}"
+        );
+    }
 }
 
 // ---- blocking reads ----
