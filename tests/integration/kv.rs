@@ -364,11 +364,14 @@ async fn writes_report_their_index_and_honour_flags_and_cas() {
         (json!(first), json!(first))
     );
 
-    // An identical rewrite changes nothing, not even the index.
-    put_ok(&agent, "k", b"v1").await;
+    // An identical rewrite changes nothing, not even the index, and answers
+    // the index a following cas needs.
+    put_ok(&agent, "other", b"moves the log on").await;
+    let again = put_ok(&agent, "k", b"v1").await;
     assert_eq!(read(&agent, "k").await["ModifyIndex"], json!(first));
+    assert_eq!(again, first, "the answer's index is the key's ModifyIndex");
 
-    let second = put_ok(&agent, "k?flags=42", b"v2").await;
+    let second = put_ok(&agent, &format!("k?flags=42&cas={again}"), b"v2").await;
     assert!(second > first);
     let e = read(&agent, "k").await;
     assert_eq!(e["Flags"], json!(42));
