@@ -2,7 +2,8 @@
 //! writes through the client reach every server; the client answers
 //! `?stale` from its own replica even with every server hung, and wakes its
 //! blocking reads from its change stream; a leader killed mid-stream loses
-//! no acknowledged write and writes resume on the new leader.
+//! no acknowledged write and writes resume on the new leader; a server
+//! restarted from its disk has every key, tombstone and index it had.
 
 use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex};
@@ -13,7 +14,7 @@ use trellis_testkit::{
     Agent, Cluster, FORM_DEADLINE, SETTLE_DEADLINE, try_wait_until_async, wait_until_async,
 };
 
-use crate::harness::trellis;
+use crate::harness::{single_server, temp_dir, trellis};
 use crate::kv::{b64, call, call_url, entry, put_ok, raw, spawn_get};
 
 /// Three formed servers and client `c1`, once a write through the client
@@ -128,8 +129,8 @@ async fn a_client_writes_through_its_servers_and_reads_from_its_own_replica() {
 
 #[tokio::test]
 async fn killing_the_leader_loses_no_acknowledged_kv_write() {
-    let c = cluster_with_client().await;
-    let old = c.leader().await;
+    let mut c = cluster_with_client().await;
+    let old = c.leader().await.name().to_string();
     const KEYS: usize = 60;
 
     // One writer through the client, each key retried until acknowledged;
@@ -169,7 +170,7 @@ async fn killing_the_leader_loses_no_acknowledged_kv_write() {
         }
     })
     .await;
-    old.kill();
+    c.node(&old).kill();
 
     tokio::time::timeout(Duration::from_secs(120), writer)
         .await
@@ -177,7 +178,7 @@ async fn killing_the_leader_loses_no_acknowledged_kv_write() {
         .expect("writer task")
         .unwrap_or_else(|e| panic!("writes did not resume after the leader died: {e}"));
     let new = c.leader().await;
-    assert_ne!(new, old);
+    assert_ne!(new.name(), old);
     let acked = acked.lock().expect("acked").clone();
     assert_eq!(acked.len(), KEYS);
     for (key, value) in &acked {
@@ -187,9 +188,11 @@ async fn killing_the_leader_loses_no_acknowledged_kv_write() {
             "{key} on the new leader"
         );
     }
-    // Every survivor and the client converge on the same listing.
+    // Every survivor, the client, and a client that joins only now (its
+    // replica caught up from the servers) converge on the same listing.
+    c.add_client("c2", |b| b);
     let want: Vec<&String> = acked.keys().collect();
-    for m in c.members().filter(|m| *m != old) {
+    for m in c.members().filter(|m| m.name() != old) {
         let what = format!("every acknowledged key on {}", m.name());
         wait_until_async(&what, SETTLE_DEADLINE, || async {
             let r = m.get("/v1/kv/acked/?keys&stale").await?;
@@ -202,4 +205,43 @@ async fn killing_the_leader_loses_no_acknowledged_kv_write() {
         .await;
     }
     c.assert_no_panics();
+}
+
+#[tokio::test]
+async fn a_restarted_server_has_every_key_tombstone_and_index() {
+    let dir = temp_dir();
+    let agent = single_server(dir.path());
+    wait_until_async("a write", FORM_DEADLINE, || async {
+        let r = call_url(&agent.url("/v1/kv/ready"), "PUT", b"1").await?;
+        if r.text == "true" {
+            Ok(())
+        } else {
+            Err(format!("{r:?}"))
+        }
+    })
+    .await;
+    put_ok(&agent, "p/1", b"one").await;
+    put_ok(&agent, "p/2?flags=7", b"two").await;
+    put_ok(&agent, "p/3", b"three").await;
+    let r = call(&agent, "DELETE", "/v1/kv/p/3", b"").await;
+    assert_eq!(r.text, "true");
+    let before = crate::kv::get(&agent, "/v1/kv/p/?recurse").await;
+    assert_eq!(
+        before.index, r.index,
+        "the tombstone holds the prefix's index"
+    );
+
+    agent.restart_async().await.expect("restart");
+    let after = wait_until_async("reads after the restart", FORM_DEADLINE, || async {
+        let r = agent.get("/v1/kv/p/?recurse").await?;
+        if r.status == 200 {
+            Ok(r)
+        } else {
+            Err(format!("{r:?}"))
+        }
+    })
+    .await;
+    assert_eq!(after.text, before.text, "every entry, index and flag");
+    assert_eq!(after.index, before.index, "the tombstone survived");
+    assert_eq!(raw(&agent, "p/3").await, None);
 }
