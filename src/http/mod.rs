@@ -1,5 +1,5 @@
-//! Consul's HTTP API on axum: the agent, catalog, health, status and
-//! operator endpoints.
+//! Consul's HTTP API on axum: the agent, catalog, health, session, status
+//! and operator endpoints.
 //!
 //! Every handler reaches data through one extractor, `Route` (`route.rs`),
 //! which knows the request's datacenter: catalog reads come from this
@@ -23,6 +23,7 @@ mod members;
 mod operator;
 pub mod query;
 mod route;
+mod session;
 mod status;
 #[cfg(test)]
 mod tests;
@@ -66,6 +67,8 @@ pub struct ApiState {
     pub gossip: Arc<crate::gossip::Gossip>,
     /// The agent's own stop signal: `PUT /v1/agent/leave` ends the agent.
     pub shutdown: CancellationToken,
+    /// The KV store's and sessions' settings (`session_ttl_min`).
+    pub kv: crate::config::KvSettings,
 }
 
 /// The handlers' state: the parts the caller gives plus what one running
@@ -144,6 +147,16 @@ fn build(state: Ctx, admission: Admission) -> Router {
             get(operator::configuration),
         )
         .route("/v1/operator/raft/peer", delete(operator::remove_peer))
+        .route("/v1/session/create", put(session::create))
+        .route("/v1/session/destroy/{id}", put(session::destroy))
+        .route("/v1/session/renew/{id}", put(session::renew))
+        .route("/v1/session/info/{id}", get(session::info))
+        .route("/v1/session/node/{node}", get(session::node))
+        .route("/v1/session/list", get(session::list))
+        .route("/v1/session/destroy/", put(session::missing_session))
+        .route("/v1/session/renew/", put(session::missing_session))
+        .route("/v1/session/info/", get(session::missing_session))
+        .route("/v1/session/node/", get(session::missing_node))
         .fallback(|| async { ApiError::NotFound("404 page not found".into()) })
         .method_not_allowed_fallback(|method: Method| async move {
             ApiError::MethodNotAllowed(method.to_string())

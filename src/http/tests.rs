@@ -63,6 +63,7 @@ impl TestApi {
             replica,
             delegate,
             local,
+            kv: crate::config::KvSettings::default(),
         };
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let base = format!("http://{}", listener.local_addr().unwrap());

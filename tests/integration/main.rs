@@ -17,5 +17,6 @@ mod kv_cluster;
 mod lifecycle;
 mod membership;
 mod partition;
+mod sessions;
 mod txn;
 mod upgrade;
