@@ -848,3 +848,45 @@ async fn locks_are_taken_refused_and_released_as_consuls() {
     assert_eq!(r.text, "true", "{r:?}");
     assert_eq!(raw(&agent, "mine").await, None);
 }
+
+#[tokio::test]
+async fn reaped_tombstones_leave_a_floor_so_no_listing_index_goes_back() {
+    let dir = crate::harness::temp_dir();
+    let config = dir.path().join("kv.json");
+    std::fs::write(&config, r#"{"tombstone_ttl": "1s"}"#).expect("write config");
+    let agent = trellis().dev().config_file(&config).start();
+    wait_until_async("the dev agent leads", Duration::from_secs(30), || async {
+        match agent.leader_seen().await {
+            Some(l) if !l.is_empty() => Ok(()),
+            other => Err(format!("leader: {other:?}")),
+        }
+    })
+    .await;
+    put_ok(&agent, "p/1", b"1").await;
+    put_ok(&agent, "p/2", b"2").await;
+    let r = call(&agent, "DELETE", "/v1/kv/p/2", b"").await;
+    let deleted = r.index.expect("the delete's index");
+    let untouched = get(&agent, "/v1/kv/q/?recurse").await;
+    assert_eq!(untouched.status, 404);
+    assert!(untouched.index < Some(deleted), "{untouched:?}");
+
+    // Once the tombstone is reaped, a prefix that never had a key reports
+    // the reaped index as its floor: the only sign of the reaping. The
+    // leader looks for due tombstones every 30 s (`expiry::REAP_EVERY`), so
+    // this takes up to that long past the 1 s TTL.
+    wait_until_async("the tombstone reaped", Duration::from_secs(75), || async {
+        let r = get(&agent, "/v1/kv/q/?recurse").await;
+        match r.index {
+            Some(i) if i >= deleted => Ok(()),
+            other => Err(format!("q/ at {other:?}")),
+        }
+    })
+    .await;
+    let r = get(&agent, "/v1/kv/p/?recurse").await;
+    assert!(
+        r.index.is_some_and(|i| i >= deleted),
+        "p/ went back below its delete at {deleted}: {r:?}"
+    );
+    let r = get(&agent, "/v1/kv/p/2").await;
+    assert!(r.index.is_some_and(|i| i >= deleted), "{r:?}");
+}
