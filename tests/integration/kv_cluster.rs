@@ -58,6 +58,11 @@ async fn a_client_writes_through_its_servers_and_reads_from_its_own_replica() {
     for s in c.servers() {
         wait_value(s, "cfg/db", b"primary").await;
     }
+    // A follower takes writes too (forwarding them to the leader).
+    let leader = c.leader().await;
+    let follower = c.followers(leader)[0];
+    put_ok(follower, "cfg/from-follower", b"yes").await;
+    wait_value(client, "cfg/from-follower", b"yes").await;
 
     // A transaction through the client.
     let ops = json!([
@@ -118,9 +123,19 @@ async fn a_client_writes_through_its_servers_and_reads_from_its_own_replica() {
         .get("/v1/kv/cfg/?recurse&stale")
         .await
         .expect("an answer");
-    assert_eq!(r.json().as_array().map(Vec::len), Some(2), "{}", r.text);
+    assert_eq!(r.json().as_array().map(Vec::len), Some(3), "{}", r.text);
     let r = client.get("/v1/kv/cfg/db").await.expect("an answer");
     assert_eq!(r.status, 500, "{r:?}");
+    // A read-only transaction too: no log entry, so `?stale` is local.
+    let read = json!([{"KV": {"Verb": "get", "Key": "cfg/db"}}]).to_string();
+    let r = call(client, "PUT", "/v1/txn?stale", read.as_bytes()).await;
+    assert_eq!(r.status, 200, "{r:?}");
+    assert_eq!(
+        r.json()["Results"][0]["KV"]["Value"],
+        json!(b64(b"primary"))
+    );
+    let r = call(client, "PUT", "/v1/txn", read.as_bytes()).await;
+    assert_eq!(r.status, 500, "a default read needs the leader: {r:?}");
     for s in c.servers() {
         s.resume();
     }
@@ -244,4 +259,75 @@ async fn a_restarted_server_has_every_key_tombstone_and_index() {
     assert_eq!(after.text, before.text, "every entry, index and flag");
     assert_eq!(after.index, before.index, "the tombstone survived");
     assert_eq!(raw(&agent, "p/3").await, None);
+}
+
+#[tokio::test]
+async fn concurrent_cas_increments_through_every_member_lose_none() {
+    const EACH: u64 = 8;
+    let c = cluster_with_client().await;
+    put_ok(c.node("c1"), "counter", b"0").await;
+
+    // Every member increments the counter EACH times with read, then cas
+    // on the index read; a refused cas reads again. Linearizable cas means
+    // no increment is lost and no index is won twice.
+    let mut tasks = Vec::new();
+    for m in c.members() {
+        let url = m.url("/v1/kv/counter");
+        tasks.push(tokio::spawn(async move {
+            let mut won = Vec::new();
+            while (won.len() as u64) < EACH {
+                let r = call_url(&url, "GET", b"").await?;
+                if r.status != 200 {
+                    // An election or a follower catching up: read again.
+                    continue;
+                }
+                let e = &r.json()[0];
+                let seen = e["ModifyIndex"].as_u64().ok_or("ModifyIndex")?;
+                let n: u64 = raw_value(e)?.parse().map_err(|e| format!("{e}"))?;
+                let next = (n + 1).to_string();
+                let w = call_url(&format!("{url}?cas={seen}"), "PUT", next.as_bytes()).await?;
+                if w.text == "true" {
+                    won.push((seen, n));
+                }
+            }
+            Ok::<_, String>(won)
+        }));
+    }
+    let mut won = Vec::new();
+    for t in tasks {
+        let w = tokio::time::timeout(Duration::from_secs(120), t)
+            .await
+            .expect("the incrementer finishes")
+            .expect("incrementer task")
+            .unwrap_or_else(|e| panic!("incrementer: {e}"));
+        won.extend(w);
+    }
+    let total = EACH * c.members().count() as u64;
+    assert_eq!(won.len() as u64, total);
+    let mut seen: Vec<u64> = won.iter().map(|(i, _)| *i).collect();
+    seen.sort_unstable();
+    seen.dedup();
+    assert_eq!(seen.len() as u64, total, "an index won twice: {won:?}");
+    let mut counts: Vec<u64> = won.iter().map(|(_, n)| *n).collect();
+    counts.sort_unstable();
+    assert_eq!(
+        counts,
+        (0..total).collect::<Vec<_>>(),
+        "every value incremented once"
+    );
+    let leader = c.leader().await;
+    assert_eq!(
+        raw(leader, "counter").await,
+        Some(total.to_string().into_bytes())
+    );
+}
+
+/// The value of an entry from its base64 `Value`, as text.
+fn raw_value(e: &serde_json::Value) -> Result<String, String> {
+    use base64::Engine as _;
+    let v = e["Value"].as_str().ok_or("no Value")?;
+    let bytes = base64::engine::general_purpose::STANDARD
+        .decode(v)
+        .map_err(|e| e.to_string())?;
+    String::from_utf8(bytes).map_err(|e| e.to_string())
 }
