@@ -206,6 +206,27 @@ async fn oversized_and_malformed_transactions_are_refused_with_consuls_status() 
             r.text
         );
     }
+    // Only delete-tree may name the empty key, as Consul's kvsPreApply: a
+    // set of "" would store a key `/v1/kv` cannot address.
+    let r = txn(
+        &agent,
+        "",
+        &json!([
+            op("set", "", Some(b"x"), 0),
+            op("get", "", None, 0),
+            op("delete-tree", "", None, 0),
+        ]),
+    )
+    .await;
+    assert_eq!(r.status, 409, "{r:?}");
+    assert_eq!(
+        r.json()["Errors"],
+        json!([
+            {"OpIndex": 0, "What": "Must provide key"},
+            {"OpIndex": 1, "What": "Must provide key"},
+        ])
+    );
+
     let r = get(&agent, "/v1/kv/?keys").await;
     assert_eq!(r.json(), json!([]), "nothing refused was stored");
 }
