@@ -64,6 +64,22 @@ async fn a_client_writes_through_its_servers_and_reads_from_its_own_replica() {
     put_ok(follower, "cfg/from-follower", b"yes").await;
     wait_value(client, "cfg/from-follower", b"yes").await;
 
+    // Read your writes: a default read through the agent that took an
+    // acknowledged write sees it, as Consul's (its default read goes to the
+    // leader), so `kv put` then `kv get` on one agent never goes back.
+    for m in [client, follower] {
+        for i in 0..20 {
+            let value = format!("{}-{i}", m.name());
+            put_ok(m, "ryw", value.as_bytes()).await;
+            assert_eq!(
+                raw(m, "ryw").await.as_deref(),
+                Some(value.as_bytes()),
+                "{} read back its own acknowledged write",
+                m.name()
+            );
+        }
+    }
+
     // A transaction through the client.
     let ops = json!([
         {"KV": {"Verb": "set", "Key": "cfg/mode", "Value": b64(b"active")}},
