@@ -117,6 +117,9 @@ async fn a_client_writes_through_its_servers_and_reads_from_its_own_replica() {
         at.elapsed()
     );
 
+    let r = crate::kv::get(client, "/v1/kv/cfg/db?consistent").await;
+    assert_eq!(entry(&r)["Value"], json!(b64(b"primary")));
+
     // Every server hung: the client still answers ?stale from its replica,
     // while a default read needs a leader it no longer has.
     for s in c.servers() {
@@ -142,6 +145,12 @@ async fn a_client_writes_through_its_servers_and_reads_from_its_own_replica() {
     assert_eq!(r.json().as_array().map(Vec::len), Some(3), "{}", r.text);
     let r = client.get("/v1/kv/cfg/db").await.expect("an answer");
     assert_eq!(r.status, 500, "{r:?}");
+    let r = client.get("/v1/kv/cfg/db?consistent").await;
+    assert_eq!(
+        r.map(|r| r.status),
+        Ok(500),
+        "a consistent read without servers fails at once"
+    );
     // A read-only transaction too: no log entry, so `?stale` is local.
     let read = json!([{"KV": {"Verb": "get", "Key": "cfg/db"}}]).to_string();
     let r = call(client, "PUT", "/v1/txn?stale", read.as_bytes()).await;
