@@ -178,6 +178,10 @@ pub(crate) struct Reply {
     pub(crate) status: u16,
     /// `X-Consul-Index`, when the agent sent it.
     pub(crate) index: Option<u64>,
+    /// Why a KV write answered `false`, when trellis says so
+    /// (`X-Trellis-Refused`: held by another session, lock-delay, stale
+    /// index); Consul does not say.
+    pub(crate) refused: Option<String>,
     pub(crate) body: Vec<u8>,
 }
 
@@ -250,11 +254,14 @@ impl Api {
             .await
             .with_context(|| format!("cannot reach the agent at {url}"))?;
         let status = resp.status().as_u16();
-        let index = resp
-            .headers()
-            .get("x-consul-index")
-            .and_then(|v| v.to_str().ok())
-            .and_then(|v| v.parse().ok());
+        let header = |name: &str| {
+            resp.headers()
+                .get(name)
+                .and_then(|v| v.to_str().ok())
+                .map(str::to_string)
+        };
+        let index = header("x-consul-index").and_then(|v| v.parse().ok());
+        let refused = header("x-trellis-refused");
         let body = resp
             .bytes()
             .await
@@ -263,6 +270,7 @@ impl Api {
         Ok(Reply {
             status,
             index,
+            refused,
             body,
         })
     }
@@ -318,6 +326,7 @@ mod tests {
         let reply = Reply {
             status: 500,
             index: None,
+            refused: None,
             body: b"missing session\n".to_vec(),
         };
         let e = reply.ok().expect_err("500 is an error");

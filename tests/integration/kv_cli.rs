@@ -95,6 +95,13 @@ async fn kv_commands_read_write_and_delete_with_consuls_flags_and_words() {
     ok_run(&agent, &["kv", "put", "--flags", "0", "app/d", "-5"]).await;
 
     assert_eq!(ok_run(&agent, &["kv", "get", "app/a"]).await, "1\n");
+    // Consul's own variable finds the agent when trellis's is unset.
+    let mut consul_style = command(&agent, &["kv", "get", "app/a"]);
+    consul_style
+        .env_remove("TRELLIS_HTTP_ADDR")
+        .env("CONSUL_HTTP_ADDR", format!("http://{}", agent.addrs().http));
+    let out = consul_style.output().await.expect("trellis kv get");
+    assert_eq!(ok(&out, &["kv", "get"]), "1\n");
     assert_eq!(ok_run(&agent, &["kv", "get", "/app/d"]).await, "-5\n");
     assert_eq!(
         ok_run(&agent, &["kv", "get", "-recurse", "app"]).await,
@@ -494,6 +501,46 @@ async fn the_lock_passes_on_with_the_commands_exit_code_and_times_out_cleanly() 
 }
 
 #[tokio::test]
+async fn a_lost_lock_stops_the_command_and_ends_with_its_status() {
+    let agent = lock_ready_agent().await;
+    let dir = temp_dir();
+    let log = dir.path().join("runs");
+    let forever = "while :; do sleep 0.1; done";
+    let holder = command(
+        &agent,
+        &[
+            "lock",
+            "-verbose",
+            "ops/cron",
+            &logged(&log, "only", forever),
+        ],
+    )
+    .spawn()
+    .expect("start the holder");
+    wait_until_async("the command to start", QUICK, || async {
+        if spans(&log).is_empty() {
+            Err("not yet".to_string())
+        } else {
+            Ok(())
+        }
+    })
+    .await;
+    // An operator destroys the session: the lock is lost at once.
+    let held = read(&agent, "ops/cron/.lock").await;
+    let id = held["Session"].as_str().expect("held by a session");
+    let r = crate::kv::call(&agent, "PUT", &format!("/v1/session/destroy/{id}"), b"").await;
+    assert_eq!(r.status, 200, "{r:?}");
+    let out = finished(holder, QUICK, "the holder that lost its lock").await;
+    assert_eq!(out.status.code(), Some(128 + libc::SIGTERM), "{out:?}");
+    let said = String::from_utf8_lossy(&out.stdout);
+    assert!(said.contains("Lock lost, killing child\n"), "{said}");
+    assert!(said.contains("Child terminated\n"), "{said}");
+    let runs = spans(&log);
+    assert_eq!(runs.len(), 1, "{runs:?}");
+    assert!(runs[0].end.is_none(), "stopped, not finished: {runs:?}");
+}
+
+#[tokio::test]
 async fn a_hard_killed_holder_is_replaced_only_after_its_session_is_invalidated() {
     let agent = lock_ready_agent().await;
     let dir = temp_dir();
@@ -529,7 +576,12 @@ async fn a_hard_killed_holder_is_replaced_only_after_its_session_is_invalidated(
 
     let waiter = command(
         &agent,
-        &["lock", "db/primary", &logged(&log, "second", "true")],
+        &[
+            "lock",
+            "-verbose",
+            "db/primary",
+            &logged(&log, "second", "true"),
+        ],
     )
     .spawn()
     .expect("start the second holder");
@@ -579,7 +631,15 @@ async fn a_hard_killed_holder_is_replaced_only_after_its_session_is_invalidated(
     );
 
     let out = finished(waiter, HANDOVER, "the waiting holder").await;
-    ok(&out, &["lock"]);
+    let said = ok(&out, &["lock"]);
+    // The expiry started the key's lock-delay, and the waiter was told why
+    // its first try was refused.
+    assert!(
+        said.contains(
+            "Lock acquisition refused: failed to lock key \"db/primary/.lock\" due to lock delay\n"
+        ),
+        "{said}"
+    );
     let runs = spans(&log);
     assert_eq!(runs.len(), 2, "{runs:?}");
     let second = runs.iter().find(|s| s.who == "second").expect("second ran");

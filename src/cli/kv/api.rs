@@ -192,6 +192,18 @@ impl Kv {
         flags: u64,
         how: &Write,
     ) -> anyhow::Result<bool> {
+        Ok(self.put_explained(key, value, flags, how).await?.is_ok())
+    }
+
+    /// [`Self::put`], with the agent's reason when it refused (trellis
+    /// names it; an agent that does not gives `None`).
+    pub(crate) async fn put_explained(
+        &self,
+        key: &str,
+        value: &[u8],
+        flags: u64,
+        how: &Write,
+    ) -> anyhow::Result<Result<(), Option<String>>> {
         check_key(key)?;
         let mut req = Request::new(Method::Put, path(key)).body(value.to_vec());
         // As the Go client: zero flags are not sent (the agent stores 0).
@@ -204,7 +216,12 @@ impl Kv {
             Write::Acquire(session) => req.param("acquire", session),
             Write::Release(session) => req.param("release", session),
         };
-        self.api.send(req).await?.ok()?.bool()
+        let reply = self.api.send(req).await?.ok()?;
+        if reply.bool()? {
+            Ok(Ok(()))
+        } else {
+            Ok(Err(reply.refused))
+        }
     }
 
     /// Deletes `key` (or the tree under it); whether the agent did.

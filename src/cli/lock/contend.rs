@@ -3,6 +3,7 @@
 //! watches that it still holds ([`monitor`], Go's `monitorLock` with its
 //! retries).
 
+use std::io::Write as _;
 use std::time::Duration;
 
 use tokio::time::Instant;
@@ -13,6 +14,22 @@ use crate::cli::client::StatusError;
 /// How long one blocking read waits at most while contending (Go's
 /// `DefaultLockWaitTime`, `DefaultSemaphoreWaitTime`).
 pub(super) const WAIT: Duration = Duration::from_secs(15);
+
+/// Progress notes for `-verbose`, on stdout as Consul's are.
+#[derive(Debug, Clone, Copy)]
+pub(super) struct Say {
+    pub(super) verbose: bool,
+}
+
+impl Say {
+    pub(super) fn say(self, message: &str) {
+        if self.verbose {
+            let mut out = std::io::stdout().lock();
+            // Progress notes: nothing to do if stdout is gone.
+            let _ = writeln!(out, "{message}");
+        }
+    }
+}
 
 /// When to stop contending: on `token` (SIGINT, SIGTERM) or at the
 /// deadline (`-timeout`).

@@ -16,7 +16,6 @@ mod mutex;
 mod semaphore;
 mod session;
 
-use std::io::Write as _;
 use std::process::ExitCode;
 use std::time::Duration;
 
@@ -25,7 +24,7 @@ use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
 use self::child::{KILL_GRACE, Spec, exit_code};
-use self::contend::Stop;
+use self::contend::{Say, Stop};
 use self::mutex::{LockError, Mutex};
 use self::semaphore::{COORDINATION_KEY, Semaphore, SemaphoreError};
 use super::client::{Api, HttpAddr, Method, Request};
@@ -161,11 +160,10 @@ impl LockCmd {
 
     /// Prints a step with `-verbose`.
     fn say(&self, message: &str) {
-        if self.verbose {
-            let mut out = std::io::stdout().lock();
-            // Progress notes: nothing to do if stdout is gone.
-            let _ = writeln!(out, "{message}");
+        Say {
+            verbose: self.verbose,
         }
+        .say(message);
     }
 
     async fn hold(&self) -> Result<ExitCode, String> {
@@ -222,6 +220,9 @@ impl LockCmd {
                 plan.session_name.clone(),
                 plan.monitor_retries,
                 MONITOR_RETRY_WAIT,
+                Say {
+                    verbose: self.verbose,
+                },
             )))
         } else {
             if plan.prefix.is_empty() {

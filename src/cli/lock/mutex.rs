@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use tokio_util::sync::CancellationToken;
 
-use super::contend::{Stop, monitor};
+use super::contend::{Say, Stop, monitor};
 use super::session::{Behavior, Session};
 use crate::cli::client::Api;
 use crate::cli::kv::api::{Delete, Kv, Read, Write};
@@ -42,6 +42,7 @@ pub(super) struct Mutex {
     session_name: String,
     monitor_retries: u32,
     monitor_retry_wait: Duration,
+    say: Say,
     /// Set while held (and after the hold was lost, until unlocked).
     session: Option<Session>,
 }
@@ -53,6 +54,7 @@ impl Mutex {
         session_name: String,
         monitor_retries: u32,
         monitor_retry_wait: Duration,
+        say: Say,
     ) -> Self {
         Self {
             kv: Kv::new(api.clone()),
@@ -61,6 +63,7 @@ impl Mutex {
             session_name,
             monitor_retries,
             monitor_retry_wait,
+            say,
             session: None,
         }
     }
@@ -116,11 +119,13 @@ impl Mutex {
             let acquire = Write::Acquire(session.to_string());
             let locked = self
                 .kv
-                .put(&self.key, b"", LOCK_FLAGS, &acquire)
+                .put_explained(&self.key, b"", LOCK_FLAGS, &acquire)
                 .await
                 .map_err(|e| anyhow::anyhow!("failed to acquire lock: {e:#}"))?;
-            if locked {
-                return Ok(true);
+            match locked {
+                Ok(()) => return Ok(true),
+                Err(Some(why)) => self.say.say(&format!("Lock acquisition refused: {why}")),
+                Err(None) => self.say.say("Lock acquisition refused"),
             }
             // Refused: someone was quicker (wait on them), or the key is
             // free but under lock-delay (wait a while and try again).
