@@ -446,10 +446,24 @@ async fn contenders_for_one_lock_run_one_at_a_time_and_clean_up() {
 }
 
 #[tokio::test]
-async fn the_lock_passes_on_with_the_commands_exit_code_and_times_out_cleanly() {
+async fn the_lock_exits_as_consuls_and_times_out_cleanly() {
     let agent = lock_ready_agent().await;
+    // As `consul lock`: a failed command is the lock's success, unless
+    // `-child-exit-code` asks for 2.
     let out = run(&agent, &["lock", "svc/leader", "exit 3"]).await;
-    assert_eq!(out.status.code(), Some(3), "{out:?}");
+    assert_eq!(out.status.code(), Some(0), "{out:?}");
+    let out = run(
+        &agent,
+        &["lock", "-child-exit-code", "svc/leader", "exit 3"],
+    )
+    .await;
+    assert_eq!(out.status.code(), Some(2), "{out:?}");
+    let out = run(
+        &agent,
+        &["lock", "-child-exit-code", "svc/leader", "exit 0"],
+    )
+    .await;
+    assert_eq!(out.status.code(), Some(0), "{out:?}");
 
     let dir = temp_dir();
     let started = dir.path().join("started");
@@ -495,13 +509,13 @@ async fn the_lock_passes_on_with_the_commands_exit_code_and_times_out_cleanly() 
         libc::kill(i32::try_from(pid).expect("a pid"), libc::SIGTERM);
     }
     let out = finished(holder, QUICK, "the terminated holder").await;
-    assert_eq!(out.status.code(), Some(128 + libc::SIGTERM), "{out:?}");
+    assert_eq!(out.status.code(), Some(0), "{out:?}");
     let r = get(&agent, "/v1/kv/svc/leader/.lock").await;
     assert_eq!(r.status, 404, "the lock key is cleaned up: {}", r.text);
 }
 
 #[tokio::test]
-async fn a_lost_lock_stops_the_command_and_ends_with_its_status() {
+async fn a_lost_lock_stops_the_command() {
     let agent = lock_ready_agent().await;
     let dir = temp_dir();
     let log = dir.path().join("runs");
@@ -531,7 +545,7 @@ async fn a_lost_lock_stops_the_command_and_ends_with_its_status() {
     let r = crate::kv::call(&agent, "PUT", &format!("/v1/session/destroy/{id}"), b"").await;
     assert_eq!(r.status, 200, "{r:?}");
     let out = finished(holder, QUICK, "the holder that lost its lock").await;
-    assert_eq!(out.status.code(), Some(128 + libc::SIGTERM), "{out:?}");
+    assert_eq!(out.status.code(), Some(0), "{out:?}");
     let said = String::from_utf8_lossy(&out.stdout);
     assert!(said.contains("Lock lost, killing child\n"), "{said}");
     assert!(said.contains("Child terminated\n"), "{said}");

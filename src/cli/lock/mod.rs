@@ -2,7 +2,9 @@
 //! [-verbose] PREFIX CMD...`: Consul's `consul lock`. It takes the lock at
 //! `PREFIX` (or, with `-n` above 1, one of N semaphore slots), runs CMD
 //! while it holds it, stops CMD if the hold is lost or `trellis lock` is
-//! told to stop, then lets go and exits with CMD's status.
+//! told to stop, then lets go. As Consul's, it exits 0 once it held the
+//! lock and let go cleanly, whatever CMD did; with `-child-exit-code` a CMD
+//! that failed (non-zero, or ended by a signal) makes it exit 2.
 //!
 //! The protocol is the Go client's, so `trellis lock`, `consul lock` and
 //! Go programs using `api.Lock`/`api.Semaphore` contend on one prefix as
@@ -85,8 +87,9 @@ pub(crate) struct LockCmd {
         value_name = "BOOL"
     )]
     shell: bool,
-    /// Accepted for Consul's scripts: the exit code is always the
-    /// command's.
+    /// Exit 2 when the command ended with an error (a non-zero status or
+    /// a signal); without it, as Consul's, the lock's own outcome decides
+    /// and a failed command still exits 0.
     #[arg(long)]
     child_exit_code: bool,
     /// The KV prefix; the lock is `<PREFIX>/.lock`.
@@ -207,7 +210,12 @@ impl LockCmd {
             Err(e) if in_use(&e) => self.say("Cleanup aborted, lock in use"),
             Err(e) => return Err(format!("Lock cleanup failed: {e:#}")),
         }
-        Ok(ExitCode::from(code))
+        // Consul's: the command's failure is passed on only when asked.
+        Ok(if self.child_exit_code && code != 0 {
+            ExitCode::from(2)
+        } else {
+            ExitCode::SUCCESS
+        })
     }
 
     fn holder(&self, plan: &Plan, api: Api) -> Result<Holder, String> {
@@ -244,7 +252,8 @@ impl LockCmd {
     }
 
     /// Runs the command until it exits, the hold is lost or we are told to
-    /// stop; stops it in the last two cases. Returns the exit code to end with.
+    /// stop; stops it in the last two cases. Returns CMD's status (128 +
+    /// the signal when one ended it), 0 when it succeeded.
     async fn supervise(&self, shutdown: &CancellationToken, lost: &CancellationToken) -> u8 {
         self.say("Starting handler");
         let spec = Spec {
