@@ -5,6 +5,7 @@
 //! only what it is about.
 
 mod kv;
+mod kv_props;
 mod model;
 mod props;
 mod replica;
