@@ -1,7 +1,8 @@
 //! Reads of the KV store, and the index each answer blocks on: one key's
 //! own index, a prefix's, or the table's.
 
-use super::super::kv_types::{KvEntry, Time};
+use super::super::kv_types::{KvEntry, Time, TxnError, TxnOp, TxnResult};
+use super::super::rules;
 use super::super::state::State;
 use super::super::types::Index;
 
@@ -44,6 +45,12 @@ impl State {
             }
         }
         keys
+    }
+
+    /// Runs a transaction of reads (`get`, `get-tree`, the checks) against
+    /// the state as it is, without a log entry.
+    pub fn kv_read_txn(&self, ops: &[TxnOp]) -> Result<Vec<TxnResult>, Vec<TxnError>> {
+        rules::evaluate_txn(&self.tables, ops)
     }
 
     /// Number of keys.

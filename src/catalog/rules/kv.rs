@@ -64,6 +64,29 @@ pub(crate) fn apply_txn(
     Ok(results)
 }
 
+/// Runs a transaction that only reads against the tables as they are,
+/// without a log entry (a read-only `/v1/txn`).
+pub(crate) fn evaluate(tables: &Tables, ops: &[TxnOp]) -> Result<Vec<TxnResult>, Vec<TxnError>> {
+    let mut overlay = Overlay::new(&tables.kv);
+    let mut results = Vec::new();
+    let mut errors = Vec::new();
+    for (op_index, op) in ops.iter().enumerate() {
+        let TxnOp::Kv(op) = op;
+        match step(&mut overlay, &tables.sessions, 0, 0, op) {
+            Ok(r) => results.extend(r),
+            Err(e) => errors.push(TxnError {
+                op_index,
+                what: e.to_string(),
+            }),
+        }
+    }
+    if errors.is_empty() {
+        Ok(results)
+    } else {
+        Err(errors)
+    }
+}
+
 /// The KV table with a transaction's writes laid over it.
 struct Overlay<'a> {
     kv: &'a Kv,

@@ -16,7 +16,7 @@ mod sessions;
 use std::collections::BTreeSet;
 
 pub(crate) use catalog::apply as apply_catalog;
-pub(crate) use kv::{apply as apply_kv, apply_txn};
+pub(crate) use kv::{apply as apply_kv, apply_txn, evaluate as evaluate_txn};
 pub(crate) use sessions::apply as apply_session;
 
 /// What one `apply` touched, so the DNS view can be rebuilt for just that
