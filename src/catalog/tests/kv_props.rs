@@ -4,7 +4,8 @@
 //! at increasing times.
 //!
 //! Checked after every command: two states applying the same log stay
-//! equal; a snapshot (through postcard) restores an equal state, derived
+//! equal; a transaction of reads answers the same evaluated without a log
+//! entry; a snapshot (through postcard) restores an equal state, derived
 //! indexes included; a refusal changes nothing but the last index; no key or
 //! prefix index goes backwards; every held key's session exists, and every
 //! session's node and checks exist and none of its checks is critical.
@@ -185,6 +186,16 @@ proptest! {
             prop_assert_eq!(&outcome, &twin_outcome);
             prop_assert_eq!(&state, &twin);
 
+            // A transaction of reads answers the same without a log entry.
+            if let Command::Txn(ops) = &cmd
+                && ops.iter().all(|TxnOp::Kv(op)| op.verb.is_read())
+            {
+                let read = match before.kv_read_txn(ops) {
+                    Ok(results) => Outcome::Txn { index, results },
+                    Err(errors) => Outcome::TxnRefused(errors),
+                };
+                prop_assert_eq!(&read, &outcome, "read-only {:?}", ops);
+            }
             if matches!(outcome, Outcome::Refused(_) | Outcome::TxnRefused(_)) {
                 let mut expected = before.clone();
                 expected.apply_noop(index);

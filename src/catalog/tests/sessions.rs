@@ -358,3 +358,32 @@ fn a_session_invalidated_releases_what_it_held_in_the_same_entry_as_its_cause() 
         (Some("s2"), 2, 5)
     );
 }
+
+#[test]
+fn a_state_restored_from_a_snapshot_invalidates_through_the_indexes_it_rebuilt() {
+    let mut c = with_n1();
+    ok(&mut c, 2, 0, create(on_check("s1", "mem")));
+    let s2 = Session {
+        behavior: Behavior::Delete,
+        ..session("s2", "n1")
+    };
+    ok(&mut c, 3, 0, create(s2));
+    lock(&mut c, 4, "k1", "s1");
+    lock(&mut c, 5, "k2", "s2");
+    let bytes = postcard::to_allocvec(&c.to_snapshot()).unwrap();
+    let mut back = State::from_snapshot(postcard::from_bytes(&bytes).unwrap());
+    assert_eq!(back, c);
+    // Sessions by check: deregistering mem ends s1 and frees k1.
+    ok(&mut back, 6, 0, dereg("n1", "", "mem"));
+    assert!(back.session("s1").is_none());
+    assert_eq!(holder(&back, "k1"), None);
+    // Sessions by node and keys by session: the node's removal ends s2 and
+    // deletes k2.
+    ok(&mut back, 7, 0, dereg("n1", "", ""));
+    assert!(back.session("s2").is_none());
+    assert_eq!(back.kv_get("k2"), None);
+    // The same log on the original state ends in the same place.
+    ok(&mut c, 6, 0, dereg("n1", "", "mem"));
+    ok(&mut c, 7, 0, dereg("n1", "", ""));
+    assert_eq!(back, c);
+}

@@ -225,3 +225,40 @@ fn a_key_rewritten_identically_in_a_transaction_keeps_its_index() {
     let a1 = c.kv_get("a/1").expect("a/1");
     assert_eq!((a1.value.as_slice(), a1.modify_index), (&b"one"[..], 5));
 }
+
+#[test]
+fn a_read_only_transaction_is_answered_without_a_log_entry_as_one_applied() {
+    let c = seeded();
+    let ops: Vec<TxnOp> = vec![
+        kv(KvVerb::GetTree, "a/", ""),
+        kv(KvVerb::Get, "nope", ""),
+        KvOp {
+            index: 3,
+            ..kv(KvVerb::CheckIndex, "a/2", "")
+        },
+        kv_by(KvVerb::CheckSession, "a/1", "", "s1"),
+    ]
+    .into_iter()
+    .map(TxnOp::Kv)
+    .collect();
+    let errors = c.kv_read_txn(&ops).expect_err("two checks fail");
+    let what: Vec<(usize, &str)> = errors
+        .iter()
+        .map(|e| (e.op_index, e.what.as_str()))
+        .collect();
+    assert_eq!(
+        what,
+        [
+            (1, r#"key "nope" doesn't exist"#),
+            (
+                3,
+                r#"failed session check for key "a/1", current session "" != "s1""#
+            ),
+        ]
+    );
+    let mut applied = c.clone();
+    let (outcome, _) = applied.apply(5, 0, &Command::Txn(ops.clone()));
+    assert_eq!(outcome, Outcome::TxnRefused(errors));
+    let results = c.kv_read_txn(&ops[..1]).expect("a get-tree");
+    assert_eq!(entries(results).len(), 2);
+}
