@@ -204,6 +204,11 @@ fn step(
             Ok(set(overlay, op, index))
         }
         KvVerb::Lock => {
+            // First, as Consul checks it before the write reaches Raft (a
+            // lock-delay answers `false` whatever the session).
+            if lock_delayed(overlay.kv, key, time) {
+                return Err(KvError::LockDelay(key.clone()));
+            }
             if op.session.is_empty() {
                 return Err(KvError::MissingSession);
             }
@@ -226,9 +231,6 @@ fn step(
             }
             if holder.is_some() {
                 return Err(KvError::LockHeld(key.clone()));
-            }
-            if overlay.kv.delay(key).is_some_and(|until| until > time) {
-                return Err(KvError::LockDelay(key.clone()));
             }
             let e = KvEntry {
                 key: key.clone(),
@@ -329,6 +331,11 @@ fn step(
             }
         },
     }
+}
+
+/// Whether `key` is under a lock-delay at `time`.
+fn lock_delayed(kv: &Kv, key: &str, time: Time) -> bool {
+    kv.delay(key).is_some_and(|until| until > time)
 }
 
 /// Writes a transaction's changes to the table at `index`: an entry that

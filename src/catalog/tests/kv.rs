@@ -610,3 +610,30 @@ fn keys_are_listed_once_up_to_the_separator() {
     assert_eq!(c.kv_keys("", "/"), ["a/", "b"]);
     assert_eq!(c.kv_keys("a/", ""), ["a/1", "a/b/1", "a/b/2", "a/c"]);
 }
+
+#[test]
+fn a_lock_within_the_lock_delay_is_refused_for_the_delay_whatever_its_session() {
+    let mut c = with_sessions(5_000);
+    kv_ok(&mut c, 4, 0, kv_by(KvVerb::Lock, "k", "v", "s1"));
+    c.apply(
+        5,
+        1_000,
+        &Command::Session(SessionOp::Destroy { id: "s1".into() }),
+    );
+    // As Consul's kvsPreApply, before the session is looked at.
+    let message = r#"failed to lock key "k" due to lock delay"#;
+    for (index, session) in [(6, "gone"), (7, "")] {
+        let op = kv_by(KvVerb::Lock, "k", "w", session);
+        kv_refused(
+            &mut c,
+            index,
+            1_500,
+            op,
+            KvError::LockDelay("k".into()),
+            message,
+        );
+    }
+    let op = kv_by(KvVerb::Lock, "k", "w", "gone");
+    let err = KvError::InvalidSession("gone".into());
+    kv_refused(&mut c, 8, 6_000, op, err, r#"invalid session "gone""#);
+}
