@@ -43,6 +43,21 @@ pub(crate) fn apply_txn(
     time: Time,
     ops: &[TxnOp],
 ) -> Result<Vec<TxnResult>, Vec<TxnError>> {
+    // As Consul's Txn.preCheck: locks under a lock-delay fail the
+    // transaction before any op runs, and only they are reported.
+    let delayed: Vec<TxnError> = ops
+        .iter()
+        .enumerate()
+        .filter_map(|(op_index, TxnOp::Kv(op))| {
+            (op.verb == KvVerb::Lock && lock_delayed(&tables.kv, &op.key, time)).then(|| TxnError {
+                op_index,
+                what: KvError::LockDelay(op.key.clone()).to_string(),
+            })
+        })
+        .collect();
+    if !delayed.is_empty() {
+        return Err(delayed);
+    }
     let mut overlay = Overlay::new(&tables.kv);
     let mut results = Vec::new();
     let mut errors = Vec::new();

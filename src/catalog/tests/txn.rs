@@ -262,3 +262,41 @@ fn a_read_only_transaction_is_answered_without_a_log_entry_as_one_applied() {
     let results = c.kv_read_txn(&ops[..1]).expect("a get-tree");
     assert_eq!(entries(results).len(), 2);
 }
+
+#[test]
+fn locks_under_a_lock_delay_fail_a_transaction_alone_as_consuls_precheck() {
+    let mut c = seeded();
+    let mut s2 = session("s2", "n1");
+    s2.lock_delay_ns = 10_000_000_000;
+    c.apply(5, 0, &Command::Session(SessionOp::Create(s2)));
+    committed(&mut c, 6, vec![kv_by(KvVerb::Lock, "a/1", "x", "s2")]);
+    c.apply(
+        7,
+        1_000,
+        &Command::Session(SessionOp::Destroy { id: "s2".into() }),
+    );
+    let mut expected = c.clone();
+    expected.apply_noop(8);
+    let ops = vec![
+        KvOp {
+            index: 1,
+            ..kv(KvVerb::Cas, "a/2", "stale")
+        },
+        kv_by(KvVerb::Lock, "a/1", "x", "s1"),
+        kv_by(KvVerb::Lock, "a/2", "x", "s1"),
+    ];
+    let (outcome, _) = c.apply(8, 5_000, &txn(ops.clone()));
+    let delayed = TxnError {
+        op_index: 1,
+        what: r#"failed to lock key "a/1" due to lock delay"#.into(),
+    };
+    assert_eq!(outcome, Outcome::TxnRefused(vec![delayed]));
+    assert_eq!(c, expected);
+    // Once the delay is over, the ops run and every failure is named.
+    let (outcome, _) = c.apply(9, 11_000, &txn(ops));
+    let stale = TxnError {
+        op_index: 0,
+        what: r#"failed to set key "a/2", index is stale"#.into(),
+    };
+    assert_eq!(outcome, Outcome::TxnRefused(vec![stale]));
+}
