@@ -48,11 +48,12 @@ pub(crate) fn apply_txn(
     let delayed: Vec<TxnError> = ops
         .iter()
         .enumerate()
-        .filter_map(|(op_index, TxnOp::Kv(op))| {
-            (op.verb == KvVerb::Lock && lock_delayed(&tables.kv, &op.key, time)).then(|| TxnError {
-                op_index,
-                what: KvError::LockDelay(op.key.clone()).to_string(),
-            })
+        .filter(|(_, TxnOp::Kv(op))| {
+            op.verb == KvVerb::Lock && lock_delayed(&tables.kv, &op.key, time)
+        })
+        .map(|(op_index, TxnOp::Kv(op))| TxnError {
+            op_index,
+            what: KvError::LockDelay(op.key.clone()).to_string(),
         })
         .collect();
     if !delayed.is_empty() {
