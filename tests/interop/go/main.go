@@ -278,8 +278,10 @@ func testLockTTL(addr string) {
 	if noErr("ttl: session info after expiry", err) {
 		ok("ttl: the expired session is gone", sess == nil, "%+v", sess)
 	}
-	_, _, err = c.Session().Renew(sid, nil)
-	ok("ttl: renewing the expired session fails", err != nil, "renew succeeded")
+	// The api turns renew's 404 into a nil entry (RenewPeriodic's
+	// ErrSessionExpired).
+	renewed, _, err := c.Session().Renew(sid, nil)
+	ok("ttl: renewing the expired session finds none (404)", err == nil && renewed == nil, "entry=%+v err=%v", renewed, err)
 }
 
 // testSemaphore: limit 2, three contenders; two hold, the third waits and
@@ -382,8 +384,8 @@ func testSemaphore(addr string) {
 	}
 }
 
-// renderer keeps the latest rendering of a blocking-query loop and the
-// number of times the loop woke up.
+// renderer keeps the latest rendering of a blocking-query loop, the number
+// of answers it got and its last error.
 type renderer struct {
 	mu    sync.Mutex
 	text  string
@@ -394,11 +396,11 @@ type renderer struct {
 func (r *renderer) set(text string, err error) {
 	r.mu.Lock()
 	defer r.mu.Unlock()
-	r.wakes++
 	if err != nil {
 		r.err = err
 		return
 	}
+	r.wakes++
 	r.text = text
 }
 
@@ -408,12 +410,13 @@ func (r *renderer) get() (string, int, error) {
 	return r.text, r.wakes, r.err
 }
 
-// waitRender waits up to d for the rendering to equal want.
+// waitRender waits up to d for the rendering to equal want (after at least
+// one answer).
 func (r *renderer) waitRender(want string, d time.Duration) (bool, time.Duration, string) {
 	t0 := time.Now()
 	for {
-		got, _, _ := r.get()
-		if got == want {
+		got, wakes, _ := r.get()
+		if got == want && wakes > 0 {
 			return true, time.Since(t0), got
 		}
 		if time.Since(t0) > d {
