@@ -259,11 +259,12 @@ def main():
     c = consul.Consul(host=host, port=port)
     me = step("agent.self", lambda: c.agent.self())
     node = me["Config"]["NodeName"] if me else None
-    test_kv(c)
-    test_sessions(c, node)
-    test_txn(c)
-    test_blocking(c, host, port)
-    c.kv.delete("pykv/", recurse=True)
+    # A client error outside a step() ends that section only.
+    step("kv section", lambda: test_kv(c))
+    step("session section", lambda: test_sessions(c, node))
+    step("txn section", lambda: test_txn(c))
+    step("blocking section", lambda: test_blocking(c, host, port))
+    step("clean up", lambda: c.kv.delete("pykv/", recurse=True))
     sys.exit(1 if failed else 0)
 
 

@@ -35,6 +35,10 @@ cleanup() {
     for pid in "${PIDS[@]}"; do
         wait "$pid" 2>/dev/null || true
     done
+    # Commands `trellis lock` started (part 9) are not our children.
+    if [ -f "$WORK/leader.pids" ]; then
+        while read -r pid; do kill "$pid" 2>/dev/null || true; done <"$WORK/leader.pids"
+    fi
     ip netns del "$NS" 2>/dev/null || true
     ip netns del "$NS2" 2>/dev/null || true
     rm -rf "/etc/netns/$NS" "/etc/netns/$NS2"
@@ -620,7 +624,8 @@ part_consul_template() {
     printf '%s\n' 'config: {{ key "app/config" }}' '{{ range service "web" }}web {{ .Address }}:{{ .Port }}' '{{ end }}' \
         >"$WORK/ct.tpl"
     local outf="$WORK/ct.out"
-    "$CONSUL_TEMPLATE" -consul-addr "$CT8_HTTP" -template "$WORK/ct.tpl:$outf" -log-level info \
+    # Without -kill-signal it stops only on SIGINT and ignores the cleanup's SIGTERM.
+    "$CONSUL_TEMPLATE" -consul-addr "$CT8_HTTP" -template "$WORK/ct.tpl:$outf" -log-level info -kill-signal SIGTERM \
         >"$WORK/ct.log" 2>&1 &
     PIDS+=("$!")
     local want1 want2 want3
@@ -711,6 +716,7 @@ part_lock() {
     : >"$llog"
     cat >"$WORK/leader.sh" <<SH
 #!/bin/sh
+echo \$\$ >>"$WORK/leader.pids"
 printf 'start %s %s %s\n' "\$1" "\$(date +%s.%N)" "\${CONSUL_LOCK_HELD:-unset}" >>"$llog"
 trap 'printf "stop %s %s\n" "\$1" "\$(date +%s.%N)" >>"$llog"; exit 0' TERM INT
 while :; do sleep 0.1; done

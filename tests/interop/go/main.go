@@ -448,6 +448,11 @@ func testWatch(addr string, stop <-chan struct{}) {
 				time.Sleep(100 * time.Millisecond)
 				continue
 			}
+			if meta.LastIndex == 0 {
+				kvr.set("", fmt.Errorf("no X-Consul-Index in the answer"))
+				time.Sleep(100 * time.Millisecond)
+				continue
+			}
 			idx = meta.LastIndex
 			if p == nil {
 				kvr.set("<missing>", nil)
@@ -467,6 +472,11 @@ func testWatch(addr string, stop <-chan struct{}) {
 			es, meta, err := c.Health().Service(svc, "", false, &api.QueryOptions{WaitIndex: idx, WaitTime: 30 * time.Second})
 			if err != nil {
 				svr.set("", err)
+				time.Sleep(100 * time.Millisecond)
+				continue
+			}
+			if meta.LastIndex == 0 {
+				svr.set("", fmt.Errorf("no X-Consul-Index in the answer"))
 				time.Sleep(100 * time.Millisecond)
 				continue
 			}
