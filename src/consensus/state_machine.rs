@@ -26,7 +26,7 @@ use super::types::Outcomes;
 use super::types::{
     Entry, LogId, Snapshot, SnapshotMeta, StoredMembership, TypeConfig, typ::StorageError,
 };
-use crate::catalog::{Replica, StateSnapshot};
+use crate::catalog::{Replica, StateSnapshot, StateSnapshotV2};
 use crate::store::format::{self, FormatError, Version};
 use crate::store::{self, Contents, Op, StoreError, Writer, keys, v1};
 
@@ -47,6 +47,7 @@ fn encode_catalog(catalog: &StateSnapshot) -> Result<Vec<u8>, StoreError> {
 fn decode_catalog(body: &[u8]) -> Result<StateSnapshot, StoreError> {
     match format::split(body)? {
         (format::CURRENT, catalog) => store::decode(catalog),
+        (2, catalog) => Ok(store::decode::<StateSnapshotV2>(catalog)?.into()),
         (found, _) => Err(FormatError::unreadable("a snapshot", found).into()),
     }
 }
@@ -54,15 +55,21 @@ fn decode_catalog(body: &[u8]) -> Result<StateSnapshot, StoreError> {
 /// Re-encodes the `snapshot` value of a data dir in format `from` into the
 /// current format, for [`format::upgrade`].
 pub(crate) fn upgrade_snapshot(from: Version, bytes: &[u8]) -> Result<Vec<u8>, StoreError> {
+    if from == 2 {
+        // Format 3 kept the stored snapshot's shape and added tables to
+        // the body, which carries its own version.
+        let mut stored: StoredSnapshot = store::decode(bytes)?;
+        stored.data = encode_catalog(&decode_catalog(&stored.data)?)?;
+        return store::encode(&stored);
+    }
     if from != format::UNVERSIONED {
         return Err(FormatError::unreadable("a stored snapshot", from).into());
     }
     let old: v1::StoredSnapshot = store::decode(bytes)?;
     // Version 2 left the catalog's tables as they were: the body, read by
-    // the frozen v1 tables, is what the catalog's own serde impl reads. (When
-    // the tables change, this step yields the frozen v2 tables instead.)
+    // the frozen v1 tables, is what format 2's snapshot reads.
     let tables: v1::Tables = store::decode(&old.data)?;
-    let catalog: StateSnapshot = store::decode(&store::encode(&tables)?)?;
+    let catalog: StateSnapshot = store::decode::<StateSnapshotV2>(&store::encode(&tables)?)?.into();
     let meta = SnapshotMeta {
         last_log_id: old.meta.last_log_id,
         last_membership: StoredMembership::new(
@@ -235,7 +242,10 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
             // The catalog's indexes are the Raft log's, as Consul's are.
             let index = entry.log_id.index;
             let outcome = match entry.payload {
-                EntryPayload::Normal(batch) => self.replica.apply_batch(index, batch),
+                EntryPayload::Normal(batch) => {
+                    let (time, commands) = batch.into_parts();
+                    self.replica.apply_batch(index, time, commands)
+                }
                 EntryPayload::Blank => {
                     self.replica.apply_noop(index);
                     Vec::new()

@@ -10,11 +10,13 @@
 //! 1 MiB (413).
 
 mod agent;
+mod body;
 mod catalog;
 pub mod decode;
 mod error;
 mod health;
 pub mod json;
+mod kv;
 mod members;
 mod operator;
 pub mod query;
@@ -22,6 +24,7 @@ mod route;
 mod status;
 #[cfg(test)]
 mod tests;
+mod txn;
 
 use std::sync::Arc;
 use std::sync::atomic::AtomicUsize;
@@ -133,6 +136,15 @@ fn build(state: Ctx, max_in_flight: usize) -> Router {
         .route("/v1/health/checks/{name}", get(health::checks))
         .route("/v1/health/node/{node}", get(health::node))
         .route("/v1/health/state/{state}", get(health::state))
+        .route(
+            "/v1/kv/",
+            get(kv::get).put(kv::put).delete(kv::delete),
+        )
+        .route(
+            "/v1/kv/{*key}",
+            get(kv::get).put(kv::put).delete(kv::delete),
+        )
+        .route("/v1/txn", put(txn::txn))
         .route("/v1/status/leader", get(status::leader))
         .route("/v1/status/peers", get(status::peers))
         .route("/v1/agent/leave", put(operator::leave))

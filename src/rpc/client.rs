@@ -13,7 +13,7 @@ use serde::{Deserialize, Serialize};
 
 use super::cluster::Configuration;
 use super::errors::{ReadError, WriteError};
-use crate::catalog::{Command, Index, Outcome, Replica, Since, StateSnapshot};
+use crate::catalog::{Applied, Command, Index, Outcome, Replica, Since, StateSnapshot};
 
 /// Longest a client's follow poll is held open.
 pub const MAX_FOLLOW_WAIT: Duration = Duration::from_secs(10);
@@ -97,7 +97,7 @@ pub struct FollowAnswer {
 pub enum CatchUp {
     /// The applied entries after the client's index, in order; empty when
     /// nothing changed before the poll ended.
-    Entries(Vec<(Index, Arc<[Command]>)>),
+    Entries(Vec<Applied>),
     /// The client is behind the server's history: the whole state.
     Snapshot(StateSnapshot),
 }

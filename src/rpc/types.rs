@@ -7,13 +7,12 @@
 use std::borrow::Cow;
 use std::fmt;
 use std::io::Cursor;
-use std::sync::Arc;
 
 use serde::de::{self, SeqAccess, Visitor};
 use serde::ser::{self, SerializeTuple};
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
-use crate::catalog::{Command, Outcome};
+use crate::catalog::{Command, Outcome, Time};
 use crate::store::format::{CURRENT, FormatError, Version};
 
 /// What one log entry carries: the commands proposed together while the
@@ -24,40 +23,70 @@ use crate::store::format::{CURRENT, FormatError, Version};
 /// before Raft: one entry, one fsync, many commands. The commands apply in
 /// order at the entry's index.
 ///
+/// The batch also carries the leader's clock when it proposed the entry
+/// ([`Time`]): sessions' deadlines, lock-delays and tombstones are dated by
+/// it, so every server applies the entry the same way.
+///
 /// Its serde form says its format: `(version, postcard bytes of the
-/// commands)`, so an entry on disk or in AppendEntries is decoded by the
+/// body)`, so an entry on disk or in AppendEntries is decoded by the
 /// version it was written in, and one from a newer build is refused rather
-/// than misread (`store::format`).
+/// than misread (`store::format`). The body is `(time, commands)` since
+/// format 3; format 2's was the commands alone, read with time 0.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct Batch(Vec<Command>);
+pub struct Batch {
+    /// When the leader proposed it.
+    time: Time,
+    /// The commands, in order.
+    commands: Vec<Command>,
+}
 
 impl Batch {
-    /// Decodes the commands of a batch written in format `version`.
+    /// Decodes a batch written in format `version`.
     fn decode(version: Version, body: &[u8]) -> Result<Self, String> {
+        let commands = |e| format!("log entry commands: {e}");
         match version {
             CURRENT => postcard::from_bytes(body)
-                .map(Self)
-                .map_err(|e| format!("log entry commands: {e}")),
+                .map(|(time, commands)| Self { time, commands })
+                .map_err(commands),
+            // Format 2 commands are a prefix of format 3's variants.
+            2 => postcard::from_bytes(body)
+                .map(|commands| Self { time: 0, commands })
+                .map_err(commands),
             found => Err(FormatError::unreadable("a log entry batch", found).to_string()),
         }
+    }
+
+    /// The same commands, dated `time`.
+    pub fn at(self, time: Time) -> Self {
+        Self { time, ..self }
+    }
+
+    /// When the leader proposed it (0 before entries carried time).
+    pub fn time(&self) -> Time {
+        self.time
+    }
+
+    /// The commands and the time, for the replica.
+    pub fn into_parts(self) -> (Time, Vec<Command>) {
+        (self.time, self.commands)
     }
 }
 
 impl From<Vec<Command>> for Batch {
     fn from(commands: Vec<Command>) -> Self {
-        Self(commands)
+        Self { time: 0, commands }
     }
 }
 
 impl FromIterator<Command> for Batch {
     fn from_iter<I: IntoIterator<Item = Command>>(iter: I) -> Self {
-        Self(iter.into_iter().collect())
+        iter.into_iter().collect::<Vec<_>>().into()
     }
 }
 
 impl Extend<Command> for Batch {
     fn extend<I: IntoIterator<Item = Command>>(&mut self, iter: I) {
-        self.0.extend(iter);
+        self.commands.extend(iter);
     }
 }
 
@@ -66,7 +95,7 @@ impl IntoIterator for Batch {
     type IntoIter = std::vec::IntoIter<Command>;
 
     fn into_iter(self) -> Self::IntoIter {
-        self.0.into_iter()
+        self.commands.into_iter()
     }
 }
 
@@ -75,14 +104,7 @@ impl<'a> IntoIterator for &'a Batch {
     type IntoIter = std::slice::Iter<'a, Command>;
 
     fn into_iter(self) -> Self::IntoIter {
-        self.0.iter()
-    }
-}
-
-/// The replica keeps an applied batch's commands as they are, unshared.
-impl From<Batch> for Arc<[Command]> {
-    fn from(batch: Batch) -> Self {
-        batch.0.into()
+        self.commands.iter()
     }
 }
 
@@ -97,7 +119,7 @@ impl Serialize for Body<'_> {
 
 impl Serialize for Batch {
     fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
-        let body = postcard::to_stdvec(&self.0).map_err(ser::Error::custom)?;
+        let body = postcard::to_stdvec(&(self.time, &self.commands)).map_err(ser::Error::custom)?;
         let mut t = s.serialize_tuple(2)?;
         t.serialize_element(&CURRENT)?;
         t.serialize_element(&Body(&body))?;

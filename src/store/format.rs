@@ -42,7 +42,11 @@ pub type Version = u32;
 ///   the catalog. No `format` key in `META`.
 /// - 2: commands by domain (`Command::Catalog(CatalogOp::..)`); batches and
 ///   snapshot bodies carry their version; `META` has `format`.
-pub const CURRENT: Version = 2;
+/// - 3: KV, sessions and transactions. New `Command` variants after
+///   `Catalog` (format 2's commands read unchanged); a batch's body is
+///   `(time, commands)`, the leader's clock when it proposed the entry; the
+///   snapshot gains the KV and session tables after the catalog's fields.
+pub const CURRENT: Version = 3;
 
 /// The version of a data dir that has content but no `format` key: it was
 /// written before formats were versioned.

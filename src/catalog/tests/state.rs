@@ -5,7 +5,7 @@ use crate::catalog::{State, StateSnapshot, Touched};
 
 /// Applies `cmd` at `index` and insists it was accepted.
 fn ok(c: &mut State, index: Index, cmd: Command) -> Touched {
-    let (outcome, touched) = c.apply(index, &cmd);
+    let (outcome, touched) = c.apply(index, 0, &cmd);
     assert_eq!(outcome, Outcome::Applied(index), "{cmd:?}");
     touched
 }
@@ -15,7 +15,7 @@ fn ok(c: &mut State, index: Index, cmd: Command) -> Touched {
 fn refused(c: &mut State, index: Index, cmd: Command, err: CatalogError) {
     let mut expected = c.clone();
     expected.apply_noop(index);
-    let (outcome, touched) = c.apply(index, &cmd);
+    let (outcome, touched) = c.apply(index, 0, &cmd);
     assert_eq!(outcome, Outcome::Refused(err));
     assert_eq!(touched, Touched::default());
     assert_eq!(*c, expected);
