@@ -11,6 +11,7 @@ import threading
 import time
 
 import consul
+from consul.exceptions import ClientError
 
 failed = 0
 
@@ -193,7 +194,7 @@ def test_txn(c):
            and res[1]["KV"]["Flags"] == 3 and res[2]["KV"]["Value"] == b64("a"), repr(res))
         ok("txn results share one ModifyIndex", res[0]["KV"]["ModifyIndex"] == res[1]["KV"]["ModifyIndex"], repr(res))
     _, e2 = c.kv.get("pykv/t2")
-    e = raises("a failing txn (stale cas) raises ClientError", consul.ClientError, lambda: c.txn.put([
+    e = raises("a failing txn (stale cas) raises ClientError", ClientError, lambda: c.txn.put([
         {"KV": {"Verb": "set", "Key": "pykv/t1", "Value": b64("changed")}},
         {"KV": {"Verb": "delete", "Key": "pykv/t2"}},
         {"KV": {"Verb": "cas", "Key": "pykv/t3", "Value": b64("c"), "Index": 999999}},
