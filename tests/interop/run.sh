@@ -118,6 +118,7 @@ install_go_tools() {
         log "go install consul-template@$CONSUL_TEMPLATE_VERSION"
         if ! out="$(go install "github.com/hashicorp/consul-template@$CONSUL_TEMPLATE_VERSION" 2>&1)"; then
             GO_PROBLEM="go install consul-template@$CONSUL_TEMPLATE_VERSION failed: $(tail -5 <<<"$out")"
+            rm -f "$CONSUL_TEMPLATE" # never test another version than the pinned one
         fi
     fi
     log "building go/ (hashicorp/consul/api)"
