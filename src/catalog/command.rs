@@ -128,7 +128,7 @@ pub enum KvError {
     /// An `unlock` by a session that does not hold the key.
     #[error("failed to unlock key {0:?}, lock isn't held, or is held by another session")]
     NotHolder(String),
-    /// A `get`, `check-index` or `check-session` on a missing key.
+    /// A `get` on a missing key.
     #[error("key {0:?} doesn't exist")]
     Missing(String),
     /// A `check-not-exists` on a present key.
@@ -160,6 +160,12 @@ pub enum KvError {
     /// A `lock` or `unlock` naming a session that does not exist.
     #[error("invalid session {0:?}")]
     InvalidSession(String),
+    /// A `check-index` on a missing key (Consul's `kvsCheckIndexTxn`).
+    #[error("failed to check index, key {0:?} doesn't exist")]
+    CheckIndexMissing(String),
+    /// A `check-session` on a missing key (Consul's `kvsCheckSessionTxn`).
+    #[error("failed to check session, key {0:?} doesn't exist")]
+    CheckSessionMissing(String),
 }
 
 /// Why a session operation was refused, in Consul's words.

@@ -58,7 +58,8 @@ pub enum KvVerb {
     Unlock,
     /// Read the key; a missing key is an error (`get`).
     Get,
-    /// Read the key; a missing key is no result (`get-or-empty`).
+    /// Read the key; a missing key answers with the op as an entry
+    /// without a value (`get-or-empty`).
     GetOrEmpty,
     /// Read every key under the prefix (`get-tree`).
     GetTree,

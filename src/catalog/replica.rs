@@ -159,11 +159,16 @@ impl Replica {
             time,
             commands: cmds,
         });
-        let view = self
-            .view
-            .load()
-            .updated(&state, touched.nodes.iter(), touched.services.iter());
-        self.view.store(Arc::new(view));
+        // Only what DNS answers from republishes the view: a KV write, a
+        // session or a renewal leaves it, and the DNS caches keyed on it,
+        // alone.
+        if !touched.nodes.is_empty() || !touched.services.is_empty() {
+            let view =
+                self.view
+                    .load()
+                    .updated(&state, touched.nodes.iter(), touched.services.iter());
+            self.view.store(Arc::new(view));
+        }
         drop(state);
         self.applied.send_replace(index);
         outcomes

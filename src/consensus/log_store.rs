@@ -532,6 +532,31 @@ mod tests {
         }
     }
 
+    /// A normal entry as format 2 wrote it (see `rpc::types`'s goldens):
+    /// log id (3, 7, 10) and a batch of version 2 holding one deregistration.
+    const V2_ENTRY: &[u8] = b"\x03\x07\x0a\x01\x02\x0d\x01\x00\x01\x02n1\x05web-1\x00";
+
+    #[test]
+    fn version_2_entries_upgrade_to_batches_dated_0() {
+        let bytes = upgrade_entry(2, V2_ENTRY).expect("upgrade");
+        let entry: Entry = store::decode(&bytes).expect("decode");
+        assert_eq!(entry.log_id, LogId::new(CommittedLeaderId::new(3, 7), 10));
+        let deregister = Command::deregister(Deregistration {
+            node: "n1".into(),
+            service_id: "web-1".into(),
+            check_id: String::new(),
+        });
+        let EntryPayload::Normal(batch) = &entry.payload else {
+            panic!("{entry:?}");
+        };
+        assert_eq!(batch.time(), 0);
+        assert_eq!(*batch, Batch::from(vec![deregister]));
+        // Rewritten in the current format: the batch (after the log id and
+        // the payload's variant) says so.
+        assert_eq!(bytes[4], format::CURRENT as u8);
+        assert_eq!(V2_ENTRY[4], 2);
+    }
+
     #[test]
     fn an_entry_of_an_unknown_older_version_is_not_guessed_at() {
         let bytes = store::encode(&v1::Entry {

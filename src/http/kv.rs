@@ -19,9 +19,9 @@ use axum::response::{IntoResponse, Response};
 use base64::Engine;
 use serde::Serialize;
 
+use super::ApiError;
 use super::body::read_limited;
 use super::route::{Route, json_response};
-use super::ApiError;
 use crate::catalog::{CatalogError, Command, Index, KvEntry, KvError, KvOp, KvVerb, Outcome};
 
 /// Largest value, as Consul's `kv_max_value_size`.
@@ -118,10 +118,9 @@ fn conflicting(route: &Route, flags: &[&str]) -> Result<(), ApiError> {
 fn number(route: &Route, name: &str) -> Result<Option<u64>, ApiError> {
     match route.params().get(name) {
         None => Ok(None),
-        Some(v) => v
-            .parse()
-            .map(Some)
-            .map_err(|_| ApiError::BadRequest(format!("Invalid ?{name}: {v:?} is not an unsigned integer"))),
+        Some(v) => v.parse().map(Some).map_err(|_| {
+            ApiError::BadRequest(format!("Invalid ?{name}: {v:?} is not an unsigned integer"))
+        }),
     }
 }
 
@@ -291,9 +290,7 @@ async fn write(route: &Route, op: KvOp) -> Result<Response, ApiError> {
         }
         Outcome::Refused(e) => return Err(ApiError::Internal(e.to_string())),
         other => {
-            return Err(ApiError::Internal(format!(
-                "a KV write answered {other:?}"
-            )));
+            return Err(ApiError::Internal(format!("a KV write answered {other:?}")));
         }
     };
     writer.meta_headers(response.headers_mut());

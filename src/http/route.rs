@@ -26,6 +26,11 @@ use crate::delegate::Delegate;
 use crate::gossip::Gossip;
 use crate::local::LocalAgent;
 
+/// How long a write's answer waits for this agent's replica to apply the
+/// write: the leader applied it already, so a follower is a heartbeat or
+/// a follow poll behind.
+const APPLY_WAIT: std::time::Duration = std::time::Duration::from_secs(5);
+
 /// Which datacenter a request is for.
 #[derive(Debug, Clone, PartialEq, Eq)]
 enum Datacenter {
@@ -200,6 +205,31 @@ impl Route {
             Consistency::Consistent => api.delegate.linearizable_read().await?,
         }
         Ok(api)
+    }
+
+    /// Waits until this agent's replica has applied `index` (a write's), so
+    /// that a write's answer shows what the write did even where the
+    /// replica follows the leader, then reads it under the read lock.
+    pub(super) async fn read_applied<T>(
+        &self,
+        index: Index,
+        read: impl FnOnce(&State) -> T,
+    ) -> Result<T, ApiError> {
+        let api = self.reach(&self.datacenter)?;
+        let mut applied = api.replica.subscribe();
+        let caught_up =
+            tokio::time::timeout(APPLY_WAIT, applied.wait_for(|applied| *applied >= index)).await;
+        if !matches!(caught_up, Ok(Ok(_))) {
+            return Err(ApiError::Internal(format!(
+                "this agent has not applied index {index} yet"
+            )));
+        }
+        Ok(read(&api.replica.read()))
+    }
+
+    /// The KV store's and sessions' settings.
+    pub(super) fn kv_settings(&self) -> &crate::config::KvSettings {
+        &self.ctx.api.kv
     }
 
     /// This agent's own services, checks and identity: the agent endpoints

@@ -18,11 +18,11 @@ use base64::Engine;
 use serde::Serialize;
 use serde_json::Value;
 
+use super::ApiError;
 use super::body::read_limited;
 use super::decode::Fields;
 use super::kv::{KvEntryJson, MAX_VALUE_BYTES, validate_key};
 use super::route::{Route, json_response};
-use super::ApiError;
 use crate::catalog::{Command, KvOp, KvVerb, Outcome, TxnError, TxnOp, TxnResult};
 
 /// Largest request body, as Consul's `txn_max_req_len`.
@@ -54,7 +54,11 @@ struct TxnJson<'a> {
 }
 
 /// `PUT /v1/txn`.
-pub(super) async fn txn(route: Route, headers: HeaderMap, body: Body) -> Result<Response, ApiError> {
+pub(super) async fn txn(
+    route: Route,
+    headers: HeaderMap,
+    body: Body,
+) -> Result<Response, ApiError> {
     let bytes = read_limited(&headers, body, MAX_BODY_BYTES, |declared| {
         let size = declared.map_or_else(String::new, |n| format!("({n} bytes)"));
         format!(
@@ -105,7 +109,11 @@ fn answered(result: &Result<Vec<TxnResult>, Vec<TxnError>>, pretty: bool) -> Res
     answer(result, status, pretty)
 }
 
-fn answer(result: &Result<Vec<TxnResult>, Vec<TxnError>>, status: StatusCode, pretty: bool) -> Response {
+fn answer(
+    result: &Result<Vec<TxnResult>, Vec<TxnError>>,
+    status: StatusCode,
+    pretty: bool,
+) -> Response {
     let body = match result {
         Ok(results) => TxnJson {
             results: Some(
@@ -197,8 +205,14 @@ fn decode(bytes: &[u8]) -> Result<Result<Vec<TxnOp>, Vec<TxnError>>, ApiError> {
             verb,
             key,
             value,
-            flags: kv.uint(&["Flags"], u64::MAX).map_err(unparsable)?.unwrap_or(0),
-            index: kv.uint(&["Index"], u64::MAX).map_err(unparsable)?.unwrap_or(0),
+            flags: kv
+                .uint(&["Flags"], u64::MAX)
+                .map_err(unparsable)?
+                .unwrap_or(0),
+            index: kv
+                .uint(&["Index"], u64::MAX)
+                .map_err(unparsable)?
+                .unwrap_or(0),
             session: kv.string(&["Session"]).map_err(unparsable)?,
         }));
     }

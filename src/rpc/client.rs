@@ -99,7 +99,7 @@ pub enum CatchUp {
     /// nothing changed before the poll ended.
     Entries(Vec<Applied>),
     /// The client is behind the server's history: the whole state.
-    Snapshot(StateSnapshot),
+    Snapshot(Box<StateSnapshot>),
 }
 
 /// What a server knows of its cluster, for a client's headers and
@@ -163,7 +163,7 @@ async fn follow(handler: &impl ClientHandler, after: Index, wait_ms: u32) -> Fol
     let _ = tokio::time::timeout(wait, applied.wait_for(|&i| i > after)).await;
     let catch_up = match replica.since(after, FOLLOW_ENTRIES, FOLLOW_COMMANDS) {
         Since::Entries(entries) => CatchUp::Entries(entries),
-        Since::TooOld => CatchUp::Snapshot(replica.snapshot()),
+        Since::TooOld => CatchUp::Snapshot(Box::new(replica.snapshot())),
     };
     FollowAnswer {
         catch_up,

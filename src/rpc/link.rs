@@ -401,7 +401,7 @@ impl ServerLink {
                     index = catalog.last_index(),
                     "installed the catalog from a server"
                 );
-                self.replica.install(catalog);
+                self.replica.install(*catalog);
             }
         }
         *self.heard() = Heard {

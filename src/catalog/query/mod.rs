@@ -45,6 +45,14 @@ impl HealthEntry<'_> {
 }
 
 impl State {
+    /// Index of the last change to nodes, services or checks: what DNS
+    /// answers from.
+    pub fn catalog_index(&self) -> Index {
+        self.nodes_index()
+            .max(self.services_index())
+            .max(self.checks_index())
+    }
+
     /// Index of the last change to the nodes table.
     pub fn nodes_index(&self) -> Index {
         self.tables.nodes.index()

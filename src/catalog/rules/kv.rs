@@ -270,14 +270,23 @@ fn step(
             Some(e) => Ok(vec![TxnResult::Kv(e.clone())]),
             None => Err(KvError::Missing(key.clone())),
         },
-        KvVerb::GetOrEmpty => Ok(overlay
-            .get(key)
-            .map(|e| TxnResult::Kv(e.clone()))
-            .into_iter()
-            .collect()),
+        // As Consul's txnKVS: a missing key answers with the op itself as
+        // an entry, without a value.
+        KvVerb::GetOrEmpty => Ok(vec![TxnResult::Kv(match overlay.get(key) {
+            Some(e) => e.clone(),
+            None => KvEntry {
+                key: key.clone(),
+                value: Vec::new(),
+                flags: op.flags,
+                session: (!op.session.is_empty()).then(|| op.session.clone()),
+                lock_index: 0,
+                create_index: 0,
+                modify_index: op.index,
+            },
+        })]),
         KvVerb::GetTree => Ok(overlay.under(key).into_iter().map(TxnResult::Kv).collect()),
         KvVerb::CheckIndex => match overlay.get(key) {
-            None => Err(KvError::Missing(key.clone())),
+            None => Err(KvError::CheckIndexMissing(key.clone())),
             Some(e) if e.modify_index != op.index => Err(KvError::IndexCheck {
                 key: key.clone(),
                 current: e.modify_index,
@@ -286,7 +295,7 @@ fn step(
             Some(e) => Ok(vec![without_value(e)]),
         },
         KvVerb::CheckSession => match overlay.get(key) {
-            None => Err(KvError::Missing(key.clone())),
+            None => Err(KvError::CheckSessionMissing(key.clone())),
             Some(e) if e.session.as_deref().unwrap_or("") != op.session => {
                 Err(KvError::SessionCheck {
                     key: key.clone(),

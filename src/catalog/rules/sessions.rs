@@ -57,6 +57,10 @@ pub(crate) fn apply(
     }
 }
 
+/// The longest lock-delay, whatever a session asked for: Consul's
+/// `MaxLockDelay`, enforced where the delay is put on.
+const MAX_LOCK_DELAY_MS: u64 = 60_000;
+
 /// Twice the TTL from `time`, as Consul grants; `None` without a TTL.
 fn deadline(time: Time, ttl_ms: u64) -> Option<Time> {
     (ttl_ms > 0).then(|| time.saturating_add(ttl_ms.saturating_mul(2)))
@@ -93,7 +97,7 @@ pub(crate) fn invalidate(tables: &mut Tables, index: Index, time: Time, id: &str
     let Some(s) = tables.sessions.remove(index, id) else {
         return;
     };
-    let delay_ms = s.lock_delay_ns / 1_000_000;
+    let delay_ms = (s.lock_delay_ns / 1_000_000).min(MAX_LOCK_DELAY_MS);
     for k in tables.kv.held_by(id) {
         match s.behavior {
             Behavior::Release => {
