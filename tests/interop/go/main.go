@@ -429,7 +429,7 @@ func (r *renderer) waitRender(want string, d time.Duration) (bool, time.Duration
 // testWatch: the watch-and-render loop consul-template runs, with blocking
 // queries on a key and on a service's health.
 func testWatch(addr string, stop <-chan struct{}) {
-	const key = "interop/go/app/config"
+	const key = "interop/go/watch/app/config"
 	const svc = "interop-go-web"
 	c := newClient(addr)
 	kvr, svr := &renderer{}, &renderer{}
@@ -512,7 +512,7 @@ func testWatch(addr string, stop <-chan struct{}) {
 	_, before, _ := kvr.get()
 	for i := 0; i < 5; i++ {
 		noErr("watch: put an unrelated key", func() error {
-			_, err := c.KV().Put(&api.KVPair{Key: fmt.Sprintf("interop/go/other/%d", i), Value: []byte("x")}, nil)
+			_, err := c.KV().Put(&api.KVPair{Key: fmt.Sprintf("interop/go/watch/other/%d", i), Value: []byte("x")}, nil)
 			return err
 		}())
 	}
@@ -550,7 +550,7 @@ func testWatch(addr string, stop <-chan struct{}) {
 	for _, id := range []string{"-1", "-3"} {
 		_ = c.Agent().ServiceDeregister(svc + id)
 	}
-	_, _ = c.KV().DeleteTree("interop/go/", nil)
+	_, _ = c.KV().DeleteTree("interop/go/watch/", nil)
 }
 
 // testTxn: a transaction through the api's KV().Txn: one that applies,
