@@ -749,6 +749,7 @@ SH
 
     local t_kill="$EPOCHREALTIME"
     kill -9 "$LA9_PID"
+    wait "$LA9_PID" 2>/dev/null || true # reaped here, so bash prints no "Killed" line
     # TTL 15s ×2 plus lock-delay 15s bound the takeover.
     if wait_for 60 grep -q '^start b ' "$llog"; then
         local took
@@ -762,7 +763,8 @@ SH
     # The orphaned holder stops its command when it learns it lost the lock
     # (its agent is gone).
     if wait_for 30 grep -q '^stop a ' "$llog"; then
-        pass "lock: the holder whose agent died stops its command"
+        pass "lock: the holder whose agent died stops its command ($(awk -v k="$t_kill" \
+            '$1 == "stop" && $2 == "a" { printf "%.1f", $3 - k; exit }' "$llog")s after the kill)"
     else
         fail "lock: the holder whose agent died stops its command" "$(cat "$llog" "$WORK/lock-a.log")"
     fi
