@@ -108,6 +108,8 @@ install_tools() {
 # built against hashicorp/consul/api as pinned in go/go.mod. A failure is
 # kept in GO_PROBLEM and reported by the parts that need them.
 install_go_tools() {
+    # The Go tarball's usual place, for a shell whose PATH lacks it.
+    if ! command -v go >/dev/null && [ -x /usr/local/go/bin/go ]; then PATH="/usr/local/go/bin:$PATH"; fi
     if ! command -v go >/dev/null; then
         GO_PROBLEM="go is not installed"
         return 0
