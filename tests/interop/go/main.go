@@ -592,7 +592,8 @@ func testTxn(addr string) {
 func main() {
 	addr := flag.String("addr", os.Getenv("CONSUL_HTTP_ADDR"), "the trellis agent's HTTP address (IP:PORT)")
 	timeout := flag.Duration("timeout", 150*time.Second, "bound on the whole run")
-	only := flag.String("only", "", "comma-separated tests to run (lock,ttl,semaphore,watch,txn); all by default")
+	only := flag.String("only", "", "comma-separated tests to run (lock,ttl,semaphore,watch,txn,cross); all by default")
+	trellis := flag.String("trellis", "", "the trellis binary: `trellis lock` against the api's Lock and Semaphore (cross)")
 	flag.Parse()
 	if *addr == "" {
 		fmt.Println("FAIL usage: give -addr or CONSUL_HTTP_ADDR")
@@ -600,6 +601,7 @@ func main() {
 	}
 	time.AfterFunc(*timeout, func() {
 		fmt.Printf("FAIL the run finished within %s\n", *timeout)
+		killAllRuns()
 		os.Exit(1)
 	})
 	want := func(name string) bool {
@@ -624,6 +626,15 @@ func main() {
 	}
 	if want("txn") {
 		testTxn(*addr)
+	}
+	if want("cross") && *trellis != "" {
+		dir, err := os.MkdirTemp("", "consulapi-cross")
+		if noErr("cross: a temporary directory", err) {
+			testCrossLock(*addr, *trellis, dir)
+			testCrossSemaphore(*addr, *trellis, dir)
+			killAllRuns()
+			_ = os.RemoveAll(dir)
+		}
 	}
 	wg.Wait()
 	close(stop)
