@@ -22,7 +22,9 @@ use serde::Serialize;
 use super::ApiError;
 use super::body::read_limited;
 use super::route::{Route, json_response};
-use crate::catalog::{CatalogError, Command, Index, KvEntry, KvError, KvOp, KvVerb, Outcome};
+use crate::catalog::{
+    CatalogError, Command, Index, KvEntry, KvError, KvOp, KvVerb, Outcome, TxnResult,
+};
 
 /// Largest value, as Consul's `kv_max_value_size`.
 pub(super) const MAX_VALUE_BYTES: usize = 512 * 1024;
@@ -266,7 +268,16 @@ async fn write(route: &Route, op: KvOp) -> Result<Response, ApiError> {
     let writer = route.writer()?;
     let outcome = writer.write(Command::Kv(op)).await?;
     let mut response = match outcome {
-        Outcome::Txn { index, .. } => {
+        Outcome::Txn { index, results } => {
+            // The key's ModifyIndex where the write left one: an identical
+            // rewrite does not move it, and the index answered must be the
+            // one a following `?cas` needs (Consul #304). A delete has none:
+            // the log index.
+            let index = results
+                .iter()
+                .map(|TxnResult::Kv(e)| e.modify_index)
+                .next()
+                .unwrap_or(index);
             let mut r = axum::Json(true).into_response();
             r.headers_mut().insert(
                 HeaderName::from_static("x-consul-index"),

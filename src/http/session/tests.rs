@@ -80,10 +80,10 @@ fn checks_and_node_checks_combine_as_consul_fixes_them_up() {
 }
 
 #[test]
-fn lock_delay_small_numbers_are_seconds_and_it_is_capped_at_a_minute() {
+fn lock_delay_small_numbers_are_seconds_and_it_is_kept_as_given() {
     let delay = |v: Value| ok(json!({ "LockDelay": v })).lock_delay_ns;
     assert_eq!(delay(json!(5)), 5_000_000_000);
-    assert_eq!(delay(json!(999)), MAX_LOCK_DELAY_NS);
+    assert_eq!(delay(json!(999)), 999_000_000_000);
     assert_eq!(delay(json!(15)), 15_000_000_000);
     assert_eq!(delay(json!(1000)), 1000);
     assert_eq!(delay(json!(2_500_000_000_u64)), 2_500_000_000);
@@ -92,7 +92,9 @@ fn lock_delay_small_numbers_are_seconds_and_it_is_capped_at_a_minute() {
     assert_eq!(delay(json!("10ns")), 10_000_000_000);
     assert_eq!(delay(json!("0")), 0);
     assert_eq!(delay(json!(0)), 0);
-    assert_eq!(delay(json!("2m")), 60_000_000_000);
+    // Above Consul's 60 s cap it is kept as sent; the cap applies when
+    // the delay is put on the keys.
+    assert_eq!(delay(json!("2m")), 120_000_000_000);
     assert_eq!(delay(json!(null)), 15_000_000_000);
 }
 
