@@ -81,20 +81,22 @@ pub enum ReapTimer {
 }
 
 /// Whether a tombstone is older than `ttl` at `now` (the reap takes those
-/// dated strictly before `now - ttl`); if none is, when to look again: not
-/// before [`REAP_EVERY`] from now, nor before the oldest tombstone comes
-/// due (every newer one comes due later).
+/// dated strictly before `now - ttl`) or a lock-delay is over (the reap
+/// clears those too); if neither, when to look again: not before
+/// [`REAP_EVERY`] from now, nor before the oldest tombstone comes due
+/// (every newer one comes due later) or the earliest lock-delay ends.
 pub fn reap_due(state: &State, now: Time, ttl: Duration) -> ReapTimer {
     let ttl = millis(ttl);
-    let oldest = state.kv_oldest_tombstone();
-    if let Some(t) = oldest
-        && t.saturating_add(ttl) < now
-    {
+    let tombstone_due = state
+        .kv_oldest_tombstone()
+        .map(|t| t.saturating_add(ttl).saturating_add(1));
+    let delay_over = state.kv_earliest_delay_end();
+    let next = tombstone_due.into_iter().chain(delay_over).min();
+    if next.is_some_and(|at| at <= now) {
         return ReapTimer::Reap(now.saturating_sub(ttl));
     }
     let round = now.saturating_add(millis(REAP_EVERY));
-    let due = oldest.unwrap_or(now).saturating_add(ttl).saturating_add(1);
-    ReapTimer::Wait(round.max(due))
+    ReapTimer::Wait(round.max(next.unwrap_or(now.saturating_add(ttl).saturating_add(1))))
 }
 
 fn millis(d: Duration) -> u64 {

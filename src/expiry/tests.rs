@@ -196,6 +196,42 @@ fn tombstones_are_reaped_in_rounds_once_older_than_their_ttl() {
     );
 }
 
+#[test]
+fn lock_delays_that_are_over_are_cleared_without_any_tombstone() {
+    let ttl = Duration::from_secs(60);
+    let mut state = State::new();
+    apply(&mut state, T0, &register("n1"));
+    let mut s = session("s1", 0);
+    s.lock_delay_ns = 5_000_000_000;
+    create(&mut state, T0, s);
+    let mut lock = crate::catalog::KvOp::new(crate::catalog::KvVerb::Lock, "leader");
+    lock.session = "s1".into();
+    apply(&mut state, T0, &Command::Kv(lock));
+    apply(
+        &mut state,
+        T0 + 1_000,
+        &Command::Session(SessionOp::Destroy { id: "s1".into() }),
+    );
+    // Released without a delete: no tombstone, one lock-delay until T0 + 6 s.
+    assert_eq!(state.kv_oldest_tombstone(), None);
+    assert_eq!(state.kv_earliest_delay_end(), Some(T0 + 6_000));
+    assert_eq!(
+        reap_due(&state, T0 + 2_000, ttl),
+        ReapTimer::Wait(T0 + 32_000)
+    );
+    let ReapTimer::Reap(before) = reap_due(&state, T0 + 6_000, ttl) else {
+        panic!("the lock-delay is over");
+    };
+    apply(
+        &mut state,
+        T0 + 6_000,
+        &Command::ReapTombstones {
+            deleted_before: before,
+        },
+    );
+    assert_eq!(state.kv_earliest_delay_end(), None);
+}
+
 /// The loop itself, on a one-server consensus in this process: a session
 /// with a short TTL (the rules do not bound it; the HTTP API does) is
 /// expired by the leader within its grace, not before.

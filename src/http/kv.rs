@@ -96,24 +96,41 @@ fn key_of(path: Option<Path<String>>) -> Result<String, ApiError> {
     Ok(key)
 }
 
-/// Consul's 400 for flags that do not compose, naming what was sent.
+/// Consul's 400 for flags that do not compose. Its text is Consul's: every
+/// parameter of the request, sorted by name and encoded as Go's
+/// `url.Values.Encode` does.
 fn conflicting(route: &Route, flags: &[&str]) -> Result<(), ApiError> {
-    let given: Vec<&str> = flags
-        .iter()
-        .copied()
-        .filter(|f| route.params().has(f))
-        .collect();
-    if given.len() > 1 {
-        let sent: Vec<String> = given
+    let given = flags.iter().filter(|f| route.params().has(f)).count();
+    if given > 1 {
+        let mut pairs = route.params().0.clone();
+        // Stable: the values of one name keep the order they were sent in.
+        pairs.sort_by(|a, b| a.0.cmp(&b.0));
+        let sent: Vec<String> = pairs
             .iter()
-            .map(|f| format!("{f}={}", route.params().get(f).unwrap_or_default()))
+            .map(|(k, v)| format!("{}={}", query_escape(k), query_escape(v)))
             .collect();
         return Err(ApiError::BadRequest(format!(
-            "Conflicting flags: {}",
+            "Conflicting flags: {}\n",
             sent.join("&")
         )));
     }
     Ok(())
+}
+
+/// Go's `url.QueryEscape`: unreserved bytes as they are, a space as `+`,
+/// every other byte as `%XX`.
+fn query_escape(s: &str) -> String {
+    let mut out = String::with_capacity(s.len());
+    for b in s.bytes() {
+        match b {
+            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'~' => {
+                out.push(char::from(b));
+            }
+            b' ' => out.push('+'),
+            _ => out.push_str(&format!("%{b:02X}")),
+        }
+    }
+    out
 }
 
 /// A numeric query parameter; absent is `None`, unparsable a 400 naming it.

@@ -48,7 +48,7 @@ pub(super) async fn create(route: Route, MaybeJson(body): MaybeJson) -> Result<R
     let node = route.agent().identity().node_name.clone();
     let mut session = decode_create(body.as_ref(), &node, route.kv_settings().session_ttl_min)?;
     for _ in 0..ID_TRIES {
-        session.id = random_uuid();
+        session.id = uuid::Uuid::new_v4().to_string();
         match writer
             .write(Command::Session(SessionOp::Create(session.clone())))
             .await?
@@ -427,19 +427,6 @@ fn decimal(v: u128, div: u128) -> String {
     let width = div.to_string().len() - 1;
     let frac = format!("{rem:0width$}");
     format!("{int}.{}", frac.trim_end_matches('0'))
-}
-
-/// A random (version 4) UUID, as Consul's session IDs are.
-fn random_uuid() -> String {
-    let b: [u8; 16] = rand::random();
-    format!(
-        "{:08x}-{:04x}-4{:03x}-{:04x}-{:012x}",
-        u32::from_be_bytes([b[0], b[1], b[2], b[3]]),
-        u16::from_be_bytes([b[4], b[5]]),
-        u16::from_be_bytes([b[6], b[7]]) & 0x0fff,
-        (u16::from_be_bytes([b[8], b[9]]) & 0x3fff) | 0x8000,
-        u64::from_be_bytes([0, 0, b[10], b[11], b[12], b[13], b[14], b[15]])
-    )
 }
 
 /// A body that may be empty (Consul reads a create's body only when there

@@ -209,17 +209,3 @@ fn session_json_has_consuls_fields_in_consuls_order() {
     let v = serde_json::to_value(SessionJson::from(&s)).unwrap();
     assert_eq!(v["ServiceChecks"], json!([{"ID": "c", "Namespace": ""}]));
 }
-
-#[test]
-fn random_ids_are_version_4_uuids() {
-    let a = random_uuid();
-    let b = random_uuid();
-    assert_ne!(a, b);
-    let parts: Vec<&str> = a.split('-').collect();
-    assert_eq!(
-        parts.iter().map(|p| p.len()).collect::<Vec<_>>(),
-        vec![8, 4, 4, 4, 12]
-    );
-    assert!(parts[2].starts_with('4'), "{a}");
-    assert!(matches!(&parts[3][..1], "8" | "9" | "a" | "b"), "{a}");
-}
