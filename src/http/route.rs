@@ -78,17 +78,34 @@ fn datacenter(ctx: &Ctx, name: &str) -> Datacenter {
 
 /// Where a catalog write goes: today always this datacenter's delegate.
 #[derive(Debug)]
-pub(super) struct Writer<'a>(&'a Delegate);
+pub(super) struct Writer<'a>(&'a ApiState);
 
 impl Writer<'_> {
-    /// Writes `cmd` to the replicated catalog.
+    /// Writes `cmd` to the replicated catalog. Once it is applied, the
+    /// answer waits (briefly) for this agent's own replica to hold it too,
+    /// so a read through the same agent right after sees the write, as
+    /// Consul's default reads (served by the leader) do: a follower or a
+    /// client agent learns of a commit a round trip after the leader.
     pub(super) async fn write(&self, cmd: Command) -> Result<Outcome, ApiError> {
-        Ok(self.0.write(cmd).await?)
+        let outcome = self.0.delegate.write(cmd).await?;
+        if let Outcome::Applied(index) | Outcome::Txn { index, .. } = outcome {
+            let mut applied = self.0.replica.subscribe();
+            let caught_up = tokio::time::timeout(
+                APPLY_WAIT,
+                applied.wait_for(|applied| *applied >= index),
+            )
+            .await;
+            if !matches!(caught_up, Ok(Ok(_))) {
+                // Committed all the same: answer; only a read here may lag.
+                tracing::debug!(index, "answering a write this agent has not applied yet");
+            }
+        }
+        Ok(outcome)
     }
 
     /// `X-Consul-KnownLeader` and `X-Consul-LastContact` on a write's answer.
     pub(super) fn meta_headers(&self, headers: &mut HeaderMap) {
-        meta_headers(self.0, headers);
+        meta_headers(&self.0.delegate, headers);
     }
 }
 
@@ -115,12 +132,12 @@ impl Route {
 
     /// The writer for the request's datacenter.
     pub(super) fn writer(&self) -> Result<Writer<'_>, ApiError> {
-        Ok(Writer(&self.reach(&self.datacenter)?.delegate))
+        Ok(Writer(self.reach(&self.datacenter)?))
     }
 
     /// The writer for the datacenter a request body names.
     pub(super) fn writer_in(&self, name: &str) -> Result<Writer<'_>, ApiError> {
-        Ok(Writer(&self.reach(&datacenter(&self.ctx, name))?.delegate))
+        Ok(Writer(self.reach(&datacenter(&self.ctx, name))?))
     }
 
     /// Runs a catalog read with the request's consistency and blocking
