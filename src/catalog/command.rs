@@ -15,7 +15,7 @@
 
 use serde::{Deserialize, Serialize};
 
-use super::kv_types::{KvOp, KvVerb, SessionOp, TxnError, TxnOp, TxnResult};
+use super::kv_types::{KvOp, SessionOp, TxnError, TxnOp, TxnResult};
 use super::types::{Deregistration, Index, Registration};
 
 /// A change to the replicated state, by domain. New variants go at the end:
@@ -61,12 +61,16 @@ impl Command {
         Self::Catalog(CatalogOp::Deregister(d))
     }
 
-    /// Whether applying the command twice leaves the same state as once, so
-    /// a write whose answer was lost with its leader can be sent again.
-    /// Registrations are upserts and deregistrations removals: both are.
-    /// So are a plain KV set or delete, a destroy, a renew (it extends from
-    /// the later time) and the leader's expiry and reaping; a compare-and-set,
-    /// a lock, a session's creation and a transaction are not.
+    /// Whether the command may be sent again when its answer was lost with
+    /// its leader (it may have been applied already): applying it a second
+    /// time, after others' writes, must not undo them.
+    ///
+    /// Registrations and deregistrations are: they restate this agent's own
+    /// node and services, which anti-entropy restates anyway. A destroy of
+    /// a session (its ID is never reused), a renew (it extends from the
+    /// later time) and the leader's expiry and reaping are too. No KV write
+    /// is: a resent set or delete could undo another client's write
+    /// acknowledged in between, so a lost answer is reported, not retried.
     pub fn idempotent(&self) -> bool {
         match self {
             Self::Catalog(CatalogOp::Register(_) | CatalogOp::Deregister(_))
@@ -74,12 +78,19 @@ impl Command {
             | Self::Session(
                 SessionOp::Destroy { .. } | SessionOp::Renew { .. } | SessionOp::Expire { .. },
             ) => true,
-            Self::Kv(op) => {
-                matches!(op.verb, KvVerb::Set | KvVerb::Delete | KvVerb::DeleteTree)
-                    || op.verb.is_read()
-            }
+            Self::Kv(op) => op.verb.is_read(),
             Self::Session(SessionOp::Create(_)) | Self::Txn(_) => false,
         }
+    }
+
+    /// Whether only the leader itself may propose the command: session
+    /// expiry and reaping are decided by the leader's clock, never asked
+    /// for by a client or another server.
+    pub fn leader_only(&self) -> bool {
+        matches!(
+            self,
+            Self::ReapTombstones { .. } | Self::Session(SessionOp::Expire { .. })
+        )
     }
 }
 

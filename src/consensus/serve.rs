@@ -74,7 +74,10 @@ impl ClusterHandler for Consensus {
         &self,
         cmd: Command,
     ) -> impl Future<Output = Result<Outcome, WriteError>> + Send {
-        Self::write_as_leader(self, cmd)
+        async move {
+            refuse_leader_only(&cmd)?;
+            Self::write_as_leader(self, cmd).await
+        }
     }
 
     fn read_index_as_leader(&self) -> impl Future<Output = Result<u64, ReadError>> + Send {
@@ -84,7 +87,10 @@ impl ClusterHandler for Consensus {
 
 impl ClientHandler for Consensus {
     fn write(&self, cmd: Command) -> impl Future<Output = Result<Outcome, WriteError>> + Send {
-        Self::write(self, cmd)
+        async move {
+            refuse_leader_only(&cmd)?;
+            Self::write(self, cmd).await
+        }
     }
 
     fn linearizable_read(&self) -> impl Future<Output = Result<(), ReadError>> + Send {
@@ -107,4 +113,16 @@ impl ClientHandler for Consensus {
     fn configuration(&self) -> Configuration {
         Self::configuration(self)
     }
+}
+
+/// Session expiry and tombstone reaping are the leader's own decisions, by
+/// its clock: a peer that sends one over RPC is refused, so no client agent
+/// can end others' sessions or reap tombstones early.
+fn refuse_leader_only(cmd: &Command) -> Result<(), WriteError> {
+    if cmd.leader_only() {
+        return Err(WriteError::Fatal(
+            "session expiry and tombstone reaping are proposed by the leader only".into(),
+        ));
+    }
+    Ok(())
 }

@@ -357,3 +357,32 @@ fn without_a_bootstrapped_cluster_writes_find_no_leader() {
         consensus.shutdown().await;
     });
 }
+
+/// Expiry and reaping arrive over RPC only from a misbehaving peer: the
+/// handlers refuse them, while the leader's own proposals go through.
+#[test]
+fn leader_only_commands_are_refused_from_peers() {
+    use crate::rpc::client::ClientHandler;
+    use crate::rpc::cluster::ClusterHandler;
+
+    let dir = tempfile::tempdir().expect("tempdir");
+    let rt = tokio::runtime::Runtime::new().expect("runtime");
+    rt.block_on(async {
+        let consensus = start(dir.path(), Tuning::default(), Arc::new(Replica::new())).await;
+        let reap = Command::ReapTombstones {
+            deleted_before: u64::MAX,
+        };
+        let expire = Command::Session(crate::catalog::SessionOp::Expire {
+            ids: vec!["x".into()],
+        });
+        for cmd in [reap.clone(), expire] {
+            let by_client = ClientHandler::write(&*consensus, cmd.clone()).await;
+            assert!(matches!(by_client, Err(WriteError::Fatal(_))), "{by_client:?}");
+            let by_server = ClusterHandler::write_as_leader(&*consensus, cmd).await;
+            assert!(matches!(by_server, Err(WriteError::Fatal(_))), "{by_server:?}");
+        }
+        let own = consensus.write_as_leader(reap).await;
+        assert!(matches!(own, Ok(Outcome::Applied(_))), "{own:?}");
+        consensus.shutdown().await;
+    });
+}
