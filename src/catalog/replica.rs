@@ -43,7 +43,12 @@ pub struct Applied {
     pub commands: Arc<[Command]>,
 }
 
-/// Applied entries, oldest first, bounded by their number of commands.
+/// Most encoded bytes of commands the history holds, whatever their number:
+/// KV values make one command up to half a MiB.
+const MAX_HISTORY_BYTES: usize = 64 << 20;
+
+/// Applied entries, oldest first, bounded by their number of commands and
+/// by their encoded size.
 #[derive(Debug, Default)]
 struct History {
     /// Every entry after `floor`; an entry without commands (blank,
@@ -51,6 +56,8 @@ struct History {
     entries: VecDeque<Applied>,
     /// Commands held in `entries`.
     commands: usize,
+    /// Encoded bytes of the commands held in `entries`.
+    bytes: usize,
     /// Most commands to hold; 0 keeps no history.
     capacity: usize,
     /// Every entry after this index is in `entries` (the snapshot or the
@@ -65,12 +72,14 @@ impl History {
             return;
         }
         self.commands += entry.commands.len();
+        self.bytes += encoded_size(&entry.commands);
         self.entries.push_back(entry);
-        while self.commands > self.capacity {
+        while self.commands > self.capacity || self.bytes > MAX_HISTORY_BYTES {
             let Some(gone) = self.entries.pop_front() else {
                 break;
             };
             self.commands -= gone.commands.len();
+            self.bytes -= encoded_size(&gone.commands);
             self.floor = gone.index;
         }
     }
@@ -78,8 +87,15 @@ impl History {
     fn reset(&mut self, index: Index) {
         self.entries.clear();
         self.commands = 0;
+        self.bytes = 0;
         self.floor = index;
     }
+}
+
+/// The encoded size of an entry's commands, as a follow answer carries them.
+fn encoded_size(commands: &[Command]) -> usize {
+    // Encoding a command cannot fail; count it as large if it ever does.
+    postcard::experimental::serialized_size(commands).unwrap_or(MAX_HISTORY_BYTES)
 }
 
 /// What a follower at some index needs next.

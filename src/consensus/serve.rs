@@ -70,14 +70,9 @@ impl ClusterHandler for Consensus {
         self.remove_server(id)
     }
 
-    fn write_as_leader(
-        &self,
-        cmd: Command,
-    ) -> impl Future<Output = Result<Outcome, WriteError>> + Send {
-        async move {
-            refuse_leader_only(&cmd)?;
-            Self::write_as_leader(self, cmd).await
-        }
+    async fn write_as_leader(&self, cmd: Command) -> Result<Outcome, WriteError> {
+        refuse_leader_only(&cmd)?;
+        Self::write_as_leader(self, cmd).await
     }
 
     fn read_index_as_leader(&self) -> impl Future<Output = Result<u64, ReadError>> + Send {
@@ -86,11 +81,9 @@ impl ClusterHandler for Consensus {
 }
 
 impl ClientHandler for Consensus {
-    fn write(&self, cmd: Command) -> impl Future<Output = Result<Outcome, WriteError>> + Send {
-        async move {
-            refuse_leader_only(&cmd)?;
-            Self::write(self, cmd).await
-        }
+    async fn write(&self, cmd: Command) -> Result<Outcome, WriteError> {
+        refuse_leader_only(&cmd)?;
+        Self::write(self, cmd).await
     }
 
     fn linearizable_read(&self) -> impl Future<Output = Result<(), ReadError>> + Send {

@@ -377,9 +377,15 @@ fn leader_only_commands_are_refused_from_peers() {
         });
         for cmd in [reap.clone(), expire] {
             let by_client = ClientHandler::write(&*consensus, cmd.clone()).await;
-            assert!(matches!(by_client, Err(WriteError::Fatal(_))), "{by_client:?}");
+            assert!(
+                matches!(by_client, Err(WriteError::Fatal(_))),
+                "{by_client:?}"
+            );
             let by_server = ClusterHandler::write_as_leader(&*consensus, cmd).await;
-            assert!(matches!(by_server, Err(WriteError::Fatal(_))), "{by_server:?}");
+            assert!(
+                matches!(by_server, Err(WriteError::Fatal(_))),
+                "{by_server:?}"
+            );
         }
         let own = consensus.write_as_leader(reap).await;
         assert!(matches!(own, Ok(Outcome::Applied(_))), "{own:?}");

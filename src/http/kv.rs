@@ -155,10 +155,10 @@ pub(super) async fn get(route: Route, path: Option<Path<String>>) -> Result<Resp
             .unwrap_or_default()
             .to_string();
         return route
-            .read_response(
+            .read_with(
                 |s| s.kv_prefix_index(&key),
-                |s| {
-                    let keys = s.kv_keys(&key, &separator);
+                |s| s.kv_keys(&key, &separator),
+                |keys| {
                     // Consul lists the root as `[]`, any other empty prefix as 404.
                     if keys.is_empty() && !key.is_empty() {
                         return Ok(not_found());
@@ -170,13 +170,14 @@ pub(super) async fn get(route: Route, path: Option<Path<String>>) -> Result<Resp
     }
     if params.has("recurse") {
         return route
-            .read_response(
+            .read_with(
                 |s| s.kv_prefix_index(&key),
-                |s| {
-                    let entries: Vec<KvEntryJson<'_>> = s.kv_list(&key).map(Into::into).collect();
+                |s| s.kv_list(&key).cloned().collect::<Vec<KvEntry>>(),
+                |entries| {
                     if entries.is_empty() {
                         return Ok(not_found());
                     }
+                    let entries: Vec<KvEntryJson<'_>> = entries.iter().map(Into::into).collect();
                     json_response(&entries, pretty)
                 },
             )
@@ -187,12 +188,13 @@ pub(super) async fn get(route: Route, path: Option<Path<String>>) -> Result<Resp
     }
     let raw = params.has("raw");
     route
-        .read_response(
+        .read_with(
             |s| s.kv_key_index(&key),
-            |s| match s.kv_get(&key) {
+            |s| s.kv_get(&key).cloned(),
+            |entry| match entry {
                 None => Ok(not_found()),
-                Some(e) if raw => Ok(raw_value(&e.value)),
-                Some(e) => json_response(&[KvEntryJson::from(e)], pretty),
+                Some(e) if raw => Ok(raw_value(e.value)),
+                Some(e) => json_response(&[KvEntryJson::from(&e)], pretty),
             },
         )
         .await
@@ -206,14 +208,14 @@ fn not_found() -> Response {
 
 /// `?raw`: the bytes as they are, marked so a browser neither sniffs nor
 /// runs them (CVE-2020-25864).
-fn raw_value(value: &[u8]) -> Response {
+fn raw_value(value: Vec<u8>) -> Response {
     (
         [
             (header::CONTENT_TYPE, "text/plain"),
             (header::X_CONTENT_TYPE_OPTIONS, "nosniff"),
             (header::CONTENT_SECURITY_POLICY, "sandbox"),
         ],
-        value.to_vec(),
+        value,
     )
         .into_response()
 }

@@ -90,11 +90,9 @@ impl Writer<'_> {
         let outcome = self.0.delegate.write(cmd).await?;
         if let Outcome::Applied(index) | Outcome::Txn { index, .. } = outcome {
             let mut applied = self.0.replica.subscribe();
-            let caught_up = tokio::time::timeout(
-                APPLY_WAIT,
-                applied.wait_for(|applied| *applied >= index),
-            )
-            .await;
+            let caught_up =
+                tokio::time::timeout(APPLY_WAIT, applied.wait_for(|applied| *applied >= index))
+                    .await;
             if !matches!(caught_up, Ok(Ok(_))) {
                 // Committed all the same: answer; only a read here may lag.
                 tracing::debug!(index, "answering a write this agent has not applied yet");
@@ -144,7 +142,8 @@ impl Route {
     /// options and answers with its JSON and Consul's headers. `index` is
     /// the index the result depends on and must be cheap: a parked query
     /// re-checks it on every applied write and builds the `body` only once
-    /// it has moved.
+    /// it has moved. The body is built under the read lock and encoded
+    /// after it is released.
     pub(super) async fn read<T, I, B>(&self, index: I, body: B) -> Result<Response, ApiError>
     where
         T: Serialize,
@@ -152,30 +151,38 @@ impl Route {
         B: Fn(&State) -> T,
     {
         let pretty = self.params.has("pretty");
-        self.read_response(index, |state| json_response(&body(state), pretty))
+        self.read_with(index, body, |body| json_response(&body, pretty))
             .await
     }
 
-    /// As [`Self::read`], for a read that builds its own response (a 404
-    /// for a missing key, raw bytes): `body` makes it under the read lock,
-    /// and Consul's headers are added to it whatever its status.
-    pub(super) async fn read_response<I, B>(&self, index: I, body: B) -> Result<Response, ApiError>
+    /// As [`Self::read`], for a read that makes its own response (a 404 for
+    /// a missing key, raw bytes): `extract` copies what it needs under the
+    /// read lock, `render` makes the response from that copy once the lock
+    /// is released (so a large answer never holds up the state machine),
+    /// and Consul's headers are added whatever its status.
+    pub(super) async fn read_with<T, I, E, R>(
+        &self,
+        index: I,
+        extract: E,
+        render: R,
+    ) -> Result<Response, ApiError>
     where
         I: Fn(&State) -> Index,
-        B: Fn(&State) -> Result<Response, ApiError>,
+        E: Fn(&State) -> T,
+        R: FnOnce(T) -> Result<Response, ApiError>,
     {
         let opts = ReadOptions::parse(&self.params)?;
         let api = self.consistent(opts.consistency).await?;
-        let (index, response) = query::block(
+        let (index, extracted) = query::block(
             &api.replica,
             &opts,
             &self.ctx.closing,
             &self.ctx.parked,
             index,
-            body,
+            extract,
         )
         .await;
-        let mut response = response?;
+        let mut response = render(extracted)?;
         let headers = response.headers_mut();
         headers.insert(
             HeaderName::from_static("x-consul-effective-consistency"),
@@ -194,15 +201,22 @@ impl Route {
     }
 
     /// A read that does not block and reports no index (a read-only
-    /// transaction): the consistency mode, then `body` under the read lock,
-    /// with `X-Consul-KnownLeader` and `X-Consul-LastContact`.
-    pub(super) async fn read_once<B>(&self, body: B) -> Result<Response, ApiError>
+    /// transaction): the consistency mode, then `extract` under the read
+    /// lock and `render` after it, with `X-Consul-KnownLeader` and
+    /// `X-Consul-LastContact`.
+    pub(super) async fn read_once<T, E, R>(
+        &self,
+        extract: E,
+        render: R,
+    ) -> Result<Response, ApiError>
     where
-        B: FnOnce(&State) -> Result<Response, ApiError>,
+        E: FnOnce(&State) -> T,
+        R: FnOnce(T) -> Result<Response, ApiError>,
     {
         let opts = ReadOptions::parse(&self.params)?;
         let api = self.consistent(opts.consistency).await?;
-        let mut response = body(&api.replica.read())?;
+        let extracted = extract(&api.replica.read());
+        let mut response = render(extracted)?;
         meta_headers(&api.delegate, response.headers_mut());
         Ok(response)
     }

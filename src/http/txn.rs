@@ -75,7 +75,10 @@ pub(super) async fn txn(
     let reads_only = ops.iter().all(|TxnOp::Kv(op)| op.verb.is_read());
     if reads_only {
         return route
-            .read_once(|state| Ok(answered(&state.kv_read_txn(&ops), pretty)))
+            .read_once(
+                |state| state.kv_read_txn(&ops),
+                |result| Ok(answered(&result, pretty)),
+            )
             .await;
     }
     let writer = route.writer()?;

@@ -40,6 +40,6 @@ impl State {
 
     /// The earliest session deadline, for the leader's timer.
     pub fn next_session_deadline(&self) -> Option<Time> {
-        self.tables.sessions.iter().filter_map(|s| s.expires).min()
+        self.tables.sessions.next_deadline()
     }
 }

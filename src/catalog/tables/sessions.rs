@@ -18,6 +18,9 @@ pub(crate) struct Sessions {
     by_node: BTreeMap<String, BTreeSet<String>>,
     /// Derived: sessions by (lowercased node name, check ID).
     by_check: BTreeMap<RowKey, BTreeSet<String>>,
+    /// Derived: sessions with a TTL by (deadline, ID), so the leader finds
+    /// the due ones and the next deadline without a scan.
+    by_deadline: BTreeSet<(Time, String)>,
 }
 
 impl Sessions {
@@ -28,6 +31,7 @@ impl Sessions {
             index,
             by_node: BTreeMap::new(),
             by_check: BTreeMap::new(),
+            by_deadline: BTreeSet::new(),
         };
         for s in rows.into_values() {
             t.link(&s);
@@ -74,11 +78,16 @@ impl Sessions {
 
     /// The sessions with a TTL whose deadline is at or before `now`.
     pub(crate) fn due(&self, now: Time) -> Vec<String> {
-        self.rows
-            .values()
-            .filter(|s| s.expires.is_some_and(|at| at <= now))
-            .map(|s| s.id.clone())
+        self.by_deadline
+            .iter()
+            .take_while(|(at, _)| *at <= now)
+            .map(|(_, id)| id.clone())
             .collect()
+    }
+
+    /// The earliest deadline of a session with a TTL.
+    pub(crate) fn next_deadline(&self) -> Option<Time> {
+        self.by_deadline.first().map(|(at, _)| *at)
     }
 
     /// Adds a session at `index`.
@@ -90,19 +99,24 @@ impl Sessions {
 
     /// Moves a session's deadline; the session's indexes stay, as a renewal
     /// in Consul changes nothing a blocking query sees.
-    pub(crate) fn set_expiry(&mut self, id: &str, expires: Option<Time>) -> bool {
-        match self.rows.get_mut(id) {
-            Some(s) => {
-                s.expires = expires;
-                true
+    pub(crate) fn set_expiry(&mut self, id: &str, expires: Option<Time>) {
+        if let Some(s) = self.rows.get_mut(id) {
+            if let Some(at) = s.expires {
+                self.by_deadline.remove(&(at, s.id.clone()));
             }
-            None => false,
+            s.expires = expires;
+            if let Some(at) = expires {
+                self.by_deadline.insert((at, s.id.clone()));
+            }
         }
     }
 
     /// Removes a session at `index`.
     pub(crate) fn remove(&mut self, index: Index, id: &str) -> Option<Session> {
         let s = self.rows.remove(id)?;
+        if let Some(at) = s.expires {
+            self.by_deadline.remove(&(at, s.id.clone()));
+        }
         let node_key = key(&s.node);
         if let Some(ids) = self.by_node.get_mut(&node_key) {
             ids.remove(id);
@@ -124,6 +138,9 @@ impl Sessions {
     }
 
     fn link(&mut self, s: &Session) {
+        if let Some(at) = s.expires {
+            self.by_deadline.insert((at, s.id.clone()));
+        }
         let node_key = key(&s.node);
         self.by_node
             .entry(node_key.clone())
