@@ -16,14 +16,15 @@
 //!    (`PUT /v1/catalog/register`, a new node and service each), etcd gets
 //!    the same JSON as a value (`POST /v3/kv/put`). 1 s warm-up, then 5 s
 //!    in which only completed writes count;
-//! 2b. the same sweep with KV puts: a new key with a 100-byte value per
-//!    write, `PUT /v1/kv/<key>` on trellis and etcd's put of the same key
-//!    and value;
-//! 3. runs 10 failover trials on each (`failover`): SIGKILL the leader
+//! 3. runs the same sweep with KV puts (`cluster::Workload::Kv`): a new key
+//!    with a 100-byte value per write, `PUT /v1/kv/<key>` on trellis and
+//!    etcd's put of the same key and value;
+//! 4. runs 10 failover trials on each (`failover`): SIGKILL the leader
 //!    while writing through a follower, time until writes succeed again,
 //!    restart the killed member with its data, wait until it is a healthy
 //!    voter again;
-//! 4. prints both tables with the trellis/etcd ratios.
+//! 5. prints the tables with the trellis/etcd ratios (and the issue's
+//!    targets for KV puts).
 //!
 //! Every process it starts is SIGKILLed and the temp dir removed on every
 //! exit path, Ctrl-C included (the test kit's `Process`, `tempfile::TempDir`).
