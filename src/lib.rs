@@ -49,7 +49,10 @@
 //! servers from clients. Servers find each other through it, clients find
 //! servers, and the leader turns it into catalog state ([`reconcile`]): a
 //! failed machine's `serfHealth` check goes critical and its services leave
-//! every answer.
+//! every answer. The leader is also the clock over the replicated state
+//! ([`expiry`]): it proposes the expiry of sessions whose TTL ran out and
+//! the reaping of old KV tombstones, both dated in the catalog itself, so a
+//! new leader carries on where the last one stopped.
 //!
 //! Last, [`cli`] is the command line: `agent` runs one, `validate` and
 //! `keygen` work alone, and the other subcommands talk to a running agent
@@ -63,6 +66,7 @@ pub mod consensus;
 pub mod definition;
 pub mod delegate;
 pub mod dns;
+pub mod expiry;
 pub mod gossip;
 pub mod http;
 pub mod local;

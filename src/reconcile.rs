@@ -239,7 +239,7 @@ mod tests {
     fn apply(catalog: &mut State, index: &mut u64, cmds: &[Command]) {
         for c in cmds {
             *index += 1;
-            catalog.apply(*index, c);
+            catalog.apply(*index, 0, c);
         }
     }
 

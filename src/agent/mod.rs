@@ -7,10 +7,13 @@
 //! 1. stop accepting: cancel the DNS and HTTP servers and wait for them to
 //!    finish the requests in flight;
 //! 2. stop the health checks and anti-entropy (no more writes from them);
-//! 3. leave the gossip pool (or just stop gossiping; `leave_on_terminate`);
+//! 3. stop the tasks beside serving (the reconciler, the leader's expiry
+//!    timers, a client's follow), then leave the gossip pool (or just stop
+//!    gossiping; `leave_on_terminate`);
 //! 4. shut Raft down, which flushes and closes the redb log store;
 //! 5. log `shutdown complete`.
 
+mod fd_limit;
 mod listeners;
 pub(crate) mod pool;
 mod register;
@@ -32,7 +35,7 @@ use self::settings::{
     check_state_dir, definitions_file, generation_file, gossip_key, local_identity, node_id,
 };
 use crate::catalog::Replica;
-use crate::config::{Config, DnsSettings, NodeSettings};
+use crate::config::{Config, DnsSettings, KvSettings, NodeSettings};
 use crate::delegate::Delegate;
 use crate::gossip::{Gossip, GossipConfig, Profile, Role};
 use crate::local::{self, checks};
@@ -87,6 +90,8 @@ struct Agent {
     lone: bool,
     /// The DNS server's settings (it answers for `node.datacenter`).
     dns: DnsSettings,
+    /// The KV store's and sessions' settings, for the HTTP API.
+    kv: KvSettings,
     /// DNS over UDP, not yet served.
     dns_udp: UdpSocket,
     /// DNS over TCP, not yet served.
@@ -103,7 +108,8 @@ struct Agent {
     /// The LAN pool.
     gossip: Arc<Gossip>,
     /// The tasks that follow the pool (join, generation, servers, the
-    /// reconciler or the client's follow), stopped after serving.
+    /// reconciler and the leader's expiry timers, or the client's follow),
+    /// stopped after serving.
     background: Background,
     /// This node's services and checks.
     local: Arc<local::LocalAgent>,
@@ -141,8 +147,11 @@ impl Agent {
             gossip,
             checks,
             services,
+            kv,
             log: _,
         } = cfg;
+        let open_files = fd_limit::raise();
+        tracing::debug!(open_files, "open-file limit");
         let listeners = Listeners::bind(&network, raft.server).await?;
         // Other servers reach this one at the advertised address and the
         // port actually bound (port 0 picks one).
@@ -221,6 +230,12 @@ impl Agent {
                     gossip.reconnect_timeout,
                     token.clone(),
                 ));
+                tasks.spawn(crate::expiry::run(
+                    consensus.clone(),
+                    replica.clone(),
+                    kv,
+                    token.clone(),
+                ));
             }
             Delegate::Client(link) => {
                 tasks.spawn(link.clone().follow(token.clone()));
@@ -254,6 +269,7 @@ impl Agent {
         Ok(Self {
             started,
             dns,
+            kv,
             node,
             ae_interval: services.ae_interval,
             leave_on_terminate: gossip.leave_on_terminate,
@@ -282,6 +298,7 @@ impl Agent {
             leave_on_terminate,
             lone,
             dns,
+            kv,
             dns_udp,
             dns_tcp,
             http,
@@ -340,6 +357,7 @@ impl Agent {
             local: local.clone(),
             gossip: gossip.clone(),
             shutdown: shutdown.clone(),
+            kv,
         };
         let token = serving.clone();
         tasks.spawn(async move {
@@ -436,8 +454,10 @@ impl Running {
         // 2. Health checks: their writes need Raft, so they stop before it.
         checks.stop().await;
         let _ = upkeep.await;
-        // 3. The gossip pool: leave gracefully (others see Left and deregister
-        //    this node) or just stop (others declare it failed), as configured.
+        // 3. The tasks beside serving (the reconciler and the expiry timers
+        //    write through Raft too), then the gossip pool: leave gracefully
+        //    (others see Left and deregister this node) or just stop (others
+        //    declare it failed), as configured.
         background.token.cancel();
         while background.tasks.join_next().await.is_some() {}
         if leave_on_terminate {

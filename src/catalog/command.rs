@@ -3,9 +3,10 @@
 //! produced ([`Outcome`]).
 //!
 //! Commands are deterministic to apply: anything time- or randomness-dependent
-//! is decided by the proposer and carried here as data. A new domain (KV,
-//! sessions, transactions) is a new variant here with its ops in its own type,
-//! and a new arm in [`super::State::apply`].
+//! is decided before and carried as data (a session's ID by the agent that
+//! creates it; the time by the leader, for the whole log entry). A new domain
+//! is a new variant at the end here with its ops in its own type, and a new
+//! arm in [`super::State::apply`].
 //!
 //! These types are encoded into the log by position (postcard); the encoding
 //! is versioned as a whole in `store::format`, and a change to any type here
@@ -14,13 +15,26 @@
 
 use serde::{Deserialize, Serialize};
 
+use super::kv_types::{KvOp, KvVerb, SessionOp, TxnError, TxnOp, TxnResult};
 use super::types::{Deregistration, Index, Registration};
 
-/// A change to the replicated state, by domain.
+/// A change to the replicated state, by domain. New variants go at the end:
+/// postcard names a variant by its position.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub enum Command {
     /// Nodes, services and checks.
     Catalog(CatalogOp),
+    /// One KV operation (`PUT` or `DELETE /v1/kv`).
+    Kv(KvOp),
+    /// Sessions.
+    Session(SessionOp),
+    /// KV operations applied in order, all or none (`/v1/txn`).
+    Txn(Vec<TxnOp>),
+    /// Forget KV tombstones: those deleted before the given time.
+    ReapTombstones {
+        /// Tombstones of deletes proposed before this are reaped.
+        deleted_before: super::kv_types::Time,
+    },
 }
 
 /// A change to nodes, services and checks.
@@ -50,9 +64,21 @@ impl Command {
     /// Whether applying the command twice leaves the same state as once, so
     /// a write whose answer was lost with its leader can be sent again.
     /// Registrations are upserts and deregistrations removals: both are.
+    /// So are a plain KV set or delete, a destroy, a renew (it extends from
+    /// the later time) and the leader's expiry and reaping; a compare-and-set,
+    /// a lock, a session's creation and a transaction are not.
     pub fn idempotent(&self) -> bool {
         match self {
-            Self::Catalog(CatalogOp::Register(_) | CatalogOp::Deregister(_)) => true,
+            Self::Catalog(CatalogOp::Register(_) | CatalogOp::Deregister(_))
+            | Self::ReapTombstones { .. }
+            | Self::Session(
+                SessionOp::Destroy { .. } | SessionOp::Renew { .. } | SessionOp::Expire { .. },
+            ) => true,
+            Self::Kv(op) => {
+                matches!(op.verb, KvVerb::Set | KvVerb::Delete | KvVerb::DeleteTree)
+                    || op.verb.is_read()
+            }
+            Self::Session(SessionOp::Create(_)) | Self::Txn(_) => false,
         }
     }
 }
@@ -75,6 +101,91 @@ pub enum CatalogError {
     /// `skip_node_update` on a node that does not exist and no address given.
     #[error("node {0:?} does not exist and no address was given")]
     NoNodeAddress(String),
+    /// A KV operation's condition did not hold.
+    #[error(transparent)]
+    Kv(#[from] KvError),
+    /// A session operation was refused.
+    #[error(transparent)]
+    Session(#[from] SessionError),
+}
+
+/// Why a KV operation was refused, in Consul's words (a transaction's
+/// errors carry these messages).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error, Serialize, Deserialize)]
+pub enum KvError {
+    /// A `cas` found another ModifyIndex.
+    #[error("failed to set key {0:?}, index is stale")]
+    SetStale(String),
+    /// A `delete-cas` found another ModifyIndex.
+    #[error("failed to delete key {0:?}, index is stale")]
+    DeleteStale(String),
+    /// A `lock` found the key held by another session.
+    #[error("failed to lock key {0:?}, lock is already held")]
+    LockHeld(String),
+    /// A `lock` came within the lock-delay of the key's last holder.
+    #[error("failed to lock key {0:?} due to lock delay")]
+    LockDelay(String),
+    /// An `unlock` by a session that does not hold the key.
+    #[error("failed to unlock key {0:?}, lock isn't held, or is held by another session")]
+    NotHolder(String),
+    /// A `get` on a missing key.
+    #[error("key {0:?} doesn't exist")]
+    Missing(String),
+    /// A `check-not-exists` on a present key.
+    #[error("key {0:?} exists")]
+    Exists(String),
+    /// A `check-index` found another ModifyIndex.
+    #[error("failed index check for key {key:?}, current modify index {current} != {wanted}")]
+    IndexCheck {
+        /// The key.
+        key: String,
+        /// Its ModifyIndex.
+        current: Index,
+        /// The index the op named.
+        wanted: Index,
+    },
+    /// A `check-session` found another holder.
+    #[error("failed session check for key {key:?}, current session {current:?} != {wanted:?}")]
+    SessionCheck {
+        /// The key.
+        key: String,
+        /// Its holder, empty when none.
+        current: String,
+        /// The session the op named.
+        wanted: String,
+    },
+    /// A `lock` or `unlock` without a session.
+    #[error("missing session")]
+    MissingSession,
+    /// A `lock` or `unlock` naming a session that does not exist.
+    #[error("invalid session {0:?}")]
+    InvalidSession(String),
+    /// A `check-index` on a missing key (Consul's `kvsCheckIndexTxn`).
+    #[error("failed to check index, key {0:?} doesn't exist")]
+    CheckIndexMissing(String),
+    /// A `check-session` on a missing key (Consul's `kvsCheckSessionTxn`).
+    #[error("failed to check session, key {0:?} doesn't exist")]
+    CheckSessionMissing(String),
+}
+
+/// Why a session operation was refused, in Consul's words.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error, Serialize, Deserialize)]
+pub enum SessionError {
+    /// The session's node is not registered.
+    #[error("Missing node registration")]
+    NoNode,
+    /// A check the session names is not registered on its node.
+    #[error("Missing check '{0}' registration")]
+    NoCheck(String),
+    /// A check the session names is critical.
+    #[error("Check '{0}' is in critical state")]
+    CheckCritical(String),
+    /// The session does not exist (renew).
+    #[error("Session id '{0}' not found")]
+    NotFound(String),
+    /// A session with this ID exists already.
+    #[error("Session id '{0}' already exists")]
+    Duplicate(String),
 }
 
 /// What applying one log entry produced; returned to the writer.
@@ -86,4 +197,14 @@ pub enum Outcome {
     Applied(Index),
     /// The command was refused and changed nothing.
     Refused(CatalogError),
+    /// A transaction (or one KV operation) was applied at `index`; its
+    /// results in order.
+    Txn {
+        /// The entry's index.
+        index: Index,
+        /// What each operation returned (deletes return nothing).
+        results: Vec<TxnResult>,
+    },
+    /// A transaction failed and changed nothing: every operation's error.
+    TxnRefused(Vec<TxnError>),
 }

@@ -41,6 +41,7 @@
 //! go to `rules.rs`.
 
 mod command;
+mod kv_types;
 mod query;
 mod replica;
 mod rules;
@@ -54,10 +55,11 @@ pub mod view;
 #[cfg(test)]
 mod tests;
 
-pub use command::{CatalogError, CatalogOp, Command, Outcome};
+pub use command::{CatalogError, CatalogOp, Command, KvError, Outcome, SessionError};
+pub use kv_types::*;
 pub use query::{HealthEntry, Instance};
-pub use replica::{Replica, Since};
+pub use replica::{Applied, Replica, Since};
 pub use rules::Touched;
-pub use snapshot::StateSnapshot;
+pub use snapshot::{StateSnapshot, StateSnapshotV2};
 pub use state::State;
 pub use types::*;

@@ -9,6 +9,7 @@ use arc_swap::ArcSwap;
 use tokio::sync::watch;
 
 use super::command::{Command, Outcome};
+use super::kv_types::Time;
 use super::rules::Touched;
 use super::snapshot::StateSnapshot;
 use super::state::State;
@@ -31,12 +32,23 @@ pub struct Replica {
     history: Mutex<History>,
 }
 
+/// One applied log entry, as followers replay it.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct Applied {
+    /// The entry's index.
+    pub index: Index,
+    /// The leader's time when it proposed the entry.
+    pub time: Time,
+    /// Its commands; none for a blank or membership entry.
+    pub commands: Arc<[Command]>,
+}
+
 /// Applied entries, oldest first, bounded by their number of commands.
 #[derive(Debug, Default)]
 struct History {
-    /// `(index, commands)` per entry; an entry without commands (blank,
+    /// Every entry after `floor`; an entry without commands (blank,
     /// membership) is kept with none, so followers' indexes match.
-    entries: VecDeque<(Index, Arc<[Command]>)>,
+    entries: VecDeque<Applied>,
     /// Commands held in `entries`.
     commands: usize,
     /// Most commands to hold; 0 keeps no history.
@@ -47,19 +59,19 @@ struct History {
 }
 
 impl History {
-    fn push(&mut self, index: Index, cmds: Arc<[Command]>) {
+    fn push(&mut self, entry: Applied) {
         if self.capacity == 0 {
-            self.floor = index;
+            self.floor = entry.index;
             return;
         }
-        self.commands += cmds.len();
-        self.entries.push_back((index, cmds));
+        self.commands += entry.commands.len();
+        self.entries.push_back(entry);
         while self.commands > self.capacity {
-            let Some((index, cmds)) = self.entries.pop_front() else {
+            let Some(gone) = self.entries.pop_front() else {
                 break;
             };
-            self.commands -= cmds.len();
-            self.floor = index;
+            self.commands -= gone.commands.len();
+            self.floor = gone.index;
         }
     }
 
@@ -74,7 +86,7 @@ impl History {
 #[derive(Debug, PartialEq)]
 pub enum Since {
     /// The entries after its index, in order (none when it is current).
-    Entries(Vec<(Index, Arc<[Command]>)>),
+    Entries(Vec<Applied>),
     /// Its index is older than the history: it needs the whole state.
     TooOld,
 }
@@ -105,10 +117,16 @@ impl Replica {
         replica
     }
 
-    /// Applies one committed command at `index` and republishes the view
+    /// Applies one committed command at `index`, in an entry without a
+    /// time (what catalog tests and fixtures need), and republishes the view
     /// entries it touched.
     pub fn apply(&self, index: Index, cmd: &Command) -> Outcome {
-        self.apply_batch(index, std::slice::from_ref(cmd))
+        self.apply_at(index, 0, cmd)
+    }
+
+    /// Applies one committed command at `index` of an entry proposed at `time`.
+    pub fn apply_at(&self, index: Index, time: Time, cmd: &Command) -> Outcome {
+        self.apply_batch(index, time, std::slice::from_ref(cmd))
             .pop()
             .unwrap_or(Outcome::Noop)
     }
@@ -118,25 +136,39 @@ impl Replica {
     /// the entry whole or not at all, so a blocking query woken at `index`
     /// never misses a later command of the same entry. The commands are
     /// kept, not copied, in the history followers read.
-    pub fn apply_batch(&self, index: Index, cmds: impl Into<Arc<[Command]>>) -> Vec<Outcome> {
+    pub fn apply_batch(
+        &self,
+        index: Index,
+        time: Time,
+        cmds: impl Into<Arc<[Command]>>,
+    ) -> Vec<Outcome> {
         let cmds: Arc<[Command]> = cmds.into();
         let mut state = self.write();
         let mut touched = Touched::default();
         let mut outcomes = Vec::with_capacity(cmds.len());
         for cmd in cmds.iter() {
-            let (outcome, t) = state.apply(index, cmd);
+            let (outcome, t) = state.apply(index, time, cmd);
             touched.extend(t);
             outcomes.push(outcome);
         }
         if cmds.is_empty() {
             state.apply_noop(index);
         }
-        self.history().push(index, cmds);
-        let view = self
-            .view
-            .load()
-            .updated(&state, touched.nodes.iter(), touched.services.iter());
-        self.view.store(Arc::new(view));
+        self.history().push(Applied {
+            index,
+            time,
+            commands: cmds,
+        });
+        // Only what DNS answers from republishes the view: a KV write, a
+        // session or a renewal leaves it, and the DNS caches keyed on it,
+        // alone.
+        if !touched.nodes.is_empty() || !touched.services.is_empty() {
+            let view =
+                self.view
+                    .load()
+                    .updated(&state, touched.nodes.iter(), touched.services.iter());
+            self.view.store(Arc::new(view));
+        }
         drop(state);
         self.applied.send_replace(index);
         outcomes
@@ -146,7 +178,11 @@ impl Replica {
     pub fn apply_noop(&self, index: Index) {
         let mut state = self.write();
         state.apply_noop(index);
-        self.history().push(index, Arc::new([]));
+        self.history().push(Applied {
+            index,
+            time: 0,
+            commands: Arc::new([]),
+        });
         drop(state);
         self.applied.send_replace(index);
     }
@@ -172,15 +208,15 @@ impl Replica {
         if index < history.floor {
             return Since::TooOld;
         }
-        let start = history.entries.partition_point(|(i, _)| *i <= index);
+        let start = history.entries.partition_point(|e| e.index <= index);
         let mut commands = 0;
         let entries = history
             .entries
             .range(start..)
             .take(max_entries.max(1))
-            .take_while(|(_, cmds)| {
+            .take_while(|e| {
                 let first = commands == 0;
-                commands += cmds.len().max(1);
+                commands += e.commands.len().max(1);
                 first || commands <= max_commands
             })
             .cloned()

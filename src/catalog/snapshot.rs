@@ -6,15 +6,16 @@
 //! [`State::from_snapshot`]. postcard encodes it by field position, so its
 //! fields and their order are the snapshot format: a new table is a new
 //! field at the end and a new format version in `store` (a golden-bytes test
-//! in `tests/state.rs` fails on any change). Its bytes are those the state
-//! serialized to before it had this form, so old data dirs read unchanged.
+//! in `tests/state.rs` fails on any change). Format 3 added KV and sessions
+//! after the catalog's fields; [`StateSnapshotV2`] reads format 2's body.
 
 use std::collections::BTreeMap;
 
 use serde::{Deserialize, Serialize};
 
+use super::kv_types::{KvEntry, Session, Time, Tombstone};
 use super::state::State;
-use super::tables::{Checks, Nodes, RowKey, Services, Tables};
+use super::tables::{Checks, Kv, KvRows, Nodes, RowKey, Services, Sessions, Tables};
 use super::types::{Check, Index, Node, Service};
 
 /// Every table's rows and indexes, and the last applied index.
@@ -36,6 +37,50 @@ pub struct StateSnapshot {
     service_indexes: BTreeMap<String, Index>,
     /// Index of the last applied entry.
     last_index: Index,
+    /// KV keys (since format 3).
+    kv: BTreeMap<String, KvEntry>,
+    /// KV tombstones.
+    kv_tombstones: BTreeMap<String, Tombstone>,
+    /// KV lock-delays: when each key's lock may next be taken.
+    kv_delays: BTreeMap<String, Time>,
+    /// Index of the last change to any key.
+    kv_index: Index,
+    /// Highest index of a reaped tombstone.
+    kv_reaped: Index,
+    /// Sessions by ID.
+    sessions: BTreeMap<String, Session>,
+    /// Index of the last session created or invalidated.
+    sessions_index: Index,
+}
+
+/// The snapshot as format version 2 wrote it: the catalog's tables alone.
+/// Its fields are the first fields of [`StateSnapshot`], in order.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct StateSnapshotV2 {
+    nodes: BTreeMap<String, Node>,
+    services: BTreeMap<RowKey, Service>,
+    checks: BTreeMap<RowKey, Check>,
+    nodes_index: Index,
+    services_index: Index,
+    checks_index: Index,
+    service_indexes: BTreeMap<String, Index>,
+    last_index: Index,
+}
+
+impl From<StateSnapshotV2> for StateSnapshot {
+    fn from(v2: StateSnapshotV2) -> Self {
+        Self {
+            nodes: v2.nodes,
+            services: v2.services,
+            checks: v2.checks,
+            nodes_index: v2.nodes_index,
+            services_index: v2.services_index,
+            checks_index: v2.checks_index,
+            service_indexes: v2.service_indexes,
+            last_index: v2.last_index,
+            ..Self::default()
+        }
+    }
 }
 
 impl StateSnapshot {
@@ -54,7 +99,10 @@ impl State {
             nodes,
             services,
             checks,
+            kv,
+            sessions,
         } = &self.tables;
+        let kv = kv.to_rows();
         StateSnapshot {
             nodes: nodes.rows().clone(),
             services: services.rows().clone(),
@@ -64,6 +112,13 @@ impl State {
             checks_index: checks.index(),
             service_indexes: services.name_indexes().clone(),
             last_index: self.last_index,
+            kv: kv.rows,
+            kv_tombstones: kv.tombstones,
+            kv_delays: kv.delays,
+            kv_index: kv.index,
+            kv_reaped: kv.reaped,
+            sessions: sessions.rows().clone(),
+            sessions_index: sessions.index(),
         }
     }
 
@@ -74,6 +129,14 @@ impl State {
                 nodes: Nodes::from_rows(s.nodes, s.nodes_index),
                 services: Services::from_rows(s.services, s.services_index, s.service_indexes),
                 checks: Checks::from_rows(s.checks, s.checks_index),
+                kv: Kv::from_rows(KvRows {
+                    rows: s.kv,
+                    tombstones: s.kv_tombstones,
+                    delays: s.kv_delays,
+                    index: s.kv_index,
+                    reaped: s.kv_reaped,
+                }),
+                sessions: Sessions::from_rows(s.sessions, s.sessions_index),
             },
             last_index: s.last_index,
         }

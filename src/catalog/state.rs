@@ -2,6 +2,7 @@
 //! a command is dispatched by domain.
 
 use super::command::{Command, Outcome};
+use super::kv_types::Time;
 use super::rules::{self, Touched};
 use super::tables::Tables;
 use super::types::Index;
@@ -23,13 +24,31 @@ impl State {
         Self::default()
     }
 
-    /// Applies one command at log index `index`. A refused command changes
-    /// nothing but the last applied index.
-    pub fn apply(&mut self, index: Index, cmd: &Command) -> (Outcome, Touched) {
+    /// Applies one command at log index `index` of an entry the leader
+    /// proposed at `time`. A refused command changes nothing but the last
+    /// applied index.
+    pub fn apply(&mut self, index: Index, time: Time, cmd: &Command) -> (Outcome, Touched) {
         let mut touched = Touched::default();
         self.last_index = self.last_index.max(index);
+        let tables = &mut self.tables;
         let result = match cmd {
-            Command::Catalog(op) => rules::apply_catalog(&mut self.tables, index, op, &mut touched),
+            Command::Catalog(op) => rules::apply_catalog(tables, index, time, op, &mut touched),
+            Command::Kv(op) => match rules::apply_kv(tables, index, time, op) {
+                Ok(results) => return (Outcome::Txn { index, results }, touched),
+                Err(e) => Err(e),
+            },
+            Command::Session(op) => rules::apply_session(tables, index, time, op),
+            Command::Txn(ops) => {
+                let outcome = match rules::apply_txn(tables, index, time, ops) {
+                    Ok(results) => Outcome::Txn { index, results },
+                    Err(errors) => Outcome::TxnRefused(errors),
+                };
+                return (outcome, touched);
+            }
+            Command::ReapTombstones { deleted_before } => {
+                tables.kv.reap(*deleted_before, time);
+                Ok(())
+            }
         };
         // A blocking query on a service name wakes on whatever changed its
         // answers, whichever domain changed them.

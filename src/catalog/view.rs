@@ -83,7 +83,8 @@ pub struct ServiceView {
 /// when they answer every query the same (instance order included).
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct View {
-    /// The applied index this view reflects.
+    /// Index of the last change to nodes, services or checks this view
+    /// reflects (the SOA serial); KV and session writes do not move it.
     pub index: Index,
     /// Nodes by lowercased name, sharded so that the next view copies only
     /// the shards a write touched.
@@ -145,7 +146,7 @@ impl View {
         nodes: impl Iterator<Item = &'a String>,
         services: impl Iterator<Item = &'a String>,
     ) {
-        self.index = state.last_index();
+        self.index = state.catalog_index();
         for key in nodes {
             match state.node(key) {
                 Some(n) => {

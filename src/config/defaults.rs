@@ -72,6 +72,23 @@ pub const AE_INTERVAL_MIN: Duration = Duration::from_secs(1);
 /// `reconnect_timeout` default, 72h).
 pub const RECONNECT_TIMEOUT: Duration = Duration::from_secs(72 * 3600);
 
+/// The shortest session TTL a create may ask for (Consul's
+/// `session_ttl_min`).
+pub const SESSION_TTL_MIN: Duration = Duration::from_secs(10);
+/// The longest session TTL: Consul's fixed `SessionTTLMax`, not a setting;
+/// `session_ttl_min` may not exceed it.
+pub const SESSION_TTL_MAX: Duration = Duration::from_secs(24 * 3600);
+/// The lowest `session_ttl_min` accepted: the leader's timers work in
+/// milliseconds, and a TTL below a second would expire sessions between
+/// two renewals of any real client.
+pub const SESSION_TTL_MIN_FLOOR: Duration = Duration::from_secs(1);
+/// How long a deleted key's tombstone is kept before the leader reaps it
+/// (Consul's `tombstone_ttl`): a blocking listing that saw the key learns
+/// of its delete within this time.
+pub const TOMBSTONE_TTL: Duration = Duration::from_secs(15 * 60);
+/// The lowest `tombstone_ttl` accepted.
+pub const TOMBSTONE_TTL_MIN: Duration = Duration::from_secs(1);
+
 /// Raft: snapshot after this many entries since the last snapshot (Consul's
 /// default). A snapshot copies, encodes and commits the whole catalog, and
 /// log appends wait behind its commit, so taking one less often keeps that

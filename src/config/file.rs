@@ -69,6 +69,11 @@ pub struct FileConfig {
     pub raft_snapshot_threshold: Option<u64>,
     /// Raft: log entries kept behind a snapshot for lagging followers.
     pub raft_trailing_logs: Option<u64>,
+    /// The shortest TTL a session may be created with ("10s").
+    pub session_ttl_min: Option<String>,
+    /// How long a deleted key's tombstone is kept before it is reaped
+    /// ("15m").
+    pub tombstone_ttl: Option<String>,
     /// One check: a node check, or a service's with `service_id`.
     pub check: Option<CheckFile>,
     /// Several checks.

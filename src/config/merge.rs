@@ -67,7 +67,9 @@ impl Layered {
             encrypt,
             leave_on_terminate,
             reconnect_timeout,
-            ae_interval
+            ae_interval,
+            session_ttl_min,
+            tombstone_ttl
         );
         if let Some(s) = f.service {
             self.origin.insert("service", path.to_path_buf());

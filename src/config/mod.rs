@@ -32,8 +32,8 @@ use std::path::PathBuf;
 pub use file::{CheckFile, FileConfig, ServiceFile};
 pub use flags::AgentFlags;
 pub use settings::{
-    CheckSettings, DnsSettings, EncryptKey, GossipSettings, LogSettings, NetworkSettings,
-    NodeSettings, Ports, RaftSettings, ServiceSettings,
+    CheckSettings, DnsSettings, EncryptKey, GossipSettings, KvSettings, LogSettings,
+    NetworkSettings, NodeSettings, Ports, RaftSettings, ServiceSettings,
 };
 pub use validate::parse_socket;
 
@@ -75,7 +75,8 @@ pub enum ConfigError {
 /// The agent's resolved settings, by subsystem. Each part is handed its
 /// own: the listeners `network`, Raft `raft` (with `node`), gossip and the
 /// reconciler `gossip`, DNS `dns`, the check runners `checks`, the local
-/// state `services`, logging `log`.
+/// state `services`, the session endpoints and the leader's expiry timers
+/// `kv`, logging `log`.
 #[derive(Debug, Clone)]
 pub struct Config {
     /// Who this node is.
@@ -92,6 +93,8 @@ pub struct Config {
     pub checks: CheckSettings,
     /// Services and checks to register, and anti-entropy.
     pub services: ServiceSettings,
+    /// The KV store and sessions.
+    pub kv: KvSettings,
     /// Logging.
     pub log: LogSettings,
 }

@@ -6,12 +6,13 @@
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
+use std::time::Duration;
 
 use super::flags::AgentFlags;
 use super::merge::Layered;
 use super::settings::{
-    CheckSettings, DnsSettings, GossipSettings, LogSettings, NetworkSettings, NodeSettings, Ports,
-    RaftSettings, ServiceSettings,
+    CheckSettings, DnsSettings, GossipSettings, KvSettings, LogSettings, NetworkSettings,
+    NodeSettings, Ports, RaftSettings, ServiceSettings,
 };
 use super::validate::{duration, encrypt_key, ip, label, parse_socket};
 use super::{Config, ConfigError, Purpose, defaults, definitions};
@@ -422,6 +423,56 @@ impl Resolver<'_> {
     }
 }
 
+impl Resolver<'_> {
+    /// The KV store and sessions: the session TTL floor and the tombstone
+    /// lifetime, each within its bounds.
+    pub(super) fn kv(&self) -> Result<KvSettings, ConfigError> {
+        let f = &self.layers.file;
+        let session_ttl_min = self.bounded(
+            "session_ttl_min",
+            f.session_ttl_min.as_deref(),
+            defaults::SESSION_TTL_MIN,
+            (defaults::SESSION_TTL_MIN_FLOOR, defaults::SESSION_TTL_MAX),
+        )?;
+        let tombstone_ttl = self.bounded(
+            "tombstone_ttl",
+            f.tombstone_ttl.as_deref(),
+            defaults::TOMBSTONE_TTL,
+            (defaults::TOMBSTONE_TTL_MIN, Duration::MAX),
+        )?;
+        Ok(KvSettings {
+            session_ttl_min,
+            tombstone_ttl,
+        })
+    }
+
+    /// A duration only the files set, `default` when none does, refused
+    /// naming the key and the file when outside `[min, max]`.
+    fn bounded(
+        &self,
+        key: &'static str,
+        v: Option<&str>,
+        default: Duration,
+        (min, max): (Duration, Duration),
+    ) -> Result<Duration, ConfigError> {
+        let src = || self.src(key, "", false);
+        let d = duration(key, src, v, default)?;
+        let text = v.unwrap_or_default();
+        let message = if d < min {
+            format!("{text:?} is below the {}s minimum", min.as_secs())
+        } else if d > max {
+            format!("{text:?} is above the {}h maximum", max.as_secs() / 3600)
+        } else {
+            return Ok(d);
+        };
+        Err(ConfigError::Invalid {
+            key,
+            source_name: src(),
+            message,
+        })
+    }
+}
+
 impl Config {
     /// Resolves every subsystem's settings, in the order that decides which
     /// error is reported first when several settings are wrong.
@@ -446,6 +497,7 @@ impl Config {
         let services = r.services(definitions)?;
         let raft = r.raft(role)?;
         let gossip = r.gossip(role, retry_join)?;
+        let kv = r.kv()?;
         Ok(Self {
             node,
             network,
@@ -454,6 +506,7 @@ impl Config {
             gossip,
             checks,
             services,
+            kv,
             log,
         })
     }

@@ -201,6 +201,26 @@ pub struct ServiceSettings {
     pub ae_interval: Duration,
 }
 
+/// The KV store and sessions: the bound a session's TTL is checked
+/// against, and the leader's timer over tombstones.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct KvSettings {
+    /// The shortest TTL a session may be created with (`session_ttl_min`).
+    pub session_ttl_min: Duration,
+    /// How long a deleted key's tombstone is kept before the leader reaps
+    /// it (`tombstone_ttl`).
+    pub tombstone_ttl: Duration,
+}
+
+impl Default for KvSettings {
+    fn default() -> Self {
+        Self {
+            session_ttl_min: defaults::SESSION_TTL_MIN,
+            tombstone_ttl: defaults::TOMBSTONE_TTL,
+        }
+    }
+}
+
 /// Logging.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct LogSettings {

@@ -67,6 +67,7 @@ check_update_interval = "{n}s"
 ae_interval = "{n}m"
 log_level = "{level}"
 reconnect_timeout = "{n}h"
+tombstone_ttl = "{n}m"
 encrypt = "{key}"
 [ports]
 http = {port}
@@ -105,6 +106,11 @@ fn assert_from_layer(cfg: &Config, n: u16) {
         cfg.services.ae_interval,
         Duration::from_secs(60 * u64::from(n)),
         "services"
+    );
+    assert_eq!(
+        cfg.kv.tombstone_ttl,
+        Duration::from_secs(60 * u64::from(n)),
+        "kv"
     );
     let level = if n.is_multiple_of(2) { "debug" } else { "warn" };
     assert_eq!(cfg.log.level, level, "log");
@@ -152,6 +158,13 @@ fn defaults_fill_every_subsystem_when_nothing_is_set() {
     );
     assert_eq!(cfg.services.ae_interval, Duration::from_secs(60));
     assert!(cfg.services.services.is_empty() && cfg.services.checks.is_empty());
+    assert_eq!(
+        cfg.kv,
+        KvSettings {
+            session_ttl_min: Duration::from_secs(10),
+            tombstone_ttl: Duration::from_secs(15 * 60),
+        }
+    );
     assert_eq!(
         cfg.log,
         LogSettings {
@@ -265,6 +278,7 @@ fn flags_override_every_file() {
     // Settings without a flag keep the last file's value.
     assert_eq!(cfg.checks.update_interval, Duration::from_secs(2));
     assert_eq!(cfg.gossip.reconnect_timeout, Duration::from_secs(2 * 3600));
+    assert_eq!(cfg.kv.tombstone_ttl, Duration::from_secs(2 * 60));
     let cfg = Config {
         checks: CheckSettings {
             update_interval: Duration::from_secs(4),
@@ -273,6 +287,10 @@ fn flags_override_every_file() {
         gossip: GossipSettings {
             reconnect_timeout: Duration::from_secs(4 * 3600),
             ..cfg.gossip
+        },
+        kv: KvSettings {
+            tombstone_ttl: Duration::from_secs(4 * 60),
+            ..cfg.kv
         },
         ..cfg
     };
@@ -636,4 +654,59 @@ fn the_encryption_key_is_kept_as_its_bytes_and_never_printed() {
     let shown = format!("{cfg:?}");
     assert!(shown.contains("EncryptKey(<redacted>)"), "{shown}");
     assert!(!shown.contains("[1, 1"), "{shown}");
+}
+
+#[test]
+fn session_ttl_min_and_tombstone_ttl_come_from_files_in_go_durations() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = write(
+        dir.path(),
+        "kv.json",
+        r#"{"session_ttl_min": "2s", "tombstone_ttl": "1m30s"}"#,
+    );
+    let cfg = Config::load(&AgentFlags {
+        config_file: vec![path],
+        ..client()
+    })
+    .unwrap();
+    assert_eq!(
+        cfg.kv,
+        KvSettings {
+            session_ttl_min: Duration::from_secs(2),
+            tombstone_ttl: Duration::from_secs(90),
+        }
+    );
+}
+
+#[test]
+fn session_ttl_min_and_tombstone_ttl_out_of_bounds_name_the_key_and_the_file() {
+    for (text, says) in [
+        (
+            "session_ttl_min = \"500ms\"\n",
+            "session_ttl_min (FILE): \"500ms\" is below the 1s minimum",
+        ),
+        (
+            "session_ttl_min = \"25h\"\n",
+            "session_ttl_min (FILE): \"25h\" is above the 24h maximum",
+        ),
+        (
+            "session_ttl_min = \"ten\"\n",
+            "session_ttl_min (FILE): invalid duration \"ten\"",
+        ),
+        (
+            "tombstone_ttl = \"0s\"\n",
+            "tombstone_ttl (FILE): \"0s\" is below the 1s minimum",
+        ),
+        (
+            "tombstone_ttl = \"-1m\"\n",
+            "tombstone_ttl (FILE): negative duration \"-1m\"",
+        ),
+    ] {
+        assert_eq!(file_error("a.toml", text), says, "{text}");
+    }
+    assert_eq!(
+        file_error("a.json", r#"{"tombstone_ttl": 900}"#),
+        "FILE: key `tombstone_ttl`: invalid type: integer `900`, expected a string at line 1 \
+         column 21"
+    );
 }

@@ -216,6 +216,10 @@ impl RaftLogStorage<TypeConfig> for LogStore {
 /// Re-encodes a log entry of a data dir in format `from` into the current
 /// format, for [`format::upgrade`].
 pub(crate) fn upgrade_entry(from: Version, bytes: &[u8]) -> Result<Vec<u8>, StoreError> {
+    if from == 2 {
+        // Format 2's batches decode as format 3's with time 0.
+        return store::encode(&store::decode::<Entry>(bytes)?);
+    }
     if from != format::UNVERSIONED {
         return Err(FormatError::unreadable("a stored log entry", from).into());
     }
@@ -526,6 +530,31 @@ mod tests {
             assert_eq!(entry.log_id, log_id(index));
             assert_eq!(entry.payload, want);
         }
+    }
+
+    /// A normal entry as format 2 wrote it (see `rpc::types`'s goldens):
+    /// log id (3, 7, 10) and a batch of version 2 holding one deregistration.
+    const V2_ENTRY: &[u8] = b"\x03\x07\x0a\x01\x02\x0d\x01\x00\x01\x02n1\x05web-1\x00";
+
+    #[test]
+    fn version_2_entries_upgrade_to_batches_dated_0() {
+        let bytes = upgrade_entry(2, V2_ENTRY).expect("upgrade");
+        let entry: Entry = store::decode(&bytes).expect("decode");
+        assert_eq!(entry.log_id, LogId::new(CommittedLeaderId::new(3, 7), 10));
+        let deregister = Command::deregister(Deregistration {
+            node: "n1".into(),
+            service_id: "web-1".into(),
+            check_id: String::new(),
+        });
+        let EntryPayload::Normal(batch) = &entry.payload else {
+            panic!("{entry:?}");
+        };
+        assert_eq!(batch.time(), 0);
+        assert_eq!(*batch, Batch::from(vec![deregister]));
+        // Rewritten in the current format: the batch (after the log id and
+        // the payload's variant) says so.
+        assert_eq!(bytes[4], format::CURRENT as u8);
+        assert_eq!(V2_ENTRY[4], 2);
     }
 
     #[test]

@@ -56,6 +56,9 @@ use crate::store::Writer;
 use contact::Contact;
 pub use open::StartError;
 use proposer::Proposer;
+/// The leader's clock as log entries carry it; the leader's timers compare
+/// the replicated deadlines with it.
+pub(crate) use proposer::now_ms;
 
 /// Where the Raft log and snapshots live.
 #[derive(Debug, Clone)]

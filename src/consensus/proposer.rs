@@ -118,6 +118,9 @@ async fn run(
             }
         }
         let (batch, replies): (Batch, Vec<Reply>) = queued.drain(..).unzip();
+        // The entry's time: what sessions' deadlines, lock-delays and
+        // tombstones are dated by on every server.
+        let batch = batch.at(now_ms());
         let result = tokio::select! {
             _ = cancel.cancelled() => Err(stopped()),
             r = tokio::time::timeout(timeout, raft.client_write(batch)) => match r {
@@ -149,4 +152,12 @@ async fn run(
             }
         }
     }
+}
+
+/// The leader's clock as a log entry carries it: milliseconds since the
+/// Unix epoch (0 if the clock is before it).
+pub(crate) fn now_ms() -> crate::catalog::Time {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
 }

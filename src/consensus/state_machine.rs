@@ -26,7 +26,7 @@ use super::types::Outcomes;
 use super::types::{
     Entry, LogId, Snapshot, SnapshotMeta, StoredMembership, TypeConfig, typ::StorageError,
 };
-use crate::catalog::{Replica, StateSnapshot};
+use crate::catalog::{Replica, StateSnapshot, StateSnapshotV2};
 use crate::store::format::{self, FormatError, Version};
 use crate::store::{self, Contents, Op, StoreError, Writer, keys, v1};
 
@@ -47,6 +47,7 @@ fn encode_catalog(catalog: &StateSnapshot) -> Result<Vec<u8>, StoreError> {
 fn decode_catalog(body: &[u8]) -> Result<StateSnapshot, StoreError> {
     match format::split(body)? {
         (format::CURRENT, catalog) => store::decode(catalog),
+        (2, catalog) => Ok(store::decode::<StateSnapshotV2>(catalog)?.into()),
         (found, _) => Err(FormatError::unreadable("a snapshot", found).into()),
     }
 }
@@ -54,15 +55,21 @@ fn decode_catalog(body: &[u8]) -> Result<StateSnapshot, StoreError> {
 /// Re-encodes the `snapshot` value of a data dir in format `from` into the
 /// current format, for [`format::upgrade`].
 pub(crate) fn upgrade_snapshot(from: Version, bytes: &[u8]) -> Result<Vec<u8>, StoreError> {
+    if from == 2 {
+        // Format 3 kept the stored snapshot's shape and added tables to
+        // the body, which carries its own version.
+        let mut stored: StoredSnapshot = store::decode(bytes)?;
+        stored.data = encode_catalog(&decode_catalog(&stored.data)?)?;
+        return store::encode(&stored);
+    }
     if from != format::UNVERSIONED {
         return Err(FormatError::unreadable("a stored snapshot", from).into());
     }
     let old: v1::StoredSnapshot = store::decode(bytes)?;
     // Version 2 left the catalog's tables as they were: the body, read by
-    // the frozen v1 tables, is what the catalog's own serde impl reads. (When
-    // the tables change, this step yields the frozen v2 tables instead.)
+    // the frozen v1 tables, is what format 2's snapshot reads.
     let tables: v1::Tables = store::decode(&old.data)?;
-    let catalog: StateSnapshot = store::decode(&store::encode(&tables)?)?;
+    let catalog: StateSnapshot = store::decode::<StateSnapshotV2>(&store::encode(&tables)?)?.into();
     let meta = SnapshotMeta {
         last_log_id: old.meta.last_log_id,
         last_membership: StoredMembership::new(
@@ -235,7 +242,10 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
             // The catalog's indexes are the Raft log's, as Consul's are.
             let index = entry.log_id.index;
             let outcome = match entry.payload {
-                EntryPayload::Normal(batch) => self.replica.apply_batch(index, batch),
+                EntryPayload::Normal(batch) => {
+                    let (time, commands) = batch.into_parts();
+                    self.replica.apply_batch(index, time, commands)
+                }
                 EntryPayload::Blank => {
                     self.replica.apply_noop(index);
                     Vec::new()
@@ -319,8 +329,8 @@ mod tests {
 
     use super::*;
     use crate::catalog::{
-        CheckRegistration, Command, Deregistration, HealthStatus, Registration,
-        ServiceRegistration, State,
+        Behavior, CheckRegistration, Command, Deregistration, HealthStatus, KvOp, KvVerb, Outcome,
+        Registration, ServiceRegistration, Session, SessionOp, State,
     };
     use crate::consensus::log_store::{LogStore, upgrade_entry};
     use crate::rpc::types::RaftMember;
@@ -375,36 +385,112 @@ mod tests {
         LogId::new(CommittedLeaderId::new(3, 7), index)
     }
 
+    /// [`small_catalog`] with a session holding a key, at the leader's
+    /// time 1000.
+    fn small_catalog_with_kv() -> StateSnapshot {
+        let replica = Replica::new();
+        replica.install(small_catalog());
+        let session = Session {
+            id: "s-1".into(),
+            name: String::new(),
+            node: "n1".into(),
+            node_checks: vec!["alive".into()],
+            service_checks: Vec::new(),
+            lock_delay_ns: 0,
+            behavior: Behavior::Release,
+            ttl: "10s".into(),
+            ttl_ms: 10_000,
+            expires: None,
+            create_index: 0,
+            modify_index: 0,
+        };
+        let lock = KvOp {
+            value: b"v".to_vec(),
+            session: "s-1".into(),
+            ..KvOp::new(KvVerb::Lock, "k")
+        };
+        let created = replica.apply_at(3, 1_000, &Command::Session(SessionOp::Create(session)));
+        assert_eq!(created, Outcome::Applied(3));
+        let locked = replica.apply_at(4, 1_000, &Command::Kv(lock));
+        assert!(
+            matches!(locked, Outcome::Txn { index: 4, .. }),
+            "{locked:?}"
+        );
+        replica.snapshot()
+    }
+
     #[test]
     fn a_snapshot_body_is_its_version_then_the_catalog() {
-        let catalog = small_catalog();
+        let catalog = small_catalog_with_kv();
         let body = encode_catalog(&catalog).expect("encode");
         assert_golden(
             "a snapshot body",
             &body,
-            "0201026e31026e31000831302e302e302e31036463310001047261636b027231010101026e31057765622d31057765622d31037765620102763100000050010100010101026e3105616c697665026e3105616c69766505616c69766500000000000000010101010201037765620202",
+            "0301026e31026e31000831302e302e302e31036463310001047261636b027231010101026e31057765622d31057765622d31037765620102763100000050010100010101026e3105616c697665026e3105616c69766505616c6976650000000000000001010101020103776562020401016b016b0176000103732d31010404000004000103732d3103732d3100026e310105616c69766500000003313073904e0188a401030303",
         );
         assert_eq!(decode_catalog(&body).expect("decode"), catalog);
     }
 
+    /// [`small_catalog`]'s body as format 2 wrote it.
+    const V2_BODY: &str = "0201026e31026e31000831302e302e302e31036463310001047261636b027231010101026e31057765622d31057765622d31037765620102763100000050010100010101026e3105616c697665026e3105616c69766505616c69766500000000000000010101010201037765620202";
+
+    fn unhex(hex: &str) -> Vec<u8> {
+        (0..hex.len())
+            .step_by(2)
+            .map(|i| u8::from_str_radix(&hex[i..i + 2], 16).expect("hex"))
+            .collect()
+    }
+
     #[test]
-    fn a_stored_snapshot_encodes_as_format_2() {
+    fn a_format_2_snapshot_body_reads_as_its_catalog_without_kv() {
+        let catalog = decode_catalog(&unhex(V2_BODY)).expect("decode");
+        assert_eq!(catalog, small_catalog());
+        let state = State::from_snapshot(catalog);
+        assert_eq!(state.kv_len(), 0);
+        assert_eq!(state.sessions().count(), 0);
+        assert_eq!(state.last_index(), 2);
+    }
+
+    fn stored_snapshot(data: Vec<u8>) -> StoredSnapshot {
         let node = RaftMember::new("s1", ([127, 0, 0, 1], 8300).into());
         let membership = Membership::new(vec![BTreeSet::from([7])], BTreeMap::from([(7, node)]));
-        let stored = StoredSnapshot {
+        StoredSnapshot {
             meta: SnapshotMeta {
                 last_log_id: Some(log_id(9)),
                 last_membership: StoredMembership::new(Some(log_id(1)), membership),
                 snapshot_id: "s-9".into(),
             },
-            data: vec![CURRENT_BYTE, 0xaa],
-        };
+            data,
+        }
+    }
+
+    #[test]
+    fn a_stored_snapshot_encodes_as_format_3() {
+        let stored = stored_snapshot(vec![CURRENT_BYTE, 0xaa]);
         let bytes = store::encode(&stored).expect("encode");
         assert_golden(
             "the snapshot META value",
             &bytes,
-            "01030709010307010101070107027331007f000001ec4003732d390202aa",
+            "01030709010307010101070107027331007f000001ec4003732d390203aa",
         );
+    }
+
+    #[test]
+    fn a_format_2_stored_snapshot_upgrades_keeping_its_meta_and_catalog() {
+        // The META value as format 2 wrote it: its shape, a format 2 body.
+        let mut v2 = unhex("01030709010307010101070107027331007f000001ec4003732d39");
+        v2.extend(store::encode(&unhex(V2_BODY)).expect("encode"));
+        let bytes = upgrade_snapshot(2, &v2).expect("upgrade");
+        let stored: StoredSnapshot = store::decode(&bytes).expect("decode");
+        let want = stored_snapshot(Vec::new());
+        assert_eq!(stored.meta, want.meta);
+        assert_eq!(
+            format::split(&stored.data).expect("split").0,
+            format::CURRENT
+        );
+        assert_eq!(decode_catalog(&stored.data).expect("body"), small_catalog());
+        // Upgrading is for older formats only.
+        assert!(upgrade_snapshot(format::CURRENT, &bytes).is_err());
     }
 
     /// The version as it leads a body (postcard's varint of a small number).
@@ -423,12 +509,17 @@ mod tests {
         }
     }
 
-    /// The data dir the main wrote before versioning (a durable single
-    /// server `fixture1`): a snapshot at index 7 and the log from 6 to 14.
-    fn copy_of_the_v1_fixture() -> tempfile::TempDir {
+    /// The raft data of a committed data dir fixture: `datadir-v1`, written
+    /// by the main before versioning (a durable single server `fixture1`, a
+    /// snapshot at index 7 and the log from 6 to 14), or `datadir-v2`, by
+    /// format 2's main at ed8621b (`fixture2`, a snapshot at index 9 and
+    /// the log from 8 to 13).
+    fn copy_of_fixture(name: &str) -> tempfile::TempDir {
         let dir = tempfile::tempdir().expect("tempdir");
         let fixture = Path::new(env!("CARGO_MANIFEST_DIR"))
-            .join("tests/fixtures/datadir-v1/raft")
+            .join("tests/fixtures")
+            .join(name)
+            .join("raft")
             .join(store::FILE_NAME);
         std::fs::copy(fixture, dir.path().join(store::FILE_NAME)).expect("copy fixture");
         dir
@@ -454,7 +545,7 @@ mod tests {
 
     #[tokio::test]
     async fn the_v1_fixture_upgrades_in_place_and_holds_the_catalog_the_old_main_served() {
-        let dir = copy_of_the_v1_fixture();
+        let dir = copy_of_fixture("datadir-v1");
         let (upgraded, catalog) = open_and_replay(dir.path()).await;
         assert_eq!(
             upgraded,
@@ -484,6 +575,47 @@ mod tests {
         assert_eq!(passing, ["ext-1", "ext-2", "ext-3", "ext-4", "ext-6"]);
         let rack = catalog.node("ext3").map(|n| n.meta["rack"].as_str());
         assert_eq!(rack, Some("r3"));
+
+        // Upgraded once: the next start reads it as it is.
+        let (again, same) = open_and_replay(dir.path()).await;
+        assert_eq!(again, None);
+        assert_eq!(same, catalog);
+    }
+
+    #[tokio::test]
+    async fn the_v2_fixture_upgrades_in_place_and_holds_the_catalog_the_format_2_main_served() {
+        let dir = copy_of_fixture("datadir-v2");
+        let (upgraded, catalog) = open_and_replay(dir.path()).await;
+        assert_eq!(
+            upgraded,
+            Some(Upgraded {
+                from: 2,
+                log_entries: 6,
+                snapshot: true
+            })
+        );
+        let tags = |t: &[&str]| t.iter().map(|s| s.to_string()).collect::<Vec<_>>();
+        let services: BTreeMap<String, Vec<String>> = [
+            ("api", tags(&["blue", "green", "v2"])),
+            ("consul", tags(&[])),
+            ("cron", tags(&[])),
+            ("edge", tags(&["x", "y"])),
+            ("queue", tags(&["fast", "slow", "v3"])),
+        ]
+        .into_iter()
+        .map(|(k, v)| (k.to_owned(), v))
+        .collect();
+        assert_eq!(catalog.services(), services);
+        let passing: Vec<&str> = catalog
+            .health_service("queue", &[], true)
+            .iter()
+            .map(|e| e.service.id.as_str())
+            .collect();
+        assert_eq!(passing, ["queue-1", "queue-2"]);
+        let zone = catalog.node("far5").map(|n| n.meta["rack"].as_str());
+        assert_eq!(zone, Some("r5"));
+        assert_eq!(catalog.last_index(), 13);
+        assert_eq!(catalog.kv_len(), 0);
 
         // Upgraded once: the next start reads it as it is.
         let (again, same) = open_and_replay(dir.path()).await;

@@ -23,6 +23,9 @@ async fn write(writer: &Writer<'_>, cmd: Command) -> Result<Response, ApiError> 
     match writer.write(cmd).await? {
         Outcome::Refused(e) => Err(ApiError::BadRequest(e.to_string())),
         Outcome::Applied(_) | Outcome::Noop => Ok(json_true()),
+        other => Err(ApiError::Internal(format!(
+            "a catalog write answered {other:?}"
+        ))),
     }
 }
 

@@ -23,6 +23,10 @@ pub enum ApiError {
     /// The body is larger than the limit (413).
     #[error("Request body too large")]
     PayloadTooLarge,
+    /// The body, a value or a transaction is over one of its own limits
+    /// (413), with Consul's message for that limit.
+    #[error("{0}")]
+    TooLarge(String),
     /// No leader is known, so writes and default reads cannot proceed (500).
     #[error("No cluster leader")]
     NoLeader,
@@ -41,7 +45,7 @@ impl ApiError {
             Self::BadRequest(_) => StatusCode::BAD_REQUEST,
             Self::NotFound(_) => StatusCode::NOT_FOUND,
             Self::MethodNotAllowed(_) => StatusCode::METHOD_NOT_ALLOWED,
-            Self::PayloadTooLarge => StatusCode::PAYLOAD_TOO_LARGE,
+            Self::PayloadTooLarge | Self::TooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
             Self::NoLeader | Self::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
             Self::Overloaded => StatusCode::SERVICE_UNAVAILABLE,
         }

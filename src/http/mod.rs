@@ -1,34 +1,39 @@
-//! Consul's HTTP API on axum: the agent, catalog, health, status and
-//! operator endpoints.
+//! Consul's HTTP API on axum: the agent, catalog, health, session, status
+//! and operator endpoints.
 //!
 //! Every handler reaches data through one extractor, `Route` (`route.rs`),
 //! which knows the request's datacenter: catalog reads come from this
 //! process's [`Replica`] (see [`query`] for consistency modes and blocking
 //! queries), catalog writes go through [`Delegate::write`], agent service
-//! changes through the [`LocalAgent`]. Every route shares one concurrency
-//! limit and sheds load (503) rather than queueing, and bodies are capped at
-//! 1 MiB (413).
+//! changes through the [`LocalAgent`]. Every route shares two concurrency
+//! limits, one for blocking queries and one for the rest (`admit.rs`), and
+//! sheds load (503) rather than queueing; bodies are capped at 1 MiB (413),
+//! KV values and transactions at 512 KiB by the bytes read (`body.rs`).
 
+mod admit;
 mod agent;
+mod body;
 mod catalog;
 pub mod decode;
 mod error;
 mod health;
 pub mod json;
+mod kv;
 mod members;
 mod operator;
 pub mod query;
 mod route;
+mod session;
 mod status;
 #[cfg(test)]
 mod tests;
+mod txn;
 
 use std::sync::Arc;
 use std::sync::atomic::AtomicUsize;
 
 use axum::Router;
 use axum::body::Bytes;
-use axum::error_handling::HandleErrorLayer;
 use axum::extract::{DefaultBodyLimit, FromRequest, FromRequestParts, Request};
 use axum::http::Method;
 use axum::http::request::Parts;
@@ -36,20 +41,17 @@ use axum::response::IntoResponse;
 use axum::routing::{delete, get, put};
 use serde_json::Value;
 use tokio_util::sync::CancellationToken;
-use tower::ServiceBuilder;
-use tower::limit::GlobalConcurrencyLimitLayer;
 
 use crate::catalog::Replica;
 use crate::delegate::Delegate;
 use crate::local::LocalAgent;
+use admit::Admission;
 pub use error::ApiError;
 use query::Params;
 
 /// Largest accepted request body, as Consul's default.
 pub const MAX_BODY_BYTES: usize = 1 << 20;
-/// Requests in flight at once (blocking queries included: each costs only a
-/// parked task); beyond this, requests are shed with 503.
-pub const MAX_IN_FLIGHT: usize = 4096;
+pub use admit::{MAX_BLOCKING, MAX_IN_FLIGHT};
 
 /// The parts the API serves from, as the agent hands them over. Cheap to
 /// clone. Handlers reach them only through `Route`.
@@ -65,6 +67,8 @@ pub struct ApiState {
     pub gossip: Arc<crate::gossip::Gossip>,
     /// The agent's own stop signal: `PUT /v1/agent/leave` ends the agent.
     pub shutdown: CancellationToken,
+    /// The KV store's and sessions' settings (`session_ttl_min`).
+    pub kv: crate::config::KvSettings,
 }
 
 /// The handlers' state: the parts the caller gives plus what one running
@@ -90,14 +94,7 @@ impl Ctx {
     }
 }
 
-fn build(state: Ctx, max_in_flight: usize) -> Router {
-    let shed = ServiceBuilder::new()
-        .layer(HandleErrorLayer::new(|_: tower::BoxError| async {
-            ApiError::Overloaded
-        }))
-        .load_shed()
-        // Global, not per route: `Router::layer` builds one service per route.
-        .layer(GlobalConcurrencyLimitLayer::new(max_in_flight));
+fn build(state: Ctx, admission: Admission) -> Router {
     Router::new()
         .route("/v1/agent/self", get(agent::agent_self))
         .route("/v1/agent/services", get(agent::services))
@@ -133,6 +130,12 @@ fn build(state: Ctx, max_in_flight: usize) -> Router {
         .route("/v1/health/checks/{name}", get(health::checks))
         .route("/v1/health/node/{node}", get(health::node))
         .route("/v1/health/state/{state}", get(health::state))
+        .route("/v1/kv/", get(kv::get).put(kv::put).delete(kv::delete))
+        .route(
+            "/v1/kv/{*key}",
+            get(kv::get).put(kv::put).delete(kv::delete),
+        )
+        .route("/v1/txn", put(txn::txn))
         .route("/v1/status/leader", get(status::leader))
         .route("/v1/status/peers", get(status::peers))
         .route("/v1/agent/leave", put(operator::leave))
@@ -144,12 +147,26 @@ fn build(state: Ctx, max_in_flight: usize) -> Router {
             get(operator::configuration),
         )
         .route("/v1/operator/raft/peer", delete(operator::remove_peer))
+        .route("/v1/session/create", put(session::create))
+        .route("/v1/session/destroy/{id}", put(session::destroy))
+        .route("/v1/session/renew/{id}", put(session::renew))
+        .route("/v1/session/info/{id}", get(session::info))
+        .route("/v1/session/node/{node}", get(session::node))
+        .route("/v1/session/list", get(session::list))
+        .route("/v1/session/destroy/", put(session::missing_session))
+        .route("/v1/session/renew/", put(session::missing_session))
+        .route("/v1/session/info/", get(session::missing_session))
+        .route("/v1/session/node/", get(session::missing_node))
         .fallback(|| async { ApiError::NotFound("404 page not found".into()) })
         .method_not_allowed_fallback(|method: Method| async move {
             ApiError::MethodNotAllowed(method.to_string())
         })
         .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))
-        .layer(shed)
+        // Global, not per route: one pair of bounds for every route.
+        .layer(axum::middleware::from_fn_with_state(
+            admission,
+            admit::admit,
+        ))
         // Outermost, so shed requests are traced too (spans at DEBUG).
         .layer(tower_http::trace::TraceLayer::new_for_http())
         .with_state(state)
@@ -163,7 +180,8 @@ pub async fn serve(
     shutdown: CancellationToken,
 ) -> std::io::Result<()> {
     let ctx = Ctx::new(state, shutdown.clone());
-    serve_router(listener, build(ctx, MAX_IN_FLIGHT), shutdown).await
+    let admission = Admission::new(MAX_IN_FLIGHT, MAX_BLOCKING);
+    serve_router(listener, build(ctx, admission), shutdown).await
 }
 
 async fn serve_router(

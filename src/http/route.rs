@@ -26,6 +26,11 @@ use crate::delegate::Delegate;
 use crate::gossip::Gossip;
 use crate::local::LocalAgent;
 
+/// How long a write's answer waits for this agent's replica to apply the
+/// write: the leader applied it already, so a follower is a heartbeat or
+/// a follow poll behind.
+const APPLY_WAIT: std::time::Duration = std::time::Duration::from_secs(5);
+
 /// Which datacenter a request is for.
 #[derive(Debug, Clone, PartialEq, Eq)]
 enum Datacenter {
@@ -80,6 +85,11 @@ impl Writer<'_> {
     pub(super) async fn write(&self, cmd: Command) -> Result<Outcome, ApiError> {
         Ok(self.0.write(cmd).await?)
     }
+
+    /// `X-Consul-KnownLeader` and `X-Consul-LastContact` on a write's answer.
+    pub(super) fn meta_headers(&self, headers: &mut HeaderMap) {
+        meta_headers(self.0, headers);
+    }
 }
 
 impl Route {
@@ -124,18 +134,22 @@ impl Route {
         I: Fn(&State) -> Index,
         B: Fn(&State) -> T,
     {
+        let pretty = self.params.has("pretty");
+        self.read_response(index, |state| json_response(&body(state), pretty))
+            .await
+    }
+
+    /// As [`Self::read`], for a read that builds its own response (a 404
+    /// for a missing key, raw bytes): `body` makes it under the read lock,
+    /// and Consul's headers are added to it whatever its status.
+    pub(super) async fn read_response<I, B>(&self, index: I, body: B) -> Result<Response, ApiError>
+    where
+        I: Fn(&State) -> Index,
+        B: Fn(&State) -> Result<Response, ApiError>,
+    {
         let opts = ReadOptions::parse(&self.params)?;
-        let api = self.reach(&self.datacenter)?;
-        match opts.consistency {
-            Consistency::Stale => {}
-            Consistency::Default => {
-                if !api.delegate.leader_live() {
-                    return Err(ApiError::NoLeader);
-                }
-            }
-            Consistency::Consistent => api.delegate.linearizable_read().await?,
-        }
-        let (index, body) = query::block(
+        let api = self.consistent(opts.consistency).await?;
+        let (index, response) = query::block(
             &api.replica,
             &opts,
             &self.ctx.closing,
@@ -144,11 +158,7 @@ impl Route {
             body,
         )
         .await;
-        let mut response = if self.params.has("pretty") {
-            pretty(&body)?
-        } else {
-            Json(body).into_response()
-        };
+        let mut response = response?;
         let headers = response.headers_mut();
         headers.insert(
             HeaderName::from_static("x-consul-effective-consistency"),
@@ -164,6 +174,62 @@ impl Route {
         );
         meta_headers(&api.delegate, headers);
         Ok(response)
+    }
+
+    /// A read that does not block and reports no index (a read-only
+    /// transaction): the consistency mode, then `body` under the read lock,
+    /// with `X-Consul-KnownLeader` and `X-Consul-LastContact`.
+    pub(super) async fn read_once<B>(&self, body: B) -> Result<Response, ApiError>
+    where
+        B: FnOnce(&State) -> Result<Response, ApiError>,
+    {
+        let opts = ReadOptions::parse(&self.params)?;
+        let api = self.consistent(opts.consistency).await?;
+        let mut response = body(&api.replica.read())?;
+        meta_headers(&api.delegate, response.headers_mut());
+        Ok(response)
+    }
+
+    /// The request's datacenter once its consistency mode is met: a known
+    /// leader for the default mode, a confirmed read index for
+    /// `?consistent`, nothing for `?stale`.
+    async fn consistent(&self, consistency: Consistency) -> Result<&ApiState, ApiError> {
+        let api = self.reach(&self.datacenter)?;
+        match consistency {
+            Consistency::Stale => {}
+            Consistency::Default => {
+                if !api.delegate.leader_live() {
+                    return Err(ApiError::NoLeader);
+                }
+            }
+            Consistency::Consistent => api.delegate.linearizable_read().await?,
+        }
+        Ok(api)
+    }
+
+    /// Waits until this agent's replica has applied `index` (a write's), so
+    /// that a write's answer shows what the write did even where the
+    /// replica follows the leader, then reads it under the read lock.
+    pub(super) async fn read_applied<T>(
+        &self,
+        index: Index,
+        read: impl FnOnce(&State) -> T,
+    ) -> Result<T, ApiError> {
+        let api = self.reach(&self.datacenter)?;
+        let mut applied = api.replica.subscribe();
+        let caught_up =
+            tokio::time::timeout(APPLY_WAIT, applied.wait_for(|applied| *applied >= index)).await;
+        if !matches!(caught_up, Ok(Ok(_))) {
+            return Err(ApiError::Internal(format!(
+                "this agent has not applied index {index} yet"
+            )));
+        }
+        Ok(read(&api.replica.read()))
+    }
+
+    /// The KV store's and sessions' settings.
+    pub(super) fn kv_settings(&self) -> &crate::config::KvSettings {
+        &self.ctx.api.kv
     }
 
     /// This agent's own services, checks and identity: the agent endpoints
@@ -207,8 +273,11 @@ fn meta_headers(delegate: &Delegate, headers: &mut HeaderMap) {
     );
 }
 
-/// `?pretty`: indented JSON, as Consul answers it.
-fn pretty<T: Serialize>(body: &T) -> Result<Response, ApiError> {
+/// A JSON answer; indented with `?pretty`, as Consul answers it.
+pub(super) fn json_response<T: Serialize>(body: &T, pretty: bool) -> Result<Response, ApiError> {
+    if !pretty {
+        return Ok(Json(body).into_response());
+    }
     let text = serde_json::to_string_pretty(body).map_err(|e| ApiError::Internal(e.to_string()))?;
     Ok((
         [(axum::http::header::CONTENT_TYPE, "application/json")],

@@ -11,7 +11,7 @@ use tokio_util::sync::CancellationToken;
 
 use std::sync::atomic::Ordering;
 
-use super::{ApiState, Ctx, MAX_IN_FLIGHT, build, serve_router};
+use super::{Admission, ApiState, Ctx, MAX_BLOCKING, MAX_IN_FLIGHT, build, serve_router};
 use crate::local::NodeIdentity;
 use crate::local::testing::InProcess;
 
@@ -41,10 +41,10 @@ impl Drop for TestApi {
 
 impl TestApi {
     async fn start() -> Self {
-        Self::start_with_limit(MAX_IN_FLIGHT).await
+        Self::start_with_limit(Admission::new(MAX_IN_FLIGHT, MAX_BLOCKING)).await
     }
 
-    async fn start_with_limit(max_in_flight: usize) -> Self {
+    async fn start_with_limit(admission: Admission) -> Self {
         let identity = NodeIdentity {
             node_id: "11111111-2222-3333-4444-555555555555".into(),
             tagged_addresses: [("lan".to_string(), "127.0.0.1".to_string())].into(),
@@ -63,6 +63,7 @@ impl TestApi {
             replica,
             delegate,
             local,
+            kv: crate::config::KvSettings::default(),
         };
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let base = format!("http://{}", listener.local_addr().unwrap());
@@ -71,7 +72,7 @@ impl TestApi {
         let ctx = Ctx::new(state, shutdown.clone());
         let server = tokio::spawn(serve_router(
             listener,
-            build(ctx.clone(), max_in_flight),
+            build(ctx.clone(), admission),
             shutdown.clone(),
         ));
         Self {
@@ -708,10 +709,10 @@ async fn agent_self_and_status() {
 }
 
 #[tokio::test]
-async fn overload_sheds_instead_of_queueing() {
-    let api = Arc::new(TestApi::start_with_limit(1).await);
+async fn overload_sheds_instead_of_queueing_and_parked_queries_starve_nobody() {
+    let api = Arc::new(TestApi::start_with_limit(Admission::new(1, 1)).await);
     let (_, index) = api.get("/v1/catalog/nodes").await;
-    // A blocking query holds the only slot.
+    // A blocking query holds the only blocking slot.
     let holder = {
         let api = api.clone();
         tokio::spawn(async move {
@@ -720,14 +721,25 @@ async fn overload_sheds_instead_of_queueing() {
         })
     };
     wait_parked(&api.ctx, 1).await;
-    let r = api.get_raw("/v1/status/leader").await;
+    let r = api
+        .get_raw(&format!("/v1/catalog/nodes?index={index}&wait=60s"))
+        .await;
     assert_eq!(r.status(), StatusCode::SERVICE_UNAVAILABLE);
     assert_eq!(r.text().await.unwrap(), "Too many requests in flight");
+    // Other requests have their own slot.
+    let r = api.get_raw("/v1/status/leader").await;
+    assert_eq!(r.status(), StatusCode::OK);
     // Dropping the client's request frees the slot.
     holder.abort();
     wait_parked(&api.ctx, 0).await;
     let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
-    while api.get_raw("/v1/status/leader").await.status() != StatusCode::OK {
+    loop {
+        let r = api
+            .get_raw(&format!("/v1/catalog/nodes?index={index}&wait=10ms"))
+            .await;
+        if r.status() == StatusCode::OK {
+            break;
+        }
         assert!(tokio::time::Instant::now() < deadline, "slot never freed");
         tokio::time::sleep(Duration::from_millis(5)).await;
     }

@@ -271,6 +271,9 @@ impl LocalAgent {
         match self.delegate.write(cmd).await? {
             Outcome::Refused(e) => Err(LocalError::Refused(e)),
             Outcome::Applied(_) | Outcome::Noop => Ok(()),
+            other => Err(LocalError::Refused(CatalogError::Missing(format!(
+                "a catalog write answered {other:?}"
+            )))),
         }
     }
 

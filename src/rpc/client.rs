@@ -13,7 +13,7 @@ use serde::{Deserialize, Serialize};
 
 use super::cluster::Configuration;
 use super::errors::{ReadError, WriteError};
-use crate::catalog::{Command, Index, Outcome, Replica, Since, StateSnapshot};
+use crate::catalog::{Applied, Command, Index, Outcome, Replica, Since, StateSnapshot};
 
 /// Longest a client's follow poll is held open.
 pub const MAX_FOLLOW_WAIT: Duration = Duration::from_secs(10);
@@ -97,9 +97,9 @@ pub struct FollowAnswer {
 pub enum CatchUp {
     /// The applied entries after the client's index, in order; empty when
     /// nothing changed before the poll ended.
-    Entries(Vec<(Index, Arc<[Command]>)>),
+    Entries(Vec<Applied>),
     /// The client is behind the server's history: the whole state.
-    Snapshot(StateSnapshot),
+    Snapshot(Box<StateSnapshot>),
 }
 
 /// What a server knows of its cluster, for a client's headers and
@@ -163,7 +163,7 @@ async fn follow(handler: &impl ClientHandler, after: Index, wait_ms: u32) -> Fol
     let _ = tokio::time::timeout(wait, applied.wait_for(|&i| i > after)).await;
     let catch_up = match replica.since(after, FOLLOW_ENTRIES, FOLLOW_COMMANDS) {
         Since::Entries(entries) => CatchUp::Entries(entries),
-        Since::TooOld => CatchUp::Snapshot(replica.snapshot()),
+        Since::TooOld => CatchUp::Snapshot(Box::new(replica.snapshot())),
     };
     FollowAnswer {
         catch_up,

@@ -383,15 +383,16 @@ impl ServerLink {
     fn apply(&self, answer: FollowAnswer) {
         match answer.catch_up {
             CatchUp::Entries(entries) => {
-                for (index, cmds) in entries {
+                for entry in entries {
                     // A server switch may repeat what the replica has.
-                    if index <= self.replica.applied_index() {
+                    if entry.index <= self.replica.applied_index() {
                         continue;
                     }
-                    if cmds.is_empty() {
-                        self.replica.apply_noop(index);
+                    if entry.commands.is_empty() {
+                        self.replica.apply_noop(entry.index);
                     } else {
-                        self.replica.apply_batch(index, cmds);
+                        self.replica
+                            .apply_batch(entry.index, entry.time, entry.commands);
                     }
                 }
             }
@@ -400,7 +401,7 @@ impl ServerLink {
                     index = catalog.last_index(),
                     "installed the catalog from a server"
                 );
-                self.replica.install(catalog);
+                self.replica.install(*catalog);
             }
         }
         *self.heard() = Heard {

@@ -24,8 +24,9 @@ pub const MAGIC: [u8; 4] = *b"TRLS";
 
 /// The version of the frames that follow the preface: what the request and
 /// response families are and how they encode. Bump it with any change a
-/// peer of the previous version would misread.
-pub const PROTOCOL_VERSION: u16 = 1;
+/// peer of the previous version would misread. 2: follow answers carry each
+/// entry's time, outcomes carry transactions' results.
+pub const PROTOCOL_VERSION: u16 = 2;
 
 /// Bytes in a preface.
 pub const PREFACE_LEN: usize = MAGIC.len() + 2;

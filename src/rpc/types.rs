@@ -7,13 +7,12 @@
 use std::borrow::Cow;
 use std::fmt;
 use std::io::Cursor;
-use std::sync::Arc;
 
 use serde::de::{self, SeqAccess, Visitor};
 use serde::ser::{self, SerializeTuple};
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
-use crate::catalog::{Command, Outcome};
+use crate::catalog::{Command, Outcome, Time};
 use crate::store::format::{CURRENT, FormatError, Version};
 
 /// What one log entry carries: the commands proposed together while the
@@ -24,40 +23,70 @@ use crate::store::format::{CURRENT, FormatError, Version};
 /// before Raft: one entry, one fsync, many commands. The commands apply in
 /// order at the entry's index.
 ///
+/// The batch also carries the leader's clock when it proposed the entry
+/// ([`Time`]): sessions' deadlines, lock-delays and tombstones are dated by
+/// it, so every server applies the entry the same way.
+///
 /// Its serde form says its format: `(version, postcard bytes of the
-/// commands)`, so an entry on disk or in AppendEntries is decoded by the
+/// body)`, so an entry on disk or in AppendEntries is decoded by the
 /// version it was written in, and one from a newer build is refused rather
-/// than misread (`store::format`).
+/// than misread (`store::format`). The body is `(time, commands)` since
+/// format 3; format 2's was the commands alone, read with time 0.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct Batch(Vec<Command>);
+pub struct Batch {
+    /// When the leader proposed it.
+    time: Time,
+    /// The commands, in order.
+    commands: Vec<Command>,
+}
 
 impl Batch {
-    /// Decodes the commands of a batch written in format `version`.
+    /// Decodes a batch written in format `version`.
     fn decode(version: Version, body: &[u8]) -> Result<Self, String> {
+        let commands = |e| format!("log entry commands: {e}");
         match version {
             CURRENT => postcard::from_bytes(body)
-                .map(Self)
-                .map_err(|e| format!("log entry commands: {e}")),
+                .map(|(time, commands)| Self { time, commands })
+                .map_err(commands),
+            // Format 2 commands are a prefix of format 3's variants.
+            2 => postcard::from_bytes(body)
+                .map(|commands| Self { time: 0, commands })
+                .map_err(commands),
             found => Err(FormatError::unreadable("a log entry batch", found).to_string()),
         }
+    }
+
+    /// The same commands, dated `time`.
+    pub fn at(self, time: Time) -> Self {
+        Self { time, ..self }
+    }
+
+    /// When the leader proposed it (0 before entries carried time).
+    pub fn time(&self) -> Time {
+        self.time
+    }
+
+    /// The commands and the time, for the replica.
+    pub fn into_parts(self) -> (Time, Vec<Command>) {
+        (self.time, self.commands)
     }
 }
 
 impl From<Vec<Command>> for Batch {
     fn from(commands: Vec<Command>) -> Self {
-        Self(commands)
+        Self { time: 0, commands }
     }
 }
 
 impl FromIterator<Command> for Batch {
     fn from_iter<I: IntoIterator<Item = Command>>(iter: I) -> Self {
-        Self(iter.into_iter().collect())
+        iter.into_iter().collect::<Vec<_>>().into()
     }
 }
 
 impl Extend<Command> for Batch {
     fn extend<I: IntoIterator<Item = Command>>(&mut self, iter: I) {
-        self.0.extend(iter);
+        self.commands.extend(iter);
     }
 }
 
@@ -66,7 +95,7 @@ impl IntoIterator for Batch {
     type IntoIter = std::vec::IntoIter<Command>;
 
     fn into_iter(self) -> Self::IntoIter {
-        self.0.into_iter()
+        self.commands.into_iter()
     }
 }
 
@@ -75,14 +104,7 @@ impl<'a> IntoIterator for &'a Batch {
     type IntoIter = std::slice::Iter<'a, Command>;
 
     fn into_iter(self) -> Self::IntoIter {
-        self.0.iter()
-    }
-}
-
-/// The replica keeps an applied batch's commands as they are, unshared.
-impl From<Batch> for Arc<[Command]> {
-    fn from(batch: Batch) -> Self {
-        batch.0.into()
+        self.commands.iter()
     }
 }
 
@@ -97,7 +119,7 @@ impl Serialize for Body<'_> {
 
 impl Serialize for Batch {
     fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
-        let body = postcard::to_stdvec(&self.0).map_err(ser::Error::custom)?;
+        let body = postcard::to_stdvec(&(self.time, &self.commands)).map_err(ser::Error::custom)?;
         let mut t = s.serialize_tuple(2)?;
         t.serialize_element(&CURRENT)?;
         t.serialize_element(&Body(&body))?;
@@ -267,8 +289,8 @@ mod tests {
 
     use super::*;
     use crate::catalog::{
-        CheckRegistration, Deregistration, HealthStatus, Registration, ServiceAddress,
-        ServiceRegistration, Weights,
+        Behavior, CheckRegistration, Deregistration, HealthStatus, KvOp, KvVerb, Registration,
+        ServiceAddress, ServiceCheck, ServiceRegistration, Session, SessionOp, TxnOp, Weights,
     };
     use crate::store::format::assert_golden;
 
@@ -357,33 +379,129 @@ mod tests {
         );
     }
 
+    /// The leader's clock in the batches below: 2026-12-04, in ms.
+    const TIME: Time = 1_796_400_000_000;
+
+    /// One of each command format 3 added, every field set.
+    fn new_commands() -> Vec<Command> {
+        let op = KvOp {
+            verb: KvVerb::Lock,
+            key: "svc/leader".into(),
+            value: b"me".to_vec(),
+            flags: 42,
+            index: 7,
+            session: "s-1".into(),
+        };
+        let session = Session {
+            id: "s-1".into(),
+            name: "lock".into(),
+            node: "n1".into(),
+            node_checks: vec!["serfHealth".into()],
+            service_checks: vec![ServiceCheck {
+                id: "web-alive".into(),
+                namespace: "default".into(),
+            }],
+            lock_delay_ns: 15_000_000_000,
+            behavior: Behavior::Delete,
+            ttl: "10s".into(),
+            ttl_ms: 10_000,
+            expires: Some(TIME + 20_000),
+            create_index: 3,
+            modify_index: 4,
+        };
+        vec![
+            Command::Kv(op.clone()),
+            Command::Session(SessionOp::Create(session)),
+            Command::Session(SessionOp::Destroy { id: "s-1".into() }),
+            Command::Session(SessionOp::Renew { id: "s-1".into() }),
+            Command::Session(SessionOp::Expire {
+                ids: vec!["s-1".into(), "s-2".into()],
+            }),
+            Command::Txn(vec![
+                TxnOp::Kv(op),
+                TxnOp::Kv(KvOp::new(KvVerb::DeleteTree, "svc/")),
+            ]),
+            Command::ReapTombstones {
+                deleted_before: TIME,
+            },
+        ]
+    }
+
     #[test]
-    fn a_batch_encodes_its_version_then_its_commands_as_bytes() {
-        let batch = Batch::from(vec![register(), deregister()]);
+    fn the_commands_of_kv_and_sessions_encode_as_format_3() {
+        let golden = [
+            "01020a7376632f6c6561646572026d652a0703732d31",
+            "020003732d31046c6f636b026e31010a736572664865616c746801097765622d616c6976650764656661756c7480acc7f0370103313073904e01a0f4a38ea4340304",
+            "020103732d31",
+            "020203732d31",
+            "02030203732d3103732d32",
+            "030200020a7376632f6c6561646572026d652a0703732d31000b047376632f00000000",
+            "0480d8a28ea434",
+        ];
+        for (cmd, hex) in new_commands().iter().zip(golden) {
+            assert_golden(&format!("{cmd:?}"), &encode(cmd), hex);
+        }
+    }
+
+    #[test]
+    fn a_batch_encodes_its_version_then_its_time_and_commands_as_bytes() {
+        let batch = Batch::from(vec![register(), deregister()]).at(TIME);
         let bytes = encode(&batch);
         assert_golden(
             "Batch",
             &bytes,
-            "029e01020000026e310469642d310831302e302e302e310364633101036c616e0831302e302e302e3101047261636b0272310001057765622d310377656202027631077072696d6172790831302e302e302e3201036c616e0831302e302e302e3250010776657273696f6e03312e32903f0105010101097765622d616c69766505616c69766501016e016f057765622d310374746c0001026e31057765622d3100",
+            "03a40180d8a28ea434020000026e310469642d310831302e302e302e310364633101036c616e0831302e302e302e3101047261636b0272310001057765622d310377656202027631077072696d6172790831302e302e302e3201036c616e0831302e302e302e3250010776657273696f6e03312e32903f0105010101097765622d616c69766505616c69766501016e016f057765622d310374746c0001026e31057765622d3100",
         );
-        // The version first, then the commands' own encoding as a byte string.
-        let commands = encode(&vec![register(), deregister()]);
+        // The version first, then `(time, commands)` as a byte string.
+        let body = encode(&(TIME, vec![register(), deregister()]));
         let (version, rest): (Version, &[u8]) = postcard::take_from_bytes(&bytes).expect("version");
         assert_eq!(version, CURRENT);
-        let (body, rest): (&[u8], &[u8]) = postcard::take_from_bytes(rest).expect("body");
-        assert_eq!((body, rest), (commands.as_slice(), &[][..]));
+        let (inner, rest): (&[u8], &[u8]) = postcard::take_from_bytes(rest).expect("body");
+        assert_eq!((inner, rest), (body.as_slice(), &[][..]));
+        assert_eq!(
+            postcard::from_bytes::<Batch>(&bytes).expect("decode"),
+            batch
+        );
+    }
+
+    /// A batch as format 2 wrote it: version 2, then the commands alone.
+    const V2_BATCH: &str = "029e01020000026e310469642d310831302e302e302e310364633101036c616e0831302e302e302e3101047261636b0272310001057765622d310377656202027631077072696d6172790831302e302e302e3201036c616e0831302e302e302e3250010776657273696f6e03312e32903f0105010101097765622d616c69766505616c69766501016e016f057765622d310374746c0001026e31057765622d3100";
+
+    fn unhex(hex: &str) -> Vec<u8> {
+        (0..hex.len())
+            .step_by(2)
+            .map(|i| u8::from_str_radix(&hex[i..i + 2], 16).expect("hex"))
+            .collect()
     }
 
     #[test]
-    fn log_entries_encode_as_format_2() {
+    fn a_format_2_batch_still_decodes_with_time_0() {
+        let batch: Batch = postcard::from_bytes(&unhex(V2_BATCH)).expect("decode");
+        assert_eq!(batch.time(), 0);
+        assert_eq!(batch, Batch::from(vec![register(), deregister()]));
+        // Read back, it is written in the current format.
+        assert_eq!(encode(&batch)[0], CURRENT as u8);
+    }
+
+    #[test]
+    fn log_entries_encode_as_format_3() {
         let normal = Entry {
             log_id: log_id(10),
-            payload: EntryPayload::Normal(Batch::from(vec![deregister()])),
+            payload: EntryPayload::Normal(Batch::from(vec![deregister()]).at(TIME)),
         };
         assert_golden(
             "a normal entry",
             &encode(&normal),
-            "03070a01020d010001026e31057765622d3100",
+            "03070a01031380d8a28ea434010001026e31057765622d3100",
+        );
+        let with_kv = Entry {
+            log_id: log_id(13),
+            payload: EntryPayload::Normal(Batch::from(new_commands()).at(TIME)),
+        };
+        assert_golden(
+            "an entry of KV and session commands",
+            &encode(&with_kv),
+            "03070d0103a00180d8a28ea4340701020a7376632f6c6561646572026d652a0703732d31020003732d31046c6f636b026e31010a736572664865616c746801097765622d616c6976650764656661756c7480acc7f0370103313073904e01a0f4a38ea4340304020103732d31020203732d3102030203732d3103732d32030200020a7376632f6c6561646572026d652a0703732d31000b047376632f000000000480d8a28ea434",
         );
         let blank = Entry {
             log_id: log_id(11),
@@ -402,6 +520,17 @@ mod tests {
             "a membership entry",
             &encode(&membership),
             "03070c020101070107027331007f000001ec40",
+        );
+    }
+
+    #[test]
+    fn a_format_2_normal_entry_still_decodes_with_time_0() {
+        let entry: Entry =
+            postcard::from_bytes(&unhex("03070a01020d010001026e31057765622d3100")).expect("decode");
+        assert_eq!(entry.log_id, log_id(10));
+        assert_eq!(
+            entry.payload,
+            EntryPayload::Normal(Batch::from(vec![deregister()]))
         );
     }
 

@@ -42,7 +42,11 @@ pub type Version = u32;
 ///   the catalog. No `format` key in `META`.
 /// - 2: commands by domain (`Command::Catalog(CatalogOp::..)`); batches and
 ///   snapshot bodies carry their version; `META` has `format`.
-pub const CURRENT: Version = 2;
+/// - 3: KV, sessions and transactions. New `Command` variants after
+///   `Catalog` (format 2's commands read unchanged); a batch's body is
+///   `(time, commands)`, the leader's clock when it proposed the entry; the
+///   snapshot gains the KV and session tables after the catalog's fields.
+pub const CURRENT: Version = 3;
 
 /// The version of a data dir that has content but no `format` key: it was
 /// written before formats were versioned.
@@ -263,7 +267,7 @@ mod tests {
     fn a_new_data_dir_is_stamped_with_the_current_version() {
         let dir = tempfile::tempdir().expect("tempdir");
         let stamped = meta_value(dir.path(), keys::FORMAT).expect("format key");
-        assert_golden("the format value", &stamped, "02");
+        assert_golden("the format value", &stamped, "03");
     }
 
     #[test]
@@ -300,16 +304,17 @@ mod tests {
     }
 
     /// The `META` values other than the snapshot (whose golden bytes are
-    /// beside its type in consensus): openraft's vote and log id, our Raft id.
+    /// beside its type in consensus): openraft's vote and log id, our Raft
+    /// id, unchanged since format 1; the format itself.
     #[test]
-    fn meta_values_encode_as_format_2() {
+    fn meta_values_encode_as_format_3() {
         let leader = openraft::CommittedLeaderId::new(3, 7);
         let vote = openraft::Vote::<u64>::new_committed(3, 7);
         assert_golden("the vote", &encode(&vote).expect("encode"), "030701");
         let log_id = openraft::LogId::<u64>::new(leader, 10);
         assert_golden("a log id", &encode(&log_id).expect("encode"), "03070a");
         assert_golden("a node id", &encode(&7u64).expect("encode"), "07");
-        assert_golden("the format", &encode(&CURRENT).expect("encode"), "02");
+        assert_golden("the format", &encode(&CURRENT).expect("encode"), "03");
     }
 
     #[test]

@@ -10,7 +10,7 @@ use std::time::Duration;
 use serde_json::Value;
 
 /// One HTTP answer.
-#[derive(Debug, Clone)]
+#[derive(Clone)]
 pub struct Resp {
     /// The status code.
     pub status: u16,
@@ -20,19 +20,48 @@ pub struct Resp {
     pub known_leader: Option<bool>,
     /// Every header, by lower-case name.
     pub headers: BTreeMap<String, String>,
-    /// The body as text.
+    /// The body as text (invalid UTF-8 replaced).
     pub text: String,
+    /// The body as it came, for binary values.
+    pub bytes: Vec<u8>,
+}
+
+/// The body once, as text: a failure message is read, not a byte list.
+impl std::fmt::Debug for Resp {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Resp")
+            .field("status", &self.status)
+            .field("index", &self.index)
+            .field("known_leader", &self.known_leader)
+            .field("headers", &self.headers)
+            .field("text", &self.text)
+            .finish_non_exhaustive()
+    }
 }
 
 impl Resp {
-    fn new(status: u16, headers: BTreeMap<String, String>, text: String) -> Self {
+    fn new(status: u16, headers: BTreeMap<String, String>, bytes: Vec<u8>) -> Self {
         Self {
             status,
             index: headers.get("x-consul-index").and_then(|v| v.parse().ok()),
             known_leader: headers.get("x-consul-knownleader").map(|v| v == "true"),
             headers,
-            text,
+            text: String::from_utf8_lossy(&bytes).into_owned(),
+            bytes,
         }
+    }
+
+    /// Reads a reqwest answer whole, for a request the caller built itself
+    /// (a raw body, its own headers or timeout).
+    pub async fn read(r: reqwest::Response) -> Result<Self, String> {
+        let status = r.status().as_u16();
+        let headers = r
+            .headers()
+            .iter()
+            .filter_map(|(k, v)| Some((k.as_str().to_string(), v.to_str().ok()?.to_string())))
+            .collect();
+        let bytes = r.bytes().await.map_err(|e| format!("{e:?}"))?;
+        Ok(Self::new(status, headers, bytes.to_vec()))
     }
 
     /// The body as JSON (`Null` when it is not JSON).
@@ -96,14 +125,7 @@ impl Http {
             req = req.json(b);
         }
         let r = req.send().await.map_err(|e| format!("{e:?}"))?;
-        let status = r.status().as_u16();
-        let headers = r
-            .headers()
-            .iter()
-            .filter_map(|(k, v)| Some((k.as_str().to_string(), v.to_str().ok()?.to_string())))
-            .collect();
-        let text = r.text().await.map_err(|e| format!("{e:?}"))?;
-        Ok(Resp::new(status, headers, text))
+        Resp::read(r).await
     }
 
     async fn curl_in(
@@ -155,7 +177,7 @@ fn parse_http(raw: &str) -> Result<Resp, String> {
         .filter_map(|l| l.split_once(':'))
         .map(|(k, v)| (k.trim().to_ascii_lowercase(), v.trim().to_string()))
         .collect();
-    Ok(Resp::new(status, headers, body.to_string()))
+    Ok(Resp::new(status, headers, body.as_bytes().to_vec()))
 }
 
 #[cfg(test)]

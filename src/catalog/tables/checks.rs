@@ -51,6 +51,11 @@ impl Checks {
         self.index
     }
 
+    /// One check.
+    pub(crate) fn get(&self, k: &RowKey) -> Option<&Check> {
+        self.rows.get(k)
+    }
+
     /// Every check, ordered by node then ID.
     pub(crate) fn iter(&self) -> impl Iterator<Item = &Check> {
         self.rows.values()

@@ -11,18 +11,23 @@
 //!
 //! Rows of one node are keyed `(lowercased node name, ID)`, so that a node's
 //! services and checks are a range of their table (Consul keys them the same
-//! way). A new domain (KV, sessions, tombstones, prepared queries, ACLs) is a
-//! new file here, a field in [`Tables`], and its part of the snapshot.
+//! way). A domain is a file here (`kv.rs` also keeps tombstones and
+//! lock-delays; `sessions.rs`), a field in [`Tables`], and its part of the
+//! snapshot; prepared queries and ACLs will join the same way.
 
 mod checks;
+mod kv;
 mod nodes;
 mod services;
+mod sessions;
 
 use std::collections::BTreeMap;
 
 pub(crate) use checks::{Checks, check_id};
+pub(crate) use kv::{Kv, KvRows};
 pub(crate) use nodes::Nodes;
 pub(crate) use services::{Services, instance_id};
+pub(crate) use sessions::Sessions;
 
 /// Every table of the state store.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -33,6 +38,10 @@ pub(crate) struct Tables {
     pub(crate) services: Services,
     /// Checks by (lowercased node name, check ID).
     pub(crate) checks: Checks,
+    /// KV keys, tombstones and lock-delays.
+    pub(crate) kv: Kv,
+    /// Sessions by ID.
+    pub(crate) sessions: Sessions,
 }
 
 /// The key of a row that belongs to a node: (lowercased node name, ID).

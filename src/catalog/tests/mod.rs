@@ -11,6 +11,7 @@ mod state;
 mod view;
 
 pub(super) use super::command::*;
+use super::kv_types::*;
 use super::types::*;
 
 /// A registration of just a node.
@@ -86,4 +87,39 @@ fn dereg(node: &str, service_id: &str, check_id: &str) -> Command {
         service_id: service_id.into(),
         check_id: check_id.into(),
     })
+}
+
+/// A session on `node` with Consul's defaults: no checks, no TTL, no
+/// lock-delay, `release`.
+fn session(id: &str, node: &str) -> Session {
+    Session {
+        id: id.into(),
+        name: String::new(),
+        node: node.into(),
+        node_checks: Vec::new(),
+        service_checks: Vec::new(),
+        lock_delay_ns: 0,
+        behavior: Behavior::Release,
+        ttl: String::new(),
+        ttl_ms: 0,
+        expires: None,
+        create_index: 0,
+        modify_index: 0,
+    }
+}
+
+/// A KV op of `verb` on `key` with `value`, no flags, index or session.
+fn kv(verb: KvVerb, key: &str, value: &str) -> KvOp {
+    KvOp {
+        value: value.as_bytes().to_vec(),
+        ..KvOp::new(verb, key)
+    }
+}
+
+/// A lock or unlock of `key` by `session`.
+fn kv_by(verb: KvVerb, key: &str, value: &str, session: &str) -> KvOp {
+    KvOp {
+        session: session.into(),
+        ..kv(verb, key, value)
+    }
 }

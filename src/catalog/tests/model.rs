@@ -44,6 +44,7 @@ impl Model {
         match cmd {
             Command::Catalog(CatalogOp::Register(r)) => self.register(r),
             Command::Catalog(CatalogOp::Deregister(d)) => self.deregister(d),
+            other => panic!("the catalog model knows only catalog ops, not {other:?}"),
         }
     }
 

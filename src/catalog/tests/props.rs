@@ -220,7 +220,7 @@ proptest! {
             let tables_before = tables(&before);
 
             let outcome = replica.apply(index, cmd);
-            let (twin_outcome, _) = twin.apply(index, cmd);
+            let (twin_outcome, _) = twin.apply(index, 0, cmd);
             let accepted = model.apply(cmd);
             let after = replica.read().clone();
             after.assert_derived_indexes();

@@ -5,7 +5,7 @@
 use std::sync::Arc;
 
 use super::{node, svc};
-use crate::catalog::{Command, Replica, Since, State};
+use crate::catalog::{Applied, Command, Replica, Since, State};
 
 fn register(name: &str, n: usize) -> Command {
     let mut reg = node(&format!("{name}{n}"), &format!("10.0.0.{}", n % 250 + 1));
@@ -20,8 +20,8 @@ fn catch_up(leader: &Replica, follower: &Replica, max: usize) -> bool {
             Since::TooOld => return false,
             Since::Entries(entries) if entries.is_empty() => return true,
             Since::Entries(entries) => {
-                for (index, cmds) in entries {
-                    follower.apply_batch(index, cmds);
+                for e in entries {
+                    follower.apply_batch(e.index, e.time, e.commands);
                 }
             }
         }
@@ -36,7 +36,7 @@ fn a_follower_replaying_the_history_ends_with_the_same_state() {
         let cmds: Vec<Command> = (0..(i as usize % 4))
             .map(|n| register("web", n + i as usize))
             .collect();
-        leader.apply_batch(i, cmds);
+        leader.apply_batch(i, 0, cmds);
         if i % 7 == 0 {
             assert!(catch_up(&leader, &follower, 5));
         }
@@ -51,7 +51,7 @@ fn a_follower_replaying_the_history_ends_with_the_same_state() {
 fn a_follower_behind_the_history_is_told_it_is_too_old() {
     let leader = Replica::with_history(4);
     for i in 1..=10u64 {
-        leader.apply_batch(i, vec![register("db", i as usize)]);
+        leader.apply_batch(i, 0, vec![register("db", i as usize)]);
     }
     // Only the last four entries are kept.
     assert_eq!(leader.since(5, 100, 100), Since::TooOld);
@@ -59,14 +59,14 @@ fn a_follower_behind_the_history_is_told_it_is_too_old() {
         panic!("index 6 is the floor: entries 7..=10 follow it");
     };
     assert_eq!(
-        entries.iter().map(|(i, _)| *i).collect::<Vec<_>>(),
+        entries.iter().map(|e| e.index).collect::<Vec<_>>(),
         [7, 8, 9, 10]
     );
 
     // The whole state brings a follower back, and the history goes on from there.
     let follower = Replica::new();
     follower.install(leader.snapshot());
-    leader.apply_batch(11, vec![register("db", 11)]);
+    leader.apply_batch(11, 0, vec![register("db", 11)]);
     assert!(catch_up(&leader, &follower, 100));
     assert_eq!(*follower.read(), *leader.read());
 }
@@ -74,7 +74,7 @@ fn a_follower_behind_the_history_is_told_it_is_too_old() {
 #[test]
 fn a_replica_without_history_sends_everyone_to_the_snapshot() {
     let replica = Replica::new();
-    replica.apply_batch(1, vec![register("db", 1)]);
+    replica.apply_batch(1, 0, vec![register("db", 1)]);
     assert_eq!(replica.since(0, 100, 10), Since::TooOld);
     assert_eq!(replica.since(1, 100, 10), Since::Entries(Vec::new()));
 }
@@ -82,13 +82,20 @@ fn a_replica_without_history_sends_everyone_to_the_snapshot() {
 #[test]
 fn installing_a_snapshot_restarts_the_history_at_its_index() {
     let leader = Replica::with_history(100);
-    leader.apply_batch(1, vec![register("db", 1)]);
+    leader.apply_batch(1, 0, vec![register("db", 1)]);
     let mut state = State::from_snapshot(leader.snapshot());
     state.apply_noop(50);
     leader.install(state.to_snapshot());
     assert_eq!(leader.since(1, 100, 10), Since::TooOld);
     assert_eq!(leader.since(50, 100, 10), Since::Entries(Vec::new()));
     let cmds: Arc<[Command]> = vec![register("db", 2)].into();
-    leader.apply_batch(51, cmds.clone());
-    assert_eq!(leader.since(50, 100, 10), Since::Entries(vec![(51, cmds)]));
+    leader.apply_batch(51, 0, cmds.clone());
+    assert_eq!(
+        leader.since(50, 100, 10),
+        Since::Entries(vec![Applied {
+            index: 51,
+            time: 0,
+            commands: cmds
+        }])
+    );
 }

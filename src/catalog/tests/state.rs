@@ -1,11 +1,11 @@
 //! Consul's catalog semantics, one behaviour per test.
 
 use super::*;
-use crate::catalog::{State, StateSnapshot, Touched};
+use crate::catalog::{State, StateSnapshot, StateSnapshotV2, Touched};
 
 /// Applies `cmd` at `index` and insists it was accepted.
 fn ok(c: &mut State, index: Index, cmd: Command) -> Touched {
-    let (outcome, touched) = c.apply(index, &cmd);
+    let (outcome, touched) = c.apply(index, 0, &cmd);
     assert_eq!(outcome, Outcome::Applied(index), "{cmd:?}");
     touched
 }
@@ -15,7 +15,7 @@ fn ok(c: &mut State, index: Index, cmd: Command) -> Touched {
 fn refused(c: &mut State, index: Index, cmd: Command, err: CatalogError) {
     let mut expected = c.clone();
     expected.apply_noop(index);
-    let (outcome, touched) = c.apply(index, &cmd);
+    let (outcome, touched) = c.apply(index, 0, &cmd);
     assert_eq!(outcome, Outcome::Refused(err));
     assert_eq!(touched, Touched::default());
     assert_eq!(*c, expected);
@@ -879,17 +879,122 @@ const GOLDEN_SNAPSHOT: &str = "\
 02077072696d61727902763104687474700101026e31036d656d024e31036d656d036d656d\
 01016e016f0000000374746c01010203010202646203037765620106";
 
-#[test]
-fn snapshot_bytes_are_those_of_the_catalog_before_it() {
-    let golden: Vec<u8> = (0..GOLDEN_SNAPSHOT.len())
+fn unhex(hex: &str) -> Vec<u8> {
+    (0..hex.len())
         .step_by(2)
-        .map(|i| u8::from_str_radix(&GOLDEN_SNAPSHOT[i..i + 2], 16).unwrap())
-        .collect();
+        .map(|i| u8::from_str_radix(&hex[i..i + 2], 16).unwrap())
+        .collect()
+}
+
+#[test]
+fn snapshot_bytes_of_format_2_still_read_as_the_catalog_they_held() {
+    let golden = unhex(GOLDEN_SNAPSHOT);
     let state = golden_state();
-    assert_eq!(postcard::to_allocvec(&state.to_snapshot()).unwrap(), golden);
-    let back: StateSnapshot = postcard::from_bytes(&golden).unwrap();
-    let back = State::from_snapshot(back);
+    // Format 3 writes the same catalog fields, then the empty KV and
+    // session tables: three empty maps, two indexes, a map, an index.
+    let mut current = golden.clone();
+    current.extend_from_slice(&[0; 7]);
+    assert_eq!(
+        postcard::to_allocvec(&state.to_snapshot()).unwrap(),
+        current
+    );
+    let v2: StateSnapshotV2 = postcard::from_bytes(&golden).unwrap();
+    let back = State::from_snapshot(v2.into());
     back.assert_derived_indexes();
     assert_eq!(back, state);
     assert_eq!(back.last_index(), 6);
+    // Format 3's type does not read format 2's bytes: they are too short.
+    assert!(postcard::from_bytes::<StateSnapshot>(&golden).is_err());
+}
+
+/// [`golden_state`] then every KV and session table holding something: a
+/// live session holding a key, a released key under lock-delay, a plain
+/// key, a tombstone, and a reaped one.
+fn golden_kv_state() -> State {
+    let mut c = golden_state();
+    let mut s1 = session("s-1", "n1");
+    s1.name = "lock".into();
+    s1.node_checks = vec!["mem".into()];
+    s1.lock_delay_ns = 15_000_000_000;
+    s1.ttl = "10s".into();
+    s1.ttl_ms = 10_000;
+    let mut s2 = session("s-2", "N1");
+    s2.behavior = Behavior::Delete;
+    s2.service_checks = vec![ServiceCheck {
+        id: "alive-1".into(),
+        namespace: String::new(),
+    }];
+    let steps: Vec<(Time, Command)> = vec![
+        (1_000, Command::Session(SessionOp::Create(s1))),
+        (1_000, Command::Session(SessionOp::Create(s2))),
+        (1_000, Command::Kv(kv(KvVerb::Set, "b", "old"))),
+        (1_100, Command::Kv(kv(KvVerb::Delete, "b", ""))),
+        (
+            1_200,
+            Command::Kv(KvOp {
+                flags: 3,
+                ..kv(KvVerb::Set, "a/1", "x")
+            }),
+        ),
+        (
+            1_300,
+            Command::Kv(kv_by(KvVerb::Lock, "a/lock", "l", "s-1")),
+        ),
+        (1_300, Command::Kv(kv_by(KvVerb::Lock, "a/eph", "e", "s-2"))),
+        (2_000, Command::Kv(kv(KvVerb::Set, "a/gone", "g"))),
+        (2_000, Command::Kv(kv(KvVerb::Delete, "a/gone", ""))),
+        (
+            3_000,
+            Command::Session(SessionOp::Destroy { id: "s-1".into() }),
+        ),
+        (
+            4_000,
+            Command::ReapTombstones {
+                deleted_before: 1_500,
+            },
+        ),
+    ];
+    for (index, (time, cmd)) in (7..).zip(steps) {
+        let (outcome, _) = c.apply(index, time, &cmd);
+        assert!(
+            matches!(outcome, Outcome::Applied(_) | Outcome::Txn { .. }),
+            "{cmd:?}: {outcome:?}"
+        );
+    }
+    c
+}
+
+/// The postcard bytes of [`golden_kv_state`]'s snapshot in format 3.
+const GOLDEN_KV_SNAPSHOT: &str = "\
+02026e31024e3106757569642d310831302e302e302e3103646331010377616e07312e322e33\
+2e3401047261636b0272310101026e32026e32000831302e302e302e32036463310000020201\
+026e31057765622d31057765622d310377656202077072696d6172790276310831302e302e30\
+2e3901036c616e0831302e302e302e39500103766572013250030101010102026e3107616c69\
+76652d31024e3107616c6976652d3105616c697665000000057765622d310377656202077072\
+696d61727902763104687474700101026e31036d656d024e31036d656d036d656d01016e016f\
+0000000374746c010102030102026462030377656201110303612f3103612f3101780300000b\
+0b05612f65706805612f6570680165000103732d32010d0d06612f6c6f636b06612f6c6f636b\
+016c0000010c100106612f676f6e650fd00f0106612f6c6f636bd08c01100a0103732d320373\
+2d3200024e31000107616c6976652d31000001000000080810";
+
+#[test]
+fn snapshot_bytes_with_kv_and_sessions_are_format_3() {
+    let state = golden_kv_state();
+    let snapshot = state.to_snapshot();
+    crate::store::format::assert_golden(
+        "a state snapshot with KV and sessions",
+        &postcard::to_allocvec(&snapshot).unwrap(),
+        GOLDEN_KV_SNAPSHOT,
+    );
+    let back: StateSnapshot = postcard::from_bytes(&unhex(GOLDEN_KV_SNAPSHOT)).unwrap();
+    let back = State::from_snapshot(back);
+    back.assert_derived_indexes();
+    assert_eq!(back, state);
+    assert_eq!(back.last_index(), 17);
+    let held: Vec<&str> = back
+        .kv_list("a/")
+        .filter_map(|e| e.session.as_deref())
+        .collect();
+    assert_eq!(held, ["s-2"]);
+    assert_eq!(back.sessions_on_node("n1").len(), 1);
 }

@@ -280,7 +280,11 @@ fn a_batch_applies_at_one_index_and_publishes_once() {
     first.service = Some(svc("web"));
     let mut second = node("n2", "10.0.0.2");
     second.service = Some(svc("web"));
-    let outcomes = r.apply_batch(7, vec![Command::register(first), Command::register(second)]);
+    let outcomes = r.apply_batch(
+        7,
+        0,
+        vec![Command::register(first), Command::register(second)],
+    );
     assert_eq!(outcomes, vec![Outcome::Applied(7), Outcome::Applied(7)]);
     assert_eq!(r.applied_index(), 7);
     assert!(rx.has_changed().unwrap_or(false));
@@ -290,6 +294,6 @@ fn a_batch_applies_at_one_index_and_publishes_once() {
     assert_eq!(r.view().service("web").map(|s| s.instances.len()), Some(2));
     assert_eq!(r.read().service_index("web"), 7);
     // An empty batch still moves the applied index.
-    assert!(r.apply_batch(8, Vec::new()).is_empty());
+    assert!(r.apply_batch(8, 0, Vec::new()).is_empty());
     assert_eq!(r.applied_index(), 8);
 }

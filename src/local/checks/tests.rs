@@ -54,6 +54,7 @@ impl Env {
             replica: replica.clone(),
             delegate,
             local: local.clone(),
+            kv: crate::config::KvSettings::default(),
         };
         tokio::spawn(crate::http::serve(listener, state, stop_http.clone()));
         Self {

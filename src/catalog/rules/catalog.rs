@@ -1,6 +1,5 @@
-//! The rules that span tables, in one place: Consul's catalog register and
-//! deregister over the nodes, services and checks tables, and what each
-//! change touches for the DNS view ([`Touched`]).
+//! Consul's catalog register and deregister over the nodes, services and
+//! checks tables, and what each change touches for the DNS view.
 //!
 //! - A registration is checked whole before anything is written, so a
 //!   refusal changes nothing: a node needs an address unless it exists and
@@ -14,45 +13,28 @@
 //! - A change to a node (or a node-level check) touches the node and every
 //!   service with an instance on it; a change to an instance or its checks
 //!   touches that service name.
-//!
-//! Later domains add their cross-table rules here: invalidating the sessions
-//! of a deregistered node or of a check gone critical, and releasing the KV
-//! locks those sessions held.
+//! - Sessions die with what they depend on: a node's deregistration
+//!   invalidates its sessions, a check's deregistration or turn to critical
+//!   the sessions that name it (`sessions.rs` releases their locks).
 
-use std::collections::BTreeSet;
-
-use super::command::{CatalogError, CatalogOp};
-use super::tables::{Tables, check_id, instance_id, key};
-use super::types::{Deregistration, Index, Registration};
-
-/// What one `apply` touched, so the DNS view can be rebuilt for just that
-/// and blocking queries on a service name woken.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct Touched {
-    /// Lowercased names of nodes whose own record or node-level checks changed.
-    pub nodes: BTreeSet<String>,
-    /// Lowercased service names whose instances or health may have changed.
-    pub services: BTreeSet<String>,
-}
-
-impl Touched {
-    /// Adds what `other` touched.
-    pub fn extend(&mut self, other: Self) {
-        self.nodes.extend(other.nodes);
-        self.services.extend(other.services);
-    }
-}
+use super::super::command::{CatalogError, CatalogOp};
+use super::super::kv_types::Time;
+use super::super::tables::{Tables, check_id, instance_id, key};
+use super::super::types::{Deregistration, HealthStatus, Index, Registration};
+use super::Touched;
+use super::sessions::invalidate;
 
 /// Applies one catalog op at `index`; a refusal changes nothing.
-pub(crate) fn apply_catalog(
+pub(crate) fn apply(
     tables: &mut Tables,
     index: Index,
+    time: Time,
     op: &CatalogOp,
     touched: &mut Touched,
 ) -> Result<(), CatalogError> {
     match op {
-        CatalogOp::Register(r) => register(tables, index, r, touched),
-        CatalogOp::Deregister(d) => deregister(tables, index, d, touched),
+        CatalogOp::Register(r) => register(tables, index, time, r, touched),
+        CatalogOp::Deregister(d) => deregister(tables, index, time, d, touched),
     }
 }
 
@@ -99,6 +81,7 @@ fn validate(tables: &Tables, r: &Registration) -> Result<(), CatalogError> {
 fn register(
     tables: &mut Tables,
     index: Index,
+    time: Time,
     r: &Registration,
     touched: &mut Touched,
 ) -> Result<(), CatalogError> {
@@ -139,6 +122,18 @@ fn register(
             }
             touch_check_target(tables, &node_key, &change.covers, touched);
         }
+        // As Consul: a check turning critical ends the sessions that name it
+        // (warning does not).
+        let id = check_id(c);
+        let critical = tables
+            .checks
+            .get(&(node_key.clone(), id.to_string()))
+            .is_some_and(|c| c.status == HealthStatus::Critical);
+        if critical {
+            for session in tables.sessions.on_check(&node_key, id) {
+                invalidate(tables, index, time, &session);
+            }
+        }
     }
     Ok(())
 }
@@ -146,6 +141,7 @@ fn register(
 fn deregister(
     tables: &mut Tables,
     index: Index,
+    time: Time,
     d: &Deregistration,
     touched: &mut Touched,
 ) -> Result<(), CatalogError> {
@@ -161,15 +157,29 @@ fn deregister(
         let k = (node_key.clone(), d.service_id.clone());
         if let Some(s) = tables.services.remove(index, &k) {
             touched.services.insert(key(&s.service));
+            let gone: Vec<String> = tables
+                .checks
+                .on_node(&node_key)
+                .filter(|c| c.service_id == d.service_id)
+                .map(|c| c.check_id.clone())
+                .collect();
             tables
                 .checks
                 .remove_on_node(index, &node_key, |c| c.service_id == d.service_id);
+            for check in gone {
+                for session in tables.sessions.on_check(&node_key, &check) {
+                    invalidate(tables, index, time, &session);
+                }
+            }
         }
     }
     if !d.check_id.is_empty() {
         let k = (node_key.clone(), d.check_id.clone());
         if let Some(c) = tables.checks.remove(index, &k) {
             touch_check_target(tables, &node_key, &c.service_name, touched);
+            for session in tables.sessions.on_check(&node_key, &d.check_id) {
+                invalidate(tables, index, time, &session);
+            }
         }
     }
     if d.service_id.is_empty() && d.check_id.is_empty() {
@@ -177,6 +187,9 @@ fn deregister(
         tables.nodes.remove(index, &node_key);
         tables.services.remove_on_node(index, &node_key);
         tables.checks.remove_on_node(index, &node_key, |_| true);
+        for session in tables.sessions.on_node(&node_key) {
+            invalidate(tables, index, time, &session);
+        }
     }
     Ok(())
 }

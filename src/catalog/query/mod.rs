@@ -1,6 +1,10 @@
 //! The read queries of the state store: borrowed rows, joined across tables
 //! as the HTTP API and the DNS view ask for them, and the index each kind of
-//! answer last changed at (what a blocking query waits on).
+//! answer last changed at (what a blocking query waits on). The catalog's
+//! reads are here; the KV store's in `kv.rs`, sessions' in `sessions.rs`.
+
+mod kv;
+mod sessions;
 
 use std::collections::{BTreeMap, BTreeSet};
 
@@ -41,6 +45,14 @@ impl HealthEntry<'_> {
 }
 
 impl State {
+    /// Index of the last change to nodes, services or checks: what DNS
+    /// answers from.
+    pub fn catalog_index(&self) -> Index {
+        self.nodes_index()
+            .max(self.services_index())
+            .max(self.checks_index())
+    }
+
     /// Index of the last change to the nodes table.
     pub fn nodes_index(&self) -> Index {
         self.tables.nodes.index()

@@ -1,0 +1,38 @@
+//! The rules that span tables, one file per domain, and [`Touched`]: what a
+//! change touched for the DNS view.
+//!
+//! - `catalog.rs`: Consul's register and deregister over nodes, services
+//!   and checks, and the sessions a removed or critical check ends.
+//! - `kv.rs`: the KV verbs over the KV table (one operation, or a
+//!   transaction's in order, all or none), with the sessions and lock-delays
+//!   a lock depends on.
+//! - `sessions.rs`: creating, renewing, expiring and destroying sessions,
+//!   and what invalidating one does to the keys it holds.
+
+mod catalog;
+mod kv;
+mod sessions;
+
+use std::collections::BTreeSet;
+
+pub(crate) use catalog::apply as apply_catalog;
+pub(crate) use kv::{apply as apply_kv, apply_txn, evaluate as evaluate_txn};
+pub(crate) use sessions::apply as apply_session;
+
+/// What one `apply` touched, so the DNS view can be rebuilt for just that
+/// and blocking queries on a service name woken.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Touched {
+    /// Lowercased names of nodes whose own record or node-level checks changed.
+    pub nodes: BTreeSet<String>,
+    /// Lowercased service names whose instances or health may have changed.
+    pub services: BTreeSet<String>,
+}
+
+impl Touched {
+    /// Adds what `other` touched.
+    pub fn extend(&mut self, other: Self) {
+        self.nodes.extend(other.nodes);
+        self.services.extend(other.services);
+    }
+}

@@ -1,0 +1,298 @@
+//! Consul's `/v1/kv/<key>`: GET (one key, `?recurse`, `?keys` with
+//! `?separator`, `?raw`), PUT (`?flags`, `?cas`, `?acquire`, `?release`) and
+//! DELETE (`?recurse`, `?cas`).
+//!
+//! As Consul's, the flags are by presence: `?recurse=false` recurses. A
+//! missing key is a 404 with an empty body and every `X-Consul-*` header
+//! (clients read the index from it). The index of one key is its own, so a
+//! blocking read of a key wakes when that key changes and not on every KV
+//! write (Consul #9449); a listing's is its prefix's, deletes included.
+//!
+//! Beyond Consul, a successful write answers with its index in
+//! `X-Consul-Index` (Consul #304, #14258), and an acquire refused because of
+//! another holder or a lock-delay says which in `X-Trellis-Refused`.
+
+use axum::body::Body;
+use axum::extract::Path;
+use axum::http::{HeaderMap, HeaderName, HeaderValue, header};
+use axum::response::{IntoResponse, Response};
+use base64::Engine;
+use serde::Serialize;
+
+use super::ApiError;
+use super::body::read_limited;
+use super::route::{Route, json_response};
+use crate::catalog::{CatalogError, Command, Index, KvEntry, KvError, KvOp, KvVerb, Outcome};
+
+/// Largest value, as Consul's `kv_max_value_size`.
+pub(super) const MAX_VALUE_BYTES: usize = 512 * 1024;
+/// Longest key. Consul has no limit of its own but its request line's;
+/// keys are names, and this keeps one write from being mostly key.
+pub(super) const MAX_KEY_BYTES: usize = 4096;
+
+/// A KV entry in Consul's JSON, fields in Consul's order.
+#[derive(Debug, Serialize)]
+#[serde(rename_all = "PascalCase")]
+pub(super) struct KvEntryJson<'a> {
+    lock_index: u64,
+    key: &'a str,
+    flags: u64,
+    /// Base64; `null` for an empty value.
+    value: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    session: Option<&'a str>,
+    create_index: Index,
+    modify_index: Index,
+}
+
+impl<'a> From<&'a KvEntry> for KvEntryJson<'a> {
+    fn from(e: &'a KvEntry) -> Self {
+        Self {
+            lock_index: e.lock_index,
+            key: &e.key,
+            flags: e.flags,
+            value: (!e.value.is_empty())
+                .then(|| base64::engine::general_purpose::STANDARD.encode(&e.value)),
+            session: e.session.as_deref(),
+            create_index: e.create_index,
+            modify_index: e.modify_index,
+        }
+    }
+}
+
+/// Refuses keys Consul refuses since CVE-2025-11392: a leading `/`, a
+/// `../` (or `..\`) traversal, surrounding spaces; and overlong keys.
+pub(super) fn validate_key(key: &str) -> Result<(), ApiError> {
+    if key.starts_with('/') {
+        return Err(ApiError::BadRequest("key must not begin with a '/'".into()));
+    }
+    if key.contains("../") || key.contains("..\\") {
+        return Err(ApiError::BadRequest(
+            "key contains path traversal sequence".into(),
+        ));
+    }
+    if key.starts_with(' ') || key.ends_with(' ') {
+        return Err(ApiError::BadRequest(
+            "key must not begin or end with a space".into(),
+        ));
+    }
+    if key.len() > MAX_KEY_BYTES {
+        return Err(ApiError::TooLarge(format!(
+            "Key too long ({} > {MAX_KEY_BYTES} bytes)",
+            key.len()
+        )));
+    }
+    Ok(())
+}
+
+/// The key from the path: empty for `/v1/kv/`, validated otherwise.
+fn key_of(path: Option<Path<String>>) -> Result<String, ApiError> {
+    let key = path.map(|Path(k)| k).unwrap_or_default();
+    if !key.is_empty() {
+        validate_key(&key)?;
+    }
+    Ok(key)
+}
+
+/// Consul's 400 for flags that do not compose, naming what was sent.
+fn conflicting(route: &Route, flags: &[&str]) -> Result<(), ApiError> {
+    let given: Vec<&str> = flags
+        .iter()
+        .copied()
+        .filter(|f| route.params().has(f))
+        .collect();
+    if given.len() > 1 {
+        let sent: Vec<String> = given
+            .iter()
+            .map(|f| format!("{f}={}", route.params().get(f).unwrap_or_default()))
+            .collect();
+        return Err(ApiError::BadRequest(format!(
+            "Conflicting flags: {}",
+            sent.join("&")
+        )));
+    }
+    Ok(())
+}
+
+/// A numeric query parameter; absent is `None`, unparsable a 400 naming it.
+fn number(route: &Route, name: &str) -> Result<Option<u64>, ApiError> {
+    match route.params().get(name) {
+        None => Ok(None),
+        Some(v) => v.parse().map(Some).map_err(|_| {
+            ApiError::BadRequest(format!("Invalid ?{name}: {v:?} is not an unsigned integer"))
+        }),
+    }
+}
+
+/// `GET /v1/kv/<key>`.
+pub(super) async fn get(route: Route, path: Option<Path<String>>) -> Result<Response, ApiError> {
+    let key = key_of(path)?;
+    let params = route.params().clone();
+    let pretty = params.has("pretty");
+    if params.has("keys") {
+        let separator = params
+            .get("separator")
+            .or_else(|| params.get("seperator"))
+            .unwrap_or_default()
+            .to_string();
+        return route
+            .read_response(
+                |s| s.kv_prefix_index(&key),
+                |s| {
+                    let keys = s.kv_keys(&key, &separator);
+                    // Consul lists the root as `[]`, any other empty prefix as 404.
+                    if keys.is_empty() && !key.is_empty() {
+                        return Ok(not_found());
+                    }
+                    json_response(&keys, pretty)
+                },
+            )
+            .await;
+    }
+    if params.has("recurse") {
+        return route
+            .read_response(
+                |s| s.kv_prefix_index(&key),
+                |s| {
+                    let entries: Vec<KvEntryJson<'_>> = s.kv_list(&key).map(Into::into).collect();
+                    if entries.is_empty() {
+                        return Ok(not_found());
+                    }
+                    json_response(&entries, pretty)
+                },
+            )
+            .await;
+    }
+    if key.is_empty() {
+        return Err(ApiError::BadRequest("Missing key name".into()));
+    }
+    let raw = params.has("raw");
+    route
+        .read_response(
+            |s| s.kv_key_index(&key),
+            |s| match s.kv_get(&key) {
+                None => Ok(not_found()),
+                Some(e) if raw => Ok(raw_value(&e.value)),
+                Some(e) => json_response(&[KvEntryJson::from(e)], pretty),
+            },
+        )
+        .await
+}
+
+/// Consul's 404 for a missing key: an empty body (the headers are added by
+/// the read).
+fn not_found() -> Response {
+    (axum::http::StatusCode::NOT_FOUND, "").into_response()
+}
+
+/// `?raw`: the bytes as they are, marked so a browser neither sniffs nor
+/// runs them (CVE-2020-25864).
+fn raw_value(value: &[u8]) -> Response {
+    (
+        [
+            (header::CONTENT_TYPE, "text/plain"),
+            (header::X_CONTENT_TYPE_OPTIONS, "nosniff"),
+            (header::CONTENT_SECURITY_POLICY, "sandbox"),
+        ],
+        value.to_vec(),
+    )
+        .into_response()
+}
+
+/// Consul's 413 for a value over `kv_max_value_size`.
+fn value_too_large(declared: Option<u64>) -> String {
+    let size = declared.map_or_else(String::new, |n| format!("({n} bytes)"));
+    format!(
+        "Request body{size} too large, max size: {MAX_VALUE_BYTES} bytes. See \
+         https://developer.hashicorp.com/docs/agent/config/config-files#kv_max_value_size."
+    )
+}
+
+/// `PUT /v1/kv/<key>`.
+pub(super) async fn put(
+    route: Route,
+    path: Option<Path<String>>,
+    headers: HeaderMap,
+    body: Body,
+) -> Result<Response, ApiError> {
+    let key = key_of(path)?;
+    if key.is_empty() {
+        return Err(ApiError::BadRequest("Missing key name".into()));
+    }
+    conflicting(&route, &["cas", "acquire", "release"])?;
+    let mut op = KvOp::new(KvVerb::Set, key);
+    op.flags = number(&route, "flags")?.unwrap_or(0);
+    if let Some(cas) = number(&route, "cas")? {
+        op.verb = KvVerb::Cas;
+        op.index = cas;
+    }
+    if let Some(session) = route.params().get("acquire") {
+        op.verb = KvVerb::Lock;
+        op.session = session.to_string();
+    }
+    if let Some(session) = route.params().get("release") {
+        op.verb = KvVerb::Unlock;
+        op.session = session.to_string();
+    }
+    op.value = read_limited(&headers, body, MAX_VALUE_BYTES, value_too_large)
+        .await?
+        .to_vec();
+    write(&route, op).await
+}
+
+/// `DELETE /v1/kv/<key>`.
+pub(super) async fn delete(route: Route, path: Option<Path<String>>) -> Result<Response, ApiError> {
+    let key = key_of(path)?;
+    conflicting(&route, &["recurse", "cas"])?;
+    let verb = if route.params().has("recurse") {
+        KvVerb::DeleteTree
+    } else if key.is_empty() {
+        return Err(ApiError::BadRequest("Missing key name".into()));
+    } else {
+        KvVerb::Delete
+    };
+    let mut op = KvOp::new(verb, key);
+    if let Some(cas) = number(&route, "cas")? {
+        op.verb = KvVerb::DeleteCas;
+        op.index = cas;
+    }
+    write(&route, op).await
+}
+
+/// Writes one KV op and answers Consul's `true` or `false`: `false` when a
+/// condition did not hold (cas, a held lock, lock-delay, release by a
+/// non-holder); an unknown or missing session is Consul's 500.
+async fn write(route: &Route, op: KvOp) -> Result<Response, ApiError> {
+    let writer = route.writer()?;
+    let outcome = writer.write(Command::Kv(op)).await?;
+    let mut response = match outcome {
+        Outcome::Txn { index, .. } => {
+            let mut r = axum::Json(true).into_response();
+            r.headers_mut().insert(
+                HeaderName::from_static("x-consul-index"),
+                HeaderValue::from(index),
+            );
+            r
+        }
+        Outcome::Refused(CatalogError::Kv(
+            e @ (KvError::SetStale(_)
+            | KvError::DeleteStale(_)
+            | KvError::LockHeld(_)
+            | KvError::LockDelay(_)
+            | KvError::NotHolder(_)),
+        )) => {
+            let mut r = axum::Json(false).into_response();
+            if let Ok(reason) = HeaderValue::from_str(&e.to_string()) {
+                r.headers_mut()
+                    .insert(HeaderName::from_static("x-trellis-refused"), reason);
+            }
+            r
+        }
+        Outcome::Refused(e) => return Err(ApiError::Internal(e.to_string())),
+        other => {
+            return Err(ApiError::Internal(format!("a KV write answered {other:?}")));
+        }
+    };
+    writer.meta_headers(response.headers_mut());
+    Ok(response)
+}

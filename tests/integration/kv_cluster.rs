@@ -1,0 +1,205 @@
+//! KV and txn across a real cluster of three servers and a client agent:
+//! writes through the client reach every server; the client answers
+//! `?stale` from its own replica even with every server hung, and wakes its
+//! blocking reads from its change stream; a leader killed mid-stream loses
+//! no acknowledged write and writes resume on the new leader.
+
+use std::collections::BTreeMap;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use serde_json::json;
+use trellis_testkit::{
+    Agent, Cluster, FORM_DEADLINE, SETTLE_DEADLINE, try_wait_until_async, wait_until_async,
+};
+
+use crate::harness::trellis;
+use crate::kv::{b64, call, call_url, entry, put_ok, raw, spawn_get};
+
+/// Three formed servers and client `c1`, once a write through the client
+/// is acknowledged (it joined and follows the leader).
+async fn cluster_with_client() -> Cluster {
+    let mut c = trellis().cluster().servers(3).start().await;
+    c.add_client("c1", |b| b);
+    let url = c.node("c1").url("/v1/kv/ready");
+    wait_until_async("a write through c1", FORM_DEADLINE, || async {
+        match call_url(&url, "PUT", b"yes").await {
+            Ok(r) if r.status == 200 && r.text == "true" => Ok(()),
+            other => Err(format!("{other:?}")),
+        }
+    })
+    .await;
+    c
+}
+
+/// Waits until `agent`, read with `?stale` (its own state), has `value` at
+/// `key`.
+async fn wait_value(agent: &Agent, key: &str, value: &[u8]) {
+    let what = format!("{key} on {}", agent.name());
+    let path = format!("/v1/kv/{key}?stale&raw");
+    wait_until_async(&what, SETTLE_DEADLINE, || async {
+        let r = agent.get(&path).await?;
+        if r.status == 200 && r.bytes == value {
+            Ok(())
+        } else {
+            Err(format!("{} {:?}", r.status, r.text))
+        }
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn a_client_writes_through_its_servers_and_reads_from_its_own_replica() {
+    let c = cluster_with_client().await;
+    let client = c.node("c1");
+
+    put_ok(client, "cfg/db", b"primary").await;
+    for s in c.servers() {
+        wait_value(s, "cfg/db", b"primary").await;
+    }
+
+    // A transaction through the client.
+    let ops = json!([
+        {"KV": {"Verb": "set", "Key": "cfg/mode", "Value": b64(b"active")}},
+        {"KV": {"Verb": "get", "Key": "cfg/db"}},
+    ]);
+    let r = call(client, "PUT", "/v1/txn", ops.to_string().as_bytes()).await;
+    assert_eq!(r.status, 200, "{r:?}");
+    assert_eq!(
+        r.json()["Results"][1]["KV"]["Value"],
+        json!(b64(b"primary"))
+    );
+    let txn_index = r.index.expect("the transaction's index");
+    for s in c.servers() {
+        wait_value(s, "cfg/mode", b"active").await;
+    }
+
+    // A blocking read on the client wakes when a server takes a write.
+    wait_value(client, "cfg/mode", b"active").await;
+    let r = crate::kv::get(client, "/v1/kv/cfg/mode").await;
+    let i = r.index.expect("index");
+    assert_eq!(i, txn_index);
+    let waiter = spawn_get(client.url(&format!("/v1/kv/cfg/mode?index={i}&wait=20s")));
+    let leader = c.leader().await;
+    let at = Instant::now();
+    let w = put_ok(leader, "cfg/mode", b"standby").await;
+    let r = tokio::time::timeout(Duration::from_secs(15), waiter)
+        .await
+        .expect("the client's blocking read answers")
+        .expect("reader task");
+    assert_eq!(r.index, Some(w), "{r:?}");
+    assert_eq!(entry(&r)["Value"], json!(b64(b"standby")));
+    assert!(
+        at.elapsed() < Duration::from_secs(5),
+        "woke after {:?}",
+        at.elapsed()
+    );
+
+    // Every server hung: the client still answers ?stale from its replica,
+    // while a default read needs a leader it no longer has.
+    for s in c.servers() {
+        s.pause();
+    }
+    wait_until_async("c1 to see no leader", SETTLE_DEADLINE, || async {
+        let r = client.get("/v1/kv/cfg/db").await?;
+        if r.status == 500 {
+            Ok(())
+        } else {
+            Err(format!("{} {}", r.status, r.text))
+        }
+    })
+    .await;
+    let r = client.get("/v1/kv/cfg/db?stale").await.expect("an answer");
+    assert_eq!(r.status, 200, "{r:?}");
+    assert_eq!(entry(&r)["Value"], json!(b64(b"primary")));
+    assert_eq!(r.known_leader, Some(false), "{r:?}");
+    let r = client
+        .get("/v1/kv/cfg/?recurse&stale")
+        .await
+        .expect("an answer");
+    assert_eq!(r.json().as_array().map(Vec::len), Some(2), "{}", r.text);
+    let r = client.get("/v1/kv/cfg/db").await.expect("an answer");
+    assert_eq!(r.status, 500, "{r:?}");
+    for s in c.servers() {
+        s.resume();
+    }
+    c.assert_no_panics();
+}
+
+#[tokio::test]
+async fn killing_the_leader_loses_no_acknowledged_kv_write() {
+    let c = cluster_with_client().await;
+    let old = c.leader().await;
+    const KEYS: usize = 60;
+
+    // One writer through the client, each key retried until acknowledged;
+    // `acked` holds what the cluster said yes to.
+    let acked: Arc<Mutex<BTreeMap<String, String>>> = Arc::default();
+    let url = c.node("c1").url("/v1/kv/");
+    let writer = {
+        let acked = acked.clone();
+        tokio::spawn(async move {
+            for i in 0..KEYS {
+                let (key, value) = (format!("acked/{i:03}"), format!("v{i}"));
+                let what = format!("acknowledgement of {key}");
+                let put = format!("{url}{key}");
+                let r = try_wait_until_async(&what, SETTLE_DEADLINE, || async {
+                    match call_url(&put, "PUT", value.as_bytes()).await {
+                        Ok(r) if r.status == 200 && r.text == "true" => Ok(()),
+                        other => Err(format!("{other:?}")),
+                    }
+                })
+                .await;
+                if let Err(e) = r {
+                    return Err(e.to_string());
+                }
+                acked.lock().expect("acked").insert(key, value);
+            }
+            Ok(())
+        })
+    };
+    wait_until_async("20 acknowledged writes", SETTLE_DEADLINE, || {
+        let n = acked.lock().expect("acked").len();
+        async move {
+            if n >= 20 {
+                Ok(())
+            } else {
+                Err(format!("{n} acknowledged"))
+            }
+        }
+    })
+    .await;
+    old.kill();
+
+    tokio::time::timeout(Duration::from_secs(120), writer)
+        .await
+        .expect("the writer finishes")
+        .expect("writer task")
+        .unwrap_or_else(|e| panic!("writes did not resume after the leader died: {e}"));
+    let new = c.leader().await;
+    assert_ne!(new, old);
+    let acked = acked.lock().expect("acked").clone();
+    assert_eq!(acked.len(), KEYS);
+    for (key, value) in &acked {
+        assert_eq!(
+            raw(new, key).await.as_deref(),
+            Some(value.as_bytes()),
+            "{key} on the new leader"
+        );
+    }
+    // Every survivor and the client converge on the same listing.
+    let want: Vec<&String> = acked.keys().collect();
+    for m in c.members().filter(|m| *m != old) {
+        let what = format!("every acknowledged key on {}", m.name());
+        wait_until_async(&what, SETTLE_DEADLINE, || async {
+            let r = m.get("/v1/kv/acked/?keys&stale").await?;
+            if r.json() == json!(want) {
+                Ok(())
+            } else {
+                Err(r.text)
+            }
+        })
+        .await;
+    }
+    c.assert_no_panics();
+}
