@@ -16,7 +16,7 @@
 //!    (no answer and under 5 ms of its CPU time per 100 ms, three times in
 //!    a row) and reads its memory again. Answers that came back before any
 //!    write are counted by status: 503 is the agent shedding load
-//!    (`MAX_IN_FLIGHT` in `src/http/mod.rs`);
+//!    (`MAX_BLOCKING` parked queries, `src/http/admit.rs`);
 //! 3. writes `j`, waits until the query parked on `j` answers and the
 //!    agent is quiet again, and counts the queries on `k` and on the missing
 //!    key that answered: the issue says none may;
@@ -497,13 +497,19 @@ async fn measure(s: &Settings, t: &Target, nofile: u64) -> anyhow::Result<()> {
         .iter()
         .filter(|a| a.status != 200 || a.index.is_none_or(|i| i <= k_index))
         .count();
-    let mut lat: Vec<Duration> = woke
-        .iter()
-        .map(|a| a.at.saturating_duration_since(k_done))
-        .collect();
-    lat.sort_unstable();
+    // Two clocks: from the PUT's answer (what a writer that then waits
+    // for its readers sees) and from the moment it was sent (which also
+    // counts the write's own commit, and is never zero).
+    let sorted = |from: Instant| {
+        let mut v: Vec<Duration> = woke
+            .iter()
+            .map(|a| a.at.saturating_duration_since(from))
+            .collect();
+        v.sort_unstable();
+        v
+    };
+    let (from_done, from_sent) = (sorted(k_done), sorted(k_sent));
     let before_put_answer = woke.iter().filter(|a| a.at < k_done).count();
-    let from_sent_max = woke.iter().map(|a| a.at - k_sent).max().unwrap_or_default();
     let n_parked = s.parked - early.0;
 
     println!(
@@ -512,8 +518,8 @@ async fn measure(s: &Settings, t: &Target, nofile: u64) -> anyhow::Result<()> {
         s.parked,
         parking.as_secs_f64(),
         if shed > 0 {
-            " — the agent admits at most MAX_IN_FLIGHT = 4,096 requests at once (src/http/mod.rs, \
-             a constant, no setting), blocking queries included"
+            " — the agent parks at most MAX_BLOCKING blocking queries at once \
+             (src/http/admit.rs, a constant, no setting) and sheds the rest"
         } else {
             ""
         }
@@ -531,30 +537,37 @@ async fn measure(s: &Settings, t: &Target, nofile: u64) -> anyhow::Result<()> {
     }
     println!(
         "PUT {KEY}: answered in {:.1} ms (index {}); {} parked queries answered, {bad} of them not \
-         200 with an index past {k_index}; {before_put_answer} before the PUT's own answer",
+         200 with an index past {k_index}",
         ms(k_done - k_sent),
         k_put_index.map_or("–".into(), |i| i.to_string()),
         woke.len(),
     );
     println!(
-        "\n| parked | p50 ms | p99 ms | max ms | max from PUT sent ms | target p99 |\n|---:|---:|---:|---:|---:|---|"
-    );
-    let p99 = percentile(&lat, 0.99);
-    println!(
-        "| {} | {:.1} | {:.1} | {:.1} | {:.1} | ≤ {} ms: {} |",
+        "\n| {} parked queries, time to their answer | p50 ms | p99 ms | max ms | target p99 ≤ {} ms |\n|---|---:|---:|---:|---|",
         woke.len(),
-        ms(percentile(&lat, 0.50)),
-        ms(p99),
-        ms(lat.last().copied().unwrap_or_default()),
-        ms(from_sent_max),
-        TARGET_P99.as_millis(),
-        if p99 <= TARGET_P99 && !lat.is_empty() {
-            "met"
-        } else {
-            "NOT met"
-        }
+        TARGET_P99.as_millis()
     );
-    println!("latency = from the PUT's complete response to each parked query's complete answer");
+    for (label, lat) in [
+        ("from the PUT's response", &from_done),
+        ("from the PUT sent", &from_sent),
+    ] {
+        let p99 = percentile(lat, 0.99);
+        println!(
+            "| {label} | {:.1} | {:.1} | {:.1} | {} |",
+            ms(percentile(lat, 0.50)),
+            ms(p99),
+            ms(lat.last().copied().unwrap_or_default()),
+            if p99 <= TARGET_P99 && !lat.is_empty() {
+                "met"
+            } else {
+                "NOT met"
+            }
+        );
+    }
+    println!(
+        "answer = a parked query's complete response; {before_put_answer} answered before the PUT's \
+         own response arrived (0 ms on the first clock)"
+    );
 
     let per = |a: u64, b: u64| (b as f64 - a as f64) / n_parked.max(1) as f64;
     println!("\n| agent memory | VmRSS MiB | RssAnon MiB |\n|---|---:|---:|");

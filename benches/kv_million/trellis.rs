@@ -89,7 +89,9 @@ impl Store for Trellis {
     /// table: its metadata and the encoded state), read from the data dir
     /// of the stopped server, with how many log entries remain beside it.
     fn snapshot_size(&self) -> anyhow::Result<(u64, String)> {
-        let path = self.data_dir.join(trellis::store::FILE_NAME);
+        // The agent keeps its Raft database in `<data-dir>/raft/`
+        // (`src/agent/settings.rs`).
+        let path = self.data_dir.join("raft").join(trellis::store::FILE_NAME);
         let db = redb::ReadOnlyDatabase::open(&path)
             .with_context(|| format!("opening {}", path.display()))?;
         let txn = db.begin_read()?;
