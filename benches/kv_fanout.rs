@@ -344,6 +344,11 @@ impl Target {
         Memory::of(self.agent.pid())
     }
 
+    /// The agent's CPU time so far (user and system), in seconds.
+    fn cpu(&self) -> f64 {
+        procs::cpu_seconds(&[self.agent.pid()])
+    }
+
     /// Waits until `groups` get no answer and the agent uses under 5 ms of
     /// CPU in each of three consecutive 100 ms polls: whatever it was doing
     /// for the last step is done.
@@ -448,6 +453,7 @@ async fn measure(s: &Settings, t: &Target, nofile: u64) -> anyhow::Result<()> {
         &format!("/v1/kv/{OTHER}?index={j_index}&wait={wait}"),
         1,
     );
+    let cpu_parking = t.cpu();
     let start = Instant::now();
     while parked.sent() + missing.sent() + sentinel.sent() < s.parked + s.missing + 1 {
         if start.elapsed() > DEADLINE {
@@ -464,22 +470,29 @@ async fn measure(s: &Settings, t: &Target, nofile: u64) -> anyhow::Result<()> {
     let parking = start.elapsed();
     t.quiet(&[&parked, &missing, &sentinel]).await?;
     let during = t.memory()?;
+    let cpu_parking = t.cpu() - cpu_parking;
     let early = (parked.answered(), missing.answered(), sentinel.answered());
 
     // A write to another key: the query on it answers, none of the others.
+    let cpu_j = t.cpu();
     let j_at = Instant::now();
-    t.put(OTHER, "v1").await?;
+    let (j_done, _) = t.put(OTHER, "v1").await?;
     let sentinel_answers = sentinel.collect().await?;
     let sentinel_after = sentinel_answers
         .first()
         .map(|a| a.at.saturating_duration_since(j_at));
     t.quiet(&[&parked, &missing]).await?;
     let woken = (parked.answered() - early.0, missing.answered() - early.1);
+    // Up to the end of the quiet check: three idle polls of the agent's CPU
+    // are included, under 15 ms.
+    let cpu_j = t.cpu() - cpu_j;
 
     // The write to the key: time until every query parked on it answered.
+    let cpu_k = t.cpu();
     let k_sent = Instant::now();
     let (k_done, k_put_index) = t.put(KEY, "v1").await?;
     let answers = parked.collect().await?;
+    let cpu_k = t.cpu() - cpu_k;
     drop(missing); // aborts its tasks, closing their connections
     t.quiet(&[]).await?;
     let after = t.memory()?;
@@ -525,8 +538,9 @@ async fn measure(s: &Settings, t: &Target, nofile: u64) -> anyhow::Result<()> {
         }
     );
     println!(
-        "PUT {OTHER} (another key): the query parked on it answered after {}; queries on {KEY} \
-         woken: {} of {n_parked}, on the missing key {MISSING}: {} of {} (issue: none; Consul #9449)",
+        "PUT {OTHER} (another key): answered in {:.1} ms, the query parked on it after {}; queries on {KEY} \
+         answered: {} of {n_parked}, on the missing key {MISSING}: {} of {} (issue: none; Consul #9449)",
+        ms(j_done - j_at),
         sentinel_after.map_or("–".into(), |d| format!("{:.1} ms", ms(d))),
         woken.0,
         woken.1,
@@ -583,6 +597,17 @@ async fn measure(s: &Settings, t: &Target, nofile: u64) -> anyhow::Result<()> {
         s.missing + 1 - early.1 - early.2,
         per(before.rss, during.rss) / 1024.0,
         per(before.anon, during.anon) / 1024.0
+    );
+    println!(
+        "agent CPU time: parking {:.0} ms ({:.0} µs per query); the PUT to {OTHER} until quiet {:.0} ms \
+         ({:.1} µs per parked query); the PUT to {KEY} until every answer {:.0} ms ({:.1} µs per \
+         parked query)",
+        cpu_parking * 1e3,
+        cpu_parking * 1e6 / (s.parked + s.missing + 1) as f64,
+        cpu_j * 1e3,
+        cpu_j * 1e6 / n_parked.max(1) as f64,
+        cpu_k * 1e3,
+        cpu_k * 1e6 / n_parked.max(1) as f64,
     );
     if woken != (0, 0) || bad > 0 || other_early > 0 {
         bail!(
