@@ -55,7 +55,7 @@ const MAX_RETRY: Duration = Duration::from_secs(2);
 /// and, when none is, the earliest deadline to wait for.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum SessionTimer {
-    /// Propose the expiry of these sessions now.
+    /// Propose the expiry of these sessions now (never empty).
     Expire(Vec<String>),
     /// Nothing is due; the earliest deadline, if any session has a TTL.
     Wait(Option<Time>),
@@ -80,19 +80,23 @@ pub enum ReapTimer {
     Wait(Time),
 }
 
-/// Whether a tombstone is older than `ttl` at `now`; if none is, when to
-/// look again: not before [`REAP_EVERY`] from now, nor before the oldest
-/// tombstone comes due (every newer one comes due later).
+/// Whether a tombstone is older than `ttl` at `now` (the reap takes those
+/// dated strictly before `now - ttl`) or a lock-delay is over (the reap
+/// clears those too); if neither, when to look again: not before
+/// [`REAP_EVERY`] from now, nor before the oldest tombstone comes due
+/// (every newer one comes due later) or the earliest lock-delay ends.
 pub fn reap_due(state: &State, now: Time, ttl: Duration) -> ReapTimer {
     let ttl = millis(ttl);
-    let oldest = state.kv_oldest_tombstone();
-    if let Some(t) = oldest
-        && t.saturating_add(ttl) <= now
-    {
+    let tombstone_due = state
+        .kv_oldest_tombstone()
+        .map(|t| t.saturating_add(ttl).saturating_add(1));
+    let delay_over = state.kv_earliest_delay_end();
+    let next = tombstone_due.into_iter().chain(delay_over).min();
+    if next.is_some_and(|at| at <= now) {
         return ReapTimer::Reap(now.saturating_sub(ttl));
     }
     let round = now.saturating_add(millis(REAP_EVERY));
-    ReapTimer::Wait(round.max(oldest.unwrap_or(now).saturating_add(ttl)))
+    ReapTimer::Wait(round.max(next.unwrap_or(now.saturating_add(ttl).saturating_add(1))))
 }
 
 fn millis(d: Duration) -> u64 {
@@ -129,13 +133,18 @@ pub async fn run(
         match sessions {
             SessionTimer::Expire(ids) => {
                 tracing::debug!(count = ids.len(), "expiring sessions");
+                let first = ids.first().cloned().unwrap_or_default();
                 let cmd = Command::Session(SessionOp::Expire { ids });
                 match consensus.write_as_leader(cmd).await {
-                    // Look again at once: more may be due.
-                    Ok(_) => {
+                    // Look again at once: more may be due. Unless nothing
+                    // went: the entry was dated before the deadline (the
+                    // clock stepped back) or a renewal came first; then
+                    // pause rather than fill the log with the same entry.
+                    Ok(_) if replica.read().session(&first).is_none() => {
                         retry = FIRST_RETRY;
                         continue;
                     }
+                    Ok(_) => failed = true,
                     Err(e) => {
                         tracing::debug!(error = %e, "session expiry failed; retrying");
                         failed = true;

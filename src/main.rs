@@ -1,11 +1,14 @@
 //! The `trellis` binary: parse the command line and hand over to the library.
 
-use clap::Parser;
+use std::process::ExitCode;
 
-fn main() {
-    let cli = trellis::cli::Cli::parse();
-    if let Err(e) = cli.run() {
-        eprintln!("Error: {}", trellis::cli::error_chain(e.as_ref()));
-        std::process::exit(1);
+fn main() -> ExitCode {
+    let cli = trellis::cli::Cli::from_env();
+    match cli.run() {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("Error: {}", trellis::cli::error_chain(e.as_ref()));
+            ExitCode::FAILURE
+        }
     }
 }

@@ -88,17 +88,7 @@ pub(super) fn consensus_config(
 /// This node's UUID: kept in the data directory so it survives restarts;
 /// fresh for a dev agent.
 pub(super) fn node_id(node: &NodeSettings) -> std::io::Result<String> {
-    let fresh = || {
-        let b: [u8; 16] = rand::random();
-        format!(
-            "{:08x}-{:04x}-4{:03x}-{:04x}-{:012x}",
-            u32::from_be_bytes([b[0], b[1], b[2], b[3]]),
-            u16::from_be_bytes([b[4], b[5]]),
-            u16::from_be_bytes([b[6], b[7]]) & 0x0fff,
-            (u16::from_be_bytes([b[8], b[9]]) & 0x3fff) | 0x8000,
-            u64::from_be_bytes([0, 0, b[10], b[11], b[12], b[13], b[14], b[15]])
-        )
-    };
+    let fresh = || uuid::Uuid::new_v4().to_string();
     let Some(path) = node.node_id_file() else {
         return Ok(fresh());
     };

@@ -1,29 +1,73 @@
-//! The small HTTP client the CLI subcommands use to reach an agent.
+//! The small HTTP client the CLI subcommands use to reach an agent: a
+//! one-request helper for the simple subcommands ([`HttpAddr::get`] and
+//! friends), and [`Api`], an async client that keeps the status, the
+//! `X-Consul-Index` and the raw body of every answer, for the commands that
+//! speak Consul's API in depth (`kv`, `lock`).
+
+use std::fmt;
+use std::time::Duration;
 
 use anyhow::{Context, bail};
 use clap::Args;
 
+/// Where an agent listens when neither the flag nor an environment variable
+/// says otherwise: Consul's default HTTP address.
+const DEFAULT_ADDR: &str = "127.0.0.1:8500";
+
+/// Consul's own variable for the agent's address, read when trellis's is
+/// unset, so scripts written for `consul kv` and `consul lock` run as they are.
+const CONSUL_HTTP_ADDR: &str = "CONSUL_HTTP_ADDR";
+
+/// How long the client waits to connect; an agent that does not accept in
+/// this long is down. Requests themselves have no overall timeout, as a
+/// blocking query may rightly take minutes.
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
+
 /// Where the agent's HTTP API is.
 #[derive(Debug, Clone, Args)]
 pub(crate) struct HttpAddr {
-    /// The agent's HTTP API address.
-    #[arg(
-        long,
-        env = "TRELLIS_HTTP_ADDR",
-        default_value = "127.0.0.1:8500",
-        value_name = "ADDR"
-    )]
-    http_addr: String,
+    /// The agent's HTTP API address [default: $CONSUL_HTTP_ADDR, else
+    /// 127.0.0.1:8500].
+    #[arg(long, env = "TRELLIS_HTTP_ADDR", value_name = "ADDR")]
+    http_addr: Option<String>,
 }
 
 impl HttpAddr {
-    fn url(&self, path: &str) -> String {
-        let base = self.http_addr.trim_end_matches('/');
+    /// The address: the flag, `TRELLIS_HTTP_ADDR`, `CONSUL_HTTP_ADDR`, or
+    /// Consul's default, in that order.
+    fn addr(&self) -> String {
+        self.http_addr
+            .clone()
+            .or_else(|| std::env::var(CONSUL_HTTP_ADDR).ok())
+            .filter(|a| !a.is_empty())
+            .unwrap_or_else(|| DEFAULT_ADDR.to_string())
+    }
+
+    /// The URL of the API root, without a trailing slash.
+    fn base(&self) -> String {
+        let addr = self.addr();
+        let base = addr.trim_end_matches('/');
         if base.starts_with("http://") || base.starts_with("https://") {
-            format!("{base}{path}")
+            base.to_string()
         } else {
-            format!("http://{base}{path}")
+            format!("http://{base}")
         }
+    }
+
+    fn url(&self, path: &str) -> String {
+        format!("{}{path}", self.base())
+    }
+
+    /// An async client for this agent.
+    pub(crate) fn api(&self) -> anyhow::Result<Api> {
+        let http = reqwest::Client::builder()
+            .connect_timeout(CONNECT_TIMEOUT)
+            .build()
+            .context("building the HTTP client")?;
+        Ok(Api {
+            base: self.base(),
+            http,
+        })
     }
 
     /// Runs one request on a fresh single-threaded runtime; the CLI does one
@@ -34,10 +78,7 @@ impl HttpAddr {
         path: &str,
     ) -> anyhow::Result<String> {
         let url = self.url(path);
-        let rt = tokio::runtime::Builder::new_current_thread()
-            .enable_all()
-            .build()?;
-        rt.block_on(async {
+        block_on(async {
             let client = reqwest::Client::new();
             let resp = req(&client, url.clone())
                 .send()
@@ -65,5 +106,245 @@ impl HttpAddr {
     /// PUT a path with a body, returning the response body.
     pub(crate) fn put(&self, path: &str, body: String) -> anyhow::Result<String> {
         self.send(|c, u| c.put(u).body(body), path)
+    }
+}
+
+/// Runs `fut` to completion on a fresh single-threaded runtime: each
+/// subcommand is one short conversation with one agent.
+pub(crate) fn block_on<T>(fut: impl Future<Output = anyhow::Result<T>>) -> anyhow::Result<T> {
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?
+        .block_on(fut)
+}
+
+/// An HTTP method the client uses.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Method {
+    Get,
+    Put,
+    Delete,
+}
+
+/// One request: a path under the API root (unescaped; [`Api`] escapes
+/// it), its query parameters and its body.
+#[derive(Debug, Clone)]
+pub(crate) struct Request {
+    method: Method,
+    path: String,
+    /// In order; a flag that Consul reads by presence (`recurse`) has an
+    /// empty value, as the Go client sends it.
+    query: Vec<(&'static str, String)>,
+    body: Option<Vec<u8>>,
+}
+
+impl Request {
+    pub(crate) fn new(method: Method, path: impl Into<String>) -> Self {
+        Self {
+            method,
+            path: path.into(),
+            query: Vec::new(),
+            body: None,
+        }
+    }
+
+    /// Adds `name=value`.
+    pub(crate) fn param(mut self, name: &'static str, value: impl fmt::Display) -> Self {
+        self.query.push((name, value.to_string()));
+        self
+    }
+
+    /// Adds a flag Consul reads by its presence (`?recurse`).
+    pub(crate) fn flag(mut self, name: &'static str) -> Self {
+        self.query.push((name, String::new()));
+        self
+    }
+
+    /// The raw body.
+    pub(crate) fn body(mut self, body: Vec<u8>) -> Self {
+        self.body = Some(body);
+        self
+    }
+
+    /// A JSON body.
+    pub(crate) fn json(self, value: &serde_json::Value) -> Self {
+        self.body(value.to_string().into_bytes())
+    }
+}
+
+/// One answer, whatever its status.
+#[derive(Debug, Clone)]
+pub(crate) struct Reply {
+    pub(crate) status: u16,
+    /// `X-Consul-Index`, when the agent sent it.
+    pub(crate) index: Option<u64>,
+    /// Why a KV write answered `false`, when trellis says so
+    /// (`X-Trellis-Refused`: held by another session, lock-delay, stale
+    /// index); Consul does not say.
+    pub(crate) refused: Option<String>,
+    pub(crate) body: Vec<u8>,
+}
+
+impl Reply {
+    /// The answer as a success, or the error the Go client gives for any
+    /// other status (`Unexpected response code: 500 (missing session)`), so
+    /// messages built on it read as Consul's.
+    pub(crate) fn ok(self) -> Result<Self, StatusError> {
+        if (200..300).contains(&self.status) {
+            Ok(self)
+        } else {
+            Err(StatusError {
+                code: self.status,
+                body: String::from_utf8_lossy(&self.body).trim().to_string(),
+            })
+        }
+    }
+
+    /// The body as JSON of type `T`.
+    pub(crate) fn json<T: serde::de::DeserializeOwned>(&self) -> anyhow::Result<T> {
+        serde_json::from_slice(&self.body).with_context(|| {
+            format!(
+                "the agent answered with unexpected JSON: {}",
+                String::from_utf8_lossy(&self.body)
+            )
+        })
+    }
+
+    /// The body of a write that answers `true` or `false`.
+    pub(crate) fn bool(&self) -> anyhow::Result<bool> {
+        self.json()
+    }
+}
+
+/// A non-2xx answer, worded as the Go client words it.
+#[derive(Debug, Clone, thiserror::Error)]
+#[error("Unexpected response code: {code} ({body})")]
+pub(crate) struct StatusError {
+    pub(crate) code: u16,
+    pub(crate) body: String,
+}
+
+/// An async client for one agent's HTTP API.
+#[derive(Debug, Clone)]
+pub(crate) struct Api {
+    /// `http://host:port`, no trailing slash.
+    base: String,
+    http: reqwest::Client,
+}
+
+impl Api {
+    /// Sends `req` and returns the answer whatever its status; `Err` only
+    /// when no answer came.
+    pub(crate) async fn send(&self, req: Request) -> anyhow::Result<Reply> {
+        let url = format!("{}{}", self.base, escape_path(&req.path));
+        let method = match req.method {
+            Method::Get => reqwest::Method::GET,
+            Method::Put => reqwest::Method::PUT,
+            Method::Delete => reqwest::Method::DELETE,
+        };
+        let mut builder = self.http.request(method, &url);
+        if !req.query.is_empty() {
+            builder = builder.query(&req.query);
+        }
+        if let Some(body) = req.body {
+            builder = builder.body(body);
+        }
+        let resp = builder
+            .send()
+            .await
+            .with_context(|| format!("cannot reach the agent at {url}"))?;
+        let status = resp.status().as_u16();
+        let header = |name: &str| {
+            resp.headers()
+                .get(name)
+                .and_then(|v| v.to_str().ok())
+                .map(str::to_string)
+        };
+        let index = header("x-consul-index").and_then(|v| v.parse().ok());
+        let refused = header("x-trellis-refused");
+        let body = resp
+            .bytes()
+            .await
+            .with_context(|| format!("reading the answer from {url}"))?
+            .to_vec();
+        Ok(Reply {
+            status,
+            index,
+            refused,
+            body,
+        })
+    }
+}
+
+/// Percent-encodes a URL path as Go's `url.URL.EscapedPath` does: a KV key
+/// may hold `?`, `#`, `%` or spaces, which must reach the agent as part of
+/// the key. `/` stays, as it separates the key's segments.
+fn escape_path(path: &str) -> String {
+    let mut out = String::with_capacity(path.len());
+    for b in path.bytes() {
+        let keep = b.is_ascii_alphanumeric()
+            || matches!(
+                b,
+                b'-' | b'.'
+                    | b'_'
+                    | b'~'
+                    | b'/'
+                    | b'$'
+                    | b'&'
+                    | b'+'
+                    | b','
+                    | b':'
+                    | b';'
+                    | b'='
+                    | b'@'
+            );
+        if keep {
+            out.push(char::from(b));
+        } else {
+            out.push_str(&format!("%{b:02X}"));
+        }
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_path_keeps_its_slashes_and_escapes_what_a_url_would_misread() {
+        assert_eq!(escape_path("/v1/kv/a/b.c"), "/v1/kv/a/b.c");
+        assert_eq!(
+            escape_path("/v1/kv/what?now #1 100%"),
+            "/v1/kv/what%3Fnow%20%231%20100%25"
+        );
+        assert_eq!(escape_path("/v1/kv/é"), "/v1/kv/%C3%A9");
+    }
+
+    #[test]
+    fn a_failed_status_reads_as_the_go_clients_error() {
+        let reply = Reply {
+            status: 500,
+            index: None,
+            refused: None,
+            body: b"missing session\n".to_vec(),
+        };
+        let e = reply.ok().expect_err("500 is an error");
+        assert_eq!(
+            e.to_string(),
+            "Unexpected response code: 500 (missing session)"
+        );
+    }
+
+    #[test]
+    fn the_address_falls_back_to_consuls_default() {
+        let given = HttpAddr {
+            http_addr: Some("10.0.0.1:8500/".to_string()),
+        };
+        assert_eq!(given.base(), "http://10.0.0.1:8500");
+        let https = HttpAddr {
+            http_addr: Some("https://consul.example:8501".to_string()),
+        };
+        assert_eq!(https.url("/v1/kv/a"), "https://consul.example:8501/v1/kv/a");
     }
 }

@@ -1,19 +1,27 @@
 //! The command line: one file per subcommand. Every subcommand but `agent`,
 //! `validate` and `keygen` talks to a running agent over its HTTP API.
+//! `kv` and `lock` mirror Consul's commands of those names, flags and
+//! messages included (`goflags.rs` reads Consul's `-flag` spelling).
 
 mod agent;
 mod catalog;
 mod client;
 mod force_leave;
+mod goflags;
+mod gopath;
 mod join;
 mod keygen;
+mod kv;
 mod leave;
+mod lock;
 mod members;
 mod operator;
 mod services;
 mod validate;
 
-use clap::{Parser, Subcommand};
+use std::process::ExitCode;
+
+use clap::{CommandFactory, Parser, Subcommand};
 
 /// trellis: DNS-first service discovery, a Consul-compatible agent.
 ///
@@ -58,12 +66,31 @@ enum Verb {
     /// Print a new gossip encryption key (base64 of 32 random bytes) for
     /// `--encrypt`.
     Keygen(keygen::KeygenCmd),
+    /// Read and write the KV store, as `consul kv` (Consul's `-flag`
+    /// spelling works too).
+    #[command(subcommand)]
+    Kv(kv::KvCmd),
+    /// Run a command while holding a lock (or one of N semaphore slots) at
+    /// a KV prefix, as `consul lock`.
+    Lock(lock::LockCmd),
 }
 
 impl Cli {
-    /// Runs the chosen subcommand to completion.
-    pub fn run(self) -> anyhow::Result<()> {
-        match self.command {
+    /// Parses the process's arguments, reading Consul's `-flag` spelling
+    /// for the subcommands that mirror Consul's (`kv`, `lock`); exits with
+    /// clap's message on a bad command line.
+    pub fn from_env() -> Self {
+        Self::parse_from(goflags::normalize(
+            std::env::args_os().collect(),
+            &Self::command(),
+        ))
+    }
+
+    /// Runs the chosen subcommand to completion. `Err` is a failure for
+    /// the caller to print; `kv` and `lock` print their own, in Consul's
+    /// words, and give their exit code (`lock`: its child's).
+    pub fn run(self) -> anyhow::Result<ExitCode> {
+        let done = match self.command {
             Verb::Agent(cmd) => cmd.run(),
             Verb::Validate(cmd) => cmd.run(),
             Verb::Catalog(cmd) => cmd.run(),
@@ -74,7 +101,10 @@ impl Cli {
             Verb::Operator(cmd) => cmd.run(),
             Verb::Leave(cmd) => cmd.run(),
             Verb::Keygen(cmd) => cmd.run(),
-        }
+            Verb::Kv(cmd) => return cmd.run(),
+            Verb::Lock(cmd) => return cmd.run(),
+        };
+        done.map(|()| ExitCode::SUCCESS)
     }
 }
 

@@ -13,8 +13,9 @@
 //! The mirror holds only the unpurged tail of the log, which snapshot
 //! compaction keeps to a few thousand entries.
 //!
-//! Entries from a data dir of format version 1 are re-encoded once, at open,
-//! by [`upgrade_entry`] (see `store::format`).
+//! Entries from a data dir of an older format (1, or 2 before entries
+//! carried the leader's time) are re-encoded once, at open, by
+//! [`upgrade_entry`] (see `store::format`).
 
 use std::collections::BTreeMap;
 use std::fmt::Debug;

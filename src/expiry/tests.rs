@@ -162,33 +162,74 @@ fn tombstones_are_reaped_in_rounds_once_older_than_their_ttl() {
     let ttl = Duration::from_secs(60);
     let mut state = State::new();
     // Nothing to reap: look again a round from now at the soonest.
-    assert_eq!(reap_due(&state, T0, ttl), ReapTimer::Wait(T0 + 60_000));
+    assert_eq!(reap_due(&state, T0, ttl), ReapTimer::Wait(T0 + 60_001));
     apply(&mut state, T0, &put("a"));
     apply(&mut state, T0, &put("b"));
     apply(&mut state, T0 + 1_000, &delete("a"));
     apply(&mut state, T0 + 50_000, &delete("b"));
-    // Not before the oldest is due.
+    // Not before the oldest is due: older than the TTL, strictly.
     assert_eq!(
         reap_due(&state, T0 + 2_000, ttl),
-        ReapTimer::Wait(T0 + 61_000)
+        ReapTimer::Wait(T0 + 61_001)
     );
-    let ReapTimer::Reap(before) = reap_due(&state, T0 + 61_000, ttl) else {
+    assert_eq!(
+        reap_due(&state, T0 + 61_000, ttl),
+        ReapTimer::Wait(T0 + 91_000)
+    );
+    let ReapTimer::Reap(before) = reap_due(&state, T0 + 61_001, ttl) else {
         panic!("the first tombstone is due");
     };
-    assert_eq!(before, T0 + 1_000);
+    assert_eq!(before, T0 + 1_001);
     apply(
         &mut state,
-        T0 + 61_000,
+        T0 + 61_001,
         &Command::ReapTombstones {
-            deleted_before: before + 1,
+            deleted_before: before,
         },
     );
+    // The reap took exactly the one that was due.
     assert_eq!(state.kv_oldest_tombstone(), Some(T0 + 50_000));
     // The second is due later than a round from now: wait for it.
     assert_eq!(
         reap_due(&state, T0 + 62_000, ttl),
-        ReapTimer::Wait(T0 + 110_000)
+        ReapTimer::Wait(T0 + 110_001)
     );
+}
+
+#[test]
+fn lock_delays_that_are_over_are_cleared_without_any_tombstone() {
+    let ttl = Duration::from_secs(60);
+    let mut state = State::new();
+    apply(&mut state, T0, &register("n1"));
+    let mut s = session("s1", 0);
+    s.lock_delay_ns = 5_000_000_000;
+    create(&mut state, T0, s);
+    let mut lock = crate::catalog::KvOp::new(crate::catalog::KvVerb::Lock, "leader");
+    lock.session = "s1".into();
+    apply(&mut state, T0, &Command::Kv(lock));
+    apply(
+        &mut state,
+        T0 + 1_000,
+        &Command::Session(SessionOp::Destroy { id: "s1".into() }),
+    );
+    // Released without a delete: no tombstone, one lock-delay until T0 + 6 s.
+    assert_eq!(state.kv_oldest_tombstone(), None);
+    assert_eq!(state.kv_earliest_delay_end(), Some(T0 + 6_000));
+    assert_eq!(
+        reap_due(&state, T0 + 2_000, ttl),
+        ReapTimer::Wait(T0 + 32_000)
+    );
+    let ReapTimer::Reap(before) = reap_due(&state, T0 + 6_000, ttl) else {
+        panic!("the lock-delay is over");
+    };
+    apply(
+        &mut state,
+        T0 + 6_000,
+        &Command::ReapTombstones {
+            deleted_before: before,
+        },
+    );
+    assert_eq!(state.kv_earliest_delay_end(), None);
 }
 
 /// The loop itself, on a one-server consensus in this process: a session
@@ -222,6 +263,43 @@ async fn the_leader_expires_a_session_once_twice_its_ttl_has_passed() {
     assert!(gone.is_ok(), "the session was never expired");
     // Expired by an entry dated at or after its deadline.
     assert!(now_ms() >= deadline);
+    stop.cancel();
+    task.await.unwrap();
+    consensus.shutdown().await;
+}
+
+/// The loop's other timer: a leader that finds a tombstone older than the
+/// TTL (here 0, which the configuration would refuse) reaps it.
+#[tokio::test]
+async fn the_leader_reaps_tombstones_older_than_their_ttl() {
+    let replica = Arc::new(Replica::new());
+    let consensus = Consensus::single_in_memory("n1", replica.clone()).await;
+    consensus.write(put("gone")).await.unwrap();
+    consensus.write(delete("gone")).await.unwrap();
+    let deleted = replica.read().kv_oldest_tombstone().unwrap();
+    // Older than a TTL of 0 once the clock has moved past the delete.
+    while now_ms() <= deleted {
+        tokio::time::sleep(Duration::from_millis(1)).await;
+    }
+    let stop = CancellationToken::new();
+    let settings = KvSettings {
+        tombstone_ttl: Duration::ZERO,
+        ..KvSettings::default()
+    };
+    let task = tokio::spawn(run(
+        consensus.clone(),
+        replica.clone(),
+        settings,
+        stop.clone(),
+    ));
+    let mut changes = replica.subscribe();
+    let reaped = tokio::time::timeout(Duration::from_secs(5), async {
+        while replica.read().kv_oldest_tombstone().is_some() {
+            changes.changed().await.unwrap();
+        }
+    })
+    .await;
+    assert!(reaped.is_ok(), "the tombstone was never reaped");
     stop.cancel();
     task.await.unwrap();
     consensus.shutdown().await;

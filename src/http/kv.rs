@@ -22,7 +22,9 @@ use serde::Serialize;
 use super::ApiError;
 use super::body::read_limited;
 use super::route::{Route, json_response};
-use crate::catalog::{CatalogError, Command, Index, KvEntry, KvError, KvOp, KvVerb, Outcome};
+use crate::catalog::{
+    CatalogError, Command, Index, KvEntry, KvError, KvOp, KvVerb, Outcome, TxnResult,
+};
 
 /// Largest value, as Consul's `kv_max_value_size`.
 pub(super) const MAX_VALUE_BYTES: usize = 512 * 1024;
@@ -94,24 +96,41 @@ fn key_of(path: Option<Path<String>>) -> Result<String, ApiError> {
     Ok(key)
 }
 
-/// Consul's 400 for flags that do not compose, naming what was sent.
+/// Consul's 400 for flags that do not compose. Its text is Consul's: every
+/// parameter of the request, sorted by name and encoded as Go's
+/// `url.Values.Encode` does.
 fn conflicting(route: &Route, flags: &[&str]) -> Result<(), ApiError> {
-    let given: Vec<&str> = flags
-        .iter()
-        .copied()
-        .filter(|f| route.params().has(f))
-        .collect();
-    if given.len() > 1 {
-        let sent: Vec<String> = given
+    let given = flags.iter().filter(|f| route.params().has(f)).count();
+    if given > 1 {
+        let mut pairs = route.params().0.clone();
+        // Stable: the values of one name keep the order they were sent in.
+        pairs.sort_by(|a, b| a.0.cmp(&b.0));
+        let sent: Vec<String> = pairs
             .iter()
-            .map(|f| format!("{f}={}", route.params().get(f).unwrap_or_default()))
+            .map(|(k, v)| format!("{}={}", query_escape(k), query_escape(v)))
             .collect();
         return Err(ApiError::BadRequest(format!(
-            "Conflicting flags: {}",
+            "Conflicting flags: {}\n",
             sent.join("&")
         )));
     }
     Ok(())
+}
+
+/// Go's `url.QueryEscape`: unreserved bytes as they are, a space as `+`,
+/// every other byte as `%XX`.
+fn query_escape(s: &str) -> String {
+    let mut out = String::with_capacity(s.len());
+    for b in s.bytes() {
+        match b {
+            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'~' => {
+                out.push(char::from(b));
+            }
+            b' ' => out.push('+'),
+            _ => out.push_str(&format!("%{b:02X}")),
+        }
+    }
+    out
 }
 
 /// A numeric query parameter; absent is `None`, unparsable a 400 naming it.
@@ -266,7 +285,16 @@ async fn write(route: &Route, op: KvOp) -> Result<Response, ApiError> {
     let writer = route.writer()?;
     let outcome = writer.write(Command::Kv(op)).await?;
     let mut response = match outcome {
-        Outcome::Txn { index, .. } => {
+        Outcome::Txn { index, results } => {
+            // The key's ModifyIndex where the write left one: an identical
+            // rewrite does not move it, and the index answered must be the
+            // one a following `?cas` needs (Consul #304). A delete has none:
+            // the log index.
+            let index = results
+                .iter()
+                .map(|TxnResult::Kv(e)| e.modify_index)
+                .next()
+                .unwrap_or(index);
             let mut r = axum::Json(true).into_response();
             r.headers_mut().insert(
                 HeaderName::from_static("x-consul-index"),

@@ -23,7 +23,7 @@ use serde::Serialize;
 use serde_json::Value;
 
 use super::decode::{self, DecodeError, Fields};
-use super::route::Route;
+use super::route::{Route, Writer};
 use super::{ApiError, json_true};
 use crate::catalog::{
     Behavior, CatalogError, Command, Index, Outcome, ServiceCheck, Session, SessionError, SessionOp,
@@ -35,8 +35,6 @@ use crate::config::defaults::SESSION_TTL_MAX;
 const SERF_CHECK: &str = "serfHealth";
 /// A session's lock-delay unless told otherwise, in ns (Consul's 15 s).
 const DEFAULT_LOCK_DELAY_NS: u64 = 15_000_000_000;
-/// The longest lock-delay honoured, in ns (Consul's `MaxLockDelay`).
-const MAX_LOCK_DELAY_NS: u64 = 60_000_000_000;
 /// A lock-delay number (or duration) below this many ns is taken as seconds:
 /// clients send `15` meaning 15 s (Consul's `lockDelayMinThreshold`).
 const LOCK_DELAY_SECONDS_BELOW: u64 = 1000;
@@ -50,14 +48,14 @@ pub(super) async fn create(route: Route, MaybeJson(body): MaybeJson) -> Result<R
     let node = route.agent().identity().node_name.clone();
     let mut session = decode_create(body.as_ref(), &node, route.kv_settings().session_ttl_min)?;
     for _ in 0..ID_TRIES {
-        session.id = random_uuid();
+        session.id = uuid::Uuid::new_v4().to_string();
         match writer
             .write(Command::Session(SessionOp::Create(session.clone())))
             .await?
         {
             Outcome::Applied(index) => {
                 let body = Json(serde_json::json!({ "ID": session.id })).into_response();
-                return Ok(with_index(body, index));
+                return Ok(written(&writer, body, index));
             }
             Outcome::Refused(CatalogError::Session(SessionError::Duplicate(_))) => {}
             other => return Err(refused(other)),
@@ -73,7 +71,7 @@ pub(super) async fn destroy(Path(id): Path<String>, route: Route) -> Result<Resp
         .write(Command::Session(SessionOp::Destroy { id }))
         .await?
     {
-        Outcome::Applied(index) => Ok(with_index(json_true(), index)),
+        Outcome::Applied(index) => Ok(written(&writer, json_true(), index)),
         other => Err(refused(other)),
     }
 }
@@ -94,7 +92,7 @@ pub(super) async fn renew(Path(id): Path<String>, route: Route) -> Result<Respon
                 // Invalidated between the renewal and this read.
                 None => not_found(&id),
             };
-            Ok(with_index(body, index))
+            Ok(written(&writer, body, index))
         }
         Outcome::Refused(CatalogError::Session(SessionError::NotFound(_))) => Ok(not_found(&id)),
         other => Err(refused(other)),
@@ -168,12 +166,15 @@ fn refused(outcome: Outcome) -> ApiError {
     }
 }
 
-/// Adds the write's index, which Consul leaves out.
-fn with_index(mut response: Response, index: Index) -> Response {
-    response.headers_mut().insert(
+/// A write's answer with its index, which Consul leaves out, and the
+/// leader headers, as every write here answers.
+fn written(writer: &Writer<'_>, mut response: Response, index: Index) -> Response {
+    let headers = response.headers_mut();
+    headers.insert(
         HeaderName::from_static("x-consul-index"),
         HeaderValue::from(index),
     );
+    writer.meta_headers(headers);
     response
 }
 
@@ -332,7 +333,8 @@ fn checks(body: &Value, f: &Fields<'_>) -> Result<Vec<String>, DecodeError> {
 }
 
 /// `LockDelay` in ns: a Go duration string or a number of ns, either taken
-/// as seconds when below 1000, capped at 60 s; 15 s when absent.
+/// as seconds when below 1000; 15 s when absent. Kept as given, as Consul
+/// keeps it: the state machine holds keys for at most 60 s of it.
 fn lock_delay(v: Option<&Value>) -> Result<u64, DecodeError> {
     let bad = |reason: String| DecodeError::Value {
         field: "LockDelay".into(),
@@ -362,12 +364,11 @@ fn lock_delay(v: Option<&Value>) -> Result<u64, DecodeError> {
             });
         }
     };
-    let ns = if ns < LOCK_DELAY_SECONDS_BELOW {
+    Ok(if ns < LOCK_DELAY_SECONDS_BELOW {
         ns * 1_000_000_000
     } else {
         ns
-    };
-    Ok(ns.min(MAX_LOCK_DELAY_NS))
+    })
 }
 
 /// A session's TTL in ms, 0 for none: empty or zero means none; otherwise
@@ -426,19 +427,6 @@ fn decimal(v: u128, div: u128) -> String {
     let width = div.to_string().len() - 1;
     let frac = format!("{rem:0width$}");
     format!("{int}.{}", frac.trim_end_matches('0'))
-}
-
-/// A random (version 4) UUID, as Consul's session IDs are.
-fn random_uuid() -> String {
-    let b: [u8; 16] = rand::random();
-    format!(
-        "{:08x}-{:04x}-4{:03x}-{:04x}-{:012x}",
-        u32::from_be_bytes([b[0], b[1], b[2], b[3]]),
-        u16::from_be_bytes([b[4], b[5]]),
-        u16::from_be_bytes([b[6], b[7]]) & 0x0fff,
-        (u16::from_be_bytes([b[8], b[9]]) & 0x3fff) | 0x8000,
-        u64::from_be_bytes([0, 0, b[10], b[11], b[12], b[13], b[14], b[15]])
-    )
 }
 
 /// A body that may be empty (Consul reads a create's body only when there

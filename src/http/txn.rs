@@ -152,8 +152,8 @@ fn unparsable(what: impl std::fmt::Display) -> ApiError {
 }
 
 /// Decodes the operations. A malformed body is a 400 and an oversized one
-/// a 413; unknown verbs are the transaction's own errors (409), as Consul
-/// reports them, and nothing is written.
+/// a 413; unknown verbs and missing keys are the transaction's own errors
+/// (409), as Consul reports them, and nothing is written.
 fn decode(bytes: &[u8]) -> Result<Result<Vec<TxnOp>, Vec<TxnError>>, ApiError> {
     let body: Value = serde_json::from_slice(bytes).map_err(unparsable)?;
     let Value::Array(items) = body else {
@@ -166,7 +166,7 @@ fn decode(bytes: &[u8]) -> Result<Result<Vec<TxnOp>, Vec<TxnError>>, ApiError> {
         )));
     }
     let mut ops = Vec::with_capacity(items.len());
-    let mut unknown = Vec::new();
+    let mut refused = Vec::new();
     for (op_index, item) in items.iter().enumerate() {
         let path = format!("[{op_index}]");
         let fields = Fields::new(item, &path).map_err(unparsable)?;
@@ -195,12 +195,21 @@ fn decode(bytes: &[u8]) -> Result<Result<Vec<TxnOp>, Vec<TxnError>>, ApiError> {
             )));
         }
         let Some(verb) = KvVerb::parse(&verb_name) else {
-            unknown.push(TxnError {
+            refused.push(TxnError {
                 op_index,
                 what: format!("unknown KV verb {verb_name:?}"),
             });
             continue;
         };
+        // Consul's `kvsPreApply`: only delete-tree may name the empty key.
+        // A set of "" would store a key `/v1/kv` cannot address.
+        if key.is_empty() && verb != KvVerb::DeleteTree {
+            refused.push(TxnError {
+                op_index,
+                what: "Must provide key".into(),
+            });
+            continue;
+        }
         ops.push(TxnOp::Kv(KvOp {
             verb,
             key,
@@ -216,9 +225,9 @@ fn decode(bytes: &[u8]) -> Result<Result<Vec<TxnOp>, Vec<TxnError>>, ApiError> {
             session: kv.string(&["Session"]).map_err(unparsable)?,
         }));
     }
-    if unknown.is_empty() {
+    if refused.is_empty() {
         Ok(Ok(ops))
     } else {
-        Ok(Err(unknown))
+        Ok(Err(refused))
     }
 }

@@ -21,6 +21,11 @@ use crate::harness::trellis;
 /// gives up first.
 const LONG: Duration = Duration::from_secs(40);
 
+/// How soon a parked read must answer once its key changed: far below its
+/// 10 s wait (so a timeout is never mistaken for a wake), with room for a
+/// loaded two-core machine. Unloaded it takes milliseconds.
+const WOKE_WITHIN: Duration = Duration::from_secs(3);
+
 /// Consul's `kv_max_value_size`.
 pub(crate) const MAX_VALUE: usize = 512 * 1024;
 
@@ -359,11 +364,14 @@ async fn writes_report_their_index_and_honour_flags_and_cas() {
         (json!(first), json!(first))
     );
 
-    // An identical rewrite changes nothing, not even the index.
-    put_ok(&agent, "k", b"v1").await;
+    // An identical rewrite changes nothing, not even the index, and answers
+    // the index a following cas needs.
+    put_ok(&agent, "other", b"moves the log on").await;
+    let again = put_ok(&agent, "k", b"v1").await;
     assert_eq!(read(&agent, "k").await["ModifyIndex"], json!(first));
+    assert_eq!(again, first, "the answer's index is the key's ModifyIndex");
 
-    let second = put_ok(&agent, "k?flags=42", b"v2").await;
+    let second = put_ok(&agent, &format!("k?flags=42&cas={again}"), b"v2").await;
     assert!(second > first);
     let e = read(&agent, "k").await;
     assert_eq!(e["Flags"], json!(42));
@@ -399,18 +407,22 @@ async fn writes_report_their_index_and_honour_flags_and_cas() {
     assert_eq!(r.text, "false", "cas on a missing key: {r:?}");
     assert_eq!(raw(&agent, "missing").await, None);
 
-    for (q, sent) in [
-        ("cas=1&acquire=abc", "cas=1&acquire=abc"),
-        ("acquire=abc&release=abc", "acquire=abc&release=abc"),
+    // Consul's text: every parameter, sorted by name, encoded as Go's
+    // `url.Values.Encode`.
+    for (q, text) in [
+        ("cas=1&acquire=abc", "acquire=abc&cas=1"),
+        (
+            "release=a%20b&flags=3&acquire=abc",
+            "acquire=abc&flags=3&release=a+b",
+        ),
     ] {
         let r = call(&agent, "PUT", &format!("/v1/kv/k?{q}"), b"x").await;
         assert_eq!(r.status, 400, "{q}: {r:?}");
-        assert!(r.text.starts_with("Conflicting flags: "), "{q}: {}", r.text);
-        assert!(r.text.contains(sent), "{q} named: {}", r.text);
+        assert_eq!(r.text, format!("Conflicting flags: {text}\n"), "{q}");
     }
     let r = call(&agent, "DELETE", "/v1/kv/k?recurse&cas=1", b"").await;
     assert_eq!(r.status, 400, "{r:?}");
-    assert!(r.text.starts_with("Conflicting flags: "), "{}", r.text);
+    assert_eq!(r.text, "Conflicting flags: cas=1&recurse=\n");
     assert_eq!(
         raw(&agent, "k").await.as_deref(),
         Some(&b"v3"[..]),
@@ -525,6 +537,49 @@ async fn keys_with_a_leading_slash_traversal_or_surrounding_spaces_are_refused()
     assert_eq!(r.json(), json!(want), "nothing refused was stored");
 }
 
+#[tokio::test]
+async fn read_options_are_checked_and_honoured_as_consuls() {
+    let agent = dev().await;
+    let i = put_ok(&agent, "opt", b"v").await;
+    for (q, mode) in [
+        ("", "leader"),
+        ("?stale", "stale"),
+        ("?consistent", "consistent"),
+    ] {
+        let r = get(&agent, &format!("/v1/kv/opt{q}")).await;
+        assert_eq!((r.status, r.index), (200, Some(i)), "{q}: {r:?}");
+        assert_eq!(r.headers["x-consul-effective-consistency"], mode, "{q}");
+    }
+    for (q, says) in [
+        (
+            "stale&consistent",
+            "Cannot specify ?stale with ?consistent, conflicting semantics.",
+        ),
+        ("index=abc", "Invalid index"),
+        ("index=1&wait=soon", "Invalid wait time"),
+    ] {
+        let r = get(&agent, &format!("/v1/kv/opt?{q}")).await;
+        assert_eq!((r.status, r.text.as_str()), (400, says), "?{q}");
+    }
+    let r = get(&agent, "/v1/kv/opt?dc=elsewhere").await;
+    assert_eq!((r.status, r.text.as_str()), (500, "No path to datacenter"));
+    let r = get(&agent, &format!("/v1/kv/opt?dc=dc1&index={i}&wait=1ms")).await;
+    assert_eq!(r.status, 200, "our own datacenter by name: {r:?}");
+
+    // Go's duration forms: a blocking read with nothing changing waits them
+    // out and answers the same index.
+    for wait in ["250ms", "0.25s", "0.250s"] {
+        let at = Instant::now();
+        let r = get(&agent, &format!("/v1/kv/opt?index={i}&wait={wait}")).await;
+        let took = at.elapsed();
+        assert_eq!((r.status, r.index), (200, Some(i)), "wait={wait}: {r:?}");
+        assert!(
+            took >= Duration::from_millis(250) && took < Duration::from_secs(5),
+            "wait={wait} took {took:?}"
+        );
+    }
+}
+
 // ---- blocking reads ----
 
 /// Waits for a blocking read to answer, up to `within`; its answer and how
@@ -559,10 +614,7 @@ async fn a_blocking_read_of_one_key_wakes_on_that_key_and_not_on_another() {
     let (r, took) = answered(waiter, at, Duration::from_secs(8)).await;
     assert_eq!(r.index, Some(a2), "answers with the new index: {r:?}");
     assert_eq!(entry(&r)["Value"], json!(b64(b"2")));
-    assert!(
-        took < Duration::from_secs(2),
-        "woke {took:?} after the write"
-    );
+    assert!(took < WOKE_WITHIN, "woke {took:?} after the write");
 }
 
 #[tokio::test]
@@ -582,10 +634,7 @@ async fn a_blocking_read_of_a_missing_key_wakes_when_it_is_created() {
     let (r, took) = answered(waiter, at, Duration::from_secs(8)).await;
     assert_eq!((r.status, r.index), (200, Some(created)), "{r:?}");
     assert_eq!(entry(&r)["Value"], json!(b64(b"here")));
-    assert!(
-        took < Duration::from_secs(2),
-        "woke {took:?} after the write"
-    );
+    assert!(took < WOKE_WITHIN, "woke {took:?} after the write");
 }
 
 #[tokio::test]
@@ -612,10 +661,7 @@ async fn a_blocking_listing_wakes_on_a_delete_and_its_index_never_goes_back() {
         "the delete's index, not p/1's: {r:?}"
     );
     assert_eq!(r.json().as_array().map(Vec::len), Some(1), "{}", r.text);
-    assert!(
-        took < Duration::from_secs(2),
-        "woke {took:?} after the delete"
-    );
+    assert!(took < WOKE_WITHIN, "woke {took:?} after the delete");
 
     // Emptied, the prefix is a 404 whose index still has not gone back.
     let waiter = spawn_get(agent.url(&format!("/v1/kv/p/?recurse&index={deleted}&wait=10s")));
@@ -797,4 +843,46 @@ async fn locks_are_taken_refused_and_released_as_consuls() {
     let r = call(&agent, "DELETE", "/v1/kv/mine", b"").await;
     assert_eq!(r.text, "true", "{r:?}");
     assert_eq!(raw(&agent, "mine").await, None);
+}
+
+#[tokio::test]
+async fn reaped_tombstones_leave_a_floor_so_no_listing_index_goes_back() {
+    let dir = crate::harness::temp_dir();
+    let config = dir.path().join("kv.json");
+    std::fs::write(&config, r#"{"tombstone_ttl": "1s"}"#).expect("write config");
+    let agent = trellis().dev().config_file(&config).start();
+    wait_until_async("the dev agent leads", Duration::from_secs(30), || async {
+        match agent.leader_seen().await {
+            Some(l) if !l.is_empty() => Ok(()),
+            other => Err(format!("leader: {other:?}")),
+        }
+    })
+    .await;
+    put_ok(&agent, "p/1", b"1").await;
+    put_ok(&agent, "p/2", b"2").await;
+    let r = call(&agent, "DELETE", "/v1/kv/p/2", b"").await;
+    let deleted = r.index.expect("the delete's index");
+    let untouched = get(&agent, "/v1/kv/q/?recurse").await;
+    assert_eq!(untouched.status, 404);
+    assert!(untouched.index < Some(deleted), "{untouched:?}");
+
+    // Once the tombstone is reaped, a prefix that never had a key reports
+    // the reaped index as its floor: the only sign of the reaping. The
+    // leader looks for due tombstones every 30 s (`expiry::REAP_EVERY`), so
+    // this takes up to that long past the 1 s TTL.
+    wait_until_async("the tombstone reaped", Duration::from_secs(75), || async {
+        let r = get(&agent, "/v1/kv/q/?recurse").await;
+        match r.index {
+            Some(i) if i >= deleted => Ok(()),
+            other => Err(format!("q/ at {other:?}")),
+        }
+    })
+    .await;
+    let r = get(&agent, "/v1/kv/p/?recurse").await;
+    assert!(
+        r.index.is_some_and(|i| i >= deleted),
+        "p/ went back below its delete at {deleted}: {r:?}"
+    );
+    let r = get(&agent, "/v1/kv/p/2").await;
+    assert!(r.index.is_some_and(|i| i >= deleted), "{r:?}");
 }

@@ -2,7 +2,8 @@
 //! writes through the client reach every server; the client answers
 //! `?stale` from its own replica even with every server hung, and wakes its
 //! blocking reads from its change stream; a leader killed mid-stream loses
-//! no acknowledged write and writes resume on the new leader.
+//! no acknowledged write and writes resume on the new leader; a server
+//! restarted from its disk has every key, tombstone and index it had.
 
 use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex};
@@ -13,7 +14,7 @@ use trellis_testkit::{
     Agent, Cluster, FORM_DEADLINE, SETTLE_DEADLINE, try_wait_until_async, wait_until_async,
 };
 
-use crate::harness::trellis;
+use crate::harness::{single_server, temp_dir, trellis};
 use crate::kv::{b64, call, call_url, entry, put_ok, raw, spawn_get};
 
 /// Three formed servers and client `c1`, once a write through the client
@@ -57,6 +58,27 @@ async fn a_client_writes_through_its_servers_and_reads_from_its_own_replica() {
     for s in c.servers() {
         wait_value(s, "cfg/db", b"primary").await;
     }
+    // A follower takes writes too (forwarding them to the leader).
+    let leader = c.leader().await;
+    let follower = c.followers(leader)[0];
+    put_ok(follower, "cfg/from-follower", b"yes").await;
+    wait_value(client, "cfg/from-follower", b"yes").await;
+
+    // Read your writes: a default read through the agent that took an
+    // acknowledged write sees it, as Consul's (its default read goes to the
+    // leader), so `kv put` then `kv get` on one agent never goes back.
+    for m in [client, follower] {
+        for i in 0..20 {
+            let value = format!("{}-{i}", m.name());
+            put_ok(m, "ryw", value.as_bytes()).await;
+            assert_eq!(
+                raw(m, "ryw").await.as_deref(),
+                Some(value.as_bytes()),
+                "{} read back its own acknowledged write",
+                m.name()
+            );
+        }
+    }
 
     // A transaction through the client.
     let ops = json!([
@@ -95,6 +117,9 @@ async fn a_client_writes_through_its_servers_and_reads_from_its_own_replica() {
         at.elapsed()
     );
 
+    let r = crate::kv::get(client, "/v1/kv/cfg/db?consistent").await;
+    assert_eq!(entry(&r)["Value"], json!(b64(b"primary")));
+
     // Every server hung: the client still answers ?stale from its replica,
     // while a default read needs a leader it no longer has.
     for s in c.servers() {
@@ -117,9 +142,25 @@ async fn a_client_writes_through_its_servers_and_reads_from_its_own_replica() {
         .get("/v1/kv/cfg/?recurse&stale")
         .await
         .expect("an answer");
-    assert_eq!(r.json().as_array().map(Vec::len), Some(2), "{}", r.text);
+    assert_eq!(r.json().as_array().map(Vec::len), Some(3), "{}", r.text);
     let r = client.get("/v1/kv/cfg/db").await.expect("an answer");
     assert_eq!(r.status, 500, "{r:?}");
+    let r = client.get("/v1/kv/cfg/db?consistent").await;
+    assert_eq!(
+        r.map(|r| r.status),
+        Ok(500),
+        "a consistent read without servers fails at once"
+    );
+    // A read-only transaction too: no log entry, so `?stale` is local.
+    let read = json!([{"KV": {"Verb": "get", "Key": "cfg/db"}}]).to_string();
+    let r = call(client, "PUT", "/v1/txn?stale", read.as_bytes()).await;
+    assert_eq!(r.status, 200, "{r:?}");
+    assert_eq!(
+        r.json()["Results"][0]["KV"]["Value"],
+        json!(b64(b"primary"))
+    );
+    let r = call(client, "PUT", "/v1/txn", read.as_bytes()).await;
+    assert_eq!(r.status, 500, "a default read needs the leader: {r:?}");
     for s in c.servers() {
         s.resume();
     }
@@ -128,8 +169,8 @@ async fn a_client_writes_through_its_servers_and_reads_from_its_own_replica() {
 
 #[tokio::test]
 async fn killing_the_leader_loses_no_acknowledged_kv_write() {
-    let c = cluster_with_client().await;
-    let old = c.leader().await;
+    let mut c = cluster_with_client().await;
+    let old = c.leader().await.name().to_string();
     const KEYS: usize = 60;
 
     // One writer through the client, each key retried until acknowledged;
@@ -169,7 +210,7 @@ async fn killing_the_leader_loses_no_acknowledged_kv_write() {
         }
     })
     .await;
-    old.kill();
+    c.node(&old).kill();
 
     tokio::time::timeout(Duration::from_secs(120), writer)
         .await
@@ -177,7 +218,7 @@ async fn killing_the_leader_loses_no_acknowledged_kv_write() {
         .expect("writer task")
         .unwrap_or_else(|e| panic!("writes did not resume after the leader died: {e}"));
     let new = c.leader().await;
-    assert_ne!(new, old);
+    assert_ne!(new.name(), old);
     let acked = acked.lock().expect("acked").clone();
     assert_eq!(acked.len(), KEYS);
     for (key, value) in &acked {
@@ -187,9 +228,11 @@ async fn killing_the_leader_loses_no_acknowledged_kv_write() {
             "{key} on the new leader"
         );
     }
-    // Every survivor and the client converge on the same listing.
+    // Every survivor, the client, and a client that joins only now (its
+    // replica caught up from the servers) converge on the same listing.
+    c.add_client("c2", |b| b);
     let want: Vec<&String> = acked.keys().collect();
-    for m in c.members().filter(|m| *m != old) {
+    for m in c.members().filter(|m| m.name() != old) {
         let what = format!("every acknowledged key on {}", m.name());
         wait_until_async(&what, SETTLE_DEADLINE, || async {
             let r = m.get("/v1/kv/acked/?keys&stale").await?;
@@ -202,4 +245,114 @@ async fn killing_the_leader_loses_no_acknowledged_kv_write() {
         .await;
     }
     c.assert_no_panics();
+}
+
+#[tokio::test]
+async fn a_restarted_server_has_every_key_tombstone_and_index() {
+    let dir = temp_dir();
+    let agent = single_server(dir.path());
+    wait_until_async("a write", FORM_DEADLINE, || async {
+        let r = call_url(&agent.url("/v1/kv/ready"), "PUT", b"1").await?;
+        if r.text == "true" {
+            Ok(())
+        } else {
+            Err(format!("{r:?}"))
+        }
+    })
+    .await;
+    put_ok(&agent, "p/1", b"one").await;
+    put_ok(&agent, "p/2?flags=7", b"two").await;
+    put_ok(&agent, "p/3", b"three").await;
+    let r = call(&agent, "DELETE", "/v1/kv/p/3", b"").await;
+    assert_eq!(r.text, "true");
+    let before = crate::kv::get(&agent, "/v1/kv/p/?recurse").await;
+    assert_eq!(
+        before.index, r.index,
+        "the tombstone holds the prefix's index"
+    );
+
+    agent.restart_async().await.expect("restart");
+    let after = wait_until_async("reads after the restart", FORM_DEADLINE, || async {
+        let r = agent.get("/v1/kv/p/?recurse").await?;
+        if r.status == 200 {
+            Ok(r)
+        } else {
+            Err(format!("{r:?}"))
+        }
+    })
+    .await;
+    assert_eq!(after.text, before.text, "every entry, index and flag");
+    assert_eq!(after.index, before.index, "the tombstone survived");
+    assert_eq!(raw(&agent, "p/3").await, None);
+}
+
+#[tokio::test]
+async fn concurrent_cas_increments_through_every_member_lose_none() {
+    const EACH: u64 = 8;
+    let c = cluster_with_client().await;
+    put_ok(c.node("c1"), "counter", b"0").await;
+
+    // Every member increments the counter EACH times with read, then cas
+    // on the index read; a refused cas reads again. Linearizable cas means
+    // no increment is lost and no index is won twice.
+    let mut tasks = Vec::new();
+    for m in c.members() {
+        let url = m.url("/v1/kv/counter");
+        tasks.push(tokio::spawn(async move {
+            let mut won = Vec::new();
+            while (won.len() as u64) < EACH {
+                let r = call_url(&url, "GET", b"").await?;
+                if r.status != 200 {
+                    // An election or a follower catching up: read again.
+                    continue;
+                }
+                let e = &r.json()[0];
+                let seen = e["ModifyIndex"].as_u64().ok_or("ModifyIndex")?;
+                let n: u64 = raw_value(e)?.parse().map_err(|e| format!("{e}"))?;
+                let next = (n + 1).to_string();
+                let w = call_url(&format!("{url}?cas={seen}"), "PUT", next.as_bytes()).await?;
+                if w.text == "true" {
+                    won.push((seen, n));
+                }
+            }
+            Ok::<_, String>(won)
+        }));
+    }
+    let mut won = Vec::new();
+    for t in tasks {
+        let w = tokio::time::timeout(Duration::from_secs(120), t)
+            .await
+            .expect("the incrementer finishes")
+            .expect("incrementer task")
+            .unwrap_or_else(|e| panic!("incrementer: {e}"));
+        won.extend(w);
+    }
+    let total = EACH * c.members().count() as u64;
+    assert_eq!(won.len() as u64, total);
+    let mut seen: Vec<u64> = won.iter().map(|(i, _)| *i).collect();
+    seen.sort_unstable();
+    seen.dedup();
+    assert_eq!(seen.len() as u64, total, "an index won twice: {won:?}");
+    let mut counts: Vec<u64> = won.iter().map(|(_, n)| *n).collect();
+    counts.sort_unstable();
+    assert_eq!(
+        counts,
+        (0..total).collect::<Vec<_>>(),
+        "every value incremented once"
+    );
+    let leader = c.leader().await;
+    assert_eq!(
+        raw(leader, "counter").await,
+        Some(total.to_string().into_bytes())
+    );
+}
+
+/// The value of an entry from its base64 `Value`, as text.
+fn raw_value(e: &serde_json::Value) -> Result<String, String> {
+    use base64::Engine as _;
+    let v = e["Value"].as_str().ok_or("no Value")?;
+    let bytes = base64::engine::general_purpose::STANDARD
+        .decode(v)
+        .map_err(|e| e.to_string())?;
+    String::from_utf8(bytes).map_err(|e| e.to_string())
 }

@@ -13,6 +13,7 @@ mod dns_answers;
 mod durability;
 mod http_api;
 mod kv;
+mod kv_cli;
 mod kv_cluster;
 mod lifecycle;
 mod membership;

@@ -1,7 +1,9 @@
 //! Sessions on real agents: Consul's endpoints and JSON, the leader's TTL
 //! expiry with Consul's grace of twice the TTL, deadlines that survive a
-//! leader failover, and invalidation when a node fails gossip or a check a
-//! session names turns critical.
+//! leader failover, invalidation when a node fails gossip or a check a
+//! session names turns critical, and what an invalidation does to the keys
+//! a session holds: released or deleted by its Behavior, then held for its
+//! lock-delay.
 
 use std::collections::BTreeSet;
 use std::time::{Duration, Instant};
@@ -10,6 +12,7 @@ use serde_json::{Value, json};
 use trellis_testkit::{Agent, Resp, SETTLE_DEADLINE, wait_until_async};
 
 use crate::harness::trellis;
+use crate::kv::{put_ok, raw, read};
 
 /// How long after its deadline an expiry may land: the leader's proposal
 /// and the log's round trip, plus the poll that sees it.
@@ -52,6 +55,7 @@ async fn create(agent: &Agent, body: Option<Value>) -> String {
         r.text
     );
     assert!(r.index.is_some_and(|i| i > 0), "a create has its index");
+    assert_eq!(r.known_leader, Some(true), "{:?}", r.headers);
     let v = r.json();
     assert_eq!(
         v.as_object().map(|o| o.len()),
@@ -272,13 +276,19 @@ async fn a_ttl_session_lives_twice_its_ttl_and_then_expires() {
     let ttl = Duration::from_secs(10);
     let sent = Instant::now();
     let id = create(&agent, Some(json!({"TTL": "10s"}))).await;
+    put_ok(&agent, &format!("ttl/lock?acquire={id}"), b"held").await;
     // Past its TTL it is still there: Consul grants twice the TTL.
     tokio::time::sleep_until((sent + ttl + Duration::from_secs(2)).into()).await;
     assert_eq!(info(&agent, &id).await.len(), 1, "gone before 2×TTL");
+    assert_eq!(read(&agent, "ttl/lock").await["Session"], id.as_str());
     let gone = wait_gone(&agent, &id, ttl * 2 + EXPIRY_MARGIN).await;
     let lived = gone - sent;
     assert!(lived >= ttl * 2 - EARLY_SLACK, "expired after {lived:?}");
     assert!(lived <= ttl * 2 + EXPIRY_MARGIN, "expired after {lived:?}");
+    // Expiry released its lock in the same entry; the value stays.
+    let e = read(&agent, "ttl/lock").await;
+    assert_eq!(e.get("Session"), None, "{e}");
+    assert_eq!(raw(&agent, "ttl/lock").await.as_deref(), Some(&b"held"[..]));
 }
 
 #[tokio::test]
@@ -333,12 +343,25 @@ async fn a_nodes_sessions_end_when_its_agent_fails_gossip() {
     let server = c.node("s1");
     wait_serf_passing(server, "c1").await;
     let client = c.node("c1");
-    let id = create(client, Some(json!({"Name": "on-c1"}))).await;
+    let id = create(client, Some(json!({"Name": "on-c1", "LockDelay": "0s"}))).await;
     assert_eq!(info(server, &id).await[0]["Node"], "c1");
+    // A client agent answers a renewal from its own replica once it has
+    // the write, and stale reads from it too.
+    let r = put(client, &format!("/v1/session/renew/{id}"), None).await;
+    assert_eq!(
+        (r.status, r.json()[0]["ID"].as_str()),
+        (200, Some(id.as_str()))
+    );
+    let r = get(client, "/v1/session/node/c1?stale").await;
+    assert_eq!(r.json()[0]["ID"], id.as_str(), "{}", r.text);
+    put_ok(client, &format!("app/leader?acquire={id}"), b"c1").await;
     let kept = create(server, None).await;
     client.kill();
     wait_gone(server, &id, SETTLE_DEADLINE).await;
     assert_eq!(info(server, &kept).await.len(), 1, "another node's session");
+    // Its lock is free for the next leader at once (no lock-delay).
+    assert_eq!(read(server, "app/leader").await.get("Session"), None);
+    put_ok(server, &format!("app/leader?acquire={kept}"), b"s1").await;
 }
 
 #[tokio::test]
@@ -429,4 +452,79 @@ async fn a_blocking_session_list_wakes_on_a_create() {
     put(&agent, &format!("/v1/session/destroy/{id}"), None).await;
     let r = blocked.await.expect("an answer");
     assert_eq!(r.json(), json!([]));
+}
+
+/// `PUT /v1/kv/<key>?acquire=<id>`: whether the lock was taken.
+async fn acquire(agent: &Agent, key: &str, id: &str) -> bool {
+    let r = agent
+        .request(
+            "PUT",
+            &format!("/v1/kv/{key}?acquire={id}"),
+            Some(&json!("v")),
+        )
+        .await
+        .unwrap_or_else(|e| panic!("acquire {key}: {e}"));
+    assert_eq!(r.status, 200, "acquire {key}: {}", r.text);
+    r.json() == json!(true)
+}
+
+#[tokio::test]
+async fn a_destroyed_sessions_keys_are_released_and_held_for_its_lock_delay() {
+    let agent = trellis().dev().node("dev1").start();
+    wait_serf_passing(&agent, "dev1").await;
+    let delay = Duration::from_secs(3);
+    let holder = create(&agent, Some(json!({"LockDelay": "3s"}))).await;
+    let next = create(&agent, Some(json!({"LockDelay": 0}))).await;
+    assert!(acquire(&agent, "db/primary", &holder).await);
+    assert!(!acquire(&agent, "db/primary", &next).await, "held");
+
+    let sent = Instant::now();
+    let r = put(&agent, &format!("/v1/session/destroy/{holder}"), None).await;
+    assert_eq!(r.json(), json!(true));
+    // Released, not deleted: Session cleared, LockIndex and value kept.
+    let e = read(&agent, "db/primary").await;
+    assert_eq!(e.get("Session"), None, "{e}");
+    assert_eq!(e["LockIndex"], 1);
+    // Nobody may take it for the lock-delay; then the next one may.
+    assert!(!acquire(&agent, "db/primary", &next).await, "lock-delay");
+    let taken = wait_until_async(
+        "the lock after its lock-delay",
+        delay + EXPIRY_MARGIN,
+        || async {
+            if acquire(&agent, "db/primary", &next).await {
+                Ok(Instant::now())
+            } else {
+                Err("refused".to_string())
+            }
+        },
+    )
+    .await;
+    assert!(
+        taken - sent >= delay - EARLY_SLACK,
+        "taken {:?} after the destroy",
+        taken - sent
+    );
+    let e = read(&agent, "db/primary").await;
+    assert_eq!(
+        (e["Session"].as_str(), &e["LockIndex"]),
+        (Some(next.as_str()), &json!(2))
+    );
+}
+
+#[tokio::test]
+async fn a_delete_behavior_session_takes_its_keys_with_it() {
+    let agent = trellis().dev().node("dev1").start();
+    wait_serf_passing(&agent, "dev1").await;
+    let id = create(&agent, Some(json!({"Behavior": "delete"}))).await;
+    let other = create(&agent, None).await;
+    assert!(acquire(&agent, "sem/a", &id).await);
+    assert!(acquire(&agent, "sem/b", &id).await);
+    assert!(acquire(&agent, "sem/c", &other).await);
+    put_ok(&agent, "sem/plain", b"x").await;
+    let r = put(&agent, &format!("/v1/session/destroy/{id}"), None).await;
+    assert_eq!(r.json(), json!(true));
+    assert_eq!(raw(&agent, "sem/a").await, None);
+    assert_eq!(raw(&agent, "sem/b").await, None);
+    assert_eq!(read(&agent, "sem/c").await["Session"], other.as_str());
+    assert!(raw(&agent, "sem/plain").await.is_some());
 }

@@ -6,7 +6,7 @@
 use serde_json::{Value, json};
 use trellis_testkit::Resp;
 
-use crate::kv::{MAX_VALUE, b64, call, dev, get, put_ok, raw, raw_request, read};
+use crate::kv::{MAX_VALUE, b64, call, dev, get, put_ok, raw, raw_request, read, session};
 
 /// One KV operation.
 fn op(verb: &str, key: &str, value: Option<&[u8]>, index: u64) -> Value {
@@ -109,6 +109,8 @@ async fn a_failing_transaction_changes_nothing_and_names_every_failure() {
         op("cas", "e", Some(b"three"), first),
         op("check-not-exists", "e", None, 0),
         op("get", "absent", None, 0),
+        op("delete-cas", "e", None, first),
+        op("delete-tree", "", None, 0),
     ]);
     let r = txn(&agent, "", &ops).await;
     assert_eq!(r.status, 409, "{r:?}");
@@ -118,6 +120,7 @@ async fn a_failing_transaction_changes_nothing_and_names_every_failure() {
             {"OpIndex": 1, "What": "failed to set key \"e\", index is stale"},
             {"OpIndex": 2, "What": "key \"e\" exists"},
             {"OpIndex": 3, "What": "key \"absent\" doesn't exist"},
+            {"OpIndex": 4, "What": "failed to delete key \"e\", index is stale"},
         ]}),
         "{}",
         r.text
@@ -203,6 +206,27 @@ async fn oversized_and_malformed_transactions_are_refused_with_consuls_status() 
             r.text
         );
     }
+    // Only delete-tree may name the empty key, as Consul's kvsPreApply: a
+    // set of "" would store a key `/v1/kv` cannot address.
+    let r = txn(
+        &agent,
+        "",
+        &json!([
+            op("set", "", Some(b"x"), 0),
+            op("get", "", None, 0),
+            op("delete-tree", "", None, 0),
+        ]),
+    )
+    .await;
+    assert_eq!(r.status, 409, "{r:?}");
+    assert_eq!(
+        r.json()["Errors"],
+        json!([
+            {"OpIndex": 0, "What": "Must provide key"},
+            {"OpIndex": 1, "What": "Must provide key"},
+        ])
+    );
+
     let r = get(&agent, "/v1/kv/?keys").await;
     assert_eq!(r.json(), json!([]), "nothing refused was stored");
 }
@@ -240,4 +264,52 @@ async fn a_read_only_transaction_skips_the_log_and_honours_the_consistency_mode(
     );
     // No log entry: the KV table's index has not moved.
     assert_eq!(get(&agent, "/v1/kv/?keys").await.index, Some(at));
+}
+
+#[tokio::test]
+async fn locks_in_a_transaction_check_their_holder() {
+    let agent = dev().await;
+    let s1 = session(&agent, json!({"Name": "one"})).await;
+    let s2 = session(&agent, json!({"Name": "two"})).await;
+    let with = |verb: &str, s: &str| json!({"KV": {"Verb": verb, "Key": "lk", "Value": b64(b"x"), "Session": s}});
+
+    let r = txn(
+        &agent,
+        "",
+        &json!([with("lock", &s1), with("check-session", &s1)]),
+    )
+    .await;
+    let res = results(&r);
+    assert_eq!(
+        (res[0]["LockIndex"].clone(), res[0]["Session"].clone()),
+        (json!(1), json!(s1))
+    );
+    assert_eq!(res[1]["Session"], json!(s1));
+
+    let r = txn(&agent, "", &json!([with("lock", &s2), with("unlock", &s2)])).await;
+    assert_eq!(r.status, 409, "{r:?}");
+    assert_eq!(
+        r.json()["Errors"],
+        json!([
+            {"OpIndex": 0, "What": "failed to lock key \"lk\", lock is already held"},
+            {"OpIndex": 1, "What": "failed to unlock key \"lk\", lock isn't held, or is held by another session"},
+        ])
+    );
+    let r = txn(&agent, "", &json!([with("check-session", &s2)])).await;
+    assert_eq!(r.status, 409, "{r:?}");
+    assert_eq!(
+        r.json()["Errors"][0]["What"],
+        json!(format!(
+            "failed session check for key \"lk\", current session \"{s1}\" != \"{s2}\""
+        ))
+    );
+
+    let r = txn(&agent, "", &json!([with("unlock", &s1), with("lock", &s2)])).await;
+    let res = results(&r);
+    assert_eq!(res[1]["LockIndex"], json!(2), "{}", r.text);
+    let e = read(&agent, "lk").await;
+    assert_eq!(
+        (e["LockIndex"].clone(), e["Session"].clone()),
+        (json!(2), json!(s2))
+    );
 }

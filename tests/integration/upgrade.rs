@@ -1,11 +1,15 @@
-//! The upgrade a user takes: a data dir written by the main before formats
-//! were versioned (`tests/fixtures/datadir-v1`, never regenerated) opens in
-//! the current binary, which upgrades it in place and serves its catalog.
+//! The upgrade a user takes: a data dir written by an older main opens in
+//! the current binary, which upgrades it in place once, serves its catalog,
+//! and takes catalog and KV writes. The fixtures (`tests/fixtures`, never
+//! regenerated; how each was made is in its README):
 //!
-//! The fixture is a durable single server `fixture1` in dc1: agent services
-//! web-1, web-2, db-1 (with a TTL check) and cache-1, and catalog nodes
-//! ext1..ext6 with service ext, ext-5 deregistered. Its raft data is a
-//! snapshot at index 7 and the log from 6 to 14.
+//! - `datadir-v1`, from before formats were versioned: a durable single
+//!   server `fixture1` in dc1, agent services web-1, web-2, db-1 (with a TTL
+//!   check) and cache-1, and catalog nodes ext1..ext6 with service ext,
+//!   ext-5 deregistered; a snapshot at index 7 and the log from 6 to 14.
+//! - `datadir-v2`, format 2 (before KV): `fixture2`, agent services api-1..3
+//!   and catalog nodes far1..far5 with services queue, cron and edge, one
+//!   queue instance critical; a snapshot at index 9 and the log from 8 to 13.
 
 use std::collections::BTreeSet;
 use std::net::IpAddr;
@@ -23,9 +27,9 @@ use crate::harness::{temp_dir, trellis};
 
 const UPGRADED: &str = "upgraded the raft data to the current format";
 
-/// Copies the fixture into a fresh directory, so the committed one is never
-/// written to.
-fn copy_of_fixture() -> tempfile::TempDir {
+/// Copies the fixture `name` into a fresh directory, so the committed one is
+/// never written to.
+fn copy_of_fixture(name: &str) -> tempfile::TempDir {
     fn copy(from: &Path, to: &Path) {
         std::fs::create_dir_all(to).expect("mkdir");
         for entry in std::fs::read_dir(from).expect("read fixture") {
@@ -39,7 +43,9 @@ fn copy_of_fixture() -> tempfile::TempDir {
         }
     }
     let dir = temp_dir();
-    let fixture = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/datadir-v1");
+    let fixture = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("tests/fixtures")
+        .join(name);
     copy(&fixture, dir.path());
     dir
 }
@@ -54,7 +60,12 @@ async fn get_json(agent: &Agent, path: &str) -> Option<Value> {
 
 /// The instance IDs `/v1/health/service/ext?passing` returns.
 async fn passing_ext(agent: &Agent) -> Option<Vec<String>> {
-    let body = get_json(agent, "/v1/health/service/ext?passing").await?;
+    passing(agent, "ext").await
+}
+
+/// The instance IDs `/v1/health/service/<name>?passing` returns, sorted.
+async fn passing(agent: &Agent, name: &str) -> Option<Vec<String>> {
+    let body = get_json(agent, &format!("/v1/health/service/{name}?passing")).await?;
     let mut ids: Vec<String> = body
         .as_array()?
         .iter()
@@ -112,7 +123,7 @@ async fn assert_serves_the_fixture(agent: &Agent) {
 
 #[tokio::test]
 async fn a_data_dir_from_before_versioning_is_upgraded_serves_its_catalog_and_takes_writes() {
-    let dir = copy_of_fixture();
+    let dir = copy_of_fixture("datadir-v1");
     let agent = trellis()
         .server()
         .node("fixture1")
@@ -139,6 +150,9 @@ async fn a_data_dir_from_before_versioning_is_upgraded_serves_its_catalog_and_ta
     assert!(resp.status().is_success(), "{:?}", resp.text().await);
     let passing = passing_ext(&agent).await.expect("health");
     assert_eq!(passing, ids(&["ext-1", "ext-2", "ext-3", "ext-4"]));
+    // The KV store, which the old format had not, takes a write.
+    put_kv(&agent, "x", "from v1").await;
+    assert_eq!(get_kv_raw(&agent, "x").await.as_deref(), Some("from v1"));
 
     // Restarted, the upgraded dir opens as it is, with the write in it.
     agent.restart();
@@ -154,10 +168,134 @@ async fn a_data_dir_from_before_versioning_is_upgraded_serves_its_catalog_and_ta
     assert!(!addrs.contains(&IpAddr::from([127, 0, 1, 6])), "{addrs:?}");
     assert_eq!(addrs.len(), 4, "{addrs:?}");
     assert_eq!(srv_ports(&agent, "web.service.consul."), vec![8080, 8081]);
+    assert_eq!(get_kv_raw(&agent, "x").await.as_deref(), Some("from v1"));
+    assert_upgraded_once(&agent);
+}
+
+/// Insists the log says the data dir was upgraded before the restart and
+/// not after it.
+fn assert_upgraded_once(agent: &Agent) {
     let log = agent.log();
-    let restarted = log
-        .split("---- restarted ----")
-        .nth(1)
-        .expect("restart log");
+    let (first, restarted) = log.split_once("---- restarted ----").expect("restart log");
+    assert_eq!(first.matches(UPGRADED).count(), 1, "{log}");
     assert!(!restarted.contains(UPGRADED), "upgraded twice:\n{log}");
+}
+
+/// `PUT /v1/kv/<key>` with `value` as the body; insists on Consul's `true`.
+async fn put_kv(agent: &Agent, key: &str, value: &str) {
+    let resp = reqwest::Client::new()
+        .put(agent.url(&format!("/v1/kv/{key}")))
+        .body(value.to_owned())
+        .send()
+        .await
+        .expect("kv put");
+    let status = resp.status();
+    let body = resp.text().await.expect("kv put body");
+    assert!(status.is_success(), "{status}: {body}");
+    assert_eq!(body.trim(), "true");
+}
+
+/// `GET /v1/kv/<key>?raw`: the value, or `None` on 404 (or any failure).
+async fn get_kv_raw(agent: &Agent, key: &str) -> Option<String> {
+    let resp = reqwest::get(agent.url(&format!("/v1/kv/{key}?raw")))
+        .await
+        .ok()?;
+    if !resp.status().is_success() {
+        return None;
+    }
+    resp.text().await.ok()
+}
+
+/// Waits until the agent serves the v2 fixture's catalog over HTTP and DNS.
+async fn assert_serves_the_v2_fixture(agent: &Agent) {
+    // What format 2's main served at `/v1/catalog/services`.
+    let expected = json!({
+        "api": ["blue", "green", "v2"], "consul": [], "cron": [],
+        "edge": ["x", "y"], "queue": ["fast", "slow", "v3"],
+    });
+    wait_until_async(
+        "the v2 fixture's services",
+        Duration::from_secs(30),
+        || async {
+            match get_json(agent, "/v1/catalog/services").await {
+                Some(v) if v == expected => Ok(v),
+                other => Err(format!("{other:?}")),
+            }
+        },
+    )
+    .await;
+    let far5 = get_json(agent, "/v1/catalog/node/far5")
+        .await
+        .expect("far5");
+    assert_eq!(far5["Node"]["Meta"]["rack"], "r5", "{far5}");
+    assert_eq!(far5["Services"]["edge-1"]["Port"], 7500, "{far5}");
+    let far1 = get_json(agent, "/v1/catalog/node/far1")
+        .await
+        .expect("far1");
+    assert_eq!(far1["Services"]["queue-1"]["Meta"]["shard"], "1", "{far1}");
+    let queue = passing(agent, "queue").await.expect("health");
+    assert_eq!(queue, ids(&["queue-1", "queue-2"]));
+
+    assert_eq!(
+        srv_ports(agent, "api.service.consul."),
+        vec![9100, 9101, 9102]
+    );
+    // queue-3's check is critical: DNS leaves it out.
+    let answer = agent.query_tcp("queue.service.consul.", RecordType::A);
+    let want: Vec<IpAddr> = [1, 2]
+        .iter()
+        .map(|n| IpAddr::from([127, 0, 2, *n]))
+        .collect();
+    assert_eq!(a_records(&answer), want);
+}
+
+#[tokio::test]
+async fn a_format_2_data_dir_is_upgraded_serves_its_catalog_and_takes_kv_writes() {
+    let dir = copy_of_fixture("datadir-v2");
+    let agent = trellis()
+        .server()
+        .node("fixture2")
+        .bootstrap_expect(1)
+        .data_dir(dir.path())
+        .start();
+    assert_serves_the_v2_fixture(&agent).await;
+    assert_eq!(agent.log().matches(UPGRADED).count(), 1, "{}", agent.log());
+
+    // A catalog write: queue-3's check turns passing.
+    let check = json!({
+        "Node": "far3",
+        "Address": "127.0.2.3",
+        "NodeMeta": {"zone": "b"},
+        "Check": {"CheckID": "queue-3-alive", "Name": "queue alive", "Status": "passing",
+                  "ServiceID": "queue-3"},
+    });
+    let resp = reqwest::Client::new()
+        .put(agent.url("/v1/catalog/register"))
+        .json(&check)
+        .send()
+        .await
+        .expect("register");
+    assert!(resp.status().is_success(), "{:?}", resp.text().await);
+    let queue = passing(&agent, "queue").await.expect("health");
+    assert_eq!(queue, ids(&["queue-1", "queue-2", "queue-3"]));
+    // And a KV write, read back.
+    assert_eq!(get_kv_raw(&agent, "x").await, None);
+    put_kv(&agent, "x", "from v2").await;
+    assert_eq!(get_kv_raw(&agent, "x").await.as_deref(), Some("from v2"));
+
+    // Restarted, the upgraded dir opens as it is, with both writes in it.
+    agent.restart();
+    wait_until_async("queue-3 still passing", Duration::from_secs(30), || async {
+        match passing(&agent, "queue").await {
+            Some(p) if p == ids(&["queue-1", "queue-2", "queue-3"]) => Ok(p),
+            other => Err(format!("{other:?}")),
+        }
+    })
+    .await;
+    assert_eq!(get_kv_raw(&agent, "x").await.as_deref(), Some("from v2"));
+    assert_eq!(
+        srv_ports(&agent, "api.service.consul."),
+        vec![9100, 9101, 9102]
+    );
+    assert_upgraded_once(&agent);
 }

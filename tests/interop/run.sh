@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Interop suite: real clients (dig, kdig, glibc's resolver, dnsmasq, the
-# MariaDB client, py-consul, Prometheus) against real trellis agents.
+# MariaDB client, py-consul, Prometheus, hashicorp/consul/api,
+# consul-template, `trellis lock`) against real trellis agents.
 #
 # Everything runs on loopback (127.0.0.x, one address per part) or inside
 # network namespaces this script creates; the EXIT trap removes every process,
@@ -12,6 +13,12 @@ ROOT="$(cd "$HERE/../.." && pwd)"
 TARGET="${CARGO_TARGET_DIR:-$ROOT/target}"
 TRELLIS="$TARGET/debug/trellis"
 VENV="$TARGET/interop-venv"
+# Go builds and modules stay under the target directory, so a rerun is fast.
+GODIR="$TARGET/interop-go"
+CONSUL_TEMPLATE_VERSION=v0.41.1
+CONSUL_TEMPLATE="$GODIR/bin/consul-template"
+CONSULAPI="$GODIR/bin/consulapi"
+GO_PROBLEM=""
 WORK="$(mktemp -d /tmp/trellis-interop.XXXXXX)"
 NS="trellis-interop-$$"
 NS2="trellis-interop-dm-$$"
@@ -28,6 +35,10 @@ cleanup() {
     for pid in "${PIDS[@]}"; do
         wait "$pid" 2>/dev/null || true
     done
+    # Commands `trellis lock` started (part 9) are not our children.
+    if [ -f "$WORK/leader.pids" ]; then
+        while read -r pid; do kill "$pid" 2>/dev/null || true; done <"$WORK/leader.pids"
+    fi
     ip netns del "$NS" 2>/dev/null || true
     ip netns del "$NS2" 2>/dev/null || true
     rm -rf "/etc/netns/$NS" "/etc/netns/$NS2"
@@ -90,6 +101,31 @@ install_tools() {
         log "creating python venv in $VENV"
         python3 -m venv "$VENV"
         "$VENV/bin/pip" install -q py-consul==1.8.0 dnspython==2.9.2
+    fi
+}
+
+# The Go parts: consul-template at a pinned version, and the program in go/
+# built against hashicorp/consul/api as pinned in go/go.mod. A failure is
+# kept in GO_PROBLEM and reported by the parts that need them.
+install_go_tools() {
+    # The Go tarball's usual place, for a shell whose PATH lacks it.
+    if ! command -v go >/dev/null && [ -x /usr/local/go/bin/go ]; then PATH="/usr/local/go/bin:$PATH"; fi
+    if ! command -v go >/dev/null; then
+        GO_PROBLEM="go is not installed"
+        return 0
+    fi
+    export GOPATH="$GODIR" GOMODCACHE="$GODIR/mod" GOCACHE="$GODIR/cache" GOBIN="$GODIR/bin" GOTOOLCHAIN=local
+    local out
+    if ! "$CONSUL_TEMPLATE" -version 2>&1 | grep -q "consul-template $CONSUL_TEMPLATE_VERSION "; then
+        log "go install consul-template@$CONSUL_TEMPLATE_VERSION"
+        if ! out="$(go install "github.com/hashicorp/consul-template@$CONSUL_TEMPLATE_VERSION" 2>&1)"; then
+            GO_PROBLEM="go install consul-template@$CONSUL_TEMPLATE_VERSION failed: $(tail -5 <<<"$out")"
+            rm -f "$CONSUL_TEMPLATE" # never test another version than the pinned one
+        fi
+    fi
+    log "building go/ (hashicorp/consul/api)"
+    if ! out="$(cd "$HERE/go" && go build -o "$CONSULAPI" . 2>&1)"; then
+        GO_PROBLEM="${GO_PROBLEM:+$GO_PROBLEM; }go build in tests/interop/go failed: $out"
     fi
 }
 
@@ -216,13 +252,21 @@ run_py() {
     local label="$1" script="$2" out rc=0 line
     shift 2
     out="$("$VENV/bin/python" "$HERE/$script" "$@" 2>&1)" || rc=$?
+    count_lines "$label" "$out"
+    if [ "$rc" != 0 ]; then fail "$label: $script exited $rc" "$(tail -20 <<<"$out")"; fi
+}
+
+# count_lines LABEL OUTPUT: a PASS or FAIL for each `PASS name` / `FAIL
+# name: why` line of OUTPUT; `INFO …` lines (measurements) are printed.
+count_lines() {
+    local label="$1" line
     while IFS= read -r line; do
         case "$line" in
             PASS\ *) pass "$label: ${line#PASS }" ;;
             FAIL\ *) fail "$label: ${line#FAIL }" ;;
+            INFO\ *) printf 'INFO %s: %s\n' "$label" "${line#INFO }" ;;
         esac
-    done <<<"$out"
-    if [ "$rc" != 0 ]; then fail "$label: $script exited $rc" "$(tail -20 <<<"$out")"; fi
+    done <<<"$2"
 }
 
 # ---------------------------------------------------------------- part 2: py-consul
@@ -231,6 +275,7 @@ part_pyconsul() {
     log "part 2: py-consul"
     dev_agent PYC 127.0.0.3 || return 0
     run_py py-consul pyconsul.py "${PYC_HTTP%:*}" "${PYC_HTTP##*:}"
+    run_py py-consul-kv pykv.py "${PYC_HTTP%:*}" "${PYC_HTTP##*:}"
 }
 
 # ---------------------------------------------------------------- namespaces
@@ -548,6 +593,202 @@ YAML
     fi
 }
 
+# ---------------------------------------------------------------- part 7: hashicorp/consul/api
+
+part_consulapi() {
+    log "part 7: hashicorp/consul/api Lock, Semaphore, blocking queries, txn (go/)"
+    if [ ! -x "$CONSULAPI" ]; then
+        fail "the Go program in tests/interop/go is built" "$GO_PROBLEM"
+        return 0
+    fi
+    dev_agent API7 127.0.0.5 || return 0
+    local out rc=0 cross=()
+    # `trellis lock` against the api's Lock and Semaphore on one prefix;
+    # part 9 reports a missing `trellis lock`.
+    "$TRELLIS" lock --help >/dev/null 2>&1 && cross=(-trellis "$TRELLIS")
+    out="$("$CONSULAPI" -addr "$API7_HTTP" -timeout 150s "${cross[@]}" 2>&1)" || rc=$?
+    count_lines consul-api "$out"
+    if [ "$rc" != 0 ]; then fail "consul-api: the program exited $rc" "$(grep -v '^PASS ' <<<"$out" | tail -20)"; fi
+}
+
+# ---------------------------------------------------------------- part 8: consul-template
+
+# seconds_since T0: seconds from EPOCHREALTIME T0 until now, to 0.01s.
+seconds_since() {
+    awk -v a="$1" -v b="$EPOCHREALTIME" 'BEGIN { printf "%.2f", b - a }'
+}
+
+part_consul_template() {
+    log "part 8: consul-template $CONSUL_TEMPLATE_VERSION renders from trellis and re-renders on changes"
+    if [ ! -x "$CONSUL_TEMPLATE" ]; then
+        fail "consul-template $CONSUL_TEMPLATE_VERSION is built" "$GO_PROBLEM"
+        return 0
+    fi
+    dev_agent CT8 127.0.0.6 || return 0
+    put "$CT8_HTTP" /v1/kv/app/config 'color=blue' >/dev/null
+    put "$CT8_HTTP" /v1/agent/service/register '{"ID":"web1","Name":"web","Address":"127.0.0.61","Port":8081}' >/dev/null
+    printf '%s\n' 'config: {{ key "app/config" }}' '{{ range service "web" }}web {{ .Address }}:{{ .Port }}' '{{ end }}' \
+        >"$WORK/ct.tpl"
+    local outf="$WORK/ct.out"
+    # Without -kill-signal it stops only on SIGINT and ignores the cleanup's SIGTERM.
+    "$CONSUL_TEMPLATE" -consul-addr "$CT8_HTTP" -template "$WORK/ct.tpl:$outf" -log-level info -kill-signal SIGTERM \
+        >"$WORK/ct.log" 2>&1 &
+    PIDS+=("$!")
+    local want1 want2 want3
+    want1="$(printf 'config: color=blue\nweb 127.0.0.61:8081\n')"
+    rendered() { [ "$(cat "$outf" 2>/dev/null)" = "$1" ]; }
+    if wait_for 20 rendered "$want1"; then
+        pass "consul-template: first render has the key and the service"
+    else
+        fail "consul-template: first render has the key and the service" "$(cat "$outf" 2>&1; tail -20 "$WORK/ct.log")"
+        return 0
+    fi
+    local t0
+    want2="$(printf 'config: color=green\nweb 127.0.0.61:8081\n')"
+    t0="$EPOCHREALTIME"
+    put "$CT8_HTTP" /v1/kv/app/config 'color=green' >/dev/null
+    if wait_for 5 rendered "$want2"; then
+        pass "consul-template: re-renders when the key changes ($(seconds_since "$t0")s)"
+    else
+        fail "consul-template: re-renders when the key changes" "$(cat "$outf"; tail -20 "$WORK/ct.log")"
+    fi
+    want3="$(printf 'config: color=green\nweb 127.0.0.61:8081\nweb 127.0.0.62:8082\n')"
+    t0="$EPOCHREALTIME"
+    put "$CT8_HTTP" /v1/agent/service/register '{"ID":"web2","Name":"web","Address":"127.0.0.62","Port":8082}' >/dev/null
+    if wait_for 5 rendered "$want3"; then
+        pass "consul-template: re-renders when a web instance registers ($(seconds_since "$t0")s)"
+    else
+        fail "consul-template: re-renders when a web instance registers" "$(cat "$outf"; tail -20 "$WORK/ct.log")"
+    fi
+    t0="$EPOCHREALTIME"
+    curl -fsS -X DELETE "http://$CT8_HTTP/v1/kv/app/config" >/dev/null
+    curl -fsS -X PUT "http://$CT8_HTTP/v1/agent/service/deregister/web1" >/dev/null
+    # A missing key blocks rendering in consul-template; its last output stays.
+    put "$CT8_HTTP" /v1/kv/app/config 'color=red' >/dev/null
+    if wait_for 5 rendered "$(printf 'config: color=red\nweb 127.0.0.62:8082\n')"; then
+        pass "consul-template: follows a delete, a re-create and a deregistration ($(seconds_since "$t0")s)"
+    else
+        fail "consul-template: follows a delete, a re-create and a deregistration" "$(cat "$outf"; tail -20 "$WORK/ct.log")"
+    fi
+    if grep -Ei '\[(err|error|warn)\]' "$WORK/ct.log" >/dev/null; then
+        fail "consul-template logged no errors or warnings" "$(grep -Ei '\[(err|error|warn)\]' "$WORK/ct.log" | head)"
+    else
+        pass "consul-template logged no errors or warnings"
+    fi
+}
+
+# ---------------------------------------------------------------- part 9: leader election with trellis lock
+
+# health_passing HTTP NODE: NODE's serfHealth check is passing.
+health_passing() {
+    curl -fsS "http://$1/v1/health/node/$2" | "$VENV/bin/python" -c '
+import json, sys
+sys.exit(0 if any(c["CheckID"] == "serfHealth" and c["Status"] == "passing" for c in json.load(sys.stdin)) else 1)'
+}
+
+# has_session HTTP NODE: NODE has at least one session.
+has_session() {
+    curl -fsS "http://$1/v1/session/node/$2" | "$VENV/bin/python" -c '
+import json, sys
+sys.exit(0 if json.load(sys.stdin) else 1)'
+}
+
+part_lock() {
+    log "part 9: leader election with trellis lock across a hard kill of the holder's agent"
+    if ! "$TRELLIS" lock --help >/dev/null 2>&1; then
+        fail "trellis lock exists" "$("$TRELLIS" lock --help 2>&1 | head -5)"
+        return 0
+    fi
+    local ports=(--dns-port 0 --http-port 0 --server-port 0 --serf-lan-port 0 --serf-wan-port 0)
+    start_agent LS9 "$WORK/LS9.log" "" --server --bootstrap-expect 1 --node ls9 --data-dir "$WORK/ls9" \
+        --bind 127.0.0.7 --client 127.0.0.7 "${ports[@]}" || return 0
+    local serf
+    serf="$(grep -o 'serf_lan=[^ ]*' "$WORK/LS9.log" | head -1)"
+    serf="${serf#serf_lan=}"
+    start_agent LA9 "$WORK/LA9.log" "" --node la9 --data-dir "$WORK/la9" --bind 127.0.0.8 --client 127.0.0.8 \
+        "${ports[@]}" --retry-join "$serf" || return 0
+    start_agent LB9 "$WORK/LB9.log" "" --node lb9 --data-dir "$WORK/lb9" --bind 127.0.0.9 --client 127.0.0.9 \
+        "${ports[@]}" --retry-join "$serf" || return 0
+    if wait_for 30 health_passing "$LS9_HTTP" la9 && wait_for 30 health_passing "$LS9_HTTP" lb9; then
+        pass "lock: both client agents joined with serfHealth passing"
+    else
+        fail "lock: both client agents joined with serfHealth passing" "$(curl -sS "http://$LS9_HTTP/v1/health/state/any")"
+        return 0
+    fi
+
+    # The command the lock runs: a start line with the time and
+    # CONSUL_LOCK_HELD, a stop line when it is told to stop.
+    local llog="$WORK/leader.log"
+    : >"$llog"
+    cat >"$WORK/leader.sh" <<SH
+#!/bin/sh
+echo \$\$ >>"$WORK/leader.pids"
+printf 'start %s %s %s\n' "\$1" "\$(date +%s.%N)" "\${CONSUL_LOCK_HELD:-unset}" >>"$llog"
+trap 'printf "stop %s %s\n" "\$1" "\$(date +%s.%N)" >>"$llog"; exit 0' TERM INT
+while :; do sleep 0.1; done
+SH
+    chmod +x "$WORK/leader.sh"
+
+    "$TRELLIS" lock --http-addr "$LA9_HTTP" app/leader "$WORK/leader.sh" a >"$WORK/lock-a.log" 2>&1 &
+    local lock_a=$!
+    PIDS+=("$lock_a")
+    if wait_for 20 grep -q '^start a ' "$llog"; then
+        pass "lock: the first contender runs its command"
+    else
+        fail "lock: the first contender runs its command" "$(cat "$llog" "$WORK/lock-a.log")"
+        return 0
+    fi
+    check "lock: the command sees CONSUL_LOCK_HELD=true" "$(grep '^start a ' "$llog")" ' true$'
+    "$TRELLIS" lock --http-addr "$LB9_HTTP" app/leader "$WORK/leader.sh" b >"$WORK/lock-b.log" 2>&1 &
+    local lock_b=$!
+    PIDS+=("$lock_b")
+    # The second contender is waiting once its session exists.
+    if wait_for 20 has_session "$LS9_HTTP" lb9; then
+        pass "lock: the second contender made its session and waits"
+    else
+        fail "lock: the second contender made its session and waits" "$(cat "$WORK/lock-b.log")"
+    fi
+    if grep -q '^start b ' "$llog"; then fail "lock: only one contender runs its command" "$(cat "$llog")"; else
+        pass "lock: only one contender runs its command"
+    fi
+
+    local t_kill="$EPOCHREALTIME"
+    kill -9 "$LA9_PID"
+    wait "$LA9_PID" 2>/dev/null || true # reaped here, so bash prints no "Killed" line
+    # TTL 15s ×2 plus lock-delay 15s bound the takeover.
+    if wait_for 60 grep -q '^start b ' "$llog"; then
+        local took
+        took="$(awk -v k="$t_kill" '$1 == "start" && $2 == "b" { printf "%.1f", $3 - k; exit }' "$llog")"
+        local name="lock: the other contender runs its command ${took}s after the holder's agent was killed (≤ 45s)"
+        if awk -v t="$took" 'BEGIN { exit !(t <= 45) }'; then pass "$name"; else fail "$name" "$(cat "$llog")"; fi
+    else
+        fail "lock: the other contender runs its command after the holder's agent was killed" \
+            "$(cat "$llog" "$WORK/lock-b.log")"
+    fi
+    # The orphaned holder stops its command when it learns it lost the lock
+    # (its agent is gone).
+    if wait_for 30 grep -q '^stop a ' "$llog"; then
+        pass "lock: the holder whose agent died stops its command ($(awk -v k="$t_kill" \
+            '$1 == "stop" && $2 == "a" { printf "%.1f", $3 - k; exit }' "$llog")s after the kill)"
+    else
+        fail "lock: the holder whose agent died stops its command" "$(cat "$llog" "$WORK/lock-a.log")"
+    fi
+    kill -TERM "$lock_b" 2>/dev/null || true
+    wait_for 15 grep -q '^stop b ' "$llog" || true
+    # Never two at once: every start comes after the previous holder's stop.
+    local overlap
+    overlap="$(awk '
+        $1 == "start" { if (running != "") { print "start " $2 " at " $3 " while " running " runs" } running = $2 }
+        $1 == "stop" { if (running != $2) { print "stop " $2 " while " running " runs" } running = "" }
+    ' "$llog")"
+    if [ -z "$overlap" ] && [ "$(grep -c '^start ' "$llog")" = 2 ]; then
+        pass "lock: the commands' intervals never overlap"
+    else
+        fail "lock: the commands' intervals never overlap" "$overlap"$'\n'"$(cat "$llog")"
+    fi
+    printf 'INFO leader log:\n%s\n' "$(sed 's/^/    /' "$llog")"
+}
+
 main() {
     if [ "$(id -u)" != 0 ]; then
         fail "the interop suite runs as root (apt-get, ip netns, port 53)"
@@ -555,11 +796,15 @@ main() {
         return 1
     fi
     install_tools
+    install_go_tools
     build
     # Called in a condition, a part keeps going past a failed command; its
     # checks then report what went wrong.
-    local part
-    for part in part_dig part_pyconsul part_netns part_dnsmasq part_prometheus; do
+    # INTEROP_PARTS (space-separated function names) runs a subset.
+    local part parts
+    read -r -a parts <<<"${INTEROP_PARTS:-part_dig part_pyconsul part_netns part_dnsmasq part_prometheus \
+        part_consulapi part_consul_template part_lock}"
+    for part in "${parts[@]}"; do
         "$part" || fail "$part ended early (status $?)"
     done
     local s

@@ -58,6 +58,12 @@ impl State {
         self.tables.kv.len()
     }
 
+    /// When the earliest lock-delay ends, if one is on: the leader clears
+    /// those over with the tombstones.
+    pub fn kv_earliest_delay_end(&self) -> Option<Time> {
+        self.tables.kv.earliest_delay_end()
+    }
+
     /// When the oldest tombstone was made, if there is one: the leader reaps
     /// those older than `tombstone_ttl`.
     pub fn kv_oldest_tombstone(&self) -> Option<Time> {

@@ -43,6 +43,22 @@ pub(crate) fn apply_txn(
     time: Time,
     ops: &[TxnOp],
 ) -> Result<Vec<TxnResult>, Vec<TxnError>> {
+    // As Consul's Txn.preCheck: locks under a lock-delay fail the
+    // transaction before any op runs, and only they are reported.
+    let delayed: Vec<TxnError> = ops
+        .iter()
+        .enumerate()
+        .filter(|(_, TxnOp::Kv(op))| {
+            op.verb == KvVerb::Lock && lock_delayed(&tables.kv, &op.key, time)
+        })
+        .map(|(op_index, TxnOp::Kv(op))| TxnError {
+            op_index,
+            what: KvError::LockDelay(op.key.clone()).to_string(),
+        })
+        .collect();
+    if !delayed.is_empty() {
+        return Err(delayed);
+    }
     let mut overlay = Overlay::new(&tables.kv);
     let mut results = Vec::new();
     let mut errors = Vec::new();
@@ -204,6 +220,11 @@ fn step(
             Ok(set(overlay, op, index))
         }
         KvVerb::Lock => {
+            // First, as Consul checks it before the write reaches Raft (a
+            // lock-delay answers `false` whatever the session).
+            if lock_delayed(overlay.kv, key, time) {
+                return Err(KvError::LockDelay(key.clone()));
+            }
             if op.session.is_empty() {
                 return Err(KvError::MissingSession);
             }
@@ -226,9 +247,6 @@ fn step(
             }
             if holder.is_some() {
                 return Err(KvError::LockHeld(key.clone()));
-            }
-            if overlay.kv.delay(key).is_some_and(|until| until > time) {
-                return Err(KvError::LockDelay(key.clone()));
             }
             let e = KvEntry {
                 key: key.clone(),
@@ -329,6 +347,11 @@ fn step(
             }
         },
     }
+}
+
+/// Whether `key` is under a lock-delay at `time`.
+fn lock_delayed(kv: &Kv, key: &str, time: Time) -> bool {
+    kv.delay(key).is_some_and(|until| until > time)
 }
 
 /// Writes a transaction's changes to the table at `index`: an entry that

@@ -101,6 +101,11 @@ impl Kv {
         self.rows.len()
     }
 
+    /// When the earliest lock-delay ends.
+    pub(crate) fn earliest_delay_end(&self) -> Option<Time> {
+        self.delays.values().copied().min()
+    }
+
     /// When the oldest tombstone was made.
     pub(crate) fn oldest_tombstone(&self) -> Option<Time> {
         self.tombstones.values().map(|t| t.time).min()

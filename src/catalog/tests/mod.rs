@@ -4,10 +4,14 @@
 //! The helpers here build commands with Consul's defaults so each test states
 //! only what it is about.
 
+mod kv;
+mod kv_props;
 mod model;
 mod props;
 mod replica;
+mod sessions;
 mod state;
+mod txn;
 mod view;
 
 pub(super) use super::command::*;

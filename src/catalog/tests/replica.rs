@@ -99,3 +99,60 @@ fn installing_a_snapshot_restarts_the_history_at_its_index() {
         }])
     );
 }
+
+/// A follower replays each entry at the leader's time, so what depends on
+/// time (a session's deadline, a lock-delay, a tombstone's age) comes out
+/// the same on both.
+#[test]
+fn a_follower_replays_kv_and_sessions_at_the_leaders_time() {
+    use super::{kv_by, session};
+    use crate::catalog::{KvVerb, Outcome, Session, SessionOp};
+
+    let leader = Replica::with_history(1000);
+    let follower = Replica::new();
+    let holder = Session {
+        ttl_ms: 10_000,
+        lock_delay_ns: 5_000_000_000,
+        ..session("s1", "web1")
+    };
+    let lock = |s: &str| Command::Kv(kv_by(KvVerb::Lock, "leader", s, s));
+    let entries: Vec<(u64, Vec<Command>)> = vec![
+        (1_000, vec![register("web", 1)]),
+        (1_000, vec![Command::Session(SessionOp::Create(holder))]),
+        (
+            1_000,
+            vec![
+                Command::Session(SessionOp::Create(session("s2", "web1"))),
+                lock("s1"),
+            ],
+        ),
+        // Due at 21000: expired, which frees the key with a delay to 26000.
+        (
+            21_000,
+            vec![Command::Session(SessionOp::Expire {
+                ids: vec!["s1".into()],
+            })],
+        ),
+        (25_999, vec![lock("s2")]),
+        (26_000, vec![lock("s2")]),
+    ];
+    let mut outcomes = Vec::new();
+    for (index, (time, cmds)) in (1..).zip(entries) {
+        outcomes.push(leader.apply_batch(index, time, cmds));
+    }
+    assert!(
+        matches!(outcomes[4][0], Outcome::Refused(_)),
+        "{outcomes:?}"
+    );
+    assert!(
+        matches!(outcomes[5][0], Outcome::Txn { index: 6, .. }),
+        "{outcomes:?}"
+    );
+    assert!(catch_up(&leader, &follower, 2));
+    assert_eq!(*follower.read(), *leader.read());
+    let held = follower
+        .read()
+        .kv_get("leader")
+        .and_then(|e| e.session.clone());
+    assert_eq!(held.as_deref(), Some("s2"));
+}

@@ -80,10 +80,10 @@ fn checks_and_node_checks_combine_as_consul_fixes_them_up() {
 }
 
 #[test]
-fn lock_delay_small_numbers_are_seconds_and_it_is_capped_at_a_minute() {
+fn lock_delay_small_numbers_are_seconds_and_it_is_kept_as_given() {
     let delay = |v: Value| ok(json!({ "LockDelay": v })).lock_delay_ns;
     assert_eq!(delay(json!(5)), 5_000_000_000);
-    assert_eq!(delay(json!(999)), MAX_LOCK_DELAY_NS);
+    assert_eq!(delay(json!(999)), 999_000_000_000);
     assert_eq!(delay(json!(15)), 15_000_000_000);
     assert_eq!(delay(json!(1000)), 1000);
     assert_eq!(delay(json!(2_500_000_000_u64)), 2_500_000_000);
@@ -92,7 +92,9 @@ fn lock_delay_small_numbers_are_seconds_and_it_is_capped_at_a_minute() {
     assert_eq!(delay(json!("10ns")), 10_000_000_000);
     assert_eq!(delay(json!("0")), 0);
     assert_eq!(delay(json!(0)), 0);
-    assert_eq!(delay(json!("2m")), 60_000_000_000);
+    // Above Consul's 60 s cap it is kept as sent; the cap applies when
+    // the delay is put on the keys.
+    assert_eq!(delay(json!("2m")), 120_000_000_000);
     assert_eq!(delay(json!(null)), 15_000_000_000);
 }
 
@@ -206,18 +208,4 @@ fn session_json_has_consuls_fields_in_consuls_order() {
     }];
     let v = serde_json::to_value(SessionJson::from(&s)).unwrap();
     assert_eq!(v["ServiceChecks"], json!([{"ID": "c", "Namespace": ""}]));
-}
-
-#[test]
-fn random_ids_are_version_4_uuids() {
-    let a = random_uuid();
-    let b = random_uuid();
-    assert_ne!(a, b);
-    let parts: Vec<&str> = a.split('-').collect();
-    assert_eq!(
-        parts.iter().map(|p| p.len()).collect::<Vec<_>>(),
-        vec![8, 4, 4, 4, 12]
-    );
-    assert!(parts[2].starts_with('4'), "{a}");
-    assert!(matches!(&parts[3][..1], "8" | "9" | "a" | "b"), "{a}");
 }
