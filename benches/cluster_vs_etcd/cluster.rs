@@ -1,11 +1,36 @@
 //! What the load driver and the failover trials need from a cluster, the
-//! same for trellis and etcd: how to send one write to one member, which
-//! member leads, and killing and restarting members.
+//! same for trellis and etcd: how to send one write of either workload
+//! (catalog registration or KV put) to one member, which member leads, and
+//! killing and restarting members.
 
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
 use crate::etcd;
+
+/// What a write is.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Workload {
+    /// trellis: a catalog registration (a new node and service); etcd: the
+    /// same JSON as the value of a new key.
+    Catalog,
+    /// Both: a new key with a [`KV_VALUE_BYTES`]-byte value (trellis `PUT
+    /// /v1/kv/<key>`, etcd `put`), the same key and value on both.
+    Kv,
+}
+
+impl Workload {
+    /// How the tables name it.
+    pub(crate) fn name(self) -> &'static str {
+        match self {
+            Self::Catalog => "catalog writes",
+            Self::Kv => "KV puts",
+        }
+    }
+}
+
+/// The size of every KV put's value, as the issue asks.
+pub(crate) const KV_VALUE_BYTES: usize = 100;
 
 /// How to send a write to each member. Cheap to clone into every client
 /// task; holds no connection (each client has its own).
@@ -25,10 +50,34 @@ impl Api {
         }
     }
 
-    /// One write, unique to `tag`, to `member`, on `http`. Both bodies are
-    /// JSON of similar size: etcd's value is the registration trellis gets,
-    /// base64-encoded as its gateway wants.
+    /// One catalog write, unique to `tag`, to `member`, on `http`.
     pub(crate) fn write(
+        &self,
+        http: &reqwest::Client,
+        member: usize,
+        tag: &str,
+    ) -> reqwest::RequestBuilder {
+        self.request(Workload::Catalog, http, member, tag)
+    }
+
+    /// One write of `workload`, unique to `tag`, to `member`, on `http`.
+    pub(crate) fn request(
+        &self,
+        workload: Workload,
+        http: &reqwest::Client,
+        member: usize,
+        tag: &str,
+    ) -> reqwest::RequestBuilder {
+        match workload {
+            Workload::Catalog => self.register(http, member, tag),
+            Workload::Kv => self.put_kv(http, member, tag),
+        }
+    }
+
+    /// A catalog registration. Both bodies are JSON of similar size: etcd's
+    /// value is the registration trellis gets, base64-encoded as its gateway
+    /// wants.
+    fn register(
         &self,
         http: &reqwest::Client,
         member: usize,
@@ -55,6 +104,44 @@ impl Api {
             }
         }
     }
+}
+
+impl Api {
+    /// A KV put of the new key `bench/kv/<tag>` with [`kv_value`]: the raw
+    /// value as the body for trellis (Consul's API), the key and value
+    /// base64 in JSON for etcd's gateway (its API; about 190 bytes).
+    fn put_kv(&self, http: &reqwest::Client, member: usize, tag: &str) -> reqwest::RequestBuilder {
+        let key = format!("bench/kv/{tag}");
+        let value = kv_value(tag);
+        match self {
+            Self::Trellis(a) => http
+                .put(format!("http://{}/v1/kv/{key}", a[member % a.len()]))
+                .body(value),
+            Self::Etcd(a) => {
+                let body = format!(
+                    r#"{{"key":"{}","value":"{}"}}"#,
+                    etcd::base64(key.as_bytes()),
+                    etcd::base64(value.as_bytes())
+                );
+                http.post(format!("http://{}/v3/kv/put", a[member % a.len()]))
+                    .header("content-type", "application/json")
+                    .body(body)
+            }
+        }
+    }
+}
+
+/// A [`KV_VALUE_BYTES`]-byte printable value that starts with `tag`, so
+/// that no two writes store the same bytes.
+pub(crate) fn kv_value(tag: &str) -> String {
+    let mut v: String = format!("{tag}:").chars().take(KV_VALUE_BYTES).collect();
+    let fill = b"abcdefghijklmnopqrstuvwxyz0123456789";
+    let mut i = 0;
+    while v.len() < KV_VALUE_BYTES {
+        v.push(char::from(fill[i % fill.len()]));
+        i += 1;
+    }
+    v
 }
 
 /// A catalog registration like an agent sends for a new node with one
@@ -163,4 +250,8 @@ pub(crate) fn self_check() {
     assert_eq!(v["Service"]["ID"], "svc-t-1-2");
     assert!((100..200).contains(&r.len()), "{} bytes", r.len());
     assert_ne!(registration("a"), registration("b"));
+    assert_eq!(kv_value("r0-16c-3-42").len(), KV_VALUE_BYTES);
+    assert!(kv_value("r0-16c-3-42").starts_with("r0-16c-3-42:"));
+    assert_eq!(kv_value(&"t".repeat(300)).len(), KV_VALUE_BYTES);
+    assert_ne!(kv_value("a"), kv_value("b"));
 }

@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 use anyhow::Context as _;
 use tokio::task::JoinSet;
 
-use crate::cluster::{Api, send};
+use crate::cluster::{Api, Workload, send};
 
 /// What one step measured, or several rounds of the same step pooled.
 #[derive(Debug, Clone)]
@@ -80,11 +80,13 @@ struct ClientResult {
     first_error: Option<String>,
 }
 
-/// Runs `clients` writers against `api` for `warmup` then `window`; client
+/// Runs `clients` writers of `workload` against `api` for `warmup` then `window`; client
 /// `c` writes to member `(first + c) % members`. Writes are tagged with
 /// `label` so that no two writes of the run register the same node. The
 /// servers' CPU time in the window is read with `cpu`.
+#[allow(clippy::too_many_arguments)] // The step's whole description, named.
 pub(crate) async fn step(
+    workload: Workload,
     api: &Api,
     cpu: impl Fn() -> f64,
     first: usize,
@@ -116,7 +118,7 @@ pub(crate) async fn step(
             let mut seq = 0u64;
             while Instant::now() < end {
                 seq += 1;
-                let req = api.write(&http, member, &format!("{prefix}-{seq}"));
+                let req = api.request(workload, &http, member, &format!("{prefix}-{seq}"));
                 let sent = Instant::now();
                 let outcome = send(req).await;
                 let done = Instant::now();

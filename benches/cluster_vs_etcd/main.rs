@@ -16,11 +16,15 @@
 //!    (`PUT /v1/catalog/register`, a new node and service each), etcd gets
 //!    the same JSON as a value (`POST /v3/kv/put`). 1 s warm-up, then 5 s
 //!    in which only completed writes count;
-//! 3. runs 10 failover trials on each (`failover`): SIGKILL the leader
+//! 3. runs the same sweep with KV puts (`cluster::Workload::Kv`): a new key
+//!    with a 100-byte value per write, `PUT /v1/kv/<key>` on trellis and
+//!    etcd's put of the same key and value;
+//! 4. runs 10 failover trials on each (`failover`): SIGKILL the leader
 //!    while writing through a follower, time until writes succeed again,
 //!    restart the killed member with its data, wait until it is a healthy
 //!    voter again;
-//! 4. prints both tables with the trellis/etcd ratios.
+//! 5. prints the tables with the trellis/etcd ratios (and the issue's
+//!    targets for KV puts).
 //!
 //! Every process it starts is SIGKILLed and the temp dir removed on every
 //! exit path, Ctrl-C included (the test kit's `Process`, `tempfile::TempDir`).
@@ -46,7 +50,7 @@ use std::time::Duration;
 use anyhow::{Context as _, bail};
 use trellis_testkit::Log;
 
-use crate::cluster::Cluster;
+use crate::cluster::{Cluster, Workload};
 use crate::etcd::Etcd;
 use crate::failover::{Trial, median_max};
 use crate::load::StepResult;
@@ -82,6 +86,9 @@ enum Only {
     Trellis,
 }
 
+/// The issue's targets for KV puts: trellis/etcd writes/s at a concurrency.
+const KV_TARGETS: &[(usize, f64)] = &[(1, 1.0), (64, 2.0)];
+
 /// Settings from the command line and the environment.
 struct Settings {
     /// `BENCH_SECONDS`: measured window per step.
@@ -101,9 +108,11 @@ struct Settings {
     /// `BENCH_TRELLIS=dev`: one `--dev` agent instead of a cluster, to check
     /// the driver; no trellis failover then.
     dev: bool,
-    /// `--throughput` alone skips failover, `--failover` alone skips
-    /// throughput; neither or both run both.
+    /// `--throughput` (catalog writes), `--kv` (KV puts), `--failover`:
+    /// the parts to run; none named runs all three.
     throughput: bool,
+    /// See `throughput`.
+    kv: bool,
     /// See `throughput`.
     failover: bool,
     /// `BENCH_DIR`: where the temp dir goes (default: the system's).
@@ -145,7 +154,8 @@ impl Settings {
             Err(_) => false,
         };
         let has = |f: &str| args.iter().any(|a| a == f);
-        let (t, f) = (has("--throughput"), has("--failover"));
+        let (t, k, f) = (has("--throughput"), has("--kv"), has("--failover"));
+        let all = !t && !k && !f;
         Ok(Self {
             window: Duration::from_secs_f64(num("BENCH_SECONDS", 5.0)?),
             warmup: Duration::from_secs_f64(num("BENCH_WARMUP", 1.0)?),
@@ -155,8 +165,9 @@ impl Settings {
             write_timeout: Duration::from_millis(num("BENCH_WRITE_TIMEOUT_MS", 1000)?),
             only,
             dev,
-            throughput: t || !f,
-            failover: f || !t,
+            throughput: t || all,
+            kv: k || all,
+            failover: f || all,
             dir: std::env::var_os("BENCH_DIR").map(PathBuf::from),
             keep: std::env::var("BENCH_KEEP").is_ok_and(|v| v == "1"),
         })
@@ -210,13 +221,14 @@ async fn run_in(s: &Settings, dir: &Path) -> anyhow::Result<()> {
         }
     }
 
-    if s.throughput {
-        let rows = throughput(s, etcd.as_mut(), trellis.as_mut(), &http).await;
+    let workloads = [(s.throughput, Workload::Catalog), (s.kv, Workload::Kv)];
+    for (_, workload) in workloads.into_iter().filter(|(on, _)| *on) {
+        let rows = throughput(s, workload, etcd.as_mut(), trellis.as_mut(), &http).await;
         let rows = match rows {
             Ok(r) => r,
             Err(e) => return Err(with_all_logs(e, etcd.as_ref(), trellis.as_ref())),
         };
-        print_throughput(&rows);
+        print_throughput(workload, &rows);
     }
     if s.failover {
         let mut etcd_trials = Vec::new();
@@ -251,14 +263,16 @@ type Row = (usize, Option<StepResult>, Option<StepResult>);
 
 async fn throughput(
     s: &Settings,
+    workload: Workload,
     mut etcd: Option<&mut Etcd>,
     mut trellis: Option<&mut Trellis>,
     http: &reqwest::Client,
 ) -> anyhow::Result<Vec<Row>> {
     println!(
-        "\nwrites: {} rounds of {:.0} s warm-up + {:.0} s measured per step, pooled; each client \
+        "\n{}: {} rounds of {:.0} s warm-up + {:.0} s measured per step, pooled; each client \
          one write at a time on its own keep-alive connection; clients round-robin over the \
          members from the leader",
+        workload.name(),
         s.rounds,
         s.warmup.as_secs_f64(),
         s.window.as_secs_f64()
@@ -274,10 +288,10 @@ async fn throughput(
             for turn in 0..2 {
                 if (turn == 0) == etcd_first {
                     if let Some(cluster) = etcd.as_deref_mut() {
-                        e = Some(step(cluster, s, *c, round, http).await?);
+                        e = Some(step(cluster, s, workload, *c, round, http).await?);
                     }
                 } else if let Some(cluster) = trellis.as_deref_mut() {
-                    t = Some(step(cluster, s, *c, round, http).await?);
+                    t = Some(step(cluster, s, workload, *c, round, http).await?);
                 }
             }
             pool_into(e_row, e);
@@ -299,15 +313,20 @@ fn pool_into(pooled: &mut Option<StepResult>, round: Option<StepResult>) {
 async fn step<C: Cluster>(
     cluster: &mut C,
     s: &Settings,
+    workload: Workload,
     clients: usize,
     round: usize,
     http: &reqwest::Client,
 ) -> anyhow::Result<StepResult> {
     let leader = cluster.wait_healthy(http, FORM_WITHIN).await?;
-    let label = format!("r{round}-{clients}c");
+    let label = match workload {
+        Workload::Catalog => format!("r{round}-{clients}c"),
+        Workload::Kv => format!("kv-r{round}-{clients}c"),
+    };
     let pids = cluster.pids();
     let cpu = || procs::cpu_seconds(&pids);
     let r = load::step(
+        workload,
         &cluster.api(),
         cpu,
         leader,
@@ -319,7 +338,8 @@ async fn step<C: Cluster>(
     .await?;
     cluster.check_running()?;
     eprintln!(
-        "  round {} {:>7} {:>3} clients: {:>8.0} writes/s  p50 {:>6.2} ms  p99 {:>6.2} ms  errors {}  server CPU {:.0} %, {:.0} µs/write",
+        "  {} round {} {:>7} {:>3} clients: {:>8.0} writes/s  p50 {:>6.2} ms  p99 {:>6.2} ms  errors {}  server CPU {:.0} %, {:.0} µs/write",
+        workload.name(),
         round + 1,
         cluster.name(),
         clients,
@@ -414,9 +434,10 @@ fn print_header(s: &Settings, etcd_version: Option<&str>) {
     }
 }
 
-fn print_throughput(rows: &[Row]) {
+fn print_throughput(workload: Workload, rows: &[Row]) {
+    println!("\n{}:", workload.name());
     println!(
-        "\n| clients | etcd writes/s | trellis writes/s | ratio | etcd p50 ms | trellis p50 ms \
+        "| clients | etcd writes/s | trellis writes/s | ratio | etcd p50 ms | trellis p50 ms \
          | etcd p99 ms | trellis p99 ms | p99 ratio | errors etcd/trellis \
          | CPU µs/write etcd/trellis |"
     );
@@ -450,6 +471,35 @@ fn print_throughput(rows: &[Row]) {
          (below 1: trellis faster); CPU µs/write = user + system time of \
          all three servers per accepted write"
     );
+    if workload == Workload::Kv {
+        print_kv_targets(rows);
+    } else {
+        print_catalog_reference();
+    }
+    print_details(rows);
+}
+
+/// The issue's KV targets against what this run measured.
+fn print_kv_targets(rows: &[Row]) {
+    for &(clients, target) in KV_TARGETS {
+        let measured = rows.iter().find_map(|(c, e, t)| match (e, t) {
+            (Some(e), Some(t)) if *c == clients && e.rate() > 0.0 => Some(t.rate() / e.rate()),
+            _ => None,
+        });
+        match measured {
+            Some(r) => println!(
+                "target (issue 12) at {clients} clients: ≥ {target:.0}× etcd; measured {r:.2}× ({})",
+                if r >= target { "met" } else { "NOT met" }
+            ),
+            None => println!(
+                "target (issue 12) at {clients} clients: ≥ {target:.0}× etcd; not measured in this run"
+            ),
+        }
+    }
+}
+
+/// The etcd figures issue 4 quoted for catalog writes.
+fn print_catalog_reference() {
     let reference: Vec<String> = ETCD_REFERENCE
         .iter()
         .map(|(c, w, p)| format!("{c}: {w} writes/s, p99 {p} ms"))
@@ -458,6 +508,10 @@ fn print_throughput(rows: &[Row]) {
         "etcd reference (issue 4, CI-class machine): {}",
         reference.join("; ")
     );
+}
+
+/// Per step: the first error, the count of writes, the slowest, each round.
+fn print_details(rows: &[Row]) {
     for (c, e, t) in rows {
         for (name, r) in [("etcd", e), ("trellis", t)] {
             if let Some(err) = r.as_ref().and_then(|r| r.first_error.as_deref()) {
