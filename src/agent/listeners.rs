@@ -28,13 +28,11 @@ impl Listeners {
         let dns_addr = SocketAddr::new(net.client_addr, net.ports.dns);
         let (dns_udp, dns_tcp) = bind_dns(dns_addr).await?;
         let http_addr = SocketAddr::new(net.client_addr, net.ports.http);
-        let http = TcpListener::bind(http_addr)
-            .await
-            .map_err(|source| AgentError::Bind {
-                what: "HTTP",
-                addr: http_addr,
-                source,
-            })?;
+        let http = bind_tcp(http_addr, HTTP_BACKLOG).map_err(|source| AgentError::Bind {
+            what: "HTTP",
+            addr: http_addr,
+            source,
+        })?;
         let rpc = match server {
             true => {
                 let rpc_addr = SocketAddr::new(net.bind_addr, net.ports.server);
@@ -93,6 +91,25 @@ async fn bind_dns(addr: SocketAddr) -> Result<(UdpSocket, TcpListener), AgentErr
         "DNS/TCP",
         last.unwrap_or_else(|| std::io::Error::other("no free port")),
     ))
+}
+
+/// Connections the kernel queues for the HTTP listener before `accept`:
+/// thousands of clients parking blocking queries at once (consul-template
+/// fleets, lock waiters) connect in a burst, and the usual 1,024 drops the
+/// rest into SYN retries a second apart. The kernel caps it at
+/// `net.core.somaxconn`.
+const HTTP_BACKLOG: i32 = 8192;
+
+/// A listening TCP socket with the given accept backlog, and
+/// `SO_REUSEADDR` as tokio's own `bind` sets it.
+fn bind_tcp(addr: SocketAddr, backlog: i32) -> std::io::Result<TcpListener> {
+    use socket2::{Domain, Protocol, Socket, Type};
+    let s = Socket::new(Domain::for_address(addr), Type::STREAM, Some(Protocol::TCP))?;
+    s.set_reuse_address(true)?;
+    s.set_nonblocking(true)?;
+    s.bind(&addr.into())?;
+    s.listen(backlog)?;
+    TcpListener::from_std(s.into())
 }
 
 /// A UDP socket with a large receive buffer, so bursts of queries queue in

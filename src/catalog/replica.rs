@@ -27,6 +27,10 @@ pub struct Replica {
     view: ArcSwap<View>,
     /// The last applied index, for blocking queries to wait on.
     applied: watch::Sender<Index>,
+    /// The index of the last write to any KV key of each bucket (keys by
+    /// hash), so a blocking read of one key wakes on writes to its bucket,
+    /// not on every applied entry.
+    key_writes: Box<[watch::Sender<Index>]>,
     /// The entries applied most recently, for followers (empty when the
     /// replica keeps no history).
     history: Mutex<History>,
@@ -42,6 +46,9 @@ pub struct Applied {
     /// Its commands; none for a blank or membership entry.
     pub commands: Arc<[Command]>,
 }
+
+/// Buckets of KV keys for blocking reads of one key to wait on.
+const KEY_WATCH_BUCKETS: usize = 1024;
 
 /// Most encoded bytes of commands the history holds, whatever their number:
 /// KV values make one command up to half a MiB.
@@ -121,6 +128,9 @@ impl Replica {
             state: RwLock::new(State::new()),
             view: ArcSwap::from_pointee(View::default()),
             applied,
+            key_writes: (0..KEY_WATCH_BUCKETS)
+                .map(|_| watch::channel(0).0)
+                .collect(),
             history: Mutex::new(History::default()),
         }
     }
@@ -186,6 +196,9 @@ impl Replica {
             self.view.store(Arc::new(view));
         }
         drop(state);
+        for key in &touched.kv_keys {
+            self.key_bucket(key).send_replace(index);
+        }
         self.applied.send_replace(index);
         outcomes
     }
@@ -213,6 +226,10 @@ impl Replica {
         self.history().reset(index);
         self.view.store(Arc::new(view));
         drop(state);
+        // Any key may have changed.
+        for bucket in &self.key_writes {
+            bucket.send_replace(index);
+        }
         self.applied.send_replace(index);
     }
 
@@ -273,5 +290,22 @@ impl Replica {
     /// A receiver that wakes whenever the applied index moves.
     pub fn subscribe(&self) -> watch::Receiver<Index> {
         self.applied.subscribe()
+    }
+
+    /// A receiver that wakes when KV key `key` (or another key that shares
+    /// its bucket) is written or deleted, or a snapshot is installed: what a
+    /// blocking read of one key waits on, so 10,000 of them parked on one
+    /// key cost nothing when other keys or the catalog change (Consul #9449).
+    pub fn subscribe_key(&self, key: &str) -> watch::Receiver<Index> {
+        self.key_bucket(key).subscribe()
+    }
+
+    fn key_bucket(&self, key: &str) -> &watch::Sender<Index> {
+        use std::hash::{Hash, Hasher};
+        let mut h = std::collections::hash_map::DefaultHasher::new();
+        key.hash(&mut h);
+        // The modulo keeps the value below the bucket count, a usize.
+        let at = (h.finish() % KEY_WATCH_BUCKETS as u64) as usize;
+        &self.key_writes[at]
     }
 }

@@ -31,34 +31,32 @@ impl State {
         let mut touched = Touched::default();
         self.last_index = self.last_index.max(index);
         let tables = &mut self.tables;
-        let result = match cmd {
-            Command::Catalog(op) => rules::apply_catalog(tables, index, time, op, &mut touched),
-            Command::Kv(op) => match rules::apply_kv(tables, index, time, op) {
-                Ok(results) => return (Outcome::Txn { index, results }, touched),
-                Err(e) => Err(e),
+        let refused = |e| Outcome::Refused(e);
+        let outcome = match cmd {
+            Command::Catalog(op) => rules::apply_catalog(tables, index, time, op, &mut touched)
+                .map_or_else(refused, |()| Outcome::Applied(index)),
+            Command::Kv(op) => rules::apply_kv(tables, index, time, op)
+                .map_or_else(refused, |results| Outcome::Txn { index, results }),
+            Command::Session(op) => rules::apply_session(tables, index, time, op)
+                .map_or_else(refused, |()| Outcome::Applied(index)),
+            Command::Txn(ops) => match rules::apply_txn(tables, index, time, ops) {
+                Ok(results) => Outcome::Txn { index, results },
+                Err(errors) => Outcome::TxnRefused(errors),
             },
-            Command::Session(op) => rules::apply_session(tables, index, time, op),
-            Command::Txn(ops) => {
-                let outcome = match rules::apply_txn(tables, index, time, ops) {
-                    Ok(results) => Outcome::Txn { index, results },
-                    Err(errors) => Outcome::TxnRefused(errors),
-                };
-                return (outcome, touched);
-            }
             Command::ReapTombstones { deleted_before } => {
                 tables.kv.reap(*deleted_before, time);
-                Ok(())
+                Outcome::Applied(index)
             }
         };
+        // Whichever domain wrote them (a KV op, a transaction, a session's
+        // invalidation releasing its locks), the keys written wake the
+        // blocking reads of those keys.
+        touched.kv_keys.extend(self.tables.kv.take_changed());
         // A blocking query on a service name wakes on whatever changed its
         // answers, whichever domain changed them.
         for name in &touched.services {
             self.tables.services.mark_changed(name, index);
         }
-        let outcome = match result {
-            Ok(()) => Outcome::Applied(index),
-            Err(e) => Outcome::Refused(e),
-        };
         (outcome, touched)
     }
 

@@ -188,7 +188,8 @@ pub(super) async fn get(route: Route, path: Option<Path<String>>) -> Result<Resp
     }
     let raw = params.has("raw");
     route
-        .read_with(
+        .read_key_with(
+            &key,
             |s| s.kv_key_index(&key),
             |s| s.kv_get(&key).cloned(),
             |entry| match entry {

@@ -11,6 +11,7 @@
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
+use tokio::sync::watch;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
@@ -153,9 +154,13 @@ impl ReadOptions {
 /// `opts.min_index`, `opts.wait` runs out or `closing` fires, then builds the
 /// body under the same read lock. Answers with the index (never 0: clients
 /// treat 0 as "no blocking") and the body. `parked` counts the time spent
-/// waiting.
+/// waiting. `changes` wakes it to look again: the replica's applied index,
+/// or a narrower signal that moves whenever `index` may have (one KV key's
+/// writes); it is subscribed before the first look, so no change between
+/// the two is missed.
 pub(super) async fn block<T, I, B>(
     replica: &Replica,
+    mut changes: watch::Receiver<Index>,
     opts: &ReadOptions,
     closing: &CancellationToken,
     parked: &AtomicUsize,
@@ -166,8 +171,6 @@ where
     I: Fn(&State) -> Index,
     B: Fn(&State) -> T,
 {
-    // Subscribe before the first query so no change between the two is missed.
-    let mut applied = replica.subscribe();
     let deadline = Instant::now() + opts.wait_with_jitter();
     let mut give_up = false;
     loop {
@@ -180,7 +183,7 @@ where
         }
         let _parked = Parked::new(parked);
         let woke = tokio::select! {
-            changed = tokio::time::timeout_at(deadline, applied.changed()) => {
+            changed = tokio::time::timeout_at(deadline, changes.changed()) => {
                 matches!(changed, Ok(Ok(())))
             }
             () = closing.cancelled() => false,

@@ -171,10 +171,47 @@ impl Route {
         E: Fn(&State) -> T,
         R: FnOnce(T) -> Result<Response, ApiError>,
     {
+        self.read_on(None, index, extract, render).await
+    }
+
+    /// As [`Self::read_with`], for a read of one KV key: it wakes only when
+    /// that key (or one hashed beside it) is written, not on every write.
+    pub(super) async fn read_key_with<T, I, E, R>(
+        &self,
+        key: &str,
+        index: I,
+        extract: E,
+        render: R,
+    ) -> Result<Response, ApiError>
+    where
+        I: Fn(&State) -> Index,
+        E: Fn(&State) -> T,
+        R: FnOnce(T) -> Result<Response, ApiError>,
+    {
+        self.read_on(Some(key), index, extract, render).await
+    }
+
+    async fn read_on<T, I, E, R>(
+        &self,
+        key: Option<&str>,
+        index: I,
+        extract: E,
+        render: R,
+    ) -> Result<Response, ApiError>
+    where
+        I: Fn(&State) -> Index,
+        E: Fn(&State) -> T,
+        R: FnOnce(T) -> Result<Response, ApiError>,
+    {
         let opts = ReadOptions::parse(&self.params)?;
         let api = self.consistent(opts.consistency).await?;
+        let changes = match key {
+            Some(key) => api.replica.subscribe_key(key),
+            None => api.replica.subscribe(),
+        };
         let (index, extracted) = query::block(
             &api.replica,
+            changes,
             &opts,
             &self.ctx.closing,
             &self.ctx.parked,

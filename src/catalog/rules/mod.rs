@@ -20,13 +20,15 @@ pub(crate) use kv::{apply as apply_kv, apply_txn, evaluate as evaluate_txn};
 pub(crate) use sessions::apply as apply_session;
 
 /// What one `apply` touched, so the DNS view can be rebuilt for just that
-/// and blocking queries on a service name woken.
+/// and blocking queries on a service name or a KV key woken.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Touched {
     /// Lowercased names of nodes whose own record or node-level checks changed.
     pub nodes: BTreeSet<String>,
     /// Lowercased service names whose instances or health may have changed.
     pub services: BTreeSet<String>,
+    /// KV keys written or deleted, so blocking reads of just those wake.
+    pub kv_keys: BTreeSet<String>,
 }
 
 impl Touched {
@@ -34,5 +36,6 @@ impl Touched {
     pub fn extend(&mut self, other: Self) {
         self.nodes.extend(other.nodes);
         self.services.extend(other.services);
+        self.kv_keys.extend(other.kv_keys);
     }
 }

@@ -28,6 +28,10 @@ pub(crate) struct Kv {
     reaped: Index,
     /// Derived: the keys each session holds.
     held: BTreeMap<String, BTreeSet<String>>,
+    /// Keys written or deleted by the command being applied; drained by
+    /// `State::apply` into what the command touched (empty between
+    /// commands).
+    changed: Vec<String>,
 }
 
 /// The KV table as a snapshot keeps it.
@@ -72,6 +76,7 @@ impl Kv {
             index: r.index,
             reaped: r.reaped,
             held,
+            changed: Vec::new(),
         }
     }
 
@@ -145,8 +150,14 @@ impl Kv {
             .unwrap_or_default()
     }
 
+    /// The keys written or deleted since the last call.
+    pub(crate) fn take_changed(&mut self) -> Vec<String> {
+        std::mem::take(&mut self.changed)
+    }
+
     /// Writes `entry` (its indexes already set) at `index`.
     pub(crate) fn put(&mut self, index: Index, entry: KvEntry) {
+        self.changed.push(entry.key.clone());
         self.tombstones.remove(&entry.key);
         if let Some(s) = &entry.session {
             self.held
@@ -168,6 +179,7 @@ impl Kv {
     /// Deletes `key` at `index`, leaving a tombstone dated `time`.
     pub(crate) fn remove(&mut self, index: Index, time: Time, key: &str) -> Option<KvEntry> {
         let old = self.rows.remove(key)?;
+        self.changed.push(key.to_string());
         if let Some(s) = &old.session {
             self.unhold(s, key);
         }

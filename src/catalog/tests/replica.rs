@@ -156,3 +156,45 @@ fn a_follower_replays_kv_and_sessions_at_the_leaders_time() {
         .and_then(|e| e.session.clone());
     assert_eq!(held.as_deref(), Some("s2"));
 }
+
+#[test]
+fn a_kv_write_wakes_the_readers_of_its_key_and_nothing_else_does() {
+    use crate::catalog::{KvOp, KvVerb};
+    let set = |key: &str| {
+        let mut op = KvOp::new(KvVerb::Set, key);
+        op.value = b"v".to_vec();
+        Command::Kv(op)
+    };
+    let r = Replica::new();
+    let mut a = r.subscribe_key("cfg/a");
+    let mut b = r.subscribe_key("cfg/b");
+    r.apply(1, &register("db", 1));
+    r.apply(2, &set("cfg/b"));
+    assert!(
+        !a.has_changed().unwrap(),
+        "a catalog write and another key's leave it"
+    );
+    assert!(b.has_changed().unwrap());
+    assert_eq!(*b.borrow_and_update(), 2);
+    // A refused write changes nothing and wakes nobody.
+    let mut cas = KvOp::new(KvVerb::Cas, "cfg/b");
+    cas.index = 99;
+    r.apply(3, &Command::Kv(cas));
+    assert!(!b.has_changed().unwrap());
+    // A delete wakes, and so does a transaction.
+    r.apply(4, &Command::Kv(KvOp::new(KvVerb::Delete, "cfg/b")));
+    assert_eq!(*b.borrow_and_update(), 4);
+    r.apply(
+        5,
+        &Command::Txn(vec![crate::catalog::TxnOp::Kv({
+            let mut op = KvOp::new(KvVerb::Set, "cfg/a");
+            op.value = b"x".to_vec();
+            op
+        })]),
+    );
+    assert_eq!(*a.borrow_and_update(), 5);
+    assert!(!b.has_changed().unwrap());
+    // A snapshot may change any key: everyone looks again.
+    r.install(r.snapshot());
+    assert!(a.has_changed().unwrap() && b.has_changed().unwrap());
+}
