@@ -189,6 +189,13 @@ async fn serve_router(
     router: Router,
     shutdown: CancellationToken,
 ) -> std::io::Result<()> {
+    use axum::serve::ListenerExt;
+    // Answers go out as they are written, not held back for a delayed ACK
+    // (Go's servers, Consul's among them, do the same).
+    let listener = listener.tap_io(|tcp| {
+        // Best effort: a connection that refuses it still works.
+        let _ = tcp.set_nodelay(true);
+    });
     axum::serve(listener, router)
         .with_graceful_shutdown(async move { shutdown.cancelled().await })
         .await
