@@ -219,13 +219,14 @@ async fn a_client_link_writes_follows_and_moves_when_its_server_goes() {
     assert!(link.leader_live());
     assert_eq!(link.leader(), Some(addrs[first]));
 
-    // A client that starts later is past the servers' short history: it is
-    // sent the whole catalog, then follows entries again.
+    // A client that starts later is past the servers' short history: it
+    // fetches the whole state, in chunks (small ones here, so it takes
+    // many), then follows entries again.
     for n in 40..(40 + CLIENT_HISTORY) {
         link.write(register(n)).await.expect("write");
     }
     let late = Arc::new(Replica::new());
-    let late_link = Arc::new(ServerLink::new(late.clone()));
+    let late_link = Arc::new(ServerLink::new(late.clone()).with_chunk_len(1024));
     late_link.set_servers(addrs.clone());
     follow(&late_link);
     late_link.write(register(500)).await.expect("write");

@@ -50,6 +50,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::catalog::Replica;
 use crate::config::RaftSettings;
+use crate::rpc::catchup::SnapshotCache;
 use crate::rpc::types::{self, Raft, RaftId, RaftMember};
 use crate::rpc::{Pool, Request, Response, RpcError};
 use crate::store::Writer;
@@ -177,6 +178,8 @@ pub struct Consensus {
     contact: Arc<Contact>,
     /// The applied state, for reads that wait for an index.
     replica: Arc<Replica>,
+    /// The encoded state kept for client agents behind the replica's history.
+    snapshot_cache: SnapshotCache,
     /// Servers heard of through discovery, and membership changes in progress.
     cluster: cluster::Cluster,
     /// The storage writer, stopped last on shutdown.

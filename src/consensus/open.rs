@@ -21,6 +21,7 @@ use crate::catalog::Replica;
 #[cfg(test)]
 use crate::config::RaftSettings;
 use crate::rpc::Pool;
+use crate::rpc::catchup::SnapshotCache;
 use crate::rpc::types::{Raft, RaftId, RaftMember};
 use crate::store::{self, Op, StoreError, Writer, keys};
 
@@ -189,6 +190,7 @@ impl Consensus {
             pool,
             contact,
             replica,
+            snapshot_cache: SnapshotCache::new(),
             cluster: cluster::Cluster::new(cfg.raft.bootstrap_expect, cfg.retry_join.clone()),
             writer,
             tuning,

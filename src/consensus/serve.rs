@@ -13,6 +13,7 @@ use openraft::raft::{
 
 use super::Consensus;
 use crate::catalog::{Command, Outcome, Replica};
+use crate::rpc::catchup::SnapshotCache;
 use crate::rpc::client::{ClientHandler, ServerStatus};
 use crate::rpc::cluster::{ClusterHandler, Configuration, Hello, RaftServer};
 use crate::rpc::raft::RaftHandler;
@@ -92,6 +93,10 @@ impl ClientHandler for Consensus {
 
     fn replica(&self) -> &Arc<Replica> {
         &self.replica
+    }
+
+    fn snapshot_cache(&self) -> &SnapshotCache {
+        &self.snapshot_cache
     }
 
     fn status(&self) -> ServerStatus {

@@ -10,8 +10,9 @@
 //! re-applies the log after it, so the replica always ends where the log does.
 //!
 //! A snapshot's body, stored and shipped in InstallSnapshot alike, is
-//! `[format version][postcard of the catalog]` ([`encode_catalog`]), decoded
-//! by its version; the catalog itself is encoded through its serde impl.
+//! `[format version][postcard of the catalog]` (`store::snapshot`, whose
+//! bytes client agents that fell behind fetch too), decoded by its version;
+//! the catalog itself is encoded through its serde impl.
 
 use std::io::Cursor;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -28,6 +29,7 @@ use super::types::{
 };
 use crate::catalog::{Replica, StateSnapshot, StateSnapshotV2};
 use crate::store::format::{self, FormatError, Version};
+use crate::store::snapshot::{decode_catalog, encode_catalog};
 use crate::store::{self, Contents, Op, StoreError, Writer, keys, v1};
 
 /// A snapshot as stored in redb: openraft's metadata and the snapshot body.
@@ -36,20 +38,6 @@ struct StoredSnapshot {
     meta: SnapshotMeta,
     /// The body: [`encode_catalog`] of the catalog.
     data: Vec<u8>,
-}
-
-/// A snapshot body: the format version, then postcard of the catalog.
-fn encode_catalog(catalog: &StateSnapshot) -> Result<Vec<u8>, StoreError> {
-    format::prefixed(catalog)
-}
-
-/// Reads a snapshot body by the version it carries.
-fn decode_catalog(body: &[u8]) -> Result<StateSnapshot, StoreError> {
-    match format::split(body)? {
-        (format::CURRENT, catalog) => store::decode(catalog),
-        (2, catalog) => Ok(store::decode::<StateSnapshotV2>(catalog)?.into()),
-        (found, _) => Err(FormatError::unreadable("a snapshot", found).into()),
-    }
 }
 
 /// Re-encodes the `snapshot` value of a data dir in format `from` into the

@@ -1,8 +1,10 @@
 //! The client family: what a client agent asks a server. Its writes (the
 //! server routes them to the leader), the index a `?consistent` read must
 //! wait for, the change stream that keeps its replica current
-//! ([`ClientRequest::Follow`]), and the Raft configuration. `link` is the
-//! client agent's side of these calls; the server's side is here.
+//! ([`ClientRequest::Follow`], and [`ClientRequest::SnapshotChunk`] for a
+//! client behind the server's history: see `catchup`), and the Raft
+//! configuration. `link` is the client agent's side of these calls; the
+//! server's side is here.
 
 use std::future::Future;
 use std::net::SocketAddr;
@@ -11,9 +13,10 @@ use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
+use super::catchup::{Chunk, Offer, SnapshotCache};
 use super::cluster::Configuration;
 use super::errors::{ReadError, WriteError};
-use crate::catalog::{Applied, Command, Index, Outcome, Replica, Since, StateSnapshot};
+use crate::catalog::{Applied, Command, Index, Outcome, Replica, Since};
 
 /// Longest a client's follow poll is held open.
 pub const MAX_FOLLOW_WAIT: Duration = Duration::from_secs(10);
@@ -44,6 +47,16 @@ pub enum ClientRequest {
     },
     /// The Raft configuration as this server has it.
     Configuration,
+    /// Up to `len` bytes (the server caps it) from `offset` of the encoded
+    /// state a follow answer offered ([`CatchUp::Snapshot`]).
+    SnapshotChunk {
+        /// The index of the encoding offered.
+        index: Index,
+        /// Where in it to start.
+        offset: u64,
+        /// The most bytes wanted.
+        len: u32,
+    },
 }
 
 /// The answer to a [`ClientRequest`], variant for variant.
@@ -57,6 +70,10 @@ pub enum ClientResponse {
     Follow(FollowAnswer),
     /// To [`ClientRequest::Configuration`].
     Configuration(Configuration),
+    /// To [`ClientRequest::SnapshotChunk`]: a piece of the encoding the
+    /// server holds (another one's index and size when it moved on), or
+    /// `None` when it holds none any more.
+    SnapshotChunk(Option<Chunk>),
 }
 
 impl ClientRequest {
@@ -67,6 +84,7 @@ impl ClientRequest {
             Self::ConsistentIndex => "consistent-index",
             Self::Follow { .. } => "follow",
             Self::Configuration => "configuration",
+            Self::SnapshotChunk { .. } => "snapshot-chunk",
         }
     }
 }
@@ -79,6 +97,7 @@ impl ClientResponse {
             Self::ConsistentIndex(_) => "a read index",
             Self::Follow(_) => "changes",
             Self::Configuration(_) => "a configuration",
+            Self::SnapshotChunk(_) => "a snapshot chunk",
         }
     }
 }
@@ -98,8 +117,13 @@ pub enum CatchUp {
     /// The applied entries after the client's index, in order; empty when
     /// nothing changed before the poll ended.
     Entries(Vec<Applied>),
-    /// The client is behind the server's history: the whole state.
-    Snapshot(Box<StateSnapshot>),
+    /// The client is behind the server's history: the server's whole
+    /// state, encoded, which the client fetches in chunks
+    /// ([`ClientRequest::SnapshotChunk`]).
+    Snapshot(Offer),
+    /// The client is behind the server's history, and the server could not
+    /// encode its state: why.
+    Unavailable(String),
 }
 
 /// What a server knows of its cluster, for a client's headers and
@@ -128,6 +152,9 @@ pub trait ClientHandler: Send + Sync {
     /// The catalog this server applies, which clients follow.
     fn replica(&self) -> &Arc<Replica>;
 
+    /// The encoded state this server keeps for clients behind its history.
+    fn snapshot_cache(&self) -> &SnapshotCache;
+
     /// This server's view of its cluster.
     fn status(&self) -> ServerStatus;
 
@@ -149,12 +176,16 @@ pub(super) async fn handle(handler: &impl ClientHandler, req: ClientRequest) -> 
             ClientResponse::Follow(follow(handler, after, wait_ms).await)
         }
         ClientRequest::Configuration => ClientResponse::Configuration(handler.configuration()),
+        ClientRequest::SnapshotChunk { index, offset, len } => {
+            ClientResponse::SnapshotChunk(handler.snapshot_cache().chunk(index, offset, len))
+        }
     }
 }
 
 /// Answers a client's follow poll: waits until this server has applied past
-/// `after` (or `wait_ms` passes), then sends what follows `after`, or the
-/// whole state when `after` is older than the history.
+/// `after` (or `wait_ms` passes), then sends what follows `after`, or
+/// offers the whole state, encoded once for every client behind, when
+/// `after` is older than the history.
 async fn follow(handler: &impl ClientHandler, after: Index, wait_ms: u32) -> FollowAnswer {
     let replica = handler.replica();
     let mut applied = replica.subscribe();
@@ -163,7 +194,13 @@ async fn follow(handler: &impl ClientHandler, after: Index, wait_ms: u32) -> Fol
     let _ = tokio::time::timeout(wait, applied.wait_for(|&i| i > after)).await;
     let catch_up = match replica.since(after, FOLLOW_ENTRIES, FOLLOW_COMMANDS) {
         Since::Entries(entries) => CatchUp::Entries(entries),
-        Since::TooOld => CatchUp::Snapshot(Box::new(replica.snapshot())),
+        Since::TooOld => match handler.snapshot_cache().offer(replica).await {
+            Ok(offer) => CatchUp::Snapshot(offer),
+            Err(e) => {
+                tracing::error!(error = %e, "a client agent behind the history cannot catch up");
+                CatchUp::Unavailable(e.to_string())
+            }
+        },
     };
     FollowAnswer {
         catch_up,

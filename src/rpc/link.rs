@@ -6,9 +6,10 @@
 //! and HTTP reads never wait for the network. The replica follows one server
 //! by long polls ([`ClientRequest::Follow`]): each answer carries the entries
 //! that server applied since the client's index (or, when the client fell
-//! behind the server's history, the whole state), and the server's view of
-//! its leader, which is what the client reports in `X-Consul-KnownLeader` and
-//! `X-Consul-LastContact`.
+//! behind the server's history, an offer of the whole state, which the
+//! client fetches in chunks and installs: `catchup`), and the server's view
+//! of its leader, which is what the client reports in `X-Consul-KnownLeader`
+//! and `X-Consul-LastContact`.
 //!
 //! The servers come from the gossip pool. The client sticks to one while it
 //! answers and is in the pool, and moves to another, chosen at random, when a
@@ -23,13 +24,14 @@ use tokio::sync::watch;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
-use super::client::{CatchUp, ClientRequest, ClientResponse, FollowAnswer, ServerStatus};
+use super::catchup::{self, CatchUpError, Chunk, ChunkSource, MAX_CHUNK, Offer};
+use super::client::{CatchUp, ClientRequest, ClientResponse, ServerStatus};
 use super::cluster::{ClusterRequest, ClusterResponse, Configuration};
 use super::errors::{MembershipError, ReadError, WriteError};
 use super::message::{Request, Response};
 use super::pool::Pool;
 use super::types::RaftId;
-use crate::catalog::{Command, Outcome, Replica};
+use crate::catalog::{Applied, Command, Index, Outcome, Replica};
 
 /// How long a server holds a follow poll open when nothing changes. Short
 /// enough that the server's leader status reaches the client every couple
@@ -46,6 +48,9 @@ const CALL_TIMEOUT: Duration = Duration::from_secs(7);
 /// Pause after a failed poll before the next, so a client without a
 /// reachable server does not spin.
 const RETRY_PAUSE: Duration = Duration::from_millis(100);
+/// Pause after a catch-up that failed other than by a call (a state too
+/// large or undecodable): trying again at once would fail the same way.
+const CATCH_UP_PAUSE: Duration = Duration::from_secs(5);
 
 /// The link. One per client agent, shared by its HTTP API, its local
 /// state's writes and the follow task.
@@ -61,6 +66,9 @@ pub struct ServerLink {
     current: Mutex<Option<SocketAddr>>,
     /// What the followed server last said, and when.
     heard: Mutex<Heard>,
+    /// The most bytes asked for in one chunk of a catch-up: [`MAX_CHUNK`];
+    /// tests ask for less, so that a small state arrives in many chunks.
+    chunk_len: u32,
 }
 
 /// Why a call to the servers got no usable answer.
@@ -134,7 +142,15 @@ impl ServerLink {
                 status: ServerStatus::default(),
                 at: None,
             }),
+            chunk_len: MAX_CHUNK,
         }
+    }
+
+    /// The same link, fetching a catch-up `len` bytes a chunk.
+    #[cfg(test)]
+    pub(crate) fn with_chunk_len(mut self, len: u32) -> Self {
+        self.chunk_len = len;
+        self
     }
 
     /// Replaces the known live servers. A current server no longer among
@@ -352,16 +368,50 @@ impl ServerLink {
                 () = dropped(&mut servers, addr) => continue,
                 r = self.pool.call(addr, &req, FOLLOW_WAIT + CALL_MARGIN) => r,
             };
+            let mut pause = RETRY_PAUSE;
             match answer {
                 Ok(Response::Client(ClientResponse::Follow(answer))) => {
-                    let leader_live = answer.status.leader_live;
-                    self.apply(answer);
-                    if leader_live {
-                        continue;
+                    let caught_up = match answer.catch_up {
+                        CatchUp::Entries(entries) => {
+                            self.apply(entries);
+                            Ok(true)
+                        }
+                        CatchUp::Snapshot(offer) => tokio::select! {
+                            () = stop.cancelled() => return,
+                            () = dropped(&mut servers, addr) => continue,
+                            r = self.catch_up(addr, offer) => r,
+                        },
+                        CatchUp::Unavailable(why) => Err(CatchUpError::Encode(why)),
+                    };
+                    match caught_up {
+                        Ok(true) => {
+                            let leader_live = answer.status.leader_live;
+                            *self.heard() = Heard {
+                                status: answer.status,
+                                at: Some(Instant::now()),
+                            };
+                            if leader_live {
+                                continue;
+                            }
+                            // A server without a leader may be cut off from
+                            // the others, and its copy stale: follow another.
+                            self.move_from(addr);
+                        }
+                        // The server moved on from the encoding it offered:
+                        // ask again, for its newer one.
+                        Ok(false) => continue,
+                        Err(e @ CatchUpError::Call(_)) => {
+                            tracing::debug!(server = %addr, error = %e, "catching up failed");
+                            self.failed(addr);
+                        }
+                        // Not the connection's fault, and likely the same on
+                        // the next try: say so, and try less often.
+                        Err(e) => {
+                            tracing::warn!(server = %addr, "cannot catch up from the server: {e}");
+                            self.move_from(addr);
+                            pause = CATCH_UP_PAUSE;
+                        }
                     }
-                    // A server without a leader may be cut off from the
-                    // others, and its copy stale: follow another one.
-                    self.move_from(addr);
                 }
                 Ok(other) => {
                     tracing::warn!(server = %addr, "follow answered with {}", other.kind());
@@ -374,40 +424,63 @@ impl ServerLink {
             }
             tokio::select! {
                 () = stop.cancelled() => return,
-                () = tokio::time::sleep(RETRY_PAUSE) => {}
+                () = tokio::time::sleep(pause) => {}
             }
         }
     }
 
-    /// Applies one follow answer to the replica and records its status.
-    fn apply(&self, answer: FollowAnswer) {
-        match answer.catch_up {
-            CatchUp::Entries(entries) => {
-                for entry in entries {
-                    // A server switch may repeat what the replica has.
-                    if entry.index <= self.replica.applied_index() {
-                        continue;
-                    }
-                    if entry.commands.is_empty() {
-                        self.replica.apply_noop(entry.index);
-                    } else {
-                        self.replica
-                            .apply_batch(entry.index, entry.time, entry.commands);
-                    }
-                }
+    /// Applies the entries of a follow answer to the replica.
+    fn apply(&self, entries: Vec<Applied>) {
+        for entry in entries {
+            // A server switch may repeat what the replica has.
+            if entry.index <= self.replica.applied_index() {
+                continue;
             }
-            CatchUp::Snapshot(catalog) => {
-                tracing::info!(
-                    index = catalog.last_index(),
-                    "installed the catalog from a server"
-                );
-                self.replica.install(*catalog);
+            if entry.commands.is_empty() {
+                self.replica.apply_noop(entry.index);
+            } else {
+                self.replica
+                    .apply_batch(entry.index, entry.time, entry.commands);
             }
         }
-        *self.heard() = Heard {
-            status: answer.status,
-            at: Some(Instant::now()),
+    }
+
+    /// Fetches the state `addr` offered and installs it. `false` when the
+    /// server no longer holds it, and nothing changed.
+    async fn catch_up(&self, addr: SocketAddr, offer: Offer) -> Result<bool, CatchUpError> {
+        let source = Chunks { link: self, addr };
+        let Some(state) = catchup::fetch(&source, offer, self.chunk_len).await? else {
+            return Ok(false);
         };
+        let index = state.last_index();
+        let replica = self.replica.clone();
+        // Rebuilding the tables and the view of a large state takes a while.
+        tokio::task::spawn_blocking(move || replica.install(state))
+            .await
+            .map_err(|e| CatchUpError::Inconsistent(format!("installing it failed: {e}")))?;
+        tracing::info!(server = %addr, index, "installed the state from a server");
+        Ok(true)
+    }
+}
+
+/// The chunks of a catch-up, asked of the server that offered them.
+struct Chunks<'a> {
+    link: &'a ServerLink,
+    addr: SocketAddr,
+}
+
+impl ChunkSource for Chunks<'_> {
+    async fn chunk(&self, index: Index, offset: u64, len: u32) -> Result<Option<Chunk>, String> {
+        let req = Request::Client(ClientRequest::SnapshotChunk { index, offset, len });
+        match self.link.pool.call(self.addr, &req, CALL_TIMEOUT).await {
+            Ok(Response::Client(ClientResponse::SnapshotChunk(chunk))) => Ok(chunk),
+            Ok(other) => Err(format!(
+                "{} answered a chunk request with {}",
+                self.addr,
+                other.kind()
+            )),
+            Err(e) => Err(e.to_string()),
+        }
     }
 }
 

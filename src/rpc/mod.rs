@@ -13,6 +13,8 @@
 //!   pipeline;
 //! - `raft`, `cluster`, `client`: each family's requests, answers and the
 //!   handler trait a server answers them with (consensus implements them);
+//! - `catchup`: a client behind its server's history fetching the server's
+//!   state in chunks, and the one encoding of it the server keeps for that;
 //! - `types`: openraft's type configuration, which Raft's messages carry;
 //! - `errors`: why a write, a consistent read or a membership change failed,
 //!   as answers carry it;
@@ -24,6 +26,7 @@
 //! Nothing here depends on consensus: consensus builds on these types and
 //! implements the handlers.
 
+pub mod catchup;
 pub mod client;
 pub mod cluster;
 pub mod errors;

@@ -25,7 +25,9 @@ pub const MAGIC: [u8; 4] = *b"TRLS";
 /// The version of the frames that follow the preface: what the request and
 /// response families are and how they encode. Bump it with any change a
 /// peer of the previous version would misread. 2: follow answers carry each
-/// entry's time, outcomes carry transactions' results.
+/// entry's time, outcomes carry transactions' results, and a client behind
+/// its server's history is offered the encoded state and fetches it in
+/// chunks (`SnapshotChunk`) instead of receiving it in one answer.
 pub const PROTOCOL_VERSION: u16 = 2;
 
 /// Bytes in a preface.

@@ -12,13 +12,14 @@
 //!
 //! The encodings are versioned as a whole ([`format`](mod@format)): opening
 //! checks the data dir's version, and [`format::upgrade`] rewrites an older
-//! one in place.
+//! one in place. [`snapshot`] encodes and decodes the snapshot body.
 //!
 //! Reads happen once, at start-up, before the [`Writer`] takes the database;
 //! afterwards consensus serves reads from memory and sends every change
 //! through the writer, which batches them into group commits.
 
 pub mod format;
+pub mod snapshot;
 pub mod v1;
 mod writer;
 

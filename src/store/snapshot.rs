@@ -1,0 +1,24 @@
+//! The snapshot body: `[format version][postcard of the state]`, the bytes
+//! that are stored in `raft_meta`, shipped to a server in InstallSnapshot
+//! and fetched by a client agent that fell behind its server's history. One
+//! encoder and one decoder for all three, so every copy of the state is read
+//! by the version it says it was written in.
+
+use super::format::{self, FormatError};
+use super::{StoreError, decode};
+use crate::catalog::{StateSnapshot, StateSnapshotV2};
+
+/// A snapshot body: the format version, then postcard of the state.
+pub fn encode_catalog(catalog: &StateSnapshot) -> Result<Vec<u8>, StoreError> {
+    format::prefixed(catalog)
+}
+
+/// Reads a snapshot body by the version it carries; one of another version
+/// than this build reads is refused, never misread.
+pub fn decode_catalog(body: &[u8]) -> Result<StateSnapshot, StoreError> {
+    match format::split(body)? {
+        (format::CURRENT, catalog) => decode(catalog),
+        (2, catalog) => Ok(decode::<StateSnapshotV2>(catalog)?.into()),
+        (found, _) => Err(FormatError::unreadable("a snapshot", found).into()),
+    }
+}
