@@ -51,7 +51,7 @@ const FIRST_RETRY: Duration = Duration::from_millis(100);
 /// The longest pause between retries of a failed proposal.
 const MAX_RETRY: Duration = Duration::from_secs(2);
 
-/// The sessions due for expiry at `now` (at most [`MAX_EXPIRE_PER_ENTRY`])
+/// The sessions due for expiry at `now` (at most `MAX_EXPIRE_PER_ENTRY`)
 /// and, when none is, the earliest deadline to wait for.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum SessionTimer {
