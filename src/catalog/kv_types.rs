@@ -100,14 +100,6 @@ impl KvVerb {
         Self::ALL.iter().find(|(_, n)| *n == s).map(|(v, _)| *v)
     }
 
-    /// Consul's spelling.
-    pub fn as_str(self) -> &'static str {
-        Self::ALL
-            .iter()
-            .find(|(v, _)| *v == self)
-            .map_or("", |(_, n)| n)
-    }
-
     /// Whether the verb only reads.
     pub fn is_read(self) -> bool {
         matches!(

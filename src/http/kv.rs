@@ -9,8 +9,10 @@
 //! write (Consul #9449); a listing's is its prefix's, deletes included.
 //!
 //! Beyond Consul, a successful write answers with its index in
-//! `X-Consul-Index` (Consul #304, #14258), and an acquire refused because of
-//! another holder or a lock-delay says which in `X-Trellis-Refused`.
+//! `X-Consul-Index` (Consul #304, #14258), and a write answered `false` (a
+//! stale cas, a lock held by another session or under lock-delay, a release
+//! by a non-holder) carries the reason, in Consul's words, in
+//! `X-Trellis-Refused`.
 
 use axum::body::Body;
 use axum::extract::Path;
