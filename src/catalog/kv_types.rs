@@ -20,7 +20,10 @@ pub type Time = u64;
 pub struct KvEntry {
     /// The key: any UTF-8 without a leading `/`.
     pub key: String,
-    /// The value; empty is Consul's `null`.
+    /// The value; empty is Consul's `null`. Encoded as bytes, which postcard
+    /// writes exactly as it wrote the sequence of `u8` before (a length,
+    /// then the bytes), but in one copy instead of a call per byte.
+    #[serde(with = "serde_bytes")]
     pub value: Vec<u8>,
     /// Opaque to trellis; clients mark their keys with it (`Flags`).
     pub flags: u64,
@@ -121,7 +124,8 @@ pub struct KvOp {
     pub verb: KvVerb,
     /// The key, or the prefix for the tree verbs.
     pub key: String,
-    /// The value to write.
+    /// The value to write; encoded as bytes, as [`KvEntry::value`].
+    #[serde(with = "serde_bytes")]
     pub value: Vec<u8>,
     /// The flags to write.
     pub flags: u64,
