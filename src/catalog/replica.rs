@@ -287,6 +287,19 @@ impl Replica {
         *self.applied.borrow()
     }
 
+    /// Waits until this replica has applied `index` or `deadline` passes;
+    /// whether it did. The one wait for "caught up to a given write or read
+    /// index" every caller shares.
+    pub async fn wait_applied(&self, index: Index, deadline: tokio::time::Instant) -> bool {
+        let mut applied = self.applied.subscribe();
+        // The sender is this replica's own, so the watch cannot close while
+        // `self` is borrowed: only the deadline ends the wait early.
+        matches!(
+            tokio::time::timeout_at(deadline, applied.wait_for(|&i| i >= index)).await,
+            Ok(Ok(_))
+        )
+    }
+
     /// A receiver that wakes whenever the applied index moves.
     pub fn subscribe(&self) -> watch::Receiver<Index> {
         self.applied.subscribe()

@@ -64,11 +64,10 @@ impl Consensus {
                 Err(e) => return Err(e),
             }
         };
-        let mut applied = self.replica.subscribe();
-        match tokio::time::timeout_at(deadline, applied.wait_for(|&i| i >= index)).await {
-            Ok(Ok(_)) => Ok(()),
-            Ok(Err(_)) => Err(ReadError::Fatal("the replica is gone".into())),
-            Err(_) => Err(ReadError::Timeout),
+        if self.replica.wait_applied(index, deadline).await {
+            Ok(())
+        } else {
+            Err(ReadError::Timeout)
         }
     }
 }

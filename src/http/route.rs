@@ -89,11 +89,8 @@ impl Writer<'_> {
     pub(super) async fn write(&self, cmd: Command) -> Result<Outcome, ApiError> {
         let outcome = self.0.delegate.write(cmd).await?;
         if let Outcome::Applied(index) | Outcome::Txn { index, .. } = outcome {
-            let mut applied = self.0.replica.subscribe();
-            let caught_up =
-                tokio::time::timeout(APPLY_WAIT, applied.wait_for(|applied| *applied >= index))
-                    .await;
-            if !matches!(caught_up, Ok(Ok(_))) {
+            let deadline = tokio::time::Instant::now() + APPLY_WAIT;
+            if !self.0.replica.wait_applied(index, deadline).await {
                 // Committed all the same: answer; only a read here may lag.
                 tracing::debug!(index, "answering a write this agent has not applied yet");
             }
@@ -284,10 +281,8 @@ impl Route {
         read: impl FnOnce(&State) -> T,
     ) -> Result<T, ApiError> {
         let api = self.reach(&self.datacenter)?;
-        let mut applied = api.replica.subscribe();
-        let caught_up =
-            tokio::time::timeout(APPLY_WAIT, applied.wait_for(|applied| *applied >= index)).await;
-        if !matches!(caught_up, Ok(Ok(_))) {
+        let deadline = tokio::time::Instant::now() + APPLY_WAIT;
+        if !api.replica.wait_applied(index, deadline).await {
             return Err(ApiError::Internal(format!(
                 "this agent has not applied index {index} yet"
             )));

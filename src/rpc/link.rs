@@ -279,11 +279,10 @@ impl ServerLink {
             Response::Client(ClientResponse::ConsistentIndex(result)) => result?,
             other => return Err(unexpected("consistent read", &other).into()),
         };
-        let mut applied = self.replica.subscribe();
-        match tokio::time::timeout_at(deadline, applied.wait_for(|&i| i >= index)).await {
-            Ok(Ok(_)) => Ok(()),
-            Ok(Err(_)) => Err(ReadError::Fatal("the replica is gone".into())),
-            Err(_) => Err(ReadError::Timeout),
+        if self.replica.wait_applied(index, deadline).await {
+            Ok(())
+        } else {
+            Err(ReadError::Timeout)
         }
     }
 
