@@ -72,25 +72,38 @@ pub struct ApiState {
 }
 
 /// The handlers' state: the parts the caller gives plus what one running
-/// server owns.
+/// server owns, behind one `Arc`, so that every request's copy (each
+/// extractor takes one) is one reference count, not one per part.
 #[derive(Debug, Clone)]
-struct Ctx {
+struct Ctx(Arc<Shared>);
+
+/// What [`Ctx`] shares.
+#[derive(Debug)]
+struct Shared {
     /// The caller's parts.
     api: ApiState,
     /// Cancelled when the server stops, so parked blocking queries answer at
     /// once instead of holding graceful shutdown for up to their `wait`.
     closing: CancellationToken,
     /// Blocking queries parked right now (a gauge for metrics and tests).
-    parked: Arc<AtomicUsize>,
+    parked: AtomicUsize,
 }
 
 impl Ctx {
     fn new(api: ApiState, closing: CancellationToken) -> Self {
-        Self {
+        Self(Arc::new(Shared {
             api,
             closing,
-            parked: Arc::new(AtomicUsize::new(0)),
-        }
+            parked: AtomicUsize::new(0),
+        }))
+    }
+}
+
+impl std::ops::Deref for Ctx {
+    type Target = Shared;
+
+    fn deref(&self) -> &Shared {
+        &self.0
     }
 }
 
