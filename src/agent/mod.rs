@@ -32,7 +32,8 @@ use self::listeners::Listeners;
 use self::register::{Definitions, upkeep};
 use self::server::ServerParts;
 use self::settings::{
-    check_state_dir, definitions_file, generation_file, gossip_key, local_identity, node_id,
+    check_state_dir, cluster_key, definitions_file, generation_file, gossip_key, local_identity,
+    node_id,
 };
 use crate::catalog::Replica;
 use crate::config::{Config, DnsSettings, KvSettings, NodeSettings};
@@ -170,7 +171,8 @@ impl Agent {
 
         let (replica, delegate, server) = match listeners.rpc {
             Some(rpc) => {
-                let server = ServerParts::start(&node, &raft, rpc_addr, rpc).await?;
+                let server =
+                    ServerParts::start(&node, &raft, rpc_addr, rpc, cluster_key(&gossip)).await?;
                 (
                     server.consensus.replica().clone(),
                     Delegate::Server(server.consensus.clone()),
@@ -179,7 +181,10 @@ impl Agent {
             }
             None => {
                 let replica = Arc::new(Replica::new());
-                let link = Arc::new(crate::rpc::ServerLink::new(replica.clone()));
+                let link = Arc::new(crate::rpc::ServerLink::new(
+                    replica.clone(),
+                    cluster_key(&gossip),
+                ));
                 (replica, Delegate::Client(link), None)
             }
         };

@@ -34,15 +34,21 @@ impl ServerParts {
         raft: &RaftSettings,
         rpc_addr: SocketAddr,
         listener: TcpListener,
+        cluster_key: Option<crate::rpc::ClusterKey>,
     ) -> Result<Self, AgentError> {
         let replica = Arc::new(Replica::with_history(FOLLOW_HISTORY));
-        let consensus = Consensus::start(consensus_config(node, raft, rpc_addr), replica).await?;
+        let consensus = Consensus::start(
+            consensus_config(node, raft, rpc_addr, cluster_key.clone()),
+            replica,
+        )
+        .await?;
         // Raft needs server RPC from the start (votes, the bootstrap), and
         // until it has shut down: it gets its own token, cancelled last.
         let rpc_stop = CancellationToken::new();
         let rpc_task = tokio::spawn(crate::rpc::server::serve(
             listener,
             consensus.clone(),
+            cluster_key,
             rpc_stop.clone(),
         ));
         Ok(Self {

@@ -1,8 +1,10 @@
 //! Three servers in one process, talking real server RPC over loopback TCP:
 //! discovery and bootstrap, writes through a follower, `?consistent` reads
 //! on followers, and a new leader after the old one stops; and a server
-//! refusing a peer of another protocol version. (Real processes, SIGKILL and
-//! partitions are the integration tests' part.)
+//! refusing a peer of another protocol version or one without the cluster's
+//! key. The three-server cluster and its client links hold a cluster key,
+//! so every test here also runs the membership proof. (Real processes,
+//! SIGKILL and partitions are the integration tests' part.)
 
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::sync::Arc;
@@ -15,6 +17,11 @@ use super::tests::{instances, register};
 use super::*;
 use crate::catalog::Outcome;
 use crate::rpc::WriteError;
+
+/// The key every server and client link of these tests proves it holds.
+fn key() -> Option<crate::rpc::ClusterKey> {
+    Some(crate::rpc::ClusterKey::derive(&[42; 32]))
+}
 
 struct Server {
     consensus: Arc<Consensus>,
@@ -65,12 +72,14 @@ async fn three(base: u8) -> Vec<Server> {
                 .filter(|a| **a != addrs[i])
                 .map(ToString::to_string)
                 .collect(),
+            cluster_key: key(),
         };
         let consensus = Consensus::start(cfg, replica.clone()).await.expect("start");
         let rpc_stop = CancellationToken::new();
         tokio::spawn(crate::rpc::server::serve(
             listener,
             consensus.clone(),
+            key(),
             rpc_stop.clone(),
         ));
         servers.push(Server {
@@ -201,7 +210,7 @@ async fn a_client_link_writes_follows_and_moves_when_its_server_goes() {
     let stop = CancellationToken::new();
     let follow = |link: &Arc<ServerLink>| tokio::spawn(link.clone().follow(stop.clone()));
     let client = Arc::new(Replica::new());
-    let link = Arc::new(ServerLink::new(client.clone()));
+    let link = Arc::new(ServerLink::new(client.clone(), key()));
     link.set_servers(addrs.clone());
     follow(&link);
 
@@ -226,7 +235,7 @@ async fn a_client_link_writes_follows_and_moves_when_its_server_goes() {
         link.write(register(n)).await.expect("write");
     }
     let late = Arc::new(Replica::new());
-    let late_link = Arc::new(ServerLink::new(late.clone()).with_chunk_len(1024));
+    let late_link = Arc::new(ServerLink::new(late.clone(), key()).with_chunk_len(1024));
     late_link.set_servers(addrs.clone());
     follow(&late_link);
     late_link.write(register(500)).await.expect("write");
@@ -333,13 +342,14 @@ async fn a_peer_of_another_protocol_version_is_refused_naming_both_versions() {
     tokio::spawn(crate::rpc::server::serve(
         listener,
         consensus.clone(),
+        None,
         stop.clone(),
     ));
 
     // A peer of the next version: refused, and it learns ours.
     let theirs = PROTOCOL_VERSION + 1;
     let mut conn = tokio::net::TcpStream::connect(addr).await.expect("connect");
-    let refused = preface::offer(&mut conn, theirs)
+    let refused = preface::offer(&mut conn, theirs, None)
         .await
         .expect_err("the connecting side refuses");
     assert_eq!(
@@ -365,7 +375,7 @@ async fn a_peer_of_another_protocol_version_is_refused_naming_both_versions() {
     closed(&mut conn).await;
 
     // A peer of this version is served.
-    let pool = Pool::new(Duration::from_secs(1));
+    let pool = Pool::new(Duration::from_secs(1), None);
     let answer = pool
         .call(
             addr,

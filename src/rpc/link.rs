@@ -30,6 +30,7 @@ use super::cluster::{ClusterRequest, ClusterResponse, Configuration};
 use super::errors::{MembershipError, ReadError, WriteError};
 use super::message::{Request, Response};
 use super::pool::Pool;
+use super::proof::ClusterKey;
 use super::types::RaftId;
 use crate::catalog::{Applied, Command, Index, Outcome, Replica};
 
@@ -132,9 +133,10 @@ struct Heard {
 
 impl ServerLink {
     /// A link that keeps `replica` current once it knows servers.
-    pub fn new(replica: Arc<Replica>) -> Self {
+    /// Its servers must prove they hold `cluster_key`, and it proves it too.
+    pub fn new(replica: Arc<Replica>, cluster_key: Option<ClusterKey>) -> Self {
         Self {
-            pool: Pool::new(CONNECT_TIMEOUT),
+            pool: Pool::new(CONNECT_TIMEOUT, cluster_key),
             replica,
             servers: watch::channel(Vec::new()).0,
             current: Mutex::new(None),

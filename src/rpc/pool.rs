@@ -18,6 +18,7 @@ use tokio::sync::{mpsc, oneshot};
 use super::frame::{self, FrameError};
 use super::message::{Envelope, Request, Response};
 use super::preface::{self, PROTOCOL_VERSION, PrefaceError, Refusals};
+use super::proof::ClusterKey;
 
 /// Frames waiting to be written on one connection; callers wait beyond it.
 const SEND_QUEUE: usize = 256;
@@ -87,15 +88,20 @@ pub struct Pool {
     connect_timeout: Duration,
     /// Rate limit for the warnings of refused prefaces.
     refusals: Refusals,
+    /// What this side proves, and requires peers to prove, at connect.
+    cluster_key: Option<ClusterKey>,
 }
 
 impl Pool {
-    /// An empty pool whose connection attempts give up after `connect_timeout`.
-    pub fn new(connect_timeout: Duration) -> Self {
+    /// An empty pool whose connection attempts give up after
+    /// `connect_timeout`, and whose peers must prove they hold `cluster_key`
+    /// (see [`super::proof`]).
+    pub fn new(connect_timeout: Duration, cluster_key: Option<ClusterKey>) -> Self {
         Self {
             peers: Mutex::new(HashMap::new()),
             connect_timeout,
             refusals: Refusals::new(),
+            cluster_key,
         }
     }
 
@@ -135,29 +141,36 @@ impl Pool {
         if let Some(conn) = slot.as_ref().filter(|c| !c.closed.load(Ordering::Acquire)) {
             return Ok(conn.clone());
         }
-        let stream = match tokio::time::timeout(self.connect_timeout, open(addr)).await {
-            Ok(Ok(s)) => s,
-            Ok(Err(e)) => {
-                if let RpcError::Preface {
-                    source: PrefaceError::Mismatch { .. },
-                    ..
-                } = &e
-                {
-                    if self.refusals.warn_now() {
-                        tracing::warn!("{e}");
-                    } else {
-                        tracing::debug!("{e}");
+        let stream =
+            match tokio::time::timeout(self.connect_timeout, open(addr, self.cluster_key.as_ref()))
+                .await
+            {
+                Ok(Ok(s)) => s,
+                Ok(Err(e)) => {
+                    if let RpcError::Preface {
+                        source:
+                            PrefaceError::Mismatch { .. }
+                            | PrefaceError::Unproven
+                            | PrefaceError::Unkeyed
+                            | PrefaceError::WrongKey,
+                        ..
+                    } = &e
+                    {
+                        if self.refusals.warn_now() {
+                            tracing::warn!("{e}");
+                        } else {
+                            tracing::debug!("{e}");
+                        }
                     }
+                    return Err(e);
                 }
-                return Err(e);
-            }
-            Err(_) => {
-                return Err(RpcError::Connect {
-                    addr,
-                    source: std::io::ErrorKind::TimedOut.into(),
-                });
-            }
-        };
+                Err(_) => {
+                    return Err(RpcError::Connect {
+                        addr,
+                        source: std::io::ErrorKind::TimedOut.into(),
+                    });
+                }
+            };
         let conn = Conn::start(addr, stream);
         *slot = Some(conn.clone());
         Ok(conn)
@@ -165,13 +178,13 @@ impl Pool {
 }
 
 /// Connects to `addr` and exchanges prefaces.
-async fn open(addr: SocketAddr) -> Result<TcpStream, RpcError> {
+async fn open(addr: SocketAddr, key: Option<&ClusterKey>) -> Result<TcpStream, RpcError> {
     let mut stream = TcpStream::connect(addr)
         .await
         .map_err(|source| RpcError::Connect { addr, source })?;
     // Raft messages are small and latency-bound.
     let _ = stream.set_nodelay(true);
-    preface::offer(&mut stream, PROTOCOL_VERSION)
+    preface::offer(&mut stream, PROTOCOL_VERSION, key)
         .await
         .map_err(|source| RpcError::Preface { addr, source })?;
     Ok(stream)

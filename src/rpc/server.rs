@@ -19,6 +19,7 @@ use super::cluster::{self, ClusterHandler};
 use super::frame::{self, FrameError};
 use super::message::{Envelope, Request, Response};
 use super::preface::{self, PREFACE_TIMEOUT, PROTOCOL_VERSION, PrefaceError, Refusals};
+use super::proof::ClusterKey;
 use super::raft::{self, RaftHandler};
 
 /// Connections served at once; more wait in the listen backlog. Every
@@ -41,6 +42,7 @@ impl<T: RaftHandler + ClusterHandler + ClientHandler + 'static> Handler for T {}
 pub async fn serve<H: Handler>(
     listener: TcpListener,
     handler: Arc<H>,
+    cluster_key: Option<ClusterKey>,
     shutdown: CancellationToken,
 ) -> std::io::Result<()> {
     let slots = Arc::new(Semaphore::new(MAX_CONNECTIONS));
@@ -68,12 +70,17 @@ pub async fn serve<H: Handler>(
         };
         let _ = stream.set_nodelay(true);
         let (handler, token, refusals) = (handler.clone(), shutdown.clone(), refusals.clone());
+        let key = cluster_key.clone();
         conns.spawn(async move {
-            match connection(stream, handler, token).await {
+            match connection(stream, handler, key, token).await {
                 Ok(()) => {}
                 // A peer that spoke, but not our protocol: worth a warning.
                 Err(Ended::Refused(
-                    e @ (PrefaceError::Mismatch { .. } | PrefaceError::Missing),
+                    e @ (PrefaceError::Mismatch { .. }
+                    | PrefaceError::Missing
+                    | PrefaceError::Unproven
+                    | PrefaceError::Unkeyed
+                    | PrefaceError::WrongKey),
                 )) if refusals.warn_now() => {
                     tracing::warn!(%peer, "refused a server RPC connection: {e}");
                 }
@@ -108,11 +115,12 @@ enum Ended {
 async fn connection<H: Handler>(
     mut stream: TcpStream,
     handler: Arc<H>,
+    cluster_key: Option<ClusterKey>,
     shutdown: CancellationToken,
 ) -> Result<(), Ended> {
     let accepted = tokio::select! {
         () = shutdown.cancelled() => return Ok(()),
-        r = tokio::time::timeout(PREFACE_TIMEOUT, preface::accept(&mut stream, PROTOCOL_VERSION)) => r,
+        r = tokio::time::timeout(PREFACE_TIMEOUT, preface::accept(&mut stream, PROTOCOL_VERSION, cluster_key.as_ref())) => r,
     };
     match accepted {
         Ok(Ok(())) => {}

@@ -18,6 +18,7 @@ mod kv_cluster;
 mod lifecycle;
 mod membership;
 mod partition;
+mod rpc_outsider;
 mod sessions;
 mod txn;
 mod upgrade;
