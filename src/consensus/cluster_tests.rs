@@ -307,6 +307,42 @@ impl Logs {
 }
 
 /// The server closes `conn`: reading it ends (or fails) instead of hanging.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_server_that_never_catches_up_is_never_made_a_voter() {
+    let servers = three(70).await;
+    until(Duration::from_secs(20), "a leader", || {
+        leader_index(&servers).is_some()
+    })
+    .await;
+    let leader = &servers[leader_index(&servers).expect("a leader")].consensus;
+    // Nothing listens there: the join can only time out, however often it
+    // is asked for (an earlier join's learner used to be promoted by the
+    // next join without having caught up, and then counted in the quorum).
+    let ghost = crate::rpc::RaftServer {
+        id: 0xdead,
+        member: RaftMember::new("ghost", SocketAddr::from(([127, 0, 2, 79], 9))),
+    };
+    for _ in 0..2 {
+        let joined = tokio::time::timeout(Duration::from_secs(2), leader.join(ghost.clone())).await;
+        assert!(!matches!(joined, Ok(Ok(()))), "{joined:?}");
+    }
+    let config = leader.configuration();
+    assert_eq!(
+        config.servers.iter().filter(|s| s.voter).count(),
+        3,
+        "{config:?}"
+    );
+    assert!(
+        config.servers.iter().all(|s| s.id != ghost.id || !s.voter),
+        "{config:?}"
+    );
+    // The cluster still commits with its three voters.
+    leader.write(register(1)).await.expect("a write");
+    for s in &servers {
+        s.stop().await;
+    }
+}
+
 async fn closed(conn: &mut tokio::net::TcpStream) {
     use tokio::io::AsyncReadExt;
     let mut buf = [0u8; 16];
