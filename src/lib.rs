@@ -73,3 +73,4 @@ pub mod local;
 pub mod reconcile;
 pub mod rpc;
 pub mod store;
+pub mod tls;

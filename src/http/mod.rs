@@ -179,9 +179,30 @@ pub async fn serve(
     state: ApiState,
     shutdown: CancellationToken,
 ) -> std::io::Result<()> {
+    serve_with_https(listener, None, state, shutdown).await
+}
+
+/// [`serve`], and the same router (its routes, state and admission bounds)
+/// on the HTTPS listener too when there is one.
+pub async fn serve_with_https(
+    listener: tokio::net::TcpListener,
+    https: Option<crate::tls::HttpsListener>,
+    state: ApiState,
+    shutdown: CancellationToken,
+) -> std::io::Result<()> {
     let ctx = Ctx::new(state, shutdown.clone());
     let admission = Admission::new(MAX_IN_FLIGHT, MAX_BLOCKING);
-    serve_router(listener, build(ctx, admission), shutdown).await
+    let router = build(ctx, admission);
+    match https {
+        None => serve_router(listener, router, shutdown).await,
+        Some(https) => {
+            let stop = shutdown.clone();
+            let secure = axum::serve(https, router.clone())
+                .with_graceful_shutdown(async move { stop.cancelled().await });
+            let plain = serve_router(listener, router, shutdown);
+            tokio::try_join!(plain, async { secure.await }).map(|_| ())
+        }
+    }
 }
 
 async fn serve_router(
