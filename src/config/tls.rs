@@ -75,11 +75,7 @@ impl Resolver<'_> {
         if https_on && !https.has_cert() {
             return Err(ConfigError::Invalid {
                 key: "ports.https",
-                source_name: self.src(
-                    "ports",
-                    "--https-port",
-                    self.flags.https_port.is_some(),
-                ),
+                source_name: self.src("ports", "--https-port", self.flags.https_port.is_some()),
                 message: "HTTPS needs a certificate: set cert_file and key_file in \
                           tls.https or tls.defaults"
                     .into(),
@@ -98,7 +94,10 @@ fn merged(defaults: &TlsProtocolFile, over: &TlsProtocolFile) -> TlsProtocolFile
     TlsProtocolFile {
         ca_file: over.ca_file.clone().or_else(|| defaults.ca_file.clone()),
         ca_path: over.ca_path.clone().or_else(|| defaults.ca_path.clone()),
-        cert_file: over.cert_file.clone().or_else(|| defaults.cert_file.clone()),
+        cert_file: over
+            .cert_file
+            .clone()
+            .or_else(|| defaults.cert_file.clone()),
         key_file: over.key_file.clone().or_else(|| defaults.key_file.clone()),
         verify_incoming: over.verify_incoming.or(defaults.verify_incoming),
         verify_outgoing: over.verify_outgoing.or(defaults.verify_outgoing),
@@ -169,5 +168,106 @@ fn invalid(key: &'static str, source: &str, message: &str) -> ConfigError {
         key,
         source_name: source.to_string(),
         message: message.to_string(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::path::PathBuf;
+
+    use crate::config::{AgentFlags, Config};
+
+    /// Loads a client agent with one JSON file holding `json`; the error
+    /// has the file's path replaced by `FILE`.
+    fn load(json: &str, https_port: Option<i32>) -> Result<Config, String> {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("tls.json");
+        std::fs::write(&path, json).unwrap();
+        let flags = AgentFlags {
+            data_dir: Some("/var/lib/trellis".into()),
+            config_file: vec![path.clone()],
+            https_port,
+            ..AgentFlags::default()
+        };
+        Config::load(&flags).map_err(|e| e.to_string().replace(&path.display().to_string(), "FILE"))
+    }
+
+    #[test]
+    fn each_protocol_takes_its_own_keys_over_the_defaults() {
+        let c = load(
+            r#"{"tls": {
+                "defaults": {"ca_file": "/ca.pem", "cert_file": "/d.pem", "key_file": "/d-key.pem",
+                             "verify_incoming": true},
+                "internal_rpc": {"verify_server_hostname": true},
+                "https": {"cert_file": "/h.pem", "key_file": "/h-key.pem", "verify_incoming": false}
+            }, "ports": {"https": 8501}}"#,
+            None,
+        )
+        .unwrap();
+        let (rpc, https) = (&c.tls.internal_rpc, &c.tls.https);
+        assert_eq!(rpc.cert_file, Some(PathBuf::from("/d.pem")));
+        assert!(rpc.verify_incoming);
+        assert!(rpc.verify_server_hostname);
+        assert!(
+            rpc.verify_outgoing,
+            "checking the name checks the certificate"
+        );
+        assert_eq!(https.cert_file, Some(PathBuf::from("/h.pem")));
+        assert_eq!(https.ca_file, Some(PathBuf::from("/ca.pem")));
+        assert!(!https.verify_incoming);
+        assert!(!https.verify_server_hostname);
+        assert_eq!(c.network.ports.https, Some(8501));
+        assert!(c.tls.source.ends_with("tls.json"));
+    }
+
+    #[test]
+    fn https_is_off_by_default_and_minus_one_turns_it_off() {
+        assert_eq!(load("{}", None).unwrap().network.ports.https, None);
+        let off = r#"{"ports": {"https": 8501}}"#;
+        assert_eq!(load(off, Some(-1)).unwrap().network.ports.https, None);
+    }
+
+    #[test]
+    fn combinations_that_cannot_work_are_refused_naming_the_key_and_file() {
+        let cases = [
+            (
+                r#"{"tls": {"defaults": {"verify_server_hostname": true}}}"#,
+                None,
+                "tls.defaults.verify_server_hostname (FILE): verify_server_hostname is only \
+                 valid in the tls.internal_rpc stanza",
+            ),
+            (
+                r#"{"tls": {"https": {"cert_file": "/c.pem"}}}"#,
+                None,
+                "tls.https.key_file (FILE): cert_file is set but key_file is not",
+            ),
+            (
+                r#"{"tls": {"defaults": {"cert_file": "/c.pem", "key_file": "/k.pem",
+                    "verify_incoming": true}}}"#,
+                None,
+                "tls.internal_rpc.verify_incoming (FILE): verify_incoming needs ca_file or \
+                 ca_path to check peers against",
+            ),
+            (
+                r#"{"tls": {"internal_rpc": {"verify_server_hostname": true}}}"#,
+                None,
+                "tls.internal_rpc.verify_server_hostname (FILE): verifying servers needs \
+                 ca_file or ca_path to check them against",
+            ),
+            (
+                r#"{"ports": {"https": 8501}}"#,
+                None,
+                "ports.https (FILE): HTTPS needs a certificate: set cert_file and key_file in \
+                 tls.https or tls.defaults",
+            ),
+            (
+                "{}",
+                Some(70000),
+                "ports.https (--https-port): 70000 is neither -1 (no HTTPS) nor a port number",
+            ),
+        ];
+        for (json, flag, want) in cases {
+            assert_eq!(load(json, flag).unwrap_err(), want, "{json}");
+        }
     }
 }

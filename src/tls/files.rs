@@ -40,26 +40,14 @@ impl Stanza<'_> {
         &self,
         provider: &CryptoProvider,
     ) -> Result<Option<Arc<CertifiedKey>>, TlsError> {
-        let (Some(cert_file), Some(key_file)) =
-            (&self.settings.cert_file, &self.settings.key_file)
+        let (Some(cert_file), Some(key_file)) = (&self.settings.cert_file, &self.settings.key_file)
         else {
             return Ok(None);
         };
         let chain = self.certs("cert_file", cert_file)?;
-        let key = PrivateKeyDer::from_pem_file(key_file)
-            .map_err(|e| self.error("key_file", key_file, pem_message(e, "PRIVATE KEY")))?;
-        let pair = CertifiedKey::from_der(chain, key, provider).map_err(|e| match e {
-            rustls::Error::InconsistentKeys(_) => self.error(
-                "key_file",
-                key_file,
-                format!("this key does not match the certificate in {}", cert_file.display()),
-            ),
-            other => self.error(
-                "key_file",
-                key_file,
-                format!("cannot be used with {}: {other}", cert_file.display()),
-            ),
-        })?;
+        let key = read_key(key_file).map_err(|m| self.error("key_file", key_file, m))?;
+        let pair = pair(chain, key, cert_file, provider)
+            .map_err(|m| self.error("key_file", key_file, m))?;
         Ok(Some(Arc::new(pair)))
     }
 
@@ -98,14 +86,42 @@ impl Stanza<'_> {
 
     /// Every certificate in one PEM file; at least one.
     fn certs(&self, field: &str, file: &Path) -> Result<Vec<CertificateDer<'static>>, TlsError> {
-        let certs = CertificateDer::pem_file_iter(file)
-            .and_then(|it| it.collect::<Result<Vec<_>, _>>())
-            .map_err(|e| self.error(field, file, pem_message(e, "CERTIFICATE")))?;
-        if certs.is_empty() {
-            return Err(self.error(field, file, "holds no PEM CERTIFICATE block"));
-        }
-        Ok(certs)
+        read_certs(file).map_err(|m| self.error(field, file, m))
     }
+}
+
+/// Every certificate in one PEM file; at least one. The error says what is
+/// wrong with the file, for the caller to say which setting named it.
+pub(crate) fn read_certs(file: &Path) -> Result<Vec<CertificateDer<'static>>, String> {
+    let certs = CertificateDer::pem_file_iter(file)
+        .and_then(|it| it.collect::<Result<Vec<_>, _>>())
+        .map_err(|e| pem_message(e, "CERTIFICATE"))?;
+    if certs.is_empty() {
+        return Err("holds no PEM CERTIFICATE block".into());
+    }
+    Ok(certs)
+}
+
+/// The private key in one PEM file.
+pub(crate) fn read_key(file: &Path) -> Result<PrivateKeyDer<'static>, String> {
+    PrivateKeyDer::from_pem_file(file).map_err(|e| pem_message(e, "PRIVATE KEY"))
+}
+
+/// A certificate chain and its key, refused when the key is not the
+/// certificate's (`cert_file` names the certificate in the message).
+pub(crate) fn pair(
+    chain: Vec<CertificateDer<'static>>,
+    key: PrivateKeyDer<'static>,
+    cert_file: &Path,
+    provider: &CryptoProvider,
+) -> Result<CertifiedKey, String> {
+    CertifiedKey::from_der(chain, key, provider).map_err(|e| match e {
+        rustls::Error::InconsistentKeys(_) => format!(
+            "this key does not match the certificate in {}",
+            cert_file.display()
+        ),
+        other => format!("cannot be used with {}: {other}", cert_file.display()),
+    })
 }
 
 /// A PEM error as the operator reads it.

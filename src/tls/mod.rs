@@ -32,6 +32,7 @@
 //! connection in flight. The crypto is ring's, the provider reqwest's TLS
 //! already uses, named explicitly so no process-wide default is needed.
 
+mod cli;
 mod files;
 mod listener;
 mod verify;
@@ -45,9 +46,10 @@ use rustls::server::WebPkiClientVerifier;
 use rustls::{ClientConfig, ServerConfig};
 use rustls_pki_types::{CertificateDer, ServerName};
 
+pub(crate) use self::cli::{CliTls, cli_client_config};
 pub use self::listener::HttpsListener;
+use self::verify::{Expected, ServerVerifier};
 pub use self::verify::{PeerRole, peer_role};
-pub(crate) use self::verify::{Expected, ServerVerifier};
 use crate::config::{TlsProtocol, TlsSettings};
 use files::Stanza;
 
@@ -188,7 +190,9 @@ impl Tls {
             }
             match self.reload() {
                 Ok(()) => tracing::info!("SIGHUP: reloaded TLS certificates and keys"),
-                Err(e) => tracing::error!("SIGHUP: TLS reload failed, keeping the old material: {e}"),
+                Err(e) => {
+                    tracing::error!("SIGHUP: TLS reload failed, keeping the old material: {e}")
+                }
             }
         }
     }
@@ -279,41 +283,9 @@ fn client_config(
         .dangerous()
         .with_custom_certificate_verifier(verifier);
     let config = match stanza.identity(provider)? {
-        Some(identity) => builder.with_client_cert_resolver(Arc::new(
-            rustls::sign::SingleCertAndKey::from(identity),
-        )),
-        None => builder.with_no_client_auth(),
-    };
-    Ok(Some(Arc::new(config)))
-}
-
-/// A client configuration for the CLI: trust `roots` (the system's when
-/// `None`), expect `expected`, present `identity` if given.
-pub(crate) fn cli_client_config(
-    roots: Option<Arc<rustls::RootCertStore>>,
-    expected: Expected,
-    identity: Option<Arc<rustls::sign::CertifiedKey>>,
-) -> Result<ClientConfig, rustls::Error> {
-    let provider = provider();
-    let builder =
-        ClientConfig::builder_with_provider(provider.clone()).with_safe_default_protocol_versions()?;
-    let builder = match roots {
-        Some(roots) => builder
-            .dangerous()
-            .with_custom_certificate_verifier(Arc::new(ServerVerifier::new(
-                roots, expected, provider,
-            ))),
-        None => {
-            let mut store = rustls::RootCertStore::empty();
-            store.add_parsable_certificates(
-                rustls_native_certs::load_native_certs().certs,
-            );
-            builder.with_root_certificates(store)
-        }
-    };
-    Ok(match identity {
         Some(identity) => builder
             .with_client_cert_resolver(Arc::new(rustls::sign::SingleCertAndKey::from(identity))),
         None => builder.with_no_client_auth(),
-    })
+    };
+    Ok(Some(Arc::new(config)))
 }
