@@ -46,7 +46,7 @@ pub(crate) fn normalize(args: Vec<OsString>, cmd: &Command) -> Vec<OsString> {
     }
     if !go_style {
         // Only Consul's HTTP flags, up to `--`; the rest is clap's.
-        while let Some(arg) = rest.next() {
+        for arg in rest.by_ref() {
             if arg == "--" {
                 out.push(arg);
                 break;

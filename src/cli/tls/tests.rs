@@ -242,6 +242,12 @@ fn the_agent_loads_them_and_names_the_key_and_file_of_what_it_refuses() {
         "internal_rpc has no certificate"
     );
     assert_eq!(good.server_name().to_str(), "server.dc1.consul");
+    // A directory of CAs (`ca_path`) serves as well as one file.
+    std::fs::create_dir(d.join("cas")).unwrap();
+    std::fs::copy(d.join("consul-agent-ca.pem"), d.join("cas/ca.pem")).unwrap();
+    let mut by_dir = https(d, "dc1-server-consul-0.pem", "dc1-server-consul-0-key.pem");
+    (by_dir.https.ca_file, by_dir.https.ca_path) = (None, Some(d.join("cas")));
+    assert!(Tls::load(by_dir, "dc1", "consul").is_ok());
 
     let path = |f: &str| -> PathBuf { d.join(f) };
     let e = load_error(https(
@@ -278,4 +284,80 @@ fn the_agent_loads_them_and_names_the_key_and_file_of_what_it_refuses() {
     bad_ca.https.ca_file = Some(d.join("dc1-server-consul-0-key.pem"));
     let e = load_error(bad_ca);
     assert!(e.starts_with("tls.https.ca_file (agent.json): "), "{e}");
+}
+
+/// Server RPC settings: the CA, `who`'s certificate, and the checks.
+fn rpc(dir: &Path, who: Option<&str>, verify_server_hostname: bool) -> Tls {
+    let settings = TlsSettings {
+        internal_rpc: TlsProtocol {
+            ca_file: Some(dir.join("consul-agent-ca.pem")),
+            cert_file: who.map(|w| dir.join(format!("{w}.pem"))),
+            key_file: who.map(|w| dir.join(format!("{w}-key.pem"))),
+            verify_incoming: true,
+            verify_outgoing: true,
+            verify_server_hostname,
+            ca_path: None,
+        },
+        source: "agent.json".into(),
+        ..TlsSettings::default()
+    };
+    Tls::load(settings, "dc1", "consul").unwrap()
+}
+
+/// One handshake over an in-memory pipe between `server`'s accepting side
+/// and `client`'s dialling side: the role the server sees, or why either
+/// side failed.
+async fn handshake(server: &Tls, client: &Tls) -> Result<PeerRole, String> {
+    let (a, b) = tokio::io::duplex(64 * 1024);
+    let acceptor = tokio_rustls::TlsAcceptor::from(server.rpc_server().unwrap());
+    let connector = tokio_rustls::TlsConnector::from(client.rpc_client().unwrap());
+    let name = client.server_name().clone();
+    let (accepted, dialled) = tokio::join!(acceptor.accept(a), connector.connect(name, b));
+    // The side that refused says why; the other only hears an alert.
+    dialled.map_err(|e| format!("client: {e}"))?;
+    let accepted = accepted.map_err(|e| format!("server: {e}"))?;
+    Ok(server.peer_role(accepted.get_ref().1.peer_certificates()))
+}
+
+#[tokio::test]
+async fn server_rpc_configs_verify_both_ends_and_tell_a_server_from_a_client() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    tls(d, &["ca", "create"]).unwrap();
+    tls(d, &["cert", "create", "-server"]).unwrap();
+    tls(d, &["cert", "create", "-client"]).unwrap();
+    let server = rpc(d, Some("dc1-server-consul-0"), true);
+    let client_agent = rpc(d, Some("dc1-client-consul-0"), true);
+
+    // A server dialling a server: accepted, and seen as a server.
+    assert_eq!(handshake(&server, &server).await, Ok(PeerRole::Server));
+    // A client agent: accepted, but only as a client.
+    assert_eq!(
+        handshake(&server, &client_agent).await,
+        Ok(PeerRole::Client)
+    );
+    // No certificate at all: refused by verify_incoming.
+    let anonymous = rpc(d, None, true);
+    let e = handshake(&server, &anonymous).await.unwrap_err();
+    assert!(e.contains("server:"), "{e}");
+    // A client's certificate acting as a server fails
+    // verify_server_hostname on the dialling side, but passes a dialler
+    // that checks the chain only.
+    let e = handshake(&client_agent, &server).await.unwrap_err();
+    assert!(
+        e.contains("client:") && e.contains("server.dc1.consul"),
+        "{e}"
+    );
+    let chain_only = rpc(d, Some("dc1-server-consul-0"), false);
+    assert_eq!(
+        handshake(&client_agent, &chain_only).await,
+        Ok(PeerRole::Server)
+    );
+    // Another CA's server certificate is refused even with the right name.
+    let other = tempfile::tempdir().unwrap();
+    tls(other.path(), &["ca", "create"]).unwrap();
+    tls(other.path(), &["cert", "create", "-server"]).unwrap();
+    let stranger = rpc(other.path(), Some("dc1-server-consul-0"), true);
+    assert!(handshake(&stranger, &server).await.is_err());
+    assert!(handshake(&server, &stranger).await.is_err());
 }
