@@ -11,6 +11,8 @@ use std::time::Duration;
 use anyhow::{Context, bail};
 use clap::Args;
 
+use super::goflags::parse_go_bool;
+
 /// Where an agent listens when neither the flag nor an environment variable
 /// says otherwise: Consul's default HTTP address.
 const DEFAULT_ADDR: &str = "127.0.0.1:8500";
@@ -26,6 +28,9 @@ const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// Consul's variable that turns an address without a scheme into HTTPS.
 const CONSUL_HTTP_SSL: &str = "CONSUL_HTTP_SSL";
+
+/// Consul's variable that, set to false, checks no certificate at all.
+const CONSUL_HTTP_SSL_VERIFY: &str = "CONSUL_HTTP_SSL_VERIFY";
 
 /// Where the agent's HTTP API is, and how to speak HTTPS to it: Consul's
 /// flags and environment variables.
@@ -85,6 +90,8 @@ impl HttpAddr {
             client_cert: self.client_cert.clone(),
             client_key: self.client_key.clone(),
             server_name: self.tls_server_name.clone(),
+            skip_verify: std::env::var(CONSUL_HTTP_SSL_VERIFY)
+                .is_ok_and(|v| parse_go_bool(&v) == Some(false)),
         };
         let builder = if tls.is_set() {
             let config = crate::tls::cli_client_config(&tls).map_err(anyhow::Error::msg)?;
@@ -150,7 +157,7 @@ fn base_url(addr: &str, ssl: Option<&str>) -> String {
     if base.starts_with("http://") || base.starts_with("https://") {
         return base.to_string();
     }
-    let https = matches!(ssl, Some("1" | "t" | "T" | "TRUE" | "true" | "True"));
+    let https = ssl.and_then(parse_go_bool) == Some(true);
     let scheme = if https { "https" } else { "http" };
     format!("{scheme}://{base}")
 }

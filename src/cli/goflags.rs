@@ -107,8 +107,9 @@ pub(crate) fn normalize(args: Vec<OsString>, cmd: &Command) -> Vec<OsString> {
     out
 }
 
-/// Go's `strconv.ParseBool`.
-fn parse_go_bool(v: &str) -> Option<bool> {
+/// Go's `strconv.ParseBool`, which Consul also reads its environment
+/// variables with.
+pub(crate) fn parse_go_bool(v: &str) -> Option<bool> {
     match v {
         "1" | "t" | "T" | "TRUE" | "true" | "True" => Some(true),
         "0" | "f" | "F" | "FALSE" | "false" | "False" => Some(false),

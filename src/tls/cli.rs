@@ -2,7 +2,8 @@
 //! the name to expect and the certificate to present, from Consul's flags
 //! and variables (`-ca-file`/`CONSUL_CACERT`, `-ca-path`/`CONSUL_CAPATH`,
 //! `-client-cert`/`CONSUL_CLIENT_CERT`, `-client-key`/`CONSUL_CLIENT_KEY`,
-//! `-tls-server-name`/`CONSUL_TLS_SERVER_NAME`).
+//! `-tls-server-name`/`CONSUL_TLS_SERVER_NAME`, and
+//! `CONSUL_HTTP_SSL_VERIFY=false` to check nothing).
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -27,6 +28,8 @@ pub(crate) struct CliTls {
     /// The name the server's certificate must carry instead of the URL's
     /// host.
     pub(crate) server_name: Option<String>,
+    /// Accept any certificate (`CONSUL_HTTP_SSL_VERIFY=false`).
+    pub(crate) skip_verify: bool,
 }
 
 impl CliTls {
@@ -37,6 +40,7 @@ impl CliTls {
             || self.client_cert.is_some()
             || self.client_key.is_some()
             || self.server_name.is_some()
+            || self.skip_verify
     }
 }
 
@@ -77,6 +81,7 @@ pub(crate) fn cli_client_config(opts: &CliTls) -> Result<ClientConfig, String> {
         roots.add_parsable_certificates(rustls_native_certs::load_native_certs().certs);
     }
     let expected = match &opts.server_name {
+        _ if opts.skip_verify => Expected::Unchecked,
         Some(name) => Expected::Fixed(
             ServerName::try_from(name.clone())
                 .map_err(|e| format!("-tls-server-name {name:?}: {e}"))?,

@@ -29,6 +29,7 @@ fn run_in(dir: &Path, args: &[&str], env: &[(&str, String)]) -> Output {
         "TRELLIS_HTTP_ADDR",
         "CONSUL_HTTP_ADDR",
         "CONSUL_HTTP_SSL",
+        "CONSUL_HTTP_SSL_VERIFY",
         "CONSUL_CACERT",
         "CONSUL_CAPATH",
         "CONSUL_CLIENT_CERT",
@@ -309,6 +310,9 @@ fn https_with_verify_incoming_serves_the_cli_and_curl_and_refuses_a_client_witho
         .to_string();
     let untrusted = run_in(d, &args(&["members"], &stranger, &[]), &[]);
     assert_eq!(untrusted.status.code(), Some(1), "{}", text(&untrusted));
+    // Unless told to check nothing, as Consul's CONSUL_HTTP_SSL_VERIFY.
+    let unchecked = [("CONSUL_HTTP_SSL_VERIFY", "false".to_string())];
+    ok(run_in(d, &args(&["members"], &stranger, &[]), &unchecked));
 
     // Plain HTTP keeps serving beside HTTPS.
     let plain = run_in(
