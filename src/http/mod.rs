@@ -9,6 +9,8 @@
 //! limits, one for blocking queries and one for the rest (`admit.rs`), and
 //! sheds load (503) rather than queueing; bodies are capped at 1 MiB (413),
 //! KV values and transactions at 512 KiB by the bytes read (`body.rs`).
+//! With `ports.https` on, the same router (state and bounds included)
+//! serves HTTPS too, through [`crate::tls::HttpsListener`].
 
 mod admit;
 mod agent;
