@@ -53,7 +53,7 @@ pub enum AgentError {
         /// The OS error.
         source: std::io::Error,
     },
-    /// The TLS files cannot be used, or the SIGHUP handler not installed.
+    /// The TLS files cannot be used.
     #[error("{0}")]
     Tls(#[from] crate::tls::TlsError),
     /// Raft or its storage failed to start or to elect this server.
@@ -380,13 +380,7 @@ impl Agent {
             kv,
         };
         let token = serving.clone();
-        let https = match https {
-            Some(l) => Some(
-                crate::tls::HttpsListener::start(l, tls, token.clone())
-                    .map_err(|e| AgentError::Task(format!("HTTPS: {e}")))?,
-            ),
-            None => None,
-        };
+        let https = https.map(|l| crate::tls::HttpsListener::start(l, tls, token.clone()));
         tasks.spawn(async move {
             crate::http::serve_with_https(http, https, state, token)
                 .await

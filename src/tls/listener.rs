@@ -31,22 +31,18 @@ const READY_QUEUE: usize = 64;
 pub struct HttpsListener {
     /// Streams whose handshake finished.
     ready: mpsc::Receiver<(TlsStream<TcpStream>, SocketAddr)>,
-    /// The bound address.
-    local: SocketAddr,
+    /// The bound address (`None` if the OS would not say).
+    local: Option<SocketAddr>,
 }
 
 impl HttpsListener {
     /// Starts accepting on `tcp` with the HTTPS configuration `tls` holds
     /// at each connection's start, until `shutdown`.
-    pub fn start(
-        tcp: TcpListener,
-        tls: Arc<Tls>,
-        shutdown: CancellationToken,
-    ) -> std::io::Result<Self> {
-        let local = tcp.local_addr()?;
+    pub fn start(tcp: TcpListener, tls: Arc<Tls>, shutdown: CancellationToken) -> Self {
+        let local = tcp.local_addr().ok();
         let (tx, ready) = mpsc::channel(READY_QUEUE);
         tokio::spawn(accept_loop(tcp, tls, tx, shutdown));
-        Ok(Self { ready, local })
+        Self { ready, local }
     }
 }
 
@@ -114,6 +110,7 @@ impl axum::serve::Listener for HttpsListener {
     }
 
     fn local_addr(&self) -> std::io::Result<Self::Addr> {
-        Ok(self.local)
+        self.local
+            .ok_or_else(|| std::io::Error::other("the HTTPS listener's address is unknown"))
     }
 }
