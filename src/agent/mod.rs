@@ -54,6 +54,9 @@ pub enum AgentError {
         /// The OS error.
         source: std::io::Error,
     },
+    /// The TLS files cannot be used.
+    #[error("{0}")]
+    Tls(#[from] crate::tls::TlsError),
     /// Raft or its storage failed to start or to elect this server.
     #[error("consensus: {0}")]
     Consensus(#[from] crate::consensus::StartError),
@@ -99,6 +102,10 @@ struct Agent {
     dns_tcp: TcpListener,
     /// The HTTP API, not yet served.
     http: TcpListener,
+    /// The HTTPS API, not yet served; with `ports.https` on.
+    https: Option<TcpListener>,
+    /// The TLS material, reloaded on SIGHUP; HTTPS serves from it.
+    tls: Arc<crate::tls::Tls>,
     /// The bound addresses, for the listening line.
     addrs: Addrs,
     /// The catalog as this node sees it.
@@ -124,6 +131,7 @@ struct Agent {
 struct Addrs {
     dns: Option<SocketAddr>,
     http: Option<SocketAddr>,
+    https: Option<SocketAddr>,
     /// Server RPC as other servers reach it; servers only.
     rpc: Option<SocketAddr>,
     serf_lan: Option<SocketAddr>,
@@ -150,7 +158,9 @@ impl Agent {
             services,
             kv,
             log: _,
+            tls,
         } = cfg;
+        let tls = Arc::new(crate::tls::Tls::load(tls, &node.datacenter, &dns.domain)?);
         let open_files = fd_limit::raise();
         tracing::debug!(open_files, "open-file limit");
         let listeners = Listeners::bind(&network, raft.server).await?;
@@ -165,6 +175,7 @@ impl Agent {
         let addrs = Addrs {
             dns: listeners.dns_udp.local_addr().ok(),
             http: listeners.http.local_addr().ok(),
+            https: listeners.https.as_ref().and_then(|l| l.local_addr().ok()),
             rpc: listeners.rpc.as_ref().map(|_| rpc_addr),
             serf_lan: listeners.serf_lan.local_addr().ok(),
         };
@@ -246,6 +257,11 @@ impl Agent {
                 tasks.spawn(link.clone().follow(token.clone()));
             }
         }
+        // Registered now, before the agent says it listens: from then on a
+        // SIGHUP reloads the TLS files instead of ending the process.
+        let hup = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup())
+            .map_err(|e| AgentError::Task(format!("installing the SIGHUP handler: {e}")))?;
+        tasks.spawn(tls.clone().reload_on_sighup(hup, token.clone()));
         let background = Background { token, tasks };
 
         let node_id = node_id(&node).map_err(|e| AgentError::Register {
@@ -282,6 +298,8 @@ impl Agent {
             dns_udp: listeners.dns_udp,
             dns_tcp: listeners.dns_tcp,
             http: listeners.http,
+            https: listeners.https,
+            tls,
             addrs,
             replica,
             delegate,
@@ -307,6 +325,8 @@ impl Agent {
             dns_udp,
             dns_tcp,
             http,
+            https,
+            tls,
             addrs,
             replica,
             delegate,
@@ -365,15 +385,17 @@ impl Agent {
             kv,
         };
         let token = serving.clone();
+        let https = https.map(|l| crate::tls::HttpsListener::start(l, tls, token.clone()));
         tasks.spawn(async move {
-            crate::http::serve(http, state, token)
+            crate::http::serve_with_https(http, https, state, token)
                 .await
                 .map_err(|e| format!("HTTP: {e}"))
         });
         tracing::info!(
-            "listening dns={} http={} server={} serf_lan={} node={} dc={} ready_in_ms={}",
+            "listening dns={} http={} https={} server={} serf_lan={} node={} dc={} ready_in_ms={}",
             fmt_addr(addrs.dns),
             fmt_addr(addrs.http),
+            fmt_addr(addrs.https),
             fmt_addr(addrs.rpc),
             fmt_addr(addrs.serf_lan),
             node.name,

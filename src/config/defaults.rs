@@ -18,6 +18,8 @@ pub const SERF_LAN_PORT: u16 = 8301;
 pub const SERF_WAN_PORT: u16 = 8302;
 /// Server RPC.
 pub const SERVER_PORT: u16 = 8300;
+/// HTTPS API: -1, off, as Consul; 8501 is the port people give it.
+pub const HTTPS_PORT: i32 = -1;
 
 /// The datacenter of an agent that names none.
 pub const DATACENTER: &str = "dc1";

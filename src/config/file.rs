@@ -48,6 +48,9 @@ pub struct FileConfig {
     pub ports: Option<PortsFile>,
     /// DNS tuning.
     pub dns_config: Option<DnsConfigFile>,
+    /// TLS for HTTPS and server RPC, Consul's `tls { defaults / internal_rpc
+    /// / https }`.
+    pub tls: Option<TlsFile>,
     /// Allow script checks from the HTTP API and files.
     pub enable_script_checks: Option<bool>,
     /// Allow script checks from configuration files only.
@@ -98,6 +101,42 @@ pub struct PortsFile {
     pub serf_wan: Option<u16>,
     /// Server RPC port (8300).
     pub server: Option<u16>,
+    /// HTTPS API port; -1 (the default) serves no HTTPS, as Consul.
+    pub https: Option<i32>,
+}
+
+/// `tls { defaults { … } internal_rpc { … } https { … } }`: each key of
+/// `internal_rpc` or `https` overrides the same key of `defaults`.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TlsFile {
+    /// What both protocols use unless they say otherwise.
+    pub defaults: Option<TlsProtocolFile>,
+    /// Server RPC (8300).
+    pub internal_rpc: Option<TlsProtocolFile>,
+    /// The HTTPS API (`ports.https`).
+    pub https: Option<TlsProtocolFile>,
+}
+
+/// One stanza of `tls`, Consul's key names.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TlsProtocolFile {
+    /// PEM file of the CA certificates peers are checked against.
+    pub ca_file: Option<PathBuf>,
+    /// A directory of PEM CA certificates, beside or instead of `ca_file`.
+    pub ca_path: Option<PathBuf>,
+    /// PEM certificate (chain) this agent presents.
+    pub cert_file: Option<PathBuf>,
+    /// PEM private key of `cert_file`.
+    pub key_file: Option<PathBuf>,
+    /// Require peers to present a certificate signed by the CA.
+    pub verify_incoming: Option<bool>,
+    /// Check the certificate of the servers this agent connects to.
+    pub verify_outgoing: Option<bool>,
+    /// Require servers' certificates to name `server.<dc>.<domain>`
+    /// (`internal_rpc` only, as Consul).
+    pub verify_server_hostname: Option<bool>,
 }
 
 /// `dns_config { ... }`, Consul's names.

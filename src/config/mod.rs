@@ -22,6 +22,7 @@ pub mod join;
 mod merge;
 mod resolve;
 pub mod settings;
+mod tls;
 mod validate;
 
 #[cfg(test)]
@@ -33,7 +34,7 @@ pub use file::{CheckFile, FileConfig, ServiceFile};
 pub use flags::AgentFlags;
 pub use settings::{
     CheckSettings, DnsSettings, EncryptKey, GossipSettings, KvSettings, LogSettings,
-    NetworkSettings, NodeSettings, Ports, RaftSettings, ServiceSettings,
+    NetworkSettings, NodeSettings, Ports, RaftSettings, ServiceSettings, TlsProtocol, TlsSettings,
 };
 pub use validate::parse_socket;
 
@@ -76,7 +77,7 @@ pub enum ConfigError {
 /// own: the listeners `network`, Raft `raft` (with `node`), gossip and the
 /// reconciler `gossip`, DNS `dns`, the check runners `checks`, the local
 /// state `services`, the session endpoints and the leader's expiry timers
-/// `kv`, logging `log`.
+/// `kv`, logging `log`, the HTTPS listener and server RPC `tls`.
 #[derive(Debug, Clone)]
 pub struct Config {
     /// Who this node is.
@@ -97,6 +98,8 @@ pub struct Config {
     pub kv: KvSettings,
     /// Logging.
     pub log: LogSettings,
+    /// TLS for HTTPS and server RPC.
+    pub tls: TlsSettings,
 }
 
 /// What the configuration is resolved for: a file checked on its own lacks

@@ -34,7 +34,7 @@ pub(super) struct Role {
 }
 
 impl Resolver<'_> {
-    fn src(&self, key: &'static str, flag: &'static str, from_flag: bool) -> String {
+    pub(super) fn src(&self, key: &'static str, flag: &'static str, from_flag: bool) -> String {
         self.layers.source(key, flag, from_flag)
     }
 
@@ -173,8 +173,14 @@ impl Resolver<'_> {
             serf_lan: flags.serf_lan_port.or(fp.serf_lan).unwrap_or(d.serf_lan),
             serf_wan: flags.serf_wan_port.or(fp.serf_wan).unwrap_or(d.serf_wan),
             server: flags.server_port.or(fp.server).unwrap_or(d.server),
+            https: self.https_port()?,
         };
-        let tcp = [ports.dns, ports.http, ports.server];
+        let tcp = [
+            ports.dns,
+            ports.http,
+            ports.server,
+            ports.https.unwrap_or(0),
+        ];
         for (i, p) in tcp.iter().enumerate() {
             if *p != 0 && tcp[..i].contains(p) {
                 return Err(ConfigError::Invalid {
@@ -498,6 +504,7 @@ impl Config {
         let raft = r.raft(role)?;
         let gossip = r.gossip(role, retry_join)?;
         let kv = r.kv()?;
+        let tls = r.tls(network.ports.https.is_some())?;
         Ok(Self {
             node,
             network,
@@ -508,6 +515,7 @@ impl Config {
             services,
             kv,
             log,
+            tls,
         })
     }
 }

@@ -9,6 +9,8 @@
 //! limits, one for blocking queries and one for the rest (`admit.rs`), and
 //! sheds load (503) rather than queueing; bodies are capped at 1 MiB (413),
 //! KV values and transactions at 512 KiB by the bytes read (`body.rs`).
+//! With `ports.https` on, the same router (state and bounds included)
+//! serves HTTPS too, through [`crate::tls::HttpsListener`].
 
 mod admit;
 mod agent;
@@ -192,9 +194,30 @@ pub async fn serve(
     state: ApiState,
     shutdown: CancellationToken,
 ) -> std::io::Result<()> {
+    serve_with_https(listener, None, state, shutdown).await
+}
+
+/// [`serve`], and the same router (its routes, state and admission bounds)
+/// on the HTTPS listener too when there is one.
+pub async fn serve_with_https(
+    listener: tokio::net::TcpListener,
+    https: Option<crate::tls::HttpsListener>,
+    state: ApiState,
+    shutdown: CancellationToken,
+) -> std::io::Result<()> {
     let ctx = Ctx::new(state, shutdown.clone());
     let admission = Admission::new(MAX_IN_FLIGHT, MAX_BLOCKING);
-    serve_router(listener, build(ctx, admission), shutdown).await
+    let router = build(ctx, admission);
+    match https {
+        None => serve_router(listener, router, shutdown).await,
+        Some(https) => {
+            let stop = shutdown.clone();
+            let secure = axum::serve(https, router.clone().into_make_service())
+                .with_graceful_shutdown(async move { stop.cancelled().await });
+            let plain = serve_router(listener, router, shutdown);
+            tokio::try_join!(plain, async { secure.await }).map(|_| ())
+        }
+    }
 }
 
 async fn serve_router(

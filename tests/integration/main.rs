@@ -20,5 +20,6 @@ mod membership;
 mod partition;
 mod rpc_outsider;
 mod sessions;
+mod tls;
 mod txn;
 mod upgrade;
