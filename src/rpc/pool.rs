@@ -18,7 +18,7 @@ use tokio::sync::{mpsc, oneshot};
 use super::frame::{self, FrameError};
 use super::message::{Envelope, Request, Response};
 use super::preface::{self, PROTOCOL_VERSION, PrefaceError, Refusals};
-use super::proof::ClusterKey;
+use super::proof::{ClusterKey, ProofError};
 
 /// Frames waiting to be written on one connection; callers wait beyond it.
 const SEND_QUEUE: usize = 256;
@@ -150,9 +150,9 @@ impl Pool {
                     if let RpcError::Preface {
                         source:
                             PrefaceError::Mismatch { .. }
-                            | PrefaceError::Unproven
-                            | PrefaceError::Unkeyed
-                            | PrefaceError::WrongKey,
+                            | PrefaceError::Proof(
+                                ProofError::Unproven | ProofError::Unkeyed | ProofError::WrongKey,
+                            ),
                         ..
                     } = &e
                     {

@@ -18,7 +18,7 @@ use std::time::{Duration, Instant};
 
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 
-use super::proof::{self, ClusterKey};
+use super::proof::{self, ClusterKey, ProofError};
 
 /// The bytes every preface starts with. Read as a frame's length prefix they
 /// are far beyond the frame limit, so a server that predates the preface
@@ -64,17 +64,9 @@ pub enum PrefaceError {
         "the peer closed the connection before its server RPC preface (a trellis from before protocol versions does)"
     )]
     Closed,
-    /// This agent holds the cluster's gossip key and the peer does not.
-    #[error(
-        "the peer proved no cluster membership: it has no gossip key (encrypt), and this agent requires one"
-    )]
-    Unproven,
-    /// The peer holds a gossip key and this agent does not.
-    #[error("the peer requires the cluster's gossip key (encrypt), which this agent does not have")]
-    Unkeyed,
-    /// The peer's proof does not check out under our key.
-    #[error("the peer failed the cluster membership proof: it holds another gossip key")]
-    WrongKey,
+    /// The versions agree, but the cluster membership proof failed.
+    #[error(transparent)]
+    Proof(#[from] ProofError),
     /// The peer sent no preface in time.
     #[error("no server RPC preface from the peer within {0:?}")]
     Timeout(Duration),
@@ -126,7 +118,7 @@ where
     if theirs != ours {
         return Err(PrefaceError::Mismatch { ours, theirs });
     }
-    proof::offer(stream, key).await
+    Ok(proof::offer(stream, key).await?)
 }
 
 /// The accepting side: reads the peer's preface, answers with ours (on a
@@ -147,7 +139,7 @@ where
     if theirs != ours {
         return Err(PrefaceError::Mismatch { ours, theirs });
     }
-    proof::accept(stream, key).await
+    Ok(proof::accept(stream, key).await?)
 }
 
 /// Rate limit for refusal warnings. A refused peer comes back at every

@@ -28,8 +28,6 @@ use ring::hmac;
 use ring::rand::{SecureRandom, SystemRandom};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 
-use super::preface::PrefaceError;
-
 /// Bytes in a nonce and in a proof (an HMAC-SHA256 tag).
 const NONCE_LEN: usize = 32;
 const PROOF_LEN: usize = 32;
@@ -40,6 +38,31 @@ const DERIVE_LABEL: &[u8] = b"trellis server RPC membership proof, version 1";
 /// replayed as the other's.
 const OFFER_LABEL: &[u8] = b"offer";
 const ACCEPT_LABEL: &[u8] = b"accept";
+
+/// Why the membership proof failed.
+#[derive(Debug, thiserror::Error)]
+pub enum ProofError {
+    /// This agent holds the cluster's gossip key and the peer does not.
+    #[error(
+        "the peer proved no cluster membership: it has no gossip key (encrypt), and this agent requires one"
+    )]
+    Unproven,
+    /// The peer holds a gossip key and this agent does not.
+    #[error("the peer requires the cluster's gossip key (encrypt), which this agent does not have")]
+    Unkeyed,
+    /// The peer's proof does not check out under our key.
+    #[error("the peer failed the cluster membership proof: it holds another gossip key")]
+    WrongKey,
+    /// The peer's opening is not one (a flag that is neither yes nor no).
+    #[error("the peer's cluster membership proof is malformed")]
+    Malformed,
+    /// The peer hung up during the proof.
+    #[error("the peer closed the connection during the cluster membership proof")]
+    Closed,
+    /// The socket failed.
+    #[error("i/o: {0}")]
+    Io(#[from] std::io::Error),
+}
 
 /// The key both ends of a server RPC connection prove they hold: derived
 /// from the gossip pool's key (`encrypt`).
@@ -77,12 +100,12 @@ impl ClusterKey {
         offer: &[u8; NONCE_LEN],
         accept: &[u8; NONCE_LEN],
         proof: &[u8],
-    ) -> Result<(), PrefaceError> {
+    ) -> Result<(), ProofError> {
         let mut msg = Vec::with_capacity(label.len() + 2 * NONCE_LEN);
         msg.extend_from_slice(label);
         msg.extend_from_slice(offer);
         msg.extend_from_slice(accept);
-        hmac::verify(&self.0, &msg, proof).map_err(|_| PrefaceError::WrongKey)
+        hmac::verify(&self.0, &msg, proof).map_err(|_| ProofError::WrongKey)
     }
 }
 
@@ -93,7 +116,7 @@ struct Hello {
 }
 
 impl Hello {
-    fn ours(key: Option<&ClusterKey>) -> Result<Self, PrefaceError> {
+    fn ours(key: Option<&ClusterKey>) -> Result<Self, ProofError> {
         let mut nonce = [0u8; NONCE_LEN];
         SystemRandom::new()
             .fill(&mut nonce)
@@ -111,13 +134,13 @@ impl Hello {
         out
     }
 
-    async fn read<R: AsyncRead + Unpin>(r: &mut R) -> Result<Self, PrefaceError> {
+    async fn read<R: AsyncRead + Unpin>(r: &mut R) -> Result<Self, ProofError> {
         let mut bytes = [0u8; 1 + NONCE_LEN];
         read_exact(r, &mut bytes).await?;
         let keyed = match bytes[0] {
             0 => false,
             1 => true,
-            _ => return Err(PrefaceError::Missing),
+            _ => return Err(ProofError::Malformed),
         };
         let mut nonce = [0u8; NONCE_LEN];
         nonce.copy_from_slice(&bytes[1..]);
@@ -125,26 +148,26 @@ impl Hello {
     }
 }
 
-async fn read_exact<R: AsyncRead + Unpin>(r: &mut R, buf: &mut [u8]) -> Result<(), PrefaceError> {
+async fn read_exact<R: AsyncRead + Unpin>(r: &mut R, buf: &mut [u8]) -> Result<(), ProofError> {
     match r.read_exact(buf).await {
         Ok(_) => Ok(()),
-        Err(e) if e.kind() == std::io::ErrorKind::UnexpectedEof => Err(PrefaceError::Closed),
+        Err(e) if e.kind() == std::io::ErrorKind::UnexpectedEof => Err(ProofError::Closed),
         Err(e) => Err(e.into()),
     }
 }
 
 /// Refuses a peer whose key-holding differs from ours: from this side's
 /// point of view, which end lacks the key.
-fn matched(ours: bool, theirs: bool) -> Result<(), PrefaceError> {
+fn matched(ours: bool, theirs: bool) -> Result<(), ProofError> {
     match (ours, theirs) {
-        (true, false) => Err(PrefaceError::Unproven),
-        (false, true) => Err(PrefaceError::Unkeyed),
+        (true, false) => Err(ProofError::Unproven),
+        (false, true) => Err(ProofError::Unkeyed),
         _ => Ok(()),
     }
 }
 
 /// The connecting side's half, right after the versions agreed.
-pub(super) async fn offer<S>(stream: &mut S, key: Option<&ClusterKey>) -> Result<(), PrefaceError>
+pub(super) async fn offer<S>(stream: &mut S, key: Option<&ClusterKey>) -> Result<(), ProofError>
 where
     S: AsyncRead + AsyncWrite + Unpin,
 {
@@ -168,7 +191,7 @@ where
 /// The accepting side's half, right after the versions agreed. It answers
 /// with its own opening even when it then refuses, so that the connecting
 /// side can say which end lacks the key.
-pub(super) async fn accept<S>(stream: &mut S, key: Option<&ClusterKey>) -> Result<(), PrefaceError>
+pub(super) async fn accept<S>(stream: &mut S, key: Option<&ClusterKey>) -> Result<(), ProofError>
 where
     S: AsyncRead + AsyncWrite + Unpin,
 {
@@ -194,7 +217,7 @@ mod tests {
     async fn handshake(
         offering: Option<&ClusterKey>,
         accepting: Option<&ClusterKey>,
-    ) -> (Result<(), PrefaceError>, Result<(), PrefaceError>) {
+    ) -> (Result<(), ProofError>, Result<(), ProofError>) {
         let (mut a, mut b) = tokio::io::duplex(256);
         // A side that refuses hangs up: each drops its end when done.
         tokio::join!(async move { offer(&mut a, offering).await }, async move {
@@ -222,8 +245,8 @@ mod tests {
         let (k1, k2) = (ClusterKey::derive(&[1; 32]), ClusterKey::derive(&[2; 32]));
         let (o, a) = handshake(Some(&k1), Some(&k2)).await;
         // The connecting side checks the server's proof first and hangs up.
-        assert!(matches!(o, Err(PrefaceError::WrongKey)), "{o:?}");
-        assert!(matches!(a, Err(PrefaceError::Closed)), "{a:?}");
+        assert!(matches!(o, Err(ProofError::WrongKey)), "{o:?}");
+        assert!(matches!(a, Err(ProofError::Closed)), "{a:?}");
     }
 
     #[tokio::test]
@@ -239,8 +262,8 @@ mod tests {
             "the peer proved no cluster membership: it has no gossip key (encrypt), and this agent requires one"
         );
         let (o, a) = handshake(Some(&key), None).await;
-        assert!(matches!(o, Err(PrefaceError::Unproven)), "{o:?}");
-        assert!(matches!(a, Err(PrefaceError::Unkeyed)), "{a:?}");
+        assert!(matches!(o, Err(ProofError::Unproven)), "{o:?}");
+        assert!(matches!(a, Err(ProofError::Unkeyed)), "{a:?}");
     }
 
     #[tokio::test]
@@ -255,10 +278,7 @@ mod tests {
         // Replaying the server's own proof as ours: the labels differ.
         a.write_all(&reply[1 + NONCE_LEN..]).await.unwrap();
         let refused = server.await.unwrap();
-        assert!(
-            matches!(refused, Err(PrefaceError::WrongKey)),
-            "{refused:?}"
-        );
+        assert!(matches!(refused, Err(ProofError::WrongKey)), "{refused:?}");
     }
 
     #[tokio::test]
@@ -267,7 +287,7 @@ mod tests {
         a.write_all(&[9; 1 + NONCE_LEN]).await.unwrap();
         assert!(matches!(
             accept(&mut b, None).await,
-            Err(PrefaceError::Missing)
+            Err(ProofError::Malformed)
         ));
     }
 

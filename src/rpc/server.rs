@@ -19,7 +19,7 @@ use super::cluster::{self, ClusterHandler};
 use super::frame::{self, FrameError};
 use super::message::{Envelope, Request, Response};
 use super::preface::{self, PREFACE_TIMEOUT, PROTOCOL_VERSION, PrefaceError, Refusals};
-use super::proof::ClusterKey;
+use super::proof::{ClusterKey, ProofError};
 use super::raft::{self, RaftHandler};
 
 /// Connections served at once; more wait in the listen backlog. Every
@@ -78,9 +78,9 @@ pub async fn serve<H: Handler>(
                 Err(Ended::Refused(
                     e @ (PrefaceError::Mismatch { .. }
                     | PrefaceError::Missing
-                    | PrefaceError::Unproven
-                    | PrefaceError::Unkeyed
-                    | PrefaceError::WrongKey),
+                    | PrefaceError::Proof(
+                        ProofError::Unproven | ProofError::Unkeyed | ProofError::WrongKey,
+                    )),
                 )) if refusals.warn_now() => {
                     tracing::warn!(%peer, "refused a server RPC connection: {e}");
                 }
