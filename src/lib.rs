@@ -54,6 +54,11 @@
 //! the reaping of old KV tombstones, both dated in the catalog itself, so a
 //! new leader carries on where the last one stopped.
 //!
+//! What keeps one client from starving the rest: [`per_client`] counts what
+//! each client IP holds (connections, parked blocking queries) under the
+//! caps of the `limits` settings, for the HTTP, server RPC and DNS TCP
+//! listeners alike.
+//!
 //! Last, [`cli`] is the command line: `agent` runs one, `validate` and
 //! `keygen` work alone, and the other subcommands talk to a running agent
 //! over HTTP.
@@ -70,6 +75,7 @@ pub mod expiry;
 pub mod gossip;
 pub mod http;
 pub mod local;
+pub mod per_client;
 pub mod reconcile;
 pub mod rpc;
 pub mod store;

@@ -35,7 +35,7 @@ use self::settings::{
     check_state_dir, definitions_file, generation_file, gossip_key, local_identity, node_id,
 };
 use crate::catalog::Replica;
-use crate::config::{Config, DnsSettings, KvSettings, NodeSettings};
+use crate::config::{Config, DnsSettings, KvSettings, LimitsSettings, NodeSettings};
 use crate::delegate::Delegate;
 use crate::gossip::{Gossip, GossipConfig, Profile, Role};
 use crate::local::{self, checks};
@@ -92,6 +92,8 @@ struct Agent {
     dns: DnsSettings,
     /// The KV store's and sessions' settings, for the HTTP API.
     kv: KvSettings,
+    /// Per-client caps and timeouts, for the DNS and HTTP listeners.
+    limits: LimitsSettings,
     /// DNS over UDP, not yet served.
     dns_udp: UdpSocket,
     /// DNS over TCP, not yet served.
@@ -148,6 +150,7 @@ impl Agent {
             checks,
             services,
             kv,
+            limits,
             log: _,
         } = cfg;
         let open_files = fd_limit::raise();
@@ -170,7 +173,11 @@ impl Agent {
 
         let (replica, delegate, server) = match listeners.rpc {
             Some(rpc) => {
-                let server = ServerParts::start(&node, &raft, rpc_addr, rpc).await?;
+                let rpc_limits = crate::rpc::server::ConnLimits {
+                    max_conns_per_client: limits.rpc_max_conns_per_client,
+                    handshake_timeout: limits.rpc_handshake_timeout,
+                };
+                let server = ServerParts::start(&node, &raft, rpc_addr, rpc, rpc_limits).await?;
                 (
                     server.consensus.replica().clone(),
                     Delegate::Server(server.consensus.clone()),
@@ -270,6 +277,7 @@ impl Agent {
             started,
             dns,
             kv,
+            limits,
             node,
             ae_interval: services.ae_interval,
             leave_on_terminate: gossip.leave_on_terminate,
@@ -299,6 +307,7 @@ impl Agent {
             lone,
             dns,
             kv,
+            limits,
             dns_udp,
             dns_tcp,
             http,
@@ -347,7 +356,7 @@ impl Agent {
 
         let (dns_replica, dc, token) = (replica.clone(), node.datacenter.clone(), serving.clone());
         tasks.spawn(async move {
-            crate::dns::serve(dns_udp, dns_tcp, dns, dc, dns_replica, token)
+            crate::dns::serve(dns_udp, dns_tcp, dns, &limits, dc, dns_replica, token)
                 .await
                 .map_err(|e| format!("DNS: {e}"))
         });
@@ -361,7 +370,7 @@ impl Agent {
         };
         let token = serving.clone();
         tasks.spawn(async move {
-            crate::http::serve(http, state, token)
+            crate::http::serve(http, state, &limits, token)
                 .await
                 .map_err(|e| format!("HTTP: {e}"))
         });

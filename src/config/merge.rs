@@ -59,6 +59,7 @@ impl Layered {
             zone_dirs,
             ports,
             dns_config,
+            limits,
             enable_script_checks,
             enable_local_script_checks,
             check_update_interval,

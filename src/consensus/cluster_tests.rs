@@ -71,6 +71,7 @@ async fn three(base: u8) -> Vec<Server> {
         tokio::spawn(crate::rpc::server::serve(
             listener,
             consensus.clone(),
+            Default::default(),
             rpc_stop.clone(),
         ));
         servers.push(Server {
@@ -333,6 +334,7 @@ async fn a_peer_of_another_protocol_version_is_refused_naming_both_versions() {
     tokio::spawn(crate::rpc::server::serve(
         listener,
         consensus.clone(),
+        Default::default(),
         stop.clone(),
     ));
 

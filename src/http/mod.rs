@@ -7,8 +7,11 @@
 //! queries), catalog writes go through [`Delegate::write`], agent service
 //! changes through the [`LocalAgent`]. Every route shares two concurrency
 //! limits, one for blocking queries and one for the rest (`admit.rs`), and
-//! sheds load (503) rather than queueing; bodies are capped at 1 MiB (413),
-//! KV values and transactions at 512 KiB by the bytes read (`body.rs`).
+//! sheds load (503) rather than queueing; one client's parked blocking
+//! queries are capped too (429). Bodies are capped at 1 MiB (413), KV
+//! values and transactions at 512 KiB by the bytes read (`body.rs`). The
+//! listener (`listen.rs`) caps connections per client IP (429) and times
+//! out half-sent requests and idle keep-alive connections.
 
 mod admit;
 mod agent;
@@ -19,6 +22,7 @@ mod error;
 mod health;
 pub mod json;
 mod kv;
+mod listen;
 mod members;
 mod operator;
 pub mod query;
@@ -172,33 +176,19 @@ fn build(state: Ctx, admission: Admission) -> Router {
         .with_state(state)
 }
 
-/// Serves the API on an already-bound listener until `shutdown` is cancelled,
-/// then lets in-flight requests finish (blocking queries answer at once).
+/// Serves the API on an already-bound listener under the per-client caps
+/// and timeouts of `limits` until `shutdown` is cancelled, then lets
+/// in-flight requests finish (blocking queries answer at once).
 pub async fn serve(
     listener: tokio::net::TcpListener,
     state: ApiState,
+    limits: &crate::config::LimitsSettings,
     shutdown: CancellationToken,
 ) -> std::io::Result<()> {
     let ctx = Ctx::new(state, shutdown.clone());
-    let admission = Admission::new(MAX_IN_FLIGHT, MAX_BLOCKING);
-    serve_router(listener, build(ctx, admission), shutdown).await
-}
-
-async fn serve_router(
-    listener: tokio::net::TcpListener,
-    router: Router,
-    shutdown: CancellationToken,
-) -> std::io::Result<()> {
-    use axum::serve::ListenerExt;
-    // Answers go out as they are written, not held back for a delayed ACK
-    // (Go's servers, Consul's among them, do the same).
-    let listener = listener.tap_io(|tcp| {
-        // Best effort: a connection that refuses it still works.
-        let _ = tcp.set_nodelay(true);
-    });
-    axum::serve(listener, router)
-        .with_graceful_shutdown(async move { shutdown.cancelled().await })
-        .await
+    let admission = Admission::new(MAX_IN_FLIGHT, MAX_BLOCKING)
+        .blocking_per_client(limits.http_max_blocking_per_client);
+    listen::serve(listener, build(ctx, admission), limits, shutdown).await
 }
 
 /// The query string as pairs; a malformed one is a 400.

@@ -1,0 +1,383 @@
+//! The HTTP listener: accepts connections, caps them per client IP, and
+//! serves each with hyper's HTTP/1 under two timeouts, so that no client
+//! can hold connections it does not use.
+//!
+//! - A client IP at `limits.http_max_conns_per_client` gets a fixed 429
+//!   answer and its new connection closed, as Consul's connection limiter
+//!   does; its open connections and every other client are served.
+//! - A request's headers must arrive within `limits.http_read_header_timeout`
+//!   of its first byte, and a new connection's first request within that
+//!   time of the accept: a half-sent request or a silent connection is
+//!   closed (Consul sets no such timeout, so 60 half-sent requests held
+//!   their connections for ever).
+//! - Between requests, a keep-alive connection may stay idle for
+//!   `limits.http_idle_timeout`.
+//!
+//! hyper's own header timeout also runs while a keep-alive connection waits
+//! for its next request, which would make the idle time the header time; so
+//! both are kept here instead, by a watchdog per connection that follows the
+//! connection's phase: reading a request head, running a request, idle.
+//!
+//! Every request carries its client's address ([`ClientAddr`]) into the
+//! router, where admission counts parked blocking queries per client.
+
+use std::net::SocketAddr;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU8, Ordering};
+use std::task::{Context, Poll};
+use std::time::Duration;
+
+use axum::Router;
+use axum::extract::Request;
+use hyper::body::Incoming;
+use hyper_util::rt::TokioIo;
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, ReadBuf};
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::Notify;
+use tokio::task::JoinSet;
+use tokio_util::sync::CancellationToken;
+use tower::ServiceExt;
+
+use crate::config::LimitsSettings;
+use crate::per_client::{PerClient, Slot};
+
+/// The client's address, in every request's extensions.
+#[derive(Debug, Clone, Copy)]
+pub(super) struct ClientAddr(pub(super) SocketAddr);
+
+/// What a client at its connection cap reads before its connection closes:
+/// Consul's answer, a 429 that asks it to slow down.
+const TOO_MANY_CONNECTIONS: &[u8] = b"HTTP/1.1 429 Too Many Requests\r\n\
+Content-Type: text/plain\r\n\
+Content-Length: 116\r\n\
+Connection: close\r\n\
+\r\n\
+Your IP is issuing too many concurrent connections (limits.http_max_conns_per_client), please rate limit your calls\n";
+
+/// How long a refused connection is given to take its 429 and close: its
+/// request is read and thrown away meanwhile, so that closing does not
+/// reset the connection before the client read the answer.
+const REFUSAL_GRACE: Duration = Duration::from_secs(1);
+
+/// Pause after a failed accept (out of file descriptors, say), so a
+/// persistent error does not spin the loop.
+const ACCEPT_BACKOFF: Duration = Duration::from_millis(50);
+
+/// Serves `router` on `listener` under `limits` until `shutdown` is
+/// cancelled, then lets every connection finish its request (parked
+/// blocking queries answer at once on the same signal).
+pub(super) async fn serve(
+    listener: TcpListener,
+    router: Router,
+    limits: &LimitsSettings,
+    shutdown: CancellationToken,
+) -> std::io::Result<()> {
+    let per_client = PerClient::new(limits.http_max_conns_per_client);
+    let timeouts = Timeouts {
+        read_header: limits.http_read_header_timeout,
+        idle: limits.http_idle_timeout,
+    };
+    let mut conns = JoinSet::new();
+    loop {
+        let accepted = tokio::select! {
+            () = shutdown.cancelled() => break,
+            a = listener.accept() => a,
+        };
+        while conns.try_join_next().is_some() {}
+        let (stream, peer) = match accepted {
+            Ok(a) => a,
+            Err(error) => {
+                tracing::debug!(%error, "HTTP accept failed");
+                tokio::select! {
+                    () = shutdown.cancelled() => break,
+                    () = tokio::time::sleep(ACCEPT_BACKOFF) => continue,
+                }
+            }
+        };
+        // Answers go out as they are written, not held back for a delayed
+        // ACK (Go's servers, Consul's among them, do the same). Best
+        // effort: a connection that refuses it still works.
+        let _ = stream.set_nodelay(true);
+        match per_client.try_take(peer.ip()) {
+            Some(slot) => {
+                let (router, token) = (router.clone(), shutdown.clone());
+                conns.spawn(connection(stream, peer, router, timeouts, slot, token));
+            }
+            None => {
+                tracing::debug!(%peer, "client at limits.http_max_conns_per_client, answering 429");
+                conns.spawn(refuse(stream));
+            }
+        }
+    }
+    while conns.join_next().await.is_some() {}
+    Ok(())
+}
+
+/// Answers a connection over its client's cap with 429 and closes it.
+async fn refuse(mut stream: TcpStream) {
+    let _ = tokio::time::timeout(REFUSAL_GRACE, async {
+        stream.write_all(TOO_MANY_CONNECTIONS).await?;
+        stream.shutdown().await?;
+        // Read what the client sent until it closes too: closing with
+        // unread bytes would send a reset that can destroy the answer.
+        let mut sink = [0u8; 1024];
+        while stream.read(&mut sink).await? > 0 {}
+        Ok::<_, std::io::Error>(())
+    })
+    .await;
+}
+
+/// The two timeouts of a connection; `None`: none.
+#[derive(Debug, Clone, Copy)]
+struct Timeouts {
+    /// From a new connection or a request's first byte to its last header.
+    read_header: Option<Duration>,
+    /// Between requests.
+    idle: Option<Duration>,
+}
+
+/// Serves one connection until it closes, times out or the server stops.
+async fn connection(
+    stream: TcpStream,
+    peer: SocketAddr,
+    router: Router,
+    timeouts: Timeouts,
+    _slot: Slot,
+    shutdown: CancellationToken,
+) {
+    let phase = Arc::new(PhaseCell::new());
+    let io = TokioIo::new(Watched {
+        inner: stream,
+        phase: phase.clone(),
+    });
+    let requests = phase.clone();
+    let service = hyper::service::service_fn(move |mut request: Request<Incoming>| {
+        request.extensions_mut().insert(ClientAddr(peer));
+        let running = Running::start(requests.clone());
+        let router = router.clone();
+        async move {
+            let response = router.oneshot(request).await;
+            drop(running);
+            response
+        }
+    });
+    let conn = hyper::server::conn::http1::Builder::new()
+        // The watchdog below keeps the header timeout; hyper's would also
+        // cut keep-alive connections at the header time.
+        .header_read_timeout(None)
+        .serve_connection(io, service);
+    tokio::pin!(conn);
+    let watchdog = watchdog(&phase, timeouts);
+    tokio::pin!(watchdog);
+    let mut stopping = false;
+    loop {
+        tokio::select! {
+            r = conn.as_mut() => {
+                if let Err(error) = r {
+                    tracing::debug!(%peer, %error, "HTTP connection ended");
+                }
+                return;
+            }
+            what = &mut watchdog => {
+                // Dropping the connection closes the socket.
+                tracing::debug!(%peer, "HTTP connection closed: {what}");
+                return;
+            }
+            () = shutdown.cancelled(), if !stopping => {
+                stopping = true;
+                conn.as_mut().graceful_shutdown();
+            }
+        }
+    }
+}
+
+/// Waits until the connection has spent too long in one phase, and says
+/// which; never returns while a request runs.
+async fn watchdog(phase: &PhaseCell, timeouts: Timeouts) -> &'static str {
+    loop {
+        let now = phase.get();
+        let (limit, what) = match now {
+            HEAD => (
+                timeouts.read_header,
+                "no complete request headers within limits.http_read_header_timeout",
+            ),
+            IDLE => (
+                timeouts.idle,
+                "idle for limits.http_idle_timeout between requests",
+            ),
+            _ => (None, ""),
+        };
+        // A change of phase stores a permit if nobody waits, so a change
+        // between `get` and here is not missed.
+        let changed = phase.changed.notified();
+        match limit {
+            None => changed.await,
+            Some(limit) => {
+                if tokio::time::timeout(limit, changed).await.is_err() && phase.get() == now {
+                    return what;
+                }
+            }
+        }
+    }
+}
+
+/// Reading a request head (or waiting for a new connection's first).
+const HEAD: u8 = 0;
+/// Running a request.
+const BUSY: u8 = 1;
+/// Between requests, waiting for the next one's first byte.
+const IDLE: u8 = 2;
+
+/// The phase of one connection, set by its reads and its requests, and a
+/// signal for the watchdog when it changes.
+#[derive(Debug)]
+struct PhaseCell {
+    /// `HEAD`, `BUSY` or `IDLE`.
+    phase: AtomicU8,
+    /// Notified on every change.
+    changed: Notify,
+}
+
+impl PhaseCell {
+    fn new() -> Self {
+        Self {
+            phase: AtomicU8::new(HEAD),
+            changed: Notify::new(),
+        }
+    }
+
+    fn get(&self) -> u8 {
+        self.phase.load(Ordering::Acquire)
+    }
+
+    fn set(&self, to: u8) {
+        if self.phase.swap(to, Ordering::AcqRel) != to {
+            self.changed.notify_one();
+        }
+    }
+
+    /// Bytes arrived: an idle connection is reading a request head now.
+    fn bytes_read(&self) {
+        if self
+            .phase
+            .compare_exchange(IDLE, HEAD, Ordering::AcqRel, Ordering::Acquire)
+            .is_ok()
+        {
+            self.changed.notify_one();
+        }
+    }
+}
+
+/// A request running on a connection: `BUSY` while it lives, `IDLE` after
+/// (also when the client goes away and hyper drops the request).
+struct Running(Arc<PhaseCell>);
+
+impl Running {
+    fn start(phase: Arc<PhaseCell>) -> Self {
+        phase.set(BUSY);
+        Self(phase)
+    }
+}
+
+impl Drop for Running {
+    fn drop(&mut self) {
+        self.0.set(IDLE);
+    }
+}
+
+/// A connection's socket that tells its phase when bytes arrive.
+struct Watched {
+    inner: TcpStream,
+    phase: Arc<PhaseCell>,
+}
+
+impl AsyncRead for Watched {
+    fn poll_read(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<std::io::Result<()>> {
+        let before = buf.filled().len();
+        let r = Pin::new(&mut self.inner).poll_read(cx, buf);
+        if matches!(r, Poll::Ready(Ok(()))) && buf.filled().len() > before {
+            self.phase.bytes_read();
+        }
+        r
+    }
+}
+
+impl AsyncWrite for Watched {
+    fn poll_write(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<std::io::Result<usize>> {
+        Pin::new(&mut self.inner).poll_write(cx, buf)
+    }
+
+    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        Pin::new(&mut self.inner).poll_flush(cx)
+    }
+
+    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        Pin::new(&mut self.inner).poll_shutdown(cx)
+    }
+
+    fn poll_write_vectored(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[std::io::IoSlice<'_>],
+    ) -> Poll<std::io::Result<usize>> {
+        Pin::new(&mut self.inner).poll_write_vectored(cx, bufs)
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        self.inner.is_write_vectored()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_refusal_is_a_well_formed_429() {
+        let text = std::str::from_utf8(TOO_MANY_CONNECTIONS).unwrap();
+        let (head, body) = text.split_once("\r\n\r\n").unwrap();
+        assert!(head.starts_with("HTTP/1.1 429 Too Many Requests\r\n"));
+        let length: usize = head
+            .lines()
+            .find_map(|l| l.strip_prefix("Content-Length: "))
+            .unwrap()
+            .parse()
+            .unwrap();
+        assert_eq!(length, body.len());
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn the_watchdog_times_each_phase_with_its_own_limit() {
+        let timeouts = Timeouts {
+            read_header: Some(Duration::from_secs(10)),
+            idle: Some(Duration::from_secs(120)),
+        };
+        // A new connection that sends nothing: the header limit.
+        let phase = PhaseCell::new();
+        let started = tokio::time::Instant::now();
+        let what = watchdog(&phase, timeouts).await;
+        assert!(what.contains("http_read_header_timeout"), "{what}");
+        assert_eq!(started.elapsed(), Duration::from_secs(10));
+        // Idle between requests: the idle limit.
+        let phase = PhaseCell::new();
+        phase.set(IDLE);
+        let started = tokio::time::Instant::now();
+        let what = watchdog(&phase, timeouts).await;
+        assert!(what.contains("http_idle_timeout"), "{what}");
+        assert_eq!(started.elapsed(), Duration::from_secs(120));
+        // A running request is never cut.
+        let phase = PhaseCell::new();
+        phase.set(BUSY);
+        let r = tokio::time::timeout(Duration::from_secs(3600), watchdog(&phase, timeouts)).await;
+        assert!(r.is_err(), "a running request was timed out");
+    }
+}
