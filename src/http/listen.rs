@@ -33,7 +33,7 @@ use axum::extract::Request;
 use hyper::body::Incoming;
 use hyper_util::rt::TokioIo;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, ReadBuf};
-use tokio::net::{TcpListener, TcpStream};
+use tokio::net::TcpListener;
 use tokio::sync::Notify;
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
@@ -115,7 +115,7 @@ pub(super) async fn serve(
 }
 
 /// Answers a connection over its client's cap with 429 and closes it.
-async fn refuse(mut stream: TcpStream) {
+async fn refuse<S: AsyncRead + AsyncWrite + Unpin>(mut stream: S) {
     let _ = tokio::time::timeout(REFUSAL_GRACE, async {
         stream.write_all(TOO_MANY_CONNECTIONS).await?;
         stream.shutdown().await?;
@@ -138,14 +138,17 @@ struct Timeouts {
 }
 
 /// Serves one connection until it closes, times out or the server stops.
-async fn connection(
-    stream: TcpStream,
+/// Generic over the stream, so a TLS stream is served the same way.
+async fn connection<S>(
+    stream: S,
     peer: SocketAddr,
     router: Router,
     timeouts: Timeouts,
     _slot: Slot,
     shutdown: CancellationToken,
-) {
+) where
+    S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+{
     let phase = Arc::new(PhaseCell::new());
     let io = TokioIo::new(Watched {
         inner: stream,
@@ -286,13 +289,13 @@ impl Drop for Running {
     }
 }
 
-/// A connection's socket that tells its phase when bytes arrive.
-struct Watched {
-    inner: TcpStream,
+/// A connection's stream that tells its phase when bytes arrive.
+struct Watched<S> {
+    inner: S,
     phase: Arc<PhaseCell>,
 }
 
-impl AsyncRead for Watched {
+impl<S: AsyncRead + Unpin> AsyncRead for Watched<S> {
     fn poll_read(
         mut self: Pin<&mut Self>,
         cx: &mut Context<'_>,
@@ -307,7 +310,7 @@ impl AsyncRead for Watched {
     }
 }
 
-impl AsyncWrite for Watched {
+impl<S: AsyncWrite + Unpin> AsyncWrite for Watched<S> {
     fn poll_write(
         mut self: Pin<&mut Self>,
         cx: &mut Context<'_>,

@@ -36,6 +36,23 @@ fn dev_with_limits(limits: &str) -> (Agent, tempfile::TempDir) {
     (trellis().dev().config_file(&file).start(), dir)
 }
 
+/// A server that bootstraps alone, started with `limits` as its `[limits]`
+/// table, that client agents can join.
+fn server_with_limits(limits: &str) -> (Agent, tempfile::TempDir) {
+    let dir = temp_dir();
+    let file = dir.path().join("limits.toml");
+    std::fs::write(&file, format!("[limits]\n{limits}")).expect("write config");
+    let server = trellis()
+        .server()
+        .node("s1")
+        .bootstrap_expect(1)
+        .config_file(&file)
+        // Refusals of silent peers are logged at debug.
+        .log_filter(Some("info,openraft=warn,trellis::rpc::server=debug"))
+        .start();
+    (server, dir)
+}
+
 /// A TCP connection to `to` from `from`.
 async fn connect_from(from: IpAddr, to: SocketAddr) -> TcpStream {
     let socket = TcpSocket::new_v4().expect("socket");
@@ -184,33 +201,38 @@ async fn one_clients_parked_blocking_queries_never_starve_anyones_writes() {
         .expect("X-Consul-Index");
     let attacker = http_client(ATTACKER);
     let parked_url = agent.url(&format!("/v1/kv/watched?index={index}&wait=10m"));
-    let parked: Vec<_> = (0..4)
+    // Five blocking queries for a cap of four: none can answer before the
+    // key changes, so the one that does answer first is the one refused,
+    // and then the other four are parked.
+    let mut parked: Vec<_> = (0..5)
         .map(|_| tokio::spawn(attacker.get(parked_url.clone()).send()))
         .collect();
-    // A further blocking query from the attacker is refused once its four
-    // are parked; before that it is admitted and answers after its short
-    // wait, so ask until it is refused.
-    let short = agent.url(&format!("/v1/kv/watched?index={index}&wait=50ms"));
-    let refusal = wait_until_async(
-        "the attacker's fifth blocking query to get 429",
-        DEADLINE,
-        || {
-            let (attacker, url) = (attacker.clone(), short.clone());
-            async move {
-                let r = attacker.get(url).send().await.map_err(|e| e.to_string())?;
-                if r.status() == 429 {
-                    Ok(r.text().await.unwrap_or_default())
-                } else {
-                    Err(format!("status {}", r.status()))
-                }
-            }
-        },
-    )
+    let refused = wait_until_async("one of five blocking queries to answer", DEADLINE, || {
+        let done = parked.iter().position(|p| p.is_finished());
+        async move { done.ok_or_else(|| "all five still waiting".to_string()) }
+    })
     .await;
+    let refusal = parked
+        .remove(refused)
+        .await
+        .expect("task")
+        .expect("an answer");
+    assert_eq!(refusal.status(), 429);
+    let text = refusal.text().await.unwrap();
     assert!(
-        refusal.contains("limits.http_max_blocking_per_client"),
-        "{refusal}"
+        text.contains("limits.http_max_blocking_per_client"),
+        "{text}"
     );
+    // Every further one is refused at once, while the four stay parked.
+    for _ in 0..10 {
+        let r = tokio::time::timeout(DEADLINE, attacker.get(parked_url.clone()).send())
+            .await
+            .expect("refused at once, not parked")
+            .expect("GET");
+        assert_eq!(r.status(), 429);
+    }
+    assert!(parked.iter().all(|p| !p.is_finished()));
+    let short = agent.url(&format!("/v1/kv/watched?index={index}&wait=50ms"));
     // Its writes and plain reads still run, and every other client's
     // blocking queries and writes too.
     let own_write = attacker
@@ -333,7 +355,7 @@ async fn rpc_connections_past_a_clients_cap_are_closed_and_agents_still_join() {
     // A long handshake timeout: the held connections stay open however
     // slow the machine, so only the cap can refuse.
     let (server, _dir) =
-        dev_with_limits("rpc_max_conns_per_client = 8\nrpc_handshake_timeout = \"10m\"\n");
+        server_with_limits("rpc_max_conns_per_client = 8\nrpc_handshake_timeout = \"10m\"\n");
     let rpc = server.rpc();
     let mut held = Vec::new();
     for _ in 0..8 {
@@ -372,7 +394,7 @@ async fn rpc_connections_past_a_clients_cap_are_closed_and_agents_still_join() {
 #[tokio::test]
 async fn silent_rpc_connections_are_closed_after_the_handshake_timeout() {
     let (server, _dir) =
-        dev_with_limits("rpc_max_conns_per_client = 20\nrpc_handshake_timeout = \"1s\"\n");
+        server_with_limits("rpc_max_conns_per_client = 20\nrpc_handshake_timeout = \"1s\"\n");
     let rpc = server.rpc();
     // More than the cap: the ones past it are closed at once, the others
     // when their handshake time runs out. Every one is closed.
@@ -384,9 +406,24 @@ async fn silent_rpc_connections_are_closed_after_the_handshake_timeout() {
         let got = read_until_closed(&mut c).await;
         assert!(got.is_empty(), "a silent peer is sent nothing");
     }
-    // The attacker's slots are free again: its own well-formed connection
-    // is served, and a new agent joins.
-    assert!(rpc_accepted(ATTACKER, rpc).await);
+    // It was the configured timeout that closed them.
+    assert!(
+        server
+            .log()
+            .contains("no server RPC preface from the peer within 1s"),
+        "{}",
+        server.log()
+    );
+    // The attacker's slots are free again (each a moment after its close):
+    // its own well-formed connection is served, and a new agent joins.
+    wait_until_async("the attacker's RPC slots to be freed", DEADLINE, || async {
+        if rpc_accepted(ATTACKER, rpc).await {
+            Ok(())
+        } else {
+            Err("refused".to_string())
+        }
+    })
+    .await;
     a_client_agent_joins_and_writes(&server).await;
 }
 
