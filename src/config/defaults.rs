@@ -159,6 +159,10 @@ pub const HTTP_MAX_BLOCKING_PER_CLIENT: usize = 128;
 /// connection or the first byte of a request (Go's `ReadHeaderTimeout`;
 /// Consul sets none, so half-sent requests held its connections forever).
 pub const HTTP_READ_HEADER_TIMEOUT: Duration = Duration::from_secs(10);
+/// How long a request's body may take to arrive in full once its headers
+/// have: a body sent a byte at a time would otherwise hold its connection
+/// and an admission slot for ever.
+pub const HTTP_READ_BODY_TIMEOUT: Duration = Duration::from_secs(30);
 /// How long a keep-alive connection may wait between requests. Above the
 /// 90 s idle timeout of Go's (and Consul's API client's) connection pool,
 /// so clients close idle connections before the agent does and never send

@@ -133,6 +133,8 @@ pub struct LimitsFile {
     pub http_max_blocking_per_client: Option<usize>,
     /// Time to send a request's headers ("10s").
     pub http_read_header_timeout: Option<String>,
+    /// Time to send a request's body once its headers are in ("30s").
+    pub http_read_body_timeout: Option<String>,
     /// Time a keep-alive connection may wait between requests ("120s").
     pub http_idle_timeout: Option<String>,
     /// Server RPC connections per client IP (100).

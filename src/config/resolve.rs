@@ -496,6 +496,11 @@ impl Resolver<'_> {
                 l.http_read_header_timeout.as_deref(),
                 d.http_read_header_timeout,
             )?,
+            http_read_body_timeout: timeout(
+                "limits.http_read_body_timeout",
+                l.http_read_body_timeout.as_deref(),
+                d.http_read_body_timeout,
+            )?,
             http_idle_timeout: timeout(
                 "limits.http_idle_timeout",
                 l.http_idle_timeout.as_deref(),

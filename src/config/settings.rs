@@ -241,6 +241,8 @@ pub struct LimitsSettings {
     pub http_max_blocking_per_client: usize,
     /// Time to send a request's headers.
     pub http_read_header_timeout: Option<Duration>,
+    /// Time to send a request's body once its headers are in.
+    pub http_read_body_timeout: Option<Duration>,
     /// Time a keep-alive connection may wait between requests.
     pub http_idle_timeout: Option<Duration>,
     /// Server RPC connections per client IP.
@@ -259,6 +261,7 @@ impl Default for LimitsSettings {
             http_max_conns_per_client: defaults::HTTP_MAX_CONNS_PER_CLIENT,
             http_max_blocking_per_client: defaults::HTTP_MAX_BLOCKING_PER_CLIENT,
             http_read_header_timeout: Some(defaults::HTTP_READ_HEADER_TIMEOUT),
+            http_read_body_timeout: Some(defaults::HTTP_READ_BODY_TIMEOUT),
             http_idle_timeout: Some(defaults::HTTP_IDLE_TIMEOUT),
             rpc_max_conns_per_client: defaults::RPC_MAX_CONNS_PER_CLIENT,
             rpc_handshake_timeout: Some(defaults::RPC_HANDSHAKE_TIMEOUT),

@@ -724,6 +724,7 @@ fn limits_are_on_by_default_with_consuls_values() {
     assert!(l.http_max_blocking_per_client > 0);
     assert!(l.http_max_blocking_per_client < l.http_max_conns_per_client);
     assert!(l.http_idle_timeout.is_some());
+    assert!(l.http_read_body_timeout.is_some());
     assert!(l.dns_tcp_max_conns_per_client > 0);
     assert_eq!(l.dns_tcp_idle_timeout, Some(Duration::from_secs(10)));
 }

@@ -10,6 +10,10 @@
 //!   time of the accept: a half-sent request or a silent connection is
 //!   closed (Consul sets no such timeout, so 60 half-sent requests held
 //!   their connections for ever).
+//! - A request's body must arrive in full within
+//!   `limits.http_read_body_timeout` of its headers; a body sent too slowly
+//!   fails its read, so the request is answered 400 and the connection
+//!   closed, instead of holding an admission slot.
 //! - Between requests, a keep-alive connection may stay idle for
 //!   `limits.http_idle_timeout`.
 //!
@@ -29,8 +33,9 @@ use std::task::{Context, Poll};
 use std::time::Duration;
 
 use axum::Router;
+use axum::body::{Body, Bytes};
 use axum::extract::Request;
-use hyper::body::Incoming;
+use hyper::body::{Frame, Incoming, SizeHint};
 use hyper_util::rt::TokioIo;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, ReadBuf};
 use tokio::net::TcpListener;
@@ -76,6 +81,7 @@ pub(super) async fn serve(
     let per_client = PerClient::new(limits.http_max_conns_per_client);
     let timeouts = Timeouts {
         read_header: limits.http_read_header_timeout,
+        read_body: limits.http_read_body_timeout,
         idle: limits.http_idle_timeout,
     };
     let mut conns = JoinSet::new();
@@ -133,6 +139,8 @@ async fn refuse<S: AsyncRead + AsyncWrite + Unpin>(mut stream: S) {
 struct Timeouts {
     /// From a new connection or a request's first byte to its last header.
     read_header: Option<Duration>,
+    /// From a request's last header to its body's last byte.
+    read_body: Option<Duration>,
     /// Between requests.
     idle: Option<Duration>,
 }
@@ -155,7 +163,8 @@ async fn connection<S>(
         phase: phase.clone(),
     });
     let requests = phase.clone();
-    let service = hyper::service::service_fn(move |mut request: Request<Incoming>| {
+    let service = hyper::service::service_fn(move |request: Request<Incoming>| {
+        let mut request = request.map(|body| timed(body, timeouts.read_body));
         request.extensions_mut().insert(ClientAddr(peer));
         let running = Running::start(requests.clone());
         let router = router.clone();
@@ -222,6 +231,62 @@ async fn watchdog(phase: &PhaseCell, timeouts: Timeouts) -> &'static str {
                 }
             }
         }
+    }
+}
+
+/// `body`, which must end within `limit` from now; a body that is already
+/// complete (no body, or all of it read with the headers) has nothing to
+/// time and costs no timer.
+fn timed(body: Incoming, limit: Option<Duration>) -> Body {
+    use hyper::body::Body as _;
+    match limit {
+        Some(limit) if !body.is_end_stream() => Body::new(TimedBody {
+            inner: body,
+            deadline: Box::pin(tokio::time::sleep(limit)),
+            limit,
+        }),
+        _ => Body::new(body),
+    }
+}
+
+/// A request body whose read fails once its deadline has passed.
+struct TimedBody {
+    /// The body as hyper reads it.
+    inner: Incoming,
+    /// When the body must be complete.
+    deadline: Pin<Box<tokio::time::Sleep>>,
+    /// The limit, for the error.
+    limit: Duration,
+}
+
+/// A body that was not complete in time.
+#[derive(Debug, thiserror::Error)]
+#[error("the request body did not arrive within {0:?} (limits.http_read_body_timeout)")]
+struct BodyTimeout(Duration);
+
+impl hyper::body::Body for TimedBody {
+    type Data = Bytes;
+    type Error = Box<dyn std::error::Error + Send + Sync>;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, Self::Error>>> {
+        if let Poll::Ready(frame) = Pin::new(&mut self.inner).poll_frame(cx) {
+            return Poll::Ready(frame.map(|f| f.map_err(Into::into)));
+        }
+        if self.deadline.as_mut().poll(cx).is_ready() {
+            return Poll::Ready(Some(Err(BodyTimeout(self.limit).into())));
+        }
+        Poll::Pending
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.inner.is_end_stream()
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        self.inner.size_hint()
     }
 }
 
@@ -362,6 +427,7 @@ mod tests {
     async fn the_watchdog_times_each_phase_with_its_own_limit() {
         let timeouts = Timeouts {
             read_header: Some(Duration::from_secs(10)),
+            read_body: Some(Duration::from_secs(30)),
             idle: Some(Duration::from_secs(120)),
         };
         // A new connection that sends nothing: the header limit.

@@ -279,8 +279,10 @@ async fn one_clients_parked_blocking_queries_never_starve_anyones_writes() {
 
 #[tokio::test]
 async fn half_sent_requests_silent_and_idle_connections_are_closed() {
-    let (agent, _dir) =
-        dev_with_limits("http_read_header_timeout = \"1s\"\nhttp_idle_timeout = \"2s\"\n");
+    let (agent, _dir) = dev_with_limits(
+        "http_read_header_timeout = \"1s\"\nhttp_read_body_timeout = \"1s\"\n\
+         http_idle_timeout = \"2s\"\n",
+    );
     let http = agent.addrs().http;
     // Requests whose headers never end, and connections that say nothing.
     let mut half_sent = Vec::new();
@@ -295,6 +297,16 @@ async fn half_sent_requests_silent_and_idle_connections_are_closed() {
     for _ in 0..30 {
         silent.push(connect_from(ATTACKER, http).await);
     }
+    // Writes whose bodies stop short of their length.
+    let mut half_bodies = Vec::new();
+    for i in 0..10 {
+        let mut c = connect_from(ATTACKER, http).await;
+        let head = format!(
+            "PUT /v1/kv/slow/{i} HTTP/1.1\r\nHost: agent\r\nContent-Length: 100\r\n\r\nabc"
+        );
+        c.write_all(head.as_bytes()).await.expect("send");
+        half_bodies.push(c);
+    }
     // A keep-alive connection that was served, then left idle.
     let mut idle = connect_from(NEIGHBOUR, http).await;
     let answer = get_on(&mut idle, "/v1/status/leader").await;
@@ -306,6 +318,15 @@ async fn half_sent_requests_silent_and_idle_connections_are_closed() {
     }
     let got = read_until_closed(&mut idle).await;
     assert!(got.is_empty(), "{:?}", String::from_utf8_lossy(&got));
+    // A body too slow fails the write with a 400 that names the setting,
+    // and the connection closes.
+    for mut c in half_bodies {
+        let answer = String::from_utf8_lossy(&read_until_closed(&mut c).await).into_owned();
+        assert!(answer.starts_with("HTTP/1.1 400"), "{answer:?}");
+        assert!(answer.contains("limits.http_read_body_timeout"), "{answer}");
+    }
+    let slow = agent.get("/v1/kv/slow/?recurse").await.expect("GET");
+    assert_eq!(slow.status, 404, "no slow write ran: {}", slow.text);
     // A client that sends its requests is served all along.
     let r = http_client(NEIGHBOUR)
         .get(agent.url("/v1/status/leader"))
