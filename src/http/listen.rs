@@ -5,6 +5,10 @@
 //! - A client IP at `limits.http_max_conns_per_client` gets a fixed 429
 //!   answer and its new connection closed, as Consul's connection limiter
 //!   does; its open connections and every other client are served.
+//! - All clients together hold at most what the open-file limit leaves
+//!   after the other listeners' caps ([`connections_within`]); beyond, a
+//!   fixed 503 and close, so HTTP never takes the descriptors DNS over TCP
+//!   and server RPC need.
 //! - A request's headers must arrive within `limits.http_read_header_timeout`
 //!   of its first byte, and a new connection's first request within that
 //!   time of the accept: a half-sent request or a silent connection is
@@ -38,8 +42,8 @@ use axum::extract::Request;
 use hyper::body::{Frame, Incoming, SizeHint};
 use hyper_util::rt::TokioIo;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, ReadBuf};
-use tokio::net::TcpListener;
-use tokio::sync::Notify;
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::{Notify, Semaphore};
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 use tower::ServiceExt;
@@ -60,10 +64,32 @@ Connection: close\r\n\
 \r\n\
 Your IP is issuing too many concurrent connections (limits.http_max_conns_per_client), please rate limit your calls\n";
 
+/// What a client reads when the server holds all the connections it may.
+const TOO_MANY_IN_ALL: &[u8] = b"HTTP/1.1 503 Service Unavailable\r\n\
+Content-Type: text/plain\r\n\
+Content-Length: 21\r\n\
+Connection: close\r\n\
+\r\n\
+Too many connections\n";
+
 /// How long a refused connection is given to take its 429 and close: its
 /// request is read and thrown away meanwhile, so that closing does not
 /// reset the connection before the client read the answer.
 const REFUSAL_GRACE: Duration = Duration::from_secs(1);
+
+/// Refused connections waiting out their grace at once. Each holds a
+/// descriptor; beyond this many, a refused connection gets its answer
+/// written and is closed at once, so a flood of refused connections
+/// cannot hold descriptors either.
+const REFUSALS_AT_ONCE: usize = 64;
+
+/// Descriptors kept for everything but HTTP connections: the DNS TCP and
+/// server RPC listeners' own caps (1,024 and 4,096), and 1,024 for the
+/// database, gossip, health checks and calls out.
+const RESERVED_FILES: u64 = 1024 + 4096 + 1024;
+
+/// Fewest HTTP connections allowed in all, however low the open-file limit.
+const MIN_CONNECTIONS: usize = 256;
 
 /// Pause after a failed accept (out of file descriptors, say), so a
 /// persistent error does not spin the loop.
@@ -79,6 +105,8 @@ pub(super) async fn serve(
     shutdown: CancellationToken,
 ) -> std::io::Result<()> {
     let per_client = PerClient::new(limits.http_max_conns_per_client);
+    let in_all = Arc::new(Semaphore::new(connections_within(open_files())));
+    let refusals = Arc::new(Semaphore::new(REFUSALS_AT_ONCE));
     let timeouts = Timeouts {
         read_header: limits.http_read_header_timeout,
         read_body: limits.http_read_body_timeout,
@@ -105,25 +133,39 @@ pub(super) async fn serve(
         // ACK (Go's servers, Consul's among them, do the same). Best
         // effort: a connection that refuses it still works.
         let _ = stream.set_nodelay(true);
-        match per_client.try_take(peer.ip()) {
-            Some(slot) => {
-                let (router, token) = (router.clone(), shutdown.clone());
-                conns.spawn(connection(stream, peer, router, timeouts, slot, token));
+        // The client's own cap first: a client over it takes no slot of all.
+        let Some(slot) = per_client.try_take(peer.ip()) else {
+            tracing::debug!(%peer, "client at limits.http_max_conns_per_client, answering 429");
+            match refusals.clone().try_acquire_owned() {
+                Ok(permit) => {
+                    conns.spawn(async move {
+                        refuse(stream, TOO_MANY_CONNECTIONS).await;
+                        drop(permit);
+                    });
+                }
+                Err(_) => refuse_now(&stream, TOO_MANY_CONNECTIONS),
             }
-            None => {
-                tracing::debug!(%peer, "client at limits.http_max_conns_per_client, answering 429");
-                conns.spawn(refuse(stream));
-            }
-        }
+            continue;
+        };
+        let Ok(permit) = in_all.clone().try_acquire_owned() else {
+            tracing::debug!(%peer, "too many HTTP connections in all, answering 503");
+            refuse_now(&stream, TOO_MANY_IN_ALL);
+            continue;
+        };
+        let (router, token) = (router.clone(), shutdown.clone());
+        conns.spawn(async move {
+            connection(stream, peer, router, timeouts, slot, token).await;
+            drop(permit);
+        });
     }
     while conns.join_next().await.is_some() {}
     Ok(())
 }
 
-/// Answers a connection over its client's cap with 429 and closes it.
-async fn refuse<S: AsyncRead + AsyncWrite + Unpin>(mut stream: S) {
+/// Answers a refused connection with `answer` and closes it.
+async fn refuse<S: AsyncRead + AsyncWrite + Unpin>(mut stream: S, answer: &[u8]) {
     let _ = tokio::time::timeout(REFUSAL_GRACE, async {
-        stream.write_all(TOO_MANY_CONNECTIONS).await?;
+        stream.write_all(answer).await?;
         stream.shutdown().await?;
         // Read what the client sent until it closes too: closing with
         // unread bytes would send a reset that can destroy the answer.
@@ -132,6 +174,35 @@ async fn refuse<S: AsyncRead + AsyncWrite + Unpin>(mut stream: S) {
         Ok::<_, std::io::Error>(())
     })
     .await;
+}
+
+/// Writes `answer` if the socket takes it at once (a new socket's buffer
+/// does), and closes the connection without waiting for anything.
+fn refuse_now(stream: &TcpStream, answer: &[u8]) {
+    let _ = stream.try_write(answer);
+}
+
+/// HTTP connections allowed in all with `open_files` descriptors.
+fn connections_within(open_files: u64) -> usize {
+    let left = open_files.saturating_sub(RESERVED_FILES);
+    usize::try_from(left)
+        .unwrap_or(usize::MAX)
+        .clamp(MIN_CONNECTIONS, Semaphore::MAX_PERMITS)
+}
+
+/// The process's open-file limit (the agent raised it at start), or a
+/// guess as low as the usual default when it cannot be read.
+fn open_files() -> u64 {
+    let mut limit = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    // SAFETY: `limit` is a valid, writable rlimit for the call's duration.
+    if unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut limit) } == 0 {
+        limit.rlim_cur
+    } else {
+        1024
+    }
 }
 
 /// The two timeouts of a connection; `None`: none.
@@ -410,17 +481,30 @@ mod tests {
     use super::*;
 
     #[test]
-    fn the_refusal_is_a_well_formed_429() {
-        let text = std::str::from_utf8(TOO_MANY_CONNECTIONS).unwrap();
-        let (head, body) = text.split_once("\r\n\r\n").unwrap();
-        assert!(head.starts_with("HTTP/1.1 429 Too Many Requests\r\n"));
-        let length: usize = head
-            .lines()
-            .find_map(|l| l.strip_prefix("Content-Length: "))
-            .unwrap()
-            .parse()
-            .unwrap();
-        assert_eq!(length, body.len());
+    fn the_refusals_are_well_formed_answers() {
+        for (answer, status) in [
+            (TOO_MANY_CONNECTIONS, "HTTP/1.1 429 Too Many Requests\r\n"),
+            (TOO_MANY_IN_ALL, "HTTP/1.1 503 Service Unavailable\r\n"),
+        ] {
+            let text = std::str::from_utf8(answer).unwrap();
+            let (head, body) = text.split_once("\r\n\r\n").unwrap();
+            assert!(head.starts_with(status), "{head}");
+            let length: usize = head
+                .lines()
+                .find_map(|l| l.strip_prefix("Content-Length: "))
+                .unwrap()
+                .parse()
+                .unwrap();
+            assert_eq!(length, body.len(), "{head}");
+        }
+    }
+
+    #[test]
+    fn http_leaves_descriptors_for_the_other_listeners() {
+        assert_eq!(connections_within(20_000), 20_000 - 6144);
+        assert_eq!(connections_within(1024), MIN_CONNECTIONS);
+        assert_eq!(connections_within(u64::MAX), Semaphore::MAX_PERMITS);
+        assert!(open_files() > 0);
     }
 
     #[tokio::test(start_paused = true)]

@@ -186,6 +186,58 @@ async fn http_connections_past_a_clients_cap_get_429_and_others_are_served() {
 }
 
 #[tokio::test]
+async fn many_clients_fill_http_to_its_cap_and_dns_over_tcp_still_answers() {
+    // An open-file limit of 6,500 leaves HTTP 356 connections in all (the
+    // rest is kept for DNS over TCP, server RPC and the agent's files).
+    let dir = temp_dir();
+    let file = dir.path().join("limits.toml");
+    std::fs::write(&file, "[limits]\nhttp_idle_timeout = \"10m\"\n").expect("write config");
+    let agent = trellis()
+        .dev()
+        .config_file(&file)
+        .run_via(&["prlimit", "--nofile=6500:6500"])
+        .start();
+    let (http, dns) = (agent.addrs().http, agent.addrs().dns);
+    // Four attackers, each under its own cap, hold every connection there is.
+    let mut held = Vec::new();
+    let mut refused = 0;
+    for n in 0..400u16 {
+        let from = IpAddr::V4(Ipv4Addr::new(127, 0, 77, 10 + (n % 4) as u8));
+        let mut c = connect_from(from, http).await;
+        if held.len() < 356 {
+            let answer = get_on(&mut c, "/v1/status/leader").await;
+            assert!(answer.starts_with("HTTP/1.1 200"), "{answer}");
+            held.push(c);
+        } else {
+            let answer = String::from_utf8_lossy(&read_until_closed(&mut c).await).into_owned();
+            assert!(answer.starts_with("HTTP/1.1 503"), "{answer:?}");
+            refused += 1;
+        }
+    }
+    assert_eq!(refused, 44);
+    // DNS over TCP is not starved of descriptors.
+    let mut neighbour = connect_from(NEIGHBOUR, dns).await;
+    assert!(dns_tcp_exchange(&mut neighbour).await.is_some());
+    // The held connections are served, and once they go, everyone is.
+    let answer = get_on(&mut held[0], "/v1/status/leader").await;
+    assert!(answer.starts_with("HTTP/1.1 200"), "{answer}");
+    drop(held);
+    let neighbour = http_client(NEIGHBOUR);
+    wait_until_async("HTTP connections to be free again", DEADLINE, || {
+        let (neighbour, url) = (neighbour.clone(), agent.url("/v1/status/leader"));
+        async move {
+            let r = neighbour.get(url).send().await.map_err(|e| e.to_string())?;
+            if r.status() == 200 {
+                Ok(())
+            } else {
+                Err(format!("status {}", r.status()))
+            }
+        }
+    })
+    .await;
+}
+
+#[tokio::test]
 async fn one_clients_parked_blocking_queries_never_starve_anyones_writes() {
     let (agent, _dir) = dev_with_limits("http_max_blocking_per_client = 4\n");
     let put = agent
@@ -512,7 +564,15 @@ async fn dns_tcp_connections_past_a_clients_cap_are_closed_and_others_answered()
 
 #[tokio::test]
 async fn idle_dns_tcp_connections_are_closed() {
-    let (agent, _dir) = dev_with_limits("dns_tcp_idle_timeout = \"1s\"\n");
+    let dir = temp_dir();
+    let file = dir.path().join("limits.toml");
+    std::fs::write(&file, "[limits]\ndns_tcp_idle_timeout = \"1s\"\n").expect("write config");
+    let agent = trellis()
+        .dev()
+        .config_file(&file)
+        // Idle closes are logged at debug.
+        .log_filter(Some("info,openraft=warn,trellis::dns::server=debug"))
+        .start();
     let dns = agent.addrs().dns;
     let mut idle = Vec::new();
     for i in 0..40 {
@@ -526,6 +586,10 @@ async fn idle_dns_tcp_connections_are_closed() {
     for mut c in idle {
         assert!(read_until_closed(&mut c).await.is_empty());
     }
+    assert!(
+        agent.log().contains("limits.dns_tcp_idle_timeout"),
+        "the configured timeout closed them"
+    );
     let mut neighbour = connect_from(NEIGHBOUR, dns).await;
     assert!(dns_tcp_exchange(&mut neighbour).await.is_some());
 }

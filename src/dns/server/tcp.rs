@@ -92,7 +92,10 @@ async fn connection(
         let len = tokio::select! {
             () = shutdown.cancelled() => return Ok(()),
             r = within(idle_timeout, stream.read_u16()) => match r {
-                None => return Ok(()),
+                None => {
+                    tracing::debug!(%peer, "DNS TCP connection idle past limits.dns_tcp_idle_timeout, closing");
+                    return Ok(());
+                }
                 Some(Err(e)) if e.kind() == std::io::ErrorKind::UnexpectedEof => return Ok(()),
                 Some(r) => usize::from(r?),
             },
