@@ -66,7 +66,8 @@ impl PerClient {
     }
 
     /// Slots `ip` holds now (uncapped counts are not kept: 0).
-    pub fn held(&self, ip: IpAddr) -> usize {
+    #[cfg(test)]
+    fn held(&self, ip: IpAddr) -> usize {
         self.lock().get(&ip.to_canonical()).copied().unwrap_or(0)
     }
 

@@ -39,8 +39,8 @@ pub enum ApiError {
     /// This client has as many blocking queries parked as it may
     /// (`limits.http_max_blocking_per_client`); others are served (429).
     #[error(
-        "Your IP has too many blocking queries parked (limits.http_max_blocking_per_client), \
-         please rate limit your calls"
+        "Too many blocking queries parked from this client address \
+         (limits.http_max_blocking_per_client); retry with fewer"
     )]
     TooManyBlocking,
 }

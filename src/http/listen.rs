@@ -56,13 +56,13 @@ use crate::per_client::{PerClient, Slot};
 pub(super) struct ClientAddr(pub(super) SocketAddr);
 
 /// What a client at its connection cap reads before its connection closes:
-/// Consul's answer, a 429 that asks it to slow down.
+/// a 429, as Consul answers, naming the setting.
 const TOO_MANY_CONNECTIONS: &[u8] = b"HTTP/1.1 429 Too Many Requests\r\n\
 Content-Type: text/plain\r\n\
-Content-Length: 116\r\n\
+Content-Length: 110\r\n\
 Connection: close\r\n\
 \r\n\
-Your IP is issuing too many concurrent connections (limits.http_max_conns_per_client), please rate limit your calls\n";
+Too many concurrent connections from this client address (limits.http_max_conns_per_client); retry with fewer\n";
 
 /// What a client reads when the server holds all the connections it may.
 const TOO_MANY_IN_ALL: &[u8] = b"HTTP/1.1 503 Service Unavailable\r\n\
@@ -268,6 +268,12 @@ async fn connection<S>(
                 return;
             }
             () = shutdown.cancelled(), if !stopping => {
+                // A connection between requests, or still sending one, has
+                // nothing to finish: close it now rather than wait out its
+                // timeout. One running a request answers it first.
+                if phase.get() != BUSY {
+                    return;
+                }
                 stopping = true;
                 conn.as_mut().graceful_shutdown();
             }
