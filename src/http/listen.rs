@@ -1,6 +1,6 @@
-//! The HTTP listener: accepts connections, caps them per client IP, and
-//! serves each with hyper's HTTP/1 under two timeouts, so that no client
-//! can hold connections it does not use.
+//! The HTTP listener: accepts connections, caps them per client IP and in
+//! all, and serves each with hyper's HTTP/1 under header, body and idle
+//! timeouts, so that no client can hold connections it does not use.
 //!
 //! - A client IP at `limits.http_max_conns_per_client` gets a fixed 429
 //!   answer and its new connection closed, as Consul's connection limiter
