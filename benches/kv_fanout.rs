@@ -391,10 +391,20 @@ async fn run(s: Settings) -> anyhow::Result<()> {
         .tempdir()
         .context("creating a temp dir")?;
     let log = dir.path().join("agent.log");
+    // Every parked query comes from this one process, one address: the
+    // per-client caps, there to stop one client from starving the others,
+    // would refuse all but a few hundred of them.
+    let config = dir.path().join("limits.toml");
+    std::fs::write(
+        &config,
+        "[limits]\nhttp_max_conns_per_client = 0\nhttp_max_blocking_per_client = 0\n",
+    )
+    .context("writing the agent's config")?;
     let agent = Trellis::from_env_or("TRELLIS_BIN", TRELLIS)
         .dev()
         .node("fanout")
         .ip(IP.into())
+        .config_file(&config)
         .log_file(&log)
         .log_filter(None)
         .start_async()

@@ -59,6 +59,11 @@
 //! restart: the HTTPS listener serves the same router as HTTP from them,
 //! and server RPC takes its accepting and dialling sides from them too.
 //!
+//! What keeps one client from starving the rest: [`per_client`] counts what
+//! each client IP holds (connections, parked blocking queries) under the
+//! caps of the `limits` settings, for the HTTP, server RPC and DNS TCP
+//! listeners alike.
+//!
 //! Last, [`cli`] is the command line: `agent` runs one, `validate` and
 //! `keygen` and `tls` work alone, and the other subcommands talk to a
 //! running agent over HTTP or HTTPS.
@@ -75,6 +80,7 @@ pub mod expiry;
 pub mod gossip;
 pub mod http;
 pub mod local;
+pub mod per_client;
 pub mod reconcile;
 pub mod rpc;
 pub mod store;

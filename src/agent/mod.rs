@@ -36,7 +36,7 @@ use self::settings::{
     node_id,
 };
 use crate::catalog::Replica;
-use crate::config::{Config, DnsSettings, KvSettings, NodeSettings};
+use crate::config::{Config, DnsSettings, KvSettings, LimitsSettings, NodeSettings};
 use crate::delegate::Delegate;
 use crate::gossip::{Gossip, GossipConfig, Profile, Role};
 use crate::local::{self, checks};
@@ -96,6 +96,8 @@ struct Agent {
     dns: DnsSettings,
     /// The KV store's and sessions' settings, for the HTTP API.
     kv: KvSettings,
+    /// Per-client caps and timeouts, for the DNS and HTTP listeners.
+    limits: LimitsSettings,
     /// DNS over UDP, not yet served.
     dns_udp: UdpSocket,
     /// DNS over TCP, not yet served.
@@ -157,6 +159,7 @@ impl Agent {
             checks,
             services,
             kv,
+            limits,
             log: _,
             tls,
         } = cfg;
@@ -180,10 +183,27 @@ impl Agent {
             serf_lan: listeners.serf_lan.local_addr().ok(),
         };
 
+        // How this agent talks server RPC: TLS per `tls.internal_rpc`, and
+        // the membership proof keyed on the gossip key.
+        let credentials = crate::rpc::Credentials {
+            cluster_key: cluster_key(&gossip),
+            tls: Some(tls.clone()),
+        };
         let (replica, delegate, server) = match listeners.rpc {
             Some(rpc) => {
-                let server =
-                    ServerParts::start(&node, &raft, rpc_addr, rpc, cluster_key(&gossip)).await?;
+                let rpc_limits = crate::rpc::server::ConnLimits {
+                    max_conns_per_client: limits.rpc_max_conns_per_client,
+                    handshake_timeout: limits.rpc_handshake_timeout,
+                };
+                let server = ServerParts::start(
+                    &node,
+                    &raft,
+                    rpc_addr,
+                    rpc,
+                    credentials.clone(),
+                    rpc_limits,
+                )
+                .await?;
                 (
                     server.consensus.replica().clone(),
                     Delegate::Server(server.consensus.clone()),
@@ -194,7 +214,7 @@ impl Agent {
                 let replica = Arc::new(Replica::new());
                 let link = Arc::new(crate::rpc::ServerLink::new(
                     replica.clone(),
-                    cluster_key(&gossip),
+                    credentials.clone(),
                 ));
                 (replica, Delegate::Client(link), None)
             }
@@ -291,6 +311,7 @@ impl Agent {
             started,
             dns,
             kv,
+            limits,
             node,
             ae_interval: services.ae_interval,
             leave_on_terminate: gossip.leave_on_terminate,
@@ -322,6 +343,7 @@ impl Agent {
             lone,
             dns,
             kv,
+            limits,
             dns_udp,
             dns_tcp,
             http,
@@ -372,7 +394,7 @@ impl Agent {
 
         let (dns_replica, dc, token) = (replica.clone(), node.datacenter.clone(), serving.clone());
         tasks.spawn(async move {
-            crate::dns::serve(dns_udp, dns_tcp, dns, dc, dns_replica, token)
+            crate::dns::serve(dns_udp, dns_tcp, dns, &limits, dc, dns_replica, token)
                 .await
                 .map_err(|e| format!("DNS: {e}"))
         });
@@ -387,7 +409,7 @@ impl Agent {
         let token = serving.clone();
         let https = https.map(|l| crate::tls::HttpsListener::start(l, tls, token.clone()));
         tasks.spawn(async move {
-            crate::http::serve_with_https(http, https, state, token)
+            crate::http::serve_with_https(http, https, state, &limits, token)
                 .await
                 .map_err(|e| format!("HTTP: {e}"))
         });

@@ -76,7 +76,7 @@ pub(super) fn consensus_config(
     node: &NodeSettings,
     raft: &RaftSettings,
     rpc_addr: SocketAddr,
-    cluster_key: Option<crate::rpc::ClusterKey>,
+    credentials: crate::rpc::Credentials,
 ) -> ConsensusConfig {
     let storage = match &node.data_dir {
         Some(dir) => Storage::Dir(dir.join("raft")),
@@ -91,7 +91,7 @@ pub(super) fn consensus_config(
         // Join addresses are gossip addresses; the servers among the
         // pool's members are handed to consensus as they appear.
         retry_join: Vec::new(),
-        cluster_key,
+        credentials,
     }
 }
 

@@ -51,6 +51,8 @@ pub struct FileConfig {
     /// TLS for HTTPS and server RPC, Consul's `tls { defaults / internal_rpc
     /// / https }`.
     pub tls: Option<TlsFile>,
+    /// Per-client caps and timeouts on the listeners.
+    pub limits: Option<LimitsFile>,
     /// Allow script checks from the HTTP API and files.
     pub enable_script_checks: Option<bool>,
     /// Allow script checks from configuration files only.
@@ -157,6 +159,31 @@ pub struct DnsConfigFile {
     pub recursor_timeout: Option<String>,
     /// Serve stale answers (always true for us; accepted for compatibility).
     pub allow_stale: Option<bool>,
+}
+
+/// `limits { ... }`: Consul's names where Consul has the setting. Caps
+/// are counts (0: no cap), timeouts durations ("0s": none).
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LimitsFile {
+    /// HTTP connections per client IP (200).
+    pub http_max_conns_per_client: Option<usize>,
+    /// Parked blocking queries per client IP (128).
+    pub http_max_blocking_per_client: Option<usize>,
+    /// Time to send a request's headers ("10s").
+    pub http_read_header_timeout: Option<String>,
+    /// Time to send a request's body once its headers are in ("30s").
+    pub http_read_body_timeout: Option<String>,
+    /// Time a keep-alive connection may wait between requests ("120s").
+    pub http_idle_timeout: Option<String>,
+    /// Server RPC connections per client IP (100).
+    pub rpc_max_conns_per_client: Option<usize>,
+    /// Time to send the server RPC preface ("5s").
+    pub rpc_handshake_timeout: Option<String>,
+    /// DNS TCP connections per client IP (64).
+    pub dns_tcp_max_conns_per_client: Option<usize>,
+    /// Time a DNS TCP connection may stay idle ("10s").
+    pub dns_tcp_idle_timeout: Option<String>,
 }
 
 /// A service definition as Consul's config files write it.

@@ -60,6 +60,7 @@ impl Layered {
             ports,
             dns_config,
             tls,
+            limits,
             enable_script_checks,
             enable_local_script_checks,
             check_update_interval,

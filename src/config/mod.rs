@@ -33,8 +33,9 @@ use std::path::PathBuf;
 pub use file::{CheckFile, FileConfig, ServiceFile};
 pub use flags::AgentFlags;
 pub use settings::{
-    CheckSettings, DnsSettings, EncryptKey, GossipSettings, KvSettings, LogSettings,
-    NetworkSettings, NodeSettings, Ports, RaftSettings, ServiceSettings, TlsProtocol, TlsSettings,
+    CheckSettings, DnsSettings, EncryptKey, GossipSettings, KvSettings, LimitsSettings,
+    LogSettings, NetworkSettings, NodeSettings, Ports, RaftSettings, ServiceSettings, TlsProtocol,
+    TlsSettings,
 };
 pub use validate::parse_socket;
 
@@ -77,7 +78,8 @@ pub enum ConfigError {
 /// own: the listeners `network`, Raft `raft` (with `node`), gossip and the
 /// reconciler `gossip`, DNS `dns`, the check runners `checks`, the local
 /// state `services`, the session endpoints and the leader's expiry timers
-/// `kv`, logging `log`, the HTTPS listener and server RPC `tls`.
+/// `kv`, the listeners' per-client caps `limits`, logging `log`, the HTTPS
+/// listener and server RPC `tls`.
 #[derive(Debug, Clone)]
 pub struct Config {
     /// Who this node is.
@@ -96,6 +98,9 @@ pub struct Config {
     pub services: ServiceSettings,
     /// The KV store and sessions.
     pub kv: KvSettings,
+    /// Per-client caps and timeouts of the HTTP, server RPC and DNS TCP
+    /// listeners.
+    pub limits: LimitsSettings,
     /// Logging.
     pub log: LogSettings,
     /// TLS for HTTPS and server RPC.

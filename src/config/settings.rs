@@ -280,3 +280,44 @@ impl TlsProtocol {
         self.ca_file.is_some() || self.ca_path.is_some()
     }
 }
+
+/// Per-client caps and timeouts on the listeners (`limits { … }`), so that
+/// one client can never take what every other client needs. A cap of 0 and
+/// a timeout of `None` are off, as Consul's 0.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct LimitsSettings {
+    /// HTTP connections per client IP.
+    pub http_max_conns_per_client: usize,
+    /// Parked blocking queries per client IP.
+    pub http_max_blocking_per_client: usize,
+    /// Time to send a request's headers.
+    pub http_read_header_timeout: Option<Duration>,
+    /// Time to send a request's body once its headers are in.
+    pub http_read_body_timeout: Option<Duration>,
+    /// Time a keep-alive connection may wait between requests.
+    pub http_idle_timeout: Option<Duration>,
+    /// Server RPC connections per client IP.
+    pub rpc_max_conns_per_client: usize,
+    /// Time to send the server RPC preface.
+    pub rpc_handshake_timeout: Option<Duration>,
+    /// DNS TCP connections per client IP.
+    pub dns_tcp_max_conns_per_client: usize,
+    /// Time a DNS TCP connection may stay idle.
+    pub dns_tcp_idle_timeout: Option<Duration>,
+}
+
+impl Default for LimitsSettings {
+    fn default() -> Self {
+        Self {
+            http_max_conns_per_client: defaults::HTTP_MAX_CONNS_PER_CLIENT,
+            http_max_blocking_per_client: defaults::HTTP_MAX_BLOCKING_PER_CLIENT,
+            http_read_header_timeout: Some(defaults::HTTP_READ_HEADER_TIMEOUT),
+            http_read_body_timeout: Some(defaults::HTTP_READ_BODY_TIMEOUT),
+            http_idle_timeout: Some(defaults::HTTP_IDLE_TIMEOUT),
+            rpc_max_conns_per_client: defaults::RPC_MAX_CONNS_PER_CLIENT,
+            rpc_handshake_timeout: Some(defaults::RPC_HANDSHAKE_TIMEOUT),
+            dns_tcp_max_conns_per_client: defaults::DNS_TCP_MAX_CONNS_PER_CLIENT,
+            dns_tcp_idle_timeout: Some(defaults::DNS_TCP_IDLE_TIMEOUT),
+        }
+    }
+}

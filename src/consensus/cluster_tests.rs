@@ -18,9 +18,13 @@ use super::*;
 use crate::catalog::Outcome;
 use crate::rpc::WriteError;
 
-/// The key every server and client link of these tests proves it holds.
-fn key() -> Option<crate::rpc::ClusterKey> {
-    Some(crate::rpc::ClusterKey::derive(&[42; 32]))
+/// What every server and client link of these tests proves: the cluster
+/// key (no TLS: that is the integration tests' part).
+fn credentials() -> crate::rpc::Credentials {
+    crate::rpc::Credentials {
+        cluster_key: Some(crate::rpc::ClusterKey::derive(&[42; 32])),
+        tls: None,
+    }
 }
 
 struct Server {
@@ -72,14 +76,15 @@ async fn three(base: u8) -> Vec<Server> {
                 .filter(|a| **a != addrs[i])
                 .map(ToString::to_string)
                 .collect(),
-            cluster_key: key(),
+            credentials: credentials(),
         };
         let consensus = Consensus::start(cfg, replica.clone()).await.expect("start");
         let rpc_stop = CancellationToken::new();
         tokio::spawn(crate::rpc::server::serve(
             listener,
             consensus.clone(),
-            key(),
+            credentials(),
+            Default::default(),
             rpc_stop.clone(),
         ));
         servers.push(Server {
@@ -210,7 +215,7 @@ async fn a_client_link_writes_follows_and_moves_when_its_server_goes() {
     let stop = CancellationToken::new();
     let follow = |link: &Arc<ServerLink>| tokio::spawn(link.clone().follow(stop.clone()));
     let client = Arc::new(Replica::new());
-    let link = Arc::new(ServerLink::new(client.clone(), key()));
+    let link = Arc::new(ServerLink::new(client.clone(), credentials()));
     link.set_servers(addrs.clone());
     follow(&link);
 
@@ -235,7 +240,7 @@ async fn a_client_link_writes_follows_and_moves_when_its_server_goes() {
         link.write(register(n)).await.expect("write");
     }
     let late = Arc::new(Replica::new());
-    let late_link = Arc::new(ServerLink::new(late.clone(), key()).with_chunk_len(1024));
+    let late_link = Arc::new(ServerLink::new(late.clone(), credentials()).with_chunk_len(1024));
     late_link.set_servers(addrs.clone());
     follow(&late_link);
     late_link.write(register(500)).await.expect("write");
@@ -378,7 +383,8 @@ async fn a_peer_of_another_protocol_version_is_refused_naming_both_versions() {
     tokio::spawn(crate::rpc::server::serve(
         listener,
         consensus.clone(),
-        None,
+        Default::default(),
+        Default::default(),
         stop.clone(),
     ));
 
@@ -411,7 +417,7 @@ async fn a_peer_of_another_protocol_version_is_refused_naming_both_versions() {
     closed(&mut conn).await;
 
     // A peer of this version is served.
-    let pool = Pool::new(Duration::from_secs(1), None);
+    let pool = Pool::new(Duration::from_secs(1), Default::default());
     let answer = pool
         .call(
             addr,

@@ -65,7 +65,7 @@ impl Consensus {
                     ..RaftSettings::default()
                 },
                 retry_join: Vec::new(),
-                cluster_key: None,
+                credentials: Default::default(),
             },
             replica,
         )
@@ -149,7 +149,7 @@ impl Consensus {
         .map_err(|e| StartError::Config(e.to_string()))?;
         let pool = Arc::new(Pool::new(
             tuning.election_timeout.0,
-            cfg.cluster_key.clone(),
+            cfg.credentials.clone(),
         ));
         let contact = Arc::new(Contact::new());
         let network = Network {

@@ -68,7 +68,7 @@ fn config(storage: Storage) -> ConsensusConfig {
             ..RaftSettings::default()
         },
         retry_join: Vec::new(),
-        cluster_key: None,
+        credentials: Default::default(),
     }
 }
 

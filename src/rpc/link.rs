@@ -30,7 +30,7 @@ use super::cluster::{ClusterRequest, ClusterResponse, Configuration};
 use super::errors::{MembershipError, ReadError, WriteError};
 use super::message::{Request, Response};
 use super::pool::Pool;
-use super::proof::ClusterKey;
+use super::secure::Credentials;
 use super::types::RaftId;
 use crate::catalog::{Applied, Command, Index, Outcome, Replica};
 
@@ -133,10 +133,11 @@ struct Heard {
 
 impl ServerLink {
     /// A link that keeps `replica` current once it knows servers.
-    /// Its servers must prove they hold `cluster_key`, and it proves it too.
-    pub fn new(replica: Arc<Replica>, cluster_key: Option<ClusterKey>) -> Self {
+    /// It reaches its servers as `credentials` say (TLS, the membership
+    /// proof).
+    pub fn new(replica: Arc<Replica>, credentials: Credentials) -> Self {
         Self {
-            pool: Pool::new(CONNECT_TIMEOUT, cluster_key),
+            pool: Pool::new(CONNECT_TIMEOUT, credentials),
             replica,
             servers: watch::channel(Vec::new()).0,
             current: Mutex::new(None),

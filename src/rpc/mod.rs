@@ -8,6 +8,8 @@
 //!
 //! - `preface`: the magic and protocol version each side sends first; a
 //!   peer of another version is refused;
+//! - `secure`: before the preface, plain TCP or TLS (`tls.internal_rpc`),
+//!   and whether the peer's certificate is a server's;
 //! - `proof`: then, with gossip encryption on, each side proves it holds
 //!   the cluster's key, so no outsider gets to send a frame;
 //! - `frame`: the wire format and its size limits;
@@ -39,6 +41,7 @@ pub mod pool;
 pub mod preface;
 pub mod proof;
 pub mod raft;
+pub mod secure;
 pub mod server;
 pub mod types;
 
@@ -48,3 +51,4 @@ pub use link::ServerLink;
 pub use message::{Request, Response};
 pub use pool::{Pool, RpcError};
 pub use proof::ClusterKey;
+pub use secure::Credentials;

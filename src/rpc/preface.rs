@@ -37,10 +37,6 @@ pub const PROTOCOL_VERSION: u16 = 3;
 /// Bytes in a preface.
 pub const PREFACE_LEN: usize = MAGIC.len() + 2;
 
-/// How long the accepting side waits for the connecting side's preface, so
-/// that a silent connection does not hold one of the server's slots.
-pub const PREFACE_TIMEOUT: Duration = Duration::from_secs(5);
-
 /// Why a connection was refused before its first frame.
 #[derive(Debug, thiserror::Error)]
 pub enum PrefaceError {

@@ -159,6 +159,12 @@ impl Tls {
         self.current.load().rpc_client.clone()
     }
 
+    /// Whether server RPC requires a certificate signed by the CA from its
+    /// peers (`tls.internal_rpc.verify_incoming`), and so refuses plain RPC.
+    pub fn rpc_verify_incoming(&self) -> bool {
+        self.settings.internal_rpc.verify_incoming
+    }
+
     /// `server.<dc>.<domain>`.
     pub fn server_name(&self) -> &ServerName<'static> {
         &self.server_name

@@ -16,6 +16,7 @@ mod kv;
 mod kv_cli;
 mod kv_cluster;
 mod lifecycle;
+mod limits;
 mod membership;
 mod partition;
 mod rpc_outsider;

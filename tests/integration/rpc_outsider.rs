@@ -14,7 +14,7 @@ use hickory_proto::rr::RecordType;
 use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
 use trellis::catalog::{Command, Registration, ServiceRegistration};
 use trellis::rpc::client::{ClientRequest, ClientResponse};
-use trellis::rpc::{ClusterKey, Pool, Request, Response};
+use trellis::rpc::{ClusterKey, Credentials, Pool, Request, Response};
 use trellis_testkit::dns::a_records;
 use trellis_testkit::wait_until_async;
 
@@ -95,7 +95,13 @@ async fn an_outsider_cannot_write_or_follow_over_server_rpc() {
             "the peer failed the cluster membership proof: it holds another gossip key",
         ),
     ] {
-        let pool = Pool::new(Duration::from_secs(5), key);
+        let pool = Pool::new(
+            Duration::from_secs(5),
+            Credentials {
+                cluster_key: key,
+                tls: None,
+            },
+        );
         for req in [&pwned, &follow] {
             let refused = pool
                 .call(s.rpc(), req, Duration::from_secs(5))
@@ -141,7 +147,13 @@ async fn an_outsider_cannot_write_or_follow_over_server_rpc() {
 
     // The same call with the cluster's key goes through, so the refusals
     // above are the proof's doing and not a malformed request.
-    let insider = Pool::new(Duration::from_secs(5), Some(cluster_key(KEY)));
+    let insider = Pool::new(
+        Duration::from_secs(5),
+        Credentials {
+            cluster_key: Some(cluster_key(KEY)),
+            tls: None,
+        },
+    );
     let answer = insider
         .call(
             s.rpc(),
