@@ -20,6 +20,7 @@ mod limits;
 mod membership;
 mod partition;
 mod rpc_outsider;
+mod rpc_tls;
 mod sessions;
 mod tls;
 mod txn;
