@@ -348,6 +348,51 @@ async fn a_server_that_never_catches_up_is_never_made_a_voter() {
     }
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_removal_that_would_leave_no_quorum_is_refused() {
+    let servers = three(90).await;
+    until(Duration::from_secs(20), "a leader", || {
+        leader_index(&servers).is_some()
+    })
+    .await;
+    let first = leader_index(&servers).expect("a leader");
+    let followers: Vec<usize> = (0..3).filter(|i| *i != first).collect();
+    let (down, up) = (followers[0], followers[1]);
+    servers[down].stop().await;
+    let leader = &servers[first].consensus;
+    let id_of = |i: usize| servers[i].consensus.raft_id;
+
+    // Removing the live follower would leave the leader and a dead server:
+    // two voters, one answering. Refused, and nothing changes.
+    let refused = leader.remove_server(id_of(up)).await.expect_err("refused");
+    assert!(
+        refused
+            .to_string()
+            .contains("would leave 2 voters of which 1 answer, fewer than the 2 a quorum needs"),
+        "{refused}"
+    );
+    assert_eq!(
+        leader
+            .configuration()
+            .servers
+            .iter()
+            .filter(|s| s.voter)
+            .count(),
+        3
+    );
+    // Removing the dead one leaves two voters that both answer.
+    leader
+        .remove_server(id_of(down))
+        .await
+        .expect("the dead server removed");
+    let config = leader.configuration();
+    assert_eq!(config.servers.len(), 2, "{config:?}");
+    leader.write(register(2)).await.expect("a write");
+    for i in [first, up] {
+        servers[i].stop().await;
+    }
+}
+
 async fn closed(conn: &mut tokio::net::TcpStream) {
     use tokio::io::AsyncReadExt;
     let mut buf = [0u8; 16];

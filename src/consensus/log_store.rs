@@ -79,6 +79,48 @@ impl LogStore {
         })
     }
 
+    /// The newest configuration in the log's entries, if any.
+    pub(crate) fn last_membership(&self) -> Option<Membership<u64, RaftMember>> {
+        self.mirror()
+            .entries
+            .values()
+            .rev()
+            .find_map(|e| match &e.payload {
+                EntryPayload::Membership(m) => Some(m.clone()),
+                _ => None,
+            })
+    }
+
+    /// Appends `membership` after the last entry, under that entry's leader,
+    /// and waits until it is durable: what a recovery (`peers.json`) puts in
+    /// force before Raft starts. Its index, or `None` for a log that never
+    /// held an entry (nothing to recover).
+    pub(crate) async fn append_configuration(
+        &self,
+        membership: Membership<u64, RaftMember>,
+    ) -> Result<Option<u64>, StoreError> {
+        let entry = {
+            let mirror = self.mirror();
+            let last = mirror
+                .entries
+                .last_key_value()
+                .map(|(_, e)| e.log_id)
+                .or(mirror.purged);
+            let Some(last) = last else {
+                return Ok(None);
+            };
+            Entry {
+                log_id: LogId::new(last.leader_id, last.index + 1),
+                payload: EntryPayload::Membership(membership),
+            }
+        };
+        let index = entry.log_id.index;
+        let bytes = store::encode(&entry)?;
+        self.mirror().entries.insert(index, entry);
+        self.writer.write(Op::Append(vec![(index, bytes)])).await?;
+        Ok(Some(index))
+    }
+
     fn mirror(&self) -> MutexGuard<'_, Mirror> {
         // Nothing panics while holding the lock except allocation failure;
         // the mirror is consistent after every statement anyway.

@@ -189,6 +189,8 @@ impl Consensus {
                     "cannot remove the last server of the cluster".into(),
                 ));
             }
+            let remaining: BTreeSet<RaftId> = voters.iter().copied().filter(|v| *v != id).collect();
+            self.refuse_below_quorum(id, &remaining).await?;
             ChangeMembers::RemoveVoters(BTreeSet::from([id]))
         } else if membership.get_node(&id).is_some() {
             ChangeMembers::RemoveNodes(BTreeSet::from([id]))
@@ -202,6 +204,64 @@ impl Consensus {
             .change_membership(change, false)
             .await
             .map_err(membership_refused)?;
+        Ok(())
+    }
+
+    /// Refuses to remove voter `id` when fewer of the `remaining` voters
+    /// answer than their quorum needs: the change itself could not commit
+    /// (joint consensus needs a quorum of the new set too), and the cluster
+    /// would be left stuck. Removing a dead voter is always allowed by this
+    /// (it answers in neither set); removing a live one while others are down
+    /// is what it stops. Answering means acknowledging an entry written now.
+    async fn refuse_below_quorum(
+        &self,
+        id: RaftId,
+        remaining: &BTreeSet<RaftId>,
+    ) -> Result<(), MembershipError> {
+        let probe = self
+            .raft
+            .client_write(crate::rpc::types::Batch::default().at(super::proposer::now_ms()))
+            .await
+            .map_err(|e| match e {
+                RaftError::APIError(ClientWriteError::ForwardToLeader(_)) => {
+                    MembershipError::NoLeader
+                }
+                other => MembershipError::Refused(format!(
+                    "cannot confirm which servers answer: {other}"
+                )),
+            })?
+            .log_id;
+        let acknowledged = |metrics: &openraft::RaftMetrics<RaftId, RaftMember>, v: &RaftId| {
+            *v == self.raft_id
+                || metrics
+                    .replication
+                    .as_ref()
+                    .and_then(|r| r.get(v))
+                    .is_some_and(|matched| *matched >= Some(probe))
+        };
+        // A live voter acknowledges within a heartbeat or two; a lease is
+        // plenty, and the wait ends as soon as every one of them did.
+        let _ = self
+            .raft
+            .wait(Some(self.tuning.lease))
+            .metrics(
+                |m| remaining.iter().all(|v| acknowledged(m, v)),
+                "the remaining voters to acknowledge",
+            )
+            .await;
+        let answering = {
+            let m = self.raft.metrics().borrow().clone();
+            remaining.iter().filter(|v| acknowledged(&m, v)).count()
+        };
+        let quorum = remaining.len() / 2 + 1;
+        if answering < quorum {
+            return Err(MembershipError::Refused(format!(
+                "removing server {id:016x} would leave {} voters of which {answering} answer, \
+                 fewer than the {quorum} a quorum needs: the cluster could not commit again. \
+                 Bring the other servers back first, or recover with peers.json",
+                remaining.len()
+            )));
+        }
         Ok(())
     }
 

@@ -15,8 +15,10 @@
 //! - `proposer`: group commit in front of Raft;
 //! - `contact`: when the leader and the followers were last heard from;
 //! - `cluster`: finding the other servers and bootstrapping;
-//! - `membership`: joins, removals and leaves through the leader, and the
-//!   configuration as `/v1/operator/raft/configuration` lists it.
+//! - `membership`: joins, removals and leaves through the leader (never one
+//!   that would leave fewer answering voters than a quorum), and the
+//!   configuration as `/v1/operator/raft/configuration` lists it;
+//! - `recovery`: a lost quorum recovered from `peers.json`, as Consul's.
 //!
 //! Writes go to the leader (`write`): [`Consensus::write`] proposes locally
 //! when this server leads and forwards over server RPC otherwise, retrying
@@ -34,6 +36,7 @@ mod network;
 mod open;
 mod proposer;
 mod read;
+mod recovery;
 mod serve;
 mod state_machine;
 mod write;

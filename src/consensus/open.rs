@@ -15,6 +15,7 @@ use super::contact::Contact;
 use super::log_store::{self, LogStore};
 use super::network::Network;
 use super::proposer::Proposer;
+use super::recovery;
 use super::state_machine::{self, StateMachine};
 use super::{Consensus, ConsensusConfig, Storage, Tuning, cluster};
 use crate::catalog::Replica;
@@ -46,6 +47,9 @@ pub enum StartError {
     /// Raft is shutting down.
     #[error("raft: raft is shutting down")]
     ShuttingDown,
+    /// A `peers.json` recovery file could not be applied.
+    #[error("raft: recovery: {0}")]
+    Recovery(String),
 }
 
 impl Consensus {
@@ -125,6 +129,11 @@ impl Consensus {
             }
         };
         let log_store = LogStore::open(&contents, writer.clone())?;
+        if let Storage::Dir(dir) = &cfg.storage {
+            recovery::apply(dir, &log_store)
+                .await
+                .map_err(|e| StartError::Recovery(e.to_string()))?;
+        }
         let state_machine = StateMachine::open(&contents, replica.clone(), writer.clone())?;
         drop(contents);
 

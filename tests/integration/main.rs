@@ -19,6 +19,7 @@ mod lifecycle;
 mod limits;
 mod membership;
 mod partition;
+mod recovery;
 mod rpc_outsider;
 mod rpc_tls;
 mod sessions;
