@@ -27,6 +27,10 @@ pub enum WriteError {
     /// answered. Retryable.
     #[error("No known Consul servers")]
     NoServers,
+    /// The leader's disk is full: the write was refused (or, if the text
+    /// says so, is held until space is freed). Retryable once it is.
+    #[error("{0}")]
+    DiskFull(String),
 }
 
 /// Why a consistent (`?consistent`) read could not be confirmed: nothing was

@@ -19,5 +19,6 @@ mod lifecycle;
 mod membership;
 mod partition;
 mod sessions;
+mod storage;
 mod txn;
 mod upgrade;
