@@ -14,13 +14,16 @@ use trellis_testkit::{Agent, wait_until_async};
 use crate::harness::{single_server, temp_dir, trellis};
 use crate::kv::{call, call_url};
 
+/// What the refusal of a raft.redb tells the operator to do.
+const MOVE_IT: &str = "move the file away";
+
 fn raft_file(dir: &Path) -> PathBuf {
     dir.join("raft").join("raft.redb")
 }
 
 /// Starts a server on `dir` and expects it to exit at once with an error
-/// naming `file` and saying `why`; returns the error text.
-fn refused_at_start(dir: &Path, file: &Path, why: &str) -> String {
+/// naming `file`, saying `why` and what to `do`; returns the error text.
+fn refused_at_start(dir: &Path, file: &Path, why: &str, what_to_do: &str) -> String {
     let err = trellis()
         .server()
         .node("s1")
@@ -34,7 +37,7 @@ fn refused_at_start(dir: &Path, file: &Path, why: &str) -> String {
         "exit status: 1".to_string(),
         file.display().to_string(),
         why.to_string(),
-        "move the file away".to_string(),
+        what_to_do.to_string(),
     ] {
         assert!(err.contains(&needle), "no {needle:?} in:\n{err}");
     }
@@ -54,13 +57,13 @@ async fn an_empty_or_foreign_raft_database_is_refused_naming_the_file_and_left_a
     // What a disk that filled up or a bad copy leaves: zero bytes.
     let original = std::fs::read(&file).expect("read raft.redb");
     std::fs::write(&file, b"").expect("truncate");
-    refused_at_start(dir.path(), &file, "is empty (0 bytes)");
+    refused_at_start(dir.path(), &file, "is empty (0 bytes)", MOVE_IT);
     assert_eq!(std::fs::metadata(&file).expect("stat").len(), 0);
 
     // Another program's file.
     let foreign = b"SQLite format 3\0".repeat(512);
     std::fs::write(&file, &foreign).expect("write");
-    refused_at_start(dir.path(), &file, "is not a redb database");
+    refused_at_start(dir.path(), &file, "is not a redb database", MOVE_IT);
     assert!(
         std::fs::read(&file).expect("read") == foreign,
         "file changed"
@@ -79,7 +82,7 @@ async fn an_empty_or_foreign_raft_database_is_refused_naming_the_file_and_left_a
         txn.commit().expect("commit");
     }
     let before = std::fs::read(&file).expect("read");
-    refused_at_start(dir.path(), &file, "not a trellis one");
+    refused_at_start(dir.path(), &file, "not a trellis one", MOVE_IT);
     assert!(
         std::fs::read(&file).expect("read") == before,
         "file changed"
@@ -87,6 +90,14 @@ async fn an_empty_or_foreign_raft_database_is_refused_naming_the_file_and_left_a
 
     // The real file back: the server starts with its data.
     std::fs::write(&file, &original).expect("restore");
+
+    // An emptied node ID would make it another node: refused too.
+    let node_id = dir.path().join("node-id");
+    let id = std::fs::read(&node_id).expect("read node-id");
+    std::fs::write(&node_id, b"").expect("truncate node-id");
+    refused_at_start(dir.path(), &node_id, "is empty", "delete the file");
+    assert_eq!(std::fs::metadata(&node_id).expect("stat").len(), 0);
+    std::fs::write(&node_id, &id).expect("restore node-id");
     let agent = single_server(dir.path());
     let kept = wait_until_async("the kept key", Duration::from_secs(30), || {
         let agent = &agent;
