@@ -124,6 +124,51 @@ pub(super) fn is_no_space(e: &redb::Error) -> bool {
     }
 }
 
+/// A small tmpfs, unmounted on drop: a disk that tests can fill. Tests run
+/// as root (as the partition tests' network namespaces need).
+#[cfg(test)]
+pub(crate) struct Tmpfs(tempfile::TempDir);
+
+#[cfg(test)]
+impl Tmpfs {
+    /// Mounts one of `size` (`mount -o size=…`) on a new directory.
+    pub(crate) fn mount(size: &str) -> Self {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let status = std::process::Command::new("mount")
+            .args(["-t", "tmpfs", "-o", &format!("size={size}"), "tmpfs"])
+            .arg(dir.path())
+            .status()
+            .expect("run mount");
+        assert!(status.success(), "mounting a tmpfs needs root: {status}");
+        Self(dir)
+    }
+
+    /// Where it is mounted.
+    pub(crate) fn path(&self) -> &Path {
+        self.0.path()
+    }
+
+    /// Writes a file until the disk is full; returns it.
+    pub(crate) fn fill(&self) -> PathBuf {
+        use std::io::Write;
+        let path = self.0.path().join("filler");
+        let mut f = std::fs::File::create(&path).expect("filler");
+        let chunk = vec![1u8; 64 << 10];
+        while f.write_all(&chunk).is_ok() {}
+        path
+    }
+}
+
+#[cfg(test)]
+impl Drop for Tmpfs {
+    fn drop(&mut self) {
+        let _ = std::process::Command::new("umount")
+            .arg("-l")
+            .arg(self.0.path())
+            .status();
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

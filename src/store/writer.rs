@@ -399,6 +399,7 @@ fn commit(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::store::space::Tmpfs;
     use crate::store::{Space, decode, encode, keys, load, open};
 
     #[tokio::test]
@@ -472,49 +473,13 @@ mod tests {
         writer.stop().await;
     }
 
-    /// A small tmpfs, unmounted on drop: a disk that can be filled. Tests
-    /// run as root (as the partition tests' network namespaces need).
-    struct Tmpfs(tempfile::TempDir);
-
-    impl Tmpfs {
-        fn mount(size: &str) -> Self {
-            let dir = tempfile::tempdir().expect("tempdir");
-            let status = std::process::Command::new("mount")
-                .args(["-t", "tmpfs", "-o", &format!("size={size}"), "tmpfs"])
-                .arg(dir.path())
-                .status()
-                .expect("run mount");
-            assert!(status.success(), "mounting a tmpfs needs root: {status}");
-            Self(dir)
-        }
-
-        /// Writes a file until the disk is full.
-        fn fill(&self) -> PathBuf {
-            use std::io::Write;
-            let path = self.0.path().join("filler");
-            let mut f = std::fs::File::create(&path).expect("filler");
-            let chunk = vec![1u8; 64 << 10];
-            while f.write_all(&chunk).is_ok() {}
-            path
-        }
-    }
-
-    impl Drop for Tmpfs {
-        fn drop(&mut self) {
-            let _ = std::process::Command::new("umount")
-                .arg("-l")
-                .arg(self.0.path())
-                .status();
-        }
-    }
-
     /// A commit that fails for want of space is held, not failed: its
     /// callback waits, the space reports the stall, and once the filler is
     /// gone the same entries commit and everything survives a reopen.
     #[tokio::test]
     async fn a_full_disk_holds_the_commit_until_space_is_freed() {
         let disk = Tmpfs::mount("4m");
-        let dir = disk.0.path().join("raft");
+        let dir = disk.path().join("raft");
         let file = dir.join(crate::store::FILE_NAME);
         let space = Arc::new(Space::new(Some(dir.clone())));
         let on_disk = OnDisk {
