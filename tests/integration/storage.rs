@@ -107,27 +107,43 @@ async fn an_empty_or_foreign_raft_database_is_refused_naming_the_file_and_left_a
     assert_eq!(kept, "1");
 }
 
-/// A tmpfs mounted on a fresh directory, unmounted on drop (after the
-/// agent using it, which is declared later and so dropped first).
-struct Tmpfs(tempfile::TempDir);
+/// A tmpfs mounted on a directory, unmounted (lazily, so even under a
+/// process still using it) on drop.
+struct Tmpfs {
+    /// Where it is mounted.
+    path: PathBuf,
+    /// The directory made for it, if it was not given one.
+    _dir: Option<tempfile::TempDir>,
+}
 
 impl Tmpfs {
+    /// On a fresh directory.
     fn mount(size: &str) -> Self {
         let dir = temp_dir();
+        let mut t = Self::mount_at(dir.path(), size);
+        t._dir = Some(dir);
+        t
+    }
+
+    /// Over `path`, hiding what it held.
+    fn mount_at(path: &Path, size: &str) -> Self {
         let status = std::process::Command::new("mount")
             .args(["-t", "tmpfs", "-o", &format!("size={size}"), "tmpfs"])
-            .arg(dir.path())
+            .arg(path)
             .status()
             .expect("run mount");
         assert!(
             status.success(),
             "mounting a tmpfs needs root (as the partition tests' namespaces do): {status}"
         );
-        Self(dir)
+        Self {
+            path: path.to_path_buf(),
+            _dir: None,
+        }
     }
 
     fn path(&self) -> &Path {
-        self.0.path()
+        &self.path
     }
 }
 
@@ -135,7 +151,7 @@ impl Drop for Tmpfs {
     fn drop(&mut self) {
         let _ = std::process::Command::new("umount")
             .arg("-l")
-            .arg(self.0.path())
+            .arg(&self.path)
             .status();
     }
 }
@@ -254,4 +270,108 @@ async fn a_full_disk_refuses_writes_with_a_500_while_dns_and_reads_go_on_until_s
     assert_eq!(r.status, 200, "{}", r.text);
     assert_eq!(agent.pid(), pid, "the agent was restarted");
     agent.check_running().expect("running");
+}
+
+/// `cp -a from/. to/`.
+fn copy_dir(from: &Path, to: &Path) {
+    let status = std::process::Command::new("cp")
+        .arg("-a")
+        .arg(from.join("."))
+        .arg(to)
+        .status()
+        .expect("run cp");
+    assert!(
+        status.success(),
+        "cp -a {} {}",
+        from.display(),
+        to.display()
+    );
+}
+
+async fn get_stale(agent: &Agent, key: &str) -> Option<String> {
+    let r = agent.get(&format!("/v1/kv/{key}?raw&stale")).await.ok()?;
+    (r.status == 200).then_some(r.text)
+}
+
+#[tokio::test]
+async fn a_follower_with_a_full_disk_keeps_answering_and_catches_up_once_space_returns() {
+    let cluster = trellis().cluster().servers(3).start().await;
+    let leader = cluster.leader().await;
+    put_kv(leader, "a", "1").await;
+    let follower = cluster.followers(leader)[0];
+
+    // Move the follower's data dir onto a small disk of its own.
+    follower.kill();
+    let data = follower.data_dir().expect("a data dir");
+    let saved = temp_dir();
+    copy_dir(&data, saved.path());
+    let disk = Tmpfs::mount_at(&data, "64m");
+    copy_dir(saved.path(), disk.path());
+    follower
+        .restart_async()
+        .await
+        .expect("restart on the tmpfs");
+    wait_until_async("the follower has a", Duration::from_secs(30), || async {
+        get_stale(follower, "a").await.ok_or("not yet".to_string())
+    })
+    .await;
+    let pid = follower.pid();
+
+    let filler = fill(disk.path());
+    // The other two still make a quorum: writes through the leader commit.
+    wait_until_async(
+        "a write with one follower's disk full",
+        Duration::from_secs(30),
+        || async {
+            match try_put_kv(leader, "b", "2").await? {
+                (200, _) => Ok(()),
+                (status, text) => Err(format!("{status}: {text}")),
+            }
+        },
+    )
+    .await;
+    // Values larger than any space redb has spare in its file make the
+    // follower's disk run out for real; its commit is held, not failed.
+    let big = "x".repeat(400 << 10);
+    for i in 0..8 {
+        put_kv(leader, &format!("big{i}"), &big).await;
+    }
+    wait_until_async(
+        "the follower holding its writes",
+        Duration::from_secs(30),
+        || async {
+            let log = follower.log();
+            if log.contains("holding raft storage writes") {
+                Ok(())
+            } else {
+                Err("no such line yet".to_string())
+            }
+        },
+    )
+    .await;
+    // The full follower goes on answering reads and DNS.
+    assert_eq!(get_stale(follower, "a").await.as_deref(), Some("1"));
+    let answer = follower.query_udp("consul.service.consul", RecordType::A);
+    assert!(!answer.answers.is_empty(), "no DNS answer: {answer:?}");
+    follower
+        .check_running()
+        .expect("the follower stopped on a full disk");
+
+    // Space returns: it catches up without a restart.
+    std::fs::remove_file(filler).expect("free the space");
+    let last = wait_until_async("the follower has big7", Duration::from_secs(30), || async {
+        get_stale(follower, "big7")
+            .await
+            .ok_or("not yet".to_string())
+    })
+    .await;
+    assert_eq!(last, big);
+    assert_eq!(get_stale(follower, "b").await.as_deref(), Some("2"));
+    assert!(
+        follower.log().contains("writes resume"),
+        "{}",
+        follower.log()
+    );
+    assert_eq!(follower.pid(), pid, "the follower was restarted");
+    cluster.assert_no_panics();
 }
