@@ -131,7 +131,9 @@ async fn run(
         // A full disk refuses the write before it enters the log, so that
         // it is certainly not made (see `store::space`).
         if let Err(full) = space.check() {
-            let e = WriteError::DiskFull(full.to_string());
+            // Fatal's text goes to the client as is; a new variant would
+            // change the RPC answer's encoding.
+            let e = WriteError::Fatal(full.to_string());
             for reply in replies {
                 let _ = reply.send(Err(e.clone()));
             }
@@ -183,7 +185,7 @@ fn held_for_space(space: &Space) -> WriteError {
         Err(full) => full,
         Ok(()) => space.full(0),
     };
-    WriteError::DiskFull(format!(
+    WriteError::Fatal(format!(
         "{full}; this write was not acknowledged and may still be applied once space is freed"
     ))
 }

@@ -20,17 +20,15 @@ pub enum WriteError {
     /// have committed. Retryable for idempotent writes.
     #[error("leader lost before answering; the write may or may not have been applied")]
     Interrupted,
-    /// Raft or storage failed; the server is shutting down or broken.
+    /// Raft or storage failed; the server is shutting down or broken, or
+    /// its disk is full and it refuses writes until space is freed (the
+    /// text says which).
     #[error("raft: {0}")]
     Fatal(String),
     /// A client agent knows no server to send the write to, or none
     /// answered. Retryable.
     #[error("No known Consul servers")]
     NoServers,
-    /// The leader's disk is full: the write was refused (or, if the text
-    /// says so, is held until space is freed). Retryable once it is.
-    #[error("{0}")]
-    DiskFull(String),
 }
 
 /// Why a consistent (`?consistent`) read could not be confirmed: nothing was

@@ -7,7 +7,7 @@
 //!
 //! - Up front, the leader asks [`Space::check`] before proposing an entry.
 //!   Under [`RESERVE`] bytes free (or while the writer waits, below), the
-//!   write is refused with [`DiskFull`], naming the data dir, before it
+//!   write is refused with [`DiskFull`], naming the directory, before it
 //!   enters the log: the client gets a clear error and the write is
 //!   certainly not made.
 //! - Underneath, a commit that fails anyway for want of space (the disk
@@ -43,11 +43,11 @@ pub struct Space {
 /// Why a write was refused: the disk holding the data dir is full.
 #[derive(Debug, Clone, thiserror::Error)]
 #[error(
-    "the disk holding the data dir {dir} is full (no space left on device, {free} bytes free): \
-     writes are refused until space is freed there; reads and DNS go on"
+    "the disk holding the Raft log in {dir} is full (no space left on device, {free} bytes \
+     free): writes are refused until space is freed there; reads and DNS go on"
 )]
 pub struct DiskFull {
-    /// The data dir's Raft directory.
+    /// The Raft directory in the data dir.
     pub dir: String,
     /// Bytes available to this process, as far as known.
     pub free: u64,
