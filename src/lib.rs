@@ -54,9 +54,19 @@
 //! the reaping of old KV tombstones, both dated in the catalog itself, so a
 //! new leader carries on where the last one stopped.
 //!
+//! TLS ([`tls`]) turns the PEM files the configuration names into rustls
+//! configurations, held so SIGHUP swaps new certificates in without a
+//! restart: the HTTPS listener serves the same router as HTTP from them,
+//! and server RPC takes its accepting and dialling sides from them too.
+//!
+//! What keeps one client from starving the rest: [`per_client`] counts what
+//! each client IP holds (connections, parked blocking queries) under the
+//! caps of the `limits` settings, for the HTTP, server RPC and DNS TCP
+//! listeners alike.
+//!
 //! Last, [`cli`] is the command line: `agent` runs one, `validate` and
-//! `keygen` work alone, and the other subcommands talk to a running agent
-//! over HTTP.
+//! `keygen` and `tls` work alone, and the other subcommands talk to a
+//! running agent over HTTP or HTTPS.
 
 pub mod agent;
 pub mod catalog;
@@ -70,6 +80,8 @@ pub mod expiry;
 pub mod gossip;
 pub mod http;
 pub mod local;
+pub mod per_client;
 pub mod reconcile;
 pub mod rpc;
 pub mod store;
+pub mod tls;

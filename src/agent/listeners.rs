@@ -16,6 +16,8 @@ pub(super) struct Listeners {
     pub(super) dns_tcp: TcpListener,
     /// The HTTP API, on the client address.
     pub(super) http: TcpListener,
+    /// The HTTPS API, on the client address, when `ports.https` is on.
+    pub(super) https: Option<TcpListener>,
     /// Server RPC, on the cluster (bind) address; servers only.
     pub(super) rpc: Option<TcpListener>,
     /// LAN gossip.
@@ -33,6 +35,19 @@ impl Listeners {
             addr: http_addr,
             source,
         })?;
+        let https = match net.ports.https {
+            Some(port) => {
+                let addr = SocketAddr::new(net.client_addr, port);
+                Some(
+                    bind_tcp(addr, HTTP_BACKLOG).map_err(|source| AgentError::Bind {
+                        what: "HTTPS",
+                        addr,
+                        source,
+                    })?,
+                )
+            }
+            None => None,
+        };
         let rpc = match server {
             true => {
                 let rpc_addr = SocketAddr::new(net.bind_addr, net.ports.server);
@@ -67,6 +82,7 @@ impl Listeners {
             dns_udp,
             dns_tcp,
             http,
+            https,
             rpc,
             serf_lan,
         })

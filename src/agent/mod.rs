@@ -32,10 +32,11 @@ use self::listeners::Listeners;
 use self::register::{Definitions, upkeep};
 use self::server::ServerParts;
 use self::settings::{
-    check_state_dir, definitions_file, generation_file, gossip_key, local_identity, node_id,
+    check_state_dir, cluster_key, definitions_file, generation_file, gossip_key, local_identity,
+    node_id,
 };
 use crate::catalog::Replica;
-use crate::config::{Config, DnsSettings, KvSettings, NodeSettings};
+use crate::config::{Config, DnsSettings, KvSettings, LimitsSettings, NodeSettings};
 use crate::delegate::Delegate;
 use crate::gossip::{Gossip, GossipConfig, Profile, Role};
 use crate::local::{self, checks};
@@ -53,6 +54,9 @@ pub enum AgentError {
         /// The OS error.
         source: std::io::Error,
     },
+    /// The TLS files cannot be used.
+    #[error("{0}")]
+    Tls(#[from] crate::tls::TlsError),
     /// Raft or its storage failed to start or to elect this server.
     #[error("consensus: {0}")]
     Consensus(#[from] crate::consensus::StartError),
@@ -92,12 +96,18 @@ struct Agent {
     dns: DnsSettings,
     /// The KV store's and sessions' settings, for the HTTP API.
     kv: KvSettings,
+    /// Per-client caps and timeouts, for the DNS and HTTP listeners.
+    limits: LimitsSettings,
     /// DNS over UDP, not yet served.
     dns_udp: UdpSocket,
     /// DNS over TCP, not yet served.
     dns_tcp: TcpListener,
     /// The HTTP API, not yet served.
     http: TcpListener,
+    /// The HTTPS API, not yet served; with `ports.https` on.
+    https: Option<TcpListener>,
+    /// The TLS material, reloaded on SIGHUP; HTTPS serves from it.
+    tls: Arc<crate::tls::Tls>,
     /// The bound addresses, for the listening line.
     addrs: Addrs,
     /// The catalog as this node sees it.
@@ -123,6 +133,7 @@ struct Agent {
 struct Addrs {
     dns: Option<SocketAddr>,
     http: Option<SocketAddr>,
+    https: Option<SocketAddr>,
     /// Server RPC as other servers reach it; servers only.
     rpc: Option<SocketAddr>,
     serf_lan: Option<SocketAddr>,
@@ -148,8 +159,11 @@ impl Agent {
             checks,
             services,
             kv,
+            limits,
             log: _,
+            tls,
         } = cfg;
+        let tls = Arc::new(crate::tls::Tls::load(tls, &node.datacenter, &dns.domain)?);
         let open_files = fd_limit::raise();
         tracing::debug!(open_files, "open-file limit");
         let listeners = Listeners::bind(&network, raft.server).await?;
@@ -164,13 +178,32 @@ impl Agent {
         let addrs = Addrs {
             dns: listeners.dns_udp.local_addr().ok(),
             http: listeners.http.local_addr().ok(),
+            https: listeners.https.as_ref().and_then(|l| l.local_addr().ok()),
             rpc: listeners.rpc.as_ref().map(|_| rpc_addr),
             serf_lan: listeners.serf_lan.local_addr().ok(),
         };
 
+        // How this agent talks server RPC: TLS per `tls.internal_rpc`, and
+        // the membership proof keyed on the gossip key.
+        let credentials = crate::rpc::Credentials {
+            cluster_key: cluster_key(&gossip),
+            tls: Some(tls.clone()),
+        };
         let (replica, delegate, server) = match listeners.rpc {
             Some(rpc) => {
-                let server = ServerParts::start(&node, &raft, rpc_addr, rpc).await?;
+                let rpc_limits = crate::rpc::server::ConnLimits {
+                    max_conns_per_client: limits.rpc_max_conns_per_client,
+                    handshake_timeout: limits.rpc_handshake_timeout,
+                };
+                let server = ServerParts::start(
+                    &node,
+                    &raft,
+                    rpc_addr,
+                    rpc,
+                    credentials.clone(),
+                    rpc_limits,
+                )
+                .await?;
                 (
                     server.consensus.replica().clone(),
                     Delegate::Server(server.consensus.clone()),
@@ -179,7 +212,10 @@ impl Agent {
             }
             None => {
                 let replica = Arc::new(Replica::new());
-                let link = Arc::new(crate::rpc::ServerLink::new(replica.clone()));
+                let link = Arc::new(crate::rpc::ServerLink::new(
+                    replica.clone(),
+                    credentials.clone(),
+                ));
                 (replica, Delegate::Client(link), None)
             }
         };
@@ -241,6 +277,11 @@ impl Agent {
                 tasks.spawn(link.clone().follow(token.clone()));
             }
         }
+        // Registered now, before the agent says it listens: from then on a
+        // SIGHUP reloads the TLS files instead of ending the process.
+        let hup = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup())
+            .map_err(|e| AgentError::Task(format!("installing the SIGHUP handler: {e}")))?;
+        tasks.spawn(tls.clone().reload_on_sighup(hup, token.clone()));
         let background = Background { token, tasks };
 
         let node_id = node_id(&node).map_err(|e| AgentError::Register {
@@ -270,6 +311,7 @@ impl Agent {
             started,
             dns,
             kv,
+            limits,
             node,
             ae_interval: services.ae_interval,
             leave_on_terminate: gossip.leave_on_terminate,
@@ -277,6 +319,8 @@ impl Agent {
             dns_udp: listeners.dns_udp,
             dns_tcp: listeners.dns_tcp,
             http: listeners.http,
+            https: listeners.https,
+            tls,
             addrs,
             replica,
             delegate,
@@ -299,9 +343,12 @@ impl Agent {
             lone,
             dns,
             kv,
+            limits,
             dns_udp,
             dns_tcp,
             http,
+            https,
+            tls,
             addrs,
             replica,
             delegate,
@@ -347,7 +394,7 @@ impl Agent {
 
         let (dns_replica, dc, token) = (replica.clone(), node.datacenter.clone(), serving.clone());
         tasks.spawn(async move {
-            crate::dns::serve(dns_udp, dns_tcp, dns, dc, dns_replica, token)
+            crate::dns::serve(dns_udp, dns_tcp, dns, &limits, dc, dns_replica, token)
                 .await
                 .map_err(|e| format!("DNS: {e}"))
         });
@@ -360,15 +407,17 @@ impl Agent {
             kv,
         };
         let token = serving.clone();
+        let https = https.map(|l| crate::tls::HttpsListener::start(l, tls, token.clone()));
         tasks.spawn(async move {
-            crate::http::serve(http, state, token)
+            crate::http::serve_with_https(http, https, state, &limits, token)
                 .await
                 .map_err(|e| format!("HTTP: {e}"))
         });
         tracing::info!(
-            "listening dns={} http={} server={} serf_lan={} node={} dc={} ready_in_ms={}",
+            "listening dns={} http={} https={} server={} serf_lan={} node={} dc={} ready_in_ms={}",
             fmt_addr(addrs.dns),
             fmt_addr(addrs.http),
+            fmt_addr(addrs.https),
             fmt_addr(addrs.rpc),
             fmt_addr(addrs.serf_lan),
             node.name,

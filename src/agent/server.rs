@@ -13,6 +13,7 @@ use super::settings::consensus_config;
 use crate::catalog::Replica;
 use crate::config::{NodeSettings, RaftSettings};
 use crate::consensus::Consensus;
+use crate::rpc::server::ConnLimits;
 
 /// Commands a server keeps in its replica's history for following clients;
 /// a client further behind is sent the whole catalog.
@@ -28,21 +29,30 @@ pub(super) struct ServerParts {
 }
 
 impl ServerParts {
-    /// Opens the Raft storage, starts Raft, and serves RPC on `listener`.
+    /// Opens the Raft storage, starts Raft, and serves RPC on `listener`
+    /// under `limits`.
     pub(super) async fn start(
         node: &NodeSettings,
         raft: &RaftSettings,
         rpc_addr: SocketAddr,
         listener: TcpListener,
+        credentials: crate::rpc::Credentials,
+        limits: ConnLimits,
     ) -> Result<Self, AgentError> {
         let replica = Arc::new(Replica::with_history(FOLLOW_HISTORY));
-        let consensus = Consensus::start(consensus_config(node, raft, rpc_addr), replica).await?;
+        let consensus = Consensus::start(
+            consensus_config(node, raft, rpc_addr, credentials.clone()),
+            replica,
+        )
+        .await?;
         // Raft needs server RPC from the start (votes, the bootstrap), and
         // until it has shut down: it gets its own token, cancelled last.
         let rpc_stop = CancellationToken::new();
         let rpc_task = tokio::spawn(crate::rpc::server::serve(
             listener,
             consensus.clone(),
+            credentials,
+            limits,
             rpc_stop.clone(),
         ));
         Ok(Self {

@@ -49,6 +49,14 @@ pub(super) fn gossip_key(g: &GossipSettings) -> Option<crate::gossip::Key> {
         .map(|k| crate::gossip::Key::from_bytes(k.0))
 }
 
+/// The key server RPC peers prove they hold: derived from the gossip key,
+/// so one `encrypt` setting keeps outsiders off both gossip and RPC.
+pub(super) fn cluster_key(g: &GossipSettings) -> Option<crate::rpc::ClusterKey> {
+    g.encrypt
+        .as_ref()
+        .map(|k| crate::rpc::ClusterKey::derive(&k.0))
+}
+
 /// Where this node's gossip generation is kept across restarts; `None`
 /// (dev) orders restarts by the wall clock alone.
 pub(super) fn generation_file(node: &NodeSettings) -> Option<std::path::PathBuf> {
@@ -68,6 +76,7 @@ pub(super) fn consensus_config(
     node: &NodeSettings,
     raft: &RaftSettings,
     rpc_addr: SocketAddr,
+    credentials: crate::rpc::Credentials,
 ) -> ConsensusConfig {
     let storage = match &node.data_dir {
         Some(dir) => Storage::Dir(dir.join("raft")),
@@ -82,6 +91,7 @@ pub(super) fn consensus_config(
         // Join addresses are gossip addresses; the servers among the
         // pool's members are handed to consensus as they appear.
         retry_join: Vec::new(),
+        credentials,
     }
 }
 

@@ -5,10 +5,13 @@
 //! speak Consul's API in depth (`kv`, `lock`).
 
 use std::fmt;
+use std::path::PathBuf;
 use std::time::Duration;
 
 use anyhow::{Context, bail};
 use clap::Args;
+
+use super::goflags::parse_go_bool;
 
 /// Where an agent listens when neither the flag nor an environment variable
 /// says otherwise: Consul's default HTTP address.
@@ -23,13 +26,37 @@ const CONSUL_HTTP_ADDR: &str = "CONSUL_HTTP_ADDR";
 /// blocking query may rightly take minutes.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
 
-/// Where the agent's HTTP API is.
+/// Consul's variable that turns an address without a scheme into HTTPS.
+const CONSUL_HTTP_SSL: &str = "CONSUL_HTTP_SSL";
+
+/// Consul's variable that, set to false, checks no certificate at all.
+const CONSUL_HTTP_SSL_VERIFY: &str = "CONSUL_HTTP_SSL_VERIFY";
+
+/// Where the agent's HTTP API is, and how to speak HTTPS to it: Consul's
+/// flags and environment variables.
 #[derive(Debug, Clone, Args)]
 pub(crate) struct HttpAddr {
-    /// The agent's HTTP API address [default: $CONSUL_HTTP_ADDR, else
-    /// 127.0.0.1:8500].
+    /// The agent's HTTP API address; `https://` for HTTPS [default:
+    /// $CONSUL_HTTP_ADDR, else 127.0.0.1:8500].
     #[arg(long, env = "TRELLIS_HTTP_ADDR", value_name = "ADDR")]
     http_addr: Option<String>,
+    /// CA certificate (PEM) to check the agent's HTTPS certificate against.
+    #[arg(long, env = "CONSUL_CACERT", value_name = "FILE")]
+    ca_file: Option<PathBuf>,
+    /// A directory of CA certificates (PEM).
+    #[arg(long, env = "CONSUL_CAPATH", value_name = "DIR")]
+    ca_path: Option<PathBuf>,
+    /// Client certificate (PEM) to present, for agents with
+    /// `verify_incoming`.
+    #[arg(long, env = "CONSUL_CLIENT_CERT", value_name = "FILE")]
+    client_cert: Option<PathBuf>,
+    /// The client certificate's key (PEM).
+    #[arg(long, env = "CONSUL_CLIENT_KEY", value_name = "FILE")]
+    client_key: Option<PathBuf>,
+    /// The name the agent's certificate must carry, when it differs from
+    /// the address's host (e.g. server.dc1.consul).
+    #[arg(long, env = "CONSUL_TLS_SERVER_NAME", value_name = "NAME")]
+    tls_server_name: Option<String>,
 }
 
 impl HttpAddr {
@@ -43,27 +70,41 @@ impl HttpAddr {
             .unwrap_or_else(|| DEFAULT_ADDR.to_string())
     }
 
-    /// The URL of the API root, without a trailing slash.
+    /// The URL of the API root, without a trailing slash: the address's own
+    /// scheme, else https when `CONSUL_HTTP_SSL` is true, else http.
     fn base(&self) -> String {
-        let addr = self.addr();
-        let base = addr.trim_end_matches('/');
-        if base.starts_with("http://") || base.starts_with("https://") {
-            base.to_string()
-        } else {
-            format!("http://{base}")
-        }
+        let ssl = std::env::var(CONSUL_HTTP_SSL).ok();
+        base_url(&self.addr(), ssl.as_deref())
     }
 
     fn url(&self, path: &str) -> String {
         format!("{}{path}", self.base())
     }
 
+    /// A client that speaks HTTPS as the flags say.
+    fn client(&self) -> anyhow::Result<reqwest::Client> {
+        let builder = reqwest::Client::builder().connect_timeout(CONNECT_TIMEOUT);
+        let tls = crate::tls::CliTls {
+            ca_file: self.ca_file.clone(),
+            ca_path: self.ca_path.clone(),
+            client_cert: self.client_cert.clone(),
+            client_key: self.client_key.clone(),
+            server_name: self.tls_server_name.clone(),
+            skip_verify: std::env::var(CONSUL_HTTP_SSL_VERIFY)
+                .is_ok_and(|v| parse_go_bool(&v) == Some(false)),
+        };
+        let builder = if tls.is_set() {
+            let config = crate::tls::cli_client_config(&tls).map_err(anyhow::Error::msg)?;
+            builder.use_preconfigured_tls(config)
+        } else {
+            builder
+        };
+        builder.build().context("building the HTTP client")
+    }
+
     /// An async client for this agent.
     pub(crate) fn api(&self) -> anyhow::Result<Api> {
-        let http = reqwest::Client::builder()
-            .connect_timeout(CONNECT_TIMEOUT)
-            .build()
-            .context("building the HTTP client")?;
+        let http = self.client()?;
         Ok(Api {
             base: self.base(),
             http,
@@ -78,8 +119,8 @@ impl HttpAddr {
         path: &str,
     ) -> anyhow::Result<String> {
         let url = self.url(path);
+        let client = self.client()?;
         block_on(async {
-            let client = reqwest::Client::new();
             let resp = req(&client, url.clone())
                 .send()
                 .await
@@ -107,6 +148,18 @@ impl HttpAddr {
     pub(crate) fn put(&self, path: &str, body: String) -> anyhow::Result<String> {
         self.send(|c, u| c.put(u).body(body), path)
     }
+}
+
+/// The API root for `addr`: its own scheme when it has one, else https
+/// when `ssl` (`CONSUL_HTTP_SSL`) reads as true, as Go's `strconv.ParseBool`.
+fn base_url(addr: &str, ssl: Option<&str>) -> String {
+    let base = addr.trim_end_matches('/');
+    if base.starts_with("http://") || base.starts_with("https://") {
+        return base.to_string();
+    }
+    let https = ssl.and_then(parse_go_bool) == Some(true);
+    let scheme = if https { "https" } else { "http" };
+    format!("{scheme}://{base}")
 }
 
 /// Runs `fut` to completion on a fresh single-threaded runtime: each
@@ -337,14 +390,23 @@ mod tests {
     }
 
     #[test]
-    fn the_address_falls_back_to_consuls_default() {
-        let given = HttpAddr {
-            http_addr: Some("10.0.0.1:8500/".to_string()),
-        };
-        assert_eq!(given.base(), "http://10.0.0.1:8500");
-        let https = HttpAddr {
-            http_addr: Some("https://consul.example:8501".to_string()),
-        };
-        assert_eq!(https.url("/v1/kv/a"), "https://consul.example:8501/v1/kv/a");
+    fn the_scheme_is_the_addresss_own_else_https_when_consul_http_ssl_says_so() {
+        assert_eq!(base_url("10.0.0.1:8500/", None), "http://10.0.0.1:8500");
+        assert_eq!(
+            base_url("https://consul.example:8501", None),
+            "https://consul.example:8501"
+        );
+        assert_eq!(
+            base_url("127.0.0.1:8501", Some("true")),
+            "https://127.0.0.1:8501"
+        );
+        assert_eq!(
+            base_url("127.0.0.1:8500", Some("0")),
+            "http://127.0.0.1:8500"
+        );
+        assert_eq!(
+            base_url("http://127.0.0.1:8500", Some("true")),
+            "http://127.0.0.1:8500"
+        );
     }
 }

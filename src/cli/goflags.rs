@@ -1,5 +1,5 @@
 //! Consul's flag spelling for the subcommands that mirror Consul's own
-//! (`kv`, `lock`). Consul parses flags with Go's `flag` package, where a
+//! (`kv`, `lock`, `tls`). Consul parses flags with Go's `flag` package, where a
 //! long flag takes one dash (`-recurse`, `-modify-index=5`, `-n 2`), a
 //! boolean may say `-cas=true`, and parsing stops at the first argument
 //! that is not a flag. clap reads `--long` flags, so those arguments are
@@ -10,7 +10,18 @@ use std::ffi::OsString;
 use clap::{ArgAction, Command};
 
 /// The subcommands whose flags are Consul's.
-const GO_STYLE: &[&str] = &["kv", "lock"];
+const GO_STYLE: &[&str] = &["kv", "lock", "tls"];
+
+/// Consul's flags for reaching the agent, which every Consul command that
+/// talks HTTP takes with one dash: accepted so on every subcommand.
+const HTTP_FLAGS: &[&str] = &[
+    "http-addr",
+    "ca-file",
+    "ca-path",
+    "client-cert",
+    "client-key",
+    "tls-server-name",
+];
 
 /// Rewrites the Go-style flags of a `kv` or `lock` command line for clap;
 /// other command lines are returned unchanged. `cmd` is the whole CLI.
@@ -34,6 +45,21 @@ pub(crate) fn normalize(args: Vec<OsString>, cmd: &Command) -> Vec<OsString> {
         out.extend(rest.next());
     }
     if !go_style {
+        // Only Consul's HTTP flags, up to `--`; the rest is clap's.
+        for arg in rest.by_ref() {
+            if arg == "--" {
+                out.push(arg);
+                break;
+            }
+            let text = arg.to_str().unwrap_or_default();
+            let body = text.strip_prefix('-').filter(|b| !b.starts_with('-'));
+            match body {
+                Some(b) if HTTP_FLAGS.contains(&b.split('=').next().unwrap_or_default()) => {
+                    out.push(format!("--{b}").into());
+                }
+                _ => out.push(arg),
+            }
+        }
         out.extend(rest);
         return out;
     }
@@ -81,8 +107,9 @@ pub(crate) fn normalize(args: Vec<OsString>, cmd: &Command) -> Vec<OsString> {
     out
 }
 
-/// Go's `strconv.ParseBool`.
-fn parse_go_bool(v: &str) -> Option<bool> {
+/// Go's `strconv.ParseBool`, which Consul also reads its environment
+/// variables with.
+pub(crate) fn parse_go_bool(v: &str) -> Option<bool> {
     match v {
         "1" | "t" | "T" | "TRUE" | "true" | "True" => Some(true),
         "0" | "f" | "F" | "FALSE" | "false" | "False" => Some(false),
@@ -153,12 +180,22 @@ mod tests {
     }
 
     #[test]
-    fn other_subcommands_are_left_alone() {
+    fn other_subcommands_are_left_alone_but_for_consuls_http_flags() {
         assert_eq!(
             norm(&["catalog", "services", "-x", "--tags"]),
             ["catalog", "services", "-x", "--tags"]
         );
         assert_eq!(norm(&["members"]), ["members"]);
+        assert_eq!(
+            norm(&["members", "-ca-file", "ca.pem", "-client-cert=c.pem", "-x"]),
+            [
+                "members",
+                "--ca-file",
+                "ca.pem",
+                "--client-cert=c.pem",
+                "-x"
+            ]
+        );
     }
 
     #[test]

@@ -17,6 +17,7 @@ mod lock;
 mod members;
 mod operator;
 mod services;
+mod tls;
 mod validate;
 
 use std::process::ExitCode;
@@ -73,6 +74,10 @@ enum Verb {
     /// Run a command while holding a lock (or one of N semaphore slots) at
     /// a KV prefix, as `consul lock`.
     Lock(lock::LockCmd),
+    /// Create a CA and certificates for TLS, as `consul tls` (Consul's
+    /// `-flag` spelling works too).
+    #[command(subcommand)]
+    Tls(tls::TlsCmd),
 }
 
 impl Cli {
@@ -101,6 +106,7 @@ impl Cli {
             Verb::Operator(cmd) => cmd.run(),
             Verb::Leave(cmd) => cmd.run(),
             Verb::Keygen(cmd) => cmd.run(),
+            Verb::Tls(cmd) => cmd.run(),
             Verb::Kv(cmd) => return cmd.run(),
             Verb::Lock(cmd) => return cmd.run(),
         };

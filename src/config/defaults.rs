@@ -18,6 +18,8 @@ pub const SERF_LAN_PORT: u16 = 8301;
 pub const SERF_WAN_PORT: u16 = 8302;
 /// Server RPC.
 pub const SERVER_PORT: u16 = 8300;
+/// HTTPS API: -1, off, as Consul; 8501 is the port people give it.
+pub const HTTPS_PORT: i32 = -1;
 
 /// The datacenter of an agent that names none.
 pub const DATACENTER: &str = "dc1";
@@ -147,3 +149,36 @@ fn primary_ipv4() -> Option<IpAddr> {
     let ip = s.local_addr().ok()?.ip();
     (!ip.is_unspecified()).then_some(ip)
 }
+
+/// Connections one client IP may hold to the HTTP API; beyond, it is
+/// answered 429 and closed (Consul's `limits.http_max_conns_per_client`).
+pub const HTTP_MAX_CONNS_PER_CLIENT: usize = 200;
+/// Blocking queries one client IP may have parked at once; beyond, 429.
+/// Below the connection cap, so a client whose blocking queries are all
+/// parked still has connections for its writes and plain reads.
+pub const HTTP_MAX_BLOCKING_PER_CLIENT: usize = 128;
+/// How long a client may take to send a request's headers, from a new
+/// connection or the first byte of a request (Go's `ReadHeaderTimeout`;
+/// Consul sets none, so half-sent requests held its connections forever).
+pub const HTTP_READ_HEADER_TIMEOUT: Duration = Duration::from_secs(10);
+/// How long a request's body may take to arrive in full once its headers
+/// have: a body sent a byte at a time would otherwise hold its connection
+/// and an admission slot for ever.
+pub const HTTP_READ_BODY_TIMEOUT: Duration = Duration::from_secs(30);
+/// How long a keep-alive connection may wait between requests. Above the
+/// 90 s idle timeout of Go's (and Consul's API client's) connection pool,
+/// so clients close idle connections before the agent does and never send
+/// a request into a connection the agent is closing.
+pub const HTTP_IDLE_TIMEOUT: Duration = Duration::from_secs(120);
+/// Server RPC connections one IP may hold; beyond, new ones are closed at
+/// once (Consul's `limits.rpc_max_conns_per_client`).
+pub const RPC_MAX_CONNS_PER_CLIENT: usize = 100;
+/// How long a server RPC connection may take to send its preface before it
+/// is closed (Consul's `limits.rpc_handshake_timeout`).
+pub const RPC_HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(5);
+/// DNS TCP connections one client IP may hold; beyond, new ones are closed
+/// on accept (RFC 7766 §6.2.2 lets a server limit them per client).
+pub const DNS_TCP_MAX_CONNS_PER_CLIENT: usize = 64;
+/// A DNS TCP connection idle this long is closed (RFC 7766 §6.2.3: seconds,
+/// not minutes).
+pub const DNS_TCP_IDLE_TIMEOUT: Duration = Duration::from_secs(10);

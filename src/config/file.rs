@@ -48,6 +48,11 @@ pub struct FileConfig {
     pub ports: Option<PortsFile>,
     /// DNS tuning.
     pub dns_config: Option<DnsConfigFile>,
+    /// TLS for HTTPS and server RPC, Consul's `tls { defaults / internal_rpc
+    /// / https }`.
+    pub tls: Option<TlsFile>,
+    /// Per-client caps and timeouts on the listeners.
+    pub limits: Option<LimitsFile>,
     /// Allow script checks from the HTTP API and files.
     pub enable_script_checks: Option<bool>,
     /// Allow script checks from configuration files only.
@@ -98,6 +103,42 @@ pub struct PortsFile {
     pub serf_wan: Option<u16>,
     /// Server RPC port (8300).
     pub server: Option<u16>,
+    /// HTTPS API port; -1 (the default) serves no HTTPS, as Consul.
+    pub https: Option<i32>,
+}
+
+/// `tls { defaults { … } internal_rpc { … } https { … } }`: each key of
+/// `internal_rpc` or `https` overrides the same key of `defaults`.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TlsFile {
+    /// What both protocols use unless they say otherwise.
+    pub defaults: Option<TlsProtocolFile>,
+    /// Server RPC (8300).
+    pub internal_rpc: Option<TlsProtocolFile>,
+    /// The HTTPS API (`ports.https`).
+    pub https: Option<TlsProtocolFile>,
+}
+
+/// One stanza of `tls`, Consul's key names.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TlsProtocolFile {
+    /// PEM file of the CA certificates peers are checked against.
+    pub ca_file: Option<PathBuf>,
+    /// A directory of PEM CA certificates, beside or instead of `ca_file`.
+    pub ca_path: Option<PathBuf>,
+    /// PEM certificate (chain) this agent presents.
+    pub cert_file: Option<PathBuf>,
+    /// PEM private key of `cert_file`.
+    pub key_file: Option<PathBuf>,
+    /// Require peers to present a certificate signed by the CA.
+    pub verify_incoming: Option<bool>,
+    /// Check the certificate of the servers this agent connects to.
+    pub verify_outgoing: Option<bool>,
+    /// Require servers' certificates to name `server.<dc>.<domain>`
+    /// (`internal_rpc` only, as Consul).
+    pub verify_server_hostname: Option<bool>,
 }
 
 /// `dns_config { ... }`, Consul's names.
@@ -118,6 +159,31 @@ pub struct DnsConfigFile {
     pub recursor_timeout: Option<String>,
     /// Serve stale answers (always true for us; accepted for compatibility).
     pub allow_stale: Option<bool>,
+}
+
+/// `limits { ... }`: Consul's names where Consul has the setting. Caps
+/// are counts (0: no cap), timeouts durations ("0s": none).
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LimitsFile {
+    /// HTTP connections per client IP (200).
+    pub http_max_conns_per_client: Option<usize>,
+    /// Parked blocking queries per client IP (128).
+    pub http_max_blocking_per_client: Option<usize>,
+    /// Time to send a request's headers ("10s").
+    pub http_read_header_timeout: Option<String>,
+    /// Time to send a request's body once its headers are in ("30s").
+    pub http_read_body_timeout: Option<String>,
+    /// Time a keep-alive connection may wait between requests ("120s").
+    pub http_idle_timeout: Option<String>,
+    /// Server RPC connections per client IP (100).
+    pub rpc_max_conns_per_client: Option<usize>,
+    /// Time to send the server RPC preface ("5s").
+    pub rpc_handshake_timeout: Option<String>,
+    /// DNS TCP connections per client IP (64).
+    pub dns_tcp_max_conns_per_client: Option<usize>,
+    /// Time a DNS TCP connection may stay idle ("10s").
+    pub dns_tcp_idle_timeout: Option<String>,
 }
 
 /// A service definition as Consul's config files write it.

@@ -83,6 +83,11 @@ pub struct AgentFlags {
     #[arg(long, value_name = "PORT")]
     pub server_port: Option<u16>,
 
+    /// HTTPS API port (needs `tls` certificates in a config file); 0 picks a
+    /// free one, -1 serves no HTTPS [default: -1].
+    #[arg(long, value_name = "PORT", allow_negative_numbers = true)]
+    pub https_port: Option<i32>,
+
     /// A configuration file (TOML or JSON). Repeatable; later files win.
     #[arg(long, value_name = "FILE")]
     pub config_file: Vec<PathBuf>,

@@ -59,6 +59,8 @@ impl Layered {
             zone_dirs,
             ports,
             dns_config,
+            tls,
+            limits,
             enable_script_checks,
             enable_local_script_checks,
             check_update_interval,

@@ -22,6 +22,7 @@ pub mod join;
 mod merge;
 mod resolve;
 pub mod settings;
+mod tls;
 mod validate;
 
 #[cfg(test)]
@@ -32,8 +33,9 @@ use std::path::PathBuf;
 pub use file::{CheckFile, FileConfig, ServiceFile};
 pub use flags::AgentFlags;
 pub use settings::{
-    CheckSettings, DnsSettings, EncryptKey, GossipSettings, KvSettings, LogSettings,
-    NetworkSettings, NodeSettings, Ports, RaftSettings, ServiceSettings,
+    CheckSettings, DnsSettings, EncryptKey, GossipSettings, KvSettings, LimitsSettings,
+    LogSettings, NetworkSettings, NodeSettings, Ports, RaftSettings, ServiceSettings, TlsProtocol,
+    TlsSettings,
 };
 pub use validate::parse_socket;
 
@@ -76,7 +78,8 @@ pub enum ConfigError {
 /// own: the listeners `network`, Raft `raft` (with `node`), gossip and the
 /// reconciler `gossip`, DNS `dns`, the check runners `checks`, the local
 /// state `services`, the session endpoints and the leader's expiry timers
-/// `kv`, logging `log`.
+/// `kv`, the listeners' per-client caps `limits`, logging `log`, the HTTPS
+/// listener and server RPC `tls`.
 #[derive(Debug, Clone)]
 pub struct Config {
     /// Who this node is.
@@ -95,8 +98,13 @@ pub struct Config {
     pub services: ServiceSettings,
     /// The KV store and sessions.
     pub kv: KvSettings,
+    /// Per-client caps and timeouts of the HTTP, server RPC and DNS TCP
+    /// listeners.
+    pub limits: LimitsSettings,
     /// Logging.
     pub log: LogSettings,
+    /// TLS for HTTPS and server RPC.
+    pub tls: TlsSettings,
 }
 
 /// What the configuration is resolved for: a file checked on its own lacks

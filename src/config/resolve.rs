@@ -11,8 +11,8 @@ use std::time::Duration;
 use super::flags::AgentFlags;
 use super::merge::Layered;
 use super::settings::{
-    CheckSettings, DnsSettings, GossipSettings, KvSettings, LogSettings, NetworkSettings,
-    NodeSettings, Ports, RaftSettings, ServiceSettings,
+    CheckSettings, DnsSettings, GossipSettings, KvSettings, LimitsSettings, LogSettings,
+    NetworkSettings, NodeSettings, Ports, RaftSettings, ServiceSettings,
 };
 use super::validate::{duration, encrypt_key, ip, label, parse_socket};
 use super::{Config, ConfigError, Purpose, defaults, definitions};
@@ -34,7 +34,7 @@ pub(super) struct Role {
 }
 
 impl Resolver<'_> {
-    fn src(&self, key: &'static str, flag: &'static str, from_flag: bool) -> String {
+    pub(super) fn src(&self, key: &'static str, flag: &'static str, from_flag: bool) -> String {
         self.layers.source(key, flag, from_flag)
     }
 
@@ -173,8 +173,14 @@ impl Resolver<'_> {
             serf_lan: flags.serf_lan_port.or(fp.serf_lan).unwrap_or(d.serf_lan),
             serf_wan: flags.serf_wan_port.or(fp.serf_wan).unwrap_or(d.serf_wan),
             server: flags.server_port.or(fp.server).unwrap_or(d.server),
+            https: self.https_port()?,
         };
-        let tcp = [ports.dns, ports.http, ports.server];
+        let tcp = [
+            ports.dns,
+            ports.http,
+            ports.server,
+            ports.https.unwrap_or(0),
+        ];
         for (i, p) in tcp.iter().enumerate() {
             if *p != 0 && tcp[..i].contains(p) {
                 return Err(ConfigError::Invalid {
@@ -473,6 +479,59 @@ impl Resolver<'_> {
     }
 }
 
+impl Resolver<'_> {
+    /// The listeners' per-client caps and timeouts: a cap of 0 is none, a
+    /// timeout of "0s" none, as Consul's.
+    pub(super) fn limits(&self) -> Result<LimitsSettings, ConfigError> {
+        let l = self.layers.file.limits.clone().unwrap_or_default();
+        let d = LimitsSettings::default();
+        let timeout = |key: &'static str, v: Option<&str>, default: Option<Duration>| {
+            let src = || self.src("limits", "", false);
+            let d = duration(key, src, v, default.unwrap_or_default())?;
+            Ok::<_, ConfigError>((!d.is_zero()).then_some(d))
+        };
+        Ok(LimitsSettings {
+            http_max_conns_per_client: l
+                .http_max_conns_per_client
+                .unwrap_or(d.http_max_conns_per_client),
+            http_max_blocking_per_client: l
+                .http_max_blocking_per_client
+                .unwrap_or(d.http_max_blocking_per_client),
+            http_read_header_timeout: timeout(
+                "limits.http_read_header_timeout",
+                l.http_read_header_timeout.as_deref(),
+                d.http_read_header_timeout,
+            )?,
+            http_read_body_timeout: timeout(
+                "limits.http_read_body_timeout",
+                l.http_read_body_timeout.as_deref(),
+                d.http_read_body_timeout,
+            )?,
+            http_idle_timeout: timeout(
+                "limits.http_idle_timeout",
+                l.http_idle_timeout.as_deref(),
+                d.http_idle_timeout,
+            )?,
+            rpc_max_conns_per_client: l
+                .rpc_max_conns_per_client
+                .unwrap_or(d.rpc_max_conns_per_client),
+            rpc_handshake_timeout: timeout(
+                "limits.rpc_handshake_timeout",
+                l.rpc_handshake_timeout.as_deref(),
+                d.rpc_handshake_timeout,
+            )?,
+            dns_tcp_max_conns_per_client: l
+                .dns_tcp_max_conns_per_client
+                .unwrap_or(d.dns_tcp_max_conns_per_client),
+            dns_tcp_idle_timeout: timeout(
+                "limits.dns_tcp_idle_timeout",
+                l.dns_tcp_idle_timeout.as_deref(),
+                d.dns_tcp_idle_timeout,
+            )?,
+        })
+    }
+}
+
 impl Config {
     /// Resolves every subsystem's settings, in the order that decides which
     /// error is reported first when several settings are wrong.
@@ -498,6 +557,8 @@ impl Config {
         let raft = r.raft(role)?;
         let gossip = r.gossip(role, retry_join)?;
         let kv = r.kv()?;
+        let tls = r.tls(network.ports.https.is_some())?;
+        let limits = r.limits()?;
         Ok(Self {
             node,
             network,
@@ -507,7 +568,9 @@ impl Config {
             checks,
             services,
             kv,
+            limits,
             log,
+            tls,
         })
     }
 }

@@ -44,6 +44,8 @@ pub struct Ports {
     pub serf_wan: u16,
     /// Server RPC.
     pub server: u16,
+    /// HTTPS API; `None` serves no HTTPS (Consul's -1).
+    pub https: Option<u16>,
 }
 
 impl Default for Ports {
@@ -54,6 +56,7 @@ impl Default for Ports {
             serf_lan: defaults::SERF_LAN_PORT,
             serf_wan: defaults::SERF_WAN_PORT,
             server: defaults::SERVER_PORT,
+            https: None,
         }
     }
 }
@@ -228,4 +231,93 @@ pub struct LogSettings {
     pub level: String,
     /// Log JSON lines instead of text.
     pub json: bool,
+}
+
+/// TLS as resolved: one set of files and checks per protocol, each key of
+/// `tls.internal_rpc` / `tls.https` over the same key of `tls.defaults`.
+/// The files are only named here; `crate::tls` reads them at start and on
+/// SIGHUP.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct TlsSettings {
+    /// Server RPC (`tls.internal_rpc`).
+    pub internal_rpc: TlsProtocol,
+    /// The HTTPS API (`tls.https`).
+    pub https: TlsProtocol,
+    /// The configuration file that set `tls`, for errors about its files
+    /// ("default" when none did).
+    pub source: String,
+}
+
+/// One protocol's TLS settings.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct TlsProtocol {
+    /// PEM file of trusted CA certificates.
+    pub ca_file: Option<PathBuf>,
+    /// Directory of PEM CA certificates.
+    pub ca_path: Option<PathBuf>,
+    /// This agent's certificate (chain), PEM.
+    pub cert_file: Option<PathBuf>,
+    /// Its private key, PEM.
+    pub key_file: Option<PathBuf>,
+    /// Peers must present a certificate signed by the CA.
+    pub verify_incoming: bool,
+    /// Servers this agent connects to must present a certificate signed by
+    /// the CA (implied by `verify_server_hostname`, as Consul).
+    pub verify_outgoing: bool,
+    /// A server's certificate must name `server.<dc>.<domain>`
+    /// (internal RPC only).
+    pub verify_server_hostname: bool,
+}
+
+impl TlsProtocol {
+    /// Whether this protocol has a certificate to present.
+    pub fn has_cert(&self) -> bool {
+        self.cert_file.is_some() && self.key_file.is_some()
+    }
+
+    /// Whether any CA is configured.
+    pub fn has_ca(&self) -> bool {
+        self.ca_file.is_some() || self.ca_path.is_some()
+    }
+}
+
+/// Per-client caps and timeouts on the listeners (`limits { … }`), so that
+/// one client can never take what every other client needs. A cap of 0 and
+/// a timeout of `None` are off, as Consul's 0.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct LimitsSettings {
+    /// HTTP connections per client IP.
+    pub http_max_conns_per_client: usize,
+    /// Parked blocking queries per client IP.
+    pub http_max_blocking_per_client: usize,
+    /// Time to send a request's headers.
+    pub http_read_header_timeout: Option<Duration>,
+    /// Time to send a request's body once its headers are in.
+    pub http_read_body_timeout: Option<Duration>,
+    /// Time a keep-alive connection may wait between requests.
+    pub http_idle_timeout: Option<Duration>,
+    /// Server RPC connections per client IP.
+    pub rpc_max_conns_per_client: usize,
+    /// Time to send the server RPC preface.
+    pub rpc_handshake_timeout: Option<Duration>,
+    /// DNS TCP connections per client IP.
+    pub dns_tcp_max_conns_per_client: usize,
+    /// Time a DNS TCP connection may stay idle.
+    pub dns_tcp_idle_timeout: Option<Duration>,
+}
+
+impl Default for LimitsSettings {
+    fn default() -> Self {
+        Self {
+            http_max_conns_per_client: defaults::HTTP_MAX_CONNS_PER_CLIENT,
+            http_max_blocking_per_client: defaults::HTTP_MAX_BLOCKING_PER_CLIENT,
+            http_read_header_timeout: Some(defaults::HTTP_READ_HEADER_TIMEOUT),
+            http_read_body_timeout: Some(defaults::HTTP_READ_BODY_TIMEOUT),
+            http_idle_timeout: Some(defaults::HTTP_IDLE_TIMEOUT),
+            rpc_max_conns_per_client: defaults::RPC_MAX_CONNS_PER_CLIENT,
+            rpc_handshake_timeout: Some(defaults::RPC_HANDSHAKE_TIMEOUT),
+            dns_tcp_max_conns_per_client: defaults::DNS_TCP_MAX_CONNS_PER_CLIENT,
+            dns_tcp_idle_timeout: Some(defaults::DNS_TCP_IDLE_TIMEOUT),
+        }
+    }
 }

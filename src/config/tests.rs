@@ -710,3 +710,59 @@ fn session_ttl_min_and_tombstone_ttl_out_of_bounds_name_the_key_and_the_file() {
          column 21"
     );
 }
+
+// ---- limits --------------------------------------------------------------
+
+#[test]
+fn limits_are_on_by_default_with_consuls_values() {
+    let cfg = Config::load(&client()).unwrap();
+    let l = cfg.limits;
+    assert_eq!(l.http_max_conns_per_client, 200);
+    assert_eq!(l.rpc_max_conns_per_client, 100);
+    assert_eq!(l.rpc_handshake_timeout, Some(Duration::from_secs(5)));
+    assert_eq!(l.http_read_header_timeout, Some(Duration::from_secs(10)));
+    assert!(l.http_max_blocking_per_client > 0);
+    assert!(l.http_max_blocking_per_client < l.http_max_conns_per_client);
+    assert!(l.http_idle_timeout.is_some());
+    assert!(l.http_read_body_timeout.is_some());
+    assert!(l.dns_tcp_max_conns_per_client > 0);
+    assert_eq!(l.dns_tcp_idle_timeout, Some(Duration::from_secs(10)));
+}
+
+#[test]
+fn limits_come_from_a_file_and_zero_turns_one_off() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = write(
+        dir.path(),
+        "limits.toml",
+        "[limits]\nhttp_max_conns_per_client = 0\nrpc_handshake_timeout = \"0s\"\n\
+         http_read_header_timeout = \"2s\"\ndns_tcp_max_conns_per_client = 3\n",
+    );
+    let flags = AgentFlags {
+        config_file: vec![path],
+        ..client()
+    };
+    let l = Config::load(&flags).unwrap().limits;
+    assert_eq!(l.http_max_conns_per_client, 0);
+    assert_eq!(l.rpc_handshake_timeout, None);
+    assert_eq!(l.http_read_header_timeout, Some(Duration::from_secs(2)));
+    assert_eq!(l.dns_tcp_max_conns_per_client, 3);
+    // What the file leaves out keeps its default.
+    assert_eq!(l.rpc_max_conns_per_client, 100);
+}
+
+#[test]
+fn a_bad_limit_names_the_key_and_the_file() {
+    assert_eq!(
+        file_error("a.toml", "[limits]\nrpc_handshake_timeout = \"soon\"\n"),
+        "limits.rpc_handshake_timeout (FILE): invalid duration \"soon\""
+    );
+    assert!(
+        file_error("a.json", r#"{"limits": {"http_max_conns_per_client": -1}}"#)
+            .starts_with("FILE: key `limits.http_max_conns_per_client`: invalid value"),
+    );
+    assert!(
+        file_error("a.toml", "[limits]\nhttp_max_conn_per_client = 5\n")
+            .starts_with("FILE: key `limits.http_max_conn_per_client`: TOML parse error"),
+    );
+}

@@ -1,8 +1,10 @@
 //! Three servers in one process, talking real server RPC over loopback TCP:
 //! discovery and bootstrap, writes through a follower, `?consistent` reads
 //! on followers, and a new leader after the old one stops; and a server
-//! refusing a peer of another protocol version. (Real processes, SIGKILL and
-//! partitions are the integration tests' part.)
+//! refusing a peer of another protocol version or one without the cluster's
+//! key. The three-server cluster and its client links hold a cluster key,
+//! so every test here also runs the membership proof. (Real processes,
+//! SIGKILL and partitions are the integration tests' part.)
 
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::sync::Arc;
@@ -15,6 +17,15 @@ use super::tests::{instances, register};
 use super::*;
 use crate::catalog::Outcome;
 use crate::rpc::WriteError;
+
+/// What every server and client link of these tests proves: the cluster
+/// key (no TLS: that is the integration tests' part).
+fn credentials() -> crate::rpc::Credentials {
+    crate::rpc::Credentials {
+        cluster_key: Some(crate::rpc::ClusterKey::derive(&[42; 32])),
+        tls: None,
+    }
+}
 
 struct Server {
     consensus: Arc<Consensus>,
@@ -65,12 +76,15 @@ async fn three(base: u8) -> Vec<Server> {
                 .filter(|a| **a != addrs[i])
                 .map(ToString::to_string)
                 .collect(),
+            credentials: credentials(),
         };
         let consensus = Consensus::start(cfg, replica.clone()).await.expect("start");
         let rpc_stop = CancellationToken::new();
         tokio::spawn(crate::rpc::server::serve(
             listener,
             consensus.clone(),
+            credentials(),
+            Default::default(),
             rpc_stop.clone(),
         ));
         servers.push(Server {
@@ -201,7 +215,7 @@ async fn a_client_link_writes_follows_and_moves_when_its_server_goes() {
     let stop = CancellationToken::new();
     let follow = |link: &Arc<ServerLink>| tokio::spawn(link.clone().follow(stop.clone()));
     let client = Arc::new(Replica::new());
-    let link = Arc::new(ServerLink::new(client.clone()));
+    let link = Arc::new(ServerLink::new(client.clone(), credentials()));
     link.set_servers(addrs.clone());
     follow(&link);
 
@@ -226,7 +240,7 @@ async fn a_client_link_writes_follows_and_moves_when_its_server_goes() {
         link.write(register(n)).await.expect("write");
     }
     let late = Arc::new(Replica::new());
-    let late_link = Arc::new(ServerLink::new(late.clone()).with_chunk_len(1024));
+    let late_link = Arc::new(ServerLink::new(late.clone(), credentials()).with_chunk_len(1024));
     late_link.set_servers(addrs.clone());
     follow(&late_link);
     late_link.write(register(500)).await.expect("write");
@@ -298,6 +312,42 @@ impl Logs {
 }
 
 /// The server closes `conn`: reading it ends (or fails) instead of hanging.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_server_that_never_catches_up_is_never_made_a_voter() {
+    let servers = three(70).await;
+    until(Duration::from_secs(20), "a leader", || {
+        leader_index(&servers).is_some()
+    })
+    .await;
+    let leader = &servers[leader_index(&servers).expect("a leader")].consensus;
+    // Nothing listens there: the join can only time out, however often it
+    // is asked for (an earlier join's learner used to be promoted by the
+    // next join without having caught up, and then counted in the quorum).
+    let ghost = crate::rpc::RaftServer {
+        id: 0xdead,
+        member: RaftMember::new("ghost", SocketAddr::from(([127, 0, 2, 79], 9))),
+    };
+    for _ in 0..2 {
+        let joined = tokio::time::timeout(Duration::from_secs(2), leader.join(ghost.clone())).await;
+        assert!(!matches!(joined, Ok(Ok(()))), "{joined:?}");
+    }
+    let config = leader.configuration();
+    assert_eq!(
+        config.servers.iter().filter(|s| s.voter).count(),
+        3,
+        "{config:?}"
+    );
+    assert!(
+        config.servers.iter().all(|s| s.id != ghost.id || !s.voter),
+        "{config:?}"
+    );
+    // The cluster still commits with its three voters.
+    leader.write(register(1)).await.expect("a write");
+    for s in &servers {
+        s.stop().await;
+    }
+}
+
 async fn closed(conn: &mut tokio::net::TcpStream) {
     use tokio::io::AsyncReadExt;
     let mut buf = [0u8; 16];
@@ -333,13 +383,15 @@ async fn a_peer_of_another_protocol_version_is_refused_naming_both_versions() {
     tokio::spawn(crate::rpc::server::serve(
         listener,
         consensus.clone(),
+        Default::default(),
+        Default::default(),
         stop.clone(),
     ));
 
     // A peer of the next version: refused, and it learns ours.
     let theirs = PROTOCOL_VERSION + 1;
     let mut conn = tokio::net::TcpStream::connect(addr).await.expect("connect");
-    let refused = preface::offer(&mut conn, theirs)
+    let refused = preface::offer(&mut conn, theirs, None)
         .await
         .expect_err("the connecting side refuses");
     assert_eq!(
@@ -365,7 +417,7 @@ async fn a_peer_of_another_protocol_version_is_refused_naming_both_versions() {
     closed(&mut conn).await;
 
     // A peer of this version is served.
-    let pool = Pool::new(Duration::from_secs(1));
+    let pool = Pool::new(Duration::from_secs(1), Default::default());
     let answer = pool
         .call(
             addr,

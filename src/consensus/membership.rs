@@ -108,17 +108,46 @@ impl Consensus {
             }
             return Ok(());
         }
-        if current.is_none() {
-            tracing::info!(id = m.id, node = %m.member, "adding a server as a learner");
-            tokio::time::timeout(
-                JOIN_TIMEOUT,
-                self.raft.add_learner(m.id, m.member.clone(), true),
-            )
-            .await
-            .map_err(|_| MembershipError::Timeout)?
-            .map_err(membership_refused)?;
-        } else if current.as_ref() != Some(&m.member) {
+        if current.as_ref().is_some_and(|c| *c != m.member) {
             self.set_member(&m).await?;
+        }
+        // Added as a learner, or already one (an earlier join that timed
+        // out): either way it is promoted only once it has caught up, so a
+        // server that does not exist or does not answer never becomes a
+        // voter that a quorum would then wait for.
+        tracing::info!(
+            id = m.id,
+            node = %m.member,
+            "adding a server as a learner until it catches up"
+        );
+        let deadline = tokio::time::Instant::now() + JOIN_TIMEOUT;
+        let added = tokio::time::timeout_at(
+            deadline,
+            self.raft.add_learner(m.id, m.member.clone(), false),
+        )
+        .await
+        .map_err(|_| MembershipError::Timeout)?
+        .map_err(membership_refused)?;
+        // Caught up means it acknowledged the entry that added it. (openraft's
+        // own blocking wait counts a learner within 5,000 entries of the
+        // leader as caught up, which a young log always is, answering or not.)
+        let caught_up = self
+            .raft
+            .wait(Some(
+                deadline.saturating_duration_since(tokio::time::Instant::now()),
+            ))
+            .metrics(
+                |metrics| {
+                    metrics.replication.as_ref().is_some_and(|r| {
+                        r.get(&m.id)
+                            .is_some_and(|matched| *matched >= Some(added.log_id))
+                    })
+                },
+                "the learner to acknowledge its addition",
+            )
+            .await;
+        if caught_up.is_err() {
+            return Err(MembershipError::Timeout);
         }
         // The same name or address under another id is the same machine
         // with a wiped data dir: its old entry goes in the same change.

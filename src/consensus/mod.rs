@@ -91,6 +91,9 @@ pub struct ConsensusConfig {
     /// find the cluster through, beyond those the gossip pool reports
     /// ([`Consensus::set_peer_addrs`]).
     pub retry_join: Vec<String>,
+    /// How this server reaches the others: TLS, and the cluster key it
+    /// proves it holds before any RPC frame.
+    pub credentials: crate::rpc::Credentials,
 }
 
 /// Raft's timing and queue sizes. Not user settings, so they are not in

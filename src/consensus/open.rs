@@ -65,6 +65,7 @@ impl Consensus {
                     ..RaftSettings::default()
                 },
                 retry_join: Vec::new(),
+                credentials: Default::default(),
             },
             replica,
         )
@@ -151,7 +152,10 @@ impl Consensus {
         }
         .validate()
         .map_err(|e| StartError::Config(e.to_string()))?;
-        let pool = Arc::new(Pool::new(tuning.election_timeout.0));
+        let pool = Arc::new(Pool::new(
+            tuning.election_timeout.0,
+            cfg.credentials.clone(),
+        ));
         let contact = Arc::new(Contact::new());
         let network = Network {
             pool: pool.clone(),

@@ -68,6 +68,7 @@ fn config(storage: Storage) -> ConsensusConfig {
             ..RaftSettings::default()
         },
         retry_join: Vec::new(),
+        credentials: Default::default(),
     }
 }
 

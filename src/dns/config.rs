@@ -5,7 +5,7 @@
 
 use std::time::Duration;
 
-use crate::config::DnsSettings;
+use crate::config::{DnsSettings, LimitsSettings, defaults};
 
 /// SOA refresh, seconds.
 pub(super) const SOA_REFRESH: u32 = 3600;
@@ -16,24 +16,40 @@ pub(super) const SOA_EXPIRE: u32 = 86400;
 /// SOA minimum TTL, seconds: the negative-caching TTL of NXDOMAIN/NODATA.
 pub(super) const SOA_MIN_TTL: u32 = 0;
 
-/// How much work the server takes on at once. Not user settings: fixed in
-/// the agent, lowered by tests to reach the caps.
+/// How much work the server takes on at once. The per-client cap and the
+/// idle timeout come from the `limits` settings; the rest is fixed in the
+/// agent. Tests lower them to reach the caps.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) struct Limits {
     /// TCP connections served at once; more are closed on accept (load shed).
     pub(crate) max_tcp_connections: usize,
-    /// A TCP connection idle for this long is closed.
-    pub(crate) tcp_idle_timeout: Duration,
+    /// TCP connections one client IP may hold (0: no cap); more are closed
+    /// on accept, so one client cannot take every slot.
+    pub(crate) max_tcp_conns_per_client: usize,
+    /// A TCP connection idle for this long is closed; `None`: never.
+    pub(crate) tcp_idle_timeout: Option<Duration>,
     /// Forwarded queries in flight at once; more get SERVFAIL at once
     /// rather than queueing behind slow recursors.
     pub(crate) max_concurrent_forwards: usize,
+}
+
+impl Limits {
+    /// The fixed limits with the user's per-client cap and idle timeout.
+    pub(crate) fn with_settings(settings: &LimitsSettings) -> Self {
+        Self {
+            max_tcp_conns_per_client: settings.dns_tcp_max_conns_per_client,
+            tcp_idle_timeout: settings.dns_tcp_idle_timeout,
+            ..Self::default()
+        }
+    }
 }
 
 impl Default for Limits {
     fn default() -> Self {
         Self {
             max_tcp_connections: 1024,
-            tcp_idle_timeout: Duration::from_secs(10),
+            max_tcp_conns_per_client: defaults::DNS_TCP_MAX_CONNS_PER_CLIENT,
+            tcp_idle_timeout: Some(defaults::DNS_TCP_IDLE_TIMEOUT),
             max_concurrent_forwards: 512,
         }
     }

@@ -484,6 +484,7 @@ async fn a_bad_zone_file_stops_start_up() {
         udp,
         tcp,
         cfg,
+        &crate::config::LimitsSettings::default(),
         DATACENTER.into(),
         Arc::new(Replica::new()),
         CancellationToken::new(),

@@ -6,6 +6,11 @@
 //! slots every other request needs, so parked queries can never starve
 //! writes and plain reads. Each kind has its own bound; past it, a request
 //! is shed with 503 at once rather than queued.
+//!
+//! Blocking queries are also counted per client IP: a client with
+//! `limits.http_max_blocking_per_client` parked gets 429 for its next one,
+//! so one client cannot take the blocking slots every other client's
+//! watches need, while its writes and plain reads still go through.
 
 use std::sync::Arc;
 
@@ -15,6 +20,8 @@ use axum::response::{IntoResponse, Response};
 use tokio::sync::Semaphore;
 
 use super::ApiError;
+use super::listen::ClientAddr;
+use crate::per_client::PerClient;
 
 /// Requests running at once that are not blocking queries.
 pub const MAX_IN_FLIGHT: usize = 4096;
@@ -28,15 +35,25 @@ pub(super) struct Admission {
     plain: Arc<Semaphore>,
     /// Slots for blocking queries.
     blocking: Arc<Semaphore>,
+    /// Blocking queries parked by each client.
+    blocking_per_client: Arc<PerClient>,
 }
 
 impl Admission {
-    /// Room for `plain` ordinary requests and `blocking` blocking queries.
+    /// Room for `plain` ordinary requests and `blocking` blocking queries,
+    /// with no cap per client.
     pub(super) fn new(plain: usize, blocking: usize) -> Self {
         Self {
             plain: Arc::new(Semaphore::new(plain)),
             blocking: Arc::new(Semaphore::new(blocking)),
+            blocking_per_client: PerClient::new(0),
         }
+    }
+
+    /// At most `max` blocking queries parked per client IP (0: no cap).
+    pub(super) fn blocking_per_client(mut self, max: usize) -> Self {
+        self.blocking_per_client = PerClient::new(max);
+        self
     }
 }
 
@@ -50,13 +67,26 @@ fn is_blocking(query: Option<&str>) -> bool {
     })
 }
 
-/// Runs the request in a slot of its kind, or sheds it with 503.
+/// Runs the request in a slot of its kind, or sheds it: 429 for a client
+/// at its own cap of blocking queries, 503 when the server is full.
 pub(super) async fn admit(
     State(admission): State<Admission>,
     request: Request,
     next: Next,
 ) -> Response {
-    let pool = if is_blocking(request.uri().query()) {
+    let blocking = is_blocking(request.uri().query());
+    // The client's own cap first, so a client over it takes no shared slot.
+    let client = match request.extensions().get::<ClientAddr>() {
+        Some(ClientAddr(addr)) if blocking => {
+            match admission.blocking_per_client.try_take(addr.ip()) {
+                Some(slot) => Some(slot),
+                None => return ApiError::TooManyBlocking.into_response(),
+            }
+        }
+        // Not blocking, or served without a listener that names clients.
+        _ => None,
+    };
+    let pool = if blocking {
         &admission.blocking
     } else {
         &admission.plain
@@ -64,7 +94,9 @@ pub(super) async fn admit(
     let Ok(_slot) = pool.clone().try_acquire_owned() else {
         return ApiError::Overloaded.into_response();
     };
-    next.run(request).await
+    let response = next.run(request).await;
+    drop(client);
+    response
 }
 
 #[cfg(test)]

@@ -36,6 +36,13 @@ pub enum ApiError {
     /// Too much in flight: the request was shed without being run (503).
     #[error("Too many requests in flight")]
     Overloaded,
+    /// This client has as many blocking queries parked as it may
+    /// (`limits.http_max_blocking_per_client`); others are served (429).
+    #[error(
+        "Too many blocking queries parked from this client address \
+         (limits.http_max_blocking_per_client); retry with fewer"
+    )]
+    TooManyBlocking,
 }
 
 impl ApiError {
@@ -48,6 +55,7 @@ impl ApiError {
             Self::PayloadTooLarge | Self::TooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
             Self::NoLeader | Self::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
             Self::Overloaded => StatusCode::SERVICE_UNAVAILABLE,
+            Self::TooManyBlocking => StatusCode::TOO_MANY_REQUESTS,
         }
     }
 }

@@ -7,8 +7,13 @@
 //! queries), catalog writes go through [`Delegate::write`], agent service
 //! changes through the [`LocalAgent`]. Every route shares two concurrency
 //! limits, one for blocking queries and one for the rest (`admit.rs`), and
-//! sheds load (503) rather than queueing; bodies are capped at 1 MiB (413),
-//! KV values and transactions at 512 KiB by the bytes read (`body.rs`).
+//! sheds load (503) rather than queueing; one client's parked blocking
+//! queries are capped too (429). Bodies are capped at 1 MiB (413), KV
+//! values and transactions at 512 KiB by the bytes read (`body.rs`). The
+//! listener (`listen.rs`) caps connections per client IP (429) and times
+//! out half-sent requests and idle keep-alive connections.
+//! With `ports.https` on, the same router (state and admission bounds)
+//! serves HTTPS too, through [`crate::tls::HttpsListener`].
 
 mod admit;
 mod agent;
@@ -19,6 +24,7 @@ mod error;
 mod health;
 pub mod json;
 mod kv;
+mod listen;
 mod members;
 mod operator;
 pub mod query;
@@ -72,25 +78,38 @@ pub struct ApiState {
 }
 
 /// The handlers' state: the parts the caller gives plus what one running
-/// server owns.
+/// server owns, behind one `Arc`, so that every request's copy (each
+/// extractor takes one) is one reference count, not one per part.
 #[derive(Debug, Clone)]
-struct Ctx {
+struct Ctx(Arc<Shared>);
+
+/// What [`Ctx`] shares.
+#[derive(Debug)]
+struct Shared {
     /// The caller's parts.
     api: ApiState,
     /// Cancelled when the server stops, so parked blocking queries answer at
     /// once instead of holding graceful shutdown for up to their `wait`.
     closing: CancellationToken,
     /// Blocking queries parked right now (a gauge for metrics and tests).
-    parked: Arc<AtomicUsize>,
+    parked: AtomicUsize,
 }
 
 impl Ctx {
     fn new(api: ApiState, closing: CancellationToken) -> Self {
-        Self {
+        Self(Arc::new(Shared {
             api,
             closing,
-            parked: Arc::new(AtomicUsize::new(0)),
-        }
+            parked: AtomicUsize::new(0),
+        }))
+    }
+}
+
+impl std::ops::Deref for Ctx {
+    type Target = Shared;
+
+    fn deref(&self) -> &Shared {
+        &self.0
     }
 }
 
@@ -172,33 +191,43 @@ fn build(state: Ctx, admission: Admission) -> Router {
         .with_state(state)
 }
 
-/// Serves the API on an already-bound listener until `shutdown` is cancelled,
-/// then lets in-flight requests finish (blocking queries answer at once).
+/// Serves the API on an already-bound listener under the per-client caps
+/// and timeouts of `limits` until `shutdown` is cancelled, then lets
+/// in-flight requests finish (blocking queries answer at once).
 pub async fn serve(
     listener: tokio::net::TcpListener,
     state: ApiState,
+    limits: &crate::config::LimitsSettings,
+    shutdown: CancellationToken,
+) -> std::io::Result<()> {
+    serve_with_https(listener, None, state, limits, shutdown).await
+}
+
+/// [`serve`], and the same router (its routes, state and admission bounds)
+/// on the HTTPS listener too when there is one. HTTPS connections are not
+/// yet under `listen.rs`'s per-client caps and timeouts: the TLS listener
+/// bounds its handshakes, and admission bounds their requests.
+pub async fn serve_with_https(
+    listener: tokio::net::TcpListener,
+    https: Option<crate::tls::HttpsListener>,
+    state: ApiState,
+    limits: &crate::config::LimitsSettings,
     shutdown: CancellationToken,
 ) -> std::io::Result<()> {
     let ctx = Ctx::new(state, shutdown.clone());
-    let admission = Admission::new(MAX_IN_FLIGHT, MAX_BLOCKING);
-    serve_router(listener, build(ctx, admission), shutdown).await
-}
-
-async fn serve_router(
-    listener: tokio::net::TcpListener,
-    router: Router,
-    shutdown: CancellationToken,
-) -> std::io::Result<()> {
-    use axum::serve::ListenerExt;
-    // Answers go out as they are written, not held back for a delayed ACK
-    // (Go's servers, Consul's among them, do the same).
-    let listener = listener.tap_io(|tcp| {
-        // Best effort: a connection that refuses it still works.
-        let _ = tcp.set_nodelay(true);
-    });
-    axum::serve(listener, router)
-        .with_graceful_shutdown(async move { shutdown.cancelled().await })
-        .await
+    let admission = Admission::new(MAX_IN_FLIGHT, MAX_BLOCKING)
+        .blocking_per_client(limits.http_max_blocking_per_client);
+    let router = build(ctx, admission);
+    let Some(https) = https else {
+        return listen::serve(listener, router, limits, shutdown).await;
+    };
+    let stop = shutdown.clone();
+    // Each connection gets a handle on the one router: served directly,
+    // axum deep-copies the whole route table per connection (72 KiB).
+    let secure = axum::serve(https, router.clone().into_make_service())
+        .with_graceful_shutdown(async move { stop.cancelled().await });
+    let plain = listen::serve(listener, router, limits, shutdown);
+    tokio::try_join!(plain, async { secure.await }).map(|_| ())
 }
 
 /// The query string as pairs; a malformed one is a 400.

@@ -11,7 +11,7 @@ use tokio_util::sync::CancellationToken;
 
 use std::sync::atomic::Ordering;
 
-use super::{Admission, ApiState, Ctx, MAX_BLOCKING, MAX_IN_FLIGHT, build, serve_router};
+use super::{Admission, ApiState, Ctx, MAX_BLOCKING, MAX_IN_FLIGHT, build, listen};
 use crate::local::NodeIdentity;
 use crate::local::testing::InProcess;
 
@@ -70,11 +70,10 @@ impl TestApi {
         let shutdown = CancellationToken::new();
         // What `serve` does, keeping the context to watch parked queries.
         let ctx = Ctx::new(state, shutdown.clone());
-        let server = tokio::spawn(serve_router(
-            listener,
-            build(ctx.clone(), admission),
-            shutdown.clone(),
-        ));
+        let router = build(ctx.clone(), admission);
+        let (limits, token) = (crate::config::LimitsSettings::default(), shutdown.clone());
+        let server =
+            tokio::spawn(async move { listen::serve(listener, router, &limits, token).await });
         Self {
             base,
             client: reqwest::Client::new(),

@@ -30,6 +30,7 @@ use super::cluster::{ClusterRequest, ClusterResponse, Configuration};
 use super::errors::{MembershipError, ReadError, WriteError};
 use super::message::{Request, Response};
 use super::pool::Pool;
+use super::secure::Credentials;
 use super::types::RaftId;
 use crate::catalog::{Applied, Command, Index, Outcome, Replica};
 
@@ -132,9 +133,11 @@ struct Heard {
 
 impl ServerLink {
     /// A link that keeps `replica` current once it knows servers.
-    pub fn new(replica: Arc<Replica>) -> Self {
+    /// It reaches its servers as `credentials` say (TLS, the membership
+    /// proof).
+    pub fn new(replica: Arc<Replica>, credentials: Credentials) -> Self {
         Self {
-            pool: Pool::new(CONNECT_TIMEOUT),
+            pool: Pool::new(CONNECT_TIMEOUT, credentials),
             replica,
             servers: watch::channel(Vec::new()).0,
             current: Mutex::new(None),

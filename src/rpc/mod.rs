@@ -8,6 +8,10 @@
 //!
 //! - `preface`: the magic and protocol version each side sends first; a
 //!   peer of another version is refused;
+//! - `secure`: before the preface, plain TCP or TLS (`tls.internal_rpc`),
+//!   and whether the peer's certificate is a server's;
+//! - `proof`: then, with gossip encryption on, each side proves it holds
+//!   the cluster's key, so no outsider gets to send a frame;
 //! - `frame`: the wire format and its size limits;
 //! - `message`: what travels, by family, tagged with call ids so calls
 //!   pipeline;
@@ -35,7 +39,9 @@ pub mod link;
 pub mod message;
 pub mod pool;
 pub mod preface;
+pub mod proof;
 pub mod raft;
+pub mod secure;
 pub mod server;
 pub mod types;
 
@@ -44,3 +50,5 @@ pub use errors::{MembershipError, ReadError, WriteError};
 pub use link::ServerLink;
 pub use message::{Request, Response};
 pub use pool::{Pool, RpcError};
+pub use proof::ClusterKey;
+pub use secure::Credentials;

@@ -10,14 +10,15 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use tokio::io::{AsyncWriteExt, BufReader, BufWriter};
+use tokio::io::{AsyncWriteExt, BufReader, BufWriter, ReadHalf, WriteHalf};
 use tokio::net::TcpStream;
-use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
 use tokio::sync::{mpsc, oneshot};
 
 use super::frame::{self, FrameError};
 use super::message::{Envelope, Request, Response};
 use super::preface::{self, PROTOCOL_VERSION, PrefaceError, Refusals};
+use super::proof::ProofError;
+use super::secure::{Credentials, Io, SecureError};
 
 /// Frames waiting to be written on one connection; callers wait beyond it.
 const SEND_QUEUE: usize = 256;
@@ -50,6 +51,15 @@ pub enum RpcError {
         /// Why.
         source: PrefaceError,
     },
+    /// TLS could not be set up (the server's certificate failed the checks,
+    /// or it refused ours): the request was never sent.
+    #[error("{addr}: {source}")]
+    Insecure {
+        /// The peer.
+        addr: SocketAddr,
+        /// Why.
+        source: SecureError,
+    },
     /// The request could not be encoded (too large).
     #[error("request: {0}")]
     Encode(#[from] FrameError),
@@ -69,7 +79,7 @@ impl RpcError {
     pub fn not_sent(&self) -> bool {
         matches!(
             self,
-            Self::Connect { .. } | Self::Preface { .. } | Self::Encode(_)
+            Self::Connect { .. } | Self::Preface { .. } | Self::Insecure { .. } | Self::Encode(_)
         )
     }
 }
@@ -87,15 +97,20 @@ pub struct Pool {
     connect_timeout: Duration,
     /// Rate limit for the warnings of refused prefaces.
     refusals: Refusals,
+    /// What this side proves, and requires peers to prove, at connect.
+    credentials: Credentials,
 }
 
 impl Pool {
-    /// An empty pool whose connection attempts give up after `connect_timeout`.
-    pub fn new(connect_timeout: Duration) -> Self {
+    /// An empty pool whose connection attempts give up after
+    /// `connect_timeout`, speaking TLS and proving cluster membership as
+    /// `credentials` say (see [`super::secure`]).
+    pub fn new(connect_timeout: Duration, credentials: Credentials) -> Self {
         Self {
             peers: Mutex::new(HashMap::new()),
             connect_timeout,
             refusals: Refusals::new(),
+            credentials,
         }
     }
 
@@ -135,29 +150,34 @@ impl Pool {
         if let Some(conn) = slot.as_ref().filter(|c| !c.closed.load(Ordering::Acquire)) {
             return Ok(conn.clone());
         }
-        let stream = match tokio::time::timeout(self.connect_timeout, open(addr)).await {
-            Ok(Ok(s)) => s,
-            Ok(Err(e)) => {
-                if let RpcError::Preface {
-                    source: PrefaceError::Mismatch { .. },
-                    ..
-                } = &e
-                {
-                    if self.refusals.warn_now() {
-                        tracing::warn!("{e}");
-                    } else {
-                        tracing::debug!("{e}");
+        let stream =
+            match tokio::time::timeout(self.connect_timeout, open(addr, &self.credentials)).await {
+                Ok(Ok(s)) => s,
+                Ok(Err(e)) => {
+                    if let RpcError::Preface {
+                        source:
+                            PrefaceError::Mismatch { .. }
+                            | PrefaceError::Proof(
+                                ProofError::Unproven | ProofError::Unkeyed | ProofError::WrongKey,
+                            ),
+                        ..
+                    } = &e
+                    {
+                        if self.refusals.warn_now() {
+                            tracing::warn!("{e}");
+                        } else {
+                            tracing::debug!("{e}");
+                        }
                     }
+                    return Err(e);
                 }
-                return Err(e);
-            }
-            Err(_) => {
-                return Err(RpcError::Connect {
-                    addr,
-                    source: std::io::ErrorKind::TimedOut.into(),
-                });
-            }
-        };
+                Err(_) => {
+                    return Err(RpcError::Connect {
+                        addr,
+                        source: std::io::ErrorKind::TimedOut.into(),
+                    });
+                }
+            };
         let conn = Conn::start(addr, stream);
         *slot = Some(conn.clone());
         Ok(conn)
@@ -165,15 +185,23 @@ impl Pool {
 }
 
 /// Connects to `addr` and exchanges prefaces.
-async fn open(addr: SocketAddr) -> Result<TcpStream, RpcError> {
-    let mut stream = TcpStream::connect(addr)
+async fn open(addr: SocketAddr, credentials: &Credentials) -> Result<Box<dyn Io>, RpcError> {
+    let tcp = TcpStream::connect(addr)
         .await
         .map_err(|source| RpcError::Connect { addr, source })?;
     // Raft messages are small and latency-bound.
-    let _ = stream.set_nodelay(true);
-    preface::offer(&mut stream, PROTOCOL_VERSION)
+    let _ = tcp.set_nodelay(true);
+    let mut stream = credentials
+        .connect(tcp)
         .await
-        .map_err(|source| RpcError::Preface { addr, source })?;
+        .map_err(|source| RpcError::Insecure { addr, source })?;
+    preface::offer(
+        &mut stream,
+        PROTOCOL_VERSION,
+        credentials.cluster_key.as_ref(),
+    )
+    .await
+    .map_err(|source| RpcError::Preface { addr, source })?;
     Ok(stream)
 }
 
@@ -191,8 +219,8 @@ struct Conn {
 }
 
 impl Conn {
-    fn start(addr: SocketAddr, stream: TcpStream) -> Arc<Self> {
-        let (read, write) = stream.into_split();
+    fn start(addr: SocketAddr, stream: Box<dyn Io>) -> Arc<Self> {
+        let (read, write) = tokio::io::split(stream);
         let (frames, queue) = mpsc::channel(SEND_QUEUE);
         let waiting = Arc::new(Waiters::default());
         let closed = Arc::new(AtomicBool::new(false));
@@ -262,7 +290,7 @@ impl Drop for Forget<'_> {
 /// Writes queued frames, flushing whenever the queue runs dry so that
 /// pipelined calls share syscalls.
 async fn write_frames(
-    write: OwnedWriteHalf,
+    write: WriteHalf<Box<dyn Io>>,
     mut queue: mpsc::Receiver<Vec<u8>>,
     closed: Arc<AtomicBool>,
 ) {
@@ -281,7 +309,7 @@ async fn write_frames(
 /// Reads answers until the connection ends, then fails every waiting call.
 async fn read_answers(
     addr: SocketAddr,
-    read: OwnedReadHalf,
+    read: ReadHalf<Box<dyn Io>>,
     waiting: Arc<Waiters>,
     closed: Arc<AtomicBool>,
 ) {

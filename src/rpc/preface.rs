@@ -4,7 +4,8 @@
 //! with its own. Both then compare: a peer that speaks another version is
 //! refused (the accepting side closes the connection after answering, so
 //! the connecting side learns the version it should have spoken), and each
-//! side reports an error that names both versions.
+//! side reports an error that names both versions. Once the versions agree,
+//! both sides prove they belong to the cluster ([`super::proof`]).
 //!
 //! A trellis from before protocol versions sends a frame at once: its
 //! length prefix is not [`MAGIC`], so it is refused as no preface at all.
@@ -17,6 +18,8 @@ use std::time::{Duration, Instant};
 
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 
+use super::proof::{self, ClusterKey, ProofError};
+
 /// The bytes every preface starts with. Read as a frame's length prefix they
 /// are far beyond the frame limit, so a server that predates the preface
 /// refuses it at once instead of waiting for 1.4 GB.
@@ -28,14 +31,11 @@ pub const MAGIC: [u8; 4] = *b"TRLS";
 /// entry's time, outcomes carry transactions' results, and a client behind
 /// its server's history is offered the encoded state and fetches it in
 /// chunks (`SnapshotChunk`) instead of receiving it in one answer.
-pub const PROTOCOL_VERSION: u16 = 2;
+/// 3: the cluster membership proof follows the preface.
+pub const PROTOCOL_VERSION: u16 = 3;
 
 /// Bytes in a preface.
 pub const PREFACE_LEN: usize = MAGIC.len() + 2;
-
-/// How long the accepting side waits for the connecting side's preface, so
-/// that a silent connection does not hold one of the server's slots.
-pub const PREFACE_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// Why a connection was refused before its first frame.
 #[derive(Debug, thiserror::Error)]
@@ -60,6 +60,9 @@ pub enum PrefaceError {
         "the peer closed the connection before its server RPC preface (a trellis from before protocol versions does)"
     )]
     Closed,
+    /// The versions agree, but the cluster membership proof failed.
+    #[error(transparent)]
+    Proof(#[from] ProofError),
     /// The peer sent no preface in time.
     #[error("no server RPC preface from the peer within {0:?}")]
     Timeout(Duration),
@@ -95,8 +98,13 @@ async fn read<R: AsyncRead + Unpin>(r: &mut R) -> Result<u16, PrefaceError> {
     }
 }
 
-/// The connecting side: sends our preface, then reads the peer's.
-pub async fn offer<S>(stream: &mut S, ours: u16) -> Result<(), PrefaceError>
+/// The connecting side: sends our preface, then reads the peer's; then the
+/// membership proof under `key` (see [`super::proof`]).
+pub async fn offer<S>(
+    stream: &mut S,
+    ours: u16,
+    key: Option<&ClusterKey>,
+) -> Result<(), PrefaceError>
 where
     S: AsyncRead + AsyncWrite + Unpin,
 {
@@ -106,13 +114,18 @@ where
     if theirs != ours {
         return Err(PrefaceError::Mismatch { ours, theirs });
     }
-    Ok(())
+    Ok(proof::offer(stream, key).await?)
 }
 
 /// The accepting side: reads the peer's preface, answers with ours (on a
 /// mismatch too, so the peer can name our version), and refuses a peer of
-/// another version. A peer without a preface gets no answer.
-pub async fn accept<S>(stream: &mut S, ours: u16) -> Result<(), PrefaceError>
+/// another version. A peer without a preface gets no answer. Then the
+/// membership proof under `key` (see [`super::proof`]).
+pub async fn accept<S>(
+    stream: &mut S,
+    ours: u16,
+    key: Option<&ClusterKey>,
+) -> Result<(), PrefaceError>
 where
     S: AsyncRead + AsyncWrite + Unpin,
 {
@@ -122,7 +135,7 @@ where
     if theirs != ours {
         return Err(PrefaceError::Mismatch { ours, theirs });
     }
-    Ok(())
+    Ok(proof::accept(stream, key).await?)
 }
 
 /// Rate limit for refusal warnings. A refused peer comes back at every
@@ -176,7 +189,7 @@ mod tests {
     #[tokio::test]
     async fn same_versions_connect() {
         let (mut a, mut b) = tokio::io::duplex(64);
-        let (offered, accepted) = tokio::join!(offer(&mut a, 3), accept(&mut b, 3));
+        let (offered, accepted) = tokio::join!(offer(&mut a, 3, None), accept(&mut b, 3, None));
         offered.expect("connecting side");
         accepted.expect("accepting side");
     }
@@ -184,7 +197,7 @@ mod tests {
     #[tokio::test]
     async fn another_version_is_refused_on_both_sides_naming_both() {
         let (mut a, mut b) = tokio::io::duplex(64);
-        let (offered, accepted) = tokio::join!(offer(&mut a, 2), accept(&mut b, 1));
+        let (offered, accepted) = tokio::join!(offer(&mut a, 2, None), accept(&mut b, 1, None));
         let offered = offered.expect_err("the connecting side refuses");
         let accepted = accepted.expect_err("the accepting side refuses");
         assert_eq!(
@@ -202,13 +215,16 @@ mod tests {
         let (mut a, b) = tokio::io::duplex(64);
         drop(b);
         assert!(matches!(
-            offer(&mut a, 1).await,
+            offer(&mut a, 1, None).await,
             Err(PrefaceError::Io(_) | PrefaceError::Closed)
         ));
         let (mut a, mut b) = tokio::io::duplex(64);
         a.write_all(b"TRL").await.unwrap();
         drop(a);
-        assert!(matches!(accept(&mut b, 1).await, Err(PrefaceError::Closed)));
+        assert!(matches!(
+            accept(&mut b, 1, None).await,
+            Err(PrefaceError::Closed)
+        ));
     }
 
     #[test]

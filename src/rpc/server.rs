@@ -5,8 +5,16 @@
 //! Requests on a connection are handled concurrently (up to
 //! `IN_FLIGHT_PER_CONN`; beyond that the reader stops reading, which pushes
 //! back on the peer through TCP) and answered as they finish.
+//!
+//! One IP holds at most [`ConnLimits::max_conns_per_client`] connections
+//! (Consul's `rpc_max_conns_per_client`): beyond, a new one is closed at
+//! accept, before it is read. A connection that has not sent its preface
+//! within [`ConnLimits::handshake_timeout`] is closed, so silent
+//! connections cannot hold the slots new servers and agents need.
 
+use std::net::IpAddr;
 use std::sync::Arc;
+use std::time::Duration;
 
 use tokio::io::{AsyncWriteExt, BufReader, BufWriter};
 use tokio::net::{TcpListener, TcpStream};
@@ -18,8 +26,11 @@ use super::client::{self, ClientHandler};
 use super::cluster::{self, ClusterHandler};
 use super::frame::{self, FrameError};
 use super::message::{Envelope, Request, Response};
-use super::preface::{self, PREFACE_TIMEOUT, PROTOCOL_VERSION, PrefaceError, Refusals};
+use super::preface::{self, PROTOCOL_VERSION, PrefaceError, Refusals};
+use super::proof::ProofError;
 use super::raft::{self, RaftHandler};
+use super::secure::{Credentials, Peer, SecureError};
+use crate::per_client::PerClient;
 
 /// Connections served at once; more wait in the listen backlog. Every
 /// client agent holds one (its change stream), so this is the number of
@@ -31,20 +42,45 @@ const CONN_BUFFER: usize = 16 << 10;
 /// Requests handled at once on one connection.
 const IN_FLIGHT_PER_CONN: usize = 256;
 
+/// What one client may hold of server RPC (`limits { … }`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ConnLimits {
+    /// Connections one IP may hold at once; 0 is no cap.
+    pub max_conns_per_client: usize,
+    /// How long a new connection may take to send its preface; `None`
+    /// waits for ever.
+    pub handshake_timeout: Option<Duration>,
+}
+
+impl Default for ConnLimits {
+    /// The agent's defaults.
+    fn default() -> Self {
+        Self {
+            max_conns_per_client: crate::config::defaults::RPC_MAX_CONNS_PER_CLIENT,
+            handshake_timeout: Some(crate::config::defaults::RPC_HANDSHAKE_TIMEOUT),
+        }
+    }
+}
+
 /// What a server answers every family with: consensus implements the
 /// handler of each.
 pub trait Handler: RaftHandler + ClusterHandler + ClientHandler + 'static {}
 
 impl<T: RaftHandler + ClusterHandler + ClientHandler + 'static> Handler for T {}
 
-/// Serves `listener` with `handler` until `shutdown` is cancelled.
+/// Serves `listener` with `handler` under `limits` until `shutdown` is
+/// cancelled.
 pub async fn serve<H: Handler>(
     listener: TcpListener,
     handler: Arc<H>,
+    credentials: Credentials,
+    limits: ConnLimits,
     shutdown: CancellationToken,
 ) -> std::io::Result<()> {
     let slots = Arc::new(Semaphore::new(MAX_CONNECTIONS));
+    let per_client = PerClient::new(limits.max_conns_per_client);
     let refusals = Arc::new(Refusals::new());
+    let over_cap = Refusals::new();
     let mut conns = JoinSet::new();
     loop {
         let permit = tokio::select! {
@@ -66,16 +102,35 @@ pub async fn serve<H: Handler>(
                 }
             },
         };
+        let Some(client_slot) = per_client.try_take(peer.ip()) else {
+            // Closed unread, as Consul does: the peer sees its connection
+            // end before the preface, everyone else is served.
+            refused_over_cap(&over_cap, peer.ip(), per_client.max());
+            continue;
+        };
         let _ = stream.set_nodelay(true);
         let (handler, token, refusals) = (handler.clone(), shutdown.clone(), refusals.clone());
+        let (credentials, timeout) = (credentials.clone(), limits.handshake_timeout);
         conns.spawn(async move {
-            match connection(stream, handler, token).await {
+            match connection(stream, handler, credentials, timeout, token).await {
                 Ok(()) => {}
                 // A peer that spoke, but not our protocol: worth a warning.
                 Err(Ended::Refused(
-                    e @ (PrefaceError::Mismatch { .. } | PrefaceError::Missing),
+                    e @ (PrefaceError::Mismatch { .. }
+                    | PrefaceError::Missing
+                    | PrefaceError::Proof(
+                        ProofError::Unproven | ProofError::Unkeyed | ProofError::WrongKey,
+                    )),
                 )) if refusals.warn_now() => {
                     tracing::warn!(%peer, "refused a server RPC connection: {e}");
+                }
+                Err(Ended::Insecure(
+                    e @ (SecureError::PlainRefused | SecureError::Handshake(_)),
+                )) if refusals.warn_now() => {
+                    tracing::warn!(%peer, "refused a server RPC connection: {e}");
+                }
+                Err(Ended::Insecure(e)) => {
+                    tracing::debug!(%peer, "refused a server RPC connection: {e}");
                 }
                 // Or one that hung up or stayed silent (a port probe).
                 Err(Ended::Refused(e)) => {
@@ -85,7 +140,7 @@ pub async fn serve<H: Handler>(
                     tracing::debug!(%peer, error = %e, "server RPC connection ended");
                 }
             }
-            drop(permit);
+            drop((permit, client_slot));
         });
         // Reap finished connections so the set does not grow.
         while conns.try_join_next().is_some() {}
@@ -94,9 +149,25 @@ pub async fn serve<H: Handler>(
     Ok(())
 }
 
+/// Reports a connection closed because its IP is at the cap: a warning
+/// now and then (a flood would write one per attempt), debug otherwise.
+fn refused_over_cap(refusals: &Refusals, ip: IpAddr, max: usize) {
+    let message = "refused a server RPC connection: the client is at \
+                   limits.rpc_max_conns_per_client";
+    if refusals.warn_now() {
+        tracing::warn!(client = %ip, max, "{message}");
+    } else {
+        tracing::debug!(client = %ip, max, "{message}");
+    }
+}
+
 /// Why a connection ended early.
 #[derive(Debug, thiserror::Error)]
 enum Ended {
+    /// Refused before its preface: plain where TLS is required, or a TLS
+    /// handshake that failed.
+    #[error(transparent)]
+    Insecure(SecureError),
     /// Refused at its preface.
     #[error(transparent)]
     Refused(PrefaceError),
@@ -106,20 +177,38 @@ enum Ended {
 }
 
 async fn connection<H: Handler>(
-    mut stream: TcpStream,
+    stream: TcpStream,
     handler: Arc<H>,
+    credentials: Credentials,
+    handshake_timeout: Option<Duration>,
     shutdown: CancellationToken,
 ) -> Result<(), Ended> {
-    let accepted = tokio::select! {
-        () = shutdown.cancelled() => return Ok(()),
-        r = tokio::time::timeout(PREFACE_TIMEOUT, preface::accept(&mut stream, PROTOCOL_VERSION)) => r,
+    // TLS (when configured), the preface and the membership proof, all
+    // within the handshake timeout.
+    let handshake = async {
+        let (mut stream, peer) = credentials.accept(stream).await.map_err(Ended::Insecure)?;
+        preface::accept(
+            &mut stream,
+            PROTOCOL_VERSION,
+            credentials.cluster_key.as_ref(),
+        )
+        .await
+        .map_err(Ended::Refused)?;
+        Ok((stream, peer))
     };
-    match accepted {
-        Ok(Ok(())) => {}
-        Ok(Err(e)) => return Err(Ended::Refused(e)),
-        Err(_) => return Err(Ended::Refused(PrefaceError::Timeout(PREFACE_TIMEOUT))),
-    }
-    let (read, write) = stream.into_split();
+    let timed = async {
+        match handshake_timeout {
+            Some(limit) => tokio::time::timeout(limit, handshake)
+                .await
+                .unwrap_or(Err(Ended::Refused(PrefaceError::Timeout(limit)))),
+            None => handshake.await,
+        }
+    };
+    let (stream, peer) = tokio::select! {
+        () = shutdown.cancelled() => return Ok(()),
+        r = timed => r?,
+    };
+    let (read, write) = tokio::io::split(stream);
     let (answers, mut queue) = mpsc::channel::<Vec<u8>>(IN_FLIGHT_PER_CONN);
     let writer = tokio::spawn(async move {
         let mut out = BufWriter::with_capacity(CONN_BUFFER, write);
@@ -152,7 +241,7 @@ async fn connection<H: Handler>(
         match frame::decode::<Envelope<Request>>(&buf) {
             Ok(Envelope { id, body }) => {
                 handlers.spawn(async move {
-                    let body = handle(&*handler, body).await;
+                    let body = handle(&*handler, peer, body).await;
                     send(&answers, id, &body).await;
                     drop(permit);
                 });
@@ -190,8 +279,17 @@ async fn send(answers: &mpsc::Sender<Vec<u8>>, id: u64, body: &Response) {
     let _ = answers.send(bytes).await;
 }
 
-/// Hands one request to the handler of its family.
-async fn handle<H: Handler>(handler: &H, req: Request) -> Response {
+/// Hands one request to the handler of its family. Raft and cluster
+/// requests come only from servers: a peer that showed a client's
+/// certificate is refused them.
+async fn handle<H: Handler>(handler: &H, peer: Peer, req: Request) -> Response {
+    if !peer.may_act_as_server() && !matches!(req, Request::Client(_)) {
+        return Response::Malformed(
+            "refused: this connection showed a client certificate, and Raft and cluster requests \
+             need a server certificate"
+                .into(),
+        );
+    }
     match req {
         Request::Raft(r) => Response::Raft(raft::handle(handler, r).await),
         Request::Cluster(r) => Response::Cluster(cluster::handle(handler, r).await),

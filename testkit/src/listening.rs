@@ -1,4 +1,4 @@
-//! The agent's `listening dns=… http=… server=… serf_lan=…` log line, parsed
+//! The agent's `listening dns=… http=… https=… server=… serf_lan=…` log line, parsed
 //! in this one place into the addresses it bound.
 //!
 //! The agent prints the line once every listener serves; with port 0 it is
@@ -16,6 +16,8 @@ pub struct Listening {
     pub dns: SocketAddr,
     /// The HTTP API.
     pub http: SocketAddr,
+    /// The HTTPS API; `None` unless `ports.https` is on (printed as `?`).
+    pub https: Option<SocketAddr>,
     /// Server RPC; `None` on an agent that runs no server (printed as `?`).
     pub server: Option<SocketAddr>,
     /// LAN gossip (UDP); `None` when the agent runs no gossip.
@@ -39,6 +41,7 @@ impl Listening {
         Some(Self {
             dns: field("dns=")?,
             http: field("http=")?,
+            https: field("https="),
             server: field("server="),
             serf_lan: field("serf_lan="),
         })
@@ -81,11 +84,12 @@ mod tests {
     #[test]
     fn a_server_line_gives_every_address() {
         let line = "2026-11-26T15:00:00Z  INFO trellis::agent: listening dns=127.0.0.2:40000 \
-                    http=127.0.0.2:40001 server=127.0.0.2:40002 serf_lan=127.0.0.2:40003 \
-                    node=n dc=dc1 ready_in_ms=12";
+                    http=127.0.0.2:40001 https=127.0.0.2:40004 server=127.0.0.2:40002 \
+                    serf_lan=127.0.0.2:40003 node=n dc=dc1 ready_in_ms=12";
         let l = Listening::parse(line).expect("a well-formed line parses");
         assert_eq!(l.dns.to_string(), "127.0.0.2:40000");
         assert_eq!(l.http.to_string(), "127.0.0.2:40001");
+        assert_eq!(l.https.map(|a| a.port()), Some(40004));
         assert_eq!(
             l.server.map(|a| a.to_string()).as_deref(),
             Some("127.0.0.2:40002")
@@ -102,6 +106,7 @@ mod tests {
                     node=c1 dc=dc1 ready_in_ms=3";
         let l = Listening::parse(line).expect("parses");
         assert_eq!(l.server, None);
+        assert_eq!(l.https, None);
         assert!(l.serf_lan.is_some());
     }
 

@@ -21,7 +21,7 @@ use super::forward::Forwarder;
 use super::respond::{Reply, Responder, Transport};
 use crate::catalog::Replica;
 use crate::catalog::view::View;
-use crate::config::DnsSettings;
+use crate::config::{DnsSettings, LimitsSettings};
 use udp::UdpWorkers;
 
 /// What every request needs; shared by all tasks and UDP workers.
@@ -84,12 +84,14 @@ impl Shared {
 }
 
 /// Serves DNS on the given sockets until `shutdown` fires, answering for
-/// `datacenter` (this agent's) as `settings` say. Zone files are loaded
+/// `datacenter` (this agent's) as `settings` say, with TCP connections
+/// capped per client and timed out as `limits` say. Zone files are loaded
 /// first; a bad one is an error before anything is served.
 pub async fn serve(
     udp: UdpSocket,
     tcp: TcpListener,
     settings: DnsSettings,
+    limits: &LimitsSettings,
     datacenter: String,
     replica: Arc<Replica>,
     shutdown: CancellationToken,
@@ -100,7 +102,7 @@ pub async fn serve(
         tcp,
         responder,
         &settings,
-        Limits::default(),
+        Limits::with_settings(limits),
         replica,
         shutdown,
     )

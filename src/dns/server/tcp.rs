@@ -3,7 +3,9 @@
 //!
 //! TCP is ours because hickory's listener has no cap on concurrent
 //! connections; here a semaphore sheds connections beyond
-//! `max_tcp_connections` at accept time, and idle connections are closed.
+//! `max_tcp_connections` at accept time, a client IP holding
+//! `max_tcp_conns_per_client` already has its new ones closed at once (so
+//! one client cannot lock the others out), and idle connections are closed.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -19,6 +21,7 @@ use crate::dns::DnsError;
 use crate::dns::config::Limits;
 use crate::dns::fit;
 use crate::dns::respond::Transport;
+use crate::per_client::PerClient;
 
 /// Pause after a failed accept (out of file descriptors, say).
 const ACCEPT_BACKOFF: std::time::Duration = std::time::Duration::from_millis(50);
@@ -31,6 +34,7 @@ pub(super) async fn serve(
     shutdown: CancellationToken,
 ) -> Result<(), DnsError> {
     let slots = Arc::new(Semaphore::new(limits.max_tcp_connections.max(1)));
+    let per_client = PerClient::new(limits.max_tcp_conns_per_client);
     let mut conns = JoinSet::new();
     loop {
         let accepted = tokio::select! {
@@ -50,13 +54,19 @@ pub(super) async fn serve(
                 }
             }
         };
+        // The client's own cap first: a client at it must not take a
+        // slot of the shared pool, even briefly.
+        let Some(client_slot) = per_client.try_take(peer.ip()) else {
+            tracing::debug!(%peer, "client at limits.dns_tcp_max_conns_per_client, closing");
+            continue;
+        };
         let Ok(permit) = slots.clone().try_acquire_owned() else {
             tracing::debug!(%peer, "too many DNS TCP connections, closing");
             continue;
         };
         let (shared, token) = (shared.clone(), shutdown.clone());
         conns.spawn(async move {
-            let _permit = permit;
+            let _held = (permit, client_slot);
             if let Err(error) =
                 connection(stream, peer, &shared, limits.tcp_idle_timeout, token).await
             {
@@ -74,23 +84,26 @@ async fn connection(
     mut stream: TcpStream,
     peer: SocketAddr,
     shared: &Shared,
-    idle_timeout: std::time::Duration,
+    idle_timeout: Option<std::time::Duration>,
     shutdown: CancellationToken,
 ) -> std::io::Result<()> {
     let mut buf = Vec::new();
     loop {
         let len = tokio::select! {
             () = shutdown.cancelled() => return Ok(()),
-            r = tokio::time::timeout(idle_timeout, stream.read_u16()) => match r {
-                Err(_) => return Ok(()),
-                Ok(Err(e)) if e.kind() == std::io::ErrorKind::UnexpectedEof => return Ok(()),
-                Ok(r) => usize::from(r?),
+            r = within(idle_timeout, stream.read_u16()) => match r {
+                None => {
+                    tracing::debug!(%peer, "DNS TCP connection idle past limits.dns_tcp_idle_timeout, closing");
+                    return Ok(());
+                }
+                Some(Err(e)) if e.kind() == std::io::ErrorKind::UnexpectedEof => return Ok(()),
+                Some(r) => usize::from(r?),
             },
         };
         buf.resize(len, 0);
-        tokio::time::timeout(idle_timeout, stream.read_exact(&mut buf))
+        within(idle_timeout, stream.read_exact(&mut buf))
             .await
-            .map_err(|_| std::io::Error::new(std::io::ErrorKind::TimedOut, "slow request"))??;
+            .ok_or_else(|| std::io::Error::new(std::io::ErrorKind::TimedOut, "slow request"))??;
         let Some(msg) = shared.answer(&buf, Transport::Tcp, peer).await else {
             // A request without a DNS header: the stream is out of sync.
             return Ok(());
@@ -106,5 +119,13 @@ async fn connection(
         framed.extend_from_slice(&len.to_be_bytes());
         framed.extend_from_slice(&bytes);
         stream.write_all(&framed).await?;
+    }
+}
+
+/// `f`'s output, or `None` when `limit` ran out first (no limit: never).
+async fn within<T>(limit: Option<std::time::Duration>, f: impl Future<Output = T>) -> Option<T> {
+    match limit {
+        Some(limit) => tokio::time::timeout(limit, f).await.ok(),
+        None => Some(f.await),
     }
 }

@@ -56,7 +56,11 @@ impl Env {
             local: local.clone(),
             kv: crate::config::KvSettings::default(),
         };
-        tokio::spawn(crate::http::serve(listener, state, stop_http.clone()));
+        let token = stop_http.clone();
+        tokio::spawn(async move {
+            let limits = crate::config::LimitsSettings::default();
+            crate::http::serve(listener, state, &limits, token).await
+        });
         Self {
             replica,
             local,
