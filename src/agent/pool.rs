@@ -77,7 +77,7 @@ pub(crate) async fn remember_generation(
         members.borrow_and_update();
         let generation = gossip.generation();
         if generation != 0 && generation != written {
-            match std::fs::write(&path, generation.to_string()) {
+            match replace_file(&path, generation.to_string().as_bytes()) {
                 Ok(()) => written = generation,
                 Err(e) => {
                     tracing::warn!(path = %path.display(), error = %e, "saving the gossip generation")
@@ -89,6 +89,17 @@ pub(crate) async fn remember_generation(
             changed = members.changed() => if changed.is_err() { return },
         }
     }
+}
+
+/// Replaces `path` by writing a file beside it, syncing it and renaming it
+/// over: a full disk (or a crash) leaves the old generation, never an empty
+/// file that would read as none.
+fn replace_file(path: &std::path::Path, bytes: &[u8]) -> std::io::Result<()> {
+    let mut tmp = path.as_os_str().to_owned();
+    tmp.push(".tmp");
+    std::fs::write(&tmp, bytes)?;
+    std::fs::File::open(&tmp)?.sync_all()?;
+    std::fs::rename(&tmp, path)
 }
 
 /// Keeps the agent told of the servers of `datacenter` in the pool: a
@@ -124,5 +135,27 @@ pub(crate) async fn feed_servers(
             () = stop.cancelled() => return,
             changed = members.changed() => if changed.is_err() { return },
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A full disk leaves the last generation, not an empty file.
+    #[test]
+    fn a_generation_written_on_a_full_disk_keeps_the_last_one() {
+        let disk = crate::store::space::Tmpfs::mount("1m");
+        let path = disk.path().join("gossip_generation");
+        replace_file(&path, b"41").expect("write");
+        let filler = disk.fill();
+        assert!(
+            replace_file(&path, b"42").is_err(),
+            "written on a full disk"
+        );
+        assert_eq!(stored_generation(&path), 41);
+        std::fs::remove_file(filler).expect("free");
+        replace_file(&path, b"42").expect("write");
+        assert_eq!(stored_generation(&path), 42);
     }
 }

@@ -106,8 +106,23 @@ pub(super) fn node_id(node: &NodeSettings) -> std::io::Result<String> {
         std::fs::create_dir_all(dir)?;
     }
     match std::fs::read_to_string(&path) {
-        Ok(id) if !id.trim().is_empty() => Ok(id.trim().to_string()),
-        Ok(_) => write_node_id(&path, &fresh()),
+        // Written whole or not at all (write_node_id), so an empty or
+        // garbled file is damage: a new ID would make this node another
+        // node to the cluster, so it is refused, as Consul does.
+        Ok(id) if uuid::Uuid::parse_str(id.trim()).is_ok() => Ok(id.trim().to_string()),
+        Ok(id) => Err(std::io::Error::new(
+            std::io::ErrorKind::InvalidData,
+            format!(
+                "{} {}; it should hold this node's ID (a UUID). If the ID is lost, \
+                 delete the file to have a new one made: the node then joins as a new node",
+                path.display(),
+                if id.trim().is_empty() {
+                    "is empty".to_string()
+                } else {
+                    format!("holds {:?}, which is not a UUID", id.trim())
+                }
+            ),
+        )),
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => write_node_id(&path, &fresh()),
         Err(e) => Err(e),
     }

@@ -51,7 +51,15 @@ const NODE_CHECK_KEYS: CheckKeys = CheckKeys {
 fn key(place: Place, field: Field) -> &'static str {
     match (place, field) {
         (_, Field::ServiceName) => "service.name",
+        (_, Field::ServiceId) => "service.id",
+        (_, Field::Tags) => "service.tags",
+        (_, Field::ServiceMeta) => "service.meta",
         (_, Field::Weights) => "service.weights",
+        // Files set neither; the node's name is `node_name`, checked apart.
+        (_, Field::NodeName) => "node_name",
+        (_, Field::NodeMeta) => "node_meta",
+        (Place::Service, Field::CheckName) => "service.check.name",
+        (Place::Node, Field::CheckName) => "check.name",
         (Place::Service, Field::CheckId) => "service.check.id",
         (Place::Service, Field::Interval) => "service.check.interval",
         (Place::Service, Field::Ttl) => "service.check.ttl",

@@ -384,7 +384,7 @@ mod tests {
             keys::PURGED.into(),
             store::encode(&log_id(2)).expect("encode"),
         );
-        let writer = Writer::spawn(store::open(None).expect("open"), 4).expect("writer");
+        let writer = Writer::spawn(store::open(None).expect("open"), 4, None).expect("writer");
         let mut log = LogStore::open(&contents, writer.clone()).expect("log store");
 
         let state = log.get_log_state().await.expect("state");
@@ -407,7 +407,7 @@ mod tests {
             log: vec![(1, vec![0xff, 0xff, 0xff])],
             ..Contents::default()
         };
-        let writer = Writer::spawn(store::open(None).expect("open"), 4).expect("writer");
+        let writer = Writer::spawn(store::open(None).expect("open"), 4, None).expect("writer");
         assert!(matches!(
             LogStore::open(&contents, writer.clone()),
             Err(StoreError::Codec(_))

@@ -24,7 +24,7 @@ use crate::config::RaftSettings;
 use crate::rpc::Pool;
 use crate::rpc::catchup::SnapshotCache;
 use crate::rpc::types::{Raft, RaftId, RaftMember};
-use crate::store::{self, Op, StoreError, Writer, keys};
+use crate::store::{self, OnDisk, Op, Space, StoreError, Writer, keys};
 
 /// Why this server's Raft member did not start, or found no leader.
 #[derive(Debug, thiserror::Error)]
@@ -103,6 +103,11 @@ impl Consensus {
             Storage::Memory => None,
             Storage::Dir(dir) => Some(dir.clone()),
         };
+        let space = Arc::new(Space::new(dir.clone()));
+        let on_disk = dir.as_ref().map(|d| OnDisk {
+            file: d.join(store::FILE_NAME),
+            space: space.clone(),
+        });
         // Opening and reading block on the disk; do it off the runtime.
         let (db, contents) = tokio::task::spawn_blocking(move || {
             let db = store::open(dir.as_deref())?;
@@ -116,7 +121,7 @@ impl Consensus {
         })
         .await
         .map_err(|e| StartError::Open(e.to_string()))??;
-        let writer = Writer::spawn(db, tuning.writer_queue)?;
+        let writer = Writer::spawn(db, tuning.writer_queue, on_disk)?;
 
         let raft_id = match contents.meta::<RaftId>(keys::RAFT_ID)? {
             Some(id) => id,
@@ -189,6 +194,7 @@ impl Consensus {
         let metrics = raft.metrics();
         let proposer = Proposer::spawn(
             raft.clone(),
+            space,
             tuning.write_queue,
             tuning.max_batch,
             tuning.request_timeout,

@@ -8,7 +8,7 @@
 //! in flight: under load one entry, and one fsync, carries many commands;
 //! alone, a write goes straight through.
 
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use tokio::sync::{mpsc, oneshot};
@@ -19,6 +19,7 @@ use super::types::{Batch, Raft};
 use super::write::write_refused;
 use crate::catalog::{Command, Outcome};
 use crate::rpc::WriteError;
+use crate::store::Space;
 
 type Reply = oneshot::Sender<Result<Outcome, WriteError>>;
 
@@ -49,11 +50,19 @@ pub(crate) struct Proposer {
 impl Proposer {
     /// Starts the task. `queue` bounds waiting writes, `max_batch` the
     /// commands per entry, and `timeout` how long one entry may take.
-    pub(crate) fn spawn(raft: Raft, queue: usize, max_batch: usize, timeout: Duration) -> Self {
+    /// `space` is the data dir's: a write is refused before it enters the
+    /// log while the disk is full.
+    pub(crate) fn spawn(
+        raft: Raft,
+        space: Arc<Space>,
+        queue: usize,
+        max_batch: usize,
+        timeout: Duration,
+    ) -> Self {
         let (tx, rx) = mpsc::channel(queue.max(1));
         let cancel = CancellationToken::new();
         let max_batch = max_batch.max(1);
-        let task = tokio::spawn(run(raft, rx, cancel.clone(), max_batch, timeout));
+        let task = tokio::spawn(run(raft, space, rx, cancel.clone(), max_batch, timeout));
         Self {
             tx,
             cancel,
@@ -88,6 +97,7 @@ fn stopped() -> WriteError {
 
 async fn run(
     raft: Raft,
+    space: Arc<Space>,
     mut rx: mpsc::Receiver<(Command, Reply)>,
     cancel: CancellationToken,
     max_batch: usize,
@@ -118,12 +128,26 @@ async fn run(
             }
         }
         let (batch, replies): (Batch, Vec<Reply>) = queued.drain(..).unzip();
+        // A full disk refuses the write before it enters the log, so that
+        // it is certainly not made (see `store::space`).
+        if let Err(full) = space.check() {
+            // Fatal's text goes to the client as is; a new variant would
+            // change the RPC answer's encoding.
+            let e = WriteError::Fatal(full.to_string());
+            for reply in replies {
+                let _ = reply.send(Err(e.clone()));
+            }
+            continue;
+        }
         // The entry's time: what sessions' deadlines, lock-delays and
         // tombstones are dated by on every server.
         let batch = batch.at(now_ms());
         let result = tokio::select! {
             _ = cancel.cancelled() => Err(stopped()),
             r = tokio::time::timeout(timeout, raft.client_write(batch)) => match r {
+                // The disk filled after the check: the entry is in the log
+                // and waits for space, so it may still be made.
+                Err(_) if space.stalled() => Err(held_for_space(&space)),
                 Err(_) => Err(WriteError::Timeout),
                 Ok(r) => r.map(|response| response.data).map_err(write_refused),
             },
@@ -152,6 +176,18 @@ async fn run(
             }
         }
     }
+}
+
+/// A write whose entry waits in the log for disk space: not acknowledged,
+/// and possibly made later.
+fn held_for_space(space: &Space) -> WriteError {
+    let full = match space.check() {
+        Err(full) => full,
+        Ok(()) => space.full(0),
+    };
+    WriteError::Fatal(format!(
+        "{full}; this write was not acknowledged and may still be applied once space is freed"
+    ))
 }
 
 /// The leader's clock as a log entry carries it: milliseconds since the

@@ -519,7 +519,7 @@ mod tests {
         let db = store::open(Some(dir)).expect("open");
         let upgraded = format::upgrade(&db, upgrade_entry, upgrade_snapshot).expect("upgrade");
         let contents = store::load(&db).expect("load");
-        let writer = Writer::spawn(db, 16).expect("writer");
+        let writer = Writer::spawn(db, 16, None).expect("writer");
         let replica = Arc::new(Replica::new());
         let mut sm = StateMachine::open(&contents, replica.clone(), writer.clone()).expect("sm");
         let mut log = LogStore::open(&contents, writer.clone()).expect("log");

@@ -40,7 +40,7 @@ impl StoreBuilder<TypeConfig, LogStore, StateMachine, Option<tempfile::TempDir>>
 fn open_parts(dir: Option<&Path>) -> Result<(LogStore, StateMachine), StoreError> {
     let db = store::open(dir)?;
     let contents: Contents = store::load(&db)?;
-    let writer = Writer::spawn(db, 64)?;
+    let writer = Writer::spawn(db, 64, None)?;
     let log_store = LogStore::open(&contents, writer.clone())?;
     let sm = StateMachine::open(&contents, Arc::new(Replica::new()), writer)?;
     Ok((log_store, sm))

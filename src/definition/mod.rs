@@ -10,6 +10,8 @@
 //! the configuration, the HTTP API and the agent's local state all take it.
 
 mod duration;
+mod invalid;
+pub mod limits;
 mod validate;
 
 use std::collections::BTreeMap;
@@ -20,7 +22,8 @@ use serde::{Deserialize, Serialize};
 use crate::catalog::{HealthStatus, Meta, ServiceAddress, ServiceRegistration, Weights};
 
 pub use duration::parse_duration;
-pub use validate::{Field, Invalid};
+pub use invalid::{Field, Invalid};
+pub use limits::validate_registration;
 
 /// The shortest interval a check may run at; below it, a check is refused.
 pub const MIN_INTERVAL: Duration = Duration::from_millis(100);

@@ -6,61 +6,8 @@
 
 use std::collections::BTreeSet;
 
-use super::{CheckDefinition, CheckKind, MIN_INTERVAL, ServiceDefinition};
-
-/// The field a refused definition is refused for, so each road can name it
-/// in its own terms (an HTTP body's `Interval`, a file's
-/// `service.check.interval`).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Field {
-    /// The service's `Name`.
-    ServiceName,
-    /// The service's `Weights`.
-    Weights,
-    /// A check's `CheckID` (or its name, from which it defaults).
-    CheckId,
-    /// A check's `Interval`.
-    Interval,
-    /// A check's `TTL`.
-    Ttl,
-    /// A check's `Timeout`.
-    Timeout,
-    /// An HTTP check's `HTTP` URL.
-    Http,
-    /// An HTTP check's `Method`.
-    Method,
-    /// An HTTP check's `Header`.
-    Header,
-    /// A TCP check's `TCP` address.
-    Tcp,
-    /// A script check's `Args`.
-    Args,
-}
-
-/// A definition Consul would refuse. The display text is the message, as
-/// an HTTP client sees it.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[error("{message}")]
-pub struct Invalid {
-    /// The field at fault.
-    pub field: Field,
-    /// Consul's wording, naming the field.
-    pub message: String,
-}
-
-impl Invalid {
-    fn new(field: Field, message: impl Into<String>) -> Self {
-        Self {
-            field,
-            message: message.into(),
-        }
-    }
-
-    /// A check's type rule, worded as Consul words it for a check.
-    fn check(field: Field, message: impl std::fmt::Display) -> Self {
-        Self::new(field, format!("Invalid check: {message}"))
-    }
-}
+use super::invalid::{Field, Invalid};
+use super::{CheckDefinition, CheckKind, MIN_INTERVAL, ServiceDefinition, limits};
 
 impl ServiceDefinition {
     /// Consul's rules for a service and its checks. Call it on the
@@ -70,6 +17,10 @@ impl ServiceDefinition {
         if self.name.is_empty() {
             return Err(Invalid::new(Field::ServiceName, "Missing service name"));
         }
+        limits::name(Field::ServiceName, "Service name", &self.name)?;
+        limits::name(Field::ServiceId, "Service ID", &self.id)?;
+        limits::tags(&self.tags)?;
+        limits::service_meta(&self.meta)?;
         if let Some(w) = self.weights
             && w.passing < 1
         {
@@ -159,6 +110,8 @@ impl CheckDefinition {
         if self.id.is_empty() {
             return Err(Invalid::new(Field::CheckId, "Missing check name"));
         }
+        limits::name(Field::CheckId, "Check ID", &self.id)?;
+        limits::name(Field::CheckName, "Check name", &self.name)?;
         Ok(())
     }
 

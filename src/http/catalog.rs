@@ -50,6 +50,8 @@ pub(super) async fn register(route: Route, JsonBody(body): JsonBody) -> Result<R
     {
         return Err(ApiError::BadRequest("Missing check name".into()));
     }
+    crate::definition::validate_registration(&reg)
+        .map_err(|e| ApiError::BadRequest(e.to_string()))?;
     // A registration may name its datacenter too; empty means the request's.
     let writer = if reg.datacenter.is_empty() {
         reg.datacenter = route.local_datacenter().to_string();

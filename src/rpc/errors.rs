@@ -20,7 +20,9 @@ pub enum WriteError {
     /// have committed. Retryable for idempotent writes.
     #[error("leader lost before answering; the write may or may not have been applied")]
     Interrupted,
-    /// Raft or storage failed; the server is shutting down or broken.
+    /// Raft or storage failed; the server is shutting down or broken, or
+    /// its disk is full and it refuses writes until space is freed (the
+    /// text says which).
     #[error("raft: {0}")]
     Fatal(String),
     /// A client agent knows no server to send the write to, or none

@@ -18,8 +18,10 @@
 //! afterwards consensus serves reads from memory and sends every change
 //! through the writer, which batches them into group commits.
 
+mod file;
 pub mod format;
 pub mod snapshot;
+pub mod space;
 pub mod v1;
 mod writer;
 
@@ -30,7 +32,8 @@ use redb::{Database, ReadableDatabase, ReadableTable, TableDefinition};
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 
-pub use writer::{Done, Op, Writer, WriterStats};
+pub use space::{DiskFull, Space};
+pub use writer::{Done, OnDisk, Op, Writer, WriterStats};
 
 /// Raft log entries, keyed by log index.
 pub const LOG: TableDefinition<'static, u64, &[u8]> = TableDefinition::new("raft_log");
@@ -71,6 +74,29 @@ pub enum StoreError {
         /// What the OS said.
         source: std::io::Error,
     },
+    /// A file in the data directory could not be read, created or renamed.
+    #[error("{file}: {source}")]
+    File {
+        /// The file.
+        file: String,
+        /// What the OS said.
+        source: std::io::Error,
+    },
+    /// The database file exists but is not a trellis database: empty, not
+    /// redb, or another program's. It was left as it was.
+    #[error(
+        "{file} {why}, so it is not a trellis Raft database. Starting on it would \
+         begin a new, empty cluster in place of the data this server held, so \
+         trellis refuses to. If that data is lost, move the file away (for example \
+         `mv {file} {file}.bad`) and start again: the server starts empty and, in a \
+         cluster, catches up from the leader; otherwise restore the file from a backup"
+    )]
+    NotOurs {
+        /// The database file.
+        file: String,
+        /// What is wrong with it.
+        why: String,
+    },
     /// redb refused an operation (I/O error, corruption, lock held by another process).
     #[error("redb: {0}")]
     Redb(#[from] redb::Error),
@@ -96,24 +122,31 @@ pub(crate) fn redb_err(e: impl Into<redb::Error>) -> StoreError {
 /// Opens (creating if needed) the database: in memory when `dir` is `None`,
 /// else `dir/raft.redb`, creating `dir`. A new database is stamped with the
 /// current format version; one in a newer version is refused, its contents
-/// untouched. One in an older version opens, for [`format::upgrade`].
+/// untouched, and so is a file that is not a trellis database
+/// ([`StoreError::NotOurs`], see `file.rs`). One in an older version opens,
+/// for [`format::upgrade`].
 pub fn open(dir: Option<&Path>) -> Result<Database, StoreError> {
-    let file = dir.map_or_else(
-        || "the in-memory database".to_owned(),
-        |d| d.join(FILE_NAME).display().to_string(),
-    );
-    let db = match dir {
-        None => Database::builder()
-            .create_with_backend(InMemoryBackend::new())
-            .map_err(redb_err)?,
+    let (opened, path) = match dir {
+        None => {
+            let db = Database::builder()
+                .create_with_backend(InMemoryBackend::new())
+                .map_err(redb_err)?;
+            (file::Opened { db, new: None }, None)
+        }
         Some(dir) => {
             std::fs::create_dir_all(dir).map_err(|source| StoreError::CreateDir {
                 path: dir.display().to_string(),
                 source,
             })?;
-            Database::create(dir.join(FILE_NAME)).map_err(redb_err)?
+            let path = dir.join(FILE_NAME);
+            (file::open_or_create(&path)?, Some(path))
         }
     };
+    let file = path.as_ref().map_or_else(
+        || "the in-memory database".to_owned(),
+        |p| p.display().to_string(),
+    );
+    let db = opened.db;
     // Create the tables up front so that read transactions never meet a
     // missing table.
     let txn = db.begin_write().map_err(redb_err)?;
@@ -125,6 +158,9 @@ pub fn open(dir: Option<&Path>) -> Result<Database, StoreError> {
         return Err(e);
     }
     txn.commit().map_err(redb_err)?;
+    if let (Some(tmp), Some(path)) = (&opened.new, &path) {
+        file::finish_new(tmp, path)?;
+    }
     Ok(db)
 }
 

@@ -6,15 +6,30 @@
 //! up while its previous commit was in flight and commits it in one
 //! transaction: under load one fsync carries many log entries. An operation's
 //! [`Done`] callback runs only after the transaction holding it committed.
+//!
+//! A commit that fails because the disk is full is not an error to the
+//! callers: the thread reopens the database once space is freed and commits
+//! the same operations again (see `space.rs`), so openraft, which stops on
+//! any storage error, never sees one for a full disk. Any other failure
+//! refuses everything after it.
 
+use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
 
 use redb::{Database, Durability};
 use tokio::sync::{mpsc, oneshot};
 
+use super::space::{self, Space};
 use super::{LOG, META, StoreError, redb_err};
+
+/// How often a commit held for want of space looks at the free space again.
+const SPACE_POLL: Duration = Duration::from_millis(200);
+
+/// How often it tries again even though no space was seen freed.
+const SPACE_RETRY: Duration = Duration::from_secs(5);
 
 /// The most operations one transaction takes, so that a flood of writes
 /// still gets acknowledged in steady steps.
@@ -94,22 +109,47 @@ pub struct Writer {
     stats: Arc<WriterStats>,
     /// Taken by the first `stop` to join the thread.
     thread: Arc<Mutex<Option<JoinHandle<()>>>>,
+    /// Set by `stop`, so that a commit waiting for disk space gives up.
+    stopping: Arc<AtomicBool>,
+}
+
+/// Where the writer's database lives, for reopening it after a commit
+/// failed for want of space.
+#[derive(Debug)]
+pub struct OnDisk {
+    /// The database file.
+    pub file: PathBuf,
+    /// The free space there, shared with whoever refuses writes up front.
+    pub space: Arc<Space>,
 }
 
 impl Writer {
-    /// Moves `db` into a new writer thread with a queue of `capacity` operations.
-    pub fn spawn(db: Database, capacity: usize) -> Result<Self, StoreError> {
+    /// Moves `db` into a new writer thread with a queue of `capacity`
+    /// operations. `on_disk` is where the database file is, for a file
+    /// database; without it a failed commit is never retried.
+    pub fn spawn(
+        db: Database,
+        capacity: usize,
+        on_disk: Option<OnDisk>,
+    ) -> Result<Self, StoreError> {
         let (tx, rx) = mpsc::channel(capacity.max(1));
         let stats = Arc::new(WriterStats::default());
+        let stopping = Arc::new(AtomicBool::new(false));
+        let disk = Disk {
+            db: Some(db),
+            on_disk,
+            stopping: stopping.clone(),
+        };
         let thread_stats = stats.clone();
         let thread = std::thread::Builder::new()
             .name("trellis-redb".into())
-            .spawn(move || run(db, rx, thread_stats))
+            .spawn(move || run(disk, rx, thread_stats))
             .map_err(|e| StoreError::WriteFailed(format!("spawning writer thread: {e}")))?;
         Ok(Self {
             tx,
             stats,
             thread: Arc::new(Mutex::new(Some(thread))),
+            stopping,
         })
     }
 
@@ -141,6 +181,7 @@ impl Writer {
     /// Commits everything queued, ends the thread and waits until it has
     /// closed the database. Later operations fail with [`StoreError::Closed`].
     pub async fn stop(&self) {
+        self.stopping.store(true, Ordering::Release);
         // Closed already is fine: the thread is ending or gone.
         let _ = self.write(Op::Stop).await;
         let handle = self.thread.lock().unwrap_or_else(|e| e.into_inner()).take();
@@ -157,7 +198,17 @@ impl Writer {
     }
 }
 
-fn run(db: Database, mut rx: mpsc::Receiver<Queued>, stats: Arc<WriterStats>) {
+/// The writer thread's database and what it needs to reopen it.
+struct Disk {
+    /// `None` only between a failed commit and the reopen after it.
+    db: Option<Database>,
+    /// Where the file is; `None` in memory.
+    on_disk: Option<OnDisk>,
+    /// Set by [`Writer::stop`].
+    stopping: Arc<AtomicBool>,
+}
+
+fn run(mut disk: Disk, mut rx: mpsc::Receiver<Queued>, stats: Arc<WriterStats>) {
     let mut batch: Vec<Queued> = Vec::new();
     // After a failed commit the callers' in-memory state is ahead of the
     // disk; refuse everything so that nothing is acknowledged out of order.
@@ -175,7 +226,7 @@ fn run(db: Database, mut rx: mpsc::Receiver<Queued>, stats: Arc<WriterStats>) {
         let stop = batch.iter().any(|(op, _)| matches!(op, Op::Stop));
         let result = match &failed {
             Some(msg) => Err(msg.clone()),
-            None => commit(&db, &batch, &mut lazy, &stats).map_err(|e| e.to_string()),
+            None => commit_or_wait(&mut disk, &batch, &mut lazy, &stats).map_err(|e| e.to_string()),
         };
         if let Err(msg) = &result
             && failed.is_none()
@@ -193,8 +244,98 @@ fn run(db: Database, mut rx: mpsc::Receiver<Queued>, stats: Arc<WriterStats>) {
         }
     }
     drop(rx);
-    drop(db);
+    drop(disk);
     stats.exited.store(true, Ordering::Release);
+}
+
+/// Commits `batch`; if the disk is full, waits until space is freed,
+/// reopens the database (redb refuses every operation after an I/O error
+/// until then) and commits it again. A failed commit left nothing of the
+/// batch on disk, and every operation applies the same twice, so the retry
+/// writes exactly what the first attempt would have.
+fn commit_or_wait(
+    disk: &mut Disk,
+    batch: &[Queued],
+    lazy: &mut Vec<(&'static str, Vec<u8>)>,
+    stats: &WriterStats,
+) -> Result<(), StoreError> {
+    let mut waited = false;
+    loop {
+        let result = match &disk.db {
+            Some(db) => commit(db, batch, lazy, stats),
+            None => Err(StoreError::Closed),
+        };
+        let e = match result {
+            Ok(()) => {
+                if let Some(on_disk) = disk.on_disk.as_ref().filter(|_| waited) {
+                    on_disk.space.stall(false);
+                    tracing::info!(file = %on_disk.file.display(), "disk space freed; raft storage writes resume");
+                }
+                return Ok(());
+            }
+            Err(e) => e,
+        };
+        let full = match &e {
+            StoreError::Redb(r) => {
+                space::is_no_space(r) || (waited && matches!(r, redb::Error::PreviousIo))
+            }
+            _ => false,
+        };
+        let Some(on_disk) = disk.on_disk.as_ref().filter(|_| full) else {
+            if let Some(on_disk) = disk.on_disk.as_ref().filter(|_| waited) {
+                on_disk.space.stall(false);
+            }
+            return Err(e);
+        };
+        if !waited {
+            waited = true;
+            on_disk.space.stall(true);
+            tracing::warn!(
+                file = %on_disk.file.display(),
+                error = %e,
+                "the disk is full: holding raft storage writes until space is freed"
+            );
+        }
+        // redb fails every later operation after an I/O error; close it and
+        // open it again once there is room.
+        drop(disk.db.take());
+        disk.db = Some(reopen_when_space(on_disk, &disk.stopping)?);
+    }
+}
+
+/// Waits until space is freed on the filesystem (more is free than when
+/// the commit failed), then reopens the database, recovering it from its
+/// last commit, which is intact. Tries again now and then regardless, for
+/// filesystems whose free space says little (quotas). Gives up when the
+/// writer is being stopped.
+fn reopen_when_space(on_disk: &OnDisk, stopping: &AtomicBool) -> Result<Database, StoreError> {
+    let dir = on_disk.file.parent().unwrap_or(&on_disk.file);
+    let mut free_at_failure = space::free_bytes(dir);
+    let mut last_try = Instant::now();
+    loop {
+        if stopping.load(Ordering::Acquire) {
+            return Err(StoreError::WriteFailed(
+                "stopped while waiting for disk space; the last changes were not written".into(),
+            ));
+        }
+        std::thread::sleep(SPACE_POLL);
+        let free = space::free_bytes(dir);
+        let freed = match (free, free_at_failure) {
+            (Some(now), Some(then)) => now > then,
+            _ => true,
+        };
+        if !freed && last_try.elapsed() < SPACE_RETRY {
+            continue;
+        }
+        last_try = Instant::now();
+        match Database::open(&on_disk.file) {
+            Ok(db) => return Ok(db),
+            Err(e) => {
+                free_at_failure = space::free_bytes(dir);
+                tracing::debug!(error = %e, "reopening the raft database after a full disk");
+            }
+        }
+    }
 }
 
 fn commit(
@@ -223,9 +364,9 @@ fn commit(
         let mut log = txn.open_table(LOG).map_err(redb_err)?;
         let mut meta = txn.open_table(META).map_err(redb_err)?;
         // Lazy values first: any eager write to the same key in this batch
-        // came later and wins.
-        for (key, bytes) in lazy.drain(..) {
-            meta.insert(key, bytes.as_slice()).map_err(redb_err)?;
+        // came later and wins. They stay queued until the commit succeeds.
+        for (key, bytes) in lazy.iter() {
+            meta.insert(*key, bytes.as_slice()).map_err(redb_err)?;
         }
         for (op, _) in batch {
             match op {
@@ -249,6 +390,7 @@ fn commit(
         }
     }
     txn.commit().map_err(redb_err)?;
+    lazy.clear();
     stats.commits.fetch_add(1, Ordering::Relaxed);
     stats.entries.fetch_add(entries, Ordering::Relaxed);
     Ok(())
@@ -257,13 +399,14 @@ fn commit(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::store::{decode, encode, keys, load, open};
+    use crate::store::space::Tmpfs;
+    use crate::store::{Space, decode, encode, keys, load, open};
 
     #[tokio::test]
     async fn ops_commit_in_order_and_survive_reopen() {
         let dir = tempfile::tempdir().expect("tempdir");
         let db = open(Some(dir.path())).expect("open");
-        let writer = Writer::spawn(db, 16).expect("spawn");
+        let writer = Writer::spawn(db, 16, None).expect("spawn");
         let entries = (1..=10u64).map(|i| (i, vec![i as u8])).collect();
         writer.write(Op::Append(entries)).await.expect("append");
         writer.write(Op::TruncateFrom(8)).await.expect("truncate");
@@ -288,7 +431,7 @@ mod tests {
 
     #[tokio::test]
     async fn a_barrier_alone_commits_nothing() {
-        let writer = Writer::spawn(open(None).expect("open"), 4).expect("spawn");
+        let writer = Writer::spawn(open(None).expect("open"), 4, None).expect("spawn");
         writer.write(Op::Barrier).await.expect("barrier");
         assert_eq!(writer.stats().commits(), 0);
         writer.stop().await;
@@ -298,7 +441,7 @@ mod tests {
     /// everything queued behind it goes into a single next commit.
     #[tokio::test]
     async fn ops_queued_during_a_commit_share_the_next_one() {
-        let writer = Writer::spawn(open(None).expect("open"), 256).expect("spawn");
+        let writer = Writer::spawn(open(None).expect("open"), 256, None).expect("spawn");
         let (release, held) = std::sync::mpsc::channel::<()>();
         let hold: Done = Box::new(move |r| {
             r.expect("first commit");
@@ -330,6 +473,67 @@ mod tests {
         writer.stop().await;
     }
 
+    /// A commit that fails for want of space is held, not failed: its
+    /// callback waits, the space reports the stall, and once the filler is
+    /// gone the same entries commit and everything survives a reopen.
+    #[tokio::test]
+    async fn a_full_disk_holds_the_commit_until_space_is_freed() {
+        let disk = Tmpfs::mount("4m");
+        let dir = disk.path().join("raft");
+        let file = dir.join(crate::store::FILE_NAME);
+        let space = Arc::new(Space::new(Some(dir.clone())));
+        let on_disk = OnDisk {
+            file: file.clone(),
+            space: space.clone(),
+        };
+        let writer =
+            Writer::spawn(open(Some(&dir)).expect("open"), 16, Some(on_disk)).expect("spawn");
+        writer
+            .write(Op::Append(vec![(1, vec![1; 100])]))
+            .await
+            .expect("before the disk fills");
+
+        let filler = disk.fill();
+        let (tx, mut held) = oneshot::channel();
+        let done: Done = Box::new(move |r| {
+            let _ = tx.send(r);
+        });
+        // Larger than anything redb could have spare in its file.
+        writer
+            .submit(Op::Append(vec![(2, vec![2; 1 << 20])]), Some(done))
+            .await
+            .expect("submit");
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while !space.stalled() {
+            assert!(Instant::now() < deadline, "the writer never stalled");
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        assert!(space.check().is_err(), "new writes are refused meanwhile");
+        assert!(held.try_recv().is_err(), "acknowledged on a full disk");
+
+        std::fs::remove_file(filler).expect("free the space");
+        tokio::time::timeout(Duration::from_secs(20), held)
+            .await
+            .expect("no answer 20 s after space was freed")
+            .expect("answer")
+            .expect("committed once space is freed");
+        assert!(!space.stalled());
+        writer
+            .write(Op::Append(vec![(3, vec![3; 100])]))
+            .await
+            .expect("after");
+        writer.stop().await;
+
+        let db = open(Some(&dir)).expect("reopen");
+        let indexes: Vec<u64> = load(&db)
+            .expect("load")
+            .log
+            .iter()
+            .map(|(i, _)| *i)
+            .collect();
+        assert_eq!(indexes, vec![1, 2, 3]);
+    }
+
     /// Raw cost of one small durable commit; run with `--ignored --nocapture`
     /// and `TRELLIS_BENCH_DIR` pointing at the filesystem to measure.
     #[tokio::test]
@@ -337,9 +541,9 @@ mod tests {
     async fn durable_commit_latency() {
         let base = std::env::var("TRELLIS_BENCH_DIR").unwrap_or_else(|_| "/tmp".into());
         let dir = tempfile::tempdir_in(base).expect("tempdir");
-        let writer = Writer::spawn(open(Some(dir.path())).expect("open"), 16).expect("spawn");
+        let writer = Writer::spawn(open(Some(dir.path())).expect("open"), 16, None).expect("spawn");
         const N: u64 = 300;
-        let started = std::time::Instant::now();
+        let started = Instant::now();
         for i in 0..N {
             writer
                 .write(Op::Append(vec![(i, vec![0u8; 200])]))
