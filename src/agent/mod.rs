@@ -407,7 +407,7 @@ impl Agent {
             kv,
         };
         let token = serving.clone();
-        let https = https.map(|l| crate::tls::HttpsListener::start(l, tls, token.clone()));
+        let https = https.map(|l| (l, tls));
         tasks.spawn(async move {
             crate::http::serve_with_https(http, https, state, &limits, token)
                 .await

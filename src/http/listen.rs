@@ -50,6 +50,7 @@ use tower::ServiceExt;
 
 use crate::config::LimitsSettings;
 use crate::per_client::{PerClient, Slot};
+use crate::tls::Tls;
 
 /// The client's address, in every request's extensions.
 #[derive(Debug, Clone, Copy)]
@@ -91,6 +92,10 @@ const RESERVED_FILES: u64 = 1024 + 4096 + 1024;
 /// Fewest HTTP connections allowed in all, however low the open-file limit.
 const MIN_CONNECTIONS: usize = 256;
 
+/// How long a client gets to finish its TLS handshake: Consul's
+/// `limits.https_handshake_timeout` default.
+const TLS_HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(5);
+
 /// Pause after a failed accept (out of file descriptors, say), so a
 /// persistent error does not spin the loop.
 const ACCEPT_BACKOFF: Duration = Duration::from_millis(50);
@@ -98,10 +103,15 @@ const ACCEPT_BACKOFF: Duration = Duration::from_millis(50);
 /// Serves `router` on `listener` under `limits` until `shutdown` is
 /// cancelled, then lets every connection finish its request (parked
 /// blocking queries answer at once on the same signal).
+///
+/// With `tls`, every connection is HTTPS: its handshake runs in the
+/// connection's own task, under the same per-client and overall caps, and
+/// must finish within [`TLS_HANDSHAKE_TIMEOUT`].
 pub(super) async fn serve(
     listener: TcpListener,
     router: Router,
     limits: &LimitsSettings,
+    tls: Option<Arc<Tls>>,
     shutdown: CancellationToken,
 ) -> std::io::Result<()> {
     let per_client = PerClient::new(limits.http_max_conns_per_client);
@@ -152,14 +162,44 @@ pub(super) async fn serve(
             refuse_now(&stream, TOO_MANY_IN_ALL);
             continue;
         };
-        let (router, token) = (router.clone(), shutdown.clone());
+        let (router, token, tls) = (router.clone(), shutdown.clone(), tls.clone());
         conns.spawn(async move {
-            connection(stream, peer, router, timeouts, slot, token).await;
+            match tls {
+                None => connection(stream, peer, router, timeouts, slot, token).await,
+                Some(tls) => {
+                    if let Some(stream) = handshake(&tls, stream, peer).await {
+                        connection(stream, peer, router, timeouts, slot, token).await;
+                    }
+                }
+            }
             drop(permit);
         });
     }
     while conns.join_next().await.is_some() {}
     Ok(())
+}
+
+/// The TLS handshake of an HTTPS connection, with the configuration in
+/// force now (SIGHUP swaps it for later ones); `None` when it fails or
+/// takes too long.
+async fn handshake(
+    tls: &Tls,
+    stream: TcpStream,
+    peer: SocketAddr,
+) -> Option<tokio_rustls::server::TlsStream<TcpStream>> {
+    let config = tls.https_server()?;
+    let accept = tokio_rustls::TlsAcceptor::from(config).accept(stream);
+    match tokio::time::timeout(TLS_HANDSHAKE_TIMEOUT, accept).await {
+        Ok(Ok(stream)) => Some(stream),
+        Ok(Err(error)) => {
+            tracing::debug!(%peer, %error, "HTTPS handshake refused");
+            None
+        }
+        Err(_) => {
+            tracing::debug!(%peer, "HTTPS handshake timed out");
+            None
+        }
+    }
 }
 
 /// Answers a refused connection with `answer` and closes it.

@@ -13,7 +13,7 @@
 //! listener (`listen.rs`) caps connections per client IP (429) and times
 //! out half-sent requests and idle keep-alive connections.
 //! With `ports.https` on, the same router (state and admission bounds)
-//! serves HTTPS too, through [`crate::tls::HttpsListener`].
+//! serves HTTPS too, through the same listener code with TLS in front.
 
 mod admit;
 mod agent;
@@ -204,12 +204,11 @@ pub async fn serve(
 }
 
 /// [`serve`], and the same router (its routes, state and admission bounds)
-/// on the HTTPS listener too when there is one. HTTPS connections are not
-/// yet under `listen.rs`'s per-client caps and timeouts: the TLS listener
-/// bounds its handshakes, and admission bounds their requests.
+/// on the HTTPS listener too when there is one, with `tls`'s certificates:
+/// both under the per-client caps and timeouts of `listen.rs`.
 pub async fn serve_with_https(
     listener: tokio::net::TcpListener,
-    https: Option<crate::tls::HttpsListener>,
+    https: Option<(tokio::net::TcpListener, Arc<crate::tls::Tls>)>,
     state: ApiState,
     limits: &crate::config::LimitsSettings,
     shutdown: CancellationToken,
@@ -218,16 +217,12 @@ pub async fn serve_with_https(
     let admission = Admission::new(MAX_IN_FLIGHT, MAX_BLOCKING)
         .blocking_per_client(limits.http_max_blocking_per_client);
     let router = build(ctx, admission);
-    let Some(https) = https else {
-        return listen::serve(listener, router, limits, shutdown).await;
+    let Some((https, tls)) = https else {
+        return listen::serve(listener, router, limits, None, shutdown).await;
     };
-    let stop = shutdown.clone();
-    // Each connection gets a handle on the one router: served directly,
-    // axum deep-copies the whole route table per connection (72 KiB).
-    let secure = axum::serve(https, router.clone().into_make_service())
-        .with_graceful_shutdown(async move { stop.cancelled().await });
-    let plain = listen::serve(listener, router, limits, shutdown);
-    tokio::try_join!(plain, async { secure.await }).map(|_| ())
+    let secure = listen::serve(https, router.clone(), limits, Some(tls), shutdown.clone());
+    let plain = listen::serve(listener, router, limits, None, shutdown);
+    tokio::try_join!(plain, secure).map(|_| ())
 }
 
 /// The query string as pairs; a malformed one is a 400.

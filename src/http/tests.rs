@@ -73,7 +73,9 @@ impl TestApi {
         let router = build(ctx.clone(), admission);
         let (limits, token) = (crate::config::LimitsSettings::default(), shutdown.clone());
         let server =
-            tokio::spawn(async move { listen::serve(listener, router, &limits, token).await });
+            tokio::spawn(
+                async move { listen::serve(listener, router, &limits, None, token).await },
+            );
         Self {
             base,
             client: reqwest::Client::new(),

@@ -2,7 +2,7 @@
 //! internal_rpc / https }` turned into rustls configurations, held so that
 //! SIGHUP swaps in new certificates and keys without a restart.
 //!
-//! The API, for the HTTPS listener here and for server RPC:
+//! The API, for the HTTPS listener (`http/listen.rs`) and server RPC:
 //!
 //! - [`Tls::load`] reads every file the settings name and builds the
 //!   configurations; an error names the setting, the configuration file and
@@ -34,7 +34,6 @@
 
 mod cli;
 mod files;
-mod listener;
 mod verify;
 
 use std::path::PathBuf;
@@ -47,7 +46,6 @@ use rustls::{ClientConfig, ServerConfig};
 use rustls_pki_types::{CertificateDer, ServerName};
 
 pub(crate) use self::cli::{CliTls, cli_client_config};
-pub use self::listener::HttpsListener;
 use self::verify::{Expected, ServerVerifier};
 pub use self::verify::{PeerRole, peer_role};
 use crate::config::{TlsProtocol, TlsSettings};
