@@ -108,6 +108,10 @@ struct Settings {
     /// `BENCH_TRELLIS=dev`: one `--dev` agent instead of a cluster, to check
     /// the driver; no trellis failover then.
     dev: bool,
+    /// `BENCH_TRELLIS=tls`: the three servers talk server RPC over TLS
+    /// (`verify_incoming`, `verify_outgoing`, `verify_server_hostname`), to
+    /// compare with a run without.
+    tls: bool,
     /// `--throughput` (catalog writes), `--kv` (KV puts), `--failover`:
     /// the parts to run; none named runs all three.
     throughput: bool,
@@ -148,10 +152,11 @@ impl Settings {
             Ok(other) => bail!("BENCH_ONLY={other:?}: the choices are `etcd` and `trellis`"),
             Err(_) => Only::Both,
         };
-        let dev = match std::env::var("BENCH_TRELLIS").as_deref() {
-            Ok("dev") => true,
-            Ok(other) => bail!("BENCH_TRELLIS={other:?}: the only choice is `dev`"),
-            Err(_) => false,
+        let (dev, tls) = match std::env::var("BENCH_TRELLIS").as_deref() {
+            Ok("dev") => (true, false),
+            Ok("tls") => (false, true),
+            Ok(other) => bail!("BENCH_TRELLIS={other:?}: the choices are `dev` and `tls`"),
+            Err(_) => (false, false),
         };
         let has = |f: &str| args.iter().any(|a| a == f);
         let (t, k, f) = (has("--throughput"), has("--kv"), has("--failover"));
@@ -165,6 +170,7 @@ impl Settings {
             write_timeout: Duration::from_millis(num("BENCH_WRITE_TIMEOUT_MS", 1000)?),
             only,
             dev,
+            tls,
             throughput: t || all,
             kv: k || all,
             failover: f || all,
@@ -212,10 +218,14 @@ async fn run_in(s: &Settings, dir: &Path) -> anyhow::Result<()> {
     }
     let mut trellis = None;
     if s.only != Only::Etcd {
-        let t = trellis.insert(Trellis::start(&dir.join("trellis"), s.dev).await?);
+        let t = trellis.insert(Trellis::start(&dir.join("trellis"), s.dev, s.tls).await?);
         let formed = t.wait_healthy(&http, FORM_WITHIN).await;
         match formed {
             Ok(_) if s.dev => println!("trellis: one dev agent on 127.0.3.11 (BENCH_TRELLIS=dev)"),
+            Ok(l) if s.tls => println!(
+                "trellis: 3 servers on 127.0.3.11-13 with server RPC over TLS (BENCH_TRELLIS=tls), leader s{}",
+                l + 1
+            ),
             Ok(l) => println!("trellis: 3 servers on 127.0.3.11-13, leader s{}", l + 1),
             Err(e) => return Err(with_logs(e, &t.logs())),
         }

@@ -52,9 +52,15 @@ pub(crate) struct Trellis {
 impl Trellis {
     /// Starts three servers (or one dev agent) with data under `dir` and
     /// waits for each one's `listening` line (not for a leader: see
-    /// `wait_healthy`).
-    pub(crate) async fn start(dir: &Path, dev: bool) -> anyhow::Result<Self> {
+    /// `wait_healthy`). With `tls`, a CA and a server certificate are made
+    /// with `trellis tls` in `dir` and the servers talk RPC over TLS.
+    pub(crate) async fn start(dir: &Path, dev: bool, tls: bool) -> anyhow::Result<Self> {
         let trellis = trellis_testkit::Trellis::new(TRELLIS);
+        let tls_config = if tls {
+            Some(tls_config(&trellis, dir)?)
+        } else {
+            None
+        };
         let n = if dev { 1 } else { IPS.len() };
         // Every address first: each server joins through the others'.
         let mut places = Vec::new();
@@ -92,6 +98,9 @@ impl Trellis {
                 .serf_lan_port(serf_lan.port())
                 .log_file(&log)
                 .log_filter(None);
+            if let Some(config) = &tls_config {
+                spec = spec.config_file(config);
+            }
             members.push(Member {
                 http: SocketAddr::from((ip, http)),
                 server: SocketAddr::from((ip, server)),
@@ -293,4 +302,31 @@ fn check_http(m: &Member, agent: &Agent) -> anyhow::Result<()> {
         );
     }
     Ok(())
+}
+
+/// A CA and a server certificate made by `trellis tls` in `dir`, and a
+/// config file there with the three lines that put server RPC under TLS.
+fn tls_config(trellis: &trellis_testkit::Trellis, dir: &Path) -> anyhow::Result<PathBuf> {
+    std::fs::create_dir_all(dir)?;
+    for args in [
+        &["tls", "ca", "create"][..],
+        &["tls", "cert", "create", "-server"],
+    ] {
+        let out = trellis.command().current_dir(dir).args(args).output()?;
+        if !out.status.success() {
+            bail!("trellis {args:?}: {}", String::from_utf8_lossy(&out.stderr));
+        }
+    }
+    let file = |name: &str| dir.join(name).display().to_string();
+    let config = format!(
+        "[tls.defaults]\nca_file = {:?}\ncert_file = {:?}\nkey_file = {:?}\n\
+         verify_incoming = true\nverify_outgoing = true\n\
+         [tls.internal_rpc]\nverify_server_hostname = true\n",
+        file("consul-agent-ca.pem"),
+        file("dc1-server-consul-0.pem"),
+        file("dc1-server-consul-0-key.pem"),
+    );
+    let path = dir.join("tls.toml");
+    std::fs::write(&path, config)?;
+    Ok(path)
 }
