@@ -144,7 +144,13 @@ pub(super) async fn serve(
         // effort: a connection that refuses it still works.
         let _ = stream.set_nodelay(true);
         // The client's own cap first: a client over it takes no slot of all.
+        // An HTTPS client expects a TLS handshake, not a plain answer: it
+        // is closed without one.
         let Some(slot) = per_client.try_take(peer.ip()) else {
+            if tls.is_some() {
+                tracing::debug!(%peer, "HTTPS client at limits.http_max_conns_per_client, closing");
+                continue;
+            }
             tracing::debug!(%peer, "client at limits.http_max_conns_per_client, answering 429");
             match refusals.clone().try_acquire_owned() {
                 Ok(permit) => {
@@ -158,8 +164,10 @@ pub(super) async fn serve(
             continue;
         };
         let Ok(permit) = in_all.clone().try_acquire_owned() else {
-            tracing::debug!(%peer, "too many HTTP connections in all, answering 503");
-            refuse_now(&stream, TOO_MANY_IN_ALL);
+            tracing::debug!(%peer, "too many HTTP connections in all, refusing");
+            if tls.is_none() {
+                refuse_now(&stream, TOO_MANY_IN_ALL);
+            }
             continue;
         };
         let (router, token, tls) = (router.clone(), shutdown.clone(), tls.clone());
