@@ -96,27 +96,34 @@ pub(super) fn consensus_config(
 }
 
 /// This node's UUID: kept in the data directory so it survives restarts;
-/// fresh for a dev agent.
-pub(super) fn node_id(node: &NodeSettings) -> std::io::Result<String> {
-    let fresh = || uuid::Uuid::new_v4().to_string();
+/// fresh for a dev agent. It is the node's identity in the gossip pool and
+/// the catalog, so a file that does not hold a UUID is refused, naming it.
+pub(super) fn node_id(node: &NodeSettings) -> std::io::Result<uuid::Uuid> {
     let Some(path) = node.node_id_file() else {
-        return Ok(fresh());
+        return Ok(uuid::Uuid::new_v4());
     };
     if let Some(dir) = path.parent() {
         std::fs::create_dir_all(dir)?;
     }
     match std::fs::read_to_string(&path) {
-        Ok(id) if !id.trim().is_empty() => Ok(id.trim().to_string()),
-        Ok(_) => write_node_id(&path, &fresh()),
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => write_node_id(&path, &fresh()),
+        Ok(text) if !text.trim().is_empty() => uuid::Uuid::parse_str(text.trim()).map_err(|e| {
+            std::io::Error::new(
+                std::io::ErrorKind::InvalidData,
+                format!("{} does not hold a node ID (a UUID): {e}", path.display()),
+            )
+        }),
+        Ok(_) => write_node_id(&path, uuid::Uuid::new_v4()),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            write_node_id(&path, uuid::Uuid::new_v4())
+        }
         Err(e) => Err(e),
     }
 }
 
-fn write_node_id(path: &std::path::Path, id: &str) -> std::io::Result<String> {
+fn write_node_id(path: &std::path::Path, id: uuid::Uuid) -> std::io::Result<uuid::Uuid> {
     let tmp = path.with_extension("tmp");
-    std::fs::write(&tmp, id)?;
+    std::fs::write(&tmp, id.to_string())?;
     std::fs::File::open(&tmp)?.sync_all()?;
     std::fs::rename(&tmp, path)?;
-    Ok(id.to_string())
+    Ok(id)
 }

@@ -12,6 +12,7 @@ mod config_files;
 mod dns_answers;
 mod durability;
 mod http_api;
+mod identity;
 mod kv;
 mod kv_cli;
 mod kv_cluster;
