@@ -257,7 +257,8 @@ fn is_live(m: &Member) -> bool {
 ///   (smallest generation, then address): the node that held the name when
 ///   another came along. Of that node's live processes the newest speaks
 ///   (a node moved to another address is in foca's list twice for a while).
-///   Live processes of other node IDs are refused. The same address cannot
+///   Live processes of other node IDs are refused (and reported, as are
+///   those that came later and are down already). The same address cannot
 ///   hold two processes (foca keeps the newer one), so a restart in place,
 ///   even with a wiped data directory and so a new node ID, simply replaces
 ///   the old process.
@@ -306,7 +307,15 @@ fn decide(group: &[Member], out: &mut View) {
         .filter(|m| is_live(m) && m.node_id == holder)
         .max_by_key(|m| (m.generation, m.addr))
         .unwrap_or(first);
-    for m in group.iter().filter(|m| is_live(m) && m.node_id != holder) {
+    // Live claimants are left out; one that came after the holder and is
+    // already down is reported too, so every member that hears of a claim
+    // says so, even one that heard of it only after the claimant gave up.
+    // (A down process older than the holder is a node the holder replaced.)
+    let after_holder = |m: &Member| (m.generation, m.addr) > (first.generation, first.addr);
+    for m in group
+        .iter()
+        .filter(|m| m.node_id != holder && (is_live(m) || after_holder(m)))
+    {
         out.refused.push(Refusal {
             name: m.name.clone(),
             holder_id: holder,
@@ -470,6 +479,11 @@ mod tests {
                 "{text}"
             );
         }
+        // A claimant already gone is still reported, not published.
+        let gone = foca::Member::new(node(9, "s3", 8, 99), 0, State::Down);
+        let v = view(sources(&local, &[real.clone(), gone], &departures));
+        assert_eq!(speaker(&v, "s3").node_id, Uuid::from_u128(30));
+        assert_eq!(v.refused.len(), 1);
         // A suspect holder still holds: suspicion is not failure.
         let suspect = foca::Member::new(node(3, "s3", 5, 30), 1, State::Suspect);
         let v = view(sources(&local, &[suspect, impostor.clone()], &departures));
