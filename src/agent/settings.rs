@@ -127,3 +127,42 @@ fn write_node_id(path: &std::path::Path, id: uuid::Uuid) -> std::io::Result<uuid
     std::fs::rename(&tmp, path)?;
     Ok(id)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn in_dir(dir: &std::path::Path) -> NodeSettings {
+        NodeSettings {
+            name: "n1".into(),
+            datacenter: "dc1".into(),
+            data_dir: Some(dir.to_path_buf()),
+        }
+    }
+
+    #[test]
+    fn the_node_id_is_made_once_and_kept() {
+        let dir = tempfile::tempdir().unwrap();
+        let first = node_id(&in_dir(dir.path())).unwrap();
+        assert_eq!(node_id(&in_dir(dir.path())).unwrap(), first);
+        // A dev agent (no data dir) is a new node every start.
+        let dev = NodeSettings {
+            data_dir: None,
+            ..in_dir(dir.path())
+        };
+        assert_ne!(node_id(&dev).unwrap(), node_id(&dev).unwrap());
+    }
+
+    #[test]
+    fn a_node_id_file_without_a_uuid_is_refused_naming_it() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join("node-id"), "web1\n").unwrap();
+        let err = node_id(&in_dir(dir.path())).unwrap_err().to_string();
+        assert!(err.contains("node-id") && err.contains("UUID"), "{err}");
+        // Written by hand in capitals, with a newline: still the same ID.
+        let id = "6A1B3C5D-0000-4000-8000-00000000BEEF";
+        std::fs::write(dir.path().join("node-id"), format!("{id}\n")).unwrap();
+        let read = node_id(&in_dir(dir.path())).unwrap();
+        assert!(read.to_string().eq_ignore_ascii_case(id));
+    }
+}

@@ -210,7 +210,6 @@ impl Gossip {
         let driver = Driver::new(
             identity,
             config.socket,
-            local_addr,
             config.key.as_ref().map(crypto::Cipher::new),
             config.profile,
             Arc::clone(&counters),

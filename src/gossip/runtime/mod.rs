@@ -196,7 +196,6 @@ impl Driver {
     pub(crate) fn new(
         identity: MemberId,
         socket: UdpSocket,
-        local_addr: SocketAddr,
         cipher: Option<Cipher>,
         profile: Profile,
         counters: Arc<Counters>,
@@ -204,6 +203,8 @@ impl Driver {
         refusal_tx: watch::Sender<Option<Refusal>>,
     ) -> Self {
         let departures = Departures::default();
+        // The identity is made from the socket's own address.
+        let local_addr = identity.addr();
         let foca = Foca::with_custom_broadcast(
             identity.clone(),
             profile.foca_config(),

@@ -107,16 +107,7 @@ mod tests {
         let (tx, rx) = watch::channel(Arc::new(Vec::new()));
         let counters = Arc::new(Counters::default());
         let (refusal_tx, _) = watch::channel(None);
-        let driver = Driver::new(
-            id,
-            socket,
-            addr,
-            None,
-            Profile::lan(),
-            counters,
-            tx,
-            refusal_tx,
-        );
+        let driver = Driver::new(id, socket, None, Profile::lan(), counters, tx, refusal_tx);
         (driver, rx)
     }
 
