@@ -366,3 +366,21 @@ async fn a_second_node_under_a_live_members_name_is_refused_and_told() {
         node.shutdown().await;
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_second_node_joining_a_lone_member_under_its_name_is_the_one_refused() {
+    let real = start(1, "s1", None).await;
+    let impostor = start(9, "s1", None).await;
+    let mut refusal = impostor.refusal();
+    impostor.join(real.local_addr()).await.expect("join");
+    let told = tokio::time::timeout(PATIENCE, refusal.wait_for(Option::is_some))
+        .await
+        .expect("the impostor is told within the deadline")
+        .expect("gossip still running")
+        .clone()
+        .expect("a refusal");
+    assert_eq!(told.holder_addr, real.local_addr());
+    assert!(real.refusal().borrow().is_none(), "{:?}", real.members());
+    impostor.shutdown().await;
+    real.shutdown().await;
+}

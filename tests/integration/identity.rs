@@ -81,6 +81,17 @@ async fn check_all(c: &Cluster, name: &str, want: &Seen) -> Result<(), String> {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_agent_under_the_leaders_name_is_refused_and_the_leader_is_not_disturbed() {
+    impostor_under_the_leaders_name(false).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_server_under_the_leaders_name_is_refused_and_the_leader_is_not_disturbed() {
+    impostor_under_the_leaders_name(true).await;
+}
+
+/// The attack of issue 13 by a client agent, or by a server that would
+/// also try to take the leader's place in Raft.
+async fn impostor_under_the_leaders_name(as_server: bool) {
     let c = trellis().cluster().servers(3).start().await;
     let leader = c.wait_formed().await;
     let name = leader.name().to_string();
@@ -98,7 +109,12 @@ async fn an_agent_under_the_leaders_name_is_refused_and_the_leader_is_not_distur
 
     // The impostor: a client agent under the leader's name, on its own
     // loopback address, joined through every server.
-    let mut b = trellis().client().node(&name);
+    let mut b = if as_server {
+        trellis().server().bootstrap_expect(3)
+    } else {
+        trellis().client()
+    }
+    .node(&name);
     for s in c.servers() {
         b = b.retry_join(s.serf());
     }
@@ -150,10 +166,20 @@ async fn an_agent_under_the_leaders_name_is_refused_and_the_leader_is_not_distur
         .await;
     }
 
-    // The real leader is still there at once: no gap to wait out.
+    // The real leader is still there at once: no gap to wait out; and the
+    // Raft configuration is still the three real servers.
     check_all(&c, &name, &want)
         .await
         .expect("the leader is listed right after the impostor exits");
+    let voters: BTreeSet<String> = leader
+        .raft_servers()
+        .await
+        .expect("configuration")
+        .iter()
+        .filter_map(|s| s["Address"].as_str().map(String::from))
+        .collect();
+    let real: BTreeSet<String> = c.servers().map(|s| s.rpc().to_string()).collect();
+    assert_eq!(voters, real);
     c.assert_no_panics();
 }
 
