@@ -241,7 +241,8 @@ impl std::fmt::Display for Refusal {
 pub struct View {
     /// One member per name, sorted by name.
     pub members: Vec<Member>,
-    /// Live nodes left out because another node holds their name.
+    /// Nodes left out because another node holds their name: the live
+    /// ones, and those that came after the holder and are down already.
     pub refused: Vec<Refusal>,
 }
 
@@ -267,7 +268,10 @@ fn is_live(m: &Member) -> bool {
 ///
 /// The rule reads only what every member gossips, so every member that
 /// knows the same processes decides the same way, whatever the order it
-/// learned them in.
+/// learned them in. Generations are start times (wall-clock milliseconds),
+/// so a newcomer whose clock runs behind by more than the holder's uptime
+/// would count as first: machines' clocks are assumed to agree within
+/// seconds (NTP).
 pub fn view<'a>(sources: Sources<'a, impl Iterator<Item = &'a foca::Member<MemberId>>>) -> View {
     let local_status = if sources.local_left {
         MemberStatus::Left
