@@ -63,6 +63,7 @@ async fn start(host: u8, key: Option<Key>, profile: Profile) -> Gossip {
     Gossip::start(GossipConfig {
         socket,
         name: format!("node{host:02}"),
+        node_id: uuid::Uuid::new_v4(),
         role: Role::Client,
         dc: "dc1".to_owned(),
         rpc_addr: None,

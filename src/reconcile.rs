@@ -10,6 +10,14 @@
 //! again after every membership change, on a new leader, and periodically is
 //! cheap and repairs drift). [`Reaper`] remembers, on this leader only,
 //! since when each member has been failed.
+//!
+//! Nodes are registered with their node ID, so the catalog's own rule (a
+//! healthy node's name stays with its ID) guards them too. Gossip already
+//! leaves out a second node claiming a live member's name; when the member
+//! gossip shows under a name has another ID than the catalog's node (a
+//! server restarted in place with a wiped data directory, or a failed node
+//! replaced), the catalog's node is no longer in the pool: the leader marks
+//! it critical first, and then the new ID may take the name.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
@@ -50,6 +58,8 @@ pub enum Liveness {
 pub struct Observed {
     /// Node name.
     pub name: String,
+    /// The node ID the pool knows it by.
+    pub node_id: String,
     /// The address its node is registered with.
     pub address: String,
     /// Alive, failed or left.
@@ -101,23 +111,44 @@ pub fn plan(
         let check = serf_check(m.liveness);
         let status = check.status;
         let address_ok = node.is_some_and(|n| n.address == m.address);
-        if address_ok && serf == Some(status) {
+        let id_ok = node.is_some_and(|n| n.id.eq_ignore_ascii_case(&m.node_id));
+        if address_ok && id_ok && serf == Some(status) {
             continue;
         }
         // A failed member that was never registered has nothing to mark.
         if node.is_none() && m.liveness == Liveness::Failed {
             continue;
         }
+        let replaced = node.is_some_and(|n| !n.id.is_empty()) && !id_ok;
+        if replaced && serf != Some(HealthStatus::Critical) {
+            // The catalog's node ID is not in the pool under this name any
+            // more: say so, so the catalog lets the new ID take the name.
+            out.push(Command::register(Registration {
+                node: m.name.clone(),
+                id: String::new(),
+                address: String::new(),
+                datacenter: datacenter.into(),
+                tagged_addresses: BTreeMap::new(),
+                node_meta: BTreeMap::new(),
+                skip_node_update: true,
+                service: None,
+                checks: vec![serf_check(Liveness::Failed)],
+            }));
+        }
+        // The agent owns its node's meta and tagged addresses: keep what its
+        // anti-entropy wrote unless this is another node now.
+        let (tagged_addresses, node_meta) = match node {
+            Some(n) if !replaced => (n.tagged_addresses.clone(), n.meta.clone()),
+            _ => (BTreeMap::new(), BTreeMap::new()),
+        };
         out.push(Command::register(Registration {
             node: m.name.clone(),
-            id: String::new(),
+            id: m.node_id.clone(),
             address: m.address.clone(),
             datacenter: datacenter.into(),
-            tagged_addresses: BTreeMap::new(),
-            node_meta: BTreeMap::new(),
-            // The agent owns its node's ID and meta: only fill them in
-            // when the node is new.
-            skip_node_update: address_ok,
+            tagged_addresses,
+            node_meta,
+            skip_node_update: address_ok && id_ok,
             service: None,
             checks: vec![check],
         }));
@@ -177,6 +208,7 @@ pub fn observe(members: &[Member], datacenter: &str) -> Vec<Observed> {
         .filter(|m| m.dc == datacenter)
         .map(|m| Observed {
             name: m.name.clone(),
+            node_id: m.node_id.to_string(),
             address: m.addr.ip().to_string(),
             liveness: match m.status {
                 MemberStatus::Alive | MemberStatus::Suspect => Liveness::Alive,
@@ -226,6 +258,7 @@ mod tests {
     fn observed(name: &str, liveness: Liveness) -> Observed {
         Observed {
             name: name.into(),
+            node_id: format!("00000000-0000-4000-8000-{:012}", name.len()),
             address: format!("10.0.0.{}", name.len()),
             liveness,
         }
@@ -319,6 +352,55 @@ mod tests {
             )
             .is_empty()
         );
+    }
+
+    #[test]
+    fn a_node_back_with_a_new_id_replaces_its_old_self_in_two_steps() {
+        // A server restarted in place with a wiped data directory: gossip
+        // shows the name alive under a new ID, the catalog holds the old ID
+        // with serfHealth passing.
+        let (mut catalog, mut index) = (State::new(), 0);
+        let none = BTreeSet::new();
+        let mut m = observed("s1", Liveness::Alive);
+        step(&mut catalog, &mut index, &[m.clone()], &none);
+        let old_id = catalog.node("s1").map(|n| n.id.clone());
+        assert_eq!(old_id.as_deref(), Some(m.node_id.as_str()));
+        m.node_id = "99999999-0000-4000-8000-000000000000".into();
+        let cmds = plan(&[m.clone()], &catalog, "dc1", &none);
+        assert_eq!(cmds.len(), 2, "mark critical, then register: {cmds:?}");
+        apply(&mut catalog, &mut index, &cmds);
+        assert_eq!(
+            catalog.node("s1").map(|n| n.id.as_str()),
+            Some(m.node_id.as_str())
+        );
+        assert_eq!(serf(&catalog, "s1"), Some(HealthStatus::Passing));
+        assert!(plan(&[m], &catalog, "dc1", &none).is_empty());
+    }
+
+    #[test]
+    fn a_registration_by_the_agent_keeps_its_meta_when_the_address_moves() {
+        let (mut catalog, mut index) = (State::new(), 0);
+        let none = BTreeSet::new();
+        let mut m = observed("web1", Liveness::Alive);
+        step(&mut catalog, &mut index, &[m.clone()], &none);
+        let mut meta = Registration {
+            node: "web1".into(),
+            id: m.node_id.clone(),
+            address: m.address.clone(),
+            datacenter: "dc1".into(),
+            tagged_addresses: BTreeMap::new(),
+            node_meta: BTreeMap::from([("rack".to_string(), "r1".to_string())]),
+            skip_node_update: false,
+            service: None,
+            checks: Vec::new(),
+        };
+        apply(&mut catalog, &mut index, &[Command::register(meta.clone())]);
+        m.address = "10.9.9.9".into();
+        step(&mut catalog, &mut index, &[m], &none);
+        let node = catalog.node("web1").expect("registered");
+        assert_eq!(node.address, "10.9.9.9");
+        meta.node_meta.insert("rack".into(), "r1".into());
+        assert_eq!(node.meta, meta.node_meta);
     }
 
     #[test]

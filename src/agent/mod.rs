@@ -220,11 +220,18 @@ impl Agent {
             }
         };
 
+        // The node ID is the node's identity in the pool, so it is known
+        // before gossip starts.
+        let node_id = node_id(&node).map_err(|e| AgentError::Register {
+            what: "the node ID file".into(),
+            message: e.to_string(),
+        })?;
         let generation_file = generation_file(&node);
         let pool = Arc::new(
             Gossip::start(GossipConfig {
                 socket: listeners.serf_lan,
                 name: node.name.clone(),
+                node_id,
                 role: if raft.server {
                     Role::Server
                 } else {
@@ -284,12 +291,8 @@ impl Agent {
         tasks.spawn(tls.clone().reload_on_sighup(hup, token.clone()));
         let background = Background { token, tasks };
 
-        let node_id = node_id(&node).map_err(|e| AgentError::Register {
-            what: "the node ID file".into(),
-            message: e.to_string(),
-        })?;
         let mut local = local::LocalAgent::new(
-            local_identity(&node, &network, &raft, rpc_addr, node_id),
+            local_identity(&node, &network, &raft, rpc_addr, node_id.to_string()),
             delegate.clone(),
         )
         .with_check_settings(checks);
@@ -391,6 +394,31 @@ impl Agent {
                 }
             });
         }
+
+        // An agent whose name another live node holds is left out of the
+        // pool's view and refused by the catalog: running on would serve a
+        // node that does not exist. Stop, so the operator sees why.
+        let (mut refusal, token) = (gossip.refusal(), serving.clone());
+        tasks.spawn(async move {
+            let refused = tokio::select! {
+                () = token.cancelled() => return Ok(()),
+                refused = async {
+                    // `None` if gossip stopped: whatever stopped it is
+                    // reported elsewhere.
+                    refusal.wait_for(Option::is_some).await.ok().and_then(|r| r.clone())
+                } => refused,
+            };
+            match refused {
+                Some(refused) => Err(format!(
+                    "{refused}: start this agent under another node name (node_name, --node), \
+                     or stop the other node first"
+                )),
+                None => {
+                    token.cancelled().await;
+                    Ok(())
+                }
+            }
+        });
 
         let (dns_replica, dc, token) = (replica.clone(), node.datacenter.clone(), serving.clone());
         tasks.spawn(async move {

@@ -96,11 +96,11 @@ pub(super) fn consensus_config(
 }
 
 /// This node's UUID: kept in the data directory so it survives restarts;
-/// fresh for a dev agent.
-pub(super) fn node_id(node: &NodeSettings) -> std::io::Result<String> {
-    let fresh = || uuid::Uuid::new_v4().to_string();
+/// fresh for a dev agent. It is the node's identity in the gossip pool and
+/// the catalog, so a file that does not hold a UUID is refused, naming it.
+pub(super) fn node_id(node: &NodeSettings) -> std::io::Result<uuid::Uuid> {
     let Some(path) = node.node_id_file() else {
-        return Ok(fresh());
+        return Ok(uuid::Uuid::new_v4());
     };
     if let Some(dir) = path.parent() {
         std::fs::create_dir_all(dir)?;
@@ -109,29 +109,71 @@ pub(super) fn node_id(node: &NodeSettings) -> std::io::Result<String> {
         // Written whole or not at all (write_node_id), so an empty or
         // garbled file is damage: a new ID would make this node another
         // node to the cluster, so it is refused, as Consul does.
-        Ok(id) if uuid::Uuid::parse_str(id.trim()).is_ok() => Ok(id.trim().to_string()),
-        Ok(id) => Err(std::io::Error::new(
-            std::io::ErrorKind::InvalidData,
-            format!(
-                "{} {}; it should hold this node's ID (a UUID). If the ID is lost, \
-                 delete the file to have a new one made: the node then joins as a new node",
-                path.display(),
-                if id.trim().is_empty() {
-                    "is empty".to_string()
-                } else {
-                    format!("holds {:?}, which is not a UUID", id.trim())
-                }
-            ),
-        )),
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => write_node_id(&path, &fresh()),
+        Ok(text) => uuid::Uuid::parse_str(text.trim()).map_err(|_| {
+            std::io::Error::new(
+                std::io::ErrorKind::InvalidData,
+                format!(
+                    "{} {}; it should hold this node's ID (a UUID). If the ID is lost, \
+                     delete the file to have a new one made: the node then joins as a new node",
+                    path.display(),
+                    if text.trim().is_empty() {
+                        "is empty".to_string()
+                    } else {
+                        format!("holds {:?}, which is not a UUID", text.trim())
+                    }
+                ),
+            )
+        }),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            write_node_id(&path, uuid::Uuid::new_v4())
+        }
         Err(e) => Err(e),
     }
 }
 
-fn write_node_id(path: &std::path::Path, id: &str) -> std::io::Result<String> {
+fn write_node_id(path: &std::path::Path, id: uuid::Uuid) -> std::io::Result<uuid::Uuid> {
     let tmp = path.with_extension("tmp");
-    std::fs::write(&tmp, id)?;
+    std::fs::write(&tmp, id.to_string())?;
     std::fs::File::open(&tmp)?.sync_all()?;
     std::fs::rename(&tmp, path)?;
-    Ok(id.to_string())
+    Ok(id)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn in_dir(dir: &std::path::Path) -> NodeSettings {
+        NodeSettings {
+            name: "n1".into(),
+            datacenter: "dc1".into(),
+            data_dir: Some(dir.to_path_buf()),
+        }
+    }
+
+    #[test]
+    fn the_node_id_is_made_once_and_kept() {
+        let dir = tempfile::tempdir().unwrap();
+        let first = node_id(&in_dir(dir.path())).unwrap();
+        assert_eq!(node_id(&in_dir(dir.path())).unwrap(), first);
+        // A dev agent (no data dir) is a new node every start.
+        let dev = NodeSettings {
+            data_dir: None,
+            ..in_dir(dir.path())
+        };
+        assert_ne!(node_id(&dev).unwrap(), node_id(&dev).unwrap());
+    }
+
+    #[test]
+    fn a_node_id_file_without_a_uuid_is_refused_naming_it() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join("node-id"), "web1\n").unwrap();
+        let err = node_id(&in_dir(dir.path())).unwrap_err().to_string();
+        assert!(err.contains("node-id") && err.contains("UUID"), "{err}");
+        // Written by hand in capitals, with a newline: still the same ID.
+        let id = "6A1B3C5D-0000-4000-8000-00000000BEEF";
+        std::fs::write(dir.path().join("node-id"), format!("{id}\n")).unwrap();
+        let read = node_id(&in_dir(dir.path())).unwrap();
+        assert!(read.to_string().eq_ignore_ascii_case(id));
+    }
 }

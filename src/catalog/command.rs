@@ -118,6 +118,22 @@ pub enum CatalogError {
     /// A session operation was refused.
     #[error(transparent)]
     Session(#[from] SessionError),
+    // Appended last: refusals travel between servers by variant index.
+    /// Another node ID asked for the name of a node that is healthy (see
+    /// `rules/identity.rs`); Consul's words, which clients may match.
+    #[error(
+        "Node name {node} is reserved by node {holder_id} with name {holder_name} ({holder_address})"
+    )]
+    NodeNameReserved {
+        /// The name asked for.
+        node: String,
+        /// The node ID that holds it.
+        holder_id: String,
+        /// The holder's name as registered (its spelling may differ).
+        holder_name: String,
+        /// The holder's address.
+        holder_address: String,
+    },
 }
 
 /// Why a KV operation was refused, in Consul's words (a transaction's

@@ -257,6 +257,7 @@ mod tests {
         MemberId::new(
             SocketAddr::from(([127, 0, 1, last], 8301)),
             name,
+            uuid::Uuid::from_u128(u128::from(last)),
             Role::Server,
             "dc1",
             Some(SocketAddr::from(([127, 0, 1, last], 8300))),

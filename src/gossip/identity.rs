@@ -1,8 +1,11 @@
 //! Who a member of the gossip pool is: the identity foca gossips about.
 //!
 //! An identity is the gossip address plus everything a server needs to know
-//! about the member without asking it (name, role, datacenter, RPC address),
-//! and a generation. SWIM never lets an identity declared down come back, so
+//! about the member without asking it (name, node ID, role, datacenter, RPC
+//! address), and a generation. The node ID (the UUID the agent keeps in its
+//! data directory) is what the node *is*: the name is only what it is
+//! called, and `membership` refuses a second node ID claiming a live
+//! member's name. SWIM never lets an identity declared down come back, so
 //! every start of the process, and every [`Identity::renew`] after a false
 //! accusation, takes a new, larger generation: the new identity wins the
 //! address conflict and replaces the old one at once (foca's `Rename`).
@@ -19,14 +22,16 @@ use std::time::{SystemTime, UNIX_EPOCH};
 
 use foca::Identity;
 use serde::{Deserialize, Serialize};
+use uuid::Uuid;
 
 /// Longest node name, in bytes, that an identity may carry.
 pub const MAX_NAME_LEN: usize = 128;
 /// Longest datacenter name, in bytes, that an identity may carry.
 pub const MAX_DC_LEN: usize = 64;
 /// Upper bound of an identity's postcard encoding, checked by a test against
-/// the largest identity the limits allow.
-pub const MAX_ENCODED_LEN: usize = 256;
+/// the largest identity the limits allow (it takes 263 bytes: the node ID
+/// adds 16 to what was 247).
+pub const MAX_ENCODED_LEN: usize = 272;
 
 /// What a member is in the cluster.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
@@ -52,6 +57,8 @@ pub struct MemberId {
     generation: u64,
     /// The node name, as in the catalog.
     name: String,
+    /// The node ID, as raw UUID bytes (16 on the wire, no length prefix).
+    node_id: [u8; 16],
     /// Server or client.
     role: Role,
     /// The member's datacenter.
@@ -67,6 +74,7 @@ struct WireMemberId {
     addr: SocketAddr,
     generation: u64,
     name: String,
+    node_id: [u8; 16],
     role: Role,
     dc: String,
     rpc_addr: Option<SocketAddr>,
@@ -91,6 +99,7 @@ impl TryFrom<WireMemberId> for MemberId {
             wire.addr,
             wire.generation,
             wire.name,
+            Uuid::from_bytes(wire.node_id),
             wire.role,
             wire.dc,
             wire.rpc_addr,
@@ -105,6 +114,7 @@ impl MemberId {
     pub fn new(
         addr: SocketAddr,
         name: impl Into<String>,
+        node_id: Uuid,
         role: Role,
         dc: impl Into<String>,
         rpc_addr: Option<SocketAddr>,
@@ -113,6 +123,7 @@ impl MemberId {
             addr,
             next_generation(0),
             name.into(),
+            node_id,
             role,
             dc.into(),
             rpc_addr,
@@ -125,6 +136,7 @@ impl MemberId {
         addr: SocketAddr,
         generation: u64,
         name: String,
+        node_id: Uuid,
         role: Role,
         dc: String,
         rpc_addr: Option<SocketAddr>,
@@ -139,6 +151,7 @@ impl MemberId {
             addr,
             generation,
             name,
+            node_id: node_id.into_bytes(),
             role,
             dc,
             rpc_addr,
@@ -153,6 +166,7 @@ impl MemberId {
             addr,
             generation: 0,
             name: String::new(),
+            node_id: [0; 16],
             role: Role::Client,
             dc: String::new(),
             rpc_addr: None,
@@ -179,6 +193,11 @@ impl MemberId {
         &self.name
     }
 
+    /// The node ID: what the node is, whatever it is called.
+    pub fn node_id(&self) -> Uuid {
+        Uuid::from_bytes(self.node_id)
+    }
+
     /// Server or client.
     pub fn role(&self) -> Role {
         self.role
@@ -197,10 +216,11 @@ impl MemberId {
     /// What decides an address conflict: the generation first; the rest
     /// only makes the order total, so two different identities with one
     /// generation (a misconfiguration) still resolve the same way everywhere.
-    fn conflict_key(&self) -> (u64, &str, &str, Role, Option<SocketAddr>) {
+    fn conflict_key(&self) -> (u64, &str, [u8; 16], &str, Role, Option<SocketAddr>) {
         (
             self.generation,
             &self.name,
+            self.node_id,
             &self.dc,
             self.role,
             self.rpc_addr,
@@ -263,6 +283,7 @@ mod tests {
         MemberId::new(
             "127.0.0.1:8301".parse().unwrap(),
             name,
+            Uuid::from_u128(0x1234),
             Role::Server,
             "dc1",
             Some("127.0.0.1:8300".parse().unwrap()),
@@ -279,6 +300,19 @@ mod tests {
         assert_eq!(decoded.name(), "web1");
         assert_eq!(decoded.dc(), "dc1");
         assert_eq!(decoded.role(), Role::Server);
+        assert_eq!(decoded.node_id(), Uuid::from_u128(0x1234));
+    }
+
+    #[test]
+    fn two_nodes_with_one_generation_on_one_address_differ_by_node_id() {
+        let addr: SocketAddr = "127.0.0.1:1".parse().unwrap();
+        let make = |id| {
+            MemberId::with_generation(addr, 7, "a".into(), id, Role::Client, "dc1".into(), None)
+                .unwrap()
+        };
+        let (a, b) = (make(Uuid::from_u128(1)), make(Uuid::from_u128(2)));
+        assert_ne!(a, b);
+        assert_ne!(a.win_addr_conflict(&b), b.win_addr_conflict(&a));
     }
 
     #[test]
@@ -290,6 +324,7 @@ mod tests {
             v6,
             u64::MAX,
             "n".repeat(MAX_NAME_LEN),
+            Uuid::from_u128(u128::MAX),
             Role::Client,
             "d".repeat(MAX_DC_LEN),
             Some(v6),
@@ -297,6 +332,8 @@ mod tests {
         .unwrap();
         let len = postcard::to_stdvec(&big).unwrap().len();
         assert!(len <= MAX_ENCODED_LEN, "{len} bytes");
+        // The bound is tight enough to notice a field that grows.
+        assert!(len + 16 > MAX_ENCODED_LEN, "{len} bytes");
     }
 
     #[test]
@@ -307,6 +344,7 @@ mod tests {
             addr: SocketAddr,
             generation: u64,
             name: String,
+            node_id: [u8; 16],
             role: Role,
             dc: String,
             rpc_addr: Option<SocketAddr>,
@@ -315,6 +353,7 @@ mod tests {
             addr: "127.0.0.1:1".parse().unwrap(),
             generation: 1,
             name: "x".repeat(MAX_NAME_LEN + 1),
+            node_id: [7; 16],
             role: Role::Client,
             dc: "dc1".into(),
             rpc_addr: None,
@@ -373,6 +412,7 @@ mod tests {
             "127.0.0.1:1".parse().unwrap(),
             7,
             "a".into(),
+            Uuid::from_u128(1),
             Role::Client,
             "dc1".into(),
             None,
@@ -382,6 +422,7 @@ mod tests {
             "127.0.0.1:1".parse().unwrap(),
             7,
             "b".into(),
+            Uuid::from_u128(1),
             Role::Client,
             "dc1".into(),
             None,
@@ -394,11 +435,18 @@ mod tests {
     fn constructor_refuses_overlong_names() {
         let addr = "127.0.0.1:1".parse().unwrap();
         assert_eq!(
-            MemberId::new(addr, "x".repeat(200), Role::Client, "dc1", None),
+            MemberId::new(
+                addr,
+                "x".repeat(200),
+                Uuid::nil(),
+                Role::Client,
+                "dc1",
+                None
+            ),
             Err(IdentityError::NameTooLong(200))
         );
         assert_eq!(
-            MemberId::new(addr, "x", Role::Client, "d".repeat(65), None),
+            MemberId::new(addr, "x", Uuid::nil(), Role::Client, "d".repeat(65), None),
             Err(IdentityError::DcTooLong(65))
         );
     }

@@ -10,6 +10,12 @@
 //! member records the notices it hears, and reports a down member with a
 //! matching notice as [`MemberStatus::Left`], any other down member as
 //! [`MemberStatus::Failed`].
+//!
+//! The view is keyed by name, and a name belongs to one node ID at a time
+//! (see [`view`] for the rule): a second node claiming a live member's name
+//! from another address is left out of the view and reported as a
+//! [`Refusal`], so the members list, the catalog (which the leader
+//! reconciles from this view) and DNS keep the real member.
 
 use std::collections::HashMap;
 use std::collections::hash_map::DefaultHasher;
@@ -19,6 +25,7 @@ use std::sync::{Arc, Mutex, MutexGuard};
 
 use foca::{BroadcastHandler, Invalidates, State};
 use serde::{Deserialize, Serialize};
+use uuid::Uuid;
 
 use super::identity::{MemberId, Role};
 
@@ -40,6 +47,8 @@ pub enum MemberStatus {
 pub struct Member {
     /// The node name.
     pub name: String,
+    /// The node ID: what the node is (the name is what it is called).
+    pub node_id: Uuid,
     /// The gossip address.
     pub addr: SocketAddr,
     /// Alive, suspect, failed or left.
@@ -58,6 +67,7 @@ impl Member {
     fn new(id: &MemberId, status: MemberStatus) -> Self {
         Self {
             name: id.name().to_owned(),
+            node_id: id.node_id(),
             addr: id.addr(),
             status,
             role: id.role(),
@@ -197,13 +207,72 @@ fn status(state: State, id: &MemberId, departures: &Departures) -> MemberStatus 
     }
 }
 
-/// The members, this one included, one per name, sorted by name. A node
-/// restarted on another address is in foca's list twice for a while (the
-/// old process down, the new one alive); the process with the larger
-/// generation, the newer one, speaks for the node.
-pub fn view<'a>(
-    sources: Sources<'a, impl Iterator<Item = &'a foca::Member<MemberId>>>,
-) -> Vec<Member> {
+/// A claim to a name that another node holds: the claimant is left out of
+/// the view.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct Refusal {
+    /// The name claimed.
+    pub name: String,
+    /// The node that holds it.
+    pub holder_id: Uuid,
+    /// Where the holder gossips.
+    pub holder_addr: SocketAddr,
+    /// The node refused.
+    pub claimant_id: Uuid,
+    /// Where the claimant gossips.
+    pub claimant_addr: SocketAddr,
+    /// The claimant's process, to tell one claim from the next.
+    pub claimant_generation: u64,
+}
+
+impl std::fmt::Display for Refusal {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "node name {:?} is reserved by node {} ({}); node {} ({}) claiming it is refused",
+            self.name, self.holder_id, self.holder_addr, self.claimant_id, self.claimant_addr
+        )
+    }
+}
+
+/// What [`view`] decides: the members one per name, and the claims it
+/// refused.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct View {
+    /// One member per name, sorted by name.
+    pub members: Vec<Member>,
+    /// Nodes left out because another node holds their name: the live
+    /// ones, and those that came after the holder and are down already.
+    pub refused: Vec<Refusal>,
+}
+
+fn is_live(m: &Member) -> bool {
+    matches!(m.status, MemberStatus::Alive | MemberStatus::Suspect)
+}
+
+/// The members, this one included, one per name, sorted by name.
+///
+/// Who speaks for a name:
+/// - While any process under the name is live (alive or suspect), the name
+///   belongs to the node ID of the live process that started first
+///   (smallest generation, then address): the node that held the name when
+///   another came along. Of that node's live processes the newest speaks
+///   (a node moved to another address is in foca's list twice for a while).
+///   Live processes of other node IDs are refused (and reported, as are
+///   those that came later and are down already). The same address cannot
+///   hold two processes (foca keeps the newer one), so a restart in place,
+///   even with a wiped data directory and so a new node ID, simply replaces
+///   the old process.
+/// - When none is live, the newest process speaks, as failed or left: a
+///   node that failed or left may be replaced by another.
+///
+/// The rule reads only what every member gossips, so every member that
+/// knows the same processes decides the same way, whatever the order it
+/// learned them in. Generations are start times (wall-clock milliseconds),
+/// so a newcomer whose clock runs behind by more than the holder's uptime
+/// would count as first: machines' clocks are assumed to agree within
+/// seconds (NTP).
+pub fn view<'a>(sources: Sources<'a, impl Iterator<Item = &'a foca::Member<MemberId>>>) -> View {
     let local_status = if sources.local_left {
         MemberStatus::Left
     } else {
@@ -216,10 +285,51 @@ pub fn view<'a>(
                 .map(|m| Member::new(m.id(), status(m.state(), m.id(), sources.departures))),
         )
         .collect();
-    // Newest first within a name, so the dedup keeps it.
-    all.sort_by(|a, b| (&a.name, b.generation).cmp(&(&b.name, a.generation)));
-    all.dedup_by(|later, kept| later.name == kept.name);
-    all
+    all.sort_by(|a, b| a.name.cmp(&b.name));
+    let mut out = View::default();
+    for group in all.chunk_by(|a, b| a.name == b.name) {
+        decide(group, &mut out);
+    }
+    out
+}
+
+/// Picks who speaks for one name (see [`view`]) and notes the refused.
+fn decide(group: &[Member], out: &mut View) {
+    let first_live = group
+        .iter()
+        .filter(|m| is_live(m))
+        .min_by_key(|m| (m.generation, m.addr));
+    let Some(first) = first_live else {
+        if let Some(newest) = group.iter().max_by_key(|m| (m.generation, m.addr)) {
+            out.members.push(newest.clone());
+        }
+        return;
+    };
+    let holder = first.node_id;
+    let speaker = group
+        .iter()
+        .filter(|m| is_live(m) && m.node_id == holder)
+        .max_by_key(|m| (m.generation, m.addr))
+        .unwrap_or(first);
+    // Live claimants are left out; one that came after the holder and is
+    // already down is reported too, so every member that hears of a claim
+    // says so, even one that heard of it only after the claimant gave up.
+    // (A down process older than the holder is a node the holder replaced.)
+    let after_holder = |m: &Member| (m.generation, m.addr) > (first.generation, first.addr);
+    for m in group
+        .iter()
+        .filter(|m| m.node_id != holder && (is_live(m) || after_holder(m)))
+    {
+        out.refused.push(Refusal {
+            name: m.name.clone(),
+            holder_id: holder,
+            holder_addr: speaker.addr,
+            claimant_id: m.node_id,
+            claimant_addr: m.addr,
+            claimant_generation: m.generation,
+        });
+    }
+    out.members.push(speaker.clone());
 }
 
 /// A digest of what [`view`] would return, computed without allocating, so
@@ -252,10 +362,16 @@ mod tests {
     use super::*;
 
     fn id(last: u8, name: &str, generation: u64) -> MemberId {
+        node(last, name, generation, u128::from(last))
+    }
+
+    /// A process of the node with ID `node_id`, on 127.0.1.`last`.
+    fn node(last: u8, name: &str, generation: u64, node_id: u128) -> MemberId {
         MemberId::with_generation(
             SocketAddr::from(([127, 0, 1, last], 8301)),
             generation,
             name.into(),
+            Uuid::from_u128(node_id),
             Role::Client,
             "dc1".into(),
             None,
@@ -285,7 +401,7 @@ mod tests {
             foca::Member::new(id(3, "c", 1), 2, State::Suspect),
         ];
         let departures = Departures::default();
-        let v = view(sources(&local, &members, &departures));
+        let v = view(sources(&local, &members, &departures)).members;
         let statuses: Vec<_> = v.iter().map(|m| (m.name.as_str(), m.status)).collect();
         assert_eq!(
             statuses,
@@ -296,7 +412,7 @@ mod tests {
             ]
         );
         assert!(departures.record(LeaveNotice::of(&gone)));
-        let v = view(sources(&local, &members, &departures));
+        let v = view(sources(&local, &members, &departures)).members;
         assert_eq!(v[1].status, MemberStatus::Left);
     }
 
@@ -309,6 +425,7 @@ mod tests {
                 SocketAddr::from(([127, 0, 1, 2], 9301)),
                 9,
                 "b".into(),
+                Uuid::from_u128(2),
                 Role::Client,
                 "dc1".into(),
                 None,
@@ -319,11 +436,118 @@ mod tests {
         );
         let departures = Departures::default();
         for members in [[old.clone(), new.clone()], [new, old]] {
-            let v = view(sources(&local, &members, &departures));
+            let v = view(sources(&local, &members, &departures)).members;
             let b: Vec<_> = v.iter().filter(|m| m.name == "b").collect();
             assert_eq!(b.len(), 1, "{v:?}");
             assert_eq!((b[0].addr.port(), b[0].status), (9301, MemberStatus::Alive));
         }
+    }
+
+    fn speaker<'v>(v: &'v View, name: &str) -> &'v Member {
+        let named: Vec<_> = v.members.iter().filter(|m| m.name == name).collect();
+        assert_eq!(named.len(), 1, "{v:?}");
+        named[0]
+    }
+
+    #[test]
+    fn a_second_node_claiming_a_live_members_name_is_refused() {
+        let local = id(1, "a", 1);
+        let departures = Departures::default();
+        // s3 (node 30) has run since generation 5; node 99 claims the name
+        // later from another address.
+        let real = foca::Member::new(node(3, "s3", 5, 30), 0, State::Alive);
+        let impostor = foca::Member::new(node(9, "s3", 8, 99), 0, State::Alive);
+        for members in [
+            [real.clone(), impostor.clone()],
+            [impostor.clone(), real.clone()],
+        ] {
+            let v = view(sources(&local, &members, &departures));
+            let s3 = speaker(&v, "s3");
+            assert_eq!(
+                (s3.node_id, s3.addr.ip()),
+                (Uuid::from_u128(30), real.id().addr().ip())
+            );
+            assert_eq!(v.refused.len(), 1);
+            let r = &v.refused[0];
+            assert_eq!(
+                (r.claimant_id, r.claimant_addr),
+                (Uuid::from_u128(99), impostor.id().addr())
+            );
+            assert_eq!(
+                (r.holder_id, r.holder_addr),
+                (Uuid::from_u128(30), real.id().addr())
+            );
+            let text = r.to_string();
+            assert!(
+                text.contains("\"s3\" is reserved by node 00000000-0000-0000-0000-00000000001e"),
+                "{text}"
+            );
+        }
+        // A claimant already gone is still reported, not published.
+        let gone = foca::Member::new(node(9, "s3", 8, 99), 0, State::Down);
+        let v = view(sources(&local, &[real.clone(), gone], &departures));
+        assert_eq!(speaker(&v, "s3").node_id, Uuid::from_u128(30));
+        assert_eq!(v.refused.len(), 1);
+        // A suspect holder still holds: suspicion is not failure.
+        let suspect = foca::Member::new(node(3, "s3", 5, 30), 1, State::Suspect);
+        let v = view(sources(&local, &[suspect, impostor.clone()], &departures));
+        assert_eq!(speaker(&v, "s3").node_id, Uuid::from_u128(30));
+        // The impostor's own view: it is the one refused, and left out.
+        let own = view(Sources {
+            local: impostor.id(),
+            local_left: false,
+            members: [real.clone()].iter(),
+            departures: &departures,
+        });
+        assert_eq!(speaker(&own, "s3").node_id, Uuid::from_u128(30));
+        assert_eq!(own.refused[0].claimant_addr, impostor.id().addr());
+    }
+
+    #[test]
+    fn a_failed_or_departed_members_name_may_be_taken_by_another_node() {
+        let local = id(1, "a", 1);
+        let departures = Departures::default();
+        let old = node(3, "s3", 5, 30);
+        let newcomer = foca::Member::new(node(9, "s3", 8, 99), 0, State::Alive);
+        let failed = [
+            foca::Member::new(old.clone(), 0, State::Down),
+            newcomer.clone(),
+        ];
+        let v = view(sources(&local, &failed, &departures));
+        assert_eq!(speaker(&v, "s3").node_id, Uuid::from_u128(99));
+        assert!(v.refused.is_empty());
+        departures.record(LeaveNotice::of(&old));
+        let v = view(sources(&local, &failed, &departures));
+        assert_eq!(speaker(&v, "s3").node_id, Uuid::from_u128(99));
+        // Both gone: the newest process speaks, as today.
+        let both_down = [
+            foca::Member::new(old, 0, State::Down),
+            foca::Member::new(node(9, "s3", 8, 99), 0, State::Down),
+        ];
+        let v = view(sources(&local, &both_down, &departures));
+        assert_eq!(speaker(&v, "s3").node_id, Uuid::from_u128(99));
+    }
+
+    #[test]
+    fn a_restart_in_place_with_a_new_node_id_replaces_the_old_process() {
+        // foca keeps one process per address, the newer: a server whose data
+        // directory was wiped comes back on its address with a new node ID,
+        // and that process is the only one under the name.
+        let local = id(1, "a", 1);
+        let departures = Departures::default();
+        let back = [foca::Member::new(node(3, "s3", 9, 31), 0, State::Alive)];
+        let v = view(sources(&local, &back, &departures));
+        assert_eq!(speaker(&v, "s3").node_id, Uuid::from_u128(31));
+        assert!(v.refused.is_empty());
+        // The same node moved to another address: the newer process speaks,
+        // and nobody is refused (it is one node).
+        let moved = [
+            foca::Member::new(node(3, "s3", 5, 30), 0, State::Alive),
+            foca::Member::new(node(4, "s3", 9, 30), 0, State::Alive),
+        ];
+        let v = view(sources(&local, &moved, &departures));
+        assert_eq!(speaker(&v, "s3").addr, moved[1].id().addr());
+        assert!(v.refused.is_empty());
     }
 
     #[test]

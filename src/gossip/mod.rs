@@ -10,15 +10,16 @@
 //!   notice sent straight to a member we suspect so it can refute in time.
 //! - [`codec`]: foca's packets on the wire, naming sender and receiver by
 //!   (address, generation) once the peer is known to have the full identity.
-//! - [`identity`]: the identity foca gossips (address, name, generation,
-//!   role, datacenter, RPC address), bounded on decode.
+//! - [`identity`]: the identity foca gossips (address, name, node ID,
+//!   generation, role, datacenter, RPC address), bounded on decode.
 //! - `runtime`: the single task that owns foca, drains its output after
 //!   every call, keeps the timer schedule ([`timers`]) and publishes the
 //!   membership.
 //! - [`health`]: local health, which slows down the probing of a member
 //!   that is itself in trouble so it does not accuse healthy ones.
-//! - [`membership`]: the published view, and how a graceful leave (Left) is
-//!   told apart from a failure (Failed).
+//! - [`membership`]: the published view, one node per name (a second node
+//!   claiming a live member's name is refused), and how a graceful leave
+//!   (Left) is told apart from a failure (Failed).
 //! - [`profile`]: the timing numbers and the arithmetic behind them.
 //!
 //! [`Gossip`] is the handle: start it on a socket the caller bound, join,
@@ -50,7 +51,7 @@ use tokio::task::JoinHandle;
 
 pub use crypto::{Key, KeyError, keygen};
 pub use identity::{IdentityError, MemberId, Role};
-pub use membership::{Member, MemberStatus};
+pub use membership::{Member, MemberStatus, Refusal};
 pub use profile::Profile;
 
 use runtime::{Control, Counters, Driver};
@@ -108,6 +109,8 @@ pub struct GossipConfig {
     pub socket: UdpSocket,
     /// The node name.
     pub name: String,
+    /// The node ID (kept in the data directory): what this node is.
+    pub node_id: uuid::Uuid,
     /// Server or client.
     pub role: Role,
     /// The datacenter.
@@ -152,6 +155,8 @@ pub struct Gossip {
     controls: mpsc::Sender<Control>,
     /// The published membership.
     members: watch::Receiver<Arc<Vec<Member>>>,
+    /// Set once the pool refused this member's claim to its name.
+    refusal: watch::Receiver<Option<Refusal>>,
     /// Traffic counters, written by the driver.
     counters: Arc<Counters>,
     /// The socket's address.
@@ -172,6 +177,7 @@ impl Gossip {
             Self::start(GossipConfig {
                 socket,
                 name: name.into(),
+                node_id: uuid::Uuid::new_v4(),
                 role: Role::Server,
                 dc: "dc1".into(),
                 rpc_addr: None,
@@ -192,26 +198,29 @@ impl Gossip {
             local_addr,
             identity::next_generation(config.generation_floor),
             config.name,
+            config.node_id,
             config.role,
             config.dc,
             config.rpc_addr,
         )?;
         let counters = Arc::new(Counters::default());
         let (members_tx, members) = watch::channel(Arc::new(Vec::new()));
+        let (refusal_tx, refusal) = watch::channel(None);
         let (controls, control_rx) = mpsc::channel(CONTROL_QUEUE);
         let driver = Driver::new(
             identity,
             config.socket,
-            local_addr,
             config.key.as_ref().map(crypto::Cipher::new),
             config.profile,
             Arc::clone(&counters),
             members_tx,
+            refusal_tx,
         );
         let task = tokio::spawn(driver.run(control_rx));
         Ok(Self {
             controls,
             members,
+            refusal,
             counters,
             local_addr,
             task,
@@ -245,6 +254,13 @@ impl Gossip {
     /// good: the latest list includes everything that still holds).
     pub fn subscribe(&self) -> watch::Receiver<Arc<Vec<Member>>> {
         self.members.clone()
+    }
+
+    /// A watch that turns `Some` once another live node is found to hold
+    /// this member's name: the pool leaves this member out of its view, and
+    /// the agent should stop rather than run as if it had joined.
+    pub fn refusal(&self) -> watch::Receiver<Option<Refusal>> {
+        self.refusal.clone()
     }
 
     /// Traffic counters.

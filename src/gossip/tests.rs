@@ -17,6 +17,7 @@ async fn start_at(addr: SocketAddr, name: &str, key: Option<Key>) -> Gossip {
     Gossip::start(GossipConfig {
         socket,
         name: name.to_owned(),
+        node_id: uuid::Uuid::new_v4(),
         role: Role::Client,
         dc: "dc1".to_owned(),
         rpc_addr: None,
@@ -292,6 +293,9 @@ async fn a_member_declared_failed_comes_back_alive_after_a_restart() {
     let new = Gossip::start(GossipConfig {
         socket,
         name: "node1".to_owned(),
+        // A wiped data directory: the node comes back with a new ID on its
+        // address, and simply replaces its previous life.
+        node_id: uuid::Uuid::new_v4(),
         role: Role::Server,
         dc: "dc1".to_owned(),
         rpc_addr: Some(SocketAddr::from(([127, 0, 1, 2], 8300))),
@@ -319,4 +323,64 @@ async fn a_member_declared_failed_comes_back_alive_after_a_restart() {
     for node in nodes {
         node.shutdown().await;
     }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_second_node_under_a_live_members_name_is_refused_and_told() {
+    let nodes = pool(3, None).await;
+    let real = nodes[1].local_addr();
+    let impostor = start(9, "node1", None).await;
+    let mut refusal = impostor.refusal();
+    // The seed answers the announcement, so it knows the impostor alive.
+    impostor.join(nodes[0].local_addr()).await.expect("join");
+    let told = tokio::time::timeout(PATIENCE, refusal.wait_for(Option::is_some))
+        .await
+        .expect("the impostor is told within the deadline")
+        .expect("gossip still running")
+        .clone()
+        .expect("a refusal");
+    assert_eq!((told.name.as_str(), told.holder_addr), ("node1", real));
+    assert_eq!(told.claimant_addr, impostor.local_addr());
+    // Neither the pool nor the impostor itself lists it under the name.
+    for node in nodes.iter().chain([&impostor]) {
+        let node1: Vec<_> = node
+            .members()
+            .into_iter()
+            .filter(|m| m.name == "node1")
+            .collect();
+        assert_eq!(node1.len(), 1, "{:?}", node.members());
+        assert_eq!(
+            (node1[0].addr, node1[0].status),
+            (real, MemberStatus::Alive),
+            "as {} sees it: {:?}",
+            node.local_addr(),
+            node.members()
+        );
+    }
+    assert!(
+        nodes[1].refusal().borrow().is_none(),
+        "the holder is not refused"
+    );
+    impostor.shutdown().await;
+    for node in nodes {
+        node.shutdown().await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_second_node_joining_a_lone_member_under_its_name_is_the_one_refused() {
+    let real = start(1, "s1", None).await;
+    let impostor = start(9, "s1", None).await;
+    let mut refusal = impostor.refusal();
+    impostor.join(real.local_addr()).await.expect("join");
+    let told = tokio::time::timeout(PATIENCE, refusal.wait_for(Option::is_some))
+        .await
+        .expect("the impostor is told within the deadline")
+        .expect("gossip still running")
+        .clone()
+        .expect("a refusal");
+    assert_eq!(told.holder_addr, real.local_addr());
+    assert!(real.refusal().borrow().is_none(), "{:?}", real.members());
+    impostor.shutdown().await;
+    real.shutdown().await;
 }

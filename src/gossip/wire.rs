@@ -12,10 +12,15 @@ use serde::{Deserialize, Serialize};
 
 use super::identity::MemberId;
 
-/// The kind byte of a foca packet.
-const KIND_FOCA: u8 = 0;
-/// The kind byte of a suspicion notice.
-const KIND_NOTICE: u8 = 1;
+/// The kind byte of a foca packet, protocol 2.
+const KIND_FOCA: u8 = 2;
+/// The kind byte of a suspicion notice, protocol 2.
+const KIND_NOTICE: u8 = 3;
+/// The kind bytes of protocol 1 (a foca packet, a notice): identities
+/// without node IDs.
+const KINDS_PROTOCOL_1: [u8; 2] = [0, 1];
+/// The gossip protocol this build speaks.
+pub const PROTOCOL: u8 = 2;
 
 /// A notice that `from` suspects `suspect` at `incarnation`.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -46,6 +51,13 @@ pub enum WireError {
     /// A kind byte this build does not know.
     #[error("unknown frame kind {0}")]
     Kind(u8),
+    /// A datagram of gossip protocol 1, from an agent older than node IDs
+    /// in the gossip identity.
+    #[error(
+        "gossip protocol 1 (frame kind {0}) from an agent that predates node IDs in gossip; \
+         this agent speaks protocol {PROTOCOL}: upgrade every agent of the pool"
+    )]
+    OldProtocol(u8),
     /// A notice that does not decode, or has bytes after it.
     #[error("malformed suspicion notice")]
     Notice,
@@ -82,6 +94,7 @@ impl<'a> Frame<'a> {
                 Ok((notice, [])) => Ok(Self::Notice(Box::new(notice))),
                 _ => Err(WireError::Notice),
             },
+            old if KINDS_PROTOCOL_1.contains(&old) => Err(WireError::OldProtocol(old)),
             other => Err(WireError::Kind(other)),
         }
     }
@@ -97,6 +110,7 @@ mod tests {
             MemberId::new(
                 std::net::SocketAddr::from(([127, 0, 1, 1], port)),
                 name,
+                uuid::Uuid::from_u128(u128::from(port)),
                 Role::Client,
                 "dc1",
                 None,
@@ -123,6 +137,22 @@ mod tests {
         let mut out = Vec::new();
         encode_notice(&notice, &mut out);
         assert_eq!(Frame::decode(&out), Ok(Frame::Notice(Box::new(notice))));
+    }
+
+    #[test]
+    fn protocol_1_datagrams_are_refused_by_name_not_misread() {
+        // What a protocol-1 agent sent: its foca packets and notices.
+        for kind in KINDS_PROTOCOL_1 {
+            let err = Frame::decode(&[kind, 1, 2, 3]).unwrap_err();
+            assert_eq!(err, WireError::OldProtocol(kind));
+            assert!(err.to_string().contains("upgrade every agent"), "{err}");
+        }
+        // And ours never start with a protocol-1 kind.
+        let mut out = Vec::new();
+        encode_foca(b"x", &mut out);
+        assert!(!KINDS_PROTOCOL_1.contains(&out[0]));
+        encode_notice(&notice(), &mut out);
+        assert!(!KINDS_PROTOCOL_1.contains(&out[0]));
     }
 
     #[test]

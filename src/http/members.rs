@@ -54,6 +54,9 @@ pub(super) async fn members(route: Route) -> Result<Response, ApiError> {
         .map(|m| {
             let mut tags = BTreeMap::from([
                 ("dc", m.dc.clone()),
+                // As Consul's serf tags: the node ID, so a client can tell
+                // which node holds a name.
+                ("id", m.node_id.to_string()),
                 (
                     "role",
                     match m.role {

@@ -12,6 +12,7 @@ mod config_files;
 mod dns_answers;
 mod durability;
 mod http_api;
+mod identity;
 mod input_limits;
 mod kv;
 mod kv_cli;

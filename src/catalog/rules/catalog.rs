@@ -5,7 +5,8 @@
 //!   refusal changes nothing: a node needs an address unless it exists and
 //!   is left alone, a service needs a name, a check a name or ID, and a
 //!   check must name an instance on its own node (or the one registered
-//!   with it).
+//!   with it), and a node's name stays with its node ID while the node is
+//!   healthy (`identity.rs`).
 //! - A node's name, and an instance's service name and tags, are copied
 //!   into its checks (as Consul does) and kept current here.
 //! - Deregistering a node removes its services and checks; deregistering an
@@ -22,6 +23,7 @@ use super::super::kv_types::Time;
 use super::super::tables::{Tables, check_id, instance_id, key};
 use super::super::types::{Deregistration, HealthStatus, Index, Registration};
 use super::Touched;
+use super::identity;
 use super::sessions::invalidate;
 
 /// Applies one catalog op at `index`; a refusal changes nothing.
@@ -52,6 +54,7 @@ fn validate(tables: &Tables, r: &Registration) -> Result<(), CatalogError> {
     if r.address.is_empty() && tables.nodes.get(&node_key).is_none() {
         return Err(CatalogError::NoNodeAddress(r.node.clone()));
     }
+    identity::check(tables, r)?;
     if let Some(s) = &r.service
         && s.service.is_empty()
     {

@@ -3,6 +3,8 @@
 //!
 //! - `catalog.rs`: Consul's register and deregister over nodes, services
 //!   and checks, and the sessions a removed or critical check ends.
+//! - `identity.rs`: a node name belongs to one node ID; another ID may not
+//!   take a healthy node's name.
 //! - `kv.rs`: the KV verbs over the KV table (one operation, or a
 //!   transaction's in order, all or none), with the sessions and lock-delays
 //!   a lock depends on.
@@ -10,6 +12,7 @@
 //!   and what invalidating one does to the keys it holds.
 
 mod catalog;
+mod identity;
 mod kv;
 mod sessions;
 

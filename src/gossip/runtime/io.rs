@@ -4,9 +4,13 @@
 
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
 
-use super::Driver;
-use crate::gossip::wire::Frame;
+use super::{Driver, now};
+use crate::gossip::wire::{Frame, WireError};
+
+/// How long after logging a protocol-1 datagram the next ones stay quiet.
+const OLD_PROTOCOL_LOG_EVERY: Duration = Duration::from_secs(30);
 
 /// How many datagrams one wake-up reads at most before it turns to the
 /// timers, so a flood cannot starve them.
@@ -71,6 +75,19 @@ impl Driver {
                     self.drain();
                 }
                 Ok(Frame::Notice(notice)) => self.on_notice(*notice),
+                Err(error @ WireError::OldProtocol(_)) => {
+                    // Not noise: an agent of the pool cannot gossip with us
+                    // until it is upgraded, and would otherwise look dead.
+                    let now = now();
+                    let quiet = self
+                        .old_protocol_logged
+                        .is_some_and(|at| now.duration_since(at) < OLD_PROTOCOL_LOG_EVERY);
+                    if !quiet {
+                        self.old_protocol_logged = Some(now);
+                        tracing::warn!(%from, "dropped gossip: {error}");
+                    }
+                    bump(&self.counters.dropped_undecodable, 1);
+                }
                 Err(error) => {
                     tracing::trace!(%from, %error, "dropped gossip packet");
                     bump(&self.counters.dropped_undecodable, 1);

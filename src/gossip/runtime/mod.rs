@@ -15,13 +15,16 @@
 //! This file is the loop: the driver's state, its wake-ups, the timer
 //! schedule, draining foca and publishing the membership. Beside it:
 //! `io.rs` (datagrams in and out, the counters), `notice.rs` (suspicion
-//! notices), `join_leave.rs` (join, leave and force-leave) and
-//! `reconnect.rs` (announcing while foca is not connected).
+//! notices), `join_leave.rs` (join, leave and force-leave),
+//! `reconnect.rs` (announcing while foca is not connected) and
+//! `refusal.rs` (name claims the membership view refused, logged and
+//! reported).
 
 mod io;
 mod join_leave;
 mod notice;
 mod reconnect;
+mod refusal;
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -38,12 +41,13 @@ use super::codec::CompactCodec;
 use super::crypto::{self, Cipher};
 use super::health::{Decision, Pacer, ProbeTimer};
 use super::identity::MemberId;
-use super::membership::{self, DepartureHandler, Departures, Member, Sources};
+use super::membership::{self, DepartureHandler, Departures, Member, Refusal, Sources};
 use super::profile::{MAX_PACKET_SIZE, Profile};
 use super::timers::TimerQueue;
 use super::wire;
 pub(crate) use io::Counters;
 use join_leave::PendingJoin;
+use refusal::RefusalLog;
 
 /// foca as this crate instantiates it.
 type Swim = Foca<MemberId, CompactCodec, SmallRng, DepartureHandler>;
@@ -121,6 +125,15 @@ pub(crate) struct Driver {
     departures: Departures,
     /// Where the membership is published.
     members_tx: watch::Sender<MemberList>,
+    /// Where a refusal of this member's own name claim is reported, so the
+    /// agent can stop instead of running as if it had joined.
+    refusal_tx: watch::Sender<Option<Refusal>>,
+    /// When each refused claim was last logged, to log each one once a
+    /// while however often the view is rebuilt.
+    refusals: RefusalLog,
+    /// When a protocol-1 datagram was last logged (see `wire`): one line a
+    /// while is enough to tell the operator an old agent is about.
+    old_protocol_logged: Option<Instant>,
     /// The digest of the last published membership.
     digest: u64,
     /// The tuning.
@@ -183,13 +196,15 @@ impl Driver {
     pub(crate) fn new(
         identity: MemberId,
         socket: UdpSocket,
-        local_addr: SocketAddr,
         cipher: Option<Cipher>,
         profile: Profile,
         counters: Arc<Counters>,
         members_tx: watch::Sender<MemberList>,
+        refusal_tx: watch::Sender<Option<Refusal>>,
     ) -> Self {
         let departures = Departures::default();
+        // The identity is made from the socket's own address.
+        let local_addr = identity.addr();
         let foca = Foca::with_custom_broadcast(
             identity.clone(),
             profile.foca_config(),
@@ -219,6 +234,9 @@ impl Driver {
             counters,
             departures,
             members_tx,
+            refusal_tx,
+            refusals: RefusalLog::default(),
+            old_protocol_logged: None,
             digest: 0,
             profile,
             joins: Vec::new(),
@@ -455,7 +473,10 @@ impl Driver {
             return;
         }
         self.digest = digest;
-        let view = membership::view(Sources {
+        let membership::View {
+            members: view,
+            refused,
+        } = membership::view(Sources {
             local: self.foca.identity(),
             local_left: self.left,
             members: self.foca.iter_membership_state(),
@@ -469,6 +490,9 @@ impl Driver {
                 true
             }
         });
+        // After the view: whoever hears of a refusal finds the view that
+        // made it already published.
+        self.on_refused(&refused, now());
     }
 }
 

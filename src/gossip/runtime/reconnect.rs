@@ -102,10 +102,12 @@ mod tests {
             .await
             .expect("bind loopback");
         let addr = socket.local_addr().expect("local address");
-        let id = MemberId::new(addr, name, Role::Client, "dc1", None).expect("identity");
+        let id = MemberId::new(addr, name, uuid::Uuid::new_v4(), Role::Client, "dc1", None)
+            .expect("identity");
         let (tx, rx) = watch::channel(Arc::new(Vec::new()));
         let counters = Arc::new(Counters::default());
-        let driver = Driver::new(id, socket, addr, None, Profile::lan(), counters, tx);
+        let (refusal_tx, _) = watch::channel(None);
+        let driver = Driver::new(id, socket, None, Profile::lan(), counters, tx, refusal_tx);
         (driver, rx)
     }
 
