@@ -54,7 +54,9 @@ pub(crate) struct RateLimiter {
     v6_mask: u128,
     /// Keys the prefix hash.
     seed: u64,
-    /// Limited requests so far, for the slip count.
+    /// Limited requests so far, for the slip count. One counter for the
+    /// table, not one per bucket: every `slip`-th limited answer overall
+    /// slips, so each limited prefix gets about one in `slip`.
     limited: AtomicU64,
     /// Time zero of the millisecond clock.
     start: Instant,
