@@ -43,6 +43,19 @@ pub const DNS_ONLY_PASSING: bool = false;
 pub const DNS_UDP_ANSWER_LIMIT: usize = 3;
 /// Set TC when `udp_answer_limit` cut an answer.
 pub const DNS_ENABLE_TRUNCATE: bool = true;
+/// DNS response-rate limit per source prefix: off (Knot's default).
+pub const DNS_RRL_RATE: u32 = 0;
+/// Every second limited response goes out truncated (NSD's default).
+pub const DNS_RRL_SLIP: u32 = 2;
+/// Sources are limited by their /24 (NSD's and Knot's default).
+pub const DNS_RRL_IPV4_PREFIX: u8 = 24;
+/// Sources are limited by their /56 (Knot's default; a site's usual
+/// allocation, where NSD takes a /64).
+pub const DNS_RRL_IPV6_PREFIX: u8 = 56;
+/// Highest `rrl_rate`: the bucket table holds counts in 24 bits.
+pub const DNS_RRL_MAX_RATE: u32 = 1_000_000;
+/// Highest `rrl_slip` (Knot's bound).
+pub const DNS_RRL_MAX_SLIP: u32 = 100;
 /// How long one recursor gets before the next is tried.
 pub const DNS_RECURSOR_TIMEOUT: Duration = Duration::from_secs(2);
 /// The directory of static zone files used when none is given and it exists

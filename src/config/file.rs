@@ -159,6 +159,14 @@ pub struct DnsConfigFile {
     pub recursor_timeout: Option<String>,
     /// Serve stale answers (always true for us; accepted for compatibility).
     pub allow_stale: Option<bool>,
+    /// UDP responses per second to one source prefix (0: no limit).
+    pub rrl_rate: Option<u32>,
+    /// Every how many-th limited response goes out truncated (0: none).
+    pub rrl_slip: Option<u32>,
+    /// The IPv4 prefix length a source is limited by.
+    pub rrl_ipv4_prefix: Option<u8>,
+    /// The IPv6 prefix length a source is limited by.
+    pub rrl_ipv6_prefix: Option<u8>,
 }
 
 /// `limits { ... }`: Consul's names where Consul has the setting. Caps

@@ -21,6 +21,7 @@ mod flags;
 pub mod join;
 mod merge;
 mod resolve;
+mod rrl;
 pub mod settings;
 mod tls;
 mod validate;
@@ -34,8 +35,8 @@ pub use file::{CheckFile, FileConfig, ServiceFile};
 pub use flags::AgentFlags;
 pub use settings::{
     CheckSettings, DnsSettings, EncryptKey, GossipSettings, KvSettings, LimitsSettings,
-    LogSettings, NetworkSettings, NodeSettings, Ports, RaftSettings, ServiceSettings, TlsProtocol,
-    TlsSettings,
+    LogSettings, NetworkSettings, NodeSettings, Ports, RaftSettings, RrlSettings, ServiceSettings,
+    TlsProtocol, TlsSettings,
 };
 pub use validate::parse_socket;
 

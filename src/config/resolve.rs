@@ -267,6 +267,7 @@ impl Resolver<'_> {
                 d.recursor_timeout,
             )?,
             zone_dirs,
+            rrl: super::rrl::resolve(&dc, dns_src)?,
         })
     }
 

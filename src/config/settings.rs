@@ -95,6 +95,34 @@ pub struct DnsSettings {
     pub recursor_timeout: Duration,
     /// Directories of static zone files.
     pub zone_dirs: Vec<PathBuf>,
+    /// Response-rate limiting of UDP answers per source prefix.
+    pub rrl: RrlSettings,
+}
+
+/// DNS response-rate limiting (RRL) per source prefix, as NSD's and Knot's:
+/// beyond `rate` UDP responses per second to one prefix, responses are
+/// dropped, except every `slip`-th, sent empty with TC.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RrlSettings {
+    /// Responses per second per prefix; 0 turns limiting off.
+    pub rate: u32,
+    /// Every how many-th limited response is sent truncated; 0: none.
+    pub slip: u32,
+    /// Prefix length of IPv4 sources (0 to 32).
+    pub ipv4_prefix: u8,
+    /// Prefix length of IPv6 sources (0 to 128).
+    pub ipv6_prefix: u8,
+}
+
+impl Default for RrlSettings {
+    fn default() -> Self {
+        Self {
+            rate: defaults::DNS_RRL_RATE,
+            slip: defaults::DNS_RRL_SLIP,
+            ipv4_prefix: defaults::DNS_RRL_IPV4_PREFIX,
+            ipv6_prefix: defaults::DNS_RRL_IPV6_PREFIX,
+        }
+    }
 }
 
 impl Default for DnsSettings {
@@ -109,6 +137,7 @@ impl Default for DnsSettings {
             recursors: Vec::new(),
             recursor_timeout: defaults::DNS_RECURSOR_TIMEOUT,
             zone_dirs: Vec::new(),
+            rrl: RrlSettings::default(),
         }
     }
 }

@@ -766,3 +766,58 @@ fn a_bad_limit_names_the_key_and_the_file() {
             .starts_with("FILE: key `limits.http_max_conn_per_client`: TOML parse error"),
     );
 }
+
+#[test]
+fn dns_rate_limiting_is_off_by_default_and_read_from_a_file() {
+    let dir = tempfile::tempdir().unwrap();
+    let load = |text: &str| {
+        let flags = AgentFlags {
+            config_file: vec![write(dir.path(), "rrl.json", text)],
+            ..client()
+        };
+        Config::load(&flags).unwrap().dns.rrl
+    };
+    let off = load("{}");
+    assert_eq!(off, RrlSettings::default());
+    assert_eq!(
+        (off.rate, off.slip, off.ipv4_prefix, off.ipv6_prefix),
+        (0, 2, 24, 56)
+    );
+    let on = load(
+        r#"{"dns_config": {"rrl_rate": 50, "rrl_slip": 0, "rrl_ipv4_prefix": 32, "rrl_ipv6_prefix": 64}}"#,
+    );
+    assert_eq!(
+        on,
+        RrlSettings {
+            rate: 50,
+            slip: 0,
+            ipv4_prefix: 32,
+            ipv6_prefix: 64
+        }
+    );
+}
+
+#[test]
+fn bad_dns_rate_limits_name_the_key_and_the_file() {
+    assert_eq!(
+        file_error("a.toml", "[dns_config]\nrrl_ipv4_prefix = 33\n"),
+        "dns_config.rrl_ipv4_prefix (FILE): 33 is above the largest allowed, 32"
+    );
+    assert_eq!(
+        file_error("a.toml", "[dns_config]\nrrl_ipv6_prefix = 129\n"),
+        "dns_config.rrl_ipv6_prefix (FILE): 129 is above the largest allowed, 128"
+    );
+    assert_eq!(
+        file_error("a.toml", "[dns_config]\nrrl_rate = 2000000\n"),
+        "dns_config.rrl_rate (FILE): 2000000 is above the largest allowed, 1000000"
+    );
+    assert_eq!(
+        file_error("a.toml", "[dns_config]\nrrl_slip = 101\n"),
+        "dns_config.rrl_slip (FILE): 101 is above the largest allowed, 100"
+    );
+    let negative = file_error("a.toml", "[dns_config]\nrrl_rate = -1\n");
+    assert!(
+        negative.contains("FILE") && negative.contains("rrl_rate"),
+        "{negative}"
+    );
+}

@@ -20,7 +20,10 @@
 //! with [`Responder::no_path`] (NXDOMAIN with our SOA, as before there was
 //! such a reply), tomorrow by asking that datacenter's servers.
 //!
-//! Every response is fitted to the client's packet size by `fit.rs`.
+//! Every response is fitted to the client's packet size by `fit.rs`; a
+//! plain UDP response also to ten times the request's size, so we are no
+//! amplifier. With `rrl_rate` set, UDP answers to each source prefix are
+//! rate-limited by `rrl.rs` before anything is looked up.
 //! Nothing on the path for our own names awaits anything: the view is an
 //! `Arc` loaded from an `ArcSwap`.
 
@@ -31,6 +34,7 @@ mod fit;
 mod forward;
 mod name;
 mod respond;
+mod rrl;
 mod server;
 mod shuffle;
 mod zones;

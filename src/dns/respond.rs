@@ -20,10 +20,30 @@ use super::zones::Zones;
 use crate::catalog::view::View;
 use crate::config::DnsSettings;
 
+/// How many times its request's size a plain (non-EDNS) UDP response may
+/// be, so a spoofed query cannot make us an amplifier. EDNS clients keep
+/// the size they advertise, as every resolver does: RRL is their guard.
+pub(crate) const MAX_AMPLIFICATION: usize = 10;
+
+/// The fewest bytes `request` can have taken on the wire: the header and
+/// its questions written out, no records. The question name is the first
+/// in the message, so it can only be compressed against the 12-byte
+/// header, which [`Responder::respond`] refuses: the raw request is this
+/// long or longer.
+fn request_floor(request: &Message) -> usize {
+    let questions: usize = request
+        .queries
+        .iter()
+        .map(|q| q.name.iter().map(|label| 1 + label.len()).sum::<usize>() + 1 + 4)
+        .sum();
+    12 + questions
+}
+
 /// The transport a request arrived on; it decides the response size limit.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Transport {
-    /// UDP: 512 bytes, or the client's EDNS size up to 4096.
+    /// UDP: the client's EDNS size up to 4096, or without EDNS, 512 bytes
+    /// and at most [`MAX_AMPLIFICATION`] times the request.
     Udp,
     /// TCP: up to 65535 bytes.
     Tcp,
@@ -113,6 +133,16 @@ impl Responder {
             return Reply::Drop;
         }
         let request = match Message::from_vec(bytes) {
+            // A question compressed against the header is shorter than its
+            // floor, which would lift the amplification cap; no client does it.
+            Ok(m) if bytes.len() < request_floor(&m) => {
+                tracing::debug!(%peer, "DNS request with a compressed question");
+                return Reply::Respond(Message::error_msg(
+                    header.metadata.id,
+                    header.metadata.op_code,
+                    ResponseCode::FormErr,
+                ));
+            }
             Ok(m) => m,
             Err(error) => {
                 tracing::debug!(%peer, %error, "malformed DNS request");
@@ -246,9 +276,10 @@ impl Responder {
         m.additionals = answer.additionals;
         let limit = match transport {
             Transport::Tcp => MAX_TCP,
-            Transport::Udp => request.edns.as_ref().map_or(MIN_UDP, |e| {
-                usize::from(e.max_payload()).clamp(MIN_UDP, MAX_UDP)
-            }),
+            Transport::Udp => match &request.edns {
+                Some(e) => usize::from(e.max_payload()).clamp(MIN_UDP, MAX_UDP),
+                None => MIN_UDP.min(MAX_AMPLIFICATION * request_floor(request)),
+            },
         };
         if request.edns.is_some() {
             let mut edns = Edns::new();
@@ -666,6 +697,116 @@ mod tests {
         assert_eq!(m.answers.len(), 50);
         assert_eq!(m.additionals.len(), 50);
         assert!(!m.metadata.truncation);
+    }
+
+    /// The largest response-to-request ratio over Consul's name forms, plain
+    /// UDP, with services whose every answer is long (63-byte node names,
+    /// many instances) and Consul's answer limit off: the cap holds it
+    /// under [`MAX_AMPLIFICATION`], and a cut answer says TC.
+    #[test]
+    fn plain_udp_answers_amplify_less_than_ten_times() {
+        let replica = fixture::replica();
+        for i in 0..20u8 {
+            let node = format!("{}-{i:02}", "n".repeat(59));
+            let address = format!("10.3.0.{i}");
+            fixture::register(
+                &replica,
+                1000 + u64::from(i),
+                fixture::Reg {
+                    node: &node,
+                    address: &address,
+                    service: Some(("s", &node, 80)),
+                    ..fixture::Reg::default()
+                },
+            );
+        }
+        let view = replica.view();
+        let peer: SocketAddr = "192.0.2.1:5353".parse().unwrap();
+        let mut worst = (0.0f64, String::new());
+        let mut exercised = false;
+        for answer_limit in [0, 3] {
+            let cfg = DnsSettings {
+                udp_answer_limit: answer_limit,
+                ..DnsSettings::default()
+            };
+            let responder = responder(&cfg);
+            let forms = [
+                ("s.service.consul.", RecordType::A),
+                ("s.service.consul.", RecordType::SRV),
+                ("s.service.consul.", RecordType::ANY),
+                ("_s._tcp.service.consul.", RecordType::SRV),
+                ("big.service.consul.", RecordType::A),
+                ("big.service.consul.", RecordType::SRV),
+                ("web.service.consul.", RecordType::TXT),
+                ("nope.service.consul.", RecordType::A),
+                ("n1.node.consul.", RecordType::ANY),
+                ("0a000001.addr.consul.", RecordType::A),
+                ("1.0.0.10.in-addr.arpa.", RecordType::PTR),
+                ("consul.", RecordType::ANY),
+                ("web.service.dc2.consul.", RecordType::A),
+            ];
+            for (name, qtype) in forms {
+                let request = query(name, qtype, None).to_vec().unwrap();
+                let m = match responder.respond(&view, &request, Transport::Udp, peer) {
+                    Reply::Respond(m) => m,
+                    Reply::OtherDatacenter { request, .. } => {
+                        responder.no_path(&view, &request, Transport::Udp)
+                    }
+                    other => panic!("{name} {qtype}: {other:?}"),
+                };
+                let response = fit::encode(&m).unwrap();
+                let ratio = response.len() as f64 / request.len() as f64;
+                if ratio > worst.0 {
+                    worst = (
+                        ratio,
+                        format!("{name} {qtype} (answer limit {answer_limit})"),
+                    );
+                }
+                assert!(
+                    response.len() <= MAX_AMPLIFICATION * request.len(),
+                    "{name} {qtype}: {} bytes for {}",
+                    response.len(),
+                    request.len()
+                );
+                // What did not fit is flagged, so the client asks over TCP.
+                let full = responder.respond(&view, &request, Transport::Tcp, peer);
+                if let Reply::Respond(full) = full
+                    && full.answers.len() > m.answers.len()
+                    && answer_limit == 0
+                {
+                    assert!(m.metadata.truncation, "{name} {qtype} cut without TC");
+                    let full_len = fit::encode(&full).unwrap().len();
+                    exercised |= full_len > MAX_AMPLIFICATION * request.len();
+                }
+            }
+        }
+        eprintln!(
+            "worst plain-UDP amplification: {:.2}x, for {}",
+            worst.0, worst.1
+        );
+        assert!(worst.0 < MAX_AMPLIFICATION as f64);
+        // Some full answers are far larger: the cap, not the data, held it.
+        assert!(exercised, "no answer needed the cap");
+    }
+
+    #[test]
+    fn a_question_compressed_against_the_header_is_formerr() {
+        let replica = fixture::replica();
+        let view = replica.view();
+        // A query whose name is a pointer to offset 5 of the header: a
+        // label of one byte (QDCOUNT's low byte), then ANCOUNT's high byte
+        // as the label and its low byte ending the name: 19 bytes of floor
+        // in an 18-byte request.
+        let mut request = query("consul.", RecordType::A, None).to_vec().unwrap();
+        request.truncate(12);
+        request.extend_from_slice(&[0xc0, 5, 0, 1, 0, 1]);
+        let peer: SocketAddr = "192.0.2.1:5353".parse().unwrap();
+        match responder(&DnsSettings::default()).respond(&view, &request, Transport::Udp, peer) {
+            Reply::Respond(m) => {
+                assert_eq!(m.metadata.response_code, ResponseCode::FormErr);
+            }
+            other => panic!("{other:?}"),
+        }
     }
 
     #[test]

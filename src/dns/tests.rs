@@ -578,31 +578,42 @@ async fn tcp_connections_beyond_the_cap_are_closed() {
     server.stop().await;
 }
 
-/// End-to-end UDP throughput with 64 queries in flight, for a rough number.
+/// End-to-end UDP throughput with 64 queries in flight, for a rough number,
+/// with response-rate limiting off and then on at a rate never reached (the
+/// cost of counting each datagram).
 /// Run with `cargo test --release --lib udp_throughput -- --ignored --nocapture`.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 #[ignore = "a measurement, not a check"]
 async fn udp_throughput() {
-    let server = TestServer::start(DnsSettings::default(), fixture::replica()).await;
-    let client = UdpSocket::bind("127.0.0.1:0").await.unwrap();
-    client.connect(server.udp).await.unwrap();
-    let bytes = fit::encode(&query("web.service.consul.", RecordType::A, None)).unwrap();
-    for _ in 0..64 {
-        client.send(&bytes).await.unwrap();
-    }
-    let mut buf = vec![0u8; 4096];
-    let (mut answered, run) = (0u64, Duration::from_secs(3));
-    let started = std::time::Instant::now();
-    while started.elapsed() < run {
-        // A lost datagram times out; either way another goes in flight.
-        if let Ok(Ok(_)) = timeout(Duration::from_millis(200), client.recv(&mut buf)).await {
-            answered += 1;
+    let counted = DnsSettings {
+        rrl: crate::config::RrlSettings {
+            rate: 1_000_000,
+            ..Default::default()
+        },
+        ..DnsSettings::default()
+    };
+    for (label, settings) in [("RRL off", DnsSettings::default()), ("RRL on", counted)] {
+        let server = TestServer::start(settings, fixture::replica()).await;
+        let client = UdpSocket::bind("127.0.0.1:0").await.unwrap();
+        client.connect(server.udp).await.unwrap();
+        let bytes = fit::encode(&query("web.service.consul.", RecordType::A, None)).unwrap();
+        for _ in 0..64 {
+            client.send(&bytes).await.unwrap();
         }
-        client.send(&bytes).await.unwrap();
+        let mut buf = vec![0u8; 4096];
+        let (mut answered, run) = (0u64, Duration::from_secs(3));
+        let started = std::time::Instant::now();
+        while started.elapsed() < run {
+            // A lost datagram times out; either way another goes in flight.
+            if let Ok(Ok(_)) = timeout(Duration::from_millis(200), client.recv(&mut buf)).await {
+                answered += 1;
+            }
+            client.send(&bytes).await.unwrap();
+        }
+        let qps = answered as f64 / started.elapsed().as_secs_f64();
+        eprintln!("UDP web A, {label}: {qps:.0} answers/s with 64 in flight");
+        server.stop().await;
     }
-    let qps = answered as f64 / started.elapsed().as_secs_f64();
-    eprintln!("UDP web A: {qps:.0} answers/s with 64 in flight");
-    server.stop().await;
 }
 
 /// The same load against a plain recv/respond/send loop over the same pure

@@ -10,6 +10,7 @@ mod cluster;
 mod cluster_membership;
 mod config_files;
 mod dns_answers;
+mod dns_rrl;
 mod durability;
 mod http_api;
 mod identity;

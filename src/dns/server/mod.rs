@@ -19,6 +19,7 @@ use super::DnsError;
 use super::config::Limits;
 use super::forward::Forwarder;
 use super::respond::{Reply, Responder, Transport};
+use super::rrl::RateLimiter;
 use crate::catalog::Replica;
 use crate::catalog::view::View;
 use crate::config::{DnsSettings, LimitsSettings};
@@ -35,6 +36,8 @@ pub(super) struct Shared {
     pub(super) forward_slots: Arc<Semaphore>,
     /// The catalog whose view we answer from.
     pub(super) replica: Arc<Replica>,
+    /// Response-rate limiting of UDP answers; `None` when off.
+    pub(super) rrl: Option<RateLimiter>,
 }
 
 impl Shared {
@@ -125,6 +128,7 @@ pub(super) async fn serve_limited(
         forwarder: Forwarder::new(settings.recursors.clone(), settings.recursor_timeout),
         forward_slots: Arc::new(Semaphore::new(limits.max_concurrent_forwards.max(1))),
         replica,
+        rrl: RateLimiter::new(&settings.rrl),
     });
     let failed = CancellationToken::new();
     let workers = std::thread::available_parallelism().map_or(2, usize::from);

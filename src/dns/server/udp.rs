@@ -10,6 +10,9 @@
 //! UDP load. Wire format is still hickory-proto's: the responder parses and
 //! encodes, the cache only copies what it encoded.
 //!
+//! With RRL on, each datagram is counted against its source prefix first,
+//! and dropped or answered empty with TC beyond the rate (see `rrl.rs`).
+//!
 //! Names for the recursors leave the thread: the parsed request goes to a
 //! tokio task, capped by a semaphore; beyond the cap the query gets SERVFAIL
 //! at once.
@@ -28,6 +31,7 @@ use super::Shared;
 use crate::dns::cache::{AnswerCache, SHUFFLES};
 use crate::dns::fit;
 use crate::dns::respond::{Reply, Transport};
+use crate::dns::rrl::{self, Verdict};
 
 /// How often a blocked worker looks up to see whether it should stop.
 const STOP_POLL: Duration = Duration::from_millis(100);
@@ -136,6 +140,19 @@ impl Worker {
                 }
             };
             let request = &buf[..len];
+            // One branch when RRL is off.
+            if let Some(rrl) = &self.shared.rrl {
+                match rrl.check(peer.ip()) {
+                    Verdict::Send => {}
+                    Verdict::Drop => continue,
+                    Verdict::Slip => {
+                        if rrl::slip_response(request, &mut out) {
+                            self.send(&out, peer);
+                        }
+                        continue;
+                    }
+                }
+            }
             let view = self.shared.replica.view();
             if cache.lookup(&view, request, &mut out) {
                 self.send(&out, peer);
