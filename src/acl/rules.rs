@@ -324,8 +324,8 @@ fn hcl_string<'a>(at: &At, field: &str, value: &'a Expression) -> Result<&'a str
 /// and Consul merges duplicates instead.
 enum Json {
     String(String),
-    Object(Vec<(String, Json)>),
-    Array(Vec<Json>),
+    Object(Vec<(String, Self)>),
+    Array(Vec<Self>),
     /// Numbers, booleans and null: never valid in rules.
     Other,
 }

@@ -193,6 +193,47 @@ fn each_refusal_names_the_line_or_the_rule() {
 }
 
 #[test]
+fn names_with_quotes_escapes_and_template_openers_write_back_as_themselves() {
+    for name in [
+        "a\"b",
+        "c\\d",
+        "${x}",
+        "$${y}",
+        "%{if}",
+        "line\nbreak\t\u{1}",
+        "é☃",
+        "$",
+        "%",
+    ] {
+        let policy = Policy {
+            rules: vec![rule(Resource::Key, Match::Prefix, name, Access::Write)],
+            ..Policy::default()
+        };
+        assert_eq!(
+            parse(&policy.to_hcl()),
+            Ok(policy.clone()),
+            "{}",
+            policy.to_hcl()
+        );
+        assert_eq!(
+            parse(&policy.to_json()),
+            Ok(policy.clone()),
+            "{}",
+            policy.to_json()
+        );
+    }
+}
+
+#[test]
+fn duplicate_json_members_are_all_kept_so_the_merge_sees_the_deny() {
+    let policy = parse(r#"{"service": {"web": {"policy": "write"}, "web": {"policy": "deny"}}}"#)
+        .expect("parses");
+    assert_eq!(policy.rules.len(), 2);
+    let authz = Authorizer::new(&[policy], DefaultPolicy::Allow);
+    assert!(!authz.service_read("web"));
+}
+
+#[test]
 fn text_over_the_size_limit_is_refused_before_parsing() {
     let text = " ".repeat(MAX_RULES_BYTES + 1);
     assert_eq!(
@@ -231,7 +272,7 @@ fn deep_nesting_is_an_error_not_a_stack_overflow() {
         format!("a = {}1", "!".repeat(half)),
         format!("a = {}1", "-".repeat(half)),
         format!("a = \"{}", "${".repeat(half / 2)),
-        format!("{}", "a {".repeat(half / 3)),
+        "a {".repeat(half / 3),
         format!("{{\"a\": {}", "[".repeat(half)),
         format!("{{\"a\": {}", "{\"a\":".repeat(half / 5)),
     ] {
