@@ -211,7 +211,96 @@ fn unknown(at: &At, keyword: &str) -> RulesError {
 
 // ---- HCL ----
 
+/// The deepest bracket nesting rules text may have outside strings: a
+/// rule's block is one level; a second lets a stray inner block or object
+/// reach the parser and be refused by name.
+const MAX_HCL_DEPTH: usize = 2;
+
+/// Refuses, before the HCL parser sees it, text it could take exponential
+/// time on: hcl-edit backtracks between the forms an expression in braces
+/// may take, so nested object expressions of a few hundred bytes cost
+/// seconds (found by the `acl_rules` fuzz target). Rules need none of it:
+/// no nesting beyond a rule's block, no templates (`${`, `%{`), no heredocs.
+/// A small lexer of its own, aware of strings and comments so a `{` in a
+/// name or a comment does not count.
+fn prescan_hcl(text: &str) -> Result<(), RulesError> {
+    let bytes = text.as_bytes();
+    let mut depth = 0usize;
+    let mut line = 1usize;
+    let mut i = 0usize;
+    let refuse = |line: usize, message: &str| Err(invalid(&At::Line(line), message.to_owned()));
+    while i < bytes.len() {
+        let next = bytes.get(i + 1).copied();
+        match bytes[i] {
+            b'\n' => line += 1,
+            b'#' => i = skip_line(bytes, i),
+            b'/' if next == Some(b'/') => i = skip_line(bytes, i),
+            b'/' if next == Some(b'*') => {
+                let end = text[i + 2..]
+                    .find("*/")
+                    .map_or(bytes.len(), |e| i + 2 + e + 2);
+                line += bytes[i..end].iter().filter(|&&b| b == b'\n').count();
+                i = end;
+                continue;
+            }
+            b'<' if next == Some(b'<') => {
+                return refuse(line, "heredocs are not allowed in ACL rules");
+            }
+            b'"' => {
+                i += 1;
+                while i < bytes.len() && !matches!(bytes[i], b'"' | b'\n') {
+                    match (bytes[i], bytes.get(i + 1)) {
+                        (b'\\', _) => i += 1,
+                        // `$${` and `%%{` are a literal `${` and `%{`.
+                        (b'$' | b'%', Some(&b2))
+                            if b2 == bytes[i] && bytes.get(i + 2) == Some(&b'{') =>
+                        {
+                            i += 2;
+                        }
+                        (b'$' | b'%', Some(b'{')) => {
+                            return refuse(
+                                line,
+                                "templates (${…}, %{…}) are not allowed in ACL rules",
+                            );
+                        }
+                        _ => {}
+                    }
+                    i += 1;
+                }
+                if bytes.get(i) == Some(&b'\n') {
+                    continue;
+                }
+            }
+            b'{' | b'[' | b'(' => {
+                depth += 1;
+                if depth > MAX_HCL_DEPTH {
+                    return refuse(
+                        line,
+                        "nested too deep: rules are `kind \"name\" { policy = \"…\" }` blocks and `kind = \"…\"` values",
+                    );
+                }
+            }
+            b'}' | b']' | b')' => depth = depth.saturating_sub(1),
+            _ => {}
+        }
+        i += 1;
+    }
+    Ok(())
+}
+
+/// The index of the newline ending the comment that starts at `i`, or the
+/// end of the text.
+fn skip_line(bytes: &[u8], i: usize) -> usize {
+    bytes[i..]
+        .iter()
+        .position(|&b| b == b'\n')
+        .map_or(bytes.len(), |p| i + p)
+        .saturating_sub(1)
+        .max(i)
+}
+
 fn parse_hcl(text: &str) -> Result<Policy, RulesError> {
+    prescan_hcl(text)?;
     let body = hcl_edit::parser::parse_body(text).map_err(|e| RulesError::Syntax {
         line: e.location().line(),
         column: e.location().column(),

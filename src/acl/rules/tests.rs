@@ -158,11 +158,11 @@ fn each_refusal_names_the_line_or_the_rule() {
         ("operator = \"list\"", "invalid operator policy \"list\""),
         (
             "key \"${x}\" { policy = \"read\" }",
-            "Failed to parse ACL rules: line 1",
+            "line 1: templates (${…}, %{…}) are not allowed",
         ),
         (
             "service \"a\" { policy = \"${var.p}\" }",
-            "policy must be a quoted string",
+            "line 1: templates",
         ),
         (
             "service \"a\" {\n policy = \"read\"\n",
@@ -231,6 +231,32 @@ fn duplicate_json_members_are_all_kept_so_the_merge_sees_the_deny() {
     assert_eq!(policy.rules.len(), 2);
     let authz = Authorizer::new(&[policy], DefaultPolicy::Allow);
     assert!(!authz.service_read("web"));
+}
+
+#[test]
+fn nested_expressions_the_parser_would_backtrack_on_are_refused_first() {
+    // Found by the acl_rules fuzz target: 370 bytes that took hcl-edit over
+    // five seconds. The message is the pre-scan's, so the parser never ran.
+    let slow = include_str!("slow_nesting.hcl");
+    assert!(
+        message(slow).contains("nested too deep"),
+        "{}",
+        message(slow)
+    );
+    for (text, want) in [
+        ("a = { b = { c = [1] } }", "line 1: nested too deep"),
+        ("\n\nk = [[[1]]]", "line 3: nested too deep"),
+        ("x = \"${a}\"", "line 1: templates"),
+        ("x = \"%{ if a }\"", "line 1: templates"),
+        ("x = <<EOT\nhi\nEOT\n", "line 1: heredocs"),
+    ] {
+        let got = message(text);
+        assert!(got.contains(want), "{text:?}: {got:?} lacks {want:?}");
+    }
+    // Braces in names and comments, and escaped openers, do not count.
+    let ok = "# {{{ [[[ (((\n/* {{{\n */ key_prefix \"{{{$${x}%%{y}$$${z}\" { // {{{\n policy = \"read\"\n}";
+    let policy = parse(ok).expect("parses");
+    assert_eq!(policy.rules[0].name, "{{{${x}%{y}$${z}");
 }
 
 #[test]
