@@ -299,6 +299,12 @@ fn deep_nesting_is_an_error_not_a_stack_overflow() {
         format!("a = {}1", "-".repeat(half)),
         format!("a = \"{}", "${".repeat(half / 2)),
         "a {".repeat(half / 3),
+        format!("a = {}1", "a ? b : ".repeat(half / 8)),
+        format!("a = {}1", "a ? ".repeat(half / 4)),
+        format!("a = 1{}", " + 1".repeat(half / 4)),
+        format!("a = x{}", ".y".repeat(half / 2)),
+        format!("a = x{}", "[*]".repeat(half / 3)),
+        format!("a = {}", "f(".repeat(half / 2)),
         format!("{{\"a\": {}", "[".repeat(half)),
         format!("{{\"a\": {}", "{\"a\":".repeat(half / 5)),
     ] {
