@@ -248,8 +248,16 @@ fn prescan_hcl(text: &str) -> Result<(), RulesError> {
             }
             b'"' => {
                 i += 1;
-                while i < bytes.len() && !matches!(bytes[i], b'"' | b'\n') {
+                while i < bytes.len() && bytes[i] != b'"' {
                     match (bytes[i], bytes.get(i + 1)) {
+                        // A quoted string ends on its line in HCL; refusing
+                        // one that does not keeps this lexer's idea of where
+                        // strings are the parser's, so no brace escapes the
+                        // count by hiding in what only one of them sees as a
+                        // string.
+                        (b'\n', _) | (b'\\', Some(b'\n')) => {
+                            return refuse(line, "a quoted string does not end on its line");
+                        }
                         (b'\\', _) => i += 1,
                         // `$${` and `%%{` are a literal `${` and `%{`.
                         (b'$' | b'%', Some(&b2))
@@ -266,9 +274,6 @@ fn prescan_hcl(text: &str) -> Result<(), RulesError> {
                         _ => {}
                     }
                     i += 1;
-                }
-                if bytes.get(i) == Some(&b'\n') {
-                    continue;
                 }
             }
             b'{' | b'[' | b'(' => {

@@ -243,12 +243,21 @@ fn nested_expressions_the_parser_would_backtrack_on_are_refused_first() {
         "{}",
         message(slow)
     );
+    // And one whose strings ran over lines, so a lexer that ended them at
+    // the newline lost track of which braces were inside them.
+    let slow = include_str!("slow_strings.hcl");
+    assert!(
+        message(slow).contains("line 1: a quoted string does not end on its line"),
+        "{}",
+        message(slow)
+    );
     for (text, want) in [
         ("a = { b = { c = [1] } }", "line 1: nested too deep"),
         ("\n\nk = [[[1]]]", "line 3: nested too deep"),
         ("x = \"${a}\"", "line 1: templates"),
         ("x = \"%{ if a }\"", "line 1: templates"),
         ("x = <<EOT\nhi\nEOT\n", "line 1: heredocs"),
+        ("\nx = \"a\\\nb\"", "line 2: a quoted string does not end"),
     ] {
         let got = message(text);
         assert!(got.contains(want), "{text:?}: {got:?} lacks {want:?}");
