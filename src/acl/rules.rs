@@ -1,8 +1,10 @@
 //! Consul's ACL rules text, HCL or JSON, parsed into a [`Policy`], bounded
 //! and strict: input over [`MAX_RULES_BYTES`] or with more than
 //! [`MAX_RULES`] rules is refused before any more work, and every refusal
-//! names the line (HCL) or the rule (JSON) at fault. No input panics: the
-//! HCL parser (hcl-edit) caps its own nesting, and serde_json caps its
+//! names the line (HCL) or the rule (JSON) at fault. No input panics or
+//! runs long: HCL that nests deeper than a rule's block, or holds templates
+//! or heredocs, is refused by a pre-scan before hcl-edit (which backtracks
+//! exponentially on nested expressions) sees it, and serde_json caps its
 //! recursion at 128.
 
 use hcl_edit::Span;
