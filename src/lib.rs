@@ -64,10 +64,15 @@
 //! caps of the `limits` settings, for the HTTP, server RPC and DNS TCP
 //! listeners alike.
 //!
+//! Who may do what: [`acl`] parses Consul's ACL rules (HCL or JSON) into
+//! policies and merges a token's policies into an [`acl::Authorizer`] that
+//! answers "may read service `web`?" with a walk down a prefix tree.
+//!
 //! Last, [`cli`] is the command line: `agent` runs one, `validate` and
 //! `keygen` and `tls` work alone, and the other subcommands talk to a
 //! running agent over HTTP or HTTPS.
 
+pub mod acl;
 pub mod agent;
 pub mod catalog;
 pub mod cli;

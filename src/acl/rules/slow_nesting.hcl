@@ -1,0 +1,1 @@
+		o2O2O2O2O={1	/J=={1	/J={O2O2O2O={1	/J=={1	/J={1	/J*{								W/J=={1	/J={1	/J*{								WmW2O2O2O2O={1	/J=={1	/J={1	/J*{J={1	/J*{								WmW2O2O2O2O={1	/J=={1	/		o2O2O2O2O={1	/J=={1	/	-						WoJ={1	/J*{	1	/J*{								W/J=={1	/J={1	/J*{								WmW2O2O2O2O={1	/J=={1	/J={1	/J*{J={1	/J*{								WmW2O2O2O2O={1	/J=={1	/		o2O2O2O2O={1	/J=={1	/	-						WoJ={1	/J*{	-						WoWee
