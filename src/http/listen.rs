@@ -100,7 +100,25 @@ const TLS_HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(5);
 /// persistent error does not spin the loop.
 const ACCEPT_BACKOFF: Duration = Duration::from_millis(50);
 
-/// Serves `router` on `listener` under `limits` until `shutdown` is
+/// The connection caps one agent's HTTP and HTTPS listeners share: a
+/// client's connections count against one `http_max_conns_per_client`
+/// whichever port they use, and both draw on one budget of descriptors.
+#[derive(Debug, Clone)]
+pub(super) struct Caps {
+    per_client: Arc<PerClient>,
+    in_all: Arc<Semaphore>,
+}
+
+impl Caps {
+    pub(super) fn new(limits: &LimitsSettings) -> Self {
+        Self {
+            per_client: PerClient::new(limits.http_max_conns_per_client),
+            in_all: Arc::new(Semaphore::new(connections_within(open_files()))),
+        }
+    }
+}
+
+/// Serves `router` on `listener` under `limits` and `caps` until `shutdown` is
 /// cancelled, then lets every connection finish its request (parked
 /// blocking queries answer at once on the same signal).
 ///
@@ -112,10 +130,10 @@ pub(super) async fn serve(
     router: Router,
     limits: &LimitsSettings,
     tls: Option<Arc<Tls>>,
+    caps: Caps,
     shutdown: CancellationToken,
 ) -> std::io::Result<()> {
-    let per_client = PerClient::new(limits.http_max_conns_per_client);
-    let in_all = Arc::new(Semaphore::new(connections_within(open_files())));
+    let Caps { per_client, in_all } = caps;
     let refusals = Arc::new(Semaphore::new(REFUSALS_AT_ONCE));
     let timeouts = Timeouts {
         read_header: limits.http_read_header_timeout,

@@ -205,7 +205,8 @@ pub async fn serve(
 
 /// [`serve`], and the same router (its routes, state and admission bounds)
 /// on the HTTPS listener too when there is one, with `tls`'s certificates:
-/// both under the per-client caps and timeouts of `listen.rs`.
+/// both under the per-client caps and timeouts of `listen.rs`, sharing one
+/// count per client and one connection budget.
 pub async fn serve_with_https(
     listener: tokio::net::TcpListener,
     https: Option<(tokio::net::TcpListener, Arc<crate::tls::Tls>)>,
@@ -217,11 +218,19 @@ pub async fn serve_with_https(
     let admission = Admission::new(MAX_IN_FLIGHT, MAX_BLOCKING)
         .blocking_per_client(limits.http_max_blocking_per_client);
     let router = build(ctx, admission);
+    let caps = listen::Caps::new(limits);
     let Some((https, tls)) = https else {
-        return listen::serve(listener, router, limits, None, shutdown).await;
+        return listen::serve(listener, router, limits, None, caps, shutdown).await;
     };
-    let secure = listen::serve(https, router.clone(), limits, Some(tls), shutdown.clone());
-    let plain = listen::serve(listener, router, limits, None, shutdown);
+    let secure = listen::serve(
+        https,
+        router.clone(),
+        limits,
+        Some(tls),
+        caps.clone(),
+        shutdown.clone(),
+    );
+    let plain = listen::serve(listener, router, limits, None, caps, shutdown);
     tokio::try_join!(plain, secure).map(|_| ())
 }
 

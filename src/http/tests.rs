@@ -72,10 +72,17 @@ impl TestApi {
         let ctx = Ctx::new(state, shutdown.clone());
         let router = build(ctx.clone(), admission);
         let (limits, token) = (crate::config::LimitsSettings::default(), shutdown.clone());
-        let server =
-            tokio::spawn(
-                async move { listen::serve(listener, router, &limits, None, token).await },
-            );
+        let server = tokio::spawn(async move {
+            listen::serve(
+                listener,
+                router,
+                &limits,
+                None,
+                listen::Caps::new(&limits),
+                token,
+            )
+            .await
+        });
         Self {
             base,
             client: reqwest::Client::new(),
