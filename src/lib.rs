@@ -62,7 +62,8 @@
 //! What keeps one client from starving the rest: [`per_client`] counts what
 //! each client IP holds (connections, parked blocking queries) under the
 //! caps of the `limits` settings, for the HTTP, server RPC and DNS TCP
-//! listeners alike.
+//! listeners alike; the HTTP and DNS TCP listeners take each connection
+//! through [`accept`], which pauses on a failed accept instead of spinning.
 //!
 //! Who may do what: [`acl`] parses Consul's ACL rules (HCL or JSON) into
 //! policies and merges a token's policies into an [`acl::Authorizer`] that
@@ -72,6 +73,7 @@
 //! `keygen` and `tls` work alone, and the other subcommands talk to a
 //! running agent over HTTP or HTTPS.
 
+pub mod accept;
 pub mod acl;
 pub mod agent;
 pub mod catalog;

@@ -96,10 +96,6 @@ const MIN_CONNECTIONS: usize = 256;
 /// `limits.https_handshake_timeout` default.
 const TLS_HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(5);
 
-/// Pause after a failed accept (out of file descriptors, say), so a
-/// persistent error does not spin the loop.
-const ACCEPT_BACKOFF: Duration = Duration::from_millis(50);
-
 /// The connection caps one agent's HTTP and HTTPS listeners share: a
 /// client's connections count against one `http_max_conns_per_client`
 /// whichever port they use, and both draw on one budget of descriptors.
@@ -141,22 +137,8 @@ pub(super) async fn serve(
         idle: limits.http_idle_timeout,
     };
     let mut conns = JoinSet::new();
-    loop {
-        let accepted = tokio::select! {
-            () = shutdown.cancelled() => break,
-            a = listener.accept() => a,
-        };
+    while let Some((stream, peer)) = crate::accept::next(&listener, &shutdown, "HTTP").await {
         while conns.try_join_next().is_some() {}
-        let (stream, peer) = match accepted {
-            Ok(a) => a,
-            Err(error) => {
-                tracing::debug!(%error, "HTTP accept failed");
-                tokio::select! {
-                    () = shutdown.cancelled() => break,
-                    () = tokio::time::sleep(ACCEPT_BACKOFF) => continue,
-                }
-            }
-        };
         // Answers go out as they are written, not held back for a delayed
         // ACK (Go's servers, Consul's among them, do the same). Best
         // effort: a connection that refuses it still works.

@@ -23,9 +23,6 @@ use crate::dns::fit;
 use crate::dns::respond::Transport;
 use crate::per_client::PerClient;
 
-/// Pause after a failed accept (out of file descriptors, say).
-const ACCEPT_BACKOFF: std::time::Duration = std::time::Duration::from_millis(50);
-
 /// Accepts connections until `shutdown`, then ends them all.
 pub(super) async fn serve(
     listener: TcpListener,
@@ -36,24 +33,8 @@ pub(super) async fn serve(
     let slots = Arc::new(Semaphore::new(limits.max_tcp_connections.max(1)));
     let per_client = PerClient::new(limits.max_tcp_conns_per_client);
     let mut conns = JoinSet::new();
-    loop {
-        let accepted = tokio::select! {
-            () = shutdown.cancelled() => break,
-            a = listener.accept() => a,
-        };
+    while let Some((stream, peer)) = crate::accept::next(&listener, &shutdown, "DNS TCP").await {
         while conns.try_join_next().is_some() {}
-        let (stream, peer) = match accepted {
-            Ok(a) => a,
-            Err(error) => {
-                // Usually EMFILE or a reset before accept: keep serving, but
-                // pause so a persistent error does not spin the loop.
-                tracing::debug!(%error, "TCP accept failed");
-                tokio::select! {
-                    () = shutdown.cancelled() => break,
-                    () = tokio::time::sleep(ACCEPT_BACKOFF) => continue,
-                }
-            }
-        };
         // The client's own cap first: a client at it must not take a
         // slot of the shared pool, even briefly.
         let Some(client_slot) = per_client.try_take(peer.ip()) else {
