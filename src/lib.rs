@@ -86,6 +86,7 @@ pub mod dns;
 pub mod expiry;
 pub mod gossip;
 pub mod http;
+pub mod initial_management;
 pub mod local;
 pub mod per_client;
 pub mod reconcile;

@@ -96,6 +96,7 @@ struct Agent {
     dns: DnsSettings,
     /// The KV store's and sessions' settings, for the HTTP API.
     kv: KvSettings,
+    acl: crate::config::AclSettings,
     /// Per-client caps and timeouts, for the DNS and HTTP listeners.
     limits: LimitsSettings,
     /// DNS over UDP, not yet served.
@@ -162,7 +163,12 @@ impl Agent {
             limits,
             log: _,
             tls,
+            acl,
         } = cfg;
+        let acl_context = crate::catalog::AclContext {
+            default: acl.default_policy,
+            datacenter: node.datacenter.clone(),
+        };
         let tls = Arc::new(crate::tls::Tls::load(tls, &node.datacenter, &dns.domain)?);
         let open_files = fd_limit::raise();
         tracing::debug!(open_files, "open-file limit");
@@ -263,8 +269,19 @@ impl Agent {
             node.datacenter.clone(),
             token.clone(),
         ));
+        if acl.enabled {
+            replica.enable_acl(acl_context);
+        }
         match &delegate {
             Delegate::Server(consensus) => {
+                if let Some(secret) = acl.initial_management.clone().filter(|_| acl.enabled) {
+                    tasks.spawn(crate::initial_management::run(
+                        consensus.clone(),
+                        replica.clone(),
+                        secret,
+                        token.clone(),
+                    ));
+                }
                 tasks.spawn(crate::reconcile::run(
                     pool.subscribe(),
                     consensus.clone(),
@@ -314,6 +331,7 @@ impl Agent {
             started,
             dns,
             kv,
+            acl,
             limits,
             node,
             ae_interval: services.ae_interval,
@@ -346,6 +364,7 @@ impl Agent {
             lone,
             dns,
             kv,
+            acl,
             limits,
             dns_udp,
             dns_tcp,
@@ -433,6 +452,7 @@ impl Agent {
             gossip: gossip.clone(),
             shutdown: shutdown.clone(),
             kv,
+            acl,
         };
         let token = serving.clone();
         let https = https.map(|l| (l, tls));

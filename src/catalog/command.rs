@@ -15,6 +15,7 @@
 
 use serde::{Deserialize, Serialize};
 
+use super::acl_types::{AclError, AclOp};
 use super::kv_types::{KvOp, SessionOp, TxnError, TxnOp, TxnResult};
 use super::types::{Deregistration, Index, Registration};
 
@@ -35,6 +36,8 @@ pub enum Command {
         /// Tombstones of deletes proposed before this are reaped.
         deleted_before: super::kv_types::Time,
     },
+    /// ACL tokens and policies (since format 4).
+    Acl(AclOp),
 }
 
 /// A change to nodes, services and checks.
@@ -79,6 +82,10 @@ impl Command {
                 SessionOp::Destroy { .. } | SessionOp::Renew { .. } | SessionOp::Expire { .. },
             ) => true,
             Self::Kv(op) => op.verb.is_read(),
+            // A set restates the whole token or policy; a delete of one
+            // already gone is refused, never harmful. A bootstrap is not: a
+            // resend after it succeeded is refused, losing the secret.
+            Self::Acl(op) => !matches!(op, AclOp::Bootstrap(_)),
             Self::Session(SessionOp::Create(_)) | Self::Txn(_) => false,
         }
     }
@@ -134,6 +141,9 @@ pub enum CatalogError {
         /// The holder's address.
         holder_address: String,
     },
+    /// An ACL write was refused.
+    #[error(transparent)]
+    Acl(#[from] AclError),
 }
 
 /// Why a KV operation was refused, in Consul's words (a transaction's

@@ -40,6 +40,7 @@
 //! is deregistered or a check of it turns critical, its KV locks released)
 //! go to `rules.rs`.
 
+mod acl_types;
 mod command;
 mod kv_types;
 mod query;
@@ -49,17 +50,20 @@ mod shards;
 mod snapshot;
 mod state;
 mod tables;
+mod tokens;
 mod types;
 pub mod view;
 
 #[cfg(test)]
 mod tests;
 
+pub use acl_types::*;
 pub use command::{CatalogError, CatalogOp, Command, KvError, Outcome, SessionError};
 pub use kv_types::*;
 pub use query::{HealthEntry, Instance};
 pub use replica::{Applied, Replica, Since};
 pub use rules::Touched;
-pub use snapshot::{StateSnapshot, StateSnapshotV2};
+pub use snapshot::{StateSnapshot, StateSnapshotV2, StateSnapshotV3};
 pub use state::State;
+pub use tokens::{AclContext, Resolved, Tokens};
 pub use types::*;

@@ -3,9 +3,9 @@
 //! copies current.
 
 use std::collections::VecDeque;
-use std::sync::{Arc, Mutex, RwLock, RwLockReadGuard};
+use std::sync::{Arc, Mutex, OnceLock, RwLock, RwLockReadGuard};
 
-use arc_swap::ArcSwap;
+use arc_swap::{ArcSwap, ArcSwapOption};
 use tokio::sync::watch;
 
 use super::command::{Command, Outcome};
@@ -13,6 +13,7 @@ use super::kv_types::Time;
 use super::rules::Touched;
 use super::snapshot::StateSnapshot;
 use super::state::State;
+use super::tokens::{AclContext, Tokens};
 use super::types::Index;
 use super::view::View;
 
@@ -34,6 +35,11 @@ pub struct Replica {
     /// The entries applied most recently, for followers (empty when the
     /// replica keeps no history).
     history: Mutex<History>,
+    /// The ACL settings resolution needs; unset while ACLs are off.
+    acl: OnceLock<AclContext>,
+    /// Every token resolved, republished after each ACL write; `None`
+    /// while ACLs are off.
+    tokens: ArcSwapOption<Tokens>,
 }
 
 /// One applied log entry, as followers replay it.
@@ -132,6 +138,30 @@ impl Replica {
                 .map(|_| watch::channel(0).0)
                 .collect(),
             history: Mutex::new(History::default()),
+            acl: OnceLock::new(),
+            tokens: ArcSwapOption::empty(),
+        }
+    }
+
+    /// Turns on token resolution under `ctx` (the agent's ACL settings);
+    /// the first call wins.
+    pub fn enable_acl(&self, ctx: AclContext) {
+        if self.acl.set(ctx).is_ok() {
+            self.rebuild_tokens(&self.read());
+        }
+    }
+
+    /// Every token resolved; `None` while ACLs are off. Never blocks.
+    pub fn tokens(&self) -> Option<Arc<Tokens>> {
+        self.tokens.load_full()
+    }
+
+    /// Resolves every token of `state` again, reusing what can be.
+    fn rebuild_tokens(&self, state: &State) {
+        if let Some(ctx) = self.acl.get() {
+            let previous = self.tokens.load_full();
+            let next = Tokens::build(state, ctx, previous.as_deref());
+            self.tokens.store(Some(Arc::new(next)));
         }
     }
 
@@ -195,6 +225,9 @@ impl Replica {
                     .updated(&state, touched.nodes.iter(), touched.services.iter());
             self.view.store(Arc::new(view));
         }
+        if touched.acl {
+            self.rebuild_tokens(&state);
+        }
         drop(state);
         for key in &touched.kv_keys {
             self.key_bucket(key).send_replace(index);
@@ -225,6 +258,7 @@ impl Replica {
         *state = next;
         self.history().reset(index);
         self.view.store(Arc::new(view));
+        self.rebuild_tokens(&state);
         drop(state);
         // Any key may have changed.
         for bucket in &self.key_writes {

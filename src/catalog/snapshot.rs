@@ -8,14 +8,17 @@
 //! field at the end and a new format version in `store` (a golden-bytes test
 //! in `tests/state.rs` fails on any change). Format 3 added KV and sessions
 //! after the catalog's fields; [`StateSnapshotV2`] reads format 2's body.
+//! Format 4 added the ACL table after those; [`StateSnapshotV3`] reads
+//! format 3's.
 
 use std::collections::BTreeMap;
 
 use serde::{Deserialize, Serialize};
 
+use super::acl_types::{AclPolicy, AclToken};
 use super::kv_types::{KvEntry, Session, Time, Tombstone};
 use super::state::State;
-use super::tables::{Checks, Kv, KvRows, Nodes, RowKey, Services, Sessions, Tables};
+use super::tables::{Acl, AclRows, Checks, Kv, KvRows, Nodes, RowKey, Services, Sessions, Tables};
 use super::types::{Check, Index, Node, Service};
 
 /// Every table's rows and indexes, and the last applied index.
@@ -51,6 +54,58 @@ pub struct StateSnapshot {
     sessions: BTreeMap<String, Session>,
     /// Index of the last session created or invalidated.
     sessions_index: Index,
+    /// ACL tokens by AccessorID (since format 4).
+    acl_tokens: BTreeMap<String, AclToken>,
+    /// ACL policies by ID.
+    acl_policies: BTreeMap<String, AclPolicy>,
+    /// Index of the last change to a token or a policy.
+    acl_index: Index,
+    /// Index bootstrapping ended at; 0 while it is allowed.
+    acl_bootstrapped: Index,
+}
+
+/// The snapshot as format version 3 wrote it: everything before the ACL
+/// table. Its fields are the first fields of [`StateSnapshot`], in order.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct StateSnapshotV3 {
+    nodes: BTreeMap<String, Node>,
+    services: BTreeMap<RowKey, Service>,
+    checks: BTreeMap<RowKey, Check>,
+    nodes_index: Index,
+    services_index: Index,
+    checks_index: Index,
+    service_indexes: BTreeMap<String, Index>,
+    last_index: Index,
+    kv: BTreeMap<String, KvEntry>,
+    kv_tombstones: BTreeMap<String, Tombstone>,
+    kv_delays: BTreeMap<String, Time>,
+    kv_index: Index,
+    kv_reaped: Index,
+    sessions: BTreeMap<String, Session>,
+    sessions_index: Index,
+}
+
+impl From<StateSnapshotV3> for StateSnapshot {
+    fn from(v3: StateSnapshotV3) -> Self {
+        Self {
+            nodes: v3.nodes,
+            services: v3.services,
+            checks: v3.checks,
+            nodes_index: v3.nodes_index,
+            services_index: v3.services_index,
+            checks_index: v3.checks_index,
+            service_indexes: v3.service_indexes,
+            last_index: v3.last_index,
+            kv: v3.kv,
+            kv_tombstones: v3.kv_tombstones,
+            kv_delays: v3.kv_delays,
+            kv_index: v3.kv_index,
+            kv_reaped: v3.kv_reaped,
+            sessions: v3.sessions,
+            sessions_index: v3.sessions_index,
+            ..Self::default()
+        }
+    }
 }
 
 /// The snapshot as format version 2 wrote it: the catalog's tables alone.
@@ -88,6 +143,15 @@ impl StateSnapshot {
     pub fn last_index(&self) -> Index {
         self.last_index
     }
+
+    /// The snapshot without token secrets, as a client agent receives it.
+    pub fn redacted(&self) -> Self {
+        let mut out = self.clone();
+        for token in out.acl_tokens.values_mut() {
+            token.secret_id.clear();
+        }
+        out
+    }
 }
 
 impl State {
@@ -101,8 +165,10 @@ impl State {
             checks,
             kv,
             sessions,
+            acl,
         } = &self.tables;
         let kv = kv.to_rows();
+        let acl = acl.to_rows();
         StateSnapshot {
             nodes: nodes.rows().clone(),
             services: services.rows().clone(),
@@ -119,6 +185,10 @@ impl State {
             kv_reaped: kv.reaped,
             sessions: sessions.rows().clone(),
             sessions_index: sessions.index(),
+            acl_tokens: acl.tokens,
+            acl_policies: acl.policies,
+            acl_index: acl.index,
+            acl_bootstrapped: acl.bootstrapped,
         }
     }
 
@@ -137,6 +207,12 @@ impl State {
                     reaped: s.kv_reaped,
                 }),
                 sessions: Sessions::from_rows(s.sessions, s.sessions_index),
+                acl: Acl::from_rows(AclRows {
+                    tokens: s.acl_tokens,
+                    policies: s.acl_policies,
+                    index: s.acl_index,
+                    bootstrapped: s.acl_bootstrapped,
+                }),
             },
             last_index: s.last_index,
         }

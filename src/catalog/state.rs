@@ -43,6 +43,11 @@ impl State {
                 Ok(results) => Outcome::Txn { index, results },
                 Err(errors) => Outcome::TxnRefused(errors),
             },
+            Command::Acl(op) => {
+                touched.acl = true;
+                rules::apply_acl(tables, index, time, op)
+                    .map_or_else(refused, |()| Outcome::Applied(index))
+            }
             Command::ReapTombstones { deleted_before } => {
                 tables.kv.reap(*deleted_before, time);
                 Outcome::Applied(index)

@@ -53,6 +53,8 @@ pub struct FileConfig {
     pub tls: Option<TlsFile>,
     /// Per-client caps and timeouts on the listeners.
     pub limits: Option<LimitsFile>,
+    /// ACLs.
+    pub acl: Option<super::acl::AclFile>,
     /// Allow script checks from the HTTP API and files.
     pub enable_script_checks: Option<bool>,
     /// Allow script checks from configuration files only.

@@ -61,6 +61,7 @@ impl Layered {
             dns_config,
             tls,
             limits,
+            acl,
             enable_script_checks,
             enable_local_script_checks,
             check_update_interval,

@@ -14,6 +14,7 @@
 //! imports nothing from the parts it configures, which read their settings
 //! (and their defaults) from here.
 
+mod acl;
 pub mod defaults;
 mod definitions;
 pub mod file;
@@ -31,6 +32,7 @@ mod tests;
 
 use std::path::PathBuf;
 
+pub use acl::{AclSettings, DownPolicy};
 pub use file::{CheckFile, FileConfig, ServiceFile};
 pub use flags::AgentFlags;
 pub use settings::{
@@ -80,7 +82,7 @@ pub enum ConfigError {
 /// reconciler `gossip`, DNS `dns`, the check runners `checks`, the local
 /// state `services`, the session endpoints and the leader's expiry timers
 /// `kv`, the listeners' per-client caps `limits`, logging `log`, the HTTPS
-/// listener and server RPC `tls`.
+/// listener and server RPC `tls`, the HTTP API and DNS `acl`.
 #[derive(Debug, Clone)]
 pub struct Config {
     /// Who this node is.
@@ -106,6 +108,8 @@ pub struct Config {
     pub log: LogSettings,
     /// TLS for HTTPS and server RPC.
     pub tls: TlsSettings,
+    /// ACLs: on or off, the default policy, the agent's tokens.
+    pub acl: AclSettings,
 }
 
 /// What the configuration is resolved for: a file checked on its own lacks

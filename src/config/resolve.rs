@@ -560,6 +560,7 @@ impl Config {
         let kv = r.kv()?;
         let tls = r.tls(network.ports.https.is_some())?;
         let limits = r.limits()?;
+        let acl = super::acl::resolve(layers.file.acl.as_ref(), || r.src("acl", "", false))?;
         Ok(Self {
             node,
             network,
@@ -572,6 +573,7 @@ impl Config {
             limits,
             log,
             tls,
+            acl,
         })
     }
 }

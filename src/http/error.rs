@@ -43,6 +43,25 @@ pub enum ApiError {
          (limits.http_max_blocking_per_client); retry with fewer"
     )]
     TooManyBlocking,
+    /// The request's token may not do this (403), in Consul's words:
+    /// clients match "Permission denied".
+    #[error(
+        "Permission denied: token with AccessorID '{accessor}' lacks permission '{permission}'{on}"
+    )]
+    PermissionDenied {
+        /// The token's AccessorID.
+        accessor: String,
+        /// What it lacks, as Consul names it (`service:write`).
+        permission: &'static str,
+        /// ` on "name"`, or empty for a permission without a name.
+        on: String,
+    },
+    /// The request's token is not one the ACL system knows (403).
+    #[error("ACL not found")]
+    AclNotFound,
+    /// An ACL endpoint while ACLs are off (401).
+    #[error("ACL support disabled")]
+    AclDisabled,
 }
 
 impl ApiError {
@@ -56,6 +75,8 @@ impl ApiError {
             Self::NoLeader | Self::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
             Self::Overloaded => StatusCode::SERVICE_UNAVAILABLE,
             Self::TooManyBlocking => StatusCode::TOO_MANY_REQUESTS,
+            Self::PermissionDenied { .. } | Self::AclNotFound => StatusCode::FORBIDDEN,
+            Self::AclDisabled => StatusCode::UNAUTHORIZED,
         }
     }
 }

@@ -75,6 +75,8 @@ pub struct ApiState {
     pub shutdown: CancellationToken,
     /// The KV store's and sessions' settings (`session_ttl_min`).
     pub kv: crate::config::KvSettings,
+    /// ACLs: whether they are on, the token for requests without one.
+    pub acl: crate::config::AclSettings,
 }
 
 /// The handlers' state: the parts the caller gives plus what one running

@@ -10,7 +10,15 @@
 //! The agent, gossip and Raft endpoints answer for this agent whatever
 //! `?dc=` says, as Consul's do; they reach their parts through the route too.
 //!
+//! A route also knows who is asking: the request's ACL token (`?token=`,
+//! `X-Consul-Token` or `Authorization: Bearer`, in Consul's order of
+//! precedence; else `acl.tokens.default`; else the anonymous token),
+//! resolved once per request from the replica's resolved tokens, a hash
+//! and a map lookup. With ACLs off every request may do everything.
+//!
 //! [`query`]: super::query
+
+use std::sync::Arc;
 
 use axum::Json;
 use axum::extract::FromRequestParts;
@@ -21,7 +29,8 @@ use serde::Serialize;
 
 use super::query::{self, Consistency, Params, ReadOptions};
 use super::{ApiError, ApiState, Ctx};
-use crate::catalog::{Command, Index, Outcome, State};
+use crate::acl::Authorizer;
+use crate::catalog::{Command, Index, Outcome, Resolved, State};
 use crate::delegate::Delegate;
 use crate::gossip::Gossip;
 use crate::local::LocalAgent;
@@ -50,7 +59,17 @@ pub(super) struct Route {
     params: Params,
     /// What `?dc=` named.
     datacenter: Datacenter,
+    /// Who is asking: the request's token, resolved.
+    caller: Arc<Resolved>,
 }
+
+/// The caller of every request while ACLs are off: it may do everything.
+static UNRESTRICTED: std::sync::LazyLock<Arc<Resolved>> = std::sync::LazyLock::new(|| {
+    Arc::new(Resolved {
+        accessor_id: String::new(),
+        authorizer: Arc::new(Authorizer::management()),
+    })
+});
 
 /// Reads the query string (a malformed one is a 400) and `?dc=`.
 impl FromRequestParts<Ctx> for Route {
@@ -59,11 +78,50 @@ impl FromRequestParts<Ctx> for Route {
     async fn from_request_parts(parts: &mut Parts, ctx: &Ctx) -> Result<Self, ApiError> {
         let params = Params::from_request_parts(parts, ctx).await?;
         let datacenter = datacenter(ctx, params.get("dc").unwrap_or_default());
+        let caller = caller(ctx, &params, &parts.headers)?;
         Ok(Self {
             ctx: ctx.clone(),
             params,
             datacenter,
+            caller,
         })
+    }
+}
+
+/// The secret a request presents: `?token=`, else `X-Consul-Token`, else
+/// `Authorization: Bearer …` (Consul's `parseTokenInternal` order); empty
+/// values count as absent.
+fn presented<'a>(params: &'a Params, headers: &'a HeaderMap) -> Option<&'a str> {
+    let header = |name: &str| headers.get(name).and_then(|v| v.to_str().ok());
+    let bearer = || {
+        let value = header("authorization")?;
+        let (scheme, token) = value.split_once(' ')?;
+        scheme.eq_ignore_ascii_case("bearer").then_some(token)
+    };
+    [params.get("token"), header("x-consul-token"), bearer()]
+        .into_iter()
+        .flatten()
+        .find(|t| !t.is_empty())
+}
+
+/// The request's token resolved: unknown secrets are refused with
+/// Consul's "ACL not found".
+fn caller(ctx: &Ctx, params: &Params, headers: &HeaderMap) -> Result<Arc<Resolved>, ApiError> {
+    let Some(tokens) = ctx
+        .api
+        .acl
+        .enabled
+        .then(|| ctx.api.replica.tokens())
+        .flatten()
+    else {
+        return Ok(UNRESTRICTED.clone());
+    };
+    match presented(params, headers).or(ctx.api.acl.default_token.as_deref()) {
+        None => Ok(tokens.anonymous().clone()),
+        Some(secret) => tokens
+            .by_secret(secret)
+            .cloned()
+            .ok_or(ApiError::AclNotFound),
     }
 }
 
@@ -104,7 +162,41 @@ impl Writer<'_> {
     }
 }
 
+#[expect(dead_code, reason = "the enforcement lands in the next commits")]
 impl Route {
+    /// What the request's token may do.
+    pub(super) fn authz(&self) -> &Authorizer {
+        &self.caller.authorizer
+    }
+
+    /// The request's token's AccessorID (empty with ACLs off).
+    pub(super) fn accessor_id(&self) -> &str {
+        &self.caller.accessor_id
+    }
+
+    /// Whether ACLs are on.
+    pub(super) fn acl_enabled(&self) -> bool {
+        self.ctx.api.acl.enabled
+    }
+
+    /// `Ok` when `allowed`, else Consul's 403 naming the token, the
+    /// permission (`service:write`) and the name it was asked on.
+    pub(super) fn require(
+        &self,
+        allowed: bool,
+        permission: &'static str,
+        name: Option<&str>,
+    ) -> Result<(), ApiError> {
+        if allowed {
+            return Ok(());
+        }
+        Err(ApiError::PermissionDenied {
+            accessor: self.caller.accessor_id.clone(),
+            permission,
+            on: name.map(|n| format!(" on {n:?}")).unwrap_or_default(),
+        })
+    }
+
     /// The query string.
     pub(super) fn params(&self) -> &Params {
         &self.params

@@ -64,6 +64,7 @@ impl TestApi {
             delegate,
             local,
             kv: crate::config::KvSettings::default(),
+            acl: crate::config::AclSettings::default(),
         };
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let base = format!("http://{}", listener.local_addr().unwrap());

@@ -31,7 +31,8 @@ use crate::store::format::{CURRENT, FormatError, Version};
 /// body)`, so an entry on disk or in AppendEntries is decoded by the
 /// version it was written in, and one from a newer build is refused rather
 /// than misread (`store::format`). The body is `(time, commands)` since
-/// format 3; format 2's was the commands alone, read with time 0.
+/// format 3; format 2's was the commands alone, read with time 0. Format
+/// 4 appended the ACL commands, so a format 3 body reads unchanged.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Batch {
     /// When the leader proposed it.
@@ -46,6 +47,11 @@ impl Batch {
         let commands = |e| format!("log entry commands: {e}");
         match version {
             CURRENT => postcard::from_bytes(body)
+                .map(|(time, commands)| Self { time, commands })
+                .map_err(commands),
+            // Format 3's batches are format 4's: the ACL command came after
+            // its variants.
+            3 => postcard::from_bytes(body)
                 .map(|(time, commands)| Self { time, commands })
                 .map_err(commands),
             // Format 2 commands are a prefix of format 3's variants.
@@ -428,6 +434,17 @@ mod tests {
     }
 
     #[test]
+    fn the_acl_commands_encode_as_format_4() {
+        use crate::catalog::AclOp;
+        // The records are covered by the snapshot's golden bytes; this
+        // pins the variant's position after format 3's commands.
+        let cmd = Command::Acl(AclOp::DeleteToken("a".into()));
+        assert_golden(&format!("{cmd:?}"), &encode(&cmd), "05030161");
+        let cmd = Command::Acl(AclOp::DeletePolicy("p".into()));
+        assert_golden(&format!("{cmd:?}"), &encode(&cmd), "05050170");
+    }
+
+    #[test]
     fn the_commands_of_kv_and_sessions_encode_as_format_3() {
         let golden = [
             "01020a7376632f6c6561646572026d652a0703732d31",
@@ -450,7 +467,7 @@ mod tests {
         assert_golden(
             "Batch",
             &bytes,
-            "03a40180d8a28ea434020000026e310469642d310831302e302e302e310364633101036c616e0831302e302e302e3101047261636b0272310001057765622d310377656202027631077072696d6172790831302e302e302e3201036c616e0831302e302e302e3250010776657273696f6e03312e32903f0105010101097765622d616c69766505616c69766501016e016f057765622d310374746c0001026e31057765622d3100",
+            "04a40180d8a28ea434020000026e310469642d310831302e302e302e310364633101036c616e0831302e302e302e3101047261636b0272310001057765622d310377656202027631077072696d6172790831302e302e302e3201036c616e0831302e302e302e3250010776657273696f6e03312e32903f0105010101097765622d616c69766505616c69766501016e016f057765622d310374746c0001026e31057765622d3100",
         );
         // The version first, then `(time, commands)` as a byte string.
         let body = encode(&(TIME, vec![register(), deregister()]));
@@ -484,7 +501,7 @@ mod tests {
     }
 
     #[test]
-    fn log_entries_encode_as_format_3() {
+    fn log_entries_encode_as_format_4() {
         let normal = Entry {
             log_id: log_id(10),
             payload: EntryPayload::Normal(Batch::from(vec![deregister()]).at(TIME)),
@@ -492,7 +509,7 @@ mod tests {
         assert_golden(
             "a normal entry",
             &encode(&normal),
-            "03070a01031380d8a28ea434010001026e31057765622d3100",
+            "03070a01041380d8a28ea434010001026e31057765622d3100",
         );
         let with_kv = Entry {
             log_id: log_id(13),
@@ -501,7 +518,7 @@ mod tests {
         assert_golden(
             "an entry of KV and session commands",
             &encode(&with_kv),
-            "03070d0103a00180d8a28ea4340701020a7376632f6c6561646572026d652a0703732d31020003732d31046c6f636b026e31010a736572664865616c746801097765622d616c6976650764656661756c7480acc7f0370103313073904e01a0f4a38ea4340304020103732d31020203732d3102030203732d3103732d32030200020a7376632f6c6561646572026d652a0703732d31000b047376632f000000000480d8a28ea434",
+            "03070d0104a00180d8a28ea4340701020a7376632f6c6561646572026d652a0703732d31020003732d31046c6f636b026e31010a736572664865616c746801097765622d616c6976650764656661756c7480acc7f0370103313073904e01a0f4a38ea4340304020103732d31020203732d3102030203732d3103732d32030200020a7376632f6c6561646572026d652a0703732d31000b047376632f000000000480d8a28ea434",
         );
         let blank = Entry {
             log_id: log_id(11),

@@ -3,6 +3,7 @@
 //! answer last changed at (what a blocking query waits on). The catalog's
 //! reads are here; the KV store's in `kv.rs`, sessions' in `sessions.rs`.
 
+mod acl;
 mod kv;
 mod sessions;
 

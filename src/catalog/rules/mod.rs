@@ -10,7 +10,9 @@
 //!   a lock depends on.
 //! - `sessions.rs`: creating, renewing, expiring and destroying sessions,
 //!   and what invalidating one does to the keys it holds.
+//! - `acl.rs`: tokens and policies.
 
+mod acl;
 mod catalog;
 mod identity;
 mod kv;
@@ -18,6 +20,7 @@ mod sessions;
 
 use std::collections::BTreeSet;
 
+pub(crate) use acl::apply as apply_acl;
 pub(crate) use catalog::apply as apply_catalog;
 pub(crate) use kv::{apply as apply_kv, apply_txn, evaluate as evaluate_txn};
 pub(crate) use sessions::apply as apply_session;
@@ -32,6 +35,8 @@ pub struct Touched {
     pub services: BTreeSet<String>,
     /// KV keys written or deleted, so blocking reads of just those wake.
     pub kv_keys: BTreeSet<String>,
+    /// Whether a token or a policy changed, so resolved tokens are rebuilt.
+    pub acl: bool,
 }
 
 impl Touched {
@@ -40,5 +45,6 @@ impl Touched {
         self.nodes.extend(other.nodes);
         self.services.extend(other.services);
         self.kv_keys.extend(other.kv_keys);
+        self.acl |= other.acl;
     }
 }

@@ -13,8 +13,10 @@
 //! services and checks are a range of their table (Consul keys them the same
 //! way). A domain is a file here (`kv.rs` also keeps tombstones and
 //! lock-delays; `sessions.rs`), a field in [`Tables`], and its part of the
-//! snapshot; prepared queries and ACLs will join the same way.
+//! snapshot; `acl.rs` holds tokens and policies; prepared queries will join
+//! the same way.
 
+mod acl;
 mod checks;
 mod kv;
 mod nodes;
@@ -23,6 +25,7 @@ mod sessions;
 
 use std::collections::BTreeMap;
 
+pub(crate) use acl::{Acl, AclRows};
 pub(crate) use checks::{Checks, check_id};
 pub(crate) use kv::{Kv, KvRows};
 pub(crate) use nodes::Nodes;
@@ -42,6 +45,8 @@ pub(crate) struct Tables {
     pub(crate) kv: Kv,
     /// Sessions by ID.
     pub(crate) sessions: Sessions,
+    /// ACL tokens and policies.
+    pub(crate) acl: Acl,
 }
 
 /// The key of a row that belongs to a node: (lowercased node name, ID).

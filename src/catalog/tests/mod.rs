@@ -14,6 +14,7 @@ mod state;
 mod txn;
 mod view;
 
+use super::acl_types::*;
 pub(super) use super::command::*;
 use super::kv_types::*;
 use super::types::*;

@@ -1,7 +1,7 @@
 //! Consul's catalog semantics, one behaviour per test.
 
 use super::*;
-use crate::catalog::{State, StateSnapshot, StateSnapshotV2, Touched};
+use crate::catalog::{State, StateSnapshot, StateSnapshotV2, StateSnapshotV3, Touched};
 
 /// Applies `cmd` at `index` and insists it was accepted.
 fn ok(c: &mut State, index: Index, cmd: Command) -> Touched {
@@ -891,9 +891,10 @@ fn snapshot_bytes_of_format_2_still_read_as_the_catalog_they_held() {
     let golden = unhex(GOLDEN_SNAPSHOT);
     let state = golden_state();
     // Format 3 writes the same catalog fields, then the empty KV and
-    // session tables: three empty maps, two indexes, a map, an index.
+    // session tables: three empty maps, two indexes, a map, an index;
+    // format 4 then the empty ACL table: two maps, two indexes.
     let mut current = golden.clone();
-    current.extend_from_slice(&[0; 7]);
+    current.extend_from_slice(&[0; 11]);
     assert_eq!(
         postcard::to_allocvec(&state.to_snapshot()).unwrap(),
         current
@@ -903,7 +904,7 @@ fn snapshot_bytes_of_format_2_still_read_as_the_catalog_they_held() {
     back.assert_derived_indexes();
     assert_eq!(back, state);
     assert_eq!(back.last_index(), 6);
-    // Format 3's type does not read format 2's bytes: they are too short.
+    // The current type does not read format 2's bytes: they are too short.
     assert!(postcard::from_bytes::<StateSnapshot>(&golden).is_err());
 }
 
@@ -978,16 +979,17 @@ const GOLDEN_KV_SNAPSHOT: &str = "\
 2d3200024e31000107616c6976652d31000001000000080810";
 
 #[test]
-fn snapshot_bytes_with_kv_and_sessions_are_format_3() {
+fn snapshot_bytes_of_format_3_still_read_as_the_kv_and_sessions_they_held() {
     let state = golden_kv_state();
-    let snapshot = state.to_snapshot();
-    crate::store::format::assert_golden(
-        "a state snapshot with KV and sessions",
-        &postcard::to_allocvec(&snapshot).unwrap(),
-        GOLDEN_KV_SNAPSHOT,
+    // Format 4 writes format 3's fields, then the empty ACL table.
+    let mut current = unhex(GOLDEN_KV_SNAPSHOT);
+    current.extend_from_slice(&[0; 4]);
+    assert_eq!(
+        postcard::to_allocvec(&state.to_snapshot()).unwrap(),
+        current
     );
-    let back: StateSnapshot = postcard::from_bytes(&unhex(GOLDEN_KV_SNAPSHOT)).unwrap();
-    let back = State::from_snapshot(back);
+    let back: StateSnapshotV3 = postcard::from_bytes(&unhex(GOLDEN_KV_SNAPSHOT)).unwrap();
+    let back = State::from_snapshot(back.into());
     back.assert_derived_indexes();
     assert_eq!(back, state);
     assert_eq!(back.last_index(), 17);
@@ -997,4 +999,81 @@ fn snapshot_bytes_with_kv_and_sessions_are_format_3() {
         .collect();
     assert_eq!(held, ["s-2"]);
     assert_eq!(back.sessions_on_node("n1").len(), 1);
+}
+
+/// [`golden_kv_state`] then the ACL table holding something: a bootstrap
+/// (the built-in policy and a management token), a policy and a token
+/// linking it.
+fn golden_acl_state() -> State {
+    let mut c = golden_kv_state();
+    let token = |accessor: &str, secret: &str, policies: &[&str]| AclToken {
+        accessor_id: accessor.into(),
+        secret_id: secret.into(),
+        secret_hash: secret_hash(secret),
+        description: "d".into(),
+        policies: policies.iter().map(|p| (*p).to_string()).collect(),
+        local: false,
+        create_time: 0,
+        create_index: 0,
+        modify_index: 0,
+    };
+    let steps = [
+        Command::Acl(AclOp::Bootstrap(token("a-1", "s-1", &[]))),
+        Command::Acl(AclOp::SetPolicy(AclPolicy {
+            id: "p-1".into(),
+            name: "web-read".into(),
+            description: String::new(),
+            rules: "service \"web\" { policy = \"read\" }".into(),
+            datacenters: vec!["dc1".into()],
+            create_index: 0,
+            modify_index: 0,
+        })),
+        Command::Acl(AclOp::SetToken(token("a-2", "s-2", &["p-1"]))),
+    ];
+    for (index, cmd) in (18..).zip(steps) {
+        let (outcome, _) = c.apply(index, 5_000, &cmd);
+        assert_eq!(outcome, Outcome::Applied(index), "{cmd:?}");
+    }
+    c
+}
+
+/// The postcard bytes of [`golden_acl_state`]'s ACL fields in format 4:
+/// what follows the format 3 fields.
+const GOLDEN_ACL_TAIL: &str = "\
+0203612d3103612d3103732d316a840baf5d8c3ff241688aeb14546e653774cd5387faf1cb98\
+2b0fbbf1fbb8100164012430303030303030302d303030302d303030302d303030302d303030\
+303030303030303031008827121203612d3203612d3203732d32450222bcc3475b01aa69d5b0\
+150a75a08a3bc3a87bb87ce4290ea7e0d4e5187701640103702d310088271414022430303030\
+303030302d303030302d303030302d303030302d3030303030303030303030312430303030303030\
+302d303030302d303030302d303030302d30303030303030303030303111676c6f62616c2d6d616e\
+6167656d656e742b4275696c74696e20506f6c6963792074686174206772616e747320756e6c\
+696d69746564206163636573730000121203702d3103702d31087765622d72656164002173657276\
+696365202277656222207b20706f6c696379203d20227265616422207d010364633113131412";
+
+#[test]
+fn snapshot_bytes_with_acls_are_format_4() {
+    let state = golden_acl_state();
+    let bytes = postcard::to_allocvec(&state.to_snapshot()).unwrap();
+    let v3_len = postcard::to_allocvec(&golden_kv_state().to_snapshot())
+        .unwrap()
+        .len()
+        - 4;
+    crate::store::format::assert_golden(
+        "the ACL fields of a state snapshot",
+        &bytes[v3_len..],
+        GOLDEN_ACL_TAIL,
+    );
+    let back = State::from_snapshot(postcard::from_bytes(&bytes).unwrap());
+    assert_eq!(back, state);
+    assert_eq!(back.acl_bootstrapped(), 18);
+    let token = back.acl_token_by_secret(&secret_hash("s-2")).unwrap();
+    assert_eq!(
+        (token.accessor_id.as_str(), token.create_index),
+        ("a-2", 20)
+    );
+    assert!(back.acl_token("a-1").unwrap().is_management());
+    // A client agent's copy keeps everything but the secrets.
+    let redacted = State::from_snapshot(state.to_snapshot().redacted());
+    let token = redacted.acl_token_by_secret(&secret_hash("s-2")).unwrap();
+    assert_eq!(token.secret_id, "");
 }

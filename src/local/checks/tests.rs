@@ -55,6 +55,7 @@ impl Env {
             delegate,
             local: local.clone(),
             kv: crate::config::KvSettings::default(),
+            acl: crate::config::AclSettings::default(),
         };
         let token = stop_http.clone();
         tokio::spawn(async move {
