@@ -138,10 +138,8 @@ pub enum AclError {
     /// The rules do not parse.
     #[error("Invalid Policy: {0}")]
     InvalidRules(String),
-    /// The built-in policy may not be deleted, renamed or given rules.
+    /// The built-in policy may not be deleted or given rules; the
+    /// anonymous token may not be deleted.
     #[error("{0}")]
     Builtin(String),
-    /// The token or policy to delete does not exist.
-    #[error("{0} not found")]
-    NotFound(String),
 }

@@ -39,9 +39,8 @@ pub(crate) fn apply(
                 )
                 .into());
             }
-            if !acl.remove_token(accessor_id, index) {
-                return Err(AclError::NotFound(format!("token {accessor_id}")).into());
-            }
+            // Deleting a token that is gone already succeeds, as Consul's.
+            acl.remove_token(accessor_id, index);
         }
         AclOp::SetPolicy(policy) => set_policy(acl, policy, index)?,
         AclOp::DeletePolicy(id) => {
@@ -51,9 +50,7 @@ pub(crate) fn apply(
                 )
                 .into());
             }
-            if !acl.remove_policy(id, index) {
-                return Err(AclError::NotFound(format!("policy {id}")).into());
-            }
+            acl.remove_policy(id, index);
         }
     }
     Ok(())
@@ -136,11 +133,10 @@ fn set_policy(acl: &mut Acl, policy: &AclPolicy, index: Index) -> Result<(), Cat
     }
     let old = acl.policy(&policy.id);
     if policy.id == MANAGEMENT_POLICY_ID
-        && old.is_some_and(|old| old.rules != policy.rules || old.name != policy.name)
+        && old.is_some_and(|old| old.rules != policy.rules)
     {
         return Err(AclError::Builtin(
-            "Changing the Rules or the Name of the builtin global-management policy is not permitted"
-                .into(),
+            "Changing the Rules for the builtin global-management policy is not permitted".into(),
         )
         .into());
     }
