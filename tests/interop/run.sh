@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Interop suite: real clients (dig, kdig, glibc's resolver, dnsmasq, the
 # MariaDB client, py-consul, Prometheus, hashicorp/consul/api,
-# consul-template, `trellis lock`) against real trellis agents.
+# consul-template, `trellis lock`, ACL tokens from py-consul and the api)
+# against real trellis agents.
 #
 # Everything runs on loopback (127.0.0.x, one address per part) or inside
 # network namespaces this script creates; the EXIT trap removes every process,
@@ -677,6 +678,31 @@ part_consul_template() {
     fi
 }
 
+# ---------------------------------------------------------------- part 10: ACL tokens from py-consul and the api
+
+part_acl() {
+    log "part 10: ACLs (default deny): py-consul bootstraps and uses tokens, DNS as anonymous, the api's tokens (go/)"
+    printf '{"acl": {"enabled": true, "default_policy": "deny"}}\n' >"$WORK/acl.json"
+    dev_agent ACL10 127.0.0.12 --config-file "$WORK/acl.json" || return 0
+    local out rc=0 token
+    out="$("$VENV/bin/python" "$HERE/pyacl.py" "${ACL10_HTTP%:*}" "${ACL10_HTTP##*:}" "${ACL10_DNS##*:}" 2>&1)" || rc=$?
+    count_lines py-consul-acl "$out"
+    if [ "$rc" != 0 ]; then fail "py-consul-acl: pyacl.py exited $rc" "$(tail -20 <<<"$out")"; fi
+    token="$(sed -n 's/^INFO management-token //p' <<<"$out" | head -1)"
+    if [ ! -x "$CONSULAPI" ]; then
+        fail "the Go program in tests/interop/go is built" "$GO_PROBLEM"
+        return 0
+    fi
+    if [ -z "$token" ]; then
+        fail "consul-api-acl: py-consul's bootstrap gave a management token" "$out"
+        return 0
+    fi
+    rc=0
+    out="$("$CONSULAPI" -addr "$ACL10_HTTP" -timeout 60s -acl-token "$token" 2>&1)" || rc=$?
+    count_lines consul-api-acl "$out"
+    if [ "$rc" != 0 ]; then fail "consul-api-acl: the program exited $rc" "$(grep -v '^PASS ' <<<"$out" | tail -20)"; fi
+}
+
 # ---------------------------------------------------------------- part 9: leader election with trellis lock
 
 # health_passing HTTP NODE: NODE's serfHealth check is passing.
@@ -803,7 +829,7 @@ main() {
     # INTEROP_PARTS (space-separated function names) runs a subset.
     local part parts
     read -r -a parts <<<"${INTEROP_PARTS:-part_dig part_pyconsul part_netns part_dnsmasq part_prometheus \
-        part_consulapi part_consul_template part_lock}"
+        part_consulapi part_consul_template part_lock part_acl}"
     for part in "${parts[@]}"; do
         "$part" || fail "$part ended early (status $?)"
     done

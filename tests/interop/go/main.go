@@ -592,8 +592,9 @@ func testTxn(addr string) {
 func main() {
 	addr := flag.String("addr", os.Getenv("CONSUL_HTTP_ADDR"), "the trellis agent's HTTP address (IP:PORT)")
 	timeout := flag.Duration("timeout", 150*time.Second, "bound on the whole run")
-	only := flag.String("only", "", "comma-separated tests to run (lock,ttl,semaphore,watch,txn,cross); all by default")
+	only := flag.String("only", "", "comma-separated tests to run (lock,ttl,semaphore,watch,txn,cross); all by default; the acl tests run alone, with -acl-token")
 	trellis := flag.String("trellis", "", "the trellis binary: `trellis lock` against the api's Lock and Semaphore (cross)")
+	aclToken := flag.String("acl-token", "", "a management token of an agent with ACLs on: run the acl tests (only those)")
 	flag.Parse()
 	if *addr == "" {
 		fmt.Println("FAIL usage: give -addr or CONSUL_HTTP_ADDR")
@@ -606,6 +607,13 @@ func main() {
 	})
 	want := func(name string) bool {
 		return *only == "" || strings.Contains(","+*only+",", ","+name+",")
+	}
+	if *aclToken != "" {
+		testACL(*addr, *aclToken)
+		if failed.Load() > 0 {
+			os.Exit(1)
+		}
+		return
 	}
 	stop := make(chan struct{})
 	var wg sync.WaitGroup
