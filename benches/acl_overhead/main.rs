@@ -176,7 +176,12 @@ async fn start(
 }
 
 /// A PUT with the side's management token; fails on any status but 200.
-async fn put(http: &reqwest::Client, side: &Side, path: &str, body: &Value) -> anyhow::Result<Value> {
+async fn put(
+    http: &reqwest::Client,
+    side: &Side,
+    path: &str,
+    body: &Value,
+) -> anyhow::Result<Value> {
     let mut req = http.put(side.agent.url(path)).json(body);
     if let Some(root) = side.root {
         req = req.header("X-Consul-Token", root);
@@ -242,9 +247,18 @@ async fn load(http: &reqwest::Client, side_mut: &mut Side) -> anyhow::Result<()>
         "Rules": "service_prefix \"\" { policy = \"read\" }\nnode_prefix \"\" { policy = \"read\" }",
     });
     let created = put(http, side, "/v1/acl/policy", &policy).await?;
-    let id = created["ID"].as_str().context("the policy's ID")?.to_string();
+    let id = created["ID"]
+        .as_str()
+        .context("the policy's ID")?
+        .to_string();
     let anonymous = json!({ "AccessorID": ANONYMOUS, "Policies": [{ "ID": id }] });
-    put(http, side, &format!("/v1/acl/token/{ANONYMOUS}"), &anonymous).await?;
+    put(
+        http,
+        side,
+        &format!("/v1/acl/token/{ANONYMOUS}"),
+        &anonymous,
+    )
+    .await?;
     let tokens: Vec<String> = futures::stream::iter((0..TOKENS).map(|k| async move {
         let policy = json!({
             "Name": format!("svc{k}-read"),
@@ -359,7 +373,11 @@ async fn run() -> anyhow::Result<()> {
     println!(
         "acl_overhead — {}; load average {}",
         humantime::format_rfc3339_seconds(std::time::SystemTime::now()),
-        load_avg.split_whitespace().take(3).collect::<Vec<_>>().join(" ")
+        load_avg
+            .split_whitespace()
+            .take(3)
+            .collect::<Vec<_>>()
+            .join(" ")
     );
     println!(
         "agents on CPU {:?}, load on CPU {:?}; {} round(s) of {} s dnsperf and {} reads",
@@ -402,13 +420,22 @@ async fn run() -> anyhow::Result<()> {
         }
     }
     let mean = |v: &[f64]| v.iter().sum::<f64>() / v.len().max(1) as f64;
-    let field = |i: usize, f: fn(&Reads) -> f64| mean(&http_reads[i].iter().map(f).collect::<Vec<_>>());
-    println!("
-| measure | ACLs off | ACLs on | on slower by | target ≤ 5 % |");
+    let field =
+        |i: usize, f: fn(&Reads) -> f64| mean(&http_reads[i].iter().map(f).collect::<Vec<_>>());
+    println!(
+        "
+| measure | ACLs off | ACLs on | on slower by | target ≤ 5 % |"
+    );
     println!("|---|---:|---:|---:|---|");
     let qps = (mean(&dns[0]), mean(&dns[1]));
     let s = slower(qps.0, qps.1, true);
-    println!("| DNS qps | {:.0} | {:.0} | {:+.1} % | {} |", qps.0, qps.1, s * 100.0, verdict(s));
+    println!(
+        "| DNS qps | {:.0} | {:.0} | {:+.1} % | {} |",
+        qps.0,
+        qps.1,
+        s * 100.0,
+        verdict(s)
+    );
     for (name, f) in [
         ("read p50 µs", (|r: &Reads| r.p50_us) as fn(&Reads) -> f64),
         ("read p99 µs", |r: &Reads| r.p99_us),
@@ -416,7 +443,11 @@ async fn run() -> anyhow::Result<()> {
     ] {
         let (a, b) = (field(0, f), field(1, f));
         let s = slower(a, b, false);
-        println!("| {name} | {a:.0} | {b:.0} | {:+.1} % | {} |", s * 100.0, verdict(s));
+        println!(
+            "| {name} | {a:.0} | {b:.0} | {:+.1} % | {} |",
+            s * 100.0,
+            verdict(s)
+        );
     }
     off.agent.terminate();
     on.agent.terminate();
@@ -424,6 +455,7 @@ async fn run() -> anyhow::Result<()> {
 }
 
 fn self_check() {
+    dnsperf::self_check();
     let mut took: Vec<Duration> = (1..=100).map(Duration::from_micros).collect();
     let r = summarize(&mut took);
     assert!((r.p50_us - 50.0).abs() < 1e-6, "{r:?}");
