@@ -10,6 +10,9 @@
 //! - `datadir-v2`, format 2 (before KV): `fixture2`, agent services api-1..3
 //!   and catalog nodes far1..far5 with services queue, cron and edge, one
 //!   queue instance critical; a snapshot at index 9 and the log from 8 to 13.
+//! - `datadir-v3`, format 3 (before ACLs): `fixture3`, agent service web-1,
+//!   KV keys with flags, a deleted key, a session holding `lock/leader`; a
+//!   snapshot and a log of 9 entries.
 
 use std::collections::BTreeSet;
 use std::net::IpAddr;
@@ -297,5 +300,95 @@ async fn a_format_2_data_dir_is_upgraded_serves_its_catalog_and_takes_kv_writes(
         srv_ports(&agent, "api.service.consul."),
         vec![9100, 9101, 9102]
     );
+    assert_upgraded_once(&agent);
+}
+
+/// The lock session of the v3 fixture.
+const V3_SESSION: &str = "ce5c8301-af46-44e8-9469-b1dcb72e28f2";
+/// The management token the v3 test configures.
+const V3_ROOT: &str = "d6a2f7f0-0000-4000-8000-000000000003";
+
+/// A GET with the management token; the JSON, or `None` on any failure.
+async fn get_as_root(agent: &Agent, path: &str) -> Option<Value> {
+    let resp = reqwest::Client::new()
+        .get(agent.url(path))
+        .header("X-Consul-Token", V3_ROOT)
+        .send()
+        .await
+        .ok()?;
+    if !resp.status().is_success() {
+        return None;
+    }
+    resp.json().await.ok()
+}
+
+/// Waits until the agent serves the v3 fixture's KV, session and lock.
+async fn assert_serves_the_v3_fixture(agent: &Agent) {
+    let keys = wait_until_async("the v3 fixture's keys", Duration::from_secs(30), || async {
+        match get_as_root(agent, "/v1/kv/?keys").await {
+            Some(v) => Ok(v),
+            None => Err("no answer".to_string()),
+        }
+    })
+    .await;
+    assert_eq!(
+        keys,
+        json!([
+            "bulk/k1", "bulk/k2", "bulk/k3", "bulk/k4", "bulk/k5", "bulk/k6",
+            "config/a", "config/c", "flags/x", "lock/leader"
+        ])
+    );
+    let flags = get_as_root(agent, "/v1/kv/flags/x").await.expect("flags/x");
+    assert_eq!(flags[0]["Flags"], 7, "{flags}");
+    assert_eq!(flags[0]["Value"], "b24=", "{flags}");
+    let lock = get_as_root(agent, "/v1/kv/lock/leader").await.expect("lock");
+    assert_eq!(lock[0]["Session"], V3_SESSION, "{lock}");
+    assert_eq!(lock[0]["LockIndex"], 1, "{lock}");
+    let session = get_as_root(agent, &format!("/v1/session/info/{V3_SESSION}"))
+        .await
+        .expect("session");
+    assert_eq!(session[0]["Name"], "leader", "{session}");
+    // config/b was deleted before the snapshot: its tombstone keeps the
+    // prefix's index at or above the delete.
+    assert!(get_as_root(agent, "/v1/kv/config/b").await.is_none());
+    let web = get_as_root(agent, "/v1/catalog/service/web").await.expect("web");
+    assert_eq!(web[0]["ServicePort"], 9200, "{web}");
+}
+
+#[tokio::test]
+async fn a_format_3_data_dir_is_upgraded_keeps_its_kv_and_locks_and_takes_acls() {
+    let dir = copy_of_fixture("datadir-v3");
+    let etc = temp_dir();
+    let config = etc.path().join("acl.json");
+    let acl = json!({
+        "acl": {"enabled": true, "default_policy": "deny",
+                "tokens": {"initial_management": V3_ROOT}},
+    });
+    std::fs::write(&config, acl.to_string()).expect("write config");
+    let agent = trellis()
+        .server()
+        .node("fixture3")
+        .bootstrap_expect(1)
+        .data_dir(dir.path())
+        .config_file(&config)
+        .start();
+    // The initial management token is created in the upgraded dir's log,
+    // and with it the reads below work under default deny.
+    assert_serves_the_v3_fixture(&agent).await;
+    assert_eq!(agent.log().matches(UPGRADED).count(), 1, "{}", agent.log());
+    // Without a token, default deny: the keys are not listed.
+    let anonymous = reqwest::get(agent.url("/v1/kv/config/a")).await.expect("get");
+    assert_eq!(anonymous.status(), reqwest::StatusCode::FORBIDDEN);
+    // Bootstrapping is over: the initial management token ended it.
+    let boot = reqwest::Client::new()
+        .put(agent.url("/v1/acl/bootstrap"))
+        .send()
+        .await
+        .expect("bootstrap");
+    assert_eq!(boot.status(), reqwest::StatusCode::FORBIDDEN);
+
+    // Restarted, the upgraded dir opens as it is, the token in it.
+    agent.restart();
+    assert_serves_the_v3_fixture(&agent).await;
     assert_upgraded_once(&agent);
 }
