@@ -1,5 +1,5 @@
 //! The accept step every TCP listener of the agent shares (HTTP, HTTPS,
-//! DNS over TCP): the next connection, or `None` once shutdown is asked.
+//! DNS over TCP, server RPC): the next connection, or `None` once shutdown is asked.
 //!
 //! A failed accept (out of file descriptors, a connection reset before it
 //! was accepted) is not the listener's end: it is logged at debug and the

@@ -90,17 +90,11 @@ pub async fn serve<H: Handler>(
                 Err(_) => break,
             },
         };
-        let (stream, peer) = tokio::select! {
-            () = shutdown.cancelled() => break,
-            r = listener.accept() => match r {
-                Ok(r) => r,
-                // Out of file descriptors and the like: keep serving the
-                // connections we have.
-                Err(e) => {
-                    tracing::warn!(error = %e, "server RPC accept failed");
-                    continue;
-                }
-            },
+        // Out of file descriptors and the like: the step pauses and tries
+        // again, serving the connections we have meanwhile.
+        let Some((stream, peer)) = crate::accept::next(&listener, &shutdown, "server RPC").await
+        else {
+            break;
         };
         let Some(client_slot) = per_client.try_take(peer.ip()) else {
             // Closed unread, as Consul does: the peer sees its connection

@@ -334,14 +334,24 @@ async fn assert_serves_the_v3_fixture(agent: &Agent) {
     assert_eq!(
         keys,
         json!([
-            "bulk/k1", "bulk/k2", "bulk/k3", "bulk/k4", "bulk/k5", "bulk/k6",
-            "config/a", "config/c", "flags/x", "lock/leader"
+            "bulk/k1",
+            "bulk/k2",
+            "bulk/k3",
+            "bulk/k4",
+            "bulk/k5",
+            "bulk/k6",
+            "config/a",
+            "config/c",
+            "flags/x",
+            "lock/leader"
         ])
     );
     let flags = get_as_root(agent, "/v1/kv/flags/x").await.expect("flags/x");
     assert_eq!(flags[0]["Flags"], 7, "{flags}");
     assert_eq!(flags[0]["Value"], "b24=", "{flags}");
-    let lock = get_as_root(agent, "/v1/kv/lock/leader").await.expect("lock");
+    let lock = get_as_root(agent, "/v1/kv/lock/leader")
+        .await
+        .expect("lock");
     assert_eq!(lock[0]["Session"], V3_SESSION, "{lock}");
     assert_eq!(lock[0]["LockIndex"], 1, "{lock}");
     let session = get_as_root(agent, &format!("/v1/session/info/{V3_SESSION}"))
@@ -351,7 +361,9 @@ async fn assert_serves_the_v3_fixture(agent: &Agent) {
     // config/b was deleted before the snapshot: its tombstone keeps the
     // prefix's index at or above the delete.
     assert!(get_as_root(agent, "/v1/kv/config/b").await.is_none());
-    let web = get_as_root(agent, "/v1/catalog/service/web").await.expect("web");
+    let web = get_as_root(agent, "/v1/catalog/service/web")
+        .await
+        .expect("web");
     assert_eq!(web[0]["ServicePort"], 9200, "{web}");
 }
 
@@ -377,7 +389,9 @@ async fn a_format_3_data_dir_is_upgraded_keeps_its_kv_and_locks_and_takes_acls()
     assert_serves_the_v3_fixture(&agent).await;
     assert_eq!(agent.log().matches(UPGRADED).count(), 1, "{}", agent.log());
     // Without a token, default deny: the keys are not listed.
-    let anonymous = reqwest::get(agent.url("/v1/kv/config/a")).await.expect("get");
+    let anonymous = reqwest::get(agent.url("/v1/kv/config/a"))
+        .await
+        .expect("get");
     assert_eq!(anonymous.status(), reqwest::StatusCode::FORBIDDEN);
     // Bootstrapping is over: the initial management token ended it.
     let boot = reqwest::Client::new()
