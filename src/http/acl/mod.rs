@@ -205,7 +205,7 @@ async fn write_token(route: &Route, token: AclToken) -> Result<Response, ApiErro
             if !secret.is_empty() {
                 json.secret_id = secret;
             }
-            respond(&route, &json)
+            respond(route, &json)
         }
         other => Err(refused(other)),
     }
@@ -389,7 +389,7 @@ async fn write_policy(route: &Route, policy: AclPolicy) -> Result<Response, ApiE
                 .read_applied(index, |s| s.acl_policy(&id).map(PolicyJson::from))
                 .await?
                 .ok_or_else(|| ApiError::Internal(format!("policy {id} is gone")))?;
-            respond(&route, &json)
+            respond(route, &json)
         }
         other => Err(refused(other)),
     }
