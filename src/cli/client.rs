@@ -413,6 +413,37 @@ mod tests {
     }
 
     #[test]
+    fn the_token_is_the_flags_else_the_token_files_trimmed() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("token");
+        std::fs::write(&file, "  from-file\n").unwrap();
+        let addr = |token: Option<&str>, token_file: Option<&std::path::Path>| HttpAddr {
+            http_addr: None,
+            ca_file: None,
+            ca_path: None,
+            client_cert: None,
+            client_key: None,
+            tls_server_name: None,
+            token: token.map(str::to_string),
+            token_file: token_file.map(std::path::Path::to_path_buf),
+        };
+        assert_eq!(addr(None, None).token().unwrap(), None);
+        assert_eq!(
+            addr(None, Some(&file)).token().unwrap().as_deref(),
+            Some("from-file")
+        );
+        assert_eq!(
+            addr(Some("flag"), Some(&file)).token().unwrap().as_deref(),
+            Some("flag")
+        );
+        assert!(
+            addr(None, Some(&dir.path().join("missing")))
+                .token()
+                .is_err()
+        );
+    }
+
+    #[test]
     fn a_failed_status_reads_as_the_go_clients_error() {
         let reply = Reply {
             status: 500,

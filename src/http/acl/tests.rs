@@ -734,3 +734,40 @@ async fn a_token_list_filters_by_policy() {
         .collect();
     assert_eq!(ids, [a.as_str()]);
 }
+
+#[tokio::test]
+async fn the_go_clients_bodies_are_accepted_as_it_sends_them() {
+    let api = Api::start(true).await;
+    let root = api.bootstrap().await;
+    // `api.ACLPolicy` and `api.ACLToken` marshalled whole: zero times,
+    // null hashes and lists, empty IDs.
+    let policy = api
+        .put(
+            "/v1/acl/policy",
+            &root,
+            json!({"ID": "", "Name": "go", "Description": "", "Rules": "acl = \"read\"",
+                   "Datacenters": null, "Hash": null, "CreateIndex": 0, "ModifyIndex": 0}),
+        )
+        .await
+        .ok();
+    let token = api
+        .put(
+            "/v1/acl/token",
+            &root,
+            json!({"CreateIndex": 0, "ModifyIndex": 0, "AccessorID": "", "SecretID": "",
+                   "Description": "from go", "Policies": [{"ID": policy["ID"], "Name": ""}],
+                   "Local": false, "CreateTime": "0001-01-01T00:00:00Z"}),
+        )
+        .await
+        .ok();
+    assert_eq!(token["Policies"][0]["Name"], "go");
+    let accessor = token["AccessorID"].as_str().unwrap();
+    let mut update = token.clone();
+    update["Description"] = json!("changed");
+    let updated = api
+        .put(&format!("/v1/acl/token/{accessor}"), &root, update)
+        .await
+        .ok();
+    assert_eq!(updated["Description"], "changed");
+    assert_eq!(updated["SecretID"], token["SecretID"]);
+}
