@@ -2,7 +2,8 @@
 //! one-request helper for the simple subcommands ([`HttpAddr::get`] and
 //! friends), and [`Api`], an async client that keeps the status, the
 //! `X-Consul-Index` and the raw body of every answer, for the commands that
-//! speak Consul's API in depth (`kv`, `lock`).
+//! speak Consul's API in depth (`kv`, `lock`, `acl`). Every request carries
+//! the ACL token of `-token`/`CONSUL_HTTP_TOKEN` when one is given.
 
 use std::fmt;
 use std::path::PathBuf;
@@ -57,6 +58,17 @@ pub(crate) struct HttpAddr {
     /// the address's host (e.g. server.dc1.consul).
     #[arg(long, env = "CONSUL_TLS_SERVER_NAME", value_name = "NAME")]
     tls_server_name: Option<String>,
+    /// The ACL token every request carries (as `X-Consul-Token`).
+    #[arg(
+        long,
+        env = "CONSUL_HTTP_TOKEN",
+        value_name = "TOKEN",
+        hide_env_values = true
+    )]
+    token: Option<String>,
+    /// A file holding the ACL token, read when -token is not given.
+    #[arg(long, env = "CONSUL_HTTP_TOKEN_FILE", value_name = "FILE")]
+    token_file: Option<PathBuf>,
 }
 
 impl HttpAddr {
@@ -81,9 +93,35 @@ impl HttpAddr {
         format!("{}{path}", self.base())
     }
 
-    /// A client that speaks HTTPS as the flags say.
+    /// The ACL token: `-token` (or `CONSUL_HTTP_TOKEN`), else the contents
+    /// of `-token-file` (or `CONSUL_HTTP_TOKEN_FILE`) trimmed, as Consul's
+    /// CLI reads them; `None` sends no token.
+    fn token(&self) -> anyhow::Result<Option<String>> {
+        if let Some(token) = self.token.as_ref().filter(|t| !t.is_empty()) {
+            return Ok(Some(token.clone()));
+        }
+        let Some(file) = &self.token_file else {
+            return Ok(None);
+        };
+        let text = std::fs::read_to_string(file)
+            .with_context(|| format!("reading the token file {}", file.display()))?;
+        Ok(Some(text.trim().to_string()).filter(|t| !t.is_empty()))
+    }
+
+    /// A client that speaks HTTPS as the flags say and sends the token
+    /// with every request.
     fn client(&self) -> anyhow::Result<reqwest::Client> {
-        let builder = reqwest::Client::builder().connect_timeout(CONNECT_TIMEOUT);
+        let mut builder = reqwest::Client::builder().connect_timeout(CONNECT_TIMEOUT);
+        if let Some(token) = self.token()? {
+            let mut value = reqwest::header::HeaderValue::from_str(&token)
+                .context("the ACL token is not a valid header value")?;
+            value.set_sensitive(true);
+            let headers = [(
+                reqwest::header::HeaderName::from_static("x-consul-token"),
+                value,
+            )];
+            builder = builder.default_headers(headers.into_iter().collect());
+        }
         let tls = crate::tls::CliTls {
             ca_file: self.ca_file.clone(),
             ca_path: self.ca_path.clone(),
@@ -372,6 +410,37 @@ mod tests {
             "/v1/kv/what%3Fnow%20%231%20100%25"
         );
         assert_eq!(escape_path("/v1/kv/é"), "/v1/kv/%C3%A9");
+    }
+
+    #[test]
+    fn the_token_is_the_flags_else_the_token_files_trimmed() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("token");
+        std::fs::write(&file, "  from-file\n").unwrap();
+        let addr = |token: Option<&str>, token_file: Option<&std::path::Path>| HttpAddr {
+            http_addr: None,
+            ca_file: None,
+            ca_path: None,
+            client_cert: None,
+            client_key: None,
+            tls_server_name: None,
+            token: token.map(str::to_string),
+            token_file: token_file.map(std::path::Path::to_path_buf),
+        };
+        assert_eq!(addr(None, None).token().unwrap(), None);
+        assert_eq!(
+            addr(None, Some(&file)).token().unwrap().as_deref(),
+            Some("from-file")
+        );
+        assert_eq!(
+            addr(Some("flag"), Some(&file)).token().unwrap().as_deref(),
+            Some("flag")
+        );
+        assert!(
+            addr(None, Some(&dir.path().join("missing")))
+                .token()
+                .is_err()
+        );
     }
 
     #[test]

@@ -1,5 +1,5 @@
 //! Consul's flag spelling for the subcommands that mirror Consul's own
-//! (`kv`, `lock`, `tls`). Consul parses flags with Go's `flag` package, where a
+//! (`kv`, `lock`, `tls`, `acl`). Consul parses flags with Go's `flag` package, where a
 //! long flag takes one dash (`-recurse`, `-modify-index=5`, `-n 2`), a
 //! boolean may say `-cas=true`, and parsing stops at the first argument
 //! that is not a flag. clap reads `--long` flags, so those arguments are
@@ -10,7 +10,7 @@ use std::ffi::OsString;
 use clap::{ArgAction, Command};
 
 /// The subcommands whose flags are Consul's.
-const GO_STYLE: &[&str] = &["kv", "lock", "tls"];
+const GO_STYLE: &[&str] = &["kv", "lock", "tls", "acl"];
 
 /// Consul's flags for reaching the agent, which every Consul command that
 /// talks HTTP takes with one dash: accepted so on every subcommand.
@@ -21,6 +21,8 @@ const HTTP_FLAGS: &[&str] = &[
     "client-cert",
     "client-key",
     "tls-server-name",
+    "token",
+    "token-file",
 ];
 
 /// Rewrites the Go-style flags of a `kv` or `lock` command line for clap;
@@ -195,6 +197,40 @@ mod tests {
                 "--client-cert=c.pem",
                 "-x"
             ]
+        );
+    }
+
+    #[test]
+    fn acl_takes_consuls_flags_and_every_subcommand_takes_a_token() {
+        assert_eq!(
+            norm(&["acl", "token", "read", "-self", "-token", "s3cr3t"]),
+            ["acl", "token", "read", "--self", "--token", "s3cr3t"]
+        );
+        assert_eq!(
+            norm(&["acl", "policy", "create", "-name=web", "-rules", "@r.hcl"]),
+            ["acl", "policy", "create", "--name=web", "--rules", "@r.hcl"]
+        );
+        assert_eq!(
+            norm(&[
+                "acl",
+                "token",
+                "create",
+                "-policy-name",
+                "a",
+                "-format=json"
+            ]),
+            [
+                "acl",
+                "token",
+                "create",
+                "--policy-name",
+                "a",
+                "--format=json"
+            ]
+        );
+        assert_eq!(
+            norm(&["members", "-token=abc", "-token-file", "t"]),
+            ["members", "--token=abc", "--token-file", "t"]
         );
     }
 

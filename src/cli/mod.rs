@@ -1,8 +1,9 @@
 //! The command line: one file per subcommand. Every subcommand but `agent`,
 //! `validate` and `keygen` talks to a running agent over its HTTP API.
-//! `kv` and `lock` mirror Consul's commands of those names, flags and
+//! `kv`, `lock` and `acl` mirror Consul's commands of those names, flags and
 //! messages included (`goflags.rs` reads Consul's `-flag` spelling).
 
+mod acl;
 mod agent;
 mod catalog;
 mod client;
@@ -78,6 +79,10 @@ enum Verb {
     /// `-flag` spelling works too).
     #[command(subcommand)]
     Tls(tls::TlsCmd),
+    /// Bootstrap ACLs and manage tokens and policies, as `consul acl`
+    /// (Consul's `-flag` spelling works too).
+    #[command(subcommand)]
+    Acl(acl::AclCmd),
 }
 
 impl Cli {
@@ -109,6 +114,7 @@ impl Cli {
             Verb::Tls(cmd) => cmd.run(),
             Verb::Kv(cmd) => return cmd.run(),
             Verb::Lock(cmd) => return cmd.run(),
+            Verb::Acl(cmd) => return cmd.run(),
         };
         done.map(|()| ExitCode::SUCCESS)
     }

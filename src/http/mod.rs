@@ -15,6 +15,7 @@
 //! With `ports.https` on, the same router (state and admission bounds)
 //! serves HTTPS too, through the same listener code with TLS in front.
 
+mod acl;
 mod admit;
 mod agent;
 mod body;
@@ -178,6 +179,25 @@ fn build(state: Ctx, admission: Admission) -> Router {
         .route("/v1/session/renew/", put(session::missing_session))
         .route("/v1/session/info/", get(session::missing_session))
         .route("/v1/session/node/", get(session::missing_node))
+        .route("/v1/acl/bootstrap", put(acl::bootstrap))
+        .route("/v1/acl/token", put(acl::token_create))
+        .route("/v1/acl/token/self", get(acl::token_self))
+        .route(
+            "/v1/acl/token/{id}",
+            get(acl::token_read)
+                .put(acl::token_update)
+                .delete(acl::token_delete),
+        )
+        .route("/v1/acl/tokens", get(acl::token_list))
+        .route("/v1/acl/policy", put(acl::policy_create))
+        .route("/v1/acl/policy/name/{name}", get(acl::policy_read_name))
+        .route(
+            "/v1/acl/policy/{id}",
+            get(acl::policy_read)
+                .put(acl::policy_update)
+                .delete(acl::policy_delete),
+        )
+        .route("/v1/acl/policies", get(acl::policy_list))
         .fallback(|| async { ApiError::NotFound("404 page not found".into()) })
         .method_not_allowed_fallback(|method: Method| async move {
             ApiError::MethodNotAllowed(method.to_string())

@@ -91,7 +91,7 @@ impl FromRequestParts<Ctx> for Route {
 /// The secret a request presents: `?token=`, else `X-Consul-Token`, else
 /// `Authorization: Bearer …` (Consul's `parseTokenInternal` order); empty
 /// values count as absent.
-fn presented<'a>(params: &'a Params, headers: &'a HeaderMap) -> Option<&'a str> {
+pub(super) fn presented<'a>(params: &'a Params, headers: &'a HeaderMap) -> Option<&'a str> {
     let header = |name: &str| headers.get(name).and_then(|v| v.to_str().ok());
     let bearer = || {
         let value = header("authorization")?;
@@ -162,7 +162,6 @@ impl Writer<'_> {
     }
 }
 
-#[expect(dead_code, reason = "the enforcement lands in the next commits")]
 impl Route {
     /// What the request's token may do.
     pub(super) fn authz(&self) -> &Authorizer {

@@ -79,7 +79,7 @@ fn strip_slash(key: &str) -> &str {
 /// The data argument of `put` and `import` as Consul reads it: `@path` is
 /// the file's contents, `-` alone is stdin, anything else (`-5` too) is
 /// itself.
-fn data_from_arg(arg: &str) -> Result<Vec<u8>, String> {
+pub(crate) fn data_from_arg(arg: &str) -> Result<Vec<u8>, String> {
     if let Some(file) = arg.strip_prefix('@') {
         return std::fs::read(file).map_err(|e| format!("Failed to read file: {e}"));
     }
