@@ -68,8 +68,8 @@ impl Tokens {
                 .and_then(|p| p.parsed.get(&policy.id))
                 .filter(|(at, _)| *at == policy.modify_index)
                 .map(|(_, p)| Arc::clone(p));
-            let applies = policy.datacenters.is_empty()
-                || policy.datacenters.contains(&ctx.datacenter);
+            let applies =
+                policy.datacenters.is_empty() || policy.datacenters.contains(&ctx.datacenter);
             let rules = reuse.unwrap_or_else(|| {
                 // The rules parsed when the policy was written (the state
                 // refuses rules that do not); a policy limited to other
