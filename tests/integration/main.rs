@@ -3,6 +3,7 @@
 
 mod harness;
 
+mod acl_enforce;
 mod checks;
 mod cli;
 mod clients;
