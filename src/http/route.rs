@@ -15,6 +15,10 @@
 //! precedence; else `acl.tokens.default`; else the anonymous token),
 //! resolved once per request from the replica's resolved tokens, a hash
 //! and a map lookup. With ACLs off every request may do everything.
+//! Handlers refuse with [`Route::require`] (Consul's 403) and filter lists
+//! with [`Route::read_filtered`], which marks a shortened answer with
+//! `X-Consul-Results-Filtered-By-ACLs` only for a caller that gave a token
+//! (its own or the agent's default), as Consul's servers do.
 //!
 //! [`query`]: super::query
 
