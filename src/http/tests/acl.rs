@@ -573,3 +573,77 @@ async fn with_acls_off_nothing_is_refused_or_marked() {
     let (status, _, _) = get(&api, "/v1/agent/self", None).await;
     assert_eq!(status, StatusCode::OK);
 }
+
+#[tokio::test]
+async fn catalog_writes_need_node_write_for_the_node_and_service_write_for_the_service() {
+    let api = acl_api(DefaultPolicy::Deny, false).await;
+    register_web(&api).await;
+    token(&api, "svc", r#"service "web" { policy = "write" }"#).await;
+    let t = Some("svc");
+    let register = |body: Value| call(&api, Method::PUT, "/v1/catalog/register", t, Some(body));
+    // A new node needs node:write.
+    let (status, _, body) = register(json!({"Node": "new", "Address": "10.0.0.9",
+        "Service": {"Service": "web", "ID": "web9"}}))
+    .await;
+    assert_eq!(status, StatusCode::FORBIDDEN);
+    assert!(body.contains("'node:write' on \"new\""), "{body}");
+    // The same node unchanged: the service alone is checked.
+    let (status, _, body) = register(json!({"Node": "other", "Address": "10.0.0.2",
+        "Service": {"Service": "web", "ID": "web2", "Port": 81}}))
+    .await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    // A moved address changes the node.
+    let (status, _, _) = register(json!({"Node": "other", "Address": "10.0.0.3",
+        "Service": {"Service": "web", "ID": "web2"}}))
+    .await;
+    assert_eq!(status, StatusCode::FORBIDDEN);
+    // Another service, or a node check, is not web's to write.
+    let (status, _, body) = register(json!({"Node": "other", "Address": "10.0.0.2",
+        "Service": {"Service": "db", "ID": "db1"}}))
+    .await;
+    assert_eq!(status, StatusCode::FORBIDDEN);
+    assert!(body.contains("'service:write' on \"db\""), "{body}");
+    let (status, _, _) = register(json!({"Node": "other", "Address": "10.0.0.2",
+        "Check": {"Name": "disk"}}))
+    .await;
+    assert_eq!(status, StatusCode::FORBIDDEN);
+    // Deregistering web's instance needs service:write only; the node, node:write.
+    let deregister = |body: Value| call(&api, Method::PUT, "/v1/catalog/deregister", t, Some(body));
+    let (status, _, body) = deregister(json!({"Node": "other", "ServiceID": "web2"})).await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    let (status, _, body) = deregister(json!({"Node": "other"})).await;
+    assert_eq!(status, StatusCode::FORBIDDEN);
+    assert!(body.contains("'node:write' on \"other\""), "{body}");
+    let (_, _, body) = get(&api, "/v1/catalog/service/web", Some(ROOT)).await;
+    assert_eq!(
+        json_of(&body).as_array().unwrap().len(),
+        2,
+        "web1 on both nodes"
+    );
+}
+
+#[tokio::test]
+async fn the_agents_default_token_stands_in_for_a_missing_one_and_is_told_of_filtering() {
+    let api = TestApi::start_with_acl(AclSettings {
+        enabled: true,
+        default_policy: DefaultPolicy::Deny,
+        default_token: Some("fallback".into()),
+        ..AclSettings::default()
+    })
+    .await;
+    write(
+        &api,
+        AclOp::InitialManagement(token_of(ROOT, "root-accessor", vec![])),
+    )
+    .await;
+    token(&api, "fallback", r#"node_prefix "" { policy = "read" }"#).await;
+    register_web(&api).await;
+    // No token: the default one reads the nodes, not the services, and as
+    // a token was in play the caller is told what was left out.
+    let (_, headers, body) = get(&api, "/v1/catalog/nodes", None).await;
+    assert_eq!(json_of(&body).as_array().unwrap().len(), 2);
+    assert!(!filtered(&headers));
+    let (_, headers, body) = get(&api, "/v1/catalog/services", None).await;
+    assert_eq!(json_of(&body), json!({}));
+    assert!(filtered(&headers));
+}
