@@ -1,5 +1,12 @@
 //! `/v1/agent/*`: this agent's identity, its own services and checks, and
 //! the TTL and health endpoints that applications and load balancers call.
+//!
+//! With ACLs on, as Consul's agent: `agent:read` on this node for
+//! `/v1/agent/self`; `service:write` to change a service (and the one it
+//! replaces), `service:write` or `node:write` to change a check (after the
+//! 404 for an unknown ID); `service:read` to read one service or its
+//! health (a 403); the service and check lists leave out what the token
+//! may not read.
 
 use axum::Json;
 use axum::extract::Path;
@@ -23,8 +30,13 @@ use crate::local::{
 
 /// `GET /v1/agent/self`: the subset of Consul's `Config`, `Member` and `Meta`
 /// that clients read.
-pub(super) async fn agent_self(route: Route) -> Response {
+pub(super) async fn agent_self(route: Route) -> Result<Response, ApiError> {
     let id = route.agent().identity();
+    route.require(
+        route.authz().agent_read(&id.node_name),
+        "agent:read",
+        Some(&id.node_name),
+    )?;
     let role = if id.server { "consul" } else { "node" };
     let mut tags = serde_json::Map::new();
     tags.insert("dc".into(), json!(id.datacenter));
@@ -35,7 +47,7 @@ pub(super) async fn agent_self(route: Route) -> Response {
     if id.server {
         tags.insert("port".into(), json!(id.server_port.to_string()));
     }
-    Json(json!({
+    Ok(Json(json!({
         "Config": {
             "Datacenter": id.datacenter,
             "PrimaryDatacenter": id.datacenter,
@@ -54,19 +66,69 @@ pub(super) async fn agent_self(route: Route) -> Response {
         },
         "Meta": id.meta,
     }))
-    .into_response()
+    .into_response())
 }
 
-/// `GET /v1/agent/services`: local services by ID.
+/// `GET /v1/agent/services`: local services by ID, those the token may
+/// read.
 pub(super) async fn services(route: Route) -> Response {
     let dc = &route.agent().identity().datacenter;
-    let out: BTreeMap<_, _> = route
-        .agent()
-        .services()
+    let all = route.agent().services();
+    let out: BTreeMap<_, _> = all
         .iter()
+        .filter(|(_, s)| route.authz().service_read(&s.definition.name))
         .map(|(id, s)| (id.clone(), AgentServiceJson::new(s, dc)))
         .collect();
-    Json(out).into_response()
+    let mut response = Json(&out).into_response();
+    route.mark_filtered(response.headers_mut(), out.len() < all.len());
+    response
+}
+
+/// `service:write` on a local service, found by ID (Consul's
+/// `vetServiceUpdateWithAuthorizer`): an unknown ID is a 404 first.
+fn vet_service_update(route: &Route, id: &str) -> Result<(), ApiError> {
+    let s = route
+        .agent()
+        .service(id)
+        .ok_or_else(|| ApiError::from(LocalError::UnknownService(id.into())))?;
+    let name = &s.definition.name;
+    route.require(
+        route.authz().service_write(name),
+        "service:write",
+        Some(name),
+    )
+}
+
+/// What changing local check `id` needs (Consul's
+/// `vetCheckUpdateWithAuthorizer`): `service:write` on the service it
+/// covers, `node:write` on this node for a node check; an unknown ID is a
+/// 404 first.
+fn vet_check_update(route: &Route, id: &str) -> Result<(), ApiError> {
+    let check = route
+        .agent()
+        .checks()
+        .remove(id)
+        .ok_or_else(|| ApiError::from(LocalError::UnknownCheck(id.into())))?;
+    vet_check_owner(route, &check.definition.service_id)
+}
+
+/// `service:write` on local service `service_id`, or `node:write` on
+/// this node when it is empty (a node check).
+fn vet_check_owner(route: &Route, service_id: &str) -> Result<(), ApiError> {
+    if service_id.is_empty() {
+        let node = &route.agent().identity().node_name;
+        return route.require(route.authz().node_write(node), "node:write", Some(node));
+    }
+    let name = route
+        .agent()
+        .service(service_id)
+        .map(|s| s.definition.name)
+        .unwrap_or_default();
+    route.require(
+        route.authz().service_write(&name),
+        "service:write",
+        Some(&name),
+    )
 }
 
 /// `GET /v1/agent/service/:id`.
@@ -75,6 +137,8 @@ pub(super) async fn service(Path(id): Path<String>, route: Route) -> Result<Resp
         .agent()
         .service(&id)
         .ok_or_else(|| ApiError::from(LocalError::UnknownService(id)))?;
+    let name = &s.definition.name;
+    route.require(route.authz().service_read(name), "service:read", Some(name))?;
     Ok(Json(AgentServiceJson::new(
         &s,
         &route.agent().identity().datacenter,
@@ -89,12 +153,28 @@ pub(super) async fn register(route: Route, JsonBody(body): JsonBody) -> Result<R
     if is_unspecified(&def.address) {
         return Err(ApiError::BadRequest("Invalid service address".into()));
     }
+    let authz = route.authz();
+    route.require(
+        authz.service_write(&def.name),
+        "service:write",
+        Some(&def.name),
+    )?;
+    let id = if def.id.is_empty() {
+        &def.name
+    } else {
+        &def.id
+    };
+    if let Some(old) = route.agent().service(id) {
+        let name = &old.definition.name;
+        route.require(authz.service_write(name), "service:write", Some(name))?;
+    }
     route.agent().register_service(def, replace).await?;
     Ok(().into_response())
 }
 
 /// `PUT /v1/agent/service/deregister/:id`.
 pub(super) async fn deregister(Path(id): Path<String>, route: Route) -> Result<Response, ApiError> {
+    vet_service_update(&route, &id)?;
     route.agent().deregister_service(&id).await?;
     Ok(().into_response())
 }
@@ -111,6 +191,7 @@ pub(super) async fn maintenance(
     let enable = parse_bool(raw)
         .ok_or_else(|| ApiError::BadRequest(format!("Invalid value for enable: {raw:?}")))?;
     let reason = route.params().get("reason").map(str::to_string);
+    vet_service_update(&route, &id)?;
     route.agent().set_maintenance(&id, enable, reason).await?;
     Ok(().into_response())
 }
@@ -121,6 +202,24 @@ pub(super) async fn check_register(
     JsonBody(body): JsonBody,
 ) -> Result<Response, ApiError> {
     let def = decode::check_registration(&body)?;
+    // Consul's `vetCheckRegisterWithAuthorizer`: the service a check
+    // covers must exist; then the check's owner, and the owner of the
+    // check it replaces.
+    if !def.service_id.is_empty() && route.agent().service(&def.service_id).is_none() {
+        return Err(ApiError::NotFound(format!(
+            "ServiceID {:?} does not exist",
+            def.service_id
+        )));
+    }
+    vet_check_owner(&route, &def.service_id)?;
+    let id = if def.id.is_empty() {
+        &def.name
+    } else {
+        &def.id
+    };
+    if let Some(old) = route.agent().checks().remove(id) {
+        vet_check_owner(&route, &old.definition.service_id)?;
+    }
     route.agent().register_check(def, Origin::Api).await?;
     Ok(().into_response())
 }
@@ -130,6 +229,7 @@ pub(super) async fn check_deregister(
     Path(id): Path<String>,
     route: Route,
 ) -> Result<Response, ApiError> {
+    vet_check_update(&route, &id)?;
     route.agent().deregister_check(&id).await?;
     Ok(().into_response())
 }
@@ -180,7 +280,20 @@ pub(super) async fn checks(route: Route) -> Response {
         let (k, v) = maintenance(id, "Node Maintenance Mode", reason, None);
         out.insert(k, v);
     }
-    Json(out).into_response()
+    // Consul's `filterChecksWithAuthorizer`: a service's check needs
+    // `service:read` on it, a node check `node:read` on this node.
+    let before = out.len();
+    let authz = route.authz();
+    out.retain(|_, c| {
+        if c.service_id.is_empty() {
+            authz.node_read(&c.node)
+        } else {
+            authz.service_read(&c.service_name)
+        }
+    });
+    let mut response = Json(&out).into_response();
+    route.mark_filtered(response.headers_mut(), out.len() < before);
+    response
 }
 
 fn check_json(local: &LocalAgent, service: Option<&LocalService>, c: &LocalCheck) -> CheckJson {
@@ -218,6 +331,7 @@ pub(super) async fn check_ttl(
         _ => return Err(ApiError::NotFound("404 page not found".into())),
     };
     let note = route.params().get("note").unwrap_or_default().to_string();
+    vet_check_update(&route, &id)?;
     route
         .agent()
         .ttl_update(&id, status, cap_output(note))
@@ -236,6 +350,7 @@ pub(super) async fn check_update(
         ApiError::BadRequest("Status: required (passing, warning or critical)".into())
     })?;
     let output = f.string(&["Output"])?;
+    vet_check_update(&route, &id)?;
     route
         .agent()
         .ttl_update(&id, status, cap_output(output))
@@ -296,6 +411,8 @@ pub(super) async fn health_by_id(
     let Some(s) = route.agent().service(&id) else {
         return Err(ApiError::NotFound(format!("ServiceId {id} not found")));
     };
+    let name = &s.definition.name;
+    route.require(route.authz().service_read(name), "service:read", Some(name))?;
     let (code, status, checks) = aggregate(route.agent(), &s);
     if route.params().get("format") == Some("text") {
         return Ok((code, status).into_response());
@@ -309,6 +426,11 @@ pub(super) async fn health_by_name(
     Path(name): Path<String>,
     route: Route,
 ) -> Result<Response, ApiError> {
+    route.require(
+        route.authz().service_read(&name),
+        "service:read",
+        Some(&name),
+    )?;
     let instances: Vec<LocalService> = route
         .agent()
         .services()
@@ -350,6 +472,8 @@ pub(super) async fn node_maintenance(route: Route) -> Result<Response, ApiError>
     let enable = parse_bool(raw)
         .ok_or_else(|| ApiError::BadRequest(format!("Invalid value for enable: {raw:?}")))?;
     let reason = route.params().get("reason").map(str::to_string);
+    let node = &route.agent().identity().node_name;
+    route.require(route.authz().node_write(node), "node:write", Some(node))?;
     route.agent().set_node_maintenance(enable, reason).await?;
     Ok(().into_response())
 }

@@ -44,9 +44,12 @@ pub enum ApiError {
     )]
     TooManyBlocking,
     /// The request's token may not do this (403), in Consul's words:
-    /// clients match "Permission denied".
+    /// clients match "Permission denied". The anonymous token is named as
+    /// Consul names it, with its hint that no token was sent.
     #[error(
-        "Permission denied: token with AccessorID '{accessor}' lacks permission '{permission}'{on}"
+        "Permission denied: {} lacks permission '{permission}'{on}{}",
+        denied_who(.accessor),
+        denied_hint(.accessor)
     )]
     PermissionDenied {
         /// The token's AccessorID.
@@ -62,6 +65,24 @@ pub enum ApiError {
     /// An ACL endpoint while ACLs are off (401).
     #[error("ACL support disabled")]
     AclDisabled,
+}
+
+/// Who lacks a permission, as Consul's `PermissionDeniedError` says it.
+fn denied_who(accessor: &str) -> String {
+    if accessor == crate::catalog::ANONYMOUS_ACCESSOR_ID {
+        "anonymous token".into()
+    } else {
+        format!("token with AccessorID '{accessor}'")
+    }
+}
+
+/// Consul's hint after a refusal of the anonymous token.
+fn denied_hint(accessor: &str) -> &'static str {
+    if accessor == crate::catalog::ANONYMOUS_ACCESSOR_ID {
+        ". The anonymous token is used implicitly when a request does not specify a token."
+    } else {
+        ""
+    }
 }
 
 impl ApiError {

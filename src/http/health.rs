@@ -1,4 +1,8 @@
 //! `/v1/health/*`: instances with their checks, and checks by state.
+//!
+//! With ACLs on, an instance needs `service:read` and `node:read` on its
+//! node, a check `node:read` on its node and, for a service's check,
+//! `service:read`; the rest is left out, never refused (Consul's filters).
 
 use axum::extract::Path;
 use axum::response::Response;
@@ -7,7 +11,7 @@ use super::ApiError;
 use super::catalog::node_matches;
 use super::json::{CheckJson, HealthServiceJson};
 use super::route::Route;
-use crate::catalog::HealthStatus;
+use crate::catalog::{Check, HealthStatus};
 
 /// `GET /v1/health/service/:name[?passing][&tag=..][&node-meta=k:v]`.
 pub(super) async fn service(Path(name): Path<String>, route: Route) -> Result<Response, ApiError> {
@@ -15,33 +19,51 @@ pub(super) async fn service(Path(name): Path<String>, route: Route) -> Result<Re
     let tags = route.params().all("tag");
     let filters = route.params().node_meta();
     route
-        .read(
+        .read_filtered(
             |c| c.service_index(&name),
             |c| {
-                c.health_service(&name, &tags, passing)
+                let mut filtered = false;
+                let out = c
+                    .health_service(&name, &tags, passing)
                     .into_iter()
                     .filter(|e| node_matches(e.node, &filters))
+                    .filter(|e| {
+                        let seen = route.may_see_instance(&e.node.name, &e.service.service);
+                        filtered |= !seen;
+                        seen
+                    })
                     .map(|e| HealthServiceJson {
                         node: e.node.into(),
                         service: e.service.into(),
                         checks: e.checks.iter().map(|ch| CheckJson::from(*ch)).collect(),
                     })
-                    .collect::<Vec<HealthServiceJson>>()
+                    .collect::<Vec<HealthServiceJson>>();
+                (out, filtered)
             },
         )
         .await
 }
 
+/// The checks the token may see, and whether any were left out.
+fn visible<'a>(route: &Route, checks: impl Iterator<Item = &'a Check>) -> (Vec<CheckJson>, bool) {
+    let mut filtered = false;
+    let out = checks
+        .filter(|c| {
+            let seen = route.may_see_check(c);
+            filtered |= !seen;
+            seen
+        })
+        .map(CheckJson::from)
+        .collect();
+    (out, filtered)
+}
+
 /// `GET /v1/health/checks/:service`: the checks of every instance.
 pub(super) async fn checks(Path(name): Path<String>, route: Route) -> Result<Response, ApiError> {
     route
-        .read(
+        .read_filtered(
             |c| c.service_index(&name),
-            |c| {
-                c.service_checks(&name)
-                    .map(CheckJson::from)
-                    .collect::<Vec<CheckJson>>()
-            },
+            |c| visible(&route, c.service_checks(&name)),
         )
         .await
 }
@@ -49,13 +71,9 @@ pub(super) async fn checks(Path(name): Path<String>, route: Route) -> Result<Res
 /// `GET /v1/health/node/:node`: every check on the node.
 pub(super) async fn node(Path(node): Path<String>, route: Route) -> Result<Response, ApiError> {
     route
-        .read(
+        .read_filtered(
             |c| c.checks_index(),
-            |c| {
-                c.node_checks(&node)
-                    .map(CheckJson::from)
-                    .collect::<Vec<CheckJson>>()
-            },
+            |c| visible(&route, c.node_checks(&node)),
         )
         .await
 }
@@ -71,13 +89,9 @@ pub(super) async fn state(Path(which): Path<String>, route: Route) -> Result<Res
         ),
     };
     route
-        .read(
+        .read_filtered(
             |c| c.checks_index(),
-            |c| {
-                c.checks_in_state(filter)
-                    .map(CheckJson::from)
-                    .collect::<Vec<CheckJson>>()
-            },
+            |c| visible(&route, c.checks_in_state(filter)),
         )
         .await
 }

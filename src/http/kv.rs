@@ -8,6 +8,13 @@
 //! blocking read of a key wakes when that key changes and not on every KV
 //! write (Consul #9449); a listing's is its prefix's, deletes included.
 //!
+//! With ACLs on, as Consul's: reading one key needs `key:read` (a 403
+//! even for a key that does not exist); a listing leaves out the keys the
+//! token may not read (a 404 when none is left, the filtered header still
+//! set) and, with `acl.enable_key_list_policy`, first needs `key:list` on
+//! the prefix; a write needs `key:write`, a recursive delete `key:write`
+//! on the whole prefix.
+//!
 //! Beyond Consul, a successful write answers with its index in
 //! `X-Consul-Index` (Consul #304, #14258), and a write answered `false` (a
 //! stale cas, a lock held by another session or under lock-delay, a release
@@ -150,6 +157,10 @@ pub(super) async fn get(route: Route, path: Option<Path<String>>) -> Result<Resp
     let key = key_of(path)?;
     let params = route.params().clone();
     let pretty = params.has("pretty");
+    let authz = route.authz();
+    if (params.has("keys") || params.has("recurse")) && route.key_list_policy() {
+        route.require(authz.key_list(&key), "key:list", Some(&key))?;
+    }
     if params.has("keys") {
         let separator = params
             .get("separator")
@@ -159,13 +170,22 @@ pub(super) async fn get(route: Route, path: Option<Path<String>>) -> Result<Resp
         return route
             .read_with(
                 |s| s.kv_prefix_index(&key),
-                |s| s.kv_keys(&key, &separator),
-                |keys| {
+                |s| {
+                    let mut keys = s.kv_keys(&key, &separator);
+                    let before = keys.len();
+                    keys.retain(|k| authz.key_read(k));
+                    let filtered = keys.len() < before;
+                    (keys, filtered)
+                },
+                |(keys, filtered)| {
                     // Consul lists the root as `[]`, any other empty prefix as 404.
-                    if keys.is_empty() && !key.is_empty() {
-                        return Ok(not_found());
-                    }
-                    json_response(&keys, pretty)
+                    let mut response = if keys.is_empty() && !key.is_empty() {
+                        not_found()
+                    } else {
+                        json_response(&keys, pretty)?
+                    };
+                    route.mark_filtered(response.headers_mut(), filtered);
+                    Ok(response)
                 },
             )
             .await;
@@ -174,13 +194,29 @@ pub(super) async fn get(route: Route, path: Option<Path<String>>) -> Result<Resp
         return route
             .read_with(
                 |s| s.kv_prefix_index(&key),
-                |s| s.kv_list(&key).cloned().collect::<Vec<KvEntry>>(),
-                |entries| {
-                    if entries.is_empty() {
-                        return Ok(not_found());
-                    }
-                    let entries: Vec<KvEntryJson<'_>> = entries.iter().map(Into::into).collect();
-                    json_response(&entries, pretty)
+                |s| {
+                    let mut filtered = false;
+                    let entries = s
+                        .kv_list(&key)
+                        .filter(|e| {
+                            let seen = authz.key_read(&e.key);
+                            filtered |= !seen;
+                            seen
+                        })
+                        .cloned()
+                        .collect::<Vec<KvEntry>>();
+                    (entries, filtered)
+                },
+                |(entries, filtered)| {
+                    let mut response = if entries.is_empty() {
+                        not_found()
+                    } else {
+                        let entries: Vec<KvEntryJson<'_>> =
+                            entries.iter().map(Into::into).collect();
+                        json_response(&entries, pretty)?
+                    };
+                    route.mark_filtered(response.headers_mut(), filtered);
+                    Ok(response)
                 },
             )
             .await;
@@ -188,6 +224,8 @@ pub(super) async fn get(route: Route, path: Option<Path<String>>) -> Result<Resp
     if key.is_empty() {
         return Err(ApiError::BadRequest("Missing key name".into()));
     }
+    // Before the lookup, as Consul's: a 403 says nothing of whether it exists.
+    route.require(authz.key_read(&key), "key:read", Some(&key))?;
     let raw = params.has("raw");
     route
         .read_key_with(
@@ -283,11 +321,36 @@ pub(super) async fn delete(route: Route, path: Option<Path<String>>) -> Result<R
     write(&route, op).await
 }
 
+/// Consul's `kvsPreApply`: what a KV operation needs of the token before
+/// it is applied. Reads (`get`, `get-tree`, `get-or-empty`) need nothing
+/// here: their results are filtered. The checks of a key's state need
+/// `key:read`, a tree delete `key:write` on the whole prefix, every other
+/// write `key:write`. No `session:*` check: a lock is a key write.
+pub(super) fn vet(route: &Route, op: &KvOp) -> Result<(), ApiError> {
+    let authz = route.authz();
+    let key = op.key.as_str();
+    match op.verb {
+        KvVerb::Get | KvVerb::GetOrEmpty | KvVerb::GetTree => Ok(()),
+        KvVerb::CheckIndex | KvVerb::CheckSession => {
+            route.require(authz.key_read(key), "key:read", Some(key))
+        }
+        KvVerb::DeleteTree => route.require(authz.key_write_prefix(key), "key:write", Some(key)),
+        KvVerb::Set
+        | KvVerb::Cas
+        | KvVerb::Lock
+        | KvVerb::Unlock
+        | KvVerb::CheckNotExists
+        | KvVerb::Delete
+        | KvVerb::DeleteCas => route.require(authz.key_write(key), "key:write", Some(key)),
+    }
+}
+
 /// Writes one KV op and answers Consul's `true` or `false`: `false` when a
 /// condition did not hold (cas, a held lock, lock-delay, release by a
 /// non-holder); an unknown or missing session is Consul's 500.
 async fn write(route: &Route, op: KvOp) -> Result<Response, ApiError> {
     let writer = route.writer()?;
+    vet(route, &op)?;
     let outcome = writer.write(Command::Kv(op)).await?;
     let mut response = match outcome {
         Outcome::Txn { index, results } => {

@@ -1,5 +1,9 @@
 //! The LAN gossip pool: `/v1/agent/members`, `/v1/agent/join/:addr` and
 //! `/v1/agent/force-leave/:node`.
+//!
+//! With ACLs on, as Consul's: the member list leaves out the nodes the
+//! token may not read; a join needs `agent:write` on this agent, a
+//! force-leave `operator:write`.
 
 use std::collections::BTreeMap;
 
@@ -47,10 +51,12 @@ pub(super) async fn members(route: Route) -> Result<Response, ApiError> {
             "the WAN pool is not part of this agent yet; only LAN members can be listed".into(),
         ));
     }
-    let list: Vec<AgentMember> = route
-        .gossip()
-        .members()
+    let all = route.gossip().members();
+    let before = all.len();
+    let list: Vec<AgentMember> = all
         .into_iter()
+        // Consul's `filterMembers`: `node:read` on each member.
+        .filter(|m| route.authz().node_read(&m.name))
         .map(|m| {
             let mut tags = BTreeMap::from([
                 ("dc", m.dc.clone()),
@@ -83,7 +89,9 @@ pub(super) async fn members(route: Route) -> Result<Response, ApiError> {
             }
         })
         .collect();
-    Ok(Json(list).into_response())
+    let mut response = Json(&list).into_response();
+    route.mark_filtered(response.headers_mut(), list.len() < before);
+    Ok(response)
 }
 
 /// `PUT /v1/agent/force-leave/:node`: a failed node is marked left, so the
@@ -92,6 +100,7 @@ pub(super) async fn force_leave(
     Path(node): Path<String>,
     route: Route,
 ) -> Result<Response, ApiError> {
+    route.require(route.authz().operator_write(), "operator:write", None)?;
     match route.gossip().force_leave(&node).await {
         Ok(()) => Ok(json_true()),
         Err(e @ GossipError::UnknownMember(_)) => Err(ApiError::NotFound(e.to_string())),
@@ -103,6 +112,8 @@ pub(super) async fn force_leave(
 /// `PUT /v1/agent/join/:addr`: joins the pool of the agent at `addr`
 /// (`host[:port]`, port 8301 by default).
 pub(super) async fn join(Path(addr): Path<String>, route: Route) -> Result<Response, ApiError> {
+    let node = &route.agent().identity().node_name;
+    route.require(route.authz().agent_write(node), "agent:write", Some(node))?;
     let targets = crate::config::join::resolve(&addr, crate::config::defaults::SERF_LAN_PORT).await;
     if targets.is_empty() {
         return Err(ApiError::BadRequest(format!(

@@ -1,6 +1,10 @@
 //! The Raft configuration (`/v1/operator/raft/*`) and leaving the cluster
 //! (`/v1/agent/leave`: the Raft configuration for a server, then the gossip
 //! pool).
+//!
+//! With ACLs on, as Consul's: reading the configuration needs
+//! `operator:read`, removing a peer `operator:write`, leaving
+//! `agent:write` on this agent.
 
 use axum::Json;
 use axum::response::{IntoResponse, Response};
@@ -39,6 +43,7 @@ pub(crate) fn format_id(id: u64) -> String {
 /// `GET /v1/operator/raft/configuration`: every server, voter or learner,
 /// and which one leads, as this server's log has it.
 pub(super) async fn configuration(route: Route) -> Result<Response, ApiError> {
+    route.require(route.authz().operator_read(), "operator:read", None)?;
     if !route.params().has("stale") && !route.servers().leader_live() {
         return Err(ApiError::NoLeader);
     }
@@ -63,6 +68,7 @@ pub(super) async fn configuration(route: Route) -> Result<Response, ApiError> {
 
 /// `DELETE /v1/operator/raft/peer?id=ID` or `?address=IP:PORT`.
 pub(super) async fn remove_peer(route: Route) -> Result<Response, ApiError> {
+    route.require(route.authz().operator_write(), "operator:write", None)?;
     match (route.params().get("id"), route.params().get("address")) {
         (Some(id), _) if !id.is_empty() => {
             let id = u64::from_str_radix(id.trim_start_matches("0x"), 16).map_err(|_| {
@@ -90,6 +96,8 @@ pub(super) async fn remove_peer(route: Route) -> Result<Response, ApiError> {
 /// `PUT /v1/agent/leave`: a server leaves the Raft configuration, then the
 /// agent shuts down (once this answer is on its way).
 pub(super) async fn leave(route: Route) -> Result<Response, ApiError> {
+    let node = &route.agent().identity().node_name;
+    route.require(route.authz().agent_write(node), "agent:write", Some(node))?;
     route.servers().leave().await?;
     if let Err(e) = route.gossip().leave().await {
         tracing::warn!(error = %e, "leaving the LAN pool");

@@ -15,6 +15,10 @@
 //! precedence; else `acl.tokens.default`; else the anonymous token),
 //! resolved once per request from the replica's resolved tokens, a hash
 //! and a map lookup. With ACLs off every request may do everything.
+//! Handlers refuse with [`Route::require`] (Consul's 403) and filter lists
+//! with [`Route::read_filtered`], which marks a shortened answer with
+//! `X-Consul-Results-Filtered-By-ACLs` only for a caller that gave a token
+//! (its own or the agent's default), as Consul's servers do.
 //!
 //! [`query`]: super::query
 
@@ -30,7 +34,7 @@ use serde::Serialize;
 use super::query::{self, Consistency, Params, ReadOptions};
 use super::{ApiError, ApiState, Ctx};
 use crate::acl::Authorizer;
-use crate::catalog::{Command, Index, Outcome, Resolved, State};
+use crate::catalog::{Check, Command, Index, Outcome, Resolved, State};
 use crate::delegate::Delegate;
 use crate::gossip::Gossip;
 use crate::local::LocalAgent;
@@ -61,7 +65,13 @@ pub(super) struct Route {
     datacenter: Datacenter,
     /// Who is asking: the request's token, resolved.
     caller: Arc<Resolved>,
+    /// Whether the request named a token (or the agent has a default one):
+    /// Consul tells only such callers that ACLs shortened an answer.
+    token_given: bool,
 }
+
+/// Consul's header on an answer that ACLs left items out of.
+const FILTERED_BY_ACLS: &str = "x-consul-results-filtered-by-acls";
 
 /// The caller of every request while ACLs are off: it may do everything.
 static UNRESTRICTED: std::sync::LazyLock<Arc<Resolved>> = std::sync::LazyLock::new(|| {
@@ -78,12 +88,13 @@ impl FromRequestParts<Ctx> for Route {
     async fn from_request_parts(parts: &mut Parts, ctx: &Ctx) -> Result<Self, ApiError> {
         let params = Params::from_request_parts(parts, ctx).await?;
         let datacenter = datacenter(ctx, params.get("dc").unwrap_or_default());
-        let caller = caller(ctx, &params, &parts.headers)?;
+        let (caller, token_given) = caller(ctx, &params, &parts.headers)?;
         Ok(Self {
             ctx: ctx.clone(),
             params,
             datacenter,
             caller,
+            token_given,
         })
     }
 }
@@ -104,9 +115,14 @@ pub(super) fn presented<'a>(params: &'a Params, headers: &'a HeaderMap) -> Optio
         .find(|t| !t.is_empty())
 }
 
-/// The request's token resolved: unknown secrets are refused with
+/// The request's token resolved, and whether there was one (the
+/// request's or the agent's default): unknown secrets are refused with
 /// Consul's "ACL not found".
-fn caller(ctx: &Ctx, params: &Params, headers: &HeaderMap) -> Result<Arc<Resolved>, ApiError> {
+fn caller(
+    ctx: &Ctx,
+    params: &Params,
+    headers: &HeaderMap,
+) -> Result<(Arc<Resolved>, bool), ApiError> {
     let Some(tokens) = ctx
         .api
         .acl
@@ -114,13 +130,19 @@ fn caller(ctx: &Ctx, params: &Params, headers: &HeaderMap) -> Result<Arc<Resolve
         .then(|| ctx.api.replica.tokens())
         .flatten()
     else {
-        return Ok(UNRESTRICTED.clone());
+        return Ok((UNRESTRICTED.clone(), false));
     };
-    match presented(params, headers).or(ctx.api.acl.default_token.as_deref()) {
-        None => Ok(tokens.anonymous().clone()),
+    let default = ctx
+        .api
+        .acl
+        .default_token
+        .as_deref()
+        .filter(|t| !t.is_empty());
+    match presented(params, headers).or(default) {
+        None => Ok((tokens.anonymous().clone(), false)),
         Some(secret) => tokens
             .by_secret(secret)
-            .cloned()
+            .map(|r| (r.clone(), true))
             .ok_or(ApiError::AclNotFound),
     }
 }
@@ -189,11 +211,78 @@ impl Route {
         if allowed {
             return Ok(());
         }
-        Err(ApiError::PermissionDenied {
-            accessor: self.caller.accessor_id.clone(),
+        Err(self.denied(permission, name))
+    }
+
+    /// Consul's 403 for this request's token lacking `permission` on `name`.
+    pub(super) fn denied(&self, permission: &'static str, name: Option<&str>) -> ApiError {
+        ApiError::PermissionDenied {
+            accessor: self.accessor_id().to_string(),
             permission,
-            on: name.map(|n| format!(" on {n:?}")).unwrap_or_default(),
+            // Consul quotes the name as it is, without escaping.
+            on: name.map(|n| format!(" on \"{n}\"")).unwrap_or_default(),
+        }
+    }
+
+    /// Whether the token may see a service instance: `service:read` on
+    /// its name and `node:read` on its node, as Consul's catalog and
+    /// health filters ask.
+    pub(super) fn may_see_instance(&self, node: &str, service: &str) -> bool {
+        let authz = self.authz();
+        authz.service_read(service) && authz.node_read(node)
+    }
+
+    /// Whether the token may see a check: `node:read` on its node and, for
+    /// a service's check, `service:read` on that service.
+    pub(super) fn may_see_check(&self, check: &Check) -> bool {
+        self.authz().node_read(&check.node)
+            && (check.service_id.is_empty() || self.authz().service_read(&check.service_name))
+    }
+
+    /// Marks an answer that ACLs shortened with Consul's
+    /// `X-Consul-Results-Filtered-By-ACLs: true`, for callers that gave a
+    /// token only: as Consul, an anonymous caller is not told.
+    pub(super) fn mark_filtered(&self, headers: &mut HeaderMap, filtered: bool) {
+        if filtered && self.token_given && self.acl_enabled() {
+            headers.insert(
+                HeaderName::from_static(FILTERED_BY_ACLS),
+                HeaderValue::from_static("true"),
+            );
+        }
+    }
+
+    /// As [`Self::read`], for a list the token's permissions filter:
+    /// `body` answers the items and whether it left any out.
+    pub(super) async fn read_filtered<T, I, B>(
+        &self,
+        index: I,
+        body: B,
+    ) -> Result<Response, ApiError>
+    where
+        T: Serialize,
+        I: Fn(&State) -> Index,
+        B: Fn(&State) -> (T, bool),
+    {
+        let pretty = self.params.has("pretty");
+        self.read_with(index, body, |(body, filtered)| {
+            let mut response = json_response(&body, pretty)?;
+            self.mark_filtered(response.headers_mut(), filtered);
+            Ok(response)
         })
+        .await
+    }
+
+    /// The request's datacenter's state as this agent holds it now, for
+    /// the checks a write needs before it is sent (which services a node
+    /// has, whose a session is); the write itself is decided by the leader.
+    pub(super) fn state_now<T>(&self, f: impl FnOnce(&State) -> T) -> Result<T, ApiError> {
+        let api = self.reach(&self.datacenter)?;
+        Ok(f(&api.replica.read()))
+    }
+
+    /// `acl.enable_key_list_policy`: KV listings first need `key:list`.
+    pub(super) fn key_list_policy(&self) -> bool {
+        self.ctx.api.acl.enabled && self.ctx.api.acl.enable_key_list_policy
     }
 
     /// The query string.

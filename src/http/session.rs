@@ -8,6 +8,11 @@
 //! 500s. Bad input writes nothing. Every write answers with its index in
 //! `X-Consul-Index`, which Consul does not send (#304, #14258).
 //!
+//! With ACLs on, a create, renew or destroy needs `session:write` on the
+//! session's node (a destroy of a session that is gone needs nothing and
+//! answers `true`; a renewal of one is a 404 first); reads leave out the
+//! sessions of nodes the token lacks `session:read` on.
+//!
 //! Consul's `Checks` field is folded into `NodeChecks`: a session depends on
 //! every check either names, exactly as Consul's, but reads show them all as
 //! `NodeChecks` and never `Checks`.
@@ -47,6 +52,11 @@ pub(super) async fn create(route: Route, MaybeJson(body): MaybeJson) -> Result<R
     let writer = route.writer()?;
     let node = route.agent().identity().node_name.clone();
     let mut session = decode_create(body.as_ref(), &node, route.kv_settings().session_ttl_min)?;
+    route.require(
+        route.authz().session_write(&session.node),
+        "session:write",
+        Some(&session.node),
+    )?;
     for _ in 0..ID_TRIES {
         session.id = uuid::Uuid::new_v4().to_string();
         match writer
@@ -67,6 +77,7 @@ pub(super) async fn create(route: Route, MaybeJson(body): MaybeJson) -> Result<R
 /// `PUT /v1/session/destroy/:id`: `true`, whether or not it existed.
 pub(super) async fn destroy(Path(id): Path<String>, route: Route) -> Result<Response, ApiError> {
     let writer = route.writer()?;
+    vet_existing(&route, &id)?;
     match writer
         .write(Command::Session(SessionOp::Destroy { id }))
         .await?
@@ -79,6 +90,9 @@ pub(super) async fn destroy(Path(id): Path<String>, route: Route) -> Result<Resp
 /// `PUT /v1/session/renew/:id`: the session, in a one-element list, or 404.
 pub(super) async fn renew(Path(id): Path<String>, route: Route) -> Result<Response, ApiError> {
     let writer = route.writer()?;
+    if !vet_existing(&route, &id)? {
+        return Ok(not_found(&id));
+    }
     let cmd = Command::Session(SessionOp::Renew { id: id.clone() });
     match writer.write(cmd).await? {
         Outcome::Applied(index) => {
@@ -99,32 +113,53 @@ pub(super) async fn renew(Path(id): Path<String>, route: Route) -> Result<Respon
     }
 }
 
+/// `session:write` on the node of session `id` if it exists; whether it
+/// does (a session that is gone needs no permission to be gone).
+fn vet_existing(route: &Route, id: &str) -> Result<bool, ApiError> {
+    match route.state_now(|c| c.session(id).map(|s| s.node.clone()))? {
+        None => Ok(false),
+        Some(node) => route
+            .require(
+                route.authz().session_write(&node),
+                "session:write",
+                Some(&node),
+            )
+            .map(|()| true),
+    }
+}
+
+/// The sessions the token may read (`session:read` on their node), and
+/// whether any were left out.
+fn readable<'a>(
+    route: &Route,
+    sessions: impl IntoIterator<Item = &'a Session>,
+) -> (Vec<SessionJson>, bool) {
+    let mut filtered = false;
+    let out = sessions
+        .into_iter()
+        .filter(|s| {
+            let seen = route.authz().session_read(&s.node);
+            filtered |= !seen;
+            seen
+        })
+        .map(SessionJson::from)
+        .collect();
+    (out, filtered)
+}
+
 /// `GET /v1/session/info/:id`: the session in a list, or `[]`.
 pub(super) async fn info(Path(id): Path<String>, route: Route) -> Result<Response, ApiError> {
     route
-        .read(
-            |c| c.sessions_index(),
-            |c| {
-                c.session(&id)
-                    .map(SessionJson::from)
-                    .into_iter()
-                    .collect::<Vec<_>>()
-            },
-        )
+        .read_filtered(|c| c.sessions_index(), |c| readable(&route, c.session(&id)))
         .await
 }
 
 /// `GET /v1/session/node/:node`: the node's sessions.
 pub(super) async fn node(Path(node): Path<String>, route: Route) -> Result<Response, ApiError> {
     route
-        .read(
+        .read_filtered(
             |c| c.sessions_index(),
-            |c| {
-                c.sessions_on_node(&node)
-                    .into_iter()
-                    .map(SessionJson::from)
-                    .collect::<Vec<_>>()
-            },
+            |c| readable(&route, c.sessions_on_node(&node)),
         )
         .await
 }
@@ -132,10 +167,7 @@ pub(super) async fn node(Path(node): Path<String>, route: Route) -> Result<Respo
 /// `GET /v1/session/list`: every session.
 pub(super) async fn list(route: Route) -> Result<Response, ApiError> {
     route
-        .read(
-            |c| c.sessions_index(),
-            |c| c.sessions().map(SessionJson::from).collect::<Vec<_>>(),
-        )
+        .read_filtered(|c| c.sessions_index(), |c| readable(&route, c.sessions()))
         .await
 }
 

@@ -1,4 +1,5 @@
-//! `/v1/status/*`: who leads and who votes.
+//! `/v1/status/*`: who leads and who votes. No ACL check, as Consul's:
+//! clients ask these before they have a token.
 
 use axum::Json;
 use axum::response::{IntoResponse, Response};

@@ -15,6 +15,9 @@ use super::{Admission, ApiState, Ctx, MAX_BLOCKING, MAX_IN_FLIGHT, build, listen
 use crate::local::NodeIdentity;
 use crate::local::testing::InProcess;
 
+/// ACL enforcement on every endpoint but `/v1/acl/*`.
+mod acl;
+
 /// One API server on 127.0.0.1:0; stops when dropped.
 struct TestApi {
     base: String,
@@ -45,6 +48,15 @@ impl TestApi {
     }
 
     async fn start_with_limit(admission: Admission) -> Self {
+        Self::start_inner(admission, crate::config::AclSettings::default()).await
+    }
+
+    /// An API with these ACL settings, resolving tokens from its replica.
+    async fn start_with_acl(acl: crate::config::AclSettings) -> Self {
+        Self::start_inner(Admission::new(MAX_IN_FLIGHT, MAX_BLOCKING), acl).await
+    }
+
+    async fn start_inner(admission: Admission, acl: crate::config::AclSettings) -> Self {
         let identity = NodeIdentity {
             node_id: "11111111-2222-3333-4444-555555555555".into(),
             tagged_addresses: [("lan".to_string(), "127.0.0.1".to_string())].into(),
@@ -57,6 +69,12 @@ impl TestApi {
             local,
         } = InProcess::start(identity, |l| l).await;
         local.register_self().await.unwrap();
+        if acl.enabled {
+            replica.enable_acl(crate::catalog::AclContext {
+                default: acl.default_policy,
+                datacenter: "dc1".into(),
+            });
+        }
         let state = ApiState {
             shutdown: CancellationToken::new(),
             gossip: crate::gossip::Gossip::alone("n1").await,
@@ -64,7 +82,7 @@ impl TestApi {
             delegate,
             local,
             kv: crate::config::KvSettings::default(),
-            acl: crate::config::AclSettings::default(),
+            acl,
         };
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let base = format!("http://{}", listener.local_addr().unwrap());

@@ -8,7 +8,12 @@
 //! only reads runs on this agent's replica with the request's consistency
 //! mode and no log entry; one that writes answers 200 with every result,
 //! or 409 with every failed operation's index and Consul's message, having
-//! changed nothing. Beyond Consul, a write's answer carries its index in
+//! changed nothing. With ACLs on, every operation is checked first as a
+//! KV write of its own would be (the `key:read` checks and writes, see
+//! [`super::kv::vet`]); any refusal is a 409 naming each refused
+//! operation, and nothing runs. What the reads return is then filtered by
+//! `key:read`; a read-only transaction says so in
+//! `X-Consul-Results-Filtered-By-ACLs`, as Consul's. Beyond Consul, a write's answer carries its index in
 //! `X-Consul-Index`.
 
 use axum::body::Body;
@@ -21,7 +26,7 @@ use serde_json::Value;
 use super::ApiError;
 use super::body::read_limited;
 use super::decode::Fields;
-use super::kv::{KvEntryJson, MAX_VALUE_BYTES, validate_key};
+use super::kv::{self, KvEntryJson, MAX_VALUE_BYTES, validate_key};
 use super::route::{Route, json_response};
 use crate::catalog::{Command, KvOp, KvVerb, Outcome, TxnError, TxnOp, TxnResult};
 
@@ -71,19 +76,36 @@ pub(super) async fn txn(
         Ok(ops) => ops,
         Err(errors) => return Ok(answer(&Err(errors), StatusCode::CONFLICT, false)),
     };
+    let denied: Vec<TxnError> = ops
+        .iter()
+        .enumerate()
+        .filter_map(|(op_index, TxnOp::Kv(op))| {
+            kv::vet(&route, op).err().map(|e| TxnError {
+                op_index,
+                what: e.to_string(),
+            })
+        })
+        .collect();
+    if !denied.is_empty() {
+        return Ok(answer(&Err(denied), StatusCode::CONFLICT, false));
+    }
     let pretty = route.params().has("pretty");
     let reads_only = ops.iter().all(|TxnOp::Kv(op)| op.verb.is_read());
     if reads_only {
         return route
             .read_once(
-                |state| state.kv_read_txn(&ops),
-                |result| Ok(answered(&result, pretty)),
+                |state| readable(&route, state.kv_read_txn(&ops)),
+                |(result, filtered)| {
+                    let mut response = answered(&result, pretty);
+                    route.mark_filtered(response.headers_mut(), filtered);
+                    Ok(response)
+                },
             )
             .await;
     }
     let writer = route.writer()?;
     let (result, index) = match writer.write(Command::Txn(ops)).await? {
-        Outcome::Txn { index, results } => (Ok(results), Some(index)),
+        Outcome::Txn { index, results } => (readable(&route, Ok(results)).0, Some(index)),
         Outcome::TxnRefused(errors) => (Err(errors), None),
         other => {
             return Err(ApiError::Internal(format!(
@@ -100,6 +122,21 @@ pub(super) async fn txn(
     }
     writer.meta_headers(response.headers_mut());
     Ok(response)
+}
+
+/// The results the token may read (`key:read` on each entry's key), and
+/// whether any were left out.
+fn readable(
+    route: &Route,
+    result: Result<Vec<TxnResult>, Vec<TxnError>>,
+) -> (Result<Vec<TxnResult>, Vec<TxnError>>, bool) {
+    let Ok(mut results) = result else {
+        return (result, false);
+    };
+    let before = results.len();
+    results.retain(|TxnResult::Kv(e)| route.authz().key_read(&e.key));
+    let filtered = results.len() < before;
+    (Ok(results), filtered)
 }
 
 /// 200 with the results, or 409 with the errors.
