@@ -275,16 +275,18 @@ async fn bad_check_definitions_are_refused_naming_the_field() {
             json!({"Name": "c", "Args": ["/bin/true"], "Interval": "10s"}),
             "enable-script-checks",
         ),
-        (
-            json!({"Name": "c", "TTL": "10s", "ServiceID": "ghost"}),
-            "ServiceID",
-        ),
     ];
     for (body, field) in cases {
         let (status, text) = env.put("/v1/agent/check/register", body.clone()).await;
         assert_eq!(status, StatusCode::BAD_REQUEST, "{body}: {text}");
         assert!(text.contains(field), "{body}: {text:?} should name {field}");
     }
+    // A check on a service this agent lacks: Consul's 404, before any ACL
+    // check (agent_endpoint.go, AgentRegisterCheck).
+    let ghost = json!({"Name": "c", "TTL": "10s", "ServiceID": "ghost"});
+    let (status, text) = env.put("/v1/agent/check/register", ghost).await;
+    assert_eq!(status, StatusCode::NOT_FOUND, "{text}");
+    assert_eq!(text, "ServiceID \"ghost\" does not exist");
     // The same through a service registration.
     let (status, text) = env
         .put(
