@@ -440,10 +440,20 @@ impl Agent {
         });
 
         let (dns_replica, dc, token) = (replica.clone(), node.datacenter.clone(), serving.clone());
+        let dns_acl = acl.clone();
         tasks.spawn(async move {
-            crate::dns::serve(dns_udp, dns_tcp, dns, &limits, dc, dns_replica, token)
-                .await
-                .map_err(|e| format!("DNS: {e}"))
+            crate::dns::serve(
+                dns_udp,
+                dns_tcp,
+                dns,
+                &limits,
+                &dns_acl,
+                dc,
+                dns_replica,
+                token,
+            )
+            .await
+            .map_err(|e| format!("DNS: {e}"))
         });
         let state = crate::http::ApiState {
             replica: replica.clone(),

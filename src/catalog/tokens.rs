@@ -68,8 +68,8 @@ impl Tokens {
                 .and_then(|p| p.parsed.get(&policy.id))
                 .filter(|(at, _)| *at == policy.modify_index)
                 .map(|(_, p)| Arc::clone(p));
-            let applies = policy.datacenters.is_empty()
-                || policy.datacenters.contains(&ctx.datacenter);
+            let applies =
+                policy.datacenters.is_empty() || policy.datacenters.contains(&ctx.datacenter);
             let rules = reuse.unwrap_or_else(|| {
                 // The rules parsed when the policy was written (the state
                 // refuses rules that do not); a policy limited to other
@@ -134,7 +134,15 @@ impl Tokens {
         if secret == ANONYMOUS_SECRET_ID {
             return Some(&self.anonymous);
         }
-        self.by_secret.get(&secret_hash(secret))
+        self.by_hash(&secret_hash(secret))
+    }
+
+    /// The token whose secret hashes to `hash`, if there is one: for a
+    /// secret fixed at start (DNS's default token), hashed once instead of
+    /// per lookup. Unlike [`Self::by_secret`], the anonymous token's secret
+    /// is found only when the table holds that token.
+    pub fn by_hash(&self, hash: &SecretHash) -> Option<&Arc<Resolved>> {
+        self.by_secret.get(hash)
     }
 
     /// The anonymous token.

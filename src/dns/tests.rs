@@ -13,12 +13,13 @@ use tokio::task::JoinHandle;
 use tokio::time::timeout;
 use tokio_util::sync::CancellationToken;
 
+use super::access::DnsToken;
 use super::config::Limits;
 use super::server::serve_limited;
 use super::{DnsError, Responder, fit, fixture, serve};
 use crate::catalog::Replica;
-use crate::config::DnsSettings;
 use crate::config::defaults::DATACENTER;
+use crate::config::{AclSettings, DnsSettings};
 
 /// Long enough for a loaded CI machine, short enough to fail fast.
 const DEADLINE: Duration = Duration::from_secs(10);
@@ -36,6 +37,22 @@ impl TestServer {
     }
 
     async fn start_limited(cfg: DnsSettings, limits: Limits, replica: Arc<Replica>) -> Self {
+        Self::launch(cfg, limits, None, replica).await
+    }
+
+    /// A server with ACLs on, answering as `acl`'s default token.
+    async fn start_with_acl(acl: &AclSettings, replica: Arc<Replica>) -> Self {
+        let token = DnsToken::new(acl);
+        assert!(token.is_some(), "ACLs are on");
+        Self::launch(DnsSettings::default(), Limits::default(), token, replica).await
+    }
+
+    async fn launch(
+        cfg: DnsSettings,
+        limits: Limits,
+        acl: Option<DnsToken>,
+        replica: Arc<Replica>,
+    ) -> Self {
         // The same port for both, as a recursor has: the forwarder's TCP
         // retry goes to the port it asked over UDP.
         let (udp, tcp) = loop {
@@ -49,7 +66,7 @@ impl TestServer {
         let responder = Responder::new(&cfg, DATACENTER).unwrap();
         let token = shutdown.clone();
         let task = tokio::spawn(async move {
-            serve_limited(udp, tcp, responder, &cfg, limits, replica, token).await
+            serve_limited(udp, tcp, responder, &cfg, limits, acl, replica, token).await
         });
         Self {
             udp: udp_addr,
@@ -471,6 +488,136 @@ async fn answers_follow_catalog_changes() {
     server.stop().await;
 }
 
+/// An ACL write through the replica, at its next index.
+fn apply_acl(replica: &Replica, op: crate::catalog::AclOp) {
+    let at = replica.applied_index() + 1;
+    let outcome = replica.apply(at, &crate::catalog::Command::Acl(op));
+    assert!(
+        matches!(outcome, crate::catalog::Outcome::Applied(_)),
+        "{outcome:?}"
+    );
+}
+
+#[tokio::test]
+async fn with_default_deny_the_anonymous_token_answers_once_its_policy_allows() {
+    use crate::acl::DefaultPolicy;
+    use crate::catalog::{
+        ANONYMOUS_ACCESSOR_ID, ANONYMOUS_SECRET_ID, AclContext, AclOp, AclPolicy, AclToken,
+        secret_hash,
+    };
+    let replica = fixture::replica();
+    replica.enable_acl(AclContext {
+        default: DefaultPolicy::Deny,
+        datacenter: DATACENTER.into(),
+    });
+    let acl = AclSettings {
+        enabled: true,
+        default_policy: DefaultPolicy::Deny,
+        ..AclSettings::default()
+    };
+    let server = TestServer::start_with_acl(&acl, replica.clone()).await;
+    let web = query("web.service.consul.", RecordType::A, None);
+    let n1 = query("n1.node.consul.", RecordType::A, None);
+    let code = |m: &Message| m.metadata.response_code;
+    // Twice: the second answer comes from the UDP worker's memo.
+    for _ in 0..2 {
+        assert_eq!(code(&udp(server.udp, &web).await.0), ResponseCode::NXDomain);
+        assert_eq!(code(&tcp(server.tcp, &web).await), ResponseCode::NXDomain);
+        assert_eq!(code(&udp(server.udp, &n1).await.0), ResponseCode::NXDomain);
+    }
+
+    // The anonymous token gets a policy that reads every service and node
+    // n1 only. Neither write touches the view, so only the new tokens can
+    // empty the memo.
+    let view_before = replica.view();
+    let policy = AclPolicy {
+        id: "5f1c8a3e-0000-4000-8000-000000000001".into(),
+        name: "dns-read".into(),
+        description: String::new(),
+        rules: r#"service_prefix "" { policy = "read" }
+node "n1" { policy = "read" }"#
+            .into(),
+        datacenters: Vec::new(),
+        create_index: 0,
+        modify_index: 0,
+    };
+    apply_acl(&replica, AclOp::SetPolicy(policy.clone()));
+    apply_acl(
+        &replica,
+        AclOp::SetToken(AclToken {
+            accessor_id: ANONYMOUS_ACCESSOR_ID.into(),
+            secret_id: ANONYMOUS_SECRET_ID.into(),
+            secret_hash: secret_hash(ANONYMOUS_SECRET_ID),
+            description: "Anonymous Token".into(),
+            policies: vec![policy.id.clone()],
+            local: false,
+            create_time: 0,
+            create_index: 0,
+            modify_index: 0,
+        }),
+    );
+    assert!(Arc::ptr_eq(&view_before, &replica.view()));
+    for _ in 0..2 {
+        let (m, _) = udp(server.udp, &web).await;
+        assert_eq!(code(&m), ResponseCode::NoError);
+        // web2 runs on n2, which the token may not read.
+        let ips: Vec<_> = m.answers.iter().filter_map(|r| r.data.ip_addr()).collect();
+        assert_eq!(ips, vec!["10.0.0.1".parse::<std::net::IpAddr>().unwrap()]);
+        assert_eq!(tcp(server.tcp, &web).await.answers.len(), 1);
+        assert_eq!(udp(server.udp, &n1).await.0.answers.len(), 1);
+        let n2 = query("n2.node.consul.", RecordType::A, None);
+        assert_eq!(code(&udp(server.udp, &n2).await.0), ResponseCode::NXDomain);
+    }
+
+    // The policy goes: back to nothing.
+    apply_acl(&replica, AclOp::DeletePolicy(policy.id));
+    assert_eq!(code(&udp(server.udp, &web).await.0), ResponseCode::NXDomain);
+    server.stop().await;
+}
+
+#[tokio::test]
+async fn an_unknown_default_token_is_servfail_until_the_token_exists() {
+    use crate::acl::DefaultPolicy;
+    use crate::catalog::{AclContext, AclOp, AclToken, secret_hash};
+    let replica = fixture::replica();
+    replica.enable_acl(AclContext {
+        default: DefaultPolicy::Deny,
+        datacenter: DATACENTER.into(),
+    });
+    let secret = "0f7c51a4-0000-4000-8000-00000000d0d0";
+    let acl = AclSettings {
+        enabled: true,
+        default_policy: DefaultPolicy::Deny,
+        default_token: Some(secret.into()),
+        ..AclSettings::default()
+    };
+    let server = TestServer::start_with_acl(&acl, replica.clone()).await;
+    let web = query("web.service.consul.", RecordType::A, None);
+    for _ in 0..2 {
+        let (m, _) = udp(server.udp, &web).await;
+        assert_eq!(m.metadata.response_code, ResponseCode::ServFail);
+    }
+    // Created as a management token: everything answers.
+    apply_acl(
+        &replica,
+        AclOp::InitialManagement(AclToken {
+            accessor_id: "0f7c51a4-0000-4000-8000-00000000acce".into(),
+            secret_id: secret.into(),
+            secret_hash: secret_hash(secret),
+            description: String::new(),
+            policies: Vec::new(),
+            local: false,
+            create_time: 0,
+            create_index: 0,
+            modify_index: 0,
+        }),
+    );
+    let (m, _) = udp(server.udp, &web).await;
+    assert_eq!(m.metadata.response_code, ResponseCode::NoError);
+    assert_eq!(m.answers.len(), 2);
+    server.stop().await;
+}
+
 #[tokio::test]
 async fn a_bad_zone_file_stops_start_up() {
     let dir = zone_dir("$TTL 60\n@ IN SOA ns hm 1 2 3 4 5\n\nbad IN A 300.1.1.1\n");
@@ -485,6 +632,7 @@ async fn a_bad_zone_file_stops_start_up() {
         tcp,
         cfg,
         &crate::config::LimitsSettings::default(),
+        &AclSettings::default(),
         DATACENTER.into(),
         Arc::new(Replica::new()),
         CancellationToken::new(),
