@@ -132,9 +132,7 @@ fn set_policy(acl: &mut Acl, policy: &AclPolicy, index: Index) -> Result<(), Cat
         return Err(AclError::PolicyNameInUse(policy.name.clone()).into());
     }
     let old = acl.policy(&policy.id);
-    if policy.id == MANAGEMENT_POLICY_ID
-        && old.is_some_and(|old| old.rules != policy.rules)
-    {
+    if policy.id == MANAGEMENT_POLICY_ID && old.is_some_and(|old| old.rules != policy.rules) {
         return Err(AclError::Builtin(
             "Changing the Rules for the builtin global-management policy is not permitted".into(),
         )
