@@ -3,6 +3,7 @@
 
 mod harness;
 
+mod acl_dns;
 mod checks;
 mod cli;
 mod clients;
