@@ -165,6 +165,13 @@ impl Agent {
             tls,
             acl,
         } = cfg;
+        // DNS answers as the default token, as Consul's.
+        let dns = DnsSettings {
+            acl_token: acl
+                .enabled
+                .then(|| acl.default_token.clone().unwrap_or_default()),
+            ..dns
+        };
         let acl_context = crate::catalog::AclContext {
             default: acl.default_policy,
             datacenter: node.datacenter.clone(),
@@ -440,20 +447,10 @@ impl Agent {
         });
 
         let (dns_replica, dc, token) = (replica.clone(), node.datacenter.clone(), serving.clone());
-        let dns_acl = acl.clone();
         tasks.spawn(async move {
-            crate::dns::serve(
-                dns_udp,
-                dns_tcp,
-                dns,
-                &limits,
-                &dns_acl,
-                dc,
-                dns_replica,
-                token,
-            )
-            .await
-            .map_err(|e| format!("DNS: {e}"))
+            crate::dns::serve(dns_udp, dns_tcp, dns, &limits, dc, dns_replica, token)
+                .await
+                .map_err(|e| format!("DNS: {e}"))
         });
         let state = crate::http::ApiState {
             replica: replica.clone(),

@@ -15,7 +15,7 @@
 
 use crate::acl::Authorizer;
 use crate::catalog::{ANONYMOUS_SECRET_ID, SecretHash, Tokens, secret_hash};
-use crate::config::AclSettings;
+use crate::config::DnsSettings;
 
 /// What a lookup may see.
 #[derive(Debug, Clone, Copy)]
@@ -64,14 +64,12 @@ pub(crate) struct DnsToken {
 }
 
 impl DnsToken {
-    /// The token of `acl`: `None` when ACLs are off.
-    pub(crate) fn new(acl: &AclSettings) -> Option<Self> {
-        acl.enabled.then(|| Self {
-            hash: acl
-                .default_token
-                .as_deref()
-                .filter(|t| *t != ANONYMOUS_SECRET_ID)
-                .map(secret_hash),
+    /// The token `settings` name (`acl_token`): `None` when ACLs are off.
+    pub(crate) fn new(settings: &DnsSettings) -> Option<Self> {
+        let secret = settings.acl_token.as_deref()?;
+        Some(Self {
+            hash: (!secret.is_empty() && secret != ANONYMOUS_SECRET_ID)
+                .then(|| secret_hash(secret)),
         })
     }
 
@@ -302,8 +300,11 @@ node_prefix "" { policy = "read" }"#
 
     #[test]
     fn the_token_is_acl_tokens_default_else_anonymous_and_none_with_acls_off() {
-        let off = AclSettings::default();
-        assert_eq!(DnsToken::new(&off), None);
+        let dns = |acl_token: Option<&str>| DnsSettings {
+            acl_token: acl_token.map(str::to_owned),
+            ..DnsSettings::default()
+        };
+        assert_eq!(DnsToken::new(&dns(None)), None);
 
         let replica = acl_replica();
         apply(&replica, AclOp::SetPolicy(read_all_policy()));
@@ -316,30 +317,24 @@ node_prefix "" { policy = "read" }"#
             )),
         );
         let tokens = replica.tokens().expect("ACLs are on");
-        let may_read_web = |acl: &AclSettings| {
-            let token = DnsToken::new(acl).expect("ACLs are on");
+        let may_read_web = |acl_token: &str| {
+            let token = DnsToken::new(&dns(Some(acl_token))).expect("ACLs are on");
             match token.resolve(Some(&tokens)) {
                 Caller::Token(a) => Some(a.service_read("web")),
                 Caller::Unknown => None,
                 Caller::Anyone => panic!("ACLs are on"),
             }
         };
-        let on = |default_token: Option<&str>| AclSettings {
-            enabled: true,
-            default_policy: DefaultPolicy::Deny,
-            default_token: default_token.map(str::to_owned),
-            ..AclSettings::default()
-        };
         // The default token's policies.
-        assert_eq!(may_read_web(&on(Some("dns-secret"))), Some(true));
+        assert_eq!(may_read_web("dns-secret"), Some(true));
         // No default token, or the anonymous token's own secret: anonymous,
         // which has no policy here.
-        assert_eq!(may_read_web(&on(None)), Some(false));
-        assert_eq!(may_read_web(&on(Some(ANONYMOUS_SECRET_ID))), Some(false));
+        assert_eq!(may_read_web(""), Some(false));
+        assert_eq!(may_read_web(ANONYMOUS_SECRET_ID), Some(false));
         // A secret the replica does not know.
-        assert_eq!(may_read_web(&on(Some("no-such-secret"))), None);
+        assert_eq!(may_read_web("no-such-secret"), None);
         // No tokens resolved at all: unknown, never everything.
-        let token = DnsToken::new(&on(None)).expect("on");
+        let token = DnsToken::new(&dns(Some(""))).expect("on");
         assert!(token.resolve(None).unknown());
     }
 }

@@ -13,13 +13,12 @@ use tokio::task::JoinHandle;
 use tokio::time::timeout;
 use tokio_util::sync::CancellationToken;
 
-use super::access::DnsToken;
 use super::config::Limits;
 use super::server::serve_limited;
 use super::{DnsError, Responder, fit, fixture, serve};
 use crate::catalog::Replica;
+use crate::config::DnsSettings;
 use crate::config::defaults::DATACENTER;
-use crate::config::{AclSettings, DnsSettings};
 
 /// Long enough for a loaded CI machine, short enough to fail fast.
 const DEADLINE: Duration = Duration::from_secs(10);
@@ -37,22 +36,6 @@ impl TestServer {
     }
 
     async fn start_limited(cfg: DnsSettings, limits: Limits, replica: Arc<Replica>) -> Self {
-        Self::launch(cfg, limits, None, replica).await
-    }
-
-    /// A server with ACLs on, answering as `acl`'s default token.
-    async fn start_with_acl(acl: &AclSettings, replica: Arc<Replica>) -> Self {
-        let token = DnsToken::new(acl);
-        assert!(token.is_some(), "ACLs are on");
-        Self::launch(DnsSettings::default(), Limits::default(), token, replica).await
-    }
-
-    async fn launch(
-        cfg: DnsSettings,
-        limits: Limits,
-        acl: Option<DnsToken>,
-        replica: Arc<Replica>,
-    ) -> Self {
         // The same port for both, as a recursor has: the forwarder's TCP
         // retry goes to the port it asked over UDP.
         let (udp, tcp) = loop {
@@ -66,7 +49,7 @@ impl TestServer {
         let responder = Responder::new(&cfg, DATACENTER).unwrap();
         let token = shutdown.clone();
         let task = tokio::spawn(async move {
-            serve_limited(udp, tcp, responder, &cfg, limits, acl, replica, token).await
+            serve_limited(udp, tcp, responder, &cfg, limits, replica, token).await
         });
         Self {
             udp: udp_addr,
@@ -510,12 +493,12 @@ async fn with_default_deny_the_anonymous_token_answers_once_its_policy_allows() 
         default: DefaultPolicy::Deny,
         datacenter: DATACENTER.into(),
     });
-    let acl = AclSettings {
-        enabled: true,
-        default_policy: DefaultPolicy::Deny,
-        ..AclSettings::default()
+    // ACLs on, no default token: the anonymous token.
+    let cfg = DnsSettings {
+        acl_token: Some(String::new()),
+        ..DnsSettings::default()
     };
-    let server = TestServer::start_with_acl(&acl, replica.clone()).await;
+    let server = TestServer::start(cfg, replica.clone()).await;
     let web = query("web.service.consul.", RecordType::A, None);
     let n1 = query("n1.node.consul.", RecordType::A, None);
     let code = |m: &Message| m.metadata.response_code;
@@ -585,13 +568,11 @@ async fn an_unknown_default_token_is_servfail_until_the_token_exists() {
         datacenter: DATACENTER.into(),
     });
     let secret = "0f7c51a4-0000-4000-8000-00000000d0d0";
-    let acl = AclSettings {
-        enabled: true,
-        default_policy: DefaultPolicy::Deny,
-        default_token: Some(secret.into()),
-        ..AclSettings::default()
+    let cfg = DnsSettings {
+        acl_token: Some(secret.into()),
+        ..DnsSettings::default()
     };
-    let server = TestServer::start_with_acl(&acl, replica.clone()).await;
+    let server = TestServer::start(cfg, replica.clone()).await;
     let web = query("web.service.consul.", RecordType::A, None);
     for _ in 0..2 {
         let (m, _) = udp(server.udp, &web).await;
@@ -632,7 +613,6 @@ async fn a_bad_zone_file_stops_start_up() {
         tcp,
         cfg,
         &crate::config::LimitsSettings::default(),
-        &AclSettings::default(),
         DATACENTER.into(),
         Arc::new(Replica::new()),
         CancellationToken::new(),

@@ -23,7 +23,7 @@ use super::respond::{Reply, Responder, Transport};
 use super::rrl::RateLimiter;
 use crate::catalog::view::View;
 use crate::catalog::{Replica, Tokens};
-use crate::config::{AclSettings, DnsSettings, LimitsSettings};
+use crate::config::{DnsSettings, LimitsSettings};
 use udp::UdpWorkers;
 
 /// What every request needs; shared by all tasks and UDP workers.
@@ -109,20 +109,15 @@ impl Shared {
 }
 
 /// Serves DNS on the given sockets until `shutdown` fires, answering for
-/// `datacenter` (this agent's) as `settings` say, with TCP connections
-/// capped per client and timed out as `limits` say, and with `acl`
-/// enabled, as its default token. Zone files are loaded first; a bad one
-/// is an error before anything is served.
-#[expect(
-    clippy::too_many_arguments,
-    reason = "each is one part the agent hands over; a struct would only rename them"
-)]
+/// `datacenter` (this agent's) as `settings` say (with ACLs on, as the
+/// token they name), with TCP connections capped per client and timed out
+/// as `limits` say. Zone files are loaded first; a bad one is an error
+/// before anything is served.
 pub async fn serve(
     udp: UdpSocket,
     tcp: TcpListener,
     settings: DnsSettings,
     limits: &LimitsSettings,
-    acl: &AclSettings,
     datacenter: String,
     replica: Arc<Replica>,
     shutdown: CancellationToken,
@@ -134,7 +129,6 @@ pub async fn serve(
         responder,
         &settings,
         Limits::with_settings(limits),
-        DnsToken::new(acl),
         replica,
         shutdown,
     )
@@ -149,7 +143,6 @@ pub(super) async fn serve_limited(
     responder: Responder,
     settings: &DnsSettings,
     limits: Limits,
-    acl: Option<DnsToken>,
     replica: Arc<Replica>,
     shutdown: CancellationToken,
 ) -> Result<(), DnsError> {
@@ -159,7 +152,7 @@ pub(super) async fn serve_limited(
         forward_slots: Arc::new(Semaphore::new(limits.max_concurrent_forwards.max(1))),
         replica,
         rrl: RateLimiter::new(&settings.rrl),
-        acl,
+        acl: DnsToken::new(settings),
     });
     let failed = CancellationToken::new();
     let workers = std::thread::available_parallelism().map_or(2, usize::from);
