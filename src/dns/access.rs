@@ -337,4 +337,43 @@ node_prefix "" { policy = "read" }"#
         let token = DnsToken::new(&dns(Some(""))).expect("on");
         assert!(token.resolve(None).unknown());
     }
+
+    /// What the checks cost a computed answer (the UDP memo's misses):
+    /// `big` has 50 instances, each checked for its service and its node.
+    /// Run with `cargo test --release --lib responder_cost -- --ignored --nocapture`.
+    #[test]
+    #[ignore = "a measurement, not a check"]
+    fn responder_cost_with_and_without_a_token() {
+        let replica = fixture::replica();
+        let view = replica.view();
+        let responder =
+            Responder::with_zones(&DnsSettings::default(), DATACENTER, Zones::default())
+                .expect("responder");
+        let read_all = token(
+            r#"service_prefix "" { policy = "read" }
+node_prefix "" { policy = "read" }"#,
+        );
+        let mut q = Message::query();
+        q.add_query(Query::query(
+            Name::from_ascii("big.service.consul.").expect("name"),
+            RecordType::A,
+        ));
+        for (label, caller) in [
+            ("ACLs off", Caller::Anyone),
+            ("ACLs on", Caller::Token(&read_all)),
+        ] {
+            let n = 20_000;
+            let started = std::time::Instant::now();
+            for _ in 0..n {
+                std::hint::black_box(responder.respond_to_as(
+                    &view,
+                    caller,
+                    q.clone(),
+                    Transport::Udp,
+                ));
+            }
+            let per = started.elapsed() / n;
+            eprintln!("big.service.consul A (50 instances), {label}: {per:?} per answer");
+        }
+    }
 }

@@ -720,8 +720,22 @@ async fn udp_throughput() {
         },
         ..DnsSettings::default()
     };
-    for (label, settings) in [("RRL off", DnsSettings::default()), ("RRL on", counted)] {
-        let server = TestServer::start(settings, fixture::replica()).await;
+    // ACLs on under default deny with 1,000 tokens, answering as one that
+    // reads everything: what the issue's ≤ 5% target compares.
+    let acl_on = DnsSettings {
+        acl_token: Some("token-999".into()),
+        ..DnsSettings::default()
+    };
+    for (label, settings, acl) in [
+        ("RRL off", DnsSettings::default(), false),
+        ("RRL on", counted, false),
+        ("ACLs on, 1,000 tokens", acl_on, true),
+    ] {
+        let replica = fixture::replica();
+        if acl {
+            with_tokens(&replica, 1000);
+        }
+        let server = TestServer::start(settings, replica).await;
         let client = UdpSocket::bind("127.0.0.1:0").await.unwrap();
         client.connect(server.udp).await.unwrap();
         let bytes = fit::encode(&query("web.service.consul.", RecordType::A, None)).unwrap();
@@ -741,6 +755,44 @@ async fn udp_throughput() {
         let qps = answered as f64 / started.elapsed().as_secs_f64();
         eprintln!("UDP web A, {label}: {qps:.0} answers/s with 64 in flight");
         server.stop().await;
+    }
+}
+
+/// Turns ACLs on in `replica` under default deny and writes `n` tokens
+/// (`token-0` …) linking one policy that reads every service and node.
+fn with_tokens(replica: &Replica, n: usize) {
+    use crate::catalog::{AclContext, AclOp, AclPolicy, AclToken, secret_hash};
+    replica.enable_acl(AclContext {
+        default: crate::acl::DefaultPolicy::Deny,
+        datacenter: DATACENTER.into(),
+    });
+    let policy = AclPolicy {
+        id: "3a9d2f60-0000-4000-8000-000000000001".into(),
+        name: "read-all".into(),
+        description: String::new(),
+        rules: "service_prefix \"\" { policy = \"read\" }\nnode_prefix \"\" { policy = \"read\" }"
+            .into(),
+        datacenters: Vec::new(),
+        create_index: 0,
+        modify_index: 0,
+    };
+    apply_acl(replica, AclOp::SetPolicy(policy.clone()));
+    for i in 0..n {
+        let secret = format!("token-{i}");
+        apply_acl(
+            replica,
+            AclOp::SetToken(AclToken {
+                accessor_id: format!("3a9d2f60-0000-4000-8000-{i:012}"),
+                secret_hash: secret_hash(&secret),
+                secret_id: secret,
+                description: String::new(),
+                policies: vec![policy.id.clone()],
+                local: false,
+                create_time: 0,
+                create_index: 0,
+                modify_index: 0,
+            }),
+        );
     }
 }
 
