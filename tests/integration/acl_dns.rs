@@ -229,15 +229,27 @@ async fn acl_dns_a_client_agent_answers_from_its_own_replica_as_its_default_toke
         "client.json",
         &json!({ "acl": acl(Some(DNS_SECRET)) }),
     );
-    let mut cluster = trellis()
-        .cluster()
-        .servers(1)
-        .each(move |b| b.config_file(&common))
-        .start()
-        .await;
-    cluster.add_client("c1", |b| b.config_file(&client_cfg));
-    let server = cluster.node("s1");
-    let client = cluster.node("c1");
+    // A server and a client agent, started by hand rather than as a test
+    // cluster: under default deny the anonymous token may not read the
+    // Raft configuration a cluster start waits on.
+    let server = trellis()
+        .server()
+        .node("s1")
+        .bootstrap_expect(1)
+        .config_file(&common)
+        .start_async()
+        .await
+        .expect("start s1");
+    let client = trellis()
+        .client()
+        .node("c1")
+        .retry_join(server.serf())
+        .config_file(&common)
+        .config_file(&client_cfg)
+        .start_async()
+        .await
+        .expect("start c1");
+    let (server, client) = (&server, &client);
     let (s1, c1) = (server.ip(), client.ip());
 
     // Until the token exists, the client's lookups fail; the server's
