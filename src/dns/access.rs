@@ -99,7 +99,6 @@ mod tests {
     use super::*;
     use crate::acl::DefaultPolicy;
     use crate::catalog::{AclContext, AclOp, AclPolicy, AclToken, Command, Outcome, Replica};
-    use crate::config::DnsSettings;
     use crate::config::defaults::DATACENTER;
     use crate::dns::respond::{Reply, Responder, Transport};
     use crate::dns::{fixture, zones::Zones};
