@@ -67,7 +67,10 @@
 //!
 //! Who may do what: [`acl`] parses Consul's ACL rules (HCL or JSON) into
 //! policies and merges a token's policies into an [`acl::Authorizer`] that
-//! answers "may read service `web`?" with a walk down a prefix tree.
+//! answers "may read service `web`?" with a walk down a prefix tree. DNS
+//! asks it as the agent's default token, and leaves out what that token
+//! may not read; client agents hold tokens without their secrets and
+//! resolve them by the secret's hash.
 //!
 //! Last, [`cli`] is the command line: `agent` runs one, `validate` and
 //! `keygen` and `tls` work alone, and the other subcommands talk to a

@@ -165,6 +165,13 @@ impl Agent {
             tls,
             acl,
         } = cfg;
+        // DNS answers as the default token, as Consul's.
+        let dns = DnsSettings {
+            acl_token: acl
+                .enabled
+                .then(|| acl.default_token.clone().unwrap_or_default()),
+            ..dns
+        };
         let acl_context = crate::catalog::AclContext {
             default: acl.default_policy,
             datacenter: node.datacenter.clone(),

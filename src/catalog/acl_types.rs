@@ -117,6 +117,22 @@ pub enum AclOp {
     DeletePolicy(String),
 }
 
+impl AclOp {
+    /// The operation as a client agent receives it: a token it carries
+    /// without its secret. `None` when there is no secret to blank, so the
+    /// caller keeps the command it has instead of copying it.
+    pub fn redacted(&self) -> Option<Self> {
+        match self {
+            Self::Bootstrap(t) if !t.secret_id.is_empty() => Some(Self::Bootstrap(t.redacted())),
+            Self::InitialManagement(t) if !t.secret_id.is_empty() => {
+                Some(Self::InitialManagement(t.redacted()))
+            }
+            Self::SetToken(t) if !t.secret_id.is_empty() => Some(Self::SetToken(t.redacted())),
+            _ => None,
+        }
+    }
+}
+
 /// Why an ACL write was refused, in Consul's words where Consul has them.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error, Serialize, Deserialize)]
 pub enum AclError {

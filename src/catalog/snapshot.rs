@@ -147,10 +147,16 @@ impl StateSnapshot {
     /// The snapshot without token secrets, as a client agent receives it.
     pub fn redacted(&self) -> Self {
         let mut out = self.clone();
-        for token in out.acl_tokens.values_mut() {
+        out.redact();
+        out
+    }
+
+    /// Blanks every token's secret in place, as [`Self::redacted`] without
+    /// a second copy of a large state.
+    pub fn redact(&mut self) {
+        for token in self.acl_tokens.values_mut() {
             token.secret_id.clear();
         }
-        out
     }
 }
 

@@ -268,6 +268,7 @@ impl Resolver<'_> {
             )?,
             zone_dirs,
             rrl: super::rrl::resolve(&dc, dns_src)?,
+            acl_token: None,
         })
     }
 

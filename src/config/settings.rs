@@ -97,6 +97,11 @@ pub struct DnsSettings {
     pub zone_dirs: Vec<PathBuf>,
     /// Response-rate limiting of UDP answers per source prefix.
     pub rrl: RrlSettings,
+    /// With ACLs on, the secret of the token answers are computed as:
+    /// `acl.tokens.default`, empty for the anonymous token (Consul's DNS
+    /// uses the default token). `None` with ACLs off. Not a `dns_config`
+    /// key: the agent fills it from `acl`.
+    pub acl_token: Option<String>,
 }
 
 /// DNS response-rate limiting (RRL) per source prefix, as NSD's and Knot's:
@@ -138,6 +143,7 @@ impl Default for DnsSettings {
             recursor_timeout: defaults::DNS_RECURSOR_TIMEOUT,
             zone_dirs: Vec::new(),
             rrl: RrlSettings::default(),
+            acl_token: None,
         }
     }
 }

@@ -287,6 +287,116 @@ async fn a_client_link_writes_follows_and_moves_when_its_server_goes() {
     }
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn client_agents_hold_tokens_without_secrets_and_still_resolve_them() {
+    use crate::acl::DefaultPolicy;
+    use crate::catalog::{AclContext, AclOp, AclPolicy, AclToken, Command, secret_hash};
+    use crate::rpc::ServerLink;
+    let servers = three(120).await;
+    let addrs: Vec<SocketAddr> = servers.iter().map(|s| s.consensus.me.addr).collect();
+    until(Duration::from_secs(20), "a leader", || {
+        leader_index(&servers).is_some()
+    })
+    .await;
+    let leader = &servers[leader_index(&servers).expect("a leader")];
+    let token = |accessor: &str, secret: &str, policies: Vec<String>| AclToken {
+        accessor_id: accessor.into(),
+        secret_id: secret.into(),
+        secret_hash: secret_hash(secret),
+        description: String::new(),
+        policies,
+        local: false,
+        create_time: 0,
+        create_index: 0,
+        modify_index: 0,
+    };
+    let policy = AclPolicy {
+        id: "9a0b7c55-0000-4000-8000-000000000001".into(),
+        name: "read-web".into(),
+        description: String::new(),
+        rules: r#"service "web" { policy = "read" }"#.into(),
+        datacenters: Vec::new(),
+        create_index: 0,
+        modify_index: 0,
+    };
+    let writes = [
+        AclOp::SetPolicy(policy.clone()),
+        AclOp::Bootstrap(token(
+            "9a0b7c55-0000-4000-8000-00000000000a",
+            "boot-secret",
+            Vec::new(),
+        )),
+        AclOp::SetToken(token(
+            "9a0b7c55-0000-4000-8000-00000000000b",
+            "web-secret",
+            vec![policy.id.clone()],
+        )),
+    ];
+    for op in writes {
+        match leader.consensus.write(Command::Acl(op)).await {
+            Ok(Outcome::Applied(_)) => {}
+            other => panic!("an ACL write: {other:?}"),
+        }
+    }
+
+    let stop = CancellationToken::new();
+    // One client follows the entries from the start; the other starts
+    // after the servers' history moved on and installs the whole state.
+    let client = |chunk: u32| {
+        let replica = Arc::new(Replica::new());
+        replica.enable_acl(AclContext {
+            default: DefaultPolicy::Deny,
+            datacenter: "dc1".into(),
+        });
+        let link = Arc::new(ServerLink::new(replica.clone(), credentials()).with_chunk_len(chunk));
+        link.set_servers(addrs.clone());
+        tokio::spawn(link.clone().follow(stop.clone()));
+        (replica, link)
+    };
+    let (early, early_link) = client(1 << 20);
+    early_link.linearizable_read().await.expect("caught up");
+    for n in 0..CLIENT_HISTORY {
+        leader.consensus.write(register(n)).await.expect("write");
+    }
+    let (late, late_link) = client(1024);
+    for link in [&early_link, &late_link] {
+        link.linearizable_read().await.expect("caught up");
+    }
+
+    let server_state = leader.replica.snapshot();
+    assert!(
+        leader
+            .replica
+            .read()
+            .acl_tokens()
+            .all(|t| !t.secret_id.is_empty()),
+        "the servers keep the secrets"
+    );
+    for (name, replica) in [("following", &early), ("caught up", &late)] {
+        // Everything the server has, but no secret.
+        assert_eq!(replica.snapshot(), server_state.redacted(), "{name}");
+        assert_eq!(replica.read().acl_tokens().count(), 2, "{name}");
+        assert!(
+            replica.read().acl_tokens().all(|t| t.secret_id.is_empty()),
+            "{name}"
+        );
+        // And yet a request's secret resolves, by its hash.
+        let tokens = replica.tokens().expect("ACLs are on");
+        let web = tokens.by_secret("web-secret").expect("the web token");
+        assert!(web.authorizer.service_read("web"), "{name}");
+        assert!(!web.authorizer.service_read("db"), "{name}");
+        let boot = tokens
+            .by_secret("boot-secret")
+            .expect("the bootstrap token");
+        assert!(boot.authorizer.acl_write(), "{name}");
+        assert!(tokens.by_secret("not-a-secret").is_none(), "{name}");
+    }
+    stop.cancel();
+    for s in &servers {
+        s.stop().await;
+    }
+}
+
 /// Log lines, collected for a test to read.
 #[derive(Clone, Default)]
 struct Logs(Arc<Mutex<Vec<u8>>>);

@@ -1,8 +1,10 @@
 //! Answers for names in our domain and for reverse names of catalog
 //! addresses, built from one [`View`] snapshot.
 //!
-//! Everything here is pure: the same view, name and type give the same
-//! records, up to the shuffle of instance order. Nothing waits on anything.
+//! Everything here is pure: the same view, caller, name and type give the
+//! same records, up to the shuffle of instance order. Nothing waits on
+//! anything. With ACLs on, the [`Caller`] leaves out what its token may not
+//! read (see `access.rs`).
 
 use std::collections::HashSet;
 use std::net::IpAddr;
@@ -12,6 +14,7 @@ use hickory_proto::rr::rdata::{A, AAAA, CNAME, NS, PTR, SOA, SRV, TXT};
 use hickory_proto::rr::{Name, RData, Record, RecordType};
 
 use super::DnsError;
+use super::access::Caller;
 use super::config::{self, SOA_EXPIRE, SOA_MIN_TTL, SOA_REFRESH, SOA_RETRY};
 use super::name::{self, NameForm};
 use super::shuffle::shuffle;
@@ -37,6 +40,15 @@ impl Answer {
         Self {
             rcode,
             authorities: vec![soa],
+            ..Self::default()
+        }
+    }
+
+    /// A lookup that failed: Consul's answer when the catalog read behind
+    /// it fails (an unknown token among them).
+    fn servfail() -> Self {
+        Self {
+            rcode: ResponseCode::ServFail,
             ..Self::default()
         }
     }
@@ -120,17 +132,26 @@ impl Authority {
 
     /// Answers `qname` if it is at or below our domain, or names the other
     /// datacenter it belongs to; `None` when it is not ours.
-    pub(crate) fn lookup(&self, view: &View, qname: &Name, qtype: RecordType) -> Option<Found> {
+    pub(crate) fn lookup(
+        &self,
+        view: &View,
+        caller: Caller<'_>,
+        qname: &Name,
+        qtype: RecordType,
+    ) -> Option<Found> {
         let form = name::parse(qname, &self.domain)?;
         if let Some(dc) = form.datacenter().filter(|dc| !self.our_dc(dc)) {
             return Some(Found::OtherDatacenter(dc.to_string()));
         }
         let answer = match form {
-            NameForm::Apex => self.apex(view, qtype),
-            NameForm::Service { name, tag, .. } => {
-                self.service(view, qname, qtype, name, tag.as_deref())
+            NameForm::Apex => self.apex(view, caller, qtype),
+            NameForm::Service { .. } | NameForm::Node { .. } if caller.unknown() => {
+                Answer::servfail()
             }
-            NameForm::Node { name, .. } => self.node(view, qname, qtype, &name),
+            NameForm::Service { name, tag, .. } => {
+                self.service(view, caller, qname, qtype, name, tag.as_deref())
+            }
+            NameForm::Node { name, .. } => self.node(view, caller, qname, qtype, &name),
             NameForm::Addr { ip, .. } => {
                 let mut records = Vec::new();
                 push_address(
@@ -148,27 +169,32 @@ impl Authority {
         Some(Found::Answer(answer))
     }
 
-    /// Answers a reverse name for `ip` if some node or service instance has
-    /// that address; `None` otherwise.
+    /// Answers a reverse name for `ip` if some node or service instance
+    /// that `caller` may see has that address; `None` otherwise.
     pub(crate) fn reverse(
         &self,
         view: &View,
+        caller: Caller<'_>,
         qname: &Name,
         qtype: RecordType,
         ip: IpAddr,
     ) -> Option<Answer> {
         let mut targets: Vec<Name> = Vec::new();
-        for node in view.nodes().filter(|n| n.ip == Some(ip)) {
+        for node in view
+            .nodes()
+            .filter(|n| n.ip == Some(ip) && caller.reads_node(&n.name))
+        {
             if let Some(fqdn) = self.node_fqdn(&node.name) {
                 targets.push(fqdn);
             }
         }
         for svc in view.services() {
             // Instances at their node's address are already named by the node.
-            let hit = svc
-                .instances
-                .iter()
-                .any(|i| i.ip == Some(ip) && i.address != i.node.address);
+            let hit = svc.instances.iter().any(|i| {
+                i.ip == Some(ip)
+                    && i.address != i.node.address
+                    && caller.reads_instance(&svc.name, &i.node.name)
+            });
             if hit && let Some(fqdn) = self.scoped_fqdn(&svc.name, "service") {
                 targets.push(fqdn);
             }
@@ -214,8 +240,8 @@ impl Authority {
         }
     }
 
-    fn apex(&self, view: &View, qtype: RecordType) -> Answer {
-        let (ns, extra) = self.nameservers(view);
+    fn apex(&self, view: &View, caller: Caller<'_>, qtype: RecordType) -> Answer {
+        let (ns, extra) = self.nameservers(view, caller);
         match qtype {
             RecordType::SOA => Answer {
                 answers: vec![self.soa(view)],
@@ -242,8 +268,9 @@ impl Authority {
     }
 
     /// NS records naming the nodes that run the `consul` service (the
-    /// servers), with their addresses for the additional section.
-    fn nameservers(&self, view: &View) -> (Vec<Record>, Vec<Record>) {
+    /// servers) as far as `caller` may see them, with their addresses for
+    /// the additional section.
+    fn nameservers(&self, view: &View, caller: Caller<'_>) -> (Vec<Record>, Vec<Record>) {
         let mut ns = Vec::new();
         let mut extra = Vec::new();
         let Some(servers) = view.service("consul") else {
@@ -252,7 +279,9 @@ impl Authority {
         let mut seen = HashSet::new();
         let ttl = config::node_ttl_secs(&self.settings);
         for inst in &servers.instances {
-            if !seen.insert(inst.node.name.as_str()) {
+            if !caller.reads_instance(&servers.name, &inst.node.name)
+                || !seen.insert(inst.node.name.as_str())
+            {
                 continue;
             }
             let Some(fqdn) = self.node_fqdn(&inst.node.name) else {
@@ -279,6 +308,7 @@ impl Authority {
     fn service(
         &self,
         view: &View,
+        caller: Caller<'_>,
         qname: &Name,
         qtype: RecordType,
         service: &str,
@@ -292,6 +322,7 @@ impl Authority {
             .iter()
             .filter(|i| !self.settings.only_passing || i.health == HealthStatus::Passing)
             .filter(|i| tag.is_none_or(|t| i.has_tag(t)))
+            .filter(|i| caller.reads_instance(&svc.name, &i.node.name))
             .collect();
         if picked.is_empty() {
             return self.nxdomain(view);
@@ -368,8 +399,15 @@ impl Authority {
         }
     }
 
-    fn node(&self, view: &View, qname: &Name, qtype: RecordType, node: &str) -> Answer {
-        let Some(node) = view.node(node) else {
+    fn node(
+        &self,
+        view: &View,
+        caller: Caller<'_>,
+        qname: &Name,
+        qtype: RecordType,
+        node: &str,
+    ) -> Answer {
+        let Some(node) = view.node(node).filter(|n| caller.reads_node(&n.name)) else {
             return self.nxdomain(view);
         };
         let ttl = config::node_ttl_secs(&self.settings);

@@ -9,13 +9,16 @@
 //! copied out with the request's ID and question name written over it; and a
 //! question with several answers keeps several responder outputs, each a
 //! shuffle of its own, one picked at random per query. Entries belong to one
-//! view: the first query that sees a newer view empties the memo.
+//! view and, with ACLs on, one set of resolved tokens (an ACL write can
+//! change what the default token may read without touching the view): the
+//! first query that sees a newer view or newer tokens empties the memo.
 //!
 //! The memo is owned by one UDP worker thread: no locks, nothing shared.
 
 use std::collections::HashMap;
 use std::sync::Arc;
 
+use crate::catalog::Tokens;
 use crate::catalog::view::View;
 
 /// How many shuffled encodings a question with several answers keeps.
@@ -35,6 +38,9 @@ pub(super) struct AnswerCache {
     /// The view the entries were computed from (its address; the `Arc` keeps
     /// it alive so the address is not reused while we compare against it).
     view: Option<Arc<View>>,
+    /// The resolved tokens the entries were computed under (`None` with
+    /// ACLs off), held for the same reason as `view`.
+    tokens: Option<Arc<Tokens>>,
     /// Shuffled encodings by normalized request.
     entries: HashMap<Box<[u8]>, Shuffles>,
     /// xorshift state for picking a shuffle.
@@ -48,6 +54,7 @@ impl AnswerCache {
     pub(super) fn new(seed: u64) -> Self {
         Self {
             view: None,
+            tokens: None,
             entries: HashMap::new(),
             rng: seed | 1,
             key: Vec::with_capacity(MAX_KEY),
@@ -55,9 +62,15 @@ impl AnswerCache {
     }
 
     /// Writes the memoized response to `request` into `out` and returns true,
-    /// or returns false when there is none for this view.
-    pub(super) fn lookup(&mut self, view: &Arc<View>, request: &[u8], out: &mut Vec<u8>) -> bool {
-        self.use_view(view);
+    /// or returns false when there is none for this view and these tokens.
+    pub(super) fn lookup(
+        &mut self,
+        view: &Arc<View>,
+        tokens: Option<&Arc<Tokens>>,
+        request: &[u8],
+        out: &mut Vec<u8>,
+    ) -> bool {
+        self.use_view(view, tokens);
         let Some(qname_end) = self.make_key(request) else {
             return false;
         };
@@ -79,8 +92,14 @@ impl AnswerCache {
     /// Remembers the encoded `responses` (one or more shuffles) to `request`.
     /// Responses that do not echo the request's question at the start, as a
     /// patchable copy, are not remembered.
-    pub(super) fn insert(&mut self, view: &Arc<View>, request: &[u8], responses: Vec<Vec<u8>>) {
-        self.use_view(view);
+    pub(super) fn insert(
+        &mut self,
+        view: &Arc<View>,
+        tokens: Option<&Arc<Tokens>>,
+        request: &[u8],
+        responses: Vec<Vec<u8>>,
+    ) {
+        self.use_view(view, tokens);
         let Some(qname_end) = self.make_key(request) else {
             return;
         };
@@ -99,11 +118,19 @@ impl AnswerCache {
         self.entries.insert(self.key.as_slice().into(), shuffles);
     }
 
-    /// Empties the memo when `view` is not the one its entries came from.
-    fn use_view(&mut self, view: &Arc<View>) {
-        if !self.view.as_ref().is_some_and(|v| Arc::ptr_eq(v, view)) {
+    /// Empties the memo when `view` or `tokens` is not the one its entries
+    /// came from.
+    fn use_view(&mut self, view: &Arc<View>, tokens: Option<&Arc<Tokens>>) {
+        let same_view = self.view.as_ref().is_some_and(|v| Arc::ptr_eq(v, view));
+        let same_tokens = match (&self.tokens, tokens) {
+            (None, None) => true,
+            (Some(held), Some(now)) => Arc::ptr_eq(held, now),
+            _ => false,
+        };
+        if !same_view || !same_tokens {
             self.entries.clear();
             self.view = Some(view.clone());
+            self.tokens = tokens.cloned();
         }
     }
 
@@ -171,11 +198,11 @@ mod tests {
         let view = Arc::new(View::default());
         let mut cache = AnswerCache::new(1);
         let first = query(1, "web.service.consul");
-        cache.insert(&view, &first, vec![response(&first, 7)]);
+        cache.insert(&view, None, &first, vec![response(&first, 7)]);
 
         let second = query(0xabcd, "WeB.Service.CONSUL");
         let mut out = Vec::new();
-        assert!(cache.lookup(&view, &second, &mut out));
+        assert!(cache.lookup(&view, None, &second, &mut out));
         assert_eq!(&out[..2], &[0xab, 0xcd]);
         assert_eq!(&out[12..second.len()], &second[12..]);
         assert_eq!(out.last(), Some(&7));
@@ -185,9 +212,33 @@ mod tests {
     fn a_new_view_empties_the_memo() {
         let mut cache = AnswerCache::new(1);
         let q = query(1, "web.service.consul");
-        cache.insert(&Arc::new(View::default()), &q, vec![response(&q, 1)]);
+        cache.insert(&Arc::new(View::default()), None, &q, vec![response(&q, 1)]);
         let mut out = Vec::new();
-        assert!(!cache.lookup(&Arc::new(View::default()), &q, &mut out));
+        assert!(!cache.lookup(&Arc::new(View::default()), None, &q, &mut out));
+    }
+
+    #[test]
+    fn newly_resolved_tokens_empty_the_memo() {
+        let view = Arc::new(View::default());
+        let tokens = || {
+            let ctx = crate::catalog::AclContext {
+                default: crate::acl::DefaultPolicy::Deny,
+                datacenter: "dc1".into(),
+            };
+            Arc::new(Tokens::build(&crate::catalog::State::new(), &ctx, None))
+        };
+        let (before, after) = (tokens(), tokens());
+        let mut cache = AnswerCache::new(1);
+        let q = query(1, "web.service.consul");
+        cache.insert(&view, Some(&before), &q, vec![response(&q, 1)]);
+        let mut out = Vec::new();
+        assert!(cache.lookup(&view, Some(&before), &q, &mut out));
+        // The same view, tokens resolved again after an ACL write: computed
+        // under other permissions, the answer is not served.
+        assert!(!cache.lookup(&view, Some(&after), &q, &mut out));
+        cache.insert(&view, Some(&after), &q, vec![response(&q, 2)]);
+        // Nor is one computed under tokens served with ACLs off.
+        assert!(!cache.lookup(&view, None, &q, &mut out));
     }
 
     #[test]
@@ -195,12 +246,12 @@ mod tests {
         let view = Arc::new(View::default());
         let mut cache = AnswerCache::new(1);
         let q = query(1, "web.service.consul");
-        cache.insert(&view, &q, vec![response(&q, 1)]);
+        cache.insert(&view, None, &q, vec![response(&q, 1)]);
         let mut out = Vec::new();
-        assert!(!cache.lookup(&view, &query(1, "db.service.consul"), &mut out));
+        assert!(!cache.lookup(&view, None, &query(1, "db.service.consul"), &mut out));
         let mut no_rd = q.clone();
         no_rd[2] = 0;
-        assert!(!cache.lookup(&view, &no_rd, &mut out));
+        assert!(!cache.lookup(&view, None, &no_rd, &mut out));
     }
 
     #[test]
@@ -209,11 +260,11 @@ mod tests {
         let mut cache = AnswerCache::new(42);
         let q = query(1, "web.service.consul");
         let shuffles = (0..SHUFFLES as u8).map(|m| response(&q, m)).collect();
-        cache.insert(&view, &q, shuffles);
+        cache.insert(&view, None, &q, shuffles);
         let mut seen = std::collections::BTreeSet::new();
         let mut out = Vec::new();
         for _ in 0..1000 {
-            assert!(cache.lookup(&view, &q, &mut out));
+            assert!(cache.lookup(&view, None, &q, &mut out));
             seen.insert(*out.last().unwrap_or(&255));
         }
         assert_eq!(seen.len(), SHUFFLES);
@@ -227,9 +278,9 @@ mod tests {
         // A FORMERR-style response without a question.
         let mut bare = q[..12].to_vec();
         bare[5] = 0;
-        cache.insert(&view, &q, vec![bare]);
+        cache.insert(&view, None, &q, vec![bare]);
         let mut out = Vec::new();
-        assert!(!cache.lookup(&view, &q, &mut out));
+        assert!(!cache.lookup(&view, None, &q, &mut out));
     }
 
     #[test]

@@ -10,7 +10,9 @@
 //!   validates the message (FORMERR, NOTIMP, BADVERS), then asks, in turn,
 //! - `answer.rs` for names under our domain and reverse names of catalog
 //!   addresses, using `name.rs` to classify the name and `shuffle.rs` to
-//!   reorder instances,
+//!   reorder instances, and with ACLs on `access.rs` to leave out what the
+//!   agent's default token may not read (a name left with nothing is
+//!   NXDOMAIN),
 //! - `zones.rs` for names in the static zone files,
 //! - and otherwise returns [`Reply::Forward`], which the server resolves with
 //!   `forward.rs` (UDP, TCP on truncation, each recursor in turn).
@@ -27,6 +29,7 @@
 //! Nothing on the path for our own names awaits anything: the view is an
 //! `Arc` loaded from an `ArcSwap`.
 
+mod access;
 mod answer;
 mod cache;
 mod config;
@@ -46,6 +49,7 @@ mod tests;
 
 use std::path::PathBuf;
 
+pub use access::Caller;
 pub use respond::{Reply, Responder, Transport};
 pub use server::serve;
 

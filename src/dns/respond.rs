@@ -1,7 +1,8 @@
 //! The whole decision for one request, as a pure function.
 //!
 //! [`Responder::respond`] takes the current [`View`], the raw request, the
-//! transport and the peer, and says what to send back: a finished response
+//! transport and the peer ([`Responder::respond_as`] also who is asking,
+//! with ACLs on), and says what to send back: a finished response
 //! (already fitted to the client's packet size), a request to forward to the
 //! recursors, a request for another datacenter's servers, or nothing at all. The socket code, the fuzzer and the tests all
 //! call it; it never awaits and never panics on any input.
@@ -13,6 +14,7 @@ use hickory_proto::rr::DNSClass;
 use hickory_proto::serialize::binary::{BinDecodable, BinDecoder};
 
 use super::DnsError;
+use super::access::Caller;
 use super::answer::{Answer, Authority, Found};
 use super::fit::{self, MAX_TCP, MAX_UDP, MIN_UDP};
 use super::name::parse_reverse;
@@ -116,10 +118,24 @@ impl Responder {
         })
     }
 
-    /// Decides the reply to the raw request `bytes` from `peer`.
+    /// Decides the reply to the raw request `bytes` from `peer`, with
+    /// ACLs off.
     pub fn respond(
         &self,
         view: &View,
+        bytes: &[u8],
+        transport: Transport,
+        peer: SocketAddr,
+    ) -> Reply {
+        self.respond_as(view, Caller::Anyone, bytes, transport, peer)
+    }
+
+    /// Decides the reply to the raw request `bytes` from `peer`, answering
+    /// from what `caller` may see of the catalog.
+    pub fn respond_as(
+        &self,
+        view: &View,
+        caller: Caller<'_>,
         bytes: &[u8],
         transport: Transport,
         peer: SocketAddr,
@@ -155,11 +171,22 @@ impl Responder {
                 return Reply::Respond(m);
             }
         };
-        self.respond_to(view, request, transport)
+        self.respond_to_as(view, caller, request, transport)
     }
 
     /// [`Self::respond`] for an already parsed request.
     pub fn respond_to(&self, view: &View, request: Message, transport: Transport) -> Reply {
+        self.respond_to_as(view, Caller::Anyone, request, transport)
+    }
+
+    /// [`Self::respond_as`] for an already parsed request.
+    pub fn respond_to_as(
+        &self,
+        view: &View,
+        caller: Caller<'_>,
+        request: Message,
+        transport: Transport,
+    ) -> Reply {
         if request.metadata.message_type == MessageType::Response {
             return Reply::Drop;
         }
@@ -176,7 +203,7 @@ impl Responder {
         if !matches!(query.query_class(), DNSClass::IN | DNSClass::ANY) {
             return Reply::Respond(self.error(&request, ResponseCode::Refused, transport));
         }
-        match self.lookup(view, query) {
+        match self.lookup(view, caller, query) {
             Some(Own::Answer(answer, catalog)) => {
                 Reply::Respond(self.finish(&request, answer, true, catalog, transport))
             }
@@ -193,15 +220,15 @@ impl Responder {
 
     /// Our own answer for `query` (or the other datacenter it names);
     /// `None` when it belongs to the recursors.
-    fn lookup(&self, view: &View, query: &Query) -> Option<Own> {
+    fn lookup(&self, view: &View, caller: Caller<'_>, query: &Query) -> Option<Own> {
         let (qname, qtype) = (&query.name, query.query_type);
-        match self.authority.lookup(view, qname, qtype) {
+        match self.authority.lookup(view, caller, qname, qtype) {
             Some(Found::Answer(answer)) => return Some(Own::Answer(answer, true)),
             Some(Found::OtherDatacenter(dc)) => return Some(Own::OtherDatacenter(dc)),
             None => {}
         }
         if let Some(ip) = parse_reverse(qname)
-            && let Some(answer) = self.authority.reverse(view, qname, qtype, ip)
+            && let Some(answer) = self.authority.reverse(view, caller, qname, qtype, ip)
         {
             return Some(Own::Answer(answer, true));
         }

@@ -9,7 +9,9 @@
 //! keeps that one encoding, keyed by its last index, for every client that
 //! catches up after it. A newer one replaces it once the history has moved
 //! past it (a client that installed it could not follow on from there), and
-//! it is dropped when no client has fetched from it for [`KEEP`].
+//! it is dropped when no client has fetched from it for [`KEEP`]. The
+//! encoding holds every ACL token without its secret: client agents resolve
+//! tokens by the secret's hash.
 //!
 //! The follow answer then only offers it ([`Offer`]: its index and size),
 //! and the client's side, [`fetch`], asks for it a chunk at a time
@@ -201,7 +203,10 @@ impl SnapshotCache {
         }
         let from = replica.clone();
         let (index, bytes) = tokio::task::spawn_blocking(move || {
-            let state = from.snapshot();
+            // Client agents resolve tokens by their hash: they get none
+            // of the secrets.
+            let mut state = from.snapshot();
+            state.redact();
             encode_catalog(&state).map(|bytes| (state.last_index(), bytes))
         })
         .await

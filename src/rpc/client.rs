@@ -5,6 +5,12 @@
 //! client behind the server's history: see `catchup`), and the Raft
 //! configuration. `link` is the client agent's side of these calls; the
 //! server's side is here.
+//!
+//! A client agent resolves tokens by the hash of their secret and never
+//! needs the secret itself, so what a server sends it (the entries of a
+//! follow answer here, the catch-up state in `catchup`) carries every ACL
+//! token with its secret blanked: a client agent's memory, and anything
+//! that reads it, holds no secret to steal.
 
 use std::future::Future;
 use std::net::SocketAddr;
@@ -126,6 +132,26 @@ pub enum CatchUp {
     Unavailable(String),
 }
 
+/// `entries` as a client agent may hold them: every token without its
+/// secret. Entries without a token keep their commands, shared with the
+/// server's history, uncopied.
+fn without_secrets(mut entries: Vec<Applied>) -> Vec<Applied> {
+    let redacted = |cmd: &Command| match cmd {
+        Command::Acl(op) => op.redacted().map(Command::Acl),
+        _ => None,
+    };
+    for entry in &mut entries {
+        if entry.commands.iter().any(|c| redacted(c).is_some()) {
+            entry.commands = entry
+                .commands
+                .iter()
+                .map(|c| redacted(c).unwrap_or_else(|| c.clone()))
+                .collect();
+        }
+    }
+    entries
+}
+
 /// What a server knows of its cluster, for a client's headers and
 /// `/v1/status/*`.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
@@ -193,7 +219,7 @@ async fn follow(handler: &impl ClientHandler, after: Index, wait_ms: u32) -> Fol
     // Timing out is an answer too: nothing changed.
     let _ = tokio::time::timeout(wait, applied.wait_for(|&i| i > after)).await;
     let catch_up = match replica.since(after, FOLLOW_ENTRIES, FOLLOW_COMMANDS) {
-        Since::Entries(entries) => CatchUp::Entries(entries),
+        Since::Entries(entries) => CatchUp::Entries(without_secrets(entries)),
         Since::TooOld => match handler.snapshot_cache().offer(replica).await {
             Ok(offer) => CatchUp::Snapshot(offer),
             Err(e) => {

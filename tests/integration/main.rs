@@ -4,6 +4,7 @@
 mod harness;
 
 mod acl_api;
+mod acl_dns;
 mod acl_enforce;
 mod checks;
 mod cli;

@@ -4,6 +4,7 @@
 //! The helpers here build commands with Consul's defaults so each test states
 //! only what it is about.
 
+mod acl;
 mod kv;
 mod kv_props;
 mod model;

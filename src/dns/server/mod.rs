@@ -16,12 +16,13 @@ use tokio::sync::Semaphore;
 use tokio_util::sync::CancellationToken;
 
 use super::DnsError;
+use super::access::{Caller, DnsToken};
 use super::config::Limits;
 use super::forward::Forwarder;
 use super::respond::{Reply, Responder, Transport};
 use super::rrl::RateLimiter;
-use crate::catalog::Replica;
 use crate::catalog::view::View;
+use crate::catalog::{Replica, Tokens};
 use crate::config::{DnsSettings, LimitsSettings};
 use udp::UdpWorkers;
 
@@ -38,9 +39,25 @@ pub(super) struct Shared {
     pub(super) replica: Arc<Replica>,
     /// Response-rate limiting of UDP answers; `None` when off.
     pub(super) rrl: Option<RateLimiter>,
+    /// The token answers are computed as; `None` with ACLs off.
+    pub(super) acl: Option<DnsToken>,
 }
 
 impl Shared {
+    /// The replica's resolved tokens with ACLs on; `None` (without looking)
+    /// with ACLs off. An answer depends on them as on the view.
+    pub(super) fn tokens(&self) -> Option<Arc<Tokens>> {
+        self.acl.as_ref().and_then(|_| self.replica.tokens())
+    }
+
+    /// Who answers are computed as, given `tokens` from [`Self::tokens`].
+    pub(super) fn caller<'a>(&self, tokens: Option<&'a Tokens>) -> Caller<'a> {
+        match &self.acl {
+            None => Caller::Anyone,
+            Some(token) => token.resolve(tokens),
+        }
+    }
+
     /// The response to one raw request, forwarding if needed; `None` to stay silent.
     async fn answer(
         &self,
@@ -49,7 +66,12 @@ impl Shared {
         peer: SocketAddr,
     ) -> Option<Message> {
         let view = self.replica.view();
-        match self.responder.respond(&view, bytes, transport, peer) {
+        let tokens = self.tokens();
+        let caller = self.caller(tokens.as_deref());
+        match self
+            .responder
+            .respond_as(&view, caller, bytes, transport, peer)
+        {
             Reply::Respond(m) => Some(m),
             Reply::Forward(request) => {
                 // Release the snapshot before awaiting the network.
@@ -87,9 +109,10 @@ impl Shared {
 }
 
 /// Serves DNS on the given sockets until `shutdown` fires, answering for
-/// `datacenter` (this agent's) as `settings` say, with TCP connections
-/// capped per client and timed out as `limits` say. Zone files are loaded
-/// first; a bad one is an error before anything is served.
+/// `datacenter` (this agent's) as `settings` say (with ACLs on, as the
+/// token they name), with TCP connections capped per client and timed out
+/// as `limits` say. Zone files are loaded first; a bad one is an error
+/// before anything is served.
 pub async fn serve(
     udp: UdpSocket,
     tcp: TcpListener,
@@ -129,6 +152,7 @@ pub(super) async fn serve_limited(
         forward_slots: Arc::new(Semaphore::new(limits.max_concurrent_forwards.max(1))),
         replica,
         rrl: RateLimiter::new(&settings.rrl),
+        acl: DnsToken::new(settings),
     });
     let failed = CancellationToken::new();
     let workers = std::thread::available_parallelism().map_or(2, usize::from);

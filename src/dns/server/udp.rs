@@ -154,14 +154,16 @@ impl Worker {
                 }
             }
             let view = self.shared.replica.view();
-            if cache.lookup(&view, request, &mut out) {
+            let tokens = self.shared.tokens();
+            if cache.lookup(&view, tokens.as_ref(), request, &mut out) {
                 self.send(&out, peer);
                 continue;
             }
+            let caller = self.shared.caller(tokens.as_deref());
             let respond = || {
                 self.shared
                     .responder
-                    .respond(&view, request, Transport::Udp, peer)
+                    .respond_as(&view, caller, request, Transport::Udp, peer)
             };
             let m = match respond() {
                 Reply::Respond(m) => m,
@@ -188,7 +190,7 @@ impl Worker {
                     _ => None,
                 }));
             }
-            cache.insert(&view, request, shuffles);
+            cache.insert(&view, tokens.as_ref(), request, shuffles);
         }
     }
 
