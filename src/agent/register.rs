@@ -28,7 +28,9 @@ pub(super) fn upkeep(
 ) -> JoinHandle<()> {
     tokio::spawn(async move {
         if !lone {
-            let mut logged = false;
+            // Each new reason is logged once, so a wait that turns from
+            // "no servers" into a refusal says so.
+            let mut last = String::new();
             loop {
                 let registered = tokio::select! {
                     () = token.cancelled() => return,
@@ -36,11 +38,15 @@ pub(super) fn upkeep(
                 };
                 match registered {
                     Ok(()) => break,
-                    Err(e) if !logged => {
-                        tracing::info!("registering this node once the cluster has a leader ({e})");
-                        logged = true;
+                    Err(e) => {
+                        let why = e.to_string();
+                        if why != last {
+                            tracing::info!(
+                                "registering this node once the cluster has a leader ({why})"
+                            );
+                            last = why;
+                        }
                     }
-                    Err(_) => {}
                 }
                 tokio::select! {
                     () = token.cancelled() => return,

@@ -139,9 +139,12 @@ pub struct LocalAgent {
     /// Where services and checks registered over the API are saved, so a
     /// restarted agent has them again (none in dev mode).
     definitions_file: Option<PathBuf>,
-    /// Whether the saved registrations have been registered again; until
-    /// then saving would overwrite them with a partial list.
+    /// Whether the saved registrations have been registered again.
     restored: std::sync::atomic::AtomicBool,
+    /// Until then, what the previous run saved: a save keeps what of it
+    /// is not registered yet, so an API registration acknowledged before
+    /// the restore is on disk without losing the saved ones.
+    pending: std::sync::Mutex<Option<SavedDefinitions>>,
     /// Whether this agent writes its own `serfHealth` check. Not when the
     /// leader derives it from gossip (`reconcile`): an agent restarting
     /// after a failure would otherwise mark itself passing while the
@@ -174,6 +177,7 @@ impl LocalAgent {
             saving: tokio::sync::Mutex::new(()),
             definitions_file: None,
             restored: std::sync::atomic::AtomicBool::new(true),
+            pending: std::sync::Mutex::new(None),
             writes_serf_health: true,
         }
     }
@@ -186,11 +190,14 @@ impl LocalAgent {
     }
 
     /// Saves the services and checks registered over the API in `path`
-    /// after every change (read back with [`saved_definitions`]).
-    /// Saving starts once [`Self::restored`] says the registrations saved
-    /// by the previous run are back.
+    /// after every change (read back with [`saved_definitions`]). Until
+    /// [`Self::restored`] says the registrations saved by the previous run
+    /// are back, each save keeps those of them not registered again yet.
     #[must_use]
     pub fn with_definitions_file(mut self, path: PathBuf) -> Self {
+        // An unreadable file stops the agent's start with its name
+        // (`Definitions::load`), before anything is saved over it.
+        self.pending = std::sync::Mutex::new(Some(saved_definitions(&path).unwrap_or_default()));
         self.definitions_file = Some(path);
         self.restored = false.into();
         self

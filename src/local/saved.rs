@@ -25,6 +25,41 @@ pub struct SavedDefinitions {
 }
 
 impl SavedDefinitions {
+    /// Adds what of `earlier` is not in these: services by ID (the name
+    /// when the ID is empty), checks by ID (the name when empty).
+    fn keep_unregistered(&mut self, earlier: &Self) {
+        fn service_key(s: &ServiceDefinition) -> &str {
+            if s.id.is_empty() { &s.name } else { &s.id }
+        }
+        fn check_key(c: &CheckDefinition) -> &str {
+            if c.id.is_empty() { &c.name } else { &c.id }
+        }
+        let services: std::collections::HashSet<String> = self
+            .services
+            .iter()
+            .map(|s| service_key(s).to_owned())
+            .collect();
+        let checks: std::collections::HashSet<String> = self
+            .checks
+            .iter()
+            .map(|c| check_key(c).to_owned())
+            .collect();
+        self.services.extend(
+            earlier
+                .services
+                .iter()
+                .filter(|s| !services.contains(service_key(s)))
+                .cloned(),
+        );
+        self.checks.extend(
+            earlier
+                .checks
+                .iter()
+                .filter(|c| !checks.contains(check_key(c)))
+                .cloned(),
+        );
+    }
+
     /// Replaces the file at `path` with these definitions.
     async fn write(&self, path: &Path) -> std::io::Result<()> {
         let bytes = serde_json::to_vec(self).map_err(std::io::Error::other)?;
@@ -39,11 +74,8 @@ impl LocalAgent {
         let Some(path) = &self.definitions_file else {
             return;
         };
-        if !self.restored.load(std::sync::atomic::Ordering::Acquire) {
-            return;
-        }
         let _one_at_a_time = self.saving.lock().await;
-        let saved = {
+        let mut saved = {
             let state = self.read();
             SavedDefinitions {
                 services: state
@@ -70,6 +102,15 @@ impl LocalAgent {
                     .collect(),
             }
         };
+        if !self.restored.load(std::sync::atomic::Ordering::Acquire) {
+            // Not restored yet: what the previous run saved and is not
+            // registered again stays in the file. Nothing of it can have
+            // been deregistered meanwhile: only what is registered can be.
+            let pending = self.pending.lock().unwrap_or_else(|e| e.into_inner());
+            if let Some(p) = pending.as_ref() {
+                saved.keep_unregistered(p);
+            }
+        }
         if let Err(e) = saved.write(path).await {
             tracing::warn!(file = %path.display(), "saving the registered services failed: {e}");
         }
@@ -80,6 +121,7 @@ impl LocalAgent {
     pub async fn restored(&self) {
         self.restored
             .store(true, std::sync::atomic::Ordering::Release);
+        *self.pending.lock().unwrap_or_else(|e| e.into_inner()) = None;
         self.save_definitions().await;
     }
 }
@@ -124,7 +166,7 @@ mod tests {
     use crate::local::testing::{InProcess, ttl_check};
 
     #[tokio::test]
-    async fn api_registrations_are_saved_once_the_saved_ones_are_back() {
+    async fn api_registrations_are_saved_before_and_after_the_saved_ones_are_back() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("local").join("definitions.json");
         let identity = NodeIdentity::for_tests("n1", "10.0.0.1", false);
@@ -136,10 +178,16 @@ mod tests {
             checks: vec![ttl_check(None)],
             ..ServiceDefinition::default()
         };
-        // Before the restore nothing is written: it would drop what the
-        // previous run saved.
+        // Before the restore the registration is written at once (beside
+        // whatever the previous run saved: nothing here).
         local.register_service(def("web"), false).await.unwrap();
-        assert!(!path.exists());
+        let names: Vec<_> = saved_definitions(&path)
+            .unwrap()
+            .services
+            .into_iter()
+            .map(|s| s.name)
+            .collect();
+        assert_eq!(names, ["web"]);
         local.restored().await;
         local
             .register_service_from(def("configured"), false, Origin::Config)
@@ -177,5 +225,62 @@ mod tests {
             serde_json::to_vec(&saved).unwrap(),
             std::fs::read(&path).unwrap()
         );
+    }
+
+    fn service(id: &str, port: u16) -> ServiceDefinition {
+        ServiceDefinition {
+            id: id.into(),
+            name: "web".into(),
+            port,
+            ..ServiceDefinition::default()
+        }
+    }
+
+    fn ids(path: &Path) -> Vec<(String, u16)> {
+        let mut v: Vec<_> = saved_definitions(path)
+            .expect("read")
+            .services
+            .into_iter()
+            .map(|s| (s.id, s.port))
+            .collect();
+        v.sort();
+        v
+    }
+
+    /// An API registration acknowledged before the previous run's
+    /// registrations are back is on disk at once, beside them (a kill
+    /// right after it lost it before).
+    #[tokio::test]
+    async fn a_registration_before_the_restore_is_saved_beside_the_earlier_ones() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("definitions.json");
+        let earlier = SavedDefinitions {
+            services: vec![service("old", 1), service("both", 2)],
+            checks: Vec::new(),
+        };
+        earlier.write(&path).await.expect("write");
+        let p = path.clone();
+        let node = InProcess::start(NodeIdentity::for_tests("n1", "10.0.0.1", true), |l| {
+            l.with_definitions_file(p)
+        })
+        .await;
+        node.local.register_self().await.expect("self");
+        node.local
+            .register_service(service("new", 3), false)
+            .await
+            .expect("new");
+        node.local
+            .register_service(service("both", 4), false)
+            .await
+            .expect("both");
+        // Saved already, the earlier `old` kept, `both` as registered now.
+        assert_eq!(
+            ids(&path),
+            [("both".into(), 4), ("new".into(), 3), ("old".into(), 1)]
+        );
+        // Once restored, the file is what is registered: `old` was not
+        // registered again by this run, so it is gone.
+        node.local.restored().await;
+        assert_eq!(ids(&path), [("both".into(), 4), ("new".into(), 3)]);
     }
 }
