@@ -80,18 +80,28 @@ impl Delegate {
         }
     }
 
-    /// Removes server `id` from the Raft configuration.
-    pub async fn remove_server(&self, id: RaftId) -> Result<(), MembershipError> {
+    /// Removes server `id` from the Raft configuration for an operator
+    /// holding `token` (checked by this agent already; a client agent's
+    /// server checks it again).
+    pub async fn remove_server(
+        &self,
+        id: RaftId,
+        token: Option<String>,
+    ) -> Result<(), MembershipError> {
         match self {
             Self::Server(c) => c.remove_server(id).await,
-            Self::Client(l) => l.remove_server(id).await,
+            Self::Client(l) => l.remove_server(id, token).await,
         }
     }
 
     /// Removes the server at RPC address `addr` from the Raft configuration.
-    pub async fn remove_address(&self, addr: SocketAddr) -> Result<(), MembershipError> {
+    pub async fn remove_address(
+        &self,
+        addr: SocketAddr,
+        token: Option<String>,
+    ) -> Result<(), MembershipError> {
         let id = self.configuration().await?.id_at(addr)?;
-        self.remove_server(id).await
+        self.remove_server(id, token).await
     }
 
     /// Takes a server out of the Raft configuration for a graceful leave;

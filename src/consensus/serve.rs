@@ -111,6 +111,27 @@ impl ClientHandler for Consensus {
     fn configuration(&self) -> Configuration {
         Self::configuration(self)
     }
+
+    async fn remove_peer(&self, id: RaftId, token: Option<String>) -> Result<(), MembershipError> {
+        // With ACLs on (this server resolves tokens), the caller's token
+        // decides, from this server's own replica, as Consul's servers
+        // check the token an RPC carries.
+        if let Some(tokens) = self.replica.tokens() {
+            let caller = match token.as_deref().filter(|t| !t.is_empty()) {
+                None => tokens.anonymous(),
+                Some(secret) => tokens
+                    .by_secret(secret)
+                    .ok_or_else(|| MembershipError::PermissionDenied("ACL not found".into()))?,
+            };
+            if !caller.authorizer.operator_write() {
+                return Err(MembershipError::PermissionDenied(format!(
+                    "Permission denied: token with AccessorID '{}' lacks permission 'operator:write'",
+                    caller.accessor_id
+                )));
+            }
+        }
+        self.remove_server(id).await
+    }
 }
 
 /// Session expiry and tombstone reaping are the leader's own decisions, by

@@ -59,6 +59,9 @@ pub enum ApiError {
         /// ` on "name"`, or empty for a permission without a name.
         on: String,
     },
+    /// A server refused the request's token (403), in its words.
+    #[error("{0}")]
+    Forbidden(String),
     /// The request's token is not one the ACL system knows (403).
     #[error("ACL not found")]
     AclNotFound,
@@ -96,7 +99,9 @@ impl ApiError {
             Self::NoLeader | Self::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
             Self::Overloaded => StatusCode::SERVICE_UNAVAILABLE,
             Self::TooManyBlocking => StatusCode::TOO_MANY_REQUESTS,
-            Self::PermissionDenied { .. } | Self::AclNotFound => StatusCode::FORBIDDEN,
+            Self::PermissionDenied { .. } | Self::AclNotFound | Self::Forbidden(_) => {
+                StatusCode::FORBIDDEN
+            }
             Self::AclDisabled => StatusCode::UNAUTHORIZED,
         }
     }
@@ -136,6 +141,7 @@ impl From<MembershipError> for ApiError {
     fn from(e: MembershipError) -> Self {
         match e {
             MembershipError::NoLeader => Self::NoLeader,
+            MembershipError::PermissionDenied(text) => Self::Forbidden(text),
             other => Self::Internal(other.to_string()),
         }
     }

@@ -7,6 +7,7 @@
 //! `agent:write` on this agent.
 
 use axum::Json;
+use axum::http::HeaderMap;
 use axum::response::{IntoResponse, Response};
 use serde::Serialize;
 
@@ -67,8 +68,10 @@ pub(super) async fn configuration(route: Route) -> Result<Response, ApiError> {
 }
 
 /// `DELETE /v1/operator/raft/peer?id=ID` or `?address=IP:PORT`.
-pub(super) async fn remove_peer(route: Route) -> Result<Response, ApiError> {
+pub(super) async fn remove_peer(route: Route, headers: HeaderMap) -> Result<Response, ApiError> {
     route.require(route.authz().operator_write(), "operator:write", None)?;
+    // A client agent's server checks the token again.
+    let token = route.secret(&headers);
     match (route.params().get("id"), route.params().get("address")) {
         (Some(id), _) if !id.is_empty() => {
             let id = u64::from_str_radix(id.trim_start_matches("0x"), 16).map_err(|_| {
@@ -76,13 +79,13 @@ pub(super) async fn remove_peer(route: Route) -> Result<Response, ApiError> {
                     "invalid id {id:?}: expected the hex ID that list-peers shows"
                 ))
             })?;
-            route.servers().remove_server(id).await?;
+            route.servers().remove_server(id, token).await?;
         }
         (_, Some(addr)) if !addr.is_empty() => {
             let addr = addr.parse().map_err(|_| {
                 ApiError::BadRequest(format!("invalid address {addr:?}: expected IP:port"))
             })?;
-            route.servers().remove_address(addr).await?;
+            route.servers().remove_address(addr, token).await?;
         }
         _ => {
             return Err(ApiError::BadRequest(

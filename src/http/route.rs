@@ -195,6 +195,14 @@ impl Route {
         &self.caller.accessor_id
     }
 
+    /// The secret the request presented, else `acl.tokens.default`: what a
+    /// call this agent makes for the request carries on to a server.
+    pub(super) fn secret(&self, headers: &HeaderMap) -> Option<String> {
+        presented(&self.params, headers)
+            .or(self.ctx.api.acl.default_token.as_deref())
+            .map(str::to_owned)
+    }
+
     /// Whether ACLs are on.
     pub(super) fn acl_enabled(&self) -> bool {
         self.ctx.api.acl.enabled

@@ -21,7 +21,8 @@ use serde::{Deserialize, Serialize};
 
 use super::catchup::{Chunk, Offer, SnapshotCache};
 use super::cluster::Configuration;
-use super::errors::{ReadError, WriteError};
+use super::errors::{MembershipError, ReadError, WriteError};
+use super::types::RaftId;
 use crate::catalog::{Applied, Command, Index, Outcome, Replica, Since};
 
 /// Longest a client's follow poll is held open.
@@ -63,6 +64,16 @@ pub enum ClientRequest {
         /// The most bytes wanted.
         len: u32,
     },
+    /// Remove server `id` from the configuration, for an operator at a
+    /// client agent (`operator raft remove-peer`). Carries the operator's
+    /// token: with ACLs on the server checks `operator:write` itself, so
+    /// a client agent's certificate may ask but never decides.
+    RemovePeer {
+        /// The server to remove.
+        id: RaftId,
+        /// The ACL token the operator presented, if any.
+        token: Option<String>,
+    },
 }
 
 /// The answer to a [`ClientRequest`], variant for variant.
@@ -80,6 +91,8 @@ pub enum ClientResponse {
     /// server holds (another one's index and size when it moved on), or
     /// `None` when it holds none any more.
     SnapshotChunk(Option<Chunk>),
+    /// To [`ClientRequest::RemovePeer`].
+    RemovePeer(Result<(), MembershipError>),
 }
 
 impl ClientRequest {
@@ -91,6 +104,7 @@ impl ClientRequest {
             Self::Follow { .. } => "follow",
             Self::Configuration => "configuration",
             Self::SnapshotChunk { .. } => "snapshot-chunk",
+            Self::RemovePeer { .. } => "remove-peer",
         }
     }
 }
@@ -104,6 +118,7 @@ impl ClientResponse {
             Self::Follow(_) => "changes",
             Self::Configuration(_) => "a configuration",
             Self::SnapshotChunk(_) => "a snapshot chunk",
+            Self::RemovePeer(_) => "a removal's result",
         }
     }
 }
@@ -186,6 +201,14 @@ pub trait ClientHandler: Send + Sync {
 
     /// The Raft configuration as this server has it.
     fn configuration(&self) -> Configuration;
+
+    /// Removes server `id` for a caller holding `token`, if the token may
+    /// (`operator:write`, when ACLs are on).
+    fn remove_peer(
+        &self,
+        id: RaftId,
+        token: Option<String>,
+    ) -> impl Future<Output = Result<(), MembershipError>> + Send;
 }
 
 /// Carries out one client call.
@@ -204,6 +227,9 @@ pub(super) async fn handle(handler: &impl ClientHandler, req: ClientRequest) -> 
         ClientRequest::Configuration => ClientResponse::Configuration(handler.configuration()),
         ClientRequest::SnapshotChunk { index, offset, len } => {
             ClientResponse::SnapshotChunk(handler.snapshot_cache().chunk(index, offset, len))
+        }
+        ClientRequest::RemovePeer { id, token } => {
+            ClientResponse::RemovePeer(handler.remove_peer(id, token).await)
         }
     }
 }

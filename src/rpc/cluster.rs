@@ -2,8 +2,9 @@
 //! Discovery ([`Hello`]), membership changes (join, remove; any server hands
 //! them to the leader), and the two calls a follower makes to its leader on
 //! a client's behalf: a write, and the read index of a `?consistent` read.
-//! Client agents send one of these too, [`ClusterRequest::Remove`], for
-//! `/v1/operator/raft/peer`.
+//! A client agent asks for a removal through its own family
+//! (`ClientRequest::RemovePeer`, with the operator's token), never through
+//! this one, which only a server's certificate may use.
 
 use std::future::Future;
 use std::net::SocketAddr;

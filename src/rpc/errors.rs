@@ -74,4 +74,7 @@ pub enum MembershipError {
     /// A client agent knows no server to ask, or none answered.
     #[error("No known Consul servers")]
     NoServers,
+    /// The caller's ACL token may not make the change; Consul's words.
+    #[error("{0}")]
+    PermissionDenied(String),
 }

@@ -26,7 +26,7 @@ use tokio_util::sync::CancellationToken;
 
 use super::catchup::{self, CatchUpError, Chunk, ChunkSource, MAX_CHUNK, Offer};
 use super::client::{CatchUp, ClientRequest, ClientResponse, ServerStatus};
-use super::cluster::{ClusterRequest, ClusterResponse, Configuration};
+use super::cluster::Configuration;
 use super::errors::{MembershipError, ReadError, WriteError};
 use super::message::{Request, Response};
 use super::pool::Pool;
@@ -298,11 +298,17 @@ impl ServerLink {
         }
     }
 
-    /// Asks the servers to remove server `id` from the configuration.
-    pub async fn remove_server(&self, id: RaftId) -> Result<(), MembershipError> {
-        let req = Request::Cluster(ClusterRequest::Remove(id));
+    /// Asks the servers to remove server `id` from the configuration for
+    /// an operator holding `token`; the server checks the token. A client
+    /// family call, so a client agent's certificate may make it.
+    pub async fn remove_server(
+        &self,
+        id: RaftId,
+        token: Option<String>,
+    ) -> Result<(), MembershipError> {
+        let req = Request::Client(ClientRequest::RemovePeer { id, token });
         match self.call(&req, CALL_TIMEOUT, true).await? {
-            Response::Cluster(ClusterResponse::Done(result)) => result,
+            Response::Client(ClientResponse::RemovePeer(result)) => result,
             other => Err(unexpected("remove", &other).into()),
         }
     }

@@ -286,3 +286,70 @@ async fn kv_rules_filter_a_recurse_and_refuse_a_write() {
         .unwrap();
     assert_eq!(r.text, "1", "the refused writes changed nothing");
 }
+
+/// A client agent asks its server to remove a Raft peer with the
+/// operator's token, and the server checks that token itself: here the
+/// client agent runs without ACLs (so it checks nothing), the server with
+/// default deny.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_server_checks_the_token_a_client_agent_forwards_with_a_peer_removal() {
+    let dir = temp_dir();
+    let server = trellis()
+        .server()
+        .node("s1")
+        .bootstrap_expect(1)
+        .config_file(acl_config(dir.path(), "server", true))
+        .start_async()
+        .await
+        .expect("start s1");
+    let client = trellis()
+        .client()
+        .node("c1")
+        .retry_join(server.serf())
+        .start_async()
+        .await
+        .expect("start c1");
+    let remove = |token: Option<&'static str>| {
+        let url = client.url(&format!("/v1/operator/raft/peer?address={}", server.rpc()));
+        async move {
+            let mut req = reqwest::Client::new().delete(url);
+            if let Some(t) = token {
+                req = req.header("X-Consul-Token", t);
+            }
+            let resp = req.send().await.map_err(|e| e.to_string())?;
+            let status = resp.status().as_u16();
+            Ok::<_, String>((status, resp.text().await.unwrap_or_default()))
+        }
+    };
+    // Anonymous: refused by the server, in Consul's words.
+    let (status, body) = wait_until_async("the server's answer", DEADLINE, || async {
+        match remove(None).await? {
+            (500, body) if body.contains("No known Consul servers") => Err(body),
+            other => Ok(other),
+        }
+    })
+    .await;
+    assert_eq!(status, 403, "{body}");
+    assert!(body.contains("Permission denied"), "{body}");
+    assert!(body.contains("operator:write"), "{body}");
+    // The management token (once the leader made it) passes the server's
+    // check; the removal is then refused for what it is: the last voter.
+    wait_until_async("the management token on s1", DEADLINE, || async {
+        let r = server.get(&with_token("/v1/acl/token/self", ROOT)).await?;
+        if r.status == 200 { Ok(()) } else { Err(r.text) }
+    })
+    .await;
+    let (status, body) = remove(Some(ROOT)).await.expect("an answer");
+    assert_ne!(status, 403, "{body}");
+    assert!(!body.contains("Permission denied"), "{body}");
+    let config = server
+        .get(&with_token("/v1/operator/raft/configuration", ROOT))
+        .await
+        .expect("the configuration");
+    assert_eq!(
+        config.json()["Servers"].as_array().map(Vec::len),
+        Some(1),
+        "{}",
+        config.text
+    );
+}

@@ -5,7 +5,8 @@
 //! issue 13 against a server's RPC port: plain RPC is refused, a TLS peer
 //! without a certificate is refused, and a peer with a client certificate
 //! may make a client agent's calls but not act as a server (no Raft
-//! membership change).
+//! membership change). An operator at the client agent may still remove a
+//! dead server: the client asks in its own RPC family.
 
 use std::path::{Path, PathBuf};
 use std::time::Duration;
@@ -173,5 +174,29 @@ async fn three_config_lines_secure_server_rpc_for_servers_and_clients() {
     let voters = c.wait_voters(c.leader().await, DEADLINE).await;
     assert_eq!(voters.len(), 3, "{voters:?}");
     assert!(!format!("{voters:?}").contains("rogue"), "{voters:?}");
+
+    // An operator at the client agent removes a dead server: the client
+    // asks in its own family, which its certificate may use.
+    let lead = c.leader().await;
+    let gone = c.followers(lead)[0];
+    let gone_rpc = gone.rpc();
+    gone.kill();
+    let resp = reqwest::Client::new()
+        .delete(client.url(&format!("/v1/operator/raft/peer?address={gone_rpc}")))
+        .send()
+        .await
+        .expect("remove-peer through the client agent");
+    let status = resp.status();
+    let body = resp.text().await.unwrap_or_default();
+    assert!(status.is_success(), "{status}: {body}");
+    wait_until_async("two voters left", DEADLINE, || async {
+        let servers = lead.raft_servers().await?;
+        if servers.len() == 2 && !format!("{servers:?}").contains(&gone_rpc.to_string()) {
+            Ok(())
+        } else {
+            Err(format!("{servers:?}"))
+        }
+    })
+    .await;
     c.assert_no_panics();
 }
