@@ -35,10 +35,9 @@ use super::ApiError;
 use super::decode::{DecodeError, parse_object};
 use super::route::{Route, json_response};
 use crate::catalog::{
-    AclError, AclOp, AclToken, CatalogError, Command, MANAGEMENT_POLICY_ID, Outcome, State,
-    secret_hash,
+    AclError, AclOp, AclToken, CatalogError, MANAGEMENT_POLICY_ID, Outcome, State, secret_hash,
 };
-use body::{BootstrapJson, TokenJson, bootstrap_secret};
+use body::{BootstrapJson, bootstrap_secret};
 pub(super) use policy::{
     policy_create, policy_delete, policy_list, policy_read, policy_read_name, policy_update,
 };
@@ -71,32 +70,16 @@ pub(super) async fn bootstrap(route: Route, body: Bytes) -> Result<Response, Api
         create_index: 0,
         modify_index: 0,
     };
-    let accessor = token.accessor_id.clone();
-    match route
-        .writer()?
-        .write(Command::Acl(AclOp::Bootstrap(token)))
-        .await?
-    {
-        Outcome::Applied(index) => {
-            let mut json = route
-                .read_applied(index, |s| {
-                    s.acl_token(&accessor).map(|t| TokenJson::new(s, t, true))
-                })
-                .await?
-                .ok_or_else(|| ApiError::Internal("the bootstrap token is gone".into()))?;
-            // This agent's replica may hold no secret (a client agent's);
-            // the caller is owed the one it created.
-            json.secret_id.clone_from(&secret);
-            Ok(axum::Json(BootstrapJson {
-                id: secret,
-                token: json,
-            })
-            .into_response())
-        }
-        Outcome::Refused(CatalogError::Acl(e @ AclError::BootstrapDone(_))) => {
+    match token::apply_token(&route, token, AclOp::Bootstrap).await? {
+        Ok(json) => Ok(axum::Json(BootstrapJson {
+            id: secret,
+            token: json,
+        })
+        .into_response()),
+        Err(Outcome::Refused(CatalogError::Acl(e @ AclError::BootstrapDone(_)))) => {
             Ok((StatusCode::FORBIDDEN, format!("Permission denied: {e}")).into_response())
         }
-        other => Err(refused(other)),
+        Err(other) => Err(refused(other)),
     }
 }
 

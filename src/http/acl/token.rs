@@ -110,27 +110,37 @@ pub(in crate::http) async fn token_update(
 
 /// Writes `token` and answers with it as read back.
 async fn write_token(route: &Route, token: AclToken) -> Result<Response, ApiError> {
+    match apply_token(route, token, AclOp::SetToken).await? {
+        Ok(json) => respond(route, &json),
+        Err(other) => Err(refused(other)),
+    }
+}
+
+/// Writes `token` through `op` (a set or a bootstrap): the token as read
+/// back once this agent applied it, or the outcome when it was not
+/// applied. The secret is the one the caller gave or was given: a client
+/// agent's replica holds none.
+pub(super) async fn apply_token(
+    route: &Route,
+    token: AclToken,
+    op: fn(AclToken) -> AclOp,
+) -> Result<Result<TokenJson, Outcome>, ApiError> {
     let accessor = token.accessor_id.clone();
     let secret = token.secret_id.clone();
-    match route
-        .writer()?
-        .write(Command::Acl(AclOp::SetToken(token)))
+    let index = match route.writer()?.write(Command::Acl(op(token))).await? {
+        Outcome::Applied(index) => index,
+        other => return Ok(Err(other)),
+    };
+    let mut json = route
+        .read_applied(index, |s| {
+            s.acl_token(&accessor).map(|t| TokenJson::new(s, t, true))
+        })
         .await?
-    {
-        Outcome::Applied(index) => {
-            let mut json = route
-                .read_applied(index, |s| {
-                    s.acl_token(&accessor).map(|t| TokenJson::new(s, t, true))
-                })
-                .await?
-                .ok_or_else(|| ApiError::Internal(format!("token {accessor} is gone")))?;
-            if !secret.is_empty() {
-                json.secret_id = secret;
-            }
-            respond(route, &json)
-        }
-        other => Err(refused(other)),
+        .ok_or_else(|| ApiError::Internal(format!("token {accessor} is gone")))?;
+    if !secret.is_empty() {
+        json.secret_id = secret;
     }
+    Ok(Ok(json))
 }
 
 /// `GET /v1/acl/token/:accessor`.
