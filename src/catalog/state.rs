@@ -43,11 +43,15 @@ impl State {
                 Ok(results) => Outcome::Txn { index, results },
                 Err(errors) => Outcome::TxnRefused(errors),
             },
-            Command::Acl(op) => {
-                touched.acl = true;
-                rules::apply_acl(tables, index, time, op)
-                    .map_or_else(refused, |()| Outcome::Applied(index))
-            }
+            Command::Acl(op) => match rules::apply_acl(tables, index, time, op) {
+                // A refused write changed nothing: the resolved tokens (and
+                // the DNS answers cached under them) stay.
+                Ok(()) => {
+                    touched.acl = true;
+                    Outcome::Applied(index)
+                }
+                Err(e) => refused(e),
+            },
             Command::ReapTombstones { deleted_before } => {
                 tables.kv.reap(*deleted_before, time);
                 Outcome::Applied(index)
