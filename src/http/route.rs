@@ -123,14 +123,13 @@ fn caller(
     params: &Params,
     headers: &HeaderMap,
 ) -> Result<(Arc<Resolved>, bool), ApiError> {
-    let Some(tokens) = ctx
-        .api
-        .acl
-        .enabled
-        .then(|| ctx.api.replica.tokens())
-        .flatten()
-    else {
+    if !ctx.api.acl.enabled {
         return Ok((UNRESTRICTED.clone(), false));
+    }
+    // With ACLs on the replica resolves tokens from the agent's start; were
+    // it ever without them, refuse rather than let everything through.
+    let Some(tokens) = ctx.api.replica.tokens() else {
+        return Err(ApiError::Internal("ACL tokens are not resolved yet".into()));
     };
     let default = ctx
         .api
