@@ -41,16 +41,14 @@
 //! (`acl_read`/`acl_write` stay denied), `deny` grants nothing. The
 //! management token ([`Authorizer::management`]) grants everything.
 //!
-//! # Left for wiring
+//! # Where it is used
 //!
-//! Token resolution (`X-Consul-Token`, `Authorization: Bearer`, `?token=`,
-//! the anonymous token, `acl.tokens.default`/`agent`/`initial_management`),
-//! the token and policy tables in the Raft-replicated catalog with their
-//! endpoints and bootstrap, caching one built [`Authorizer`] per token
-//! (rebuilt when a token or one of its policies changes), and the
-//! enforcement points: HTTP handlers (403 `Permission denied`, or filtered
-//! reads where Consul filters), DNS with the agent's default token, and
-//! `enable_key_list_policy`, `down_policy`.
+//! Pure as it is, this module is the vocabulary of the ACL system: the
+//! catalog keeps tokens and policies and resolves every token into an
+//! [`Authorizer`] (`catalog/tokens.rs`), the HTTP API asks it per request
+//! (`http/route.rs`), DNS asks it as the agent's default token
+//! (`dns/access.rs`), and a server asks it for a peer removal a client
+//! agent forwards (`consensus/serve.rs`).
 
 pub mod authorizer;
 pub mod rules;
