@@ -14,16 +14,7 @@ import dns.rcode
 import dns.rdatatype
 import dns.resolver
 
-failed = 0
-
-
-def ok(name, cond, detail=""):
-    global failed
-    if cond:
-        print(f"PASS {name}")
-    else:
-        failed += 1
-        print(f"FAIL {name}: {detail}")
+from report import finish, ok
 
 
 def rrs(msg, section, rdtype):
@@ -93,7 +84,7 @@ def main():
         ok("tcp: two queries on one connection", r1.rcode() == dns.rcode.NOERROR and r2.rcode() == dns.rcode.NOERROR
            and len(r2.answer) == 1, r2.to_text())
 
-    sys.exit(1 if failed else 0)
+    finish()
 
 
 if __name__ == "__main__":

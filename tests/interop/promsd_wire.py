@@ -16,16 +16,7 @@ import threading
 import time
 import urllib.request
 
-failed = 0
-
-
-def ok(name, cond, detail=""):
-    global failed
-    if cond:
-        print(f"PASS {name}")
-    else:
-        failed += 1
-        print(f"FAIL {name}: {detail}")
+from report import finish, ok
 
 
 def call(base, method, path, body=None, timeout=40):
@@ -141,7 +132,7 @@ def main():
     ok("catalog/services map with tags", sorted(svcs.get("api", [])) == ["blue", "v1"], repr(svcs))
     ok("catalog/services has X-Consul-Index", (h.get("X-Consul-Index") or "").isdigit(), repr(h.get("X-Consul-Index")))
 
-    sys.exit(1 if failed else 0)
+    finish()
 
 
 if __name__ == "__main__":

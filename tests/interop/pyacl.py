@@ -7,33 +7,15 @@ Usage: pyacl.py HOST HTTP_PORT DNS_PORT. Prints one `PASS name` or
 """
 
 import sys
-import time
 
 import consul
 import dns.message
 import dns.query
 import dns.rcode
 
-failed = 0
+from report import finish, ok, step, until
+
 ANONYMOUS = "00000000-0000-0000-0000-000000000002"
-
-
-def ok(name, cond, detail=""):
-    global failed
-    if cond:
-        print(f"PASS {name}")
-    else:
-        failed += 1
-        print(f"FAIL {name}: {detail}")
-
-
-def step(name, fn):
-    """Runs fn, reporting an exception as a failure instead of stopping."""
-    try:
-        return fn()
-    except Exception as e:  # noqa: BLE001 - every client error is a test failure
-        ok(name, False, f"{type(e).__name__}: {e}")
-        return None
 
 
 def refused(name, fn):
@@ -47,15 +29,6 @@ def refused(name, fn):
         ok(name, False, f"{type(e).__name__}: {e}")
         return
     ok(name, False, f"allowed: {r!r}")
-
-
-def until(deadline_s, fn):
-    end = time.monotonic() + deadline_s
-    while True:
-        v = fn()
-        if v or time.monotonic() > end:
-            return v
-        time.sleep(0.1)
 
 
 def dns_a(host, port, name):
@@ -162,7 +135,7 @@ def main():
     except Exception as e:  # noqa: BLE001
         ok("a deleted token is refused", False, f"{type(e).__name__}: {e}")
 
-    sys.exit(1 if failed else 0)
+    finish()
 
 
 if __name__ == "__main__":

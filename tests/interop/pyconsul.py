@@ -10,35 +10,7 @@ import time
 
 import consul
 
-failed = 0
-
-
-def ok(name, cond, detail=""):
-    global failed
-    if cond:
-        print(f"PASS {name}")
-    else:
-        failed += 1
-        print(f"FAIL {name}: {detail}")
-
-
-def step(name, fn):
-    """Runs fn, reporting an exception as a failure instead of stopping."""
-    try:
-        return fn()
-    except Exception as e:  # noqa: BLE001 - every client error is a test failure
-        ok(name, False, f"{type(e).__name__}: {e}")
-        return None
-
-
-def until(deadline_s, fn):
-    """Polls fn until it returns a truthy value or the deadline passes."""
-    end = time.monotonic() + deadline_s
-    while True:
-        v = fn()
-        if v or time.monotonic() > end:
-            return v
-        time.sleep(0.1)
+from report import finish, ok, step, until
 
 
 def main():
@@ -210,7 +182,7 @@ def main():
     step("deregister web1", lambda: c.agent.service.deregister("web1"))
     step("deregister tcp1", lambda: c.agent.service.deregister("tcp1"))
 
-    sys.exit(1 if failed else 0)
+    finish()
 
 
 if __name__ == "__main__":

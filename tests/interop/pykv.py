@@ -13,26 +13,7 @@ import time
 import consul
 from consul.exceptions import ClientError
 
-failed = 0
-
-
-def ok(name, cond, detail=""):
-    global failed
-    if cond:
-        print(f"PASS {name}")
-    else:
-        failed += 1
-        print(f"FAIL {name}: {detail}")
-    return cond
-
-
-def step(name, fn):
-    """Runs fn, reporting an exception as a failure instead of stopping."""
-    try:
-        return fn()
-    except Exception as e:  # noqa: BLE001 - every client error is a test failure
-        ok(name, False, f"{type(e).__name__}: {e}")
-        return None
+from report import finish, ok, step
 
 
 def raises(name, exc, fn):
@@ -268,7 +249,7 @@ def main():
     step("txn section", lambda: test_txn(c))
     step("blocking section", lambda: test_blocking(c, host, port))
     step("clean up", lambda: c.kv.delete("pykv/", recurse=True))
-    sys.exit(1 if failed else 0)
+    finish()
 
 
 if __name__ == "__main__":
