@@ -78,23 +78,12 @@ const SERVICE: &str = "db";
 const QUESTION: &str = "db.service.consul.";
 
 fn main() -> ExitCode {
-    let args: Vec<String> = std::env::args().skip(1).collect();
-    if !args.iter().any(|a| a == "--bench") {
-        self_check();
-        eprintln!(
-            "kill_to_absent: self-checks passed \
-             (run `cargo bench --bench kill_to_absent` to benchmark)"
-        );
-        return ExitCode::SUCCESS;
-    }
-    let settings = match Settings::parse(&args) {
-        Ok(s) => s,
-        Err(e) => {
-            eprintln!("Error: {e:#}");
-            return ExitCode::FAILURE;
-        }
-    };
-    procs::run_locked(run(&settings))
+    procs::bench_main(
+        "kill_to_absent",
+        self_check,
+        Settings::parse,
+        |s| async move { run(&s).await },
+    )
 }
 
 /// What to measure.

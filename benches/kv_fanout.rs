@@ -74,22 +74,7 @@ const CONNECT_AT_ONCE: usize = 256;
 const DEADLINE: Duration = Duration::from_secs(120);
 
 fn main() -> ExitCode {
-    let args: Vec<String> = std::env::args().skip(1).collect();
-    if !args.iter().any(|a| a == "--bench") {
-        self_check();
-        eprintln!(
-            "kv_fanout: self-checks passed (run `cargo bench --bench kv_fanout` to benchmark)"
-        );
-        return ExitCode::SUCCESS;
-    }
-    let settings = match Settings::parse(&args) {
-        Ok(s) => s,
-        Err(e) => {
-            eprintln!("Error: {e:#}");
-            return ExitCode::FAILURE;
-        }
-    };
-    procs::run_locked(run(settings))
+    procs::bench_main("kv_fanout", self_check, Settings::parse, run)
 }
 
 /// What the command line asks for.

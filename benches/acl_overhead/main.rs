@@ -31,6 +31,12 @@
 // The report on stdout is this program's output.
 #![allow(clippy::print_stdout)]
 
+#[path = "../common/procs.rs"]
+#[allow(
+    dead_code,
+    reason = "only its run lock: the other benches share the rest"
+)]
+mod common;
 #[path = "../dns_vs_nsd/dnsperf.rs"]
 mod dnsperf;
 #[path = "../dns_vs_nsd/procs.rs"]
@@ -76,6 +82,14 @@ fn main() -> ExitCode {
         Ok(rt) => rt,
         Err(e) => {
             eprintln!("Error: starting the runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    // One loopback benchmark at a time, as the others.
+    let _lock = match common::RunLock::acquire() {
+        Ok(lock) => lock,
+        Err(e) => {
+            eprintln!("Error: {e:#}");
             return ExitCode::FAILURE;
         }
     };

@@ -63,19 +63,18 @@ const FORM_WITHIN: Duration = Duration::from_secs(30);
 const ETCD_REFERENCE: &[(usize, u32, f64)] = &[(1, 1389, 1.7), (16, 5410, 8.1), (64, 8724, 16.4)];
 
 fn main() -> ExitCode {
-    let args: Vec<String> = std::env::args().collect();
-    if !args.iter().any(|a| a == "--bench") {
-        cluster::self_check();
-        etcd::self_check();
-        load::self_check();
-        failover::self_check();
-        eprintln!(
-            "cluster_vs_etcd: self-checks passed \
-             (run `cargo bench --bench cluster_vs_etcd` to benchmark)"
-        );
-        return ExitCode::SUCCESS;
-    }
-    procs::run_locked(run(&args))
+    // The settings come from the environment and the flags `run` reads.
+    let parse = |args: &[String]| Ok(args.to_vec());
+    procs::bench_main("cluster_vs_etcd", self_checks, parse, |args| async move {
+        run(&args).await
+    })
+}
+
+fn self_checks() {
+    cluster::self_check();
+    etcd::self_check();
+    load::self_check();
+    failover::self_check();
 }
 
 /// Which systems to run.

@@ -88,6 +88,34 @@ where
     }
 }
 
+/// The `main` of a loopback benchmark that takes its settings from the
+/// command line: without `--bench` (as `cargo test --benches` runs it) only
+/// its `self_check`; else `parse` reads the arguments and [`run_locked`]
+/// drives `run` with the settings.
+pub(crate) fn bench_main<S, F>(
+    name: &str,
+    self_check: fn(),
+    parse: fn(&[String]) -> anyhow::Result<S>,
+    run: impl FnOnce(S) -> F,
+) -> std::process::ExitCode
+where
+    F: Future<Output = anyhow::Result<()>>,
+{
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    if !args.iter().any(|a| a == "--bench") {
+        self_check();
+        eprintln!("{name}: self-checks passed (run `cargo bench --bench {name}` to benchmark)");
+        return std::process::ExitCode::SUCCESS;
+    }
+    match parse(&args) {
+        Ok(settings) => run_locked(run(settings)),
+        Err(e) => {
+            eprintln!("Error: {e:#}");
+            std::process::ExitCode::FAILURE
+        }
+    }
+}
+
 /// Whether `program` is on the PATH.
 pub(crate) fn on_path(program: &str) -> bool {
     std::env::var_os("PATH").is_some_and(|p| {

@@ -53,22 +53,7 @@ use crate::store::{Store, key};
 use crate::trellis::Trellis;
 
 fn main() -> ExitCode {
-    let args: Vec<String> = std::env::args().skip(1).collect();
-    if !args.iter().any(|a| a == "--bench") {
-        self_check();
-        eprintln!(
-            "kv_million: self-checks passed (run `cargo bench --bench kv_million` to benchmark)"
-        );
-        return ExitCode::SUCCESS;
-    }
-    let settings = match Settings::parse(&args) {
-        Ok(s) => s,
-        Err(e) => {
-            eprintln!("Error: {e:#}");
-            return ExitCode::FAILURE;
-        }
-    };
-    procs::run_locked(run(settings))
+    procs::bench_main("kv_million", self_check, Settings::parse, run)
 }
 
 /// What the command line asks for.
