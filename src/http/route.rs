@@ -115,6 +115,13 @@ pub(super) fn presented<'a>(params: &'a Params, headers: &'a HeaderMap) -> Optio
         .find(|t| !t.is_empty())
 }
 
+/// The secret a request acts with: the one it presented, else the agent's
+/// `acl.tokens.default` (never empty: the configuration refuses an empty
+/// token).
+fn secret<'a>(ctx: &'a Ctx, params: &'a Params, headers: &'a HeaderMap) -> Option<&'a str> {
+    presented(params, headers).or(ctx.api.acl.default_token.as_deref())
+}
+
 /// The request's token resolved, and whether there was one (the
 /// request's or the agent's default): unknown secrets are refused with
 /// Consul's "ACL not found".
@@ -131,13 +138,7 @@ fn caller(
     let Some(tokens) = ctx.api.replica.tokens() else {
         return Err(ApiError::Internal("ACL tokens are not resolved yet".into()));
     };
-    let default = ctx
-        .api
-        .acl
-        .default_token
-        .as_deref()
-        .filter(|t| !t.is_empty());
-    match presented(params, headers).or(default) {
+    match secret(ctx, params, headers) {
         None => Ok((tokens.anonymous().clone(), false)),
         Some(secret) => tokens
             .by_secret(secret)
@@ -197,9 +198,7 @@ impl Route {
     /// The secret the request presented, else `acl.tokens.default`: what a
     /// call this agent makes for the request carries on to a server.
     pub(super) fn secret(&self, headers: &HeaderMap) -> Option<String> {
-        presented(&self.params, headers)
-            .or(self.ctx.api.acl.default_token.as_deref())
-            .map(str::to_owned)
+        secret(&self.ctx, &self.params, headers).map(str::to_owned)
     }
 
     /// Whether ACLs are on.

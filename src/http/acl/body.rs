@@ -266,6 +266,22 @@ pub(super) struct PolicyBody {
     pub(super) datacenters: Vec<String>,
 }
 
+impl PolicyBody {
+    /// The policy the body describes, under `id` (indexes are the state's
+    /// to set).
+    pub(super) fn into_policy(self, id: String) -> AclPolicy {
+        AclPolicy {
+            id,
+            name: self.name,
+            description: self.description,
+            rules: self.rules,
+            datacenters: self.datacenters,
+            create_index: 0,
+            modify_index: 0,
+        }
+    }
+}
+
 /// Decodes a policy write.
 pub(super) fn policy_body(v: &Value) -> Result<PolicyBody, DecodeError> {
     let f = Fields::new(v, "")?;

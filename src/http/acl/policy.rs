@@ -25,16 +25,7 @@ pub(in crate::http) async fn policy_create(
         ));
     }
     valid_policy_name(&b.name)?;
-    let policy = AclPolicy {
-        id: uuid::Uuid::new_v4().to_string(),
-        name: b.name,
-        description: b.description,
-        rules: b.rules,
-        datacenters: b.datacenters,
-        create_index: 0,
-        modify_index: 0,
-    };
-    write_policy(&route, policy).await
+    write_policy(&route, b.into_policy(uuid::Uuid::new_v4().to_string())).await
 }
 
 /// `PUT /v1/acl/policy/:id`: replaces a policy's name, description, rules
@@ -66,16 +57,7 @@ pub(in crate::http) async fn policy_update(
         Ok(())
     })
     .await?;
-    let policy = AclPolicy {
-        id,
-        name: b.name,
-        description: b.description,
-        rules: b.rules,
-        datacenters: b.datacenters,
-        create_index: 0,
-        modify_index: 0,
-    };
-    write_policy(&route, policy).await
+    write_policy(&route, b.into_policy(id)).await
 }
 
 /// Writes `policy` and answers with it as read back.
