@@ -21,6 +21,7 @@ use serde::{Deserialize, Serialize};
 
 use super::catchup::{Chunk, Offer, SnapshotCache};
 use super::cluster::Configuration;
+use super::datacenter::{DatacenterRequest, DatacenterResponse, ForwardError, Slot};
 use super::errors::{MembershipError, ReadError, WriteError};
 use super::types::RaftId;
 use crate::catalog::{Applied, Command, Index, Outcome, Replica, Since};
@@ -74,6 +75,16 @@ pub enum ClientRequest {
         /// The ACL token the operator presented, if any.
         token: Option<String>,
     },
+    /// Send `request` on to datacenter `dc` (`?dc=`, a DNS name of
+    /// another datacenter): a client agent is in no WAN pool, so its
+    /// server carries the request, as Consul's servers do. The remote
+    /// server checks the token the request carries.
+    Forward {
+        /// The datacenter.
+        dc: String,
+        /// The request, as the remote server will run it.
+        request: DatacenterRequest,
+    },
 }
 
 /// The answer to a [`ClientRequest`], variant for variant.
@@ -93,6 +104,9 @@ pub enum ClientResponse {
     SnapshotChunk(Option<Chunk>),
     /// To [`ClientRequest::RemovePeer`].
     RemovePeer(Result<(), MembershipError>),
+    /// To [`ClientRequest::Forward`]: the remote datacenter's answer, or
+    /// why there was none.
+    Forward(Result<DatacenterResponse, ForwardError>),
 }
 
 impl ClientRequest {
@@ -105,6 +119,7 @@ impl ClientRequest {
             Self::Configuration => "configuration",
             Self::SnapshotChunk { .. } => "snapshot-chunk",
             Self::RemovePeer { .. } => "remove-peer",
+            Self::Forward { .. } => "forward-to-datacenter",
         }
     }
 }
@@ -119,6 +134,7 @@ impl ClientResponse {
             Self::Configuration(_) => "a configuration",
             Self::SnapshotChunk(_) => "a snapshot chunk",
             Self::RemovePeer(_) => "a removal's result",
+            Self::Forward(_) => "a forwarded answer",
         }
     }
 }
@@ -211,8 +227,13 @@ pub trait ClientHandler: Send + Sync {
     ) -> impl Future<Output = Result<(), MembershipError>> + Send;
 }
 
-/// Carries out one client call.
-pub(super) async fn handle(handler: &impl ClientHandler, req: ClientRequest) -> ClientResponse {
+/// Carries out one client call; a forward to another datacenter goes
+/// through `datacenters`, the agent's side of the datacenter family.
+pub(super) async fn handle(
+    handler: &impl ClientHandler,
+    datacenters: &Slot,
+    req: ClientRequest,
+) -> ClientResponse {
     match req {
         ClientRequest::Write(cmd) => ClientResponse::Write(handler.write(*cmd).await),
         ClientRequest::ConsistentIndex => ClientResponse::ConsistentIndex(
@@ -230,6 +251,9 @@ pub(super) async fn handle(handler: &impl ClientHandler, req: ClientRequest) -> 
         }
         ClientRequest::RemovePeer { id, token } => {
             ClientResponse::RemovePeer(handler.remove_peer(id, token).await)
+        }
+        ClientRequest::Forward { dc, request } => {
+            ClientResponse::Forward(datacenters.forward(dc, request).await)
         }
     }
 }
