@@ -54,6 +54,13 @@
 //! the reaping of old KV tombstones, both dated in the catalog itself, so a
 //! new leader carries on where the last one stopped.
 //!
+//! Other datacenters: servers of every datacenter meet in a second, WAN
+//! gossip pool; [`datacenters`] turns it into a route to each datacenter,
+//! and [`remote`] is the one way a request goes there (HTTP `?dc=`, DNS
+//! names of another datacenter): over server RPC's datacenter family to a
+//! server of that datacenter, which runs it through its own HTTP router or
+//! DNS responder. A client agent's request goes through its own server.
+//!
 //! TLS ([`tls`]) turns the PEM files the configuration names into rustls
 //! configurations, held so SIGHUP swaps new certificates in without a
 //! restart: the HTTPS listener serves the same router as HTTP from them,
@@ -94,6 +101,7 @@ pub mod initial_management;
 pub mod local;
 pub mod per_client;
 pub mod reconcile;
+pub mod remote;
 pub mod rpc;
 pub mod store;
 pub mod tls;

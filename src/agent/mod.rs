@@ -13,6 +13,7 @@
 //! 4. shut Raft down, which flushes and closes the redb log store;
 //! 5. log `shutdown complete`.
 
+mod datacenter;
 mod fd_limit;
 mod listeners;
 pub(crate) mod pool;
@@ -128,6 +129,11 @@ struct Agent {
     definitions: Definitions,
     /// Raft and server RPC; servers only.
     server: Option<ServerParts>,
+    /// The way to other datacenters (`?dc=`, their DNS names).
+    remote: Arc<crate::remote::Remote>,
+    /// Where server RPC finds what answers other datacenters; filled once
+    /// the HTTP router exists.
+    datacenter_slot: Arc<crate::rpc::datacenter::Slot>,
 }
 
 /// The addresses actually bound (port 0 resolved).
@@ -202,6 +208,13 @@ impl Agent {
             cluster_key: cluster_key(&gossip),
             tls: Some(tls.clone()),
         };
+        let datacenter_slot = Arc::new(crate::rpc::datacenter::Slot::default());
+        // The datacenters this agent knows: a server's come from its WAN
+        // pool; a client agent knows only its own and asks its servers.
+        let datacenters = Arc::new(crate::datacenters::Datacenters::new(
+            node.datacenter.clone(),
+            None,
+        ));
         let (replica, delegate, server) = match listeners.rpc {
             Some(rpc) => {
                 let rpc_limits = crate::rpc::server::ConnLimits {
@@ -215,6 +228,7 @@ impl Agent {
                     rpc,
                     credentials.clone(),
                     rpc_limits,
+                    datacenter_slot.clone(),
                 )
                 .await?;
                 (
@@ -232,6 +246,13 @@ impl Agent {
                 (replica, Delegate::Client(link), None)
             }
         };
+
+        let remote = Arc::new(match &delegate {
+            Delegate::Server(_) => {
+                crate::remote::Remote::direct(datacenters.clone(), credentials.clone())
+            }
+            Delegate::Client(link) => crate::remote::Remote::through(datacenters, link.clone()),
+        });
 
         // The node ID is the node's identity in the pool, so it is known
         // before gossip starts.
@@ -357,6 +378,8 @@ impl Agent {
             local: Arc::new(local),
             definitions,
             server,
+            remote,
+            datacenter_slot,
         })
     }
 
@@ -386,6 +409,8 @@ impl Agent {
             local,
             definitions,
             server,
+            remote,
+            datacenter_slot,
         } = self;
         let serving = shutdown.child_token();
         let mut tasks = JoinSet::new();
@@ -446,11 +471,24 @@ impl Agent {
             }
         });
 
+        // Other datacenters' DNS queries are answered as ours are.
+        let answerer = crate::dns::Answerer::new(&dns, &node.datacenter, replica.clone())
+            .map_err(|e| AgentError::Task(format!("DNS: {e}")))?;
         let (dns_replica, dc, token) = (replica.clone(), node.datacenter.clone(), serving.clone());
+        let dns_remote = remote.clone();
         tasks.spawn(async move {
-            crate::dns::serve(dns_udp, dns_tcp, dns, &limits, dc, dns_replica, token)
-                .await
-                .map_err(|e| format!("DNS: {e}"))
+            crate::dns::serve(
+                dns_udp,
+                dns_tcp,
+                dns,
+                &limits,
+                dc,
+                dns_replica,
+                dns_remote,
+                token,
+            )
+            .await
+            .map_err(|e| format!("DNS: {e}"))
         });
         let state = crate::http::ApiState {
             replica: replica.clone(),
@@ -460,11 +498,20 @@ impl Agent {
             shutdown: shutdown.clone(),
             kv,
             acl,
+            remote: remote.clone(),
         };
         let token = serving.clone();
+        let router = crate::http::router(state, &limits, token.clone());
+        // Requests from other datacenters run through the same router (and
+        // its admission bounds) and DNS answers as our own clients'.
+        datacenter_slot.install(Arc::new(datacenter::Local {
+            router: router.clone(),
+            dns: Arc::new(answerer),
+            remote,
+        }));
         let https = https.map(|l| (l, tls));
         tasks.spawn(async move {
-            crate::http::serve_with_https(http, https, state, &limits, token)
+            crate::http::serve_router(http, https, router, &limits, token)
                 .await
                 .map_err(|e| format!("HTTP: {e}"))
         });

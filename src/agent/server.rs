@@ -30,7 +30,8 @@ pub(super) struct ServerParts {
 
 impl ServerParts {
     /// Opens the Raft storage, starts Raft, and serves RPC on `listener`
-    /// under `limits`.
+    /// under `limits`, answering other datacenters with what the agent
+    /// installs in `datacenters` once it has built it.
     pub(super) async fn start(
         node: &NodeSettings,
         raft: &RaftSettings,
@@ -38,6 +39,7 @@ impl ServerParts {
         listener: TcpListener,
         credentials: crate::rpc::Credentials,
         limits: ConnLimits,
+        datacenters: Arc<crate::rpc::datacenter::Slot>,
     ) -> Result<Self, AgentError> {
         let replica = Arc::new(Replica::with_history(FOLLOW_HISTORY));
         let consensus = Consensus::start(
@@ -48,9 +50,10 @@ impl ServerParts {
         // Raft needs server RPC from the start (votes, the bootstrap), and
         // until it has shut down: it gets its own token, cancelled last.
         let rpc_stop = CancellationToken::new();
-        let rpc_task = tokio::spawn(crate::rpc::server::serve(
+        let rpc_task = tokio::spawn(crate::rpc::server::serve_with(
             listener,
             consensus.clone(),
+            datacenters,
             credentials,
             limits,
             rpc_stop.clone(),

@@ -66,6 +66,9 @@ pub struct FileConfig {
     /// Leave the gossip pool gracefully on SIGTERM (default: clients yes,
     /// servers no, as Consul).
     pub leave_on_terminate: Option<bool>,
+    /// Answers from other datacenters use their nodes' and services' WAN
+    /// addresses (`TaggedAddresses.wan`), as Consul's.
+    pub translate_wan_addrs: Option<bool>,
     /// How long a failed node keeps its catalog entry before it is reaped
     /// ("72h").
     pub reconnect_timeout: Option<String>,

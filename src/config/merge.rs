@@ -69,6 +69,7 @@ impl Layered {
             raft_trailing_logs,
             encrypt,
             leave_on_terminate,
+            translate_wan_addrs,
             reconnect_timeout,
             ae_interval,
             session_ttl_min,

@@ -97,6 +97,9 @@ pub struct DnsSettings {
     pub zone_dirs: Vec<PathBuf>,
     /// Response-rate limiting of UDP answers per source prefix.
     pub rrl: RrlSettings,
+    /// `translate_wan_addrs`: answers from other datacenters carry their
+    /// nodes' WAN addresses.
+    pub translate_wan_addrs: bool,
     /// With ACLs on, the secret of the token answers are computed as:
     /// `acl.tokens.default`, empty for the anonymous token (Consul's DNS
     /// uses the default token). `None` with ACLs off. Not a `dns_config`
@@ -143,6 +146,7 @@ impl Default for DnsSettings {
             recursor_timeout: defaults::DNS_RECURSOR_TIMEOUT,
             zone_dirs: Vec::new(),
             rrl: RrlSettings::default(),
+            translate_wan_addrs: false,
             acl_token: None,
         }
     }

@@ -28,6 +28,9 @@ use crate::catalog::{Applied, Command, Index, Outcome, Replica, Since};
 
 /// Longest a client's follow poll is held open.
 pub const MAX_FOLLOW_WAIT: Duration = Duration::from_secs(10);
+/// Longest a client agent's request to another datacenter may take there:
+/// Consul's longest blocking wait (10 min), its jitter and a margin.
+const MAX_FORWARD_WAIT: Duration = Duration::from_secs(11 * 60);
 /// Commands in one follow answer, so frames stay small; a client behind by
 /// more asks again at once.
 const FOLLOW_COMMANDS: usize = 4096;
@@ -84,6 +87,9 @@ pub enum ClientRequest {
         dc: String,
         /// The request, as the remote server will run it.
         request: DatacenterRequest,
+        /// How long the remote server may take to answer once reached, in
+        /// milliseconds (a blocking query's wait); the server caps it.
+        answer_within_ms: u64,
     },
 }
 
@@ -252,8 +258,13 @@ pub(super) async fn handle(
         ClientRequest::RemovePeer { id, token } => {
             ClientResponse::RemovePeer(handler.remove_peer(id, token).await)
         }
-        ClientRequest::Forward { dc, request } => {
-            ClientResponse::Forward(datacenters.forward(dc, request).await)
+        ClientRequest::Forward {
+            dc,
+            request,
+            answer_within_ms,
+        } => {
+            let within = Duration::from_millis(answer_within_ms).min(MAX_FORWARD_WAIT);
+            ClientResponse::Forward(datacenters.forward(dc, request, within).await)
         }
     }
 }

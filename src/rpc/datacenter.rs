@@ -29,6 +29,11 @@ use std::sync::{Arc, OnceLock};
 
 use serde::{Deserialize, Serialize};
 
+/// How long reaching some server of another datacenter may take in all:
+/// past it the datacenter is unreachable for this request (Consul waits
+/// up to 10 s per dial).
+pub const REACH_DEADLINE: std::time::Duration = std::time::Duration::from_secs(2);
+
 /// A call from a server of another datacenter.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub enum DatacenterRequest {
@@ -91,6 +96,15 @@ pub struct DnsRequest {
 }
 
 impl DatacenterRequest {
+    /// Whether running it twice is harmless, so that a request lost after
+    /// it was sent may go to another server: DNS queries and HTTP reads.
+    pub fn idempotent(&self) -> bool {
+        match self {
+            Self::Http(r) => matches!(r.method.as_str(), "GET" | "HEAD"),
+            Self::Dns(_) => true,
+        }
+    }
+
     /// The request's kind, for logs and errors.
     pub fn kind(&self) -> &'static str {
         match self {
@@ -153,11 +167,13 @@ pub trait Handler: Send + Sync + 'static {
     /// Runs `req` here, as a local request.
     fn serve(&self, req: DatacenterRequest) -> Answer<DatacenterResponse>;
 
-    /// Sends `req` on to datacenter `dc` (for a client agent of ours).
+    /// Sends `req` on to datacenter `dc` (for a client agent of ours),
+    /// whose server may take `within` to answer once reached.
     fn forward(
         &self,
         dc: String,
         req: DatacenterRequest,
+        within: std::time::Duration,
     ) -> Answer<Result<DatacenterResponse, ForwardError>>;
 }
 
@@ -198,9 +214,10 @@ impl Slot {
         &self,
         dc: String,
         req: DatacenterRequest,
+        within: std::time::Duration,
     ) -> Result<DatacenterResponse, ForwardError> {
         match self.get() {
-            Some(handler) => handler.forward(dc, req).await,
+            Some(handler) => handler.forward(dc, req, within).await,
             None => Err(ForwardError::NoLocalServer(NOT_READY.into())),
         }
     }
@@ -233,6 +250,7 @@ mod tests {
                     tcp: true,
                     translate_wan: false,
                 }),
+                std::time::Duration::from_secs(1),
             )
             .await;
         assert!(matches!(forwarded, Err(ForwardError::NoLocalServer(_))));

@@ -1,0 +1,106 @@
+//! A server's side of the datacenter family (`rpc::datacenter`): requests
+//! from other datacenters' servers run through this agent's own HTTP
+//! router and DNS responder, and its client agents' requests for other
+//! datacenters sent on through [`Remote`]. Built once the router exists
+//! and installed in the slot the RPC server (started earlier, for Raft)
+//! reads.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::body::Body;
+use axum::http::{HeaderName, HeaderValue, Method, Request};
+use tower::ServiceExt;
+
+use crate::dns::Answerer;
+use crate::remote::Remote;
+use crate::rpc::datacenter::{
+    Answer, DatacenterRequest, DatacenterResponse, ForwardError, Handler, HttpAnswer, HttpRequest,
+};
+
+/// The largest answer body sent back: well within the 64 MiB RPC frame,
+/// beside the headers.
+const MAX_ANSWER_BODY: usize = 60 << 20;
+
+/// What runs other datacenters' requests here.
+pub(super) struct Local {
+    /// The agent's HTTP router, with its admission bounds.
+    pub(super) router: axum::Router,
+    /// The agent's DNS answers, from its view.
+    pub(super) dns: Arc<Answerer>,
+    /// The way on to other datacenters, for our client agents.
+    pub(super) remote: Arc<Remote>,
+}
+
+impl Handler for Local {
+    fn serve(&self, req: DatacenterRequest) -> Answer<DatacenterResponse> {
+        match req {
+            DatacenterRequest::Http(http) => {
+                let router = self.router.clone();
+                Box::pin(async move { run_http(router, http).await })
+            }
+            DatacenterRequest::Dns(dns) => {
+                let answer = self.dns.answer(&dns.query, dns.tcp);
+                Box::pin(std::future::ready(DatacenterResponse::Dns(
+                    answer.map(Into::into),
+                )))
+            }
+        }
+    }
+
+    fn forward(
+        &self,
+        dc: String,
+        req: DatacenterRequest,
+        within: Duration,
+    ) -> Answer<Result<DatacenterResponse, ForwardError>> {
+        let remote = self.remote.clone();
+        Box::pin(async move { remote.call(&dc, req, within).await })
+    }
+}
+
+/// Runs `req` through `router` as a local request; any status is an
+/// answer, which the asking agent relays.
+async fn run_http(router: axum::Router, req: HttpRequest) -> DatacenterResponse {
+    let Ok(method) = Method::from_bytes(req.method.as_bytes()) else {
+        return DatacenterResponse::Failed(format!("not an HTTP method: {:?}", req.method));
+    };
+    let mut request = Request::new(Body::from(req.body.into_vec()));
+    *request.method_mut() = method;
+    match req.path_and_query.parse() {
+        Ok(uri) => *request.uri_mut() = uri,
+        Err(e) => {
+            return DatacenterResponse::Failed(format!(
+                "not a path and query: {:?}: {e}",
+                req.path_and_query
+            ));
+        }
+    }
+    let headers = request.headers_mut();
+    for (name, value) in req.headers {
+        if let (Ok(name), Ok(value)) = (
+            HeaderName::from_bytes(name.as_bytes()),
+            HeaderValue::from_bytes(&value),
+        ) {
+            headers.append(name, value);
+        }
+    }
+    // The router's error type is `Infallible`: every failure is a response.
+    let Ok(response) = router.oneshot(request).await;
+    let (parts, body) = response.into_parts();
+    let body = match axum::body::to_bytes(body, MAX_ANSWER_BODY).await {
+        Ok(b) => b,
+        Err(e) => {
+            return DatacenterResponse::Failed(format!("the answer could not be read: {e}"));
+        }
+    };
+    DatacenterResponse::Http(HttpAnswer {
+        status: parts.status.as_u16(),
+        headers: parts
+            .headers
+            .iter()
+            .map(|(n, v)| (n.as_str().to_owned(), v.as_bytes().to_vec().into()))
+            .collect(),
+        body: body.to_vec().into(),
+    })
+}
