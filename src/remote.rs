@@ -43,6 +43,9 @@ pub struct Remote {
     datacenters: Arc<Datacenters>,
     /// Directly, or through a server of our own.
     way: Way,
+    /// `translate_wan_addrs`: answers from other datacenters are to carry
+    /// WAN addresses.
+    translate_wan: bool,
 }
 
 /// The two ways to another datacenter.
@@ -84,6 +87,7 @@ impl Remote {
                 credentials,
                 pools: Mutex::default(),
             },
+            translate_wan: false,
         }
     }
 
@@ -92,7 +96,22 @@ impl Remote {
         Self {
             datacenters,
             way: Way::Through(link),
+            translate_wan: false,
         }
+    }
+
+    /// With `translate_wan_addrs` on (`on`): answers from other
+    /// datacenters carry their nodes' and services' WAN addresses.
+    pub fn translating(self, on: bool) -> Self {
+        Self {
+            translate_wan: on,
+            ..self
+        }
+    }
+
+    /// Whether answers from other datacenters carry WAN addresses.
+    pub fn translate_wan(&self) -> bool {
+        self.translate_wan
     }
 
     /// An agent of datacenter `dc` that knows no other: every other one is
@@ -360,7 +379,11 @@ mod tests {
         })
         .await;
         assert_eq!(result, Err(ForwardError::Unreachable("dc2".into())));
-        assert!(started.elapsed() <= REACH_DEADLINE, "{:?}", started.elapsed());
+        assert!(
+            started.elapsed() <= REACH_DEADLINE,
+            "{:?}",
+            started.elapsed()
+        );
         let budgets = budgets.into_inner().unwrap();
         assert_eq!(budgets.len(), 3, "every server got a share: {budgets:?}");
     }

@@ -40,7 +40,7 @@ impl Handler for Local {
                 Box::pin(async move { run_http(router, http).await })
             }
             DatacenterRequest::Dns(dns) => {
-                let answer = self.dns.answer(&dns.query, dns.tcp);
+                let answer = self.dns.answer(&dns.query, dns.tcp, dns.translate_wan);
                 Box::pin(std::future::ready(DatacenterResponse::Dns(
                     answer.map(Into::into),
                 )))

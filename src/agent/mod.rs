@@ -247,12 +247,15 @@ impl Agent {
             }
         };
 
-        let remote = Arc::new(match &delegate {
-            Delegate::Server(_) => {
-                crate::remote::Remote::direct(datacenters.clone(), credentials.clone())
+        let remote = Arc::new(
+            match &delegate {
+                Delegate::Server(_) => {
+                    crate::remote::Remote::direct(datacenters.clone(), credentials.clone())
+                }
+                Delegate::Client(link) => crate::remote::Remote::through(datacenters, link.clone()),
             }
-            Delegate::Client(link) => crate::remote::Remote::through(datacenters, link.clone()),
-        });
+            .translating(dns.translate_wan_addrs),
+        );
 
         // The node ID is the node's identity in the pool, so it is known
         // before gossip starts.

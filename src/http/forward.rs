@@ -84,8 +84,14 @@ pub(super) async fn forward(State(ctx): State<Ctx>, request: Request, next: Next
             return failure(StatusCode::SERVICE_UNAVAILABLE, "agent is shutting down", None, &dc);
         }
     };
+    let translate = ctx.api.remote.translate_wan();
     let mut response = match answer {
-        Ok(DatacenterResponse::Http(answer)) => relay(answer),
+        Ok(DatacenterResponse::Http(mut answer)) => {
+            if translate && TRANSLATED.iter().any(|p| parts.uri.path().starts_with(p)) {
+                translate_body(&mut answer);
+            }
+            relay(answer)
+        }
         Ok(DatacenterResponse::Failed(why)) => {
             failure(StatusCode::INTERNAL_SERVER_ERROR, &why, None, &dc)
         }
@@ -97,10 +103,77 @@ pub(super) async fn forward(State(ctx): State<Ctx>, request: Request, next: Next
         ),
         Err(e) => forward_error(&e, &dc),
     };
+    if translate {
+        response.headers_mut().insert(
+            HeaderName::from_static(TRANSLATE_HEADER),
+            HeaderValue::from_static("true"),
+        );
+    }
     if parts.method == Method::HEAD {
         *response.body_mut() = Body::empty();
     }
     response
+}
+
+/// Consul's header on answers of an agent with `translate_wan_addrs` on.
+const TRANSLATE_HEADER: &str = "x-consul-translate-addresses";
+/// The families whose answers carry node and service addresses Consul
+/// translates (catalog, health, prepared query execution).
+const TRANSLATED: &[&str] = &["/v1/catalog/", "/v1/health/", "/v1/query/"];
+
+/// Puts the WAN addresses in a JSON answer from another datacenter.
+fn translate_body(answer: &mut HttpAnswer) {
+    if !(200..300).contains(&answer.status) {
+        return;
+    }
+    let Ok(mut body) = serde_json::from_slice::<serde_json::Value>(&answer.body) else {
+        return;
+    };
+    translate_json(&mut body);
+    if let Ok(bytes) = serde_json::to_vec(&body) {
+        answer.body = bytes.into();
+    }
+}
+
+/// Consul's translation (`translate_addr.go`), on any object of the answer
+/// that has them: a node's `Address` becomes its `TaggedAddresses.wan`; a
+/// service's `Address` and `Port` (health answers) its
+/// `TaggedAddresses.wan`, and a catalog entry's `ServiceAddress` and
+/// `ServicePort` its `ServiceTaggedAddresses.wan`.
+fn translate_json(value: &mut serde_json::Value) {
+    use serde_json::Value;
+    match value {
+        Value::Array(items) => items.iter_mut().for_each(translate_json),
+        Value::Object(map) => {
+            let wan = |key: &str| map.get(key).and_then(|t| t.get("wan")).cloned();
+            let tagged = wan("TaggedAddresses");
+            let service_tagged = wan("ServiceTaggedAddresses");
+            match tagged {
+                Some(Value::String(addr)) if !addr.is_empty() => {
+                    map.insert("Address".into(), Value::String(addr));
+                }
+                Some(Value::Object(svc)) => {
+                    if let Some(Value::String(addr)) = svc.get("Address").filter(|a| a != &"") {
+                        map.insert("Address".into(), Value::String(addr.clone()));
+                        if let Some(port) = svc.get("Port") {
+                            map.insert("Port".into(), port.clone());
+                        }
+                    }
+                }
+                _ => {}
+            }
+            if let Some(Value::Object(svc)) = service_tagged
+                && let Some(Value::String(addr)) = svc.get("Address").filter(|a| a != &"")
+            {
+                map.insert("ServiceAddress".into(), Value::String(addr.clone()));
+                if let Some(port) = svc.get("Port") {
+                    map.insert("ServicePort".into(), port.clone());
+                }
+            }
+            map.values_mut().for_each(translate_json);
+        }
+        _ => {}
+    }
 }
 
 /// The datacenter `uri` is for when it is another one and the path is of a
@@ -208,7 +281,12 @@ fn forward_error(e: &ForwardError, dc: &str) -> Response {
         ForwardError::Unreachable(_) => Some("dc-unreachable"),
         ForwardError::NoLocalServer(_) | ForwardError::Failed(_) => None,
     };
-    failure(StatusCode::INTERNAL_SERVER_ERROR, &e.to_string(), reason, dc)
+    failure(
+        StatusCode::INTERNAL_SERVER_ERROR,
+        &e.to_string(),
+        reason,
+        dc,
+    )
 }
 
 fn failure(status: StatusCode, text: &str, reason: Option<&'static str>, dc: &str) -> Response {
@@ -234,7 +312,10 @@ mod tests {
     fn only_the_dc_pairs_are_removed_and_the_rest_kept_as_sent() {
         assert_eq!(without_dc("/v1/kv/a", Some("dc=dc2")), "/v1/kv/a");
         assert_eq!(
-            without_dc("/v1/health/service/web", Some("dc=dc2&passing&tag=a%20b&index=7")),
+            without_dc(
+                "/v1/health/service/web",
+                Some("dc=dc2&passing&tag=a%20b&index=7")
+            ),
             "/v1/health/service/web?passing&tag=a%20b&index=7"
         );
         assert_eq!(
@@ -283,6 +364,36 @@ mod tests {
         let cut = forward_error(&ForwardError::Unreachable("dc2".into()), "dc2");
         assert_eq!(cut.headers()[REASON], "dc-unreachable");
         assert_eq!(cut.headers()[DATACENTER], "dc2");
+    }
+
+    #[test]
+    fn translation_puts_wan_addresses_where_consul_does() {
+        let mut health = serde_json::json!([{
+            "Node": {"Node": "n1", "Address": "10.0.2.1",
+                     "TaggedAddresses": {"lan": "10.0.2.1", "wan": "203.0.113.1"}},
+            "Service": {"Service": "web", "Address": "10.0.2.5", "Port": 80,
+                        "TaggedAddresses": {"wan": {"Address": "203.0.113.5", "Port": 8080}}},
+            "Checks": []
+        }]);
+        translate_json(&mut health);
+        assert_eq!(health[0]["Node"]["Address"], "203.0.113.1");
+        assert_eq!(health[0]["Service"]["Address"], "203.0.113.5");
+        assert_eq!(health[0]["Service"]["Port"], 8080);
+        let mut catalog = serde_json::json!([{
+            "Node": "n1", "Address": "10.0.2.1",
+            "TaggedAddresses": {"wan": "203.0.113.1"},
+            "ServiceAddress": "", "ServicePort": 80,
+            "ServiceTaggedAddresses": {}
+        }]);
+        translate_json(&mut catalog);
+        assert_eq!(catalog[0]["Address"], "203.0.113.1");
+        assert_eq!(catalog[0]["ServiceAddress"], "");
+        assert_eq!(catalog[0]["ServicePort"], 80);
+        // Nothing to translate to: left alone.
+        let mut plain = serde_json::json!({"Address": "10.0.2.1", "TaggedAddresses": {}});
+        let before = plain.clone();
+        translate_json(&mut plain);
+        assert_eq!(plain, before);
     }
 
     #[test]

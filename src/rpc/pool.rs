@@ -178,39 +178,38 @@ impl Pool {
         if let Some(conn) = slot.as_ref().filter(|c| !c.closed.load(Ordering::Acquire)) {
             return Ok(conn.clone());
         }
-        let stream =
-            match tokio::time::timeout(
-                self.connect_timeout,
-                open(addr, &self.credentials, self.datacenter.as_deref()),
-            )
-            .await
-            {
-                Ok(Ok(s)) => s,
-                Ok(Err(e)) => {
-                    if let RpcError::Preface {
-                        source:
-                            PrefaceError::Mismatch { .. }
-                            | PrefaceError::Proof(
-                                ProofError::Unproven | ProofError::Unkeyed | ProofError::WrongKey,
-                            ),
-                        ..
-                    } = &e
-                    {
-                        if self.refusals.warn_now() {
-                            tracing::warn!("{e}");
-                        } else {
-                            tracing::debug!("{e}");
-                        }
+        let stream = match tokio::time::timeout(
+            self.connect_timeout,
+            open(addr, &self.credentials, self.datacenter.as_deref()),
+        )
+        .await
+        {
+            Ok(Ok(s)) => s,
+            Ok(Err(e)) => {
+                if let RpcError::Preface {
+                    source:
+                        PrefaceError::Mismatch { .. }
+                        | PrefaceError::Proof(
+                            ProofError::Unproven | ProofError::Unkeyed | ProofError::WrongKey,
+                        ),
+                    ..
+                } = &e
+                {
+                    if self.refusals.warn_now() {
+                        tracing::warn!("{e}");
+                    } else {
+                        tracing::debug!("{e}");
                     }
-                    return Err(e);
                 }
-                Err(_) => {
-                    return Err(RpcError::Connect {
-                        addr,
-                        source: std::io::ErrorKind::TimedOut.into(),
-                    });
-                }
-            };
+                return Err(e);
+            }
+            Err(_) => {
+                return Err(RpcError::Connect {
+                    addr,
+                    source: std::io::ErrorKind::TimedOut.into(),
+                });
+            }
+        };
         let conn = Conn::start(addr, stream);
         *slot = Some(conn.clone());
         Ok(conn)

@@ -152,7 +152,10 @@ pub fn peer_role(chain: Option<&[CertificateDer<'_>]>, server_name: &ServerName<
 /// (`server.<our dc>.<domain>`): what `trellis tls cert create -server -dc
 /// X` writes for the servers of datacenter X. rustls checks one expected
 /// name at a time, so the names are read from the certificate itself.
-fn names_a_server_of_some_datacenter(cert: &CertificateDer<'_>, server_name: &ServerName<'_>) -> bool {
+fn names_a_server_of_some_datacenter(
+    cert: &CertificateDer<'_>,
+    server_name: &ServerName<'_>,
+) -> bool {
     let ServerName::DnsName(ours) = server_name else {
         return false;
     };
@@ -176,9 +179,7 @@ fn names_a_server_of_some_datacenter(cert: &CertificateDer<'_>, server_name: &Se
             let dns = dns.to_ascii_lowercase();
             dns.strip_prefix("server.")
                 .and_then(|rest| rest.split_once('.'))
-                .is_some_and(|(dc, rest)| {
-                    !dc.is_empty() && !dc.contains('*') && rest == domain
-                })
+                .is_some_and(|(dc, rest)| !dc.is_empty() && !dc.contains('*') && rest == domain)
         }
         _ => false,
     })

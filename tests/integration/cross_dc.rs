@@ -1,0 +1,345 @@
+//! Requests across datacenters, with real agents: two datacenters of three
+//! servers and a client agent each, their servers joined into one WAN pool
+//! by a single join. From dc1's client agent, `?dc=dc2` reads, blocking
+//! queries and KV writes are answered by dc2 with dc2's index; DNS names of
+//! dc2 are answered by dc2's servers; an unknown datacenter is 500 and
+//! NXDOMAIN; a dead dc2 fails fast with the unreachable reason while dc1
+//! answers for itself as before.
+
+use std::net::{IpAddr, SocketAddr, UdpSocket};
+use std::time::{Duration, Instant};
+
+use hickory_proto::op::ResponseCode;
+use hickory_proto::rr::{RData, RecordType};
+use serde_json::{Value, json};
+use trellis_testkit::dns::a_records;
+use trellis_testkit::{Agent, Cluster, FORM_DEADLINE, Resp, wait_until_async};
+
+use crate::harness::trellis;
+
+/// The WAN pool converging and flooding, from one join.
+const WAN_DEADLINE: Duration = Duration::from_secs(30);
+
+/// A UDP port free on loopback a moment ago, for a server's WAN gossip:
+/// every agent has its own 127.x address, so a port free on one is free on
+/// the others as well.
+fn free_wan_port() -> u16 {
+    UdpSocket::bind("127.0.0.1:0")
+        .and_then(|s| s.local_addr())
+        .map(|a| a.port())
+        .expect("a free UDP port")
+}
+
+/// A datacenter `dc` of three servers and a client agent `c1`, formed, each
+/// server's WAN gossip on a port chosen here; with those WAN addresses.
+async fn datacenter(dc: &'static str) -> (Cluster, Vec<SocketAddr>) {
+    let ports: Vec<u16> = (0..3).map(|_| free_wan_port()).collect();
+    let next = std::sync::Arc::new(std::sync::Mutex::new(ports.clone().into_iter()));
+    let mut c = trellis()
+        .cluster()
+        .servers(3)
+        .each(move |b| {
+            let b = b.arg("--datacenter", dc);
+            // Servers first (s1..s3), in order; client agents have no WAN
+            // pool and get no port.
+            match next.lock().expect("ports").next() {
+                Some(port) => b.serf_wan_port(port),
+                None => b,
+            }
+        })
+        .start()
+        .await;
+    c.wait_formed().await;
+    c.add_client("c1", |b| b);
+    let wan = c
+        .servers()
+        .zip(&ports)
+        .map(|(s, &port)| SocketAddr::new(s.ip(), port))
+        .collect();
+    (c, wan)
+}
+
+/// dc1 and dc2, their servers joined by ONE WAN join (dc1's s1 to dc2's
+/// s1), once every dc1 server and dc1's client agent can reach dc2.
+async fn two_datacenters() -> (Cluster, Cluster) {
+    let ((dc1, _), (dc2, dc2_wan)) = tokio::join!(datacenter("dc1"), datacenter("dc2"));
+    let join = format!("/v1/agent/join/{}?wan=1", dc2_wan[0]);
+    let r = dc1
+        .node("s1")
+        .put(&join, &json!({}))
+        .await
+        .expect("WAN join");
+    assert_eq!(r.status, 200, "WAN join: {r:?}");
+    let everyone: Vec<&Agent> = dc1.members().collect();
+    wait_until_async("every dc1 agent reaches dc2", WAN_DEADLINE, || async {
+        for a in &everyone {
+            let r = a.get("/v1/catalog/nodes?dc=dc2").await?;
+            if r.status != 200 {
+                return Err(format!("{}: {r:?}", a.name()));
+            }
+        }
+        Ok(())
+    })
+    .await;
+    (dc1, dc2)
+}
+
+/// The node names of a `health/service` answer, sorted.
+fn nodes_of(r: &Resp) -> Vec<String> {
+    let mut v: Vec<String> = r
+        .json()
+        .as_array()
+        .map(|a| {
+            a.iter()
+                .filter_map(|e| e["Node"]["Node"].as_str().map(str::to_owned))
+                .collect()
+        })
+        .unwrap_or_default();
+    v.sort();
+    v
+}
+
+/// The datacenters named by a `health/service` answer's nodes.
+fn datacenters_of(r: &Resp) -> Vec<String> {
+    let mut v: Vec<String> = r
+        .json()
+        .as_array()
+        .map(|a| {
+            a.iter()
+                .filter_map(|e| e["Node"]["Datacenter"].as_str().map(str::to_owned))
+                .collect()
+        })
+        .unwrap_or_default();
+    v.dedup();
+    v
+}
+
+/// Registers `web` on dc2's client agent and waits until dc2 answers it.
+async fn register_web(dc2: &Cluster, id: &str, port: u16) {
+    let c1 = dc2.node("c1");
+    let r = c1
+        .register_instance(id, "web", &c1.ip().to_string(), port, &["v1"])
+        .await
+        .expect("register web in dc2");
+    assert_eq!(r.status, 200, "register web in dc2: {r:?}");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn another_datacenters_catalog_kv_and_dns_are_one_request_away() {
+    let (dc1, dc2) = two_datacenters().await;
+    let here = dc1.node("c1");
+    let there = dc2.node("c1");
+    register_web(&dc2, "web-1", 8080).await;
+
+    // HTTP: dc2's instances, with dc2's index, through dc1's client agent.
+    let ours = wait_until_async("dc2's web through dc1", FORM_DEADLINE, || async {
+        let r = here.get("/v1/health/service/web?dc=dc2").await?;
+        match nodes_of(&r).as_slice() {
+            [n] if n == "c1" && r.status == 200 => Ok(r),
+            _ => Err(format!("{r:?}")),
+        }
+    })
+    .await;
+    assert_eq!(datacenters_of(&ours), ["dc2"]);
+    assert_eq!(
+        here.get("/v1/health/service/web").await.unwrap().json(),
+        json!([])
+    );
+    let theirs = there.get("/v1/health/service/web").await.unwrap();
+    assert_eq!(
+        ours.index, theirs.index,
+        "X-Consul-Index is dc2's: {ours:?} vs {theirs:?}"
+    );
+    assert!(
+        ours.headers.contains_key("x-consul-knownleader"),
+        "{ours:?}"
+    );
+    assert!(
+        ours.headers.contains_key("x-consul-lastcontact"),
+        "{ours:?}"
+    );
+
+    // A blocking query parked in dc2, woken by a dc2 write.
+    let index = ours.index.expect("an index");
+    let started = Instant::now();
+    let blocked = {
+        let path = format!("/v1/health/service/web?dc=dc2&index={index}&wait=30s");
+        async move { (here.get(&path).await, Instant::now()) }
+    };
+    let write = async {
+        // Give the query time to park before the write that wakes it.
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        let before = Instant::now();
+        register_web(&dc2, "web-2", 8081).await;
+        before
+    };
+    let ((woken, woken_at), written) = tokio::join!(blocked, write);
+    let woken = woken.expect("the blocking query answered");
+    assert_eq!(woken.status, 200, "{woken:?}");
+    assert!(woken.index > Some(index), "{woken:?}");
+    assert_eq!(woken.json().as_array().map(Vec::len), Some(2), "{woken:?}");
+    assert!(
+        started.elapsed() < Duration::from_secs(30),
+        "woken by the write, not the wait"
+    );
+    eprintln!(
+        "cross-DC blocking query answered {:?} after the dc2 write was sent",
+        woken_at.saturating_duration_since(written)
+    );
+
+    // KV: written through dc1 into dc2, read back both ways, not in dc1.
+    let r = here
+        .request("PUT", "/v1/kv/cross/key?dc=dc2", Some(&json!("from-dc1")))
+        .await
+        .unwrap();
+    assert_eq!((r.status, r.text.trim()), (200, "true"), "{r:?}");
+    let r = here.get("/v1/kv/cross/key?dc=dc2&raw").await.unwrap();
+    assert_eq!((r.status, r.text.as_str()), (200, "\"from-dc1\""), "{r:?}");
+    let r = wait_until_async("the key in dc2", FORM_DEADLINE, || async {
+        let r = there.get("/v1/kv/cross/key?raw").await?;
+        if r.status == 200 {
+            Ok(r)
+        } else {
+            Err(format!("{r:?}"))
+        }
+    })
+    .await;
+    assert_eq!(r.text, "\"from-dc1\"");
+    assert_eq!(here.get("/v1/kv/cross/key").await.unwrap().status, 404);
+
+    // DNS: dc2's names, answered by dc2, from dc1's client agent.
+    let dc2_client_ip = there.ip();
+    let m = here.query_udp("web.service.dc2.consul.", RecordType::A);
+    assert_eq!(m.metadata.response_code, ResponseCode::NoError, "{m:?}");
+    assert_eq!(a_records(&m), vec![dc2_client_ip], "{m:?}");
+    let m = here.query_tcp("_web._tcp.service.dc2.consul.", RecordType::SRV);
+    let targets: Vec<String> = m
+        .answers
+        .iter()
+        .filter_map(|r| match &r.data {
+            RData::SRV(s) => Some(s.target.to_string()),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(targets.len(), 2, "{m:?}");
+    assert!(
+        targets.iter().all(|t| t == "c1.node.dc2.consul."),
+        "{targets:?}"
+    );
+    let m = here.query_udp("s1.node.dc2.consul.", RecordType::A);
+    assert_eq!(a_records(&m), vec![dc2.node("s1").ip()], "{m:?}");
+    // And the same name in dc1 is dc1's own server.
+    let m = here.query_udp("s1.node.consul.", RecordType::A);
+    assert_eq!(a_records(&m), vec![dc1.node("s1").ip()], "{m:?}");
+
+    // An unknown datacenter: Consul's 500 and NXDOMAIN, with our reason.
+    let r = here.get("/v1/health/service/web?dc=nodc").await.unwrap();
+    assert_eq!(
+        (r.status, r.text.as_str()),
+        (500, "No path to datacenter"),
+        "{r:?}"
+    );
+    assert_eq!(
+        r.headers.get("x-trellis-reason").map(String::as_str),
+        Some("unknown-dc")
+    );
+    assert_eq!(
+        r.headers.get("x-trellis-datacenter").map(String::as_str),
+        Some("nodc")
+    );
+    let m = here.query_udp("web.service.nodc.consul.", RecordType::A);
+    assert_eq!(m.metadata.response_code, ResponseCode::NXDomain, "{m:?}");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_dead_datacenter_fails_within_seconds_and_ours_answers_as_before() {
+    let (dc1, dc2) = two_datacenters().await;
+    let here = dc1.node("c1");
+    let local_ip: IpAddr = here.ip();
+    let r = here
+        .register_instance("web-dc1", "web", &local_ip.to_string(), 80, &[])
+        .await
+        .unwrap();
+    assert_eq!(r.status, 200, "{r:?}");
+    wait_until_async("web in dc1's DNS", FORM_DEADLINE, || async {
+        let m = here.query_udp("web.service.consul.", RecordType::A);
+        if a_records(&m) == vec![local_ip] {
+            Ok(())
+        } else {
+            Err(format!("{m:?}"))
+        }
+    })
+    .await;
+
+    for agent in dc2.members() {
+        agent.kill();
+    }
+    // Right after the kill the WAN pool still lists dc2's servers alive:
+    // each call finds their ports closed. Later the pool marks them
+    // failed. Either way the answer is the unreachable one, and quick.
+    for round in 0..3 {
+        let started = Instant::now();
+        let r = here.get("/v1/health/service/web?dc=dc2").await.unwrap();
+        let took = started.elapsed();
+        eprintln!("?dc=dc2 with dc2 dead (round {round}) failed in {took:?}");
+        assert_eq!(r.status, 500, "{r:?}");
+        assert_eq!(
+            r.text, "Remote DC has no server currently reachable",
+            "{r:?}"
+        );
+        assert_eq!(
+            r.headers.get("x-trellis-reason").map(String::as_str),
+            Some("dc-unreachable")
+        );
+        assert_eq!(
+            r.headers.get("x-trellis-datacenter").map(String::as_str),
+            Some("dc2")
+        );
+        let m = here.query_tcp("web.service.dc2.consul.", RecordType::A);
+        assert_eq!(m.metadata.response_code, ResponseCode::ServFail, "{m:?}");
+
+        // dc1 answers for itself as before.
+        let m = here.query_udp("web.service.consul.", RecordType::A);
+        assert_eq!(a_records(&m), vec![local_ip], "{m:?}");
+        let r = here.get("/v1/health/service/web").await.unwrap();
+        assert_eq!(r.status, 200, "{r:?}");
+        assert_eq!(nodes_of(&r), ["c1"]);
+        let r = here
+            .request("PUT", "/v1/kv/still/writable", Some(&Value::from(round)))
+            .await
+            .unwrap();
+        assert_eq!(r.status, 200, "{r:?}");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn without_a_wan_pool_every_other_datacenter_is_unknown() {
+    let mut c = trellis().cluster().servers(1).start().await;
+    c.wait_formed().await;
+    c.add_client("c1", |b| b);
+    for agent in c.members() {
+        let r = wait_until_async("an answer", FORM_DEADLINE, || async {
+            let r = agent.get("/v1/catalog/service/web?dc=dc9").await?;
+            // A client agent that has not found its server yet says so.
+            if r.text.contains("no server of this datacenter") {
+                return Err(format!("{r:?}"));
+            }
+            Ok(r)
+        })
+        .await;
+        assert_eq!(
+            (r.status, r.text.as_str()),
+            (500, "No path to datacenter"),
+            "{r:?}"
+        );
+        assert_eq!(
+            r.headers.get("x-trellis-reason").map(String::as_str),
+            Some("unknown-dc")
+        );
+        let m = agent.query_udp("web.service.dc9.consul.", RecordType::A);
+        assert_eq!(m.metadata.response_code, ResponseCode::NXDomain, "{m:?}");
+        // `?dc=` naming our own datacenter is a local request.
+        let r = agent.get("/v1/catalog/service/web?dc=dc1").await.unwrap();
+        assert_eq!(r.status, 200, "{r:?}");
+    }
+}
