@@ -12,24 +12,86 @@ use axum::body::Body;
 use axum::http::{HeaderName, HeaderValue, Method, Request};
 use tower::ServiceExt;
 
+use super::AgentError;
+use crate::catalog::Replica;
+use crate::config::{DnsSettings, NodeSettings};
+use crate::datacenters::Datacenters;
+use crate::delegate::Delegate;
 use crate::dns::Answerer;
 use crate::remote::Remote;
+use crate::rpc::Credentials;
 use crate::rpc::datacenter::{
     Answer, DatacenterRequest, DatacenterResponse, ForwardError, Handler, HttpAnswer, HttpRequest,
+    Slot,
 };
 
 /// The largest answer body sent back: well within the 64 MiB RPC frame,
 /// beside the headers.
 const MAX_ANSWER_BODY: usize = 60 << 20;
 
-/// What runs other datacenters' requests here.
-pub(super) struct Local {
-    /// The agent's HTTP router, with its admission bounds.
-    pub(super) router: axum::Router,
-    /// The agent's DNS answers, from its view.
-    pub(super) dns: Arc<Answerer>,
-    /// The way on to other datacenters, for our client agents.
+/// An agent's part in other datacenters: the way there, and the slot
+/// server RPC reads what answers them here from.
+pub(super) struct Far {
+    /// The way to other datacenters (`?dc=`, their DNS names).
     pub(super) remote: Arc<Remote>,
+    /// Filled by [`Self::install`] once the HTTP router exists; servers
+    /// only (a client agent serves no RPC).
+    slot: Option<Arc<Slot>>,
+}
+
+impl Far {
+    /// A server reaches other datacenters through the route its WAN pool
+    /// gives; a client agent, in no WAN pool, through its servers.
+    pub(super) fn new(
+        node: &NodeSettings,
+        delegate: &Delegate,
+        credentials: &Credentials,
+        dns: &DnsSettings,
+        slot: Option<Arc<Slot>>,
+    ) -> Self {
+        let datacenters = Arc::new(Datacenters::new(node.datacenter.clone(), None));
+        let remote = match delegate {
+            Delegate::Server(_) => Remote::direct(datacenters, credentials.clone()),
+            Delegate::Client(link) => Remote::through(datacenters, link.clone()),
+        };
+        Self {
+            remote: Arc::new(remote.translating(dns.translate_wan_addrs)),
+            slot,
+        }
+    }
+
+    /// What answers other datacenters' DNS queries: a responder like our
+    /// own DNS server's, on the same `replica`.
+    pub(super) fn answerer(
+        &self,
+        dns: &DnsSettings,
+        replica: &Arc<Replica>,
+    ) -> Result<Answerer, AgentError> {
+        Answerer::new(dns, self.remote.datacenters().local(), replica.clone())
+            .map_err(|e| AgentError::Task(format!("DNS: {e}")))
+    }
+
+    /// From now on other datacenters' requests run through `router` (with
+    /// its admission bounds) and `dns`, as our own clients' do.
+    pub(super) fn install(&self, router: axum::Router, dns: Answerer) {
+        if let Some(slot) = &self.slot {
+            slot.install(Arc::new(Local {
+                router,
+                dns: Arc::new(dns),
+                remote: self.remote.clone(),
+            }));
+        }
+    }
+}
+
+/// What runs other datacenters' requests here.
+struct Local {
+    /// The agent's HTTP router, with its admission bounds.
+    router: axum::Router,
+    /// The agent's DNS answers, from its view.
+    dns: Arc<Answerer>,
+    /// The way on to other datacenters, for our client agents.
+    remote: Arc<Remote>,
 }
 
 impl Handler for Local {

@@ -29,7 +29,7 @@ use tokio::net::{TcpListener, UdpSocket};
 use tokio::task::{JoinHandle, JoinSet};
 use tokio_util::sync::CancellationToken;
 
-use self::listeners::Listeners;
+use self::listeners::{Addrs, Listeners};
 use self::register::{Definitions, upkeep};
 use self::server::ServerParts;
 use self::settings::{
@@ -129,21 +129,8 @@ struct Agent {
     definitions: Definitions,
     /// Raft and server RPC; servers only.
     server: Option<ServerParts>,
-    /// The way to other datacenters (`?dc=`, their DNS names).
-    remote: Arc<crate::remote::Remote>,
-    /// Where server RPC finds what answers other datacenters; filled once
-    /// the HTTP router exists.
-    datacenter_slot: Arc<crate::rpc::datacenter::Slot>,
-}
-
-/// The addresses actually bound (port 0 resolved).
-struct Addrs {
-    dns: Option<SocketAddr>,
-    http: Option<SocketAddr>,
-    https: Option<SocketAddr>,
-    /// Server RPC as other servers reach it; servers only.
-    rpc: Option<SocketAddr>,
-    serf_lan: Option<SocketAddr>,
+    /// The way to other datacenters, and what answers them here.
+    far: datacenter::Far,
 }
 
 /// Tasks that run beside serving under one token.
@@ -208,13 +195,6 @@ impl Agent {
             cluster_key: cluster_key(&gossip),
             tls: Some(tls.clone()),
         };
-        let datacenter_slot = Arc::new(crate::rpc::datacenter::Slot::default());
-        // The datacenters this agent knows: a server's come from its WAN
-        // pool; a client agent knows only its own and asks its servers.
-        let datacenters = Arc::new(crate::datacenters::Datacenters::new(
-            node.datacenter.clone(),
-            None,
-        ));
         let (replica, delegate, server) = match listeners.rpc {
             Some(rpc) => {
                 let rpc_limits = crate::rpc::server::ConnLimits {
@@ -228,7 +208,6 @@ impl Agent {
                     rpc,
                     credentials.clone(),
                     rpc_limits,
-                    datacenter_slot.clone(),
                 )
                 .await?;
                 (
@@ -247,15 +226,8 @@ impl Agent {
             }
         };
 
-        let remote = Arc::new(
-            match &delegate {
-                Delegate::Server(_) => {
-                    crate::remote::Remote::direct(datacenters.clone(), credentials.clone())
-                }
-                Delegate::Client(link) => crate::remote::Remote::through(datacenters, link.clone()),
-            }
-            .translating(dns.translate_wan_addrs),
-        );
+        let slot = server.as_ref().map(|s| s.datacenters.clone());
+        let far = datacenter::Far::new(&node, &delegate, &credentials, &dns, slot);
 
         // The node ID is the node's identity in the pool, so it is known
         // before gossip starts.
@@ -381,8 +353,7 @@ impl Agent {
             local: Arc::new(local),
             definitions,
             server,
-            remote,
-            datacenter_slot,
+            far,
         })
     }
 
@@ -412,8 +383,7 @@ impl Agent {
             local,
             definitions,
             server,
-            remote,
-            datacenter_slot,
+            far,
         } = self;
         let serving = shutdown.child_token();
         let mut tasks = JoinSet::new();
@@ -475,10 +445,9 @@ impl Agent {
         });
 
         // Other datacenters' DNS queries are answered as ours are.
-        let answerer = crate::dns::Answerer::new(&dns, &node.datacenter, replica.clone())
-            .map_err(|e| AgentError::Task(format!("DNS: {e}")))?;
+        let answerer = far.answerer(&dns, &replica)?;
         let (dns_replica, dc, token) = (replica.clone(), node.datacenter.clone(), serving.clone());
-        let dns_remote = remote.clone();
+        let remote_dns = far.remote.clone();
         tasks.spawn(async move {
             crate::dns::serve(
                 dns_udp,
@@ -487,7 +456,7 @@ impl Agent {
                 &limits,
                 dc,
                 dns_replica,
-                dns_remote,
+                remote_dns,
                 token,
             )
             .await
@@ -501,34 +470,18 @@ impl Agent {
             shutdown: shutdown.clone(),
             kv,
             acl,
-            remote: remote.clone(),
+            remote: far.remote.clone(),
         };
         let token = serving.clone();
         let router = crate::http::router(state, &limits, token.clone());
-        // Requests from other datacenters run through the same router (and
-        // its admission bounds) and DNS answers as our own clients'.
-        datacenter_slot.install(Arc::new(datacenter::Local {
-            router: router.clone(),
-            dns: Arc::new(answerer),
-            remote,
-        }));
+        far.install(router.clone(), answerer);
         let https = https.map(|l| (l, tls));
         tasks.spawn(async move {
             crate::http::serve_router(http, https, router, &limits, token)
                 .await
                 .map_err(|e| format!("HTTP: {e}"))
         });
-        tracing::info!(
-            "listening dns={} http={} https={} server={} serf_lan={} node={} dc={} ready_in_ms={}",
-            fmt_addr(addrs.dns),
-            fmt_addr(addrs.http),
-            fmt_addr(addrs.https),
-            fmt_addr(addrs.rpc),
-            fmt_addr(addrs.serf_lan),
-            node.name,
-            node.datacenter,
-            started.elapsed().as_millis()
-        );
+        addrs.announce(&node, started);
 
         // Run until asked to stop or until a server fails.
         let mut failure = None;
@@ -633,8 +586,4 @@ impl Running {
         // 5.
         tracing::info!("shutdown complete");
     }
-}
-
-fn fmt_addr(a: Option<SocketAddr>) -> String {
-    a.map_or_else(|| "?".into(), |a| a.to_string())
 }
