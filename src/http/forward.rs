@@ -63,9 +63,8 @@ pub(super) async fn forward(State(ctx): State<Ctx>, request: Request, next: Next
         return next.run(request).await;
     };
     let (parts, body) = request.into_parts();
-    let body = match axum::body::to_bytes(body, MAX_BODY_BYTES).await {
-        Ok(b) => b,
-        Err(_) => return super::ApiError::PayloadTooLarge.into_response(),
+    let Ok(body) = axum::body::to_bytes(body, MAX_BODY_BYTES).await else {
+        return super::ApiError::PayloadTooLarge.into_response();
     };
     let params = parts.uri.query().map(parse_query).unwrap_or_default();
     let answer_within = answer_within(&params);

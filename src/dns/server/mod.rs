@@ -94,12 +94,9 @@ impl Shared {
             Reply::OtherDatacenter { dc, request } => {
                 // Release the snapshot before awaiting the network.
                 drop(view);
-                let _slot = match self.forward_slots.try_acquire() {
-                    Ok(slot) => slot,
-                    Err(_) => {
-                        tracing::debug!(%peer, "too many forwarded queries in flight, shedding");
-                        return Some(self.responder.servfail(&request, transport));
-                    }
+                let Ok(_slot) = self.forward_slots.try_acquire() else {
+                    tracing::debug!(%peer, "too many forwarded queries in flight, shedding");
+                    return Some(self.responder.servfail(&request, transport));
                 };
                 Some(self.other_datacenter(&dc, &request, transport).await)
             }

@@ -67,7 +67,7 @@ pub(super) async fn ask(
             Err(e) => format!("an undecodable answer: {e}"),
         },
         Ok(DatacenterResponse::Dns(None)) => "no answer".into(),
-        Ok(other) => format!("{}", other.kind()),
+        Ok(other) => other.kind().to_string(),
         Err(ForwardError::Unknown(_)) => {
             tracing::debug!(dc, "DNS: no path to datacenter");
             return responder.no_path(&view(), request, transport);
