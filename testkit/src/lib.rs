@@ -23,6 +23,7 @@ pub mod listening;
 pub mod load;
 pub mod log;
 pub mod net;
+pub mod netns;
 pub mod process;
 pub mod wait;
 
