@@ -14,7 +14,7 @@ use tower::ServiceExt;
 
 use super::AgentError;
 use crate::catalog::Replica;
-use crate::config::{DnsSettings, NodeSettings};
+use crate::config::DnsSettings;
 use crate::datacenters::Datacenters;
 use crate::delegate::Delegate;
 use crate::dns::Answerer;
@@ -41,15 +41,15 @@ pub(super) struct Far {
 
 impl Far {
     /// A server reaches other datacenters through the route its WAN pool
-    /// gives; a client agent, in no WAN pool, through its servers.
+    /// gives (`datacenters`); a client agent, in no WAN pool, through its
+    /// servers.
     pub(super) fn new(
-        node: &NodeSettings,
+        datacenters: Arc<Datacenters>,
         delegate: &Delegate,
         credentials: &Credentials,
         dns: &DnsSettings,
         slot: Option<Arc<Slot>>,
     ) -> Self {
-        let datacenters = Arc::new(Datacenters::new(node.datacenter.clone(), None));
         let remote = match delegate {
             Delegate::Server(_) => Remote::direct(datacenters, credentials.clone()),
             Delegate::Client(link) => Remote::through(datacenters, link.clone()),

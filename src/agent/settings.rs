@@ -24,7 +24,7 @@ pub(super) fn local_identity(
         advertise_addr: network.advertise_addr.to_string(),
         server: raft.server,
         version: env!("CARGO_PKG_VERSION").to_string(),
-        tagged_addresses: tagged_addresses(network.advertise_addr, network.advertise_addr),
+        tagged_addresses: tagged_addresses(network.advertise_addr, network.advertise_addr_wan),
         meta: Default::default(),
         server_port: rpc_addr.port(),
         serf_lan_port: network.ports.serf_lan,

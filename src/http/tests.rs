@@ -78,6 +78,8 @@ impl TestApi {
         let state = ApiState {
             shutdown: CancellationToken::new(),
             gossip: crate::gossip::Gossip::alone("n1").await,
+            wan: None,
+            datacenters: Arc::new(crate::datacenters::Datacenters::new("dc1", None)),
             replica,
             delegate,
             local,

@@ -78,6 +78,10 @@ pub enum ClientRequest {
         /// The ACL token the operator presented, if any.
         token: Option<String>,
     },
+    /// The datacenters the server knows, its own first, then by distance
+    /// (`/v1/catalog/datacenters` on a client agent; Consul's servers
+    /// answer it too).
+    Datacenters,
     /// Send `request` on to datacenter `dc` (`?dc=`, a DNS name of
     /// another datacenter): a client agent is in no WAN pool, so its
     /// server carries the request, as Consul's servers do. The remote
@@ -110,6 +114,8 @@ pub enum ClientResponse {
     SnapshotChunk(Option<Chunk>),
     /// To [`ClientRequest::RemovePeer`].
     RemovePeer(Result<(), MembershipError>),
+    /// To [`ClientRequest::Datacenters`].
+    Datacenters(Vec<String>),
     /// To [`ClientRequest::Forward`]: the remote datacenter's answer, or
     /// why there was none.
     Forward(Result<DatacenterResponse, ForwardError>),
@@ -125,6 +131,7 @@ impl ClientRequest {
             Self::Configuration => "configuration",
             Self::SnapshotChunk { .. } => "snapshot-chunk",
             Self::RemovePeer { .. } => "remove-peer",
+            Self::Datacenters => "datacenters",
             Self::Forward { .. } => "forward-to-datacenter",
         }
     }
@@ -140,6 +147,7 @@ impl ClientResponse {
             Self::Configuration(_) => "a configuration",
             Self::SnapshotChunk(_) => "a snapshot chunk",
             Self::RemovePeer(_) => "a removal's result",
+            Self::Datacenters(_) => "datacenters",
             Self::Forward(_) => "a forwarded answer",
         }
     }
@@ -231,6 +239,10 @@ pub trait ClientHandler: Send + Sync {
         id: RaftId,
         token: Option<String>,
     ) -> impl Future<Output = Result<(), MembershipError>> + Send;
+
+    /// The datacenters this server knows: its own first, then by
+    /// estimated round trip, then by name.
+    fn datacenters(&self) -> Vec<String>;
 }
 
 /// Carries out one client call; a forward to another datacenter goes
@@ -258,6 +270,7 @@ pub(super) async fn handle(
         ClientRequest::RemovePeer { id, token } => {
             ClientResponse::RemovePeer(handler.remove_peer(id, token).await)
         }
+        ClientRequest::Datacenters => ClientResponse::Datacenters(handler.datacenters()),
         ClientRequest::Forward {
             dc,
             request,

@@ -65,6 +65,8 @@ impl Api {
         let state = ApiState {
             shutdown: CancellationToken::new(),
             gossip: crate::gossip::Gossip::alone("n1").await,
+            wan: None,
+            datacenters: std::sync::Arc::new(crate::datacenters::Datacenters::new("dc1", None)),
             replica,
             delegate,
             local,
