@@ -169,6 +169,7 @@ impl Agent {
             acl_token: acl
                 .enabled
                 .then(|| acl.default_token.clone().unwrap_or_default()),
+            translate_wan_addrs: wan_settings.translate_wan_addrs,
             ..dns
         };
         let acl_context = crate::catalog::AclContext {

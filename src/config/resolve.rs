@@ -286,8 +286,7 @@ impl Resolver<'_> {
             )?,
             zone_dirs,
             rrl: super::rrl::resolve(&dc, dns_src)?,
-            translate_wan_addrs: f.translate_wan_addrs.unwrap_or(false),
-            acl_token: None,
+            ..DnsSettings::default()
         })
     }
 

@@ -100,7 +100,8 @@ pub struct DnsSettings {
     pub zone_dirs: Vec<PathBuf>,
     /// Response-rate limiting of UDP answers per source prefix.
     pub rrl: RrlSettings,
-    /// `translate_wan_addrs`: answers from other datacenters carry their
+    /// `translate_wan_addrs` (a WAN setting, not a `dns_config` key: the
+    /// agent fills it in): answers from other datacenters carry their
     /// nodes' WAN addresses.
     pub translate_wan_addrs: bool,
     /// With ACLs on, the secret of the token answers are computed as:
@@ -220,6 +221,9 @@ pub struct WanSettings {
     pub retry_join: Vec<String>,
     /// The pause between those rounds.
     pub retry_interval: Duration,
+    /// `translate_wan_addrs`: answers from other datacenters (DNS, and
+    /// forwarded catalog and health reads) carry WAN addresses.
+    pub translate_wan_addrs: bool,
 }
 
 impl Default for WanSettings {
@@ -227,6 +231,7 @@ impl Default for WanSettings {
         Self {
             retry_join: Vec::new(),
             retry_interval: defaults::RETRY_INTERVAL_WAN,
+            translate_wan_addrs: false,
         }
     }
 }

@@ -1,6 +1,7 @@
 //! The WAN pool's settings resolved: `ports.serf_wan` (-1 runs no WAN pool,
 //! as Consul), `advertise_addr_wan` (the advertise address unless set),
-//! `retry_join_wan` and `retry_interval_wan`; what cannot work (a WAN join
+//! `retry_join_wan` and `retry_interval_wan`, `translate_wan_addrs`; what
+//! cannot work (a WAN join
 //! list on a client agent or with the pool off, a zero interval) refused
 //! naming the key and the file.
 
@@ -102,6 +103,7 @@ impl Resolver<'_> {
         Ok(WanSettings {
             retry_join,
             retry_interval,
+            translate_wan_addrs: f.translate_wan_addrs.unwrap_or(false),
         })
     }
 }
