@@ -6,72 +6,27 @@
 //! NXDOMAIN; a dead dc2 fails fast with the unreachable reason while dc1
 //! answers for itself as before.
 
-use std::net::{IpAddr, SocketAddr, UdpSocket};
+use std::net::IpAddr;
 use std::time::{Duration, Instant};
 
 use hickory_proto::op::ResponseCode;
 use hickory_proto::rr::{RData, RecordType};
 use serde_json::{Value, json};
 use trellis_testkit::dns::a_records;
+use trellis_testkit::federation::Federation;
 use trellis_testkit::{Agent, Cluster, FORM_DEADLINE, Resp, wait_until_async};
 
 use crate::harness::trellis;
 
-/// The WAN pool converging and flooding, from one join.
-const WAN_DEADLINE: Duration = Duration::from_secs(30);
-
-/// A UDP port free on loopback a moment ago, for a server's WAN gossip:
-/// every agent has its own 127.x address, so a port free on one is free on
-/// the others as well.
-fn free_wan_port() -> u16 {
-    UdpSocket::bind("127.0.0.1:0")
-        .and_then(|s| s.local_addr())
-        .map(|a| a.port())
-        .expect("a free UDP port")
-}
-
-/// A datacenter `dc` of three servers and a client agent `c1`, formed, each
-/// server's WAN gossip on a port chosen here; with those WAN addresses.
-async fn datacenter(dc: &'static str) -> (Cluster, Vec<SocketAddr>) {
-    let ports: Vec<u16> = (0..3).map(|_| free_wan_port()).collect();
-    let next = std::sync::Arc::new(std::sync::Mutex::new(ports.clone().into_iter()));
-    let mut c = trellis()
-        .cluster()
-        .servers(3)
-        .each(move |b| {
-            let b = b.arg("--datacenter", dc);
-            // Servers first (s1..s3), in order; client agents have no WAN
-            // pool and get no port.
-            match next.lock().expect("ports").next() {
-                Some(port) => b.serf_wan_port(port),
-                None => b,
-            }
-        })
-        .start()
-        .await;
-    c.wait_formed().await;
-    c.add_client("c1", |b| b);
-    let wan = c
-        .servers()
-        .zip(&ports)
-        .map(|(s, &port)| SocketAddr::new(s.ip(), port))
-        .collect();
-    (c, wan)
-}
-
-/// dc1 and dc2, their servers joined by ONE WAN join (dc1's s1 to dc2's
-/// s1), once every dc1 server and dc1's client agent can reach dc2.
-async fn two_datacenters() -> (Cluster, Cluster) {
-    let ((dc1, _), (dc2, dc2_wan)) = tokio::join!(datacenter("dc1"), datacenter("dc2"));
-    let join = format!("/v1/agent/join/{}?wan=1", dc2_wan[0]);
-    let r = dc1
-        .node("s1")
-        .put(&join, &json!({}))
-        .await
-        .expect("WAN join");
-    assert_eq!(r.status, 200, "WAN join: {r:?}");
-    let everyone: Vec<&Agent> = dc1.members().collect();
-    wait_until_async("every dc1 agent reaches dc2", WAN_DEADLINE, || async {
+/// dc1 and dc2 of three servers each (127.0.1.x and 127.0.2.x), joined by
+/// ONE WAN join, a client agent `c1` in each; once every dc1 agent can
+/// reach dc2.
+async fn two_datacenters() -> Federation {
+    let mut f = trellis().federation(&["dc1", "dc2"], 3).start().await;
+    f.add_client("dc1", "c1", |b| b);
+    f.add_client("dc2", "c1", |b| b);
+    let everyone: Vec<&Agent> = f.dc("dc1").members().collect();
+    wait_until_async("every dc1 agent reaches dc2", FORM_DEADLINE, || async {
         for a in &everyone {
             let r = a.get("/v1/catalog/nodes?dc=dc2").await?;
             if r.status != 200 {
@@ -81,7 +36,7 @@ async fn two_datacenters() -> (Cluster, Cluster) {
         Ok(())
     })
     .await;
-    (dc1, dc2)
+    f
 }
 
 /// The node names of a `health/service` answer, sorted.
@@ -126,10 +81,11 @@ async fn register_web(dc2: &Cluster, id: &str, port: u16) {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn another_datacenters_catalog_kv_and_dns_are_one_request_away() {
-    let (dc1, dc2) = two_datacenters().await;
+    let f = two_datacenters().await;
+    let (dc1, dc2) = (f.dc("dc1"), f.dc("dc2"));
     let here = dc1.node("c1");
     let there = dc2.node("c1");
-    register_web(&dc2, "web-1", 8080).await;
+    register_web(dc2, "web-1", 8080).await;
 
     // HTTP: dc2's instances, with dc2's index, through dc1's client agent.
     let ours = wait_until_async("dc2's web through dc1", FORM_DEADLINE, || async {
@@ -159,25 +115,35 @@ async fn another_datacenters_catalog_kv_and_dns_are_one_request_away() {
         "{ours:?}"
     );
 
-    // A blocking query parked in dc2, woken by a dc2 write.
-    let index = ours.index.expect("an index");
+    // A blocking query parked in dc2, woken by a dc2 write. dc2 may write
+    // other things meanwhile (its leader's serfHealth checks), each of
+    // which wakes the query too: as a real watcher does, block again from
+    // each answer's index until the new instance is there.
     let started = Instant::now();
-    let blocked = {
-        let path = format!("/v1/health/service/web?dc=dc2&index={index}&wait=30s");
-        async move { (here.get(&path).await, Instant::now()) }
+    let watch = async {
+        let mut index = ours.index.expect("an index");
+        loop {
+            let path = format!("/v1/health/service/web?dc=dc2&index={index}&wait=30s");
+            let r = here.get(&path).await.expect("the blocking query answered");
+            assert_eq!(r.status, 200, "{r:?}");
+            let next = r.index.expect("an index");
+            assert!(next >= index, "the index never goes back: {r:?}");
+            if r.json().as_array().map(Vec::len) == Some(2) {
+                return (r, Instant::now());
+            }
+            assert!(next > index, "woken without a change: {r:?}");
+            index = next;
+        }
     };
     let write = async {
         // Give the query time to park before the write that wakes it.
         tokio::time::sleep(Duration::from_millis(300)).await;
         let before = Instant::now();
-        register_web(&dc2, "web-2", 8081).await;
+        register_web(dc2, "web-2", 8081).await;
         before
     };
-    let ((woken, woken_at), written) = tokio::join!(blocked, write);
-    let woken = woken.expect("the blocking query answered");
-    assert_eq!(woken.status, 200, "{woken:?}");
-    assert!(woken.index > Some(index), "{woken:?}");
-    assert_eq!(woken.json().as_array().map(Vec::len), Some(2), "{woken:?}");
+    let ((woken, woken_at), written) = tokio::join!(watch, write);
+    assert_eq!(datacenters_of(&woken), ["dc2"]);
     assert!(
         started.elapsed() < Duration::from_secs(30),
         "woken by the write, not the wait"
@@ -253,7 +219,8 @@ async fn another_datacenters_catalog_kv_and_dns_are_one_request_away() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn a_dead_datacenter_fails_within_seconds_and_ours_answers_as_before() {
-    let (dc1, dc2) = two_datacenters().await;
+    let f = two_datacenters().await;
+    let (dc1, dc2) = (f.dc("dc1"), f.dc("dc2"));
     let here = dc1.node("c1");
     let local_ip: IpAddr = here.ip();
     let r = here
