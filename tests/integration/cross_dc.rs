@@ -238,6 +238,15 @@ async fn a_dead_datacenter_fails_within_seconds_and_ours_answers_as_before() {
     })
     .await;
 
+    // One dc2 server gone: requests are served through the other two,
+    // every one of them, even while the WAN pool still lists it alive.
+    let dc2_servers: Vec<&Agent> = dc2.servers().collect();
+    dc2_servers[0].kill();
+    for _ in 0..6 {
+        let r = here.get("/v1/catalog/nodes?dc=dc2").await.unwrap();
+        assert_eq!(r.status, 200, "served by dc2's other servers: {r:?}");
+    }
+
     for agent in dc2.members() {
         agent.kill();
     }
@@ -309,4 +318,47 @@ async fn without_a_wan_pool_every_other_datacenter_is_unknown() {
         let r = agent.get("/v1/catalog/service/web?dc=dc1").await.unwrap();
         assert_eq!(r.status, 200, "{r:?}");
     }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn with_translate_wan_addrs_other_datacenters_answer_with_wan_addresses() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let config = dir.path().join("translate.toml");
+    std::fs::write(&config, "translate_wan_addrs = true\n").expect("write the config");
+    let mut f = trellis().federation(&["dc1", "dc2"], 1).start().await;
+    let wan_ip: IpAddr = "127.0.2.200".parse().unwrap();
+    let config_path = config.clone();
+    f.add_client("dc1", "c1", move |b| b.config_file(config_path));
+    f.add_client("dc2", "c1", move |b| b.advertise_wan(wan_ip));
+    let (here, there) = (f.dc("dc1").node("c1"), f.dc("dc2").node("c1"));
+    let lan_ip = there.ip();
+    let r = there
+        .register_instance("web-1", "web", "", 8080, &[])
+        .await
+        .unwrap();
+    assert_eq!(r.status, 200, "{r:?}");
+
+    // HTTP: the node's address is its WAN one, and the answer says so.
+    let r = wait_until_async("dc2's web, translated", FORM_DEADLINE, || async {
+        let r = here.get("/v1/health/service/web?dc=dc2").await?;
+        match r.json()[0]["Node"]["Address"].as_str() {
+            Some(a) if r.status == 200 => Ok((r.clone(), a.to_owned())),
+            _ => Err(format!("{r:?}")),
+        }
+    })
+    .await;
+    assert_eq!(r.1, wan_ip.to_string(), "{:?}", r.0);
+    assert_eq!(
+        r.0.headers.get("x-consul-translate-addresses").map(String::as_str),
+        Some("true")
+    );
+    // dc2's own answer keeps the LAN address.
+    let theirs = there.get("/v1/health/service/web").await.unwrap();
+    assert_eq!(theirs.json()[0]["Node"]["Address"], lan_ip.to_string());
+
+    // DNS: the same.
+    let m = here.query_udp("web.service.dc2.consul.", RecordType::A);
+    assert_eq!(a_records(&m), vec![wan_ip], "{m:?}");
+    let m = there.query_udp("web.service.consul.", RecordType::A);
+    assert_eq!(a_records(&m), vec![lan_ip], "{m:?}");
 }
