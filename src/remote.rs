@@ -10,9 +10,12 @@
 //! #5595), and a server that cannot be reached is marked `failed` and the
 //! next one tried at once, so a partial cut is served through the other
 //! servers. Once connected, the answer may take as long as the request
-//! needs (a blocking query parks on the remote side for its `wait`). A
-//! request that reached a server and was lost is sent to the next one only
-//! when running it twice is harmless (reads, DNS).
+//! needs (a blocking query parks on the remote side for its `wait`), but a
+//! ping sent beside it must come back within the same share: a connection
+//! opened before the link was cut still looks open, and without it the
+//! request would wait out its whole answer time. A request that reached a
+//! server and was lost is sent to the next one only when running it twice
+//! is harmless (reads, DNS).
 //!
 //! A client agent is in no WAN pool: it hands the request to a server of
 //! its own datacenter (`ClientRequest::Forward`), which makes the same
@@ -165,7 +168,26 @@ impl Remote {
                         if let Err(e) = pool.connect(addr, connect).await {
                             return Attempt::NotSent(e.to_string());
                         }
-                        match pool.call(addr, request, answer_within).await {
+                        // A connection behind a cut link still looks open,
+                        // and the answer may rightly take long (a blocking
+                        // query): a ping beside the request, answered at
+                        // once by the server, tells within the connect
+                        // budget whether anyone is there.
+                        let ping = Request::Datacenter(DatacenterRequest::Ping);
+                        let call = pool.call(addr, request, answer_within);
+                        tokio::pin!(call);
+                        let answer = tokio::select! {
+                            answer = &mut call => answer,
+                            pong = pool.call(addr, &ping, connect) => match pong {
+                                Ok(_) => call.await,
+                                Err(e) => {
+                                    // Gone silent: the next call dials afresh.
+                                    pool.forget(addr);
+                                    return Attempt::Lost(format!("no answer to a ping: {e}"));
+                                }
+                            },
+                        };
+                        match answer {
                             Ok(Response::Datacenter(DatacenterResponse::Failed(why))) => {
                                 Attempt::Refused(why)
                             }

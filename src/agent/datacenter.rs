@@ -101,6 +101,8 @@ impl Handler for Local {
                 let router = self.router.clone();
                 Box::pin(async move { run_http(router, http).await })
             }
+            // Answered by the RPC server itself; here for completeness.
+            DatacenterRequest::Ping => Box::pin(std::future::ready(DatacenterResponse::Pong)),
             DatacenterRequest::Dns(dns) => {
                 let answer = self.dns.answer(&dns.query, dns.tcp, dns.translate_wan);
                 Box::pin(std::future::ready(DatacenterResponse::Dns(

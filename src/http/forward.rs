@@ -48,8 +48,8 @@ const NOT_FORWARDED: &[&str] = &["/v1/catalog/datacenters", "/v1/coordinate/data
 /// come back.
 const ANSWER_MARGIN: Duration = Duration::from_secs(10);
 /// A request that does not block: the remote server's own deadlines (a
-/// consistent read, a write through its leader) are well within it.
-const PLAIN_ANSWER: Duration = Duration::from_secs(30);
+/// consistent read, a write through its leader: 5 s) are within it.
+const PLAIN_ANSWER: Duration = Duration::from_secs(10);
 
 /// Why a request for another datacenter failed, as a header.
 const REASON: &str = "x-trellis-reason";

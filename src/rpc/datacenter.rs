@@ -41,6 +41,12 @@ pub enum DatacenterRequest {
     Http(HttpRequest),
     /// Answer this DNS query.
     Dns(DnsRequest),
+    /// Are you there? Sent beside each request and answered at once by the
+    /// RPC server, so that a server gone silent behind an open connection
+    /// (a cut link drops packets without a word) is found within the reach
+    /// deadline, while the request itself may rightly wait long (a
+    /// blocking query).
+    Ping,
 }
 
 /// The answer to a [`DatacenterRequest`], variant for variant.
@@ -55,6 +61,8 @@ pub enum DatacenterResponse {
     /// The receiver could not run it (not ready, refused); the text says
     /// why.
     Failed(String),
+    /// To [`DatacenterRequest::Ping`].
+    Pong,
 }
 
 /// An HTTP request as the remote router gets it.
@@ -101,7 +109,7 @@ impl DatacenterRequest {
     pub fn idempotent(&self) -> bool {
         match self {
             Self::Http(r) => matches!(r.method.as_str(), "GET" | "HEAD"),
-            Self::Dns(_) => true,
+            Self::Dns(_) | Self::Ping => true,
         }
     }
 
@@ -110,6 +118,7 @@ impl DatacenterRequest {
         match self {
             Self::Http(_) => "datacenter-http",
             Self::Dns(_) => "datacenter-dns",
+            Self::Ping => "datacenter-ping",
         }
     }
 }
@@ -121,6 +130,7 @@ impl DatacenterResponse {
             Self::Http(_) => "an HTTP answer",
             Self::Dns(_) => "a DNS answer",
             Self::Failed(_) => "a failure",
+            Self::Pong => "a pong",
         }
     }
 }
@@ -203,6 +213,9 @@ impl Slot {
 
     /// Answers a call of the datacenter family.
     pub(super) async fn serve(&self, req: DatacenterRequest) -> DatacenterResponse {
+        if matches!(req, DatacenterRequest::Ping) {
+            return DatacenterResponse::Pong;
+        }
         match self.get() {
             Some(handler) => handler.serve(req).await,
             None => DatacenterResponse::Failed(NOT_READY.into()),

@@ -14,6 +14,7 @@ use hickory_proto::rr::{RData, RecordType};
 use serde_json::{Value, json};
 use trellis_testkit::dns::a_records;
 use trellis_testkit::federation::Federation;
+use trellis_testkit::netns::{Net, skip};
 use trellis_testkit::{Agent, Cluster, FORM_DEADLINE, Resp, wait_until_async};
 
 use crate::harness::trellis;
@@ -349,7 +350,9 @@ async fn with_translate_wan_addrs_other_datacenters_answer_with_wan_addresses() 
     .await;
     assert_eq!(r.1, wan_ip.to_string(), "{:?}", r.0);
     assert_eq!(
-        r.0.headers.get("x-consul-translate-addresses").map(String::as_str),
+        r.0.headers
+            .get("x-consul-translate-addresses")
+            .map(String::as_str),
         Some("true")
     );
     // dc2's own answer keeps the LAN address.
@@ -361,4 +364,88 @@ async fn with_translate_wan_addrs_other_datacenters_answer_with_wan_addresses() 
     assert_eq!(a_records(&m), vec![wan_ip], "{m:?}");
     let m = there.query_udp("web.service.consul.", RecordType::A);
     assert_eq!(a_records(&m), vec![lan_ip], "{m:?}");
+}
+
+/// dc1 and dc2 of one server each, each on its own host of a test network,
+/// federated; then the WAN between them is cut (a blackhole: packets
+/// vanish) and healed. Needs root and nftables; SKIPPED without.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_cut_wan_fails_within_seconds_and_works_again_after_healing() {
+    if std::process::Command::new("curl")
+        .arg("--version")
+        .output()
+        .is_err()
+    {
+        skip("cross_dc", "curl is not installed");
+        return;
+    }
+    let net = match Net::create("wan", 2) {
+        Ok(net) => net,
+        Err(e) => {
+            skip(
+                "cross_dc",
+                &format!("network namespaces unavailable (needs root): {e}"),
+            );
+            return;
+        }
+    };
+    let places = net.placements();
+    // Declared after `net`, so dropped (processes killed) before it.
+    let dc1 = trellis()
+        .cluster()
+        .servers_at(vec![places[0].clone()])
+        .each(|b| b.datacenter("dc1").http_timeout(Duration::from_secs(20)))
+        .start()
+        .await;
+    let dc2 = trellis()
+        .cluster()
+        .servers_at(vec![places[1].clone()])
+        .each(|b| b.datacenter("dc2"))
+        .start()
+        .await;
+    let (s1, remote) = (dc1.node("s1"), dc2.node("s1"));
+    let join = format!("/v1/agent/join/{}?wan=1", s1.serf_wan());
+    let r = remote.request("PUT", &join, None).await.expect("WAN join");
+    assert_eq!(r.status, 200, "WAN join: {r:?}");
+    wait_until_async("dc1 reaches dc2", FORM_DEADLINE, || async {
+        let r = s1.get("/v1/catalog/nodes?dc=dc2").await?;
+        if r.status == 200 {
+            Ok(())
+        } else {
+            Err(format!("{r:?}"))
+        }
+    })
+    .await;
+
+    net.block(&[s1], &[remote]);
+    for round in 0..3 {
+        let started = Instant::now();
+        let r = s1.get("/v1/catalog/nodes?dc=dc2").await.expect("an answer");
+        eprintln!(
+            "?dc=dc2 with the WAN cut (round {round}) failed in {:?}",
+            started.elapsed()
+        );
+        assert_eq!(r.status, 500, "{r:?}");
+        assert_eq!(
+            r.headers.get("x-trellis-reason").map(String::as_str),
+            Some("dc-unreachable"),
+            "{r:?}"
+        );
+        // dc1 answers for itself all the while.
+        let r = s1.get("/v1/catalog/nodes").await.expect("an answer");
+        assert_eq!(r.status, 200, "{r:?}");
+    }
+
+    net.unblock();
+    let healed = Instant::now();
+    wait_until_async("dc2 again after healing", FORM_DEADLINE, || async {
+        let r = s1.get("/v1/catalog/nodes?dc=dc2").await?;
+        if r.status == 200 {
+            Ok(())
+        } else {
+            Err(format!("{r:?}"))
+        }
+    })
+    .await;
+    eprintln!("?dc=dc2 worked again {:?} after healing", healed.elapsed());
 }
