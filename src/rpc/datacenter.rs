@@ -269,6 +269,38 @@ mod tests {
         assert!(matches!(forwarded, Err(ForwardError::NoLocalServer(_))));
     }
 
+    /// The family's place on the wire: `Request`'s fourth variant and the
+    /// client family's seventh, after everything that was there. A change
+    /// here breaks servers of other versions: append, or bump
+    /// `preface::PROTOCOL_VERSION`.
+    #[test]
+    fn the_family_keeps_its_place_on_the_wire() {
+        let http = crate::rpc::Request::Datacenter(DatacenterRequest::Http(HttpRequest {
+            method: "GET".into(),
+            path_and_query: "/v1/kv/a".into(),
+            headers: vec![("x-consul-token".into(), b"t".to_vec().into())],
+            body: Vec::new().into(),
+        }));
+        let forward = crate::rpc::Request::Client(super::super::client::ClientRequest::Forward {
+            dc: "dc2".into(),
+            request: DatacenterRequest::Ping,
+            answer_within_ms: 1000,
+        });
+        let hex = |v: &crate::rpc::Request| -> String {
+            postcard::to_allocvec(v)
+                .unwrap()
+                .iter()
+                .map(|b| format!("{b:02x}"))
+                .collect()
+        };
+        assert_eq!(
+            hex(&http),
+            "030003474554082f76312f6b762f61010e782d636f6e73756c2d746f6b656e017400",
+            "{http:?}"
+        );
+        assert_eq!(hex(&forward), "02070364633202e807", "{forward:?}");
+    }
+
     #[test]
     fn route_errors_keep_consuls_wording_and_name_their_datacenter() {
         let unknown = ForwardError::Unknown("dc9".into());
