@@ -60,21 +60,26 @@ impl Far {
         }
     }
 
-    /// What answers other datacenters' DNS queries: a responder like our
-    /// own DNS server's, on the same `replica`.
+    /// What answers other datacenters' DNS queries on a server: a
+    /// responder like our own DNS server's, on the same `replica`; `None`
+    /// on a client agent, which other datacenters never ask.
     pub(super) fn answerer(
         &self,
         dns: &DnsSettings,
         replica: &Arc<Replica>,
-    ) -> Result<Answerer, AgentError> {
+    ) -> Result<Option<Answerer>, AgentError> {
+        if self.slot.is_none() {
+            return Ok(None);
+        }
         Answerer::new(dns, self.remote.datacenters().local(), replica.clone())
+            .map(Some)
             .map_err(|e| AgentError::Task(format!("DNS: {e}")))
     }
 
     /// From now on other datacenters' requests run through `router` (with
     /// its admission bounds) and `dns`, as our own clients' do.
-    pub(super) fn install(&self, router: axum::Router, dns: Answerer) {
-        if let Some(slot) = &self.slot {
+    pub(super) fn install(&self, router: axum::Router, dns: Option<Answerer>) {
+        if let (Some(slot), Some(dns)) = (&self.slot, dns) {
             slot.install(Arc::new(Local {
                 router,
                 dns: Arc::new(dns),

@@ -60,7 +60,15 @@ const DATACENTER: &str = "x-trellis-datacenter";
 /// any other one here.
 pub(super) async fn forward(State(ctx): State<Ctx>, request: Request, next: Next) -> Response {
     let Some(dc) = other_datacenter(&ctx, request.uri()) else {
-        return next.run(request).await;
+        let mut response = next.run(request).await;
+        if ctx.api.remote.translate_wan() {
+            // Consul says so on every answer of an agent that translates.
+            response.headers_mut().insert(
+                HeaderName::from_static(TRANSLATE_HEADER),
+                HeaderValue::from_static("true"),
+            );
+        }
+        return response;
     };
     let (parts, body) = request.into_parts();
     let Ok(body) = axum::body::to_bytes(body, MAX_BODY_BYTES).await else {

@@ -358,6 +358,17 @@ async fn with_translate_wan_addrs_other_datacenters_answer_with_wan_addresses() 
     // dc2's own answer keeps the LAN address.
     let theirs = there.get("/v1/health/service/web").await.unwrap();
     assert_eq!(theirs.json()[0]["Node"]["Address"], lan_ip.to_string());
+    assert!(!theirs.headers.contains_key("x-consul-translate-addresses"));
+    // Consul's header is on every answer of an agent that translates.
+    let local = here.get("/v1/catalog/nodes").await.unwrap();
+    assert_eq!(
+        local
+            .headers
+            .get("x-consul-translate-addresses")
+            .map(String::as_str),
+        Some("true"),
+        "{local:?}"
+    );
 
     // DNS: the same.
     let m = here.query_udp("web.service.dc2.consul.", RecordType::A);
