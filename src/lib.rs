@@ -83,6 +83,7 @@ pub mod catalog;
 pub mod cli;
 pub mod config;
 pub mod consensus;
+pub mod coordinate;
 pub mod datacenters;
 pub mod definition;
 pub mod delegate;
