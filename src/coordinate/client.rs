@@ -40,14 +40,27 @@ pub struct Client {
     rng: SmallRng,
 }
 
+impl Default for Client {
+    /// A client with serf's parameters, at the origin.
+    fn default() -> Self {
+        Self::at_origin(Config::default())
+    }
+}
+
 impl Client {
     /// A client at the origin.
     pub fn new(config: Config) -> Result<Self, CoordinateError> {
         if config.dimensionality == 0 {
             return Err(CoordinateError::Dimensionality);
         }
+        Ok(Self::at_origin(config))
+    }
+
+    /// A client at the origin of a space the caller made sure has
+    /// dimensions.
+    fn at_origin(config: Config) -> Self {
         let seed = config.seed.unwrap_or_else(rand::random);
-        Ok(Self {
+        Self {
             coord: Coordinate::new(&config),
             origin: Coordinate::new(&config),
             adjustment_index: 0,
@@ -56,7 +69,7 @@ impl Client {
             resets: 0,
             rng: SmallRng::seed_from_u64(seed),
             config,
-        })
+        }
     }
 
     /// This node's current coordinate.
