@@ -457,6 +457,7 @@ impl Agent {
             delegate: delegate.clone(),
             local: local.clone(),
             gossip: gossip.clone(),
+            wan: None,
             shutdown: shutdown.clone(),
             kv,
             acl,

@@ -20,6 +20,7 @@ mod admit;
 mod agent;
 mod body;
 mod catalog;
+mod coordinate;
 pub mod decode;
 mod error;
 mod health;
@@ -72,6 +73,9 @@ pub struct ApiState {
     pub local: Arc<LocalAgent>,
     /// This agent's membership in the LAN gossip pool.
     pub gossip: Arc<crate::gossip::Gossip>,
+    /// This server's membership in the WAN pool; `None` on a client agent
+    /// and with `ports.serf_wan = -1`.
+    pub wan: Option<Arc<crate::gossip::Gossip>>,
     /// The agent's own stop signal: `PUT /v1/agent/leave` ends the agent.
     pub shutdown: CancellationToken,
     /// The KV store's and sessions' settings (`session_ttl_min`).
@@ -198,6 +202,10 @@ fn build(state: Ctx, admission: Admission) -> Router {
                 .delete(acl::policy_delete),
         )
         .route("/v1/acl/policies", get(acl::policy_list))
+        .route("/v1/coordinate/datacenters", get(coordinate::datacenters))
+        .route("/v1/coordinate/nodes", get(coordinate::nodes))
+        .route("/v1/coordinate/node/{node}", get(coordinate::node))
+        .route("/v1/coordinate/update", put(coordinate::update))
         .fallback(|| async { ApiError::NotFound("404 page not found".into()) })
         .method_not_allowed_fallback(|method: Method| async move {
             ApiError::MethodNotAllowed(method.to_string())

@@ -65,6 +65,7 @@ impl Api {
         let state = ApiState {
             shutdown: CancellationToken::new(),
             gossip: crate::gossip::Gossip::alone("n1").await,
+            wan: None,
             replica,
             delegate,
             local,

@@ -51,6 +51,7 @@ impl Env {
         let state = ApiState {
             shutdown: CancellationToken::new(),
             gossip: crate::gossip::Gossip::alone("n1").await,
+            wan: None,
             replica: replica.clone(),
             delegate,
             local: local.clone(),
