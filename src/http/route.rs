@@ -498,6 +498,11 @@ impl Route {
         self.ctx.api.wan.as_deref()
     }
 
+    /// The datacenters this agent knows and the route to each.
+    pub(super) fn datacenters(&self) -> &crate::datacenters::Datacenters {
+        &self.ctx.api.datacenters
+    }
+
     /// This agent's view of its datacenter's Raft servers, for the status
     /// and operator endpoints (not for catalog reads and writes: those go
     /// through [`Self::read`] and [`Self::writer`]).

@@ -33,3 +33,4 @@ mod storage;
 mod tls;
 mod txn;
 mod upgrade;
+mod wan;
