@@ -314,15 +314,17 @@ fn vector_helpers_match_serfs_numbers() {
 type Truth = Vec<Vec<f64>>;
 
 fn truth(nodes: usize, rtt: impl Fn(usize, usize) -> f64) -> Truth {
-    let mut t = vec![vec![0.0; nodes]; nodes];
-    for i in 0..nodes {
-        for j in i + 1..nodes {
-            let r = rtt(i, j);
-            t[i][j] = r;
-            t[j][i] = r;
-        }
-    }
-    t
+    (0..nodes)
+        .map(|i| {
+            (0..nodes)
+                .map(|j| match i.cmp(&j) {
+                    std::cmp::Ordering::Equal => 0.0,
+                    std::cmp::Ordering::Less => rtt(i, j),
+                    std::cmp::Ordering::Greater => rtt(j, i),
+                })
+                .collect()
+        })
+        .collect()
 }
 
 fn clients(nodes: usize, cfg: &Config, seed: u64) -> Vec<Client> {
