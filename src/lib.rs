@@ -54,6 +54,11 @@
 //! the reaping of old KV tombstones, both dated in the catalog itself, so a
 //! new leader carries on where the last one stopped.
 //!
+//! Gossip also measures: beside foca's probes each member pings one
+//! random member with its network coordinate ([`coordinate`], serf's
+//! Vivaldi), learns from the round trip and keeps its peers' coordinates,
+//! which order `?near=` answers and, from the WAN pool, datacenters.
+//!
 //! TLS ([`tls`]) turns the PEM files the configuration names into rustls
 //! configurations, held so SIGHUP swaps new certificates in without a
 //! restart: the HTTPS listener serves the same router as HTTP from them,
