@@ -54,12 +54,21 @@
 //! the reaping of old KV tombstones, both dated in the catalog itself, so a
 //! new leader carries on where the last one stopped.
 //!
-//! Other datacenters: servers of every datacenter meet in a second, WAN
-//! gossip pool; [`datacenters`] turns it into a route to each datacenter,
-//! and [`remote`] is the one way a request goes there (HTTP `?dc=`, DNS
-//! names of another datacenter): over server RPC's datacenter family to a
-//! server of that datacenter, which runs it through its own HTTP router or
-//! DNS responder. A client agent's request goes through its own server.
+//! Several datacenters: servers also join a WAN pool, a second [`gossip`]
+//! pool of every datacenter's servers with WAN timing; [`datacenters`]
+//! turns its membership into the datacenters this agent knows and the
+//! route to each, which `/v1/catalog/datacenters` lists.
+//!
+//! Gossip also measures: beside foca's probes each member pings one
+//! random member with its network coordinate ([`coordinate`], serf's
+//! Vivaldi), learns from the round trip and keeps its peers' coordinates,
+//! which order `?near=` answers and, from the WAN pool, datacenters.
+//!
+//! Requests for another datacenter: [`remote`] is the one way one goes
+//! there (HTTP `?dc=`, DNS names of another datacenter): over server RPC's
+//! datacenter family to a server of that datacenter, which runs it through
+//! its own HTTP router or DNS responder. A client agent's request goes
+//! through its own server.
 //!
 //! TLS ([`tls`]) turns the PEM files the configuration names into rustls
 //! configurations, held so SIGHUP swaps new certificates in without a
@@ -90,6 +99,7 @@ pub mod catalog;
 pub mod cli;
 pub mod config;
 pub mod consensus;
+pub mod coordinate;
 pub mod datacenters;
 pub mod definition;
 pub mod delegate;
