@@ -15,7 +15,10 @@
 //! opened before the link was cut still looks open, and without it the
 //! request would wait out its whole answer time. A request that reached a
 //! server and was lost is sent to the next one only when running it twice
-//! is harmless (reads, DNS).
+//! is harmless (reads, DNS). After a call found no server of a datacenter,
+//! calls to it fail at once for [`BREAKER`] (1 s), so a dead or cut
+//! datacenter costs its callers no connection attempts; the first call
+//! after that tries again.
 //!
 //! A client agent is in no WAN pool: it hands the request to a server of
 //! its own datacenter (`ClientRequest::Forward`), which makes the same
@@ -34,6 +37,11 @@ use crate::rpc::datacenter::{DatacenterRequest, DatacenterResponse, ForwardError
 use crate::rpc::{Credentials, Pool, Request, Response, RpcError, ServerLink};
 
 pub use crate::rpc::datacenter::REACH_DEADLINE;
+/// How long after a call found none of a datacenter's servers the next
+/// calls fail at once without dialling (a circuit breaker, research §6):
+/// a dead or cut datacenter then costs its callers nothing, not a round of
+/// connection attempts each, and the first call after it tries again.
+pub const BREAKER: Duration = Duration::from_secs(1);
 /// The least connect time one server gets, however many are left to try:
 /// a TLS handshake across a 300 ms round trip takes about three of them.
 const MIN_CONNECT: Duration = Duration::from_millis(500);
@@ -61,6 +69,8 @@ enum Way {
         credentials: Credentials,
         /// The pools, by datacenter, made on first use.
         pools: Mutex<HashMap<String, Arc<Pool>>>,
+        /// Datacenters none of whose servers answered lately.
+        breaker: Breaker,
     },
     /// A client agent: through the link to its servers.
     Through(Arc<ServerLink>),
@@ -89,6 +99,7 @@ impl Remote {
             way: Way::Direct {
                 credentials,
                 pools: Mutex::default(),
+                breaker: Breaker::default(),
             },
             translate_wan: false,
         }
@@ -141,11 +152,18 @@ impl Remote {
     ) -> Result<DatacenterResponse, ForwardError> {
         match &self.way {
             Way::Through(link) => link.forward(dc, req, answer_within).await,
-            Way::Direct { credentials, pools } => {
+            Way::Direct {
+                credentials,
+                pools,
+                breaker,
+            } => {
                 let route = self.datacenters.route(dc).map_err(|e| match e {
                     RouteError::Unknown(dc) => ForwardError::Unknown(dc),
                     RouteError::Unreachable(dc) => ForwardError::Unreachable(dc),
                 })?;
+                if breaker.is_open(dc, Instant::now()) {
+                    return Err(ForwardError::Unreachable(dc.to_owned()));
+                }
                 let pool = {
                     let mut pools = pools.lock().unwrap_or_else(|e| e.into_inner());
                     pools
@@ -204,9 +222,46 @@ impl Remote {
                         }
                     }
                 };
-                first_answer(&self.datacenters, dc, route, reach_by, resend, attempt).await?
+                let answer =
+                    first_answer(&self.datacenters, dc, route, reach_by, resend, attempt).await;
+                match &answer {
+                    Err(ForwardError::Unreachable(_)) => breaker.open(dc, Instant::now()),
+                    Ok(_) => breaker.close(dc),
+                    Err(_) => {}
+                }
+                answer?
             }
         }
+    }
+}
+
+/// When each datacenter last had none of its servers answer.
+#[derive(Debug, Default)]
+struct Breaker(Mutex<HashMap<String, Instant>>);
+
+impl Breaker {
+    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<String, Instant>> {
+        self.0
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    /// None of `dc`'s servers answered at `now`.
+    fn open(&self, dc: &str, now: Instant) {
+        self.lock().insert(dc.to_owned(), now);
+    }
+
+    /// One of `dc`'s servers answered.
+    fn close(&self, dc: &str) {
+        self.lock().remove(dc);
+    }
+
+    /// Whether a call to `dc` at `now` should fail without dialling: its
+    /// servers all failed less than [`BREAKER`] ago.
+    fn is_open(&self, dc: &str, now: Instant) -> bool {
+        self.lock()
+            .get(dc)
+            .is_some_and(|at| now.saturating_duration_since(*at) < BREAKER)
     }
 }
 
@@ -408,6 +463,23 @@ mod tests {
         );
         let budgets = budgets.into_inner().unwrap();
         assert_eq!(budgets.len(), 3, "every server got a share: {budgets:?}");
+    }
+
+    #[test]
+    fn the_breaker_fails_calls_at_once_for_a_while_then_lets_one_try() {
+        let breaker = Breaker::default();
+        let t0 = Instant::now();
+        assert!(!breaker.is_open("dc2", t0));
+        breaker.open("dc2", t0);
+        assert!(breaker.is_open("dc2", t0 + BREAKER / 2));
+        assert!(!breaker.is_open("dc3", t0 + BREAKER / 2), "per datacenter");
+        assert!(
+            !breaker.is_open("dc2", t0 + BREAKER),
+            "then a call tries again"
+        );
+        breaker.open("dc2", t0 + BREAKER);
+        breaker.close("dc2");
+        assert!(!breaker.is_open("dc2", t0 + BREAKER), "an answer closes it");
     }
 
     #[test]
