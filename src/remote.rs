@@ -57,6 +57,8 @@ pub struct Remote {
     /// `translate_wan_addrs`: answers from other datacenters are to carry
     /// WAN addresses.
     translate_wan: bool,
+    /// Datacenters none of whose servers answered lately.
+    breaker: Breaker,
 }
 
 /// The two ways to another datacenter.
@@ -69,8 +71,6 @@ enum Way {
         credentials: Credentials,
         /// The pools, by datacenter, made on first use.
         pools: Mutex<HashMap<String, Arc<Pool>>>,
-        /// Datacenters none of whose servers answered lately.
-        breaker: Breaker,
     },
     /// A client agent: through the link to its servers.
     Through(Arc<ServerLink>),
@@ -99,9 +99,9 @@ impl Remote {
             way: Way::Direct {
                 credentials,
                 pools: Mutex::default(),
-                breaker: Breaker::default(),
             },
             translate_wan: false,
+            breaker: Breaker::default(),
         }
     }
 
@@ -111,6 +111,7 @@ impl Remote {
             datacenters,
             way: Way::Through(link),
             translate_wan: false,
+            breaker: Breaker::default(),
         }
     }
 
@@ -150,20 +151,13 @@ impl Remote {
         req: DatacenterRequest,
         answer_within: Duration,
     ) -> Result<DatacenterResponse, ForwardError> {
-        match &self.way {
+        if let Some(e) = self.fails_now(dc) {
+            return Err(e);
+        }
+        let answer = match &self.way {
             Way::Through(link) => link.forward(dc, req, answer_within).await,
-            Way::Direct {
-                credentials,
-                pools,
-                breaker,
-            } => {
-                let route = self.datacenters.route(dc).map_err(|e| match e {
-                    RouteError::Unknown(dc) => ForwardError::Unknown(dc),
-                    RouteError::Unreachable(dc) => ForwardError::Unreachable(dc),
-                })?;
-                if breaker.is_open(dc, Instant::now()) {
-                    return Err(ForwardError::Unreachable(dc.to_owned()));
-                }
+            Way::Direct { credentials, pools } => {
+                let route = self.datacenters.route(dc).map_err(route_error)?;
                 let pool = {
                     let mut pools = pools.lock().unwrap_or_else(|e| e.into_inner());
                     pools
@@ -222,16 +216,41 @@ impl Remote {
                         }
                     }
                 };
-                let answer =
-                    first_answer(&self.datacenters, dc, route, reach_by, resend, attempt).await;
-                match &answer {
-                    Err(ForwardError::Unreachable(_)) => breaker.open(dc, Instant::now()),
-                    Ok(_) => breaker.close(dc),
-                    Err(_) => {}
-                }
-                answer?
+                // The outer error: no server answered; the inner: one
+                // answered that it failed.
+                first_answer(&self.datacenters, dc, route, reach_by, resend, attempt)
+                    .await
+                    .and_then(|answer| answer)
             }
+        };
+        match &answer {
+            Err(ForwardError::Unreachable(_)) => self.breaker.open(dc, Instant::now()),
+            Ok(_) => self.breaker.close(dc),
+            Err(_) => {}
         }
+        answer
+    }
+
+    /// How a call to `dc` would fail right now without touching the
+    /// network: unknown or unreachable by the WAN pool's word (a server),
+    /// or by the breaker (no server of it answered lately). DNS answers
+    /// these on its worker thread, without handing the query off.
+    pub fn fails_now(&self, dc: &str) -> Option<ForwardError> {
+        if let Way::Direct { .. } = self.way
+            && let Err(e) = self.datacenters.route(dc)
+        {
+            return Some(route_error(e));
+        }
+        self.breaker
+            .is_open(dc, Instant::now())
+            .then(|| ForwardError::Unreachable(dc.to_owned()))
+    }
+}
+
+fn route_error(e: RouteError) -> ForwardError {
+    match e {
+        RouteError::Unknown(dc) => ForwardError::Unknown(dc),
+        RouteError::Unreachable(dc) => ForwardError::Unreachable(dc),
     }
 }
 

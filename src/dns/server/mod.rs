@@ -22,6 +22,7 @@ use super::config::Limits;
 use super::forward::Forwarder;
 use super::respond::{Reply, Responder, Transport};
 use super::rrl::RateLimiter;
+use crate::catalog::view::View;
 use crate::catalog::{Replica, Tokens};
 use crate::config::{DnsSettings, LimitsSettings};
 pub use remote::Answerer;
@@ -102,6 +103,27 @@ impl Shared {
             }
             Reply::Drop => None,
         }
+    }
+
+    /// The answer to `request`, a name of datacenter `dc`, when asking its
+    /// servers is known to fail right now (unknown, or none of them
+    /// answered lately): cheap, for a UDP worker to answer on the spot.
+    /// `None`: they must be asked ([`Self::other_datacenter`]).
+    pub(super) fn known_failure(
+        &self,
+        view: &View,
+        dc: &str,
+        request: &Message,
+        transport: Transport,
+    ) -> Option<Message> {
+        let e = self.remote.as_ref()?.fails_now(dc)?;
+        Some(remote::failed(
+            &self.responder,
+            view,
+            request,
+            transport,
+            &e,
+        ))
     }
 
     /// The answer to `request`, a name of datacenter `dc`, from that

@@ -68,14 +68,26 @@ pub(super) async fn ask(
         },
         Ok(DatacenterResponse::Dns(None)) => "no answer".into(),
         Ok(other) => other.kind().to_string(),
-        Err(ForwardError::Unknown(_)) => {
-            tracing::debug!(dc, "DNS: no path to datacenter");
-            return responder.no_path(&view(), request, transport);
-        }
-        Err(e) => e.to_string(),
+        Err(e) => return failed(responder, &view(), request, transport, &e),
     };
     tracing::debug!(dc, "DNS: the other datacenter gave {failed}");
     responder.servfail(request, transport)
+}
+
+/// The answer when a datacenter could not answer `request`: NXDOMAIN (with
+/// our SOA) for one nobody knows, as Consul answers, SERVFAIL otherwise.
+pub(super) fn failed(
+    responder: &Responder,
+    view: &View,
+    request: &Message,
+    transport: Transport,
+    e: &ForwardError,
+) -> Message {
+    tracing::debug!(dc = e.datacenter(), "DNS for another datacenter: {e}");
+    match e {
+        ForwardError::Unknown(_) => responder.no_path(view, request, transport),
+        _ => responder.servfail(request, transport),
+    }
 }
 
 /// Answers the queries other datacenters' servers send here, as our own

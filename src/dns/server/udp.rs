@@ -171,7 +171,19 @@ impl Worker {
                     dc,
                     request: parsed,
                 } => {
-                    self.other_datacenter(dc, parsed, peer);
+                    // Known to fail (unknown, or no server answered lately):
+                    // answered here at once, never kept in the memo.
+                    match self
+                        .shared
+                        .known_failure(&view, &dc, &parsed, Transport::Udp)
+                    {
+                        Some(m) => {
+                            if let Some(bytes) = fit::encode(&m) {
+                                self.send(&bytes, peer);
+                            }
+                        }
+                        None => self.other_datacenter(dc, parsed, peer),
+                    }
                     continue;
                 }
                 Reply::Forward(parsed) => {
