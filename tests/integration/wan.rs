@@ -203,3 +203,41 @@ async fn one_wan_join_federates_every_server_of_two_datacenters() {
         .await;
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_lan_join_to_a_wan_port_mixes_no_pools() {
+    let s1 = trellis().server().node("s1").bootstrap_expect(1).start();
+    // A client agent told the server's WAN address as its LAN join address:
+    // gossip answers there, but each side leaves the other pool's member
+    // out of its view and says so.
+    let stray = trellis()
+        .client()
+        .node("stray")
+        .retry_join(s1.serf_wan())
+        .start();
+    let said = "members of another gossip pool";
+    for a in [&s1, &stray] {
+        let what = format!("{} warns of the other pool", a.name());
+        wait_until_async(&what, DEADLINE, || async {
+            if a.log().contains(said) {
+                Ok(())
+            } else {
+                Err("no warning yet".to_string())
+            }
+        })
+        .await;
+    }
+    let wan = wan_members(&s1).await.expect("WAN members");
+    assert_eq!(wan.keys().collect::<Vec<_>>(), ["s1.dc1"], "{wan:?}");
+    let r = stray.get("/v1/agent/members").await.expect("members");
+    let lan: Vec<String> = r
+        .json()
+        .as_array()
+        .expect("a list")
+        .iter()
+        .filter_map(|m| m["Name"].as_str().map(String::from))
+        .collect();
+    assert_eq!(lan, ["stray"], "the WAN member stays out of the LAN view");
+    let r = s1.get("/v1/catalog/nodes").await.expect("nodes");
+    assert!(!r.text.contains("s1.dc1"), "{}", r.text);
+}
