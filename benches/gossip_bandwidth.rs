@@ -38,8 +38,8 @@
 //!
 //! - `WAN=1` measures WAN pools instead (`Profile::wan`, servers named
 //!   `nodeNN.dcK`): 2 datacenters of 3 servers and 5 of 5, with and
-//!   without encryption; with `DETECT_TRIALS` the kills are in a WAN pool
-//!   of 6.
+//!   without encryption; with `DETECT_TRIALS` the kills, and with
+//!   `SOAK_SECS` the soak, are in a WAN pool of 6.
 //!
 //! Run: `cargo bench --bench gossip_bandwidth`. Under `cargo test` it runs a
 //! two-second smoke test of 5 members.
@@ -319,11 +319,12 @@ async fn soak(secs: u64, loss_per_mille: u16, hogs: u64) {
             })
         })
         .collect();
+    let kind = kind_from_env(2);
     let profile = Profile {
         simulated_loss_per_mille: loss_per_mille,
-        ..Profile::lan()
+        ..profile_of(kind)
     };
-    let nodes = pool(6, Some(Key::generate()), profile, Kind::Lan).await;
+    let nodes = pool(6, Some(Key::generate()), profile, kind).await;
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
     let started = Instant::now();
     let watching =
