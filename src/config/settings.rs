@@ -216,6 +216,8 @@ pub struct WanSettings {
     pub retry_join: Vec<String>,
     /// The pause between those rounds.
     pub retry_interval: Duration,
+    /// How long a failed server is remembered before the pool forgets it.
+    pub reconnect_timeout: Duration,
 }
 
 impl Default for WanSettings {
@@ -223,6 +225,7 @@ impl Default for WanSettings {
         Self {
             retry_join: Vec::new(),
             retry_interval: defaults::RETRY_INTERVAL_WAN,
+            reconnect_timeout: defaults::RECONNECT_TIMEOUT_WAN,
         }
     }
 }

@@ -140,6 +140,31 @@ async fn one_wan_join_federates_every_server_of_two_datacenters() {
             .any(|l| l.starts_with("s3.dc2\t") && l.contains("\tfailed\t")),
         "{out}"
     );
+    // `trellis force-leave -wan` marks it left in every server's view at
+    // once, instead of after reconnect_timeout_wan.
+    let out = trellis().run(&[
+        "force-leave",
+        "-wan",
+        "-http-addr",
+        &f.dc("dc1").node("s2").addrs().http.to_string(),
+        "s3.dc2",
+    ]);
+    assert!(
+        out.status.success(),
+        "trellis force-leave -wan: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    for s in f.servers().filter(|s| *s != victim) {
+        let what = format!("{} sees s3.dc2 left", s.name());
+        wait_until_async(&what, DEADLINE, || async {
+            let seen = wan_members(s).await?;
+            match seen.get("s3.dc2").map(|m| m.status) {
+                Some(3) => Ok(()),
+                other => Err(format!("s3.dc2 status {other:?}")),
+            }
+        })
+        .await;
+    }
     // The datacenter is still known and reachable through its other two.
     assert_eq!(
         datacenters(f.dc("dc1").node("c1"))
