@@ -91,6 +91,8 @@ async fn one_wan_join_federates_every_server_of_two_datacenters() {
 
     // A client agent is in no WAN pool: it lists none, and cannot join one.
     let c1 = f.dc("dc1").node("c1");
+    let r = c1.get("/v1/agent/members?wan=1").await.expect("answer");
+    assert_eq!((r.status, r.text.as_str()), (200, "null"), "as Consul's");
     assert!(
         wan_members(c1)
             .await
@@ -101,6 +103,7 @@ async fn one_wan_join_federates_every_server_of_two_datacenters() {
     let r = c1.request("PUT", &target, None).await.expect("answer");
     assert_eq!(r.status, 500, "{r:?}");
     assert!(r.text.contains("Must be a server"), "{}", r.text);
+    assert_eq!(members_wan_cli(c1).lines().count(), 1, "the header alone");
 
     // `trellis members -wan` prints the pool with each member's datacenter.
     let out = members_wan_cli(f.dc("dc1").node("s2"));
