@@ -103,6 +103,7 @@ impl Net {
                 ip: Self::ip_of(k),
                 server_port: 8300,
                 serf_port: 8301,
+                serf_wan_port: 8302,
                 netns: Some(ns.clone()),
             })
             .collect()
