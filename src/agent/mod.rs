@@ -276,6 +276,7 @@ impl Agent {
                 node_id,
                 rpc_addr: SocketAddr::new(network.advertise_addr_wan, rpc_port),
                 key: gossip_key(&gossip),
+                reconnect_timeout: wan_settings.reconnect_timeout,
             }),
         )?;
         let slot = server.as_ref().map(|s| s.datacenters.clone());

@@ -41,6 +41,8 @@ pub struct FileConfig {
     pub retry_interval_wan: Option<String>,
     /// Address advertised to other datacenters (default: `advertise_addr`).
     pub advertise_addr_wan: Option<String>,
+    /// How long a failed server of the WAN pool is remembered ("72h").
+    pub reconnect_timeout_wan: Option<String>,
     /// Upstream DNS servers for names outside the domain.
     pub recursors: Option<Vec<String>>,
     /// The DNS domain (default `consul`).

@@ -55,6 +55,7 @@ impl Layered {
             retry_join_wan,
             retry_interval_wan,
             advertise_addr_wan,
+            reconnect_timeout_wan,
             recursors,
             domain,
             log_level,

@@ -474,7 +474,7 @@ impl Resolver<'_> {
 
     /// A duration only the files set, `default` when none does, refused
     /// naming the key and the file when outside `[min, max]`.
-    fn bounded(
+    pub(super) fn bounded(
         &self,
         key: &'static str,
         v: Option<&str>,

@@ -224,6 +224,8 @@ pub struct WanSettings {
     /// `translate_wan_addrs`: answers from other datacenters (DNS, and
     /// forwarded catalog and health reads) carry WAN addresses.
     pub translate_wan_addrs: bool,
+    /// How long a failed server is remembered before the pool forgets it.
+    pub reconnect_timeout: Duration,
 }
 
 impl Default for WanSettings {
@@ -232,6 +234,7 @@ impl Default for WanSettings {
             retry_join: Vec::new(),
             retry_interval: defaults::RETRY_INTERVAL_WAN,
             translate_wan_addrs: false,
+            reconnect_timeout: defaults::RECONNECT_TIMEOUT_WAN,
         }
     }
 }
