@@ -102,11 +102,18 @@ async fn another_datacenters_catalog_kv_and_dns_are_one_request_away() {
         here.get("/v1/health/service/web").await.unwrap().json(),
         json!([])
     );
-    let theirs = there.get("/v1/health/service/web").await.unwrap();
-    assert_eq!(
-        ours.index, theirs.index,
-        "X-Consul-Index is dc2's: {ours:?} vs {theirs:?}"
-    );
+    // dc2 may write between the two reads (its leader registers serfHealth
+    // checks), so they are compared until they meet.
+    wait_until_async("X-Consul-Index is dc2's", FORM_DEADLINE, || async {
+        let ours = here.get("/v1/health/service/web?dc=dc2").await?;
+        let theirs = there.get("/v1/health/service/web").await?;
+        if ours.index == theirs.index {
+            Ok(())
+        } else {
+            Err(format!("{ours:?} vs {theirs:?}"))
+        }
+    })
+    .await;
     assert!(
         ours.headers.contains_key("x-consul-knownleader"),
         "{ours:?}"
