@@ -446,13 +446,22 @@ impl Agent {
             }
         });
 
-        let (dns_replica, dc, token) = (replica.clone(), node.datacenter.clone(), serving.clone());
+        // Prepared queries fail over through the WAN once the agent has a
+        // path to other datacenters; until then there is none to ask.
+        let prepared_queries = crate::prepared_query::Executor::new(
+            replica.clone(),
+            node.datacenter.clone(),
+            local.identity().node_name.clone(),
+            Arc::new(crate::prepared_query::NoFederation),
+        );
+        let (dns_queries, token) = (prepared_queries.clone(), serving.clone());
         tasks.spawn(async move {
-            crate::dns::serve(dns_udp, dns_tcp, dns, &limits, dc, dns_replica, token)
+            crate::dns::serve(dns_udp, dns_tcp, dns, &limits, dns_queries, token)
                 .await
                 .map_err(|e| format!("DNS: {e}"))
         });
         let state = crate::http::ApiState {
+            prepared_queries: prepared_queries.clone(),
             replica: replica.clone(),
             delegate: delegate.clone(),
             local: local.clone(),

@@ -49,7 +49,11 @@ impl TestServer {
         let responder = Responder::new(&cfg, DATACENTER).unwrap();
         let token = shutdown.clone();
         let task = tokio::spawn(async move {
-            serve_limited(udp, tcp, responder, &cfg, limits, replica, token).await
+            let catalog = super::server::Catalog {
+                replica,
+                queries: None,
+            };
+            serve_limited(udp, tcp, responder, &cfg, limits, catalog, token).await
         });
         Self {
             udp: udp_addr,
@@ -613,8 +617,12 @@ async fn a_bad_zone_file_stops_start_up() {
         tcp,
         cfg,
         &crate::config::LimitsSettings::default(),
-        DATACENTER.into(),
-        Arc::new(Replica::new()),
+        crate::prepared_query::Executor::new(
+            Arc::new(Replica::new()),
+            DATACENTER.into(),
+            "n1".into(),
+            Arc::new(crate::prepared_query::NoFederation),
+        ),
         CancellationToken::new(),
     )
     .await

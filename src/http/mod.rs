@@ -28,6 +28,7 @@ mod kv;
 mod listen;
 mod members;
 mod operator;
+mod prepared_query;
 pub mod query;
 mod route;
 mod session;
@@ -78,6 +79,8 @@ pub struct ApiState {
     pub kv: crate::config::KvSettings,
     /// ACLs: whether they are on, the token for requests without one.
     pub acl: crate::config::AclSettings,
+    /// Runs prepared queries (and fails them over to other datacenters).
+    pub prepared_queries: crate::prepared_query::Executor,
 }
 
 /// The handlers' state: the parts the caller gives plus what one running
@@ -198,6 +201,22 @@ fn build(state: Ctx, admission: Admission) -> Router {
                 .delete(acl::policy_delete),
         )
         .route("/v1/acl/policies", get(acl::policy_list))
+        .route(
+            "/v1/query",
+            get(prepared_query::list).post(prepared_query::create),
+        )
+        .route(
+            "/v1/query/{id}",
+            get(prepared_query::read)
+                .put(prepared_query::update)
+                .delete(prepared_query::delete),
+        )
+        .route("/v1/query/{id}/execute", get(prepared_query::execute))
+        .route("/v1/query/{id}/explain", get(prepared_query::explain))
+        .route(
+            "/v1/internal/query/execute",
+            axum::routing::post(prepared_query::execute_rendered),
+        )
         .fallback(|| async { ApiError::NotFound("404 page not found".into()) })
         .method_not_allowed_fallback(|method: Method| async move {
             ApiError::MethodNotAllowed(method.to_string())

@@ -76,6 +76,12 @@ impl TestApi {
             });
         }
         let state = ApiState {
+            prepared_queries: crate::prepared_query::Executor::new(
+                replica.clone(),
+                "dc1".into(),
+                "node1".into(),
+                Arc::new(crate::prepared_query::NoFederation),
+            ),
             shutdown: CancellationToken::new(),
             gossip: crate::gossip::Gossip::alone("n1").await,
             replica,

@@ -173,6 +173,9 @@ pub enum ExecuteError {
     /// The stored template no longer renders.
     #[error(transparent)]
     Template(#[from] TemplateError),
+    /// The token the lookup acts as is unknown.
+    #[error("ACL not found")]
+    Unauthorized,
 }
 
 /// Executes prepared queries for the HTTP API and DNS of one agent.
@@ -214,6 +217,11 @@ impl Executor {
     /// This agent's datacenter.
     pub fn datacenter(&self) -> &str {
         &self.0.datacenter
+    }
+
+    /// The replica queries are read from.
+    pub fn replica(&self) -> &Arc<Replica> {
+        &self.0.replica
     }
 
     /// What a query with `token` filters by: the token's permissions when

@@ -41,6 +41,8 @@ pub(super) struct Shared {
     pub(super) rrl: Option<RateLimiter>,
     /// The token answers are computed as; `None` with ACLs off.
     pub(super) acl: Option<DnsToken>,
+    /// Runs `<name>.query.<domain>` lookups; `None` answers them NXDOMAIN.
+    pub(super) queries: Option<crate::prepared_query::Executor>,
 }
 
 impl Shared {
@@ -88,6 +90,10 @@ impl Shared {
             Reply::OtherDatacenter { dc, request } => {
                 Some(self.other_datacenter(&view, &dc, &request, transport))
             }
+            Reply::PreparedQuery { name, request } => {
+                drop(view);
+                Some(self.prepared_query(name, &request, transport).await)
+            }
             Reply::Drop => None,
         }
     }
@@ -96,6 +102,48 @@ impl Shared {
     /// path yet, so it is the responder's answer for an unreachable
     /// datacenter; asking `dc`'s servers (like a forward, off the worker
     /// threads) goes here.
+    /// Executes the prepared query `name` as the DNS token and answers
+    /// `request` from it. Executing may fail over to other datacenters,
+    /// so this runs on the runtime, never on a UDP worker thread.
+    pub(super) async fn prepared_query(
+        &self,
+        name: String,
+        request: &Message,
+        transport: Transport,
+    ) -> Message {
+        use crate::prepared_query::{ExecuteError, Request};
+        let authz = match &self.acl {
+            None => Some(Arc::new(crate::acl::Authorizer::management())),
+            Some(token) => token.resolve_shared(self.tokens().as_deref()),
+        };
+        let executed = match (&self.queries, authz) {
+            (None, _) => Err(ExecuteError::NotFound),
+            (Some(_), None) => {
+                // The DNS token is unknown: as every catalog lookup, fail.
+                let view = self.replica.view();
+                return self.responder.prepared_query(
+                    &view,
+                    request,
+                    Err(ExecuteError::Unauthorized),
+                    transport,
+                );
+            }
+            (Some(queries), Some(authz)) => {
+                let req = Request {
+                    id_or_name: name,
+                    limit: 0,
+                    near: None,
+                    authz,
+                    secret: None,
+                };
+                queries.execute(&req).await
+            }
+        };
+        let view = self.replica.view();
+        self.responder
+            .prepared_query(&view, request, executed, transport)
+    }
+
     fn other_datacenter(
         &self,
         view: &View,
@@ -118,21 +166,31 @@ pub async fn serve(
     tcp: TcpListener,
     settings: DnsSettings,
     limits: &LimitsSettings,
-    datacenter: String,
-    replica: Arc<Replica>,
+    queries: crate::prepared_query::Executor,
     shutdown: CancellationToken,
 ) -> Result<(), DnsError> {
-    let responder = Responder::new(&settings, &datacenter)?;
+    let responder = Responder::new(&settings, queries.datacenter())?;
     serve_limited(
         udp,
         tcp,
         responder,
         &settings,
         Limits::with_settings(limits),
-        replica,
+        Catalog {
+            replica: queries.replica().clone(),
+            queries: Some(queries),
+        },
         shutdown,
     )
     .await
+}
+
+/// What DNS answers from: the replica, and the prepared queries run on it.
+pub(super) struct Catalog {
+    /// The catalog's view and state.
+    pub(super) replica: Arc<Replica>,
+    /// Runs `<name>.query.<domain>`; `None` answers them NXDOMAIN.
+    pub(super) queries: Option<crate::prepared_query::Executor>,
 }
 
 /// [`serve`] with a responder already built and these limits (tests lower
@@ -143,9 +201,10 @@ pub(super) async fn serve_limited(
     responder: Responder,
     settings: &DnsSettings,
     limits: Limits,
-    replica: Arc<Replica>,
+    catalog: Catalog,
     shutdown: CancellationToken,
 ) -> Result<(), DnsError> {
+    let Catalog { replica, queries } = catalog;
     let shared = Arc::new(Shared {
         responder,
         forwarder: Forwarder::new(settings.recursors.clone(), settings.recursor_timeout),
@@ -153,6 +212,7 @@ pub(super) async fn serve_limited(
         replica,
         rrl: RateLimiter::new(&settings.rrl),
         acl: DnsToken::new(settings),
+        queries,
     });
     let failed = CancellationToken::new();
     let workers = std::thread::available_parallelism().map_or(2, usize::from);
