@@ -25,6 +25,7 @@ mod lifecycle;
 mod limits;
 mod membership;
 mod partition;
+mod prepared_query;
 mod recovery;
 mod rpc_outsider;
 mod rpc_tls;
