@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Runs every test trellis has. Installs what the tests need beyond the Rust
-# toolchain (dig from dnsutils, openssl for a TLS test server, ip and curl
-# for the network-namespace partition test) when they are missing.
+# toolchain (dig from dnsutils, openssl for a TLS test server, ip, curl and
+# nft for the network-namespace partition tests) when they are missing.
 # Usage: scripts/test.sh
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -11,6 +11,7 @@ command -v dig >/dev/null 2>&1 || need+=(dnsutils)
 command -v openssl >/dev/null 2>&1 || need+=(openssl)
 command -v ip >/dev/null 2>&1 || need+=(iproute2)
 command -v curl >/dev/null 2>&1 || need+=(curl)
+command -v nft >/dev/null 2>&1 || need+=(nftables)
 if ((${#need[@]})); then
     echo "installing: ${need[*]}"
     if [ "$(id -u)" -ne 0 ]; then sudo=sudo; else sudo=; fi

@@ -22,6 +22,8 @@ pub(super) struct Listeners {
     pub(super) rpc: Option<TcpListener>,
     /// LAN gossip.
     pub(super) serf_lan: UdpSocket,
+    /// WAN gossip; servers only, unless `ports.serf_wan = -1`.
+    pub(super) serf_wan: Option<UdpSocket>,
 }
 
 impl Listeners {
@@ -78,6 +80,29 @@ impl Listeners {
                 addr: serf_addr,
                 source,
             })?;
+        // The WAN pool tells the other datacenters where this server is
+        // from its socket's address too: a distinct `advertise_addr_wan`
+        // is bound itself (it must be an address of this machine).
+        let wan_ip = if net.advertise_addr_wan == net.advertise_addr {
+            gossip_ip
+        } else {
+            net.advertise_addr_wan
+        };
+        let serf_wan = match net.ports.serf_wan.filter(|_| server) {
+            Some(port) => {
+                let addr = SocketAddr::new(wan_ip, port);
+                Some(
+                    UdpSocket::bind(addr)
+                        .await
+                        .map_err(|source| AgentError::Bind {
+                            what: "gossip (WAN)",
+                            addr,
+                            source,
+                        })?,
+                )
+            }
+            None => None,
+        };
         Ok(Self {
             dns_udp,
             dns_tcp,
@@ -85,6 +110,7 @@ impl Listeners {
             https,
             rpc,
             serf_lan,
+            serf_wan,
         })
     }
 }

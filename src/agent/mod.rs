@@ -19,13 +19,15 @@ pub(crate) mod pool;
 mod register;
 mod server;
 mod settings;
+mod stop;
+mod wan;
 
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use tokio::net::{TcpListener, UdpSocket};
-use tokio::task::{JoinHandle, JoinSet};
+use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 
 use self::listeners::Listeners;
@@ -35,6 +37,7 @@ use self::settings::{
     check_state_dir, cluster_key, definitions_file, generation_file, gossip_key, local_identity,
     node_id,
 };
+use self::stop::Running;
 use crate::catalog::Replica;
 use crate::config::{Config, DnsSettings, KvSettings, LimitsSettings, NodeSettings};
 use crate::delegate::Delegate;
@@ -118,6 +121,8 @@ struct Agent {
     delegate: Delegate,
     /// The LAN pool.
     gossip: Arc<Gossip>,
+    /// The WAN pool (servers) and the datacenters it makes known.
+    wan: wan::Wan,
     /// The tasks that follow the pool (join, generation, servers, the
     /// reconciler and the leader's expiry timers, or the client's follow),
     /// stopped after serving.
@@ -138,6 +143,7 @@ struct Addrs {
     /// Server RPC as other servers reach it; servers only.
     rpc: Option<SocketAddr>,
     serf_lan: Option<SocketAddr>,
+    serf_wan: Option<SocketAddr>,
 }
 
 /// Tasks that run beside serving under one token.
@@ -164,6 +170,7 @@ impl Agent {
             log: _,
             tls,
             acl,
+            wan: wan_settings,
         } = cfg;
         // DNS answers as the default token, as Consul's.
         let dns = DnsSettings {
@@ -194,6 +201,10 @@ impl Agent {
             https: listeners.https.as_ref().and_then(|l| l.local_addr().ok()),
             rpc: listeners.rpc.as_ref().map(|_| rpc_addr),
             serf_lan: listeners.serf_lan.local_addr().ok(),
+            serf_wan: listeners
+                .serf_wan
+                .as_ref()
+                .and_then(|s| s.local_addr().ok()),
         };
 
         // How this agent talks server RPC: TLS per `tls.internal_rpc`, and
@@ -260,8 +271,29 @@ impl Agent {
             })
             .map_err(|e| AgentError::Task(format!("gossip: {e}")))?,
         );
+        // The WAN pool: servers only, the same node ID and key, RPC as the
+        // other datacenters reach it.
+        let wan = wan::Wan::start(
+            &node.datacenter,
+            listeners.serf_wan.map(|socket| wan::WanMember {
+                socket,
+                node: &node,
+                node_id,
+                rpc_addr: SocketAddr::new(network.advertise_addr_wan, rpc_port),
+                key: gossip_key(&gossip),
+            }),
+        )?;
         let token = CancellationToken::new();
         let mut tasks = JoinSet::new();
+        let consensus = server.as_ref().map(|s| s.consensus.clone());
+        wan.follow(
+            &mut tasks,
+            wan_settings,
+            &node,
+            pool.clone(),
+            consensus,
+            &token,
+        );
         tasks.spawn(pool::retry_join(
             pool.clone(),
             gossip.retry_join.clone(),
@@ -353,6 +385,7 @@ impl Agent {
             replica,
             delegate,
             gossip: pool,
+            wan,
             background,
             local: Arc::new(local),
             definitions,
@@ -382,6 +415,7 @@ impl Agent {
             replica,
             delegate,
             gossip,
+            wan,
             background,
             local,
             definitions,
@@ -466,6 +500,8 @@ impl Agent {
             delegate: delegate.clone(),
             local: local.clone(),
             gossip: gossip.clone(),
+            wan: wan.pool.clone(),
+            datacenters: wan.datacenters.clone(),
             shutdown: shutdown.clone(),
             kv,
             acl,
@@ -478,12 +514,13 @@ impl Agent {
                 .map_err(|e| format!("HTTP: {e}"))
         });
         tracing::info!(
-            "listening dns={} http={} https={} server={} serf_lan={} node={} dc={} ready_in_ms={}",
+            "listening dns={} http={} https={} server={} serf_lan={} serf_wan={} node={} dc={} ready_in_ms={}",
             fmt_addr(addrs.dns),
             fmt_addr(addrs.http),
             fmt_addr(addrs.https),
             fmt_addr(addrs.rpc),
             fmt_addr(addrs.serf_lan),
+            fmt_addr(addrs.serf_wan),
             node.name,
             node.datacenter,
             started.elapsed().as_millis()
@@ -511,6 +548,7 @@ impl Agent {
             upkeep,
             background,
             gossip,
+            wan: wan.pool,
             leave_on_terminate,
             local,
             delegate,
@@ -522,75 +560,6 @@ impl Agent {
             Some(e) => Err(AgentError::Task(e)),
             None => Ok(()),
         }
-    }
-}
-
-/// Everything a serving agent stops, and [`Running::stop`], the one place
-/// that says in which order.
-struct Running {
-    /// The parent of the DNS and HTTP servers' tokens and the upkeep's.
-    serving: CancellationToken,
-    /// The DNS and HTTP servers and the Raft watcher.
-    tasks: JoinSet<Result<(), String>>,
-    checks: checks::CheckRunner,
-    upkeep: JoinHandle<()>,
-    background: Background,
-    gossip: Arc<Gossip>,
-    leave_on_terminate: bool,
-    local: Arc<local::LocalAgent>,
-    delegate: Delegate,
-    server: Option<ServerParts>,
-}
-
-impl Running {
-    /// The shutdown order of the module doc.
-    async fn stop(self) {
-        let Self {
-            serving,
-            mut tasks,
-            checks,
-            upkeep,
-            mut background,
-            gossip,
-            leave_on_terminate,
-            local,
-            delegate,
-            server,
-        } = self;
-        // 1. Stop accepting and drain in-flight requests.
-        serving.cancel();
-        while let Some(res) = tasks.join_next().await {
-            if let Ok(Err(e)) = res {
-                tracing::warn!("while stopping: {e}");
-            }
-        }
-        // 2. Health checks: their writes need Raft, so they stop before it.
-        checks.stop().await;
-        let _ = upkeep.await;
-        // 3. The tasks beside serving (the reconciler and the expiry timers
-        //    write through Raft too), then the gossip pool: leave gracefully
-        //    (others see Left and deregister this node) or just stop (others
-        //    declare it failed), as configured.
-        background.token.cancel();
-        while background.tasks.join_next().await.is_some() {}
-        if leave_on_terminate {
-            match tokio::time::timeout(Duration::from_secs(5), gossip.leave()).await {
-                Ok(Ok(())) => tracing::info!("left the LAN pool"),
-                Ok(Err(e)) => tracing::debug!(error = %e, "leaving the LAN pool"),
-                Err(_) => tracing::warn!("leaving the LAN pool timed out"),
-            }
-        }
-        match Arc::try_unwrap(gossip) {
-            Ok(gossip) => gossip.shutdown().await,
-            Err(_) => tracing::warn!("gossip still in use at shutdown; dropping it"),
-        }
-        // 4. Raft and its storage, then the server RPC it talked through.
-        drop((local, delegate));
-        if let Some(server) = server {
-            server.shutdown().await;
-        }
-        // 5.
-        tracing::info!("shutdown complete");
     }
 }
 

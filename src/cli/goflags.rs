@@ -1,5 +1,5 @@
 //! Consul's flag spelling for the subcommands that mirror Consul's own
-//! (`kv`, `lock`, `tls`, `acl`). Consul parses flags with Go's `flag` package, where a
+//! (`kv`, `lock`, `tls`, `acl`, `members`, `join`). Consul parses flags with Go's `flag` package, where a
 //! long flag takes one dash (`-recurse`, `-modify-index=5`, `-n 2`), a
 //! boolean may say `-cas=true`, and parsing stops at the first argument
 //! that is not a flag. clap reads `--long` flags, so those arguments are
@@ -10,7 +10,7 @@ use std::ffi::OsString;
 use clap::{ArgAction, Command};
 
 /// The subcommands whose flags are Consul's.
-const GO_STYLE: &[&str] = &["kv", "lock", "tls", "acl"];
+const GO_STYLE: &[&str] = &["kv", "lock", "tls", "acl", "members", "join"];
 
 /// Consul's flags for reaching the agent, which every Consul command that
 /// talks HTTP takes with one dash: accepted so on every subcommand.
@@ -187,17 +187,25 @@ mod tests {
             norm(&["catalog", "services", "-x", "--tags"]),
             ["catalog", "services", "-x", "--tags"]
         );
-        assert_eq!(norm(&["members"]), ["members"]);
+        assert_eq!(norm(&["leave"]), ["leave"]);
         assert_eq!(
-            norm(&["members", "-ca-file", "ca.pem", "-client-cert=c.pem", "-x"]),
-            [
-                "members",
-                "--ca-file",
-                "ca.pem",
-                "--client-cert=c.pem",
-                "-x"
-            ]
+            norm(&["leave", "-ca-file", "ca.pem", "-client-cert=c.pem", "-x"]),
+            ["leave", "--ca-file", "ca.pem", "--client-cert=c.pem", "-x"]
         );
+    }
+
+    #[test]
+    fn members_and_join_take_consuls_wan_flag() {
+        assert_eq!(norm(&["members", "-wan"]), ["members", "--wan"]);
+        assert_eq!(
+            norm(&["members", "-http-addr", "127.0.0.1:8500", "-wan"]),
+            ["members", "--http-addr", "127.0.0.1:8500", "--wan"]
+        );
+        assert_eq!(
+            norm(&["join", "-wan", "10.0.0.1:8302"]),
+            ["join", "--wan", "10.0.0.1:8302"]
+        );
+        assert_eq!(norm(&["join", "10.0.0.1"]), ["join", "10.0.0.1"]);
     }
 
     #[test]

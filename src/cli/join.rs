@@ -1,4 +1,6 @@
-//! `trellis join ADDR`: ask the agent to join the gossip pool of another.
+//! `trellis join [-wan] ADDR`: ask the agent to join the gossip pool of
+//! another, or with `-wan` (servers) the WAN pool of a server of another
+//! datacenter.
 
 use std::io::Write;
 
@@ -8,6 +10,10 @@ use super::client::HttpAddr;
 
 #[derive(Debug, Args)]
 pub(crate) struct JoinCmd {
+    /// Join the WAN pool: ADDR is a server's WAN gossip address (port 8302
+    /// by default).
+    #[arg(long)]
+    wan: bool,
     /// Another agent's gossip address (`host[:port]`, port 8301 by default).
     address: String,
     #[command(flatten)]
@@ -16,8 +22,11 @@ pub(crate) struct JoinCmd {
 
 impl JoinCmd {
     pub(crate) fn run(self) -> anyhow::Result<()> {
-        self.addr
-            .put(&format!("/v1/agent/join/{}", self.address), String::new())?;
+        let query = if self.wan { "?wan=1" } else { "" };
+        self.addr.put(
+            &format!("/v1/agent/join/{}{query}", self.address),
+            String::new(),
+        )?;
         writeln!(
             std::io::stdout().lock(),
             "Successfully joined cluster by contacting 1 nodes."

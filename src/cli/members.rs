@@ -1,4 +1,5 @@
-//! `trellis members`: the LAN gossip pool as the agent sees it.
+//! `trellis members`: the LAN gossip pool as the agent sees it, or with
+//! `-wan` a server's WAN pool (members `node.dc`).
 
 use std::io::Write;
 
@@ -9,6 +10,10 @@ use super::client::HttpAddr;
 
 #[derive(Debug, Args)]
 pub(crate) struct MembersCmd {
+    /// List the WAN pool's members (servers of every datacenter) instead
+    /// of the LAN pool's.
+    #[arg(long)]
+    wan: bool,
     #[command(flatten)]
     addr: HttpAddr,
 }
@@ -25,7 +30,12 @@ struct Member {
 
 impl MembersCmd {
     pub(crate) fn run(self) -> anyhow::Result<()> {
-        let members: Vec<Member> = serde_json::from_str(&self.addr.get("/v1/agent/members")?)?;
+        let path = if self.wan {
+            "/v1/agent/members?wan=1"
+        } else {
+            "/v1/agent/members"
+        };
+        let members: Vec<Member> = serde_json::from_str(&self.addr.get(path)?)?;
         let mut out = std::io::stdout().lock();
         writeln!(out, "Node\tAddress\tStatus\tType\tDC")?;
         for m in members {

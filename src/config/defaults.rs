@@ -16,6 +16,11 @@ pub const HTTP_PORT: u16 = 8500;
 pub const SERF_LAN_PORT: u16 = 8301;
 /// WAN gossip.
 pub const SERF_WAN_PORT: u16 = 8302;
+/// WAN gossip as a flag or file gives it: -1 turns the WAN pool off.
+pub const SERF_WAN_OFF: i32 = -1;
+/// Pause between rounds of WAN join attempts (Consul's
+/// `retry_interval_wan`).
+pub const RETRY_INTERVAL_WAN: Duration = Duration::from_secs(30);
 /// Server RPC.
 pub const SERVER_PORT: u16 = 8300;
 /// HTTPS API: -1, off, as Consul; 8501 is the port people give it.

@@ -34,6 +34,13 @@ pub struct FileConfig {
     pub client_addr: Option<String>,
     /// Addresses of agents to join at start-up, retried.
     pub retry_join: Option<Vec<String>>,
+    /// Servers of other datacenters to join the WAN pool through at
+    /// start-up, retried.
+    pub retry_join_wan: Option<Vec<String>>,
+    /// Pause between rounds of WAN join attempts ("30s").
+    pub retry_interval_wan: Option<String>,
+    /// Address advertised to other datacenters (default: `advertise_addr`).
+    pub advertise_addr_wan: Option<String>,
     /// Upstream DNS servers for names outside the domain.
     pub recursors: Option<Vec<String>>,
     /// The DNS domain (default `consul`).
@@ -101,8 +108,8 @@ pub struct PortsFile {
     pub http: Option<u16>,
     /// LAN gossip port (8301).
     pub serf_lan: Option<u16>,
-    /// WAN gossip port (8302).
-    pub serf_wan: Option<u16>,
+    /// WAN gossip port (8302); -1 runs no WAN pool, as Consul.
+    pub serf_wan: Option<i32>,
     /// Server RPC port (8300).
     pub server: Option<u16>,
     /// HTTPS API port; -1 (the default) serves no HTTPS, as Consul.

@@ -54,6 +54,22 @@ pub struct AgentFlags {
     #[arg(long, value_name = "ADDR")]
     pub retry_join: Vec<String>,
 
+    /// A server of another datacenter to join the WAN pool through
+    /// (`host[:port]`, port 8302 when omitted), retried every
+    /// `retry_interval_wan` until one answers. Repeatable; servers only.
+    #[arg(long, value_name = "ADDR")]
+    pub retry_join_wan: Vec<String>,
+
+    /// How long to wait between rounds of WAN join attempts ("30s")
+    /// [default: 30s].
+    #[arg(long, value_name = "DURATION")]
+    pub retry_interval_wan: Option<String>,
+
+    /// Address advertised to the servers of other datacenters (WAN gossip
+    /// and the server RPC they call) [default: --advertise].
+    #[arg(long, value_name = "IP")]
+    pub advertise_wan: Option<String>,
+
     /// Upstream DNS server for names outside the domain (IP or IP:port).
     /// Repeatable. Without one, such names are REFUSED.
     #[arg(long, value_name = "ADDR")]
@@ -75,9 +91,10 @@ pub struct AgentFlags {
     #[arg(long, value_name = "PORT")]
     pub serf_lan_port: Option<u16>,
 
-    /// WAN gossip port; 0 picks a free one [default: 8302].
-    #[arg(long, value_name = "PORT")]
-    pub serf_wan_port: Option<u16>,
+    /// WAN gossip port (servers only); 0 picks a free one, -1 runs no WAN
+    /// pool [default: 8302].
+    #[arg(long, value_name = "PORT", allow_negative_numbers = true)]
+    pub serf_wan_port: Option<i32>,
 
     /// Server RPC port; 0 picks a free one [default: 8300].
     #[arg(long, value_name = "PORT")]

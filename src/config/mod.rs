@@ -26,6 +26,7 @@ mod rrl;
 pub mod settings;
 mod tls;
 mod validate;
+mod wan;
 
 #[cfg(test)]
 mod tests;
@@ -38,7 +39,7 @@ pub use flags::AgentFlags;
 pub use settings::{
     CheckSettings, DnsSettings, EncryptKey, GossipSettings, KvSettings, LimitsSettings,
     LogSettings, NetworkSettings, NodeSettings, Ports, RaftSettings, RrlSettings, ServiceSettings,
-    TlsProtocol, TlsSettings,
+    TlsProtocol, TlsSettings, WanSettings,
 };
 pub use validate::parse_socket;
 
@@ -81,7 +82,7 @@ pub enum ConfigError {
 /// own: the listeners `network`, Raft `raft` (with `node`), gossip and the
 /// reconciler `gossip`, DNS `dns`, the check runners `checks`, the local
 /// state `services`, the session endpoints and the leader's expiry timers
-/// `kv`, the listeners' per-client caps `limits`, logging `log`, the HTTPS
+/// `kv`, a server's WAN pool `wan`, the listeners' per-client caps `limits`, logging `log`, the HTTPS
 /// listener and server RPC `tls`, the HTTP API and DNS `acl`.
 #[derive(Debug, Clone)]
 pub struct Config {
@@ -95,6 +96,8 @@ pub struct Config {
     pub raft: RaftSettings,
     /// The gossip pool.
     pub gossip: GossipSettings,
+    /// The WAN pool (servers).
+    pub wan: WanSettings,
     /// Health checks.
     pub checks: CheckSettings,
     /// Services and checks to register, and anti-entropy.

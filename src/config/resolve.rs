@@ -33,6 +33,13 @@ pub(super) struct Role {
     bootstrap_expect: usize,
 }
 
+impl Role {
+    /// Whether this node is a server.
+    pub(super) fn server(self) -> bool {
+        self.server
+    }
+}
+
 impl Resolver<'_> {
     pub(super) fn src(&self, key: &'static str, flag: &'static str, from_flag: bool) -> String {
         self.layers.source(key, flag, from_flag)
@@ -171,7 +178,7 @@ impl Resolver<'_> {
             dns: flags.dns_port.or(fp.dns).unwrap_or(d.dns),
             http: flags.http_port.or(fp.http).unwrap_or(d.http),
             serf_lan: flags.serf_lan_port.or(fp.serf_lan).unwrap_or(d.serf_lan),
-            serf_wan: flags.serf_wan_port.or(fp.serf_wan).unwrap_or(d.serf_wan),
+            serf_wan: self.serf_wan_port()?,
             server: flags.server_port.or(fp.server).unwrap_or(d.server),
             https: self.https_port()?,
         };
@@ -190,9 +197,20 @@ impl Resolver<'_> {
                 });
             }
         }
+        if ports.serf_lan != 0 && ports.serf_wan == Some(ports.serf_lan) {
+            return Err(ConfigError::Invalid {
+                key: "ports",
+                source_name: self.src("ports", "--serf-*-port", false),
+                message: format!(
+                    "port {} is used for both LAN and WAN gossip",
+                    ports.serf_lan
+                ),
+            });
+        }
         Ok(NetworkSettings {
             bind_addr,
             advertise_addr,
+            advertise_addr_wan: self.advertise_addr_wan(advertise_addr)?,
             client_addr,
             ports,
         })
@@ -558,6 +576,7 @@ impl Config {
         let services = r.services(definitions)?;
         let raft = r.raft(role)?;
         let gossip = r.gossip(role, retry_join)?;
+        let wan = r.wan(role, network.ports.serf_wan)?;
         let kv = r.kv()?;
         let tls = r.tls(network.ports.https.is_some())?;
         let limits = r.limits()?;
@@ -568,6 +587,7 @@ impl Config {
             dns,
             raft,
             gossip,
+            wan,
             checks,
             services,
             kv,

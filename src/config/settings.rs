@@ -40,8 +40,8 @@ pub struct Ports {
     pub http: u16,
     /// LAN gossip.
     pub serf_lan: u16,
-    /// WAN gossip.
-    pub serf_wan: u16,
+    /// WAN gossip, on servers; `None` runs no WAN pool (Consul's -1).
+    pub serf_wan: Option<u16>,
     /// Server RPC.
     pub server: u16,
     /// HTTPS API; `None` serves no HTTPS (Consul's -1).
@@ -54,7 +54,7 @@ impl Default for Ports {
             dns: defaults::DNS_PORT,
             http: defaults::HTTP_PORT,
             serf_lan: defaults::SERF_LAN_PORT,
-            serf_wan: defaults::SERF_WAN_PORT,
+            serf_wan: Some(defaults::SERF_WAN_PORT),
             server: defaults::SERVER_PORT,
             https: None,
         }
@@ -68,6 +68,9 @@ pub struct NetworkSettings {
     pub bind_addr: IpAddr,
     /// Address other agents reach this one at.
     pub advertise_addr: IpAddr,
+    /// Address the servers of other datacenters reach this one at (WAN
+    /// gossip, server RPC); `advertise_addr` unless set.
+    pub advertise_addr_wan: IpAddr,
     /// Address DNS and HTTP listen on.
     pub client_addr: IpAddr,
     /// Ports.
@@ -203,6 +206,25 @@ pub struct GossipSettings {
     /// How long a failed node keeps its catalog entry (the leader's
     /// reconciler reaps it after).
     pub reconnect_timeout: Duration,
+}
+
+/// The WAN pool: what a server joins it through at start-up.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct WanSettings {
+    /// Servers of other datacenters (`host[:port]`, port 8302 when absent),
+    /// tried in rounds until one answers.
+    pub retry_join: Vec<String>,
+    /// The pause between those rounds.
+    pub retry_interval: Duration,
+}
+
+impl Default for WanSettings {
+    fn default() -> Self {
+        Self {
+            retry_join: Vec::new(),
+            retry_interval: defaults::RETRY_INTERVAL_WAN,
+        }
+    }
 }
 
 /// How the agent's health checks behave.

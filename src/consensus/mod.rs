@@ -39,6 +39,7 @@ mod read;
 mod recovery;
 mod serve;
 mod state_machine;
+mod wan;
 mod write;
 
 use std::net::SocketAddr;
@@ -63,6 +64,7 @@ use proposer::Proposer;
 /// The leader's clock as log entries carry it; the leader's timers compare
 /// the replicated deadlines with it.
 pub(crate) use proposer::now_ms;
+pub use wan::WanFacts;
 
 /// Where the Raft log and snapshots live.
 #[derive(Debug, Clone)]
@@ -196,6 +198,9 @@ pub struct Consensus {
     stop: CancellationToken,
     /// Background tasks, joined on shutdown.
     tasks: Mutex<Vec<tokio::task::JoinHandle<()>>>,
+    /// The WAN pool as this server tells others of it, set by the agent
+    /// once the pool runs (after server RPC already answers).
+    wan: std::sync::OnceLock<WanFacts>,
 }
 
 impl std::fmt::Debug for Consensus {

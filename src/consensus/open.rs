@@ -215,6 +215,7 @@ impl Consensus {
             tuning,
             stop: CancellationToken::new(),
             tasks: Mutex::new(Vec::new()),
+            wan: std::sync::OnceLock::new(),
         });
         let task = tokio::spawn(cluster::discover(
             Arc::downgrade(&consensus),

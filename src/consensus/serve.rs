@@ -79,6 +79,10 @@ impl ClusterHandler for Consensus {
     fn read_index_as_leader(&self) -> impl Future<Output = Result<u64, ReadError>> + Send {
         Self::read_index_as_leader(self)
     }
+
+    fn wan_address(&self) -> Option<std::net::SocketAddr> {
+        self.wan_gossip_addr()
+    }
 }
 
 impl ClientHandler for Consensus {
@@ -131,6 +135,10 @@ impl ClientHandler for Consensus {
             }
         }
         self.remove_server(id).await
+    }
+
+    fn datacenters(&self) -> Vec<String> {
+        self.datacenter_names()
     }
 }
 

@@ -325,7 +325,16 @@ pub(super) async fn node(Path(node): Path<String>, route: Route) -> Result<Respo
         .await
 }
 
-/// `GET /v1/catalog/datacenters`: only ours until WAN federation exists.
-pub(super) async fn datacenters(route: Route) -> Response {
-    Json(vec![route.local_datacenter().to_string()]).into_response()
+/// `GET /v1/catalog/datacenters`: every datacenter known, our own first,
+/// then by estimated round trip. A server answers from its WAN pool; a
+/// client agent asks a server, as Consul's.
+pub(super) async fn datacenters(route: Route) -> Result<Response, ApiError> {
+    let names = match route.servers() {
+        crate::delegate::Delegate::Client(link) => link
+            .datacenters()
+            .await
+            .map_err(|e| ApiError::Internal(e.to_string()))?,
+        crate::delegate::Delegate::Server(_) => route.datacenters().names(),
+    };
+    Ok(Json(names).into_response())
 }

@@ -1,5 +1,8 @@
-//! The LAN gossip pool: `/v1/agent/members`, `/v1/agent/join/:addr` and
-//! `/v1/agent/force-leave/:node`.
+//! The gossip pools: `/v1/agent/members`, `/v1/agent/join/:addr` and
+//! `/v1/agent/force-leave/:node`. With `?wan` (any non-empty value, as
+//! Consul's) the first two are about a server's WAN pool: its members are
+//! named `node.dc`; a client agent, which is in no WAN pool, lists none
+//! and refuses to join one, as Consul's.
 //!
 //! With ACLs on, as Consul's: the member list leaves out the nodes the
 //! token may not read; a join needs `agent:write` on this agent, a
@@ -15,7 +18,7 @@ use serde::Serialize;
 use super::error::ApiError;
 use super::json_true;
 use super::route::Route;
-use crate::gossip::{GossipError, MemberStatus, Role};
+use crate::gossip::{Gossip, GossipError, MemberStatus, Role};
 
 /// One member as Consul's `/v1/agent/members` shows a Serf member.
 #[derive(Debug, Serialize)]
@@ -44,14 +47,20 @@ fn status_code(s: MemberStatus) -> u8 {
     }
 }
 
-/// `GET /v1/agent/members`: the LAN pool as this agent sees it.
+/// Whether the request is about the WAN pool: Consul's `?wan` takes any
+/// non-empty value as yes (`?wan=0` included).
+fn wan_requested(route: &Route) -> bool {
+    route.params().get("wan").is_some_and(|v| !v.is_empty())
+}
+
+/// `GET /v1/agent/members`: the LAN pool as this agent sees it, or with
+/// `?wan` the WAN pool (empty on a client agent).
 pub(super) async fn members(route: Route) -> Result<Response, ApiError> {
-    if route.params().flag("wan")? {
-        return Err(ApiError::BadRequest(
-            "the WAN pool is not part of this agent yet; only LAN members can be listed".into(),
-        ));
-    }
-    let all = route.gossip().members();
+    let all = if wan_requested(&route) {
+        route.wan_gossip().map(Gossip::members).unwrap_or_default()
+    } else {
+        route.gossip().members()
+    };
     let before = all.len();
     let list: Vec<AgentMember> = all
         .into_iter()
@@ -110,11 +119,21 @@ pub(super) async fn force_leave(
 }
 
 /// `PUT /v1/agent/join/:addr`: joins the pool of the agent at `addr`
-/// (`host[:port]`, port 8301 by default).
+/// (`host[:port]`, port 8301 by default), or with `?wan` the WAN pool of
+/// the server at `addr` (port 8302 by default).
 pub(super) async fn join(Path(addr): Path<String>, route: Route) -> Result<Response, ApiError> {
     let node = &route.agent().identity().node_name;
     route.require(route.authz().agent_write(node), "agent:write", Some(node))?;
-    let targets = crate::config::join::resolve(&addr, crate::config::defaults::SERF_LAN_PORT).await;
+    let (pool, default_port) = if wan_requested(&route) {
+        let pool = route.wan_gossip().ok_or_else(|| {
+            // Consul's words and status (a 500) for the same request.
+            ApiError::Internal("Must be a server to join WAN cluster".into())
+        })?;
+        (pool, crate::config::defaults::SERF_WAN_PORT)
+    } else {
+        (route.gossip(), crate::config::defaults::SERF_LAN_PORT)
+    };
+    let targets = crate::config::join::resolve(&addr, default_port).await;
     if targets.is_empty() {
         return Err(ApiError::BadRequest(format!(
             "cannot resolve join address {addr:?}"
@@ -122,7 +141,7 @@ pub(super) async fn join(Path(addr): Path<String>, route: Route) -> Result<Respo
     }
     let mut last = None;
     for target in targets {
-        match route.gossip().join(target).await {
+        match pool.join(target).await {
             Ok(()) => return Ok(json_true()),
             Err(e) => last = Some(e),
         }

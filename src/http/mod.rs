@@ -73,6 +73,12 @@ pub struct ApiState {
     pub local: Arc<LocalAgent>,
     /// This agent's membership in the LAN gossip pool.
     pub gossip: Arc<crate::gossip::Gossip>,
+    /// This server's membership in the WAN pool; `None` on a client agent
+    /// and with `ports.serf_wan = -1`.
+    pub wan: Option<Arc<crate::gossip::Gossip>>,
+    /// The datacenters this agent knows and the route to each (only its
+    /// own on a client agent, which asks its servers).
+    pub datacenters: Arc<crate::datacenters::Datacenters>,
     /// The agent's own stop signal: `PUT /v1/agent/leave` ends the agent.
     pub shutdown: CancellationToken,
     /// The KV store's and sessions' settings (`session_ttl_min`).

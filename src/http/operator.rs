@@ -102,6 +102,12 @@ pub(super) async fn leave(route: Route) -> Result<Response, ApiError> {
     let node = &route.agent().identity().node_name;
     route.require(route.authz().agent_write(node), "agent:write", Some(node))?;
     route.servers().leave().await?;
+    // The WAN pool first, as Consul's servers leave it.
+    if let Some(wan) = route.wan_gossip()
+        && let Err(e) = wan.leave().await
+    {
+        tracing::warn!(error = %e, "leaving the WAN pool");
+    }
     if let Err(e) = route.gossip().leave().await {
         tracing::warn!(error = %e, "leaving the LAN pool");
     }

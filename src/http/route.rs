@@ -513,6 +513,17 @@ impl Route {
         &self.ctx.api.gossip
     }
 
+    /// This server's WAN gossip pool; `None` on a client agent (and with
+    /// `ports.serf_wan = -1`).
+    pub(super) fn wan_gossip(&self) -> Option<&Gossip> {
+        self.ctx.api.wan.as_deref()
+    }
+
+    /// The datacenters this agent knows and the route to each.
+    pub(super) fn datacenters(&self) -> &crate::datacenters::Datacenters {
+        &self.ctx.api.datacenters
+    }
+
     /// This agent's view of its datacenter's Raft servers, for the status
     /// and operator endpoints (not for catalog reads and writes: those go
     /// through [`Self::read`] and [`Self::writer`]).

@@ -84,6 +84,8 @@ impl TestApi {
             ),
             shutdown: CancellationToken::new(),
             gossip: crate::gossip::Gossip::alone("n1").await,
+            wan: None,
+            datacenters: Arc::new(crate::datacenters::Datacenters::new("dc1", None)),
             replica,
             delegate,
             local,

@@ -74,6 +74,10 @@ pub enum ClientRequest {
         /// The ACL token the operator presented, if any.
         token: Option<String>,
     },
+    /// The datacenters the server knows, its own first, then by distance
+    /// (`/v1/catalog/datacenters` on a client agent; Consul's servers
+    /// answer it too).
+    Datacenters,
 }
 
 /// The answer to a [`ClientRequest`], variant for variant.
@@ -93,6 +97,8 @@ pub enum ClientResponse {
     SnapshotChunk(Option<Chunk>),
     /// To [`ClientRequest::RemovePeer`].
     RemovePeer(Result<(), MembershipError>),
+    /// To [`ClientRequest::Datacenters`].
+    Datacenters(Vec<String>),
 }
 
 impl ClientRequest {
@@ -105,6 +111,7 @@ impl ClientRequest {
             Self::Configuration => "configuration",
             Self::SnapshotChunk { .. } => "snapshot-chunk",
             Self::RemovePeer { .. } => "remove-peer",
+            Self::Datacenters => "datacenters",
         }
     }
 }
@@ -119,6 +126,7 @@ impl ClientResponse {
             Self::Configuration(_) => "a configuration",
             Self::SnapshotChunk(_) => "a snapshot chunk",
             Self::RemovePeer(_) => "a removal's result",
+            Self::Datacenters(_) => "datacenters",
         }
     }
 }
@@ -210,6 +218,10 @@ pub trait ClientHandler: Send + Sync {
         id: RaftId,
         token: Option<String>,
     ) -> impl Future<Output = Result<(), MembershipError>> + Send;
+
+    /// The datacenters this server knows: its own first, then by
+    /// estimated round trip, then by name.
+    fn datacenters(&self) -> Vec<String>;
 }
 
 /// Carries out one client call.
@@ -232,6 +244,7 @@ pub(super) async fn handle(handler: &impl ClientHandler, req: ClientRequest) -> 
         ClientRequest::RemovePeer { id, token } => {
             ClientResponse::RemovePeer(handler.remove_peer(id, token).await)
         }
+        ClientRequest::Datacenters => ClientResponse::Datacenters(handler.datacenters()),
     }
 }
 

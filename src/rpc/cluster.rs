@@ -2,6 +2,8 @@
 //! Discovery ([`Hello`]), membership changes (join, remove; any server hands
 //! them to the leader), and the two calls a follower makes to its leader on
 //! a client's behalf: a write, and the read index of a `?consistent` read.
+//! A server also tells another of its datacenter where it gossips in the
+//! WAN pool ([`ClusterRequest::WanAddress`]), which join flooding asks.
 //! A client agent asks for a removal through its own family
 //! (`ClientRequest::RemovePeer`, with the operator's token), never through
 //! this one, which only a server's certificate may use.
@@ -58,6 +60,9 @@ pub enum ClusterRequest {
     /// Asks the leader to confirm its leadership and name the index a
     /// linearizable read must wait for (`?consistent` on a follower).
     ReadIndexAsLeader,
+    /// Where the receiver gossips in the WAN pool, so that a server of the
+    /// same datacenter can join it there (join flooding).
+    WanAddress,
 }
 
 /// The answer to a [`ClusterRequest`].
@@ -72,6 +77,10 @@ pub enum ClusterResponse {
     /// To [`ClusterRequest::ReadIndexAsLeader`]: the log index to have
     /// applied.
     ReadIndex(Result<u64, ReadError>),
+    /// To [`ClusterRequest::WanAddress`]: the receiver's WAN gossip
+    /// address, `None` while it has no WAN pool (not yet, or
+    /// `ports.serf_wan = -1`).
+    WanAddress(Option<SocketAddr>),
 }
 
 impl ClusterRequest {
@@ -83,6 +92,7 @@ impl ClusterRequest {
             Self::Remove(_) => "remove",
             Self::WriteAsLeader(_) => "write",
             Self::ReadIndexAsLeader => "read-index",
+            Self::WanAddress => "wan-address",
         }
     }
 }
@@ -95,6 +105,7 @@ impl ClusterResponse {
             Self::Done(_) => "done",
             Self::Write(_) => "a write result",
             Self::ReadIndex(_) => "a read index",
+            Self::WanAddress(_) => "a WAN address",
         }
     }
 }
@@ -159,6 +170,9 @@ pub trait ClusterHandler: Send + Sync {
     /// Confirms leadership and names the index a follower's `?consistent`
     /// read must wait for, if this server leads.
     fn read_index_as_leader(&self) -> impl Future<Output = Result<u64, ReadError>> + Send;
+
+    /// Where this server gossips in the WAN pool, if it has one.
+    fn wan_address(&self) -> Option<SocketAddr>;
 }
 
 /// Carries out one cluster call.
@@ -173,5 +187,6 @@ pub(super) async fn handle(handler: &impl ClusterHandler, req: ClusterRequest) -
         ClusterRequest::ReadIndexAsLeader => {
             ClusterResponse::ReadIndex(handler.read_index_as_leader().await)
         }
+        ClusterRequest::WanAddress => ClusterResponse::WanAddress(handler.wan_address()),
     }
 }

@@ -298,6 +298,15 @@ impl ServerLink {
         }
     }
 
+    /// The datacenters a server knows, its own first.
+    pub async fn datacenters(&self) -> Result<Vec<String>, MembershipError> {
+        let req = Request::Client(ClientRequest::Datacenters);
+        match self.call(&req, CALL_TIMEOUT, true).await? {
+            Response::Client(ClientResponse::Datacenters(names)) => Ok(names),
+            other => Err(unexpected("datacenters", &other).into()),
+        }
+    }
+
     /// Asks the servers to remove server `id` from the configuration for
     /// an operator holding `token`; the server checks the token. A client
     /// family call, so a client agent's certificate may make it.

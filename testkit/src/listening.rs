@@ -1,4 +1,4 @@
-//! The agent's `listening dns=… http=… https=… server=… serf_lan=…` log line, parsed
+//! The agent's `listening dns=… http=… https=… server=… serf_lan=… serf_wan=…` log line, parsed
 //! in this one place into the addresses it bound.
 //!
 //! The agent prints the line once every listener serves; with port 0 it is
@@ -22,6 +22,9 @@ pub struct Listening {
     pub server: Option<SocketAddr>,
     /// LAN gossip (UDP); `None` when the agent runs no gossip.
     pub serf_lan: Option<SocketAddr>,
+    /// WAN gossip (UDP); `None` on a client agent, a server with the WAN
+    /// pool off, or a build before the WAN pool.
+    pub serf_wan: Option<SocketAddr>,
 }
 
 impl Listening {
@@ -44,6 +47,7 @@ impl Listening {
             https: field("https="),
             server: field("server="),
             serf_lan: field("serf_lan="),
+            serf_wan: field("serf_wan="),
         })
     }
 
@@ -85,7 +89,7 @@ mod tests {
     fn a_server_line_gives_every_address() {
         let line = "2026-11-26T15:00:00Z  INFO trellis::agent: listening dns=127.0.0.2:40000 \
                     http=127.0.0.2:40001 https=127.0.0.2:40004 server=127.0.0.2:40002 \
-                    serf_lan=127.0.0.2:40003 node=n dc=dc1 ready_in_ms=12";
+                    serf_lan=127.0.0.2:40003 serf_wan=127.0.0.2:40005 node=n dc=dc1 ready_in_ms=12";
         let l = Listening::parse(line).expect("a well-formed line parses");
         assert_eq!(l.dns.to_string(), "127.0.0.2:40000");
         assert_eq!(l.http.to_string(), "127.0.0.2:40001");
@@ -98,6 +102,7 @@ mod tests {
             l.serf_lan.map(|a| a.to_string()).as_deref(),
             Some("127.0.0.2:40003")
         );
+        assert_eq!(l.serf_wan.map(|a| a.port()), Some(40005));
     }
 
     #[test]
@@ -108,6 +113,7 @@ mod tests {
         assert_eq!(l.server, None);
         assert_eq!(l.https, None);
         assert!(l.serf_lan.is_some());
+        assert_eq!(l.serf_wan, None, "no serf_wan field");
     }
 
     #[test]

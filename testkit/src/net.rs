@@ -17,6 +17,24 @@ pub fn next_loopback() -> IpAddr {
     IpAddr::V4(Ipv4Addr::new(127, 0, 0, n))
 }
 
+/// The next host number in each 127.0.N.0/24 (N ≥ 1): datacenters of a
+/// test get a subnet each, so an address says which datacenter it is in.
+static NEXT_IN_SUBNET: [AtomicU8; 256] = [const { AtomicU8::new(1) }; 256];
+
+/// A fresh loopback address in 127.0.`subnet`.0/24, 127.0.`subnet`.1 and
+/// up; `subnet` 0 is [`next_loopback`]'s.
+pub fn next_loopback_in(subnet: u8) -> IpAddr {
+    if subnet == 0 {
+        return next_loopback();
+    }
+    let n = NEXT_IN_SUBNET[usize::from(subnet)].fetch_add(1, Ordering::Relaxed);
+    assert!(
+        n < 250,
+        "ran out of loopback addresses in 127.0.{subnet}.0/24"
+    );
+    IpAddr::V4(Ipv4Addr::new(127, 0, subnet, n))
+}
+
 /// A TCP port on `ip` that was free a moment ago. The socket is closed
 /// before the agent binds it, so a restarted agent can be given the same
 /// address; the small race with other programs is acceptable on loopback
@@ -66,7 +84,12 @@ impl Placement {
     /// A fresh loopback address with server and gossip ports that were free
     /// a moment ago.
     pub fn loopback() -> Self {
-        let ip = next_loopback();
+        Self::loopback_in(0)
+    }
+
+    /// [`Self::loopback`] in 127.0.`subnet`.0/24 ([`next_loopback_in`]).
+    pub fn loopback_in(subnet: u8) -> Self {
+        let ip = next_loopback_in(subnet);
         let probe =
             || -> anyhow::Result<(u16, u16)> { Ok((free_tcp_port(ip)?, free_udp_port(ip)?)) };
         let (server_port, serf_port) = probe().unwrap_or_else(|e| panic!("{e:#}"));

@@ -34,3 +34,4 @@ mod storage;
 mod tls;
 mod txn;
 mod upgrade;
+mod wan;

@@ -1,209 +1,32 @@
 //! Network partitions between real agents, each in its own network
-//! namespace: veth pairs into a bridge in a switch namespace the test
-//! creates (and removes on drop, failure or not). Cutting an agent's veth
-//! isolates it: a server (the leader), or a client agent. Needs root and
-//! iproute2; without them the tests say SKIPPED.
+//! namespace of the test kit's [`Net`]. Cutting an agent's veth isolates
+//! it: a server (the leader), or a client agent. Needs root, iproute2 and
+//! nftables; without them the tests say SKIPPED.
 
 use std::collections::BTreeSet;
-use std::io::Write as _;
-use std::net::{IpAddr, Ipv4Addr};
 use std::process::Command;
 use std::time::Instant;
 
+use trellis_testkit::netns::{Net, skip};
 use trellis_testkit::{
-    Agent, CLIENT_TIMEOUT, Cluster, FORM_DEADLINE, Placement, SETTLE_DEADLINE, ServiceView,
-    wait_until_async,
+    Agent, CLIENT_TIMEOUT, Cluster, FORM_DEADLINE, SETTLE_DEADLINE, ServiceView, wait_until_async,
 };
 
 use crate::harness::trellis;
 
-/// Runs `ip ARGS`; `Err` with its stderr when it fails.
-fn ip(args: &[&str]) -> Result<(), String> {
-    let out = Command::new("ip")
-        .args(args)
-        .output()
-        .map_err(|e| format!("run ip: {e}"))?;
-    if out.status.success() {
-        Ok(())
-    } else {
-        Err(format!(
-            "ip {}: {}",
-            args.join(" "),
-            String::from_utf8_lossy(&out.stderr).trim()
-        ))
-    }
-}
-
-/// Names this run's namespaces start with; the pid keeps runs apart.
-const PREFIX: &str = "trellis-test-";
-
-/// A switch namespace with a bridge and one namespace per host, each host
-/// wired to the bridge by a veth pair (`eth0` in the host, `pK` on the switch).
-struct Net {
-    switch: String,
-    hosts: Vec<String>,
-}
-
-impl Net {
-    /// Creates the namespaces and links. `Err` only when namespaces cannot be
-    /// made at all (not root, no iproute2): the test is skipped then. Any
-    /// later failure panics.
-    /// `tag` keeps the namespaces of tests running at once apart.
-    fn create(tag: &str, n: usize) -> Result<Self, String> {
-        remove_stale();
-        let pid = std::process::id();
-        let switch = format!("{PREFIX}{pid}-{tag}-sw");
-        ip(&["netns", "add", &switch])?;
-        // From here on, Drop removes whatever was made.
-        let mut net = Self {
-            switch,
-            hosts: Vec::new(),
-        };
-        let sw = net.switch.clone();
-        let must = |args: &[&str]| ip(args).unwrap_or_else(|e| panic!("network setup: {e}"));
-        must(&["-n", &sw, "link", "set", "lo", "up"]);
-        must(&["-n", &sw, "link", "add", "br0", "type", "bridge"]);
-        must(&["-n", &sw, "link", "set", "br0", "up"]);
-        for k in 0..n {
-            let host = format!("{PREFIX}{pid}-{tag}-{}", k + 1);
-            must(&["netns", "add", &host]);
-            net.hosts.push(host.clone());
-            let port = format!("p{}", k + 1);
-            let addr = format!("{}/24", Self::ip_of(k));
-            must(&[
-                "-n", &sw, "link", "add", &port, "type", "veth", "peer", "name", "eth0", "netns",
-                &host,
-            ]);
-            must(&["-n", &sw, "link", "set", &port, "master", "br0"]);
-            must(&["-n", &sw, "link", "set", &port, "up"]);
-            must(&["-n", &host, "link", "set", "lo", "up"]);
-            must(&["-n", &host, "addr", "add", &addr, "dev", "eth0"]);
-            must(&["-n", &host, "link", "set", "eth0", "up"]);
-        }
-        Ok(net)
-    }
-
-    /// Host `k`'s address.
-    fn ip_of(k: usize) -> IpAddr {
-        IpAddr::V4(Ipv4Addr::new(
-            10,
-            77,
-            0,
-            u8::try_from(k + 1).expect("few hosts"),
-        ))
-    }
-
-    /// Where member `k` runs: its own namespace, the default server port
-    /// (nothing else uses that namespace).
-    fn placements(&self) -> Vec<Placement> {
-        self.hosts
-            .iter()
-            .enumerate()
-            .map(|(k, ns)| Placement {
-                ip: Self::ip_of(k),
-                server_port: 8300,
-                serf_port: 8301,
-                netns: Some(ns.clone()),
-            })
-            .collect()
-    }
-
-    /// Host `k`'s index among the placements, from the address `agent`
-    /// binds (the test names agents, the wiring numbers hosts).
-    fn host_of(agent: &Agent) -> usize {
-        (0..u8::MAX as usize)
-            .find(|&k| Self::ip_of(k) == agent.ip())
-            .unwrap_or_else(|| panic!("{} is not on a test host", agent.name()))
-    }
-
-    /// Takes `agent`'s switch port down: it reaches no one and no one it.
-    fn cut(&self, agent: &Agent) {
-        let k = Self::host_of(agent);
-        ip(&[
-            "-n",
-            &self.switch,
-            "link",
-            "set",
-            &format!("p{}", k + 1),
-            "down",
-        ])
-        .unwrap_or_else(|e| panic!("cut: {e}"));
-    }
-
-    /// Brings `agent`'s switch port back.
-    fn heal(&self, agent: &Agent) {
-        let k = Self::host_of(agent);
-        ip(&[
-            "-n",
-            &self.switch,
-            "link",
-            "set",
-            &format!("p{}", k + 1),
-            "up",
-        ])
-        .unwrap_or_else(|e| panic!("heal: {e}"));
-    }
-}
-
-impl Drop for Net {
-    fn drop(&mut self) {
-        // Deleting a namespace also deletes the veth ends inside it.
-        for ns in self.hosts.iter().chain([&self.switch]) {
-            if let Err(e) = ip(&["netns", "del", ns]) {
-                eprintln!("cleanup: {e}");
-            }
-        }
-    }
-}
-
-/// Removes namespaces left by earlier runs of this test whose process is gone
-/// (killed before its Drop ran). Only names this test makes are touched.
-fn remove_stale() {
-    let Ok(out) = Command::new("ip").args(["netns", "list"]).output() else {
-        return;
-    };
-    for line in String::from_utf8_lossy(&out.stdout).lines() {
-        let Some(name) = line.split_whitespace().next() else {
-            continue;
-        };
-        let Some(pid) = name
-            .strip_prefix(PREFIX)
-            .and_then(|rest| rest.split('-').next())
-            .and_then(|p| p.parse::<u32>().ok())
-        else {
-            continue;
-        };
-        if pid != std::process::id() && !std::path::Path::new(&format!("/proc/{pid}")).exists() {
-            let _ = ip(&["netns", "del", name]);
-        }
-    }
-}
-
-/// Says loudly that the test did not run. Written to the process's stderr
-/// directly, past the test harness's capture, so it shows in a passing run.
-/// In CI (which runs as root, with scripts/test.sh installing iproute2 and
-/// curl) not running is a failure.
-fn skip(why: &str) {
-    assert!(
-        std::env::var_os("CI").is_none(),
-        "the partition test must run in CI: {why}"
-    );
-    let _ = writeln!(
-        std::io::stderr(),
-        "SKIPPED partition test (not run, not passed): {why}"
-    );
-}
-
 #[tokio::test]
 async fn a_partitioned_leader_stops_taking_writes_and_rejoins_without_divergence() {
     if Command::new("curl").arg("--version").output().is_err() {
-        skip("curl is not installed");
+        skip("partition", "curl is not installed");
         return;
     }
     let net = match Net::create("leader", 3) {
         Ok(net) => net,
         Err(e) => {
-            skip(&format!("network namespaces unavailable (needs root): {e}"));
+            skip(
+                "partition",
+                &format!("network namespaces unavailable (needs root): {e}"),
+            );
             return;
         }
     };
@@ -335,13 +158,16 @@ async fn wait_passing(c: &Cluster, service: &str, want: usize) {
 #[tokio::test]
 async fn a_cut_off_client_leaves_the_answers_keeps_its_copy_and_catches_up() {
     if Command::new("curl").arg("--version").output().is_err() {
-        skip("curl is not installed");
+        skip("partition", "curl is not installed");
         return;
     }
     let net = match Net::create("client", 4) {
         Ok(net) => net,
         Err(e) => {
-            skip(&format!("network namespaces unavailable (needs root): {e}"));
+            skip(
+                "partition",
+                &format!("network namespaces unavailable (needs root): {e}"),
+            );
             return;
         }
     };

@@ -71,6 +71,8 @@ impl Api {
             ),
             shutdown: CancellationToken::new(),
             gossip: crate::gossip::Gossip::alone("n1").await,
+            wan: None,
+            datacenters: std::sync::Arc::new(crate::datacenters::Datacenters::new("dc1", None)),
             replica,
             delegate,
             local,

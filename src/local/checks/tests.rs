@@ -57,6 +57,8 @@ impl Env {
             ),
             shutdown: CancellationToken::new(),
             gossip: crate::gossip::Gossip::alone("n1").await,
+            wan: None,
+            datacenters: Arc::new(crate::datacenters::Datacenters::new("dc1", None)),
             replica: replica.clone(),
             delegate,
             local: local.clone(),

@@ -109,8 +109,12 @@ pub struct AgentBuilder {
     http_port: u16,
     server_port: u16,
     serf_lan_port: u16,
-    serf_wan_port: u16,
+    /// -1 runs no WAN pool.
+    serf_wan_port: i32,
     retry_join: Vec<SocketAddr>,
+    datacenter: Option<String>,
+    retry_join_wan: Vec<SocketAddr>,
+    advertise_wan: Option<IpAddr>,
     config_files: Vec<PathBuf>,
     /// Flags the builder has no method for, in order.
     extra: Vec<String>,
@@ -138,6 +142,9 @@ impl AgentBuilder {
             serf_lan_port: 0,
             serf_wan_port: 0,
             retry_join: Vec::new(),
+            datacenter: None,
+            retry_join_wan: Vec::new(),
+            advertise_wan: None,
             config_files: Vec::new(),
             extra: Vec::new(),
             netns: None,
@@ -208,9 +215,36 @@ impl AgentBuilder {
         self
     }
 
-    /// `--serf-wan-port`.
+    /// `--serf-wan-port`: a port fixed up front, so a restarted server
+    /// keeps its WAN address.
     pub fn serf_wan_port(mut self, port: u16) -> Self {
-        self.serf_wan_port = port;
+        self.serf_wan_port = i32::from(port);
+        self
+    }
+
+    /// `--serf-wan-port -1`: a server with no WAN pool.
+    pub fn no_wan(mut self) -> Self {
+        self.serf_wan_port = -1;
+        self
+    }
+
+    /// `--datacenter`.
+    pub fn datacenter(mut self, dc: &str) -> Self {
+        self.datacenter = Some(dc.to_string());
+        self
+    }
+
+    /// One more `--retry-join-wan` address (a server's WAN gossip address
+    /// in another datacenter).
+    pub fn retry_join_wan(mut self, addr: SocketAddr) -> Self {
+        self.retry_join_wan.push(addr);
+        self
+    }
+
+    /// `--advertise-wan`: the address other datacenters reach this server
+    /// at (its WAN gossip binds it when it differs from the LAN address).
+    pub fn advertise_wan(mut self, ip: IpAddr) -> Self {
+        self.advertise_wan = Some(ip);
         self
     }
 
@@ -371,6 +405,15 @@ impl AgentBuilder {
         kv("--serf-wan-port", self.serf_wan_port.to_string());
         for j in &self.retry_join {
             kv("--retry-join", j.to_string());
+        }
+        if let Some(dc) = &self.datacenter {
+            kv("--datacenter", dc.clone());
+        }
+        for j in &self.retry_join_wan {
+            kv("--retry-join-wan", j.to_string());
+        }
+        if let Some(ip) = self.advertise_wan {
+            kv("--advertise-wan", ip.to_string());
         }
         for f in &self.config_files {
             kv("--config-file", f.display().to_string());

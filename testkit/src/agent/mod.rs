@@ -115,6 +115,14 @@ impl Agent {
             .unwrap_or_else(|| panic!("{} reported no gossip address", self.name))
     }
 
+    /// Its WAN gossip address (a server's), which other datacenters join
+    /// through.
+    pub fn serf_wan(&self) -> SocketAddr {
+        self.addrs()
+            .serf_wan
+            .unwrap_or_else(|| panic!("{} reported no WAN gossip address", self.name))
+    }
+
     /// `http://<its HTTP address><path>`.
     pub fn url(&self, path: &str) -> String {
         format!("http://{}{path}", self.addrs().http)
