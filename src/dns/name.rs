@@ -394,7 +394,8 @@ mod tests {
             form("web.service.dc1.extra.consul."),
             Some(NameForm::Unknown)
         );
-        assert_eq!(form("x.query.consul."), Some(NameForm::Unknown));
+        assert_eq!(form("x.y.query.consul."), Some(NameForm::Unknown));
+        assert_eq!(form("query.consul."), Some(NameForm::Unknown));
     }
 
     #[test]

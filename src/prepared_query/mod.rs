@@ -371,3 +371,6 @@ impl Executor {
         (None, u32::try_from(dcs.len()).unwrap_or(u32::MAX))
     }
 }
+
+#[cfg(test)]
+mod tests;
