@@ -121,17 +121,14 @@ impl PreparedQuery {
     }
 }
 
-/// A write to the prepared queries.
+/// A write to the prepared queries. The query is boxed so that a command
+/// stays as small as the catalog's (postcard encodes a box as its content).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-#[expect(
-    clippy::large_enum_variant,
-    reason = "an op is built once per write and moved, never stored in bulk"
-)]
 pub enum PreparedQueryOp {
     /// Create the query (its ID unused).
-    Create(PreparedQuery),
+    Create(Box<PreparedQuery>),
     /// Replace the query of that ID, which must exist.
-    Update(PreparedQuery),
+    Update(Box<PreparedQuery>),
     /// Delete the query of that ID, which must exist.
     Delete(String),
 }
@@ -141,8 +138,8 @@ impl PreparedQueryOp {
     /// receives it; `None` when there is nothing to blank.
     pub fn redacted(&self) -> Option<Self> {
         match self {
-            Self::Create(q) if !q.token.is_empty() => Some(Self::Create(q.redacted())),
-            Self::Update(q) if !q.token.is_empty() => Some(Self::Update(q.redacted())),
+            Self::Create(q) if !q.token.is_empty() => Some(Self::Create(Box::new(q.redacted()))),
+            Self::Update(q) if !q.token.is_empty() => Some(Self::Update(Box::new(q.redacted()))),
             _ => None,
         }
     }

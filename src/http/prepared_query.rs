@@ -48,7 +48,9 @@ pub(super) async fn create(route: Route, JsonBody(body): JsonBody) -> Result<Res
     may_write(&route, &query)?;
     let id = query.id.clone();
     match writer
-        .write(Command::PreparedQuery(PreparedQueryOp::Create(query)))
+        .write(Command::PreparedQuery(PreparedQueryOp::Create(Box::new(
+            query,
+        ))))
         .await?
     {
         Outcome::Applied(index) => {
@@ -74,7 +76,9 @@ pub(super) async fn update(
     }
     may_write(&route, &query)?;
     match writer
-        .write(Command::PreparedQuery(PreparedQueryOp::Update(query)))
+        .write(Command::PreparedQuery(PreparedQueryOp::Update(Box::new(
+            query,
+        ))))
         .await?
     {
         Outcome::Applied(index) => Ok(written(&route, index)),

@@ -66,7 +66,11 @@ fn a_name_resolves_by_id_then_exact_name_then_longest_template_then_catch_all() 
         query("id-5", "other", "other"),
     ];
     for (i, q) in (1..).zip(queries) {
-        let (outcome, _) = state.apply(i, 0, &Command::PreparedQuery(PreparedQueryOp::Create(q)));
+        let (outcome, _) = state.apply(
+            i,
+            0,
+            &Command::PreparedQuery(PreparedQueryOp::Create(Box::new(q))),
+        );
         // id-2 is refused: its name is id-1's.
         assert!(
             matches!(outcome, crate::catalog::Outcome::Applied(_)) || i == 2,
@@ -153,7 +157,10 @@ fn executor(dcs: &[(&str, u64, Option<usize>)], failover: QueryFailover) -> (Exe
     let replica = Arc::new(Replica::new());
     let mut q = query("q", "web", "web");
     q.service.failover = failover;
-    replica.apply(1, &Command::PreparedQuery(PreparedQueryOp::Create(q)));
+    replica.apply(
+        1,
+        &Command::PreparedQuery(PreparedQueryOp::Create(Box::new(q))),
+    );
     let fed = Delayed(
         dcs.iter()
             .map(|(dc, ms, n)| (dc.to_string(), (Duration::from_millis(*ms), *n)))

@@ -17,14 +17,14 @@ pub(crate) fn apply(
             if tables.prepared_queries.get(&q.id).is_some() {
                 return Err(PreparedQueryError::Duplicate(q.id.clone()));
             }
-            set(tables, index, q.clone(), index)
+            set(tables, index, (**q).clone(), index)
         }
         PreparedQueryOp::Update(q) => {
             let Some(old) = tables.prepared_queries.get(&q.id) else {
                 return Err(PreparedQueryError::UpdateMissing(q.id.clone()));
             };
             let created = old.create_index;
-            set(tables, index, q.clone(), created)
+            set(tables, index, (**q).clone(), created)
         }
         PreparedQueryOp::Delete(id) => {
             if tables.prepared_queries.remove(id, index) {

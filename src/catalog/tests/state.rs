@@ -1122,9 +1122,9 @@ fn golden_query_state() -> State {
     gone.id = "q-3".into();
     gone.name = "gone".into();
     let steps = [
-        Command::PreparedQuery(PreparedQueryOp::Create(bound)),
-        Command::PreparedQuery(PreparedQueryOp::Create(template)),
-        Command::PreparedQuery(PreparedQueryOp::Create(gone)),
+        Command::PreparedQuery(PreparedQueryOp::Create(Box::new(bound))),
+        Command::PreparedQuery(PreparedQueryOp::Create(Box::new(template))),
+        Command::PreparedQuery(PreparedQueryOp::Create(Box::new(gone))),
         Command::PreparedQuery(PreparedQueryOp::Delete("q-3".into())),
     ];
     for (index, cmd) in (21..).zip(steps) {
