@@ -6,6 +6,7 @@
 //! `_name._tcp.query.consul` with the query's TTL.
 
 use std::net::IpAddr;
+use std::time::Duration;
 
 use hickory_proto::op::ResponseCode;
 use hickory_proto::rr::{RData, RecordType};
@@ -393,4 +394,164 @@ async fn dns_answers_query_names_with_addresses_srv_targets_and_the_query_ttl() 
         ResponseCode::NXDomain,
         "{empty:?}"
     );
+}
+
+/// The management token of the ACL test.
+const ROOT: &str = "0a1b2c3d-0000-4000-8000-0000000000aa";
+
+/// `path` with `?token=`.
+fn as_token(path: &str, token: &str) -> String {
+    let sep = if path.contains('?') { '&' } else { '?' };
+    format!("{path}{sep}token={token}")
+}
+
+/// Makes a policy of `rules` and a token with it; the token's secret.
+async fn token_with(agent: &Agent, name: &str, rules: &str) -> String {
+    let r = call(
+        agent,
+        "PUT",
+        &as_token("/v1/acl/policy", ROOT),
+        Some(json!({"Name": name, "Rules": rules})),
+    )
+    .await;
+    assert_eq!(r.status, 200, "{r:?}");
+    let r = call(
+        agent,
+        "PUT",
+        &as_token("/v1/acl/token", ROOT),
+        Some(json!({"Policies": [{"Name": name}]})),
+    )
+    .await;
+    assert_eq!(r.status, 200, "{r:?}");
+    r.json()["SecretID"].as_str().expect("secret").to_string()
+}
+
+#[tokio::test]
+async fn with_acls_writes_need_query_write_reads_hide_tokens_and_execute_filters_by_the_token() {
+    let etc = crate::harness::temp_dir();
+    let config = etc.path().join("acl.json");
+    let acl = json!({"acl": {"enabled": true, "default_policy": "deny",
+                             "tokens": {"initial_management": ROOT}}});
+    std::fs::write(&config, acl.to_string()).expect("write config");
+    let agent = trellis()
+        .server()
+        .node("s1")
+        .bootstrap_expect(1)
+        .config_file(&config)
+        .start();
+    trellis_testkit::wait_until_async("the management token", Duration::from_secs(30), || async {
+        let r = agent.get(&as_token("/v1/query", ROOT)).await?;
+        if r.status == 200 { Ok(()) } else { Err(r.text) }
+    })
+    .await;
+    for (node, address, status) in [
+        ("n1", "127.0.1.1", "passing"),
+        ("n2", "127.0.1.2", "passing"),
+    ] {
+        let body = json!({"Node": node, "Address": address,
+                          "Service": {"ID": "web", "Service": "web", "Port": 80},
+                          "Check": {"CheckID": "web", "Name": "web", "Status": status, "ServiceID": "web"}});
+        let r = call(
+            &agent,
+            "PUT",
+            &as_token("/v1/catalog/register", ROOT),
+            Some(body),
+        )
+        .await;
+        assert_eq!(r.status, 200, "{r:?}");
+    }
+    let writer = token_with(
+        &agent,
+        "q-web",
+        r#"query_prefix "web" { policy = "write" }
+           service_prefix "" { policy = "read" }
+           node_prefix "" { policy = "read" }"#,
+    )
+    .await;
+    let reader = token_with(
+        &agent,
+        "q-read",
+        r#"query_prefix "" { policy = "read" }
+           service "web" { policy = "read" }
+           node "n1" { policy = "read" }"#,
+    )
+    .await;
+
+    let web = json!({"Name": "web-a", "Service": {"Service": "web"}});
+    let r = call(&agent, "POST", &as_token("/v1/query", &writer), Some(web)).await;
+    assert_eq!(r.status, 200, "{r:?}");
+    let db = json!({"Name": "db", "Token": ROOT, "Service": {"Service": "web"}});
+    let r = call(
+        &agent,
+        "POST",
+        &as_token("/v1/query", &writer),
+        Some(db.clone()),
+    )
+    .await;
+    assert_eq!(r.status, 403, "{r:?}");
+    assert!(r.text.contains("query:write"), "{}", r.text);
+    let r = call(&agent, "POST", &as_token("/v1/query", ROOT), Some(db)).await;
+    assert_eq!(r.status, 200, "{r:?}");
+    let db_id = r.json()["ID"].as_str().expect("ID").to_string();
+
+    // The reader sees both, the db query's token hidden; management sees it.
+    let tokens = |v: Value| -> Vec<String> {
+        let mut t: Vec<String> = v
+            .as_array()
+            .expect("list")
+            .iter()
+            .map(|q| {
+                format!(
+                    "{}={}",
+                    q["Name"].as_str().unwrap(),
+                    q["Token"].as_str().unwrap()
+                )
+            })
+            .collect();
+        t.sort();
+        t
+    };
+    let seen = call(&agent, "GET", &as_token("/v1/query", &reader), None).await;
+    assert_eq!(tokens(seen.json()), ["db=<hidden>", "web-a="]);
+    let all = call(&agent, "GET", &as_token("/v1/query", ROOT), None).await;
+    assert_eq!(
+        tokens(all.json()),
+        [format!("db={ROOT}"), "web-a=".to_string()]
+    );
+    // Anonymous: nothing listed, a read refused.
+    let anon = call(&agent, "GET", "/v1/query", None).await;
+    assert_eq!((anon.status, anon.json()), (200, json!([])));
+    let r = call(&agent, "GET", &format!("/v1/query/{db_id}"), None).await;
+    assert_eq!(r.status, 403, "{r:?}");
+    // A token deleting a query it may not write is refused; it stays.
+    let r = call(
+        &agent,
+        "DELETE",
+        &as_token(&format!("/v1/query/{db_id}"), &writer),
+        None,
+    )
+    .await;
+    assert_eq!(r.status, 403, "{r:?}");
+
+    // Executing filters by the caller's token when the query has none...
+    let r = call(
+        &agent,
+        "GET",
+        &as_token("/v1/query/web-a/execute", &reader),
+        None,
+    )
+    .await;
+    assert_eq!(r.status, 200, "{r:?}");
+    let nodes: Vec<Value> = r.json()["Nodes"].as_array().cloned().unwrap_or_default();
+    assert_eq!(nodes.len(), 1, "{nodes:?}");
+    assert_eq!(nodes[0]["Node"]["Node"], "n1");
+    // ...and by the query's own token when it has one (management here).
+    let r = call(
+        &agent,
+        "GET",
+        &as_token("/v1/query/db/execute", &reader),
+        None,
+    )
+    .await;
+    assert_eq!(r.json()["Nodes"].as_array().map(Vec::len), Some(2), "{r:?}");
 }
