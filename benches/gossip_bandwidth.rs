@@ -1,6 +1,8 @@
-//! Gossip bandwidth at steady state, per member, for pools of 5 and 50
-//! members, in one process on loopback (127.0.1.x), with and without
-//! encryption; and, for comparison, what memberlist's LAN defaults send.
+//! Gossip bandwidth at steady state, per member, for LAN pools of 5 and 50
+//! members and WAN pools (the WAN profile, every datacenter's servers) of
+//! 6 and 25 (2 datacenters × 3 servers, 5 × 5), in one process on loopback
+//! (127.0.1.x), with and without encryption; and, for comparison, what
+//! memberlist's LAN and WAN defaults send.
 //!
 //! Each run starts the members, joins them to the first, waits until every
 //! member sees the whole pool alive, lets the join updates die out
@@ -116,9 +118,48 @@ fn traffic(s: &GossipStats) -> (u64, u64) {
     )
 }
 
-async fn measure(n: u8, encrypted: bool, settle: Duration, window: Duration) -> f64 {
+/// Which pool a measurement runs: the LAN profile, or the WAN one (every
+/// datacenter's servers).
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Pool {
+    Lan,
+    Wan,
+}
+
+impl Pool {
+    fn profile(self) -> Profile {
+        match self {
+            Self::Lan => Profile::lan(),
+            Self::Wan => Profile::wan(),
+        }
+    }
+
+    fn label(self) -> &'static str {
+        match self {
+            Self::Lan => "LAN",
+            Self::Wan => "WAN",
+        }
+    }
+
+    /// memberlist's probe interval and push/pull interval for this pool
+    /// (`DefaultLANConfig`, `DefaultWANConfig`).
+    fn memberlist_intervals(self) -> (f64, f64) {
+        match self {
+            Self::Lan => (1.0, 30.0),
+            Self::Wan => (5.0, 60.0),
+        }
+    }
+}
+
+async fn measure(
+    pool_kind: Pool,
+    n: u8,
+    encrypted: bool,
+    settle: Duration,
+    window: Duration,
+) -> f64 {
     let key = encrypted.then(Key::generate);
-    let nodes = pool(n, key, Profile::lan()).await;
+    let nodes = pool(n, key, pool_kind.profile()).await;
     tokio::time::sleep(settle).await;
     let before: Vec<_> = nodes.iter().map(|g| traffic(&g.stats())).collect();
     let started = Instant::now();
@@ -149,9 +190,10 @@ async fn measure(n: u8, encrypted: bool, settle: Duration, window: Duration) -> 
         })
         .sum();
     println!(
-        "trellis  members={n:>2} encrypted={:<3}  {mean:>7.0} B/s per member sent+received \
+        "trellis    {} members={n:>2} encrypted={:<3}  {mean:>7.0} B/s per member sent+received \
          (min {min:.0}, max {max:.0}), {packets:.1} packets/s, {:.0} B/packet, \
          non-alive entries seen: {failed}",
+        pool_kind.label(),
         if encrypted { "yes" } else { "no" },
         mean / packets,
     );
@@ -163,7 +205,7 @@ async fn measure(n: u8, encrypted: bool, settle: Duration, window: Duration) -> 
 
 /// memberlist's steady-state bytes per member per second (sent plus
 /// received), from the model in the module doc.
-fn memberlist_model(n: u32, encrypted: bool, consul: bool) -> f64 {
+fn memberlist_model(pool_kind: Pool, n: u32, encrypted: bool, consul: bool) -> f64 {
     const CRC: f64 = 5.0;
     const PING: f64 = 74.0 + CRC;
     const ACK: f64 = 23.0 + CRC;
@@ -174,9 +216,10 @@ fn memberlist_model(n: u32, encrypted: bool, consul: bool) -> f64 {
     const SEAL: f64 = 29.0;
     let seal = if encrypted { SEAL } else { 0.0 };
     let ack = ACK + if consul { COORDINATE } else { 0.0 };
-    // Each member sends one ping and answers about one: per second it sends
-    // a ping and an ack and receives the same.
-    let probing = 2.0 * (PING + ack + 2.0 * seal);
+    let (probe_interval, push_pull_interval) = pool_kind.memberlist_intervals();
+    // Each member sends one ping per probe interval and answers about one:
+    // it sends a ping and an ack and receives the same.
+    let probing = 2.0 * (PING + ack + 2.0 * seal) / probe_interval;
     let per_node = NODE_STATE + if consul { SERF_TAGS } else { 0.0 };
     let state = PUSH_PULL_HEADER + f64::from(n) * per_node + seal;
     let scale = if n <= 32 {
@@ -186,7 +229,7 @@ fn memberlist_model(n: u32, encrypted: bool, consul: bool) -> f64 {
     };
     // A member starts one exchange per interval and is chosen by another
     // about once: four full states per interval, sent plus received.
-    let push_pull = 4.0 * state / (30.0 * scale);
+    let push_pull = 4.0 * state / (push_pull_interval * scale);
     probing + push_pull
 }
 
@@ -326,23 +369,33 @@ async fn main() {
     let bench = std::env::args().any(|a| a == "--bench");
     let window = Duration::from_secs(env_u64("SECS", if bench { 10 } else { 2 }));
     let settle = Duration::from_secs(env_u64("SETTLE_SECS", if bench { 3 } else { 1 }));
-    let sizes: &[u8] = if bench { &[5, 50] } else { &[5] };
-    for &n in sizes {
-        for encrypted in [false, true] {
-            measure(n, encrypted, settle, window).await;
-            if !bench {
-                break;
+    // The WAN pool holds every datacenter's servers: 2 × 3 and 5 × 5.
+    let runs: &[(Pool, &[u8])] = if bench {
+        &[(Pool::Lan, &[5, 50]), (Pool::Wan, &[6, 25])]
+    } else {
+        &[(Pool::Lan, &[5]), (Pool::Wan, &[6])]
+    };
+    for &(kind, sizes) in runs {
+        for &n in sizes {
+            for encrypted in [false, true] {
+                measure(kind, n, encrypted, settle, window).await;
+                if !bench {
+                    break;
+                }
             }
         }
     }
-    for &n in sizes {
-        for encrypted in [false, true] {
-            println!(
-                "memberlist members={n:>2} encrypted={:<3}  {:>7.0} B/s per member (model); with Consul's additions {:.0} B/s",
-                if encrypted { "yes" } else { "no" },
-                memberlist_model(u32::from(n), encrypted, false),
-                memberlist_model(u32::from(n), encrypted, true),
-            );
+    for &(kind, sizes) in runs {
+        for &n in sizes {
+            for encrypted in [false, true] {
+                println!(
+                    "memberlist {} members={n:>2} encrypted={:<3}  {:>7.0} B/s per member (model); with Consul's additions {:.0} B/s",
+                    kind.label(),
+                    if encrypted { "yes" } else { "no" },
+                    memberlist_model(kind, u32::from(n), encrypted, false),
+                    memberlist_model(kind, u32::from(n), encrypted, true),
+                );
+            }
         }
     }
     let soak_secs = env_u64("SOAK_SECS", 0);

@@ -54,6 +54,11 @@
 //! the reaping of old KV tombstones, both dated in the catalog itself, so a
 //! new leader carries on where the last one stopped.
 //!
+//! Several datacenters: servers also join a WAN pool, a second [`gossip`]
+//! pool of every datacenter's servers with WAN timing; [`datacenters`]
+//! turns its membership into the datacenters this agent knows and the
+//! route to each, which `/v1/catalog/datacenters` lists.
+//!
 //! TLS ([`tls`]) turns the PEM files the configuration names into rustls
 //! configurations, held so SIGHUP swaps new certificates in without a
 //! restart: the HTTPS listener serves the same router as HTTP from them,
