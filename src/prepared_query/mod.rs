@@ -52,8 +52,8 @@ pub type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
 /// from the WAN. The cross-datacenter call family implements it.
 pub trait Failover: Send + Sync + std::fmt::Debug {
     /// The other datacenters, nearest first (`Datacenters::names()` without
-    /// ours).
-    fn other_datacenters(&self) -> Vec<String>;
+    /// ours; a client agent asks a server).
+    fn other_datacenters(&self) -> BoxFuture<'static, Vec<String>>;
 
     /// Executes the rendered `query` in datacenter `dc` (which filters it
     /// with `token`, or the query's own token, and does not fail over
@@ -74,8 +74,8 @@ pub trait Failover: Send + Sync + std::fmt::Debug {
 pub struct NoFederation;
 
 impl Failover for NoFederation {
-    fn other_datacenters(&self) -> Vec<String> {
-        Vec::new()
+    fn other_datacenters(&self) -> BoxFuture<'static, Vec<String>> {
+        Box::pin(async { Vec::new() })
     }
 
     fn execute_in(
@@ -287,10 +287,11 @@ impl Executor {
         if !result.nodes.is_empty() {
             return Ok(result);
         }
-        let dcs = candidates(
-            &self.0.failover.other_datacenters(),
-            &query.service.failover,
-        );
+        let failover = &query.service.failover;
+        if failover.nearest_n == 0 && failover.datacenters.is_empty() {
+            return Ok(result);
+        }
+        let dcs = candidates(&self.0.failover.other_datacenters().await, failover);
         if dcs.is_empty() {
             return Ok(result);
         }

@@ -96,8 +96,9 @@ fn a_name_resolves_by_id_then_exact_name_then_longest_template_then_catch_all() 
 struct Delayed(BTreeMap<String, (Duration, Option<usize>)>);
 
 impl Failover for Delayed {
-    fn other_datacenters(&self) -> Vec<String> {
-        self.0.keys().cloned().collect()
+    fn other_datacenters(&self) -> BoxFuture<'static, Vec<String>> {
+        let names = self.0.keys().cloned().collect();
+        Box::pin(async move { names })
     }
 
     fn execute_in(
