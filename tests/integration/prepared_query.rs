@@ -555,3 +555,62 @@ async fn with_acls_writes_need_query_write_reads_hide_tokens_and_execute_filters
     .await;
     assert_eq!(r.json()["Nodes"].as_array().map(Vec::len), Some(2), "{r:?}");
 }
+
+#[tokio::test]
+async fn a_client_agent_writes_and_executes_queries_from_its_own_replica() {
+    let server = trellis().server().node("s1").bootstrap_expect(1).start();
+    let client = trellis()
+        .client()
+        .node("c1")
+        .retry_join(server.serf())
+        .start();
+    trellis_testkit::wait_until_async("c1 joined", Duration::from_secs(30), || async {
+        let r = client.get("/v1/catalog/nodes").await?;
+        if r.json().as_array().map_or(0, Vec::len) == 2 {
+            Ok(())
+        } else {
+            Err(r.text)
+        }
+    })
+    .await;
+    web(&client, "n1", "127.0.1.1", &["blue"], "passing").await;
+    // A session-bound query, written through the client agent.
+    let r = call(
+        &client,
+        "PUT",
+        "/v1/session/create",
+        Some(json!({"Node": "c1"})),
+    )
+    .await;
+    assert_eq!(r.status, 200, "{r:?}");
+    let session = r.json()["ID"].as_str().expect("ID").to_string();
+    let id = create(
+        &client,
+        json!({"Session": session, "Service": {"Service": "web"}}),
+    )
+    .await;
+    let (nodes, _) = execute(&client, &format!("/v1/query/{id}/execute")).await;
+    assert_eq!(nodes, names(&["n1"]));
+    let m = client.query_tcp(&format!("{id}.query.consul."), RecordType::A);
+    assert_eq!(
+        a_records(&m),
+        vec!["127.0.1.1".parse::<IpAddr>().unwrap()],
+        "{m:?}"
+    );
+    // The session's end deletes the query, on the server and the client.
+    let r = call(
+        &client,
+        "PUT",
+        &format!("/v1/session/destroy/{session}"),
+        None,
+    )
+    .await;
+    assert_eq!(r.status, 200, "{r:?}");
+    for agent in [&client, &server] {
+        trellis_testkit::wait_until_async("the query is gone", Duration::from_secs(10), || async {
+            let r = agent.get(&format!("/v1/query/{id}")).await?;
+            if r.status == 404 { Ok(()) } else { Err(r.text) }
+        })
+        .await;
+    }
+}
