@@ -108,7 +108,7 @@ async fn a_query_fails_over_to_dc2_when_dc1_has_no_healthy_instance_and_back() {
         (body["Datacenter"].clone(), body["Failovers"].clone()),
         (json!("dc1"), json!(0))
     );
-    println!("failover to dc2 in {away:?}, back to dc1 in {back:?} (from the check write)");
+    eprintln!("failover to dc2 in {away:?}, back to dc1 in {back:?} (from the check write)");
 
     // NearestN: the catch-all template fails over to the nearest other
     // datacenter (the only one here).
