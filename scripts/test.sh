@@ -20,3 +20,7 @@ if ((${#need[@]})); then
 fi
 
 cargo test --all-targets --locked
+# The coordinate tests that order datacenters by injected delay need the
+# test-only delay layer, which the release binary never has: a second build
+# of the binary with the feature, running only those tests.
+cargo test --locked --features test-delay --test integration coordinates

@@ -59,6 +59,11 @@
 //! turns its membership into the datacenters this agent knows and the
 //! route to each, which `/v1/catalog/datacenters` lists.
 //!
+//! Gossip also measures: beside foca's probes each member pings one
+//! random member with its network coordinate ([`coordinate`], serf's
+//! Vivaldi), learns from the round trip and keeps its peers' coordinates,
+//! which order `?near=` answers and, from the WAN pool, datacenters.
+//!
 //! TLS ([`tls`]) turns the PEM files the configuration names into rustls
 //! configurations, held so SIGHUP swaps new certificates in without a
 //! restart: the HTTPS listener serves the same router as HTTP from them,
@@ -88,6 +93,7 @@ pub mod catalog;
 pub mod cli;
 pub mod config;
 pub mod consensus;
+pub mod coordinate;
 pub mod datacenters;
 pub mod definition;
 pub mod delegate;

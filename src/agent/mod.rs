@@ -14,6 +14,7 @@
 //! 4. shut Raft down, which flushes and closes the redb log store;
 //! 5. log `shutdown complete`.
 
+mod distances;
 mod fd_limit;
 mod listeners;
 pub(crate) mod pool;

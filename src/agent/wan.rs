@@ -106,8 +106,9 @@ impl Wan {
     }
 
     /// Tells `consensus` (a server's) the pool's facts, and starts the
-    /// tasks that follow the pool under `stop`: retry-join-WAN, join
-    /// flooding through `lan`, and the generation file.
+    /// tasks that follow the pool under `stop`: retry-join-WAN, the
+    /// datacenters' distances (`distances.rs`), join flooding through
+    /// `lan`, and the generation file.
     pub(super) fn follow(
         &self,
         tasks: &mut JoinSet<()>,
@@ -127,6 +128,11 @@ impl Wan {
             return;
         };
         tasks.spawn(retry_join_wan(pool.clone(), settings, stop.clone()));
+        tasks.spawn(super::distances::feed(
+            pool.clone(),
+            self.datacenters.clone(),
+            stop.clone(),
+        ));
         tasks.spawn(flood(
             lan,
             pool.clone(),

@@ -24,6 +24,9 @@
 //!   claiming a live member's name is refused), and how a graceful leave
 //!   (Left) is told apart from a failure (Failed).
 //! - [`profile`]: the timing numbers and the arithmetic behind them.
+//! - [`coordinates`]: this member's network coordinate, measured by
+//!   coordinate pings beside foca's probes, and the latest coordinate of
+//!   each peer.
 //!
 //! [`Gossip`] is the handle: start it on a socket the caller bound, join,
 //! watch the membership, leave. The agent starts one per process (two on a
@@ -32,6 +35,7 @@
 //! reconciles it into the catalog (`reconcile`).
 
 pub mod codec;
+pub mod coordinates;
 pub mod crypto;
 pub mod health;
 pub mod identity;
@@ -53,6 +57,7 @@ use tokio::net::UdpSocket;
 use tokio::sync::{mpsc, oneshot, watch};
 use tokio::task::JoinHandle;
 
+pub use coordinates::Coordinates;
 pub use crypto::{Key, KeyError, keygen};
 pub use identity::{IdentityError, MemberId, Role};
 pub use membership::{Member, MemberStatus, Refusal};
@@ -163,6 +168,8 @@ pub struct Gossip {
     refusal: watch::Receiver<Option<Refusal>>,
     /// Traffic counters, written by the driver.
     counters: Arc<Counters>,
+    /// Our coordinate and our peers', measured by the driver.
+    coordinates: coordinates::Published,
     /// The socket's address.
     local_addr: SocketAddr,
     /// The driver task, awaited on shutdown.
@@ -220,12 +227,14 @@ impl Gossip {
             members_tx,
             refusal_tx,
         );
+        let coordinates = driver.coordinates();
         let task = tokio::spawn(driver.run(control_rx));
         Ok(Self {
             controls,
             members,
             refusal,
             counters,
+            coordinates,
             local_addr,
             task,
         })
@@ -265,6 +274,27 @@ impl Gossip {
     /// the agent should stop rather than run as if it had joined.
     pub fn refusal(&self) -> watch::Receiver<Option<Refusal>> {
         self.refusal.clone()
+    }
+
+    /// This member's network coordinate.
+    pub fn coordinate(&self) -> crate::coordinate::Coordinate {
+        self.coordinates.get().own.clone()
+    }
+
+    /// Every coordinate this member knows, its own included, by node name.
+    pub fn coordinates(&self) -> Arc<Coordinates> {
+        self.coordinates.get()
+    }
+
+    /// Keeps `coordinate` as node `name`'s (`PUT /v1/coordinate/update`),
+    /// until the node leaves the pool or a ping brings a newer one.
+    /// Refused when it is not of our space or not finite.
+    pub fn set_coordinate(
+        &self,
+        name: &str,
+        coordinate: crate::coordinate::Coordinate,
+    ) -> Result<(), crate::coordinate::CoordinateError> {
+        self.coordinates.insert(name, coordinate)
     }
 
     /// Traffic counters.

@@ -384,3 +384,59 @@ async fn a_second_node_joining_a_lone_member_under_its_name_is_the_one_refused()
     impostor.shutdown().await;
     real.shutdown().await;
 }
+
+/// Polls `node`'s coordinates until `pred` holds; false on timeout.
+async fn wait_for_coordinates(
+    node: &Gossip,
+    deadline: Duration,
+    pred: impl Fn(&Coordinates) -> bool,
+) -> bool {
+    let until = Instant::now() + deadline;
+    while Instant::now() < until {
+        if pred(&node.coordinates()) {
+            return true;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    false
+}
+
+#[tokio::test]
+async fn coordinate_pings_give_every_member_a_coordinate_and_its_peers() {
+    let nodes = pool(3, Some(Key::generate())).await;
+    let origin = crate::coordinate::Coordinate::new(&crate::coordinate::Config::default());
+    for node in &nodes {
+        let learnt = wait_for_coordinates(node, PATIENCE, |c| {
+            c.by_name.len() == 3
+                && c.by_name.values().all(|v| v.vec.len() == 8 && v.is_valid())
+                && c.own != origin
+        })
+        .await;
+        assert!(learnt, "{:?}", node.coordinates());
+        // Loopback: every estimate is well under a second.
+        let c = node.coordinates();
+        for (name, peer) in &c.by_name {
+            let rtt = c.own.distance_to(peer).expect("same space");
+            assert!(rtt < Duration::from_secs(1), "{name}: {rtt:?}");
+        }
+    }
+    // A coordinate given from outside is kept; one of another space or
+    // not finite is refused and changes nothing.
+    let mut given = origin.clone();
+    given.vec[0] = 0.5;
+    nodes[0].set_coordinate("elsewhere", given.clone()).unwrap();
+    assert_eq!(
+        nodes[0].coordinates().by_name.get("elsewhere"),
+        Some(&given)
+    );
+    given.vec.push(0.0);
+    assert!(nodes[0].set_coordinate("wide", given).is_err());
+    let mut nan = origin;
+    nan.height = f64::NAN;
+    assert!(nodes[0].set_coordinate("nan", nan).is_err());
+    let names = nodes[0].coordinates();
+    assert!(!names.by_name.contains_key("wide") && !names.by_name.contains_key("nan"));
+    for node in nodes {
+        node.shutdown().await;
+    }
+}

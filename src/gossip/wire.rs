@@ -7,15 +7,27 @@
 //! (and refutes it) within one round trip instead of waiting for the rumour
 //! to reach it by random gossip. See `profile.rs` for why the suspicion
 //! window is too short to wait for the rumour.
+//!
+//! The last two kinds measure the network for coordinates (foca has no
+//! hook on its own probe's ack): a coordinate ping carries the sender's
+//! coordinate, its pong the responder's, and the sender times the round
+//! trip. An agent that predates them drops them as an unknown kind and
+//! counts them undecodable; nothing else changes, so the kinds need no
+//! new protocol number.
 
 use serde::{Deserialize, Serialize};
 
 use super::identity::MemberId;
+use crate::coordinate::Coordinate;
 
 /// The kind byte of a foca packet, protocol 2.
 const KIND_FOCA: u8 = 2;
 /// The kind byte of a suspicion notice, protocol 2.
 const KIND_NOTICE: u8 = 3;
+/// The kind byte of a coordinate ping.
+const KIND_COORDINATE_PING: u8 = 4;
+/// The kind byte of a coordinate pong.
+const KIND_COORDINATE_PONG: u8 = 5;
 /// The kind bytes of protocol 1 (a foca packet, a notice): identities
 /// without node IDs.
 const KINDS_PROTOCOL_1: [u8; 2] = [0, 1];
@@ -33,13 +45,28 @@ pub struct SuspicionNotice {
     pub from: MemberId,
 }
 
+/// A coordinate ping or pong: which exchange it belongs to and the
+/// sender's coordinate.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct CoordinateProbe {
+    /// Chosen by the pinger and echoed in the pong, so a late or stray pong
+    /// is never timed against another ping.
+    pub seq: u64,
+    /// The coordinate of whoever sent this datagram.
+    pub coordinate: Coordinate,
+}
+
 /// One decoded datagram.
-#[derive(Debug, PartialEq, Eq)]
+#[derive(Debug, PartialEq)]
 pub enum Frame<'a> {
     /// Bytes for `Foca::handle_data`.
     Foca(&'a [u8]),
     /// See [`SuspicionNotice`]; boxed, as it is rare and large.
     Notice(Box<SuspicionNotice>),
+    /// Answer with a pong; the sender's coordinate is worth keeping.
+    CoordinatePing(CoordinateProbe),
+    /// The answer to our ping `seq`: time it.
+    CoordinatePong(CoordinateProbe),
 }
 
 /// Why a datagram's plaintext was not understood.
@@ -61,6 +88,10 @@ pub enum WireError {
     /// A notice that does not decode, or has bytes after it.
     #[error("malformed suspicion notice")]
     Notice,
+    /// A coordinate ping or pong that does not decode, or has bytes after
+    /// it.
+    #[error("malformed coordinate probe")]
+    Coordinate,
 }
 
 /// Replaces `out` with the framing of a foca packet.
@@ -84,6 +115,24 @@ pub fn encode_notice(notice: &SuspicionNotice, out: &mut Vec<u8>) {
     }
 }
 
+/// Replaces `out` with the framing of a coordinate ping (`pong` false) or
+/// pong.
+pub fn encode_coordinate(probe: &CoordinateProbe, pong: bool, out: &mut Vec<u8>) {
+    out.clear();
+    out.push(if pong {
+        KIND_COORDINATE_PONG
+    } else {
+        KIND_COORDINATE_PING
+    });
+    // As for notices: u64 and f64s never fail to serialize; an empty frame
+    // is not sent.
+    if let Ok(body) = postcard::to_stdvec(probe) {
+        out.extend_from_slice(&body);
+    } else {
+        out.clear();
+    }
+}
+
 impl<'a> Frame<'a> {
     /// Decodes a plaintext datagram; never panics.
     pub fn decode(plaintext: &'a [u8]) -> Result<Self, WireError> {
@@ -94,6 +143,15 @@ impl<'a> Frame<'a> {
                 Ok((notice, [])) => Ok(Self::Notice(Box::new(notice))),
                 _ => Err(WireError::Notice),
             },
+            KIND_COORDINATE_PING | KIND_COORDINATE_PONG => {
+                match postcard::take_from_bytes::<CoordinateProbe>(body) {
+                    Ok((probe, [])) if kind == KIND_COORDINATE_PING => {
+                        Ok(Self::CoordinatePing(probe))
+                    }
+                    Ok((probe, [])) => Ok(Self::CoordinatePong(probe)),
+                    _ => Err(WireError::Coordinate),
+                }
+            }
             old if KINDS_PROTOCOL_1.contains(&old) => Err(WireError::OldProtocol(old)),
             other => Err(WireError::Kind(other)),
         }
@@ -155,10 +213,46 @@ mod tests {
         assert!(!KINDS_PROTOCOL_1.contains(&out[0]));
     }
 
+    fn probe() -> CoordinateProbe {
+        let mut coordinate = Coordinate::new(&crate::coordinate::Config::default());
+        coordinate.vec[3] = 0.25;
+        coordinate.height = 0.001;
+        CoordinateProbe {
+            seq: 77,
+            coordinate,
+        }
+    }
+
+    #[test]
+    fn coordinate_pings_and_pongs_round_trip_as_their_own_kinds() {
+        let mut out = Vec::new();
+        encode_coordinate(&probe(), false, &mut out);
+        assert_eq!(Frame::decode(&out), Ok(Frame::CoordinatePing(probe())));
+        assert!(!KINDS_PROTOCOL_1.contains(&out[0]));
+        encode_coordinate(&probe(), true, &mut out);
+        assert_eq!(Frame::decode(&out), Ok(Frame::CoordinatePong(probe())));
+        // A ping fits a datagram many times over.
+        assert!(out.len() < 100, "{}", out.len());
+    }
+
+    #[test]
+    fn truncated_or_padded_coordinate_probes_are_refused() {
+        let mut out = Vec::new();
+        encode_coordinate(&probe(), false, &mut out);
+        for cut in 1..out.len() {
+            assert_eq!(Frame::decode(&out[..cut]), Err(WireError::Coordinate));
+        }
+        out.push(0);
+        assert_eq!(Frame::decode(&out), Err(WireError::Coordinate));
+    }
+
     #[test]
     fn junk_is_an_error_not_a_panic() {
         assert_eq!(Frame::decode(&[]), Err(WireError::Empty));
         assert_eq!(Frame::decode(&[7, 1]), Err(WireError::Kind(7)));
+        // What an agent before coordinates makes of ours is this same
+        // error: an unknown kind, dropped.
+        assert_eq!(Frame::decode(&[6]), Err(WireError::Kind(6)));
         let mut out = Vec::new();
         encode_notice(&notice(), &mut out);
         for cut in 1..out.len() {

@@ -11,6 +11,7 @@ use axum::Json;
 use axum::extract::Path;
 use axum::response::{IntoResponse, Response};
 
+use super::coordinate::Near;
 use super::json::{CatalogServiceJson, NodeJson, NodeServicesJson, ServiceJson};
 use super::route::{Route, Writer};
 use super::{ApiError, JsonBody, decode, json_true};
@@ -241,16 +242,17 @@ pub(super) async fn services(route: Route) -> Result<Response, ApiError> {
         .await
 }
 
-/// `GET /v1/catalog/service/:name[?tag=..][&node-meta=k:v]`.
+/// `GET /v1/catalog/service/:name[?tag=..][&node-meta=k:v][&near=..]`.
 pub(super) async fn service(Path(name): Path<String>, route: Route) -> Result<Response, ApiError> {
     let tags = route.params().all("tag");
     let filters = route.params().node_meta();
+    let near = Near::from_route(&route);
     route
         .read_filtered(
             |c| c.service_index(&name),
             |c| {
                 let mut filtered = false;
-                let out = c
+                let mut seen: Vec<_> = c
                     .service_instances(&name, &tags)
                     .filter(|i| node_matches(i.node, &filters))
                     .filter(|i| {
@@ -258,6 +260,10 @@ pub(super) async fn service(Path(name): Path<String>, route: Route) -> Result<Re
                         filtered |= !seen;
                         seen
                     })
+                    .collect();
+                near.sort(&mut seen, |i| &i.node.name);
+                let out = seen
+                    .into_iter()
                     .map(|i| CatalogServiceJson::new(i.node, i.service))
                     .collect::<Vec<CatalogServiceJson>>();
                 (out, filtered)
@@ -266,16 +272,18 @@ pub(super) async fn service(Path(name): Path<String>, route: Route) -> Result<Re
         .await
 }
 
-/// `GET /v1/catalog/nodes[?node-meta=k:v]`: the nodes the token may read.
+/// `GET /v1/catalog/nodes[?node-meta=k:v][&near=..]`: the nodes the token
+/// may read.
 pub(super) async fn nodes(route: Route) -> Result<Response, ApiError> {
     let filters = route.params().node_meta();
     let authz = route.authz();
+    let near = Near::from_route(&route);
     route
         .read_filtered(
             |c| c.nodes_index(),
             |c| {
                 let mut filtered = false;
-                let out = c
+                let mut seen: Vec<&Node> = c
                     .nodes()
                     .filter(|n| node_matches(n, &filters))
                     .filter(|n| {
@@ -283,6 +291,10 @@ pub(super) async fn nodes(route: Route) -> Result<Response, ApiError> {
                         filtered |= !seen;
                         seen
                     })
+                    .collect();
+                near.sort(&mut seen, |n| &n.name);
+                let out = seen
+                    .into_iter()
                     .map(NodeJson::from)
                     .collect::<Vec<NodeJson>>();
                 (out, filtered)

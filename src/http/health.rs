@@ -9,21 +9,23 @@ use axum::response::Response;
 
 use super::ApiError;
 use super::catalog::node_matches;
+use super::coordinate::Near;
 use super::json::{CheckJson, HealthServiceJson};
 use super::route::Route;
 use crate::catalog::{Check, HealthStatus};
 
-/// `GET /v1/health/service/:name[?passing][&tag=..][&node-meta=k:v]`.
+/// `GET /v1/health/service/:name[?passing][&tag=..][&node-meta=k:v][&near=..]`.
 pub(super) async fn service(Path(name): Path<String>, route: Route) -> Result<Response, ApiError> {
     let passing = route.params().flag("passing")?;
     let tags = route.params().all("tag");
     let filters = route.params().node_meta();
+    let near = Near::from_route(&route);
     route
         .read_filtered(
             |c| c.service_index(&name),
             |c| {
                 let mut filtered = false;
-                let out = c
+                let mut seen: Vec<_> = c
                     .health_service(&name, &tags, passing)
                     .into_iter()
                     .filter(|e| node_matches(e.node, &filters))
@@ -32,6 +34,10 @@ pub(super) async fn service(Path(name): Path<String>, route: Route) -> Result<Re
                         filtered |= !seen;
                         seen
                     })
+                    .collect();
+                near.sort(&mut seen, |e| &e.node.name);
+                let out = seen
+                    .into_iter()
                     .map(|e| HealthServiceJson {
                         node: e.node.into(),
                         service: e.service.into(),

@@ -20,6 +20,7 @@ mod admit;
 mod agent;
 mod body;
 mod catalog;
+mod coordinate;
 pub mod decode;
 mod error;
 mod health;
@@ -223,6 +224,10 @@ fn build(state: Ctx, admission: Admission) -> Router {
             "/v1/internal/query/execute",
             axum::routing::post(prepared_query::execute_rendered),
         )
+        .route("/v1/coordinate/datacenters", get(coordinate::datacenters))
+        .route("/v1/coordinate/nodes", get(coordinate::nodes))
+        .route("/v1/coordinate/node/{node}", get(coordinate::node))
+        .route("/v1/coordinate/update", put(coordinate::update))
         .fallback(|| async { ApiError::NotFound("404 page not found".into()) })
         .method_not_allowed_fallback(|method: Method| async move {
             ApiError::MethodNotAllowed(method.to_string())

@@ -17,6 +17,8 @@ use crate::local::testing::InProcess;
 
 /// ACL enforcement on every endpoint but `/v1/acl/*`.
 mod acl;
+/// `/v1/coordinate/*` and `?near=`.
+mod coordinate;
 
 /// One API server on 127.0.0.1:0; stops when dropped.
 struct TestApi {

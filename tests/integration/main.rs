@@ -12,6 +12,7 @@ mod clients;
 mod cluster;
 mod cluster_membership;
 mod config_files;
+mod coordinates;
 mod dns_answers;
 mod dns_rrl;
 mod durability;

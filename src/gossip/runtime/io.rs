@@ -75,6 +75,8 @@ impl Driver {
                     self.drain();
                 }
                 Ok(Frame::Notice(notice)) => self.on_notice(*notice),
+                Ok(Frame::CoordinatePing(probe)) => self.on_coordinate_ping(probe, from),
+                Ok(Frame::CoordinatePong(probe)) => self.on_coordinate_pong(probe, from),
                 Err(error @ WireError::OldProtocol(_)) => {
                     // Not noise: an agent of the pool cannot gossip with us
                     // until it is upgraded, and would otherwise look dead.

@@ -20,6 +20,7 @@
 //! `refusal.rs` (name claims the membership view refused, logged and
 //! reported).
 
+mod coordinates;
 mod io;
 mod join_leave;
 mod notice;
@@ -38,6 +39,7 @@ use tokio::sync::{mpsc, oneshot, watch};
 
 use super::GossipError;
 use super::codec::CompactCodec;
+use super::coordinates::Published;
 use super::crypto::{self, Cipher};
 use super::health::{Decision, Pacer, ProbeTimer};
 use super::identity::MemberId;
@@ -99,6 +101,16 @@ enum Event {
     /// Announce to a few known members while foca is not connected; the
     /// number tells a round of the current spell from a stale one.
     Reconnect(u64),
+    /// Send a coordinate ping (`coordinates.rs`).
+    CoordinatePing,
+    /// A coordinate ping held back by the test delay.
+    #[cfg(feature = "test-delay")]
+    DelayedSend {
+        /// Its destination.
+        to: SocketAddr,
+        /// The framed plaintext.
+        frame: Vec<u8>,
+    },
 }
 
 /// Everything the driver task owns.
@@ -169,6 +181,15 @@ pub(crate) struct Driver {
     judging_own_probe: bool,
     /// The incarnation of the last suspicion notice about us.
     last_notice: Option<u16>,
+    /// Our network coordinate and what measuring it keeps.
+    vivaldi: crate::coordinate::Client,
+    /// Coordinate pings awaiting their pong.
+    pings: coordinates::Pings,
+    /// Where every known coordinate is published.
+    coordinates: Published,
+    /// Per-datacenter delays of coordinate pings (`TRELLIS_TEST_DELAY`).
+    #[cfg(feature = "test-delay")]
+    test_delay: std::collections::BTreeMap<String, Duration>,
     /// Reused buffers: the framed plaintext, the sealed datagram and the
     /// opened one.
     frame_buf: Vec<u8>,
@@ -203,6 +224,8 @@ impl Driver {
         refusal_tx: watch::Sender<Option<Refusal>>,
     ) -> Self {
         let departures = Departures::default();
+        let vivaldi = crate::coordinate::Client::default();
+        let coordinates = Published::new(identity.name(), vivaldi.coordinate().clone());
         // The identity is made from the socket's own address.
         let local_addr = identity.addr();
         let foca = Foca::with_custom_broadcast(
@@ -251,12 +274,26 @@ impl Driver {
             suspicion_raised: false,
             judging_own_probe: false,
             last_notice: None,
+            vivaldi,
+            pings: coordinates::Pings::default(),
+            coordinates,
+            #[cfg(feature = "test-delay")]
+            test_delay: coordinates::test_delays(),
             frame_buf: Vec::with_capacity(MAX_PACKET_SIZE + 1),
             seal_buf: Vec::with_capacity(MAX_PACKET_SIZE + 1 + crypto::OVERHEAD),
             open_buf: Vec::with_capacity(MAX_PACKET_SIZE + 1),
         };
         driver.publish();
+        let first = now();
         driver
+            .timers
+            .schedule(first, driver.profile.probe_period, Event::CoordinatePing);
+        driver
+    }
+
+    /// The published coordinates, for the handle.
+    pub(crate) fn coordinates(&self) -> Published {
+        self.coordinates.clone()
     }
 
     /// Runs until shut down, left, or every handle is gone.
@@ -318,6 +355,12 @@ impl Driver {
                 } => self.resend_notice(suspect, incarnation, remaining, now),
                 Event::LeaveRound(round) => self.leave_round(round, now),
                 Event::Reconnect(spell) => self.reconnect_round(spell, now),
+                Event::CoordinatePing => self.coordinate_round(now),
+                #[cfg(feature = "test-delay")]
+                Event::DelayedSend { to, frame } => {
+                    self.frame_buf = frame;
+                    self.send_frame(to);
+                }
             }
             if self.stop {
                 return;
@@ -482,6 +525,8 @@ impl Driver {
             members: self.foca.iter_membership_state(),
             departures: &self.departures,
         });
+        let names: Vec<&str> = view.iter().map(|m| m.name.as_str()).collect();
+        self.prune_coordinates(&names);
         self.members_tx.send_if_modified(|current| {
             if **current == view {
                 false

@@ -647,3 +647,57 @@ async fn the_agents_default_token_stands_in_for_a_missing_one_and_is_told_of_fil
     assert_eq!(json_of(&body), json!({}));
     assert!(filtered(&headers));
 }
+
+#[tokio::test]
+async fn coordinates_are_filtered_by_node_read_and_updated_with_node_write() {
+    let api = acl_api(DefaultPolicy::Deny, false).await;
+    register_web(&api).await;
+    let mut c = crate::coordinate::Coordinate::new(&crate::coordinate::Config::default());
+    c.vec[0] = 0.2;
+    api.ctx
+        .api
+        .gossip
+        .set_coordinate("other", c.clone())
+        .unwrap();
+    api.ctx
+        .api
+        .gossip
+        .set_coordinate("node1", c.clone())
+        .unwrap();
+
+    let (status, headers, body) = get(&api, "/v1/coordinate/nodes", None).await;
+    assert_eq!((status, json_of(&body)), (StatusCode::OK, json!([])));
+    assert!(!filtered(&headers));
+    let (status, _, _) = get(&api, "/v1/coordinate/node/other", None).await;
+    assert_eq!(status, StatusCode::NOT_FOUND);
+
+    token(&api, "reader", r#"node "other" { policy = "read" }"#).await;
+    let (_, headers, body) = get(&api, "/v1/coordinate/nodes", Some("reader")).await;
+    let rows = json_of(&body);
+    assert_eq!(rows.as_array().unwrap().len(), 1, "{rows}");
+    assert_eq!(rows[0]["Node"], "other");
+    assert!(filtered(&headers));
+    let (_, _, body) = get(&api, "/v1/coordinate/nodes", Some(ROOT)).await;
+    assert_eq!(json_of(&body).as_array().unwrap().len(), 2);
+
+    let update = json!({"Node": "n1", "Coord": c});
+    let (status, _, body) = call(
+        &api,
+        Method::PUT,
+        "/v1/coordinate/update",
+        Some("reader"),
+        Some(update.clone()),
+    )
+    .await;
+    assert_eq!(status, StatusCode::FORBIDDEN, "{body}");
+    assert!(body.contains("node:write"), "{body}");
+    let (status, _, body) = call(
+        &api,
+        Method::PUT,
+        "/v1/coordinate/update",
+        Some(ROOT),
+        Some(update),
+    )
+    .await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+}

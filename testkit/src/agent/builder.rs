@@ -124,6 +124,8 @@ pub struct AgentBuilder {
     log_file: Option<PathBuf>,
     log_filter: Option<String>,
     pub(super) http_timeout: Duration,
+    /// Environment variables set for the process, beyond the log's.
+    env: Vec<(String, String)>,
 }
 
 impl AgentBuilder {
@@ -156,6 +158,7 @@ impl AgentBuilder {
                 std::env::var("TRELLIS_TEST_LOG").unwrap_or_else(|_| "info,openraft=warn".into()),
             ),
             http_timeout: HTTP_TIMEOUT,
+            env: Vec::new(),
         }
     }
 
@@ -295,6 +298,13 @@ impl AgentBuilder {
     /// agent itself.
     pub fn run_via(mut self, wrapper: &[&str]) -> Self {
         self.wrapper = wrapper.iter().map(|w| w.to_string()).collect();
+        self
+    }
+
+    /// Sets `key=value` in the agent's environment (e.g. the test-only
+    /// `TRELLIS_TEST_DELAY`).
+    pub fn env(mut self, key: &str, value: &str) -> Self {
+        self.env.push((key.to_owned(), value.to_owned()));
         self
     }
 
@@ -443,6 +453,7 @@ impl AgentBuilder {
         if let Some(f) = &self.log_filter {
             cmd.env("RUST_LOG", f);
         }
+        cmd.envs(self.env.iter().map(|(k, v)| (k, v)));
         Process::spawn(&self.name(), &mut cmd, log)
     }
 }
