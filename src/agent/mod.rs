@@ -489,7 +489,8 @@ impl Agent {
             node.datacenter.clone(),
             local.identity().node_name.clone(),
             Arc::new(crate::prepared_query::NoFederation),
-        );
+        )
+        .with_near_sort(near_sort(gossip.clone()));
         let (dns_queries, token) = (prepared_queries.clone(), serving.clone());
         tasks.spawn(async move {
             crate::dns::serve(dns_udp, dns_tcp, dns, &limits, dns_queries, token)
@@ -567,4 +568,16 @@ impl Agent {
 
 fn fmt_addr(a: Option<SocketAddr>) -> String {
     a.map_or_else(|| "?".into(), |a| a.to_string())
+}
+
+/// Orders prepared query answers by the LAN pool's network coordinates
+/// from the `near` node (stably; nodes with no coordinate last; nothing
+/// moves when the near node has none), as `?near` on catalog reads does.
+fn near_sort(gossip: Arc<Gossip>) -> crate::prepared_query::NearSort {
+    Arc::new(move |near, nodes| {
+        let known = gossip.coordinates();
+        crate::coordinate::near::sort_by_distance(nodes, known.by_name.get(near), |e| {
+            known.by_name.get(&e.node.name).cloned()
+        });
+    })
 }

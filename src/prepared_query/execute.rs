@@ -42,9 +42,10 @@ pub struct QueryResult {
 }
 
 /// Orders a result's instances by distance from a node (`near`) of the
-/// answering datacenter. Network coordinates land beside this work; until
-/// then the order stays the shuffle's ([`keep_order`]).
-pub type NearSort = fn(near: &str, nodes: &mut [Entry]);
+/// answering datacenter: the agent sorts by the LAN pool's network
+/// coordinates (`coordinate::near`); without them the order stays the
+/// shuffle's ([`keep_order`]).
+pub type NearSort = std::sync::Arc<dyn Fn(&str, &mut [Entry]) + Send + Sync>;
 
 /// The [`NearSort`] without coordinates: the shuffle stands.
 pub fn keep_order(_near: &str, _nodes: &mut [Entry]) {}
@@ -114,7 +115,12 @@ fn tag_sets(tags: &[String]) -> (Vec<String>, Vec<String>) {
 /// Shuffles `nodes`, sorts them by distance from `near` (when given) and
 /// puts the `near` node itself first if it is among the first ten, then
 /// keeps the first `limit` (0: all).
-pub fn order(nodes: &mut Vec<Entry>, near: Option<&str>, sort: NearSort, limit: usize) {
+pub fn order(
+    nodes: &mut Vec<Entry>,
+    near: Option<&str>,
+    sort: &(dyn Fn(&str, &mut [Entry]) + Send + Sync),
+    limit: usize,
+) {
     nodes.shuffle(&mut rand::rng());
     if let Some(near) = near.filter(|n| !n.is_empty()) {
         sort(near, nodes);
@@ -293,7 +299,7 @@ mod tests {
         };
         for _ in 0..20 {
             let mut nodes = matching(&s, &q, &Authorizer::management());
-            order(&mut nodes, Some("N4"), keep_order, 3);
+            order(&mut nodes, Some("N4"), &keep_order, 3);
             assert_eq!(nodes.len(), 3);
             assert_eq!(nodes[0].node.name, "n4");
         }

@@ -183,7 +183,6 @@ pub enum ExecuteError {
 #[derive(Debug, Clone)]
 pub struct Executor(Arc<Inner>);
 
-#[derive(Debug)]
 struct Inner {
     /// The state queries and instances are read from.
     replica: Arc<Replica>,
@@ -195,6 +194,16 @@ struct Inner {
     failover: Arc<dyn Failover>,
     /// Orders instances by distance.
     near_sort: NearSort,
+}
+
+impl std::fmt::Debug for Inner {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Executor")
+            .field("datacenter", &self.datacenter)
+            .field("node", &self.node)
+            .field("failover", &self.failover)
+            .finish_non_exhaustive()
+    }
 }
 
 impl Executor {
@@ -210,7 +219,20 @@ impl Executor {
             datacenter,
             node,
             failover,
-            near_sort: keep_order,
+            near_sort: Arc::new(keep_order),
+        }))
+    }
+
+    /// The executor sorting `?near` / `Near` answers with `sort` (the
+    /// agent's network coordinates).
+    pub fn with_near_sort(self, sort: NearSort) -> Self {
+        let i = &self.0;
+        Self(Arc::new(Inner {
+            replica: i.replica.clone(),
+            datacenter: i.datacenter.clone(),
+            node: i.node.clone(),
+            failover: i.failover.clone(),
+            near_sort: sort,
         }))
     }
 
@@ -255,7 +277,7 @@ impl Executor {
         let index = state.prepared_queries_index();
         drop(state);
         let near = near.map(|n| if n == "_agent" { &self.0.node } else { n });
-        order(&mut nodes, near, self.0.near_sort, limit);
+        order(&mut nodes, near, self.0.near_sort.as_ref(), limit);
         QueryResult {
             service: query.service.service.clone(),
             nodes,
