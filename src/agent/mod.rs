@@ -14,10 +14,12 @@
 //! 4. shut Raft down, which flushes and closes the redb log store;
 //! 5. log `shutdown complete`.
 
+mod datacenter;
 mod distances;
 mod fd_limit;
 mod listeners;
 pub(crate) mod pool;
+mod prepared_query;
 mod register;
 mod server;
 mod settings;
@@ -32,7 +34,7 @@ use tokio::net::{TcpListener, UdpSocket};
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 
-use self::listeners::Listeners;
+use self::listeners::{Addrs, Listeners};
 use self::register::{Definitions, upkeep};
 use self::server::ServerParts;
 use self::settings::{
@@ -135,17 +137,8 @@ struct Agent {
     definitions: Definitions,
     /// Raft and server RPC; servers only.
     server: Option<ServerParts>,
-}
-
-/// The addresses actually bound (port 0 resolved).
-struct Addrs {
-    dns: Option<SocketAddr>,
-    http: Option<SocketAddr>,
-    https: Option<SocketAddr>,
-    /// Server RPC as other servers reach it; servers only.
-    rpc: Option<SocketAddr>,
-    serf_lan: Option<SocketAddr>,
-    serf_wan: Option<SocketAddr>,
+    /// The way to other datacenters, and what answers them here.
+    far: datacenter::Far,
 }
 
 /// Tasks that run beside serving under one token.
@@ -179,6 +172,7 @@ impl Agent {
             acl_token: acl
                 .enabled
                 .then(|| acl.default_token.clone().unwrap_or_default()),
+            translate_wan_addrs: wan_settings.translate_wan_addrs,
             ..dns
         };
         let acl_context = crate::catalog::AclContext {
@@ -283,8 +277,12 @@ impl Agent {
                 node_id,
                 rpc_addr: SocketAddr::new(network.advertise_addr_wan, rpc_port),
                 key: gossip_key(&gossip),
+                reconnect_timeout: wan_settings.reconnect_timeout,
             }),
         )?;
+        let slot = server.as_ref().map(|s| s.datacenters.clone());
+        let far =
+            datacenter::Far::new(wan.datacenters.clone(), &delegate, &credentials, &dns, slot);
         let token = CancellationToken::new();
         let mut tasks = JoinSet::new();
         let consensus = server.as_ref().map(|s| s.consensus.clone());
@@ -392,6 +390,7 @@ impl Agent {
             local: Arc::new(local),
             definitions,
             server,
+            far,
         })
     }
 
@@ -422,6 +421,7 @@ impl Agent {
             local,
             definitions,
             server,
+            far,
         } = self;
         let serving = shutdown.child_token();
         let mut tasks = JoinSet::new();
@@ -482,20 +482,35 @@ impl Agent {
             }
         });
 
-        // Prepared queries fail over through the WAN once the agent has a
-        // path to other datacenters; until then there is none to ask.
+        // Prepared queries fail over to other datacenters through the same
+        // cross-datacenter calls as `?dc=` (`prepared_query.rs`).
         let prepared_queries = crate::prepared_query::Executor::new(
             replica.clone(),
             node.datacenter.clone(),
             local.identity().node_name.clone(),
-            Arc::new(crate::prepared_query::NoFederation),
+            Arc::new(prepared_query::Wan::new(
+                far.remote.clone(),
+                delegate.clone(),
+                node.datacenter.clone(),
+            )),
         )
-        .with_near_sort(near_sort(gossip.clone()));
+        .with_near_sort(prepared_query::near_sort(gossip.clone()));
+        // Other datacenters' DNS queries are answered as ours are.
+        let answerer = far.answerer(&dns, &replica)?;
         let (dns_queries, token) = (prepared_queries.clone(), serving.clone());
+        let remote_dns = far.remote.clone();
         tasks.spawn(async move {
-            crate::dns::serve(dns_udp, dns_tcp, dns, &limits, dns_queries, token)
-                .await
-                .map_err(|e| format!("DNS: {e}"))
+            crate::dns::serve(
+                dns_udp,
+                dns_tcp,
+                dns,
+                &limits,
+                dns_queries,
+                remote_dns,
+                token,
+            )
+            .await
+            .map_err(|e| format!("DNS: {e}"))
         });
         let state = crate::http::ApiState {
             prepared_queries: prepared_queries.clone(),
@@ -508,26 +523,18 @@ impl Agent {
             shutdown: shutdown.clone(),
             kv,
             acl,
+            remote: far.remote.clone(),
         };
         let token = serving.clone();
+        let router = crate::http::router(state, &limits, token.clone());
+        far.install(router.clone(), answerer);
         let https = https.map(|l| (l, tls));
         tasks.spawn(async move {
-            crate::http::serve_with_https(http, https, state, &limits, token)
+            crate::http::serve_router(http, https, router, &limits, token)
                 .await
                 .map_err(|e| format!("HTTP: {e}"))
         });
-        tracing::info!(
-            "listening dns={} http={} https={} server={} serf_lan={} serf_wan={} node={} dc={} ready_in_ms={}",
-            fmt_addr(addrs.dns),
-            fmt_addr(addrs.http),
-            fmt_addr(addrs.https),
-            fmt_addr(addrs.rpc),
-            fmt_addr(addrs.serf_lan),
-            fmt_addr(addrs.serf_wan),
-            node.name,
-            node.datacenter,
-            started.elapsed().as_millis()
-        );
+        addrs.announce(&node, started);
 
         // Run until asked to stop or until a server fails.
         let mut failure = None;
@@ -564,20 +571,4 @@ impl Agent {
             None => Ok(()),
         }
     }
-}
-
-fn fmt_addr(a: Option<SocketAddr>) -> String {
-    a.map_or_else(|| "?".into(), |a| a.to_string())
-}
-
-/// Orders prepared query answers by the LAN pool's network coordinates
-/// from the `near` node (stably; nodes with no coordinate last; nothing
-/// moves when the near node has none), as `?near` on catalog reads does.
-fn near_sort(gossip: Arc<Gossip>) -> crate::prepared_query::NearSort {
-    Arc::new(move |near, nodes| {
-        let known = gossip.coordinates();
-        crate::coordinate::near::sort_by_distance(nodes, known.by_name.get(near), |e| {
-            known.by_name.get(&e.node.name).cloned()
-        });
-    })
 }

@@ -49,11 +49,10 @@ impl TestServer {
         let responder = Responder::new(&cfg, DATACENTER).unwrap();
         let token = shutdown.clone();
         let task = tokio::spawn(async move {
-            let catalog = super::server::Catalog {
-                replica,
-                queries: None,
-            };
-            serve_limited(udp, tcp, responder, &cfg, limits, catalog, token).await
+            serve_limited(
+                udp, tcp, responder, &cfg, limits, replica, None, None, token,
+            )
+            .await
         });
         Self {
             udp: udp_addr,
@@ -623,6 +622,7 @@ async fn a_bad_zone_file_stops_start_up() {
             "n1".into(),
             Arc::new(crate::prepared_query::NoFederation),
         ),
+        crate::remote::Remote::alone(DATACENTER),
         CancellationToken::new(),
     )
     .await

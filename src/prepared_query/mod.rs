@@ -148,6 +148,30 @@ pub fn resolve(state: &State, id_or_name: &str) -> Result<Option<PreparedQuery>,
     }
 }
 
+/// Executes the query `id_or_name` names in `state` of datacenter `dc`,
+/// filtered by `authz` (the answering DNS token's: the resolved tokens are
+/// not at hand here, so a query's own token is not used), shuffled,
+/// without failing over: what another datacenter's DNS lookup of one of
+/// our queries gets.
+pub fn execute_in_state(
+    state: &State,
+    dc: &str,
+    id_or_name: &str,
+    authz: &Authorizer,
+) -> Result<QueryResult, ExecuteError> {
+    let query = resolve(state, id_or_name)?.ok_or(ExecuteError::NotFound)?;
+    let mut nodes = matching(state, &query, authz);
+    order(&mut nodes, None, &keep_order, 0);
+    Ok(QueryResult {
+        service: query.service.service.clone(),
+        nodes,
+        dns_ttl: query.dns.ttl.clone(),
+        datacenter: dc.to_string(),
+        failovers: 0,
+        index: state.prepared_queries_index(),
+    })
+}
+
 /// One execution asked for.
 #[derive(Debug, Clone)]
 pub struct Request {

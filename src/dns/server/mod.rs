@@ -4,6 +4,7 @@
 //! response turns into, lives here: the transports are children of this
 //! module and never name each other.
 
+mod remote;
 mod tcp;
 mod udp;
 
@@ -21,9 +22,9 @@ use super::config::Limits;
 use super::forward::Forwarder;
 use super::respond::{Reply, Responder, Transport};
 use super::rrl::RateLimiter;
-use crate::catalog::view::View;
 use crate::catalog::{Replica, Tokens};
 use crate::config::{DnsSettings, LimitsSettings};
+pub use remote::Answerer;
 use udp::UdpWorkers;
 
 /// What every request needs; shared by all tasks and UDP workers.
@@ -32,9 +33,14 @@ pub(super) struct Shared {
     pub(super) responder: Responder,
     /// Where foreign names go.
     pub(super) forwarder: Forwarder,
-    /// Caps forwards in flight: each holds a task and a socket for up to
-    /// `recursor_timeout` per recursor.
+    /// Caps forwards in flight, to the recursors or to other
+    /// datacenters: each holds a task and a socket for up to
+    /// `recursor_timeout` per recursor, or a call for up to 2 s.
     pub(super) forward_slots: Arc<Semaphore>,
+    /// The way to other datacenters' servers; `None` knows none (tests).
+    pub(super) remote: Option<Arc<crate::remote::Remote>>,
+    /// `translate_wan_addrs`: other datacenters answer with WAN addresses.
+    pub(super) translate_wan: bool,
     /// The catalog whose view we answer from.
     pub(super) replica: Arc<Replica>,
     /// Response-rate limiting of UDP answers; `None` when off.
@@ -88,9 +94,16 @@ impl Shared {
                 Some(self.responder.relay(&request, upstream, transport))
             }
             Reply::OtherDatacenter { dc, request } => {
-                Some(self.other_datacenter(&view, &dc, &request, transport))
+                // Release the snapshot before awaiting the network.
+                drop(view);
+                let Ok(_slot) = self.forward_slots.try_acquire() else {
+                    tracing::debug!(%peer, "too many forwarded queries in flight, shedding");
+                    return Some(self.responder.servfail(&request, transport));
+                };
+                Some(self.other_datacenter(&dc, &request, transport).await)
             }
             Reply::PreparedQuery { name, request } => {
+                // Release the snapshot before awaiting the network.
                 drop(view);
                 Some(self.prepared_query(name, &request, transport).await)
             }
@@ -98,10 +111,6 @@ impl Shared {
         }
     }
 
-    /// The answer to `request`, a name of datacenter `dc`. There is no WAN
-    /// path yet, so it is the responder's answer for an unreachable
-    /// datacenter; asking `dc`'s servers (like a forward, off the worker
-    /// threads) goes here.
     /// Executes the prepared query `name` as the DNS token and answers
     /// `request` from it. Executing may fail over to other datacenters,
     /// so this runs on the runtime, never on a UDP worker thread.
@@ -118,16 +127,8 @@ impl Shared {
         };
         let executed = match (&self.queries, authz) {
             (None, _) => Err(ExecuteError::NotFound),
-            (Some(_), None) => {
-                // The DNS token is unknown: as every catalog lookup, fail.
-                let view = self.replica.view();
-                return self.responder.prepared_query(
-                    &view,
-                    request,
-                    Err(ExecuteError::Unauthorized),
-                    transport,
-                );
-            }
+            // The DNS token is unknown: as every catalog lookup, fail.
+            (Some(_), None) => Err(ExecuteError::Unauthorized),
             (Some(queries), Some(authz)) => {
                 let req = Request {
                     id_or_name: name,
@@ -144,29 +145,38 @@ impl Shared {
             .prepared_query(&view, request, executed, transport)
     }
 
-    fn other_datacenter(
-        &self,
-        view: &View,
-        dc: &str,
-        request: &Message,
-        transport: Transport,
-    ) -> Message {
-        tracing::trace!(dc, "no path to datacenter");
-        self.responder.no_path(view, request, transport)
+    /// The answer to `request`, a name of datacenter `dc`, from that
+    /// datacenter's servers (see `remote.rs`). Awaits the network: never
+    /// on a UDP worker thread.
+    async fn other_datacenter(&self, dc: &str, request: &Message, transport: Transport) -> Message {
+        remote::ask(
+            self.remote.as_deref(),
+            &self.responder,
+            || self.replica.view(),
+            dc,
+            request,
+            transport,
+            self.translate_wan,
+        )
+        .await
     }
 }
 
 /// Serves DNS on the given sockets until `shutdown` fires, answering for
-/// `datacenter` (this agent's) as `settings` say (with ACLs on, as the
+/// the datacenter of `queries` (this agent's; they run its prepared
+/// queries) as `settings` say (with ACLs on, as the
 /// token they name), with TCP connections capped per client and timed out
-/// as `limits` say. Zone files are loaded first; a bad one is an error
-/// before anything is served.
+/// as `limits` say, and names of other datacenters through `remote`. Zone
+/// files are loaded first; a bad one is an error before anything is
+/// served.
+#[allow(clippy::too_many_arguments)]
 pub async fn serve(
     udp: UdpSocket,
     tcp: TcpListener,
     settings: DnsSettings,
     limits: &LimitsSettings,
     queries: crate::prepared_query::Executor,
+    remote: Arc<crate::remote::Remote>,
     shutdown: CancellationToken,
 ) -> Result<(), DnsError> {
     let responder = Responder::new(&settings, queries.datacenter())?;
@@ -176,39 +186,34 @@ pub async fn serve(
         responder,
         &settings,
         Limits::with_settings(limits),
-        Catalog {
-            replica: queries.replica().clone(),
-            queries: Some(queries),
-        },
+        queries.replica().clone(),
+        Some(remote),
+        Some(queries),
         shutdown,
     )
     .await
 }
 
-/// What DNS answers from: the replica, and the prepared queries run on it.
-pub(super) struct Catalog {
-    /// The catalog's view and state.
-    pub(super) replica: Arc<Replica>,
-    /// Runs `<name>.query.<domain>`; `None` answers them NXDOMAIN.
-    pub(super) queries: Option<crate::prepared_query::Executor>,
-}
-
 /// [`serve`] with a responder already built and these limits (tests lower
 /// them to reach the caps).
+#[allow(clippy::too_many_arguments)]
 pub(super) async fn serve_limited(
     udp: UdpSocket,
     tcp: TcpListener,
     responder: Responder,
     settings: &DnsSettings,
     limits: Limits,
-    catalog: Catalog,
+    replica: Arc<Replica>,
+    remote: Option<Arc<crate::remote::Remote>>,
+    queries: Option<crate::prepared_query::Executor>,
     shutdown: CancellationToken,
 ) -> Result<(), DnsError> {
-    let Catalog { replica, queries } = catalog;
     let shared = Arc::new(Shared {
         responder,
         forwarder: Forwarder::new(settings.recursors.clone(), settings.recursor_timeout),
         forward_slots: Arc::new(Semaphore::new(limits.max_concurrent_forwards.max(1))),
+        remote,
+        translate_wan: settings.translate_wan_addrs,
         replica,
         rrl: RateLimiter::new(&settings.rrl),
         acl: DnsToken::new(settings),
