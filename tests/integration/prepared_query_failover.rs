@@ -4,7 +4,8 @@
 //! "dc2"` and `Failovers: 1`, and comes back to dc1 as soon as dc1's
 //! instance passes again; a client agent of dc1 fails over the same way;
 //! `NearestN` takes the nearest other datacenter; an unknown datacenter in
-//! the list is skipped. The times are printed, not asserted.
+//! the list is skipped; dc2's own query answers dc1's DNS by its dc2 name
+//! and `?dc=dc2`. The times are printed, not asserted.
 
 use std::net::IpAddr;
 use std::time::{Duration, Instant};
@@ -110,13 +111,25 @@ async fn a_query_fails_over_to_dc2_when_dc1_has_no_healthy_instance_and_back() {
     );
     eprintln!("failover to dc2 in {away:?}, back to dc1 in {back:?} (from the check write)");
 
+    // A query of dc2's, asked of dc1's DNS by its dc2 name, runs in dc2.
+    let s2 = fed.dc("dc2").node("s1");
+    let q2 = json!({"Name": "web2", "Service": {"Service": "web"}});
+    let (status, body) = call(s2, "POST", "/v1/query", Some(q2)).await;
+    assert_eq!(status, 200, "{body}");
+    until_dns(s1, "web2.query.dc2.consul.", ip2, Instant::now()).await;
+    let (status, body) = call(s1, "GET", "/v1/query/web2/execute?dc=dc2", None).await;
+    assert_eq!(
+        (status, body["Datacenter"].clone()),
+        (200, json!("dc2")),
+        "{body}"
+    );
+
     // NearestN: the catch-all template fails over to the nearest other
     // datacenter (the only one here).
     let all = json!({"Name": "", "Template": {"Type": "name_prefix_match"},
                      "Service": {"Service": "${name.full}", "Failover": {"NearestN": 1}}});
     let (status, body) = call(s1, "POST", "/v1/query", Some(all)).await;
     assert_eq!(status, 200, "{body}");
-    let s2 = fed.dc("dc2").node("s1");
     let db = json!({"Node": "d2", "Address": "127.0.2.51",
                     "Service": {"ID": "db", "Service": "db", "Port": 5432}});
     let (status, _) = call(s2, "PUT", "/v1/catalog/register", Some(db)).await;
