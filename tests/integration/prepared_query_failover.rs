@@ -142,3 +142,37 @@ async fn a_query_fails_over_to_dc2_when_dc1_has_no_healthy_instance_and_back() {
         "{body}"
     );
 }
+
+#[tokio::test]
+async fn a_dead_datacenter_first_in_the_list_is_counted_and_the_next_one_answers() {
+    let fed = trellis()
+        .federation(&["dc1", "dc2", "dc3"], 1)
+        .start()
+        .await;
+    let s1 = fed.dc("dc1").node("s1");
+    web(s1, "w1", "127.0.1.50", "critical").await;
+    web(fed.dc("dc3").node("s1"), "w3", "127.0.3.50", "passing").await;
+    // dc2 comes first in the list, and dies.
+    let query = json!({"Name": "web",
+                       "Service": {"Service": "web", "OnlyPassing": true,
+                                   "Failover": {"Datacenters": ["dc2", "dc3"]}}});
+    let (status, body) = call(s1, "POST", "/v1/query", Some(query)).await;
+    assert_eq!(status, 200, "{body}");
+    fed.dc("dc2").node("s1").kill();
+    let start = Instant::now();
+    let (status, body) = call(s1, "GET", "/v1/query/web/execute", None).await;
+    let took = start.elapsed();
+    assert_eq!(status, 200, "{body}");
+    // dc2 failed (asked first, counted), dc3 answered.
+    assert_eq!(body["Datacenter"], "dc3", "{body}");
+    assert_eq!(body["Failovers"], 2, "{body}");
+    assert_eq!(body["Nodes"][0]["Node"]["Node"], "w3", "{body}");
+    // dc1's own answers do not wait on any of it.
+    let local = Instant::now();
+    let (status, _) = call(s1, "GET", "/v1/health/service/web", None).await;
+    assert_eq!(status, 200);
+    eprintln!(
+        "with dc2 dead: failover to dc3 in {took:?}; a local read in {:?}",
+        local.elapsed()
+    );
+}
