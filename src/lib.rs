@@ -110,6 +110,7 @@ pub mod http;
 pub mod initial_management;
 pub mod local;
 pub mod per_client;
+pub mod prepared_query;
 pub mod reconcile;
 pub mod remote;
 pub mod rpc;

@@ -145,6 +145,14 @@ fuzz_target!(|data: &[u8]| {
                     transport,
                 );
             }
+            Reply::PreparedQuery { request, .. } => {
+                // What the server answers for a query that does not exist.
+                let none = Err(trellis::prepared_query::ExecuteError::NotFound);
+                check(
+                    &f.responder.prepared_query(&f.view, &request, none, transport),
+                    transport,
+                );
+            }
             Reply::Drop => {}
         }
     }

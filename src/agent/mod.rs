@@ -19,6 +19,7 @@ mod distances;
 mod fd_limit;
 mod listeners;
 pub(crate) mod pool;
+mod prepared_query;
 mod register;
 mod server;
 mod settings;
@@ -481,9 +482,22 @@ impl Agent {
             }
         });
 
+        // Prepared queries fail over to other datacenters through the same
+        // cross-datacenter calls as `?dc=` (`prepared_query.rs`).
+        let prepared_queries = crate::prepared_query::Executor::new(
+            replica.clone(),
+            node.datacenter.clone(),
+            local.identity().node_name.clone(),
+            Arc::new(prepared_query::Wan::new(
+                far.remote.clone(),
+                delegate.clone(),
+                node.datacenter.clone(),
+            )),
+        )
+        .with_near_sort(prepared_query::near_sort(gossip.clone()));
         // Other datacenters' DNS queries are answered as ours are.
         let answerer = far.answerer(&dns, &replica)?;
-        let (dns_replica, dc, token) = (replica.clone(), node.datacenter.clone(), serving.clone());
+        let (dns_queries, token) = (prepared_queries.clone(), serving.clone());
         let remote_dns = far.remote.clone();
         tasks.spawn(async move {
             crate::dns::serve(
@@ -491,8 +505,7 @@ impl Agent {
                 dns_tcp,
                 dns,
                 &limits,
-                dc,
-                dns_replica,
+                dns_queries,
                 remote_dns,
                 token,
             )
@@ -500,6 +513,7 @@ impl Agent {
             .map_err(|e| format!("DNS: {e}"))
         });
         let state = crate::http::ApiState {
+            prepared_queries: prepared_queries.clone(),
             replica: replica.clone(),
             delegate: delegate.clone(),
             local: local.clone(),

@@ -17,6 +17,7 @@ use serde::{Deserialize, Serialize};
 
 use super::acl_types::{AclError, AclOp};
 use super::kv_types::{KvOp, SessionOp, TxnError, TxnOp, TxnResult};
+use super::prepared_query::{PreparedQueryError, PreparedQueryOp};
 use super::types::{Deregistration, Index, Registration};
 
 /// A change to the replicated state, by domain. New variants go at the end:
@@ -38,6 +39,8 @@ pub enum Command {
     },
     /// ACL tokens and policies (since format 4).
     Acl(AclOp),
+    /// Prepared queries (since format 5).
+    PreparedQuery(PreparedQueryOp),
 }
 
 /// A change to nodes, services and checks.
@@ -86,6 +89,10 @@ impl Command {
             // already gone is refused, never harmful. A bootstrap is not: a
             // resend after it succeeded is refused, losing the secret.
             Self::Acl(op) => !matches!(op, AclOp::Bootstrap(_)),
+            // An update restates the whole query; a create resent after it
+            // succeeded is refused (its ID is taken), never doubled; a
+            // delete of one already gone is refused.
+            Self::PreparedQuery(_) => true,
             Self::Session(SessionOp::Create(_)) | Self::Txn(_) => false,
         }
     }
@@ -144,6 +151,9 @@ pub enum CatalogError {
     /// An ACL write was refused.
     #[error(transparent)]
     Acl(#[from] AclError),
+    /// A prepared query write was refused.
+    #[error(transparent)]
+    PreparedQuery(#[from] PreparedQueryError),
 }
 
 /// Why a KV operation was refused, in Consul's words (a transaction's

@@ -9,7 +9,8 @@
 //! in `tests/state.rs` fails on any change). Format 3 added KV and sessions
 //! after the catalog's fields; [`StateSnapshotV2`] reads format 2's body.
 //! Format 4 added the ACL table after those; [`StateSnapshotV3`] reads
-//! format 3's.
+//! format 3's. Format 5 added the prepared queries after the ACL fields;
+//! [`StateSnapshotV4`] reads format 4's.
 
 use std::collections::BTreeMap;
 
@@ -17,8 +18,11 @@ use serde::{Deserialize, Serialize};
 
 use super::acl_types::{AclPolicy, AclToken};
 use super::kv_types::{KvEntry, Session, Time, Tombstone};
+use super::prepared_query::PreparedQuery;
 use super::state::State;
-use super::tables::{Acl, AclRows, Checks, Kv, KvRows, Nodes, RowKey, Services, Sessions, Tables};
+use super::tables::{
+    Acl, AclRows, Checks, Kv, KvRows, Nodes, PreparedQueries, RowKey, Services, Sessions, Tables,
+};
 use super::types::{Check, Index, Node, Service};
 
 /// Every table's rows and indexes, and the last applied index.
@@ -62,6 +66,63 @@ pub struct StateSnapshot {
     acl_index: Index,
     /// Index bootstrapping ended at; 0 while it is allowed.
     acl_bootstrapped: Index,
+    /// Prepared queries by ID (since format 5).
+    prepared_queries: BTreeMap<String, PreparedQuery>,
+    /// Index of the last change to a prepared query.
+    prepared_queries_index: Index,
+}
+
+/// The snapshot as format version 4 wrote it: everything before the
+/// prepared queries. Its fields are the first fields of [`StateSnapshot`],
+/// in order.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct StateSnapshotV4 {
+    nodes: BTreeMap<String, Node>,
+    services: BTreeMap<RowKey, Service>,
+    checks: BTreeMap<RowKey, Check>,
+    nodes_index: Index,
+    services_index: Index,
+    checks_index: Index,
+    service_indexes: BTreeMap<String, Index>,
+    last_index: Index,
+    kv: BTreeMap<String, KvEntry>,
+    kv_tombstones: BTreeMap<String, Tombstone>,
+    kv_delays: BTreeMap<String, Time>,
+    kv_index: Index,
+    kv_reaped: Index,
+    sessions: BTreeMap<String, Session>,
+    sessions_index: Index,
+    acl_tokens: BTreeMap<String, AclToken>,
+    acl_policies: BTreeMap<String, AclPolicy>,
+    acl_index: Index,
+    acl_bootstrapped: Index,
+}
+
+impl From<StateSnapshotV4> for StateSnapshot {
+    fn from(v4: StateSnapshotV4) -> Self {
+        Self {
+            nodes: v4.nodes,
+            services: v4.services,
+            checks: v4.checks,
+            nodes_index: v4.nodes_index,
+            services_index: v4.services_index,
+            checks_index: v4.checks_index,
+            service_indexes: v4.service_indexes,
+            last_index: v4.last_index,
+            kv: v4.kv,
+            kv_tombstones: v4.kv_tombstones,
+            kv_delays: v4.kv_delays,
+            kv_index: v4.kv_index,
+            kv_reaped: v4.kv_reaped,
+            sessions: v4.sessions,
+            sessions_index: v4.sessions_index,
+            acl_tokens: v4.acl_tokens,
+            acl_policies: v4.acl_policies,
+            acl_index: v4.acl_index,
+            acl_bootstrapped: v4.acl_bootstrapped,
+            ..Self::default()
+        }
+    }
 }
 
 /// The snapshot as format version 3 wrote it: everything before the ACL
@@ -157,6 +218,9 @@ impl StateSnapshot {
         for token in self.acl_tokens.values_mut() {
             token.secret_id.clear();
         }
+        for query in self.prepared_queries.values_mut() {
+            query.token.clear();
+        }
     }
 }
 
@@ -172,6 +236,7 @@ impl State {
             kv,
             sessions,
             acl,
+            prepared_queries,
         } = &self.tables;
         let kv = kv.to_rows();
         let acl = acl.to_rows();
@@ -195,6 +260,8 @@ impl State {
             acl_policies: acl.policies,
             acl_index: acl.index,
             acl_bootstrapped: acl.bootstrapped,
+            prepared_queries: prepared_queries.rows().clone(),
+            prepared_queries_index: prepared_queries.index(),
         }
     }
 
@@ -219,6 +286,10 @@ impl State {
                     index: s.acl_index,
                     bootstrapped: s.acl_bootstrapped,
                 }),
+                prepared_queries: PreparedQueries::from_rows(
+                    s.prepared_queries,
+                    s.prepared_queries_index,
+                ),
             },
             last_index: s.last_index,
         }

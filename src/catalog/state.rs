@@ -52,6 +52,8 @@ impl State {
                 }
                 Err(e) => refused(e),
             },
+            Command::PreparedQuery(op) => rules::apply_prepared_query(tables, index, op)
+                .map_or_else(|e| refused(e.into()), |()| Outcome::Applied(index)),
             Command::ReapTombstones { deleted_before } => {
                 tables.kv.reap(*deleted_before, time);
                 Outcome::Applied(index)

@@ -259,9 +259,9 @@ impl RaftLogStorage<TypeConfig> for LogStore {
 /// Re-encodes a log entry of a data dir in format `from` into the current
 /// format, for [`format::upgrade`].
 pub(crate) fn upgrade_entry(from: Version, bytes: &[u8]) -> Result<Vec<u8>, StoreError> {
-    if from == 2 || from == 3 {
-        // Format 2's batches decode as the current ones with time 0, format
-        // 3's as they were (format 4 only appended commands).
+    if (2..=4).contains(&from) {
+        // Format 2's batches decode as the current ones with time 0, formats
+        // 3 and 4's as they were (formats 4 and 5 only appended commands).
         return store::encode(&store::decode::<Entry>(bytes)?);
     }
     if from != format::UNVERSIONED {

@@ -43,9 +43,9 @@ struct StoredSnapshot {
 /// Re-encodes the `snapshot` value of a data dir in format `from` into the
 /// current format, for [`format::upgrade`].
 pub(crate) fn upgrade_snapshot(from: Version, bytes: &[u8]) -> Result<Vec<u8>, StoreError> {
-    if from == 2 || from == 3 {
-        // Formats 3 and 4 kept the stored snapshot's shape and added tables
-        // to the body, which carries its own version.
+    if (2..=4).contains(&from) {
+        // Formats 3, 4 and 5 kept the stored snapshot's shape and added
+        // tables to the body, which carries its own version.
         let mut stored: StoredSnapshot = store::decode(bytes)?;
         stored.data = encode_catalog(&decode_catalog(&stored.data)?)?;
         return store::encode(&stored);
@@ -414,9 +414,15 @@ mod tests {
         assert_golden(
             "a snapshot body",
             &body,
-            "0401026e31026e31000831302e302e302e31036463310001047261636b027231010101026e31057765622d31057765622d31037765620102763100000050010100010101026e3105616c697665026e3105616c69766505616c6976650000000000000001010101020103776562020401016b016b0176000103732d31010404000004000103732d3103732d3100026e310105616c69766500000003313073904e0188a40103030300000000",
+            "0501026e31026e31000831302e302e302e31036463310001047261636b027231010101026e31057765622d31057765622d31037765620102763100000050010100010101026e3105616c697665026e3105616c69766505616c6976650000000000000001010101020103776562020401016b016b0176000103732d31010404000004000103732d3103732d3100026e310105616c69766500000003313073904e0188a401030303000000000000",
         );
         assert_eq!(decode_catalog(&body).expect("decode"), catalog);
+        // The same catalog as format 4 wrote it, before the prepared queries.
+        assert_eq!(
+            decode_catalog(&unhex("0401026e31026e31000831302e302e302e31036463310001047261636b027231010101026e31057765622d31057765622d31037765620102763100000050010100010101026e3105616c697665026e3105616c69766505616c6976650000000000000001010101020103776562020401016b016b0176000103732d31010404000004000103732d3103732d3100026e310105616c69766500000003313073904e0188a40103030300000000"))
+                .expect("decode format 4"),
+            catalog
+        );
         // The same catalog as format 3 wrote it, before the ACL table.
         let v3 = "0301026e31026e31000831302e302e302e31036463310001047261636b027231010101026e31057765622d31057765622d31037765620102763100000050010100010101026e3105616c697665026e3105616c69766505616c6976650000000000000001010101020103776562020401016b016b0176000103732d31010404000004000103732d3103732d3100026e310105616c69766500000003313073904e0188a401030303";
         let v3: Vec<u8> = (0..v3.len())
@@ -460,13 +466,13 @@ mod tests {
     }
 
     #[test]
-    fn a_stored_snapshot_encodes_as_format_4() {
+    fn a_stored_snapshot_encodes_as_format_5() {
         let stored = stored_snapshot(vec![CURRENT_BYTE, 0xaa]);
         let bytes = store::encode(&stored).expect("encode");
         assert_golden(
             "the snapshot META value",
             &bytes,
-            "01030709010307010101070107027331007f000001ec4003732d390204aa",
+            "01030709010307010101070107027331007f000001ec4003732d390205aa",
         );
     }
 

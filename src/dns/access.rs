@@ -74,6 +74,21 @@ impl DnsToken {
     }
 
     /// The token resolved in `tokens` (the replica's, `None` if it has not
+    /// resolved any): [`Self::resolve`], shared, for what outlives the
+    /// lookup (a prepared query's execution); `None` when unknown.
+    pub(crate) fn resolve_shared(
+        &self,
+        tokens: Option<&Tokens>,
+    ) -> Option<std::sync::Arc<Authorizer>> {
+        let tokens = tokens?;
+        let resolved = match &self.hash {
+            None => Some(tokens.anonymous()),
+            Some(hash) => tokens.by_hash(hash),
+        };
+        resolved.map(|r| r.authorizer.clone())
+    }
+
+    /// The token resolved in `tokens` (the replica's, `None` if it has not
     /// resolved any, which with ACLs on is never the case once the agent
     /// serves: then it is unknown, so nothing is answered by mistake).
     pub(crate) fn resolve<'a>(&self, tokens: Option<&'a Tokens>) -> Caller<'a> {

@@ -62,6 +62,10 @@ pub(crate) enum Found {
     Answer(Answer),
     /// A service, node or address name of another datacenter (`dc` as asked).
     OtherDatacenter(String),
+    /// A prepared query of ours, by the ID or name asked: executing it may
+    /// fail over, which waits on the network, so the server runs it off
+    /// the DNS worker threads.
+    PreparedQuery(String),
 }
 
 /// Answers for our domain, from settings fixed at start-up.
@@ -164,6 +168,7 @@ impl Authority {
                 );
                 self.positive_or_nodata(view, records)
             }
+            NameForm::Query { name, .. } => return Some(Found::PreparedQuery(name.to_string())),
             NameForm::Unknown => self.nxdomain(view),
         };
         Some(Found::Answer(answer))
@@ -417,6 +422,63 @@ impl Authority {
             push_meta(&mut answers, qname, node, ttl);
         }
         self.positive_or_nodata(view, answers)
+    }
+
+    /// The answer for a prepared query's `result` (NXDOMAIN when it has no
+    /// instance): addresses, or SRV records whose targets name the nodes in
+    /// the datacenter that answered, their addresses in the additional
+    /// section. The TTL is the query's `DNS.TTL`, else the service's.
+    pub(crate) fn prepared_query(
+        &self,
+        view: &View,
+        qname: &Name,
+        qtype: RecordType,
+        result: &crate::prepared_query::QueryResult,
+    ) -> Answer {
+        if result.nodes.is_empty() {
+            return self.nxdomain(view);
+        }
+        let ttl = crate::definition::parse_duration(&result.dns_ttl)
+            .ok()
+            .filter(|_| !result.dns_ttl.is_empty())
+            .map_or_else(
+                || config::service_ttl_secs(&self.settings, &result.service),
+                |d| u32::try_from(d.as_secs()).unwrap_or(u32::MAX),
+            );
+        let mut answers = Vec::new();
+        let mut additionals = Vec::new();
+        let mut seen = HashSet::new();
+        for e in &result.nodes {
+            let address = if e.service.address.is_empty() {
+                &e.node.address
+            } else {
+                &e.service.address
+            };
+            let ip = address.parse::<IpAddr>().ok();
+            if qtype != RecordType::SRV {
+                if seen.insert(address.clone()) {
+                    push_address(&mut answers, qname, ip, address, qtype, ttl);
+                }
+                continue;
+            }
+            let Some(target) = Name::from_ascii(&e.node.name)
+                .and_then(|n| n.append_label("node"))
+                .and_then(|n| n.append_label(result.datacenter.to_ascii_lowercase().as_str()))
+                .and_then(|n| n.append_domain(&self.domain))
+                .ok()
+            else {
+                continue;
+            };
+            let weight = u16::try_from(e.service.weights.passing).unwrap_or(u16::MAX);
+            let srv = SRV::new(1, weight, e.service.port, target.clone());
+            answers.push(Record::from_rdata(qname.clone(), ttl, RData::SRV(srv)));
+            if seen.insert(target.to_string()) {
+                push_address(&mut additionals, &target, ip, address, RecordType::ANY, ttl);
+            }
+        }
+        let mut answer = self.positive_or_nodata(view, answers);
+        answer.additionals = additionals;
+        answer
     }
 
     /// `<node>.node.<dc>.<domain>`; `None` for a node name that is not a

@@ -9,6 +9,8 @@
 //! | `_svc._tag.service[.dc]` | RFC 2782 form; `_tcp`/`_udp` mean "no tag" |
 //! | `node.node[.dc]` | a node |
 //! | `hex.addr[.dc]` | an IP spelled as 8 or 32 hex digits |
+//! | `name.query[.dc]` | a prepared query, by ID or name |
+//! | `_name._tcp.query[.dc]` | the same (the last label is ignored) |
 //!
 //! The keyword nearest the domain wins, as Consul reads names right to left,
 //! so `web.service.node.consul` is the node `web.service`. Reverse names
@@ -49,6 +51,13 @@ pub(crate) enum NameForm<'a> {
         /// Datacenter label, if any.
         dc: Option<&'a str>,
     },
+    /// A prepared query.
+    Query {
+        /// The query's ID or name as asked (any case).
+        name: &'a str,
+        /// Datacenter label, if any.
+        dc: Option<&'a str>,
+    },
     /// Below the domain but not a name we can ever answer: NXDOMAIN.
     Unknown,
 }
@@ -57,7 +66,10 @@ impl NameForm<'_> {
     /// The datacenter label the name carries, if any.
     pub(crate) fn datacenter(&self) -> Option<&str> {
         match self {
-            Self::Service { dc, .. } | Self::Node { dc, .. } | Self::Addr { dc, .. } => *dc,
+            Self::Service { dc, .. }
+            | Self::Node { dc, .. }
+            | Self::Addr { dc, .. }
+            | Self::Query { dc, .. } => *dc,
             Self::Apex | Self::Unknown => None,
         }
     }
@@ -101,6 +113,8 @@ pub(crate) fn classify<'a>(labels: &[&'a str]) -> NameForm<'a> {
     }
     if kind.eq_ignore_ascii_case("service") {
         service(before, dc)
+    } else if kind.eq_ignore_ascii_case("query") {
+        query(before, dc)
     } else if kind.eq_ignore_ascii_case("node") {
         NameForm::Node {
             name: join(before),
@@ -115,7 +129,7 @@ pub(crate) fn classify<'a>(labels: &[&'a str]) -> NameForm<'a> {
 }
 
 fn is_keyword(label: &str) -> bool {
-    ["service", "node", "addr"]
+    ["service", "node", "addr", "query"]
         .iter()
         .any(|k| label.eq_ignore_ascii_case(k))
 }
@@ -140,6 +154,21 @@ fn service<'a>(before: &[&'a str], dc: Option<&'a str>) -> NameForm<'a> {
         tags => Some(join(tags)),
     };
     NameForm::Service { name, tag, dc }
+}
+
+/// `name.query` or `_name._tcp.query` (Consul ignores the last label when
+/// the first and last start with `_`); anything else is unknown.
+fn query<'a>(before: &[&'a str], dc: Option<&'a str>) -> NameForm<'a> {
+    match before {
+        [name] => NameForm::Query { name, dc },
+        [first, last] if first.starts_with('_') && last.starts_with('_') && first.len() > 1 => {
+            NameForm::Query {
+                name: &first[1..],
+                dc,
+            }
+        }
+        _ => NameForm::Unknown,
+    }
 }
 
 fn join<'a>(labels: &[&'a str]) -> Cow<'a, str> {
@@ -347,6 +376,16 @@ mod tests {
     }
 
     #[test]
+    fn query_forms() {
+        let q = |name, dc| Some(NameForm::Query { name, dc });
+        assert_eq!(form("web.query.consul."), q("web", None));
+        assert_eq!(form("Web.QUERY.dc2.consul."), q("Web", Some("dc2")));
+        assert_eq!(form("_web._tcp.query.consul."), q("web", None));
+        assert_eq!(form("a.b.query.consul."), Some(NameForm::Unknown));
+        assert_eq!(form("_._tcp.query.consul."), Some(NameForm::Unknown));
+    }
+
+    #[test]
     fn unknown_forms() {
         assert_eq!(form("service.consul."), Some(NameForm::Unknown));
         assert_eq!(form("node.dc1.consul."), Some(NameForm::Unknown));
@@ -355,7 +394,8 @@ mod tests {
             form("web.service.dc1.extra.consul."),
             Some(NameForm::Unknown)
         );
-        assert_eq!(form("x.query.consul."), Some(NameForm::Unknown));
+        assert_eq!(form("x.y.query.consul."), Some(NameForm::Unknown));
+        assert_eq!(form("query.consul."), Some(NameForm::Unknown));
     }
 
     #[test]

@@ -71,6 +71,15 @@ pub enum Reply {
     },
     /// Send nothing: the bytes are not a DNS query we can answer.
     Drop,
+    /// A prepared query of ours (`name.query.<domain>`): the server
+    /// executes it off the worker threads (it may fail over to other
+    /// datacenters) and answers with [`Responder::prepared_query`].
+    PreparedQuery {
+        /// The query's ID or name as asked.
+        name: String,
+        /// The parsed request.
+        request: Message,
+    },
 }
 
 /// What [`Responder::lookup`] found among our own names.
@@ -80,6 +89,8 @@ enum Own {
     Answer(Answer, bool),
     /// A name of another datacenter.
     OtherDatacenter(String),
+    /// A prepared query of ours, by the ID or name asked.
+    PreparedQuery(String),
 }
 
 /// Everything needed to answer, fixed at start-up: settings and zones.
@@ -209,6 +220,7 @@ impl Responder {
                 Reply::Respond(self.finish(&request, answer, true, catalog, transport))
             }
             Some(Own::OtherDatacenter(dc)) => Reply::OtherDatacenter { dc, request },
+            Some(Own::PreparedQuery(name)) => Reply::PreparedQuery { name, request },
             None if self.has_recursors => Reply::Forward(request),
             None if parse_reverse(&query.name).is_some() => {
                 // Consul answers unknown reverse names itself when it cannot recurse.
@@ -226,6 +238,7 @@ impl Responder {
         match self.authority.lookup(view, caller, qname, qtype) {
             Some(Found::Answer(answer)) => return Some(Own::Answer(answer, true)),
             Some(Found::OtherDatacenter(dc)) => return Some(Own::OtherDatacenter(dc)),
+            Some(Found::PreparedQuery(name)) => return Some(Own::PreparedQuery(name)),
             None => {}
         }
         if let Some(ip) = parse_reverse(qname)
@@ -249,6 +262,31 @@ impl Responder {
             true,
             transport,
         )
+    }
+
+    /// The answer to a prepared query's name from what executing it gave:
+    /// its instances; NXDOMAIN for a query that does not exist or found
+    /// none; SERVFAIL when it could not be run.
+    pub fn prepared_query(
+        &self,
+        view: &View,
+        request: &Message,
+        executed: Result<crate::prepared_query::QueryResult, crate::prepared_query::ExecuteError>,
+        transport: Transport,
+    ) -> Message {
+        let answer = match executed {
+            Ok(result) => {
+                let query = &request.queries[0];
+                self.authority
+                    .prepared_query(view, &query.name, query.query_type, &result)
+            }
+            Err(crate::prepared_query::ExecuteError::NotFound) => self.authority.nxdomain(view),
+            Err(e) => {
+                tracing::debug!(error = %e, "prepared query failed");
+                return self.error(request, ResponseCode::ServFail, transport);
+            }
+        };
+        self.finish(request, answer, true, true, transport)
     }
 
     /// SERVFAIL for `request`: another datacenter's servers, known but

@@ -49,7 +49,10 @@ impl TestServer {
         let responder = Responder::new(&cfg, DATACENTER).unwrap();
         let token = shutdown.clone();
         let task = tokio::spawn(async move {
-            serve_limited(udp, tcp, responder, &cfg, limits, replica, None, token).await
+            serve_limited(
+                udp, tcp, responder, &cfg, limits, replica, None, None, token,
+            )
+            .await
         });
         Self {
             udp: udp_addr,
@@ -613,8 +616,12 @@ async fn a_bad_zone_file_stops_start_up() {
         tcp,
         cfg,
         &crate::config::LimitsSettings::default(),
-        DATACENTER.into(),
-        Arc::new(Replica::new()),
+        crate::prepared_query::Executor::new(
+            Arc::new(Replica::new()),
+            DATACENTER.into(),
+            "n1".into(),
+            Arc::new(crate::prepared_query::NoFederation),
+        ),
         crate::remote::Remote::alone(DATACENTER),
         CancellationToken::new(),
     )

@@ -30,6 +30,7 @@ mod kv;
 mod listen;
 mod members;
 mod operator;
+mod prepared_query;
 pub mod query;
 mod route;
 mod session;
@@ -86,6 +87,8 @@ pub struct ApiState {
     pub kv: crate::config::KvSettings,
     /// ACLs: whether they are on, the token for requests without one.
     pub acl: crate::config::AclSettings,
+    /// Runs prepared queries (and fails them over to other datacenters).
+    pub prepared_queries: crate::prepared_query::Executor,
     /// The way to other datacenters, for requests whose `?dc=` names one.
     pub remote: Arc<crate::remote::Remote>,
 }
@@ -209,6 +212,22 @@ fn build(state: Ctx, admission: Admission) -> Router {
                 .delete(acl::policy_delete),
         )
         .route("/v1/acl/policies", get(acl::policy_list))
+        .route(
+            "/v1/query",
+            get(prepared_query::list).post(prepared_query::create),
+        )
+        .route(
+            "/v1/query/{id}",
+            get(prepared_query::read)
+                .put(prepared_query::update)
+                .delete(prepared_query::delete),
+        )
+        .route("/v1/query/{id}/execute", get(prepared_query::execute))
+        .route("/v1/query/{id}/explain", get(prepared_query::explain))
+        .route(
+            "/v1/internal/query/execute",
+            axum::routing::post(prepared_query::execute_rendered),
+        )
         .route("/v1/coordinate/datacenters", get(coordinate::datacenters))
         .route("/v1/coordinate/nodes", get(coordinate::nodes))
         .route("/v1/coordinate/node/{node}", get(coordinate::node))

@@ -190,6 +190,27 @@ impl Route {
         &self.caller.authorizer
     }
 
+    /// What the request's token may do, shared: what a prepared query
+    /// without a token of its own executes with.
+    pub(super) fn authorizer(&self) -> Arc<Authorizer> {
+        self.caller.authorizer.clone()
+    }
+
+    /// The prepared query executor of the request's datacenter.
+    pub(super) fn prepared_queries(&self) -> Result<&crate::prepared_query::Executor, ApiError> {
+        Ok(&self.reach(&self.datacenter)?.prepared_queries)
+    }
+
+    /// `X-Consul-Index` (`index`), `X-Consul-KnownLeader` and
+    /// `X-Consul-LastContact` on an answer made outside [`Self::read`].
+    pub(super) fn index_headers(&self, headers: &mut HeaderMap, index: Index) {
+        headers.insert(
+            HeaderName::from_static("x-consul-index"),
+            HeaderValue::from(index.max(1)),
+        );
+        meta_headers(&self.ctx.api.delegate, headers);
+    }
+
     /// The request's token's AccessorID (empty with ACLs off).
     pub(super) fn accessor_id(&self) -> &str {
         &self.caller.accessor_id

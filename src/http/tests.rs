@@ -78,6 +78,12 @@ impl TestApi {
             });
         }
         let state = ApiState {
+            prepared_queries: crate::prepared_query::Executor::new(
+                replica.clone(),
+                "dc1".into(),
+                "node1".into(),
+                Arc::new(crate::prepared_query::NoFederation),
+            ),
             shutdown: CancellationToken::new(),
             gossip: crate::gossip::Gossip::alone("n1").await,
             wan: None,

@@ -183,6 +183,7 @@ pub enum CatchUp {
 fn without_secrets(mut entries: Vec<Applied>) -> Vec<Applied> {
     let redacted = |cmd: &Command| match cmd {
         Command::Acl(op) => op.redacted().map(Command::Acl),
+        Command::PreparedQuery(op) => op.redacted().map(Command::PreparedQuery),
         _ => None,
     };
     for entry in &mut entries {

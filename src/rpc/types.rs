@@ -49,9 +49,9 @@ impl Batch {
             CURRENT => postcard::from_bytes(body)
                 .map(|(time, commands)| Self { time, commands })
                 .map_err(commands),
-            // Format 3's batches are format 4's: the ACL command came after
-            // its variants.
-            3 => postcard::from_bytes(body)
+            // Formats 3 and 4's batches are format 5's: the ACL and the
+            // prepared query commands came after their variants.
+            3 | 4 => postcard::from_bytes(body)
                 .map(|(time, commands)| Self { time, commands })
                 .map_err(commands),
             // Format 2 commands are a prefix of format 3's variants.
@@ -434,6 +434,15 @@ mod tests {
     }
 
     #[test]
+    fn the_prepared_query_commands_encode_as_format_5() {
+        use crate::catalog::PreparedQueryOp;
+        // The records are covered by the snapshot's golden bytes; this
+        // pins the variant's position after format 4's commands.
+        let cmd = Command::PreparedQuery(PreparedQueryOp::Delete("q".into()));
+        assert_golden(&format!("{cmd:?}"), &encode(&cmd), "06020171");
+    }
+
+    #[test]
     fn the_acl_commands_encode_as_format_4() {
         use crate::catalog::AclOp;
         // The records are covered by the snapshot's golden bytes; this
@@ -467,7 +476,7 @@ mod tests {
         assert_golden(
             "Batch",
             &bytes,
-            "04a40180d8a28ea434020000026e310469642d310831302e302e302e310364633101036c616e0831302e302e302e3101047261636b0272310001057765622d310377656202027631077072696d6172790831302e302e302e3201036c616e0831302e302e302e3250010776657273696f6e03312e32903f0105010101097765622d616c69766505616c69766501016e016f057765622d310374746c0001026e31057765622d3100",
+            "05a40180d8a28ea434020000026e310469642d310831302e302e302e310364633101036c616e0831302e302e302e3101047261636b0272310001057765622d310377656202027631077072696d6172790831302e302e302e3201036c616e0831302e302e302e3250010776657273696f6e03312e32903f0105010101097765622d616c69766505616c69766501016e016f057765622d310374746c0001026e31057765622d3100",
         );
         // The version first, then `(time, commands)` as a byte string.
         let body = encode(&(TIME, vec![register(), deregister()]));
@@ -501,7 +510,7 @@ mod tests {
     }
 
     #[test]
-    fn log_entries_encode_as_format_4() {
+    fn log_entries_encode_as_format_5() {
         let normal = Entry {
             log_id: log_id(10),
             payload: EntryPayload::Normal(Batch::from(vec![deregister()]).at(TIME)),
@@ -509,7 +518,7 @@ mod tests {
         assert_golden(
             "a normal entry",
             &encode(&normal),
-            "03070a01041380d8a28ea434010001026e31057765622d3100",
+            "03070a01051380d8a28ea434010001026e31057765622d3100",
         );
         let with_kv = Entry {
             log_id: log_id(13),
@@ -518,7 +527,7 @@ mod tests {
         assert_golden(
             "an entry of KV and session commands",
             &encode(&with_kv),
-            "03070d0104a00180d8a28ea4340701020a7376632f6c6561646572026d652a0703732d31020003732d31046c6f636b026e31010a736572664865616c746801097765622d616c6976650764656661756c7480acc7f0370103313073904e01a0f4a38ea4340304020103732d31020203732d3102030203732d3103732d32030200020a7376632f6c6561646572026d652a0703732d31000b047376632f000000000480d8a28ea434",
+            "03070d0105a00180d8a28ea4340701020a7376632f6c6561646572026d652a0703732d31020003732d31046c6f636b026e31010a736572664865616c746801097765622d616c6976650764656661756c7480acc7f0370103313073904e01a0f4a38ea4340304020103732d31020203732d3102030203732d3103732d32030200020a7376632f6c6561646572026d652a0703732d31000b047376632f000000000480d8a28ea434",
         );
         let blank = Entry {
             log_id: log_id(11),

@@ -49,7 +49,10 @@ pub type Version = u32;
 /// - 4: ACL tokens and policies. `Command::Acl` after format 3's variants
 ///   (format 3's batches read unchanged); the snapshot gains the ACL table
 ///   after the session fields.
-pub const CURRENT: Version = 4;
+/// - 5: prepared queries. `Command::PreparedQuery` after format 4's
+///   variants (format 4's batches read unchanged); the snapshot gains the
+///   prepared queries after the ACL fields.
+pub const CURRENT: Version = 5;
 
 /// The version of a data dir that has content but no `format` key: it was
 /// written before formats were versioned.
@@ -270,7 +273,7 @@ mod tests {
     fn a_new_data_dir_is_stamped_with_the_current_version() {
         let dir = tempfile::tempdir().expect("tempdir");
         let stamped = meta_value(dir.path(), keys::FORMAT).expect("format key");
-        assert_golden("the format value", &stamped, "04");
+        assert_golden("the format value", &stamped, "05");
     }
 
     #[test]
@@ -310,14 +313,14 @@ mod tests {
     /// beside its type in consensus): openraft's vote and log id, our Raft
     /// id, unchanged since format 1; the format itself.
     #[test]
-    fn meta_values_encode_as_format_4() {
+    fn meta_values_encode_as_format_5() {
         let leader = openraft::CommittedLeaderId::new(3, 7);
         let vote = openraft::Vote::<u64>::new_committed(3, 7);
         assert_golden("the vote", &encode(&vote).expect("encode"), "030701");
         let log_id = openraft::LogId::<u64>::new(leader, 10);
         assert_golden("a log id", &encode(&log_id).expect("encode"), "03070a");
         assert_golden("a node id", &encode(&7u64).expect("encode"), "07");
-        assert_golden("the format", &encode(&CURRENT).expect("encode"), "04");
+        assert_golden("the format", &encode(&CURRENT).expect("encode"), "05");
     }
 
     #[test]

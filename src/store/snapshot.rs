@@ -6,7 +6,7 @@
 
 use super::format::{self, FormatError};
 use super::{StoreError, decode};
-use crate::catalog::{StateSnapshot, StateSnapshotV2, StateSnapshotV3};
+use crate::catalog::{StateSnapshot, StateSnapshotV2, StateSnapshotV3, StateSnapshotV4};
 
 /// A snapshot body: the format version, then postcard of the state.
 pub fn encode_catalog(catalog: &StateSnapshot) -> Result<Vec<u8>, StoreError> {
@@ -18,6 +18,7 @@ pub fn encode_catalog(catalog: &StateSnapshot) -> Result<Vec<u8>, StoreError> {
 pub fn decode_catalog(body: &[u8]) -> Result<StateSnapshot, StoreError> {
     match format::split(body)? {
         (format::CURRENT, catalog) => decode(catalog),
+        (4, catalog) => Ok(decode::<StateSnapshotV4>(catalog)?.into()),
         (3, catalog) => Ok(decode::<StateSnapshotV3>(catalog)?.into()),
         (2, catalog) => Ok(decode::<StateSnapshotV2>(catalog)?.into()),
         (found, _) => Err(FormatError::unreadable("a snapshot", found).into()),

@@ -27,6 +27,8 @@ mod lifecycle;
 mod limits;
 mod membership;
 mod partition;
+mod prepared_query;
+mod prepared_query_failover;
 mod recovery;
 mod rpc_outsider;
 mod rpc_tls;

@@ -13,6 +13,9 @@
 //! - `datadir-v3`, format 3 (before ACLs): `fixture3`, agent service web-1,
 //!   KV keys with flags, a deleted key, a session holding `lock/leader`; a
 //!   snapshot and a log of 9 entries.
+//! - `datadir-v4`, format 4 (before prepared queries): `fixture4` with ACLs
+//!   on, a policy and a token reading `web`, agent service web-1, catalog
+//!   nodes far1..far3 with web instances (far3's critical), KV `config/v4`.
 
 use std::collections::BTreeSet;
 use std::net::IpAddr;
@@ -405,4 +408,159 @@ async fn a_format_3_data_dir_is_upgraded_keeps_its_kv_and_locks_and_takes_acls()
     agent.restart();
     assert_serves_the_v3_fixture(&agent).await;
     assert_upgraded_once(&agent);
+}
+
+/// The management token the v4 fixture was made with.
+const V4_ROOT: &str = "d6a2f7f0-0000-4000-8000-000000000004";
+/// The v4 fixture's token with the `web-read` policy.
+const V4_WEB_READER: &str = "54000000-0000-4000-8000-000000000001";
+
+/// A request with `token`; the status and the JSON body (`Null` if none).
+async fn call(
+    agent: &Agent,
+    method: reqwest::Method,
+    path: &str,
+    token: &str,
+    body: Option<Value>,
+) -> (reqwest::StatusCode, Value) {
+    let mut req = reqwest::Client::new()
+        .request(method, agent.url(path))
+        .header("X-Consul-Token", token);
+    if let Some(body) = body {
+        req = req.json(&body);
+    }
+    let resp = req.send().await.expect("request");
+    let status = resp.status();
+    let text = resp.text().await.expect("body");
+    (
+        status,
+        serde_json::from_str(&text).unwrap_or(Value::String(text)),
+    )
+}
+
+/// Waits until the agent serves the v4 fixture's catalog, ACLs and KV.
+async fn assert_serves_the_v4_fixture(agent: &Agent) {
+    let passing = wait_until_async("the v4 fixture's web", Duration::from_secs(30), || async {
+        let (status, body) = call(
+            agent,
+            reqwest::Method::GET,
+            "/v1/health/service/web?passing",
+            V4_ROOT,
+            None,
+        )
+        .await;
+        let mut ids: Vec<String> = body
+            .as_array()
+            .map(|a| {
+                a.iter()
+                    .filter_map(|e| e["Service"]["ID"].as_str().map(String::from))
+                    .collect()
+            })
+            .unwrap_or_default();
+        ids.sort();
+        if status.is_success() && ids.len() == 3 {
+            Ok(ids)
+        } else {
+            Err(format!("{status} {body}"))
+        }
+    })
+    .await;
+    assert_eq!(passing, ids(&["web-1", "web-far1", "web-far2"]));
+    // The token and its policy came through: it reads web, not the KV.
+    let (status, web) = call(
+        agent,
+        reqwest::Method::GET,
+        "/v1/catalog/service/web",
+        V4_WEB_READER,
+        None,
+    )
+    .await;
+    assert!(status.is_success(), "{status} {web}");
+    assert_eq!(web.as_array().map(Vec::len), Some(4), "{web}");
+    let (status, _) = call(
+        agent,
+        reqwest::Method::GET,
+        "/v1/kv/config/v4",
+        V4_WEB_READER,
+        None,
+    )
+    .await;
+    assert_eq!(status, reqwest::StatusCode::FORBIDDEN);
+    let (status, kv) = call(
+        agent,
+        reqwest::Method::GET,
+        "/v1/kv/config/v4",
+        V4_ROOT,
+        None,
+    )
+    .await;
+    assert!(status.is_success(), "{status} {kv}");
+    assert_eq!(kv[0]["Value"], "Zm91cg==", "{kv}");
+    let (status, _) = call(
+        agent,
+        reqwest::Method::GET,
+        "/v1/kv/config/gone",
+        V4_ROOT,
+        None,
+    )
+    .await;
+    assert_eq!(status, reqwest::StatusCode::NOT_FOUND);
+}
+
+#[tokio::test]
+async fn a_format_4_data_dir_is_upgraded_keeps_its_acls_and_takes_prepared_queries() {
+    let dir = copy_of_fixture("datadir-v4");
+    let etc = temp_dir();
+    let config = etc.path().join("acl.json");
+    let acl = json!({
+        "acl": {"enabled": true, "default_policy": "deny",
+                "tokens": {"initial_management": V4_ROOT}},
+    });
+    std::fs::write(&config, acl.to_string()).expect("write config");
+    let agent = trellis()
+        .server()
+        .node("fixture4")
+        .bootstrap_expect(1)
+        .data_dir(dir.path())
+        .config_file(&config)
+        .start();
+    assert_serves_the_v4_fixture(&agent).await;
+    assert_eq!(agent.log().matches(UPGRADED).count(), 1, "{}", agent.log());
+
+    // The new table takes writes: a prepared query over the fixture's web.
+    let query = json!({"Name": "web", "Service": {"Service": "web", "OnlyPassing": true}});
+    let (status, created) = call(
+        &agent,
+        reqwest::Method::POST,
+        "/v1/query",
+        V4_ROOT,
+        Some(query),
+    )
+    .await;
+    assert!(status.is_success(), "{status} {created}");
+    let (status, executed) = call(
+        &agent,
+        reqwest::Method::GET,
+        "/v1/query/web/execute",
+        V4_ROOT,
+        None,
+    )
+    .await;
+    assert!(status.is_success(), "{status} {executed}");
+    let mut ids: Vec<String> = executed["Nodes"]
+        .as_array()
+        .expect("nodes")
+        .iter()
+        .filter_map(|e| e["Service"]["ID"].as_str().map(String::from))
+        .collect();
+    ids.sort();
+    assert_eq!(ids, ["web-1", "web-far1", "web-far2"], "{executed}");
+
+    // Restarted, the upgraded dir opens as it is, the query in it.
+    agent.restart();
+    assert_serves_the_v4_fixture(&agent).await;
+    assert_upgraded_once(&agent);
+    let (status, listed) = call(&agent, reqwest::Method::GET, "/v1/query", V4_ROOT, None).await;
+    assert!(status.is_success(), "{status} {listed}");
+    assert_eq!(listed[0]["ID"], created["ID"], "{listed}");
 }

@@ -1,10 +1,12 @@
 //! The read queries of the state store: borrowed rows, joined across tables
 //! as the HTTP API and the DNS view ask for them, and the index each kind of
 //! answer last changed at (what a blocking query waits on). The catalog's
-//! reads are here; the KV store's in `kv.rs`, sessions' in `sessions.rs`.
+//! reads are here; the KV store's in `kv.rs`, sessions' in `sessions.rs`,
+//! prepared queries' in `prepared_queries.rs`.
 
 mod acl;
 mod kv;
+mod prepared_queries;
 mod sessions;
 
 use std::collections::{BTreeMap, BTreeSet};

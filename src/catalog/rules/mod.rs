@@ -11,11 +11,14 @@
 //! - `sessions.rs`: creating, renewing, expiring and destroying sessions,
 //!   and what invalidating one does to the keys it holds.
 //! - `acl.rs`: tokens and policies.
+//! - `prepared_queries.rs`: prepared queries, and the session whose end
+//!   deletes them.
 
 mod acl;
 mod catalog;
 mod identity;
 mod kv;
+mod prepared_queries;
 mod sessions;
 
 use std::collections::BTreeSet;
@@ -23,6 +26,7 @@ use std::collections::BTreeSet;
 pub(crate) use acl::apply as apply_acl;
 pub(crate) use catalog::apply as apply_catalog;
 pub(crate) use kv::{apply as apply_kv, apply_txn, evaluate as evaluate_txn};
+pub(crate) use prepared_queries::apply as apply_prepared_query;
 pub(crate) use sessions::apply as apply_session;
 
 /// What one `apply` touched, so the DNS view can be rebuilt for just that

@@ -97,6 +97,8 @@ pub(crate) fn invalidate(tables: &mut Tables, index: Index, time: Time, id: &str
     let Some(s) = tables.sessions.remove(index, id) else {
         return;
     };
+    // Consul deletes the queries bound to a session with it.
+    super::prepared_queries::drop_session(tables, index, id);
     let delay_ms = (s.lock_delay_ns / 1_000_000).min(MAX_LOCK_DELAY_MS);
     for k in tables.kv.held_by(id) {
         match s.behavior {

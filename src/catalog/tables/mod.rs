@@ -13,13 +13,14 @@
 //! services and checks are a range of their table (Consul keys them the same
 //! way). A domain is a file here (`kv.rs` also keeps tombstones and
 //! lock-delays; `sessions.rs`), a field in [`Tables`], and its part of the
-//! snapshot; `acl.rs` holds tokens and policies; prepared queries will join
-//! the same way.
+//! snapshot; `acl.rs` holds tokens and policies; `prepared_queries.rs`
+//! the prepared queries.
 
 mod acl;
 mod checks;
 mod kv;
 mod nodes;
+mod prepared_queries;
 mod services;
 mod sessions;
 
@@ -29,6 +30,7 @@ pub(crate) use acl::{Acl, AclRows};
 pub(crate) use checks::{Checks, check_id};
 pub(crate) use kv::{Kv, KvRows};
 pub(crate) use nodes::Nodes;
+pub(crate) use prepared_queries::PreparedQueries;
 pub(crate) use services::{Services, instance_id};
 pub(crate) use sessions::Sessions;
 
@@ -47,6 +49,8 @@ pub(crate) struct Tables {
     pub(crate) sessions: Sessions,
     /// ACL tokens and policies.
     pub(crate) acl: Acl,
+    /// Prepared queries by ID.
+    pub(crate) prepared_queries: PreparedQueries,
 }
 
 /// The key of a row that belongs to a node: (lowercased node name, ID).

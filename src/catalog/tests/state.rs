@@ -1,7 +1,10 @@
 //! Consul's catalog semantics, one behaviour per test.
 
 use super::*;
-use crate::catalog::{State, StateSnapshot, StateSnapshotV2, StateSnapshotV3, Touched};
+use crate::catalog::{
+    NAME_PREFIX_MATCH, PreparedQuery, PreparedQueryOp, QueryFailover, QueryTemplate, State,
+    StateSnapshot, StateSnapshotV2, StateSnapshotV3, StateSnapshotV4, Touched,
+};
 
 /// Applies `cmd` at `index` and insists it was accepted.
 fn ok(c: &mut State, index: Index, cmd: Command) -> Touched {
@@ -892,9 +895,10 @@ fn snapshot_bytes_of_format_2_still_read_as_the_catalog_they_held() {
     let state = golden_state();
     // Format 3 writes the same catalog fields, then the empty KV and
     // session tables: three empty maps, two indexes, a map, an index;
-    // format 4 then the empty ACL table: two maps, two indexes.
+    // format 4 then the empty ACL table: two maps, two indexes; format 5
+    // then the empty prepared queries: a map, an index.
     let mut current = golden.clone();
-    current.extend_from_slice(&[0; 11]);
+    current.extend_from_slice(&[0; 13]);
     assert_eq!(
         postcard::to_allocvec(&state.to_snapshot()).unwrap(),
         current
@@ -981,9 +985,10 @@ const GOLDEN_KV_SNAPSHOT: &str = "\
 #[test]
 fn snapshot_bytes_of_format_3_still_read_as_the_kv_and_sessions_they_held() {
     let state = golden_kv_state();
-    // Format 4 writes format 3's fields, then the empty ACL table.
+    // Format 4 writes format 3's fields, then the empty ACL table; format
+    // 5 then the empty prepared queries.
     let mut current = unhex(GOLDEN_KV_SNAPSHOT);
-    current.extend_from_slice(&[0; 4]);
+    current.extend_from_slice(&[0; 6]);
     assert_eq!(
         postcard::to_allocvec(&state.to_snapshot()).unwrap(),
         current
@@ -1057,14 +1062,18 @@ fn snapshot_bytes_with_acls_are_format_4() {
     let v3_len = postcard::to_allocvec(&golden_kv_state().to_snapshot())
         .unwrap()
         .len()
-        - 4;
+        - 6;
+    // Format 5 appends the (empty) prepared queries: a map and an index.
+    let v4 = &bytes[..bytes.len() - 2];
     crate::store::format::assert_golden(
         "the ACL fields of a state snapshot",
-        &bytes[v3_len..],
+        &v4[v3_len..],
         GOLDEN_ACL_TAIL,
     );
     let back = State::from_snapshot(postcard::from_bytes(&bytes).unwrap());
     assert_eq!(back, state);
+    let from_v4: StateSnapshotV4 = postcard::from_bytes(v4).unwrap();
+    assert_eq!(State::from_snapshot(from_v4.into()), state);
     assert_eq!(back.acl_bootstrapped(), 18);
     let token = back.acl_token_by_secret(&secret_hash("s-2")).unwrap();
     assert_eq!(
@@ -1076,4 +1085,94 @@ fn snapshot_bytes_with_acls_are_format_4() {
     let redacted = State::from_snapshot(state.to_snapshot().redacted());
     let token = redacted.acl_token_by_secret(&secret_hash("s-2")).unwrap();
     assert_eq!(token.secret_id, "");
+}
+
+/// [`golden_acl_state`] then a prepared query bound to a session, a
+/// template, and a query deleted again.
+fn golden_query_state() -> State {
+    let mut c = golden_acl_state();
+    let mut bound = PreparedQuery {
+        id: "q-1".into(),
+        name: "web-fast".into(),
+        session: "s-2".into(),
+        token: "t".into(),
+        token_hash: Some(secret_hash("t")),
+        ..PreparedQuery::default()
+    };
+    bound.service.service = "web".into();
+    bound.service.only_passing = true;
+    bound.service.tags = vec!["!slow".into()];
+    bound.service.failover = QueryFailover {
+        nearest_n: 2,
+        datacenters: vec!["dc2".into()],
+    };
+    bound.service.node_meta.insert("rack".into(), "r1".into());
+    bound.dns.ttl = "10s".into();
+    let mut template = PreparedQuery {
+        id: "q-2".into(),
+        template: QueryTemplate {
+            kind: NAME_PREFIX_MATCH.into(),
+            regexp: "^(.*)$".into(),
+            remove_empty_tags: true,
+        },
+        ..PreparedQuery::default()
+    };
+    template.service.service = "${name.full}".into();
+    let mut gone = template.clone();
+    gone.id = "q-3".into();
+    gone.name = "gone".into();
+    let steps = [
+        Command::PreparedQuery(PreparedQueryOp::Create(Box::new(bound))),
+        Command::PreparedQuery(PreparedQueryOp::Create(Box::new(template))),
+        Command::PreparedQuery(PreparedQueryOp::Create(Box::new(gone))),
+        Command::PreparedQuery(PreparedQueryOp::Delete("q-3".into())),
+    ];
+    for (index, cmd) in (21..).zip(steps) {
+        let (outcome, _) = c.apply(index, 6_000, &cmd);
+        assert_eq!(outcome, Outcome::Applied(index), "{cmd:?}");
+    }
+    c
+}
+
+/// The postcard bytes of [`golden_query_state`]'s prepared query fields in
+/// format 5: what follows the format 4 fields.
+const GOLDEN_QUERY_TAIL: &str = "\
+0203712d3103712d31087765622d6661737403732d32017401e3b98a4da31a127d4bde6e4303\
+3f66ba274cab0eb7eb1c70ec41402bf6273dd800000003776562020103646332010000010521\
+736c6f7701047261636b0272310003313073151503712d3203712d3200000000116e616d655f\
+7072656669785f6d61746368065e282e2a2924010c247b6e616d652e66756c6c7d0000000000\
+00000000161618";
+
+#[test]
+fn snapshot_bytes_with_prepared_queries_are_format_5() {
+    let state = golden_query_state();
+    let bytes = postcard::to_allocvec(&state.to_snapshot()).unwrap();
+    let v4_len = postcard::to_allocvec(&golden_acl_state().to_snapshot())
+        .unwrap()
+        .len()
+        - 2;
+    crate::store::format::assert_golden(
+        "the prepared query fields of a state snapshot",
+        &bytes[v4_len..],
+        GOLDEN_QUERY_TAIL,
+    );
+    let back = State::from_snapshot(postcard::from_bytes(&bytes).unwrap());
+    assert_eq!(back, state);
+    assert_eq!(back.prepared_queries_index(), 24);
+    assert_eq!(back.resolve_prepared_query("WEB-FAST").unwrap().id, "q-1");
+    assert_eq!(back.resolve_prepared_query("anything").unwrap().id, "q-2");
+    assert!(back.prepared_query("q-3").is_none());
+    // A client agent's copy keeps everything but the query's token.
+    let redacted = State::from_snapshot(state.to_snapshot().redacted());
+    let q = redacted.prepared_query("q-1").unwrap();
+    assert_eq!(
+        (q.token.as_str(), q.token_hash),
+        ("", Some(secret_hash("t")))
+    );
+    // Destroying the session deletes the query bound to it.
+    let mut ended = back.clone();
+    let destroy = Command::Session(SessionOp::Destroy { id: "s-2".into() });
+    assert_eq!(ended.apply(25, 7_000, &destroy).0, Outcome::Applied(25));
+    assert!(ended.prepared_query("q-1").is_none());
+    assert_eq!(ended.resolve_prepared_query("web-fast").unwrap().id, "q-2");
 }

@@ -48,6 +48,8 @@ pub(super) struct Shared {
     pub(super) rrl: Option<RateLimiter>,
     /// The token answers are computed as; `None` with ACLs off.
     pub(super) acl: Option<DnsToken>,
+    /// Runs `<name>.query.<domain>` lookups; `None` answers them NXDOMAIN.
+    pub(super) queries: Option<crate::prepared_query::Executor>,
 }
 
 impl Shared {
@@ -101,6 +103,11 @@ impl Shared {
                 };
                 Some(self.other_datacenter(&dc, &request, transport).await)
             }
+            Reply::PreparedQuery { name, request } => {
+                // Release the snapshot before awaiting the network.
+                drop(view);
+                Some(self.prepared_query(name, &request, transport).await)
+            }
             Reply::Drop => None,
         }
     }
@@ -126,6 +133,40 @@ impl Shared {
         ))
     }
 
+    /// Executes the prepared query `name` as the DNS token and answers
+    /// `request` from it. Executing may fail over to other datacenters,
+    /// so this runs on the runtime, never on a UDP worker thread.
+    pub(super) async fn prepared_query(
+        &self,
+        name: String,
+        request: &Message,
+        transport: Transport,
+    ) -> Message {
+        use crate::prepared_query::{ExecuteError, Request};
+        let authz = match &self.acl {
+            None => Some(Arc::new(crate::acl::Authorizer::management())),
+            Some(token) => token.resolve_shared(self.tokens().as_deref()),
+        };
+        let executed = match (&self.queries, authz) {
+            (None, _) => Err(ExecuteError::NotFound),
+            // The DNS token is unknown: as every catalog lookup, fail.
+            (Some(_), None) => Err(ExecuteError::Unauthorized),
+            (Some(queries), Some(authz)) => {
+                let req = Request {
+                    id_or_name: name,
+                    limit: 0,
+                    near: None,
+                    authz,
+                    secret: None,
+                };
+                queries.execute(&req).await
+            }
+        };
+        let view = self.replica.view();
+        self.responder
+            .prepared_query(&view, request, executed, transport)
+    }
+
     /// The answer to `request`, a name of datacenter `dc`, from that
     /// datacenter's servers (see `remote.rs`). Awaits the network: never
     /// on a UDP worker thread.
@@ -144,7 +185,8 @@ impl Shared {
 }
 
 /// Serves DNS on the given sockets until `shutdown` fires, answering for
-/// `datacenter` (this agent's) as `settings` say (with ACLs on, as the
+/// the datacenter of `queries` (this agent's; they run its prepared
+/// queries) as `settings` say (with ACLs on, as the
 /// token they name), with TCP connections capped per client and timed out
 /// as `limits` say, and names of other datacenters through `remote`. Zone
 /// files are loaded first; a bad one is an error before anything is
@@ -155,20 +197,20 @@ pub async fn serve(
     tcp: TcpListener,
     settings: DnsSettings,
     limits: &LimitsSettings,
-    datacenter: String,
-    replica: Arc<Replica>,
+    queries: crate::prepared_query::Executor,
     remote: Arc<crate::remote::Remote>,
     shutdown: CancellationToken,
 ) -> Result<(), DnsError> {
-    let responder = Responder::new(&settings, &datacenter)?;
+    let responder = Responder::new(&settings, queries.datacenter())?;
     serve_limited(
         udp,
         tcp,
         responder,
         &settings,
         Limits::with_settings(limits),
-        replica,
+        queries.replica().clone(),
         Some(remote),
+        Some(queries),
         shutdown,
     )
     .await
@@ -185,6 +227,7 @@ pub(super) async fn serve_limited(
     limits: Limits,
     replica: Arc<Replica>,
     remote: Option<Arc<crate::remote::Remote>>,
+    queries: Option<crate::prepared_query::Executor>,
     shutdown: CancellationToken,
 ) -> Result<(), DnsError> {
     let shared = Arc::new(Shared {
@@ -196,6 +239,7 @@ pub(super) async fn serve_limited(
         replica,
         rrl: RateLimiter::new(&settings.rrl),
         acl: DnsToken::new(settings),
+        queries,
     });
     let failed = CancellationToken::new();
     let workers = std::thread::available_parallelism().map_or(2, usize::from);

@@ -101,6 +101,8 @@ pub struct Answerer {
     /// With ACLs on, the token answers are computed as (the agent's
     /// default, as for our own clients).
     acl: Option<DnsToken>,
+    /// Our datacenter, what a prepared query's answer is stamped with.
+    datacenter: String,
 }
 
 impl Answerer {
@@ -115,6 +117,7 @@ impl Answerer {
             responder: Responder::new(settings, datacenter)?,
             replica,
             acl: DnsToken::new(settings),
+            datacenter: datacenter.to_string(),
         })
     }
 
@@ -142,6 +145,26 @@ impl Answerer {
             // datacenter): the asking server answers SERVFAIL.
             Reply::Forward(request) | Reply::OtherDatacenter { request, .. } => {
                 self.responder.servfail(&request, transport)
+            }
+            // A prepared query of ours, asked from another datacenter: run
+            // here, from this replica, without failing over again (the
+            // asking side owns failover), so nothing waits.
+            Reply::PreparedQuery { name, request } => {
+                let authz = match &self.acl {
+                    None => Some(Arc::new(crate::acl::Authorizer::management())),
+                    Some(token) => token.resolve_shared(tokens.as_deref()),
+                };
+                let executed = match authz {
+                    None => Err(crate::prepared_query::ExecuteError::Unauthorized),
+                    Some(authz) => crate::prepared_query::execute_in_state(
+                        &self.replica.read(),
+                        &self.datacenter,
+                        &name,
+                        &authz,
+                    ),
+                };
+                self.responder
+                    .prepared_query(&view, &request, executed, transport)
             }
             Reply::Drop => return None,
         };

@@ -190,6 +190,13 @@ impl Worker {
                     self.forward(parsed, peer);
                     continue;
                 }
+                Reply::PreparedQuery {
+                    name,
+                    request: parsed,
+                } => {
+                    self.prepared_query(name, parsed, peer);
+                    continue;
+                }
                 Reply::Drop => continue,
             };
             let Some(first) = fit::encode(&m) else {
@@ -238,6 +245,34 @@ impl Worker {
                 && let Err(e) = socket.send_to(&bytes, peer)
             {
                 tracing::debug!(%peer, error = %e, "sending another datacenter's DNS answer failed");
+            }
+        });
+    }
+
+    /// Hands a prepared query's lookup to the runtime (executing it may
+    /// fail over, which waits on the network), within the cap forwarded
+    /// queries share; over the cap it is SERVFAIL at once. Never cached:
+    /// its answer may come from another datacenter.
+    fn prepared_query(&self, name: String, request: Message, peer: SocketAddr) {
+        let shared = self.shared.clone();
+        let Ok(socket) = self.socket.try_clone() else {
+            return;
+        };
+        let Ok(slot) = shared.forward_slots.clone().try_acquire_owned() else {
+            tracing::debug!(%peer, "too many DNS lookups in flight, shedding a prepared query");
+            let m = shared.responder.servfail(&request, Transport::Udp);
+            if let Some(bytes) = fit::encode(&m) {
+                self.send(&bytes, peer);
+            }
+            return;
+        };
+        self.runtime.spawn(async move {
+            let _slot = slot;
+            let m = shared.prepared_query(name, &request, Transport::Udp).await;
+            if let Some(bytes) = fit::encode(&m)
+                && let Err(e) = socket.send_to(&bytes, peer)
+            {
+                tracing::debug!(%peer, error = %e, "sending a prepared query's DNS response failed");
             }
         });
     }

@@ -63,6 +63,12 @@ impl Api {
             datacenter: identity.datacenter.clone(),
         });
         let state = ApiState {
+            prepared_queries: crate::prepared_query::Executor::new(
+                replica.clone(),
+                "dc1".into(),
+                "node1".into(),
+                std::sync::Arc::new(crate::prepared_query::NoFederation),
+            ),
             shutdown: CancellationToken::new(),
             gossip: crate::gossip::Gossip::alone("n1").await,
             wan: None,

@@ -49,6 +49,12 @@ impl Env {
         let base = format!("http://{}", listener.local_addr().unwrap());
         let stop_http = CancellationToken::new();
         let state = ApiState {
+            prepared_queries: crate::prepared_query::Executor::new(
+                replica.clone(),
+                "dc1".into(),
+                "node1".into(),
+                Arc::new(crate::prepared_query::NoFederation),
+            ),
             shutdown: CancellationToken::new(),
             gossip: crate::gossip::Gossip::alone("n1").await,
             wan: None,
