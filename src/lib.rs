@@ -54,6 +54,11 @@
 //! the reaping of old KV tombstones, both dated in the catalog itself, so a
 //! new leader carries on where the last one stopped.
 //!
+//! Several datacenters: servers also join a WAN pool, a second [`gossip`]
+//! pool of every datacenter's servers with WAN timing; [`datacenters`]
+//! turns its membership into the datacenters this agent knows and the
+//! route to each, which `/v1/catalog/datacenters` lists.
+//!
 //! Gossip also measures: beside foca's probes each member pings one
 //! random member with its network coordinate ([`coordinate`], serf's
 //! Vivaldi), learns from the round trip and keeps its peers' coordinates,

@@ -8,8 +8,9 @@
 //!    finish the requests in flight;
 //! 2. stop the health checks and anti-entropy (no more writes from them);
 //! 3. stop the tasks beside serving (the reconciler, the leader's expiry
-//!    timers, a client's follow), then leave the gossip pool (or just stop
-//!    gossiping; `leave_on_terminate`);
+//!    timers, a client's follow, the WAN pool's joins), then leave the WAN
+//!    pool and the LAN pool, in that order (or just stop gossiping;
+//!    `leave_on_terminate`);
 //! 4. shut Raft down, which flushes and closes the redb log store;
 //! 5. log `shutdown complete`.
 

@@ -105,3 +105,189 @@ impl Resolver<'_> {
         })
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::net::IpAddr;
+    use std::time::Duration;
+
+    use super::super::{AgentFlags, Config};
+
+    /// A server with a data dir that bootstraps alone: the least that loads.
+    fn server() -> AgentFlags {
+        AgentFlags {
+            server: true,
+            bootstrap_expect: Some(1),
+            data_dir: Some("/var/lib/trellis".into()),
+            ..AgentFlags::default()
+        }
+    }
+
+    fn file(text: &str) -> (tempfile::TempDir, std::path::PathBuf) {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("wan.toml");
+        std::fs::write(&path, text).unwrap();
+        (dir, path)
+    }
+
+    fn error(flags: &AgentFlags) -> String {
+        Config::load(flags).expect_err("refused").to_string()
+    }
+
+    #[test]
+    fn wan_defaults_follow_consul_and_the_lan_advertise_address() {
+        let cfg = Config::load(&AgentFlags {
+            advertise: Some("10.0.0.5".into()),
+            ..server()
+        })
+        .unwrap();
+        assert_eq!(cfg.network.ports.serf_wan, Some(8302));
+        assert_eq!(
+            cfg.network.advertise_addr_wan,
+            "10.0.0.5".parse::<IpAddr>().unwrap()
+        );
+        assert!(cfg.wan.retry_join.is_empty());
+        assert_eq!(cfg.wan.retry_interval, Duration::from_secs(30));
+    }
+
+    #[test]
+    fn wan_settings_come_from_files_and_flags_win() {
+        let (_dir, path) = file(
+            "retry_join_wan = [\"10.1.0.1\", \"10.1.0.2:9302\"]\n\
+             retry_interval_wan = \"5s\"\n\
+             advertise_addr_wan = \"192.0.2.7\"\n\
+             [ports]\nserf_wan = 9302\n",
+        );
+        let flags = AgentFlags {
+            config_file: vec![path],
+            ..server()
+        };
+        let cfg = Config::load(&flags).unwrap();
+        assert_eq!(cfg.wan.retry_join, ["10.1.0.1", "10.1.0.2:9302"]);
+        assert_eq!(cfg.wan.retry_interval, Duration::from_secs(5));
+        assert_eq!(cfg.network.advertise_addr_wan.to_string(), "192.0.2.7");
+        assert_eq!(cfg.network.ports.serf_wan, Some(9302));
+        let cfg = Config::load(&AgentFlags {
+            retry_join_wan: vec!["10.2.0.1".into()],
+            retry_interval_wan: Some("1m".into()),
+            advertise_wan: Some("192.0.2.8".into()),
+            serf_wan_port: Some(0),
+            ..flags
+        })
+        .unwrap();
+        assert_eq!(cfg.wan.retry_join, ["10.2.0.1"], "the flags' list replaces");
+        assert_eq!(cfg.wan.retry_interval, Duration::from_secs(60));
+        assert_eq!(cfg.network.advertise_addr_wan.to_string(), "192.0.2.8");
+        assert_eq!(cfg.network.ports.serf_wan, Some(0));
+    }
+
+    #[test]
+    fn minus_one_turns_the_wan_pool_off() {
+        let cfg = Config::load(&AgentFlags {
+            serf_wan_port: Some(-1),
+            ..server()
+        })
+        .unwrap();
+        assert_eq!(cfg.network.ports.serf_wan, None);
+        let (_dir, path) = file("[ports]\nserf_wan = -1\n");
+        let cfg = Config::load(&AgentFlags {
+            config_file: vec![path.clone()],
+            ..server()
+        })
+        .unwrap();
+        assert_eq!(cfg.network.ports.serf_wan, None);
+        // Nothing to join with the pool off: said, naming the key.
+        let e = error(&AgentFlags {
+            config_file: vec![path],
+            retry_join_wan: vec!["10.1.0.1".into()],
+            ..server()
+        });
+        assert!(
+            e.starts_with("retry_join_wan (--retry-join-wan): the WAN pool is off"),
+            "{e}"
+        );
+    }
+
+    #[test]
+    fn bad_wan_settings_are_refused_naming_the_key_and_the_file() {
+        let e = error(&AgentFlags {
+            serf_wan_port: Some(-2),
+            ..server()
+        });
+        assert_eq!(
+            e,
+            "ports.serf_wan (--serf-wan-port): -2 is neither -1 (no WAN pool) nor a port number"
+        );
+        let (_dir, path) = file("[ports]\nserf_wan = 70000\n");
+        let e = error(&AgentFlags {
+            config_file: vec![path.clone()],
+            ..server()
+        });
+        assert!(e.starts_with("ports.serf_wan ("), "{e}");
+        assert!(e.contains(&path.display().to_string()), "{e}");
+
+        let (_dir, path) = file("advertise_addr_wan = \"not-an-ip\"\n");
+        let e = error(&AgentFlags {
+            config_file: vec![path.clone()],
+            ..server()
+        });
+        assert_eq!(
+            e,
+            format!(
+                "advertise_addr_wan ({}): \"not-an-ip\" is not an IP address",
+                path.display()
+            )
+        );
+
+        let e = error(&AgentFlags {
+            retry_interval_wan: Some("0s".into()),
+            ..server()
+        });
+        assert_eq!(
+            e,
+            "retry_interval_wan (--retry-interval-wan): must be longer than 0s"
+        );
+        let e = error(&AgentFlags {
+            retry_interval_wan: Some("soon".into()),
+            ..server()
+        });
+        assert!(
+            e.starts_with("retry_interval_wan (--retry-interval-wan): "),
+            "{e}"
+        );
+
+        let e = error(&AgentFlags {
+            serf_lan_port: Some(9301),
+            serf_wan_port: Some(9301),
+            ..server()
+        });
+        assert!(
+            e.contains("port 9301 is used for both LAN and WAN gossip"),
+            "{e}"
+        );
+    }
+
+    #[test]
+    fn only_servers_join_the_wan_pool() {
+        let (_dir, path) = file("retry_join_wan = [\"10.1.0.1\"]\n");
+        let e = error(&AgentFlags {
+            config_file: vec![path.clone()],
+            data_dir: Some("/var/lib/trellis".into()),
+            ..AgentFlags::default()
+        });
+        assert!(
+            e.starts_with(&format!(
+                "retry_join_wan ({}): only servers join the WAN pool",
+                path.display()
+            )),
+            "{e}"
+        );
+        // A client agent may still carry the port: it binds no WAN socket.
+        Config::load(&AgentFlags {
+            serf_wan_port: Some(9302),
+            data_dir: Some("/var/lib/trellis".into()),
+            ..AgentFlags::default()
+        })
+        .unwrap();
+    }
+}

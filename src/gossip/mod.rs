@@ -1,5 +1,8 @@
-//! LAN gossip: which agents are in the pool, which of them are alive, and
-//! what they are (server or client, datacenter, RPC address).
+//! Gossip: which agents are in a pool, which of them are alive, and what
+//! they are (server or client, datacenter, RPC address). Every agent is in
+//! its datacenter's LAN pool; servers are also in the WAN pool of every
+//! datacenter's servers, a second instance with WAN timing
+//! ([`Profile::wan`]) and member names `node.dc`.
 //!
 //! Membership runs on foca (SWIM with suspicion and infection-style
 //! dissemination) over UDP. The parts, in the order a packet meets them:
@@ -26,8 +29,9 @@
 //!   each peer.
 //!
 //! [`Gossip`] is the handle: start it on a socket the caller bound, join,
-//! watch the membership, leave. The agent starts one per process; servers
-//! find each other through it, client agents find servers, and the leader
+//! watch the membership, leave. The agent starts one per process (two on a
+//! server: the WAN pool is `agent/wan.rs`'s); servers find each other
+//! through the LAN pool, client agents find servers, and the leader
 //! reconciles it into the catalog (`reconcile`).
 
 pub mod codec;

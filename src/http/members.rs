@@ -1,8 +1,8 @@
 //! The gossip pools: `/v1/agent/members`, `/v1/agent/join/:addr` and
 //! `/v1/agent/force-leave/:node`. With `?wan` (any non-empty value, as
-//! Consul's) the first two are about a server's WAN pool: its members are
-//! named `node.dc`; a client agent, which is in no WAN pool, lists none
-//! and refuses to join one, as Consul's.
+//! Consul's) each is about a server's WAN pool: its members are named
+//! `node.dc`; a client agent, which is in no WAN pool, lists none and
+//! refuses to join one, as Consul's.
 //!
 //! With ACLs on, as Consul's: the member list leaves out the nodes the
 //! token may not read; a join needs `agent:write` on this agent, a
@@ -104,13 +104,24 @@ pub(super) async fn members(route: Route) -> Result<Response, ApiError> {
 }
 
 /// `PUT /v1/agent/force-leave/:node`: a failed node is marked left, so the
-/// leader deregisters it now instead of after `reconnect_timeout`.
+/// leader deregisters it now instead of after `reconnect_timeout`; with
+/// `?wan`, a failed server of the WAN pool, so its datacenter's route
+/// drops it at once.
 pub(super) async fn force_leave(
     Path(node): Path<String>,
     route: Route,
 ) -> Result<Response, ApiError> {
     route.require(route.authz().operator_write(), "operator:write", None)?;
-    match route.gossip().force_leave(&node).await {
+    // With `?wan`, a failed server of the WAN pool (`node.dc`): Consul's
+    // WAN force-leave is broken (research §6), this one marks it left.
+    let pool = if wan_requested(&route) {
+        route.wan_gossip().ok_or_else(|| {
+            ApiError::Internal("Must be a server to force-leave from the WAN pool".into())
+        })?
+    } else {
+        route.gossip()
+    };
+    match pool.force_leave(&node).await {
         Ok(()) => Ok(json_true()),
         Err(e @ GossipError::UnknownMember(_)) => Err(ApiError::NotFound(e.to_string())),
         Err(e @ GossipError::NotFailed(_)) => Err(ApiError::BadRequest(e.to_string())),

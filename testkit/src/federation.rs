@@ -24,6 +24,8 @@ pub struct FederationBuilder {
     datacenters: Vec<String>,
     servers: usize,
     each: Vec<Change>,
+    /// Where each datacenter's servers run, when not on loopback.
+    placed: Option<Vec<Vec<Placement>>>,
 }
 
 impl Trellis {
@@ -35,6 +37,7 @@ impl Trellis {
             datacenters: datacenters.iter().map(|d| d.to_string()).collect(),
             servers,
             each: Vec::new(),
+            placed: None,
         }
     }
 }
@@ -49,15 +52,35 @@ impl FederationBuilder {
         self
     }
 
+    /// Runs datacenter k's servers at `places[k]` (hosts of a test
+    /// [`Net`](crate::netns::Net), say) instead of on loopback.
+    pub fn placed(mut self, places: Vec<Vec<Placement>>) -> Self {
+        assert_eq!(
+            places.len(),
+            self.datacenters.len(),
+            "one list per datacenter"
+        );
+        assert!(
+            places.iter().all(|p| p.len() == self.servers),
+            "one place per server"
+        );
+        self.placed = Some(places);
+        self
+    }
+
     /// Starts every datacenter and waits until each has formed, without
     /// joining them in the WAN pool.
-    pub async fn start_apart(self) -> Federation {
+    pub async fn start_apart(mut self) -> Federation {
         let mut dcs = Vec::new();
+        let mut placed = self.placed.take().map(Vec::into_iter);
         for (k, dc) in self.datacenters.iter().enumerate() {
             let subnet = u8::try_from(k + 1).expect("at most 255 datacenters");
-            let places = (0..self.servers)
-                .map(|_| Placement::loopback_in(subnet))
-                .collect();
+            let places = match placed.as_mut().and_then(Iterator::next) {
+                Some(places) => places,
+                None => (0..self.servers)
+                    .map(|_| Placement::loopback_in(subnet))
+                    .collect(),
+            };
             let mut b = self.trellis.cluster().servers_at(places);
             let name = dc.clone();
             b = b.each(move |a| a.datacenter(&name));
@@ -128,12 +151,24 @@ impl Federation {
         name: &str,
         change: impl FnOnce(AgentBuilder) -> AgentBuilder,
     ) -> &Agent {
-        let (_, subnet, cluster) = self
+        let subnet = self.entry(dc).1;
+        self.add_client_at(dc, name, Placement::loopback_in(subnet), change)
+    }
+
+    /// As [`Self::add_client`], at `place` (a host of a test net, say).
+    pub fn add_client_at(
+        &mut self,
+        dc: &str,
+        name: &str,
+        place: Placement,
+        change: impl FnOnce(AgentBuilder) -> AgentBuilder,
+    ) -> &Agent {
+        let (_, _, cluster) = self
             .dcs
             .iter_mut()
             .find(|(n, _, _)| n == dc)
             .unwrap_or_else(|| panic!("no datacenter named {dc}"));
-        cluster.add_client_at(name, Placement::loopback_in(*subnet), change)
+        cluster.add_client_at(name, place, change)
     }
 
     /// Every server of every datacenter.

@@ -147,4 +147,59 @@ async fn one_wan_join_federates_every_server_of_two_datacenters() {
             .expect("datacenters"),
         ["dc1", "dc2"]
     );
+
+    // A third datacenter joins by configuration (`--retry-join-wan`, whose
+    // first address nobody gossips at: the next one is tried), a fourth
+    // with `trellis join -wan`; every datacenter's agents then know all
+    // four, their own first.
+    let nobody = trellis_testkit::Placement::loopback().serf();
+    let dc3 = trellis()
+        .server()
+        .node("s1")
+        .datacenter("dc3")
+        .bootstrap_expect(1)
+        .arg("--retry-interval-wan", "1s")
+        .retry_join_wan(nobody)
+        .retry_join_wan(f.dc("dc1").node("s2").serf_wan())
+        .start();
+    let dc4 = trellis()
+        .server()
+        .node("s1")
+        .datacenter("dc4")
+        .bootstrap_expect(1)
+        .start();
+    let out = trellis().run(&[
+        "join",
+        "-wan",
+        "-http-addr",
+        &dc4.addrs().http.to_string(),
+        &f.dc("dc2").node("s2").serf_wan().to_string(),
+    ]);
+    assert!(
+        out.status.success(),
+        "trellis join -wan: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    for (a, own) in [
+        (f.dc("dc2").node("c2"), "dc2"),
+        (&dc3, "dc3"),
+        (&dc4, "dc4"),
+    ] {
+        let mut want = vec![own];
+        want.extend(
+            ["dc1", "dc2", "dc3", "dc4"]
+                .into_iter()
+                .filter(|d| *d != own),
+        );
+        let what = format!("{} knows four datacenters", a.name());
+        wait_until_async(&what, DEADLINE, || async {
+            let names = datacenters(a).await?;
+            if names == want {
+                Ok(())
+            } else {
+                Err(format!("{names:?}"))
+            }
+        })
+        .await;
+    }
 }
