@@ -78,6 +78,10 @@ pub enum ClientRequest {
     /// (`/v1/catalog/datacenters` on a client agent; Consul's servers
     /// answer it too).
     Datacenters,
+    /// The WAN coordinates of every datacenter's servers
+    /// (`/v1/coordinate/datacenters` on a client agent, which has no WAN
+    /// pool; Consul's servers answer it too).
+    CoordinateDatacenters,
 }
 
 /// The answer to a [`ClientRequest`], variant for variant.
@@ -99,6 +103,8 @@ pub enum ClientResponse {
     RemovePeer(Result<(), MembershipError>),
     /// To [`ClientRequest::Datacenters`].
     Datacenters(Vec<String>),
+    /// To [`ClientRequest::CoordinateDatacenters`].
+    CoordinateDatacenters(Vec<crate::coordinate::DatacenterCoordinates>),
 }
 
 impl ClientRequest {
@@ -112,6 +118,7 @@ impl ClientRequest {
             Self::SnapshotChunk { .. } => "snapshot-chunk",
             Self::RemovePeer { .. } => "remove-peer",
             Self::Datacenters => "datacenters",
+            Self::CoordinateDatacenters => "coordinate-datacenters",
         }
     }
 }
@@ -127,6 +134,7 @@ impl ClientResponse {
             Self::SnapshotChunk(_) => "a snapshot chunk",
             Self::RemovePeer(_) => "a removal's result",
             Self::Datacenters(_) => "datacenters",
+            Self::CoordinateDatacenters(_) => "datacenters' coordinates",
         }
     }
 }
@@ -221,6 +229,10 @@ pub trait ClientHandler: Send + Sync {
     /// The datacenters this server knows: its own first, then by
     /// estimated round trip, then by name.
     fn datacenters(&self) -> Vec<String>;
+
+    /// The WAN coordinates of every datacenter's servers, by datacenter;
+    /// empty without a WAN pool.
+    fn coordinate_datacenters(&self) -> Vec<crate::coordinate::DatacenterCoordinates>;
 }
 
 /// Carries out one client call.
@@ -244,6 +256,9 @@ pub(super) async fn handle(handler: &impl ClientHandler, req: ClientRequest) -> 
             ClientResponse::RemovePeer(handler.remove_peer(id, token).await)
         }
         ClientRequest::Datacenters => ClientResponse::Datacenters(handler.datacenters()),
+        ClientRequest::CoordinateDatacenters => {
+            ClientResponse::CoordinateDatacenters(handler.coordinate_datacenters())
+        }
     }
 }
 
