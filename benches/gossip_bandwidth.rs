@@ -1,8 +1,6 @@
-//! Gossip bandwidth at steady state, per member, for LAN pools of 5 and 50
-//! members and WAN pools (the WAN profile, every datacenter's servers) of
-//! 6 and 25 (2 datacenters × 3 servers, 5 × 5), in one process on loopback
-//! (127.0.1.x), with and without encryption; and, for comparison, what
-//! memberlist's LAN and WAN defaults send.
+//! Gossip bandwidth at steady state, per member, for pools of 5 and 50
+//! members, in one process on loopback (127.0.1.x), with and without
+//! encryption; and, for comparison, what memberlist's LAN defaults send.
 //!
 //! Each run starts the members, joins them to the first, waits until every
 //! member sees the whole pool alive, lets the join updates die out
@@ -38,6 +36,11 @@
 //!   suspicion, failure and renewed identity the members see: a live member
 //!   declared failed shows up as a failure or a renewal.
 //!
+//! - `WAN=1` measures WAN pools instead (`Profile::wan`, servers named
+//!   `nodeNN.dcK`): 2 datacenters of 3 servers and 5 of 5, with and
+//!   without encryption; with `DETECT_TRIALS` the kills, and with
+//!   `SOAK_SECS` the soak, are in a WAN pool of 6.
+//!
 //! Run: `cargo bench --bench gossip_bandwidth`. Under `cargo test` it runs a
 //! two-second smoke test of 5 members.
 
@@ -58,17 +61,49 @@ fn env_u64(name: &str, default: u64) -> u64 {
         .unwrap_or(default)
 }
 
-async fn start(host: u8, key: Option<Key>, profile: Profile) -> Gossip {
-    let socket = UdpSocket::bind(SocketAddr::from((Ipv4Addr::new(127, 0, 1, host), 0)))
+/// Which pool the members form: the LAN pool of one datacenter, or the WAN
+/// pool of `dcs` datacenters' servers (member k in datacenter k mod dcs).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Kind {
+    Lan,
+    Wan { dcs: u8 },
+}
+
+/// `WAN=1`: every part runs on WAN pools.
+fn kind_from_env(dcs: u8) -> Kind {
+    if env_u64("WAN", 0) == 1 {
+        Kind::Wan { dcs }
+    } else {
+        Kind::Lan
+    }
+}
+
+fn profile_of(kind: Kind) -> Profile {
+    match kind {
+        Kind::Lan => Profile::lan(),
+        Kind::Wan { .. } => Profile::wan(),
+    }
+}
+
+async fn start(host: u8, key: Option<Key>, profile: Profile, kind: Kind) -> Gossip {
+    let ip = Ipv4Addr::new(127, 0, 1, host);
+    let socket = UdpSocket::bind(SocketAddr::from((ip, 0)))
         .await
         .expect("bind loopback");
+    let (name, role, dc) = match kind {
+        Kind::Lan => (format!("node{host:02}"), Role::Client, "dc1".to_owned()),
+        Kind::Wan { dcs } => {
+            let dc = format!("dc{}", (host - 1) % dcs + 1);
+            (format!("node{host:02}.{dc}"), Role::Server, dc)
+        }
+    };
     Gossip::start(GossipConfig {
         socket,
-        name: format!("node{host:02}"),
+        name,
         node_id: uuid::Uuid::new_v4(),
-        role: Role::Client,
-        dc: "dc1".to_owned(),
-        rpc_addr: None,
+        role,
+        dc,
+        rpc_addr: (role == Role::Server).then(|| SocketAddr::from((ip, 8300))),
         generation_floor: 0,
         key,
         profile,
@@ -92,10 +127,10 @@ async fn wait_for(node: &Gossip, deadline: Duration, pred: impl Fn(&[Member]) ->
     tokio::time::timeout(deadline, waiting).await.is_ok()
 }
 
-async fn pool(n: u8, key: Option<Key>, profile: Profile) -> Vec<Gossip> {
+async fn pool(n: u8, key: Option<Key>, profile: Profile, kind: Kind) -> Vec<Gossip> {
     let mut nodes = Vec::new();
     for i in 1..=n {
-        nodes.push(start(i, key.clone(), profile.clone()).await);
+        nodes.push(start(i, key.clone(), profile.clone(), kind).await);
     }
     let seed = nodes[0].local_addr();
     for node in &nodes[1..] {
@@ -118,48 +153,9 @@ fn traffic(s: &GossipStats) -> (u64, u64) {
     )
 }
 
-/// Which pool a measurement runs: the LAN profile, or the WAN one (every
-/// datacenter's servers).
-#[derive(Clone, Copy, PartialEq, Eq)]
-enum Pool {
-    Lan,
-    Wan,
-}
-
-impl Pool {
-    fn profile(self) -> Profile {
-        match self {
-            Self::Lan => Profile::lan(),
-            Self::Wan => Profile::wan(),
-        }
-    }
-
-    fn label(self) -> &'static str {
-        match self {
-            Self::Lan => "LAN",
-            Self::Wan => "WAN",
-        }
-    }
-
-    /// memberlist's probe interval and push/pull interval for this pool
-    /// (`DefaultLANConfig`, `DefaultWANConfig`).
-    fn memberlist_intervals(self) -> (f64, f64) {
-        match self {
-            Self::Lan => (1.0, 30.0),
-            Self::Wan => (5.0, 60.0),
-        }
-    }
-}
-
-async fn measure(
-    pool_kind: Pool,
-    n: u8,
-    encrypted: bool,
-    settle: Duration,
-    window: Duration,
-) -> f64 {
+async fn measure(n: u8, kind: Kind, encrypted: bool, settle: Duration, window: Duration) -> f64 {
     let key = encrypted.then(Key::generate);
-    let nodes = pool(n, key, pool_kind.profile()).await;
+    let nodes = pool(n, key, profile_of(kind), kind).await;
     tokio::time::sleep(settle).await;
     let before: Vec<_> = nodes.iter().map(|g| traffic(&g.stats())).collect();
     let started = Instant::now();
@@ -190,10 +186,9 @@ async fn measure(
         })
         .sum();
     println!(
-        "trellis    {} members={n:>2} encrypted={:<3}  {mean:>7.0} B/s per member sent+received \
+        "trellis  {kind:?} members={n:>2} encrypted={:<3}  {mean:>7.0} B/s per member sent+received \
          (min {min:.0}, max {max:.0}), {packets:.1} packets/s, {:.0} B/packet, \
          non-alive entries seen: {failed}",
-        pool_kind.label(),
         if encrypted { "yes" } else { "no" },
         mean / packets,
     );
@@ -205,7 +200,7 @@ async fn measure(
 
 /// memberlist's steady-state bytes per member per second (sent plus
 /// received), from the model in the module doc.
-fn memberlist_model(pool_kind: Pool, n: u32, encrypted: bool, consul: bool) -> f64 {
+fn memberlist_model(n: u32, encrypted: bool, consul: bool) -> f64 {
     const CRC: f64 = 5.0;
     const PING: f64 = 74.0 + CRC;
     const ACK: f64 = 23.0 + CRC;
@@ -216,10 +211,9 @@ fn memberlist_model(pool_kind: Pool, n: u32, encrypted: bool, consul: bool) -> f
     const SEAL: f64 = 29.0;
     let seal = if encrypted { SEAL } else { 0.0 };
     let ack = ACK + if consul { COORDINATE } else { 0.0 };
-    let (probe_interval, push_pull_interval) = pool_kind.memberlist_intervals();
-    // Each member sends one ping per probe interval and answers about one:
-    // it sends a ping and an ack and receives the same.
-    let probing = 2.0 * (PING + ack + 2.0 * seal) / probe_interval;
+    // Each member sends one ping and answers about one: per second it sends
+    // a ping and an ack and receives the same.
+    let probing = 2.0 * (PING + ack + 2.0 * seal);
     let per_node = NODE_STATE + if consul { SERF_TAGS } else { 0.0 };
     let state = PUSH_PULL_HEADER + f64::from(n) * per_node + seal;
     let scale = if n <= 32 {
@@ -229,14 +223,15 @@ fn memberlist_model(pool_kind: Pool, n: u32, encrypted: bool, consul: bool) -> f
     };
     // A member starts one exchange per interval and is chosen by another
     // about once: four full states per interval, sent plus received.
-    let push_pull = 4.0 * state / (push_pull_interval * scale);
+    let push_pull = 4.0 * state / (30.0 * scale);
     probing + push_pull
 }
 
 async fn detection_trials(trials: u64) {
     let mut times = Vec::new();
     for trial in 0..trials {
-        let mut nodes = pool(6, None, Profile::lan()).await;
+        let kind = kind_from_env(2);
+        let mut nodes = pool(6, None, profile_of(kind), kind).await;
         let victim = nodes.remove(trial as usize % 5 + 1);
         let gone = victim.local_addr();
         let killed = Instant::now();
@@ -324,11 +319,12 @@ async fn soak(secs: u64, loss_per_mille: u16, hogs: u64) {
             })
         })
         .collect();
+    let kind = kind_from_env(2);
     let profile = Profile {
         simulated_loss_per_mille: loss_per_mille,
-        ..Profile::lan()
+        ..profile_of(kind)
     };
-    let nodes = pool(6, Some(Key::generate()), profile).await;
+    let nodes = pool(6, Some(Key::generate()), profile, kind).await;
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
     let started = Instant::now();
     let watching =
@@ -369,33 +365,30 @@ async fn main() {
     let bench = std::env::args().any(|a| a == "--bench");
     let window = Duration::from_secs(env_u64("SECS", if bench { 10 } else { 2 }));
     let settle = Duration::from_secs(env_u64("SETTLE_SECS", if bench { 3 } else { 1 }));
-    // The WAN pool holds every datacenter's servers: 2 × 3 and 5 × 5.
-    let runs: &[(Pool, &[u8])] = if bench {
-        &[(Pool::Lan, &[5, 50]), (Pool::Wan, &[6, 25])]
-    } else {
-        &[(Pool::Lan, &[5]), (Pool::Wan, &[6])]
+    let wan = kind_from_env(1) != Kind::Lan;
+    // (members, datacenters): the WAN pools of 2 × 3 and 5 × 5 servers.
+    let sizes: &[(u8, u8)] = match (wan, bench) {
+        (false, true) => &[(5, 1), (50, 1)],
+        (false, false) => &[(5, 1)],
+        (true, true) => &[(6, 2), (25, 5)],
+        (true, false) => &[(6, 2)],
     };
-    for &(kind, sizes) in runs {
-        for &n in sizes {
-            for encrypted in [false, true] {
-                measure(kind, n, encrypted, settle, window).await;
-                if !bench {
-                    break;
-                }
+    for &(n, dcs) in sizes {
+        for encrypted in [false, true] {
+            measure(n, kind_from_env(dcs), encrypted, settle, window).await;
+            if !bench {
+                break;
             }
         }
     }
-    for &(kind, sizes) in runs {
-        for &n in sizes {
-            for encrypted in [false, true] {
-                println!(
-                    "memberlist {} members={n:>2} encrypted={:<3}  {:>7.0} B/s per member (model); with Consul's additions {:.0} B/s",
-                    kind.label(),
-                    if encrypted { "yes" } else { "no" },
-                    memberlist_model(kind, u32::from(n), encrypted, false),
-                    memberlist_model(kind, u32::from(n), encrypted, true),
-                );
-            }
+    for &(n, _) in sizes.iter().filter(|_| !wan) {
+        for encrypted in [false, true] {
+            println!(
+                "memberlist members={n:>2} encrypted={:<3}  {:>7.0} B/s per member (model); with Consul's additions {:.0} B/s",
+                if encrypted { "yes" } else { "no" },
+                memberlist_model(u32::from(n), encrypted, false),
+                memberlist_model(u32::from(n), encrypted, true),
+            );
         }
     }
     let soak_secs = env_u64("SOAK_SECS", 0);

@@ -64,6 +64,12 @@
 //! Vivaldi), learns from the round trip and keeps its peers' coordinates,
 //! which order `?near=` answers and, from the WAN pool, datacenters.
 //!
+//! Requests for another datacenter: [`remote`] is the one way one goes
+//! there (HTTP `?dc=`, DNS names of another datacenter): over server RPC's
+//! datacenter family to a server of that datacenter, which runs it through
+//! its own HTTP router or DNS responder. A client agent's request goes
+//! through its own server.
+//!
 //! TLS ([`tls`]) turns the PEM files the configuration names into rustls
 //! configurations, held so SIGHUP swaps new certificates in without a
 //! restart: the HTTPS listener serves the same router as HTTP from them,
@@ -105,6 +111,7 @@ pub mod initial_management;
 pub mod local;
 pub mod per_client;
 pub mod reconcile;
+pub mod remote;
 pub mod rpc;
 pub mod store;
 pub mod tls;

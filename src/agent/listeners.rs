@@ -165,3 +165,38 @@ fn bind_udp(addr: SocketAddr) -> std::io::Result<UdpSocket> {
     s.bind(&addr.into())?;
     UdpSocket::from_std(s.into())
 }
+
+/// The addresses actually bound (port 0 resolved).
+pub(super) struct Addrs {
+    pub(super) dns: Option<SocketAddr>,
+    pub(super) http: Option<SocketAddr>,
+    pub(super) https: Option<SocketAddr>,
+    /// Server RPC as other servers reach it; servers only.
+    pub(super) rpc: Option<SocketAddr>,
+    pub(super) serf_lan: Option<SocketAddr>,
+    /// WAN gossip; servers only.
+    pub(super) serf_wan: Option<SocketAddr>,
+}
+
+impl Addrs {
+    /// Logs the `listening` line of fixed form that tests and scripts read
+    /// the bound addresses from, once the agent serves.
+    pub(super) fn announce(&self, node: &crate::config::NodeSettings, started: std::time::Instant) {
+        tracing::info!(
+            "listening dns={} http={} https={} server={} serf_lan={} serf_wan={} node={} dc={} ready_in_ms={}",
+            fmt_addr(self.dns),
+            fmt_addr(self.http),
+            fmt_addr(self.https),
+            fmt_addr(self.rpc),
+            fmt_addr(self.serf_lan),
+            fmt_addr(self.serf_wan),
+            node.name,
+            node.datacenter,
+            started.elapsed().as_millis()
+        );
+    }
+}
+
+fn fmt_addr(a: Option<SocketAddr>) -> String {
+    a.map_or_else(|| "?".into(), |a| a.to_string())
+}

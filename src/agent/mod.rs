@@ -14,6 +14,7 @@
 //! 4. shut Raft down, which flushes and closes the redb log store;
 //! 5. log `shutdown complete`.
 
+mod datacenter;
 mod distances;
 mod fd_limit;
 mod listeners;
@@ -32,7 +33,7 @@ use tokio::net::{TcpListener, UdpSocket};
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 
-use self::listeners::Listeners;
+use self::listeners::{Addrs, Listeners};
 use self::register::{Definitions, upkeep};
 use self::server::ServerParts;
 use self::settings::{
@@ -135,17 +136,8 @@ struct Agent {
     definitions: Definitions,
     /// Raft and server RPC; servers only.
     server: Option<ServerParts>,
-}
-
-/// The addresses actually bound (port 0 resolved).
-struct Addrs {
-    dns: Option<SocketAddr>,
-    http: Option<SocketAddr>,
-    https: Option<SocketAddr>,
-    /// Server RPC as other servers reach it; servers only.
-    rpc: Option<SocketAddr>,
-    serf_lan: Option<SocketAddr>,
-    serf_wan: Option<SocketAddr>,
+    /// The way to other datacenters, and what answers them here.
+    far: datacenter::Far,
 }
 
 /// Tasks that run beside serving under one token.
@@ -179,6 +171,7 @@ impl Agent {
             acl_token: acl
                 .enabled
                 .then(|| acl.default_token.clone().unwrap_or_default()),
+            translate_wan_addrs: wan_settings.translate_wan_addrs,
             ..dns
         };
         let acl_context = crate::catalog::AclContext {
@@ -283,8 +276,12 @@ impl Agent {
                 node_id,
                 rpc_addr: SocketAddr::new(network.advertise_addr_wan, rpc_port),
                 key: gossip_key(&gossip),
+                reconnect_timeout: wan_settings.reconnect_timeout,
             }),
         )?;
+        let slot = server.as_ref().map(|s| s.datacenters.clone());
+        let far =
+            datacenter::Far::new(wan.datacenters.clone(), &delegate, &credentials, &dns, slot);
         let token = CancellationToken::new();
         let mut tasks = JoinSet::new();
         let consensus = server.as_ref().map(|s| s.consensus.clone());
@@ -392,6 +389,7 @@ impl Agent {
             local: Arc::new(local),
             definitions,
             server,
+            far,
         })
     }
 
@@ -422,6 +420,7 @@ impl Agent {
             local,
             definitions,
             server,
+            far,
         } = self;
         let serving = shutdown.child_token();
         let mut tasks = JoinSet::new();
@@ -482,11 +481,23 @@ impl Agent {
             }
         });
 
+        // Other datacenters' DNS queries are answered as ours are.
+        let answerer = far.answerer(&dns, &replica)?;
         let (dns_replica, dc, token) = (replica.clone(), node.datacenter.clone(), serving.clone());
+        let remote_dns = far.remote.clone();
         tasks.spawn(async move {
-            crate::dns::serve(dns_udp, dns_tcp, dns, &limits, dc, dns_replica, token)
-                .await
-                .map_err(|e| format!("DNS: {e}"))
+            crate::dns::serve(
+                dns_udp,
+                dns_tcp,
+                dns,
+                &limits,
+                dc,
+                dns_replica,
+                remote_dns,
+                token,
+            )
+            .await
+            .map_err(|e| format!("DNS: {e}"))
         });
         let state = crate::http::ApiState {
             replica: replica.clone(),
@@ -498,26 +509,18 @@ impl Agent {
             shutdown: shutdown.clone(),
             kv,
             acl,
+            remote: far.remote.clone(),
         };
         let token = serving.clone();
+        let router = crate::http::router(state, &limits, token.clone());
+        far.install(router.clone(), answerer);
         let https = https.map(|l| (l, tls));
         tasks.spawn(async move {
-            crate::http::serve_with_https(http, https, state, &limits, token)
+            crate::http::serve_router(http, https, router, &limits, token)
                 .await
                 .map_err(|e| format!("HTTP: {e}"))
         });
-        tracing::info!(
-            "listening dns={} http={} https={} server={} serf_lan={} serf_wan={} node={} dc={} ready_in_ms={}",
-            fmt_addr(addrs.dns),
-            fmt_addr(addrs.http),
-            fmt_addr(addrs.https),
-            fmt_addr(addrs.rpc),
-            fmt_addr(addrs.serf_lan),
-            fmt_addr(addrs.serf_wan),
-            node.name,
-            node.datacenter,
-            started.elapsed().as_millis()
-        );
+        addrs.announce(&node, started);
 
         // Run until asked to stop or until a server fails.
         let mut failure = None;
@@ -554,8 +557,4 @@ impl Agent {
             None => Ok(()),
         }
     }
-}
-
-fn fmt_addr(a: Option<SocketAddr>) -> String {
-    a.map_or_else(|| "?".into(), |a| a.to_string())
 }

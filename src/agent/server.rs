@@ -23,6 +23,9 @@ const FOLLOW_HISTORY: usize = 8192;
 /// through.
 pub(super) struct ServerParts {
     pub(super) consensus: Arc<Consensus>,
+    /// Where server RPC finds what answers other datacenters; the agent
+    /// fills it once its HTTP router exists.
+    pub(super) datacenters: Arc<crate::rpc::datacenter::Slot>,
     /// Stops server RPC; cancelled after Raft has shut down.
     rpc_stop: CancellationToken,
     rpc_task: JoinHandle<std::io::Result<()>>,
@@ -30,7 +33,8 @@ pub(super) struct ServerParts {
 
 impl ServerParts {
     /// Opens the Raft storage, starts Raft, and serves RPC on `listener`
-    /// under `limits`.
+    /// under `limits`, answering other datacenters with what the agent
+    /// installs in [`Self::datacenters`] once it has built it.
     pub(super) async fn start(
         node: &NodeSettings,
         raft: &RaftSettings,
@@ -39,6 +43,7 @@ impl ServerParts {
         credentials: crate::rpc::Credentials,
         limits: ConnLimits,
     ) -> Result<Self, AgentError> {
+        let datacenters = Arc::new(crate::rpc::datacenter::Slot::default());
         let replica = Arc::new(Replica::with_history(FOLLOW_HISTORY));
         let consensus = Consensus::start(
             consensus_config(node, raft, rpc_addr, credentials.clone()),
@@ -48,15 +53,17 @@ impl ServerParts {
         // Raft needs server RPC from the start (votes, the bootstrap), and
         // until it has shut down: it gets its own token, cancelled last.
         let rpc_stop = CancellationToken::new();
-        let rpc_task = tokio::spawn(crate::rpc::server::serve(
+        let rpc_task = tokio::spawn(crate::rpc::server::serve_with(
             listener,
             consensus.clone(),
+            datacenters.clone(),
             credentials,
             limits,
             rpc_stop.clone(),
         ));
         Ok(Self {
             consensus,
+            datacenters,
             rpc_stop,
             rpc_task,
         })

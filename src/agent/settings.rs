@@ -24,16 +24,30 @@ pub(super) fn local_identity(
         advertise_addr: network.advertise_addr.to_string(),
         server: raft.server,
         version: env!("CARGO_PKG_VERSION").to_string(),
-        tagged_addresses: [
-            ("lan".to_string(), network.advertise_addr.to_string()),
-            ("wan".to_string(), network.advertise_addr.to_string()),
-        ]
-        .into_iter()
-        .collect(),
+        tagged_addresses: tagged_addresses(network.advertise_addr, network.advertise_addr_wan),
         meta: Default::default(),
         server_port: rpc_addr.port(),
         serf_lan_port: network.ports.serf_lan,
     }
+}
+
+/// The node's `TaggedAddresses` as Consul's agent registers them: `lan`
+/// and `wan` (the WAN-advertised address, which other datacenters'
+/// answers carry with `translate_wan_addrs`), each also under its family's
+/// key (`lan_ipv4`, `wan_ipv6`, …).
+fn tagged_addresses(
+    lan: std::net::IpAddr,
+    wan: std::net::IpAddr,
+) -> std::collections::BTreeMap<String, String> {
+    let family = |ip: std::net::IpAddr| if ip.is_ipv4() { "ipv4" } else { "ipv6" };
+    [
+        ("lan".to_string(), lan.to_string()),
+        (format!("lan_{}", family(lan)), lan.to_string()),
+        ("wan".to_string(), wan.to_string()),
+        (format!("wan_{}", family(wan)), wan.to_string()),
+    ]
+    .into_iter()
+    .collect()
 }
 
 /// Where the check runners keep TTL check states across restarts; `None`
@@ -175,5 +189,25 @@ mod tests {
         std::fs::write(dir.path().join("node-id"), format!("{id}\n")).unwrap();
         let read = node_id(&in_dir(dir.path())).unwrap();
         assert!(read.to_string().eq_ignore_ascii_case(id));
+    }
+
+    #[test]
+    fn tagged_addresses_name_both_kinds_and_their_families() {
+        let lan: std::net::IpAddr = "10.0.0.1".parse().unwrap();
+        let wan: std::net::IpAddr = "2001:db8::1".parse().unwrap();
+        let tagged = tagged_addresses(lan, wan);
+        let pairs: Vec<(&str, &str)> = tagged
+            .iter()
+            .map(|(k, v)| (k.as_str(), v.as_str()))
+            .collect();
+        assert_eq!(
+            pairs,
+            [
+                ("lan", "10.0.0.1"),
+                ("lan_ipv4", "10.0.0.1"),
+                ("wan", "2001:db8::1"),
+                ("wan_ipv6", "2001:db8::1"),
+            ]
+        );
     }
 }

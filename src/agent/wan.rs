@@ -63,6 +63,8 @@ pub(super) struct WanMember<'a> {
     pub(super) rpc_addr: SocketAddr,
     /// The gossip key, the same as the LAN pool's.
     pub(super) key: Option<Key>,
+    /// How long a failed server is remembered (`reconnect_timeout_wan`).
+    pub(super) reconnect_timeout: Duration,
 }
 
 impl Wan {
@@ -90,7 +92,10 @@ impl Wan {
             rpc_addr: Some(m.rpc_addr),
             generation_floor,
             key: m.key,
-            profile: Profile::wan(),
+            profile: Profile {
+                remove_down_after: m.reconnect_timeout,
+                ..Profile::wan()
+            },
         })
         .map_err(|e| AgentError::Task(format!("WAN gossip: {e}")))?;
         let pool = Arc::new(pool);

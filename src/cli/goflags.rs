@@ -1,5 +1,5 @@
 //! Consul's flag spelling for the subcommands that mirror Consul's own
-//! (`kv`, `lock`, `tls`, `acl`, `members`, `join`). Consul parses flags with Go's `flag` package, where a
+//! (`kv`, `lock`, `tls`, `acl`, `members`, `join`, `force-leave`). Consul parses flags with Go's `flag` package, where a
 //! long flag takes one dash (`-recurse`, `-modify-index=5`, `-n 2`), a
 //! boolean may say `-cas=true`, and parsing stops at the first argument
 //! that is not a flag. clap reads `--long` flags, so those arguments are
@@ -10,7 +10,7 @@ use std::ffi::OsString;
 use clap::{ArgAction, Command};
 
 /// The subcommands whose flags are Consul's.
-const GO_STYLE: &[&str] = &["kv", "lock", "tls", "acl", "members", "join"];
+const GO_STYLE: &[&str] = &["kv", "lock", "tls", "acl", "members", "join", "force-leave"];
 
 /// Consul's flags for reaching the agent, which every Consul command that
 /// talks HTTP takes with one dash: accepted so on every subcommand.
@@ -206,6 +206,10 @@ mod tests {
             ["join", "--wan", "10.0.0.1:8302"]
         );
         assert_eq!(norm(&["join", "10.0.0.1"]), ["join", "10.0.0.1"]);
+        assert_eq!(
+            norm(&["force-leave", "-wan", "s3.dc2"]),
+            ["force-leave", "--wan", "s3.dc2"]
+        );
     }
 
     #[test]

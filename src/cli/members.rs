@@ -35,7 +35,9 @@ impl MembersCmd {
         } else {
             "/v1/agent/members"
         };
-        let members: Vec<Member> = serde_json::from_str(&self.addr.get(path)?)?;
+        // A client agent answers `?wan` with `null` (none), as Consul's.
+        let members: Vec<Member> =
+            serde_json::from_str::<Option<Vec<Member>>>(&self.addr.get(path)?)?.unwrap_or_default();
         let mut out = std::io::stdout().lock();
         writeln!(out, "Node\tAddress\tStatus\tType\tDC")?;
         for m in members {

@@ -21,6 +21,14 @@ pub const SERF_WAN_OFF: i32 = -1;
 /// Pause between rounds of WAN join attempts (Consul's
 /// `retry_interval_wan`).
 pub const RETRY_INTERVAL_WAN: Duration = Duration::from_secs(30);
+/// How long a failed server of the WAN pool is remembered before it is
+/// forgotten (and with its last server, its datacenter): Consul's
+/// `reconnect_timeout_wan`.
+pub const RECONNECT_TIMEOUT_WAN: Duration = Duration::from_secs(72 * 3600);
+/// The shortest `reconnect_timeout_wan`: Consul asks for 8 h; a datacenter
+/// torn down for good may be forgotten sooner here, but not before a
+/// restart or a short partition is over.
+pub const RECONNECT_TIMEOUT_WAN_MIN: Duration = Duration::from_secs(60);
 /// Server RPC.
 pub const SERVER_PORT: u16 = 8300;
 /// HTTPS API: -1, off, as Consul; 8501 is the port people give it.

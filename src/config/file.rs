@@ -41,6 +41,8 @@ pub struct FileConfig {
     pub retry_interval_wan: Option<String>,
     /// Address advertised to other datacenters (default: `advertise_addr`).
     pub advertise_addr_wan: Option<String>,
+    /// How long a failed server of the WAN pool is remembered ("72h").
+    pub reconnect_timeout_wan: Option<String>,
     /// Upstream DNS servers for names outside the domain.
     pub recursors: Option<Vec<String>>,
     /// The DNS domain (default `consul`).
@@ -73,6 +75,9 @@ pub struct FileConfig {
     /// Leave the gossip pool gracefully on SIGTERM (default: clients yes,
     /// servers no, as Consul).
     pub leave_on_terminate: Option<bool>,
+    /// Answers from other datacenters use their nodes' and services' WAN
+    /// addresses (`TaggedAddresses.wan`), as Consul's.
+    pub translate_wan_addrs: Option<bool>,
     /// How long a failed node keeps its catalog entry before it is reaped
     /// ("72h").
     pub reconnect_timeout: Option<String>,

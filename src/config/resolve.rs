@@ -286,7 +286,7 @@ impl Resolver<'_> {
             )?,
             zone_dirs,
             rrl: super::rrl::resolve(&dc, dns_src)?,
-            acl_token: None,
+            ..DnsSettings::default()
         })
     }
 
@@ -474,7 +474,7 @@ impl Resolver<'_> {
 
     /// A duration only the files set, `default` when none does, refused
     /// naming the key and the file when outside `[min, max]`.
-    fn bounded(
+    pub(super) fn bounded(
         &self,
         key: &'static str,
         v: Option<&str>,

@@ -100,6 +100,10 @@ pub struct DnsSettings {
     pub zone_dirs: Vec<PathBuf>,
     /// Response-rate limiting of UDP answers per source prefix.
     pub rrl: RrlSettings,
+    /// `translate_wan_addrs` (a WAN setting, not a `dns_config` key: the
+    /// agent fills it in): answers from other datacenters carry their
+    /// nodes' WAN addresses.
+    pub translate_wan_addrs: bool,
     /// With ACLs on, the secret of the token answers are computed as:
     /// `acl.tokens.default`, empty for the anonymous token (Consul's DNS
     /// uses the default token). `None` with ACLs off. Not a `dns_config`
@@ -146,6 +150,7 @@ impl Default for DnsSettings {
             recursor_timeout: defaults::DNS_RECURSOR_TIMEOUT,
             zone_dirs: Vec::new(),
             rrl: RrlSettings::default(),
+            translate_wan_addrs: false,
             acl_token: None,
         }
     }
@@ -216,6 +221,11 @@ pub struct WanSettings {
     pub retry_join: Vec<String>,
     /// The pause between those rounds.
     pub retry_interval: Duration,
+    /// `translate_wan_addrs`: answers from other datacenters (DNS, and
+    /// forwarded catalog and health reads) carry WAN addresses.
+    pub translate_wan_addrs: bool,
+    /// How long a failed server is remembered before the pool forgets it.
+    pub reconnect_timeout: Duration,
 }
 
 impl Default for WanSettings {
@@ -223,6 +233,8 @@ impl Default for WanSettings {
         Self {
             retry_join: Vec::new(),
             retry_interval: defaults::RETRY_INTERVAL_WAN,
+            translate_wan_addrs: false,
+            reconnect_timeout: defaults::RECONNECT_TIMEOUT_WAN,
         }
     }
 }

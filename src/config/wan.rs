@@ -1,8 +1,9 @@
 //! The WAN pool's settings resolved: `ports.serf_wan` (-1 runs no WAN pool,
 //! as Consul), `advertise_addr_wan` (the advertise address unless set),
-//! `retry_join_wan` and `retry_interval_wan`; what cannot work (a WAN join
-//! list on a client agent or with the pool off, a zero interval) refused
-//! naming the key and the file.
+//! `retry_join_wan`, `retry_interval_wan` and `reconnect_timeout_wan`
+//! (at least a minute, where Consul asks for 8 h), `translate_wan_addrs`;
+//! what cannot work (a WAN join list on a client agent or with the pool
+//! off, a zero interval) refused naming the key and the file.
 
 use std::net::IpAddr;
 
@@ -99,9 +100,20 @@ impl Resolver<'_> {
                 message: "must be longer than 0s".into(),
             });
         }
+        let reconnect_timeout = self.bounded(
+            "reconnect_timeout_wan",
+            self.layers.file.reconnect_timeout_wan.as_deref(),
+            defaults::RECONNECT_TIMEOUT_WAN,
+            (
+                defaults::RECONNECT_TIMEOUT_WAN_MIN,
+                std::time::Duration::MAX,
+            ),
+        )?;
         Ok(WanSettings {
             retry_join,
             retry_interval,
+            translate_wan_addrs: f.translate_wan_addrs.unwrap_or(false),
+            reconnect_timeout,
         })
     }
 }
@@ -148,6 +160,7 @@ mod tests {
         );
         assert!(cfg.wan.retry_join.is_empty());
         assert_eq!(cfg.wan.retry_interval, Duration::from_secs(30));
+        assert_eq!(cfg.wan.reconnect_timeout, Duration::from_secs(72 * 3600));
     }
 
     #[test]
@@ -156,6 +169,7 @@ mod tests {
             "retry_join_wan = [\"10.1.0.1\", \"10.1.0.2:9302\"]\n\
              retry_interval_wan = \"5s\"\n\
              advertise_addr_wan = \"192.0.2.7\"\n\
+             reconnect_timeout_wan = \"10m\"\n\
              [ports]\nserf_wan = 9302\n",
         );
         let flags = AgentFlags {
@@ -167,6 +181,7 @@ mod tests {
         assert_eq!(cfg.wan.retry_interval, Duration::from_secs(5));
         assert_eq!(cfg.network.advertise_addr_wan.to_string(), "192.0.2.7");
         assert_eq!(cfg.network.ports.serf_wan, Some(9302));
+        assert_eq!(cfg.wan.reconnect_timeout, Duration::from_secs(600));
         let cfg = Config::load(&AgentFlags {
             retry_join_wan: vec!["10.2.0.1".into()],
             retry_interval_wan: Some("1m".into()),
@@ -254,6 +269,19 @@ mod tests {
         assert!(
             e.starts_with("retry_interval_wan (--retry-interval-wan): "),
             "{e}"
+        );
+
+        let (_dir, path) = file("reconnect_timeout_wan = \"30s\"\n");
+        let e = error(&AgentFlags {
+            config_file: vec![path.clone()],
+            ..server()
+        });
+        assert_eq!(
+            e,
+            format!(
+                "reconnect_timeout_wan ({}): \"30s\" is below the 60s minimum",
+                path.display()
+            )
         );
 
         let e = error(&AgentFlags {

@@ -18,9 +18,10 @@
 //!   `forward.rs` (UDP, TCP on truncation, each recursor in turn).
 //!
 //! A name of another datacenter (`web.service.dc2.consul`) is
-//! [`Reply::OtherDatacenter`]: the server answers it in one place, today
-//! with [`Responder::no_path`] (NXDOMAIN with our SOA, as before there was
-//! such a reply), tomorrow by asking that datacenter's servers.
+//! [`Reply::OtherDatacenter`]: the server asks that datacenter's servers
+//! (`server/remote.rs`, off the worker threads), whose own responder
+//! answers it ([`Answerer`]); NXDOMAIN (with our SOA) for a datacenter
+//! nobody knows, SERVFAIL for one whose servers do not answer.
 //!
 //! Every response is fitted to the client's packet size by `fit.rs`; a
 //! plain UDP response also to ten times the request's size, so we are no
@@ -51,7 +52,7 @@ use std::path::PathBuf;
 
 pub use access::Caller;
 pub use respond::{Reply, Responder, Transport};
-pub use server::serve;
+pub use server::{Answerer, serve};
 
 /// Why the DNS server could not start or stopped.
 #[derive(Debug, thiserror::Error)]

@@ -60,8 +60,9 @@ pub enum Reply {
     /// their answer. Holds the parsed request.
     Forward(Message),
     /// The name belongs to datacenter `dc` (as asked): that datacenter's
-    /// servers answer it. Holds the parsed request; the server answers it
-    /// with [`Responder::no_path`] until there is a WAN path.
+    /// servers answer it. Holds the parsed request; the server asks them
+    /// off the worker threads, and answers [`Responder::no_path`] for a
+    /// datacenter nobody knows.
     OtherDatacenter {
         /// The datacenter label of the name.
         dc: String,
@@ -248,6 +249,12 @@ impl Responder {
             true,
             transport,
         )
+    }
+
+    /// SERVFAIL for `request`: another datacenter's servers, known but
+    /// unreachable, gave no answer.
+    pub fn servfail(&self, request: &Message, transport: Transport) -> Message {
+        self.error(request, ResponseCode::ServFail, transport)
     }
 
     /// Adapts a recursor's `upstream` response to `request`'s client: its ID,

@@ -49,7 +49,7 @@ impl TestServer {
         let responder = Responder::new(&cfg, DATACENTER).unwrap();
         let token = shutdown.clone();
         let task = tokio::spawn(async move {
-            serve_limited(udp, tcp, responder, &cfg, limits, replica, token).await
+            serve_limited(udp, tcp, responder, &cfg, limits, replica, None, token).await
         });
         Self {
             udp: udp_addr,
@@ -615,6 +615,7 @@ async fn a_bad_zone_file_stops_start_up() {
         &crate::config::LimitsSettings::default(),
         DATACENTER.into(),
         Arc::new(Replica::new()),
+        crate::remote::Remote::alone(DATACENTER),
         CancellationToken::new(),
     )
     .await

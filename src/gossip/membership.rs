@@ -293,6 +293,24 @@ pub fn view<'a>(sources: Sources<'a, impl Iterator<Item = &'a foca::Member<Membe
     out
 }
 
+/// Whether `m` belongs in the same pool as `local`. A WAN pool's members
+/// are servers named `node.dc` after their own datacenter; a LAN pool's
+/// names are DNS labels, never dotted. So a LAN join pointed at a WAN port
+/// (or the reverse) leaves the other pool's members out of the view
+/// instead of mixing the two: the leader would otherwise register
+/// `s1.dc1` as a node (Consul's merge delegates refuse them too).
+pub fn same_pool(local: &str, m: &Member) -> bool {
+    if local.contains('.') {
+        m.role == Role::Server
+            && m.name
+                .strip_suffix(m.dc.as_str())
+                .and_then(|n| n.strip_suffix('.'))
+                .is_some_and(|node| !node.is_empty() && !node.contains('.'))
+    } else {
+        !m.name.contains('.')
+    }
+}
+
 /// Picks who speaks for one name (see [`view`]) and notes the refused.
 fn decide(group: &[Member], out: &mut View) {
     let first_live = group
@@ -390,6 +408,29 @@ mod tests {
             members: members.iter(),
             departures,
         }
+    }
+
+    #[test]
+    fn a_lan_pool_and_a_wan_pool_keep_each_others_members_out() {
+        let member = |name: &str, dc: &str, role: Role| Member {
+            name: name.into(),
+            node_id: Uuid::nil(),
+            addr: SocketAddr::from(([127, 0, 0, 1], 1)),
+            status: MemberStatus::Alive,
+            role,
+            dc: dc.into(),
+            rpc_addr: None,
+            generation: 1,
+        };
+        // The WAN pool: servers named after their own datacenter only.
+        assert!(same_pool("s1.dc1", &member("s2.dc2", "dc2", Role::Server)));
+        assert!(!same_pool("s1.dc1", &member("s2", "dc1", Role::Server)));
+        assert!(!same_pool("s1.dc1", &member("c1.dc1", "dc1", Role::Client)));
+        assert!(!same_pool("s1.dc1", &member("s2.dc1", "dc2", Role::Server)));
+        assert!(!same_pool("s1.dc1", &member(".dc1", "dc1", Role::Server)));
+        // The LAN pool: undotted names, clients and servers alike.
+        assert!(same_pool("s1", &member("c1", "dc1", Role::Client)));
+        assert!(!same_pool("s1", &member("s2.dc2", "dc2", Role::Server)));
     }
 
     #[test]

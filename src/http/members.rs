@@ -1,8 +1,8 @@
 //! The gossip pools: `/v1/agent/members`, `/v1/agent/join/:addr` and
 //! `/v1/agent/force-leave/:node`. With `?wan` (any non-empty value, as
 //! Consul's) each is about a server's WAN pool: its members are named
-//! `node.dc`; a client agent, which is in no WAN pool, lists none and
-//! refuses to join one, as Consul's.
+//! `node.dc`; a client agent, which is in no WAN pool, lists none (`null`,
+//! as Consul's) and refuses to join one, as Consul's.
 //!
 //! With ACLs on, as Consul's: the member list leaves out the nodes the
 //! token may not read; a join needs `agent:write` on this agent, a
@@ -18,7 +18,7 @@ use serde::Serialize;
 use super::error::ApiError;
 use super::json_true;
 use super::route::Route;
-use crate::gossip::{Gossip, GossipError, MemberStatus, Role};
+use crate::gossip::{GossipError, MemberStatus, Role};
 
 /// One member as Consul's `/v1/agent/members` shows a Serf member.
 #[derive(Debug, Serialize)]
@@ -57,7 +57,12 @@ fn wan_requested(route: &Route) -> bool {
 /// `?wan` the WAN pool (empty on a client agent).
 pub(super) async fn members(route: Route) -> Result<Response, ApiError> {
     let all = if wan_requested(&route) {
-        route.wan_gossip().map(Gossip::members).unwrap_or_default()
+        match route.wan_gossip() {
+            Some(wan) => wan.members(),
+            // Consul's client agent encodes its nil list of WAN members:
+            // `null`, which its own clients read as none.
+            None => return Ok(Json(serde_json::Value::Null).into_response()),
+        }
     } else {
         route.gossip().members()
     };

@@ -23,6 +23,7 @@ mod catalog;
 mod coordinate;
 pub mod decode;
 mod error;
+mod forward;
 mod health;
 pub mod json;
 mod kv;
@@ -85,6 +86,8 @@ pub struct ApiState {
     pub kv: crate::config::KvSettings,
     /// ACLs: whether they are on, the token for requests without one.
     pub acl: crate::config::AclSettings,
+    /// The way to other datacenters, for requests whose `?dc=` names one.
+    pub remote: Arc<crate::remote::Remote>,
 }
 
 /// The handlers' state: the parts the caller gives plus what one running
@@ -124,6 +127,7 @@ impl std::ops::Deref for Ctx {
 }
 
 fn build(state: Ctx, admission: Admission) -> Router {
+    let forwarding = state.clone();
     Router::new()
         .route("/v1/agent/self", get(agent::agent_self))
         .route("/v1/agent/services", get(agent::services))
@@ -214,6 +218,12 @@ fn build(state: Ctx, admission: Admission) -> Router {
             ApiError::MethodNotAllowed(method.to_string())
         })
         .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))
+        // Inside admission, so a forwarded request takes a slot of its
+        // kind here too; before every extractor, so it goes whole.
+        .layer(axum::middleware::from_fn_with_state(
+            forwarding,
+            forward::forward,
+        ))
         // Global, not per route: one pair of bounds for every route.
         .layer(axum::middleware::from_fn_with_state(
             admission,
@@ -247,10 +257,33 @@ pub async fn serve_with_https(
     limits: &crate::config::LimitsSettings,
     shutdown: CancellationToken,
 ) -> std::io::Result<()> {
-    let ctx = Ctx::new(state, shutdown.clone());
+    let router = router(state, limits, shutdown.clone());
+    serve_router(listener, https, router, limits, shutdown).await
+}
+
+/// The API's router over `state`, its requests shed as `limits` say, its
+/// parked blocking queries answered when `closing` fires: what the
+/// listeners serve, and what runs requests other datacenters send here
+/// (`rpc::datacenter`), under the same admission bounds.
+pub fn router(
+    state: ApiState,
+    limits: &crate::config::LimitsSettings,
+    closing: CancellationToken,
+) -> Router {
+    let ctx = Ctx::new(state, closing);
     let admission = Admission::new(MAX_IN_FLIGHT, MAX_BLOCKING)
         .blocking_per_client(limits.http_max_blocking_per_client);
-    let router = build(ctx, admission);
+    build(ctx, admission)
+}
+
+/// Serves `router` (from [`router`]) as [`serve_with_https`] does.
+pub async fn serve_router(
+    listener: tokio::net::TcpListener,
+    https: Option<(tokio::net::TcpListener, Arc<crate::tls::Tls>)>,
+    router: Router,
+    limits: &crate::config::LimitsSettings,
+    shutdown: CancellationToken,
+) -> std::io::Result<()> {
     let caps = listen::Caps::new(limits);
     let Some((https, tls)) = https else {
         return listen::serve(listener, router, limits, None, caps, shutdown).await;

@@ -301,9 +301,12 @@ impl Route {
         &self.ctx.api.local.identity().datacenter
     }
 
-    /// The one place a request for another datacenter is decided; every
-    /// catalog read and write passes here. There is no WAN path yet, and
-    /// answering from ours would be wrong: Consul's status and wording.
+    /// The one place a handler tells our datacenter from another; every
+    /// catalog read and write passes here. A request whose `?dc=` names
+    /// another datacenter was sent there whole before any handler ran
+    /// (`forward.rs`), so what arrives here naming another one is a write
+    /// whose body names it (`Datacenter` in a catalog registration):
+    /// answering from ours would be wrong, so Consul's status and wording.
     fn reach(&self, datacenter: &Datacenter) -> Result<&ApiState, ApiError> {
         match datacenter {
             Datacenter::Local => Ok(&self.ctx.api),

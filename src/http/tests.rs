@@ -87,6 +87,7 @@ impl TestApi {
             local,
             kv: crate::config::KvSettings::default(),
             acl,
+            remote: crate::remote::Remote::alone("dc1"),
         };
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let base = format!("http://{}", listener.local_addr().unwrap());

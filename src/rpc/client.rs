@@ -21,12 +21,16 @@ use serde::{Deserialize, Serialize};
 
 use super::catchup::{Chunk, Offer, SnapshotCache};
 use super::cluster::Configuration;
+use super::datacenter::{DatacenterRequest, DatacenterResponse, ForwardError, Slot};
 use super::errors::{MembershipError, ReadError, WriteError};
 use super::types::RaftId;
 use crate::catalog::{Applied, Command, Index, Outcome, Replica, Since};
 
 /// Longest a client's follow poll is held open.
 pub const MAX_FOLLOW_WAIT: Duration = Duration::from_secs(10);
+/// Longest a client agent's request to another datacenter may take there:
+/// Consul's longest blocking wait (10 min), its jitter and a margin.
+const MAX_FORWARD_WAIT: Duration = Duration::from_secs(11 * 60);
 /// Commands in one follow answer, so frames stay small; a client behind by
 /// more asks again at once.
 const FOLLOW_COMMANDS: usize = 4096;
@@ -78,6 +82,19 @@ pub enum ClientRequest {
     /// (`/v1/catalog/datacenters` on a client agent; Consul's servers
     /// answer it too).
     Datacenters,
+    /// Send `request` on to datacenter `dc` (`?dc=`, a DNS name of
+    /// another datacenter): a client agent is in no WAN pool, so its
+    /// server carries the request, as Consul's servers do. The remote
+    /// server checks the token the request carries.
+    Forward {
+        /// The datacenter.
+        dc: String,
+        /// The request, as the remote server will run it.
+        request: DatacenterRequest,
+        /// How long the remote server may take to answer once reached, in
+        /// milliseconds (a blocking query's wait); the server caps it.
+        answer_within_ms: u64,
+    },
     /// The WAN coordinates of every datacenter's servers
     /// (`/v1/coordinate/datacenters` on a client agent, which has no WAN
     /// pool; Consul's servers answer it too).
@@ -103,6 +120,9 @@ pub enum ClientResponse {
     RemovePeer(Result<(), MembershipError>),
     /// To [`ClientRequest::Datacenters`].
     Datacenters(Vec<String>),
+    /// To [`ClientRequest::Forward`]: the remote datacenter's answer, or
+    /// why there was none.
+    Forward(Result<DatacenterResponse, ForwardError>),
     /// To [`ClientRequest::CoordinateDatacenters`].
     CoordinateDatacenters(Vec<crate::coordinate::DatacenterCoordinates>),
 }
@@ -118,6 +138,7 @@ impl ClientRequest {
             Self::SnapshotChunk { .. } => "snapshot-chunk",
             Self::RemovePeer { .. } => "remove-peer",
             Self::Datacenters => "datacenters",
+            Self::Forward { .. } => "forward-to-datacenter",
             Self::CoordinateDatacenters => "coordinate-datacenters",
         }
     }
@@ -134,6 +155,7 @@ impl ClientResponse {
             Self::SnapshotChunk(_) => "a snapshot chunk",
             Self::RemovePeer(_) => "a removal's result",
             Self::Datacenters(_) => "datacenters",
+            Self::Forward(_) => "a forwarded answer",
             Self::CoordinateDatacenters(_) => "datacenters' coordinates",
         }
     }
@@ -235,8 +257,13 @@ pub trait ClientHandler: Send + Sync {
     fn coordinate_datacenters(&self) -> Vec<crate::coordinate::DatacenterCoordinates>;
 }
 
-/// Carries out one client call.
-pub(super) async fn handle(handler: &impl ClientHandler, req: ClientRequest) -> ClientResponse {
+/// Carries out one client call; a forward to another datacenter goes
+/// through `datacenters`, the agent's side of the datacenter family.
+pub(super) async fn handle(
+    handler: &impl ClientHandler,
+    datacenters: &Slot,
+    req: ClientRequest,
+) -> ClientResponse {
     match req {
         ClientRequest::Write(cmd) => ClientResponse::Write(handler.write(*cmd).await),
         ClientRequest::ConsistentIndex => ClientResponse::ConsistentIndex(
@@ -256,6 +283,14 @@ pub(super) async fn handle(handler: &impl ClientHandler, req: ClientRequest) -> 
             ClientResponse::RemovePeer(handler.remove_peer(id, token).await)
         }
         ClientRequest::Datacenters => ClientResponse::Datacenters(handler.datacenters()),
+        ClientRequest::Forward {
+            dc,
+            request,
+            answer_within_ms,
+        } => {
+            let within = Duration::from_millis(answer_within_ms).min(MAX_FORWARD_WAIT);
+            ClientResponse::Forward(datacenters.forward(dc, request, within).await)
+        }
         ClientRequest::CoordinateDatacenters => {
             ClientResponse::CoordinateDatacenters(handler.coordinate_datacenters())
         }

@@ -27,6 +27,7 @@ use tokio_util::sync::CancellationToken;
 use super::catchup::{self, CatchUpError, Chunk, ChunkSource, MAX_CHUNK, Offer};
 use super::client::{CatchUp, ClientRequest, ClientResponse, ServerStatus};
 use super::cluster::Configuration;
+use super::datacenter::{DatacenterRequest, DatacenterResponse, ForwardError};
 use super::errors::{MembershipError, ReadError, WriteError};
 use super::message::{Request, Response};
 use super::pool::Pool;
@@ -331,6 +332,43 @@ impl ServerLink {
         match self.call(&req, CALL_TIMEOUT, true).await? {
             Response::Client(ClientResponse::RemovePeer(result)) => result,
             other => Err(unexpected("remove", &other).into()),
+        }
+    }
+
+    /// Has a server of this datacenter run `request` in datacenter `dc`,
+    /// which may take `answer_within` there (a blocking query), plus the
+    /// server's own time to reach `dc`. Sent again to another server of
+    /// ours only when the request is idempotent.
+    pub async fn forward(
+        &self,
+        dc: &str,
+        request: DatacenterRequest,
+        answer_within: Duration,
+    ) -> Result<DatacenterResponse, ForwardError> {
+        let resend = request.idempotent();
+        let req = Request::Client(ClientRequest::Forward {
+            dc: dc.to_owned(),
+            request,
+            answer_within_ms: u64::try_from(answer_within.as_millis()).unwrap_or(u64::MAX),
+        });
+        let timeout = answer_within + super::datacenter::REACH_DEADLINE + CALL_MARGIN;
+        match self.call(&req, timeout, resend).await {
+            Ok(Response::Client(ClientResponse::Forward(result))) => result,
+            Ok(other) => Err(ForwardError::Failed(format!(
+                "server answered a forward request with {}",
+                other.kind()
+            ))),
+            Err(CallError::NoServers) => Err(ForwardError::NoLocalServer(
+                "none of this datacenter's servers could be reached".into(),
+            )),
+            Err(CallError::Timeout) => Err(ForwardError::Failed(format!(
+                "no answer from {dc} through this datacenter's servers in time"
+            ))),
+            Err(CallError::Interrupted) => Err(ForwardError::Failed(format!(
+                "the request to {dc} was lost on the way to this datacenter's server; it was \
+                 not sent again, since it may have been carried out"
+            ))),
+            Err(CallError::Fatal(why)) => Err(ForwardError::Failed(why)),
         }
     }
 

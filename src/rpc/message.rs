@@ -7,12 +7,14 @@
 //! handler in a file of its own: Raft between servers (`raft`), running the
 //! cluster (`cluster`: discovery, joins and removals, a follower's calls to
 //! its leader), and client agents (`client`: writes, `?consistent` reads,
-//! the change stream).
+//! the change stream), and servers of other datacenters (`datacenter`:
+//! requests their clients sent with `?dc=` or a name of this datacenter).
 
 use serde::{Deserialize, Serialize};
 
 use super::client::{ClientRequest, ClientResponse};
 use super::cluster::{ClusterRequest, ClusterResponse};
+use super::datacenter::{DatacenterRequest, DatacenterResponse};
 use super::raft::{RaftRequest, RaftResponse};
 
 /// One frame's content.
@@ -24,10 +26,8 @@ pub struct Envelope<T> {
     pub body: T,
 }
 
-/// A call to a server, by family.
-///
-/// Requests that servers of another datacenter forward here (`?dc=`) will
-/// be a fourth family, `Datacenter(..)`, after `Client`.
+/// A call to a server, by family. Families are appended, never
+/// reordered: postcard numbers the variants.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub enum Request {
     /// Raft between servers.
@@ -36,6 +36,8 @@ pub enum Request {
     Cluster(ClusterRequest),
     /// A client agent's calls.
     Client(ClientRequest),
+    /// A server of another datacenter's calls.
+    Datacenter(DatacenterRequest),
 }
 
 /// The answer to a [`Request`], in the request's family.
@@ -49,6 +51,8 @@ pub enum Response {
     Client(ClientResponse),
     /// The answer could not be encoded; the text says why.
     Malformed(String),
+    /// To [`Request::Datacenter`].
+    Datacenter(DatacenterResponse),
 }
 
 impl Request {
@@ -58,6 +62,7 @@ impl Request {
             Self::Raft(r) => r.kind(),
             Self::Cluster(r) => r.kind(),
             Self::Client(r) => r.kind(),
+            Self::Datacenter(r) => r.kind(),
         }
     }
 }
@@ -70,6 +75,7 @@ impl Response {
             Self::Cluster(r) => r.kind(),
             Self::Client(r) => r.kind(),
             Self::Malformed(_) => "malformed",
+            Self::Datacenter(r) => r.kind(),
         }
     }
 }

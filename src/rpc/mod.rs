@@ -17,6 +17,9 @@
 //!   pipeline;
 //! - `raft`, `cluster`, `client`: each family's requests, answers and the
 //!   handler trait a server answers them with (consensus implements them);
+//! - `datacenter`: the fourth family, requests from servers of other
+//!   datacenters (and a client agent's requests for them), answered by the
+//!   agent's own HTTP router and DNS responder;
 //! - `catchup`: a client behind its server's history fetching the server's
 //!   state in chunks, and the one encoding of it the server keeps for that;
 //! - `types`: openraft's type configuration, which Raft's messages carry;
@@ -33,6 +36,7 @@
 pub mod catchup;
 pub mod client;
 pub mod cluster;
+pub mod datacenter;
 pub mod errors;
 pub mod frame;
 pub mod link;

@@ -99,6 +99,9 @@ pub struct Pool {
     refusals: Refusals,
     /// What this side proves, and requires peers to prove, at connect.
     credentials: Credentials,
+    /// The datacenter of the servers this pool dials, when it is another
+    /// one: their certificates name `server.<dc>.<domain>`.
+    datacenter: Option<String>,
 }
 
 impl Pool {
@@ -111,6 +114,31 @@ impl Pool {
             connect_timeout,
             refusals: Refusals::new(),
             credentials,
+            datacenter: None,
+        }
+    }
+
+    /// An empty pool for the servers of another datacenter, `dc`: as
+    /// [`Self::new`], expecting their certificates to name
+    /// `server.<dc>.<domain>`.
+    pub fn to_datacenter(connect_timeout: Duration, credentials: Credentials, dc: String) -> Self {
+        Self {
+            datacenter: Some(dc),
+            ..Self::new(connect_timeout, credentials)
+        }
+    }
+
+    /// Makes sure a connection to `addr` is open (opening it if need be)
+    /// within `timeout`: a caller that will wait long for an answer (a
+    /// blocking query) learns within a short deadline whether the peer is
+    /// there at all.
+    pub async fn connect(&self, addr: SocketAddr, timeout: Duration) -> Result<(), RpcError> {
+        match tokio::time::timeout(timeout, self.conn(addr)).await {
+            Ok(conn) => conn.map(|_| ()),
+            Err(_) => Err(RpcError::Connect {
+                addr,
+                source: std::io::ErrorKind::TimedOut.into(),
+            }),
         }
     }
 
@@ -150,49 +178,58 @@ impl Pool {
         if let Some(conn) = slot.as_ref().filter(|c| !c.closed.load(Ordering::Acquire)) {
             return Ok(conn.clone());
         }
-        let stream =
-            match tokio::time::timeout(self.connect_timeout, open(addr, &self.credentials)).await {
-                Ok(Ok(s)) => s,
-                Ok(Err(e)) => {
-                    if let RpcError::Preface {
-                        source:
-                            PrefaceError::Mismatch { .. }
-                            | PrefaceError::Proof(
-                                ProofError::Unproven | ProofError::Unkeyed | ProofError::WrongKey,
-                            ),
-                        ..
-                    } = &e
-                    {
-                        if self.refusals.warn_now() {
-                            tracing::warn!("{e}");
-                        } else {
-                            tracing::debug!("{e}");
-                        }
+        let stream = match tokio::time::timeout(
+            self.connect_timeout,
+            open(addr, &self.credentials, self.datacenter.as_deref()),
+        )
+        .await
+        {
+            Ok(Ok(s)) => s,
+            Ok(Err(e)) => {
+                if let RpcError::Preface {
+                    source:
+                        PrefaceError::Mismatch { .. }
+                        | PrefaceError::Proof(
+                            ProofError::Unproven | ProofError::Unkeyed | ProofError::WrongKey,
+                        ),
+                    ..
+                } = &e
+                {
+                    if self.refusals.warn_now() {
+                        tracing::warn!("{e}");
+                    } else {
+                        tracing::debug!("{e}");
                     }
-                    return Err(e);
                 }
-                Err(_) => {
-                    return Err(RpcError::Connect {
-                        addr,
-                        source: std::io::ErrorKind::TimedOut.into(),
-                    });
-                }
-            };
+                return Err(e);
+            }
+            Err(_) => {
+                return Err(RpcError::Connect {
+                    addr,
+                    source: std::io::ErrorKind::TimedOut.into(),
+                });
+            }
+        };
         let conn = Conn::start(addr, stream);
         *slot = Some(conn.clone());
         Ok(conn)
     }
 }
 
-/// Connects to `addr` and exchanges prefaces.
-async fn open(addr: SocketAddr, credentials: &Credentials) -> Result<Box<dyn Io>, RpcError> {
+/// Connects to `addr` (a server of datacenter `dc`, when another one) and
+/// exchanges prefaces.
+async fn open(
+    addr: SocketAddr,
+    credentials: &Credentials,
+    dc: Option<&str>,
+) -> Result<Box<dyn Io>, RpcError> {
     let tcp = TcpStream::connect(addr)
         .await
         .map_err(|source| RpcError::Connect { addr, source })?;
     // Raft messages are small and latency-bound.
     let _ = tcp.set_nodelay(true);
     let mut stream = credentials
-        .connect(tcp)
+        .connect_to(tcp, dc)
         .await
         .map_err(|source| RpcError::Insecure { addr, source })?;
     preface::offer(

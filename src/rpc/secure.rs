@@ -52,8 +52,18 @@ pub enum Peer {
 }
 
 impl Peer {
-    /// Whether this peer may send Raft and cluster requests.
+    /// Whether this peer may send Raft and cluster requests: a server of
+    /// this datacenter.
     pub fn may_act_as_server(self) -> bool {
+        !matches!(
+            self,
+            Self::Verified(PeerRole::Client | PeerRole::RemoteServer)
+        )
+    }
+
+    /// Whether this peer may send requests of the datacenter family: a
+    /// server of any datacenter.
+    pub fn may_act_as_remote_server(self) -> bool {
         !matches!(self, Self::Verified(PeerRole::Client))
     }
 }
@@ -106,6 +116,27 @@ impl Credentials {
             Peer::Unverified
         };
         Ok((Box::new(stream), peer))
+    }
+
+    /// The dialling side for a server of datacenter `dc` (another one's
+    /// certificate names `server.<dc>.<domain>`): TLS when
+    /// `verify_outgoing`, else plain.
+    pub async fn connect_to(
+        &self,
+        tcp: TcpStream,
+        dc: Option<&str>,
+    ) -> Result<Box<dyn Io>, SecureError> {
+        let Some(dc) = dc else {
+            return self.connect(tcp).await;
+        };
+        let Some((config, name)) = self.tls.as_ref().and_then(|t| t.rpc_client_for(dc)) else {
+            return Ok(Box::new(tcp));
+        };
+        let stream = TlsConnector::from(config)
+            .connect(name, tcp)
+            .await
+            .map_err(SecureError::Handshake)?;
+        Ok(Box::new(stream))
     }
 
     /// The dialling side: TLS when `verify_outgoing`, else plain.

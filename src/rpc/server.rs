@@ -24,6 +24,7 @@ use tokio_util::sync::CancellationToken;
 
 use super::client::{self, ClientHandler};
 use super::cluster::{self, ClusterHandler};
+use super::datacenter::Slot;
 use super::frame::{self, FrameError};
 use super::message::{Envelope, Request, Response};
 use super::preface::{self, PROTOCOL_VERSION, PrefaceError, Refusals};
@@ -69,10 +70,25 @@ pub trait Handler: RaftHandler + ClusterHandler + ClientHandler + 'static {}
 impl<T: RaftHandler + ClusterHandler + ClientHandler + 'static> Handler for T {}
 
 /// Serves `listener` with `handler` under `limits` until `shutdown` is
-/// cancelled.
+/// cancelled, refusing the datacenter family (a server that serves no
+/// other datacenter).
 pub async fn serve<H: Handler>(
     listener: TcpListener,
     handler: Arc<H>,
+    credentials: Credentials,
+    limits: ConnLimits,
+    shutdown: CancellationToken,
+) -> std::io::Result<()> {
+    let none = Arc::new(Slot::default());
+    serve_with(listener, handler, none, credentials, limits, shutdown).await
+}
+
+/// [`serve`], answering the datacenter family (and client agents'
+/// forwards) with what the agent installs in `datacenters`.
+pub async fn serve_with<H: Handler>(
+    listener: TcpListener,
+    handler: Arc<H>,
+    datacenters: Arc<Slot>,
     credentials: Credentials,
     limits: ConnLimits,
     shutdown: CancellationToken,
@@ -105,8 +121,9 @@ pub async fn serve<H: Handler>(
         let _ = stream.set_nodelay(true);
         let (handler, token, refusals) = (handler.clone(), shutdown.clone(), refusals.clone());
         let (credentials, timeout) = (credentials.clone(), limits.handshake_timeout);
+        let datacenters = datacenters.clone();
         conns.spawn(async move {
-            match connection(stream, handler, credentials, timeout, token).await {
+            match connection(stream, handler, datacenters, credentials, timeout, token).await {
                 Ok(()) => {}
                 // A peer that spoke, but not our protocol: worth a warning.
                 Err(Ended::Refused(
@@ -173,6 +190,7 @@ enum Ended {
 async fn connection<H: Handler>(
     stream: TcpStream,
     handler: Arc<H>,
+    datacenters: Arc<Slot>,
     credentials: Credentials,
     handshake_timeout: Option<Duration>,
     shutdown: CancellationToken,
@@ -232,10 +250,11 @@ async fn connection<H: Handler>(
             break Ok(());
         };
         let (handler, answers) = (handler.clone(), answers.clone());
+        let datacenters = datacenters.clone();
         match frame::decode::<Envelope<Request>>(&buf) {
             Ok(Envelope { id, body }) => {
                 handlers.spawn(async move {
-                    let body = handle(&*handler, peer, body).await;
+                    let body = handle(&*handler, &datacenters, peer, body).await;
                     send(&answers, id, &body).await;
                     drop(permit);
                 });
@@ -274,19 +293,31 @@ async fn send(answers: &mpsc::Sender<Vec<u8>>, id: u64, body: &Response) {
 }
 
 /// Hands one request to the handler of its family. Raft and cluster
-/// requests come only from servers: a peer that showed a client's
-/// certificate is refused them.
-async fn handle<H: Handler>(handler: &H, peer: Peer, req: Request) -> Response {
-    if !peer.may_act_as_server() && !matches!(req, Request::Client(_)) {
+/// requests come only from servers of this datacenter, datacenter requests
+/// from servers of any: a peer that showed a client's certificate is
+/// refused them.
+async fn handle<H: Handler>(handler: &H, datacenters: &Slot, peer: Peer, req: Request) -> Response {
+    let allowed = match req {
+        Request::Client(_) => true,
+        Request::Datacenter(_) => peer.may_act_as_remote_server(),
+        Request::Raft(_) | Request::Cluster(_) => peer.may_act_as_server(),
+    };
+    if !allowed {
         return Response::Malformed(
-            "refused: this connection showed a client certificate, and Raft and cluster requests \
-             need a server certificate"
-                .into(),
+            if matches!(req, Request::Datacenter(_)) {
+                "refused: this connection showed a client certificate, and requests from another \
+                 datacenter need a server certificate of some datacenter"
+            } else {
+                "refused: this connection showed a client certificate, and Raft and cluster \
+                 requests need a server certificate"
+            }
+            .into(),
         );
     }
     match req {
         Request::Raft(r) => Response::Raft(raft::handle(handler, r).await),
         Request::Cluster(r) => Response::Cluster(cluster::handle(handler, r).await),
-        Request::Client(r) => Response::Client(client::handle(handler, r).await),
+        Request::Client(r) => Response::Client(client::handle(handler, datacenters, r).await),
+        Request::Datacenter(r) => Response::Datacenter(datacenters.serve(r).await),
     }
 }

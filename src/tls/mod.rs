@@ -86,6 +86,10 @@ struct Material {
     https_server: Option<Arc<ServerConfig>>,
     rpc_server: Option<Arc<ServerConfig>>,
     rpc_client: Option<Arc<ClientConfig>>,
+    /// Dialling servers of other datacenters, which name
+    /// `server.<their dc>.<domain>`: built on first use from the same
+    /// files, by datacenter, and dropped with the rest on a reload.
+    remote_clients: std::sync::Mutex<std::collections::HashMap<String, Arc<ClientConfig>>>,
 }
 
 /// The agent's TLS: its settings and the configurations last loaded from
@@ -97,6 +101,9 @@ pub struct Tls {
     settings: TlsSettings,
     /// `server.<dc>.<domain>`: what a server's certificate names.
     server_name: ServerName<'static>,
+    /// The DNS domain, without its trailing dot, for the server names of
+    /// other datacenters.
+    domain: String,
     /// The configurations now in force; a reload swaps them all at once.
     current: ArcSwap<Material>,
 }
@@ -122,6 +129,7 @@ impl Tls {
         Ok(Self {
             settings,
             server_name,
+            domain: domain.trim_end_matches('.').to_owned(),
             current: ArcSwap::from_pointee(material),
         })
     }
@@ -166,6 +174,43 @@ impl Tls {
     /// `server.<dc>.<domain>`.
     pub fn server_name(&self) -> &ServerName<'static> {
         &self.server_name
+    }
+
+    /// Server RPC's dialling side for a server of datacenter `dc` (maybe
+    /// another one), and the name to dial it by, `server.<dc>.<domain>`;
+    /// `None` unless `verify_outgoing`. With `verify_server_hostname` the
+    /// certificate must name that datacenter's servers, as Consul checks
+    /// a remote server's certificate.
+    pub fn rpc_client_for(&self, dc: &str) -> Option<(Arc<ClientConfig>, ServerName<'static>)> {
+        let material = self.current.load();
+        let own = material.rpc_client.clone()?;
+        let name = ServerName::try_from(format!("server.{dc}.{}", self.domain)).ok()?;
+        if name == self.server_name || !self.settings.internal_rpc.verify_server_hostname {
+            return Some((own, name));
+        }
+        let mut remote = material
+            .remote_clients
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        if let Some(config) = remote.get(dc) {
+            return Some((config.clone(), name));
+        }
+        let rpc = Stanza {
+            name: "tls.internal_rpc",
+            settings: &self.settings.internal_rpc,
+            source: &self.settings.source,
+        };
+        match client_config(&rpc, &name, &provider()) {
+            Ok(Some(config)) => {
+                remote.insert(dc.to_owned(), config.clone());
+                Some((config, name))
+            }
+            Ok(None) => None,
+            Err(e) => {
+                tracing::warn!(dc, "TLS for dialling another datacenter's servers: {e}");
+                None
+            }
+        }
     }
 
     /// Whether `chain` (`ServerConnection::peer_certificates`) is a
@@ -224,6 +269,7 @@ fn build(settings: &TlsSettings, server_name: &ServerName<'static>) -> Result<Ma
         https_server,
         rpc_server: server_config(&rpc, &provider)?,
         rpc_client: client_config(&rpc, server_name, &provider)?,
+        remote_clients: std::sync::Mutex::default(),
     })
 }
 

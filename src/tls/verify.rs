@@ -1,7 +1,8 @@
 //! Checking a server's certificate the way Consul does: signed by our CA,
 //! and naming what we expect, which for server RPC with
 //! `verify_server_hostname` is `server.<dc>.<domain>` whatever address was
-//! dialled; and telling a server's certificate from a client's.
+//! dialled; and telling a server's certificate (of this datacenter or of
+//! another) from a client's.
 
 use std::sync::Arc;
 
@@ -125,6 +126,10 @@ pub enum PeerRole {
     /// A client's or CLI's certificate, or none: it may call the client
     /// family of RPC only.
     Client,
+    /// It names `server.<other dc>.<domain>`: a server of another
+    /// datacenter, which may send requests of the datacenter family (its
+    /// clients' `?dc=` requests) but never Raft or membership calls here.
+    RemoteServer,
 }
 
 /// The role a peer's certificate chain shows (the chain was already
@@ -135,6 +140,47 @@ pub fn peer_role(chain: Option<&[CertificateDer<'_>]>, server_name: &ServerName<
     };
     match ParsedCertificate::try_from(end_entity) {
         Ok(cert) if verify_server_name(&cert, server_name).is_ok() => PeerRole::Server,
+        Ok(_) if names_a_server_of_some_datacenter(end_entity, server_name) => {
+            PeerRole::RemoteServer
+        }
         _ => PeerRole::Client,
     }
+}
+
+/// Whether the certificate names `server.<any dc>.<domain>` among its DNS
+/// names, `<domain>` being the one of `server_name`
+/// (`server.<our dc>.<domain>`): what `trellis tls cert create -server -dc
+/// X` writes for the servers of datacenter X. rustls checks one expected
+/// name at a time, so the names are read from the certificate itself.
+fn names_a_server_of_some_datacenter(
+    cert: &CertificateDer<'_>,
+    server_name: &ServerName<'_>,
+) -> bool {
+    let ServerName::DnsName(ours) = server_name else {
+        return false;
+    };
+    // `server.<dc>.<domain>`: the domain is what follows the datacenter.
+    let Some(domain) = ours
+        .as_ref()
+        .strip_prefix("server.")
+        .and_then(|rest| rest.split_once('.'))
+        .map(|(_, domain)| domain.to_ascii_lowercase())
+    else {
+        return false;
+    };
+    let Ok((_, parsed)) = x509_parser::parse_x509_certificate(cert.as_ref()) else {
+        return false;
+    };
+    let Ok(Some(san)) = parsed.subject_alternative_name() else {
+        return false;
+    };
+    san.value.general_names.iter().any(|name| match name {
+        x509_parser::extensions::GeneralName::DNSName(dns) => {
+            let dns = dns.to_ascii_lowercase();
+            dns.strip_prefix("server.")
+                .and_then(|rest| rest.split_once('.'))
+                .is_some_and(|(dc, rest)| !dc.is_empty() && !dc.contains('*') && rest == domain)
+        }
+        _ => false,
+    })
 }

@@ -216,13 +216,18 @@ impl Federation {
     }
 }
 
-/// `agent`'s WAN members by name, as `/v1/agent/members?wan=1` lists them.
+/// `agent`'s WAN members by name, as `/v1/agent/members?wan=1` lists them
+/// (none for a client agent's `null`).
 pub async fn wan_members(agent: &Agent) -> Result<BTreeMap<String, WanMember>, String> {
     let r = agent.get("/v1/agent/members?wan=1").await?;
     if r.status != 200 {
         return Err(format!("members?wan=1: {} {}", r.status, r.text));
     }
     let list = r.json();
+    if list.is_null() {
+        // A client agent's answer, as Consul's: none.
+        return Ok(BTreeMap::new());
+    }
     let list = list.as_array().ok_or("members?wan=1 is not a list")?;
     Ok(list
         .iter()

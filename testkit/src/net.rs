@@ -76,6 +76,9 @@ pub struct Placement {
     pub server_port: u16,
     /// Its LAN gossip port.
     pub serf_port: u16,
+    /// Its WAN gossip port (a server's), fixed too so a restarted server
+    /// keeps its WAN address.
+    pub serf_wan_port: u16,
     /// The network namespace it runs in; `None` for the caller's own.
     pub netns: Option<String>,
 }
@@ -90,13 +93,24 @@ impl Placement {
     /// [`Self::loopback`] in 127.0.`subnet`.0/24 ([`next_loopback_in`]).
     pub fn loopback_in(subnet: u8) -> Self {
         let ip = next_loopback_in(subnet);
-        let probe =
-            || -> anyhow::Result<(u16, u16)> { Ok((free_tcp_port(ip)?, free_udp_port(ip)?)) };
-        let (server_port, serf_port) = probe().unwrap_or_else(|e| panic!("{e:#}"));
+        let probe = || -> anyhow::Result<(u16, u16, u16)> {
+            let serf_port = free_udp_port(ip)?;
+            // Another free UDP port, not the LAN one (the socket that found
+            // that one is closed already).
+            let serf_wan_port = loop {
+                let p = free_udp_port(ip)?;
+                if p != serf_port {
+                    break p;
+                }
+            };
+            Ok((free_tcp_port(ip)?, serf_port, serf_wan_port))
+        };
+        let (server_port, serf_port, serf_wan_port) = probe().unwrap_or_else(|e| panic!("{e:#}"));
         Self {
             ip,
             server_port,
             serf_port,
+            serf_wan_port,
             netns: None,
         }
     }
@@ -109,5 +123,10 @@ impl Placement {
     /// Its LAN gossip address, which others join through.
     pub fn serf(&self) -> SocketAddr {
         SocketAddr::new(self.ip, self.serf_port)
+    }
+
+    /// Its WAN gossip address, which other datacenters join through.
+    pub fn serf_wan(&self) -> SocketAddr {
+        SocketAddr::new(self.ip, self.serf_wan_port)
     }
 }

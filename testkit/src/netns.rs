@@ -148,7 +148,7 @@ impl Net {
         &self.hosts[k]
     }
 
-    /// Where member `k` runs: its own namespace, the default ports
+    /// Where member `k` runs: its own namespace, Consul's default ports
     /// (nothing else uses that namespace).
     pub fn placements(&self) -> Vec<Placement> {
         self.hosts
@@ -158,6 +158,7 @@ impl Net {
                 ip: Self::ip_of(k),
                 server_port: 8300,
                 serf_port: 8301,
+                serf_wan_port: 8302,
                 netns: Some(ns.clone()),
             })
             .collect()

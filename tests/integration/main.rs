@@ -13,6 +13,7 @@ mod cluster;
 mod cluster_membership;
 mod config_files;
 mod coordinates;
+mod cross_dc;
 mod dns_answers;
 mod dns_rrl;
 mod durability;

@@ -200,3 +200,98 @@ async fn three_config_lines_secure_server_rpc_for_servers_and_clients() {
     .await;
     c.assert_no_panics();
 }
+
+/// Two datacenters with RPC TLS everywhere (`verify_incoming`,
+/// `verify_outgoing`, `verify_server_hostname`), each server holding its
+/// own datacenter's certificate: a client agent of dc1 reads dc2 through
+/// its server, which dials dc2's server expecting `server.dc2.consul`, and
+/// dc2's server accepts dc1's certificate for the datacenter family only.
+/// A client certificate of either datacenter may not make those calls.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn across_datacenters_tls_admits_servers_of_any_datacenter_for_their_requests_only() {
+    use trellis::rpc::datacenter::{DatacenterRequest, DatacenterResponse, HttpRequest};
+
+    let dir = temp_dir();
+    let d = dir.path();
+    tls_cli(d, &["ca", "create"]);
+    tls_cli(d, &["cert", "create", "-server", "-dc", "dc1"]);
+    tls_cli(d, &["cert", "create", "-server", "-dc", "dc2"]);
+    tls_cli(d, &["cert", "create", "-client", "-dc", "dc1"]);
+    tls_cli(d, &["cert", "create", "-client", "-dc", "dc2"]);
+    let dc1_config = tls_config(d, "dc1", "dc1-server-consul-0");
+    let dc2_config = tls_config(d, "dc2", "dc2-server-consul-0");
+    let client_config = tls_config(d, "client", "dc1-client-consul-0");
+
+    let mut dc1 = trellis()
+        .cluster()
+        .servers(1)
+        .each(move |b| b.datacenter("dc1").config_file(dc1_config.clone()))
+        .start()
+        .await;
+    let dc2 = trellis()
+        .cluster()
+        .servers(1)
+        .each(move |b| b.datacenter("dc2").config_file(dc2_config.clone()))
+        .start()
+        .await;
+    dc1.add_client("c1", |b| b.config_file(client_config));
+    let (s1, remote) = (dc1.node("s1"), dc2.node("s1"));
+    let join = format!("/v1/agent/join/{}?wan=1", s1.serf_wan());
+    let r = remote.request("PUT", &join, None).await.expect("WAN join");
+    assert_eq!(r.status, 200, "WAN join: {r:?}");
+
+    let client = dc1.node("c1");
+    wait_until_async("dc2 through dc1's client agent", DEADLINE, || async {
+        let r = client.get("/v1/catalog/nodes?dc=dc2").await?;
+        match r.json()[0]["Datacenter"].as_str() {
+            Some("dc2") if r.status == 200 => Ok(()),
+            _ => Err(format!("{r:?}")),
+        }
+    })
+    .await;
+    let m = client.query_tcp("s1.node.dc2.consul.", RecordType::A);
+    assert_eq!(a_records(&m), vec![remote.ip()], "{m:?}");
+
+    let read = Request::Datacenter(DatacenterRequest::Http(HttpRequest {
+        method: "GET".into(),
+        path_and_query: "/v1/catalog/nodes".into(),
+        headers: Vec::new(),
+        body: Vec::new().into(),
+    }));
+    // dc2's server certificate, at dc1's server: its requests are run...
+    let dc2_server = pool(d, Some("dc2-server-consul-0"));
+    let answer = dc2_server
+        .call(s1.rpc(), &read, Duration::from_secs(5))
+        .await
+        .expect("a request from another datacenter's server");
+    match answer {
+        Response::Datacenter(DatacenterResponse::Http(a)) => assert_eq!(a.status, 200),
+        other => panic!("{other:?}"),
+    }
+    // ...but it is no server of dc1: no join.
+    let join = Request::Cluster(ClusterRequest::Join(RaftServer {
+        id: 0xbad,
+        member: RaftMember::new("rogue", "127.0.0.1:9".parse().expect("an address")),
+    }));
+    let refused = dc2_server
+        .call(s1.rpc(), &join, Duration::from_secs(5))
+        .await
+        .expect_err("another datacenter's server acting as ours");
+    assert!(
+        refused.to_string().contains("need a server certificate"),
+        "{refused}"
+    );
+    // A client certificate, of either datacenter, may not ask at all.
+    for cert in ["dc1-client-consul-0", "dc2-client-consul-0"] {
+        let refused = pool(d, Some(cert))
+            .call(s1.rpc(), &read, Duration::from_secs(5))
+            .await
+            .expect_err("a client certificate asking for the datacenter family");
+        assert!(
+            refused
+                .to_string()
+                .contains("server certificate of some datacenter"),
+            "{cert}: {refused}"
+        );
+    }
+}

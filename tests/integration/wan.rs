@@ -1,8 +1,10 @@
 //! The WAN pool of real agents: two datacenters of three servers and a
 //! client agent each, joined by ONE WAN join; join flooding brings every
 //! server in, both datacenters know each other on servers and client
-//! agents, a killed server turns failed within seconds, and the CLI lists
-//! the pool.
+//! agents, a killed server turns failed within seconds (and alive again
+//! when restarted), the CLI lists, joins and force-leaves, and
+//! `retry_join_wan` joins the pool at start. A LAN join pointed at a WAN
+//! port mixes no pools.
 
 use std::time::{Duration, Instant};
 
@@ -91,6 +93,8 @@ async fn one_wan_join_federates_every_server_of_two_datacenters() {
 
     // A client agent is in no WAN pool: it lists none, and cannot join one.
     let c1 = f.dc("dc1").node("c1");
+    let r = c1.get("/v1/agent/members?wan=1").await.expect("answer");
+    assert_eq!((r.status, r.text.as_str()), (200, "null"), "as Consul's");
     assert!(
         wan_members(c1)
             .await
@@ -101,6 +105,7 @@ async fn one_wan_join_federates_every_server_of_two_datacenters() {
     let r = c1.request("PUT", &target, None).await.expect("answer");
     assert_eq!(r.status, 500, "{r:?}");
     assert!(r.text.contains("Must be a server"), "{}", r.text);
+    assert_eq!(members_wan_cli(c1).lines().count(), 1, "the header alone");
 
     // `trellis members -wan` prints the pool with each member's datacenter.
     let out = members_wan_cli(f.dc("dc1").node("s2"));
@@ -140,6 +145,31 @@ async fn one_wan_join_federates_every_server_of_two_datacenters() {
             .any(|l| l.starts_with("s3.dc2\t") && l.contains("\tfailed\t")),
         "{out}"
     );
+    // `trellis force-leave -wan` marks it left in every server's view at
+    // once, instead of after reconnect_timeout_wan.
+    let out = trellis().run(&[
+        "force-leave",
+        "-wan",
+        "-http-addr",
+        &f.dc("dc1").node("s2").addrs().http.to_string(),
+        "s3.dc2",
+    ]);
+    assert!(
+        out.status.success(),
+        "trellis force-leave -wan: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    for s in f.servers().filter(|s| *s != victim) {
+        let what = format!("{} sees s3.dc2 left", s.name());
+        wait_until_async(&what, DEADLINE, || async {
+            let seen = wan_members(s).await?;
+            match seen.get("s3.dc2").map(|m| m.status) {
+                Some(3) => Ok(()),
+                other => Err(format!("s3.dc2 status {other:?}")),
+            }
+        })
+        .await;
+    }
     // The datacenter is still known and reachable through its other two.
     assert_eq!(
         datacenters(f.dc("dc1").node("c1"))
@@ -147,6 +177,21 @@ async fn one_wan_join_federates_every_server_of_two_datacenters() {
             .expect("datacenters"),
         ["dc1", "dc2"]
     );
+
+    // Restarted (same address and WAN port), s3.dc2 is back alive in every
+    // server's view: its datacenter's servers flood it in again.
+    victim.restart_async().await.expect("restart s3.dc2");
+    for s in f.servers() {
+        let what = format!("{} sees s3.dc2 alive again", s.name());
+        wait_until_async(&what, DEADLINE, || async {
+            let seen = wan_members(s).await?;
+            match seen.get("s3.dc2").map(|m| m.status) {
+                Some(1) => Ok(()),
+                other => Err(format!("s3.dc2 status {other:?}")),
+            }
+        })
+        .await;
+    }
 
     // A third datacenter joins by configuration (`--retry-join-wan`, whose
     // first address nobody gossips at: the next one is tried), a fourth
@@ -207,4 +252,42 @@ async fn one_wan_join_federates_every_server_of_two_datacenters() {
         })
         .await;
     }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_lan_join_to_a_wan_port_mixes_no_pools() {
+    let s1 = trellis().server().node("s1").bootstrap_expect(1).start();
+    // A client agent told the server's WAN address as its LAN join address:
+    // gossip answers there, but each side leaves the other pool's member
+    // out of its view and says so.
+    let stray = trellis()
+        .client()
+        .node("stray")
+        .retry_join(s1.serf_wan())
+        .start();
+    let said = "members of another gossip pool";
+    for a in [&s1, &stray] {
+        let what = format!("{} warns of the other pool", a.name());
+        wait_until_async(&what, DEADLINE, || async {
+            if a.log().contains(said) {
+                Ok(())
+            } else {
+                Err("no warning yet".to_string())
+            }
+        })
+        .await;
+    }
+    let wan = wan_members(&s1).await.expect("WAN members");
+    assert_eq!(wan.keys().collect::<Vec<_>>(), ["s1.dc1"], "{wan:?}");
+    let r = stray.get("/v1/agent/members").await.expect("members");
+    let lan: Vec<String> = r
+        .json()
+        .as_array()
+        .expect("a list")
+        .iter()
+        .filter_map(|m| m["Name"].as_str().map(String::from))
+        .collect();
+    assert_eq!(lan, ["stray"], "the WAN member stays out of the LAN view");
+    let r = s1.get("/v1/catalog/nodes").await.expect("nodes");
+    assert!(!r.text.contains("s1.dc1"), "{}", r.text);
 }

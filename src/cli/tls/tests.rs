@@ -107,6 +107,7 @@ fn the_ca_and_certificates_carry_consuls_names_and_usages() {
     .unwrap();
     tls(d, &["cert", "create", "-client"]).unwrap();
     tls(d, &["cert", "create", "-cli", "-dc", "dc2"]).unwrap();
+    tls(d, &["cert", "create", "-server", "-dc", "dc2"]).unwrap();
 
     let ca = read(&d.join("consul-agent-ca.pem"));
     assert!(ca.ca);
@@ -155,6 +156,17 @@ fn the_ca_and_certificates_carry_consuls_names_and_usages() {
     assert_eq!(role(&server), PeerRole::Server);
     assert_eq!(role(&client), PeerRole::Client);
     assert_eq!(role(&cli), PeerRole::Client);
+    // Another datacenter's server may send its clients' requests, and no
+    // more; a client certificate of that datacenter is still a client's.
+    let remote = read(&d.join("dc2-server-consul-0.pem"));
+    assert_eq!(role(&remote), PeerRole::RemoteServer);
+    let other_domain = ServerName::try_from("server.dc1.example").unwrap();
+    let der = rustls_pki_types::CertificateDer::from(remote.der.clone());
+    assert_eq!(
+        crate::tls::peer_role(Some(&[der]), &other_domain),
+        PeerRole::Client,
+        "a server of another domain is no server of ours"
+    );
     assert_eq!(crate::tls::peer_role(None, &name), PeerRole::Client);
 }
 

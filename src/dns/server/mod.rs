@@ -4,6 +4,7 @@
 //! response turns into, lives here: the transports are children of this
 //! module and never name each other.
 
+mod remote;
 mod tcp;
 mod udp;
 
@@ -21,9 +22,9 @@ use super::config::Limits;
 use super::forward::Forwarder;
 use super::respond::{Reply, Responder, Transport};
 use super::rrl::RateLimiter;
-use crate::catalog::view::View;
 use crate::catalog::{Replica, Tokens};
 use crate::config::{DnsSettings, LimitsSettings};
+pub use remote::Answerer;
 use udp::UdpWorkers;
 
 /// What every request needs; shared by all tasks and UDP workers.
@@ -32,9 +33,14 @@ pub(super) struct Shared {
     pub(super) responder: Responder,
     /// Where foreign names go.
     pub(super) forwarder: Forwarder,
-    /// Caps forwards in flight: each holds a task and a socket for up to
-    /// `recursor_timeout` per recursor.
+    /// Caps forwards in flight, to the recursors or to other
+    /// datacenters: each holds a task and a socket for up to
+    /// `recursor_timeout` per recursor, or a call for up to 2 s.
     pub(super) forward_slots: Arc<Semaphore>,
+    /// The way to other datacenters' servers; `None` knows none (tests).
+    pub(super) remote: Option<Arc<crate::remote::Remote>>,
+    /// `translate_wan_addrs`: other datacenters answer with WAN addresses.
+    pub(super) translate_wan: bool,
     /// The catalog whose view we answer from.
     pub(super) replica: Arc<Replica>,
     /// Response-rate limiting of UDP answers; `None` when off.
@@ -86,33 +92,42 @@ impl Shared {
                 Some(self.responder.relay(&request, upstream, transport))
             }
             Reply::OtherDatacenter { dc, request } => {
-                Some(self.other_datacenter(&view, &dc, &request, transport))
+                // Release the snapshot before awaiting the network.
+                drop(view);
+                let Ok(_slot) = self.forward_slots.try_acquire() else {
+                    tracing::debug!(%peer, "too many forwarded queries in flight, shedding");
+                    return Some(self.responder.servfail(&request, transport));
+                };
+                Some(self.other_datacenter(&dc, &request, transport).await)
             }
             Reply::Drop => None,
         }
     }
 
-    /// The answer to `request`, a name of datacenter `dc`. There is no WAN
-    /// path yet, so it is the responder's answer for an unreachable
-    /// datacenter; asking `dc`'s servers (like a forward, off the worker
-    /// threads) goes here.
-    fn other_datacenter(
-        &self,
-        view: &View,
-        dc: &str,
-        request: &Message,
-        transport: Transport,
-    ) -> Message {
-        tracing::trace!(dc, "no path to datacenter");
-        self.responder.no_path(view, request, transport)
+    /// The answer to `request`, a name of datacenter `dc`, from that
+    /// datacenter's servers (see `remote.rs`). Awaits the network: never
+    /// on a UDP worker thread.
+    async fn other_datacenter(&self, dc: &str, request: &Message, transport: Transport) -> Message {
+        remote::ask(
+            self.remote.as_deref(),
+            &self.responder,
+            || self.replica.view(),
+            dc,
+            request,
+            transport,
+            self.translate_wan,
+        )
+        .await
     }
 }
 
 /// Serves DNS on the given sockets until `shutdown` fires, answering for
 /// `datacenter` (this agent's) as `settings` say (with ACLs on, as the
 /// token they name), with TCP connections capped per client and timed out
-/// as `limits` say. Zone files are loaded first; a bad one is an error
-/// before anything is served.
+/// as `limits` say, and names of other datacenters through `remote`. Zone
+/// files are loaded first; a bad one is an error before anything is
+/// served.
+#[allow(clippy::too_many_arguments)]
 pub async fn serve(
     udp: UdpSocket,
     tcp: TcpListener,
@@ -120,6 +135,7 @@ pub async fn serve(
     limits: &LimitsSettings,
     datacenter: String,
     replica: Arc<Replica>,
+    remote: Arc<crate::remote::Remote>,
     shutdown: CancellationToken,
 ) -> Result<(), DnsError> {
     let responder = Responder::new(&settings, &datacenter)?;
@@ -130,6 +146,7 @@ pub async fn serve(
         &settings,
         Limits::with_settings(limits),
         replica,
+        Some(remote),
         shutdown,
     )
     .await
@@ -137,6 +154,7 @@ pub async fn serve(
 
 /// [`serve`] with a responder already built and these limits (tests lower
 /// them to reach the caps).
+#[allow(clippy::too_many_arguments)]
 pub(super) async fn serve_limited(
     udp: UdpSocket,
     tcp: TcpListener,
@@ -144,12 +162,15 @@ pub(super) async fn serve_limited(
     settings: &DnsSettings,
     limits: Limits,
     replica: Arc<Replica>,
+    remote: Option<Arc<crate::remote::Remote>>,
     shutdown: CancellationToken,
 ) -> Result<(), DnsError> {
     let shared = Arc::new(Shared {
         responder,
         forwarder: Forwarder::new(settings.recursors.clone(), settings.recursor_timeout),
         forward_slots: Arc::new(Semaphore::new(limits.max_concurrent_forwards.max(1))),
+        remote,
+        translate_wan: settings.translate_wan_addrs,
         replica,
         rrl: RateLimiter::new(&settings.rrl),
         acl: DnsToken::new(settings),

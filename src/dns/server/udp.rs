@@ -170,9 +170,10 @@ impl Worker {
                 Reply::OtherDatacenter {
                     dc,
                     request: parsed,
-                } => self
-                    .shared
-                    .other_datacenter(&view, &dc, &parsed, Transport::Udp),
+                } => {
+                    self.other_datacenter(dc, parsed, peer);
+                    continue;
+                }
                 Reply::Forward(parsed) => {
                     self.forward(parsed, peer);
                     continue;
@@ -198,6 +199,35 @@ impl Worker {
         if let Err(e) = self.socket.send_to(bytes, peer) {
             tracing::debug!(%peer, error = %e, "sending a DNS response failed");
         }
+    }
+
+    /// Hands a request for another datacenter to the runtime, within the
+    /// cap shared with the recursors' (SERVFAIL beyond it): the worker
+    /// goes on answering local names at once.
+    fn other_datacenter(&self, dc: String, request: Message, peer: SocketAddr) {
+        let shared = self.shared.clone();
+        let Ok(socket) = self.socket.try_clone() else {
+            return;
+        };
+        let Ok(slot) = shared.forward_slots.clone().try_acquire_owned() else {
+            tracing::debug!(%peer, "too many forwarded queries in flight, shedding");
+            let m = shared.responder.servfail(&request, Transport::Udp);
+            if let Some(bytes) = fit::encode(&m) {
+                self.send(&bytes, peer);
+            }
+            return;
+        };
+        self.runtime.spawn(async move {
+            let _slot = slot;
+            let m = shared
+                .other_datacenter(&dc, &request, Transport::Udp)
+                .await;
+            if let Some(bytes) = fit::encode(&m)
+                && let Err(e) = socket.send_to(&bytes, peer)
+            {
+                tracing::debug!(%peer, error = %e, "sending another datacenter's DNS answer failed");
+            }
+        });
     }
 
     /// Hands a request for the recursors to the runtime, within the cap.

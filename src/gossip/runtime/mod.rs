@@ -148,6 +148,8 @@ pub(crate) struct Driver {
     old_protocol_logged: Option<Instant>,
     /// The digest of the last published membership.
     digest: u64,
+    /// How many members of another pool the last view left out.
+    strangers: usize,
     /// The tuning.
     profile: Profile,
     /// Joins waiting for an answer.
@@ -261,6 +263,7 @@ impl Driver {
             refusals: RefusalLog::default(),
             old_protocol_logged: None,
             digest: 0,
+            strangers: 0,
             profile,
             joins: Vec::new(),
             next_join: 0,
@@ -525,6 +528,22 @@ impl Driver {
             members: self.foca.iter_membership_state(),
             departures: &self.departures,
         });
+        // Another pool's members (a join pointed at the wrong port) stay
+        // out of the view; said once each time their number changes.
+        let me = self.foca.identity().name().to_owned();
+        let (view, strangers): (Vec<_>, Vec<_>) = view
+            .into_iter()
+            .partition(|m| membership::same_pool(&me, m));
+        if strangers.len() != self.strangers {
+            self.strangers = strangers.len();
+            if !strangers.is_empty() {
+                let names: Vec<&str> = strangers.iter().map(|m| m.name.as_str()).collect();
+                tracing::warn!(
+                    ?names,
+                    "members of another gossip pool (LAN and WAN mixed by a join to the wrong port) are left out"
+                );
+            }
+        }
         let names: Vec<&str> = view.iter().map(|m| m.name.as_str()).collect();
         self.prune_coordinates(&names);
         self.members_tx.send_if_modified(|current| {

@@ -76,6 +76,7 @@ impl Api {
                 default_policy: DefaultPolicy::Deny,
                 ..AclSettings::default()
             },
+            remote: crate::remote::Remote::alone("dc1"),
         };
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let base = format!("http://{}", listener.local_addr().unwrap());

@@ -58,6 +58,7 @@ impl Env {
             local: local.clone(),
             kv: crate::config::KvSettings::default(),
             acl: crate::config::AclSettings::default(),
+            remote: crate::remote::Remote::alone("dc1"),
         };
         let token = stop_http.clone();
         tokio::spawn(async move {

@@ -289,6 +289,9 @@ impl AgentBuilder {
         self.ip = Some(place.ip);
         self.server_port = place.server_port;
         self.serf_lan_port = place.serf_port;
+        if self.serf_wan_port != -1 {
+            self.serf_wan_port = i32::from(place.serf_wan_port);
+        }
         self.netns = place.netns.clone();
         self
     }
