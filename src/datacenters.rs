@@ -21,7 +21,10 @@
 //!
 //! The order of [`Datacenters::names`] (own first, then by estimated round
 //! trip, then by name) comes from the distances network coordinates give
-//! ([`Datacenters::set_distances`]); without them, by name.
+//! ([`Datacenters::set_distances`]); without them, by name. The WAN
+//! coordinates those distances came from are kept beside them
+//! ([`Datacenters::set_coordinates`]), for `/v1/coordinate/datacenters`
+//! here and on the client agents that ask this server.
 
 use std::collections::{BTreeMap, HashMap};
 use std::net::SocketAddr;
@@ -31,6 +34,7 @@ use std::time::{Duration, Instant};
 use rand::seq::SliceRandom;
 use tokio::sync::watch;
 
+use crate::coordinate::DatacenterCoordinates;
 use crate::gossip::{Member, MemberStatus, Role};
 
 /// How long a server that failed a call is tried only after the others.
@@ -69,6 +73,8 @@ pub struct Datacenters {
     penalties: Mutex<HashMap<SocketAddr, Instant>>,
     /// Estimated round trip to each datacenter, in seconds.
     distances: Mutex<HashMap<String, f64>>,
+    /// The WAN coordinates of every datacenter's servers, by datacenter.
+    coordinates: Mutex<Vec<DatacenterCoordinates>>,
 }
 
 impl Datacenters {
@@ -80,6 +86,7 @@ impl Datacenters {
             wan,
             penalties: Mutex::default(),
             distances: Mutex::default(),
+            coordinates: Mutex::default(),
         }
     }
 
@@ -162,6 +169,17 @@ impl Datacenters {
     /// coordinates give it; replaces the previous estimate whole.
     pub fn set_distances(&self, distances: BTreeMap<String, f64>) {
         *lock(&self.distances) = distances.into_iter().collect();
+    }
+
+    /// Replaces the WAN coordinates of every datacenter's servers.
+    pub fn set_coordinates(&self, coordinates: Vec<DatacenterCoordinates>) {
+        *lock(&self.coordinates) = coordinates;
+    }
+
+    /// The WAN coordinates of every datacenter's servers, by datacenter;
+    /// empty until coordinates were set (and without a WAN pool).
+    pub fn coordinates(&self) -> Vec<DatacenterCoordinates> {
+        lock(&self.coordinates).clone()
     }
 
     /// The estimated round trip to `dc` in seconds, if coordinates gave one.

@@ -2,7 +2,8 @@
 //! `Datacenters` so `/v1/catalog/datacenters` (and prepared queries'
 //! `NearestN`) order datacenters by estimated round trip, as Consul's
 //! `GetDatacentersByDistance`: the median of the estimates from our WAN
-//! coordinate to each datacenter's servers, left servers skipped.
+//! coordinate to each datacenter's servers, left servers skipped; and the
+//! servers' WAN coordinates themselves, for `/v1/coordinate/datacenters`.
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -10,6 +11,7 @@ use std::time::Duration;
 
 use tokio_util::sync::CancellationToken;
 
+use crate::coordinate::DatacenterCoordinates;
 use crate::coordinate::near::datacenter_distances;
 use crate::datacenters::Datacenters;
 use crate::gossip::{Gossip, MemberStatus, Role};
@@ -25,9 +27,32 @@ pub(super) async fn feed(wan: Arc<Gossip>, datacenters: Arc<Datacenters>, stop: 
     loop {
         tokio::select! {
             () = stop.cancelled() => return,
-            _ = tick.tick() => datacenters.set_distances(estimate(&wan)),
+            _ = tick.tick() => {
+                datacenters.set_distances(estimate(&wan));
+                datacenters.set_coordinates(maps(&wan));
+            }
         }
     }
+}
+
+/// Every datacenter the WAN pool names, by name, with the coordinates of
+/// its servers known so far, each named without its `.dc` suffix (as
+/// Consul's `ListDatacenters`).
+fn maps(wan: &Gossip) -> Vec<DatacenterCoordinates> {
+    let coordinates = wan.coordinates();
+    let mut by_dc: BTreeMap<String, Vec<(String, crate::coordinate::Coordinate)>> = BTreeMap::new();
+    for member in wan.members().iter().filter(|m| m.role == Role::Server) {
+        let nodes = by_dc.entry(member.dc.clone()).or_default();
+        if let Some(coord) = coordinates.by_name.get(&member.name) {
+            let suffix = format!(".{}", member.dc);
+            let node = member.name.strip_suffix(&suffix).unwrap_or(&member.name);
+            nodes.push((node.to_owned(), coord.clone()));
+        }
+    }
+    by_dc
+        .into_iter()
+        .map(|(datacenter, nodes)| DatacenterCoordinates { datacenter, nodes })
+        .collect()
 }
 
 /// Each datacenter's distance as the WAN pool's coordinates give it.

@@ -140,6 +140,12 @@ impl ClientHandler for Consensus {
     fn datacenters(&self) -> Vec<String> {
         self.datacenter_names()
     }
+
+    fn coordinate_datacenters(&self) -> Vec<crate::coordinate::DatacenterCoordinates> {
+        self.wan
+            .get()
+            .map_or_else(Vec::new, |w| w.datacenters.coordinates())
+    }
 }
 
 /// Session expiry and tombstone reaping are the leader's own decisions, by

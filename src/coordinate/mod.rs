@@ -26,6 +26,8 @@ mod tests;
 
 use std::time::Duration;
 
+use serde::{Deserialize, Serialize};
+
 pub use client::Client;
 pub use point::Coordinate;
 
@@ -68,6 +70,18 @@ impl Default for Config {
             seed: None,
         }
     }
+}
+
+/// One datacenter's servers and their WAN coordinates, as Consul's
+/// `DatacenterMap` lists them: what a server tells a client agent over
+/// server RPC for `/v1/coordinate/datacenters`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct DatacenterCoordinates {
+    /// The datacenter.
+    pub datacenter: String,
+    /// Each server's node name (without the WAN pool's `.dc` suffix) and
+    /// coordinate, by name.
+    pub nodes: Vec<(String, Coordinate)>,
 }
 
 /// Why a coordinate or a measurement was refused.

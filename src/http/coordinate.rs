@@ -29,7 +29,7 @@ use super::JsonBody;
 use super::error::ApiError;
 use super::route::{Route, json_response};
 use crate::coordinate::{Coordinate, near};
-use crate::gossip::{Coordinates, Gossip};
+use crate::gossip::Coordinates;
 
 /// One node's coordinate as Consul's `structs.Coordinate`.
 #[derive(Debug, Serialize)]
@@ -52,44 +52,43 @@ struct DatacenterMapJson {
 }
 
 /// `GET /v1/coordinate/datacenters`: the WAN coordinates of every
-/// datacenter's servers, datacenters by name, as a server's WAN pool
-/// knows them. Node names drop their `.dc` suffix, as Consul's
-/// `ListDatacenters` does. An agent with no WAN pool (a client agent, or
-/// `ports.serf_wan = -1`) lists its own datacenter with no coordinates.
+/// datacenter's servers, datacenters by name, node names without their
+/// `.dc` suffix, as Consul's `ListDatacenters`. A server answers from its
+/// WAN pool (refreshed every 2 s, `agent/distances.rs`); a client agent
+/// asks a server, as Consul's. With no WAN pool at all, this datacenter
+/// alone, with no coordinates.
 pub(super) async fn datacenters(route: Route) -> Result<Response, ApiError> {
-    let maps = match route.wan_gossip() {
-        Some(wan) => datacenter_maps(wan),
-        None => vec![DatacenterMapJson {
+    let maps = match route.servers() {
+        crate::delegate::Delegate::Client(link) => link
+            .coordinate_datacenters()
+            .await
+            .map_err(|e| ApiError::Internal(e.to_string()))?,
+        crate::delegate::Delegate::Server(_) => route.datacenters().coordinates(),
+    };
+    let mut json: Vec<DatacenterMapJson> = maps
+        .into_iter()
+        .map(|map| DatacenterMapJson {
+            datacenter: map.datacenter,
+            area_id: "wan",
+            coordinates: map
+                .nodes
+                .into_iter()
+                .map(|(node, coord)| CoordinateJson {
+                    node,
+                    segment: "",
+                    coord,
+                })
+                .collect(),
+        })
+        .collect();
+    if json.is_empty() {
+        json.push(DatacenterMapJson {
             datacenter: route.local_datacenter().to_owned(),
             area_id: "wan",
             coordinates: Vec::new(),
-        }],
-    };
-    json_response(&maps, route.params().has("pretty"))
-}
-
-fn datacenter_maps(wan: &Gossip) -> Vec<DatacenterMapJson> {
-    let coordinates = wan.coordinates();
-    let mut maps: std::collections::BTreeMap<String, Vec<CoordinateJson>> = Default::default();
-    for member in wan.members() {
-        let entry = maps.entry(member.dc.clone()).or_default();
-        if let Some(coord) = coordinates.by_name.get(&member.name) {
-            let suffix = format!(".{}", member.dc);
-            let node = member.name.strip_suffix(&suffix).unwrap_or(&member.name);
-            entry.push(CoordinateJson {
-                node: node.to_owned(),
-                segment: "",
-                coord: coord.clone(),
-            });
-        }
+        });
     }
-    maps.into_iter()
-        .map(|(datacenter, coordinates)| DatacenterMapJson {
-            datacenter,
-            area_id: "wan",
-            coordinates,
-        })
-        .collect()
+    json_response(&json, route.params().has("pretty"))
 }
 
 /// The catalog's nodes that have a coordinate and that the token may

@@ -95,6 +95,10 @@ pub enum ClientRequest {
         /// milliseconds (a blocking query's wait); the server caps it.
         answer_within_ms: u64,
     },
+    /// The WAN coordinates of every datacenter's servers
+    /// (`/v1/coordinate/datacenters` on a client agent, which has no WAN
+    /// pool; Consul's servers answer it too).
+    CoordinateDatacenters,
 }
 
 /// The answer to a [`ClientRequest`], variant for variant.
@@ -119,6 +123,8 @@ pub enum ClientResponse {
     /// To [`ClientRequest::Forward`]: the remote datacenter's answer, or
     /// why there was none.
     Forward(Result<DatacenterResponse, ForwardError>),
+    /// To [`ClientRequest::CoordinateDatacenters`].
+    CoordinateDatacenters(Vec<crate::coordinate::DatacenterCoordinates>),
 }
 
 impl ClientRequest {
@@ -133,6 +139,7 @@ impl ClientRequest {
             Self::RemovePeer { .. } => "remove-peer",
             Self::Datacenters => "datacenters",
             Self::Forward { .. } => "forward-to-datacenter",
+            Self::CoordinateDatacenters => "coordinate-datacenters",
         }
     }
 }
@@ -149,6 +156,7 @@ impl ClientResponse {
             Self::RemovePeer(_) => "a removal's result",
             Self::Datacenters(_) => "datacenters",
             Self::Forward(_) => "a forwarded answer",
+            Self::CoordinateDatacenters(_) => "datacenters' coordinates",
         }
     }
 }
@@ -244,6 +252,10 @@ pub trait ClientHandler: Send + Sync {
     /// The datacenters this server knows: its own first, then by
     /// estimated round trip, then by name.
     fn datacenters(&self) -> Vec<String>;
+
+    /// The WAN coordinates of every datacenter's servers, by datacenter;
+    /// empty without a WAN pool.
+    fn coordinate_datacenters(&self) -> Vec<crate::coordinate::DatacenterCoordinates>;
 }
 
 /// Carries out one client call; a forward to another datacenter goes
@@ -279,6 +291,9 @@ pub(super) async fn handle(
         } => {
             let within = Duration::from_millis(answer_within_ms).min(MAX_FORWARD_WAIT);
             ClientResponse::Forward(datacenters.forward(dc, request, within).await)
+        }
+        ClientRequest::CoordinateDatacenters => {
+            ClientResponse::CoordinateDatacenters(handler.coordinate_datacenters())
         }
     }
 }

@@ -308,6 +308,18 @@ impl ServerLink {
         }
     }
 
+    /// The WAN coordinates of every datacenter's servers, as a server
+    /// knows them.
+    pub async fn coordinate_datacenters(
+        &self,
+    ) -> Result<Vec<crate::coordinate::DatacenterCoordinates>, MembershipError> {
+        let req = Request::Client(ClientRequest::CoordinateDatacenters);
+        match self.call(&req, CALL_TIMEOUT, true).await? {
+            Response::Client(ClientResponse::CoordinateDatacenters(maps)) => Ok(maps),
+            other => Err(unexpected("coordinate-datacenters", &other).into()),
+        }
+    }
+
     /// Asks the servers to remove server `id` from the configuration for
     /// an operator holding `token`; the server checks the token. A client
     /// family call, so a client agent's certificate may make it.

@@ -97,11 +97,12 @@ async fn every_member_gets_a_coordinate_and_near_agent_puts_its_own_node_first()
 async fn datacenters_are_ordered_by_injected_delay() {
     use trellis_testkit::federation::datacenters;
 
-    let f = trellis()
+    let mut f = trellis()
         .federation(&["dc1", "dc2", "dc3"], 1)
         .each(|a| a.env("TRELLIS_TEST_DELAY", "dc2=80ms,dc3=20ms"))
         .start()
         .await;
+    f.add_client("dc1", "c1", |b| b);
     let expect = [
         ("dc1", ["dc1", "dc3", "dc2"]),
         ("dc2", ["dc2", "dc1", "dc3"]),
@@ -123,27 +124,44 @@ async fn datacenters_are_ordered_by_injected_delay() {
         eprintln!("{dc}: ordered after {:?}", started.elapsed());
     }
     // Every server's WAN coordinate is listed under its datacenter, named
-    // without the `.dc` suffix as Consul's.
-    let s1 = f.dc("dc1").node("s1");
-    let maps = wait_until_async("every server's WAN coordinate", DEADLINE, || async {
-        let maps = get_json(s1, "/v1/coordinate/datacenters").await?;
-        let listed = maps
-            .as_array()
-            .into_iter()
-            .flatten()
-            .filter(|m| names(&m["Coordinates"], "/Node") == ["s1"])
-            .count();
-        if listed == 3 {
-            Ok(maps)
-        } else {
-            Err(format!("{maps}"))
+    // without the `.dc` suffix as Consul's; a client agent (no WAN pool)
+    // asks a server and answers the same, and orders datacenters as it.
+    for agent in [f.dc("dc1").node("s1"), f.dc("dc1").node("c1")] {
+        let what = format!("{}: every server's WAN coordinate", agent.name());
+        let maps = wait_until_async(&what, DEADLINE, || async {
+            let maps = get_json(agent, "/v1/coordinate/datacenters").await?;
+            let listed = maps
+                .as_array()
+                .into_iter()
+                .flatten()
+                .filter(|m| names(&m["Coordinates"], "/Node") == ["s1"])
+                .count();
+            if listed == 3 {
+                Ok(maps)
+            } else {
+                Err(format!("{maps}"))
+            }
+        })
+        .await;
+        assert_eq!(names(&maps, "/Datacenter"), ["dc1", "dc2", "dc3"]);
+        for map in maps.as_array().expect("a list") {
+            assert_eq!(map["AreaID"], "wan");
+            let vec = map["Coordinates"][0]["Coord"]["Vec"].as_array();
+            assert_eq!(vec.map(Vec::len), Some(8), "{map}");
         }
-    })
-    .await;
-    assert_eq!(names(&maps, "/Datacenter"), ["dc1", "dc2", "dc3"]);
-    for map in maps.as_array().expect("a list") {
-        assert_eq!(map["AreaID"], "wan");
-        let vec = map["Coordinates"][0]["Coord"]["Vec"].as_array();
-        assert_eq!(vec.map(Vec::len), Some(8), "{map}");
     }
+    let c1 = f.dc("dc1").node("c1");
+    wait_until_async(
+        "dc1's client agent orders the datacenters",
+        DEADLINE,
+        || async {
+            let seen = datacenters(c1).await?;
+            if seen == ["dc1", "dc3", "dc2"] {
+                Ok(())
+            } else {
+                Err(format!("{seen:?}"))
+            }
+        },
+    )
+    .await;
 }

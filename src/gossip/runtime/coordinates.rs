@@ -12,7 +12,9 @@
 
 use std::collections::VecDeque;
 use std::net::SocketAddr;
-use std::time::{Duration, Instant};
+#[cfg(any(feature = "test-delay", test))]
+use std::time::Duration;
+use std::time::Instant;
 
 use rand::seq::IteratorRandom as _;
 
@@ -62,7 +64,7 @@ impl Driver {
             return;
         };
         let addr = target.addr();
-        let delay = self.injected_delay(target.dc());
+        let dc = target.dc().to_owned();
         let probe = CoordinateProbe {
             seq: self.pings.next_seq,
             coordinate: self.vivaldi.coordinate().clone(),
@@ -82,7 +84,7 @@ impl Driver {
             to: target,
             sent: now,
         });
-        self.send_or_delay(addr, delay, now);
+        self.send_ping(addr, &dc, now);
     }
 
     /// A member pinged us: keep its coordinate and answer with ours.
@@ -170,38 +172,31 @@ impl Driver {
             .map(|m| m.id().name().to_owned())
     }
 
+    /// Sends the ping framed in `frame_buf` to `to`.
     #[cfg(not(feature = "test-delay"))]
-    fn injected_delay(&self, _dc: &str) -> Duration {
-        Duration::ZERO
+    fn send_ping(&mut self, to: SocketAddr, _dc: &str, _now: Instant) {
+        self.send_frame(to);
     }
 
+    /// Sends the ping framed in `frame_buf` to `to`, in datacenter `dc`,
+    /// after the test delay between our datacenter and `dc` (the sum of
+    /// both delays; none within a datacenter).
     #[cfg(feature = "test-delay")]
-    fn injected_delay(&self, dc: &str) -> Duration {
+    fn send_ping(&mut self, to: SocketAddr, dc: &str, now: Instant) {
         let own = self.foca.identity().dc();
-        if dc == own {
-            return Duration::ZERO;
-        }
         let of = |dc: &str| self.test_delay.get(dc).copied().unwrap_or_default();
-        of(own) + of(dc)
-    }
-
-    /// Sends the frame in `frame_buf` now, or after `delay`.
-    fn send_or_delay(&mut self, to: SocketAddr, delay: Duration, now: Instant) {
+        let delay = if dc == own {
+            Duration::ZERO
+        } else {
+            of(own) + of(dc)
+        };
         if delay.is_zero() {
             self.send_frame(to);
             return;
         }
-        #[cfg(feature = "test-delay")]
-        self.timers.schedule(
-            now,
-            delay,
-            Event::DelayedSend {
-                to,
-                frame: self.frame_buf.clone(),
-            },
-        );
-        #[cfg(not(feature = "test-delay"))]
-        let _ = now;
+        let frame = self.frame_buf.clone();
+        self.timers
+            .schedule(now, delay, Event::DelayedSend { to, frame });
     }
 }
 
