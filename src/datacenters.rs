@@ -155,6 +155,22 @@ impl Datacenters {
         Ok(live)
     }
 
+    /// Whether every live server of `dc` failed a call in the last
+    /// [`PENALTY`]: this server cannot reach that datacenter lately,
+    /// whatever the WAN pool (which probes indirectly too) says.
+    pub fn shunned(&self, dc: &str) -> bool {
+        let Ok(route) = self.route(dc) else {
+            return false;
+        };
+        let now = Instant::now();
+        let penalties = lock(&self.penalties);
+        route.iter().all(|addr| {
+            penalties
+                .get(addr)
+                .is_some_and(|at| now.duration_since(*at) < PENALTY)
+        })
+    }
+
     /// A call to the server at `rpc` failed: try it last for a while.
     pub fn failed(&self, rpc: SocketAddr) {
         lock(&self.penalties).insert(rpc, Instant::now());
@@ -248,7 +264,12 @@ mod tests {
         for _ in 0..20 {
             assert_eq!(dcs.route("dc2").unwrap(), vec![rpc(210), rpc(200)]);
         }
+        assert!(!dcs.shunned("dc2"), "one of two still answers");
+        dcs.failed(rpc(210));
+        assert!(dcs.shunned("dc2"));
+        dcs.answered(rpc(210));
         dcs.answered(rpc(200));
+        assert!(!dcs.shunned("dc2"));
         let mut firsts = std::collections::HashSet::new();
         for _ in 0..64 {
             firsts.insert(dcs.route("dc2").unwrap()[0]);

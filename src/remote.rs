@@ -8,8 +8,12 @@
 //! ([`REACH_DEADLINE`], 2 s) to connect, so a dead or cut datacenter fails
 //! clearly within it, never at Consul's 10 s dial per call (Consul #9185,
 //! #5595), and a server that cannot be reached is marked `failed` and the
-//! next one tried at once, so a partial cut is served through the other
-//! servers. Once connected, the answer may take as long as the request
+//! next one tried at once, so one dead server is routed around. When none
+//! of them answers within [`DIRECT_SHARE`] (1.4 s), the request is relayed
+//! through another server of our own datacenter, which carries it
+//! straight there with the rest of the deadline (a partial cut: our WAN
+//! link is down, a peer's is not); after our own tries failed lately the
+//! relay comes first. Once connected, the answer may take as long as the request
 //! needs (a blocking query parks on the remote side for its `wait`), but a
 //! ping sent beside it must come back within the same share: a connection
 //! opened before the link was cut still looks open, and without it the
@@ -33,7 +37,7 @@ use std::time::Duration;
 use tokio::time::Instant;
 
 use crate::datacenters::{Datacenters, RouteError};
-use crate::rpc::datacenter::{DatacenterRequest, DatacenterResponse, ForwardError};
+use crate::rpc::datacenter::{DatacenterRequest, DatacenterResponse, ForwardError, Relay};
 use crate::rpc::{Credentials, Pool, Request, Response, RpcError, ServerLink};
 
 pub use crate::rpc::datacenter::REACH_DEADLINE;
@@ -42,6 +46,14 @@ pub use crate::rpc::datacenter::REACH_DEADLINE;
 /// a dead or cut datacenter then costs its callers nothing, not a round of
 /// connection attempts each, and the first call after it tries again.
 pub const BREAKER: Duration = Duration::from_secs(1);
+/// How much of [`REACH_DEADLINE`] a server spends trying the other
+/// datacenter's servers itself before it relays through another server of
+/// ours: the rest is the relay's, so a datacenter cut off from every
+/// server of ours still fails within the deadline.
+const DIRECT_SHARE: Duration = Duration::from_millis(1400);
+/// What the hop to another server of our own datacenter may take, kept
+/// back from the reach time a relay hands on.
+const LOCAL_HOP: Duration = Duration::from_millis(100);
 /// The least connect time one server gets, however many are left to try:
 /// a TLS handshake across a 300 ms round trip takes about three of them.
 const MIN_CONNECT: Duration = Duration::from_millis(500);
@@ -59,6 +71,9 @@ pub struct Remote {
     translate_wan: bool,
     /// Datacenters none of whose servers answered lately.
     breaker: Breaker,
+    /// This server's RPC address as the WAN pool lists it, when it relays
+    /// through the other servers of its datacenter ([`Self::relaying`]).
+    relay_from: Option<SocketAddr>,
 }
 
 /// The two ways to another datacenter.
@@ -102,6 +117,7 @@ impl Remote {
             },
             translate_wan: false,
             breaker: Breaker::default(),
+            relay_from: None,
         }
     }
 
@@ -112,6 +128,7 @@ impl Remote {
             way: Way::Through(link),
             translate_wan: false,
             breaker: Breaker::default(),
+            relay_from: None,
         }
     }
 
@@ -120,6 +137,16 @@ impl Remote {
     pub fn translating(self, on: bool) -> Self {
         Self {
             translate_wan: on,
+            ..self
+        }
+    }
+
+    /// A server at `me` (its RPC address as the WAN pool lists it) that
+    /// cannot reach a datacenter itself asks the other servers of its own
+    /// to carry the request.
+    pub fn relaying(self, me: SocketAddr) -> Self {
+        Self {
+            relay_from: Some(me),
             ..self
         }
     }
@@ -156,72 +183,7 @@ impl Remote {
         }
         let answer = match &self.way {
             Way::Through(link) => link.forward(dc, req, answer_within).await,
-            Way::Direct { credentials, pools } => {
-                let route = self.datacenters.route(dc).map_err(route_error)?;
-                let pool = {
-                    let mut pools = pools.lock().unwrap_or_else(|e| e.into_inner());
-                    pools
-                        .entry(dc.to_owned())
-                        .or_insert_with(|| {
-                            Arc::new(Pool::to_datacenter(
-                                REACH_DEADLINE,
-                                credentials.clone(),
-                                dc.to_owned(),
-                            ))
-                        })
-                        .clone()
-                };
-                let resend = req.idempotent();
-                let request = Request::Datacenter(req);
-                let reach_by = Instant::now() + REACH_DEADLINE;
-                let attempt = |addr: SocketAddr, connect: Duration| {
-                    let (pool, request) = (&pool, &request);
-                    async move {
-                        if let Err(e) = pool.connect(addr, connect).await {
-                            return Attempt::NotSent(e.to_string());
-                        }
-                        // A connection behind a cut link still looks open,
-                        // and the answer may rightly take long (a blocking
-                        // query): a ping beside the request, answered at
-                        // once by the server, tells within the connect
-                        // budget whether anyone is there.
-                        let ping = Request::Datacenter(DatacenterRequest::Ping);
-                        let call = pool.call(addr, request, answer_within);
-                        tokio::pin!(call);
-                        let answer = tokio::select! {
-                            answer = &mut call => answer,
-                            pong = pool.call(addr, &ping, connect) => match pong {
-                                Ok(_) => call.await,
-                                Err(e) => {
-                                    // Gone silent: the next call dials afresh.
-                                    pool.forget(addr);
-                                    return Attempt::Lost(format!("no answer to a ping: {e}"));
-                                }
-                            },
-                        };
-                        match answer {
-                            Ok(Response::Datacenter(DatacenterResponse::Failed(why))) => {
-                                Attempt::Refused(why)
-                            }
-                            Ok(Response::Datacenter(answer)) => Attempt::Answered(Ok(answer)),
-                            Ok(other) => Attempt::Answered(Err(ForwardError::Failed(format!(
-                                "{addr} answered with {}",
-                                other.kind()
-                            )))),
-                            Err(e @ RpcError::Refused { .. }) => {
-                                Attempt::Answered(Err(ForwardError::Failed(e.to_string())))
-                            }
-                            Err(e) if e.not_sent() => Attempt::NotSent(e.to_string()),
-                            Err(e) => Attempt::Lost(e.to_string()),
-                        }
-                    }
-                };
-                // The outer error: no server answered; the inner: one
-                // answered that it failed.
-                first_answer(&self.datacenters, dc, route, reach_by, resend, attempt)
-                    .await
-                    .and_then(|answer| answer)
-            }
+            Way::Direct { .. } => self.direct_or_relayed(dc, req, answer_within).await,
         };
         match &answer {
             Err(ForwardError::Unreachable(_)) => self.breaker.open(dc, Instant::now()),
@@ -229,6 +191,220 @@ impl Remote {
             Err(_) => {}
         }
         answer
+    }
+
+    /// Runs `req` in `dc` for another server of ours that cannot reach it
+    /// ([`DatacenterRequest::Relay`]): straight to `dc`'s servers within
+    /// `reach_within`, never relayed again.
+    pub async fn call_direct(
+        &self,
+        dc: &str,
+        req: DatacenterRequest,
+        answer_within: Duration,
+        reach_within: Duration,
+    ) -> Result<DatacenterResponse, ForwardError> {
+        match &self.way {
+            Way::Direct { .. } => {
+                let reach_by = Instant::now() + reach_within.min(REACH_DEADLINE);
+                self.straight(dc, &req, answer_within, reach_by).await
+            }
+            Way::Through(_) => Err(ForwardError::Failed(
+                "a client agent relays nothing to other datacenters".into(),
+            )),
+        }
+    }
+
+    /// A server's call: to `dc`'s servers first, and when none of them
+    /// answers, through another server of ours (a partial cut: our WAN
+    /// link is down, theirs is not), all within [`REACH_DEADLINE`]. After
+    /// our own tries failed lately ([`Datacenters::shunned`]) the relay
+    /// comes first, so a partial cut costs the calls after the first one
+    /// nothing.
+    async fn direct_or_relayed(
+        &self,
+        dc: &str,
+        req: DatacenterRequest,
+        answer_within: Duration,
+    ) -> Result<DatacenterResponse, ForwardError> {
+        let started = Instant::now();
+        let reach_by = started + REACH_DEADLINE;
+        let peers = self.relay_peers();
+        if peers.is_empty() {
+            return self.straight(dc, &req, answer_within, reach_by).await;
+        }
+        if self.datacenters.shunned(dc) {
+            return self.relay(dc, req, answer_within, peers, reach_by).await;
+        }
+        match self
+            .straight(dc, &req, answer_within, started + DIRECT_SHARE)
+            .await
+        {
+            Err(ForwardError::Unreachable(_)) => {
+                self.relay(dc, req, answer_within, peers, reach_by).await
+            }
+            answer => answer,
+        }
+    }
+
+    /// The other live servers of our own datacenter, by the RPC address the
+    /// WAN pool gives them, to relay through; none unless [`Self::relaying`].
+    fn relay_peers(&self) -> Vec<SocketAddr> {
+        let Some(me) = self.relay_from else {
+            return Vec::new();
+        };
+        self.datacenters
+            .route(self.datacenters.local())
+            .unwrap_or_default()
+            .into_iter()
+            .filter(|addr| *addr != me)
+            .collect()
+    }
+
+    /// `req` to `dc`'s servers, reached by `reach_by`.
+    async fn straight(
+        &self,
+        dc: &str,
+        req: &DatacenterRequest,
+        answer_within: Duration,
+        reach_by: Instant,
+    ) -> Result<DatacenterResponse, ForwardError> {
+        let route = self.datacenters.route(dc).map_err(route_error)?;
+        let request = Request::Datacenter(req.clone());
+        self.first_of(
+            dc,
+            route,
+            &request,
+            req.idempotent(),
+            answer_within,
+            reach_by,
+        )
+        .await
+    }
+
+    /// `req` to `dc` through one of `peers` (servers of ours), which has
+    /// what is left until `reach_by` to reach `dc`.
+    async fn relay(
+        &self,
+        dc: &str,
+        req: DatacenterRequest,
+        answer_within: Duration,
+        peers: Vec<SocketAddr>,
+        reach_by: Instant,
+    ) -> Result<DatacenterResponse, ForwardError> {
+        let left = reach_by.saturating_duration_since(Instant::now());
+        let millis = |d: Duration| u64::try_from(d.as_millis()).unwrap_or(u64::MAX);
+        let resend = req.idempotent();
+        let relay = Request::Datacenter(DatacenterRequest::Relay(Relay {
+            dc: dc.to_owned(),
+            request: Box::new(req),
+            answer_within_ms: millis(answer_within),
+            // The hop to our peer is on our own LAN: it takes a sliver.
+            reach_within_ms: millis(left.saturating_sub(LOCAL_HOP)),
+        }));
+        let local = self.datacenters.local().to_owned();
+        let answer = self
+            .first_of(
+                &local,
+                peers,
+                &relay,
+                resend,
+                answer_within + left,
+                reach_by,
+            )
+            .await;
+        tracing::debug!(
+            dc,
+            relayed = answer.is_ok(),
+            "relayed through another server of ours"
+        );
+        match answer {
+            Ok(DatacenterResponse::Relayed(answer)) => answer.map(|a| *a),
+            Ok(other) => Err(ForwardError::Failed(format!(
+                "a relay answered with {}",
+                other.kind()
+            ))),
+            // None of our own servers took it: the datacenter is out of
+            // reach for us.
+            Err(ForwardError::Unreachable(_)) => Err(ForwardError::Unreachable(dc.to_owned())),
+            Err(e) => Err(e),
+        }
+    }
+
+    /// `request` to the servers of `route` (of datacenter `dc`), the first
+    /// that answers by `reach_by` ([`first_answer`]).
+    async fn first_of(
+        &self,
+        dc: &str,
+        route: Vec<SocketAddr>,
+        request: &Request,
+        resend: bool,
+        answer_within: Duration,
+        reach_by: Instant,
+    ) -> Result<DatacenterResponse, ForwardError> {
+        let Way::Direct { credentials, pools } = &self.way else {
+            return Err(ForwardError::Failed(
+                "a client agent dials no other datacenter".into(),
+            ));
+        };
+        let pool = {
+            let mut pools = pools.lock().unwrap_or_else(|e| e.into_inner());
+            pools
+                .entry(dc.to_owned())
+                .or_insert_with(|| {
+                    Arc::new(Pool::to_datacenter(
+                        REACH_DEADLINE,
+                        credentials.clone(),
+                        dc.to_owned(),
+                    ))
+                })
+                .clone()
+        };
+        let attempt = |addr: SocketAddr, connect: Duration| {
+            let pool = &pool;
+            async move {
+                if let Err(e) = pool.connect(addr, connect).await {
+                    return Attempt::NotSent(e.to_string());
+                }
+                // A connection behind a cut link still looks open, and the
+                // answer may rightly take long (a blocking query): a ping
+                // beside the request, answered at once by the server, tells
+                // within the connect budget whether anyone is there.
+                let ping = Request::Datacenter(DatacenterRequest::Ping);
+                let call = pool.call(addr, request, answer_within);
+                tokio::pin!(call);
+                let answer = tokio::select! {
+                    answer = &mut call => answer,
+                    pong = pool.call(addr, &ping, connect) => match pong {
+                        Ok(_) => call.await,
+                        Err(e) => {
+                            // Gone silent: the next call dials afresh.
+                            pool.forget(addr);
+                            return Attempt::Lost(format!("no answer to a ping: {e}"));
+                        }
+                    },
+                };
+                match answer {
+                    Ok(Response::Datacenter(DatacenterResponse::Failed(why))) => {
+                        Attempt::Refused(why)
+                    }
+                    Ok(Response::Datacenter(answer)) => Attempt::Answered(Ok(answer)),
+                    Ok(other) => Attempt::Answered(Err(ForwardError::Failed(format!(
+                        "{addr} answered with {}",
+                        other.kind()
+                    )))),
+                    Err(e @ RpcError::Refused { .. }) => {
+                        Attempt::Answered(Err(ForwardError::Failed(e.to_string())))
+                    }
+                    Err(e) if e.not_sent() => Attempt::NotSent(e.to_string()),
+                    Err(e) => Attempt::Lost(e.to_string()),
+                }
+            }
+        };
+        // The outer error: no server answered; the inner: one answered
+        // that it failed.
+        first_answer(&self.datacenters, dc, route, reach_by, resend, attempt)
+            .await
+            .and_then(|answer| answer)
     }
 
     /// How a call to `dc` would fail right now without touching the

@@ -5,6 +5,7 @@
 //! and installed in the slot the RPC server (started earlier, for Raft)
 //! reads.
 
+use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -25,6 +26,11 @@ use crate::rpc::datacenter::{
     Slot,
 };
 
+/// Longest a relayed request may take in the other datacenter once
+/// reached: Consul's longest blocking wait (10 min), its jitter and a
+/// margin, as for a client agent's forward.
+const MAX_RELAY_WAIT: Duration = Duration::from_secs(11 * 60);
+
 /// The largest answer body sent back: well within the 64 MiB RPC frame,
 /// beside the headers.
 const MAX_ANSWER_BODY: usize = 60 << 20;
@@ -41,17 +47,22 @@ pub(super) struct Far {
 
 impl Far {
     /// A server reaches other datacenters through the route its WAN pool
-    /// gives (`datacenters`); a client agent, in no WAN pool, through its
-    /// servers.
+    /// gives (`datacenters`), with its server RPC `credentials`, and
+    /// relays through the other servers of its datacenter when it cannot
+    /// (its RPC address in the WAN pool is `wan_rpc`); a client agent, in
+    /// no WAN pool, goes through its servers.
     pub(super) fn new(
         datacenters: Arc<Datacenters>,
         delegate: &Delegate,
         credentials: &Credentials,
+        wan_rpc: SocketAddr,
         dns: &DnsSettings,
         slot: Option<Arc<Slot>>,
     ) -> Self {
         let remote = match delegate {
-            Delegate::Server(_) => Remote::direct(datacenters, credentials.clone()),
+            Delegate::Server(_) => {
+                Remote::direct(datacenters, credentials.clone()).relaying(wan_rpc)
+            }
             Delegate::Client(link) => Remote::through(datacenters, link.clone()),
         };
         Self {
@@ -108,6 +119,21 @@ impl Handler for Local {
             }
             // Answered by the RPC server itself; here for completeness.
             DatacenterRequest::Ping => Box::pin(std::future::ready(DatacenterResponse::Pong)),
+            DatacenterRequest::Relay(relay) => {
+                let remote = self.remote.clone();
+                Box::pin(async move {
+                    let ms = Duration::from_millis;
+                    let answer = remote
+                        .call_direct(
+                            &relay.dc,
+                            *relay.request,
+                            ms(relay.answer_within_ms).min(MAX_RELAY_WAIT),
+                            ms(relay.reach_within_ms),
+                        )
+                        .await;
+                    DatacenterResponse::Relayed(answer.map(Box::new))
+                })
+            }
             DatacenterRequest::Dns(dns) => {
                 let answer = self.dns.answer(&dns.query, dns.tcp, dns.translate_wan);
                 Box::pin(std::future::ready(DatacenterResponse::Dns(

@@ -269,20 +269,27 @@ impl Agent {
         );
         // The WAN pool: servers only, the same node ID and key, RPC as the
         // other datacenters reach it.
+        let wan_rpc = SocketAddr::new(network.advertise_addr_wan, rpc_port);
         let wan = wan::Wan::start(
             &node.datacenter,
             listeners.serf_wan.map(|socket| wan::WanMember {
                 socket,
                 node: &node,
                 node_id,
-                rpc_addr: SocketAddr::new(network.advertise_addr_wan, rpc_port),
+                rpc_addr: wan_rpc,
                 key: gossip_key(&gossip),
                 reconnect_timeout: wan_settings.reconnect_timeout,
             }),
         )?;
         let slot = server.as_ref().map(|s| s.datacenters.clone());
-        let far =
-            datacenter::Far::new(wan.datacenters.clone(), &delegate, &credentials, &dns, slot);
+        let far = datacenter::Far::new(
+            wan.datacenters.clone(),
+            &delegate,
+            &credentials,
+            wan_rpc,
+            &dns,
+            slot,
+        );
         let token = CancellationToken::new();
         let mut tasks = JoinSet::new();
         let consensus = server.as_ref().map(|s| s.consensus.clone());

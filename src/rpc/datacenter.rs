@@ -47,6 +47,25 @@ pub enum DatacenterRequest {
     /// deadline, while the request itself may rightly wait long (a
     /// blocking query).
     Ping,
+    /// From a server of this datacenter that cannot reach `dc` itself (a
+    /// partial cut: its own WAN link is down, ours is not): run the
+    /// request there for it. Never relayed again.
+    Relay(Relay),
+}
+
+/// A request another server of this datacenter asks us to carry to `dc`.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Relay {
+    /// The datacenter to run it in.
+    pub dc: String,
+    /// The request.
+    pub request: Box<DatacenterRequest>,
+    /// How long `dc`'s server may take to answer once reached, in
+    /// milliseconds (a blocking query's wait).
+    pub answer_within_ms: u64,
+    /// How long we may take to reach one of `dc`'s servers, in
+    /// milliseconds: what is left of the asking server's reach deadline.
+    pub reach_within_ms: u64,
 }
 
 /// The answer to a [`DatacenterRequest`], variant for variant.
@@ -63,6 +82,9 @@ pub enum DatacenterResponse {
     Failed(String),
     /// To [`DatacenterRequest::Ping`].
     Pong,
+    /// To [`DatacenterRequest::Relay`]: the other datacenter's answer, or
+    /// why there was none.
+    Relayed(Result<Box<Self>, ForwardError>),
 }
 
 /// An HTTP request as the remote router gets it.
@@ -110,6 +132,7 @@ impl DatacenterRequest {
         match self {
             Self::Http(r) => matches!(r.method.as_str(), "GET" | "HEAD"),
             Self::Dns(_) | Self::Ping => true,
+            Self::Relay(r) => r.request.idempotent(),
         }
     }
 
@@ -119,6 +142,7 @@ impl DatacenterRequest {
             Self::Http(_) => "datacenter-http",
             Self::Dns(_) => "datacenter-dns",
             Self::Ping => "datacenter-ping",
+            Self::Relay(_) => "datacenter-relay",
         }
     }
 }
@@ -131,6 +155,7 @@ impl DatacenterResponse {
             Self::Dns(_) => "a DNS answer",
             Self::Failed(_) => "a failure",
             Self::Pong => "a pong",
+            Self::Relayed(_) => "a relayed answer",
         }
     }
 }

@@ -508,3 +508,121 @@ async fn a_cut_wan_fails_within_seconds_and_works_again_after_healing() {
     .await;
     eprintln!("?dc=dc2 worked again {:?} after healing", healed.elapsed());
 }
+
+/// dc1 and dc2 of three servers each, each server on its own host of a
+/// test network, federated. One dc1 server loses dc2 (its WAN link alone
+/// is cut): its `?dc=dc2` calls and DNS names of dc2 are carried by the
+/// other dc1 servers. Then the whole WAN is cut: every dc1 server fails
+/// them with the unreachable reason. Needs root and nftables; SKIPPED
+/// without.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_server_that_alone_lost_the_other_datacenter_is_served_through_its_peers() {
+    if std::process::Command::new("curl")
+        .arg("--version")
+        .output()
+        .is_err()
+    {
+        skip("cross_dc", "curl is not installed");
+        return;
+    }
+    let net = match Net::create("relay", 6) {
+        Ok(net) => net,
+        Err(e) => {
+            skip(
+                "cross_dc",
+                &format!("network namespaces unavailable (needs root): {e}"),
+            );
+            return;
+        }
+    };
+    let mut places = net.placements();
+    let dc2_places = places.split_off(3);
+    // Declared after `net`, so dropped (processes killed) before it.
+    let f = trellis()
+        .federation(&["dc1", "dc2"], 3)
+        .placed(vec![places, dc2_places])
+        .each(|b| b.http_timeout(Duration::from_secs(20)))
+        .start()
+        .await;
+    let dc1: Vec<&Agent> = f.dc("dc1").servers().collect();
+    let dc2: Vec<&Agent> = f.dc("dc2").servers().collect();
+    let lone = dc1[0];
+    wait_until_async("every dc1 server reaches dc2", FORM_DEADLINE, || async {
+        for s in &dc1 {
+            let r = s.get("/v1/catalog/nodes?dc=dc2").await?;
+            if r.status != 200 {
+                return Err(format!("{}: {r:?}", s.name()));
+            }
+        }
+        Ok(())
+    })
+    .await;
+
+    // The partial cut: `lone` and dc2 no longer hear each other; the other
+    // dc1 servers still do.
+    net.block(&[lone], &dc2);
+    for round in 0..3 {
+        let started = Instant::now();
+        let r = lone
+            .get("/v1/catalog/nodes?dc=dc2")
+            .await
+            .expect("an answer");
+        eprintln!(
+            "?dc=dc2 on the cut-off server (round {round}): {} in {:?}",
+            r.status,
+            started.elapsed()
+        );
+        assert_eq!(r.status, 200, "relayed through a peer: {r:?}");
+        let nodes = r.json();
+        let mut names: Vec<(&str, &str)> = nodes
+            .as_array()
+            .expect("a list")
+            .iter()
+            .filter_map(|n| Some((n["Node"].as_str()?, n["Datacenter"].as_str()?)))
+            .collect();
+        names.sort_unstable();
+        assert_eq!(
+            names,
+            [("s1", "dc2"), ("s2", "dc2"), ("s3", "dc2")],
+            "dc2's nodes: {r:?}"
+        );
+    }
+    // DNS takes the same road (dig runs in the server's namespace).
+    let dns = lone.addrs().dns;
+    let out = std::process::Command::new("ip")
+        .args(["netns", "exec", net.namespace(Net::host_of(lone)), "dig"])
+        .args([&format!("@{}", dns.ip()), "-p", &dns.port().to_string()])
+        .args(["+short", "+time=5", "s2.node.dc2.consul", "A"])
+        .output()
+        .expect("run dig");
+    let answer = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(answer.trim(), dc2[1].ip().to_string(), "{answer}");
+
+    // The whole WAN cut: no dc1 server reaches dc2, directly or through a
+    // peer, and each says so within seconds.
+    net.block(&dc1, &dc2);
+    for s in &dc1 {
+        let started = Instant::now();
+        let r = wait_until_async("the unreachable answer", FORM_DEADLINE, || async {
+            let r = s.get("/v1/catalog/nodes?dc=dc2").await?;
+            if r.status == 500 {
+                Ok(r)
+            } else {
+                Err(format!("{r:?}"))
+            }
+        })
+        .await;
+        eprintln!(
+            "?dc=dc2 on {} with the WAN cut: {:?}",
+            s.name(),
+            started.elapsed()
+        );
+        assert_eq!(
+            r.headers.get("x-trellis-reason").map(String::as_str),
+            Some("dc-unreachable"),
+            "{r:?}"
+        );
+    }
+    net.unblock();
+    f.dc("dc1").assert_no_panics();
+}
