@@ -4,9 +4,10 @@
 //!
 //! Peers' coordinates come in two ways: a ping carries its sender's, a
 //! pong its responder's. A member pings one random live member per probe
-//! period and is pinged by about as many, so it hears from roughly two
-//! peers a period and knows every peer of a pool of N after some N/2
-//! periods. A member that leaves the membership leaves the map.
+//! period (at least a second apart) and is pinged by about as many, so it
+//! hears from roughly two peers a round and knows every peer of a pool of
+//! N after some N/2 rounds. A member that leaves the membership leaves the
+//! map.
 
 use std::collections::BTreeMap;
 use std::sync::Arc;

@@ -1,4 +1,5 @@
-//! Coordinate pings: one random live member per probe period, timed from
+//! Coordinate pings: one random live member per probe period (at least a
+//! second apart: [`MIN_PING_INTERVAL`]), timed from
 //! send to pong; a pong's round trip moves our Vivaldi coordinate
 //! (`coordinate::Client`), and every ping and pong leaves its sender's
 //! coordinate in the published map (`gossip::coordinates`).
@@ -12,9 +13,7 @@
 
 use std::collections::VecDeque;
 use std::net::SocketAddr;
-#[cfg(any(feature = "test-delay", test))]
-use std::time::Duration;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use rand::seq::IteratorRandom as _;
 
@@ -22,6 +21,13 @@ use super::{Driver, Event};
 use crate::coordinate::client::MAX_RTT;
 use crate::gossip::identity::MemberId;
 use crate::gossip::wire::{self, CoordinateProbe};
+
+/// The shortest time between two coordinate pings of one member: the LAN
+/// profile probes every 200 ms, and a ping (about 90 bytes, 120 sealed)
+/// and its pong five times a second would be five times what Consul's
+/// serf spends (its coordinates ride on the probe acks, once a second);
+/// Vivaldi's filter and step need no more than one sample a second.
+pub(super) const MIN_PING_INTERVAL: Duration = Duration::from_secs(1);
 
 /// How many pings may await their pong; one goes out a probe period and
 /// a pong is useless after [`MAX_RTT`], so a few are plenty.
@@ -54,7 +60,7 @@ impl Driver {
             return;
         }
         self.timers
-            .schedule(now, self.profile.probe_period, Event::CoordinatePing);
+            .schedule(now, self.coordinate_interval(), Event::CoordinatePing);
         let Some(target) = self
             .foca
             .iter_members()
@@ -85,6 +91,12 @@ impl Driver {
             sent: now,
         });
         self.send_ping(addr, &dc, now);
+    }
+
+    /// The time between two of our coordinate pings: a probe period, and
+    /// at least [`MIN_PING_INTERVAL`].
+    pub(super) fn coordinate_interval(&self) -> Duration {
+        self.profile.probe_period.max(MIN_PING_INTERVAL)
     }
 
     /// A member pinged us: keep its coordinate and answer with ours.

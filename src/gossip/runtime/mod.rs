@@ -288,9 +288,10 @@ impl Driver {
         };
         driver.publish();
         let first = now();
+        let interval = driver.coordinate_interval();
         driver
             .timers
-            .schedule(first, driver.profile.probe_period, Event::CoordinatePing);
+            .schedule(first, interval, Event::CoordinatePing);
         driver
     }
 
