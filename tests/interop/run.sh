@@ -703,6 +703,37 @@ part_acl() {
     if [ "$rc" != 0 ]; then fail "consul-api-acl: the program exited $rc" "$(grep -v '^PASS ' <<<"$out" | tail -20)"; fi
 }
 
+# ---------------------------------------------------------------- part 11: two datacenters through hashicorp/consul/api
+
+part_federation() {
+    log "part 11: two datacenters joined by one trellis join -wan; the api across them (go/)"
+    if [ ! -x "$CONSULAPI" ]; then
+        fail "the Go program in tests/interop/go is built" "$GO_PROBLEM"
+        return 0
+    fi
+    dev_agent DC1 127.0.0.13 --datacenter dc1 || return 0
+    dev_agent DC2 127.0.0.14 --datacenter dc2 || return 0
+    local wan out rc=0
+    wan="$(grep -o 'serf_wan=[^ ]*' "$WORK/DC2.log" | head -1)"
+    wan="${wan#serf_wan=}"
+    if out="$("$TRELLIS" join -wan -http-addr "$DC1_HTTP" "$wan" 2>&1)"; then
+        pass "trellis join -wan federates dc1 with dc2"
+    else
+        fail "trellis join -wan federates dc1 with dc2" "$out"
+        return 0
+    fi
+    out="$("$CONSULAPI" -addr "$DC1_HTTP" -dc2-addr "$DC2_HTTP" -timeout 90s 2>&1)" || rc=$?
+    count_lines consul-api-federation "$out"
+    if [ "$rc" != 0 ]; then fail "consul-api-federation: the program exited $rc" "$(grep -v '^PASS ' <<<"$out" | tail -20)"; fi
+    local answer
+    answer="$(dig +short @"${DC1_DNS%:*}" -p "${DC1_DNS##*:}" web.service.dc2.consul A)"
+    if [ "$answer" = "127.0.0.141" ]; then
+        pass "dig web.service.dc2.consul asked of dc1 answers dc2's instance"
+    else
+        fail "dig web.service.dc2.consul asked of dc1 answers dc2's instance" "got: $answer"
+    fi
+}
+
 # ---------------------------------------------------------------- part 9: leader election with trellis lock
 
 # health_passing HTTP NODE: NODE's serfHealth check is passing.
@@ -829,7 +860,7 @@ main() {
     # INTEROP_PARTS (space-separated function names) runs a subset.
     local part parts
     read -r -a parts <<<"${INTEROP_PARTS:-part_dig part_pyconsul part_netns part_dnsmasq part_prometheus \
-        part_consulapi part_consul_template part_lock part_acl}"
+        part_consulapi part_consul_template part_lock part_acl part_federation}"
     for part in "${parts[@]}"; do
         "$part" || fail "$part ended early (status $?)"
     done

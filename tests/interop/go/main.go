@@ -595,6 +595,7 @@ func main() {
 	only := flag.String("only", "", "comma-separated tests to run (lock,ttl,semaphore,watch,txn,cross); all by default; the acl tests run alone, with -acl-token")
 	trellis := flag.String("trellis", "", "the trellis binary: `trellis lock` against the api's Lock and Semaphore (cross)")
 	aclToken := flag.String("acl-token", "", "a management token of an agent with ACLs on: run the acl tests (only those)")
+	dc2Addr := flag.String("dc2-addr", "", "an agent of dc2, WAN-joined to -addr's dc1: run the federation tests (only those)")
 	flag.Parse()
 	if *addr == "" {
 		fmt.Println("FAIL usage: give -addr or CONSUL_HTTP_ADDR")
@@ -607,6 +608,13 @@ func main() {
 	})
 	want := func(name string) bool {
 		return *only == "" || strings.Contains(","+*only+",", ","+name+",")
+	}
+	if *dc2Addr != "" {
+		testFederation(*addr, *dc2Addr)
+		if failed.Load() > 0 {
+			os.Exit(1)
+		}
+		return
 	}
 	if *aclToken != "" {
 		testACL(*addr, *aclToken)
