@@ -15,7 +15,7 @@ use std::time::Duration;
 use crate::catalog::PreparedQuery;
 use crate::delegate::Delegate;
 use crate::gossip::Gossip;
-use crate::prepared_query::{BoxFuture, Failover, NearSort, QueryResult};
+use crate::prepared_query::{BoxFuture, Entry, Failover, NearSort, QueryResult};
 use crate::remote::Remote;
 use crate::rpc::datacenter::{DatacenterRequest, DatacenterResponse, HttpRequest};
 
@@ -89,7 +89,15 @@ impl Failover for Wan {
             });
             match remote.call(&dc, req, ANSWER_WITHIN).await {
                 Ok(DatacenterResponse::Http(a)) if a.status == 200 => {
-                    serde_json::from_slice(&a.body).map_err(|e| e.to_string())
+                    let mut result: QueryResult =
+                        serde_json::from_slice(&a.body).map_err(|e| e.to_string())?;
+                    // Another datacenter's answer, as `?dc=` reads are:
+                    // with translate_wan_addrs, its WAN addresses (for
+                    // HTTP execute and DNS alike, as Consul's).
+                    if remote.translate_wan() {
+                        result.nodes.iter_mut().for_each(translate_wan);
+                    }
+                    Ok(result)
                 }
                 Ok(DatacenterResponse::Http(a)) => Err(format!(
                     "{dc} answered {}: {}",
@@ -100,6 +108,29 @@ impl Failover for Wan {
                 Err(e) => Err(format!("{dc}: {e}")),
             }
         })
+    }
+}
+
+/// Consul's `translate_addr.go` on one instance of another datacenter:
+/// the node's address becomes its `wan` tagged address, the instance's
+/// address and port its own `wan` one, where they have them.
+fn translate_wan(entry: &mut Entry) {
+    if let Some(wan) = entry
+        .node
+        .tagged_addresses
+        .get("wan")
+        .filter(|a| !a.is_empty())
+    {
+        entry.node.address = wan.clone();
+    }
+    if let Some(wan) = entry
+        .service
+        .tagged_addresses
+        .get("wan")
+        .filter(|a| !a.address.is_empty())
+    {
+        entry.service.address = wan.address.clone();
+        entry.service.port = wan.port;
     }
 }
 

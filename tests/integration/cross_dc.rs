@@ -423,6 +423,25 @@ async fn with_translate_wan_addrs_other_datacenters_answer_with_wan_addresses() 
     assert_eq!(a_records(&m), vec![wan_ip], "{m:?}");
     let m = there.query_udp("web.service.consul.", RecordType::A);
     assert_eq!(a_records(&m), vec![lan_ip], "{m:?}");
+
+    // A prepared query of dc1 that fails over to dc2: the same, over HTTP
+    // and DNS.
+    let query = json!({"Name": "web", "Service": {"Service": "web",
+        "Failover": {"Datacenters": ["dc2"]}}});
+    let r = here
+        .request("POST", "/v1/query", Some(&query))
+        .await
+        .unwrap();
+    assert_eq!(r.status, 200, "{r:?}");
+    let r = here.get("/v1/query/web/execute").await.unwrap();
+    assert_eq!(r.json()["Datacenter"], "dc2", "{r:?}");
+    assert_eq!(
+        r.json()["Nodes"][0]["Node"]["Address"],
+        wan_ip.to_string(),
+        "{r:?}"
+    );
+    let m = here.query_udp("web.query.consul.", RecordType::A);
+    assert_eq!(a_records(&m), vec![wan_ip], "{m:?}");
 }
 
 /// dc1 and dc2 of one server each, each on its own host of a test network,
