@@ -95,12 +95,6 @@ impl Datacenters {
         &self.local
     }
 
-    /// Whether this agent is in a WAN pool (a server; a client agent asks
-    /// its servers).
-    pub fn has_wan(&self) -> bool {
-        self.wan.is_some()
-    }
-
     /// The WAN pool's members now; empty without a pool.
     pub fn members(&self) -> Arc<Vec<Member>> {
         self.wan
@@ -197,11 +191,6 @@ impl Datacenters {
     pub fn coordinates(&self) -> Vec<DatacenterCoordinates> {
         lock(&self.coordinates).clone()
     }
-
-    /// The estimated round trip to `dc` in seconds, if coordinates gave one.
-    pub fn distance(&self, dc: &str) -> Option<f64> {
-        lock(&self.distances).get(dc).copied()
-    }
 }
 
 /// A poisoned lock only means another thread panicked while holding it;
@@ -292,13 +281,11 @@ mod tests {
             ("dc3".to_owned(), 0.020),
         ]));
         assert_eq!(dcs.names(), ["dc1", "dc3", "dc2", "dc4"]);
-        assert_eq!(dcs.distance("dc3"), Some(0.020));
     }
 
     #[test]
     fn without_a_wan_pool_only_our_own_is_known() {
         let dcs = Datacenters::new("dc1", None);
-        assert!(!dcs.has_wan());
         assert_eq!(dcs.names(), ["dc1"]);
         assert_eq!(dcs.route("dc2"), Err(RouteError::Unknown("dc2".into())));
     }
