@@ -220,46 +220,56 @@ impl Worker {
         }
     }
 
-    /// Hands a request for another datacenter to the runtime, within the
-    /// cap shared with the recursors' (SERVFAIL beyond it): the worker
+    /// Hands a request for another datacenter to the runtime: the worker
     /// goes on answering local names at once.
     fn other_datacenter(&self, dc: String, request: Message, peer: SocketAddr) {
-        let shared = self.shared.clone();
-        let Ok(socket) = self.socket.try_clone() else {
-            return;
-        };
-        let Ok(slot) = shared.forward_slots.clone().try_acquire_owned() else {
-            tracing::debug!(%peer, "too many forwarded queries in flight, shedding");
-            let m = shared.responder.servfail(&request, Transport::Udp);
-            if let Some(bytes) = fit::encode(&m) {
-                self.send(&bytes, peer);
-            }
-            return;
-        };
-        self.runtime.spawn(async move {
-            let _slot = slot;
-            let m = shared
-                .other_datacenter(&dc, &request, Transport::Udp)
-                .await;
-            if let Some(bytes) = fit::encode(&m)
-                && let Err(e) = socket.send_to(&bytes, peer)
-            {
-                tracing::debug!(%peer, error = %e, "sending another datacenter's DNS answer failed");
-            }
-        });
+        self.off_worker(
+            request,
+            peer,
+            "another datacenter's answer",
+            |shared, request| async move {
+                shared.other_datacenter(&dc, &request, Transport::Udp).await
+            },
+        );
     }
 
     /// Hands a prepared query's lookup to the runtime (executing it may
-    /// fail over, which waits on the network), within the cap forwarded
-    /// queries share; over the cap it is SERVFAIL at once. Never cached:
-    /// its answer may come from another datacenter.
+    /// fail over, which waits on the network). Never cached: its answer
+    /// may come from another datacenter.
     fn prepared_query(&self, name: String, request: Message, peer: SocketAddr) {
+        self.off_worker(request, peer, "a prepared query's answer", |shared, request| async move {
+            shared.prepared_query(name, &request, Transport::Udp).await
+        });
+    }
+
+    /// Hands a request for the recursors to the runtime.
+    fn forward(&self, request: Message, peer: SocketAddr) {
+        self.off_worker(
+            request,
+            peer,
+            "a forwarded answer",
+            |shared, request| async move {
+                let upstream = shared.forwarder.forward(&request).await;
+                shared.responder.relay(&request, upstream, Transport::Udp)
+            },
+        );
+    }
+
+    /// Runs `answer`, which waits on the network, on the runtime within the
+    /// cap that forwarded queries, other datacenters' names and prepared
+    /// queries share, and sends what it gives to `peer`; over the cap the
+    /// request is shed at once (SERVFAIL, as a recursor's failure is).
+    fn off_worker<F, Fut>(&self, request: Message, peer: SocketAddr, what: &'static str, answer: F)
+    where
+        F: FnOnce(Arc<Shared>, Message) -> Fut + Send + 'static,
+        Fut: Future<Output = Message> + Send + 'static,
+    {
         let shared = self.shared.clone();
         let Ok(socket) = self.socket.try_clone() else {
             return;
         };
         let Ok(slot) = shared.forward_slots.clone().try_acquire_owned() else {
-            tracing::debug!(%peer, "too many DNS lookups in flight, shedding a prepared query");
+            tracing::debug!(%peer, what, "too many DNS lookups off the workers in flight, shedding");
             let m = shared.responder.servfail(&request, Transport::Udp);
             if let Some(bytes) = fit::encode(&m) {
                 self.send(&bytes, peer);
@@ -268,37 +278,11 @@ impl Worker {
         };
         self.runtime.spawn(async move {
             let _slot = slot;
-            let m = shared.prepared_query(name, &request, Transport::Udp).await;
+            let m = answer(shared, request).await;
             if let Some(bytes) = fit::encode(&m)
                 && let Err(e) = socket.send_to(&bytes, peer)
             {
-                tracing::debug!(%peer, error = %e, "sending a prepared query's DNS response failed");
-            }
-        });
-    }
-
-    /// Hands a request for the recursors to the runtime, within the cap.
-    fn forward(&self, request: Message, peer: SocketAddr) {
-        let shared = self.shared.clone();
-        let Ok(socket) = self.socket.try_clone() else {
-            return;
-        };
-        let Ok(slot) = shared.forward_slots.clone().try_acquire_owned() else {
-            tracing::debug!(%peer, "too many forwarded queries in flight, shedding");
-            let m = shared.responder.relay(&request, None, Transport::Udp);
-            if let Some(bytes) = fit::encode(&m) {
-                self.send(&bytes, peer);
-            }
-            return;
-        };
-        self.runtime.spawn(async move {
-            let _slot = slot;
-            let upstream = shared.forwarder.forward(&request).await;
-            let m = shared.responder.relay(&request, upstream, Transport::Udp);
-            if let Some(bytes) = fit::encode(&m)
-                && let Err(e) = socket.send_to(&bytes, peer)
-            {
-                tracing::debug!(%peer, error = %e, "sending a forwarded DNS response failed");
+                tracing::debug!(%peer, what, error = %e, "sending a DNS response failed");
             }
         });
     }
