@@ -91,6 +91,26 @@ pub struct Net {
 }
 
 impl Net {
+    /// [`Self::create`] for test `test`, or `None` after saying it is
+    /// skipped ([`skip`]) where the net cannot be made or reached: no curl
+    /// (the kit's HTTP into a namespace), not root, no iproute2 or nftables.
+    pub fn for_test(test: &str, tag: &str, n: usize) -> Option<Self> {
+        if Command::new("curl").arg("--version").output().is_err() {
+            skip(test, "curl is not installed");
+            return None;
+        }
+        match Self::create(tag, n) {
+            Ok(net) => Some(net),
+            Err(e) => {
+                skip(
+                    test,
+                    &format!("network namespaces unavailable (needs root): {e}"),
+                );
+                None
+            }
+        }
+    }
+
     /// Creates the switch and `n` hosts. `Err` only when namespaces cannot
     /// be made at all (not root, no iproute2), or `nft` is missing: the test
     /// is skipped then. Any later failure panics. `tag` keeps the

@@ -14,7 +14,7 @@ use hickory_proto::rr::{RData, RecordType};
 use serde_json::{Value, json};
 use trellis_testkit::dns::a_records;
 use trellis_testkit::federation::Federation;
-use trellis_testkit::netns::{Net, skip};
+use trellis_testkit::netns::Net;
 use trellis_testkit::{Agent, Cluster, FORM_DEADLINE, Resp, wait_until_async};
 
 use crate::harness::trellis;
@@ -449,23 +449,8 @@ async fn with_translate_wan_addrs_other_datacenters_answer_with_wan_addresses() 
 /// vanish) and healed. Needs root and nftables; SKIPPED without.
 #[tokio::test(flavor = "multi_thread")]
 async fn a_cut_wan_fails_within_seconds_and_works_again_after_healing() {
-    if std::process::Command::new("curl")
-        .arg("--version")
-        .output()
-        .is_err()
-    {
-        skip("cross_dc", "curl is not installed");
+    let Some(net) = Net::for_test("cross_dc", "wan", 2) else {
         return;
-    }
-    let net = match Net::create("wan", 2) {
-        Ok(net) => net,
-        Err(e) => {
-            skip(
-                "cross_dc",
-                &format!("network namespaces unavailable (needs root): {e}"),
-            );
-            return;
-        }
     };
     let places = net.placements();
     // Declared after `net`, so dropped (processes killed) before it.
@@ -536,23 +521,8 @@ async fn a_cut_wan_fails_within_seconds_and_works_again_after_healing() {
 /// without.
 #[tokio::test(flavor = "multi_thread")]
 async fn a_server_that_alone_lost_the_other_datacenter_is_served_through_its_peers() {
-    if std::process::Command::new("curl")
-        .arg("--version")
-        .output()
-        .is_err()
-    {
-        skip("cross_dc", "curl is not installed");
+    let Some(net) = Net::for_test("cross_dc", "relay", 6) else {
         return;
-    }
-    let net = match Net::create("relay", 6) {
-        Ok(net) => net,
-        Err(e) => {
-            skip(
-                "cross_dc",
-                &format!("network namespaces unavailable (needs root): {e}"),
-            );
-            return;
-        }
     };
     let mut places = net.placements();
     let dc2_places = places.split_off(3);

@@ -4,10 +4,9 @@
 //! nftables; without them the tests say SKIPPED.
 
 use std::collections::BTreeSet;
-use std::process::Command;
 use std::time::Instant;
 
-use trellis_testkit::netns::{Net, skip};
+use trellis_testkit::netns::Net;
 use trellis_testkit::{
     Agent, CLIENT_TIMEOUT, Cluster, FORM_DEADLINE, SETTLE_DEADLINE, ServiceView, wait_until_async,
 };
@@ -16,19 +15,8 @@ use crate::harness::trellis;
 
 #[tokio::test]
 async fn a_partitioned_leader_stops_taking_writes_and_rejoins_without_divergence() {
-    if Command::new("curl").arg("--version").output().is_err() {
-        skip("partition", "curl is not installed");
+    let Some(net) = Net::for_test("partition", "leader", 3) else {
         return;
-    }
-    let net = match Net::create("leader", 3) {
-        Ok(net) => net,
-        Err(e) => {
-            skip(
-                "partition",
-                &format!("network namespaces unavailable (needs root): {e}"),
-            );
-            return;
-        }
     };
     // Declared after `net`, so dropped (processes killed) before it.
     let c = trellis().cluster().servers_at(net.placements()).launch();
@@ -157,19 +145,8 @@ async fn wait_passing(c: &Cluster, service: &str, want: usize) {
 
 #[tokio::test]
 async fn a_cut_off_client_leaves_the_answers_keeps_its_copy_and_catches_up() {
-    if Command::new("curl").arg("--version").output().is_err() {
-        skip("partition", "curl is not installed");
+    let Some(net) = Net::for_test("partition", "client", 4) else {
         return;
-    }
-    let net = match Net::create("client", 4) {
-        Ok(net) => net,
-        Err(e) => {
-            skip(
-                "partition",
-                &format!("network namespaces unavailable (needs root): {e}"),
-            );
-            return;
-        }
     };
     let mut places = net.placements();
     let client_place = places.pop().expect("four hosts");
