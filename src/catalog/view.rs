@@ -28,6 +28,11 @@ pub struct NodeView {
     pub meta: Meta,
     /// Worst status of the node-level checks.
     pub health: HealthStatus,
+    /// The node's name as DNS wire labels (length-prefixed, no terminator),
+    /// as `hickory` reads it; `None` when the name is not a valid DNS name
+    /// (no SRV target names it). DNS's fast path writes these bytes, then
+    /// `node.<dc>` and a pointer to the domain, instead of building a name.
+    pub labels: Option<Box<[u8]>>,
 }
 
 /// One answerable (not critical) instance of a service.
@@ -49,6 +54,13 @@ pub struct InstanceView {
     pub weights: Weights,
     /// Worst status of node and instance checks: passing or warning, never critical.
     pub health: HealthStatus,
+    /// This instance's address among its service's distinct addresses
+    /// (equal keys: equal address strings), for deduplicating A answers.
+    pub addr_key: u32,
+    /// This instance's SRV target among its service's distinct targets
+    /// (the node, or the `addr` name of its own IP), for deduplicating the
+    /// additional records of SRV answers.
+    pub target_key: u32,
 }
 
 impl InstanceView {
@@ -77,6 +89,11 @@ pub struct ServiceView {
     /// instances but none healthy is still NXDOMAIN (as Consul), but callers
     /// may want to tell the two apart in logs.
     pub registered: usize,
+    /// Whether DNS's fast path (`dns/wire`) may answer for this service:
+    /// every instance has an IP address spelled canonically, and each one
+    /// at its node's address has a node name that is a DNS name. Others
+    /// (host names, odd spellings) go through the full responder.
+    pub wire_ready: bool,
 }
 
 /// An immutable snapshot of everything DNS answers from. Two views are equal
@@ -102,6 +119,16 @@ impl View {
     /// A service by name, case-insensitively.
     pub fn service(&self, name: &str) -> Option<&Arc<ServiceView>> {
         self.services.get(name.to_ascii_lowercase().as_str())
+    }
+
+    /// A node by its lowercased name (the caller lowercased it).
+    pub fn node_by_key(&self, key: &str) -> Option<&Arc<NodeView>> {
+        self.nodes.get(key)
+    }
+
+    /// A service by its lowercased name (the caller lowercased it).
+    pub fn service_by_key(&self, key: &str) -> Option<&Arc<ServiceView>> {
+        self.services.get(key)
     }
 
     /// Every node, in no particular order.
@@ -157,6 +184,7 @@ impl View {
                         datacenter: n.datacenter.clone(),
                         meta: n.meta.clone(),
                         health: state.node_health(&n.name),
+                        labels: wire_labels(&n.name),
                     });
                     self.nodes.insert(Arc::from(key.as_str()), view);
                 }
@@ -184,7 +212,7 @@ impl View {
         let first = entries.first()?;
         let name = first.service.service.clone();
         let registered = entries.len();
-        let instances = entries
+        let mut instances: Vec<InstanceView> = entries
             .iter()
             .filter(|e| e.status() != HealthStatus::Critical)
             .filter_map(|e| {
@@ -211,13 +239,97 @@ impl View {
                         .collect(),
                     weights: e.service.weights,
                     health: e.status(),
+                    addr_key: 0,
+                    target_key: 0,
                 })
             })
             .collect();
+        let wire_ready = assign_keys(&mut instances);
         Some(ServiceView {
             name,
             instances,
             registered,
+            wire_ready,
         })
+    }
+}
+
+/// `name` as DNS wire labels, as hickory reads it (escapes included);
+/// `None` when it is no DNS name or has no label.
+fn wire_labels(name: &str) -> Option<Box<[u8]>> {
+    let parsed = hickory_proto::rr::Name::from_ascii(name).ok()?;
+    let mut out = Vec::with_capacity(name.len() + 1);
+    for label in parsed.iter() {
+        out.push(u8::try_from(label.len()).ok()?);
+        out.extend_from_slice(label);
+    }
+    (!out.is_empty()).then(|| out.into_boxed_slice())
+}
+
+/// What an instance's SRV target is: its node's name, or the `addr` name
+/// of its own IP.
+#[derive(PartialEq, Eq, Hash, Clone, Copy)]
+enum Target {
+    /// The node, by the address of its entry in this view (one entry per node).
+    Node(usize),
+    Addr(IpAddr),
+}
+
+/// Numbers the distinct addresses and SRV targets of `instances` (see
+/// [`InstanceView::addr_key`]) and says whether the service is
+/// [`ServiceView::wire_ready`].
+fn assign_keys(instances: &mut [InstanceView]) -> bool {
+    let mut ready = true;
+    let mut addrs = Numbering::default();
+    let mut targets = Numbering::default();
+    for inst in instances.iter_mut() {
+        // A canonical spelling makes equal IPs equal strings, the
+        // responder's deduplication key.
+        let Some(ip) = inst.ip.filter(|ip| ip.to_string() == inst.address) else {
+            ready = false;
+            continue;
+        };
+        let at_node = inst.address == inst.node.address;
+        if at_node && inst.node.labels.is_none() {
+            ready = false;
+        }
+        inst.addr_key = addrs.key(Target::Addr(ip));
+        inst.target_key = targets.key(if at_node {
+            Target::Node(Arc::as_ptr(&inst.node) as usize)
+        } else {
+            Target::Addr(ip)
+        });
+    }
+    ready
+}
+
+/// Dense numbers for distinct values: a list for the usual handful of
+/// instances (no hashing, no map per service), a map beyond it.
+#[derive(Default)]
+struct Numbering {
+    seen: Vec<Target>,
+    map: std::collections::HashMap<Target, u32>,
+}
+
+impl Numbering {
+    fn key(&mut self, t: Target) -> u32 {
+        const LINEAR: usize = 16;
+        if self.map.is_empty() {
+            if let Some(i) = self.seen.iter().position(|s| *s == t) {
+                return i as u32;
+            }
+            if self.seen.len() < LINEAR {
+                self.seen.push(t);
+                return (self.seen.len() - 1) as u32;
+            }
+            self.map = self
+                .seen
+                .iter()
+                .enumerate()
+                .map(|(i, s)| (*s, i as u32))
+                .collect();
+        }
+        let next = self.map.len() as u32;
+        *self.map.entry(t).or_insert(next)
     }
 }

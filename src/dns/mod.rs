@@ -41,6 +41,7 @@ mod respond;
 mod rrl;
 mod server;
 mod shuffle;
+mod wire;
 mod zones;
 
 #[cfg(test)]

@@ -18,6 +18,7 @@ use super::access::Caller;
 use super::answer::{Answer, Authority, Found};
 use super::fit::{self, MAX_TCP, MAX_UDP, MIN_UDP};
 use super::name::parse_reverse;
+use super::wire::{Scratch, Wire};
 use super::zones::Zones;
 use crate::catalog::view::View;
 use crate::config::DnsSettings;
@@ -106,6 +107,8 @@ pub struct Responder {
     udp_answer_limit: usize,
     /// Consul's `enable_truncate`.
     enable_truncate: bool,
+    /// The fast path for the bulk of our own names (`wire/`).
+    wire: Wire,
 }
 
 impl Responder {
@@ -127,7 +130,25 @@ impl Responder {
             has_recursors: !settings.recursors.is_empty(),
             udp_answer_limit: settings.udp_answer_limit,
             enable_truncate: settings.enable_truncate,
+            wire: Wire::new(settings, datacenter)?,
         })
+    }
+
+    /// The fast path: writes the response to the raw request `bytes` into
+    /// `out` and returns true when it is a question the fast path answers
+    /// (see `wire/`), with the bytes [`Self::respond_as`] would have
+    /// given up to the shuffle; false leaves it to [`Self::respond_as`].
+    pub(crate) fn respond_wire(
+        &self,
+        view: &View,
+        caller: Caller<'_>,
+        bytes: &[u8],
+        transport: Transport,
+        scratch: &mut Scratch,
+        out: &mut Vec<u8>,
+    ) -> bool {
+        self.wire
+            .answer(view, caller, bytes, transport, scratch, out)
     }
 
     /// Decides the reply to the raw request `bytes` from `peer`, with
