@@ -33,6 +33,13 @@ pub(crate) fn encode(msg: &Message) -> Option<Vec<u8>> {
     Some(buf)
 }
 
+/// Encodes `msg` into `out` (emptied first); false when it does not encode.
+pub(crate) fn encode_into(msg: &Message, out: &mut Vec<u8>) -> bool {
+    out.clear();
+    let mut encoder = BinEncoder::new(out);
+    msg.emit(&mut encoder).is_ok()
+}
+
 /// A cheap upper bound of the encoded size: every name written in full.
 /// When it is within the limit the exact size need not be computed.
 fn upper_bound(msg: &Message) -> usize {

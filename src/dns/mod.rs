@@ -32,7 +32,6 @@
 
 mod access;
 mod answer;
-mod cache;
 mod config;
 mod fit;
 mod forward;
@@ -54,6 +53,7 @@ use std::path::PathBuf;
 pub use access::Caller;
 pub use respond::{Reply, Responder, Transport};
 pub use server::{Answerer, serve};
+pub use wire::Scratch;
 
 /// Why the DNS server could not start or stopped.
 #[derive(Debug, thiserror::Error)]

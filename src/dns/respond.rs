@@ -138,7 +138,7 @@ impl Responder {
     /// `out` and returns true when it is a question the fast path answers
     /// (see `wire/`), with the bytes [`Self::respond_as`] would have
     /// given up to the shuffle; false leaves it to [`Self::respond_as`].
-    pub(crate) fn respond_wire(
+    pub fn respond_wire(
         &self,
         view: &View,
         caller: Caller<'_>,

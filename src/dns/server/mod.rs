@@ -1,5 +1,6 @@
 //! The sockets: UDP through the worker threads of `udp.rs`, TCP through the
-//! connection-capped accept loop of `tcp.rs`, both thin adapters over
+//! connection-capped accept loop of `tcp.rs`, both thin adapters over the
+//! fast path ([`Shared::answer_wire`]) and, for what it leaves, the
 //! [`Responder`]. What they share, and what a [`Reply`] other than a ready
 //! response turns into, lives here: the transports are children of this
 //! module and never name each other.
@@ -22,6 +23,7 @@ use super::config::Limits;
 use super::forward::Forwarder;
 use super::respond::{Reply, Responder, Transport};
 use super::rrl::RateLimiter;
+use super::wire::Scratch;
 use crate::catalog::view::View;
 use crate::catalog::{Replica, Tokens};
 use crate::config::{DnsSettings, LimitsSettings};
@@ -65,6 +67,22 @@ impl Shared {
             None => Caller::Anyone,
             Some(token) => token.resolve(tokens),
         }
+    }
+
+    /// The fast path (`dns/wire`) for one raw request: true with the
+    /// response in `out`, false to ask [`Self::answer`] (the responder).
+    pub(super) fn answer_wire(
+        &self,
+        bytes: &[u8],
+        transport: Transport,
+        scratch: &mut Scratch,
+        out: &mut Vec<u8>,
+    ) -> bool {
+        let view = self.replica.view();
+        let tokens = self.tokens();
+        let caller = self.caller(tokens.as_deref());
+        self.responder
+            .respond_wire(&view, caller, bytes, transport, scratch, out)
     }
 
     /// The response to one raw request, forwarding if needed; `None` to stay silent.

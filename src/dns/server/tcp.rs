@@ -21,6 +21,7 @@ use crate::dns::DnsError;
 use crate::dns::config::Limits;
 use crate::dns::fit;
 use crate::dns::respond::Transport;
+use crate::dns::wire::Scratch;
 use crate::per_client::PerClient;
 
 /// Accepts connections until `shutdown`, then ends them all.
@@ -69,6 +70,10 @@ async fn connection(
     shutdown: CancellationToken,
 ) -> std::io::Result<()> {
     let mut buf = Vec::new();
+    // The fast path's buffers, reused for every request on the connection.
+    let mut scratch = Scratch::new(u64::from(peer.port()) ^ 0x9e37_79b9_7f4a_7c15);
+    let mut out = Vec::new();
+    let mut framed = Vec::new();
     loop {
         let len = tokio::select! {
             () = shutdown.cancelled() => return Ok(()),
@@ -85,20 +90,22 @@ async fn connection(
         within(idle_timeout, stream.read_exact(&mut buf))
             .await
             .ok_or_else(|| std::io::Error::new(std::io::ErrorKind::TimedOut, "slow request"))??;
-        let Some(msg) = shared.answer(&buf, Transport::Tcp, peer).await else {
-            // A request without a DNS header: the stream is out of sync.
-            return Ok(());
-        };
-        let Some(bytes) = fit::encode(&msg) else {
-            return Ok(());
-        };
-        let Ok(len) = u16::try_from(bytes.len()) else {
-            // fit() keeps TCP answers within 65535 bytes; anything else is a bug.
+        if !shared.answer_wire(&buf, Transport::Tcp, &mut scratch, &mut out) {
+            let Some(msg) = shared.answer(&buf, Transport::Tcp, peer).await else {
+                // A request without a DNS header: the stream is out of sync.
+                return Ok(());
+            };
+            if !fit::encode_into(&msg, &mut out) {
+                return Ok(());
+            }
+        }
+        let Ok(len) = u16::try_from(out.len()) else {
+            // Both paths keep TCP answers within 65535 bytes; anything else is a bug.
             return Err(std::io::Error::other("response larger than 65535 bytes"));
         };
-        let mut framed = Vec::with_capacity(bytes.len() + 2);
+        framed.clear();
         framed.extend_from_slice(&len.to_be_bytes());
-        framed.extend_from_slice(&bytes);
+        framed.extend_from_slice(&out);
         stream.write_all(&framed).await?;
     }
 }

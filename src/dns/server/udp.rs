@@ -1,5 +1,6 @@
 //! The UDP answer loop: a few OS threads, each blocking in `recv_from` on the
-//! shared socket, answering from its own [`AnswerCache`] or the
+//! shared socket, answering through the fast path (`dns/wire`, into the
+//! worker's own buffer and scratch) or else the
 //! [`Responder`](crate::dns::Responder), and sending straight back.
 //!
 //! This replaces hickory-server's UDP loop, which spawns an unbounded task
@@ -7,8 +8,8 @@
 //! backpressure (a flood grew the task set without limit) and spent most of
 //! its time on that machinery. Here the kernel's socket buffer is the only
 //! queue; when it is full, the kernel drops, which is the right place to shed
-//! UDP load. Wire format is still hickory-proto's: the responder parses and
-//! encodes, the cache only copies what it encoded.
+//! UDP load. The fast path reads and writes the bytes itself; what it
+//! leaves, the responder parses and hickory-proto encodes.
 //!
 //! With RRL on, each datagram is counted against its source prefix first,
 //! and dropped or answered empty with TC beyond the rate (see `rrl.rs`).
@@ -28,10 +29,10 @@ use tokio::runtime::Handle;
 use tokio_util::sync::CancellationToken;
 
 use super::Shared;
-use crate::dns::cache::{AnswerCache, SHUFFLES};
 use crate::dns::fit;
 use crate::dns::respond::{Reply, Transport};
 use crate::dns::rrl::{self, Verdict};
+use crate::dns::wire::Scratch;
 
 /// How often a blocked worker looks up to see whether it should stop.
 const STOP_POLL: Duration = Duration::from_millis(100);
@@ -110,7 +111,7 @@ impl Worker {
     fn run(self, seed: u64) {
         let mut buf = vec![0u8; MAX_DATAGRAM];
         let mut out = Vec::with_capacity(MAX_DATAGRAM);
-        let mut cache = AnswerCache::new(0x9e37_79b9_7f4a_7c15 ^ seed);
+        let mut scratch = Scratch::new(0x9e37_79b9_7f4a_7c15 ^ seed);
         while !self.stop.load(Ordering::Relaxed) {
             let (len, peer) = match self.socket.recv_from(&mut buf) {
                 Ok(r) => r,
@@ -139,79 +140,74 @@ impl Worker {
                     return;
                 }
             };
-            let request = &buf[..len];
-            // One branch when RRL is off.
-            if let Some(rrl) = &self.shared.rrl {
-                match rrl.check(peer.ip()) {
-                    Verdict::Send => {}
-                    Verdict::Drop => continue,
-                    Verdict::Slip => {
-                        if rrl::slip_response(request, &mut out) {
-                            self.send(&out, peer);
-                        }
-                        continue;
-                    }
-                }
-            }
-            let view = self.shared.replica.view();
-            let tokens = self.shared.tokens();
-            if cache.lookup(&view, tokens.as_ref(), request, &mut out) {
+            if self.answer(&buf[..len], peer, &mut scratch, &mut out) {
                 self.send(&out, peer);
-                continue;
             }
-            let caller = self.shared.caller(tokens.as_deref());
-            let respond = || {
-                self.shared
-                    .responder
-                    .respond_as(&view, caller, request, Transport::Udp, peer)
-            };
-            let m = match respond() {
-                Reply::Respond(m) => m,
-                Reply::OtherDatacenter {
-                    dc,
-                    request: parsed,
-                } => {
-                    // Known to fail (unknown, or no server answered lately):
-                    // answered here at once, never kept in the memo.
-                    match self
-                        .shared
-                        .known_failure(&view, &dc, &parsed, Transport::Udp)
-                    {
-                        Some(m) => {
-                            if let Some(bytes) = fit::encode(&m) {
-                                self.send(&bytes, peer);
-                            }
-                        }
-                        None => self.other_datacenter(dc, parsed, peer),
-                    }
-                    continue;
-                }
-                Reply::Forward(parsed) => {
-                    self.forward(parsed, peer);
-                    continue;
-                }
-                Reply::PreparedQuery {
-                    name,
-                    request: parsed,
-                } => {
-                    self.prepared_query(name, parsed, peer);
-                    continue;
-                }
-                Reply::Drop => continue,
-            };
-            let Some(first) = fit::encode(&m) else {
-                continue;
-            };
-            self.send(&first, peer);
-            let mut shuffles = vec![first];
-            if m.answers.len() > 1 {
-                shuffles.extend((1..SHUFFLES).filter_map(|_| match respond() {
-                    Reply::Respond(m) => fit::encode(&m),
-                    _ => None,
-                }));
-            }
-            cache.insert(&view, tokens.as_ref(), request, shuffles);
         }
+    }
+
+    /// Everything one datagram takes: RRL, then the fast path, then the
+    /// full responder. Returns true with the response in `out` to send to
+    /// `peer` now; false when there is nothing to send now (dropped, or
+    /// handed to the runtime, which sends it later).
+    fn answer(
+        &self,
+        request: &[u8],
+        peer: SocketAddr,
+        scratch: &mut Scratch,
+        out: &mut Vec<u8>,
+    ) -> bool {
+        // One branch when RRL is off.
+        if let Some(rrl) = &self.shared.rrl {
+            match rrl.check(peer.ip()) {
+                Verdict::Send => {}
+                Verdict::Drop => return false,
+                Verdict::Slip => return rrl::slip_response(request, out),
+            }
+        }
+        if self
+            .shared
+            .answer_wire(request, Transport::Udp, scratch, out)
+        {
+            return true;
+        }
+        let view = self.shared.replica.view();
+        let tokens = self.shared.tokens();
+        let caller = self.shared.caller(tokens.as_deref());
+        let responder = &self.shared.responder;
+        let m = match responder.respond_as(&view, caller, request, Transport::Udp, peer) {
+            Reply::Respond(m) => m,
+            Reply::OtherDatacenter {
+                dc,
+                request: parsed,
+            } => {
+                // Known to fail (unknown, or no server answered lately):
+                // answered here at once.
+                match self
+                    .shared
+                    .known_failure(&view, &dc, &parsed, Transport::Udp)
+                {
+                    Some(m) => m,
+                    None => {
+                        self.other_datacenter(dc, parsed, peer);
+                        return false;
+                    }
+                }
+            }
+            Reply::Forward(parsed) => {
+                self.forward(parsed, peer);
+                return false;
+            }
+            Reply::PreparedQuery {
+                name,
+                request: parsed,
+            } => {
+                self.prepared_query(name, parsed, peer);
+                return false;
+            }
+            Reply::Drop => return false,
+        };
+        fit::encode_into(&m, out)
     }
 
     fn send(&self, bytes: &[u8], peer: SocketAddr) {

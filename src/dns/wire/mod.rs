@@ -67,7 +67,7 @@ pub(crate) struct Wire {
 /// A worker's reusable state: nothing here is allocated per query once
 /// the vectors have grown to the largest service seen.
 #[derive(Debug)]
-pub(crate) struct Scratch {
+pub struct Scratch {
     /// Indices of the instances that pass the filters, shuffled in place.
     picked: Vec<u32>,
     /// Per address key, the query (stamp) that last answered it.
@@ -84,7 +84,7 @@ pub(crate) struct Scratch {
 
 impl Scratch {
     /// Empty scratch; `seed` varies the shuffle between workers.
-    pub(crate) fn new(seed: u64) -> Self {
+    pub fn new(seed: u64) -> Self {
         Self {
             picked: Vec::new(),
             seen_addr: Vec::new(),
