@@ -1,6 +1,8 @@
-//! Raw bytes through the DNS responder, over both transports: it must never
-//! panic, and whatever it answers must encode, parse back, and fit the
-//! transport's size.
+//! Raw bytes through the DNS responder and its fast path, over both
+//! transports: neither may panic, whatever the responder answers must
+//! encode, parse back, and fit the transport's size, and whatever the
+//! fast path answers must parse, fit, and say what the responder says
+//! (the same RCODE and question).
 
 #![no_main]
 
@@ -15,7 +17,7 @@ use trellis::catalog::{
 };
 use trellis::config::DnsSettings;
 use trellis::config::defaults::DATACENTER;
-use trellis::dns::{Reply, Responder, Transport};
+use trellis::dns::{Caller, Reply, Responder, Scratch, Transport};
 
 struct Fixture {
     responder: Responder,
@@ -123,10 +125,35 @@ fn check(response: &Message, transport: Transport) {
     assert_eq!(back.answers.len(), response.answers.len());
 }
 
+/// The fast path's answer, if it gives one, checked against the responder's.
+fn check_wire(f: &Fixture, data: &[u8], transport: Transport, peer: SocketAddr) {
+    let mut scratch = Scratch::new(data.len() as u64);
+    let mut out = Vec::new();
+    if !f
+        .responder
+        .respond_wire(&f.view, Caller::Anyone, data, transport, &mut scratch, &mut out)
+    {
+        return;
+    }
+    let limit = match transport {
+        Transport::Udp => 4096,
+        Transport::Tcp => 65535,
+    };
+    assert!(out.len() <= limit, "{} bytes over {transport:?}", out.len());
+    let fast = Message::from_vec(&out).expect("the fast path's answer parses");
+    let Reply::Respond(slow) = f.responder.respond(&f.view, data, transport, peer) else {
+        panic!("the fast path answered what the responder hands on");
+    };
+    assert_eq!(fast.metadata.response_code, slow.metadata.response_code);
+    assert_eq!(fast.metadata.id, slow.metadata.id);
+    assert_eq!(fast.queries, slow.queries);
+}
+
 fuzz_target!(|data: &[u8]| {
     let f = &*FIXTURE;
     let peer: SocketAddr = ([127, 0, 0, 1], 5353).into();
     for transport in [Transport::Udp, Transport::Tcp] {
+        check_wire(f, data, transport, peer);
         match f.responder.respond(&f.view, data, transport, peer) {
             Reply::Respond(m) => check(&m, transport),
             Reply::Forward(request) => {

@@ -10,8 +10,7 @@
 //!
 //! The token is resolved from the replica's published [`Tokens`], by the
 //! hash of its secret computed once at start: a map lookup per answer
-//! computed, none per answer served from the UDP memo, and nothing at all
-//! with ACLs off.
+//! (fast path or responder), and nothing at all with ACLs off.
 
 use crate::acl::Authorizer;
 use crate::catalog::{ANONYMOUS_SECRET_ID, SecretHash, Tokens, secret_hash};
@@ -352,7 +351,7 @@ node_prefix "" { policy = "read" }"#
         assert!(token.resolve(None).unknown());
     }
 
-    /// What the checks cost a computed answer (the UDP memo's misses):
+    /// What the checks cost an answer of the responder:
     /// `big` has 50 instances, each checked for its service and its node.
     /// Run with `cargo test --release --lib responder_cost -- --ignored --nocapture`.
     #[test]

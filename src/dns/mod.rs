@@ -3,9 +3,13 @@
 //!
 //! The pieces, in the order a query meets them:
 //! - `server/` ([`serve`]): the sockets. UDP goes through the worker
-//!   threads of `server/udp.rs`, which answer repeated questions from a
-//!   per-thread memo (`cache.rs`), TCP through the connection-capped accept
-//!   loop of `server/tcp.rs`; both hand raw bytes to
+//!   threads of `server/udp.rs`, TCP through the connection-capped accept
+//!   loop of `server/tcp.rs`; both hand raw bytes first to
+//! - `wire/` ([`Responder::respond_wire`]): the fast path, which answers
+//!   the bulk of traffic (A, AAAA and SRV for service and node names of our
+//!   datacenter) by writing the response's bytes straight from the request
+//!   and the view, with no allocation and no memo; what it does not answer
+//!   goes to
 //! - [`Responder`] (`respond.rs`): the pure decision for one request. It
 //!   validates the message (FORMERR, NOTIMP, BADVERS), then asks, in turn,
 //! - `answer.rs` for names under our domain and reverse names of catalog

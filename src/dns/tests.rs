@@ -505,7 +505,7 @@ async fn with_default_deny_the_anonymous_token_answers_once_its_policy_allows() 
     let web = query("web.service.consul.", RecordType::A, None);
     let n1 = query("n1.node.consul.", RecordType::A, None);
     let code = |m: &Message| m.metadata.response_code;
-    // Twice: the second answer comes from the UDP worker's memo.
+    // Twice: a second answer is computed as the first.
     for _ in 0..2 {
         assert_eq!(code(&udp(server.udp, &web).await.0), ResponseCode::NXDomain);
         assert_eq!(code(&tcp(server.tcp, &web).await), ResponseCode::NXDomain);
@@ -513,8 +513,8 @@ async fn with_default_deny_the_anonymous_token_answers_once_its_policy_allows() 
     }
 
     // The anonymous token gets a policy that reads every service and node
-    // n1 only. Neither write touches the view, so only the new tokens can
-    // empty the memo.
+    // n1 only. Neither write touches the view: only the newly resolved
+    // tokens change the answers.
     let view_before = replica.view();
     let policy = AclPolicy {
         id: "5f1c8a3e-0000-4000-8000-000000000001".into(),

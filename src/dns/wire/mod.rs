@@ -60,6 +60,9 @@ pub(crate) struct Wire {
     domain: Box<[u8]>,
     /// Our datacenter, lowercase, one label.
     dc: Box<[u8]>,
+    /// `node.<dc>` and `addr.<dc>` as wire labels, the suffixes of SRV
+    /// targets before the domain.
+    suffixes: [Box<[u8]>; 2],
     /// TTLs and `only_passing`.
     settings: DnsSettings,
 }
@@ -146,9 +149,13 @@ impl Wire {
             wire.extend_from_slice(label);
         }
         wire.push(0);
+        let dc = datacenter.to_ascii_lowercase().into_bytes();
+        let label = u8::try_from(dc.len()).map_err(|_| DnsError::Datacenter(datacenter.to_owned()))?;
+        let suffix = |kind: &[u8]| [kind, &[label], &dc].concat().into_boxed_slice();
         Ok(Self {
             domain: wire.into(),
-            dc: datacenter.to_ascii_lowercase().into_bytes().into(),
+            suffixes: [suffix(b"\x04node"), suffix(b"\x04addr")],
+            dc: dc.clone().into(),
             settings: settings.clone(),
         })
     }
@@ -411,9 +418,10 @@ impl Wire {
             return None;
         }
         let at = write::record(out, write::QNAME_POINTER, TYPE_SRV, ttl);
-        write::u16(out, 1);
-        write::u16(out, u16::try_from(inst.weight()).unwrap_or(u16::MAX));
-        write::u16(out, inst.port);
+        let [w0, w1] = u16::try_from(inst.weight()).unwrap_or(u16::MAX).to_be_bytes();
+        let [p0, p1] = inst.port.to_be_bytes();
+        // Priority 1, the weight for the instance's health, the port.
+        out.extend_from_slice(&[0, 1, w0, w1, p0, p1]);
         let target = out.len();
         self.target(out, inst, ip, at_node, domain, suffixes);
         write::end_rdata(out, at);
@@ -450,14 +458,14 @@ impl Wire {
         domain: u16,
         suffixes: &mut [u16; 2],
     ) {
-        let (slot, kind): (usize, &[u8]) = if at_node {
+        let slot = if at_node {
             if let Some(labels) = &inst.node.labels {
                 out.extend_from_slice(labels);
             }
-            (0, b"\x04node")
+            0
         } else {
             write::hex_label(out, ip);
-            (1, b"\x04addr")
+            1
         };
         if suffixes[slot] != 0 {
             write::u16(out, suffixes[slot]);
@@ -466,10 +474,7 @@ impl Wire {
         if let Some(p) = write::pointer(out.len()) {
             suffixes[slot] = p;
         }
-        out.extend_from_slice(kind);
-        // `dc` is one label (validated by `Authority::new`).
-        out.push(self.dc.len() as u8);
-        out.extend_from_slice(&self.dc);
+        out.extend_from_slice(&self.suffixes[slot]);
         write::u16(out, domain);
     }
 }
@@ -494,8 +499,19 @@ fn address_type(qtype: u16, ip: IpAddr) -> bool {
 
 /// An A or AAAA record for `ip` owned by the name at `owner` (a pointer).
 fn address_record(out: &mut Vec<u8>, owner: u16, ip: IpAddr, ttl: u32) {
-    write::u16(out, owner);
-    address_tail(out, ip, ttl);
+    let [o0, o1] = owner.to_be_bytes();
+    let [l0, l1, l2, l3] = ttl.to_be_bytes();
+    // Whole records in one write each.
+    match ip {
+        IpAddr::V4(v4) => {
+            let [a, b, c, d] = v4.octets();
+            out.extend_from_slice(&[o0, o1, 0, 1, 0, 1, l0, l1, l2, l3, 0, 4, a, b, c, d]);
+        }
+        IpAddr::V6(v6) => {
+            out.extend_from_slice(&[o0, o1, 0, 28, 0, 1, l0, l1, l2, l3, 0, 16]);
+            out.extend_from_slice(&v6.octets());
+        }
+    }
 }
 
 /// An A or AAAA record for `ip` after its owner name.
@@ -531,9 +547,8 @@ fn lower<'b>(
         }
         let label = req.label(i).get(skip..)?;
         let dst = buf.get_mut(len..len + label.len())?;
-        for (d, s) in dst.iter_mut().zip(label) {
-            *d = s.to_ascii_lowercase();
-        }
+        dst.copy_from_slice(label);
+        dst.make_ascii_lowercase();
         len += label.len();
     }
     std::str::from_utf8(&buf[..len]).ok()

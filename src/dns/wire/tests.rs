@@ -592,3 +592,51 @@ fn answers_grow_no_allocation_once_warm() {
         )
     );
 }
+
+#[test]
+fn with_a_token_the_fast_path_leaves_out_what_the_responder_leaves_out() {
+    use crate::acl::{Authorizer, DefaultPolicy};
+    let (_, view) = &*CATALOG;
+    let token = |rules: &str| {
+        Authorizer::new(&[crate::acl::parse(rules).expect("rules")], DefaultPolicy::Deny)
+    };
+    let tokens = [
+        token(""),
+        token("service_prefix \"\" { policy = \"read\" }\nnode \"n1\" { policy = \"read\" }"),
+        token("node_prefix \"\" { policy = \"read\" }"),
+        token(
+            "service_prefix \"\" { policy = \"read\" }\nservice \"web\" { policy = \"deny\" }\nnode_prefix \"\" { policy = \"read\" }",
+        ),
+        token("service_prefix \"\" { policy = \"read\" }\nnode_prefix \"m\" { policy = \"read\" }"),
+    ];
+    let r = responder(&DnsSettings::default());
+    let peer: SocketAddr = "192.0.2.1:5353".parse().unwrap();
+    let mut answered = 0;
+    for authz in &tokens {
+        let caller = Caller::Token(authz);
+        for name in [
+            "web.service.consul.",
+            "primary.web.service.consul.",
+            "multi.service.consul.",
+            "alt.service.consul.",
+            "n1.node.consul.",
+            "n2.node.consul.",
+            "m1.node.consul.",
+        ] {
+            for qtype in [RecordType::A, RecordType::SRV] {
+                let bytes = request(name, qtype, Some(4096), 3, true, false);
+                let mut out = Vec::new();
+                if !r.respond_wire(view, caller, &bytes, Transport::Udp, &mut Scratch::new(2), &mut out) {
+                    continue;
+                }
+                answered += 1;
+                let Reply::Respond(m) = r.respond_as(view, caller, &bytes, Transport::Udp, peer) else {
+                    panic!("{name}");
+                };
+                let slow = fit::encode(&m).unwrap();
+                same(&bytes, &out, &slow, &slow, 4096);
+            }
+        }
+    }
+    assert_eq!(answered, tokens.len() * 14);
+}
