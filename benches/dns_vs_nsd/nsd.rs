@@ -108,7 +108,7 @@ fn log(dir: &Path) -> String {
 
 /// A port free on `ip` for both UDP and TCP right now. NSD takes it a moment
 /// later; on this loopback address nothing else competes for it.
-fn free_port(ip: Ipv4Addr) -> anyhow::Result<u16> {
+pub(crate) fn free_port(ip: Ipv4Addr) -> anyhow::Result<u16> {
     for _ in 0..32 {
         let udp = UdpSocket::bind((ip, 0)).with_context(|| format!("binding UDP on {ip}"))?;
         let port = udp.local_addr()?.port();

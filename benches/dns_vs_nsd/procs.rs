@@ -99,6 +99,12 @@ pub(crate) fn cpu_seconds(pid: u32) -> f64 {
 /// The trellis binary cargo built for this benchmark (release profile).
 pub(crate) const TRELLIS: &str = env!("CARGO_BIN_EXE_trellis");
 
+/// The trellis binary to run: `TRELLIS_BIN` when set (another build, say a
+/// copy of main's, measured with this harness), else [`TRELLIS`].
+pub(crate) fn trellis_bin() -> String {
+    std::env::var("TRELLIS_BIN").unwrap_or_else(|_| TRELLIS.to_string())
+}
+
 /// A running `trellis agent --dev` and the addresses it reported.
 pub(crate) struct Trellis {
     /// The agent.
@@ -127,7 +133,7 @@ impl Trellis {
         let ip: IpAddr = client
             .parse()
             .with_context(|| format!("address {client:?}"))?;
-        let mut b = trellis_testkit::Trellis::new(TRELLIS)
+        let mut b = trellis_testkit::Trellis::new(trellis_bin())
             .dev()
             .ip(ip)
             .log_file(&log)

@@ -1,18 +1,56 @@
 //! The benchmark's data, generated deterministically so that every run and
 //! every machine measures the same thing: the catalog registered into trellis,
-//! the equivalent static zone served by NSD, and the dnsperf query file.
+//! the equivalent static zone served by Knot and NSD, the dnsperf query file,
+//! and the writes that churn the catalog during a run.
+//!
+//! Two sizes ([`Size`]): today's 1,000 services × 3 on 300 nodes, and a
+//! datacenter's 33,334 services × 3 on 10,000 nodes (100,002 instances).
 
 use std::fmt::Write as _;
 use std::net::Ipv4Addr;
 
-/// Services in the catalog.
+/// Services in the small catalog (the default `catalog`, which
+/// `acl_overhead` shares).
 pub(crate) const SERVICES: usize = 1_000;
 /// Instances of each service, each on a different node.
 pub(crate) const INSTANCES: usize = 3;
-/// Nodes the instances are spread over.
+/// Nodes the small catalog's instances are spread over.
 pub(crate) const NODES: usize = 300;
-/// Lines in the dnsperf query file; dnsperf loops over it.
+/// Lines in the dnsperf query file; dnsperf loops over it. Its 90,000
+/// lines naming services cover every service of either size.
 pub(crate) const QUERIES: usize = 100_000;
+
+/// A catalog size: `services` × [`INSTANCES`] on `nodes` nodes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct Size {
+    /// What the report and `BENCH_SIZES` call it.
+    pub(crate) name: &'static str,
+    /// Services (`svc0`…).
+    pub(crate) services: usize,
+    /// Nodes (`node0`…).
+    pub(crate) nodes: usize,
+}
+
+impl Size {
+    /// Instances in the catalog.
+    pub(crate) fn instances(&self) -> usize {
+        self.services * INSTANCES
+    }
+}
+
+/// Today's workload: 3,000 instances.
+pub(crate) const SMALL: Size = Size {
+    name: "3k",
+    services: SERVICES,
+    nodes: NODES,
+};
+
+/// A datacenter: 100,002 instances, as Consul's published scale test.
+pub(crate) const LARGE: Size = Size {
+    name: "100k",
+    services: 33_334,
+    nodes: 10_000,
+};
 
 /// One service instance, as registered through `PUT /v1/catalog/register`.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -53,20 +91,28 @@ pub(crate) fn node_addr(node: usize) -> Ipv4Addr {
     Ipv4Addr::new(10, 1, ((n / 250) & 0xff) as u8, (n % 250 + 1) as u8)
 }
 
-/// Every instance of the catalog. The three instances of a service land on
-/// three distinct nodes (offsets 0, 101 and 202 modulo 300), and consecutive
-/// services start 7 nodes apart, so the targets spread over all nodes.
+/// Every instance of the small catalog.
 pub(crate) fn catalog() -> Vec<Instance> {
-    let mut out = Vec::with_capacity(SERVICES * INSTANCES);
-    for service in 0..SERVICES {
+    catalog_of(SMALL)
+}
+
+/// Every instance of a catalog of `size`. The three instances of a service
+/// land on three distinct nodes (offsets 0, 101 and 202 modulo the node
+/// count), and consecutive services start 7 nodes apart (7 is prime to
+/// both node counts), so the targets spread over all nodes. Ports count up
+/// from 20,000 and wrap after 45,000, a multiple of 3: a service's three
+/// ports stay consecutive, so its SRV records differ.
+pub(crate) fn catalog_of(size: Size) -> Vec<Instance> {
+    let mut out = Vec::with_capacity(size.instances());
+    for service in 0..size.services {
         for index in 0..INSTANCES {
-            let node = (service * 7 + index * 101) % NODES;
-            let port = 20_000 + service * INSTANCES + index;
+            let node = (service * 7 + index * 101) % size.nodes;
+            let port = 20_000 + (service * INSTANCES + index) % 45_000;
             out.push(Instance {
                 service,
                 index,
                 node,
-                // 20_000 + 2_999 at most: always fits.
+                // 20_000 + 44_999 at most: always fits.
                 port: u16::try_from(port).unwrap_or(u16::MAX),
             });
         }
@@ -96,7 +142,8 @@ pub(crate) fn zone(catalog: &[Instance], ns_addr: Ipv4Addr) -> String {
             inst.service, inst.port
         );
     }
-    for node in 0..NODES {
+    let nodes = catalog.iter().map(|i| i.node + 1).max().unwrap_or(0);
+    for node in 0..nodes {
         let _ = writeln!(z, "{}.node.dc1 IN A {}", node_name(node), node_addr(node));
     }
     z
@@ -116,9 +163,16 @@ pub(crate) enum QueryKind {
 /// Share of the queries that must come back NXDOMAIN.
 pub(crate) const NXDOMAIN_SHARE: f64 = 0.10;
 
-/// The dnsperf input: `QUERIES` lines, 50 % A, 40 % SRV, 10 % names that do
-/// not exist, over uniformly drawn services, shuffled with a fixed seed.
+/// The dnsperf input for the small catalog.
 pub(crate) fn query_file() -> String {
+    query_file_of(SMALL)
+}
+
+/// The dnsperf input: `QUERIES` lines, 50 % A, 40 % SRV, 10 % names that do
+/// not exist, shuffled with a fixed seed. The lines naming a service walk a
+/// shuffled order of all of them, round after round, so every service is
+/// asked about (33,334 services take 90,000 lines 2.7 rounds).
+pub(crate) fn query_file_of(size: Size) -> String {
     let mut rng = SplitMix64(0x0074_7265_6c6c_6973); // "trellis"
     let mut kinds: Vec<QueryKind> = (0..QUERIES)
         .map(|i| match i * 10 / QUERIES {
@@ -132,16 +186,42 @@ pub(crate) fn query_file() -> String {
         let j = rng.below(i + 1);
         kinds.swap(i, j);
     }
+    let mut order: Vec<usize> = (0..size.services).collect();
+    for i in (1..order.len()).rev() {
+        let j = rng.below(i + 1);
+        order.swap(i, j);
+    }
+    let mut next = order.iter().cycle();
     let mut out = String::with_capacity(QUERIES * 28);
     for kind in kinds {
-        let k = rng.below(SERVICES);
+        // `order` is never empty: both sizes have services.
+        let mut k = || next.next().copied().unwrap_or(0);
         let _ = match kind {
-            QueryKind::A => writeln!(out, "svc{k}.service.consul A"),
-            QueryKind::Srv => writeln!(out, "svc{k}.service.consul SRV"),
-            QueryKind::Missing => writeln!(out, "missing{k}.service.consul A"),
+            QueryKind::A => writeln!(out, "svc{}.service.consul A", k()),
+            QueryKind::Srv => writeln!(out, "svc{}.service.consul SRV", k()),
+            QueryKind::Missing => {
+                writeln!(out, "missing{}.service.consul A", rng.below(size.services))
+            }
         };
     }
     out
+}
+
+/// The `n`th churn write: instance `pick` of `catalog` registered again with
+/// a port no instance had before the run (`10,000 + n % 10,000`) and a tag
+/// naming the write, so every write changes what its service answers.
+pub(crate) fn churn_body(catalog: &[Instance], pick: u64, n: u64) -> serde_json::Value {
+    let inst = &catalog[(pick % catalog.len() as u64) as usize];
+    let mut body = inst.register_body();
+    body["Service"]["Port"] = serde_json::json!(10_000 + n % 10_000);
+    body["Service"]["Tags"] = serde_json::json!([format!("churn{n}")]);
+    body
+}
+
+/// A seeded generator for the churn's choice of instances.
+pub(crate) fn churn_rng() -> impl FnMut() -> u64 {
+    let mut rng = SplitMix64(0x6368_7572_6e00); // "churn"
+    move || rng.next()
 }
 
 /// A tiny fixed PRNG (SplitMix64): `rand`'s generators do not promise the
@@ -210,4 +290,39 @@ pub(crate) fn self_check() {
     );
     assert!(z.contains("svc1.service IN SRV 1 1 20004 node108.node.dc1\n"));
     assert!(z.contains("node108.node.dc1 IN A 10.1.0.109\n"));
+
+    let big = catalog_of(LARGE);
+    assert_eq!(big.len(), 100_002);
+    let used: std::collections::HashSet<usize> = big.iter().map(|i| i.node).collect();
+    assert_eq!(used.len(), LARGE.nodes, "every node carries instances");
+    let addrs: std::collections::HashSet<Ipv4Addr> = (0..LARGE.nodes).map(node_addr).collect();
+    assert_eq!(addrs.len(), LARGE.nodes, "node addresses are unique");
+    for svc in big.chunks(INSTANCES) {
+        let mut nodes: Vec<usize> = svc.iter().map(|i| i.node).collect();
+        let mut ports: Vec<u16> = svc.iter().map(|i| i.port).collect();
+        nodes.sort_unstable();
+        nodes.dedup();
+        ports.sort_unstable();
+        ports.dedup();
+        assert_eq!((nodes.len(), ports.len()), (INSTANCES, INSTANCES));
+    }
+    let q = query_file_of(LARGE);
+    let asked: std::collections::HashSet<&str> = q
+        .lines()
+        .filter(|l| l.starts_with("svc"))
+        .filter_map(|l| l.split('.').next())
+        .collect();
+    assert_eq!(
+        asked.len(),
+        LARGE.services,
+        "the queries cover every service"
+    );
+    assert_eq!(
+        q.lines().filter(|l| l.starts_with("missing")).count(),
+        QUERIES / 10
+    );
+    let mut rng = churn_rng();
+    let b = churn_body(&big, rng(), 7);
+    assert_eq!(b["Service"]["Port"], 10_007);
+    assert_eq!(b["Service"]["Tags"][0], "churn7");
 }
