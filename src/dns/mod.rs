@@ -52,7 +52,7 @@ use std::path::PathBuf;
 
 pub use access::Caller;
 pub use respond::{Reply, Responder, Transport};
-pub use server::{Answerer, serve};
+pub use server::{Answerer, serve, set_reuse_port};
 
 /// Why the DNS server could not start or stopped.
 #[derive(Debug, thiserror::Error)]

@@ -26,6 +26,7 @@ use crate::catalog::view::View;
 use crate::catalog::{Replica, Tokens};
 use crate::config::{DnsSettings, LimitsSettings};
 pub use remote::Answerer;
+pub use udp::set_reuse_port;
 use udp::UdpWorkers;
 
 /// What every request needs; shared by all tasks and UDP workers.
@@ -242,7 +243,7 @@ pub(super) async fn serve_limited(
         queries,
     });
     let failed = CancellationToken::new();
-    let workers = std::thread::available_parallelism().map_or(2, usize::from);
+    let workers = limits.udp_workers;
     let udp = udp
         .into_std()
         .map_err(|e| DnsError::Server(format!("UDP socket: {e}")))?;

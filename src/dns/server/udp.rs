@@ -1,6 +1,14 @@
-//! The UDP answer loop: a few OS threads, each blocking in `recv_from` on the
-//! shared socket, answering from its own [`AnswerCache`] or the
+//! The UDP answer loop: a few OS threads, each blocking in `recv_from` on its
+//! own socket, answering from its own [`AnswerCache`] or the
 //! [`Responder`](crate::dns::Responder), and sending straight back.
+//!
+//! Each worker has a socket of its own, all bound to one address with
+//! `SO_REUSEPORT`, as Knot and NSD do: the kernel spreads datagrams over
+//! them by the source's address and port, and no two threads contend for
+//! one socket's queue and lock. The caller binds the first (with
+//! `SO_REUSEPORT`, see [`set_reuse_port`]); the others bind to its actual
+//! address, so port 0 gives them all the same port. A first socket bound
+//! without it cannot be joined: then the workers share clones of it.
 //!
 //! This replaces hickory-server's UDP loop, which spawns an unbounded task
 //! per datagram and hands each response through a channel: it had no
@@ -18,6 +26,7 @@
 //! at once.
 
 use std::net::{SocketAddr, UdpSocket};
+use std::os::fd::AsRawFd as _;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::thread::JoinHandle;
@@ -57,14 +66,15 @@ impl UdpWorkers {
         count: usize,
         failed: CancellationToken,
     ) -> std::io::Result<Self> {
-        socket.set_nonblocking(false)?;
-        socket.set_read_timeout(Some(STOP_POLL))?;
+        let sockets = worker_sockets(socket, count.max(1))?;
         let stop = Arc::new(AtomicBool::new(false));
         let runtime = Handle::current();
-        let mut threads = Vec::with_capacity(count);
-        for n in 0..count.max(1) {
+        let mut threads = Vec::with_capacity(sockets.len());
+        for (n, socket) in sockets.into_iter().enumerate() {
+            socket.set_nonblocking(false)?;
+            socket.set_read_timeout(Some(STOP_POLL))?;
             let worker = Worker {
-                socket: socket.try_clone()?,
+                socket,
                 shared: shared.clone(),
                 runtime: runtime.clone(),
                 stop: stop.clone(),
@@ -97,6 +107,107 @@ impl UdpWorkers {
     }
 }
 
+/// `count` sockets for the workers: `first`, and others bound to its
+/// address with `SO_REUSEPORT` and its receive buffer size; clones of
+/// `first` if it was bound without `SO_REUSEPORT` and so cannot be joined.
+fn worker_sockets(first: UdpSocket, count: usize) -> std::io::Result<Vec<UdpSocket>> {
+    let addr = first.local_addr()?;
+    // The kernel reports twice what was asked (its bookkeeping) and
+    // doubles what is set: half of it asks for the same.
+    let rcvbuf = socket2::SockRef::from(&first)
+        .recv_buffer_size()
+        .ok()
+        .map(|n| n / 2);
+    let mut sockets = Vec::with_capacity(count);
+    sockets.push(first);
+    while sockets.len() < count {
+        match bind_reuse_port(addr, rcvbuf) {
+            Ok(s) => sockets.push(s),
+            Err(e) if sockets.len() == 1 && e.kind() == std::io::ErrorKind::AddrInUse => {
+                tracing::debug!(%addr, "DNS UDP socket bound without SO_REUSEPORT: the workers share it");
+                let first = &sockets[0];
+                let clones = (1..count)
+                    .map(|_| first.try_clone())
+                    .collect::<std::io::Result<Vec<_>>>()?;
+                sockets.extend(clones);
+            }
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(sockets)
+}
+
+/// A UDP socket bound to `addr` with `SO_REUSEPORT`, joining the group of
+/// the sockets already bound there with it, with a receive buffer of
+/// `rcvbuf` bytes when given (best effort: the kernel caps it).
+fn bind_reuse_port(addr: SocketAddr, rcvbuf: Option<usize>) -> std::io::Result<UdpSocket> {
+    use socket2::{Domain, Protocol, Socket, Type};
+    let s = Socket::new(Domain::for_address(addr), Type::DGRAM, Some(Protocol::UDP))?;
+    set_reuse_port(&s)?;
+    if let Some(n) = rcvbuf {
+        let _ = s.set_recv_buffer_size(n);
+    }
+    s.bind(&addr.into())?;
+    Ok(s.into())
+}
+
+/// Sets `SO_REUSEPORT` on `socket`, before it is bound, so that the UDP
+/// workers can each bind a socket of their own to the same address.
+/// (socket2 offers this only with its `all` feature, which would rebuild
+/// every crate that uses socket2.)
+pub fn set_reuse_port(socket: &socket2::Socket) -> std::io::Result<()> {
+    let one: libc::c_int = 1;
+    // SAFETY: `socket` is an open socket for the call's duration, and the
+    // option value is a live c_int whose size is passed with it.
+    let r = unsafe {
+        libc::setsockopt(
+            socket.as_raw_fd(),
+            libc::SOL_SOCKET,
+            libc::SO_REUSEPORT,
+            (&raw const one).cast(),
+            size_of::<libc::c_int>() as libc::socklen_t,
+        )
+    };
+    if r == 0 {
+        Ok(())
+    } else {
+        Err(std::io::Error::last_os_error())
+    }
+}
+
+/// What a worker does after a failed receive.
+enum RecvError {
+    /// Nothing to read within the stop poll, an ICMP error from an earlier
+    /// send, or a signal: look at the stop flag and read again.
+    Retry,
+    /// The socket is broken for good.
+    Fatal,
+}
+
+fn recv_error(e: &std::io::Error) -> RecvError {
+    use std::io::ErrorKind::{
+        ConnectionRefused, ConnectionReset, Interrupted, TimedOut, WouldBlock,
+    };
+    match e.kind() {
+        WouldBlock | TimedOut | ConnectionRefused | ConnectionReset | Interrupted => {
+            RecvError::Retry
+        }
+        _ => RecvError::Fatal,
+    }
+}
+
+/// Encodes `m` into `out` (replacing what it held); false when it cannot be.
+fn encode_into(m: &Message, out: &mut Vec<u8>) -> bool {
+    match fit::encode(m) {
+        Some(bytes) => {
+            out.clear();
+            out.extend_from_slice(&bytes);
+            true
+        }
+        None => false,
+    }
+}
+
 /// One worker thread's state.
 struct Worker {
     socket: UdpSocket,
@@ -114,104 +225,97 @@ impl Worker {
         while !self.stop.load(Ordering::Relaxed) {
             let (len, peer) = match self.socket.recv_from(&mut buf) {
                 Ok(r) => r,
-                Err(e)
-                    if matches!(
-                        e.kind(),
-                        std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
-                    ) =>
-                {
-                    continue;
-                }
-                // ICMP errors from earlier sends and signals: keep serving.
-                Err(e)
-                    if matches!(
-                        e.kind(),
-                        std::io::ErrorKind::ConnectionRefused
-                            | std::io::ErrorKind::ConnectionReset
-                            | std::io::ErrorKind::Interrupted
-                    ) =>
-                {
-                    continue;
-                }
-                Err(e) => {
-                    tracing::error!(error = %e, "DNS UDP socket failed; stopping");
-                    self.failed.cancel();
-                    return;
-                }
-            };
-            let request = &buf[..len];
-            // One branch when RRL is off.
-            if let Some(rrl) = &self.shared.rrl {
-                match rrl.check(peer.ip()) {
-                    Verdict::Send => {}
-                    Verdict::Drop => continue,
-                    Verdict::Slip => {
-                        if rrl::slip_response(request, &mut out) {
-                            self.send(&out, peer);
-                        }
-                        continue;
+                Err(e) => match recv_error(&e) {
+                    RecvError::Retry => continue,
+                    RecvError::Fatal => {
+                        tracing::error!(error = %e, "DNS UDP socket failed; stopping");
+                        self.failed.cancel();
+                        return;
                     }
-                }
-            }
-            let view = self.shared.replica.view();
-            let tokens = self.shared.tokens();
-            if cache.lookup(&view, tokens.as_ref(), request, &mut out) {
+                },
+            };
+            if self.answer(&mut cache, &buf[..len], peer, &mut out) {
                 self.send(&out, peer);
-                continue;
             }
-            let caller = self.shared.caller(tokens.as_deref());
-            let respond = || {
-                self.shared
-                    .responder
-                    .respond_as(&view, caller, request, Transport::Udp, peer)
-            };
-            let m = match respond() {
-                Reply::Respond(m) => m,
-                Reply::OtherDatacenter {
-                    dc,
-                    request: parsed,
-                } => {
-                    // Known to fail (unknown, or no server answered lately):
-                    // answered here at once, never kept in the memo.
-                    match self
-                        .shared
-                        .known_failure(&view, &dc, &parsed, Transport::Udp)
-                    {
-                        Some(m) => {
-                            if let Some(bytes) = fit::encode(&m) {
-                                self.send(&bytes, peer);
-                            }
-                        }
-                        None => self.other_datacenter(dc, parsed, peer),
-                    }
-                    continue;
-                }
-                Reply::Forward(parsed) => {
-                    self.forward(parsed, peer);
-                    continue;
-                }
-                Reply::PreparedQuery {
-                    name,
-                    request: parsed,
-                } => {
-                    self.prepared_query(name, parsed, peer);
-                    continue;
-                }
-                Reply::Drop => continue,
-            };
-            let Some(first) = fit::encode(&m) else {
-                continue;
-            };
-            self.send(&first, peer);
-            let mut shuffles = vec![first];
-            if m.answers.len() > 1 {
-                shuffles.extend((1..SHUFFLES).filter_map(|_| match respond() {
-                    Reply::Respond(m) => fit::encode(&m),
-                    _ => None,
-                }));
-            }
-            cache.insert(&view, tokens.as_ref(), request, shuffles);
         }
+    }
+
+    /// The decision for one datagram: rate limiting, then the memo, then the
+    /// responder. Returns true when `out` holds the reply to send `peer` now;
+    /// false to stay silent, or when the answer leaves the worker (forwards,
+    /// other datacenters, prepared queries send their own later).
+    fn answer(
+        &self,
+        cache: &mut AnswerCache,
+        request: &[u8],
+        peer: SocketAddr,
+        out: &mut Vec<u8>,
+    ) -> bool {
+        // One branch when RRL is off.
+        if let Some(rrl) = &self.shared.rrl {
+            match rrl.check(peer.ip()) {
+                Verdict::Send => {}
+                Verdict::Drop => return false,
+                Verdict::Slip => return rrl::slip_response(request, out),
+            }
+        }
+        let view = self.shared.replica.view();
+        let tokens = self.shared.tokens();
+        if cache.lookup(&view, tokens.as_ref(), request, out) {
+            return true;
+        }
+        let caller = self.shared.caller(tokens.as_deref());
+        let respond = || {
+            self.shared
+                .responder
+                .respond_as(&view, caller, request, Transport::Udp, peer)
+        };
+        let m = match respond() {
+            Reply::Respond(m) => m,
+            Reply::OtherDatacenter {
+                dc,
+                request: parsed,
+            } => {
+                // Known to fail (unknown, or no server answered lately):
+                // answered here at once, never kept in the memo.
+                return match self
+                    .shared
+                    .known_failure(&view, &dc, &parsed, Transport::Udp)
+                {
+                    Some(m) => encode_into(&m, out),
+                    None => {
+                        self.other_datacenter(dc, parsed, peer);
+                        false
+                    }
+                };
+            }
+            Reply::Forward(parsed) => {
+                self.forward(parsed, peer);
+                return false;
+            }
+            Reply::PreparedQuery {
+                name,
+                request: parsed,
+            } => {
+                self.prepared_query(name, parsed, peer);
+                return false;
+            }
+            Reply::Drop => return false,
+        };
+        let Some(first) = fit::encode(&m) else {
+            return false;
+        };
+        out.clear();
+        out.extend_from_slice(&first);
+        let mut shuffles = vec![first];
+        if m.answers.len() > 1 {
+            shuffles.extend((1..SHUFFLES).filter_map(|_| match respond() {
+                Reply::Respond(m) => fit::encode(&m),
+                _ => None,
+            }));
+        }
+        cache.insert(&view, tokens.as_ref(), request, shuffles);
+        true
     }
 
     fn send(&self, bytes: &[u8], peer: SocketAddr) {
