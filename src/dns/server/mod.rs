@@ -1,9 +1,10 @@
-//! The sockets: UDP through the worker threads of `udp.rs`, TCP through the
-//! connection-capped accept loop of `tcp.rs`, both thin adapters over
-//! [`Responder`]. What they share, and what a [`Reply`] other than a ready
-//! response turns into, lives here: the transports are children of this
-//! module and never name each other.
+//! The sockets: UDP through the worker threads of `udp.rs` (their batched
+//! I/O in `mmsg.rs`), TCP through the connection-capped accept loop of
+//! `tcp.rs`, both thin adapters over [`Responder`]. What they share, and
+//! what a [`Reply`] other than a ready response turns into, lives here: the
+//! transports are children of this module and never name each other.
 
+mod mmsg;
 mod remote;
 mod tcp;
 mod udp;

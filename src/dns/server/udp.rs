@@ -1,6 +1,7 @@
-//! The UDP answer loop: a few OS threads, each blocking in `recv_from` on its
-//! own socket, answering from its own [`AnswerCache`] or the
-//! [`Responder`](crate::dns::Responder), and sending straight back.
+//! The UDP answer loop: a few OS threads, each reading a batch of datagrams
+//! from its own socket (`recvmmsg`, see `mmsg.rs`), answering each from its
+//! own [`AnswerCache`] or the [`Responder`](crate::dns::Responder), and
+//! sending the batch's replies back together (`sendmmsg`).
 //!
 //! Each worker has a socket of its own, all bound to one address with
 //! `SO_REUSEPORT`, as Knot and NSD do: the kernel spreads datagrams over
@@ -37,6 +38,7 @@ use tokio::runtime::Handle;
 use tokio_util::sync::CancellationToken;
 
 use super::Shared;
+use super::mmsg::Batch;
 use crate::dns::cache::{AnswerCache, SHUFFLES};
 use crate::dns::fit;
 use crate::dns::respond::{Reply, Transport};
@@ -219,12 +221,11 @@ struct Worker {
 
 impl Worker {
     fn run(self, seed: u64) {
-        let mut buf = vec![0u8; MAX_DATAGRAM];
-        let mut out = Vec::with_capacity(MAX_DATAGRAM);
+        let mut batch = Batch::new(MAX_DATAGRAM);
         let mut cache = AnswerCache::new(0x9e37_79b9_7f4a_7c15 ^ seed);
         while !self.stop.load(Ordering::Relaxed) {
-            let (len, peer) = match self.socket.recv_from(&mut buf) {
-                Ok(r) => r,
+            let n = match batch.recv(&self.socket) {
+                Ok(n) => n,
                 Err(e) => match recv_error(&e) {
                     RecvError::Retry => continue,
                     RecvError::Fatal => {
@@ -234,9 +235,15 @@ impl Worker {
                     }
                 },
             };
-            if self.answer(&mut cache, &buf[..len], peer, &mut out) {
-                self.send(&out, peer);
+            for i in 0..n {
+                let (request, peer, out) = batch.slot(i);
+                if let Some(peer) = peer
+                    && self.answer(&mut cache, request, peer, out)
+                {
+                    batch.reply(i);
+                }
             }
+            batch.send(&self.socket);
         }
     }
 
