@@ -747,24 +747,30 @@ fn udp_sockets_on(port: u16) -> usize {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn every_reuse_port_worker_answers_on_the_port_zero_gave() {
     use socket2::{Domain, Protocol, Socket, Type};
-    let (udp, tcp) = loop {
+    let (socket, tcp) = loop {
         let s = Socket::new(Domain::IPV4, Type::DGRAM, Some(Protocol::UDP)).unwrap();
         super::set_reuse_port(&s).unwrap();
         s.set_nonblocking(true).unwrap();
         let any: SocketAddr = "127.0.0.1:0".parse().unwrap();
         s.bind(&any.into()).unwrap();
-        let udp = UdpSocket::from_std(s.into()).unwrap();
-        if let Ok(tcp) = TcpListener::bind(udp.local_addr().unwrap()).await {
-            break (udp, tcp);
+        let socket = UdpSocket::from_std(s.into()).unwrap();
+        if let Ok(tcp) = TcpListener::bind(socket.local_addr().unwrap()).await {
+            break (socket, tcp);
         }
     };
-    let port = udp.local_addr().unwrap().port();
+    let port = socket.local_addr().unwrap().port();
     assert_eq!(udp_sockets_on(port), 1);
     let limits = Limits {
         udp_workers: 4,
         ..Limits::default()
     };
-    let server = TestServer::start_on(udp, tcp, DnsSettings::default(), limits, fixture::replica());
+    let server = TestServer::start_on(
+        socket,
+        tcp,
+        DnsSettings::default(),
+        limits,
+        fixture::replica(),
+    );
     assert_eq!(server.udp.port(), port);
     // The workers bind their sockets before `serve` awaits anything, but
     // on the runtime: wait for them to appear.
