@@ -659,6 +659,9 @@ struct Row {
     stats: Stats,
     /// The server's CPU time over the run, seconds (all its threads).
     cpu_seconds: f64,
+    /// System calls the server made (all its threads) while dnsperf sent,
+    /// when `perf` could count them.
+    syscalls: Option<u64>,
     /// The run's wall time, seconds.
     wall: f64,
     /// The machine's load average as the run ended.
@@ -670,6 +673,12 @@ impl Row {
     /// dnsperf, was the limit.
     fn cpu_pct(&self) -> f64 {
         100.0 * self.cpu_seconds / self.wall.max(1e-9)
+    }
+
+    /// The server's system calls per answered query.
+    fn syscalls_per_query(&self) -> Option<f64> {
+        self.syscalls
+            .map(|n| n as f64 / self.stats.completed.max(1) as f64)
     }
 
     /// The server's CPU time per answered query, µs.
@@ -707,14 +716,16 @@ async fn measure(
         Load::Flat => None,
         Load::Fixed(q) => Some(q),
     };
-    let result = dnsperf::run_at(
-        settings.client_cpu,
-        addr,
-        queries,
-        settings.seconds,
-        max_qps,
-    )
-    .await;
+    let (result, syscalls) = tokio::join!(
+        dnsperf::run_at(
+            settings.client_cpu,
+            addr,
+            queries,
+            settings.seconds,
+            max_qps,
+        ),
+        syscalls(pid, settings.seconds)
+    );
     let (cpu1, wall) = (procs::cpu_seconds(pid), t0.elapsed().as_secs_f64());
     let churn = match churn {
         Some(c) => Some(c.finish().await?),
@@ -727,20 +738,46 @@ async fn measure(
         churn,
         stats,
         cpu_seconds: cpu1 - cpu0,
+        syscalls,
         wall,
         loadavg: load_average(),
     })
 }
 
+/// The system calls process `pid` makes (every thread) over the next
+/// `seconds`, counted by `perf stat` on the `raw_syscalls:sys_enter`
+/// tracepoint, which does not slow the server as `strace` would. `None`
+/// when perf is missing or not allowed to trace.
+async fn syscalls(pid: u32, seconds: u64) -> Option<u64> {
+    let out = tokio::process::Command::new("perf")
+        .args(["stat", "-x", ",", "-e", "raw_syscalls:sys_enter", "-p"])
+        .arg(pid.to_string())
+        .args(["--", "sleep"])
+        .arg(seconds.to_string())
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::null())
+        .kill_on_drop(true)
+        .output()
+        .await
+        .ok()?;
+    // CSV on stderr: "count,unit,event,...".
+    String::from_utf8_lossy(&out.stderr)
+        .lines()
+        .find(|l| l.contains("raw_syscalls:sys_enter"))
+        .and_then(|l| l.split(',').next())
+        .and_then(|n| n.trim().parse().ok())
+}
+
 fn print_table(rows: &[Row]) {
     println!();
     println!(
-        "{:<8} {:<24} {:>9} {:>6} {:>8} {:>7} {:>9} {:>9} {:>5} {:>9} {:>9} {:>6}  {}",
+        "{:<8} {:<24} {:>9} {:>6} {:>8} {:>7} {:>7} {:>9} {:>9} {:>5} {:>9} {:>9} {:>6}  {}",
         "server",
         "run",
         "qps",
         "cpu %",
         "µs/query",
+        "sys/q",
         "lost %",
         "NOERROR",
         "NXDOMAIN",
@@ -756,12 +793,14 @@ fn print_table(rows: &[Row]) {
             .completed
             .saturating_sub(s.count("NOERROR") + s.count("NXDOMAIN"));
         println!(
-            "{:<8} {:<24} {:>9.0} {:>6.0} {:>8.2} {:>7.2} {:>9} {:>9} {:>5} {:>7.0}µs {:>7.0}µs {:>6}  {}",
+            "{:<8} {:<24} {:>9.0} {:>6.0} {:>8.2} {:>7} {:>7.2} {:>9} {:>9} {:>5} {:>7.0}µs {:>7.0}µs {:>6}  {}",
             r.name,
             r.label(),
             s.qps,
             r.cpu_pct(),
             r.cpu_per_query_us(),
+            r.syscalls_per_query()
+                .map_or("-".into(), |n| format!("{n:.2}")),
             s.lost_pct(),
             s.count("NOERROR"),
             s.count("NXDOMAIN"),
@@ -771,6 +810,14 @@ fn print_table(rows: &[Row]) {
             s.response_bytes,
             r.loadavg
         );
+        if let Load::Fixed(q) = r.load
+            && s.qps < 0.95 * f64::from(q)
+        {
+            println!(
+                "         ({} could not keep up with {q} qps: this µs/query is at its saturation)",
+                r.name
+            );
+        }
         if let Some(c) = &r.churn
             && (c.failed > 0 || c.skipped > 0)
         {
@@ -781,7 +828,8 @@ fn print_table(rows: &[Row]) {
         }
     }
     println!("(µs/query = the server's CPU seconds over the run, all threads, per answered");
-    println!(" query; cpu % below ~95 flat out means the server was not the limit)");
+    println!(" query; sys/q = its system calls per answered query, from `perf stat`;");
+    println!(" cpu % below ~95 flat out means the server was not the limit)");
 }
 
 /// The summary: per size, trellis against each peer, flat out (with and

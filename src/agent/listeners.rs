@@ -155,10 +155,15 @@ fn bind_tcp(addr: SocketAddr, backlog: i32) -> std::io::Result<TcpListener> {
 }
 
 /// A UDP socket with a large receive buffer, so bursts of queries queue in
-/// the kernel rather than being dropped while a worker is busy.
+/// the kernel rather than being dropped while a worker is busy, and
+/// `SO_REUSEPORT`, so each DNS worker can bind a socket of its own to the
+/// same address. Another process cannot take the port from under us that
+/// way unnoticed: `bind_dns` then binds TCP on the port without it, which
+/// fails while an agent listens there.
 fn bind_udp(addr: SocketAddr) -> std::io::Result<UdpSocket> {
     use socket2::{Domain, Protocol, Socket, Type};
     let s = Socket::new(Domain::for_address(addr), Type::DGRAM, Some(Protocol::UDP))?;
+    crate::dns::set_reuse_port(&s)?;
     // Best effort: the kernel caps it at net.core.rmem_max.
     let _ = s.set_recv_buffer_size(4 << 20);
     s.set_nonblocking(true)?;

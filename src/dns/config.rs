@@ -31,6 +31,8 @@ pub(crate) struct Limits {
     /// Forwarded queries in flight at once; more get SERVFAIL at once
     /// rather than queueing behind slow recursors.
     pub(crate) max_concurrent_forwards: usize,
+    /// UDP worker threads, each with a socket of its own: one per CPU.
+    pub(crate) udp_workers: usize,
 }
 
 impl Limits {
@@ -51,6 +53,7 @@ impl Default for Limits {
             max_tcp_conns_per_client: defaults::DNS_TCP_MAX_CONNS_PER_CLIENT,
             tcp_idle_timeout: Some(defaults::DNS_TCP_IDLE_TIMEOUT),
             max_concurrent_forwards: 512,
+            udp_workers: std::thread::available_parallelism().map_or(2, usize::from),
         }
     }
 }

@@ -56,7 +56,7 @@ use std::path::PathBuf;
 
 pub use access::Caller;
 pub use respond::{Reply, Responder, Transport};
-pub use server::{Answerer, serve};
+pub use server::{Answerer, serve, set_reuse_port};
 pub use wire::Scratch;
 
 /// Why the DNS server could not start or stopped.

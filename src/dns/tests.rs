@@ -44,6 +44,17 @@ impl TestServer {
                 break (udp, tcp);
             }
         };
+        Self::start_on(udp, tcp, cfg, limits, replica)
+    }
+
+    /// Serves on sockets the test bound.
+    fn start_on(
+        udp: UdpSocket,
+        tcp: TcpListener,
+        cfg: DnsSettings,
+        limits: Limits,
+        replica: Arc<Replica>,
+    ) -> Self {
         let (udp_addr, tcp_addr) = (udp.local_addr().unwrap(), tcp.local_addr().unwrap());
         let shutdown = CancellationToken::new();
         let responder = Responder::new(&cfg, DATACENTER).unwrap();
@@ -717,6 +728,70 @@ async fn tcp_connections_beyond_the_cap_are_closed() {
 /// End-to-end UDP throughput with 64 queries in flight, for a rough number,
 /// with response-rate limiting off and then on at a rate never reached (the
 /// cost of counting each datagram).
+/// The UDP sockets bound to `port` on 127.0.0.1, from `/proc/net/udp`.
+fn udp_sockets_on(port: u16) -> usize {
+    let table = std::fs::read_to_string("/proc/net/udp").expect("/proc/net/udp is readable");
+    let local = format!("0100007F:{port:04X}");
+    table
+        .lines()
+        .skip(1)
+        .filter(|l| l.split_whitespace().nth(1) == Some(local.as_str()))
+        .count()
+}
+
+/// As the agent binds DNS: UDP with `SO_REUSEPORT` on port 0, TCP on the
+/// port it got. With 4 workers, the server binds 3 more UDP sockets to that
+/// port, and queries from 64 source ports, spread by the kernel over the 4
+/// sockets by their source port, are all answered: were any worker's socket
+/// unread, about a quarter would go unanswered.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_reuse_port_worker_answers_on_the_port_zero_gave() {
+    use socket2::{Domain, Protocol, Socket, Type};
+    let (socket, tcp) = loop {
+        let s = Socket::new(Domain::IPV4, Type::DGRAM, Some(Protocol::UDP)).unwrap();
+        super::set_reuse_port(&s).unwrap();
+        s.set_nonblocking(true).unwrap();
+        let any: SocketAddr = "127.0.0.1:0".parse().unwrap();
+        s.bind(&any.into()).unwrap();
+        let socket = UdpSocket::from_std(s.into()).unwrap();
+        if let Ok(tcp) = TcpListener::bind(socket.local_addr().unwrap()).await {
+            break (socket, tcp);
+        }
+    };
+    let port = socket.local_addr().unwrap().port();
+    assert_eq!(udp_sockets_on(port), 1);
+    let limits = Limits {
+        udp_workers: 4,
+        ..Limits::default()
+    };
+    let server = TestServer::start_on(
+        socket,
+        tcp,
+        DnsSettings::default(),
+        limits,
+        fixture::replica(),
+    );
+    assert_eq!(server.udp.port(), port);
+    // The workers bind their sockets before `serve` awaits anything, but
+    // on the runtime: wait for them to appear.
+    let started = std::time::Instant::now();
+    while udp_sockets_on(port) < 4 {
+        assert!(started.elapsed() < DEADLINE, "{} sockets on port {port}", udp_sockets_on(port));
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    assert_eq!(udp_sockets_on(port), 4, "one socket per worker, all on one port");
+
+    let asks = (0..64).map(|_| async {
+        let (m, _) = udp(server.udp, &query("web.service.consul.", RecordType::A, None)).await;
+        (m.metadata.response_code, m.answers.len())
+    });
+    for (rcode, answers) in futures::future::join_all(asks).await {
+        assert_eq!((rcode, answers), (ResponseCode::NoError, 2));
+    }
+    server.stop().await;
+    assert_eq!(udp_sockets_on(port), 0, "every worker's socket is closed on stop");
+}
+
 /// Run with `cargo test --release --lib udp_throughput -- --ignored --nocapture`.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 #[ignore = "a measurement, not a check"]

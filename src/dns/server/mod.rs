@@ -1,10 +1,11 @@
-//! The sockets: UDP through the worker threads of `udp.rs`, TCP through the
-//! connection-capped accept loop of `tcp.rs`, both thin adapters over the
-//! fast path ([`Shared::answer_wire`]) and, for what it leaves, the
-//! [`Responder`]. What they share, and what a [`Reply`] other than a ready
-//! response turns into, lives here: the transports are children of this
-//! module and never name each other.
+//! The sockets: UDP through the worker threads of `udp.rs` (their batched
+//! I/O in `mmsg.rs`), TCP through the connection-capped accept loop of
+//! `tcp.rs`, both thin adapters over the fast path ([`Shared::answer_wire`])
+//! and, for what it leaves, the [`Responder`]. What they share, and what a
+//! [`Reply`] other than a ready response turns into, lives here: the
+//! transports are children of this module and never name each other.
 
+mod mmsg;
 mod remote;
 mod tcp;
 mod udp;
@@ -28,6 +29,7 @@ use crate::catalog::view::View;
 use crate::catalog::{Replica, Tokens};
 use crate::config::{DnsSettings, LimitsSettings};
 pub use remote::Answerer;
+pub use udp::set_reuse_port;
 use udp::UdpWorkers;
 
 /// What every request needs; shared by all tasks and UDP workers.
@@ -260,7 +262,7 @@ pub(super) async fn serve_limited(
         queries,
     });
     let failed = CancellationToken::new();
-    let workers = std::thread::available_parallelism().map_or(2, usize::from);
+    let workers = limits.udp_workers;
     let udp = udp
         .into_std()
         .map_err(|e| DnsError::Server(format!("UDP socket: {e}")))?;

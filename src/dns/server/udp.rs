@@ -1,7 +1,16 @@
-//! The UDP answer loop: a few OS threads, each blocking in `recv_from` on the
-//! shared socket, answering through the fast path (`dns/wire`, into the
-//! worker's own buffer and scratch) or else the
-//! [`Responder`](crate::dns::Responder), and sending straight back.
+//! The UDP answer loop: a few OS threads, each reading a batch of datagrams
+//! from its own socket (`recvmmsg`, see `mmsg.rs`), answering each through
+//! the fast path (`dns/wire`, into the batch's buffer with the worker's
+//! scratch) or else the [`Responder`](crate::dns::Responder), and sending
+//! the batch's replies back together (`sendmmsg`).
+//!
+//! Each worker has a socket of its own, all bound to one address with
+//! `SO_REUSEPORT`, as Knot and NSD do: the kernel spreads datagrams over
+//! them by the source's address and port, and no two threads contend for
+//! one socket's queue and lock. The caller binds the first (with
+//! `SO_REUSEPORT`, see [`set_reuse_port`]); the others bind to its actual
+//! address, so port 0 gives them all the same port. A first socket bound
+//! without it cannot be joined: then the workers share clones of it.
 //!
 //! This replaces hickory-server's UDP loop, which spawns an unbounded task
 //! per datagram and hands each response through a channel: it had no
@@ -19,6 +28,7 @@
 //! at once.
 
 use std::net::{SocketAddr, UdpSocket};
+use std::os::fd::AsRawFd as _;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::thread::JoinHandle;
@@ -29,6 +39,7 @@ use tokio::runtime::Handle;
 use tokio_util::sync::CancellationToken;
 
 use super::Shared;
+use super::mmsg::Batch;
 use crate::dns::fit;
 use crate::dns::respond::{Reply, Transport};
 use crate::dns::rrl::{self, Verdict};
@@ -58,14 +69,15 @@ impl UdpWorkers {
         count: usize,
         failed: CancellationToken,
     ) -> std::io::Result<Self> {
-        socket.set_nonblocking(false)?;
-        socket.set_read_timeout(Some(STOP_POLL))?;
+        let sockets = worker_sockets(socket, count.max(1))?;
         let stop = Arc::new(AtomicBool::new(false));
         let runtime = Handle::current();
-        let mut threads = Vec::with_capacity(count);
-        for n in 0..count.max(1) {
+        let mut threads = Vec::with_capacity(sockets.len());
+        for (n, socket) in sockets.into_iter().enumerate() {
+            socket.set_nonblocking(false)?;
+            socket.set_read_timeout(Some(STOP_POLL))?;
             let worker = Worker {
-                socket: socket.try_clone()?,
+                socket,
                 shared: shared.clone(),
                 runtime: runtime.clone(),
                 stop: stop.clone(),
@@ -98,6 +110,95 @@ impl UdpWorkers {
     }
 }
 
+/// `count` sockets for the workers: `first`, and others bound to its
+/// address with `SO_REUSEPORT` and its receive buffer size; clones of
+/// `first` if it was bound without `SO_REUSEPORT` and so cannot be joined.
+fn worker_sockets(first: UdpSocket, count: usize) -> std::io::Result<Vec<UdpSocket>> {
+    let addr = first.local_addr()?;
+    // The kernel reports twice what was asked (its bookkeeping) and
+    // doubles what is set: half of it asks for the same.
+    let rcvbuf = socket2::SockRef::from(&first)
+        .recv_buffer_size()
+        .ok()
+        .map(|n| n / 2);
+    let mut sockets = Vec::with_capacity(count);
+    sockets.push(first);
+    while sockets.len() < count {
+        match bind_reuse_port(addr, rcvbuf) {
+            Ok(s) => sockets.push(s),
+            Err(e) if sockets.len() == 1 && e.kind() == std::io::ErrorKind::AddrInUse => {
+                tracing::debug!(%addr, "DNS UDP socket bound without SO_REUSEPORT: the workers share it");
+                let first = &sockets[0];
+                let clones = (1..count)
+                    .map(|_| first.try_clone())
+                    .collect::<std::io::Result<Vec<_>>>()?;
+                sockets.extend(clones);
+            }
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(sockets)
+}
+
+/// A UDP socket bound to `addr` with `SO_REUSEPORT`, joining the group of
+/// the sockets already bound there with it, with a receive buffer of
+/// `rcvbuf` bytes when given (best effort: the kernel caps it).
+fn bind_reuse_port(addr: SocketAddr, rcvbuf: Option<usize>) -> std::io::Result<UdpSocket> {
+    use socket2::{Domain, Protocol, Socket, Type};
+    let s = Socket::new(Domain::for_address(addr), Type::DGRAM, Some(Protocol::UDP))?;
+    set_reuse_port(&s)?;
+    if let Some(n) = rcvbuf {
+        let _ = s.set_recv_buffer_size(n);
+    }
+    s.bind(&addr.into())?;
+    Ok(s.into())
+}
+
+/// Sets `SO_REUSEPORT` on `socket`, before it is bound, so that the UDP
+/// workers can each bind a socket of their own to the same address.
+/// (socket2 offers this only with its `all` feature, which would rebuild
+/// every crate that uses socket2.)
+pub fn set_reuse_port(socket: &socket2::Socket) -> std::io::Result<()> {
+    let one: libc::c_int = 1;
+    // SAFETY: `socket` is an open socket for the call's duration, and the
+    // option value is a live c_int whose size is passed with it.
+    let r = unsafe {
+        libc::setsockopt(
+            socket.as_raw_fd(),
+            libc::SOL_SOCKET,
+            libc::SO_REUSEPORT,
+            (&raw const one).cast(),
+            size_of::<libc::c_int>() as libc::socklen_t,
+        )
+    };
+    if r == 0 {
+        Ok(())
+    } else {
+        Err(std::io::Error::last_os_error())
+    }
+}
+
+/// What a worker does after a failed receive.
+enum RecvError {
+    /// Nothing to read within the stop poll, an ICMP error from an earlier
+    /// send, or a signal: look at the stop flag and read again.
+    Retry,
+    /// The socket is broken for good.
+    Fatal,
+}
+
+fn recv_error(e: &std::io::Error) -> RecvError {
+    use std::io::ErrorKind::{
+        ConnectionRefused, ConnectionReset, Interrupted, TimedOut, WouldBlock,
+    };
+    match e.kind() {
+        WouldBlock | TimedOut | ConnectionRefused | ConnectionReset | Interrupted => {
+            RecvError::Retry
+        }
+        _ => RecvError::Fatal,
+    }
+}
+
 /// One worker thread's state.
 struct Worker {
     socket: UdpSocket,
@@ -109,47 +210,36 @@ struct Worker {
 
 impl Worker {
     fn run(self, seed: u64) {
-        let mut buf = vec![0u8; MAX_DATAGRAM];
-        let mut out = Vec::with_capacity(MAX_DATAGRAM);
+        let mut batch = Batch::new(MAX_DATAGRAM);
         let mut scratch = Scratch::new(0x9e37_79b9_7f4a_7c15 ^ seed);
         while !self.stop.load(Ordering::Relaxed) {
-            let (len, peer) = match self.socket.recv_from(&mut buf) {
-                Ok(r) => r,
-                Err(e)
-                    if matches!(
-                        e.kind(),
-                        std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
-                    ) =>
-                {
-                    continue;
-                }
-                // ICMP errors from earlier sends and signals: keep serving.
-                Err(e)
-                    if matches!(
-                        e.kind(),
-                        std::io::ErrorKind::ConnectionRefused
-                            | std::io::ErrorKind::ConnectionReset
-                            | std::io::ErrorKind::Interrupted
-                    ) =>
-                {
-                    continue;
-                }
-                Err(e) => {
-                    tracing::error!(error = %e, "DNS UDP socket failed; stopping");
-                    self.failed.cancel();
-                    return;
-                }
+            let n = match batch.recv(&self.socket) {
+                Ok(n) => n,
+                Err(e) => match recv_error(&e) {
+                    RecvError::Retry => continue,
+                    RecvError::Fatal => {
+                        tracing::error!(error = %e, "DNS UDP socket failed; stopping");
+                        self.failed.cancel();
+                        return;
+                    }
+                },
             };
-            if self.answer(&buf[..len], peer, &mut scratch, &mut out) {
-                self.send(&out, peer);
+            for i in 0..n {
+                let (request, peer, out) = batch.slot(i);
+                if let Some(peer) = peer
+                    && self.answer(request, peer, &mut scratch, out)
+                {
+                    batch.reply(i);
+                }
             }
+            batch.send(&self.socket);
         }
     }
 
-    /// Everything one datagram takes: RRL, then the fast path, then the
-    /// full responder. Returns true with the response in `out` to send to
-    /// `peer` now; false when there is nothing to send now (dropped, or
-    /// handed to the runtime, which sends it later).
+    /// The decision for one datagram: rate limiting, then the fast path,
+    /// then the responder. Returns true when `out` holds the reply to send
+    /// `peer` now; false to stay silent, or when the answer leaves the worker (forwards,
+    /// other datacenters, prepared queries send their own later).
     fn answer(
         &self,
         request: &[u8],
@@ -183,16 +273,16 @@ impl Worker {
             } => {
                 // Known to fail (unknown, or no server answered lately):
                 // answered here at once.
-                match self
+                return match self
                     .shared
                     .known_failure(&view, &dc, &parsed, Transport::Udp)
                 {
-                    Some(m) => m,
+                    Some(m) => fit::encode_into(&m, out),
                     None => {
                         self.other_datacenter(dc, parsed, peer);
-                        return false;
+                        false
                     }
-                }
+                };
             }
             Reply::Forward(parsed) => {
                 self.forward(parsed, peer);
