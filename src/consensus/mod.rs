@@ -30,6 +30,7 @@
 
 mod cluster;
 mod contact;
+mod early;
 mod log_store;
 mod membership;
 mod network;
@@ -201,6 +202,9 @@ pub struct Consensus {
     /// The WAN pool as this server tells others of it, set by the agent
     /// once the pool runs (after server RPC already answers).
     wan: std::sync::OnceLock<WanFacts>,
+    /// Sends this leader's entries to the followers during its own fsync;
+    /// held here for its counters.
+    early: Arc<early::Early>,
 }
 
 impl std::fmt::Debug for Consensus {
