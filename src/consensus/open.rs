@@ -228,6 +228,7 @@ impl Consensus {
             stop: CancellationToken::new(),
             tasks: Mutex::new(Vec::new()),
             wan: std::sync::OnceLock::new(),
+            #[cfg(test)]
             early,
         });
         let task = tokio::spawn(cluster::discover(
