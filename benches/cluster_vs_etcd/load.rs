@@ -45,6 +45,13 @@ impl StepResult {
         micros(percentile(&self.samples, 0.99))
     }
 
+    /// 99.9th percentile latency of accepted writes: where a stall that
+    /// hits one write in a thousand (a snapshot written in the log's way)
+    /// shows.
+    pub(crate) fn p999(&self) -> Duration {
+        micros(percentile(&self.samples, 0.999))
+    }
+
     /// The slowest accepted write.
     pub(crate) fn max(&self) -> Duration {
         micros(self.samples.last().copied().unwrap_or(0))

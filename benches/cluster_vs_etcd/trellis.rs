@@ -82,6 +82,12 @@ impl Trellis {
                     .server()
                     .bootstrap_expect(n)
                     .data_dir(dir.join(&node));
+                // Snapshots every N entries instead of the default 16,384,
+                // so that a short run crosses several (the p99.9 column
+                // shows whether one stalls writes).
+                if let Ok(threshold) = std::env::var("BENCH_SNAPSHOT_THRESHOLD") {
+                    b = b.arg("--raft-snapshot-threshold", threshold);
+                }
                 for (j, other) in places.iter().enumerate() {
                     if j != i {
                         b = b.retry_join(other.3);

@@ -85,8 +85,9 @@ impl Store for Trellis {
         }
     }
 
-    /// The stored Raft snapshot (the `snapshot` value of the redb meta
-    /// table: its metadata and the encoded state), read from the data dir
+    /// The stored Raft snapshot (the snapshot file beside the Raft database,
+    /// or before format 6 the `snapshot` value of the redb meta table: its
+    /// metadata and the encoded state), read from the data dir
     /// of the stopped server, with how many log entries remain beside it.
     fn snapshot_size(&self) -> anyhow::Result<(u64, String)> {
         // The agent keeps its Raft database in `<data-dir>/raft/`
@@ -98,9 +99,18 @@ impl Store for Trellis {
         let meta = txn.open_table(trellis::store::META)?;
         let log = txn.open_table(trellis::store::LOG)?;
         let entries = log.len()?;
-        let size = meta
-            .get(trellis::store::keys::SNAPSHOT)?
-            .map_or(0, |v| v.value().len() as u64);
+        // Data dirs of format 6 on keep it in its own file; older ones in
+        // the meta table.
+        let file = self
+            .data_dir
+            .join("raft")
+            .join(trellis::store::snapshot::FILE_NAME);
+        let size = match std::fs::metadata(&file) {
+            Ok(m) => m.len(),
+            Err(_) => meta
+                .get(trellis::store::keys::SNAPSHOT)?
+                .map_or(0, |v| v.value().len() as u64),
+        };
         let what = if size == 0 {
             format!("no snapshot taken; {entries} log entries")
         } else {

@@ -203,6 +203,66 @@ async fn three_servers_bootstrap_replicate_and_fail_over() {
     last.stop().await;
 }
 
+/// The leader's entries go to the followers as it appends them (see
+/// `early`): the followers accept them, and every write is acknowledged
+/// and applied alike on all three, through a change of leader too.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_leaders_entries_reach_the_followers_early_and_every_log_agrees() {
+    let servers = three(140).await;
+    until(Duration::from_secs(20), "a leader", || {
+        leader_index(&servers).is_some()
+    })
+    .await;
+    let first = leader_index(&servers).expect("a leader");
+    for n in 0..30 {
+        let written = servers[first].consensus.write(register(n)).await;
+        assert!(matches!(written, Ok(Outcome::Applied(_))), "{written:?}");
+    }
+    let early = servers[first].consensus.early.accepted();
+    assert!(early > 0, "no follower accepted an early AppendEntries");
+    let index = servers[first].replica.applied_index();
+    until(Duration::from_secs(10), "every replica applied", || {
+        servers.iter().all(|s| s.replica.applied_index() >= index)
+    })
+    .await;
+    for s in &servers {
+        assert_eq!(instances(&s.replica), 30);
+    }
+
+    // A new leader sends its own entries early as well; the old one,
+    // stopped, takes none.
+    servers[first].stop().await;
+    let rest: Vec<&Server> = servers
+        .iter()
+        .enumerate()
+        .filter(|(i, _)| *i != first)
+        .map(|(_, s)| s)
+        .collect();
+    until(Duration::from_secs(20), "a new leader", || {
+        rest.iter().any(|s| s.consensus.is_leader())
+    })
+    .await;
+    let second = rest
+        .iter()
+        .find(|s| s.consensus.is_leader())
+        .expect("new leader");
+    for n in 30..40 {
+        let written = second.consensus.write(register(n)).await;
+        assert!(matches!(written, Ok(Outcome::Applied(_))), "{written:?}");
+    }
+    assert!(second.consensus.early.accepted() > 0);
+    let index = second.replica.applied_index();
+    until(Duration::from_secs(10), "both replicas applied", || {
+        rest.iter().all(|s| s.replica.applied_index() >= index)
+    })
+    .await;
+    assert_eq!(*rest[0].replica.read(), *rest[1].replica.read());
+    assert_eq!(instances(&rest[0].replica), 40);
+    for s in &rest {
+        s.stop().await;
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_client_link_writes_follows_and_moves_when_its_server_goes() {
     use crate::rpc::ServerLink;

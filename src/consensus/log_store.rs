@@ -13,6 +13,10 @@
 //! The mirror holds only the unpurged tail of the log, which snapshot
 //! compaction keeps to a few thousand entries.
 //!
+//! Entries the leader makes are also handed to [`Early`] as they are taken,
+//! so that they travel to the followers while the leader's own fsync runs
+//! (see `early`).
+//!
 //! Entries from a data dir of an older format (1, or 2 before entries
 //! carried the leader's time) are re-encoded once, at open, by
 //! [`upgrade_entry`] (see `store::format`).
@@ -20,11 +24,12 @@
 use std::collections::BTreeMap;
 use std::fmt::Debug;
 use std::ops::RangeBounds;
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::sync::{Arc, Mutex, MutexGuard, OnceLock};
 
 use openraft::storage::{LogFlushed, RaftLogStorage};
 use openraft::{AnyError, EntryPayload, LogState, Membership, RaftLogReader, StorageIOError};
 
+use super::early::Early;
 use super::types::{Entry, LogId, RaftMember, TypeConfig, Vote, typ::StorageError};
 use crate::catalog::{
     CheckRegistration, Command, Deregistration, HealthStatus, Registration, ServiceAddress,
@@ -40,6 +45,9 @@ pub(crate) struct LogStore {
     mirror: Arc<Mutex<Mirror>>,
     /// Where the changes go to become durable.
     writer: Writer,
+    /// Sends the leader's own entries to the followers as they are
+    /// appended; set once Raft runs (it needs openraft's metrics).
+    early: Arc<OnceLock<Arc<Early>>>,
 }
 
 #[derive(Debug, Default)]
@@ -76,7 +84,14 @@ impl LogStore {
         Ok(Self {
             mirror: Arc::new(Mutex::new(mirror)),
             writer,
+            early: Arc::new(OnceLock::new()),
         })
+    }
+
+    /// From now on, entries this server appends as leader are sent to the
+    /// followers at once through `early`. Only the first call counts.
+    pub(crate) fn send_early(&self, early: Arc<Early>) {
+        let _ = self.early.set(early);
     }
 
     /// The newest configuration in the log's entries, if any.
@@ -212,8 +227,30 @@ impl RaftLogStorage<TypeConfig> for LogStore {
         for entry in &entries {
             encoded.push((entry.log_id.index, store::encode(entry).map_err(write_err)?));
         }
+        let early = self.early.get().filter(|early| {
+            entries
+                .first()
+                .is_some_and(|e| early.leads(&e.log_id.leader_id))
+        });
         {
             let mut mirror = self.mirror();
+            if let (Some(early), Some(first)) = (early, entries.first()) {
+                // The log id the entries follow, as the leader's
+                // AppendEntries names it; unknown (not in the mirror) only
+                // if the log was compacted past it, and then openraft sends
+                // a snapshot rather than these entries anyway.
+                let prev = match first.log_id.index.checked_sub(1) {
+                    None => Some(None),
+                    Some(i) => mirror
+                        .entries
+                        .get(&i)
+                        .map(|e| Some(e.log_id))
+                        .or_else(|| mirror.purged.filter(|p| p.index == i).map(Some)),
+                };
+                if let Some(prev) = prev {
+                    early.send(prev, &entries, mirror.committed);
+                }
+            }
             for entry in entries {
                 mirror.entries.insert(entry.log_id.index, entry);
             }

@@ -30,6 +30,7 @@
 
 mod cluster;
 mod contact;
+mod early;
 mod log_store;
 mod membership;
 mod network;
@@ -201,6 +202,10 @@ pub struct Consensus {
     /// The WAN pool as this server tells others of it, set by the agent
     /// once the pool runs (after server RPC already answers).
     wan: std::sync::OnceLock<WanFacts>,
+    /// Sends this leader's entries to the followers during its own fsync
+    /// (the log store holds it); here for tests to read its counters.
+    #[cfg(test)]
+    early: Arc<early::Early>,
 }
 
 impl std::fmt::Debug for Consensus {

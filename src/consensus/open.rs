@@ -12,6 +12,7 @@ use openraft::{Config, SnapshotPolicy};
 use tokio_util::sync::CancellationToken;
 
 use super::contact::Contact;
+use super::early::Early;
 use super::log_store::{self, LogStore};
 use super::network::Network;
 use super::proposer::Proposer;
@@ -109,14 +110,16 @@ impl Consensus {
             space: space.clone(),
         });
         // Opening and reading block on the disk; do it off the runtime.
+        let snapshot_dir = dir.clone();
         let (db, contents) = tokio::task::spawn_blocking(move || {
             let db = store::open(dir.as_deref())?;
             store::format::upgrade(
                 &db,
+                dir.as_deref(),
                 log_store::upgrade_entry,
                 state_machine::upgrade_snapshot,
             )?;
-            let contents = store::load(&db)?;
+            let contents = store::load(&db)?.with_snapshot_file(dir.as_deref())?;
             Ok::<_, StoreError>((db, contents))
         })
         .await
@@ -139,7 +142,8 @@ impl Consensus {
                 .await
                 .map_err(|e| StartError::Recovery(e.to_string()))?;
         }
-        let state_machine = StateMachine::open(&contents, replica.clone(), writer.clone())?;
+        let state_machine =
+            StateMachine::open(&contents, replica.clone(), writer.clone(), snapshot_dir)?;
         drop(contents);
 
         let config = Config {
@@ -171,9 +175,17 @@ impl Consensus {
             contact: contact.clone(),
             retry: tuning.heartbeat,
         };
-        let raft = Raft::new(raft_id, Arc::new(config), network, log_store, state_machine)
-            .await
-            .map_err(|e| StartError::Raft(e.to_string()))?;
+        let raft = Raft::new(
+            raft_id,
+            Arc::new(config),
+            network,
+            log_store.clone(),
+            state_machine,
+        )
+        .await
+        .map_err(|e| StartError::Raft(e.to_string()))?;
+        let early = Early::new(raft_id, pool.clone(), raft.metrics());
+        log_store.send_early(early.clone());
 
         let me = RaftMember::new(cfg.node_name.clone(), cfg.rpc_addr);
         if cfg.raft.bootstrap_expect == 1 {
@@ -216,6 +228,8 @@ impl Consensus {
             stop: CancellationToken::new(),
             tasks: Mutex::new(Vec::new()),
             wan: std::sync::OnceLock::new(),
+            #[cfg(test)]
+            early,
         });
         let task = tokio::spawn(cluster::discover(
             Arc::downgrade(&consensus),

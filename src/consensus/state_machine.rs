@@ -13,10 +13,18 @@
 //! `[format version][postcard of the catalog]` (`store::snapshot`, whose
 //! bytes client agents that fell behind fetch too), decoded by its version;
 //! the catalog itself is encoded through its serde impl.
+//!
+//! A snapshot is stored in its own file (`store::snapshot::write_file`),
+//! by the task that builds or installs it, never through the log's writer:
+//! a commit of megabytes there held every log append queued behind it. Only
+//! once the file is durable does openraft learn of the snapshot and purge
+//! the log it covers.
 
 use std::io::Cursor;
+use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::{Duration, Instant};
 
 use openraft::storage::RaftStateMachine;
 use openraft::{AnyError, EntryPayload, RaftSnapshotBuilder, StorageIOError};
@@ -29,8 +37,11 @@ use super::types::{
 };
 use crate::catalog::{Replica, StateSnapshot, StateSnapshotV2};
 use crate::store::format::{self, FormatError, Version};
-use crate::store::snapshot::{decode_catalog, encode_catalog};
-use crate::store::{self, Contents, Op, StoreError, Writer, keys, v1};
+use crate::store::snapshot::{self as snapshot_file, decode_catalog, encode_catalog};
+use crate::store::{self, Contents, StoreError, Writer, v1};
+
+/// How often a snapshot write that found the disk full tries again.
+const SPACE_RETRY: Duration = Duration::from_secs(1);
 
 /// A snapshot as stored in redb: openraft's metadata and the snapshot body.
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -104,7 +115,18 @@ pub(crate) struct StateMachine {
     current: Arc<tokio::sync::Mutex<Option<StoredSnapshot>>>,
     /// Makes snapshot ids unique when two snapshots cover the same log id.
     snapshot_seq: Arc<AtomicU64>,
-    /// Where snapshots are made durable.
+    /// Where snapshots are made durable: the Raft data dir (`None` in
+    /// memory), and the log's writer, only to know when the server stops.
+    durable: Durable,
+}
+
+/// Where snapshots are written.
+#[derive(Debug, Clone)]
+struct Durable {
+    /// The Raft data dir; `None` for an in-memory server, whose snapshot
+    /// lives only in [`StateMachine::current`].
+    dir: Option<Arc<Path>>,
+    /// Stopping it ends a wait for disk space.
     writer: Writer,
 }
 
@@ -113,13 +135,19 @@ fn snapshot_write_err(meta: &SnapshotMeta, e: StoreError) -> StorageError {
 }
 
 impl StateMachine {
-    /// Restores the stored snapshot, if any, into `replica`.
+    /// Restores the stored snapshot (read from `dir` into `contents`), if
+    /// any, into `replica`. Snapshots are written to `dir` from now on.
     pub(crate) fn open(
         contents: &Contents,
         replica: Arc<Replica>,
         writer: Writer,
+        dir: Option<PathBuf>,
     ) -> Result<Self, StoreError> {
-        let stored: Option<StoredSnapshot> = contents.meta(keys::SNAPSHOT)?;
+        let stored: Option<StoredSnapshot> = contents
+            .snapshot
+            .as_deref()
+            .map(store::decode)
+            .transpose()?;
         let mut applied = Applied::default();
         if let Some(snapshot) = &stored {
             let catalog = decode_catalog(&snapshot.data)?;
@@ -132,7 +160,10 @@ impl StateMachine {
             applied: Arc::new(Mutex::new(applied)),
             current: Arc::new(tokio::sync::Mutex::new(stored)),
             snapshot_seq: Arc::new(AtomicU64::new(0)),
-            writer,
+            durable: Durable {
+                dir: dir.map(Arc::from),
+                writer,
+            },
         })
     }
 
@@ -141,11 +172,13 @@ impl StateMachine {
     }
 }
 
-/// Makes `snapshot` durable and current, unless a newer one already is.
+/// Makes `snapshot` durable and current, unless a newer one already is;
+/// `background` writes it at the lower priority of [`in_background`].
 async fn store_snapshot(
     current: &tokio::sync::Mutex<Option<StoredSnapshot>>,
-    writer: &Writer,
+    durable: &Durable,
     snapshot: StoredSnapshot,
+    background: bool,
 ) -> Result<(), StorageError> {
     let mut current = current.lock().await;
     if let Some(cur) = current.as_ref()
@@ -153,20 +186,52 @@ async fn store_snapshot(
     {
         return Ok(());
     }
-    // Off the runtime's worker threads, like the catalog's encoding.
-    let (snapshot, bytes) = tokio::task::spawn_blocking(move || {
-        let bytes = store::encode(&snapshot);
-        (snapshot, bytes)
-    })
-    .await
-    .map_err(|e| StorageError::from(StorageIOError::read_state_machine(AnyError::new(&e))))?;
-    let bytes = bytes.map_err(|e| snapshot_write_err(&snapshot.meta, e))?;
-    writer
-        .write(Op::Put(keys::SNAPSHOT, bytes))
-        .await
-        .map_err(|e| snapshot_write_err(&snapshot.meta, e))?;
+    let snapshot = match &durable.dir {
+        // Its own file, off the runtime's worker threads: the log's writer
+        // commits on meanwhile.
+        Some(dir) => {
+            let (dir, durable) = (dir.clone(), durable.clone());
+            let write = move || {
+                let written = write_waiting_for_space(&dir, &durable.writer, &snapshot);
+                written.map(|()| snapshot)
+            };
+            let failed =
+                |e| StorageError::from(StorageIOError::write_snapshot(None, AnyError::new(&e)));
+            if background {
+                in_background(write).await.map_err(failed)??
+            } else {
+                tokio::task::spawn_blocking(write)
+                    .await
+                    .map_err(|e| failed(std::io::Error::other(e)))??
+            }
+        }
+        None => snapshot,
+    };
     *current = Some(snapshot);
     Ok(())
+}
+
+/// Writes the snapshot file; on a full disk, waits for space as the log's
+/// writer does (openraft stops on any storage error) until the server stops.
+fn write_waiting_for_space(
+    dir: &Path,
+    writer: &Writer,
+    snapshot: &StoredSnapshot,
+) -> Result<(), StorageError> {
+    let mut warned = false;
+    loop {
+        match snapshot_file::write_file(dir, snapshot) {
+            Ok(()) => return Ok(()),
+            Err(e) if snapshot_file::is_no_space(&e) && !writer.is_stopping() => {
+                if !warned {
+                    warned = true;
+                    tracing::warn!(error = %e, "the disk is full: the snapshot waits for space");
+                }
+                std::thread::sleep(SPACE_RETRY);
+            }
+            Err(e) => return Err(snapshot_write_err(&snapshot.meta, e)),
+        }
+    }
 }
 
 /// A copy of the state machine taken at one log id, to be encoded and stored
@@ -176,22 +241,28 @@ pub(crate) struct SnapshotBuilder {
     catalog: StateSnapshot,
     last_applied: Option<LogId>,
     membership: StoredMembership,
+    /// How long copying the catalog held `apply` up: the part of a
+    /// snapshot that still stands in the write path's way.
+    copied: Duration,
     seq: u64,
     current: Arc<tokio::sync::Mutex<Option<StoredSnapshot>>>,
-    writer: Writer,
+    durable: Durable,
 }
 
 impl RaftSnapshotBuilder<TypeConfig> for SnapshotBuilder {
     async fn build_snapshot(&mut self) -> Result<Snapshot, StorageError> {
         // Encoding a large catalog takes a while: keep it off the runtime's
-        // worker threads, which serve DNS-over-TCP, HTTP and Raft.
+        // worker threads, which serve DNS-over-TCP, HTTP and Raft, and below
+        // the write path's CPU priority (see `in_background`).
         let catalog = std::mem::take(&mut self.catalog);
-        let data = tokio::task::spawn_blocking(move || encode_catalog(&catalog))
+        let started = Instant::now();
+        let data = in_background(move || encode_catalog(&catalog))
             .await
             .map_err(|e| StorageError::from(StorageIOError::read_state_machine(AnyError::new(&e))))?
             .map_err(|e| {
                 StorageError::from(StorageIOError::read_state_machine(AnyError::new(&e)))
             })?;
+        let encoded = started.elapsed();
         let snapshot_id = match self.last_applied {
             Some(id) => format!("{}-{}-{}", id.leader_id, id.index, self.seq),
             None => format!("none-{}", self.seq),
@@ -205,9 +276,43 @@ impl RaftSnapshotBuilder<TypeConfig> for SnapshotBuilder {
             data,
         };
         let snapshot = stored.to_snapshot();
-        store_snapshot(&self.current, &self.writer, stored).await?;
+        let bytes = stored.data.len();
+        store_snapshot(&self.current, &self.durable, stored, true).await?;
+        tracing::info!(
+            snapshot = %snapshot.meta.snapshot_id,
+            bytes,
+            copy_ms = self.copied.as_secs_f64() * 1e3,
+            encode_ms = encoded.as_secs_f64() * 1e3,
+            write_ms = (started.elapsed() - encoded).as_secs_f64() * 1e3,
+            "built and stored a snapshot"
+        );
         Ok(snapshot)
     }
+}
+
+/// Runs `work` on a thread of its own at a lower CPU priority (nice 10)
+/// than the rest of the server, and waits for its result: building a
+/// snapshot (encoding the catalog, writing the file) must not take CPU from
+/// the writes and reads that go on meanwhile, least of all on a small
+/// machine. A thread per snapshot, since the niceness stays with the thread.
+async fn in_background<T: Send + 'static>(
+    work: impl FnOnce() -> T + Send + 'static,
+) -> Result<T, std::io::Error> {
+    let (tx, rx) = tokio::sync::oneshot::channel();
+    std::thread::Builder::new()
+        .name("trellis-snapshot".into())
+        .spawn(move || {
+            // SAFETY: plain system calls with no pointers; on Linux
+            // PRIO_PROCESS with a thread id sets that thread's nice value.
+            // Failing only leaves the thread at its normal priority.
+            unsafe {
+                let tid = libc::gettid();
+                libc::setpriority(libc::PRIO_PROCESS, tid as libc::id_t, 10);
+            }
+            let _ = tx.send(work());
+        })?;
+    rx.await
+        .map_err(|_| std::io::Error::other("the snapshot thread panicked"))
 }
 
 impl RaftStateMachine<TypeConfig> for StateMachine {
@@ -254,13 +359,16 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
         // The applied lock keeps `apply` out while the catalog is copied, so
         // the copy and `last_applied` describe the same point.
         let applied = self.applied();
+        let started = Instant::now();
+        let catalog = self.replica.snapshot();
         SnapshotBuilder {
-            catalog: self.replica.snapshot(),
+            catalog,
+            copied: started.elapsed(),
             last_applied: applied.last_applied,
             membership: applied.membership.clone(),
             seq: self.snapshot_seq.fetch_add(1, Ordering::Relaxed),
             current: self.current.clone(),
-            writer: self.writer.clone(),
+            durable: self.durable.clone(),
         }
     }
 
@@ -285,7 +393,7 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
             meta: meta.clone(),
             data,
         };
-        store_snapshot(&self.current, &self.writer, stored).await?;
+        store_snapshot(&self.current, &self.durable, stored, false).await?;
         let mut applied = self.applied();
         self.replica.install(catalog);
         applied.last_applied = meta.last_log_id;
@@ -530,11 +638,20 @@ mod tests {
     /// returns the catalog it ends with.
     async fn open_and_replay(dir: &Path) -> (Option<Upgraded>, State) {
         let db = store::open(Some(dir)).expect("open");
-        let upgraded = format::upgrade(&db, upgrade_entry, upgrade_snapshot).expect("upgrade");
-        let contents = store::load(&db).expect("load");
+        let upgraded =
+            format::upgrade(&db, Some(dir), upgrade_entry, upgrade_snapshot).expect("upgrade");
+        let contents = store::load(&db)
+            .and_then(|c| c.with_snapshot_file(Some(dir)))
+            .expect("load");
         let writer = Writer::spawn(db, 16, None).expect("writer");
         let replica = Arc::new(Replica::new());
-        let mut sm = StateMachine::open(&contents, replica.clone(), writer.clone()).expect("sm");
+        let mut sm = StateMachine::open(
+            &contents,
+            replica.clone(),
+            writer.clone(),
+            Some(dir.to_owned()),
+        )
+        .expect("sm");
         let mut log = LogStore::open(&contents, writer.clone()).expect("log");
         let (applied, _) = sm.applied_state().await.expect("applied");
         let from = applied.map_or(0, |id| id.index + 1);

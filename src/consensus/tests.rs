@@ -39,10 +39,15 @@ impl StoreBuilder<TypeConfig, LogStore, StateMachine, Option<tempfile::TempDir>>
 
 fn open_parts(dir: Option<&Path>) -> Result<(LogStore, StateMachine), StoreError> {
     let db = store::open(dir)?;
-    let contents: Contents = store::load(&db)?;
+    let contents: Contents = store::load(&db)?.with_snapshot_file(dir)?;
     let writer = Writer::spawn(db, 64, None)?;
     let log_store = LogStore::open(&contents, writer.clone())?;
-    let sm = StateMachine::open(&contents, Arc::new(Replica::new()), writer)?;
+    let sm = StateMachine::open(
+        &contents,
+        Arc::new(Replica::new()),
+        writer,
+        dir.map(Path::to_owned),
+    )?;
     Ok((log_store, sm))
 }
 
@@ -215,7 +220,12 @@ fn snapshots_compact_the_log_and_restore_on_restart() {
     let db = store::open(Some(dir.path())).expect("reopen");
     let contents = store::load(&db).expect("load");
     drop(db);
-    assert!(contents.meta.contains_key(keys::SNAPSHOT));
+    assert!(
+        !contents.meta.contains_key(keys::SNAPSHOT),
+        "not in the log's database"
+    );
+    let file = store::snapshot::read_file(dir.path()).expect("read");
+    assert!(file.is_some(), "the snapshot has its own file");
     let first = contents.log.first().expect("tail").0;
     let last = contents.log.last().expect("tail").0;
     assert!(first > 150, "log was purged (first kept index {first})");

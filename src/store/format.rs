@@ -7,7 +7,9 @@
 //! written down wherever the bytes may outlive the build that wrote them:
 //!
 //! - the data dir: [`keys::FORMAT`] in `META`, checked on
-//!   every open;
+//!   every open, holds [`DATA_DIR`]: the encodings' version until 5, and
+//!   since 6 also where things are kept (format 6 moved the snapshot out of
+//!   the database into its own file with the encodings unchanged);
 //! - every log entry's batch of commands (on disk and in AppendEntries), as
 //!   `(version, postcard bytes of the commands)`;
 //! - every snapshot body (stored, and shipped in InstallSnapshot), as
@@ -19,13 +21,16 @@
 //! [`FormatError::Newer`], its contents untouched. [`upgrade`] then rewrites
 //! an older one in place, in one write transaction: every log entry and the
 //! snapshot re-encoded by functions consensus supplies (it knows the types;
-//! the frozen types of version 1 are in [`super::v1`]), and the version
-//! stamped.
+//! the frozen types of version 1 are in [`super::v1`]), the snapshot moved
+//! to its file, and the version stamped.
 //!
 //! Changing any encoded type (the commands, the catalog's tables, the stored
 //! snapshot, openraft's entry and metadata) is a new version: bump
-//! [`CURRENT`], freeze the old types beside [`super::v1`], and add the step.
+//! [`CURRENT`] and [`DATA_DIR`], freeze the old types beside [`super::v1`],
+//! and add the step.
 //! The golden-bytes tests beside each encoding fail until that is done.
+
+use std::path::Path;
 
 use redb::{Database, Durability, ReadableTable, ReadableTableMetadata, WriteTransaction};
 use serde::Serialize;
@@ -53,6 +58,17 @@ pub type Version = u32;
 ///   variants (format 4's batches read unchanged); the snapshot gains the
 ///   prepared queries after the ACL fields.
 pub const CURRENT: Version = 5;
+
+/// The data dir version this build writes and reads without upgrading: the
+/// `format` value in `META`. Never below [`CURRENT`]; bumped with it, and
+/// alone when the layout changes with the encodings as they were.
+///
+/// - 1 to 5: as [`CURRENT`]; the stored snapshot is the `snapshot` value in
+///   `META`.
+/// - 6: format 5's encodings; the stored snapshot in its own file beside
+///   the database (`store::snapshot::FILE_NAME`, the same bytes `META` held),
+///   written outside the log's transactions.
+pub const DATA_DIR: Version = 6;
 
 /// The version of a data dir that has content but no `format` key: it was
 /// written before formats were versioned.
@@ -128,14 +144,14 @@ pub(super) fn check_on_open(txn: &WriteTransaction, file: &str) -> Result<(), St
     match stored_version(txn)? {
         None => {
             let mut meta = txn.open_table(META).map_err(redb_err)?;
-            let bytes = postcard::to_stdvec(&CURRENT)?;
+            let bytes = postcard::to_stdvec(&DATA_DIR)?;
             meta.insert(keys::FORMAT, bytes.as_slice())
                 .map_err(redb_err)?;
             Ok(())
         }
-        Some(found) if found > CURRENT => Err(FormatError::Newer {
+        Some(found) if found > DATA_DIR => Err(FormatError::Newer {
             found,
-            ours: CURRENT,
+            ours: DATA_DIR,
             file: file.to_owned(),
         }
         .into()),
@@ -143,18 +159,18 @@ pub(super) fn check_on_open(txn: &WriteTransaction, file: &str) -> Result<(), St
     }
 }
 
-/// Checks that the stored `format` value is [`CURRENT`], for reads.
+/// Checks that the stored `format` value is [`DATA_DIR`], for reads.
 pub(super) fn check_current(stored: Option<&[u8]>) -> Result<(), StoreError> {
     let found = match stored {
         Some(bytes) => postcard::from_bytes(bytes)?,
         None => UNVERSIONED,
     };
-    if found == CURRENT {
+    if found == DATA_DIR {
         Ok(())
     } else {
         Err(FormatError::NotUpgraded {
             found,
-            ours: CURRENT,
+            ours: DATA_DIR,
         }
         .into())
     }
@@ -167,23 +183,27 @@ pub struct Upgraded {
     pub from: Version,
     /// Log entries re-encoded.
     pub log_entries: usize,
-    /// Whether a snapshot was re-encoded.
+    /// Whether a snapshot was re-encoded or moved to its file.
     pub snapshot: bool,
 }
 
-/// Rewrites a data dir of an older format into [`CURRENT`] in one durable
-/// write transaction: every log entry through `log_entry`, the snapshot
-/// through `snapshot`, then the version. The other `META` values (vote, log
-/// ids, Raft id) are openraft's and ours, unchanged since version 1. A crash
-/// part-way leaves the old data dir whole. `None` when it was current.
+/// Rewrites a data dir of an older format into [`DATA_DIR`] in one durable
+/// write transaction: every log entry through `log_entry` and the snapshot
+/// through `snapshot` (from an older [`CURRENT`]), the snapshot out of
+/// `META` into its file in `dir` (written before the transaction commits),
+/// then the version. The other `META` values (vote, log ids, Raft id) are
+/// openraft's and ours, unchanged since version 1. A crash part-way leaves
+/// the old data dir whole (and maybe a snapshot file, which the next try
+/// writes again). `None` when it was current.
 pub fn upgrade(
     db: &Database,
+    dir: Option<&Path>,
     log_entry: Reencode,
     snapshot: Reencode,
 ) -> Result<Option<Upgraded>, StoreError> {
     let mut txn = db.begin_write().map_err(redb_err)?;
     let from = match stored_version(&txn)? {
-        Some(v) if v < CURRENT => v,
+        Some(v) if v < DATA_DIR => v,
         // New databases were stamped on open and newer ones refused there.
         _ => {
             txn.abort().map_err(redb_err)?;
@@ -202,7 +222,9 @@ pub fn upgrade(
         let mut rewritten = Vec::new();
         for row in log.iter().map_err(redb_err)? {
             let (index, bytes) = row.map_err(redb_err)?;
-            rewritten.push((index.value(), log_entry(from, bytes.value())?));
+            if from < CURRENT {
+                rewritten.push((index.value(), log_entry(from, bytes.value())?));
+            }
         }
         for (index, bytes) in &rewritten {
             log.insert(*index, bytes.as_slice()).map_err(redb_err)?;
@@ -215,19 +237,28 @@ pub fn upgrade(
             .map_err(redb_err)?
             .map(|v| v.value().to_vec());
         if let Some(stored) = stored {
-            let bytes = snapshot(from, &stored)?;
-            meta.insert(keys::SNAPSHOT, bytes.as_slice())
-                .map_err(redb_err)?;
+            let bytes = if from < CURRENT {
+                snapshot(from, &stored)?
+            } else {
+                stored
+            };
+            let Some(dir) = dir else {
+                return Err(StoreError::WriteFailed(
+                    "an older data dir's snapshot has no directory to move to".into(),
+                ));
+            };
+            super::snapshot::write_file_encoded(dir, &bytes)?;
+            meta.remove(keys::SNAPSHOT).map_err(redb_err)?;
             done.snapshot = true;
         }
-        let version = postcard::to_stdvec(&CURRENT)?;
+        let version = postcard::to_stdvec(&DATA_DIR)?;
         meta.insert(keys::FORMAT, version.as_slice())
             .map_err(redb_err)?;
     }
     txn.commit().map_err(redb_err)?;
     tracing::info!(
         from = done.from,
-        to = CURRENT,
+        to = DATA_DIR,
         log_entries = done.log_entries,
         snapshot = done.snapshot,
         "upgraded the raft data to the current format"
@@ -264,7 +295,7 @@ mod tests {
     use super::*;
     use crate::store::{encode, load, open};
 
-    fn meta_value(dir: &std::path::Path, key: &str) -> Option<Vec<u8>> {
+    fn meta_value(dir: &Path, key: &str) -> Option<Vec<u8>> {
         let db = open(Some(dir)).expect("open");
         load(&db).expect("load").meta.get(key).cloned()
     }
@@ -273,7 +304,7 @@ mod tests {
     fn a_new_data_dir_is_stamped_with_the_current_version() {
         let dir = tempfile::tempdir().expect("tempdir");
         let stamped = meta_value(dir.path(), keys::FORMAT).expect("format key");
-        assert_golden("the format value", &stamped, "05");
+        assert_golden("the format value", &stamped, "06");
     }
 
     #[test]
@@ -287,7 +318,7 @@ mod tests {
                 .expect("meta")
                 .insert(
                     keys::FORMAT,
-                    encode(&(CURRENT + 1)).expect("encode").as_slice(),
+                    encode(&(DATA_DIR + 1)).expect("encode").as_slice(),
                 )
                 .expect("insert");
             txn.commit().expect("commit");
@@ -297,12 +328,12 @@ mod tests {
         let file = dir.path().join("raft.redb").display().to_string();
         assert!(
             matches!(err, StoreError::Format(FormatError::Newer { found, ours, .. })
-                if found == CURRENT + 1 && ours == CURRENT),
+                if found == DATA_DIR + 1 && ours == DATA_DIR),
             "{err:?}"
         );
         for needle in [
-            format!("version {}", CURRENT + 1),
-            format!("version {CURRENT}"),
+            format!("version {}", DATA_DIR + 1),
+            format!("version {DATA_DIR}"),
             file,
         ] {
             assert!(text.contains(&needle), "{text:?} lacks {needle:?}");
@@ -321,6 +352,61 @@ mod tests {
         assert_golden("a log id", &encode(&log_id).expect("encode"), "03070a");
         assert_golden("a node id", &encode(&7u64).expect("encode"), "07");
         assert_golden("the format", &encode(&CURRENT).expect("encode"), "05");
+    }
+
+    fn never_called(_: Version, _: &[u8]) -> Result<Vec<u8>, StoreError> {
+        panic!("format 5's encodings are current: nothing is re-encoded")
+    }
+
+    /// Format 5 kept the snapshot in `META`: the upgrade to 6 moves the same
+    /// bytes into the snapshot file, leaves the log as it was, and a crash
+    /// before the upgrade committed leaves the data dir as format 5 (whose
+    /// upgrade simply runs again).
+    #[test]
+    fn a_format_5_data_dir_upgrades_by_moving_its_snapshot_into_its_file() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let snapshot = b"\x01\x02stored snapshot".to_vec();
+        {
+            let db = open(Some(dir.path())).expect("create");
+            let txn = db.begin_write().expect("txn");
+            {
+                let mut meta = txn.open_table(META).expect("meta");
+                meta.insert(keys::FORMAT, encode(&5u32).expect("encode").as_slice())
+                    .expect("format");
+                meta.insert(keys::SNAPSHOT, snapshot.as_slice())
+                    .expect("snapshot");
+                let mut log = txn.open_table(LOG).expect("log");
+                log.insert(7, b"entry".as_slice()).expect("entry");
+            }
+            txn.commit().expect("commit");
+        }
+        let db = open(Some(dir.path())).expect("open format 5");
+        assert!(matches!(
+            load(&db),
+            Err(StoreError::Format(FormatError::NotUpgraded {
+                found: 5,
+                ..
+            }))
+        ));
+        let done = upgrade(&db, Some(dir.path()), never_called, never_called).expect("upgrade");
+        assert_eq!(
+            done,
+            Some(Upgraded {
+                from: 5,
+                log_entries: 0,
+                snapshot: true
+            })
+        );
+        let contents = load(&db)
+            .and_then(|c| c.with_snapshot_file(Some(dir.path())))
+            .expect("load format 6");
+        assert_eq!(contents.snapshot, Some(snapshot));
+        assert!(!contents.meta.contains_key(keys::SNAPSHOT));
+        assert_eq!(contents.log, vec![(7, b"entry".to_vec())]);
+        assert_eq!(
+            upgrade(&db, Some(dir.path()), never_called, never_called).expect("again"),
+            None
+        );
     }
 
     #[test]

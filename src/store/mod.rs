@@ -7,8 +7,14 @@
 //!
 //! - [`LOG`]: Raft log entries by index, postcard-encoded.
 //! - [`META`]: small named values (see [`keys`]): the data dir's format
-//!   version, the vote, the last purged and committed log ids, this server's
-//!   Raft id and the latest snapshot.
+//!   version, the vote, the last purged and committed log ids and this
+//!   server's Raft id (and, in data dirs before format 6, the latest
+//!   snapshot).
+//!
+//! The latest snapshot lives beside the database in its own file
+//! ([`snapshot::FILE_NAME`]), written whole and renamed into place by the
+//! task that builds it, so that a snapshot's megabytes never sit in a log
+//! commit.
 //!
 //! The encodings are versioned as a whole ([`format`](mod@format)): opening
 //! checks the data dir's version, and [`format::upgrade`] rewrites an older
@@ -171,12 +177,25 @@ pub struct Contents {
     pub log: Vec<(u64, Vec<u8>)>,
     /// The [`META`] values by key, still encoded.
     pub meta: std::collections::BTreeMap<String, Vec<u8>>,
+    /// The snapshot file's bytes ([`snapshot::FILE_NAME`]), once
+    /// [`Contents::with_snapshot_file`] read them.
+    pub snapshot: Option<Vec<u8>>,
 }
 
 impl Contents {
     /// Decodes the value stored under `key`, if any.
     pub fn meta<T: DeserializeOwned>(&self, key: &str) -> Result<Option<T>, StoreError> {
         self.meta.get(key).map(|v| decode(v)).transpose()
+    }
+
+    /// Adds the data dir's snapshot file, if `dir` has one (`None`: an
+    /// in-memory server, which has none).
+    pub fn with_snapshot_file(mut self, dir: Option<&Path>) -> Result<Self, StoreError> {
+        self.snapshot = match dir {
+            Some(dir) => snapshot::read_file(dir)?,
+            None => None,
+        };
+        Ok(self)
     }
 }
 

@@ -7,6 +7,13 @@
 //! transaction: under load one fsync carries many log entries. An operation's
 //! [`Done`] callback runs only after the transaction holding it committed.
 //!
+//! Purging the head of the log after a snapshot deletes thousands of entries;
+//! done in one transaction, that delete would delay the appends committed
+//! with it. So a purge is carried out a slice at a time
+//! ([`PURGE_STEP`] entries), each slice riding along with a commit that
+//! happens anyway. Entries not yet deleted are harmless: the purge point,
+//! committed first, tells the next start to ignore them.
+//!
 //! A commit that fails because the disk is full is not an error to the
 //! callers: the thread reopens the database once space is freed and commits
 //! the same operations again (see `space.rs`), so openraft, which stops on
@@ -19,7 +26,7 @@ use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
-use redb::{Database, Durability};
+use redb::{Database, Durability, ReadableTable};
 use tokio::sync::{mpsc, oneshot};
 
 use super::space::{self, Space};
@@ -35,6 +42,9 @@ const SPACE_RETRY: Duration = Duration::from_secs(5);
 /// still gets acknowledged in steady steps.
 const MAX_BATCH: usize = 4096;
 
+/// The most purged log entries one transaction deletes.
+const PURGE_STEP: u64 = 256;
+
 /// One change to the database. Operations commit in the order submitted.
 #[derive(Debug)]
 pub enum Op {
@@ -42,7 +52,11 @@ pub enum Op {
     Append(Vec<(u64, Vec<u8>)>),
     /// Delete log entries with index `>=` this.
     TruncateFrom(u64),
-    /// Delete log entries with index `<=` this.
+    /// Delete log entries with index `<=` this: a slice with each commit
+    /// from now on until none is left. Needs no transaction of its own, and
+    /// its callback says nothing of the deletion; submit it only after the
+    /// purge point is durable, which tells the log's reader to skip what is
+    /// not yet deleted.
     PurgeUpTo(u64),
     /// Set a [`META`] value.
     Put(&'static str, Vec<u8>),
@@ -61,7 +75,7 @@ impl Op {
     fn writes(&self) -> bool {
         matches!(
             self,
-            Self::Append(_) | Self::TruncateFrom(_) | Self::PurgeUpTo(_) | Self::Put(..)
+            Self::Append(_) | Self::TruncateFrom(_) | Self::Put(..)
         )
     }
 }
@@ -192,6 +206,12 @@ impl Writer {
         }
     }
 
+    /// Whether [`Writer::stop`] was called: a wait for disk space elsewhere
+    /// (the snapshot file) gives up too.
+    pub fn is_stopping(&self) -> bool {
+        self.stopping.load(Ordering::Acquire)
+    }
+
     /// The commit counters.
     pub fn stats(&self) -> Arc<WriterStats> {
         self.stats.clone()
@@ -213,8 +233,9 @@ fn run(mut disk: Disk, mut rx: mpsc::Receiver<Queued>, stats: Arc<WriterStats>) 
     // After a failed commit the callers' in-memory state is ahead of the
     // disk; refuse everything so that nothing is acknowledged out of order.
     let mut failed: Option<String> = None;
-    // Lazy values not yet committed, latest per key.
-    let mut lazy: Vec<(&'static str, Vec<u8>)> = Vec::new();
+    // Lazy values not yet committed, latest per key, and the head of the
+    // log still to delete.
+    let mut lazy = Lazy::default();
     while let Some(first) = rx.blocking_recv() {
         batch.push(first);
         while batch.len() < MAX_BATCH {
@@ -256,7 +277,7 @@ fn run(mut disk: Disk, mut rx: mpsc::Receiver<Queued>, stats: Arc<WriterStats>) 
 fn commit_or_wait(
     disk: &mut Disk,
     batch: &[Queued],
-    lazy: &mut Vec<(&'static str, Vec<u8>)>,
+    lazy: &mut Lazy,
     stats: &WriterStats,
 ) -> Result<(), StoreError> {
     let mut waited = false;
@@ -338,21 +359,36 @@ fn reopen_when_space(on_disk: &OnDisk, stopping: &AtomicBool) -> Result<Database
     }
 }
 
+/// What rides along with the next commit that writes anything.
+#[derive(Debug, Default)]
+struct Lazy {
+    /// [`Op::PutLazy`] values not yet committed, latest per key.
+    values: Vec<(&'static str, Vec<u8>)>,
+    /// [`Op::PurgeUpTo`]: log entries up to this index are still to delete.
+    purge_upto: Option<u64>,
+}
+
 fn commit(
     db: &Database,
     batch: &[Queued],
-    lazy: &mut Vec<(&'static str, Vec<u8>)>,
+    lazy: &mut Lazy,
     stats: &WriterStats,
 ) -> Result<(), StoreError> {
     for (op, _) in batch {
-        if let Op::PutLazy(key, bytes) = op {
-            lazy.retain(|(k, _)| k != key);
-            lazy.push((key, bytes.clone()));
+        match op {
+            Op::PutLazy(key, bytes) => {
+                lazy.values.retain(|(k, _)| k != key);
+                lazy.values.push((key, bytes.clone()));
+            }
+            Op::PurgeUpTo(upto) => {
+                lazy.purge_upto = lazy.purge_upto.max(Some(*upto));
+            }
+            _ => {}
         }
     }
     let stop = batch.iter().any(|(op, _)| matches!(op, Op::Stop));
     let writes = batch.iter().any(|(op, _)| op.writes());
-    let flush_lazy = stop && !lazy.is_empty();
+    let flush_lazy = stop && !lazy.values.is_empty();
     if !writes && !flush_lazy {
         return Ok(());
     }
@@ -360,12 +396,13 @@ fn commit(
     txn.set_durability(Durability::Immediate)
         .map_err(redb_err)?;
     let mut entries = 0u64;
+    let mut purge_left = lazy.purge_upto;
     {
         let mut log = txn.open_table(LOG).map_err(redb_err)?;
         let mut meta = txn.open_table(META).map_err(redb_err)?;
         // Lazy values first: any eager write to the same key in this batch
         // came later and wins. They stay queued until the commit succeeds.
-        for (key, bytes) in lazy.iter() {
+        for (key, bytes) in &lazy.values {
             meta.insert(*key, bytes.as_slice()).map_err(redb_err)?;
         }
         for (op, _) in batch {
@@ -379,18 +416,28 @@ fn commit(
                 Op::TruncateFrom(from) => {
                     log.retain_in(*from.., |_, _| false).map_err(redb_err)?;
                 }
-                Op::PurgeUpTo(upto) => {
-                    log.retain_in(..=*upto, |_, _| false).map_err(redb_err)?;
-                }
                 Op::Put(key, bytes) => {
                     meta.insert(*key, bytes.as_slice()).map_err(redb_err)?;
                 }
-                Op::PutLazy(..) | Op::Barrier | Op::Stop => {}
+                Op::PurgeUpTo(_) | Op::PutLazy(..) | Op::Barrier | Op::Stop => {}
             }
+        }
+        if let Some(upto) = purge_left {
+            // The log's indexes are contiguous: one slice from its head.
+            let head = log.first().map_err(redb_err)?.map(|(k, _)| k.value());
+            purge_left = match head {
+                Some(head) if head <= upto => {
+                    let end = upto.min(head.saturating_add(PURGE_STEP - 1));
+                    log.retain_in(head..=end, |_, _| false).map_err(redb_err)?;
+                    (end < upto).then_some(upto)
+                }
+                _ => None,
+            };
         }
     }
     txn.commit().map_err(redb_err)?;
-    lazy.clear();
+    lazy.values.clear();
+    lazy.purge_upto = purge_left;
     stats.commits.fetch_add(1, Ordering::Relaxed);
     stats.entries.fetch_add(entries, Ordering::Relaxed);
     Ok(())
@@ -427,6 +474,43 @@ mod tests {
         assert_eq!(indexes, vec![4, 5, 6, 7]);
         let vote: u64 = decode(&contents.meta[keys::VOTE]).expect("decode");
         assert_eq!(vote, 7);
+    }
+
+    /// A purge deletes a slice of the log's head with each later commit,
+    /// never more, until it is done.
+    #[tokio::test]
+    async fn a_purge_deletes_the_head_a_slice_per_commit() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let head = |dir: &std::path::Path| {
+            let db = open(Some(dir)).expect("reopen");
+            load(&db).expect("load").log.first().map(|(i, _)| *i)
+        };
+        let vote = |i: u64| Op::Put(keys::VOTE, encode(&i).expect("encode"));
+        let n = 2 * PURGE_STEP + 10;
+        let writer = Writer::spawn(open(Some(dir.path())).expect("open"), 16, None).expect("spawn");
+        let entries = (1..=n).map(|i| (i, vec![1])).collect();
+        writer.write(Op::Append(entries)).await.expect("append");
+        writer.write(Op::PurgeUpTo(n - 5)).await.expect("purge");
+        assert_eq!(writer.stats().commits(), 1, "a purge alone commits nothing");
+        writer.write(vote(1)).await.expect("put");
+        writer.stop().await;
+        assert_eq!(
+            head(dir.path()),
+            Some(PURGE_STEP + 1),
+            "one slice per commit"
+        );
+
+        let writer = Writer::spawn(open(Some(dir.path())).expect("open"), 16, None).expect("spawn");
+        writer.write(Op::PurgeUpTo(n - 5)).await.expect("purge");
+        for i in 0..3 {
+            writer.write(vote(i)).await.expect("put");
+        }
+        writer.stop().await;
+        assert_eq!(
+            head(dir.path()),
+            Some(n - 4),
+            "purged up to the point, no further"
+        );
     }
 
     #[tokio::test]
