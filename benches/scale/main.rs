@@ -30,11 +30,15 @@
 #![allow(clippy::print_stdout)]
 
 #[allow(dead_code)] // disk_usage, raise_nofile are for the KV benchmarks
-#[path = "common/mem.rs"]
+#[path = "../common/mem.rs"]
 mod mem;
 #[allow(dead_code)] // on_path is for the benchmarks with peers
-#[path = "common/procs.rs"]
+#[path = "../common/procs.rs"]
 mod procs;
+mod breakdown;
+
+#[global_allocator]
+static COUNTING: breakdown::Counting = breakdown::Counting;
 
 use std::net::{IpAddr, Ipv4Addr, SocketAddr, UdpSocket};
 use std::path::Path;
@@ -77,7 +81,7 @@ struct Settings {
     only: Vec<String>,
 }
 
-const PARTS: [&str; 4] = ["idle", "memory", "restart", "install"];
+const PARTS: [&str; 5] = ["breakdown", "idle", "memory", "restart", "install"];
 
 impl Settings {
     fn parse(args: &[String]) -> anyhow::Result<Self> {
@@ -439,6 +443,12 @@ async fn run(s: Settings) -> anyhow::Result<()> {
     let total = s.total() as f64;
     let mut rows: Vec<(String, String, String)> = Vec::new();
 
+    if s.runs("breakdown") {
+        // The follow history a server keeps (src/agent/server.rs).
+        breakdown::run(&cat, false, 8192)?;
+        breakdown::run(&cat, true, 8192)?;
+    }
+
     if s.runs("idle") {
         let mut rss = Vec::new();
         for round in 0..s.rounds {
@@ -582,18 +592,23 @@ async fn run(s: Settings) -> anyhow::Result<()> {
                     m.anon as f64 / 1e6
                 );
                 times.push(t);
-                j.agent.terminate();
                 if kind == "join-server" {
-                    // Out of the Raft configuration again before the next round.
+                    // Out of the Raft configuration before it stops, so the
+                    // first server keeps its quorum of one.
                     let url = format!(
                         "http://{}/v1/operator/raft/peer?address={}",
                         n.http,
                         j.agent.rpc()
                     );
-                    let _ = http.delete(url).send().await;
-                    let url = format!("http://{}/v1/agent/force-leave/{kind}-{last}?prune", n.http);
-                    let _ = http.put(url).send().await;
+                    let r = http.delete(url).send().await?;
+                    if !r.status().is_success() {
+                        bail!("removing {kind}-{last}: {} {}", r.status(), r.text().await?);
+                    }
                 }
+                j.agent.terminate();
+                let url = format!("http://{}/v1/agent/force-leave/{kind}-{last}?prune=1", n.http);
+                let _ = http.put(url).send().await;
+                n.wait_leader(&http).await?;
             }
             rows.push((
                 format!(
