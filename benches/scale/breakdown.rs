@@ -118,6 +118,32 @@ pub(crate) fn run(cat: &[Instance], rich: bool, history: usize) -> anyhow::Resul
     let view = View::build(&state);
     let view_bytes = live() - before;
     rows.push(("state tables".into(), per(state_bytes)));
+    // One row of each kind, cloned: its struct and the heap it owns.
+    let entries = state.health_service("svc1", &[], false);
+    if let Some(e) = entries.first() {
+        let size = |f: &dyn Fn() -> Box<dyn std::any::Any>| {
+            let b = live();
+            let v = f();
+            let d = live() - b;
+            drop(v);
+            d as f64
+        };
+        rows.push((
+            "  one service row (struct and heap, excluding its key)".into(),
+            size(&|| Box::new(e.service.clone())),
+        ));
+        rows.push((
+            "  one node row, per instance (10 instances a node)".into(),
+            size(&|| Box::new(e.node.clone())) * (cat.len() as f64 / crate::nodes_of(cat) as f64).recip(),
+        ));
+        for c in &e.checks {
+            rows.push((
+                "  one check row (excluding its key)".into(),
+                size(&|| Box::new((*c).clone())),
+            ));
+        }
+    }
+    drop(entries);
     rows.push(("DNS view (built once)".into(), per(view_bytes)));
     rows.push((
         format!("replica (state + view + history of {history}), commands shared"),

@@ -79,6 +79,10 @@ struct Settings {
     rounds: usize,
     /// `--only a,b`: the parts to run (idle, memory, restart, install).
     only: Vec<String>,
+    /// `--raft-snapshot-threshold N` and `--raft-trailing-logs N` for the
+    /// servers; 0 leaves the agent's defaults (16,384 and 10,240 entries).
+    snapshot_threshold: usize,
+    trailing_logs: usize,
 }
 
 const PARTS: [&str; 5] = ["breakdown", "idle", "memory", "restart", "install"];
@@ -92,6 +96,8 @@ impl Settings {
             in_flight: 128,
             rounds: 3,
             only: PARTS.iter().map(|p| p.to_string()).collect(),
+            snapshot_threshold: 0,
+            trailing_logs: 0,
         };
         let mut it = args.iter();
         while let Some(a) = it.next() {
@@ -110,6 +116,8 @@ impl Settings {
                 "--nodes" => s.nodes = n()?,
                 "--in-flight" => s.in_flight = n()?,
                 "--rounds" => s.rounds = n()?,
+                "--raft-snapshot-threshold" => s.snapshot_threshold = n()?,
+                "--raft-trailing-logs" => s.trailing_logs = n()?,
                 "--only" => {
                     s.only = v.split(',').map(str::to_string).collect();
                     if let Some(bad) = s.only.iter().find(|p| !PARTS.contains(&p.as_str())) {
@@ -118,7 +126,8 @@ impl Settings {
                 }
                 _ => bail!(
                     "unknown argument {a} {v}; use --services N, --instances N, --nodes N, \
-                     --in-flight N, --rounds N, --only {}",
+                     --in-flight N, --rounds N, --raft-snapshot-threshold N, \
+                     --raft-trailing-logs N, --only {}",
                     PARTS.join(",")
                 ),
             }
@@ -163,6 +172,11 @@ fn catalog(s: &Settings) -> Vec<Instance> {
         }
     }
     out
+}
+
+/// How many distinct nodes `catalog` uses.
+fn nodes_of(cat: &[Instance]) -> usize {
+    cat.iter().map(|i| i.node).collect::<std::collections::BTreeSet<_>>().len()
 }
 
 /// `10.x.y.z`, unique per node.
@@ -214,6 +228,7 @@ impl Node {
         last: u8,
         dir: &Path,
         join: Option<SocketAddr>,
+        raft: &[(&str, usize)],
     ) -> anyhow::Result<Self> {
         let ip = ip(last);
         let (dns_port, http_port) = (free_dns_port(ip)?, free_tcp_port(ip)?);
@@ -241,6 +256,9 @@ impl Node {
         }
         if kind != "client" && kind != "dev" {
             spec = spec.server_port(free_tcp_port(ip)?);
+            for &(flag, n) in raft.iter().filter(|(_, n)| *n > 0) {
+                spec = spec.arg(flag, n.to_string());
+            }
         }
         if let Some(j) = join {
             spec = spec.retry_join(j);
@@ -442,6 +460,15 @@ async fn run(s: Settings) -> anyhow::Result<()> {
     let cat = catalog(&s);
     let total = s.total() as f64;
     let mut rows: Vec<(String, String, String)> = Vec::new();
+    let raft = [
+        ("--raft-snapshot-threshold", s.snapshot_threshold),
+        ("--raft-trailing-logs", s.trailing_logs),
+    ];
+    println!(
+        "servers: --raft-snapshot-threshold {}, --raft-trailing-logs {}",
+        if s.snapshot_threshold > 0 { s.snapshot_threshold.to_string() } else { "default".into() },
+        if s.trailing_logs > 0 { s.trailing_logs.to_string() } else { "default".into() }
+    );
 
     if s.runs("breakdown") {
         // The follow history a server keeps (src/agent/server.rs).
@@ -452,7 +479,7 @@ async fn run(s: Settings) -> anyhow::Result<()> {
     if s.runs("idle") {
         let mut rss = Vec::new();
         for round in 0..s.rounds {
-            let n = Node::start("dev", 1, dir, None).await?;
+            let n = Node::start("dev", 1, dir, None, &[]).await?;
             tokio::time::sleep(Duration::from_secs(1)).await;
             let m = n.memory()?;
             eprintln!(
@@ -484,7 +511,7 @@ async fn run(s: Settings) -> anyhow::Result<()> {
     };
     for (i, (kind, rich)) in kinds.into_iter().enumerate() {
         let last = 10 + i as u8;
-        let n = Node::start(kind, last, dir, None).await?;
+        let n = Node::start(kind, last, dir, None, &raft).await?;
         n.wait_leader(&http).await?;
         n.quiet().await?;
         let before = n.memory()?;
@@ -578,7 +605,7 @@ async fn run(s: Settings) -> anyhow::Result<()> {
                 let ipl = ip(last);
                 // The DNS port is known only once the agent prints it, so
                 // the poll starts then; the time still counts from the exec.
-                let j = Node::start(kind, last, dir, Some(serf)).await?;
+                let j = Node::start(kind, last, dir, Some(serf), &raft).await?;
                 let (dns, name) = (j.dns, last_svc.clone());
                 let t = tokio::task::spawn_blocking(move || {
                     poll_dns(dns, &name, want, start, Duration::from_secs(120))
