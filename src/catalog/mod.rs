@@ -63,7 +63,7 @@ pub use command::{CatalogError, CatalogOp, Command, KvError, Outcome, SessionErr
 pub use kv_types::*;
 pub use prepared_query::*;
 pub use query::{HealthEntry, Instance};
-pub use replica::{Applied, Replica, Since};
+pub use replica::{Applied, Installed, Replica, Since};
 pub use rules::Touched;
 pub use snapshot::{StateSnapshot, StateSnapshotV2, StateSnapshotV3, StateSnapshotV4};
 pub use state::State;

@@ -112,7 +112,10 @@ pub(super) fn open_or_create(path: &Path) -> Result<Opened, StoreError> {
 
 /// Opens the database for writing.
 fn open_rw(path: &Path, not_ours: &dyn Fn(String) -> StoreError) -> Result<Database, StoreError> {
-    match Database::open(path) {
+    match Database::builder()
+        .set_cache_size(super::CACHE_BYTES)
+        .open(path)
+    {
         Ok(db) => Ok(db),
         Err(e @ DatabaseError::DatabaseAlreadyOpen) => Err(redb_err(e)),
         Err(e) => Err(not_ours(does_not_open(&e))),
@@ -148,7 +151,10 @@ fn create_new(path: &Path) -> Result<Opened, StoreError> {
             });
         }
     }
-    let db = Database::create(&tmp).map_err(redb_err)?;
+    let db = Database::builder()
+        .set_cache_size(super::CACHE_BYTES)
+        .create(&tmp)
+        .map_err(redb_err)?;
     Ok(Opened { db, new: Some(tmp) })
 }
 

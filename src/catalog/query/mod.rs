@@ -142,12 +142,18 @@ impl State {
     ) -> Vec<HealthEntry<'a>> {
         self.service_instances(service, tags)
             .map(|i| {
-                let node_key = key(&i.node.name);
-                let on_node = || self.tables.checks.on_node(&node_key);
-                let checks = on_node()
-                    .filter(|c| c.service_id.is_empty())
-                    .chain(on_node().filter(|c| c.service_id == i.service.id))
-                    .collect();
+                // One pass over the node's checks: its node checks first,
+                // then the instance's, each in ID order.
+                let mut checks = Vec::new();
+                let mut mine = Vec::new();
+                for c in self.tables.checks.on_node(&key(&i.node.name)) {
+                    if c.service_id.is_empty() {
+                        checks.push(c);
+                    } else if c.service_id == i.service.id {
+                        mine.push(c);
+                    }
+                }
+                checks.append(&mut mine);
                 HealthEntry {
                     node: i.node,
                     service: i.service,

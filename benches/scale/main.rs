@@ -1,0 +1,709 @@
+//! Memory and start-up at datacenter scale: 100,000 instances (33,334
+//! services × 3 on 10,000 nodes) in one agent, on the release binary.
+//!
+//! `cargo bench --bench scale` (`-- --services N --nodes N` for another
+//! size, `--only idle,memory,restart,install` for some of the parts,
+//! `--rounds N` for the timed parts). Every agent binds 127.0.24.x.
+//!
+//! 1. idle: a fresh `agent --dev`; `VmRSS` 1 s after its start (target
+//!    ≤ 10 MB), median of `--rounds` starts.
+//! 2. memory: for a dev agent and for a durable single server (`--server
+//!    --bootstrap-expect 1 --data-dir …`), each with bare instances (node
+//!    and instance only) and rich ones (two tags, one meta key and one
+//!    passing check each): `RssAnon` once the agent is idle before and
+//!    after loading the catalog through `PUT /v1/catalog/register`
+//!    (`--in-flight` requests at once), divided by the instances (target
+//!    ≤ 1 KB each).
+//! 3. restart: the durable server with the rich catalog, SIGTERM, start
+//!    again; time from the exec until a UDP question for a known service
+//!    (polled every 2 ms) gets every one of its instances (target 1 s).
+//!    The server's `start-up` log line breaks the time down.
+//! 4. install: a second server (no bootstrap, joining the first) and a
+//!    client agent (joining it), each started empty: time from the exec
+//!    until it answers DNS for the last service registered, every instance
+//!    (target 2 s).
+//!
+//! Without `--bench` (as `cargo test --benches` runs it) it only checks its
+//! own helpers.
+
+// The report on stdout is this program's output.
+#![allow(clippy::print_stdout)]
+
+#[allow(dead_code)] // disk_usage, raise_nofile are for the KV benchmarks
+#[path = "../common/mem.rs"]
+mod mem;
+#[allow(dead_code)] // on_path is for the benchmarks with peers
+#[path = "../common/procs.rs"]
+mod procs;
+mod breakdown;
+
+#[global_allocator]
+static COUNTING: breakdown::Counting = breakdown::Counting;
+
+use std::net::{IpAddr, Ipv4Addr, SocketAddr, UdpSocket};
+use std::path::Path;
+use std::process::ExitCode;
+use std::time::{Duration, Instant};
+
+use anyhow::{Context as _, anyhow, bail};
+use futures::{StreamExt as _, TryStreamExt as _};
+use trellis_testkit::net::{free_dns_port, free_tcp_port, free_udp_port};
+use trellis_testkit::{Agent, Trellis as Bin};
+
+use crate::mem::{Memory, mib};
+
+/// The binary cargo built for this benchmark (release profile).
+const TRELLIS: &str = env!("CARGO_BIN_EXE_trellis");
+
+/// The agents' addresses: 127.0.24.x, this benchmark's own.
+fn ip(last: u8) -> IpAddr {
+    IpAddr::V4(Ipv4Addr::new(127, 0, 24, last))
+}
+
+fn main() -> ExitCode {
+    procs::bench_main("scale", self_check, Settings::parse, run)
+}
+
+/// What the command line asks for.
+#[derive(Debug, PartialEq)]
+struct Settings {
+    /// `--services N`.
+    services: usize,
+    /// `--instances N`: per service, each on another node.
+    instances: usize,
+    /// `--nodes N`.
+    nodes: usize,
+    /// `--in-flight N`: registrations in flight at once while loading.
+    in_flight: usize,
+    /// `--rounds N`: repeats of the idle, restart and install measures.
+    rounds: usize,
+    /// `--only a,b`: the parts to run (idle, memory, restart, install).
+    only: Vec<String>,
+    /// `--raft-snapshot-threshold N` and `--raft-trailing-logs N` for the
+    /// servers; 0 leaves the agent's defaults (16,384 and 10,240 entries).
+    snapshot_threshold: usize,
+    trailing_logs: usize,
+}
+
+const PARTS: [&str; 5] = ["breakdown", "idle", "memory", "restart", "install"];
+
+impl Settings {
+    fn parse(args: &[String]) -> anyhow::Result<Self> {
+        let mut s = Self {
+            services: 33_334,
+            instances: 3,
+            nodes: 10_000,
+            in_flight: 128,
+            rounds: 3,
+            only: PARTS.iter().map(|p| p.to_string()).collect(),
+            snapshot_threshold: 0,
+            trailing_logs: 0,
+        };
+        let mut it = args.iter();
+        while let Some(a) = it.next() {
+            if a == "--bench" {
+                continue;
+            }
+            let v = it.next().ok_or_else(|| anyhow!("{a} needs a value"))?;
+            let n = || -> anyhow::Result<usize> {
+                v.replace(['_', ','], "")
+                    .parse()
+                    .map_err(|_| anyhow!("{a} {v:?}: want a number"))
+            };
+            match a.as_str() {
+                "--services" => s.services = n()?,
+                "--instances" => s.instances = n()?,
+                "--nodes" => s.nodes = n()?,
+                "--in-flight" => s.in_flight = n()?,
+                "--rounds" => s.rounds = n()?,
+                "--raft-snapshot-threshold" => s.snapshot_threshold = n()?,
+                "--raft-trailing-logs" => s.trailing_logs = n()?,
+                "--only" => {
+                    s.only = v.split(',').map(str::to_string).collect();
+                    if let Some(bad) = s.only.iter().find(|p| !PARTS.contains(&p.as_str())) {
+                        bail!("--only {bad:?}: the parts are {}", PARTS.join(","));
+                    }
+                }
+                _ => bail!(
+                    "unknown argument {a} {v}; use --services N, --instances N, --nodes N, \
+                     --in-flight N, --rounds N, --raft-snapshot-threshold N, \
+                     --raft-trailing-logs N, --only {}",
+                    PARTS.join(",")
+                ),
+            }
+        }
+        if s.services == 0 || s.nodes < s.instances || s.in_flight == 0 || s.rounds == 0 {
+            bail!("want services, in-flight and rounds ≥ 1 and at least as many nodes as instances");
+        }
+        Ok(s)
+    }
+
+    fn runs(&self, part: &str) -> bool {
+        self.only.iter().any(|p| p == part)
+    }
+
+    fn total(&self) -> usize {
+        self.services * self.instances
+    }
+}
+
+/// One instance of the generated catalog.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct Instance {
+    service: usize,
+    index: usize,
+    node: usize,
+}
+
+/// The catalog: instance `i` of service `k` on node `(7k + i·⌊nodes/n⌋) mod
+/// nodes`, so a service's instances land on distinct nodes and every node
+/// carries about the same number.
+fn catalog(s: &Settings) -> Vec<Instance> {
+    let step = s.nodes / s.instances;
+    let mut out = Vec::with_capacity(s.total());
+    for service in 0..s.services {
+        for index in 0..s.instances {
+            let node = (service * 7 + index * step) % s.nodes;
+            out.push(Instance {
+                service,
+                index,
+                node,
+            });
+        }
+    }
+    out
+}
+
+/// How many distinct nodes `catalog` uses.
+fn nodes_of(cat: &[Instance]) -> usize {
+    cat.iter().map(|i| i.node).collect::<std::collections::BTreeSet<_>>().len()
+}
+
+/// `10.x.y.z`, unique per node.
+fn node_addr(node: usize) -> Ipv4Addr {
+    let n = u32::try_from(node).unwrap_or(u32::MAX);
+    Ipv4Addr::new(10, ((n >> 16) & 0xff) as u8, ((n >> 8) & 0xff) as u8, (n & 0xff) as u8)
+}
+
+/// The registration of one instance; `rich` adds two tags, a meta key and
+/// a passing check on the instance.
+fn register_body(i: Instance, rich: bool) -> serde_json::Value {
+    let id = format!("svc{}-{}", i.service, i.index);
+    let mut service = serde_json::json!({
+        "ID": id,
+        "Service": format!("svc{}", i.service),
+        "Port": 20_000 + (i.service % 20_000) as u16 + i.index as u16,
+    });
+    let mut body = serde_json::json!({
+        "Node": format!("node{}", i.node),
+        "Address": node_addr(i.node).to_string(),
+    });
+    if rich {
+        service["Tags"] = serde_json::json!(["primary", format!("v{}", i.index + 1)]);
+        service["Meta"] = serde_json::json!({"version": "1.4.2"});
+        body["Checks"] = serde_json::json!([{
+            "CheckID": format!("service:{id}"),
+            "Name": "Service health",
+            "Status": "passing",
+            "ServiceID": id,
+            "Output": "HTTP GET http://localhost/health: 200 OK",
+        }]);
+    }
+    body["Service"] = service;
+    body
+}
+
+/// One agent of the run, with the ports a restart keeps.
+struct Node {
+    agent: Agent,
+    dns: SocketAddr,
+    http: SocketAddr,
+}
+
+impl Node {
+    /// Starts `kind` (`dev`, `server`, `join-server`, `client`) on
+    /// 127.0.24.`last`; `join` is the LAN gossip address of a server to join.
+    async fn start(
+        kind: &str,
+        last: u8,
+        dir: &Path,
+        join: Option<SocketAddr>,
+        raft: &[(&str, usize)],
+    ) -> anyhow::Result<Self> {
+        let ip = ip(last);
+        let (dns_port, http_port) = (free_dns_port(ip)?, free_tcp_port(ip)?);
+        let bin = Bin::from_env_or("TRELLIS_BIN", TRELLIS);
+        let mut spec = match kind {
+            "dev" => bin.dev(),
+            "server" => bin.server().bootstrap_expect(1),
+            "join-server" => bin.server(),
+            "client" => bin.client(),
+            _ => bail!("no agent kind {kind}"),
+        };
+        let name = format!("{kind}-{last}");
+        spec = spec
+            .node(&name)
+            .ip(ip)
+            .dns_port(dns_port)
+            .http_port(http_port)
+            .no_wan()
+            .log_file(dir.join(format!("{name}.log")))
+            .log_filter(Some("info,openraft=warn"));
+        if kind != "dev" {
+            spec = spec
+                .data_dir(dir.join(&name))
+                .serf_lan_port(free_udp_port(ip)?);
+        }
+        if kind != "client" && kind != "dev" {
+            spec = spec.server_port(free_tcp_port(ip)?);
+            for &(flag, n) in raft.iter().filter(|(_, n)| *n > 0) {
+                spec = spec.arg(flag, n.to_string());
+            }
+        }
+        if let Some(j) = join {
+            spec = spec.retry_join(j);
+        }
+        let agent = spec.start_async().await?;
+        let addrs = agent.addrs();
+        Ok(Self {
+            dns: addrs.dns,
+            http: addrs.http,
+            agent,
+        })
+    }
+
+    fn memory(&self) -> anyhow::Result<Memory> {
+        self.agent.check_running()?;
+        Memory::of(self.agent.pid())
+    }
+
+    /// Waits until a leader is known and writes are taken.
+    async fn wait_leader(&self, http: &reqwest::Client) -> anyhow::Result<()> {
+        let url = format!("http://{}/v1/status/leader", self.http);
+        let start = Instant::now();
+        loop {
+            self.agent.check_running()?;
+            if let Ok(r) = http.get(&url).send().await
+                && let Ok(t) = r.text().await
+                && t.trim().trim_matches('"').contains(':')
+            {
+                return Ok(());
+            }
+            if start.elapsed() > Duration::from_secs(60) {
+                bail!("no leader after 60 s");
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+
+    /// Waits until the process has used under 2 % of a CPU over 300 ms.
+    async fn quiet(&self) -> anyhow::Result<()> {
+        let pid = self.agent.pid();
+        let start = Instant::now();
+        loop {
+            let before = procs::cpu_seconds(&[pid]);
+            tokio::time::sleep(Duration::from_millis(300)).await;
+            self.agent.check_running()?;
+            if procs::cpu_seconds(&[pid]) - before < 0.006 {
+                return Ok(());
+            }
+            if start.elapsed() > Duration::from_secs(120) {
+                bail!("still busy after 120 s");
+            }
+        }
+    }
+}
+
+/// Registers `catalog` with `in_flight` requests at once; returns the time.
+async fn load(
+    node: &Node,
+    catalog: &[Instance],
+    rich: bool,
+    in_flight: usize,
+) -> anyhow::Result<Duration> {
+    let http = reqwest::Client::builder()
+        .timeout(Duration::from_secs(30))
+        .pool_max_idle_per_host(in_flight)
+        .build()?;
+    let url = format!("http://{}/v1/catalog/register", node.http);
+    let start = Instant::now();
+    futures::stream::iter(catalog)
+        .map(|&inst| {
+            let (http, url) = (&http, &url);
+            async move {
+                let body = serde_json::to_vec(&register_body(inst, rich))?;
+                let resp = http.put(url).body(body).send().await?;
+                let status = resp.status();
+                let text = resp.text().await.unwrap_or_default();
+                if !status.is_success() || text.trim() != "true" {
+                    bail!("registering {inst:?}: {status} {text}");
+                }
+                Ok(())
+            }
+        })
+        .buffer_unordered(in_flight)
+        .try_collect::<()>()
+        .await?;
+    Ok(start.elapsed())
+}
+
+/// A DNS question for `name`'s A records, ID `id`.
+fn question(name: &str, id: u16) -> Vec<u8> {
+    let mut q = Vec::with_capacity(name.len() + 18);
+    q.extend_from_slice(&id.to_be_bytes());
+    q.extend_from_slice(&[0x01, 0x00, 0, 1, 0, 0, 0, 0, 0, 0]);
+    for label in name.trim_end_matches('.').split('.') {
+        q.push(label.len() as u8);
+        q.extend_from_slice(label.as_bytes());
+    }
+    q.extend_from_slice(&[0, 0, 1, 0, 1]);
+    q
+}
+
+/// Whether `answer` answers question `id` with NOERROR and at least `want`
+/// answer records.
+fn answers(answer: &[u8], id: u16, want: u16) -> bool {
+    answer.len() >= 12
+        && answer[..2] == id.to_be_bytes()
+        && answer[3] & 0x0f == 0
+        && u16::from_be_bytes([answer[6], answer[7]]) >= want
+}
+
+/// Polls `server` every 2 ms from `since` until it answers `name` with
+/// `want` A records; returns the time since `since`. Blocking: run it on a
+/// thread of its own.
+fn poll_dns(
+    server: SocketAddr,
+    name: &str,
+    want: u16,
+    since: Instant,
+    deadline: Duration,
+) -> anyhow::Result<Duration> {
+    let sock = UdpSocket::bind((server.ip(), 0)).context("binding a UDP socket")?;
+    sock.set_read_timeout(Some(Duration::from_millis(2)))?;
+    let mut buf = [0u8; 4096];
+    let mut id: u16 = 1;
+    loop {
+        id = id.wrapping_add(1);
+        // Refused while nothing listens yet: poll again.
+        let _ = sock.send_to(&question(name, id), server);
+        let sent = Instant::now();
+        while sent.elapsed() < Duration::from_millis(2) {
+            match sock.recv_from(&mut buf) {
+                Ok((n, _)) if answers(&buf[..n], id, want) => return Ok(since.elapsed()),
+                Ok(_) => {}
+                Err(_) => break,
+            }
+        }
+        if since.elapsed() > deadline {
+            bail!("{server} did not answer {name} with {want} records in {deadline:?}");
+        }
+        std::thread::sleep(Duration::from_millis(1));
+    }
+}
+
+/// The median of some durations.
+fn median(mut v: Vec<Duration>) -> Duration {
+    v.sort();
+    v.get(v.len() / 2).copied().unwrap_or_default()
+}
+
+fn machine() -> String {
+    format!(
+        "{} CPUs, load average {}",
+        std::thread::available_parallelism().map_or(1, usize::from),
+        std::fs::read_to_string("/proc/loadavg")
+            .unwrap_or_default()
+            .split_whitespace()
+            .take(3)
+            .collect::<Vec<_>>()
+            .join(" ")
+    )
+}
+
+/// The last `start-up` line of an agent's log (the server's own breakdown
+/// of its start), if it printed one.
+fn startup_line(agent: &Agent) -> Option<String> {
+    agent
+        .log()
+        .lines()
+        .rev()
+        .find(|l| l.contains("start-up"))
+        .map(|l| l.to_string())
+}
+
+async fn run(s: Settings) -> anyhow::Result<()> {
+    println!(
+        "scale: {} services × {} instances on {} nodes ({} instances), {} registrations in flight",
+        s.services,
+        s.instances,
+        s.nodes,
+        s.total(),
+        s.in_flight
+    );
+    println!("machine: {}", machine());
+    let dir = tempfile::Builder::new()
+        .prefix("trellis-scale-")
+        .tempdir()
+        .context("creating a temp dir")?;
+    let (dir_path, _guard) = if std::env::var("BENCH_KEEP").is_ok_and(|v| v == "1") {
+        let kept = dir.keep();
+        println!("data and logs kept in {} (BENCH_KEEP=1)", kept.display());
+        (kept, None)
+    } else {
+        (dir.path().to_path_buf(), Some(dir))
+    };
+    let dir = dir_path.as_path();
+    let http = reqwest::Client::builder()
+        .timeout(Duration::from_secs(5))
+        .build()?;
+    let cat = catalog(&s);
+    let total = s.total() as f64;
+    let mut rows: Vec<(String, String, String)> = Vec::new();
+    let raft = [
+        ("--raft-snapshot-threshold", s.snapshot_threshold),
+        ("--raft-trailing-logs", s.trailing_logs),
+    ];
+    println!(
+        "servers: --raft-snapshot-threshold {}, --raft-trailing-logs {}",
+        if s.snapshot_threshold > 0 { s.snapshot_threshold.to_string() } else { "default".into() },
+        if s.trailing_logs > 0 { s.trailing_logs.to_string() } else { "default".into() }
+    );
+
+    if s.runs("breakdown") {
+        // The follow history a server keeps (src/agent/server.rs).
+        breakdown::run(&cat, false, 8192)?;
+        breakdown::run(&cat, true, 8192)?;
+    }
+
+    if s.runs("idle") {
+        let mut rss = Vec::new();
+        for round in 0..s.rounds {
+            let n = Node::start("dev", 1, dir, None, &[]).await?;
+            tokio::time::sleep(Duration::from_secs(1)).await;
+            let m = n.memory()?;
+            eprintln!(
+                "idle round {round}: VmRSS {:.1} MB, RssAnon {:.1} MB",
+                m.rss as f64 / 1e6,
+                m.anon as f64 / 1e6
+            );
+            rss.push(m);
+            n.agent.terminate();
+        }
+        rss.sort_by_key(|m| m.rss);
+        let m = rss[rss.len() / 2];
+        rows.push((
+            "idle dev agent, VmRSS 1 s after start".into(),
+            format!("{:.1} MB ({:.1} MiB; anon {:.1} MB)", m.rss as f64 / 1e6, mib(m.rss), m.anon as f64 / 1e6),
+            "≤ 10 MB".into(),
+        ));
+    }
+
+    // The durable server keeps the rich catalog for the restart and install parts.
+    let mut durable: Option<Node> = None;
+    let need_loaded = s.runs("restart") || s.runs("install");
+    let kinds: Vec<(&str, bool)> = if s.runs("memory") {
+        vec![("dev", false), ("dev", true), ("server", false), ("server", true)]
+    } else if need_loaded {
+        vec![("server", true)]
+    } else {
+        vec![]
+    };
+    for (i, (kind, rich)) in kinds.into_iter().enumerate() {
+        let last = 10 + i as u8;
+        let n = Node::start(kind, last, dir, None, &raft).await?;
+        n.wait_leader(&http).await?;
+        n.quiet().await?;
+        let before = n.memory()?;
+        let took = load(&n, &cat, rich, s.in_flight).await?;
+        let last_svc = format!("svc{}.service.consul", s.services - 1);
+        let dns = n.dns;
+        let want = s.instances as u16;
+        tokio::task::spawn_blocking(move || {
+            poll_dns(dns, &last_svc, want, Instant::now(), Duration::from_secs(60))
+        })
+        .await??;
+        n.quiet().await?;
+        let after = n.memory()?;
+        let per = (after.anon.saturating_sub(before.anon)) as f64 / total;
+        let label = format!(
+            "{} {}: RssAnon {:.1} → {:.1} MB, per instance",
+            if kind == "dev" { "dev agent" } else { "durable server" },
+            if rich { "rich" } else { "bare" },
+            before.anon as f64 / 1e6,
+            after.anon as f64 / 1e6
+        );
+        eprintln!(
+            "{label}: {:.0} B (loaded in {:.1} s, {:.0}/s)",
+            per,
+            took.as_secs_f64(),
+            total / took.as_secs_f64()
+        );
+        rows.push((label, format!("{per:.0} B"), "≤ 1,024 B".into()));
+        rows.push((
+            format!("  load time ({} in flight)", s.in_flight),
+            format!("{:.1} s ({:.0}/s)", took.as_secs_f64(), total / took.as_secs_f64()),
+            "–".into(),
+        ));
+        if kind == "server" && rich {
+            durable = Some(n);
+        } else {
+            n.agent.terminate();
+        }
+    }
+
+    let known = format!("svc{}.service.consul", s.services / 2);
+    let last_svc = format!("svc{}.service.consul", s.services - 1);
+    let want = s.instances as u16;
+    if let Some(n) = &durable
+        && s.runs("restart")
+    {
+        let mut times = Vec::new();
+        for round in 0..s.rounds {
+            n.agent.terminate();
+            let (dns, name) = (n.dns, known.clone());
+            let start = Instant::now();
+            let poll = tokio::task::spawn_blocking(move || {
+                poll_dns(dns, &name, want, start, Duration::from_secs(120))
+            });
+            n.agent.restart_async().await?;
+            let t = poll.await??;
+            eprintln!(
+                "restart round {round}: {:.3} s; {}",
+                t.as_secs_f64(),
+                startup_line(&n.agent).unwrap_or_else(|| "no start-up line".into())
+            );
+            times.push(t);
+            n.wait_leader(&http).await?;
+            n.quiet().await?;
+        }
+        let m = n.memory()?;
+        rows.push((
+            "restart to serving DNS, rich catalog".into(),
+            format!("{:.3} s", median(times).as_secs_f64()),
+            "≤ 1 s".into(),
+        ));
+        rows.push((
+            "  RssAnon after restart, per instance".into(),
+            format!("{:.0} B ({:.1} MB)", m.anon as f64 / total, m.anon as f64 / 1e6),
+            "–".into(),
+        ));
+        if let Some(line) = startup_line(&n.agent) {
+            println!("last start-up: {line}");
+        }
+    }
+
+    if let Some(n) = &durable
+        && s.runs("install")
+    {
+        let serf = n.agent.serf();
+        for (kind, last) in [("join-server", 30u8), ("client", 40u8)] {
+            let mut times = Vec::new();
+            for round in 0..s.rounds {
+                let last = last + round as u8;
+                let start = Instant::now();
+                let ipl = ip(last);
+                // The DNS port is known only once the agent prints it, so
+                // the poll starts then; the time still counts from the exec.
+                let j = Node::start(kind, last, dir, Some(serf), &raft).await?;
+                let (dns, name) = (j.dns, last_svc.clone());
+                let t = tokio::task::spawn_blocking(move || {
+                    poll_dns(dns, &name, want, start, Duration::from_secs(120))
+                })
+                .await??;
+                j.quiet().await?;
+                let m = j.memory()?;
+                eprintln!(
+                    "{kind} {ipl} round {round}: serving in {:.3} s, RssAnon {:.1} MB",
+                    t.as_secs_f64(),
+                    m.anon as f64 / 1e6
+                );
+                times.push(t);
+                if kind == "join-server" {
+                    // Out of the Raft configuration before it stops, so the
+                    // first server keeps its quorum of one.
+                    let url = format!(
+                        "http://{}/v1/operator/raft/peer?address={}",
+                        n.http,
+                        j.agent.rpc()
+                    );
+                    let r = http.delete(url).send().await?;
+                    if !r.status().is_success() {
+                        bail!("removing {kind}-{last}: {} {}", r.status(), r.text().await?);
+                    }
+                }
+                j.agent.terminate();
+                let url = format!("http://{}/v1/agent/force-leave/{kind}-{last}?prune=1", n.http);
+                let _ = http.put(url).send().await;
+                n.wait_leader(&http).await?;
+            }
+            rows.push((
+                format!(
+                    "{} from exec to serving the catalog",
+                    if kind == "client" {
+                        "client agent joining"
+                    } else {
+                        "second server joining (snapshot install)"
+                    }
+                ),
+                format!("{:.3} s", median(times).as_secs_f64()),
+                "≤ 2 s".into(),
+            ));
+        }
+    }
+    if let Some(n) = durable {
+        n.agent.terminate();
+    }
+
+    println!("machine at the end: {}", machine());
+    println!("\n| measure | figure | target |\n|---|---:|---:|");
+    for (m, f, t) in rows {
+        println!("| {m} | {f} | {t} |");
+    }
+    Ok(())
+}
+
+/// Checks the parsers and generators; run without `--bench`.
+fn self_check() {
+    mem::self_check();
+    let args = |s: &str| -> Vec<String> { s.split_whitespace().map(String::from).collect() };
+    let d = Settings::parse(&args("--bench")).expect("defaults");
+    assert_eq!((d.services, d.instances, d.nodes), (33_334, 3, 10_000));
+    assert_eq!(d.total(), 100_002);
+    assert!(PARTS.iter().all(|p| d.runs(p)));
+    let s = Settings::parse(&args("--bench --services 10 --nodes 5 --only idle,restart"))
+        .expect("parses");
+    assert!(s.runs("idle") && s.runs("restart") && !s.runs("memory"));
+    assert!(Settings::parse(&args("--only nothing")).is_err());
+    assert!(Settings::parse(&args("--nodes 2")).is_err());
+    assert!(Settings::parse(&args("--services")).is_err());
+
+    // Every service's instances on distinct nodes; every node used.
+    let cat = catalog(&d);
+    assert_eq!(cat.len(), d.total());
+    for svc in cat.chunks(3) {
+        assert!(svc[0].node != svc[1].node && svc[1].node != svc[2].node && svc[0].node != svc[2].node);
+    }
+    let used: std::collections::BTreeSet<usize> = cat.iter().map(|i| i.node).collect();
+    assert_eq!(used.len(), d.nodes);
+    assert_ne!(node_addr(1), node_addr(257));
+
+    let rich = register_body(cat[4], true);
+    assert_eq!(rich["Service"]["ID"], "svc1-1");
+    assert_eq!(rich["Service"]["Tags"].as_array().map(Vec::len), Some(2));
+    assert_eq!(rich["Checks"][0]["ServiceID"], "svc1-1");
+    assert!(register_body(cat[4], false).get("Checks").is_none());
+
+    // A question and an answer to it.
+    let q = question("svc1.service.consul", 0x1234);
+    assert_eq!(&q[..4], &[0x12, 0x34, 0x01, 0x00]);
+    assert_eq!(q.len(), 12 + 1 + 4 + 1 + 7 + 1 + 6 + 1 + 4);
+    let mut a = q.clone();
+    a[2] |= 0x80;
+    a[7] = 3;
+    assert!(answers(&a, 0x1234, 3));
+    assert!(!answers(&a, 0x1235, 3));
+    a[3] = 3; // NXDOMAIN
+    assert!(!answers(&a, 0x1234, 3));
+    assert_eq!(median(vec![Duration::from_secs(3), Duration::from_secs(1), Duration::from_secs(2)]), Duration::from_secs(2));
+}
