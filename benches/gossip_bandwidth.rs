@@ -1,11 +1,17 @@
-//! Gossip bandwidth at steady state, per member, for pools of 5 and 50
-//! members, in one process on loopback (127.0.1.x), with and without
+//! Gossip bandwidth at steady state, per member, for pools of 6, 50 and
+//! 1,000 members (`MEMBERS=6,50,1000`, the default), in one process on
+//! loopback (member k on 127.25.101.1 on, 250 per /24), with and without
 //! encryption; and, for comparison, what memberlist's LAN defaults send.
 //!
 //! Each run starts the members, joins them to the first, waits until every
 //! member sees the whole pool alive, lets the join updates die out
-//! (`SETTLE_SECS`, default 3), then counts the UDP payload bytes each member
-//! sends and receives over `SECS` (default 10) seconds.
+//! (`SETTLE_SECS`, default 3, and 10 for pools over 100), then counts the
+//! UDP payload bytes each member sends and receives over `SECS` (default
+//! 10) seconds, and the process's CPU time over the same window: per
+//! member-second it is the cost of one member, and when the process uses
+//! close to both cores the members are starved (their timers fire late,
+//! which local health answers by probing less) and the figures are not a
+//! real pool's. The line says so when the process used over 1.5 cores.
 //!
 //! The memberlist figure is a model, not a measurement (there is no Go
 //! toolchain here): memberlist's LAN defaults probe one member per second
@@ -29,7 +35,10 @@
 //!
 //! - `DETECT_TRIALS=n` kills a member of a 6-member pool n times (stops it
 //!   without leaving) and prints how long until every other member has
-//!   declared it failed.
+//!   declared it failed; with `DETECT_LARGE=N` (say 1000) also n kills in
+//!   one pool of N members, one after the other (the next once every
+//!   other member has seen the last one failed), each timed until all
+//!   N − 1 others declared it failed, with the median over members too.
 //! - `SOAK_SECS=s` runs 6 encrypted members for s seconds with
 //!   `LOSS_PER_MILLE` (default 50) of their datagrams dropped on send and
 //!   `HOG_THREADS` (default 4) threads spinning on the CPU, and counts every
@@ -42,7 +51,7 @@
 //!   `SOAK_SECS` the soak, are in a WAN pool of 6.
 //!
 //! Run: `cargo bench --bench gossip_bandwidth`. Under `cargo test` it runs a
-//! two-second smoke test of 5 members.
+//! two-second smoke test of 6 members.
 
 #![allow(clippy::print_stdout, missing_docs)]
 
@@ -85,16 +94,35 @@ fn profile_of(kind: Kind) -> Profile {
     }
 }
 
-async fn start(host: u8, key: Option<Key>, profile: Profile, kind: Kind) -> Gossip {
-    let ip = Ipv4Addr::new(127, 0, 1, host);
+/// Member `host`'s address (1-based): 127.25.101.1 on, 250 to a /24, in
+/// this bench's own part of loopback.
+fn member_ip(host: u16) -> Ipv4Addr {
+    let k = host.saturating_sub(1);
+    // k / 250 ≤ 262 for any u16, but pools stay far below 250 · 150.
+    Ipv4Addr::new(127, 25, (101 + k / 250).min(255) as u8, (1 + k % 250) as u8)
+}
+
+/// The process's CPU time so far, user and system, in seconds.
+fn process_cpu() -> f64 {
+    let text = std::fs::read_to_string("/proc/self/stat").unwrap_or_default();
+    let rest = text.rfind(')').map_or("", |i| &text[i + 1..]);
+    let f: Vec<&str> = rest.split_whitespace().collect();
+    let field = |i: usize| f.get(i).and_then(|v| v.parse::<u64>().ok()).unwrap_or(0);
+    // SAFETY: sysconf only reads a constant of the system.
+    let hz = unsafe { libc::sysconf(libc::_SC_CLK_TCK) };
+    (field(11) + field(12)) as f64 / if hz > 0 { hz as f64 } else { 100.0 }
+}
+
+async fn start(host: u16, key: Option<Key>, profile: Profile, kind: Kind) -> Gossip {
+    let ip = member_ip(host);
     let socket = UdpSocket::bind(SocketAddr::from((ip, 0)))
         .await
         .expect("bind loopback");
     let (name, role, dc) = match kind {
-        Kind::Lan => (format!("node{host:02}"), Role::Client, "dc1".to_owned()),
+        Kind::Lan => (format!("node{host:04}"), Role::Client, "dc1".to_owned()),
         Kind::Wan { dcs } => {
-            let dc = format!("dc{}", (host - 1) % dcs + 1);
-            (format!("node{host:02}.{dc}"), Role::Server, dc)
+            let dc = format!("dc{}", (host - 1) % u16::from(dcs) + 1);
+            (format!("node{host:04}.{dc}"), Role::Server, dc)
         }
     };
     Gossip::start(GossipConfig {
@@ -127,21 +155,37 @@ async fn wait_for(node: &Gossip, deadline: Duration, pred: impl Fn(&[Member]) ->
     tokio::time::timeout(deadline, waiting).await.is_ok()
 }
 
-async fn pool(n: u8, key: Option<Key>, profile: Profile, kind: Kind) -> Vec<Gossip> {
+async fn pool(n: u16, key: Option<Key>, profile: Profile, kind: Kind) -> Vec<Gossip> {
+    let started = Instant::now();
     let mut nodes = Vec::new();
     for i in 1..=n {
         nodes.push(start(i, key.clone(), profile.clone(), kind).await);
     }
     let seed = nodes[0].local_addr();
     for node in &nodes[1..] {
-        node.join(seed).await.expect("join");
+        // As an agent's retry_join does: a seed busy with hundreds of
+        // joins may answer one late.
+        let mut tries = 0;
+        while let Err(e) = node.join(seed).await {
+            tries += 1;
+            assert!(tries < 10, "join: {e}");
+        }
     }
+    // A large pool converges through gossip after the joins: give it time
+    // in proportion.
+    let deadline = Duration::from_secs(60 + u64::from(n) / 5);
     for node in &nodes {
-        let converged = wait_for(node, Duration::from_secs(60), |ms| {
+        let converged = wait_for(node, deadline, |ms| {
             ms.len() == usize::from(n) && ms.iter().all(|m| m.status == MemberStatus::Alive)
         })
         .await;
         assert!(converged, "pool of {n} did not converge");
+    }
+    if n > 100 {
+        println!(
+            "  pool of {n} formed and converged in {:.1} s",
+            started.elapsed().as_secs_f64()
+        );
     }
     nodes
 }
@@ -153,14 +197,21 @@ fn traffic(s: &GossipStats) -> (u64, u64) {
     )
 }
 
-async fn measure(n: u8, kind: Kind, encrypted: bool, settle: Duration, window: Duration) -> f64 {
+async fn measure(n: u16, kind: Kind, encrypted: bool, settle: Duration, window: Duration) -> f64 {
     let key = encrypted.then(Key::generate);
     let nodes = pool(n, key, profile_of(kind), kind).await;
+    let settle = if n > 100 {
+        settle.max(Duration::from_secs(10))
+    } else {
+        settle
+    };
     tokio::time::sleep(settle).await;
     let before: Vec<_> = nodes.iter().map(|g| traffic(&g.stats())).collect();
+    let cpu_before = process_cpu();
     let started = Instant::now();
     tokio::time::sleep(window).await;
     let secs = started.elapsed().as_secs_f64();
+    let cpu = (process_cpu() - cpu_before) / secs;
     let after: Vec<_> = nodes.iter().map(|g| traffic(&g.stats())).collect();
     let rates: Vec<f64> = before
         .iter()
@@ -186,11 +237,13 @@ async fn measure(n: u8, kind: Kind, encrypted: bool, settle: Duration, window: D
         })
         .sum();
     println!(
-        "trellis  {kind:?} members={n:>2} encrypted={:<3}  {mean:>7.0} B/s per member sent+received \
+        "trellis  {kind:?} members={n:>4} encrypted={:<3}  {mean:>7.0} B/s per member sent+received \
          (min {min:.0}, max {max:.0}), {packets:.1} packets/s, {:.0} B/packet, \
-         non-alive entries seen: {failed}",
+         non-alive entries seen: {failed}; process CPU {cpu:.2} cores, {:.0} µs per member-second{}",
         if encrypted { "yes" } else { "no" },
         mean / packets,
+        cpu / f64::from(n) * 1e6,
+        if cpu > 1.5 { " (CPU-STARVED)" } else { "" },
     );
     for node in nodes {
         node.shutdown().await;
@@ -257,6 +310,57 @@ async fn detection_trials(trials: u64) {
         "detection (6 members, all others see Failed): median {median:?}, max {:?}, all {times:?}",
         times[times.len() - 1]
     );
+}
+
+/// `trials` kills in one pool of `n` members, one after the other: for
+/// each, when every other member has declared the victim failed (and the
+/// median over those members), all members watched at once.
+async fn detection_large(n: u16, trials: u64) {
+    let kind = kind_from_env(2);
+    let mut nodes = pool(n, None, profile_of(kind), kind).await;
+    tokio::time::sleep(Duration::from_secs(10)).await;
+    let (mut all, mut medians) = (Vec::new(), Vec::new());
+    for trial in 0..trials {
+        // Spread the victims over the pool, never the seed.
+        let at = 1 + (trial as usize * 7919) % (nodes.len() - 1);
+        let victim = nodes.remove(at);
+        let gone = victim.local_addr();
+        let cpu_before = process_cpu();
+        let killed = Instant::now();
+        victim.shutdown().await;
+        let seen = futures::future::join_all(nodes.iter().map(|node| async move {
+            let seen = wait_for(node, Duration::from_secs(60), |ms| {
+                ms.iter()
+                    .any(|m| m.addr == gone && m.status == MemberStatus::Failed)
+            })
+            .await;
+            assert!(seen, "failure never seen");
+            killed.elapsed()
+        }))
+        .await;
+        let cpu = (process_cpu() - cpu_before) / killed.elapsed().as_secs_f64();
+        let mut seen = seen;
+        seen.sort();
+        let (median, last) = (seen[seen.len() / 2], seen[seen.len() - 1]);
+        println!(
+            "  kill {trial}: every other member saw it failed after {last:?} (median member \
+             {median:?}); process CPU {cpu:.2} cores"
+        );
+        all.push(last);
+        medians.push(median);
+    }
+    all.sort();
+    medians.sort();
+    println!(
+        "detection ({n} members, all others see Failed): median {:?}, max {:?}; median member's \
+         median {:?}; all {all:?}",
+        all[all.len() / 2],
+        all[all.len() - 1],
+        medians[medians.len() / 2],
+    );
+    for node in nodes {
+        node.shutdown().await;
+    }
 }
 
 /// What one member saw of the others during a soak.
@@ -367,9 +471,16 @@ async fn main() {
     let settle = Duration::from_secs(env_u64("SETTLE_SECS", if bench { 3 } else { 1 }));
     let wan = kind_from_env(1) != Kind::Lan;
     // (members, datacenters): the WAN pools of 2 × 3 and 5 × 5 servers.
-    let sizes: &[(u8, u8)] = match (wan, bench) {
-        (false, true) => &[(5, 1), (50, 1)],
-        (false, false) => &[(5, 1)],
+    let lan: Vec<(u16, u8)> = std::env::var("MEMBERS")
+        .unwrap_or_else(|_| "6,50,1000".into())
+        .split(',')
+        .filter_map(|n| n.trim().parse().ok())
+        .filter(|&n| n >= 2)
+        .map(|n| (n, 1))
+        .collect();
+    let sizes: &[(u16, u8)] = match (wan, bench) {
+        (false, true) => &lan,
+        (false, false) => &[(6, 1)],
         (true, true) => &[(6, 2), (25, 5)],
         (true, false) => &[(6, 2)],
     };
@@ -384,7 +495,7 @@ async fn main() {
     for &(n, _) in sizes.iter().filter(|_| !wan) {
         for encrypted in [false, true] {
             println!(
-                "memberlist members={n:>2} encrypted={:<3}  {:>7.0} B/s per member (model); with Consul's additions {:.0} B/s",
+                "memberlist members={n:>4} encrypted={:<3}  {:>7.0} B/s per member (model); with Consul's additions {:.0} B/s",
                 if encrypted { "yes" } else { "no" },
                 memberlist_model(u32::from(n), encrypted, false),
                 memberlist_model(u32::from(n), encrypted, true),
@@ -399,5 +510,9 @@ async fn main() {
     let trials = env_u64("DETECT_TRIALS", 0);
     if trials > 0 {
         detection_trials(trials).await;
+        let large = u16::try_from(env_u64("DETECT_LARGE", 0)).unwrap_or(0);
+        if large > 6 {
+            detection_large(large, trials).await;
+        }
     }
 }

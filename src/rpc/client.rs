@@ -23,6 +23,7 @@ use super::catchup::{Chunk, Offer, SnapshotCache};
 use super::cluster::Configuration;
 use super::datacenter::{DatacenterRequest, DatacenterResponse, ForwardError, Slot};
 use super::errors::{MembershipError, ReadError, WriteError};
+use super::fanout::{FollowCache, SharedFollow};
 use super::types::RaftId;
 use crate::catalog::{Applied, Command, Index, Outcome, Replica, Since};
 
@@ -258,13 +259,31 @@ pub trait ClientHandler: Send + Sync {
     fn coordinate_datacenters(&self) -> Vec<crate::coordinate::DatacenterCoordinates>;
 }
 
+/// What the server sends back for a client call: an answer, or a follow
+/// answer whose entries are encoded already (`fanout`).
+#[derive(Debug)]
+pub(super) enum ClientAnswer {
+    /// Any answer, encoded when sent.
+    Response(ClientResponse),
+    /// Entries to follow, encoded once for every poll of their range.
+    Follow(SharedFollow),
+}
+
+impl From<ClientResponse> for ClientAnswer {
+    fn from(r: ClientResponse) -> Self {
+        Self::Response(r)
+    }
+}
+
 /// Carries out one client call; a forward to another datacenter goes
-/// through `datacenters`, the agent's side of the datacenter family.
+/// through `datacenters`, the agent's side of the datacenter family, and
+/// follow polls share their entries' encoding through `follows`.
 pub(super) async fn handle(
     handler: &impl ClientHandler,
     datacenters: &Slot,
+    follows: &FollowCache,
     req: ClientRequest,
-) -> ClientResponse {
+) -> ClientAnswer {
     match req {
         ClientRequest::Write(cmd) => ClientResponse::Write(handler.write(*cmd).await),
         ClientRequest::ConsistentIndex => ClientResponse::ConsistentIndex(
@@ -274,7 +293,7 @@ pub(super) async fn handle(
                 .map(|()| handler.replica().applied_index()),
         ),
         ClientRequest::Follow { after, wait_ms } => {
-            ClientResponse::Follow(follow(handler, after, wait_ms).await)
+            return follow(handler, follows, after, wait_ms).await;
         }
         ClientRequest::Configuration => ClientResponse::Configuration(handler.configuration()),
         ClientRequest::SnapshotChunk { index, offset, len } => {
@@ -296,20 +315,41 @@ pub(super) async fn handle(
             ClientResponse::CoordinateDatacenters(handler.coordinate_datacenters())
         }
     }
+    .into()
 }
 
 /// Answers a client's follow poll: waits until this server has applied past
-/// `after` (or `wait_ms` passes), then sends what follows `after`, or
-/// offers the whole state, encoded once for every client behind, when
-/// `after` is older than the history.
-async fn follow(handler: &impl ClientHandler, after: Index, wait_ms: u32) -> FollowAnswer {
+/// `after` (or `wait_ms` passes), then sends what follows `after`, encoded
+/// once for every client at `after` (`fanout`), or offers the whole state,
+/// encoded once for every client behind, when `after` is older than the
+/// history.
+async fn follow(
+    handler: &impl ClientHandler,
+    follows: &FollowCache,
+    after: Index,
+    wait_ms: u32,
+) -> ClientAnswer {
     let replica = handler.replica();
     let mut applied = replica.subscribe();
     let wait = Duration::from_millis(wait_ms.into()).min(MAX_FOLLOW_WAIT);
     // Timing out is an answer too: nothing changed.
     let _ = tokio::time::timeout(wait, applied.wait_for(|&i| i > after)).await;
     let catch_up = match replica.since(after, FOLLOW_ENTRIES, FOLLOW_COMMANDS) {
-        Since::Entries(entries) => CatchUp::Entries(without_secrets(entries)),
+        Since::Entries(entries) if !entries.is_empty() => {
+            match follows.encoded(after, entries, without_secrets) {
+                Ok(catch_up) => {
+                    return ClientAnswer::Follow(SharedFollow {
+                        catch_up,
+                        status: handler.status(),
+                    });
+                }
+                Err(e) => {
+                    tracing::error!(error = %e, "applied entries could not be encoded");
+                    CatchUp::Unavailable(format!("applied entries could not be encoded: {e}"))
+                }
+            }
+        }
+        Since::Entries(entries) => CatchUp::Entries(entries),
         Since::TooOld => match handler.snapshot_cache().offer(replica).await {
             Ok(offer) => CatchUp::Snapshot(offer),
             Err(e) => {
@@ -318,8 +358,9 @@ async fn follow(handler: &impl ClientHandler, after: Index, wait_ms: u32) -> Fol
             }
         },
     };
-    FollowAnswer {
+    ClientResponse::Follow(FollowAnswer {
         catch_up,
         status: handler.status(),
-    }
+    })
+    .into()
 }

@@ -22,6 +22,8 @@
 //!   agent's own HTTP router and DNS responder;
 //! - `catchup`: a client behind its server's history fetching the server's
 //!   state in chunks, and the one encoding of it the server keeps for that;
+//! - `fanout`: the entries a follow poll gets, encoded once for every
+//!   client that asks for the same range, and spliced into each answer;
 //! - `types`: openraft's type configuration, which Raft's messages carry;
 //! - `errors`: why a write, a consistent read or a membership change failed,
 //!   as answers carry it;
@@ -38,6 +40,7 @@ pub mod client;
 pub mod cluster;
 pub mod datacenter;
 pub mod errors;
+pub mod fanout;
 pub mod frame;
 pub mod link;
 pub mod message;

@@ -22,9 +22,10 @@ use tokio::sync::{Semaphore, mpsc};
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 
-use super::client::{self, ClientHandler};
+use super::client::{self, ClientAnswer, ClientHandler};
 use super::cluster::{self, ClusterHandler};
 use super::datacenter::Slot;
+use super::fanout::{self, FollowCache, SharedFollow};
 use super::frame::{self, FrameError};
 use super::message::{Envelope, Request, Response};
 use super::preface::{self, PROTOCOL_VERSION, PrefaceError, Refusals};
@@ -94,6 +95,7 @@ pub async fn serve_with<H: Handler>(
     shutdown: CancellationToken,
 ) -> std::io::Result<()> {
     let slots = Arc::new(Semaphore::new(MAX_CONNECTIONS));
+    let follows = Arc::new(FollowCache::default());
     let per_client = PerClient::new(limits.max_conns_per_client);
     let refusals = Arc::new(Refusals::new());
     let over_cap = Refusals::new();
@@ -121,9 +123,18 @@ pub async fn serve_with<H: Handler>(
         let _ = stream.set_nodelay(true);
         let (handler, token, refusals) = (handler.clone(), shutdown.clone(), refusals.clone());
         let (credentials, timeout) = (credentials.clone(), limits.handshake_timeout);
-        let datacenters = datacenters.clone();
+        let (datacenters, follows) = (datacenters.clone(), follows.clone());
         conns.spawn(async move {
-            match connection(stream, handler, datacenters, credentials, timeout, token).await {
+            let served = connection(
+                stream,
+                handler,
+                datacenters,
+                follows,
+                credentials,
+                timeout,
+                token,
+            );
+            match served.await {
                 Ok(()) => {}
                 // A peer that spoke, but not our protocol: worth a warning.
                 Err(Ended::Refused(
@@ -191,6 +202,7 @@ async fn connection<H: Handler>(
     stream: TcpStream,
     handler: Arc<H>,
     datacenters: Arc<Slot>,
+    follows: Arc<FollowCache>,
     credentials: Credentials,
     handshake_timeout: Option<Duration>,
     shutdown: CancellationToken,
@@ -250,12 +262,16 @@ async fn connection<H: Handler>(
             break Ok(());
         };
         let (handler, answers) = (handler.clone(), answers.clone());
-        let datacenters = datacenters.clone();
+        let (datacenters, follows) = (datacenters.clone(), follows.clone());
         match frame::decode::<Envelope<Request>>(&buf) {
             Ok(Envelope { id, body }) => {
                 handlers.spawn(async move {
-                    let body = handle(&*handler, &datacenters, peer, body).await;
-                    send(&answers, id, &body).await;
+                    // Boxed: the future of any family's call is as large
+                    // as the largest (Raft's), and a task moves its future
+                    // whole; a follow poll per client per write should
+                    // not copy kilobytes.
+                    let reply = Box::pin(handle(&*handler, &datacenters, &follows, peer, body));
+                    send(&answers, id, reply.await).await;
                     drop(permit);
                 });
             }
@@ -274,8 +290,19 @@ async fn connection<H: Handler>(
     Ok(result?)
 }
 
-async fn send(answers: &mpsc::Sender<Vec<u8>>, id: u64, body: &Response) {
-    let bytes = match frame::encode(&Envelope { id, body }) {
+/// What a handler answers: a response, or a follow answer whose entries
+/// are encoded already.
+enum Reply {
+    Response(Response),
+    Follow(SharedFollow),
+}
+
+async fn send(answers: &mpsc::Sender<Vec<u8>>, id: u64, reply: Reply) {
+    let encoded = match &reply {
+        Reply::Response(body) => frame::encode(&Envelope { id, body }),
+        Reply::Follow(shared) => fanout::follow_frame(id, shared),
+    };
+    let bytes = match encoded {
         Ok(b) => b,
         Err(e) => {
             tracing::error!(error = %e, "server RPC answer could not be encoded");
@@ -296,14 +323,20 @@ async fn send(answers: &mpsc::Sender<Vec<u8>>, id: u64, body: &Response) {
 /// requests come only from servers of this datacenter, datacenter requests
 /// from servers of any: a peer that showed a client's certificate is
 /// refused them.
-async fn handle<H: Handler>(handler: &H, datacenters: &Slot, peer: Peer, req: Request) -> Response {
+async fn handle<H: Handler>(
+    handler: &H,
+    datacenters: &Slot,
+    follows: &FollowCache,
+    peer: Peer,
+    req: Request,
+) -> Reply {
     let allowed = match req {
         Request::Client(_) => true,
         Request::Datacenter(_) => peer.may_act_as_remote_server(),
         Request::Raft(_) | Request::Cluster(_) => peer.may_act_as_server(),
     };
     if !allowed {
-        return Response::Malformed(
+        return Reply::Response(Response::Malformed(
             if matches!(req, Request::Datacenter(_)) {
                 "refused: this connection showed a client certificate, and requests from another \
                  datacenter need a server certificate of some datacenter"
@@ -312,12 +345,15 @@ async fn handle<H: Handler>(handler: &H, datacenters: &Slot, peer: Peer, req: Re
                  requests need a server certificate"
             }
             .into(),
-        );
+        ));
     }
-    match req {
+    Reply::Response(match req {
         Request::Raft(r) => Response::Raft(raft::handle(handler, r).await),
         Request::Cluster(r) => Response::Cluster(cluster::handle(handler, r).await),
-        Request::Client(r) => Response::Client(client::handle(handler, datacenters, r).await),
+        Request::Client(r) => match client::handle(handler, datacenters, follows, r).await {
+            ClientAnswer::Response(r) => Response::Client(r),
+            ClientAnswer::Follow(shared) => return Reply::Follow(shared),
+        },
         Request::Datacenter(r) => Response::Datacenter(datacenters.serve(r).await),
-    }
+    })
 }
