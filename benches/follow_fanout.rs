@@ -368,7 +368,11 @@ async fn measure_size(
     }
     let parking = started.elapsed();
 
-    let (cpu0, polls0, at0) = (t.cpu(), board.answers.load(Ordering::SeqCst), Instant::now());
+    let (cpu0, polls0, at0) = (
+        t.cpu(),
+        board.answers.load(Ordering::SeqCst),
+        Instant::now(),
+    );
     tokio::time::sleep(s.idle).await;
     let idle_secs = at0.elapsed().as_secs_f64();
     let idle_cpu = (t.cpu() - cpu0) / idle_secs;
@@ -377,7 +381,11 @@ async fn measure_size(
     // On stderr, for whoever profiles the server during the writes.
     eprintln!("  {followers} followers parked: writing");
     let (mut from_send, mut from_answer, mut all_reached) = (Vec::new(), Vec::new(), Vec::new());
-    let (cpu0, tool0, at0) = (t.cpu(), procs::cpu_seconds(&[std::process::id()]), Instant::now());
+    let (cpu0, tool0, at0) = (
+        t.cpu(),
+        procs::cpu_seconds(&[std::process::id()]),
+        Instant::now(),
+    );
     for w in first_write..first_write + s.writes {
         let (sent, answered) = t.register(w).await?;
         let deadline = Instant::now() + DEADLINE;
@@ -403,8 +411,18 @@ async fn measure_size(
         }
         let arrivals = board.arrivals(w);
         from_send.extend(arrivals.iter().map(|a| a.duration_since(sent)));
-        from_answer.extend(arrivals.iter().map(|a| a.saturating_duration_since(answered)));
-        all_reached.push(arrivals.iter().map(|a| a.duration_since(sent)).max().unwrap_or_default());
+        from_answer.extend(
+            arrivals
+                .iter()
+                .map(|a| a.saturating_duration_since(answered)),
+        );
+        all_reached.push(
+            arrivals
+                .iter()
+                .map(|a| a.duration_since(sent))
+                .max()
+                .unwrap_or_default(),
+        );
         tokio::time::sleep(s.gap).await;
     }
     let secs = at0.elapsed().as_secs_f64();
@@ -521,7 +539,10 @@ async fn report(s: &Settings, t: &Target, nofile: u64) -> anyhow::Result<()> {
     println!(
         "machine: {} CPUs, load average {}; open-file limit {nofile}",
         std::thread::available_parallelism().map_or(1, usize::from),
-        load.split_whitespace().take(3).collect::<Vec<_>>().join(" ")
+        load.split_whitespace()
+            .take(3)
+            .collect::<Vec<_>>()
+            .join(" ")
     );
     println!(
         "trellis: agent --dev (pid {}), server RPC on {}",
@@ -551,8 +572,10 @@ async fn report(s: &Settings, t: &Target, nofile: u64) -> anyhow::Result<()> {
 
 fn self_check() {
     let args = |s: &str| -> Vec<String> { s.split_whitespace().map(String::from).collect() };
-    let s = Settings::parse(&args("--bench --followers 2000 --writes 10 --gap 5 --idle 3"))
-        .expect("parses");
+    let s = Settings::parse(&args(
+        "--bench --followers 2000 --writes 10 --gap 5 --idle 3",
+    ))
+    .expect("parses");
     assert_eq!(
         s,
         Settings {
@@ -570,7 +593,10 @@ fn self_check() {
     // Every follower its own address, all in 127.25.0.0/16.
     let ips: std::collections::BTreeSet<_> = (0..62_500).map(follower_ip).collect();
     assert_eq!(ips.len(), 62_500);
-    assert!(ips.iter().all(|ip| ip.octets()[..2] == [127, 25] && ip.octets()[3] != 0));
+    assert!(
+        ips.iter()
+            .all(|ip| ip.octets()[..2] == [127, 25] && ip.octets()[3] != 0)
+    );
     let ds: Vec<Duration> = (1..=100).map(Duration::from_millis).collect();
     assert_eq!(quantile(&ds, 0.5), Duration::from_millis(50));
     assert_eq!(quantile(&ds, 0.99), Duration::from_millis(99));

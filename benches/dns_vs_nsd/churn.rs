@@ -70,12 +70,11 @@ async fn run(
     rate: u32,
     mut stopped: oneshot::Receiver<()>,
 ) -> Done {
-    let client = match reqwest::Client::builder()
+    let Ok(client) = reqwest::Client::builder()
         .timeout(Duration::from_secs(10))
         .build()
-    {
-        Ok(c) => c,
-        Err(_) => return Done::default(),
+    else {
+        return Done::default();
     };
     let url = Arc::new(format!("http://{http}/v1/catalog/register"));
     let mut tick = tokio::time::interval(Duration::from_secs_f64(1.0 / f64::from(rate)));

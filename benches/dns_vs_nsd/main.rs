@@ -771,7 +771,7 @@ async fn syscalls(pid: u32, seconds: u64) -> Option<u64> {
 fn print_table(rows: &[Row]) {
     println!();
     println!(
-        "{:<8} {:<24} {:>9} {:>6} {:>8} {:>7} {:>7} {:>9} {:>9} {:>5} {:>9} {:>9} {:>6}  {}",
+        "{:<8} {:<24} {:>9} {:>6} {:>8} {:>7} {:>7} {:>9} {:>9} {:>5} {:>9} {:>9} {:>6}  load avg",
         "server",
         "run",
         "qps",
@@ -785,7 +785,6 @@ fn print_table(rows: &[Row]) {
         "avg lat",
         "max lat",
         "resp B",
-        "load avg"
     );
     for r in rows {
         let s = &r.stats;

@@ -104,7 +104,7 @@ impl Store for Trellis {
         let file = self
             .data_dir
             .join("raft")
-            .join(trellis::store::snapshot::FILE_NAME);
+            .join(trellis::store::snapshot_file::FILE_NAME);
         let size = match std::fs::metadata(&file) {
             Ok(m) => m.len(),
             Err(_) => meta

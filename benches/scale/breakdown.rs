@@ -96,7 +96,10 @@ pub(crate) fn run(cat: &[Instance], rich: bool, history: usize) -> anyhow::Resul
     let mut rows: Vec<(String, f64)> = Vec::new();
     let base = live();
     let cmds: Vec<Arc<[Command]>> = cat.iter().map(|&i| Arc::from([command(i, rich)])).collect();
-    rows.push(("commands of every entry (what a log tail holds)".into(), per(live() - base)));
+    rows.push((
+        "commands of every entry (what a log tail holds)".into(),
+        per(live() - base),
+    ));
 
     // The server's replica: state, view and a follow history of `history`
     // commands, the entries applied one at a time as Raft applies them.
@@ -134,7 +137,8 @@ pub(crate) fn run(cat: &[Instance], rich: bool, history: usize) -> anyhow::Resul
         ));
         rows.push((
             "  one node row, per instance (10 instances a node)".into(),
-            size(&|| Box::new(e.node.clone())) * (cat.len() as f64 / crate::nodes_of(cat) as f64).recip(),
+            size(&|| Box::new(e.node.clone()))
+                * (cat.len() as f64 / crate::nodes_of(cat) as f64).recip(),
         ));
         for c in &e.checks {
             rows.push((

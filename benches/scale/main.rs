@@ -29,13 +29,13 @@
 // The report on stdout is this program's output.
 #![allow(clippy::print_stdout)]
 
+mod breakdown;
 #[allow(dead_code)] // disk_usage, raise_nofile are for the KV benchmarks
 #[path = "../common/mem.rs"]
 mod mem;
 #[allow(dead_code)] // on_path is for the benchmarks with peers
 #[path = "../common/procs.rs"]
 mod procs;
-mod breakdown;
 
 #[global_allocator]
 static COUNTING: breakdown::Counting = breakdown::Counting;
@@ -133,7 +133,9 @@ impl Settings {
             }
         }
         if s.services == 0 || s.nodes < s.instances || s.in_flight == 0 || s.rounds == 0 {
-            bail!("want services, in-flight and rounds ≥ 1 and at least as many nodes as instances");
+            bail!(
+                "want services, in-flight and rounds ≥ 1 and at least as many nodes as instances"
+            );
         }
         Ok(s)
     }
@@ -176,13 +178,21 @@ fn catalog(s: &Settings) -> Vec<Instance> {
 
 /// How many distinct nodes `catalog` uses.
 fn nodes_of(cat: &[Instance]) -> usize {
-    cat.iter().map(|i| i.node).collect::<std::collections::BTreeSet<_>>().len()
+    cat.iter()
+        .map(|i| i.node)
+        .collect::<std::collections::BTreeSet<_>>()
+        .len()
 }
 
 /// `10.x.y.z`, unique per node.
 fn node_addr(node: usize) -> Ipv4Addr {
     let n = u32::try_from(node).unwrap_or(u32::MAX);
-    Ipv4Addr::new(10, ((n >> 16) & 0xff) as u8, ((n >> 8) & 0xff) as u8, (n & 0xff) as u8)
+    Ipv4Addr::new(
+        10,
+        ((n >> 16) & 0xff) as u8,
+        ((n >> 8) & 0xff) as u8,
+        (n & 0xff) as u8,
+    )
 }
 
 /// The registration of one instance; `rich` adds two tags, a meta key and
@@ -466,8 +476,16 @@ async fn run(s: Settings) -> anyhow::Result<()> {
     ];
     println!(
         "servers: --raft-snapshot-threshold {}, --raft-trailing-logs {}",
-        if s.snapshot_threshold > 0 { s.snapshot_threshold.to_string() } else { "default".into() },
-        if s.trailing_logs > 0 { s.trailing_logs.to_string() } else { "default".into() }
+        if s.snapshot_threshold > 0 {
+            s.snapshot_threshold.to_string()
+        } else {
+            "default".into()
+        },
+        if s.trailing_logs > 0 {
+            s.trailing_logs.to_string()
+        } else {
+            "default".into()
+        }
     );
 
     if s.runs("breakdown") {
@@ -494,7 +512,12 @@ async fn run(s: Settings) -> anyhow::Result<()> {
         let m = rss[rss.len() / 2];
         rows.push((
             "idle dev agent, VmRSS 1 s after start".into(),
-            format!("{:.1} MB ({:.1} MiB; anon {:.1} MB)", m.rss as f64 / 1e6, mib(m.rss), m.anon as f64 / 1e6),
+            format!(
+                "{:.1} MB ({:.1} MiB; anon {:.1} MB)",
+                m.rss as f64 / 1e6,
+                mib(m.rss),
+                m.anon as f64 / 1e6
+            ),
             "≤ 10 MB".into(),
         ));
     }
@@ -503,7 +526,12 @@ async fn run(s: Settings) -> anyhow::Result<()> {
     let mut durable: Option<Node> = None;
     let need_loaded = s.runs("restart") || s.runs("install");
     let kinds: Vec<(&str, bool)> = if s.runs("memory") {
-        vec![("dev", false), ("dev", true), ("server", false), ("server", true)]
+        vec![
+            ("dev", false),
+            ("dev", true),
+            ("server", false),
+            ("server", true),
+        ]
     } else if need_loaded {
         vec![("server", true)]
     } else {
@@ -520,7 +548,13 @@ async fn run(s: Settings) -> anyhow::Result<()> {
         let dns = n.dns;
         let want = s.instances as u16;
         tokio::task::spawn_blocking(move || {
-            poll_dns(dns, &last_svc, want, Instant::now(), Duration::from_secs(60))
+            poll_dns(
+                dns,
+                &last_svc,
+                want,
+                Instant::now(),
+                Duration::from_secs(60),
+            )
         })
         .await??;
         n.quiet().await?;
@@ -528,7 +562,11 @@ async fn run(s: Settings) -> anyhow::Result<()> {
         let per = (after.anon.saturating_sub(before.anon)) as f64 / total;
         let label = format!(
             "{} {}: RssAnon {:.1} → {:.1} MB, per instance",
-            if kind == "dev" { "dev agent" } else { "durable server" },
+            if kind == "dev" {
+                "dev agent"
+            } else {
+                "durable server"
+            },
             if rich { "rich" } else { "bare" },
             before.anon as f64 / 1e6,
             after.anon as f64 / 1e6
@@ -542,7 +580,11 @@ async fn run(s: Settings) -> anyhow::Result<()> {
         rows.push((label, format!("{per:.0} B"), "≤ 1,024 B".into()));
         rows.push((
             format!("  load time ({} in flight)", s.in_flight),
-            format!("{:.1} s ({:.0}/s)", took.as_secs_f64(), total / took.as_secs_f64()),
+            format!(
+                "{:.1} s ({:.0}/s)",
+                took.as_secs_f64(),
+                total / took.as_secs_f64()
+            ),
             "–".into(),
         ));
         if kind == "server" && rich {
@@ -585,7 +627,11 @@ async fn run(s: Settings) -> anyhow::Result<()> {
         ));
         rows.push((
             "  RssAnon after restart, per instance".into(),
-            format!("{:.0} B ({:.1} MB)", m.anon as f64 / total, m.anon as f64 / 1e6),
+            format!(
+                "{:.0} B ({:.1} MB)",
+                m.anon as f64 / total,
+                m.anon as f64 / 1e6
+            ),
             "–".into(),
         ));
         if let Some(line) = startup_line(&n.agent) {
@@ -633,7 +679,10 @@ async fn run(s: Settings) -> anyhow::Result<()> {
                     }
                 }
                 j.agent.terminate();
-                let url = format!("http://{}/v1/agent/force-leave/{kind}-{last}?prune=1", n.http);
+                let url = format!(
+                    "http://{}/v1/agent/force-leave/{kind}-{last}?prune=1",
+                    n.http
+                );
                 let _ = http.put(url).send().await;
                 n.wait_leader(&http).await?;
             }
@@ -682,7 +731,9 @@ fn self_check() {
     let cat = catalog(&d);
     assert_eq!(cat.len(), d.total());
     for svc in cat.chunks(3) {
-        assert!(svc[0].node != svc[1].node && svc[1].node != svc[2].node && svc[0].node != svc[2].node);
+        assert!(
+            svc[0].node != svc[1].node && svc[1].node != svc[2].node && svc[0].node != svc[2].node
+        );
     }
     let used: std::collections::BTreeSet<usize> = cat.iter().map(|i| i.node).collect();
     assert_eq!(used.len(), d.nodes);
@@ -705,5 +756,12 @@ fn self_check() {
     assert!(!answers(&a, 0x1235, 3));
     a[3] = 3; // NXDOMAIN
     assert!(!answers(&a, 0x1234, 3));
-    assert_eq!(median(vec![Duration::from_secs(3), Duration::from_secs(1), Duration::from_secs(2)]), Duration::from_secs(2));
+    assert_eq!(
+        median(vec![
+            Duration::from_secs(3),
+            Duration::from_secs(1),
+            Duration::from_secs(2)
+        ]),
+        Duration::from_secs(2)
+    );
 }

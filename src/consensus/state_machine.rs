@@ -14,7 +14,7 @@
 //! bytes client agents that fell behind fetch too), decoded by its version;
 //! the catalog itself is encoded through its serde impl.
 //!
-//! A snapshot is stored in its own file (`store::snapshot::write_file`),
+//! A snapshot is stored in its own file (`store::snapshot_file::write_file`),
 //! by the task that builds or installs it, never through the log's writer:
 //! a commit of megabytes there held every log append queued behind it. Only
 //! once the file is durable does openraft learn of the snapshot and purge
@@ -37,7 +37,8 @@ use super::types::{
 };
 use crate::catalog::{Replica, StateSnapshot, StateSnapshotV2};
 use crate::store::format::{self, FormatError, Version};
-use crate::store::snapshot::{self as snapshot_file, decode_catalog, encode_catalog};
+use crate::store::snapshot::{decode_catalog, encode_catalog};
+use crate::store::snapshot_file;
 use crate::store::{self, Contents, StoreError, Writer, v1};
 
 /// How often a snapshot write that found the disk full tries again.
@@ -159,7 +160,7 @@ impl StateMachine {
             applied.membership = snapshot.meta.last_membership.clone();
             // What a restart spends before the log's tail is replayed;
             // `benches/scale` prints this line next to its restart time.
-            let ms = |d: std::time::Duration| d.as_secs_f64() * 1e3;
+            let ms = |d: Duration| d.as_secs_f64() * 1e3;
             tracing::info!(
                 bytes = snapshot.data.len(),
                 read_ms = ms(read),
@@ -206,19 +207,21 @@ async fn store_snapshot(
         // commits on meanwhile.
         Some(dir) => {
             let (dir, durable) = (dir.clone(), durable.clone());
+            let meta = snapshot.meta.clone();
             let write = move || {
                 let written = write_waiting_for_space(&dir, &durable.writer, &snapshot);
                 written.map(|()| snapshot)
             };
             let failed =
                 |e| StorageError::from(StorageIOError::write_snapshot(None, AnyError::new(&e)));
-            if background {
-                in_background(write).await.map_err(failed)??
+            let written = if background {
+                in_background(write).await.map_err(failed)?
             } else {
                 tokio::task::spawn_blocking(write)
                     .await
-                    .map_err(|e| failed(std::io::Error::other(e)))??
-            }
+                    .map_err(|e| failed(std::io::Error::other(e)))?
+            };
+            written.map_err(|e| snapshot_write_err(&meta, e))?
         }
         None => snapshot,
     };
@@ -232,7 +235,7 @@ fn write_waiting_for_space(
     dir: &Path,
     writer: &Writer,
     snapshot: &StoredSnapshot,
-) -> Result<(), StorageError> {
+) -> Result<(), StoreError> {
     let mut warned = false;
     loop {
         match snapshot_file::write_file(dir, snapshot) {
@@ -244,7 +247,7 @@ fn write_waiting_for_space(
                 }
                 std::thread::sleep(SPACE_RETRY);
             }
-            Err(e) => return Err(snapshot_write_err(&snapshot.meta, e)),
+            Err(e) => return Err(e),
         }
     }
 }
@@ -278,11 +281,9 @@ impl RaftSnapshotBuilder<TypeConfig> for SnapshotBuilder {
             Replica::release_freed_memory();
             data
         })
-            .await
-            .map_err(|e| StorageError::from(StorageIOError::read_state_machine(AnyError::new(&e))))?
-            .map_err(|e| {
-                StorageError::from(StorageIOError::read_state_machine(AnyError::new(&e)))
-            })?;
+        .await
+        .map_err(|e| StorageError::from(StorageIOError::read_state_machine(AnyError::new(&e))))?
+        .map_err(|e| StorageError::from(StorageIOError::read_state_machine(AnyError::new(&e))))?;
         let encoded = started.elapsed();
         let snapshot_id = match self.last_applied {
             Some(id) => format!("{}-{}-{}", id.leader_id, id.index, self.seq),
@@ -421,7 +422,7 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
         let took = self.replica.install(catalog);
         applied.last_applied = meta.last_log_id;
         applied.membership = meta.last_membership.clone();
-        let ms = |d: std::time::Duration| d.as_secs_f64() * 1e3;
+        let ms = |d: Duration| d.as_secs_f64() * 1e3;
         tracing::info!(
             snapshot = %meta.snapshot_id,
             last_log = ?meta.last_log_id.map(|l| l.index),

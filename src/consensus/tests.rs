@@ -224,7 +224,7 @@ fn snapshots_compact_the_log_and_restore_on_restart() {
         !contents.meta.contains_key(keys::SNAPSHOT),
         "not in the log's database"
     );
-    let file = store::snapshot::read_file(dir.path()).expect("read");
+    let file = store::snapshot_file::read_file(dir.path()).expect("read");
     assert!(file.is_some(), "the snapshot has its own file");
     let first = contents.log.first().expect("tail").0;
     let last = contents.log.last().expect("tail").0;

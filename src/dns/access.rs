@@ -114,7 +114,8 @@ mod tests {
     use crate::acl::DefaultPolicy;
     use crate::catalog::{AclContext, AclOp, AclPolicy, AclToken, Command, Outcome, Replica};
     use crate::config::defaults::DATACENTER;
-    use crate::dns::respond::{Reply, Responder, Transport};
+    use crate::dns::fit::Transport;
+    use crate::dns::respond::{Reply, Responder};
     use crate::dns::{fixture, zones::Zones};
 
     /// An authorizer of `rules` under default deny.

@@ -12,6 +12,21 @@ use hickory_proto::op::Message;
 use hickory_proto::rr::{Name, RData, Record};
 use hickory_proto::serialize::binary::{BinEncodable, BinEncoder};
 
+/// How many times its request's size a plain (non-EDNS) UDP response may
+/// be, so a spoofed query cannot make us an amplifier. EDNS clients keep
+/// the size they advertise, as every resolver does: RRL is their guard.
+pub(crate) const MAX_AMPLIFICATION: usize = 10;
+
+/// The transport a request arrived on; it decides the response size limit.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Transport {
+    /// UDP: the client's EDNS size up to 4096, or without EDNS, 512 bytes
+    /// and at most [`MAX_AMPLIFICATION`] times the request.
+    Udp,
+    /// TCP: up to 65535 bytes.
+    Tcp,
+}
+
 /// The smallest size every DNS client accepts (RFC 1035).
 pub(crate) const MIN_UDP: usize = 512;
 /// The largest UDP payload we send even if the client offers more.

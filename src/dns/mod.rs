@@ -55,7 +55,8 @@ mod tests;
 use std::path::PathBuf;
 
 pub use access::Caller;
-pub use respond::{Reply, Responder, Transport};
+pub use fit::Transport;
+pub use respond::{Reply, Responder};
 pub use server::{Answerer, serve, set_reuse_port};
 pub use wire::Scratch;
 

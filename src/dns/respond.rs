@@ -16,17 +16,13 @@ use hickory_proto::serialize::binary::{BinDecodable, BinDecoder};
 use super::DnsError;
 use super::access::Caller;
 use super::answer::{Answer, Authority, Found};
-use super::fit::{self, MAX_TCP, MAX_UDP, MIN_UDP};
+use super::fit::Transport;
+use super::fit::{self, MAX_AMPLIFICATION, MAX_TCP, MAX_UDP, MIN_UDP};
 use super::name::parse_reverse;
 use super::wire::{Scratch, Wire};
 use super::zones::Zones;
 use crate::catalog::view::View;
 use crate::config::DnsSettings;
-
-/// How many times its request's size a plain (non-EDNS) UDP response may
-/// be, so a spoofed query cannot make us an amplifier. EDNS clients keep
-/// the size they advertise, as every resolver does: RRL is their guard.
-pub(crate) const MAX_AMPLIFICATION: usize = 10;
 
 /// The fewest bytes `request` can have taken on the wire: the header and
 /// its questions written out, no records. The question name is the first
@@ -40,16 +36,6 @@ fn request_floor(request: &Message) -> usize {
         .map(|q| q.name.iter().map(|label| 1 + label.len()).sum::<usize>() + 1 + 4)
         .sum();
     12 + questions
-}
-
-/// The transport a request arrived on; it decides the response size limit.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Transport {
-    /// UDP: the client's EDNS size up to 4096, or without EDNS, 512 bytes
-    /// and at most [`MAX_AMPLIFICATION`] times the request.
-    Udp,
-    /// TCP: up to 65535 bytes.
-    Tcp,
 }
 
 /// What to do with one request.

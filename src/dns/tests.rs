@@ -776,20 +776,36 @@ async fn every_reuse_port_worker_answers_on_the_port_zero_gave() {
     // on the runtime: wait for them to appear.
     let started = std::time::Instant::now();
     while udp_sockets_on(port) < 4 {
-        assert!(started.elapsed() < DEADLINE, "{} sockets on port {port}", udp_sockets_on(port));
+        assert!(
+            started.elapsed() < DEADLINE,
+            "{} sockets on port {port}",
+            udp_sockets_on(port)
+        );
         tokio::time::sleep(Duration::from_millis(10)).await;
     }
-    assert_eq!(udp_sockets_on(port), 4, "one socket per worker, all on one port");
+    assert_eq!(
+        udp_sockets_on(port),
+        4,
+        "one socket per worker, all on one port"
+    );
 
     let asks = (0..64).map(|_| async {
-        let (m, _) = udp(server.udp, &query("web.service.consul.", RecordType::A, None)).await;
+        let (m, _) = udp(
+            server.udp,
+            &query("web.service.consul.", RecordType::A, None),
+        )
+        .await;
         (m.metadata.response_code, m.answers.len())
     });
     for (rcode, answers) in futures::future::join_all(asks).await {
         assert_eq!((rcode, answers), (ResponseCode::NoError, 2));
     }
     server.stop().await;
-    assert_eq!(udp_sockets_on(port), 0, "every worker's socket is closed on stop");
+    assert_eq!(
+        udp_sockets_on(port),
+        0,
+        "every worker's socket is closed on stop"
+    );
 }
 
 /// Run with `cargo test --release --lib udp_throughput -- --ignored --nocapture`.

@@ -23,7 +23,7 @@ use super::catchup::{Chunk, Offer, SnapshotCache};
 use super::cluster::Configuration;
 use super::datacenter::{DatacenterRequest, DatacenterResponse, ForwardError, Slot};
 use super::errors::{MembershipError, ReadError, WriteError};
-use super::fanout::{FollowCache, SharedFollow};
+use super::fanout::FollowCache;
 use super::types::RaftId;
 use crate::catalog::{Applied, Command, Index, Outcome, Replica, Since};
 
@@ -259,6 +259,17 @@ pub trait ClientHandler: Send + Sync {
     fn coordinate_datacenters(&self) -> Vec<crate::coordinate::DatacenterCoordinates>;
 }
 
+/// A follow answer whose entries are encoded already: what the handler
+/// hands the connection's writer instead of a [`ClientResponse`], which
+/// splices the bytes into the answer's frame (`server::follow_frame`).
+#[derive(Debug, Clone)]
+pub struct SharedFollow {
+    /// `CatchUp::Entries(…)`, encoded, shared by every answer of its range.
+    pub catch_up: Arc<[u8]>,
+    /// The server's view, per answer.
+    pub status: ServerStatus,
+}
+
 /// What the server sends back for a client call: an answer, or a follow
 /// answer whose entries are encoded already (`fanout`).
 #[derive(Debug)]
@@ -336,7 +347,9 @@ async fn follow(
     let _ = tokio::time::timeout(wait, applied.wait_for(|&i| i > after)).await;
     let catch_up = match replica.since(after, FOLLOW_ENTRIES, FOLLOW_COMMANDS) {
         Since::Entries(entries) if !entries.is_empty() => {
-            match follows.encoded(after, entries, without_secrets) {
+            let last = entries.last().map_or(after, |e| e.index);
+            let encode = || postcard::to_allocvec(&CatchUp::Entries(without_secrets(entries)));
+            match follows.encoded(after, last, encode) {
                 Ok(catch_up) => {
                     return ClientAnswer::Follow(SharedFollow {
                         catch_up,

@@ -22,11 +22,13 @@ use tokio::sync::{Semaphore, mpsc};
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 
-use super::client::{self, ClientAnswer, ClientHandler};
+use super::client::{
+    self, CatchUp, ClientAnswer, ClientHandler, ClientResponse, FollowAnswer, SharedFollow,
+};
 use super::cluster::{self, ClusterHandler};
 use super::datacenter::Slot;
-use super::fanout::{self, FollowCache, SharedFollow};
-use super::frame::{self, FrameError};
+use super::fanout::FollowCache;
+use super::frame::{self, FrameError, MAX_FRAME};
 use super::message::{Envelope, Request, Response};
 use super::preface::{self, PROTOCOL_VERSION, PrefaceError, Refusals};
 use super::proof::ProofError;
@@ -300,7 +302,7 @@ enum Reply {
 async fn send(answers: &mpsc::Sender<Vec<u8>>, id: u64, reply: Reply) {
     let encoded = match &reply {
         Reply::Response(body) => frame::encode(&Envelope { id, body }),
-        Reply::Follow(shared) => fanout::follow_frame(id, shared),
+        Reply::Follow(shared) => follow_frame(id, shared),
     };
     let bytes = match encoded {
         Ok(b) => b,
@@ -356,4 +358,94 @@ async fn handle<H: Handler>(
         },
         Request::Datacenter(r) => Response::Datacenter(datacenters.serve(r).await),
     })
+}
+
+/// The frame of the answer to call `id` carrying `answer`: what
+/// [`frame::encode`] gives for `Envelope { id, Response::Client(
+/// ClientResponse::Follow(FollowAnswer { catch_up, status })) }`, with the
+/// shared bytes copied in rather than encoded again (`fanout`). The frame
+/// is byte for byte what encoding the whole envelope gives (postcard
+/// writes a struct's fields one after the other, with nothing around
+/// them), so the client's side and the protocol version do not change.
+fn follow_frame(id: u64, answer: &SharedFollow) -> Result<Vec<u8>, FrameError> {
+    // The envelope with an empty catch-up gives the head (id and the
+    // variants' tags) and the status' bytes; the empty catch-up between
+    // them is replaced by the shared one.
+    let empty = postcard::to_allocvec(&CatchUp::Entries(Vec::new()))?;
+    let status = postcard::to_allocvec(&answer.status)?;
+    let whole = frame::encode(&Envelope {
+        id,
+        body: Response::Client(ClientResponse::Follow(FollowAnswer {
+            catch_up: CatchUp::Entries(Vec::new()),
+            status: answer.status.clone(),
+        })),
+    })?;
+    let head_len = whole.len() - empty.len() - status.len();
+    debug_assert_eq!(whole[head_len..], [&empty[..], &status[..]].concat());
+    let len = head_len - 4 + answer.catch_up.len() + status.len();
+    if len > MAX_FRAME {
+        return Err(FrameError::TooLarge(len));
+    }
+    let mut out = Vec::with_capacity(4 + len);
+    // `len <= MAX_FRAME` fits in a u32.
+    out.extend_from_slice(&(len as u32).to_be_bytes());
+    out.extend_from_slice(&whole[4..head_len]);
+    out.extend_from_slice(&answer.catch_up);
+    out.extend_from_slice(&status);
+    Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::catalog::{Applied, Command, Index, KvOp, KvVerb};
+    use crate::rpc::client::ServerStatus;
+
+    fn entry(index: Index, key: &str) -> Applied {
+        let mut op = KvOp::new(KvVerb::Set, key);
+        op.value = vec![7; 40];
+        Applied {
+            index,
+            time: 1_700_000_000_000 + index,
+            commands: vec![Command::Kv(op)].into(),
+        }
+    }
+
+    #[test]
+    fn a_shared_frame_is_the_frame_of_the_whole_answer() {
+        let status = ServerStatus {
+            leader: Some("127.0.0.1:8300".parse().unwrap()),
+            leader_live: true,
+            last_contact_ms: 300,
+            peers: vec!["127.0.0.1:8300".parse().unwrap()],
+        };
+        for entries in [
+            vec![],
+            vec![entry(5, "a")],
+            vec![entry(5, "a"), entry(6, "b")],
+        ] {
+            let cache = FollowCache::default();
+            let last = entries.last().map_or(4, |e| e.index);
+            let catch_up = cache
+                .encoded(4, last, || {
+                    postcard::to_allocvec(&CatchUp::Entries(entries.clone()))
+                })
+                .unwrap();
+            let shared = SharedFollow {
+                catch_up,
+                status: status.clone(),
+            };
+            for id in [0, 1, 300, u64::MAX] {
+                let whole = frame::encode(&Envelope {
+                    id,
+                    body: Response::Client(ClientResponse::Follow(FollowAnswer {
+                        catch_up: CatchUp::Entries(entries.clone()),
+                        status: status.clone(),
+                    })),
+                })
+                .unwrap();
+                assert_eq!(follow_frame(id, &shared).unwrap(), whole);
+            }
+        }
+    }
 }

@@ -66,7 +66,7 @@ pub const CURRENT: Version = 5;
 /// - 1 to 5: as [`CURRENT`]; the stored snapshot is the `snapshot` value in
 ///   `META`.
 /// - 6: format 5's encodings; the stored snapshot in its own file beside
-///   the database (`store::snapshot::FILE_NAME`, the same bytes `META` held),
+///   the database (`store::snapshot_file::FILE_NAME`, the same bytes `META` held),
 ///   written outside the log's transactions.
 pub const DATA_DIR: Version = 6;
 
@@ -247,7 +247,7 @@ pub fn upgrade(
                     "an older data dir's snapshot has no directory to move to".into(),
                 ));
             };
-            super::snapshot::write_file_encoded(dir, &bytes)?;
+            super::snapshot_file::write_file_encoded(dir, &bytes)?;
             meta.remove(keys::SNAPSHOT).map_err(redb_err)?;
             done.snapshot = true;
         }

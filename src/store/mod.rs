@@ -12,7 +12,7 @@
 //!   snapshot).
 //!
 //! The latest snapshot lives beside the database in its own file
-//! ([`snapshot::FILE_NAME`]), written whole and renamed into place by the
+//! ([`snapshot_file::FILE_NAME`]), written whole and renamed into place by the
 //! task that builds it, so that a snapshot's megabytes never sit in a log
 //! commit.
 //!
@@ -27,6 +27,7 @@
 mod file;
 pub mod format;
 pub mod snapshot;
+pub mod snapshot_file;
 pub mod space;
 pub mod v1;
 mod writer;
@@ -187,7 +188,7 @@ pub struct Contents {
     pub log: Vec<(u64, Vec<u8>)>,
     /// The [`META`] values by key, still encoded.
     pub meta: std::collections::BTreeMap<String, Vec<u8>>,
-    /// The snapshot file's bytes ([`snapshot::FILE_NAME`]), once
+    /// The snapshot file's bytes ([`snapshot_file::FILE_NAME`]), once
     /// [`Contents::with_snapshot_file`] read them.
     pub snapshot: Option<Vec<u8>>,
 }
@@ -202,7 +203,7 @@ impl Contents {
     /// in-memory server, which has none).
     pub fn with_snapshot_file(mut self, dir: Option<&Path>) -> Result<Self, StoreError> {
         self.snapshot = match dir {
-            Some(dir) => snapshot::read_file(dir)?,
+            Some(dir) => snapshot_file::read_file(dir)?,
             None => None,
         };
         Ok(self)

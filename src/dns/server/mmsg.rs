@@ -227,7 +227,8 @@ mod tests {
             .map(|_| UdpSocket::bind("127.0.0.1:0").unwrap())
             .collect();
         for (k, c) in clients.iter().enumerate() {
-            c.send_to(&[k as u8; 3], server.local_addr().unwrap()).unwrap();
+            c.send_to(&[k as u8; 3], server.local_addr().unwrap())
+                .unwrap();
         }
         let mut batch = Batch::new(512);
         let mut seen = 0;

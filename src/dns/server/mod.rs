@@ -21,16 +21,17 @@ use tokio_util::sync::CancellationToken;
 use super::DnsError;
 use super::access::{Caller, DnsToken};
 use super::config::Limits;
+use super::fit::Transport;
 use super::forward::Forwarder;
-use super::respond::{Reply, Responder, Transport};
+use super::respond::{Reply, Responder};
 use super::rrl::RateLimiter;
 use super::wire::Scratch;
 use crate::catalog::view::View;
 use crate::catalog::{Replica, Tokens};
 use crate::config::{DnsSettings, LimitsSettings};
 pub use remote::Answerer;
-pub use udp::set_reuse_port;
 use udp::UdpWorkers;
+pub use udp::set_reuse_port;
 
 /// What every request needs; shared by all tasks and UDP workers.
 pub(super) struct Shared {

@@ -20,7 +20,7 @@ use super::Shared;
 use crate::dns::DnsError;
 use crate::dns::config::Limits;
 use crate::dns::fit;
-use crate::dns::respond::Transport;
+use crate::dns::fit::Transport;
 use crate::dns::wire::Scratch;
 use crate::per_client::PerClient;
 

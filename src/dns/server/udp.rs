@@ -40,8 +40,8 @@ use tokio_util::sync::CancellationToken;
 
 use super::Shared;
 use super::mmsg::Batch;
-use crate::dns::fit;
-use crate::dns::respond::{Reply, Transport};
+use crate::dns::fit::{self, Transport};
+use crate::dns::respond::Reply;
 use crate::dns::rrl::{self, Verdict};
 use crate::dns::wire::Scratch;
 

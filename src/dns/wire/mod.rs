@@ -38,8 +38,8 @@ use hickory_proto::rr::Name;
 use super::DnsError;
 use super::access::Caller;
 use super::config;
+use super::fit::{MAX_AMPLIFICATION, Transport};
 use super::fit::{MAX_TCP, MAX_UDP, MIN_UDP};
-use super::respond::{MAX_AMPLIFICATION, Transport};
 use crate::catalog::HealthStatus;
 use crate::catalog::view::{InstanceView, NodeView, ServiceView, View};
 use crate::config::DnsSettings;
@@ -150,7 +150,8 @@ impl Wire {
         }
         wire.push(0);
         let dc = datacenter.to_ascii_lowercase().into_bytes();
-        let label = u8::try_from(dc.len()).map_err(|_| DnsError::Datacenter(datacenter.to_owned()))?;
+        let label =
+            u8::try_from(dc.len()).map_err(|_| DnsError::Datacenter(datacenter.to_owned()))?;
         let suffix = |kind: &[u8]| [kind, &[label], &dc].concat().into_boxed_slice();
         Ok(Self {
             domain: wire.into(),
@@ -418,7 +419,9 @@ impl Wire {
             return None;
         }
         let at = write::record(out, write::QNAME_POINTER, TYPE_SRV, ttl);
-        let [w0, w1] = u16::try_from(inst.weight()).unwrap_or(u16::MAX).to_be_bytes();
+        let [w0, w1] = u16::try_from(inst.weight())
+            .unwrap_or(u16::MAX)
+            .to_be_bytes();
         let [p0, p1] = inst.port.to_be_bytes();
         // Priority 1, the weight for the instance's health, the port.
         out.extend_from_slice(&[0, 1, w0, w1, p0, p1]);

@@ -17,8 +17,9 @@ use crate::config::DnsSettings;
 use crate::config::defaults::DATACENTER;
 use crate::dns::access::Caller;
 use crate::dns::fit;
+use crate::dns::fit::Transport;
 use crate::dns::fixture::{self, Reg};
-use crate::dns::respond::{Reply, Responder, Transport};
+use crate::dns::respond::{Reply, Responder};
 use crate::dns::zones::Zones;
 
 /// The DNS fixture plus what the fast path must tell apart: two instances
@@ -598,7 +599,10 @@ fn with_a_token_the_fast_path_leaves_out_what_the_responder_leaves_out() {
     use crate::acl::{Authorizer, DefaultPolicy};
     let (_, view) = &*CATALOG;
     let token = |rules: &str| {
-        Authorizer::new(&[crate::acl::parse(rules).expect("rules")], DefaultPolicy::Deny)
+        Authorizer::new(
+            &[crate::acl::parse(rules).expect("rules")],
+            DefaultPolicy::Deny,
+        )
     };
     let tokens = [
         token(""),
@@ -626,11 +630,19 @@ fn with_a_token_the_fast_path_leaves_out_what_the_responder_leaves_out() {
             for qtype in [RecordType::A, RecordType::SRV] {
                 let bytes = request(name, qtype, Some(4096), 3, true, false);
                 let mut out = Vec::new();
-                if !r.respond_wire(view, caller, &bytes, Transport::Udp, &mut Scratch::new(2), &mut out) {
+                if !r.respond_wire(
+                    view,
+                    caller,
+                    &bytes,
+                    Transport::Udp,
+                    &mut Scratch::new(2),
+                    &mut out,
+                ) {
                     continue;
                 }
                 answered += 1;
-                let Reply::Respond(m) = r.respond_as(view, caller, &bytes, Transport::Udp, peer) else {
+                let Reply::Respond(m) = r.respond_as(view, caller, &bytes, Transport::Udp, peer)
+                else {
                     panic!("{name}");
                 };
                 let slow = fit::encode(&m).unwrap();

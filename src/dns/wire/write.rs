@@ -92,7 +92,7 @@ pub(super) fn end_rdata(out: &mut [u8], at: usize) {
 
 /// A compression pointer to `offset`, if one can reach it.
 pub(super) fn pointer(offset: usize) -> Option<u16> {
-    (offset <= MAX_POINTER).then(|| 0xc000 | offset as u16)
+    (offset <= MAX_POINTER).then_some(0xc000 | offset as u16)
 }
 
 /// The SOA of our domain, as `Authority::soa` builds it: owner the domain
