@@ -725,13 +725,18 @@ async fn tcp_connections_beyond_the_cap_are_closed() {
     server.stop().await;
 }
 
-/// End-to-end UDP throughput with 64 queries in flight, for a rough number,
-/// with response-rate limiting off and then on at a rate never reached (the
-/// cost of counting each datagram).
-/// The UDP sockets bound to `port` on 127.0.0.1, from `/proc/net/udp`.
+/// The address the port-0 `SO_REUSEPORT` test binds, used by no other test:
+/// on 127.0.0.1 the agents of other tests, bound with `SO_REUSEPORT` to
+/// port 0 as well, may be given the same port (the kernel lets sockets of
+/// one owner share it) and would be counted as ours.
+const REUSE_PORT_IP: std::net::Ipv4Addr = std::net::Ipv4Addr::new(127, 1, 53, 1);
+
+/// The UDP sockets bound to `port` on [`REUSE_PORT_IP`], from `/proc/net/udp`
+/// (which writes the address as the native-endian hex of its bytes).
 fn udp_sockets_on(port: u16) -> usize {
     let table = std::fs::read_to_string("/proc/net/udp").expect("/proc/net/udp is readable");
-    let local = format!("0100007F:{port:04X}");
+    let ip = u32::from_le_bytes(REUSE_PORT_IP.octets());
+    let local = format!("{ip:08X}:{port:04X}");
     table
         .lines()
         .skip(1)
@@ -751,7 +756,7 @@ async fn every_reuse_port_worker_answers_on_the_port_zero_gave() {
         let s = Socket::new(Domain::IPV4, Type::DGRAM, Some(Protocol::UDP)).unwrap();
         super::set_reuse_port(&s).unwrap();
         s.set_nonblocking(true).unwrap();
-        let any: SocketAddr = "127.0.0.1:0".parse().unwrap();
+        let any = SocketAddr::from((REUSE_PORT_IP, 0));
         s.bind(&any.into()).unwrap();
         let socket = UdpSocket::from_std(s.into()).unwrap();
         if let Ok(tcp) = TcpListener::bind(socket.local_addr().unwrap()).await {
@@ -808,6 +813,9 @@ async fn every_reuse_port_worker_answers_on_the_port_zero_gave() {
     );
 }
 
+/// End-to-end UDP throughput with 64 queries in flight, for a rough number,
+/// with response-rate limiting off and then on at a rate never reached (the
+/// cost of counting each datagram).
 /// Run with `cargo test --release --lib udp_throughput -- --ignored --nocapture`.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 #[ignore = "a measurement, not a check"]
