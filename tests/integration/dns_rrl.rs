@@ -188,7 +188,7 @@ async fn rrl_is_off_by_default() {
 }
 
 #[tokio::test]
-async fn plain_udp_answers_amplify_less_than_ten_times() {
+async fn plain_udp_answers_amplify_at_most_ten_times() {
     // Consul's answer limit off, so only the size cap bounds an answer.
     let (agent, _dir) = dev_with_dns("udp_answer_limit = 1000\n");
     for i in 0..12 {
@@ -224,7 +224,9 @@ async fn plain_udp_answers_amplify_less_than_ten_times() {
         let m = Message::from_vec(&buf[..len]).expect("parse");
         let ratio = len as f64 / q.len() as f64;
         eprintln!("{name} {qtype}: {} -> {len} bytes, {ratio:.2}x", q.len());
-        assert!(ratio < 10.0, "{name} {qtype}: {ratio:.2}x");
+        // The cap is ten times the request, inclusive (`fit::MAX_AMPLIFICATION`):
+        // an answer packed to the byte may reach it, never pass it.
+        assert!(len <= 10 * q.len(), "{name} {qtype}: {ratio:.2}x");
         if ratio > worst.0 {
             worst = (ratio, name);
         }

@@ -16,6 +16,10 @@
 //! - `datadir-v4`, format 4 (before prepared queries): `fixture4` with ACLs
 //!   on, a policy and a token reading `web`, agent service web-1, catalog
 //!   nodes far1..far3 with web instances (far3's critical), KV `config/v4`.
+//! - `datadir-v5`, format 5 (the snapshot inside the database): `fixture5`,
+//!   agent service web-1, catalog nodes far1..far3 with web instances
+//!   (far3's critical), KV `config/v5` and `bulk/k1..k6`, a prepared query
+//!   `web`; a snapshot at index 9 in `META` and the log after it.
 
 use std::collections::BTreeSet;
 use std::net::IpAddr;
@@ -563,4 +567,72 @@ async fn a_format_4_data_dir_is_upgraded_keeps_its_acls_and_takes_prepared_queri
     let (status, listed) = call(&agent, reqwest::Method::GET, "/v1/query", V4_ROOT, None).await;
     assert!(status.is_success(), "{status} {listed}");
     assert_eq!(listed[0]["ID"], created["ID"], "{listed}");
+}
+
+/// Waits until the agent serves the v5 fixture: web's passing instances,
+/// its KV (some of it in the snapshot, some in the log after it) and its
+/// prepared query.
+async fn assert_serves_the_v5_fixture(agent: &Agent) {
+    let web = wait_until_async("the v5 fixture's web", Duration::from_secs(30), || async {
+        match passing(agent, "web").await {
+            Some(ids) if ids.len() == 3 => Ok(ids),
+            other => Err(format!("{other:?}")),
+        }
+    })
+    .await;
+    assert_eq!(web, ids(&["web-1", "web-far1", "web-far2"]));
+    assert_eq!(
+        get_kv_raw(agent, "config/v5").await.as_deref(),
+        Some("five")
+    );
+    assert_eq!(get_kv_raw(agent, "config/gone").await, None);
+    for i in 1..=6 {
+        let value = get_kv_raw(agent, &format!("bulk/k{i}")).await;
+        assert_eq!(value, Some(format!("v{i}")), "bulk/k{i}");
+    }
+    let executed = get_json(agent, "/v1/query/web/execute")
+        .await
+        .expect("the prepared query");
+    let mut nodes: Vec<&str> = executed["Nodes"]
+        .as_array()
+        .expect("nodes")
+        .iter()
+        .filter_map(|e| e["Service"]["ID"].as_str())
+        .collect();
+    nodes.sort_unstable();
+    assert_eq!(nodes, ["web-1", "web-far1", "web-far2"], "{executed}");
+}
+
+#[tokio::test]
+async fn a_format_5_data_dir_moves_its_snapshot_to_its_file_and_serves() {
+    let dir = copy_of_fixture("datadir-v5");
+    let snapshot_file = dir
+        .path()
+        .join("raft")
+        .join(trellis::store::snapshot_file::FILE_NAME);
+    assert!(!snapshot_file.exists());
+    let agent = trellis()
+        .server()
+        .node("fixture5")
+        .bootstrap_expect(1)
+        .data_dir(dir.path())
+        .start();
+    assert_serves_the_v5_fixture(&agent).await;
+    let log = agent.log();
+    assert!(
+        log.contains("from=5 to=6 log_entries=0 snapshot=true"),
+        "{log}"
+    );
+    assert!(
+        snapshot_file.exists(),
+        "the snapshot was not moved to its file"
+    );
+
+    // Writes go on, and the moved snapshot and the log open again as they
+    // are after a restart.
+    put_kv(&agent, "after/v6", "six").await;
+    agent.restart();
+    assert_serves_the_v5_fixture(&agent).await;
+    assert_eq!(get_kv_raw(&agent, "after/v6").await.as_deref(), Some("six"));
+    assert_upgraded_once(&agent);
 }
