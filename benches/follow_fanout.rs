@@ -531,7 +531,6 @@ async fn run(s: Settings) -> anyhow::Result<()> {
 }
 
 async fn report(s: &Settings, t: &Target, nofile: u64) -> anyhow::Result<()> {
-    let load = std::fs::read_to_string("/proc/loadavg").unwrap_or_default();
     println!(
         "follow_fanout: {} writes to one server followed by {} and by {} client replicas",
         s.writes, s.small, s.followers
@@ -539,10 +538,7 @@ async fn report(s: &Settings, t: &Target, nofile: u64) -> anyhow::Result<()> {
     println!(
         "machine: {} CPUs, load average {}; open-file limit {nofile}",
         std::thread::available_parallelism().map_or(1, usize::from),
-        load.split_whitespace()
-            .take(3)
-            .collect::<Vec<_>>()
-            .join(" ")
+        procs::load_average()
     );
     println!(
         "trellis: agent --dev (pid {}), server RPC on {}",

@@ -418,7 +418,7 @@ async fn measure(s: &Settings, t: &Target, nofile: u64) -> anyhow::Result<()> {
     println!(
         "machine: {} CPUs, load average {}; open-file limit {nofile}",
         std::thread::available_parallelism().map_or(1, usize::from),
-        procs_loadavg()
+        procs::load_average()
     );
     println!("trellis: agent --dev on {}", t.addr);
 
@@ -627,14 +627,6 @@ async fn measure(s: &Settings, t: &Target, nofile: u64) -> anyhow::Result<()> {
 /// client's share of the machine.
 fn own_cpu() -> f64 {
     procs::cpu_seconds(&[std::process::id()])
-}
-
-fn procs_loadavg() -> String {
-    let load = std::fs::read_to_string("/proc/loadavg").unwrap_or_default();
-    load.split_whitespace()
-        .take(3)
-        .collect::<Vec<_>>()
-        .join(" ")
 }
 
 fn ms(d: Duration) -> f64 {

@@ -34,7 +34,7 @@
 #[path = "../common/procs.rs"]
 #[allow(
     dead_code,
-    reason = "only its run lock: the other benches share the rest"
+    reason = "only its run lock and the load average: the other benches share the rest"
 )]
 mod common;
 #[path = "../dns_vs_nsd/dnsperf.rs"]
@@ -410,15 +410,10 @@ fn verdict(slower: f64) -> &'static str {
 
 async fn run() -> anyhow::Result<()> {
     let settings = Settings::from_env()?;
-    let load_avg = std::fs::read_to_string("/proc/loadavg").unwrap_or_default();
     println!(
         "acl_overhead — {}; load average {}",
         humantime::format_rfc3339_seconds(std::time::SystemTime::now()),
-        load_avg
-            .split_whitespace()
-            .take(3)
-            .collect::<Vec<_>>()
-            .join(" ")
+        common::load_average()
     );
     println!(
         "agents on CPU {:?}, load on CPU {:?}; {} round(s) of {} s dnsperf and {} reads",

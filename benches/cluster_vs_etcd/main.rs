@@ -428,14 +428,10 @@ fn shorten(e: &str) -> String {
 
 fn print_header(s: &Settings, etcd_version: Option<&str>) {
     let cpus = std::thread::available_parallelism().map_or(1, usize::from);
-    let load = std::fs::read_to_string("/proc/loadavg").unwrap_or_default();
     println!("cluster_vs_etcd: 3-member write benchmark");
     println!(
         "machine: {cpus} CPUs, load average {}",
-        load.split_whitespace()
-            .take(3)
-            .collect::<Vec<_>>()
-            .join(" ")
+        procs::load_average()
     );
     if let Some(v) = etcd_version {
         println!("etcd: {v}, defaults (fsync per commit, heartbeat 100 ms, election 1000 ms)");

@@ -1,9 +1,20 @@
 //! What the loopback cluster benchmarks share beyond the test kit (which
 //! starts and guards their processes): CPU time of processes, the run lock,
-//! and whether a tool is installed. Each program includes this file with
+//! the machine's load average, and whether a tool is installed. Each program includes this file with
 //! `#[path]`.
 
 use anyhow::Context as _;
+
+/// The machine's 1, 5 and 15 minute load averages, as `/proc/loadavg`
+/// gives them (empty where it cannot be read).
+pub(crate) fn load_average() -> String {
+    std::fs::read_to_string("/proc/loadavg")
+        .unwrap_or_default()
+        .split_whitespace()
+        .take(3)
+        .collect::<Vec<_>>()
+        .join(" ")
+}
 
 /// CPU time, user and system, that the processes `pids` have used so far,
 /// in seconds (0 for any that is gone).

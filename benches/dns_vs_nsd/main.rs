@@ -33,6 +33,12 @@
 #![allow(clippy::print_stdout)]
 
 mod churn;
+#[path = "../common/procs.rs"]
+#[allow(
+    dead_code,
+    reason = "only the load average: the other benches share the rest"
+)]
+mod common;
 mod dig;
 mod dnsperf;
 mod knot;
@@ -493,7 +499,7 @@ fn print_header(s: &Settings) {
     );
     println!(
         "machine: {cpus} CPUs, {cpu}; load average {}",
-        load_average()
+        common::load_average()
     );
     println!(
         "servers on CPU {:?}, dnsperf on CPU {:?}; trellis {}",
@@ -501,16 +507,6 @@ fn print_header(s: &Settings) {
         s.client_cpu,
         procs::trellis_bin()
     );
-}
-
-/// The machine's 1, 5 and 15 minute load averages.
-fn load_average() -> String {
-    std::fs::read_to_string("/proc/loadavg")
-        .unwrap_or_default()
-        .split_whitespace()
-        .take(3)
-        .collect::<Vec<_>>()
-        .join(" ")
 }
 
 /// With `BENCH_PERF=FILE`, samples trellis's stacks into FILE.SIZE while
@@ -740,7 +736,7 @@ async fn measure(
         cpu_seconds: cpu1 - cpu0,
         syscalls,
         wall,
-        loadavg: load_average(),
+        loadavg: common::load_average(),
     })
 }
 

@@ -148,12 +148,7 @@ async fn run(s: Settings) -> anyhow::Result<()> {
     println!(
         "machine: {} CPUs, load average {}",
         std::thread::available_parallelism().map_or(1, usize::from),
-        std::fs::read_to_string("/proc/loadavg")
-            .unwrap_or_default()
-            .split_whitespace()
-            .take(3)
-            .collect::<Vec<_>>()
-            .join(" ")
+        procs::load_average()
     );
     if let Some(v) = &etcd_version {
         println!("etcd: {v}, one member, defaults");

@@ -422,12 +422,7 @@ fn machine() -> String {
     format!(
         "{} CPUs, load average {}",
         std::thread::available_parallelism().map_or(1, usize::from),
-        std::fs::read_to_string("/proc/loadavg")
-            .unwrap_or_default()
-            .split_whitespace()
-            .take(3)
-            .collect::<Vec<_>>()
-            .join(" ")
+        procs::load_average()
     )
 }
 
