@@ -2,10 +2,11 @@
 //! benchmark knows trellis and NSD serve the same data before timing them.
 
 use std::net::SocketAddr;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use anyhow::{Context as _, bail};
 use tokio::process::Command;
+use trellis_testkit::Process;
 
 /// One resource record, reduced to what must match between servers: owner
 /// and rdata in lower case, the type; TTL and class dropped.
@@ -206,4 +207,36 @@ node0.node.dc1.consul. 5 IN A 10.1.0.1
     assert_eq!(same(&nx, &nx), Ok(()));
     assert!(same(&nx, &a).is_err());
     assert!(parse("no header\n").is_err());
+}
+
+/// Waits until `proc`, a peer server called `name`, answers the `consul.`
+/// zone's SOA on `addr`; fails at once if it exits, and after `within`.
+/// `log` is what the failure shows of its log.
+pub(crate) async fn wait_answering(
+    name: &str,
+    proc: &mut Process,
+    addr: SocketAddr,
+    within: Duration,
+    log: impl Fn() -> String,
+) -> anyhow::Result<()> {
+    let deadline = Instant::now() + within;
+    loop {
+        if let Err(e) = proc.check_running() {
+            bail!("{e}; {name}'s log:\n{}", log());
+        }
+        if let Ok(r) = query(addr, "consul.", "SOA", true).await
+            && r.rcode == "NOERROR"
+            && !r.answer.is_empty()
+        {
+            return Ok(());
+        }
+        if Instant::now() > deadline {
+            bail!(
+                "{name} did not answer on {addr} within {} s; its log:\n{}",
+                within.as_secs(),
+                log()
+            );
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
 }

@@ -5,9 +5,9 @@
 
 use std::net::{Ipv4Addr, SocketAddr};
 use std::path::Path;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
-use anyhow::{Context as _, bail};
+use anyhow::Context as _;
 use trellis_testkit::{Log, OnDrop, Process};
 
 use crate::dig;
@@ -80,24 +80,8 @@ impl Knot {
         let mut proc = Process::spawn("knotd", &mut cmd, &log)?
             .on_drop(OnDrop::Terminate(Duration::from_secs(3)));
 
-        let deadline = Instant::now() + Duration::from_secs(60);
-        loop {
-            if let Err(e) = proc.check_running() {
-                bail!("{e}; knotd log:\n{}", log.tail(30));
-            }
-            if let Ok(r) = dig::query(addr, "consul.", "SOA", true).await
-                && r.rcode == "NOERROR"
-                && !r.answer.is_empty()
-            {
-                return Ok(Self { proc, addr });
-            }
-            if Instant::now() > deadline {
-                bail!(
-                    "knotd did not answer on {addr} within 60 s; its log:\n{}",
-                    log.tail(30)
-                );
-            }
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
+        let within = Duration::from_secs(60);
+        dig::wait_answering("knotd", &mut proc, addr, within, || log.tail(30)).await?;
+        Ok(Self { proc, addr })
     }
 }

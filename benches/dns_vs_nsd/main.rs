@@ -326,38 +326,22 @@ async fn run_size(
         let pdir = dir.join(kind.name());
         std::fs::create_dir(&pdir)?;
         let started = Instant::now();
-        let peer = match kind {
+        let ip = settings.ip(match kind {
+            PeerKind::Knot => 3,
+            PeerKind::Nsd => 4,
+        });
+        let (cpu, zone) = (settings.server_cpu, workload::zone(&catalog, ip));
+        let (proc, addr) = match kind {
             PeerKind::Knot => {
-                let ip = settings.ip(3);
-                let k = Knot::start(
-                    settings.server_cpu,
-                    &pdir,
-                    ip,
-                    &workload::zone(&catalog, ip),
-                )
-                .await?;
-                Peer {
-                    kind,
-                    proc: k.proc,
-                    addr: k.addr,
-                }
+                let k = Knot::start(cpu, &pdir, ip, &zone).await?;
+                (k.proc, k.addr)
             }
             PeerKind::Nsd => {
-                let ip = settings.ip(4);
-                let n = Nsd::start(
-                    settings.server_cpu,
-                    &pdir,
-                    ip,
-                    &workload::zone(&catalog, ip),
-                )
-                .await?;
-                Peer {
-                    kind,
-                    proc: n.proc,
-                    addr: n.addr,
-                }
+                let n = Nsd::start(cpu, &pdir, ip, &zone).await?;
+                (n.proc, n.addr)
             }
         };
+        let peer = Peer { kind, proc, addr };
         println!(
             "{}: serving the same {} records from a static zone (ready in {:.2} s)",
             kind.name(),

@@ -4,7 +4,7 @@
 
 use std::net::{Ipv4Addr, SocketAddr, TcpListener, UdpSocket};
 use std::path::Path;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use anyhow::{Context as _, bail};
 
@@ -80,25 +80,9 @@ impl Nsd {
         let mut proc = Process::spawn("nsd", &mut cmd, &Log::captured())?
             .on_drop(OnDrop::Terminate(Duration::from_secs(3)));
 
-        let deadline = Instant::now() + Duration::from_secs(15);
-        loop {
-            if let Err(e) = proc.check_running() {
-                bail!("{e}; nsd.log:\n{}", log(dir));
-            }
-            if let Ok(r) = dig::query(addr, "consul.", "SOA", true).await
-                && r.rcode == "NOERROR"
-                && !r.answer.is_empty()
-            {
-                return Ok(Self { proc, addr });
-            }
-            if Instant::now() > deadline {
-                bail!(
-                    "nsd did not answer on {addr} within 15 s; nsd.log:\n{}",
-                    log(dir)
-                );
-            }
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
+        let within = Duration::from_secs(15);
+        dig::wait_answering("nsd", &mut proc, addr, within, || log(dir)).await?;
+        Ok(Self { proc, addr })
     }
 }
 
