@@ -111,6 +111,23 @@ fn leader_index(servers: &[Server]) -> Option<usize> {
     servers.iter().position(|s| s.consensus.is_leader())
 }
 
+/// Stops `servers[leader]` and waits until one of the others leads; returns
+/// the others.
+async fn fail_over(servers: &[Server], leader: usize) -> Vec<&Server> {
+    servers[leader].stop().await;
+    let rest: Vec<&Server> = servers
+        .iter()
+        .enumerate()
+        .filter(|(i, _)| *i != leader)
+        .map(|(_, s)| s)
+        .collect();
+    until(Duration::from_secs(20), "a new leader", || {
+        rest.iter().any(|s| s.consensus.is_leader())
+    })
+    .await;
+    rest
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn three_servers_bootstrap_replicate_and_fail_over() {
     let servers = three(10).await;
@@ -162,17 +179,7 @@ async fn three_servers_bootstrap_replicate_and_fail_over() {
 
     // The leader stops; the other two elect one of themselves and accept
     // writes again, including through the server that is not leading.
-    servers[first].stop().await;
-    let rest: Vec<&Server> = servers
-        .iter()
-        .enumerate()
-        .filter(|(i, _)| *i != first)
-        .map(|(_, s)| s)
-        .collect();
-    until(Duration::from_secs(20), "a new leader", || {
-        rest.iter().any(|s| s.consensus.is_leader())
-    })
-    .await;
+    let rest = fail_over(&servers, first).await;
     for s in &rest {
         match s.consensus.write(register(100)).await {
             Ok(Outcome::Applied(_)) => {}
@@ -231,17 +238,7 @@ async fn a_leaders_entries_reach_the_followers_early_and_every_log_agrees() {
 
     // A new leader sends its own entries early as well; the old one,
     // stopped, takes none.
-    servers[first].stop().await;
-    let rest: Vec<&Server> = servers
-        .iter()
-        .enumerate()
-        .filter(|(i, _)| *i != first)
-        .map(|(_, s)| s)
-        .collect();
-    until(Duration::from_secs(20), "a new leader", || {
-        rest.iter().any(|s| s.consensus.is_leader())
-    })
-    .await;
+    let rest = fail_over(&servers, first).await;
     let second = rest
         .iter()
         .find(|s| s.consensus.is_leader())
