@@ -52,6 +52,8 @@ mod mem;
 #[allow(dead_code)]
 #[path = "common/procs.rs"]
 mod procs;
+#[path = "common/stats.rs"]
+mod stats;
 
 use std::net::{Ipv4Addr, SocketAddr};
 use std::process::ExitCode;
@@ -450,15 +452,11 @@ async fn measure_size(
     })
 }
 
-/// The `q` quantile (0 to 1) of `v`, nearest rank.
+/// The `q` quantile (0 to 1) of `v`, unsorted, nearest rank.
 fn quantile(v: &[Duration], q: f64) -> Duration {
     let mut v = v.to_vec();
     v.sort();
-    if v.is_empty() {
-        return Duration::ZERO;
-    }
-    let rank = ((q * v.len() as f64).ceil() as usize).clamp(1, v.len());
-    v[rank - 1]
+    stats::percentile(&v, q)
 }
 
 fn ms(d: Duration) -> f64 {

@@ -39,6 +39,8 @@ mod mem;
 #[allow(dead_code)]
 #[path = "common/procs.rs"]
 mod procs;
+#[path = "common/stats.rs"]
+mod stats;
 
 use std::net::{Ipv4Addr, SocketAddr};
 use std::process::ExitCode;
@@ -560,10 +562,10 @@ async fn measure(s: &Settings, t: &Target, nofile: u64) -> anyhow::Result<()> {
         ("from the PUT's response", &from_done),
         ("from the PUT sent", &from_sent),
     ] {
-        let p99 = percentile(lat, 0.99);
+        let p99 = stats::percentile(lat, 0.99);
         println!(
             "| {label} | {:.1} | {:.1} | {:.1} | {} |",
-            ms(percentile(lat, 0.50)),
+            ms(stats::percentile(lat, 0.50)),
             ms(p99),
             ms(lat.last().copied().unwrap_or_default()),
             if p99 <= TARGET_P99 && !lat.is_empty() {
@@ -633,15 +635,6 @@ fn ms(d: Duration) -> f64 {
     d.as_secs_f64() * 1e3
 }
 
-/// The nearest-rank percentile `p` (0 to 1) of `sorted`; zero when empty.
-fn percentile(sorted: &[Duration], p: f64) -> Duration {
-    if sorted.is_empty() {
-        return Duration::ZERO;
-    }
-    let rank = (p * sorted.len() as f64).ceil() as usize;
-    sorted[rank.clamp(1, sorted.len()) - 1]
-}
-
 /// Checks the parsers and the arithmetic; run without `--bench`.
 fn self_check() {
     mem::self_check();
@@ -680,7 +673,7 @@ fn self_check() {
     assert_eq!(find(b"ab\r\n\r\ncd", b"\r\n\r\n"), Some(2));
 
     let v: Vec<Duration> = (1..=100).map(Duration::from_millis).collect();
-    assert_eq!(percentile(&v, 0.5), Duration::from_millis(50));
-    assert_eq!(percentile(&v, 0.99), Duration::from_millis(99));
-    assert_eq!(percentile(&[], 0.99), Duration::ZERO);
+    assert_eq!(stats::percentile(&v, 0.5), Duration::from_millis(50));
+    assert_eq!(stats::percentile(&v, 0.99), Duration::from_millis(99));
+    assert_eq!(stats::percentile::<Duration>(&[], 0.99), Duration::ZERO);
 }

@@ -9,6 +9,7 @@ use anyhow::Context as _;
 use tokio::task::JoinSet;
 
 use crate::cluster::{Api, Workload, send};
+use crate::stats::percentile;
 
 /// What one step measured, or several rounds of the same step pooled.
 #[derive(Debug, Clone)]
@@ -181,18 +182,9 @@ fn micros(v: u32) -> Duration {
     Duration::from_micros(u64::from(v))
 }
 
-/// The nearest-rank percentile `p` (0 to 1) of `sorted`; 0 when empty.
-pub(crate) fn percentile(sorted: &[u32], p: f64) -> u32 {
-    if sorted.is_empty() {
-        return 0;
-    }
-    let rank = (p * sorted.len() as f64).ceil() as usize;
-    sorted[rank.clamp(1, sorted.len()) - 1]
-}
-
 /// Checks the percentile arithmetic; run without `--bench`.
 pub(crate) fn self_check() {
-    assert_eq!(percentile(&[], 0.5), 0);
+    assert_eq!(percentile::<u32>(&[], 0.5), 0);
     assert_eq!(percentile(&[7], 0.99), 7);
     let v: Vec<u32> = (1..=100).collect();
     assert_eq!(percentile(&v, 0.50), 50);

@@ -41,6 +41,8 @@ mod failover;
 mod load;
 #[path = "../common/procs.rs"]
 mod procs;
+#[path = "../common/stats.rs"]
+mod stats;
 mod trellis;
 
 use std::path::{Path, PathBuf};
