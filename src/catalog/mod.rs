@@ -62,7 +62,7 @@ pub use acl_types::*;
 pub use command::{CatalogError, CatalogOp, Command, KvError, Outcome, SessionError};
 pub use kv_types::*;
 pub use prepared_query::*;
-pub use query::{HealthEntry, Instance};
+pub use query::{HealthEntry, Instance, NodeHealth};
 pub use replica::{Applied, Installed, Replica, Since};
 pub use rules::Touched;
 pub use snapshot::{StateSnapshot, StateSnapshotV2, StateSnapshotV3, StateSnapshotV4};

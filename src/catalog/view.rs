@@ -5,13 +5,15 @@
 //! only the entries the write touched, then publishes it through an `ArcSwap`.
 //! A DNS query loads the current `Arc<View>` and never waits for a writer.
 
+use std::collections::HashMap;
+use std::fmt::{self, Write as _};
 use std::net::IpAddr;
 use std::sync::Arc;
 
 use super::shards::ShardedMap;
 
 use super::state::State;
-use super::types::{HealthStatus, Index, Meta, Weights};
+use super::types::{HealthStatus, Index, Meta, Node, Service, Weights};
 
 /// A node as DNS sees it. Node lookups answer regardless of health, as Consul's do.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -141,16 +143,54 @@ impl View {
         self.services.values()
     }
 
-    /// Builds the whole view from the state (start-up, snapshot install).
+    /// Builds the whole view from the state (start-up, snapshot install)
+    /// in one walk of the tables: each node's entry once, each instance
+    /// appended to its service's entry in (node, ID) order, the order
+    /// [`Self::updated`] gives.
     pub fn build(state: &State) -> Self {
-        let mut v = Self::default();
-        let nodes: Vec<String> = state.nodes().map(|n| n.name.to_ascii_lowercase()).collect();
-        let services: Vec<String> = state
-            .services()
-            .keys()
-            .map(|s| s.to_ascii_lowercase())
-            .collect();
-        v.refresh(state, nodes.iter(), services.iter());
+        /// A service's entry as the walk gathers it.
+        struct Gathered {
+            name: String,
+            instances: Vec<InstanceView>,
+            registered: usize,
+        }
+        let mut v = Self {
+            index: state.catalog_index(),
+            ..Self::default()
+        };
+        let mut services: HashMap<String, Gathered> = HashMap::new();
+        let mut lowered = String::new();
+        for n in state.nodes_with_health() {
+            let node = Arc::new(node_view(n.node, n.health));
+            v.nodes.insert(Arc::from(n.key), node.clone());
+            for (s, status) in n.instances {
+                lowered.clear();
+                lowered.push_str(&s.service);
+                lowered.make_ascii_lowercase();
+                let entry = match services.get_mut(lowered.as_str()) {
+                    Some(entry) => entry,
+                    None => services.entry(lowered.clone()).or_insert(Gathered {
+                        name: s.service.clone(),
+                        instances: Vec::new(),
+                        registered: 0,
+                    }),
+                };
+                entry.registered += 1;
+                if status != HealthStatus::Critical {
+                    entry.instances.push(instance_view(&node, s, status));
+                }
+            }
+        }
+        for (key, mut g) in services {
+            let wire_ready = assign_keys(&mut g.instances);
+            let entry = ServiceView {
+                name: g.name,
+                instances: g.instances,
+                registered: g.registered,
+                wire_ready,
+            };
+            v.services.insert(Arc::from(key), Arc::new(entry));
+        }
         v
     }
 
@@ -177,15 +217,7 @@ impl View {
         for key in nodes {
             match state.node(key) {
                 Some(n) => {
-                    let view = Arc::new(NodeView {
-                        name: n.name.clone(),
-                        address: n.address.clone(),
-                        ip: n.address.parse().ok(),
-                        datacenter: n.datacenter.clone(),
-                        meta: n.meta.clone(),
-                        health: state.node_health(&n.name),
-                        labels: wire_labels(&n.name),
-                    });
+                    let view = Arc::new(node_view(n, state.node_health(&n.name)));
                     self.nodes.insert(Arc::from(key.as_str()), view);
                 }
                 None => {
@@ -216,32 +248,8 @@ impl View {
             .iter()
             .filter(|e| e.status() != HealthStatus::Critical)
             .filter_map(|e| {
-                let node = self
-                    .nodes
-                    .get(e.node.name.to_ascii_lowercase().as_str())?
-                    .clone();
-                let address = if e.service.address.is_empty() {
-                    e.node.address.clone()
-                } else {
-                    e.service.address.clone()
-                };
-                Some(InstanceView {
-                    node,
-                    id: e.service.id.clone(),
-                    ip: address.parse().ok(),
-                    address,
-                    port: e.service.port,
-                    tags: e
-                        .service
-                        .tags
-                        .iter()
-                        .map(|t| t.to_ascii_lowercase())
-                        .collect(),
-                    weights: e.service.weights,
-                    health: e.status(),
-                    addr_key: 0,
-                    target_key: 0,
-                })
+                let node = self.nodes.get(e.node.name.to_ascii_lowercase().as_str())?;
+                Some(instance_view(node, e.service, e.status()))
             })
             .collect();
         let wire_ready = assign_keys(&mut instances);
@@ -251,6 +259,40 @@ impl View {
             registered,
             wire_ready,
         })
+    }
+}
+
+/// A node's entry.
+fn node_view(n: &Node, health: HealthStatus) -> NodeView {
+    NodeView {
+        name: n.name.clone(),
+        address: n.address.clone(),
+        ip: n.address.parse().ok(),
+        datacenter: n.datacenter.clone(),
+        meta: n.meta.clone(),
+        health,
+        labels: wire_labels(&n.name),
+    }
+}
+
+/// An answerable instance's entry, before [`assign_keys`] numbers it.
+fn instance_view(node: &Arc<NodeView>, s: &Service, health: HealthStatus) -> InstanceView {
+    let address = if s.address.is_empty() {
+        node.address.clone()
+    } else {
+        s.address.clone()
+    };
+    InstanceView {
+        node: node.clone(),
+        id: s.id.clone(),
+        ip: address.parse().ok(),
+        address,
+        port: s.port,
+        tags: s.tags.iter().map(|t| t.to_ascii_lowercase()).collect(),
+        weights: s.weights,
+        health,
+        addr_key: 0,
+        target_key: 0,
     }
 }
 
@@ -285,7 +327,7 @@ fn assign_keys(instances: &mut [InstanceView]) -> bool {
     for inst in instances.iter_mut() {
         // A canonical spelling makes equal IPs equal strings, the
         // responder's deduplication key.
-        let Some(ip) = inst.ip.filter(|ip| ip.to_string() == inst.address) else {
+        let Some(ip) = inst.ip.filter(|ip| spelled_canonically(*ip, &inst.address)) else {
             ready = false;
             continue;
         };
@@ -303,12 +345,37 @@ fn assign_keys(instances: &mut [InstanceView]) -> bool {
     ready
 }
 
+/// Whether `address` is `ip` as `Display` spells it, compared on the
+/// stack: the view checks every instance's address when it is built.
+fn spelled_canonically(ip: IpAddr, address: &str) -> bool {
+    /// The longest spelling, an IPv6 address with an embedded IPv4 one, is
+    /// 45 bytes.
+    struct Spelling {
+        bytes: [u8; 48],
+        len: usize,
+    }
+    impl fmt::Write for Spelling {
+        fn write_str(&mut self, s: &str) -> fmt::Result {
+            let end = self.len + s.len();
+            let to = self.bytes.get_mut(self.len..end).ok_or(fmt::Error)?;
+            to.copy_from_slice(s.as_bytes());
+            self.len = end;
+            Ok(())
+        }
+    }
+    let mut out = Spelling {
+        bytes: [0; 48],
+        len: 0,
+    };
+    write!(out, "{ip}").is_ok() && out.bytes.get(..out.len) == Some(address.as_bytes())
+}
+
 /// Dense numbers for distinct values: a list for the usual handful of
 /// instances (no hashing, no map per service), a map beyond it.
 #[derive(Default)]
 struct Numbering {
     seen: Vec<Target>,
-    map: std::collections::HashMap<Target, u32>,
+    map: HashMap<Target, u32>,
 }
 
 impl Numbering {

@@ -39,6 +39,7 @@ mod proposer;
 mod read;
 mod recovery;
 mod serve;
+mod snapshot_due;
 mod state_machine;
 mod wan;
 mod write;
@@ -195,7 +196,7 @@ pub struct Consensus {
     writer: Writer,
     /// Timeouts and leases.
     tuning: Tuning,
-    /// Stops background tasks (discovery) on shutdown.
+    /// Stops background tasks (discovery, snapshots due) on shutdown.
     stop: CancellationToken,
     /// Background tasks, joined on shutdown.
     tasks: Mutex<Vec<tokio::task::JoinHandle<()>>>,

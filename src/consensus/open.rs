@@ -4,7 +4,7 @@
 
 use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use openraft::error::{InitializeError, RaftError};
 use openraft::metrics::WaitError;
@@ -17,6 +17,7 @@ use super::log_store::{self, LogStore};
 use super::network::Network;
 use super::proposer::Proposer;
 use super::recovery;
+use super::snapshot_due::SnapshotDue;
 use super::state_machine::{self, StateMachine};
 use super::{Consensus, ConsensusConfig, Storage, Tuning, cluster};
 use crate::catalog::Replica;
@@ -136,15 +137,36 @@ impl Consensus {
                 id
             }
         };
-        let log_store = LogStore::open(&contents, writer.clone())?;
+        // Nothing answers from the view before Raft is up: build it once
+        // after the snapshot is restored and the log replayed, not entry by
+        // entry. Restoring the snapshot and decoding the log are
+        // independent and each takes a while at scale: on two threads.
+        let started = Instant::now();
+        replica.hold_view();
+        let due = SnapshotDue::new(cfg.raft.snapshot_threshold);
+        let contents = Arc::new(contents);
+        let restore = {
+            let (contents, replica, writer, due) = (
+                contents.clone(),
+                replica.clone(),
+                writer.clone(),
+                due.clone(),
+            );
+            tokio::task::spawn_blocking(move || {
+                StateMachine::open(&contents, replica, writer, snapshot_dir, due)
+            })
+        };
+        let log_store = {
+            let (contents, writer) = (contents.clone(), writer.clone());
+            tokio::task::spawn_blocking(move || LogStore::open(&contents, writer))
+                .await
+                .map_err(|e| StartError::Open(e.to_string()))??
+        };
         if let Storage::Dir(dir) = &cfg.storage {
             recovery::apply(dir, &log_store)
                 .await
                 .map_err(|e| StartError::Recovery(e.to_string()))?;
         }
-        let state_machine =
-            StateMachine::open(&contents, replica.clone(), writer.clone(), snapshot_dir)?;
-        drop(contents);
 
         let config = Config {
             cluster_name: "trellis".into(),
@@ -175,6 +197,11 @@ impl Consensus {
             contact: contact.clone(),
             retry: tuning.heartbeat,
         };
+        let state_machine = restore
+            .await
+            .map_err(|e| StartError::Open(e.to_string()))??;
+        drop(contents);
+
         let raft = Raft::new(
             raft_id,
             Arc::new(config),
@@ -182,8 +209,20 @@ impl Consensus {
             log_store.clone(),
             state_machine,
         )
-        .await
-        .map_err(|e| StartError::Raft(e.to_string()))?;
+        .await;
+        // Raft's start replayed the committed log (or failed): either way
+        // the view must answer for the state as it is.
+        let restored = started.elapsed();
+        if let Some(took) = replica.release_view() {
+            let ms = |d: Duration| d.as_secs_f64() * 1e3;
+            tracing::info!(
+                restore_ms = ms(restored),
+                view_ms = ms(took),
+                last_index = replica.read().last_index(),
+                "start-up: restored the catalog and built its DNS view"
+            );
+        }
+        let raft = raft.map_err(|e| StartError::Raft(e.to_string()))?;
         let early = Early::new(raft_id, pool.clone(), raft.metrics());
         log_store.send_early(early.clone());
 
@@ -204,6 +243,8 @@ impl Consensus {
             }
         }
         let metrics = raft.metrics();
+        let stop = CancellationToken::new();
+        let snapshots = due.watch(raft.clone(), stop.clone());
         let proposer = Proposer::spawn(
             raft.clone(),
             space,
@@ -225,8 +266,8 @@ impl Consensus {
             cluster: cluster::Cluster::new(cfg.raft.bootstrap_expect, cfg.retry_join.clone()),
             writer,
             tuning,
-            stop: CancellationToken::new(),
-            tasks: Mutex::new(Vec::new()),
+            stop: stop.clone(),
+            tasks: Mutex::new(vec![snapshots]),
             wan: std::sync::OnceLock::new(),
             #[cfg(test)]
             early,

@@ -127,7 +127,8 @@ async fn run(
                 Err(_) => break,
             }
         }
-        let (batch, replies): (Batch, Vec<Reply>) = queued.drain(..).unzip();
+        let (commands, replies): (Vec<Command>, Vec<Reply>) = queued.drain(..).unzip();
+        let batch = Batch::from(commands);
         // A full disk refuses the write before it enters the log, so that
         // it is certainly not made (see `store::space`).
         if let Err(full) = space.check() {

@@ -31,6 +31,7 @@ use openraft::{AnyError, EntryPayload, RaftSnapshotBuilder, StorageIOError};
 use serde::{Deserialize, Serialize};
 
 use super::log_store::membership_from_v1;
+use super::snapshot_due::SnapshotDue;
 use super::types::Outcomes;
 use super::types::{
     Entry, LogId, Snapshot, SnapshotMeta, StoredMembership, TypeConfig, typ::StorageError,
@@ -116,6 +117,8 @@ pub(crate) struct StateMachine {
     current: Arc<tokio::sync::Mutex<Option<StoredSnapshot>>>,
     /// Makes snapshot ids unique when two snapshots cover the same log id.
     snapshot_seq: Arc<AtomicU64>,
+    /// Counts the commands applied since the last snapshot.
+    due: Arc<SnapshotDue>,
     /// Where snapshots are made durable: the Raft data dir (`None` in
     /// memory), and the log's writer, only to know when the server stops.
     durable: Durable,
@@ -143,6 +146,7 @@ impl StateMachine {
         replica: Arc<Replica>,
         writer: Writer,
         dir: Option<PathBuf>,
+        due: Arc<SnapshotDue>,
     ) -> Result<Self, StoreError> {
         let started = Instant::now();
         let stored: Option<StoredSnapshot> = contents
@@ -176,6 +180,7 @@ impl StateMachine {
             applied: Arc::new(Mutex::new(applied)),
             current: Arc::new(tokio::sync::Mutex::new(stored)),
             snapshot_seq: Arc::new(AtomicU64::new(0)),
+            due,
             durable: Durable {
                 dir: dir.map(Arc::from),
                 writer,
@@ -359,6 +364,7 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
             let outcome = match entry.payload {
                 EntryPayload::Normal(batch) => {
                     let (time, commands) = batch.into_parts();
+                    self.due.applied(commands.len());
                     self.replica.apply_batch(index, time, commands)
                 }
                 EntryPayload::Blank => {
@@ -390,6 +396,7 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
         // the runtime's workers go on answering Raft's heartbeats and
         // appends meanwhile rather than letting an election start.
         let started = Instant::now();
+        self.due.reset();
         let replica = self.replica.clone();
         let catalog = match tokio::task::spawn_blocking(move || replica.snapshot()).await {
             Ok(catalog) => catalog,
@@ -433,6 +440,7 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
         let decoded = started.elapsed();
         let mut applied = self.applied();
         let took = self.replica.install(catalog);
+        self.due.reset();
         applied.last_applied = meta.last_log_id;
         applied.membership = meta.last_membership.clone();
         let ms = |d: Duration| d.as_secs_f64() * 1e3;
@@ -691,6 +699,7 @@ mod tests {
             replica.clone(),
             writer.clone(),
             Some(dir.to_owned()),
+            SnapshotDue::new(u64::MAX),
         )
         .expect("sm");
         let mut log = LogStore::open(&contents, writer.clone()).expect("log");

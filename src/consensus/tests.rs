@@ -11,6 +11,7 @@ use std::time::{Duration, Instant};
 use openraft::testing::{StoreBuilder, Suite};
 
 use super::log_store::LogStore;
+use super::snapshot_due::SnapshotDue;
 use super::state_machine::StateMachine;
 use super::types::{TypeConfig, typ::StorageError};
 use super::*;
@@ -47,6 +48,7 @@ fn open_parts(dir: Option<&Path>) -> Result<(LogStore, StateMachine), StoreError
         Arc::new(Replica::new()),
         writer,
         dir.map(Path::to_owned),
+        SnapshotDue::new(u64::MAX),
     )?;
     Ok((log_store, sm))
 }
@@ -234,8 +236,60 @@ fn snapshots_compact_the_log_and_restore_on_restart() {
     let replica = Arc::new(Replica::new());
     rt.block_on(async {
         let consensus = start_with(cfg.clone(), Tuning::default(), replica.clone()).await;
+        // Restored from the snapshot and the log's tail, the view (built
+        // once at start) answers for all of it.
+        let answers = |r: &Replica| r.view().service("web").map_or(0, |s| s.instances.len());
+        assert_eq!(answers(&replica), N);
         write_ok(&consensus, N).await;
         assert_eq!(instances(&replica), N + 1);
+        assert_eq!(answers(&replica), N + 1, "and follows writes after it");
+        consensus.shutdown().await;
+    });
+}
+
+#[test]
+fn a_snapshot_is_due_by_commands_when_group_commit_packs_them_in_few_entries() {
+    const TASKS: usize = 64;
+    const PER_TASK: usize = 20;
+    const THRESHOLD: u64 = 500;
+    let dir = tempfile::tempdir().expect("tempdir");
+    let base = config(Storage::Dir(dir.path().into()));
+    let cfg = ConsensusConfig {
+        raft: RaftSettings {
+            snapshot_threshold: THRESHOLD,
+            ..base.raft
+        },
+        ..base
+    };
+    let rt = tokio::runtime::Runtime::new().expect("runtime");
+    rt.block_on(async {
+        let consensus =
+            Arc::new(start_with(cfg, Tuning::default(), Arc::new(Replica::new())).await);
+        let stats = consensus.storage_stats();
+        let mut tasks = tokio::task::JoinSet::new();
+        for t in 0..TASKS {
+            let consensus = consensus.clone();
+            tasks.spawn(async move {
+                for k in 0..PER_TASK {
+                    write_ok(&consensus, t * PER_TASK + k).await;
+                }
+            });
+        }
+        while let Some(done) = tasks.join_next().await {
+            done.expect("writer task");
+        }
+        // Counted in entries, as openraft counts, no snapshot is due yet.
+        let entries = stats.entries();
+        assert!(
+            entries < THRESHOLD,
+            "{entries} entries: group commit did not batch, the test shows nothing"
+        );
+        consensus
+            .raft()
+            .wait(Some(Duration::from_secs(10)))
+            .metrics(|m| m.snapshot.is_some(), "a snapshot")
+            .await
+            .expect("a snapshot after 1,280 commands in {entries} entries");
         consensus.shutdown().await;
     });
 }

@@ -7,6 +7,7 @@
 use std::borrow::Cow;
 use std::fmt;
 use std::io::Cursor;
+use std::sync::Arc;
 
 use serde::de::{self, SeqAccess, Visitor};
 use serde::ser::{self, SerializeTuple};
@@ -37,8 +38,10 @@ use crate::store::format::{CURRENT, FormatError, Version};
 pub struct Batch {
     /// When the leader proposed it.
     time: Time,
-    /// The commands, in order.
-    commands: Vec<Command>,
+    /// The commands, in order; shared by the log's in-memory tail, every
+    /// read of it (replication, apply) and the replica's history, never
+    /// copied.
+    commands: Arc<[Command]>,
 }
 
 impl Batch {
@@ -46,17 +49,17 @@ impl Batch {
     fn decode(version: Version, body: &[u8]) -> Result<Self, String> {
         let commands = |e| format!("log entry commands: {e}");
         match version {
-            CURRENT => postcard::from_bytes(body)
-                .map(|(time, commands)| Self { time, commands })
+            CURRENT => postcard::from_bytes::<(Time, Vec<Command>)>(body)
+                .map(|(time, commands)| Self::from(commands).at(time))
                 .map_err(commands),
             // Formats 3 and 4's batches are format 5's: the ACL and the
             // prepared query commands came after their variants.
-            3 | 4 => postcard::from_bytes(body)
-                .map(|(time, commands)| Self { time, commands })
+            3 | 4 => postcard::from_bytes::<(Time, Vec<Command>)>(body)
+                .map(|(time, commands)| Self::from(commands).at(time))
                 .map_err(commands),
             // Format 2 commands are a prefix of format 3's variants.
-            2 => postcard::from_bytes(body)
-                .map(|commands| Self { time: 0, commands })
+            2 => postcard::from_bytes::<Vec<Command>>(body)
+                .map(Self::from)
                 .map_err(commands),
             found => Err(FormatError::unreadable("a log entry batch", found).to_string()),
         }
@@ -73,35 +76,23 @@ impl Batch {
     }
 
     /// The commands and the time, for the replica.
-    pub fn into_parts(self) -> (Time, Vec<Command>) {
+    pub fn into_parts(self) -> (Time, Arc<[Command]>) {
         (self.time, self.commands)
     }
 }
 
 impl From<Vec<Command>> for Batch {
     fn from(commands: Vec<Command>) -> Self {
-        Self { time: 0, commands }
+        Self {
+            time: 0,
+            commands: commands.into(),
+        }
     }
 }
 
 impl FromIterator<Command> for Batch {
     fn from_iter<I: IntoIterator<Item = Command>>(iter: I) -> Self {
         iter.into_iter().collect::<Vec<_>>().into()
-    }
-}
-
-impl Extend<Command> for Batch {
-    fn extend<I: IntoIterator<Item = Command>>(&mut self, iter: I) {
-        self.commands.extend(iter);
-    }
-}
-
-impl IntoIterator for Batch {
-    type Item = Command;
-    type IntoIter = std::vec::IntoIter<Command>;
-
-    fn into_iter(self) -> Self::IntoIter {
-        self.commands.into_iter()
     }
 }
 
@@ -125,7 +116,8 @@ impl Serialize for Body<'_> {
 
 impl Serialize for Batch {
     fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
-        let body = postcard::to_stdvec(&(self.time, &self.commands)).map_err(ser::Error::custom)?;
+        let body =
+            postcard::to_stdvec(&(self.time, &*self.commands)).map_err(ser::Error::custom)?;
         let mut t = s.serialize_tuple(2)?;
         t.serialize_element(&CURRENT)?;
         t.serialize_element(&Body(&body))?;
@@ -568,9 +560,8 @@ mod tests {
         let json = serde_json::to_string(&batch).expect("json");
         let back: Batch = serde_json::from_str(&json).expect("json back");
         assert_eq!(back, batch);
-        assert_eq!((&back).into_iter().count(), 2);
-        let owned: Vec<Command> = back.into_iter().collect();
-        assert_eq!(owned, vec![register(), deregister()]);
+        let read: Vec<&Command> = (&back).into_iter().collect();
+        assert_eq!(read, [&register(), &deregister()]);
     }
 
     #[test]

@@ -47,7 +47,65 @@ impl HealthEntry<'_> {
     }
 }
 
+/// A node with the health of everything on it: what a whole DNS view is
+/// built from in one pass over the tables.
+#[derive(Debug, Clone)]
+pub struct NodeHealth<'a> {
+    /// The node's key (its lowercased name).
+    pub key: &'a str,
+    /// The node.
+    pub node: &'a Node,
+    /// Worst status of its node-level checks; passing when there are none.
+    pub health: HealthStatus,
+    /// Its instances in ID order, each with the worst status of every
+    /// check that covers it (the node's own included), as
+    /// [`HealthEntry::status`] gives it.
+    pub instances: Vec<(&'a Service, HealthStatus)>,
+}
+
 impl State {
+    /// Every node in key order with its health and its instances' health,
+    /// read in one merged walk of the three tables (their rows share the
+    /// node key's order), with no lookup per row.
+    pub fn nodes_with_health(&self) -> impl Iterator<Item = NodeHealth<'_>> {
+        let mut services = self.tables.services.rows().iter().peekable();
+        let mut checks = self.tables.checks.rows().iter().peekable();
+        // Instance checks of the current node, by instance ID; reused.
+        let mut covering: Vec<(&str, HealthStatus)> = Vec::new();
+        self.tables.nodes.rows().iter().map(move |(key, node)| {
+            // Rows of a node the nodes table lacks (none while the rules
+            // hold) belong to no answer.
+            while services.next_if(|((n, _), _)| n < key).is_some() {}
+            while checks.next_if(|((n, _), _)| n < key).is_some() {}
+            let mut health = HealthStatus::Passing;
+            covering.clear();
+            while let Some((_, c)) = checks.next_if(|((n, _), _)| n == key) {
+                if c.service_id.is_empty() {
+                    health = health.max(c.status);
+                } else {
+                    covering.push((c.service_id.as_str(), c.status));
+                }
+            }
+            covering.sort_unstable();
+            let mut instances = Vec::new();
+            while let Some((_, s)) = services.next_if(|((n, _), _)| n == key) {
+                let from = covering.partition_point(|(id, _)| *id < s.id.as_str());
+                let worst = covering[from..]
+                    .iter()
+                    .take_while(|(id, _)| *id == s.id)
+                    .map(|(_, status)| *status)
+                    .fold(health, HealthStatus::max);
+                instances.push((s, worst));
+            }
+            NodeHealth {
+                key,
+                node,
+                health,
+                instances,
+            }
+        })
+    }
+
     /// Index of the last change to nodes, services or checks: what DNS
     /// answers from.
     pub fn catalog_index(&self) -> Index {

@@ -297,3 +297,26 @@ fn a_batch_applies_at_one_index_and_publishes_once() {
     assert!(r.apply_batch(8, 0, Vec::new()).is_empty());
     assert_eq!(r.applied_index(), 8);
 }
+
+#[test]
+fn a_held_view_stays_as_it_was_until_released_then_answers_for_every_change() {
+    let r = Replica::new();
+    apply(&r, 1, reg(with_svc(node("n1", "10.0.0.1"), svc("web"))));
+    r.hold_view();
+    assert_eq!(r.release_view(), None, "nothing was held back");
+    r.hold_view();
+    r.apply(2, &reg(with_svc(node("n2", "10.0.0.2"), svc("web"))));
+    r.apply(
+        3,
+        &reg(with_checks(
+            with_svc(node("n1", "10.0.0.1"), svc("web")),
+            vec![svc_chk("alive", "web", Critical)],
+        )),
+    );
+    assert_eq!(answers(&r, "web"), [a("n1", "web", Passing)], "held");
+    assert!(r.release_view().is_some(), "a change was held back");
+    assert_eq!(answers(&r, "web"), [a("n2", "web", Passing)]);
+    // Released: the next change updates the view built on release.
+    apply(&r, 4, dereg("n2", "web", ""));
+    assert_eq!(answers(&r, "web"), []);
+}
