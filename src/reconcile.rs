@@ -27,7 +27,7 @@ use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
 
 use crate::catalog::{
-    CheckRegistration, Command, Deregistration, HealthStatus, Registration, Replica, State,
+    CheckRegistration, Command, Deregistration, HealthStatus, Meta, Registration, Replica, State,
 };
 use crate::consensus::Consensus;
 use crate::gossip::{Member, MemberStatus};
@@ -129,7 +129,7 @@ pub fn plan(
                 address: String::new(),
                 datacenter: datacenter.into(),
                 tagged_addresses: BTreeMap::new(),
-                node_meta: BTreeMap::new(),
+                node_meta: Meta::new(),
                 skip_node_update: true,
                 service: None,
                 checks: vec![serf_check(Liveness::Failed)],
@@ -139,7 +139,7 @@ pub fn plan(
         // anti-entropy wrote unless this is another node now.
         let (tagged_addresses, node_meta) = match node {
             Some(n) if !replaced => (n.tagged_addresses.clone(), n.meta.clone()),
-            _ => (BTreeMap::new(), BTreeMap::new()),
+            _ => (BTreeMap::new(), Meta::new()),
         };
         out.push(Command::register(Registration {
             node: m.name.clone(),
@@ -389,7 +389,7 @@ mod tests {
             address: m.address.clone(),
             datacenter: "dc1".into(),
             tagged_addresses: BTreeMap::new(),
-            node_meta: BTreeMap::from([("rack".to_string(), "r1".to_string())]),
+            node_meta: BTreeMap::from([("rack".to_string(), "r1".to_string())]).into(),
             skip_node_update: false,
             service: None,
             checks: Vec::new(),

@@ -43,6 +43,7 @@
 mod acl_types;
 mod command;
 mod kv_types;
+mod meta;
 mod prepared_query;
 mod query;
 mod replica;

@@ -12,8 +12,7 @@ use serde::{Deserialize, Serialize};
 /// A Raft log index; Consul calls it `CreateIndex`, `ModifyIndex`, `X-Consul-Index`.
 pub type Index = u64;
 
-/// Key/value metadata as Consul stores it (`Meta`, `NodeMeta`).
-pub type Meta = BTreeMap<String, String>;
+pub use super::meta::Meta;
 
 /// The health of one check, ordered from best to worst so that the worst of a
 /// set is its `max()`.

@@ -118,7 +118,7 @@ pub(super) fn service(
                 )
             })
             .collect(),
-        meta: s.meta.clone(),
+        meta: s.meta.clone().into(),
         port: s.port.unwrap_or(0),
         weights: s.weights.map(|w| Weights {
             passing: w.passing,

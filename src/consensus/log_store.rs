@@ -339,7 +339,7 @@ fn command_from_v1(c: v1::Command) -> Command {
             address: r.address,
             datacenter: r.datacenter,
             tagged_addresses: r.tagged_addresses,
-            node_meta: r.node_meta,
+            node_meta: r.node_meta.into(),
             skip_node_update: r.skip_node_update,
             service: r.service.map(|s| ServiceRegistration {
                 id: s.id,
@@ -357,7 +357,7 @@ fn command_from_v1(c: v1::Command) -> Command {
                         (k, a)
                     })
                     .collect(),
-                meta: s.meta,
+                meta: s.meta.into(),
                 port: s.port,
                 weights: s.weights.map(|w| Weights {
                     passing: w.passing,
@@ -511,7 +511,7 @@ mod tests {
             address: "10.0.0.1".into(),
             datacenter: "dc1".into(),
             tagged_addresses: strings([("lan", "10.0.0.1")]),
-            node_meta: strings([("rack", "r1")]),
+            node_meta: strings([("rack", "r1")]).into(),
             skip_node_update: true,
             service: Some(ServiceRegistration {
                 id: "web-1".into(),
@@ -526,7 +526,7 @@ mod tests {
                     },
                 )]
                 .into(),
-                meta: strings([("version", "1.2")]),
+                meta: strings([("version", "1.2")]).into(),
                 port: 8080,
                 weights: Some(Weights {
                     passing: 5,

@@ -490,7 +490,7 @@ mod tests {
             address: "10.0.0.1".into(),
             datacenter: "dc1".into(),
             tagged_addresses: BTreeMap::new(),
-            node_meta: BTreeMap::from([("rack".into(), "r1".into())]),
+            node_meta: BTreeMap::from([("rack".into(), "r1".into())]).into(),
             skip_node_update: false,
             service: Some(ServiceRegistration {
                 id: "web-1".into(),
@@ -498,7 +498,7 @@ mod tests {
                 tags: vec!["v1".into()],
                 address: String::new(),
                 tagged_addresses: BTreeMap::new(),
-                meta: BTreeMap::new(),
+                meta: Default::default(),
                 port: 80,
                 weights: None,
                 enable_tag_override: false,
@@ -741,7 +741,10 @@ mod tests {
             .map(|e| e.service.id.as_str())
             .collect();
         assert_eq!(passing, ["ext-1", "ext-2", "ext-3", "ext-4", "ext-6"]);
-        let rack = catalog.node("ext3").map(|n| n.meta["rack"].as_str());
+        let rack = catalog
+            .node("ext3")
+            .and_then(|n| n.meta.get("rack"))
+            .map(String::as_str);
         assert_eq!(rack, Some("r3"));
 
         // Upgraded once: the next start reads it as it is.
@@ -780,7 +783,10 @@ mod tests {
             .map(|e| e.service.id.as_str())
             .collect();
         assert_eq!(passing, ["queue-1", "queue-2"]);
-        let zone = catalog.node("far5").map(|n| n.meta["rack"].as_str());
+        let zone = catalog
+            .node("far5")
+            .and_then(|n| n.meta.get("rack"))
+            .map(String::as_str);
         assert_eq!(zone, Some("r5"));
         assert_eq!(catalog.last_index(), 13);
         assert_eq!(catalog.kv_len(), 0);

@@ -15,7 +15,7 @@ fn register(node: &str) -> Command {
         address: "10.0.0.1".into(),
         datacenter: "dc1".into(),
         tagged_addresses: BTreeMap::new(),
-        node_meta: BTreeMap::new(),
+        node_meta: Default::default(),
         skip_node_update: false,
         service: None,
         checks: vec![serf_check(Liveness::Alive)],

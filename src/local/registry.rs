@@ -15,7 +15,7 @@ use super::checks::state::{Decision, decide};
 use super::checks::ttl::TtlTouch;
 use super::checks::{self, CheckSource, Recorded, WantedCheck};
 use super::{LocalAgent, LocalError};
-use crate::catalog::{Command, Deregistration, HealthStatus, ServiceRegistration};
+use crate::catalog::{Command, Deregistration, HealthStatus, Meta, ServiceRegistration};
 use crate::definition::{CheckDefinition, CheckKind, Origin, ServiceDefinition};
 
 /// The service ID and name servers register themselves under.
@@ -156,7 +156,7 @@ impl LocalAgent {
             tags: Vec::new(),
             address: String::new(),
             tagged_addresses: BTreeMap::new(),
-            meta: BTreeMap::from([("version".to_string(), self.identity.version.clone())]),
+            meta: Meta::from([("version".to_string(), self.identity.version.clone())]),
             port: self.identity.server_port,
             weights: None,
             enable_tag_override: false,

@@ -24,7 +24,7 @@ impl NodeIdentity {
             server,
             version: "0.1.0".into(),
             tagged_addresses: BTreeMap::new(),
-            meta: BTreeMap::new(),
+            meta: Default::default(),
             server_port: 8300,
             serf_lan_port: 8301,
         }

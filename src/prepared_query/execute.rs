@@ -191,7 +191,7 @@ mod tests {
             address: "10.0.0.1".into(),
             datacenter: String::new(),
             tagged_addresses: BTreeMap::new(),
-            node_meta: BTreeMap::from([("zone".to_string(), node.to_string())]),
+            node_meta: BTreeMap::from([("zone".to_string(), node.to_string())]).into(),
             skip_node_update: false,
             service: Some(ServiceRegistration {
                 id: id.into(),
@@ -199,7 +199,7 @@ mod tests {
                 tags: tags.iter().map(|t| t.to_string()).collect(),
                 address: String::new(),
                 tagged_addresses: BTreeMap::new(),
-                meta: BTreeMap::from([("id".to_string(), id.to_string())]),
+                meta: BTreeMap::from([("id".to_string(), id.to_string())]).into(),
                 port: 80,
                 weights: None,
                 enable_tag_override: false,

@@ -308,7 +308,7 @@ mod tests {
             address: "10.0.0.1".into(),
             datacenter: "dc1".into(),
             tagged_addresses: strings([("lan", "10.0.0.1")]),
-            node_meta: strings([("rack", "r1")]),
+            node_meta: strings([("rack", "r1")]).into(),
             skip_node_update: false,
             service: Some(ServiceRegistration {
                 id: "web-1".into(),
@@ -323,7 +323,7 @@ mod tests {
                     },
                 )]
                 .into(),
-                meta: strings([("version", "1.2")]),
+                meta: strings([("version", "1.2")]).into(),
                 port: 8080,
                 weights: Some(Weights {
                     passing: 5,

@@ -1,0 +1,229 @@
+//! [`Meta`]: the key/value metadata of nodes and services, held as a
+//! sorted list of pairs.
+//!
+//! Consul caps it at 64 pairs, and most nodes and services carry none or a
+//! few. A `BTreeMap` allocates a node of eleven slots for its first pair
+//! (544 bytes for `String` pairs), which made the metadata the largest part
+//! of a service row, and of every registration the log's tail and the
+//! follow history hold (measured by `benches/scale`); the list holds
+//! exactly its pairs. It is written as a map, on the wire and on disk
+//! alike (postcard writes a map and a list of pairs the same way), so a
+//! stored snapshot or log entry reads back unchanged.
+
+use std::borrow::Borrow;
+use std::fmt;
+
+use serde::de::{MapAccess, Visitor};
+use serde::ser::SerializeMap;
+use serde::{Deserialize, Deserializer, Serialize, Serializer};
+
+/// Key/value metadata as Consul stores it (`Meta`, `NodeMeta`), ordered
+/// by key, each key once.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Hash)]
+pub struct Meta(Vec<(String, String)>);
+
+impl Meta {
+    /// No pairs.
+    pub fn new() -> Self {
+        Self(Vec::new())
+    }
+
+    fn find(&self, key: &str) -> Result<usize, usize> {
+        self.0.binary_search_by(|(k, _)| k.as_str().cmp(key))
+    }
+
+    /// The value for `key`.
+    pub fn get<Q: Borrow<str> + ?Sized>(&self, key: &Q) -> Option<&String> {
+        self.find(key.borrow()).ok().map(|i| &self.0[i].1)
+    }
+
+    /// Whether `key` has a value.
+    pub fn contains_key<Q: Borrow<str> + ?Sized>(&self, key: &Q) -> bool {
+        self.find(key.borrow()).is_ok()
+    }
+
+    /// Sets `key` to `value`; returns the value it replaced.
+    pub fn insert(&mut self, key: String, value: String) -> Option<String> {
+        match self.find(&key) {
+            Ok(i) => Some(std::mem::replace(&mut self.0[i].1, value)),
+            Err(i) => {
+                self.0.insert(i, (key, value));
+                None
+            }
+        }
+    }
+
+    /// Removes `key`; returns its value.
+    pub fn remove<Q: Borrow<str> + ?Sized>(&mut self, key: &Q) -> Option<String> {
+        self.find(key.borrow()).ok().map(|i| self.0.remove(i).1)
+    }
+
+    /// The pairs, ordered by key.
+    pub fn iter(&self) -> impl DoubleEndedIterator<Item = (&String, &String)> + ExactSizeIterator {
+        self.0.iter().map(|(k, v)| (k, v))
+    }
+
+    /// The keys, in order.
+    pub fn keys(&self) -> impl DoubleEndedIterator<Item = &String> + ExactSizeIterator {
+        self.0.iter().map(|(k, _)| k)
+    }
+
+    /// The values, in their keys' order.
+    pub fn values(&self) -> impl DoubleEndedIterator<Item = &String> + ExactSizeIterator {
+        self.0.iter().map(|(_, v)| v)
+    }
+
+    /// How many pairs.
+    pub fn len(&self) -> usize {
+        self.0.len()
+    }
+
+    /// Whether there are none.
+    pub fn is_empty(&self) -> bool {
+        self.0.is_empty()
+    }
+}
+
+impl FromIterator<(String, String)> for Meta {
+    /// As a map collects: ordered by key, the last value of a key kept.
+    fn from_iter<I: IntoIterator<Item = (String, String)>>(iter: I) -> Self {
+        let mut pairs: Vec<(String, String)> = iter.into_iter().collect();
+        // Stable: of equal keys the last stays last, and is the one kept.
+        pairs.sort_by(|a, b| a.0.cmp(&b.0));
+        let mut out: Vec<(String, String)> = Vec::with_capacity(pairs.len());
+        for pair in pairs {
+            match out.last_mut() {
+                Some(last) if last.0 == pair.0 => *last = pair,
+                _ => out.push(pair),
+            }
+        }
+        out.shrink_to_fit();
+        Self(out)
+    }
+}
+
+impl<const N: usize> From<[(String, String); N]> for Meta {
+    fn from(pairs: [(String, String); N]) -> Self {
+        pairs.into_iter().collect()
+    }
+}
+
+impl From<std::collections::BTreeMap<String, String>> for Meta {
+    fn from(map: std::collections::BTreeMap<String, String>) -> Self {
+        // Already ordered and unique.
+        Self(map.into_iter().collect())
+    }
+}
+
+impl Extend<(String, String)> for Meta {
+    fn extend<I: IntoIterator<Item = (String, String)>>(&mut self, iter: I) {
+        for (k, v) in iter {
+            self.insert(k, v);
+        }
+    }
+}
+
+impl IntoIterator for Meta {
+    type Item = (String, String);
+    type IntoIter = std::vec::IntoIter<(String, String)>;
+
+    fn into_iter(self) -> Self::IntoIter {
+        self.0.into_iter()
+    }
+}
+
+impl<'a> IntoIterator for &'a Meta {
+    type Item = (&'a String, &'a String);
+    type IntoIter = std::iter::Map<
+        std::slice::Iter<'a, (String, String)>,
+        fn(&'a (String, String)) -> (&'a String, &'a String),
+    >;
+
+    fn into_iter(self) -> Self::IntoIter {
+        self.0.iter().map(|(k, v)| (k, v))
+    }
+}
+
+impl Serialize for Meta {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        let mut map = s.serialize_map(Some(self.0.len()))?;
+        for (k, v) in &self.0 {
+            map.serialize_entry(k, v)?;
+        }
+        map.end()
+    }
+}
+
+impl<'de> Deserialize<'de> for Meta {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        d.deserialize_map(MetaVisitor)
+    }
+}
+
+struct MetaVisitor;
+
+impl<'de> Visitor<'de> for MetaVisitor {
+    type Value = Meta;
+
+    fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("a map of strings to strings")
+    }
+
+    fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Meta, A::Error> {
+        // The hint comes from the input: bound what it may reserve.
+        let mut pairs = Vec::with_capacity(map.size_hint().unwrap_or(0).min(64));
+        while let Some(pair) = map.next_entry::<String, String>()? {
+            pairs.push(pair);
+        }
+        Ok(pairs.into_iter().collect())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::BTreeMap;
+
+    use super::*;
+
+    fn s(v: &str) -> String {
+        v.to_string()
+    }
+
+    #[test]
+    fn behaves_as_the_map_it_replaces() {
+        let mut meta = Meta::new();
+        let mut map = BTreeMap::new();
+        for (k, v) in [("b", "1"), ("a", "2"), ("c", "3"), ("a", "4")] {
+            assert_eq!(meta.insert(s(k), s(v)), map.insert(s(k), s(v)));
+        }
+        assert_eq!(meta.remove("c"), map.remove("c"));
+        assert_eq!(meta.remove("zz"), map.remove("zz"));
+        assert!(meta.iter().eq(map.iter()));
+        assert_eq!(meta.get("a"), map.get("a"));
+        assert_eq!(meta.get("nope"), None);
+        assert_eq!(meta.len(), 2);
+        let collected: Meta = [(s("x"), s("1")), (s("w"), s("2")), (s("x"), s("3"))].into();
+        assert!(
+            collected
+                .iter()
+                .eq([(&s("w"), &s("2")), (&s("x"), &s("3"))])
+        );
+    }
+
+    #[test]
+    fn is_written_and_read_as_the_map_was() {
+        let map = BTreeMap::from([(s("rack"), s("r1")), (s("az"), s("a"))]);
+        let meta = Meta::from(map.clone());
+        // postcard, as the log and snapshots store it: byte for byte.
+        let old = postcard::to_stdvec(&map).expect("map");
+        assert_eq!(postcard::to_stdvec(&meta).expect("meta"), old);
+        assert_eq!(postcard::from_bytes::<Meta>(&old).expect("read"), meta);
+        // JSON, as the API writes it.
+        assert_eq!(
+            serde_json::to_string(&meta).expect("json"),
+            serde_json::to_string(&map).expect("json")
+        );
+        let unordered: Meta = serde_json::from_str(r#"{"z":"1","a":"2"}"#).expect("json");
+        assert_eq!(unordered.keys().collect::<Vec<_>>(), [&s("a"), &s("z")]);
+    }
+}
