@@ -11,7 +11,13 @@
 //! only after their transaction committed with immediate durability.
 //!
 //! The mirror holds only the unpurged tail of the log, which snapshot
-//! compaction keeps to a few thousand entries.
+//! compaction keeps to a few thousand entries. Entries more than
+//! [`DECODED`] behind the commit index (what a follower far behind, a
+//! restart's replay or a recovery reads, and no one else) are kept as the
+//! bytes they are stored as and decoded when read: at 100,000 instances
+//! the decoded tail was about as large as the catalog itself, its bytes are
+//! a seventh of that (`benches/scale`), and a restart no longer decodes
+//! entries its snapshot already holds.
 //!
 //! Entries the leader makes are also handed to [`Early`] as they are taken,
 //! so that they travel to the followers while the leader's own fsync runs
@@ -50,10 +56,16 @@ pub(crate) struct LogStore {
     early: Arc<OnceLock<Arc<Early>>>,
 }
 
+/// How many entries up to the commit index stay decoded; older ones are
+/// decoded when read.
+const DECODED: u64 = 64;
+
 #[derive(Debug, Default)]
 struct Mirror {
     /// The log after `purged`, by index.
-    entries: BTreeMap<u64, Entry>,
+    entries: BTreeMap<u64, Slot>,
+    /// Entries below this index hold only their bytes.
+    decoded_from: u64,
     /// The last log id removed from the head of the log.
     purged: Option<LogId>,
     /// The vote, as last saved.
@@ -62,24 +74,125 @@ struct Mirror {
     committed: Option<LogId>,
 }
 
+/// One entry of the mirror.
+#[derive(Debug)]
+struct Slot {
+    log_id: LogId,
+    /// The entry as stored.
+    bytes: Box<[u8]>,
+    /// The entry itself while it is near the log's head, or when it holds
+    /// no commands (blank, membership: small, and recovery looks for the
+    /// latter).
+    entry: Option<Entry>,
+}
+
+impl Slot {
+    fn decoded(entry: Entry, bytes: Box<[u8]>) -> Self {
+        Self {
+            log_id: entry.log_id,
+            bytes,
+            entry: Some(entry),
+        }
+    }
+
+    /// The entry, decoded from its bytes unless it is at hand.
+    fn entry(&self) -> Result<Entry, StoreError> {
+        match &self.entry {
+            Some(entry) => Ok(entry.clone()),
+            None => store::decode(&self.bytes),
+        }
+    }
+
+    /// Keeps only the bytes of an entry that holds commands.
+    fn shed(&mut self) {
+        if matches!(
+            self.entry,
+            Some(Entry {
+                payload: EntryPayload::Normal(_),
+                ..
+            })
+        ) {
+            self.entry = None;
+        }
+    }
+}
+
+/// The log id an encoded entry starts with, read without decoding the rest
+/// (postcard writes a struct's fields in order, `log_id` first).
+fn stored_log_id(bytes: &[u8]) -> Result<LogId, StoreError> {
+    Ok(postcard::take_from_bytes::<LogId>(bytes)?.0)
+}
+
+/// Whether an encoded entry holds commands (a normal entry), read from the
+/// payload's variant after the log id without decoding the rest.
+fn stored_is_normal(bytes: &[u8]) -> Result<bool, StoreError> {
+    let (_, payload) = postcard::take_from_bytes::<LogId>(bytes)?;
+    // openraft's `EntryPayload`: Blank, Normal, Membership, in that order;
+    // postcard writes the variant's number first.
+    Ok(postcard::take_from_bytes::<u32>(payload)?.0 == 1)
+}
+
+impl Mirror {
+    /// Sheds the decoded form of entries more than [`DECODED`] behind the
+    /// commit index.
+    fn shed_behind_commit(&mut self) {
+        let Some(committed) = self.committed else {
+            return;
+        };
+        let below = committed.index.saturating_sub(DECODED);
+        if below > self.decoded_from {
+            for (_, slot) in self.entries.range_mut(self.decoded_from..below) {
+                slot.shed();
+            }
+            self.decoded_from = below;
+        }
+    }
+
+    fn last_log_id(&self) -> Option<LogId> {
+        self.entries
+            .last_key_value()
+            .map(|(_, slot)| slot.log_id)
+            .or(self.purged)
+    }
+}
+
 impl LogStore {
     /// Rebuilds the log from what storage held at start-up.
     pub(crate) fn open(contents: &Contents, writer: Writer) -> Result<Self, StoreError> {
         let purged: Option<LogId> = contents.meta(keys::PURGED)?;
+        let committed: Option<LogId> = contents.meta(keys::COMMITTED)?;
+        let decoded_from = committed.map_or(0, |c| c.index.saturating_sub(DECODED));
         let mut entries = BTreeMap::new();
         // A purge records its log id before deleting the entries; a crash in
         // between leaves entries the log no longer owns.
         let first_kept = purged.map_or(0, |p| p.index + 1);
         for (index, bytes) in &contents.log {
-            if *index >= first_kept {
-                entries.insert(*index, store::decode::<Entry>(bytes)?);
+            if *index < first_kept {
+                continue;
             }
+            let bytes: Box<[u8]> = bytes.as_slice().into();
+            let slot = if *index < decoded_from {
+                let mut slot = Slot {
+                    log_id: stored_log_id(&bytes)?,
+                    bytes,
+                    entry: None,
+                };
+                // Entries without commands stay decoded, as when shed.
+                if !stored_is_normal(&slot.bytes)? {
+                    slot.entry = Some(store::decode::<Entry>(&slot.bytes)?);
+                }
+                slot
+            } else {
+                Slot::decoded(store::decode::<Entry>(&bytes)?, bytes)
+            };
+            entries.insert(*index, slot);
         }
         let mirror = Mirror {
             entries,
+            decoded_from,
             purged,
             vote: contents.meta(keys::VOTE)?,
-            committed: contents.meta(keys::COMMITTED)?,
+            committed,
         };
         Ok(Self {
             mirror: Arc::new(Mutex::new(mirror)),
@@ -96,11 +209,12 @@ impl LogStore {
 
     /// The newest configuration in the log's entries, if any.
     pub(crate) fn last_membership(&self) -> Option<Membership<u64, RaftMember>> {
+        // Entries without commands are never shed, so no entry is decoded.
         self.mirror()
             .entries
             .values()
             .rev()
-            .find_map(|e| match &e.payload {
+            .find_map(|slot| match &slot.entry.as_ref()?.payload {
                 EntryPayload::Membership(m) => Some(m.clone()),
                 _ => None,
             })
@@ -115,13 +229,7 @@ impl LogStore {
         membership: Membership<u64, RaftMember>,
     ) -> Result<Option<u64>, StoreError> {
         let entry = {
-            let mirror = self.mirror();
-            let last = mirror
-                .entries
-                .last_key_value()
-                .map(|(_, e)| e.log_id)
-                .or(mirror.purged);
-            let Some(last) = last else {
+            let Some(last) = self.mirror().last_log_id() else {
                 return Ok(None);
             };
             Entry {
@@ -131,7 +239,8 @@ impl LogStore {
         };
         let index = entry.log_id.index;
         let bytes = store::encode(&entry)?;
-        self.mirror().entries.insert(index, entry);
+        let slot = Slot::decoded(entry, bytes.as_slice().into());
+        self.mirror().entries.insert(index, slot);
         self.writer.write(Op::Append(vec![(index, bytes)])).await?;
         Ok(Some(index))
     }
@@ -153,11 +262,12 @@ impl RaftLogReader<TypeConfig> for LogStore {
         range: RB,
     ) -> Result<Vec<Entry>, StorageError> {
         let mirror = self.mirror();
-        Ok(mirror
+        mirror
             .entries
             .range(range)
-            .map(|(_, e)| e.clone())
-            .collect())
+            .map(|(_, slot)| slot.entry())
+            .collect::<Result<_, _>>()
+            .map_err(|e| StorageIOError::read_logs(AnyError::new(&e)).into())
     }
 }
 
@@ -166,14 +276,9 @@ impl RaftLogStorage<TypeConfig> for LogStore {
 
     async fn get_log_state(&mut self) -> Result<LogState<TypeConfig>, StorageError> {
         let mirror = self.mirror();
-        let last = mirror
-            .entries
-            .last_key_value()
-            .map(|(_, e)| e.log_id)
-            .or(mirror.purged);
         Ok(LogState {
             last_purged_log_id: mirror.purged,
-            last_log_id: last,
+            last_log_id: mirror.last_log_id(),
         })
     }
 
@@ -202,7 +307,11 @@ impl RaftLogStorage<TypeConfig> for LogStore {
         // Lazy: losing it in a crash only means re-learning the commit index
         // from the leader, so it must not cost an fsync of its own.
         let bytes = store::encode(&log_id).map_err(write_err)?;
-        self.mirror().committed = committed;
+        {
+            let mut mirror = self.mirror();
+            mirror.committed = committed;
+            mirror.shed_behind_commit();
+        }
         self.writer
             .submit(Op::PutLazy(keys::COMMITTED, bytes), None)
             .await
@@ -244,15 +353,16 @@ impl RaftLogStorage<TypeConfig> for LogStore {
                     Some(i) => mirror
                         .entries
                         .get(&i)
-                        .map(|e| Some(e.log_id))
+                        .map(|slot| Some(slot.log_id))
                         .or_else(|| mirror.purged.filter(|p| p.index == i).map(Some)),
                 };
                 if let Some(prev) = prev {
                     early.send(prev, &entries, mirror.committed);
                 }
             }
-            for entry in entries {
-                mirror.entries.insert(entry.log_id.index, entry);
+            for (entry, (_, bytes)) in entries.into_iter().zip(&encoded) {
+                let slot = Slot::decoded(entry, bytes.as_slice().into());
+                mirror.entries.insert(slot.log_id.index, slot);
             }
         }
         let done: Done = Box::new(move |result| {
@@ -436,6 +546,57 @@ mod tests {
             .map(|e| e.log_id.index)
             .collect();
         assert_eq!(indexes, vec![3, 4]);
+        writer.stop().await;
+    }
+
+    /// Entries far behind the commit index are kept as their bytes, and
+    /// read back as they were written; entries without commands stay
+    /// decoded, so recovery finds the configuration without decoding.
+    #[tokio::test]
+    async fn entries_far_behind_the_commit_are_kept_as_bytes_and_read_back_whole() {
+        let entry = |index: u64| Entry {
+            log_id: log_id(index),
+            payload: if index == 10 {
+                EntryPayload::Membership(Membership::new(
+                    vec![std::collections::BTreeSet::from([7])],
+                    BTreeMap::from([(7, RaftMember::new("s1", ([127, 0, 0, 1], 8300).into()))]),
+                ))
+            } else {
+                EntryPayload::Normal(Batch::from(vec![deregister()]))
+            },
+        };
+        let written: Vec<Entry> = (1..=200).map(entry).collect();
+        let mut contents = Contents {
+            log: written
+                .iter()
+                .map(|e| (e.log_id.index, store::encode(e).expect("encode")))
+                .collect(),
+            ..Contents::default()
+        };
+        contents.meta.insert(
+            keys::COMMITTED.into(),
+            store::encode(&log_id(150)).expect("encode"),
+        );
+        let writer = Writer::spawn(store::open(None).expect("open"), 4, None).expect("writer");
+        let mut log = LogStore::open(&contents, writer.clone()).expect("log store");
+        let decoded = |log: &LogStore| -> Vec<u64> {
+            let mirror = log.mirror();
+            mirror
+                .entries
+                .iter()
+                .filter(|(_, slot)| slot.entry.is_some())
+                .map(|(index, _)| *index)
+                .collect()
+        };
+        let from = |first: u64| std::iter::once(10).chain(first..=200).collect::<Vec<_>>();
+        assert_eq!(decoded(&log), from(150 - DECODED));
+        assert_eq!(log.try_get_log_entries(..).await.expect("read"), written);
+        assert!(log.last_membership().is_some(), "recovery finds it");
+
+        // The commit moving on sheds what falls behind it.
+        log.save_committed(Some(log_id(190))).await.expect("commit");
+        assert_eq!(decoded(&log), from(190 - DECODED));
+        assert_eq!(log.try_get_log_entries(..).await.expect("read"), written);
         writer.stop().await;
     }
 
