@@ -66,7 +66,9 @@ pub use prepared_query::*;
 pub use query::{HealthEntry, Instance, NodeHealth};
 pub use replica::{Applied, Installed, Replica, Since};
 pub use rules::Touched;
-pub use snapshot::{StateSnapshot, StateSnapshotV2, StateSnapshotV3, StateSnapshotV4};
+pub use snapshot::{
+    StateSnapshot, StateSnapshotRef, StateSnapshotV2, StateSnapshotV3, StateSnapshotV4,
+};
 pub use state::State;
 pub use tokens::{AclContext, Resolved, Tokens};
 pub use types::*;

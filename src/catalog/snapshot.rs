@@ -72,6 +72,62 @@ pub struct StateSnapshot {
     prepared_queries_index: Index,
 }
 
+/// [`StateSnapshot`] borrowed from a [`State`]: the same fields in the same
+/// order, so it encodes to the same bytes (a test holds them equal).
+#[derive(Debug, Clone, Copy, Serialize)]
+pub struct StateSnapshotRef<'a> {
+    nodes: &'a BTreeMap<String, Node>,
+    services: &'a BTreeMap<RowKey, Service>,
+    checks: &'a BTreeMap<RowKey, Check>,
+    nodes_index: Index,
+    services_index: Index,
+    checks_index: Index,
+    service_indexes: &'a BTreeMap<String, Index>,
+    last_index: Index,
+    kv: &'a BTreeMap<String, KvEntry>,
+    kv_tombstones: &'a BTreeMap<String, Tombstone>,
+    kv_delays: &'a BTreeMap<String, Time>,
+    kv_index: Index,
+    kv_reaped: Index,
+    sessions: &'a BTreeMap<String, Session>,
+    sessions_index: Index,
+    acl_tokens: &'a BTreeMap<String, AclToken>,
+    acl_policies: &'a BTreeMap<String, AclPolicy>,
+    acl_index: Index,
+    acl_bootstrapped: Index,
+    prepared_queries: &'a BTreeMap<String, PreparedQuery>,
+    prepared_queries_index: Index,
+}
+
+impl StateSnapshotRef<'_> {
+    /// An owned copy.
+    pub fn to_owned(&self) -> StateSnapshot {
+        StateSnapshot {
+            nodes: self.nodes.clone(),
+            services: self.services.clone(),
+            checks: self.checks.clone(),
+            nodes_index: self.nodes_index,
+            services_index: self.services_index,
+            checks_index: self.checks_index,
+            service_indexes: self.service_indexes.clone(),
+            last_index: self.last_index,
+            kv: self.kv.clone(),
+            kv_tombstones: self.kv_tombstones.clone(),
+            kv_delays: self.kv_delays.clone(),
+            kv_index: self.kv_index,
+            kv_reaped: self.kv_reaped,
+            sessions: self.sessions.clone(),
+            sessions_index: self.sessions_index,
+            acl_tokens: self.acl_tokens.clone(),
+            acl_policies: self.acl_policies.clone(),
+            acl_index: self.acl_index,
+            acl_bootstrapped: self.acl_bootstrapped,
+            prepared_queries: self.prepared_queries.clone(),
+            prepared_queries_index: self.prepared_queries_index,
+        }
+    }
+}
+
 /// The snapshot as format version 4 wrote it: everything before the
 /// prepared queries. Its fields are the first fields of [`StateSnapshot`],
 /// in order.
@@ -227,6 +283,14 @@ impl StateSnapshot {
 impl State {
     /// A copy of the persisted part of the state.
     pub fn to_snapshot(&self) -> StateSnapshot {
+        self.snapshot_ref().to_owned()
+    }
+
+    /// The persisted part of the state, borrowed: encoded, it is the same
+    /// bytes as [`Self::to_snapshot`]'s, without the copy (at 100,000
+    /// instances the copy took several times as long as the encoding, and
+    /// applying waits for either).
+    pub fn snapshot_ref(&self) -> StateSnapshotRef<'_> {
         // Destructured so that a new table fails to compile here until the
         // snapshot holds it.
         let Tables {
@@ -238,29 +302,29 @@ impl State {
             acl,
             prepared_queries,
         } = &self.tables;
-        let kv = kv.to_rows();
-        let acl = acl.to_rows();
-        StateSnapshot {
-            nodes: nodes.rows().clone(),
-            services: services.rows().clone(),
-            checks: checks.rows().clone(),
+        let (kv_rows, kv_tombstones, kv_delays, kv_index, kv_reaped) = kv.persisted();
+        let (acl_tokens, acl_policies, acl_index, acl_bootstrapped) = acl.persisted();
+        StateSnapshotRef {
+            nodes: nodes.rows(),
+            services: services.rows(),
+            checks: checks.rows(),
             nodes_index: nodes.index(),
             services_index: services.index(),
             checks_index: checks.index(),
-            service_indexes: services.name_indexes().clone(),
+            service_indexes: services.name_indexes(),
             last_index: self.last_index,
-            kv: kv.rows,
-            kv_tombstones: kv.tombstones,
-            kv_delays: kv.delays,
-            kv_index: kv.index,
-            kv_reaped: kv.reaped,
-            sessions: sessions.rows().clone(),
+            kv: kv_rows,
+            kv_tombstones,
+            kv_delays,
+            kv_index,
+            kv_reaped,
+            sessions: sessions.rows(),
             sessions_index: sessions.index(),
-            acl_tokens: acl.tokens,
-            acl_policies: acl.policies,
-            acl_index: acl.index,
-            acl_bootstrapped: acl.bootstrapped,
-            prepared_queries: prepared_queries.rows().clone(),
+            acl_tokens,
+            acl_policies,
+            acl_index,
+            acl_bootstrapped,
+            prepared_queries: prepared_queries.rows(),
             prepared_queries_index: prepared_queries.index(),
         }
     }

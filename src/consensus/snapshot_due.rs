@@ -6,9 +6,25 @@
 //! tail grew up to that many times longer than Consul's before a
 //! snapshot, and a restart replayed all of it: 100,000 registrations
 //! loaded 128 at a time are 2,000 entries, no snapshot, and 1 s of replay
-//! before the first DNS answer (`benches/scale`). This counts commands
-//! too, with the same threshold, and asks Raft for a snapshot when they
-//! reach it; openraft's own entry count still applies.
+//! before the first DNS answer (`benches/scale`).
+//!
+//! So a snapshot is also due when both hold:
+//! - the commands since the last snapshot reach the same threshold, and
+//! - their encoded bytes reach a quarter of the last snapshot's.
+//!
+//! The second bound keeps a large state from being encoded every
+//! `threshold` writes: the interval grows with the state, so what
+//! snapshots cost per write stays constant, and the tail a restart
+//! replays stays within about a quarter of the state it restores.
+//!
+//! A leader with followers leaves this count to them and keeps to
+//! openraft's: encoding holds its apply, and so every write's answer, up
+//! (tens of milliseconds at 100,000 keys), while a follower's encoding
+//! holds up no commit (it appends and acknowledges meanwhile; only its own
+//! apply waits). Measured with 64 writing clients on 3 servers
+//! (`cluster_vs_etcd`): counting commands on every server, each encoded
+//! its growing state every couple of seconds, all three at the same
+//! index, and p99.9 write latency went from about 1.2× p99 to 5–35×.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -19,54 +35,71 @@ use tokio_util::sync::CancellationToken;
 
 use super::types::Raft;
 
+/// The share of the last snapshot's size the commands since must reach.
+const TAIL_SHARE: u64 = 4;
+
 /// Commands applied since the state the last snapshot holds.
 #[derive(Debug)]
 pub(crate) struct SnapshotDue {
-    /// Commands applied since the last snapshot's copy of the catalog.
-    since: AtomicU64,
-    /// How many make a snapshot due.
+    /// Commands applied since the last snapshot's state.
+    commands: AtomicU64,
+    /// Their encoded bytes.
+    bytes: AtomicU64,
+    /// The last snapshot's encoded size.
+    snapshot_bytes: AtomicU64,
+    /// How many commands make a snapshot due (at least 1).
     threshold: u64,
     /// Woken while a snapshot is due.
     due: Notify,
 }
 
+/// Adds `n` to `counter`, saturating; returns the new value.
+fn add(counter: &AtomicU64, n: u64) -> u64 {
+    let add = |v: u64| Some(v.saturating_add(n));
+    // The closure never refuses, so both arms hold the value before.
+    match counter.fetch_update(Ordering::Relaxed, Ordering::Relaxed, add) {
+        Ok(before) | Err(before) => before.saturating_add(n),
+    }
+}
+
 impl SnapshotDue {
-    /// Due after `threshold` commands (at least 1).
+    /// Due after `threshold` commands, and a quarter of the last
+    /// snapshot's bytes.
     pub(crate) fn new(threshold: u64) -> Arc<Self> {
         Arc::new(Self {
-            since: AtomicU64::new(0),
+            commands: AtomicU64::new(0),
+            bytes: AtomicU64::new(0),
+            snapshot_bytes: AtomicU64::new(0),
             threshold: threshold.max(1),
             due: Notify::new(),
         })
     }
 
-    /// Counts `commands` just applied; wakes [`Self::watch`] while a
-    /// snapshot is due (a request Raft ignores while it builds one is
-    /// made again on the next apply).
-    pub(crate) fn applied(&self, commands: usize) {
-        let commands = u64::try_from(commands).unwrap_or(u64::MAX);
-        let add = |n: u64| Some(n.saturating_add(commands));
-        // The closure never refuses, so both arms hold the value before.
-        let before = match self
-            .since
-            .fetch_update(Ordering::Relaxed, Ordering::Relaxed, add)
-        {
-            Ok(n) | Err(n) => n,
-        };
-        let since = before.saturating_add(commands);
-        if since >= self.threshold {
+    /// Counts `commands` just applied, `bytes` encoded; wakes
+    /// [`Self::watch`] while a snapshot is due (a request Raft ignores
+    /// while it builds one is made again on the next apply).
+    pub(crate) fn applied(&self, commands: usize, bytes: usize) {
+        add(&self.commands, u64::try_from(commands).unwrap_or(u64::MAX));
+        add(&self.bytes, u64::try_from(bytes).unwrap_or(u64::MAX));
+        if self.is_due() {
             self.due.notify_one();
         }
     }
 
-    /// The catalog was just copied for a snapshot, or replaced by one.
-    pub(crate) fn reset(&self) {
-        self.since.store(0, Ordering::Relaxed);
+    /// The state was just encoded for a snapshot of `snapshot_bytes`,
+    /// or replaced by (or restored from) one.
+    pub(crate) fn reset(&self, snapshot_bytes: usize) {
+        self.commands.store(0, Ordering::Relaxed);
+        self.bytes.store(0, Ordering::Relaxed);
+        let size = u64::try_from(snapshot_bytes).unwrap_or(u64::MAX);
+        self.snapshot_bytes.store(size, Ordering::Relaxed);
     }
 
     /// Whether a snapshot is due now.
     fn is_due(&self) -> bool {
-        self.since.load(Ordering::Relaxed) >= self.threshold
+        self.commands.load(Ordering::Relaxed) >= self.threshold
+            && self.bytes.load(Ordering::Relaxed)
+                >= self.snapshot_bytes.load(Ordering::Relaxed) / TAIL_SHARE
     }
 
     /// Asks `raft` for a snapshot whenever one is due, until `stop`.
@@ -77,7 +110,10 @@ impl SnapshotDue {
                     () = stop.cancelled() => return,
                     () = self.due.notified() => {}
                 }
-                if self.is_due() && raft.trigger().snapshot().await.is_err() {
+                if self.is_due()
+                    && !leads_followers(&raft)
+                    && raft.trigger().snapshot().await.is_err()
+                {
                     // Raft has stopped.
                     return;
                 }
@@ -86,21 +122,38 @@ impl SnapshotDue {
     }
 }
 
+/// Whether this server leads a cluster of more than itself.
+fn leads_followers(raft: &Raft) -> bool {
+    let metrics = raft.metrics();
+    let m = metrics.borrow();
+    m.state.is_leader() && m.membership_config.membership().voter_ids().count() > 1
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
 
     #[test]
-    fn due_once_the_commands_since_the_last_snapshot_reach_the_threshold() {
+    fn due_once_the_commands_reach_the_threshold_and_their_bytes_a_quarter_of_the_snapshot() {
         let due = SnapshotDue::new(10);
-        due.applied(4);
-        due.applied(5);
-        assert!(!due.is_due(), "9 of 10");
-        due.applied(1);
-        assert!(due.is_due(), "10 of 10");
-        due.reset();
-        assert!(!due.is_due(), "a snapshot was taken");
-        due.applied(usize::MAX);
+        due.applied(4, 40);
+        due.applied(5, 50);
+        assert!(!due.is_due(), "9 of 10 commands");
+        due.applied(1, 10);
+        assert!(due.is_due(), "10 of 10, no snapshot yet");
+
+        due.reset(4_000);
+        due.applied(10, 999);
+        assert!(
+            !due.is_due(),
+            "999 bytes of the 1,000 a quarter of 4,000 is"
+        );
+        due.applied(0, 1);
+        assert!(due.is_due(), "a quarter");
+
+        due.reset(0);
+        due.applied(usize::MAX, usize::MAX);
+        due.applied(usize::MAX, 1);
         assert!(due.is_due(), "saturates, never wraps");
     }
 }

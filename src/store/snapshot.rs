@@ -6,11 +6,18 @@
 
 use super::format::{self, FormatError};
 use super::{StoreError, decode};
-use crate::catalog::{StateSnapshot, StateSnapshotV2, StateSnapshotV3, StateSnapshotV4};
+use crate::catalog::{State, StateSnapshot, StateSnapshotV2, StateSnapshotV3, StateSnapshotV4};
 
 /// A snapshot body: the format version, then postcard of the state.
 pub fn encode_catalog(catalog: &StateSnapshot) -> Result<Vec<u8>, StoreError> {
     format::prefixed(catalog)
+}
+
+/// The snapshot body of `state` as it stands, encoded from the tables
+/// themselves rather than from a copy: the same bytes as
+/// `encode_catalog(&state.to_snapshot())`.
+pub fn encode_state(state: &State) -> Result<Vec<u8>, StoreError> {
+    format::prefixed(&state.snapshot_ref())
 }
 
 /// Reads a snapshot body by the version it carries; one of another version

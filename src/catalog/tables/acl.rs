@@ -57,14 +57,17 @@ impl Acl {
         }
     }
 
-    /// The persisted part.
-    pub(crate) fn to_rows(&self) -> AclRows {
-        AclRows {
-            tokens: self.tokens.clone(),
-            policies: self.policies.clone(),
-            index: self.index,
-            bootstrapped: self.bootstrapped,
-        }
+    /// The persisted part: tokens, policies, the table's index and the
+    /// index bootstrapping ended at.
+    pub(crate) fn persisted(
+        &self,
+    ) -> (
+        &BTreeMap<String, AclToken>,
+        &BTreeMap<String, AclPolicy>,
+        Index,
+        Index,
+    ) {
+        (&self.tokens, &self.policies, self.index, self.bootstrapped)
     }
 
     /// Index of the last change to a token or a policy.

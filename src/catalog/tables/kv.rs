@@ -80,15 +80,26 @@ impl Kv {
         }
     }
 
-    /// The persisted parts, for a snapshot.
-    pub(crate) fn to_rows(&self) -> KvRows {
-        KvRows {
-            rows: self.rows.clone(),
-            tombstones: self.tombstones.clone(),
-            delays: self.delays.clone(),
-            index: self.index,
-            reaped: self.reaped,
-        }
+    /// The persisted parts, for a snapshot: every key, the tombstones
+    /// not yet reaped, the lock-delays, the table's index and the highest
+    /// reaped tombstone's index.
+    #[allow(clippy::type_complexity)]
+    pub(crate) fn persisted(
+        &self,
+    ) -> (
+        &BTreeMap<String, KvEntry>,
+        &BTreeMap<String, Tombstone>,
+        &BTreeMap<String, Time>,
+        Index,
+        Index,
+    ) {
+        (
+            &self.rows,
+            &self.tombstones,
+            &self.delays,
+            self.index,
+            self.reaped,
+        )
     }
 
     /// One key.

@@ -1176,3 +1176,13 @@ fn snapshot_bytes_with_prepared_queries_are_format_5() {
     assert!(ended.prepared_query("q-1").is_none());
     assert_eq!(ended.resolve_prepared_query("web-fast").unwrap().id, "q-2");
 }
+
+/// The borrowed snapshot encodes to the bytes of the copy, with every table
+/// holding something (catalog, KV, sessions, ACLs, prepared queries).
+#[test]
+fn the_borrowed_snapshot_encodes_as_the_copy() {
+    let state = golden_query_state();
+    let copy = postcard::to_allocvec(&state.to_snapshot()).unwrap();
+    assert_eq!(postcard::to_allocvec(&state.snapshot_ref()).unwrap(), copy);
+    assert_eq!(state.snapshot_ref().to_owned(), state.to_snapshot());
+}
