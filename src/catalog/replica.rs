@@ -65,7 +65,8 @@ pub struct Applied {
 pub struct Installed {
     /// Building the tables and their lookups from the snapshot.
     pub state: Duration,
-    /// Building the DNS view of them.
+    /// Building the DNS view of them; zero while the view is held
+    /// ([`Replica::hold_view`]).
     pub view: Duration,
 }
 
@@ -327,7 +328,7 @@ impl Replica {
     }
 
     /// Hands the heap's free pages back to the kernel. A copy of the whole
-    /// state (a snapshot being built, the state an install replaces) is
+    /// state (the state an install replaces) is
     /// millions of small allocations; once freed, glibc keeps them in its
     /// bins, and because live rows sit between them the heap's top cannot
     /// shrink, so the process kept a second catalog's worth of resident
@@ -335,7 +336,7 @@ impl Replica {
     /// about half of a durable server's `RssAnon` at 100,000 instances).
     /// `malloc_trim` releases the free pages wherever they are. A no-op on
     /// other allocators.
-    pub fn release_freed_memory() {
+    fn release_freed_memory() {
         #[cfg(all(target_os = "linux", target_env = "gnu"))]
         // SAFETY: malloc_trim only walks glibc's own free lists and
         // madvises pages no allocation holds; it takes the arenas' locks.
