@@ -102,8 +102,12 @@ fn register(
             touched.services.insert(key(old));
         }
         touched.services.insert(key(&change.row.service));
-        // Checks carry the instance's name and tags; keep them current.
-        tables.checks.follow_service(index, &node_key, change.row);
+        // Checks carry the instance's name and tags; keep them current
+        // (a new instance has none: a check names an instance that exists,
+        // and an instance's removal takes its checks).
+        if !change.created {
+            tables.checks.follow_service(index, &node_key, change.row);
+        }
     }
     for c in &r.checks {
         // Validated above: a named instance exists by now.

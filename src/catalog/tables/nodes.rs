@@ -52,20 +52,32 @@ impl Nodes {
         let next = match self.rows.get(node_key) {
             Some(_) if r.skip_node_update => return None,
             Some(old) => {
-                let mut n = old.clone();
-                n.name = r.node.clone();
-                n.id = r.id.clone();
-                if !r.address.is_empty() {
-                    n.address = r.address.clone();
-                }
-                n.datacenter = r.datacenter.clone();
-                n.tagged_addresses = r.tagged_addresses.clone();
-                n.meta = r.node_meta.clone();
-                if n == *old {
+                let address = if r.address.is_empty() {
+                    &old.address
+                } else {
+                    &r.address
+                };
+                // Compared in place: most registrations of a node's
+                // instances leave the node as it is.
+                if old.name == r.node
+                    && old.id == r.id
+                    && old.address == *address
+                    && old.datacenter == r.datacenter
+                    && old.tagged_addresses == r.tagged_addresses
+                    && old.meta == r.node_meta
+                {
                     return None;
                 }
-                n.modify_index = index;
-                n
+                Node {
+                    name: r.node.clone(),
+                    id: r.id.clone(),
+                    address: address.clone(),
+                    datacenter: r.datacenter.clone(),
+                    tagged_addresses: r.tagged_addresses.clone(),
+                    meta: r.node_meta.clone(),
+                    create_index: old.create_index,
+                    modify_index: index,
+                }
             }
             None => Node {
                 name: r.node.clone(),

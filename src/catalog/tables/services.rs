@@ -35,6 +35,8 @@ pub(crate) struct ServiceChange<'a> {
     pub(crate) row: &'a Service,
     /// Its former service name, when the update renamed it.
     pub(crate) renamed_from: Option<String>,
+    /// Whether the instance is new: no check can name it yet.
+    pub(crate) created: bool,
 }
 
 /// The instance ID a registration upserts: its ID, else its service name.
@@ -128,7 +130,9 @@ impl Services {
             modify_index: index,
         };
         let mut renamed_from = None;
-        if let Some(old) = self.rows.get(&k) {
+        let old = self.rows.get(&k);
+        let created = old.is_none();
+        if let Some(old) = old {
             next.create_index = old.create_index;
             next.modify_index = old.modify_index;
             if next == *old {
@@ -153,7 +157,11 @@ impl Services {
         self.index = index;
         // Just inserted: the lookup finds it.
         let row = self.rows.get(&k)?;
-        Some(ServiceChange { row, renamed_from })
+        Some(ServiceChange {
+            row,
+            renamed_from,
+            created,
+        })
     }
 
     /// Removes one instance.
