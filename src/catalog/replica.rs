@@ -369,7 +369,9 @@ impl Replica {
         Since::Entries(entries)
     }
 
-    /// A copy of the whole state, for a snapshot.
+    /// A copy of the whole state: what a client agent behind the history
+    /// is sent (`rpc/catchup.rs`). Raft's snapshots encode the tables
+    /// without a copy (`State::snapshot_ref`).
     pub fn snapshot(&self) -> StateSnapshot {
         self.read().to_snapshot()
     }
