@@ -64,7 +64,7 @@ pub use command::{CatalogError, CatalogOp, Command, KvError, Outcome, SessionErr
 pub use kv_types::*;
 pub use prepared_query::*;
 pub use query::{HealthEntry, Instance, NodeHealth};
-pub use replica::{Applied, Installed, Replica, Since};
+pub use replica::{Applied, Installed, Replica, Since, encoded_size};
 pub use rules::Touched;
 pub use snapshot::{
     StateSnapshot, StateSnapshotRef, StateSnapshotV2, StateSnapshotV3, StateSnapshotV4,

@@ -81,9 +81,10 @@ const MAX_HISTORY_BYTES: usize = 64 << 20;
 /// by their encoded size.
 #[derive(Debug, Default)]
 struct History {
-    /// Every entry after `floor`; an entry without commands (blank,
-    /// membership) is kept with none, so followers' indexes match.
-    entries: VecDeque<Applied>,
+    /// Every entry after `floor`, each with the encoded size of its
+    /// commands; an entry without commands (blank, membership) is kept
+    /// with none, so followers' indexes match.
+    entries: VecDeque<(Applied, usize)>,
     /// Commands held in `entries`.
     commands: usize,
     /// Encoded bytes of the commands held in `entries`.
@@ -96,20 +97,23 @@ struct History {
 }
 
 impl History {
-    fn push(&mut self, entry: Applied) {
+    /// Keeps `entry`, whose commands encode to `bytes` (measured here
+    /// when the caller has not).
+    fn push(&mut self, entry: Applied, bytes: Option<usize>) {
         if self.capacity == 0 {
             self.floor = entry.index;
             return;
         }
+        let bytes = bytes.unwrap_or_else(|| encoded_size(&entry.commands));
         self.commands += entry.commands.len();
-        self.bytes += encoded_size(&entry.commands);
-        self.entries.push_back(entry);
+        self.bytes += bytes;
+        self.entries.push_back((entry, bytes));
         while self.commands > self.capacity || self.bytes > MAX_HISTORY_BYTES {
-            let Some(gone) = self.entries.pop_front() else {
+            let Some((gone, gone_bytes)) = self.entries.pop_front() else {
                 break;
             };
             self.commands -= gone.commands.len();
-            self.bytes -= encoded_size(&gone.commands);
+            self.bytes -= gone_bytes;
             self.floor = gone.index;
         }
     }
@@ -123,7 +127,7 @@ impl History {
 }
 
 /// The encoded size of an entry's commands, as a follow answer carries them.
-fn encoded_size(commands: &[Command]) -> usize {
+pub fn encoded_size(commands: &[Command]) -> usize {
     // Encoding a command cannot fail; count it as large if it ever does.
     postcard::experimental::serialized_size(commands).unwrap_or(MAX_HISTORY_BYTES)
 }
@@ -217,7 +221,29 @@ impl Replica {
         time: Time,
         cmds: impl Into<Arc<[Command]>>,
     ) -> Vec<Outcome> {
-        let cmds: Arc<[Command]> = cmds.into();
+        self.apply_entry(index, time, cmds.into(), None)
+    }
+
+    /// [`Self::apply_batch`] of commands the caller has measured with
+    /// [`encoded_size`] already (a server's state machine, which counts
+    /// them towards its next snapshot).
+    pub fn apply_measured(
+        &self,
+        index: Index,
+        time: Time,
+        cmds: Arc<[Command]>,
+        encoded: usize,
+    ) -> Vec<Outcome> {
+        self.apply_entry(index, time, cmds, Some(encoded))
+    }
+
+    fn apply_entry(
+        &self,
+        index: Index,
+        time: Time,
+        cmds: Arc<[Command]>,
+        encoded: Option<usize>,
+    ) -> Vec<Outcome> {
         let mut state = self.write();
         let mut touched = Touched::default();
         let mut outcomes = Vec::with_capacity(cmds.len());
@@ -229,11 +255,14 @@ impl Replica {
         if cmds.is_empty() {
             state.apply_noop(index);
         }
-        self.history().push(Applied {
-            index,
-            time,
-            commands: cmds,
-        });
+        self.history().push(
+            Applied {
+                index,
+                time,
+                commands: cmds,
+            },
+            encoded,
+        );
         // Only what DNS answers from republishes the view: a KV write, a
         // session or a renewal leaves it, and the DNS caches keyed on it,
         // alone.
@@ -262,11 +291,14 @@ impl Replica {
     pub fn apply_noop(&self, index: Index) {
         let mut state = self.write();
         state.apply_noop(index);
-        self.history().push(Applied {
-            index,
-            time: 0,
-            commands: Arc::new([]),
-        });
+        self.history().push(
+            Applied {
+                index,
+                time: 0,
+                commands: Arc::new([]),
+            },
+            None,
+        );
         drop(state);
         self.applied.send_replace(index);
     }
@@ -353,18 +385,18 @@ impl Replica {
         if index < history.floor {
             return Since::TooOld;
         }
-        let start = history.entries.partition_point(|e| e.index <= index);
+        let start = history.entries.partition_point(|(e, _)| e.index <= index);
         let mut commands = 0;
         let entries = history
             .entries
             .range(start..)
             .take(max_entries.max(1))
-            .take_while(|e| {
+            .take_while(|(e, _)| {
                 let first = commands == 0;
                 commands += e.commands.len().max(1);
                 first || commands <= max_commands
             })
-            .cloned()
+            .map(|(e, _)| e.clone())
             .collect();
         Since::Entries(entries)
     }

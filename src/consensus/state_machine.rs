@@ -36,7 +36,7 @@ use super::types::Outcomes;
 use super::types::{
     Entry, LogId, Snapshot, SnapshotMeta, StoredMembership, TypeConfig, typ::StorageError,
 };
-use crate::catalog::{Replica, StateSnapshot, StateSnapshotV2};
+use crate::catalog::{Replica, StateSnapshot, StateSnapshotV2, encoded_size};
 use crate::store::format::{self, FormatError, Version};
 use crate::store::snapshot::{decode_catalog, encode_catalog, encode_state};
 use crate::store::snapshot_file;
@@ -353,10 +353,9 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
             let outcome = match entry.payload {
                 EntryPayload::Normal(batch) => {
                     let (time, commands) = batch.into_parts();
-                    let bytes = postcard::experimental::serialized_size(&*commands);
-                    self.due
-                        .applied(commands.len(), bytes.unwrap_or(usize::MAX));
-                    self.replica.apply_batch(index, time, commands)
+                    let bytes = encoded_size(&commands);
+                    self.due.applied(commands.len(), bytes);
+                    self.replica.apply_measured(index, time, commands, bytes)
                 }
                 EntryPayload::Blank => {
                     self.replica.apply_noop(index);
