@@ -117,19 +117,15 @@ impl Slot {
     }
 }
 
-/// The log id an encoded entry starts with, read without decoding the rest
-/// (postcard writes a struct's fields in order, `log_id` first).
-fn stored_log_id(bytes: &[u8]) -> Result<LogId, StoreError> {
-    Ok(postcard::take_from_bytes::<LogId>(bytes)?.0)
-}
-
-/// Whether an encoded entry holds commands (a normal entry), read from the
-/// payload's variant after the log id without decoding the rest.
-fn stored_is_normal(bytes: &[u8]) -> Result<bool, StoreError> {
-    let (_, payload) = postcard::take_from_bytes::<LogId>(bytes)?;
-    // openraft's `EntryPayload`: Blank, Normal, Membership, in that order;
-    // postcard writes the variant's number first.
-    Ok(postcard::take_from_bytes::<u32>(payload)?.0 == 1)
+/// The log id of an encoded entry that holds commands (a normal entry);
+/// `None` for a blank or membership entry. Read from the bytes' head
+/// without decoding the rest: postcard writes a struct's fields in order,
+/// `log_id` first, then the payload's variant number (openraft's
+/// `EntryPayload`: Blank, Normal, Membership).
+fn stored_normal_log_id(bytes: &[u8]) -> Result<Option<LogId>, StoreError> {
+    let (log_id, payload) = postcard::take_from_bytes::<LogId>(bytes)?;
+    let (variant, _) = postcard::take_from_bytes::<u32>(payload)?;
+    Ok((variant == 1).then_some(log_id))
 }
 
 impl Mirror {
@@ -171,19 +167,19 @@ impl LogStore {
                 continue;
             }
             let bytes: Box<[u8]> = bytes.as_slice().into();
-            let slot = if *index < decoded_from {
-                let mut slot = Slot {
-                    log_id: stored_log_id(&bytes)?,
+            let shed = if *index < decoded_from {
+                stored_normal_log_id(&bytes)?
+            } else {
+                None
+            };
+            // Entries without commands stay decoded, as when shed.
+            let slot = match shed {
+                Some(log_id) => Slot {
+                    log_id,
                     bytes,
                     entry: None,
-                };
-                // Entries without commands stay decoded, as when shed.
-                if !stored_is_normal(&slot.bytes)? {
-                    slot.entry = Some(store::decode::<Entry>(&slot.bytes)?);
-                }
-                slot
-            } else {
-                Slot::decoded(store::decode::<Entry>(&bytes)?, bytes)
+                },
+                None => Slot::decoded(store::decode::<Entry>(&bytes)?, bytes),
             };
             entries.insert(*index, slot);
         }
