@@ -302,8 +302,7 @@ impl State {
             acl,
             prepared_queries,
         } = &self.tables;
-        let (kv_rows, kv_tombstones, kv_delays, kv_index, kv_reaped) = kv.persisted();
-        let (acl_tokens, acl_policies, acl_index, acl_bootstrapped) = acl.persisted();
+        let (acl_tokens, acl_policies) = acl.persisted();
         StateSnapshotRef {
             nodes: nodes.rows(),
             services: services.rows(),
@@ -313,17 +312,17 @@ impl State {
             checks_index: checks.index(),
             service_indexes: services.name_indexes(),
             last_index: self.last_index,
-            kv: kv_rows,
-            kv_tombstones,
-            kv_delays,
-            kv_index,
-            kv_reaped,
+            kv: kv.rows(),
+            kv_tombstones: kv.tombstones(),
+            kv_delays: kv.delays(),
+            kv_index: kv.index(),
+            kv_reaped: kv.reaped(),
             sessions: sessions.rows(),
             sessions_index: sessions.index(),
             acl_tokens,
             acl_policies,
-            acl_index,
-            acl_bootstrapped,
+            acl_index: acl.index(),
+            acl_bootstrapped: acl.bootstrapped(),
             prepared_queries: prepared_queries.rows(),
             prepared_queries_index: prepared_queries.index(),
         }

@@ -57,17 +57,9 @@ impl Acl {
         }
     }
 
-    /// The persisted part: tokens, policies, the table's index and the
-    /// index bootstrapping ended at.
-    pub(crate) fn persisted(
-        &self,
-    ) -> (
-        &BTreeMap<String, AclToken>,
-        &BTreeMap<String, AclPolicy>,
-        Index,
-        Index,
-    ) {
-        (&self.tokens, &self.policies, self.index, self.bootstrapped)
+    /// The persisted maps, for a snapshot: tokens and policies.
+    pub(crate) fn persisted(&self) -> (&BTreeMap<String, AclToken>, &BTreeMap<String, AclPolicy>) {
+        (&self.tokens, &self.policies)
     }
 
     /// Index of the last change to a token or a policy.

@@ -80,26 +80,29 @@ impl Kv {
         }
     }
 
-    /// The persisted parts, for a snapshot: every key, the tombstones
-    /// not yet reaped, the lock-delays, the table's index and the highest
-    /// reaped tombstone's index.
-    #[allow(clippy::type_complexity)]
-    pub(crate) fn persisted(
-        &self,
-    ) -> (
-        &BTreeMap<String, KvEntry>,
-        &BTreeMap<String, Tombstone>,
-        &BTreeMap<String, Time>,
-        Index,
-        Index,
-    ) {
-        (
-            &self.rows,
-            &self.tombstones,
-            &self.delays,
-            self.index,
-            self.reaped,
-        )
+    /// Every key, for a snapshot.
+    pub(crate) fn rows(&self) -> &BTreeMap<String, KvEntry> {
+        &self.rows
+    }
+
+    /// The tombstones not yet reaped, for a snapshot.
+    pub(crate) fn tombstones(&self) -> &BTreeMap<String, Tombstone> {
+        &self.tombstones
+    }
+
+    /// The lock-delays, for a snapshot.
+    pub(crate) fn delays(&self) -> &BTreeMap<String, Time> {
+        &self.delays
+    }
+
+    /// Index of the last change to any key.
+    pub(crate) fn index(&self) -> Index {
+        self.index
+    }
+
+    /// Highest index of a reaped tombstone.
+    pub(crate) fn reaped(&self) -> Index {
+        self.reaped
     }
 
     /// One key.
