@@ -1,6 +1,31 @@
-//! The `trellis` binary: parse the command line and hand over to the library.
+//! The `trellis` binary: parse the command line and hand over to the
+//! library, with jemalloc as the process's allocator.
 
 use std::process::ExitCode;
+
+/// jemalloc rather than glibc's malloc. A catalog is millions of small
+/// allocations (names, tags, rows, keys), and glibc's chunk headers and
+/// 32-byte smallest chunk cost a fifth of it: at 100,000 instances
+/// with tags, meta and a check, a durable server holds 2,174 bytes per
+/// instance with jemalloc against 2,833 with glibc (`benches/scale`).
+#[global_allocator]
+static ALLOCATOR: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
+
+/// jemalloc's `malloc_conf`, read once when it starts: one arena and no
+/// per-thread caches. An agent's threads are few and mostly waiting, and
+/// with jemalloc's defaults (an arena per core and a cache per thread) an
+/// idle agent held 4.6 MB of anonymous memory, against 3.0 MB with these
+/// and 3.3 MB with glibc.
+#[repr(transparent)]
+struct MallocConf(*const std::ffi::c_char);
+
+// SAFETY: the pointer is to a 'static, immutable, NUL-terminated string.
+unsafe impl Sync for MallocConf {}
+
+// SAFETY: jemalloc reads this symbol (its `malloc_conf` under the crate's
+// `_rjem_` prefix) as a `const char *`, which the transparent wrapper is.
+#[unsafe(export_name = "_rjem_malloc_conf")]
+static MALLOC_CONF: MallocConf = MallocConf(c"narenas:1,tcache:false".as_ptr());
 
 fn main() -> ExitCode {
     let cli = trellis::cli::Cli::from_env();

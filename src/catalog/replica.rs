@@ -360,15 +360,25 @@ impl Replica {
     }
 
     /// Hands the heap's free pages back to the kernel. A copy of the whole
-    /// state (the state an install replaces) is
-    /// millions of small allocations; once freed, glibc keeps them in its
-    /// bins, and because live rows sit between them the heap's top cannot
-    /// shrink, so the process kept a second catalog's worth of resident
-    /// memory until the next copy reused it (measured by `benches/scale`:
-    /// about half of a durable server's `RssAnon` at 100,000 instances).
-    /// `malloc_trim` releases the free pages wherever they are. A no-op on
-    /// other allocators.
+    /// state (the state an install replaces) is millions of small
+    /// allocations; once freed, the allocator keeps their pages, so the
+    /// process kept a second catalog's worth of resident memory until the
+    /// next copy reused it (measured by `benches/scale`: about half of a
+    /// durable server's `RssAnon` at 100,000 instances). The binary's
+    /// allocator is jemalloc (`src/main.rs`), whose arenas are purged here;
+    /// tests and benchmarks that link this library run on glibc's, trimmed.
     fn release_freed_memory() {
+        // SAFETY: `arena.<MALLCTL_ARENAS_ALL>.purge` takes no argument and
+        // returns nothing: every pointer is null and the length 0.
+        unsafe {
+            tikv_jemalloc_sys::mallctl(
+                c"arena.4096.purge".as_ptr(),
+                std::ptr::null_mut(),
+                std::ptr::null_mut(),
+                std::ptr::null_mut(),
+                0,
+            );
+        }
         #[cfg(all(target_os = "linux", target_env = "gnu"))]
         // SAFETY: malloc_trim only walks glibc's own free lists and
         // madvises pages no allocation holds; it takes the arenas' locks.
