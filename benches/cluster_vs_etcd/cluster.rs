@@ -50,6 +50,13 @@ impl Api {
         }
     }
 
+    /// The HTTP address of `member`.
+    pub(crate) fn addr(&self, member: usize) -> SocketAddr {
+        match self {
+            Self::Trellis(a) | Self::Etcd(a) => a[member],
+        }
+    }
+
     /// One catalog write, unique to `tag`, to `member`, on `http`.
     pub(crate) fn write(
         &self,

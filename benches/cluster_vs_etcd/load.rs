@@ -3,7 +3,8 @@
 //! pipelining, no batching), spread round-robin over the members; a
 //! warm-up, then a measured window in which only completed writes count.
 
-use std::time::{Duration, Instant};
+use std::net::SocketAddr;
+use std::time::{Duration, Instant, SystemTime};
 
 use anyhow::Context as _;
 use tokio::task::JoinSet;
@@ -28,6 +29,39 @@ pub(crate) struct StepResult {
     pub(crate) cpu: f64,
     /// Accepted writes per second of each round, in order.
     pub(crate) rounds: Vec<f64>,
+    /// The slowest accepted writes, slowest first: to find in the servers'
+    /// logs what held them up.
+    pub(crate) slowest: Vec<Slow>,
+}
+
+/// How many of the slowest writes a step keeps.
+const SLOWEST: usize = 3;
+
+/// One slow write: how long it took, when it was sent (wall clock, as the
+/// servers' logs are stamped) and to which member's HTTP address.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Slow {
+    pub(crate) took: Duration,
+    pub(crate) sent: SystemTime,
+    pub(crate) to: SocketAddr,
+}
+
+impl std::fmt::Display for Slow {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "{:.1} ms, sent {} to {}",
+            self.took.as_secs_f64() * 1e3,
+            humantime::format_rfc3339_millis(self.sent),
+            self.to
+        )
+    }
+}
+
+/// Keeps the [`SLOWEST`] slowest of `slow`, slowest first.
+fn keep_slowest(slow: &mut Vec<Slow>) {
+    slow.sort_by_key(|s| std::cmp::Reverse(s.took));
+    slow.truncate(SLOWEST);
 }
 
 impl StepResult {
@@ -71,6 +105,8 @@ impl StepResult {
         self.samples.sort_unstable();
         self.cpu += other.cpu;
         self.rounds.extend(other.rounds);
+        self.slowest.extend(other.slowest);
+        keep_slowest(&mut self.slowest);
     }
 
     /// Server CPU time per accepted write, in microseconds.
@@ -86,6 +122,8 @@ struct ClientResult {
     latencies: Vec<u32>,
     errors: u64,
     first_error: Option<String>,
+    /// Its slowest accepted write.
+    slowest: Option<Slow>,
 }
 
 /// Runs `clients` writers of `workload` against `api` for `warmup` then `window`; client
@@ -119,6 +157,7 @@ pub(crate) async fn step(
             .context("building an HTTP client")?;
         let api = api.clone();
         let member = (first + c) % api.members();
+        let to = api.addr(member);
         let prefix = format!("{label}-{c}");
         tasks.spawn(async move {
             tokio::time::sleep_until(begin.into()).await;
@@ -128,13 +167,22 @@ pub(crate) async fn step(
                 seq += 1;
                 let req = api.request(workload, &http, member, &format!("{prefix}-{seq}"));
                 let sent = Instant::now();
+                let sent_at = SystemTime::now();
                 let outcome = send(req).await;
                 let done = Instant::now();
                 let counted = done >= counted_from && done <= end;
                 match outcome {
                     Ok(()) if counted => {
-                        let us = (done - sent).as_micros();
+                        let took = done - sent;
+                        let us = took.as_micros();
                         r.latencies.push(u32::try_from(us).unwrap_or(u32::MAX));
+                        if r.slowest.is_none_or(|s| took > s.took) {
+                            r.slowest = Some(Slow {
+                                took,
+                                sent: sent_at,
+                                to,
+                            });
+                        }
                     }
                     Ok(()) => {}
                     Err(e) => {
@@ -157,15 +205,18 @@ pub(crate) async fn step(
     let mut latencies = Vec::new();
     let mut errors = 0;
     let mut first_error = None;
+    let mut slowest = Vec::new();
     while let Some(r) = tasks.join_next().await {
         let r = r.context("a client task failed")?;
         latencies.extend(r.latencies);
+        slowest.extend(r.slowest);
         errors += r.errors;
         if first_error.is_none() {
             first_error = r.first_error;
         }
     }
     latencies.sort_unstable();
+    keep_slowest(&mut slowest);
     let ok = latencies.len() as u64;
     Ok(StepResult {
         ok,
@@ -175,6 +226,7 @@ pub(crate) async fn step(
         samples: latencies,
         cpu: cpu_used,
         rounds: vec![ok as f64 / window.as_secs_f64()],
+        slowest,
     })
 }
 
@@ -198,11 +250,25 @@ pub(crate) fn self_check() {
         first_error: None,
         window: Duration::from_secs(1),
         rounds: vec![lat.len() as f64],
+        slowest: lat
+            .iter()
+            .map(|&us| Slow {
+                took: micros(us),
+                sent: SystemTime::UNIX_EPOCH,
+                to: SocketAddr::from(([127, 0, 0, 1], 0)),
+            })
+            .collect(),
         samples: lat,
         cpu: 0.5,
     };
     let mut a = round(vec![1, 3]);
     a.pool(round(vec![2, 4, 5, 6]));
+    let slowest: Vec<u32> = a
+        .slowest
+        .iter()
+        .map(|s| s.took.as_micros() as u32)
+        .collect();
+    assert_eq!(slowest, [6, 5, 4], "the three slowest, slowest first");
     assert_eq!(a.rate(), 3.0);
     assert_eq!(a.rounds, vec![2.0, 4.0]);
     assert_eq!(a.p50(), Duration::from_micros(3));

@@ -567,6 +567,8 @@ fn print_details(rows: &[Row]) {
                     ms(r.max()),
                     rounds.join(", ")
                 );
+                let slowest: Vec<String> = r.slowest.iter().map(ToString::to_string).collect();
+                println!("  slowest writes: {}", slowest.join("; "));
             }
         }
     }
