@@ -249,6 +249,7 @@ fn snapshots_compact_the_log_and_restore_on_restart() {
 
 #[test]
 fn a_snapshot_is_due_by_commands_when_group_commit_packs_them_in_few_entries() {
+    // 1,280 commands: past the threshold at any stagger (at most 2×).
     const TASKS: usize = 64;
     const PER_TASK: usize = 20;
     const THRESHOLD: u64 = 500;
