@@ -3,7 +3,7 @@
 //! copies current.
 
 use std::collections::VecDeque;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, OnceLock, RwLock, RwLockReadGuard};
 use std::time::{Duration, Instant};
 
@@ -35,6 +35,9 @@ pub struct Replica {
     view_stale: AtomicBool,
     /// The last applied index, for blocking queries to wait on.
     applied: watch::Sender<Index>,
+    /// The highest index of a write this agent answered (see
+    /// [`Replica::acknowledge`]).
+    acknowledged: AtomicU64,
     /// The index of the last write to any KV key of each bucket (keys by
     /// hash), so a blocking read of one key wakes on writes to its bucket,
     /// not on every applied entry.
@@ -157,6 +160,7 @@ impl Replica {
             view_held: AtomicBool::new(false),
             view_stale: AtomicBool::new(false),
             applied,
+            acknowledged: AtomicU64::new(0),
             key_writes: (0..KEY_WATCH_BUCKETS)
                 .map(|_| watch::channel(0).0)
                 .collect(),
@@ -454,6 +458,25 @@ impl Replica {
             tokio::time::timeout_at(deadline, applied.wait_for(|&i| i >= index)).await,
             Ok(Ok(_))
         )
+    }
+
+    /// Records that this agent answered a write made at `index`, which
+    /// this replica may not have applied yet: a follower or a client agent
+    /// learns of a commit a round trip after the leader, and later still
+    /// while it encodes a snapshot (its apply waits for the encoding). The
+    /// write's answer does not wait for that; the agent's next read does
+    /// ([`Replica::wait_acknowledged`]).
+    pub fn acknowledge(&self, index: Index) {
+        self.acknowledged.fetch_max(index, Ordering::AcqRel);
+    }
+
+    /// Waits until this replica has applied every write its agent answered
+    /// so far, or `deadline` passes; whether it did. What makes a read
+    /// through an agent show the writes answered through it before, as
+    /// Consul's default reads (served by the leader) do.
+    pub async fn wait_acknowledged(&self, deadline: tokio::time::Instant) -> bool {
+        let index = self.acknowledged.load(Ordering::Acquire);
+        index <= self.applied_index() || self.wait_applied(index, deadline).await
     }
 
     /// A receiver that wakes whenever the applied index moves.

@@ -66,7 +66,9 @@ pub(super) async fn register(route: Route, JsonBody(body): JsonBody) -> Result<R
         route.writer_in(&reg.datacenter)?
     };
     if route.acl_enabled() {
-        route.state_now(|state| vet_register(&route, state, &reg))??;
+        route
+            .state_now(|state| vet_register(&route, state, &reg))
+            .await??;
     }
     write(&writer, Command::register(reg)).await
 }
@@ -82,7 +84,9 @@ pub(super) async fn deregister(
         return Err(ApiError::BadRequest("Missing node name".into()));
     }
     if route.acl_enabled() {
-        route.state_now(|state| vet_deregister(&route, state, &dereg))??;
+        route
+            .state_now(|state| vet_deregister(&route, state, &dereg))
+            .await??;
     }
     write(&writer, Command::deregister(dereg)).await
 }

@@ -71,7 +71,10 @@ pub(super) async fn update(
     let writer = route.writer()?;
     let mut query = decode(body)?;
     query.id = id;
-    if let Some(old) = route.state_now(|s| s.prepared_query(&query.id).cloned())? {
+    if let Some(old) = route
+        .state_now(|s| s.prepared_query(&query.id).cloned())
+        .await?
+    {
         may_write(&route, &old)?;
     }
     may_write(&route, &query)?;
@@ -89,7 +92,7 @@ pub(super) async fn update(
 /// `DELETE /v1/query/:id`: an empty 200.
 pub(super) async fn delete(Path(id): Path<String>, route: Route) -> Result<Response, ApiError> {
     let writer = route.writer()?;
-    if let Some(old) = route.state_now(|s| s.prepared_query(&id).cloned())? {
+    if let Some(old) = route.state_now(|s| s.prepared_query(&id).cloned()).await? {
         may_write(&route, &old)?;
     }
     match writer
@@ -150,7 +153,7 @@ pub(super) async fn explain(Path(id): Path<String>, route: Route) -> Result<Resp
     let Some(shown) = visible(&route, &query) else {
         return Err(route.denied("query:read", query.acl_prefix()));
     };
-    let index = route.state_now(State::prepared_queries_index)?;
+    let index = route.state_now(State::prepared_queries_index).await?;
     let mut resp =
         super::route::json_response(&json!({ "Query": shown }), route.params().has("pretty"))?;
     route.index_headers(resp.headers_mut(), index);

@@ -77,7 +77,7 @@ pub(super) async fn create(route: Route, MaybeJson(body): MaybeJson) -> Result<R
 /// `PUT /v1/session/destroy/:id`: `true`, whether or not it existed.
 pub(super) async fn destroy(Path(id): Path<String>, route: Route) -> Result<Response, ApiError> {
     let writer = route.writer()?;
-    vet_existing(&route, &id)?;
+    vet_existing(&route, &id).await?;
     match writer
         .write(Command::Session(SessionOp::Destroy { id }))
         .await?
@@ -90,7 +90,7 @@ pub(super) async fn destroy(Path(id): Path<String>, route: Route) -> Result<Resp
 /// `PUT /v1/session/renew/:id`: the session, in a one-element list, or 404.
 pub(super) async fn renew(Path(id): Path<String>, route: Route) -> Result<Response, ApiError> {
     let writer = route.writer()?;
-    if !vet_existing(&route, &id)? {
+    if !vet_existing(&route, &id).await? {
         return Ok(not_found(&id));
     }
     let cmd = Command::Session(SessionOp::Renew { id: id.clone() });
@@ -115,8 +115,11 @@ pub(super) async fn renew(Path(id): Path<String>, route: Route) -> Result<Respon
 
 /// `session:write` on the node of session `id` if it exists; whether it
 /// does (a session that is gone needs no permission to be gone).
-fn vet_existing(route: &Route, id: &str) -> Result<bool, ApiError> {
-    match route.state_now(|c| c.session(id).map(|s| s.node.clone()))? {
+async fn vet_existing(route: &Route, id: &str) -> Result<bool, ApiError> {
+    match route
+        .state_now(|c| c.session(id).map(|s| s.node.clone()))
+        .await?
+    {
         None => Ok(false),
         Some(node) => route
             .require(

@@ -1,6 +1,7 @@
 //! The replica's history, which followers read to stay current: a follower
 //! that replays what `since` gives it ends with the leader's state, and one
-//! that fell behind the history is told so instead of getting a gap.
+//! that fell behind the history is told so instead of getting a gap. And
+//! the wait of a read for the writes its agent answered.
 
 use std::sync::Arc;
 
@@ -197,4 +198,40 @@ fn a_kv_write_wakes_the_readers_of_its_key_and_nothing_else_does() {
     // A snapshot may change any key: everyone looks again.
     r.install(r.snapshot());
     assert!(a.has_changed().unwrap() && b.has_changed().unwrap());
+}
+
+/// A write an agent answered before its replica applied it holds up the
+/// agent's next read until it is applied (`Replica::acknowledge`).
+#[tokio::test]
+async fn a_read_waits_for_every_write_its_agent_answered() {
+    use std::time::Duration;
+    let replica = Arc::new(Replica::new());
+    let soon = || tokio::time::Instant::now() + Duration::from_millis(20);
+    assert!(
+        replica.wait_acknowledged(soon()).await,
+        "nothing answered yet"
+    );
+
+    replica.acknowledge(2);
+    replica.acknowledge(1);
+    assert!(
+        !replica.wait_acknowledged(soon()).await,
+        "index 2 answered, nothing applied; an older answer does not lower it"
+    );
+    replica.apply(1, &register("web", 1));
+    assert!(!replica.wait_acknowledged(soon()).await, "1 of 2 applied");
+
+    let waiting = {
+        let replica = replica.clone();
+        tokio::spawn(async move {
+            let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+            replica.wait_acknowledged(deadline).await
+        })
+    };
+    replica.apply(2, &register("web", 2));
+    assert!(
+        waiting.await.expect("task"),
+        "woken once index 2 is applied"
+    );
+    assert!(replica.wait_acknowledged(soon()).await);
 }
