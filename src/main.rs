@@ -5,7 +5,7 @@ use std::process::ExitCode;
 
 /// jemalloc rather than glibc's malloc. A catalog is millions of small
 /// allocations (names, tags, rows, keys), and glibc's chunk headers and
-/// 32-byte smallest chunk cost a fifth of it: at 100,000 instances
+/// 32-byte smallest chunk cost nearly a quarter of it: at 100,000 instances
 /// with tags, meta and a check, a durable server holds 2,174 bytes per
 /// instance with jemalloc against 2,833 with glibc (`benches/scale`).
 #[global_allocator]

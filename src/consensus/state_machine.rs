@@ -97,7 +97,7 @@ impl StoredSnapshot {
 /// The current snapshot as the state machine keeps it. A durable server
 /// keeps only its metadata and reads the body back from the snapshot file
 /// when openraft sends it to a follower, which is rare: holding the body
-/// cost a fifth of a durable server's memory (336 of its 3,168 bytes per
+/// cost a tenth of a durable server's memory (336 of its 3,168 bytes per
 /// rich instance at 100,000, `benches/scale`). An in-memory server has no
 /// file and keeps it whole.
 #[derive(Debug)]
