@@ -11,25 +11,27 @@
 //! only after their transaction committed with immediate durability.
 //!
 //! The mirror holds only the unpurged tail of the log, which snapshot
-//! compaction keeps to a few thousand entries. Entries more than
-//! [`DECODED`] behind the commit index (what a follower far behind, a
-//! restart's replay or a recovery reads, and no one else) are kept as the
-//! bytes they are stored as and decoded when read: at 100,000 instances
-//! the decoded tail was about as large as the catalog itself, its bytes are
-//! a seventh of that (`benches/scale`), and a restart no longer decodes
-//! entries its snapshot already holds.
+//! compaction keeps to a few thousand entries, and not all of it in full.
+//! Entries more than [`DECODED`] behind the commit index (what a follower
+//! far behind, a slow apply, a restart's replay or a recovery reads, and no
+//! one else) are kept as the bytes they are stored as and decoded when
+//! read: at 100,000 instances the decoded tail was about as large as the
+//! catalog itself, and a restart no longer decodes entries its snapshot
+//! already holds. Behind those, once [`BYTES_KEPT`] of bytes are held, the
+//! oldest durable entries are kept in the database only and read back
+//! through the writer (`Writer::read_log`): their bytes were still 178 of
+//! a durable server's 1,163 bytes per instance at 100,000 (`benches/scale`).
 //!
 //! Entries the leader makes are also handed to [`Early`] as they are taken,
 //! so that they travel to the followers while the leader's own fsync runs
 //! (see `early`).
 //!
-//! Entries from a data dir of an older format (1, or 2 before entries
-//! carried the leader's time) are re-encoded once, at open, by
-//! [`upgrade_entry`] (see `store::format`).
+//! Entries from a data dir of an older format are re-encoded once, at open
+//! (`log_upgrade`).
 
 use std::collections::BTreeMap;
 use std::fmt::Debug;
-use std::ops::RangeBounds;
+use std::ops::{RangeBounds, RangeInclusive};
 use std::sync::{Arc, Mutex, MutexGuard, OnceLock};
 
 use openraft::storage::{LogFlushed, RaftLogStorage};
@@ -37,12 +39,7 @@ use openraft::{AnyError, EntryPayload, LogState, Membership, RaftLogReader, Stor
 
 use super::early::Early;
 use super::types::{Entry, LogId, RaftMember, TypeConfig, Vote, typ::StorageError};
-use crate::catalog::{
-    CheckRegistration, Command, Deregistration, HealthStatus, Registration, ServiceAddress,
-    ServiceRegistration, Weights,
-};
-use crate::store::format::{self, FormatError, Version};
-use crate::store::{self, Contents, Done, Op, StoreError, Writer, keys, v1};
+use crate::store::{self, Contents, Done, Op, StoreError, Writer, keys};
 
 /// The log store handed to openraft; clones share the same log.
 #[derive(Debug, Clone)]
@@ -60,12 +57,58 @@ pub(crate) struct LogStore {
 /// decoded when read.
 const DECODED: u64 = 64;
 
+/// How many bytes of encoded entries behind the decoded ones stay in
+/// memory; older durable ones are read back from the database. A write
+/// load of thousands of writes a second fills it in about half a second,
+/// longer than a leader's apply pauses for its own snapshot.
+const BYTES_KEPT: usize = 1 << 20;
+
+/// How much of the log behind the commit index stays in memory; the rest
+/// is read back from the database when asked for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct LogInMemory {
+    /// Entries up to the commit index kept decoded.
+    decoded: u64,
+    /// Bytes of encoded entries kept behind those.
+    bytes: usize,
+}
+
+impl LogInMemory {
+    /// What a server keeps: [`DECODED`] entries and [`BYTES_KEPT`].
+    pub const USUAL: Self = Self {
+        decoded: DECODED,
+        bytes: BYTES_KEPT,
+    };
+
+    /// Nothing the database holds: every read behind the commit index goes
+    /// to the database, for tests of that path.
+    pub const NOTHING: Self = Self {
+        decoded: 0,
+        bytes: 0,
+    };
+}
+
+impl Default for LogInMemory {
+    fn default() -> Self {
+        Self::USUAL
+    }
+}
+
 #[derive(Debug, Default)]
 struct Mirror {
+    /// How much it keeps.
+    keep: LogInMemory,
     /// The log after `purged`, by index.
     entries: BTreeMap<u64, Slot>,
-    /// Entries below this index hold only their bytes.
+    /// Entries below this index are no longer decoded.
     decoded_from: u64,
+    /// Entries below this index that hold commands are in the database
+    /// only.
+    kept_from: u64,
+    /// The bytes of the entries from `kept_from` up to `decoded_from`.
+    kept_bytes: usize,
+    /// Entries up to this index are durable in the database.
+    flushed: u64,
     /// The last log id removed from the head of the log.
     purged: Option<LogId>,
     /// The vote, as last saved.
@@ -78,41 +121,62 @@ struct Mirror {
 #[derive(Debug)]
 struct Slot {
     log_id: LogId,
-    /// The entry as stored.
-    bytes: Box<[u8]>,
-    /// The entry itself while it is near the log's head, or when it holds
-    /// no commands (blank, membership: small, and recovery looks for the
-    /// latter).
-    entry: Option<Entry>,
+    held: Held,
+}
+
+/// How much of an entry the mirror holds.
+#[derive(Debug)]
+enum Held {
+    /// The entry and its bytes as stored, while it is near the log's head,
+    /// or always when it holds no commands (blank, membership: small, and
+    /// recovery looks for the latter).
+    Decoded(Entry, Box<[u8]>),
+    /// The bytes as stored.
+    Bytes(Box<[u8]>),
+    /// Nothing: it is read back from the database.
+    Stored,
 }
 
 impl Slot {
     fn decoded(entry: Entry, bytes: Box<[u8]>) -> Self {
         Self {
             log_id: entry.log_id,
-            bytes,
-            entry: Some(entry),
+            held: Held::Decoded(entry, bytes),
         }
     }
 
-    /// The entry, decoded from its bytes unless it is at hand.
-    fn entry(&self) -> Result<Entry, StoreError> {
-        match &self.entry {
-            Some(entry) => Ok(entry.clone()),
-            None => store::decode(&self.bytes),
+    /// The entry, decoded from its bytes unless it is at hand; `None` when
+    /// only the database holds it.
+    fn entry(&self) -> Result<Option<Entry>, StoreError> {
+        match &self.held {
+            Held::Decoded(entry, _) => Ok(Some(entry.clone())),
+            Held::Bytes(bytes) => store::decode(bytes).map(Some),
+            Held::Stored => Ok(None),
         }
     }
 
-    /// Keeps only the bytes of an entry that holds commands.
-    fn shed(&mut self) {
-        if matches!(
-            self.entry,
-            Some(Entry {
-                payload: EntryPayload::Normal(_),
-                ..
-            })
-        ) {
-            self.entry = None;
+    /// Keeps only the bytes of an entry that holds commands; how many
+    /// bytes it then holds.
+    fn shed(&mut self) -> usize {
+        let held = std::mem::replace(&mut self.held, Held::Stored);
+        self.held = match held {
+            Held::Decoded(
+                Entry {
+                    payload: EntryPayload::Normal(_),
+                    ..
+                },
+                bytes,
+            ) => Held::Bytes(bytes),
+            other => other,
+        };
+        self.bytes_only()
+    }
+
+    /// The bytes it holds if that is all it holds.
+    fn bytes_only(&self) -> usize {
+        match &self.held {
+            Held::Bytes(bytes) => bytes.len(),
+            Held::Decoded(..) | Held::Stored => 0,
         }
     }
 }
@@ -130,17 +194,54 @@ fn stored_normal_log_id(bytes: &[u8]) -> Result<Option<LogId>, StoreError> {
 
 impl Mirror {
     /// Sheds the decoded form of entries more than [`DECODED`] behind the
-    /// commit index.
+    /// commit index, then the bytes of the oldest durable ones beyond
+    /// [`BYTES_KEPT`].
     fn shed_behind_commit(&mut self) {
         let Some(committed) = self.committed else {
             return;
         };
-        let below = committed.index.saturating_sub(DECODED);
+        let below = committed.index.saturating_sub(self.keep.decoded);
         if below > self.decoded_from {
             for (_, slot) in self.entries.range_mut(self.decoded_from..below) {
-                slot.shed();
+                self.kept_bytes += slot.shed();
             }
             self.decoded_from = below;
+        }
+        while self.kept_bytes > self.keep.bytes {
+            let Some((&index, slot)) = self.entries.range_mut(self.kept_from..).next() else {
+                break;
+            };
+            if index >= self.decoded_from || index > self.flushed {
+                break;
+            }
+            self.kept_bytes -= slot.bytes_only();
+            if matches!(slot.held, Held::Bytes(_)) {
+                slot.held = Held::Stored;
+            }
+            self.kept_from = index + 1;
+        }
+    }
+
+    /// Counts the kept bytes again, after entries were removed.
+    fn recount(&mut self) {
+        let (from, to) = (self.kept_from, self.decoded_from.max(self.kept_from));
+        self.kept_bytes = self
+            .entries
+            .range(from..to)
+            .map(|(_, slot)| slot.bytes_only())
+            .sum();
+    }
+
+    /// Entries up to `last` are durable, if `last` is still in the log
+    /// (not truncated since, nor replaced).
+    fn flushed(&mut self, last: LogId) {
+        if self
+            .entries
+            .get(&last.index)
+            .is_some_and(|slot| slot.log_id == last)
+        {
+            self.flushed = self.flushed.max(last.index);
+            self.shed_behind_commit();
         }
     }
 
@@ -150,14 +251,44 @@ impl Mirror {
             .map(|(_, slot)| slot.log_id)
             .or(self.purged)
     }
+
+    /// What the mirror holds of the entries in `range`.
+    fn read<RB: RangeBounds<u64>>(&self, range: RB) -> Result<Found, StoreError> {
+        let mut held = Found::default();
+        for (&index, slot) in self.entries.range(range) {
+            match slot.entry()? {
+                Some(entry) => held.entries.push(Ok(entry)),
+                None => {
+                    let from = held.stored.as_ref().map_or(index, |s| *s.start());
+                    held.stored = Some(from..=index);
+                    held.entries.push(Err(index));
+                }
+            }
+        }
+        Ok(held)
+    }
+}
+
+/// What the mirror holds of a range of the log.
+#[derive(Debug, Default)]
+struct Found {
+    /// Each entry, or the index of one only the database holds.
+    entries: Vec<Result<Entry, u64>>,
+    /// The span of the indexes only the database holds.
+    stored: Option<RangeInclusive<u64>>,
 }
 
 impl LogStore {
-    /// Rebuilds the log from what storage held at start-up.
-    pub(crate) fn open(contents: &Contents, writer: Writer) -> Result<Self, StoreError> {
+    /// Rebuilds the log from what storage held at start-up, keeping `keep`
+    /// of it in memory.
+    pub(crate) fn open(
+        contents: &Contents,
+        writer: Writer,
+        keep: LogInMemory,
+    ) -> Result<Self, StoreError> {
         let purged: Option<LogId> = contents.meta(keys::PURGED)?;
         let committed: Option<LogId> = contents.meta(keys::COMMITTED)?;
-        let decoded_from = committed.map_or(0, |c| c.index.saturating_sub(DECODED));
+        let decoded_from = committed.map_or(0, |c| c.index.saturating_sub(keep.decoded));
         let mut entries = BTreeMap::new();
         // A purge records its log id before deleting the entries; a crash in
         // between leaves entries the log no longer owns.
@@ -176,20 +307,25 @@ impl LogStore {
             let slot = match shed {
                 Some(log_id) => Slot {
                     log_id,
-                    bytes,
-                    entry: None,
+                    held: Held::Bytes(bytes),
                 },
                 None => Slot::decoded(store::decode::<Entry>(&bytes)?, bytes),
             };
             entries.insert(*index, slot);
         }
-        let mirror = Mirror {
+        let flushed = entries.last_key_value().map_or(0, |(index, _)| *index);
+        let mut mirror = Mirror {
+            keep,
             entries,
             decoded_from,
             purged,
+            flushed,
             vote: contents.meta(keys::VOTE)?,
             committed,
+            ..Mirror::default()
         };
+        mirror.recount();
+        mirror.shed_behind_commit();
         Ok(Self {
             mirror: Arc::new(Mutex::new(mirror)),
             writer,
@@ -210,8 +346,14 @@ impl LogStore {
             .entries
             .values()
             .rev()
-            .find_map(|slot| match &slot.entry.as_ref()?.payload {
-                EntryPayload::Membership(m) => Some(m.clone()),
+            .find_map(|slot| match &slot.held {
+                Held::Decoded(
+                    Entry {
+                        payload: EntryPayload::Membership(m),
+                        ..
+                    },
+                    _,
+                ) => Some(m.clone()),
                 _ => None,
             })
     }
@@ -241,6 +383,30 @@ impl LogStore {
         Ok(Some(index))
     }
 
+    /// The entries in `range`, those the database holds alone read back
+    /// through the writer. A purge meanwhile may have removed some of
+    /// those; the entries from the last one missing on are returned, as a
+    /// read after the purge would have.
+    async fn read<RB: RangeBounds<u64>>(&self, range: RB) -> Result<Vec<Entry>, StoreError> {
+        let Found { entries, stored } = self.mirror().read(range)?;
+        let Some(stored) = stored else {
+            return Ok(entries.into_iter().flatten().collect());
+        };
+        let mut read: BTreeMap<u64, Vec<u8>> =
+            self.writer.read_log(stored).await?.into_iter().collect();
+        let mut out = Vec::with_capacity(entries.len());
+        for item in entries {
+            match item {
+                Ok(entry) => out.push(entry),
+                Err(index) => match read.remove(&index) {
+                    Some(bytes) => out.push(store::decode(&bytes)?),
+                    None => out.clear(),
+                },
+            }
+        }
+        Ok(out)
+    }
+
     fn mirror(&self) -> MutexGuard<'_, Mirror> {
         // Nothing panics while holding the lock except allocation failure;
         // the mirror is consistent after every statement anyway.
@@ -257,12 +423,8 @@ impl RaftLogReader<TypeConfig> for LogStore {
         &mut self,
         range: RB,
     ) -> Result<Vec<Entry>, StorageError> {
-        let mirror = self.mirror();
-        mirror
-            .entries
-            .range(range)
-            .map(|(_, slot)| slot.entry())
-            .collect::<Result<_, _>>()
+        self.read(range)
+            .await
             .map_err(|e| StorageIOError::read_logs(AnyError::new(&e)).into())
     }
 }
@@ -328,6 +490,7 @@ impl RaftLogStorage<TypeConfig> for LogStore {
         I::IntoIter: Send,
     {
         let entries: Vec<Entry> = entries.into_iter().collect();
+        let last = entries.last().map(|e| e.log_id);
         let mut encoded = Vec::with_capacity(entries.len());
         for entry in &entries {
             encoded.push((entry.log_id.index, store::encode(entry).map_err(write_err)?));
@@ -361,7 +524,14 @@ impl RaftLogStorage<TypeConfig> for LogStore {
                 mirror.entries.insert(slot.log_id.index, slot);
             }
         }
+        let mirror = self.mirror.clone();
         let done: Done = Box::new(move |result| {
+            if let (Ok(()), Some(last)) = (&result, last) {
+                mirror
+                    .lock()
+                    .unwrap_or_else(|e| e.into_inner())
+                    .flushed(last);
+            }
             callback.log_io_completed(result.map_err(std::io::Error::other));
         });
         let op = if encoded.is_empty() {
@@ -373,7 +543,12 @@ impl RaftLogStorage<TypeConfig> for LogStore {
     }
 
     async fn truncate(&mut self, log_id: LogId) -> Result<(), StorageError> {
-        self.mirror().entries.split_off(&log_id.index);
+        {
+            let mut mirror = self.mirror();
+            mirror.entries.split_off(&log_id.index);
+            mirror.flushed = mirror.flushed.min(log_id.index.saturating_sub(1));
+            mirror.recount();
+        }
         self.writer
             .submit(Op::TruncateFrom(log_id.index), None)
             .await
@@ -387,6 +562,8 @@ impl RaftLogStorage<TypeConfig> for LogStore {
             let kept = mirror.entries.split_off(&(log_id.index + 1));
             mirror.entries = kept;
             mirror.purged = Some(log_id);
+            mirror.kept_from = mirror.kept_from.max(log_id.index + 1);
+            mirror.recount();
         }
         self.writer
             .submit(Op::Put(keys::PURGED, bytes), None)
@@ -399,109 +576,12 @@ impl RaftLogStorage<TypeConfig> for LogStore {
     }
 }
 
-/// Re-encodes a log entry of a data dir in format `from` into the current
-/// format, for [`format::upgrade`].
-pub(crate) fn upgrade_entry(from: Version, bytes: &[u8]) -> Result<Vec<u8>, StoreError> {
-    if (2..=4).contains(&from) {
-        // Format 2's batches decode as the current ones with time 0, formats
-        // 3 and 4's as they were (formats 4 and 5 only appended commands).
-        return store::encode(&store::decode::<Entry>(bytes)?);
-    }
-    if from != format::UNVERSIONED {
-        return Err(FormatError::unreadable("a stored log entry", from).into());
-    }
-    let old: v1::Entry = store::decode(bytes)?;
-    let payload = match old.payload {
-        v1::EntryPayload::Blank => EntryPayload::Blank,
-        v1::EntryPayload::Normal(commands) => {
-            EntryPayload::Normal(commands.into_iter().map(command_from_v1).collect())
-        }
-        v1::EntryPayload::Membership(m) => EntryPayload::Membership(membership_from_v1(m)),
-    };
-    store::encode(&Entry {
-        log_id: old.log_id,
-        payload,
-    })
-}
-
-/// Raft's membership as version 1 stored it; its shape has not changed.
-pub(crate) fn membership_from_v1(m: v1::Membership) -> Membership<u64, RaftMember> {
-    let nodes: BTreeMap<u64, RaftMember> = m
-        .nodes
-        .into_iter()
-        .map(|(id, n)| (id, RaftMember::new(n.name, n.addr)))
-        .collect();
-    Membership::new(m.configs, nodes)
-}
-
-/// Version 1's flat commands were the catalog's; they are now its domain's
-/// ops. Field by field, so that a change to a registration does not compile
-/// until someone decides what it means for old data dirs.
-fn command_from_v1(c: v1::Command) -> Command {
-    match c {
-        v1::Command::Register(r) => Command::register(Registration {
-            node: r.node,
-            id: r.id,
-            address: r.address,
-            datacenter: r.datacenter,
-            tagged_addresses: r.tagged_addresses,
-            node_meta: r.node_meta.into(),
-            skip_node_update: r.skip_node_update,
-            service: r.service.map(|s| ServiceRegistration {
-                id: s.id,
-                service: s.service,
-                tags: s.tags,
-                address: s.address,
-                tagged_addresses: s
-                    .tagged_addresses
-                    .into_iter()
-                    .map(|(k, a)| {
-                        let a = ServiceAddress {
-                            address: a.address,
-                            port: a.port,
-                        };
-                        (k, a)
-                    })
-                    .collect(),
-                meta: s.meta.into(),
-                port: s.port,
-                weights: s.weights.map(|w| Weights {
-                    passing: w.passing,
-                    warning: w.warning,
-                }),
-                enable_tag_override: s.enable_tag_override,
-            }),
-            checks: r
-                .checks
-                .into_iter()
-                .map(|c| CheckRegistration {
-                    check_id: c.check_id,
-                    name: c.name,
-                    status: match c.status {
-                        v1::HealthStatus::Passing => HealthStatus::Passing,
-                        v1::HealthStatus::Warning => HealthStatus::Warning,
-                        v1::HealthStatus::Critical => HealthStatus::Critical,
-                    },
-                    notes: c.notes,
-                    output: c.output,
-                    service_id: c.service_id,
-                    kind: c.kind,
-                })
-                .collect(),
-        }),
-        v1::Command::Deregister(d) => Command::deregister(Deregistration {
-            node: d.node,
-            service_id: d.service_id,
-            check_id: d.check_id,
-        }),
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use openraft::CommittedLeaderId;
 
     use super::*;
+    use crate::consensus::tests::register;
     use crate::rpc::types::Batch;
 
     fn log_id(index: u64) -> LogId {
@@ -529,7 +609,8 @@ mod tests {
             store::encode(&log_id(2)).expect("encode"),
         );
         let writer = Writer::spawn(store::open(None).expect("open"), 4, None).expect("writer");
-        let mut log = LogStore::open(&contents, writer.clone()).expect("log store");
+        let mut log =
+            LogStore::open(&contents, writer.clone(), LogInMemory::USUAL).expect("log store");
 
         let state = log.get_log_state().await.expect("state");
         assert_eq!(state.last_purged_log_id, Some(log_id(2)));
@@ -558,7 +639,7 @@ mod tests {
                     BTreeMap::from([(7, RaftMember::new("s1", ([127, 0, 0, 1], 8300).into()))]),
                 ))
             } else {
-                EntryPayload::Normal(Batch::from(vec![deregister()]))
+                EntryPayload::Normal(Batch::from(vec![register(1)]))
             },
         };
         let written: Vec<Entry> = (1..=200).map(entry).collect();
@@ -574,13 +655,14 @@ mod tests {
             store::encode(&log_id(150)).expect("encode"),
         );
         let writer = Writer::spawn(store::open(None).expect("open"), 4, None).expect("writer");
-        let mut log = LogStore::open(&contents, writer.clone()).expect("log store");
+        let mut log =
+            LogStore::open(&contents, writer.clone(), LogInMemory::USUAL).expect("log store");
         let decoded = |log: &LogStore| -> Vec<u64> {
             let mirror = log.mirror();
             mirror
                 .entries
                 .iter()
-                .filter(|(_, slot)| slot.entry.is_some())
+                .filter(|(_, slot)| matches!(slot.held, Held::Decoded(..)))
                 .map(|(index, _)| *index)
                 .collect()
         };
@@ -596,6 +678,74 @@ mod tests {
         writer.stop().await;
     }
 
+    /// Beyond [`BYTES_KEPT`], the oldest entries are left to the database
+    /// and read back from it whole, around the configuration entry the
+    /// mirror keeps; a purge still cuts the log's head.
+    #[tokio::test]
+    async fn the_oldest_entries_are_read_back_from_the_database() {
+        let entry = |index: u64| Entry {
+            log_id: log_id(index),
+            payload: if index == 10 {
+                EntryPayload::Membership(Membership::new(
+                    vec![std::collections::BTreeSet::from([7])],
+                    BTreeMap::from([(7, RaftMember::new("s1", ([127, 0, 0, 1], 8300).into()))]),
+                ))
+            } else {
+                EntryPayload::Normal(Batch::from(vec![register(1); 256]))
+            },
+        };
+        let written: Vec<Entry> = (1..=400).map(entry).collect();
+        let dir = tempfile::tempdir().expect("tempdir");
+        let writer =
+            Writer::spawn(store::open(Some(dir.path())).expect("open"), 4, None).expect("writer");
+        let stored = written
+            .iter()
+            .map(|e| (e.log_id.index, store::encode(e).expect("encode")))
+            .collect::<Vec<_>>();
+        let bytes: usize = stored.iter().map(|(_, b)| b.len()).sum();
+        assert!(bytes > 3 * BYTES_KEPT, "{bytes} bytes are enough to shed");
+        writer.write(Op::Append(stored)).await.expect("append");
+        let committed = store::encode(&log_id(390)).expect("encode");
+        writer
+            .write(Op::Put(keys::COMMITTED, committed))
+            .await
+            .expect("commit");
+        writer.stop().await;
+
+        let db = store::open(Some(dir.path())).expect("reopen");
+        let contents = store::load(&db).expect("load");
+        let writer = Writer::spawn(db, 4, None).expect("writer");
+        let mut log =
+            LogStore::open(&contents, writer.clone(), LogInMemory::USUAL).expect("log store");
+        let held = |log: &LogStore| {
+            let mirror = log.mirror();
+            let stored = mirror
+                .entries
+                .values()
+                .filter(|slot| matches!(slot.held, Held::Stored))
+                .count();
+            (stored, mirror.kept_bytes)
+        };
+        let (stored, kept) = held(&log);
+        assert!(stored > 100, "{stored} entries left to the database");
+        assert!(kept <= BYTES_KEPT, "{kept} bytes kept");
+        assert_eq!(log.try_get_log_entries(..).await.expect("read"), written);
+        assert_eq!(
+            log.try_get_log_entries(5..=15).await.expect("read"),
+            written[4..15]
+        );
+        assert!(log.last_membership().is_some(), "recovery finds it");
+
+        log.purge(log_id(100)).await.expect("purge");
+        assert_eq!(
+            log.try_get_log_entries(..).await.expect("read"),
+            written[100..]
+        );
+        let (_, kept) = held(&log);
+        assert!(kept <= BYTES_KEPT, "{kept} bytes kept after the purge");
+        writer.stop().await;
+    }
+
     #[tokio::test]
     async fn an_undecodable_entry_fails_open() {
         let contents = Contents {
@@ -604,207 +754,9 @@ mod tests {
         };
         let writer = Writer::spawn(store::open(None).expect("open"), 4, None).expect("writer");
         assert!(matches!(
-            LogStore::open(&contents, writer.clone()),
+            LogStore::open(&contents, writer.clone(), LogInMemory::USUAL),
             Err(StoreError::Codec(_))
         ));
         writer.stop().await;
-    }
-
-    fn strings<const N: usize>(pairs: [(&str, &str); N]) -> BTreeMap<String, String> {
-        pairs
-            .into_iter()
-            .map(|(k, v)| (k.to_owned(), v.to_owned()))
-            .collect()
-    }
-
-    /// A version 1 registration with every field set, each to its own value.
-    fn v1_register() -> v1::Command {
-        v1::Command::Register(v1::Registration {
-            node: "n1".into(),
-            id: "id-1".into(),
-            address: "10.0.0.1".into(),
-            datacenter: "dc1".into(),
-            tagged_addresses: strings([("lan", "10.0.0.1")]),
-            node_meta: strings([("rack", "r1")]),
-            skip_node_update: true,
-            service: Some(v1::ServiceRegistration {
-                id: "web-1".into(),
-                service: "web".into(),
-                tags: vec!["v1".into(), "primary".into()],
-                address: "10.0.0.2".into(),
-                tagged_addresses: [(
-                    "wan".to_owned(),
-                    v1::ServiceAddress {
-                        address: "10.0.0.3".into(),
-                        port: 80,
-                    },
-                )]
-                .into(),
-                meta: strings([("version", "1.2")]),
-                port: 8080,
-                weights: Some(v1::Weights {
-                    passing: 5,
-                    warning: 2,
-                }),
-                enable_tag_override: true,
-            }),
-            checks: vec![v1::CheckRegistration {
-                check_id: "web-alive".into(),
-                name: "alive".into(),
-                status: v1::HealthStatus::Critical,
-                notes: "n".into(),
-                output: "o".into(),
-                service_id: "web-1".into(),
-                kind: "ttl".into(),
-            }],
-        })
-    }
-
-    /// [`v1_register`] as the current catalog op.
-    fn register() -> Command {
-        Command::register(Registration {
-            node: "n1".into(),
-            id: "id-1".into(),
-            address: "10.0.0.1".into(),
-            datacenter: "dc1".into(),
-            tagged_addresses: strings([("lan", "10.0.0.1")]),
-            node_meta: strings([("rack", "r1")]).into(),
-            skip_node_update: true,
-            service: Some(ServiceRegistration {
-                id: "web-1".into(),
-                service: "web".into(),
-                tags: vec!["v1".into(), "primary".into()],
-                address: "10.0.0.2".into(),
-                tagged_addresses: [(
-                    "wan".to_owned(),
-                    ServiceAddress {
-                        address: "10.0.0.3".into(),
-                        port: 80,
-                    },
-                )]
-                .into(),
-                meta: strings([("version", "1.2")]).into(),
-                port: 8080,
-                weights: Some(Weights {
-                    passing: 5,
-                    warning: 2,
-                }),
-                enable_tag_override: true,
-            }),
-            checks: vec![CheckRegistration {
-                check_id: "web-alive".into(),
-                name: "alive".into(),
-                status: HealthStatus::Critical,
-                notes: "n".into(),
-                output: "o".into(),
-                service_id: "web-1".into(),
-                kind: "ttl".into(),
-            }],
-        })
-    }
-
-    fn v1_deregister() -> v1::Command {
-        v1::Command::Deregister(v1::Deregistration {
-            node: "n1".into(),
-            service_id: "web-1".into(),
-            check_id: "web-alive".into(),
-        })
-    }
-
-    fn deregister() -> Command {
-        Command::deregister(Deregistration {
-            node: "n1".into(),
-            service_id: "web-1".into(),
-            check_id: "web-alive".into(),
-        })
-    }
-
-    /// The frozen types still encode as the old main wrote: a flat command
-    /// enum whose bytes the current ones prefix with the domain.
-    #[test]
-    fn version_1_commands_keep_their_encoding() {
-        let v1_bytes = store::encode(&v1_deregister()).expect("encode");
-        assert_eq!(
-            v1_bytes, b"\x01\x02n1\x05web-1\x09web-alive",
-            "store/v1.rs is the old format itself and must never change"
-        );
-        let current = store::encode(&deregister()).expect("encode");
-        assert_eq!(current[0], 0, "Command::Catalog");
-        assert_eq!(&current[1..], v1_bytes.as_slice());
-        let v1_bytes = store::encode(&v1_register()).expect("encode");
-        let current = store::encode(&register()).expect("encode");
-        assert_eq!(&current[1..], v1_bytes.as_slice());
-    }
-
-    #[test]
-    fn version_1_entries_upgrade_to_catalog_ops_field_by_field() {
-        let node = v1::RaftNode {
-            name: "s1".into(),
-            addr: std::net::SocketAddr::from(([127, 0, 0, 1], 8300)),
-        };
-        let v1_entries = [
-            v1::EntryPayload::Normal(vec![v1_register(), v1_deregister()]),
-            v1::EntryPayload::Blank,
-            v1::EntryPayload::Membership(v1::Membership {
-                configs: vec![[7].into()],
-                nodes: [(7, node)].into(),
-            }),
-        ];
-        let expected = [
-            EntryPayload::Normal(Batch::from(vec![register(), deregister()])),
-            EntryPayload::Blank,
-            EntryPayload::Membership(Membership::new(
-                vec![[7].into()],
-                BTreeMap::from([(7, RaftMember::new("s1", ([127, 0, 0, 1], 8300).into()))]),
-            )),
-        ];
-        for (index, (old, want)) in (1..).zip(v1_entries.into_iter().zip(expected)) {
-            let old = v1::Entry {
-                log_id: log_id(index),
-                payload: old,
-            };
-            let bytes = upgrade_entry(1, &store::encode(&old).expect("encode")).expect("upgrade");
-            let entry: Entry = store::decode(&bytes).expect("decode");
-            assert_eq!(entry.log_id, log_id(index));
-            assert_eq!(entry.payload, want);
-        }
-    }
-
-    /// A normal entry as format 2 wrote it (see `rpc::types`'s goldens):
-    /// log id (3, 7, 10) and a batch of version 2 holding one deregistration.
-    const V2_ENTRY: &[u8] = b"\x03\x07\x0a\x01\x02\x0d\x01\x00\x01\x02n1\x05web-1\x00";
-
-    #[test]
-    fn version_2_entries_upgrade_to_batches_dated_0() {
-        let bytes = upgrade_entry(2, V2_ENTRY).expect("upgrade");
-        let entry: Entry = store::decode(&bytes).expect("decode");
-        assert_eq!(entry.log_id, LogId::new(CommittedLeaderId::new(3, 7), 10));
-        let deregister = Command::deregister(Deregistration {
-            node: "n1".into(),
-            service_id: "web-1".into(),
-            check_id: String::new(),
-        });
-        let EntryPayload::Normal(batch) = &entry.payload else {
-            panic!("{entry:?}");
-        };
-        assert_eq!(batch.time(), 0);
-        assert_eq!(*batch, Batch::from(vec![deregister]));
-        // Rewritten in the current format: the batch (after the log id and
-        // the payload's variant) says so.
-        assert_eq!(bytes[4], format::CURRENT as u8);
-        assert_eq!(V2_ENTRY[4], 2);
-    }
-
-    #[test]
-    fn an_entry_of_an_unknown_older_version_is_not_guessed_at() {
-        let bytes = store::encode(&v1::Entry {
-            log_id: log_id(1),
-            payload: v1::EntryPayload::Blank,
-        })
-        .expect("encode");
-        assert!(matches!(
-            upgrade_entry(format::CURRENT, &bytes),
-            Err(StoreError::Format(FormatError::Unreadable { .. }))
-        ));
     }
 }

@@ -32,6 +32,7 @@ mod cluster;
 mod contact;
 mod early;
 mod log_store;
+mod log_upgrade;
 mod membership;
 mod network;
 mod open;
@@ -61,6 +62,7 @@ use crate::rpc::types::{self, Raft, RaftId, RaftMember};
 use crate::rpc::{Pool, Request, Response, RpcError};
 use crate::store::Writer;
 use contact::Contact;
+pub use log_store::LogInMemory;
 pub use open::StartError;
 use proposer::Proposer;
 /// The leader's clock as log entries carry it; the leader's timers compare
@@ -130,6 +132,8 @@ pub struct Tuning {
     pub write_queue: usize,
     /// Most commands carried by one log entry.
     pub max_batch: usize,
+    /// How much of the log behind the commit index stays in memory.
+    pub log_in_memory: LogInMemory,
 }
 
 impl Default for Tuning {
@@ -154,6 +158,7 @@ impl Default for Tuning {
             writer_queue: 1024,
             write_queue: 4096,
             max_batch: 512,
+            log_in_memory: LogInMemory::USUAL,
         }
     }
 }

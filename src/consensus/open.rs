@@ -13,7 +13,8 @@ use tokio_util::sync::CancellationToken;
 
 use super::contact::Contact;
 use super::early::Early;
-use super::log_store::{self, LogStore};
+use super::log_store::LogStore;
+use super::log_upgrade;
 use super::network::Network;
 use super::proposer::Proposer;
 use super::recovery;
@@ -117,7 +118,7 @@ impl Consensus {
             store::format::upgrade(
                 &db,
                 dir.as_deref(),
-                log_store::upgrade_entry,
+                log_upgrade::upgrade_entry,
                 state_machine::upgrade_snapshot,
             )?;
             let contents = store::load(&db)?.with_snapshot_file(dir.as_deref())?;
@@ -158,7 +159,8 @@ impl Consensus {
         };
         let log_store = {
             let (contents, writer) = (contents.clone(), writer.clone());
-            tokio::task::spawn_blocking(move || LogStore::open(&contents, writer))
+            let keep = tuning.log_in_memory;
+            tokio::task::spawn_blocking(move || LogStore::open(&contents, writer, keep))
                 .await
                 .map_err(|e| StartError::Open(e.to_string()))??
         };

@@ -30,7 +30,7 @@ use openraft::storage::RaftStateMachine;
 use openraft::{AnyError, EntryPayload, RaftSnapshotBuilder, StorageIOError};
 use serde::{Deserialize, Serialize};
 
-use super::log_store::membership_from_v1;
+use super::log_upgrade::membership_from_v1;
 use super::snapshot_due::SnapshotDue;
 use super::types::Outcomes;
 use super::types::{
@@ -549,7 +549,8 @@ mod tests {
         Behavior, CheckRegistration, Command, Deregistration, HealthStatus, KvOp, KvVerb, Outcome,
         Registration, ServiceRegistration, Session, SessionOp, State,
     };
-    use crate::consensus::log_store::{LogStore, upgrade_entry};
+    use crate::consensus::log_store::{LogInMemory, LogStore};
+    use crate::consensus::log_upgrade::upgrade_entry;
     use crate::rpc::types::RaftMember;
     use crate::store::format::{Upgraded, assert_golden};
 
@@ -845,7 +846,7 @@ mod tests {
             SnapshotDue::new(u64::MAX),
         )
         .expect("sm");
-        let mut log = LogStore::open(&contents, writer.clone()).expect("log");
+        let mut log = LogStore::open(&contents, writer.clone(), LogInMemory::USUAL).expect("log");
         let (applied, _) = sm.applied_state().await.expect("applied");
         let from = applied.map_or(0, |id| id.index + 1);
         let entries = log.try_get_log_entries(from..).await.expect("entries");

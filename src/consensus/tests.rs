@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 
 use openraft::testing::{StoreBuilder, Suite};
 
-use super::log_store::LogStore;
+use super::log_store::{LogInMemory, LogStore};
 use super::snapshot_due::SnapshotDue;
 use super::state_machine::StateMachine;
 use super::types::{TypeConfig, typ::StorageError};
@@ -42,7 +42,7 @@ fn open_parts(dir: Option<&Path>) -> Result<(LogStore, StateMachine), StoreError
     let db = store::open(dir)?;
     let contents: Contents = store::load(&db)?.with_snapshot_file(dir)?;
     let writer = Writer::spawn(db, 64, None)?;
-    let log_store = LogStore::open(&contents, writer.clone())?;
+    let log_store = LogStore::open(&contents, writer.clone(), LogInMemory::USUAL)?;
     let sm = StateMachine::open(
         &contents,
         Arc::new(Replica::new()),
@@ -150,10 +150,24 @@ fn run_then_crash<T>(f: impl Future<Output = T>) -> T {
 
 #[test]
 fn acknowledged_writes_survive_a_crash() {
+    writes_survive_a_crash(Tuning::default());
+}
+
+/// The same with every durable entry behind the commit index left to the
+/// database: apply, and the restart's replay, read them back from it.
+#[test]
+fn acknowledged_writes_survive_a_crash_read_back_from_the_database() {
+    writes_survive_a_crash(Tuning {
+        log_in_memory: LogInMemory::NOTHING,
+        ..Tuning::default()
+    });
+}
+
+fn writes_survive_a_crash(tuning: Tuning) {
     const N: usize = 100;
     let dir = tempfile::tempdir().expect("tempdir");
     let (stats, raft_id) = run_then_crash(async {
-        let consensus = start(dir.path(), Tuning::default(), Arc::new(Replica::new())).await;
+        let consensus = start(dir.path(), tuning.clone(), Arc::new(Replica::new())).await;
         assert!(consensus.is_leader());
         assert_eq!(
             consensus.leader(),
@@ -172,7 +186,7 @@ fn acknowledged_writes_survive_a_crash() {
 
     let replica = Arc::new(Replica::new());
     run_then_crash(async {
-        let consensus = start(dir.path(), Tuning::default(), replica.clone()).await;
+        let consensus = start(dir.path(), tuning, replica.clone()).await;
         assert_eq!(
             consensus.raft_id(),
             raft_id,

@@ -40,7 +40,7 @@ use serde::Serialize;
 use serde::de::DeserializeOwned;
 
 pub use space::{DiskFull, Space};
-pub use writer::{Done, OnDisk, Op, Writer, WriterStats};
+pub use writer::{Done, OnDisk, Op, StoredEntries, Writer, WriterStats};
 
 /// Raft log entries, keyed by log index.
 pub const LOG: TableDefinition<'static, u64, &[u8]> = TableDefinition::new("raft_log");

@@ -14,19 +14,26 @@
 //! happens anyway. Entries not yet deleted are harmless: the purge point,
 //! committed first, tells the next start to ignore them.
 //!
+//! The thread also reads log entries back for whoever asks
+//! ([`Writer::read_log`]): the log keeps in memory only its recent entries
+//! (see `consensus/log_store`), and a read on this thread sees every commit
+//! made before it without sharing the database, which a full disk makes it
+//! close and reopen.
+//!
 //! A commit that fails because the disk is full is not an error to the
 //! callers: the thread reopens the database once space is freed and commits
 //! the same operations again (see `space.rs`), so openraft, which stops on
 //! any storage error, never sees one for a full disk. Any other failure
 //! refuses everything after it.
 
+use std::ops::RangeInclusive;
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
-use redb::{Database, Durability, ReadableTable};
+use redb::{Database, Durability, ReadableDatabase, ReadableTable};
 use tokio::sync::{mpsc, oneshot};
 
 use super::space::{self, Space};
@@ -68,7 +75,17 @@ pub enum Op {
     Barrier,
     /// Commits what is queued before it and ends the thread.
     Stop,
+    /// Reads the log entries in the range (those still there: a purge may
+    /// have deleted its head) once everything queued before it is
+    /// committed; see [`Writer::read_log`]. Commits nothing itself.
+    ReadLog(
+        RangeInclusive<u64>,
+        oneshot::Sender<Result<StoredEntries, StoreError>>,
+    ),
 }
+
+/// Log entries as stored: index and bytes, in index order.
+pub type StoredEntries = Vec<(u64, Vec<u8>)>;
 
 impl Op {
     /// Whether the operation needs a transaction of its own.
@@ -192,6 +209,17 @@ impl Writer {
         rx.await.map_err(|_| StoreError::Closed)?
     }
 
+    /// The log entries in `range` as stored, read by the writer thread once
+    /// everything queued before the read is committed; the head of the log
+    /// a purge has deleted is skipped. Commits queue behind it, so it is for
+    /// the rare reads of the log's older entries: a follower far behind, a
+    /// slow apply.
+    pub async fn read_log(&self, range: RangeInclusive<u64>) -> Result<StoredEntries, StoreError> {
+        let (tx, rx) = oneshot::channel();
+        self.submit(Op::ReadLog(range, tx), None).await?;
+        rx.await.map_err(|_| StoreError::Closed)?
+    }
+
     /// Commits everything queued, ends the thread and waits until it has
     /// closed the database. Later operations fail with [`StoreError::Closed`].
     pub async fn stop(&self) {
@@ -244,6 +272,7 @@ fn run(mut disk: Disk, mut rx: mpsc::Receiver<Queued>, stats: Arc<WriterStats>) 
                 Err(_) => break,
             }
         }
+        let reads = take_reads(&mut batch);
         let stop = batch.iter().any(|(op, _)| matches!(op, Op::Stop));
         let result = match &failed {
             Some(msg) => Err(msg.clone()),
@@ -260,6 +289,7 @@ fn run(mut disk: Disk, mut rx: mpsc::Receiver<Queued>, stats: Arc<WriterStats>) 
                 done(result.clone().map_err(StoreError::WriteFailed));
             }
         }
+        answer_reads(&disk, reads);
         if stop {
             break;
         }
@@ -267,6 +297,42 @@ fn run(mut disk: Disk, mut rx: mpsc::Receiver<Queued>, stats: Arc<WriterStats>) 
     drop(rx);
     drop(disk);
     stats.exited.store(true, Ordering::Release);
+}
+
+/// Takes the reads out of `batch`, to answer once the rest is committed.
+fn take_reads(batch: &mut Vec<Queued>) -> Vec<Op> {
+    if !batch.iter().any(|(op, _)| matches!(op, Op::ReadLog(..))) {
+        return Vec::new();
+    }
+    batch
+        .extract_if(.., |(op, _)| matches!(op, Op::ReadLog(..)))
+        .map(|(op, _)| op)
+        .collect()
+}
+
+/// Answers `reads` from the database as last committed.
+fn answer_reads(disk: &Disk, reads: Vec<Op>) {
+    for op in reads {
+        if let Op::ReadLog(range, reply) = op {
+            let read = match &disk.db {
+                Some(db) => read_log(db, range),
+                None => Err(StoreError::Closed),
+            };
+            // The reader may have given up; then nobody needs the answer.
+            let _ = reply.send(read);
+        }
+    }
+}
+
+fn read_log(db: &Database, range: RangeInclusive<u64>) -> Result<StoredEntries, StoreError> {
+    let txn = db.begin_read().map_err(redb_err)?;
+    let log = txn.open_table(LOG).map_err(redb_err)?;
+    let mut entries = Vec::new();
+    for item in log.range(range).map_err(redb_err)? {
+        let (index, bytes) = item.map_err(redb_err)?;
+        entries.push((index.value(), bytes.value().to_vec()));
+    }
+    Ok(entries)
 }
 
 /// Commits `batch`; if the disk is full, waits until space is freed,
@@ -419,7 +485,7 @@ fn commit(
                 Op::Put(key, bytes) => {
                     meta.insert(*key, bytes.as_slice()).map_err(redb_err)?;
                 }
-                Op::PurgeUpTo(_) | Op::PutLazy(..) | Op::Barrier | Op::Stop => {}
+                Op::PurgeUpTo(_) | Op::PutLazy(..) | Op::Barrier | Op::Stop | Op::ReadLog(..) => {}
             }
         }
         if let Some(upto) = purge_left {
@@ -510,6 +576,40 @@ mod tests {
             head(dir.path()),
             Some(n - 4),
             "purged up to the point, no further"
+        );
+    }
+
+    /// A read sees every operation queued before it, skips what a purge
+    /// deleted, and commits nothing.
+    #[tokio::test]
+    async fn a_read_sees_the_operations_before_it() {
+        let writer = Writer::spawn(open(None).expect("open"), 16, None).expect("spawn");
+        let entries = (1..=10).map(|i| (i, vec![i as u8])).collect();
+        writer.write(Op::Append(entries)).await.expect("append");
+        let read = writer.read_log(5..=7).await.expect("read");
+        assert_eq!(read, vec![(5, vec![5]), (6, vec![6]), (7, vec![7])]);
+
+        // Queued behind an append nobody waited for: sees it all the same.
+        writer
+            .submit(Op::Append(vec![(11, vec![11])]), None)
+            .await
+            .expect("submit");
+        let read = writer.read_log(10..=20).await.expect("read");
+        assert_eq!(read, vec![(10, vec![10]), (11, vec![11])]);
+
+        writer.write(Op::PurgeUpTo(3)).await.expect("purge");
+        writer.write(Op::Append(vec![])).await.expect("append");
+        let read = writer.read_log(1..=5).await.expect("read");
+        assert_eq!(
+            read.iter().map(|(i, _)| *i).collect::<Vec<_>>(),
+            vec![4, 5],
+            "the purged head is skipped"
+        );
+        assert_eq!(writer.stats().commits(), 3, "reads commit nothing");
+        writer.stop().await;
+        assert!(
+            writer.read_log(1..=2).await.is_err(),
+            "a stopped writer refuses reads"
         );
     }
 
