@@ -71,20 +71,27 @@ pub struct LogInMemory {
     decoded: u64,
     /// Bytes of encoded entries kept behind those.
     bytes: usize,
+    /// Whether what the open read stays until the next commit, for the
+    /// replay of the log's tail after the snapshot.
+    until_commit: bool,
 }
 
 impl LogInMemory {
-    /// What a server keeps: [`DECODED`] entries and [`BYTES_KEPT`].
+    /// What a server keeps: [`DECODED`] entries and [`BYTES_KEPT`], and
+    /// at start-up all it read.
     pub const USUAL: Self = Self {
         decoded: DECODED,
         bytes: BYTES_KEPT,
+        until_commit: true,
     };
 
-    /// Nothing the database holds: every read behind the commit index goes
-    /// to the database, for tests of that path.
+    /// Nothing the database holds: every read behind the commit index
+    /// goes to the database, a restart's replay included, for tests of
+    /// that path.
     pub const NOTHING: Self = Self {
         decoded: 0,
         bytes: 0,
+        until_commit: false,
     };
 }
 
@@ -325,7 +332,9 @@ impl LogStore {
             ..Mirror::default()
         };
         mirror.recount();
-        mirror.shed_behind_commit();
+        if !keep.until_commit {
+            mirror.shed_behind_commit();
+        }
         Ok(Self {
             mirror: Arc::new(Mutex::new(mirror)),
             writer,
@@ -679,8 +688,9 @@ mod tests {
     }
 
     /// Beyond [`BYTES_KEPT`], the oldest entries are left to the database
-    /// and read back from it whole, around the configuration entry the
-    /// mirror keeps; a purge still cuts the log's head.
+    /// once a commit follows the open, and read back from it whole, around
+    /// the configuration entry the mirror keeps; a purge still cuts the
+    /// log's head.
     #[tokio::test]
     async fn the_oldest_entries_are_read_back_from_the_database() {
         let entry = |index: u64| Entry {
@@ -726,6 +736,9 @@ mod tests {
                 .count();
             (stored, mirror.kept_bytes)
         };
+        assert_eq!(held(&log).0, 0, "what open read stays for the replay");
+        assert_eq!(log.try_get_log_entries(..).await.expect("read"), written);
+        log.save_committed(Some(log_id(391))).await.expect("commit");
         let (stored, kept) = held(&log);
         assert!(stored > 100, "{stored} entries left to the database");
         assert!(kept <= BYTES_KEPT, "{kept} bytes kept");
