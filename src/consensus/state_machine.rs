@@ -102,8 +102,8 @@ impl StoredSnapshot {
 /// file and keeps it whole.
 #[derive(Debug)]
 enum Current {
-    /// In the data dir's snapshot file.
-    InFile(SnapshotMeta),
+    /// In the snapshot file of this data dir.
+    InFile(SnapshotMeta, Arc<Path>),
     /// Here only.
     InMemory(StoredSnapshot),
 }
@@ -111,35 +111,30 @@ enum Current {
 impl Current {
     /// How `snapshot`, now durable where `durable` keeps snapshots, is kept.
     fn kept(mut snapshot: StoredSnapshot, durable: &Durable) -> Self {
-        if durable.dir.is_some() {
-            Self::InFile(snapshot.meta)
-        } else {
-            // The encoder's buffer grew by doubling; keep only the bytes.
-            snapshot.data.shrink_to_fit();
-            Self::InMemory(snapshot)
+        match &durable.dir {
+            Some(dir) => Self::InFile(snapshot.meta, dir.clone()),
+            None => {
+                // The encoder's buffer grew by doubling; keep only the bytes.
+                snapshot.data.shrink_to_fit();
+                Self::InMemory(snapshot)
+            }
         }
     }
 
     fn meta(&self) -> &SnapshotMeta {
         match self {
-            Self::InFile(meta) => meta,
+            Self::InFile(meta, _) => meta,
             Self::InMemory(snapshot) => &snapshot.meta,
         }
     }
 
-    /// The snapshot whole, reading its body from `dir`'s file if it is
-    /// there; the caller holds the lock that writing the file takes, so the
-    /// file is the one this describes (checked by its id all the same).
-    async fn load(&self, dir: Option<&Arc<Path>>) -> Result<Snapshot, StorageError> {
-        let (meta, dir) = match (self, dir) {
-            (Self::InMemory(snapshot), _) => return Ok(snapshot.to_snapshot()),
-            (Self::InFile(meta), Some(dir)) => (meta, dir.clone()),
-            (Self::InFile(meta), None) => {
-                return Err(unreadable(
-                    meta,
-                    "the snapshot was written to a file, but this server has no data dir",
-                ));
-            }
+    /// The snapshot whole, reading its body from the file if it is there;
+    /// the caller holds the lock that writing the file takes, so the file
+    /// is the one this describes (checked by its id all the same).
+    async fn load(&self) -> Result<Snapshot, StorageError> {
+        let (meta, dir) = match self {
+            Self::InMemory(snapshot) => return Ok(snapshot.to_snapshot()),
+            Self::InFile(meta, dir) => (meta, dir.clone()),
         };
         let read =
             tokio::task::spawn_blocking(move || -> Result<Option<StoredSnapshot>, StoreError> {
@@ -531,7 +526,7 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
     async fn get_current_snapshot(&mut self) -> Result<Option<Snapshot>, StorageError> {
         let current = self.current.lock().await;
         match current.as_ref() {
-            Some(current) => current.load(self.durable.dir.as_ref()).await.map(Some),
+            Some(current) => current.load().await.map(Some),
             None => Ok(None),
         }
     }
@@ -728,7 +723,7 @@ mod tests {
         let dir = tempfile::tempdir().expect("tempdir");
         let (mut sm, writer, built) = built(Some(dir.path())).await;
         assert!(
-            matches!(sm.current.lock().await.as_ref(), Some(Current::InFile(_))),
+            matches!(sm.current.lock().await.as_ref(), Some(Current::InFile(..))),
             "only the metadata stays in memory"
         );
         let sent = sm
