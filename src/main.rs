@@ -11,19 +11,19 @@ use std::process::ExitCode;
 #[global_allocator]
 static ALLOCATOR: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
 
-/// jemalloc's `malloc_conf`, read once when it starts: one arena,
-/// per-thread caches for allocations up to 1 KiB only, and its background
-/// thread. An agent's threads are few and mostly waiting: with jemalloc's
-/// defaults (an arena per core, caches up to 32 KiB) an idle agent held
-/// 4.6 MB of anonymous memory, with these 3.5 MB (glibc 3.3 MB). Without
-/// the caches it held 3.0 MB, but answering 10,000 parked queries took a
-/// quarter more CPU (`kv_fanout`: 66-70 against 60 µs per answer); the
-/// catalog's memory per instance is the same either way. Without the
-/// background thread, pages freed by a burst of work (a load, a restart's
-/// decoding) stayed resident until later allocations happened to purge
-/// them, which in an idle process is never: about 100 bytes per instance
-/// at 100,000 (`benches/scale`); with it they go back to the system over
-/// jemalloc's dirty decay, 10 s.
+/// jemalloc's `malloc_conf`, read once when it starts: one arena, and
+/// per-thread caches for allocations up to 1 KiB only. An agent's threads
+/// are few and mostly waiting: with jemalloc's defaults (an arena per core,
+/// caches up to 32 KiB) an idle agent held 4.6 MB of anonymous memory,
+/// with these 3.5 MB (glibc 3.3 MB). Without the caches it held 3.0 MB, but
+/// answering 10,000 parked queries took a quarter more CPU (`kv_fanout`:
+/// 66-70 against 60 µs per answer); the catalog's memory per instance is
+/// the same either way. jemalloc's background thread would hand pages
+/// freed by a burst of work back to the system even in an idle process
+/// (about 140 bytes per instance at 100,000, `benches/scale`), but it cost
+/// DNS about a tenth more CPU per query at 40,000 queries a second
+/// (`benches/dns_vs_nsd`: 1.12-1.13 against 1.01-1.03 times Knot's, two
+/// runs each), so it stays off.
 #[repr(transparent)]
 struct MallocConf(*const std::ffi::c_char);
 
@@ -33,8 +33,7 @@ unsafe impl Sync for MallocConf {}
 // SAFETY: jemalloc reads this symbol (its `malloc_conf` under the crate's
 // `_rjem_` prefix) as a `const char *`, which the transparent wrapper is.
 #[unsafe(export_name = "_rjem_malloc_conf")]
-static MALLOC_CONF: MallocConf =
-    MallocConf(c"narenas:1,tcache_max:1024,background_thread:true".as_ptr());
+static MALLOC_CONF: MallocConf = MallocConf(c"narenas:1,tcache_max:1024".as_ptr());
 
 fn main() -> ExitCode {
     let cli = trellis::cli::Cli::from_env();

@@ -241,7 +241,7 @@ impl Mirror {
 
     /// Entries up to `last` are durable, if `last` is still in the log
     /// (not truncated since, nor replaced).
-    fn flushed(&mut self, last: LogId) {
+    fn mark_flushed(&mut self, last: LogId) {
         if self
             .entries
             .get(&last.index)
@@ -539,7 +539,7 @@ impl RaftLogStorage<TypeConfig> for LogStore {
                 mirror
                     .lock()
                     .unwrap_or_else(|e| e.into_inner())
-                    .flushed(last);
+                    .mark_flushed(last);
             }
             callback.log_io_completed(result.map_err(std::io::Error::other));
         });
@@ -605,6 +605,22 @@ mod tests {
         (index, store::encode(&entry).expect("encode"))
     }
 
+    /// Entry `index` of a log whose entry 10 is a configuration and whose
+    /// others carry `commands` registrations each.
+    fn entry(index: u64, commands: usize) -> Entry {
+        Entry {
+            log_id: log_id(index),
+            payload: if index == 10 {
+                EntryPayload::Membership(Membership::new(
+                    vec![std::collections::BTreeSet::from([7])],
+                    BTreeMap::from([(7, RaftMember::new("s1", ([127, 0, 0, 1], 8300).into()))]),
+                ))
+            } else {
+                EntryPayload::Normal(Batch::from(vec![register(1); commands]))
+            },
+        }
+    }
+
     /// A crash between recording a purge and deleting the entries leaves
     /// them on disk; they are not part of the log any more.
     #[tokio::test]
@@ -640,17 +656,7 @@ mod tests {
     /// decoded, so recovery finds the configuration without decoding.
     #[tokio::test]
     async fn entries_far_behind_the_commit_are_kept_as_bytes_and_read_back_whole() {
-        let entry = |index: u64| Entry {
-            log_id: log_id(index),
-            payload: if index == 10 {
-                EntryPayload::Membership(Membership::new(
-                    vec![std::collections::BTreeSet::from([7])],
-                    BTreeMap::from([(7, RaftMember::new("s1", ([127, 0, 0, 1], 8300).into()))]),
-                ))
-            } else {
-                EntryPayload::Normal(Batch::from(vec![register(1)]))
-            },
-        };
+        let entry = |index| entry(index, 1);
         let written: Vec<Entry> = (1..=200).map(entry).collect();
         let mut contents = Contents {
             log: written
@@ -693,17 +699,7 @@ mod tests {
     /// log's head.
     #[tokio::test]
     async fn the_oldest_entries_are_read_back_from_the_database() {
-        let entry = |index: u64| Entry {
-            log_id: log_id(index),
-            payload: if index == 10 {
-                EntryPayload::Membership(Membership::new(
-                    vec![std::collections::BTreeSet::from([7])],
-                    BTreeMap::from([(7, RaftMember::new("s1", ([127, 0, 0, 1], 8300).into()))]),
-                ))
-            } else {
-                EntryPayload::Normal(Batch::from(vec![register(1); 256]))
-            },
-        };
+        let entry = |index| entry(index, 256);
         let written: Vec<Entry> = (1..=400).map(entry).collect();
         let dir = tempfile::tempdir().expect("tempdir");
         let writer =
