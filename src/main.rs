@@ -18,12 +18,12 @@ static ALLOCATOR: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
 /// with these 3.5 MB (glibc 3.3 MB). Without the caches it held 3.0 MB, but
 /// answering 10,000 parked queries took a quarter more CPU (`kv_fanout`:
 /// 66-70 against 60 µs per answer); the catalog's memory per instance is
-/// the same either way. jemalloc's background thread would hand pages
-/// freed by a burst of work back to the system even in an idle process
-/// (about 140 bytes per instance at 100,000, `benches/scale`), but it cost
-/// DNS about a tenth more CPU per query at 40,000 queries a second
-/// (`benches/dns_vs_nsd`: 1.12-1.13 against 1.01-1.03 times Knot's, two
-/// runs each), so it stays off.
+/// the same either way. No background thread: it cost DNS about a tenth
+/// more CPU per query at 40,000 queries a second (`benches/dns_vs_nsd`:
+/// 1.12-1.13 against 1.01-1.03 times Knot's, two runs each), and without
+/// it the agent's own timers still let jemalloc's decay hand the pages a
+/// burst of work freed back to the system within about 20 s
+/// (`benches/scale`: 1,014 bytes per bare instance either way).
 #[repr(transparent)]
 struct MallocConf(*const std::ffi::c_char);
 
