@@ -146,6 +146,7 @@ pub(super) async fn read(Path(id): Path<String>, route: Route) -> Result<Respons
 /// rendered, `{"Query": …}`.
 pub(super) async fn explain(Path(id): Path<String>, route: Route) -> Result<Response, ApiError> {
     let executor = route.prepared_queries()?;
+    route.read_your_writes().await?;
     let query = executor
         .resolve(&id)
         .map_err(|e| ApiError::Internal(e.to_string()))?
@@ -167,6 +168,7 @@ pub(super) async fn execute(
     route: Route,
 ) -> Result<Response, ApiError> {
     let executor = route.prepared_queries()?;
+    route.read_your_writes().await?;
     let limit = match route.params().get("limit").filter(|l| !l.is_empty()) {
         None => 0,
         Some(l) => l

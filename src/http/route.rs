@@ -311,6 +311,16 @@ impl Route {
         Ok(f(&api.replica.read()))
     }
 
+    /// Waits until this agent's replica holds every write it has answered,
+    /// as every read through [`Route::read_with`] and its kind does: for
+    /// handlers that read through another part (prepared queries'
+    /// executor), so that a query created through this agent runs here at
+    /// once.
+    pub(super) async fn read_your_writes(&self) -> Result<(), ApiError> {
+        caught_up(self.reach(&self.datacenter)?).await;
+        Ok(())
+    }
+
     /// `acl.enable_key_list_policy`: KV listings first need `key:list`.
     pub(super) fn key_list_policy(&self) -> bool {
         self.ctx.api.acl.enabled && self.ctx.api.acl.enable_key_list_policy
