@@ -261,18 +261,18 @@ impl Mirror {
 
     /// What the mirror holds of the entries in `range`.
     fn read<RB: RangeBounds<u64>>(&self, range: RB) -> Result<Found, StoreError> {
-        let mut held = Found::default();
+        let mut found = Found::default();
         for (&index, slot) in self.entries.range(range) {
             match slot.entry()? {
-                Some(entry) => held.entries.push(Ok(entry)),
+                Some(entry) => found.entries.push(Ok(entry)),
                 None => {
-                    let from = held.stored.as_ref().map_or(index, |s| *s.start());
-                    held.stored = Some(from..=index);
-                    held.entries.push(Err(index));
+                    let from = found.stored.as_ref().map_or(index, |s| *s.start());
+                    found.stored = Some(from..=index);
+                    found.entries.push(Err(index));
                 }
             }
         }
-        Ok(held)
+        Ok(found)
     }
 }
 
