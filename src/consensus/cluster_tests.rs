@@ -28,6 +28,8 @@ fn credentials() -> crate::rpc::Credentials {
 }
 
 struct Server {
+    /// Where it serves RPC.
+    addr: SocketAddr,
     consensus: Arc<Consensus>,
     replica: Arc<Replica>,
     rpc_stop: CancellationToken,
@@ -43,14 +45,14 @@ impl Server {
 /// Binds three RPC listeners on 127.0.2.`base`+i, then starts a server on
 /// each, every one told about the others.
 async fn three(base: u8) -> Vec<Server> {
+    three_tuned(base, Tuning::default()).await
+}
+
+/// [`three`] with `tuning`.
+async fn three_tuned(base: u8, tuning: Tuning) -> Vec<Server> {
     let mut listeners = Vec::new();
     for i in 0..3u8 {
-        let ip = IpAddr::V4(Ipv4Addr::new(127, 0, 2, base + i));
-        listeners.push(
-            TcpListener::bind(SocketAddr::new(ip, 0))
-                .await
-                .expect("bind"),
-        );
+        listeners.push(listen(base + i).await);
     }
     let addrs: Vec<SocketAddr> = listeners
         .iter()
@@ -58,42 +60,62 @@ async fn three(base: u8) -> Vec<Server> {
         .collect();
     let mut servers = Vec::new();
     for (i, listener) in listeners.into_iter().enumerate() {
-        // A short history, so a client that falls behind is sent the whole
-        // catalog (see the client link test).
-        let replica = Arc::new(Replica::with_history(CLIENT_HISTORY));
-        let cfg = ConsensusConfig {
-            node_name: format!("s{i}"),
-            datacenter: "dc1".into(),
-            rpc_addr: addrs[i],
-            storage: Storage::Memory,
-            raft: RaftSettings {
-                server: true,
-                bootstrap_expect: 3,
-                ..RaftSettings::default()
-            },
-            retry_join: addrs
-                .iter()
-                .filter(|a| **a != addrs[i])
-                .map(ToString::to_string)
-                .collect(),
-            credentials: credentials(),
-        };
-        let consensus = Consensus::start(cfg, replica.clone()).await.expect("start");
-        let rpc_stop = CancellationToken::new();
-        tokio::spawn(crate::rpc::server::serve(
-            listener,
-            consensus.clone(),
-            credentials(),
-            Default::default(),
-            rpc_stop.clone(),
-        ));
-        servers.push(Server {
-            consensus,
-            replica,
-            rpc_stop,
-        });
+        let others = addrs.iter().filter(|a| **a != addrs[i]).copied().collect();
+        servers.push(start_server(i, listener, others, tuning.clone()).await);
     }
     servers
+}
+
+/// An RPC listener on 127.0.2.`last`, port picked by the kernel.
+async fn listen(last: u8) -> TcpListener {
+    let ip = IpAddr::V4(Ipv4Addr::new(127, 0, 2, last));
+    TcpListener::bind(SocketAddr::new(ip, 0))
+        .await
+        .expect("bind")
+}
+
+/// Starts server `s{i}` serving RPC on `listener`, in memory, expecting
+/// three servers and joining through `others`.
+async fn start_server(
+    i: usize,
+    listener: TcpListener,
+    others: Vec<SocketAddr>,
+    tuning: Tuning,
+) -> Server {
+    // A short history, so a client that falls behind is sent the whole
+    // catalog (see the client link test).
+    let replica = Arc::new(Replica::with_history(CLIENT_HISTORY));
+    let addr = listener.local_addr().expect("addr");
+    let cfg = ConsensusConfig {
+        node_name: format!("s{i}"),
+        datacenter: "dc1".into(),
+        rpc_addr: addr,
+        storage: Storage::Memory,
+        raft: RaftSettings {
+            server: true,
+            bootstrap_expect: 3,
+            ..RaftSettings::default()
+        },
+        retry_join: others.iter().map(ToString::to_string).collect(),
+        credentials: credentials(),
+    };
+    let consensus = Consensus::start_tuned(cfg, tuning, replica.clone())
+        .await
+        .expect("start");
+    let rpc_stop = CancellationToken::new();
+    tokio::spawn(crate::rpc::server::serve(
+        listener,
+        consensus.clone(),
+        credentials(),
+        Default::default(),
+        rpc_stop.clone(),
+    ));
+    Server {
+        addr,
+        consensus,
+        replica,
+        rpc_stop,
+    }
 }
 
 /// Commands each server keeps for following clients.
@@ -256,6 +278,45 @@ async fn a_leaders_entries_reach_the_followers_early_and_every_log_agrees() {
     assert_eq!(*rest[0].replica.read(), *rest[1].replica.read());
     assert_eq!(instances(&rest[0].replica), 40);
     for s in &rest {
+        s.stop().await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_server_joining_late_catches_up_from_entries_only_the_database_holds() {
+    // No server keeps in memory what its database holds of the log, so
+    // the newcomer is sent entries the leader reads back through its
+    // storage writer (`Writer::read_log`), over the network.
+    let tuning = Tuning {
+        log_in_memory: LogInMemory::NOTHING,
+        ..Tuning::default()
+    };
+    let servers = three_tuned(150, tuning.clone()).await;
+    until(Duration::from_secs(20), "a leader", || {
+        leader_index(&servers).is_some()
+    })
+    .await;
+    let leader = &servers[leader_index(&servers).expect("a leader")];
+    for n in 0..200 {
+        let written = leader.consensus.write(register(n)).await;
+        assert!(matches!(written, Ok(Outcome::Applied(_))), "{written:?}");
+    }
+    let read_before = leader.consensus.storage_stats().read_back();
+    let others = servers.iter().map(|s| s.addr).collect();
+    let late = start_server(3, listen(153).await, others, tuning).await;
+    let index = leader.replica.applied_index();
+    until(Duration::from_secs(20), "the late server applied", || {
+        late.replica.applied_index() >= index
+    })
+    .await;
+    assert_eq!(*late.replica.read(), *leader.replica.read());
+    assert_eq!(instances(&late.replica), 200);
+    let read = leader.consensus.storage_stats().read_back() - read_before;
+    assert!(
+        read >= 200,
+        "the leader read {read} entries back for the late server, not its log"
+    );
+    for s in servers.iter().chain([&late]) {
         s.stop().await;
     }
 }

@@ -107,6 +107,8 @@ pub struct WriterStats {
     commits: AtomicU64,
     /// Log entries those transactions carried.
     entries: AtomicU64,
+    /// Log entries read back from the database ([`Writer::read_log`]).
+    read_back: AtomicU64,
     /// Set when the thread has ended and closed the database.
     exited: AtomicBool,
 }
@@ -120,6 +122,12 @@ impl WriterStats {
     /// Log entries committed so far.
     pub fn entries(&self) -> u64 {
         self.entries.load(Ordering::Relaxed)
+    }
+
+    /// Log entries read back from the database so far: what a follower
+    /// far behind, or a slow apply, needed of the log no longer in memory.
+    pub fn read_back(&self) -> u64 {
+        self.read_back.load(Ordering::Relaxed)
     }
 
     /// Whether the writer thread has ended and released the database file.
@@ -289,7 +297,7 @@ fn run(mut disk: Disk, mut rx: mpsc::Receiver<Queued>, stats: Arc<WriterStats>) 
                 done(result.clone().map_err(StoreError::WriteFailed));
             }
         }
-        answer_reads(&disk, reads);
+        answer_reads(&disk, reads, &stats);
         if stop {
             break;
         }
@@ -311,13 +319,18 @@ fn take_reads(batch: &mut Vec<Queued>) -> Vec<Op> {
 }
 
 /// Answers `reads` from the database as last committed.
-fn answer_reads(disk: &Disk, reads: Vec<Op>) {
+fn answer_reads(disk: &Disk, reads: Vec<Op>, stats: &WriterStats) {
     for op in reads {
         if let Op::ReadLog(range, reply) = op {
             let read = match &disk.db {
                 Some(db) => read_log(db, range),
                 None => Err(StoreError::Closed),
             };
+            if let Ok(entries) = &read {
+                stats
+                    .read_back
+                    .fetch_add(entries.len() as u64, Ordering::Relaxed);
+            }
             // The reader may have given up; then nobody needs the answer.
             let _ = reply.send(read);
         }
