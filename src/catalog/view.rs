@@ -345,9 +345,16 @@ fn assign_keys(instances: &mut [InstanceView]) -> bool {
     ready
 }
 
-/// Whether `address` is `ip` as `Display` spells it, compared on the
-/// stack: the view checks every instance's address when it is built.
+/// Whether `address`, which parses as `ip`, is `ip` as `Display` spells
+/// it, compared on the stack: the view checks every instance's address when
+/// it is built. Every IPv4 spelling std parses is the canonical one (it
+/// takes no leading zero, no other base, no shortened form), so only IPv6
+/// addresses, which have many spellings, are formatted.
 fn spelled_canonically(ip: IpAddr, address: &str) -> bool {
+    debug_assert_eq!(address.parse::<IpAddr>().ok(), Some(ip));
+    if ip.is_ipv4() {
+        return true;
+    }
     /// The longest spelling, an IPv6 address with an embedded IPv4 one, is
     /// 45 bytes.
     struct Spelling {
@@ -398,5 +405,31 @@ impl Numbering {
         }
         let next = self.map.len() as u32;
         *self.map.entry(t).or_insert(next)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_the_canonical_spelling_of_an_address_counts_as_canonical() {
+        // The IPv4 shortcut rests on std refusing every other spelling.
+        for other in ["01.2.3.4", "1.2.3.04", "001.2.3.4", "1.2.3", "0x1.2.3.4", "+1.2.3.4"] {
+            assert!(other.parse::<IpAddr>().is_err(), "{other} parses");
+        }
+        for (address, canonical) in [
+            ("10.0.0.1", true),
+            ("0.0.0.0", true),
+            ("::1", true),
+            ("2001:db8::1", true),
+            ("2001:DB8::1", false),
+            ("2001:db8:0:0:0:0:0:1", false),
+            ("::ffff:10.0.0.1", true),
+            ("0:0:0:0:0:ffff:10.0.0.1", false),
+        ] {
+            let ip: IpAddr = address.parse().expect(address);
+            assert_eq!(spelled_canonically(ip, address), canonical, "{address}");
+        }
     }
 }
