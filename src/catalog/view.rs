@@ -415,7 +415,14 @@ mod tests {
     #[test]
     fn only_the_canonical_spelling_of_an_address_counts_as_canonical() {
         // The IPv4 shortcut rests on std refusing every other spelling.
-        for other in ["01.2.3.4", "1.2.3.04", "001.2.3.4", "1.2.3", "0x1.2.3.4", "+1.2.3.4"] {
+        for other in [
+            "01.2.3.4",
+            "1.2.3.04",
+            "001.2.3.4",
+            "1.2.3",
+            "0x1.2.3.4",
+            "+1.2.3.4",
+        ] {
             assert!(other.parse::<IpAddr>().is_err(), "{other} parses");
         }
         for (address, canonical) in [
