@@ -304,9 +304,19 @@ async fn a_server_joining_late_catches_up_from_entries_only_the_database_holds()
     let read_before = leader.consensus.storage_stats().read_back();
     let others = servers.iter().map(|s| s.addr).collect();
     let late = start_server(3, listen(153).await, others, tuning).await;
-    let index = leader.replica.applied_index();
+    // Once it is a voter, no entry is coming (its promotion was the last):
+    // then both have applied the same log.
+    until(
+        Duration::from_secs(20),
+        "the late server made a voter",
+        || {
+            let config = leader.consensus.configuration();
+            config.servers.iter().filter(|s| s.voter).count() == 4
+        },
+    )
+    .await;
     until(Duration::from_secs(20), "the late server applied", || {
-        late.replica.applied_index() >= index
+        late.replica.applied_index() == leader.replica.applied_index()
     })
     .await;
     assert_eq!(*late.replica.read(), *leader.replica.read());
