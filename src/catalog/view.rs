@@ -183,6 +183,9 @@ impl View {
         }
         for (key, mut g) in services {
             let wire_ready = assign_keys(&mut g.instances);
+            // Pushed one by one, the list has room for more (4 for 3);
+            // the entry never grows, so the room would be kept for nothing.
+            g.instances.shrink_to_fit();
             let entry = ServiceView {
                 name: g.name,
                 instances: g.instances,
@@ -253,6 +256,7 @@ impl View {
             })
             .collect();
         let wire_ready = assign_keys(&mut instances);
+        instances.shrink_to_fit();
         Some(ServiceView {
             name,
             instances,

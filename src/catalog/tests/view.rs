@@ -320,3 +320,24 @@ fn a_held_view_stays_as_it_was_until_released_then_answers_for_every_change() {
     apply(&r, 4, dereg("n2", "web", ""));
     assert_eq!(answers(&r, "web"), []);
 }
+
+#[test]
+fn a_service_entry_holds_no_room_for_instances_it_does_not_have() {
+    // Every entry is rebuilt, never grown: spare room in its list would be
+    // kept for nothing (4 slots for 3 instances, at 100,000 instances
+    // about 40 bytes each).
+    let r = Replica::new();
+    for (i, n) in ["n1", "n2", "n3"].into_iter().enumerate() {
+        apply(
+            &r,
+            1 + i as Index,
+            reg(with_svc(node(n, &format!("10.0.0.{}", i + 1)), svc("web"))),
+        );
+    }
+    let incremental = r.view();
+    let built = View::build(&r.read());
+    for v in [&*incremental, &built] {
+        let web = v.service("web").expect("web");
+        assert_eq!((web.instances.len(), web.instances.capacity()), (3, 3));
+    }
+}
