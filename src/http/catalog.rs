@@ -24,11 +24,13 @@ pub(super) fn node_matches(node: &Node, filters: &[(String, String)]) -> bool {
         .all(|(k, v)| node.meta.get(k).is_some_and(|x| x == v))
 }
 
-/// Writes a catalog command and answers Consul's `true`.
+/// Writes a catalog command and answers Consul's `true`, with the
+/// write's index.
 async fn write(writer: &Writer<'_>, cmd: Command) -> Result<Response, ApiError> {
     match writer.write(cmd).await? {
         Outcome::Refused(e) => Err(ApiError::BadRequest(e.to_string())),
-        Outcome::Applied(_) | Outcome::Noop => Ok(json_true()),
+        Outcome::Applied(index) => Ok(writer.written(json_true(), index)),
+        Outcome::Noop => Ok(json_true()),
         other => Err(ApiError::Internal(format!(
             "a catalog write answered {other:?}"
         ))),

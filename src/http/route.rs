@@ -184,6 +184,19 @@ impl Writer<'_> {
     pub(super) fn meta_headers(&self, headers: &mut HeaderMap) {
         meta_headers(&self.0.delegate, headers);
     }
+
+    /// A write's answer with its index, which Consul leaves out (Consul
+    /// #304, #14258), and the leader headers, as every write here answers:
+    /// a client that reads next can ask for that index or later.
+    pub(super) fn written(&self, mut response: Response, index: Index) -> Response {
+        let headers = response.headers_mut();
+        headers.insert(
+            HeaderName::from_static("x-consul-index"),
+            HeaderValue::from(index),
+        );
+        self.meta_headers(headers);
+        response
+    }
 }
 
 impl Route {

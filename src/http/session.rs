@@ -22,13 +22,13 @@ use std::time::Duration;
 use axum::Json;
 use axum::body::Bytes;
 use axum::extract::{FromRequest, Path, Request};
-use axum::http::{HeaderName, HeaderValue, StatusCode};
+use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use serde::Serialize;
 use serde_json::Value;
 
 use super::decode::{self, DecodeError, Fields};
-use super::route::{Route, Writer};
+use super::route::Route;
 use super::{ApiError, json_true};
 use crate::catalog::{
     Behavior, CatalogError, Command, Index, Outcome, ServiceCheck, Session, SessionError, SessionOp,
@@ -65,7 +65,7 @@ pub(super) async fn create(route: Route, MaybeJson(body): MaybeJson) -> Result<R
         {
             Outcome::Applied(index) => {
                 let body = Json(serde_json::json!({ "ID": session.id })).into_response();
-                return Ok(written(&writer, body, index));
+                return Ok(writer.written(body, index));
             }
             Outcome::Refused(CatalogError::Session(SessionError::Duplicate(_))) => {}
             other => return Err(refused(other)),
@@ -82,7 +82,7 @@ pub(super) async fn destroy(Path(id): Path<String>, route: Route) -> Result<Resp
         .write(Command::Session(SessionOp::Destroy { id }))
         .await?
     {
-        Outcome::Applied(index) => Ok(written(&writer, json_true(), index)),
+        Outcome::Applied(index) => Ok(writer.written(json_true(), index)),
         other => Err(refused(other)),
     }
 }
@@ -106,7 +106,7 @@ pub(super) async fn renew(Path(id): Path<String>, route: Route) -> Result<Respon
                 // Invalidated between the renewal and this read.
                 None => not_found(&id),
             };
-            Ok(written(&writer, body, index))
+            Ok(writer.written(body, index))
         }
         Outcome::Refused(CatalogError::Session(SessionError::NotFound(_))) => Ok(not_found(&id)),
         other => Err(refused(other)),
@@ -199,18 +199,6 @@ fn refused(outcome: Outcome) -> ApiError {
         Outcome::Refused(e) => ApiError::Internal(e.to_string()),
         other => ApiError::Internal(format!("a session write answered {other:?}")),
     }
-}
-
-/// A write's answer with its index, which Consul leaves out, and the
-/// leader headers, as every write here answers.
-fn written(writer: &Writer<'_>, mut response: Response, index: Index) -> Response {
-    let headers = response.headers_mut();
-    headers.insert(
-        HeaderName::from_static("x-consul-index"),
-        HeaderValue::from(index),
-    );
-    writer.meta_headers(headers);
-    response
 }
 
 /// A session as Consul's JSON has it, fields in Consul's order.

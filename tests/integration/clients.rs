@@ -291,25 +291,30 @@ async fn anti_entropy_repairs_what_changed_behind_a_clients_back() {
     let all = ips(&c.clients().collect::<Vec<_>>());
     let client = c.node("c1");
     let name = client.name().to_string();
-    let nodes_of = |service: &'static str| {
+    // A service's instances as (node, CreateIndex), and the listing's
+    // X-Consul-Index, read from the leader's state.
+    let listing = |service: &'static str| {
         let s1 = c.node("s1");
         async move {
             let r = s1
                 .get(&format!("/v1/catalog/service/{service}?consistent"))
                 .await?;
             let list = r.json();
-            let nodes: Vec<String> = list
+            let entries: Vec<(String, u64)> = list
                 .as_array()
                 .ok_or_else(|| format!("not a list: {r:?}"))?
                 .iter()
-                .filter_map(|e| e["Node"].as_str().map(str::to_string))
+                .filter_map(|e| Some((e["Node"].as_str()?.to_string(), e["CreateIndex"].as_u64()?)))
                 .collect();
-            Ok::<_, String>(nodes)
+            let index = r.index.ok_or_else(|| format!("no X-Consul-Index: {r:?}"))?;
+            Ok::<_, String>((entries, index))
         }
     };
 
-    // Removed from the catalog behind the agent's back: the next sync puts
-    // it back.
+    // Removed from the catalog behind the agent's back: a later sync puts
+    // it back. The agent syncs every second, so it may have done so before
+    // any read here; the instance it puts back is a new one, created after
+    // the deregistration.
     let r = c
         .node("s2")
         .put(
@@ -319,19 +324,21 @@ async fn anti_entropy_repairs_what_changed_behind_a_clients_back() {
         .await
         .expect("catalog deregister");
     assert_eq!(r.status, 200, "{r:?}");
-    assert!(!nodes_of("web").await.unwrap().contains(&name));
-    wait_until_async("web back on the client's node", DEADLINE, || async {
-        let nodes = nodes_of("web").await?;
-        if nodes.contains(&name) {
-            Ok(())
-        } else {
-            Err(format!("web on {nodes:?}"))
+    let removed = r.index.expect("the deregistration's X-Consul-Index");
+    wait_until_async("web recreated on the client's node", DEADLINE, || async {
+        let (entries, _) = listing("web").await?;
+        match entries.iter().find(|(node, _)| *node == name) {
+            Some((_, created)) if *created > removed => Ok(()),
+            other => Err(format!(
+                "web on {name}: {other:?}, removed at {removed}; all: {entries:?}"
+            )),
         }
     })
     .await;
 
     // A service the agent does not have, put on its node through the
-    // catalog: the next sync removes it.
+    // catalog: a later sync removes it, which moves the service's index
+    // past the registration's.
     let body = json!({
         "Node": name,
         "Address": client.ip().to_string(),
@@ -343,16 +350,15 @@ async fn anti_entropy_repairs_what_changed_behind_a_clients_back() {
         .await
         .expect("catalog register");
     assert_eq!(r.status, 200, "{r:?}");
-    assert_eq!(
-        nodes_of("ghost").await.unwrap(),
-        std::slice::from_ref(&name)
-    );
+    let registered = r.index.expect("the registration's X-Consul-Index");
     wait_until_async("ghost gone from the client's node", DEADLINE, || async {
-        let nodes = nodes_of("ghost").await?;
-        if nodes.is_empty() {
+        let (entries, index) = listing("ghost").await?;
+        if entries.is_empty() && index > registered {
             Ok(())
         } else {
-            Err(format!("ghost on {nodes:?}"))
+            Err(format!(
+                "ghost on {entries:?} at index {index}, registered at {registered}"
+            ))
         }
     })
     .await;
