@@ -13,7 +13,8 @@ use axum::response::{IntoResponse, Response};
 
 use super::coordinate::Near;
 use super::json::{CatalogServiceJson, NodeJson, NodeServicesJson, ServiceJson};
-use super::route::{Route, Writer};
+use super::route::Route;
+use super::writer::Writer;
 use super::{ApiError, JsonBody, decode, json_true};
 use crate::catalog::{Command, Deregistration, Node, Outcome, Registration, State};
 

@@ -363,12 +363,7 @@ async fn write(route: &Route, op: KvOp) -> Result<Response, ApiError> {
                 .map(|TxnResult::Kv(e)| e.modify_index)
                 .next()
                 .unwrap_or(index);
-            let mut r = axum::Json(true).into_response();
-            r.headers_mut().insert(
-                HeaderName::from_static("x-consul-index"),
-                HeaderValue::from(index),
-            );
-            r
+            return Ok(writer.written(axum::Json(true).into_response(), index));
         }
         Outcome::Refused(CatalogError::Kv(
             e @ (KvError::SetStale(_)

@@ -38,6 +38,7 @@ mod status;
 #[cfg(test)]
 mod tests;
 mod txn;
+mod writer;
 
 use std::sync::Arc;
 use std::sync::atomic::AtomicUsize;

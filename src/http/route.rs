@@ -32,9 +32,10 @@ use axum::response::{IntoResponse, Response};
 use serde::Serialize;
 
 use super::query::{self, Consistency, Params, ReadOptions};
+use super::writer::{Writer, meta_headers};
 use super::{ApiError, ApiState, Ctx};
 use crate::acl::Authorizer;
-use crate::catalog::{Check, Command, Index, Outcome, Resolved, State};
+use crate::catalog::{Check, Index, Resolved, State};
 use crate::delegate::Delegate;
 use crate::gossip::Gossip;
 use crate::local::LocalAgent;
@@ -154,48 +155,6 @@ fn datacenter(ctx: &Ctx, name: &str) -> Datacenter {
         Datacenter::Local
     } else {
         Datacenter::Other(name.to_string())
-    }
-}
-
-/// Where a catalog write goes: today always this datacenter's delegate.
-#[derive(Debug)]
-pub(super) struct Writer<'a>(&'a ApiState);
-
-impl Writer<'_> {
-    /// Writes `cmd` to the replicated catalog and answers once the leader
-    /// applied it. This agent's own replica may hold it a little later (a
-    /// follower or a client agent learns of a commit a round trip after
-    /// the leader, and a follower encoding a snapshot applies nothing
-    /// until it is done: 150-260 ms for a catalog of 100,000 nodes on two
-    /// busy cores); so the write is recorded, and the agent's next read
-    /// waits for it instead ([`Route::consistent`]), as a read through the
-    /// same agent must see it, as Consul's default reads (served by the
-    /// leader) do. Waiting here made every write through a follower as
-    /// slow as its snapshot's encoding.
-    pub(super) async fn write(&self, cmd: Command) -> Result<Outcome, ApiError> {
-        let outcome = self.0.delegate.write(cmd).await?;
-        if let Outcome::Applied(index) | Outcome::Txn { index, .. } = outcome {
-            self.0.replica.acknowledge(index);
-        }
-        Ok(outcome)
-    }
-
-    /// `X-Consul-KnownLeader` and `X-Consul-LastContact` on a write's answer.
-    pub(super) fn meta_headers(&self, headers: &mut HeaderMap) {
-        meta_headers(&self.0.delegate, headers);
-    }
-
-    /// A write's answer with its index, which Consul leaves out (Consul
-    /// #304, #14258), and the leader headers, as every write here answers:
-    /// a client that reads next can ask for that index or later.
-    pub(super) fn written(&self, mut response: Response, index: Index) -> Response {
-        let headers = response.headers_mut();
-        headers.insert(
-            HeaderName::from_static("x-consul-index"),
-            HeaderValue::from(index),
-        );
-        self.meta_headers(headers);
-        response
     }
 }
 
@@ -364,12 +323,12 @@ impl Route {
 
     /// The writer for the request's datacenter.
     pub(super) fn writer(&self) -> Result<Writer<'_>, ApiError> {
-        Ok(Writer(self.reach(&self.datacenter)?))
+        Ok(Writer::new(self.reach(&self.datacenter)?))
     }
 
     /// The writer for the datacenter a request body names.
     pub(super) fn writer_in(&self, name: &str) -> Result<Writer<'_>, ApiError> {
-        Ok(Writer(self.reach(&datacenter(&self.ctx, name))?))
+        Ok(Writer::new(self.reach(&datacenter(&self.ctx, name))?))
     }
 
     /// Runs a catalog read with the request's consistency and blocking
@@ -569,7 +528,6 @@ impl Route {
     }
 }
 
-/// Adds `X-Consul-KnownLeader` and `X-Consul-LastContact`.
 /// Waits until `api`'s replica holds every write the agent answered
 /// ([`Writer::write`]); past [`APPLY_WAIT`] it reads what it has, as a
 /// read whose replica lost its leader would.
@@ -578,22 +536,6 @@ async fn caught_up(api: &ApiState) {
     if !api.replica.wait_acknowledged(deadline).await {
         tracing::debug!("reading before this agent applied a write it answered");
     }
-}
-
-fn meta_headers(delegate: &Delegate, headers: &mut HeaderMap) {
-    headers.insert(
-        HeaderName::from_static("x-consul-knownleader"),
-        HeaderValue::from_static(if delegate.leader_live() {
-            "true"
-        } else {
-            "false"
-        }),
-    );
-    let ms = u64::try_from(delegate.last_contact().as_millis()).unwrap_or(u64::MAX);
-    headers.insert(
-        HeaderName::from_static("x-consul-lastcontact"),
-        HeaderValue::from(ms),
-    );
 }
 
 /// A JSON answer; indented with `?pretty`, as Consul answers it.

@@ -17,7 +17,7 @@
 //! `X-Consul-Index`.
 
 use axum::body::Body;
-use axum::http::{HeaderMap, HeaderName, HeaderValue, StatusCode};
+use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use base64::Engine;
 use serde::Serialize;
@@ -115,10 +115,7 @@ pub(super) async fn txn(
     };
     let mut response = answered(&result, pretty);
     if let Some(index) = index {
-        response.headers_mut().insert(
-            HeaderName::from_static("x-consul-index"),
-            HeaderValue::from(index),
-        );
+        return Ok(writer.written(response, index));
     }
     writer.meta_headers(response.headers_mut());
     Ok(response)
