@@ -137,7 +137,7 @@ struct Answer {
 
 /// A group of parked queries: their tasks and how many have answered.
 struct Group {
-    tasks: JoinSet<anyhow::Result<Answer>>,
+    tasks: JoinSet<anyhow::Result<(Answer, TcpStream)>>,
     answered: Arc<AtomicUsize>,
     sent: Arc<AtomicUsize>,
     len: usize,
@@ -165,7 +165,10 @@ impl Group {
                 sent.fetch_add(1, Ordering::SeqCst);
                 let answer = read_answer(&mut stream).await;
                 answered.fetch_add(1, Ordering::SeqCst);
-                answer
+                // The connection stays open until the caller drops it:
+                // closing it here would put the agent's work on the close
+                // inside the fan-out it measures.
+                Ok((answer?, stream))
             });
         }
         Self {
@@ -184,16 +187,22 @@ impl Group {
         self.sent.load(Ordering::SeqCst)
     }
 
-    /// Every answer, waiting up to `DEADLINE` for the last; a query that
-    /// failed on the client side is an error.
-    async fn collect(mut self) -> anyhow::Result<Vec<Answer>> {
+    /// Every answer, waiting up to `DEADLINE` for the last, and the
+    /// connections they came on, still open; a query that failed on the
+    /// client side is an error.
+    async fn collect(mut self) -> anyhow::Result<(Vec<Answer>, Vec<TcpStream>)> {
         let mut out = Vec::with_capacity(self.len);
+        let mut open = Vec::with_capacity(self.len);
         let deadline = tokio::time::Instant::now() + DEADLINE;
         loop {
             let next = tokio::time::timeout_at(deadline, self.tasks.join_next()).await;
             match next {
-                Ok(Some(r)) => out.push(r.context("a query task")??),
-                Ok(None) => return Ok(out),
+                Ok(Some(r)) => {
+                    let (answer, stream) = r.context("a query task")??;
+                    out.push(answer);
+                    open.push(stream);
+                }
+                Ok(None) => return Ok((out, open)),
                 Err(_) => bail!(
                     "{} of {} queries answered within {} s",
                     out.len(),
@@ -474,7 +483,7 @@ async fn measure(s: &Settings, t: &Target, nofile: u64) -> anyhow::Result<()> {
     let cpu_j = t.cpu();
     let j_at = Instant::now();
     let (j_done, _) = t.put(OTHER, "v1").await?;
-    let sentinel_answers = sentinel.collect().await?;
+    let (sentinel_answers, _) = sentinel.collect().await?;
     let sentinel_after = sentinel_answers
         .first()
         .map(|a| a.at.saturating_duration_since(j_at));
@@ -488,8 +497,9 @@ async fn measure(s: &Settings, t: &Target, nofile: u64) -> anyhow::Result<()> {
     let (cpu_k, client_k) = (t.cpu(), own_cpu());
     let k_sent = Instant::now();
     let (k_done, k_put_index) = t.put(KEY, "v1").await?;
-    let answers = parked.collect().await?;
+    let (answers, open) = parked.collect().await?;
     let (cpu_k, client_k) = (t.cpu() - cpu_k, own_cpu() - client_k);
+    drop(open);
     drop(missing); // aborts its tasks, closing their connections
     t.quiet(&[]).await?;
     let after = t.memory()?;
