@@ -41,6 +41,7 @@
 //! go to `rules.rs`.
 
 mod acl_types;
+mod bulk_map;
 mod command;
 mod kv_types;
 mod meta;

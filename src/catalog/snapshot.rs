@@ -17,6 +17,7 @@ use std::collections::BTreeMap;
 use serde::{Deserialize, Serialize};
 
 use super::acl_types::{AclPolicy, AclToken};
+use super::bulk_map;
 use super::kv_types::{KvEntry, Session, Time, Tombstone};
 use super::prepared_query::PreparedQuery;
 use super::state::State;
@@ -29,10 +30,13 @@ use super::types::{Check, Index, Node, Service};
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct StateSnapshot {
     /// Nodes by lowercased name.
+    #[serde(deserialize_with = "bulk_map::deserialize")]
     nodes: BTreeMap<String, Node>,
     /// Service instances by (lowercased node name, instance ID).
+    #[serde(deserialize_with = "bulk_map::deserialize")]
     services: BTreeMap<RowKey, Service>,
     /// Checks by (lowercased node name, check ID).
+    #[serde(deserialize_with = "bulk_map::deserialize")]
     checks: BTreeMap<RowKey, Check>,
     /// Index of the last change to any node.
     nodes_index: Index,
@@ -41,32 +45,40 @@ pub struct StateSnapshot {
     /// Index of the last change to any check.
     checks_index: Index,
     /// Index of the last change to each service name's answers.
+    #[serde(deserialize_with = "bulk_map::deserialize")]
     service_indexes: BTreeMap<String, Index>,
     /// Index of the last applied entry.
     last_index: Index,
     /// KV keys (since format 3).
+    #[serde(deserialize_with = "bulk_map::deserialize")]
     kv: BTreeMap<String, KvEntry>,
     /// KV tombstones.
+    #[serde(deserialize_with = "bulk_map::deserialize")]
     kv_tombstones: BTreeMap<String, Tombstone>,
     /// KV lock-delays: when each key's lock may next be taken.
+    #[serde(deserialize_with = "bulk_map::deserialize")]
     kv_delays: BTreeMap<String, Time>,
     /// Index of the last change to any key.
     kv_index: Index,
     /// Highest index of a reaped tombstone.
     kv_reaped: Index,
     /// Sessions by ID.
+    #[serde(deserialize_with = "bulk_map::deserialize")]
     sessions: BTreeMap<String, Session>,
     /// Index of the last session created or invalidated.
     sessions_index: Index,
     /// ACL tokens by AccessorID (since format 4).
+    #[serde(deserialize_with = "bulk_map::deserialize")]
     acl_tokens: BTreeMap<String, AclToken>,
     /// ACL policies by ID.
+    #[serde(deserialize_with = "bulk_map::deserialize")]
     acl_policies: BTreeMap<String, AclPolicy>,
     /// Index of the last change to a token or a policy.
     acl_index: Index,
     /// Index bootstrapping ended at; 0 while it is allowed.
     acl_bootstrapped: Index,
     /// Prepared queries by ID (since format 5).
+    #[serde(deserialize_with = "bulk_map::deserialize")]
     prepared_queries: BTreeMap<String, PreparedQuery>,
     /// Index of the last change to a prepared query.
     prepared_queries_index: Index,
