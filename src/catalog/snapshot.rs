@@ -22,7 +22,7 @@ use super::kv_types::{KvEntry, Session, Time, Tombstone};
 use super::prepared_query::PreparedQuery;
 use super::state::State;
 use super::tables::{
-    Acl, AclRows, Checks, Kv, KvRows, Nodes, PreparedQueries, RowKey, Services, Sessions, Tables,
+    Acl, AclRows, Checks, Kv, KvRows, Nodes, PreparedQueries, Rows, Services, Sessions, Tables,
 };
 use super::types::{Check, Index, Node, Service};
 
@@ -34,10 +34,10 @@ pub struct StateSnapshot {
     nodes: BTreeMap<String, Node>,
     /// Service instances by (lowercased node name, instance ID).
     #[serde(deserialize_with = "bulk_map::deserialize")]
-    services: BTreeMap<RowKey, Service>,
+    services: Rows<Service>,
     /// Checks by (lowercased node name, check ID).
     #[serde(deserialize_with = "bulk_map::deserialize")]
-    checks: BTreeMap<RowKey, Check>,
+    checks: Rows<Check>,
     /// Index of the last change to any node.
     nodes_index: Index,
     /// Index of the last change to any service instance.
@@ -89,8 +89,8 @@ pub struct StateSnapshot {
 #[derive(Debug, Clone, Copy, Serialize)]
 pub struct StateSnapshotRef<'a> {
     nodes: &'a BTreeMap<String, Node>,
-    services: &'a BTreeMap<RowKey, Service>,
-    checks: &'a BTreeMap<RowKey, Check>,
+    services: &'a Rows<Service>,
+    checks: &'a Rows<Check>,
     nodes_index: Index,
     services_index: Index,
     checks_index: Index,
@@ -146,8 +146,8 @@ impl StateSnapshotRef<'_> {
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct StateSnapshotV4 {
     nodes: BTreeMap<String, Node>,
-    services: BTreeMap<RowKey, Service>,
-    checks: BTreeMap<RowKey, Check>,
+    services: Rows<Service>,
+    checks: Rows<Check>,
     nodes_index: Index,
     services_index: Index,
     checks_index: Index,
@@ -198,8 +198,8 @@ impl From<StateSnapshotV4> for StateSnapshot {
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct StateSnapshotV3 {
     nodes: BTreeMap<String, Node>,
-    services: BTreeMap<RowKey, Service>,
-    checks: BTreeMap<RowKey, Check>,
+    services: Rows<Service>,
+    checks: Rows<Check>,
     nodes_index: Index,
     services_index: Index,
     checks_index: Index,
@@ -242,8 +242,8 @@ impl From<StateSnapshotV3> for StateSnapshot {
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct StateSnapshotV2 {
     nodes: BTreeMap<String, Node>,
-    services: BTreeMap<RowKey, Service>,
-    checks: BTreeMap<RowKey, Check>,
+    services: Rows<Service>,
+    checks: Rows<Check>,
     nodes_index: Index,
     services_index: Index,
     checks_index: Index,

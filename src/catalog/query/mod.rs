@@ -95,7 +95,7 @@ impl State {
                     .take_while(|(id, _)| *id == s.id)
                     .map(|(_, status)| *status)
                     .fold(health, HealthStatus::max);
-                instances.push((s, worst));
+                instances.push((&**s, worst));
             }
             NodeHealth {
                 key,

@@ -2,16 +2,14 @@
 //! ID). A check carries its node's name and its instance's service name and
 //! tags as Consul denormalizes them; the rules keep those copies current.
 
-use std::collections::BTreeMap;
-
-use super::{RowKey, on_node, on_node_mut};
+use super::{RowKey, Rows, on_node, on_node_mut};
 use crate::catalog::types::{Check, CheckRegistration, Index, Service};
 
 /// Checks, and the index of the last change to any of them.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub(crate) struct Checks {
     /// Checks by (lowercased node name, check ID).
-    rows: BTreeMap<RowKey, Check>,
+    rows: Rows<Check>,
     /// Index of the last change to any check.
     index: Index,
 }
@@ -37,12 +35,12 @@ pub(crate) fn check_id(c: &CheckRegistration) -> &str {
 
 impl Checks {
     /// The table as a snapshot held it.
-    pub(crate) fn from_rows(rows: BTreeMap<RowKey, Check>, index: Index) -> Self {
+    pub(crate) fn from_rows(rows: Rows<Check>, index: Index) -> Self {
         Self { rows, index }
     }
 
     /// The rows, for a snapshot.
-    pub(crate) fn rows(&self) -> &BTreeMap<RowKey, Check> {
+    pub(crate) fn rows(&self) -> &Rows<Check> {
         &self.rows
     }
 
@@ -53,12 +51,12 @@ impl Checks {
 
     /// One check.
     pub(crate) fn get(&self, k: &RowKey) -> Option<&Check> {
-        self.rows.get(k)
+        self.rows.get(k).map(|c| &**c)
     }
 
     /// Every check, ordered by node then ID.
     pub(crate) fn iter(&self) -> impl Iterator<Item = &Check> {
-        self.rows.values()
+        self.rows.values().map(|c| &**c)
     }
 
     /// The checks on one node (node-level and service-level), ordered by ID.
@@ -103,7 +101,7 @@ impl Checks {
         if let Some(old) = self.rows.get(&k) {
             next.create_index = old.create_index;
             next.modify_index = old.modify_index;
-            if next == *old {
+            if next == **old {
                 return None;
             }
             next.modify_index = index;
@@ -112,7 +110,7 @@ impl Checks {
             }
         }
         let covers = next.service_name.clone();
-        self.rows.insert(k, next);
+        self.rows.insert(k, Box::new(next));
         self.index = index;
         Some(CheckChange { covers, left })
     }
@@ -144,7 +142,7 @@ impl Checks {
     pub(crate) fn remove(&mut self, index: Index, k: &RowKey) -> Option<Check> {
         let old = self.rows.remove(k)?;
         self.index = index;
-        Some(old)
+        Some(*old)
     }
 
     /// Removes the checks on a node that `doomed` selects.

@@ -4,14 +4,14 @@
 
 use std::collections::BTreeMap;
 
-use super::{RowKey, key, on_node};
+use super::{RowKey, Rows, key, on_node};
 use crate::catalog::types::{Index, Service, ServiceRegistration};
 
 /// Service instances, their lookup by name, and their indexes.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub(crate) struct Services {
     /// Instances by (lowercased node name, instance ID).
-    rows: BTreeMap<RowKey, Service>,
+    rows: Rows<Service>,
     /// Index of the last change to any instance.
     index: Index,
     /// Index of the last change that affects a service name's answers
@@ -47,7 +47,7 @@ pub(crate) fn instance_id(s: &ServiceRegistration) -> &str {
 impl Services {
     /// The table as a snapshot held it, with its lookup by name rebuilt.
     pub(crate) fn from_rows(
-        rows: BTreeMap<RowKey, Service>,
+        rows: Rows<Service>,
         index: Index,
         name_indexes: BTreeMap<String, Index>,
     ) -> Self {
@@ -61,7 +61,7 @@ impl Services {
     }
 
     /// The rows, for a snapshot.
-    pub(crate) fn rows(&self) -> &BTreeMap<RowKey, Service> {
+    pub(crate) fn rows(&self) -> &Rows<Service> {
         &self.rows
     }
 
@@ -87,12 +87,12 @@ impl Services {
 
     /// One instance.
     pub(crate) fn get(&self, k: &RowKey) -> Option<&Service> {
-        self.rows.get(k)
+        self.rows.get(k).map(|s| &**s)
     }
 
     /// Every instance, ordered by node then ID.
     pub(crate) fn iter(&self) -> impl Iterator<Item = &Service> {
-        self.rows.values()
+        self.rows.values().map(|s| &**s)
     }
 
     /// The instances on one node, ordered by ID.
@@ -135,7 +135,7 @@ impl Services {
         if let Some(old) = old {
             next.create_index = old.create_index;
             next.modify_index = old.modify_index;
-            if next == *old {
+            if next == **old {
                 return None;
             }
             next.modify_index = index;
@@ -144,7 +144,7 @@ impl Services {
             }
         }
         let name = key(&next.service);
-        if let Some(old) = self.rows.insert(k.clone(), next) {
+        if let Some(old) = self.rows.insert(k.clone(), Box::new(next)) {
             let old_name = key(&old.service);
             if old_name != name {
                 self.unindex(&old_name, &k);
@@ -169,7 +169,7 @@ impl Services {
         let old = self.rows.remove(k)?;
         self.unindex(&key(&old.service), k);
         self.index = index;
-        Some(old)
+        Some(*old)
     }
 
     /// Removes every instance on a node.
@@ -209,7 +209,7 @@ impl Services {
 /// rows come in key order, and the sort by name is stable) and without
 /// spare capacity. Sorted first and built in one pass: one allocation per
 /// name rather than one per row, and no search per row.
-fn index_by_name(rows: &BTreeMap<RowKey, Service>) -> BTreeMap<String, Vec<RowKey>> {
+fn index_by_name(rows: &Rows<Service>) -> BTreeMap<String, Vec<RowKey>> {
     let mut named: Vec<(&str, &RowKey)> =
         rows.iter().map(|(k, s)| (s.service.as_str(), k)).collect();
     // In the order of the lowercased names, as the map's keys sort.
