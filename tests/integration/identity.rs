@@ -137,11 +137,17 @@ async fn impostor_under_the_leaders_name(as_server: bool) {
     assert_ne!(impostor.ip(), leader.ip());
 
     // Until it exits, and for as long again after, every server keeps
-    // showing the real leader, on every surface.
+    // showing the real leader, on every surface; at least `MIN_ROUNDS`
+    // rounds of checks in all, the last after it exited, however fast it
+    // was refused (under CI load one round takes longer than a refusal).
+    const MIN_ROUNDS: u32 = 4;
     let started = Instant::now();
     let mut exited = None;
     let mut checks = 0;
-    while exited.is_none() || started.elapsed() < 2 * exited.unwrap_or(Duration::ZERO) {
+    while exited.is_none()
+        || started.elapsed() < 2 * exited.unwrap_or(Duration::ZERO)
+        || checks < MIN_ROUNDS
+    {
         assert!(
             started.elapsed() < DEADLINE * 2,
             "the impostor did not exit; its log:\n{}",
@@ -155,7 +161,6 @@ async fn impostor_under_the_leaders_name(as_server: bool) {
             exited = Some(started.elapsed());
         }
     }
-    assert!(checks > 3, "only {checks} rounds of checks");
 
     // It was refused, said so naming the name, the leader's node ID and
     // gossip address, and exited non-zero.
