@@ -54,9 +54,7 @@ pub(super) async fn create(route: Route, JsonBody(body): JsonBody) -> Result<Res
         .await?
     {
         Outcome::Applied(index) => {
-            let mut resp = Json(json!({ "ID": id })).into_response();
-            route.index_headers(resp.headers_mut(), index);
-            Ok(resp)
+            Ok(writer.written(Json(json!({ "ID": id })).into_response(), index))
         }
         other => Err(refused(other)),
     }
@@ -84,7 +82,7 @@ pub(super) async fn update(
         ))))
         .await?
     {
-        Outcome::Applied(index) => Ok(written(&route, index)),
+        Outcome::Applied(index) => Ok(writer.written(().into_response(), index)),
         other => Err(refused(other)),
     }
 }
@@ -99,7 +97,7 @@ pub(super) async fn delete(Path(id): Path<String>, route: Route) -> Result<Respo
         .write(Command::PreparedQuery(PreparedQueryOp::Delete(id)))
         .await?
     {
-        Outcome::Applied(index) => Ok(written(&route, index)),
+        Outcome::Applied(index) => Ok(writer.written(().into_response(), index)),
         other => Err(refused(other)),
     }
 }
@@ -233,13 +231,6 @@ fn visible(route: &Route, q: &PreparedQuery) -> Option<QueryJson> {
         shown.token = REDACTED_TOKEN.into();
     }
     Some(shown)
-}
-
-/// A write's empty answer with its index.
-fn written(route: &Route, index: crate::catalog::Index) -> Response {
-    let mut resp = ().into_response();
-    route.index_headers(resp.headers_mut(), index);
-    resp
 }
 
 /// A write's outcome other than success, as Consul's 500 with its message.
