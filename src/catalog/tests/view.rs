@@ -341,3 +341,53 @@ fn a_service_entry_holds_no_room_for_instances_it_does_not_have() {
         assert_eq!((web.instances.len(), web.instances.capacity()), (3, 3));
     }
 }
+
+#[test]
+fn a_view_a_reader_holds_never_changes_and_every_published_view_is_whole() {
+    // Views share their shards, and each change copies the ones it writes.
+    // A view a reader holds must read the same however many changes are
+    // published meanwhile, and `apply` checks each published view against
+    // a full build, with and without a reader holding an older one.
+    let r = Replica::new();
+    let mut index = 0;
+    let mut next = || {
+        index += 1;
+        index
+    };
+    for (i, n) in ["n1", "n2", "n3"].into_iter().enumerate() {
+        let address = format!("10.0.0.{}", i + 1);
+        apply(&r, next(), reg(with_svc(node(n, &address), svc("web"))));
+    }
+    for hold in [true, false, true] {
+        let held = hold.then(|| {
+            let view = r.view();
+            let frozen = View::clone(&view);
+            (view, frozen)
+        });
+        for round in 0..3 {
+            let db = format!("db{round}");
+            apply(&r, next(), reg(with_svc(node("n4", "10.0.0.4"), svc(&db))));
+            apply(&r, next(), dereg("n2", "web", ""));
+            apply(
+                &r,
+                next(),
+                reg(with_svc(node("n2", "10.0.0.2"), svc("web"))),
+            );
+            let disk = if round % 2 == 0 { Critical } else { Passing };
+            apply(
+                &r,
+                next(),
+                reg(with_checks(node("n1", "10.0.0.1"), vec![chk("disk", disk)])),
+            );
+            apply(&r, next(), dereg("n4", &db, ""));
+        }
+        if let Some((view, frozen)) = held {
+            assert_eq!(*view, frozen, "a held view changed");
+        }
+    }
+    // The last round left n1's disk check critical.
+    assert_eq!(
+        answers(&r, "web"),
+        [a("n2", "web", Passing), a("n3", "web", Passing)]
+    );
+}
