@@ -439,7 +439,7 @@ fn print_header(s: &Settings, etcd_version: Option<&str>) {
         println!("etcd: {v}, defaults (fsync per commit, heartbeat 100 ms, election 1000 ms)");
     }
     if s.only != Only::Etcd {
-        println!("trellis: {}", trellis::TRELLIS);
+        println!("trellis: {}", trellis::binary().display());
     }
 }
 

@@ -12,7 +12,13 @@ use trellis_testkit::{Agent, AgentBuilder};
 use crate::cluster::{Api, Cluster, send};
 
 /// The trellis binary cargo built for this benchmark (release profile).
-pub(crate) const TRELLIS: &str = env!("CARGO_BIN_EXE_trellis");
+const TRELLIS: &str = env!("CARGO_BIN_EXE_trellis");
+
+/// The binary to run: `TRELLIS_BIN` when set (another build, to compare
+/// with this harness), else the one cargo built.
+pub(crate) fn binary() -> PathBuf {
+    std::env::var_os("TRELLIS_BIN").map_or_else(|| PathBuf::from(TRELLIS), PathBuf::from)
+}
 
 /// The servers' addresses: 127.0.3.11 to .13, clear of the tests' 127.0.0.x
 /// and of etcd's 127.0.3.1–3.
@@ -55,7 +61,7 @@ impl Trellis {
     /// `wait_healthy`). With `tls`, a CA and a server certificate are made
     /// with `trellis tls` in `dir` and the servers talk RPC over TLS.
     pub(crate) async fn start(dir: &Path, dev: bool, tls: bool) -> anyhow::Result<Self> {
-        let trellis = trellis_testkit::Trellis::new(TRELLIS);
+        let trellis = trellis_testkit::Trellis::new(binary());
         let tls_config = if tls {
             Some(tls_config(&trellis, dir)?)
         } else {
