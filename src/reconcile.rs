@@ -98,7 +98,7 @@ pub fn plan(
         let node = catalog.node(&m.name);
         let serf = catalog
             .node_checks(&m.name)
-            .find(|c| c.check_id == SERF_CHECK_ID)
+            .find(|c| &*c.check_id == SERF_CHECK_ID)
             .map(|c| c.status);
         let gone = m.liveness == Liveness::Left
             || (m.liveness == Liveness::Failed && reap.contains(&m.name));
@@ -279,7 +279,7 @@ mod tests {
     fn serf(catalog: &State, node: &str) -> Option<HealthStatus> {
         catalog
             .node_checks(node)
-            .find(|c| c.check_id == SERF_CHECK_ID)
+            .find(|c| &*c.check_id == SERF_CHECK_ID)
             .map(|c| c.status)
     }
 

@@ -195,7 +195,7 @@ fn vet_deregister(route: &Route, state: &State, dereg: &Deregistration) -> Resul
     if !dereg.check_id.is_empty() {
         let Some(check) = state
             .node_checks(&dereg.node)
-            .find(|c| c.check_id == dereg.check_id)
+            .find(|c| *c.check_id == *dereg.check_id)
         else {
             return Err(ApiError::Internal(format!(
                 "Unknown check ID '{}'",

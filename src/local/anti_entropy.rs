@@ -96,7 +96,7 @@ pub(crate) fn plan(desired: &Desired, catalog: &State) -> Vec<Command> {
 
     let have_checks: BTreeMap<&str, _> = catalog
         .node_checks(name)
-        .map(|c| (c.check_id.as_str(), c))
+        .map(|c| (&*c.check_id, c))
         .collect();
     let stale: Vec<CheckRegistration> = desired
         .checks
@@ -104,12 +104,12 @@ pub(crate) fn plan(desired: &Desired, catalog: &State) -> Vec<Command> {
         .filter(|want| !rewritten.contains(want.service_id.as_str()))
         .filter(|want| {
             !have_checks.get(want.check_id.as_str()).is_some_and(|have| {
-                have.name == want.name
+                *have.name == *want.name
                     && have.status == want.status
-                    && have.notes == want.notes
-                    && have.output == want.output
-                    && have.service_id == want.service_id
-                    && have.kind == want.kind
+                    && *have.notes == *want.notes
+                    && *have.output == *want.output
+                    && *have.service_id == *want.service_id
+                    && *have.kind == *want.kind
             })
         })
         .cloned()
@@ -122,7 +122,7 @@ pub(crate) fn plan(desired: &Desired, catalog: &State) -> Vec<Command> {
         }));
     }
     for (id, have) in &have_checks {
-        let owned_elsewhere = *id == SERF_CHECK_ID || removed.contains(have.service_id.as_str());
+        let owned_elsewhere = *id == SERF_CHECK_ID || removed.contains(&*have.service_id);
         if !owned_elsewhere && !desired.checks.contains_key(*id) {
             cmds.push(Command::deregister(Deregistration {
                 node: name.into(),
@@ -286,7 +286,9 @@ mod tests {
         assert_eq!(local.sync(&replica).await.unwrap(), 2);
         let after = replica.read().clone();
         let ids = |c: &State| -> Vec<String> {
-            c.node_checks("n1").map(|c| c.check_id.clone()).collect()
+            c.node_checks("n1")
+                .map(|c| c.check_id.to_string())
+                .collect()
         };
         assert_eq!(ids(&after), ids(&before));
         assert_eq!(
@@ -351,10 +353,10 @@ mod tests {
         assert_eq!(services, ["consul", "web"]);
         let disk = catalog
             .node_checks("n1")
-            .find(|c| c.check_id == "disk")
+            .find(|c| &*c.check_id == "disk")
             .unwrap();
         assert_eq!(disk.status, HealthStatus::Passing);
-        assert!(catalog.node_checks("n1").all(|c| c.check_id != "stray"));
+        assert!(catalog.node_checks("n1").all(|c| &*c.check_id != "stray"));
     }
 
     #[tokio::test]

@@ -156,10 +156,10 @@ mod tests {
             let c = replica.read();
             let maint: Vec<_> = c
                 .node_checks("n1")
-                .filter(|ch| ch.check_id == "_service_maintenance:web")
+                .filter(|ch| &*ch.check_id == "_service_maintenance:web")
                 .collect();
             assert_eq!(maint.len(), 1);
-            assert_eq!(maint[0].notes, "first");
+            assert_eq!(&*maint[0].notes, "first");
             assert!(c.health_service("web", &[], true).is_empty());
         }
         a.set_maintenance("web", false, None).await.unwrap();

@@ -589,7 +589,7 @@ mod tests {
             assert_eq!(c.node("n1").unwrap().address, "10.0.0.1");
             assert_eq!(c.node_services("n1").count(), 0);
             let serf: Vec<_> = c.node_checks("n1").collect();
-            assert_eq!(serf[0].check_id, SERF_CHECK_ID);
+            assert_eq!(&*serf[0].check_id, SERF_CHECK_ID);
             assert_eq!(serf[0].status, HealthStatus::Passing);
         }
 

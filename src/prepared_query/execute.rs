@@ -90,7 +90,7 @@ pub fn matching(state: &State, query: &PreparedQuery, authz: &Authorizer) -> Vec
 fn healthy(checks: &[&Check], only_passing: bool, ignore: &[String]) -> bool {
     checks
         .iter()
-        .filter(|c| !ignore.contains(&c.check_id))
+        .filter(|c| !ignore.iter().any(|i| **i == *c.check_id))
         .all(|c| match c.status {
             HealthStatus::Passing => true,
             HealthStatus::Critical => false,

@@ -83,7 +83,7 @@ impl State {
                 if c.service_id.is_empty() {
                     health = health.max(c.status);
                 } else {
-                    covering.push((c.service_id.as_str(), c.status));
+                    covering.push((&*c.service_id, c.status));
                 }
             }
             covering.sort_unstable();
@@ -207,7 +207,7 @@ impl State {
                 for c in self.tables.checks.on_node(&key(&i.node.name)) {
                     if c.service_id.is_empty() {
                         checks.push(c);
-                    } else if c.service_id == i.service.id {
+                    } else if *c.service_id == *i.service.id {
                         mine.push(c);
                     }
                 }

@@ -167,12 +167,12 @@ fn deregister(
             let gone: Vec<String> = tables
                 .checks
                 .on_node(&node_key)
-                .filter(|c| c.service_id == d.service_id)
-                .map(|c| c.check_id.clone())
+                .filter(|c| *c.service_id == *d.service_id)
+                .map(|c| c.check_id.to_string())
                 .collect();
             tables
                 .checks
-                .remove_on_node(index, &node_key, |c| c.service_id == d.service_id);
+                .remove_on_node(index, &node_key, |c| *c.service_id == *d.service_id);
             for check in gone {
                 for session in tables.sessions.on_check(&node_key, &check) {
                     invalidate(tables, index, time, &session);

@@ -3,7 +3,7 @@
 //! tags as Consul denormalizes them; the rules keep those copies current.
 
 use super::{RowKey, Rows, on_node, on_node_mut};
-use crate::catalog::types::{Check, CheckRegistration, Index, Service};
+use crate::catalog::types::{Check, CheckRegistration, Index, Service, boxed_tags, same_tags};
 
 /// Checks, and the index of the last change to any of them.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -77,23 +77,24 @@ impl Checks {
     ) -> Option<CheckChange> {
         let id = check_id(c).to_string();
         let k = (node_key.to_string(), id.clone());
-        let (service_name, service_tags) =
-            service.map_or_else(Default::default, |s| (s.service.clone(), s.tags.clone()));
+        let (service_name, service_tags) = service.map_or_else(Default::default, |s| {
+            (Box::from(s.service.as_str()), boxed_tags(&s.tags))
+        });
         let mut next = Check {
-            node: node.to_string(),
-            check_id: id,
+            node: node.into(),
+            check_id: id.into(),
             name: if c.name.is_empty() {
-                c.check_id.clone()
+                c.check_id.as_str().into()
             } else {
-                c.name.clone()
+                c.name.as_str().into()
             },
             status: c.status,
-            notes: c.notes.clone(),
-            output: c.output.clone(),
-            service_id: c.service_id.clone(),
+            notes: c.notes.as_str().into(),
+            output: c.output.as_str().into(),
+            service_id: c.service_id.as_str().into(),
             service_name,
             service_tags,
-            kind: c.kind.clone(),
+            kind: c.kind.as_str().into(),
             create_index: index,
             modify_index: index,
         };
@@ -106,10 +107,10 @@ impl Checks {
             }
             next.modify_index = index;
             if old.service_id != next.service_id {
-                left = Some(old.service_name.clone());
+                left = Some(old.service_name.to_string());
             }
         }
-        let covers = next.service_name.clone();
+        let covers = next.service_name.to_string();
         self.rows.insert(k, Box::new(next));
         self.index = index;
         Some(CheckChange { covers, left })
@@ -118,8 +119,8 @@ impl Checks {
     /// Gives every check on a node the node's name as now registered.
     pub(crate) fn rename_node(&mut self, index: Index, node_key: &str, name: &str) {
         for c in on_node_mut(&mut self.rows, node_key) {
-            if c.node != name {
-                c.node = name.to_string();
+            if *c.node != *name {
+                c.node = name.into();
                 c.modify_index = index;
                 self.index = index;
             }
@@ -129,9 +130,11 @@ impl Checks {
     /// Gives the checks of an instance its service name and tags as now registered.
     pub(crate) fn follow_service(&mut self, index: Index, node_key: &str, s: &Service) {
         for c in on_node_mut(&mut self.rows, node_key) {
-            if c.service_id == s.id && (c.service_name != s.service || c.service_tags != s.tags) {
-                c.service_name = s.service.clone();
-                c.service_tags = s.tags.clone();
+            if *c.service_id == *s.id
+                && (*c.service_name != *s.service || !same_tags(&c.service_tags, &s.tags))
+            {
+                c.service_name = s.service.as_str().into();
+                c.service_tags = boxed_tags(&s.tags);
                 c.modify_index = index;
                 self.index = index;
             }
@@ -155,7 +158,7 @@ impl Checks {
         let keys: Vec<RowKey> = self
             .on_node(node_key)
             .filter(|c| doomed(c))
-            .map(|c| (node_key.to_string(), c.check_id.clone()))
+            .map(|c| (node_key.to_string(), c.check_id.to_string()))
             .collect();
         for k in &keys {
             self.remove(index, k);

@@ -140,7 +140,7 @@ fn assert_consistent(c: &State) {
     for s in c.sessions() {
         assert!(c.node(&s.node).is_some(), "{s:?} outlived its node");
         for id in s.check_ids() {
-            let check = c.node_checks(&s.node).find(|k| k.check_id == id);
+            let check = c.node_checks(&s.node).find(|k| &*k.check_id == id);
             let status = check.map(|k| k.status);
             assert!(
                 matches!(status, Some(HealthStatus::Passing | HealthStatus::Warning)),

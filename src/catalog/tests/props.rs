@@ -141,12 +141,12 @@ fn assert_matches_model(c: &State, m: &Model) {
             .node_checks(nk)
             .map(|k| {
                 (
-                    k.check_id.clone(),
+                    k.check_id.to_string(),
                     k.status,
-                    k.service_id.clone(),
-                    k.service_name.clone(),
-                    k.service_tags.clone(),
-                    k.node.clone(),
+                    k.service_id.to_string(),
+                    k.service_name.to_string(),
+                    k.service_tags.iter().map(|t| t.to_string()).collect(),
+                    k.node.to_string(),
                 )
             })
             .collect();
@@ -190,7 +190,7 @@ fn assert_matches_model(c: &State, m: &Model) {
     for name in SERVICE_NAMES {
         let got: Vec<_> = c
             .service_checks(name)
-            .map(|k| (k.node.clone(), k.check_id.clone()))
+            .map(|k| (k.node.to_string(), k.check_id.to_string()))
             .collect();
         assert_eq!(got, m.service_checks(name), "checks of service {name}");
     }

@@ -138,7 +138,7 @@ fn check_id_defaults_to_check_name_and_name_to_id() {
     );
     let ids: Vec<_> = c
         .node_checks("n1")
-        .map(|c| (c.check_id.as_str(), c.name.as_str(), c.node.as_str()))
+        .map(|c| (&*c.check_id, &*c.name, &*c.node))
         .collect();
     assert_eq!(ids, [("mem", "mem", "n1"), ("only-id", "only-id", "n1")]);
 }
@@ -214,8 +214,8 @@ fn check_naming_service_of_same_registration_is_accepted_and_denormalized() {
         )),
     );
     let ch = c.node_checks("n1").next().unwrap();
-    assert_eq!(ch.service_name, "web");
-    assert_eq!(ch.service_tags, ["primary"]);
+    assert_eq!(&*ch.service_name, "web");
+    assert_eq!(ch.service_tags, ["primary".into()].into());
 }
 
 #[test]
@@ -328,7 +328,7 @@ fn deregister_service_removes_it_and_only_its_checks() {
     assert_eq!(ch.services.iter().collect::<Vec<_>>(), ["web"]);
     let services: Vec<_> = c.node_services("n1").map(|s| s.id.as_str()).collect();
     assert_eq!(services, ["db1"]);
-    let checks: Vec<_> = c.node_checks("n1").map(|c| c.check_id.as_str()).collect();
+    let checks: Vec<_> = c.node_checks("n1").map(|c| &*c.check_id).collect();
     assert_eq!(checks, ["db-alive", "mem"]);
     assert_eq!(c.node("n1").unwrap().modify_index, 1);
     assert_eq!(
@@ -355,7 +355,7 @@ fn deregister_check_removes_only_that_check() {
     let ch = ok(&mut c, 2, dereg("n1", "", "alive"));
     assert_eq!(ch.services.iter().collect::<Vec<_>>(), ["web"]);
     assert!(ch.nodes.is_empty());
-    let checks: Vec<_> = c.node_checks("n1").map(|c| c.check_id.as_str()).collect();
+    let checks: Vec<_> = c.node_checks("n1").map(|c| &*c.check_id).collect();
     assert_eq!(checks, ["mem"]);
     assert_eq!(c.node_services("n1").count(), 1);
     assert_eq!((c.checks_index(), c.services_index()), (2, 1));
@@ -495,8 +495,8 @@ fn service_rename_under_same_id_moves_both_names_and_its_checks() {
     assert_eq!(c.service_instances("api", &[]).count(), 1);
     let k = c.node_checks("n1").next().unwrap();
     assert_eq!(
-        (k.service_name.as_str(), k.service_tags.as_slice()),
-        ("api", &["v2".to_string()][..])
+        (&*k.service_name, &*k.service_tags),
+        ("api", &[Box::from("v2")][..])
     );
     assert_eq!(k.modify_index, 2);
     assert_eq!((c.service_index("web"), c.service_index("api")), (2, 2));
@@ -615,7 +615,7 @@ fn health_service_lists_node_checks_before_instance_checks() {
         )),
     );
     let e = &c.health_service("web", &[], false)[0];
-    let ids: Vec<_> = e.checks.iter().map(|c| c.check_id.as_str()).collect();
+    let ids: Vec<_> = e.checks.iter().map(|c| &*c.check_id).collect();
     assert_eq!(
         ids,
         ["z-mem", "a-alive"],
@@ -671,7 +671,11 @@ fn checks_in_state_filters_by_status() {
             ],
         )),
     );
-    let ids = |s| -> Vec<String> { c.checks_in_state(s).map(|c| c.check_id.clone()).collect() };
+    let ids = |s| -> Vec<String> {
+        c.checks_in_state(s)
+            .map(|c| c.check_id.to_string())
+            .collect()
+    };
     assert_eq!(ids(None), ["alive", "disk", "mem"]);
     assert_eq!(ids(Some(HealthStatus::Critical)), ["alive", "disk"]);
     assert_eq!(ids(Some(HealthStatus::Warning)), ["mem"]);
@@ -757,7 +761,7 @@ fn instance_checks_follow_reregistration_on_mixed_case_node() {
     s.tags = vec!["v2".into()];
     ok(&mut c, 3, reg(with_svc(node("WEB-NODE", "10.0.0.1"), s)));
     let tags = |n: &str| c.node_checks(n).next().unwrap().service_tags.clone();
-    assert_eq!(tags("web-node"), ["v2"]);
+    assert_eq!(tags("web-node"), ["v2".into()].into());
     assert!(tags("web-node-2").is_empty());
     assert_eq!(c.node_checks("web-node-2").next().unwrap().modify_index, 2);
 }
@@ -778,7 +782,7 @@ fn node_name_respelling_updates_its_checks() {
     );
     ok(&mut c, 2, reg(node("node-1", "10.0.0.1")));
     for k in c.node_checks("NODE-1") {
-        assert_eq!(k.node, "node-1", "{k:?}");
+        assert_eq!(&*k.node, "node-1", "{k:?}");
     }
 }
 

@@ -120,7 +120,7 @@ impl Env {
         self.replica
             .read()
             .node_checks("n1")
-            .find(|c| c.check_id == check_id)
+            .find(|c| &*c.check_id == check_id)
             .map(|c| c.status)
     }
 
@@ -314,7 +314,7 @@ async fn bad_check_definitions_are_refused_naming_the_field() {
         .replica
         .read()
         .node_checks("n1")
-        .map(|c| c.check_id.clone())
+        .map(|c| c.check_id.to_string())
         .collect();
     assert_eq!(ids, vec!["serfHealth".to_string()]);
     env.stop().await;
