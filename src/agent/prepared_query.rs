@@ -129,7 +129,7 @@ fn translate_wan(entry: &mut Entry) {
         .get("wan")
         .filter(|a| !a.address.is_empty())
     {
-        entry.service.address = wan.address.clone();
+        entry.service.address = wan.address.as_str().into();
         entry.service.port = wan.port;
     }
 }

@@ -96,16 +96,19 @@ impl Default for Weights {
 }
 
 /// One service instance on one node.
+///
+/// Its strings and tags are boxed, as a check row's are (see [`Check`]): a
+/// row is kept per instance, and boxed strings take no spare room.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Service {
     /// Instance ID, unique on its node (`ID`); defaults to the service name.
-    pub id: String,
+    pub id: Box<str>,
     /// The service name (`Service`), what DNS looks up.
-    pub service: String,
+    pub service: Box<str>,
     /// Tags, in registration order.
-    pub tags: Vec<String>,
+    pub tags: Box<[Box<str>]>,
     /// The instance's address; empty means "the node's address".
-    pub address: String,
+    pub address: Box<str>,
     /// Extra addresses by kind.
     pub tagged_addresses: BTreeMap<String, ServiceAddress>,
     /// Service metadata.
@@ -158,13 +161,13 @@ pub struct Check {
     pub modify_index: Index,
 }
 
-/// Tags as a check row keeps them: exactly as long as they are, each
-/// string too (a `Vec<String>` keeps 24 bytes a tag and spare room).
+/// Tags as a row keeps them: exactly as long as they are, each string too
+/// (a `Vec<String>` keeps 24 bytes a tag and spare room).
 pub(crate) fn boxed_tags(tags: &[String]) -> Box<[Box<str>]> {
     tags.iter().map(|t| Box::from(t.as_str())).collect()
 }
 
-/// Whether a check row's tags are `tags`.
+/// Whether a row's tags are `tags`, in the same order.
 pub(crate) fn same_tags(boxed: &[Box<str>], tags: &[String]) -> bool {
     boxed.len() == tags.len() && boxed.iter().zip(tags).all(|(a, b)| **a == **b)
 }

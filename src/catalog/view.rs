@@ -170,7 +170,7 @@ impl View {
                 let entry = match services.get_mut(lowered.as_str()) {
                     Some(entry) => entry,
                     None => services.entry(lowered.clone()).or_insert(Gathered {
-                        name: s.service.clone(),
+                        name: s.service.to_string(),
                         instances: Vec::new(),
                         registered: 0,
                     }),
@@ -258,7 +258,7 @@ impl View {
         let wire_ready = assign_keys(&mut instances);
         instances.shrink_to_fit();
         Some(ServiceView {
-            name,
+            name: name.to_string(),
             instances,
             registered,
             wire_ready,
@@ -284,11 +284,11 @@ fn instance_view(node: &Arc<NodeView>, s: &Service, health: HealthStatus) -> Ins
     let address = if s.address.is_empty() {
         node.address.clone()
     } else {
-        s.address.clone()
+        s.address.to_string()
     };
     InstanceView {
         node: node.clone(),
-        id: s.id.clone(),
+        id: s.id.to_string(),
         ip: address.parse().ok(),
         address,
         port: s.port,

@@ -877,7 +877,7 @@ mod tests {
         let passing: Vec<&str> = catalog
             .health_service("ext", &[], true)
             .iter()
-            .map(|e| e.service.id.as_str())
+            .map(|e| &*e.service.id)
             .collect();
         assert_eq!(passing, ["ext-1", "ext-2", "ext-3", "ext-4", "ext-6"]);
         let rack = catalog
@@ -919,7 +919,7 @@ mod tests {
         let passing: Vec<&str> = catalog
             .health_service("queue", &[], true)
             .iter()
-            .map(|e| e.service.id.as_str())
+            .map(|e| &*e.service.id)
             .collect();
         assert_eq!(passing, ["queue-1", "queue-2"]);
         let zone = catalog

@@ -449,14 +449,14 @@ impl Authority {
         let mut additionals = Vec::new();
         let mut seen = HashSet::new();
         for e in &result.nodes {
-            let address = if e.service.address.is_empty() {
+            let address: &str = if e.service.address.is_empty() {
                 &e.node.address
             } else {
                 &e.service.address
             };
             let ip = address.parse::<IpAddr>().ok();
             if qtype != RecordType::SRV {
-                if seen.insert(address.clone()) {
+                if seen.insert(address.to_string()) {
                     push_address(&mut answers, qname, ip, address, qtype, ttl);
                 }
                 continue;

@@ -135,7 +135,7 @@ fn vet_register(route: &Route, state: &State, reg: &Registration) -> Result<(), 
             )?;
         }
         let id = service_id.unwrap_or_default();
-        if let Some(old) = state.node_services(&reg.node).find(|s| s.id == id) {
+        if let Some(old) = state.node_services(&reg.node).find(|s| *s.id == *id) {
             route.require(
                 authz.service_write(&old.service),
                 "service:write",
@@ -155,7 +155,7 @@ fn vet_register(route: &Route, state: &State, reg: &Registration) -> Result<(), 
         // the registration with a 400 that names it.
         let Some(other) = state
             .node_services(&reg.node)
-            .find(|s| s.id == check.service_id)
+            .find(|s| *s.id == *check.service_id)
         else {
             continue;
         };
@@ -179,7 +179,7 @@ fn vet_deregister(route: &Route, state: &State, dereg: &Deregistration) -> Resul
     if !dereg.service_id.is_empty() {
         let Some(svc) = state
             .node_services(&dereg.node)
-            .find(|s| s.id == dereg.service_id)
+            .find(|s| *s.id == *dereg.service_id)
         else {
             return Err(ApiError::Internal(format!(
                 "Unknown service ID '{}'",
@@ -228,9 +228,9 @@ pub(super) async fn services(route: Route) -> Result<Response, ApiError> {
                     let mut out: BTreeMap<String, BTreeSet<String>> = BTreeMap::new();
                     for node in c.nodes().filter(|n| node_matches(n, &filters)) {
                         for s in c.node_services(&node.name) {
-                            out.entry(s.service.clone())
+                            out.entry(s.service.to_string())
                                 .or_default()
-                                .extend(s.tags.iter().cloned());
+                                .extend(s.tags.iter().map(|t| t.to_string()));
                         }
                     }
                     out.into_iter()
@@ -332,7 +332,7 @@ pub(super) async fn node(Path(node): Path<String>, route: Route) -> Result<Respo
                         filtered |= !seen;
                         seen
                     })
-                    .map(|s| (s.id.clone(), ServiceJson::from(s)))
+                    .map(|s| (s.id.to_string(), ServiceJson::from(s)))
                     .collect();
                 let body = NodeServicesJson {
                     node: n.into(),

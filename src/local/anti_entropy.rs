@@ -21,6 +21,7 @@ use super::maintenance::{node_maintenance_check, service_maintenance_check};
 use super::{LocalAgent, LocalError};
 use crate::catalog::{
     CheckRegistration, Command, Deregistration, Registration, Replica, ServiceRegistration, State,
+    same_tags,
 };
 use crate::reconcile::SERF_CHECK_ID;
 
@@ -49,17 +50,14 @@ pub(crate) fn plan(desired: &Desired, catalog: &State) -> Vec<Command> {
         cmds.push(Command::register(desired.node.clone()));
     }
 
-    let present: BTreeMap<&str, _> = catalog
-        .node_services(name)
-        .map(|s| (s.id.as_str(), s))
-        .collect();
+    let present: BTreeMap<&str, _> = catalog.node_services(name).map(|s| (&*s.id, s)).collect();
     // Services written whole (with their checks) below.
     let mut rewritten = BTreeSet::new();
     for (id, want) in &desired.services {
         let same = present.get(id.as_str()).is_some_and(|have| {
-            have.service == want.service
-                && (want.enable_tag_override || have.tags == want.tags)
-                && have.address == want.address
+            *have.service == *want.service
+                && (want.enable_tag_override || same_tags(&have.tags, &want.tags))
+                && *have.address == *want.address
                 && have.tagged_addresses == want.tagged_addresses
                 && have.meta == want.meta
                 && have.port == want.port
@@ -349,7 +347,7 @@ mod tests {
         assert_eq!(local.sync(&replica).await.unwrap(), 4);
         let catalog = replica.read();
         assert_eq!(catalog.node("n1").unwrap().address, "10.0.0.1");
-        let services: Vec<_> = catalog.node_services("n1").map(|s| s.id.clone()).collect();
+        let services: Vec<_> = catalog.node_services("n1").map(|s| &*s.id).collect();
         assert_eq!(services, ["consul", "web"]);
         let disk = catalog
             .node_checks("n1")

@@ -597,10 +597,7 @@ mod tests {
         server.register_self().await.unwrap();
         let c = replica.read();
         let consul: Vec<_> = c.node_services("n1").collect();
-        assert_eq!(
-            (consul[0].id.as_str(), consul[0].port),
-            (CONSUL_SERVICE, 8300)
-        );
+        assert_eq!((&*consul[0].id, consul[0].port), (CONSUL_SERVICE, 8300));
         // The consul service is not one of the agent's own registrations.
         assert!(server.services().is_empty());
     }

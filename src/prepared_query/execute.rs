@@ -224,7 +224,7 @@ mod tests {
         };
         let mut out: Vec<String> = matching(state, &q, &Authorizer::management())
             .into_iter()
-            .map(|e| e.service.id)
+            .map(|e| e.service.id.to_string())
             .collect();
         out.sort();
         out

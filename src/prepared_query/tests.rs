@@ -138,8 +138,8 @@ fn entry(dc: &str, i: usize) -> Entry {
         service: crate::catalog::Service {
             id: "web".into(),
             service: "web".into(),
-            tags: Vec::new(),
-            address: String::new(),
+            tags: Box::default(),
+            address: Box::default(),
             tagged_addresses: BTreeMap::new(),
             meta: Default::default(),
             port: 80,

@@ -89,10 +89,10 @@ impl State {
             covering.sort_unstable();
             let mut instances = Vec::new();
             while let Some((_, s)) = services.next_if(|((n, _), _)| n == key) {
-                let from = covering.partition_point(|(id, _)| *id < s.id.as_str());
+                let from = covering.partition_point(|(id, _)| *id < &*s.id);
                 let worst = covering[from..]
                     .iter()
-                    .take_while(|(id, _)| *id == s.id)
+                    .take_while(|(id, _)| **id == *s.id)
                     .map(|(_, status)| *status)
                     .fold(health, HealthStatus::max);
                 instances.push((&**s, worst));
@@ -164,9 +164,9 @@ impl State {
     pub fn services(&self) -> BTreeMap<String, Vec<String>> {
         let mut out: BTreeMap<String, BTreeSet<String>> = BTreeMap::new();
         for s in self.tables.services.iter() {
-            out.entry(s.service.clone())
+            out.entry(s.service.to_string())
                 .or_default()
-                .extend(s.tags.iter().cloned());
+                .extend(s.tags.iter().map(|t| t.to_string()));
         }
         out.into_iter()
             .map(|(k, v)| (k, v.into_iter().collect()))

@@ -3,7 +3,7 @@
 //! tags as Consul denormalizes them; the rules keep those copies current.
 
 use super::{RowKey, Rows, on_node, on_node_mut};
-use crate::catalog::types::{Check, CheckRegistration, Index, Service, boxed_tags, same_tags};
+use crate::catalog::types::{Check, CheckRegistration, Index, Service};
 
 /// Checks, and the index of the last change to any of them.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -77,9 +77,8 @@ impl Checks {
     ) -> Option<CheckChange> {
         let id = check_id(c).to_string();
         let k = (node_key.to_string(), id.clone());
-        let (service_name, service_tags) = service.map_or_else(Default::default, |s| {
-            (Box::from(s.service.as_str()), boxed_tags(&s.tags))
-        });
+        let (service_name, service_tags) =
+            service.map_or_else(Default::default, |s| (s.service.clone(), s.tags.clone()));
         let mut next = Check {
             node: node.into(),
             check_id: id.into(),
@@ -130,11 +129,9 @@ impl Checks {
     /// Gives the checks of an instance its service name and tags as now registered.
     pub(crate) fn follow_service(&mut self, index: Index, node_key: &str, s: &Service) {
         for c in on_node_mut(&mut self.rows, node_key) {
-            if *c.service_id == *s.id
-                && (*c.service_name != *s.service || !same_tags(&c.service_tags, &s.tags))
-            {
-                c.service_name = s.service.as_str().into();
-                c.service_tags = boxed_tags(&s.tags);
+            if *c.service_id == *s.id && (c.service_name != s.service || c.service_tags != s.tags) {
+                c.service_name = s.service.clone();
+                c.service_tags = s.tags.clone();
                 c.modify_index = index;
                 self.index = index;
             }

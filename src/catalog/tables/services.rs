@@ -5,7 +5,7 @@
 use std::collections::BTreeMap;
 
 use super::{RowKey, Rows, key, on_node};
-use crate::catalog::types::{Index, Service, ServiceRegistration};
+use crate::catalog::types::{Index, Service, ServiceRegistration, boxed_tags};
 
 /// Service instances, their lookup by name, and their indexes.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -117,10 +117,10 @@ impl Services {
         let id = instance_id(s).to_string();
         let k = (node_key.to_string(), id.clone());
         let mut next = Service {
-            id,
-            service: s.service.clone(),
-            tags: s.tags.clone(),
-            address: s.address.clone(),
+            id: id.as_str().into(),
+            service: s.service.as_str().into(),
+            tags: boxed_tags(&s.tags),
+            address: s.address.as_str().into(),
             tagged_addresses: s.tagged_addresses.clone(),
             meta: s.meta.clone(),
             port: s.port,
@@ -140,7 +140,7 @@ impl Services {
             }
             next.modify_index = index;
             if !old.service.eq_ignore_ascii_case(&next.service) {
-                renamed_from = Some(old.service.clone());
+                renamed_from = Some(old.service.to_string());
             }
         }
         let name = key(&next.service);
@@ -176,7 +176,7 @@ impl Services {
     pub(crate) fn remove_on_node(&mut self, index: Index, node_key: &str) {
         let doomed: Vec<RowKey> = self
             .on_node(node_key)
-            .map(|s| (node_key.to_string(), s.id.clone()))
+            .map(|s| (node_key.to_string(), s.id.to_string()))
             .collect();
         for k in &doomed {
             self.remove(index, k);
@@ -210,8 +210,7 @@ impl Services {
 /// spare capacity. Sorted first and built in one pass: one allocation per
 /// name rather than one per row, and no search per row.
 fn index_by_name(rows: &Rows<Service>) -> BTreeMap<String, Vec<RowKey>> {
-    let mut named: Vec<(&str, &RowKey)> =
-        rows.iter().map(|(k, s)| (s.service.as_str(), k)).collect();
+    let mut named: Vec<(&str, &RowKey)> = rows.iter().map(|(k, s)| (&*s.service, k)).collect();
     // In the order of the lowercased names, as the map's keys sort.
     named.sort_by(|a, b| {
         let lower = |b: u8| b.to_ascii_lowercase();

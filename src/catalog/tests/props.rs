@@ -165,7 +165,7 @@ fn assert_matches_model(c: &State, m: &Model) {
                 .map(|e| {
                     (
                         e.node.name.clone(),
-                        e.service.id.clone(),
+                        e.service.id.to_string(),
                         e.service.port,
                         e.status(),
                     )
@@ -176,7 +176,7 @@ fn assert_matches_model(c: &State, m: &Model) {
             let passing: Vec<_> = c
                 .health_service(name, &tags, true)
                 .iter()
-                .map(|e| e.service.id.clone())
+                .map(|e| e.service.id.to_string())
                 .collect();
             let want: Vec<_> = want
                 .into_iter()

@@ -118,7 +118,7 @@ fn service_id_defaults_to_service_name() {
     let mut c = State::new();
     ok(&mut c, 1, web_on("n1", "10.0.0.1"));
     let s = c.node_services("n1").next().unwrap();
-    assert_eq!((s.id.as_str(), s.service.as_str()), ("web", "web"));
+    assert_eq!((&*s.id, &*s.service), ("web", "web"));
     assert_eq!((s.create_index, s.modify_index), (1, 1));
     assert_eq!(s.weights, Weights::default());
 }
@@ -326,7 +326,7 @@ fn deregister_service_removes_it_and_only_its_checks() {
     );
     let ch = ok(&mut c, 3, dereg("n1", "web", ""));
     assert_eq!(ch.services.iter().collect::<Vec<_>>(), ["web"]);
-    let services: Vec<_> = c.node_services("n1").map(|s| s.id.as_str()).collect();
+    let services: Vec<_> = c.node_services("n1").map(|s| &*s.id).collect();
     assert_eq!(services, ["db1"]);
     let checks: Vec<_> = c.node_checks("n1").map(|c| &*c.check_id).collect();
     assert_eq!(checks, ["db-alive", "mem"]);
