@@ -197,7 +197,7 @@ impl Authority {
             // Instances at their node's address are already named by the node.
             let hit = svc.instances.iter().any(|i| {
                 i.ip == Some(ip)
-                    && i.address != i.node.address
+                    && *i.address != *i.node.address
                     && caller.reads_instance(&svc.name, &i.node.name)
             });
             if hit && let Some(fqdn) = self.scoped_fqdn(&svc.name, "service") {
@@ -353,7 +353,7 @@ impl Authority {
             RecordType::A | RecordType::AAAA | RecordType::ANY | RecordType::CNAME => {
                 let mut seen = HashSet::new();
                 for inst in picked {
-                    if seen.insert(inst.address.as_str()) {
+                    if seen.insert(&*inst.address) {
                         push_address(&mut answers, qname, inst.ip, &inst.address, qtype, ttl);
                     }
                 }
@@ -378,7 +378,7 @@ impl Authority {
     ) {
         // Consul names the node when the instance lives at the node's
         // address, an `addr` name for another IP, the host name otherwise.
-        let (target, ip, address) = if inst.address == inst.node.address {
+        let (target, ip, address) = if *inst.address == *inst.node.address {
             (
                 self.node_fqdn(&inst.node.name),
                 inst.node.ip,

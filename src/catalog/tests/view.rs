@@ -21,7 +21,7 @@ fn answers(r: &Replica, service: &str) -> Vec<(String, String, HealthStatus)> {
     r.view().service(service).map_or_else(Vec::new, |s| {
         s.instances
             .iter()
-            .map(|i| (i.node.name.clone(), i.id.clone(), i.health))
+            .map(|i| (i.node.name.clone(), i.id.to_string(), i.health))
             .collect()
     })
 }
@@ -145,11 +145,11 @@ fn instance_address_falls_back_to_node_address_and_follows_it() {
     apply(&r, 3, reg(node("n1", "10.0.0.9")));
     let v = r.view();
     let web = &v.service("web").unwrap().instances[0];
-    assert_eq!(web.address, "10.0.0.9");
+    assert_eq!(&*web.address, "10.0.0.9");
     assert_eq!(web.ip, Some("10.0.0.9".parse().unwrap()));
     assert_eq!(web.node.address, "10.0.0.9");
     let db = &v.service("db").unwrap().instances[0];
-    assert_eq!(db.address, "10.1.1.1");
+    assert_eq!(&*db.address, "10.1.1.1");
     assert_eq!(db.node.address, "10.0.0.9");
 }
 
@@ -174,7 +174,7 @@ fn tags_are_lowercased_for_matching() {
     apply(&r, 1, reg(with_svc(node("n1", "10.0.0.1"), s)));
     let v = r.view();
     let i = &v.service("web").unwrap().instances[0];
-    assert_eq!(i.tags, ["primary"]);
+    assert_eq!(i.tags, ["primary".into()].into());
     assert!(i.has_tag("PRIMARY"));
     assert!(!i.has_tag("secondary"));
 }

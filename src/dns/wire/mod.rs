@@ -408,7 +408,7 @@ impl Wire {
     ) -> Option<bool> {
         // Consul names the node when the instance lives at the node's
         // address, else the `addr` name of its own IP.
-        let at_node = inst.address == inst.node.address;
+        let at_node = *inst.address == *inst.node.address;
         let prefix_len = match (&inst.node.labels, at_node) {
             (Some(labels), true) => labels.len(),
             (None, true) => return None,
