@@ -75,11 +75,11 @@ impl State {
         self.tables.nodes.rows().iter().map(move |(key, node)| {
             // Rows of a node the nodes table lacks (none while the rules
             // hold) belong to no answer.
-            while services.next_if(|((n, _), _)| n < key).is_some() {}
-            while checks.next_if(|((n, _), _)| n < key).is_some() {}
+            while services.next_if(|((n, _), _)| **n < **key).is_some() {}
+            while checks.next_if(|((n, _), _)| **n < **key).is_some() {}
             let mut health = HealthStatus::Passing;
             covering.clear();
-            while let Some((_, c)) = checks.next_if(|((n, _), _)| n == key) {
+            while let Some((_, c)) = checks.next_if(|((n, _), _)| **n == **key) {
                 if c.service_id.is_empty() {
                     health = health.max(c.status);
                 } else {
@@ -88,7 +88,7 @@ impl State {
             }
             covering.sort_unstable();
             let mut instances = Vec::new();
-            while let Some((_, s)) = services.next_if(|((n, _), _)| n == key) {
+            while let Some((_, s)) = services.next_if(|((n, _), _)| **n == **key) {
                 let from = covering.partition_point(|(id, _)| *id < &*s.id);
                 let worst = covering[from..]
                     .iter()
@@ -228,7 +228,7 @@ impl State {
         // Instance keys come grouped by node: scan each such node's checks once.
         let mut last_node: Option<&str> = None;
         for (node_key, _) in self.tables.services.keys_named(&key(service)) {
-            if last_node == Some(node_key.as_str()) {
+            if last_node == Some(&**node_key) {
                 continue;
             }
             last_node = Some(node_key);

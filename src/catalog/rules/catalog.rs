@@ -20,7 +20,7 @@
 
 use super::super::command::{CatalogError, CatalogOp};
 use super::super::kv_types::Time;
-use super::super::tables::{Tables, check_id, instance_id, key};
+use super::super::tables::{Tables, check_id, instance_id, key, row_key};
 use super::super::types::{Deregistration, HealthStatus, Index, Registration};
 use super::Touched;
 use super::identity;
@@ -69,7 +69,7 @@ fn validate(tables: &Tables, r: &Registration) -> Result<(), CatalogError> {
             && new_service_id != Some(c.service_id.as_str())
             && tables
                 .services
-                .get(&(node_key.clone(), c.service_id.clone()))
+                .get(&row_key(&node_key, &c.service_id))
                 .is_none()
         {
             return Err(CatalogError::UnknownServiceForCheck {
@@ -112,11 +112,7 @@ fn register(
     for c in &r.checks {
         // Validated above: a named instance exists by now.
         let service = (!c.service_id.is_empty())
-            .then(|| {
-                tables
-                    .services
-                    .get(&(node_key.clone(), c.service_id.clone()))
-            })
+            .then(|| tables.services.get(&row_key(&node_key, &c.service_id)))
             .flatten();
         let node = tables
             .nodes
@@ -134,7 +130,7 @@ fn register(
         let id = check_id(c);
         let critical = tables
             .checks
-            .get(&(node_key.clone(), id.to_string()))
+            .get(&row_key(&node_key, id))
             .is_some_and(|c| c.status == HealthStatus::Critical);
         if critical {
             for session in tables.sessions.on_check(&node_key, id) {
@@ -161,7 +157,7 @@ fn deregister(
         return Ok(());
     }
     if !d.service_id.is_empty() {
-        let k = (node_key.clone(), d.service_id.clone());
+        let k = row_key(&node_key, &d.service_id);
         if let Some(s) = tables.services.remove(index, &k) {
             touched.services.insert(key(&s.service));
             let gone: Vec<String> = tables
@@ -181,7 +177,7 @@ fn deregister(
         }
     }
     if !d.check_id.is_empty() {
-        let k = (node_key.clone(), d.check_id.clone());
+        let k = row_key(&node_key, &d.check_id);
         if let Some(c) = tables.checks.remove(index, &k) {
             touch_check_target(tables, &node_key, &c.service_name, touched);
             for session in tables.sessions.on_check(&node_key, &d.check_id) {

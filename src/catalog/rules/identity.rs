@@ -16,7 +16,7 @@
 //! Only the tables decide, so every server refuses the same registration.
 
 use super::super::command::CatalogError;
-use super::super::tables::{Tables, key};
+use super::super::tables::{Tables, key, row_key};
 use super::super::types::{HealthStatus, Registration};
 
 /// The check through which the leader reports a node's gossip health (the
@@ -37,7 +37,7 @@ pub(super) fn check(tables: &Tables, r: &Registration) -> Result<(), CatalogErro
     }
     let healthy = tables
         .checks
-        .get(&(node_key, SERF_HEALTH.to_string()))
+        .get(&row_key(&node_key, SERF_HEALTH))
         .is_some_and(|c| c.status != HealthStatus::Critical);
     if !healthy {
         return Ok(());

@@ -16,7 +16,7 @@
 
 use super::super::command::{CatalogError, SessionError};
 use super::super::kv_types::{Behavior, Session, SessionOp, Time};
-use super::super::tables::{Tables, key};
+use super::super::tables::{Tables, key, row_key};
 use super::super::types::{HealthStatus, Index};
 
 /// Applies one session op at `index`, at the leader's `time`.
@@ -75,7 +75,7 @@ fn create(tables: &mut Tables, index: Index, time: Time, s: &Session) -> Result<
         return Err(SessionError::NoNode.into());
     }
     for check in s.check_ids() {
-        match tables.checks.get(&(node_key.clone(), check.to_string())) {
+        match tables.checks.get(&row_key(&node_key, check)) {
             None => return Err(SessionError::NoCheck(check.to_string()).into()),
             Some(c) if c.status == HealthStatus::Critical => {
                 return Err(SessionError::CheckCritical(check.to_string()).into());

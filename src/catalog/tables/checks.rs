@@ -2,7 +2,7 @@
 //! ID). A check carries its node's name and its instance's service name and
 //! tags as Consul denormalizes them; the rules keep those copies current.
 
-use super::{RowKey, Rows, on_node, on_node_mut};
+use super::{RowKey, Rows, on_node, on_node_mut, row_key};
 use crate::catalog::types::{Check, CheckRegistration, Index, Service};
 
 /// Checks, and the index of the last change to any of them.
@@ -76,7 +76,7 @@ impl Checks {
         service: Option<&Service>,
     ) -> Option<CheckChange> {
         let id = check_id(c).to_string();
-        let k = (node_key.to_string(), id.clone());
+        let k = row_key(node_key, &id);
         let (service_name, service_tags) =
             service.map_or_else(Default::default, |s| (s.service.clone(), s.tags.clone()));
         let mut next = Check {
@@ -155,7 +155,7 @@ impl Checks {
         let keys: Vec<RowKey> = self
             .on_node(node_key)
             .filter(|c| doomed(c))
-            .map(|c| (node_key.to_string(), c.check_id.to_string()))
+            .map(|c| row_key(node_key, &c.check_id))
             .collect();
         for k in &keys {
             self.remove(index, k);

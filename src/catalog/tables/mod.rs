@@ -54,7 +54,16 @@ pub(crate) struct Tables {
 }
 
 /// The key of a row that belongs to a node: (lowercased node name, ID).
-pub(crate) type RowKey = (String, String);
+/// Boxed strings, 16 bytes each where a `String` is 24: a key sits in every
+/// slot of its B-tree's nodes, used or not, and in the services' lookup by
+/// name. serde reads and writes a boxed string as a string, so the
+/// snapshot's bytes are the same.
+pub(crate) type RowKey = (Box<str>, Box<str>);
+
+/// The key of row `id` on the node keyed `node_key`.
+pub(crate) fn row_key(node_key: &str, id: &str) -> RowKey {
+    (node_key.into(), id.into())
+}
 
 /// A table of rows that belong to nodes (service instances, checks), each
 /// row boxed. std's B-tree keeps its values inside its nodes, eleven slots
@@ -72,10 +81,10 @@ pub(crate) fn key(name: &str) -> String {
 
 /// The rows of one node, in ID order.
 fn on_node<'a, V>(rows: &'a Rows<V>, node_key: &str) -> impl Iterator<Item = &'a V> + use<'a, V> {
-    let start = (node_key.to_string(), String::new());
+    let start = row_key(node_key, "");
     let node_key = node_key.to_string();
     rows.range(start..)
-        .take_while(move |((n, _), _)| *n == node_key)
+        .take_while(move |((n, _), _)| **n == *node_key)
         .map(|(_, v)| &**v)
 }
 
@@ -84,9 +93,9 @@ fn on_node_mut<'a, V>(
     rows: &'a mut Rows<V>,
     node_key: &str,
 ) -> impl Iterator<Item = &'a mut V> + use<'a, V> {
-    let start = (node_key.to_string(), String::new());
+    let start = row_key(node_key, "");
     let node_key = node_key.to_string();
     rows.range_mut(start..)
-        .take_while(move |((n, _), _)| *n == node_key)
+        .take_while(move |((n, _), _)| **n == *node_key)
         .map(|(_, v)| &mut **v)
 }

@@ -4,7 +4,7 @@
 
 use std::collections::BTreeMap;
 
-use super::{RowKey, Rows, key, on_node};
+use super::{RowKey, Rows, key, on_node, row_key};
 use crate::catalog::types::{Index, Service, ServiceRegistration, boxed_tags};
 
 /// Service instances, their lookup by name, and their indexes.
@@ -115,7 +115,7 @@ impl Services {
         s: &ServiceRegistration,
     ) -> Option<ServiceChange<'_>> {
         let id = instance_id(s).to_string();
-        let k = (node_key.to_string(), id.clone());
+        let k = row_key(node_key, &id);
         let mut next = Service {
             id: id.as_str().into(),
             service: s.service.as_str().into(),
@@ -176,7 +176,7 @@ impl Services {
     pub(crate) fn remove_on_node(&mut self, index: Index, node_key: &str) {
         let doomed: Vec<RowKey> = self
             .on_node(node_key)
-            .map(|s| (node_key.to_string(), s.id.to_string()))
+            .map(|s| row_key(node_key, &s.id))
             .collect();
         for k in &doomed {
             self.remove(index, k);

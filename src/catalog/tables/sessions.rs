@@ -5,7 +5,7 @@ use std::collections::{BTreeMap, BTreeSet};
 
 use super::super::kv_types::{Session, Time};
 use super::super::types::Index;
-use super::{RowKey, key};
+use super::{RowKey, key, row_key};
 
 /// Sessions by ID.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -71,7 +71,7 @@ impl Sessions {
     /// The sessions that depend on a check.
     pub(crate) fn on_check(&self, node_key: &str, check_id: &str) -> Vec<String> {
         self.by_check
-            .get(&(node_key.to_string(), check_id.to_string()))
+            .get(&row_key(node_key, check_id))
             .map(|s| s.iter().cloned().collect())
             .unwrap_or_default()
     }
@@ -125,7 +125,7 @@ impl Sessions {
             }
         }
         for check in s.check_ids() {
-            let k = (node_key.clone(), check.to_string());
+            let k = row_key(&node_key, check);
             if let Some(ids) = self.by_check.get_mut(&k) {
                 ids.remove(id);
                 if ids.is_empty() {
@@ -148,7 +148,7 @@ impl Sessions {
             .insert(s.id.clone());
         for check in s.check_ids() {
             self.by_check
-                .entry((node_key.clone(), check.to_string()))
+                .entry(row_key(&node_key, check))
                 .or_default()
                 .insert(s.id.clone());
         }
