@@ -75,8 +75,8 @@ impl Checks {
         c: &CheckRegistration,
         service: Option<&Service>,
     ) -> Option<CheckChange> {
-        let id = check_id(c).to_string();
-        let k = row_key(node_key, &id);
+        let id = check_id(c);
+        let k = row_key(node_key, id);
         let (service_name, service_tags) =
             service.map_or_else(Default::default, |s| (s.service.clone(), s.tags.clone()));
         let mut next = Check {

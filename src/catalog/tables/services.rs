@@ -114,10 +114,10 @@ impl Services {
         node_key: &str,
         s: &ServiceRegistration,
     ) -> Option<ServiceChange<'_>> {
-        let id = instance_id(s).to_string();
-        let k = row_key(node_key, &id);
+        let id = instance_id(s);
+        let k = row_key(node_key, id);
         let mut next = Service {
-            id: id.as_str().into(),
+            id: id.into(),
             service: s.service.as_str().into(),
             tags: boxed_tags(&s.tags),
             address: s.address.as_str().into(),
