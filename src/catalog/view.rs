@@ -248,7 +248,7 @@ impl View {
     fn build_service(&self, state: &State, key: &str) -> Option<ServiceView> {
         let entries = state.health_service(key, &[], false);
         let first = entries.first()?;
-        let name = first.service.service.clone();
+        let name = first.service.service.to_string();
         let registered = entries.len();
         let mut instances: Vec<InstanceView> = entries
             .iter()
@@ -261,7 +261,7 @@ impl View {
         let wire_ready = assign_keys(&mut instances);
         instances.shrink_to_fit();
         Some(ServiceView {
-            name: name.to_string(),
+            name,
             instances,
             registered,
             wire_ready,

@@ -109,7 +109,7 @@ pub struct ServiceJson {
     pub service: String,
     /// Tags.
     #[serde(rename = "Tags")]
-    pub tags: Vec<String>,
+    pub tags: Box<[Box<str>]>,
     /// The instance's own address (may be empty).
     #[serde(rename = "Address")]
     pub address: String,
@@ -141,7 +141,7 @@ impl From<&Service> for ServiceJson {
         Self {
             id: s.id.to_string(),
             service: s.service.to_string(),
-            tags: s.tags.iter().map(|t| t.to_string()).collect(),
+            tags: s.tags.clone(),
             address: s.address.to_string(),
             tagged_addresses: service_addresses(&s.tagged_addresses),
             meta: s.meta.clone(),
@@ -183,7 +183,7 @@ pub struct CatalogServiceJson {
     pub service_name: String,
     /// Tags.
     #[serde(rename = "ServiceTags")]
-    pub service_tags: Vec<String>,
+    pub service_tags: Box<[Box<str>]>,
     /// Instance address (may be empty).
     #[serde(rename = "ServiceAddress")]
     pub service_address: String,
@@ -222,7 +222,7 @@ impl CatalogServiceJson {
             node_meta: n.meta.clone(),
             service_id: s.id.to_string(),
             service_name: s.service.to_string(),
-            service_tags: s.tags.iter().map(|t| t.to_string()).collect(),
+            service_tags: s.tags.clone(),
             service_address: s.address.to_string(),
             service_tagged_addresses: service_addresses(&s.tagged_addresses),
             service_weights: s.weights.into(),
