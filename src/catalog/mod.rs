@@ -26,7 +26,8 @@
 //!   a lock for the HTTP API, the health-filtered [`view::View`] (`view.rs`,
 //!   over the copy-on-write maps of `shards.rs`) behind an `ArcSwap` for DNS,
 //!   a watch channel of the applied index for blocking queries, and on
-//!   servers the recent history that client agents follow.
+//!   servers the recent history that client agents follow (`history.rs`:
+//!   the newest entries as applied, older ones as their encoded bytes).
 //! - `types.rs`: the records (node, service instance, check) and what a
 //!   registration and a deregistration carry.
 //!
@@ -43,6 +44,7 @@
 mod acl_types;
 mod bulk_map;
 mod command;
+mod history;
 mod kv_types;
 mod meta;
 mod prepared_query;
@@ -62,10 +64,11 @@ mod tests;
 
 pub use acl_types::*;
 pub use command::{CatalogError, CatalogOp, Command, KvError, Outcome, SessionError};
+pub use history::{Applied, Since, encoded_size};
 pub use kv_types::*;
 pub use prepared_query::*;
 pub use query::{HealthEntry, Instance, NodeHealth};
-pub use replica::{Applied, Installed, Replica, Since, encoded_size};
+pub use replica::{Installed, Replica};
 pub use rules::Touched;
 pub use snapshot::{
     StateSnapshot, StateSnapshotRef, StateSnapshotV2, StateSnapshotV3, StateSnapshotV4,

@@ -2,7 +2,6 @@
 //! history of what was applied, which client agents follow to keep their own
 //! copies current.
 
-use std::collections::VecDeque;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, OnceLock, RwLock, RwLockReadGuard};
 use std::time::{Duration, Instant};
@@ -11,6 +10,7 @@ use arc_swap::{ArcSwap, ArcSwapOption};
 use tokio::sync::watch;
 
 use super::command::{Command, Outcome};
+use super::history::{Applied, History, Since};
 use super::kv_types::Time;
 use super::rules::Touched;
 use super::snapshot::StateSnapshot;
@@ -52,17 +52,6 @@ pub struct Replica {
     tokens: ArcSwapOption<Tokens>,
 }
 
-/// One applied log entry, as followers replay it.
-#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
-pub struct Applied {
-    /// The entry's index.
-    pub index: Index,
-    /// The leader's time when it proposed the entry.
-    pub time: Time,
-    /// Its commands; none for a blank or membership entry.
-    pub commands: Arc<[Command]>,
-}
-
 /// How long the steps of [`Replica::install`] took, for the start-up log.
 #[derive(Debug, Clone, Copy)]
 pub struct Installed {
@@ -75,74 +64,6 @@ pub struct Installed {
 
 /// Buckets of KV keys for blocking reads of one key to wait on.
 const KEY_WATCH_BUCKETS: usize = 1024;
-
-/// Most encoded bytes of commands the history holds, whatever their number:
-/// KV values make one command up to half a MiB.
-const MAX_HISTORY_BYTES: usize = 64 << 20;
-
-/// Applied entries, oldest first, bounded by their number of commands and
-/// by their encoded size.
-#[derive(Debug, Default)]
-struct History {
-    /// Every entry after `floor`, each with the encoded size of its
-    /// commands; an entry without commands (blank, membership) is kept
-    /// with none, so followers' indexes match.
-    entries: VecDeque<(Applied, usize)>,
-    /// Commands held in `entries`.
-    commands: usize,
-    /// Encoded bytes of the commands held in `entries`.
-    bytes: usize,
-    /// Most commands to hold; 0 keeps no history.
-    capacity: usize,
-    /// Every entry after this index is in `entries` (the snapshot or the
-    /// last entry evicted).
-    floor: Index,
-}
-
-impl History {
-    /// Keeps `entry`, whose commands encode to `bytes` (measured here
-    /// when the caller has not).
-    fn push(&mut self, entry: Applied, bytes: Option<usize>) {
-        if self.capacity == 0 {
-            self.floor = entry.index;
-            return;
-        }
-        let bytes = bytes.unwrap_or_else(|| encoded_size(&entry.commands));
-        self.commands += entry.commands.len();
-        self.bytes += bytes;
-        self.entries.push_back((entry, bytes));
-        while self.commands > self.capacity || self.bytes > MAX_HISTORY_BYTES {
-            let Some((gone, gone_bytes)) = self.entries.pop_front() else {
-                break;
-            };
-            self.commands -= gone.commands.len();
-            self.bytes -= gone_bytes;
-            self.floor = gone.index;
-        }
-    }
-
-    fn reset(&mut self, index: Index) {
-        self.entries.clear();
-        self.commands = 0;
-        self.bytes = 0;
-        self.floor = index;
-    }
-}
-
-/// The encoded size of an entry's commands, as a follow answer carries them.
-pub fn encoded_size(commands: &[Command]) -> usize {
-    // Encoding a command cannot fail; count it as large if it ever does.
-    postcard::experimental::serialized_size(commands).unwrap_or(MAX_HISTORY_BYTES)
-}
-
-/// What a follower at some index needs next.
-#[derive(Debug, PartialEq)]
-pub enum Since {
-    /// The entries after its index, in order (none when it is current).
-    Entries(Vec<Applied>),
-    /// Its index is older than the history: it needs the whole state.
-    TooOld,
-}
 
 impl Default for Replica {
     fn default() -> Self {
@@ -395,24 +316,9 @@ impl Replica {
     /// and about `max_commands` commands (always at least one entry when
     /// there is one).
     pub fn since(&self, index: Index, max_entries: usize, max_commands: usize) -> Since {
-        let history = self.history();
-        if index < history.floor {
-            return Since::TooOld;
-        }
-        let start = history.entries.partition_point(|(e, _)| e.index <= index);
-        let mut commands = 0;
-        let entries = history
-            .entries
-            .range(start..)
-            .take(max_entries.max(1))
-            .take_while(|(e, _)| {
-                let first = commands == 0;
-                commands += e.commands.len().max(1);
-                first || commands <= max_commands
-            })
-            .map(|(e, _)| e.clone())
-            .collect();
-        Since::Entries(entries)
+        let held = self.history().after(index, max_entries, max_commands);
+        // Decoded after the lock is released: the apply waits on it.
+        held.since()
     }
 
     /// A copy of the whole state: what a client agent behind the history

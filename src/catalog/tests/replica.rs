@@ -48,6 +48,35 @@ fn a_follower_replaying_the_history_ends_with_the_same_state() {
     assert_eq!(*follower.read(), *leader.read());
 }
 
+/// A follower far enough behind reads entries the history holds as their
+/// encoded bytes (all but its newest 64): replayed, they give the leader's
+/// state, checks, KV values and all.
+#[test]
+fn a_follower_far_behind_replays_the_entries_held_as_bytes() {
+    use super::{HealthStatus, KvVerb, chk, kv, svc_chk, with_checks};
+    let leader = Replica::with_history(10_000);
+    for i in 1..=200u64 {
+        let n = i as usize;
+        let mut r = with_checks(
+            node(&format!("web{n}"), "10.0.0.1"),
+            vec![
+                chk("alive", HealthStatus::Passing),
+                svc_chk("http", "web", HealthStatus::Critical),
+            ],
+        );
+        r.service = Some(svc("web"));
+        let cmds = vec![
+            Command::register(r),
+            Command::Kv(kv(KvVerb::Set, &format!("app/{n}"), &"v".repeat(n))),
+        ];
+        leader.apply_batch(i, i * 1000, cmds);
+    }
+    let follower = Replica::new();
+    assert!(catch_up(&leader, &follower, 16));
+    assert_eq!(follower.applied_index(), 200);
+    assert_eq!(*follower.read(), *leader.read());
+}
+
 #[test]
 fn a_follower_behind_the_history_is_told_it_is_too_old() {
     let leader = Replica::with_history(4);
