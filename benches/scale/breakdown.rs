@@ -97,7 +97,7 @@ pub(crate) fn run(cat: &[Instance], rich: bool, history: usize) -> anyhow::Resul
     let base = live();
     let cmds: Vec<Arc<[Command]>> = cat.iter().map(|&i| Arc::from([command(i, rich)])).collect();
     rows.push((
-        "commands of every entry (what a log tail holds)".into(),
+        "commands of every entry, decoded".into(),
         per(live() - base),
     ));
 

@@ -146,13 +146,14 @@ impl History {
         self.floor = index;
     }
 
-    /// The entries after `index` as [`Held`]: at most `max_entries` and
-    /// about `max_commands` commands (always at least one entry when there
-    /// is one). Cheap, so the lock around the history is held briefly; the
-    /// caller decodes them with [`Held::since`] after releasing it.
-    pub(super) fn after(&self, index: Index, max_entries: usize, max_commands: usize) -> Held {
+    /// The entries after `index`, not yet decoded: at most `max_entries`
+    /// and about `max_commands` commands (always at least one entry when
+    /// there is one). Cheap, so the lock around the history is held
+    /// briefly; the caller decodes them with [`Pending::decode`] after
+    /// releasing it.
+    pub(super) fn after(&self, index: Index, max_entries: usize, max_commands: usize) -> Pending {
         if index < self.floor {
-            return Held(None);
+            return Pending(None);
         }
         let start = self.entries.partition_point(|e| e.index <= index);
         let mut commands = 0;
@@ -167,7 +168,7 @@ impl History {
             })
             .map(|e| (e.index, e.time, e.commands.clone()))
             .collect();
-        Held(Some(entries))
+        Pending(Some(entries))
     }
 }
 
@@ -186,12 +187,20 @@ impl Kept {
 
 /// Entries taken from the history, not yet decoded; `None` when the
 /// follower is behind the history.
-pub(super) struct Held(Option<Vec<(Index, Time, Commands)>>);
+#[derive(Debug)]
+pub struct Pending(Option<Vec<(Index, Time, Commands)>>);
 
-impl Held {
+impl Pending {
+    /// The index of the last entry, when there is one: with the follower's
+    /// own index, it names the range (a cached encoding of it needs no
+    /// decoding).
+    pub fn last(&self) -> Option<Index> {
+        self.0.as_ref()?.last().map(|&(index, _, _)| index)
+    }
+
     /// What the follower needs next. An entry whose bytes did not decode
     /// sends it the whole state rather than a gap.
-    pub(super) fn since(self) -> Since {
+    pub fn decode(self) -> Since {
         let Some(entries) = self.0 else {
             return Since::TooOld;
         };
@@ -249,14 +258,48 @@ mod tests {
             h.entries.back().map(|e| &e.commands),
             Some(Commands::Applied(_))
         ));
-        let Since::Entries(all) = h.after(0, 1000, 1000).since() else {
+        let Since::Entries(all) = h.after(0, 1000, 1000).decode() else {
             panic!("the whole history is there");
         };
         assert_eq!(all, (1..=n).map(entry).collect::<Vec<_>>());
-        let Since::Entries(tail) = h.after(n - 2, 1000, 1000).since() else {
+        let Since::Entries(tail) = h.after(n - 2, 1000, 1000).decode() else {
             panic!("the tail is there");
         };
         assert_eq!(tail, vec![entry(n - 1), entry(n)]);
+    }
+
+    #[test]
+    fn entries_held_as_bytes_are_evicted_and_counted_as_the_others() {
+        let mut h = History {
+            capacity: 100,
+            ..History::default()
+        };
+        for i in 1..=300 {
+            h.push(entry(i), None);
+        }
+        assert_eq!((h.entries.len(), h.commands, h.floor), (100, 100, 200));
+        let bytes: usize = (201..=300)
+            .map(|i| super::encoded_size(&entry(i).commands))
+            .sum();
+        assert_eq!(h.bytes, bytes);
+        let encoded = h
+            .entries
+            .iter()
+            .filter(|e| matches!(e.commands, Commands::Encoded(_)))
+            .count();
+        assert_eq!(encoded, 100 - DECODED_TAIL);
+        assert_eq!(h.after(199, 1000, 1000).decode(), Since::TooOld);
+        let pending = h.after(200, 1000, 1000);
+        assert_eq!(pending.last(), Some(300));
+        let Since::Entries(kept) = pending.decode() else {
+            panic!("200 is the floor: 201..=300 follow it");
+        };
+        assert_eq!(kept, (201..=300).map(entry).collect::<Vec<_>>());
+        // At most 10 commands: the first ten entries, the oldest held as bytes.
+        let Since::Entries(first) = h.after(200, 1000, 10).decode() else {
+            panic!("within the history");
+        };
+        assert_eq!(first, (201..=210).map(entry).collect::<Vec<_>>());
     }
 
     #[test]
@@ -269,6 +312,6 @@ mod tests {
         if let Some(e) = h.entries.front_mut() {
             e.commands = Commands::Encoded(vec![0xff, 0xff, 0xff].into());
         }
-        assert_eq!(h.after(0, 10, 10).since(), Since::TooOld);
+        assert_eq!(h.after(0, 10, 10).decode(), Since::TooOld);
     }
 }

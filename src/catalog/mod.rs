@@ -64,7 +64,7 @@ mod tests;
 
 pub use acl_types::*;
 pub use command::{CatalogError, CatalogOp, Command, KvError, Outcome, SessionError};
-pub use history::{Applied, Since, encoded_size};
+pub use history::{Applied, Pending, Since, encoded_size};
 pub use kv_types::*;
 pub use prepared_query::*;
 pub use query::{HealthEntry, Instance, NodeHealth};

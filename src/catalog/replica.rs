@@ -10,7 +10,7 @@ use arc_swap::{ArcSwap, ArcSwapOption};
 use tokio::sync::watch;
 
 use super::command::{Command, Outcome};
-use super::history::{Applied, History, Since};
+use super::history::{Applied, History, Pending, Since};
 use super::kv_types::Time;
 use super::rules::Touched;
 use super::snapshot::StateSnapshot;
@@ -139,7 +139,8 @@ impl Replica {
     /// under one lock, and publishes the view and the index once. Readers see
     /// the entry whole or not at all, so a blocking query woken at `index`
     /// never misses a later command of the same entry. The commands are
-    /// kept, not copied, in the history followers read.
+    /// kept, not copied, in the history followers read, until they are
+    /// 64 entries old (`history.rs`).
     pub fn apply_batch(
         &self,
         index: Index,
@@ -180,14 +181,6 @@ impl Replica {
         if cmds.is_empty() {
             state.apply_noop(index);
         }
-        self.history().push(
-            Applied {
-                index,
-                time,
-                commands: cmds,
-            },
-            encoded,
-        );
         // Only what DNS answers from republishes the view: a KV write, a
         // session or a renewal leaves it, and the DNS caches keyed on it,
         // alone.
@@ -205,6 +198,18 @@ impl Replica {
             self.rebuild_tokens(&state);
         }
         drop(state);
+        // After the state's lock, which readers wait on: the push may encode
+        // an older entry. Before the index moves, so a follower woken by it
+        // finds the entry; one that reads the state meanwhile follows on
+        // from the index before (only this writer pushes or installs).
+        self.history().push(
+            Applied {
+                index,
+                time,
+                commands: cmds,
+            },
+            encoded,
+        );
         for key in &touched.kv_keys {
             self.key_bucket(key).send_replace(index);
         }
@@ -316,9 +321,20 @@ impl Replica {
     /// and about `max_commands` commands (always at least one entry when
     /// there is one).
     pub fn since(&self, index: Index, max_entries: usize, max_commands: usize) -> Since {
-        let held = self.history().after(index, max_entries, max_commands);
-        // Decoded after the lock is released: the apply waits on it.
-        held.since()
+        self.pending(index, max_entries, max_commands).decode()
+    }
+
+    /// [`Self::since`], not yet decoded: a follower whose range is already
+    /// encoded for the others (`rpc/fanout.rs`) needs only its bounds.
+    pub fn pending(&self, index: Index, max_entries: usize, max_commands: usize) -> Pending {
+        // The lock is released before the caller decodes: the apply waits on it.
+        self.history().after(index, max_entries, max_commands)
+    }
+
+    /// Whether a follower at `index` can follow on from the history, or
+    /// needs the whole state.
+    pub fn in_history(&self, index: Index) -> bool {
+        index >= self.history().floor
     }
 
     /// A copy of the whole state: what a client agent behind the history

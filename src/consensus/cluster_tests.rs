@@ -50,6 +50,12 @@ async fn three(base: u8) -> Vec<Server> {
 
 /// [`three`] with `tuning`.
 async fn three_tuned(base: u8, tuning: Tuning) -> Vec<Server> {
+    three_with(base, tuning, CLIENT_HISTORY).await
+}
+
+/// [`three`] with `tuning`, each server keeping `history` commands for
+/// following clients.
+async fn three_with(base: u8, tuning: Tuning, history: usize) -> Vec<Server> {
     let mut listeners = Vec::new();
     for i in 0..3u8 {
         listeners.push(listen(base + i).await);
@@ -61,7 +67,7 @@ async fn three_tuned(base: u8, tuning: Tuning) -> Vec<Server> {
     let mut servers = Vec::new();
     for (i, listener) in listeners.into_iter().enumerate() {
         let others = addrs.iter().filter(|a| **a != addrs[i]).copied().collect();
-        servers.push(start_server(i, listener, others, tuning.clone()).await);
+        servers.push(start_server(i, listener, others, tuning.clone(), history).await);
     }
     servers
 }
@@ -75,16 +81,16 @@ async fn listen(last: u8) -> TcpListener {
 }
 
 /// Starts server `s{i}` serving RPC on `listener`, in memory, expecting
-/// three servers and joining through `others`.
+/// three servers and joining through `others`, keeping `history` commands
+/// for following clients.
 async fn start_server(
     i: usize,
     listener: TcpListener,
     others: Vec<SocketAddr>,
     tuning: Tuning,
+    history: usize,
 ) -> Server {
-    // A short history, so a client that falls behind is sent the whole
-    // catalog (see the client link test).
-    let replica = Arc::new(Replica::with_history(CLIENT_HISTORY));
+    let replica = Arc::new(Replica::with_history(history));
     let addr = listener.local_addr().expect("addr");
     let cfg = ConsensusConfig {
         node_name: format!("s{i}"),
@@ -118,7 +124,9 @@ async fn start_server(
     }
 }
 
-/// Commands each server keeps for following clients.
+/// Commands each server keeps for following clients: a short history, so
+/// a client that falls behind is sent the whole catalog (see the client
+/// link test).
 const CLIENT_HISTORY: usize = 64;
 
 async fn until(limit: Duration, what: &str, mut cond: impl FnMut() -> bool) {
@@ -303,7 +311,7 @@ async fn a_server_joining_late_catches_up_from_entries_only_the_database_holds()
     }
     let read_before = leader.consensus.storage_stats().read_back();
     let others = servers.iter().map(|s| s.addr).collect();
-    let late = start_server(3, listen(153).await, others, tuning).await;
+    let late = start_server(3, listen(153).await, others, tuning, CLIENT_HISTORY).await;
     // Once it is a voter, no entry is coming (its promotion was the last):
     // then both have applied the same log.
     until(
@@ -327,6 +335,43 @@ async fn a_server_joining_late_catches_up_from_entries_only_the_database_holds()
         "the leader read {read} entries back for the late server, not its log"
     );
     for s in servers.iter().chain([&late]) {
+        s.stop().await;
+    }
+}
+
+/// A client that starts after 200 writes, within a server's history (as a
+/// server's is, 8,192 commands): it follows on by entries, most of them
+/// held by the server as their bytes (all but the newest 64), and ends with
+/// the servers' state, never having been sent the whole of it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_late_client_follows_on_from_entries_the_servers_hold_as_bytes() {
+    use crate::rpc::ServerLink;
+    let servers = three_with(160, Tuning::default(), 10_000).await;
+    let addrs: Vec<SocketAddr> = servers.iter().map(|s| s.consensus.me.addr).collect();
+    until(Duration::from_secs(20), "a leader", || {
+        leader_index(&servers).is_some()
+    })
+    .await;
+    let leader = &servers[leader_index(&servers).expect("a leader")];
+    for n in 0..200 {
+        let written = leader.consensus.write(register(n)).await;
+        assert!(matches!(written, Ok(Outcome::Applied(_))), "{written:?}");
+    }
+    assert!(servers.iter().all(|s| s.replica.in_history(0)));
+    let client = Arc::new(Replica::new());
+    let link = Arc::new(ServerLink::new(client.clone(), credentials()));
+    link.set_servers(addrs);
+    let stop = CancellationToken::new();
+    tokio::spawn(link.clone().follow(stop.clone()));
+    link.linearizable_read().await.expect("caught up");
+    assert_eq!(instances(&client), 200);
+    assert_eq!(*client.read(), *leader.replica.read());
+    assert!(
+        servers.iter().all(|s| !s.consensus.snapshot_cache.holds()),
+        "no server encoded its whole state for the client"
+    );
+    stop.cancel();
+    for s in &servers {
         s.stop().await;
     }
 }

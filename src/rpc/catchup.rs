@@ -29,7 +29,7 @@ use serde::de::{self, Visitor};
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 use tokio::time::Instant;
 
-use crate::catalog::{Index, Replica, Since, StateSnapshot};
+use crate::catalog::{Index, Replica, StateSnapshot};
 use crate::store::StoreError;
 use crate::store::snapshot::{decode_catalog, encode_catalog};
 
@@ -179,14 +179,18 @@ impl SnapshotCache {
         self.held.lock().unwrap_or_else(|e| e.into_inner())
     }
 
+    /// Whether it holds an encoding: a client behind was offered the whole
+    /// state within the last minutes.
+    #[cfg(test)]
+    pub(crate) fn holds(&self) -> bool {
+        self.held().is_some()
+    }
+
     /// The held encoding, if a client that installs it can follow `replica`
     /// on from its index.
     fn usable(&self, replica: &Replica) -> Option<Offer> {
         let held = self.held().clone()?;
-        match replica.since(held.index, 1, 1) {
-            Since::TooOld => None,
-            Since::Entries(_) => Some(held.offer()),
-        }
+        replica.in_history(held.index).then(|| held.offer())
     }
 
     /// What to offer a client behind `replica`'s history: the held encoding,
@@ -368,7 +372,7 @@ mod tests {
     use std::sync::atomic::{AtomicUsize, Ordering};
 
     use super::*;
-    use crate::catalog::{Command, KvOp, KvVerb};
+    use crate::catalog::{Command, KvOp, KvVerb, Since};
 
     /// Entries a test server's history holds: a few, so a client is soon
     /// behind it.

@@ -187,8 +187,7 @@ pub enum CatchUp {
 }
 
 /// `entries` as a client agent may hold them: every token without its
-/// secret. Entries without a token keep their commands, shared with the
-/// server's history, uncopied.
+/// secret. Entries without a token keep their commands as they are.
 fn without_secrets(mut entries: Vec<Applied>) -> Vec<Applied> {
     let redacted = |cmd: &Command| match cmd {
         Command::Acl(op) => op.redacted().map(Command::Acl),
@@ -345,7 +344,18 @@ async fn follow(
     let wait = Duration::from_millis(wait_ms.into()).min(MAX_FOLLOW_WAIT);
     // Timing out is an answer too: nothing changed.
     let _ = tokio::time::timeout(wait, applied.wait_for(|&i| i > after)).await;
-    let catch_up = match replica.since(after, FOLLOW_ENTRIES, FOLLOW_COMMANDS) {
+    let pending = replica.pending(after, FOLLOW_ENTRIES, FOLLOW_COMMANDS);
+    // The others at `after` had this range encoded already: no need to
+    // decode what the history holds as bytes.
+    if let Some(last) = pending.last()
+        && let Some(catch_up) = follows.cached(after, last)
+    {
+        return ClientAnswer::Follow(SharedFollow {
+            catch_up,
+            status: handler.status(),
+        });
+    }
+    let catch_up = match pending.decode() {
         Since::Entries(entries) if !entries.is_empty() => {
             let last = entries.last().map_or(after, |e| e.index);
             let encode = || postcard::to_allocvec(&CatchUp::Entries(without_secrets(entries)));

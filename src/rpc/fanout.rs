@@ -40,7 +40,7 @@ impl FollowCache {
         last: Index,
         encode: impl FnOnce() -> Result<Vec<u8>, E>,
     ) -> Result<Arc<[u8]>, E> {
-        if let Some(bytes) = self.find(after, last) {
+        if let Some(bytes) = self.cached(after, last) {
             return Ok(bytes);
         }
         let bytes: Arc<[u8]> = encode()?.into();
@@ -56,7 +56,8 @@ impl FollowCache {
         Ok(bytes)
     }
 
-    fn find(&self, after: Index, last: Index) -> Option<Arc<[u8]>> {
+    /// The bytes of the range, if it is cached.
+    pub fn cached(&self, after: Index, last: Index) -> Option<Arc<[u8]>> {
         let recent = self.recent();
         recent
             .iter()

@@ -38,9 +38,9 @@ use crate::store::format::{CURRENT, FormatError, Version};
 pub struct Batch {
     /// When the leader proposed it.
     time: Time,
-    /// The commands, in order; shared by the log's in-memory tail, every
-    /// read of it (replication, apply) and the replica's history, never
-    /// copied.
+    /// The commands, in order; shared by the log's decoded tail, every
+    /// read of it (replication, apply) and the replica's history's newest
+    /// entries, never copied.
     commands: Arc<[Command]>,
 }
 

@@ -49,8 +49,9 @@ fn a_follower_replaying_the_history_ends_with_the_same_state() {
 }
 
 /// A follower far enough behind reads entries the history holds as their
-/// encoded bytes (all but its newest 64): replayed, they give the leader's
-/// state, checks, KV values and all.
+/// encoded bytes (all but its newest 64; `history.rs` tests which are):
+/// replayed, they give the leader's state, tags, meta, checks and KV
+/// values.
 #[test]
 fn a_follower_far_behind_replays_the_entries_held_as_bytes() {
     use super::{HealthStatus, KvVerb, chk, kv, svc_chk, with_checks};
@@ -64,7 +65,10 @@ fn a_follower_far_behind_replays_the_entries_held_as_bytes() {
                 svc_chk("http", "web", HealthStatus::Critical),
             ],
         );
-        r.service = Some(svc("web"));
+        let mut web = svc("web");
+        web.tags = vec!["primary".into(), format!("v{n}")];
+        web.meta = [("version".to_string(), n.to_string())].into();
+        r.service = Some(web);
         let cmds = vec![
             Command::register(r),
             Command::Kv(kv(KvVerb::Set, &format!("app/{n}"), &"v".repeat(n))),
