@@ -39,6 +39,8 @@ pub(crate) struct Answer {
     pub(crate) index: Option<u64>,
     /// When the whole answer had arrived.
     pub(crate) at: Instant,
+    /// Its bytes, head and body.
+    pub(crate) len: usize,
 }
 
 /// Connections kept open after their answers, closed when dropped: a real
@@ -237,6 +239,7 @@ fn read_ready(c: &mut Conn, scratch: &mut [u8]) -> anyhow::Result<Option<Answer>
                         status: head.status,
                         index: head.index,
                         at: Instant::now(),
+                        len: c.read.len(),
                     }));
                 }
             }

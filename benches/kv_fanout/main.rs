@@ -21,9 +21,13 @@
 //!    agent is quiet again, and counts the queries on `k` and on the missing
 //!    key that answered: the issue says none may;
 //! 4. writes `k` and records, for every query parked on `k`, the time from
-//!    the write's response to its complete answer (200, index past `I`);
-//!    prints p50, p99 and max against the target (p99 ≤ 100 ms), and the
-//!    agent's memory once every connection is closed.
+//!    the write sent to its complete answer (200, index past `I`); prints
+//!    p50, p99 and max against the target (p99 ≤ 100 ms), the same from the
+//!    write's own response (not judged), and the
+//!    agent's memory once every connection is closed;
+//! 5. measures the floor under that on this machine (`floor.rs`): one
+//!    thread writing an answer of the same size to each of up to 10,000
+//!    loopback sockets and reading them back, with nothing else running.
 //!
 //! Run: `cargo bench --bench kv_fanout` (or `-- --parked 4000 --missing
 //! 16`). Without `--bench` (as `cargo test --benches` runs it) it only
@@ -33,6 +37,7 @@
 #![allow(clippy::print_stdout)]
 
 mod fleet;
+mod floor;
 #[allow(dead_code)] // disk_usage is for kv_million
 #[path = "../common/mem.rs"]
 mod mem;
@@ -441,6 +446,23 @@ async fn measure(s: &Settings, t: &Target, nofile: u64) -> anyhow::Result<()> {
         cpu_k * 1e3,
         cpu_k * 1e6 / n_parked.max(1) as f64,
     );
+    // The kernel's own share of an answer, with nothing else running.
+    if let Some(len) = woke.first().map(|a| a.len) {
+        let n = n_parked.min((nofile.saturating_sub(256) / 2) as usize);
+        let ip = std::net::IpAddr::V4(Ipv4Addr::new(127, 0, 3, 32));
+        let f = tokio::task::spawn_blocking(move || floor::measure(ip, n, len)).await??;
+        let per = |d: Duration| d.as_secs_f64() * 1e6 / f.n.max(1) as f64;
+        println!(
+            "loopback floor on this machine: {} answers of {len} B written from one thread in {:.1} ms \
+             ({:.2} µs each) and read back in {:.1} ms ({:.2} µs each); for {n_parked}: {:.0} ms",
+            f.n,
+            ms(f.write),
+            per(f.write),
+            ms(f.read),
+            per(f.read),
+            (per(f.write) + per(f.read)) * n_parked as f64 / 1e3,
+        );
+    }
     // Both share the machine's cores: together they bound how soon the
     // last answer can arrive.
     println!(
