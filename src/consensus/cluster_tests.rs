@@ -141,6 +141,23 @@ fn leader_index(servers: &[Server]) -> Option<usize> {
     servers.iter().position(|s| s.consensus.is_leader())
 }
 
+/// Waits until one of `servers` leads; its position.
+async fn wait_leader(servers: &[Server]) -> usize {
+    until(Duration::from_secs(20), "a leader", || {
+        leader_index(servers).is_some()
+    })
+    .await;
+    leader_index(servers).expect("a leader")
+}
+
+/// Registers instances `ns` through `server`, each applied.
+async fn write_registrations(server: &Server, ns: std::ops::Range<usize>) {
+    for n in ns {
+        let written = server.consensus.write(register(n)).await;
+        assert!(matches!(written, Ok(Outcome::Applied(_))), "{written:?}");
+    }
+}
+
 /// Stops `servers[leader]` and waits until one of the others leads; returns
 /// the others.
 async fn fail_over(servers: &[Server], leader: usize) -> Vec<&Server> {
@@ -246,15 +263,8 @@ async fn three_servers_bootstrap_replicate_and_fail_over() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_leaders_entries_reach_the_followers_early_and_every_log_agrees() {
     let servers = three(140).await;
-    until(Duration::from_secs(20), "a leader", || {
-        leader_index(&servers).is_some()
-    })
-    .await;
-    let first = leader_index(&servers).expect("a leader");
-    for n in 0..30 {
-        let written = servers[first].consensus.write(register(n)).await;
-        assert!(matches!(written, Ok(Outcome::Applied(_))), "{written:?}");
-    }
+    let first = wait_leader(&servers).await;
+    write_registrations(&servers[first], 0..30).await;
     let early = servers[first].consensus.early.accepted();
     assert!(early > 0, "no follower accepted an early AppendEntries");
     let index = servers[first].replica.applied_index();
@@ -273,10 +283,7 @@ async fn a_leaders_entries_reach_the_followers_early_and_every_log_agrees() {
         .iter()
         .find(|s| s.consensus.is_leader())
         .expect("new leader");
-    for n in 30..40 {
-        let written = second.consensus.write(register(n)).await;
-        assert!(matches!(written, Ok(Outcome::Applied(_))), "{written:?}");
-    }
+    write_registrations(second, 30..40).await;
     assert!(second.consensus.early.accepted() > 0);
     let index = second.replica.applied_index();
     until(Duration::from_secs(10), "both replicas applied", || {
@@ -300,15 +307,8 @@ async fn a_server_joining_late_catches_up_from_entries_only_the_database_holds()
         ..Tuning::default()
     };
     let servers = three_tuned(150, tuning.clone()).await;
-    until(Duration::from_secs(20), "a leader", || {
-        leader_index(&servers).is_some()
-    })
-    .await;
-    let leader = &servers[leader_index(&servers).expect("a leader")];
-    for n in 0..200 {
-        let written = leader.consensus.write(register(n)).await;
-        assert!(matches!(written, Ok(Outcome::Applied(_))), "{written:?}");
-    }
+    let leader = &servers[wait_leader(&servers).await];
+    write_registrations(leader, 0..200).await;
     let read_before = leader.consensus.storage_stats().read_back();
     let others = servers.iter().map(|s| s.addr).collect();
     let late = start_server(3, listen(153).await, others, tuning, CLIENT_HISTORY).await;
@@ -348,15 +348,8 @@ async fn a_late_client_follows_on_from_entries_the_servers_hold_as_bytes() {
     use crate::rpc::ServerLink;
     let servers = three_with(160, Tuning::default(), 10_000).await;
     let addrs: Vec<SocketAddr> = servers.iter().map(|s| s.consensus.me.addr).collect();
-    until(Duration::from_secs(20), "a leader", || {
-        leader_index(&servers).is_some()
-    })
-    .await;
-    let leader = &servers[leader_index(&servers).expect("a leader")];
-    for n in 0..200 {
-        let written = leader.consensus.write(register(n)).await;
-        assert!(matches!(written, Ok(Outcome::Applied(_))), "{written:?}");
-    }
+    let leader = &servers[wait_leader(&servers).await];
+    write_registrations(leader, 0..200).await;
     assert!(servers.iter().all(|s| s.replica.in_history(0)));
     let client = Arc::new(Replica::new());
     let link = Arc::new(ServerLink::new(client.clone(), credentials()));
@@ -381,10 +374,7 @@ async fn a_client_link_writes_follows_and_moves_when_its_server_goes() {
     use crate::rpc::ServerLink;
     let servers = three(40).await;
     let addrs: Vec<SocketAddr> = servers.iter().map(|s| s.consensus.me.addr).collect();
-    until(Duration::from_secs(20), "a leader", || {
-        leader_index(&servers).is_some()
-    })
-    .await;
+    wait_leader(&servers).await;
     let stop = CancellationToken::new();
     let follow = |link: &Arc<ServerLink>| tokio::spawn(link.clone().follow(stop.clone()));
     let client = Arc::new(Replica::new());
@@ -467,11 +457,7 @@ async fn client_agents_hold_tokens_without_secrets_and_still_resolve_them() {
     use crate::rpc::ServerLink;
     let servers = three(120).await;
     let addrs: Vec<SocketAddr> = servers.iter().map(|s| s.consensus.me.addr).collect();
-    until(Duration::from_secs(20), "a leader", || {
-        leader_index(&servers).is_some()
-    })
-    .await;
-    let leader = &servers[leader_index(&servers).expect("a leader")];
+    let leader = &servers[wait_leader(&servers).await];
     let token = |accessor: &str, secret: &str, policies: Vec<String>| AclToken {
         accessor_id: accessor.into(),
         secret_id: secret.into(),
@@ -598,11 +584,7 @@ impl Logs {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_server_that_never_catches_up_is_never_made_a_voter() {
     let servers = three(70).await;
-    until(Duration::from_secs(20), "a leader", || {
-        leader_index(&servers).is_some()
-    })
-    .await;
-    let leader = &servers[leader_index(&servers).expect("a leader")].consensus;
+    let leader = &servers[wait_leader(&servers).await].consensus;
     // Nothing listens there: the join can only time out, however often it
     // is asked for (an earlier join's learner used to be promoted by the
     // next join without having caught up, and then counted in the quorum).
@@ -634,11 +616,7 @@ async fn a_server_that_never_catches_up_is_never_made_a_voter() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_removal_that_would_leave_no_quorum_is_refused() {
     let servers = three(90).await;
-    until(Duration::from_secs(20), "a leader", || {
-        leader_index(&servers).is_some()
-    })
-    .await;
-    let first = leader_index(&servers).expect("a leader");
+    let first = wait_leader(&servers).await;
     let followers: Vec<usize> = (0..3).filter(|i| *i != first).collect();
     let (down, up) = (followers[0], followers[1]);
     servers[down].stop().await;
