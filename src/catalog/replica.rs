@@ -221,6 +221,9 @@ impl Replica {
     pub fn apply_noop(&self, index: Index) {
         let mut state = self.write();
         state.apply_noop(index);
+        drop(state);
+        // As in `apply_entry`: outside the state's lock (the push may
+        // encode an older entry), before the index moves.
         self.history().push(
             Applied {
                 index,
@@ -229,7 +232,6 @@ impl Replica {
             },
             None,
         );
-        drop(state);
         self.applied.send_replace(index);
     }
 
