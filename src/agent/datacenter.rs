@@ -19,6 +19,7 @@ use crate::config::DnsSettings;
 use crate::datacenters::Datacenters;
 use crate::delegate::Delegate;
 use crate::dns::Answerer;
+use crate::http::Api;
 use crate::remote::Remote;
 use crate::rpc::Credentials;
 use crate::rpc::datacenter::{
@@ -87,12 +88,12 @@ impl Far {
             .map_err(|e| AgentError::Task(format!("DNS: {e}")))
     }
 
-    /// From now on other datacenters' requests run through `router` (with
+    /// From now on other datacenters' requests run through `api` (with
     /// its admission bounds) and `dns`, as our own clients' do.
-    pub(super) fn install(&self, router: axum::Router, dns: Option<Answerer>) {
+    pub(super) fn install(&self, api: Api, dns: Option<Answerer>) {
         if let (Some(slot), Some(dns)) = (&self.slot, dns) {
             slot.install(Arc::new(Local {
-                router,
+                api,
                 dns: Arc::new(dns),
                 remote: self.remote.clone(),
             }));
@@ -102,8 +103,8 @@ impl Far {
 
 /// What runs other datacenters' requests here.
 struct Local {
-    /// The agent's HTTP router, with its admission bounds.
-    router: axum::Router,
+    /// The agent's HTTP API, with its admission bounds.
+    api: Api,
     /// The agent's DNS answers, from its view.
     dns: Arc<Answerer>,
     /// The way on to other datacenters, for our client agents.
@@ -114,8 +115,8 @@ impl Handler for Local {
     fn serve(&self, req: DatacenterRequest) -> Answer<DatacenterResponse> {
         match req {
             DatacenterRequest::Http(http) => {
-                let router = self.router.clone();
-                Box::pin(async move { run_http(router, http).await })
+                let api = self.api.clone();
+                Box::pin(async move { run_http(api, http).await })
             }
             // Answered by the RPC server itself; here for completeness.
             DatacenterRequest::Ping => Box::pin(std::future::ready(DatacenterResponse::Pong)),
@@ -154,9 +155,9 @@ impl Handler for Local {
     }
 }
 
-/// Runs `req` through `router` as a local request; any status is an
+/// Runs `req` through `api` as a local request; any status is an
 /// answer, which the asking agent relays.
-async fn run_http(router: axum::Router, req: HttpRequest) -> DatacenterResponse {
+async fn run_http(api: Api, req: HttpRequest) -> DatacenterResponse {
     let Ok(method) = Method::from_bytes(req.method.as_bytes()) else {
         return DatacenterResponse::Failed(format!("not an HTTP method: {:?}", req.method));
     };
@@ -180,10 +181,10 @@ async fn run_http(router: axum::Router, req: HttpRequest) -> DatacenterResponse 
             headers.append(name, value);
         }
     }
-    // The router's error type is `Infallible`: every failure is a response.
-    let Ok(response) = router.oneshot(request).await;
+    // The API's error type is `Infallible`: every failure is a response.
+    let Ok(response) = api.oneshot(request).await;
     let (parts, body) = response.into_parts();
-    let body = match axum::body::to_bytes(body, MAX_ANSWER_BODY).await {
+    let body = match axum::body::to_bytes(Body::new(body), MAX_ANSWER_BODY).await {
         Ok(b) => b,
         Err(e) => {
             return DatacenterResponse::Failed(format!("the answer could not be read: {e}"));

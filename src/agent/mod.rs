@@ -533,11 +533,11 @@ impl Agent {
             remote: far.remote.clone(),
         };
         let token = serving.clone();
-        let router = crate::http::router(state, &limits, token.clone());
-        far.install(router.clone(), answerer);
+        let api = crate::http::api(state, &limits, token.clone());
+        far.install(api.clone(), answerer);
         let https = https.map(|l| (l, tls));
         tasks.spawn(async move {
-            crate::http::serve_router(http, https, router, &limits, token)
+            crate::http::serve_api(http, https, api, &limits, token)
                 .await
                 .map_err(|e| format!("HTTP: {e}"))
         });

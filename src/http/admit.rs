@@ -14,14 +14,12 @@
 
 use std::sync::Arc;
 
-use axum::extract::{Request, State};
-use axum::middleware::Next;
-use axum::response::{IntoResponse, Response};
-use tokio::sync::Semaphore;
+use axum::extract::Request;
+use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
 use super::ApiError;
 use super::listen::ClientAddr;
-use crate::per_client::PerClient;
+use crate::per_client::{PerClient, Slot};
 
 /// Requests running at once that are not blocking queries.
 pub const MAX_IN_FLIGHT: usize = 4096;
@@ -67,36 +65,45 @@ fn is_blocking(query: Option<&str>) -> bool {
     })
 }
 
-/// Runs the request in a slot of its kind, or sheds it: 429 for a client
-/// at its own cap of blocking queries, 503 when the server is full.
-pub(super) async fn admit(
-    State(admission): State<Admission>,
-    request: Request,
-    next: Next,
-) -> Response {
-    let blocking = is_blocking(request.uri().query());
-    // The client's own cap first, so a client over it takes no shared slot.
-    let client = match request.extensions().get::<ClientAddr>() {
-        Some(ClientAddr(addr)) if blocking => {
-            match admission.blocking_per_client.try_take(addr.ip()) {
-                Some(slot) => Some(slot),
-                None => return ApiError::TooManyBlocking.into_response(),
+/// What an admitted request holds until its answer is complete (or the
+/// client goes away and the request is dropped): a slot of its kind, and
+/// for a blocking query one of its client's.
+#[derive(Debug)]
+pub(super) struct Admitted {
+    _slot: OwnedSemaphorePermit,
+    _client: Option<Slot>,
+}
+
+impl Admission {
+    /// Takes the slots `request` runs in, or the error that sheds it: 429
+    /// for a client at its own cap of blocking queries, 503 when the server
+    /// is full.
+    pub(super) fn admit(&self, request: &Request) -> Result<Admitted, ApiError> {
+        let blocking = is_blocking(request.uri().query());
+        // The client's own cap first, so a client over it takes no shared slot.
+        let client = match request.extensions().get::<ClientAddr>() {
+            Some(ClientAddr(addr)) if blocking => {
+                match self.blocking_per_client.try_take(addr.ip()) {
+                    Some(slot) => Some(slot),
+                    None => return Err(ApiError::TooManyBlocking),
+                }
             }
-        }
-        // Not blocking, or served without a listener that names clients.
-        _ => None,
-    };
-    let pool = if blocking {
-        &admission.blocking
-    } else {
-        &admission.plain
-    };
-    let Ok(_slot) = pool.clone().try_acquire_owned() else {
-        return ApiError::Overloaded.into_response();
-    };
-    let response = next.run(request).await;
-    drop(client);
-    response
+            // Not blocking, or served without a listener that names clients.
+            _ => None,
+        };
+        let pool = if blocking {
+            &self.blocking
+        } else {
+            &self.plain
+        };
+        let Ok(slot) = pool.clone().try_acquire_owned() else {
+            return Err(ApiError::Overloaded);
+        };
+        Ok(Admitted {
+            _slot: slot,
+            _client: client,
+        })
+    }
 }
 
 #[cfg(test)]

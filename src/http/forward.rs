@@ -2,16 +2,16 @@
 //! of that datacenter, which runs it through its own router, and its
 //! answer (status, body, `X-Consul-*` headers) is ours.
 //!
-//! A middleware, not a handler's business: the request goes before any
-//! extractor reads its body or decides anything from this agent's replica,
-//! so every endpoint family that takes `?dc` (catalog, health, KV,
-//! sessions, txn, prepared queries, coordinates) forwards with no code of
-//! its own, a blocking query parks on the remote side (next to the writes
-//! that wake it), and the remote datacenter checks the request's token
-//! against its own ACLs. It sits inside the admission layer, so a
-//! forwarded blocking query holds a blocking slot here as a local one
-//! does. `Route::reach` stays the seam for what does not pass here (a
-//! catalog write whose body names another datacenter).
+//! A step of the API's service (`service.rs`), not a handler's business:
+//! the request goes before any extractor reads its body or decides
+//! anything from this agent's replica, so every endpoint family that takes
+//! `?dc` (catalog, health, KV, sessions, txn, prepared queries,
+//! coordinates) forwards with no code of its own, a blocking query parks
+//! on the remote side (next to the writes that wake it), and the remote
+//! datacenter checks the request's token against its own ACLs. It runs
+//! after admission, so a forwarded blocking query holds a blocking slot
+//! here as a local one does. `Route::reach` stays the seam for what does
+//! not pass here (a catalog write whose body names another datacenter).
 //!
 //! Errors keep Consul's status and body, which clients match, and add what
 //! Consul's lack (research §6): `X-Trellis-Reason: unknown-dc` or
@@ -20,9 +20,8 @@
 use std::time::Duration;
 
 use axum::body::Body;
-use axum::extract::{Request, State};
+use axum::extract::Request;
 use axum::http::{HeaderMap, HeaderName, HeaderValue, Method, StatusCode};
-use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 
 use super::query::{Params, ReadOptions};
@@ -56,20 +55,10 @@ const REASON: &str = "x-trellis-reason";
 /// The datacenter it failed for.
 const DATACENTER: &str = "x-trellis-datacenter";
 
-/// Sends a request whose `?dc=` names another datacenter on to it; runs
-/// any other one here.
-pub(super) async fn forward(State(ctx): State<Ctx>, request: Request, next: Next) -> Response {
-    let Some(dc) = other_datacenter(&ctx, request.uri()) else {
-        let mut response = next.run(request).await;
-        if ctx.api.remote.translate_wan() {
-            // Consul says so on every answer of an agent that translates.
-            response.headers_mut().insert(
-                HeaderName::from_static(TRANSLATE_HEADER),
-                HeaderValue::from_static("true"),
-            );
-        }
-        return response;
-    };
+/// Sends `request`, whose `?dc=` names the other datacenter `dc`
+/// ([`other_datacenter`]), on to it, and answers with that datacenter's
+/// answer.
+pub(super) async fn forward(ctx: Ctx, dc: String, request: Request) -> Response {
     let (parts, body) = request.into_parts();
     let Ok(body) = axum::body::to_bytes(body, MAX_BODY_BYTES).await else {
         return super::ApiError::PayloadTooLarge.into_response();
@@ -91,10 +80,11 @@ pub(super) async fn forward(State(ctx): State<Ctx>, request: Request, next: Next
             return failure(StatusCode::SERVICE_UNAVAILABLE, "agent is shutting down", None, &dc);
         }
     };
-    let translate = ctx.api.remote.translate_wan();
     let mut response = match answer {
         Ok(DatacenterResponse::Http(mut answer)) => {
-            if translate && TRANSLATED.iter().any(|p| parts.uri.path().starts_with(p)) {
+            if ctx.api.remote.translate_wan()
+                && TRANSLATED.iter().any(|p| parts.uri.path().starts_with(p))
+            {
                 translate_body(&mut answer);
             }
             relay(answer)
@@ -110,12 +100,7 @@ pub(super) async fn forward(State(ctx): State<Ctx>, request: Request, next: Next
         ),
         Err(e) => forward_error(&e, &dc),
     };
-    if translate {
-        response.headers_mut().insert(
-            HeaderName::from_static(TRANSLATE_HEADER),
-            HeaderValue::from_static("true"),
-        );
-    }
+    mark_translated(&ctx, &mut response);
     if parts.method == Method::HEAD {
         *response.body_mut() = Body::empty();
     }
@@ -124,6 +109,17 @@ pub(super) async fn forward(State(ctx): State<Ctx>, request: Request, next: Next
 
 /// Consul's header on answers of an agent with `translate_wan_addrs` on.
 const TRANSLATE_HEADER: &str = "x-consul-translate-addresses";
+
+/// Says on `response` that addresses are translated, when this agent
+/// translates them: Consul says so on every answer of such an agent.
+pub(super) fn mark_translated(ctx: &Ctx, response: &mut Response) {
+    if ctx.api.remote.translate_wan() {
+        response.headers_mut().insert(
+            HeaderName::from_static(TRANSLATE_HEADER),
+            HeaderValue::from_static("true"),
+        );
+    }
+}
 /// The families whose answers carry node and service addresses Consul
 /// translates (catalog, health, prepared query execution).
 const TRANSLATED: &[&str] = &["/v1/catalog/", "/v1/health/", "/v1/query/"];
@@ -185,12 +181,18 @@ fn translate_json(value: &mut serde_json::Value) {
 
 /// The datacenter `uri` is for when it is another one and the path is of a
 /// family that forwards.
-fn other_datacenter(ctx: &Ctx, uri: &axum::http::Uri) -> Option<String> {
+pub(super) fn other_datacenter(ctx: &Ctx, uri: &axum::http::Uri) -> Option<String> {
     let path = uri.path();
     if !FORWARDED.iter().any(|p| path.starts_with(p)) || NOT_FORWARDED.contains(&path) {
         return None;
     }
-    let params = parse_query(uri.query()?);
+    let query = uri.query()?;
+    // Most requests name no datacenter: no need to decode their query (a
+    // name spelled with escapes has a `%`).
+    if !query.contains("dc") && !query.contains('%') {
+        return None;
+    }
+    let params = parse_query(query);
     let dc = params.get("dc").filter(|dc| !dc.is_empty())?;
     let local = &ctx.api.local.identity().datacenter;
     (!dc.eq_ignore_ascii_case(local)).then(|| dc.to_owned())

@@ -27,7 +27,7 @@
 //! connection's phase: reading a request head, running a request, idle.
 //!
 //! Every request carries its client's address ([`ClientAddr`]) into the
-//! router, where admission counts parked blocking queries per client.
+//! API, where admission counts parked blocking queries per client.
 
 use std::net::SocketAddr;
 use std::pin::Pin;
@@ -36,7 +36,6 @@ use std::sync::atomic::{AtomicU8, Ordering};
 use std::task::{Context, Poll};
 use std::time::Duration;
 
-use axum::Router;
 use axum::body::{Body, Bytes};
 use axum::extract::Request;
 use hyper::body::{Frame, Incoming, SizeHint};
@@ -48,6 +47,7 @@ use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 use tower::ServiceExt;
 
+use super::Api;
 use crate::config::LimitsSettings;
 use crate::per_client::{PerClient, Slot};
 use crate::tls::Tls;
@@ -114,7 +114,7 @@ impl Caps {
     }
 }
 
-/// Serves `router` on `listener` under `limits` and `caps` until `shutdown` is
+/// Serves `api` on `listener` under `limits` and `caps` until `shutdown` is
 /// cancelled, then lets every connection finish its request (parked
 /// blocking queries answer at once on the same signal).
 ///
@@ -123,7 +123,7 @@ impl Caps {
 /// must finish within [`TLS_HANDSHAKE_TIMEOUT`].
 pub(super) async fn serve(
     listener: TcpListener,
-    router: Router,
+    api: Api,
     limits: &LimitsSettings,
     tls: Option<Arc<Tls>>,
     caps: Caps,
@@ -170,13 +170,13 @@ pub(super) async fn serve(
             }
             continue;
         };
-        let (router, token, tls) = (router.clone(), shutdown.clone(), tls.clone());
+        let (api, token, tls) = (api.clone(), shutdown.clone(), tls.clone());
         conns.spawn(async move {
             match tls {
-                None => connection(stream, peer, router, timeouts, slot, token).await,
+                None => connection(stream, peer, api, timeouts, slot, token).await,
                 Some(tls) => {
                     if let Some(stream) = handshake(&tls, stream, peer).await {
-                        connection(stream, peer, router, timeouts, slot, token).await;
+                        connection(stream, peer, api, timeouts, slot, token).await;
                     }
                 }
             }
@@ -269,7 +269,7 @@ struct Timeouts {
 async fn connection<S>(
     stream: S,
     peer: SocketAddr,
-    router: Router,
+    api: Api,
     timeouts: Timeouts,
     _slot: Slot,
     shutdown: CancellationToken,
@@ -286,9 +286,9 @@ async fn connection<S>(
         let mut request = request.map(|body| timed(body, timeouts.read_body));
         request.extensions_mut().insert(ClientAddr(peer));
         let running = Running::start(requests.clone());
-        let router = router.clone();
+        let api = api.clone();
         async move {
-            let response = router.oneshot(request).await;
+            let response = api.oneshot(request).await;
             drop(running);
             response
         }

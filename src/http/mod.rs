@@ -5,14 +5,16 @@
 //! which knows the request's datacenter: catalog reads come from this
 //! process's [`Replica`] (see [`query`] for consistency modes and blocking
 //! queries), catalog writes go through [`Delegate::write`], agent service
-//! changes through the [`LocalAgent`]. Every route shares two concurrency
-//! limits, one for blocking queries and one for the rest (`admit.rs`), and
-//! sheds load (503) rather than queueing; one client's parked blocking
+//! changes through the [`LocalAgent`]. The routes sit behind one service,
+//! [`Api`] (`service.rs`), which forwards requests for other datacenters
+//! and admits the rest under two concurrency limits shared by every route,
+//! one for blocking queries and one for the rest (`admit.rs`); it sheds
+//! load (503) rather than queueing; one client's parked blocking
 //! queries are capped too (429). Bodies are capped at 1 MiB (413), KV
 //! values and transactions at 512 KiB by the bytes read (`body.rs`). The
 //! listener (`listen.rs`) caps connections per client IP (429) and times
 //! out half-sent requests and idle keep-alive connections.
-//! With `ports.https` on, the same router (state and admission bounds)
+//! With `ports.https` on, the same API (state and admission bounds)
 //! serves HTTPS too, through the same listener code with TLS in front.
 
 mod acl;
@@ -33,6 +35,7 @@ mod operator;
 mod prepared_query;
 pub mod query;
 mod route;
+mod service;
 mod session;
 mod status;
 #[cfg(test)]
@@ -45,7 +48,7 @@ use std::sync::atomic::AtomicUsize;
 
 use axum::Router;
 use axum::body::Bytes;
-use axum::extract::{DefaultBodyLimit, FromRequest, FromRequestParts, Request};
+use axum::extract::{FromRequest, FromRequestParts, Request};
 use axum::http::Method;
 use axum::http::request::Parts;
 use axum::response::IntoResponse;
@@ -59,6 +62,7 @@ use crate::local::LocalAgent;
 use admit::Admission;
 pub use error::ApiError;
 use query::Params;
+pub use service::Api;
 
 /// Largest accepted request body, as Consul's default.
 pub const MAX_BODY_BYTES: usize = 1 << 20;
@@ -130,9 +134,8 @@ impl std::ops::Deref for Ctx {
     }
 }
 
-fn build(state: Ctx, admission: Admission) -> Router {
-    let forwarding = state.clone();
-    Router::new()
+fn build(state: Ctx, admission: Admission) -> Api {
+    let routes = Router::new()
         .route("/v1/agent/self", get(agent::agent_self))
         .route("/v1/agent/services", get(agent::services))
         .route("/v1/agent/service/register", put(agent::register))
@@ -237,21 +240,8 @@ fn build(state: Ctx, admission: Admission) -> Router {
         .method_not_allowed_fallback(|method: Method| async move {
             ApiError::MethodNotAllowed(method.to_string())
         })
-        .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))
-        // Inside admission, so a forwarded request takes a slot of its
-        // kind here too; before every extractor, so it goes whole.
-        .layer(axum::middleware::from_fn_with_state(
-            forwarding,
-            forward::forward,
-        ))
-        // Global, not per route: one pair of bounds for every route.
-        .layer(axum::middleware::from_fn_with_state(
-            admission,
-            admit::admit,
-        ))
-        // Outermost, so shed requests are traced too (spans at DEBUG).
-        .layer(tower_http::trace::TraceLayer::new_for_http())
-        .with_state(state)
+        .with_state(state.clone());
+    service::api(routes, admission, state)
 }
 
 /// Serves the API on an already-bound listener under the per-client caps
@@ -266,7 +256,7 @@ pub async fn serve(
     serve_with_https(listener, None, state, limits, shutdown).await
 }
 
-/// [`serve`], and the same router (its routes, state and admission bounds)
+/// [`serve`], and the same API (its routes, state and admission bounds)
 /// on the HTTPS listener too when there is one, with `tls`'s certificates:
 /// both under the per-client caps and timeouts of `listen.rs`, sharing one
 /// count per client and one connection budget.
@@ -277,46 +267,46 @@ pub async fn serve_with_https(
     limits: &crate::config::LimitsSettings,
     shutdown: CancellationToken,
 ) -> std::io::Result<()> {
-    let router = router(state, limits, shutdown.clone());
-    serve_router(listener, https, router, limits, shutdown).await
+    let api = api(state, limits, shutdown.clone());
+    serve_api(listener, https, api, limits, shutdown).await
 }
 
-/// The API's router over `state`, its requests shed as `limits` say, its
+/// The API over `state`, its requests shed as `limits` say, its
 /// parked blocking queries answered when `closing` fires: what the
 /// listeners serve, and what runs requests other datacenters send here
 /// (`rpc::datacenter`), under the same admission bounds.
-pub fn router(
+pub fn api(
     state: ApiState,
     limits: &crate::config::LimitsSettings,
     closing: CancellationToken,
-) -> Router {
+) -> Api {
     let ctx = Ctx::new(state, closing);
     let admission = Admission::new(MAX_IN_FLIGHT, MAX_BLOCKING)
         .blocking_per_client(limits.http_max_blocking_per_client);
     build(ctx, admission)
 }
 
-/// Serves `router` (from [`router`]) as [`serve_with_https`] does.
-pub async fn serve_router(
+/// Serves `api` (from [`api()`]) as [`serve_with_https`] does.
+pub async fn serve_api(
     listener: tokio::net::TcpListener,
     https: Option<(tokio::net::TcpListener, Arc<crate::tls::Tls>)>,
-    router: Router,
+    api: Api,
     limits: &crate::config::LimitsSettings,
     shutdown: CancellationToken,
 ) -> std::io::Result<()> {
     let caps = listen::Caps::new(limits);
     let Some((https, tls)) = https else {
-        return listen::serve(listener, router, limits, None, caps, shutdown).await;
+        return listen::serve(listener, api, limits, None, caps, shutdown).await;
     };
     let secure = listen::serve(
         https,
-        router.clone(),
+        api.clone(),
         limits,
         Some(tls),
         caps.clone(),
         shutdown.clone(),
     );
-    let plain = listen::serve(listener, router, limits, None, caps, shutdown);
+    let plain = listen::serve(listener, api, limits, None, caps, shutdown);
     tokio::try_join!(plain, secure).map(|_| ())
 }
 

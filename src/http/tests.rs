@@ -100,12 +100,12 @@ impl TestApi {
         let shutdown = CancellationToken::new();
         // What `serve` does, keeping the context to watch parked queries.
         let ctx = Ctx::new(state, shutdown.clone());
-        let router = build(ctx.clone(), admission);
+        let api = build(ctx.clone(), admission);
         let (limits, token) = (crate::config::LimitsSettings::default(), shutdown.clone());
         let server = tokio::spawn(async move {
             listen::serve(
                 listener,
-                router,
+                api,
                 &limits,
                 None,
                 listen::Caps::new(&limits),
