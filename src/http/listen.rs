@@ -24,7 +24,8 @@
 //! hyper's own header timeout also runs while a keep-alive connection waits
 //! for its next request, which would make the idle time the header time; so
 //! both are kept here instead, by a watchdog per connection that follows the
-//! connection's phase: reading a request head, running a request, idle.
+//! connection's phase: reading a request head, running a request, idle
+//! (`watchdog.rs`).
 //!
 //! Every request carries its client's address ([`ClientAddr`]) into the
 //! API, where admission counts parked blocking queries per client.
@@ -32,22 +33,24 @@
 use std::net::SocketAddr;
 use std::pin::Pin;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU8, Ordering};
 use std::task::{Context, Poll};
 use std::time::Duration;
 
 use axum::body::{Body, Bytes};
 use axum::extract::Request;
+use futures_util::StreamExt;
+use futures_util::stream::FuturesUnordered;
 use hyper::body::{Frame, Incoming, SizeHint};
 use hyper_util::rt::TokioIo;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, ReadBuf};
 use tokio::net::{TcpListener, TcpStream};
-use tokio::sync::{Notify, Semaphore};
+use tokio::sync::Semaphore;
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 use tower::ServiceExt;
 
 use super::Api;
+use super::watchdog::{BUSY, PhaseCell, Running, watchdog};
 use crate::config::LimitsSettings;
 use crate::per_client::{PerClient, Slot};
 use crate::tls::Tls;
@@ -299,9 +302,22 @@ async fn connection<S>(
         .header_read_timeout(None)
         .serve_connection(io, service);
     tokio::pin!(conn);
-    let watchdog = watchdog(&phase, timeouts);
-    tokio::pin!(watchdog);
-    let mut stopping = false;
+    // What ends a connection besides its client: its watchdog, and the
+    // server stopping. They wait apart from `conn`, polled only when they
+    // were woken: a connection is woken for every request it answers, and
+    // polling them each time (each poll of a waiting `Notify` takes its
+    // lock, and the stop signal's is one lock for every connection) cost
+    // a twentieth of a parked query's answer.
+    let mut ends: FuturesUnordered<Pin<Box<dyn Future<Output = End> + Send + '_>>> =
+        FuturesUnordered::new();
+    let phase = &*phase;
+    ends.push(Box::pin(async move {
+        End::TimedOut(watchdog(phase, timeouts.read_header, timeouts.idle).await)
+    }));
+    ends.push(Box::pin(async {
+        shutdown.cancelled().await;
+        End::Stopping
+    }));
     loop {
         tokio::select! {
             r = conn.as_mut() => {
@@ -310,53 +326,33 @@ async fn connection<S>(
                 }
                 return;
             }
-            what = &mut watchdog => {
-                // Dropping the connection closes the socket.
-                tracing::debug!(%peer, "HTTP connection closed: {what}");
-                return;
-            }
-            () = shutdown.cancelled(), if !stopping => {
-                // A connection between requests, or still sending one, has
-                // nothing to finish: close it now rather than wait out its
-                // timeout. One running a request answers it first.
-                if phase.get() != BUSY {
+            Some(end) = ends.next() => match end {
+                End::TimedOut(what) => {
+                    // Dropping the connection closes the socket.
+                    tracing::debug!(%peer, "HTTP connection closed: {what}");
                     return;
                 }
-                stopping = true;
-                conn.as_mut().graceful_shutdown();
-            }
+                End::Stopping => {
+                    // A connection between requests, or still sending one,
+                    // has nothing to finish: close it now rather than wait
+                    // out its timeout. One running a request answers it
+                    // first.
+                    if phase.get() != BUSY {
+                        return;
+                    }
+                    conn.as_mut().graceful_shutdown();
+                }
+            },
         }
     }
 }
 
-/// Waits until the connection has spent too long in one phase, and says
-/// which; never returns while a request runs.
-async fn watchdog(phase: &PhaseCell, timeouts: Timeouts) -> &'static str {
-    loop {
-        let now = phase.get();
-        let (limit, what) = match now {
-            HEAD => (
-                timeouts.read_header,
-                "no complete request headers within limits.http_read_header_timeout",
-            ),
-            IDLE => (
-                timeouts.idle,
-                "idle for limits.http_idle_timeout between requests",
-            ),
-            _ => (None, ""),
-        };
-        // A change of phase stores a permit if nobody waits, so a change
-        // between `get` and here is not missed.
-        let changed = phase.changed.notified();
-        match limit {
-            None => changed.await,
-            Some(limit) => {
-                if tokio::time::timeout(limit, changed).await.is_err() && phase.get() == now {
-                    return what;
-                }
-            }
-        }
-    }
+/// Why a connection ends, other than its client closing it.
+enum End {
+    /// Its watchdog closed it, saying why.
+    TimedOut(&'static str),
+    /// The server is stopping.
+    Stopping,
 }
 
 /// `body`, which must end within `limit` from now; a body that is already
@@ -412,70 +408,6 @@ impl hyper::body::Body for TimedBody {
 
     fn size_hint(&self) -> SizeHint {
         self.inner.size_hint()
-    }
-}
-
-/// Reading a request head (or waiting for a new connection's first).
-const HEAD: u8 = 0;
-/// Running a request.
-const BUSY: u8 = 1;
-/// Between requests, waiting for the next one's first byte.
-const IDLE: u8 = 2;
-
-/// The phase of one connection, set by its reads and its requests, and a
-/// signal for the watchdog when it changes.
-#[derive(Debug)]
-struct PhaseCell {
-    /// `HEAD`, `BUSY` or `IDLE`.
-    phase: AtomicU8,
-    /// Notified on every change.
-    changed: Notify,
-}
-
-impl PhaseCell {
-    fn new() -> Self {
-        Self {
-            phase: AtomicU8::new(HEAD),
-            changed: Notify::new(),
-        }
-    }
-
-    fn get(&self) -> u8 {
-        self.phase.load(Ordering::Acquire)
-    }
-
-    fn set(&self, to: u8) {
-        if self.phase.swap(to, Ordering::AcqRel) != to {
-            self.changed.notify_one();
-        }
-    }
-
-    /// Bytes arrived: an idle connection is reading a request head now.
-    fn bytes_read(&self) {
-        if self
-            .phase
-            .compare_exchange(IDLE, HEAD, Ordering::AcqRel, Ordering::Acquire)
-            .is_ok()
-        {
-            self.changed.notify_one();
-        }
-    }
-}
-
-/// A request running on a connection: `BUSY` while it lives, `IDLE` after
-/// (also when the client goes away and hyper drops the request).
-struct Running(Arc<PhaseCell>);
-
-impl Running {
-    fn start(phase: Arc<PhaseCell>) -> Self {
-        phase.set(BUSY);
-        Self(phase)
-    }
-}
-
-impl Drop for Running {
-    fn drop(&mut self) {
-        self.0.set(IDLE);
     }
 }
 
@@ -559,32 +491,5 @@ mod tests {
         assert_eq!(connections_within(1024), MIN_CONNECTIONS);
         assert_eq!(connections_within(u64::MAX), Semaphore::MAX_PERMITS);
         assert!(open_files() > 0);
-    }
-
-    #[tokio::test(start_paused = true)]
-    async fn the_watchdog_times_each_phase_with_its_own_limit() {
-        let timeouts = Timeouts {
-            read_header: Some(Duration::from_secs(10)),
-            read_body: Some(Duration::from_secs(30)),
-            idle: Some(Duration::from_secs(120)),
-        };
-        // A new connection that sends nothing: the header limit.
-        let phase = PhaseCell::new();
-        let started = tokio::time::Instant::now();
-        let what = watchdog(&phase, timeouts).await;
-        assert!(what.contains("http_read_header_timeout"), "{what}");
-        assert_eq!(started.elapsed(), Duration::from_secs(10));
-        // Idle between requests: the idle limit.
-        let phase = PhaseCell::new();
-        phase.set(IDLE);
-        let started = tokio::time::Instant::now();
-        let what = watchdog(&phase, timeouts).await;
-        assert!(what.contains("http_idle_timeout"), "{what}");
-        assert_eq!(started.elapsed(), Duration::from_secs(120));
-        // A running request is never cut.
-        let phase = PhaseCell::new();
-        phase.set(BUSY);
-        let r = tokio::time::timeout(Duration::from_secs(3600), watchdog(&phase, timeouts)).await;
-        assert!(r.is_err(), "a running request was timed out");
     }
 }

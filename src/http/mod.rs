@@ -41,6 +41,7 @@ mod status;
 #[cfg(test)]
 mod tests;
 mod txn;
+mod watchdog;
 mod writer;
 
 use std::sync::Arc;

@@ -1,0 +1,270 @@
+//! A connection's phase (reading a request head, running a request, idle
+//! between requests) and the watchdog that closes the connection when one
+//! phase lasts too long: the header and idle timeouts of `listen.rs`.
+//!
+//! The watchdog keeps one timer per connection, at the deadline of the
+//! phase it last saw, and looks again when it fires. A phase change
+//! wakes it only when the change needs an earlier deadline or it has none:
+//! bytes arriving on an idle connection (the header limit is shorter than
+//! the idle one), or a request ending after the watchdog found it running.
+//! A request that starts and ends within the header limit (most do, and
+//! every blocking query answered within it) costs the watchdog nothing:
+//! when its timer fires at the old deadline it finds the connection idle
+//! since the answer and moves its timer on, which tokio does in place.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::time::Duration;
+
+use tokio::sync::Notify;
+use tokio::time::Instant;
+
+/// Reading a request head (or waiting for a new connection's first).
+pub(super) const HEAD: u8 = 0;
+/// Running a request.
+pub(super) const BUSY: u8 = 1;
+/// Between requests, waiting for the next one's first byte.
+pub(super) const IDLE: u8 = 2;
+
+/// Bits of [`PhaseCell::state`] that hold the phase; the rest hold when
+/// it began.
+const PHASE_BITS: u32 = 2;
+
+/// The phase of one connection and when it began, set by its reads and its
+/// requests, and the signal that wakes the watchdog.
+#[derive(Debug)]
+pub(super) struct PhaseCell {
+    /// The phase in the low [`PHASE_BITS`], nanoseconds from `base` to its
+    /// start above them: one word, so both are read together.
+    state: AtomicU64,
+    /// When the connection began.
+    base: Instant,
+    /// Set while the watchdog waits with no deadline (a request was
+    /// running when it last looked): only then must a request's end wake it.
+    untimed: AtomicBool,
+    /// Wakes the watchdog.
+    changed: Notify,
+}
+
+impl PhaseCell {
+    pub(super) fn new() -> Self {
+        Self {
+            state: AtomicU64::new(u64::from(HEAD)),
+            base: Instant::now(),
+            untimed: AtomicBool::new(false),
+            changed: Notify::new(),
+        }
+    }
+
+    /// The phase now.
+    pub(super) fn get(&self) -> u8 {
+        self.read().0
+    }
+
+    /// The phase now and when it began.
+    fn read(&self) -> (u8, Instant) {
+        let state = self.state.load(Ordering::SeqCst);
+        let phase = (state & ((1 << PHASE_BITS) - 1)) as u8;
+        (phase, self.base + Duration::from_nanos(state >> PHASE_BITS))
+    }
+
+    /// `phase`, beginning now.
+    fn packed(&self, phase: u8) -> u64 {
+        let nanos = u64::try_from(self.base.elapsed().as_nanos()).unwrap_or(u64::MAX);
+        (nanos << PHASE_BITS) | u64::from(phase)
+    }
+
+    /// A request starts (`BUSY`) or ends (`IDLE`).
+    fn set(&self, to: u8) {
+        self.state.store(self.packed(to), Ordering::SeqCst);
+        // Paired with the watchdog's store of `untimed` before it looks at
+        // the phase: either it sees this change, or this sees it waiting.
+        if self.untimed.load(Ordering::SeqCst) {
+            self.changed.notify_one();
+        }
+    }
+
+    /// Bytes arrived: an idle connection is reading a request head now,
+    /// whose deadline comes sooner than the idle one the watchdog waits for.
+    pub(super) fn bytes_read(&self) {
+        let state = self.state.load(Ordering::SeqCst);
+        if state & ((1 << PHASE_BITS) - 1) != u64::from(IDLE) {
+            return;
+        }
+        let head = self.packed(HEAD);
+        if self
+            .state
+            .compare_exchange(state, head, Ordering::SeqCst, Ordering::SeqCst)
+            .is_ok()
+        {
+            self.changed.notify_one();
+        }
+    }
+}
+
+/// A request running on a connection: `BUSY` while it lives, `IDLE` after
+/// (also when the client goes away and hyper drops the request).
+pub(super) struct Running(Arc<PhaseCell>);
+
+impl Running {
+    pub(super) fn start(phase: Arc<PhaseCell>) -> Self {
+        phase.set(BUSY);
+        Self(phase)
+    }
+}
+
+impl Drop for Running {
+    fn drop(&mut self) {
+        self.0.set(IDLE);
+    }
+}
+
+/// Waits until the connection has spent longer than `read_header` reading
+/// a request head or `idle` between requests (`None`: no limit), and says
+/// which; never returns while a request runs.
+pub(super) async fn watchdog(
+    phase: &PhaseCell,
+    read_header: Option<Duration>,
+    idle: Option<Duration>,
+) -> &'static str {
+    let timer = tokio::time::sleep_until(Instant::now());
+    tokio::pin!(timer);
+    loop {
+        // Enabled before the phase is read, so a wake between the two is
+        // kept for the wait below.
+        let changed = phase.changed.notified();
+        tokio::pin!(changed);
+        changed.as_mut().enable();
+        let (now, since) = phase.read();
+        let (limit, what) = match now {
+            HEAD => (
+                read_header,
+                "no complete request headers within limits.http_read_header_timeout",
+            ),
+            IDLE => (idle, "idle for limits.http_idle_timeout between requests"),
+            _ => (None, ""),
+        };
+        let Some(limit) = limit else {
+            phase.untimed.store(true, Ordering::SeqCst);
+            if phase.get() == now {
+                changed.await;
+            }
+            phase.untimed.store(false, Ordering::SeqCst);
+            continue;
+        };
+        let deadline = since + limit;
+        if Instant::now() >= deadline {
+            return what;
+        }
+        // A later deadline than the one set moves the timer in place.
+        timer.as_mut().reset(deadline);
+        tokio::select! {
+            () = &mut timer => {}
+            () = &mut changed => {}
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const HEADER: Duration = Duration::from_secs(10);
+    const IDLE_LIMIT: Duration = Duration::from_secs(120);
+
+    /// The watchdog of `phase` running on its own, and when it started.
+    fn watch(phase: &Arc<PhaseCell>) -> (tokio::task::JoinHandle<&'static str>, Instant) {
+        let phase = phase.clone();
+        let started = Instant::now();
+        let task =
+            tokio::spawn(async move { watchdog(&phase, Some(HEADER), Some(IDLE_LIMIT)).await });
+        (task, started)
+    }
+
+    async fn after(d: Duration) {
+        tokio::time::sleep(d).await;
+    }
+
+    /// What the watchdog closed the connection for, failing if it has not
+    /// within a day.
+    async fn closed(task: tokio::task::JoinHandle<&'static str>) -> &'static str {
+        let day = Duration::from_secs(24 * 3600);
+        match tokio::time::timeout(day, task).await {
+            Ok(what) => what.unwrap(),
+            Err(_) => panic!("the watchdog never closed the connection"),
+        }
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn the_watchdog_times_each_phase_with_its_own_limit() {
+        // A new connection that sends nothing: the header limit.
+        let phase = Arc::new(PhaseCell::new());
+        let (task, started) = watch(&phase);
+        let what = closed(task).await;
+        assert!(what.contains("http_read_header_timeout"), "{what}");
+        assert_eq!(started.elapsed(), HEADER);
+        // Idle between requests: the idle limit.
+        let phase = Arc::new(PhaseCell::new());
+        phase.set(IDLE);
+        let (task, started) = watch(&phase);
+        let what = closed(task).await;
+        assert!(what.contains("http_idle_timeout"), "{what}");
+        assert_eq!(started.elapsed(), IDLE_LIMIT);
+        // A running request is never cut.
+        let phase = Arc::new(PhaseCell::new());
+        phase.set(BUSY);
+        let (task, _) = watch(&phase);
+        after(Duration::from_secs(3600)).await;
+        assert!(!task.is_finished(), "a running request was timed out");
+        task.abort();
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_request_answered_within_the_header_limit_leaves_the_idle_limit_from_its_answer() {
+        let phase = Arc::new(PhaseCell::new());
+        let (task, started) = watch(&phase);
+        after(Duration::from_secs(1)).await;
+        let running = Running::start(phase.clone());
+        after(Duration::from_secs(1)).await;
+        drop(running);
+        let what = closed(task).await;
+        assert!(what.contains("http_idle_timeout"), "{what}");
+        assert_eq!(started.elapsed(), Duration::from_secs(2) + IDLE_LIMIT);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_request_running_past_the_header_limit_wakes_the_watchdog_when_it_ends() {
+        let phase = Arc::new(PhaseCell::new());
+        let (task, started) = watch(&phase);
+        let running = Running::start(phase.clone());
+        after(Duration::from_secs(300)).await;
+        assert!(!task.is_finished(), "a running request was timed out");
+        drop(running);
+        let what = closed(task).await;
+        assert!(what.contains("http_idle_timeout"), "{what}");
+        assert_eq!(started.elapsed(), Duration::from_secs(300) + IDLE_LIMIT);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn bytes_on_an_idle_connection_bring_the_header_limit_forward() {
+        let phase = Arc::new(PhaseCell::new());
+        drop(Running::start(phase.clone()));
+        let (task, started) = watch(&phase);
+        after(Duration::from_secs(100)).await;
+        // Half a request arrives, 20 s before the idle limit would end it.
+        phase.bytes_read();
+        let what = closed(task).await;
+        assert!(what.contains("http_read_header_timeout"), "{what}");
+        assert_eq!(started.elapsed(), Duration::from_secs(100) + HEADER);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn bytes_during_a_request_change_nothing() {
+        let phase = Arc::new(PhaseCell::new());
+        let running = Running::start(phase.clone());
+        phase.bytes_read();
+        assert_eq!(phase.get(), BUSY);
+        drop(running);
+        assert_eq!(phase.get(), IDLE);
+    }
+}
