@@ -394,7 +394,7 @@ async fn measure(s: &Settings, t: &Target, nofile: u64) -> anyhow::Result<()> {
         woke.len(),
     );
     println!(
-        "\n| {} parked queries, time to their answer | p50 ms | p99 ms | max ms | target p99 ≤ {} ms |\n|---|---:|---:|---:|---|",
+        "\n| {} parked queries, time to their answer | first ms | p50 ms | p99 ms | max ms | target p99 ≤ {} ms |\n|---|---:|---:|---:|---:|---|",
         woke.len(),
         TARGET_P99.as_millis()
     );
@@ -404,7 +404,8 @@ async fn measure(s: &Settings, t: &Target, nofile: u64) -> anyhow::Result<()> {
     ] {
         let p99 = stats::percentile(lat, 0.99);
         println!(
-            "| {label} | {:.1} | {:.1} | {:.1} | {} |",
+            "| {label} | {:.1} | {:.1} | {:.1} | {:.1} | {} |",
+            ms(lat.first().copied().unwrap_or_default()),
             ms(stats::percentile(lat, 0.50)),
             ms(p99),
             ms(lat.last().copied().unwrap_or_default()),

@@ -224,38 +224,31 @@ impl std::fmt::Debug for Consensus {
 }
 
 impl Consensus {
-    /// Where a request for the leader should go now.
+    /// Where a request for the leader should go now. Every read and write
+    /// asks, and every answer's `X-Consul-KnownLeader`: one look at the
+    /// metrics, and nothing allocated.
     fn route(&self) -> Route {
-        let (leader, voters) = {
-            let m = self.metrics.borrow();
-            let voters: Vec<RaftId> = m.membership_config.membership().voter_ids().collect();
-            (m.current_leader, voters)
-        };
-        match leader {
+        let m = self.metrics.borrow();
+        let membership = m.membership_config.membership();
+        match m.current_leader {
             Some(id) if id == self.raft_id => {
-                let leading = self.metrics.borrow().state == ServerState::Leader;
-                if leading && self.contact.has_quorum(id, voters, self.tuning.lease) {
+                let leading = m.state == ServerState::Leader;
+                if leading
+                    && self
+                        .contact
+                        .has_quorum(id, membership.voter_ids(), self.tuning.lease)
+                {
                     Route::Local
                 } else {
                     Route::Nowhere
                 }
             }
-            Some(id) => match self.member(id) {
+            Some(id) => match membership.get_node(&id) {
                 Some(member) => Route::Remote(id, member.addr),
                 None => Route::Nowhere,
             },
             None => Route::Nowhere,
         }
-    }
-
-    /// The membership record of `id` in the current configuration.
-    fn member(&self, id: RaftId) -> Option<RaftMember> {
-        self.metrics
-            .borrow()
-            .membership_config
-            .membership()
-            .get_node(&id)
-            .cloned()
     }
 
     /// Waits until the known leader changes (or a little while passes), so

@@ -155,7 +155,7 @@ fn number(route: &Route, name: &str) -> Result<Option<u64>, ApiError> {
 /// `GET /v1/kv/<key>`.
 pub(super) async fn get(route: Route, path: Option<Path<String>>) -> Result<Response, ApiError> {
     let key = key_of(path)?;
-    let params = route.params().clone();
+    let params = route.params();
     let pretty = params.has("pretty");
     let authz = route.authz();
     if (params.has("keys") || params.has("recurse")) && route.key_list_policy() {
@@ -231,12 +231,19 @@ pub(super) async fn get(route: Route, path: Option<Path<String>>) -> Result<Resp
         .read_key_with(
             &key,
             |s| s.kv_key_index(&key),
-            |s| s.kv_get(&key).cloned(),
-            |entry| match entry {
-                None => Ok(not_found()),
-                Some(e) if raw => Ok(raw_value(e.value)),
-                Some(e) => json_response(&[KvEntryJson::from(&e)], pretty),
+            // Rendered from the entry where it lies, under the read lock,
+            // rather than from a copy of it: thousands of parked reads of
+            // one key may wake at once.
+            |s| {
+                s.kv_get(&key).map(|e| {
+                    if raw {
+                        Ok(raw_value(e.value.clone()))
+                    } else {
+                        json_response(&[KvEntryJson::from(e)], pretty)
+                    }
+                })
             },
+            |answer| answer.unwrap_or_else(|| Ok(not_found())),
         )
         .await
 }
