@@ -12,13 +12,17 @@ use std::process::ExitCode;
 static ALLOCATOR: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
 
 /// jemalloc's `malloc_conf`, read once when it starts: one arena, and
-/// per-thread caches for allocations up to 1 KiB only. An agent's threads
+/// per-thread caches for allocations up to 4 KiB only. An agent's threads
 /// are few and mostly waiting: with jemalloc's defaults (an arena per core,
 /// caches up to 32 KiB) an idle agent held 4.6 MB of anonymous memory,
-/// with these 3.5 MB (glibc 3.3 MB). Without the caches it held 3.0 MB, but
-/// answering 10,000 parked queries took a quarter more CPU (`kv_fanout`:
-/// 66-70 against 60 µs per answer); the catalog's memory per instance is
-/// the same either way. No background thread: it cost DNS about a tenth
+/// with caches up to 1 KiB 3.5 MB (glibc 3.3 MB). Without the caches it
+/// held 3.0 MB, but answering 10,000 parked queries took a quarter more CPU
+/// (`kv_fanout`: 66-70 against 60 µs per answer). Up to 4 KiB takes in an
+/// HTTP handler's boxed future (a KV read's is about 3 KiB), which the
+/// single arena's lock served before: 0.7-1.3 µs less CPU per answer in
+/// `kv_fanout` (three interleaved pairs, 15-17 µs in all), for 0.2 MB more
+/// anonymous memory idle (3.4 against 3.2 MB). The catalog's memory per
+/// instance is the same either way. No background thread: it cost DNS about a tenth
 /// more CPU per query at 40,000 queries a second (`benches/dns_vs_nsd`:
 /// 1.12-1.13 against 1.01-1.03 times Knot's, two runs each), and without
 /// it the agent's own timers still let jemalloc's decay hand the pages a
@@ -33,7 +37,7 @@ unsafe impl Sync for MallocConf {}
 // SAFETY: jemalloc reads this symbol (its `malloc_conf` under the crate's
 // `_rjem_` prefix) as a `const char *`, which the transparent wrapper is.
 #[unsafe(export_name = "_rjem_malloc_conf")]
-static MALLOC_CONF: MallocConf = MallocConf(c"narenas:1,tcache_max:1024".as_ptr());
+static MALLOC_CONF: MallocConf = MallocConf(c"narenas:1,tcache_max:4096".as_ptr());
 
 fn main() -> ExitCode {
     let cli = trellis::cli::Cli::from_env();
