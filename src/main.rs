@@ -21,8 +21,10 @@ static ALLOCATOR: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
 /// HTTP handler's boxed future (a KV read's is about 3 KiB), which the
 /// single arena's lock served before: 0.7-1.3 µs less CPU per answer in
 /// `kv_fanout` (three interleaved pairs, 15-17 µs in all), for 0.2 MB more
-/// anonymous memory idle (3.4 against 3.2 MB). The catalog's memory per
-/// instance is the same either way. No background thread: it cost DNS about a tenth
+/// anonymous memory idle (3.4-3.6 against 3.2-3.3 MB) and, in `scale`, the
+/// same memory per instance on a durable server (789-791 B bare, 1,466 B
+/// rich) but 50-60 B more per rich instance on a dev agent (2,037-2,052
+/// against 1,989 B): freed blocks of 1-4 KiB the threads' caches keep. No background thread: it cost DNS about a tenth
 /// more CPU per query at 40,000 queries a second (`benches/dns_vs_nsd`:
 /// 1.12-1.13 against 1.01-1.03 times Knot's, two runs each), and without
 /// it the agent's own timers still let jemalloc's decay hand the pages a
