@@ -100,7 +100,9 @@ pub(super) async fn forward(ctx: Ctx, dc: String, request: Request) -> Response 
         ),
         Err(e) => forward_error(&e, &dc),
     };
-    mark_translated(&ctx, &mut response);
+    if ctx.api.remote.translate_wan() {
+        mark_translated(&mut response);
+    }
     if parts.method == Method::HEAD {
         *response.body_mut() = Body::empty();
     }
@@ -110,15 +112,13 @@ pub(super) async fn forward(ctx: Ctx, dc: String, request: Request) -> Response 
 /// Consul's header on answers of an agent with `translate_wan_addrs` on.
 const TRANSLATE_HEADER: &str = "x-consul-translate-addresses";
 
-/// Says on `response` that addresses are translated, when this agent
-/// translates them: Consul says so on every answer of such an agent.
-pub(super) fn mark_translated(ctx: &Ctx, response: &mut Response) {
-    if ctx.api.remote.translate_wan() {
-        response.headers_mut().insert(
-            HeaderName::from_static(TRANSLATE_HEADER),
-            HeaderValue::from_static("true"),
-        );
-    }
+/// Says on `response` that addresses are translated: Consul says so on
+/// every answer of an agent with `translate_wan_addrs` on.
+pub(super) fn mark_translated(response: &mut Response) {
+    response.headers_mut().insert(
+        HeaderName::from_static(TRANSLATE_HEADER),
+        HeaderValue::from_static("true"),
+    );
 }
 /// The families whose answers carry node and service addresses Consul
 /// translates (catalog, health, prepared query execution).

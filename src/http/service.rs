@@ -75,7 +75,7 @@ impl Service<Request> for Admit {
         DefaultBodyLimit::max(MAX_BODY_BYTES).apply(&mut request);
         Serving::Local {
             answer: self.router.call(request),
-            ctx: self.ctx.clone(),
+            translated: self.ctx.api.remote.translate_wan(),
             _slots: slots,
         }
     }
@@ -93,11 +93,12 @@ pin_project_lite::pin_project! {
             answer: Pin<Box<dyn Future<Output = Response> + Send>>,
             _slots: Admitted,
         },
-        /// Answered here, by its route.
+        /// Answered here, by its route; `translated` when this agent
+        /// translates addresses, which Consul says on every answer.
         Local {
             #[pin]
             answer: RouteFuture<Infallible>,
-            ctx: Ctx,
+            translated: bool,
             _slots: Admitted,
         },
     }
@@ -113,9 +114,13 @@ impl Future for Serving {
                     .into_response()
             }))),
             ServingProj::Forwarded { answer, .. } => answer.as_mut().poll(cx).map(Ok),
-            ServingProj::Local { answer, ctx, .. } => answer.poll(cx).map(|answered| {
+            ServingProj::Local {
+                answer, translated, ..
+            } => answer.poll(cx).map(|answered| {
                 let Ok(mut response) = answered;
-                forward::mark_translated(ctx, &mut response);
+                if *translated {
+                    forward::mark_translated(&mut response);
+                }
                 Ok(response)
             }),
         }
