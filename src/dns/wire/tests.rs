@@ -321,11 +321,16 @@ fn the_fast_path_answers_as_the_responder_does() {
         answered.get(),
         cut.get()
     );
+    // The cases are random: about 1,450 of 4,000 are answered by the fast
+    // path, and 10-20 of those cut (six runs: 14-20). The bounds sit far
+    // below both, so that only a fast path that stopped answering or
+    // cutting fails them; a bound of more than 10 cut failed a clean-clone
+    // CI run that cut exactly 10.
     assert!(
-        answered.get() * 3 > cases as usize,
+        answered.get() * 4 > cases as usize,
         "the fast path answered too few"
     );
-    assert!(cut.get() > 10, "too few answers cut");
+    assert!(cut.get() >= 3, "too few answers cut");
 }
 
 proptest! {
