@@ -22,9 +22,9 @@
 //!    key that answered: the issue says none may;
 //! 4. writes `k` and records, for every query parked on `k`, the time from
 //!    the write sent to its complete answer (200, index past `I`); prints
-//!    p50, p99 and max against the target (p99 ≤ 100 ms), the same from the
-//!    write's own response (not judged), and the
-//!    agent's memory once every connection is closed;
+//!    the first, p50, p99 and max against the target (p99 ≤ 100 ms), the
+//!    same from the write's own response (not judged), and the agent's
+//!    memory once every connection is closed;
 //! 5. measures the floor under that on this machine (`floor.rs`): one
 //!    thread writing an answer of the same size to each of up to 10,000
 //!    loopback sockets and reading them back, with nothing else running.

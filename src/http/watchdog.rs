@@ -30,6 +30,11 @@ pub(super) const IDLE: u8 = 2;
 /// it began.
 const PHASE_BITS: u32 = 2;
 
+/// The phase held in a [`PhaseCell`]'s state word.
+fn phase_of(state: u64) -> u8 {
+    (state & ((1 << PHASE_BITS) - 1)) as u8
+}
+
 /// The phase of one connection and when it began, set by its reads and its
 /// requests, and the signal that wakes the watchdog.
 #[derive(Debug)]
@@ -60,8 +65,10 @@ impl PhaseCell {
     /// The phase now and when it began.
     fn read(&self) -> (u8, Instant) {
         let state = self.state.load(Ordering::SeqCst);
-        let phase = (state & ((1 << PHASE_BITS) - 1)) as u8;
-        (phase, self.base + Duration::from_nanos(state >> PHASE_BITS))
+        (
+            phase_of(state),
+            self.base + Duration::from_nanos(state >> PHASE_BITS),
+        )
     }
 
     /// `phase`, beginning now.
@@ -86,7 +93,7 @@ impl PhaseCell {
     /// whose deadline comes sooner than the idle one the watchdog waits for.
     pub(super) fn bytes_read(&self) {
         let state = self.state.load(Ordering::SeqCst);
-        if state & ((1 << PHASE_BITS) - 1) != u64::from(IDLE) {
+        if phase_of(state) != IDLE {
             return;
         }
         let head = self.packed(HEAD);
