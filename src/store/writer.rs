@@ -6,6 +6,8 @@
 //! up while its previous commit was in flight and commits it in one
 //! transaction: under load one fsync carries many log entries. An operation's
 //! [`Done`] callback runs only after the transaction holding it committed.
+//! A database in memory (`agent --dev`) has nothing to make durable, so most
+//! of its commits skip redb's durable commit ([`IN_MEMORY_LIGHT_COMMITS`]).
 //!
 //! Purging the head of the log after a snapshot deletes thousands of entries;
 //! done in one transaction, that delete would delay the appends committed
@@ -51,6 +53,14 @@ const MAX_BATCH: usize = 4096;
 
 /// The most purged log entries one transaction deletes.
 const PURGE_STEP: u64 = 256;
+
+/// In memory, how many commits in a row skip redb's durable commit. That
+/// commit's work (page checksums, the lists of freed pages) protects a file
+/// against a crash, and a database in memory dies with the process anyway;
+/// skipping it takes half a commit's CPU. But until the next durable commit
+/// redb keeps a record of what each light one allocated and freed (about
+/// 40 bytes a commit, measured), so every this-many-plus-first is durable.
+const IN_MEMORY_LIGHT_COMMITS: u32 = 63;
 
 /// One change to the database. Operations commit in the order submitted.
 #[derive(Debug)]
@@ -362,7 +372,7 @@ fn commit_or_wait(
     let mut waited = false;
     loop {
         let result = match &disk.db {
-            Some(db) => commit(db, batch, lazy, stats),
+            Some(db) => commit(db, disk.on_disk.is_none(), batch, lazy, stats),
             None => Err(StoreError::Closed),
         };
         let e = match result {
@@ -445,10 +455,13 @@ struct Lazy {
     values: Vec<(&'static str, Vec<u8>)>,
     /// [`Op::PurgeUpTo`]: log entries up to this index are still to delete.
     purge_upto: Option<u64>,
+    /// In memory, commits since the last durable one.
+    light_commits: u32,
 }
 
 fn commit(
     db: &Database,
+    in_memory: bool,
     batch: &[Queued],
     lazy: &mut Lazy,
     stats: &WriterStats,
@@ -471,9 +484,14 @@ fn commit(
     if !writes && !flush_lazy {
         return Ok(());
     }
+    let light = in_memory && !stop && lazy.light_commits < IN_MEMORY_LIGHT_COMMITS;
     let mut txn = db.begin_write().map_err(redb_err)?;
-    txn.set_durability(Durability::Immediate)
-        .map_err(redb_err)?;
+    txn.set_durability(if light {
+        Durability::None
+    } else {
+        Durability::Immediate
+    })
+    .map_err(redb_err)?;
     let mut entries = 0u64;
     let mut purge_left = lazy.purge_upto;
     {
@@ -517,6 +535,7 @@ fn commit(
     txn.commit().map_err(redb_err)?;
     lazy.values.clear();
     lazy.purge_upto = purge_left;
+    lazy.light_commits = if light { lazy.light_commits + 1 } else { 0 };
     stats.commits.fetch_add(1, Ordering::Relaxed);
     stats.entries.fetch_add(entries, Ordering::Relaxed);
     Ok(())
@@ -624,6 +643,51 @@ mod tests {
             writer.read_log(1..=2).await.is_err(),
             "a stopped writer refuses reads"
         );
+    }
+
+    /// In memory, commits skip redb's durable bookkeeping, all but one in
+    /// every `IN_MEMORY_LIGHT_COMMITS + 1`, and the pages they free are
+    /// reused: the database holds what one value needs, not what every
+    /// rewrite of it left behind. On disk every commit is durable.
+    #[test]
+    fn in_memory_commits_are_light_and_reuse_the_pages_they_free() {
+        let allocated = |db: &Database| {
+            let txn = db.begin_write().expect("begin");
+            let pages = txn.stats().expect("stats").allocated_pages();
+            txn.abort().expect("abort");
+            pages
+        };
+        let rewrite = |i: u32| [(Op::Put(keys::VOTE, vec![i as u8; 2048]), None)];
+        let stats = WriterStats::default();
+        let db = open(None).expect("open");
+        let mut lazy = Lazy::default();
+        commit(&db, true, &rewrite(0), &mut lazy, &stats).expect("commit");
+        let first = allocated(&db);
+        let mut durable = Vec::new();
+        for i in 1..=1000 {
+            commit(&db, true, &rewrite(i), &mut lazy, &stats).expect("commit");
+            if lazy.light_commits == 0 {
+                durable.push(i);
+            }
+        }
+        let every = IN_MEMORY_LIGHT_COMMITS + 1;
+        // Commit 0 was the first light one.
+        let expected: Vec<u32> = (1..=1000).filter(|i| i % every == every - 1).collect();
+        assert_eq!(durable, expected);
+        assert!(durable.len() < 50, "{} of 1000 were durable", durable.len());
+        let last = allocated(&db);
+        assert!(
+            last < first + 100,
+            "{first} pages after one value, {last} after 1000 rewrites"
+        );
+
+        let dir = tempfile::tempdir().expect("tempdir");
+        let db = open(Some(dir.path())).expect("open");
+        let mut lazy = Lazy::default();
+        for i in 0..10 {
+            commit(&db, false, &rewrite(i), &mut lazy, &stats).expect("commit");
+            assert_eq!(lazy.light_commits, 0, "a commit to a file is durable");
+        }
     }
 
     #[tokio::test]
