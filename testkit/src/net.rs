@@ -3,7 +3,7 @@
 //! up front.
 
 use std::net::{IpAddr, Ipv4Addr, SocketAddr, TcpListener, UdpSocket};
-use std::sync::atomic::{AtomicU8, Ordering};
+use std::sync::atomic::{AtomicU8, AtomicU16, Ordering};
 
 use anyhow::{Context as _, bail};
 
@@ -35,23 +35,80 @@ pub fn next_loopback_in(subnet: u8) -> IpAddr {
     IpAddr::V4(Ipv4Addr::new(127, 0, subnet, n))
 }
 
-/// A TCP port on `ip` that was free a moment ago. The socket is closed
-/// before the agent binds it, so a restarted agent can be given the same
-/// address; the small race with other programs is acceptable on loopback
-/// addresses nothing else uses.
+/// Where probed ports start: below the kernel's ephemeral range
+/// (`net.ipv4.ip_local_port_range`, 32768–60999 by default), and above the
+/// well-known and registered services a machine may run.
+const PROBE_FROM: u16 = 10_000;
+
+/// The next port to probe, shared by every probe in the process and
+/// started at a random point, so that test binaries running side by side
+/// rarely probe the same ports.
+static NEXT_PROBE: AtomicU16 = AtomicU16::new(0);
+
+/// The lowest port the kernel hands out for port 0.
+fn ephemeral_floor() -> u16 {
+    std::fs::read_to_string("/proc/sys/net/ipv4/ip_local_port_range")
+        .ok()
+        .and_then(|s| s.split_whitespace().next()?.parse().ok())
+        .unwrap_or(32_768)
+}
+
+/// The first port on `ip` below the ephemeral range that `bind` takes.
+///
+/// A port the kernel picked for a probe bound to port 0 comes from the
+/// ephemeral range, and so may be handed to another socket bound to port 0
+/// in the moment between the probe closing and the agent binding it: a
+/// wildcard one (a DNS client's, in this or another process) then takes it
+/// on every address, and the agent fails with "address in use". No socket
+/// is given a port below that range unless it asks for it, and each agent
+/// has an address of its own, so a port probed there stays free for it.
+fn free_port<S>(
+    ip: IpAddr,
+    bind: impl Fn(SocketAddr) -> std::io::Result<S>,
+) -> anyhow::Result<u16> {
+    let top = ephemeral_floor().max(PROBE_FROM + 1);
+    let span = top - PROBE_FROM;
+    if NEXT_PROBE.load(Ordering::Relaxed) == 0 {
+        use std::hash::{BuildHasher as _, Hasher as _};
+        let seed = std::collections::hash_map::RandomState::new()
+            .build_hasher()
+            .finish();
+        // Only the first probe of the process seeds; a lost race seeds the same.
+        let _ = NEXT_PROBE.compare_exchange(
+            0,
+            (seed % u64::from(span)) as u16 + 1,
+            Ordering::Relaxed,
+            Ordering::Relaxed,
+        );
+    }
+    let mut last = None;
+    for _ in 0..span.min(4096) {
+        let port = PROBE_FROM + NEXT_PROBE.fetch_add(1, Ordering::Relaxed) % span;
+        match bind(SocketAddr::new(ip, port)) {
+            Ok(_) => return Ok(port),
+            Err(e) if e.kind() == std::io::ErrorKind::AddrInUse => last = Some(e),
+            Err(e) => {
+                return Err(e).with_context(|| {
+                    format!("binding {ip}:{port} (is the 127.0.0.0/8 loopback route there?)")
+                });
+            }
+        }
+    }
+    Err(anyhow::anyhow!(
+        "no free port on {ip} from {PROBE_FROM} to {top}: {last:?}"
+    ))
+}
+
+/// A TCP port on `ip` that was free a moment ago, below the ephemeral range
+/// (see [`free_port`]). The socket is closed before the agent binds it, so
+/// a restarted agent can be given the same address.
 pub fn free_tcp_port(ip: impl Into<IpAddr>) -> anyhow::Result<u16> {
-    let ip = ip.into();
-    let l = TcpListener::bind(SocketAddr::new(ip, 0))
-        .with_context(|| format!("binding {ip}:0 (is the 127.0.0.0/8 loopback route there?)"))?;
-    Ok(l.local_addr()?.port())
+    free_port(ip.into(), TcpListener::bind)
 }
 
 /// A UDP port on `ip` that was free a moment ago (see [`free_tcp_port`]).
 pub fn free_udp_port(ip: impl Into<IpAddr>) -> anyhow::Result<u16> {
-    let ip = ip.into();
-    let s =
-        UdpSocket::bind(SocketAddr::new(ip, 0)).with_context(|| format!("binding UDP {ip}:0"))?;
-    Ok(s.local_addr()?.port())
+    free_port(ip.into(), UdpSocket::bind)
 }
 
 /// A port free on `ip` for both UDP and TCP a moment ago: DNS serves both
@@ -128,5 +185,27 @@ impl Placement {
     /// Its WAN gossip address, which other datacenters join through.
     pub fn serf_wan(&self) -> SocketAddr {
         SocketAddr::new(self.ip, self.serf_wan_port)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Probed ports sit below the ephemeral range, where no socket bound to
+    /// port 0 can take them, and bind.
+    #[test]
+    fn probed_ports_are_below_the_ephemeral_range_and_free() {
+        let ip = IpAddr::V4(Ipv4Addr::new(127, 0, 0, 251));
+        let floor = ephemeral_floor();
+        for _ in 0..200 {
+            let udp = free_udp_port(ip).expect("udp");
+            let tcp = free_tcp_port(ip).expect("tcp");
+            for port in [udp, tcp] {
+                assert!((PROBE_FROM..floor).contains(&port), "{port}");
+            }
+            UdpSocket::bind((ip, udp)).expect("the UDP port binds");
+            TcpListener::bind((ip, tcp)).expect("the TCP port binds");
+        }
     }
 }
