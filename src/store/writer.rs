@@ -59,7 +59,7 @@ const PURGE_STEP: u64 = 256;
 /// against a crash, and a database in memory dies with the process anyway;
 /// skipping it takes half a commit's CPU. But until the next durable commit
 /// redb keeps a record of what each light one allocated and freed (about
-/// 40 bytes a commit, measured), so every this-many-plus-first is durable.
+/// 40 bytes a commit, measured), so one in every this many plus one is.
 const IN_MEMORY_LIGHT_COMMITS: u32 = 63;
 
 /// One change to the database. Operations commit in the order submitted.
