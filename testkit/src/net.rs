@@ -35,39 +35,64 @@ pub fn next_loopback_in(subnet: u8) -> IpAddr {
     IpAddr::V4(Ipv4Addr::new(127, 0, subnet, n))
 }
 
-/// Where probed ports start: below the kernel's ephemeral range
-/// (`net.ipv4.ip_local_port_range`, 32768–60999 by default), and above the
-/// well-known and registered services a machine may run.
-const PROBE_FROM: u16 = 10_000;
+/// The fewest ports a range outside the ephemeral one must hold to be
+/// probed; with less, the kernel picks (port 0).
+const PROBE_SPAN_MIN: u16 = 1024;
 
 /// The next port to probe, shared by every probe in the process and
 /// started at a random point, so that test binaries running side by side
 /// rarely probe the same ports.
 static NEXT_PROBE: AtomicU16 = AtomicU16::new(0);
 
-/// The lowest port the kernel hands out for port 0.
-fn ephemeral_floor() -> u16 {
-    std::fs::read_to_string("/proc/sys/net/ipv4/ip_local_port_range")
-        .ok()
-        .and_then(|s| s.split_whitespace().next()?.parse().ok())
-        .unwrap_or(32_768)
+/// The kernel's ephemeral range, whose ports it hands out for port 0
+/// (`net.ipv4.ip_local_port_range`).
+fn ephemeral_range() -> (u16, u16) {
+    let read = std::fs::read_to_string("/proc/sys/net/ipv4/ip_local_port_range").ok();
+    let mut bounds = read
+        .iter()
+        .flat_map(|s| s.split_whitespace())
+        .map(str::parse::<u16>);
+    match (bounds.next(), bounds.next()) {
+        (Some(Ok(low)), Some(Ok(high))) => (low, high),
+        _ => (32_768, 60_999),
+    }
 }
 
-/// The first port on `ip` below the ephemeral range that `bind` takes.
+/// The ports to probe, `from..to`: from 10,000 up to the ephemeral range
+/// (above the well-known and registered services a machine may run), or
+/// failing that above it; `None` when neither leaves room.
+fn probe_range() -> Option<(u16, u16)> {
+    let (low, high) = ephemeral_range();
+    if low >= 10_000 + PROBE_SPAN_MIN {
+        Some((10_000, low))
+    } else if high <= u16::MAX - PROBE_SPAN_MIN {
+        Some((high + 1, u16::MAX))
+    } else {
+        None
+    }
+}
+
+/// A port on `ip` outside the ephemeral range that `bind` takes.
 ///
 /// A port the kernel picked for a probe bound to port 0 comes from the
 /// ephemeral range, and so may be handed to another socket bound to port 0
 /// in the moment between the probe closing and the agent binding it: a
 /// wildcard one (a DNS client's, in this or another process) then takes it
 /// on every address, and the agent fails with "address in use". No socket
-/// is given a port below that range unless it asks for it, and each agent
+/// is given a port outside that range unless it asks for it, and each agent
 /// has an address of its own, so a port probed there stays free for it.
+/// Where the range leaves no room, the kernel picks, race and all.
 fn free_port<S>(
     ip: IpAddr,
     bind: impl Fn(SocketAddr) -> std::io::Result<S>,
+    port_of: impl Fn(&S) -> std::io::Result<SocketAddr>,
 ) -> anyhow::Result<u16> {
-    let top = ephemeral_floor().max(PROBE_FROM + 1);
-    let span = top - PROBE_FROM;
+    let context = |port| format!("binding {ip}:{port} (is the 127.0.0.0/8 loopback route there?)");
+    let Some((from, to)) = probe_range() else {
+        let socket = bind(SocketAddr::new(ip, 0)).with_context(|| context(0))?;
+        return Ok(port_of(&socket)?.port());
+    };
+    let span = to - from;
     if NEXT_PROBE.load(Ordering::Relaxed) == 0 {
         use std::hash::{BuildHasher as _, Hasher as _};
         let seed = std::collections::hash_map::RandomState::new()
@@ -83,32 +108,28 @@ fn free_port<S>(
     }
     let mut last = None;
     for _ in 0..span.min(4096) {
-        let port = PROBE_FROM + NEXT_PROBE.fetch_add(1, Ordering::Relaxed) % span;
+        let port = from + NEXT_PROBE.fetch_add(1, Ordering::Relaxed) % span;
         match bind(SocketAddr::new(ip, port)) {
             Ok(_) => return Ok(port),
             Err(e) if e.kind() == std::io::ErrorKind::AddrInUse => last = Some(e),
-            Err(e) => {
-                return Err(e).with_context(|| {
-                    format!("binding {ip}:{port} (is the 127.0.0.0/8 loopback route there?)")
-                });
-            }
+            Err(e) => return Err(e).with_context(|| context(port)),
         }
     }
     Err(anyhow::anyhow!(
-        "no free port on {ip} from {PROBE_FROM} to {top}: {last:?}"
+        "no free port on {ip} from {from} to {to}: {last:?}"
     ))
 }
 
-/// A TCP port on `ip` that was free a moment ago, below the ephemeral range
+/// A TCP port on `ip` that was free a moment ago, outside the ephemeral range
 /// (see [`free_port`]). The socket is closed before the agent binds it, so
 /// a restarted agent can be given the same address.
 pub fn free_tcp_port(ip: impl Into<IpAddr>) -> anyhow::Result<u16> {
-    free_port(ip.into(), TcpListener::bind)
+    free_port(ip.into(), TcpListener::bind, TcpListener::local_addr)
 }
 
 /// A UDP port on `ip` that was free a moment ago (see [`free_tcp_port`]).
 pub fn free_udp_port(ip: impl Into<IpAddr>) -> anyhow::Result<u16> {
-    free_port(ip.into(), UdpSocket::bind)
+    free_port(ip.into(), UdpSocket::bind, UdpSocket::local_addr)
 }
 
 /// A port free on `ip` for both UDP and TCP a moment ago: DNS serves both
@@ -192,20 +213,22 @@ impl Placement {
 mod tests {
     use super::*;
 
-    /// Probed ports sit below the ephemeral range, where no socket bound to
-    /// port 0 can take them. (Binding them again here would race with the
-    /// tests that spawn processes: a child holds the probe's socket from
-    /// its fork until its exec.)
+    /// Probed ports sit outside the ephemeral range, where no socket bound
+    /// to port 0 can take them. (Binding them again here would race with
+    /// the tests that spawn processes: a child holds the probe's socket
+    /// from its fork until its exec.)
     #[test]
-    fn probed_ports_are_below_the_ephemeral_range() {
+    fn probed_ports_are_outside_the_ephemeral_range() {
         let ip = IpAddr::V4(Ipv4Addr::new(127, 0, 0, 251));
-        let floor = ephemeral_floor();
-        assert!(floor > PROBE_FROM, "ephemeral ports from {floor}");
+        let (low, high) = ephemeral_range();
+        let (from, to) = probe_range().expect("this machine's range leaves room");
+        assert!(to - from >= PROBE_SPAN_MIN, "{from}..{to}");
         for _ in 0..200 {
             let udp = free_udp_port(ip).expect("udp");
             let tcp = free_tcp_port(ip).expect("tcp");
             for port in [udp, tcp] {
-                assert!((PROBE_FROM..floor).contains(&port), "{port}");
+                assert!((from..to).contains(&port), "{port} not in {from}..{to}");
+                assert!(!(low..=high).contains(&port), "{port} is ephemeral");
             }
         }
     }
