@@ -24,8 +24,9 @@ static ALLOCATOR: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
 /// anonymous memory idle (3.4-3.6 against 3.2-3.3 MB) and, in `scale`, the
 /// same memory per instance on a durable server (789-791 B bare, 1,466 B
 /// rich) but 50-60 B more per rich instance on a dev agent (2,037-2,052
-/// against 1,989 B): freed blocks of 1-4 KiB the threads' caches keep. No background thread: it cost DNS about a tenth
-/// more CPU per query at 40,000 queries a second (`benches/dns_vs_nsd`:
+/// against 1,989 B): freed blocks of 1-4 KiB the threads' caches keep.
+/// No background thread: it cost DNS about a tenth more CPU per query at
+/// 40,000 queries a second (`benches/dns_vs_nsd`:
 /// 1.12-1.13 against 1.01-1.03 times Knot's, two runs each), and without
 /// it the agent's own timers still let jemalloc's decay hand the pages a
 /// burst of work freed back to the system within about 20 s
