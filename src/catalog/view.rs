@@ -10,7 +10,7 @@ use std::fmt::{self, Write as _};
 use std::net::IpAddr;
 use std::sync::Arc;
 
-use super::shards::ShardedMap;
+use super::shards::{Named, ShardedMap};
 
 use super::state::State;
 use super::types::{HealthStatus, Index, Meta, Node, Service, Weights};
@@ -101,6 +101,18 @@ pub struct ServiceView {
     pub wire_ready: bool,
 }
 
+impl Named for NodeView {
+    fn name(&self) -> &str {
+        &self.name
+    }
+}
+
+impl Named for ServiceView {
+    fn name(&self) -> &str {
+        &self.name
+    }
+}
+
 /// An immutable snapshot of everything DNS answers from. Two views are equal
 /// when they answer every query the same (instance order included).
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -116,24 +128,14 @@ pub struct View {
 }
 
 impl View {
-    /// A node by name, case-insensitively.
+    /// A node by name, case-insensitively (ASCII).
     pub fn node(&self, name: &str) -> Option<&Arc<NodeView>> {
-        self.nodes.get(name.to_ascii_lowercase().as_str())
+        self.nodes.get(name)
     }
 
-    /// A service by name, case-insensitively.
+    /// A service by name, case-insensitively (ASCII).
     pub fn service(&self, name: &str) -> Option<&Arc<ServiceView>> {
-        self.services.get(name.to_ascii_lowercase().as_str())
-    }
-
-    /// A node by its lowercased name (the caller lowercased it).
-    pub fn node_by_key(&self, key: &str) -> Option<&Arc<NodeView>> {
-        self.nodes.get(key)
-    }
-
-    /// A service by its lowercased name (the caller lowercased it).
-    pub fn service_by_key(&self, key: &str) -> Option<&Arc<ServiceView>> {
-        self.services.get(key)
+        self.services.get(name)
     }
 
     /// Every node, in no particular order.
@@ -165,7 +167,7 @@ impl View {
         let mut lowered = String::new();
         for n in state.nodes_with_health() {
             let node = Arc::new(node_view(n.node, n.health));
-            v.nodes.insert(Arc::from(n.key), node.clone());
+            v.nodes.insert(node.clone());
             for (s, status) in n.instances {
                 lowered.clear();
                 lowered.push_str(&s.service);
@@ -184,7 +186,7 @@ impl View {
                 }
             }
         }
-        for (key, mut g) in services {
+        for mut g in services.into_values() {
             let wire_ready = assign_keys(&mut g.instances);
             // Pushed one by one, the list has room for more (4 for 3);
             // the entry never grows, so the room would be kept for nothing.
@@ -195,7 +197,7 @@ impl View {
                 registered: g.registered,
                 wire_ready,
             };
-            v.services.insert(Arc::from(key), Arc::new(entry));
+            v.services.insert(Arc::new(entry));
         }
         v
     }
@@ -224,7 +226,7 @@ impl View {
             match state.node(key) {
                 Some(n) => {
                     let view = Arc::new(node_view(n, state.node_health(&n.name)));
-                    self.nodes.insert(Arc::from(key.as_str()), view);
+                    self.nodes.insert(view);
                 }
                 None => {
                     self.nodes.remove(key.as_str());
@@ -234,7 +236,7 @@ impl View {
         for key in services {
             match self.build_service(state, key) {
                 Some(s) => {
-                    self.services.insert(Arc::from(key.as_str()), Arc::new(s));
+                    self.services.insert(Arc::new(s));
                 }
                 None => {
                     self.services.remove(key.as_str());
@@ -254,7 +256,7 @@ impl View {
             .iter()
             .filter(|e| e.status() != HealthStatus::Critical)
             .filter_map(|e| {
-                let node = self.nodes.get(e.node.name.to_ascii_lowercase().as_str())?;
+                let node = self.nodes.get(&e.node.name)?;
                 Some(instance_view(node, e.service, e.status()))
             })
             .collect();

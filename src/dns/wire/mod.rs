@@ -213,7 +213,7 @@ impl Wire {
                 let Some(name) = lower(&mut key, &req, name, name + 1, skip) else {
                     return false;
                 };
-                let Some(svc) = view.service_by_key(name) else {
+                let Some(svc) = view.service(name) else {
                     return self.negative(view, &req, domain, NXDOMAIN, &limits, out);
                 };
                 let mut tag_buf = [0u8; 256];
@@ -231,10 +231,7 @@ impl Wire {
                 let Some(name) = lower(&mut key, &req, labels.0, labels.1, 0) else {
                     return false;
                 };
-                match view
-                    .node_by_key(name)
-                    .filter(|n| caller.reads_node(&n.name))
-                {
+                match view.node(name).filter(|n| caller.reads_node(&n.name)) {
                     Some(node) => self.node(view, &req, domain, node, &limits, out),
                     None => self.negative(view, &req, domain, NXDOMAIN, &limits, out),
                 }
