@@ -20,6 +20,11 @@
 //! allocation of its own, and copying a shard touched two reference counts
 //! per entry where now it touches one. Names match without regard to ASCII
 //! case, as the catalog's keys do, so a lookup needs no lowercased copy.
+//! A lookup reads the name where the value is, so the view keeps short
+//! names inline (`CompactString`): with the name behind a pointer of its
+//! own, a lookup missed the cache once more, and `dns_answer`'s fast path
+//! took 1,172–1,324 ns a query against 994–1,120 before; inline, 1,035–1,121
+//! (interleaved runs at 100,000 instances).
 //!
 //! Writing each change in place into a second view, kept one change behind
 //! (no shard copied once the two had diverged), was tried and measured

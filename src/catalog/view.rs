@@ -10,6 +10,8 @@ use std::fmt::{self, Write as _};
 use std::net::IpAddr;
 use std::sync::Arc;
 
+use compact_str::CompactString;
+
 use super::shards::{Named, ShardedMap};
 
 use super::state::State;
@@ -18,8 +20,8 @@ use super::types::{HealthStatus, Index, Meta, Node, Service, Weights};
 /// A node as DNS sees it. Node lookups answer regardless of health, as Consul's do.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct NodeView {
-    /// The node's name as registered.
-    pub name: String,
+    /// The node's name as registered, inline when short ([`Named`]).
+    pub name: CompactString,
     /// The node's address as registered (an IP, or a host name).
     pub address: String,
     /// `address` parsed, when it is an IP.
@@ -86,8 +88,9 @@ impl InstanceView {
 /// The answerable instances of one service name.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ServiceView {
-    /// The service name as its first instance (by node, then ID) spells it.
-    pub name: String,
+    /// The service name as its first instance (by node, then ID) spells
+    /// it, inline when short ([`Named`]).
+    pub name: CompactString,
     /// Instances without a critical check, ordered by node then ID.
     pub instances: Vec<InstanceView>,
     /// Whether the name has any instance at all, healthy or not. A name with
@@ -155,7 +158,7 @@ impl View {
     pub fn build(state: &State) -> Self {
         /// A service's entry as the walk gathers it.
         struct Gathered {
-            name: String,
+            name: CompactString,
             instances: Vec<InstanceView>,
             registered: usize,
         }
@@ -175,7 +178,7 @@ impl View {
                 let entry = match services.get_mut(lowered.as_str()) {
                     Some(entry) => entry,
                     None => services.entry(lowered.clone()).or_insert(Gathered {
-                        name: s.service.to_string(),
+                        name: CompactString::new(&s.service),
                         instances: Vec::new(),
                         registered: 0,
                     }),
@@ -250,7 +253,7 @@ impl View {
     fn build_service(&self, state: &State, key: &str) -> Option<ServiceView> {
         let entries = state.health_service(key, &[], false);
         let first = entries.first()?;
-        let name = first.service.service.to_string();
+        let name = CompactString::new(&first.service.service);
         let registered = entries.len();
         let mut instances: Vec<InstanceView> = entries
             .iter()
@@ -274,7 +277,7 @@ impl View {
 /// A node's entry.
 fn node_view(n: &Node, health: HealthStatus) -> NodeView {
     NodeView {
-        name: n.name.clone(),
+        name: CompactString::new(&n.name),
         address: n.address.clone(),
         ip: n.address.parse().ok(),
         datacenter: n.datacenter.clone(),

@@ -21,7 +21,7 @@ fn answers(r: &Replica, service: &str) -> Vec<(String, String, HealthStatus)> {
     r.view().service(service).map_or_else(Vec::new, |s| {
         s.instances
             .iter()
-            .map(|i| (i.node.name.clone(), i.id.to_string(), i.health))
+            .map(|i| (i.node.name.to_string(), i.id.to_string(), i.health))
             .collect()
     })
 }
