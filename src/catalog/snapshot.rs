@@ -14,6 +14,7 @@
 
 use std::collections::BTreeMap;
 
+use compact_str::CompactString;
 use serde::{Deserialize, Serialize};
 
 use super::acl_types::{AclPolicy, AclToken};
@@ -31,7 +32,7 @@ use super::types::{Check, Index, Node, Service};
 pub struct StateSnapshot {
     /// Nodes by lowercased name.
     #[serde(deserialize_with = "bulk_map::deserialize")]
-    nodes: BTreeMap<String, Node>,
+    nodes: BTreeMap<CompactString, Node>,
     /// Service instances by (lowercased node name, instance ID).
     #[serde(deserialize_with = "bulk_map::deserialize")]
     services: Rows<Service>,
@@ -46,7 +47,7 @@ pub struct StateSnapshot {
     checks_index: Index,
     /// Index of the last change to each service name's answers.
     #[serde(deserialize_with = "bulk_map::deserialize")]
-    service_indexes: BTreeMap<String, Index>,
+    service_indexes: BTreeMap<CompactString, Index>,
     /// Index of the last applied entry.
     last_index: Index,
     /// KV keys (since format 3).
@@ -88,13 +89,13 @@ pub struct StateSnapshot {
 /// order, so it encodes to the same bytes (a test holds them equal).
 #[derive(Debug, Clone, Copy, Serialize)]
 pub struct StateSnapshotRef<'a> {
-    nodes: &'a BTreeMap<String, Node>,
+    nodes: &'a BTreeMap<CompactString, Node>,
     services: &'a Rows<Service>,
     checks: &'a Rows<Check>,
     nodes_index: Index,
     services_index: Index,
     checks_index: Index,
-    service_indexes: &'a BTreeMap<String, Index>,
+    service_indexes: &'a BTreeMap<CompactString, Index>,
     last_index: Index,
     kv: &'a BTreeMap<String, KvEntry>,
     kv_tombstones: &'a BTreeMap<String, Tombstone>,
@@ -145,13 +146,13 @@ impl StateSnapshotRef<'_> {
 /// in order.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct StateSnapshotV4 {
-    nodes: BTreeMap<String, Node>,
+    nodes: BTreeMap<CompactString, Node>,
     services: Rows<Service>,
     checks: Rows<Check>,
     nodes_index: Index,
     services_index: Index,
     checks_index: Index,
-    service_indexes: BTreeMap<String, Index>,
+    service_indexes: BTreeMap<CompactString, Index>,
     last_index: Index,
     kv: BTreeMap<String, KvEntry>,
     kv_tombstones: BTreeMap<String, Tombstone>,
@@ -197,13 +198,13 @@ impl From<StateSnapshotV4> for StateSnapshot {
 /// table. Its fields are the first fields of [`StateSnapshot`], in order.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct StateSnapshotV3 {
-    nodes: BTreeMap<String, Node>,
+    nodes: BTreeMap<CompactString, Node>,
     services: Rows<Service>,
     checks: Rows<Check>,
     nodes_index: Index,
     services_index: Index,
     checks_index: Index,
-    service_indexes: BTreeMap<String, Index>,
+    service_indexes: BTreeMap<CompactString, Index>,
     last_index: Index,
     kv: BTreeMap<String, KvEntry>,
     kv_tombstones: BTreeMap<String, Tombstone>,
@@ -241,13 +242,13 @@ impl From<StateSnapshotV3> for StateSnapshot {
 /// Its fields are the first fields of [`StateSnapshot`], in order.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct StateSnapshotV2 {
-    nodes: BTreeMap<String, Node>,
+    nodes: BTreeMap<CompactString, Node>,
     services: Rows<Service>,
     checks: Rows<Check>,
     nodes_index: Index,
     services_index: Index,
     checks_index: Index,
-    service_indexes: BTreeMap<String, Index>,
+    service_indexes: BTreeMap<CompactString, Index>,
     last_index: Index,
 }
 

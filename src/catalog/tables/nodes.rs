@@ -2,25 +2,28 @@
 
 use std::collections::BTreeMap;
 
+use compact_str::CompactString;
+
 use crate::catalog::types::{Index, Node, Registration};
 
 /// Nodes, and the index of the last change to any of them.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub(crate) struct Nodes {
-    /// Nodes by lowercased name.
-    rows: BTreeMap<String, Node>,
+    /// Nodes by lowercased name, inline when short, as a row's key is
+    /// (`RowKey`).
+    rows: BTreeMap<CompactString, Node>,
     /// Index of the last change to any node.
     index: Index,
 }
 
 impl Nodes {
     /// The table as a snapshot held it.
-    pub(crate) fn from_rows(rows: BTreeMap<String, Node>, index: Index) -> Self {
+    pub(crate) fn from_rows(rows: BTreeMap<CompactString, Node>, index: Index) -> Self {
         Self { rows, index }
     }
 
     /// The rows, for a snapshot.
-    pub(crate) fn rows(&self) -> &BTreeMap<String, Node> {
+    pub(crate) fn rows(&self) -> &BTreeMap<CompactString, Node> {
         &self.rows
     }
 
@@ -91,7 +94,7 @@ impl Nodes {
             },
         };
         self.index = index;
-        self.rows.insert(node_key.to_string(), next);
+        self.rows.insert(CompactString::new(node_key), next);
         self.rows.get(node_key)
     }
 

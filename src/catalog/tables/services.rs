@@ -4,6 +4,8 @@
 
 use std::collections::BTreeMap;
 
+use compact_str::CompactString;
+
 use super::{RowKey, Rows, key, on_node, row_key};
 use crate::catalog::types::{Index, Service, ServiceRegistration, boxed_tags};
 
@@ -17,7 +19,7 @@ pub(crate) struct Services {
     /// Index of the last change that affects a service name's answers
     /// (instances, their checks, their nodes), by lowercased service name.
     /// Kept after the last instance goes so blocking queries see the removal.
-    name_indexes: BTreeMap<String, Index>,
+    name_indexes: BTreeMap<CompactString, Index>,
     /// Keys of `rows` by lowercased service name, so that a service's
     /// instances are found without scanning every instance (DNS rebuilds a
     /// service's view entry on every write that touches it). Derived from
@@ -25,7 +27,7 @@ pub(crate) struct Services {
     /// set: a service has a handful of instances, and a B-tree node for
     /// three keys takes eleven slots (~350 bytes per instance at 100,000
     /// instances, measured by `benches/scale`).
-    by_name: BTreeMap<String, Vec<RowKey>>,
+    by_name: BTreeMap<CompactString, Vec<RowKey>>,
 }
 
 /// What an upsert changed: the row, and the name it had if that was another.
@@ -49,7 +51,7 @@ impl Services {
     pub(crate) fn from_rows(
         rows: Rows<Service>,
         index: Index,
-        name_indexes: BTreeMap<String, Index>,
+        name_indexes: BTreeMap<CompactString, Index>,
     ) -> Self {
         let by_name = index_by_name(&rows);
         Self {
@@ -66,7 +68,7 @@ impl Services {
     }
 
     /// The per-name indexes, for a snapshot.
-    pub(crate) fn name_indexes(&self) -> &BTreeMap<String, Index> {
+    pub(crate) fn name_indexes(&self) -> &BTreeMap<CompactString, Index> {
         &self.name_indexes
     }
 
@@ -82,7 +84,13 @@ impl Services {
 
     /// Records that `name_key`'s answers changed at `index`.
     pub(crate) fn mark_changed(&mut self, name_key: &str, index: Index) {
-        self.name_indexes.insert(name_key.to_string(), index);
+        match self.name_indexes.get_mut(name_key) {
+            Some(at) => *at = index,
+            None => {
+                self.name_indexes
+                    .insert(CompactString::new(name_key), index);
+            }
+        }
     }
 
     /// One instance.
@@ -150,7 +158,7 @@ impl Services {
                 self.unindex(&old_name, &k);
             }
         }
-        let keys = self.by_name.entry(name).or_default();
+        let keys = self.by_name.entry(CompactString::from(name)).or_default();
         if let Err(at) = keys.binary_search(&k) {
             keys.insert(at, k.clone());
         }
@@ -209,7 +217,7 @@ impl Services {
 /// rows come in key order, and the sort by name is stable) and without
 /// spare capacity. Sorted first and built in one pass: one allocation per
 /// name rather than one per row, and no search per row.
-fn index_by_name(rows: &Rows<Service>) -> BTreeMap<String, Vec<RowKey>> {
+fn index_by_name(rows: &Rows<Service>) -> BTreeMap<CompactString, Vec<RowKey>> {
     let mut named: Vec<(&str, &RowKey)> = rows.iter().map(|(k, s)| (&*s.service, k)).collect();
     // In the order of the lowercased names, as the map's keys sort.
     named.sort_by(|a, b| {
@@ -220,7 +228,7 @@ fn index_by_name(rows: &Rows<Service>) -> BTreeMap<String, Vec<RowKey>> {
         .chunk_by(|a, b| a.0.eq_ignore_ascii_case(b.0))
         .map(|group| {
             let keys: Vec<RowKey> = group.iter().map(|(_, k)| (*k).clone()).collect();
-            (key(group[0].0), keys)
+            (CompactString::from(key(group[0].0)), keys)
         })
         .collect()
 }
