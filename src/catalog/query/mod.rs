@@ -51,8 +51,6 @@ impl HealthEntry<'_> {
 /// built from in one pass over the tables.
 #[derive(Debug, Clone)]
 pub struct NodeHealth<'a> {
-    /// The node's key (its lowercased name).
-    pub key: &'a str,
     /// The node.
     pub node: &'a Node,
     /// Worst status of its node-level checks; passing when there are none.
@@ -98,7 +96,6 @@ impl State {
                 instances.push((&**s, worst));
             }
             NodeHealth {
-                key,
                 node,
                 health,
                 instances,
