@@ -38,6 +38,7 @@
 use std::sync::Arc;
 
 use hashbrown::HashTable;
+use hashbrown::hash_table::Entry;
 
 /// A value a [`ShardedMap`] holds, found by its name; two names are the
 /// same name when they differ only in ASCII case.
@@ -134,10 +135,10 @@ impl<V: Named + Clone> ShardedMap<V> {
         let mid = Arc::make_mut(&mut self.top[a]);
         let leaf = Arc::make_mut(&mut mid[b]);
         let table = Arc::make_mut(&mut leaf[c]);
-        match table.find_mut(at.hash, called(value.name())) {
-            Some(slot) => *slot = value,
-            None => {
-                table.insert_unique(at.hash, value, rehash);
+        match table.entry(at.hash, called(value.name()), rehash) {
+            Entry::Occupied(mut slot) => *slot.get_mut() = value,
+            Entry::Vacant(slot) => {
+                slot.insert(value);
             }
         }
     }
