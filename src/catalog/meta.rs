@@ -6,13 +6,15 @@
 //! (544 bytes for `String` pairs), which made the metadata the largest part
 //! of a service row, and of every registration the log's tail and the
 //! follow history hold (measured by `benches/scale`); the list holds
-//! exactly its pairs. It is written as a map, on the wire and on disk
-//! alike (postcard writes a map and a list of pairs the same way), so a
-//! stored snapshot or log entry reads back unchanged.
+//! exactly its pairs, each string inline up to 24 bytes (`CompactString`,
+//! as the catalog's rows keep theirs). It is written as a map, on the wire
+//! and on disk alike (postcard writes a map and a list of pairs the same
+//! way), so a stored snapshot or log entry reads back unchanged.
 
 use std::borrow::Borrow;
 use std::fmt;
 
+use compact_str::CompactString;
 use serde::de::{MapAccess, Visitor};
 use serde::ser::SerializeMap;
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
@@ -20,7 +22,7 @@ use serde::{Deserialize, Deserializer, Serialize, Serializer};
 /// Key/value metadata as Consul stores it (`Meta`, `NodeMeta`), ordered
 /// by key, each key once.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Hash)]
-pub struct Meta(Vec<(String, String)>);
+pub struct Meta(Vec<(CompactString, CompactString)>);
 
 impl Meta {
     /// No pairs.
@@ -33,8 +35,8 @@ impl Meta {
     }
 
     /// The value for `key`.
-    pub fn get<Q: Borrow<str> + ?Sized>(&self, key: &Q) -> Option<&String> {
-        self.find(key.borrow()).ok().map(|i| &self.0[i].1)
+    pub fn get<Q: Borrow<str> + ?Sized>(&self, key: &Q) -> Option<&str> {
+        self.find(key.borrow()).ok().map(|i| self.0[i].1.as_str())
     }
 
     /// Whether `key` has a value.
@@ -45,9 +47,9 @@ impl Meta {
     /// Sets `key` to `value`; returns the value it replaced.
     pub fn insert(&mut self, key: String, value: String) -> Option<String> {
         match self.find(&key) {
-            Ok(i) => Some(std::mem::replace(&mut self.0[i].1, value)),
+            Ok(i) => Some(std::mem::replace(&mut self.0[i].1, value.into()).into_string()),
             Err(i) => {
-                self.0.insert(i, (key, value));
+                self.0.insert(i, (key.into(), value.into()));
                 None
             }
         }
@@ -55,22 +57,24 @@ impl Meta {
 
     /// Removes `key`; returns its value.
     pub fn remove<Q: Borrow<str> + ?Sized>(&mut self, key: &Q) -> Option<String> {
-        self.find(key.borrow()).ok().map(|i| self.0.remove(i).1)
+        self.find(key.borrow())
+            .ok()
+            .map(|i| self.0.remove(i).1.into_string())
     }
 
     /// The pairs, ordered by key.
-    pub fn iter(&self) -> impl DoubleEndedIterator<Item = (&String, &String)> + ExactSizeIterator {
-        self.0.iter().map(|(k, v)| (k, v))
+    pub fn iter(&self) -> impl DoubleEndedIterator<Item = (&str, &str)> + ExactSizeIterator {
+        self.0.iter().map(pair_str)
     }
 
     /// The keys, in order.
-    pub fn keys(&self) -> impl DoubleEndedIterator<Item = &String> + ExactSizeIterator {
-        self.0.iter().map(|(k, _)| k)
+    pub fn keys(&self) -> impl DoubleEndedIterator<Item = &str> + ExactSizeIterator {
+        self.0.iter().map(|(k, _)| k.as_str())
     }
 
     /// The values, in their keys' order.
-    pub fn values(&self) -> impl DoubleEndedIterator<Item = &String> + ExactSizeIterator {
-        self.0.iter().map(|(_, v)| v)
+    pub fn values(&self) -> impl DoubleEndedIterator<Item = &str> + ExactSizeIterator {
+        self.0.iter().map(|(_, v)| v.as_str())
     }
 
     /// How many pairs.
@@ -87,10 +91,21 @@ impl Meta {
 impl FromIterator<(String, String)> for Meta {
     /// As a map collects: ordered by key, the last value of a key kept.
     fn from_iter<I: IntoIterator<Item = (String, String)>>(iter: I) -> Self {
-        let mut pairs: Vec<(String, String)> = iter.into_iter().collect();
+        Self::from_pairs(
+            iter.into_iter()
+                .map(|(k, v)| (k.into(), v.into()))
+                .collect(),
+        )
+    }
+}
+
+impl Meta {
+    /// `pairs` as a map holds them: ordered by key, the last value of a
+    /// key kept.
+    fn from_pairs(mut pairs: Vec<(CompactString, CompactString)>) -> Self {
         // Stable: of equal keys the last stays last, and is the one kept.
         pairs.sort_by(|a, b| a.0.cmp(&b.0));
-        let mut out: Vec<(String, String)> = Vec::with_capacity(pairs.len());
+        let mut out: Vec<(CompactString, CompactString)> = Vec::with_capacity(pairs.len());
         for pair in pairs {
             match out.last_mut() {
                 Some(last) if last.0 == pair.0 => *last = pair,
@@ -111,7 +126,7 @@ impl<const N: usize> From<[(String, String); N]> for Meta {
 impl From<std::collections::BTreeMap<String, String>> for Meta {
     fn from(map: std::collections::BTreeMap<String, String>) -> Self {
         // Already ordered and unique.
-        Self(map.into_iter().collect())
+        Self(map.into_iter().map(|(k, v)| (k.into(), v.into())).collect())
     }
 }
 
@@ -125,23 +140,33 @@ impl Extend<(String, String)> for Meta {
 
 impl IntoIterator for Meta {
     type Item = (String, String);
-    type IntoIter = std::vec::IntoIter<(String, String)>;
+    type IntoIter = std::iter::Map<
+        std::vec::IntoIter<(CompactString, CompactString)>,
+        fn((CompactString, CompactString)) -> (String, String),
+    >;
 
     fn into_iter(self) -> Self::IntoIter {
-        self.0.into_iter()
+        self.0
+            .into_iter()
+            .map(|(k, v)| (k.into_string(), v.into_string()))
     }
 }
 
 impl<'a> IntoIterator for &'a Meta {
-    type Item = (&'a String, &'a String);
+    type Item = (&'a str, &'a str);
     type IntoIter = std::iter::Map<
-        std::slice::Iter<'a, (String, String)>,
-        fn(&'a (String, String)) -> (&'a String, &'a String),
+        std::slice::Iter<'a, (CompactString, CompactString)>,
+        fn(&'a (CompactString, CompactString)) -> (&'a str, &'a str),
     >;
 
     fn into_iter(self) -> Self::IntoIter {
-        self.0.iter().map(|(k, v)| (k, v))
+        self.0.iter().map(pair_str)
     }
+}
+
+/// A pair as two string slices.
+fn pair_str((k, v): &(CompactString, CompactString)) -> (&str, &str) {
+    (k, v)
 }
 
 impl Serialize for Meta {
@@ -172,10 +197,10 @@ impl<'de> Visitor<'de> for MetaVisitor {
     fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Meta, A::Error> {
         // The hint comes from the input: bound what it may reserve.
         let mut pairs = Vec::with_capacity(map.size_hint().unwrap_or(0).min(64));
-        while let Some(pair) = map.next_entry::<String, String>()? {
+        while let Some(pair) = map.next_entry::<CompactString, CompactString>()? {
             pairs.push(pair);
         }
-        Ok(pairs.into_iter().collect())
+        Ok(Meta::from_pairs(pairs))
     }
 }
 
@@ -198,16 +223,15 @@ mod tests {
         }
         assert_eq!(meta.remove("c"), map.remove("c"));
         assert_eq!(meta.remove("zz"), map.remove("zz"));
-        assert!(meta.iter().eq(map.iter()));
-        assert_eq!(meta.get("a"), map.get("a"));
+        assert!(
+            meta.iter()
+                .eq(map.iter().map(|(k, v)| (k.as_str(), v.as_str())))
+        );
+        assert_eq!(meta.get("a"), map.get("a").map(String::as_str));
         assert_eq!(meta.get("nope"), None);
         assert_eq!(meta.len(), 2);
         let collected: Meta = [(s("x"), s("1")), (s("w"), s("2")), (s("x"), s("3"))].into();
-        assert!(
-            collected
-                .iter()
-                .eq([(&s("w"), &s("2")), (&s("x"), &s("3"))])
-        );
+        assert!(collected.iter().eq([("w", "2"), ("x", "3")]));
     }
 
     #[test]

@@ -7,6 +7,7 @@
 
 use std::collections::BTreeMap;
 
+use compact_str::CompactString;
 use serde::{Deserialize, Serialize};
 
 /// A Raft log index; Consul calls it `CreateIndex`, `ModifyIndex`, `X-Consul-Index`.
@@ -97,18 +98,17 @@ impl Default for Weights {
 
 /// One service instance on one node.
 ///
-/// Its strings and tags are boxed, as a check row's are (see [`Check`]): a
-/// row is kept per instance, and boxed strings take no spare room.
+/// Its strings are `CompactString`s, as a check row's are (see [`Check`]).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Service {
     /// Instance ID, unique on its node (`ID`); defaults to the service name.
-    pub id: Box<str>,
+    pub id: CompactString,
     /// The service name (`Service`), what DNS looks up.
-    pub service: Box<str>,
+    pub service: CompactString,
     /// Tags, in registration order.
-    pub tags: Box<[Box<str>]>,
+    pub tags: Tags,
     /// The instance's address; empty means "the node's address".
-    pub address: Box<str>,
+    pub address: CompactString,
     /// Extra addresses by kind.
     pub tagged_addresses: BTreeMap<String, ServiceAddress>,
     /// Service metadata.
@@ -127,49 +127,57 @@ pub struct Service {
 
 /// A health check on a node, or on one service instance of it.
 ///
-/// Its strings are boxed, each 16 bytes and exactly as long as its text: a
-/// check row is the largest row an instance has, and `String`s made it 240
-/// bytes with room to spare in each (383 bytes a row with its heap at
-/// 100,000 rich instances, 295 boxed; `benches/scale`, `--only breakdown`).
-/// serde reads and writes a boxed string as a string, so the snapshot's
-/// bytes are the same.
+/// Its strings are `CompactString`s: 24 bytes each, holding up to 24
+/// bytes of text without an allocation of its own, as node names, IDs,
+/// check names and service names mostly are. Against boxed strings (16
+/// bytes and an allocation each) a rich check row takes the same memory
+/// in jemalloc's size classes (352 bytes with its heap, `benches/scale`'s
+/// breakdown counted in `nallocx` sizes), but reading a short string no
+/// longer follows a pointer, and decoding one allocates nothing.
+/// `String`s made the row 383 bytes as requested, with room to spare in
+/// each. serde reads and writes a `CompactString` as a string, so the
+/// snapshot's bytes are the same.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Check {
     /// The node the check belongs to.
-    pub node: Box<str>,
+    pub node: CompactString,
     /// Check ID, unique on its node (`CheckID`).
-    pub check_id: Box<str>,
+    pub check_id: CompactString,
     /// Human-readable name.
-    pub name: Box<str>,
+    pub name: CompactString,
     /// Current status as the writer reported it.
     pub status: HealthStatus,
     /// Operator notes.
-    pub notes: Box<str>,
+    pub notes: CompactString,
     /// Output of the last run.
-    pub output: Box<str>,
+    pub output: CompactString,
     /// The service instance this check covers; empty for a node check.
-    pub service_id: Box<str>,
+    pub service_id: CompactString,
     /// That instance's service name (denormalized as Consul does).
-    pub service_name: Box<str>,
+    pub service_name: CompactString,
     /// That instance's tags (denormalized as Consul does).
-    pub service_tags: Box<[Box<str>]>,
+    pub service_tags: Tags,
     /// Kind of check (`http`, `tcp`, `ttl`, `script`, `serf`, or empty).
-    pub kind: Box<str>,
+    pub kind: CompactString,
     /// Log index that created the check.
     pub create_index: Index,
     /// Log index of the last change to the check.
     pub modify_index: Index,
 }
 
-/// Tags as a row keeps them: exactly as long as they are, each string too
-/// (a `Vec<String>` keeps 24 bytes a tag and spare room).
-pub(crate) fn boxed_tags(tags: &[String]) -> Box<[Box<str>]> {
-    tags.iter().map(|t| Box::from(t.as_str())).collect()
+/// Tags as a row keeps them: one allocation exactly as long as the list,
+/// each tag inline in it up to 24 bytes (a `Vec<String>` kept 24 bytes a
+/// tag, spare room, and an allocation per tag).
+pub type Tags = Box<[CompactString]>;
+
+/// `tags` as a row keeps them.
+pub(crate) fn row_tags(tags: &[String]) -> Tags {
+    tags.iter().map(|t| CompactString::new(t)).collect()
 }
 
 /// Whether a row's tags are `tags`, in the same order.
-pub(crate) fn same_tags(boxed: &[Box<str>], tags: &[String]) -> bool {
-    boxed.len() == tags.len() && boxed.iter().zip(tags).all(|(a, b)| **a == **b)
+pub(crate) fn same_tags(row: &[CompactString], tags: &[String]) -> bool {
+    row.len() == tags.len() && row.iter().zip(tags).all(|(a, b)| *a == **b)
 }
 
 /// The service part of a registration.

@@ -880,10 +880,7 @@ mod tests {
             .map(|e| &*e.service.id)
             .collect();
         assert_eq!(passing, ["ext-1", "ext-2", "ext-3", "ext-4", "ext-6"]);
-        let rack = catalog
-            .node("ext3")
-            .and_then(|n| n.meta.get("rack"))
-            .map(String::as_str);
+        let rack = catalog.node("ext3").and_then(|n| n.meta.get("rack"));
         assert_eq!(rack, Some("r3"));
 
         // Upgraded once: the next start reads it as it is.
@@ -922,10 +919,7 @@ mod tests {
             .map(|e| &*e.service.id)
             .collect();
         assert_eq!(passing, ["queue-1", "queue-2"]);
-        let zone = catalog
-            .node("far5")
-            .and_then(|n| n.meta.get("rack"))
-            .map(String::as_str);
+        let zone = catalog.node("far5").and_then(|n| n.meta.get("rack"));
         assert_eq!(zone, Some("r5"));
         assert_eq!(catalog.last_index(), 13);
         assert_eq!(catalog.kv_len(), 0);

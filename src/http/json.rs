@@ -7,7 +7,7 @@ use std::collections::BTreeMap;
 
 use serde::Serialize;
 
-use crate::catalog::{Check, Index, Meta, Node, Service, ServiceAddress, Weights};
+use crate::catalog::{Check, Index, Meta, Node, Service, ServiceAddress, Tags, Weights};
 use crate::local::LocalService;
 
 /// `Weights`.
@@ -109,7 +109,7 @@ pub struct ServiceJson {
     pub service: String,
     /// Tags.
     #[serde(rename = "Tags")]
-    pub tags: Box<[Box<str>]>,
+    pub tags: Tags,
     /// The instance's own address (may be empty).
     #[serde(rename = "Address")]
     pub address: String,
@@ -183,7 +183,7 @@ pub struct CatalogServiceJson {
     pub service_name: String,
     /// Tags.
     #[serde(rename = "ServiceTags")]
-    pub service_tags: Box<[Box<str>]>,
+    pub service_tags: Tags,
     /// Instance address (may be empty).
     #[serde(rename = "ServiceAddress")]
     pub service_address: String,

@@ -73,7 +73,12 @@ pub fn matching(state: &State, query: &PreparedQuery, authz: &Authorizer) -> Vec
                 .all(|(k, v)| e.service.meta.get(k) == Some(v))
         })
         .filter(|e| {
-            let tags: Vec<String> = e.service.tags.iter().map(|t| t.to_lowercase()).collect();
+            let tags: Vec<String> = e
+                .service
+                .tags
+                .iter()
+                .map(|t| t.to_lowercase().into())
+                .collect();
             must.iter().all(|t| tags.contains(t)) && !must_not.iter().any(|t| tags.contains(t))
         })
         .filter(|e| authz.service_read(&e.service.service) && authz.node_read(&e.node.name))

@@ -139,7 +139,7 @@ fn entry(dc: &str, i: usize) -> Entry {
             id: "web".into(),
             service: "web".into(),
             tags: Box::default(),
-            address: Box::default(),
+            address: Default::default(),
             tagged_addresses: BTreeMap::new(),
             meta: Default::default(),
             port: 80,

@@ -7,7 +7,7 @@ use std::collections::BTreeMap;
 use compact_str::CompactString;
 
 use super::{RowKey, Rows, key, on_node, row_key};
-use crate::catalog::types::{Index, Service, ServiceRegistration, boxed_tags};
+use crate::catalog::types::{Index, Service, ServiceRegistration, row_tags};
 
 /// Service instances, their lookup by name, and their indexes.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -127,7 +127,7 @@ impl Services {
         let mut next = Service {
             id: id.into(),
             service: s.service.as_str().into(),
-            tags: boxed_tags(&s.tags),
+            tags: row_tags(&s.tags),
             address: s.address.as_str().into(),
             tagged_addresses: s.tagged_addresses.clone(),
             meta: s.meta.clone(),

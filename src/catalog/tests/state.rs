@@ -496,7 +496,7 @@ fn service_rename_under_same_id_moves_both_names_and_its_checks() {
     let k = c.node_checks("n1").next().unwrap();
     assert_eq!(
         (&*k.service_name, &*k.service_tags),
-        ("api", &[Box::from("v2")][..])
+        ("api", &[compact_str::CompactString::new("v2")][..])
     );
     assert_eq!(k.modify_index, 2);
     assert_eq!((c.service_index("web"), c.service_index("api")), (2, 2));
