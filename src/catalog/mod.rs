@@ -55,6 +55,7 @@ mod shards;
 mod snapshot;
 mod state;
 mod tables;
+mod tags;
 mod tokens;
 mod types;
 pub mod view;

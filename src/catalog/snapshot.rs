@@ -343,11 +343,13 @@ impl State {
 
     /// The state a snapshot holds, with its derived indexes rebuilt.
     pub fn from_snapshot(s: StateSnapshot) -> Self {
+        let services = Services::from_rows(s.services, s.services_index, s.service_indexes);
+        let checks = Checks::from_rows(s.checks, s.checks_index, &services);
         Self {
             tables: Tables {
                 nodes: Nodes::from_rows(s.nodes, s.nodes_index),
-                services: Services::from_rows(s.services, s.services_index, s.service_indexes),
-                checks: Checks::from_rows(s.checks, s.checks_index),
+                services,
+                checks,
                 kv: Kv::from_rows(KvRows {
                     rows: s.kv,
                     tombstones: s.kv_tombstones,

@@ -14,6 +14,7 @@ use serde::{Deserialize, Serialize};
 pub type Index = u64;
 
 pub use super::meta::Meta;
+pub use super::tags::Tags;
 
 /// The health of one check, ordered from best to worst so that the worst of a
 /// set is its `max()`.
@@ -155,7 +156,8 @@ pub struct Check {
     pub service_id: CompactString,
     /// That instance's service name (denormalized as Consul does).
     pub service_name: CompactString,
-    /// That instance's tags (denormalized as Consul does).
+    /// That instance's tags (denormalized as Consul does): the instance
+    /// row's own list, shared.
     pub service_tags: Tags,
     /// Kind of check (`http`, `tcp`, `ttl`, `script`, `serf`, or empty).
     pub kind: CompactString,
@@ -163,21 +165,6 @@ pub struct Check {
     pub create_index: Index,
     /// Log index of the last change to the check.
     pub modify_index: Index,
-}
-
-/// Tags as a row keeps them: one allocation exactly as long as the list,
-/// each tag inline in it up to 24 bytes (a `Vec<String>` kept 24 bytes a
-/// tag, spare room, and an allocation per tag).
-pub type Tags = Box<[CompactString]>;
-
-/// `tags` as a row keeps them.
-pub(crate) fn row_tags(tags: &[String]) -> Tags {
-    tags.iter().map(|t| CompactString::new(t)).collect()
-}
-
-/// Whether a row's tags are `tags`, in the same order.
-pub(crate) fn same_tags(row: &[CompactString], tags: &[String]) -> bool {
-    row.len() == tags.len() && row.iter().zip(tags).all(|(a, b)| *a == **b)
 }
 
 /// The service part of a registration.

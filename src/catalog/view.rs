@@ -58,7 +58,8 @@ pub struct InstanceView {
     pub ip: Option<IpAddr>,
     /// Port for SRV.
     pub port: u16,
-    /// Tags, lowercased, for tag filtering.
+    /// Tags as registered, the row's own list, for tag filtering
+    /// ([`Self::has_tag`] ignores case).
     pub tags: Tags,
     /// SRV weights.
     pub weights: Weights,
@@ -303,7 +304,7 @@ fn instance_view(node: &Arc<NodeView>, s: &Service, health: HealthStatus) -> Ins
         ip: address.parse().ok(),
         address,
         port: s.port,
-        tags: s.tags.iter().map(|t| t.to_ascii_lowercase()).collect(),
+        tags: s.tags.clone(),
         weights: s.weights,
         health,
         addr_key: 0,

@@ -21,7 +21,6 @@ use super::maintenance::{node_maintenance_check, service_maintenance_check};
 use super::{LocalAgent, LocalError};
 use crate::catalog::{
     CheckRegistration, Command, Deregistration, Registration, Replica, ServiceRegistration, State,
-    same_tags,
 };
 use crate::reconcile::SERF_CHECK_ID;
 
@@ -56,7 +55,7 @@ pub(crate) fn plan(desired: &Desired, catalog: &State) -> Vec<Command> {
     for (id, want) in &desired.services {
         let same = present.get(id.as_str()).is_some_and(|have| {
             *have.service == *want.service
-                && (want.enable_tag_override || same_tags(&have.tags, &want.tags))
+                && (want.enable_tag_override || have.tags.same_as(&want.tags))
                 && *have.address == *want.address
                 && have.tagged_addresses == want.tagged_addresses
                 && have.meta == want.meta

@@ -138,7 +138,7 @@ fn entry(dc: &str, i: usize) -> Entry {
         service: crate::catalog::Service {
             id: "web".into(),
             service: "web".into(),
-            tags: Box::default(),
+            tags: Default::default(),
             address: Default::default(),
             tagged_addresses: BTreeMap::new(),
             meta: Default::default(),

@@ -2,7 +2,7 @@
 //! ID). A check carries its node's name and its instance's service name and
 //! tags as Consul denormalizes them; the rules keep those copies current.
 
-use super::{RowKey, Rows, on_node, on_node_mut, row_key};
+use super::{RowKey, Rows, Services, on_node, on_node_mut, row_key};
 use crate::catalog::types::{Check, CheckRegistration, Index, Service};
 
 /// Checks, and the index of the last change to any of them.
@@ -34,8 +34,20 @@ pub(crate) fn check_id(c: &CheckRegistration) -> &str {
 }
 
 impl Checks {
-    /// The table as a snapshot held it.
-    pub(crate) fn from_rows(rows: Rows<Check>, index: Index) -> Self {
+    /// The table as a snapshot held it, each check sharing its instance's
+    /// list of tags in `services` where the two are equal, as applying the
+    /// log leaves them (a snapshot decodes a list for every row).
+    pub(crate) fn from_rows(mut rows: Rows<Check>, index: Index, services: &Services) -> Self {
+        for ((node_key, _), c) in &mut rows {
+            if c.service_tags.is_empty() {
+                continue;
+            }
+            if let Some(s) = services.get(&row_key(node_key, &c.service_id))
+                && s.tags == c.service_tags
+            {
+                c.service_tags = s.tags.clone();
+            }
+        }
         Self { rows, index }
     }
 

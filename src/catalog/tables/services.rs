@@ -7,7 +7,7 @@ use std::collections::BTreeMap;
 use compact_str::CompactString;
 
 use super::{RowKey, Rows, key, on_node, row_key};
-use crate::catalog::types::{Index, Service, ServiceRegistration, row_tags};
+use crate::catalog::types::{Index, Service, ServiceRegistration, Tags};
 
 /// Service instances, their lookup by name, and their indexes.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -124,10 +124,16 @@ impl Services {
     ) -> Option<ServiceChange<'_>> {
         let id = instance_id(s);
         let k = row_key(node_key, id);
+        let old = self.rows.get(&k);
+        // Unchanged tags stay the list the instance's checks share.
+        let tags = match old {
+            Some(old) if old.tags.same_as(&s.tags) => old.tags.clone(),
+            _ => Tags::from_strings(&s.tags),
+        };
         let mut next = Service {
             id: id.into(),
             service: s.service.as_str().into(),
-            tags: row_tags(&s.tags),
+            tags,
             address: s.address.as_str().into(),
             tagged_addresses: s.tagged_addresses.clone(),
             meta: s.meta.clone(),
@@ -138,7 +144,6 @@ impl Services {
             modify_index: index,
         };
         let mut renamed_from = None;
-        let old = self.rows.get(&k);
         let created = old.is_none();
         if let Some(old) = old {
             next.create_index = old.create_index;

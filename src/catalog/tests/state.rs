@@ -215,7 +215,37 @@ fn check_naming_service_of_same_registration_is_accepted_and_denormalized() {
     );
     let ch = c.node_checks("n1").next().unwrap();
     assert_eq!(&*ch.service_name, "web");
-    assert_eq!(ch.service_tags, ["primary".into()].into());
+    assert_eq!(&ch.service_tags[..], ["primary"]);
+}
+
+#[test]
+fn a_check_shares_its_instances_list_of_tags() {
+    let shared = |c: &State| {
+        let row = &c.health_service("web", &[], false)[0].service;
+        let ch = c.node_checks("n1").next().unwrap();
+        assert_eq!(&ch.service_tags[..], ["primary", "v2"]);
+        ch.service_tags.is_shared_with(&row.tags)
+    };
+    let mut c = State::new();
+    let mut s = svc("web");
+    s.tags = vec!["primary".into(), "v2".into()];
+    let registration = |s: ServiceRegistration| {
+        reg(with_checks(
+            with_svc(node("n1", "10.0.0.1"), s),
+            vec![svc_chk("alive", "web", HealthStatus::Passing)],
+        ))
+    };
+    ok(&mut c, 1, registration(s.clone()));
+    assert!(shared(&c));
+    // Another field changed, the tags not: still the one list.
+    s.port = 9999;
+    ok(&mut c, 2, registration(s.clone()));
+    assert!(shared(&c));
+    // A snapshot decodes a list per row; the restored state shares them again.
+    let bytes = postcard::to_allocvec(&c.to_snapshot()).unwrap();
+    let restored = State::from_snapshot(postcard::from_bytes(&bytes).unwrap());
+    assert_eq!(restored, c);
+    assert!(shared(&restored));
 }
 
 #[test]
@@ -761,7 +791,7 @@ fn instance_checks_follow_reregistration_on_mixed_case_node() {
     s.tags = vec!["v2".into()];
     ok(&mut c, 3, reg(with_svc(node("WEB-NODE", "10.0.0.1"), s)));
     let tags = |n: &str| c.node_checks(n).next().unwrap().service_tags.clone();
-    assert_eq!(tags("web-node"), ["v2".into()].into());
+    assert_eq!(&tags("web-node")[..], ["v2"]);
     assert!(tags("web-node-2").is_empty());
     assert_eq!(c.node_checks("web-node-2").next().unwrap().modify_index, 2);
 }

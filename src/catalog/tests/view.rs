@@ -167,14 +167,18 @@ fn host_name_address_has_no_ip() {
 }
 
 #[test]
-fn tags_are_lowercased_for_matching() {
+fn tags_match_in_any_case_and_are_the_rows_own_list() {
     let r = Replica::new();
     let mut s = svc("web");
     s.tags = vec!["Primary".into()];
     apply(&r, 1, reg(with_svc(node("n1", "10.0.0.1"), s)));
     let v = r.view();
     let i = &v.service("web").unwrap().instances[0];
-    assert_eq!(i.tags, ["primary".into()].into());
+    assert_eq!(&i.tags[..], ["Primary"]);
+    let state = r.read();
+    let row = &state.health_service("web", &[], false)[0].service;
+    assert!(i.tags.is_shared_with(&row.tags));
+    assert!(i.has_tag("primary"));
     assert!(i.has_tag("PRIMARY"));
     assert!(!i.has_tag("secondary"));
 }

@@ -1,0 +1,132 @@
+//! [`Tags`]: a service instance's tags, held once and shared by every copy
+//! the catalog keeps of them.
+//!
+//! An instance's tags are in its service row, again in each of its checks
+//! (Consul denormalizes them there: `ServiceTags`), and again in its DNS
+//! view entry. Each copy was a list of its own (the view's lowercased):
+//! 48 bytes for two short tags, three times over (`benches/scale`,
+//! `--only breakdown`). The list is now reference-counted, and the check
+//! and the view entry take their instance's (the view compares tags
+//! ignoring case), so the three are one allocation. No tags is no
+//! allocation at all, as a bare instance's are.
+//!
+//! It is written as a sequence of strings, on the wire, on disk and in
+//! JSON alike, as the boxed list it replaces was, so a stored snapshot or
+//! log entry reads back unchanged. A decoded list is the decoder's own;
+//! `State::from_snapshot` shares a check's with its instance's again.
+
+use std::fmt;
+use std::ops::Deref;
+use std::sync::Arc;
+
+use compact_str::CompactString;
+use serde::{Deserialize, Deserializer, Serialize, Serializer};
+
+/// A list of tags, in registration order, each inline up to 24 bytes;
+/// clones share it.
+#[derive(Clone, Default, PartialEq, Eq)]
+pub struct Tags(Option<Arc<[CompactString]>>);
+
+impl Tags {
+    /// `tags` as a row keeps them.
+    pub fn from_strings(tags: &[String]) -> Self {
+        tags.iter().map(CompactString::new).collect()
+    }
+
+    /// Whether these are `tags`, in the same order.
+    pub fn same_as(&self, tags: &[String]) -> bool {
+        self.len() == tags.len() && self.iter().zip(tags).all(|(a, b)| *a == **b)
+    }
+
+    /// Whether `self` and `other` are one list, not merely equal.
+    pub fn is_shared_with(&self, other: &Self) -> bool {
+        match (&self.0, &other.0) {
+            (Some(a), Some(b)) => Arc::ptr_eq(a, b),
+            _ => false,
+        }
+    }
+}
+
+impl Deref for Tags {
+    type Target = [CompactString];
+
+    fn deref(&self) -> &[CompactString] {
+        self.0.as_deref().unwrap_or_default()
+    }
+}
+
+impl FromIterator<CompactString> for Tags {
+    fn from_iter<I: IntoIterator<Item = CompactString>>(iter: I) -> Self {
+        let tags: Vec<CompactString> = iter.into_iter().collect();
+        if tags.is_empty() {
+            Self(None)
+        } else {
+            Self(Some(tags.into()))
+        }
+    }
+}
+
+impl fmt::Debug for Tags {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_list().entries(self.iter()).finish()
+    }
+}
+
+impl Serialize for Tags {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.collect_seq(self.iter())
+    }
+}
+
+impl<'de> Deserialize<'de> for Tags {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        Vec::<CompactString>::deserialize(d).map(|v| v.into_iter().collect())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn strings(v: &[&str]) -> Vec<String> {
+        v.iter().map(|s| s.to_string()).collect()
+    }
+
+    #[test]
+    fn none_is_no_allocation_and_reads_as_empty() {
+        let t = Tags::from_strings(&[]);
+        assert!(t.0.is_none());
+        assert!(t.is_empty());
+        assert!(t.same_as(&[]));
+        assert_eq!(t, Tags::default());
+        assert!(!t.is_shared_with(&t.clone()));
+    }
+
+    #[test]
+    fn clones_share_one_list_and_equal_lists_compare_equal() {
+        let t = Tags::from_strings(&strings(&["primary", "v2"]));
+        assert!(t.same_as(&strings(&["primary", "v2"])));
+        assert!(!t.same_as(&strings(&["v2", "primary"])));
+        assert!(!t.same_as(&strings(&["primary"])));
+        assert!(t.is_shared_with(&t.clone()));
+        let again = Tags::from_strings(&strings(&["primary", "v2"]));
+        assert!(!t.is_shared_with(&again));
+        assert_eq!(t, again);
+        assert_ne!(t, Tags::from_strings(&strings(&["Primary", "v2"])));
+    }
+
+    #[test]
+    fn is_written_and_read_as_the_boxed_list_was() {
+        for v in [&[][..], &["primary", "v2"][..]] {
+            let boxed: Box<[Box<str>]> = v.iter().map(|s| Box::from(*s)).collect();
+            let tags = Tags::from_strings(&strings(v));
+            let bytes = postcard::to_allocvec(&boxed).unwrap();
+            assert_eq!(postcard::to_allocvec(&tags).unwrap(), bytes);
+            assert_eq!(postcard::from_bytes::<Tags>(&bytes).unwrap(), tags);
+            assert_eq!(
+                serde_json::to_string(&tags).unwrap(),
+                serde_json::to_string(&boxed).unwrap()
+            );
+        }
+    }
+}
