@@ -99,7 +99,8 @@ impl Default for Weights {
 
 /// One service instance on one node.
 ///
-/// Its strings are `CompactString`s, as a check row's are (see [`Check`]).
+/// Its strings but the address are `CompactString`s, as a check row's
+/// are (see [`Check`]).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Service {
     /// Instance ID, unique on its node (`ID`); defaults to the service name.
@@ -108,8 +109,10 @@ pub struct Service {
     pub service: CompactString,
     /// Tags, in registration order.
     pub tags: Tags,
-    /// The instance's address; empty means "the node's address".
-    pub address: CompactString,
+    /// The instance's address; empty means "the node's address", as it
+    /// mostly is. Boxed, not inline: 8 bytes less keeps the row in
+    /// jemalloc's 160-byte size class (see [`ROW_SIZES`]).
+    pub address: Box<str>,
     /// Extra addresses by kind.
     pub tagged_addresses: BTreeMap<String, ServiceAddress>,
     /// Service metadata.
@@ -128,15 +131,14 @@ pub struct Service {
 
 /// A health check on a node, or on one service instance of it.
 ///
-/// Its strings are `CompactString`s: 24 bytes each, holding up to 24
-/// bytes of text without an allocation of its own, as node names, IDs,
-/// check names and service names mostly are. Against boxed strings (16
-/// bytes and an allocation each) a rich check row takes the same memory
-/// in jemalloc's size classes (352 bytes with its heap, `benches/scale`'s
-/// breakdown counted in `nallocx` sizes), but reading a short string no
-/// longer follows a pointer, and decoding one allocates nothing.
-/// `String`s made the row 383 bytes as requested, with room to spare in
-/// each. serde reads and writes a `CompactString` as a string, so the
+/// Its strings but the notes are `CompactString`s: 24 bytes each,
+/// holding up to 24 bytes of text without an allocation of their own, as
+/// node names, IDs, check names and service names mostly are. Against
+/// boxed strings (16 bytes and an allocation each) that took the same
+/// memory in jemalloc's size classes, but reading a short string no
+/// longer follows a pointer, and decoding one allocates nothing. The
+/// notes, mostly empty, stay boxed to keep the row in its size class
+/// ([`ROW_SIZES`]). serde reads and writes either as a string, so the
 /// snapshot's bytes are the same.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Check {
@@ -148,8 +150,9 @@ pub struct Check {
     pub name: CompactString,
     /// Current status as the writer reported it.
     pub status: HealthStatus,
-    /// Operator notes.
-    pub notes: CompactString,
+    /// Operator notes, mostly none. Boxed, not inline: 8 bytes less keeps
+    /// the row in jemalloc's 224-byte size class (see [`ROW_SIZES`]).
+    pub notes: Box<str>,
     /// Output of the last run.
     pub output: CompactString,
     /// The service instance this check covers; empty for a node check.
@@ -166,6 +169,20 @@ pub struct Check {
     /// Log index of the last change to the check.
     pub modify_index: Index,
 }
+
+/// The most bytes a [`Service`] and a [`Check`] may take: each row is
+/// boxed, and jemalloc rounds an allocation up to its size class (128,
+/// 160, 192, 224, 256 bytes here), so a row 8 bytes over a class costs 32
+/// more. With the instance's address inline a service row was 168 bytes
+/// (192 allocated), and with a check's notes inline a check row 232 (256
+/// allocated).
+pub(crate) const ROW_SIZES: (usize, usize) = (160, 224);
+
+#[cfg(target_pointer_width = "64")]
+const _: () = assert!(
+    size_of::<Service>() <= ROW_SIZES.0 && size_of::<Check>() <= ROW_SIZES.1,
+    "a catalog row outgrew its allocator size class: see ROW_SIZES"
+);
 
 /// The service part of a registration.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]

@@ -293,11 +293,11 @@ fn node_view(n: &Node, health: HealthStatus) -> NodeView {
 
 /// An answerable instance's entry, before [`assign_keys`] numbers it.
 fn instance_view(node: &Arc<NodeView>, s: &Service, health: HealthStatus) -> InstanceView {
-    let address = if s.address.is_empty() {
-        CompactString::new(&node.address)
+    let address = CompactString::new(if s.address.is_empty() {
+        node.address.as_str()
     } else {
-        s.address.clone()
-    };
+        &s.address
+    });
     InstanceView {
         node: node.clone(),
         id: s.id.clone(),
