@@ -396,8 +396,7 @@ impl Authority {
         let Some(target) = target else {
             return;
         };
-        let weight = u16::try_from(inst.weight()).unwrap_or(u16::MAX);
-        let srv = SRV::new(1, weight, inst.port, target.clone());
+        let srv = SRV::new(1, inst.weight, inst.port, target.clone());
         answers.push(Record::from_rdata(qname.clone(), ttl, RData::SRV(srv)));
         if (ip.is_some() || !address.is_empty()) && targets.insert(target.clone()) {
             push_address(additionals, &target, ip, address, RecordType::ANY, ttl);

@@ -60,8 +60,23 @@ fn critical_instance_is_excluded_and_warning_included() {
     let v = r.view();
     let s = v.service("WEB").unwrap();
     assert_eq!(s.registered, 3);
-    assert_eq!(s.instances[0].weight(), 10);
-    assert_eq!(s.instances[1].weight(), 3);
+    assert_eq!(s.instances[0].weight, 10);
+    assert_eq!(s.instances[1].weight, 3);
+}
+
+#[test]
+fn a_weight_past_16_bits_is_the_largest_srv_weight() {
+    let r = Replica::new();
+    let mut s = svc("web");
+    s.weights = Some(Weights {
+        passing: 70_000,
+        warning: 1,
+    });
+    apply(&r, 1, reg(with_svc(node("n1", "10.0.0.1"), s)));
+    assert_eq!(
+        r.view().service("web").unwrap().instances[0].weight,
+        u16::MAX
+    );
 }
 
 #[test]

@@ -415,9 +415,7 @@ impl Wire {
             return None;
         }
         let at = write::record(out, write::QNAME_POINTER, TYPE_SRV, ttl);
-        let [w0, w1] = u16::try_from(inst.weight())
-            .unwrap_or(u16::MAX)
-            .to_be_bytes();
+        let [w0, w1] = inst.weight.to_be_bytes();
         let [p0, p1] = inst.port.to_be_bytes();
         // Priority 1, the weight for the instance's health, the port.
         out.extend_from_slice(&[0, 1, w0, w1, p0, p1]);
