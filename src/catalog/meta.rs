@@ -86,20 +86,7 @@ impl Meta {
     pub fn is_empty(&self) -> bool {
         self.0.is_empty()
     }
-}
 
-impl FromIterator<(String, String)> for Meta {
-    /// As a map collects: ordered by key, the last value of a key kept.
-    fn from_iter<I: IntoIterator<Item = (String, String)>>(iter: I) -> Self {
-        Self::from_pairs(
-            iter.into_iter()
-                .map(|(k, v)| (k.into(), v.into()))
-                .collect(),
-        )
-    }
-}
-
-impl Meta {
     /// `pairs` as a map holds them: ordered by key, the last value of a
     /// key kept.
     fn from_pairs(mut pairs: Vec<(CompactString, CompactString)>) -> Self {
@@ -114,6 +101,17 @@ impl Meta {
         }
         out.shrink_to_fit();
         Self(out)
+    }
+}
+
+impl FromIterator<(String, String)> for Meta {
+    /// As a map collects: ordered by key, the last value of a key kept.
+    fn from_iter<I: IntoIterator<Item = (String, String)>>(iter: I) -> Self {
+        Self::from_pairs(
+            iter.into_iter()
+                .map(|(k, v)| (k.into(), v.into()))
+                .collect(),
+        )
     }
 }
 

@@ -77,7 +77,7 @@ pub fn matching(state: &State, query: &PreparedQuery, authz: &Authorizer) -> Vec
                 .service
                 .tags
                 .iter()
-                .map(|t| t.to_lowercase().into())
+                .map(|t| t.as_str().to_lowercase())
                 .collect();
             must.iter().all(|t| tags.contains(t)) && !must_not.iter().any(|t| tags.contains(t))
         })
