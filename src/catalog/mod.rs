@@ -22,6 +22,9 @@
 //!   last changed at (what a blocking query waits on).
 //! - `snapshot.rs`: [`StateSnapshot`], the persisted form of the state that
 //!   Raft stores and servers send to peers and clients that are behind.
+//! - `capture.rs`: [`StateCapture`], the state marked at one index and
+//!   encoded as a snapshot a slice at a time while writes go on (each table
+//!   saving what a write replaced: `tables/captured.rs`).
 //! - `replica.rs`: [`Replica`], one process's applied copy: the state behind
 //!   a lock for the HTTP API, the health-filtered [`view::View`] (`view.rs`,
 //!   over the copy-on-write maps of `shards.rs`) behind an `ArcSwap` for DNS,
@@ -43,6 +46,7 @@
 
 mod acl_types;
 mod bulk_map;
+mod capture;
 mod command;
 mod history;
 mod kv_types;
@@ -64,12 +68,13 @@ pub mod view;
 mod tests;
 
 pub use acl_types::*;
+pub use capture::{CaptureError, Secrets, StateCapture};
 pub use command::{CatalogError, CatalogOp, Command, KvError, Outcome, SessionError};
 pub use history::{Applied, Pending, Since, encoded_size};
 pub use kv_types::*;
 pub use prepared_query::*;
 pub use query::{HealthEntry, Instance, NodeHealth};
-pub use replica::{Installed, Replica};
+pub use replica::{Captured, Installed, Replica};
 pub use rules::Touched;
 pub use snapshot::{
     StateSnapshot, StateSnapshotRef, StateSnapshotV2, StateSnapshotV3, StateSnapshotV4,

@@ -9,6 +9,7 @@ use std::time::{Duration, Instant};
 use arc_swap::{ArcSwap, ArcSwapOption};
 use tokio::sync::watch;
 
+use super::capture::StateCapture;
 use super::command::{Command, Outcome};
 use super::history::{Applied, History, Pending, Since};
 use super::kv_types::Time;
@@ -50,6 +51,29 @@ pub struct Replica {
     /// Every token resolved, republished after each ACL write; `None`
     /// while ACLs are off.
     tokens: ArcSwapOption<Tokens>,
+    /// Held shared by every capture of the state until it is encoded, and
+    /// exclusively by a snapshot's install ([`Replica::install_uncaptured`]),
+    /// which would leave a capture nothing to read.
+    captures: Arc<tokio::sync::RwLock<()>>,
+}
+
+/// The state marked at one index ([`Replica::capture`]), to be encoded a
+/// slice at a time while writes go on; installing a snapshot waits until
+/// it is dropped.
+#[derive(Debug)]
+pub struct Captured {
+    /// The mark.
+    capture: StateCapture,
+    /// Keeps installs out while the capture is read.
+    _installs_wait: tokio::sync::OwnedRwLockReadGuard<()>,
+}
+
+impl std::ops::Deref for Captured {
+    type Target = StateCapture;
+
+    fn deref(&self) -> &StateCapture {
+        &self.capture
+    }
 }
 
 /// How long the steps of [`Replica::install`] took, for the start-up log.
@@ -88,6 +112,7 @@ impl Replica {
             history: Mutex::new(History::default()),
             acl: OnceLock::new(),
             tokens: ArcSwapOption::empty(),
+            captures: Arc::default(),
         }
     }
 
@@ -235,7 +260,25 @@ impl Replica {
         self.applied.send_replace(index);
     }
 
-    /// Replaces the whole state with a snapshot's and rebuilds the view.
+    /// Marks the state as it is now, to be encoded while writes go on: the
+    /// write lock is held only to mark it ([`StateCapture`]).
+    pub async fn capture(&self) -> Captured {
+        let installs_wait = self.captures.clone().read_owned().await;
+        Captured {
+            capture: self.write().capture(),
+            _installs_wait: installs_wait,
+        }
+    }
+
+    /// [`Self::install`] once no capture of the state is being read.
+    pub async fn install_uncaptured(&self, snapshot: StateSnapshot) -> Installed {
+        let _no_capture = self.captures.write().await;
+        self.install(snapshot)
+    }
+
+    /// Replaces the whole state with a snapshot's and rebuilds the view. A
+    /// capture being read meanwhile fails ([`super::CaptureError::Lost`]);
+    /// where one may be, call [`Self::install_uncaptured`].
     pub fn install(&self, snapshot: StateSnapshot) -> Installed {
         let started = Instant::now();
         let next = State::from_snapshot(snapshot);
@@ -339,9 +382,9 @@ impl Replica {
         index >= self.history().floor
     }
 
-    /// A copy of the whole state: what a client agent behind the history
-    /// is sent (`rpc/catchup.rs`). Raft's snapshots encode the tables
-    /// without a copy (`State::snapshot_ref`).
+    /// A copy of the whole state, taken under the read lock (applying
+    /// waits for the copy). Snapshots are not made from one: they encode a
+    /// capture ([`Self::capture`]) while writes go on.
     pub fn snapshot(&self) -> StateSnapshot {
         self.read().to_snapshot()
     }

@@ -23,7 +23,8 @@ use super::kv_types::{KvEntry, Session, Time, Tombstone};
 use super::prepared_query::PreparedQuery;
 use super::state::State;
 use super::tables::{
-    Acl, AclRows, Checks, Kv, KvRows, Nodes, PreparedQueries, Rows, Services, Sessions, Tables,
+    Acl, AclRows, CapturedMap, Checks, Kv, KvRows, Nodes, PreparedQueries, Rows, Services,
+    Sessions, TableRows, Tables,
 };
 use super::types::{Check, Index, Node, Service};
 
@@ -89,53 +90,53 @@ pub struct StateSnapshot {
 /// order, so it encodes to the same bytes (a test holds them equal).
 #[derive(Debug, Clone, Copy, Serialize)]
 pub struct StateSnapshotRef<'a> {
-    nodes: &'a BTreeMap<CompactString, Node>,
-    services: &'a Rows<Service>,
-    checks: &'a Rows<Check>,
-    nodes_index: Index,
-    services_index: Index,
-    checks_index: Index,
-    service_indexes: &'a BTreeMap<CompactString, Index>,
-    last_index: Index,
-    kv: &'a BTreeMap<String, KvEntry>,
-    kv_tombstones: &'a BTreeMap<String, Tombstone>,
-    kv_delays: &'a BTreeMap<String, Time>,
-    kv_index: Index,
-    kv_reaped: Index,
-    sessions: &'a BTreeMap<String, Session>,
-    sessions_index: Index,
-    acl_tokens: &'a BTreeMap<String, AclToken>,
-    acl_policies: &'a BTreeMap<String, AclPolicy>,
-    acl_index: Index,
-    acl_bootstrapped: Index,
-    prepared_queries: &'a BTreeMap<String, PreparedQuery>,
-    prepared_queries_index: Index,
+    pub(super) nodes: &'a CapturedMap<CompactString, Node>,
+    pub(super) services: &'a TableRows<Service>,
+    pub(super) checks: &'a TableRows<Check>,
+    pub(super) nodes_index: Index,
+    pub(super) services_index: Index,
+    pub(super) checks_index: Index,
+    pub(super) service_indexes: &'a CapturedMap<CompactString, Index>,
+    pub(super) last_index: Index,
+    pub(super) kv: &'a CapturedMap<String, KvEntry>,
+    pub(super) kv_tombstones: &'a CapturedMap<String, Tombstone>,
+    pub(super) kv_delays: &'a CapturedMap<String, Time>,
+    pub(super) kv_index: Index,
+    pub(super) kv_reaped: Index,
+    pub(super) sessions: &'a CapturedMap<String, Session>,
+    pub(super) sessions_index: Index,
+    pub(super) acl_tokens: &'a CapturedMap<String, AclToken>,
+    pub(super) acl_policies: &'a CapturedMap<String, AclPolicy>,
+    pub(super) acl_index: Index,
+    pub(super) acl_bootstrapped: Index,
+    pub(super) prepared_queries: &'a CapturedMap<String, PreparedQuery>,
+    pub(super) prepared_queries_index: Index,
 }
 
 impl StateSnapshotRef<'_> {
     /// An owned copy.
     pub fn to_owned(&self) -> StateSnapshot {
         StateSnapshot {
-            nodes: self.nodes.clone(),
-            services: self.services.clone(),
-            checks: self.checks.clone(),
+            nodes: (**self.nodes).clone(),
+            services: (**self.services).clone(),
+            checks: (**self.checks).clone(),
             nodes_index: self.nodes_index,
             services_index: self.services_index,
             checks_index: self.checks_index,
-            service_indexes: self.service_indexes.clone(),
+            service_indexes: (**self.service_indexes).clone(),
             last_index: self.last_index,
-            kv: self.kv.clone(),
-            kv_tombstones: self.kv_tombstones.clone(),
-            kv_delays: self.kv_delays.clone(),
+            kv: (**self.kv).clone(),
+            kv_tombstones: (**self.kv_tombstones).clone(),
+            kv_delays: (**self.kv_delays).clone(),
             kv_index: self.kv_index,
             kv_reaped: self.kv_reaped,
-            sessions: self.sessions.clone(),
+            sessions: (**self.sessions).clone(),
             sessions_index: self.sessions_index,
-            acl_tokens: self.acl_tokens.clone(),
-            acl_policies: self.acl_policies.clone(),
+            acl_tokens: (**self.acl_tokens).clone(),
+            acl_policies: (**self.acl_policies).clone(),
             acl_index: self.acl_index,
             acl_bootstrapped: self.acl_bootstrapped,
-            prepared_queries: self.prepared_queries.clone(),
+            prepared_queries: (**self.prepared_queries).clone(),
             prepared_queries_index: self.prepared_queries_index,
         }
     }
@@ -281,9 +282,8 @@ impl StateSnapshot {
         out
     }
 
-    /// Blanks every token's secret in place, as [`Self::redacted`] without
-    /// a second copy of a large state.
-    pub fn redact(&mut self) {
+    /// Blanks every token's secret in place.
+    fn redact(&mut self) {
         for token in self.acl_tokens.values_mut() {
             token.secret_id.clear();
         }

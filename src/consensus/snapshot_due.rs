@@ -116,14 +116,25 @@ impl SnapshotDue {
         }
     }
 
-    /// The state was just encoded for a snapshot of `snapshot_bytes`,
-    /// or replaced by (or restored from) one.
+    /// The state was replaced by (or restored from) a snapshot of
+    /// `snapshot_bytes`.
     pub(crate) fn reset(&self, snapshot_bytes: usize) {
+        self.captured();
+        self.built(snapshot_bytes);
+    }
+
+    /// The state was just marked for a snapshot: what is applied from now
+    /// on is not in it.
+    pub(crate) fn captured(&self) {
         self.commands.store(0, Ordering::Relaxed);
         self.bytes.store(0, Ordering::Relaxed);
+        self.stagger.store(draw_stagger(), Ordering::Relaxed);
+    }
+
+    /// The snapshot marked last encoded to `snapshot_bytes`.
+    pub(crate) fn built(&self, snapshot_bytes: usize) {
         let size = u64::try_from(snapshot_bytes).unwrap_or(u64::MAX);
         self.snapshot_bytes.store(size, Ordering::Relaxed);
-        self.stagger.store(draw_stagger(), Ordering::Relaxed);
     }
 
     /// Whether a snapshot is due now.

@@ -36,9 +36,9 @@ use super::types::Outcomes;
 use super::types::{
     Entry, LogId, Snapshot, SnapshotMeta, StoredMembership, TypeConfig, typ::StorageError,
 };
-use crate::catalog::{Replica, StateSnapshot, StateSnapshotV2, encoded_size};
+use crate::catalog::{Captured, Replica, Secrets, StateSnapshot, StateSnapshotV2, encoded_size};
 use crate::store::format::{self, FormatError, Version};
-use crate::store::snapshot::{decode_catalog, encode_catalog, encode_state};
+use crate::store::snapshot::{decode_catalog, encode_captured, encode_catalog};
 use crate::store::snapshot_file;
 use crate::store::{self, Contents, StoreError, Writer, v1};
 
@@ -332,28 +332,47 @@ fn write_waiting_for_space(
     }
 }
 
-/// The state machine encoded at one log id, to be stored while applying
-/// continues.
+/// The state machine marked at one log id, to be encoded and stored while
+/// applying continues.
 #[derive(Debug)]
 pub(crate) struct SnapshotBuilder {
-    /// The snapshot body, or why it could not be encoded.
-    data: Result<Vec<u8>, StoreError>,
+    /// The state at `last_applied`, or `None` once built.
+    capture: Option<Captured>,
+    replica: Arc<Replica>,
     last_applied: Option<LogId>,
     membership: StoredMembership,
-    /// How long encoding the catalog held `apply` up: the part of a
-    /// snapshot that still stands in the write path's way.
-    encoded: Duration,
+    /// How long marking the state held `apply` up: all of a snapshot
+    /// that stands in the write path's way.
+    marked: Duration,
     seq: u64,
     current: Arc<tokio::sync::Mutex<Option<Current>>>,
     durable: Durable,
+    due: Arc<SnapshotDue>,
 }
 
 impl RaftSnapshotBuilder<TypeConfig> for SnapshotBuilder {
     async fn build_snapshot(&mut self) -> Result<Snapshot, StorageError> {
         let started = Instant::now();
-        let data = std::mem::replace(&mut self.data, Ok(Vec::new())).map_err(|e| {
-            StorageError::from(StorageIOError::read_state_machine(AnyError::new(&e)))
-        })?;
+        let failed = |e: &dyn std::error::Error| {
+            StorageError::from(StorageIOError::read_state_machine(AnyError::error(e)))
+        };
+        let capture = self
+            .capture
+            .take()
+            .ok_or_else(|| failed(&std::io::Error::other("the snapshot was built already")))?;
+        // On a blocking thread at the normal priority: the encoding takes
+        // the state's read lock a slice at a time, and a thread the
+        // scheduler kept waiting would hold `apply` up while it held one.
+        let replica = self.replica.clone();
+        let data = tokio::task::spawn_blocking(move || {
+            encode_captured(&replica, &capture, Secrets::Keep)
+            // `capture` drops here: the tables stop saving for it.
+        })
+        .await
+        .map_err(|e| failed(&e))?
+        .map_err(|e| failed(&e))?;
+        let encoded = started.elapsed();
+        self.due.built(data.len());
         let snapshot_id = match self.last_applied {
             Some(id) => format!("{}-{}-{}", id.leader_id, id.index, self.seq),
             None => format!("none-{}", self.seq),
@@ -372,8 +391,9 @@ impl RaftSnapshotBuilder<TypeConfig> for SnapshotBuilder {
         tracing::info!(
             snapshot = %snapshot.meta.snapshot_id,
             bytes,
-            encode_ms = self.encoded.as_secs_f64() * 1e3,
-            write_ms = started.elapsed().as_secs_f64() * 1e3,
+            mark_ms = self.marked.as_secs_f64() * 1e3,
+            encode_ms = encoded.as_secs_f64() * 1e3,
+            write_ms = (started.elapsed() - encoded).as_secs_f64() * 1e3,
             "built and stored a snapshot"
         );
         Ok(snapshot)
@@ -450,34 +470,28 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
     async fn get_snapshot_builder(&mut self) -> SnapshotBuilder {
         // openraft calls this and `apply` one after the other from one
         // task, so nothing is applied between reading `last_applied` and
-        // copying the catalog: the two describe the same point.
+        // marking the state: the two describe the same point.
         let (last_applied, membership) = {
             let applied = self.applied();
             (applied.last_applied, applied.membership.clone())
         };
-        // The catalog is encoded under the state's read lock, straight from
-        // the tables: applying waits meanwhile, but for the encoding only
-        // (about 50 ms at 100,000 rich instances on a 2-core machine, where
-        // copying the tables first took 150-350 ms). On a thread of its
-        // own, so that the runtime's workers go on answering Raft's
-        // heartbeats and appends rather than letting an election start.
+        // Only marked here, under the write lock for a moment; the
+        // encoding is the builder's, a slice at a time, while applying
+        // goes on (`catalog/capture.rs`).
         let started = Instant::now();
-        let replica = self.replica.clone();
-        let encode = move || encode_state(&replica.read());
-        let data = match tokio::task::spawn_blocking(encode).await {
-            Ok(data) => data,
-            // The encoding panicked: try once more here, where the panic shows.
-            Err(_) => encode_state(&self.replica.read()),
-        };
-        self.due.reset(data.as_ref().map_or(0, Vec::len));
+        let capture = self.replica.capture().await;
+        let marked = started.elapsed();
+        self.due.captured();
         SnapshotBuilder {
-            data,
-            encoded: started.elapsed(),
+            capture: Some(capture),
+            replica: self.replica.clone(),
+            marked,
             last_applied,
             membership,
             seq: self.snapshot_seq.fetch_add(1, Ordering::Relaxed),
             current: self.current.clone(),
             durable: self.durable.clone(),
+            due: self.due.clone(),
         }
     }
 
@@ -506,8 +520,9 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
         };
         store_snapshot(&self.current, &self.durable, stored, false).await?;
         let decoded = started.elapsed();
+        // A snapshot being built reads the state it replaces: it finishes first.
+        let took = self.replica.install_uncaptured(catalog).await;
         let mut applied = self.applied();
-        let took = self.replica.install(catalog);
         self.due.reset(snapshot_bytes);
         applied.last_applied = meta.last_log_id;
         applied.membership = meta.last_membership.clone();

@@ -29,9 +29,9 @@ use serde::de::{self, Visitor};
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 use tokio::time::Instant;
 
-use crate::catalog::{Index, Replica, StateSnapshot};
+use crate::catalog::{Index, Replica, Secrets, StateSnapshot};
 use crate::store::StoreError;
-use crate::store::snapshot::{decode_catalog, encode_catalog};
+use crate::store::snapshot::{decode_catalog, encode_captured};
 
 /// The most bytes one chunk carries, as Raft's snapshot chunks: small
 /// beside the frame limit, and a client's other calls on the same
@@ -194,8 +194,8 @@ impl SnapshotCache {
     }
 
     /// What to offer a client behind `replica`'s history: the held encoding,
-    /// or a new one of the state as it is now. The state is copied and
-    /// encoded off the async threads, once however many clients ask.
+    /// or a new one of the state as it is now. The state is encoded off the
+    /// async threads, once however many clients ask.
     pub async fn offer(&self, replica: &Arc<Replica>) -> Result<Offer, CatchUpError> {
         if let Some(offer) = self.usable(replica) {
             return Ok(offer);
@@ -205,13 +205,15 @@ impl SnapshotCache {
         if let Some(offer) = self.usable(replica) {
             return Ok(offer);
         }
+        // Marked under the write lock for a moment, then encoded a slice
+        // at a time while writes go on (`catalog/capture.rs`).
+        let captured = replica.capture().await;
         let from = replica.clone();
         let (index, bytes) = tokio::task::spawn_blocking(move || {
             // Client agents resolve tokens by their hash: they get none
             // of the secrets.
-            let mut state = from.snapshot();
-            state.redact();
-            encode_catalog(&state).map(|bytes| (state.last_index(), bytes))
+            encode_captured(&from, &captured, Secrets::Blank)
+                .map(|bytes| (captured.last_index(), bytes))
         })
         .await
         .map_err(|e| CatchUpError::Encode(e.to_string()))?

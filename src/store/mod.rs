@@ -110,6 +110,9 @@ pub enum StoreError {
     /// A stored value did not decode, or a value did not encode.
     #[error("encoding: {0}")]
     Codec(#[from] postcard::Error),
+    /// A snapshot of the state could not be encoded from its capture.
+    #[error("encoding a snapshot: {0}")]
+    Capture(#[from] crate::catalog::CaptureError),
     /// The data dir or a value is in a format version this build cannot take.
     #[error(transparent)]
     Format(#[from] format::FormatError),

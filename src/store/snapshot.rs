@@ -6,7 +6,10 @@
 
 use super::format::{self, FormatError};
 use super::{StoreError, decode};
-use crate::catalog::{State, StateSnapshot, StateSnapshotV2, StateSnapshotV3, StateSnapshotV4};
+use crate::catalog::{
+    Replica, Secrets, State, StateCapture, StateSnapshot, StateSnapshotV2, StateSnapshotV3,
+    StateSnapshotV4,
+};
 
 /// A snapshot body: the format version, then postcard of the state.
 pub fn encode_catalog(catalog: &StateSnapshot) -> Result<Vec<u8>, StoreError> {
@@ -18,6 +21,21 @@ pub fn encode_catalog(catalog: &StateSnapshot) -> Result<Vec<u8>, StoreError> {
 /// `encode_catalog(&state.to_snapshot())`.
 pub fn encode_state(state: &State) -> Result<Vec<u8>, StoreError> {
     format::prefixed(&state.snapshot_ref())
+}
+
+/// The snapshot body of the state `capture` marked in `replica`, encoded a
+/// slice of rows at a time while writes go on (`catalog/capture.rs`): the
+/// bytes [`encode_state`] gave at the capture's index, or with `Blank`
+/// those of the state's `redacted` copy. Blocks for as long as encoding
+/// takes: call it off the async threads.
+pub fn encode_captured(
+    replica: &Replica,
+    capture: &StateCapture,
+    secrets: Secrets,
+) -> Result<Vec<u8>, StoreError> {
+    let mut out = postcard::to_stdvec(&format::CURRENT)?;
+    capture.encode(&mut out, || replica.read(), secrets)?;
+    Ok(out)
 }
 
 /// Reads a snapshot body by the version it carries; one of another version

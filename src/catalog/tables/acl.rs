@@ -3,17 +3,19 @@
 //! index of the last change to any of it.
 
 use std::collections::{BTreeMap, HashMap};
+use std::sync::Arc;
 
 use super::super::acl_types::{AclPolicy, AclToken, SecretHash};
 use super::super::types::Index;
+use super::{Capture, CapturedMap};
 
 /// Tokens and policies.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub(crate) struct Acl {
     /// Tokens by AccessorID.
-    tokens: BTreeMap<String, AclToken>,
+    tokens: CapturedMap<String, AclToken>,
     /// Policies by ID.
-    policies: BTreeMap<String, AclPolicy>,
+    policies: CapturedMap<String, AclPolicy>,
     /// Index of the last change to a token or a policy.
     index: Index,
     /// Index of the bootstrap, or of the initial management token's
@@ -35,6 +37,13 @@ pub(crate) struct AclRows {
 }
 
 impl Acl {
+    /// Opens `capture` on the persisted maps: from now on they can be read
+    /// as they are at this moment (`tables::CapturedMap`).
+    pub(crate) fn open_capture(&mut self, capture: &Arc<Capture>) {
+        self.tokens.open(capture);
+        self.policies.open(capture);
+    }
+
     /// The table a snapshot holds, with its derived indexes rebuilt.
     pub(crate) fn from_rows(rows: AclRows) -> Self {
         let by_secret = rows
@@ -48,8 +57,8 @@ impl Acl {
             .map(|p| (p.name.clone(), p.id.clone()))
             .collect();
         Self {
-            tokens: rows.tokens,
-            policies: rows.policies,
+            tokens: rows.tokens.into(),
+            policies: rows.policies.into(),
             index: rows.index,
             bootstrapped: rows.bootstrapped,
             by_secret,
@@ -58,7 +67,12 @@ impl Acl {
     }
 
     /// The persisted maps, for a snapshot: tokens and policies.
-    pub(crate) fn persisted(&self) -> (&BTreeMap<String, AclToken>, &BTreeMap<String, AclPolicy>) {
+    pub(crate) fn persisted(
+        &self,
+    ) -> (
+        &CapturedMap<String, AclToken>,
+        &CapturedMap<String, AclPolicy>,
+    ) {
         (&self.tokens, &self.policies)
     }
 
@@ -140,8 +154,14 @@ impl Acl {
             return false;
         };
         self.by_name.remove(&old.name);
-        for token in self.tokens.values_mut() {
-            if token.policies.iter().any(|p| p == id) {
+        let linked: Vec<String> = self
+            .tokens
+            .values()
+            .filter(|t| t.policies.iter().any(|p| p == id))
+            .map(|t| t.accessor_id.clone())
+            .collect();
+        for accessor_id in &linked {
+            if let Some(token) = self.tokens.get_mut(accessor_id) {
                 token.policies.retain(|p| p != id);
                 token.modify_index = index;
             }

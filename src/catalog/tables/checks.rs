@@ -2,14 +2,16 @@
 //! ID). A check carries its node's name and its instance's service name and
 //! tags as Consul denormalizes them; the rules keep those copies current.
 
-use super::{RowKey, Rows, Services, on_node, on_node_mut, row_key};
+use std::sync::Arc;
+
+use super::{Capture, RowKey, Rows, Services, TableRows, on_node, row_key};
 use crate::catalog::types::{Check, CheckRegistration, Index, Service};
 
 /// Checks, and the index of the last change to any of them.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub(crate) struct Checks {
     /// Checks by (lowercased node name, check ID).
-    rows: Rows<Check>,
+    rows: TableRows<Check>,
     /// Index of the last change to any check.
     index: Index,
 }
@@ -34,6 +36,12 @@ pub(crate) fn check_id(c: &CheckRegistration) -> &str {
 }
 
 impl Checks {
+    /// Opens `capture` on the persisted maps: from now on they can be read
+    /// as they are at this moment (`tables::CapturedMap`).
+    pub(crate) fn open_capture(&mut self, capture: &Arc<Capture>) {
+        self.rows.open(capture);
+    }
+
     /// The table as a snapshot held it, each check sharing its instance's
     /// list of tags in `services` where the two are equal, as applying the
     /// log leaves them (a snapshot decodes a list for every row).
@@ -48,11 +56,14 @@ impl Checks {
                 c.service_tags = s.tags.clone();
             }
         }
-        Self { rows, index }
+        Self {
+            rows: rows.into(),
+            index,
+        }
     }
 
     /// The rows, for a snapshot.
-    pub(crate) fn rows(&self) -> &Rows<Check> {
+    pub(crate) fn rows(&self) -> &TableRows<Check> {
         &self.rows
     }
 
@@ -129,8 +140,9 @@ impl Checks {
 
     /// Gives every check on a node the node's name as now registered.
     pub(crate) fn rename_node(&mut self, index: Index, node_key: &str, name: &str) {
-        for c in on_node_mut(&mut self.rows, node_key) {
-            if *c.node != *name {
+        let renamed = self.keys_on_node_where(node_key, |c| *c.node != *name);
+        for k in &renamed {
+            if let Some(c) = self.rows.get_mut(k) {
                 c.node = name.into();
                 c.modify_index = index;
                 self.index = index;
@@ -140,8 +152,11 @@ impl Checks {
 
     /// Gives the checks of an instance its service name and tags as now registered.
     pub(crate) fn follow_service(&mut self, index: Index, node_key: &str, s: &Service) {
-        for c in on_node_mut(&mut self.rows, node_key) {
-            if *c.service_id == *s.id && (c.service_name != s.service || c.service_tags != s.tags) {
+        let behind = self.keys_on_node_where(node_key, |c| {
+            *c.service_id == *s.id && (c.service_name != s.service || c.service_tags != s.tags)
+        });
+        for k in &behind {
+            if let Some(c) = self.rows.get_mut(k) {
                 c.service_name = s.service.clone();
                 c.service_tags = s.tags.clone();
                 c.modify_index = index;
@@ -157,6 +172,14 @@ impl Checks {
         Some(*old)
     }
 
+    /// The keys of the checks on a node that `pick` selects, in ID order.
+    fn keys_on_node_where(&self, node_key: &str, pick: impl Fn(&Check) -> bool) -> Vec<RowKey> {
+        self.on_node(node_key)
+            .filter(|c| pick(c))
+            .map(|c| row_key(node_key, &c.check_id))
+            .collect()
+    }
+
     /// Removes the checks on a node that `doomed` selects.
     pub(crate) fn remove_on_node(
         &mut self,
@@ -164,12 +187,7 @@ impl Checks {
         node_key: &str,
         doomed: impl Fn(&Check) -> bool,
     ) {
-        let keys: Vec<RowKey> = self
-            .on_node(node_key)
-            .filter(|c| doomed(c))
-            .map(|c| row_key(node_key, &c.check_id))
-            .collect();
-        for k in &keys {
+        for k in &self.keys_on_node_where(node_key, doomed) {
             self.remove(index, k);
         }
     }

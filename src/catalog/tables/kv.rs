@@ -9,19 +9,21 @@
 //! key changes, not on every KV write (Consul #9449).
 
 use std::collections::{BTreeMap, BTreeSet};
+use std::sync::Arc;
 
 use super::super::kv_types::{KvEntry, Time, Tombstone};
 use super::super::types::Index;
+use super::{Capture, CapturedMap};
 
 /// Keys, tombstones and lock-delays.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub(crate) struct Kv {
     /// Every key.
-    rows: BTreeMap<String, KvEntry>,
+    rows: CapturedMap<String, KvEntry>,
     /// Deleted keys not yet reaped.
-    tombstones: BTreeMap<String, Tombstone>,
+    tombstones: CapturedMap<String, Tombstone>,
     /// Keys whose lock may not be taken before the given time.
-    delays: BTreeMap<String, Time>,
+    delays: CapturedMap<String, Time>,
     /// Index of the last change to any key or tombstone.
     index: Index,
     /// Highest index of a reaped tombstone.
@@ -61,6 +63,14 @@ fn under<'a, V>(
 }
 
 impl Kv {
+    /// Opens `capture` on the persisted maps: from now on they can be read
+    /// as they are at this moment (`tables::CapturedMap`).
+    pub(crate) fn open_capture(&mut self, capture: &Arc<Capture>) {
+        self.rows.open(capture);
+        self.tombstones.open(capture);
+        self.delays.open(capture);
+    }
+
     /// The table a snapshot holds, with its derived index rebuilt.
     pub(crate) fn from_rows(r: KvRows) -> Self {
         let mut held: BTreeMap<String, BTreeSet<String>> = BTreeMap::new();
@@ -70,9 +80,9 @@ impl Kv {
             }
         }
         Self {
-            rows: r.rows,
-            tombstones: r.tombstones,
-            delays: r.delays,
+            rows: r.rows.into(),
+            tombstones: r.tombstones.into(),
+            delays: r.delays.into(),
             index: r.index,
             reaped: r.reaped,
             held,
@@ -81,17 +91,17 @@ impl Kv {
     }
 
     /// Every key, for a snapshot.
-    pub(crate) fn rows(&self) -> &BTreeMap<String, KvEntry> {
+    pub(crate) fn rows(&self) -> &CapturedMap<String, KvEntry> {
         &self.rows
     }
 
     /// The tombstones not yet reaped, for a snapshot.
-    pub(crate) fn tombstones(&self) -> &BTreeMap<String, Tombstone> {
+    pub(crate) fn tombstones(&self) -> &CapturedMap<String, Tombstone> {
         &self.tombstones
     }
 
     /// The lock-delays, for a snapshot.
-    pub(crate) fn delays(&self) -> &BTreeMap<String, Time> {
+    pub(crate) fn delays(&self) -> &CapturedMap<String, Time> {
         &self.delays
     }
 
@@ -205,8 +215,12 @@ impl Kv {
 
     /// Puts a lock-delay on `key` until `until`.
     pub(crate) fn set_delay(&mut self, key: &str, until: Time) {
-        let at = self.delays.entry(key.to_string()).or_insert(until);
-        *at = (*at).max(until);
+        match self.delays.get_mut(key) {
+            Some(at) => *at = (*at).max(until),
+            None => {
+                self.delays.insert(key.to_string(), until);
+            }
+        }
     }
 
     /// Reaps the tombstones of deletes before `deleted_before` and the

@@ -17,6 +17,7 @@
 //! the prepared queries.
 
 mod acl;
+mod captured;
 mod checks;
 mod kv;
 mod nodes;
@@ -29,6 +30,7 @@ use std::collections::BTreeMap;
 use compact_str::CompactString;
 
 pub(crate) use acl::{Acl, AclRows};
+pub(crate) use captured::{Capture, CapturedMap};
 pub(crate) use checks::{Checks, check_id};
 pub(crate) use kv::{Kv, KvRows};
 pub(crate) use nodes::Nodes;
@@ -77,6 +79,10 @@ pub(crate) fn row_key(node_key: &str, id: &str) -> RowKey {
 /// writes a box as what it holds, so the snapshot's bytes are the same.
 pub(crate) type Rows<T> = BTreeMap<RowKey, Box<T>>;
 
+/// [`Rows`] as a table keeps them: readable as they stood when a snapshot
+/// began while they go on changing.
+pub(crate) type TableRows<T> = CapturedMap<RowKey, Box<T>>;
+
 /// The key of a node or a service name: names compare case-insensitively,
 /// as Consul's do.
 pub(crate) fn key(name: &str) -> String {
@@ -90,16 +96,4 @@ fn on_node<'a, V>(rows: &'a Rows<V>, node_key: &str) -> impl Iterator<Item = &'a
     rows.range(start..)
         .take_while(move |((n, _), _)| **n == *node_key)
         .map(|(_, v)| &**v)
-}
-
-/// The rows of one node, mutably, in ID order.
-fn on_node_mut<'a, V>(
-    rows: &'a mut Rows<V>,
-    node_key: &str,
-) -> impl Iterator<Item = &'a mut V> + use<'a, V> {
-    let start = row_key(node_key, "");
-    let node_key = node_key.to_string();
-    rows.range_mut(start..)
-        .take_while(move |((n, _), _)| **n == *node_key)
-        .map(|(_, v)| &mut **v)
 }

@@ -1,9 +1,11 @@
 //! The nodes table: one row per machine, keyed by lowercased name.
 
 use std::collections::BTreeMap;
+use std::sync::Arc;
 
 use compact_str::CompactString;
 
+use super::{Capture, CapturedMap};
 use crate::catalog::types::{Index, Node, Registration};
 
 /// Nodes, and the index of the last change to any of them.
@@ -11,19 +13,28 @@ use crate::catalog::types::{Index, Node, Registration};
 pub(crate) struct Nodes {
     /// Nodes by lowercased name, inline when short, as a row's key is
     /// (`RowKey`).
-    rows: BTreeMap<CompactString, Node>,
+    rows: CapturedMap<CompactString, Node>,
     /// Index of the last change to any node.
     index: Index,
 }
 
 impl Nodes {
+    /// Opens `capture` on the persisted maps: from now on they can be read
+    /// as they are at this moment (`tables::CapturedMap`).
+    pub(crate) fn open_capture(&mut self, capture: &Arc<Capture>) {
+        self.rows.open(capture);
+    }
+
     /// The table as a snapshot held it.
     pub(crate) fn from_rows(rows: BTreeMap<CompactString, Node>, index: Index) -> Self {
-        Self { rows, index }
+        Self {
+            rows: rows.into(),
+            index,
+        }
     }
 
     /// The rows, for a snapshot.
-    pub(crate) fn rows(&self) -> &BTreeMap<CompactString, Node> {
+    pub(crate) fn rows(&self) -> &CapturedMap<CompactString, Node> {
         &self.rows
     }
 

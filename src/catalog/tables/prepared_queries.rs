@@ -3,16 +3,17 @@
 //! the queries each session keeps alive.
 
 use std::collections::{BTreeMap, BTreeSet};
+use std::sync::Arc;
 
 use super::super::prepared_query::PreparedQuery;
 use super::super::types::Index;
-use super::key;
+use super::{Capture, CapturedMap, key};
 
 /// Prepared queries by ID.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub(crate) struct PreparedQueries {
     /// Every query.
-    rows: BTreeMap<String, PreparedQuery>,
+    rows: CapturedMap<String, PreparedQuery>,
     /// Index of the last change to any query.
     index: Index,
     /// Derived: the ID of each named query by lowercased name.
@@ -25,6 +26,12 @@ pub(crate) struct PreparedQueries {
 }
 
 impl PreparedQueries {
+    /// Opens `capture` on the persisted maps: from now on they can be read
+    /// as they are at this moment (`tables::CapturedMap`).
+    pub(crate) fn open_capture(&mut self, capture: &Arc<Capture>) {
+        self.rows.open(capture);
+    }
+
     /// The table a snapshot holds, with its derived indexes rebuilt.
     pub(crate) fn from_rows(rows: BTreeMap<String, PreparedQuery>, index: Index) -> Self {
         let mut t = Self {
@@ -39,7 +46,7 @@ impl PreparedQueries {
     }
 
     /// Every query by ID.
-    pub(crate) fn rows(&self) -> &BTreeMap<String, PreparedQuery> {
+    pub(crate) fn rows(&self) -> &CapturedMap<String, PreparedQuery> {
         &self.rows
     }
 

@@ -3,23 +3,24 @@
 //! name's answers last changed at.
 
 use std::collections::BTreeMap;
+use std::sync::Arc;
 
 use compact_str::CompactString;
 
-use super::{RowKey, Rows, key, on_node, row_key};
+use super::{Capture, CapturedMap, RowKey, Rows, TableRows, key, on_node, row_key};
 use crate::catalog::types::{Index, Service, ServiceRegistration, Tags};
 
 /// Service instances, their lookup by name, and their indexes.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub(crate) struct Services {
     /// Instances by (lowercased node name, instance ID).
-    rows: Rows<Service>,
+    rows: TableRows<Service>,
     /// Index of the last change to any instance.
     index: Index,
     /// Index of the last change that affects a service name's answers
     /// (instances, their checks, their nodes), by lowercased service name.
     /// Kept after the last instance goes so blocking queries see the removal.
-    name_indexes: BTreeMap<CompactString, Index>,
+    name_indexes: CapturedMap<CompactString, Index>,
     /// Keys of `rows` by lowercased service name, so that a service's
     /// instances are found without scanning every instance (DNS rebuilds a
     /// service's view entry on every write that touches it). Derived from
@@ -47,6 +48,13 @@ pub(crate) fn instance_id(s: &ServiceRegistration) -> &str {
 }
 
 impl Services {
+    /// Opens `capture` on the persisted maps: from now on they can be read
+    /// as they are at this moment (`tables::CapturedMap`).
+    pub(crate) fn open_capture(&mut self, capture: &Arc<Capture>) {
+        self.rows.open(capture);
+        self.name_indexes.open(capture);
+    }
+
     /// The table as a snapshot held it, with its lookup by name rebuilt.
     pub(crate) fn from_rows(
         rows: Rows<Service>,
@@ -55,20 +63,20 @@ impl Services {
     ) -> Self {
         let by_name = index_by_name(&rows);
         Self {
-            rows,
+            rows: rows.into(),
             index,
-            name_indexes,
+            name_indexes: name_indexes.into(),
             by_name,
         }
     }
 
     /// The rows, for a snapshot.
-    pub(crate) fn rows(&self) -> &Rows<Service> {
+    pub(crate) fn rows(&self) -> &TableRows<Service> {
         &self.rows
     }
 
     /// The per-name indexes, for a snapshot.
-    pub(crate) fn name_indexes(&self) -> &BTreeMap<CompactString, Index> {
+    pub(crate) fn name_indexes(&self) -> &CapturedMap<CompactString, Index> {
         &self.name_indexes
     }
 

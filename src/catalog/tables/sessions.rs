@@ -2,16 +2,17 @@
 //! alive (what a deregistration or a critical check invalidates).
 
 use std::collections::{BTreeMap, BTreeSet};
+use std::sync::Arc;
 
 use super::super::kv_types::{Session, Time};
 use super::super::types::Index;
-use super::{RowKey, key, row_key};
+use super::{Capture, CapturedMap, RowKey, key, row_key};
 
 /// Sessions by ID.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub(crate) struct Sessions {
     /// Every session.
-    rows: BTreeMap<String, Session>,
+    rows: CapturedMap<String, Session>,
     /// Index of the last session created or invalidated.
     index: Index,
     /// Derived: sessions by lowercased node name.
@@ -24,10 +25,16 @@ pub(crate) struct Sessions {
 }
 
 impl Sessions {
+    /// Opens `capture` on the persisted maps: from now on they can be read
+    /// as they are at this moment (`tables::CapturedMap`).
+    pub(crate) fn open_capture(&mut self, capture: &Arc<Capture>) {
+        self.rows.open(capture);
+    }
+
     /// The table a snapshot holds, with its derived indexes rebuilt.
     pub(crate) fn from_rows(rows: BTreeMap<String, Session>, index: Index) -> Self {
         let mut t = Self {
-            rows: BTreeMap::new(),
+            rows: CapturedMap::default(),
             index,
             by_node: BTreeMap::new(),
             by_check: BTreeMap::new(),
@@ -41,7 +48,7 @@ impl Sessions {
     }
 
     /// Every session by ID.
-    pub(crate) fn rows(&self) -> &BTreeMap<String, Session> {
+    pub(crate) fn rows(&self) -> &CapturedMap<String, Session> {
         &self.rows
     }
 

@@ -105,7 +105,7 @@ fn catalog_op() -> impl Strategy<Value = Command> {
 }
 
 /// A command and how far the leader's clock moved before it.
-fn step() -> impl Strategy<Value = (Time, Command)> {
+pub(super) fn step() -> impl Strategy<Value = (Time, Command)> {
     let command = prop_oneof![
         4 => kv_op().prop_map(Command::Kv),
         2 => prop::collection::vec(kv_op(), 1..4)

@@ -5,6 +5,7 @@
 //! only what it is about.
 
 mod acl;
+mod capture;
 mod kv;
 mod kv_props;
 mod model;

@@ -57,7 +57,7 @@ fn check() -> impl Strategy<Value = CheckRegistration> {
     )
 }
 
-fn command() -> impl Strategy<Value = Command> {
+pub(super) fn command() -> impl Strategy<Value = Command> {
     let register = (
         s(NODES),
         s(ADDRESSES),

@@ -1123,7 +1123,7 @@ fn snapshot_bytes_with_acls_are_format_4() {
 
 /// [`golden_acl_state`] then a prepared query bound to a session, a
 /// template, and a query deleted again.
-fn golden_query_state() -> State {
+pub(super) fn golden_query_state() -> State {
     let mut c = golden_acl_state();
     let mut bound = PreparedQuery {
         id: "q-1".into(),
