@@ -23,6 +23,12 @@
 //!    client agent (joining it), each started empty: time from the exec
 //!    until it answers DNS for the last service registered, every instance
 //!    (target 2 s).
+//! 5. stall: one client re-registers one instance on the durable server,
+//!    a write at a time, for 20 s, while the server snapshots its state
+//!    (a single server snapshots as its due; pass
+//!    `--raft-snapshot-threshold 2000` for one every few seconds): the
+//!    writes' latency percentiles, and the snapshots' own log lines (how
+//!    long marking the state held applying up, how long encoding took).
 //!
 //! Without `--bench` (as `cargo test --benches` runs it) it only checks its
 //! own helpers.
@@ -78,7 +84,8 @@ struct Settings {
     in_flight: usize,
     /// `--rounds N`: repeats of the idle, restart and install measures.
     rounds: usize,
-    /// `--only a,b`: the parts to run (idle, memory, restart, install).
+    /// `--only a,b`: the parts to run (breakdown, idle, memory, restart,
+    /// install, stall).
     only: Vec<String>,
     /// `--raft-snapshot-threshold N` and `--raft-trailing-logs N` for the
     /// servers; 0 leaves the agent's defaults (16,384 and 10,240 entries).
@@ -89,7 +96,7 @@ struct Settings {
 /// How long after a load an agent's memory is read.
 const SETTLE: Duration = Duration::from_secs(20);
 
-const PARTS: [&str; 5] = ["breakdown", "idle", "memory", "restart", "install"];
+const PARTS: [&str; 6] = ["breakdown", "idle", "memory", "restart", "install", "stall"];
 
 impl Settings {
     fn parse(args: &[String]) -> anyhow::Result<Self> {
@@ -447,6 +454,90 @@ fn machine() -> String {
 
 /// The last `start-up` line of an agent's log (the server's own breakdown
 /// of its start), if it printed one.
+/// One client's writes to `n` for `span`, a write at a time, while it
+/// snapshots: their latency, and the snapshots built meanwhile.
+async fn writes_during_snapshots(
+    n: &Node,
+    span: Duration,
+) -> anyhow::Result<Vec<(String, String, String)>> {
+    let built = |log: &str| -> Vec<String> {
+        log.lines()
+            .filter(|l| l.contains("built and stored a snapshot"))
+            .map(String::from)
+            .collect()
+    };
+    let before = built(&n.agent.log()).len();
+    let http = reqwest::Client::new();
+    let url = format!("http://{}/v1/catalog/register", n.http);
+    let mut took = Vec::new();
+    let start = Instant::now();
+    while start.elapsed() < span {
+        let port = 1 + took.len() % 60_000;
+        let body = serde_json::json!({
+            "Node": "stall-writer",
+            "Address": "10.200.0.1",
+            "Service": {"ID": "stall", "Service": "stall", "Port": port},
+        });
+        let t = Instant::now();
+        let resp = http.put(&url).json(&body).send().await?;
+        let status = resp.status();
+        let text = resp.text().await.unwrap_or_default();
+        if !status.is_success() || text.trim() != "true" {
+            bail!("writing during snapshots: {status} {text}");
+        }
+        let d = t.elapsed();
+        if d > Duration::from_millis(5) && std::env::var("BENCH_SLOW").is_ok() {
+            let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH)?;
+            eprintln!(
+                "slow write: {:.1} ms, done at unix {:.3}",
+                d.as_secs_f64() * 1e3,
+                now.as_secs_f64()
+            );
+        }
+        took.push(d);
+    }
+    let snapshots: Vec<String> = built(&n.agent.log()).into_iter().skip(before).collect();
+    // Each line's `mark_ms` (what applying waited for) and `encode_ms`.
+    let field = |line: &str, name: &str| -> f64 {
+        line.split_whitespace()
+            .find_map(|w| w.strip_prefix(name)?.strip_prefix('=')?.parse().ok())
+            .unwrap_or(f64::NAN)
+    };
+    let most = |name: &str| {
+        snapshots
+            .iter()
+            .map(|l| field(l, name))
+            .fold(0.0_f64, f64::max)
+    };
+    took.sort();
+    let at = |p: f64| took[((took.len() as f64 * p) as usize).min(took.len() - 1)];
+    let ms = |d: Duration| d.as_secs_f64() * 1e3;
+    let (p99, p999) = (at(0.99), at(0.999));
+    Ok(vec![
+        (
+            format!(
+                "one client's writes during {} snapshots ({} writes): p50 / p99 / p99.9 / max",
+                snapshots.len(),
+                took.len()
+            ),
+            format!(
+                "{:.2} / {:.2} / {:.2} / {:.2} ms (p99.9 = {:.1}× p99)",
+                ms(at(0.5)),
+                ms(p99),
+                ms(p999),
+                ms(took[took.len() - 1]),
+                p999.as_secs_f64() / p99.as_secs_f64()
+            ),
+            "p99.9 ≤ 3× p99".into(),
+        ),
+        (
+            "  the snapshots: longest mark (applying waits) / longest encoding".into(),
+            format!("{:.3} / {:.0} ms", most("mark_ms"), most("encode_ms")),
+            "–".into(),
+        ),
+    ])
+}
+
 fn startup_line(agent: &Agent) -> Option<String> {
     agent
         .log()
@@ -538,7 +629,7 @@ async fn run(s: Settings) -> anyhow::Result<()> {
 
     // The durable server keeps the rich catalog for the restart and install parts.
     let mut durable: Option<Node> = None;
-    let need_loaded = s.runs("restart") || s.runs("install");
+    let need_loaded = s.runs("restart") || s.runs("install") || s.runs("stall");
     let kinds: Vec<(&str, bool)> = if s.runs("memory") {
         vec![
             ("dev", false),
@@ -713,6 +804,11 @@ async fn run(s: Settings) -> anyhow::Result<()> {
                 "≤ 2 s".into(),
             ));
         }
+    }
+    if let Some(n) = &durable
+        && s.runs("stall")
+    {
+        rows.extend(writes_during_snapshots(n, Duration::from_secs(20)).await?);
     }
     if let Some(n) = durable {
         n.agent.terminate();

@@ -28,7 +28,7 @@ use super::types::Index;
 
 /// The most rows one slice reads under the read lock: at about a
 /// microsecond a row, a write waits no more than a millisecond or so.
-const SLICE: usize = 1024;
+const SLICE: usize = 256;
 
 /// The state marked at one index, to be encoded while writes go on.
 #[derive(Debug)]

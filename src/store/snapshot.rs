@@ -34,7 +34,7 @@ pub fn encode_captured(
     secrets: Secrets,
 ) -> Result<Vec<u8>, StoreError> {
     let mut out = postcard::to_stdvec(&format::CURRENT)?;
-    capture.encode(&mut out, || replica.read(), secrets)?;
+    capture.encode(&mut out, || replica.read_after_writers(), secrets)?;
     Ok(out)
 }
 

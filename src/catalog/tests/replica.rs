@@ -268,3 +268,54 @@ async fn a_read_waits_for_every_write_its_agent_answered() {
     );
     assert!(replica.wait_acknowledged(soon()).await);
 }
+
+/// A snapshot's encoding takes the read lock again and again; writes are
+/// applied between its turns rather than after it. With std's lock alone
+/// the reader took the lock again before the woken writer ran, nearly
+/// every time: writes waited out runs of thousands of its turns, where now
+/// each waits about one.
+#[test]
+fn writes_go_in_between_the_turns_of_a_reader_that_loops() {
+    use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+    let replica = Arc::new(Replica::new());
+    let done = Arc::new(AtomicBool::new(false));
+    let turns = Arc::new(AtomicU64::new(0));
+    let reader = {
+        let (replica, done, turns) = (replica.clone(), done.clone(), turns.clone());
+        std::thread::spawn(move || {
+            while !done.load(Ordering::Relaxed) {
+                let state = replica.read_after_writers();
+                // A slice of work under the lock.
+                let spin = std::time::Instant::now();
+                while spin.elapsed() < std::time::Duration::from_micros(200) {
+                    std::hint::black_box(state.last_index());
+                }
+                drop(state);
+                turns.fetch_add(1, Ordering::Relaxed);
+            }
+        })
+    };
+    // The reader is looping before the writes start.
+    while turns.load(Ordering::Relaxed) < 10 {
+        std::thread::yield_now();
+    }
+    let before = turns.load(Ordering::Relaxed);
+    for index in 1..=250 {
+        replica.apply(index, &register("web", index as usize));
+        // Some work between writes, as a server has: the reader turns
+        // meanwhile, and the next write finds it holding the lock.
+        let gap = std::time::Instant::now();
+        while gap.elapsed() < std::time::Duration::from_micros(50) {
+            std::hint::spin_loop();
+        }
+    }
+    let during = turns.load(Ordering::Relaxed) - before;
+    done.store(true, Ordering::Relaxed);
+    reader.join().unwrap();
+    assert_eq!(replica.read().last_index(), 250);
+    // About one turn a write; with std's lock alone, runs of thousands.
+    assert!(
+        during < 2_500,
+        "250 writes waited out {during} turns of the reader"
+    );
+}
