@@ -401,10 +401,12 @@ impl RaftSnapshotBuilder<TypeConfig> for SnapshotBuilder {
 }
 
 /// Runs `work` on a thread of its own at a lower CPU priority (nice 10)
-/// than the rest of the server, and waits for its result: building a
-/// snapshot (encoding the catalog, writing the file) must not take CPU from
-/// the writes and reads that go on meanwhile, least of all on a small
-/// machine. A thread per snapshot, since the niceness stays with the thread.
+/// than the rest of the server, and waits for its result: writing a
+/// snapshot's file must not take CPU from the writes and reads that go on
+/// meanwhile, least of all on a small machine. (Its encoding runs at the
+/// normal priority: it takes the state's lock a slice at a time, and a
+/// thread kept waiting for the CPU while it held it would hold writes up.)
+/// A thread per snapshot, since the niceness stays with the thread.
 async fn in_background<T: Send + 'static>(
     work: impl FnOnce() -> T + Send + 'static,
 ) -> Result<T, std::io::Error> {

@@ -136,14 +136,14 @@ impl<K: Ord + Clone, V: Clone> CapturedMap<K, V> {
             .map(|b| &b.rows)
     }
 
-    /// Whether `capture` is the one open on this map: its saved values are
-    /// here, and the rows can be read as they stood at its opening.
+    /// Whether `capture` is open on this map: its saved values are here,
+    /// and the rows can be read as they stood at its opening.
     pub(crate) fn holds(&self, capture: &Arc<Capture>) -> bool {
         self.saved_for(capture).is_some()
     }
 
-    /// Saves `key`'s value (or its absence) before its first change under
-    /// the open capture.
+    /// Saves `key`'s value (or its absence) for each open capture it has
+    /// not changed under yet.
     fn save(&mut self, key: &K) {
         prune(&mut self.before);
         for saved in &mut self.before {
@@ -153,8 +153,8 @@ impl<K: Ord + Clone, V: Clone> CapturedMap<K, V> {
         }
     }
 
-    /// Saves the value of `key`, if the map holds it, before its first
-    /// change under the open capture.
+    /// Saves the value of `key`, if the map holds it, for each open capture
+    /// it has not changed under yet.
     fn save_present<Q>(&mut self, key: &Q)
     where
         K: Borrow<Q>,
