@@ -25,10 +25,14 @@
 //!    (target 2 s).
 //! 5. stall: one client re-registers one instance on the durable server,
 //!    a write at a time, for 20 s, while the server snapshots its state
-//!    (a single server snapshots as its due; pass
+//!    (a single server snapshots whenever one is due; pass
 //!    `--raft-snapshot-threshold 2000` for one every few seconds): the
 //!    writes' latency percentiles, and the snapshots' own log lines (how
 //!    long marking the state held applying up, how long encoding took).
+//!    `BENCH_SLOW=1` prints every write over 5 ms with the time it ended.
+//! 6. catchup: the same writes while three client agents join the durable
+//!    server one after another, each empty, so the server encodes its state
+//!    for them: the writes' latency percentiles.
 //!
 //! Without `--bench` (as `cargo test --benches` runs it) it only checks its
 //! own helpers.
@@ -85,7 +89,7 @@ struct Settings {
     /// `--rounds N`: repeats of the idle, restart and install measures.
     rounds: usize,
     /// `--only a,b`: the parts to run (breakdown, idle, memory, restart,
-    /// install, stall).
+    /// install, stall, catchup).
     only: Vec<String>,
     /// `--raft-snapshot-threshold N` and `--raft-trailing-logs N` for the
     /// servers; 0 leaves the agent's defaults (16,384 and 10,240 entries).
@@ -96,7 +100,15 @@ struct Settings {
 /// How long after a load an agent's memory is read.
 const SETTLE: Duration = Duration::from_secs(20);
 
-const PARTS: [&str; 6] = ["breakdown", "idle", "memory", "restart", "install", "stall"];
+const PARTS: [&str; 7] = [
+    "breakdown",
+    "idle",
+    "memory",
+    "restart",
+    "install",
+    "stall",
+    "catchup",
+];
 
 impl Settings {
     fn parse(args: &[String]) -> anyhow::Result<Self> {
@@ -454,49 +466,105 @@ fn machine() -> String {
 
 /// The last `start-up` line of an agent's log (the server's own breakdown
 /// of its start), if it printed one.
-/// One client's writes to `n` for `span`, a write at a time, while it
-/// snapshots: their latency, and the snapshots built meanwhile.
+/// One client's writes to `n`, a write at a time (re-registering one
+/// instance), until `meanwhile` is done: their latencies, sorted.
+async fn writes_while(
+    n: &Node,
+    meanwhile: impl Future<Output = anyhow::Result<()>>,
+) -> anyhow::Result<Vec<Duration>> {
+    let stop = std::sync::atomic::AtomicBool::new(false);
+    let writer = async {
+        let http = reqwest::Client::new();
+        let url = format!("http://{}/v1/catalog/register", n.http);
+        let mut took = Vec::new();
+        while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+            let port = 1 + took.len() % 60_000;
+            let body = serde_json::json!({
+                "Node": "stall-writer",
+                "Address": "10.200.0.1",
+                "Service": {"ID": "stall", "Service": "stall", "Port": port},
+            });
+            let t = Instant::now();
+            let resp = http.put(&url).json(&body).send().await?;
+            let status = resp.status();
+            let text = resp.text().await.unwrap_or_default();
+            if !status.is_success() || text.trim() != "true" {
+                bail!("writing: {status} {text}");
+            }
+            let d = t.elapsed();
+            if d > Duration::from_millis(5) && std::env::var("BENCH_SLOW").is_ok() {
+                let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH)?;
+                eprintln!(
+                    "slow write: {:.1} ms, done at unix {:.3}",
+                    d.as_secs_f64() * 1e3,
+                    now.as_secs_f64()
+                );
+            }
+            took.push(d);
+        }
+        took.sort();
+        Ok(took)
+    };
+    let done = async {
+        let r = meanwhile.await;
+        stop.store(true, std::sync::atomic::Ordering::Relaxed);
+        r
+    };
+    let (took, done) = tokio::join!(writer, done);
+    done?;
+    let took = took?;
+    if took.is_empty() {
+        bail!("no write went in");
+    }
+    Ok(took)
+}
+
+/// A row of sorted write latencies: p50 / p99 / p99.9 / max.
+fn latency_row(label: String, took: &[Duration]) -> (String, String, String) {
+    let at = |p: f64| took[((took.len() as f64 * p) as usize).min(took.len() - 1)];
+    let ms = |d: Duration| d.as_secs_f64() * 1e3;
+    let (p99, p999) = (at(0.99), at(0.999));
+    (
+        format!("{label} ({} writes): p50 / p99 / p99.9 / max", took.len()),
+        format!(
+            "{:.2} / {:.2} / {:.2} / {:.2} ms (p99.9 = {:.1}× p99)",
+            ms(at(0.5)),
+            ms(p99),
+            ms(p999),
+            ms(took[took.len() - 1]),
+            p999.as_secs_f64() / p99.as_secs_f64()
+        ),
+        "p99.9 ≤ 3× p99".into(),
+    )
+}
+
+/// The lines of `agent`'s log that contain `what`.
+fn log_lines(agent: &Agent, what: &str) -> Vec<String> {
+    agent
+        .log()
+        .lines()
+        .filter(|l| l.contains(what))
+        .map(String::from)
+        .collect()
+}
+
+/// One client's writes to `n` for `span` while it snapshots: their
+/// latency, and the snapshots built meanwhile.
 async fn writes_during_snapshots(
     n: &Node,
     span: Duration,
 ) -> anyhow::Result<Vec<(String, String, String)>> {
-    let built = |log: &str| -> Vec<String> {
-        log.lines()
-            .filter(|l| l.contains("built and stored a snapshot"))
-            .map(String::from)
-            .collect()
-    };
-    let before = built(&n.agent.log()).len();
-    let http = reqwest::Client::new();
-    let url = format!("http://{}/v1/catalog/register", n.http);
-    let mut took = Vec::new();
-    let start = Instant::now();
-    while start.elapsed() < span {
-        let port = 1 + took.len() % 60_000;
-        let body = serde_json::json!({
-            "Node": "stall-writer",
-            "Address": "10.200.0.1",
-            "Service": {"ID": "stall", "Service": "stall", "Port": port},
-        });
-        let t = Instant::now();
-        let resp = http.put(&url).json(&body).send().await?;
-        let status = resp.status();
-        let text = resp.text().await.unwrap_or_default();
-        if !status.is_success() || text.trim() != "true" {
-            bail!("writing during snapshots: {status} {text}");
-        }
-        let d = t.elapsed();
-        if d > Duration::from_millis(5) && std::env::var("BENCH_SLOW").is_ok() {
-            let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH)?;
-            eprintln!(
-                "slow write: {:.1} ms, done at unix {:.3}",
-                d.as_secs_f64() * 1e3,
-                now.as_secs_f64()
-            );
-        }
-        took.push(d);
-    }
-    let snapshots: Vec<String> = built(&n.agent.log()).into_iter().skip(before).collect();
+    const BUILT: &str = "built and stored a snapshot";
+    let before = log_lines(&n.agent, BUILT).len();
+    let took = writes_while(n, async {
+        tokio::time::sleep(span).await;
+        Ok(())
+    })
+    .await?;
+    let snapshots: Vec<String> = log_lines(&n.agent, BUILT)
+        .into_iter()
+        .skip(before)
+        .collect();
     // Each line's `mark_ms` (what applying waited for) and `encode_ms`.
     let field = |line: &str, name: &str| -> f64 {
         line.split_whitespace()
@@ -509,26 +577,10 @@ async fn writes_during_snapshots(
             .map(|l| field(l, name))
             .fold(0.0_f64, f64::max)
     };
-    took.sort();
-    let at = |p: f64| took[((took.len() as f64 * p) as usize).min(took.len() - 1)];
-    let ms = |d: Duration| d.as_secs_f64() * 1e3;
-    let (p99, p999) = (at(0.99), at(0.999));
     Ok(vec![
-        (
-            format!(
-                "one client's writes during {} snapshots ({} writes): p50 / p99 / p99.9 / max",
-                snapshots.len(),
-                took.len()
-            ),
-            format!(
-                "{:.2} / {:.2} / {:.2} / {:.2} ms (p99.9 = {:.1}× p99)",
-                ms(at(0.5)),
-                ms(p99),
-                ms(p999),
-                ms(took[took.len() - 1]),
-                p999.as_secs_f64() / p99.as_secs_f64()
-            ),
-            "p99.9 ≤ 3× p99".into(),
+        latency_row(
+            format!("one client's writes during {} snapshots", snapshots.len()),
+            &took,
         ),
         (
             "  the snapshots: longest mark (applying waits) / longest encoding".into(),
@@ -629,7 +681,9 @@ async fn run(s: Settings) -> anyhow::Result<()> {
 
     // The durable server keeps the rich catalog for the restart and install parts.
     let mut durable: Option<Node> = None;
-    let need_loaded = s.runs("restart") || s.runs("install") || s.runs("stall");
+    let need_loaded = ["restart", "install", "stall", "catchup"]
+        .iter()
+        .any(|p| s.runs(p));
     let kinds: Vec<(&str, bool)> = if s.runs("memory") {
         vec![
             ("dev", false),
@@ -809,6 +863,43 @@ async fn run(s: Settings) -> anyhow::Result<()> {
         && s.runs("stall")
     {
         rows.extend(writes_during_snapshots(n, Duration::from_secs(20)).await?);
+    }
+    if let Some(n) = &durable
+        && s.runs("catchup")
+    {
+        // Client agents join one after another, each started empty, so the
+        // server encodes its state for them (`rpc/catchup.rs`; a later one
+        // may take the same encoding).
+        const ENCODED: &str = "encoded the state for client agents catching up";
+        let before = log_lines(&n.agent, ENCODED).len();
+        let serf = n.agent.serf();
+        let joins = async {
+            for round in 0..3u8 {
+                let last = 50 + round;
+                let start = Instant::now();
+                let j = Node::start("client", last, dir, Some(serf), &raft).await?;
+                let (dns, name) = (j.dns, last_svc.clone());
+                tokio::task::spawn_blocking(move || {
+                    poll_dns(dns, &name, want, start, Duration::from_secs(120))
+                })
+                .await??;
+                // Off this task: stopping waits for the process, and the
+                // writes run in this task too.
+                tokio::task::spawn_blocking(move || j.agent.terminate()).await?;
+                let url = format!(
+                    "http://{}/v1/agent/force-leave/client-{last}?prune=1",
+                    n.http
+                );
+                let _ = http.put(url).send().await;
+            }
+            Ok(())
+        };
+        let took = writes_while(n, joins).await?;
+        let encoded = log_lines(&n.agent, ENCODED).len() - before;
+        rows.push(latency_row(
+            format!("one client's writes while 3 client agents join ({encoded} encodings)"),
+            &took,
+        ));
     }
     if let Some(n) = durable {
         n.agent.terminate();
