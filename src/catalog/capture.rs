@@ -3,9 +3,11 @@
 //! [`State::capture`] marks the state as it is at one index: a moment under
 //! the write lock, copying nothing but the scalar fields and each table's
 //! length. [`StateCapture::encode`] then writes the snapshot body a slice of
-//! rows at a time, taking the read lock for each slice, so a write waits at
-//! most for one slice (about a millisecond) where it used to wait for the
-//! whole encoding (about 100 ms at 100,000 instances). Writes applied
+//! rows at a time, taking the read lock for each slice (on a server through
+//! `Replica::read_after_writers`, which lets a waiting write in first), so
+//! a write waits at most for one slice (a millisecond or two) where it used
+//! to wait for the whole encoding (140 ms at 100,000 rich instances in
+//! `benches/scale`'s stall part). Writes applied
 //! between slices do not show: each table saves the former value of every
 //! key written since the capture (`tables::CapturedMap`), and the slices
 //! read those.
@@ -26,8 +28,9 @@ use super::state::State;
 use super::tables::{Capture, CapturedMap};
 use super::types::Index;
 
-/// The most rows one slice reads under the read lock: at about a
-/// microsecond a row, a write waits no more than a millisecond or so.
+/// The most rows one slice reads under the read lock: a rich instance's
+/// rows take a few microseconds to encode (1,024 of them 6.1 ms in
+/// `benches/scale`'s breakdown), so a write waits no more than about 1.5 ms.
 const SLICE: usize = 256;
 
 /// The state marked at one index, to be encoded while writes go on.
@@ -147,7 +150,9 @@ impl StateCapture {
 
     /// Appends the snapshot's postcard body (without the format version)
     /// to `out`, taking the state from `read` once per slice of rows and
-    /// dropping it before the next.
+    /// dropping it before the next. A `read` that takes a lock should let
+    /// waiting writers in first (`Replica::read_after_writers`): a reader
+    /// in a loop otherwise takes the lock again before they wake.
     pub fn encode<G: Deref<Target = State>>(
         &self,
         out: &mut Vec<u8>,
