@@ -390,9 +390,10 @@ impl Replica {
         index >= self.history().floor
     }
 
-    /// A copy of the whole state, taken under the read lock (applying
-    /// waits for the copy). Snapshots are not made from one: they encode a
-    /// capture ([`Self::capture`]) while writes go on.
+    /// A copy of the whole state, for tests to compare; taken under the
+    /// read lock, so applying waits for it. Snapshots are not made from
+    /// one: they encode a capture ([`Self::capture`]) while writes go on.
+    #[cfg(test)]
     pub fn snapshot(&self) -> StateSnapshot {
         self.read().to_snapshot()
     }
