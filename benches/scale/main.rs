@@ -47,6 +47,8 @@ mod mem;
 #[allow(dead_code)] // on_path is for the benchmarks with peers
 #[path = "../common/procs.rs"]
 mod procs;
+#[path = "../common/stats.rs"]
+mod stats;
 
 #[global_allocator]
 static COUNTING: breakdown::Counting = breakdown::Counting;
@@ -62,6 +64,7 @@ use trellis_testkit::net::{free_dns_port, free_tcp_port, free_udp_port};
 use trellis_testkit::{Agent, Trellis as Bin};
 
 use crate::mem::{Memory, mib};
+use crate::stats::percentile;
 
 /// The binary cargo built for this benchmark (release profile).
 const TRELLIS: &str = env!("CARGO_BIN_EXE_trellis");
@@ -521,7 +524,7 @@ async fn writes_while(
 
 /// A row of sorted write latencies: p50 / p99 / p99.9 / max.
 fn latency_row(label: String, took: &[Duration]) -> (String, String, String) {
-    let at = |p: f64| took[((took.len() as f64 * p) as usize).min(took.len() - 1)];
+    let at = |p: f64| percentile(took, p);
     let ms = |d: Duration| d.as_secs_f64() * 1e3;
     let (p99, p999) = (at(0.99), at(0.999));
     (
@@ -531,7 +534,7 @@ fn latency_row(label: String, took: &[Duration]) -> (String, String, String) {
             ms(at(0.5)),
             ms(p99),
             ms(p999),
-            ms(took[took.len() - 1]),
+            ms(at(1.0)),
             p999.as_secs_f64() / p99.as_secs_f64()
         ),
         "p99.9 ≤ 3× p99".into(),
@@ -591,12 +594,7 @@ async fn writes_during_snapshots(
 }
 
 fn startup_line(agent: &Agent) -> Option<String> {
-    agent
-        .log()
-        .lines()
-        .rev()
-        .find(|l| l.contains("start-up"))
-        .map(|l| l.to_string())
+    log_lines(agent, "start-up").pop()
 }
 
 async fn run(s: Settings) -> anyhow::Result<()> {
