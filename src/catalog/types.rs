@@ -88,6 +88,22 @@ pub struct Weights {
     pub warning: u32,
 }
 
+impl Weights {
+    /// The SRV weight in force for an instance whose checks' worst status
+    /// is `health`, as Consul's `findWeight` picks it for service and
+    /// prepared-query answers alike: `passing`, `warning` while a check
+    /// warns, 0 while one is critical (only a prepared query that ignores
+    /// that check answers with such an instance). Clamped to SRV's 16 bits.
+    pub fn in_force(self, health: HealthStatus) -> u16 {
+        let weight = match health {
+            HealthStatus::Passing => self.passing,
+            HealthStatus::Warning => self.warning,
+            HealthStatus::Critical => 0,
+        };
+        u16::try_from(weight).unwrap_or(u16::MAX)
+    }
+}
+
 impl Default for Weights {
     fn default() -> Self {
         Self {

@@ -61,8 +61,8 @@ pub struct InstanceView {
     /// Tags as registered, the row's own list, for tag filtering
     /// ([`Self::has_tag`] ignores case).
     pub tags: Tags,
-    /// The SRV weight for its health (Consul's `Weights.Passing`, or
-    /// `Weights.Warning` when a check warns), clamped to SRV's 16 bits.
+    /// The SRV weight for its health ([`in_force`](super::types::Weights::in_force): Consul's
+    /// `Weights.Passing`, or `Weights.Warning` when a check warns).
     /// Only the one in force is kept, and at 16 bits: an entry of 104
     /// bytes rather than 112 puts a service's three instances in a 320-byte
     /// allocation rather than a 384-byte one.
@@ -305,11 +305,7 @@ fn instance_view(node: &Arc<NodeView>, s: &Service, health: HealthStatus) -> Ins
         address,
         port: s.port,
         tags: s.tags.clone(),
-        weight: u16::try_from(match health {
-            HealthStatus::Passing => s.weights.passing,
-            _ => s.weights.warning,
-        })
-        .unwrap_or(u16::MAX),
+        weight: s.weights.in_force(health),
         health,
         addr_key: 0,
         target_key: 0,

@@ -468,7 +468,11 @@ impl Authority {
             else {
                 continue;
             };
-            let weight = u16::try_from(e.service.weights.passing).unwrap_or(u16::MAX);
+            let health = e.checks.iter().map(|c| c.status).max();
+            let weight = e
+                .service
+                .weights
+                .in_force(health.unwrap_or(HealthStatus::Passing));
             let srv = SRV::new(1, weight, e.service.port, target.clone());
             answers.push(Record::from_rdata(qname.clone(), ttl, RData::SRV(srv)));
             if seen.insert(target.to_string()) {

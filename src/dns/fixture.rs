@@ -5,6 +5,7 @@ use std::sync::Arc;
 
 use crate::catalog::{
     CheckRegistration, Command, HealthStatus, Meta, Registration, Replica, ServiceRegistration,
+    Weights,
 };
 
 /// One registration: a node, optionally one service instance and its check.
@@ -16,6 +17,7 @@ pub(crate) struct Reg<'a> {
     pub(crate) tags: &'a [&'a str],
     pub(crate) status: HealthStatus,
     pub(crate) meta: &'a [(&'a str, &'a str)],
+    pub(crate) weights: Option<Weights>,
 }
 
 impl Default for Reg<'_> {
@@ -28,6 +30,7 @@ impl Default for Reg<'_> {
             tags: &[],
             status: HealthStatus::Passing,
             meta: &[],
+            weights: None,
         }
     }
 }
@@ -41,7 +44,7 @@ pub(crate) fn register(replica: &Replica, index: u64, r: Reg<'_>) {
         tagged_addresses: Default::default(),
         meta: Meta::new(),
         port,
-        weights: None,
+        weights: r.weights,
         enable_tag_override: false,
     });
     let checks = match &service {

@@ -538,6 +538,81 @@ mod tests {
         }
     }
 
+    /// Consul's `findWeight` serves service lookups and prepared queries
+    /// alike: `Weights.Warning` while a check warns, 0 for a critical
+    /// instance that only a query ignoring its check answers with.
+    #[test]
+    fn prepared_queries_weigh_instances_as_service_lookups_do() {
+        use crate::acl::Authorizer;
+        use crate::catalog::{HealthStatus, PreparedQuery, ServiceQuery, Weights};
+        use crate::prepared_query::{QueryResult, matching};
+
+        let replica = crate::catalog::Replica::new();
+        let instances = [
+            ("n1", "10.0.0.1", HealthStatus::Passing),
+            ("n2", "10.0.0.2", HealthStatus::Warning),
+            ("n3", "10.0.0.3", HealthStatus::Critical),
+        ];
+        for (index, (node, address, status)) in (1..).zip(instances) {
+            let reg = fixture::Reg {
+                node,
+                address,
+                service: Some(("db", node, 3306)),
+                status,
+                weights: Some(Weights {
+                    passing: 10,
+                    warning: 3,
+                }),
+                ..fixture::Reg::default()
+            };
+            fixture::register(&replica, index, reg);
+        }
+        let view = replica.view();
+        let responder = responder(&DnsSettings::default());
+        let weights = |m: &Message| -> Vec<(String, u16)> {
+            let mut out: Vec<_> = (m.answers.iter())
+                .map(|r| (srv_of(r).target.to_ascii(), srv_of(r).weight))
+                .collect();
+            out.sort();
+            out
+        };
+        let node = |n: &str| format!("{n}.node.dc1.consul.");
+
+        let looked_up = match responder.respond_to(
+            &view,
+            query("db.service.consul.", RecordType::SRV, None),
+            Transport::Udp,
+        ) {
+            Reply::Respond(m) => m,
+            other => panic!("expected a response, got {other:?}"),
+        };
+        let want = vec![(node("n1"), 10), (node("n2"), 3)];
+        assert_eq!(weights(&looked_up), want);
+
+        let mut prepared = PreparedQuery {
+            service: ServiceQuery {
+                service: "db".into(),
+                ..ServiceQuery::default()
+            },
+            ..PreparedQuery::default()
+        };
+        let answer = |prepared: &PreparedQuery| {
+            let result = QueryResult {
+                service: "db".into(),
+                nodes: matching(&replica.read(), prepared, &Authorizer::management()),
+                datacenter: DATACENTER.into(),
+                ..QueryResult::default()
+            };
+            let request = query("db.query.consul.", RecordType::SRV, None);
+            weights(&responder.prepared_query(&view, &request, Ok(result), Transport::Udp))
+        };
+        assert_eq!(answer(&prepared), want);
+        prepared.service.ignore_check_ids = vec!["check-n3".into()];
+        let mut with_critical = want.clone();
+        with_critical.push((node("n3"), 0));
+        assert_eq!(answer(&prepared), with_critical);
+    }
+
     #[test]
     fn host_name_service_is_a_cname() {
         let m = ask("ext.service.consul.", RecordType::A);
