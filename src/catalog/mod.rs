@@ -60,6 +60,7 @@ mod snapshot;
 mod state;
 mod tables;
 mod tags;
+mod thin_str;
 mod tokens;
 mod types;
 pub mod view;

@@ -10,6 +10,11 @@
 //! ignoring case), so the three are one allocation. No tags is no
 //! allocation at all, as a bare instance's are.
 //!
+//! The list is one word in each holder (a thin `Arc` with the length in
+//! its allocation, `triomphe::ThinArc`), where a `std` `Arc<[_]>` is two:
+//! that keeps an instance's row within a smaller allocator size class
+//! (see `ROW_SIZES` in `types.rs`).
+//!
 //! It is written as a sequence of strings, on the wire, on disk and in
 //! JSON alike, as the boxed list it replaces was, so a stored snapshot or
 //! log entry reads back unchanged. A decoded list is the decoder's own;
@@ -17,15 +22,15 @@
 
 use std::fmt;
 use std::ops::Deref;
-use std::sync::Arc;
 
 use compact_str::CompactString;
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
+use triomphe::ThinArc;
 
 /// A list of tags, in registration order, each inline up to 24 bytes;
 /// clones share it.
-#[derive(Clone, Default, PartialEq, Eq)]
-pub struct Tags(Option<Arc<[CompactString]>>);
+#[derive(Clone, Default)]
+pub struct Tags(Option<ThinArc<(), CompactString>>);
 
 impl Tags {
     /// `tags` as a row keeps them.
@@ -41,7 +46,7 @@ impl Tags {
     /// Whether `self` and `other` are one list, not merely equal.
     pub fn is_shared_with(&self, other: &Self) -> bool {
         match (&self.0, &other.0) {
-            (Some(a), Some(b)) => Arc::ptr_eq(a, b),
+            (Some(a), Some(b)) => a.ptr() == b.ptr(),
             _ => false,
         }
     }
@@ -51,9 +56,17 @@ impl Deref for Tags {
     type Target = [CompactString];
 
     fn deref(&self) -> &[CompactString] {
-        self.0.as_deref().unwrap_or_default()
+        self.0.as_ref().map_or(&[], |list| &list.slice)
     }
 }
+
+impl PartialEq for Tags {
+    fn eq(&self, other: &Self) -> bool {
+        **self == **other
+    }
+}
+
+impl Eq for Tags {}
 
 impl FromIterator<CompactString> for Tags {
     fn from_iter<I: IntoIterator<Item = CompactString>>(iter: I) -> Self {
@@ -61,7 +74,7 @@ impl FromIterator<CompactString> for Tags {
         if tags.is_empty() {
             Self(None)
         } else {
-            Self(Some(tags.into()))
+            Self(Some(ThinArc::from_header_and_iter((), tags.into_iter())))
         }
     }
 }
@@ -90,6 +103,11 @@ mod tests {
 
     fn strings(v: &[&str]) -> Vec<String> {
         v.iter().map(|s| s.to_string()).collect()
+    }
+
+    #[test]
+    fn is_one_word() {
+        assert_eq!(size_of::<Tags>(), size_of::<usize>());
     }
 
     #[test]

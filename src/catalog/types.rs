@@ -15,6 +15,7 @@ pub type Index = u64;
 
 pub use super::meta::Meta;
 pub use super::tags::Tags;
+pub use super::thin_str::ThinStr;
 
 /// The health of one check, ordered from best to worst so that the worst of a
 /// set is its `max()`.
@@ -79,6 +80,46 @@ pub struct ServiceAddress {
     pub port: u16,
 }
 
+/// A service instance's tagged addresses (`TaggedAddresses`), by kind:
+/// one word in its row, as most instances have none (a `BTreeMap` is
+/// three, see [`ROW_SIZES`]). Reads as the map; written as a map, so a
+/// stored snapshot or log entry reads back unchanged.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+#[allow(
+    clippy::box_collection,
+    reason = "the box is the point: one word, not three"
+)]
+pub struct ServiceAddresses(Option<Box<BTreeMap<String, ServiceAddress>>>);
+
+/// What an instance without tagged addresses reads as.
+static NO_SERVICE_ADDRESSES: BTreeMap<String, ServiceAddress> = BTreeMap::new();
+
+impl std::ops::Deref for ServiceAddresses {
+    type Target = BTreeMap<String, ServiceAddress>;
+
+    fn deref(&self) -> &Self::Target {
+        self.0.as_deref().unwrap_or(&NO_SERVICE_ADDRESSES)
+    }
+}
+
+impl From<BTreeMap<String, ServiceAddress>> for ServiceAddresses {
+    fn from(map: BTreeMap<String, ServiceAddress>) -> Self {
+        Self((!map.is_empty()).then(|| Box::new(map)))
+    }
+}
+
+impl Serialize for ServiceAddresses {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        (**self).serialize(s)
+    }
+}
+
+impl<'de> Deserialize<'de> for ServiceAddresses {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        BTreeMap::deserialize(d).map(Self::from)
+    }
+}
+
 /// SRV weights by health, as Consul's `Weights`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Weights {
@@ -127,10 +168,10 @@ pub struct Service {
     pub tags: Tags,
     /// The instance's address; empty means "the node's address", as it
     /// mostly is. Boxed, not inline: 8 bytes less keeps the row in
-    /// jemalloc's 160-byte size class (see [`ROW_SIZES`]).
+    /// jemalloc's 128-byte size class (see [`ROW_SIZES`]).
     pub address: Box<str>,
     /// Extra addresses by kind.
-    pub tagged_addresses: BTreeMap<String, ServiceAddress>,
+    pub tagged_addresses: ServiceAddresses,
     /// Service metadata.
     pub meta: Meta,
     /// The port SRV answers carry.
@@ -147,15 +188,16 @@ pub struct Service {
 
 /// A health check on a node, or on one service instance of it.
 ///
-/// Its strings but the notes are `CompactString`s: 24 bytes each,
-/// holding up to 24 bytes of text without an allocation of their own, as
-/// node names, IDs, check names and service names mostly are. Against
-/// boxed strings (16 bytes and an allocation each) that took the same
-/// memory in jemalloc's size classes, but reading a short string no
+/// Its strings but the notes and the kind are `CompactString`s: 24 bytes
+/// each, holding up to 24 bytes of text without an allocation of their
+/// own, as node names, IDs, check names and service names mostly are.
+/// Against boxed strings (16 bytes and an allocation each) that took the
+/// same memory in jemalloc's size classes, but reading a short string no
 /// longer follows a pointer, and decoding one allocates nothing. The
-/// notes, mostly empty, stay boxed to keep the row in its size class
-/// ([`ROW_SIZES`]). serde reads and writes either as a string, so the
-/// snapshot's bytes are the same.
+/// notes and the kind, mostly empty or a few bytes, are a word each
+/// ([`ThinStr`]) to keep the row in its size class ([`ROW_SIZES`]). serde
+/// reads and writes each as a string, so the snapshot's bytes are the
+/// same.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Check {
     /// The node the check belongs to.
@@ -166,9 +208,8 @@ pub struct Check {
     pub name: CompactString,
     /// Current status as the writer reported it.
     pub status: HealthStatus,
-    /// Operator notes, mostly none. Boxed, not inline: 8 bytes less keeps
-    /// the row in jemalloc's 224-byte size class (see [`ROW_SIZES`]).
-    pub notes: Box<str>,
+    /// Operator notes, mostly none.
+    pub notes: ThinStr,
     /// Output of the last run.
     pub output: CompactString,
     /// The service instance this check covers; empty for a node check.
@@ -179,7 +220,7 @@ pub struct Check {
     /// row's own list, shared.
     pub service_tags: Tags,
     /// Kind of check (`http`, `tcp`, `ttl`, `script`, `serf`, or empty).
-    pub kind: CompactString,
+    pub kind: ThinStr,
     /// Log index that created the check.
     pub create_index: Index,
     /// Log index of the last change to the check.
@@ -189,10 +230,12 @@ pub struct Check {
 /// The most bytes a [`Service`] and a [`Check`] may take: each row is
 /// boxed, and jemalloc rounds an allocation up to its size class (128,
 /// 160, 192, 224, 256 bytes here), so a row 8 bytes over a class costs 32
-/// more. With the instance's address inline a service row was 168 bytes
-/// (192 allocated), and with a check's notes inline a check row 232 (256
-/// allocated).
-pub(crate) const ROW_SIZES: (usize, usize) = (160, 224);
+/// more. A service row was 155 bytes (160 allocated) with its tags a
+/// `std` `Arc<[_]>`, its metadata a `Vec` and its tagged addresses a
+/// `BTreeMap`; a thin tags list, boxed metadata and boxed tagged addresses
+/// make it 123 (128). A check row was 217 (224) with its notes boxed and
+/// its kind inline; both as a [`ThinStr`] and its tags thin, 185 (192).
+pub(crate) const ROW_SIZES: (usize, usize) = (128, 192);
 
 #[cfg(target_pointer_width = "64")]
 const _: () = assert!(

@@ -57,7 +57,7 @@ pub(crate) fn plan(desired: &Desired, catalog: &State) -> Vec<Command> {
             *have.service == *want.service
                 && (want.enable_tag_override || have.tags.same_as(&want.tags))
                 && *have.address == *want.address
-                && have.tagged_addresses == want.tagged_addresses
+                && *have.tagged_addresses == want.tagged_addresses
                 && have.meta == want.meta
                 && have.port == want.port
                 && have.weights == want.weights.unwrap_or_default()

@@ -140,7 +140,7 @@ fn entry(dc: &str, i: usize) -> Entry {
             service: "web".into(),
             tags: Default::default(),
             address: Default::default(),
-            tagged_addresses: BTreeMap::new(),
+            tagged_addresses: Default::default(),
             meta: Default::default(),
             port: 80,
             weights: crate::catalog::Weights::default(),

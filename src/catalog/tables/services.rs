@@ -143,7 +143,7 @@ impl Services {
             service: s.service.as_str().into(),
             tags,
             address: s.address.as_str().into(),
-            tagged_addresses: s.tagged_addresses.clone(),
+            tagged_addresses: s.tagged_addresses.clone().into(),
             meta: s.meta.clone(),
             port: s.port,
             weights: s.weights.unwrap_or_default(),
