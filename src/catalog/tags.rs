@@ -15,12 +15,18 @@
 //! that keeps an instance's row within a smaller allocator size class
 //! (see `ROW_SIZES` in `types.rs`).
 //!
+//! Equal lists are one list across instances too ([`TagLists`]): the
+//! instances of a service mostly carry the same tags, and many services
+//! the same few sets, so a catalog holds far fewer distinct lists than
+//! instances.
+//!
 //! It is written as a sequence of strings, on the wire, on disk and in
 //! JSON alike, as the boxed list it replaces was, so a stored snapshot or
 //! log entry reads back unchanged. A decoded list is the decoder's own;
 //! `State::from_snapshot` shares a check's with its instance's again.
 
 use std::fmt;
+use std::hash::{BuildHasher, RandomState};
 use std::ops::Deref;
 
 use compact_str::CompactString;
@@ -49,6 +55,89 @@ impl Tags {
             (Some(a), Some(b)) => a.ptr() == b.ptr(),
             _ => false,
         }
+    }
+}
+
+impl Tags {
+    /// Whether this holder is the list's only one.
+    fn held_once(&self) -> bool {
+        self.0
+            .as_ref()
+            .is_some_and(|list| ThinArc::strong_count(list) == 1)
+    }
+}
+
+/// Every distinct list of tags a table's rows hold, so that an instance
+/// registering a list another holds shares it. A cache, not data: it is
+/// not in snapshots, and two tables are equal whatever their lists.
+///
+/// A list no row holds any more stays until the next sweep, which runs
+/// when the lists have doubled since the last one: amortized, a sweep
+/// costs a constant per list added.
+#[derive(Clone, Default)]
+pub(crate) struct TagLists {
+    lists: hashbrown::HashTable<Tags>,
+    hasher: RandomState,
+    /// How many lists to hold before dropping those only this holds.
+    sweep_at: usize,
+}
+
+/// The fewest lists a sweep waits for.
+const SWEEP_MIN: usize = 1024;
+
+impl TagLists {
+    /// `tags` as a row keeps them: the list another row holds, if equal.
+    pub(crate) fn list_of(&mut self, tags: &[String]) -> Tags {
+        if tags.is_empty() {
+            return Tags::default();
+        }
+        let hash = self.hasher.hash_one(tags);
+        match self.lists.find(hash, |list| list.same_as(tags)) {
+            Some(list) => list.clone(),
+            None => self.insert(hash, Tags::from_strings(tags)),
+        }
+    }
+
+    /// `tags`, or the equal list another row holds.
+    pub(crate) fn share(&mut self, tags: &Tags) -> Tags {
+        if tags.is_empty() {
+            return Tags::default();
+        }
+        let hash = self.hasher.hash_one(&**tags);
+        match self.lists.find(hash, |list| **list == **tags) {
+            Some(list) => list.clone(),
+            None => self.insert(hash, tags.clone()),
+        }
+    }
+
+    fn insert(&mut self, hash: u64, tags: Tags) -> Tags {
+        if self.lists.len() >= self.sweep_at {
+            self.lists.retain(|list| !list.held_once());
+            self.sweep_at = (2 * self.lists.len()).max(SWEEP_MIN);
+        }
+        let hasher = &self.hasher;
+        (self.lists).insert_unique(hash, tags.clone(), |list| hasher.hash_one(&**list));
+        tags
+    }
+
+    /// How many lists it holds, swept or not.
+    #[cfg(test)]
+    pub(crate) fn len(&self) -> usize {
+        self.lists.len()
+    }
+}
+
+impl PartialEq for TagLists {
+    fn eq(&self, _: &Self) -> bool {
+        true
+    }
+}
+
+impl Eq for TagLists {}
+
+impl fmt::Debug for TagLists {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "TagLists({})", self.lists.len())
     }
 }
 
@@ -131,6 +220,36 @@ mod tests {
         assert!(!t.is_shared_with(&again));
         assert_eq!(t, again);
         assert_ne!(t, Tags::from_strings(&strings(&["Primary", "v2"])));
+    }
+
+    #[test]
+    fn equal_lists_are_one_and_a_sweep_drops_those_no_row_holds() {
+        let mut lists = TagLists::default();
+        let a = lists.list_of(&strings(&["primary", "v2"]));
+        let again = lists.list_of(&strings(&["primary", "v2"]));
+        assert!(a.is_shared_with(&again));
+        let decoded = Tags::from_strings(&strings(&["primary", "v2"]));
+        assert!(lists.share(&decoded).is_shared_with(&a));
+        assert!(
+            !lists
+                .list_of(&strings(&["v2", "primary"]))
+                .is_shared_with(&a)
+        );
+        assert!(lists.list_of(&[]).0.is_none());
+        assert!(lists.share(&Tags::default()).0.is_none());
+        assert_eq!(lists.len(), 2);
+        // Only `a`'s list is still held; the reversed one goes at the sweep.
+        drop(again);
+        for i in 0..SWEEP_MIN {
+            lists.list_of(&[format!("t{i}")]);
+        }
+        // The sweep ran as t1022 came: `a`'s list stayed, then two more.
+        assert_eq!(lists.len(), 3);
+        assert!(
+            lists
+                .list_of(&strings(&["primary", "v2"]))
+                .is_shared_with(&a)
+        );
     }
 
     #[test]

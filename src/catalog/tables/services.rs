@@ -8,7 +8,8 @@ use std::sync::Arc;
 use compact_str::CompactString;
 
 use super::{Capture, CapturedMap, RowKey, Rows, TableRows, key, on_node, row_key};
-use crate::catalog::types::{Index, Service, ServiceRegistration, Tags};
+use crate::catalog::tags::TagLists;
+use crate::catalog::types::{Index, Service, ServiceRegistration};
 
 /// Service instances, their lookup by name, and their indexes.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -29,6 +30,8 @@ pub(crate) struct Services {
     /// three keys takes eleven slots (~350 bytes per instance at 100,000
     /// instances, measured by `benches/scale`).
     by_name: BTreeMap<CompactString, Vec<RowKey>>,
+    /// The rows' distinct lists of tags, so that equal lists are one.
+    tag_lists: TagLists,
 }
 
 /// What an upsert changed: the row, and the name it had if that was another.
@@ -57,16 +60,22 @@ impl Services {
 
     /// The table as a snapshot held it, with its lookup by name rebuilt.
     pub(crate) fn from_rows(
-        rows: Rows<Service>,
+        mut rows: Rows<Service>,
         index: Index,
         name_indexes: BTreeMap<CompactString, Index>,
     ) -> Self {
         let by_name = index_by_name(&rows);
+        // A snapshot decodes a list per row: equal ones become one again.
+        let mut tag_lists = TagLists::default();
+        for row in rows.values_mut() {
+            row.tags = tag_lists.share(&row.tags);
+        }
         Self {
             rows: rows.into(),
             index,
             name_indexes: name_indexes.into(),
             by_name,
+            tag_lists,
         }
     }
 
@@ -136,7 +145,7 @@ impl Services {
         // Unchanged tags stay the list the instance's checks share.
         let tags = match old {
             Some(old) if old.tags.same_as(&s.tags) => old.tags.clone(),
-            _ => Tags::from_strings(&s.tags),
+            _ => self.tag_lists.list_of(&s.tags),
         };
         let mut next = Service {
             id: id.into(),
@@ -173,6 +182,10 @@ impl Services {
         }
         let keys = self.by_name.entry(CompactString::from(name)).or_default();
         if let Err(at) = keys.binary_search(&k) {
+            // No spare room, as `index_by_name` builds them: a `Vec` grows
+            // from none to four keys (192 bytes) for a service's first
+            // instance, and most services have a few.
+            keys.reserve_exact(1);
             keys.insert(at, k.clone());
         }
         self.index = index;

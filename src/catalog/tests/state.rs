@@ -249,6 +249,41 @@ fn a_check_shares_its_instances_list_of_tags() {
 }
 
 #[test]
+fn instances_with_equal_tags_share_one_list() {
+    let mut c = State::new();
+    for (i, (n, tags)) in [
+        ("n1", ["primary", "v2"]),
+        ("n2", ["primary", "v2"]),
+        ("n3", ["v2", "primary"]),
+    ]
+    .into_iter()
+    .enumerate()
+    {
+        let mut s = svc("web");
+        s.tags = tags.map(String::from).to_vec();
+        ok(
+            &mut c,
+            i as u64 + 1,
+            reg(with_svc(node(n, &format!("10.0.0.{i}")), s)),
+        );
+    }
+    let lists = |c: &State| {
+        let entries = c.health_service("web", &[], false);
+        let tags: Vec<Tags> = entries.iter().map(|e| e.service.tags.clone()).collect();
+        (
+            tags[0].is_shared_with(&tags[1]),
+            tags[0].is_shared_with(&tags[2]),
+        )
+    };
+    assert_eq!(lists(&c), (true, false));
+    // A snapshot decodes a list per row; the restored state shares them again.
+    let bytes = postcard::to_allocvec(&c.to_snapshot()).unwrap();
+    let restored = State::from_snapshot(postcard::from_bytes(&bytes).unwrap());
+    assert_eq!(restored, c);
+    assert_eq!(lists(&restored), (true, false));
+}
+
+#[test]
 fn reregistering_identical_data_changes_no_index() {
     let mut c = State::new();
     let cmd = reg(with_checks(
