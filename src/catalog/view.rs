@@ -6,7 +6,6 @@
 //! A DNS query loads the current `Arc<View>` and never waits for a writer.
 
 use std::collections::HashMap;
-use std::fmt::{self, Write as _};
 use std::net::IpAddr;
 use std::sync::Arc;
 
@@ -53,9 +52,10 @@ pub struct InstanceView {
     /// Instance ID.
     pub id: CompactString,
     /// The address to answer with: the instance's own, else the node's.
-    pub address: CompactString,
-    /// `address` parsed, when it is an IP.
-    pub ip: Option<IpAddr>,
+    pub address: InstanceAddress,
+    /// Whether that is the node's address, as registered (compared as
+    /// strings, as Consul does): SRV names the node then.
+    pub at_node: bool,
     /// Port for SRV.
     pub port: u16,
     /// Tags as registered, the row's own list, for tag filtering
@@ -63,9 +63,7 @@ pub struct InstanceView {
     pub tags: Tags,
     /// The SRV weight for its health ([`in_force`](super::types::Weights::in_force): Consul's
     /// `Weights.Passing`, or `Weights.Warning` when a check warns).
-    /// Only the one in force is kept, and at 16 bits: an entry of 104
-    /// bytes rather than 112 puts a service's three instances in a 320-byte
-    /// allocation rather than a 384-byte one.
+    /// Only the one in force is kept, and at 16 bits (see the size below).
     pub weight: u16,
     /// Worst status of node and instance checks: passing or warning, never critical.
     pub health: HealthStatus,
@@ -78,11 +76,43 @@ pub struct InstanceView {
     pub target_key: u32,
 }
 
-// The size the `weight` field's doc counts on.
+// A service's entries are one allocation, rounded up to jemalloc's size
+// classes (256, 320, 384 bytes here): at 80 bytes three take 256, where
+// at 96 (the address as a string and as an IP both) they took 320, and at
+// 104 (both SRV weights kept) 320 too.
 #[cfg(target_pointer_width = "64")]
-const _: () = assert!(size_of::<InstanceView>() <= 104);
+const _: () = assert!(size_of::<InstanceView>() <= 80);
+
+/// Where an instance is answered: an IP (A or AAAA records), or a host
+/// name (a CNAME). One or the other, in 24 bytes: a view entry keeps no
+/// spelling of an IP, so instances at one IP spelled two ways are one
+/// address, in every answer path alike.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub enum InstanceAddress {
+    /// The address is this IP.
+    Ip(IpAddr),
+    /// The address is no IP: a host name, or empty.
+    Host(CompactString),
+}
+
+impl InstanceAddress {
+    /// `address` as an IP when it parses as one, else as a host name.
+    fn of(address: &str) -> Self {
+        address
+            .parse()
+            .map_or_else(|_| Self::Host(address.into()), Self::Ip)
+    }
+}
 
 impl InstanceView {
+    /// The instance's IP, when its address is one.
+    pub fn ip(&self) -> Option<IpAddr> {
+        match self.address {
+            InstanceAddress::Ip(ip) => Some(ip),
+            InstanceAddress::Host(_) => None,
+        }
+    }
+
     /// Whether the instance carries `tag` (compared case-insensitively).
     pub fn has_tag(&self, tag: &str) -> bool {
         self.tags.iter().any(|t| t.eq_ignore_ascii_case(tag))
@@ -102,9 +132,9 @@ pub struct ServiceView {
     /// may want to tell the two apart in logs.
     pub registered: usize,
     /// Whether DNS's fast path (`dns/wire`) may answer for this service:
-    /// every instance has an IP address spelled canonically, and each one
-    /// at its node's address has a node name that is a DNS name. Others
-    /// (host names, odd spellings) go through the full responder.
+    /// every instance has an IP address, and each one at its node's
+    /// address has a node name that is a DNS name. Others (host names) go
+    /// through the full responder.
     pub wire_ready: bool,
 }
 
@@ -293,16 +323,16 @@ fn node_view(n: &Node, health: HealthStatus) -> NodeView {
 
 /// An answerable instance's entry, before [`assign_keys`] numbers it.
 fn instance_view(node: &Arc<NodeView>, s: &Service, health: HealthStatus) -> InstanceView {
-    let address = CompactString::new(if s.address.is_empty() {
+    let address = if s.address.is_empty() {
         node.address.as_str()
     } else {
         &s.address
-    });
+    };
     InstanceView {
         node: node.clone(),
         id: s.id.clone(),
-        ip: address.parse().ok(),
-        address,
+        address: InstanceAddress::of(address),
+        at_node: *address == *node.address,
         port: s.port,
         tags: s.tags.clone(),
         weight: s.weights.in_force(health),
@@ -341,13 +371,11 @@ fn assign_keys(instances: &mut [InstanceView]) -> bool {
     let mut addrs = Numbering::default();
     let mut targets = Numbering::default();
     for inst in instances.iter_mut() {
-        // A canonical spelling makes equal IPs equal strings, the
-        // responder's deduplication key.
-        let Some(ip) = inst.ip.filter(|ip| spelled_canonically(*ip, &inst.address)) else {
+        let Some(ip) = inst.ip() else {
             ready = false;
             continue;
         };
-        let at_node = *inst.address == *inst.node.address;
+        let at_node = inst.at_node;
         if at_node && inst.node.labels.is_none() {
             ready = false;
         }
@@ -359,38 +387,6 @@ fn assign_keys(instances: &mut [InstanceView]) -> bool {
         });
     }
     ready
-}
-
-/// Whether `address`, which parses as `ip`, is `ip` as `Display` spells
-/// it, compared on the stack: the view checks every instance's address when
-/// it is built. Every IPv4 spelling std parses is the canonical one (it
-/// takes no leading zero, no other base, no shortened form), so only IPv6
-/// addresses, which have many spellings, are formatted.
-fn spelled_canonically(ip: IpAddr, address: &str) -> bool {
-    debug_assert_eq!(address.parse::<IpAddr>().ok(), Some(ip));
-    if ip.is_ipv4() {
-        return true;
-    }
-    /// The longest spelling, an IPv6 address with an embedded IPv4 one, is
-    /// 45 bytes.
-    struct Spelling {
-        bytes: [u8; 48],
-        len: usize,
-    }
-    impl fmt::Write for Spelling {
-        fn write_str(&mut self, s: &str) -> fmt::Result {
-            let end = self.len + s.len();
-            let to = self.bytes.get_mut(self.len..end).ok_or(fmt::Error)?;
-            to.copy_from_slice(s.as_bytes());
-            self.len = end;
-            Ok(())
-        }
-    }
-    let mut out = Spelling {
-        bytes: [0; 48],
-        len: 0,
-    };
-    write!(out, "{ip}").is_ok() && out.bytes.get(..out.len) == Some(address.as_bytes())
 }
 
 /// Dense numbers for distinct values: a list for the usual handful of
@@ -421,38 +417,5 @@ impl Numbering {
         }
         let next = self.map.len() as u32;
         *self.map.entry(t).or_insert(next)
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn only_the_canonical_spelling_of_an_address_counts_as_canonical() {
-        // The IPv4 shortcut rests on std refusing every other spelling.
-        for other in [
-            "01.2.3.4",
-            "1.2.3.04",
-            "001.2.3.4",
-            "1.2.3",
-            "0x1.2.3.4",
-            "+1.2.3.4",
-        ] {
-            assert!(other.parse::<IpAddr>().is_err(), "{other} parses");
-        }
-        for (address, canonical) in [
-            ("10.0.0.1", true),
-            ("0.0.0.0", true),
-            ("::1", true),
-            ("2001:db8::1", true),
-            ("2001:DB8::1", false),
-            ("2001:db8:0:0:0:0:0:1", false),
-            ("::ffff:10.0.0.1", true),
-            ("0:0:0:0:0:ffff:10.0.0.1", false),
-        ] {
-            let ip: IpAddr = address.parse().expect(address);
-            assert_eq!(spelled_canonically(ip, address), canonical, "{address}");
-        }
     }
 }

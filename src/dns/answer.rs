@@ -19,7 +19,7 @@ use super::config::{self, SOA_EXPIRE, SOA_MIN_TTL, SOA_REFRESH, SOA_RETRY};
 use super::name::{self, NameForm};
 use super::shuffle::shuffle;
 use crate::catalog::HealthStatus;
-use crate::catalog::view::{InstanceView, NodeView, View};
+use crate::catalog::view::{InstanceAddress, InstanceView, NodeView, View};
 use crate::config::DnsSettings;
 
 /// The sections and code of a response, before it is fitted to a packet.
@@ -196,9 +196,7 @@ impl Authority {
         for svc in view.services() {
             // Instances at their node's address are already named by the node.
             let hit = svc.instances.iter().any(|i| {
-                i.ip == Some(ip)
-                    && *i.address != *i.node.address
-                    && caller.reads_instance(&svc.name, &i.node.name)
+                i.ip() == Some(ip) && !i.at_node && caller.reads_instance(&svc.name, &i.node.name)
             });
             if hit && let Some(fqdn) = self.scoped_fqdn(&svc.name, "service") {
                 targets.push(fqdn);
@@ -353,8 +351,8 @@ impl Authority {
             RecordType::A | RecordType::AAAA | RecordType::ANY | RecordType::CNAME => {
                 let mut seen = HashSet::new();
                 for inst in picked {
-                    if seen.insert(&*inst.address) {
-                        push_address(&mut answers, qname, inst.ip, &inst.address, qtype, ttl);
+                    if seen.insert(&inst.address) {
+                        push_instance_address(&mut answers, qname, &inst.address, qtype, ttl);
                     }
                 }
             }
@@ -378,20 +376,21 @@ impl Authority {
     ) {
         // Consul names the node when the instance lives at the node's
         // address, an `addr` name for another IP, the host name otherwise.
-        let (target, ip, address) = if *inst.address == *inst.node.address {
+        let (target, ip, address) = if inst.at_node {
             (
                 self.node_fqdn(&inst.node.name),
                 inst.node.ip,
                 inst.node.address.as_str(),
             )
-        } else if let Some(ip) = inst.ip {
-            (
-                self.scoped_fqdn(&name::encode_hex_addr(ip), "addr"),
-                Some(ip),
-                "",
-            )
         } else {
-            (host_fqdn(&inst.address), None, "")
+            match &inst.address {
+                InstanceAddress::Ip(ip) => (
+                    self.scoped_fqdn(&name::encode_hex_addr(*ip), "addr"),
+                    Some(*ip),
+                    "",
+                ),
+                InstanceAddress::Host(host) => (host_fqdn(host), None, ""),
+            }
         };
         let Some(target) = target else {
             return;
@@ -527,6 +526,20 @@ fn push_address(
         }
     };
     out.push(Record::from_rdata(owner.clone(), ttl, rdata));
+}
+
+/// [`push_address`] for an instance's address.
+fn push_instance_address(
+    out: &mut Vec<Record>,
+    owner: &Name,
+    address: &InstanceAddress,
+    qtype: RecordType,
+    ttl: u32,
+) {
+    match address {
+        InstanceAddress::Ip(ip) => push_address(out, owner, Some(*ip), "", qtype, ttl),
+        InstanceAddress::Host(host) => push_address(out, owner, None, host, qtype, ttl),
+    }
 }
 
 /// One TXT record per node meta pair, `key=value`, as Consul does.

@@ -5,7 +5,7 @@ use std::sync::Arc;
 
 use super::*;
 use crate::catalog::Replica;
-use crate::catalog::view::View;
+use crate::catalog::view::{InstanceAddress, View};
 
 /// Applies `cmd` and insists that the incrementally updated view equals one
 /// built from scratch from the resulting catalog.
@@ -160,11 +160,16 @@ fn instance_address_falls_back_to_node_address_and_follows_it() {
     apply(&r, 3, reg(node("n1", "10.0.0.9")));
     let v = r.view();
     let web = &v.service("web").unwrap().instances[0];
-    assert_eq!(&*web.address, "10.0.0.9");
-    assert_eq!(web.ip, Some("10.0.0.9".parse().unwrap()));
+    assert_eq!(
+        web.address,
+        InstanceAddress::Ip("10.0.0.9".parse().unwrap())
+    );
+    assert_eq!(web.ip(), Some("10.0.0.9".parse().unwrap()));
+    assert!(web.at_node);
     assert_eq!(web.node.address, "10.0.0.9");
     let db = &v.service("db").unwrap().instances[0];
-    assert_eq!(&*db.address, "10.1.1.1");
+    assert_eq!(db.address, InstanceAddress::Ip("10.1.1.1".parse().unwrap()));
+    assert!(!db.at_node);
     assert_eq!(db.node.address, "10.0.0.9");
 }
 
@@ -178,7 +183,10 @@ fn host_name_address_has_no_ip() {
     );
     let v = r.view();
     assert_eq!(v.node("n1").unwrap().ip, None);
-    assert_eq!(v.service("web").unwrap().instances[0].ip, None);
+    let web = &v.service("web").unwrap().instances[0];
+    assert_eq!(web.ip(), None);
+    assert_eq!(web.address, InstanceAddress::Host("db.example.com".into()));
+    assert!(web.at_node);
 }
 
 #[test]

@@ -21,7 +21,7 @@
 //! names), anything malformed or unusual (a compressed question, other
 //! records, EDNS options hickory decodes, bytes outside `[A-Za-z0-9_-]` in
 //! a label), an unknown ACL token (SERVFAIL), services with an instance at
-//! a host name or a non-canonical IP spelling (CNAMEs), nodes without an
+//! a host name (CNAMEs), nodes without an
 //! IP, names too long to compress safely, and a negative answer that would
 //! not fit. The differential tests hold the two paths to the same records.
 
@@ -334,7 +334,7 @@ impl Wire {
             scratch.picked.swap(i, j);
             let inst = &svc.instances[scratch.picked[i] as usize];
             // `wire_ready`: every instance has an IP.
-            let Some(ip) = inst.ip else {
+            let Some(ip) = inst.ip() else {
                 return false;
             };
             if !srv {
@@ -405,7 +405,7 @@ impl Wire {
     ) -> Option<bool> {
         // Consul names the node when the instance lives at the node's
         // address, else the `addr` name of its own IP.
-        let at_node = *inst.address == *inst.node.address;
+        let at_node = inst.at_node;
         let prefix_len = match (&inst.node.labels, at_node) {
             (Some(labels), true) => labels.len(),
             (None, true) => return None,

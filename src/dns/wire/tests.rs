@@ -25,7 +25,7 @@ use crate::dns::zones::Zones;
 /// The DNS fixture plus what the fast path must tell apart: two instances
 /// on one node (one SRV target), instances sharing an IP that is not their
 /// node's (one `addr` target), a dual-stack service, a node name of
-/// several labels.
+/// several labels, an IPv6 address spelled two ways (one address).
 static CATALOG: LazyLock<(Arc<Replica>, Arc<View>)> = LazyLock::new(|| {
     let replica = fixture::replica();
     let regs = [
@@ -37,6 +37,14 @@ static CATALOG: LazyLock<(Arc<Replica>, Arc<View>)> = LazyLock::new(|| {
         ("d6", "2001:db8::6", "dual", "d-b", "", 91),
         ("d6", "2001:db8::6", "dual", "d-c", "2001:db8::7", 92),
         ("rack.host", "10.2.0.8", "dotted", "dotted", "", 93),
+        (
+            "d7",
+            "2001:db8::8",
+            "dual",
+            "d-d",
+            "2001:DB8:0:0:0:0:0:7",
+            94,
+        ),
     ];
     for (i, (node, address, service, id, service_address, port)) in regs.into_iter().enumerate() {
         fixture::register(
@@ -435,6 +443,28 @@ fn fast(cfg: &DnsSettings, bytes: &[u8], transport: Transport) -> Option<Vec<u8>
             &mut out,
         )
         .then_some(out)
+}
+
+#[test]
+fn an_address_spelled_two_ways_is_one_record_in_both_paths() {
+    let (_, view) = &*CATALOG;
+    let cfg = DnsSettings::default();
+    let req = request(
+        "dual.service.consul.",
+        RecordType::AAAA,
+        None,
+        1,
+        true,
+        false,
+    );
+    let fast = fast(&cfg, &req, Transport::Udp).expect("the fast path answers");
+    let slow = slow(&responder(&cfg), view, &req, Transport::Udp);
+    for answer in [fast, slow] {
+        let m = Message::from_vec(&answer).unwrap();
+        let mut ips: Vec<String> = m.answers.iter().map(|r| r.data.to_string()).collect();
+        ips.sort();
+        assert_eq!(ips, ["2001:db8::6", "2001:db8::7"]);
+    }
 }
 
 #[test]
