@@ -9,9 +9,9 @@
 //! exactly its pairs, each string inline up to 24 bytes (`CompactString`,
 //! as the catalog's rows keep theirs), boxed: 16 bytes in its row, where a
 //! `Vec` takes 24 and holds its spare room (see `ROW_SIZES` in `types.rs`).
-//! It is written as a map, on the wire
-//! and on disk alike (postcard writes a map and a list of pairs the same
-//! way), so a stored snapshot or log entry reads back unchanged.
+//! It is written as a map, on the wire and on disk alike (postcard writes
+//! a map and a list of pairs the same way), so a stored snapshot or log
+//! entry reads back unchanged.
 
 use std::borrow::Borrow;
 use std::fmt;

@@ -23,7 +23,8 @@
 //! It is written as a sequence of strings, on the wire, on disk and in
 //! JSON alike, as the boxed list it replaces was, so a stored snapshot or
 //! log entry reads back unchanged. A decoded list is the decoder's own;
-//! `State::from_snapshot` shares a check's with its instance's again.
+//! `State::from_snapshot` makes equal instances' lists one again
+//! (`Services::from_rows`) and shares a check's with its instance's.
 
 use std::fmt;
 use std::hash::{BuildHasher, RandomState};
@@ -56,9 +57,7 @@ impl Tags {
             _ => false,
         }
     }
-}
 
-impl Tags {
     /// Whether this holder is the list's only one.
     fn held_once(&self) -> bool {
         self.0
@@ -73,7 +72,9 @@ impl Tags {
 ///
 /// A list no row holds any more stays until the next sweep, which runs
 /// when the lists have doubled since the last one: amortized, a sweep
-/// costs a constant per list added.
+/// costs a constant per list added. A sweep reads each list's count under
+/// the state's write lock; a list counted once is held by this alone, so
+/// no reader can be cloning it meanwhile.
 #[derive(Clone, Default)]
 pub(crate) struct TagLists {
     lists: hashbrown::HashTable<Tags>,
@@ -116,7 +117,8 @@ impl TagLists {
             self.sweep_at = (2 * self.lists.len()).max(SWEEP_MIN);
         }
         let hasher = &self.hasher;
-        (self.lists).insert_unique(hash, tags.clone(), |list| hasher.hash_one(&**list));
+        self.lists
+            .insert_unique(hash, tags.clone(), |list| hasher.hash_one(&**list));
         tags
     }
 
