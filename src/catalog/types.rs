@@ -320,3 +320,42 @@ pub struct Deregistration {
     /// Check to remove; empty for none.
     pub check_id: String,
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn service_addresses_are_one_word_and_written_as_the_map_was() {
+        assert_eq!(size_of::<ServiceAddresses>(), size_of::<usize>());
+        let some = BTreeMap::from([(
+            "lan".to_owned(),
+            ServiceAddress {
+                address: "10.0.0.1".into(),
+                port: 80,
+            },
+        )]);
+        for map in [BTreeMap::new(), some] {
+            let boxed = ServiceAddresses::from(map.clone());
+            assert_eq!(boxed.0.is_none(), map.is_empty());
+            assert_eq!(*boxed, map);
+            let bytes = postcard::to_allocvec(&map).unwrap();
+            assert_eq!(postcard::to_allocvec(&boxed).unwrap(), bytes);
+            assert_eq!(
+                postcard::from_bytes::<ServiceAddresses>(&bytes).unwrap(),
+                boxed
+            );
+        }
+    }
+
+    #[test]
+    fn the_weight_in_force_follows_the_worst_check() {
+        let w = Weights {
+            passing: 10,
+            warning: 70_000,
+        };
+        assert_eq!(w.in_force(HealthStatus::Passing), 10);
+        assert_eq!(w.in_force(HealthStatus::Warning), u16::MAX);
+        assert_eq!(w.in_force(HealthStatus::Critical), 0);
+    }
+}
