@@ -39,6 +39,12 @@ impl HealthStatus {
         }
     }
 
+    /// The worst of `statuses`; passing when there are none, as an
+    /// instance or node without checks is.
+    pub fn worst(statuses: impl IntoIterator<Item = Self>) -> Self {
+        statuses.into_iter().max().unwrap_or(Self::Passing)
+    }
+
     /// Parses Consul's spelling, case-insensitively. `None` for anything else.
     pub fn parse(s: &str) -> Option<Self> {
         match s.to_ascii_lowercase().as_str() {
@@ -346,6 +352,14 @@ mod tests {
                 boxed
             );
         }
+    }
+
+    #[test]
+    fn the_worst_status_is_passing_without_any() {
+        use HealthStatus::{Critical, Passing, Warning};
+        assert_eq!(HealthStatus::worst([]), Passing);
+        assert_eq!(HealthStatus::worst([Passing, Warning, Passing]), Warning);
+        assert_eq!(HealthStatus::worst([Critical, Warning]), Critical);
     }
 
     #[test]

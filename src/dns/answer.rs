@@ -467,11 +467,8 @@ impl Authority {
             else {
                 continue;
             };
-            let health = e.checks.iter().map(|c| c.status).max();
-            let weight = e
-                .service
-                .weights
-                .in_force(health.unwrap_or(HealthStatus::Passing));
+            let health = HealthStatus::worst(e.checks.iter().map(|c| c.status));
+            let weight = e.service.weights.in_force(health);
             let srv = SRV::new(1, weight, e.service.port, target.clone());
             answers.push(Record::from_rdata(qname.clone(), ttl, RData::SRV(srv)));
             if seen.insert(target.to_string()) {

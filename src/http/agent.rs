@@ -374,13 +374,7 @@ fn aggregate(local: &LocalAgent, s: &LocalService) -> (StatusCode, &'static str,
     if s.maintenance.is_some() || local.node_maintenance().is_some() {
         return (StatusCode::SERVICE_UNAVAILABLE, "maintenance", checks);
     }
-    let worst = s
-        .checks
-        .values()
-        .chain(&node_checks)
-        .map(|c| c.status)
-        .max()
-        .unwrap_or(HealthStatus::Passing);
+    let worst = HealthStatus::worst(s.checks.values().chain(&node_checks).map(|c| c.status));
     let code = match worst {
         HealthStatus::Passing => StatusCode::OK,
         HealthStatus::Warning => StatusCode::TOO_MANY_REQUESTS,

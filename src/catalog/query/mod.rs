@@ -39,11 +39,7 @@ pub struct HealthEntry<'a> {
 impl HealthEntry<'_> {
     /// The worst status of all checks; passing when there are none.
     pub fn status(&self) -> HealthStatus {
-        self.checks
-            .iter()
-            .map(|c| c.status)
-            .max()
-            .unwrap_or(HealthStatus::Passing)
+        HealthStatus::worst(self.checks.iter().map(|c| c.status))
     }
 }
 
@@ -246,11 +242,11 @@ impl State {
 
     /// Worst status of a node's node-level checks; passing when there are none.
     pub fn node_health(&self, name: &str) -> HealthStatus {
-        self.node_checks(name)
-            .filter(|c| c.service_id.is_empty())
-            .map(|c| c.status)
-            .max()
-            .unwrap_or(HealthStatus::Passing)
+        HealthStatus::worst(
+            self.node_checks(name)
+                .filter(|c| c.service_id.is_empty())
+                .map(|c| c.status),
+        )
     }
 }
 
