@@ -23,7 +23,7 @@ use super::kv_types::{KvEntry, Session, Time, Tombstone};
 use super::prepared_query::PreparedQuery;
 use super::state::State;
 use super::tables::{
-    Acl, AclRows, CapturedMap, Checks, Kv, KvRows, Nodes, PreparedQueries, Rows, Services,
+    Acl, AclRows, CapturedMap, Checks, Kv, KvRows, NodeKey, Nodes, PreparedQueries, Rows, Services,
     Sessions, TableRows, Tables,
 };
 use super::types::{Check, Index, Node, Service};
@@ -33,7 +33,7 @@ use super::types::{Check, Index, Node, Service};
 pub struct StateSnapshot {
     /// Nodes by lowercased name.
     #[serde(deserialize_with = "bulk_map::deserialize")]
-    nodes: BTreeMap<CompactString, Node>,
+    nodes: BTreeMap<NodeKey, Node>,
     /// Service instances by (lowercased node name, instance ID).
     #[serde(deserialize_with = "bulk_map::deserialize")]
     services: Rows<Service>,
@@ -90,7 +90,7 @@ pub struct StateSnapshot {
 /// order, so it encodes to the same bytes (a test holds them equal).
 #[derive(Debug, Clone, Copy, Serialize)]
 pub struct StateSnapshotRef<'a> {
-    pub(super) nodes: &'a CapturedMap<CompactString, Node>,
+    pub(super) nodes: &'a CapturedMap<NodeKey, Node>,
     pub(super) services: &'a TableRows<Service>,
     pub(super) checks: &'a TableRows<Check>,
     pub(super) nodes_index: Index,
@@ -147,7 +147,7 @@ impl StateSnapshotRef<'_> {
 /// in order.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct StateSnapshotV4 {
-    nodes: BTreeMap<CompactString, Node>,
+    nodes: BTreeMap<NodeKey, Node>,
     services: Rows<Service>,
     checks: Rows<Check>,
     nodes_index: Index,
@@ -199,7 +199,7 @@ impl From<StateSnapshotV4> for StateSnapshot {
 /// table. Its fields are the first fields of [`StateSnapshot`], in order.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct StateSnapshotV3 {
-    nodes: BTreeMap<CompactString, Node>,
+    nodes: BTreeMap<NodeKey, Node>,
     services: Rows<Service>,
     checks: Rows<Check>,
     nodes_index: Index,
@@ -243,7 +243,7 @@ impl From<StateSnapshotV3> for StateSnapshot {
 /// Its fields are the first fields of [`StateSnapshot`], in order.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct StateSnapshotV2 {
-    nodes: BTreeMap<CompactString, Node>,
+    nodes: BTreeMap<NodeKey, Node>,
     services: Rows<Service>,
     checks: Rows<Check>,
     nodes_index: Index,
@@ -343,11 +343,12 @@ impl State {
 
     /// The state a snapshot holds, with its derived indexes rebuilt.
     pub fn from_snapshot(s: StateSnapshot) -> Self {
-        let services = Services::from_rows(s.services, s.services_index, s.service_indexes);
-        let checks = Checks::from_rows(s.checks, s.checks_index, &services);
+        let nodes = Nodes::from_rows(s.nodes, s.nodes_index);
+        let services = Services::from_rows(s.services, s.services_index, s.service_indexes, &nodes);
+        let checks = Checks::from_rows(s.checks, s.checks_index, &services, &nodes);
         Self {
             tables: Tables {
-                nodes: Nodes::from_rows(s.nodes, s.nodes_index),
+                nodes,
                 services,
                 checks,
                 kv: Kv::from_rows(KvRows {

@@ -20,7 +20,7 @@
 
 use super::super::command::{CatalogError, CatalogOp};
 use super::super::kv_types::Time;
-use super::super::tables::{Tables, check_id, instance_id, key, row_key};
+use super::super::tables::{NodeKey, Tables, check_id, instance_id, key, row_key};
 use super::super::types::{Deregistration, HealthStatus, Index, Registration};
 use super::Touched;
 use super::identity;
@@ -95,8 +95,14 @@ fn register(
         tables.checks.rename_node(index, &node_key, &node.name);
         touch_node(tables, &node_key, touched);
     }
+    // The node is there now: its rows share its key.
+    let shared = tables
+        .nodes
+        .key_of(&node_key)
+        .cloned()
+        .unwrap_or_else(|| NodeKey::new(&node_key));
     if let Some(s) = &r.service
-        && let Some(change) = tables.services.upsert(index, &node_key, s)
+        && let Some(change) = tables.services.upsert(index, &shared, s)
     {
         if let Some(old) = &change.renamed_from {
             touched.services.insert(key(old));
@@ -118,7 +124,7 @@ fn register(
             .nodes
             .get(&node_key)
             .map_or(r.node.as_str(), |n| n.name.as_str());
-        if let Some(change) = tables.checks.upsert(index, &node_key, node, c, service) {
+        if let Some(change) = tables.checks.upsert(index, &shared, node, c, service) {
             // A check that moved to another instance affects the old one too.
             if let Some(left) = &change.left {
                 touch_check_target(tables, &node_key, left, touched);

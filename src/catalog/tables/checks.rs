@@ -4,7 +4,7 @@
 
 use std::sync::Arc;
 
-use super::{Capture, RowKey, Rows, Services, TableRows, on_node, row_key};
+use super::{Capture, NodeKey, Nodes, RowKey, Rows, Services, TableRows, on_node, row_key};
 use crate::catalog::types::{Check, CheckRegistration, Index, Service};
 
 /// Checks, and the index of the last change to any of them.
@@ -42,10 +42,17 @@ impl Checks {
         self.rows.open(capture);
     }
 
-    /// The table as a snapshot held it, each check sharing its instance's
-    /// list of tags in `services` where the two are equal, as applying the
-    /// log leaves them (a snapshot decodes a list for every row).
-    pub(crate) fn from_rows(mut rows: Rows<Check>, index: Index, services: &Services) -> Self {
+    /// The table as a snapshot held it, as applying the log leaves it
+    /// (a snapshot decodes a key and a list for every row): its keys
+    /// sharing their nodes' in `nodes`, and each check its instance's list
+    /// of tags in `services` where the two are equal.
+    pub(crate) fn from_rows(
+        rows: Rows<Check>,
+        index: Index,
+        services: &Services,
+        nodes: &Nodes,
+    ) -> Self {
+        let mut rows = nodes.share_keys(rows);
         for ((node_key, _), c) in &mut rows {
             if c.service_tags.is_empty() {
                 continue;
@@ -88,18 +95,19 @@ impl Checks {
     }
 
     /// Creates or replaces the check `c` registers on the node keyed
-    /// `node_key`, named `node` there, covering `service` (looked up by the
-    /// caller from `c.service_id`); `None` when the row is as it was.
+    /// `node_key` (the nodes table's key, which the row's key shares),
+    /// named `node` there, covering `service` (looked up by the caller from
+    /// `c.service_id`); `None` when the row is as it was.
     pub(crate) fn upsert(
         &mut self,
         index: Index,
-        node_key: &str,
+        node_key: &NodeKey,
         node: &str,
         c: &CheckRegistration,
         service: Option<&Service>,
     ) -> Option<CheckChange> {
         let id = check_id(c);
-        let k = row_key(node_key, id);
+        let k: RowKey = (node_key.clone(), id.into());
         let (service_name, service_tags) =
             service.map_or_else(Default::default, |s| (s.service.clone(), s.tags.clone()));
         let mut next = Check {

@@ -14,12 +14,14 @@
 //! way). A domain is a file here (`kv.rs` also keeps tombstones and
 //! lock-delays; `sessions.rs`), a field in [`Tables`], and its part of the
 //! snapshot; `acl.rs` holds tokens and policies; `prepared_queries.rs`
-//! the prepared queries.
+//! the prepared queries. A node's key is one shared word in every key of
+//! its rows (`node_key.rs`).
 
 mod acl;
 mod captured;
 mod checks;
 mod kv;
+mod node_key;
 mod nodes;
 mod prepared_queries;
 mod services;
@@ -33,6 +35,7 @@ pub(crate) use acl::{Acl, AclRows};
 pub(crate) use captured::{Capture, CapturedMap};
 pub(crate) use checks::{Checks, check_id};
 pub(crate) use kv::{Kv, KvRows};
+pub(crate) use node_key::NodeKey;
 pub(crate) use nodes::Nodes;
 pub(crate) use prepared_queries::PreparedQueries;
 pub(crate) use services::{Services, instance_id};
@@ -57,18 +60,17 @@ pub(crate) struct Tables {
     pub(crate) prepared_queries: PreparedQueries,
 }
 
-/// The key of a row that belongs to a node: (lowercased node name, ID).
-/// Each part inline up to 24 bytes (`CompactString`), as most are: a key
-/// sits in every slot of its B-tree's nodes, so a search compares the keys
-/// in the node it reads, where a boxed string sent each comparison to the
-/// string's own allocation (a cache miss, most of them, at 100,000
-/// instances). A boxed part was 16 bytes and its heap 16 or more; an
-/// inline one is 24 and no heap.
-pub(crate) type RowKey = (CompactString, CompactString);
+/// The key of a row that belongs to a node: (its node's key, ID). The
+/// node's part is the nodes table's shared key ([`NodeKey`]); the ID is
+/// inline up to 24 bytes (`CompactString`), as most are, so that a search
+/// comparing the keys of one node's rows reads them in the B-tree's node
+/// rather than in allocations of their own.
+pub(crate) type RowKey = (NodeKey, CompactString);
 
-/// The key of row `id` on the node keyed `node_key`.
+/// The key of row `id` on the node keyed `node_key`, to look a row up: its
+/// node's part is an allocation of its own, not the nodes table's.
 pub(crate) fn row_key(node_key: &str, id: &str) -> RowKey {
-    (CompactString::new(node_key), CompactString::new(id))
+    (NodeKey::new(node_key), CompactString::new(id))
 }
 
 /// A table of rows that belong to nodes (service instances, checks), each
@@ -92,8 +94,8 @@ pub(crate) fn key(name: &str) -> String {
 /// The rows of one node, in ID order.
 fn on_node<'a, V>(rows: &'a Rows<V>, node_key: &str) -> impl Iterator<Item = &'a V> + use<'a, V> {
     let start = row_key(node_key, "");
-    let node_key = node_key.to_string();
+    let node = start.0.clone();
     rows.range(start..)
-        .take_while(move |((n, _), _)| **n == *node_key)
+        .take_while(move |((n, _), _)| *n == node)
         .map(|(_, v)| &**v)
 }

@@ -1,19 +1,17 @@
-//! The nodes table: one row per machine, keyed by lowercased name.
+//! The nodes table: one row per machine, keyed by lowercased name. Its
+//! keys are the ones the rows of each node share ([`NodeKey`]).
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
 
-use compact_str::CompactString;
-
-use super::{Capture, CapturedMap};
+use super::{Capture, CapturedMap, NodeKey, Rows};
 use crate::catalog::types::{Index, Node, Registration};
 
 /// Nodes, and the index of the last change to any of them.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub(crate) struct Nodes {
-    /// Nodes by lowercased name, inline when short, as a row's key is
-    /// (`RowKey`).
-    rows: CapturedMap<CompactString, Node>,
+    /// Nodes by lowercased name.
+    rows: CapturedMap<NodeKey, Node>,
     /// Index of the last change to any node.
     index: Index,
 }
@@ -26,7 +24,7 @@ impl Nodes {
     }
 
     /// The table as a snapshot held it.
-    pub(crate) fn from_rows(rows: BTreeMap<CompactString, Node>, index: Index) -> Self {
+    pub(crate) fn from_rows(rows: BTreeMap<NodeKey, Node>, index: Index) -> Self {
         Self {
             rows: rows.into(),
             index,
@@ -34,7 +32,7 @@ impl Nodes {
     }
 
     /// The rows, for a snapshot.
-    pub(crate) fn rows(&self) -> &CapturedMap<CompactString, Node> {
+    pub(crate) fn rows(&self) -> &CapturedMap<NodeKey, Node> {
         &self.rows
     }
 
@@ -46,6 +44,31 @@ impl Nodes {
     /// One node by its key.
     pub(crate) fn get(&self, node_key: &str) -> Option<&Node> {
         self.rows.get(node_key)
+    }
+
+    /// The key of the node keyed `node_key` as this table holds it, for
+    /// the node's rows in other tables to share.
+    pub(crate) fn key_of(&self, node_key: &str) -> Option<&NodeKey> {
+        self.rows.get_key_value(node_key).map(|(k, _)| k)
+    }
+
+    /// `rows` with the node's part of each key this table's, where the
+    /// node is here (as it is for every row the log wrote): a snapshot
+    /// decodes a key per row. Rebuilt in bulk from rows in key order, so
+    /// the tree's nodes are full, as a snapshot's are read (`bulk_map`).
+    pub(crate) fn share_keys<T>(&self, rows: Rows<T>) -> Rows<T> {
+        // A node's rows come together: one lookup per node, not per row.
+        let mut last: Option<NodeKey> = None;
+        rows.into_iter()
+            .map(|((node, id), row)| {
+                let shared = match last.take() {
+                    Some(last) if *last == *node => last,
+                    _ => self.key_of(&node).cloned().unwrap_or(node),
+                };
+                last = Some(shared.clone());
+                ((shared, id), row)
+            })
+            .collect()
     }
 
     /// All nodes, ordered by key.
@@ -105,7 +128,8 @@ impl Nodes {
             },
         };
         self.index = index;
-        self.rows.insert(CompactString::new(node_key), next);
+        // An existing node keeps its key, and its rows keep sharing it.
+        self.rows.insert(NodeKey::new(node_key), next);
         self.rows.get(node_key)
     }
 

@@ -7,7 +7,7 @@ use std::sync::Arc;
 
 use compact_str::CompactString;
 
-use super::{Capture, CapturedMap, RowKey, Rows, TableRows, key, on_node, row_key};
+use super::{Capture, CapturedMap, NodeKey, Nodes, RowKey, Rows, TableRows, key, on_node, row_key};
 use crate::catalog::tags::TagLists;
 use crate::catalog::types::{Index, Service, ServiceRegistration};
 
@@ -58,12 +58,15 @@ impl Services {
         self.name_indexes.open(capture);
     }
 
-    /// The table as a snapshot held it, with its lookup by name rebuilt.
+    /// The table as a snapshot held it, its keys sharing their nodes' in
+    /// `nodes`, with its lookup by name rebuilt.
     pub(crate) fn from_rows(
-        mut rows: Rows<Service>,
+        rows: Rows<Service>,
         index: Index,
         name_indexes: BTreeMap<CompactString, Index>,
+        nodes: &Nodes,
     ) -> Self {
+        let mut rows = nodes.share_keys(rows);
         let by_name = index_by_name(&rows);
         // A snapshot decodes a list per row: equal ones become one again.
         let mut tag_lists = TagLists::default();
@@ -131,16 +134,17 @@ impl Services {
     }
 
     /// Creates or replaces the instance `s` registers on the node keyed
-    /// `node_key`; says what changed, or `None` when the row is as it was
-    /// (its indexes do not move then).
+    /// `node` (the nodes table's key, which the row's key shares); says
+    /// what changed, or `None` when the row is as it was (its indexes do
+    /// not move then).
     pub(crate) fn upsert(
         &mut self,
         index: Index,
-        node_key: &str,
+        node: &NodeKey,
         s: &ServiceRegistration,
     ) -> Option<ServiceChange<'_>> {
         let id = instance_id(s);
-        let k = row_key(node_key, id);
+        let k: RowKey = (node.clone(), id.into());
         let old = self.rows.get(&k);
         // Unchanged tags stay the list the instance's checks share.
         let tags = match old {

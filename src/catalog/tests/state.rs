@@ -284,6 +284,42 @@ fn instances_with_equal_tags_share_one_list() {
 }
 
 #[test]
+fn a_nodes_rows_share_its_key() {
+    let mut c = State::new();
+    ok(
+        &mut c,
+        1,
+        reg(with_checks(
+            with_svc(node("N1", "10.0.0.1"), svc("web")),
+            vec![
+                chk("mem", HealthStatus::Passing),
+                svc_chk("alive", "web", HealthStatus::Passing),
+            ],
+        )),
+    );
+    // Later, respelled: the node keeps its key, and a new instance shares it.
+    ok(&mut c, 2, reg(with_svc(node("n1", "10.0.0.1"), svc("db"))));
+    ok(&mut c, 3, reg(with_svc(node("n2", "10.0.0.2"), svc("web"))));
+    let all_share = |c: &State| {
+        let t = &c.tables;
+        let services = t.services.rows().keys().map(|(n, _)| n);
+        let checks = t.checks.rows().keys().map(|(n, _)| n);
+        let named = t.services.keys_named("web").map(|(n, _)| n);
+        let keys: Vec<_> = services.chain(checks).chain(named).collect();
+        assert_eq!(keys.len(), 3 + 2 + 2);
+        keys.iter()
+            .all(|n| t.nodes.key_of(n).is_some_and(|k| k.is_shared_with(n)))
+    };
+    assert!(all_share(&c));
+    // A snapshot decodes a key per row; the restored state shares them again.
+    let bytes = postcard::to_allocvec(&c.to_snapshot()).unwrap();
+    let decoded: StateSnapshot = postcard::from_bytes(&bytes).unwrap();
+    let restored = State::from_snapshot(decoded);
+    assert_eq!(restored, c);
+    assert!(all_share(&restored));
+}
+
+#[test]
 fn reregistering_identical_data_changes_no_index() {
     let mut c = State::new();
     let cmd = reg(with_checks(
