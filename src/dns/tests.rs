@@ -732,16 +732,22 @@ async fn tcp_connections_beyond_the_cap_are_closed() {
 const REUSE_PORT_IP: std::net::Ipv4Addr = std::net::Ipv4Addr::new(127, 1, 53, 1);
 
 /// The UDP sockets bound to `port` on [`REUSE_PORT_IP`], from `/proc/net/udp`
-/// (which writes the address as the native-endian hex of its bytes).
+/// (which writes the address as the native-endian hex of its bytes),
+/// counted by inode: the kernel writes the table a page at a time, and a
+/// socket that other tests open or close meanwhile shifts the rest, so one
+/// socket can be listed twice in one read (seen once in CI).
 fn udp_sockets_on(port: u16) -> usize {
     let table = std::fs::read_to_string("/proc/net/udp").expect("/proc/net/udp is readable");
     let ip = u32::from_le_bytes(REUSE_PORT_IP.octets());
     let local = format!("{ip:08X}:{port:04X}");
-    table
+    let inodes: std::collections::BTreeSet<&str> = table
         .lines()
         .skip(1)
-        .filter(|l| l.split_whitespace().nth(1) == Some(local.as_str()))
-        .count()
+        .map(|l| l.split_whitespace().collect::<Vec<_>>())
+        .filter(|fields| fields.get(1) == Some(&local.as_str()))
+        .filter_map(|fields| fields.get(9).copied())
+        .collect();
+    inodes.len()
 }
 
 /// As the agent binds DNS: UDP with `SO_REUSEPORT` on port 0, TCP on the
