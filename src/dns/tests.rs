@@ -732,22 +732,33 @@ async fn tcp_connections_beyond_the_cap_are_closed() {
 const REUSE_PORT_IP: std::net::Ipv4Addr = std::net::Ipv4Addr::new(127, 1, 53, 1);
 
 /// The UDP sockets bound to `port` on [`REUSE_PORT_IP`], from `/proc/net/udp`
-/// (which writes the address as the native-endian hex of its bytes),
-/// counted by inode: the kernel writes the table a page at a time, and a
-/// socket that other tests open or close meanwhile shifts the rest, so one
-/// socket can be listed twice in one read (seen once in CI).
+/// (which writes the address as the native-endian hex of its bytes). The
+/// kernel writes that table a page at a time, and a socket that other tests
+/// open or close between pages shifts the rest: one read can list a socket
+/// twice (seen once in CI) or miss one. So sockets are counted by inode,
+/// and only once two reads in a row agree.
 fn udp_sockets_on(port: u16) -> usize {
-    let table = std::fs::read_to_string("/proc/net/udp").expect("/proc/net/udp is readable");
     let ip = u32::from_le_bytes(REUSE_PORT_IP.octets());
     let local = format!("{ip:08X}:{port:04X}");
-    let inodes: std::collections::BTreeSet<&str> = table
-        .lines()
-        .skip(1)
-        .map(|l| l.split_whitespace().collect::<Vec<_>>())
-        .filter(|fields| fields.get(1) == Some(&local.as_str()))
-        .filter_map(|fields| fields.get(9).copied())
-        .collect();
-    inodes.len()
+    let inodes = || -> std::collections::BTreeSet<String> {
+        let table = std::fs::read_to_string("/proc/net/udp").expect("/proc/net/udp is readable");
+        table
+            .lines()
+            .skip(1)
+            .map(|l| l.split_whitespace().collect::<Vec<_>>())
+            .filter(|fields| fields.get(1) == Some(&local.as_str()))
+            .filter_map(|fields| fields.get(9).map(|inode| (*inode).to_owned()))
+            .collect()
+    };
+    let mut last = inodes();
+    for _ in 0..100 {
+        let now = inodes();
+        if now == last {
+            break;
+        }
+        last = now;
+    }
+    last.len()
 }
 
 /// As the agent binds DNS: UDP with `SO_REUSEPORT` on port 0, TCP on the

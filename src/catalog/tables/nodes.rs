@@ -128,8 +128,13 @@ impl Nodes {
             },
         };
         self.index = index;
-        // An existing node keeps its key, and its rows keep sharing it.
-        self.rows.insert(NodeKey::new(node_key), next);
+        // An existing node keeps its key, which its rows share.
+        match self.rows.get_mut(node_key) {
+            Some(row) => *row = next,
+            None => {
+                self.rows.insert(NodeKey::new(node_key), next);
+            }
+        }
         self.rows.get(node_key)
     }
 
