@@ -57,7 +57,9 @@ impl Checks {
             if c.service_tags.is_empty() {
                 continue;
             }
-            if let Some(s) = services.get(&row_key(node_key, &c.service_id))
+            // The node's shared key, not a copy of its own per check.
+            let instance = (node_key.clone(), c.service_id.clone());
+            if let Some(s) = services.get(&instance)
                 && s.tags == c.service_tags
             {
                 c.service_tags = s.tags.clone();
