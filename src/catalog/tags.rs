@@ -191,6 +191,7 @@ impl<'de> Deserialize<'de> for Tags {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::catalog::tests::written_as;
 
     fn strings(v: &[&str]) -> Vec<String> {
         v.iter().map(|s| s.to_string()).collect()
@@ -258,14 +259,7 @@ mod tests {
     fn is_written_and_read_as_the_boxed_list_was() {
         for v in [&[][..], &["primary", "v2"][..]] {
             let boxed: Box<[Box<str>]> = v.iter().map(|s| Box::from(*s)).collect();
-            let tags = Tags::from_strings(&strings(v));
-            let bytes = postcard::to_allocvec(&boxed).unwrap();
-            assert_eq!(postcard::to_allocvec(&tags).unwrap(), bytes);
-            assert_eq!(postcard::from_bytes::<Tags>(&bytes).unwrap(), tags);
-            assert_eq!(
-                serde_json::to_string(&tags).unwrap(),
-                serde_json::to_string(&boxed).unwrap()
-            );
+            written_as(&Tags::from_strings(&strings(v)), &boxed);
         }
     }
 }

@@ -75,6 +75,7 @@ impl<'de> Deserialize<'de> for ThinStr {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::catalog::tests::written_as;
 
     #[test]
     fn is_one_word_and_empty_is_no_allocation() {
@@ -103,14 +104,7 @@ mod tests {
             "a note longer than twenty-four bytes, on the heap",
         ] {
             let boxed: Box<str> = s.into();
-            let thin = ThinStr::new(s);
-            let bytes = postcard::to_allocvec(&boxed).unwrap();
-            assert_eq!(postcard::to_allocvec(&thin).unwrap(), bytes);
-            assert_eq!(postcard::from_bytes::<ThinStr>(&bytes).unwrap(), thin);
-            assert_eq!(
-                serde_json::to_string(&thin).unwrap(),
-                serde_json::to_string(&boxed).unwrap()
-            );
+            written_as(&ThinStr::new(s), &boxed);
         }
     }
 }

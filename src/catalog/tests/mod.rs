@@ -21,6 +21,25 @@ pub(super) use super::command::*;
 use super::kv_types::*;
 use super::types::*;
 
+/// Asserts that `new` is written as `old`, the type it replaced, was: the
+/// same postcard bytes (what the log and snapshots store), those bytes read
+/// back as `new`, and the same JSON (what the API writes). A row's field
+/// may change its shape in memory only this way, so that a stored log or
+/// snapshot reads back unchanged.
+pub(super) fn written_as<New, Old>(new: &New, old: &Old)
+where
+    New: serde::Serialize + serde::de::DeserializeOwned + PartialEq + std::fmt::Debug,
+    Old: serde::Serialize,
+{
+    let bytes = postcard::to_allocvec(old).expect("encode the old type");
+    assert_eq!(postcard::to_allocvec(new).expect("encode"), bytes);
+    assert_eq!(&postcard::from_bytes::<New>(&bytes).expect("decode"), new);
+    assert_eq!(
+        serde_json::to_string(new).expect("json"),
+        serde_json::to_string(old).expect("json of the old type")
+    );
+}
+
 /// A registration of just a node.
 fn node(name: &str, address: &str) -> Registration {
     Registration {
