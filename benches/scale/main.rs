@@ -6,7 +6,8 @@
 //! `--rounds N` for the timed parts). Every agent binds 127.0.24.x.
 //!
 //! 1. idle: a fresh `agent --dev`; `VmRSS` 1 s after its start (target
-//!    ≤ 10 MB), median of `--rounds` starts.
+//!    ≤ 10 MB), median of `--rounds` starts; and how many of the functions
+//!    `link/text-order.txt` lays out first the binary has (`build.rs`).
 //! 2. memory: for a dev agent and for a durable single server (`--server
 //!    --bootstrap-expect 1 --data-dir …`), each with bare instances (node
 //!    and instance only) and rich ones (two tags, one meta key and one
@@ -675,6 +676,12 @@ async fn run(s: Settings) -> anyhow::Result<()> {
             ),
             "≤ 10 MB".into(),
         ));
+        let bin = std::env::var("TRELLIS_BIN").unwrap_or_else(|_| TRELLIS.into());
+        rows.push((
+            "the bench build's functions in link/text-order.txt, found in the binary".into(),
+            text_order_found(Path::new(&bin))?,
+            "about all (else regenerate it)".into(),
+        ));
     }
 
     // The durable server keeps the rich catalog for the restart and install parts.
@@ -909,6 +916,46 @@ async fn run(s: Settings) -> anyhow::Result<()> {
         println!("| {m} | {f} | {t} |");
     }
     Ok(())
+}
+
+/// How many of the bench build's functions `link/text-order.txt` lays out
+/// first the binary has, as "N of M": the file holds the names of two
+/// builds (`cargo build --release` and `cargo bench` build with different
+/// features, and names carry a hash of them) and says how many are each's.
+/// A file written for another compiler or other dependencies names symbols
+/// the binary lacks, and its idle text is then spread out again
+/// (`build.rs`, `scripts/text_order.py`).
+fn text_order_found(bin: &Path) -> anyhow::Result<String> {
+    const BENCH: &str = "# names of the bench build: ";
+    let path = concat!(env!("CARGO_MANIFEST_DIR"), "/link/text-order.txt");
+    let order = std::fs::read_to_string(path).with_context(|| format!("reading {path}"))?;
+    let wanted = order
+        .lines()
+        .find_map(|l| l.strip_prefix(BENCH))
+        .and_then(|n| n.trim().parse::<usize>().ok())
+        .with_context(|| format!("{path} has no line `{BENCH}N`"))?;
+    let nm = std::process::Command::new("nm")
+        .arg("--defined-only")
+        .arg(bin)
+        .output()
+        .context("running nm")?;
+    if !nm.status.success() {
+        bail!(
+            "nm {}: {}",
+            bin.display(),
+            String::from_utf8_lossy(&nm.stderr)
+        );
+    }
+    let nm = String::from_utf8_lossy(&nm.stdout);
+    let symbols: std::collections::HashSet<&str> = nm
+        .lines()
+        .filter_map(|l| l.split_whitespace().nth(2))
+        .collect();
+    let found = order
+        .lines()
+        .filter(|l| !l.starts_with('#') && symbols.contains(l))
+        .count();
+    Ok(format!("{found} of {wanted}"))
 }
 
 /// Checks the parsers and generators; run without `--bench`.
