@@ -1,60 +1,117 @@
-//! Link options for the release binary, which keep an idle agent's
-//! resident text small (issue 15: an idle agent in 10 MB).
+//! The release binary's link: lays out first the functions an agent runs,
+//! which keeps an idle agent's resident text small (issue 15: an idle agent
+//! in 10 MB).
 //!
-//! - `link/text-order.txt` (written by `scripts/text_order.py`, whose doc
-//!   says why and when) lays the functions an agent runs as it starts,
-//!   serves and idles together at the start of `.text`. The kernel maps text
-//!   in 64 KiB windows around each page touched; spread over the binary,
-//!   that code kept 8.4 MB of it resident, laid out together 2.7–3.1 MB.
-//! - Relative relocations packed (`DT_RELR`, glibc 2.36 or later): the
-//!   loader reads each of them at start, and as `RELA` entries they were
-//!   592 KiB resident in every agent; packed, 12 KiB.
+//! `link/text-order.txt` (written by `scripts/text_order.py`, whose doc
+//! says why and when) names the functions an agent runs as it starts, idles
+//! and serves; LLD's `--symbol-ordering-file` puts them together at the
+//! start of `.text`. The kernel maps text in 64 KiB windows around each
+//! page touched: spread over the binary, that code kept 8.4 MB of it
+//! resident; laid out together, 2.7–3.1 MB.
 //!
-//! Both are options of LLD, the linker Rust uses for this target since
-//! 1.90; with any other target, a toolchain before it or a linker chosen
-//! in RUSTFLAGS, the binary links as before. `TRELLIS_PLAIN_LINK=1` opts out.
+//! `TRELLIS_RELR=1` also packs the relative relocations (`DT_RELR`): the
+//! loader reads every one at start, 592 KiB as `RELA` entries and 12 KiB
+//! packed. It is not the default, as the binary then needs glibc 2.36 or
+//! later (`GLIBC_ABI_DT_RELR`), where it otherwise runs on 2.34 (RHEL 9,
+//! Amazon Linux 2023, Ubuntu 22.04).
+//!
+//! Only a release build asks for these, and only when the linker takes
+//! them: a probe links an empty program with the same compiler, flags,
+//! linker and options first. Rust's own builds for x86_64 Linux link with
+//! LLD since 1.90; a distribution's compiler may use GNU ld, which knows
+//! neither option, and the binary then links as before.
+//! `TRELLIS_PLAIN_LINK=1` skips both.
 
 use std::env;
-use std::process::Command;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
 
 fn main() {
     println!("cargo:rerun-if-changed=build.rs");
     println!("cargo:rerun-if-changed=link/text-order.txt");
-    println!("cargo:rerun-if-env-changed=TRELLIS_PLAIN_LINK");
+    // What decides the linker and its flags (cargo#13003: with --target,
+    // a change to the target's flags alone does not rerun this script).
+    for var in [
+        "TRELLIS_PLAIN_LINK",
+        "TRELLIS_RELR",
+        "RUSTFLAGS",
+        "CARGO_BUILD_RUSTFLAGS",
+        "CARGO_TARGET_X86_64_UNKNOWN_LINUX_GNU_RUSTFLAGS",
+        "CARGO_TARGET_X86_64_UNKNOWN_LINUX_GNU_LINKER",
+    ] {
+        println!("cargo:rerun-if-env-changed={var}");
+    }
     let release = env::var("PROFILE").as_deref() == Ok("release");
-    let lld_target = env::var("TARGET").as_deref() == Ok("x86_64-unknown-linux-gnu");
-    let plain = env::var_os("TRELLIS_PLAIN_LINK").is_some_and(|v| v == "1");
-    // A linker chosen by flags may not be LLD.
-    let linker_flags = env::var("CARGO_ENCODED_RUSTFLAGS").is_ok_and(|f| f.contains("link"));
-    if !release || !lld_target || plain || linker_flags || !rustc_links_with_lld() {
+    if !release || flag("TRELLIS_PLAIN_LINK") {
         return;
     }
     let dir = env::var("CARGO_MANIFEST_DIR").expect("cargo sets CARGO_MANIFEST_DIR");
-    for arg in [
-        format!("--symbol-ordering-file={dir}/link/text-order.txt"),
-        // A symbol the file names but the binary lacks (a stale file) is
-        // no error: that function keeps the compiler's place.
+    let order = Path::new(&dir).join("link/text-order.txt");
+    if !order.is_file() {
+        println!(
+            "cargo:warning={} is missing: text left in the compiler's order",
+            order.display()
+        );
+        return;
+    }
+    // Each option after its own -Xlinker: -Wl, would split a path at commas.
+    let mut options = vec![
+        format!("--symbol-ordering-file={}", order.display()),
+        // A name the file lists but the binary lacks (a stale file) is no
+        // error: that function keeps the compiler's place.
         "--no-warn-symbol-ordering".into(),
-        "-z,pack-relative-relocs".into(),
-    ] {
-        println!("cargo:rustc-link-arg-bin=trellis=-Wl,{arg}");
+    ];
+    if flag("TRELLIS_RELR") {
+        options.extend(["-z".into(), "pack-relative-relocs".into()]);
+    }
+    if !links_with(&options) {
+        println!(
+            "cargo:warning=the linker does not take {options:?}: text left in the compiler's order"
+        );
+        return;
+    }
+    for option in &options {
+        println!("cargo:rustc-link-arg-bin=trellis=-Xlinker");
+        println!("cargo:rustc-link-arg-bin=trellis={option}");
     }
 }
 
-/// Whether the compiler is 1.90 or later, which links this target with
-/// LLD unless told otherwise.
-fn rustc_links_with_lld() -> bool {
-    let rustc = env::var("RUSTC").unwrap_or_else(|_| "rustc".into());
-    let Ok(out) = Command::new(rustc).arg("--version").output() else {
+fn flag(var: &str) -> bool {
+    env::var_os(var).is_some_and(|v| v == "1")
+}
+
+/// Whether an empty program links with `options` passed to the linker, by
+/// the compiler, flags and linker this build uses.
+fn links_with(options: &[String]) -> bool {
+    let out = PathBuf::from(env::var("OUT_DIR").expect("cargo sets OUT_DIR"));
+    let src = out.join("probe.rs");
+    if std::fs::write(&src, "fn main() {}\n").is_err() {
         return false;
-    };
-    let version = String::from_utf8_lossy(&out.stdout);
-    let mut parts = version
-        .split_whitespace()
-        .nth(1)
-        .unwrap_or("")
-        .split('.')
-        .map(|p| p.parse::<u32>().unwrap_or(0));
-    let (major, minor) = (parts.next().unwrap_or(0), parts.next().unwrap_or(0));
-    (major, minor) >= (1, 90)
+    }
+    let mut rustc = Command::new(env::var("RUSTC").unwrap_or_else(|_| "rustc".into()));
+    rustc
+        .arg("--crate-name=link_probe")
+        .arg("--edition=2021")
+        .arg("-o")
+        .arg(out.join("link_probe"))
+        .arg(&src);
+    if let Ok(target) = env::var("TARGET") {
+        rustc.arg(format!("--target={target}"));
+    }
+    if let Ok(flags) = env::var("CARGO_ENCODED_RUSTFLAGS") {
+        rustc.args(flags.split('\x1f').filter(|f| !f.is_empty()));
+    }
+    if let Ok(linker) = env::var("RUSTC_LINKER") {
+        rustc.arg(format!("-Clinker={linker}"));
+    }
+    for option in options {
+        rustc
+            .arg("-Clink-arg=-Xlinker")
+            .arg(format!("-Clink-arg={option}"));
+    }
+    rustc
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .status()
+        .is_ok_and(|s| s.success())
 }

@@ -115,16 +115,19 @@ def exercise():
     http("GET", "/v1/kv/app/config")
     http("GET", "/v1/kv/app?recurse")
     for tcp in (False, True):
-        for name, qtype in (
-            ("web.service.consul", 1),
-            ("_web._tcp.service.consul", 33),
-            ("nothing.service.consul", 1),
+        for name, qtype, rcode in (
+            ("web.service.consul", 1, 0),
+            ("_web._tcp.service.consul", 33, 0),
+            ("nothing.service.consul", 1, 3),
         ):
-            dns_query(name, qtype, tcp)
+            got = dns_query(name, qtype, tcp)
+            if got != rcode:
+                raise RuntimeError(f"{name} type {qtype}: RCODE {got}, not {rcode}")
 
 
 def functions_run(callgrind_out):
-    """Function names in the order callgrind first defined them."""
+    """The names of the functions that ran, in the order callgrind's file
+    first names them (its own order, not the order they ran in)."""
     seen, names = set(), []
     with open(callgrind_out) as f:
         for line in f:
@@ -138,7 +141,10 @@ def functions_run(callgrind_out):
 # Words that name a CPU feature in a function's name: a crate that picks an
 # implementation at run time (redb's xxh3, aho-corasick's Teddy) runs one
 # under callgrind, which lacks AVX-512, and another on the machine.
-CPU_FEATURE = re.compile(r"avx512[a-z]*|avx2|avx|sse4[12]|ssse3|sse2|neon", re.I)
+CPU_FEATURE = re.compile(
+    r"(?<![a-z])(?:avx512[a-z]*|avx2|avx|sse4[12]|ssse3|sse2|neon)(?![a-z])"
+    r"|(?:AVX512[A-Z]*|AVX2|AVX|SSE4[12]|SSSE3|SSE2|NEON)(?![A-Z])"
+)
 
 
 def with_cpu_variants(names, symbols):
@@ -185,9 +191,18 @@ def profile(binary, serve):
                 if serve:
                     exercise()
                 time.sleep(IDLE_SECONDS)
+            except BaseException:
+                log.flush()
+                with open(log.name) as f:
+                    sys.stderr.write("text_order: the agent's log ends:\n" + "".join(f.readlines()[-20:]))
+                raise
             finally:
                 agent.send_signal(signal.SIGTERM)
-                agent.wait(timeout=120)
+                try:
+                    agent.wait(timeout=120)
+                except subprocess.TimeoutExpired:
+                    agent.kill()
+                    agent.wait()
         return functions_run(out)
 
 
@@ -195,7 +210,8 @@ def build(root, cargo_args, into):
     """Builds the release binary as `cargo_args` do, and copies it to `into`
     (each build overwrites target/release/trellis)."""
     subprocess.run(["cargo"] + cargo_args, cwd=root, check=True)
-    shutil.copy(os.path.join(root, "target/release/trellis"), into)
+    target = os.environ.get("CARGO_TARGET_DIR", os.path.join(root, "target"))
+    shutil.copy(os.path.join(root, target, "release/trellis"), into)
 
 
 def main():
@@ -230,7 +246,7 @@ def main():
         if n not in seen:
             seen.add(n)
             ordered.append(n)
-    rustc = subprocess.run(["rustc", "--version"], capture_output=True, text=True).stdout.strip()
+    rustc = subprocess.run(["rustc", "--version"], cwd=root, capture_output=True, text=True).stdout.strip()
     with open(args.out, "w") as f:
         f.write("# The release binary's functions that an agent runs as it starts, idles\n")
         f.write("# and serves, laid out first by the linker; names of the release and the\n")
