@@ -19,7 +19,7 @@ use crate::config::DnsSettings;
 use crate::datacenters::Datacenters;
 use crate::delegate::Delegate;
 use crate::dns::Answerer;
-use crate::http::Api;
+use crate::http::{Api, Relayed};
 use crate::remote::Remote;
 use crate::rpc::Credentials;
 use crate::rpc::datacenter::{
@@ -172,6 +172,7 @@ async fn run_http(api: Api, req: HttpRequest) -> DatacenterResponse {
             ));
         }
     }
+    request.extensions_mut().insert(Relayed);
     let headers = request.headers_mut();
     for (name, value) in req.headers {
         if let (Ok(name), Ok(value)) = (

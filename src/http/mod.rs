@@ -63,6 +63,7 @@ use crate::local::LocalAgent;
 use admit::Admission;
 pub use error::ApiError;
 use query::Params;
+pub use route::Relayed;
 pub use service::Api;
 
 /// Largest accepted request body, as Consul's default.

@@ -70,7 +70,19 @@ pub(super) struct Route {
     /// Whether the request named a token (or the agent has a default one):
     /// Consul tells only such callers that ACLs shortened an answer.
     token_given: bool,
+    /// Whether another datacenter's server relayed the request here.
+    relayed: bool,
 }
+
+/// Marks a request that another datacenter's server relayed to this one
+/// (`agent/datacenter.rs`), in its extensions, where no client can set
+/// it. Its default-mode reads confirm the leader's commit first: the asking
+/// datacenter picks any of this one's servers for each request, so a write
+/// it relayed may have gone through another server, and this one's replica
+/// may not have applied it yet (a per-agent wait for the writes it
+/// answered covers only its own).
+#[derive(Debug, Clone, Copy)]
+pub struct Relayed;
 
 /// Consul's header on an answer that ACLs left items out of.
 const FILTERED_BY_ACLS: &str = "x-consul-results-filtered-by-acls";
@@ -97,6 +109,7 @@ impl FromRequestParts<Ctx> for Route {
             datacenter,
             caller,
             token_given,
+            relayed: parts.extensions.get::<Relayed>().is_some(),
         })
     }
 }
@@ -459,6 +472,7 @@ impl Route {
         let api = self.reach(&self.datacenter)?;
         match consistency {
             Consistency::Stale => {}
+            Consistency::Default if self.relayed => api.delegate.linearizable_read().await?,
             Consistency::Default => {
                 if !api.delegate.leader_live() {
                     return Err(ApiError::NoLeader);

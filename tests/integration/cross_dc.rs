@@ -161,6 +161,18 @@ async fn another_datacenters_catalog_kv_and_dns_are_one_request_away() {
         woken_at.saturating_duration_since(written)
     );
 
+    // Read-your-writes across datacenters: each request from dc1 goes to
+    // any dc2 server, so a read may reach a server other than the one that
+    // relayed the write, before its replica applied it. Many pairs, as a
+    // pair hits that order only now and then.
+    for i in 0..30 {
+        let path = format!("/v1/kv/cross/ryw-{i}?dc=dc2");
+        let r = here.request("PUT", &path, Some(&json!(i))).await.unwrap();
+        assert_eq!((r.status, r.text.trim()), (200, "true"), "{r:?}");
+        let r = here.get(&format!("{path}&raw")).await.unwrap();
+        assert_eq!((r.status, r.text.clone()), (200, i.to_string()), "{r:?}");
+    }
+
     // KV: written through dc1 into dc2, read back both ways, not in dc1.
     let r = here
         .request("PUT", "/v1/kv/cross/key?dc=dc2", Some(&json!("from-dc1")))
