@@ -76,11 +76,12 @@ pub(super) struct Route {
 
 /// Marks a request that another datacenter's server relayed to this one
 /// (`agent/datacenter.rs`), in its extensions, where no client can set
-/// it. Its default-mode reads confirm the leader's commit first: the asking
-/// datacenter picks any of this one's servers for each request, so a write
-/// it relayed may have gone through another server, and this one's replica
-/// may not have applied it yet (a per-agent wait for the writes it
-/// answered covers only its own).
+/// it. Its default-mode reads, the checks before its writes and prepared
+/// queries' runs confirm the leader's commit first: the asking datacenter
+/// picks any of this one's servers for each request, so a write it relayed
+/// may have gone through another server, and this one's replica may not
+/// have applied it yet (a per-agent wait for the writes it answered covers
+/// only its own).
 #[derive(Debug, Clone, Copy)]
 pub struct Relayed;
 
@@ -287,12 +288,12 @@ impl Route {
     }
 
     /// The request's datacenter's state as this agent holds it now, with
-    /// the writes it answered, for the checks a write needs before it is
+    /// the writes it answered ([`Self::settled`]), for the checks a write needs before it is
     /// sent (which services a node has, whose a session is); the write
     /// itself is decided by the leader.
     pub(super) async fn state_now<T>(&self, f: impl FnOnce(&State) -> T) -> Result<T, ApiError> {
         let api = self.reach(&self.datacenter)?;
-        caught_up(api).await;
+        self.settled(api).await?;
         Ok(f(&api.replica.read()))
     }
 
@@ -302,8 +303,7 @@ impl Route {
     /// executor), so that a query created through this agent runs here at
     /// once.
     pub(super) async fn read_your_writes(&self) -> Result<(), ApiError> {
-        caught_up(self.reach(&self.datacenter)?).await;
-        Ok(())
+        self.settled(self.reach(&self.datacenter)?).await
     }
 
     /// `acl.enable_key_list_policy`: KV listings first need `key:list`.
@@ -465,23 +465,38 @@ impl Route {
     }
 
     /// The request's datacenter once its consistency mode is met: a known
-    /// leader for the default mode, a confirmed read index for
-    /// `?consistent`, nothing for `?stale`; in every mode, the writes this
-    /// agent answered applied here.
+    /// leader for the default mode (a confirmed read index when another
+    /// datacenter relayed the request, see [`Relayed`]), a confirmed read
+    /// index for `?consistent`, nothing for `?stale`; in every mode, the
+    /// writes this agent answered applied here.
     async fn consistent(&self, consistency: Consistency) -> Result<&ApiState, ApiError> {
         let api = self.reach(&self.datacenter)?;
         match consistency {
             Consistency::Stale => {}
-            Consistency::Default if self.relayed => api.delegate.linearizable_read().await?,
-            Consistency::Default => {
+            Consistency::Default if !self.relayed => {
                 if !api.delegate.leader_live() {
                     return Err(ApiError::NoLeader);
                 }
             }
-            Consistency::Consistent => api.delegate.linearizable_read().await?,
+            Consistency::Default | Consistency::Consistent => {
+                api.delegate.linearizable_read().await?;
+            }
         }
         caught_up(api).await;
         Ok(api)
+    }
+
+    /// Waits until `api`'s replica holds what this request may already
+    /// have seen answered: the writes this agent answered, and, for a
+    /// request another datacenter relayed ([`Relayed`]), every write the
+    /// leader committed, as that datacenter may have written through
+    /// another of this one's servers.
+    async fn settled(&self, api: &ApiState) -> Result<(), ApiError> {
+        if self.relayed {
+            api.delegate.linearizable_read().await?;
+        }
+        caught_up(api).await;
+        Ok(())
     }
 
     /// Waits until this agent's replica has applied `index` (a write's), so
