@@ -35,7 +35,8 @@
 //! The process: [`agent`] sets the parts up from their settings (binds the
 //! listeners, opens storage), runs them, and owns the shutdown order;
 //! [`config`] merges defaults, files and flags into one settings struct per
-//! subsystem, a leaf that imports none of the parts it configures.
+//! subsystem, a leaf that imports none of the parts it configures; [`heap`]
+//! hands the memory a start or an install freed back to the kernel.
 //!
 //! The reads: the HTTP API ([`http`]) reaches data through one extractor
 //! that knows the request's datacenter and consistency mode; it reads the
@@ -106,6 +107,7 @@ pub mod delegate;
 pub mod dns;
 pub mod expiry;
 pub mod gossip;
+pub mod heap;
 pub mod http;
 pub mod initial_management;
 pub mod local;

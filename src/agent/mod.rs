@@ -542,6 +542,7 @@ impl Agent {
                 .map_err(|e| format!("HTTP: {e}"))
         });
         addrs.announce(&node, started);
+        crate::heap::release_after_start();
 
         // Run until asked to stop or until a server fails.
         let mut failure = None;

@@ -305,7 +305,12 @@ impl Replica {
         self.rebuild_tokens(&state);
         drop(state);
         drop(old);
-        Self::release_freed_memory();
+        // A copy of the whole state is millions of small allocations; once
+        // freed, the allocator kept their pages, so the process held a
+        // second catalog's worth of memory until the next copy reused it
+        // (`benches/scale`: about half of a durable server's `RssAnon` at
+        // 100,000 instances).
+        crate::heap::release_freed();
         // Any key may have changed.
         for bucket in &self.key_writes {
             bucket.send_replace(index);
@@ -340,34 +345,6 @@ impl Replica {
         let started = Instant::now();
         self.view.store(Arc::new(View::build(&state)));
         Some(started.elapsed())
-    }
-
-    /// Hands the heap's free pages back to the kernel. A copy of the whole
-    /// state (the state an install replaces) is millions of small
-    /// allocations; once freed, the allocator keeps their pages, so the
-    /// process kept a second catalog's worth of resident memory until the
-    /// next copy reused it (measured by `benches/scale`: about half of a
-    /// durable server's `RssAnon` at 100,000 instances). The binary's
-    /// allocator is jemalloc (`src/main.rs`), whose arenas are purged here;
-    /// tests and benchmarks that link this library run on glibc's, trimmed.
-    fn release_freed_memory() {
-        // SAFETY: `arena.<MALLCTL_ARENAS_ALL>.purge` takes no argument and
-        // returns nothing: every pointer is null and the length 0.
-        unsafe {
-            tikv_jemalloc_sys::mallctl(
-                c"arena.4096.purge".as_ptr(),
-                std::ptr::null_mut(),
-                std::ptr::null_mut(),
-                std::ptr::null_mut(),
-                0,
-            );
-        }
-        #[cfg(all(target_os = "linux", target_env = "gnu"))]
-        // SAFETY: malloc_trim only walks glibc's own free lists and
-        // madvises pages no allocation holds; it takes the arenas' locks.
-        unsafe {
-            libc::malloc_trim(0);
-        }
     }
 
     /// The entries applied after `index`: at most `max_entries` of them
