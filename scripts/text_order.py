@@ -7,14 +7,21 @@ The kernel maps a binary's text in windows of 64 KiB around each page an
 agent touches. Left in the compiler's order, the code an agent runs as it
 starts and idles is spread over the whole of .text, and an idle agent kept
 8.4 MB of its 9.7 MB resident. Laid out together, first, it keeps 2.7-3.1
-MB (benches/README.md, scale).
+MB (benches/README.md, scale). A client agent, whose own code a dev agent
+never runs, kept 2.7 MB more resident than it needed until the file listed
+what it runs too.
 
-The file lists the functions a release `trellis agent --dev` runs under
-callgrind: first those it runs as it starts and idles for ten seconds (two
-runs), then those it adds when it answers a few HTTP and DNS requests (a
-service registered, a KV write and read, A, SRV and NXDOMAIN over UDP and
-TCP); each with its variants for other CPU features, which callgrind does
-not run.
+The file lists the functions a release agent runs under callgrind, in
+four groups:
+1. what both a `trellis agent --dev` (two runs) and a client agent joined
+   to a dev server run as they start and idle for ten seconds;
+2. what only the dev agent runs then (Raft, redb);
+3. what only the client agent runs then (its link to the servers);
+4. what each adds when it answers a few HTTP and DNS requests (a service
+   registered, a KV write and read, A, SRV and NXDOMAIN over UDP and TCP).
+So each kind of idle agent maps the code it runs and little else. Each
+function comes with its variants for other CPU features, which callgrind
+does not run.
 
 Symbols are mangled with a hash of their crate's build: its features, its
 dependencies' and the compiler's version. `cargo build --release` and
@@ -30,7 +37,7 @@ dependency update, or when that count falls:
     scripts/text_order.py      # builds both, then runs each under callgrind
     cargo build --release --bin trellis
 
-It takes about ten minutes (two release builds) and needs valgrind and nm.
+It takes about fifteen minutes (two release builds) and needs valgrind and nm.
 
 Usage: scripts/text_order.py [--out PATH]
 """
@@ -49,7 +56,11 @@ import tempfile
 import time
 import urllib.request
 
+# The profiled agent: the dev agent, or the client agent (whose server, a
+# dev agent not profiled, is on SERVER_ADDR).
 ADDR = "127.0.3.62"
+SERVER_ADDR = "127.0.3.63"
+SERVER_SERF_PORT = 18363
 HTTP_PORT = 18562
 DNS_PORT = 18662
 IDLE_SECONDS = 10
@@ -172,37 +183,66 @@ def text_symbols(binary):
     return {p[2] for p in (l.split() for l in out.splitlines()) if len(p) == 3 and p[1] in "tTwW"}
 
 
-def profile(binary, serve):
+def stop(process):
+    """SIGTERM, then SIGKILL if it outlives two minutes."""
+    process.send_signal(signal.SIGTERM)
+    try:
+        process.wait(timeout=120)
+    except subprocess.TimeoutExpired:
+        process.kill()
+        process.wait()
+
+
+def print_log_end(path, who):
+    with open(path) as f:
+        sys.stderr.write(f"text_order: the {who}'s log ends:\n" + "".join(f.readlines()[-20:]))
+
+
+def profile(binary, serve, client=False):
     """The functions an agent ran under callgrind: start, then (when
-    `serve`) the requests of `exercise`, then idle."""
+    `serve`) the requests of `exercise`, then idle. With `client`, the
+    agent profiled is a client agent joined to a dev server that runs
+    beside it, not profiled."""
     with tempfile.TemporaryDirectory() as tmp:
         out = os.path.join(tmp, "callgrind.out")
-        with open(os.path.join(tmp, "agent.log"), "w") as log:
-            agent = subprocess.Popen(
-                ["valgrind", "--tool=callgrind", "--demangle=no", f"--callgrind-out-file={out}", binary]
-                + ["agent", "--dev", "--client", ADDR, "--bind", ADDR]
-                + ["--http-port", str(HTTP_PORT), "--dns-port", str(DNS_PORT)]
-                + ["--serf-lan-port", "0", "--server-port", "0"],
-                stdout=log,
-                stderr=subprocess.STDOUT,
-            )
-            try:
-                wait_for_leader(agent, time.time() + 120)
-                if serve:
-                    exercise()
-                time.sleep(IDLE_SECONDS)
-            except BaseException:
-                log.flush()
-                with open(log.name) as f:
-                    sys.stderr.write("text_order: the agent's log ends:\n" + "".join(f.readlines()[-20:]))
-                raise
-            finally:
-                agent.send_signal(signal.SIGTERM)
+        agent_log = os.path.join(tmp, "agent.log")
+        server_log = os.path.join(tmp, "server.log")
+        mode = ["--dev", "--server-port", "0"]
+        server = None
+        if client:
+            with open(server_log, "w") as log:
+                server = subprocess.Popen(
+                    [binary, "agent", "--dev", "--node", "text-order-server"]
+                    + ["--client", SERVER_ADDR, "--bind", SERVER_ADDR, "--dns-port", "0", "--http-port", "0"]
+                    + ["--serf-lan-port", str(SERVER_SERF_PORT), "--server-port", "0"],
+                    stdout=log,
+                    stderr=subprocess.STDOUT,
+                )
+            mode = ["--data-dir", os.path.join(tmp, "data"), "--retry-join", f"{SERVER_ADDR}:{SERVER_SERF_PORT}"]
+        try:
+            with open(agent_log, "w") as log:
+                agent = subprocess.Popen(
+                    ["valgrind", "--tool=callgrind", "--demangle=no", f"--callgrind-out-file={out}", binary]
+                    + ["agent", "--node", "text-order"] + mode + ["--client", ADDR, "--bind", ADDR]
+                    + ["--http-port", str(HTTP_PORT), "--dns-port", str(DNS_PORT), "--serf-lan-port", "0"],
+                    stdout=log,
+                    stderr=subprocess.STDOUT,
+                )
                 try:
-                    agent.wait(timeout=120)
-                except subprocess.TimeoutExpired:
-                    agent.kill()
-                    agent.wait()
+                    wait_for_leader(agent, time.time() + 120)
+                    if serve:
+                        exercise()
+                    time.sleep(IDLE_SECONDS)
+                except BaseException:
+                    print_log_end(agent_log, "agent")
+                    if server is not None:
+                        print_log_end(server_log, "server")
+                    raise
+                finally:
+                    stop(agent)
+        finally:
+            if server is not None:
+                stop(server)
         return functions_run(out)
 
 
@@ -220,7 +260,8 @@ def main():
     ap.add_argument("--out", default=os.path.join(root, "link/text-order.txt"))
     args = ap.parse_args()
 
-    idle, served, counts = [], [], {}
+    # The groups of the module's doc, each with both builds' names.
+    groups, counts = [[], [], [], []], {}
     with tempfile.TemporaryDirectory() as tmp:
         for name, cargo_args in (
             ("release", ["build", "--release", "--bin", "trellis"]),
@@ -229,20 +270,27 @@ def main():
             binary = os.path.join(tmp, name)
             build(root, cargo_args, binary)
             symbols = text_symbols(binary)
+
+            def ran(*runs):
+                return with_cpu_variants([n for r in runs for n in r if n in symbols], symbols)
+
             # What an idle agent runs goes first, then what serving adds: an
             # idle agent's text then spans no window of serving code alone.
-            # Two runs of the idle agent: some of what it runs depends on timing.
-            ran = profile(binary, serve=False) + profile(binary, serve=False)
-            ran = with_cpu_variants([n for n in ran if n in symbols], symbols)
-            ran_serving = [n for n in profile(binary, serve=True) if n in symbols]
-            ran_serving = with_cpu_variants(ran_serving, symbols)
-            idle += ran
-            served += ran_serving
-            counts[name] = len(set(ran) | set(ran_serving))
+            # Two runs of the idle dev agent: some of what it runs depends on
+            # timing.
+            dev_idle = ran(profile(binary, serve=False), profile(binary, serve=False))
+            client_idle = ran(profile(binary, serve=False, client=True))
+            served = ran(profile(binary, serve=True), profile(binary, serve=True, client=True))
+            in_client = set(client_idle)
+            groups[0] += [n for n in dev_idle if n in in_client]
+            groups[1] += [n for n in dev_idle if n not in in_client]
+            groups[2] += client_idle
+            groups[3] += served
+            counts[name] = len(set(dev_idle) | in_client | set(served))
             print(f"text_order: the {name} build profiled")
 
     ordered, seen = [], set()
-    for n in idle + served:
+    for n in (n for group in groups for n in group):
         if n not in seen:
             seen.add(n)
             ordered.append(n)

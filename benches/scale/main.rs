@@ -6,7 +6,9 @@
 //! `--rounds N` for the timed parts). Every agent binds 127.0.24.x.
 //!
 //! 1. idle: a fresh `agent --dev`; `VmRSS` 1 s after its start (target
-//!    ≤ 10 MB), median of `--rounds` starts; and how many of the functions
+//!    ≤ 10 MB), median of `--rounds` starts; the same of a client agent
+//!    joined to a dev agent, 1 s after it knows the leader (each round a
+//!    client of its own name); and how many of the functions
 //!    `link/text-order.txt` lays out first the binary has (`build.rs`),
 //!    next to how many the file's writer found in each build.
 //! 2. memory: for a dev agent and for a durable single server (`--server
@@ -656,26 +658,26 @@ async fn run(s: Settings) -> anyhow::Result<()> {
         for round in 0..s.rounds {
             let n = Node::start("dev", 1, dir, None, &[]).await?;
             tokio::time::sleep(Duration::from_secs(1)).await;
-            let m = n.memory()?;
-            eprintln!(
-                "idle round {round}: VmRSS {:.1} MB, RssAnon {:.1} MB",
-                m.rss as f64 / 1e6,
-                m.anon as f64 / 1e6
-            );
-            rss.push(m);
+            rss.push(idle_memory("dev", round, &n)?);
             n.agent.terminate();
         }
-        rss.sort_by_key(|m| m.rss);
-        let m = rss[rss.len() / 2];
-        rows.push((
-            "idle dev agent, VmRSS 1 s after start".into(),
-            format!(
-                "{:.1} MB ({:.1} MiB; anon {:.1} MB)",
-                m.rss as f64 / 1e6,
-                mib(m.rss),
-                m.anon as f64 / 1e6
-            ),
-            "≤ 10 MB".into(),
+        rows.push(idle_row("idle dev agent, VmRSS 1 s after start", rss));
+        // A client agent, the kind every machine runs, joined to a dev
+        // server: read 1 s after it knows the leader.
+        let server = Node::start("dev", 2, dir, None, &[]).await?;
+        let mut rss = Vec::new();
+        for round in 0..s.rounds {
+            let last = 60 + round as u8;
+            let c = Node::start("client", last, dir, Some(server.agent.serf()), &[]).await?;
+            c.wait_leader(&http).await?;
+            tokio::time::sleep(Duration::from_secs(1)).await;
+            rss.push(idle_memory("client", round, &c)?);
+            c.agent.terminate();
+        }
+        server.agent.terminate();
+        rows.push(idle_row(
+            "idle client agent joined to it, VmRSS 1 s after it has a leader",
+            rss,
         ));
         let bin = std::env::var("TRELLIS_BIN").unwrap_or_else(|_| TRELLIS.into());
         rows.push((
@@ -917,6 +919,33 @@ async fn run(s: Settings) -> anyhow::Result<()> {
         println!("| {m} | {f} | {t} |");
     }
     Ok(())
+}
+
+/// An idle agent's memory, printed as the round's line.
+fn idle_memory(kind: &str, round: usize, node: &Node) -> anyhow::Result<Memory> {
+    let m = node.memory()?;
+    eprintln!(
+        "idle {kind} round {round}: VmRSS {:.1} MB, RssAnon {:.1} MB",
+        m.rss as f64 / 1e6,
+        m.anon as f64 / 1e6
+    );
+    Ok(m)
+}
+
+/// The row of an idle measure: the median round by `VmRSS`.
+fn idle_row(label: &str, mut rss: Vec<Memory>) -> (String, String, String) {
+    rss.sort_by_key(|m| m.rss);
+    let m = rss[rss.len() / 2];
+    (
+        label.into(),
+        format!(
+            "{:.1} MB ({:.1} MiB; anon {:.1} MB)",
+            m.rss as f64 / 1e6,
+            mib(m.rss),
+            m.anon as f64 / 1e6
+        ),
+        "≤ 10 MB".into(),
+    )
 }
 
 /// How many of the names `link/text-order.txt` lists the binary has, next
