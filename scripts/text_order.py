@@ -8,13 +8,14 @@ agent touches. Left in the compiler's order, the code an agent runs as it
 starts and idles is spread over the whole of .text, and an idle agent kept
 8.4 MB of its 9.7 MB resident. Laid out together, first, it keeps 2.7-3.1
 MB (benches/README.md, scale). A client agent, whose own code a dev agent
-never runs, kept 2.7 MB more resident than it needed until the file listed
-what it runs too.
+never runs, kept 2.7 MB (2,712-2,720 KiB in /proc) more resident than it
+needed until the file listed what it runs too.
 
 The file lists the functions a release agent runs under callgrind, in
 four groups:
-1. what both a `trellis agent --dev` (two runs) and a client agent joined
-   to a dev server run as they start and idle for ten seconds;
+1. what both a `trellis agent --dev` and a client agent joined to a dev
+   server run as they start and idle for ten seconds (two runs of each:
+   some of what they run depends on timing);
 2. what only the dev agent runs then (Raft, redb);
 3. what only the client agent runs then (its link to the servers);
 4. what each adds when it answers a few HTTP and DNS requests (a service
@@ -37,7 +38,7 @@ dependency update, or when that count falls:
     scripts/text_order.py      # builds both, then runs each under callgrind
     cargo build --release --bin trellis
 
-It takes about fifteen minutes (two release builds) and needs valgrind and nm.
+It takes about twenty minutes (two release builds) and needs valgrind and nm.
 
 Usage: scripts/text_order.py [--out PATH]
 """
@@ -100,10 +101,12 @@ def recv_exact(s, n):
     return buf
 
 
-def wait_for_leader(agent, deadline):
+def wait_for_leader(agent, deadline, server=None):
     while time.time() < deadline:
         if agent.poll() is not None:
             sys.exit(f"text_order: the agent exited ({agent.returncode}) before it had a leader")
+        if server is not None and server.poll() is not None:
+            sys.exit(f"text_order: the client's server exited ({server.returncode})")
         try:
             if http("GET", "/v1/status/leader").strip(b'"\n'):
                 return
@@ -214,7 +217,7 @@ def profile(binary, serve, client=False):
                 server = subprocess.Popen(
                     [binary, "agent", "--dev", "--node", "text-order-server"]
                     + ["--client", SERVER_ADDR, "--bind", SERVER_ADDR, "--dns-port", "0", "--http-port", "0"]
-                    + ["--serf-lan-port", str(SERVER_SERF_PORT), "--server-port", "0"],
+                    + ["--serf-lan-port", str(SERVER_SERF_PORT), "--serf-wan-port", "-1", "--server-port", "0"],
                     stdout=log,
                     stderr=subprocess.STDOUT,
                 )
@@ -229,7 +232,7 @@ def profile(binary, serve, client=False):
                     stderr=subprocess.STDOUT,
                 )
                 try:
-                    wait_for_leader(agent, time.time() + 120)
+                    wait_for_leader(agent, time.time() + 120, server)
                     if serve:
                         exercise()
                     time.sleep(IDLE_SECONDS)
@@ -276,10 +279,12 @@ def main():
 
             # What an idle agent runs goes first, then what serving adds: an
             # idle agent's text then spans no window of serving code alone.
-            # Two runs of the idle dev agent: some of what it runs depends on
+            # Two runs of each idle agent: some of what it runs depends on
             # timing.
             dev_idle = ran(profile(binary, serve=False), profile(binary, serve=False))
-            client_idle = ran(profile(binary, serve=False, client=True))
+            client_idle = ran(
+                profile(binary, serve=False, client=True), profile(binary, serve=False, client=True)
+            )
             served = ran(profile(binary, serve=True), profile(binary, serve=True, client=True))
             in_client = set(client_idle)
             groups[0] += [n for n in dev_idle if n in in_client]

@@ -22,9 +22,10 @@ pub fn release_freed() {
 
 /// Once the agent serves: what parsing the command line, reading the
 /// configuration and setting the parts up allocated and freed goes back to
-/// the kernel. That work runs on the calling thread (the runtime's
-/// `block_on`, `cli/agent.rs`), so its cache is flushed first, then the
-/// arenas purged. An idle dev agent's `RssAnon` 1 s after its start:
+/// the kernel. Most of that work runs on the calling thread (the runtime's
+/// `block_on`, `cli/agent.rs`; a durable server opens its storage on
+/// blocking threads, which exit when idle), so its cache is flushed first,
+/// then the arenas purged. An idle dev agent's `RssAnon` 1 s after its start:
 /// 3,220-3,276 KiB with this against 3,372-3,404 without (interleaved
 /// runs, before the 32-block caches of `src/main.rs` took it to ~3,060).
 pub fn release_after_start() {
@@ -33,8 +34,8 @@ pub fn release_after_start() {
 }
 
 /// Runs a jemalloc control that takes and returns nothing. Without
-/// jemalloc as the global allocator (tests) it acts on jemalloc's own,
-/// unused, state, and does nothing that matters.
+/// jemalloc as the global allocator (tests) it starts jemalloc's own
+/// state, which nothing allocates from, and acts on that.
 fn mallctl(name: &std::ffi::CStr) {
     // SAFETY: the controls named here (`arena.<i>.purge`,
     // `thread.tcache.flush`) take no argument and return nothing: every

@@ -12,8 +12,9 @@ use std::process::ExitCode;
 static ALLOCATOR: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
 
 /// jemalloc's `malloc_conf`, read once when it starts: one arena, and
-/// per-thread caches for allocations up to 4 KiB only, 32 of each size. An agent's threads
-/// are few and mostly waiting: with jemalloc's defaults (an arena per core,
+/// per-thread caches for allocations up to 4 KiB only, at most 32 of each
+/// size. An agent's threads are few and mostly waiting: with jemalloc's
+/// defaults (an arena per core,
 /// caches up to 32 KiB) an idle agent held 4.6 MB of anonymous memory,
 /// with caches up to 1 KiB 3.5 MB (glibc 3.3 MB). Without the caches it
 /// held 3.0 MB, but answering 10,000 parked queries took a quarter more CPU

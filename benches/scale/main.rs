@@ -676,7 +676,7 @@ async fn run(s: Settings) -> anyhow::Result<()> {
         }
         server.agent.terminate();
         rows.push(idle_row(
-            "idle client agent joined to it, VmRSS 1 s after it has a leader",
+            "idle client agent joined to a dev agent, VmRSS 1 s after it has a leader",
             rss,
         ));
         let bin = std::env::var("TRELLIS_BIN").unwrap_or_else(|_| TRELLIS.into());
