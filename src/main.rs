@@ -14,11 +14,11 @@ static ALLOCATOR: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
 /// jemalloc's `malloc_conf`, read once when it starts: one arena, and
 /// per-thread caches for allocations up to 4 KiB only, at most 32 of each
 /// size. An agent's threads are few and mostly waiting: with jemalloc's
-/// defaults (an arena per core,
-/// caches up to 32 KiB) an idle agent held 4.6 MB of anonymous memory,
-/// with caches up to 1 KiB 3.5 MB (glibc 3.3 MB). Without the caches it
-/// held 3.0 MB, but answering 10,000 parked queries took a quarter more CPU
-/// (`kv_fanout`: 66-70 against 60 µs per answer). Up to 4 KiB takes in an
+/// defaults (an arena per core, caches up to 32 KiB) an idle agent held
+/// 4.6 MB of anonymous memory, with caches up to 1 KiB 3.5 MB (glibc 3.3
+/// MB). Without the caches it held 3.0 MB, but answering 10,000 parked
+/// queries took a quarter more CPU (`kv_fanout`: 66-70 against 60 µs per
+/// answer). Up to 4 KiB takes in an
 /// HTTP handler's boxed future (a KV read's is about 3 KiB), which the
 /// single arena's lock served before: 0.7-1.3 µs less CPU per answer in
 /// `kv_fanout` (three interleaved pairs, 15-17 µs in all), for 0.2 MB more

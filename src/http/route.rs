@@ -288,9 +288,9 @@ impl Route {
     }
 
     /// The request's datacenter's state as this agent holds it now, with
-    /// the writes it answered ([`Self::settled`]), for the checks a write needs before it is
-    /// sent (which services a node has, whose a session is); the write
-    /// itself is decided by the leader.
+    /// the writes it answered ([`Self::settled`]), for the checks a write
+    /// needs before it is sent (which services a node has, whose a session
+    /// is); the write itself is decided by the leader.
     pub(super) async fn state_now<T>(&self, f: impl FnOnce(&State) -> T) -> Result<T, ApiError> {
         let api = self.reach(&self.datacenter)?;
         self.settled(api).await?;
