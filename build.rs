@@ -9,11 +9,16 @@
 //! page touched: spread over the binary, that code kept 8.4 MB of it
 //! resident; laid out together, 2.7–3.1 MB.
 //!
-//! `TRELLIS_RELR=1` also packs the relative relocations (`DT_RELR`): the
-//! loader reads every one at start, 592 KiB as `RELA` entries and 12 KiB
-//! packed. It is not the default, as the binary then needs glibc 2.36 or
-//! later (`GLIBC_ABI_DT_RELR`), where it otherwise runs on 2.34 (RHEL 9,
-//! Amazon Linux 2023, Ubuntu 22.04).
+//! It also packs the relative relocations (`DT_RELR`) when the binary
+//! can run where it is built: the loader reads every one at start, 592 KiB
+//! as `RELA` entries and 12 KiB packed. A binary with packed relocations
+//! needs glibc 2.36 or later (`GLIBC_ABI_DT_RELR`), where it otherwise runs
+//! on 2.34 (RHEL 9, Amazon Linux 2023, Ubuntu 22.04). So the probe below is
+//! linked with them and run: on a machine whose glibc is older, or when
+//! building for another target, relocations stay as they were, as Fedora's
+//! and Gentoo's toolchains decide it. `TRELLIS_RELR=0` leaves them unpacked
+//! (a binary meant for hosts older than the one building it), and
+//! `TRELLIS_RELR=1` packs them without running the probe.
 //!
 //! Only a release build asks for these, and only when the linker takes
 //! them: a probe links an empty program with the same compiler, flags,
@@ -55,16 +60,22 @@ fn main() {
         return;
     }
     // Each option after its own -Xlinker: -Wl, would split a path at commas.
-    let mut options = vec![
+    let options = vec![
         format!("--symbol-ordering-file={}", order.display()),
         // A name the file lists but the binary lacks (a stale file) is no
         // error: that function keeps the compiler's place.
         "--no-warn-symbol-ordering".into(),
     ];
-    if flag("TRELLIS_RELR") {
-        options.extend(["-z".into(), "pack-relative-relocs".into()]);
-    }
-    if !links_with(&options) {
+    let relr = ["-z".to_owned(), "pack-relative-relocs".to_owned()];
+    let packed = [options.as_slice(), &relr].concat();
+    let options = match env::var("TRELLIS_RELR").as_deref() {
+        Ok("1") => packed,
+        Ok("0") => options,
+        Ok("") | Err(_) if runs_here(&packed) => packed,
+        Ok("") | Err(_) => options,
+        Ok(other) => panic!("TRELLIS_RELR is {other:?}: 1 packs relocations, 0 does not"),
+    };
+    if links_with(&options).is_none() {
         println!(
             "cargo:warning=the linker does not take {options:?}: text left in the compiler's order"
         );
@@ -80,20 +91,38 @@ fn flag(var: &str) -> bool {
     env::var_os(var).is_some_and(|v| v == "1")
 }
 
-/// Whether an empty program links with `options` passed to the linker, by
-/// the compiler, flags and linker this build uses.
-fn links_with(options: &[String]) -> bool {
-    let out = PathBuf::from(env::var("OUT_DIR").expect("cargo sets OUT_DIR"));
-    let src = out.join("probe.rs");
-    if std::fs::write(&src, "fn main() {}\n").is_err() {
+/// Whether an empty program linked with `options` runs on this machine,
+/// which is the target: with packed relocations, whether its glibc reads
+/// them.
+fn runs_here(options: &[String]) -> bool {
+    if env::var("HOST").ok() != env::var("TARGET").ok() {
         return false;
     }
+    links_with(options).is_some_and(|probe| {
+        Command::new(probe)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .status()
+            .is_ok_and(|s| s.success())
+    })
+}
+
+/// The path of an empty program linked with `options` passed to the
+/// linker, by the compiler, flags and linker this build uses; `None` when
+/// it does not link.
+fn links_with(options: &[String]) -> Option<PathBuf> {
+    let out = PathBuf::from(env::var("OUT_DIR").expect("cargo sets OUT_DIR"));
+    let src = out.join("probe.rs");
+    std::fs::write(&src, "fn main() {}\n").ok()?;
+    let probe = out.join("link_probe");
+    // An earlier probe's binary must not answer for this one.
+    let _ = std::fs::remove_file(&probe);
     let mut rustc = Command::new(env::var("RUSTC").unwrap_or_else(|_| "rustc".into()));
     rustc
         .arg("--crate-name=link_probe")
         .arg("--edition=2021")
         .arg("-o")
-        .arg(out.join("link_probe"))
+        .arg(&probe)
         .arg(&src);
     if let Ok(target) = env::var("TARGET") {
         rustc.arg(format!("--target={target}"));
@@ -109,9 +138,10 @@ fn links_with(options: &[String]) -> bool {
             .arg("-Clink-arg=-Xlinker")
             .arg(format!("-Clink-arg={option}"));
     }
-    rustc
+    let linked = rustc
         .stdout(Stdio::null())
         .stderr(Stdio::null())
         .status()
-        .is_ok_and(|s| s.success())
+        .is_ok_and(|s| s.success());
+    linked.then_some(probe)
 }
