@@ -20,7 +20,7 @@
 
 use super::super::command::{CatalogError, CatalogOp};
 use super::super::kv_types::Time;
-use super::super::tables::{NodeKey, Tables, check_id, instance_id, key, row_key};
+use super::super::tables::{Tables, check_id, instance_id, key, row_key};
 use super::super::types::{Deregistration, HealthStatus, Index, Registration};
 use super::Touched;
 use super::identity;
@@ -90,17 +90,17 @@ fn register(
 ) -> Result<(), CatalogError> {
     validate(tables, r)?;
     let node_key = key(&r.node);
-    if let Some(node) = tables.nodes.upsert(index, &node_key, r) {
+    let node = tables.nodes.upsert(index, &node_key, r);
+    // The node is there now: its rows share its key.
+    let shared = node.key;
+    if node.created {
+        // No check or instance names it yet: nothing to rename or touch.
+        touched.nodes.insert(node_key.clone());
+    } else if let Some(node) = node.changed {
         // Checks carry the node's name as registered; a respelling must reach them.
         tables.checks.rename_node(index, &node_key, &node.name);
         touch_node(tables, &node_key, touched);
     }
-    // The node is there now: its rows share its key.
-    let shared = tables
-        .nodes
-        .key_of(&node_key)
-        .cloned()
-        .unwrap_or_else(|| NodeKey::new(&node_key));
     if let Some(s) = &r.service
         && let Some(change) = tables.services.upsert(index, &shared, s)
     {

@@ -21,7 +21,7 @@
 
 use std::borrow::Borrow;
 use std::cmp::Ordering;
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, btree_map};
 use std::fmt;
 use std::ops::{Bound, Deref};
 use std::sync::{Arc, Weak};
@@ -180,6 +180,21 @@ impl<K: Ord + Clone, V: Clone> CapturedMap<K, V> {
         self.rows.insert(key, value)
     }
 
+    /// [`Self::insert`] in one search of the tree: returns the row it
+    /// replaced and the row now at `key`. A key already there stays, and
+    /// `key` is dropped, as [`BTreeMap::insert`] does.
+    pub(crate) fn insert_get(&mut self, key: K, value: V) -> (Option<V>, &V) {
+        self.save(&key);
+        match self.rows.entry(key) {
+            btree_map::Entry::Occupied(slot) => {
+                let row = slot.into_mut();
+                let old = std::mem::replace(row, value);
+                (Some(old), row)
+            }
+            btree_map::Entry::Vacant(slot) => (None, slot.insert(value)),
+        }
+    }
+
     /// Removes the row at `key`; returns it.
     pub(crate) fn remove<Q>(&mut self, key: &Q) -> Option<V>
     where
@@ -319,13 +334,19 @@ mod tests {
         map.retain(|k, _| *k != 4);
         map.insert(2, 'B');
         map.remove(&9);
+        assert_eq!(map.insert_get(6, 'F'), (Some('f'), &'F'));
+        assert_eq!(map.insert_get(7, 'g'), (None, &'g'));
         assert_eq!(as_captured(&map, &capture), start);
         let now: Vec<(u32, char)> = map.iter().map(|(k, v)| (*k, *v)).collect();
-        assert_eq!(now, [(1, 'A'), (2, 'B'), (3, 'C'), (5, 'e'), (6, 'f')]);
+        assert_eq!(
+            now,
+            [(1, 'A'), (2, 'B'), (3, 'C'), (5, 'e'), (6, 'F'), (7, 'g')]
+        );
         // Only the changed keys were saved, each once, as first found.
-        assert_eq!(map.before[0].rows.len(), 5);
+        assert_eq!(map.before[0].rows.len(), 7);
         assert_eq!(map.before[0].rows[&2], Some('b'));
         assert_eq!(map.before[0].rows[&5], None);
+        assert_eq!(map.before[0].rows[&7], None);
     }
 
     #[test]

@@ -13,9 +13,9 @@
 //!
 //! A key built for a lookup ([`NodeKey::new`]) is its own allocation, as
 //! equal as a shared one; rows are keyed with the nodes table's
-//! (`Nodes::key_of`), so that a node's rows share it. It compares, hashes
-//! and is written as the string it holds, so a stored snapshot reads back
-//! unchanged.
+//! (`Nodes::upsert`, `Nodes::key_of`), so that a node's rows share it.
+//! It compares, hashes and is written as the string it holds, so a stored
+//! snapshot reads back unchanged.
 
 use std::borrow::Borrow;
 use std::cmp::Ordering;

@@ -165,6 +165,7 @@ impl Services {
             modify_index: index,
         };
         let mut renamed_from = None;
+        let mut old_name = None;
         let created = old.is_none();
         if let Some(old) = old {
             next.create_index = old.create_index;
@@ -176,13 +177,11 @@ impl Services {
             if !old.service.eq_ignore_ascii_case(&next.service) {
                 renamed_from = Some(old.service.to_string());
             }
+            old_name = Some(key(&old.service));
         }
         let name = key(&next.service);
-        if let Some(old) = self.rows.insert(k.clone(), Box::new(next)) {
-            let old_name = key(&old.service);
-            if old_name != name {
-                self.unindex(&old_name, &k);
-            }
+        if let Some(old_name) = old_name.filter(|old| *old != name) {
+            self.unindex(&old_name, &k);
         }
         let keys = self.by_name.entry(CompactString::from(name)).or_default();
         if let Err(at) = keys.binary_search(&k) {
@@ -193,8 +192,8 @@ impl Services {
             keys.insert(at, k.clone());
         }
         self.index = index;
-        // Just inserted: the lookup finds it.
-        let row = self.rows.get(&k)?;
+        // The row last, in the same search that finds its place.
+        let (_, row) = self.rows.insert_get(k, Box::new(next));
         Some(ServiceChange {
             row,
             renamed_from,
