@@ -16,16 +16,19 @@
 //! on 2.34 (RHEL 9, Amazon Linux 2023, Ubuntu 22.04). So the probe below is
 //! linked with them and run: on a machine whose glibc is older, or when
 //! building for another target, relocations stay as they were, as Fedora's
-//! and Gentoo's toolchains decide it. `TRELLIS_RELR=0` leaves them unpacked
-//! (a binary meant for hosts older than the one building it), and
-//! `TRELLIS_RELR=1` packs them without running the probe.
+//! and Gentoo's toolchains decide it. Packing is announced as a build
+//! warning, since the machine building decides it and not the hosts the
+//! binary goes to. `TRELLIS_RELR=0` leaves them unpacked (a binary meant
+//! for hosts older than the one building it, or a toolchain that targets
+//! an older glibc from a newer machine), and `TRELLIS_RELR=1` packs them
+//! without running the probe.
 //!
 //! Only a release build asks for these, and only when the linker takes
 //! them: a probe links an empty program with the same compiler, flags,
 //! linker and options first. Rust's own builds for x86_64 Linux link with
-//! LLD since 1.90; a distribution's compiler may use GNU ld, which knows
-//! neither option, and the binary then links as before.
-//! `TRELLIS_PLAIN_LINK=1` skips both.
+//! LLD since 1.90; a distribution's compiler may use GNU ld, which lacks
+//! `--symbol-ordering-file`, and the binary then links as before (neither
+//! ordered nor packed). `TRELLIS_PLAIN_LINK=1` skips both.
 
 use std::env;
 use std::path::{Path, PathBuf};
@@ -84,6 +87,12 @@ fn main() {
     for option in &options {
         println!("cargo:rustc-link-arg-bin=trellis=-Xlinker");
         println!("cargo:rustc-link-arg-bin=trellis={option}");
+    }
+    if options.ends_with(&relr) {
+        println!(
+            "cargo:warning=relocations packed (DT_RELR): this trellis needs glibc 2.36 or later \
+             where it runs; TRELLIS_RELR=0 builds one for older hosts"
+        );
     }
 }
 

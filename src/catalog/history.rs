@@ -175,13 +175,15 @@ impl History {
 impl Kept {
     /// Replaces the commands with their bytes, unless there are none (a
     /// blank entry) or they will not encode. Written into a vector of the
-    /// size measured when the entry was pushed: grown as it was written,
+    /// size measured when the entry was pushed (up to 1 MiB, past which it
+    /// grows; an entry that large is rare): grown as it was written,
     /// it was reallocated a few times per entry (a tenth of applying a
     /// registration, under callgrind).
     fn encode(&mut self) {
         if let Commands::Applied(c) = &self.commands
             && !c.is_empty()
-            && let Ok(bytes) = postcard::to_extend(&**c, Vec::with_capacity(self.bytes))
+            && let Ok(bytes) =
+                postcard::to_extend(&**c, Vec::with_capacity(self.bytes.min(1 << 20)))
         {
             self.commands = Commands::Encoded(bytes.into());
         }

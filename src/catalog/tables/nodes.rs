@@ -89,10 +89,10 @@ impl Nodes {
     }
 
     /// Creates or updates the node `r` names, keyed `node_key`; says what
-    /// changed ([`NodeUpsert`]). With
-    /// `skip_node_update` an existing node is left alone, and an empty
-    /// address keeps the one it has; the caller has checked that an address
-    /// is given when one is needed. Two searches of the tree at most: with
+    /// changed ([`NodeUpsert`]). With `skip_node_update` an existing node
+    /// is left alone, and an empty address keeps the one it has; the
+    /// caller has checked that an address is given when one is needed.
+    /// Two searches of the tree at most: with
     /// 100,000 nodes each is a few dozen string comparisons, most of them
     /// cache misses (`cluster_vs_etcd`, 64 clients registering new nodes:
     /// the four this took, and the caller's fifth for the key, were 6 % of
