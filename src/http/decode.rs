@@ -12,6 +12,7 @@
 //! status names; the agent's local state validates them with the same rules.
 
 use std::collections::{BTreeMap, HashMap};
+use std::fmt;
 use std::time::Duration;
 
 use serde_json::{Map, Value};
@@ -70,9 +71,13 @@ fn kind(v: &Value) -> &'static str {
     }
 }
 
-fn type_error(field: &str, expected: &'static str, found: &Value) -> DecodeError {
+fn type_error(
+    field: &(impl fmt::Display + ?Sized),
+    expected: &'static str,
+    found: &Value,
+) -> DecodeError {
     DecodeError::Type {
-        field: field.into(),
+        field: field.to_string(),
         expected,
         found: kind(found),
     }
@@ -80,10 +85,39 @@ fn type_error(field: &str, expected: &'static str, found: &Value) -> DecodeError
 
 /// Folds a key the way lookups compare it: case-insensitive, `_` and `-` ignored.
 fn fold(key: &str) -> String {
+    if key.is_ascii() {
+        // Every key Consul defines, without Unicode's case tables: folding
+        // char by char through them cost more than applying the write
+        // (callgrind, catalog registrations).
+        let mut folded = String::with_capacity(key.len());
+        folded.extend(
+            key.bytes()
+                .filter(|b| *b != b'_' && *b != b'-')
+                .map(|b| char::from(b.to_ascii_lowercase())),
+        );
+        return folded;
+    }
     key.chars()
         .filter(|c| *c != '_' && *c != '-')
         .flat_map(char::to_lowercase)
         .collect()
+}
+
+/// Calls `f` with `name` folded as [`fold`] does, on the stack when it is
+/// short and ASCII (as the names this module asks for all are).
+fn with_folded<R>(name: &str, f: impl FnOnce(&str) -> R) -> R {
+    let mut buf = [0u8; 64];
+    if name.is_ascii() && name.len() <= buf.len() {
+        let mut len = 0;
+        for b in name.bytes().filter(|b| *b != b'_' && *b != b'-') {
+            buf[len] = b.to_ascii_lowercase();
+            len += 1;
+        }
+        if let Ok(folded) = std::str::from_utf8(&buf[..len]) {
+            return f(folded);
+        }
+    }
+    f(&fold(name))
 }
 
 /// A JSON object read field by field, remembering its path for errors.
@@ -98,8 +132,29 @@ pub struct Fields<'a> {
     path: &'a str,
 }
 
-/// A field's value with its full path, for nested decoding.
-type Found<'a> = (String, &'a Value);
+/// A field's value with its path.
+type Found<'p, 'a> = (FieldPath<'p>, &'a Value);
+
+/// A field's full path (`Service.Port`), written out only when needed: an
+/// error, a nested object. Each field found wrote it before, an allocation
+/// per field of every body.
+#[derive(Debug, Clone, Copy)]
+struct FieldPath<'p> {
+    /// The object's path ("" at the top).
+    parent: &'p str,
+    /// The field's canonical name.
+    name: &'p str,
+}
+
+impl fmt::Display for FieldPath<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        if self.parent.is_empty() {
+            f.write_str(self.name)
+        } else {
+            write!(f, "{}.{}", self.parent, self.name)
+        }
+    }
+}
 
 impl<'a> Fields<'a> {
     /// Wraps an object; `path` prefixes field names in errors ("" at the top).
@@ -130,19 +185,20 @@ impl<'a> Fields<'a> {
 
     /// The first non-null value under any of `names` (the first is canonical
     /// and used in errors). An exact key wins over a folded match.
-    fn get(&self, names: &[&str]) -> Option<Found<'a>> {
+    fn get<'p>(&'p self, names: &[&'p str]) -> Option<Found<'p, 'a>> {
         let exact = names
             .iter()
             .find_map(|n| self.map.get(*n).filter(|v| !v.is_null()));
         let value = exact.or_else(|| {
             names
                 .iter()
-                .find_map(|n| self.folded.get(&fold(n)).copied())
+                .find_map(|n| with_folded(n, |k| self.folded.get(k).copied()))
         })?;
-        Some((
-            self.path_of(names.first().copied().unwrap_or_default()),
-            value,
-        ))
+        let path = FieldPath {
+            parent: self.path,
+            name: names.first().copied().unwrap_or_default(),
+        };
+        Some((path, value))
     }
 
     /// A string field; empty when absent.
@@ -170,7 +226,7 @@ impl<'a> Fields<'a> {
             Some((p, v @ Value::Number(n))) => match n.as_u64() {
                 Some(x) if x <= max => Ok(Some(x)),
                 Some(_) => Err(DecodeError::Value {
-                    field: p,
+                    field: p.to_string(),
                     reason: format!("must be at most {max}"),
                 }),
                 None => Err(type_error(&p, "non-negative integer", v)),
@@ -249,7 +305,7 @@ impl<'a> Fields<'a> {
     pub fn object(&self, names: &[&str]) -> Result<Option<(String, &'a Value)>> {
         match self.get(names) {
             None => Ok(None),
-            Some((p, v @ Value::Object(_))) => Ok(Some((p, v))),
+            Some((p, v @ Value::Object(_))) => Ok(Some((p.to_string(), v))),
             Some((p, v)) => Err(type_error(&p, "object", v)),
         }
     }
@@ -279,9 +335,14 @@ impl<'a> Fields<'a> {
     pub fn duration(&self, names: &[&str]) -> Result<Option<Duration>> {
         match self.get(names) {
             None => Ok(None),
-            Some((p, Value::String(s))) => parse_duration(s)
-                .map(Some)
-                .map_err(|reason| DecodeError::Value { field: p, reason }),
+            Some((p, Value::String(s))) => {
+                parse_duration(s)
+                    .map(Some)
+                    .map_err(|reason| DecodeError::Value {
+                        field: p.to_string(),
+                        reason,
+                    })
+            }
             Some((p, v @ Value::Number(n))) => n
                 .as_u64()
                 .map(|ns| Some(Duration::from_nanos(ns)))
@@ -504,6 +565,29 @@ mod tests {
             assert_eq!(d.name, "web");
             assert_eq!(d.port, 80);
             assert!(d.enable_tag_override);
+        }
+    }
+
+    #[test]
+    fn folding_is_the_same_on_every_path() {
+        let unicode = |k: &str| -> String {
+            k.chars()
+                .filter(|c| *c != '_' && *c != '-')
+                .flat_map(char::to_lowercase)
+                .collect()
+        };
+        let long = "Very_Long-Name".repeat(8);
+        for key in [
+            "Node",
+            "enable_tag_override",
+            "X-Y_Z",
+            "",
+            "ÉTAT_Ünï",
+            "İ",
+            &long,
+        ] {
+            assert_eq!(fold(key), unicode(key), "{key}");
+            assert_eq!(with_folded(key, str::to_owned), unicode(key), "{key}");
         }
     }
 
