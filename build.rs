@@ -21,8 +21,11 @@
 //! binary goes to. `TRELLIS_RELR=0` leaves them unpacked (a binary meant
 //! for hosts older than the one building it, or a toolchain that targets
 //! an older glibc from a newer machine), and `TRELLIS_RELR=1` packs them
-//! without running the probe. The decision is made again when the system's
-//! glibc changes.
+//! without running the probe. The decision is kept with the build's other
+//! outputs: a `target/` directory carried to a system with an older glibc
+//! keeps it (`cargo clean -p trellis --release` there decides again).
+//! Watching glibc's file would not help: packages keep their build's
+//! modification time, which is all cargo compares.
 //!
 //! Only a release build asks for these, and only when the linker takes
 //! them: a probe links an empty program with the same compiler, flags,
@@ -101,26 +104,12 @@ fn flag(var: &str) -> bool {
     env::var_os(var).is_some_and(|v| v == "1")
 }
 
-/// Where distributions keep glibc's shared object.
-const LIBC_PATHS: &[&str] = &[
-    "/lib/x86_64-linux-gnu/libc.so.6",
-    "/lib/aarch64-linux-gnu/libc.so.6",
-    "/lib64/libc.so.6",
-    "/usr/lib64/libc.so.6",
-    "/usr/lib/libc.so.6",
-];
-
 /// Whether an empty program linked with `options` runs on this machine,
 /// which is the target: with packed relocations, whether its glibc reads
 /// them.
 fn runs_here(options: &[String]) -> bool {
     if env::var("HOST").ok() != env::var("TARGET").ok() {
         return false;
-    }
-    // The answer is the system's C library's: decide again when it changes
-    // (an upgrade, or a `target/` reused on another system).
-    for libc in LIBC_PATHS.iter().filter(|p| Path::new(p).exists()) {
-        println!("cargo:rerun-if-changed={libc}");
     }
     links_with(options).is_some_and(|probe| {
         Command::new(probe)

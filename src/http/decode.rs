@@ -577,6 +577,8 @@ mod tests {
                 .collect()
         };
         let long = "Very_Long-Name".repeat(8);
+        // The stack buffer's edge: 64 bytes fold there, 65 do not.
+        let (at, past) = ("Ab_D".repeat(16), "Ab_D".repeat(16) + "E");
         for key in [
             "Node",
             "enable_tag_override",
@@ -585,6 +587,8 @@ mod tests {
             "ÉTAT_Ünï",
             "İ",
             &long,
+            &at,
+            &past,
         ] {
             assert_eq!(fold(key), unicode(key), "{key}");
             assert_eq!(with_folded(key, str::to_owned), unicode(key), "{key}");
