@@ -18,10 +18,10 @@ static ALLOCATOR: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
 /// 4.6 MB of anonymous memory, with caches up to 1 KiB 3.5 MB (glibc 3.3
 /// MB). Without the caches it held 3.0 MB, but answering 10,000 parked
 /// queries took a quarter more CPU (`kv_fanout`: 66-70 against 60 µs per
-/// answer). Up to 4 KiB takes in an
-/// HTTP handler's boxed future (a KV read's is about 3 KiB), which the
-/// single arena's lock served before: 0.7-1.3 µs less CPU per answer in
-/// `kv_fanout` (three interleaved pairs, 15-17 µs in all), for 0.2 MB more
+/// answer). Up to 4 KiB takes in an HTTP handler's boxed future (a KV
+/// read's is about 3 KiB), which the single arena's lock served before:
+/// 0.7-1.3 µs less CPU per answer in `kv_fanout` (three interleaved
+/// pairs, 15-17 µs in all), for 0.2 MB more
 /// anonymous memory idle (3.4-3.6 against 3.2-3.3 MB) and, in `scale`, the
 /// same memory per instance on a durable server (789-791 B bare, 1,466 B
 /// rich) but 50-60 B more per rich instance on a dev agent (2,037-2,052
@@ -31,10 +31,10 @@ static ALLOCATOR: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
 /// `kv_fanout` measured no difference in CPU per answer (24.1, 20.9, 26.8
 /// against 24.3, 26.2, 24.7 µs, three interleaved pairs in a slow hour).
 /// No background thread: it cost DNS about a tenth more CPU per query at
-/// 40,000 queries a second (`benches/dns_vs_nsd`:
-/// 1.12-1.13 against 1.01-1.03 times Knot's, two runs each), and without
-/// it the agent's own timers still let jemalloc's decay hand the pages a
-/// burst of work freed back to the system within about 20 s
+/// 40,000 queries a second (`benches/dns_vs_nsd`: 1.12-1.13 against
+/// 1.01-1.03 times Knot's, two runs each), and without it the agent's own
+/// timers still let jemalloc's decay hand the pages a burst of work freed
+/// back to the system within about 20 s
 /// (`benches/scale`: 1,014 bytes per bare instance either way).
 #[repr(transparent)]
 struct MallocConf(*const std::ffi::c_char);

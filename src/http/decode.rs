@@ -90,11 +90,7 @@ fn fold(key: &str) -> String {
         // char by char through them cost more than applying the write
         // (callgrind, catalog registrations).
         let mut folded = String::with_capacity(key.len());
-        folded.extend(
-            key.bytes()
-                .filter(|b| *b != b'_' && *b != b'-')
-                .map(|b| char::from(b.to_ascii_lowercase())),
-        );
+        folded.extend(fold_ascii(key).map(char::from));
         return folded;
     }
     key.chars()
@@ -103,14 +99,21 @@ fn fold(key: &str) -> String {
         .collect()
 }
 
+/// [`fold`] of an ASCII key, byte by byte.
+fn fold_ascii(key: &str) -> impl Iterator<Item = u8> + '_ {
+    key.bytes()
+        .filter(|b| *b != b'_' && *b != b'-')
+        .map(|b| b.to_ascii_lowercase())
+}
+
 /// Calls `f` with `name` folded as [`fold`] does, on the stack when it is
 /// short and ASCII (as the names this module asks for all are).
 fn with_folded<R>(name: &str, f: impl FnOnce(&str) -> R) -> R {
     let mut buf = [0u8; 64];
     if name.is_ascii() && name.len() <= buf.len() {
         let mut len = 0;
-        for b in name.bytes().filter(|b| *b != b'_' && *b != b'-') {
-            buf[len] = b.to_ascii_lowercase();
+        for b in fold_ascii(name) {
+            buf[len] = b;
             len += 1;
         }
         if let Ok(folded) = std::str::from_utf8(&buf[..len]) {

@@ -92,11 +92,11 @@ impl Nodes {
     /// changed ([`NodeUpsert`]). With `skip_node_update` an existing node
     /// is left alone, and an empty address keeps the one it has; the
     /// caller has checked that an address is given when one is needed.
-    /// Two searches of the tree at most: with
-    /// 100,000 nodes each is a few dozen string comparisons, most of them
-    /// cache misses (`cluster_vs_etcd`, 64 clients registering new nodes:
-    /// the four this took, and the caller's fifth for the key, were 6 % of
-    /// the servers' CPU).
+    /// Two searches of the tree at most: with 100,000 nodes each is a few
+    /// dozen string comparisons, most of them cache misses
+    /// (`cluster_vs_etcd`, 64 clients registering new nodes: the four this
+    /// took, and the caller's fifth for the key, were 6 % of the servers'
+    /// CPU).
     pub(crate) fn upsert(
         &mut self,
         index: Index,
@@ -108,7 +108,7 @@ impl Nodes {
             changed: None,
             created: false,
         };
-        let (key, next) = match self.rows.get_key_value(node_key) {
+        let (key, address, create_index) = match self.rows.get_key_value(node_key) {
             Some((key, _)) if r.skip_node_update => return unchanged(key),
             Some((key, old)) => {
                 let address = if r.address.is_empty() {
@@ -127,31 +127,19 @@ impl Nodes {
                 {
                     return unchanged(key);
                 }
-                let next = Node {
-                    name: r.node.clone(),
-                    id: r.id.clone(),
-                    address: address.clone(),
-                    datacenter: r.datacenter.clone(),
-                    tagged_addresses: r.tagged_addresses.clone(),
-                    meta: r.node_meta.clone(),
-                    create_index: old.create_index,
-                    modify_index: index,
-                };
-                (key.clone(), next)
+                (key.clone(), address.clone(), old.create_index)
             }
-            None => {
-                let next = Node {
-                    name: r.node.clone(),
-                    id: r.id.clone(),
-                    address: r.address.clone(),
-                    datacenter: r.datacenter.clone(),
-                    tagged_addresses: r.tagged_addresses.clone(),
-                    meta: r.node_meta.clone(),
-                    create_index: index,
-                    modify_index: index,
-                };
-                (NodeKey::new(node_key), next)
-            }
+            None => (NodeKey::new(node_key), r.address.clone(), index),
+        };
+        let next = Node {
+            name: r.node.clone(),
+            id: r.id.clone(),
+            address,
+            datacenter: r.datacenter.clone(),
+            tagged_addresses: r.tagged_addresses.clone(),
+            meta: r.node_meta.clone(),
+            create_index,
+            modify_index: index,
         };
         self.index = index;
         // An existing node keeps its key, which its rows share: `key` is
